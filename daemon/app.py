@@ -1,0 +1,154 @@
+"""The daemon's lifetime: start services in order, serve, reload, stop.
+
+Services start in one nursery with ``nursery.start`` and report readiness; ``READY=1``
+goes to systemd only after the store, the control socket and the scheduler are up.
+Shutdown has two phases: the first SIGTERM/SIGINT sends ``STOPPING=1``, stops accepting
+and gives in-flight work ``daemon.shutdown_grace_seconds`` (a cancel-scope deadline);
+a second signal cancels everything at once. The store is closed in a shielded
+``finally`` either way. SIGHUP re-reads the configuration (``RELOADING=1`` … ``READY=1``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+
+import structlog
+import trio
+
+from . import config as config_mod
+from . import logs
+from .control.methods import Context
+from .control.server import Broadcaster, ControlServer, bind_unix
+from .scheduler import Scheduler
+from .store.bridge import Store
+from .systemd import Notifier, listen_sockets, watchdog_interval
+
+log = structlog.get_logger("kuloo.daemon")
+
+# Keys that can change on SIGHUP; the others need a restart.
+RELOADABLE = {
+    "daemon.shutdown_grace_seconds", "daemon.scheduler_tick_seconds", "log.format", "log.level",
+    "sell.base_url", "sell.requests_per_second", "sell.timeout_seconds", "sell.max_attempts",
+    "credentials.directory", "credentials.link_signing_key", "credentials.smtp_password",
+}
+
+
+@dataclass
+class Lifecycle:
+    ctx: Context
+    server: ControlServer
+    scheduler: Scheduler
+    notifier: Notifier
+    services: trio.Nursery | None = None
+    stopping: bool = False
+
+    def begin_shutdown(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.ctx.stopping = True
+        grace = self.ctx.config["daemon.shutdown_grace_seconds"]
+        self.notifier.stopping()
+        self.notifier.status(f"stopping: draining for at most {grace}s")
+        log.info("stopping", grace_seconds=grace)
+        self.server.stop()
+        self.scheduler.stop()
+        self.apply_deadline()
+
+    def apply_deadline(self) -> None:
+        if self.services is not None:
+            grace = self.ctx.config["daemon.shutdown_grace_seconds"]
+            self.services.cancel_scope.deadline = trio.current_time() + grace
+
+    def cancel_now(self) -> None:
+        log.warning("second signal: cancelling in-flight work now")
+        if self.services is not None:
+            self.services.cancel_scope.cancel()
+
+    def reload(self) -> None:
+        self.notifier.reloading()
+        old = self.ctx.config
+        try:
+            new = config_mod.load(old.path) if old.path else old
+        except config_mod.ConfigError as exc:
+            log.error("reload failed; keeping the running configuration", problems=exc.problems)
+        else:
+            changed = sorted(k for k in new.values if new.values[k] != old.values[k])
+            restart = [k for k in changed if k not in RELOADABLE]
+            applied = dict(old.values)
+            applied.update({k: new.values[k] for k in changed if k in RELOADABLE})
+            self.ctx.config = config_mod.Config(old.path, applied)
+            self.scheduler.tick_seconds = applied["daemon.scheduler_tick_seconds"]
+            logs.configure(applied["log.format"], applied["log.level"])
+            log.info("configuration reloaded", changed=changed, need_restart=restart)
+        self.notifier.ready(self.status_line())
+
+    def status_line(self) -> str:
+        return f"serving; {self.server.connections} control connection(s)"
+
+
+async def _signals(life: Lifecycle, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
+        async for signum in signals:
+            if signum == signal.SIGHUP and not life.stopping:
+                life.reload()
+            elif signum == signal.SIGHUP:
+                continue
+            elif not life.stopping:
+                life.begin_shutdown()
+            else:
+                life.cancel_now()
+
+
+async def _feed_watchdog(life: Lifecycle, interval: float) -> None:
+    """Ping systemd's watchdog only while the scheduler is making progress."""
+    while not life.stopping:
+        allowed = max(interval, 3 * life.scheduler.tick_seconds)
+        if life.scheduler.healthy(trio.current_time(), allowed):
+            life.notifier.watchdog()
+        else:
+            log.error("scheduler has not ticked; withholding the watchdog ping", allowed_seconds=allowed)
+        await trio.sleep(interval / 2)
+
+
+async def run_daemon(config: config_mod.Config, *, socket_path: str | None = None, notifier: Notifier | None = None) -> None:
+    notifier = notifier or Notifier()
+    sockets = listen_sockets()
+    notifier.status("opening the store")
+    async with Store.open(config.database_path) as store:
+        bound_path = None
+        if not sockets:
+            bound_path = socket_path or config["control.socket"]
+            sockets = [bind_unix(bound_path, config["control.group"])]
+        broadcaster = Broadcaster()
+        scheduler = Scheduler(config["daemon.scheduler_tick_seconds"])
+        ctx = Context(config=config, store=store, publish=broadcaster.publish, scheduler_status=scheduler.status)
+        server = ControlServer(ctx, broadcaster, config["control.max_line_bytes"])
+        life = Lifecycle(ctx, server, scheduler, notifier)
+        async with trio.open_nursery() as outer:
+            await outer.start(_signals, life)
+            async with trio.open_nursery() as services:
+                life.services = services
+                await services.start(server.serve, sockets)
+                await services.start(scheduler.run)
+                interval = watchdog_interval()
+                if interval:
+                    services.start_soon(_feed_watchdog, life, interval)
+                log.info(
+                    "daemon ready",
+                    store=str(store.db_path),
+                    control_socket=bound_path or "(socket activation)",
+                    watchdog_seconds=interval,
+                )
+                notifier.ready(life.status_line())
+                if life.stopping:  # a signal arrived while starting
+                    life.apply_deadline()
+            outer.cancel_scope.cancel()
+        if bound_path:
+            with contextlib.suppress(OSError):
+                os.unlink(bound_path)
+    log.info("stopped")

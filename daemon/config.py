@@ -1,0 +1,159 @@
+"""Daemon configuration: one TOML file, validated whole.
+
+Every key is declared once in ``KEYS`` (type, default, meaning); ``load`` collects every
+problem with its dotted key name instead of stopping at the first, so
+``kuloo-daemon check-config`` can list them all. Secrets never live in the TOML: the
+link-signing key and the SMTP password are credential files (systemd ``LoadCredential=``
+or ``[credentials] directory``); Sell tokens live in the store.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .secrets import Secret, read_credential
+
+
+@dataclass(frozen=True)
+class Key:
+    type: type | tuple[type, ...]
+    default: Any
+    doc: str
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+KEYS: dict[str, Key] = {
+    "daemon.state_dir": Key(str, "/var/lib/kuloo", "Folder for the database and other state (systemd StateDirectory=)."),
+    "daemon.shutdown_grace_seconds": Key((int, float), 10, "On SIGTERM, how long in-flight work may take to finish.", minimum=0, maximum=300),
+    "daemon.scheduler_tick_seconds": Key((int, float), 5, "How often the scheduler looks for due work.", minimum=0.05, maximum=300),
+    "store.database": Key(str, "", "SQLite file; relative paths are under daemon.state_dir. Default: <state_dir>/kuloo.sqlite3."),
+    "control.socket": Key(str, "/run/kuloo/control.sock", "Path of the control socket (ignored under socket activation)."),
+    "control.group": Key(str, "", "Group that owns the control socket (the admins); empty = the daemon's group."),
+    "control.max_line_bytes": Key(int, 65536, "Longest control-protocol line accepted, in bytes.", minimum=1024, maximum=16 * 1024 * 1024),
+    "log.format": Key(str, "auto", "auto (JSON when stdout is not a terminal), json or console.", choices=("auto", "json", "console")),
+    "log.level": Key(str, "info", "Lowest level logged.", choices=("debug", "info", "warning", "error")),
+    "credentials.directory": Key(str, "", "Folder of credential files; empty = $CREDENTIALS_DIRECTORY (systemd)."),
+    "credentials.link_signing_key": Key(str, "link-signing-key", "File name of the link-signing key in the credentials folder."),
+    "credentials.smtp_password": Key(str, "smtp-password", "File name of the SMTP password in the credentials folder."),
+    "sell.base_url": Key(str, "https://api.getbase.com", "Zendesk Sell API base URL (sellsim's URL in the demo)."),
+    "sell.requests_per_second": Key((int, float), 9, "Request budget per Sell token (Sell allows 10/s).", minimum=0.1, maximum=10),
+    "sell.timeout_seconds": Key((int, float), 15, "Timeout of one Sell request.", minimum=0.1, maximum=300),
+    "sell.max_attempts": Key(int, 5, "Attempts per Sell request on 429, 5xx and network errors.", minimum=1, maximum=20),
+}
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.values["daemon.state_dir"])
+
+    @property
+    def database_path(self) -> Path:
+        db = self.values["store.database"] or "kuloo.sqlite3"
+        return self.state_dir / db  # an absolute db path wins over state_dir
+
+    def credentials_dir(self) -> str | None:
+        return self.values["credentials.directory"] or os.environ.get("CREDENTIALS_DIRECTORY")
+
+    def credential(self, key: str) -> Secret:
+        return read_credential(self.values[f"credentials.{key}"], self.credentials_dir())
+
+
+def _check(name: str, spec: Key, value: Any) -> str | None:
+    types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
+    if isinstance(value, bool) and bool not in types:
+        return f"{name}: expected {_type_name(types)}, got a boolean"
+    if not isinstance(value, types):
+        return f"{name}: expected {_type_name(types)}, got {type(value).__name__} {value!r}"
+    if spec.choices is not None and value not in spec.choices:
+        return f"{name}: {value!r} is not one of {', '.join(map(repr, spec.choices))}"
+    if spec.minimum is not None and value < spec.minimum:
+        return f"{name}: {value!r} is below the minimum {spec.minimum}"
+    if spec.maximum is not None and value > spec.maximum:
+        return f"{name}: {value!r} is above the maximum {spec.maximum}"
+    return None
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    names = {int: "a number", float: "a number", str: "a string", bool: "true or false"}
+    return " or ".join(sorted({names.get(t, t.__name__) for t in types}))
+
+
+def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
+    """Validate a parsed TOML document; raises ``ConfigError`` listing every problem."""
+    problems: list[str] = []
+    flat: dict[str, Any] = {}
+    for section, body in data.items():
+        if not isinstance(body, dict):
+            problems.append(f"{section}: expected a [{section}] table")
+            continue
+        for key, value in body.items():
+            flat[f"{section}.{key}"] = value
+    values: dict[str, Any] = {}
+    for name in flat:
+        if name not in KEYS:
+            problems.append(f"{name}: unknown key{_did_you_mean(name)}")
+    for name, spec in KEYS.items():
+        if name in flat:
+            problem = _check(name, spec, flat[name])
+            if problem:
+                problems.append(problem)
+                values[name] = spec.default  # keep checking the rest against a sane value
+                continue
+            values[name] = flat[name]
+        else:
+            values[name] = spec.default
+    if path is not None and not Path(str(values["daemon.state_dir"])).is_absolute():
+        values["daemon.state_dir"] = str((path.parent / values["daemon.state_dir"]).resolve())
+    if path is not None and values["control.socket"] and not Path(values["control.socket"]).is_absolute():
+        values["control.socket"] = str((path.parent / values["control.socket"]).resolve())
+    if path is not None and values["credentials.directory"] and not Path(values["credentials.directory"]).is_absolute():
+        values["credentials.directory"] = str((path.parent / values["credentials.directory"]).resolve())
+    if len(os.fsencode(values["control.socket"])) > 107:
+        problems.append("control.socket: path is longer than the 107 bytes a Unix socket allows")
+    if not str(values["sell.base_url"]).startswith(("http://", "https://")):
+        problems.append("sell.base_url: must start with http:// or https://")
+    if problems:
+        raise ConfigError(problems)
+    return Config(path=path, values=values)
+
+
+def _did_you_mean(name: str) -> str:
+    low = name.lower().replace("-", "_")
+    for known in KEYS:
+        if known.lower() == low or known.split(".")[-1] == low.split(".")[-1]:
+            return f" (did you mean {known!r}?)"
+    return ""
+
+
+def load(path: str | os.PathLike) -> Config:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{p}: cannot read the file ({exc.strerror})"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([f"{p}: not valid TOML ({exc})"]) from None
+    return from_mapping(data, p.resolve())
+

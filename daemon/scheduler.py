@@ -1,0 +1,66 @@
+"""The scheduler: a pure "what is due next" decision plus a thin trio loop.
+
+Jobs register a ``due(now) -> float`` (the next monotonic time they want to run) and a
+``run()`` coroutine. Each tick runs what is due, one job at a time per job, and records
+its own progress; the systemd watchdog is fed only while ticks keep coming
+(``app.watchdog``), so a wedged scheduler gets the daemon restarted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+import trio
+
+log = structlog.get_logger("kuloo.scheduler")
+
+
+@dataclass
+class Job:
+    name: str
+    due: Callable[[float], float]
+    run: Callable[[], Awaitable[None]]
+
+
+def next_wakeup(jobs: list[Job], now: float, tick: float) -> float:
+    """When the loop should wake: the earliest due job, but at least once per tick."""
+    earliest = now + tick
+    for job in jobs:
+        earliest = min(earliest, max(now, job.due(now)))
+    return earliest
+
+
+class Scheduler:
+    def __init__(self, tick_seconds: float) -> None:
+        self.tick_seconds = tick_seconds
+        self.jobs: list[Job] = []
+        self.last_tick: float | None = None
+        self.ticks = 0
+        self._stop = trio.Event()
+
+    def status(self) -> dict:
+        age = None if self.last_tick is None else round(trio.current_time() - self.last_tick, 3)
+        return {"ticks": self.ticks, "seconds_since_tick": age, "jobs": [j.name for j in self.jobs]}
+
+    def healthy(self, now: float, allowed_lag: float) -> bool:
+        return self.last_tick is not None and now - self.last_tick <= allowed_lag
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while not self._stop.is_set():
+            now = trio.current_time()
+            self.last_tick = now
+            self.ticks += 1
+            for job in self.jobs:
+                if job.due(now) <= now:
+                    try:
+                        await job.run()
+                    except Exception:
+                        log.exception("scheduled job failed", job=job.name)
+            with trio.move_on_at(next_wakeup(self.jobs, trio.current_time(), self.tick_seconds)):
+                await self._stop.wait()

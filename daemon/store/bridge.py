@@ -1,0 +1,194 @@
+"""The one door from trio into the store: a dedicated asyncio loop thread.
+
+tortoise-orm and aiosqlite are asyncio-only and the daemon's loop is trio's. Of the
+bridges measured in ../shared/STACK-NOTES.md we use the dedicated asyncio loop thread:
+it ran at plain-asyncio speed, cancelled cleanly (the asyncio task is cancelled, the
+transaction rolls back, the connection stays usable) and showed none of trio-asyncio's
+traps (a hang at exit, deadlocks around transactions, crashes when mixed with threads).
+
+Rules this module enforces or relies on:
+- One crossing per unit of work. ``Store.run(fn, *args)`` runs the coroutine function
+  ``fn`` on the loop thread; ``fn`` is a whole use case (a batch, a transaction), written
+  in ``store/`` against the models. Querysets are built on the loop side, never here.
+- tortoise 1.x keeps its state in a context variable: the context captured at the end
+  of initialisation is copied into every task started here.
+- A trio caller that is cancelled cancels the asyncio task, then waits (shielded) until
+  it has unwound, so a transaction is rolled back before the caller goes on.
+- The loop is created inside its thread; closing tortoise and stopping the thread
+  happens in a shielded ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+T = TypeVar("T")
+
+APP = "models"
+
+
+def tortoise_config(db_path: str | Path) -> dict[str, Any]:
+    return {
+        "connections": {
+            "default": {
+                "engine": "tortoise.backends.sqlite",
+                "credentials": {
+                    "file_path": str(db_path),
+                    "journal_mode": "WAL",
+                    "foreign_keys": "ON",
+                    "busy_timeout": 5000,
+                    "synchronous": "NORMAL",
+                },
+            }
+        },
+        "apps": {
+            APP: {
+                "models": ["kuloo_daemon.store.models"],
+                "migrations": "kuloo_daemon.store.migrations",
+                "default_connection": "default",
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+async def apply_migrations(config: dict[str, Any], progress: Callable[[str, str, str], object] | None = None) -> None:
+    """Bring the schema up to date (runs on an asyncio loop)."""
+    from tortoise.migrations.api import migrate
+
+    await migrate(config=config, progress=progress)
+
+
+class Store:
+    """Handle on the store; create it with ``async with Store.open(path) as store``."""
+
+    def __init__(self, db_path: str | Path) -> None:
+        self.db_path = Path(db_path)
+        self.config = tortoise_config(self.db_path)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._context: contextvars.Context | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, db_path: str | Path, *, migrate: bool = True):
+        store = cls(db_path)
+        store.db_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            await store._start(migrate)
+            yield store
+        finally:
+            with trio.CancelScope(shield=True):
+                await store._stop()
+
+    async def _start(self, migrate: bool) -> None:
+        ready = threading.Event()
+
+        def loop_thread() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=loop_thread, name="kuloo-store", daemon=True)
+        self._thread.start()
+        await trio.to_thread.run_sync(ready.wait)
+
+        async def init() -> contextvars.Context:
+            from tortoise import Tortoise
+
+            if migrate:
+                await apply_migrations(self.config)
+            await Tortoise.init(config=self.config)
+            return contextvars.copy_context()
+
+        self._context = await self._cross(init, context=None)
+
+    async def _stop(self) -> None:
+        if self._loop is None:
+            return
+        if self._context is not None:
+
+            async def close() -> None:
+                from tortoise import Tortoise
+
+                await Tortoise.close_connections()
+
+            try:
+                await self._cross(close, context=self._context)
+            finally:
+                self._context = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            await trio.to_thread.run_sync(self._thread.join)
+        self._loop = None
+
+    async def run(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Run one unit of work ``fn(*args, **kwargs)`` on the store's loop; one crossing."""
+        if self._context is None:
+            raise RuntimeError("the store is not open")
+        return await self._cross(lambda: fn(*args, **kwargs), context=self._context)
+
+    async def _cross(self, make_coro: Callable[[], Awaitable[T]], *, context: contextvars.Context | None) -> T:
+        loop = self._loop
+        assert loop is not None
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        box: dict[str, asyncio.Task] = {}
+
+        def on_done(_task: asyncio.Task) -> None:
+            try:
+                token.run_sync_soon(done.set)
+            except trio.RunFinishedError:  # the trio side is gone; nothing to wake
+                pass
+
+        def start() -> None:
+            coro = make_coro()
+            if context is None:
+                task = loop.create_task(coro)
+            else:
+                task = loop.create_task(coro, context=context.copy())
+            box["task"] = task
+            task.add_done_callback(on_done)
+
+        loop.call_soon_threadsafe(start)
+        try:
+            await done.wait()
+        except trio.Cancelled:
+            # Cancel the asyncio side and wait until it has unwound (rolled back).
+            loop.call_soon_threadsafe(lambda: box["task"].cancel())
+            with trio.CancelScope(shield=True):
+                await done.wait()
+            raise
+        task = box["task"]
+        if task.cancelled():
+            raise RuntimeError("store task was cancelled on the loop side")
+        return task.result()
+
+
+def migrate_blocking(db_path: str | Path, progress: Callable[[str, str, str], object] | None = None) -> None:
+    """Apply migrations from a plain (non-trio) process, e.g. ``kuloo-daemon migrate``."""
+    from tortoise import Tortoise
+
+    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+
+    async def go() -> None:
+        try:
+            await apply_migrations(tortoise_config(db_path), progress)
+        finally:
+            await Tortoise.close_connections()
+
+    asyncio.run(go())
