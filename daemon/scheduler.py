@@ -24,11 +24,16 @@ class Job:
     run: Callable[[], Awaitable[None]]
 
 
-def next_wakeup(jobs: list[Job], now: float, tick: float) -> float:
+def effective_due(job: Job, now: float, not_before: dict[str, float]) -> float:
+    """A job that just ran (or failed) and still says "due" waits a tick: no busy loop."""
+    return max(job.due(now), not_before.get(job.name, float("-inf")))
+
+
+def next_wakeup(jobs: list[Job], now: float, tick: float, not_before: dict[str, float] | None = None) -> float:
     """When the loop should wake: the earliest due job, but at least once per tick."""
     earliest = now + tick
     for job in jobs:
-        earliest = min(earliest, max(now, job.due(now)))
+        earliest = min(earliest, max(now, effective_due(job, now, not_before or {})))
     return earliest
 
 
@@ -38,6 +43,7 @@ class Scheduler:
         self.jobs: list[Job] = []
         self.last_tick: float | None = None
         self.ticks = 0
+        self._not_before: dict[str, float] = {}
         self._stop = trio.Event()
 
     def status(self) -> dict:
@@ -57,10 +63,12 @@ class Scheduler:
             self.last_tick = now
             self.ticks += 1
             for job in self.jobs:
-                if job.due(now) <= now:
+                if effective_due(job, now, self._not_before) <= now:
                     try:
                         await job.run()
                     except Exception:
                         log.exception("scheduled job failed", job=job.name)
-            with trio.move_on_at(next_wakeup(self.jobs, trio.current_time(), self.tick_seconds)):
+                    self._not_before[job.name] = trio.current_time() + self.tick_seconds
+            wake = next_wakeup(self.jobs, trio.current_time(), self.tick_seconds, self._not_before)
+            with trio.move_on_at(wake):
                 await self._stop.wait()

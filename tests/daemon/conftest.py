@@ -1,0 +1,107 @@
+"""The daemon as a real subprocess, with a real NOTIFY_SOCKET, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kuloo_daemon.control.client import ControlClient
+
+
+class Daemon:
+    def __init__(self, root: str, extra_config: str = "", env: dict | None = None) -> None:
+        self.root = Path(root)
+        self.socket_path = str(self.root / "c.sock")
+        self.notify_path = str(self.root / "n.sock")
+        self.config_path = self.root / "kuloo.toml"
+        self.log_path = self.root / "daemon.log"
+        self.config_path.write_text(
+            f'[daemon]\nstate_dir = "{self.root / "state"}"\nshutdown_grace_seconds = 3\n'
+            f'scheduler_tick_seconds = 0.2\n[control]\nsocket = "{self.socket_path}"\n'
+            f'[log]\nformat = "json"\nlevel = "debug"\n{extra_config}'
+        )
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        self.notify.settimeout(0.2)
+        self.messages: list[str] = []
+        self.env = {**os.environ, "NOTIFY_SOCKET": self.notify_path, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, args: list[str] | None = None, pass_fds=(), preexec_fn=None) -> Daemon:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            args or [sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(self.config_path)],
+            stdout=self._log, stderr=subprocess.STDOUT, env=self.env, pass_fds=pass_fds,
+            preexec_fn=preexec_fn,
+        )
+        return self
+
+    def wait_for(self, needle: str, timeout: float = 15.0) -> str:
+        """The first notify message (after those already read) containing ``needle``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for i, message in enumerate(self.messages):
+                if needle in message:
+                    del self.messages[: i + 1]
+                    return message
+            try:
+                data = self.notify.recv(4096)
+            except TimeoutError:
+                if self.proc and self.proc.poll() is not None and not self.messages:
+                    raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log()}") from None
+                continue
+            self.messages.append(data.decode())
+        raise AssertionError(f"no {needle!r} from the daemon in {timeout}s; got {self.messages}\n{self.log()}")
+
+    def client(self) -> ControlClient:
+        return ControlClient(self.socket_path, timeout=10)
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.notify.close()
+        if getattr(self, "_log", None):
+            self._log.close()
+        return self.proc.returncode if self.proc else 0
+
+
+@pytest.fixture
+def daemon_factory(short_tmp):
+    started: list[Daemon] = []
+
+    def make(extra_config: str = "", env: dict | None = None, sub: str = "") -> Daemon:
+        root = os.path.join(short_tmp, sub) if sub else short_tmp
+        os.makedirs(root, exist_ok=True)
+        d = Daemon(root, extra_config, env)
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        d.stop()
+
+
+@pytest.fixture
+def daemon(daemon_factory):
+    d = daemon_factory().start()
+    d.wait_for("READY=1")
+    return d

@@ -1,0 +1,92 @@
+"""The trio -> tortoise bridge: one crossing per unit of work, clean cancellation."""
+
+import asyncio
+import time
+
+import pytest
+import trio
+from tortoise.transactions import in_transaction
+
+from kuloo_daemon.store.bridge import Store
+from kuloo_daemon.store.models import Channel
+
+
+async def _count() -> int:
+    return await Channel.all().count()
+
+
+async def _insert_then_hang(started_flag: list) -> None:
+    async with in_transaction():
+        await Channel.create(name="half-done")
+        started_flag.append(True)
+        await asyncio.sleep(3600)  # the caller will be cancelled here
+
+
+async def test_cancelling_the_caller_mid_transaction_rolls_back(short_tmp):
+    async with Store.open(f"{short_tmp}/s.sqlite3") as store:
+        flag: list = []
+        with trio.move_on_after(5) as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(store.run, _insert_then_hang, flag)
+                while not flag:  # noqa: ASYNC110 - set on the asyncio thread; polling is the honest wait
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+        assert not scope.cancelled_caught, "the cancelled unit of work did not unwind"
+        assert flag == [True]
+        assert await store.run(_count) == 0  # rolled back
+        # and the store is still usable, transactions included
+        async def make(name):
+            async with in_transaction():
+                return (await Channel.create(name=name)).id
+        assert await store.run(make, "after") == 1
+        assert await store.run(_count) == 1
+
+
+async def test_concurrent_units_of_work_share_one_store(short_tmp):
+    async with Store.open(f"{short_tmp}/s.sqlite3") as store:
+        async def make(i):
+            await Channel.create(name=f"c{i}")
+
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(store.run, make, i)
+        assert await store.run(_count) == 50
+
+
+async def test_errors_cross_back_with_their_type(short_tmp):
+    async with Store.open(f"{short_tmp}/s.sqlite3") as store:
+        async def boom():
+            raise KeyError("from the loop side")
+
+        with pytest.raises(KeyError, match="from the loop side"):
+            await store.run(boom)
+        assert await store.run(_count) == 0
+
+
+async def test_exit_is_prompt_with_work_in_flight(short_tmp):
+    flag: list = []
+    started = time.monotonic()
+    with trio.move_on_after(0.5):
+        async with Store.open(f"{short_tmp}/s.sqlite3") as store:
+            await store.run(_insert_then_hang, flag)
+    assert flag == [True]
+    assert time.monotonic() - started < 5
+    async with Store.open(f"{short_tmp}/s.sqlite3") as store:  # reopens; nothing half-written
+        assert await store.run(_count) == 0
+
+
+async def test_pragmas_and_migrations_are_applied(short_tmp):
+    async with Store.open(f"{short_tmp}/s.sqlite3") as store:
+        async def pragmas():
+            from tortoise import connections
+
+            conn = connections.get("default")
+            return [
+                (await conn.execute_query_dict(f"PRAGMA {name}"))[0]
+                for name in ("journal_mode", "foreign_keys", "busy_timeout")
+            ]
+
+        journal, fks, busy = await store.run(pragmas)
+    assert journal == {"journal_mode": "wal"}
+    assert fks == {"foreign_keys": 1}
+    assert list(busy.values()) == [5000]
