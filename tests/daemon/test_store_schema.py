@@ -21,7 +21,7 @@ def test_migrate_command_creates_the_schema_and_is_idempotent(short_tmp):
 
 
 def test_models_have_no_unmigrated_changes():
-    """Fails when a model changed without `tortoise makemigrations` (see README, Development)."""
+    """Fails when a model changed without `python -m kuloo_daemon.store.makemigrations`."""
     from tortoise import Tortoise
     from tortoise.migrations.autodetector import MigrationAutodetector
 
