@@ -12,6 +12,8 @@ import tempfile
 
 import pytest
 
+pytest_plugins = ["sellsim.pytest_plugin"]
+
 
 def pytest_collection_modifyitems(config, items):
     for item in items:

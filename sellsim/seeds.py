@@ -1,0 +1,86 @@
+"""Seeds: the demo/default account with the six Kuloo custom fields, and the demo token.
+
+Owns ``DEMO_TOKEN`` and ``default_seed()``, which returns a dict in the JSON seed format of
+``config/sellsim-demo.json`` (see README "Seed format"). Record generation is deterministic.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+DEMO_TOKEN = "sellsim-demo-token-not-a-secret-".ljust(64, "0")
+PROMO_CHOICES = ["welcome", "onboarding", "upsell"]
+SUBSCRIPTION_CHOICES = ["daily", "weekly", "monthly", "unsubscribed"]
+SOURCE_CHOICES = ["admin", "signup", "sync"]
+
+_FIRST = ["Ada", "Ben", "Chloé", "Dmitri", "Eve", "Farid", "Grace", "Hiro", "Ines", "Jonas",
+          "Kemal", "Lena", "Maya", "Nils", "Olga", "Pablo", "Quinn", "Rosa", "Sami", "Tara"]  # fmt: skip
+_LAST = ["Abara", "Berg", "Costa", "Dubois", "Eriksen", "Fischer", "García", "Hansen", "Ito",
+         "Jansen", "Kowalski", "Lindqvist", "Moreau", "Novak", "Okafor", "Petrov", "Quist",
+         "Rossi", "Schmidt", "Tanaka"]  # fmt: skip
+
+
+def kuloo_fields(resource: str, promo_choices: list[str] | None = None) -> list[dict[str, Any]]:
+    """The six Kuloo custom fields (DESIGN §3) as seed definitions for ``lead`` or ``contact``."""
+    flags = {"for_contact": True, "for_company": False} if resource == "contact" else {}
+    fields = [
+        {"name": "Promo", "type": "multi_select_list", "choices": promo_choices or PROMO_CHOICES},
+        {"name": "Subscription", "type": "list", "choices": SUBSCRIPTION_CHOICES},
+        {"name": "Source", "type": "list", "choices": SOURCE_CHOICES},
+        {"name": "Last active", "type": "date"},
+        {"name": "KulooId", "type": "string"},
+        {"name": "Sync error", "type": "string"},
+    ]
+    return [dict(f, filterable=True, **flags) for f in fields]
+
+
+def _people(n: int, offset: int, domain: str, rng: random.Random) -> list[dict[str, Any]]:
+    out = []
+    for i in range(n):
+        first = _FIRST[(i + offset) % len(_FIRST)]
+        last = _LAST[(i * 7 + offset) % len(_LAST)]
+        custom: dict[str, Any] = {}
+        promo = [p for p in PROMO_CHOICES if rng.random() < 0.4]
+        if promo:
+            custom["Promo"] = promo
+        if rng.random() < 0.8:
+            custom["Subscription"] = rng.choice(SUBSCRIPTION_CHOICES)
+        if rng.random() < 0.3:
+            custom["Last active"] = f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        out.append(
+            {
+                "first_name": first,
+                "last_name": last,
+                "email": f"{first.lower()}.{last.lower()}.{offset + i}@{domain}",
+                "tags": ["newsletter"] if i % 3 == 0 else [],
+                "custom_fields": custom,
+            }
+        )
+    return out
+
+
+def default_seed(leads: int = 0, contacts: int = 0) -> dict[str, Any]:
+    """One demo account ("Kuloo Demo"), its admin user, ``DEMO_TOKEN``, the six Kuloo fields on
+    leads and contacts, and ``leads``/``contacts`` generated records with varied Promo and
+    Subscription values (no KulooId: they look entered in Sell by hand)."""
+    rng = random.Random(20250101)
+    lead_list = _people(leads, 0, "example.com", rng)
+    for i, lead in enumerate(lead_list):
+        if i % 4 == 1:
+            lead["organization_name"] = f"{lead['last_name']} & Co"
+    return {
+        "accounts": [
+            {
+                "name": "Kuloo Demo",
+                "subdomain": "kuloo-demo",
+                "sync_api": True,
+                "users": [{"name": "Demo Admin", "email": "admin@kuloo-demo.test", "role": "admin"}],
+                "tokens": [{"token": DEMO_TOKEN, "name": "demo"}],
+                "lead_statuses": ["New", "Working", "Unqualified"],
+                "custom_fields": {"lead": kuloo_fields("lead"), "contact": kuloo_fields("contact")},
+                "leads": lead_list,
+                "contacts": _people(contacts, 100, "example.org", rng),
+            }
+        ]
+    }

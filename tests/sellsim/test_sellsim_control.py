@@ -1,0 +1,149 @@
+"""Control API, seeds, accounts, persistence, the CLI, the ASGI app, the layering rule."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+import pytest
+from sellsim_checks import assert_error
+
+from sellsim import Simulator
+from sellsim.seeds import DEMO_TOKEN, default_seed
+
+SECOND = "second-account-token-".ljust(64, "2")
+
+
+def two_accounts() -> dict:
+    seed = default_seed(leads=2)
+    seed["accounts"].append({"name": "Other", "token": SECOND, "sync_api": False,
+                             "leads": [{"last_name": "Theirs"}]})  # fmt: skip
+    return seed
+
+
+def test_reset_restores_the_seed_and_clears_everything(sim, api):
+    api.post("/v2/leads", json={"data": {"last_name": "A"}})
+    sim.set_faults([{"kind": "500"}])
+    sim.reset()
+    assert sim.faults() == [] and sim.counters()["total"] == 0
+    assert sim.options()["rate_per_second"] == 10  # options back to the defaults
+    sim.set_options(rate_per_second=1000)
+    assert api.get("/v2/leads").json()["meta"]["count"] == 0
+
+
+def test_accounts_are_isolated(sim, api):
+    sim.load_seed(two_accounts())
+    with sim.client(token=SECOND) as other:
+        theirs = other.get("/v2/leads").json()["items"]
+        assert [i["data"]["last_name"] for i in theirs] == ["Theirs"]
+        assert_error(api.get(f"/v2/leads/{theirs[0]['data']['id']}"), 404, "not_found")
+        assert_error(other.post("/v2/sync/start", headers={"X-Basecrm-Device-UUID": "d"}),
+                     403, "forbidden")  # fmt: skip
+        assert other.get("/v2/lead/custom_fields").json()["items"] == []
+    assert api.get("/v2/leads").json()["meta"]["count"] == 2
+
+
+def test_bad_seed_is_rejected_and_keeps_state(sim, api):
+    with pytest.raises(RuntimeError, match="400"):
+        sim.load_seed({"accounts": [{"token": "short"}]})
+    assert api.get("/v2/users/self").status_code == 200
+
+
+def test_ui_edits_are_validated_unless_forced(sim, api):
+    lead = sim.create_record("lead", {"last_name": "A"})
+    with pytest.raises(RuntimeError, match="422"):
+        sim.edit_record("lead", lead["id"], {"custom_fields": {"Subscription": "Weekly"}})
+    forced = sim.edit_record("lead", lead["id"], {"custom_fields": {"Subscription": "Weekly"}},
+                             force=True)  # fmt: skip
+    assert forced["custom_fields"] == {"Subscription": "Weekly"}
+    assert sim.counters()["total"] == 0  # the UI does not spend the token's budget
+
+
+def test_counters_by_method_and_path(sim, api):
+    api.get("/v2/leads")
+    api.get("/v2/leads/5")
+    api.get("/v2/leads/5")
+    c = sim.counters()
+    assert c["requests"] == {"GET /v2/leads": 1, "GET /v2/leads/5": 2}
+    assert c["routes"] == {"GET /v2/leads": 1, "GET /v2/leads/{id}": 2}
+    assert c["statuses"] == {"200": 1, "404": 2}
+    sim.reset_counters()
+    assert sim.counters()["total"] == 0
+
+
+def test_the_shared_fixture_starts_fresh(sellsim):
+    assert sellsim.options()["rate_per_second"] == 10
+    assert sellsim.counters()["total"] == 0 and sellsim.records("lead") == []
+    assert sellsim.token == DEMO_TOKEN and sellsim.base_url.startswith("http://127.0.0.1:")
+
+
+def test_cli_prints_its_url_and_persists_state(tmp_path):
+    state = tmp_path / "state.json"
+    cmd = [sys.executable, "-m", "sellsim", "--port", "0", "--seed", "config/sellsim-demo.json",
+           "--state", str(state)]  # fmt: skip
+    headers = {"Authorization": f"Bearer {DEMO_TOKEN}", "User-Agent": "t"}
+
+    def run(check):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        try:
+            line = proc.stdout.readline()
+            assert line.startswith("sellsim listening on http://127.0.0.1:")
+            return check(line.split()[-1])
+        finally:
+            proc.terminate()
+            assert proc.wait(10) == 0
+
+    def first(url):
+        leads = httpx.get(url + "/v2/leads?per_page=100", headers=headers).json()
+        assert leads["meta"]["count"] == 30
+        r = httpx.post(url + "/v2/leads", headers=headers, json={"data": {"last_name": "Kept"}})
+        return r.json()["data"]["id"]
+
+    lead_id = run(first)
+    assert json.loads(state.read_text())["format"] == "sellsim-state-1"
+    got = run(lambda url: httpx.get(f"{url}/v2/leads/{lead_id}", headers=headers))
+    assert got.status_code == 200 and got.json()["data"]["last_name"] == "Kept"
+
+
+def test_cli_rejects_a_bad_seed(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"accounts": [{"token": "x"}]}')
+    r = subprocess.run([sys.executable, "-m", "sellsim", "--seed", str(bad)],
+                       capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert r.returncode == 2 and "64 characters" in r.stderr
+
+
+async def test_runs_in_process_as_an_asgi_app():
+    app = Simulator(default_seed(leads=3))
+    headers = {"Authorization": f"Bearer {DEMO_TOKEN}", "User-Agent": "t"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://sim", headers=headers) as client:  # fmt: skip
+        r = await client.get("/v2/leads")
+        assert r.status_code == 200 and r.json()["meta"]["count"] == 3
+        assert r.headers["x-request-id"]
+        r = await client.get("/v2/leads", headers={"Authorization": ""})
+        assert r.status_code == 401 and r.json()["meta"]["logref"] == r.headers["x-request-id"]
+
+
+def test_demo_seed_has_the_kuloo_fields_and_varied_values():
+    seed = json.load(open("config/sellsim-demo.json"))
+    (acc,) = seed["accounts"]
+    assert acc["tokens"][0]["token"] == DEMO_TOKEN
+    for resource in ("lead", "contact"):
+        names = [d["name"] for d in acc["custom_fields"][resource]]
+        assert names == ["Promo", "Subscription", "Source", "Last active", "KulooId", "Sync error"]
+    records = acc["leads"] + acc["contacts"]
+    assert len(records) >= 36
+    subs = {r["custom_fields"].get("Subscription") for r in records}
+    promos = {tuple(r["custom_fields"].get("Promo", [])) for r in records}
+    assert {"daily", "weekly", "monthly", "unsubscribed", None} <= subs and len(promos) >= 4
+    assert seed == default_seed(leads=30, contacts=20)
+
+
+def test_sellsim_imports_nothing_from_the_daemon():
+    code = ("import sys, sellsim.testing, sellsim.__main__, sellsim.pytest_plugin; "
+            "print([m for m in sys.modules if m.startswith('kuloo')])")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,96 @@
+"""Lead conversions: contact creation or merge, field copying, lead removal, the listing."""
+
+from __future__ import annotations
+
+from sellsim_checks import assert_error
+
+
+def _lead(api, **attrs):
+    r = api.post("/v2/leads", json={"data": attrs})
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
+
+
+def _convert(api, lead_id):
+    r = api.post("/v2/lead_conversions", json={"data": {"lead_id": lead_id}})
+    assert r.status_code == 200, r.text
+    assert r.json()["meta"]["type"] == "lead_conversion"
+    return r.json()["data"]
+
+
+def test_conversion_creates_contact_and_removes_lead(api):
+    lead = _lead(api, first_name="Ada", last_name="L", email="ada@x.test", tags=["t"],
+                 custom_fields={"KulooId": "K1"})  # fmt: skip
+    conv = _convert(api, lead["id"])
+    assert conv["lead_id"] == lead["id"] and conv["organization_id"] is None
+    assert conv["deal_id"] is None
+    contact = api.get(f"/v2/contacts/{conv['individual_id']}").json()["data"]
+    assert (contact["first_name"], contact["last_name"], contact["email"], contact["tags"]) == (
+        "Ada", "L", "ada@x.test", ["t"])  # fmt: skip
+    assert contact["custom_fields"] == {}  # not copied by default
+    assert_error(api.get(f"/v2/leads/{lead['id']}"), 404, "not_found")
+    assert lead["id"] not in {i["data"]["id"] for i in api.get("/v2/leads").json()["items"]}
+    listed = api.get("/v2/lead_conversions", params={"lead_id": lead["id"]}).json()
+    assert [i["data"] for i in listed["items"]] == [conv]
+    assert_error(api.post("/v2/lead_conversions", json={"data": {"lead_id": lead["id"]}}),
+                 422, "incorrect_value", "/lead_id")  # fmt: skip
+
+
+def test_conversion_merges_into_contact_with_same_email(api, sim):
+    existing = api.post("/v2/contacts", json={"data": {"last_name": "Old", "email": "A@x.test"}})
+    existing = existing.json()["data"]
+    conv = _convert(api, _lead(api, first_name="New", last_name="N", email="a@x.test")["id"])
+    assert conv["individual_id"] == existing["id"]
+    merged = api.get(f"/v2/contacts/{existing['id']}").json()["data"]
+    assert merged["last_name"] == "Old" and merged["first_name"] == "New"
+    sim.set_options(conversion_merge="never")
+    conv2 = _convert(api, _lead(api, last_name="N2", email="a@x.test")["id"])
+    assert conv2["individual_id"] != existing["id"]
+
+
+def test_conversion_with_organization_and_options(api, sim):
+    sim.set_options(conversion_copy_custom_fields=True, conversion_lead="kept")
+    lead = _lead(api, last_name="L", organization_name="Acme",
+                 custom_fields={"KulooId": "K9", "Promo": ["welcome"]})  # fmt: skip
+    conv = _convert(api, lead["id"])
+    org = api.get(f"/v2/contacts/{conv['organization_id']}").json()["data"]
+    assert org["is_organization"] is True and org["name"] == "Acme"
+    person = api.get(f"/v2/contacts/{conv['individual_id']}").json()["data"]
+    assert person["contact_id"] == org["id"]
+    assert person["custom_fields"] == {"KulooId": "K9", "Promo": ["welcome"]}
+    assert api.get(f"/v2/leads/{lead['id']}").status_code == 200
+
+
+def test_conversion_body_errors(api):
+    assert_error(api.post("/v2/lead_conversions", json={"data": {}}), 422, "missing", "/lead_id")
+    assert_error(api.post("/v2/lead_conversions", json={"data": {"lead_id": 1, "x": 1}}),
+                 422, "unknown", "/x")  # fmt: skip
+    assert_error(api.post("/v2/lead_conversions", json={"data": {"lead_id": "1"}}),
+                 422, "invalid_type")  # fmt: skip
+
+
+def test_conversion_listing_paging_and_limits(api, sim):
+    convs = [_convert(api, _lead(api, last_name=f"L{i}")["id"]) for i in range(7)]
+    expected = sorted((c["id"] for c in convs), reverse=True)
+    url, seen = "/v2/lead_conversions?per_page=3", []
+    while url:
+        body = api.get(url).json()
+        assert body["meta"]["count"] == len(body["items"])
+        seen += [i["data"]["id"] for i in body["items"]]
+        url = body["meta"]["links"].get("next_page")
+        assert url is None or "cursor=" in url
+    assert seen == expected
+    assert api.get("/v2/lead_conversions?per_page=200&page=50").status_code == 200
+    assert_error(api.get("/v2/lead_conversions?per_page=201"), 400, "invalid_param")
+    assert_error(api.get("/v2/lead_conversions?page=51"), 400, "invalid_param")
+    assert_error(api.get("/v2/lead_conversions?sort_by=id"), 400, "invalid_param")
+    c0 = convs[0]
+    one = api.get("/v2/lead_conversions", params={"individual_id": c0["individual_id"]}).json()
+    assert [i["data"]["id"] for i in one["items"]] == [c0["id"]]
+
+
+def test_ui_conversion(api, sim):
+    lead = _lead(api, last_name="UI")
+    conv = sim.convert_lead(lead["id"], create_deal=True)
+    assert conv["deal_id"] is not None
+    assert api.get(f"/v2/leads/{lead['id']}").status_code == 404
