@@ -1,0 +1,13 @@
+"""crm: the only code that talks HTTP to Zendesk Sell.
+
+Owns: the Sell API client (``client``: one ``httpx.AsyncClient`` per token, retries,
+typed errors), the per-token rate budget (``budget``), the per-token client pool
+(``pool``), the typed records parsed from Sell's envelopes (``records``), the change feed
+(``feed``: Sync API with a polling fallback) and the channel-connection check
+(``verify``: token and custom fields).
+
+May import: trio, httpx, structlog, the standard library and ``kuloo_daemon.secrets``.
+Imports nothing from ``store``, ``control`` or the sync engine: state goes in and out as
+plain data, and the caller persists it. The token travels as ``Secret`` and is revealed
+only inside ``client`` when building the ``Authorization`` header.
+"""

@@ -1,0 +1,592 @@
+"""The Zendesk Sell API v2 client: one ``httpx.AsyncClient`` per token, under trio.
+
+Owns every HTTP request to Sell: headers (``Authorization: Bearer``, ``User-Agent:
+kuloo-sync/<version>``, ``Accept``), the envelope (``{"data": ...}`` in and out, ``items``
+collections and their paging), explicit timeouts (``trio.move_on_after`` around each
+attempt, plus httpx's own), the shared ``RateBudget``, retries with exponential backoff and
+jitter, and the mapping of failures to the typed errors of ``errors``.
+
+Retry policy (``should_retry`` / ``retry_delay`` are pure):
+- 429, 503: always retried (the request was not processed); ``Retry-After`` honoured when
+  present, and a 429 defers the token's whole budget.
+- 500, 502, 504, timeouts, read/protocol errors: retried for idempotent requests (GET,
+  PUT, DELETE, the Sync API). For a create (POST a lead/contact/conversion) the write may
+  have been applied, so it is *not* retried; the error carries ``maybe_applied=True`` and
+  the caller looks the record up before creating it again (no duplicate CRM record).
+- connect errors/timeouts (nothing was sent): always retried.
+- 401, 403, 404, 422 and other 4xx: raised at once, never retried.
+
+Logs (structlog, sync methods): one ``sell.retry`` line per retry with method, path (no
+query string), status or error, attempt and delay. The token never appears in a log line,
+an error message or a repr. Imports trio, httpx, structlog, ``kuloo_daemon.secrets`` and
+this package.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import structlog
+import trio
+
+from .. import __version__
+from ..secrets import Secret
+from . import errors as E
+from .budget import RateBudget
+from .records import Contact, CustomFieldDef, Lead, LeadConversion, SyncItem, SyncSession
+
+log = structlog.get_logger("kuloo_daemon.crm")
+
+USER_AGENT = f"kuloo-sync/{__version__}"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Statuses after which the server certainly did not apply the request.
+UNPROCESSED_STATUSES = frozenset({429, 503})
+RESOURCE_TYPES = ("lead", "contact")
+
+
+# ----------------------------------------------------------------------------- pure policy
+
+
+def should_retry(status: int | None, failure: str | None, idempotent: bool) -> bool:
+    """Whether an attempt that ended with ``status`` (or a network ``failure``:
+    "connect" = nothing sent, "timeout"/"transport" = maybe sent) may be repeated."""
+    if status is not None:
+        if status in UNPROCESSED_STATUSES:
+            return True
+        return idempotent and status in RETRY_STATUSES
+    if failure == "connect":
+        return True
+    return idempotent and failure in ("timeout", "transport")
+
+
+def retry_delay(
+    attempt: int,
+    *,
+    base: float,
+    cap: float,
+    retry_after: float | None = None,
+    retry_after_cap: float = 120.0,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Delay before attempt ``attempt + 1``: exponential with jitter in [50 %, 100 %] of
+    ``min(cap, base * 2**(attempt-1))``; a server's ``Retry-After`` (up to
+    ``retry_after_cap``) is a floor."""
+    exp = min(cap, base * (2 ** max(0, attempt - 1)))
+    delay = exp * (0.5 + 0.5 * rand())
+    if retry_after is not None and retry_after >= 0:
+        delay = max(delay, min(retry_after, retry_after_cap))
+    return delay
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After``: delta-seconds or an HTTP date. None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def flatten_params(filters: Mapping[str, Any]) -> dict[str, str]:
+    """``{"custom_fields": {"KulooId": "k1"}, "ids": [1, 2]}`` ->
+    ``{"custom_fields[KulooId]": "k1", "ids": "1,2"}``. None values are dropped."""
+    out: dict[str, str] = {}
+
+    def put(key: str, value: Any) -> None:
+        if value is None:
+            return
+        if isinstance(value, Mapping):
+            for sub, inner in value.items():
+                put(f"{key}[{sub}]", inner)
+        elif isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, list | tuple | set | frozenset):
+            out[key] = ",".join(str(v) for v in value)
+        else:
+            out[key] = str(value)
+
+    for k, v in filters.items():
+        put(k, v)
+    return out
+
+
+def next_page_params(next_page: Any) -> dict[str, str] | None:
+    """The query of ``meta.links.next_page`` (we never follow its host: the token only
+    goes to our base URL). None when there is no next page."""
+    if not next_page or not isinstance(next_page, str):
+        return None
+    return dict(parse_qsl(urlsplit(next_page).query, keep_blank_values=True))
+
+
+# ----------------------------------------------------------------------------- the client
+
+
+class SellClient:
+    """``async with SellClient(base_url, token) as sell: ...`` under trio."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: Secret,
+        *,
+        budget: RateBudget | None = None,
+        timeout: float = 15.0,
+        max_attempts: int = 5,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        per_page: int = 100,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        if not isinstance(token, Secret):
+            raise TypeError("token must be a Secret")
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self.budget = budget if budget is not None else RateBudget()
+        self.timeout = float(timeout)
+        self.max_attempts = max(1, int(max_attempts))
+        self.backoff_base = float(backoff_base)
+        self.backoff_cap = float(backoff_cap)
+        self.per_page = per_page
+        self._transport = transport
+        self._rand = rand
+        self._http: httpx.AsyncClient | None = None
+        self.requests_sent = 0
+
+    def __repr__(self) -> str:
+        return f"SellClient({self.base_url!r}, token={self._token!r})"
+
+    @property
+    def token(self) -> Secret:
+        return self._token
+
+    async def __aenter__(self) -> SellClient:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        if self._http is not None:
+            return
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={
+                "Authorization": f"Bearer {self._token.reveal()}",
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+            },
+            timeout=httpx.Timeout(self.timeout),
+            limits=httpx.Limits(
+                max_connections=20, max_keepalive_connections=10, keepalive_expiry=30.0
+            ),
+            transport=self._transport,
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        http, self._http = self._http, None
+        if http is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await http.aclose()
+
+    @property
+    def closed(self) -> bool:
+        return self._http is None
+
+    # ------------------------------------------------------------------ the request loop
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+    ) -> httpx.Response:
+        """Send with budget, timeout and retries; return a 2xx response or raise SellError."""
+        if self._http is None:
+            raise RuntimeError("SellClient is not open: use `async with SellClient(...)`")
+        method = method.upper()
+        if idempotent is None:
+            idempotent = method in ("GET", "HEAD", "PUT", "DELETE")
+        query = flatten_params(params or {})
+        secret = self._token.reveal()
+        attempt = 0
+        while True:
+            attempt += 1
+            await self.budget.acquire()
+            response: httpx.Response | None = None
+            failure: str | None = None
+            failure_text = ""
+            try:
+                with trio.move_on_after(self.timeout) as scope:
+                    self.requests_sent += 1
+                    response = await self._http.request(
+                        method, path, params=query, json=json, headers=headers
+                    )
+                if scope.cancelled_caught:
+                    failure, failure_text = "timeout", f"no answer within {self.timeout:g} s"
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                failure, failure_text = "connect", _exc_text(exc, secret)
+            except httpx.TimeoutException as exc:
+                failure, failure_text = "timeout", _exc_text(exc, secret)
+            except httpx.TransportError as exc:
+                failure, failure_text = "transport", _exc_text(exc, secret)
+
+            if response is not None and 200 <= response.status_code < 300:
+                return response
+
+            status = response.status_code if response is not None else None
+            retry_after = (
+                parse_retry_after(response.headers.get("Retry-After"))
+                if response is not None
+                else None
+            )
+            if attempt < self.max_attempts and should_retry(status, failure, idempotent):
+                delay = retry_delay(
+                    attempt,
+                    base=self.backoff_base,
+                    cap=self.backoff_cap,
+                    retry_after=retry_after,
+                    rand=self._rand,
+                )
+                if status == 429:
+                    self.budget.defer(delay)
+                log.warning(
+                    "sell.retry",
+                    method=method,
+                    path=path,
+                    status=status,
+                    error=failure,
+                    attempt=attempt,
+                    max_attempts=self.max_attempts,
+                    delay=round(delay, 3),
+                )
+                await trio.sleep(delay)
+                continue
+            raise self._error(
+                method, path, response, failure, failure_text, attempt, idempotent, secret
+            )
+
+    def _error(
+        self,
+        method: str,
+        path: str,
+        response: httpx.Response | None,
+        failure: str | None,
+        failure_text: str,
+        attempt: int,
+        idempotent: bool,
+        secret: str,
+    ) -> E.SellError:
+        if response is None:
+            err: E.SellError = E.NetworkError(
+                f"could not reach Sell: {failure_text}", method=method, path=path, attempts=attempt
+            )
+            err.maybe_applied = (not idempotent) and failure != "connect"  # type: ignore[attr-defined]
+            return err
+        status = response.status_code
+        logref, errs, snippet = E.parse_error_body(
+            response.content, response.headers.get("X-Request-Id")
+        )
+        for e in errs:
+            for key in ("message", "details", "raw_field"):
+                if e.get(key):
+                    e[key] = E.scrub(e[key], secret)
+        message = E.default_message(status)
+        if snippet:
+            message = f"{message}: {E.scrub(snippet, secret)}"
+        cls = E.error_class_for(status)
+        err = cls(
+            message,
+            status=status,
+            logref=logref,
+            errors=errs,
+            method=method,
+            path=path,
+            attempts=attempt,
+        )
+        if isinstance(err, E.ServerError):
+            err.maybe_applied = (not idempotent) and status not in UNPROCESSED_STATUSES
+        return err
+
+    # ------------------------------------------------------------------ envelope helpers
+
+    @staticmethod
+    def _body(response: httpx.Response, method: str, path: str) -> dict[str, Any]:
+        try:
+            doc = response.json()
+        except ValueError:
+            raise E.MalformedResponseError(
+                f"Sell answered {response.status_code} with a body that is not JSON: "
+                f"{E.text_snippet(response.content, 80)!r}",
+                status=response.status_code,
+                logref=response.headers.get("X-Request-Id"),
+                method=method,
+                path=path,
+            ) from None
+        if not isinstance(doc, dict):
+            raise E.MalformedResponseError(
+                "Sell answered with JSON that is not an object",
+                status=response.status_code,
+                logref=response.headers.get("X-Request-Id"),
+                method=method,
+                path=path,
+            )
+        return doc
+
+    def _data(self, response: httpx.Response, method: str, path: str) -> dict[str, Any]:
+        doc = self._body(response, method, path)
+        data = doc.get("data")
+        if not isinstance(data, dict):
+            raise E.MalformedResponseError(
+                "Sell's answer has no `data` object",
+                status=response.status_code,
+                logref=response.headers.get("X-Request-Id"),
+                method=method,
+                path=path,
+            )
+        return data
+
+    def _items(
+        self, response: httpx.Response, method: str, path: str
+    ) -> tuple[list[dict[str, Any]], Any]:
+        """The raw ``items`` (each ``{"data", "meta"}``) and ``meta.links.next_page``."""
+        doc = self._body(response, method, path)
+        items = doc.get("items")
+        if items is None and isinstance(doc.get("data"), list):  # tolerate a bare list
+            items = doc["data"]
+        if not isinstance(items, list):
+            raise E.MalformedResponseError(
+                "Sell's answer has no `items` list",
+                status=response.status_code,
+                logref=response.headers.get("X-Request-Id"),
+                method=method,
+                path=path,
+            )
+        meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+        links = meta.get("links") if isinstance(meta.get("links"), dict) else {}
+        return [i for i in items if isinstance(i, dict)], links.get("next_page")
+
+    @staticmethod
+    def _unwrap(item: dict[str, Any]) -> dict[str, Any]:
+        data = item.get("data")
+        return data if isinstance(data, dict) else item
+
+    async def get(self, path: str, **params: Any) -> dict[str, Any]:
+        return self._data(await self.request("GET", path, params=params), "GET", path)
+
+    async def page(
+        self, path: str, params: Mapping[str, Any] | None = None
+    ) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+        """One page: the records' data dicts and the params of the next page (or None)."""
+        response = await self.request("GET", path, params=params)
+        items, next_page = self._items(response, "GET", path)
+        records = [self._unwrap(i) for i in items]
+        nxt = next_page_params(next_page) if records else None
+        return records, nxt
+
+    async def pages(
+        self,
+        path: str,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        per_page: int | None = None,
+        paged: bool = True,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every page, until ``next_page`` is missing or a page is empty.
+
+        ``paged=False`` sends no ``page``/``per_page`` on the first request (endpoints that
+        may refuse them, like custom-field definitions) and then follows ``next_page`` only.
+        """
+        params: dict[str, Any] = dict(flatten_params(filters or {}))
+        if paged:
+            params.setdefault("per_page", per_page or self.per_page)
+            params.setdefault("page", 1)
+        seen_pages = 0
+        while True:
+            records, nxt = await self.page(path, params)
+            if not records:
+                return
+            yield records
+            seen_pages += 1
+            if nxt is None:
+                return
+            following = dict(params)
+            following.update(nxt)
+            if paged and "page" not in nxt and "cursor" not in nxt:
+                following["page"] = int(params.get("page", 1)) + 1
+            if following == params:  # a server pointing at the same page again
+                return
+            params = following
+
+    # ------------------------------------------------------------------ account
+
+    async def users_self(self) -> dict[str, Any]:
+        return await self.get("/v2/users/self")
+
+    async def accounts_self(self) -> dict[str, Any]:
+        return await self.get("/v2/accounts/self")
+
+    # ------------------------------------------------------------------ custom fields
+
+    async def custom_fields(self, resource_type: str) -> list[CustomFieldDef]:
+        if resource_type not in RESOURCE_TYPES + ("deal",):
+            raise ValueError(f"unknown resource type {resource_type!r}")
+        out: list[CustomFieldDef] = []
+        async for page in self.pages(f"/v2/{resource_type}/custom_fields", paged=False):
+            out.extend(CustomFieldDef.from_data(d, resource_type) for d in page)
+        return out
+
+    # ------------------------------------------------------------------ leads and contacts
+
+    async def list_leads(self, **filters: Any) -> AsyncIterator[Lead]:
+        async for page in self.pages("/v2/leads", filters):
+            for d in page:
+                yield Lead.from_data(d)
+
+    async def list_contacts(self, **filters: Any) -> AsyncIterator[Contact]:
+        async for page in self.pages("/v2/contacts", filters):
+            for d in page:
+                yield Contact.from_data(d)
+
+    async def get_lead(self, lead_id: int) -> Lead:
+        return Lead.from_data(await self.get(f"/v2/leads/{int(lead_id)}"))
+
+    async def get_contact(self, contact_id: int) -> Contact:
+        return Contact.from_data(await self.get(f"/v2/contacts/{int(contact_id)}"))
+
+    async def create_lead(self, data: Mapping[str, Any], *, retry_unsafe: bool = False) -> Lead:
+        return Lead.from_data(await self._write("POST", "/v2/leads", data, idempotent=retry_unsafe))
+
+    async def create_contact(
+        self, data: Mapping[str, Any], *, retry_unsafe: bool = False
+    ) -> Contact:
+        return Contact.from_data(
+            await self._write("POST", "/v2/contacts", data, idempotent=retry_unsafe)
+        )
+
+    async def update_lead(self, lead_id: int, data: Mapping[str, Any]) -> Lead:
+        return Lead.from_data(await self._write("PUT", f"/v2/leads/{int(lead_id)}", data))
+
+    async def update_contact(self, contact_id: int, data: Mapping[str, Any]) -> Contact:
+        return Contact.from_data(await self._write("PUT", f"/v2/contacts/{int(contact_id)}", data))
+
+    async def delete_lead(self, lead_id: int, *, missing_ok: bool = False) -> bool:
+        return await self._delete(f"/v2/leads/{int(lead_id)}", missing_ok)
+
+    async def delete_contact(self, contact_id: int, *, missing_ok: bool = False) -> bool:
+        return await self._delete(f"/v2/contacts/{int(contact_id)}", missing_ok)
+
+    async def _write(
+        self, method: str, path: str, data: Mapping[str, Any], idempotent: bool | None = None
+    ) -> dict:
+        response = await self.request(
+            method, path, json={"data": dict(data)}, idempotent=idempotent
+        )
+        return self._data(response, method, path)
+
+    async def _delete(self, path: str, missing_ok: bool) -> bool:
+        """True when deleted now; False when already gone and ``missing_ok`` (a retried
+        DELETE whose first attempt went through also ends here)."""
+        try:
+            await self.request("DELETE", path)
+        except E.NotFoundError as exc:
+            if missing_ok or exc.attempts > 1:
+                return False
+            raise
+        return True
+
+    # ------------------------------------------------------------------ conversions
+
+    async def lead_conversions(self, **filters: Any) -> list[LeadConversion]:
+        """``lead_conversions(lead_id=...)``: every matching conversion (newest first)."""
+        out: list[LeadConversion] = []
+        async for page in self.pages("/v2/lead_conversions", filters, per_page=100):
+            out.extend(LeadConversion.from_data(d) for d in page)
+        return out
+
+    async def convert_lead(self, lead_id: int, **options: Any) -> LeadConversion:
+        data = {"lead_id": int(lead_id), **options}
+        return LeadConversion.from_data(
+            await self._write("POST", "/v2/lead_conversions", data, idempotent=False)
+        )
+
+    # ------------------------------------------------------------------ Sync API
+
+    @staticmethod
+    def _device(device_uuid: str) -> dict[str, str]:
+        if not device_uuid:
+            raise ValueError("a device UUID is required")
+        return {"X-Basecrm-Device-UUID": str(device_uuid)}
+
+    async def sync_start(self, device_uuid: str) -> SyncSession | None:
+        """Start a session: None when there is nothing new (204)."""
+        path = "/v2/sync/start"
+        response = await self.request(
+            "POST", path, headers=self._device(device_uuid), idempotent=True
+        )
+        if response.status_code == 204 or not response.content.strip():
+            return None
+        data = self._data(response, "POST", path)
+        session_id = data.get("id")
+        if not session_id:
+            raise E.MalformedResponseError(
+                "sync session without an id", status=response.status_code, method="POST", path=path
+            )
+        queues = []
+        for q in data.get("queues") or []:
+            qd = self._unwrap(q) if isinstance(q, dict) else {}
+            if qd.get("name"):
+                queues.append(str(qd["name"]))
+        return SyncSession(id=str(session_id), queues=tuple(queues) or ("main",))
+
+    async def sync_fetch(
+        self, session_id: str, device_uuid: str, queue: str = "main"
+    ) -> list[SyncItem] | None:
+        """One page of the queue: None when drained (204); an empty list means "fetch again"."""
+        path = f"/v2/sync/{session_id}/queues/{queue}"
+        response = await self.request("GET", path, headers=self._device(device_uuid))
+        if response.status_code == 204 or not response.content.strip():
+            return None
+        items, _next = self._items(response, "GET", path)
+        return [SyncItem.from_item(i) for i in items]
+
+    async def sync_ack(self, keys: Iterable[str], device_uuid: str) -> int:
+        """Acknowledge ``keys``; returns how many were sent (no call when there are none)."""
+        ack_keys = [k for k in dict.fromkeys(keys) if k]
+        for start in range(0, len(ack_keys), 100):
+            await self.request(
+                "POST",
+                "/v2/sync/ack",
+                json={"data": {"ack_keys": ack_keys[start : start + 100]}},
+                headers=self._device(device_uuid),
+                idempotent=True,
+            )
+        return len(ack_keys)
+
+
+def _exc_text(exc: BaseException, secret: str) -> str:
+    text = str(exc) or type(exc).__name__
+    if len(text) > 160:
+        text = text[:159] + "…"
+    return f"{type(exc).__name__}: {E.scrub(text, secret)}"

@@ -1,0 +1,351 @@
+"""The change feed: what changed in Sell since the last run, as "record changed / deleted".
+
+Owns the two ways of learning about changes and hides which one is in use:
+
+- **sync** — the Sync API (``POST /v2/sync/start``, ``GET /v2/sync/{id}/queues/main``,
+  ``POST /v2/sync/ack``) with a device UUID that is generated once and kept in the state.
+- **poll** — when the Sync API is unavailable (403/404 on start: plan or scope), list
+  leads and contacts by ``sort_by=updated_at:desc`` down to a stored watermark. Timestamps
+  have second precision, so the watermark's second (and ``overlap`` seconds before it) is
+  re-read on every run and records already delivered there are skipped by a fingerprint
+  (id + content hash) kept in the state. Polling cannot see deletes: pass ``known_ids`` to
+  reconcile (every id is listed; ids missing from the listing are confirmed with an
+  ``ids=`` query before a ``RecordDeleted`` is produced).
+  While polling, the Sync API is probed again every ``sync_probe_interval`` seconds.
+
+Contract with the caller (the sync engine):
+
+    state = stored_state or new_state()
+    async with contextlib.aclosing(feed.batches(state)) as batches:
+        async for batch in batches:
+            apply(batch.changes)        # idempotently: changes may be delivered again
+            persist(batch.state)        # plain JSON-able dict
+
+- Resuming the iteration means "this batch is applied": only then are its Sync API items
+  acknowledged and the polling watermark advanced (``batch.state``). A crash, an exception
+  or a ``break`` before resuming means the batch is delivered again next run, never lost.
+- Every run ends with a batch whose ``final`` is True (possibly with no changes); its
+  ``state`` is the one to keep (a new device UUID, a switch to polling, new watermarks).
+- Changes: ``RecordChanged(kind, record)`` with ``kind`` "lead"/"contact" and ``record`` a
+  ``Lead``/``Contact``; ``RecordDeleted(kind, id)``. A deleted lead may have been
+  converted: the caller asks ``lead_conversions(lead_id=...)``. Deletes may name records the
+  caller never saw; ignore those.
+- Errors (``AuthenticationError`` etc.) propagate; the state of the last resumed batch is
+  still valid.
+
+State shape: ``{"device_uuid": str, "mode": "sync"|"poll", "watermarks": {"lead": iso|None,
+"contact": iso|None}, "seen": {"lead": [fingerprint...], "contact": [...]},
+"sync_checked_at": iso|None, "sync_unavailable": str|None}``.
+
+The watermark logic is a pure function (``poll_select``). Imports this package and the
+standard library.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import structlog
+
+from . import errors as E
+from .client import SellClient
+from .records import RECORD_TYPES, Contact, Lead, format_ts, parse_ts
+
+log = structlog.get_logger("kuloo_daemon.crm.feed")
+
+Kind = Literal["lead", "contact"]
+KINDS: tuple[Kind, ...] = ("lead", "contact")
+PATHS = {"lead": "/v2/leads", "contact": "/v2/contacts"}
+
+
+@dataclass(frozen=True)
+class RecordChanged:
+    kind: str
+    record: Lead | Contact
+
+    @property
+    def id(self) -> int | None:
+        return self.record.id
+
+
+@dataclass(frozen=True)
+class RecordDeleted:
+    kind: str
+    id: int
+
+
+Change = RecordChanged | RecordDeleted
+
+
+@dataclass
+class ChangeBatch:
+    changes: list[Change]
+    state: dict[str, Any]
+    mode: str
+    final: bool = False
+    ack_keys: list[str] = field(default_factory=list, repr=False)
+
+
+def new_state(device_uuid: str | None = None) -> dict[str, Any]:
+    return {
+        "device_uuid": device_uuid or str(uuid.uuid4()),
+        "mode": "sync",
+        "watermarks": {"lead": None, "contact": None},
+        "seen": {"lead": [], "contact": []},
+        "sync_checked_at": None,
+        "sync_unavailable": None,
+    }
+
+
+def normalize_state(state: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A complete state from whatever was stored (missing keys filled, nothing dropped)."""
+    out = new_state()
+    if state:
+        out.update(copy.deepcopy(dict(state)))
+    if not out.get("device_uuid"):
+        out["device_uuid"] = str(uuid.uuid4())
+    if out.get("mode") not in ("sync", "poll"):
+        out["mode"] = "sync"
+    out["watermarks"] = {k: (out.get("watermarks") or {}).get(k) for k in KINDS}
+    out["seen"] = {k: list((out.get("seen") or {}).get(k) or []) for k in KINDS}
+    return out
+
+
+def fingerprint(record: Lead | Contact) -> str:
+    """``id@updated_at#content-hash``: the same record with the same content, delivered."""
+    body = json.dumps(record.raw, sort_keys=True, default=str).encode()
+    return f"{record.id}@{record.updated_at or ''}#{hashlib.sha1(body).hexdigest()[:16]}"
+
+
+def _fingerprint_ts(fp: str) -> datetime | None:
+    try:
+        return parse_ts(fp.split("@", 1)[1].rsplit("#", 1)[0])
+    except IndexError:
+        return None
+
+
+@dataclass
+class PollStep:
+    emit: list[Lead | Contact]
+    reached_end: bool  # a record older than the overlap window was seen: stop paging
+
+
+def poll_select(
+    records_desc: Iterable[Lead | Contact],
+    watermark: str | None,
+    seen: Iterable[str],
+    overlap: float,
+) -> PollStep:
+    """Which records of one page (sorted by updated_at, newest first) are news.
+
+    News: updated after ``watermark - overlap`` and not delivered before with the same
+    content. Records without a readable ``updated_at`` are always news.
+    """
+    seen_set = set(seen)
+    wm = parse_ts(watermark)
+    threshold = wm - timedelta(seconds=overlap) if wm else None
+    emit: list[Lead | Contact] = []
+    for rec in records_desc:
+        ts = rec.updated
+        if threshold is not None and ts is not None and ts < threshold:
+            return PollStep(emit, True)
+        if fingerprint(rec) in seen_set:
+            continue
+        emit.append(rec)
+    return PollStep(emit, False)
+
+
+def poll_advance(
+    watermark: str | None,
+    seen: Iterable[str],
+    delivered: Iterable[Lead | Contact],
+    overlap: float,
+) -> tuple[str | None, list[str]]:
+    """New watermark and boundary fingerprints after a complete pass over one kind.
+
+    The watermark is the newest ``updated_at`` delivered (never moves back); the
+    fingerprints kept are those inside the new overlap window, old and new.
+    """
+    records = list(delivered)
+    stamps = [r.updated for r in records if r.updated is not None]
+    wm = parse_ts(watermark)
+    new_wm = max([*stamps, wm] if wm else stamps, default=None)
+    if new_wm is None:
+        return watermark, list(seen)
+    threshold = new_wm - timedelta(seconds=overlap)
+    keep: dict[str, None] = {}
+    for fp in [*seen, *(fingerprint(r) for r in records)]:
+        ts = _fingerprint_ts(fp)
+        if ts is not None and ts >= threshold:
+            keep[fp] = None
+    return format_ts(new_wm), list(keep)
+
+
+class ChangeFeed:
+    def __init__(
+        self,
+        client: SellClient,
+        *,
+        overlap: float = 1.0,
+        per_page: int = 100,
+        sync_probe_interval: float = 86_400.0,
+        max_empty_pages: int = 5,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.client = client
+        self.overlap = overlap
+        self.per_page = per_page
+        self.sync_probe_interval = sync_probe_interval
+        self.max_empty_pages = max_empty_pages
+        self._now = now
+
+    async def batches(
+        self,
+        state: Mapping[str, Any] | None,
+        *,
+        known_ids: Mapping[str, Iterable[int]] | None = None,
+    ) -> AsyncIterator[ChangeBatch]:
+        """See the module docstring for the contract."""
+        st = normalize_state(state)
+        if st["mode"] == "poll" and self._probe_due(st):
+            st["mode"] = "sync"
+        if st["mode"] == "sync":
+            try:
+                async for batch in self._sync(st):
+                    yield batch
+                return
+            except E.ForbiddenError as exc:
+                reason = f"Sync API unavailable ({exc.status}): polling instead"
+            except E.NotFoundError as exc:
+                reason = f"Sync API not found ({exc.status}): polling instead"
+            log.info("sell.feed.fallback", reason=reason)
+            st["mode"] = "poll"
+            st["sync_unavailable"] = reason
+            st["sync_checked_at"] = format_ts(self._now())
+        async for batch in self._poll(st, known_ids):
+            yield batch
+
+    def _probe_due(self, st: dict[str, Any]) -> bool:
+        checked = parse_ts(st.get("sync_checked_at"))
+        if checked is None:
+            return True
+        return (self._now() - checked).total_seconds() >= self.sync_probe_interval
+
+    # ------------------------------------------------------------------ Sync API mode
+
+    async def _sync(self, st: dict[str, Any]) -> AsyncIterator[ChangeBatch]:
+        device = st["device_uuid"]
+        session = await self.client.sync_start(device)
+        st["mode"] = "sync"
+        st["sync_unavailable"] = None
+        if session is None:
+            yield ChangeBatch([], copy.deepcopy(st), "sync", final=True)
+            return
+        empty = 0
+        pending: list[str] = []
+        while True:
+            items = await self.client.sync_fetch(session.id, device)
+            if items is None:
+                break
+            if not items:
+                empty += 1
+                if empty >= self.max_empty_pages:
+                    break
+                continue
+            empty = 0
+            changes: list[Change] = []
+            keys: list[str] = []
+            for item in items:
+                if item.ack_key:
+                    keys.append(item.ack_key)
+                cls = RECORD_TYPES.get(item.type)
+                if cls is None:
+                    continue  # users, deals, sources...: not ours, acked with the batch
+                if item.event_type == "deleted":
+                    rid = item.data.get("id")
+                    if isinstance(rid, int) or (isinstance(rid, str) and rid.isdigit()):
+                        changes.append(RecordDeleted(item.type, int(rid)))
+                else:
+                    changes.append(RecordChanged(item.type, cls.from_data(item.data)))
+            if not changes:
+                pending.extend(keys)  # nothing to apply: ack with the next batch
+                continue
+            keys = pending + keys
+            pending = []
+            yield ChangeBatch(changes, copy.deepcopy(st), "sync", ack_keys=keys)
+            # Resumed: the caller applied the batch.
+            await self.client.sync_ack(keys, device)
+        if pending:
+            await self.client.sync_ack(pending, device)
+        yield ChangeBatch([], copy.deepcopy(st), "sync", final=True)
+
+    # ------------------------------------------------------------------ polling mode
+
+    async def _poll(
+        self, st: dict[str, Any], known_ids: Mapping[str, Iterable[int]] | None
+    ) -> AsyncIterator[ChangeBatch]:
+        for kind in KINDS:
+            known = set(known_ids.get(kind, ())) if known_ids else None
+            async for batch in self._poll_kind(st, kind, known):
+                yield batch
+        yield ChangeBatch([], copy.deepcopy(st), "poll", final=True)
+
+    async def _poll_kind(
+        self, st: dict[str, Any], kind: str, known: set[int] | None
+    ) -> AsyncIterator[ChangeBatch]:
+        cls = RECORD_TYPES[kind]
+        watermark = st["watermarks"].get(kind)
+        seen = st["seen"].get(kind) or []
+        delivered: list[Lead | Contact] = []
+        listed: set[int] = set()
+        params: dict[str, Any] = {"sort_by": "updated_at:desc", "per_page": self.per_page}
+        stop_early = known is None  # a reconciliation lists everything
+        emitted_ids: set[int] = set()
+        async for page in self.client.pages(PATHS[kind], params, per_page=self.per_page):
+            records = [cls.from_data(d) for d in page]
+            listed.update(r.id for r in records if r.id is not None)
+            step = poll_select(records, watermark, seen, self.overlap)
+            # Paging while records change can show one twice: deliver it once per pass.
+            fresh = [r for r in step.emit if r.id not in emitted_ids]
+            emitted_ids.update(r.id for r in fresh if r.id is not None)
+            delivered.extend(fresh)
+            if fresh:
+                yield ChangeBatch(
+                    [RecordChanged(kind, r) for r in fresh], copy.deepcopy(st), "poll"
+                )
+            if step.reached_end and stop_early:
+                break
+        deletes: list[Change] = []
+        if known is not None:
+            missing = sorted(i for i in known - listed)
+            gone = await self._confirm_missing(kind, missing)
+            deletes = [RecordDeleted(kind, i) for i in gone]
+        new_wm, new_seen = poll_advance(watermark, seen, delivered, self.overlap)
+        st["watermarks"][kind] = new_wm
+        st["seen"][kind] = new_seen
+        if deletes:
+            yield ChangeBatch(deletes, copy.deepcopy(st), "poll")
+
+    async def _confirm_missing(self, kind: str, missing: list[int]) -> list[int]:
+        """Ids absent from a listing that an ``ids=`` query confirms are gone (paging while
+        records are deleted can skip a live record; it must not become a delete)."""
+        gone: list[int] = []
+        for start in range(0, len(missing), 100):
+            chunk = missing[start : start + 100]
+            found: set[int] = set()
+            async for page in self.client.pages(PATHS[kind], {"ids": chunk}, per_page=100):
+                for d in page:
+                    rid = d.get("id")
+                    if isinstance(rid, int):
+                        found.add(rid)
+                    elif isinstance(rid, str) and rid.isdigit():
+                        found.add(int(rid))
+            gone.extend(i for i in chunk if i not in found)
+        return gone

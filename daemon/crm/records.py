@@ -1,0 +1,259 @@
+"""Typed records read from Sell's envelopes: Lead, Contact, CustomFieldDef, LeadConversion.
+
+Owns the lenient parsing of Sell's JSON into small frozen dataclasses: missing keys become
+None/empty, ids given as strings become ints, ``choices``/``options`` and
+``for_company``/``for_organisation`` are aliases, ``boolean`` is ``bool``. Every record
+keeps the server's dict in ``raw``. Pure: imports only the standard library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def as_int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
+
+
+def as_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def parse_ts(value: Any) -> datetime | None:
+    """Sell timestamps: ``2019-09-04T08:28:59Z`` (second precision, UTC); tolerate others."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_ts(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _custom_fields(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list):
+        return tuple(str(t) for t in value if t is not None)
+    return ()
+
+
+@dataclass(frozen=True)
+class Lead:
+    id: int | None
+    first_name: str | None = None
+    last_name: str | None = None
+    organization_name: str | None = None
+    email: str | None = None
+    status: str | None = None
+    owner_id: int | None = None
+    tags: tuple[str, ...] = ()
+    custom_fields: dict[str, Any] = field(default_factory=dict)
+    created_at: str | None = None
+    updated_at: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    kind = "lead"
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Lead:
+        return cls(
+            id=as_int(data.get("id")),
+            first_name=as_str(data.get("first_name")),
+            last_name=as_str(data.get("last_name")),
+            organization_name=as_str(data.get("organization_name")),
+            email=as_str(data.get("email")),
+            status=as_str(data.get("status")),
+            owner_id=as_int(data.get("owner_id")),
+            tags=_tags(data.get("tags")),
+            custom_fields=_custom_fields(data.get("custom_fields")),
+            created_at=as_str(data.get("created_at")),
+            updated_at=as_str(data.get("updated_at")),
+            raw=dict(data),
+        )
+
+    @property
+    def updated(self) -> datetime | None:
+        return parse_ts(self.updated_at)
+
+
+@dataclass(frozen=True)
+class Contact:
+    id: int | None
+    first_name: str | None = None
+    last_name: str | None = None
+    name: str | None = None
+    email: str | None = None
+    is_organization: bool = False
+    contact_id: int | None = None
+    owner_id: int | None = None
+    tags: tuple[str, ...] = ()
+    custom_fields: dict[str, Any] = field(default_factory=dict)
+    created_at: str | None = None
+    updated_at: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    kind = "contact"
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Contact:
+        return cls(
+            id=as_int(data.get("id")),
+            first_name=as_str(data.get("first_name")),
+            last_name=as_str(data.get("last_name")),
+            name=as_str(data.get("name")),
+            email=as_str(data.get("email")),
+            is_organization=bool(data.get("is_organization") or False),
+            contact_id=as_int(data.get("contact_id")),
+            owner_id=as_int(data.get("owner_id")),
+            tags=_tags(data.get("tags")),
+            custom_fields=_custom_fields(data.get("custom_fields")),
+            created_at=as_str(data.get("created_at")),
+            updated_at=as_str(data.get("updated_at")),
+            raw=dict(data),
+        )
+
+    @property
+    def updated(self) -> datetime | None:
+        return parse_ts(self.updated_at)
+
+
+TYPE_ALIASES = {"boolean": "bool", "dropdown": "list", "multi_select": "multi_select_list"}
+
+
+def _choices(data: dict[str, Any]) -> tuple[tuple[str, ...], tuple[int | None, ...]]:
+    raw = data.get("choices")
+    if raw is None:
+        raw = data.get("options")
+    if not isinstance(raw, list):
+        return (), ()
+    names: list[str] = []
+    ids: list[int | None] = []
+    for item in raw:
+        if isinstance(item, dict):
+            name = item.get("name", item.get("value"))
+            if name is None:
+                continue
+            names.append(str(name))
+            ids.append(as_int(item.get("id")))
+        elif item is not None:
+            names.append(str(item))
+            ids.append(None)
+    return tuple(names), tuple(ids)
+
+
+def _opt_bool(data: dict[str, Any], *keys: str) -> bool | None:
+    for key in keys:
+        if key in data and data[key] is not None:
+            return bool(data[key])
+    return None
+
+
+@dataclass(frozen=True)
+class CustomFieldDef:
+    id: int | None
+    name: str
+    type: str
+    choices: tuple[str, ...] = ()
+    choice_ids: tuple[int | None, ...] = ()
+    resource_type: str | None = None
+    for_company: bool | None = None
+    for_contact: bool | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any], resource_type: str | None = None) -> CustomFieldDef:
+        kind = (as_str(data.get("type")) or "").strip().lower()
+        names, ids = _choices(data)
+        return cls(
+            id=as_int(data.get("id")),
+            name=as_str(data.get("name")) or "",
+            type=TYPE_ALIASES.get(kind, kind),
+            choices=names,
+            choice_ids=ids,
+            resource_type=as_str(data.get("resource_type")) or resource_type,
+            for_company=_opt_bool(data, "for_company", "for_organisation", "for_organization"),
+            for_contact=_opt_bool(data, "for_contact"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class LeadConversion:
+    id: int | None
+    lead_id: int | None
+    individual_id: int | None = None
+    organization_id: int | None = None
+    deal_id: int | None = None
+    creator_id: int | None = None
+    created_at: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> LeadConversion:
+        return cls(
+            id=as_int(data.get("id")),
+            lead_id=as_int(data.get("lead_id")),
+            individual_id=as_int(data.get("individual_id")),
+            organization_id=as_int(data.get("organization_id")),
+            deal_id=as_int(data.get("deal_id")),
+            creator_id=as_int(data.get("creator_id")),
+            created_at=as_str(data.get("created_at")),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class SyncItem:
+    """One item of a Sync API queue page."""
+
+    type: str
+    event_type: str
+    ack_key: str | None
+    revision: int | None
+    data: dict[str, Any]
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> SyncItem:
+        meta = item.get("meta") if isinstance(item.get("meta"), dict) else {}
+        sync = meta.get("sync") if isinstance(meta.get("sync"), dict) else {}
+        data = item.get("data") if isinstance(item.get("data"), dict) else {}
+        return cls(
+            type=(as_str(meta.get("type")) or "").lower(),
+            event_type=(as_str(sync.get("event_type")) or "updated").lower(),
+            ack_key=as_str(sync.get("ack_key")),
+            revision=as_int(sync.get("revision")),
+            data=data,
+        )
+
+
+@dataclass(frozen=True)
+class SyncSession:
+    id: str
+    queues: tuple[str, ...] = ("main",)
+
+
+RECORD_TYPES: dict[str, type[Lead] | type[Contact]] = {"lead": Lead, "contact": Contact}

@@ -1,0 +1,160 @@
+"""ChangeFeed against sellsim: Sync API with ack-after-apply, and the polling fallback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import trio
+
+from kuloo_daemon.crm.budget import RateBudget
+from kuloo_daemon.crm.client import SellClient
+from kuloo_daemon.crm.feed import (
+    ChangeFeed,
+    RecordChanged,
+    RecordDeleted,
+    new_state,
+    poll_advance,
+    poll_select,
+)
+from kuloo_daemon.crm.records import Lead
+from kuloo_daemon.secrets import Secret
+from sellsim.seeds import default_seed
+
+
+def client(sim) -> SellClient:
+    return SellClient(sim.base_url, Secret(sim.token), budget=RateBudget(500.0),
+                      backoff_base=0.01, backoff_cap=0.05, timeout=2.0)  # fmt: skip
+
+
+async def run(feed: ChangeFeed, state, **kw):
+    """Apply every batch (i.e. resume), return (changes, final state)."""
+    changes = []
+    final = None
+    async with contextlib.aclosing(feed.batches(state, **kw)) as batches:
+        async for batch in batches:
+            changes.extend(batch.changes)
+            json.dumps(batch.state)  # plain JSON-able
+            final = batch
+    assert final is not None and final.final
+    return changes, final.state
+
+
+def summary(changes):
+    return sorted((type(c).__name__, c.kind, c.id) for c in changes)
+
+
+async def to_thread(fn, *args, **kwargs):
+    return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+
+async def test_sync_mode_delivers_acks_after_apply_and_redelivers_after_a_crash(sellsim):
+    await to_thread(sellsim.load_seed, default_seed(leads=7, contacts=3))
+    sellsim.set_options(rate_per_second=1000, sync_page_size=4)
+    state = new_state()
+    async with client(sellsim) as sell:
+        feed = ChangeFeed(sell)
+        # Crash after receiving the first batch, before applying it: nothing acked.
+        async with contextlib.aclosing(feed.batches(state)) as batches:
+            first = await batches.__anext__()
+        assert first.mode == "sync" and first.changes
+        assert sellsim.counters()["routes"].get("POST ack", 0) == 0
+        changes, state = await run(feed, state)
+        kinds = summary(changes)
+        assert sum(1 for k in kinds if k[1] == "lead") == 7
+        assert sum(1 for k in kinds if k[1] == "contact") == 3
+        assert all(isinstance(c, RecordChanged) for c in changes)
+        assert {c.record.id for c in first.changes} <= {c.record.id for c in changes}  # redelivered
+        # Nothing new: a single empty final batch.
+        again, state = await run(feed, state)
+        assert again == []
+        # Edits in Sell: one lead changed, one deleted, one converted.
+        leads = sorted(c.record.id for c in changes if c.kind == "lead")
+        await to_thread(sellsim.edit_record, "lead", leads[0], {"first_name": "Changed"})
+        await to_thread(sellsim.delete_record, "lead", leads[1])
+        conv = await to_thread(sellsim.convert_lead, leads[2])
+        news, state = await run(feed, state)
+    got = summary(news)
+    assert ("RecordChanged", "lead", leads[0]) in got
+    assert ("RecordDeleted", "lead", leads[1]) in got
+    assert ("RecordDeleted", "lead", leads[2]) in got
+    assert ("RecordChanged", "contact", conv["individual_id"]) in got
+    changed = next(c for c in news if c.kind == "lead" and isinstance(c, RecordChanged))
+    assert isinstance(changed.record, Lead) and changed.record.first_name == "Changed"
+    assert state["mode"] == "sync" and state["device_uuid"]
+
+
+async def test_falls_back_to_polling_on_403_and_keeps_a_watermark(sellsim):
+    await to_thread(sellsim.load_seed, default_seed(leads=5, contacts=2))
+    sellsim.set_options(rate_per_second=1000)
+    sellsim.set_account(sync_api=False)
+    async with client(sellsim) as sell:
+        feed = ChangeFeed(sell, per_page=2)
+        changes, state = await run(feed, None)
+        assert state["mode"] == "poll" and "403" in state["sync_unavailable"]
+        assert len([c for c in changes if c.kind == "lead"]) == 5
+        assert len([c for c in changes if c.kind == "contact"]) == 2
+        assert state["watermarks"]["lead"] and state["watermarks"]["contact"]
+        starts = sellsim.counters()["routes"].get("POST start", 0)
+        # Nothing changed: the overlap re-reads the boundary second but delivers nothing.
+        again, state = await run(feed, state)
+        assert again == []
+        assert sellsim.counters()["routes"].get("POST start", 0) == starts  # not re-probed
+        # One edit, in the same second as the watermark or later: delivered exactly once.
+        lead_id = next(c.id for c in changes if c.kind == "lead")
+        await to_thread(sellsim.edit_record, "lead", lead_id, {"first_name": "Polled"})
+        news, state = await run(feed, state)
+        assert [(c.kind, c.id) for c in news] == [("lead", lead_id)]
+        assert news[0].record.first_name == "Polled"
+        none, state = await run(feed, state)
+        assert none == []
+        # Deletes are seen through reconciliation, confirmed by an ids= query.
+        await to_thread(sellsim.delete_record, "lead", lead_id)
+        known = {"lead": [c.id for c in changes if c.kind == "lead"],
+                 "contact": [c.id for c in changes if c.kind == "contact"]}  # fmt: skip
+        gone, state = await run(feed, state, known_ids=known)
+    assert gone == [RecordDeleted("lead", lead_id)]
+
+
+async def test_poll_watermark_not_advanced_until_the_pass_completes(sellsim):
+    await to_thread(sellsim.load_seed, default_seed(leads=6))
+    sellsim.set_options(rate_per_second=1000)
+    sellsim.set_account(sync_api=False)
+    async with client(sellsim) as sell:
+        feed = ChangeFeed(sell, per_page=2)
+        async with contextlib.aclosing(feed.batches(None)) as batches:
+            first = await batches.__anext__()
+        assert len(first.changes) == 2
+        assert first.state["watermarks"]["lead"] is None  # persisting it loses nothing
+        changes, _ = await run(feed, first.state)
+    assert len([c for c in changes if c.kind == "lead"]) == 6
+
+
+# ------------------------------------------------------------------ pure watermark logic
+
+
+def lead(i: int, ts: str, **extra) -> Lead:
+    return Lead.from_data({"id": i, "updated_at": ts, **extra})
+
+
+def test_poll_select_and_advance_handle_same_second_ties():
+    wm = "2026-03-01T10:00:05Z"
+    delivered = [lead(1, wm)]
+    new_wm, seen = poll_advance(None, [], delivered, overlap=1.0)
+    assert new_wm == wm and len(seen) == 1
+    # Another record lands in the very same second after our read: it is news, lead 1 is not.
+    page = [
+        lead(2, wm),
+        lead(1, wm),
+        lead(3, "2026-03-01T10:00:04Z"),
+        lead(4, "2026-03-01T09:00:00Z"),
+    ]
+    step = poll_select(page, new_wm, seen, overlap=1.0)
+    assert [r.id for r in step.emit] == [2, 3] and step.reached_end
+    # Lead 1 changed again within the same second: different content, delivered again.
+    step = poll_select([lead(1, wm, first_name="new")], new_wm, seen, overlap=1.0)
+    assert [r.id for r in step.emit] == [1]
+    # The watermark never moves back; old fingerprints leave the window.
+    wm2, seen2 = poll_advance(new_wm, seen, [lead(5, "2026-03-01T10:00:09Z")], overlap=1.0)
+    assert wm2 == "2026-03-01T10:00:09Z" and len(seen2) == 1
+    assert poll_advance(wm2, seen2, [lead(6, "2026-03-01T10:00:01Z")], overlap=1.0)[0] == wm2
