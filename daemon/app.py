@@ -22,8 +22,10 @@ from . import config as config_mod
 from . import logs
 from .control.methods import Context
 from .control.server import Broadcaster, ControlServer, bind_unix
-from .scheduler import Scheduler
+from .crm.pool import ClientPool
+from .scheduler import Job, Scheduler
 from .store.bridge import Store
+from .sync import connection
 from .systemd import Notifier, listen_sockets, watchdog_interval
 
 log = structlog.get_logger("kuloo.daemon")
@@ -31,7 +33,7 @@ log = structlog.get_logger("kuloo.daemon")
 # Keys that can change on SIGHUP; the others need a restart.
 RELOADABLE = {
     "daemon.shutdown_grace_seconds", "daemon.scheduler_tick_seconds", "log.format", "log.level",
-    "sell.base_url", "sell.requests_per_second", "sell.timeout_seconds", "sell.max_attempts",
+    "sell.verify_timeout_seconds", "sell.recheck_seconds",
     "credentials.directory", "credentials.link_signing_key", "credentials.smtp_password",
 }
 
@@ -115,20 +117,39 @@ async def _feed_watchdog(life: Lifecycle, interval: float) -> None:
         await trio.sleep(interval / 2)
 
 
+def _recheck_job(ctx: Context) -> Job:
+    """Channels whose connection check could not reach Sell are checked again."""
+    state = {"next": 0.0}
+
+    async def run() -> None:
+        recheck = ctx.config["sell.recheck_seconds"]
+        state["next"] = trio.current_time() + min(recheck, 60)
+        await connection.recheck_unreachable(ctx.store, ctx.sell_pool, recheck, ctx.publish)
+
+    return Job("connection-recheck", lambda now: state["next"], run)
+
+
 async def run_daemon(config: config_mod.Config, *, socket_path: str | None = None, notifier: Notifier | None = None) -> None:
     notifier = notifier or Notifier()
     sockets = listen_sockets()
     notifier.status("opening the store")
-    async with Store.open(config.database_path) as store:
+    async with Store.open(config.database_path) as store, ClientPool(
+        config["sell.base_url"],
+        rate_per_second=config["sell.requests_per_second"],
+        timeout=config["sell.timeout_seconds"],
+        max_attempts=config["sell.max_attempts"],
+    ) as sell_pool:
         bound_path = None
         if not sockets:
             bound_path = socket_path or config["control.socket"]
             sockets = [bind_unix(bound_path, config["control.group"])]
         broadcaster = Broadcaster()
         scheduler = Scheduler(config["daemon.scheduler_tick_seconds"])
-        ctx = Context(config=config, store=store, publish=broadcaster.publish, scheduler_status=scheduler.status)
+        ctx = Context(config=config, store=store, sell_pool=sell_pool, publish=broadcaster.publish,
+                      scheduler_status=scheduler.status)
         server = ControlServer(ctx, broadcaster, config["control.max_line_bytes"])
         life = Lifecycle(ctx, server, scheduler, notifier)
+        scheduler.jobs.append(_recheck_job(ctx))
         async with trio.open_nursery() as outer:
             await outer.start(_signals, life)
             async with trio.open_nursery() as services:

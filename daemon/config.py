@@ -45,6 +45,8 @@ KEYS: dict[str, Key] = {
     "sell.requests_per_second": Key((int, float), 9, "Request budget per Sell token (Sell allows 10/s).", minimum=0.1, maximum=10),
     "sell.timeout_seconds": Key((int, float), 15, "Timeout of one Sell request.", minimum=0.1, maximum=300),
     "sell.max_attempts": Key(int, 5, "Attempts per Sell request on 429, 5xx and network errors.", minimum=1, maximum=20),
+    "sell.verify_timeout_seconds": Key((int, float), 60, "Longest a token and custom-field check may take.", minimum=1, maximum=600),
+    "sell.recheck_seconds": Key((int, float), 300, "How soon a check that could not reach Sell is tried again.", minimum=1, maximum=86400),
 }
 
 

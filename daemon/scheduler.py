@@ -1,8 +1,9 @@
 """The scheduler: a pure "what is due next" decision plus a thin trio loop.
 
 Jobs register a ``due(now) -> float`` (the next monotonic time they want to run) and a
-``run()`` coroutine. Each tick runs what is due, one job at a time per job, and records
-its own progress; the systemd watchdog is fed only while ticks keep coming
+``run()`` coroutine. Each tick starts what is due (never two runs of one job at once) in
+the scheduler's nursery, so a slow job does not hold up the ticks, and records its own
+progress; the systemd watchdog is fed only while ticks keep coming
 (``app.watchdog``), so a wedged scheduler gets the daemon restarted.
 """
 
@@ -58,17 +59,28 @@ class Scheduler:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        while not self._stop.is_set():
-            now = trio.current_time()
-            self.last_tick = now
-            self.ticks += 1
-            for job in self.jobs:
-                if effective_due(job, now, self._not_before) <= now:
-                    try:
-                        await job.run()
-                    except Exception:
-                        log.exception("scheduled job failed", job=job.name)
-                    self._not_before[job.name] = trio.current_time() + self.tick_seconds
-            wake = next_wakeup(self.jobs, trio.current_time(), self.tick_seconds, self._not_before)
-            with trio.move_on_at(wake):
-                await self._stop.wait()
+        running: set[str] = set()
+        async with trio.open_nursery() as nursery:
+            while not self._stop.is_set():
+                now = trio.current_time()
+                self.last_tick = now
+                self.ticks += 1
+                for job in self.jobs:
+                    if job.name not in running and effective_due(job, now, self._not_before) <= now:
+                        running.add(job.name)
+                        nursery.start_soon(self._run_job, job, running)
+                idle = [job for job in self.jobs if job.name not in running]
+                wake = next_wakeup(idle, trio.current_time(), self.tick_seconds, self._not_before)
+                with trio.move_on_at(wake):
+                    await self._stop.wait()
+            # Stopping: jobs in flight finish (the daemon's drain deadline bounds them).
+
+    async def _run_job(self, job: Job, running: set[str]) -> None:
+        """One job at a time per name; ticks (and so the watchdog) go on meanwhile."""
+        try:
+            await job.run()
+        except Exception:
+            log.exception("scheduled job failed", job=job.name)
+        finally:
+            self._not_before[job.name] = trio.current_time() + self.tick_seconds
+            running.discard(job.name)

@@ -276,6 +276,9 @@ class World:
         d = next((x for x in acc.definitions.get(resource, []) if x["id"] == def_id), None)
         if d is None:
             raise not_found("custom field not found")
+        unknown = sorted(set(changes) - {"name", "choices", "filterable", "for_contact", "for_company"})
+        if unknown:  # Sell's UI cannot change a field's type either: delete it and add it again
+            raise ValueError(f"a custom field's {', '.join(unknown)} cannot be edited; delete it and add a new one")
         old = d["name"]
         if "name" in changes and changes["name"] != old:
             new = changes["name"]

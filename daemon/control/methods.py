@@ -20,10 +20,12 @@ from .. import __version__
 from ..store import Conflict, NotFound
 from ..store import channels as channel_store
 from ..store.models import PLANS
+from ..sync import connection
 from .protocol import PROTOCOL_VERSION, ProtocolError
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..crm.pool import ClientPool
     from ..store.bridge import Store
 
 log = structlog.get_logger("kuloo.control")
@@ -37,6 +39,7 @@ class Context:
 
     config: Config
     store: Store
+    sell_pool: ClientPool
     publish: Callable[[str, Any], None] = lambda event, data: None
     started_at: float = field(default_factory=time.monotonic)
     scheduler_status: Callable[[], dict[str, Any]] = dict
@@ -133,10 +136,18 @@ async def status(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def _check_connection(ctx: Context, channel_id: int) -> dict[str, Any]:
+    return await connection.check_channel(
+        ctx.store, ctx.sell_pool, channel_id, deadline_s=ctx.config["sell.verify_timeout_seconds"]
+    )
+
+
 async def channels_create(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     fields, (_, token) = check_channel_fields(params, creating=True)
     doc = await ctx.store.run(channel_store.create, fields, token)
     log.info("channel created", channel_id=doc["id"], channel=doc["name"])
+    if token:
+        doc = await _check_connection(ctx, doc["id"])
     ctx.publish("channel.updated", doc)
     return doc
 
@@ -157,10 +168,25 @@ async def channels_update(ctx: Context, params: dict[str, Any]) -> dict[str, Any
     channel_id = _channel_id(params)
     fields, token_change = check_channel_fields(params, creating=False)
     result = await ctx.store.run(channel_store.update, channel_id, fields, token_change)
-    doc = result["document"]
-    if result["changed"]:
-        log.info("channel updated", channel_id=channel_id, changed=result["changed"])
+    doc, changed = result["document"], result["changed"]
+    if changed:
+        log.info("channel updated", channel_id=channel_id, changed=changed)
+        await connection.release_token(ctx.store, ctx.sell_pool, result.get("replaced_token"))
+        # A new token, or new sequential tags (the Promo choices), is checked at once:
+        # the reply lists every problem with the Sell setup.
+        if doc["api_token"] and ("api_token" in changed or "sequential_tags" in changed):
+            doc = await _check_connection(ctx, channel_id)
         ctx.publish("channel.updated", doc)
+    return doc
+
+
+async def channels_verify(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    channel_id = _channel_id(params)
+    doc = await ctx.store.run(channel_store.get, channel_id)
+    if not doc["api_token"]:
+        raise _invalid("the channel has no Zendesk Sell API token; set one with channels.update")
+    doc = await _check_connection(ctx, channel_id)
+    ctx.publish("channel.updated", doc)
     return doc
 
 
@@ -170,6 +196,7 @@ METHODS: dict[str, Handler] = {
     "channels.list": channels_list,
     "channels.get": channels_get,
     "channels.update": channels_update,
+    "channels.verify": channels_verify,
 }
 
 

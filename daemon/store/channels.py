@@ -37,6 +37,7 @@ def as_document(channel: Channel) -> dict[str, Any]:
             "status": channel.connection_status,
             "problems": list(channel.connection_problems or []),
             "verified_at": _iso(channel.verified_at),
+            "checked_at": _iso(channel.connection_checked_at),
         },
         "sync": {"status": channel.sync_status, "last_sync_at": _iso(channel.last_sync_at)},
         "created_at": _iso(channel.created_at),
@@ -94,17 +95,22 @@ async def update(channel_id: int, fields: dict[str, Any], token_change: tuple[bo
                     setattr(channel, key, value)
                     changed.append(key)
             setting, token = token_change
+            old_token = channel.sell_token
             if setting and (token or None) != channel.sell_token:
                 channel.sell_token = token or None
                 channel.connection_status = "unverified" if token else "none"
                 channel.connection_problems = []
                 channel.verified_at = None
+                channel.connection_checked_at = None
                 changed.append("api_token")
             if changed:
                 await channel.save()
     except IntegrityError:
         raise Conflict(f"a channel named {fields.get('name')!r} already exists") from None
-    return {"document": as_document(channel), "changed": changed}
+    result: dict[str, Any] = {"document": as_document(channel), "changed": changed}
+    if "api_token" in changed and old_token:
+        result["replaced_token"] = Secret(old_token)
+    return result
 
 
 async def token_of(channel_id: int) -> Secret | None:
@@ -112,8 +118,15 @@ async def token_of(channel_id: int) -> Secret | None:
     return Secret(channel.sell_token) if channel.sell_token else None
 
 
+async def connection_inputs(channel_id: int) -> tuple[Secret | None, list[str], str]:
+    """What a connection check needs: the token, the sequential tags, the current status."""
+    channel = await _get(channel_id)
+    token = Secret(channel.sell_token) if channel.sell_token else None
+    return token, list(channel.sequential_tags or []), channel.connection_status
+
+
 async def set_connection(channel_id: int, status: str, problems: list[str], token: Secret | None) -> dict[str, Any] | None:
-    """Record a verification result, unless the token changed meanwhile (then None)."""
+    """Record a connection check, unless the token changed meanwhile (then None)."""
     async with in_transaction():
         channel = await Channel.select_for_update().get_or_none(id=channel_id)
         if channel is None:
@@ -121,11 +134,29 @@ async def set_connection(channel_id: int, status: str, problems: list[str], toke
         current = Secret(channel.sell_token) if channel.sell_token else None
         if current != token:
             return None
+        now = datetime.now(UTC)
         channel.connection_status = status
         channel.connection_problems = problems
-        channel.verified_at = datetime.now(UTC) if status == "verified" else None
-        await channel.save(update_fields=["connection_status", "connection_problems", "verified_at", "updated_at"])
+        channel.connection_checked_at = now
+        if status == "verified":
+            channel.verified_at = now
+        elif status != "unverified":
+            channel.verified_at = None
+        await channel.save()
     return as_document(channel)
+
+
+async def awaiting_check(older_than: datetime) -> list[int]:
+    """Channels with a token whose check could not finish (Sell unreachable) and is due again."""
+    rows = await Channel.filter(sell_token__not_isnull=True, connection_status="unverified").values_list(
+        "id", "connection_checked_at"
+    )
+    return [cid for cid, checked in rows if checked is None or checked <= older_than]
+
+
+async def token_users(token: str) -> int:
+    """How many channels use this token (the client pool shares one client per token)."""
+    return await Channel.filter(sell_token=token).count()
 
 
 async def count() -> int:

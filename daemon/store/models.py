@@ -30,6 +30,7 @@ class Channel(Model):
     connection_status = fields.CharField(max_length=32, default="none")
     connection_problems = fields.JSONField(default=list)
     verified_at = fields.DatetimeField(null=True)
+    connection_checked_at = fields.DatetimeField(null=True)
     # Change-feed state handed to crm/ and stored back whole (device UUID, mode, watermarks).
     sync_state = fields.JSONField(default=dict)
     last_sync_at = fields.DatetimeField(null=True)

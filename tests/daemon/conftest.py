@@ -16,7 +16,7 @@ from kuloo_daemon.control.client import ControlClient
 
 
 class Daemon:
-    def __init__(self, root: str, extra_config: str = "", env: dict | None = None) -> None:
+    def __init__(self, root: str, extra_config: str = "", env: dict | None = None, sell: str = "") -> None:
         self.root = Path(root)
         self.socket_path = str(self.root / "c.sock")
         self.notify_path = str(self.root / "n.sock")
@@ -26,6 +26,8 @@ class Daemon:
             f'[daemon]\nstate_dir = "{self.root / "state"}"\nshutdown_grace_seconds = 3\n'
             f'scheduler_tick_seconds = 0.2\n[control]\nsocket = "{self.socket_path}"\n'
             f'[log]\nformat = "json"\nlevel = "debug"\n{extra_config}'
+            # Tests never reach the real Sell: by default a loopback port that refuses.
+            + "[sell]\n" + (sell if "base_url" in sell else f'base_url = "http://127.0.0.1:9"\nmax_attempts = 1\n{sell}')
         )
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(self.notify_path)
@@ -88,10 +90,10 @@ class Daemon:
 def daemon_factory(short_tmp):
     started: list[Daemon] = []
 
-    def make(extra_config: str = "", env: dict | None = None, sub: str = "") -> Daemon:
+    def make(extra_config: str = "", env: dict | None = None, sub: str = "", sell: str = "") -> Daemon:
         root = os.path.join(short_tmp, sub) if sub else short_tmp
         os.makedirs(root, exist_ok=True)
-        d = Daemon(root, extra_config, env)
+        d = Daemon(root, extra_config, env, sell)
         started.append(d)
         return d
 

@@ -55,3 +55,22 @@ async def test_health_goes_stale_when_ticks_stop(clock):
         sched.stop()
     await trio.sleep(20)
     assert not sched.healthy(trio.current_time(), 3)
+
+
+async def test_a_slow_job_does_not_hold_up_the_ticks(clock):
+    sched = Scheduler(tick_seconds=1)
+    starts = []
+
+    async def slow():
+        starts.append(trio.current_time())
+        await trio.sleep(30)
+
+    sched.jobs = [Job("slow", lambda now: 0.0, slow)]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sched.run)
+        await trio.sleep(10)
+        assert sched.healthy(trio.current_time(), allowed_lag=1.5)  # ticking while the job runs
+        assert starts == [0.0]  # and never started twice
+        await trio.sleep(30)
+        assert len(starts) == 2
+        sched.stop()
