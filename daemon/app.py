@@ -92,7 +92,16 @@ class Lifecycle:
         return f"serving; {self.server.connections} control connection(s)"
 
 
+def _ignore_late_signal(signum: int, _frame: object) -> None:
+    """After the receiver closes we are already on our way out: an extra signal changes nothing."""
+
+
 async def _signals(life: Lifecycle, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    # trio re-delivers signals still queued when the receiver closes to the handlers it
+    # found on entry; with the defaults a second SIGTERM arriving during the drain would
+    # kill the process mid-cleanup, so those handlers are set to do nothing.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, _ignore_late_signal)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         task_status.started()
         async for signum in signals:

@@ -11,6 +11,7 @@ in progress finishes and gets its reply, then its connection closes.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import itertools
 import os
@@ -161,7 +162,12 @@ class ControlServer:
                     if idle.cancelled_caught or not data:
                         break
                     for line in splitter.feed(data):
-                        await send(await self._answer(line, state, nursery, send))
+                        try:
+                            reply = await self._answer(line, state, nursery, send)
+                        except trio.Cancelled:
+                            await self._say_cancelled(line, send)
+                            raise
+                        await send(reply)
                 nursery.cancel_scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away mid-reply
@@ -199,6 +205,18 @@ class ControlServer:
         except Exception:
             log.exception("control method failed", request_id=request_id)
             return error_reply(ProtocolError("internal", "the daemon failed to answer; see its log"), request_id)
+
+    async def _say_cancelled(self, line, send) -> None:
+        """The drain deadline cut a request short: tell the client rather than hang up mute."""
+        try:
+            request_id = parse_request(line).id
+        except ProtocolError:
+            request_id = None
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await send(error_reply(ProtocolError(
+                    "unavailable", "the daemon is stopping; the request was cancelled — retry when it is back"
+                ), request_id))
 
     async def _pump_events(self, receive: trio.MemoryReceiveChannel, send) -> None:
         async with receive:

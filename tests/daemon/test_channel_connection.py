@@ -141,3 +141,46 @@ async def test_a_401_mid_run_marks_only_that_channel(short_tmp, sellsim):
         assert doc_b["connection"]["status"] == "verified"
         assert (await connection.check_channel(store, pool, b["id"]))["connection"]["status"] == "verified"
         assert json.dumps(doc).count("****") == 1
+
+
+def _verify_in_background(d, channel_id):
+    import threading
+
+    box = {}
+
+    def call():
+        with d.client() as c:
+            try:
+                box["result"] = c.call("channels.verify", {"id": channel_id})
+            except ControlError as exc:
+                box["error"] = exc
+            except ConnectionError as exc:
+                box["closed"] = exc
+
+    t = threading.Thread(target=call)
+    t.start()
+    return t, box
+
+
+@pytest.mark.parametrize("signals, at_most", [(1, 8.0), (2, 2.0)])
+def test_stop_with_a_sell_call_in_flight(connected, sellsim, signals, at_most):
+    """SIGTERM drains for the grace period (3 s here); a second SIGTERM cancels at once."""
+    import time
+
+    with connected.client() as c:
+        doc = c.call("channels.create", {"name": "Acme", "sequential_tags": TAGS, "api_token": DEMO_TOKEN})
+    sellsim.set_faults([{"kind": "slow", "delay": 30, "path": "/v2/users/self"}])
+    thread, box = _verify_in_background(connected, doc["id"])
+    while sellsim.counters()["requests"].get("GET /v2/users/self", 0) < 2:  # the verify is in flight
+        time.sleep(0.05)
+    started = time.monotonic()
+    for _ in range(signals):
+        connected.signal(signal.SIGTERM)
+        time.sleep(0.2)
+    assert connected.proc.wait(15) == 0
+    took = time.monotonic() - started
+    thread.join(5)
+    assert took < at_most
+    if signals == 1:
+        assert took >= 2.5, "the in-flight request must get its grace period"
+    assert box["error"].code == "unavailable" and "stopping" in box["error"].message

@@ -58,7 +58,7 @@ def test_sigterm_drains_an_idle_client_and_a_second_signal_is_harmless(daemon):
     idle = daemon.client()  # connected but silent: must not hold the daemon up
     daemon.signal(signal.SIGTERM)
     daemon.signal(signal.SIGTERM)
-    assert daemon.proc.wait(10) == 0
+    assert daemon.proc.wait(10) == 0, daemon.log()
     assert idle.sock.recv(10) == b""  # the daemon closed it
     idle.close()
 
@@ -114,3 +114,12 @@ def test_run_with_a_bad_config_exits_nonzero(short_tmp, bad):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert "daemon.shutdown_grace_seconds" in r.stderr
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_a_burst_of_signals_still_exits_cleanly(daemon, round_):
+    """Signals still queued when the receiver closes must not kill the process mid-cleanup."""
+    for _ in range(4):
+        daemon.signal(signal.SIGTERM)
+    daemon.signal(signal.SIGINT)
+    assert daemon.proc.wait(10) == 0, daemon.log()
