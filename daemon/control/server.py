@@ -50,6 +50,12 @@ def bind_unix(path: str, group: str = "") -> socket.socket:
             raise RuntimeError(f"{path}: another daemon is already listening there")
         finally:
             probe.close()
+    gid = -1
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise RuntimeError(f"control.group: there is no group named {group!r}") from None
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -59,8 +65,8 @@ def bind_unix(path: str, group: str = "") -> socket.socket:
         sock.bind(tmp)
         sock.listen(64)
         os.chmod(tmp, 0o660)
-        if group:
-            os.chown(tmp, -1, grp.getgrnam(group).gr_gid)
+        if gid != -1:
+            os.chown(tmp, -1, gid)
         os.rename(tmp, path)
     except BaseException:
         sock.close()

@@ -123,3 +123,19 @@ def test_a_burst_of_signals_still_exits_cleanly(daemon, round_):
         daemon.signal(signal.SIGTERM)
     daemon.signal(signal.SIGINT)
     assert daemon.proc.wait(10) == 0, daemon.log()
+
+
+def test_control_socket_group(daemon_factory):
+    import grp
+
+    d = daemon_factory(sub="g")
+    # the fixture's config already has a [control] table: add the key to it
+    d.config_path.write_text(d.config_path.read_text().replace("[control]\n", '[control]\ngroup = "no-such-group-kuloo"\n'))
+    r = subprocess.run([sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(d.config_path)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "no group named 'no-such-group-kuloo'" in r.stderr
+    group = grp.getgrgid(os.getgid()).gr_name
+    d.config_path.write_text(d.config_path.read_text().replace("no-such-group-kuloo", group))
+    d.start()
+    d.wait_for("READY=1")
+    assert os.stat(d.socket_path).st_gid == os.getgid()
