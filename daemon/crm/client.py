@@ -28,7 +28,7 @@ import email.utils
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
@@ -39,7 +39,15 @@ from .. import __version__
 from ..secrets import Secret
 from . import errors as E
 from .budget import RateBudget
-from .records import Contact, CustomFieldDef, Lead, LeadConversion, SyncItem, SyncSession
+from .records import (
+    Contact,
+    CustomFieldDef,
+    Lead,
+    LeadConversion,
+    RecordFormatError,
+    SyncItem,
+    SyncSession,
+)
 
 log = structlog.get_logger("kuloo_daemon.crm")
 
@@ -48,6 +56,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Statuses after which the server certainly did not apply the request.
 UNPROCESSED_STATUSES = frozenset({429, 503})
 RESOURCE_TYPES = ("lead", "contact")
+R = TypeVar("R")
 
 
 # ----------------------------------------------------------------------------- pure policy
@@ -302,16 +311,14 @@ class SellClient:
             err: E.SellError = E.NetworkError(
                 f"could not reach Sell: {failure_text}", method=method, path=path, attempts=attempt
             )
-            err.maybe_applied = (not idempotent) and failure != "connect"  # type: ignore[attr-defined]
+            err.maybe_applied = (not idempotent) and failure != "connect"
             return err
         status = response.status_code
         logref, errs, snippet = E.parse_error_body(
             response.content, response.headers.get("X-Request-Id")
         )
-        for e in errs:
-            for key in ("message", "details", "raw_field"):
-                if e.get(key):
-                    e[key] = E.scrub(e[key], secret)
+        errs = [{k: E.scrub(v, secret) if isinstance(v, str) else v for k, v in e.items()}
+                for e in errs]  # fmt: skip
         message = E.default_message(status)
         if snippet:
             message = f"{message}: {E.scrub(snippet, secret)}"
@@ -319,78 +326,68 @@ class SellClient:
         err = cls(
             message,
             status=status,
-            logref=logref,
+            logref=E.scrub(logref, secret) if logref else None,
             errors=errs,
             method=method,
             path=path,
             attempts=attempt,
         )
-        if isinstance(err, E.ServerError):
+        if isinstance(err, E.ServerError):  # 429/503: certainly not applied
             err.maybe_applied = (not idempotent) and status not in UNPROCESSED_STATUSES
         return err
 
     # ------------------------------------------------------------------ envelope helpers
+    # A 2xx body that is not the envelope we expect raises MalformedResponseError (never a
+    # KeyError/TypeError, and never a silent "empty"): a dropped item or a guessed-empty
+    # field would look like a change in Sell.
 
-    @staticmethod
-    def _body(response: httpx.Response, method: str, path: str) -> dict[str, Any]:
+    def _malformed(
+        self, response: httpx.Response, method: str, path: str, what: str
+    ) -> E.SellError:
+        return E.MalformedResponseError(
+            E.scrub(what, self._token.reveal()),
+            status=response.status_code,
+            logref=response.headers.get("X-Request-Id"),
+            method=method,
+            path=path,
+        )
+
+    def _body(self, response: httpx.Response, method: str, path: str) -> dict[str, Any]:
         try:
             doc = response.json()
         except ValueError:
-            raise E.MalformedResponseError(
-                f"Sell answered {response.status_code} with a body that is not JSON: "
-                f"{E.text_snippet(response.content, 80)!r}",
-                status=response.status_code,
-                logref=response.headers.get("X-Request-Id"),
-                method=method,
-                path=path,
-            ) from None
+            snippet = E.text_snippet(response.content, 80)
+            raise self._malformed(
+                response, method, path,
+                f"Sell answered {response.status_code} with a body that is not JSON: {snippet!r}",
+            ) from None  # fmt: skip
         if not isinstance(doc, dict):
-            raise E.MalformedResponseError(
-                "Sell answered with JSON that is not an object",
-                status=response.status_code,
-                logref=response.headers.get("X-Request-Id"),
-                method=method,
-                path=path,
+            raise self._malformed(
+                response, method, path, "Sell answered with JSON that is not an object"
             )
         return doc
 
     def _data(self, response: httpx.Response, method: str, path: str) -> dict[str, Any]:
-        doc = self._body(response, method, path)
-        data = doc.get("data")
+        data = self._body(response, method, path).get("data")
         if not isinstance(data, dict):
-            raise E.MalformedResponseError(
-                "Sell's answer has no `data` object",
-                status=response.status_code,
-                logref=response.headers.get("X-Request-Id"),
-                method=method,
-                path=path,
-            )
+            raise self._malformed(response, method, path, "Sell's answer has no `data` object")
         return data
 
     def _items(
         self, response: httpx.Response, method: str, path: str
     ) -> tuple[list[dict[str, Any]], Any]:
-        """The raw ``items`` (each ``{"data", "meta"}``) and ``meta.links.next_page``."""
+        """The raw ``items`` (each ``{"data": {...}, "meta": ...}``) and ``meta.links.next_page``."""
         doc = self._body(response, method, path)
         items = doc.get("items")
-        if items is None and isinstance(doc.get("data"), list):  # tolerate a bare list
-            items = doc["data"]
-        if not isinstance(items, list):
-            raise E.MalformedResponseError(
-                "Sell's answer has no `items` list",
-                status=response.status_code,
-                logref=response.headers.get("X-Request-Id"),
-                method=method,
-                path=path,
+        if not isinstance(items, list) or not all(
+            isinstance(i, dict) and isinstance(i.get("data"), dict) for i in items
+        ):
+            raise self._malformed(
+                response, method, path, "Sell's answer has no `items` list of `{data: {...}}`"
             )
         meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
         links = meta.get("links") if isinstance(meta.get("links"), dict) else {}
-        return [i for i in items if isinstance(i, dict)], links.get("next_page")
-
-    @staticmethod
-    def _unwrap(item: dict[str, Any]) -> dict[str, Any]:
-        data = item.get("data")
-        return data if isinstance(data, dict) else item
+        return items, links.get("next_page")
 
     async def get(self, path: str, **params: Any) -> dict[str, Any]:
         return self._data(await self.request("GET", path, params=params), "GET", path)
@@ -401,9 +398,8 @@ class SellClient:
         """One page: the records' data dicts and the params of the next page (or None)."""
         response = await self.request("GET", path, params=params)
         items, next_page = self._items(response, "GET", path)
-        records = [self._unwrap(i) for i in items]
-        nxt = next_page_params(next_page) if records else None
-        return records, nxt
+        records = [i["data"] for i in items]
+        return records, next_page_params(next_page) if records else None
 
     async def pages(
         self,
@@ -418,23 +414,21 @@ class SellClient:
         ``paged=False`` sends no ``page``/``per_page`` on the first request (endpoints that
         may refuse them, like custom-field definitions) and then follows ``next_page`` only.
         """
-        params: dict[str, Any] = dict(flatten_params(filters or {}))
+        params = flatten_params(filters or {})
         if paged:
-            params.setdefault("per_page", per_page or self.per_page)
-            params.setdefault("page", 1)
-        seen_pages = 0
+            params.setdefault("per_page", str(per_page or self.per_page))
+            params.setdefault("page", "1")
         while True:
             records, nxt = await self.page(path, params)
             if not records:
                 return
             yield records
-            seen_pages += 1
             if nxt is None:
                 return
             following = dict(params)
             following.update(nxt)
             if paged and "page" not in nxt and "cursor" not in nxt:
-                following["page"] = int(params.get("page", 1)) + 1
+                following["page"] = str(int(params.get("page", "1")) + 1)
             if following == params:  # a server pointing at the same page again
                 return
             params = following
@@ -462,34 +456,35 @@ class SellClient:
     async def list_leads(self, **filters: Any) -> AsyncIterator[Lead]:
         async for page in self.pages("/v2/leads", filters):
             for d in page:
-                yield Lead.from_data(d)
+                yield parse_record(Lead.from_data, d, "GET", "/v2/leads")
 
     async def list_contacts(self, **filters: Any) -> AsyncIterator[Contact]:
         async for page in self.pages("/v2/contacts", filters):
             for d in page:
-                yield Contact.from_data(d)
+                yield parse_record(Contact.from_data, d, "GET", "/v2/contacts")
 
     async def get_lead(self, lead_id: int) -> Lead:
-        return Lead.from_data(await self.get(f"/v2/leads/{int(lead_id)}"))
+        path = f"/v2/leads/{int(lead_id)}"
+        return parse_record(Lead.from_data, await self.get(path), "GET", path)
 
     async def get_contact(self, contact_id: int) -> Contact:
-        return Contact.from_data(await self.get(f"/v2/contacts/{int(contact_id)}"))
+        path = f"/v2/contacts/{int(contact_id)}"
+        return parse_record(Contact.from_data, await self.get(path), "GET", path)
 
     async def create_lead(self, data: Mapping[str, Any], *, retry_unsafe: bool = False) -> Lead:
-        return Lead.from_data(await self._write("POST", "/v2/leads", data, idempotent=retry_unsafe))
+        return await self._write(Lead.from_data, "POST", "/v2/leads", data, retry_unsafe)
 
     async def create_contact(
         self, data: Mapping[str, Any], *, retry_unsafe: bool = False
     ) -> Contact:
-        return Contact.from_data(
-            await self._write("POST", "/v2/contacts", data, idempotent=retry_unsafe)
-        )
+        return await self._write(Contact.from_data, "POST", "/v2/contacts", data, retry_unsafe)
 
     async def update_lead(self, lead_id: int, data: Mapping[str, Any]) -> Lead:
-        return Lead.from_data(await self._write("PUT", f"/v2/leads/{int(lead_id)}", data))
+        return await self._write(Lead.from_data, "PUT", f"/v2/leads/{int(lead_id)}", data, True)
 
     async def update_contact(self, contact_id: int, data: Mapping[str, Any]) -> Contact:
-        return Contact.from_data(await self._write("PUT", f"/v2/contacts/{int(contact_id)}", data))
+        path = f"/v2/contacts/{int(contact_id)}"
+        return await self._write(Contact.from_data, "PUT", path, data, True)
 
     async def delete_lead(self, lead_id: int, *, missing_ok: bool = False) -> bool:
         return await self._delete(f"/v2/leads/{int(lead_id)}", missing_ok)
@@ -498,12 +493,22 @@ class SellClient:
         return await self._delete(f"/v2/contacts/{int(contact_id)}", missing_ok)
 
     async def _write(
-        self, method: str, path: str, data: Mapping[str, Any], idempotent: bool | None = None
-    ) -> dict:
+        self,
+        parse: Callable[[dict[str, Any]], R],
+        method: str,
+        path: str,
+        data: Mapping[str, Any],
+        idempotent: bool,
+    ) -> R:
         response = await self.request(
             method, path, json={"data": dict(data)}, idempotent=idempotent
         )
-        return self._data(response, method, path)
+        try:
+            return parse_record(parse, self._data(response, method, path), method, path)
+        except E.MalformedResponseError as exc:
+            # A 2xx means the write happened; a create must be looked up, not repeated.
+            exc.maybe_applied = not idempotent
+            raise
 
     async def _delete(self, path: str, missing_ok: bool) -> bool:
         """True when deleted now; False when already gone and ``missing_ok`` (a retried
@@ -520,15 +525,16 @@ class SellClient:
 
     async def lead_conversions(self, **filters: Any) -> list[LeadConversion]:
         """``lead_conversions(lead_id=...)``: every matching conversion (newest first)."""
+        path = "/v2/lead_conversions"
         out: list[LeadConversion] = []
-        async for page in self.pages("/v2/lead_conversions", filters, per_page=100):
-            out.extend(LeadConversion.from_data(d) for d in page)
+        async for page in self.pages(path, filters, per_page=100):
+            out.extend(parse_record(LeadConversion.from_data, d, "GET", path) for d in page)
         return out
 
     async def convert_lead(self, lead_id: int, **options: Any) -> LeadConversion:
         data = {"lead_id": int(lead_id), **options}
-        return LeadConversion.from_data(
-            await self._write("POST", "/v2/lead_conversions", data, idempotent=False)
+        return await self._write(
+            LeadConversion.from_data, "POST", "/v2/lead_conversions", data, False
         )
 
     # ------------------------------------------------------------------ Sync API
@@ -545,20 +551,19 @@ class SellClient:
         response = await self.request(
             "POST", path, headers=self._device(device_uuid), idempotent=True
         )
-        if response.status_code == 204 or not response.content.strip():
+        if response.status_code == 204:
             return None
         data = self._data(response, "POST", path)
         session_id = data.get("id")
-        if not session_id:
-            raise E.MalformedResponseError(
-                "sync session without an id", status=response.status_code, method="POST", path=path
-            )
-        queues = []
-        for q in data.get("queues") or []:
-            qd = self._unwrap(q) if isinstance(q, dict) else {}
-            if qd.get("name"):
-                queues.append(str(qd["name"]))
-        return SyncSession(id=str(session_id), queues=tuple(queues) or ("main",))
+        queues = data.get("queues") or []
+        if not session_id or not isinstance(session_id, str | int) or not isinstance(queues, list):
+            raise self._malformed(response, "POST", path, "Sell sent a sync session without an id")
+        names = [
+            str(q["data"]["name"])
+            for q in queues
+            if isinstance(q, dict) and isinstance(q.get("data"), dict) and q["data"].get("name")
+        ]
+        return SyncSession(id=str(session_id), queues=tuple(names) or ("main",))
 
     async def sync_fetch(
         self, session_id: str, device_uuid: str, queue: str = "main"
@@ -566,7 +571,7 @@ class SellClient:
         """One page of the queue: None when drained (204); an empty list means "fetch again"."""
         path = f"/v2/sync/{session_id}/queues/{queue}"
         response = await self.request("GET", path, headers=self._device(device_uuid))
-        if response.status_code == 204 or not response.content.strip():
+        if response.status_code == 204:
             return None
         items, _next = self._items(response, "GET", path)
         return [SyncItem.from_item(i) for i in items]
@@ -583,6 +588,16 @@ class SellClient:
                 idempotent=True,
             )
         return len(ack_keys)
+
+
+def parse_record(
+    parse: Callable[[dict[str, Any]], R], data: dict[str, Any], method: str, path: str
+) -> R:
+    """A typed record from a data dict, or MalformedResponseError (never KeyError/TypeError)."""
+    try:
+        return parse(data)
+    except RecordFormatError as exc:
+        raise E.MalformedResponseError(f"Sell sent {exc}", method=method, path=path) from None
 
 
 def _exc_text(exc: BaseException, secret: str) -> str:

@@ -28,6 +28,9 @@ class SellError(Exception):
     """
 
     kind = "error"
+    # True when a create may have been applied although it failed (ambiguous 5xx, timeout
+    # or dropped connection after sending, unreadable 2xx): look the record up first.
+    maybe_applied = False
 
     def __init__(
         self,
@@ -125,14 +128,12 @@ class ServerError(SellError):
     been applied; then ``maybe_applied`` is True)."""
 
     kind = "server"
-    maybe_applied = False
 
 
 class NetworkError(SellError):
     """Timeout or connection failure after every retry (``maybe_applied`` as above)."""
 
     kind = "network"
-    maybe_applied = False
 
 
 class MalformedResponseError(SellError):

@@ -31,7 +31,12 @@ Contract with the caller (the sync engine):
   converted: the caller asks ``lead_conversions(lead_id=...)``. Deletes may name records the
   caller never saw; ignore those.
 - Errors (``AuthenticationError`` etc.) propagate; the state of the last resumed batch is
-  still valid.
+  still valid. Only a refused ``sync/start`` (403/404) switches to polling; a 403 later in a
+  session propagates like any other error.
+- A Sync API item that cannot be read (no integer id, wrong-typed fields) is logged
+  (``sell.feed.unreadable``) and left un-acked, so Sell sends it again next session; it
+  neither blocks the feed nor is lost. In polling mode such a record raises
+  ``MalformedResponseError`` (skipping it would move the watermark past it).
 
 State shape: ``{"device_uuid": str, "mode": "sync"|"poll", "watermarks": {"lead": iso|None,
 "contact": iso|None}, "seen": {"lead": [fingerprint...], "contact": [...]},
@@ -55,8 +60,18 @@ from typing import Any, Literal
 import structlog
 
 from . import errors as E
-from .client import SellClient
-from .records import RECORD_TYPES, Contact, Lead, format_ts, parse_ts
+from .client import SellClient, parse_record
+from .records import (
+    RECORD_TYPES,
+    Contact,
+    Lead,
+    RecordFormatError,
+    SyncItem,
+    SyncSession,
+    as_int,
+    format_ts,
+    parse_ts,
+)
 
 log = structlog.get_logger("kuloo_daemon.crm.feed")
 
@@ -71,7 +86,7 @@ class RecordChanged:
     record: Lead | Contact
 
     @property
-    def id(self) -> int | None:
+    def id(self) -> int:
         return self.record.id
 
 
@@ -188,6 +203,24 @@ def poll_advance(
     return format_ts(new_wm), list(keep)
 
 
+def sync_change(item: SyncItem) -> Change | None | Literal[False]:
+    """The change a Sync API item carries: None for types that are not ours (acked and
+    ignored), False for an item that cannot be read (logged, left un-acked)."""
+    cls = RECORD_TYPES.get(item.type)
+    if cls is None:
+        return None
+    try:
+        if item.event_type == "deleted":
+            rid = as_int(item.data.get("id"))
+            if rid is None:
+                raise RecordFormatError(f"a deleted {item.type} without an integer id")
+            return RecordDeleted(item.type, rid)
+        return RecordChanged(item.type, cls.from_data(item.data))
+    except RecordFormatError as exc:
+        log.warning("sell.feed.unreadable", type=item.type, ack_key=item.ack_key, error=str(exc))
+        return False
+
+
 class ChangeFeed:
     def __init__(
         self,
@@ -217,18 +250,21 @@ class ChangeFeed:
         if st["mode"] == "poll" and self._probe_due(st):
             st["mode"] = "sync"
         if st["mode"] == "sync":
+            # Only a refused *start* means "no Sync API": a 403 later in a session is an
+            # error like any other (falling back then would re-list everything).
             try:
-                async for batch in self._sync(st):
+                session = await self.client.sync_start(st["device_uuid"])
+            except (E.ForbiddenError, E.NotFoundError) as exc:
+                reason = f"Sync API unavailable ({exc.status}): polling instead"
+                log.info("sell.feed.fallback", reason=reason)
+                st["mode"] = "poll"
+                st["sync_unavailable"] = reason
+                st["sync_checked_at"] = format_ts(self._now())
+            else:
+                st["sync_unavailable"] = None
+                async for batch in self._sync(st, session):
                     yield batch
                 return
-            except E.ForbiddenError as exc:
-                reason = f"Sync API unavailable ({exc.status}): polling instead"
-            except E.NotFoundError as exc:
-                reason = f"Sync API not found ({exc.status}): polling instead"
-            log.info("sell.feed.fallback", reason=reason)
-            st["mode"] = "poll"
-            st["sync_unavailable"] = reason
-            st["sync_checked_at"] = format_ts(self._now())
         async for batch in self._poll(st, known_ids):
             yield batch
 
@@ -240,11 +276,10 @@ class ChangeFeed:
 
     # ------------------------------------------------------------------ Sync API mode
 
-    async def _sync(self, st: dict[str, Any]) -> AsyncIterator[ChangeBatch]:
+    async def _sync(
+        self, st: dict[str, Any], session: SyncSession | None
+    ) -> AsyncIterator[ChangeBatch]:
         device = st["device_uuid"]
-        session = await self.client.sync_start(device)
-        st["mode"] = "sync"
-        st["sync_unavailable"] = None
         if session is None:
             yield ChangeBatch([], copy.deepcopy(st), "sync", final=True)
             return
@@ -263,19 +298,15 @@ class ChangeFeed:
             changes: list[Change] = []
             keys: list[str] = []
             for item in items:
+                change = sync_change(item)
+                if change is False:
+                    continue  # unreadable: not acked, so Sell sends it again next session
                 if item.ack_key:
                     keys.append(item.ack_key)
-                cls = RECORD_TYPES.get(item.type)
-                if cls is None:
-                    continue  # users, deals, sources...: not ours, acked with the batch
-                if item.event_type == "deleted":
-                    rid = item.data.get("id")
-                    if isinstance(rid, int) or (isinstance(rid, str) and rid.isdigit()):
-                        changes.append(RecordDeleted(item.type, int(rid)))
-                else:
-                    changes.append(RecordChanged(item.type, cls.from_data(item.data)))
+                if change is not None:
+                    changes.append(change)
             if not changes:
-                pending.extend(keys)  # nothing to apply: ack with the next batch
+                pending.extend(keys)  # nothing to apply (users, deals...): ack with the next batch
                 continue
             keys = pending + keys
             pending = []
@@ -309,12 +340,12 @@ class ChangeFeed:
         stop_early = known is None  # a reconciliation lists everything
         emitted_ids: set[int] = set()
         async for page in self.client.pages(PATHS[kind], params, per_page=self.per_page):
-            records = [cls.from_data(d) for d in page]
-            listed.update(r.id for r in records if r.id is not None)
+            records = [parse_record(cls.from_data, d, "GET", PATHS[kind]) for d in page]
+            listed.update(r.id for r in records)
             step = poll_select(records, watermark, seen, self.overlap)
             # Paging while records change can show one twice: deliver it once per pass.
             fresh = [r for r in step.emit if r.id not in emitted_ids]
-            emitted_ids.update(r.id for r in fresh if r.id is not None)
+            emitted_ids.update(r.id for r in fresh)
             delivered.extend(fresh)
             if fresh:
                 yield ChangeBatch(
@@ -341,11 +372,6 @@ class ChangeFeed:
             chunk = missing[start : start + 100]
             found: set[int] = set()
             async for page in self.client.pages(PATHS[kind], {"ids": chunk}, per_page=100):
-                for d in page:
-                    rid = d.get("id")
-                    if isinstance(rid, int):
-                        found.add(rid)
-                    elif isinstance(rid, str) and rid.isdigit():
-                        found.add(int(rid))
+                found.update(i for i in (as_int(d.get("id")) for d in page) if i is not None)
             gone.extend(i for i in chunk if i not in found)
         return gone

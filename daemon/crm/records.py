@@ -3,7 +3,11 @@
 Owns the lenient parsing of Sell's JSON into small frozen dataclasses: missing keys become
 None/empty, ids given as strings become ints, ``choices``/``options`` and
 ``for_company``/``for_organisation`` are aliases, ``boolean`` is ``bool``. Every record
-keeps the server's dict in ``raw``. Pure: imports only the standard library.
+keeps the server's dict in ``raw``. What cannot be read safely raises ``RecordFormatError``
+instead of being guessed: a Lead, Contact or conversion without an integer ``id``, or a
+``custom_fields``/``tags`` that is neither null nor the right JSON type (reading it as
+"empty" would look like the fields were cleared in Sell). Pure: imports only the standard
+library.
 """
 
 from __future__ import annotations
@@ -11,6 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+
+class RecordFormatError(ValueError):
+    """A record Sell sent that cannot be read without guessing."""
 
 
 def as_int(value: Any) -> int | None:
@@ -51,19 +59,34 @@ def format_ts(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _record_id(data: Any, what: str) -> int:
+    if not isinstance(data, dict):
+        raise RecordFormatError(f"a {what} that is not a JSON object")
+    rid = as_int(data.get("id"))
+    if rid is None:
+        raise RecordFormatError(f"a {what} without an integer id")
+    return rid
+
+
 def _custom_fields(value: Any) -> dict[str, Any]:
-    return dict(value) if isinstance(value, dict) else {}
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RecordFormatError("custom_fields is not an object")
+    return dict(value)
 
 
 def _tags(value: Any) -> tuple[str, ...]:
-    if isinstance(value, list):
-        return tuple(str(t) for t in value if t is not None)
-    return ()
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise RecordFormatError("tags is not a list")
+    return tuple(str(t) for t in value if t is not None)
 
 
 @dataclass(frozen=True)
 class Lead:
-    id: int | None
+    id: int
     first_name: str | None = None
     last_name: str | None = None
     organization_name: str | None = None
@@ -81,7 +104,7 @@ class Lead:
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Lead:
         return cls(
-            id=as_int(data.get("id")),
+            id=_record_id(data, "lead"),
             first_name=as_str(data.get("first_name")),
             last_name=as_str(data.get("last_name")),
             organization_name=as_str(data.get("organization_name")),
@@ -102,7 +125,7 @@ class Lead:
 
 @dataclass(frozen=True)
 class Contact:
-    id: int | None
+    id: int
     first_name: str | None = None
     last_name: str | None = None
     name: str | None = None
@@ -121,7 +144,7 @@ class Contact:
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Contact:
         return cls(
-            id=as_int(data.get("id")),
+            id=_record_id(data, "contact"),
             first_name=as_str(data.get("first_name")),
             last_name=as_str(data.get("last_name")),
             name=as_str(data.get("name")),
@@ -203,7 +226,7 @@ class CustomFieldDef:
 
 @dataclass(frozen=True)
 class LeadConversion:
-    id: int | None
+    id: int
     lead_id: int | None
     individual_id: int | None = None
     organization_id: int | None = None
@@ -215,7 +238,7 @@ class LeadConversion:
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> LeadConversion:
         return cls(
-            id=as_int(data.get("id")),
+            id=_record_id(data, "lead conversion"),
             lead_id=as_int(data.get("lead_id")),
             individual_id=as_int(data.get("individual_id")),
             organization_id=as_int(data.get("organization_id")),

@@ -393,3 +393,70 @@ async def test_repr_and_closed_client_never_show_the_token():
     assert TOKEN not in repr(sell)
     with pytest.raises(RuntimeError):
         await sell.users_self()
+
+
+async def test_malformed_records_and_sync_bodies_raise_typed_errors():
+    answers = iter([
+        httpx.Response(200, json={"items": [{"meta": {}}]}),                        # no data
+        httpx.Response(200, json={"items": [{"data": {"last_name": "no id"}}]}),    # no id
+        httpx.Response(200, json={"data": {"id": 1, "custom_fields": ["x"]}}),      # wrong type
+        httpx.Response(200, json={"data": {"id": 1, "tags": "vip"}}),               # wrong type
+        httpx.Response(200, json={"data": {"last_name": "created, no id"}}),        # create
+        httpx.Response(201, text=""),                                               # sync start
+        httpx.Response(201, json={"data": {"id": "s", "queues": 5}}),
+        httpx.Response(200, text=""),                                               # sync fetch
+    ])  # fmt: skip
+
+    async with make(lambda r: next(answers)) as sell:
+        for call in (
+            lambda: anext(aiter(sell.list_leads())),
+            lambda: sell.lead_conversions(lead_id=1),
+            lambda: sell.get_lead(1),
+            lambda: sell.get_contact(1),
+        ):
+            with pytest.raises(E.MalformedResponseError):
+                await call()
+        with pytest.raises(E.MalformedResponseError) as created:
+            await sell.create_lead({"last_name": "X"})
+        assert created.value.maybe_applied is True  # the 2xx means it exists: look it up
+        for call in (
+            lambda: sell.sync_start("d"),
+            lambda: sell.sync_start("d"),
+            lambda: sell.sync_fetch("s", "d"),
+        ):
+            with pytest.raises(E.MalformedResponseError):
+                await call()
+
+
+@pytest.mark.parametrize("response", [
+    httpx.Response(400, json={"errors": [{"error": {"code": TOKEN, "message": f"Bearer {TOKEN}",
+                                                    "details": TOKEN, "resource": TOKEN,
+                                                    "field": f"/{TOKEN}"}}],
+                              "meta": {"logref": TOKEN}}),
+    httpx.Response(502, text=f"<html><body>upstream said Bearer {TOKEN}</body></html>"),
+    httpx.Response(200, text=f"<html>Authorization: Bearer {TOKEN}</html>"),
+    httpx.Response(200, json={"data": {"id": 1, "tags": TOKEN}}),
+])  # fmt: skip
+async def test_the_token_never_reaches_an_error_or_a_log_line(response):
+    with capture_logs() as logs:
+        async with make(lambda r: response, max_attempts=2) as sell:
+            with pytest.raises(E.SellError) as info:
+                await sell.get_lead(1)
+    err = info.value
+    texts = [str(err), repr(err), repr(err.errors), str(err.logref), repr(logs), repr(sell)]
+    assert all(TOKEN not in t for t in texts)
+
+
+async def test_paging_stops_when_next_page_points_back_at_the_same_page():
+    calls = 0
+
+    def handler(request):
+        nonlocal calls
+        calls += 1
+        return httpx.Response(
+            200, json=collection([lead_json(1)], "https://sell.test/v2/leads?page=1&per_page=100")
+        )
+
+    async with make(handler) as sell:
+        ids = [lead.id async for lead in sell.list_leads()]
+    assert ids == [1] and calls == 1

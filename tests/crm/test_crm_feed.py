@@ -5,8 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 
+import httpx
+import pytest
 import trio
+from structlog.testing import capture_logs
 
+from kuloo_daemon.crm import errors as E
 from kuloo_daemon.crm.budget import RateBudget
 from kuloo_daemon.crm.client import SellClient
 from kuloo_daemon.crm.feed import (
@@ -158,3 +162,73 @@ def test_poll_select_and_advance_handle_same_second_ties():
     wm2, seen2 = poll_advance(new_wm, seen, [lead(5, "2026-03-01T10:00:09Z")], overlap=1.0)
     assert wm2 == "2026-03-01T10:00:09Z" and len(seen2) == 1
     assert poll_advance(wm2, seen2, [lead(6, "2026-03-01T10:00:01Z")], overlap=1.0)[0] == wm2
+
+
+# ------------------------------------------------------------------ failures mid-run
+
+
+async def test_a_failing_ack_loses_nothing_and_a_later_403_does_not_switch_modes(sellsim):
+    await to_thread(sellsim.load_seed, default_seed(leads=6, contacts=0))
+    sellsim.set_options(rate_per_second=1000, sync_page_size=3, sync_include_users=False)
+    state = new_state()
+    async with client(sellsim) as sell:
+        feed = ChangeFeed(sell)
+        # Every ack fails (after the client's retries): the run raises, nothing was acked.
+        sellsim.set_faults([{"kind": "500", "path": "/v2/sync/ack"}])
+        applied = []
+        with pytest.raises(E.ServerError):
+            async with contextlib.aclosing(feed.batches(state)) as batches:
+                async for batch in batches:
+                    applied.extend(batch.changes)
+        assert len(applied) == 3  # the first batch was applied, its ack failed
+        sellsim.clear_faults()
+        changes, state = await run(feed, state)
+        assert len(changes) == 6  # everything again, the first batch included
+        # A 403 in the middle of a session is an error, not "no Sync API".
+        await to_thread(sellsim.edit_record, "lead", changes[0].id, {"first_name": "A"})
+        await to_thread(sellsim.edit_record, "lead", changes[1].id, {"first_name": "B"})
+        sellsim.set_options(sync_page_size=1)
+        async with contextlib.aclosing(feed.batches(state)) as batches:
+            first = await batches.__anext__()
+            sellsim.set_account(sync_api=False)
+            with pytest.raises(E.ForbiddenError):
+                await batches.__anext__()
+    assert first.state["mode"] == "sync" and first.state["sync_unavailable"] is None
+
+
+async def test_unreadable_sync_items_are_not_acked():
+    acked: list[list[str]] = []
+    pages = [
+        [
+            {"data": {"id": 1, "last_name": "A"}, "meta": {"type": "lead", "sync": {
+                "event_type": "updated", "ack_key": "Lead-1-2"}}},
+            {"data": {"id": 2, "custom_fields": "garbage"}, "meta": {"type": "lead", "sync": {
+                "event_type": "updated", "ack_key": "Lead-2-2"}}},
+            {"data": {"id": "x"}, "meta": {"type": "contact", "sync": {
+                "event_type": "deleted", "ack_key": "Contact-x-3"}}},
+            {"data": {"id": 9}, "meta": {"type": "user", "sync": {
+                "event_type": "updated", "ack_key": "User-9-1"}}},
+        ]
+    ]  # fmt: skip
+
+    def handler(request: httpx.Request):
+        if request.url.path == "/v2/sync/start":
+            return httpx.Response(201, json={"data": {"id": "s1", "queues": []}})
+        if request.url.path == "/v2/sync/ack":
+            acked.append(json.loads(request.content)["data"]["ack_keys"])
+            return httpx.Response(202)
+        if pages:
+            return httpx.Response(200, json={"items": pages.pop(0)})
+        return httpx.Response(204)
+
+    sell = SellClient("https://sell.test", Secret("t" * 64), budget=RateBudget(1000.0),
+                      transport=httpx.MockTransport(handler))  # fmt: skip
+    with capture_logs() as logs:
+        async with sell:
+            changes, _ = await run(ChangeFeed(sell), None)
+    assert [(c.kind, c.id) for c in changes] == [("lead", 1)]
+    assert acked == [["Lead-1-2", "User-9-1"]]
+    assert [e["ack_key"] for e in logs if e["event"] == "sell.feed.unreadable"] == [
+        "Lead-2-2",
+        "Contact-x-3",
+    ]

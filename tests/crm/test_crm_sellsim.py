@@ -245,3 +245,158 @@ async def test_401_mid_run_raises_promptly_and_other_tokens_keep_working(sellsim
         assert await pool.discard(Secret(token_a)) is True
         assert a.closed and not b.closed
         assert (await b.users_self())["email"] == "admin@other.test"
+
+
+# ------------------------------------------------------------------ every error class
+
+
+async def test_forbidden_and_bad_request_are_typed_and_not_retried(sellsim):
+    sellsim.set_options(rate_per_second=1000)
+    sellsim.set_account(sync_api=False)
+    async with fast_client(sellsim) as sell:
+        with pytest.raises(E.ForbiddenError) as forbidden:
+            await sell.sync_start("device-1")
+        with pytest.raises(E.BadRequestError) as bad:
+            await sell.page("/v2/leads", {"per_page": 500})
+    assert forbidden.value.status == 403 and forbidden.value.attempts == 1
+    assert bad.value.status == 400 and bad.value.code == "invalid_param"
+    assert bad.value.attempts == 1 and bad.value.logref
+    assert sellsim.counters()["total"] == 2
+
+
+async def test_retry_after_from_sellsim_is_honoured(sellsim):
+    sellsim.set_options(rate_per_second=1000, rate_limit_headers=True)
+    sellsim.set_faults([{"kind": "429", "path": "/v2/users/self", "count": 1}])
+    async with fast_client(sellsim) as sell:  # backoff alone would wait <= 0.05 s
+        t0 = trio.current_time()
+        await sell.users_self()
+        elapsed = trio.current_time() - t0
+    assert elapsed >= 0.95  # Retry-After: 1
+    assert sellsim.counters()["requests"]["GET /v2/users/self"] == 2
+
+
+@pytest.mark.parametrize(("kind", "retried", "stored"), [
+    ("429", True, 1), ("503", True, 1), ("html", True, 1),           # certainly not applied
+    ("500", False, 0), ("502", False, 0), ("504", False, 0),         # maybe applied: raise
+    ("drop", False, 0), ("drop_after", False, 1), ("slow", False, 1),
+])  # fmt: skip
+async def test_create_under_every_fault_never_duplicates(sellsim, kind, retried, stored):
+    sellsim.set_options(rate_per_second=1000)
+    sellsim.set_faults([{"kind": kind, "path": "/v2/leads", "method": "POST", "count": 1,
+                         "delay": 1.0}] if kind == "slow" else
+                       [{"kind": kind, "path": "/v2/leads", "method": "POST", "count": 1}])  # fmt: skip
+    email = f"{kind}@example.com"
+    async with fast_client(sellsim, timeout=0.4) as sell:
+        if retried:
+            lead = await sell.create_lead({"last_name": "Once", "email": email})
+            assert lead.email == email
+        else:
+            with pytest.raises((E.ServerError, E.NetworkError)) as info:
+                await sell.create_lead({"last_name": "Once", "email": email})
+            assert info.value.maybe_applied is True and info.value.attempts == 1
+        if kind == "slow":
+            await trio.sleep(0.7)  # let the simulator finish its slow answer
+        # What the caller does after maybe_applied: look the record up before creating it.
+        found = [x async for x in sell.list_leads(email=email)]
+    assert len(found) == stored
+    assert len([r for r in sellsim.records("lead") if r.get("email") == email]) == stored
+    assert sellsim.counters()["requests"]["POST /v2/leads"] == (2 if retried else 1)
+
+
+@pytest.mark.parametrize("kind", ["500", "502", "504", "drop", "drop_after", "slow"])
+async def test_updates_and_deletes_are_retried_after_ambiguous_failures(sellsim, kind):
+    sellsim.set_options(rate_per_second=1000)
+    async with fast_client(sellsim, timeout=0.4) as sell:
+        lead = await sell.create_lead({"last_name": "Doe", "email": "doe@example.com"})
+        rule = {"kind": kind, "path": f"/v2/leads/{lead.id}", "count": 1, "delay": 1.0}
+        sellsim.set_faults([{**rule, "method": "PUT"}, {**rule, "method": "DELETE"}])
+        updated = await sell.update_lead(lead.id, {"first_name": "Jane"})
+        assert updated.first_name == "Jane"
+        if kind == "slow":
+            await trio.sleep(0.7)
+        assert await sell.delete_lead(lead.id) is True or kind in ("drop_after", "slow")
+    assert sellsim.records("lead") == []
+    assert [r["fired"] for r in sellsim.faults()] == [1, 1]
+
+
+async def test_connection_refused_is_retried_then_a_network_error():
+    with trio.socket.socket() as sock:  # a port nobody listens on
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    sell = SellClient(f"http://127.0.0.1:{port}", Secret("t" * 64), budget=RateBudget(500.0),
+                      backoff_base=0.01, backoff_cap=0.02, max_attempts=3)  # fmt: skip
+    async with sell:
+        with pytest.raises(E.NetworkError) as info:
+            await sell.create_lead({"last_name": "X"})
+    assert info.value.attempts == 3 and info.value.maybe_applied is False
+    assert sell.requests_sent == 3 and "t" * 64 not in str(info.value)
+
+
+# ------------------------------------------------------------------ verification, 8 setups
+
+
+async def _break(sim, sell: SellClient, kind: str, field_name: str, change: dict):
+    fid = next(d.id for d in await sell.custom_fields(kind) if d.name == field_name)
+    change = dict(change)
+    if change.pop("remove", False):
+        await to_thread(sim.delete_custom_field, kind, fid)
+    elif "type" in change:  # a type cannot be edited: recreate the field
+        await to_thread(sim.delete_custom_field, kind, fid)
+        await to_thread(sim.add_custom_field, kind, {"name": field_name, **change})
+    else:
+        await to_thread(sim.edit_custom_field, kind, fid, change)
+
+
+SETUPS = {
+    "wrong case": ([("lead", "KulooId", {"name": "kulooid"}),
+                    ("contact", "Sync error", {"name": "Sync Error"})],
+                   ['Leads: field "kulooid" not found — did you mean "KulooId"? (case and spaces matter)',
+                    'Contacts: field "Sync Error" not found — did you mean "Sync error"? (case and spaces matter)']),
+    "extra space": ([("lead", "Last active", {"name": "Last active "}),
+                     ("lead", "Source", {"choices": ["admin", "sign up", "sync"]})],
+                    ['Leads: "Source" lacks the choice "signup" — did you mean "sign up"? (case and spaces matter)',
+                     'Leads: field "Last active " not found — did you mean "Last active"? (case and spaces matter)']),
+    "missing field": ([("lead", "Promo", {"remove": True}), ("contact", "KulooId", {"remove": True})],
+                      ['Leads: field "Promo" not found — create it as a multi select field with the '
+                       "choices welcome, onboarding, upsell",
+                       'Contacts: field "KulooId" not found — create it as a string field']),
+    "wrong type": ([("lead", "Last active", {"type": "datetime"}),
+                    ("contact", "KulooId", {"type": "text", "for_contact": True})],
+                   ['Leads: "Last active" is a date and time field; it must be a date',
+                    'Contacts: "KulooId" is a multi-line text field; it must be a string']),
+    "missing choice": ([("lead", "Subscription", {"choices": ["daily", "weekly"]})],
+                       ['Leads: "Subscription" lacks the choice "monthly"',
+                        'Leads: "Subscription" lacks the choice "unsubscribed"']),
+    "extra choice in Promo": ([("lead", "Promo", {"choices": [*TAGS, "spring"]}),
+                               ("contact", "Promo", {"choices": [*TAGS, "spring", "summer"]})],
+                              ['Leads: "Promo" has the extra choice "spring", which is not one of '
+                               "the channel's default sequential tags",
+                               'Contacts: "Promo" has the extra choice "spring", which is not one of '
+                               "the channel's default sequential tags",
+                               'Contacts: "Promo" has the extra choice "summer", which is not one of '
+                               "the channel's default sequential tags"]),
+    "contact side only": ([("contact", "Source", {"choices": ["admin", "sync"]}),
+                           ("contact", "Subscription", {"for_contact": False, "for_company": True}),
+                           ("contact", "Promo", {"name": "Promos"})],
+                          ['Contacts: field "Promo" not found — create it as a multi select field '
+                           "with the choices welcome, onboarding, upsell",
+                           'Contacts: "Subscription" applies to companies only; it must also apply to people',
+                           'Contacts: "Source" lacks the choice "signup"']),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", [*SETUPS, "invalid token"])
+async def test_eight_broken_setups_each_list_every_problem(sellsim, name):
+    sellsim.set_options(rate_per_second=1000)
+    if name == "invalid token":
+        async with fast_client(sellsim, token="k" * 64) as sell:
+            result = await verify_connection(sell, TAGS)
+        assert result.problems == [TOKEN_REJECTED] and result.needs_new_token
+        return
+    edits, expected = SETUPS[name]
+    async with fast_client(sellsim) as sell:
+        for kind, field_name, change in edits:
+            await _break(sellsim, sell, kind, field_name, change)
+        result = await verify_connection(sell, TAGS)
+    assert result.ok is False and not result.needs_new_token and not result.unreachable
+    assert sorted(result.problems) == sorted(expected)
