@@ -64,19 +64,31 @@ class Simulator:
         options: dict[str, Any] | None = None,
         state_path: str | None = None,
     ) -> None:
-        self.base_options = dict((seed or {}).get("options", {}), **(options or {}))
+        if seed is not None and not isinstance(seed, dict):
+            raise ValueError("a seed is a JSON object")
+        seed_options = (seed or {}).get("options", {})
+        if not isinstance(seed_options, dict):
+            raise ValueError('a seed\'s "options" is a JSON object')
+        self.base_options = dict(seed_options, **(options or {}))
         self.options: Options = make_options(self.base_options)
         self.world = World(self.options)
         self.faults = Faults()
         self.limiter = RateLimiter(self.options)
         self.counters = Counters()
-        self.seed: dict[str, Any] = seed or {"accounts": []}
+        self.seed: dict[str, Any] = seed if seed is not None else {"accounts": []}
         self.state_path = state_path
         self.dirty = False
         self._last_route: str | None = None
         if state_path and os.path.exists(state_path):
-            with open(state_path, encoding="utf-8") as f:
-                self.world.restore(json.load(f))
+            try:
+                with open(state_path, encoding="utf-8") as f:
+                    state = json.load(f)
+            except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+                raise ValueError(f"state file {state_path}: not valid JSON ({e})") from None
+            try:
+                self.world.restore(state)
+            except ValueError as e:
+                raise ValueError(f"state file {state_path}: {e}") from None
         else:
             self.world.load_seed(self.seed)
 
@@ -84,11 +96,11 @@ class Simulator:
     def save_if_dirty(self) -> None:
         if not (self.state_path and self.dirty):
             return
-        self.dirty = False
         tmp = self.state_path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(self.world.dump(), f)
         os.replace(tmp, self.state_path)
+        self.dirty = False  # only once written: a failed save is retried
 
     # --- entry point ------------------------------------------------------------------------
     def handle(self, req: Request) -> Response:
@@ -98,7 +110,7 @@ class Simulator:
                 resp = self._control(req)
             except ApiError as e:
                 resp = env.render(e, rid)
-            except (ValueError, KeyError, TypeError) as e:
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
                 resp = env.render(ApiError(400, "invalid_control", "bad control request", str(e)), rid)
         else:
             resp = self._sell(req, rid)
@@ -120,6 +132,12 @@ class Simulator:
 
         if method != method.upper() and o.reject_lowercase_method:
             return env.html_error(400)
+
+        # The limiter sits in front of everything else (like a gateway would): by default
+        # every request carrying a valid token uses budget, whatever its answer turns out to be.
+        if token is not None and o.rate_count_all and not self.limiter.allow(token.token, now):
+            self.counters.limited(token.name)
+            return self._too_many(rid)
 
         delay = 0.0
         drop_after = False
@@ -155,7 +173,7 @@ class Simulator:
                                "Only application/json is available.")  # fmt: skip
             if token is None:
                 raise token_error or env.unauthorized()
-            if not self.limiter.allow(token.token, now):
+            if not o.rate_count_all and not self.limiter.allow(token.token, now):
                 self.counters.limited(token.name)
                 return self._too_many(rid)
             resp = self._route(req, token, self.world.accounts[token.account_id])
@@ -176,7 +194,7 @@ class Simulator:
             self.options.reject_lowercase_bearer or scheme.lower() != "bearer"
         ):
             return None, env.unauthorized()
-        token = self.world.tokens.get(value.strip())
+        token = self.world.tokens.get(value)  # exactly one space, no padding
         return token, None if token else env.unauthorized()
 
     def _too_many(self, rid: str) -> Response:
@@ -388,12 +406,17 @@ class Simulator:
             errors.append(ApiError(422, "invalid_type", "attribute has an invalid type",
                                    "expected a boolean", "lead_conversion",
                                    v.pointer(prefix, "create_deal")))  # fmt: skip
+        if "owner_id" in data and data["owner_id"] is not None and (
+            isinstance(data["owner_id"], bool) or not isinstance(data["owner_id"], int)
+        ):
+            errors.append(ApiError(422, "invalid_type", "attribute has an invalid type",
+                                   "expected an integer", "lead_conversion",
+                                   v.pointer(prefix, "owner_id")))  # fmt: skip
         if errors:
             errors[0].more = errors[1:]
             raise errors[0]
-        conv = self.world.convert_lead(
-            acc, lead_id, token.user_id, create_deal=bool(data.get("create_deal", False))
-        )
+        create_deal = data.get("create_deal", self.options.conversion_create_deal)
+        conv = self.world.convert_lead(acc, lead_id, token.user_id, create_deal=create_deal)
         return env.one("lead_conversion", dict(conv), self.options.conversion_status)
 
     def _list_conversions(self, req: Request, acc: Account) -> Response:

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 
 from . import envelope as env
 from .envelope import Request, Response
+from .options import make_options
 
 if TYPE_CHECKING:
     from .app import Simulator
@@ -46,7 +47,9 @@ def control(sim: Simulator, req: Request) -> Response:
         return _ok({"reset": True})
     if head == "seed" and method in ("POST", "PUT"):
         seed = _payload(req)
-        world.load_seed(seed)  # validate before replacing the reset seed
+        if isinstance(seed, dict) and "options" in seed:  # validate before changing anything
+            make_options({**sim.options.as_dict(), **seed["options"]})
+        world.load_seed(seed)  # validates too, before replacing the reset seed
         sim.seed = seed
         if "options" in seed:
             sim.options.update(seed["options"])
@@ -75,6 +78,7 @@ def control(sim: Simulator, req: Request) -> Response:
                 world.clock.offset += float(body["advance"])
             if "offset" in body:
                 world.clock.offset = float(body["offset"])
+            sim.dirty = True  # the offset is part of the saved state
         return _ok({"now": world.now_iso(), "offset": world.clock.offset})
     if head == "accounts":
         if len(parts) == 1 and method == "GET":

@@ -24,6 +24,9 @@ class Options:
     rate_per_hour: int = 36_000
     rate_window: str = "sliding"  # "sliding" (any 1-s interval) or "fixed" (wall-clock second) [I]
     rate_count_rejected: bool = True  # a 429'd request still uses the budget [I]
+    # every request with a valid token uses budget, also one answered by a fault or a header
+    # error (the limiter is checked first); False: only requests that reach the endpoint [I]
+    rate_count_all: bool = True
     rate_limit_headers: bool = False  # X-RateLimit-*/Retry-After: none documented [C]
     rate_limit_body: str = "text"  # "text" | "json" | "empty": ZAP never parses 429 bodies [I]
     # --- records ---------------------------------------------------------------------------
@@ -34,11 +37,17 @@ class Options:
     name_filter: str = "cs"  # first_name/last_name filters: "cs" exact case-sensitive | "ci" [I]
     require_filterable: bool = True  # custom_fields[X] filter on a non-filterable field -> 400 [I]
     create_status: int = 200  # POST /v2/leads|contacts success status [T]
+    # number custom fields read back as strings like "123.45" (the DOCS table) | "as_sent" [C/I]
+    custom_number_format: str = "string"
     # --- lead conversion ([I]) ---------------------------------------------------------------
-    conversion_merge: str = "email"  # "email": merge into a contact with the same email | "never"
+    # merge into the oldest person contact with the same email ("email"), or else the same
+    # first+last name ("any"; Sell dedups "matched by name"), "name" only, or "never" [C/I].
+    # "any" is stricter but the default seed's leads and contacts share names (tests/crm).
+    conversion_merge: str = "email"
     conversion_copy_custom_fields: bool = False  # copy custom fields that exist for contacts
     conversion_lead: str = "removed"  # "removed" (404, gone from lists) | "kept"
     conversion_status: int = 200  # POST /v2/lead_conversions success status [I]
+    conversion_create_deal: bool = True  # create_deal when the body omits it ("default true?") [I]
     # --- Sync API ----------------------------------------------------------------------------
     sync_page_size: int = 50  # items per queue page [I]
     sync_empty_pages: int = 1  # empty 200 pages served before the data of a session [I]
@@ -80,7 +89,8 @@ _CHOICES = {
     "field_pointer_prefix": {"", "/data"},
     "email_filter": {"ci", "cs"},
     "name_filter": {"ci", "cs"},
-    "conversion_merge": {"email", "never"},
+    "conversion_merge": {"any", "email", "name", "never"},
+    "custom_number_format": {"string", "as_sent"},
     "conversion_lead": {"removed", "kept"},
 }
 

@@ -147,10 +147,14 @@ class World:
         """Replace everything with ``seed`` (see README "Seed format"). Raises ValueError."""
         if not isinstance(seed, dict):
             raise ValueError("a seed is a JSON object")
+        if not isinstance(seed.get("accounts"), list):
+            raise ValueError('a seed needs an "accounts" list')
         saved = self.accounts, self.tokens, self.next_id
         self.accounts, self.tokens = {}, {}
         try:
-            for acc in seed.get("accounts", []):
+            for acc in seed["accounts"]:
+                if not isinstance(acc, dict):
+                    raise ValueError("each account is a JSON object")
                 self._load_account(acc)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             self.accounts, self.tokens, self.next_id = saved
@@ -315,7 +319,13 @@ class World:
             existing=existing,
             prefix=self.options.field_pointer_prefix,
             reject_readonly=self.options.reject_readonly_attributes,
+            users=set(acc.users),
         )
+
+    def _normalize(self, acc: Account, resource: str, attrs: Any) -> Any:
+        if self.options.custom_number_format == "string":
+            return v.numbers_as_strings(attrs, acc.definitions[resource])
+        return attrs
 
     def _raise(self, errors: list[ApiError]) -> None:
         if errors:
@@ -334,6 +344,7 @@ class World:
     ) -> dict[str, Any]:
         if check:
             self._raise(v.check_write(attrs, self._ctx(acc, resource, None)))
+        attrs = self._normalize(acc, resource, attrs)
         rid = self.new_id()
         rec: dict[str, Any] = {"id": rid, "creator_id": user_id, **_blank(resource)}
         v.apply_write(rec, attrs)
@@ -353,6 +364,7 @@ class World:
         rec = self.get_record(acc, resource, rid)
         if check:
             self._raise(v.check_write(attrs, self._ctx(acc, resource, rec)))
+        attrs = self._normalize(acc, resource, attrs)
         if v.apply_write(rec, attrs):
             self._derive(resource, rec)
             rec["updated_at"] = max(rec["updated_at"], self.now_iso())
@@ -459,7 +471,7 @@ class World:
         org_id = None
         if lead.get("organization_name"):
             org = None
-            if o.conversion_merge == "email":
+            if o.conversion_merge != "never":
                 org = next(
                     (c for c in acc.records["contact"].values()
                      if c["is_organization"] and c["name"] == lead["organization_name"]),
@@ -476,13 +488,19 @@ class World:
             org_id = org["id"]
 
         existing = None
-        if o.conversion_merge == "email" and lead.get("email"):
-            existing = next(
-                (c for c in sorted(acc.records["contact"].values(), key=lambda c: c["id"])
-                 if not c["is_organization"] and (c.get("email") or "").lower()
-                 == lead["email"].lower()),
-                None,
-            )  # fmt: skip
+        people = sorted(
+            (c for c in acc.records["contact"].values() if not c["is_organization"]),
+            key=lambda c: c["id"],
+        )
+        if o.conversion_merge in ("email", "any") and lead.get("email"):
+            email = lead["email"].lower()
+            existing = next((c for c in people if (c.get("email") or "").lower() == email), None)
+        if existing is None and o.conversion_merge in ("name", "any") and lead.get("last_name"):
+
+            def name(r: dict[str, Any]) -> tuple[str, str]:
+                return ((r.get("first_name") or "").lower(), (r.get("last_name") or "").lower())
+
+            existing = next((c for c in people if name(c) == name(lead)), None)
         if existing is not None:
             fill: dict[str, Any] = {}
             for k, val in copied.items():
@@ -662,8 +680,22 @@ class World:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        if state.get("format") != "sellsim-state-1":
+        """Replace everything with a ``dump()``; raises ValueError (keeping the state) if bad."""
+        if not isinstance(state, dict) or state.get("format") != "sellsim-state-1":
             raise ValueError("not a sellsim state file")
+        try:
+            next_id = int(state["next_id"])
+            offset = float(state.get("clock_offset", 0.0))
+            accounts, tokens = self._restored(state)
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            raise ValueError(f"not a valid sellsim state ({type(e).__name__}: {e})") from None
+        self.accounts, self.tokens = accounts, tokens
+        self.next_id = next_id
+        self.clock.offset = offset
+
+    @staticmethod
+    def _restored(state: dict[str, Any]) -> tuple[dict[int, Account], dict[str, Token]]:
+        """The accounts and tokens of a ``dump()``; raises on anything malformed."""
 
         def unkeyed(d: dict[str, int]) -> dict[tuple[str, int], int]:
             out = {}
@@ -672,10 +704,8 @@ class World:
                 out[(t, int(i))] = r
             return out
 
-        self.accounts.clear()
-        self.tokens.clear()
-        self.next_id = state["next_id"]
-        self.clock.offset = state.get("clock_offset", 0.0)
+        accounts: dict[int, Account] = {}
+        tokens: dict[str, Token] = {}
         for a in state["accounts"]:
             acc = Account(a["id"], a["name"], a["subdomain"], a["created_at"], a["sync_api"])
             acc.users = {u["id"]: u for u in a["users"]}
@@ -687,8 +717,11 @@ class World:
             acc.tombstones = unkeyed(a["tombstones"])
             acc.conversions = a["conversions"]
             acc.devices = {d: unkeyed(k) for d, k in a["devices"].items()}
-            self.accounts[acc.id] = acc
+            accounts[acc.id] = acc
         for t in state["tokens"]:
-            self.tokens[t["token"]] = Token(
+            if t["account"] not in accounts or t["user"] not in accounts[t["account"]].users:
+                raise ValueError(f"token {t['name']!r} belongs to no known account user")
+            tokens[t["token"]] = Token(
                 t["token"], t["account"], t["user"], t["name"], tuple(t["scopes"])
             )
+        return accounts, tokens

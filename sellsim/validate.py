@@ -7,6 +7,7 @@ function takes plain data and returns errors or parsed values; none touches stat
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -48,7 +49,6 @@ WRITABLE: dict[str, dict[str, str]] = {
         "contact_id": INT,
         "parent_organization_id": INT,
         "customer_status": STR,
-        "prospect_status": STR,
         **{k: STR for k in _TEXT},
         "address": ADDRESS,
         "billing_address": ADDRESS,
@@ -58,6 +58,9 @@ WRITABLE: dict[str, dict[str, str]] = {
     },
 }
 READ_ONLY = {"id", "creator_id", "created_at", "updated_at"}
+# Computed by Sell: prospect status follows the contact's deals (only customer_status can be
+# set by hand, reference §4.2), so a write is treated like one to a read-only attribute.
+COMPUTED = {"lead": set(), "contact": {"prospect_status"}}
 ADDRESS_KEYS = {"line1", "city", "postal_code", "state", "country"}
 CUSTOMER_STATUSES = {"none", "current", "past"}
 PROSPECT_STATUSES = {"none", "current", "lost"}
@@ -68,6 +71,7 @@ FIELD_TYPES = {
 }  # fmt: skip
 FILTERABLE_TYPES = {"string", "number", "list", "multi_select_list"}
 
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
@@ -112,15 +116,13 @@ def check_custom_value(definition: dict[str, Any], value: Any) -> str | None:
     if ftype == "number":
         if isinstance(value, bool):
             return "value must be a number"
-        if isinstance(value, int | float):
+        if isinstance(value, int):
             return None
-        if isinstance(value, str):
-            try:
-                float(value)
-            except ValueError:
-                return "value must be a number"
+        if isinstance(value, float):
+            return None if math.isfinite(value) else "value must be a finite number"
+        if isinstance(value, str) and _NUMBER.match(value):
             return None
-        return "value must be a number"
+        return "value must be a number, e.g. 123.45"
     if ftype in {"bool", "boolean"}:
         return None if isinstance(value, bool) else "value must be true or false"
     if ftype == "date":
@@ -192,6 +194,7 @@ class WriteContext:
     existing: dict[str, Any] | None = None  # the stored record on update
     prefix: str = ""
     reject_readonly: bool = True
+    users: set[int] | None = None  # ids of the account's users (owner_id must be one)
 
 
 def check_write(attrs: Any, ctx: WriteContext) -> list[ApiError]:
@@ -203,7 +206,7 @@ def check_write(attrs: Any, ctx: WriteContext) -> list[ApiError]:
     schema = WRITABLE[r]
     for key, value in attrs.items():
         ptr = pointer(ctx.prefix, key)
-        if key in READ_ONLY:
+        if key in READ_ONLY or key in COMPUTED[r]:
             if ctx.reject_readonly:
                 errors.append(_unknown(r, ptr, f"The attribute '{ptr}' is read-only."))
             continue
@@ -213,6 +216,13 @@ def check_write(attrs: Any, ctx: WriteContext) -> list[ApiError]:
         err = _check_standard(r, key, schema[key], value, ptr)
         if err:
             errors.append(err)
+
+    owner = attrs.get("owner_id")
+    if ctx.users is not None and isinstance(owner, int) and not isinstance(owner, bool):
+        if owner not in ctx.users:
+            errors.append(
+                _incorrect(r, pointer(ctx.prefix, "owner_id"), f"user {owner} does not exist")
+            )
 
     creating = ctx.existing is None
     merged = dict(ctx.existing or {})
@@ -255,10 +265,7 @@ def check_write(attrs: Any, ctx: WriteContext) -> list[ApiError]:
             errors.append(
                 _missing(r, pointer(ctx.prefix, "last_name"), "A person needs a last_name.")
             )
-        for key, allowed in (
-            ("customer_status", CUSTOMER_STATUSES),
-            ("prospect_status", PROSPECT_STATUSES),
-        ):
+        for key, allowed in (("customer_status", CUSTOMER_STATUSES),):
             if attrs.get(key) is not None and attrs[key] not in allowed:
                 errors.append(
                     _incorrect(
@@ -290,6 +297,21 @@ def check_write(attrs: Any, ctx: WriteContext) -> list[ApiError]:
             if why:
                 errors.append(_incorrect(r, ptr, why))
     return errors
+
+
+def numbers_as_strings(attrs: Any, definitions: list[dict[str, Any]]) -> Any:
+    """``attrs`` with JSON-number values of number custom fields turned into strings, the form
+    Sell reads them back in (``"123.45"``)."""
+    custom = attrs.get("custom_fields") if isinstance(attrs, dict) else None
+    if not isinstance(custom, dict):
+        return attrs
+    numbers = {d["name"] for d in definitions if d["type"] == "number"}
+    fixed = {
+        k: (str(x) if k in numbers and isinstance(x, int | float) and not isinstance(x, bool)
+            else x)
+        for k, x in custom.items()
+    }  # fmt: skip
+    return dict(attrs, custom_fields=fixed)
 
 
 def apply_write(record: dict[str, Any], attrs: dict[str, Any]) -> bool:

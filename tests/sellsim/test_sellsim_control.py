@@ -147,3 +147,115 @@ def test_sellsim_imports_nothing_from_the_daemon():
             "print([m for m in sys.modules if m.startswith('kuloo')])")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _revision(sim):
+    return sim._call("GET", "/_sim/accounts")[0]["revision"]
+
+
+def test_ui_actions_move_updated_at_and_revisions(sim, api):
+    lead = sim.create_record("lead", {"last_name": "UI", "email": "ui@x.test"})
+    assert api.get(f"/v2/leads/{lead['id']}").json()["data"] == lead
+    rev = _revision(sim)
+    sim.advance_clock(120)
+    edited = sim.edit_record("lead", lead["id"], {"first_name": "Edited"})
+    assert edited["updated_at"] > lead["updated_at"] and _revision(sim) == rev + 1
+    assert api.get(f"/v2/leads/{lead['id']}").json()["data"]["updated_at"] == edited["updated_at"]
+    unchanged = sim.edit_record("lead", lead["id"], {"first_name": "Edited"})
+    assert unchanged["updated_at"] == edited["updated_at"] and _revision(sim) == rev + 1
+    other = sim.create_record("lead", {"last_name": "Gone"})
+    rev = _revision(sim)
+    sim.delete_record("lead", other["id"])
+    assert _revision(sim) == rev + 1
+    assert_error(api.get(f"/v2/leads/{other['id']}"), 404, "not_found")
+    conv = sim.convert_lead(lead["id"])
+    assert _revision(sim) > rev + 1
+    contact = api.get(f"/v2/contacts/{conv['individual_id']}").json()["data"]
+    assert contact["email"] == "ui@x.test" and contact["updated_at"] >= edited["updated_at"]
+    with pytest.raises(RuntimeError, match="404"):
+        sim.edit_record("lead", lead["id"], {"first_name": "X"})  # converted: gone
+
+
+def test_bad_control_requests_are_400_and_change_nothing(sim, api):
+    before = sim.state()["accounts"]
+    seed = dict(default_seed(leads=1), options={"rate_window": "weekly"})
+    with pytest.raises(RuntimeError, match="400"):
+        sim.load_seed(seed)
+    with pytest.raises(RuntimeError, match="400"):
+        sim.load_seed({"no_accounts": []})
+    assert sim.state()["accounts"] == before
+    for path, body in (("/_sim/reset", b"[]"), ("/_sim/clock", b'{"advance": "x"}'),
+                       ("/_sim/options", b'{"nope": 1}'), ("/_sim/faults", b"{not json")):  # fmt: skip
+        r = httpx.post(sim.base_url + path, content=body)
+        assert r.status_code == 400 and r.json()["errors"][0]["error"]["code"] == "invalid_control"
+        assert r.headers["x-request-id"] == r.json()["meta"]["logref"]
+
+
+def test_state_file_keeps_records_sync_acks_and_clock_across_restarts(tmp_path):
+    from sellsim.testing import SellSim
+
+    state = str(tmp_path / "state.json")
+    dev = {"X-Basecrm-Device-UUID": "persisted-device"}
+    with SellSim(default_seed(leads=2), state=state) as sim, sim.client() as api:
+        lead = api.post("/v2/leads", json={"data": {"last_name": "Kept"}}).json()["data"]
+        gone = api.get("/v2/leads").json()["items"][0]["data"]["id"]
+        assert api.delete(f"/v2/leads/{gone}").status_code == 204
+        sid = api.post("/v2/sync/start", headers=dev).json()["data"]["id"]
+        keys = []
+        for _ in range(5):
+            r = api.get(f"/v2/sync/{sid}/queues/main", headers=dev)
+            if r.status_code == 204:
+                break
+            keys += [i["meta"]["sync"]["ack_key"] for i in r.json()["items"]]
+        assert api.post("/v2/sync/ack", headers=dev, json={"data": {"ack_keys": keys}}).status_code == 202
+        sim.advance_clock(3600)
+        sim.set_account(sync_api=True, name="Renamed")
+    with SellSim(default_seed(), state=state) as sim, sim.client() as api:  # the seed is ignored
+        assert api.get(f"/v2/leads/{lead['id']}").json()["data"] == lead
+        assert_error(api.get(f"/v2/leads/{gone}"), 404, "not_found")
+        assert api.get("/v2/leads").json()["meta"]["count"] == 2
+        assert api.post("/v2/sync/start", headers=dev).status_code == 204  # acks survived
+        assert sim.state()["clock_offset"] == 3600
+        assert api.get("/v2/accounts/self").json()["data"]["name"] == "Renamed"
+        new = api.post("/v2/leads", json={"data": {"last_name": "New"}}).json()["data"]
+        assert new["id"] > lead["id"]  # ids are not reused
+
+
+def _cli(*args, timeout=30):
+    return subprocess.run([sys.executable, "-m", "sellsim", *args], capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def test_cli_help():
+    r = _cli("--help")
+    assert r.returncode == 0
+    for flag in ("--host", "--port", "--seed", "--state", "--option"):
+        assert flag in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "no such file"), ("{not json", "not valid JSON"), ("[]", "a seed is a JSON object"),
+     ("{}", '"accounts"'), ('{"accounts": [], "options": {"nope": 1}}', "unknown option")],
+)  # fmt: skip
+def test_cli_rejects_bad_seed_files(tmp_path, content, message):
+    path = tmp_path / "seed.json"
+    if content is not None:
+        path.write_text(content)
+    r = _cli("--seed", str(path))
+    assert r.returncode == 2 and message in r.stderr and str(path) in r.stderr
+    assert r.stdout == ""
+
+
+def test_cli_rejects_bad_state_files_and_options(tmp_path):
+    state = tmp_path / "state.json"
+    for content in ("{not json", '{"format": "other"}', '{"format": "sellsim-state-1"}'):
+        state.write_text(content)
+        r = _cli("--state", str(state))
+        assert r.returncode == 2 and f"state file {state}" in r.stderr, r.stderr
+    r = _cli("--state", str(tmp_path / "missing-dir" / "state.json"))
+    assert r.returncode == 2 and "cannot write" in r.stderr
+    r = _cli("-o", "rate_window=weekly")
+    assert r.returncode == 2 and "rate_window" in r.stderr
+    r = _cli("-o", "novalue")
+    assert r.returncode == 2 and "NAME=VALUE" in r.stderr

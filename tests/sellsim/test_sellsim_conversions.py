@@ -23,7 +23,7 @@ def test_conversion_creates_contact_and_removes_lead(api):
                  custom_fields={"KulooId": "K1"})  # fmt: skip
     conv = _convert(api, lead["id"])
     assert conv["lead_id"] == lead["id"] and conv["organization_id"] is None
-    assert conv["deal_id"] is None
+    assert conv["deal_id"] is not None  # create_deal defaults to true (option)
     contact = api.get(f"/v2/contacts/{conv['individual_id']}").json()["data"]
     assert (contact["first_name"], contact["last_name"], contact["email"], contact["tags"]) == (
         "Ada", "L", "ada@x.test", ["t"])  # fmt: skip
@@ -94,3 +94,52 @@ def test_ui_conversion(api, sim):
     conv = sim.convert_lead(lead["id"], create_deal=True)
     assert conv["deal_id"] is not None
     assert api.get(f"/v2/leads/{lead['id']}").status_code == 404
+
+
+def test_create_deal_default_and_explicit(api, sim):
+    no_deal = api.post("/v2/lead_conversions",
+                       json={"data": {"lead_id": _lead(api, last_name="A")["id"],
+                                      "create_deal": False}})  # fmt: skip
+    assert no_deal.json()["data"]["deal_id"] is None
+    sim.set_options(conversion_create_deal=False)
+    assert _convert(api, _lead(api, last_name="B")["id"])["deal_id"] is None
+    assert_error(api.post("/v2/lead_conversions", json={"data": {"lead_id": 1, "owner_id": "7"}}),
+                 422, "invalid_type", "/owner_id")  # fmt: skip
+
+
+def test_conversion_listing_filters_and_cursor_rules(api):
+    with_org = _convert(api, _lead(api, last_name="O", organization_name="Org")["id"])
+    plain = _convert(api, _lead(api, last_name="P")["id"])
+
+    def ids(**params):
+        r = api.get("/v2/lead_conversions", params=params)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["meta"]["count"] == len(body["items"])
+        assert all(i["meta"]["type"] == "lead_conversion" for i in body["items"])
+        return [i["data"]["id"] for i in body["items"]]
+
+    assert ids(organization_id=with_org["organization_id"]) == [with_org["id"]]
+    assert ids(deal_id=plain["deal_id"]) == [plain["id"]]
+    assert ids(lead_id=plain["lead_id"], deal_id=with_org["deal_id"]) == []
+    assert ids() == [plain["id"], with_org["id"]]  # id descending
+    first = api.get("/v2/lead_conversions?per_page=1").json()
+    cursor_url = first["meta"]["links"]["next_page"]
+    assert "cursor=" in cursor_url and "page=" not in cursor_url.replace("per_page", "")
+    cursor = cursor_url.split("cursor=")[1].split("&")[0]
+    assert_error(api.get(f"/v2/lead_conversions?cursor={cursor}&page=1"), 400, "invalid_param")
+    assert_error(api.get("/v2/lead_conversions?cursor=%%%"), 400, "invalid_param")
+    assert_error(api.get("/v2/lead_conversions?per_page=0"), 400, "invalid_param")
+    assert api.get("/v2/lead_conversions?lead_id=999999").json()["meta"]["links"] == {}
+
+
+def test_conversion_merges_by_name_when_no_email_matches(api, sim):
+    sim.set_options(conversion_merge="any")
+    known = api.post("/v2/contacts", json={"data": {"first_name": "Jo", "last_name": "Roe",
+                     "email": "jo@old.test"}}).json()["data"]  # fmt: skip
+    conv = _convert(api, _lead(api, first_name="jo", last_name="ROE", email="jo@new.test")["id"])
+    assert conv["individual_id"] == known["id"]
+    assert api.get(f"/v2/contacts/{known['id']}").json()["data"]["email"] == "jo@old.test"
+    sim.set_options(conversion_merge="email")
+    conv = _convert(api, _lead(api, first_name="Jo", last_name="Roe")["id"])
+    assert conv["individual_id"] != known["id"]

@@ -142,3 +142,20 @@ def test_bad_fault_spec_is_rejected(sim):
         sim.set_faults([{"kind": "teapot"}])
     with pytest.raises(RuntimeError, match="400"):
         sim.set_faults([{"kind": "500", "count": 1, "probability": 0.5}])
+
+
+def test_every_request_with_a_valid_token_uses_budget(sellsim):
+    sellsim.set_options(rate_per_second=3)
+    sellsim.set_faults([{"kind": "503"}])
+    with sellsim.client() as api:
+        got = [api.get("/v2/users/self").status_code for _ in range(3)]
+        assert got == [503, 503, 503]
+        sellsim.clear_faults()
+        assert api.get("/v2/users/self").status_code == 429  # the 503s used the budget
+        del api.headers["User-Agent"]
+        assert api.get("/v2/users/self").status_code == 429  # before the header checks
+    time.sleep(1.05)
+    sellsim.set_options(rate_count_all=False)
+    sellsim.set_faults([{"kind": "503", "count": 3}])
+    with sellsim.client() as api:
+        assert [api.get("/v2/users/self").status_code for _ in range(4)] == [503, 503, 503, 200]

@@ -114,3 +114,54 @@ def test_custom_field_filter_errors(api, sim):
 def test_empty_result(api):
     body = api.get("/v2/leads", params={"email": "nobody@x.test"}).json()
     assert body == {"items": [], "meta": {"type": "collection", "count": 0, "links": {}}}
+
+
+def test_collection_envelope_and_no_next_page_on_an_exact_last_page(api, sim):
+    sim.load_seed(default_seed(leads=20))
+    sim.set_options(rate_per_second=100_000, rate_per_hour=10**9)
+    first = api.get("/v2/leads?per_page=10").json()
+    assert set(first) == {"items", "meta"} and first["meta"]["type"] == "collection"
+    assert all(set(i) == {"data", "meta"} and i["meta"] == {"type": "lead"} for i in first["items"])
+    assert "next_page" in first["meta"]["links"] and "page=2" in first["meta"]["links"]["next_page"]
+    last = api.get(first["meta"]["links"]["next_page"]).json()
+    assert last["meta"]["count"] == 10 and "next_page" not in last["meta"]["links"]
+    assert "page=1" in last["meta"]["links"]["prev_page"]
+    beyond = api.get("/v2/leads?per_page=10&page=3").json()
+    assert beyond["items"] == [] and beyond["meta"]["count"] == 0
+    assert "next_page" not in beyond["meta"]["links"]
+
+
+def test_contact_list_paging_filters_and_unknown_params(api, seeded):
+    url, ids = "/v2/contacts?per_page=3", []
+    while url:
+        body = api.get(url).json()
+        assert body["meta"]["count"] == len(body["items"]) <= 3
+        ids += [i["data"]["id"] for i in body["items"]]
+        url = body["meta"]["links"].get("next_page")
+    assert len(ids) == len(set(ids)) == 7
+    items = api.get("/v2/contacts?per_page=100").json()["items"]
+    a = items[0]["data"]
+
+    def got(params):
+        r = api.get("/v2/contacts", params={**params, "per_page": 100})
+        assert r.status_code == 200, r.text
+        return {i["data"]["id"] for i in r.json()["items"]}
+
+    assert got({"ids": str(a["id"])}) == {a["id"]}
+    assert got({"email": a["email"].upper()}) == {a["id"]}
+    assert a["id"] in got({"first_name": a["first_name"], "last_name": a["last_name"]})
+    assert got({"is_organization": "true"}) == set()
+    assert len(got({"is_organization": "false"})) == 7
+    subs = {i["data"]["id"] for i in items if i["data"]["custom_fields"].get("Subscription") == "daily"}
+    assert got({"custom_fields[Subscription]": "daily"}) == subs
+    assert_error(api.get("/v2/contacts?status=New"), 400, "invalid_param")  # a lead-only filter
+    assert_error(api.get("/v2/contacts?is_organization=yes"), 400, "invalid_param")
+    assert_error(api.get("/v2/contacts?sort_by=updated_at:sideways"), 400, "invalid_param")
+    desc = [i["data"]["updated_at"] for i in
+            api.get("/v2/contacts?sort_by=updated_at:desc").json()["items"]]  # fmt: skip
+    assert desc == sorted(desc, reverse=True)
+
+
+def test_ids_filter_rejects_non_integers(api):
+    assert_error(api.get("/v2/leads?ids=1,x"), 400, "invalid_param")
+    assert_error(api.get("/v2/leads?page=1&page=2"), 400, "invalid_param")

@@ -188,3 +188,55 @@ def test_users_and_accounts_self(api):
     assert set(acc["data"]) == {"id", "name", "currency", "time_format", "timezone", "phone",
                                 "subdomain", "created_at", "updated_at"}  # fmt: skip
     assert_error(api.get("/v2/users/self?unknown=param"), 400, "invalid_param")
+
+
+def test_prospect_status_is_computed_customer_status_settable(api):
+    c = api.post("/v2/contacts", json={"data": {"last_name": "C"}}).json()["data"]
+    assert (c["prospect_status"], c["customer_status"]) == ("none", "none")
+    r = api.put(f"/v2/contacts/{c['id']}", json={"data": {"prospect_status": "current"}})
+    assert_error(r, 422, "unknown", "/prospect_status")
+    r = api.put(f"/v2/contacts/{c['id']}", json={"data": {"customer_status": "current"}})
+    assert r.status_code == 200 and r.json()["data"]["customer_status"] == "current"
+    r = api.put(f"/v2/contacts/{c['id']}", json={"data": {"customer_status": "lost"}})
+    assert_error(r, 422, "incorrect_value", "/customer_status")
+
+
+def test_owner_must_be_a_user_of_the_account(api):
+    me = api.get("/v2/users/self").json()["data"]["id"]
+    assert _lead(api, last_name="A", owner_id=me)["owner_id"] == me
+    assert_error(api.post("/v2/leads", json={"data": {"last_name": "A", "owner_id": 424242}}),
+                 422, "incorrect_value", "/owner_id")  # fmt: skip
+    assert_error(api.post("/v2/leads", json={"data": {"last_name": "A", "owner_id": "1"}}),
+                 422, "invalid_type", "/owner_id")  # fmt: skip
+
+
+def test_number_custom_fields_read_back_as_strings(api, sim):
+    sim.add_custom_field("lead", {"name": "Score", "type": "number"})
+    assert _lead(api, last_name="A", custom_fields={"Score": 12})["custom_fields"] == {"Score": "12"}
+    assert _lead(api, last_name="A", custom_fields={"Score": "-1.5"})["custom_fields"] == {
+        "Score": "-1.5"}  # fmt: skip
+    for bad in ["1e5", " 12", "NaN", "inf", "12,5", True, [1]]:
+        r = api.post("/v2/leads", json={"data": {"last_name": "A", "custom_fields": {"Score": bad}}})
+        assert_error(r, 422, "incorrect_value", "/custom_fields/Score")
+    sim.set_options(custom_number_format="as_sent")
+    assert _lead(api, last_name="A", custom_fields={"Score": 12})["custom_fields"] == {"Score": 12}
+
+
+def test_contact_crud_and_partial_put(api):
+    c = api.post("/v2/contacts", json={"data": {"first_name": "A", "last_name": "B", "tags": ["x"],
+                 "custom_fields": {"Promo": ["welcome"], "KulooId": "K"}}})  # fmt: skip
+    assert c.status_code == 200 and c.json()["meta"] == {"type": "contact"}
+    c = c.json()["data"]
+    assert ISO.match(c["created_at"]) and ISO.match(c["updated_at"])
+    r = api.put(f"/v2/contacts/{c['id']}", json={"data": {"tags": [],
+                "custom_fields": {"Promo": ["onboarding", "upsell"]}}})  # fmt: skip
+    got = r.json()["data"]
+    assert got["tags"] == [] and got["first_name"] == "A"
+    assert got["custom_fields"] == {"Promo": ["onboarding", "upsell"], "KulooId": "K"}
+    assert api.get(f"/v2/contacts/{c['id']}").json()["data"] == got
+    assert_error(api.get("/v2/contacts/999999"), 404, "not_found")
+    assert_error(api.put("/v2/contacts/999999", json={"data": {"last_name": "X"}}), 404, "not_found")
+    assert_error(api.put(f"/v2/contacts/{c['id']}", json={"data": {"shoe": 1}}), 422, "unknown",
+                 "/shoe")  # fmt: skip
+    assert_error(api.put(f"/v2/contacts/{c['id']}", json={"data": {"last_name": None}}),
+                 422, "missing", "/last_name")  # fmt: skip

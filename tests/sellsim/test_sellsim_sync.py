@@ -141,3 +141,45 @@ def test_plan_without_sync_api_is_403(api, sim):
     assert_error(api.post("/v2/sync/start", headers=DEV), 403, "forbidden")
     sim.set_account(sync_api=True)
     assert api.post("/v2/sync/start", headers=DEV).status_code == 201
+
+
+def test_device_header_required_on_fetch(api):
+    sid = api.post("/v2/sync/start", headers=DEV).json()["data"]["id"]
+    assert_error(api.get(f"/v2/sync/{sid}/queues/main"), 400, "invalid_header")
+
+
+def test_token_without_sync_scope_is_403(sim):
+    from sellsim.seeds import default_seed
+
+    token = "no-sync-scope-".ljust(64, "3")
+    seed = default_seed()
+    seed["accounts"][0]["tokens"].append({"token": token, "name": "nosync",
+                                          "scopes": ["read", "write", "profile"]})  # fmt: skip
+    sim.load_seed(seed)
+    with sim.client(token=token) as api:
+        assert_error(api.post("/v2/sync/start", headers=DEV), 403, "insufficient_scope")
+        assert api.get("/v2/leads").status_code == 200  # the REST API still works
+
+
+def test_device_limit(api, sim):
+    sim.set_options(sync_device_limit=2)
+    for n in range(2):
+        assert api.post("/v2/sync/start", headers={"X-Basecrm-Device-UUID": f"d{n}"}).status_code == 201
+    assert_error(api.post("/v2/sync/start", headers={"X-Basecrm-Device-UUID": "d2"}), 403, "forbidden")
+    assert api.post("/v2/sync/start", headers={"X-Basecrm-Device-UUID": "d0"}).status_code == 201
+
+
+def test_only_the_latest_state_and_stale_acks_are_ignored(api, sim):
+    sim.set_options(sync_include_users=False)
+    lead = api.post("/v2/leads", json={"data": {"last_name": "V1"}}).json()["data"]
+    (first,) = drain(api, ack=False)
+    api.put(f"/v2/leads/{lead['id']}", json={"data": {"last_name": "V2"}})
+    api.put(f"/v2/leads/{lead['id']}", json={"data": {"last_name": "V3"}})
+    (item,) = drain(api, ack=False)  # one item, the latest state, a newer revision
+    assert item["data"]["last_name"] == "V3"
+    assert item["meta"]["sync"]["revision"] > first["meta"]["sync"]["revision"]
+    # acking the old revision does not acknowledge the newer one
+    api.post("/v2/sync/ack", headers=DEV, json={"data": {"ack_keys": [first["meta"]["sync"]["ack_key"]]}})
+    (again,) = drain(api)
+    assert again["meta"]["sync"]["event_type"] == "updated"
+    assert drain(api) == []

@@ -106,3 +106,25 @@ def test_single_record_envelope(api):
     body = r.json()
     assert set(body) == {"data", "meta"}
     assert body["meta"] == {"type": "user"}
+
+
+def test_bearer_token_must_be_exact(sim):
+    for value in (f"Bearer  {DEMO_TOKEN}", f"Bearer {DEMO_TOKEN}x", f"Bearer {DEMO_TOKEN[:-1]}",
+                  f"Token {DEMO_TOKEN}", "Bearer"):  # fmt: skip
+        r = httpx.get(sim.base_url + "/v2/users/self",
+                      headers={"Authorization": value, "User-Agent": "t"})  # fmt: skip
+        assert_error(r, 401, "unauthorized")
+
+
+def test_request_id_on_fault_and_limit_responses(api, sim):
+    sim.set_faults([{"kind": "html", "count": 1}, {"kind": "503", "count": 1},
+                    {"kind": "429", "count": 1}])  # fmt: skip
+    html = api.get("/v2/leads")
+    assert html.status_code == 503 and html.headers["x-request-id"]
+    assert_error(api.get("/v2/leads"), 503, "temporarily_unavailable")  # logref == header
+    limited = api.get("/v2/leads")
+    assert limited.status_code == 429 and limited.headers["x-request-id"]
+    assert "application/json" not in limited.headers["content-type"]  # not the JSON envelope
+    ok = api.get("/v2/leads")
+    assert ok.status_code == 200 and ok.headers["x-request-id"]
+    assert len({r.headers["x-request-id"] for r in (html, limited, ok)}) == 3
