@@ -123,29 +123,30 @@ class _Protocol(asyncio.Protocol):
                 transport.pause_reading()
                 asyncio.get_running_loop().create_task(self._later(resp, keep_alive))
                 return
-            if resp.drop:
-                transport.abort()
-                self.closed = True
+            if not self._send(resp, keep_alive):
                 return
-            transport.write(_frame(resp, keep_alive))
-            if not keep_alive:
-                transport.close()
-                self.closed = True
-                return
+
+    def _send(self, resp: Response, keep_alive: bool) -> bool:
+        """Write (or drop) one response; False when the connection is now closed."""
+        transport = self.transport
+        assert transport is not None
+        if resp.drop:
+            transport.abort()
+            self.closed = True
+            return False
+        transport.write(_frame(resp, keep_alive))
+        if not keep_alive:
+            transport.close()
+            self.closed = True
+            return False
+        return True
 
     async def _later(self, resp: Response, keep_alive: bool) -> None:
         await asyncio.sleep(resp.delay)
         transport = self.transport
         if self.closed or transport is None:
             return
-        if resp.drop:
-            transport.abort()
-            self.closed = True
-            return
-        transport.write(_frame(resp, keep_alive))
-        if not keep_alive:
-            transport.close()
-            self.closed = True
+        if not self._send(resp, keep_alive):
             return
         self.busy = False
         transport.resume_reading()
