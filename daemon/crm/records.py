@@ -84,6 +84,22 @@ def _tags(value: Any) -> tuple[str, ...]:
     return tuple(str(t) for t in value if t is not None)
 
 
+def _person_fields(data: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The attributes Leads and Contacts share, parsed the same way for both."""
+    return {
+        "id": _record_id(data, kind),
+        "first_name": as_str(data.get("first_name")),
+        "last_name": as_str(data.get("last_name")),
+        "email": as_str(data.get("email")),
+        "owner_id": as_int(data.get("owner_id")),
+        "tags": _tags(data.get("tags")),
+        "custom_fields": _custom_fields(data.get("custom_fields")),
+        "created_at": as_str(data.get("created_at")),
+        "updated_at": as_str(data.get("updated_at")),
+        "raw": dict(data),
+    }
+
+
 @dataclass(frozen=True)
 class Lead:
     id: int
@@ -104,18 +120,9 @@ class Lead:
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Lead:
         return cls(
-            id=_record_id(data, "lead"),
-            first_name=as_str(data.get("first_name")),
-            last_name=as_str(data.get("last_name")),
+            **_person_fields(data, "lead"),
             organization_name=as_str(data.get("organization_name")),
-            email=as_str(data.get("email")),
             status=as_str(data.get("status")),
-            owner_id=as_int(data.get("owner_id")),
-            tags=_tags(data.get("tags")),
-            custom_fields=_custom_fields(data.get("custom_fields")),
-            created_at=as_str(data.get("created_at")),
-            updated_at=as_str(data.get("updated_at")),
-            raw=dict(data),
         )
 
     @property
@@ -144,19 +151,10 @@ class Contact:
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Contact:
         return cls(
-            id=_record_id(data, "contact"),
-            first_name=as_str(data.get("first_name")),
-            last_name=as_str(data.get("last_name")),
+            **_person_fields(data, "contact"),
             name=as_str(data.get("name")),
-            email=as_str(data.get("email")),
             is_organization=bool(data.get("is_organization") or False),
             contact_id=as_int(data.get("contact_id")),
-            owner_id=as_int(data.get("owner_id")),
-            tags=_tags(data.get("tags")),
-            custom_fields=_custom_fields(data.get("custom_fields")),
-            created_at=as_str(data.get("created_at")),
-            updated_at=as_str(data.get("updated_at")),
-            raw=dict(data),
         )
 
     @property
