@@ -182,8 +182,8 @@ async def channels_update(ctx: Context, params: dict[str, Any]) -> dict[str, Any
 
 async def channels_verify(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     channel_id = _channel_id(params)
-    doc = await ctx.store.run(channel_store.get, channel_id)
-    if not doc["api_token"]:
+    token, _tags, _status = await ctx.store.run(channel_store.connection_inputs, channel_id)
+    if token is None:
         raise _invalid("the channel has no Zendesk Sell API token; set one with channels.update")
     doc = await _check_connection(ctx, channel_id)
     ctx.publish("channel.updated", doc)
