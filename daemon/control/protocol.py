@@ -358,8 +358,9 @@ class ClientProtocol:
     must be the first request sent; ``request()`` numbers the others. ``receive_data``
     returns, in order, ``Event``s and the ``Reply``/``ErrorReply`` of each request, each
     correlated with a request still waiting for its answer: an error the server could not
-    tie to a line it read (``"id": null``) belongs to the oldest request waiting. A
-    reply to nothing asked, or a line that is not the protocol, raises ``ProtocolError``.
+    tie to a line it read (``"id": null``) belongs to the oldest request waiting, or, with
+    none waiting, is about the connection itself. A reply to nothing asked, or a line
+    that is not the protocol, raises ``ProtocolError``.
     After the hello reply, ``server`` holds what the daemon said about itself.
     """
 
@@ -398,7 +399,9 @@ class ClientProtocol:
     def _message(self, message: Reply | ErrorReply | Event) -> Reply | ErrorReply | Event:
         if isinstance(message, Event):
             return message
-        if message.id is None and isinstance(message, ErrorReply) and self._waiting:
+        if message.id is None and isinstance(message, ErrorReply):
+            if not self._waiting:
+                return message  # about the connection itself (the server is closing it)
             message = ErrorReply(next(iter(self._waiting)), message.code, message.message, message.details)
         method = self._waiting.pop(message.id, None)
         if method is None:

@@ -176,6 +176,8 @@ def test_client_protocol_correlates_replies_and_tells_events_apart():
     out = c.receive_data(p.encode(p.Reply(a, {"ok": 1}))[5:] + p.encode(p.ErrorReply(None, "line_too_long", "x")))
     assert out == [p.Reply(a, {"ok": 1}), p.ErrorReply(b, "line_too_long", "x")]
     assert c.waiting == []
+    # with nothing waiting, an error without id is about the connection (the server closing it)
+    assert c.receive_data(p.encode(p.ErrorReply(None, "internal", "bye"))) == [p.ErrorReply(None, "internal", "bye")]
 
 
 @pytest.mark.parametrize(
