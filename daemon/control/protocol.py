@@ -192,7 +192,7 @@ def _loads(line: bytes) -> Any:
         raise ProtocolError("parse_error", f"not valid JSON: {exc}") from None
 
 
-def _flaw(value: Any, where: str) -> str | None:
+def flaw(value: Any, where: str) -> str | None:
     """The first value a client may not send (a lone surrogate, an integer beyond 64 bits,
     a float that overflowed to infinity), named by its place, or None."""
     if isinstance(value, str):
@@ -212,7 +212,7 @@ def _flaw(value: Any, where: str) -> str | None:
             return f"a key in {where} contains a lone UTF-16 surrogate, which is not valid Unicode"
     else:
         return None
-    return next((flaw for place, v in items if (flaw := _flaw(v, place))), None)
+    return next((problem for place, v in items if (problem := flaw(v, place))), None)
 
 
 def _valid_id(value: Any) -> bool:
@@ -227,7 +227,7 @@ def parse_request(line: bytes | TooLong) -> Request:
     """One line from a client; raises ``ProtocolError`` (with the id when known).
 
     Everything a request carries is checked here, at the edge: the id, the method, and
-    every string and number in ``params`` (see ``_flaw``), so no method, store or
+    every string and number in ``params`` (see ``flaw``), so no method, store or
     encoder ever sees a value it cannot keep or send back.
     """
     if isinstance(line, TooLong):
@@ -243,17 +243,17 @@ def parse_request(line: bytes | TooLong) -> Request:
     method = obj.get("method")
     if not isinstance(method, str) or not method:
         raise ProtocolError("invalid_request", "a request needs a method name", rid)
-    flaw = _flaw({k: v for k, v in obj.items() if k != "params"}, "the request")
-    if flaw:
-        raise ProtocolError("invalid_request", flaw, rid)
+    problem = flaw({k: v for k, v in obj.items() if k != "params"}, "the request")
+    if problem:
+        raise ProtocolError("invalid_request", problem, rid)
     params = obj.get("params", {})
     if params is None:
         params = {}
     if not isinstance(params, dict):
         raise ProtocolError("invalid_params", "params must be a JSON object", rid)
-    flaw = _flaw(params, "params")
-    if flaw:
-        raise ProtocolError("invalid_params", flaw, rid)
+    problem = flaw(params, "params")
+    if problem:
+        raise ProtocolError("invalid_params", problem, rid)
     return Request(rid, method, params)
 
 
@@ -375,6 +375,11 @@ class ClientProtocol:
         return self._send(hello(0, self.client_name, version))
 
     def request(self, method: str, params: dict[str, Any] | None = None) -> tuple[Any, bytes]:
+        """The id and bytes of a new request; ``ValueError`` for params the server would refuse
+        as unreadable (check user input with ``flaw`` first)."""
+        problem = flaw(params or {}, "params")
+        if problem:
+            raise ValueError(problem)
         return self._send(Request(next(self._ids), method, params or {}))
 
     def _send(self, request: Request) -> tuple[Any, bytes]:
