@@ -227,16 +227,27 @@ class Connection:
         return {"subscribed": True}
 
     async def _pump(self, subscription: Subscription) -> None:
-        async with subscription.receive:
-            async for event in subscription.receive:
-                if subscription.overflowed:
-                    subscription.dropped += 1  # stale now: the client must re-read anyway
-                    continue
-                await self.send(encode(event))
-        if subscription.overflowed:
-            if self.subscription is subscription:
-                self.subscription = None
-            await self.send(encode(Event("events_dropped", {"dropped": subscription.dropped})))
+        """Sends the subscription's events. It never raises into the connection's nursery: that
+        would cancel a request in flight, and a store unit of work must not be cut short
+        because a client left. The client gone, too slow, or a failure here: the stream is
+        closed, and the request loop ends once its request (if any) is done."""
+        try:
+            async with subscription.receive:
+                async for event in subscription.receive:
+                    if subscription.overflowed:
+                        subscription.dropped += 1  # stale now: the client must re-read anyway
+                        continue
+                    await self.send(encode(event))
+            if subscription.overflowed:
+                if self.subscription is subscription:
+                    self.subscription = None
+                await self.send(encode(Event("events_dropped", {"dropped": subscription.dropped})))
+        except ClientGone:
+            await self.stream.aclose()
+        except Exception:
+            self.log.exception("control connection failed; closing it")
+            await self._last_words()
+            await self.stream.aclose()
 
     async def _say_cancelled(self, request_id: Any) -> None:
         """The drain deadline cut a request short: tell the client rather than hang up mute."""

@@ -6,7 +6,11 @@ was stored, and the log has no error for a client that merely went away.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import json
+import os
+import random
 import signal
 import socket
 import threading
@@ -234,3 +238,97 @@ def test_a_client_that_floods_without_newlines_is_bounded(daemon, hello_first):
     f.close()  # the file holds the socket open too
     s.close()
     assert wait_for_connections(daemon, 1)["connections"] == 1
+
+
+# --- fuzz: many clients writing random prefixes of good and bad traffic ----------------------
+SOAK = bool(os.environ.get("KULOO_SOAK"))
+FUZZ_CONNECTIONS = 5000 if SOAK else 500
+RSS_GROWTH_LIMIT_KB = 16 * 1024  # the RSS after the fuzz over the RSS after a warm-up (measured: +1 MB at 500)
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(row.split()[1]) for row in f if row.startswith("VmRSS:"))
+
+
+def fuzz_script(rng: random.Random, n: int) -> bytes:
+    good = [
+        line({"type": "request", "id": rng.randrange(1, 1000), "method": "status"}),
+        line({"type": "request", "id": "s", "method": "subscribe"}),
+        line({"type": "request", "id": 3, "method": "channels.list"}),
+        line({"type": "request", "id": 4, "method": "channels.get", "params": {"id": rng.randrange(1, 5)}}),
+        line({"type": "request", "id": 5, "method": "channels.create", "params": {"name": f"fuzz {n}", "plan": "pro"}}),
+        line({"type": "request", "id": 6, "method": "channels.update",
+              "params": {"id": 1, "postal_address": f"{n} " + "p" * rng.randrange(2000)}}),
+    ]
+    bad = [b for _, b, _, _ in BAD_INPUTS if len(b) < 2000] + [b'{"id":1,"method":"status"', b"\x00\x01\x02"]
+    parts = [HELLO] if rng.random() < 0.9 else []
+    for _ in range(rng.randrange(8)):
+        parts.append(rng.choice(good) if rng.random() < 0.6 else rng.choice(bad) + b"\n")
+    if rng.random() < 0.02:
+        parts.append(DEEP + b"\n")
+    data = b"".join(parts)
+    return data[: rng.randrange(len(data) + 1)] if rng.random() < 0.7 else data
+
+
+def fuzz_one(daemon, seed: int) -> None:
+    rng = random.Random(seed)
+    data = fuzz_script(rng, seed)
+    s = raw(daemon)
+    try:
+        for start in range(0, len(data), 4096):
+            s.sendall(data[start:start + 4096])
+            if rng.random() < 0.05:
+                return  # gone mid-write
+        ending = rng.random()
+        if ending < 0.3:
+            return  # gone without reading anything
+        s.settimeout(0.2)
+        want = rng.randrange(1, 4096) if ending < 0.7 else 1 << 20
+        got = 0
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            while got < want:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                got += len(chunk)
+    finally:
+        s.close()
+
+
+def test_fuzz_many_clients_closing_at_random_points_while_status_is_always_answered(daemon):
+    with daemon.client() as c:
+        c.call("channels.create", {"name": "target"})  # channels.update on id 1 publishes events
+    for seed in range(50):  # warm-up: imports, caches and allocator pools settle before measuring
+        fuzz_one(daemon, 10_000_000 + seed)
+    wait_for_connections(daemon, 1)
+    before = rss_kb(daemon.proc.pid)
+
+    answers, stop = [], threading.Event()
+
+    def keep_calling_status() -> None:
+        with daemon.client() as c:
+            while not stop.is_set():
+                answers.append(c.call("status")["pid"])
+
+    caller = threading.Thread(target=keep_calling_status)
+    caller.start()
+    failures = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        for future in [pool.submit(fuzz_one, daemon, seed) for seed in range(FUZZ_CONNECTIONS)]:
+            if future.exception() is not None:
+                failures.append(repr(future.exception()))
+    stop.set()
+    caller.join(60)
+    assert not caller.is_alive()
+    assert failures == []
+    assert answers and answers == [daemon.proc.pid] * len(answers)  # every status call was answered
+
+    status = wait_for_connections(daemon, 1)
+    assert daemon.proc.poll() is None
+    assert status["connections"] == 1, status
+    after = rss_kb(daemon.proc.pid)
+    print(f"fuzz: {FUZZ_CONNECTIONS} connections, {len(answers)} status answers, "
+          f"RSS {before} kB -> {after} kB (+{after - before} kB)")
+    assert after - before < RSS_GROWTH_LIMIT_KB
+    assert errors_in(daemon.log()) == []

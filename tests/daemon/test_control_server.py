@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from kuloo_daemon import config as config_mod
 from kuloo_daemon.control import methods
-from kuloo_daemon.control.protocol import ClientProtocol, ErrorReply, Event, Reply
+from kuloo_daemon.control.protocol import ClientProtocol, ErrorReply, Event, Reply, ServerProtocol
 from kuloo_daemon.control.server import Broadcaster, ControlServer, bind_unix
 from kuloo_daemon.crm.pool import ClientPool
 from kuloo_daemon.store.bridge import Store
@@ -129,6 +129,54 @@ async def test_an_unexpected_failure_outside_a_method_ends_that_connection_only(
         assert (await bystander.call("status")).result["connections"] == 1
         fresh = await Peer.connect(server.path)
         assert isinstance(await fresh.call("status"), Reply)
+
+
+async def test_a_failure_in_the_request_loop_ends_that_connection_only(short_tmp, monkeypatch):
+    real = ServerProtocol.receive_data
+
+    def fragile(self, data):
+        if b"explode" in data:
+            raise RuntimeError("planted failure in the request loop")
+        return real(self, data)
+
+    monkeypatch.setattr(ServerProtocol, "receive_data", fragile)
+    async with serving(short_tmp) as server:
+        victim = await Peer.connect(server.path)
+        bystander = await Peer.connect(server.path)
+        with capture_logs() as logs:
+            await victim.stream.send_all(b"explode\n")
+            last = await victim.next()
+            assert isinstance(last, ErrorReply) and (last.id, last.code) == (None, "internal")
+            with pytest.raises(EOFError):
+                await victim.next()
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["control connection failed; closing it"]
+        await until(lambda: server.connections == 1)
+        assert (await bystander.call("status")).result["connections"] == 1
+
+
+async def test_a_subscriber_that_leaves_never_cuts_its_request_in_flight_short(short_tmp, monkeypatch):
+    """The request finishes (a store unit of work must never be cancelled half-way) though the
+    event pump found the client gone first."""
+    finished = trio.Event()
+    started = trio.Event()
+
+    async def slow(ctx, params):
+        started.set()
+        await trio.sleep(0.3)
+        finished.set()
+        return {"done": True}
+
+    monkeypatch.setitem(methods.METHODS, "slow", slow)
+    async with serving(short_tmp) as server:
+        peer = await Peer.connect(server.path)
+        await peer.call("subscribe")
+        await peer.send("slow")
+        await started.wait()
+        await peer.stream.aclose()
+        server.broadcaster.publish("tick", {"pad": "x" * 300_000})  # the pump meets the closed socket
+        with trio.fail_after(10):
+            await finished.wait()
+        await until(lambda: server.connections == 0)
 
 
 async def test_a_subscriber_whose_queue_overflows_gets_one_notice_and_may_subscribe_again(short_tmp):
