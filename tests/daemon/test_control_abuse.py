@@ -13,6 +13,9 @@ import os
 import random
 import signal
 import socket
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 
@@ -332,3 +335,38 @@ def test_fuzz_many_clients_closing_at_random_points_while_status_is_always_answe
           f"RSS {before} kB -> {after} kB (+{after - before} kB)")
     assert after - before < RSS_GROWTH_LIMIT_KB
     assert errors_in(daemon.log()) == []
+
+
+def test_a_lone_surrogate_stored_by_an_older_version_is_answered_not_fatal(daemon):
+    """Before the edge checks, channels.create could commit a lone surrogate; every later
+    channels.list then killed the daemon. Such a store is still read, with U+FFFD in its place."""
+    with daemon.client() as c:
+        doc = c.call("channels.create", {"name": "old", "sequential_tags": ["ok"]})
+    db = sqlite3.connect(alive_and_serving(daemon)["store"])
+    with db:
+        db.execute("UPDATE channel SET sequential_tags = ? WHERE id = ?", ('["ok", "bad\\ud800"]', doc["id"]))
+    db.close()
+    with daemon.client() as c:
+        assert c.call("channels.list")["channels"][0]["sequential_tags"] == ["ok", "bad\ufffd"]
+        assert c.call("channels.get", {"id": doc["id"]})["sequential_tags"] == ["ok", "bad\ufffd"]
+    assert errors_in(daemon.log()) == []
+
+
+def test_ctrl_c_on_kuloo_ctl_during_a_slow_channels_verify(daemon_factory, sellsim):
+    d = daemon_factory(sell=f'base_url = "{sellsim.base_url}"\nmax_attempts = 1\nverify_timeout_seconds = 20\n').start()
+    d.wait_for("READY=1")
+    with d.client() as c:
+        doc = c.call("channels.create", {"name": "Acme", "api_token": DEMO_TOKEN})
+    sellsim.set_faults([{"kind": "slow", "path": "/v2/*", "delay": 1.5, "count": 1}])
+    ctl = subprocess.Popen([sys.executable, "-m", "kuloo_daemon.control.ctl", "--socket", d.socket_path,
+                            "channels.verify", json.dumps({"id": doc["id"]})],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not any(rule["seen"] for rule in sellsim.faults()):  # the check is waiting on Sell now
+        assert time.monotonic() < deadline and ctl.poll() is None
+        time.sleep(0.05)
+    ctl.send_signal(signal.SIGINT)
+    out, err = ctl.communicate(timeout=20)
+    assert ctl.returncode == 130 and out == "" and err == "kuloo-ctl: interrupted\n"
+    assert wait_for_connections(d, 1)["connections"] == 1
+    assert d.proc.poll() is None and errors_in(d.log()) == []

@@ -233,3 +233,38 @@ def test_golden_exchange(daemon, name):
     for g in got:  # every server line is valid JSON of a known kind
         if g.startswith("< "):
             assert json.loads(g[2:])["type"] in ("reply", "error")
+
+
+@pytest.mark.anyio
+async def test_the_client_protocol_drives_an_asyncio_client_too(daemon):
+    """The TUI's side: the same ClientProtocol over asyncio streams, against the real daemon."""
+    import asyncio
+
+    reader, writer = await asyncio.open_unix_connection(daemon.socket_path)
+    proto = p.ClientProtocol("asyncio-test")
+    got: list = []
+
+    async def answer(request_id):
+        while True:
+            for message in got:
+                if not isinstance(message, p.Event) and message.id == request_id:
+                    got.remove(message)
+                    return message
+            got.extend(proto.receive_data(await asyncio.wait_for(reader.read(65536), 10)))
+
+    hid, data = proto.hello()
+    writer.write(data)
+    assert isinstance(await answer(hid), p.Reply) and proto.server["version"] == p.PROTOCOL_VERSION
+    sub, data = proto.request("subscribe")
+    writer.write(data)
+    create, data = proto.request("channels.create", {"name": "via asyncio"})
+    writer.write(data)
+    missing, data = proto.request("channels.get", {"id": 99})
+    writer.write(data)
+    assert (await answer(sub)).result == {"subscribed": True}
+    assert (await answer(create)).result["name"] == "via asyncio"
+    error = await answer(missing)
+    assert isinstance(error, p.ErrorReply) and error.code == "not_found"
+    assert [m.event for m in got if isinstance(m, p.Event)] == ["channel.updated"]
+    writer.close()
+    await writer.wait_closed()
