@@ -13,7 +13,8 @@ its sans-IO protocol) holds the stream, the send lock, the send timeout, the san
 - a client that goes away (at any point: mid-request, mid-reply, with events queued)
   ends its connection quietly — trio reports that inside ``ExceptionGroup``s, hence
   ``except*``;
-- a client that stops reading for ``send_timeout`` seconds is disconnected;
+- a client that stops reading for ``send_timeout`` seconds is disconnected, and so is
+  one that has not said hello ``hello_timeout`` seconds after connecting;
 - anything else unexpected ends that connection only, with one log line and an
   ``internal`` error when one can still be sent. Nothing reaches the daemon's nursery.
 
@@ -53,6 +54,7 @@ from .protocol import (
 log = structlog.get_logger("kuloo.control")
 EVENT_BUFFER = 256
 SEND_TIMEOUT = 60.0  # seconds a client may leave a reply or event unread before it is dropped
+HELLO_TIMEOUT = 10.0  # seconds from connecting to a successful hello; idle later is fine (the TUI)
 RECEIVE_BYTES = 65536
 # accept() errors that mean "out of capacity for now" (as trio's serve_listeners): back off.
 ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -154,6 +156,7 @@ class Connection:
         self.subscription: Subscription | None = None
         self.log = log.bind(connection=number)
         self._nursery: trio.Nursery | None = None
+        self._hello_deadline = trio.current_time() + server.hello_timeout
 
     async def run(self) -> None:
         self.log.debug("control client connected")
@@ -183,13 +186,18 @@ class Connection:
                 await self.send(await self._answer(action) if isinstance(action, Request) else encode(action))
 
     async def _receive(self) -> bytes:
-        """The client's next bytes; b"" once it hangs up, or when the server stops while we wait."""
+        """The client's next bytes; b"" once it hangs up, is late with its hello, or when the
+        server stops while we wait."""
         with trio.CancelScope() as idle:
+            if not self.protocol.greeted:
+                idle.deadline = self._hello_deadline
             self.server.idle.add(idle)
             try:
                 return await self.stream.receive_some(RECEIVE_BYTES)
             finally:
                 self.server.idle.discard(idle)
+        if not self.protocol.greeted and not self.server.stopping:
+            self.log.info("control client sent no hello in time; closing", seconds=self.server.hello_timeout)
         return b""
 
     async def send(self, data: bytes) -> None:
@@ -265,11 +273,12 @@ class Connection:
 
 class ControlServer:
     def __init__(self, ctx: methods.Context, broadcaster: Broadcaster, max_line_bytes: int,
-                 *, send_timeout: float = SEND_TIMEOUT) -> None:
+                 *, send_timeout: float = SEND_TIMEOUT, hello_timeout: float = HELLO_TIMEOUT) -> None:
         self.ctx = ctx
         self.broadcaster = broadcaster
         self.max_line_bytes = max_line_bytes
         self.send_timeout = send_timeout
+        self.hello_timeout = hello_timeout
         self.stopping = False
         self.idle: set[trio.CancelScope] = set()  # connections waiting for their client's next line
         self._listeners: list[trio.SocketListener] = []

@@ -64,13 +64,13 @@ class Peer:
 
 
 @asynccontextmanager
-async def serving(root: str, *, buffer: int = 256, send_timeout: float = 60.0):
+async def serving(root: str, *, buffer: int = 256, send_timeout: float = 60.0, hello_timeout: float = 10.0):
     config = config_mod.from_mapping({"daemon": {"state_dir": root}})
     path = os.path.join(root, "c.sock")
     async with Store.open(Path(root) / "k.sqlite3") as store, ClientPool("http://127.0.0.1:9") as pool:
         broadcaster = Broadcaster(buffer)
         ctx = methods.Context(config=config, store=store, sell_pool=pool, publish=broadcaster.publish)
-        server = ControlServer(ctx, broadcaster, 65536, send_timeout=send_timeout)
+        server = ControlServer(ctx, broadcaster, 65536, send_timeout=send_timeout, hello_timeout=hello_timeout)
         ctx.connections = lambda: server.connections
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve, [bind_unix(path)])
@@ -225,3 +225,20 @@ async def test_a_client_that_stops_reading_is_disconnected_after_the_send_timeou
             await until(lambda: server.connections == 0)
         assert "control client does not read; closing the connection" in [e["event"] for e in logs]
         assert not [e for e in logs if e["log_level"] == "error"]
+
+
+async def test_a_client_that_never_says_hello_is_closed_and_one_that_did_may_idle(short_tmp):
+    async with serving(short_tmp, hello_timeout=0.3) as server:
+        greeted = await Peer.connect(server.path)
+        mute = await Peer.connect(server.path, hello=False)
+        trickle = await Peer.connect(server.path, hello=False)
+        with capture_logs() as logs:
+            with pytest.raises(trio.BrokenResourceError):
+                for _ in range(100):  # a byte now and then does not extend the deadline
+                    await trickle.stream.send_all(b" ")
+                    await trio.sleep(0.05)
+            await until(lambda: server.connections == 1)
+        with pytest.raises(EOFError):
+            await mute.next()
+        assert [e["event"] for e in logs].count("control client sent no hello in time; closing") == 2
+        assert (await greeted.call("status")).result["connections"] == 1
