@@ -243,7 +243,7 @@ def parse_request(line: bytes | TooLong) -> Request:
     method = obj.get("method")
     if not isinstance(method, str) or not method:
         raise ProtocolError("invalid_request", "a request needs a method name", rid)
-    problem = flaw({k: v for k, v in obj.items() if k != "params"}, "the request")
+    problem = next((p for k, v in obj.items() if k != "params" and (p := flaw(k, "a field name") or flaw(v, k))), None)
     if problem:
         raise ProtocolError("invalid_request", problem, rid)
     params = obj.get("params", {})
