@@ -160,7 +160,8 @@ def _ui(sim: Simulator, req: Request, method: str, parts: list[str], query: dict
     if len(parts) == 3 and parts[2] == "convert" and method == "POST" and resource == "lead":
         body = _payload(req)
         conv = world.convert_lead(
-            acc, int(parts[1]), user_id, create_deal=bool(body.get("create_deal", False))
+            acc, int(parts[1]), user_id, create_deal=bool(body.get("create_deal", False)),
+            owner_id=body.get("owner_id"),
         )
         return _ok(dict(conv), 201)
     raise env.not_found()
