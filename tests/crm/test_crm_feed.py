@@ -52,7 +52,7 @@ async def to_thread(fn, *args, **kwargs):
     return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 
 
-async def test_sync_mode_delivers_acks_after_apply_and_redelivers_after_a_crash(sellsim):
+async def test_sync_mode_delivers_acks_after_apply_and_redelivers_after_a_crash(sellsim, sell_options):
     await to_thread(sellsim.load_seed, default_seed(leads=7, contacts=3))
     sellsim.set_options(rate_per_second=1000, sync_page_size=4)
     state = new_state()
@@ -88,7 +88,7 @@ async def test_sync_mode_delivers_acks_after_apply_and_redelivers_after_a_crash(
     assert state["mode"] == "sync" and state["device_uuid"]
 
 
-async def test_falls_back_to_polling_on_403_and_keeps_a_watermark(sellsim):
+async def test_falls_back_to_polling_on_403_and_keeps_a_watermark(sellsim, sell_options):
     await to_thread(sellsim.load_seed, default_seed(leads=5, contacts=2))
     sellsim.set_options(rate_per_second=1000)
     sellsim.set_account(sync_api=False)
@@ -120,7 +120,7 @@ async def test_falls_back_to_polling_on_403_and_keeps_a_watermark(sellsim):
     assert gone == [RecordDeleted("lead", lead_id)]
 
 
-async def test_poll_watermark_not_advanced_until_the_pass_completes(sellsim):
+async def test_poll_watermark_not_advanced_until_the_pass_completes(sellsim, sell_options):
     await to_thread(sellsim.load_seed, default_seed(leads=6))
     sellsim.set_options(rate_per_second=1000)
     sellsim.set_account(sync_api=False)
@@ -167,7 +167,7 @@ def test_poll_select_and_advance_handle_same_second_ties():
 # ------------------------------------------------------------------ failures mid-run
 
 
-async def test_a_failing_ack_loses_nothing_and_a_later_403_does_not_switch_modes(sellsim):
+async def test_a_failing_ack_loses_nothing_and_a_later_403_does_not_switch_modes(sellsim, sell_options):
     await to_thread(sellsim.load_seed, default_seed(leads=6, contacts=0))
     sellsim.set_options(rate_per_second=1000, sync_page_size=3, sync_include_users=False)
     state = new_state()
