@@ -232,3 +232,33 @@ async def test_unreadable_sync_items_are_not_acked():
         "Lead-2-2",
         "Contact-x-3",
     ]
+
+
+async def test_types_the_feed_does_not_sync_are_acked_so_they_stop_coming(sellsim, sell_options):
+    """Deals, tasks, notes and users are in every session until acked (sync_other_types)."""
+    await to_thread(sellsim.load_seed, default_seed(leads=2))
+    sellsim.set_options(rate_per_second=1000, sync_page_size=2)
+    async with client(sellsim) as sell:
+        feed = ChangeFeed(sell)
+        changes, state = await run(feed, new_state())
+        assert sorted(c.kind for c in changes) == ["lead", "lead"]
+        assert await sell.sync_start(state["device_uuid"]) is None  # 204: nothing left un-acked
+
+
+async def test_a_put_that_changes_nothing_is_delivered_only_if_sell_bumps_it(sellsim, sell_options):
+    """The sync engine must suppress its own echoes by content: Sell may report a no-op PUT
+    as a change (noop_write_bumps, default true)."""
+    await to_thread(sellsim.load_seed, default_seed(leads=1))
+    sellsim.set_options(rate_per_second=1000)
+    async with client(sellsim) as sell:
+        feed = ChangeFeed(sell)
+        changes, state = await run(feed, new_state())
+        (before,) = [c.record for c in changes if c.kind == "lead"]
+        await sell.update_lead(before.id, {"last_name": before.last_name})
+        news, state = await run(feed, state)
+    bumps = sell_options.get("noop_write_bumps", True)
+    assert [c.id for c in news] == ([before.id] if bumps else [])
+    if bumps:  # same content, a new updated_at at most
+        echo = news[0].record
+        assert {k: v for k, v in echo.raw.items() if k != "updated_at"} == {
+            k: v for k, v in before.raw.items() if k != "updated_at"}  # fmt: skip

@@ -403,3 +403,43 @@ async def test_eight_broken_setups_each_list_every_problem(sellsim, name):
         result = await verify_connection(sell, TAGS)
     assert result.ok is False and not result.needs_new_token and not result.unreachable
     assert sorted(result.problems) == sorted(expected)
+
+
+# ------------------------------------------------------------------ Sell's answers differ from the writes
+
+
+async def test_dates_written_iso_compare_equal_whatever_format_sell_reads_back(sellsim, sell_options):
+    from kuloo_daemon.crm.records import parse_custom_date, same_custom_value
+
+    sellsim.set_options(rate_per_second=1000)
+    async with fast_client(sellsim) as sell:
+        lead = await sell.create_lead({"last_name": "D", "custom_fields": {"Last active": "2016-04-07"}})
+        read = (await sell.get_lead(lead.id)).custom_fields["Last active"]
+        assert same_custom_value("date", "2016-04-07", read)
+        assert parse_custom_date(read).isoformat() == "2016-04-07"
+        style = sell_options.get("custom_date_read_format", "us")
+        assert (read == "2016-04-07") is (style == "iso")  # a string comparison is not enough
+
+
+async def test_email_lookup_is_rechecked_and_exact_case_always_found(sellsim, sell_options):
+    sellsim.set_options(rate_per_second=1000)
+    async with fast_client(sellsim) as sell:
+        mixed = await sell.create_lead({"last_name": "M", "email": "Mixed.Case@Example.com"})
+        await sell.create_lead({"last_name": "N", "email": "other@example.com"})
+        exact = [x.id async for x in sell.list_leads(email="Mixed.Case@Example.com")]
+        lower = [x.id async for x in sell.list_leads(email="mixed.case@example.com")]
+    assert exact == [mixed.id]
+    # Whether Sell matches another case is unknown: the client never gets a wrong record,
+    # and finds this one only where Sell's filter ignores case.
+    assert lower == ([mixed.id] if sell_options.get("email_filter") == "ci" else [])
+
+
+@pytest.mark.parametrize("keys", ["both", "legacy"])
+async def test_verification_reads_the_old_definition_key_names(sellsim, keys):
+    sellsim.set_options(rate_per_second=1000, custom_field_keys=keys)
+    async with fast_client(sellsim) as sell:
+        contact_defs = {d.name: d for d in await sell.custom_fields("contact")}
+        result = await verify_connection(sell, TAGS)
+    assert contact_defs["Subscription"].choices == ("daily", "weekly", "monthly", "unsubscribed")
+    assert contact_defs["Subscription"].for_company is False
+    assert result.ok and result.problems == []
