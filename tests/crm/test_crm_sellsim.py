@@ -443,3 +443,14 @@ async def test_verification_reads_the_old_definition_key_names(sellsim, keys):
     assert contact_defs["Subscription"].choices == ("daily", "weekly", "monthly", "unsubscribed")
     assert contact_defs["Subscription"].for_company is False
     assert result.ok and result.problems == []
+
+
+async def test_conversion_to_an_organization_only_has_no_individual(sellsim):
+    sellsim.set_options(rate_per_second=1000)
+    async with fast_client(sellsim) as sell:
+        lead = await sell.create_lead({"organization_name": "Globex"})
+        conversion = await sell.convert_lead(lead.id, create_deal=False)
+        (listed,) = await sell.lead_conversions(lead_id=lead.id)
+        org = await sell.get_contact(conversion.organization_id)
+    assert conversion.individual_id is None and listed.individual_id is None
+    assert listed.id == conversion.id and org.is_organization and org.name == "Globex"
