@@ -1,8 +1,10 @@
 """The simulated Sell data: accounts, tokens, users, records, revisions, conversions, devices.
 
-Owns every piece of state and the rules for changing it (ids, timestamps, revisions, tombstones
-for the Sync API, lead conversion, per-device acknowledgements), plus loading a seed and
-saving/loading the whole world as JSON. It validates through ``validate`` and raises
+Owns every piece of state and the rules for changing it (ids, timestamps, revisions and
+per-object versions, tombstones for the Sync API, lead conversion and its duplicate rule,
+per-device acknowledgements, the deals/tasks/notes that exist only for the Sync queue), plus
+loading a seed and saving/loading the whole world as JSON. Records are stored as written;
+``view`` gives them as the API reads them back. It validates through ``validate`` and raises
 ``ApiError``; it knows nothing about HTTP.
 """
 
