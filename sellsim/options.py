@@ -125,6 +125,7 @@ def _repeat(value: Any) -> str:
 
 
 _SPECIAL = {"create_updated_lag": _lag, "conversion_repeat": _repeat}
+MERGE_RULES = frozenset({"name_and_email_or_phone", "any", "email", "name", "never"})
 
 _CHOICES = {
     "rate_window": {"sliding", "fixed"},
@@ -132,7 +133,7 @@ _CHOICES = {
     "field_pointer_prefix": {"", "/data"},
     "email_filter": {"ci", "cs"},
     "name_filter": {"ci", "cs"},
-    "conversion_merge": {"name_and_email_or_phone", "any", "email", "name", "never"},
+    "conversion_merge": MERGE_RULES,
     "conversion_org_lead": {"organization", "person"},
     "unknown_filter": {"ignore", "reject"},
     "custom_date_read_format": {"us", "iso", "datetime"},

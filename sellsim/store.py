@@ -20,7 +20,7 @@ from typing import Any
 
 from . import validate as v
 from .envelope import ApiError, invalid_param, not_found
-from .options import Options
+from .options import MERGE_RULES, Options
 
 RESOURCES = ("lead", "contact")
 # Types the Sync queue carries besides leads and contacts; sellsim keeps them as opaque objects
@@ -30,6 +30,13 @@ SYNC_TYPE_NAMES = {"lead": "Lead", "contact": "Contact", "user": "User", "deal":
                    "task": "Task", "note": "Note"}  # fmt: skip
 SYNC_TYPES_BY_NAME = {name: t for t, name in SYNC_TYPE_NAMES.items()}
 DEFAULT_STATUSES = ["New", "Working", "Unqualified"]
+
+
+def merge_rule(value: Any) -> str | None:
+    """An account's own ``conversion_merge`` (None: the option's)."""
+    if value is not None and value not in MERGE_RULES:
+        raise ValueError(f"conversion_merge must be one of {sorted(MERGE_RULES)}")
+    return value
 
 
 def iso(ts: float) -> str:
@@ -69,6 +76,7 @@ class Account:
     subdomain: str
     created_at: str
     sync_api: bool = True
+    conversion_merge: str | None = None  # this account's duplicate rule; None: the option
     users: dict[int, dict[str, Any]] = field(default_factory=dict)
     lead_statuses: list[dict[str, Any]] = field(default_factory=list)
     definitions: dict[str, list[dict[str, Any]]] = field(
@@ -186,6 +194,7 @@ class World:
             subdomain=spec.get("subdomain", f"account{aid}"),
             created_at=now,
             sync_api=bool(spec.get("sync_api", True)),
+            conversion_merge=merge_rule(spec.get("conversion_merge")),
         )
         self.accounts[aid] = acc
         users = spec.get("users") or [{"name": "Admin", "email": f"admin@{acc.subdomain}.test"}]
@@ -588,8 +597,8 @@ class World:
         return conversion
 
     def _duplicate_of(self, acc: Account, person: dict[str, Any]) -> dict[str, Any] | None:
-        """The oldest person contact that ``conversion_merge`` calls the same person."""
-        rule = self.options.conversion_merge
+        """The oldest person contact that the account's duplicate rule calls the same person."""
+        rule = acc.conversion_merge or self.options.conversion_merge
         if rule == "never":
             return None
 
@@ -791,6 +800,7 @@ class World:
                 {
                     "id": a.id, "name": a.name, "subdomain": a.subdomain,
                     "created_at": a.created_at, "sync_api": a.sync_api,
+                    "conversion_merge": a.conversion_merge,
                     "users": list(a.users.values()), "lead_statuses": a.lead_statuses,
                     "definitions": a.definitions,
                     "records": {t: list(rs.values()) for t, rs in a.records.items()},
@@ -833,7 +843,8 @@ class World:
         accounts: dict[int, Account] = {}
         tokens: dict[str, Token] = {}
         for a in state["accounts"]:
-            acc = Account(a["id"], a["name"], a["subdomain"], a["created_at"], a["sync_api"])
+            acc = Account(a["id"], a["name"], a["subdomain"], a["created_at"], a["sync_api"],
+                          merge_rule(a.get("conversion_merge")))  # fmt: skip
             acc.users = {u["id"]: u for u in a["users"]}
             acc.lead_statuses = a["lead_statuses"]
             acc.definitions = a["definitions"]

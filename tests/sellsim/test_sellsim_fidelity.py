@@ -119,6 +119,23 @@ def test_merge_rule_options(api, sim, rule, same_email_other_name, same_name_no_
     assert (both["individual_id"] == jo["id"]) is (rule != "never")
 
 
+def test_each_account_can_change_its_merge_rule(api, sim):
+    jo = _contact(api, first_name="Jo", last_name="Roe", email="jo@x.test")
+    sim.set_account(conversion_merge="email")  # this account only; the option stays
+    assert sim.options()["conversion_merge"] == "name_and_email_or_phone"
+    conv = _convert(api, _lead(api, first_name="Al", last_name="Bo", email="jo@x.test")["id"])
+    assert conv["individual_id"] == jo["id"]
+    sim.set_account(conversion_merge=None)  # back to the option
+    conv = _convert(api, _lead(api, first_name="Al", last_name="Bo", email="jo@x.test")["id"])
+    assert conv["individual_id"] != jo["id"]
+    with pytest.raises(RuntimeError, match="conversion_merge"):
+        sim.set_account(conversion_merge="fuzzy")
+    seed = default_seed()
+    seed["accounts"][0]["conversion_merge"] = "never"
+    sim.load_seed(seed)
+    assert sim._call("GET", "/_sim/accounts")[0]["conversion_merge"] == "never"
+
+
 def test_conversion_owner_id_is_applied(sim):
     seed = default_seed()
     seed["accounts"][0]["users"].append({"name": "Sales", "email": "sales@kuloo-demo.test"})
