@@ -478,7 +478,7 @@ class SellClient:
                 async for page in self.pages(path, sent):
                     for d in page:
                         record = parse_record(parse, d, "GET", path)
-                        if matches_filters(record, filters):  # type: ignore[arg-type]
+                        if matches_filters(record, filters):
                             yielded = True
                             yield record
                 return
