@@ -56,7 +56,8 @@ class Options:
     # --- lead conversion ([I]) ---------------------------------------------------------------
     # merge into the oldest person contact with the same first+last name and (same email or
     # same phone): Sell's default duplicate rule [C]; or the same email ("email"), same email
-    # else same name ("any"), same name ("name"), or "never" (each account can change it).
+    # else same name ("any"), same name ("name"), or "never". An account's own rule (seed or
+    # PATCH /_sim/accounts/{id}) wins over this option, as each Sell account can change it.
     conversion_merge: str = "name_and_email_or_phone"
     # a lead without last_name converts to an organization only, individual_id null [C-ish];
     # "person": also a person whose last name is the organization's name (old sellsim)
