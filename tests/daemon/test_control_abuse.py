@@ -88,9 +88,9 @@ def test_clients_vanishing_at_every_point_of_a_conversation_leave_the_daemon_ser
     # a subscriber that never reads and closes while events are queued for it
     watcher = raw(daemon)
     watcher.sendall(HELLO + line({"type": "request", "id": 1, "method": "subscribe"}))
-    with daemon.client() as admin:
-        for i in range(60):
-            admin.call("channels.update", {"id": doc["id"], "postal_address": f"{i}" + "y" * 900})
+    with daemon.client() as admin:  # ~250 kB of events: more than the socket buffers hold
+        for i in range(250):
+            admin.call("channels.update", {"id": doc["id"], "postal_address": f"{i}" + "y" * 990})
     watcher.close()
     status = wait_for_connections(daemon, 1)
     assert status["connections"] == 1 and status["channels"] == 1
