@@ -56,6 +56,7 @@ def iso(value: datetime | None) -> str | None:
 
 class Clock:
     mode: str
+    moves: int = 0  # how many times it was moved (only a manual clock moves)
 
     def now(self) -> datetime:
         raise NotImplementedError

@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 import trio
 
+from ..services import Services
 from . import methods
 from .protocol import (
     Event,
@@ -103,8 +104,8 @@ class Broadcaster:
 
 
 class ControlServer:
-    def __init__(self, ctx: methods.Context, broadcaster: Broadcaster, max_line_bytes: int) -> None:
-        self.ctx = ctx
+    def __init__(self, services: Services, broadcaster: Broadcaster, max_line_bytes: int) -> None:
+        self.services = services
         self.broadcaster = broadcaster
         self.max_line_bytes = max_line_bytes
         self._listeners: list[trio.SocketListener] = []
@@ -195,7 +196,7 @@ class ControlServer:
                     "version": 1,
                     "server": "kuloo-daemon",
                     "server_version": methods.__version__,
-                    "methods": sorted(["hello", "subscribe", *methods.METHODS]),
+                    "methods": sorted(["hello", "subscribe", *methods.available(self.services)]),
                 })
             if not state["hello"]:
                 raise ProtocolError("hello_required", "send hello with your protocol version first", request.id)
@@ -204,7 +205,7 @@ class ControlServer:
                     state["events"] = self.broadcaster.subscribe()
                     nursery.start_soon(self._pump_events, state["events"], send)
                 return Reply(request.id, {"subscribed": True})
-            result = await methods.dispatch(self.ctx, request.method, request.params, request.id)
+            result = await methods.dispatch(self.services, request.method, request.params, request.id)
             return Reply(request.id, result)
         except ProtocolError as exc:
             return error_reply(exc, request_id)
