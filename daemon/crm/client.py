@@ -485,7 +485,7 @@ class SellClient:
             except E.BadRequestError:
                 if yielded or sent is not filters or not filters.get("custom_fields"):
                     raise
-                log.info("sell.filter_refused", path=path,
+                log.info("sell refused a custom-field filter", path=path,
                          fields=sorted(filters["custom_fields"]))  # fmt: skip
                 sent = {k: v for k, v in filters.items() if k != "custom_fields"}
 
