@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ KEYS: dict[str, Key] = {
     "sell.max_attempts": Key(int, 5, "Attempts per Sell request on 429, 5xx and network errors.", minimum=1, maximum=20),
     "sell.verify_timeout_seconds": Key((int, float), 60, "Longest a token and custom-field check may take.", minimum=1, maximum=600),
     "sell.recheck_seconds": Key((int, float), 300, "How soon a check that could not reach Sell is tried again.", minimum=1, maximum=86400),
+    "clock.mode": Key(str, "wall", "Business time: wall (the system clock) or manual (moved by clock.set/clock.advance; tests, demo).", choices=("wall", "manual")),
+    "clock.start": Key(str, "", "Manual mode: the time of a fresh store, ISO 8601 with offset; empty = the wall time at first start."),
 }
 
 
@@ -132,6 +135,13 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
         values["credentials.directory"] = str((path.parent / values["credentials.directory"]).resolve())
     if len(os.fsencode(values["control.socket"])) > 107:
         problems.append("control.socket: path is longer than the 107 bytes a Unix socket allows")
+    if values["clock.start"]:
+        try:
+            start = datetime.fromisoformat(values["clock.start"])
+        except ValueError:
+            start = None
+        if start is None or start.tzinfo is None:
+            problems.append("clock.start: must be an ISO 8601 time with its offset, e.g. 2026-01-01T09:00:00Z")
     if not str(values["sell.base_url"]).startswith(("http://", "https://")):
         problems.append("sell.base_url: must start with http:// or https://")
     if problems:

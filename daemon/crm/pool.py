@@ -63,10 +63,6 @@ class ClientPool:
             self._clients[token] = sell
             return sell
 
-    def budget(self, token: Secret) -> RateBudget | None:
-        sell = self._clients.get(token)
-        return sell.budget if sell is not None else None
-
     async def discard(self, token: Secret) -> bool:
         """Close the client of ``token`` (its token was removed or replaced)."""
         async with self._lock:
