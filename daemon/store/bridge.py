@@ -16,6 +16,10 @@ Rules this module enforces or relies on:
   it has unwound, so a transaction is rolled back before the caller goes on.
 - The loop is created inside its thread; closing tortoise and stopping the thread
   happens in a shielded ``finally``.
+- Before tortoise opens the database, ``files.check_database`` checks it with the
+  standard library, and the whole start (check, migrations, init) is bounded by
+  ``startup_timeout``: a bad file ends start-up with a one-line ``StoreFileError``
+  instead of tortoise's silent hang.
 """
 
 from __future__ import annotations
@@ -30,9 +34,13 @@ from typing import Any, TypeVar
 
 import trio
 
+from .files import StoreFileError, check_database, prepare_folder
+
 T = TypeVar("T")
 
 APP = "models"
+STARTUP_TIMEOUT = 60.0  # under systemd's default TimeoutStartSec (90 s)
+STOP_TIMEOUT = 10.0
 
 
 def tortoise_config(db_path: str | Path) -> dict[str, Any]:
@@ -80,14 +88,29 @@ class Store:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, db_path: str | Path, *, migrate: bool = True):
+    async def open(
+        cls,
+        db_path: str | Path,
+        *,
+        migrate: bool = True,
+        check: bool = True,
+        startup_timeout: float = STARTUP_TIMEOUT,
+    ):
+        """Open (and migrate) the store; ``StoreFileError`` when the file is unusable or
+        start-up takes longer than ``startup_timeout``. ``check=False`` skips the stdlib
+        check (only for testing the timeout against tortoise itself)."""
         store = cls(db_path)
-        store.db_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            await store._start(migrate)
+            with trio.move_on_after(startup_timeout) as scope:
+                if check:
+                    await trio.to_thread.run_sync(prepare_folder, store.db_path.parent)
+                    await trio.to_thread.run_sync(check_database, store.db_path, abandon_on_cancel=True)
+                await store._start(migrate)
+            if scope.cancelled_caught:
+                raise StoreFileError(store.db_path, f"the store did not open within {startup_timeout:g} s")
             yield store
         finally:
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True), trio.move_on_after(STOP_TIMEOUT):
                 await store._stop()
 
     async def _start(self, migrate: bool) -> None:
@@ -183,7 +206,8 @@ def migrate_blocking(db_path: str | Path, progress: Callable[[str, str, str], ob
     """Apply migrations from a plain (non-trio) process, e.g. ``kuloo-daemon migrate``."""
     from tortoise import Tortoise
 
-    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    prepare_folder(Path(db_path).parent)
+    check_database(db_path)
 
     async def go() -> None:
         try:
