@@ -16,6 +16,7 @@ Rules this module enforces or relies on:
   it has unwound, so a transaction is rolled back before the caller goes on.
 - The loop is created inside its thread; closing tortoise and stopping the thread
   happens in a shielded ``finally``.
+- Once open, every stored Sell token is handed to ``secrets.remember`` (log redaction).
 - Before tortoise opens the database, ``files.check_database`` checks it with the
   standard library, and the whole start (check, migrations, init) is bounded by
   ``startup_timeout``: a bad file ends start-up with a one-line ``StoreFileError``
@@ -34,6 +35,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from ..secrets import remember
 from .files import StoreFileError, check_database, prepare_folder
 
 T = TypeVar("T")
@@ -136,6 +138,7 @@ class Store:
             if migrate:
                 await apply_migrations(self.config)
             await Tortoise.init(config=self.config)
+            await _remember_stored_secrets()
             return contextvars.copy_context()
 
         self._context = await self._cross(init, context=None)
@@ -200,6 +203,15 @@ class Store:
         if task.cancelled():
             raise RuntimeError("store task was cancelled on the loop side")
         return task.result()
+
+
+async def _remember_stored_secrets() -> None:
+    """Every Sell token in the store joins the log redaction's registry before any log
+    line could show one (a token need not look like a token to be one)."""
+    from .models import Channel
+
+    for token in await Channel.filter(sell_token__not_isnull=True).values_list("sell_token", flat=True):
+        remember(token)
 
 
 def migrate_blocking(db_path: str | Path, progress: Callable[[str, str, str], object] | None = None) -> None:
