@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from ..crm.errors import AuthenticationError
+from ..crm.errors import AuthenticationError, scrub
 from ..crm.pool import ClientPool
 from ..crm.verify import TOKEN_REJECTED, Verification, verify_connection
 from ..secrets import Secret
@@ -43,13 +43,17 @@ async def check_channel(store: Store, pool: ClientPool, channel_id: int, *, dead
     token, tags, _ = await store.run(channel_store.connection_inputs, channel_id)
     if token is None:
         return await store.run(channel_store.get, channel_id)
-    sell = await pool.client(token)
-    result = await verify_connection(sell, tags, deadline_s=deadline_s)
+    # The client stays open for this check even if the token is replaced meanwhile.
+    async with pool.use(token) as sell:
+        result = await verify_connection(sell, tags, deadline_s=deadline_s)
     status = status_of(result)
-    log.info("channel connection checked", channel_id=channel_id, status=status, problems=len(result.problems))
-    doc = await store.run(channel_store.set_connection, channel_id, status, result.problems, token)
-    if doc is None:  # the token changed while we checked: that check is moot
+    # Last guard: no problem text keeps a piece of the token, whatever Sell echoed.
+    problems = [scrub(p, token.reveal()) for p in result.problems]
+    doc = await store.run(channel_store.set_connection, channel_id, status, problems, token)
+    if doc is None:  # the token changed while we checked: the check is moot, not an error
+        log.info("channel connection check moot: the token was replaced meanwhile", channel_id=channel_id)
         return await store.run(channel_store.get, channel_id)
+    log.info("channel connection checked", channel_id=channel_id, status=status, problems=len(problems))
     return doc
 
 
