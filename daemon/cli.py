@@ -10,6 +10,7 @@ exit status 1 and one line on stderr naming the file and the problem.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__
@@ -68,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             return _migrate(config) if args.command == "migrate" else _run(config, args.socket)
     except StoreFileError as exc:
         print(f"kuloo-daemon: {exc}", file=sys.stderr)
+        if exc.stuck:  # tortoise's threads would keep the interpreter from exiting
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         return 1
 
 

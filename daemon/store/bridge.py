@@ -26,6 +26,7 @@ Rules this module enforces or relies on:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 from collections.abc import Awaitable, Callable
@@ -95,21 +96,21 @@ class Store:
         db_path: str | Path,
         *,
         migrate: bool = True,
-        check: bool = True,
-        startup_timeout: float = STARTUP_TIMEOUT,
+        startup_timeout: float | None = None,
     ):
         """Open (and migrate) the store; ``StoreFileError`` when the file is unusable or
-        start-up takes longer than ``startup_timeout``. ``check=False`` skips the stdlib
-        check (only for testing the timeout against tortoise itself)."""
+        start-up takes longer than ``startup_timeout`` (default ``STARTUP_TIMEOUT``)."""
         store = cls(db_path)
+        startup_timeout = STARTUP_TIMEOUT if startup_timeout is None else startup_timeout
         try:
             with trio.move_on_after(startup_timeout) as scope:
-                if check:
-                    await trio.to_thread.run_sync(prepare_folder, store.db_path.parent)
-                    await trio.to_thread.run_sync(check_database, store.db_path, abandon_on_cancel=True)
+                await trio.to_thread.run_sync(prepare_folder, store.db_path.parent)
+                await trio.to_thread.run_sync(check_database, store.db_path, abandon_on_cancel=True)
                 await store._start(migrate)
             if scope.cancelled_caught:
-                raise StoreFileError(store.db_path, f"the store did not open within {startup_timeout:g} s")
+                raise StoreFileError(
+                    store.db_path, f"the store did not open within {startup_timeout:g} s", stuck=True
+                )
             yield store
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(STOP_TIMEOUT):
@@ -214,17 +215,32 @@ async def _remember_stored_secrets() -> None:
         remember(token)
 
 
-def migrate_blocking(db_path: str | Path, progress: Callable[[str, str, str], object] | None = None) -> None:
-    """Apply migrations from a plain (non-trio) process, e.g. ``kuloo-daemon migrate``."""
+def migrate_blocking(
+    db_path: str | Path,
+    progress: Callable[[str, str, str], object] | None = None,
+    *,
+    timeout: float | None = None,
+) -> None:
+    """Apply migrations from a plain (non-trio) process, e.g. ``kuloo-daemon migrate``.
+
+    ``StoreFileError`` when the file is unusable or migrating takes longer than ``timeout``."""
     from tortoise import Tortoise
 
     prepare_folder(Path(db_path).parent)
     check_database(db_path)
+    timeout = STARTUP_TIMEOUT if timeout is None else timeout
 
-    async def go() -> None:
+    async def migrate_and_close() -> None:  # one task: tortoise's context lives in it
         try:
             await apply_migrations(tortoise_config(db_path), progress)
         finally:
-            await Tortoise.close_connections()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(Tortoise.close_connections(), STOP_TIMEOUT)
+
+    async def go() -> None:
+        try:
+            await asyncio.wait_for(migrate_and_close(), timeout)
+        except TimeoutError:
+            raise StoreFileError(db_path, f"migrating did not finish within {timeout:g} s", stuck=True) from None
 
     asyncio.run(go())

@@ -40,12 +40,16 @@ LOCK_WAIT_SECONDS = 5.0  # how long the check waits for a SQLite lock held by an
 
 
 class StoreFileError(StoreError):
-    """A store file that cannot be used; ``str()`` is one line naming the file."""
+    """A store file that cannot be used; ``str()`` is one line naming the file.
 
-    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+    ``stuck`` means tortoise was given up on mid-way (a start-up timeout): its worker
+    threads may never end, so the process should leave with ``os._exit``."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, *, stuck: bool = False) -> None:
         super().__init__(f"{os.fspath(path)}: {problem}")
         self.path = os.fspath(path)
         self.problem = problem
+        self.stuck = stuck
 
 
 def _os_problem(exc: OSError) -> str:
