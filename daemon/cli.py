@@ -45,6 +45,9 @@ def _load(path: str) -> config_mod.Config | None:
     try:
         return config_mod.load(path)
     except config_mod.ConfigError as exc:
+        if len(exc.problems) == 1:  # one line, as systemd's journal shows it best
+            print(f"kuloo-daemon: {path}: {exc.problems[0]}", file=sys.stderr)
+            return None
         print(f"kuloo-daemon: {path}: {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)

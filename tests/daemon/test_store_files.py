@@ -141,6 +141,17 @@ def test_a_database_locked_by_another_program(short_tmp, command):
     assert f"{s.db}: is locked by another program" in out
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_database_in_a_system_folder_is_refused_by_the_config(short_tmp, command):
+    s = Setup(short_tmp, "/etc/passwd")
+    r = s.cli(command)
+    assert r.returncode == 2 and r.stdout == "", r.stdout
+    assert r.stderr.splitlines() == [
+        f"kuloo-daemon: {s.config}: store.database: '/etc/passwd' is in the system folder /etc; "
+        "keep it under daemon.state_dir"
+    ]
+
+
 def test_a_symlink_to_a_system_file_is_refused_by_the_config(short_tmp):
     s = Setup(short_tmp)
     os.makedirs(s.state)
