@@ -172,7 +172,8 @@ def _database_problem(database: str, state_dir: str) -> str | None:
     for folder in SYSTEM_FOLDERS:
         for candidate in (os.path.normpath(path), resolved):
             if candidate == folder or candidate.startswith(folder + "/"):
-                return f"{str(path)!r} is in the system folder {folder}; keep it under daemon.state_dir"
+                where = f"{str(path)!r}" if candidate == str(path) else f"{str(path)!r} leads to {candidate!r}"
+                return f"{where}, in the system folder {folder}; keep it under daemon.state_dir"
     return None
 
 
