@@ -110,4 +110,21 @@ class Migration(migrations.Migration):
             model_name='User',
             constraint=UniqueConstraint(fields=('channel', 'email_key'), name=None),
         ),
+        ops.AddField(
+            model_name='User',
+            name='search_text',
+            field=fields.CharField(db_default='', max_length=730),
+        ),
+        ops.RunSQL(
+            "UPDATE kuloo_user SET search_text = LOWER(email_key || ' ' || first_name || ' ' || last_name)",
+            reverse_sql="UPDATE kuloo_user SET search_text = ''",
+        ),
+        ops.AddIndex(
+            model_name='User',
+            index=Index(fields=['channel_id', 'search_text']),
+        ),
+        ops.AddIndex(
+            model_name='User',
+            index=Index(fields=['channel_id', 'sync_error']),
+        ),
     ]
