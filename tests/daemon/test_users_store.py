@@ -83,6 +83,19 @@ async def test_add_refuses_a_second_user_with_the_same_email_in_any_case(store):
     assert (await add(store, ch2, "ada@example.com")).channel_id == ch2
 
 
+async def test_the_database_key_backs_the_email_check(store, monkeypatch):
+    """Two adds racing past the check: the unique (channel, email_key) index still refuses one."""
+    ch = await make_channel(store)
+    await add(store, ch, "ada@example.com")
+
+    async def nobody_has_it(*_args, **_kwargs):
+        return None
+    monkeypatch.setattr(users, "_email_taken", nobody_has_it)
+    with pytest.raises(Conflict, match="already has the email"):
+        await add(store, ch, "Ada@Example.com")
+    assert await query(store, lambda: UserRow.all().count()) == 1
+
+
 async def test_add_checks_promo_tags_against_the_channel_and_writes_tag_rows(store):
     ch = await make_channel(store)
     with pytest.raises(Invalid) as err:
