@@ -182,6 +182,8 @@ async def test_update_checks_promo_tags_and_rewrites_tag_rows(store):
     await store.run(users.update, u.id, {"promo_tags": ["webinar", "pro-tips"]}, Actor.ADMIN, T0)
     rows = await query(store, lambda: UserTag.filter(user_id=u.id).order_by("tag").values_list("tag", flat=True))
     assert rows == ["pro-tips", "webinar"]
+    reordered = await store.run(users.update, u.id, {"promo_tags": ["pro-tips", "webinar"]}, Actor.ADMIN, T0)
+    assert reordered.changed == () and reordered.user.promo_tags == ("webinar", "pro-tips")
     await store.run(users.update, u.id, {"promo_tags": []}, Actor.ADMIN, T0)
     assert await query(store, lambda: UserTag.filter(user_id=u.id).count()) == 0
 
