@@ -164,7 +164,7 @@ def search_text(email: str, first_name: str, last_name: str) -> str:
 def _plain(field: str, value: Any) -> Any:
     """A field's value as the audit log and the row keep it (JSON-ready)."""
     if field == "promo_tags":
-        return list(value or ())
+        return list(dict.fromkeys(value or ()))  # each tag once, first order kept
     if field in ("frequency", "source"):
         return str(value.value if isinstance(value, Source | Frequency) else value)
     return value

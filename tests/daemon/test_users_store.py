@@ -222,6 +222,20 @@ async def test_mark_active_caps_at_now_and_never_goes_backwards(store):
         await store.run(users.mark_active, 999, T0, now)
 
 
+async def test_apply_changes_keeps_each_tag_once(store):
+    ch = await make_channel(store)
+    u = await add(store, ch, "a@example.com")
+
+    async def tag_twice():
+        row = await UserRow.get(id=u.id)
+        return await users.apply_changes(row, {"promo_tags": ["webinar", "onboarding", "webinar"]},
+                                          actor=Actor.SYNC, now=T0, note="from Sell")
+    assert await store.run(tag_twice) == ("promo_tags",)
+    assert (await store.run(users.get, u.id)).promo_tags == ("webinar", "onboarding")
+    [entry, _added] = await store.run(users.audit, u.id, 10)
+    assert (entry.actor, entry.new, entry.note) == ("sync", ["webinar", "onboarding"], "from Sell")
+
+
 async def test_apply_changes_refuses_fields_that_are_not_editable(store):
     ch = await make_channel(store)
     u = await add(store, ch, "a@example.com")
