@@ -104,14 +104,20 @@ class _Connection:
         rid, data = id_and_bytes
         future = asyncio.get_running_loop().create_future()
         self.pending[rid] = future
-        self.writer.write(data)
-        await self.writer.drain()
+        try:
+            self.writer.write(data)
+            await self.writer.drain()
+        except BaseException:
+            self.pending.pop(rid, None)
+            future.cancel()
+            raise
         return future
 
     def fail_all(self, exc: Exception) -> None:
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(exc)
+                future.exception()  # whoever awaits it still gets it; nobody waiting is no error
         self.pending.clear()
 
     def close(self) -> None:
