@@ -1,4 +1,8 @@
-"""The typed messages workers post back to the UI (STYLE.md: workers post small messages)."""
+"""The typed messages workers post back to the UI (STYLE.md: workers post small messages).
+
+None bubble: the app forwards daemon events to every screen, and a bubbling copy would
+come back to the app and be forwarded again, for ever.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 from textual.message import Message
 
 
-class DaemonUp(Message):
+class DaemonUp(Message, bubble=False):
     """A connection to the daemon is up (again): screens reload what they show."""
 
     def __init__(self, server: dict[str, Any]) -> None:
@@ -15,13 +19,13 @@ class DaemonUp(Message):
         self.server = server
 
 
-class DaemonDown(Message):
+class DaemonDown(Message, bubble=False):
     def __init__(self, reason: str) -> None:
         super().__init__()
         self.reason = reason
 
 
-class DaemonEvent(Message):
+class DaemonEvent(Message, bubble=False):
     """An event the daemon published (``channel.updated``, ``user.updated``, …)."""
 
     def __init__(self, event: str, data: Any) -> None:
@@ -30,7 +34,7 @@ class DaemonEvent(Message):
         self.data = data
 
 
-class Loaded(Message):
+class Loaded(Message, bubble=False):
     """A worker's result: ``what`` names it (``channels``, ``users``, ``user``, …)."""
 
     def __init__(self, what: str, data: Any, append: bool = False) -> None:
@@ -40,7 +44,7 @@ class Loaded(Message):
         self.append = append
 
 
-class Saved(Message):
+class Saved(Message, bubble=False):
     """A save went through: the document as the daemon returned it."""
 
     def __init__(self, what: str, doc: Any) -> None:
@@ -49,7 +53,7 @@ class Saved(Message):
         self.doc = doc
 
 
-class Failed(Message):
+class Failed(Message, bubble=False):
     """A call failed: its method and the daemon's message(s), one problem per line."""
 
     def __init__(self, method: str, problems: list[str]) -> None:

@@ -70,7 +70,7 @@ class DaemonScreen(Screen):
             if done is not None:
                 self.post_message(done(result))
 
-        return self.run_worker(run(), group=group or method, exclusive=exclusive, exit_on_error=False,
+        return self.run_worker(run, group=group or method, exclusive=exclusive, exit_on_error=False,
                                name=method)
 
     def gather(self, name: str, fetch: Callable[[], Any], done: Callable[[Any], Message],
@@ -85,7 +85,7 @@ class DaemonScreen(Screen):
                 return
             self.post_message(done(result))
 
-        return self.run_worker(run(), group=group or name, exclusive=True, exit_on_error=False, name=name)
+        return self.run_worker(run, group=group or name, exclusive=True, exit_on_error=False, name=name)
 
     def on_failed(self, message: Failed) -> None:
         self.app.notify("\n".join(message.problems), title=message.method, severity="error", timeout=8)

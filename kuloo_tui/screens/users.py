@@ -61,6 +61,8 @@ class UsersScreen(DaemonScreen):
         self.sub_title = "Users"
         self.query_one("#users", DataTable).add_columns("Id", "Email", "Name", "Subscription", "Source", "CRM",
                                                         "Sync error")
+        # The list has the focus, so its keys work; "/" moves to the search box.
+        self.query_one("#users", DataTable).focus()
         super().on_mount()
 
     def params(self) -> dict[str, Any]:

@@ -1,0 +1,160 @@
+"""Pilot tests of the TUI against a real daemon subprocess (and sellsim for the token)."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from conftest import restart, until
+from textual.widgets import DataTable, Input, Select, Static
+
+from kuloo_tui.app import make_app
+from kuloo_tui.client import DaemonClient
+from kuloo_tui.screens.base import Banner
+from kuloo_tui.screens.channel import ChannelScreen
+from kuloo_tui.screens.dashboard import DashboardScreen
+from kuloo_tui.screens.user import UserScreen
+from kuloo_tui.screens.users import UsersScreen
+
+pytestmark = pytest.mark.anyio
+
+
+def app_for(daemon):
+    return make_app(DaemonClient(daemon.socket_path, backoff_start=0.05, backoff_max=0.5))
+
+
+def rows(table: DataTable) -> list[list[str]]:
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+async def test_dashboard_lists_channels_and_follows_events(daemon):
+    with daemon.client() as c:
+        c.call("channels.create", {"name": "Acme", "plan": "pro"})
+        for i in range(3):
+            c.call("users.add", {"channel": 1, "email": f"u{i}@example.com"})
+    app = app_for(daemon)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one("#channels", DataTable)
+        await until(lambda: table.row_count == 1, pilot)
+        assert rows(table)[0][:5] == ["1", "Acme", "pro", "none", "3"]
+        with daemon.client() as c:  # another admin's change arrives as an event
+            c.call("channels.create", {"name": "Beta"})
+        await until(lambda: table.row_count == 2, pilot)
+        assert rows(table)[1][1] == "Beta"
+
+
+async def test_find_a_user_and_change_their_frequency(daemon):
+    with daemon.client() as c:
+        c.call("channels.create", {"name": "Acme", "sequential_tags": ["welcome", "upsell"]})
+        for i in range(120):
+            c.call("users.add", {"channel": 1, "email": f"user{i:03}@example.com", "first_name": f"N{i}"})
+        c.call("users.add", {"channel": 1, "email": "maria@example.org", "first_name": "Maria",
+                             "last_name": "Lopez"})
+    app = app_for(daemon)
+    async with app.run_test(size=(120, 40)) as pilot:
+        dash = app.screen
+        assert isinstance(dash, DashboardScreen)
+        await until(lambda: dash.query_one("#channels", DataTable).row_count == 1, pilot)
+        await pilot.press("u")
+        await until(lambda: isinstance(app.screen, UsersScreen), pilot)
+        users = app.screen
+        table = users.query_one("#users", DataTable)
+        await until(lambda: table.row_count == 50, pilot)  # one page, never every user
+        assert users.total == 121 and users.next is not None
+        await pilot.press("m")
+        await until(lambda: table.row_count == 100, pilot)
+        await pilot.press("slash", *"lopez")
+        await until(lambda: table.row_count == 1 and users.users[0]["email"] == "maria@example.org", pilot)
+        table.focus()
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None, pilot)
+        profile = app.screen
+        assert [o.value for o in profile.query_one("#promo_tags")._options] == ["welcome", "upsell"]
+        profile.query_one("#frequency", Select).value = "monthly"
+        await pilot.press("ctrl+s")
+        await until(lambda: profile.doc["frequency"] == "monthly", pilot)
+        with daemon.client() as c:
+            assert c.call("users.get", {"id": profile.user_id})["frequency"] == "monthly"
+        audit = profile.query_one("#audit", DataTable)
+        await until(lambda: any(r[2] == "frequency" for r in rows(audit)), pilot)
+        await pilot.press("escape")
+        # the users list shows the change (the daemon's user.updated event)
+        await until(lambda: rows(table)[0][3] == "monthly", pilot)
+
+
+async def test_add_user_refusal_shows_the_daemons_message(daemon):
+    with daemon.client() as c:
+        c.call("channels.create", {"name": "Acme"})
+        c.call("users.add", {"channel": 1, "email": "taken@example.com"})
+    app = app_for(daemon)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(lambda: app.client.connected, pilot)
+        app.add_user(1)
+        await pilot.pause()
+        screen = app.screen
+        screen.query_one("#email", Input).value = "TAKEN@example.com"
+        await pilot.press("ctrl+s")
+        await until(lambda: any("users.add" == n.title for n in app._notifications), pilot)
+        note = next(n for n in app._notifications if n.title == "users.add")
+        assert "taken@example.com" in note.message.lower() and note.severity == "error"
+        assert isinstance(app.screen, UserScreen)  # still there, nothing crashed
+
+
+async def test_a_token_for_wrongly_set_up_fields_shows_every_problem(make_daemon, sellsim):
+    from sellsim.seeds import DEMO_TOKEN
+
+    def field_id(type_, name):
+        return next(d["id"] for d in sellsim.state()["accounts"][0]["definitions"][type_] if d["name"] == name)
+
+    sellsim.edit_custom_field("lead", field_id("lead", "Promo"), {"name": "promo"})
+    sellsim.delete_custom_field("contact", field_id("contact", "Last active"))
+    sellsim.add_custom_field("contact", {"name": "Last active", "type": "string", "for_contact": True})
+    daemon = make_daemon(sell=f'base_url = "{sellsim.base_url}"\nmax_attempts = 2\nverify_timeout_seconds = 20\n')
+    with daemon.client() as c:
+        c.call("channels.create", {"name": "Acme", "sequential_tags": ["welcome", "onboarding", "upsell"]})
+    app = app_for(daemon)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(lambda: app.screen.query_one("#channels", DataTable).row_count == 1, pilot)
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, ChannelScreen) and app.screen.doc is not None, pilot)
+        screen = app.screen
+        token = screen.query_one("#token", Input)
+        assert token.password  # masked as typed
+        token.focus()
+        await pilot.press(*DEMO_TOKEN[:30])
+        token.value = DEMO_TOKEN
+        await pilot.press("ctrl+s")
+        await until(lambda: screen.doc["connection"]["status"] == "failed", pilot, tries=600)
+        shown = str(screen.query_one("#problems", Static).render()).splitlines()
+        assert shown == [
+            '• Leads: field "promo" not found — did you mean "Promo"? (case and spaces matter)',
+            '• Contacts: "Last active" is a string field; it must be a date',
+        ]
+        assert token.value == "" and DEMO_TOKEN[-4:] in token.placeholder and DEMO_TOKEN not in token.placeholder
+        # a malformed token: the daemon's refusal, shown in place of the problems
+        token.value = "short token"
+        await pilot.press("ctrl+s")
+        await until(lambda: "20 to 512" in str(screen.query_one("#problems", Static).render()), pilot)
+
+
+async def test_the_banner_shows_while_the_daemon_is_down_and_the_tui_reconnects(daemon):
+    with daemon.client() as c:
+        c.call("channels.create", {"name": "Acme"})
+    app = app_for(daemon)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one("#channels", DataTable)
+        banner = app.screen.query_one(Banner)
+        await until(lambda: table.row_count == 1, pilot)
+        assert not banner.display or not banner.has_class("-down")
+        daemon.signal(signal.SIGKILL)
+        await until(lambda: banner.has_class("-down"), pilot)
+        assert "reconnecting" in str(banner.render())
+        # meanwhile a refresh fails with a notification, never a traceback
+        await pilot.press("r")
+        await until(lambda: any(n.severity == "error" for n in app._notifications), pilot)
+        restart(daemon)
+        with daemon.client() as c:
+            c.call("channels.create", {"name": "Beta"})
+        await until(lambda: not banner.has_class("-down"), pilot, tries=400)
+        await until(lambda: table.row_count == 2, pilot)  # the screen refreshed on its own
+
