@@ -53,21 +53,21 @@ class UserScreen(DaemonScreen):
         yield Banner()
         with VerticalScroll(id="form"):
             yield Label("Email")
-            yield Input(id="email")
+            yield Input(id="email", compact=True)
             with Horizontal(classes="row"):
-                yield Input(id="first_name", placeholder="first name")
-                yield Input(id="last_name", placeholder="last name")
+                yield Input(id="first_name", placeholder="first name", compact=True)
+                yield Input(id="last_name", placeholder="last name", compact=True)
             with Horizontal(classes="row"):
                 yield Label("Frequency", classes="inline")
-                yield Select([(f, f) for f in FREQUENCIES], id="frequency", allow_blank=False, value="weekly")
+                yield Select([(f, f) for f in FREQUENCIES], id="frequency", allow_blank=False, value="weekly", compact=True)
                 yield Label("Unsubscribed", classes="inline")
                 yield Switch(id="unsubscribed")
                 yield Label("Add to CRM", classes="inline")
                 yield Switch(id="add_to_crm")
             yield Label("Promo tags (the channel's sequential tags)")
-            yield SelectionList[str](id="promo_tags")
+            yield SelectionList[str](id="promo_tags", compact=True)
             yield Static(id="crm")
-            yield Button("Add user" if self.user_id is None else "Save", id="save", variant="primary")
+            yield Button("Add user" if self.user_id is None else "Save", id="save", variant="primary", compact=True)
             if self.user_id is not None:
                 yield Label("Audit trail", classes="section-title")
                 yield DataTable(id="audit", cursor_type="row")
@@ -76,7 +76,9 @@ class UserScreen(DaemonScreen):
     def on_mount(self) -> None:
         self.sub_title = "Add user" if self.user_id is None else "User"
         if self.user_id is not None:
-            self.query_one("#audit", DataTable).add_columns("At", "Actor", "Field", "Old", "New")
+            audit = self.query_one("#audit", DataTable)
+            for label, width in (("At", 16), ("Actor", 6), ("Field", 14), ("Old", 22), ("New", 22)):
+                audit.add_column(label, width=width)
         super().on_mount()
 
     def reload(self) -> None:
@@ -95,7 +97,7 @@ class UserScreen(DaemonScreen):
             table = self.query_one("#audit", DataTable)
             table.clear()
             for e in message.data:
-                table.add_row((e["at"] or "")[:16].replace("T", " "), e["actor"], e["field"],
+                table.add_row((e["at"] or "")[:16].replace("T", " "), e["actor"], e["field"] or e.get("note") or "",
                               _short(e.get("old")), _short(e.get("new")))
 
     def fill_tags(self) -> None:
@@ -177,4 +179,4 @@ def _norm(value: Any) -> Any:
 
 def _short(value: Any) -> str:
     text = "" if value is None else str(value)
-    return text if len(text) <= 30 else text[:29] + "…"
+    return text if len(text) <= 22 else text[:21] + "…"

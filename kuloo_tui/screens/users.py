@@ -15,6 +15,8 @@ from ..vocabulary import CRM_KINDS, SOURCES, SUBSCRIPTIONS
 from .base import Banner, DaemonScreen
 
 PAGE = 50
+COLUMNS = (("Id", 6), ("Email", 24), ("Name", 16), ("Subscription", 12), ("Source", 6), ("CRM", 7),
+           ("Sync error", 10))
 
 
 def subscription(user: dict[str, Any]) -> str:
@@ -59,8 +61,10 @@ class UsersScreen(DaemonScreen):
 
     def on_mount(self) -> None:
         self.sub_title = "Users"
-        self.query_one("#users", DataTable).add_columns("Id", "Email", "Name", "Subscription", "Source", "CRM",
-                                                        "Sync error")
+        table = self.query_one("#users", DataTable)
+        # Fixed widths: a page appended later never reflows the columns (and 80 columns fit).
+        for label, width in COLUMNS:
+            table.add_column(label, width=width)
         # The list has the focus, so its keys work; "/" moves to the search box.
         self.query_one("#users", DataTable).focus()
         super().on_mount()
