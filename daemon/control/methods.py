@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
@@ -87,7 +88,7 @@ def check_channel_fields(params: dict[str, Any], *, creating: bool) -> ChannelEd
             problems.append("'sequential_tags' must be a list of strings")
         else:
             bad = [t for t in tags if not t or t != t.strip() or len(t) > 100]
-            dupes = sorted({t for t in tags if tags.count(t) > 1})
+            dupes = sorted(t for t, n in Counter(tags).items() if n > 1)
             if bad:
                 problems.append(f"'sequential_tags' has empty, padded or over-long tags: {bad!r}")
             if dupes:
