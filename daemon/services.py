@@ -29,6 +29,7 @@ from .config import Config
 from .crm.pool import ClientPool
 from .scheduler import Scheduler
 from .store import clock_time, sync_runs
+from .store import delivery as delivery_store
 from .store.bridge import Store
 
 log = structlog.get_logger("kuloo.services")
@@ -50,6 +51,7 @@ class Services:
     publish: Publish = _drop
     started_at: float = field(default_factory=time.monotonic)  # for uptime, monotonic
     stopping: bool = False
+    delivery: Any = None  # delivery.service.Delivery, set by ``open_services``
 
 
 async def make_clock(config: Config, store: Store) -> Clock:
@@ -78,5 +80,12 @@ async def open_services(config: Config, publish: Publish = _drop) -> AsyncIterat
         interrupted = await store.run(sync_runs.fail_interrupted, clock.now())
         if interrupted:
             log.warning("sync runs left running by a crash marked failed", sync_runs=interrupted)
+        uncertain = await store.run(delivery_store.mark_interrupted, clock.now())
+        if uncertain:
+            log.warning("emails that may have left before a crash marked uncertain", outbox=uncertain)
         scheduler = Scheduler(config["daemon.scheduler_tick_seconds"], clock)
-        yield Services(config, store, sell_pool, clock, scheduler, publish)
+        services = Services(config, store, sell_pool, clock, scheduler, publish)
+        from .delivery.service import Delivery  # a capability: it stands on Services
+
+        services.delivery = Delivery(services)
+        yield services

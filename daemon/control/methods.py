@@ -27,7 +27,7 @@ from ..store import Conflict, NotFound
 from ..store import channels as channel_store
 from ..sync import connection
 from ..vocabulary import Plan
-from . import render
+from . import delivery_methods, render
 from .protocol import PROTOCOL_VERSION, ProtocolError
 
 log = structlog.get_logger("kuloo.control")
@@ -244,6 +244,8 @@ METHODS: dict[str, Handler] = {
     "channels.update": channels_update,
     "channels.verify": channels_verify,
 }
+
+METHODS.update(delivery_methods.METHODS)
 
 MANUAL_CLOCK_METHODS: dict[str, Handler] = {
     "clock.advance": clock_advance,
