@@ -17,6 +17,7 @@ arrives as a ``Secret`` and is revealed only in ``login``; it is never logged.
 from __future__ import annotations
 
 import mailbox
+import re
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -99,8 +100,7 @@ class SmtpTransport:
             self.conn = None
             return Result(Outcome.NOT_SENT, f"connection lost before the message was sent: {type(exc).__name__}")
         # From here the message is handed over: a broken connection means "maybe".
-        data = smtplib._fix_eols(msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")))
-        data = smtplib._quote_periods(data)
+        data = re.sub(rb"(?m)^\.", b"..", msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")))
         if not data.endswith(b"\r\n"):
             data += b"\r\n"
         try:
