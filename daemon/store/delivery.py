@@ -235,9 +235,18 @@ async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callab
         articles = [ArticleMeta(a.id, tuple(a.tags or ()), a.published_at, a.delay_seconds, a.withdrawn_at is not None)
                     for a in await Article.filter(channel_id=channel_id)]
         users = [u for u in await User.filter(channel_id=channel_id) if _eligible(u)]
+        progress = await SequenceProgress.filter(user__channel_id=channel_id)
+        # A cancelled email (the user opted out, whoever cancelled it) was never sent: its
+        # article is free again should they come back.
+        waiting = [p.outbox_id for p in progress if p.sent_at is None and p.outbox_id is not None]
+        cancelled = set(await OutboxMessage.filter(id__in=waiting, state=OutboxState.CANCELLED.value)
+                        .values_list("id", flat=True)) if waiting else set()
+        if cancelled:
+            await SequenceProgress.filter(outbox_id__in=list(cancelled), sent_at=None).delete()
         taken: dict[int, dict[int, datetime | None]] = {}
-        for p in await SequenceProgress.filter(user__channel_id=channel_id):
-            taken.setdefault(p.user_id, {})[p.article_id] = p.sent_at
+        for p in progress:
+            if p.outbox_id not in cancelled or p.sent_at is not None:
+                taken.setdefault(p.user_id, {})[p.article_id] = p.sent_at
         states = [UserState(u.id, tuple(u.promo_tags or ()), u.unsubscribed, u.frequency, u.promo_started_at,
                             u.last_digest_at, u.created_at, taken.get(u.id, {})) for u in users]
         decisions = decide(articles, states, now)

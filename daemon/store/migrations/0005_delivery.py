@@ -6,7 +6,7 @@ from tortoise import fields
 from tortoise.migrations.constraints import UniqueConstraint
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0003_clock_state_and_states')]
+    dependencies = [('models', '0004_users')]
 
     initial = False
 
