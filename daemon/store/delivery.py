@@ -313,7 +313,8 @@ async def claim(channel_id: int, now: datetime, limit: int) -> list[Claimed]:
             return []
         for row in rows:
             outbox_move(OutboxState(row.state), OutboxState.SENDING)
-        await OutboxMessage.filter(id__in=[r.id for r in rows]).update(state=OutboxState.SENDING.value, updated_at=now)
+        await OutboxMessage.filter(id__in=[r.id for r in rows]).update(state=OutboxState.SENDING.value,
+                                                                             attempted_at=now, updated_at=now)
         out = []
         for r in rows:
             u = r.user
@@ -439,8 +440,9 @@ async def resolve(outbox_id: int, as_: str, now: datetime) -> OutboxEntry:
         if as_ == "sent":
             if current != OutboxState.UNCERTAIN:
                 outbox_move(current, OutboxState.SENT)  # raises: only an uncertain one may be declared sent
-            row.state, row.sent_at = OutboxState.SENT.value, now
-            await SequenceProgress.filter(outbox_id=row.id).update(sent_at=now)
+            # It left when it was handed over, not when the admin found out.
+            row.state, row.sent_at = OutboxState.SENT.value, row.attempted_at or now
+            await SequenceProgress.filter(outbox_id=row.id).update(sent_at=row.sent_at)
         else:
             row.state = outbox_move(current, OutboxState.QUEUED).value
             row.next_attempt_at = now

@@ -51,6 +51,11 @@ class Migration(migrations.Migration):
         ),
         ops.AddField(
             model_name='OutboxMessage',
+            name='attempted_at',
+            field=fields.DatetimeField(null=True, auto_now=False, auto_now_add=False),
+        ),
+        ops.AddField(
+            model_name='OutboxMessage',
             name='next_attempt_at',
             field=fields.DatetimeField(null=True, auto_now=False, auto_now_add=False),
         ),
