@@ -45,11 +45,6 @@ class Envelope:
     mailto: str = ""  # an address for a mailto: List-Unsubscribe; "" for none
 
 
-def message_id(outbox_id: int, channel_id: int, domain: str) -> str:
-    """The Message-ID of an outbox entry: the same for every attempt of that entry."""
-    return f"<kuloo.{channel_id}.{outbox_id}@{domain}>"
-
-
 def sender_domain(sender: str) -> str:
     address = parseaddr(sender)[1]
     return address.rpartition("@")[2] or "kuloo.invalid"
