@@ -72,6 +72,7 @@ def free_port() -> int:
 
 async def send_pass(root: Path, port: int) -> tuple[int, float]:
     from kuloo_daemon import config as config_mod
+    from kuloo_daemon.delivery.service import Delivery
     from kuloo_daemon.services import open_services
     from kuloo_daemon.store import channels as channel_store
     from kuloo_daemon.store import users as user_store
@@ -91,6 +92,7 @@ async def send_pass(root: Path, port: int) -> tuple[int, float]:
         "links": {"public_url": "https://links.kuloo.test"},
     })
     async with open_services(config) as services:
+        services.delivery = Delivery(services)
         now = services.clock.now()
         channel = (await services.store.run(channel_store.create, {
             "name": "Bench", "sender": "Bench <b@bench.test>", "sequential_tags": ["welcome"]}, None, now)).channel.id

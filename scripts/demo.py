@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 == Kuloo Sync demo ==
 sellsim (Zendesk Sell simulator): {url}   (state: {state / 'sellsim-state.json'})
 daemon: pid {status['pid']}, store {status['store']}
+business clock: {status['clock']['mode']}, now {status['clock']['now']} (it moves only when you move it)
 channel #{doc['id']} {doc['name']!r}: plan {doc['plan']}, token {doc['api_token']}, connection {doc['connection']['status']}
 {chr(10).join('  - ' + p for p in doc['connection']['problems'])}
 articles: {articles['imported']} new, {articles['updated']} updated, {articles['unchanged']} unchanged, \
@@ -145,7 +146,7 @@ Try, in another terminal:
   {ctl} channels.update '{{"id": {doc['id']}, "plan": "enterprise"}}'
   {ctl} --events status        # live events
   {ctl} users.add '{{"channel": {doc['id']}, "email": "ann@example.com", "promo_tags": ["welcome"]}}'
-  {ctl} clock.advance '{{"seconds": 86400}}'   # business time passes: sequences and digests go out
+  {ctl} clock.advance '{{"seconds": 86400}}'   # a day passes: due work (sequences, digests) runs before the reply
   {ctl} outbox.list '{{"channel": {doc['id']}}}'
 Ctrl-C stops the daemon and sellsim.
 """, flush=True)

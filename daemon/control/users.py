@@ -29,7 +29,7 @@ from ..vocabulary import (
 from . import render
 from .protocol import ProtocolError
 
-log = structlog.get_logger("kuloo.control.users")
+log = structlog.get_logger("kuloo.control")
 
 LIST_LIMIT_DEFAULT = 50
 AUDIT_LIMIT_DEFAULT = 50

@@ -279,6 +279,18 @@ async def test_list_filters(store):
     assert await emails(store, other) == ["zed@example.com"]
 
 
+async def test_search_follows_edits_of_email_and_names(store):
+    ch, ids = await seed_list(store)
+    await store.run(users.update, ids[0], {"last_name": "Byron", "email": "countess@Analytical.org"},
+                    Actor.ADMIN, T0)
+    assert await emails(store, ch, query="lovelace") == ["carol@corp.test"]
+    assert await emails(store, ch, query="BYRON") == ["countess@Analytical.org"]
+    assert await emails(store, ch, query="analytical") == ["countess@Analytical.org"]
+    assert await emails(store, ch, query="ada@example") == []
+    await store.run(users.update, ids[1], {"first_name": "Ölaf"}, Actor.ADMIN, T0)
+    assert await emails(store, ch, query="öLAF") == ["bob@example.com"]
+
+
 async def test_list_pages_by_keyset_with_a_total(store):
     ch, ids = await seed_list(store)
     seen, after = [], None

@@ -17,6 +17,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from kuloo_daemon import config as config_mod
+from kuloo_daemon.delivery.service import Delivery
 from kuloo_daemon.services import open_services
 from kuloo_daemon.store import channels as channel_store
 from kuloo_daemon.store import users as user_store
@@ -196,6 +197,7 @@ def env_factory(short_tmp, smtp_sink):
             copy_samples(root, page_port)
         config = write_config(root, smtp_sink.port, **extra)
         async with open_services(config) as services:
+            services.delivery = Delivery(services)
             yield Env(services)
 
     return make
