@@ -43,6 +43,7 @@ class Sink:
     messages: list[email.message.EmailMessage] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)  # recipients answered 550
+    tempfail: set[str] = field(default_factory=set)  # recipients answered 451 (try again later)
     drop_at_rcpt: set[str] = field(default_factory=set)  # recipients whose RCPT closes the connection (once each)
     on_data: object = None  # called with the message before the 250 (e.g. to kill the daemon)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -50,6 +51,8 @@ class Sink:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         if address in self.refuse:
             return "550 5.1.1 no such mailbox"
+        if address in self.tempfail:
+            return "451 4.3.0 try again later"
         if address in self.drop_at_rcpt:
             self.drop_at_rcpt.discard(address)
             server.transport.close()
