@@ -1,6 +1,29 @@
 """The ``users.*`` control methods: the TUI, ``kuloo-ctl``, the links service and the Kuloo app
 add, read, edit and list a channel's users through them.
 
+=================  =====================================================================
+``users.add``      ``{"channel", "email", "first_name"?, "last_name"?, "frequency"?,
+                   "unsubscribed"?, "add_to_crm"?, "promo_tags"?, "source"?, "actor"?}``
+                   → the user document. ``source`` ``admin`` (default) or ``""`` (the app);
+                   ``frequency`` defaults to ``weekly``; ``add_to_crm`` to false (the
+                   channel's ``add_all_users_to_crm`` applies at sync time, per user it is
+                   not copied); the same email (any case) twice in a channel: ``conflict``.
+``users.get``      ``{"id"}`` or ``{"channel", "email"}`` → the user document.
+``users.update``   ``{"id", "email"?, "first_name"?, "last_name"?, "frequency"?,
+                   "unsubscribed"?, "add_to_crm"?, "promo_tags"?, "actor"?}``; ``source``,
+                   ``kuloo_id`` and the sync's fields are refused by name.
+``users.activity`` ``{"id", "at"?}``: Last active = ``at`` (ISO, capped at now) or now;
+                   it never moves backwards.
+``users.list``     ``{"channel", "query"?, "has_sync_error"?, "subscription"?, "source"?,
+                   "promo"?, "crm_kind"?, "after"?, "limit"?}`` → ``{"users", "next",
+                   "total"}``, by id; pass ``next`` as ``after``; ``limit`` 1–500, 50.
+``users.audit``    ``{"id", "limit"?}`` → ``{"entries": [{"at", "actor", "field", "old",
+                   "new", "note"}]}``, newest first.
+=================  =====================================================================
+
+``actor`` is ``admin`` (default) or ``app``. A change publishes ``user.updated`` with the
+document; an edit that changes nothing publishes and audits nothing.
+
 Each parameter check is a pure function (``check_new_user``, ``check_changes``,
 ``check_list``, …) that reports every problem at once; the handlers check, run one use
 case of ``store.users`` (one crossing, ``now`` from the clock), publish ``user.updated``
@@ -36,6 +59,7 @@ AUDIT_LIMIT_DEFAULT = 50
 NAME_MAX = 200
 QUERY_MAX = 200
 TAG_MAX = 100
+ID_MAX = 2**31 - 1  # ids are 32-bit integer columns (PostgreSQL refuses a larger parameter)
 
 # What users.add and users.update take from their callers: an admin, or the Kuloo app.
 CALLER_ACTORS = (Actor.ADMIN, Actor.APP)
@@ -76,7 +100,7 @@ def _encodable(text: str) -> bool:
 
 def _positive_id(params: dict[str, Any], key: str, problems: Problems, what: str) -> int | None:
     value = params.get(key)
-    if not _is_int(value) or not 1 <= value <= 2**63 - 1:
+    if not _is_int(value) or not 1 <= value <= ID_MAX:
         problems.add(f"'{key}' must be a positive integer {what} id")
         return None
     return value
@@ -238,7 +262,7 @@ def check_list(params: dict[str, Any]) -> Listing:
         problems.add(f"'crm_kind' must be one of {', '.join(CRM_KINDS)}")
         crm_kind = None
     after = params.get("after")
-    if after is not None and (not _is_int(after) or after < 0):
+    if after is not None and (not _is_int(after) or not 0 <= after <= ID_MAX):
         problems.add("'after' must be the 'next' of the previous page")
         after = None
     limit = _limit(params, LIST_LIMIT_DEFAULT, user_store.LIST_LIMIT_MAX, problems)

@@ -164,7 +164,7 @@ def search_text(email: str, first_name: str, last_name: str) -> str:
 def _plain(field: str, value: Any) -> Any:
     """A field's value as the audit log and the row keep it (JSON-ready)."""
     if field == "promo_tags":
-        return list(value or ())
+        return list(dict.fromkeys(value or ()))  # each tag once, first order kept
     if field in ("frequency", "source"):
         return str(value.value if isinstance(value, Source | Frequency) else value)
     return value
@@ -263,8 +263,8 @@ async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Acto
         if field not in EDITABLE_USER_FIELDS:
             raise ValueError(f"{field!r} is not an editable user field")
         new, old = _plain(field, value), _plain(field, getattr(row, field))
-        if new == old:
-            continue
+        if new == old or (field == "promo_tags" and sorted(set(new)) == sorted(set(old))):
+            continue  # tags are a set (Sell's Promo is one): a new order is no change
         setattr(row, field, new)
         changed.append(field)
         stamps[field] = now.isoformat()
