@@ -24,6 +24,7 @@ from textual.widgets import (
 from ..messages import DaemonEvent, Loaded, Saved
 from ..vocabulary import FREQUENCIES, SOURCES
 from .base import Banner, DaemonScreen
+from .confirm import ConfirmScreen
 
 SELL_WEB = "https://app.futuresimple.com"
 
@@ -39,6 +40,7 @@ class UserScreen(DaemonScreen):
     BINDINGS = [
         Binding("ctrl+s", "save", "Save"),
         Binding("escape", "app.pop_screen", "Back"),
+        Binding("f8", "reset_sequence", "Reset sequence"),
     ]
 
     def __init__(self, channel_id: int, user_id: int | None = None) -> None:
@@ -69,6 +71,9 @@ class UserScreen(DaemonScreen):
             yield Static(id="crm")
             yield Button("Add user" if self.user_id is None else "Save", id="save", variant="primary", compact=True)
             if self.user_id is not None:
+                yield Label("Sequence", classes="section-title")
+                yield Static("—", id="progress")
+                yield Button("Reset sequence…", id="reset", variant="warning", compact=True)
                 yield Label("Audit trail", classes="section-title")
                 yield DataTable(id="audit", cursor_type="row")
         yield Footer()
@@ -86,6 +91,11 @@ class UserScreen(DaemonScreen):
         if self.user_id is not None:
             self.call("users.get", {"id": self.user_id}, lambda doc: Loaded("user", doc))
             self.call("users.audit", {"id": self.user_id, "limit": 50}, lambda r: Loaded("audit", r["entries"]))
+            self.load_progress()
+
+    def load_progress(self) -> None:
+        if self.user_id is not None and "users.progress" in self.methods:
+            self.call("users.progress", {"id": self.user_id}, lambda r: Loaded("progress", r))
 
     def on_loaded(self, message: Loaded) -> None:
         if message.what == "channel":
@@ -93,6 +103,8 @@ class UserScreen(DaemonScreen):
             self.fill_tags()
         elif message.what == "user":
             self.show(message.data)
+        elif message.what == "progress":
+            self.query_one("#progress", Static).update(describe_progress(message.data))
         elif message.what == "audit":
             table = self.query_one("#audit", DataTable)
             table.clear()
@@ -136,6 +148,24 @@ class UserScreen(DaemonScreen):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "save":
             self.action_save()
+        elif event.button.id == "reset":
+            self.action_reset_sequence()
+
+    def action_reset_sequence(self) -> None:
+        if self.user_id is None or self.doc is None:
+            return
+        if "users.reset_sequence" not in self.methods:
+            self.app.notify("This daemon has no users.reset_sequence yet.", severity="warning")
+            return
+        user_id, email = self.user_id, self.doc["email"]
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.call("users.reset_sequence", {"id": user_id}, lambda r: Saved("reset", r), group="reset")
+
+        self.app.push_screen(ConfirmScreen(
+            f"Reset the sequence of {email}?\n\nThe sequential articles start again from the first: "
+            "articles already sent will be sent again when due.", yes="Reset"), answered)
 
     def action_save(self) -> None:
         values = self.form()
@@ -152,6 +182,10 @@ class UserScreen(DaemonScreen):
         self.call("users.update", {"id": self.user_id, **changes}, lambda doc: Saved("user", doc), group="save")
 
     def on_saved(self, message: Saved) -> None:
+        if message.what == "reset":
+            self.app.notify(f"Sequence reset ({message.doc['cleared']} sent article(s) forgotten).")
+            self.load_progress()
+            return
         if self.user_id is None:
             self.app.notify(f"Added {message.doc['email']}.")
             self.user_id = message.doc["id"]
@@ -166,6 +200,19 @@ class UserScreen(DaemonScreen):
         if (event.event == "user.updated" and isinstance(event.data, dict) and self.user_id is not None
                 and event.data.get("id") == self.user_id):
             self.reload()
+
+
+def describe_progress(progress: dict[str, Any]) -> str:
+    sent = progress.get("sent") or []
+    lines = [f"Sent {(s.get('sent_at') or '')[:16].replace('T', ' ')}  {s.get('title') or s['article']}"
+             for s in sent] or ["No sequential article sent yet."]
+    nxt = progress.get("next")
+    if nxt:
+        due = (nxt.get("due_at") or "")[:16].replace("T", " ")
+        lines.append(f"Next {due}  {nxt.get('title') or nxt['article']}")
+    else:
+        lines.append("Nothing more is due.")
+    return "\n".join(lines)
 
 
 def _norm(value: Any) -> Any:

@@ -12,8 +12,9 @@ from kuloo_tui.app import make_app
 from kuloo_tui.client import DaemonClient
 from kuloo_tui.screens.base import Banner
 from kuloo_tui.screens.channel import ChannelScreen
+from kuloo_tui.screens.confirm import ConfirmScreen
 from kuloo_tui.screens.dashboard import DashboardScreen
-from kuloo_tui.screens.user import UserScreen
+from kuloo_tui.screens.user import UserScreen, describe_progress
 from kuloo_tui.screens.users import UsersScreen
 
 pytestmark = pytest.mark.anyio
@@ -158,3 +159,37 @@ async def test_the_banner_shows_while_the_daemon_is_down_and_the_tui_reconnects(
         await until(lambda: not banner.has_class("-down"), pilot, tries=400)
         await until(lambda: table.row_count == 2, pilot)  # the screen refreshed on its own
 
+
+
+async def test_reset_sequence_goes_through_a_confirmation(daemon):
+    with daemon.client() as c:
+        c.call("channels.create", {"name": "Acme", "sequential_tags": ["welcome"]})
+        c.call("users.add", {"channel": 1, "email": "ada@example.com", "promo_tags": ["welcome"]})
+    app = app_for(daemon)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(lambda: app.client.connected, pilot)
+        app.open_user(1, 1)
+        await until(lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None, pilot)
+        profile = app.screen
+        progress = profile.query_one("#progress", Static)
+        await until(lambda: "No sequential article sent yet" in str(progress.render()), pilot)
+        await pilot.press("f8")
+        await until(lambda: isinstance(app.screen, ConfirmScreen), pilot)
+        assert "ada@example.com" in str(app.screen.query_one("#question", Static).render())
+        await pilot.press("escape")  # cancelled: nothing is called
+        await until(lambda: app.screen is profile, pilot)
+        await pilot.pause(0.2)
+        assert not any("reset" in n.message.lower() for n in app._notifications)
+        await pilot.press("f8")
+        await until(lambda: isinstance(app.screen, ConfirmScreen), pilot)
+        await pilot.click("#yes")
+        await until(lambda: any(n.message.startswith("Sequence reset") for n in app._notifications), pilot)
+        assert app.screen is profile
+
+
+def test_progress_is_described_sent_then_next():
+    text = describe_progress({"sent": [{"article": 3, "title": "Welcome", "sent_at": "2026-01-05T09:00:00Z"}],
+                              "next": {"article": 4, "title": "", "due_at": "2026-01-08T09:00:00Z"}})
+    assert text.splitlines() == ["Sent 2026-01-05 09:00  Welcome", "Next 2026-01-08 09:00  4"]
+    assert describe_progress({"sent": [], "next": None}).splitlines() == [
+        "No sequential article sent yet.", "Nothing more is due."]
