@@ -18,6 +18,7 @@ from .messages import DaemonDown, DaemonEvent, DaemonUp
 from .screens.base import Banner, DaemonScreen
 from .screens.channel import ChannelScreen
 from .screens.dashboard import DashboardScreen
+from .screens.outbox import OutboxScreen
 from .screens.user import UserScreen
 from .screens.users import UsersScreen
 
@@ -88,6 +89,9 @@ class KulooApp(App):
 
     def open_users(self, channel_id: int) -> None:
         self.push_screen(UsersScreen(channel_id))
+
+    def open_outbox(self, channel_id: int) -> None:
+        self.push_screen(OutboxScreen(channel_id))
 
     def open_user(self, user_id: int, channel_id: int | None = None) -> None:
         self.push_screen(UserScreen(channel_id or self._channel_of_screen(), user_id))

@@ -24,6 +24,8 @@ class KulooCommands(Provider):
                 (f"Channel {name}: users", partial(app.open_users, cid), "Search and filter the users"),
                 (f"Channel {name}: add user", partial(app.add_user, cid), "Add a user by email"),
             ]
+            if "outbox.list" in methods:
+                out.append((f"Channel {name}: outbox", partial(app.open_outbox, cid), "Mail by state; resolve uncertain"))
             if "sync.run" in methods:
                 out.append((f"Channel {name}: sync now", partial(app.sync_now, cid), "Run a sync now"))
         return out

@@ -9,3 +9,4 @@ FREQUENCIES = ("daily", "weekly", "monthly", "disabled")
 SUBSCRIPTIONS = (*FREQUENCIES, "unsubscribed")
 SOURCES = {"": "app", "admin": "admin", "signup": "signup", "sync": "sync"}
 CRM_KINDS = ("lead", "contact", "none")
+OUTBOX_STATES = ("queued", "sending", "sent", "failed", "uncertain", "cancelled")

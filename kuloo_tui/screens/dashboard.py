@@ -12,6 +12,7 @@ from ..messages import DaemonEvent, Loaded
 from .base import Banner, DaemonScreen
 
 RUNS_SHOWN = 5
+OUTBOX_SHOWN = ("queued", "failed", "uncertain")
 
 
 def _when(iso: str | None) -> str:
@@ -25,6 +26,7 @@ class DashboardScreen(DaemonScreen):
     BINDINGS = [
         Binding("enter", "open_channel", "Channel", show=True),
         Binding("u", "users", "Users"),
+        Binding("o", "outbox", "Outbox"),
         Binding("s", "sync_now", "Sync now"),
         Binding("r", "reload", "Refresh"),
     ]
@@ -47,7 +49,8 @@ class DashboardScreen(DaemonScreen):
         self.title = "Kuloo Sync"
         self.sub_title = "Dashboard"
         table = self.query_one("#channels", DataTable)
-        table.add_columns("Id", "Channel", "Plan", "Connection", "Users", "Sync errors", "Last sync", "Next sync")
+        table.add_columns("Id", "Channel", "Plan", "Connection", "Users", "Sync errors", "Outbox q/f/u",
+                          "Last sync", "Next sync")
         self.query_one("#runs", DataTable).add_columns("Channel", "Run", "Status", "Started", "Counts")
         super().on_mount()
 
@@ -73,7 +76,14 @@ class DashboardScreen(DaemonScreen):
             if "sync.runs" in methods:
                 runs += [(channel["name"], r) for r in
                          (await self.client.call("sync.runs", {"channel": cid, "limit": RUNS_SHOWN}))["runs"]]
-            rows.append({"channel": channel, "users": users, "errors": errors})
+            outbox = None
+            if "outbox.list" in methods:  # no count method: pages of at most 100 per state
+                counts = []
+                for state in OUTBOX_SHOWN:
+                    page = await self.client.call("outbox.list", {"channel": cid, "state": state, "limit": 100})
+                    counts.append(f"{len(page['messages'])}{'+' if page.get('next_after') else ''}")
+                outbox = "/".join(counts)
+            rows.append({"channel": channel, "users": users, "errors": errors, "outbox": outbox})
         runs.sort(key=lambda pair: pair[1].get("started_at") or "", reverse=True)
         return {"rows": rows, "runs": runs[:RUNS_SHOWN]}
 
@@ -92,6 +102,7 @@ class DashboardScreen(DaemonScreen):
                 str(c["id"]), c["name"], c["plan"], c["connection"]["status"].replace("_", " "),
                 "—" if row["users"] is None else f"{row['users']:,}",
                 "—" if row["errors"] is None else row["errors"],
+                "—" if row["outbox"] is None else row["outbox"],
                 _when(sync.get("last_sync_at")), _when(sync.get("next_sync_at")),
                 key=str(c["id"]),
             )
@@ -127,6 +138,10 @@ class DashboardScreen(DaemonScreen):
     def action_users(self) -> None:
         if self.selected:
             self.app.open_users(self.selected["id"])  # type: ignore[attr-defined]
+
+    def action_outbox(self) -> None:
+        if self.selected:
+            self.app.open_outbox(self.selected["id"])  # type: ignore[attr-defined]
 
     def action_sync_now(self) -> None:
         if self.selected:

@@ -14,6 +14,7 @@ from kuloo_tui.screens.base import Banner
 from kuloo_tui.screens.channel import ChannelScreen
 from kuloo_tui.screens.confirm import ConfirmScreen
 from kuloo_tui.screens.dashboard import DashboardScreen
+from kuloo_tui.screens.outbox import OutboxScreen, state_cell
 from kuloo_tui.screens.user import UserScreen, describe_progress
 from kuloo_tui.screens.users import UsersScreen
 
@@ -193,3 +194,27 @@ def test_progress_is_described_sent_then_next():
     assert text.splitlines() == ["Sent 2026-01-05 09:00  Welcome", "Next 2026-01-08 09:00  4"]
     assert describe_progress({"sent": [], "next": None}).splitlines() == [
         "No sequential article sent yet.", "Nothing more is due."]
+
+
+async def test_outbox_screen_lists_and_refuses_to_resolve_a_settled_message(daemon):
+    with daemon.client() as c:
+        c.call("channels.create", {"name": "Acme"})
+    app = app_for(daemon)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one("#channels", DataTable)
+        await until(lambda: table.row_count == 1, pilot)
+        assert rows(table)[0][6] == "0/0/0"  # queued/failed/uncertain
+        await pilot.press("o")
+        await until(lambda: isinstance(app.screen, OutboxScreen), pilot)
+        count = app.screen.query_one("#count", Static)
+        await until(lambda: "0 shown, 0 uncertain" in str(count.render()), pilot)
+        app.screen.messages = [{"id": 1, "email": "a@example.com", "state": "sent"}]
+        app.screen.query_one("#outbox", DataTable).add_row("1", "a@example.com", "sequence", "sent", "1", "", "")
+        await pilot.press("s")
+        await until(lambda: any("Only an uncertain" in n.message for n in app._notifications), pilot)
+        assert not isinstance(app.screen, ConfirmScreen)
+
+
+def test_uncertain_is_highlighted():
+    assert state_cell("uncertain").plain == "UNCERTAIN" and "yellow" in str(state_cell("uncertain").style)
+    assert state_cell("sent").style == ""
