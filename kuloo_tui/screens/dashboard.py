@@ -16,10 +16,10 @@ OUTBOX_SHOWN = ("queued", "failed", "uncertain")
 
 
 def _when(iso: str | None) -> str:
-    """An ISO instant as ``2026-11-28 12:05`` (UTC, as the daemon keeps it)."""
+    """An ISO instant as ``11-28 12:05`` (UTC, as the daemon keeps it)."""
     if not iso:
         return "—"
-    return iso.replace("T", " ")[:16]
+    return iso.replace("T", " ")[5:16]
 
 
 class DashboardScreen(DaemonScreen):
@@ -49,8 +49,8 @@ class DashboardScreen(DaemonScreen):
         self.title = "Kuloo Sync"
         self.sub_title = "Dashboard"
         table = self.query_one("#channels", DataTable)
-        table.add_columns("Id", "Channel", "Plan", "Connection", "Users", "Sync errors", "Outbox q/f/u",
-                          "Last sync", "Next sync")
+        # Short headings so that 80 columns hold them all (Sell = the connection's status).
+        table.add_columns("Id", "Channel", "Plan", "Sell", "Users", "Errors", "Mail q/f/u", "Last sync", "Next sync")
         self.query_one("#runs", DataTable).add_columns("Channel", "Run", "Status", "Started", "Counts")
         super().on_mount()
 
