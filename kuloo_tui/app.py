@@ -15,6 +15,7 @@ from textual.binding import Binding
 from .client import Connected, DaemonClient, Disconnected, Event
 from .commands import KulooCommands
 from .messages import DaemonDown, DaemonEvent, DaemonUp
+from .screens.articles import ArticlesScreen
 from .screens.base import Banner, DaemonScreen
 from .screens.channel import ChannelScreen
 from .screens.dashboard import DashboardScreen
@@ -89,6 +90,9 @@ class KulooApp(App):
 
     def open_users(self, channel_id: int) -> None:
         self.push_screen(UsersScreen(channel_id))
+
+    def open_articles(self, channel_id: int) -> None:
+        self.push_screen(ArticlesScreen(channel_id))
 
     def open_outbox(self, channel_id: int) -> None:
         self.push_screen(OutboxScreen(channel_id))

@@ -24,6 +24,8 @@ class KulooCommands(Provider):
                 (f"Channel {name}: users", partial(app.open_users, cid), "Search and filter the users"),
                 (f"Channel {name}: add user", partial(app.add_user, cid), "Add a user by email"),
             ]
+            if "articles.list" in methods:
+                out.append((f"Channel {name}: articles", partial(app.open_articles, cid), "List, preview, import"))
             if "outbox.list" in methods:
                 out.append((f"Channel {name}: outbox", partial(app.open_outbox, cid), "Mail by state; resolve uncertain"))
             if "sync.run" in methods:

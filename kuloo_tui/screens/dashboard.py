@@ -26,6 +26,7 @@ class DashboardScreen(DaemonScreen):
     BINDINGS = [
         Binding("enter", "open_channel", "Channel", show=True),
         Binding("u", "users", "Users"),
+        Binding("a", "articles", "Articles"),
         Binding("o", "outbox", "Outbox"),
         Binding("s", "sync_now", "Sync now"),
         Binding("r", "reload", "Refresh"),
@@ -138,6 +139,10 @@ class DashboardScreen(DaemonScreen):
     def action_users(self) -> None:
         if self.selected:
             self.app.open_users(self.selected["id"])  # type: ignore[attr-defined]
+
+    def action_articles(self) -> None:
+        if self.selected:
+            self.app.open_articles(self.selected["id"])  # type: ignore[attr-defined]
 
     def action_outbox(self) -> None:
         if self.selected:

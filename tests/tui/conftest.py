@@ -29,8 +29,13 @@ def make_daemon(short_tmp):
 
     def make(sell: str = "", sub: str = "d") -> Daemon:
         root = os.path.join(short_tmp, sub)
-        os.makedirs(root, exist_ok=True)
-        d = Daemon(root, MANUAL_CLOCK, None, sell)
+        os.makedirs(f"{root}/creds", exist_ok=True)
+        # Previews and mail sign links: a signing key, as a credential file (never TOML).
+        key = f"{root}/creds/link-signing-key"
+        with open(key, "w") as fh:
+            fh.write("tui-tests-signing-key-0123456789abcdef\n")
+        os.chmod(key, 0o600)
+        d = Daemon(root, MANUAL_CLOCK + f'[credentials]\ndirectory = "{root}/creds"\n', None, sell)
         started.append(d)
         d.start()
         d.wait_for("READY=1", timeout=30)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
+from pathlib import Path
 
 import pytest
 from conftest import restart, until
@@ -10,6 +12,7 @@ from textual.widgets import DataTable, Input, Select, Static
 
 from kuloo_tui.app import make_app
 from kuloo_tui.client import DaemonClient
+from kuloo_tui.screens.articles import ArticlesScreen
 from kuloo_tui.screens.base import Banner
 from kuloo_tui.screens.channel import ChannelScreen
 from kuloo_tui.screens.confirm import ConfirmScreen
@@ -19,6 +22,7 @@ from kuloo_tui.screens.user import UserScreen, describe_progress
 from kuloo_tui.screens.users import UsersScreen
 
 pytestmark = pytest.mark.anyio
+REPO = Path(__file__).resolve().parents[2]
 
 
 def app_for(daemon):
@@ -218,3 +222,26 @@ async def test_outbox_screen_lists_and_refuses_to_resolve_a_settled_message(daem
 def test_uncertain_is_highlighted():
     assert state_cell("uncertain").plain == "UNCERTAIN" and "yellow" in str(state_cell("uncertain").style)
     assert state_cell("sent").style == ""
+
+
+async def test_articles_import_list_and_preview(daemon):
+    shutil.copytree(REPO / "config" / "articles" / "sequence", daemon.root / "state" / "articles" / "seq")
+    with daemon.client() as c:
+        c.call("channels.create", {"name": "Acme", "sequential_tags": ["welcome"], "sender": "Acme <n@acme.example>"})
+    app = app_for(daemon)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(lambda: app.screen.query_one("#channels", DataTable).row_count == 1, pilot)
+        await pilot.press("a")
+        await until(lambda: isinstance(app.screen, ArticlesScreen), pilot)
+        screen = app.screen
+        screen.query_one("#folder", Input).value = "seq"
+        await pilot.click("#import")
+        table = screen.query_one("#articles", DataTable)
+        await until(lambda: table.row_count == 3, pilot, tries=600)
+        assert rows(table)[0][1] == "Welcome to Kuloo Gardens"
+        table.focus()
+        await pilot.press("enter")
+        preview = screen.query_one("#preview", Static)
+        await until(lambda: "Thank you for joining" in str(preview.render()), pilot, tries=600)
+        text = str(preview.render())
+        assert "HTML size:" in text and "Warning: the channel has no postal address" in text
