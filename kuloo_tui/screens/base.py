@@ -13,11 +13,27 @@ from typing import Any
 
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Static
+from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from ..client import DaemonClient, DaemonError
 from ..messages import DaemonEvent, Failed
+
+
+def fill_table(table: DataTable, headers: tuple[str, ...], rows: list[tuple], keys: list[str] | None = None) -> None:
+    """Replace a table's columns and rows, each column as wide as its widest cell.
+
+    The widths are computed here, not left to DataTable's auto width, which was seen to
+    keep a stale width now and then after ``clear()`` (snapshots differed between runs).
+    """
+    cursor = table.cursor_row
+    table.clear(columns=True)
+    for i, header in enumerate(headers):
+        table.add_column(header, width=max([len(header), *(len(str(r[i])) for r in rows)]))
+    for n, row in enumerate(rows):
+        table.add_row(*row, key=keys[n] if keys else None)
+    if rows and cursor > 0:
+        table.move_cursor(row=min(cursor, len(rows) - 1))
 
 
 class Banner(Static):

@@ -9,9 +9,12 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
 from ..messages import DaemonEvent, Loaded
-from .base import Banner, DaemonScreen
+from .base import Banner, DaemonScreen, fill_table
 
 RUNS_SHOWN = 5
+# Short headings so that 80 columns hold them all (Sell = the connection's status).
+CHANNEL_COLUMNS = ("Id", "Channel", "Plan", "Sell", "Users", "Errors", "Mail q/f/u", "Last sync", "Next sync")
+RUN_COLUMNS = ("Channel", "Run", "Status", "Started", "Counts")
 OUTBOX_SHOWN = ("queued", "failed", "uncertain")
 
 
@@ -49,10 +52,8 @@ class DashboardScreen(DaemonScreen):
     def on_mount(self) -> None:
         self.title = "Kuloo Sync"
         self.sub_title = "Dashboard"
-        table = self.query_one("#channels", DataTable)
-        # Short headings so that 80 columns hold them all (Sell = the connection's status).
-        table.add_columns("Id", "Channel", "Plan", "Sell", "Users", "Errors", "Mail q/f/u", "Last sync", "Next sync")
-        self.query_one("#runs", DataTable).add_columns("Channel", "Run", "Status", "Started", "Counts")
+        fill_table(self.query_one("#channels", DataTable), CHANNEL_COLUMNS, [])
+        fill_table(self.query_one("#runs", DataTable), RUN_COLUMNS, [])
         super().on_mount()
 
     def reload(self) -> None:
@@ -91,29 +92,26 @@ class DashboardScreen(DaemonScreen):
     def on_loaded(self, message: Loaded) -> None:
         if message.what != "dashboard":
             return
-        table = self.query_one("#channels", DataTable)
-        keep = table.cursor_row
-        table.clear()
         self.channels = [row["channel"] for row in message.data["rows"]]
         self.app.channels = self.channels  # type: ignore[attr-defined]
+        rows = []
         for row in message.data["rows"]:
             c = row["channel"]
             sync = c.get("sync") or {}
-            table.add_row(
+            rows.append((
                 str(c["id"]), c["name"], c["plan"], c["connection"]["status"].replace("_", " "),
                 "—" if row["users"] is None else f"{row['users']:,}",
                 "—" if row["errors"] is None else row["errors"],
                 "—" if row["outbox"] is None else row["outbox"],
                 _when(sync.get("last_sync_at")), _when(sync.get("next_sync_at")),
-                key=str(c["id"]),
-            )
-        if self.channels:
-            table.move_cursor(row=min(keep, len(self.channels) - 1))
-        runs = self.query_one("#runs", DataTable)
-        runs.clear()
+            ))
+        fill_table(self.query_one("#channels", DataTable), CHANNEL_COLUMNS, rows,
+                   [str(c["id"]) for c in self.channels])
+        runs = []
         for name, r in message.data["runs"]:
             counts = ", ".join(f"{k} {v}" for k, v in (r.get("counts") or {}).items() if v)
-            runs.add_row(name, str(r["id"]), r["status"], _when(r.get("started_at")), counts or "—")
+            runs.append((name, str(r["id"]), r["status"], _when(r.get("started_at")), counts or "—"))
+        fill_table(self.query_one("#runs", DataTable), RUN_COLUMNS, runs)
 
     def on_daemon_event(self, event: DaemonEvent) -> None:
         # Many events can come at once (a sync's batches): reload at most every half second.
