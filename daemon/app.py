@@ -25,7 +25,7 @@ from .control import render
 from .control.server import Broadcaster, ControlServer, bind_unix
 from .scheduler import Scheduler
 from .services import Services, open_services
-from .sync import connection
+from .sync import connection, engine
 from .systemd import Notifier, listen_sockets, watchdog_interval
 
 log = structlog.get_logger("kuloo.app")
@@ -146,6 +146,7 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
         server = ControlServer(services, broadcaster, config["control.max_line_bytes"])
         life = Lifecycle(services, server, notifier)
         services.scheduler.jobs.extend(connection.jobs(services))
+        services.scheduler.jobs.append(engine.job(services))
         async with trio.open_nursery() as outer:
             await outer.start(_signals, life)
             async with trio.open_nursery() as tasks:

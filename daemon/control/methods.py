@@ -23,11 +23,11 @@ from .. import __version__
 from ..clock import MANUAL, ClockError, iso, parse_instant
 from ..secrets import Secret
 from ..services import Services
-from ..store import Conflict, NotFound
+from ..store import Conflict, NotFound, sync_store
 from ..store import channels as channel_store
-from ..sync import connection
+from ..sync import connection, engine
 from ..vocabulary import Plan
-from . import render
+from . import render, sync_methods
 from .protocol import PROTOCOL_VERSION, ProtocolError
 
 log = structlog.get_logger("kuloo.control")
@@ -160,8 +160,15 @@ async def channels_get(services: Services, params: dict[str, Any]) -> dict[str, 
     if "name" in params and "id" not in params:
         if not isinstance(params["name"], str):
             raise _invalid("'name' must be a string")
-        return render.channel(await services.store.run(channel_store.get_by_name, params["name"]))
-    return render.channel(await services.store.run(channel_store.get, _channel_id(params)))
+        doc = await services.store.run(channel_store.get_by_name, params["name"])
+    else:
+        doc = await services.store.run(channel_store.get, _channel_id(params))
+    out = render.channel(doc)
+    # The sync schedule and the last run (the channels.get additions).
+    last = await services.store.run(sync_store.last_run, doc.id)
+    out["sync"]["next_sync_at"] = iso(await engine.next_sync_at(services, doc.id))
+    out["sync"]["last_run"] = render.sync_run(last) if last else None
+    return out
 
 
 async def channels_update(services: Services, params: dict[str, Any]) -> dict[str, Any]:
@@ -244,6 +251,8 @@ METHODS: dict[str, Handler] = {
     "channels.update": channels_update,
     "channels.verify": channels_verify,
 }
+
+METHODS.update(sync_methods.METHODS)
 
 MANUAL_CLOCK_METHODS: dict[str, Handler] = {
     "clock.advance": clock_advance,
