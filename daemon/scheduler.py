@@ -132,9 +132,12 @@ class Scheduler:
                         self._notify()
                         nursery.start_soon(self._run_job, job)
                 idle = [job for job in self.jobs if job.name not in self._running]
+                now = trio.current_time()
+                # a job backing off after a run wakes the loop by its not-before time, not the clock's
+                ready = [job for job in idle if self._not_before.get(job.name, float("-inf")) <= now]
                 await self._sleep(
-                    next_wakeup(idle, trio.current_time(), self.tick_seconds, self._not_before),
-                    next_clock_due(idle, self.clock.now()),
+                    next_wakeup(idle, now, self.tick_seconds, self._not_before),
+                    next_clock_due(ready, self.clock.now()),
                 )
             # Stopping: jobs in flight finish (the daemon's drain deadline bounds them).
 

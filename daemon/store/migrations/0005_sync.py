@@ -5,7 +5,7 @@ from tortoise import fields
 from tortoise.indexes import Index
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0003_clock_state_and_states')]
+    dependencies = [('models', '0004_users')]
 
     initial = False
 
@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('updated_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'sync_error', 'app': 'models', 'indexes': [Index(fields=['channel_id', 'id']), Index(fields=['channel_id', 'crm_kind', 'crm_id']), Index(fields=['user_id'])], 'pk_attr': 'id', 'table_description': 'Why a CRM record or a user does not sync (``sync.errors``); cleared when it does again.'},
+            options={'table': 'sync_error', 'app': 'models', 'indexes': [Index(fields=['channel_id', 'id']), Index(fields=['channel_id', 'crm_kind', 'crm_id']), Index(fields=['user_id'])], 'pk_attr': 'id', 'table_description': 'Why a CRM record or a user does not sync (``sync.errors``), until it does again.'},
             bases=['Model'],
         ),
         ops.AddField(
