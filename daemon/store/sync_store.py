@@ -759,6 +759,28 @@ async def link_pushed(channel_id: int, created: Sequence[tuple[int, str, int, di
     return touched
 
 
+async def orphans_to_recheck(channel_id: int) -> list[tuple[str, int]]:
+    """Records without a user whose error may have gone away: a cap with room again, a
+    duplicate whose address is no longer linked. The engine reads them again."""
+    channel = await _channel(channel_id)
+    rows = await SyncError.filter(channel_id=channel_id, user_id=None, code__in=[E_CAP, E_DUPLICATE])
+    if not rows:
+        return []
+    room = caps.room_left(caps.cap_of(channel.plan), await _linked_count(channel_id))
+    keys = [r.email.strip().lower() for r in rows if r.code == E_DUPLICATE]
+    linked = set(await UserRow.filter(channel_id=channel_id, email_key__in=keys or ["\0"],
+                                      crm_id__not_isnull=True).values_list("email_key", flat=True))
+    out = []
+    for r in rows:
+        if r.crm_kind is None or r.crm_id is None:
+            continue
+        if r.code == E_CAP and (room is None or room > 0):
+            out.append((r.crm_kind, int(r.crm_id)))
+        elif r.code == E_DUPLICATE and r.email.strip().lower() not in linked:
+            out.append((r.crm_kind, int(r.crm_id)))
+    return out
+
+
 async def linked_ids(channel_id: int) -> dict[str, list[int]]:
     ids: dict[str, list[int]] = {"lead": [], "contact": []}
     for kind, crm_id in await UserRow.filter(channel_id=channel_id, crm_id__not_isnull=True).values_list(

@@ -74,6 +74,7 @@ class _Run:
         self.sell = sell
         self.counts: dict[str, int] = {}
         self.retries = services.config["sync.batch_retries"]
+        self.pulled: set[tuple[str, int]] = set()
         self.linked: set[tuple[str, int]] = {(k, i) for k, ids in start.linked_ids.items() for i in ids}
 
     def add(self, counts: dict[str, int]) -> None:
@@ -96,6 +97,7 @@ class _Run:
                 records: list[RecordIn] = []
                 deletions: list[DeletionIn] = []
                 for change in batch.changes:
+                    self.pulled.add((change.kind, change.id))
                     if isinstance(change, RecordChanged):
                         records.append(record_in(change.kind, change.record))
                     else:
@@ -111,6 +113,27 @@ class _Run:
                     self.publish_users([*outcome.changed_users, *touched])
                 state = batch.state
         return state
+
+    async def recheck(self) -> None:
+        """Records whose error may have cleared (a cap with room, a duplicate now alone) are
+        read again by id — they may not change in Sell for a long time."""
+        keys = [k for k in await self.services.store.run(sync_store.orphans_to_recheck, self.channel_id)
+                if k not in self.pulled]
+        for kind in ("lead", "contact"):
+            ids = [i for k, i in keys if k == kind]
+            for start in range(0, len(ids), 100):
+                chunk = ids[start:start + 100]
+                listing = self.sell.list_leads if kind == "lead" else self.sell.list_contacts
+                found = [record_in(kind, r) async for r in listing(ids=chunk)]
+                gone = sorted(set(chunk) - {r.id for r in found})
+                outcome = await self.services.store.run(
+                    sync_store.apply_batch, self.channel_id, found, [DeletionIn(kind, i) for i in gone], None,
+                    self.services.clock.now(), self.retries)
+                self.add({k: v for k, v in outcome.counts.items() if k != "pulled"})
+                self.linked.difference_update(outcome.unlinked)
+                self.linked.update(outcome.linked)
+                touched = await self.write(outcome.writes)
+                self.publish_users([*outcome.changed_users, *touched])
 
     async def conversion(self, kind: str, crm_id: int) -> ConversionIn | None:
         """What a deleted, linked lead became (None: it was deleted, not converted)."""
@@ -239,6 +262,7 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
         status, reason, error, state = SyncRunStatus.OK, "", "", None
         try:
             state = await run.pull()
+            await run.recheck()
             await run.push()
         except E.AuthenticationError as exc:
             await connection.token_rejected(services, channel_id, start.token, exc)

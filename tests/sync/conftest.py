@@ -41,8 +41,15 @@ class Kuloo:
         self.channel: int | None = None
 
     def call(self, method: str, params: dict | None = None):
+        from kuloo_daemon.control.client import ControlError
+
         with self.d.client() as c:
-            return c.call(method, params or {})
+            try:
+                return c.call(method, params or {})
+            except ControlError as exc:
+                if exc.code == "internal":  # show why: the daemon's log ends with the traceback
+                    raise AssertionError(f"{method} failed inside the daemon:\n{self.d.log()[-4000:]}") from exc
+                raise
 
     def create_channel(self, plan: str = "pro", **extra) -> dict:
         doc = self.call("channels.create", {"name": "Acme", "plan": plan, "sequential_tags": TAGS,
