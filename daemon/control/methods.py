@@ -23,11 +23,11 @@ from .. import __version__
 from ..clock import MANUAL, ClockError, iso, parse_instant
 from ..secrets import Secret
 from ..services import Services
-from ..store import Conflict, NotFound, sync_store
+from ..store import Conflict, Invalid, NotFound, sync_store
 from ..store import channels as channel_store
 from ..sync import connection, engine
 from ..vocabulary import Plan
-from . import render, sync_methods
+from . import render, sync_methods, users
 from .protocol import PROTOCOL_VERSION, ProtocolError
 
 log = structlog.get_logger("kuloo.control")
@@ -250,6 +250,7 @@ METHODS: dict[str, Handler] = {
     "channels.get": channels_get,
     "channels.update": channels_update,
     "channels.verify": channels_verify,
+    **users.METHODS,
 }
 
 METHODS.update(sync_methods.METHODS)
@@ -282,3 +283,5 @@ async def dispatch(services: Services, method: str, params: dict[str, Any], requ
         raise ProtocolError("not_found", str(exc), request_id) from None
     except Conflict as exc:
         raise ProtocolError("conflict", str(exc), request_id) from None
+    except Invalid as exc:
+        raise ProtocolError("invalid_params", str(exc), request_id) from None

@@ -62,8 +62,8 @@ from ..vocabulary import (
 )
 from . import NotFound
 from . import users as user_store
-from .models import AuditEntry, SyncError, SyncRun
 from .models import Channel as ChannelRow
+from .models import SyncError, SyncRun
 from .models import User as UserRow
 
 COUNT_KEYS = ("pulled", "users_created", "users_updated", "leads_created", "sell_updated", "conflicts",
@@ -281,9 +281,8 @@ async def _clear_errors(channel_id: int, user: UserRow | None, kind: str | None,
     return bool(cleared)
 
 
-async def _audit_sell_write(row: UserRow, name: str, old: Any, new: Any, note: str, now: datetime) -> None:
-    await AuditEntry.create(channel_id=row.channel_id, user_id=row.id, at=now, actor=Actor.SYNC.value,  # type: ignore[attr-defined]
-                            field=name, old=old, new=new, note=note)
+async def _audit(row: UserRow, name: str, old: Any, new: Any, note: str, now: datetime) -> None:
+    await user_store.audit_entry(row, name, old, new, actor=Actor.SYNC, now=now, note=note).save()
 
 
 def _unlink(row: UserRow) -> None:
@@ -465,9 +464,7 @@ class _Batch:
             self.index.relink(row.id, ("contact", conv.individual_id))
             self.out.unlinked.append(old)
             self.out.linked.append(("contact", conv.individual_id))
-            await AuditEntry.create(channel_id=self.channel.id, user_id=row.id, at=self.now, actor=Actor.SYNC.value,
-                                    field="crm", old=f"lead {d.id}", new=f"contact {conv.individual_id}",
-                                    note="lead converted in Sell: following the user to the contact")
+            await _audit(row, "crm", f"lead {d.id}", f"contact {conv.individual_id}", "lead converted in Sell: following the user to the contact", self.now)
             self.out.touched(row.id)
             return contact
         _unlink(row)
@@ -481,10 +478,8 @@ class _Batch:
             self.out.add("errors")
             return None
         again = row.add_to_crm or self.channel.add_all_users_to_crm
-        await AuditEntry.create(channel_id=self.channel.id, user_id=row.id, at=self.now, actor=Actor.SYNC.value,
-                                field="crm", old=f"{d.kind} {d.id}", new=None,
-                                note="deleted in Sell: " + ("pushed again as a new lead" if again
-                                                            else "sync stopped for this user"))
+        await _audit(row, "crm", f"{d.kind} {d.id}", None, "deleted in Sell: " + ("pushed again as a new lead" if again
+                                                            else "sync stopped for this user"), self.now)
         return None
 
     # -- records
@@ -519,8 +514,7 @@ class _Batch:
             self.index.relink(row.id, (rec.kind, rec.id))
             self.linked += 1
             self.out.linked.append((rec.kind, rec.id))
-            await AuditEntry.create(channel_id=self.channel.id, user_id=row.id, at=self.now, actor=Actor.SYNC.value,
-                                    field="crm", old=None, new=f"{rec.kind} {rec.id}", note="linked to the Sell record")
+            await _audit(row, "crm", None, f"{rec.kind} {rec.id}", "linked to the Sell record", self.now)
             await self.merge(row, rec)
         elif d.action == linking.IMPORT:
             if not self._room():
@@ -603,7 +597,7 @@ class _Batch:
             self.out.touched(row.id)
         for change in result.changes:
             if change.side != KULOO and not imported:
-                await _audit_sell_write(row, change.field, change.sell, change.kuloo,
+                await _audit(row, change.field, change.sell, change.kuloo,
                                         f"written to Sell {rec.kind} {rec.id}: {change.note}", self.now)
         # The base moves for the fields now agreed; those still to write move once Sell takes them.
         new_base = {n: v for n, v in result.base.items() if n not in result.to_sell}
@@ -743,8 +737,7 @@ async def link_pushed(channel_id: int, created: Sequence[tuple[int, str, int, di
             row.synced_values, row.crm_push_at = dict(values), None
             await _save_link(row)
             await _clear_errors(channel_id, row, None, None)
-            await AuditEntry.create(channel_id=channel_id, user_id=row.id, at=now, actor=Actor.SYNC.value,
-                                    field="crm", old=None, new=f"{kind} {crm_id}", note="pushed to Sell as a lead")
+            await _audit(row, "crm", None, f"{kind} {crm_id}", "pushed to Sell as a lead", now)
             touched.append(row.id)
         for user_id, text, maybe_applied in failed:
             row = await UserRow.get_or_none(id=user_id)

@@ -13,8 +13,6 @@ import pytest
 
 from sellsim.seeds import default_seed
 
-from .conftest import TAGS
-
 
 def kuloo_ids(records):
     return [(r.get("custom_fields") or {}).get("KulooId") for r in records]
