@@ -305,16 +305,17 @@ async def begin_run(channel_id: int, now: datetime) -> RunStart:
         channel = await _channel(channel_id)
         row = await SyncRun.create(channel_id=channel_id, started_at=now, status=SyncRunStatus.RUNNING.value,
                                    counts={})
-        reason = ""
+        reason = error = ""
         if not channel.sell_token:
-            reason = "no Zendesk Sell API token: set one on the channel to sync"
+            reason, error = "no_token", "no Zendesk Sell API token: set one on the channel to sync"
         elif channel.connection_status != ConnectionStatus.VERIFIED.value:
-            reason = f"the Sell connection is {channel.connection_status}: fix it and verify the channel"
+            reason = f"connection_{channel.connection_status}"
+            error = f"the Sell connection is {channel.connection_status}: fix it and verify the channel"
         if reason:
             row.status = sync_run_finish(SyncRunStatus.RUNNING, SyncRunStatus.SKIPPED).value
-            row.reason, row.finished_at = reason, now
+            row.reason, row.error, row.finished_at = reason, error, now
             await row.save()
-            channel.sync_status, channel.last_sync_at = f"skipped: {reason}", now
+            channel.sync_status, channel.last_sync_at = f"skipped: {error}", now
             await channel.save(update_fields=["sync_status", "last_sync_at"])
         linked = await UserRow.filter(channel_id=channel_id, crm_id__not_isnull=True).values_list("crm_kind", "crm_id")
     ids: dict[str, list[int]] = {"lead": [], "contact": []}
@@ -555,11 +556,25 @@ class _Batch:
         await self.merge(row, rec, imported=True)
 
     async def merge(self, row: UserRow, rec: RecordIn, *, imported: bool = False) -> None:
-        if await _clear_errors(self.channel.id, row, rec.kind, rec.id):
+        err = await SyncError.filter(user_id=row.id).first()
+        refused = err is not None and err.code == E_REFUSED
+        if not refused and await _clear_errors(self.channel.id, row, rec.kind, rec.id):
             self.out.touched(row.id)
         base = dict(row.synced_values or {})
-        result = merge(base, kuloo_values(user_view(row)), rec.values, kuloo_changed_at=_changed_at(row),
-                       sell_updated_at=rec.updated_at)
+
+        def run_merge():
+            return merge(base, kuloo_values(user_view(row)), rec.values, kuloo_changed_at=_changed_at(row),
+                         sell_updated_at=rec.updated_at)
+
+        result = run_merge()
+        hold = False
+        if refused and not {n for n in result.to_sell if n != SYNC_ERROR}:
+            # What Sell refused is no longer asked for: the error has cleared itself.
+            await _clear_errors(self.channel.id, row, rec.kind, rec.id)
+            self.out.touched(row.id)
+            result = run_merge()
+        elif refused and err.payload_key == payload_key(result.to_sell) and err.attempts >= self.retries:
+            hold = True  # refused that often: wait for a change (the base stays where it was)
         self.out.add("conflicts", result.conflicts)
         if result.to_kuloo:
             try:
@@ -607,7 +622,8 @@ class _Batch:
         if new_base != (row.synced_values or {}):
             row.synced_values = new_base
             await row.save(update_fields=["synced_values"])
-        self._sync_write(rec, dict(result.to_sell), row)
+        if not hold:
+            self._sync_write(rec, dict(result.to_sell), row)
 
 
 async def apply_batch(channel_id: int, records: Sequence[RecordIn], deletions: Sequence[DeletionIn],
@@ -688,9 +704,13 @@ async def plan_pushes(channel_id: int, now: datetime, retries: int = 3) -> PushP
 
 
 async def confirm_writes(channel_id: int, accepted: Sequence[SellWrite], refused: Sequence[tuple[SellWrite, str]],
-                         now: datetime) -> list[int]:
-    """Sell took ``accepted`` (the base moves); it refused ``refused`` (Sync errors). Users touched."""
+                         now: datetime) -> tuple[list[int], bool]:
+    """Sell took ``accepted`` (the base moves); it refused ``refused`` (Sync errors).
+
+    Returns the users touched, and whether an error cleared (its Sync error is then due in Sell).
+    """
     touched: list[int] = []
+    cleared = False
     async with in_transaction():
         ids = {w.user_id for w in accepted if w.user_id} | {w.user_id for w, _ in refused if w.user_id}
         rows = {r.id: r for r in await UserRow.filter(id__in=list(ids) or [0]).select_for_update()}
@@ -705,6 +725,7 @@ async def confirm_writes(channel_id: int, accepted: Sequence[SellWrite], refused
             if SYNC_ERROR not in w.fields or not w.fields[SYNC_ERROR]:
                 if await SyncError.filter(user_id=row.id, code=E_REFUSED).delete():
                     touched.append(row.id)
+                    cleared = True
                     if row.sync_error:
                         row.sync_error = ""
                         await row.save(update_fields=["sync_error"])
@@ -714,7 +735,7 @@ async def confirm_writes(channel_id: int, accepted: Sequence[SellWrite], refused
                              text=texts.sell_refused(text), key=payload_key(w.fields))
             if row is not None:
                 touched.append(row.id)
-    return touched
+    return touched, cleared
 
 
 async def link_pushed(channel_id: int, created: Sequence[tuple[int, str, int, dict[str, Any]]],

@@ -75,6 +75,7 @@ class _Run:
         self.counts: dict[str, int] = {}
         self.retries = services.config["sync.batch_retries"]
         self.pulled: set[tuple[str, int]] = set()
+        self.errors_cleared = False
         self.linked: set[tuple[str, int]] = {(k, i) for k, ids in start.linked_ids.items() for i in ids}
 
     def add(self, counts: dict[str, int]) -> None:
@@ -157,6 +158,11 @@ class _Run:
         """Partial PUTs; what Sell took and refused is recorded in one unit of work."""
         if not writes:
             return []
+        touched, cleared = await self._write(writes)
+        self.errors_cleared = self.errors_cleared or cleared
+        return touched
+
+    async def _write(self, writes: Sequence[SellWrite]) -> tuple[list[int], bool]:
         accepted: list[SellWrite] = []
         refused: list[tuple[SellWrite, str]] = []
         for w in writes:
@@ -187,13 +193,13 @@ class _Run:
     # -- push
 
     async def push(self) -> None:
-        for _round in range(2):  # a second round writes Sync errors that cleared in the first
+        for _round in range(2):  # a second round writes the Sync errors that cleared in the first
+            self.errors_cleared = False
             plan = await self.services.store.run(sync_store.plan_pushes, self.channel_id, self.services.clock.now(),
                                                  self.retries)
-            touched = await self.write(plan.updates)
-            self.publish_users(touched)
+            self.publish_users(await self.write(plan.updates))
             await self.create(plan.creates)
-            if not touched:
+            if not self.errors_cleared:
                 break
 
     async def create(self, pushes: Sequence[PushIn]) -> None:
