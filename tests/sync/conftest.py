@@ -43,7 +43,9 @@ class Kuloo:
     def call(self, method: str, params: dict | None = None):
         from kuloo_daemon.control.client import ControlError
 
-        with self.d.client() as c:
+        from kuloo_daemon.control.client import ControlClient
+
+        with ControlClient(self.d.socket_path, timeout=180) as c:  # a sync at Sell's real rate takes a while
             try:
                 return c.call(method, params or {})
             except ControlError as exc:
