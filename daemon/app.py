@@ -146,7 +146,7 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
         server = ControlServer(services, broadcaster, config["control.max_line_bytes"])
         life = Lifecycle(services, server, notifier)
         services.scheduler.jobs.extend(connection.jobs(services))
-        services.scheduler.jobs.append(engine.job(services))
+        services.scheduler.jobs.extend(engine.jobs(services))
         async with trio.open_nursery() as outer:
             await outer.start(_signals, life)
             async with trio.open_nursery() as tasks:

@@ -48,6 +48,7 @@ KEYS: dict[str, Key] = {
     "sell.max_attempts": Key(int, 5, "Attempts per Sell request on 429, 5xx and network errors.", minimum=1, maximum=20),
     "sell.verify_timeout_seconds": Key((int, float), 60, "Longest a token and custom-field check may take.", minimum=1, maximum=600),
     "sell.recheck_seconds": Key((int, float), 300, "How soon a check that could not reach Sell is tried again.", minimum=1, maximum=86400),
+    "sync.scheduled": Key(bool, True, "Sync every verified channel at its plan's cadence; false leaves syncing to sync.run (maintenance, tests)."),
     "sync.cadence_seconds": Key((int, float), 0, "Tests only: every plan syncs this often instead of its own cadence (0 = the plan's); refused unless sell.base_url is loopback.", minimum=0, maximum=86400),
     "sync.batch_retries": Key(int, 3, "How many runs in a row retry a record whose write Sell refused before it waits for a change.", minimum=1, maximum=20),
     "clock.mode": Key(str, "wall", "Business time: wall (the system clock) or manual (moved by clock.set/clock.advance; tests, demo).", choices=("wall", "manual")),

@@ -149,6 +149,7 @@ async def channels_create(services: Services, params: dict[str, Any]) -> dict[st
     if created.check is not None:
         doc = await connection.check_channel(services, created.check)
     services.publish("channel.updated", doc)
+    await engine.replan(services)
     return render.channel(doc)
 
 
@@ -187,6 +188,7 @@ async def channels_update(services: Services, params: dict[str, Any]) -> dict[st
         if updated.check is not None:
             doc = await connection.check_channel(services, updated.check)
         services.publish("channel.updated", doc)
+        await engine.replan(services)
     return render.channel(doc)
 
 
@@ -196,6 +198,7 @@ async def channels_verify(services: Services, params: dict[str, Any]) -> dict[st
         raise _invalid("the channel has no Zendesk Sell API token; set one with channels.update")
     doc = await connection.check_channel(services, inputs)
     services.publish("channel.updated", doc)
+    await engine.replan(services)
     return render.channel(doc)
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -38,7 +38,7 @@ import trio
 from ..crm import errors as E
 from ..crm.client import SellClient
 from ..crm.feed import ChangeFeed, RecordChanged
-from ..scheduler import ClockJob
+from ..scheduler import ClockJob, Job
 from ..services import Services
 from ..store import sync_store
 from ..store.sync_store import ConversionIn, DeletionIn, PushIn, RecordIn, RunDoc, SellWrite
@@ -49,7 +49,6 @@ from .values import KULOO_ID, normalize_email, sell_payload, sell_values
 log = structlog.get_logger("kuloo.sync")
 
 LINK_CHUNK = 25  # leads created between two store commits of their links
-SCHEDULE_RECHECK_SECONDS = 30  # business time: how soon a newly verified channel is noticed
 
 
 def _locks(services: Services) -> dict[int, trio.Lock]:
@@ -286,6 +285,7 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
                                        state, services.clock.now())
         log.info("sync finished", status=doc.status.value, reason=reason, **doc.counts)
         services.publish("sync.finished", doc)
+        await replan(services)
         return doc
     finally:
         structlog.contextvars.unbind_contextvars("sync_run", "channel_id")
@@ -294,27 +294,53 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
 # ----------------------------------------------------------------------------- the scheduler's job
 
 
-def job(services: Services) -> ClockJob:
-    """Each verified channel syncs at its plan's cadence, on its own phase of the interval."""
-    state: dict[str, Any] = {"next": None}
+def _plan_state(services: Services) -> dict[str, Any]:
+    state = getattr(services, "_sync_plan", None)
+    if state is None:
+        state = {"next": None, "plan_at": 0.0}
+        services._sync_plan = state  # type: ignore[attr-defined]
+    return state
+
+
+async def replan(services: Services) -> datetime | None:
+    """Re-read when the next channel is due (after a run, a verification, a plan change)."""
     override = services.config["sync.cadence_seconds"]
+    inputs = await services.store.run(sync_store.sync_schedule_inputs)
+    times = [schedule.next_sync_at(cid, schedule.cadence(p, override), last, verified)
+             for cid, p, last, verified in inputs]
+    state = _plan_state(services)
+    state["next"] = min(times, default=None)
+    state["plan_at"] = trio.current_time() + services.scheduler.tick_seconds
+    return state["next"]
+
+
+def jobs(services: Services) -> list[Job | ClockJob]:
+    """Each verified channel syncs at its plan's cadence, on its own phase of the interval.
+
+    ``sync`` (business time) runs the channels that are due; ``sync-plan`` (monotonic, every
+    tick) re-reads when the next one is due, so a channel verified in the background is
+    noticed; runs and channel edits re-plan at once. ``[sync] scheduled = false`` leaves
+    syncing to ``sync.run``.
+    """
+    state = _plan_state(services)
+    override = services.config["sync.cadence_seconds"]
+
+    async def plan() -> None:
+        await replan(services)
 
     async def run() -> None:
         now = services.clock.now()
         inputs = await services.store.run(sync_store.sync_schedule_inputs)
-        due = [cid for cid, plan, last, verified in inputs
-               if schedule.next_sync_at(cid, schedule.cadence(plan, override), last, verified) <= now]
+        due = [cid for cid, p, last, verified in inputs
+               if schedule.next_sync_at(cid, schedule.cadence(p, override), last, verified) <= now]
         async with trio.open_nursery() as nursery:
             for cid in due:
                 nursery.start_soon(run_channel, services, cid)
-        now = services.clock.now()
-        inputs = await services.store.run(sync_store.sync_schedule_inputs)
-        times = [schedule.next_sync_at(cid, schedule.cadence(plan, override), last, verified)
-                 for cid, plan, last, verified in inputs]
-        recheck = now + timedelta(seconds=SCHEDULE_RECHECK_SECONDS)
-        state["next"] = min([*times, recheck])
+        await replan(services)
 
-    return ClockJob("sync", lambda now: state["next"] or now, run)
+    if not services.config["sync.scheduled"]:
+        return []
+    return [ClockJob("sync", lambda now: state["next"], run), Job("sync-plan", lambda now: state["plan_at"], plan)]
 
 
 async def next_sync_at(services: Services, channel_id: int) -> datetime | None:

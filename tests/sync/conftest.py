@@ -41,9 +41,7 @@ class Kuloo:
         self.channel: int | None = None
 
     def call(self, method: str, params: dict | None = None):
-        from kuloo_daemon.control.client import ControlError
-
-        from kuloo_daemon.control.client import ControlClient
+        from kuloo_daemon.control.client import ControlClient, ControlError
 
         with ControlClient(self.d.socket_path, timeout=180) as c:  # a sync at Sell's real rate takes a while
             try:
@@ -105,10 +103,11 @@ class Kuloo:
 def make_kuloo(daemon_factory, sellsim):
     """``make_kuloo(rate=..., sub=...)``: a daemon on a manual clock against sellsim."""
 
-    def make(rate: float = FAST, sub: str = "", attempts: int = 6, timeout: float = 5) -> Kuloo:
+    def make(rate: float = FAST, sub: str = "", attempts: int = 6, timeout: float = 5,
+             scheduled: bool = False) -> Kuloo:
         d = daemon_factory(
             sub=sub,
-            extra_config='[clock]\nmode = "manual"\n',
+            extra_config=f'[clock]\nmode = "manual"\n[sync]\nscheduled = {str(scheduled).lower()}\n',
             sell=f'base_url = "{sellsim.base_url}"\nrequests_per_second = {rate}\nmax_attempts = {attempts}\n'
                  f"timeout_seconds = {timeout}\nverify_timeout_seconds = 30\n",
         )
@@ -117,6 +116,12 @@ def make_kuloo(daemon_factory, sellsim):
         return Kuloo(d, sellsim)
 
     return make
+
+
+@pytest.fixture
+def scheduled_kuloo(make_kuloo, sellsim):
+    sellsim.set_options(rate_per_second=FAST * 2, rate_per_hour=10**9)
+    return make_kuloo(scheduled=True)
 
 
 @pytest.fixture

@@ -41,26 +41,32 @@ def test_channels_are_spread_over_the_interval():
     assert min(gaps) > 300 / 10 / 3  # no two of ten channels bunched together
 
 
-def test_advancing_the_manual_clock_past_a_channel_s_due_time_runs_its_sync(kuloo, sellsim):
+def test_advancing_the_manual_clock_past_a_channel_s_due_time_runs_its_sync(scheduled_kuloo, sellsim):
+    kuloo = scheduled_kuloo
     sellsim.load_seed(default_seed(leads=3))
     doc = kuloo.create_channel(plan="pro")
+    # a channel is due as soon as it is verified: sync.run waits for that run or is it
+    first = kuloo.call("sync.run", {"channel": doc["id"]})
     got = kuloo.call("channels.get", {"id": doc["id"]})
-    assert got["sync"]["last_run"] is None
-    assert got["sync"]["next_sync_at"] == doc["connection"]["verified_at"]  # due at once
-    moved = kuloo.call("clock.advance", {"seconds": 31})
-    assert "sync" in moved["ran"], moved
-    got = kuloo.call("channels.get", {"id": doc["id"]})
-    first = got["sync"]["last_run"]
-    assert first["status"] == "ok" and first["counts"]["users_created"] == 3
+    assert got["sync"]["last_run"] == first and first["status"] == "ok"
+    assert len(kuloo.users()) == 3
     nxt = parse_instant(got["sync"]["next_sync_at"])
     started = parse_instant(first["started_at"])
     assert started < nxt <= started + FIVE
-    # just before the due time: no run; past it: the next run
-    now = parse_instant(moved["now"])
-    kuloo.call("clock.advance", {"seconds": (nxt - now).total_seconds() - 1})
+    # just before the due time: no run; past it: the next run, finished when the call returns
+    now = parse_instant(kuloo.call("status")["clock"]["now"])
+    moved = kuloo.call("clock.advance", {"seconds": (nxt - now).total_seconds() - 1})
+    assert "sync" not in moved["ran"]
     assert kuloo.call("channels.get", {"id": doc["id"]})["sync"]["last_run"]["id"] == first["id"]
-    kuloo.call("clock.advance", {"seconds": 2})
+    moved = kuloo.call("clock.advance", {"seconds": 2})
+    assert "sync" in moved["ran"], moved
     second = kuloo.call("channels.get", {"id": doc["id"]})["sync"]["last_run"]
     assert second["id"] != first["id"] and second["status"] == "ok"
+    assert parse_instant(second["started_at"]) >= nxt
     runs = kuloo.call("sync.runs", {"channel": doc["id"]})["runs"]
     assert [r["id"] for r in runs] == [second["id"], first["id"]]
+
+
+def test_without_a_verified_channel_nothing_is_scheduled(scheduled_kuloo):
+    moved = scheduled_kuloo.call("clock.advance", {"seconds": 7 * 86400})
+    assert "sync" not in moved["ran"]

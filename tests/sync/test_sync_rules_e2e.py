@@ -229,7 +229,7 @@ def test_a_conversion_to_an_organization_only_unlinks_with_an_error_and_no_repus
     kuloo.sync()
     conversion = sellsim.convert_lead(lead_id)
     assert conversion["individual_id"] is None
-    run = kuloo.sync()
+    kuloo.sync()
     user = kuloo.user("org@example.com")
     assert user["crm"] is None and "organization" in user["sync_error"]
     kuloo.sync()
