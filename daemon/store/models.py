@@ -34,10 +34,10 @@ class Channel(Model):
     sync_state = fields.JSONField(default=dict)
     last_sync_at = fields.DatetimeField(null=True)
     sync_status = fields.CharField(max_length=200, default="")
-    # The use cases set both from the clock; auto_now_add only fills in a row made otherwise
-    # (auto_now would overwrite the clock's time with the wall's on every save).
+    # The use cases write both from the clock (``channels._save``); auto_now only fills in
+    # rows written otherwise. Changing these flags would rebuild the table on SQLite.
     created_at = fields.DatetimeField(auto_now_add=True)
-    updated_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
 
     class Meta:
         table = "channel"
