@@ -76,6 +76,21 @@ def test_a_user_from_add_to_audit_in_business_time(manual, daemon_factory):
     assert code == 1 and "'upsell'" in message
     code, message = ctl(manual, "users.get", json.dumps({"id": 999}))
     assert code == 1 and "no user with id 999" in message
+    for method, params, needle in [
+        ("users.get", {"channel": channel}, "give 'id', or 'channel' and 'email'"),
+        ("users.get", {"channel": channel, "email": "nobody"}, "not an email address"),
+        ("users.get", {"id": "1"}, "'id' must be a positive integer user id"),
+        ("users.get", {"channel": 77, "email": "a@example.com"}, "no channel with id 77"),
+        ("users.add", {"channel": 77, "email": "a@example.com"}, "no channel with id 77"),
+        ("users.update", {"id": user["id"], "kuloo_id": "mine"}, "'kuloo_id' cannot be changed"),
+        ("users.activity", {}, "'id' must be a positive integer user id"),
+        ("users.activity", {"id": 999}, "no user with id 999"),
+        ("users.list", {"channel": 77}, "no channel with id 77"),
+        ("users.audit", {"id": user["id"], "limit": 0}, "'limit' must be an integer from 1 to 500"),
+        ("users.audit", {"id": 999}, "no user with id 999"),
+    ]:
+        code, message = ctl(manual, method, json.dumps(params))
+        assert code == 1 and needle in message, (method, params, message)
 
     # the KulooId and everything else survive a restart
     assert manual.stop() == 0
