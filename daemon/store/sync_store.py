@@ -34,11 +34,10 @@ from typing import Any
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from ..secrets import Secret
-from ..sync import caps, linking, texts
-from ..sync.linking import LinkIndex, RecordRef, UserRef
-from ..sync.merge import KULOO, merge
-from ..sync.values import (
+from ..rules import caps, linking, texts
+from ..rules.linking import LinkIndex, RecordRef, UserRef
+from ..rules.merge import KULOO, merge
+from ..rules.values import (
     FIELD_NAMES,
     KULOO_ID,
     PROMO,
@@ -48,6 +47,7 @@ from ..sync.values import (
     kuloo_values,
     normalize_email,
 )
+from ..secrets import Secret
 from ..vocabulary import (
     Actor,
     ConnectionStatus,

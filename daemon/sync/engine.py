@@ -38,13 +38,14 @@ import trio
 from ..crm import errors as E
 from ..crm.client import SellClient
 from ..crm.feed import ChangeFeed, RecordChanged
+from ..rules import schedule, texts
+from ..rules.values import KULOO_ID, normalize_email, sell_payload, sell_values
 from ..scheduler import ClockJob, Job
 from ..services import Services
 from ..store import sync_store
 from ..store.sync_store import ConversionIn, DeletionIn, PushIn, RecordIn, RunDoc, SellWrite
 from ..vocabulary import SyncRunStatus
-from . import connection, schedule, texts
-from .values import KULOO_ID, normalize_email, sell_payload, sell_values
+from . import connection
 
 log = structlog.get_logger("kuloo.sync")
 
@@ -273,7 +274,7 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
             await connection.token_rejected(services, channel_id, start.token, exc)
             status, reason, error = SyncRunStatus.FAILED, "token_rejected", str(exc)
         except E.SellError as exc:
-            log.warning("sync run stopped: Sell failed", error=str(exc))
+            log.warning("sync run stopped: sell failed", error=str(exc))
             status, reason, error = SyncRunStatus.FAILED, "sell_unavailable", str(exc)
         except Exception as exc:  # a bug must not take the daemon down; the run says it failed
             log.exception("sync run failed")

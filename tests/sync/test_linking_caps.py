@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kuloo_daemon.sync import caps, linking, texts
-from kuloo_daemon.sync.linking import LinkIndex, RecordRef, UserRef, decide
+from kuloo_daemon.rules import caps, linking, texts
+from kuloo_daemon.rules.linking import LinkIndex, RecordRef, UserRef, decide
 from kuloo_daemon.vocabulary import Plan
 
 ANN = UserRef(1, "k-ann", "ann@x.test", ("lead", 10))

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kuloo_daemon.sync.merge import KULOO, SELL, merge
-from kuloo_daemon.sync.values import (
+from kuloo_daemon.rules.merge import KULOO, SELL, merge
+from kuloo_daemon.rules.values import (
     FIELD_NAMES,
     canonical,
     kuloo_attrs,

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kuloo_daemon.clock import parse_instant
-from kuloo_daemon.sync import schedule
+from kuloo_daemon.rules import schedule
 from kuloo_daemon.vocabulary import Plan
 from sellsim.seeds import default_seed
 
