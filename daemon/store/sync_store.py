@@ -392,6 +392,8 @@ class _Batch:
         self.rows: dict[int, UserRow] = {}
         self.index = LinkIndex()
         self.linked = 0
+        self.user_errors: dict[int, SyncError] = {}
+        self.record_errors: set[tuple[str | None, int]] = set()
 
     async def load(self, records: Sequence[RecordIn], deletions: Sequence[DeletionIn]) -> None:
         cid = self.channel.id
@@ -410,6 +412,27 @@ class _Batch:
             self.rows[row.id] = row
             self.index.put(_ref(row))
         self.linked = await _linked_count(cid)
+        # The errors this batch may clear, read once (most records have none).
+        record_ids = [i for _k, i in keys]
+        eq = Q(crm_id__in=record_ids or [-1], user_id=None)
+        if self.rows:
+            eq |= Q(user_id__in=list(self.rows))
+        for e in await SyncError.filter(eq, channel_id=cid):
+            if e.user_id is not None:  # type: ignore[attr-defined]
+                self.user_errors[e.user_id] = e  # type: ignore[attr-defined]
+            else:
+                self.record_errors.add((e.crm_kind, int(e.crm_id)))
+
+    async def clear(self, user: UserRow | None, kind: str | None, crm_id: int | None) -> bool:
+        """``_clear_errors``, skipped when this batch knows there is nothing to clear."""
+        known = (user is not None and (user.id in self.user_errors or user.sync_error)) or \
+            (kind, crm_id) in self.record_errors
+        if not known:
+            return False
+        if user is not None:
+            self.user_errors.pop(user.id, None)
+        self.record_errors.discard((kind, crm_id))
+        return await _clear_errors(self.channel.id, user, kind, crm_id)
 
     def _sync_write(self, rec: RecordIn, fields: dict[str, Any], user: UserRow | None) -> None:
         if fields:
@@ -423,6 +446,9 @@ class _Batch:
             self.out.add("errors")
         if user is not None:
             self.out.touched(user.id)
+            self.user_errors[user.id] = await SyncError.filter(user_id=user.id).first()
+        else:
+            self.record_errors.add((rec.kind, rec.id))
         if rec.values.get(SYNC_ERROR) != text:
             self._sync_write(rec, {SYNC_ERROR: text}, None)
 
@@ -552,13 +578,13 @@ class _Batch:
         self.out.linked.append((rec.kind, rec.id))
         self.out.add("users_created")
         self.out.touched(row.id)
-        await _clear_errors(self.channel.id, None, rec.kind, rec.id)
+        await self.clear(None, rec.kind, rec.id)
         await self.merge(row, rec, imported=True)
 
     async def merge(self, row: UserRow, rec: RecordIn, *, imported: bool = False) -> None:
-        err = await SyncError.filter(user_id=row.id).first()
+        err = self.user_errors.get(row.id)
         refused = err is not None and err.code == E_REFUSED
-        if not refused and await _clear_errors(self.channel.id, row, rec.kind, rec.id):
+        if not refused and await self.clear(row, rec.kind, rec.id):
             self.out.touched(row.id)
         base = dict(row.synced_values or {})
 
@@ -570,7 +596,7 @@ class _Batch:
         hold = False
         if refused and not {n for n in result.to_sell if n != SYNC_ERROR}:
             # What Sell refused is no longer asked for: the error has cleared itself.
-            await _clear_errors(self.channel.id, row, rec.kind, rec.id)
+            await self.clear(row, rec.kind, rec.id)
             self.out.touched(row.id)
             result = run_merge()
         elif refused and err.payload_key == payload_key(result.to_sell) and err.attempts >= self.retries:
@@ -664,7 +690,14 @@ async def plan_pushes(channel_id: int, now: datetime, retries: int = 3) -> PushP
         channel = await _channel(channel_id)
         errors_by_user = {e.user_id: e for e in await SyncError.filter(channel_id=channel_id, user_id__not_isnull=True)}  # type: ignore[attr-defined]
         updates: list[SellWrite] = []
-        for row in await UserRow.filter(channel_id=channel_id, crm_id__not_isnull=True):
+        linked = UserRow.filter(channel_id=channel_id, crm_id__not_isnull=True)
+        # Only users changed since the last run that got this far (and those with errors to
+        # retry) can differ from what Sell has: never read every user of a big channel.
+        since = await SyncRun.filter(channel_id=channel_id, status__in=[
+            SyncRunStatus.OK.value, SyncRunStatus.PARTIAL.value]).order_by("-id").first()
+        if since is not None:
+            linked = linked.filter(Q(updated_at__gte=since.started_at) | Q(id__in=list(errors_by_user) or [0]))
+        for row in await linked:
             err = errors_by_user.get(row.id)
             if err is not None and err.code in (E_TAMPERED, E_DUPLICATE, E_VALUE):
                 continue  # waits for the record to change in Sell
