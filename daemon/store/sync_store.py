@@ -747,21 +747,25 @@ async def confirm_writes(channel_id: int, accepted: Sequence[SellWrite], refused
     async with in_transaction():
         ids = {w.user_id for w in accepted if w.user_id} | {w.user_id for w, _ in refused if w.user_id}
         rows = {r.id: r for r in await UserRow.filter(id__in=list(ids) or [0]).select_for_update()}
+        refused_users = set(await SyncError.filter(user_id__in=list(rows) or [0], code=E_REFUSED).values_list(
+            "user_id", flat=True))
+        moved: dict[int, UserRow] = {}
         for w in accepted:
             row = rows.get(w.user_id) if w.user_id else None
             if row is None or (row.crm_kind, row.crm_id) != (w.kind, w.id):
                 continue
-            base = dict(row.synced_values or {})
-            base.update(w.fields)
-            row.synced_values = base
-            await row.save(update_fields=["synced_values"])
-            if SYNC_ERROR not in w.fields or not w.fields[SYNC_ERROR]:
-                if await SyncError.filter(user_id=row.id, code=E_REFUSED).delete():
-                    touched.append(row.id)
-                    cleared = True
-                    if row.sync_error:
-                        row.sync_error = ""
-                        await row.save(update_fields=["sync_error"])
+            row.synced_values = {**(row.synced_values or {}), **w.fields}
+            moved[row.id] = row
+            if row.id in refused_users and (SYNC_ERROR not in w.fields or not w.fields[SYNC_ERROR]):
+                await SyncError.filter(user_id=row.id, code=E_REFUSED).delete()
+                refused_users.discard(row.id)
+                touched.append(row.id)
+                cleared = True
+                if row.sync_error:
+                    row.sync_error = ""
+                    await row.save(update_fields=["sync_error"])
+        if moved:
+            await UserRow.bulk_update(list(moved.values()), fields=["synced_values"])
         for w, text in refused:
             row = rows.get(w.user_id) if w.user_id else None
             await _set_error(channel_id, now, user=row, kind=w.kind, crm_id=w.id, email=w.email, code=E_REFUSED,
