@@ -243,6 +243,18 @@ async def _linked_count(channel_id: int) -> int:
     return await UserRow.filter(channel_id=channel_id, crm_id__not_isnull=True).count()
 
 
+async def _suspended(channel_id: int, cap: int | None) -> set[int]:
+    """Users whose links are past a lowered plan's cap: the newest links (caps.select)."""
+    if cap is None:
+        return set()
+    linked = await _linked_count(channel_id)
+    if linked <= cap:
+        return set()
+    ids = await UserRow.filter(channel_id=channel_id, crm_id__not_isnull=True).order_by(
+        "-crm_linked_at", "-id").limit(linked - cap).values_list("id", flat=True)
+    return set(ids)
+
+
 async def _set_error(channel_id: int, now: datetime, *, user: UserRow | None, kind: str | None, crm_id: int | None,
                      email: str, code: str, text: str, key: str = "") -> bool:
     """Record an error (one row per user, or per record without a user); True when new or changed."""
@@ -393,6 +405,7 @@ class _Batch:
         self.index = LinkIndex()
         self.linked = 0
         self.user_errors: dict[int, SyncError] = {}
+        self.suspended: set[int] = set()
         self.record_errors: set[tuple[str | None, int]] = set()
 
     async def load(self, records: Sequence[RecordIn], deletions: Sequence[DeletionIn]) -> None:
@@ -412,6 +425,7 @@ class _Batch:
             self.rows[row.id] = row
             self.index.put(_ref(row))
         self.linked = await _linked_count(cid)
+        self.suspended = await _suspended(cid, self.cap)
         # The errors this batch may clear, read once (most records have none).
         record_ids = [i for _k, i in keys]
         eq = Q(crm_id__in=record_ids or [-1], user_id=None)
@@ -516,7 +530,10 @@ class _Batch:
                                      rec.is_organization), self.index)
         if d.action == linking.IGNORE:
             return
-        if d.action == linking.MERGE:
+        if d.action == linking.MERGE and d.user.id in self.suspended:
+            # The plan was lowered below the links it has: the newest wait, linked, for room.
+            await self.record_error(rec, E_CAP, texts.plan_cap(Plan(self.channel.plan)), self.rows[d.user.id])
+        elif d.action == linking.MERGE:
             await self.merge(self.rows[d.user.id], rec)
         elif d.action == linking.TAMPERED:
             row = self.rows[d.user.id]
@@ -690,6 +707,16 @@ async def plan_pushes(channel_id: int, now: datetime, retries: int = 3) -> PushP
         channel = await _channel(channel_id)
         errors_by_user = {e.user_id: e for e in await SyncError.filter(channel_id=channel_id, user_id__not_isnull=True)}  # type: ignore[attr-defined]
         updates: list[SellWrite] = []
+        cap_text = texts.plan_cap(Plan(channel.plan))
+        for user_id in await _suspended(channel_id, caps.cap_of(channel.plan)):
+            err = errors_by_user.get(user_id)
+            if err is not None and err.code == E_CAP:
+                continue
+            row = await UserRow.get(id=user_id)
+            await _set_error(channel_id, now, user=row, kind=None, crm_id=None, email=row.email, code=E_CAP,
+                             text=cap_text)
+            errors_by_user[user_id] = await SyncError.filter(user_id=user_id).first()
+            updates.append(SellWrite(row.crm_kind, int(row.crm_id), {SYNC_ERROR: cap_text}, row.id, (), row.email))
         linked = UserRow.filter(channel_id=channel_id, crm_id__not_isnull=True)
         # Only users changed since the last run that got this far (and those with errors to
         # retry) can differ from what Sell has: never read every user of a big channel.
@@ -699,7 +726,7 @@ async def plan_pushes(channel_id: int, now: datetime, retries: int = 3) -> PushP
             linked = linked.filter(Q(updated_at__gte=since.started_at) | Q(id__in=list(errors_by_user) or [0]))
         for row in await linked:
             err = errors_by_user.get(row.id)
-            if err is not None and err.code in (E_TAMPERED, E_DUPLICATE, E_VALUE):
+            if err is not None and err.code in (E_TAMPERED, E_DUPLICATE, E_VALUE, E_CAP):
                 continue  # waits for the record to change in Sell
             k = kuloo_values(user_view(row))
             base = row.synced_values or {}
@@ -815,13 +842,18 @@ async def orphans_to_recheck(channel_id: int) -> list[tuple[str, int]]:
     duplicate whose address is no longer linked. The engine reads them again."""
     channel = await _channel(channel_id)
     rows = await SyncError.filter(channel_id=channel_id, user_id=None, code__in=[E_CAP, E_DUPLICATE])
-    if not rows:
-        return []
     room = caps.room_left(caps.cap_of(channel.plan), await _linked_count(channel_id))
     keys = [r.email.strip().lower() for r in rows if r.code == E_DUPLICATE]
     linked = set(await UserRow.filter(channel_id=channel_id, email_key__in=keys or ["\0"],
                                       crm_id__not_isnull=True).values_list("email_key", flat=True))
     out = []
+    # Linked users suspended by a lowered plan, now inside the cap again.
+    suspended = await _suspended(channel_id, caps.cap_of(channel.plan))
+    for e in await SyncError.filter(channel_id=channel_id, user_id__not_isnull=True, code=E_CAP):
+        if e.user_id not in suspended:  # type: ignore[attr-defined]
+            user = await UserRow.get_or_none(id=e.user_id)  # type: ignore[attr-defined]
+            if user is not None and user.crm_kind and user.crm_id is not None:
+                out.append((user.crm_kind, int(user.crm_id)))
     for r in rows:
         if r.crm_kind is None or r.crm_id is None:
             continue

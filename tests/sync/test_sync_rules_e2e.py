@@ -13,6 +13,8 @@ import pytest
 
 from sellsim.seeds import default_seed
 
+from .conftest import TAGS
+
 
 def kuloo_ids(records):
     return [(r.get("custom_fields") or {}).get("KulooId") for r in records]
@@ -363,3 +365,48 @@ def test_a_401_marks_the_channel_and_ends_the_run(kuloo, sellsim):
     assert doc["connection"]["status"] == "needs_new_token"
     assert doc["sync"]["last_run"]["id"] == run["id"]
     assert kuloo.call("sync.run", {"channel": kuloo.channel})["status"] == "skipped"
+
+
+def test_rule1_a_lowered_plan_keeps_the_oldest_links_and_suspends_the_newest(kuloo, sellsim):
+    sellsim.load_seed(default_seed(leads=12))
+    kuloo.create_channel(plan="starter")
+    kuloo.sync()
+    users = sorted(kuloo.users(), key=lambda u: u["id"])
+    assert len(users) == 12 and all(u["crm"] for u in users)
+    kuloo.call("channels.update", {"id": kuloo.channel, "plan": "free"})
+    kuloo.sync()
+    waiting = [u for u in kuloo.users() if u["sync_error"]]
+    assert len(waiting) == 2 and all(u["crm"] for u in waiting)  # still linked, not synced
+    assert all("Free plan syncs up to 10" in kuloo.lead(u["crm"]["id"])["custom_fields"]["Sync error"] for u in waiting)
+    # linked at the same (manual) time: the later links are the newest
+    assert {u["id"] for u in waiting} == {u["id"] for u in users[-2:]}
+    before = {u["email"]: u["promo_tags"] for u in waiting}
+    for u in waiting:  # an edit in Sell waits too
+        sellsim.edit_record("lead", u["crm"]["id"], {"custom_fields": {"Promo": ["upsell", "onboarding"],
+                                                                         "Subscription": "monthly"}})
+    kuloo.sync()
+    assert {u["email"]: kuloo.user(u["email"])["promo_tags"] for u in waiting} == before
+    kuloo.call("channels.update", {"id": kuloo.channel, "plan": "starter"})
+    kuloo.sync()
+    assert all(kuloo.user(u["email"])["frequency"] == "monthly" for u in waiting)
+    assert all(sorted(kuloo.user(u["email"])["promo_tags"]) == ["onboarding", "upsell"] for u in waiting)
+    assert all(not kuloo.user(u["email"])["sync_error"] for u in waiting) and kuloo.errors() == []
+    assert all(not (r["custom_fields"] or {}).get("Sync error") for r in kuloo.leads())
+
+
+def test_a_promo_value_kuloo_does_not_know_is_a_sync_error_until_fixed(kuloo, sellsim):
+    kuloo.create_channel()
+    # after the check, a Sell admin adds a choice the channel does not have
+    fid = next(d["id"] for d in sellsim.state()["accounts"][0]["definitions"]["lead"] if d["name"] == "Promo")
+    sellsim.edit_custom_field("lead", fid, {"choices": [*TAGS, "legacy"]})
+    lead = sellsim.create_record("lead", {"last_name": "Old", "email": "old@example.com",
+                                          "custom_fields": {"Promo": ["legacy"]}})
+    run = kuloo.sync()
+    assert run["status"] == "partial" and kuloo.users() == []
+    text = kuloo.lead(lead["id"])["custom_fields"]["Sync error"]
+    assert "'legacy'" in text and "welcome, onboarding, upsell" in text
+    assert [(e["user"], e["code"]) for e in kuloo.errors()] == [(None, "bad_value")]
+    sellsim.edit_record("lead", lead["id"], {"custom_fields": {"Promo": ["welcome"]}})
+    assert kuloo.sync()["status"] == "ok"
+    assert kuloo.user("old@example.com")["promo_tags"] == ["welcome"]
+    assert kuloo.errors() == [] and not kuloo.lead(lead["id"])["custom_fields"].get("Sync error")
