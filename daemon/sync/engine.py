@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -50,6 +50,8 @@ from . import connection
 log = structlog.get_logger("kuloo.sync")
 
 LINK_CHUNK = 25  # leads created between two store commits of their links
+RECONCILE_EVERY = timedelta(days=1)  # polling mode: how often deletions are looked for
+RECONCILED_AT = "reconciled_at"  # kept in the channel's feed state
 
 
 def _locks(services: Services) -> dict[int, trio.Lock]:
@@ -91,8 +93,13 @@ class _Run:
     async def pull(self) -> dict[str, Any] | None:
         feed = ChangeFeed(self.sell, now=self.services.clock.now)
         state: dict[str, Any] | None = None
+        # Polling cannot see deletions: it finds them by listing every record, which costs a
+        # page per 100 records — so only once per RECONCILE_EVERY of business time.
+        now = self.services.clock.now()
+        last = self.start.feed_state.get(RECONCILED_AT)
+        reconcile = last is None or now - datetime.fromisoformat(last) >= RECONCILE_EVERY
         known = {"lead": [i for k, i in self.linked if k == "lead"],
-                 "contact": [i for k, i in self.linked if k == "contact"]}
+                 "contact": [i for k, i in self.linked if k == "contact"]} if reconcile else None
         async with contextlib.aclosing(feed.batches(self.start.feed_state, known_ids=known)) as batches:
             async for batch in batches:
                 records: list[RecordIn] = []
@@ -113,6 +120,8 @@ class _Run:
                     touched = await self.write(outcome.writes)
                     self.publish_users([*outcome.changed_users, *touched])
                 state = batch.state
+        if state is not None and reconcile and state.get("mode") == "poll":
+            state[RECONCILED_AT] = now.isoformat()
         return state
 
     async def recheck(self) -> None:

@@ -49,3 +49,37 @@ async def test_initial_sync_imports_every_lead_and_a_second_run_is_idle(services
         counters = await trio.to_thread.run_sync(sellsim.counters)
         assert run.counts["sell_updated"] == 0 and run.counts["requests"] <= 2, (run, counters["requests"])
         assert (await services.store.run(sync_store.errors, cid, None, 10))[0] == []
+
+
+async def test_the_lookup_before_a_second_post_finds_the_record_by_kulooid_then_email(services_config, sellsim):
+    from kuloo_daemon.store.sync_store import PushIn
+
+    sellsim.set_options(rate_per_second=5000, rate_per_hour=10**9)
+    config = services_config(sell={"base_url": sellsim.base_url, "requests_per_second": 2000},
+                             clock={"mode": "manual"})
+    async with open_services(config) as services:
+        now = services.clock.now()
+        created = await services.store.run(channel_store.create, {"name": "A", "plan": "pro", "sequential_tags": TAGS},
+                                           Secret(DEMO_TOKEN), now)
+        await connection.check_channel(services, created.check)
+        start = await services.store.run(sync_store.begin_run, created.channel.id, now)
+        sell = await services.sell_pool.client(Secret(DEMO_TOKEN))
+        run = engine._Run(services, start, sell)
+
+        def push(kuloo_id, email):
+            return PushIn(1, kuloo_id, email, {}, (), True)
+
+        lead = await trio.to_thread.run_sync(sellsim.create_record, "lead", {
+            "last_name": "A", "email": "other@example.com", "custom_fields": {"KulooId": "k-lead"}})
+        contact = await trio.to_thread.run_sync(sellsim.create_record, "contact", {
+            "last_name": "B", "email": "b@example.com", "custom_fields": {"KulooId": "k-contact"}})
+        by_email = await trio.to_thread.run_sync(sellsim.create_record, "lead", {
+            "last_name": "C", "email": "c@example.com"})
+        foreign = await trio.to_thread.run_sync(sellsim.create_record, "lead", {
+            "last_name": "D", "email": "d@example.com", "custom_fields": {"KulooId": "someone-else"}})
+        assert (await run.find(push("k-lead", "x@example.com")))[:2] == ("lead", lead["id"])
+        assert (await run.find(push("k-contact", "x@example.com")))[:2] == ("contact", contact["id"])
+        assert (await run.find(push("k-new", "c@example.com")))[:2] == ("lead", by_email["id"])
+        assert await run.find(push("k-new", "d@example.com")) is None  # another user's record
+        assert await run.find(push("k-new", "nobody@example.com")) is None
+        assert foreign["id"]

@@ -410,3 +410,45 @@ def test_a_promo_value_kuloo_does_not_know_is_a_sync_error_until_fixed(kuloo, se
     assert kuloo.sync()["status"] == "ok"
     assert kuloo.user("old@example.com")["promo_tags"] == ["welcome"]
     assert kuloo.errors() == [] and not kuloo.lead(lead["id"])["custom_fields"].get("Sync error")
+
+
+def test_without_the_sync_api_polling_syncs_both_ways_at_its_lower_bound(kuloo, sellsim):
+    seed = default_seed(leads=5)
+    seed["accounts"][0]["sync_api"] = False
+    sellsim.load_seed(seed)
+    kuloo.create_channel()
+    assert kuloo.sync()["counts"]["users_created"] == 5
+    kuloo.sync()  # our KulooId writes come back once, with no write
+    sellsim.reset_counters()
+    run = kuloo.sync()
+    assert run["counts"]["requests"] == 2 and kuloo.writes() == 0  # a page of leads, a page of contacts
+    lead = kuloo.leads()[0]
+    sellsim.edit_record("lead", lead["id"], {"custom_fields": {"Subscription": "monthly"}})
+    kuloo.sync()
+    assert kuloo.user(lead["email"])["frequency"] == "monthly"
+    # deletions are found by listing everything, once a day of business time
+    gone = kuloo.leads()[1]
+    sellsim.delete_record("lead", gone["id"])
+    kuloo.sync()
+    assert kuloo.user(gone["email"])["crm"] is not None
+    kuloo.call("clock.advance", {"seconds": 86400})
+    kuloo.sync()
+    assert kuloo.user(gone["email"])["crm"] is None
+
+
+def test_a_create_that_may_have_landed_is_looked_up_before_any_second_post(kuloo, sellsim):
+    kuloo.create_channel()
+    user = kuloo.call("users.add", {"channel": kuloo.channel, "email": "jo@example.com", "last_name": "Jo",
+                                    "add_to_crm": True})
+    # Sell creates the lead, then the connection drops before the answer
+    sellsim.set_faults([{"kind": "drop_after", "path": "/v2/leads", "method": "POST", "count": 1}])
+    run = kuloo.call("sync.run", {"channel": kuloo.channel})
+    assert run["counts"]["leads_created"] == 0 and run["counts"]["errors"] == 1
+    (lead,) = kuloo.leads()
+    assert lead["custom_fields"]["KulooId"] == user["kuloo_id"]
+    assert kuloo.user("jo@example.com")["crm"] is None
+    kuloo.sync()
+    assert kuloo.user("jo@example.com")["crm"] == {"kind": "lead", "id": lead["id"]}
+    assert len(kuloo.leads()) == 1
+    assert sellsim.counters()["routes"].get("POST /v2/leads", 0) == 1  # never a second POST
+    assert kuloo.user("jo@example.com")["sync_error"] == ""
