@@ -9,7 +9,10 @@ lifted (loopback only). Figures (the issue's acceptance):
 - an idle cycle over N linked records: requests (goal ≤ 2);
 - cycles with k = 1, 100, 1,000 records changed in Sell: reads / lower bound, and the
   writes made (first names changed in Sell travel to Kuloo only: the needed writes are 0);
-- CPU time per synced record during the initial sync (goal ≤ 1 ms).
+- CPU time per synced record during the initial sync (goal ≤ 1 ms);
+- polling (the account without the Sync API): reads / ⌈k/100⌉ + 2;
+- the process's RSS after a sync with 100,000 more users in the store (goal ≤ 100 MB;
+  measured in this process, which runs the engine and the store like the daemon).
 
 ``KULOO_BENCH_LEADS`` sets N (default 5,000).
 """
@@ -141,7 +144,69 @@ async def _bench(sim: Sim, root: str) -> dict[str, float]:
             figures[f"k={k} reads / bound"] = reads / bound
             figures[f"k={k} writes (needed 0)"] = float(writes)
             await engine.run_channel(services, cid)
+
+        # Polling (no Sync API on the account's plan): bound ⌈k/100⌉ + 2.
+        account = sim.http.get("/_sim/accounts").json()[0]["id"]
+        sim.http.patch(f"/_sim/accounts/{account}", json={"sync_api": False}).raise_for_status()
+        await engine.run_channel(services, cid)  # the switch, and the once-a-day reconciliation
+        for k in (0, 100, 1000):
+            k = min(k, len(ids))
+            # Sell keeps whole seconds: records edited within the watermark's second are
+            # re-read (and skipped) by every poll; keep the phases' seconds apart.
+            sim.http.post("/_sim/clock", json={"advance": 5}).raise_for_status()
+            for i, lead_id in enumerate(ids[:k]):
+                sim.edit(lead_id, {"first_name": f"P{k}-{i}"})
+            sim.reset_counters()
+            await engine.run_channel(services, cid)
+            c = sim.counters()
+            reads, writes = split(c)
+            bound = math.ceil(k / 100) + 2
+            print(f"   polling, k={k:>5} changed in Sell: {reads} reads (bound {bound}), {writes} writes (needed 0)")
+            figures[f"polling k={k} reads / bound"] = reads / bound
+            await engine.run_channel(services, cid)
+
+        # Memory with 100,000 users in the store (app-registered, not for the CRM).
+        # filled by another process, so the objects made for the insert do not count here
+        fill = (f"import trio; from bench.bench_sync import fill_store; "
+                f"trio.run(fill_store, {str(services.store.db_path)!r}, {cid}, {USERS})")
+        await trio.to_thread.run_sync(lambda: subprocess.run([sys.executable, "-c", fill], check=True))
+        await engine.run_channel(services, cid)
+        rss = _rss_mb()
+        print(f"   RSS after a sync with {USERS:,} more users in the store: {rss:.0f} MB")
+        figures[f"RSS MB with {USERS} users"] = rss
     return figures
+
+
+USERS = 100_000
+
+
+async def _fill(channel_id: int, count: int) -> None:
+    from datetime import UTC, datetime
+
+    from tortoise.transactions import in_transaction
+
+    from kuloo_daemon.store.models import User as UserRow
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [UserRow(channel_id=channel_id, kuloo_id=f"bench{n:027d}", email=f"app{n}@example.net",
+                    email_key=f"app{n}@example.net", created_at=now, updated_at=now, changed_at={}, revision=1)
+            for n in range(count)]
+    async with in_transaction():
+        await UserRow.bulk_create(rows, batch_size=2000)
+
+
+async def fill_store(db_path: str, channel_id: int, count: int) -> None:
+    from kuloo_daemon.store.bridge import Store
+
+    async with Store.open(db_path) as store:
+        await store.run(_fill, channel_id, count)
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main() -> dict[str, float]:

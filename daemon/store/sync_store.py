@@ -707,8 +707,8 @@ async def plan_pushes(channel_id: int, now: datetime, retries: int = 3) -> PushP
         channel = await _channel(channel_id)
         errors_by_user = {e.user_id: e for e in await SyncError.filter(channel_id=channel_id, user_id__not_isnull=True)}  # type: ignore[attr-defined]
         updates: list[SellWrite] = []
-        cap_text = texts.plan_cap(Plan(channel.plan))
         for user_id in await _suspended(channel_id, caps.cap_of(channel.plan)):
+            cap_text = texts.plan_cap(Plan(channel.plan))
             err = errors_by_user.get(user_id)
             if err is not None and err.code == E_CAP:
                 continue
