@@ -6,6 +6,8 @@ says.
 
 - Both sides say the same: nothing to write (the record already says what it should).
 - Only one side moved away from the base: its value is copied to the other side.
+- No base yet (a first link by email or KulooId): a blank side is filled in from the
+  other, without a conflict.
 - Both moved, to different values: a conflict. ``unsubscribed`` always wins (an opt-out
   is never lost); otherwise the newer change wins — Sell's ``updated_at`` against the
   Kuloo change time of that field; a tie (or two unknown times) goes to Kuloo, whose
@@ -117,7 +119,17 @@ def merge(
         if k == s:
             new_base[name] = k
             continue
-        if known and s == b:
+        if not known and (k is None or s is None):
+            # First link (no base yet): a blank on one side is not a change, it is filled in.
+            if s is None:
+                to_sell[name] = k
+                changes.append(FieldChange(name, SELL, s, k, k, s, False, "first link: filled in from Kuloo"))
+                new_base[name] = k
+            else:
+                to_kuloo[name] = s
+                changes.append(FieldChange(name, KULOO, k, s, k, s, False, "first link: filled in from Sell"))
+                new_base[name] = s
+        elif known and s == b:
             to_sell[name] = k
             changes.append(FieldChange(name, SELL, s, k, k, s, False, "changed in Kuloo"))
             new_base[name] = k

@@ -95,6 +95,15 @@ def test_first_link_conflicts_go_to_the_newer_side_and_opt_out_wins():
     assert result.conflicts == 2
 
 
+def test_first_link_fills_blanks_from_the_other_side_without_a_conflict():
+    k = kuloo_values(user(last_name="", promo_tags=["welcome"]))
+    s = kuloo_values(user(last_name="Doe", promo_tags=[]))
+    # even with Kuloo's change the newer one, a blank is not a change
+    result = merge({}, k, s, kuloo_changed_at={n: T0 + timedelta(days=1) for n in k}, sell_updated_at=T0)
+    assert result.to_kuloo == {"last_name": "Doe"} and result.to_sell == {"Promo": ["welcome"]}
+    assert result.conflicts == 0
+
+
 def test_payload_carries_only_the_given_fields_and_promo_whole():
     body = sell_payload({"Promo": ["b", "a"], "Sync error": None, "first_name": "Bo"}, promo_order=["b", "a", "z"])
     assert body == {"first_name": "Bo", "custom_fields": {"Promo": ["b", "a"], "Sync error": None}}

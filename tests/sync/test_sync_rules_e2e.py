@@ -63,7 +63,8 @@ def test_rule2_a_lead_entered_in_sell_becomes_an_added_user_and_duplicates_get_a
     assert lead["custom_fields"]["KulooId"] == bo["kuloo_id"] and lead["custom_fields"]["Source"] == "sync"
     ann = kuloo.user("ann@example.com")
     assert ann["id"] == existing["id"] and ann["crm"] == {"kind": "lead", "id": match["id"]}  # linked, not duplicated
-    assert kuloo.lead(match["id"])["custom_fields"]["KulooId"] == existing["kuloo_id"]
+    assert kuloo.lead(match["id"])["custom_fields"].get("KulooId") == existing["kuloo_id"]
+    assert kuloo.lead(match["id"])["last_name"] == "Doe" and kuloo.user("ann@example.com")["last_name"] == "Doe"
     assert len(kuloo.users()) == 2
 
     # A second record with a linked email: a Sync error naming the record already linked, nothing else.
