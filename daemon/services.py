@@ -50,6 +50,8 @@ class Services:
     publish: Publish = _drop
     started_at: float = field(default_factory=time.monotonic)  # for uptime, monotonic
     stopping: bool = False
+    # Open control connections (the caller's own included); ``app`` wires it to the server.
+    connections: Callable[[], int] = lambda: 0
 
 
 async def make_clock(config: Config, store: Store) -> Clock:
