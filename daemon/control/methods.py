@@ -150,7 +150,7 @@ async def channels_create(services: Services, params: dict[str, Any]) -> dict[st
     if created.check is not None:
         doc = await connection.check_channel(services, created.check)
     services.publish("channel.updated", doc)
-    await engine.replan(services)
+    engine.poke(services)
     return render.channel(doc)
 
 
@@ -189,7 +189,7 @@ async def channels_update(services: Services, params: dict[str, Any]) -> dict[st
         if updated.check is not None:
             doc = await connection.check_channel(services, updated.check)
         services.publish("channel.updated", doc)
-        await engine.replan(services)
+        engine.poke(services)
     return render.channel(doc)
 
 
@@ -199,7 +199,7 @@ async def channels_verify(services: Services, params: dict[str, Any]) -> dict[st
         raise _invalid("the channel has no Zendesk Sell API token; set one with channels.update")
     doc = await connection.check_channel(services, inputs)
     services.publish("channel.updated", doc)
-    await engine.replan(services)
+    engine.poke(services)
     return render.channel(doc)
 
 

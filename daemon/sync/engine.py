@@ -324,6 +324,15 @@ async def replan(services: Services) -> datetime | None:
     return state["next"]
 
 
+def poke(services: Services) -> None:
+    """A channel changed (created, verified, a new plan): look at the schedule again now.
+
+    No store crossing here: the ``sync`` job becomes due at once, runs the channels due
+    (a newly verified one is due at once) and re-plans.
+    """
+    _plan_state(services)["next"] = services.clock.now()
+
+
 def jobs(services: Services) -> list[Job | ClockJob]:
     """Each verified channel syncs at its plan's cadence, on its own phase of the interval.
 
