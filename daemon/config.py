@@ -9,6 +9,7 @@ or ``[credentials] directory``); Sell tokens live in the store.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -33,7 +34,8 @@ KEYS: dict[str, Key] = {
     "daemon.state_dir": Key(str, "/var/lib/kuloo", "Folder for the database and other state (systemd StateDirectory=)."),
     "daemon.shutdown_grace_seconds": Key((int, float), 10, "On SIGTERM, how long in-flight work may take to finish.", minimum=0, maximum=300),
     "daemon.scheduler_tick_seconds": Key((int, float), 5, "How often the scheduler looks for due work.", minimum=0.05, maximum=300),
-    "store.database": Key(str, "", "SQLite file; relative paths are under daemon.state_dir. Default: <state_dir>/kuloo.sqlite3."),
+    "store.database": Key(str, "", "SQLite file; relative paths are under daemon.state_dir (no '..'); never in a system folder. "
+                                    "Default: <state_dir>/kuloo.sqlite3."),
     "control.socket": Key(str, "/run/kuloo/control.sock", "Path of the control socket (ignored under socket activation)."),
     "control.group": Key(str, "", "Group that owns the control socket (the admins); empty = the daemon's group."),
     "control.max_line_bytes": Key(int, 65536, "Longest control-protocol line accepted, in bytes.", minimum=1024, maximum=16 * 1024 * 1024),
@@ -53,6 +55,23 @@ KEYS: dict[str, Key] = {
     "sync.batch_retries": Key(int, 3, "How many runs in a row retry a record whose write Sell refused before it waits for a change.", minimum=1, maximum=20),
     "clock.mode": Key(str, "wall", "Business time: wall (the system clock) or manual (moved by clock.set/clock.advance; tests, demo).", choices=("wall", "manual")),
     "clock.start": Key(str, "", "Manual mode: the time of a fresh store, ISO 8601 with offset; empty = the wall time at first start."),
+    "articles.root": Key(str, "", "Folder articles.import may read under; relative paths are beside this file. Empty = <state_dir>/articles."),
+    "articles.allow_private_urls": Key(bool, False, "Let clipping fetch private and loopback addresses (tests and the demo only)."),
+    "articles.clip_timeout_seconds": Key((int, float), 15, "Timeout of one clipping fetch.", minimum=0.1, maximum=300),
+    "articles.clip_max_bytes": Key(int, 2_000_000, "Largest web page clipping reads.", minimum=1024, maximum=50_000_000),
+    "delivery.transport": Key(str, "smtp", "How email leaves: smtp, or maildir (the demo, dry runs).", choices=("smtp", "maildir")),
+    "delivery.maildir": Key(str, "", "Maildir folder for transport = maildir; relative paths are beside this file."),
+    "delivery.messages_per_second": Key((int, float), 10, "Most emails sent per second, per channel.", minimum=0.01, maximum=10_000),
+    "delivery.batch_size": Key(int, 50, "Emails claimed, sent over one connection and committed together.", minimum=1, maximum=10_000),
+    "delivery.max_attempts": Key(int, 5, "Attempts before a failing email is left failed for the admin.", minimum=1, maximum=50),
+    "delivery.retry_seconds": Key((int, float), 300, "First retry delay of a failed email (doubles each attempt).", minimum=1, maximum=86_400),
+    "delivery.list_unsubscribe_mailto": Key(str, "", "Address for a mailto: List-Unsubscribe beside the one-click URL; empty = none."),
+    "smtp.host": Key(str, "localhost", "SMTP relay host."),
+    "smtp.port": Key(int, 587, "SMTP relay port.", minimum=1, maximum=65535),
+    "smtp.security": Key(str, "starttls", "starttls, tls (implicit TLS) or none.", choices=("starttls", "tls", "none")),
+    "smtp.username": Key(str, "", "SMTP user; empty = no authentication. The password is the smtp-password credential."),
+    "smtp.timeout_seconds": Key((int, float), 30, "Timeout of one SMTP command.", minimum=0.1, maximum=600),
+    "links.public_url": Key(str, "", "Public base URL of the links service in emails, e.g. https://links.example.com; empty = the bound address."),
 }
 
 
@@ -79,6 +98,14 @@ class Config:
         db = self.values["store.database"] or "kuloo.sqlite3"
         return self.state_dir / db  # an absolute db path wins over state_dir
 
+    @property
+    def articles_root(self) -> Path:
+        return self.state_dir / (self.values["articles.root"] or "articles")
+
+    @property
+    def maildir_path(self) -> Path:
+        return self.state_dir / self.values["delivery.maildir"]
+
     def credentials_dir(self) -> str | None:
         return self.values["credentials.directory"] or os.environ.get("CREDENTIALS_DIRECTORY")
 
@@ -88,6 +115,8 @@ class Config:
 
 def _check(name: str, spec: Key, value: Any) -> str | None:
     types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
+    if isinstance(value, float) and not math.isfinite(value):  # nan passes every < and >
+        return f"{name}: {value!r} is not a finite number"
     if isinstance(value, bool) and bool not in types:
         return f"{name}: expected {_type_name(types)}, got a boolean"
     if not isinstance(value, types):
@@ -136,7 +165,9 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
         values["control.socket"] = str((path.parent / values["control.socket"]).resolve())
     if path is not None and values["credentials.directory"] and not Path(values["credentials.directory"]).is_absolute():
         values["credentials.directory"] = str((path.parent / values["credentials.directory"]).resolve())
-    if len(os.fsencode(values["control.socket"])) > 107:
+    if not values["control.socket"].strip():
+        problems.append("control.socket: must not be empty (a path such as /run/kuloo/control.sock)")
+    elif len(os.fsencode(values["control.socket"])) > 107:
         problems.append("control.socket: path is longer than the 107 bytes a Unix socket allows")
     if values["clock.start"]:
         try:
@@ -145,6 +176,16 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
             start = None
         if start is None or start.tzinfo is None:
             problems.append("clock.start: must be an ISO 8601 time with its offset, e.g. 2026-01-01T09:00:00Z")
+    for key in ("articles.root", "delivery.maildir"):
+        if path is not None and values[key] and not Path(values[key]).is_absolute():
+            values[key] = str((path.parent / values[key]).resolve())
+    if values["links.public_url"] and not str(values["links.public_url"]).startswith(("http://", "https://")):
+        problems.append("links.public_url: must start with https:// (or http:// for tests)")
+    if values["delivery.transport"] == "maildir" and not values["delivery.maildir"]:
+        problems.append("delivery.maildir: required when delivery.transport = \"maildir\"")
+    problem = _database_problem(values["store.database"], values["daemon.state_dir"])
+    if problem:
+        problems.append(f"store.database: {problem}")
     if not str(values["sell.base_url"]).startswith(("http://", "https://")):
         problems.append("sell.base_url: must start with http:// or https://")
     loopback = is_loopback_url(str(values["sell.base_url"]))
@@ -157,6 +198,35 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
     if problems:
         raise ConfigError(problems)
     return Config(path=path, values=values)
+
+
+# Folders that belong to the system: the database never lives there (a typo such as
+# /etc/passwd must not be opened, let alone written).
+SYSTEM_FOLDERS = ("/etc", "/proc", "/sys", "/dev", "/boot", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
+                  "/libx32", "/usr", "/run/systemd")
+
+
+def _database_problem(database: str, state_dir: str) -> str | None:
+    """Why ``store.database`` is not a sensible place for the SQLite file, or None.
+
+    Accepted: a plain relative path that stays inside ``daemon.state_dir``, or an absolute
+    path outside the system folders. Refused: SQLite's special names (``:memory:``,
+    ``file:`` URIs), a path naming a folder, and anything that resolves under a system folder.
+    """
+    if database.startswith(":") or database.startswith("file:"):
+        return f"{database!r} must be a file name, not a special SQLite name"
+    if database.endswith("/") or database in (".", ".."):
+        return f"{database!r} must be a file name, not a folder"
+    if database and not os.path.isabs(database) and ".." in Path(database).parts:
+        return f"{database!r} must stay inside daemon.state_dir (no '..')"
+    path = Path(state_dir) / (database or "kuloo.sqlite3")
+    resolved = os.path.realpath(path)
+    for folder in SYSTEM_FOLDERS:
+        for candidate in (os.path.normpath(path), resolved):
+            if candidate == folder or candidate.startswith(folder + "/"):
+                where = f"{str(path)!r}" if candidate == str(path) else f"{str(path)!r} leads to {candidate!r}"
+                return f"{where}, in the system folder {folder}; keep it under daemon.state_dir"
+    return None
 
 
 def is_loopback_url(url: str) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..clock import Clock, iso
 from ..store.channels import Channel
+from ..store.delivery import ArticleSummary, OutboxEntry
 from ..store.sync_store import ErrorDoc, RunDoc
 from ..store.users import AuditRecord, User
 
@@ -101,3 +102,21 @@ def event(name: str, data: Any) -> Any:
     if isinstance(data, User):
         return user(data)
     return data
+
+
+def article(a: ArticleSummary) -> dict[str, Any]:
+    return {
+        "id": a.id, "channel": a.channel, "key": a.key, "file": a.source_file, "title": a.title,
+        "format": a.format, "url": a.url, "tags": list(a.tags), "published_at": iso(a.published_at),
+        "delay_seconds": a.delay_seconds, "version": a.version, "withdrawn_at": iso(a.withdrawn_at),
+        "kind": "sequence" if a.tags else "newsletter",
+    }
+
+
+def outbox_entry(e: OutboxEntry) -> dict[str, Any]:
+    return {
+        "id": e.id, "channel": e.channel, "user": e.user, "email": e.email, "kind": e.kind,
+        "article": e.article, "articles": list(e.articles), "state": e.state.value,
+        "message_id": e.message_id, "attempts": e.attempts, "last_error": e.last_error,
+        "created_at": iso(e.created_at), "sent_at": iso(e.sent_at), "next_attempt_at": iso(e.next_attempt_at),
+    }

@@ -123,30 +123,42 @@ class UserTag(Model):
 
 
 class Article(Model):
+    """One article of a channel, as last imported; ``version`` goes up when its content changes."""
+
     id = fields.IntField(primary_key=True)
     channel = fields.ForeignKeyField("models.Channel", related_name="articles", on_delete=fields.CASCADE)
+    # Identity across re-imports: the front-matter ``id``, else the path relative to the folder.
+    key = fields.CharField(max_length=500, db_default="")
+    source_file = fields.TextField(db_default="")
     title = fields.CharField(max_length=500)
     format = fields.CharField(max_length=16, default="markdown")  # markdown | html | clip
-    body = fields.TextField(default="")
-    url = fields.TextField(default="")
+    body = fields.TextField(default="")  # Markdown or HTML; for a clip, the clipped HTML
+    url = fields.TextField(default="")  # a clip's page
     tags = fields.JSONField(default=list)  # sequential tags; empty = a newsletter article
     published_at = fields.DatetimeField(null=True)
     delay_seconds = fields.IntField(default=0)
     version = fields.IntField(default=1)
+    content_hash = fields.CharField(max_length=64, db_default="")
+    withdrawn_at = fields.DatetimeField(null=True)  # its file disappeared: never sent again
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
     class Meta:
         table = "article"
+        unique_together = (("channel", "key"),)
 
 
 class SequenceProgress(Model):
-    """One sequential article sent to one user."""
+    """One sequential article taken for one user: queued (``sent_at`` null) or sent.
+
+    A Reset deletes a user's rows; what was sent stays in the outbox.
+    """
 
     id = fields.IntField(primary_key=True)
     user = fields.ForeignKeyField("models.User", related_name="progress", on_delete=fields.CASCADE)
     article = fields.ForeignKeyField("models.Article", related_name="progress", on_delete=fields.CASCADE)
-    sent_at = fields.DatetimeField()
+    outbox_id = fields.IntField(null=True)
+    sent_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "sequence_progress"
@@ -160,11 +172,14 @@ class OutboxMessage(Model):
     channel = fields.ForeignKeyField("models.Channel", related_name="outbox", on_delete=fields.CASCADE)
     user = fields.ForeignKeyField("models.User", related_name="outbox", on_delete=fields.CASCADE)
     article = fields.ForeignKeyField("models.Article", related_name="outbox", null=True, on_delete=fields.SET_NULL)
+    articles = fields.JSONField(null=True)  # a digest's article ids
     kind = fields.CharField(max_length=16)  # sequence | digest
-    state = fields.CharField(max_length=16, default=OutboxState.QUEUED.value)
+    state = fields.CharField(max_length=16, default=OutboxState.QUEUED.value, db_index=True)
     message_id = fields.CharField(max_length=320, unique=True)
     attempts = fields.IntField(default=0)
     last_error = fields.TextField(default="")
+    next_attempt_at = fields.DatetimeField(null=True)
+    attempted_at = fields.DatetimeField(null=True)  # when it was last handed to the transport
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
     sent_at = fields.DatetimeField(null=True)
