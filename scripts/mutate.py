@@ -1,0 +1,183 @@
+"""`make mutate`: mutation testing of the modules where the product's promises live.
+
+Runs mutmut (the `.[mutate]` extra) on one module at a time, each against only the tests
+that exercise it, with one worker, and prints the survival rate per module.
+
+mutmut derives module names from file paths, and `daemon/` installs as `kuloo_daemon`
+(DECISIONS.md): so each module runs in a temporary copy of the checkout where `daemon/`
+is renamed `kuloo_daemon/`. The copy's root comes first on `sys.path`, ahead of the
+editable install's finder, so the tests import the copy (and mutmut's mutated copy of it).
+
+Add a module by adding a line to MODULES: its path under `daemon/` (or `sellsim/`) and
+the test files that are meant to catch its bugs. Run a subset with
+`make mutate MUTATE_ARGS="crm/budget.py secrets.py"`; `--keep` keeps the copies for
+`mutmut show`/`mutmut results` by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# module (relative to daemon/) -> the tests that should catch its bugs.
+# Keep each list short: every surviving mutant re-runs only the tests that cover it,
+# but the first (stats) run executes all of them once.
+MODULES: dict[str, list[str]] = {
+    "crm/budget.py": [
+        "tests/crm/test_crm_budget.py",
+        "tests/crm/test_crm_budget_bounds.py",
+    ],
+    "crm/errors.py": [
+        "tests/crm/test_crm_errors.py",
+        "tests/crm/test_crm_errors_bounds.py",
+    ],
+    "crm/feed.py": [
+        "tests/crm/test_crm_feed.py",
+    ],
+    "crm/verify.py": [
+        "tests/crm/test_crm_verify_pure.py",
+    ],
+    "control/protocol.py": [
+        "tests/daemon/test_protocol.py",
+    ],
+    "secrets.py": [
+        "tests/daemon/test_logs_and_secrets.py",
+        "tests/daemon/test_config.py",
+        "tests/daemon/test_secrets_bounds.py",
+    ],
+    "config.py": [
+        "tests/daemon/test_config.py",
+        "tests/daemon/test_config_bounds.py",
+    ],
+}
+
+# Functions whose mutants say nothing about behaviour (pure I/O shells measured elsewhere).
+# Format: mutmut's `do_not_mutate` globs, relative to the renamed tree.
+DO_NOT_MUTATE: list[str] = []
+
+COPY = ["daemon", "sellsim", "kuloo_tui", "tests", "config", "pyproject.toml"]
+
+
+def _make_copy(module: str, tests: list[str]) -> Path:
+    work = Path(tempfile.mkdtemp(prefix="kuloo-mutate-", dir="/tmp"))
+    for name in COPY:
+        src = ROOT / name
+        dst = work / ("kuloo_daemon" if name == "daemon" else name)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif src.exists():
+            shutil.copy2(src, dst)
+    target = f"kuloo_daemon/{module}"
+    pyproject = (work / "pyproject.toml").read_text(encoding="utf-8")
+    pyproject += "\n[tool.mutmut]\n" + "\n".join(
+        [
+            'source_paths = ["kuloo_daemon"]',
+            f"only_mutate = {json.dumps([target])}",
+            f"do_not_mutate = {json.dumps(DO_NOT_MUTATE)}",
+            f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
+            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]',
+            'also_copy = ["sellsim", "kuloo_tui", "config"]',
+            "use_git_change_detection = false",
+        ]
+    ) + "\n"
+    (work / "pyproject.toml").write_text(pyproject, encoding="utf-8")
+    return work
+
+
+def _results(work: Path, module: str) -> dict[str, list[str]]:
+    """Mutant names by mutmut's status, read from its own result file."""
+    from mutmut.stats import status_by_exit_code
+
+    meta = work / "mutants" / "kuloo_daemon" / (module + ".meta")
+    data = json.loads(meta.read_text(encoding="utf-8"))
+    out: dict[str, list[str]] = {}
+    for name, code in data.get("exit_code_by_key", {}).items():
+        status = "not checked" if code is None else status_by_exit_code[code]
+        out.setdefault(status, []).append(name)
+    return out
+
+
+# A mutant counts as caught when a test failed or the mutant hung; "no tests" (nothing
+# covers the mutated function) and "survived" both count against the module.
+CAUGHT = {"killed", "timeout", "caught by type check", "segfault"}
+
+
+def run_module(module: str, keep: bool, show: bool = False) -> tuple[int, int, list[str], float, str]:
+    tests = MODULES[module]
+    missing = [t for t in tests if not (ROOT / t).exists()]
+    tests = [t for t in tests if t not in missing]
+    work = _make_copy(module, tests)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(work) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("PYTEST_ADDOPTS", None)
+    mutmut = str(Path(sys.executable).with_name("mutmut"))
+    started = time.monotonic()
+    log = work / "mutmut.log"
+    with log.open("w") as out:
+        proc = subprocess.run(
+            ["nice", "-n", "10", mutmut, "run", "--max-children", "1"],
+            cwd=work,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    took = time.monotonic() - started
+    if proc.returncode != 0:
+        print(log.read_text(errors="replace")[-4000:], file=sys.stderr)
+        raise SystemExit(f"mutmut failed on {module} (copy kept in {work})")
+    res = _results(work, module)
+    total = sum(len(v) for v in res.values())
+    survivors = sorted(n for status, names in res.items() if status not in CAUGHT for n in names)
+    if show:
+        for name in survivors:
+            diff = subprocess.run([mutmut, "show", name], cwd=work, env=env, capture_output=True,
+                                  text=True, check=False).stdout  # fmt: skip
+            print(diff.rstrip(), flush=True)
+    if keep:
+        print(f"  copy kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    detail = ", ".join(f"{status} {len(names)}" for status, names in sorted(res.items()))
+    return total, len(survivors), survivors, took, detail
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", help="subset of MODULES (default: all)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
+    parser.add_argument("--list", action="store_true", help="print surviving mutant names")
+    parser.add_argument("--show", action="store_true", help="print each survivor's diff")
+    args = parser.parse_args(argv)
+    chosen = args.modules or list(MODULES)
+    unknown = [m for m in chosen if m not in MODULES]
+    if unknown:
+        parser.error(f"unknown module(s) {unknown}; known: {sorted(MODULES)}")
+    rows = []
+    for module in chosen:
+        total, survived, names, took, detail = run_module(module, args.keep, args.show)
+        rate = 100.0 * survived / total if total else 0.0
+        rows.append((module, total, survived, rate, took))
+        print(f"{module:24} {survived:4d}/{total:<4d} survived  {rate:5.1f}%  ({took:.0f} s: {detail})",
+              flush=True)  # fmt: skip
+        if args.list:
+            for name in names:
+                print(f"    {name}")
+    print()
+    print(f"{'module':24} {'mutants':>7} {'survived':>8} {'rate':>6}")
+    for module, total, survived, rate, _ in rows:
+        print(f"{module:24} {total:7d} {survived:8d} {rate:5.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
