@@ -142,3 +142,42 @@ def test_a_file_that_is_not_utf8_is_reported(tmp_path):
     f.write_bytes(b'[log]\nlevel = "\xff"\n')
     with pytest.raises(c.ConfigError, match="not valid TOML"):
         c.load(f)
+
+
+def test_every_section_is_checked_after_a_bad_one():
+    """Planted bugs: ``break`` after a section that is not a table (the rest unchecked),
+    another joiner in the error's text."""
+    problems = _problems({"nonsense": 1, "log": {"level": "loud"}})
+    assert problems == ["nonsense: expected a [nonsense] table",
+                        "log.level: 'loud' is not one of 'debug', 'info', 'warning', 'error'"]  # fmt: skip
+
+
+def test_relative_paths_stay_relative_without_a_file():
+    """Planted bugs: ``or`` for ``and`` in the path rules (no file to resolve against:
+    a crash on ``None.parent``)."""
+    cfg = c.from_mapping({"daemon": {"state_dir": "st"}, "control": {"socket": "c.sock"},
+                          "credentials": {"directory": "cr"}})  # fmt: skip
+    assert (cfg["daemon.state_dir"], cfg["control.socket"], cfg["credentials.directory"]) == ("st", "c.sock", "cr")
+    assert cfg.path is None
+
+
+def test_a_loaded_config_knows_its_file(tmp_path):
+    """Planted bug: ``Config(path=None)`` (SIGHUP could not re-read the file)."""
+    f = tmp_path / "k.toml"
+    f.write_text("")
+    assert c.load(f).path == f.resolve()
+
+
+def test_base_url_refusal_text():
+    """Planted bug: the message changed (operators grep for the key name)."""
+    assert _problems({"sell": {"base_url": "api.getbase.com"}}) == [
+        "sell.base_url: must start with http:// or https://"]  # fmt: skip
+
+
+def test_type_names_in_messages():
+    """Planted bugs: the wording for booleans, mixed types or unnamed types changed (no
+    key has such a type today; the next one will)."""
+    assert c._check("x.flag", c.Key(bool, False, "d"), "yes") == "x.flag: expected true or false, got str 'yes'"
+    assert c._check("x.mixed", c.Key((str, int), "", "d"), 1.5) == "x.mixed: expected a number or a string, got float 1.5"
+    assert c._check("x.list", c.Key(list, [], "d"), "a") == "x.list: expected list, got str 'a'"
+    assert c._check("x.flag", c.Key(bool, False, "d"), True) is None
