@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean mutate
+.PHONY: demo test bench soak lint clean mutate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Heavy acceptance runs kept out of `make test` (KULOO_SOAK=1 enlarges them).
+soak: $(STAMP)
+	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/daemon/test_control_abuse.py -k fuzz
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py

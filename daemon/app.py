@@ -157,6 +157,7 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
         ctx = Context(config=config, store=store, sell_pool=sell_pool, publish=broadcaster.publish,
                       scheduler_status=scheduler.status)
         server = ControlServer(ctx, broadcaster, config["control.max_line_bytes"])
+        ctx.connections = lambda: server.connections
         life = Lifecycle(ctx, server, scheduler, notifier)
         scheduler.jobs.append(_recheck_job(ctx))
         async with trio.open_nursery() as outer:

@@ -44,6 +44,7 @@ class Context:
     started_at: float = field(default_factory=time.monotonic)
     scheduler_status: Callable[[], dict[str, Any]] = dict
     stopping: bool = False
+    connections: Callable[[], int] = lambda: 0  # open control connections, set by app
 
 
 def _invalid(message: str) -> ProtocolError:
@@ -133,6 +134,7 @@ async def status(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         "store": str(ctx.store.db_path),
         "scheduler": ctx.scheduler_status(),
         "stopping": ctx.stopping,
+        "connections": ctx.connections(),
     }
 
 
@@ -158,8 +160,8 @@ async def channels_list(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 async def channels_get(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     if "name" in params and "id" not in params:
-        if not isinstance(params["name"], str):
-            raise _invalid("'name' must be a string")
+        if not isinstance(params["name"], str) or len(params["name"]) > 200:
+            raise _invalid("'name' must be a string of at most 200 characters")
         return await ctx.store.run(channel_store.get, None, params["name"])
     return await ctx.store.run(channel_store.get, _channel_id(params))
 
