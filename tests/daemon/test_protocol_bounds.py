@@ -22,27 +22,28 @@ def _error(line) -> p.ProtocolError:
 
 @pytest.mark.parametrize(
     ("rid", "ok"),
-    [(0, True), (-5, True), ("a", True), ("x" * 100, True), (10**99, True), ("x" * 101, False),
-     (10**100, False), ("", True), (True, False), (False, False), (1.5, False), (None, False),
-     ([1], False)],
+    [(0, True), (-5, True), ("a", True), ("x" * 100, True), ("x" * 101, False), ("", True),
+     (2**63 - 1, True), (2**63, False), (-(2**63), True), (-(2**63) - 1, False),
+     (True, False), (False, False), (1.5, False), (None, False), ([1], False), ("\ud800", False)],
 )  # fmt: skip
 def test_request_id_edges(rid, ok):
-    """Planted bugs: ``< 100`` for ``<= 100`` (a 100-character id refused), booleans or
-    floats accepted as ids, ``or`` for ``and`` (any long string accepted)."""
+    """Planted bugs: ``< 100`` for ``<= 100`` (a 100-character id refused), ``<`` for
+    ``<=`` at either end of the 64-bit range, booleans or floats accepted as ids, a
+    lone surrogate accepted (it could not be echoed back as UTF-8)."""
     line = json.dumps({"id": rid, "method": "status"}).encode()
     if ok:
         assert p.parse_request(line) == p.Request(rid, "status", {})
     else:
         err = _error(line)
         assert (err.code, err.id) == ("invalid_request", None)
-        assert err.message == "a request needs an id (an integer or a short string)"
+        assert err.message == "a request needs an id (a 64-bit integer or a short string)"
 
 
 def test_invalid_requests_keep_their_id_and_say_why():
     """Planted bugs: the id dropped from the error (the client cannot match it), a
     default type other than "request", an empty method accepted, the messages changed."""
     err = _error(b'{"id":4,"type":"reply","method":"x"}')
-    assert (err.code, err.id, err.message) == ("invalid_request", 4, "expected type 'request', got 'reply'")
+    assert (err.code, err.id, err.message) == ("invalid_request", 4, "expected type 'request'")
     err = _error(b'{"id":"q","method":""}')
     assert (err.code, err.id, err.message) == ("invalid_request", "q", "a request needs a method name")
     err = _error(b'{"id":5,"method":7}')

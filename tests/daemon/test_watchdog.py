@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import trio
+import trio.testing
 from structlog.testing import capture_logs
 
 from kuloo_daemon.app import _feed_watchdog
@@ -55,11 +56,14 @@ async def test_no_ping_while_the_scheduler_is_stuck_and_the_log_says_why(autojum
         async with trio.open_nursery() as nursery:
             ticking = trio.CancelScope()
 
-            async def run_scheduler() -> None:
+            async def run_scheduler(task_status=trio.TASK_STATUS_IGNORED) -> None:
                 with ticking:
-                    await scheduler.run()
+                    await scheduler.run(task_status=task_status)
 
-            nursery.start_soon(run_scheduler)
+            await nursery.start(run_scheduler)
+            # trio may run the feeder before the first tick: let the scheduler tick first
+            await trio.testing.wait_all_tasks_blocked()
+            assert scheduler.ticks == 1
             nursery.start_soon(_feed_watchdog, life, interval)
 
             healthy: list[bytes] = []
