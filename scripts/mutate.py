@@ -129,9 +129,9 @@ def _results(work: Path, module: str, globs: list[str]) -> dict[str, list[str]]:
 CAUGHT = {"killed", "timeout", "caught by type check", "segfault"}
 
 
-def run_module(module: str, keep: bool, show: bool = False) -> tuple[int, int, list[str], float, str]:
+def run_module(module: str, keep: bool, show: bool = False, skip: tuple[str, ...] = ()) -> tuple[int, int, list[str], float, str]:
     target = MODULES[module]
-    tests = [t for t in target.tests if (ROOT / t).exists()]
+    tests = [t for t in target.tests if (ROOT / t).exists() and t not in skip]
     globs = mutant_globs(module, target)
     work = _make_copy(module, tests, target.deselect)
     env = dict(os.environ)
@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
     parser.add_argument("--list", action="store_true", help="print surviving mutant names")
     parser.add_argument("--show", action="store_true", help="print each survivor's diff")
+    parser.add_argument("--skip-tests", nargs="+", default=[], metavar="FILE",
+                        help="leave these test files out (to measure what they add)")  # fmt: skip
     args = parser.parse_args(argv)
     chosen = args.modules or list(MODULES)
     unknown = [m for m in chosen if m not in MODULES]
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown module(s) {unknown}; known: {sorted(MODULES)}")
     rows = []
     for module in chosen:
-        total, survived, names, took, detail = run_module(module, args.keep, args.show)
+        total, survived, names, took, detail = run_module(module, args.keep, args.show, tuple(args.skip_tests))
         rate = 100.0 * survived / total if total else 0.0
         rows.append((module, total, survived, rate, took))
         print(f"{module:24} {survived:4d}/{total:<4d} survived  {rate:5.1f}%  ({took:.0f} s: {detail})",
