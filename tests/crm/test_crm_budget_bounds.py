@@ -74,8 +74,9 @@ async def test_fractional_rates_round_the_per_second_cap_down(autojump_clock, ra
 @pytest.mark.parametrize("rate", [0, 0.0, -1])
 def test_a_rate_that_is_not_positive_is_refused(rate):
     """Planted bug: ``if rate_per_second < 0`` lets 0 through (then 1/0 fails elsewhere)."""
-    with pytest.raises(ValueError, match="rate_per_second must be positive"):
+    with pytest.raises(ValueError) as err:
         RateBudget(rate_per_second=rate)
+    assert str(err.value) == "rate_per_second must be positive"
 
 
 def test_repr_and_defaults():
@@ -102,6 +103,22 @@ async def test_the_hour_cap_counts_exactly_per_hour_starts(autojump_clock):
     assert times[6] == pytest.approx(times[1] + 3600.0)
 
 
+async def test_an_hour_cap_of_one(autojump_clock):
+    """Planted bug: ``per_hour > 1`` (a cap of one request an hour ignored)."""
+    budget = RateBudget(rate_per_second=10.0, per_hour=1)
+    assert await _start_times(budget, 2) == pytest.approx([0.0, 3600.0])
+
+
+async def test_a_sub_second_defer_is_honoured(autojump_clock):
+    """Planted bug: ``if seconds > 1`` (a 0.5 s back-off from the retry policy ignored)."""
+    budget = RateBudget(rate_per_second=100.0)
+    await budget.acquire()
+    t0 = trio.current_time()
+    budget.defer(0.5)
+    await budget.acquire()
+    assert trio.current_time() - t0 == pytest.approx(0.5)
+
+
 def test_next_start_edges():
     """Planted bugs: ``limit < 0`` (a zero limit indexes an empty log), ``len > limit``
     (a full window ignored), spacing measured from ``now`` instead of the last start."""
@@ -116,6 +133,8 @@ def test_next_start_edges():
     assert next_start(5.0, 4.8, 0.5, []) == pytest.approx(5.3)
     # never earlier than now, even for a start long ago or a past deferral
     assert next_start(5.0, 1.0, 0.5, [], not_before=2.0) == 5.0
+    # a window without a limit is skipped, not the end of the list
+    assert next_start(5.0, None, 0.01, [([], 0, 1.0), ([4.2, 4.9], 2, 1.0)]) == pytest.approx(5.2)
     # the latest of all constraints wins
     assert next_start(5.0, 4.9, 0.5, [([4.0, 4.9], 2, 1.0)], not_before=5.2) == pytest.approx(5.4)
 
