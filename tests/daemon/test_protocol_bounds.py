@@ -139,3 +139,47 @@ def test_splitter_edges():
     assert s.feed(b"\n \n\t\nx\n") == [b"x"]
     assert s.feed(b"") == []
     assert p.LineSplitter().max == p.MAX_LINE_BYTES == 65536
+
+
+def test_client_protocol_edges():
+    """Planted bugs: ids not starting at 1, the client's own flaw check dropped or its
+    message lost, a too-long server line not reported as such, a connection-level error's
+    details dropped when it is tied to the oldest request, ``or`` for ``and`` there (a
+    reply with no id would be re-tied too), the client's messages changed."""
+    c = p.ClientProtocol("tui", max_line_bytes=100)
+    assert c.server is None
+    hid, data = c.hello()
+    assert hid == 0 and p.parse_request(data.rstrip(b"\n")) == p.Request(0, "hello", {"version": 1, "client": "tui"})
+    assert c.receive_data(b'{"type":"reply","id":0,"result":{"version":1,"server":"k"}}\n') == [
+        p.Reply(0, {"version": 1, "server": "k"})]  # fmt: skip
+    assert c.server == {"version": 1, "server": "k"}
+    assert c.request("status")[0] == 1 and c.request("status", {"a": 1})[0] == 2
+    with pytest.raises(ValueError) as err:
+        c.request("users.add", {"email": "\ud800"})
+    assert str(err.value) == "params.email contains a lone UTF-16 surrogate, which is not valid Unicode"
+    assert c.waiting == [1, 2]
+    got = c.receive_data(b'{"type":"error","id":null,"error":{"code":"parse_error","message":"m","details":{"k":1}}}\n')
+    assert got == [p.ErrorReply(1, "parse_error", "m", {"k": 1})] and c.waiting == [2]
+    with pytest.raises(p.ProtocolError) as perr:
+        c.receive_data(b'{"type":"reply","id":null,"result":1}\n')
+    assert (perr.value.code, perr.value.message) == ("invalid_request", "the server answered a request never sent (id None)")
+    with pytest.raises(p.ProtocolError) as perr:
+        c.receive_data(b"x" * 120 + b"\n")
+    assert (perr.value.code, perr.value.message) == ("line_too_long", "the server sent a line of 120 bytes")
+    assert perr.value.args == ("the server sent a line of 120 bytes",)
+    old = p.ClientProtocol()
+    old.hello(version=2)
+    with pytest.raises(p.ProtocolError) as perr:
+        old.receive_data(b'{"type":"reply","id":0,"result":{"version":2}}\n')
+    assert perr.value.message == "the server's hello reply names no version this client speaks"
+    assert old.server is None
+
+
+def test_server_protocol_hello_errors_carry_the_id():
+    """Planted bugs: the hello error without its request id; ``greeted`` not False at
+    first."""
+    s = p.ServerProtocol(["status"], "1.0")
+    assert s.greeted is False
+    [reply] = s.receive_data(b'{"id":"h1","method":"hello","params":{"version":9}}\n')
+    assert isinstance(reply, p.ErrorReply) and (reply.id, reply.code) == ("h1", "unsupported_version")
+    assert s.greeted is False
