@@ -143,6 +143,7 @@ def test_error_bodies_in_odd_shapes():
     assert [(e["code"], e["message"]) for e in errs] == [("c", "m")]
     assert E.parse_error_body(b"  \n ", "rid") == ("rid", [], "")
     assert E.parse_error_body(b"null") == (None, [], "null")
+    assert E.parse_error_body(b'[1,"a"]') == (None, [], '[1, "a"]')  # JSON, but not an envelope
     logref, errs, snippet = E.parse_error_body(b'{"meta": {"logref": "abc"}}', "header-id")
     assert (logref, errs, snippet) == ("abc", [], '{"meta": {"logref": "abc"}}')
     _, errs, snippet = E.parse_error_body(b"\xff\xfe not json")
