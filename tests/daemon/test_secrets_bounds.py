@@ -111,4 +111,4 @@ def test_credentials_are_utf8_whatever_the_locale(tmp_path):
             "sys.stdout.buffer.write(read_credential('k', sys.argv[1]).reveal().encode('utf-8'))")  # fmt: skip
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr.decode(errors="replace")
-    assert r.stdout.decode("utf-8") == "clé-secrète"
+    assert r.stdout.decode("utf-8") == "clé-secrète" == read_credential("k", tmp_path).reveal()
