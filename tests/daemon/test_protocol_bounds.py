@@ -183,3 +183,33 @@ def test_server_protocol_hello_errors_carry_the_id():
     [reply] = s.receive_data(b'{"id":"h1","method":"hello","params":{"version":9}}\n')
     assert isinstance(reply, p.ErrorReply) and (reply.id, reply.code) == ("h1", "unsupported_version")
     assert s.greeted is False
+
+
+def test_depth_is_the_deepest_nesting_even_after_closed_siblings():
+    """Planted bug: a closing bracket counted as -2 (siblings closed earlier make a
+    deeper branch later look shallower, and JSON past MAX_DEPTH gets through)."""
+    deep = "[" * 31 + "]" * 31  # 2 (the objects) + 31 = 33 levels
+    err = _error(('{"id":1,"method":"m","params":{"a":[[],[],[]],"b":' + deep + "}}").encode())
+    assert (err.code, err.message) == ("parse_error", f"JSON nested deeper than {p.MAX_DEPTH} levels")
+    ok = "[" * 30 + "]" * 30  # 32 levels: accepted
+    assert p.parse_request(('{"id":1,"method":"m","params":{"a":[[],[]],"b":' + ok + "}}").encode()).id == 1
+
+
+def test_unreadable_top_level_fields_are_named():
+    """Planted bugs: another label for a field name or value in the error text."""
+    err = _error(b'{"id":1,"method":"m","\\ud800":1}')
+    assert (err.code, err.id, err.message) == (
+        "invalid_request", 1, "a field name contains a lone UTF-16 surrogate, which is not valid Unicode")  # fmt: skip
+    err = _error(b'{"id":1,"method":"m","extra":"\\ud800"}')
+    assert err.message == "extra contains a lone UTF-16 surrogate, which is not valid Unicode"
+
+
+def test_client_hello_bytes_and_duplicate_ids():
+    """Planted bugs: another default client name, the version asked for not sent, the
+    duplicate-id refusal without its message."""
+    c = p.ClientProtocol()
+    _, data = c.hello(version=2)
+    assert p.parse_request(data.rstrip(b"\n")).params == {"version": 2, "client": "client"}
+    with pytest.raises(ValueError) as err:
+        c.hello()
+    assert str(err.value) == "request id 0 is already waiting for its reply"
