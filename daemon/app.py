@@ -1,8 +1,9 @@
-"""The daemon's lifetime: start services in order, serve, reload, stop.
+"""The daemon's lifetime: build the shared services, start the tasks in order, serve, reload, stop.
 
-Services start in one nursery with ``nursery.start`` and report readiness; ``READY=1``
-goes to systemd only after the store, the control socket and the scheduler are up.
-Shutdown has two phases: the first SIGTERM/SIGINT sends ``STOPPING=1``, stops accepting
+``run_daemon`` builds the one ``Services`` object (``services.open_services``) and hands
+it to the control server, the scheduler's jobs and the capabilities. Tasks start in one
+nursery with ``nursery.start`` and report readiness; ``READY=1`` goes to systemd only
+after the store, the control socket and the scheduler are up. Shutdown has two phases: the first SIGTERM/SIGINT sends ``STOPPING=1``, stops accepting
 and gives in-flight work ``daemon.shutdown_grace_seconds`` (a cancel-scope deadline);
 a second signal cancels everything at once. The store is closed in a shielded
 ``finally`` either way. SIGHUP re-reads the configuration (``RELOADING=1`` … ``READY=1``).
@@ -20,15 +21,14 @@ import trio
 
 from . import config as config_mod
 from . import logs
-from .control.methods import Context
+from .control import render
 from .control.server import Broadcaster, ControlServer, bind_unix
-from .crm.pool import ClientPool
-from .scheduler import Job, Scheduler
-from .store.bridge import Store
+from .scheduler import Scheduler
+from .services import Services, open_services
 from .sync import connection
 from .systemd import Notifier, listen_sockets, watchdog_interval
 
-log = structlog.get_logger("kuloo.daemon")
+log = structlog.get_logger("kuloo.app")
 
 # Keys that can change on SIGHUP; the others need a restart.
 RELOADABLE = {
@@ -40,19 +40,25 @@ RELOADABLE = {
 
 @dataclass
 class Lifecycle:
-    ctx: Context
+    services: Services
     server: ControlServer
-    scheduler: Scheduler
     notifier: Notifier
-    services: trio.Nursery | None = None
-    stopping: bool = False
+    tasks: trio.Nursery | None = None
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self.services.scheduler
+
+    @property
+    def stopping(self) -> bool:
+        """One stopping flag, the one in ``Services`` that the methods report."""
+        return self.services.stopping
 
     def begin_shutdown(self) -> None:
         if self.stopping:
             return
-        self.stopping = True
-        self.ctx.stopping = True
-        grace = self.ctx.config["daemon.shutdown_grace_seconds"]
+        self.services.stopping = True
+        grace = self.services.config["daemon.shutdown_grace_seconds"]
         self.notifier.stopping()
         self.notifier.status(f"stopping: draining for at most {grace}s")
         log.info("stopping", grace_seconds=grace)
@@ -61,18 +67,18 @@ class Lifecycle:
         self.apply_deadline()
 
     def apply_deadline(self) -> None:
-        if self.services is not None:
-            grace = self.ctx.config["daemon.shutdown_grace_seconds"]
-            self.services.cancel_scope.deadline = trio.current_time() + grace
+        if self.tasks is not None:
+            grace = self.services.config["daemon.shutdown_grace_seconds"]
+            self.tasks.cancel_scope.deadline = trio.current_time() + grace
 
     def cancel_now(self) -> None:
         log.warning("second signal: cancelling in-flight work now")
-        if self.services is not None:
-            self.services.cancel_scope.cancel()
+        if self.tasks is not None:
+            self.tasks.cancel_scope.cancel()
 
     def reload(self) -> None:
         self.notifier.reloading()
-        old = self.ctx.config
+        old = self.services.config
         try:
             new = config_mod.load(old.path) if old.path else old
         except config_mod.ConfigError as exc:
@@ -82,7 +88,7 @@ class Lifecycle:
             restart = [k for k in changed if k not in RELOADABLE]
             applied = dict(old.values)
             applied.update({k: new.values[k] for k in changed if k in RELOADABLE})
-            self.ctx.config = config_mod.Config(old.path, applied)
+            self.services.config = config_mod.Config(old.path, applied)
             self.scheduler.tick_seconds = applied["daemon.scheduler_tick_seconds"]
             logs.configure(applied["log.format"], applied["log.level"])
             log.info("configuration reloaded", changed=changed, need_restart=restart)
@@ -126,54 +132,39 @@ async def _feed_watchdog(life: Lifecycle, interval: float) -> None:
         await trio.sleep(interval / 2)
 
 
-def _recheck_job(ctx: Context) -> Job:
-    """Channels whose connection check could not reach Sell are checked again."""
-    state = {"next": 0.0}
-
-    async def run() -> None:
-        recheck = ctx.config["sell.recheck_seconds"]
-        state["next"] = trio.current_time() + min(recheck, 60)
-        await connection.recheck_unreachable(ctx.store, ctx.sell_pool, recheck, ctx.publish)
-
-    return Job("connection-recheck", lambda now: state["next"], run)
-
-
 async def run_daemon(config: config_mod.Config, *, socket_path: str | None = None, notifier: Notifier | None = None) -> None:
     notifier = notifier or Notifier()
     sockets = listen_sockets()
     notifier.status("opening the store")
-    async with Store.open(config.database_path) as store, ClientPool(
-        config["sell.base_url"],
-        rate_per_second=config["sell.requests_per_second"],
-        timeout=config["sell.timeout_seconds"],
-        max_attempts=config["sell.max_attempts"],
-    ) as sell_pool:
+    broadcaster = Broadcaster()
+
+    def publish(event: str, data: object) -> None:
+        broadcaster.publish(event, render.event(event, data))
+
+    async with open_services(config, publish) as services:
         bound_path = None
         if not sockets:
             bound_path = socket_path or config["control.socket"]
             sockets = [bind_unix(bound_path, config["control.group"])]
-        broadcaster = Broadcaster()
-        scheduler = Scheduler(config["daemon.scheduler_tick_seconds"])
-        ctx = Context(config=config, store=store, sell_pool=sell_pool, publish=broadcaster.publish,
-                      scheduler_status=scheduler.status)
-        server = ControlServer(ctx, broadcaster, config["control.max_line_bytes"])
-        ctx.connections = lambda: server.connections
-        life = Lifecycle(ctx, server, scheduler, notifier)
-        scheduler.jobs.append(_recheck_job(ctx))
+        server = ControlServer(services, broadcaster, config["control.max_line_bytes"])
+        services.connections = lambda: server.connections
+        life = Lifecycle(services, server, notifier)
+        services.scheduler.jobs.extend(connection.jobs(services))
         async with trio.open_nursery() as outer:
             await outer.start(_signals, life)
-            async with trio.open_nursery() as services:
-                life.services = services
-                await services.start(server.serve, sockets)
-                await services.start(scheduler.run)
+            async with trio.open_nursery() as tasks:
+                life.tasks = tasks
+                await tasks.start(server.serve, sockets)
+                await tasks.start(services.scheduler.run)
                 interval = watchdog_interval()
                 if interval:
-                    services.start_soon(_feed_watchdog, life, interval)
+                    tasks.start_soon(_feed_watchdog, life, interval)
                 log.info(
                     "daemon ready",
-                    store=str(store.db_path),
+                    store=str(services.store.db_path),
                     control_socket=bound_path or "(socket activation)",
                     watchdog_seconds=interval,
+                    clock=services.clock.mode,
                 )
                 notifier.ready(life.status_line())
                 if life.stopping:  # a signal arrived while starting

@@ -1,50 +1,51 @@
-"""The control methods: names, parameter checks, and the use case each one runs.
+"""The control methods: names, parameter checks, the use case each runs, the rendering.
 
-Parameter checking is pure (``check_channel_fields``), so every rule is testable
-without a socket; the handlers are thin: check, run one unit of work in the store,
-publish an event, return plain data.
+Parameter checking is pure (``check_channel_fields``), so every rule is testable without
+a socket; the handlers are thin: check, run the use case (one crossing of the store
+bridge per unit of work, through ``sync``/``store``), publish, render the typed result
+with ``render``. Everything they use comes from the ``Services`` object ``app`` built.
+``clock.set``/``clock.advance`` exist only when the clock is manual.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from .. import __version__
+from ..clock import MANUAL, ClockError, iso, parse_instant
+from ..secrets import Secret
+from ..services import Services
 from ..store import Conflict, NotFound
 from ..store import channels as channel_store
-from ..store.models import PLANS
 from ..sync import connection
+from ..vocabulary import Plan
+from . import render
 from .protocol import PROTOCOL_VERSION, ProtocolError
-
-if TYPE_CHECKING:
-    from ..config import Config
-    from ..crm.pool import ClientPool
-    from ..store.bridge import Store
 
 log = structlog.get_logger("kuloo.control")
 
-Handler = Callable[["Context", dict[str, Any]], Awaitable[Any]]
+Handler = Callable[[Services, dict[str, Any]], Awaitable[Any]]
+
+# How long clock.advance / clock.set wait by default for the work that became due.
+SETTLE_SECONDS = 30.0
+SETTLE_MAX_SECONDS = 600.0
 
 
-@dataclass
-class Context:
-    """What the methods may use; owned by ``app``."""
+@dataclass(frozen=True)
+class ChannelEdit:
+    """A checked channel edit: the fields, and the token (a ``Secret`` from the start)."""
 
-    config: Config
-    store: Store
-    sell_pool: ClientPool
-    publish: Callable[[str, Any], None] = lambda event, data: None
-    started_at: float = field(default_factory=time.monotonic)
-    scheduler_status: Callable[[], dict[str, Any]] = dict
-    stopping: bool = False
-    connections: Callable[[], int] = lambda: 0  # open control connections, set by app
+    fields: dict[str, Any] = field(default_factory=dict)
+    set_token: bool = False
+    token: Secret | None = None  # with set_token: None removes the token
 
 
 def _invalid(message: str) -> ProtocolError:
@@ -58,7 +59,7 @@ def _channel_id(params: dict[str, Any]) -> int:
     return value
 
 
-def check_channel_fields(params: dict[str, Any], *, creating: bool) -> tuple[dict[str, Any], tuple[bool, str | None]]:
+def check_channel_fields(params: dict[str, Any], *, creating: bool) -> ChannelEdit:
     """Validate the editable fields of a channel document; every problem is reported."""
     problems: list[str] = []
     out: dict[str, Any] = {}
@@ -71,10 +72,10 @@ def check_channel_fields(params: dict[str, Any], *, creating: bool) -> tuple[dic
         else:
             out["name"] = name.strip()
     if "plan" in params:
-        if params["plan"] not in PLANS:
-            problems.append(f"'plan' must be one of {', '.join(PLANS)}")
+        if params["plan"] not in tuple(Plan):
+            problems.append(f"'plan' must be one of {', '.join(Plan)}")
         else:
-            out["plan"] = params["plan"]
+            out["plan"] = Plan(params["plan"]).value
     if "add_all_users_to_crm" in params:
         if not isinstance(params["add_all_users_to_crm"], bool):
             problems.append("'add_all_users_to_crm' must be true or false")
@@ -104,92 +105,136 @@ def check_channel_fields(params: dict[str, Any], *, creating: bool) -> tuple[dic
             problems.append("'postal_address' must be a string of at most 1000 characters")
         else:
             out["postal_address"] = params["postal_address"]
-    token_change: tuple[bool, str | None] = (False, None)
+    set_token, token = False, None
     if "api_token" in params:
-        token = params["api_token"]
-        if token is None or token == "":
-            token_change = (True, None)
-        elif not isinstance(token, str):
+        raw = params["api_token"]
+        if raw is None or raw == "":
+            set_token = True
+        elif not isinstance(raw, str):
             problems.append("'api_token' must be a string, or null to remove it")
         else:
-            token = token.strip()
-            if any(c.isspace() for c in token) or not 20 <= len(token) <= 512:
+            secret = Secret(raw.strip())
+            value = secret.reveal()
+            if any(c.isspace() for c in value) or not 20 <= len(value) <= 512:
                 # Never echo the token back: it is a secret even when malformed.
-                problems.append("'api_token' does not look like a Zendesk Sell API token (no spaces, 64 characters)")
+                problems.append("'api_token' does not look like a Zendesk Sell API token "
+                                "(20 to 512 characters, no spaces)")
             else:
-                token_change = (True, token)
+                set_token, token = True, secret
     if problems:
         raise ProtocolError("invalid_params", "; ".join(problems), details={"problems": problems})
-    return out, token_change
+    return ChannelEdit(out, set_token, token)
 
 
-async def status(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    channels = await ctx.store.run(channel_store.count)
+async def status(services: Services, params: dict[str, Any]) -> dict[str, Any]:
+    channels = await services.store.run(channel_store.count)
     return {
         "version": __version__,
         "protocol": PROTOCOL_VERSION,
         "pid": os.getpid(),
-        "uptime_seconds": round(time.monotonic() - ctx.started_at, 3),
+        "uptime_seconds": round(time.monotonic() - services.started_at, 3),
         "channels": channels,
-        "store": str(ctx.store.db_path),
-        "scheduler": ctx.scheduler_status(),
-        "stopping": ctx.stopping,
-        "connections": ctx.connections(),
+        "store": str(services.store.db_path),
+        "scheduler": services.scheduler.status(),
+        "stopping": services.stopping,
+        "clock": render.clock(services.clock),
+        "connections": services.connections(),
     }
 
 
-async def _check_connection(ctx: Context, channel_id: int) -> dict[str, Any]:
-    return await connection.check_channel(
-        ctx.store, ctx.sell_pool, channel_id, deadline_s=ctx.config["sell.verify_timeout_seconds"]
-    )
+async def channels_create(services: Services, params: dict[str, Any]) -> dict[str, Any]:
+    edit = check_channel_fields(params, creating=True)
+    created = await services.store.run(channel_store.create, edit.fields, edit.token, services.clock.now())
+    doc = created.channel
+    log.info("channel created", channel_id=doc.id, channel=doc.name)
+    if created.check is not None:
+        doc = await connection.check_channel(services, created.check)
+    services.publish("channel.updated", doc)
+    return render.channel(doc)
 
 
-async def channels_create(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    fields, (_, token) = check_channel_fields(params, creating=True)
-    doc = await ctx.store.run(channel_store.create, fields, token)
-    log.info("channel created", channel_id=doc["id"], channel=doc["name"])
-    if token:
-        doc = await _check_connection(ctx, doc["id"])
-    ctx.publish("channel.updated", doc)
-    return doc
+async def channels_list(services: Services, params: dict[str, Any]) -> dict[str, Any]:
+    return {"channels": [render.channel(c) for c in await services.store.run(channel_store.list_all)]}
 
 
-async def channels_list(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    return {"channels": await ctx.store.run(channel_store.list_all)}
-
-
-async def channels_get(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+async def channels_get(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     if "name" in params and "id" not in params:
         if not isinstance(params["name"], str) or len(params["name"]) > 200:
             raise _invalid("'name' must be a string of at most 200 characters")
-        return await ctx.store.run(channel_store.get, None, params["name"])
-    return await ctx.store.run(channel_store.get, _channel_id(params))
+        return render.channel(await services.store.run(channel_store.get_by_name, params["name"]))
+    return render.channel(await services.store.run(channel_store.get, _channel_id(params)))
 
 
-async def channels_update(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+async def channels_update(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     channel_id = _channel_id(params)
-    fields, token_change = check_channel_fields(params, creating=False)
-    result = await ctx.store.run(channel_store.update, channel_id, fields, token_change)
-    doc, changed = result["document"], result["changed"]
-    if changed:
-        log.info("channel updated", channel_id=channel_id, changed=changed)
-        await connection.release_token(ctx.store, ctx.sell_pool, result.get("replaced_token"))
+    edit = check_channel_fields(params, creating=False)
+    updated = await services.store.run(
+        channel_store.update, channel_id, edit.fields, edit.set_token, edit.token, services.clock.now()
+    )
+    doc = updated.channel
+    if updated.changed:
+        log.info("channel updated", channel_id=channel_id, changed=list(updated.changed))
+        if updated.released_token is not None:
+            await services.sell_pool.discard(updated.released_token)
         # A new token, or new sequential tags (the Promo choices), is checked at once:
         # the reply lists every problem with the Sell setup.
-        if doc["api_token"] and ("api_token" in changed or "sequential_tags" in changed):
-            doc = await _check_connection(ctx, channel_id)
-        ctx.publish("channel.updated", doc)
-    return doc
+        if updated.check is not None:
+            doc = await connection.check_channel(services, updated.check)
+        services.publish("channel.updated", doc)
+    return render.channel(doc)
 
 
-async def channels_verify(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    channel_id = _channel_id(params)
-    token, _tags, _status = await ctx.store.run(channel_store.connection_inputs, channel_id)
-    if token is None:
+async def channels_verify(services: Services, params: dict[str, Any]) -> dict[str, Any]:
+    inputs = await services.store.run(channel_store.check_inputs, _channel_id(params))
+    if inputs is None:
         raise _invalid("the channel has no Zendesk Sell API token; set one with channels.update")
-    doc = await _check_connection(ctx, channel_id)
-    ctx.publish("channel.updated", doc)
-    return doc
+    doc = await connection.check_channel(services, inputs)
+    services.publish("channel.updated", doc)
+    return render.channel(doc)
+
+
+def _settle_seconds(params: dict[str, Any]) -> float:
+    value = params.get("timeout_seconds", SETTLE_SECONDS)
+    if not _is_number(value) or not 0 <= value <= SETTLE_MAX_SECONDS:
+        raise _invalid(f"'timeout_seconds' must be a number from 0 to {SETTLE_MAX_SECONDS:g}")
+    return float(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+async def _moved(services: Services, within_seconds: float) -> dict[str, Any]:
+    """After a move: wait for the business-time work that became due, and say what ran."""
+    settled = await services.scheduler.settle(within_seconds)
+    services.publish("clock.moved", {"now": iso(services.clock.now())})
+    return {"now": iso(services.clock.now()), "ran": settled.ran, "pending": settled.pending,
+            "timed_out": settled.timed_out}
+
+
+async def clock_advance(services: Services, params: dict[str, Any]) -> dict[str, Any]:
+    seconds = params.get("seconds")
+    if not _is_number(seconds) or seconds < 0:
+        raise _invalid("'seconds' must be a number of seconds, 0 or more (the clock only moves forwards)")
+    timeout = _settle_seconds(params)
+    try:
+        at = await services.clock.advance(seconds)
+    except ClockError as exc:
+        raise _invalid(str(exc)) from None
+    log.info("clock advanced", seconds=seconds, now=iso(at))
+    return await _moved(services, timeout)
+
+
+async def clock_set(services: Services, params: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(params.get("at"), str):
+        raise _invalid("'at' must be an ISO 8601 time with its offset, e.g. 2026-01-01T09:00:00Z")
+    timeout = _settle_seconds(params)
+    try:
+        at = await services.clock.set(parse_instant(params["at"]))
+    except ClockError as exc:
+        raise _invalid(str(exc)) from None
+    log.info("clock set", now=iso(at))
+    return await _moved(services, timeout)
 
 
 METHODS: dict[str, Handler] = {
@@ -201,14 +246,27 @@ METHODS: dict[str, Handler] = {
     "channels.verify": channels_verify,
 }
 
+MANUAL_CLOCK_METHODS: dict[str, Handler] = {
+    "clock.advance": clock_advance,
+    "clock.set": clock_set,
+}
 
-async def dispatch(ctx: Context, method: str, params: dict[str, Any], request_id: Any = None) -> Any:
+
+def available(services: Services) -> dict[str, Handler]:
+    """The methods this daemon answers: the clock is moved by hand only in manual mode."""
+    if services.clock.mode == MANUAL:
+        return {**METHODS, **MANUAL_CLOCK_METHODS}
+    return METHODS
+
+
+async def dispatch(services: Services, method: str, params: dict[str, Any], request_id: Any = None) -> Any:
     """Run one method; store errors become protocol errors with their codes."""
-    handler = METHODS.get(method)
+    methods = available(services)
+    handler = methods.get(method)
     if handler is None:
-        raise ProtocolError("unknown_method", f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}", request_id)
+        raise ProtocolError("unknown_method", f"unknown method {method!r}; known: {', '.join(sorted(methods))}", request_id)
     try:
-        return await handler(ctx, params)
+        return await handler(services, params)
     except ProtocolError as exc:
         exc.id = request_id
         raise

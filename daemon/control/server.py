@@ -39,6 +39,7 @@ import structlog
 import trio
 
 from .. import __version__
+from ..services import Services
 from . import methods
 from .protocol import (
     ErrorReply,
@@ -151,7 +152,7 @@ class Connection:
         self.server = server
         self.stream = stream
         self.number = number
-        self.protocol = ServerProtocol(["subscribe", *methods.METHODS], __version__, server.max_line_bytes)
+        self.protocol = ServerProtocol(["subscribe", *methods.available(server.services)], __version__, server.max_line_bytes)
         self.send_lock = trio.Lock()
         self.subscription: Subscription | None = None
         self.log = log.bind(connection=number)
@@ -216,7 +217,7 @@ class Connection:
         try:
             if request.method == "subscribe":
                 return encode(Reply(request.id, self._subscribe()))
-            result = await methods.dispatch(self.server.ctx, request.method, request.params, request.id)
+            result = await methods.dispatch(self.server.services, request.method, request.params, request.id)
             return encode(Reply(request.id, result))
         except ProtocolError as exc:
             return encode(error_reply(exc, request.id))
@@ -272,9 +273,9 @@ class Connection:
 
 
 class ControlServer:
-    def __init__(self, ctx: methods.Context, broadcaster: Broadcaster, max_line_bytes: int,
+    def __init__(self, services: Services, broadcaster: Broadcaster, max_line_bytes: int,
                  *, send_timeout: float = SEND_TIMEOUT, hello_timeout: float = HELLO_TIMEOUT) -> None:
-        self.ctx = ctx
+        self.services = services
         self.broadcaster = broadcaster
         self.max_line_bytes = max_line_bytes
         self.send_timeout = send_timeout

@@ -6,7 +6,8 @@ typed errors), the per-token rate budget (``budget``), the per-token client pool
 (``feed``: Sync API with a polling fallback) and the channel-connection check
 (``verify``: token and custom fields).
 
-May import: trio, httpx, structlog, the standard library and ``kuloo_daemon.secrets``.
+May import: trio, httpx, structlog, the standard library and the base modules
+``kuloo_daemon.secrets``, ``kuloo_daemon.vocabulary`` and ``kuloo_daemon.clock``.
 Imports nothing from ``store``, ``control`` or the sync engine: state goes in and out as
 plain data, and the caller persists it. The token travels as ``Secret`` and is revealed
 only inside ``client`` when building the ``Authorization`` header.

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import email.utils
 import random
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -36,6 +35,7 @@ import structlog
 import trio
 
 from .. import __version__
+from ..clock import wall_now
 from ..secrets import Secret
 from . import errors as E
 from .budget import RateBudget
@@ -50,7 +50,7 @@ from .records import (
     matches_filters,
 )
 
-log = structlog.get_logger("kuloo_daemon.crm")
+log = structlog.get_logger("kuloo.crm")
 
 USER_AGENT = f"kuloo-sync/{__version__}"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -109,7 +109,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return None
     if when is None:
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return max(0.0, when.timestamp() - (wall_now().timestamp() if now is None else now))
 
 
 def flatten_params(filters: Mapping[str, Any]) -> dict[str, str]:
@@ -282,7 +282,7 @@ class SellClient:
                 if status == 429:
                     self.budget.defer(delay)
                 log.warning(
-                    "sell.retry",
+                    "sell request retried",
                     method=method,
                     path=path,
                     status=status,
@@ -345,10 +345,11 @@ class SellClient:
     def _malformed(
         self, response: httpx.Response, method: str, path: str, what: str
     ) -> E.SellError:
+        secret = self._token.reveal()
         return E.MalformedResponseError(
-            E.scrub(what, self._token.reveal()),
+            E.scrub(what, secret),
             status=response.status_code,
-            logref=response.headers.get("X-Request-Id"),
+            logref=E.scrub(response.headers.get("X-Request-Id", ""), secret) or None,
             method=method,
             path=path,
         )
@@ -485,7 +486,7 @@ class SellClient:
             except E.BadRequestError:
                 if yielded or sent is not filters or not filters.get("custom_fields"):
                     raise
-                log.info("sell.filter_refused", path=path,
+                log.info("sell refused a custom-field filter", path=path,
                          fields=sorted(filters["custom_fields"]))  # fmt: skip
                 sent = {k: v for k, v in filters.items() if k != "custom_fields"}
 

@@ -1,16 +1,9 @@
 """The channel connection check: is the token valid, are the six custom fields right?
 
 Owns the rules of the seed's setup step ("Case and spaces are important and will be
-verified when the API key is entered"): on both Leads and Contacts, the fields
-
-    Promo         multi select   choices = the channel's default sequential tags
-    Subscription  dropdown       daily, weekly, monthly, unsubscribed
-    Source        dropdown       admin, signup, sync
-    Last active   date
-    KulooId       string (single line text)
-    Sync error    string (single line text)
-
-with names, types and choices matched exactly. ``check_custom_fields`` is a pure function
+verified when the API key is entered"): on both Leads and Contacts, the custom fields of
+the field table in ``kuloo_daemon.vocabulary`` (DESIGN.md §3: Promo, Subscription,
+Source, Last active, KulooId, Sync error), with names, types and choices matched exactly. ``check_custom_fields`` is a pure function
 that lists *every* problem in plain words (prefixed "Leads:" / "Contacts:"), suggesting the
 intended name when a field or choice differs only in case or spaces. ``verify_connection``
 is the thin I/O shell: ``GET /v2/users/self`` then both definition lists; it never raises
@@ -18,7 +11,8 @@ for an expected failure (bad token, no network, Sell down) but answers ``ok=Fals
 readable problem. A ``Promo`` check is skipped while the channel has no sequential tags
 (nothing to compare with; every choice would be "extra").
 
-Imports trio, this package and the standard library; persists nothing.
+Imports trio, this package, ``kuloo_daemon.vocabulary`` and the standard library;
+persists nothing.
 """
 
 from __future__ import annotations
@@ -30,12 +24,11 @@ from typing import Any
 
 import trio
 
+from ..vocabulary import CUSTOM_FIELDS
 from . import errors as E
 from .client import SellClient
 from .records import CustomFieldDef
 
-SUBSCRIPTION_CHOICES = ("daily", "weekly", "monthly", "unsubscribed")
-SOURCE_CHOICES = ("admin", "signup", "sync")
 CASE_HINT = "(case and spaces matter)"
 
 
@@ -47,15 +40,9 @@ class FieldSpec:
 
 
 def expected_fields(sequential_tags: Iterable[str]) -> list[FieldSpec]:
-    tags = tuple(dict.fromkeys(t for t in sequential_tags if t))
-    return [
-        FieldSpec("Promo", "multi_select_list", tags),
-        FieldSpec("Subscription", "list", SUBSCRIPTION_CHOICES),
-        FieldSpec("Source", "list", SOURCE_CHOICES),
-        FieldSpec("Last active", "date"),
-        FieldSpec("KulooId", "string"),
-        FieldSpec("Sync error", "string"),
-    ]
+    """The custom fields Sell must have, from the vocabulary's field table."""
+    tags = list(sequential_tags)
+    return [FieldSpec(f.name, f.sell_type, f.choices_for(tags)) for f in CUSTOM_FIELDS]
 
 
 TYPE_WORDS = {
@@ -190,15 +177,6 @@ class Verification:
     account_user: dict[str, Any] | None = None
     needs_new_token: bool = False
     unreachable: bool = False  # could not check (network, Sell down): try again later
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "problems": list(self.problems),
-            "account_user": self.account_user,
-            "needs_new_token": self.needs_new_token,
-            "unreachable": self.unreachable,
-        }
 
 
 TOKEN_REJECTED = "The API token was rejected by Zendesk Sell (401) — paste a new token."

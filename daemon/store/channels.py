@@ -1,163 +1,218 @@
 """Channel documents: the use cases behind ``channels.*`` (run on the store's loop).
 
-Each function is one unit of work for ``Store.run`` and returns plain data. The Sell
-token is returned only as ``Secret`` (``token_of``) or masked (``as_document``).
+Each function is one whole unit of work for ``Store.run`` (one crossing of the bridge)
+and returns a typed result: ``Channel`` documents, ``CheckInputs`` for a connection
+check, ``Updated`` for an edit. The Sell token enters as ``Secret`` and leaves only as
+``Secret`` (``CheckInputs``) or masked (``Channel.api_token``). Business times come in as
+``now`` (from the clock); the status rules are ``vocabulary``'s, this module persists.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from ..secrets import Secret, mask
+from ..vocabulary import ConnectionStatus, Plan, connection_after_token_change, verified_at_after
 from . import Conflict, NotFound
-from .models import Channel
+from .models import Channel as ChannelRow
 
 EDITABLE = ("name", "plan", "add_all_users_to_crm", "sequential_tags", "sender", "postal_address")
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+@dataclass(frozen=True)
+class Connection:
+    status: ConnectionStatus
+    problems: tuple[str, ...]
+    verified_at: datetime | None
+    checked_at: datetime | None
 
 
-def as_document(channel: Channel) -> dict[str, Any]:
-    return {
-        "id": channel.id,
-        "name": channel.name,
-        "plan": channel.plan,
-        "add_all_users_to_crm": channel.add_all_users_to_crm,
-        "sequential_tags": list(channel.sequential_tags or []),
-        "sender": channel.sender,
-        "postal_address": channel.postal_address,
-        "api_token": mask(channel.sell_token),
-        "connection": {
-            "status": channel.connection_status,
-            "problems": list(channel.connection_problems or []),
-            "verified_at": _iso(channel.verified_at),
-            "checked_at": _iso(channel.connection_checked_at),
-        },
-        "sync": {"status": channel.sync_status, "last_sync_at": _iso(channel.last_sync_at)},
-        "created_at": _iso(channel.created_at),
-        "updated_at": _iso(channel.updated_at),
-    }
+@dataclass(frozen=True)
+class Channel:
+    """The channel document; the token only masked."""
+
+    id: int
+    name: str
+    plan: Plan
+    add_all_users_to_crm: bool
+    sequential_tags: tuple[str, ...]
+    sender: str
+    postal_address: str
+    api_token: str  # masked, "" when there is none
+    connection: Connection
+    sync_status: str
+    last_sync_at: datetime | None
+    created_at: datetime | None
+    updated_at: datetime | None
 
 
-async def _get(channel_id: int) -> Channel:
-    channel = await Channel.get_or_none(id=channel_id)
-    if channel is None:
+@dataclass(frozen=True)
+class CheckInputs:
+    """What a connection check needs: which channel, its token, its sequential tags."""
+
+    channel_id: int
+    token: Secret
+    sequential_tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Updated:
+    channel: Channel
+    changed: tuple[str, ...]
+    check: CheckInputs | None  # a new token or new tags with a token: check the connection now
+    released_token: Secret | None  # a removed or replaced token that no channel uses any more
+
+
+def _document(row: ChannelRow) -> Channel:
+    return Channel(
+        id=row.id,
+        name=row.name,
+        plan=Plan(row.plan),
+        add_all_users_to_crm=row.add_all_users_to_crm,
+        sequential_tags=tuple(row.sequential_tags or ()),
+        sender=row.sender,
+        postal_address=row.postal_address,
+        api_token=mask(row.sell_token),
+        connection=Connection(
+            status=ConnectionStatus(row.connection_status),
+            problems=tuple(row.connection_problems or ()),
+            verified_at=row.verified_at,
+            checked_at=row.connection_checked_at,
+        ),
+        sync_status=row.sync_status,
+        last_sync_at=row.last_sync_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _inputs(row: ChannelRow) -> CheckInputs | None:
+    if not row.sell_token:
+        return None
+    return CheckInputs(row.id, Secret(row.sell_token), tuple(row.sequential_tags or ()))
+
+
+async def _row(channel_id: int, *, for_update: bool = False) -> ChannelRow:
+    query = ChannelRow.select_for_update() if for_update else ChannelRow
+    row = await query.get_or_none(id=channel_id)
+    if row is None:
         raise NotFound(f"no channel with id {channel_id}")
-    return channel
+    return row
 
 
-async def create(fields: dict[str, Any], api_token: str | None = None) -> dict[str, Any]:
+async def _save(row: ChannelRow, now: datetime) -> None:
+    """Save with ``updated_at`` from the clock (a model save stamps the wall's time)."""
+    await row.save()
+    await ChannelRow.filter(id=row.id).update(updated_at=now)
+    row.updated_at = now
+
+
+def _set_token(row: ChannelRow, token: Secret | None) -> None:
+    row.sell_token = token.reveal() if token else None
+    row.connection_status = connection_after_token_change(bool(token)).value
+    row.connection_problems = []
+    row.verified_at = None
+    row.connection_checked_at = None
+
+
+async def create(fields: Mapping[str, Any], token: Secret | None, now: datetime) -> Updated:
+    """A new channel; with a token, ``check`` says to verify it at once."""
     try:
         async with in_transaction():
-            channel = await Channel.create(**{k: v for k, v in fields.items() if k in EDITABLE})
-            if api_token:
-                channel.sell_token = api_token
-                channel.connection_status = "unverified"
-                await channel.save(update_fields=["sell_token", "connection_status"])
+            row = ChannelRow(**{k: v for k, v in fields.items() if k in EDITABLE}, created_at=now)
+            _set_token(row, token)
+            await _save(row, now)
     except IntegrityError:
         raise Conflict(f"a channel named {fields.get('name')!r} already exists") from None
-    return as_document(channel)
+    return Updated(_document(row), tuple(k for k in fields if k in EDITABLE), _inputs(row), None)
 
 
-async def list_all() -> list[dict[str, Any]]:
-    return [as_document(c) for c in await Channel.all().order_by("id")]
+async def list_all() -> list[Channel]:
+    return [_document(c) for c in await ChannelRow.all().order_by("id")]
 
 
-async def get(channel_id: int | None = None, name: str | None = None) -> dict[str, Any]:
-    if channel_id is not None:
-        return as_document(await _get(channel_id))
-    channel = await Channel.get_or_none(name=name)
-    if channel is None:
+async def get(channel_id: int) -> Channel:
+    return _document(await _row(channel_id))
+
+
+async def get_by_name(name: str) -> Channel:
+    row = await ChannelRow.get_or_none(name=name)
+    if row is None:
         raise NotFound(f"no channel named {name!r}")
-    return as_document(channel)
+    return _document(row)
 
 
-async def update(channel_id: int, fields: dict[str, Any], token_change: tuple[bool, str | None] = (False, None)) -> dict[str, Any]:
-    """Apply the edits; returns the document plus what changed (``changed`` list).
+async def update(
+    channel_id: int, fields: Mapping[str, Any], set_token: bool, token: Secret | None, now: datetime
+) -> Updated:
+    """Apply the edits in one transaction.
 
-    ``token_change`` is (set?, value): value None or "" removes the token and stops all
-    syncing for the channel; links between users and CRM records are kept.
+    ``set_token`` with ``token`` None removes the token, which stops all syncing for the
+    channel; links between users and CRM records are kept.
     """
     changed: list[str] = []
+    released: Secret | None = None
     try:
         async with in_transaction():
-            channel = await Channel.select_for_update().get_or_none(id=channel_id)
-            if channel is None:
-                raise NotFound(f"no channel with id {channel_id}")
+            row = await _row(channel_id, for_update=True)
             for key, value in fields.items():
-                if key in EDITABLE and getattr(channel, key) != value:
-                    setattr(channel, key, value)
+                if key in EDITABLE and getattr(row, key) != value:
+                    setattr(row, key, value)
                     changed.append(key)
-            setting, token = token_change
-            old_token = channel.sell_token
-            if setting and (token or None) != channel.sell_token:
-                channel.sell_token = token or None
-                channel.connection_status = "unverified" if token else "none"
-                channel.connection_problems = []
-                channel.verified_at = None
-                channel.connection_checked_at = None
+            old_token = row.sell_token
+            if set_token and (token.reveal() if token else None) != old_token:
+                _set_token(row, token)
                 changed.append("api_token")
+                if old_token and not await ChannelRow.filter(sell_token=old_token).exclude(id=row.id).exists():
+                    released = Secret(old_token)
             if changed:
-                await channel.save()
+                await _save(row, now)
     except IntegrityError:
         raise Conflict(f"a channel named {fields.get('name')!r} already exists") from None
-    result: dict[str, Any] = {"document": as_document(channel), "changed": changed}
-    if "api_token" in changed and old_token:
-        result["replaced_token"] = Secret(old_token)
-    return result
+    check = _inputs(row) if ("api_token" in changed or "sequential_tags" in changed) else None
+    return Updated(_document(row), tuple(changed), check, released)
 
 
-async def token_of(channel_id: int) -> Secret | None:
-    channel = await _get(channel_id)
-    return Secret(channel.sell_token) if channel.sell_token else None
+async def check_inputs(channel_id: int) -> CheckInputs | None:
+    """What a connection check of this channel needs; None when it has no token."""
+    return _inputs(await _row(channel_id))
 
 
-async def connection_inputs(channel_id: int) -> tuple[Secret | None, list[str], str]:
-    """What a connection check needs: the token, the sequential tags, the current status."""
-    channel = await _get(channel_id)
-    token = Secret(channel.sell_token) if channel.sell_token else None
-    return token, list(channel.sequential_tags or []), channel.connection_status
-
-
-async def set_connection(channel_id: int, status: str, problems: list[str], token: Secret | None) -> dict[str, Any] | None:
-    """Record a connection check, unless the token changed meanwhile (then None)."""
+async def set_connection(
+    channel_id: int, token: Secret, status: ConnectionStatus, problems: Sequence[str], now: datetime
+) -> Channel:
+    """Record a check of ``token``; a check of a token replaced meanwhile is moot and ignored."""
     async with in_transaction():
-        channel = await Channel.select_for_update().get_or_none(id=channel_id)
-        if channel is None:
-            raise NotFound(f"no channel with id {channel_id}")
-        current = Secret(channel.sell_token) if channel.sell_token else None
-        if current != token:
-            return None
-        now = datetime.now(UTC)
-        channel.connection_status = status
-        channel.connection_problems = problems
-        channel.connection_checked_at = now
-        if status == "verified":
-            channel.verified_at = now
-        elif status != "unverified":
-            channel.verified_at = None
-        await channel.save()
-    return as_document(channel)
+        row = await _row(channel_id, for_update=True)
+        if row.sell_token is None or Secret(row.sell_token) != token:
+            return _document(row)
+        row.connection_status = ConnectionStatus(status).value
+        row.connection_problems = list(problems)
+        row.connection_checked_at = now
+        row.verified_at = verified_at_after(ConnectionStatus(status), row.verified_at, now)
+        await _save(row, now)
+    return _document(row)
 
 
-async def awaiting_check(older_than: datetime) -> list[int]:
-    """Channels with a token whose check could not finish (Sell unreachable) and is due again."""
-    rows = await Channel.filter(sell_token__not_isnull=True, connection_status="unverified").values_list(
-        "id", "connection_checked_at"
-    )
-    return [cid for cid, checked in rows if checked is None or checked <= older_than]
+async def awaiting_check() -> list[CheckInputs]:
+    """Channels with a token whose last check could not reach Sell."""
+    rows = await ChannelRow.filter(sell_token__not_isnull=True, connection_status=ConnectionStatus.UNVERIFIED.value)
+    return [i for r in rows if (i := _inputs(r)) is not None]
 
 
-async def token_users(token: str) -> int:
-    """How many channels use this token (the client pool shares one client per token)."""
-    return await Channel.filter(sell_token=token).count()
+async def due_for_reverify(now: datetime, every: timedelta) -> tuple[list[CheckInputs], datetime]:
+    """Verified channels last verified ``every`` ago or more, and when the next one is due."""
+    rows = await ChannelRow.filter(sell_token__not_isnull=True, connection_status=ConnectionStatus.VERIFIED.value)
+    due = [i for r in rows if r.verified_at is None or r.verified_at + every <= now if (i := _inputs(r))]
+    later = [r.verified_at + every for r in rows if r.verified_at is not None and r.verified_at + every > now]
+    return due, min([*later, now + every])
 
 
 async def count() -> int:
-    return await Channel.all().count()
+    return await ChannelRow.all().count()

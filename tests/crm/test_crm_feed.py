@@ -228,7 +228,7 @@ async def test_unreadable_sync_items_are_not_acked():
             changes, _ = await run(ChangeFeed(sell), None)
     assert [(c.kind, c.id) for c in changes] == [("lead", 1)]
     assert acked == [["Lead-1-2", "User-9-1"]]
-    assert [e["ack_key"] for e in logs if e["event"] == "sell.feed.unreadable"] == [
+    assert [e["ack_key"] for e in logs if e["event"] == "feed item unreadable"] == [
         "Lead-2-2",
         "Contact-x-3",
     ]

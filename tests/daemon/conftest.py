@@ -12,7 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from kuloo_daemon import config as config_mod
 from kuloo_daemon.control.client import ControlClient
+
+
+def make_services_config(root: str, **sections: dict) -> config_mod.Config:
+    """A validated configuration for in-process ``open_services`` under ``root``."""
+    data = {"daemon": {"state_dir": f"{root}/state", "scheduler_tick_seconds": 0.2},
+            "control": {"socket": f"{root}/c.sock"}}
+    for name, body in sections.items():
+        data[name] = {**data.get(name, {}), **body}
+    return config_mod.from_mapping(data)
 
 
 class Daemon:
@@ -107,3 +117,9 @@ def daemon(daemon_factory):
     d = daemon_factory().start()
     d.wait_for("READY=1")
     return d
+
+
+@pytest.fixture
+def services_config(short_tmp):
+    """``services_config(clock={...}, sell={...})``: a configuration for ``open_services``."""
+    return lambda **sections: make_services_config(short_tmp, **sections)

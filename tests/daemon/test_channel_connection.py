@@ -9,12 +9,12 @@ import signal
 import pytest
 import trio
 
+from kuloo_daemon.control import render
 from kuloo_daemon.control.client import ControlError
 from kuloo_daemon.crm.errors import AuthenticationError
-from kuloo_daemon.crm.pool import ClientPool
 from kuloo_daemon.secrets import Secret
+from kuloo_daemon.services import open_services
 from kuloo_daemon.store import channels as channel_store
-from kuloo_daemon.store.bridge import Store
 from kuloo_daemon.sync import connection
 from sellsim.seeds import DEMO_TOKEN, default_seed
 
@@ -110,19 +110,21 @@ def test_config_reload_and_stop_with_a_connected_channel(connected, sellsim):
     assert connected.proc.wait(10) == 0
 
 
-async def test_a_401_mid_run_marks_only_that_channel(short_tmp, sellsim):
+async def test_a_401_mid_run_marks_only_that_channel(services_config, sellsim):
     """Work on channel A gets a 401 halfway through paging; only A stops, with a clear reason."""
     seed = default_seed(leads=250)
     seed["accounts"][0]["tokens"].append({"token": OTHER_TOKEN, "name": "second"})
     sellsim.load_seed(seed)
     sellsim.set_options(rate_per_second=1000)
-    async with Store.open(f"{short_tmp}/s.sqlite3") as store, ClientPool(sellsim.base_url, rate_per_second=200) as pool:
-        a = await store.run(channel_store.create, {"name": "A", "sequential_tags": TAGS}, DEMO_TOKEN)
-        b = await store.run(channel_store.create, {"name": "B", "sequential_tags": TAGS}, OTHER_TOKEN)
-        for ch in (a, b):
-            assert (await connection.check_channel(store, pool, ch["id"]))["connection"]["status"] == "verified"
+    config = services_config(sell={"base_url": sellsim.base_url, "requests_per_second": 10})
+    async with open_services(config) as services:
+        store, now = services.store, services.clock.now()
+        a = await store.run(channel_store.create, {"name": "A", "sequential_tags": TAGS}, Secret(DEMO_TOKEN), now)
+        b = await store.run(channel_store.create, {"name": "B", "sequential_tags": TAGS}, Secret(OTHER_TOKEN), now)
+        for created in (a, b):
+            assert (await connection.check_channel(services, created.check)).connection.status == "verified"
 
-        sell_a = await pool.client(Secret(DEMO_TOKEN))
+        sell_a = await services.sell_pool.client(Secret(DEMO_TOKEN))
         seen = 0
         with pytest.raises(AuthenticationError) as err:
             async for _lead in sell_a.list_leads():
@@ -133,14 +135,14 @@ async def test_a_401_mid_run_marks_only_that_channel(short_tmp, sellsim):
                     await trio.to_thread.run_sync(sellsim.load_seed, revoked)
         assert 100 <= seen < 250
         assert DEMO_TOKEN not in str(err.value)
-        doc = await connection.token_rejected(store, a["id"], Secret(DEMO_TOKEN), err.value)
-        assert doc["connection"]["status"] == "needs_new_token"
-        assert "paste a new token" in doc["connection"]["problems"][0]
+        doc = await connection.token_rejected(services, a.channel.id, Secret(DEMO_TOKEN), err.value)
+        assert doc.connection.status == "needs_new_token"
+        assert "paste a new token" in doc.connection.problems[0]
         # B is untouched and its client keeps working
-        doc_b = await store.run(channel_store.get, b["id"])
-        assert doc_b["connection"]["status"] == "verified"
-        assert (await connection.check_channel(store, pool, b["id"]))["connection"]["status"] == "verified"
-        assert json.dumps(doc).count("****") == 1
+        doc_b = await store.run(channel_store.get, b.channel.id)
+        assert doc_b.connection.status == "verified"
+        assert (await connection.check_channel(services, b.check)).connection.status == "verified"
+        assert json.dumps(render.channel(doc)).count("****") == 1
 
 
 def _verify_in_background(d, channel_id):

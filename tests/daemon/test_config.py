@@ -86,3 +86,15 @@ def test_credentials_are_read_from_files_never_from_toml(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError) as err:
         cfg.credential("smtp_password")
     assert "smtp-password" in str(err.value)
+
+
+def test_clock_keys():
+    assert c.from_mapping({})["clock.mode"] == "wall"
+    cfg = c.from_mapping({"clock": {"mode": "manual", "start": "2026-01-05T09:00:00Z"}})
+    assert (cfg["clock.mode"], cfg["clock.start"]) == ("manual", "2026-01-05T09:00:00Z")
+    with pytest.raises(c.ConfigError) as err:
+        c.from_mapping({"clock": {"mode": "frozen", "start": "2026-01-05T09:00:00"}})
+    assert any(p.startswith("clock.mode: 'frozen' is not one of") for p in err.value.problems)
+    assert any(p.startswith("clock.start: must be an ISO 8601 time with its offset") for p in err.value.problems)
+    with pytest.raises(c.ConfigError, match="clock.start"):
+        c.from_mapping({"clock": {"start": "soon"}})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import pytest
 import trio
@@ -19,8 +18,7 @@ from kuloo_daemon import config as config_mod
 from kuloo_daemon.control import methods
 from kuloo_daemon.control.protocol import ClientProtocol, ErrorReply, Event, Reply, ServerProtocol
 from kuloo_daemon.control.server import Broadcaster, ControlServer, bind_unix
-from kuloo_daemon.crm.pool import ClientPool
-from kuloo_daemon.store.bridge import Store
+from kuloo_daemon.services import open_services
 
 
 class Peer:
@@ -67,11 +65,10 @@ class Peer:
 async def serving(root: str, *, buffer: int = 256, send_timeout: float = 60.0, hello_timeout: float = 10.0):
     config = config_mod.from_mapping({"daemon": {"state_dir": root}})
     path = os.path.join(root, "c.sock")
-    async with Store.open(Path(root) / "k.sqlite3") as store, ClientPool("http://127.0.0.1:9") as pool:
-        broadcaster = Broadcaster(buffer)
-        ctx = methods.Context(config=config, store=store, sell_pool=pool, publish=broadcaster.publish)
-        server = ControlServer(ctx, broadcaster, 65536, send_timeout=send_timeout, hello_timeout=hello_timeout)
-        ctx.connections = lambda: server.connections
+    broadcaster = Broadcaster(buffer)
+    async with open_services(config, broadcaster.publish) as services:
+        server = ControlServer(services, broadcaster, 65536, send_timeout=send_timeout, hello_timeout=hello_timeout)
+        services.connections = lambda: server.connections
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve, [bind_unix(path)])
             server.path = path

@@ -1,0 +1,84 @@
+"""The shared services every capability of the daemon stands on, built once per run.
+
+``Services`` holds the configuration, the store, the Sell client pool, the business
+clock, the scheduler, the event publisher and the stopping flag. ``app.run_daemon``
+builds it with ``open_services`` and hands the same object to the control methods, the
+scheduler's jobs and the capabilities (``sync``, and soon ``delivery`` and ``links``),
+so none of them builds or finds its own.
+
+Where it sits (enforced by ``tests/test_layering.py``): above ``crm`` and ``store`` (it
+opens them) and the base modules, below the capabilities and ``control`` (they receive
+it). So ``crm`` and ``store`` never see it: they take plain arguments (a token, ``now``)
+and return plain data. It imports no ``control`` module: events go out through
+``publish``, a plain callable that ``app`` wires to the control server's broadcaster.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from .clock import Clock, ManualClock, WallClock, parse_instant
+from .config import Config
+from .crm.pool import ClientPool
+from .scheduler import Scheduler
+from .store import clock_time, sync_runs
+from .store.bridge import Store
+
+log = structlog.get_logger("kuloo.services")
+
+Publish = Callable[[str, Any], None]
+
+
+def _drop(_event: str, _data: Any) -> None:
+    return None
+
+
+@dataclass
+class Services:
+    config: Config
+    store: Store
+    sell_pool: ClientPool
+    clock: Clock
+    scheduler: Scheduler
+    publish: Publish = _drop
+    started_at: float = field(default_factory=time.monotonic)  # for uptime, monotonic
+    stopping: bool = False
+    # Open control connections (the caller's own included); ``app`` wires it to the server.
+    connections: Callable[[], int] = lambda: 0
+
+
+async def make_clock(config: Config, store: Store) -> Clock:
+    """The wall clock, or a manual one resumed from the store (a fresh store: ``clock.start``)."""
+    if config["clock.mode"] != "manual":
+        return WallClock()
+    start: datetime = parse_instant(config["clock.start"]) if config["clock.start"] else WallClock().now()
+    at = await store.run(clock_time.load_or_start, start)
+
+    async def persist(moved_to: datetime) -> None:
+        await store.run(clock_time.save, moved_to)
+
+    return ManualClock(at, persist)
+
+
+@asynccontextmanager
+async def open_services(config: Config, publish: Publish = _drop) -> AsyncIterator[Services]:
+    """Open the store and the Sell client pool, set the clock, tidy up after a crash."""
+    async with Store.open(config.database_path) as store, ClientPool(
+        config["sell.base_url"],
+        rate_per_second=config["sell.requests_per_second"],
+        timeout=config["sell.timeout_seconds"],
+        max_attempts=config["sell.max_attempts"],
+    ) as sell_pool:
+        clock = await make_clock(config, store)
+        interrupted = await store.run(sync_runs.fail_interrupted, clock.now())
+        if interrupted:
+            log.warning("sync runs left running by a crash marked failed", sync_runs=interrupted)
+        scheduler = Scheduler(config["daemon.scheduler_tick_seconds"], clock)
+        yield Services(config, store, sell_pool, clock, scheduler, publish)
