@@ -127,8 +127,8 @@ def test_sync_items_become_changes():
         assert sync_change(item("lead", "deleted", {"id": None}, ack="k-del")) is False
         assert sync_change(item("lead", "updated", {"id": "x"}, ack="k-bad")) is False
     assert [(e["event"], e["log_level"], e["type"], e["ack_key"]) for e in logs] == [
-        ("sell.feed.unreadable", "warning", "lead", "k-del"),
-        ("sell.feed.unreadable", "warning", "lead", "k-bad"),
+        ("feed item unreadable", "warning", "lead", "k-del"),
+        ("feed item unreadable", "warning", "lead", "k-bad"),
     ]
     assert logs[0]["error"] == "a deleted lead without an integer id"
 

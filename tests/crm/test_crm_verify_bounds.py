@@ -8,6 +8,7 @@ names the planted bugs it was checked against.
 from __future__ import annotations
 
 import socket
+from dataclasses import asdict
 
 import pytest
 
@@ -16,7 +17,6 @@ from kuloo_daemon.crm.budget import RateBudget
 from kuloo_daemon.crm.client import SellClient
 from kuloo_daemon.crm.verify import (
     TOKEN_REJECTED,
-    Verification,
     _a,
     _failure,
     _quoted_list,
@@ -118,18 +118,12 @@ def test_each_failure_becomes_its_verdict(exc, needs_new_token, unreachable, tex
     """Planted bugs: ``ok`` True/None on a failure, the flags swapped or None, the
     problem text dropped or the wrong detail for the error class."""
     v = _failure(exc, "read the fields")
-    assert v.as_dict() == {"ok": False, "problems": [text], "account_user": None,
+    assert asdict(v) == {"ok": False, "problems": [text], "account_user": None,
                            "needs_new_token": needs_new_token, "unreachable": unreachable}  # fmt: skip
 
 
-def test_verdict_as_dict_and_user_summary():
-    """Planted bugs: a key renamed or dropped; ``problems`` shared with the caller."""
-    v = Verification(True, ["p"], account_user={"id": 1}, needs_new_token=False, unreachable=False)
-    d = v.as_dict()
-    assert d == {"ok": True, "problems": ["p"], "account_user": {"id": 1},
-                 "needs_new_token": False, "unreachable": False}  # fmt: skip
-    d["problems"].append("q")
-    assert v.problems == ["p"]
+def test_user_summary_keeps_only_who_the_token_belongs_to():
+    """Planted bugs: a key dropped or renamed; other attributes passed on."""
     user = {"id": 7, "name": "Ann", "email": "a@x.test", "role": "admin", "status": "active",
             "phone": "555", "timezone": "UTC"}  # fmt: skip
     assert _user_summary(user) == {"id": 7, "name": "Ann", "email": "a@x.test", "role": "admin",
@@ -175,7 +169,7 @@ async def test_sell_too_slow_hits_the_deadline(sellsim):
     sellsim.set_faults([{"kind": "slow", "delay": 1.5, "count": 1}])
     async with _client(sellsim.base_url, sellsim.token) as sell:
         v = await verify_connection(sell, TAGS, deadline_s=0.2)
-    assert v.as_dict() == {"ok": False, "account_user": None, "needs_new_token": False,
+    assert asdict(v) == {"ok": False, "account_user": None, "needs_new_token": False,
                            "unreachable": True,
                            "problems": ["Zendesk Sell did not answer within 0.2 s — verify again later."]}  # fmt: skip
 
