@@ -76,10 +76,8 @@ def mutant_globs(module: str, target: Target) -> list[str]:
             out.append(f"{dotted}.x_{name}__mutmut_*")
     return out
 
-# Functions whose mutants say nothing about behaviour (pure I/O shells measured elsewhere).
-# Format: mutmut's `do_not_mutate` globs, relative to the renamed tree.
-DO_NOT_MUTATE: list[str] = []
 
+# What the tests need from the checkout (daemon/ is copied as kuloo_daemon/).
 COPY = ["daemon", "sellsim", "kuloo_tui", "tests", "config", "pyproject.toml"]
 
 
@@ -98,7 +96,6 @@ def _make_copy(module: str, tests: list[str], deselect: tuple[str, ...] = ()) ->
         [
             'source_paths = ["kuloo_daemon"]',
             f"only_mutate = {json.dumps([target])}",
-            f"do_not_mutate = {json.dumps(DO_NOT_MUTATE)}",
             f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
             f"pytest_add_cli_args = {json.dumps(['-p', 'no:cacheprovider', '-q', *(a for t in deselect for a in ('--deselect', t))])}",
             'also_copy = ["sellsim", "kuloo_tui", "config"]',
