@@ -157,3 +157,19 @@ def test_scrub_edges():
     assert E.scrub("abc", None) == "abc"
     assert E.scrub("", "tok") == ""
     assert E.scrub("tok and tok", "tok") == "**** and ****"
+
+
+def test_scrub_runs_at_their_edges():
+    """Planted bugs in the run scrubber: the token's last 8 characters or the text's
+    last 8 not looked at (``range`` one short), touching runs not merged (``<`` for
+    ``<=``: two masks side by side), a run's end or the text between runs miscounted,
+    a short secret handled as runs."""
+    secret = "abcdefghijklmnop"  # 16 characters: 9 runs of 8
+    assert E.scrub(f"x {secret[-8:]}", secret) == "x ****"  # the token's last run, at the text's end
+    assert E.scrub(f"{secret[:8]} y", secret) == "**** y"  # the first run, at the text's start
+    assert E.scrub(secret[:8] + secret[:8], secret) == "****"  # touching runs are one
+    assert E.scrub(f"{secret[:8]}-{secret[8:]}", secret) == "****-****"
+    assert E.scrub(f"<{secret[2:11]}>", secret) == "<****>"  # 9 characters: one run, merged
+    assert E.scrub(f"a{secret[:7]}b{secret[9:16]}c", secret) == f"a{secret[:7]}b{secret[9:16]}c"
+    assert E.scrub(secret[:8], secret[:8]) == "****"  # a secret of exactly one run
+    assert E.scrub("abc1234567 1234567", "1234567") == "abc**** ****"  # shorter: whole matches only
