@@ -112,3 +112,34 @@ def test_credentials_are_utf8_whatever_the_locale(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr.decode(errors="replace")
     assert r.stdout.decode("utf-8") == "clé-secrète" == read_credential("k", tmp_path).reveal()
+
+
+# scrub_known's registry is process-wide: these values are unique to this file.
+def test_a_secret_is_remembered_and_scrubbed_by_value_whatever_its_shape():
+    """Planted bugs: ``Secret`` not remembering its value; ``remember`` taking values of
+    7 characters (ordinary words would be masked) or refusing 8."""
+    from kuloo_daemon.secrets import remember, scrub_known
+
+    Secret("qzv.only.letters.and.dots")
+    assert scrub_known("token=qzv.only.letters.and.dots;") == "token=****;"
+    remember("qzv1234")  # 7: too short to remember
+    assert scrub_known("qzv1234 qzv1234") == "qzv1234 qzv1234"
+    remember("qzv8char")  # exactly 8
+    assert scrub_known("a qzv8char b") == "a **** b"
+    remember(None)  # type: ignore[arg-type]  # ignored, never raises
+
+
+def test_scrub_known_runs_and_edges():
+    """Planted bugs: the last possible start skipped (``i < end``), a truncated echo of
+    fewer than 8 characters masked or of 8 not masked, the longest of two secrets that
+    share a start not used, text after a match dropped, short texts not returned as is."""
+    from kuloo_daemon.secrets import remember, scrub_known
+
+    remember("qzwPrefix-short-one")
+    remember("qzwPrefix-short-one-and-longer")
+    assert scrub_known("x qzwPrefix-short-one-and-longer y") == "x **** y"
+    assert scrub_known("x qzwPrefix-short-one!") == "x ****!"
+    assert scrub_known("end:qzwPrefi") == "end:****"  # 8 characters, at the very end
+    assert scrub_known("end:qzwPref") == "end:qzwPref"  # 7: left alone
+    assert scrub_known("qzwPrefixqzwPrefix") == "********"  # two runs side by side
+    assert scrub_known("qzw") == "qzw" and scrub_known("") == ""
