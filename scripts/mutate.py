@@ -60,7 +60,9 @@ MODULES: dict[str, Target] = {
         ("tests/daemon/test_logs_and_secrets.py", "tests/daemon/test_config.py",
          "tests/daemon/test_secrets_bounds.py")
     ),  # fmt: skip
-    "config.py": Target(("tests/daemon/test_config.py", "tests/daemon/test_config_bounds.py")),
+    "config.py": Target(
+        ("tests/daemon/test_config.py", "tests/daemon/test_config_limits.py", "tests/daemon/test_config_bounds.py")
+    ),
 }
 
 
