@@ -23,6 +23,7 @@ from . import config as config_mod
 from . import logs
 from .control import render
 from .control.server import Broadcaster, ControlServer, bind_unix
+from .delivery.service import Delivery
 from .scheduler import Scheduler
 from .services import Services, open_services
 from .sync import connection
@@ -150,6 +151,8 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
         services.connections = lambda: server.connections
         life = Lifecycle(services, server, notifier)
         services.scheduler.jobs.extend(connection.jobs(services))
+        services.delivery = Delivery(services)
+        services.scheduler.jobs.extend(services.delivery.jobs())
         async with trio.open_nursery() as outer:
             await outer.start(_signals, life)
             async with trio.open_nursery() as tasks:

@@ -52,6 +52,23 @@ KEYS: dict[str, Key] = {
     "sell.recheck_seconds": Key((int, float), 300, "How soon a check that could not reach Sell is tried again.", minimum=1, maximum=86400),
     "clock.mode": Key(str, "wall", "Business time: wall (the system clock) or manual (moved by clock.set/clock.advance; tests, demo).", choices=("wall", "manual")),
     "clock.start": Key(str, "", "Manual mode: the time of a fresh store, ISO 8601 with offset; empty = the wall time at first start."),
+    "articles.root": Key(str, "", "Folder articles.import may read under; relative paths are beside this file. Empty = <state_dir>/articles."),
+    "articles.allow_private_urls": Key(bool, False, "Let clipping fetch private and loopback addresses (tests and the demo only)."),
+    "articles.clip_timeout_seconds": Key((int, float), 15, "Timeout of one clipping fetch.", minimum=0.1, maximum=300),
+    "articles.clip_max_bytes": Key(int, 2_000_000, "Largest web page clipping reads.", minimum=1024, maximum=50_000_000),
+    "delivery.transport": Key(str, "smtp", "How email leaves: smtp, or maildir (the demo, dry runs).", choices=("smtp", "maildir")),
+    "delivery.maildir": Key(str, "", "Maildir folder for transport = maildir; relative paths are beside this file."),
+    "delivery.messages_per_second": Key((int, float), 10, "Most emails sent per second, per channel.", minimum=0.01, maximum=10_000),
+    "delivery.batch_size": Key(int, 50, "Emails claimed, sent over one connection and committed together.", minimum=1, maximum=10_000),
+    "delivery.max_attempts": Key(int, 5, "Attempts before a failing email is left failed for the admin.", minimum=1, maximum=50),
+    "delivery.retry_seconds": Key((int, float), 300, "First retry delay of a failed email (doubles each attempt).", minimum=1, maximum=86_400),
+    "delivery.list_unsubscribe_mailto": Key(str, "", "Address for a mailto: List-Unsubscribe beside the one-click URL; empty = none."),
+    "smtp.host": Key(str, "localhost", "SMTP relay host."),
+    "smtp.port": Key(int, 587, "SMTP relay port.", minimum=1, maximum=65535),
+    "smtp.security": Key(str, "starttls", "starttls, tls (implicit TLS) or none.", choices=("starttls", "tls", "none")),
+    "smtp.username": Key(str, "", "SMTP user; empty = no authentication. The password is the smtp-password credential."),
+    "smtp.timeout_seconds": Key((int, float), 30, "Timeout of one SMTP command.", minimum=0.1, maximum=600),
+    "links.public_url": Key(str, "", "Public base URL of the links service in emails, e.g. https://links.example.com; empty = the bound address."),
 }
 
 
@@ -77,6 +94,14 @@ class Config:
     def database_path(self) -> Path:
         db = self.values["store.database"] or "kuloo.sqlite3"
         return self.state_dir / db  # an absolute db path wins over state_dir
+
+    @property
+    def articles_root(self) -> Path:
+        return self.state_dir / (self.values["articles.root"] or "articles")
+
+    @property
+    def maildir_path(self) -> Path:
+        return self.state_dir / self.values["delivery.maildir"]
 
     def credentials_dir(self) -> str | None:
         return self.values["credentials.directory"] or os.environ.get("CREDENTIALS_DIRECTORY")
@@ -148,6 +173,13 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
             start = None
         if start is None or start.tzinfo is None:
             problems.append("clock.start: must be an ISO 8601 time with its offset, e.g. 2026-01-01T09:00:00Z")
+    for key in ("articles.root", "delivery.maildir"):
+        if path is not None and values[key] and not Path(values[key]).is_absolute():
+            values[key] = str((path.parent / values[key]).resolve())
+    if values["links.public_url"] and not str(values["links.public_url"]).startswith(("http://", "https://")):
+        problems.append("links.public_url: must start with https:// (or http:// for tests)")
+    if values["delivery.transport"] == "maildir" and not values["delivery.maildir"]:
+        problems.append("delivery.maildir: required when delivery.transport = \"maildir\"")
     problem = _database_problem(values["store.database"], values["daemon.state_dir"])
     if problem:
         problems.append(f"store.database: {problem}")

@@ -29,6 +29,7 @@ from .config import Config
 from .crm.pool import ClientPool
 from .scheduler import Scheduler
 from .store import clock_time, sync_runs
+from .store import delivery as delivery_store
 from .store.bridge import Store
 
 log = structlog.get_logger("kuloo.services")
@@ -52,6 +53,7 @@ class Services:
     stopping: bool = False
     # Open control connections (the caller's own included); ``app`` wires it to the server.
     connections: Callable[[], int] = lambda: 0
+    delivery: Any = None  # delivery.service.Delivery, set by ``app`` (a capability above this layer)
 
 
 async def make_clock(config: Config, store: Store) -> Clock:
@@ -80,5 +82,8 @@ async def open_services(config: Config, publish: Publish = _drop) -> AsyncIterat
         interrupted = await store.run(sync_runs.fail_interrupted, clock.now())
         if interrupted:
             log.warning("sync runs left running by a crash marked failed", sync_runs=interrupted)
+        uncertain = await store.run(delivery_store.mark_interrupted, clock.now())
+        if uncertain:
+            log.warning("emails that may have left before a crash marked uncertain", outbox=uncertain)
         scheduler = Scheduler(config["daemon.scheduler_tick_seconds"], clock)
         yield Services(config, store, sell_pool, clock, scheduler, publish)

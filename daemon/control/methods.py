@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
@@ -23,11 +24,11 @@ from .. import __version__
 from ..clock import MANUAL, ClockError, iso, parse_instant
 from ..secrets import Secret
 from ..services import Services
-from ..store import Conflict, NotFound
+from ..store import Conflict, Invalid, NotFound
 from ..store import channels as channel_store
 from ..sync import connection
 from ..vocabulary import Plan
-from . import render
+from . import delivery_methods, render, users
 from .protocol import PROTOCOL_VERSION, ProtocolError
 
 log = structlog.get_logger("kuloo.control")
@@ -87,7 +88,7 @@ def check_channel_fields(params: dict[str, Any], *, creating: bool) -> ChannelEd
             problems.append("'sequential_tags' must be a list of strings")
         else:
             bad = [t for t in tags if not t or t != t.strip() or len(t) > 100]
-            dupes = sorted({t for t in tags if tags.count(t) > 1})
+            dupes = sorted(t for t, n in Counter(tags).items() if n > 1)
             if bad:
                 problems.append(f"'sequential_tags' has empty, padded or over-long tags: {bad!r}")
             if dupes:
@@ -244,7 +245,10 @@ METHODS: dict[str, Handler] = {
     "channels.get": channels_get,
     "channels.update": channels_update,
     "channels.verify": channels_verify,
+    **users.METHODS,
 }
+
+METHODS.update(delivery_methods.METHODS)
 
 MANUAL_CLOCK_METHODS: dict[str, Handler] = {
     "clock.advance": clock_advance,
@@ -259,12 +263,26 @@ def available(services: Services) -> dict[str, Handler]:
     return METHODS
 
 
+def unknown_method_message(method: str, methods: dict[str, Handler]) -> str:
+    """Short enough for a log line however many methods there are: the same group's, or the groups.
+
+    The full list travels in the error's ``details.known``.
+    """
+    group = method.split(".", 1)[0] if isinstance(method, str) else ""
+    same = sorted(m.split(".", 1)[1] for m in methods if "." in m and m.split(".", 1)[0] == group)
+    if same:
+        return f"unknown method {method!r}; {group}.* has: {', '.join(same)}"
+    groups = sorted({m.split(".", 1)[0] + (".*" if "." in m else "") for m in methods})
+    return f"unknown method {method!r}; known: {', '.join(groups)}"
+
+
 async def dispatch(services: Services, method: str, params: dict[str, Any], request_id: Any = None) -> Any:
     """Run one method; store errors become protocol errors with their codes."""
     methods = available(services)
     handler = methods.get(method)
     if handler is None:
-        raise ProtocolError("unknown_method", f"unknown method {method!r}; known: {', '.join(sorted(methods))}", request_id)
+        raise ProtocolError("unknown_method", unknown_method_message(method, methods), request_id,
+                            details={"known": sorted(methods)})
     try:
         return await handler(services, params)
     except ProtocolError as exc:
@@ -274,3 +292,5 @@ async def dispatch(services: Services, method: str, params: dict[str, Any], requ
         raise ProtocolError("not_found", str(exc), request_id) from None
     except Conflict as exc:
         raise ProtocolError("conflict", str(exc), request_id) from None
+    except Invalid as exc:
+        raise ProtocolError("invalid_params", str(exc), request_id) from None

@@ -14,6 +14,10 @@ Rules this module enforces or relies on:
   of initialisation is copied into every task started here.
 - A trio caller that is cancelled cancels the asyncio task, then waits (shielded) until
   it has unwound, so a transaction is rolled back before the caller goes on.
+- tortoise 1.1's SQLite transaction takes its connection lock, then awaits ``BEGIN``; a
+  cancellation landing there left the lock held and every later query waiting forever
+  (a control client going away, the drain deadline). ``_transactions_release_their_lock``
+  makes a failed start release it; ``tests/daemon/test_bridge.py`` cancels at random points.
 - The loop is created inside its thread; closing tortoise and stopping the thread
   happens in a shielded ``finally``.
 - Once open, every stored Sell token is handed to ``secrets.remember`` (log redaction).
@@ -40,6 +44,40 @@ from ..secrets import remember
 from .files import StoreFileError, check_database, prepare_folder
 
 T = TypeVar("T")
+
+
+def _transactions_release_their_lock() -> None:
+    """A transaction whose start fails or is cancelled releases the SQLite lock it took.
+
+    tortoise-orm 1.1.9 (``SqliteTransactionContext.__aenter__``) acquires the lock, then
+    awaits ``begin()``; if that raises (a cancellation), ``__aexit__`` never runs and the
+    lock stays held. Same steps here, with the release on failure. A ``BEGIN`` already
+    handed to aiosqlite's thread still runs; the next transaction's ``begin()`` commits it
+    (empty) first, so nothing half-written can follow.
+    """
+    from tortoise.backends.sqlite.client import SqliteTransactionContext
+    from tortoise.connection import get_connections
+
+    if getattr(SqliteTransactionContext.__aenter__, "_kuloo_safe", False):
+        return
+
+    async def __aenter__(self):  # noqa: N807 - replaces the library's method
+        await self._trxlock.acquire()
+        try:
+            await self.ensure_connection()
+            self.token = get_connections().set(self.connection_name, self.connection)
+            try:
+                await self.connection.begin()
+            except BaseException:
+                get_connections().reset(self.token)
+                raise
+        except BaseException:
+            self._trxlock.release()
+            raise
+        return self.connection
+
+    __aenter__._kuloo_safe = True
+    SqliteTransactionContext.__aenter__ = __aenter__
 
 APP = "models"
 STARTUP_TIMEOUT = 60.0  # under systemd's default TimeoutStartSec (90 s)
@@ -117,6 +155,7 @@ class Store:
                 await store._stop()
 
     async def _start(self, migrate: bool) -> None:
+        _transactions_release_their_lock()
         ready = threading.Event()
 
         def loop_thread() -> None:
@@ -182,12 +221,16 @@ class Store:
             except trio.RunFinishedError:  # the trio side is gone; nothing to wake
                 pass
 
+        async def unit() -> T:
+            # Called inside the task: the unit sees tortoise's context, and a failure to
+            # even start it (a bad argument) comes back as the task's error, not a hang.
+            return await make_coro()
+
         def start() -> None:
-            coro = make_coro()
             if context is None:
-                task = loop.create_task(coro)
+                task = loop.create_task(unit())
             else:
-                task = loop.create_task(coro, context=context.copy())
+                task = loop.create_task(unit(), context=context.copy())
             box["task"] = task
             task.add_done_callback(on_done)
 

@@ -44,60 +44,116 @@ class Channel(Model):
 
 
 class User(Model):
-    """The profile document of one subscriber of one channel."""
+    """The profile document of one subscriber of one channel.
+
+    ``store.users`` is the one writer of these rows' Kuloo-side fields (``apply_changes``
+    keeps the audit log, the change times, the revision and the tag rows in step).
+    """
 
     id = fields.IntField(primary_key=True)
     channel = fields.ForeignKeyField("models.Channel", related_name="users", on_delete=fields.CASCADE)
+    # Stable and opaque, generated here; Sell's KulooId field and the link tokens carry it.
     kuloo_id = fields.CharField(max_length=64, unique=True)
-    email = fields.CharField(max_length=320)
+    email = fields.CharField(max_length=320)  # as the user spelled it (trimmed)
+    email_key = fields.CharField(max_length=320, db_default="")  # vocabulary.email_key: one per channel
     first_name = fields.CharField(max_length=200, default="")
     last_name = fields.CharField(max_length=200, default="")
     source = fields.CharField(max_length=16, default=Source.APP.value)
     frequency = fields.CharField(max_length=16, default=Frequency.WEEKLY.value)
     unsubscribed = fields.BooleanField(default=False)
     add_to_crm = fields.BooleanField(default=False)
-    promo_tags = fields.JSONField(default=list)
+    promo_tags = fields.JSONField(default=list)  # read whole; filtered through UserTag
     promo_started_at = fields.DatetimeField(null=True)
     last_active = fields.DatetimeField(null=True)
     crm_kind = fields.CharField(max_length=16, null=True)  # vocabulary.CrmKind
     crm_id = fields.BigIntField(null=True)
     sync_error = fields.TextField(default="")
+    # "email first last", lower-cased: users.list's query is one LIKE per word on one
+    # column (a covering index here, a trigram index on PostgreSQL).
+    search_text = fields.CharField(max_length=730, db_default="")
     # Last values both sides agreed on, per mapped field: the base of the three-way merge.
     synced_values = fields.JSONField(default=dict)
+    # The Kuloo change time of each editable field (field -> ISO time), for the merge.
+    changed_at = fields.JSONField(default=dict, db_default="{}")
+    # +1 on every change: a sync batch applies only over the revision it read.
+    revision = fields.IntField(default=1, db_default=1)
     last_digest_at = fields.DatetimeField(null=True)
+    # Set from the clock by the use cases (auto_now would write the wall's time).
     created_at = fields.DatetimeField(auto_now_add=True)
-    updated_at = fields.DatetimeField(auto_now=True)
+    updated_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
         table = "kuloo_user"
-        unique_together = (("channel", "email"),)
+        # (channel, email) is implied by (channel, email_key); it stays because tortoise
+        # cannot drop an inline unique constraint on SQLite.
+        unique_together = (("channel", "email"), ("channel", "email_key"))
+        # users.list pages by id within a channel, filtered by these; the sync finds users
+        # by their CRM record. Index fields name the columns (``channel_id``): SQLite reads
+        # an unknown quoted name as a string constant and would index nothing.
+        indexes = (
+            ("channel_id", "id"),
+            ("channel_id", "unsubscribed", "frequency"),
+            ("channel_id", "source"),
+            ("channel_id", "crm_kind", "crm_id"),
+            ("channel_id", "search_text"),
+            ("channel_id", "sync_error"),  # has_sync_error is the range sync_error > ''
+        )
+
+
+class UserTag(Model):
+    """One promo tag of one user: the portable way to filter users by tag (no JSON queries).
+
+    Mirrors ``User.promo_tags``, written with it by ``store.users``.
+    """
+
+    id = fields.IntField(primary_key=True)
+    user = fields.ForeignKeyField("models.User", related_name="tags", on_delete=fields.CASCADE)
+    channel = fields.ForeignKeyField("models.Channel", related_name="user_tags", on_delete=fields.CASCADE)
+    tag = fields.CharField(max_length=100)
+
+    class Meta:
+        table = "user_promo_tag"
+        unique_together = (("user", "tag"),)
+        indexes = (("channel_id", "tag", "user_id"),)
 
 
 class Article(Model):
+    """One article of a channel, as last imported; ``version`` goes up when its content changes."""
+
     id = fields.IntField(primary_key=True)
     channel = fields.ForeignKeyField("models.Channel", related_name="articles", on_delete=fields.CASCADE)
+    # Identity across re-imports: the front-matter ``id``, else the path relative to the folder.
+    key = fields.CharField(max_length=500, db_default="")
+    source_file = fields.TextField(db_default="")
     title = fields.CharField(max_length=500)
     format = fields.CharField(max_length=16, default="markdown")  # markdown | html | clip
-    body = fields.TextField(default="")
-    url = fields.TextField(default="")
+    body = fields.TextField(default="")  # Markdown or HTML; for a clip, the clipped HTML
+    url = fields.TextField(default="")  # a clip's page
     tags = fields.JSONField(default=list)  # sequential tags; empty = a newsletter article
     published_at = fields.DatetimeField(null=True)
     delay_seconds = fields.IntField(default=0)
     version = fields.IntField(default=1)
+    content_hash = fields.CharField(max_length=64, db_default="")
+    withdrawn_at = fields.DatetimeField(null=True)  # its file disappeared: never sent again
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
     class Meta:
         table = "article"
+        unique_together = (("channel", "key"),)
 
 
 class SequenceProgress(Model):
-    """One sequential article sent to one user."""
+    """One sequential article taken for one user: queued (``sent_at`` null) or sent.
+
+    A Reset deletes a user's rows; what was sent stays in the outbox.
+    """
 
     id = fields.IntField(primary_key=True)
     user = fields.ForeignKeyField("models.User", related_name="progress", on_delete=fields.CASCADE)
     article = fields.ForeignKeyField("models.Article", related_name="progress", on_delete=fields.CASCADE)
-    sent_at = fields.DatetimeField()
+    outbox_id = fields.IntField(null=True)
+    sent_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "sequence_progress"
@@ -111,11 +167,14 @@ class OutboxMessage(Model):
     channel = fields.ForeignKeyField("models.Channel", related_name="outbox", on_delete=fields.CASCADE)
     user = fields.ForeignKeyField("models.User", related_name="outbox", on_delete=fields.CASCADE)
     article = fields.ForeignKeyField("models.Article", related_name="outbox", null=True, on_delete=fields.SET_NULL)
+    articles = fields.JSONField(null=True)  # a digest's article ids
     kind = fields.CharField(max_length=16)  # sequence | digest
-    state = fields.CharField(max_length=16, default=OutboxState.QUEUED.value)
+    state = fields.CharField(max_length=16, default=OutboxState.QUEUED.value, db_index=True)
     message_id = fields.CharField(max_length=320, unique=True)
     attempts = fields.IntField(default=0)
     last_error = fields.TextField(default="")
+    next_attempt_at = fields.DatetimeField(null=True)
+    attempted_at = fields.DatetimeField(null=True)  # when it was last handed to the transport
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
     sent_at = fields.DatetimeField(null=True)
@@ -148,12 +207,15 @@ class AuditEntry(Model):
     at = fields.DatetimeField(auto_now_add=True)
     actor = fields.CharField(max_length=16)  # sync | admin | link | app
     field = fields.CharField(max_length=64, default="")
-    old = fields.JSONField(null=True)
-    new = fields.JSONField(null=True)
+    # The values as JSON text, encoded by ``store.users.audit_entry``: a JSONField takes a
+    # Python str for JSON text, so it cannot hold a plain string value.
+    old = fields.TextField(null=True)
+    new = fields.TextField(null=True)
     note = fields.TextField(default="")
 
     class Meta:
         table = "audit_entry"
+        indexes = (("user_id", "id"),)  # users.audit: a user's entries, newest first
 
 
 class ClockState(Model):

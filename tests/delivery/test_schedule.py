@@ -1,0 +1,138 @@
+"""The pure decisions of delivery: next sequence email, digest periods and contents, tag changes."""
+
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+
+from kuloo_daemon.delivery.schedule import (
+    ArticleInfo,
+    Due,
+    add_period,
+    decide,
+    digest_articles,
+    digest_due,
+    next_in_sequence,
+    sequence_anchor,
+)
+from kuloo_daemon.vocabulary import Frequency
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+H = timedelta(hours=1)
+D = timedelta(days=1)
+
+# welcome: A (published first, 0 s), C (third, 2 days); onboarding: B (second, 1 day)
+A = ArticleInfo(1, ("welcome",), T0 - 3 * D, 0)
+B = ArticleInfo(2, ("onboarding",), T0 - 2 * D, 86400)
+C = ArticleInfo(3, ("welcome",), T0 - 1 * D, 2 * 86400)
+FUTURE = ArticleInfo(4, ("welcome",), T0 + 10 * D, 0)
+GONE = ArticleInfo(5, ("welcome",), T0 - 4 * D, 0, withdrawn=True)
+SEQ = [C, B, A, FUTURE, GONE]
+
+
+@pytest.mark.parametrize(
+    "tags, taken, anchor, now, expected",
+    [
+        # first email: its delay after the anchor (the user first got a promo tag)
+        (("welcome", "onboarding"), {}, T0, T0, Due(1, T0)),
+        # by publication date across both tags: B (onboarding) comes before C (welcome)
+        (("welcome", "onboarding"), {1: T0}, T0, T0, Due(2, T0 + D)),
+        (("welcome", "onboarding"), {1: T0, 2: T0 + D + H}, T0, T0 + 2 * D, Due(3, T0 + 3 * D + H)),
+        # one tag only: B is not in this user's sequence
+        (("welcome",), {1: T0}, T0, T0, Due(3, T0 + 2 * D)),
+        # one on its way (queued, not sent): nothing else is due yet
+        (("welcome", "onboarding"), {1: None}, T0, T0, None),
+        # everything sent: nothing more (the unpublished one is not due yet)
+        (("welcome", "onboarding"), {1: T0, 2: T0, 3: T0}, T0, T0 + 5 * D, None),
+        # the future article becomes due once published, not before
+        (("welcome",), {1: T0, 3: T0}, T0, T0 + 11 * D, Due(4, T0 + 10 * D)),
+        # no promo tags: no sequence
+        ((), {}, T0, T0, None),
+        # tags the articles do not carry
+        (("other",), {}, T0, T0, None),
+        # no anchor yet: the caller sets one first
+        (("welcome",), {}, None, T0, None),
+        # removed and re-added: continues where it left off (taken is kept), never resends
+        (("welcome",), {1: T0, 2: T0 + D}, T0, T0 + 30 * D, Due(3, T0 + 3 * D)),
+    ],
+)
+def test_next_in_sequence(tags, taken, anchor, now, expected):
+    assert next_in_sequence(SEQ, tags, taken, anchor, now) == expected
+
+
+def test_after_downtime_only_the_next_one_is_due_the_rest_waits_its_delay():
+    # The daemon was down for a month: A was sent long ago, B and C are both overdue.
+    late = T0 + 30 * D
+    assert next_in_sequence(SEQ, ("welcome", "onboarding"), {1: T0}, T0, late) == Due(2, T0 + D)
+    # Once B is sent (now), C waits its own delay after B, not after A.
+    assert next_in_sequence(SEQ, ("welcome", "onboarding"), {1: T0, 2: late}, T0, late) == Due(3, late + 2 * D)
+
+
+@pytest.mark.parametrize(
+    "tags, anchor, expected",
+    [(("welcome",), None, T0), (("welcome",), T0 - D, T0 - D), ((), None, None), ((), T0 - D, T0 - D)],
+)
+def test_sequence_anchor_is_set_once_when_the_first_tag_arrives(tags, anchor, expected):
+    assert sequence_anchor(tags, anchor, T0) == expected
+
+
+@pytest.mark.parametrize(
+    "start, frequency, expected",
+    [
+        (T0, Frequency.DAILY, T0 + D),
+        (T0, Frequency.WEEKLY, T0 + 7 * D),
+        (datetime(2026, 1, 31, 9, tzinfo=UTC), Frequency.MONTHLY, datetime(2026, 2, 28, 9, tzinfo=UTC)),
+        (datetime(2028, 1, 31, 9, tzinfo=UTC), Frequency.MONTHLY, datetime(2028, 2, 29, 9, tzinfo=UTC)),
+        (datetime(2026, 12, 15, 9, tzinfo=UTC), Frequency.MONTHLY, datetime(2027, 1, 15, 9, tzinfo=UTC)),
+        (datetime(2026, 3, 10, 0, 30, tzinfo=UTC), Frequency.MONTHLY, datetime(2026, 4, 10, 0, 30, tzinfo=UTC)),
+    ],
+)
+def test_digest_periods_in_utc(start, frequency, expected):
+    assert add_period(start, frequency) == expected
+
+
+@pytest.mark.parametrize(
+    "frequency, unsubscribed, last, expected",
+    [
+        ("daily", False, None, T0 + D),  # a new user: one period after joining
+        ("weekly", False, T0 + D, T0 + 8 * D),
+        ("disabled", False, None, None),
+        ("weekly", True, None, None),
+    ],
+)
+def test_digest_due(frequency, unsubscribed, last, expected):
+    assert digest_due(frequency, unsubscribed, last, T0) == expected
+
+
+def test_digest_holds_exactly_the_newsletter_articles_of_its_window():
+    n1 = ArticleInfo(10, (), T0 - H, 0)  # before the window: the last digest had it
+    n2 = ArticleInfo(11, (), T0, 0)  # exactly at the start: the last digest had it (until is inclusive)
+    n3 = ArticleInfo(12, (), T0 + H, 0)
+    n4 = ArticleInfo(13, (), T0 + D, 0)  # exactly at the end: in
+    n5 = ArticleInfo(14, (), T0 + D + H, 0)  # after: next time
+    gone = ArticleInfo(15, (), T0 + 2 * H, 0, withdrawn=True)
+    seq = ArticleInfo(16, ("welcome",), T0 + 2 * H, 0)
+    assert digest_articles([n5, n4, n3, n2, n1, gone, seq], T0, T0 + D) == [12, 13]
+
+
+def user(**kw):
+    base = dict(id=1, tags=(), unsubscribed=False, frequency="weekly", anchor=None, last_digest_at=None,
+                joined=T0, taken={})
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_decide_a_pass():
+    news = ArticleInfo(20, (), T0 + H, 0)
+    articles = [*SEQ, news]
+    now = T0 + 7 * D
+    plan = decide(articles, [
+        user(id=1, tags=("welcome",)),  # gets the anchor now and A at once
+        user(id=2, unsubscribed=True, tags=("welcome",)),  # nothing at all
+        user(id=3, frequency="disabled", tags=("welcome",), anchor=T0, taken={1: T0}),  # sequence, no digest
+        user(id=4, frequency="daily", joined=now),  # joined now: no backlog, nothing due
+    ], now)
+    assert plan.anchors == {1: now}
+    assert plan.sequence == [(1, 1), (3, 3)]
+    assert plan.digests == [(1, [20])]
+    assert plan.digest_windows_closed == [1]
+    assert plan.next_due == now + D  # user 4's first digest window
