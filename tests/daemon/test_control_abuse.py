@@ -358,7 +358,7 @@ def test_ctrl_c_on_kuloo_ctl_during_a_slow_channels_verify(daemon_factory, sells
     with d.client() as c:
         doc = c.call("channels.create", {"name": "Acme", "api_token": DEMO_TOKEN})
     # the verify's token check (the channel's scheduled sync also talks to Sell meanwhile)
-    sellsim.set_faults([{"kind": "slow", "path": "/v2/users/self", "delay": 1.5, "count": 1}])
+    sellsim.set_faults([{"kind": "slow", "path": "/v2/users/self", "delay": 6, "count": 1}])
     ctl = subprocess.Popen([sys.executable, "-m", "kuloo_daemon.control.ctl", "--socket", d.socket_path,
                             "channels.verify", json.dumps({"id": doc["id"]})],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
