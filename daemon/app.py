@@ -26,7 +26,7 @@ from .control.server import Broadcaster, ControlServer, bind_unix
 from .delivery.service import Delivery
 from .scheduler import Scheduler
 from .services import Services, open_services
-from .sync import connection
+from .sync import connection, engine
 from .systemd import Notifier, listen_sockets, watchdog_interval
 
 log = structlog.get_logger("kuloo.app")
@@ -151,6 +151,7 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
         services.connections = lambda: server.connections
         life = Lifecycle(services, server, notifier)
         services.scheduler.jobs.extend(connection.jobs(services))
+        services.scheduler.jobs.extend(engine.jobs(services))
         services.delivery = Delivery(services)
         services.scheduler.jobs.extend(services.delivery.jobs())
         async with trio.open_nursery() as outer:
