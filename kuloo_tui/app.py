@@ -12,7 +12,7 @@ from typing import Any
 from textual.app import App
 from textual.binding import Binding
 
-from .client import Connected, DaemonClient, Disconnected, Event
+from .client import Connected, DaemonClient, DaemonError, Disconnected, Event
 from .commands import KulooCommands
 from .messages import DaemonDown, DaemonEvent, DaemonUp
 from .screens.articles import ArticlesScreen
@@ -107,14 +107,22 @@ class KulooApp(App):
         return getattr(self.screen, "channel_id", self.channels[0]["id"] if self.channels else 1)
 
     def sync_now(self, channel_id: int) -> None:
-        screen = self.screen
-        if not isinstance(screen, DaemonScreen):
-            return
-        if "sync.run" not in screen.methods:
+        if "sync.run" not in self.client.server.get("methods", ()):
             self.notify("This daemon has no sync.run yet.", severity="warning")
             return
         self.notify("Sync started…")
-        screen.call("sync.run", {"channel": channel_id}, None, group="sync-now", seconds=600)
+        self.run_worker(self._sync_now(channel_id), group=f"sync-{channel_id}", exclusive=True,
+                        exit_on_error=False, name="sync.run")
+
+    async def _sync_now(self, channel_id: int) -> None:
+        try:
+            run = await self.client.call("sync.run", {"channel": channel_id}, seconds=1800)
+        except DaemonError as exc:
+            self.notify("\n".join(exc.problems), title="sync.run", severity="error", timeout=8)
+            return
+        counts = ", ".join(f"{k} {v}" for k, v in (run.get("counts") or {}).items() if v)
+        self.notify(f"Sync {run['status']}{': ' + counts if counts else ''}", title="sync.run",
+                    severity="information" if run["status"] in ("ok", "partial") else "warning")
 
     def action_refresh(self) -> None:
         if isinstance(self.screen, DaemonScreen):

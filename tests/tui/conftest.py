@@ -27,7 +27,7 @@ MANUAL_CLOCK = '[clock]\nmode = "manual"\nstart = "2026-01-05T09:00:00Z"\n'
 def make_daemon(short_tmp):
     started: list[Daemon] = []
 
-    def make(sell: str = "", sub: str = "d") -> Daemon:
+    def make(sell: str = "", sub: str = "d", extra: str = "") -> Daemon:
         root = os.path.join(short_tmp, sub)
         os.makedirs(f"{root}/creds", exist_ok=True)
         # Previews and mail sign links: a signing key, as a credential file (never TOML).
@@ -35,7 +35,7 @@ def make_daemon(short_tmp):
         with open(key, "w") as fh:
             fh.write("tui-tests-signing-key-0123456789abcdef\n")
         os.chmod(key, 0o600)
-        d = Daemon(root, MANUAL_CLOCK + f'[credentials]\ndirectory = "{root}/creds"\n', None, sell)
+        d = Daemon(root, MANUAL_CLOCK + f'[credentials]\ndirectory = "{root}/creds"\n' + extra, None, sell)
         started.append(d)
         d.start()
         d.wait_for("READY=1", timeout=30)
