@@ -20,6 +20,7 @@ from .screens.base import Banner, DaemonScreen
 from .screens.channel import ChannelScreen
 from .screens.dashboard import DashboardScreen
 from .screens.outbox import OutboxScreen
+from .screens.sync import SyncScreen
 from .screens.user import UserScreen
 from .screens.users import UsersScreen
 
@@ -93,6 +94,9 @@ class KulooApp(App):
 
     def open_articles(self, channel_id: int) -> None:
         self.push_screen(ArticlesScreen(channel_id))
+
+    def open_sync(self, channel_id: int) -> None:
+        self.push_screen(SyncScreen(channel_id))
 
     def open_outbox(self, channel_id: int) -> None:
         self.push_screen(OutboxScreen(channel_id))

@@ -30,6 +30,9 @@ class KulooCommands(Provider):
                 out.append((f"Channel {name}: outbox", partial(app.open_outbox, cid), "Mail by state; resolve uncertain"))
             if "sync.run" in methods:
                 out.append((f"Channel {name}: sync now", partial(app.sync_now, cid), "Run a sync now"))
+            if "sync.runs" in methods:
+                out.append((f"Channel {name}: sync runs and errors", partial(app.open_sync, cid),
+                            "History, counts, the Sync errors"))
         return out
 
     async def discover(self) -> Hits:

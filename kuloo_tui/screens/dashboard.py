@@ -31,6 +31,7 @@ class DashboardScreen(DaemonScreen):
         Binding("u", "users", "Users"),
         Binding("a", "articles", "Articles"),
         Binding("o", "outbox", "Outbox"),
+        Binding("y", "sync", "Sync runs"),
         Binding("s", "sync_now", "Sync now"),
         Binding("r", "reload", "Refresh"),
     ]
@@ -141,6 +142,10 @@ class DashboardScreen(DaemonScreen):
     def action_articles(self) -> None:
         if self.selected:
             self.app.open_articles(self.selected["id"])  # type: ignore[attr-defined]
+
+    def action_sync(self) -> None:
+        if self.selected:
+            self.app.open_sync(self.selected["id"])  # type: ignore[attr-defined]
 
     def action_outbox(self) -> None:
         if self.selected:

@@ -9,6 +9,7 @@ from textual.widgets import DataTable, Input, Select
 from kuloo_tui.app import make_app
 from kuloo_tui.client import DaemonClient
 from kuloo_tui.screens.dashboard import DashboardScreen
+from kuloo_tui.screens.sync import SyncScreen
 from kuloo_tui.screens.user import UserScreen
 from kuloo_tui.screens.users import UsersScreen
 from sellsim.seeds import DEMO_TOKEN
@@ -63,3 +64,29 @@ async def test_a_frequency_changed_in_the_tui_reaches_sell_after_sync_now(synced
         assert note.message.startswith(("Sync ok", "Sync partial")), note.message
     lead = next(r for r in sellsim.records("lead") if r["id"] == lead_id)
     assert lead["custom_fields"]["Subscription"] == "daily"
+
+
+async def test_a_broken_kulooid_shows_up_live_on_the_sync_screen_and_leads_to_its_user(synced, sellsim):
+    with synced.client() as c:
+        user = c.call("users.get", {"channel": 1, "email": "zoe@example.com"})
+    app = make_app(DaemonClient(synced.socket_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(lambda: isinstance(app.screen, DashboardScreen)
+                    and app.screen.query_one("#channels", DataTable).row_count == 1, pilot)
+        await pilot.press("y")
+        await until(lambda: isinstance(app.screen, SyncScreen)
+                    and app.screen.query_one("#sync-runs", DataTable).row_count == 1, pilot)
+        screen = app.screen
+        assert screen.errors == []
+        sellsim.edit_record("lead", user["crm"]["id"], {"custom_fields": {"KulooId": "oops"}})
+        await pilot.press("s")  # sync now, from this screen
+        # no refresh pressed: the daemon's sync events bring the error in
+        await until(lambda: len(screen.errors) == 1, pilot, tries=1200)
+        table = screen.query_one("#sync-errors", DataTable)
+        problem = str(table.get_row_at(0)[2])
+        assert "zoe@example.com" == str(table.get_row_at(0)[1]) and f'Restore it to "{user["kuloo_id"]}"' in problem
+        assert screen.query_one("#sync-runs", DataTable).row_count == 2
+        table.focus()
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None, pilot)
+        assert app.screen.user_id == user["id"] and "Restore it" in (app.screen.doc["sync_error"] or "")
