@@ -43,6 +43,7 @@ class UsersScreen(DaemonScreen):
         self.next: int | None = None
         self.total = 0
         self.tags: list[str] = []
+        self.shown_query: str | None = None  # the search the rows shown answer (None before the first page)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -84,7 +85,9 @@ class UsersScreen(DaemonScreen):
     def reload(self) -> None:
         if not self.tags:
             self.call("channels.get", {"id": self.channel_id}, lambda doc: Loaded("channel", doc))
-        self.call("users.list", self.params(), lambda page: Loaded("users", page), group="users")
+        params = self.params()
+        query = params.get("query", "")
+        self.call("users.list", params, lambda page: Loaded("users", {**page, "query": query}), group="users")
 
     def action_more(self) -> None:
         if self.next is not None:
@@ -115,6 +118,8 @@ class UsersScreen(DaemonScreen):
             self.users.append(user)
             table.add_row(*self.row(user), key=str(user["id"]))
         self.next, self.total = page["next"], page["total"]
+        if not message.append:
+            self.shown_query = page.get("query", "")
         more = " — m or the end of the list loads more" if self.next is not None else ""
         self.query_one("#count", Static).update(f"{len(self.users):,} of {self.total:,} shown{more}")
 
