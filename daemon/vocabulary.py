@@ -330,3 +330,56 @@ def to_kuloo(field_name: str, value: Any) -> dict[str, Any]:
     Raises ``ValueError`` for a value that is not one of the field's Kuloo values.
     """
     return FIELD_BY_NAME[field_name].to_kuloo_fn(value)
+
+# ----------------------------------------------------------------------------- users
+
+
+class Actor(StrEnum):
+    """Who changed a user, as the audit log says it."""
+
+    ADMIN = "admin"  # an admin, through the TUI or kuloo-ctl
+    APP = "app"  # the Kuloo app, through the control API
+    SYNC = "sync"  # the sync engine, applying an edit made in Sell
+    LINK = "link"  # the user, through an unsubscribe/frequency link or the signup form
+
+
+# The user attributes whose Kuloo change time the merge compares with Sell's updated_at:
+# the ones that travel both ways (DESIGN.md §3). users.update edits exactly these.
+EDITABLE_USER_FIELDS = ("email", "first_name", "last_name", "frequency", "unsubscribed", "add_to_crm",
+                        "promo_tags")
+
+
+class InvalidEmail(ValueError):
+    pass
+
+
+_EMAIL_LOCAL = re.compile(r"^[^\s@\"(),:;<>\[\\\]]+$")
+_EMAIL_LABEL = re.compile(r"^(?!-)[^\s@\"(),:;<>\[\\\]./]+(?<!-)$")
+
+
+def normalise_email(text: str) -> str:
+    """An address as it is kept and sent to: trimmed; raises ``InvalidEmail`` if it is not one.
+
+    The case is kept (it is the user's spelling); ``email_key`` is what is compared.
+    Deliberately plain: ``local@domain.tld`` with no spaces, quotes or brackets, the
+    lengths of RFC 5321 (64 for the local part, 254 in all).
+    """
+    address = text.strip()
+    if not address:
+        raise InvalidEmail("an email address is required")
+    if len(address) > 254:
+        raise InvalidEmail("an email address has at most 254 characters")
+    if not address.isprintable():
+        raise InvalidEmail(f"{address!r} contains control characters")
+    local, at, domain = address.rpartition("@")
+    labels = domain.split(".")
+    if (not at or not local or len(local) > 64 or not _EMAIL_LOCAL.match(local) or local.startswith(".")
+            or local.endswith(".") or ".." in local or len(labels) < 2
+            or not all(_EMAIL_LABEL.match(label) for label in labels)):
+        raise InvalidEmail(f"{address!r} is not an email address like name@example.com")
+    return address
+
+
+def email_key(address: str) -> str:
+    """What two addresses are compared by: one user per key per channel, in Kuloo and Sell alike."""
+    return address.strip().lower()

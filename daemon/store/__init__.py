@@ -19,3 +19,7 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     pass
+
+
+class Invalid(StoreError):
+    """Input that only the store can judge (e.g. promo tags against the channel's tags)."""

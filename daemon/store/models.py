@@ -44,19 +44,25 @@ class Channel(Model):
 
 
 class User(Model):
-    """The profile document of one subscriber of one channel."""
+    """The profile document of one subscriber of one channel.
+
+    ``store.users`` is the one writer of these rows' Kuloo-side fields (``apply_changes``
+    keeps the audit log, the change times, the revision and the tag rows in step).
+    """
 
     id = fields.IntField(primary_key=True)
     channel = fields.ForeignKeyField("models.Channel", related_name="users", on_delete=fields.CASCADE)
+    # Stable and opaque, generated here; Sell's KulooId field and the link tokens carry it.
     kuloo_id = fields.CharField(max_length=64, unique=True)
-    email = fields.CharField(max_length=320)
+    email = fields.CharField(max_length=320)  # as the user spelled it (trimmed)
+    email_key = fields.CharField(max_length=320, db_default="")  # vocabulary.email_key: one per channel
     first_name = fields.CharField(max_length=200, default="")
     last_name = fields.CharField(max_length=200, default="")
     source = fields.CharField(max_length=16, default=Source.APP.value)
     frequency = fields.CharField(max_length=16, default=Frequency.WEEKLY.value)
     unsubscribed = fields.BooleanField(default=False)
     add_to_crm = fields.BooleanField(default=False)
-    promo_tags = fields.JSONField(default=list)
+    promo_tags = fields.JSONField(default=list)  # read whole; filtered through UserTag
     promo_started_at = fields.DatetimeField(null=True)
     last_active = fields.DatetimeField(null=True)
     crm_kind = fields.CharField(max_length=16, null=True)  # vocabulary.CrmKind
@@ -64,13 +70,46 @@ class User(Model):
     sync_error = fields.TextField(default="")
     # Last values both sides agreed on, per mapped field: the base of the three-way merge.
     synced_values = fields.JSONField(default=dict)
+    # The Kuloo change time of each editable field (field -> ISO time), for the merge.
+    changed_at = fields.JSONField(default=dict, db_default="{}")
+    # +1 on every change: a sync batch applies only over the revision it read.
+    revision = fields.IntField(default=1, db_default=1)
     last_digest_at = fields.DatetimeField(null=True)
+    # Set from the clock by the use cases (auto_now would write the wall's time).
     created_at = fields.DatetimeField(auto_now_add=True)
-    updated_at = fields.DatetimeField(auto_now=True)
+    updated_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
         table = "kuloo_user"
-        unique_together = (("channel", "email"),)
+        # (channel, email) is implied by (channel, email_key); it stays because tortoise
+        # cannot drop an inline unique constraint on SQLite.
+        unique_together = (("channel", "email"), ("channel", "email_key"))
+        # Index fields name the columns (``channel_id``): SQLite takes an unknown quoted
+        # name for a string constant and would index nothing. users.list pages by id within a channel, filtered by these; the sync finds
+        # users by their CRM record.
+        indexes = (
+            ("channel_id", "id"),
+            ("channel_id", "unsubscribed", "frequency"),
+            ("channel_id", "source"),
+            ("channel_id", "crm_kind", "crm_id"),
+        )
+
+
+class UserTag(Model):
+    """One promo tag of one user: the portable way to filter users by tag (no JSON queries).
+
+    Mirrors ``User.promo_tags``, written with it by ``store.users``.
+    """
+
+    id = fields.IntField(primary_key=True)
+    user = fields.ForeignKeyField("models.User", related_name="tags", on_delete=fields.CASCADE)
+    channel = fields.ForeignKeyField("models.Channel", related_name="user_tags", on_delete=fields.CASCADE)
+    tag = fields.CharField(max_length=100)
+
+    class Meta:
+        table = "user_promo_tag"
+        unique_together = (("user", "tag"),)
+        indexes = (("channel_id", "tag", "user_id"),)
 
 
 class Article(Model):
@@ -162,12 +201,15 @@ class AuditEntry(Model):
     at = fields.DatetimeField(auto_now_add=True)
     actor = fields.CharField(max_length=16)  # sync | admin | link | app
     field = fields.CharField(max_length=64, default="")
-    old = fields.JSONField(null=True)
-    new = fields.JSONField(null=True)
+    # The values as JSON text, encoded by ``store.users.audit_entry``: a JSONField takes a
+    # Python str for JSON text, so it cannot hold a plain string value.
+    old = fields.TextField(null=True)
+    new = fields.TextField(null=True)
     note = fields.TextField(default="")
 
     class Meta:
         table = "audit_entry"
+        indexes = (("user_id", "id"),)  # users.audit: a user's entries, newest first
 
 
 class ClockState(Model):

@@ -38,3 +38,19 @@ def test_models_have_no_unmigrated_changes():
 
     writers = asyncio.run(detect())
     assert [w.name for w in writers] == []
+
+
+def test_every_index_names_real_columns(short_tmp):
+    """SQLite reads an unknown quoted name in an index as a string constant: an index on nothing."""
+    cfg = f"{short_tmp}/k.toml"
+    with open(cfg, "w") as f:
+        f.write(f'[daemon]\nstate_dir = "{short_tmp}/state"\n[control]\nsocket = "{short_tmp}/c.sock"\n')
+    r = subprocess.run([sys.executable, "-m", "kuloo_daemon.cli", "migrate", "--config", cfg],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    db = sqlite3.connect(f"{short_tmp}/state/kuloo.sqlite3")
+    indexes = db.execute("select name, tbl_name from sqlite_master where type='index'").fetchall()
+    assert any(table == "kuloo_user" for _name, table in indexes)
+    for name, table in indexes:
+        columns = db.execute(f'pragma index_info("{name}")').fetchall()
+        assert columns and all(cid >= 0 for _seq, cid, _col in columns), (table, name, columns)

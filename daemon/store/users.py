@@ -1,0 +1,391 @@
+"""Users (profile documents): the use cases behind ``users.*``, and the one way to change a user.
+
+Use cases for ``Store.run`` (one crossing each, ``now`` from the clock, typed results):
+``add``, ``get``, ``get_by_email``, ``update``, ``mark_active``, ``list_page``, ``audit``.
+
+For the other writers (the sync engine's batch, the links service), inside their own
+unit of work:
+
+- ``apply_changes(row, changes, actor=..., now=..., note=...)`` is how any Kuloo-side
+  field of a user changes. It writes one audit entry per changed field, stamps the
+  field's Kuloo change time (``User.changed_at``, which the merge compares with Sell's
+  ``updated_at``), bumps ``revision`` (DECISIONS.md "No lost opt-out": a batch applies
+  only over the revision it read), keeps the tag rows of ``promo_tags`` and the email key
+  in step, and cancels queued mail when the user opts out.
+- ``insert(channel_id, fields, actor=..., now=..., note=...)`` creates a user row with
+  a new KulooId, its tag rows and its audit entry.
+- ``audit_entry(row, field, old, new, ...)`` makes an audit entry (a conflict's, say).
+- ``document(row)`` is the typed ``User`` of a row.
+
+Emails are kept as spelled (trimmed) and compared by ``vocabulary.email_key``: one user
+per key per channel. Promo tags live whole in ``promo_tags`` (JSON, read whole) and, one
+row each, in ``UserTag`` so that filtering by tag stays a plain indexed query on SQLite
+and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q, Subquery
+from tortoise.transactions import in_transaction
+
+from ..vocabulary import (
+    EDITABLE_USER_FIELDS,
+    SUBSCRIPTION_UNSUBSCRIBED,
+    Actor,
+    CrmKind,
+    Frequency,
+    OutboxState,
+    Source,
+    email_key,
+)
+from . import Conflict, Invalid, NotFound
+from .models import AuditEntry, OutboxMessage, UserTag
+from .models import Channel as ChannelRow
+from .models import User as UserRow
+
+LIST_LIMIT_MAX = 500
+AUDIT_LIMIT_MAX = 500
+CRM_NONE = "none"  # the crm_kind filter's word for users linked to no CRM record
+
+
+@dataclass(frozen=True)
+class CrmLink:
+    kind: CrmKind
+    id: int
+
+
+@dataclass(frozen=True)
+class User:
+    """The profile document, plus what the sync's merge needs (revision, change times)."""
+
+    id: int
+    channel_id: int
+    kuloo_id: str
+    email: str
+    first_name: str
+    last_name: str
+    source: Source
+    frequency: Frequency
+    unsubscribed: bool
+    add_to_crm: bool
+    promo_tags: tuple[str, ...]
+    last_active: datetime | None
+    crm: CrmLink | None
+    sync_error: str
+    created_at: datetime | None
+    updated_at: datetime | None
+    revision: int
+    changed_at: Mapping[str, datetime]  # editable field -> its last Kuloo change time
+
+
+@dataclass(frozen=True)
+class Updated:
+    user: User
+    changed: tuple[str, ...]  # the fields that changed; empty when nothing did
+
+
+@dataclass(frozen=True)
+class Filters:
+    """``users.list`` filters; None (or "") means no filter."""
+
+    query: str = ""  # every word must appear in the email or a name
+    has_sync_error: bool | None = None
+    subscription: str | None = None  # a Frequency, or "unsubscribed"
+    source: Source | None = None
+    promo: str | None = None
+    crm_kind: str | None = None  # a CrmKind, or "none"
+
+
+@dataclass(frozen=True)
+class Page:
+    users: tuple[User, ...]
+    next: int | None  # pass as ``after`` for the next page; None on the last page
+    total: int  # users matching the filters, all pages together
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    at: datetime
+    actor: str
+    field: str
+    old: Any
+    new: Any
+    note: str
+
+
+# ----------------------------------------------------------------------------- rows <-> documents
+
+
+def new_kuloo_id() -> str:
+    """A KulooId: random, opaque, never reused or changed (Sell and link tokens carry it)."""
+    return secrets.token_hex(16)
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def document(row: UserRow) -> User:
+    return User(
+        id=row.id,
+        channel_id=row.channel_id,  # type: ignore[attr-defined]
+        kuloo_id=row.kuloo_id,
+        email=row.email,
+        first_name=row.first_name,
+        last_name=row.last_name,
+        source=Source(row.source),
+        frequency=Frequency(row.frequency),
+        unsubscribed=row.unsubscribed,
+        add_to_crm=row.add_to_crm,
+        promo_tags=tuple(row.promo_tags or ()),
+        last_active=row.last_active,
+        crm=CrmLink(CrmKind(row.crm_kind), row.crm_id) if row.crm_kind and row.crm_id is not None else None,
+        sync_error=row.sync_error,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        revision=row.revision,
+        changed_at={k: _parse_time(v) for k, v in (row.changed_at or {}).items()},
+    )
+
+
+def _plain(field: str, value: Any) -> Any:
+    """A field's value as the audit log and the row keep it (JSON-ready)."""
+    if field == "promo_tags":
+        return list(value or ())
+    if field in ("frequency", "source"):
+        return str(value.value if isinstance(value, Source | Frequency) else value)
+    return value
+
+
+async def _row(user_id: int, *, for_update: bool = False) -> UserRow:
+    query = UserRow.select_for_update() if for_update else UserRow
+    row = await query.get_or_none(id=user_id)
+    if row is None:
+        raise NotFound(f"no user with id {user_id}")
+    return row
+
+
+async def _channel(channel_id: int) -> ChannelRow:
+    row = await ChannelRow.get_or_none(id=channel_id)
+    if row is None:
+        raise NotFound(f"no channel with id {channel_id}")
+    return row
+
+
+def _check_promo(channel: ChannelRow, tags: Iterable[str]) -> None:
+    allowed = set(channel.sequential_tags or ())
+    unknown = [t for t in tags if t not in allowed]
+    if unknown:
+        choices = ", ".join(repr(t) for t in channel.sequential_tags or ()) or "none yet"
+        raise Invalid(f"promo tags {unknown!r} are not sequential tags of channel {channel.id} "
+                      f"(its tags: {choices})")
+
+
+async def _email_taken(channel_id: int, key: str, other_than: int | None = None) -> None:
+    query = UserRow.filter(channel_id=channel_id, email_key=key)
+    if other_than is not None:
+        query = query.exclude(id=other_than)
+    taken = await query.first().values("id", "email")
+    if taken:
+        raise Conflict(f"user {taken['id']} of channel {channel_id} already has the email {taken['email']!r}")
+
+
+def audit_entry(row: UserRow, field: str, old: Any, new: Any, *, actor: Actor, now: datetime,
+                note: str = "") -> AuditEntry:
+    """An unsaved audit entry about ``row`` (save it, or ``AuditEntry.bulk_create`` many)."""
+    return AuditEntry(channel_id=row.channel_id, user_id=row.id, at=now,  # type: ignore[attr-defined]
+                      actor=Actor(actor).value, field=field, old=json.dumps(old), new=json.dumps(new), note=note)
+
+
+def _audit_record(entry: AuditEntry) -> AuditRecord:
+    return AuditRecord(entry.at, entry.actor, entry.field,
+                       json.loads(entry.old) if entry.old is not None else None,
+                       json.loads(entry.new) if entry.new is not None else None, entry.note)
+
+
+async def _write_tags(row: UserRow, tags: Iterable[str]) -> None:
+    await UserTag.filter(user_id=row.id).delete()
+    await UserTag.bulk_create([UserTag(user_id=row.id, channel_id=row.channel_id,  # type: ignore[attr-defined]
+                                       tag=t) for t in dict.fromkeys(tags)])
+
+
+# ----------------------------------------------------------------------------- for every writer
+
+
+async def insert(channel_id: int, fields: Mapping[str, Any], *, actor: Actor, now: datetime,
+                 note: str = "") -> UserRow:
+    """Create a user row (inside the caller's transaction): KulooId, email key, tags, audit.
+
+    ``fields`` holds a normalised ``email`` and any of ``first_name``, ``last_name``,
+    ``source``, ``frequency``, ``unsubscribed``, ``add_to_crm``, ``promo_tags``,
+    ``crm_kind``, ``crm_id``, ``synced_values``. The caller has checked the email is free.
+    """
+    values = {k: _plain(k, v) for k, v in fields.items()}
+    row = UserRow(channel_id=channel_id, kuloo_id=new_kuloo_id(), email_key=email_key(values["email"]),
+                  created_at=now, updated_at=now, changed_at={}, revision=1, **values)
+    await row.save()
+    if row.promo_tags:
+        row.promo_started_at = now
+        await row.save(update_fields=["promo_started_at"])
+        await _write_tags(row, row.promo_tags)
+    await audit_entry(row, "", None, row.email, actor=actor, now=now,
+                      note=note or f"user added (source {Source(row.source).value or 'app'})").save()
+    return row
+
+
+async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Actor, now: datetime,
+                        note: str = "") -> tuple[str, ...]:
+    """Apply the editable-field ``changes`` to ``row`` and save it; returns what changed.
+
+    Call inside a transaction (``in_transaction()``). Only fields whose value differs
+    count: each gets an audit entry with both values and ``note``, and its change time;
+    the revision goes up once. Nothing changed: nothing is written.
+    """
+    changed: list[str] = []
+    entries: list[AuditEntry] = []
+    stamps = dict(row.changed_at or {})
+    for field, value in changes.items():
+        if field not in EDITABLE_USER_FIELDS:
+            raise ValueError(f"{field!r} is not an editable user field")
+        new, old = _plain(field, value), _plain(field, getattr(row, field))
+        if new == old:
+            continue
+        setattr(row, field, new)
+        changed.append(field)
+        stamps[field] = now.isoformat()
+        entries.append(audit_entry(row, field, old, new, actor=actor, now=now, note=note))
+    if not changed:
+        return ()
+    update_fields = [*changed, "changed_at", "revision", "updated_at"]
+    if "email" in changed:
+        row.email_key = email_key(row.email)
+        update_fields.append("email_key")
+    if "promo_tags" in changed and row.promo_tags and row.promo_started_at is None:
+        row.promo_started_at = now  # the first tag starts the sequence clock (DESIGN.md §5)
+        update_fields.append("promo_started_at")
+    row.changed_at = stamps
+    row.revision += 1
+    row.updated_at = now
+    await row.save(update_fields=update_fields)
+    await AuditEntry.bulk_create(entries)
+    if "promo_tags" in changed:
+        await _write_tags(row, row.promo_tags)
+    if "unsubscribed" in changed and row.unsubscribed:
+        # DECISIONS.md "States": queued mail of a user who unsubscribed is cancelled.
+        await OutboxMessage.filter(user_id=row.id, state=OutboxState.QUEUED.value).update(
+            state=OutboxState.CANCELLED.value, updated_at=now)
+    return tuple(changed)
+
+
+# ----------------------------------------------------------------------------- use cases
+
+
+async def add(channel_id: int, fields: Mapping[str, Any], actor: Actor, now: datetime) -> User:
+    """A new user of the channel (``users.add``); ``conflict`` when the email is taken."""
+    try:
+        async with in_transaction():
+            channel = await _channel(channel_id)
+            _check_promo(channel, fields.get("promo_tags") or ())
+            await _email_taken(channel_id, email_key(fields["email"]))
+            row = await insert(channel_id, fields, actor=actor, now=now)
+    except IntegrityError:  # a concurrent add of the same email won the race
+        raise Conflict(f"a user of channel {channel_id} already has the email {fields['email']!r}") from None
+    return document(row)
+
+
+async def get(user_id: int) -> User:
+    return document(await _row(user_id))
+
+
+async def get_by_email(channel_id: int, email: str) -> User:
+    row = await UserRow.get_or_none(channel_id=channel_id, email_key=email_key(email))
+    if row is None:
+        await _channel(channel_id)  # say which is missing: the channel or the user
+        raise NotFound(f"no user with the email {email.strip()!r} in channel {channel_id}")
+    return document(row)
+
+
+async def update(user_id: int, changes: Mapping[str, Any], actor: Actor, now: datetime) -> Updated:
+    """An edit by an admin or the app (``users.update``): checked, applied, audited."""
+    try:
+        async with in_transaction():
+            row = await _row(user_id, for_update=True)
+            if "promo_tags" in changes:
+                _check_promo(await _channel(row.channel_id), changes["promo_tags"])  # type: ignore[attr-defined]
+            if "email" in changes and email_key(changes["email"]) != row.email_key:
+                await _email_taken(row.channel_id, email_key(changes["email"]), other_than=row.id)  # type: ignore[attr-defined]
+            changed = await apply_changes(row, changes, actor=actor, now=now)
+    except IntegrityError:
+        raise Conflict(f"another user of the channel already has the email {changes.get('email')!r}") from None
+    return Updated(document(row), changed)
+
+
+async def mark_active(user_id: int, at: datetime, now: datetime) -> Updated:
+    """Record activity at ``at`` (capped at ``now``); Last active never moves backwards."""
+    at = min(at, now)
+    async with in_transaction():
+        row = await _row(user_id, for_update=True)
+        if row.last_active is not None and row.last_active >= at:
+            return Updated(document(row), ())
+        row.last_active = at
+        row.revision += 1
+        row.updated_at = now
+        await row.save(update_fields=["last_active", "revision", "updated_at"])
+    return Updated(document(row), ("last_active",))
+
+
+def _filtered(channel_id: int, filters: Filters):
+    query = UserRow.filter(channel_id=channel_id)
+    for word in filters.query.split():
+        query = query.filter(Q(email_key__contains=word.lower()) | Q(first_name__icontains=word)
+                             | Q(last_name__icontains=word))
+    if filters.has_sync_error is True:
+        query = query.exclude(sync_error="")
+    elif filters.has_sync_error is False:
+        query = query.filter(sync_error="")
+    if filters.subscription == SUBSCRIPTION_UNSUBSCRIBED:
+        query = query.filter(unsubscribed=True)
+    elif filters.subscription:
+        query = query.filter(unsubscribed=False, frequency=Frequency(filters.subscription).value)
+    if filters.source is not None:
+        query = query.filter(source=Source(filters.source).value)
+    if filters.promo:
+        tagged = UserTag.filter(channel_id=channel_id, tag=filters.promo).values("user_id")
+        query = query.filter(id__in=Subquery(tagged))
+    if filters.crm_kind == CRM_NONE:
+        query = query.filter(crm_kind__isnull=True)
+    elif filters.crm_kind:
+        query = query.filter(crm_kind=CrmKind(filters.crm_kind).value)
+    return query
+
+
+async def list_page(channel_id: int, filters: Filters, after: int | None, limit: int) -> Page:
+    """One page of the channel's users by id (keyset: ``after`` is the last id seen)."""
+    if not 1 <= limit <= LIST_LIMIT_MAX:
+        raise Invalid(f"limit must be 1 to {LIST_LIMIT_MAX}")
+    await _channel(channel_id)
+    query = _filtered(channel_id, filters)
+    total = await query.count()
+    page = query.filter(id__gt=after) if after is not None else query
+    rows = await page.order_by("id").limit(limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(tuple(document(r) for r in rows), rows[-1].id if more else None, total)
+
+
+async def audit(user_id: int, limit: int) -> list[AuditRecord]:
+    """The user's audit log, newest first."""
+    if not 1 <= limit <= AUDIT_LIMIT_MAX:
+        raise Invalid(f"limit must be 1 to {AUDIT_LIMIT_MAX}")
+    if not await UserRow.exists(id=user_id):
+        raise NotFound(f"no user with id {user_id}")
+    rows = await AuditEntry.filter(user_id=user_id).order_by("-id").limit(limit)
+    return [_audit_record(r) for r in rows]

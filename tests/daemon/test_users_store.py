@@ -1,0 +1,322 @@
+"""store.users through the real bridge on a real SQLite file: every use case, every refusal."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from kuloo_daemon.store import Conflict, Invalid, NotFound, users
+from kuloo_daemon.store import channels as channel_store
+from kuloo_daemon.store.bridge import Store
+from kuloo_daemon.store.models import OutboxMessage, UserTag
+from kuloo_daemon.store.models import User as UserRow
+from kuloo_daemon.vocabulary import Actor, CrmKind, Frequency, OutboxState, Source
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+TAGS = ["onboarding", "pro-tips", "webinar"]
+
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory):
+    """A migrated database made once; each test opens its own copy (migrating is the slow part)."""
+    root = tmp_path_factory.mktemp("users-db")
+    (root / "k.toml").write_text(f'[daemon]\nstate_dir = "{root}/state"\n[control]\nsocket = "{root}/c.sock"\n')
+    subprocess.run([sys.executable, "-m", "kuloo_daemon.cli", "migrate", "--config", str(root / "k.toml")],
+                   check=True, capture_output=True, timeout=120)
+    return root / "state" / "kuloo.sqlite3"
+
+
+@pytest.fixture
+async def store(short_tmp, migrated):
+    shutil.copy(migrated, f"{short_tmp}/s.sqlite3")
+    async with Store.open(f"{short_tmp}/s.sqlite3") as s:
+        yield s
+
+
+async def _await(make):
+    return await make()
+
+
+async def query(store, make):
+    """Run a query built by ``make`` on the store's side (querysets are built there)."""
+    return await store.run(_await, make)
+
+
+async def make_channel(store, name="Acme", tags=TAGS) -> int:
+    created = await store.run(channel_store.create, {"name": name, "sequential_tags": tags}, None, T0)
+    return created.channel.id
+
+
+async def add(store, channel_id, email, at=T0, actor=Actor.ADMIN, **fields):
+    return await store.run(users.add, channel_id, {"email": email, "source": Source.ADMIN, **fields}, actor, at)
+
+
+async def test_add_keeps_defaults_a_stable_kuloo_id_and_an_audit_entry(store):
+    ch = await make_channel(store)
+    u = await add(store, ch, "Ada@Example.com", first_name="Ada")
+    assert (u.email, u.first_name, u.last_name, u.source) == ("Ada@Example.com", "Ada", "", Source.ADMIN)
+    assert (u.frequency, u.unsubscribed, u.add_to_crm, u.promo_tags) == (Frequency.WEEKLY, False, False, ())
+    assert (u.crm, u.sync_error, u.last_active, u.revision) == (None, "", None, 1)
+    assert u.created_at == u.updated_at == T0
+    assert len(u.kuloo_id) == 32 and u.kuloo_id.isalnum()
+    again = await store.run(users.get, u.id)
+    assert again == u
+    other = await add(store, ch, "bob@example.com")
+    assert other.kuloo_id != u.kuloo_id
+    [entry] = await store.run(users.audit, u.id, 10)
+    assert (entry.at, entry.actor, entry.field, entry.new) == (T0, "admin", "", "Ada@Example.com")
+    assert "source admin" in entry.note
+
+
+async def test_add_refuses_a_second_user_with_the_same_email_in_any_case(store):
+    ch = await make_channel(store)
+    first = await add(store, ch, "ada@example.com")
+    with pytest.raises(Conflict) as err:
+        await add(store, ch, "ADA@example.COM")
+    assert f"user {first.id}" in str(err.value)
+    # another channel may have the same address
+    ch2 = await make_channel(store, "Other")
+    assert (await add(store, ch2, "ada@example.com")).channel_id == ch2
+
+
+async def test_add_checks_promo_tags_against_the_channel_and_writes_tag_rows(store):
+    ch = await make_channel(store)
+    with pytest.raises(Invalid) as err:
+        await add(store, ch, "a@example.com", promo_tags=["onboarding", "nope"])
+    assert "'nope'" in str(err.value) and "'webinar'" in str(err.value)
+    assert await query(store, lambda: UserRow.all().count()) == 0  # nothing half-made
+    u = await add(store, ch, "a@example.com", promo_tags=["webinar", "onboarding"])
+    assert u.promo_tags == ("webinar", "onboarding")
+    rows = await query(store, lambda: UserTag.filter(user_id=u.id).order_by("tag").values_list("tag", flat=True))
+    assert rows == ["onboarding", "webinar"]
+
+
+async def test_add_to_an_unknown_channel_is_not_found(store):
+    with pytest.raises(NotFound):
+        await add(store, 99, "a@example.com")
+
+
+async def test_get_by_email_is_case_insensitive_and_says_what_is_missing(store):
+    ch = await make_channel(store)
+    u = await add(store, ch, "Ada@Example.com")
+    assert (await store.run(users.get_by_email, ch, "  ada@EXAMPLE.com ")).id == u.id
+    with pytest.raises(NotFound, match="no user with the email"):
+        await store.run(users.get_by_email, ch, "bob@example.com")
+    with pytest.raises(NotFound, match="no channel"):
+        await store.run(users.get_by_email, 42, "ada@example.com")
+    with pytest.raises(NotFound):
+        await store.run(users.get, 12345)
+
+
+async def test_update_audits_each_changed_field_and_stamps_its_change_time(store):
+    ch = await make_channel(store)
+    u = await add(store, ch, "ada@example.com")
+    t1 = T0 + timedelta(hours=1)
+    done = await store.run(users.update, u.id, {"frequency": "daily", "unsubscribed": False,
+                                                "promo_tags": ["webinar"], "first_name": "Ada"}, Actor.APP, t1)
+    assert set(done.changed) == {"frequency", "promo_tags", "first_name"}  # unsubscribed was already False
+    assert done.user.revision == 2 and done.user.updated_at == t1
+    assert done.user.changed_at == {"frequency": t1, "promo_tags": t1, "first_name": t1}
+    entries = await store.run(users.audit, u.id, 10)
+    # newest first; one update's entries in the reverse of the order the fields came in
+    assert [(e.field, e.old, e.new, e.actor, e.at) for e in entries[:3]] == [
+        ("first_name", "", "Ada", "app", t1),
+        ("promo_tags", [], ["webinar"], "app", t1),
+        ("frequency", "weekly", "daily", "app", t1),
+    ]
+    assert entries[-1].field == "" and len(entries) == 4
+    # a second change of one field moves only its time
+    t2 = t1 + timedelta(hours=1)
+    done = await store.run(users.update, u.id, {"frequency": "monthly"}, Actor.ADMIN, t2)
+    assert done.user.changed_at["frequency"] == t2 and done.user.changed_at["first_name"] == t1
+    assert done.user.revision == 3
+
+
+async def test_an_update_that_changes_nothing_writes_nothing(store):
+    ch = await make_channel(store)
+    u = await add(store, ch, "ada@example.com", first_name="Ada")
+    done = await store.run(users.update, u.id, {"first_name": "Ada", "frequency": "weekly"}, Actor.ADMIN,
+                           T0 + timedelta(days=1))
+    assert done.changed == () and done.user == u
+    assert len(await store.run(users.audit, u.id, 10)) == 1
+
+
+async def test_update_email_keeps_one_user_per_address(store):
+    ch = await make_channel(store)
+    a = await add(store, ch, "ada@example.com")
+    b = await add(store, ch, "bob@example.com")
+    with pytest.raises(Conflict, match=f"user {a.id}"):
+        await store.run(users.update, b.id, {"email": "ADA@example.com"}, Actor.ADMIN, T0)
+    # a change of case is the same user's spelling: allowed, audited, still found by key
+    done = await store.run(users.update, a.id, {"email": "Ada@Example.com"}, Actor.ADMIN, T0)
+    assert done.changed == ("email",) and done.user.email == "Ada@Example.com"
+    assert (await store.run(users.get_by_email, ch, "ada@example.com")).id == a.id
+    done = await store.run(users.update, a.id, {"email": "ada.l@example.com"}, Actor.ADMIN, T0)
+    assert (await store.run(users.get_by_email, ch, "ADA.L@example.com")).id == a.id
+    with pytest.raises(NotFound):
+        await store.run(users.get_by_email, ch, "ada@example.com")
+
+
+async def test_update_checks_promo_tags_and_rewrites_tag_rows(store):
+    ch = await make_channel(store)
+    u = await add(store, ch, "a@example.com", promo_tags=["onboarding"])
+    with pytest.raises(Invalid):
+        await store.run(users.update, u.id, {"promo_tags": ["gone"]}, Actor.ADMIN, T0)
+    await store.run(users.update, u.id, {"promo_tags": ["webinar", "pro-tips"]}, Actor.ADMIN, T0)
+    rows = await query(store, lambda: UserTag.filter(user_id=u.id).order_by("tag").values_list("tag", flat=True))
+    assert rows == ["pro-tips", "webinar"]
+    await store.run(users.update, u.id, {"promo_tags": []}, Actor.ADMIN, T0)
+    assert await query(store, lambda: UserTag.filter(user_id=u.id).count()) == 0
+
+
+async def test_update_of_an_unknown_user_is_not_found(store):
+    with pytest.raises(NotFound):
+        await store.run(users.update, 7, {"first_name": "X"}, Actor.ADMIN, T0)
+
+
+async def test_opting_out_cancels_queued_mail_only(store):
+    ch = await make_channel(store)
+    u = await add(store, ch, "a@example.com")
+
+    async def queue():
+        for i, state in enumerate([OutboxState.QUEUED, OutboxState.SENT, OutboxState.QUEUED]):
+            await OutboxMessage.create(channel_id=ch, user_id=u.id, kind="digest", state=state.value,
+                                       message_id=f"<m{i}@kuloo>")
+    await store.run(queue)
+    await store.run(users.update, u.id, {"unsubscribed": True}, Actor.APP, T0)
+    states = await query(store, lambda: OutboxMessage.all().order_by("id").values_list("state", flat=True))
+    assert states == ["cancelled", "sent", "cancelled"]
+
+
+async def test_mark_active_caps_at_now_and_never_goes_backwards(store):
+    ch = await make_channel(store)
+    u = await add(store, ch, "a@example.com")
+    now = T0 + timedelta(days=2)
+    done = await store.run(users.mark_active, u.id, T0 + timedelta(days=1), now)
+    assert done.changed == ("last_active",) and done.user.last_active == T0 + timedelta(days=1)
+    assert done.user.revision == 2 and done.user.updated_at == now
+    older = await store.run(users.mark_active, u.id, T0, now)
+    assert older.changed == () and older.user.last_active == T0 + timedelta(days=1)
+    future = await store.run(users.mark_active, u.id, now + timedelta(days=30), now)
+    assert future.user.last_active == now
+    with pytest.raises(NotFound):
+        await store.run(users.mark_active, 999, T0, now)
+
+
+async def test_apply_changes_refuses_fields_that_are_not_editable(store):
+    ch = await make_channel(store)
+    u = await add(store, ch, "a@example.com")
+
+    async def change_source():
+        row = await UserRow.get(id=u.id)
+        await users.apply_changes(row, {"source": "sync"}, actor=Actor.SYNC, now=T0)
+    with pytest.raises(ValueError, match="source"):
+        await store.run(change_source)
+
+
+async def seed_list(store):
+    ch = await make_channel(store)
+    people = [
+        ("ada@example.com", "Ada", "Lovelace", {}),
+        ("bob@example.com", "Bob", "Builder", {"frequency": "daily"}),
+        ("carol@corp.test", "Carol", "Lovelace", {"unsubscribed": True, "frequency": "daily"}),
+        ("dan@example.com", "Dan", "", {"promo_tags": ["webinar"], "source": Source.APP}),
+        ("eve@corp.test", "Eve", "Adams", {"promo_tags": ["onboarding", "webinar"], "frequency": "disabled"}),
+    ]
+    ids = []
+    for email, first, last, extra in people:
+        fields = {"source": Source.ADMIN, **extra}
+        u = await store.run(users.add, ch, {"email": email, "first_name": first, "last_name": last, **fields},
+                            Actor.ADMIN, T0)
+        ids.append(u.id)
+
+    async def link_and_fail():
+        await UserRow.filter(id=ids[0]).update(crm_kind=CrmKind.LEAD.value, crm_id=11)
+        await UserRow.filter(id=ids[1]).update(crm_kind=CrmKind.CONTACT.value, crm_id=12)
+        await UserRow.filter(id=ids[2]).update(sync_error="over the plan's limit")
+    await store.run(link_and_fail)
+    return ch, ids
+
+
+async def emails(store, ch, **filters):
+    page = await store.run(users.list_page, ch, users.Filters(**filters), None, 500)
+    assert page.total == len(page.users)
+    return [u.email for u in page.users]
+
+
+async def test_list_filters(store):
+    ch, ids = await seed_list(store)
+    assert len(await emails(store, ch)) == 5
+    assert await emails(store, ch, query="LOVELACE") == ["ada@example.com", "carol@corp.test"]
+    assert await emails(store, ch, query="corp") == ["carol@corp.test", "eve@corp.test"]
+    assert await emails(store, ch, query="ada love") == ["ada@example.com"]  # every word must match
+    assert await emails(store, ch, query="ada") == ["ada@example.com", "eve@corp.test"]  # Adams
+    assert await emails(store, ch, query="%") == []  # LIKE wildcards are literal
+    assert await emails(store, ch, has_sync_error=True) == ["carol@corp.test"]
+    assert len(await emails(store, ch, has_sync_error=False)) == 4
+    assert await emails(store, ch, subscription="unsubscribed") == ["carol@corp.test"]
+    assert await emails(store, ch, subscription="daily") == ["bob@example.com"]  # carol opted out
+    assert await emails(store, ch, subscription="disabled") == ["eve@corp.test"]
+    assert await emails(store, ch, subscription="weekly") == ["ada@example.com", "dan@example.com"]
+    assert await emails(store, ch, source=Source.APP) == ["dan@example.com"]
+    assert len(await emails(store, ch, source=Source.ADMIN)) == 4
+    assert await emails(store, ch, source=Source.SYNC) == []
+    assert await emails(store, ch, promo="webinar") == ["dan@example.com", "eve@corp.test"]
+    assert await emails(store, ch, promo="onboarding") == ["eve@corp.test"]
+    assert await emails(store, ch, promo="unknown") == []
+    assert await emails(store, ch, crm_kind="lead") == ["ada@example.com"]
+    assert await emails(store, ch, crm_kind="contact") == ["bob@example.com"]
+    assert len(await emails(store, ch, crm_kind="none")) == 3
+    assert await emails(store, ch, promo="webinar", query="eve", subscription="disabled") == ["eve@corp.test"]
+    # another channel's users never show
+    other = await make_channel(store, "Other")
+    await add(store, other, "zed@example.com", promo_tags=["webinar"])
+    assert await emails(store, ch, promo="webinar") == ["dan@example.com", "eve@corp.test"]
+    assert await emails(store, other) == ["zed@example.com"]
+
+
+async def test_list_pages_by_keyset_with_a_total(store):
+    ch, ids = await seed_list(store)
+    seen, after = [], None
+    while True:
+        page = await store.run(users.list_page, ch, users.Filters(), after, 2)
+        assert page.total == 5 and len(page.users) <= 2
+        seen += [u.id for u in page.users]
+        if page.next is None:
+            break
+        assert page.next == page.users[-1].id
+        after = page.next
+    assert seen == ids
+    # a page ends exactly at the last user: no empty extra page
+    page = await store.run(users.list_page, ch, users.Filters(), ids[2], 2)
+    assert [u.id for u in page.users] == ids[3:] and page.next is None
+    filtered = await store.run(users.list_page, ch, users.Filters(query="corp"), None, 1)
+    assert filtered.total == 2 and filtered.next == ids[2]
+
+
+async def test_list_refuses_bad_limits_and_unknown_channels(store):
+    ch = await make_channel(store)
+    for limit in (0, 501):
+        with pytest.raises(Invalid):
+            await store.run(users.list_page, ch, users.Filters(), None, limit)
+    with pytest.raises(NotFound):
+        await store.run(users.list_page, 77, users.Filters(), None, 10)
+    assert (await store.run(users.list_page, ch, users.Filters(), None, 10)).total == 0
+
+
+async def test_audit_is_newest_first_and_limited(store):
+    ch = await make_channel(store)
+    u = await add(store, ch, "a@example.com")
+    for i, freq in enumerate(["daily", "monthly", "weekly"]):
+        await store.run(users.update, u.id, {"frequency": freq}, Actor.ADMIN, T0 + timedelta(minutes=i + 1))
+    entries = await store.run(users.audit, u.id, 2)
+    assert [e.new for e in entries] == ["weekly", "monthly"]
+    assert entries[0].at == T0 + timedelta(minutes=3)
+    with pytest.raises(NotFound):
+        await store.run(users.audit, 999, 10)
+    with pytest.raises(Invalid):
+        await store.run(users.audit, u.id, 0)
