@@ -23,11 +23,11 @@ from .. import __version__
 from ..clock import MANUAL, ClockError, iso, parse_instant
 from ..secrets import Secret
 from ..services import Services
-from ..store import Conflict, NotFound
+from ..store import Conflict, Invalid, NotFound
 from ..store import channels as channel_store
 from ..sync import connection
 from ..vocabulary import Plan
-from . import delivery_methods, render
+from . import delivery_methods, render, users
 from .protocol import PROTOCOL_VERSION, ProtocolError
 
 log = structlog.get_logger("kuloo.control")
@@ -243,6 +243,7 @@ METHODS: dict[str, Handler] = {
     "channels.get": channels_get,
     "channels.update": channels_update,
     "channels.verify": channels_verify,
+    **users.METHODS,
 }
 
 METHODS.update(delivery_methods.METHODS)
@@ -275,3 +276,5 @@ async def dispatch(services: Services, method: str, params: dict[str, Any], requ
         raise ProtocolError("not_found", str(exc), request_id) from None
     except Conflict as exc:
         raise ProtocolError("conflict", str(exc), request_id) from None
+    except Invalid as exc:
+        raise ProtocolError("invalid_params", str(exc), request_id) from None

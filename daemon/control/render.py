@@ -12,6 +12,7 @@ from typing import Any
 from ..clock import Clock, iso
 from ..store.channels import Channel
 from ..store.delivery import ArticleSummary, OutboxEntry
+from ..store.users import AuditRecord, User
 
 
 def channel(doc: Channel) -> dict[str, Any]:
@@ -36,6 +37,32 @@ def channel(doc: Channel) -> dict[str, Any]:
     }
 
 
+def user(doc: User) -> dict[str, Any]:
+    return {
+        "id": doc.id,
+        "channel": doc.channel_id,
+        "kuloo_id": doc.kuloo_id,
+        "email": doc.email,
+        "first_name": doc.first_name,
+        "last_name": doc.last_name,
+        "source": doc.source.value,
+        "frequency": doc.frequency.value,
+        "unsubscribed": doc.unsubscribed,
+        "add_to_crm": doc.add_to_crm,
+        "promo_tags": list(doc.promo_tags),
+        "last_active": iso(doc.last_active),
+        "crm": {"kind": doc.crm.kind.value, "id": doc.crm.id} if doc.crm else None,
+        "sync_error": doc.sync_error,
+        "created_at": iso(doc.created_at),
+        "updated_at": iso(doc.updated_at),
+    }
+
+
+def audit_entry(entry: AuditRecord) -> dict[str, Any]:
+    return {"at": iso(entry.at), "actor": entry.actor, "field": entry.field, "old": entry.old,
+            "new": entry.new, "note": entry.note}
+
+
 def clock(c: Clock) -> dict[str, Any]:
     return {"mode": c.mode, "now": iso(c.now())}
 
@@ -44,6 +71,8 @@ def event(name: str, data: Any) -> Any:
     """An event's data as it goes on the wire: typed results rendered, plain data as is."""
     if isinstance(data, Channel):
         return channel(data)
+    if isinstance(data, User):
+        return user(data)
     return data
 
 
