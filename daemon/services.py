@@ -52,6 +52,7 @@ class Services:
     started_at: float = field(default_factory=time.monotonic)  # for uptime, monotonic
     stopping: bool = False
     delivery: Any = None  # delivery.service.Delivery, set by ``open_services``
+    links_url: str = ""  # the links service's bound address, set once it listens
 
 
 async def make_clock(config: Config, store: Store) -> Clock:

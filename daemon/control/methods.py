@@ -138,6 +138,7 @@ async def status(services: Services, params: dict[str, Any]) -> dict[str, Any]:
         "scheduler": services.scheduler.status(),
         "stopping": services.stopping,
         "clock": render.clock(services.clock),
+        "links": {"url": services.links_url or None},
     }
 
 

@@ -67,7 +67,7 @@ def test_error_codes_are_documented_in_the_module():
     assert "hello" in doc
 
 
-VOLATILE = re.compile(r'"(pid|uptime_seconds|created_at|updated_at|verified_at|checked_at|store|seconds_since_tick|ticks|server_version|now|kuloo_id|at)":("[^"]*"|[0-9.]+|null)')
+VOLATILE = re.compile(r'"(pid|uptime_seconds|created_at|updated_at|verified_at|checked_at|store|seconds_since_tick|ticks|server_version|now|kuloo_id|at|url)":("[^"]*"|[0-9.]+|null)')
 
 
 def _normalise(line: str) -> str:
