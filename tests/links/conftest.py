@@ -87,6 +87,14 @@ class Links:
             return []
         return list(mailbox.Maildir(str(box), create=False))
 
+    async def wait_for_mail(self, n: int) -> None:
+        """Confirmations leave from a queue in a worker thread: wait until ``n`` are in the Maildir."""
+        with trio.fail_after(10):
+            while len(self.mails()) < n:  # noqa: ASYNC110 - a Maildir written by another thread has no event
+                await trio.sleep(0.02)
+        await trio.sleep(0.05)  # and no more than n arrive
+        assert len(self.mails()) == n, [m["To"] for m in self.mails()]
+
     def confirm_links(self) -> list[str]:
         out = []
         for msg in self.mails():
