@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench soak lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Heavy acceptance variants kept out of `make test` (DECISIONS.md "Test time").
+soak: $(STAMP)
+	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/links/test_abuse.py -k forged
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
