@@ -1,9 +1,9 @@
 """The daemon's lifetime: build the shared services, start the tasks in order, serve, reload, stop.
 
 ``run_daemon`` builds the one ``Services`` object (``services.open_services``) and hands
-it to the control server, the scheduler's jobs and the capabilities. Tasks start in one nursery with ``nursery.start`` and report readiness; ``READY=1``
-goes to systemd only after the store, the control socket, the links listener and the scheduler are up.
-Shutdown has two phases: the first SIGTERM/SIGINT sends ``STOPPING=1``, stops accepting
+it to the control server, the scheduler's jobs and the capabilities. Tasks start in one
+nursery with ``nursery.start`` and report readiness; ``READY=1`` goes to systemd only
+after the store, the control socket, the links listener and the scheduler are up. Shutdown has two phases: the first SIGTERM/SIGINT sends ``STOPPING=1``, stops accepting
 and gives in-flight work ``daemon.shutdown_grace_seconds`` (a cancel-scope deadline);
 a second signal cancels everything at once. The store is closed in a shielded
 ``finally`` either way. SIGHUP re-reads the configuration (``RELOADING=1`` … ``READY=1``).
@@ -46,16 +46,19 @@ class Lifecycle:
     notifier: Notifier
     links: LinksServer
     tasks: trio.Nursery | None = None
-    stopping: bool = False
 
     @property
     def scheduler(self) -> Scheduler:
         return self.services.scheduler
 
+    @property
+    def stopping(self) -> bool:
+        """One stopping flag, the one in ``Services`` that the methods report."""
+        return self.services.stopping
+
     def begin_shutdown(self) -> None:
         if self.stopping:
             return
-        self.stopping = True
         self.services.stopping = True
         grace = self.services.config["daemon.shutdown_grace_seconds"]
         self.notifier.stopping()

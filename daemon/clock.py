@@ -54,6 +54,12 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def wall_now() -> datetime:
+    """The system's time, for the few readings that must be real (an HTTP date's distance);
+    business time comes from a ``Clock``."""
+    return datetime.now(UTC)
+
+
 class Clock:
     mode: str
     moves: int = 0  # how many times it was moved (only a manual clock moves)
@@ -69,7 +75,7 @@ class WallClock(Clock):
     mode = WALL
 
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        return wall_now()
 
     async def sleep_until(self, when: datetime) -> None:
         while True:

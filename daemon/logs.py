@@ -6,6 +6,13 @@ go through the same processors. Secrets are scrubbed by ``redact``, a processor,
 by care: ``Secret`` values are masked, values under secret-sounding keys are masked,
 and anything token-shaped (a long unbroken run of token characters, or ``Bearer …``)
 is masked wherever it appears in a string.
+
+One naming scheme and one event style across the daemon (``tests/test_layering.py``
+checks both): each module logs through ``structlog.get_logger("kuloo.<unit>")``, where the
+unit is its package (``kuloo.crm``, ``kuloo.control``, ``kuloo.sync``…) or top-level module
+(``kuloo.app``, ``kuloo.scheduler``…); the event is a short lowercase phrase saying what
+happened (``"channel updated"``, ``"sell request retried"``), and every value goes in a
+key (``channel_id=…``), never formatted into the phrase.
 """
 
 from __future__ import annotations

@@ -120,26 +120,34 @@ class Scheduler:
         task_status.started()
         async with trio.open_nursery() as nursery:
             while not self._stop.is_set():
-                now = trio.current_time()
-                self.last_tick = now
-                self.ticks += 1
-                clock_now = self.clock.now()
-                for job in self.jobs:
-                    if job.name not in self._running and is_due(job, now, clock_now, self._not_before):
-                        self._running.add(job.name)
-                        self._started_at_move[job.name] = self.clock.moves
-                        self._starts[job.name] = self._starts.get(job.name, 0) + 1
-                        self._notify()
-                        nursery.start_soon(self._run_job, job)
-                idle = [job for job in self.jobs if job.name not in self._running]
-                now = trio.current_time()
-                # a job backing off after a run wakes the loop by its not-before time, not the clock's
-                ready = [job for job in idle if self._not_before.get(job.name, float("-inf")) <= now]
-                await self._sleep(
-                    next_wakeup(idle, now, self.tick_seconds, self._not_before),
-                    next_clock_due(ready, self.clock.now()),
-                )
+                try:
+                    await self._tick(nursery)
+                except Exception:  # a job's due() failed: that must not stop every other job
+                    log.exception("scheduler tick failed; trying again in a tick")
+                    with trio.move_on_after(self.tick_seconds):
+                        await self._stop.wait()
             # Stopping: jobs in flight finish (the daemon's drain deadline bounds them).
+
+    async def _tick(self, nursery: trio.Nursery) -> None:
+        now = trio.current_time()
+        self.last_tick = now
+        self.ticks += 1
+        clock_now = self.clock.now()
+        for job in self.jobs:
+            if job.name not in self._running and is_due(job, now, clock_now, self._not_before):
+                self._running.add(job.name)
+                self._started_at_move[job.name] = self.clock.moves
+                self._starts[job.name] = self._starts.get(job.name, 0) + 1
+                self._notify()
+                nursery.start_soon(self._run_job, job)
+        idle = [job for job in self.jobs if job.name not in self._running]
+        now = trio.current_time()
+        # a job backing off after a run wakes the loop by its not-before time, not the clock's
+        ready = [job for job in idle if self._not_before.get(job.name, float("-inf")) <= now]
+        await self._sleep(
+            next_wakeup(idle, now, self.tick_seconds, self._not_before),
+            next_clock_due(ready, self.clock.now()),
+        )
 
     async def _sleep(self, wake: float, clock_due: datetime | None) -> None:
         """Until the monotonic ``wake``, the clock passing ``clock_due``, a finished job or stop."""

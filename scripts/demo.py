@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 sellsim (Zendesk Sell simulator): {url}   (state: {state / 'sellsim-state.json'})
 daemon: pid {status['pid']}, store {status['store']}
 links service (unsubscribe, frequency, signup): {(status.get('links') or {}).get('url')}
+business clock: {status['clock']['mode']}, now {status['clock']['now']} (it moves only when you move it)
 channel #{doc['id']} {doc['name']!r}: plan {doc['plan']}, token {doc['api_token']}, connection {doc['connection']['status']}
 {chr(10).join('  - ' + p for p in doc['connection']['problems'])}
 Try, in another terminal:
@@ -140,6 +141,7 @@ Try, in another terminal:
   {ctl} channels.get '{{"id": {doc['id']}}}'
   {ctl} channels.update '{{"id": {doc['id']}, "plan": "enterprise"}}'
   {ctl} --events status        # live events
+  {ctl} clock.advance '{{"seconds": 86400}}'   # a day passes: due work runs before the reply
 Ctrl-C stops the daemon and sellsim.
 """, flush=True)
         if args.smoke:

@@ -252,7 +252,8 @@ class Simulator:
                 self._no_query(req)
                 attrs = self._body(req)
                 rec = self.world.create_record(acc, resource, attrs, token.user_id)
-                resp = env.one(resource, rec, self.options.create_status)
+                resp = env.one(resource, self.world.view(acc, resource, rec),
+                               self.options.create_status)  # fmt: skip
         elif n == 2 and rest[0] in ("leads", "contacts"):
             resource = _TYPES[rest[0]]
             rid = _int_id(rest[1])
@@ -260,12 +261,13 @@ class Simulator:
             self._mark(rest, route)
             self._no_query(req)
             if method == "GET":
-                resp = env.one(resource, self.world.get_record(acc, resource, rid))
+                rec = self.world.get_record(acc, resource, rid)
+                resp = env.one(resource, self.world.view(acc, resource, rec))
             elif method == "PUT":
                 attrs = self._body(req)
                 self.world.get_record(acc, resource, rid)
                 rec = self.world.update_record(acc, resource, rid, attrs)
-                resp = env.one(resource, rec)
+                resp = env.one(resource, self.world.view(acc, resource, rec))
             elif method == "DELETE":
                 self.world.delete_record(acc, resource, rid)
                 resp = env.empty(204)
@@ -352,7 +354,10 @@ class Simulator:
         records, has_next = self.world.list_records(acc, resource, q)
         keep = {k: x for k, x in params if k != "page"}
         keep["per_page"] = str(q.per_page)
-        return env.collection(resource, records, self._links(req, keep, q.page, has_next, len(records)))
+        versions = [{"version": acc.versions.get((resource, r["id"]), 1)} for r in records]
+        shown = [self.world.view(acc, resource, r) for r in records]
+        links = self._links(req, keep, q.page, has_next, len(records))
+        return env.collection(resource, shown, links, versions)
 
     def _simple_list(self, req: Request, acc: Account, what: str) -> Response:
         q = v.ListQuery()
@@ -373,10 +378,17 @@ class Simulator:
 
     def _custom_fields(self, req: Request, acc: Account, resource: str) -> Response:
         self._no_query(req)
-        defs = acc.definitions.get(resource, [])
+        keys = self.options.custom_field_keys
         out = []
-        for d in defs:
+        for d in acc.definitions.get(resource, []):
             item = {k: x for k, x in d.items() if k != "filterable"}
+            if keys != "current":  # the old names ZAP's fetch.ts reads
+                item["options"] = item["choices"]
+                if "for_company" in item:
+                    item["for_organisation"] = item["for_company"]
+            if keys == "legacy":
+                del item["choices"]
+                item.pop("for_company", None)
             out.append(item)
         return env.collection("custom_field", out, {})
 
@@ -416,7 +428,8 @@ class Simulator:
             errors[0].more = errors[1:]
             raise errors[0]
         create_deal = data.get("create_deal", self.options.conversion_create_deal)
-        conv = self.world.convert_lead(acc, lead_id, token.user_id, create_deal=create_deal)
+        conv = self.world.convert_lead(acc, lead_id, token.user_id, create_deal=create_deal,
+                                       owner_id=data.get("owner_id"))  # fmt: skip
         return env.one("lead_conversion", dict(conv), self.options.conversion_status)
 
     def _list_conversions(self, req: Request, acc: Account) -> Response:

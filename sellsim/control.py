@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 from . import envelope as env
 from .envelope import Request, Response
 from .options import make_options
+from .store import merge_rule
 
 if TYPE_CHECKING:
     from .app import Simulator
@@ -88,9 +89,11 @@ def control(sim: Simulator, req: Request) -> Response:
             if acc is None:
                 raise env.not_found("no such account")
             body = _payload(req)
-            unknown = set(body) - {"sync_api", "name"}
+            unknown = set(body) - {"sync_api", "name", "conversion_merge"}
             if unknown:
                 raise ValueError(f"unknown account settings {sorted(unknown)}")
+            if "conversion_merge" in body:  # null: back to the option
+                acc.conversion_merge = merge_rule(body["conversion_merge"])
             if "sync_api" in body:
                 acc.sync_api = bool(body["sync_api"])
             if "name" in body:
@@ -109,6 +112,7 @@ def _account_view(sim: Simulator, acc: Any) -> dict[str, Any]:
         "id": acc.id,
         "name": acc.name,
         "sync_api": acc.sync_api,
+        "conversion_merge": acc.conversion_merge,
         "users": list(acc.users),
         "tokens": [
             {"name": t.name, "token": t.token, "user": t.user_id, "scopes": list(t.scopes)}
@@ -160,7 +164,8 @@ def _ui(sim: Simulator, req: Request, method: str, parts: list[str], query: dict
     if len(parts) == 3 and parts[2] == "convert" and method == "POST" and resource == "lead":
         body = _payload(req)
         conv = world.convert_lead(
-            acc, int(parts[1]), user_id, create_deal=bool(body.get("create_deal", False))
+            acc, int(parts[1]), user_id, create_deal=bool(body.get("create_deal", False)),
+            owner_id=body.get("owner_id"),
         )
         return _ok(dict(conv), 201)
     raise env.not_found()

@@ -28,22 +28,43 @@ class Options:
     # error (the limiter is checked first); False: only requests that reach the endpoint [I]
     rate_count_all: bool = True
     rate_limit_headers: bool = False  # X-RateLimit-*/Retry-After: none documented [C]
-    rate_limit_body: str = "text"  # "text" | "json" | "empty": ZAP never parses 429 bodies [I]
+    # "json" (error envelope, code rate_limit_exceeded: the errors page lists it) | "text"
+    # (plain text, also seen) | "empty" [C/I]
+    rate_limit_body: str = "json"
     # --- records ---------------------------------------------------------------------------
     reject_readonly_attributes: bool = True  # id/created_at/... in a write -> 422 [I]
     field_pointer_prefix: str = ""  # "" -> "/email"; "/data" -> "/data/email" (both seen) [C]
-    create_updated_lag: int = 1  # updated_at = created_at + N s on create (seen 1-2 s) [C]
-    email_filter: str = "ci"  # "ci" exact case-insensitive (reference's advice) | "cs" [I]
+    # a new record's updated_at is created_at + N s (seen 0-2 s) [C]; "random": 0, 1 or 2 s
+    # from the world's seeded RNG. created_at is set back by the lag: no stamp in the future.
+    create_updated_lag: int | str = "random"
+    email_filter: str = "cs"  # "cs" exact case-sensitive (unknown: the client normalises) | "ci"
     name_filter: str = "cs"  # first_name/last_name filters: "cs" exact case-sensitive | "ci" [I]
-    require_filterable: bool = True  # custom_fields[X] filter on a non-filterable field -> 400 [I]
+    # custom_fields[X] naming an unknown field, a non-filterable field or a type that cannot be
+    # filtered: "ignore" drops the filter (every record comes back, W6W's claim) | "reject" 400 [I]
+    unknown_filter: str = "ignore"
+    # a PUT that changes nothing still moves updated_at and the revision (unknown) | False
+    noop_write_bumps: bool = True
+    # date custom fields are written YYYY-MM-DD; read back as "us" (4/27/2016, the docs'
+    # example), "iso" (as written) or "datetime" (2016-04-27T00:00:00Z) [I]
+    custom_date_read_format: str = "us"
+    # custom-field definitions name choices/for_company ("current", DOCS), or also
+    # options/for_organisation ("both"), or only those old names ("legacy"; ZAP reads them) [I]
+    custom_field_keys: str = "current"
     create_status: int = 200  # POST /v2/leads|contacts success status [T]
     # number custom fields read back as strings like "123.45" (the DOCS table) | "as_sent" [C/I]
     custom_number_format: str = "string"
     # --- lead conversion ([I]) ---------------------------------------------------------------
-    # merge into the oldest person contact with the same email ("email"), or else the same
-    # first+last name ("any"; Sell dedups "matched by name"), "name" only, or "never" [C/I].
-    # "any" is stricter but the default seed's leads and contacts share names (tests/crm).
-    conversion_merge: str = "email"
+    # merge into the oldest person contact with the same first+last name and (same email or
+    # same phone): Sell's default duplicate rule [C]; or the same email ("email"), same email
+    # else same name ("any"), same name ("name"), or "never". An account's own rule (seed or
+    # PATCH /_sim/accounts/{id}) wins over this option, as each Sell account can change it.
+    conversion_merge: str = "name_and_email_or_phone"
+    # a lead without last_name converts to an organization only, individual_id null [C-ish];
+    # "person": also a person whose last name is the organization's name (old sellsim)
+    conversion_org_lead: str = "organization"
+    # converting a lead again: "422" incorrect_value | "duplicate" (a second conversion, as
+    # reported; works after the lead was removed too) [I]
+    conversion_repeat: str = "422"
     conversion_copy_custom_fields: bool = False  # copy custom fields that exist for contacts
     conversion_lead: str = "removed"  # "removed" (404, gone from lists) | "kept"
     conversion_status: int = 200  # POST /v2/lead_conversions success status [I]
@@ -52,6 +73,9 @@ class Options:
     sync_page_size: int = 50  # items per queue page [I]
     sync_empty_pages: int = 1  # empty 200 pages served before the data of a session [I]
     sync_include_users: bool = True  # the queue also carries the token's user [I]
+    # the queue also carries the account's deals, tasks and notes (every type the token can
+    # see [C]); a client that does not ack them gets them back every session
+    sync_other_types: bool = True
     sync_device_limit: int = 100  # active devices per account [C]
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -62,7 +86,9 @@ class Options:
             if key not in names:
                 raise ValueError(f"unknown option {key!r}")
             current = getattr(self, key)
-            if isinstance(current, bool):
+            if key in _SPECIAL:
+                value = _SPECIAL[key](value)
+            elif isinstance(current, bool):
                 if not isinstance(value, bool):
                     raise ValueError(f"option {key!r} must be a boolean")
             elif isinstance(current, int | float) and not isinstance(current, bool):
@@ -83,13 +109,36 @@ class Options:
         return out
 
 
+def _lag(value: Any) -> int | str:
+    if value == "random":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
+        raise ValueError('option \'create_updated_lag\' must be "random" or seconds (0..3600)')
+    return int(value)
+
+
+def _repeat(value: Any) -> str:
+    if value in (422, "422"):  # `-o conversion_repeat=422` parses as a number
+        return "422"
+    if value == "duplicate":
+        return value
+    raise ValueError("option 'conversion_repeat' must be one of ['422', 'duplicate']")
+
+
+_SPECIAL = {"create_updated_lag": _lag, "conversion_repeat": _repeat}
+MERGE_RULES = frozenset({"name_and_email_or_phone", "any", "email", "name", "never"})
+
 _CHOICES = {
     "rate_window": {"sliding", "fixed"},
     "rate_limit_body": {"text", "json", "empty"},
     "field_pointer_prefix": {"", "/data"},
     "email_filter": {"ci", "cs"},
     "name_filter": {"ci", "cs"},
-    "conversion_merge": {"any", "email", "name", "never"},
+    "conversion_merge": MERGE_RULES,
+    "conversion_org_lead": {"organization", "person"},
+    "unknown_filter": {"ignore", "reject"},
+    "custom_date_read_format": {"us", "iso", "datetime"},
+    "custom_field_keys": {"current", "both", "legacy"},
     "custom_number_format": {"string", "as_sent"},
     "conversion_lead": {"removed", "kept"},
 }

@@ -1,7 +1,9 @@
-"""Seeds: the demo/default account with the six Kuloo custom fields, and the demo token.
+"""Seeds: the default account with the six Kuloo custom fields (and four more of other
+types), and the demo token.
 
-Owns ``DEMO_TOKEN`` and ``default_seed()``, which returns a dict in the JSON seed format of
-``config/sellsim-demo.json`` (see README "Seed format"). Record generation is deterministic.
+Owns ``DEMO_TOKEN`` and ``default_seed()``, which returns a dict in the JSON seed format (see
+README "Seed format"); the suite-wide fixture uses it. The demo's seed is its own file,
+``config/sellsim-demo.json``. Record generation is deterministic.
 """
 
 from __future__ import annotations
@@ -22,17 +24,33 @@ _LAST = ["Abara", "Berg", "Costa", "Dubois", "Eriksen", "Fischer", "García", "H
 
 
 def kuloo_fields(resource: str, promo_choices: list[str] | None = None) -> list[dict[str, Any]]:
-    """The six Kuloo custom fields (DESIGN §3) as seed definitions for ``lead`` or ``contact``."""
+    """The six Kuloo custom fields (DESIGN §3) as seed definitions for ``lead`` or ``contact``.
+
+    The setup step never asks for Filterable: ``KulooId`` and ``Sync error`` are left
+    unfilterable, so a lookup by KulooId meets ``unknown_filter`` (every record back, or 400).
+    """
     flags = {"for_contact": True, "for_company": False} if resource == "contact" else {}
     fields = [
         {"name": "Promo", "type": "multi_select_list", "choices": promo_choices or PROMO_CHOICES},
         {"name": "Subscription", "type": "list", "choices": SUBSCRIPTION_CHOICES},
         {"name": "Source", "type": "list", "choices": SOURCE_CHOICES},
         {"name": "Last active", "type": "date"},
-        {"name": "KulooId", "type": "string"},
-        {"name": "Sync error", "type": "string"},
+        {"name": "KulooId", "type": "string", "filterable": False},
+        {"name": "Sync error", "type": "string", "filterable": False},
     ]
-    return [dict(f, filterable=True, **flags) for f in fields]
+    return [{"filterable": True, **f, **flags} for f in fields]
+
+
+def other_fields(resource: str) -> list[dict[str, Any]]:
+    """Fields a Sell account has besides Kuloo's: a number, a date, a datetime, a checkbox."""
+    flags = {"for_contact": True, "for_company": False} if resource == "contact" else {}
+    fields = [
+        {"name": "Score", "type": "number", "filterable": True},
+        {"name": "Birthday", "type": "date"},
+        {"name": "Last login", "type": "datetime"},
+        {"name": "VIP", "type": "bool"},
+    ]
+    return [dict(f, **flags) for f in fields]
 
 
 def _people(n: int, offset: int, domain: str, rng: random.Random) -> list[dict[str, Any]]:
@@ -48,6 +66,13 @@ def _people(n: int, offset: int, domain: str, rng: random.Random) -> list[dict[s
             custom["Subscription"] = rng.choice(SUBSCRIPTION_CHOICES)
         if rng.random() < 0.3:
             custom["Last active"] = f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        if i % 2 == 0:
+            custom["Score"] = str(rng.randint(0, 100))
+        if i % 3 == 1:
+            custom["Birthday"] = f"19{rng.randint(50, 99)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+            custom["Last login"] = f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T08:30:00Z"
+        if i % 5 == 2:
+            custom["VIP"] = True
         out.append(
             {
                 "first_name": first,
@@ -78,7 +103,10 @@ def default_seed(leads: int = 0, contacts: int = 0) -> dict[str, Any]:
                 "users": [{"name": "Demo Admin", "email": "admin@kuloo-demo.test", "role": "admin"}],
                 "tokens": [{"token": DEMO_TOKEN, "name": "demo"}],
                 "lead_statuses": ["New", "Working", "Unqualified"],
-                "custom_fields": {"lead": kuloo_fields("lead"), "contact": kuloo_fields("contact")},
+                "custom_fields": {
+                    "lead": kuloo_fields("lead") + other_fields("lead"),
+                    "contact": kuloo_fields("contact") + other_fields("contact"),
+                },
                 "leads": lead_list,
                 "contacts": _people(contacts, 100, "example.org", rng),
             }

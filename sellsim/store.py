@@ -1,27 +1,42 @@
 """The simulated Sell data: accounts, tokens, users, records, revisions, conversions, devices.
 
-Owns every piece of state and the rules for changing it (ids, timestamps, revisions, tombstones
-for the Sync API, lead conversion, per-device acknowledgements), plus loading a seed and
-saving/loading the whole world as JSON. It validates through ``validate`` and raises
+Owns every piece of state and the rules for changing it (ids, timestamps, revisions and
+per-object versions, tombstones for the Sync API, lead conversion and its duplicate rule,
+per-device acknowledgements, the deals/tasks/notes that exist only for the Sync queue), plus
+loading a seed and saving/loading the whole world as JSON. Records are stored as written;
+``view`` gives them as the API reads them back. It validates through ``validate`` and raises
 ``ApiError``; it knows nothing about HTTP.
 """
 
 from __future__ import annotations
 
 import copy
+import random
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import validate as v
-from .envelope import ApiError, not_found
-from .options import Options
+from .envelope import ApiError, invalid_param, not_found
+from .options import MERGE_RULES, Options
 
 RESOURCES = ("lead", "contact")
-SYNC_TYPE_NAMES = {"lead": "Lead", "contact": "Contact", "user": "User"}
+# Types the Sync queue carries besides leads and contacts; sellsim keeps them as opaque objects
+# (no REST endpoints) so that a client meets types it does not sync.
+OTHER_TYPES = ("deal", "task", "note")
+SYNC_TYPE_NAMES = {"lead": "Lead", "contact": "Contact", "user": "User", "deal": "Deal",
+                   "task": "Task", "note": "Note"}  # fmt: skip
 SYNC_TYPES_BY_NAME = {name: t for t, name in SYNC_TYPE_NAMES.items()}
 DEFAULT_STATUSES = ["New", "Working", "Unqualified"]
+
+
+def merge_rule(value: Any) -> str | None:
+    """An account's own ``conversion_merge`` (None: the option's)."""
+    if value is not None and value not in MERGE_RULES:
+        raise ValueError(f"conversion_merge must be one of {sorted(MERGE_RULES)}")
+    return value
 
 
 def iso(ts: float) -> str:
@@ -61,6 +76,7 @@ class Account:
     subdomain: str
     created_at: str
     sync_api: bool = True
+    conversion_merge: str | None = None  # this account's duplicate rule; None: the option
     users: dict[int, dict[str, Any]] = field(default_factory=dict)
     lead_statuses: list[dict[str, Any]] = field(default_factory=list)
     definitions: dict[str, list[dict[str, Any]]] = field(
@@ -72,7 +88,10 @@ class Account:
     revision: int = 0
     revs: dict[tuple[str, int], int] = field(default_factory=dict)  # live objects
     tombstones: dict[tuple[str, int], int] = field(default_factory=dict)  # deleted objects
+    versions: dict[tuple[str, int], int] = field(default_factory=dict)  # changes per object
+    others: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # deals, ...
     conversions: list[dict[str, Any]] = field(default_factory=list)
+    converted_leads: dict[int, dict[str, Any]] = field(default_factory=dict)  # as converted
     devices: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
     sessions: dict[str, Session] = field(default_factory=dict)
 
@@ -92,6 +111,7 @@ class Account:
     def bump(self, type_: str, id_: int) -> int:
         self.revision += 1
         self.revs[(type_, id_)] = self.revision
+        self.versions[(type_, id_)] = self.versions.get((type_, id_), 0) + 1
         return self.revision
 
 
@@ -133,6 +153,7 @@ class World:
         self.accounts: dict[int, Account] = {}
         self.tokens: dict[str, Token] = {}
         self.next_id = 1000
+        self.rng = random.Random(0)  # create lag; reseeded by every seed load
 
     # --- ids and time -----------------------------------------------------------------------
     def new_id(self) -> int:
@@ -151,6 +172,7 @@ class World:
             raise ValueError('a seed needs an "accounts" list')
         saved = self.accounts, self.tokens, self.next_id
         self.accounts, self.tokens = {}, {}
+        self.rng = random.Random(0)
         try:
             for acc in seed["accounts"]:
                 if not isinstance(acc, dict):
@@ -172,6 +194,7 @@ class World:
             subdomain=spec.get("subdomain", f"account{aid}"),
             created_at=now,
             sync_api=bool(spec.get("sync_api", True)),
+            conversion_merge=merge_rule(spec.get("conversion_merge")),
         )
         self.accounts[aid] = acc
         users = spec.get("users") or [{"name": "Admin", "email": f"admin@{acc.subdomain}.test"}]
@@ -239,6 +262,29 @@ class World:
                         f"seed {resource} {attrs!r}: {e.code} {e.field} {e.details}"
                     ) from None
                 rec.update(stamps)
+        for type_ in OTHER_TYPES:
+            for attrs in spec.get(type_ + "s", [{}]):
+                self.add_other(acc, type_, attrs, first_user)
+
+    def add_other(self, acc: Account, type_: str, attrs: dict[str, Any], user_id: int,
+                  **links: Any) -> dict[str, Any]:  # fmt: skip
+        """A deal, task or note: only what the Sync queue shows of it."""
+        if not isinstance(attrs, dict):
+            raise ValueError(f"each of {type_}s is a JSON object")
+        oid = self.new_id()
+        now = self.now_iso()
+        base: dict[str, Any] = {
+            "deal": {"name": f"Deal {oid}", "value": "0", "currency": "USD", "contact_id": None},
+            "task": {"content": f"Task {oid}", "completed": False, "resource_type": None,
+                     "resource_id": None, "due_date": None},
+            "note": {"content": f"Note {oid}", "resource_type": None, "resource_id": None},
+        }[type_]  # fmt: skip
+        obj = {"id": oid, "creator_id": user_id, "owner_id": user_id, **base, **attrs, **links,
+               "created_at": now, "updated_at": now}  # fmt: skip
+        obj["id"] = oid
+        acc.others[(type_, oid)] = obj
+        acc.bump(type_, oid)
+        return obj
 
     def add_definition(self, acc: Account, resource: str, d: dict[str, Any]) -> dict[str, Any]:
         if resource not in RESOURCES:
@@ -352,8 +398,13 @@ class World:
         now = self.clock.now()
         if rec.get("owner_id") is None:
             rec["owner_id"] = user_id
-        rec["created_at"] = iso(now)
-        rec["updated_at"] = iso(now + self.options.create_updated_lag)
+        lag = self.options.create_updated_lag
+        if lag == "random":
+            lag = self.rng.randint(0, 2)
+        # Sell stamps updated_at up to 2 s after created_at; set created_at back rather than
+        # updated_at forward, so that no stamp lies in the future of the answer.
+        rec["created_at"] = iso(now - int(lag))
+        rec["updated_at"] = iso(now)
         acc.records[resource][rid] = rec
         acc.bump(resource, rid)
         return rec
@@ -365,7 +416,7 @@ class World:
         if check:
             self._raise(v.check_write(attrs, self._ctx(acc, resource, rec)))
         attrs = self._normalize(acc, resource, attrs)
-        if v.apply_write(rec, attrs):
+        if v.apply_write(rec, attrs) or self.options.noop_write_bumps:
             self._derive(resource, rec)
             rec["updated_at"] = max(rec["updated_at"], self.now_iso())
             acc.bump(resource, rid)
@@ -383,19 +434,32 @@ class World:
         del acc.revs[(resource, rid)]
         acc.revision += 1
         acc.tombstones[(resource, rid)] = acc.revision
+        acc.versions[(resource, rid)] = acc.versions.get((resource, rid), 0) + 1
 
     def list_records(
         self, acc: Account, resource: str, q: v.ListQuery
     ) -> tuple[list[dict[str, Any]], bool]:
         """One page of records matching ``q``, and whether a next page exists."""
-        v.check_custom_filters(q.custom, acc.definitions[resource], self.options.require_filterable)
+        defs = acc.definitions[resource]
+        dropped = v.check_custom_filters(q.custom, defs, self.options.unknown_filter == "reject")
+        if dropped:  # unknown_filter="ignore": as if the parameter had not been sent
+            q.custom = {k: x for k, x in q.custom.items() if k not in dropped}
         recs = [r for r in acc.records[resource].values() if self._matches(r, q)]
         field_ = q.sort_field
+        custom_type = None
+        if q.sort_custom is not None:
+            d = next((d for d in defs if d["name"] == q.sort_custom), None)
+            if d is None:
+                raise invalid_param("sort_by", f"no custom field named {q.sort_custom!r}")
+            custom_type = d["type"]
 
         def key(r: dict[str, Any]) -> tuple:
-            val = r.get(field_)
-            if isinstance(val, str):
-                val = val.lower() if field_ not in {"created_at", "updated_at"} else val
+            if custom_type is not None:
+                val = v.sort_value(custom_type, r["custom_fields"].get(q.sort_custom))
+            else:
+                val = r.get(field_)
+                if isinstance(val, str):
+                    val = val.lower() if field_ not in {"created_at", "updated_at"} else val
             return (val is None, val if val is not None else 0, r["id"])
 
         recs.sort(key=key, reverse=q.sort_desc)
@@ -442,11 +506,15 @@ class World:
 
     # --- lead conversion --------------------------------------------------------------------
     def convert_lead(
-        self, acc: Account, lead_id: int, user_id: int, *, create_deal: bool = False
-    ) -> dict[str, Any]:
+        self, acc: Account, lead_id: int, user_id: int, *, create_deal: bool = False,
+        owner_id: int | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         o = self.options
         lead = acc.records["lead"].get(lead_id)
-        if lead is None or any(c["lead_id"] == lead_id for c in acc.conversions):
+        converted = any(c["lead_id"] == lead_id for c in acc.conversions)
+        if converted and o.conversion_repeat == "duplicate" and lead is None:
+            lead = acc.converted_leads.get(lead_id)  # converted and removed: converted again
+        if lead is None or (converted and o.conversion_repeat == "422"):
             raise ApiError(
                 422,
                 "incorrect_value",
@@ -455,14 +523,18 @@ class World:
                 "lead_conversion",
                 v.pointer(o.field_pointer_prefix, "lead_id"),
             )
+        if owner_id is not None and owner_id not in acc.users:
+            raise ApiError(422, "incorrect_value", "attribute value is incorrect",
+                           f"user {owner_id} does not exist", "lead_conversion",
+                           v.pointer(o.field_pointer_prefix, "owner_id"))  # fmt: skip
         copied = {
             k: copy.deepcopy(lead[k])
             for k in ["owner_id", "first_name", "last_name", "title", "description", "industry",
                       "website", "email", "phone", "mobile", "fax", "twitter", "facebook",
                       "linkedin", "skype", "address", "tags"]  # fmt: skip
         }
-        if not copied["last_name"]:
-            copied["last_name"] = lead.get("organization_name") or "Unknown"
+        if owner_id is not None:
+            copied["owner_id"] = owner_id
         custom = {}
         if o.conversion_copy_custom_fields:
             names = {d["name"] for d in acc.definitions["contact"] if d.get("for_contact")}
@@ -481,78 +553,137 @@ class World:
                 org = self.create_record(
                     acc,
                     "contact",
-                    {"is_organization": True, "name": lead["organization_name"]},
+                    {"is_organization": True, "name": lead["organization_name"],
+                     "owner_id": copied["owner_id"]},
                     user_id,
                     check=False,
-                )
+                )  # fmt: skip
             org_id = org["id"]
 
-        existing = None
-        people = sorted(
-            (c for c in acc.records["contact"].values() if not c["is_organization"]),
-            key=lambda c: c["id"],
-        )
-        if o.conversion_merge in ("email", "any") and lead.get("email"):
-            email = lead["email"].lower()
-            existing = next((c for c in people if (c.get("email") or "").lower() == email), None)
-        if existing is None and o.conversion_merge in ("name", "any") and lead.get("last_name"):
+        contact = None
+        if not copied["last_name"] and o.conversion_org_lead == "person":
+            copied["last_name"] = lead.get("organization_name") or "Unknown"
+        if copied["last_name"]:  # Sell creates an individual only from a last name
+            existing = self._duplicate_of(acc, copied)
+            if existing is not None:
+                contact = self._merge_into(acc, existing, copied, custom, org_id)
+            else:
+                attrs = dict(copied, custom_fields=custom)
+                if org_id:
+                    attrs["contact_id"] = org_id
+                contact = self.create_record(acc, "contact", attrs, user_id, check=False)
 
-            def name(r: dict[str, Any]) -> tuple[str, str]:
-                return ((r.get("first_name") or "").lower(), (r.get("last_name") or "").lower())
-
-            existing = next((c for c in people if name(c) == name(lead)), None)
-        if existing is not None:
-            fill: dict[str, Any] = {}
-            for k, val in copied.items():
-                if k == "tags":
-                    union = list(dict.fromkeys([*existing["tags"], *val]))
-                    if union != existing["tags"]:
-                        fill["tags"] = union
-                elif k == "address":
-                    if not any((existing.get("address") or {}).values()) and any(val.values()):
-                        fill["address"] = val
-                elif existing.get(k) in (None, "") and val not in (None, ""):
-                    fill[k] = val
-            cf = {k: x for k, x in custom.items() if k not in existing["custom_fields"]}
-            if cf:
-                fill["custom_fields"] = cf
-            if org_id and existing.get("contact_id") is None:
-                fill["contact_id"] = org_id
-            contact = self.update_record(acc, "contact", existing["id"], fill, check=False)
-        else:
-            attrs = dict(copied, custom_fields=custom)
-            if org_id:
-                attrs["contact_id"] = org_id
-            contact = self.create_record(acc, "contact", attrs, user_id, check=False)
-
+        individual_id = contact["id"] if contact is not None else None
+        deal_id = None
+        if create_deal:
+            name = lead.get("organization_name") or " ".join(
+                p for p in (lead.get("first_name"), lead.get("last_name")) if p)  # fmt: skip
+            deal = self.add_other(acc, "deal", {"name": name, "owner_id": copied["owner_id"]},
+                                  user_id, contact_id=individual_id or org_id)  # fmt: skip
+            deal_id = deal["id"]
         conversion = {
             "id": self.new_id(),
             "lead_id": lead_id,
-            "individual_id": contact["id"],
+            "individual_id": individual_id,
             "organization_id": org_id,
-            "deal_id": self.new_id() if create_deal else None,
+            "deal_id": deal_id,
             "creator_id": user_id,
             "created_at": self.now_iso(),
         }
         acc.conversions.append(conversion)
-        if o.conversion_lead == "removed":
+        acc.converted_leads[lead_id] = copy.deepcopy(lead)
+        if o.conversion_lead == "removed" and lead_id in acc.records["lead"]:
             self.delete_record(acc, "lead", lead_id)
         return conversion
+
+    def _duplicate_of(self, acc: Account, person: dict[str, Any]) -> dict[str, Any] | None:
+        """The oldest person contact that the account's duplicate rule calls the same person."""
+        rule = acc.conversion_merge or self.options.conversion_merge
+        if rule == "never":
+            return None
+
+        def norm(x: Any) -> str:
+            return (x or "").strip().casefold()
+
+        def phones(r: dict[str, Any]) -> set[str]:
+            return {re.sub(r"\D", "", r.get(k) or "") for k in ("phone", "mobile")} - {""}
+
+        def same_name(c: dict[str, Any]) -> bool:
+            return (norm(c.get("first_name")), norm(c.get("last_name"))) == (
+                norm(person.get("first_name")), norm(person.get("last_name")))  # fmt: skip
+
+        def same_email(c: dict[str, Any]) -> bool:
+            return bool(norm(person.get("email"))) and norm(c.get("email")) == norm(person["email"])
+
+        def same_phone(c: dict[str, Any]) -> bool:
+            return bool(phones(person) & phones(c))
+
+        tests = {
+            "name_and_email_or_phone": [lambda c: same_name(c) and (same_email(c) or same_phone(c))],
+            "email": [same_email],
+            "name": [same_name],
+            "any": [same_email, same_name],
+        }[rule]
+        people = sorted(
+            (c for c in acc.records["contact"].values() if not c["is_organization"]),
+            key=lambda c: c["id"],
+        )
+        for test in tests:
+            hit = next((c for c in people if test(c)), None)
+            if hit is not None:
+                return hit
+        return None
+
+    def _merge_into(self, acc: Account, existing: dict[str, Any], copied: dict[str, Any],
+                    custom: dict[str, Any], org_id: int | None) -> dict[str, Any]:  # fmt: skip
+        """Fill the blank fields of ``existing`` from the lead and unite the tags."""
+        fill: dict[str, Any] = {}
+        for k, val in copied.items():
+            if k == "owner_id":
+                continue  # the contact keeps its owner
+            if k == "tags":
+                union = list(dict.fromkeys([*existing["tags"], *val]))
+                if union != existing["tags"]:
+                    fill["tags"] = union
+            elif k == "address":
+                if not any((existing.get("address") or {}).values()) and any(val.values()):
+                    fill["address"] = val
+            elif existing.get(k) in (None, "") and val not in (None, ""):
+                fill[k] = val
+        cf = {k: x for k, x in custom.items() if k not in existing["custom_fields"]}
+        if cf:
+            fill["custom_fields"] = cf
+        if org_id and existing.get("contact_id") is None:
+            fill["contact_id"] = org_id
+        return self.update_record(acc, "contact", existing["id"], fill, check=False)
 
     # --- Sync API ---------------------------------------------------------------------------
     def _sync_object(self, acc: Account, key: tuple[str, int]) -> dict[str, Any] | None:
         type_, rid = key
         if type_ == "user":
             return acc.users.get(rid)
-        return acc.records[type_].get(rid)
+        if type_ in OTHER_TYPES:
+            return acc.others.get(key)
+        rec = acc.records[type_].get(rid)
+        if rec is None:
+            return None
+        return v.read_view(rec, acc.definitions[type_], self.options.custom_date_read_format)
+
+    def view(self, acc: Account, resource: str, rec: dict[str, Any]) -> dict[str, Any]:
+        """A lead or contact as the API answers it (dates in the read format)."""
+        return v.read_view(rec, acc.definitions[resource], self.options.custom_date_read_format)
 
     def _pending(self, acc: Account, acked: dict[tuple[str, int], int]) -> list[tuple[str, int]]:
-        include_users = self.options.sync_include_users
+        skip = set()
+        if not self.options.sync_include_users:
+            skip.add("user")
+        if not self.options.sync_other_types:
+            skip.update(OTHER_TYPES)
         out = [
             (rev, key)
             for src in (acc.revs, acc.tombstones)
             for key, rev in src.items()
-            if rev > acked.get(key, 0) and (include_users or key[0] != "user")
+            if rev > acked.get(key, 0) and key[0] not in skip
         ]
         out.sort()
         return [key for _, key in out]
@@ -621,6 +752,7 @@ class World:
                     "data": data,
                     "meta": {
                         "type": type_,
+                        "version": acc.versions.get(key, 1),
                         "sync": {
                             "event_type": event,
                             "ack_key": f"{SYNC_TYPE_NAMES[type_]}-{rid}-{rev}",
@@ -668,12 +800,16 @@ class World:
                 {
                     "id": a.id, "name": a.name, "subdomain": a.subdomain,
                     "created_at": a.created_at, "sync_api": a.sync_api,
+                    "conversion_merge": a.conversion_merge,
                     "users": list(a.users.values()), "lead_statuses": a.lead_statuses,
                     "definitions": a.definitions,
                     "records": {t: list(rs.values()) for t, rs in a.records.items()},
                     "revision": a.revision, "revs": keyed(a.revs),
                     "tombstones": keyed(a.tombstones), "conversions": a.conversions,
                     "devices": {d: keyed(k) for d, k in a.devices.items()},
+                    "versions": keyed(a.versions),
+                    "others": [{"type": t, **o} for (t, _), o in a.others.items()],
+                    "converted_leads": list(a.converted_leads.values()),
                 }  # fmt: skip
                 for a in self.accounts.values()
             ],
@@ -707,7 +843,8 @@ class World:
         accounts: dict[int, Account] = {}
         tokens: dict[str, Token] = {}
         for a in state["accounts"]:
-            acc = Account(a["id"], a["name"], a["subdomain"], a["created_at"], a["sync_api"])
+            acc = Account(a["id"], a["name"], a["subdomain"], a["created_at"], a["sync_api"],
+                          merge_rule(a.get("conversion_merge")))  # fmt: skip
             acc.users = {u["id"]: u for u in a["users"]}
             acc.lead_statuses = a["lead_statuses"]
             acc.definitions = a["definitions"]
@@ -717,6 +854,12 @@ class World:
             acc.tombstones = unkeyed(a["tombstones"])
             acc.conversions = a["conversions"]
             acc.devices = {d: unkeyed(k) for d, k in a["devices"].items()}
+            # state files written before these existed load with them empty
+            acc.versions = unkeyed(a.get("versions", {}))
+            for o in a.get("others", []):
+                o = dict(o)
+                acc.others[(o.pop("type"), o["id"])] = o
+            acc.converted_leads = {r["id"]: r for r in a.get("converted_leads", [])}
             accounts[acc.id] = acc
         for t in state["tokens"]:
             if t["account"] not in accounts or t["user"] not in accounts[t["account"]].users:

@@ -371,6 +371,7 @@ class ListQuery:
     sort_desc: bool = False
     filters: dict[str, str] = field(default_factory=dict)
     custom: dict[str, str] = field(default_factory=dict)
+    sort_custom: str | None = None  # sort_by=custom_fields:<name>[:asc|desc]
 
 
 def parse_int_param(name: str, raw: str, lo: int, hi: int | None) -> int:
@@ -398,8 +399,12 @@ def parse_list_query(resource: str, params: list[tuple[str, str]]) -> ListQuery:
         elif name == "per_page":
             q.per_page = parse_int_param(name, raw, 1, 100)
         elif name == "sort_by":
-            fname, _, direction = raw.partition(":")
-            if fname not in SORTABLE[resource] or direction not in {"", "asc", "desc"}:
+            fname, direction = raw, ""
+            if raw.endswith((":asc", ":desc")):
+                fname, _, direction = raw.rpartition(":")
+            if fname.startswith("custom_fields:") and len(fname) > len("custom_fields:"):
+                q.sort_custom = fname[len("custom_fields:") :]  # checked against definitions
+            elif fname not in SORTABLE[resource]:
                 raise invalid_param(name, f"unsupported sort order, given: {raw}")
             q.sort_field, q.sort_desc = fname, direction == "desc"
         elif name in FILTERS[resource]:
@@ -418,15 +423,73 @@ def parse_list_query(resource: str, params: list[tuple[str, str]]) -> ListQuery:
 
 
 def check_custom_filters(
-    custom: dict[str, str], definitions: list[dict[str, Any]], require_filterable: bool
-) -> None:
+    custom: dict[str, str], definitions: list[dict[str, Any]], reject: bool
+) -> set[str]:
+    """The custom-field filters Sell cannot apply (unknown field, a type that cannot be
+    filtered, Filterable off): with ``reject`` the first one raises 400, else they are
+    returned so that the caller drops them."""
     by_name = {d["name"]: d for d in definitions}
+    bad: set[str] = set()
     for name in custom:
         param = f"custom_fields[{name}]"
         d = by_name.get(name)
         if d is None:
-            raise invalid_param(param, f"no custom field named {name!r}")
-        if d["type"] not in FILTERABLE_TYPES:
-            raise invalid_param(param, f"fields of type {d['type']} cannot be filtered")
-        if require_filterable and not d.get("filterable", False):
-            raise invalid_param(param, f"custom field {name!r} is not filterable")
+            why = f"no custom field named {name!r}"
+        elif d["type"] not in FILTERABLE_TYPES:
+            why = f"fields of type {d['type']} cannot be filtered"
+        elif not d.get("filterable", False):
+            why = f"custom field {name!r} is not filterable"
+        else:
+            continue
+        if reject:
+            raise invalid_param(param, why)
+        bad.add(name)
+    return bad
+
+
+def sort_value(ftype: str, value: Any) -> Any:
+    """A custom-field value as a sort key (numbers by value, lists by their first choice)."""
+    if value is None:
+        return None
+    if ftype == "number":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+    if isinstance(value, list):
+        return ",".join(value).lower() if value else None
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, dict):
+        return None
+    return str(value).lower() if ftype not in {"date", "datetime"} else str(value)
+
+
+def format_date(value: str, style: str) -> str:
+    """A stored ``YYYY-MM-DD`` as Sell may read it back: ``us`` (``4/27/2016``, the docs'
+    example), ``iso`` (as written) or ``datetime`` (midnight UTC)."""
+    if style == "iso":
+        return value
+    d = date.fromisoformat(value)
+    if style == "us":
+        return f"{d.month}/{d.day}/{d.year}"
+    return f"{value}T00:00:00Z"
+
+
+def read_view(record: dict[str, Any], definitions: list[dict[str, Any]], date_style: str
+              ) -> dict[str, Any]:  # fmt: skip
+    """``record`` as the API answers it: date custom fields in the read format (a copy only
+    when something differs; the stored form stays what was written)."""
+    cf = record.get("custom_fields")
+    if date_style == "iso" or not cf:
+        return record
+    dates = [d["name"] for d in definitions if d["type"] == "date" and d["name"] in cf]
+    if not dates:
+        return record
+    shown = dict(cf)
+    for name in dates:
+        try:
+            shown[name] = format_date(shown[name], date_style)
+        except (TypeError, ValueError):  # forced through the UI: shown as stored
+            pass
+    return {**record, "custom_fields": shown}

@@ -1,6 +1,29 @@
 """The ``users.*`` control methods: the TUI, ``kuloo-ctl``, the links service and the Kuloo app
 add, read, edit and list a channel's users through them.
 
+=================  =====================================================================
+``users.add``      ``{"channel", "email", "first_name"?, "last_name"?, "frequency"?,
+                   "unsubscribed"?, "add_to_crm"?, "promo_tags"?, "source"?, "actor"?}``
+                   → the user document. ``source`` ``admin`` (default) or ``""`` (the app);
+                   ``frequency`` defaults to ``weekly``; ``add_to_crm`` to false (the
+                   channel's ``add_all_users_to_crm`` applies at sync time, per user it is
+                   not copied); the same email (any case) twice in a channel: ``conflict``.
+``users.get``      ``{"id"}`` or ``{"channel", "email"}`` → the user document.
+``users.update``   ``{"id", "email"?, "first_name"?, "last_name"?, "frequency"?,
+                   "unsubscribed"?, "add_to_crm"?, "promo_tags"?, "actor"?}``; ``source``,
+                   ``kuloo_id`` and the sync's fields are refused by name.
+``users.activity`` ``{"id", "at"?}``: Last active = ``at`` (ISO, capped at now) or now;
+                   it never moves backwards.
+``users.list``     ``{"channel", "query"?, "has_sync_error"?, "subscription"?, "source"?,
+                   "promo"?, "crm_kind"?, "after"?, "limit"?}`` → ``{"users", "next",
+                   "total"}``, by id; pass ``next`` as ``after``; ``limit`` 1–500, 50.
+``users.audit``    ``{"id", "limit"?}`` → ``{"entries": [{"at", "actor", "field", "old",
+                   "new", "note"}]}``, newest first.
+=================  =====================================================================
+
+``actor`` is ``admin`` (default) or ``app``. A change publishes ``user.updated`` with the
+document; an edit that changes nothing publishes and audits nothing.
+
 Each parameter check is a pure function (``check_new_user``, ``check_changes``,
 ``check_list``, …) that reports every problem at once; the handlers check, run one use
 case of ``store.users`` (one crossing, ``now`` from the clock), publish ``user.updated``
@@ -29,7 +52,7 @@ from ..vocabulary import (
 from . import render
 from .protocol import ProtocolError
 
-log = structlog.get_logger("kuloo.control.users")
+log = structlog.get_logger("kuloo.control")
 
 LIST_LIMIT_DEFAULT = 50
 AUDIT_LIMIT_DEFAULT = 50

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import email.utils
 import random
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -36,6 +35,7 @@ import structlog
 import trio
 
 from .. import __version__
+from ..clock import wall_now
 from ..secrets import Secret
 from . import errors as E
 from .budget import RateBudget
@@ -47,9 +47,10 @@ from .records import (
     RecordFormatError,
     SyncItem,
     SyncSession,
+    matches_filters,
 )
 
-log = structlog.get_logger("kuloo_daemon.crm")
+log = structlog.get_logger("kuloo.crm")
 
 USER_AGENT = f"kuloo-sync/{__version__}"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -108,7 +109,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return None
     if when is None:
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return max(0.0, when.timestamp() - (wall_now().timestamp() if now is None else now))
 
 
 def flatten_params(filters: Mapping[str, Any]) -> dict[str, str]:
@@ -281,7 +282,7 @@ class SellClient:
                 if status == 429:
                     self.budget.defer(delay)
                 log.warning(
-                    "sell.retry",
+                    "sell request retried",
                     method=method,
                     path=path,
                     status=status,
@@ -454,14 +455,39 @@ class SellClient:
     # ------------------------------------------------------------------ leads and contacts
 
     async def list_leads(self, **filters: Any) -> AsyncIterator[Lead]:
-        async for page in self.pages("/v2/leads", filters):
-            for d in page:
-                yield parse_record(Lead.from_data, d, "GET", "/v2/leads")
+        """Leads matching ``filters`` (``email=``, ``ids=``, ``custom_fields={name: value}``,
+        ...). Candidates are re-checked here (``matches_filters``): Sell may ignore a
+        custom-field filter it cannot apply and return every record, and whether ``email``
+        is case-sensitive is unknown. If Sell refuses a custom-field filter (400: unknown or
+        not Filterable), the listing is repeated without it and filtered here."""
+        async for lead in self._listing(Lead.from_data, "/v2/leads", filters):
+            yield lead
 
     async def list_contacts(self, **filters: Any) -> AsyncIterator[Contact]:
-        async for page in self.pages("/v2/contacts", filters):
-            for d in page:
-                yield parse_record(Contact.from_data, d, "GET", "/v2/contacts")
+        """Contacts matching ``filters``, re-checked like ``list_leads``."""
+        async for contact in self._listing(Contact.from_data, "/v2/contacts", filters):
+            yield contact
+
+    async def _listing(
+        self, parse: Callable[[dict[str, Any]], R], path: str, filters: dict[str, Any]
+    ) -> AsyncIterator[R]:
+        sent = filters
+        yielded = False
+        while True:
+            try:
+                async for page in self.pages(path, sent):
+                    for d in page:
+                        record = parse_record(parse, d, "GET", path)
+                        if matches_filters(record, filters):
+                            yielded = True
+                            yield record
+                return
+            except E.BadRequestError:
+                if yielded or sent is not filters or not filters.get("custom_fields"):
+                    raise
+                log.info("sell refused a custom-field filter", path=path,
+                         fields=sorted(filters["custom_fields"]))  # fmt: skip
+                sent = {k: v for k, v in filters.items() if k != "custom_fields"}
 
     async def get_lead(self, lead_id: int) -> Lead:
         path = f"/v2/leads/{int(lead_id)}"

@@ -54,11 +54,12 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import structlog
 
+from ..clock import wall_now
 from . import errors as E
 from .client import SellClient, parse_record
 from .records import (
@@ -73,7 +74,7 @@ from .records import (
     parse_ts,
 )
 
-log = structlog.get_logger("kuloo_daemon.crm.feed")
+log = structlog.get_logger("kuloo.crm")
 
 Kind = Literal["lead", "contact"]
 KINDS: tuple[Kind, ...] = ("lead", "contact")
@@ -217,7 +218,7 @@ def sync_change(item: SyncItem) -> Change | None | Literal[False]:
             return RecordDeleted(item.type, rid)
         return RecordChanged(item.type, cls.from_data(item.data))
     except RecordFormatError as exc:
-        log.warning("sell.feed.unreadable", type=item.type, ack_key=item.ack_key, error=str(exc))
+        log.warning("feed item unreadable", type=item.type, ack_key=item.ack_key, error=str(exc))
         return False
 
 
@@ -230,7 +231,7 @@ class ChangeFeed:
         per_page: int = 100,
         sync_probe_interval: float = 86_400.0,
         max_empty_pages: int = 5,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        now: Callable[[], datetime] = wall_now,
     ) -> None:
         self.client = client
         self.overlap = overlap
@@ -256,7 +257,7 @@ class ChangeFeed:
                 session = await self.client.sync_start(st["device_uuid"])
             except (E.ForbiddenError, E.NotFoundError) as exc:
                 reason = f"Sync API unavailable ({exc.status}): polling instead"
-                log.info("sell.feed.fallback", reason=reason)
+                log.info("feed fell back to polling", reason=reason)
                 st["mode"] = "poll"
                 st["sync_unavailable"] = reason
                 st["sync_checked_at"] = format_ts(self._now())

@@ -8,12 +8,22 @@ instead of being guessed: a Lead, Contact or conversion without an integer ``id`
 ``custom_fields``/``tags`` that is neither null nor the right JSON type (reading it as
 "empty" would look like the fields were cleared in Sell). Pure: imports only the standard
 library.
+
+Also owns how the client compares what Sell sends back with what it asked for, because Sell
+does not echo values the way they were written: ``normalize_email`` (whether ``?email=`` is
+case-sensitive is unknown), ``same_custom_value`` (a date written ``2016-04-27`` may read
+back as ``4/27/2016`` or a datetime; numbers come back as strings) and ``matches_filters``
+(a filter Sell cannot apply may be ignored, returning every record: candidates are
+re-checked here).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 
@@ -278,3 +288,102 @@ class SyncSession:
 
 
 RECORD_TYPES: dict[str, type[Lead] | type[Contact]] = {"lead": Lead, "contact": Contact}
+
+
+# ----------------------------------------------------------------------------- comparisons
+
+
+def normalize_email(value: Any) -> str | None:
+    """The form in which two addresses are compared: trimmed and case-folded (None if blank)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip().casefold()
+
+
+_US_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
+
+
+def parse_custom_date(value: Any) -> date | None:
+    """A date custom field as Sell may read it back: ``2016-04-27``, ``4/27/2016`` (the docs'
+    example) or a datetime such as ``2016-04-27T00:00:00Z`` (its date part). None if not a
+    date."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    m = _US_DATE.match(text)
+    try:
+        if m:
+            return date(int(m.group(3)), int(m.group(1)), int(m.group(2)))
+        if len(text) == 10:
+            return date.fromisoformat(text)
+    except ValueError:
+        return None
+    ts = parse_ts(text)
+    return ts.date() if ts is not None else None
+
+
+def _number(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def custom_value_key(field_type: str | None, value: Any) -> Any:
+    """``value`` of a custom field of ``field_type`` in a comparable form (None = blank)."""
+    if value is None or value == "" or value == []:
+        return None
+    kind = TYPE_ALIASES.get(field_type or "", field_type or "")
+    if kind == "date":
+        parsed = parse_custom_date(value)
+        return parsed if parsed is not None else value
+    if kind == "datetime":
+        parsed = parse_ts(value)
+        return parsed if parsed is not None else value
+    if kind == "number":
+        parsed = _number(value)
+        return parsed if parsed is not None else value
+    if kind == "multi_select_list" and isinstance(value, list):
+        return frozenset(str(v) for v in value)
+    if kind == "email":
+        return normalize_email(value)
+    return value
+
+
+def same_custom_value(field_type: str | None, a: Any, b: Any) -> bool:
+    """Whether two values of a custom field mean the same: dates compared as dates, numbers
+    as numbers, multi-select choices as sets, blank equal to missing."""
+    return custom_value_key(field_type, a) == custom_value_key(field_type, b)
+
+
+def matches_filters(record: Lead | Contact, filters: Mapping[str, Any],
+                    field_types: Mapping[str, str] | None = None) -> bool:  # fmt: skip
+    """Whether ``record`` really matches the list filters it was fetched with, for the filters
+    Sell may apply loosely or not at all: ``ids``, ``email`` (compared normalised) and
+    ``custom_fields`` (a multi-select matches when it contains the value, like Sell's filter).
+    Other filters are trusted."""
+    types = field_types or {}
+    ids = filters.get("ids")
+    if ids is not None:
+        wanted = {as_int(i) for i in (ids if isinstance(ids, list | tuple | set | frozenset)
+                                      else str(ids).split(","))}  # fmt: skip
+        if record.id not in wanted:
+            return False
+    if "email" in filters and filters["email"] is not None:
+        if normalize_email(record.email) != normalize_email(filters["email"]):
+            return False
+    for name, wanted_value in (filters.get("custom_fields") or {}).items():
+        if wanted_value is None:
+            continue
+        have = record.custom_fields.get(name)
+        if isinstance(have, list):
+            if str(wanted_value) not in [str(h) for h in have]:
+                return False
+        elif not same_custom_value(types.get(name, "string"), have, wanted_value) and not (
+            isinstance(have, str) and have == str(wanted_value)
+        ):
+            return False
+    return True

@@ -106,6 +106,13 @@ async def _row(channel_id: int, *, for_update: bool = False) -> ChannelRow:
     return row
 
 
+async def _save(row: ChannelRow, now: datetime) -> None:
+    """Save with ``updated_at`` from the clock (a model save stamps the wall's time)."""
+    await row.save()
+    await ChannelRow.filter(id=row.id).update(updated_at=now)
+    row.updated_at = now
+
+
 def _set_token(row: ChannelRow, token: Secret | None) -> None:
     row.sell_token = token.reveal() if token else None
     row.connection_status = connection_after_token_change(bool(token)).value
@@ -118,9 +125,9 @@ async def create(fields: Mapping[str, Any], token: Secret | None, now: datetime)
     """A new channel; with a token, ``check`` says to verify it at once."""
     try:
         async with in_transaction():
-            row = ChannelRow(**{k: v for k, v in fields.items() if k in EDITABLE}, created_at=now, updated_at=now)
+            row = ChannelRow(**{k: v for k, v in fields.items() if k in EDITABLE}, created_at=now)
             _set_token(row, token)
-            await row.save()
+            await _save(row, now)
     except IntegrityError:
         raise Conflict(f"a channel named {fields.get('name')!r} already exists") from None
     return Updated(_document(row), tuple(k for k in fields if k in EDITABLE), _inputs(row), None)
@@ -165,8 +172,7 @@ async def update(
                 if old_token and not await ChannelRow.filter(sell_token=old_token).exclude(id=row.id).exists():
                     released = Secret(old_token)
             if changed:
-                row.updated_at = now
-                await row.save()
+                await _save(row, now)
     except IntegrityError:
         raise Conflict(f"a channel named {fields.get('name')!r} already exists") from None
     check = _inputs(row) if ("api_token" in changed or "sequential_tags" in changed) else None
@@ -190,8 +196,7 @@ async def set_connection(
         row.connection_problems = list(problems)
         row.connection_checked_at = now
         row.verified_at = verified_at_after(ConnectionStatus(status), row.verified_at, now)
-        row.updated_at = now
-        await row.save()
+        await _save(row, now)
     return _document(row)
 
 

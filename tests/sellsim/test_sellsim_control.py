@@ -97,7 +97,7 @@ def test_cli_prints_its_url_and_persists_state(tmp_path):
 
     def first(url):
         leads = httpx.get(url + "/v2/leads?per_page=100", headers=headers).json()
-        assert leads["meta"]["count"] == 30
+        assert leads["meta"]["count"] == 33  # config/sellsim-demo.json has 33 leads
         r = httpx.post(url + "/v2/leads", headers=headers, json={"data": {"last_name": "Kept"}})
         return r.json()["data"]["id"]
 
@@ -133,13 +133,22 @@ def test_demo_seed_has_the_kuloo_fields_and_varied_values():
     assert acc["tokens"][0]["token"] == DEMO_TOKEN
     for resource in ("lead", "contact"):
         names = [d["name"] for d in acc["custom_fields"][resource]]
-        assert names == ["Promo", "Subscription", "Source", "Last active", "KulooId", "Sync error"]
+        assert names[:6] == ["Promo", "Subscription", "Source", "Last active", "KulooId",
+                             "Sync error"]  # fmt: skip
+        assert {"number", "date", "datetime", "bool"} <= {
+            d["type"] for d in acc["custom_fields"][resource]}  # fmt: skip
     records = acc["leads"] + acc["contacts"]
     assert len(records) >= 36
-    subs = {r["custom_fields"].get("Subscription") for r in records}
-    promos = {tuple(r["custom_fields"].get("Promo", [])) for r in records}
+    subs = {r.get("custom_fields", {}).get("Subscription") for r in records}
+    promos = {tuple(r.get("custom_fields", {}).get("Promo", [])) for r in records}
     assert {"daily", "weekly", "monthly", "unsubscribed", None} <= subs and len(promos) >= 4
-    assert seed == default_seed(leads=30, contacts=20)
+    # The demo's own cases: an organization-only lead, a lead that a conversion merges into
+    # an existing contact (same name, email differing in case), deals/tasks/notes for Sync.
+    assert any("last_name" not in lead and lead.get("organization_name") for lead in acc["leads"])
+    emails = [r["email"] for r in records if r.get("email")]
+    assert len({e.casefold() for e in emails}) < len(set(emails))
+    assert acc["deals"] and acc["tasks"] and acc["notes"]
+    Simulator(seed)  # loads (records are validated like API writes)
 
 
 def test_sellsim_imports_nothing_from_the_daemon():
@@ -161,6 +170,7 @@ def test_ui_actions_move_updated_at_and_revisions(sim, api):
     edited = sim.edit_record("lead", lead["id"], {"first_name": "Edited"})
     assert edited["updated_at"] > lead["updated_at"] and _revision(sim) == rev + 1
     assert api.get(f"/v2/leads/{lead['id']}").json()["data"]["updated_at"] == edited["updated_at"]
+    sim.set_options(noop_write_bumps=False)  # the default (true) is in test_sellsim_fidelity
     unchanged = sim.edit_record("lead", lead["id"], {"first_name": "Edited"})
     assert unchanged["updated_at"] == edited["updated_at"] and _revision(sim) == rev + 1
     other = sim.create_record("lead", {"last_name": "Gone"})

@@ -37,6 +37,7 @@ def test_conversion_creates_contact_and_removes_lead(api):
 
 
 def test_conversion_merges_into_contact_with_same_email(api, sim):
+    sim.set_options(conversion_merge="email")
     existing = api.post("/v2/contacts", json={"data": {"last_name": "Old", "email": "A@x.test"}})
     existing = existing.json()["data"]
     conv = _convert(api, _lead(api, first_name="New", last_name="N", email="a@x.test")["id"])

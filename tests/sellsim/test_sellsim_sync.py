@@ -40,7 +40,7 @@ def test_first_sync_delivers_everything_then_nothing(api):
     for i in items:
         by_type.setdefault(i["meta"]["type"], []).append(i)
         assert i["meta"]["sync"]["event_type"] == "created"
-    assert set(by_type) == {"lead", "user"}
+    assert set(by_type) == {"lead", "user", "deal", "task", "note"}  # sync_other_types
     (item,) = by_type["lead"]
     assert item["data"] == api.get(f"/v2/leads/{lead['id']}").json()["data"]
     sync = item["meta"]["sync"]
@@ -49,6 +49,7 @@ def test_first_sync_delivers_everything_then_nothing(api):
 
 
 def test_first_page_is_empty_by_default_then_configurable(api, sim):
+    sim.set_options(sync_other_types=False)
     r = api.post("/v2/sync/start", headers=DEV)
     sid = r.json()["data"]["id"]
     first = api.get(f"/v2/sync/{sid}/queues/main", headers=DEV).json()
@@ -72,7 +73,8 @@ def test_unacked_items_come_back_next_session(api, sim):
     assert drain(api) == []
 
 
-def test_not_acking_at_all_redelivers_everything(api):
+def test_not_acking_at_all_redelivers_everything(api, sim):
+    sim.set_options(sync_other_types=False)
     api.post("/v2/leads", json={"data": {"last_name": "A"}})
     assert len(drain(api, ack=False)) == 2
     assert len(drain(api, ack=False)) == 2
@@ -109,7 +111,8 @@ def test_updates_deletes_and_conversions(api, sim):
     assert contact["meta"]["sync"]["ack_key"].startswith(f"Contact-{conversion['individual_id']}-")
 
 
-def test_devices_are_independent(api):
+def test_devices_are_independent(api, sim):
+    sim.set_options(sync_other_types=False)
     api.post("/v2/leads", json={"data": {"last_name": "A"}})
     drain(api)
     other = drain(api, headers={"X-Basecrm-Device-UUID": "other"})
@@ -117,7 +120,8 @@ def test_devices_are_independent(api):
 
 
 def test_changes_during_a_session_join_it(api, sim):
-    sim.set_options(sync_empty_pages=0, sync_page_size=1, sync_include_users=False)
+    sim.set_options(sync_empty_pages=0, sync_page_size=1, sync_include_users=False,
+                    sync_other_types=False)  # fmt: skip
     api.post("/v2/leads", json={"data": {"last_name": "A"}})
     sid = api.post("/v2/sync/start", headers=DEV).json()["data"]["id"]
     assert len(api.get(f"/v2/sync/{sid}/queues/main", headers=DEV).json()["items"]) == 1
@@ -170,7 +174,7 @@ def test_device_limit(api, sim):
 
 
 def test_only_the_latest_state_and_stale_acks_are_ignored(api, sim):
-    sim.set_options(sync_include_users=False)
+    sim.set_options(sync_include_users=False, sync_other_types=False)
     lead = api.post("/v2/leads", json={"data": {"last_name": "V1"}}).json()["data"]
     (first,) = drain(api, ack=False)
     api.put(f"/v2/leads/{lead['id']}", json={"data": {"last_name": "V2"}})

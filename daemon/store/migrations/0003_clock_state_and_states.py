@@ -26,12 +26,6 @@ class Migration(migrations.Migration):
             name='reason',
             field=fields.CharField(default='', db_default='', max_length=32),
         ),
-        # Business times come from the clock, set by the use cases (auto_now reads the wall).
-        ops.AlterField(
-            model_name='Channel',
-            name='updated_at',
-            field=fields.DatetimeField(auto_now=False, auto_now_add=True),
-        ),
         # DECISIONS.md "States": the outbox's first state is `queued` (was `pending`).
         ops.RunSQL(
             "UPDATE outbox_message SET state = 'queued' WHERE state = 'pending'",

@@ -7,6 +7,16 @@ from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.migrations.constraints import UniqueConstraint
 
+class StateOnlyAlterField(ops.AlterField):
+    """An AlterField with no schema change (a Python-side option): nothing to run."""
+
+    async def database_forward(self, *args, **kwargs) -> None:
+        return None
+
+    async def database_backward(self, *args, **kwargs) -> None:
+        return None
+
+
 class Migration(migrations.Migration):
     dependencies = [('models', '0003_clock_state_and_states')]
 
@@ -24,7 +34,12 @@ class Migration(migrations.Migration):
             options={'table': 'user_promo_tag', 'app': 'models', 'unique_together': (('user', 'tag'),), 'indexes': [Index(fields=['channel_id', 'tag', 'user_id'])], 'pk_attr': 'id', 'table_description': 'One promo tag of one user: the portable way to filter users by tag (no JSON queries).'},
             bases=['Model'],
         ),
-        # JSON -> JSON text (no automatic type change in tortoise; nothing wrote them yet).
+        # JSON -> JSON text: tortoise cannot change a column's type, so the values wait in a
+        # side table while the columns are dropped and added again (they were JSON text).
+        ops.RunSQL(
+            'CREATE TABLE audit_values_0004 AS SELECT id, CAST("old" AS TEXT) AS o, CAST("new" AS TEXT) AS n FROM audit_entry',
+            reverse_sql="DROP TABLE IF EXISTS audit_values_0004",
+        ),
         ops.RemoveField(model_name='AuditEntry', name='new'),
         ops.AddField(
             model_name='AuditEntry',
@@ -37,11 +52,20 @@ class Migration(migrations.Migration):
             name='old',
             field=fields.TextField(null=True, unique=False),
         ),
+        ops.RunSQL(
+            'UPDATE audit_entry SET "old" = (SELECT o FROM audit_values_0004 v WHERE v.id = audit_entry.id),'
+            ' "new" = (SELECT n FROM audit_values_0004 v WHERE v.id = audit_entry.id)',
+            reverse_sql="SELECT 1",
+        ),
+        ops.RunSQL("DROP TABLE audit_values_0004", reverse_sql="SELECT 1"),
         ops.AddIndex(
             model_name='AuditEntry',
             index=Index(fields=['user_id', 'id']),
         ),
-        ops.AlterField(
+        # Business times come from the clock (auto_now reads the wall). auto_now is not in
+        # the schema, so this changes only tortoise's state: on SQLite a real AlterField
+        # rebuilds kuloo_user, and dropping the old table cascades to its users' mail.
+        StateOnlyAlterField(
             model_name='User',
             name='updated_at',
             field=fields.DatetimeField(auto_now=False, auto_now_add=True),
@@ -85,5 +109,22 @@ class Migration(migrations.Migration):
         ops.AddConstraint(
             model_name='User',
             constraint=UniqueConstraint(fields=('channel', 'email_key'), name=None),
+        ),
+        ops.AddField(
+            model_name='User',
+            name='search_text',
+            field=fields.CharField(db_default='', max_length=730),
+        ),
+        ops.RunSQL(
+            "UPDATE kuloo_user SET search_text = LOWER(email_key || ' ' || first_name || ' ' || last_name)",
+            reverse_sql="UPDATE kuloo_user SET search_text = ''",
+        ),
+        ops.AddIndex(
+            model_name='User',
+            index=Index(fields=['channel_id', 'search_text']),
+        ),
+        ops.AddIndex(
+            model_name='User',
+            index=Index(fields=['channel_id', 'sync_error']),
         ),
     ]
