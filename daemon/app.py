@@ -23,6 +23,7 @@ from . import config as config_mod
 from . import logs
 from .control import render
 from .control.server import Broadcaster, ControlServer, bind_unix
+from .delivery.service import Delivery
 from .links.server import LinksServer
 from .scheduler import Scheduler
 from .services import Services, open_services
@@ -154,6 +155,7 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
         life = Lifecycle(services, server, notifier, LinksServer(services))
         life.links.open()
         services.scheduler.jobs.extend(connection.jobs(services))
+        services.delivery = Delivery(services)
         services.scheduler.jobs.append(services.delivery.job())
         async with trio.open_nursery() as outer:
             await outer.start(_signals, life)

@@ -51,7 +51,7 @@ class Services:
     publish: Publish = _drop
     started_at: float = field(default_factory=time.monotonic)  # for uptime, monotonic
     stopping: bool = False
-    delivery: Any = None  # delivery.service.Delivery, set by ``open_services``
+    delivery: Any = None  # delivery.service.Delivery, set by ``app`` (a capability above this layer)
     links_url: str = ""  # the links service's bound address, set once it listens
 
 
@@ -85,8 +85,4 @@ async def open_services(config: Config, publish: Publish = _drop) -> AsyncIterat
         if uncertain:
             log.warning("emails that may have left before a crash marked uncertain", outbox=uncertain)
         scheduler = Scheduler(config["daemon.scheduler_tick_seconds"], clock)
-        services = Services(config, store, sell_pool, clock, scheduler, publish)
-        from .delivery.service import Delivery  # a capability: it stands on Services
-
-        services.delivery = Delivery(services)
-        yield services
+        yield Services(config, store, sell_pool, clock, scheduler, publish)

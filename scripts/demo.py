@@ -68,6 +68,8 @@ def write_config(state: Path, sell_url: str) -> Path:
     data["control"]["socket"] = str(state / "control.sock")
     data["credentials"]["directory"] = str(state / "credentials")
     data["sell"]["base_url"] = sell_url
+    data["articles"]["root"] = str(ROOT / "config" / "articles")
+    data["delivery"]["maildir"] = str(state / "maildir")
     path = state / "kuloo.toml"
     path.write_text("# Written by `make demo` from config/demo.toml.\n" + toml_dump(data))
     return path
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         sock = str(state / "control.sock")
         with connect(sock, daemon) as client:
             doc = ensure_channel(client, token)
+            articles = client.call("articles.import", {"channel": doc["id"], "path": "."})
             status = client.call("status")
         ctl = f"{BIN / 'kuloo-ctl'} --socket {sock}"
         print(f"""
@@ -136,12 +139,16 @@ links service (unsubscribe, frequency, signup): {(status.get('links') or {}).get
 business clock: {status['clock']['mode']}, now {status['clock']['now']} (it moves only when you move it)
 channel #{doc['id']} {doc['name']!r}: plan {doc['plan']}, token {doc['api_token']}, connection {doc['connection']['status']}
 {chr(10).join('  - ' + p for p in doc['connection']['problems'])}
+articles: {articles['imported']} new, {articles['updated']} updated, {articles['unchanged']} unchanged, \
+{len(articles['problems'])} problem(s) (the clipped one needs its page served); emails go to {state / 'maildir'}
 Try, in another terminal:
   {ctl} status
   {ctl} channels.get '{{"id": {doc['id']}}}'
   {ctl} channels.update '{{"id": {doc['id']}, "plan": "enterprise"}}'
   {ctl} --events status        # live events
-  {ctl} clock.advance '{{"seconds": 86400}}'   # a day passes: due work runs before the reply
+  {ctl} users.add '{{"channel": {doc['id']}, "email": "ann@example.com", "promo_tags": ["welcome"]}}'
+  {ctl} clock.advance '{{"seconds": 86400}}'   # a day passes: due work (sequences, digests) runs before the reply
+  {ctl} outbox.list '{{"channel": {doc['id']}}}'
 Ctrl-C stops the daemon and sellsim.
 """, flush=True)
         if args.smoke:

@@ -91,7 +91,8 @@ async def delivery_run(services: Services, params: dict[str, Any]) -> dict[str, 
 
 
 async def users_progress(services: Services, params: dict[str, Any]) -> dict[str, Any]:
-    result = await services.delivery.progress(_positive(params, "id"))
+    user = _positive(params, "id")
+    result = await services.delivery.progress(user)
     nxt = result["next"]
     return {
         "sent": [{**s, "sent_at": iso(s["sent_at"])} for s in result["sent"]],

@@ -19,6 +19,7 @@ SMTP/Maildir run in worker threads.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,12 +36,14 @@ from ..store import delivery as store
 from ..tokens import Signer
 from . import documents, schedule
 from .clip import ClipError, clip
-from .message import Envelope, Recipient, build, sender_domain
+from .message import Envelope, Recipient, build, build_bytes, frame, sender_domain
 from .render import Piece, Rendered, render_email, template_version
 from .transport import MaildirTransport, Outcome, SmtpSettings, SmtpTransport, TransportError
 
 log = structlog.get_logger("kuloo.delivery")
 
+OUTCOMES = {Outcome.SENT: "sent", Outcome.NOT_SENT: "not_sent", Outcome.MAYBE_SENT: "maybe_sent"}
+SEND_CHUNK = 20  # messages per trip to the sending thread
 RECHECK = timedelta(seconds=60)  # business time between passes even when nothing is planned
 CACHE_SIZE = 256
 MAX_FILES = 10_000
@@ -66,7 +69,7 @@ class Delivery:
     dirty: bool = True  # something changed: the scheduler should plan at once
     _cache: OrderedDict = field(default_factory=OrderedDict)
     _signer: Signer | None = None
-    _pace: dict[int, float] = field(default_factory=dict)  # channel -> monotonic time of its next send
+    _pace: dict[int, float] = field(default_factory=dict)  # channel -> time.monotonic() of its next send
     _lock: trio.Lock = field(default_factory=trio.Lock)
     cache_hits: int = 0
     cache_misses: int = 0
@@ -272,48 +275,70 @@ class Delivery:
             log.warning("transport unavailable", channel_id=channel_id, error=str(exc))
             return [store.SendResult(c.id, "not_sent", str(exc)) for c in claimed]
         interval = 1.0 / self.config["delivery.messages_per_second"]
+        frames: dict = {}
+        outgoing: list[tuple[int, bytes, str, str]] = []  # (outbox id, message, envelope sender, recipient)
+        for item in claimed:
+            parts = [bodies[a] for a in item.articles if a in bodies]
+            sender = parseaddr(item.channel.sender)[1]
+            if not parts or not sender:
+                why = "its articles are gone" if not parts else "the channel has no sender address"
+                results.append(store.SendResult(item.id, "not_sent", why, permanent=True))
+                continue
+            rendered = await self.rendered(parts, item.channel)
+            envelope = self.envelope(item.channel)
+            frame_key = (id(rendered), envelope)
+            if frame_key not in frames:
+                frames[frame_key] = frame(rendered, envelope)
+            r = item.recipient
+            data = build_bytes(rendered, envelope, Recipient(r.kuloo_id, r.email, r.first_name, r.last_name),
+                               self.signer(), msg_id=item.message_id, date=self.services.clock.now(),
+                               frame_=frames[frame_key])
+            outgoing.append((item.id, data, sender, r.email))
         try:
-            for n, item in enumerate(claimed):
-                parts = [bodies[a] for a in item.articles if a in bodies]
-                sender = parseaddr(item.channel.sender)[1]
-                if not parts or not sender:
-                    why = "its articles are gone" if not parts else "the channel has no sender address"
-                    results.append(store.SendResult(item.id, "not_sent", why, permanent=True))
-                    continue
-                rendered = await self.rendered(parts, item.channel)
-                r = item.recipient
-                msg = build(rendered, self.envelope(item.channel), Recipient(r.kuloo_id, r.email, r.first_name, r.last_name),
-                            self.signer(), msg_id=item.message_id, date=self.services.clock.now())
-                await self._wait_turn(channel_id, interval)
-                if getattr(transport, "conn", True) is None:  # the connection broke earlier in this batch
-                    try:
-                        await trio.to_thread.run_sync(transport.open)
-                    except TransportError as exc:
-                        results.extend(store.SendResult(c.id, "unsent", str(exc)) for c in claimed[n:])
-                        return results
-                result = await trio.to_thread.run_sync(transport.send, msg, sender, r.email)
-                outcome = {Outcome.SENT: "sent", Outcome.NOT_SENT: "not_sent", Outcome.MAYBE_SENT: "maybe_sent"}[result.outcome]
-                results.append(store.SendResult(item.id, outcome, result.detail, result.permanent))
+            # A few messages per trip to the worker thread: cheap, and a shutdown waits at
+            # most for one chunk (a thread is not interrupted mid-message).
+            for first in range(0, len(outgoing), SEND_CHUNK):
+                chunk = outgoing[first:first + SEND_CHUNK]
+                sent = await trio.to_thread.run_sync(self._send_chunk, transport, chunk, channel_id, interval)
+                results.extend(sent)
+                if len(sent) < len(chunk):  # the connection could not be reopened: the rest waits
+                    break
         except BaseException:
-            # Cancelled mid-batch (shutdown): what was handed over is recorded by the caller's
-            # shield below; everything not yet tried goes back to the queue.
-            done = {r.id for r in results}
-            results.extend(store.SendResult(c.id, "unsent") for c in claimed if c.id not in done)
+            # Cancelled between chunks (shutdown): record what was handed over below.
             with trio.CancelScope(shield=True):
                 await self.services.store.run(
-                    store.record, results, self.services.clock.now(), self.config["delivery.max_attempts"],
-                    self.config["delivery.retry_seconds"])
+                    store.record, self._with_unsent(results, claimed), self.services.clock.now(),
+                    self.config["delivery.max_attempts"], self.config["delivery.retry_seconds"])
             raise
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(transport.close)
-        return results
+        return self._with_unsent(results, claimed)
 
-    async def _wait_turn(self, channel_id: int, interval: float) -> None:
-        now = trio.current_time()
-        turn = max(now, self._pace.get(channel_id, now))
-        self._pace[channel_id] = turn + interval
-        await trio.sleep_until(turn)
+    @staticmethod
+    def _with_unsent(results: list[store.SendResult], claimed: list[store.Claimed]) -> list[store.SendResult]:
+        """Every claimed message not handed to the transport goes back to the queue as it was."""
+        done = {x.id for x in results}
+        return results + [store.SendResult(c.id, "unsent") for c in claimed if c.id not in done]
+
+    def _send_chunk(self, transport, chunk: list[tuple[int, bytes, str, str]], channel_id: int,
+                    interval: float) -> list[store.SendResult]:
+        """In a worker thread: send each message at the channel's pace, reconnecting once if needed."""
+        out: list[store.SendResult] = []
+        for outbox_id, data, sender, recipient in chunk:
+            now = time.monotonic()
+            turn = max(now, self._pace.get(channel_id, now))
+            self._pace[channel_id] = turn + interval
+            if turn > now:
+                time.sleep(turn - now)
+            if getattr(transport, "conn", True) is None:  # the connection broke earlier in this batch
+                try:
+                    transport.open()
+                except TransportError:
+                    return out
+            result = transport.send(data, sender, recipient)
+            out.append(store.SendResult(outbox_id, OUTCOMES[result.outcome], result.detail, result.permanent))
+        return out
 
     # ------------------------------------------------------------------ users
 

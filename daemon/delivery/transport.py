@@ -21,7 +21,6 @@ import re
 import smtplib
 import ssl
 from dataclasses import dataclass
-from email.message import EmailMessage
 from enum import StrEnum
 from pathlib import Path
 
@@ -79,7 +78,8 @@ class SmtpTransport:
             raise TransportError(f"cannot reach the SMTP relay {s.host}:{s.port}: {type(exc).__name__}") from None
         self.conn = conn
 
-    def send(self, msg: EmailMessage, sender: str, recipient: str) -> Result:
+    def send(self, data: bytes, sender: str, recipient: str) -> Result:
+        """Send one message (CRLF line ends, 7-bit) to one recipient over the open connection."""
         conn = self.conn
         if conn is None:
             return Result(Outcome.NOT_SENT, "no connection")
@@ -100,7 +100,7 @@ class SmtpTransport:
             self.conn = None
             return Result(Outcome.NOT_SENT, f"connection lost before the message was sent: {type(exc).__name__}")
         # From here the message is handed over: a broken connection means "maybe".
-        data = re.sub(rb"(?m)^\.", b"..", msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")))
+        data = re.sub(rb"(?m)^\.", b"..", data)
         if not data.endswith(b"\r\n"):
             data += b"\r\n"
         try:
@@ -139,10 +139,10 @@ class MaildirTransport:
         except OSError as exc:
             raise TransportError(f"cannot open the Maildir {self.path}: {exc.strerror}") from None
 
-    def send(self, msg: EmailMessage, sender: str, recipient: str) -> Result:
+    def send(self, data: bytes, sender: str, recipient: str) -> Result:
         assert self.box is not None
         try:
-            self.box.add(msg)
+            self.box.add(data.replace(b"\r\n", b"\n"))
         except OSError as exc:
             return Result(Outcome.NOT_SENT, f"cannot write to the Maildir: {exc.strerror}")
         return Result(Outcome.SENT)

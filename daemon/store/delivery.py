@@ -9,12 +9,13 @@ transaction. Outbox states move only through ``vocabulary.outbox_move``.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from tortoise.expressions import Q
+from tortoise.expressions import F, Q
 from tortoise.transactions import in_transaction
 
 from ..vocabulary import Frequency, OutboxState, outbox_after_crash, outbox_move
@@ -235,9 +236,18 @@ async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callab
         articles = [ArticleMeta(a.id, tuple(a.tags or ()), a.published_at, a.delay_seconds, a.withdrawn_at is not None)
                     for a in await Article.filter(channel_id=channel_id)]
         users = [u for u in await User.filter(channel_id=channel_id) if _eligible(u)]
+        progress = await SequenceProgress.filter(user__channel_id=channel_id)
+        # A cancelled email (the user opted out, whoever cancelled it) was never sent: its
+        # article is free again should they come back.
+        waiting = [p.outbox_id for p in progress if p.sent_at is None and p.outbox_id is not None]
+        cancelled = set(await OutboxMessage.filter(id__in=waiting, state=OutboxState.CANCELLED.value)
+                        .values_list("id", flat=True)) if waiting else set()
+        if cancelled:
+            await SequenceProgress.filter(outbox_id__in=list(cancelled), sent_at=None).delete()
         taken: dict[int, dict[int, datetime | None]] = {}
-        for p in await SequenceProgress.filter(user__channel_id=channel_id):
-            taken.setdefault(p.user_id, {})[p.article_id] = p.sent_at
+        for p in progress:
+            if p.outbox_id not in cancelled or p.sent_at is not None:
+                taken.setdefault(p.user_id, {})[p.article_id] = p.sent_at
         states = [UserState(u.id, tuple(u.promo_tags or ()), u.unsubscribed, u.frequency, u.promo_started_at,
                             u.last_digest_at, u.created_at, taken.get(u.id, {})) for u in users]
         decisions = decide(articles, states, now)
@@ -246,14 +256,19 @@ async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callab
         if decisions.digest_windows_closed:
             await User.filter(id__in=decisions.digest_windows_closed).update(last_digest_at=now)
         domain = domain_of(channel.sender)
-        queued = 0
-        for user_id, article_id in decisions.sequence:
-            row = await _queue(channel_id, user_id, SEQUENCE, article_id, None, now, domain)
-            await SequenceProgress.create(user_id=user_id, article_id=article_id, outbox_id=row.id, sent_at=None)
-            queued += 1
-        for user_id, article_ids in decisions.digests:
-            await _queue(channel_id, user_id, DIGEST, None, article_ids, now, domain)
-            queued += 1
+        rows = [_new_message(channel_id, user_id, SEQUENCE, article_id, None, now, domain)
+                for user_id, article_id in decisions.sequence]
+        rows += [_new_message(channel_id, user_id, DIGEST, None, article_ids, now, domain)
+                 for user_id, article_ids in decisions.digests]
+        if rows:
+            await OutboxMessage.bulk_create(rows)
+            # bulk_create leaves pk unset: read the ids back by their Message-IDs.
+            ids = dict(await OutboxMessage.filter(message_id__in=[r.message_id for r in rows])
+                       .values_list("message_id", "id"))
+            await SequenceProgress.bulk_create([
+                SequenceProgress(user_id=r.user_id, article_id=r.article_id, outbox_id=ids[r.message_id], sent_at=None)
+                for r in rows if r.kind == SEQUENCE])
+        queued = len(rows)
         # Unsubscribed users get nothing, including what was already queued for them.
         unsubscribed = [u.id for u in users if u.unsubscribed]
         if unsubscribed:
@@ -264,16 +279,13 @@ async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callab
         return queued, decisions.next_due
 
 
-async def _queue(channel_id: int, user_id: int, kind: str, article_id: int | None, article_ids: list[int] | None,
+def _new_message(channel_id: int, user_id: int, kind: str, article_id: int | None, article_ids: list[int] | None,
                  now: datetime, domain: str) -> OutboxMessage:
-    row = await OutboxMessage.create(channel_id=channel_id, user_id=user_id, kind=kind, article_id=article_id,
-                                     articles=article_ids, state=OutboxState.QUEUED.value,
-                                     message_id=f"pending-{channel_id}-{user_id}-{now.timestamp()}-{kind}-{article_id}",
-                                     created_at=now, updated_at=now, next_attempt_at=now)
-    # Stable per outbox entry: every attempt (and an admin's resend) carries the same one.
-    row.message_id = f"<kuloo.{channel_id}.{row.id}@{domain}>"
-    await row.save(update_fields=["message_id"])
-    return row
+    # The Message-ID is made once, here: every attempt (and an admin's resend) carries it.
+    return OutboxMessage(channel_id=channel_id, user_id=user_id, kind=kind, article_id=article_id,
+                         articles=article_ids, state=OutboxState.QUEUED.value,
+                         message_id=f"<kuloo.{channel_id}.{secrets.token_hex(10)}@{domain}>",
+                         created_at=now, updated_at=now, next_attempt_at=now)
 
 
 async def channel_ids() -> list[int]:
@@ -304,7 +316,8 @@ async def claim(channel_id: int, now: datetime, limit: int) -> list[Claimed]:
             return []
         for row in rows:
             outbox_move(OutboxState(row.state), OutboxState.SENDING)
-        await OutboxMessage.filter(id__in=[r.id for r in rows]).update(state=OutboxState.SENDING.value, updated_at=now)
+        await OutboxMessage.filter(id__in=[r.id for r in rows]).update(state=OutboxState.SENDING.value,
+                                                                             attempted_at=now, updated_at=now)
         out = []
         for r in rows:
             u = r.user
@@ -337,27 +350,27 @@ def retry_delay(attempts: int, first_seconds: float) -> timedelta:
 
 
 async def record(results: Sequence[SendResult], now: datetime, max_attempts: int, retry_seconds: float) -> Recorded:
-    """Commit a batch's outcomes together (one transaction)."""
-    sent = failed = uncertain = retrying = 0
+    """Commit a batch's outcomes together (one transaction, a few statements for the common cases)."""
+    failed = uncertain = retrying = 0
     async with in_transaction():
         rows = {r.id: r for r in await OutboxMessage.filter(id__in=[x.id for x in results])}
+        sent_ids, unsent_ids = [], []
         for res in results:
             row = rows[res.id]
             current = OutboxState(row.state)
             if res.outcome == "sent":
                 outbox_move(current, OutboxState.SENT)
-                await OutboxMessage.filter(id=row.id).update(state=OutboxState.SENT.value, sent_at=now,
-                                                             attempts=row.attempts + 1, last_error="", updated_at=now)
-                await SequenceProgress.filter(outbox_id=row.id).update(sent_at=now)
-                sent += 1
+                sent_ids.append(row.id)
+            elif res.outcome == "unsent":
+                # Never handed to the transport: back to the queue as it was (as a failure that
+                # does not count as an attempt).
+                outbox_move(outbox_move(current, OutboxState.FAILED), OutboxState.QUEUED)
+                unsent_ids.append(row.id)
             elif res.outcome == "maybe_sent":
                 outbox_move(current, OutboxState.UNCERTAIN)
                 await OutboxMessage.filter(id=row.id).update(state=OutboxState.UNCERTAIN.value, attempts=row.attempts + 1,
                                                              last_error=res.detail, updated_at=now)
                 uncertain += 1
-            elif res.outcome == "unsent":
-                # Never handed to the transport (the batch stopped early): back as it was.
-                await OutboxMessage.filter(id=row.id).update(state=OutboxState.QUEUED.value, updated_at=now)
             else:
                 attempts = row.attempts + 1
                 outbox_move(current, OutboxState.FAILED)
@@ -370,7 +383,13 @@ async def record(results: Sequence[SendResult], now: datetime, max_attempts: int
                         state=OutboxState.QUEUED.value, attempts=attempts, last_error=res.detail,
                         next_attempt_at=now + retry_delay(attempts, retry_seconds), updated_at=now)
                     retrying += 1
-    return Recorded(sent, failed, uncertain, retrying)
+        if sent_ids:
+            await OutboxMessage.filter(id__in=sent_ids).update(state=OutboxState.SENT.value, sent_at=now,
+                                                               attempts=F("attempts") + 1, last_error="", updated_at=now)
+            await SequenceProgress.filter(outbox_id__in=sent_ids).update(sent_at=now)
+        if unsent_ids:
+            await OutboxMessage.filter(id__in=unsent_ids).update(state=OutboxState.QUEUED.value, updated_at=now)
+    return Recorded(len(sent_ids), failed, uncertain, retrying)
 
 
 async def mark_interrupted(now: datetime) -> int:
@@ -430,8 +449,9 @@ async def resolve(outbox_id: int, as_: str, now: datetime) -> OutboxEntry:
         if as_ == "sent":
             if current != OutboxState.UNCERTAIN:
                 outbox_move(current, OutboxState.SENT)  # raises: only an uncertain one may be declared sent
-            row.state, row.sent_at = OutboxState.SENT.value, now
-            await SequenceProgress.filter(outbox_id=row.id).update(sent_at=now)
+            # It left when it was handed over, not when the admin found out.
+            row.state, row.sent_at = OutboxState.SENT.value, row.attempted_at or now
+            await SequenceProgress.filter(outbox_id=row.id).update(sent_at=row.sent_at)
         else:
             row.state = outbox_move(current, OutboxState.QUEUED).value
             row.next_attempt_at = now

@@ -174,6 +174,7 @@ class OutboxMessage(Model):
     attempts = fields.IntField(default=0)
     last_error = fields.TextField(default="")
     next_attempt_at = fields.DatetimeField(null=True)
+    attempted_at = fields.DatetimeField(null=True)  # when it was last handed to the transport
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
     sent_at = fields.DatetimeField(null=True)

@@ -8,10 +8,8 @@ import os
 import shutil
 import socket
 import threading
-import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,8 +17,11 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from kuloo_daemon import config as config_mod
+from kuloo_daemon.delivery.service import Delivery
 from kuloo_daemon.services import open_services
 from kuloo_daemon.store import channels as channel_store
+from kuloo_daemon.store import users as user_store
+from kuloo_daemon.vocabulary import Actor
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "config" / "articles"
@@ -42,6 +43,7 @@ class Sink:
     messages: list[email.message.EmailMessage] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)  # recipients answered 550
+    tempfail: set[str] = field(default_factory=set)  # recipients answered 451 (try again later)
     drop_at_rcpt: set[str] = field(default_factory=set)  # recipients whose RCPT closes the connection (once each)
     on_data: object = None  # called with the message before the 250 (e.g. to kill the daemon)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -49,6 +51,8 @@ class Sink:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         if address in self.refuse:
             return "550 5.1.1 no such mailbox"
+        if address in self.tempfail:
+            return "451 4.3.0 try again later"
         if address in self.drop_at_rcpt:
             self.drop_at_rcpt.discard(address)
             server.transport.close()
@@ -159,30 +163,21 @@ class Env:
 
     async def channel(self, name="Kuloo Gardens", sender="Kuloo Gardens <news@gardens.test>",
                       postal="Kuloo Gardens Ltd\n1 Allotment Road\nLeeds LS1 1AA") -> int:
-        created = await self.store.run(channel_store.create, {"name": name, "sender": sender,
-                                                               "postal_address": postal}, None, self.clock.now())
+        created = await self.store.run(channel_store.create, {
+            "name": name, "sender": sender, "postal_address": postal,
+            "sequential_tags": ["welcome", "onboarding"]}, None, self.clock.now())
         return created.channel.id
 
     async def user(self, channel: int, email_: str, *, tags=(), frequency="weekly", first_name="",
-                   unsubscribed=False, joined: datetime | None = None) -> int:
-        async def go():
-            from kuloo_daemon.store.models import User
+                   unsubscribed=False) -> int:
+        """A user added as an admin would (users.add's use case)."""
+        fields = {"email": email_, "first_name": first_name, "promo_tags": list(tags), "frequency": frequency,
+                  "unsubscribed": unsubscribed}
+        doc = await self.store.run(user_store.add, channel, fields, Actor.ADMIN, self.clock.now())
+        return doc.id
 
-            now = joined or self.clock.now()
-            row = await User.create(channel_id=channel, kuloo_id=f"K{uuid.uuid4().hex[:16]}", email=email_,
-                                    first_name=first_name, promo_tags=list(tags), frequency=frequency,
-                                    unsubscribed=unsubscribed, created_at=now, updated_at=now)
-            return row.id
-
-        return await self.store.run(go)
-
-    async def update_user(self, user_id: int, **fields) -> None:
-        async def go():
-            from kuloo_daemon.store.models import User
-
-            await User.filter(id=user_id).update(**fields)
-
-        await self.store.run(go)
+    async def update_user(self, user_id: int, **changes) -> None:
+        await self.store.run(user_store.update, user_id, changes, Actor.ADMIN, self.clock.now())
 
     async def outbox(self, channel: int, state=None):
         from kuloo_daemon.store import delivery as s
@@ -205,6 +200,7 @@ def env_factory(short_tmp, smtp_sink):
             copy_samples(root, page_port)
         config = write_config(root, smtp_sink.port, **extra)
         async with open_services(config) as services:
+            services.delivery = Delivery(services)
             yield Env(services)
 
     return make

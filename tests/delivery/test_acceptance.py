@@ -202,3 +202,30 @@ async def test_a_connection_dropped_mid_batch_loses_nothing_and_duplicates_nothi
             assert smtp_sink.subjects(f"{name}@example.com") == [WELCOME], name
         assert [e.state for e in await env.outbox(ch)] == [OutboxState.SENT] * 4
         check_all(smtp_sink)
+
+
+async def test_a_temporary_failure_is_retried_with_backoff_then_left_for_the_admin(env_factory, smtp_sink):
+    smtp_sink.tempfail.add("tim@example.com")
+    async with env_factory(delivery={"max_attempts": 3, "retry_seconds": 600}) as env:
+        ch = await env.channel()
+        await env.delivery.import_articles(ch, "sample")
+        await env.user(ch, "tim@example.com", tags=["welcome"], frequency="disabled")
+        await env.delivery.run(None)
+        (entry,) = await env.outbox(ch)
+        assert (entry.state, entry.attempts) == (OutboxState.QUEUED, 1) and "451" in entry.last_error
+        assert entry.next_attempt_at == env.clock.now() + timedelta(seconds=600)
+        await env.advance(599)
+        assert (await env.outbox(ch))[0].attempts == 1  # not before its back-off
+        await env.advance(1)
+        (entry,) = await env.outbox(ch)
+        assert entry.attempts == 2 and entry.next_attempt_at == env.clock.now() + timedelta(seconds=1200)
+        await env.advance(1200)
+        (entry,) = await env.outbox(ch)
+        assert (entry.state, entry.attempts) == (OutboxState.FAILED, 3)  # capped: the admin decides
+        await env.advance(10 * DAY)
+        assert (await env.outbox(ch))[0].state == OutboxState.FAILED and smtp_sink.messages == []
+        smtp_sink.tempfail.clear()
+        await env.store.run(store.resolve, entry.id, "resend", env.clock.now())
+        await env.delivery.run(None)
+        assert smtp_sink.subjects("tim@example.com") == [WELCOME]
+        assert str(smtp_sink.messages[0]["Message-ID"]) == entry.message_id  # the same message, at last

@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from kuloo_daemon import config as config_mod
+from kuloo_daemon.delivery.service import Delivery
 from kuloo_daemon.links.server import LinksServer
 from kuloo_daemon.services import open_services
 from kuloo_daemon.store import channels as channel_store
@@ -136,6 +137,7 @@ async def running(root: Path, template: Path | None = None, **extra):
         config.database_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(template, config.database_path)
     async with open_services(config, lambda e, d: events.append((e, d))) as services:
+        services.delivery = Delivery(services)  # as app.run_daemon does: confirmations use its transport
         server = LinksServer(services)
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)

@@ -6,7 +6,7 @@ from tortoise import fields
 from tortoise.migrations.constraints import UniqueConstraint
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0003_clock_state_and_states')]
+    dependencies = [('models', '0004_users')]
 
     initial = False
 
@@ -48,6 +48,11 @@ class Migration(migrations.Migration):
             model_name='OutboxMessage',
             name='articles',
             field=fields.JSONField(null=True, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads),
+        ),
+        ops.AddField(
+            model_name='OutboxMessage',
+            name='attempted_at',
+            field=fields.DatetimeField(null=True, auto_now=False, auto_now_add=False),
         ),
         ops.AddField(
             model_name='OutboxMessage',

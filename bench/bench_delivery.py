@@ -1,0 +1,146 @@
+"""Email delivery: render rate for one article, per-recipient cost against a naive pipeline,
+and the send rate to a local SMTP sink.
+
+- Render rate (goal >= 1,000/s on one core): personalised messages for one article —
+  the article rendered once (Markdown, template, premailer, text part), then per recipient
+  the greeting, the signed links and the MIME message, serialised to bytes.
+- Per-recipient cost (goal >= 50x cheaper) against a naive pipeline that runs Markdown +
+  template + premailer + text part for every recipient.
+- Send rate (reported): a whole delivery pass (plan, claim, render, SMTP, record) for N
+  users to an aiosmtpd sink in its own process, batches claimed and committed together.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import trio
+
+from kuloo_daemon.delivery.message import Envelope, Recipient, build_bytes, frame
+from kuloo_daemon.delivery.render import Piece, render_email
+from kuloo_daemon.tokens import Signer
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTICLE = (ROOT / "config" / "articles" / "sequence" / "02-planning.md").read_text().split("---", 2)[2]
+PIECE = Piece(1, 1, "Plan your beds in one afternoon", "markdown", ARTICLE * 4)
+ENVELOPE = Envelope(1, "Kuloo Gardens", "Kuloo Gardens <news@gardens.test>", "https://links.kuloo.test",
+                    "unsubscribe@gardens.test")
+SIGNER = Signer([b"bench-signing-key-0123456789abcdef"])
+NOW = datetime(2026, 1, 5, 9, tzinfo=UTC)
+RENDER_GOAL, RATIO_GOAL = 1000.0, 50.0
+SEND_USERS = int(os.environ.get("KULOO_BENCH_SEND_USERS", "500"))
+
+
+def recipients(n: int):
+    return [Recipient(f"K{i:08d}", f"user{i}@example.com", f"User{i}") for i in range(n)]
+
+
+def personalised_rate(seconds: float = 2.0) -> float:
+    rendered = render_email([PIECE], channel="Kuloo Gardens", postal_address="1 Allotment Road\nLeeds")
+    people = recipients(1000)
+    shared = frame(rendered, ENVELOPE)
+    n, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        r = people[n % len(people)]
+        build_bytes(rendered, ENVELOPE, r, SIGNER, msg_id=f"<kuloo.1.{n}@gardens.test>", date=NOW, frame_=shared)
+        n += 1
+    return n / (time.perf_counter() - started)
+
+
+def naive_rate(count: int = 15) -> float:
+    people = recipients(count)
+    started = time.perf_counter()
+    for n, r in enumerate(people):
+        # What a pipeline without the shared render does: everything, per recipient.
+        rendered = render_email([PIECE], channel="Kuloo Gardens", postal_address="1 Allotment Road\nLeeds")
+        build_bytes(rendered, ENVELOPE, r, SIGNER, msg_id=f"<kuloo.1.{n}@gardens.test>", date=NOW)
+    return count / (time.perf_counter() - started)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def send_pass(root: Path, port: int) -> tuple[int, float]:
+    from kuloo_daemon import config as config_mod
+    from kuloo_daemon.delivery.service import Delivery
+    from kuloo_daemon.services import open_services
+    from kuloo_daemon.store import channels as channel_store
+    from kuloo_daemon.store import users as user_store
+    from kuloo_daemon.vocabulary import Actor
+
+    (root / "creds").mkdir()
+    (root / "creds" / "link-signing-key").write_text("bench-signing-key-0123456789abcdef\n")
+    (root / "articles" / "one").mkdir(parents=True)
+    (root / "articles" / "one" / "a.md").write_text(
+        "---\ntitle: Hello\ntags: [welcome]\npublished_at: 2026-01-01\n---\n" + ARTICLE)
+    config = config_mod.from_mapping({
+        "daemon": {"state_dir": str(root / "state")}, "control": {"socket": str(root / "c.sock")},
+        "clock": {"mode": "manual", "start": "2026-01-05T09:00:00Z"},
+        "credentials": {"directory": str(root / "creds")}, "articles": {"root": str(root / "articles")},
+        "smtp": {"host": "127.0.0.1", "port": port, "security": "none"},
+        "delivery": {"messages_per_second": 10_000, "batch_size": 100},
+        "links": {"public_url": "https://links.kuloo.test"},
+    })
+    async with open_services(config) as services:
+        services.delivery = Delivery(services)
+        now = services.clock.now()
+        channel = (await services.store.run(channel_store.create, {
+            "name": "Bench", "sender": "Bench <b@bench.test>", "sequential_tags": ["welcome"]}, None, now)).channel.id
+        await services.delivery.import_articles(channel, "one")
+        for i in range(SEND_USERS):
+            await services.store.run(user_store.add, channel, {"email": f"u{i}@example.com", "promo_tags": ["welcome"],
+                                                               "frequency": "disabled"}, Actor.ADMIN, now)
+        started = time.perf_counter()
+        counts = await services.delivery.run(channel)
+        return counts.sent, time.perf_counter() - started
+
+
+def send_rate() -> float:
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Sink",
+                             "-l", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+            sent, seconds = trio.run(send_pass, Path(tmp), port)
+        if sent != SEND_USERS:
+            raise RuntimeError(f"sent {sent} of {SEND_USERS}")
+        return sent / seconds
+    finally:
+        sink.terminate()
+        sink.wait(5)
+
+
+def main() -> dict[str, float]:
+    rate = personalised_rate()
+    naive = naive_rate()
+    ratio = rate / naive
+    print(f"   personalised messages for one article: {rate:,.0f}/s (goal >= {RENDER_GOAL:,.0f}/s)")
+    print(f"   naive Markdown+premailer per recipient: {naive:,.1f}/s -> {ratio:,.0f}x cheaper per recipient "
+          f"(goal >= {RATIO_GOAL:.0f}x)")
+    sends = send_rate()
+    print(f"   delivery pass to a local SMTP sink ({SEND_USERS} users, one connection per batch of 100): "
+          f"{sends:,.0f} messages/s")
+    if rate < RENDER_GOAL or ratio < RATIO_GOAL:
+        raise RuntimeError("below the goal")
+    return {"render personalised/s": rate, "naive per-recipient/s": naive, "per-recipient speed-up x": ratio,
+            "send to sink msg/s": sends}
+
+
+if __name__ == "__main__":
+    main()

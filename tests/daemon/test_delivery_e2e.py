@@ -1,0 +1,145 @@
+"""Delivery end to end: the daemon as a subprocess, a real SMTP server, the manual clock.
+
+The hard promise: a crash (kill -9) after the SMTP server accepted a message and before
+the daemon recorded it leaves the entry ``uncertain``, and no second copy ever arrives
+on its own; the admin decides with ``outbox.resolve``.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import shutil
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from kuloo_daemon.control.client import ControlError
+
+ROOT = Path(__file__).resolve().parents[2]
+START = "2026-01-05T09:00:00Z"
+DAY = 86400
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.messages: list = []
+        self.on_data = None
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        if self.on_data is not None:
+            self.on_data()
+        return "250 OK"
+
+    def subjects(self) -> list[str]:
+        return [str(m["Subject"]) for m in self.messages]
+
+
+@pytest.fixture
+def sink():
+    s = Sink()
+    port = free_port()
+    controller = Controller(s, hostname="127.0.0.1", port=port)
+    controller.start()
+    s.port = port
+    yield s
+    controller.stop()
+
+
+def delivery_config(root: str, smtp_port: int) -> str:
+    creds = Path(root) / "creds"
+    creds.mkdir(exist_ok=True)
+    (creds / "link-signing-key").write_text("e2e-signing-key-0123456789abcdef\n")
+    shutil.copytree(ROOT / "config" / "articles", Path(root) / "articles" / "sample")
+    return (f'[clock]\nmode = "manual"\nstart = "{START}"\n'
+            f'[credentials]\ndirectory = "{creds}"\n'
+            f'[articles]\nroot = "{root}/articles"\n'
+            f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\ntimeout_seconds = 5\n'
+            f'[links]\npublic_url = "https://links.kuloo.test"\n')
+
+
+def test_kill_9_after_smtp_acceptance_leaves_uncertain_and_never_sends_twice(daemon_factory, short_tmp, sink):
+    d = daemon_factory(delivery_config(short_tmp, sink.port)).start()
+    d.wait_for("READY=1")
+    with d.client() as c:
+        channel = c.call("channels.create", {"name": "Kuloo Gardens", "sender": "News <news@gardens.test>",
+                                             "postal_address": "1 Allotment Road",
+                                             "sequential_tags": ["welcome", "onboarding"]})["id"]
+        report = c.call("articles.import", {"channel": channel, "path": "sample"})
+        assert report["imported"] == 5
+        # Import runs a pass soon; hold the user back until the SMTP server is set to kill.
+        sink.on_data = lambda: os.kill(d.proc.pid, signal.SIGKILL)
+        user = c.call("users.add", {"channel": channel, "email": "ann@example.com", "promo_tags": ["welcome"],
+                                    "frequency": "disabled"})
+        with pytest.raises((ControlError, OSError, ConnectionError)):
+            c.call("delivery.run", {"channel": channel})
+    d.proc.wait(10)
+    assert d.proc.returncode == -signal.SIGKILL
+    assert sink.subjects() == ["Welcome to Kuloo Gardens"]  # the server accepted it
+    sink.on_data = None
+
+    d.start()
+    d.wait_for("READY=1")
+    with d.client() as c:
+        entries = c.call("outbox.list", {"channel": channel})["messages"]
+        assert [(e["state"], e["email"]) for e in entries] == [("uncertain", "ann@example.com")]
+        assert c.call("delivery.run", {}) == {"queued": 0, "sent": 0, "failed": 0, "uncertain": 0}
+        # Business time passes; the scheduler runs delivery on its own: still no second copy,
+        # and the sequence waits for the admin's decision rather than guessing.
+        moved = c.call("clock.advance", {"seconds": 3 * DAY})
+        assert "delivery" in moved["ran"]
+        assert sink.subjects() == ["Welcome to Kuloo Gardens"]
+        progress = c.call("users.progress", {"id": user["id"]})
+        assert progress["sent"] == [] and progress["next"]["title"] == "Welcome to Kuloo Gardens"
+        # The admin checked: it did arrive.
+        resolved = c.call("outbox.resolve", {"id": entries[0]["id"], "as": "sent"})
+        assert resolved["state"] == "sent"
+        with pytest.raises(ControlError) as bad:
+            c.call("outbox.resolve", {"id": entries[0]["id"], "as": "resend"})
+        assert bad.value.code == "conflict"
+        moved = c.call("clock.advance", {"seconds": 60})
+        assert sink.subjects() == ["Welcome to Kuloo Gardens", "Five tools worth buying"]
+        progress = c.call("users.progress", {"id": user["id"]})
+        assert [s["title"] for s in progress["sent"]] == ["Welcome to Kuloo Gardens", "Five tools worth buying"]
+        assert progress["next"] is None
+        # The preview is the exact message that user gets.
+        articles = c.call("articles.list", {"channel": channel})["articles"]
+        tools = next(a for a in articles if a["key"] == "welcome-2")
+        preview = c.call("articles.preview", {"id": tools["id"], "user": user["id"]})
+        assert preview["subject"] == "Five tools worth buying"
+        assert preview["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert preview["headers"]["To"] == "ann@example.com"
+        assert "1 Allotment Road" in preview["text"] and preview["size_bytes"] > 1000
+    log = d.log()
+    assert "e2e-signing-key" not in log
+
+
+def test_the_scheduler_sends_on_its_own_as_business_time_passes(daemon_factory, short_tmp, sink):
+    d = daemon_factory(delivery_config(short_tmp, sink.port)).start()
+    d.wait_for("READY=1")
+    with d.client() as c:
+        channel = c.call("channels.create", {"name": "Kuloo Gardens", "sender": "News <news@gardens.test>",
+                                             "sequential_tags": ["welcome", "onboarding"]})["id"]
+        c.call("articles.import", {"channel": channel, "path": "sample"})
+        c.call("users.add", {"channel": channel, "email": "bo@example.com", "promo_tags": ["welcome", "onboarding"],
+                             "frequency": "disabled"})
+        c.call("clock.advance", {"seconds": 1})
+        assert sink.subjects() == ["Welcome to Kuloo Gardens"]
+        c.call("clock.advance", {"seconds": DAY})
+        assert sink.subjects() == ["Welcome to Kuloo Gardens", "Plan your beds in one afternoon"]
+        c.call("clock.advance", {"seconds": 2 * DAY})
+        assert sink.subjects()[-1] == "Five tools worth buying" and len(sink.subjects()) == 3
+        sent = c.call("outbox.list", {"channel": channel, "state": "sent"})["messages"]
+        assert len(sent) == 3 and len({m["message_id"] for m in sent}) == 3
+        assert [str(m["Message-ID"]) for m in sink.messages] == [m["message_id"] for m in sent]
