@@ -14,6 +14,7 @@ confirmation per channel per ``links.confirm_resend_minutes``.
 
 from __future__ import annotations
 
+import email.policy
 import logging
 import socket
 from collections import OrderedDict
@@ -70,7 +71,7 @@ def confirmation_email(channel: Channel, address: str, first_name: str, url: str
     msg.set_content(
         f"{hello}\n\nSomeone — hopefully you — asked to receive {channel.name} at this address.\n"
         f"To confirm, open this link and press the button:\n\n{url}\n\n"
-        "If it was not you, ignore this email: you will receive nothing more.\n")
+        "If it was not you, ignore this email: you will receive nothing more.\n", cte="quoted-printable")
     return msg
 
 
@@ -114,7 +115,8 @@ class LinksServer:
             def send_one(transport=transport, msg=msg, address=address) -> str:
                 transport.open()
                 try:
-                    return transport.send(msg, parseaddr(str(msg["From"]))[1], address).outcome.value
+                    data = msg.as_bytes(policy=email.policy.SMTP)  # CRLF, 7-bit: what transports take
+                    return transport.send(data, parseaddr(str(msg["From"]))[1], address).outcome.value
                 finally:
                     transport.close()
 
