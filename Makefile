@@ -23,6 +23,10 @@ soak: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# Heavy acceptance runs kept out of `make test` (KULOO_SOAK=1 enlarges them).
+soak: $(STAMP)
+	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/daemon/test_control_abuse.py -k fuzz
+
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 

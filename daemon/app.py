@@ -152,6 +152,7 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
             bound_path = socket_path or config["control.socket"]
             sockets = [bind_unix(bound_path, config["control.group"])]
         server = ControlServer(services, broadcaster, config["control.max_line_bytes"])
+        services.connections = lambda: server.connections
         life = Lifecycle(services, server, notifier, LinksServer(services))
         life.links.open()
         services.scheduler.jobs.extend(connection.jobs(services))

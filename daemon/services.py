@@ -53,6 +53,8 @@ class Services:
     stopping: bool = False
     delivery: Any = None  # delivery.service.Delivery, set by ``app`` (a capability above this layer)
     links_url: str = ""  # the links service's bound address, set once it listens
+    # Open control connections (the caller's own included); ``app`` wires it to the server.
+    connections: Callable[[], int] = lambda: 0
 
 
 async def make_clock(config: Config, store: Store) -> Clock:

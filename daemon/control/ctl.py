@@ -8,7 +8,7 @@ import os
 import sys
 
 from .client import ControlClient, ControlError
-from .protocol import Event
+from .protocol import Event, ProtocolError, flaw
 
 DEFAULT_SOCKET = "/run/kuloo/control.sock"
 
@@ -50,35 +50,63 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(params, dict):
         print("kuloo-ctl: PARAMS must be a JSON object, e.g. '{\"id\": 1}'", file=sys.stderr)
         return 2
+    problem = flaw(params, "PARAMS")
+    if problem:
+        print(f"kuloo-ctl: {problem}", file=sys.stderr)
+        return 2
     path = _socket_path(args)
     try:
+        return _run(path, args, params)
+    except KeyboardInterrupt:
+        print("kuloo-ctl: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(path: str, args: argparse.Namespace, params: dict) -> int:
+    """Every failure is one line on stderr and a non-zero exit; never a traceback."""
+    try:
         client = ControlClient(path, timeout=None if args.events else 60)
+    except ControlError as exc:
+        print(f"kuloo-ctl: the daemon at {path} refused the connection: {exc.message} ({exc.code})", file=sys.stderr)
+        return 1
+    except ProtocolError as exc:
+        print(f"kuloo-ctl: {path} does not answer in the control protocol: {_one_line(exc.message)}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"kuloo-ctl: cannot reach the daemon at {path}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     with client:
         try:
             result = client.server if args.method == "hello" else client.call(args.method, params)
+            print(json.dumps(result, indent=2, ensure_ascii=False))
+            if args.events:
+                client.call("subscribe")
+                try:
+                    while True:
+                        message = client.read_message()
+                        if isinstance(message, Event):
+                            print(json.dumps({"event": message.event, "data": message.data}, ensure_ascii=False),
+                                  flush=True)
+                except KeyboardInterrupt:
+                    return 0  # Ctrl-C is how --events ends
         except ControlError as exc:
             print(f"kuloo-ctl: {args.method} failed: {exc.message} ({exc.code})", file=sys.stderr)
             return 1
-        except (OSError, ConnectionError) as exc:
-            print(f"kuloo-ctl: connection to the daemon failed: {exc}", file=sys.stderr)
+        except ProtocolError as exc:
+            print(f"kuloo-ctl: the daemon's answer is not the control protocol: {_one_line(exc.message)}", file=sys.stderr)
             return 1
-        print(json.dumps(result, indent=2, ensure_ascii=False))
-        if args.events:
-            client.call("subscribe")
-            try:
-                while True:
-                    message = client.read_message()
-                    if isinstance(message, Event):
-                        print(json.dumps({"event": message.event, "data": message.data}, ensure_ascii=False), flush=True)
-            except KeyboardInterrupt:
-                pass
-            except ConnectionError as exc:
-                print(f"kuloo-ctl: {exc}", file=sys.stderr)
-                return 1
+        except TimeoutError:
+            print("kuloo-ctl: no answer from the daemon within 60 s", file=sys.stderr)
+            return 1
+        except OSError as exc:
+            print(f"kuloo-ctl: connection to the daemon failed: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     return 0
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 if __name__ == "__main__":

@@ -138,6 +138,7 @@ async def status(services: Services, params: dict[str, Any]) -> dict[str, Any]:
         "scheduler": services.scheduler.status(),
         "stopping": services.stopping,
         "clock": render.clock(services.clock),
+        "connections": services.connections(),
         "links": {"url": services.links_url or None},
     }
 
@@ -159,8 +160,8 @@ async def channels_list(services: Services, params: dict[str, Any]) -> dict[str,
 
 async def channels_get(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     if "name" in params and "id" not in params:
-        if not isinstance(params["name"], str):
-            raise _invalid("'name' must be a string")
+        if not isinstance(params["name"], str) or len(params["name"]) > 200:
+            raise _invalid("'name' must be a string of at most 200 characters")
         return render.channel(await services.store.run(channel_store.get_by_name, params["name"]))
     return render.channel(await services.store.run(channel_store.get, _channel_id(params)))
 

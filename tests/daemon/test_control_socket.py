@@ -1,12 +1,13 @@
 """The control socket against abuse, and the channel document over it."""
 
 import json
+import socket
 import threading
 
 import pytest
 
 from kuloo_daemon.control.client import ControlError
-from kuloo_daemon.control.protocol import ErrorReply, Reply
+from kuloo_daemon.control.protocol import Reply
 
 TOKEN = "f3a9" * 16  # 64 characters, Sell-token shaped
 
@@ -27,7 +28,11 @@ def test_a_thousand_bad_lines_each_get_an_error_while_another_client_is_served(d
             bad_lines.append(b"[1, 2, 3]\n")
     expected = {0: "parse_error", 1: "line_too_long", 2: "unknown_method", 3: "invalid_params", 4: "invalid_request"}
 
-    abuser = daemon.client()
+    abuser = socket.socket(socket.AF_UNIX)
+    abuser.connect(daemon.socket_path)
+    replies = abuser.makefile("rb")
+    abuser.sendall(b'{"type":"request","id":0,"method":"hello","params":{"version":1}}\n')
+    assert json.loads(replies.readline())["type"] == "reply"
     codes = []
     served_meanwhile = []
 
@@ -36,27 +41,26 @@ def test_a_thousand_bad_lines_each_get_an_error_while_another_client_is_served(d
             for _ in range(20):
                 served_meanwhile.append(c.call("status")["pid"])
 
-    sender = threading.Thread(target=lambda: [abuser.send_raw(line) for line in bad_lines])
+    sender = threading.Thread(target=lambda: [abuser.sendall(line) for line in bad_lines])
     sender.start()
     other = threading.Thread(target=other_client)
     other.start()
     for _ in range(1000):
-        reply = abuser.read_reply()
-        assert isinstance(reply, ErrorReply)
-        codes.append(reply.code)
+        reply = json.loads(replies.readline())
+        assert reply["type"] == "error"
+        codes.append(reply["error"]["code"])
     sender.join()
     other.join()
     assert codes == [expected[i % 5] for i in range(1000)]
     assert served_meanwhile == [daemon.proc.pid] * 20
     # the abused connection itself still works
-    assert abuser.call("status")["pid"] == daemon.proc.pid
+    abuser.sendall(b'{"type":"request","id":"last","method":"status"}\n')
+    assert json.loads(replies.readline())["result"]["pid"] == daemon.proc.pid
     abuser.close()
     assert daemon.proc.poll() is None
 
 
 def test_hello_is_required_first_and_versions_are_checked(daemon):
-    import socket
-
     s = socket.socket(socket.AF_UNIX)
     s.connect(daemon.socket_path)
     f = s.makefile("rwb")

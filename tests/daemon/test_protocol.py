@@ -67,6 +67,136 @@ def test_error_codes_are_documented_in_the_module():
     assert "hello" in doc
 
 
+@pytest.mark.parametrize("limit", [10, 1024])
+def test_a_line_of_exactly_the_limit_is_accepted_and_one_byte_more_is_too_long(limit):
+    exact, over = b"x" * limit, b"y" * (limit + 1)
+    assert p.LineSplitter(limit).feed(exact + b"\n") == [exact]
+    assert p.LineSplitter(limit).feed(over + b"\n") == [p.TooLong(limit + 1, limit)]
+    # the same, arriving in pieces: the buffered part alone reaches (or passes) the limit
+    s = p.LineSplitter(limit)
+    assert s.feed(exact) == [] and s.feed(b"\n") == [exact]
+    assert s.feed(over) == [] and s.feed(b"\nnext\n") == [p.TooLong(limit + 1, limit), b"next"]
+    s = p.LineSplitter(limit)
+    assert s.feed(exact[:-1]) == [] and s.feed(b"x\n" + over[:1]) == [exact]
+    assert s.feed(over[1:] + b"\n") == [p.TooLong(limit + 1, limit)]
+
+
+def _request_line(size: int) -> bytes:
+    """A valid status request padded with spaces to exactly ``size`` bytes."""
+    core = b'{"type":"request","id":1,"method":"status"}'
+    return core[:-1] + b" " * (size - len(core)) + b"}"
+
+
+def test_server_protocol_answers_a_line_of_exactly_the_limit_and_refuses_one_byte_more():
+    proto = p.ServerProtocol(["status"], "test", max_line_bytes=1024)
+    proto.receive_data(p.encode(p.hello(0)))
+    assert proto.receive_data(_request_line(1024) + b"\n") == [p.Request(1, "status", {})]
+    [too_long] = proto.receive_data(_request_line(1025) + b"\n")
+    assert isinstance(too_long, p.ErrorReply) and too_long.code == "line_too_long" and too_long.id is None
+
+
+DEEP = b'{"id":1,"method":"status","params":{"x":' + b"[" * 30_000 + b"]" * 30_000 + b"}}"
+
+
+@pytest.mark.parametrize(
+    "line, code, rid, fragment",
+    [
+        # nesting: refused before json.loads can recurse
+        (DEEP, "parse_error", None, "nested deeper than 32"),
+        (b'{"id":1,"method":"status","params":{"x":' + b"[" * 31 + b"]" * 31 + b"}}", "parse_error", None, "deeper"),
+        (b'{"id":1,"method":"status","params":{"x":NaN}}', "parse_error", None, "NaN"),
+        (b'{"id":1,"method":"status","params":{"x":-Infinity}}', "parse_error", None, "Infinity"),
+        (b'{"id":1,"method":"status","params":{"x":1e400}}', "invalid_params", 1, "params.x is too large"),
+        # lone surrogates, in values and keys, at any depth
+        (rb'{"id":"\ud800","method":"status"}', "invalid_request", None, "id"),
+        (rb'{"id":1,"method":"stat\udfffus"}', "invalid_request", 1, "surrogate"),
+        (rb'{"id":1,"method":"status","note\ud800":1}', "invalid_request", 1, "surrogate"),
+        (rb'{"id":1,"method":"channels.create","params":{"name":"a","sequential_tags":["\ud800"]}}',
+         "invalid_params", 1, "params.sequential_tags[0] contains a lone UTF-16 surrogate"),
+        (rb'{"id":2,"method":"channels.get","params":{"\udc00":1}}', "invalid_params", 2, "a key in params"),
+        (rb'{"id":3,"method":"x","params":{"a":{"b":[{"c":"ok \ud83d"}]}}}', "invalid_params", 3, "params.a.b[0].c"),
+        # integers beyond signed 64 bits
+        (b'{"id":9223372036854775808,"method":"status"}', "invalid_request", None, "64-bit"),
+        (b'{"id":-9223372036854775809,"method":"status"}', "invalid_request", None, "64-bit"),
+        (b'{"id":1,"method":"channels.get","params":{"id":9223372036854775808}}', "invalid_params", 1, "params.id is outside"),
+        (b'{"id":1,"method":"channels.get","params":{"id":-9223372036854775809}}', "invalid_params", 1, "64-bit"),
+        (b'{"id":1,"method":"x","params":{"l":[1,2,' + str(10**30).encode() + b"]}}", "invalid_params", 1, "params.l[2]"),
+    ],
+)
+def test_values_no_store_or_encoder_could_keep_are_refused_at_parse_time(line, code, rid, fragment):
+    with pytest.raises(p.ProtocolError) as err:
+        p.parse_request(line)
+    assert (err.value.code, err.value.id) == (code, rid)
+    assert fragment in err.value.message
+
+
+def test_values_just_inside_the_limits_are_accepted():
+    edge = b'{"id":9223372036854775807,"method":"m","params":{"lo":-9223372036854775808,"s":"\\ud83d\\ude00",' \
+           b'"x":' + b"[" * 30 + b"]" * 30 + b',"f":1e308,"t":true}}'
+    r = p.parse_request(edge)
+    assert r.id == 2**63 - 1 and r.params["lo"] == -(2**63) and r.params["s"] == "\U0001f600"
+    assert r.params["t"] is True
+    assert p.parse_request(b'{"id":-9223372036854775808,"method":"m"}').id == -(2**63)
+    # brackets inside strings are not nesting
+    assert p.parse_request(b'{"id":1,"method":"m","params":{"s":"' + b"[" * 100 + b'\\"]"}}').params["s"] == "[" * 100 + '"]'
+
+
+def test_encode_never_fails_on_a_stored_lone_surrogate():
+    line = p.encode(p.Reply(1, {"tags": ["ok", "bad\ud800"]}))
+    assert p.parse_message(line) == p.Reply(1, {"tags": ["ok", "bad\ufffd"]})
+
+
+def test_server_protocol_requires_hello_then_passes_requests_on():
+    proto = p.ServerProtocol(["status", "subscribe"], "9.9", max_line_bytes=1024)
+    out = proto.receive_data(b'{"id":1,"method":"status"}\n{"id":2,"method":"hello","params":{"version":1}}\n'
+                             b'{"id":3,"method":"status"}\nnot json\n')
+    assert out[0] == p.ErrorReply(1, "hello_required", "send hello with your protocol version first")
+    assert out[1] == p.Reply(2, {"version": p.PROTOCOL_VERSION, "server": "kuloo-daemon", "server_version": "9.9",
+                                 "methods": ["hello", "status", "subscribe"]})
+    assert out[2] == p.Request(3, "status", {})
+    assert isinstance(out[3], p.ErrorReply) and out[3].code == "parse_error" and out[3].id is None
+    [again] = proto.receive_data(b'{"id":4,"method":"hello","params":{"version":2}}\n')
+    assert again.code == "unsupported_version" and again.details == {"supported": [1]}
+
+
+def test_client_protocol_correlates_replies_and_tells_events_apart():
+    c = p.ClientProtocol("tester")
+    hid, hello_bytes = c.hello()
+    assert p.parse_request(hello_bytes) == p.Request(hid, "hello", {"version": 1, "client": "tester"})
+    a, a_bytes = c.request("status")
+    b, _ = c.request("channels.get", {"id": 1})
+    assert len({hid, a, b}) == 3 and p.parse_request(a_bytes).method == "status"
+    assert c.waiting == [hid, a, b]
+    hello_reply = p.encode(p.Reply(hid, {"version": 1, "methods": ["status"]}))
+    event = p.encode(p.Event("channel.updated", {"id": 1}))
+    # the server could not read b's line: its error has no id and belongs to the oldest waiting
+    out = c.receive_data(hello_reply + event + p.encode(p.Reply(a, {"ok": 1}))[:5])
+    assert out == [p.Reply(hid, {"version": 1, "methods": ["status"]}), p.Event("channel.updated", {"id": 1})]
+    assert c.server == {"version": 1, "methods": ["status"]}
+    out = c.receive_data(p.encode(p.Reply(a, {"ok": 1}))[5:] + p.encode(p.ErrorReply(None, "line_too_long", "x")))
+    assert out == [p.Reply(a, {"ok": 1}), p.ErrorReply(b, "line_too_long", "x")]
+    assert c.waiting == []
+    # with nothing waiting, an error without id is about the connection (the server closing it)
+    assert c.receive_data(p.encode(p.ErrorReply(None, "internal", "bye"))) == [p.ErrorReply(None, "internal", "bye")]
+
+
+@pytest.mark.parametrize(
+    "server_line, code",
+    [
+        (b"HTTP/1.1 400 Bad Request\r\n", "parse_error"),
+        (b'{"type":"reply","id":99,"result":1}', "invalid_request"),
+        (b'{"type":"surprise"}', "invalid_request"),
+        (b'{"type":"reply","id":0,"result":{"version":7}}', "unsupported_version"),
+    ],
+)
+def test_client_protocol_refuses_what_is_not_an_answer(server_line, code):
+    c = p.ClientProtocol()
+    c.hello()
+    with pytest.raises(p.ProtocolError) as err:
+        c.receive_data(server_line + b"\n")
+    assert err.value.code == code
+
+
 VOLATILE = re.compile(r'"(pid|uptime_seconds|created_at|updated_at|verified_at|checked_at|store|seconds_since_tick|ticks|server_version|now|kuloo_id|at|url)":("[^"]*"|[0-9.]+|null)')
 
 
@@ -103,3 +233,38 @@ def test_golden_exchange(daemon, name):
     for g in got:  # every server line is valid JSON of a known kind
         if g.startswith("< "):
             assert json.loads(g[2:])["type"] in ("reply", "error")
+
+
+@pytest.mark.anyio
+async def test_the_client_protocol_drives_an_asyncio_client_too(daemon):
+    """The TUI's side: the same ClientProtocol over asyncio streams, against the real daemon."""
+    import asyncio
+
+    reader, writer = await asyncio.open_unix_connection(daemon.socket_path)
+    proto = p.ClientProtocol("asyncio-test")
+    got: list = []
+
+    async def answer(request_id):
+        while True:
+            for message in got:
+                if not isinstance(message, p.Event) and message.id == request_id:
+                    got.remove(message)
+                    return message
+            got.extend(proto.receive_data(await asyncio.wait_for(reader.read(65536), 10)))
+
+    hid, data = proto.hello()
+    writer.write(data)
+    assert isinstance(await answer(hid), p.Reply) and proto.server["version"] == p.PROTOCOL_VERSION
+    sub, data = proto.request("subscribe")
+    writer.write(data)
+    create, data = proto.request("channels.create", {"name": "via asyncio"})
+    writer.write(data)
+    missing, data = proto.request("channels.get", {"id": 99})
+    writer.write(data)
+    assert (await answer(sub)).result == {"subscribed": True}
+    assert (await answer(create)).result["name"] == "via asyncio"
+    error = await answer(missing)
+    assert isinstance(error, p.ErrorReply) and error.code == "not_found"
+    assert [m.event for m in got if isinstance(m, p.Event)] == ["channel.updated"]
+    writer.close()
+    await writer.wait_closed()
