@@ -16,16 +16,13 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Heavy acceptance variants kept out of `make test` (DECISIONS.md "Test time").
-soak: $(STAMP)
-	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/links/test_abuse.py -k forged
-
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
 # Heavy acceptance runs kept out of `make test` (KULOO_SOAK=1 enlarges them).
 soak: $(STAMP)
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/daemon/test_control_abuse.py -k fuzz
+	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/links/test_abuse.py -k forged
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
