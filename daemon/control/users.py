@@ -59,6 +59,7 @@ AUDIT_LIMIT_DEFAULT = 50
 NAME_MAX = 200
 QUERY_MAX = 200
 TAG_MAX = 100
+ID_MAX = 2**31 - 1  # ids are 32-bit integer columns (PostgreSQL refuses a larger parameter)
 
 # What users.add and users.update take from their callers: an admin, or the Kuloo app.
 CALLER_ACTORS = (Actor.ADMIN, Actor.APP)
@@ -99,7 +100,7 @@ def _encodable(text: str) -> bool:
 
 def _positive_id(params: dict[str, Any], key: str, problems: Problems, what: str) -> int | None:
     value = params.get(key)
-    if not _is_int(value) or not 1 <= value <= 2**63 - 1:
+    if not _is_int(value) or not 1 <= value <= ID_MAX:
         problems.add(f"'{key}' must be a positive integer {what} id")
         return None
     return value
@@ -261,7 +262,7 @@ def check_list(params: dict[str, Any]) -> Listing:
         problems.add(f"'crm_kind' must be one of {', '.join(CRM_KINDS)}")
         crm_kind = None
     after = params.get("after")
-    if after is not None and (not _is_int(after) or after < 0):
+    if after is not None and (not _is_int(after) or not 0 <= after <= ID_MAX):
         problems.add("'after' must be the 'next' of the previous page")
         after = None
     limit = _limit(params, LIST_LIMIT_DEFAULT, user_store.LIST_LIMIT_MAX, problems)
