@@ -157,7 +157,7 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
         life.links.open()
         services.scheduler.jobs.extend(connection.jobs(services))
         services.delivery = Delivery(services)
-        services.scheduler.jobs.append(services.delivery.job())
+        services.scheduler.jobs.extend(services.delivery.jobs())
         async with trio.open_nursery() as outer:
             await outer.start(_signals, life)
             async with trio.open_nursery() as tasks:

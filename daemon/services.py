@@ -51,10 +51,10 @@ class Services:
     publish: Publish = _drop
     started_at: float = field(default_factory=time.monotonic)  # for uptime, monotonic
     stopping: bool = False
-    delivery: Any = None  # delivery.service.Delivery, set by ``app`` (a capability above this layer)
-    links_url: str = ""  # the links service's bound address, set once it listens
     # Open control connections (the caller's own included); ``app`` wires it to the server.
     connections: Callable[[], int] = lambda: 0
+    delivery: Any = None  # delivery.service.Delivery, set by ``app`` (a capability above this layer)
+    links_url: str = ""  # the links service's bound address, set once it listens
 
 
 async def make_clock(config: Config, store: Store) -> Clock:

@@ -9,8 +9,9 @@
   transport sees them), send over one connection, ``record`` the batch's outcomes
   together. A crash between the two commits leaves ``sending`` rows that start-up turns
   into ``uncertain`` (``store.delivery.mark_interrupted``): never re-sent on its own.
-- ``job``: the scheduler's business-time job; due at the earliest planned time, and at
-  least once a minute of business time (so new users and articles are noticed).
+- ``jobs``: a business-time job, due at the earliest planned time (next sequence email,
+  digest, publication, retry; on the wall clock also every 5 minutes), and a monotonic
+  one that runs a pass within a tick of an event that changed users, articles or channels.
 
 Rendering is cached per (article versions, template, channel look); per recipient only
 ``message.build`` runs. CPU-heavy work (Markdown, premailer, readability) and blocking
@@ -19,6 +20,7 @@ SMTP/Maildir run in worker threads.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -30,7 +32,8 @@ from typing import Any
 import structlog
 import trio
 
-from ..scheduler import ClockJob
+from ..clock import MANUAL
+from ..scheduler import ClockJob, Job
 from ..services import Services
 from ..store import delivery as store
 from ..tokens import Signer
@@ -44,7 +47,7 @@ log = structlog.get_logger("kuloo.delivery")
 
 OUTCOMES = {Outcome.SENT: "sent", Outcome.NOT_SENT: "not_sent", Outcome.MAYBE_SENT: "maybe_sent"}
 SEND_CHUNK = 20  # messages per trip to the sending thread
-RECHECK = timedelta(seconds=60)  # business time between passes even when nothing is planned
+RECHECK = timedelta(seconds=300)  # wall clock: business time between passes even when nothing is planned
 CACHE_SIZE = 256
 MAX_FILES = 10_000
 
@@ -73,6 +76,20 @@ class Delivery:
     _lock: trio.Lock = field(default_factory=trio.Lock)
     cache_hits: int = 0
     cache_misses: int = 0
+
+    # Events after which the next pass should come at once rather than at the next recheck:
+    # a user added or changed (tags, frequency, opt-out), articles or a channel changed.
+    WATCHED = ("user.", "users.", "articles.", "channel.")
+
+    def __post_init__(self) -> None:
+        inner = self.services.publish
+
+        def publish(event: str, data: Any) -> None:
+            if event.startswith(self.WATCHED):
+                self.dirty = True
+            inner(event, data)
+
+        self.services.publish = publish
 
     # ------------------------------------------------------------------ configuration
 
@@ -206,14 +223,28 @@ class Delivery:
 
     # ------------------------------------------------------------------ planning and sending
 
-    def job(self) -> ClockJob:
-        def due(now: datetime) -> datetime | None:
-            if self.dirty or self.last_pass is None:
-                return now
-            recheck = self.last_pass + RECHECK
-            return min(recheck, self.next_due) if self.next_due else recheck
+    def jobs(self) -> list[ClockJob | Job]:
+        """Two jobs, because two reasons to run a pass.
 
-        return ClockJob("delivery", due, self._scheduled)
+        ``delivery`` (business time): when the earliest planned email, digest, publication
+        or retry falls due — what ``clock.advance`` waits for. ``delivery-changes``
+        (monotonic, within a tick): after an event that changed users, articles or channels.
+        """
+
+        def due(now: datetime) -> datetime | None:
+            if self.last_pass is None:
+                return now
+            times = [t for t in (self.next_due,) if t is not None]
+            if self.services.clock.mode != MANUAL:
+                # On the wall clock, also a regular look in case a change came without an
+                # event; the manual clock (tests, demo) runs exactly what is due.
+                times.append(self.last_pass + RECHECK)
+            return min(times, default=None)
+
+        def changed(now: float) -> float:
+            return now if self.dirty else math.inf
+
+        return [ClockJob("delivery", due, self._scheduled), Job("delivery-changes", changed, self._scheduled)]
 
     async def _scheduled(self) -> None:
         await self.run(None)

@@ -276,7 +276,11 @@ async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callab
         disabled = [u.id for u in users if u.frequency == Frequency.DISABLED.value]
         if disabled:
             await _cancel(OutboxMessage.filter(user_id__in=disabled, kind=DIGEST), now, "digests disabled")
-        return queued, decisions.next_due
+        retry = await (OutboxMessage.filter(channel_id=channel_id, state=OutboxState.QUEUED.value,
+                                            next_attempt_at__gt=now)
+                       .order_by("next_attempt_at").first().values_list("next_attempt_at", flat=True))
+        times = [t for t in (decisions.next_due, retry) if t is not None]
+        return queued, min(times, default=None)
 
 
 def _new_message(channel_id: int, user_id: int, kind: str, article_id: int | None, article_ids: list[int] | None,
