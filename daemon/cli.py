@@ -1,8 +1,16 @@
-"""``kuloo-daemon``: run the daemon, apply migrations, check a configuration file."""
+"""``kuloo-daemon``: run the daemon, apply migrations, check a configuration file.
+
+``run`` and ``migrate`` first take the state folder's single-daemon lock
+(``store.files.hold_state``) and hold it until they exit: a second daemon, or ``migrate``
+while a daemon runs, is refused. A store that cannot be used (a damaged or foreign file,
+a read-only or unwritable folder, a start-up that takes too long) ends the command with
+exit status 1 and one line on stderr naming the file and the problem.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__
@@ -37,6 +45,9 @@ def _load(path: str) -> config_mod.Config | None:
     try:
         return config_mod.load(path)
     except config_mod.ConfigError as exc:
+        if len(exc.problems) == 1:  # one line, as systemd's journal shows it best
+            print(f"kuloo-daemon: {path}: {exc.problems[0]}", file=sys.stderr)
+            return None
         print(f"kuloo-daemon: {path}: {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
@@ -54,25 +65,53 @@ def main(argv: list[str] | None = None) -> int:
     from . import logs
 
     logs.configure(config["log.format"], config["log.level"])
-    if args.command == "migrate":
-        from .store.bridge import migrate_blocking
+    from .store.files import StoreFileError, hold_state
 
-        migrate_blocking(config.database_path, progress=_print_progress)
-        print(f"{config.database_path}: schema up to date")
-        return 0
+    try:
+        with hold_state(config.state_dir, config.database_path):
+            return _migrate(config) if args.command == "migrate" else _run(config, args.socket)
+    except StoreFileError as exc:
+        print(f"kuloo-daemon: {exc}", file=sys.stderr)
+        if exc.stuck:  # tortoise's threads would keep the interpreter from exiting
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+        return 1
 
+
+def _migrate(config: config_mod.Config) -> int:
+    from .store.bridge import migrate_blocking
+
+    migrate_blocking(config.database_path, progress=_print_progress)
+    print(f"{config.database_path}: schema up to date")
+    return 0
+
+
+def _run(config: config_mod.Config, socket_path: str | None) -> int:
     import trio
 
     from .app import run_daemon
+    from .store.files import StoreFileError
 
     try:
-        trio.run(lambda: run_daemon(config, socket_path=args.socket))
+        trio.run(lambda: run_daemon(config, socket_path=socket_path))
     except KeyboardInterrupt:  # SIGINT before the signal handler was installed
         return 130
     except RuntimeError as exc:  # e.g. another daemon on the socket
         print(f"kuloo-daemon: {exc}", file=sys.stderr)
         return 1
+    except BaseExceptionGroup as group:  # the store failed inside a nursery
+        found, rest = group.split(StoreFileError)
+        if found is None or rest is not None:
+            raise
+        raise _first(found) from None
     return 0
+
+
+def _first(group: BaseException) -> BaseException:
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group
 
 
 def _print_progress(event: str, app: str, name: str) -> None:

@@ -9,6 +9,7 @@ or ``[credentials] directory``); Sell tokens live in the store.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -33,7 +34,8 @@ KEYS: dict[str, Key] = {
     "daemon.state_dir": Key(str, "/var/lib/kuloo", "Folder for the database and other state (systemd StateDirectory=)."),
     "daemon.shutdown_grace_seconds": Key((int, float), 10, "On SIGTERM, how long in-flight work may take to finish.", minimum=0, maximum=300),
     "daemon.scheduler_tick_seconds": Key((int, float), 5, "How often the scheduler looks for due work.", minimum=0.05, maximum=300),
-    "store.database": Key(str, "", "SQLite file; relative paths are under daemon.state_dir. Default: <state_dir>/kuloo.sqlite3."),
+    "store.database": Key(str, "", "SQLite file; relative paths are under daemon.state_dir (no '..'); never in a system folder. "
+                                    "Default: <state_dir>/kuloo.sqlite3."),
     "control.socket": Key(str, "/run/kuloo/control.sock", "Path of the control socket (ignored under socket activation)."),
     "control.group": Key(str, "", "Group that owns the control socket (the admins); empty = the daemon's group."),
     "control.max_line_bytes": Key(int, 65536, "Longest control-protocol line accepted, in bytes.", minimum=1024, maximum=16 * 1024 * 1024),
@@ -119,6 +121,8 @@ class Config:
 
 def _check(name: str, spec: Key, value: Any) -> str | None:
     types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
+    if isinstance(value, float) and not math.isfinite(value):  # nan passes every < and >
+        return f"{name}: {value!r} is not a finite number"
     if isinstance(value, bool) and bool not in types:
         return f"{name}: expected {_type_name(types)}, got a boolean"
     if not isinstance(value, types):
@@ -167,7 +171,9 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
         values["control.socket"] = str((path.parent / values["control.socket"]).resolve())
     if path is not None and values["credentials.directory"] and not Path(values["credentials.directory"]).is_absolute():
         values["credentials.directory"] = str((path.parent / values["credentials.directory"]).resolve())
-    if len(os.fsencode(values["control.socket"])) > 107:
+    if not values["control.socket"].strip():
+        problems.append("control.socket: must not be empty (a path such as /run/kuloo/control.sock)")
+    elif len(os.fsencode(values["control.socket"])) > 107:
         problems.append("control.socket: path is longer than the 107 bytes a Unix socket allows")
     if values["clock.start"]:
         try:
@@ -184,6 +190,9 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
     problems.extend(_links_problems(values))
     if values["delivery.transport"] == "maildir" and not values["delivery.maildir"]:
         problems.append("delivery.maildir: required when delivery.transport = \"maildir\"")
+    problem = _database_problem(values["store.database"], values["daemon.state_dir"])
+    if problem:
+        problems.append(f"store.database: {problem}")
     if not str(values["sell.base_url"]).startswith(("http://", "https://")):
         problems.append("sell.base_url: must start with http:// or https://")
     if problems:
@@ -224,6 +233,35 @@ def parse_listen(text: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
+
+
+# Folders that belong to the system: the database never lives there (a typo such as
+# /etc/passwd must not be opened, let alone written).
+SYSTEM_FOLDERS = ("/etc", "/proc", "/sys", "/dev", "/boot", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
+                  "/libx32", "/usr", "/run/systemd")
+
+
+def _database_problem(database: str, state_dir: str) -> str | None:
+    """Why ``store.database`` is not a sensible place for the SQLite file, or None.
+
+    Accepted: a plain relative path that stays inside ``daemon.state_dir``, or an absolute
+    path outside the system folders. Refused: SQLite's special names (``:memory:``,
+    ``file:`` URIs), a path naming a folder, and anything that resolves under a system folder.
+    """
+    if database.startswith(":") or database.startswith("file:"):
+        return f"{database!r} must be a file name, not a special SQLite name"
+    if database.endswith("/") or database in (".", ".."):
+        return f"{database!r} must be a file name, not a folder"
+    if database and not os.path.isabs(database) and ".." in Path(database).parts:
+        return f"{database!r} must stay inside daemon.state_dir (no '..')"
+    path = Path(state_dir) / (database or "kuloo.sqlite3")
+    resolved = os.path.realpath(path)
+    for folder in SYSTEM_FOLDERS:
+        for candidate in (os.path.normpath(path), resolved):
+            if candidate == folder or candidate.startswith(folder + "/"):
+                where = f"{str(path)!r}" if candidate == str(path) else f"{str(path)!r} leads to {candidate!r}"
+                return f"{where}, in the system folder {folder}; keep it under daemon.state_dir"
+    return None
 
 
 def _did_you_mean(name: str) -> str:

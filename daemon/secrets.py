@@ -3,13 +3,60 @@
 A Sell token, the link-signing key or an SMTP password travels as ``Secret`` from the
 moment it is read until the one place that needs the raw value calls ``reveal()``.
 Logging one, formatting one into an error or putting one in a control reply shows only
-its masked form. ``logs.redact`` scrubs token-shaped strings as a second line of defence.
+its masked form.
+
+Every secret value is also remembered, by value, in a process-wide registry: each
+``Secret`` created adds its value, and the store adds every Sell token it holds when it
+opens. ``scrub_known`` masks any of them found in a text, whatever its shape (letters
+only, dotted, short) — and any run of at least ``MIN_RUN`` characters that starts like
+one (a truncated echo). ``logs.redact`` calls it on every log value and on the final
+rendered line, beside its shape-based rules.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
+
+MIN_RUN = 8  # shorter runs are too common in ordinary text to mask
+_known: dict[str, set[str]] = {}  # the first MIN_RUN characters -> the secrets starting so
+_known_lock = threading.Lock()
+
+
+def remember(value: str) -> None:
+    """Add a secret value to the registry that ``scrub_known`` consults."""
+    if isinstance(value, str) and len(value) >= MIN_RUN:
+        with _known_lock:
+            _known.setdefault(value[:MIN_RUN], set()).add(value)
+
+
+def scrub_known(text: str) -> str:
+    """``text`` with every known secret (or a run of one, from its start) replaced by ``****``."""
+    if not _known or len(text) < MIN_RUN:
+        return text
+    out: list[str] = []
+    last = i = 0
+    end = len(text) - MIN_RUN
+    while i <= end:
+        candidates = _known.get(text[i : i + MIN_RUN])
+        if not candidates:
+            i += 1
+            continue
+        run = max(_common_prefix(text, i, secret) for secret in tuple(candidates))
+        out.append(text[last:i])
+        out.append("****")
+        i = last = i + run
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _common_prefix(text: str, start: int, secret: str) -> int:
+    n = 0
+    limit = min(len(secret), len(text) - start)
+    while n < limit and text[start + n] == secret[n]:
+        n += 1
+    return n
 
 
 def mask(value: str | None) -> str:
@@ -28,6 +75,7 @@ class Secret:
         if not isinstance(value, str):
             raise TypeError("Secret wraps a str")
         self._value = value
+        remember(value)
 
     def reveal(self) -> str:
         return self._value

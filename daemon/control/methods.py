@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
@@ -87,7 +88,7 @@ def check_channel_fields(params: dict[str, Any], *, creating: bool) -> ChannelEd
             problems.append("'sequential_tags' must be a list of strings")
         else:
             bad = [t for t in tags if not t or t != t.strip() or len(t) > 100]
-            dupes = sorted({t for t in tags if tags.count(t) > 1})
+            dupes = sorted(t for t, n in Counter(tags).items() if n > 1)
             if bad:
                 problems.append(f"'sequential_tags' has empty, padded or over-long tags: {bad!r}")
             if dupes:
@@ -263,12 +264,26 @@ def available(services: Services) -> dict[str, Handler]:
     return METHODS
 
 
+def unknown_method_message(method: str, methods: dict[str, Handler]) -> str:
+    """Short enough for a log line however many methods there are: the same group's, or the groups.
+
+    The full list travels in the error's ``details.known``.
+    """
+    group = method.split(".", 1)[0] if isinstance(method, str) else ""
+    same = sorted(m.split(".", 1)[1] for m in methods if "." in m and m.split(".", 1)[0] == group)
+    if same:
+        return f"unknown method {method!r}; {group}.* has: {', '.join(same)}"
+    groups = sorted({m.split(".", 1)[0] + (".*" if "." in m else "") for m in methods})
+    return f"unknown method {method!r}; known: {', '.join(groups)}"
+
+
 async def dispatch(services: Services, method: str, params: dict[str, Any], request_id: Any = None) -> Any:
     """Run one method; store errors become protocol errors with their codes."""
     methods = available(services)
     handler = methods.get(method)
     if handler is None:
-        raise ProtocolError("unknown_method", f"unknown method {method!r}; known: {', '.join(sorted(methods))}", request_id)
+        raise ProtocolError("unknown_method", unknown_method_message(method, methods), request_id,
+                            details={"known": sorted(methods)})
     try:
         return await handler(services, params)
     except ProtocolError as exc:

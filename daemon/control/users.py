@@ -32,6 +32,7 @@ for a change and render the typed result with ``render``.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,7 +164,7 @@ def _editable(params: dict[str, Any], problems: Problems) -> dict[str, Any]:
         if not isinstance(tags, list) or not all(isinstance(t, str) and _encodable(t) for t in tags):
             problems.add("'promo_tags' must be a list of the channel's sequential tags")
         else:
-            dupes = sorted({t for t in tags if tags.count(t) > 1})
+            dupes = sorted(t for t, n in Counter(tags).items() if n > 1)
             if dupes:
                 problems.add(f"'promo_tags' lists {dupes!r} more than once")
             else:

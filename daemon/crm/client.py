@@ -345,10 +345,11 @@ class SellClient:
     def _malformed(
         self, response: httpx.Response, method: str, path: str, what: str
     ) -> E.SellError:
+        secret = self._token.reveal()
         return E.MalformedResponseError(
-            E.scrub(what, self._token.reveal()),
+            E.scrub(what, secret),
             status=response.status_code,
-            logref=response.headers.get("X-Request-Id"),
+            logref=E.scrub(response.headers.get("X-Request-Id", ""), secret) or None,
             method=method,
             path=path,
         )

@@ -7,7 +7,8 @@ Imports only the standard library.
 
 No message built here ever contains the request's query string or headers, so the token
 cannot reach ``str()`` of an error; the client additionally scrubs the token out of any
-text that came from the server.
+text that came from the server (``scrub``): a server may echo the Authorization header,
+whole or cut short, in an error page, a 422 detail or a request id.
 """
 
 from __future__ import annotations
@@ -271,8 +272,40 @@ def summarize_errors(errors: list[dict[str, Any]], limit: int = 3) -> str:
     return "; ".join(p for p in parts if p)
 
 
+SCRUB_RUN = 8  # any run of this many characters of the token is masked
+_BEARER = re.compile(r"(Bearer\s+)(?!\*\*\*\*)[^\s\"'\\<>,;]+", re.I)
+
+
 def scrub(text: str, secret: str | None) -> str:
-    """Remove a secret from server-provided text (a server could echo a header back)."""
-    if secret and text and secret in text:
-        text = text.replace(secret, "****")
-    return text
+    """Server-provided text with every ``Bearer …`` credential and every run of at least
+    ``SCRUB_RUN`` consecutive characters of ``secret`` replaced by ``****``.
+
+    Runs, not only the whole token: an echo truncated to fit an error page, or starting
+    in the middle of the header, still carries most of the token."""
+    if not text:
+        return text
+    if secret:
+        text = _scrub_runs(text, secret)
+    return _BEARER.sub(lambda m: m.group(1) + "****", text)
+
+
+def _scrub_runs(text: str, secret: str) -> str:
+    if len(secret) < SCRUB_RUN:
+        return text.replace(secret, "****")
+    grams = {secret[i : i + SCRUB_RUN] for i in range(len(secret) - SCRUB_RUN + 1)}
+    spans: list[list[int]] = []
+    for i in range(len(text) - SCRUB_RUN + 1):
+        if text[i : i + SCRUB_RUN] in grams:
+            if spans and i <= spans[-1][1]:
+                spans[-1][1] = i + SCRUB_RUN
+            else:
+                spans.append([i, i + SCRUB_RUN])
+    if not spans:
+        return text
+    out, last = [], 0
+    for start, end in spans:
+        out.append(text[last:start])
+        out.append("****")
+        last = end
+    out.append(text[last:])
+    return "".join(out)

@@ -1,15 +1,22 @@
 """One Sell client and one rate budget per token, shared by all work for that token.
 
-Owns the lifetimes of the per-token ``SellClient``s: ``client(token)`` opens one on first
-use and hands the same instance (same keep-alive connections, same ``RateBudget``) to
-every caller; ``discard(token)`` closes it when a channel's token is removed or replaced;
-leaving the pool closes them all. Two channels pasting the same token share one budget,
-which is what Sell's per-token limit demands. Keys are ``Secret``s (hashed by value),
-never logged. Imports trio and this package.
+Owns the lifetimes of the per-token ``SellClient``s: ``use(token)`` (or ``client(token)``)
+opens one on first use and hands the same instance (same keep-alive connections, same
+``RateBudget``) to every caller; ``discard(token)`` retires it when a channel's token is
+removed or replaced; leaving the pool closes them all. Two channels pasting the same
+token share one budget, which is what Sell's per-token limit demands. Keys are
+``Secret``s (hashed by value), never logged. Imports trio and this package.
+
+A retired client that is still in use is closed only when its last user is done: work
+in flight (a check, a sync page) finishes on it, while new work for the token gets a
+fresh client. Work that may outlive a token change takes its client with
+``async with pool.use(token) as sell:``, which counts it as a user.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
@@ -20,7 +27,7 @@ from .client import SellClient
 
 
 class ClientPool:
-    """``async with ClientPool(base_url) as pool: sell = await pool.client(token)``."""
+    """``async with ClientPool(base_url) as pool: async with pool.use(token) as sell: ...``."""
 
     def __init__(
         self,
@@ -35,6 +42,7 @@ class ClientPool:
         self.per_hour = per_hour
         self.client_options = client_options
         self._clients: dict[Secret, SellClient] = {}
+        self._users: dict[SellClient, int] = {}  # clients in use -> how many users
         self._lock = trio.Lock()
 
     async def __aenter__(self) -> ClientPool:
@@ -46,7 +54,22 @@ class ClientPool:
     def __len__(self) -> int:
         return len(self._clients)
 
+    @asynccontextmanager
+    async def use(self, token: Secret) -> AsyncIterator[SellClient]:
+        """The token's client, kept open until this block ends even if ``discard`` runs."""
+        sell = await self.client(token)
+        self._users[sell] = self._users.get(sell, 0) + 1
+        try:
+            yield sell
+        finally:
+            left = self._users.pop(sell) - 1
+            if left:
+                self._users[sell] = left
+            elif self._clients.get(token) is not sell:  # retired meanwhile: its last user closes it
+                await sell.aclose()
+
     async def client(self, token: Secret) -> SellClient:
+        """The token's shared client, not counted as in use (see ``use``)."""
         if not isinstance(token, Secret) or not token:
             raise ValueError("a non-empty Secret token is required")
         async with self._lock:
@@ -64,12 +87,14 @@ class ClientPool:
             return sell
 
     async def discard(self, token: Secret) -> bool:
-        """Close the client of ``token`` (its token was removed or replaced)."""
+        """Retire the client of ``token`` (its token was removed or replaced): closed now,
+        or by its last user when it is in use."""
         async with self._lock:
             sell = self._clients.pop(token, None)
         if sell is None:
             return False
-        await sell.aclose()
+        if sell not in self._users:
+            await sell.aclose()
         return True
 
     async def aclose(self) -> None:

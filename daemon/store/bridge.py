@@ -14,13 +14,23 @@ Rules this module enforces or relies on:
   of initialisation is copied into every task started here.
 - A trio caller that is cancelled cancels the asyncio task, then waits (shielded) until
   it has unwound, so a transaction is rolled back before the caller goes on.
+- tortoise 1.1's SQLite transaction takes its connection lock, then awaits ``BEGIN``; a
+  cancellation landing there left the lock held and every later query waiting forever
+  (a control client going away, the drain deadline). ``_transactions_release_their_lock``
+  makes a failed start release it; ``tests/daemon/test_bridge.py`` cancels at random points.
 - The loop is created inside its thread; closing tortoise and stopping the thread
   happens in a shielded ``finally``.
+- Once open, every stored Sell token is handed to ``secrets.remember`` (log redaction).
+- Before tortoise opens the database, ``files.check_database`` checks it with the
+  standard library, and the whole start (check, migrations, init) is bounded by
+  ``startup_timeout``: a bad file ends start-up with a one-line ``StoreFileError``
+  instead of tortoise's silent hang.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 from collections.abc import Awaitable, Callable
@@ -30,9 +40,48 @@ from typing import Any, TypeVar
 
 import trio
 
+from ..secrets import remember
+from .files import StoreFileError, check_database, prepare_folder
+
 T = TypeVar("T")
 
+
+def _transactions_release_their_lock() -> None:
+    """A transaction whose start fails or is cancelled releases the SQLite lock it took.
+
+    tortoise-orm 1.1.9 (``SqliteTransactionContext.__aenter__``) acquires the lock, then
+    awaits ``begin()``; if that raises (a cancellation), ``__aexit__`` never runs and the
+    lock stays held. Same steps here, with the release on failure. A ``BEGIN`` already
+    handed to aiosqlite's thread still runs; the next transaction's ``begin()`` commits it
+    (empty) first, so nothing half-written can follow.
+    """
+    from tortoise.backends.sqlite.client import SqliteTransactionContext
+    from tortoise.connection import get_connections
+
+    if getattr(SqliteTransactionContext.__aenter__, "_kuloo_safe", False):
+        return
+
+    async def __aenter__(self):  # noqa: N807 - replaces the library's method
+        await self._trxlock.acquire()
+        try:
+            await self.ensure_connection()
+            self.token = get_connections().set(self.connection_name, self.connection)
+            try:
+                await self.connection.begin()
+            except BaseException:
+                get_connections().reset(self.token)
+                raise
+        except BaseException:
+            self._trxlock.release()
+            raise
+        return self.connection
+
+    __aenter__._kuloo_safe = True
+    SqliteTransactionContext.__aenter__ = __aenter__
+
 APP = "models"
+STARTUP_TIMEOUT = 60.0  # under systemd's default TimeoutStartSec (90 s)
+STOP_TIMEOUT = 10.0
 
 
 def tortoise_config(db_path: str | Path) -> dict[str, Any]:
@@ -80,17 +129,33 @@ class Store:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, db_path: str | Path, *, migrate: bool = True):
+    async def open(
+        cls,
+        db_path: str | Path,
+        *,
+        migrate: bool = True,
+        startup_timeout: float | None = None,
+    ):
+        """Open (and migrate) the store; ``StoreFileError`` when the file is unusable or
+        start-up takes longer than ``startup_timeout`` (default ``STARTUP_TIMEOUT``)."""
         store = cls(db_path)
-        store.db_path.parent.mkdir(parents=True, exist_ok=True)
+        startup_timeout = STARTUP_TIMEOUT if startup_timeout is None else startup_timeout
         try:
-            await store._start(migrate)
+            with trio.move_on_after(startup_timeout) as scope:
+                await trio.to_thread.run_sync(prepare_folder, store.db_path.parent)
+                await trio.to_thread.run_sync(check_database, store.db_path, abandon_on_cancel=True)
+                await store._start(migrate)
+            if scope.cancelled_caught:
+                raise StoreFileError(
+                    store.db_path, f"the store did not open within {startup_timeout:g} s", stuck=True
+                )
             yield store
         finally:
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True), trio.move_on_after(STOP_TIMEOUT):
                 await store._stop()
 
     async def _start(self, migrate: bool) -> None:
+        _transactions_release_their_lock()
         ready = threading.Event()
 
         def loop_thread() -> None:
@@ -113,6 +178,7 @@ class Store:
             if migrate:
                 await apply_migrations(self.config)
             await Tortoise.init(config=self.config)
+            await _remember_stored_secrets()
             return contextvars.copy_context()
 
         self._context = await self._cross(init, context=None)
@@ -155,12 +221,16 @@ class Store:
             except trio.RunFinishedError:  # the trio side is gone; nothing to wake
                 pass
 
+        async def unit() -> T:
+            # Called inside the task: the unit sees tortoise's context, and a failure to
+            # even start it (a bad argument) comes back as the task's error, not a hang.
+            return await make_coro()
+
         def start() -> None:
-            coro = make_coro()
             if context is None:
-                task = loop.create_task(coro)
+                task = loop.create_task(unit())
             else:
-                task = loop.create_task(coro, context=context.copy())
+                task = loop.create_task(unit(), context=context.copy())
             box["task"] = task
             task.add_done_callback(on_done)
 
@@ -179,16 +249,41 @@ class Store:
         return task.result()
 
 
-def migrate_blocking(db_path: str | Path, progress: Callable[[str, str, str], object] | None = None) -> None:
-    """Apply migrations from a plain (non-trio) process, e.g. ``kuloo-daemon migrate``."""
+async def _remember_stored_secrets() -> None:
+    """Every Sell token in the store joins the log redaction's registry before any log
+    line could show one (a token need not look like a token to be one)."""
+    from .models import Channel
+
+    for token in await Channel.filter(sell_token__not_isnull=True).values_list("sell_token", flat=True):
+        remember(token)
+
+
+def migrate_blocking(
+    db_path: str | Path,
+    progress: Callable[[str, str, str], object] | None = None,
+    *,
+    timeout: float | None = None,
+) -> None:
+    """Apply migrations from a plain (non-trio) process, e.g. ``kuloo-daemon migrate``.
+
+    ``StoreFileError`` when the file is unusable or migrating takes longer than ``timeout``."""
     from tortoise import Tortoise
 
-    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    prepare_folder(Path(db_path).parent)
+    check_database(db_path)
+    timeout = STARTUP_TIMEOUT if timeout is None else timeout
 
-    async def go() -> None:
+    async def migrate_and_close() -> None:  # one task: tortoise's context lives in it
         try:
             await apply_migrations(tortoise_config(db_path), progress)
         finally:
-            await Tortoise.close_connections()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(Tortoise.close_connections(), STOP_TIMEOUT)
+
+    async def go() -> None:
+        try:
+            await asyncio.wait_for(migrate_and_close(), timeout)
+        except TimeoutError:
+            raise StoreFileError(db_path, f"migrating did not finish within {timeout:g} s", stuck=True) from None
 
     asyncio.run(go())

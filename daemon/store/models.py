@@ -87,9 +87,9 @@ class User(Model):
         # (channel, email) is implied by (channel, email_key); it stays because tortoise
         # cannot drop an inline unique constraint on SQLite.
         unique_together = (("channel", "email"), ("channel", "email_key"))
-        # Index fields name the columns (``channel_id``): SQLite takes an unknown quoted
-        # name for a string constant and would index nothing. users.list pages by id within a channel, filtered by these; the sync finds
-        # users by their CRM record.
+        # users.list pages by id within a channel, filtered by these; the sync finds users
+        # by their CRM record. Index fields name the columns (``channel_id``): SQLite reads
+        # an unknown quoted name as a string constant and would index nothing.
         indexes = (
             ("channel_id", "id"),
             ("channel_id", "unsubscribed", "frequency"),

@@ -21,7 +21,7 @@ from datetime import timedelta
 import structlog
 import trio
 
-from ..crm.errors import AuthenticationError
+from ..crm.errors import AuthenticationError, scrub
 from ..crm.verify import TOKEN_REJECTED, verify_connection
 from ..scheduler import ClockJob, Job
 from ..secrets import Secret
@@ -37,14 +37,18 @@ REVERIFY_EVERY = timedelta(days=1)
 
 async def check_channel(services: Services, inputs: CheckInputs) -> Channel:
     """Check one channel's token and custom fields; record and return its document."""
-    sell = await services.sell_pool.client(inputs.token)
-    result = await verify_connection(
-        sell, inputs.sequential_tags, deadline_s=services.config["sell.verify_timeout_seconds"]
-    )
+    # The client stays open for this check even if the token is replaced meanwhile.
+    async with services.sell_pool.use(inputs.token) as sell:
+        result = await verify_connection(
+            sell, inputs.sequential_tags, deadline_s=services.config["sell.verify_timeout_seconds"]
+        )
     status = connection_after_check(ok=result.ok, needs_new_token=result.needs_new_token, unreachable=result.unreachable)
-    log.info("channel connection checked", channel_id=inputs.channel_id, status=status.value, problems=len(result.problems))
+    # Last guard: no problem text keeps a piece of the token, whatever Sell echoed.
+    problems = [scrub(p, inputs.token.reveal()) for p in result.problems]
+    log.info("channel connection checked", channel_id=inputs.channel_id, status=status.value, problems=len(problems))
+    # A check of a token replaced meanwhile is moot: the store keeps the current document.
     return await services.store.run(
-        channel_store.set_connection, inputs.channel_id, inputs.token, status, result.problems, services.clock.now()
+        channel_store.set_connection, inputs.channel_id, inputs.token, status, problems, services.clock.now()
     )
 
 

@@ -64,3 +64,13 @@ def test_status_mapping():
 def test_scrub_removes_token_from_server_text():
     assert E.scrub(f"bad header Bearer {TOKEN}!", TOKEN) == "bad header Bearer ****!"
     assert E.scrub("fine", TOKEN) == "fine"
+
+
+def test_scrub_removes_every_run_of_eight_token_characters():
+    token = "Q7f" + "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXY"[:61]
+    cut = f"Authorization: Bearer {token[:57]}…"  # an echo cut short
+    assert E.scrub(cut, token) == "Authorization: Bearer ****…"
+    assert E.scrub(f"id {token[20:28]} and {token[30:50]}!", token) == "id **** and ****!"
+    assert E.scrub(f"x{token[5:12]}x", token) == f"x{token[5:12]}x"  # 7 characters stay
+    assert E.scrub("Bearer some-other-credential, then", token) == "Bearer ****, then"
+    assert E.scrub("", token) == "" and E.scrub("plain text", None) == "plain text"

@@ -87,8 +87,11 @@ def test_socket_activation(daemon_factory, short_tmp):
 
 
 def test_refuses_to_steal_a_live_socket(daemon):
+    # another state folder (the same one is refused earlier, by its lock), the same socket
+    other = daemon.root / "other.toml"
+    other.write_text(daemon.config_path.read_text().replace(str(daemon.root / "state"), str(daemon.root / "state2")))
     second = subprocess.run(
-        [sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(daemon.config_path)],
+        [sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(other)],
         capture_output=True, text=True, timeout=30,
     )
     assert second.returncode == 1

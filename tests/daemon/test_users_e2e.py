@@ -53,10 +53,13 @@ def test_a_user_from_add_to_audit_in_business_time(manual, daemon_factory):
         # an edit that changes nothing publishes nothing and is not audited
         assert c.call("users.update", {"id": user["id"], "unsubscribed": True}) == done
 
+        clicked = c.call("users.activity", {"id": user["id"], "at": "2026-01-05T10:30:00+01:00"})
+        assert clicked["last_active"] == "2026-01-05T09:30:00Z"  # the time given, in UTC
+        assert next_event(watcher, "user.updated")["last_active"] == "2026-01-05T09:30:00Z"
         active = c.call("users.activity", {"id": user["id"]})
-        assert active["last_active"] == "2026-01-05T10:00:00Z"
+        assert active["last_active"] == "2026-01-05T10:00:00Z"  # now, by the clock
         assert next_event(watcher, "user.updated")["last_active"] == "2026-01-05T10:00:00Z"
-        earlier = c.call("users.activity", {"id": user["id"], "at": "2026-01-05T09:30:00+00:00"})
+        earlier = c.call("users.activity", {"id": user["id"], "at": "2026-01-05T09:45:00Z"})
         assert earlier["last_active"] == "2026-01-05T10:00:00Z"  # never backwards
         with pytest.raises(ControlError) as err:
             c.call("users.activity", {"id": user["id"], "at": "yesterday"})

@@ -98,7 +98,7 @@ class PageHandler(SimpleHTTPRequestHandler):
         if self.path == "/slow.html":
             import time
 
-            time.sleep(1)
+            time.sleep(3)
         if self.path == "/huge.html":
             self.send_response(200)
             self.send_header("Content-Type", "text/html")
@@ -116,6 +116,7 @@ def pages():
     """A local web server for clipping (and for proving a stylesheet is never fetched)."""
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), PageHandler)
     server.hits = []
+    server.daemon_threads = True  # shutting down does not wait for the slow page
     server.handle_error = lambda *_: None  # a client that gave up (timeout, size limit) is expected
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -82,16 +82,16 @@ async def write_clip(env, name: str, url: str) -> None:
 
 async def test_clipping_failures_are_problem_lines(env_factory, pages):
     base = f"http://127.0.0.1:{pages.server_port}"
-    async with env_factory(articles={"clip_max_bytes": 100_000, "clip_timeout_seconds": 0.3}) as env:
+    async with env_factory(articles={"clip_max_bytes": 100_000, "clip_timeout_seconds": 1.5}) as env:
         ch = await env.channel()
         await write_clip(env, "huge", f"{base}/huge.html")
-        await write_clip(env, "slow", f"{base}/slow.html")  # answers after 1 s; the timeout is 0.3 s
+        await write_clip(env, "slow", f"{base}/slow.html")  # answers after 3 s; the timeout is 1.5 s
         await write_clip(env, "missing", f"{base}/nope.html")
         await write_clip(env, "good", f"{base}/compost.html")
         report = await env.delivery.import_articles(ch, "clips")
         problems = {p["file"]: p["problem"] for p in report["problems"]}
         assert "larger than 100000 bytes" in problems["huge.md"]
-        assert "did not answer within 0.3s" in problems["slow.md"]
+        assert "did not answer within 1.5s" in problems["slow.md"]
         assert "HTTP 404" in problems["missing.md"]
         assert report["imported"] == 1
 
