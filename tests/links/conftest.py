@@ -98,9 +98,12 @@ class Links:
 
     def mails(self) -> list:
         box = self.root / "mail"
-        if not (box / "new").exists():
+        if not all((box / sub).is_dir() for sub in ("new", "cur", "tmp")):
+            return []  # the transport may be creating the Maildir right now
+        try:
+            return list(mailbox.Maildir(str(box), create=False))
+        except FileNotFoundError:  # a message moved between listing and reading
             return []
-        return list(mailbox.Maildir(str(box), create=False))
 
     async def wait_for_mail(self, n: int) -> None:
         """Confirmations leave from a queue in a worker thread: wait until ``n`` are in the Maildir."""
