@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench soak lint clean
+.PHONY: demo test bench soak lint clean mutate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,13 +19,24 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-# Heavy acceptance runs kept out of `make test` (KULOO_SOAK=1 enlarges them).
+# Heavy acceptance runs kept out of `make test` (DECISIONS.md "Test time"; KULOO_SOAK=1
+# enlarges them): the control fuzz, and kill -9 at 20 points of an initial sync of 1,000 leads.
 soak: $(STAMP)
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/daemon/test_control_abuse.py -k fuzz
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/links/test_abuse.py -k forged
+	KULOO_SOAK=1 $(BIN)/python -m pytest -q tests/sync/test_sync_resilience_e2e.py $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
+
+# Mutation testing, one module at a time with one worker (slow; not part of `make test`).
+# The module list and each module's tests live in scripts/mutate.py.
+$(VENV)/.mutate: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,mutate]'
+	touch $@
+
+mutate: $(VENV)/.mutate
+	$(BIN)/python scripts/mutate.py $(MUTATE_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

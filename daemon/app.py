@@ -27,7 +27,7 @@ from .delivery.service import Delivery
 from .links.server import LinksServer
 from .scheduler import Scheduler
 from .services import Services, open_services
-from .sync import connection
+from .sync import connection, engine
 from .systemd import Notifier, listen_sockets, watchdog_interval
 
 log = structlog.get_logger("kuloo.app")
@@ -156,6 +156,7 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
         life = Lifecycle(services, server, notifier, LinksServer(services))
         life.links.open()
         services.scheduler.jobs.extend(connection.jobs(services))
+        services.scheduler.jobs.extend(engine.jobs(services))
         services.delivery = Delivery(services)
         services.scheduler.jobs.extend(services.delivery.jobs())
         async with trio.open_nursery() as outer:

@@ -45,11 +45,14 @@ KEYS: dict[str, Key] = {
     "credentials.link_signing_key": Key(str, "link-signing-key", "File name of the link-signing key in the credentials folder."),
     "credentials.smtp_password": Key(str, "smtp-password", "File name of the SMTP password in the credentials folder."),
     "sell.base_url": Key(str, "https://api.getbase.com", "Zendesk Sell API base URL (sellsim's URL in the demo)."),
-    "sell.requests_per_second": Key((int, float), 9, "Request budget per Sell token (Sell allows 10/s).", minimum=0.1, maximum=10),
+    "sell.requests_per_second": Key((int, float), 9, "Request budget per Sell token (Sell allows 10/s); above 10 only for a loopback base_url (sellsim).", minimum=0.1, maximum=10_000),
     "sell.timeout_seconds": Key((int, float), 15, "Timeout of one Sell request.", minimum=0.1, maximum=300),
     "sell.max_attempts": Key(int, 5, "Attempts per Sell request on 429, 5xx and network errors.", minimum=1, maximum=20),
     "sell.verify_timeout_seconds": Key((int, float), 60, "Longest a token and custom-field check may take.", minimum=1, maximum=600),
     "sell.recheck_seconds": Key((int, float), 300, "How soon a check that could not reach Sell is tried again.", minimum=1, maximum=86400),
+    "sync.scheduled": Key(bool, True, "Sync every verified channel at its plan's cadence; false leaves syncing to sync.run (maintenance, tests)."),
+    "sync.cadence_seconds": Key((int, float), 0, "Tests only: every plan syncs this often instead of its own cadence (0 = the plan's); refused unless sell.base_url is loopback.", minimum=0, maximum=86400),
+    "sync.batch_retries": Key(int, 3, "How many runs in a row retry a record whose write Sell refused before it waits for a change.", minimum=1, maximum=20),
     "clock.mode": Key(str, "wall", "Business time: wall (the system clock) or manual (moved by clock.set/clock.advance; tests, demo).", choices=("wall", "manual")),
     "clock.start": Key(str, "", "Manual mode: the time of a fresh store, ISO 8601 with offset; empty = the wall time at first start."),
     "articles.root": Key(str, "", "Folder articles.import may read under; relative paths are beside this file. Empty = <state_dir>/articles."),
@@ -195,6 +198,13 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
         problems.append(f"store.database: {problem}")
     if not str(values["sell.base_url"]).startswith(("http://", "https://")):
         problems.append("sell.base_url: must start with http:// or https://")
+    loopback = is_loopback_url(str(values["sell.base_url"]))
+    if values["sell.requests_per_second"] > 10 and not loopback:
+        problems.append("sell.requests_per_second: Sell allows 10 requests per second; more is only "
+                        "accepted for a loopback sell.base_url (sellsim)")
+    if values["sync.cadence_seconds"] and not loopback:
+        problems.append("sync.cadence_seconds: only for tests against a loopback sell.base_url (sellsim); "
+                        "real channels sync at their plan's cadence")
     if problems:
         raise ConfigError(problems)
     return Config(path=path, values=values)
@@ -262,6 +272,23 @@ def _database_problem(database: str, state_dir: str) -> str | None:
                 where = f"{str(path)!r}" if candidate == str(path) else f"{str(path)!r} leads to {candidate!r}"
                 return f"{where}, in the system folder {folder}; keep it under daemon.state_dir"
     return None
+
+
+def is_loopback_url(url: str) -> bool:
+    """True for http(s)://127.x.x.x, [::1] or localhost: a simulator on this machine."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _did_you_mean(name: str) -> str:

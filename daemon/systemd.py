@@ -27,6 +27,9 @@ class Notifier:
             else:
                 self._address = address
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Called from trio code: a full queue (systemd busy) must drop the message,
+            # never block the event loop (BlockingIOError is an OSError, see notify).
+            self._sock.setblocking(False)
 
     @property
     def enabled(self) -> bool:

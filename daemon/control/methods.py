@@ -24,11 +24,11 @@ from .. import __version__
 from ..clock import MANUAL, ClockError, iso, parse_instant
 from ..secrets import Secret
 from ..services import Services
-from ..store import Conflict, Invalid, NotFound
+from ..store import Conflict, Invalid, NotFound, sync_store
 from ..store import channels as channel_store
-from ..sync import connection
+from ..sync import connection, engine
 from ..vocabulary import Plan
-from . import delivery_methods, render, users
+from . import delivery_methods, render, sync_methods, users
 from .protocol import PROTOCOL_VERSION, ProtocolError
 
 log = structlog.get_logger("kuloo.control")
@@ -152,6 +152,7 @@ async def channels_create(services: Services, params: dict[str, Any]) -> dict[st
     if created.check is not None:
         doc = await connection.check_channel(services, created.check)
     services.publish("channel.updated", doc)
+    engine.poke(services)
     return render.channel(doc)
 
 
@@ -163,8 +164,15 @@ async def channels_get(services: Services, params: dict[str, Any]) -> dict[str, 
     if "name" in params and "id" not in params:
         if not isinstance(params["name"], str) or len(params["name"]) > 200:
             raise _invalid("'name' must be a string of at most 200 characters")
-        return render.channel(await services.store.run(channel_store.get_by_name, params["name"]))
-    return render.channel(await services.store.run(channel_store.get, _channel_id(params)))
+        doc = await services.store.run(channel_store.get_by_name, params["name"])
+    else:
+        doc = await services.store.run(channel_store.get, _channel_id(params))
+    out = render.channel(doc)
+    # The sync schedule and the last run (the channels.get additions).
+    last = await services.store.run(sync_store.last_run, doc.id)
+    out["sync"]["next_sync_at"] = iso(await engine.next_sync_at(services, doc.id))
+    out["sync"]["last_run"] = render.sync_run(last) if last else None
+    return out
 
 
 async def channels_update(services: Services, params: dict[str, Any]) -> dict[str, Any]:
@@ -183,6 +191,7 @@ async def channels_update(services: Services, params: dict[str, Any]) -> dict[st
         if updated.check is not None:
             doc = await connection.check_channel(services, updated.check)
         services.publish("channel.updated", doc)
+        engine.poke(services)
     return render.channel(doc)
 
 
@@ -192,6 +201,7 @@ async def channels_verify(services: Services, params: dict[str, Any]) -> dict[st
         raise _invalid("the channel has no Zendesk Sell API token; set one with channels.update")
     doc = await connection.check_channel(services, inputs)
     services.publish("channel.updated", doc)
+    engine.poke(services)
     return render.channel(doc)
 
 
@@ -249,6 +259,7 @@ METHODS: dict[str, Handler] = {
     **users.METHODS,
 }
 
+METHODS.update(sync_methods.METHODS)
 METHODS.update(delivery_methods.METHODS)
 
 MANUAL_CLOCK_METHODS: dict[str, Handler] = {

@@ -12,6 +12,7 @@ from typing import Any
 from ..clock import Clock, iso
 from ..store.channels import Channel
 from ..store.delivery import ArticleSummary, OutboxEntry
+from ..store.sync_store import ErrorDoc, RunDoc
 from ..store.users import AuditRecord, User
 
 
@@ -34,6 +35,31 @@ def channel(doc: Channel) -> dict[str, Any]:
         "sync": {"status": doc.sync_status, "last_sync_at": iso(doc.last_sync_at)},
         "created_at": iso(doc.created_at),
         "updated_at": iso(doc.updated_at),
+    }
+
+
+def sync_run(doc: RunDoc) -> dict[str, Any]:
+    return {
+        "id": doc.id,
+        "channel": doc.channel_id,
+        "status": doc.status.value,
+        "reason": doc.reason,
+        "error": doc.error,
+        "started_at": iso(doc.started_at),
+        "finished_at": iso(doc.finished_at),
+        "counts": dict(doc.counts),
+    }
+
+
+def sync_error(doc: ErrorDoc) -> dict[str, Any]:
+    return {
+        "id": doc.id,
+        "user": doc.user_id,
+        "crm": {"kind": doc.crm_kind, "id": doc.crm_id} if doc.crm_kind else None,
+        "email": doc.email,
+        "code": doc.code,
+        "error": doc.error,
+        "at": iso(doc.updated_at),
     }
 
 
@@ -71,6 +97,8 @@ def event(name: str, data: Any) -> Any:
     """An event's data as it goes on the wire: typed results rendered, plain data as is."""
     if isinstance(data, Channel):
         return channel(data)
+    if isinstance(data, RunDoc):
+        return sync_run(data)
     if isinstance(data, User):
         return user(data)
     return data

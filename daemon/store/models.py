@@ -77,6 +77,11 @@ class User(Model):
     changed_at = fields.JSONField(default=dict, db_default="{}")
     # +1 on every change: a sync batch applies only over the revision it read.
     revision = fields.IntField(default=1, db_default=1)
+    # When the current CRM link was made: plan caps keep the oldest links (sync engine).
+    crm_linked_at = fields.DatetimeField(null=True)
+    # Set before a lead is POSTed for this user and cleared once it is linked: a user found
+    # with it set may already have a lead (a crash, an ambiguous create) — look it up first.
+    crm_push_at = fields.DatetimeField(null=True)
     last_digest_at = fields.DatetimeField(null=True)
     # Set from the clock by the use cases (auto_now would write the wall's time).
     created_at = fields.DatetimeField(auto_now_add=True)
@@ -196,6 +201,32 @@ class SyncRun(Model):
 
     class Meta:
         table = "sync_run"
+
+
+class SyncError(Model):
+    """Why a CRM record or a user does not sync (``sync.errors``), until it does again.
+
+    One row per user with an error, or per CRM record that has no user (a duplicate email,
+    a plan cap). ``code`` says which rule (``sync.texts``), ``payload_key`` which write Sell
+    refused, so a record is retried only ``sync.batch_retries`` times until it changes.
+    """
+
+    id = fields.IntField(primary_key=True)
+    channel = fields.ForeignKeyField("models.Channel", related_name="sync_errors", on_delete=fields.CASCADE)
+    user = fields.ForeignKeyField("models.User", related_name="sync_errors", null=True, on_delete=fields.CASCADE)
+    crm_kind = fields.CharField(max_length=16, null=True)
+    crm_id = fields.BigIntField(null=True)
+    email = fields.CharField(max_length=320, default="")
+    code = fields.CharField(max_length=32)
+    error = fields.TextField()
+    attempts = fields.IntField(default=1)
+    payload_key = fields.CharField(max_length=64, default="")
+    created_at = fields.DatetimeField()
+    updated_at = fields.DatetimeField()
+
+    class Meta:
+        table = "sync_error"
+        indexes = (("channel_id", "id"), ("channel_id", "crm_kind", "crm_id"), ("user_id",))
 
 
 class AuditEntry(Model):

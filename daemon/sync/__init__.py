@@ -1,8 +1,11 @@
 """sync: keeps each channel and its Zendesk Sell account in step.
 
-So far it owns the channel connection (``connection``): checking a channel's token and
-custom fields through ``crm`` and recording the outcome in ``store``, which is what
-switches sync on or off for the channel. The sync engine (pull, three-way merge, push)
-will live here too. Receives the ``Services`` object; may import ``services``, ``crm``,
-``store`` (through ``Store.run``), the base modules and trio; never ``control``.
+- ``connection``: checking a channel's token and custom fields through ``crm`` and
+  recording the outcome in ``store``, which switches sync on or off for the channel.
+- ``engine``: one run of one channel (pull through the change feed, apply a batch in one
+  store unit of work, write to Sell, push new leads) and the scheduler's jobs.
+
+The decisions themselves (merge, link matching, caps, texts, schedule) are pure functions
+in ``kuloo_daemon.rules``. May import ``services``, ``crm``, ``store`` (through
+``Store.run``), ``rules`` and trio.
 """

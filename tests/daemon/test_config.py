@@ -23,10 +23,25 @@ def test_every_problem_is_listed_with_its_key():
     problems = err.value.problems
     for fragment in ["daemon.state_dir: expected a string", "daemon.shutdown_grace_seconds: -1 is below",
                      "daemon.colour: unknown key", "log.format: 'xml' is not one of", "log.level: expected a string, got a boolean",
-                     "sell.base_url: must start with", "sell.requests_per_second: 50 is above the maximum 10",
+                     "sell.base_url: must start with", "sell.requests_per_second: Sell allows 10 requests per second",
                      "nonsense: expected a [nonsense] table"]:
         assert any(fragment in p for p in problems), (fragment, problems)
     assert len(problems) == 8
+
+
+@pytest.mark.parametrize("url, ok", [("http://127.0.0.1:8080", True), ("http://[::1]:80", True),
+                                     ("http://localhost:1", True), ("https://api.getbase.com", False),
+                                     ("http://10.0.0.1", False)])
+def test_a_raised_rate_and_a_test_cadence_only_against_loopback(url, ok):
+    body = {"sell": {"base_url": url, "requests_per_second": 500}, "sync": {"cadence_seconds": 2}}
+    if ok:
+        cfg = c.from_mapping(body)
+        assert cfg["sell.requests_per_second"] == 500 and cfg["sync.cadence_seconds"] == 2
+    else:
+        with pytest.raises(c.ConfigError) as err:
+            c.from_mapping(body)
+        assert [p.split(":")[0] for p in err.value.problems] == ["sell.requests_per_second", "sync.cadence_seconds"]
+    assert c.from_mapping({"sell": {"base_url": url, "requests_per_second": 10}})["sync.cadence_seconds"] == 0
 
 
 def test_relative_paths_are_relative_to_the_file(tmp_path):

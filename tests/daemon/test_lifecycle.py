@@ -137,8 +137,11 @@ def test_control_socket_group(daemon_factory):
     r = subprocess.run([sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(d.config_path)],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "no group named 'no-such-group-kuloo'" in r.stderr
-    group = grp.getgrgid(os.getgid()).gr_name
-    d.config_path.write_text(d.config_path.read_text().replace("no-such-group-kuloo", group))
+    # Not our own group when we may use another: a new socket gets our group anyway.
+    own = os.getgid()
+    gids = [g.gr_gid for g in grp.getgrall()] if os.geteuid() == 0 else os.getgroups()
+    group = grp.getgrgid(next((g for g in gids if g != own), own))
+    d.config_path.write_text(d.config_path.read_text().replace("no-such-group-kuloo", group.gr_name))
     d.start()
     d.wait_for("READY=1")
-    assert os.stat(d.socket_path).st_gid == os.getgid()
+    assert os.stat(d.socket_path).st_gid == group.gr_gid

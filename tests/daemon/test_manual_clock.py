@@ -34,8 +34,10 @@ def test_advancing_the_clock_runs_the_work_due_at_that_time_once_and_promptly(ma
         assert doc["connection"]["verified_at"] == doc["created_at"] == START
         checks = token_checks(sellsim)
 
+        # The verified Free channel also syncs (once a day, on its own phase: 14:50 UTC for
+        # channel 1); the 23 hours pass that slot once.
         moved = c.call("clock.advance", {"seconds": 23 * 3600})
-        assert moved == {"now": "2026-01-06T08:00:00Z", "ran": [], "pending": [], "timed_out": False}
+        assert moved == {"now": "2026-01-06T08:00:00Z", "ran": ["sync"], "pending": [], "timed_out": False}
         assert token_checks(sellsim) == checks  # not due yet
 
         # The reply comes once the due work has run: no waiting or polling in the test.
@@ -47,7 +49,7 @@ def test_advancing_the_clock_runs_the_work_due_at_that_time_once_and_promptly(ma
         assert again["connection"]["verified_at"] == again["connection"]["checked_at"] == "2026-01-06T09:00:00Z"
 
         moved = c.call("clock.set", {"at": "2026-01-06T20:00:00+01:00"})
-        assert moved["now"] == "2026-01-06T19:00:00Z" and moved["ran"] == []
+        assert moved["now"] == "2026-01-06T19:00:00Z" and moved["ran"] == ["sync"]  # the 14:50 slot
         assert token_checks(sellsim) == checks + 1
 
 

@@ -1,0 +1,122 @@
+"""Which Kuloo user a Sell record belongs to (DESIGN.md §4 rules 2, 5, 6), as a pure decision.
+
+A record is matched by its link first, then by the KulooId it carries, then by its
+normalised email:
+
+- linked, KulooId ours (or blank: it is put back)   → ``merge``
+- linked, KulooId changed to another value          → ``tampered`` (Sync error naming the
+  value to restore; no other write, on either side)
+- not linked, KulooId of an unlinked user            → ``link`` (a lead we created before a
+  crash, a contact that kept the KulooId)
+- not linked, KulooId of a user linked elsewhere     → ``duplicate`` naming that record
+- not linked, KulooId of no user                     → ``unknown_kuloo_id``
+- not linked, no KulooId, email of an unlinked user  → ``link``
+- not linked, no KulooId, email of a linked user     → ``duplicate`` naming that record
+- not linked, no KulooId, new email                  → ``import`` (a new user, source sync)
+- no email                                           → ``no_email``
+- an organization contact                            → ``ignore`` (never synced)
+
+``LinkIndex`` is the plain lookup the engine keeps up to date while it walks a batch,
+so a second record with the same new email in one batch is a duplicate of the first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+MERGE = "merge"
+LINK = "link"
+IMPORT = "import"
+TAMPERED = "tampered"
+DUPLICATE = "duplicate"
+UNKNOWN_KULOO_ID = "unknown_kuloo_id"
+NO_EMAIL = "no_email"
+IGNORE = "ignore"
+
+
+@dataclass(frozen=True)
+class UserRef:
+    id: int
+    kuloo_id: str
+    email: str  # normalised
+    link: tuple[str, int] | None = None  # (kind, crm id)
+
+
+@dataclass(frozen=True)
+class RecordRef:
+    kind: str  # "lead" | "contact"
+    id: int
+    kuloo_id: str | None  # canonical: None when blank
+    email: str | None  # normalised
+    is_organization: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str
+    user: UserRef | None = None
+    other: tuple[str, int] | None = None  # the record already linked (duplicates)
+    expected: str | None = None  # tampered: the KulooId to restore
+
+
+@dataclass
+class LinkIndex:
+    by_id: dict[int, UserRef] = field(default_factory=dict)
+    by_kuloo_id: dict[str, UserRef] = field(default_factory=dict)
+    by_email: dict[str, UserRef] = field(default_factory=dict)
+    by_link: dict[tuple[str, int], UserRef] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, users: list[UserRef]) -> LinkIndex:
+        index = cls()
+        for user in users:
+            index.put(user)
+        return index
+
+    def put(self, user: UserRef) -> None:
+        old = self.by_id.get(user.id)
+        if old is not None:
+            self.by_kuloo_id.pop(old.kuloo_id, None)
+            if self.by_email.get(old.email) is old:
+                self.by_email.pop(old.email, None)
+            if old.link is not None and self.by_link.get(old.link) is old:
+                self.by_link.pop(old.link, None)
+        self.by_id[user.id] = user
+        self.by_kuloo_id[user.kuloo_id] = user
+        if user.email:
+            self.by_email[user.email] = user
+        if user.link is not None:
+            self.by_link[user.link] = user
+
+    def relink(self, user_id: int, link: tuple[str, int] | None) -> UserRef:
+        user = replace(self.by_id[user_id], link=link)
+        self.put(user)
+        return user
+
+    def linked(self) -> int:
+        return len(self.by_link)
+
+
+def decide(record: RecordRef, index: LinkIndex) -> Decision:
+    if record.is_organization:
+        return Decision(IGNORE)
+    linked = index.by_link.get((record.kind, record.id))
+    if linked is not None:
+        if record.kuloo_id is not None and record.kuloo_id != linked.kuloo_id:
+            return Decision(TAMPERED, linked, expected=linked.kuloo_id)
+        return Decision(MERGE, linked)
+    if record.kuloo_id is not None:
+        owner = index.by_kuloo_id.get(record.kuloo_id)
+        if owner is None:
+            return Decision(UNKNOWN_KULOO_ID)
+        if owner.link is not None:
+            return Decision(DUPLICATE, owner, other=owner.link)
+        return Decision(LINK, owner)
+    if not record.email:
+        return Decision(NO_EMAIL)
+    owner = index.by_email.get(record.email)
+    if owner is None:
+        return Decision(IMPORT)
+    if owner.link is not None:
+        return Decision(DUPLICATE, owner, other=owner.link)
+    return Decision(LINK, owner)

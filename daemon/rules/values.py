@@ -1,0 +1,108 @@
+"""Canonical field values: what each side of a link says, in one comparable form.
+
+The three-way merge compares three readings of every mapped field (DESIGN.md §3): the
+Kuloo user's, the Sell record's and the last synced one. This module turns both sides
+into the same plain, JSON-able form, so that "changed" means "different meaning", never
+"different spelling": a Promo list is a sorted set, an email is trimmed and lower-cased,
+a date is ``YYYY-MM-DD`` however Sell reads it back (``4/27/2016``), blank is ``None``.
+
+It also goes the other way: ``sell_payload`` builds the body of a partial PUT (only the
+given fields, a multi-select whole) and ``kuloo_attrs`` the user attributes a Sell value
+stands for (through ``vocabulary.to_kuloo``). Pure: imports ``vocabulary`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..vocabulary import CUSTOM_FIELDS, FIELD_BY_NAME, FIELDS, parse_sell_date, to_kuloo, to_sell
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+KULOO_ID = "KulooId"
+SYNC_ERROR = "Sync error"
+PROMO = "Promo"
+SUBSCRIPTION = "Subscription"
+LAST_ACTIVE = "Last active"
+EMAIL = "email"
+
+
+def normalize_email(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower()
+    return text or None
+
+
+def canonical(name: str, value: Any) -> Any:
+    """One field's value in the merge's comparable form (JSON-able)."""
+    if value is None or value == "" or value == [] or value == ():
+        return None
+    if name == PROMO:
+        if isinstance(value, str):
+            return [value]
+        return sorted({str(v) for v in value if v is not None and str(v) != ""}) or None
+    if name == EMAIL:
+        return normalize_email(value)
+    if name == LAST_ACTIVE:
+        try:
+            return parse_sell_date(str(value)).isoformat()
+        except ValueError:
+            return str(value)  # unreadable: differs from any date, so it is put back
+    if isinstance(value, str):
+        return value.strip() or None
+    return str(value)
+
+
+def kuloo_values(user: Mapping[str, Any]) -> dict[str, Any]:
+    """Every mapped field as the Kuloo user says it."""
+    return {name: canonical(name, to_sell(name, user)) for name in FIELD_NAMES}
+
+
+def sell_raw(record: Any, name: str) -> Any:
+    """A field's value on a Sell record (a ``Lead``/``Contact`` or a plain mapping)."""
+    field = FIELD_BY_NAME[name]
+    if field.custom:
+        custom = record.get("custom_fields") if isinstance(record, Mapping) else record.custom_fields
+        return (custom or {}).get(name)
+    return record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
+
+
+def sell_values(record: Any) -> dict[str, Any]:
+    """Every mapped field as the Sell record says it."""
+    return {name: canonical(name, sell_raw(record, name)) for name in FIELD_NAMES}
+
+
+def kuloo_attrs(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The user attributes that Sell values (canonical, by field name) stand for.
+
+    Raises ``ValueError`` for a value that is not one of the field's Kuloo values.
+    """
+    attrs: dict[str, Any] = {}
+    for name, value in changes.items():
+        attrs.update(to_kuloo(name, value))
+    if "email" in attrs:
+        attrs["email"] = normalize_email(attrs["email"]) or ""
+    return attrs
+
+
+def sell_payload(fields: Mapping[str, Any], promo_order: Iterable[str] = ()) -> dict[str, Any]:
+    """The body of a partial write: only ``fields`` (canonical values by field name).
+
+    Custom fields go under ``custom_fields`` (``None`` clears one); Promo is written whole,
+    in the user's order where it has one.
+    """
+    custom: dict[str, Any] = {}
+    out: dict[str, Any] = {}
+    custom_names = {f.name for f in CUSTOM_FIELDS}
+    for name, value in fields.items():
+        if name == PROMO:
+            order = [t for t in dict.fromkeys(promo_order) if value and t in value]
+            value = order + [t for t in (value or []) if t not in order] if value else None
+        if name in custom_names:
+            custom[name] = value
+        else:
+            out[name] = value
+    if custom:
+        out["custom_fields"] = custom
+    return out

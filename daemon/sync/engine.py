@@ -1,0 +1,372 @@
+"""The sync engine: the thin shell around the rules — read the feed, apply, write to Sell.
+
+One run of one channel (``run_channel``):
+
+1. ``sync_store.begin_run`` — a ``running`` run, or ``skipped`` with the reason (no token,
+   connection not verified: links are kept, so adding the token back resumes).
+2. Pull: every batch of ``crm.feed.ChangeFeed`` (Sync API or polling, leads and
+   contacts). Deleted leads that were linked are looked up in ``lead_conversions`` (and
+   the contact they became read). The batch is applied in ONE store unit of work
+   (``apply_batch``, where the rules decide), the Sell writes it asks for are made
+   (changed fields only), what Sell took is confirmed — and only then is the batch
+   acknowledged to Sell (resuming the feed).
+3. Push: Kuloo-side changes of linked users (changed fields only) and users to push as
+   new leads. A push is crash-safe: its intent is stamped before the POST; a user found
+   stamped (a crash, or a create that ``maybe_applied``) is looked up by KulooId, then by
+   email, before any second POST.
+4. ``finish_run``: ``ok``, ``partial`` (some records have Sync errors), ``failed`` (the
+   reason: ``token_rejected`` after a 401 — the channel then needs a new token —,
+   ``sell_unavailable``, ``internal``).
+
+Events: ``sync.started``, ``sync.finished`` (the run document) and ``users.changed``
+``{"channel", "ids"}`` once per batch, never once per user. One run per channel at a
+time: ``run_channel`` waits for a run in progress, then runs a fresh one.
+
+Imports ``crm``, ``store`` (through ``Store.run``), ``services`` and the rules of this package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+import trio
+
+from ..crm import errors as E
+from ..crm.client import SellClient
+from ..crm.feed import ChangeFeed, RecordChanged
+from ..rules import schedule, texts
+from ..rules.values import KULOO_ID, normalize_email, sell_payload, sell_values
+from ..scheduler import ClockJob, Job
+from ..services import Services
+from ..store import sync_store
+from ..store.sync_store import ConversionIn, DeletionIn, PushIn, RecordIn, RunDoc, SellWrite
+from ..vocabulary import SyncRunStatus
+from . import connection
+
+log = structlog.get_logger("kuloo.sync")
+
+LINK_CHUNK = 25  # leads created between two store commits of their links
+RECONCILE_EVERY = timedelta(days=1)  # polling mode: how often deletions are looked for
+RECONCILED_AT = "reconciled_at"  # kept in the channel's feed state
+
+
+def _locks(services: Services) -> dict[int, trio.Lock]:
+    locks = getattr(services, "_sync_locks", None)
+    if locks is None:
+        locks = {}
+        services._sync_locks = locks  # type: ignore[attr-defined]
+    return locks
+
+
+def record_in(kind: str, record: Any) -> RecordIn:
+    email = record.email.strip() if isinstance(record.email, str) else None
+    return RecordIn(kind, record.id, sell_values(record), email or None, record.updated,
+                    bool(getattr(record, "is_organization", False)))
+
+
+class _Run:
+    def __init__(self, services: Services, start: sync_store.RunStart, sell: SellClient) -> None:
+        self.services = services
+        self.start = start
+        self.channel_id = start.run.channel_id
+        self.sell = sell
+        self.counts: dict[str, int] = {}
+        self.retries = services.config["sync.batch_retries"]
+        self.pulled: set[tuple[str, int]] = set()
+        self.errors_cleared = False
+        self.linked: set[tuple[str, int]] = {(k, i) for k, ids in start.linked_ids.items() for i in ids}
+
+    def add(self, counts: dict[str, int]) -> None:
+        for key, n in counts.items():
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    def publish_users(self, ids: Sequence[int]) -> None:
+        if ids:
+            self.services.publish("users.changed", {"channel": self.channel_id, "ids": sorted(set(ids))})
+
+    # -- pull
+
+    async def pull(self) -> dict[str, Any] | None:
+        feed = ChangeFeed(self.sell, now=self.services.clock.now)
+        state: dict[str, Any] | None = None
+        # Polling cannot see deletions: it finds them by listing every record, which costs a
+        # page per 100 records — so only once per RECONCILE_EVERY of business time.
+        now = self.services.clock.now()
+        last = self.start.feed_state.get(RECONCILED_AT)
+        reconcile = last is None or now - datetime.fromisoformat(last) >= RECONCILE_EVERY
+        known = {"lead": [i for k, i in self.linked if k == "lead"],
+                 "contact": [i for k, i in self.linked if k == "contact"]} if reconcile else None
+        async with contextlib.aclosing(feed.batches(self.start.feed_state, known_ids=known)) as batches:
+            async for batch in batches:
+                records: list[RecordIn] = []
+                deletions: list[DeletionIn] = []
+                for change in batch.changes:
+                    self.pulled.add((change.kind, change.id))
+                    if isinstance(change, RecordChanged):
+                        records.append(record_in(change.kind, change.record))
+                    else:
+                        deletions.append(DeletionIn(change.kind, change.id, await self.conversion(change.kind, change.id)))
+                if records or deletions or batch.final:
+                    now = self.services.clock.now()
+                    outcome = await self.services.store.run(
+                        sync_store.apply_batch, self.channel_id, records, deletions, batch.state, now, self.retries)
+                    self.add(outcome.counts)
+                    self.linked.difference_update(outcome.unlinked)
+                    self.linked.update(outcome.linked)
+                    touched = await self.write(outcome.writes)
+                    self.publish_users([*outcome.changed_users, *touched])
+                state = batch.state
+        if state is not None and reconcile and state.get("mode") == "poll":
+            state[RECONCILED_AT] = now.isoformat()
+        return state
+
+    async def recheck(self) -> None:
+        """Records whose error may have cleared (a cap with room, a duplicate now alone) are
+        read again by id — they may not change in Sell for a long time."""
+        keys = [k for k in await self.services.store.run(sync_store.orphans_to_recheck, self.channel_id)
+                if k not in self.pulled]
+        for kind in ("lead", "contact"):
+            ids = [i for k, i in keys if k == kind]
+            for start in range(0, len(ids), 100):
+                chunk = ids[start:start + 100]
+                listing = self.sell.list_leads if kind == "lead" else self.sell.list_contacts
+                found = [record_in(kind, r) async for r in listing(ids=chunk)]
+                gone = sorted(set(chunk) - {r.id for r in found})
+                outcome = await self.services.store.run(
+                    sync_store.apply_batch, self.channel_id, found, [DeletionIn(kind, i) for i in gone], None,
+                    self.services.clock.now(), self.retries)
+                self.add({k: v for k, v in outcome.counts.items() if k != "pulled"})
+                self.linked.difference_update(outcome.unlinked)
+                self.linked.update(outcome.linked)
+                touched = await self.write(outcome.writes)
+                self.publish_users([*outcome.changed_users, *touched])
+
+    async def conversion(self, kind: str, crm_id: int) -> ConversionIn | None:
+        """What a deleted, linked lead became (None: it was deleted, not converted)."""
+        if kind != "lead" or (kind, crm_id) not in self.linked:
+            return None
+        found = await self.sell.lead_conversions(lead_id=crm_id)
+        conv = next((c for c in found if c.lead_id == crm_id), None)
+        if conv is None:
+            return None
+        contact = None
+        if conv.individual_id is not None:
+            try:
+                contact = record_in("contact", await self.sell.get_contact(conv.individual_id))
+            except E.NotFoundError:
+                return None  # the contact is gone too: a plain deletion
+        return ConversionIn(crm_id, conv.individual_id, conv.organization_id, contact)
+
+    # -- writes
+
+    async def write(self, writes: Sequence[SellWrite]) -> list[int]:
+        """Partial PUTs; what Sell took and refused is recorded in one unit of work."""
+        if not writes:
+            return []
+        touched, cleared = await self._write(writes)
+        self.errors_cleared = self.errors_cleared or cleared
+        return touched
+
+    async def _write(self, writes: Sequence[SellWrite]) -> tuple[list[int], bool]:
+        accepted: list[SellWrite] = []
+        refused: list[tuple[SellWrite, str]] = []
+        for w in writes:
+            try:
+                await self.put(w.kind, w.id, sell_payload(w.fields, w.promo_order))
+                accepted.append(w)
+                self.add({"sell_updated": 1})
+            except E.NotFoundError:
+                continue  # deleted meanwhile: the feed brings the deletion
+            except E.ValidationError as exc:
+                summary = E.summarize_errors(exc.errors) or exc.message
+                refused.append((w, summary))
+                self.add({"errors": 1})
+                text = texts.sell_refused(summary)
+                if w.user_id is not None:
+                    with contextlib.suppress(E.ValidationError, E.NotFoundError):
+                        await self.put(w.kind, w.id, sell_payload({"Sync error": text}))
+                        accepted.append(SellWrite(w.kind, w.id, {"Sync error": text}, w.user_id))
+        return await self.services.store.run(sync_store.confirm_writes, self.channel_id, accepted, refused,
+                                             self.services.clock.now())
+
+    async def put(self, kind: str, crm_id: int, payload: dict[str, Any]) -> None:
+        if kind == "lead":
+            await self.sell.update_lead(crm_id, payload)
+        else:
+            await self.sell.update_contact(crm_id, payload)
+
+    # -- push
+
+    async def push(self) -> None:
+        for _round in range(2):  # a second round writes the Sync errors that cleared in the first
+            self.errors_cleared = False
+            plan = await self.services.store.run(sync_store.plan_pushes, self.channel_id, self.services.clock.now(),
+                                                 self.retries)
+            self.publish_users(await self.write(plan.updates))
+            await self.create(plan.creates)
+            if not self.errors_cleared:
+                break
+
+    async def create(self, pushes: Sequence[PushIn]) -> None:
+        for start in range(0, len(pushes), LINK_CHUNK):
+            created: list[tuple[int, str, int, dict[str, Any]]] = []
+            failed: list[tuple[int, str, bool]] = []
+            for p in pushes[start:start + LINK_CHUNK]:
+                found = await self.find(p) if p.look_up_first else None
+                if found is not None:
+                    created.append((p.user_id, found[0], found[1], found[2]))
+                    continue
+                body = {k: v for k, v in sell_payload(p.values, p.promo_order).items() if v is not None}
+                body["custom_fields"] = {k: v for k, v in body.get("custom_fields", {}).items() if v is not None}
+                if not body.get("last_name"):
+                    # Sell needs a last name (or an organization, which would convert to one).
+                    body["last_name"] = p.email.split("@", 1)[0]
+                try:
+                    lead = await self.sell.create_lead(body)
+                except E.AuthenticationError:
+                    raise
+                except E.SellError as exc:
+                    if not exc.maybe_applied and not isinstance(exc, E.ValidationError | E.BadRequestError):
+                        raise  # Sell unreachable: the run fails; the intent stays for a lookup
+                    failed.append((p.user_id, E.summarize_errors(exc.errors) or exc.message, exc.maybe_applied))
+                    self.add({"errors": 1})
+                    continue
+                self.add({"leads_created": 1})
+                created.append((p.user_id, "lead", lead.id, p.values))
+            touched = await self.services.store.run(sync_store.link_pushed, self.channel_id, created, failed,
+                                                    self.services.clock.now())
+            self.linked.update((k, i) for _u, k, i, _v in created)
+            self.publish_users(touched)
+
+    async def find(self, p: PushIn) -> tuple[str, int, dict[str, Any]] | None:
+        """The record an earlier, unconfirmed POST for this user may have made: by KulooId, then email."""
+        for kind, listing in (("lead", self.sell.list_leads), ("contact", self.sell.list_contacts)):
+            async for rec in listing(custom_fields={KULOO_ID: p.kuloo_id}):
+                if (rec.custom_fields or {}).get(KULOO_ID) == p.kuloo_id:
+                    return kind, rec.id, sell_values(rec)
+        email = normalize_email(p.email)
+        async for rec in self.sell.list_leads(email=p.email):
+            if normalize_email(rec.email) == email and (rec.custom_fields or {}).get(KULOO_ID) in (None, "", p.kuloo_id):
+                return "lead", rec.id, sell_values(rec)
+        return None
+
+
+async def run_channel(services: Services, channel_id: int) -> RunDoc:
+    """Run one sync of the channel now; a run in progress is waited for, then a fresh one runs."""
+    lock = _locks(services).setdefault(channel_id, trio.Lock())
+    async with lock:
+        return await _run(services, channel_id)
+
+
+async def _run(services: Services, channel_id: int) -> RunDoc:
+    start = await services.store.run(sync_store.begin_run, channel_id, services.clock.now())
+    if start.run.status == SyncRunStatus.SKIPPED:
+        log.info("sync skipped", channel_id=channel_id, reason=start.run.reason)
+        services.publish("sync.finished", start.run)
+        return start.run
+    services.publish("sync.started", start.run)
+    structlog.contextvars.bind_contextvars(sync_run=start.run.id, channel_id=channel_id)
+    try:
+        sell = await services.sell_pool.client(start.token)
+        run = _Run(services, start, sell)
+        before = sell.requests_sent
+        status, reason, error, state = SyncRunStatus.OK, "", "", None
+        try:
+            state = await run.pull()
+            await run.recheck()
+            await run.push()
+        except E.AuthenticationError as exc:
+            await connection.token_rejected(services, channel_id, start.token, exc)
+            status, reason, error = SyncRunStatus.FAILED, "token_rejected", str(exc)
+        except E.SellError as exc:
+            log.warning("sync run stopped: sell failed", error=str(exc))
+            status, reason, error = SyncRunStatus.FAILED, "sell_unavailable", str(exc)
+        except Exception as exc:  # a bug must not take the daemon down; the run says it failed
+            log.exception("sync run failed")
+            status, reason, error = SyncRunStatus.FAILED, "internal", f"{type(exc).__name__}: {exc}"
+        run.counts["requests"] = sell.requests_sent - before
+        if status == SyncRunStatus.OK and run.counts.get("errors"):
+            status = SyncRunStatus.PARTIAL
+        doc = await services.store.run(sync_store.finish_run, start.run.id, status, reason, error, run.counts,
+                                       state, services.clock.now())
+        log.info("sync finished", status=doc.status.value, reason=reason, **doc.counts)
+        services.publish("sync.finished", doc)
+        await replan(services)
+        return doc
+    finally:
+        structlog.contextvars.unbind_contextvars("sync_run", "channel_id")
+
+
+# ----------------------------------------------------------------------------- the scheduler's job
+
+
+def _plan_state(services: Services) -> dict[str, Any]:
+    state = getattr(services, "_sync_plan", None)
+    if state is None:
+        state = {"next": None, "plan_at": 0.0}
+        services._sync_plan = state  # type: ignore[attr-defined]
+    return state
+
+
+async def replan(services: Services) -> datetime | None:
+    """Re-read when the next channel is due (after a run, a verification, a plan change)."""
+    override = services.config["sync.cadence_seconds"]
+    inputs = await services.store.run(sync_store.sync_schedule_inputs)
+    times = [schedule.next_sync_at(cid, schedule.cadence(p, override), last, verified)
+             for cid, p, last, verified in inputs]
+    state = _plan_state(services)
+    state["next"] = min(times, default=None)
+    state["plan_at"] = trio.current_time() + services.scheduler.tick_seconds
+    return state["next"]
+
+
+def poke(services: Services) -> None:
+    """A channel changed (created, verified, a new plan): look at the schedule again now.
+
+    No store crossing here: the ``sync`` job becomes due at once, runs the channels due
+    (a newly verified one is due at once) and re-plans.
+    """
+    _plan_state(services)["next"] = services.clock.now()
+
+
+def jobs(services: Services) -> list[Job | ClockJob]:
+    """Each verified channel syncs at its plan's cadence, on its own phase of the interval.
+
+    ``sync`` (business time) runs the channels that are due; ``sync-plan`` (monotonic, every
+    tick) re-reads when the next one is due, so a channel verified in the background is
+    noticed; runs and channel edits re-plan at once. ``[sync] scheduled = false`` leaves
+    syncing to ``sync.run``.
+    """
+    state = _plan_state(services)
+    override = services.config["sync.cadence_seconds"]
+
+    async def plan() -> None:
+        await replan(services)
+
+    async def run() -> None:
+        now = services.clock.now()
+        inputs = await services.store.run(sync_store.sync_schedule_inputs)
+        due = [cid for cid, p, last, verified in inputs
+               if schedule.next_sync_at(cid, schedule.cadence(p, override), last, verified) <= now]
+        async with trio.open_nursery() as nursery:
+            for cid in due:
+                nursery.start_soon(run_channel, services, cid)
+        await replan(services)
+
+    if not services.config["sync.scheduled"]:
+        return []
+    return [ClockJob("sync", lambda now: state["next"], run), Job("sync-plan", lambda now: state["plan_at"], plan)]
+
+
+async def next_sync_at(services: Services, channel_id: int) -> datetime | None:
+    """When the channel's next run is due (None: it does not sync now)."""
+    inputs = await services.store.run(sync_store.sync_schedule_inputs)
+    override = services.config["sync.cadence_seconds"]
+    for cid, plan, last, verified in inputs:
+        if cid == channel_id:
+            return schedule.next_sync_at(cid, schedule.cadence(plan, override), last, verified)
+    return None

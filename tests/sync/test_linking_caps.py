@@ -1,0 +1,77 @@
+"""Link matching, plan caps and the Sync error texts: pure rules, table tests."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kuloo_daemon.rules import caps, linking, texts
+from kuloo_daemon.rules.linking import LinkIndex, RecordRef, UserRef, decide
+from kuloo_daemon.vocabulary import Plan
+
+ANN = UserRef(1, "k-ann", "ann@x.test", ("lead", 10))
+BOB = UserRef(2, "k-bob", "bob@x.test", None)
+INDEX = [ANN, BOB]
+
+
+@pytest.mark.parametrize("record, action, user, other", [
+    (RecordRef("lead", 10, "k-ann", "ann@x.test"), linking.MERGE, ANN, None),
+    (RecordRef("lead", 10, None, "ann@x.test"), linking.MERGE, ANN, None),  # blank KulooId: put back
+    (RecordRef("lead", 10, "k-bob", "ann@x.test"), linking.TAMPERED, ANN, None),
+    (RecordRef("lead", 10, "typo", "ann@x.test"), linking.TAMPERED, ANN, None),
+    (RecordRef("contact", 10, "k-ann", "ann@x.test"), linking.DUPLICATE, ANN, ("lead", 10)),  # kind matters
+    (RecordRef("lead", 11, "k-bob", "other@x.test"), linking.LINK, BOB, None),
+    (RecordRef("lead", 11, "k-ann", "ann@x.test"), linking.DUPLICATE, ANN, ("lead", 10)),
+    (RecordRef("lead", 11, "k-zed", "zed@x.test"), linking.UNKNOWN_KULOO_ID, None, None),
+    (RecordRef("lead", 11, None, "bob@x.test"), linking.LINK, BOB, None),
+    (RecordRef("lead", 11, None, "ann@x.test"), linking.DUPLICATE, ANN, ("lead", 10)),
+    (RecordRef("lead", 11, None, "new@x.test"), linking.IMPORT, None, None),
+    (RecordRef("lead", 11, None, None), linking.NO_EMAIL, None, None),
+    (RecordRef("contact", 12, None, "bob@x.test", is_organization=True), linking.IGNORE, None, None),
+])
+def test_decide(record, action, user, other):
+    d = decide(record, LinkIndex.of(INDEX))
+    assert (d.action, d.user, d.other) == (action, user, other)
+    if action == linking.TAMPERED:
+        assert d.expected == "k-ann"
+
+
+def test_a_second_new_record_with_the_same_email_in_one_batch_is_a_duplicate():
+    index = LinkIndex.of(INDEX)
+    first = RecordRef("lead", 20, None, "new@x.test")
+    assert decide(first, index).action == linking.IMPORT
+    index.put(UserRef(3, "k-new", "new@x.test", ("lead", 20)))
+    d = decide(RecordRef("lead", 21, None, "new@x.test"), index)
+    assert (d.action, d.other) == (linking.DUPLICATE, ("lead", 20))
+    # unlinking frees the address again
+    index.relink(3, None)
+    assert decide(RecordRef("lead", 21, None, "new@x.test"), index).action == linking.LINK
+    assert index.linked() == 1
+
+
+@given(st.integers(0, 30), st.integers(0, 30), st.none() | st.integers(0, 40))
+def test_cap_selection(linked, wanting, cap):
+    links = list(range(linked))
+    cands = [f"c{i}" for i in range(wanting)]
+    sel = caps.select(cap, links, cands)
+    assert list(sel.active) + list(sel.suspended) == links  # oldest keep their place
+    assert list(sel.admitted) + list(sel.refused) == cands  # in the order given
+    if cap is None:
+        assert not sel.refused and not sel.suspended
+    else:
+        assert len(sel.active) + len(sel.admitted) <= cap
+        assert not sel.refused or len(sel.active) + len(sel.admitted) == cap
+
+
+def test_plan_cap_text_says_the_limit_and_how_to_raise_it():
+    text = texts.plan_cap(Plan.FREE)
+    assert "Free plan syncs up to 10 leads and contacts" in text
+    assert "Starter (500)" in text and "Pro (5,000)" in text and "Enterprise (no limit)" in text
+    assert "Pro (5,000)" not in texts.plan_cap(Plan.PRO) and "Enterprise" in texts.plan_cap(Plan.PRO)
+
+
+def test_error_texts_are_single_bounded_lines_naming_what_to_do():
+    assert texts.duplicate_email("a@x.test", "lead", 10).startswith("Not synced: a@x.test is already synced with lead 10")
+    assert 'Restore it to "k-1"' in texts.kuloo_id_changed("k-1", "oops")
+    assert "blank" in texts.kuloo_id_changed("k-1", None)
+    long = texts.sell_refused("x\n" * 500)
+    assert "\n" not in long and len(long) <= texts.MAX_LENGTH
