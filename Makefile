@@ -23,6 +23,7 @@ bench: $(STAMP)
 # enlarges them): the control fuzz, and kill -9 at 20 points of an initial sync of 1,000 leads.
 soak: $(STAMP)
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/daemon/test_control_abuse.py -k fuzz
+	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/links/test_abuse.py -k forged
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q tests/sync/test_sync_resilience_e2e.py $(PYTEST_ARGS)
 
 demo: $(STAMP)

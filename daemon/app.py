@@ -3,7 +3,7 @@
 ``run_daemon`` builds the one ``Services`` object (``services.open_services``) and hands
 it to the control server, the scheduler's jobs and the capabilities. Tasks start in one
 nursery with ``nursery.start`` and report readiness; ``READY=1`` goes to systemd only
-after the store, the control socket and the scheduler are up. Shutdown has two phases: the first SIGTERM/SIGINT sends ``STOPPING=1``, stops accepting
+after the store, the control socket, the links listener and the scheduler are up. Shutdown has two phases: the first SIGTERM/SIGINT sends ``STOPPING=1``, stops accepting
 and gives in-flight work ``daemon.shutdown_grace_seconds`` (a cancel-scope deadline);
 a second signal cancels everything at once. The store is closed in a shielded
 ``finally`` either way. SIGHUP re-reads the configuration (``RELOADING=1`` … ``READY=1``).
@@ -24,6 +24,7 @@ from . import logs
 from .control import render
 from .control.server import Broadcaster, ControlServer, bind_unix
 from .delivery.service import Delivery
+from .links.server import LinksServer
 from .scheduler import Scheduler
 from .services import Services, open_services
 from .sync import connection, engine
@@ -44,6 +45,7 @@ class Lifecycle:
     services: Services
     server: ControlServer
     notifier: Notifier
+    links: LinksServer
     tasks: trio.Nursery | None = None
 
     @property
@@ -64,6 +66,7 @@ class Lifecycle:
         self.notifier.status(f"stopping: draining for at most {grace}s")
         log.info("stopping", grace_seconds=grace)
         self.server.stop()
+        self.links.stop()
         self.scheduler.stop()
         self.apply_deadline()
 
@@ -91,6 +94,7 @@ class Lifecycle:
             applied.update({k: new.values[k] for k in changed if k in RELOADABLE})
             self.services.config = config_mod.Config(old.path, applied)
             self.scheduler.tick_seconds = applied["daemon.scheduler_tick_seconds"]
+            self.links.app.reload_keys()  # a rotated link-signing key takes effect
             logs.configure(applied["log.format"], applied["log.level"])
             log.info("configuration reloaded", changed=changed, need_restart=restart)
         self.notifier.ready(self.status_line())
@@ -149,7 +153,8 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
             sockets = [bind_unix(bound_path, config["control.group"])]
         server = ControlServer(services, broadcaster, config["control.max_line_bytes"])
         services.connections = lambda: server.connections
-        life = Lifecycle(services, server, notifier)
+        life = Lifecycle(services, server, notifier, LinksServer(services))
+        life.links.open()
         services.scheduler.jobs.extend(connection.jobs(services))
         services.scheduler.jobs.extend(engine.jobs(services))
         services.delivery = Delivery(services)
@@ -159,6 +164,7 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
             async with trio.open_nursery() as tasks:
                 life.tasks = tasks
                 await tasks.start(server.serve, sockets)
+                await tasks.start(life.links.serve)
                 await tasks.start(services.scheduler.run)
                 interval = watchdog_interval()
                 if interval:
@@ -167,6 +173,7 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
                     "daemon ready",
                     store=str(services.store.db_path),
                     control_socket=bound_path or "(socket activation)",
+                    links=services.links_url,
                     watchdog_seconds=interval,
                     clock=services.clock.mode,
                 )

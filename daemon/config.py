@@ -72,6 +72,15 @@ KEYS: dict[str, Key] = {
     "smtp.username": Key(str, "", "SMTP user; empty = no authentication. The password is the smtp-password credential."),
     "smtp.timeout_seconds": Key((int, float), 30, "Timeout of one SMTP command.", minimum=0.1, maximum=600),
     "links.public_url": Key(str, "", "Public base URL of the links service in emails, e.g. https://links.example.com; empty = the bound address."),
+    "links.listen": Key(str, "127.0.0.1:8080", "HOST:PORT the links HTTP service binds ([::1]:PORT for IPv6); port 0 picks a free one (tests)."),
+    "links.allowed_origins": Key(list, [], "Web sites whose signup popup may post to /signup, e.g. [\"https://www.example.com\"]."),
+    "links.trusted_proxies": Key(list, [], "Peer addresses or networks (CIDR) whose X-Forwarded-For names the client, e.g. [\"127.0.0.1\"]."),
+    "links.rate_per_minute": Key((int, float), 60, "Requests per minute per client address (a POST with a valid token is never throttled).", minimum=1, maximum=1_000_000),
+    "links.rate_burst": Key(int, 30, "Requests a client address may make at once before the per-minute rate applies.", minimum=1, maximum=1_000_000),
+    "links.max_body_bytes": Key(int, 8192, "Largest request body accepted (forms, JSON).", minimum=256, maximum=1_048_576),
+    "links.max_header_bytes": Key(int, 8192, "Largest request head (request line and headers) accepted.", minimum=1024, maximum=65_536),
+    "links.confirm_hours": Key((int, float), 168, "How long a signup confirmation link stays valid.", minimum=0.1, maximum=24 * 365),
+    "links.confirm_resend_minutes": Key((int, float), 10, "Least time between two confirmation emails to one address of one channel.", minimum=0, maximum=24 * 60),
 }
 
 
@@ -181,6 +190,7 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
             values[key] = str((path.parent / values[key]).resolve())
     if values["links.public_url"] and not str(values["links.public_url"]).startswith(("http://", "https://")):
         problems.append("links.public_url: must start with https:// (or http:// for tests)")
+    problems.extend(_links_problems(values))
     if values["delivery.transport"] == "maildir" and not values["delivery.maildir"]:
         problems.append("delivery.maildir: required when delivery.transport = \"maildir\"")
     problem = _database_problem(values["store.database"], values["daemon.state_dir"])
@@ -198,6 +208,41 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
     if problems:
         raise ConfigError(problems)
     return Config(path=path, values=values)
+
+
+def _links_problems(values: dict[str, Any]) -> list[str]:
+    """The [links] keys that a type check alone cannot judge."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    problems: list[str] = []
+    try:
+        parse_listen(values["links.listen"])
+    except ValueError as exc:
+        problems.append(f"links.listen: {exc}")
+    for origin in values["links.allowed_origins"]:
+        parts = urlsplit(origin) if isinstance(origin, str) else None
+        if (parts is None or parts.scheme not in ("http", "https") or not parts.netloc
+                or parts.path or parts.query or parts.fragment or origin != origin.strip()):
+            problems.append(f"links.allowed_origins: {origin!r} is not an origin like \"https://www.example.com\"")
+    for proxy in values["links.trusted_proxies"]:
+        try:
+            if not isinstance(proxy, str):
+                raise TypeError
+            ipaddress.ip_network(proxy, strict=False)
+        except (TypeError, ValueError):
+            problems.append(f"links.trusted_proxies: {proxy!r} is not an IP address or network")
+    return problems
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT``) as (host, port); ``ValueError`` saying what is wrong."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT (port 0 to 65535)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
 
 
 # Folders that belong to the system: the database never lives there (a typo such as

@@ -54,6 +54,7 @@ class Services:
     # Open control connections (the caller's own included); ``app`` wires it to the server.
     connections: Callable[[], int] = lambda: 0
     delivery: Any = None  # delivery.service.Delivery, set by ``app`` (a capability above this layer)
+    links_url: str = ""  # the links service's bound address, set once it listens
 
 
 async def make_clock(config: Config, store: Store) -> Clock:

@@ -68,9 +68,12 @@ def _unb64(text: str) -> bytes:
     if not text or any(c not in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_" for c in text):
         raise BadToken("not a token")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise BadToken("not a token") from None
+    if _b64(data) != text:  # unused low bits set: a second spelling of a genuine token
+        raise BadToken("not a token")
+    return data
 
 
 def keys_from_secret(secret: Secret) -> tuple[bytes, ...]:

@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 == Kuloo Sync demo ==
 sellsim (Zendesk Sell simulator): {url}   (state: {state / 'sellsim-state.json'})
 daemon: pid {status['pid']}, store {status['store']}
+links service (unsubscribe, frequency, signup): {(status.get('links') or {}).get('url')}
 business clock: {status['clock']['mode']}, now {status['clock']['now']} (it moves only when you move it)
 channel #{doc['id']} {doc['name']!r}: plan {doc['plan']}, token {doc['api_token']}, connection {doc['connection']['status']}
 {chr(10).join('  - ' + p for p in doc['connection']['problems'])}

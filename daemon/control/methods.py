@@ -140,6 +140,7 @@ async def status(services: Services, params: dict[str, Any]) -> dict[str, Any]:
         "stopping": services.stopping,
         "clock": render.clock(services.clock),
         "connections": services.connections(),
+        "links": {"url": services.links_url or None},
     }
 
 

@@ -1,7 +1,10 @@
 """Users (profile documents): the use cases behind ``users.*``, and the one way to change a user.
 
 Use cases for ``Store.run`` (one crossing each, ``now`` from the clock, typed results):
-``add``, ``get``, ``get_by_email``, ``update``, ``mark_active``, ``list_page``, ``audit``.
+``add``, ``get``, ``get_by_email``, ``update``, ``mark_active``, ``list_page``, ``audit``;
+and for the links service, which knows a user only by the (channel, KulooId) a signed
+token carries: ``subscriber``, ``update_subscriber``, ``subscriber_active`` and
+``sign_up`` (a confirmed double opt-in). They go through the same ``apply_changes``.
 
 For the other writers (the sync engine's batch, the links service), inside their own
 unit of work:
@@ -398,3 +401,79 @@ async def audit(user_id: int, limit: int) -> list[AuditRecord]:
         raise NotFound(f"no user with id {user_id}")
     rows = await AuditEntry.filter(user_id=user_id).order_by("-id").limit(limit)
     return [_audit_record(r) for r in rows]
+
+
+# ----------------------------------------------------------------------------- the links service
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """A user as a link shows them: the channel's name beside the profile."""
+
+    channel_name: str
+    user: User
+    changed: tuple[str, ...] = ()
+    created: bool = False
+
+
+async def _by_kuloo_id(channel_id: int, kuloo_id: str, *, for_update: bool = False) -> UserRow:
+    query = UserRow.select_for_update() if for_update else UserRow
+    row = await query.get_or_none(channel_id=channel_id, kuloo_id=kuloo_id)
+    if row is None:
+        raise NotFound("no such subscriber")  # says nothing about which part was unknown
+    return row
+
+
+async def subscriber(channel_id: int, kuloo_id: str) -> Subscriber:
+    row = await _by_kuloo_id(channel_id, kuloo_id)
+    return Subscriber((await _channel(channel_id)).name, document(row))
+
+
+async def update_subscriber(channel_id: int, kuloo_id: str, changes: Mapping[str, Any], actor: Actor,
+                            now: datetime) -> Subscriber:
+    """``update`` for a user named by a link token: frequency and unsubscribed only, one transaction."""
+    unknown = set(changes) - {"frequency", "unsubscribed"}
+    if unknown:
+        raise Invalid(f"a link cannot change {sorted(unknown)!r}")
+    async with in_transaction():
+        row = await _by_kuloo_id(channel_id, kuloo_id, for_update=True)
+        channel = await _channel(channel_id)
+        changed = await apply_changes(row, changes, actor=actor, now=now)
+    return Subscriber(channel.name, document(row), changed)
+
+
+async def subscriber_active(channel_id: int, kuloo_id: str, now: datetime) -> Subscriber:
+    """A click: Last active = ``now`` (never backwards), one transaction."""
+    async with in_transaction():
+        row = await _by_kuloo_id(channel_id, kuloo_id, for_update=True)
+        changed: tuple[str, ...] = ()
+        if row.last_active is None or row.last_active < now:
+            row.last_active = now
+            row.revision += 1
+            row.updated_at = now
+            await row.save(update_fields=["last_active", "revision", "updated_at"])
+            changed = ("last_active",)
+    return Subscriber("", document(row), changed)
+
+
+async def sign_up(channel_id: int, fields: Mapping[str, Any], actor: Actor, now: datetime) -> Subscriber:
+    """A confirmed signup: a new user (source ``signup``), or the existing one left as is.
+
+    ``fields``: a normalised ``email``, optional ``first_name``/``last_name``. An existing
+    user who had unsubscribed and now confirms a signup is subscribed again (their
+    names are kept); any other existing user is not changed.
+    """
+    try:
+        async with in_transaction():
+            channel = await _channel(channel_id)
+            row = await UserRow.select_for_update().get_or_none(channel_id=channel_id,
+                                                                 email_key=email_key(fields["email"]))
+            if row is not None:
+                changed = await apply_changes(row, {"unsubscribed": False}, actor=actor, now=now,
+                                              note="signup confirmed") if row.unsubscribed else ()
+                return Subscriber(channel.name, document(row), changed)
+            row = await insert(channel_id, {**fields, "source": Source.SIGNUP}, actor=actor, now=now,
+                               note="signup confirmed")
+    except IntegrityError:  # a concurrent confirmation of the same address won the race
+        return Subscriber(channel.name, await get_by_email(channel_id, fields["email"]))
+    return Subscriber(channel.name, document(row), (), created=True)

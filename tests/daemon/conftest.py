@@ -36,6 +36,8 @@ class Daemon:
             f'[daemon]\nstate_dir = "{self.root / "state"}"\nshutdown_grace_seconds = 3\n'
             f'scheduler_tick_seconds = 0.2\n[control]\nsocket = "{self.socket_path}"\n'
             f'[log]\nformat = "json"\nlevel = "debug"\n{extra_config}'
+            # Many daemons run at once on this machine: the links service takes a free port.
+            + ("" if "[links]" in extra_config else '[links]\nlisten = "127.0.0.1:0"\n')
             # Tests never reach the real Sell: by default a loopback port that refuses.
             + "[sell]\n" + (sell if "base_url" in sell else f'base_url = "http://127.0.0.1:9"\nmax_attempts = 1\n{sell}')
         )

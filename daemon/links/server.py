@@ -1,0 +1,169 @@
+"""Serve the links app inside the daemon: bind, hypercorn's trio worker, confirmation emails.
+
+``LinksServer.serve`` is started with ``nursery.start``: it binds ``[links] listen``
+itself (so port 0 works and the bound address is known before READY=1), records the
+URL on ``Services.links_url`` (``status`` and delivery's links use it when ``public_url``
+is empty), then reports started. ``stop()`` lets hypercorn finish the requests in
+flight (bounded by ``daemon.shutdown_grace_seconds``).
+
+Signup confirmations leave through delivery's transport (SMTP or Maildir), one at a
+time from a bounded queue in a worker thread: a slow relay never slows an HTTP answer,
+and nothing in the answer depends on the email. One address gets at most one
+confirmation per channel per ``links.confirm_resend_minutes``.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import logging
+import socket
+from collections import OrderedDict
+from email.message import EmailMessage
+from email.utils import formataddr, make_msgid, parseaddr
+
+import structlog
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.config import Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
+
+from ..config import parse_listen
+from ..services import Services
+from ..store.channels import Channel
+from ..vocabulary import email_key
+from .app import LinksApp
+
+log = structlog.get_logger("kuloo.links")
+
+QUEUE_SIZE = 200
+COOLDOWN_KEYS = 50_000
+
+
+def bind(listen: str) -> tuple[socket.socket, str]:
+    """A listening TCP socket for ``HOST:PORT`` and the URL of the address it got."""
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if family == socket.AF_INET6 else bound_host
+    return sock, f"http://{shown}:{bound_port}"
+
+
+def confirmation_email(channel: Channel, address: str, first_name: str, url: str) -> EmailMessage:
+    sender = channel.sender or f"{channel.name} <no-reply@localhost>"
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = formataddr((first_name, address)) if first_name else address
+    msg["Subject"] = f"Please confirm your subscription to {channel.name}"
+    msg["Message-ID"] = make_msgid(domain=domain)
+    msg["Auto-Submitted"] = "auto-generated"
+    hello = f"Hi {first_name}," if first_name else "Hello,"
+    msg.set_content(
+        f"{hello}\n\nSomeone — hopefully you — asked to receive {channel.name} at this address.\n"
+        f"To confirm, open this link and press the button:\n\n{url}\n\n"
+        "If it was not you, ignore this email: you will receive nothing more.\n", cte="quoted-printable")
+    return msg
+
+
+class LinksServer:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._stop = trio.Event()
+        self._send, self._receive = trio.open_memory_channel[tuple[Channel, str, str, str]](QUEUE_SIZE)
+        self._last_sent: OrderedDict[tuple[int, str], float] = OrderedDict()
+        self.app = LinksApp(services, self.queue_confirmation)
+        self.url = ""
+        self._sock: socket.socket | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def queue_confirmation(self, channel: Channel, address: str, names: tuple[str, str], token: str) -> None:
+        key = (channel.id, email_key(address))
+        now = trio.current_time()
+        cooldown = self.services.config["links.confirm_resend_minutes"] * 60.0
+        last = self._last_sent.get(key)
+        if last is not None and now - last < cooldown:
+            log.info("signup confirmation not resent yet", channel_id=channel.id)
+            return
+        url = f"{self.services.delivery.public_url()}/c/{token}"
+        try:
+            self._send.send_nowait((channel, address, names[0], url))
+        except trio.WouldBlock:
+            log.warning("signup confirmation queue full; one dropped", channel_id=channel.id)
+            return
+        self._last_sent[key] = now
+        self._last_sent.move_to_end(key)
+        while len(self._last_sent) > COOLDOWN_KEYS:
+            self._last_sent.popitem(last=False)
+
+    async def _mailer(self) -> None:
+        async for channel, address, first_name, url in self._receive:
+            msg = confirmation_email(channel, address, first_name, url)
+            transport = self.services.delivery.transport()
+
+            def send_one(transport=transport, msg=msg, address=address) -> str:
+                transport.open()
+                try:
+                    data = msg.as_bytes(policy=email.policy.SMTP)  # CRLF, 7-bit: what transports take
+                    return transport.send(data, parseaddr(str(msg["From"]))[1], address).outcome.value
+                finally:
+                    transport.close()
+
+            try:
+                outcome = await trio.to_thread.run_sync(send_one)
+            except Exception as exc:  # noqa: BLE001 - a transport failure must not end the service
+                log.warning("signup confirmation not sent", channel_id=channel.id, problem=type(exc).__name__)
+            else:
+                log.info("signup confirmation sent", channel_id=channel.id, outcome=outcome)
+
+    def hypercorn_config(self) -> HyperConfig:
+        config = self.services.config
+        hc = HyperConfig()
+        hc.accesslog = None  # our access line names the route, never the token
+        hc.errorlog = logging.getLogger("hypercorn.error")
+        hc.h11_max_incomplete_size = config["links.max_header_bytes"]
+        hc.include_server_header = False
+        hc.keep_alive_timeout = 5
+        hc.read_timeout = 10
+        hc.graceful_timeout = float(config["daemon.shutdown_grace_seconds"])
+        return hc
+
+    def open(self) -> str:
+        """Bind the listener (before the daemon's task nursery: a failure is one clear line)."""
+        listen = self.services.config["links.listen"]
+        try:
+            self._sock, self.url = bind(listen)
+        except OSError as exc:
+            raise RuntimeError(f"links.listen: cannot listen on {listen} ({exc.strerror})") from None
+        self.services.links_url = self.url
+        return self.url
+
+    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        if self._sock is None:
+            self.open()
+        sockets = Sockets(secure_sockets=[], insecure_sockets=[self._sock], quic_sockets=[])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._mailer)
+            await nursery.start(self._serve_http, sockets, nursery.cancel_scope)
+            log.info("links service listening", url=self.url)
+            task_status.started(self.url)
+        log.info("links service stopped")
+
+    async def _serve_http(self, sockets: Sockets, done: trio.CancelScope, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            # Returns after stop(), once the requests in flight are answered (graceful_timeout).
+            await worker_serve(wrap_app(self.app, 0, "asgi"), self.hypercorn_config(), sockets=sockets,
+                               shutdown_trigger=self._stop.wait, task_status=task_status)
+        finally:
+            done.cancel()  # the mailer's queue ends with the service
