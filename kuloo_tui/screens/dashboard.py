@@ -1,0 +1,159 @@
+"""Dashboard: every channel with its plan, connection, users, sync state; the last runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Header, Static
+
+from ..messages import DaemonEvent, Loaded
+from .base import Banner, DaemonScreen, fill_table
+
+RUNS_SHOWN = 5
+# Short headings so that 80 columns hold them all (Sell = the connection's status).
+CHANNEL_COLUMNS = ("Id", "Channel", "Plan", "Sell", "Users", "Errors", "Mail q/f/u", "Last sync", "Next sync")
+RUN_COLUMNS = ("Channel", "Run", "Status", "Started", "Counts")
+OUTBOX_SHOWN = ("queued", "failed", "uncertain")
+
+
+def _when(iso: str | None) -> str:
+    """An ISO instant as ``11-28 12:05`` (UTC, as the daemon keeps it)."""
+    if not iso:
+        return "—"
+    return iso.replace("T", " ")[5:16]
+
+
+class DashboardScreen(DaemonScreen):
+    BINDINGS = [
+        Binding("enter", "open_channel", "Channel", show=True),
+        Binding("u", "users", "Users"),
+        Binding("a", "articles", "Articles"),
+        Binding("o", "outbox", "Outbox"),
+        Binding("y", "sync", "Sync runs"),
+        Binding("s", "sync_now", "Sync now"),
+        Binding("r", "reload", "Refresh"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(name="dashboard")
+        self.channels: list[dict[str, Any]] = []
+        self._pending_reload = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Banner()
+        yield Static("Channels", classes="section-title")
+        yield DataTable(id="channels", cursor_type="row", zebra_stripes=True)
+        yield Static("Last sync runs", classes="section-title")
+        yield DataTable(id="runs", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "Kuloo Sync"
+        self.sub_title = "Dashboard"
+        fill_table(self.query_one("#channels", DataTable), CHANNEL_COLUMNS, [])
+        fill_table(self.query_one("#runs", DataTable), RUN_COLUMNS, [])
+        super().on_mount()
+
+    def reload(self) -> None:
+        self._pending_reload = False
+        self.gather("dashboard", self._fetch, lambda data: Loaded("dashboard", data))
+
+    async def _fetch(self) -> dict[str, Any]:
+        methods = self.methods
+        channels = (await self.client.call("channels.list"))["channels"]
+        rows, runs = [], []
+        for channel in channels:
+            cid = channel["id"]
+            if "channels.get" in methods:  # it carries the sync schedule once sync is in
+                channel = await self.client.call("channels.get", {"id": cid})
+            users = None
+            if "users.list" in methods:
+                users = (await self.client.call("users.list", {"channel": cid, "limit": 1}))["total"]
+            errors = None
+            if "sync.errors" in methods:
+                page = await self.client.call("sync.errors", {"channel": cid, "limit": 100})
+                errors = f"{len(page['errors'])}{'+' if page.get('next') else ''}"
+            if "sync.runs" in methods:
+                runs += [(channel["name"], r) for r in
+                         (await self.client.call("sync.runs", {"channel": cid, "limit": RUNS_SHOWN}))["runs"]]
+            outbox = None
+            if "outbox.list" in methods:  # no count method: pages of at most 100 per state
+                counts = []
+                for state in OUTBOX_SHOWN:
+                    page = await self.client.call("outbox.list", {"channel": cid, "state": state, "limit": 100})
+                    counts.append(f"{len(page['messages'])}{'+' if page.get('next_after') else ''}")
+                outbox = "/".join(counts)
+            rows.append({"channel": channel, "users": users, "errors": errors, "outbox": outbox})
+        runs.sort(key=lambda pair: pair[1].get("started_at") or "", reverse=True)
+        return {"rows": rows, "runs": runs[:RUNS_SHOWN]}
+
+    def on_loaded(self, message: Loaded) -> None:
+        if message.what != "dashboard":
+            return
+        self.channels = [row["channel"] for row in message.data["rows"]]
+        self.app.channels = self.channels  # type: ignore[attr-defined]
+        rows = []
+        for row in message.data["rows"]:
+            c = row["channel"]
+            sync = c.get("sync") or {}
+            rows.append((
+                str(c["id"]), c["name"], c["plan"], c["connection"]["status"].replace("_", " "),
+                "—" if row["users"] is None else f"{row['users']:,}",
+                "—" if row["errors"] is None else row["errors"],
+                "—" if row["outbox"] is None else row["outbox"],
+                _when(sync.get("last_sync_at")), _when(sync.get("next_sync_at")),
+            ))
+        fill_table(self.query_one("#channels", DataTable), CHANNEL_COLUMNS, rows,
+                   [str(c["id"]) for c in self.channels])
+        runs = []
+        for name, r in message.data["runs"]:
+            counts = ", ".join(f"{k} {v}" for k, v in (r.get("counts") or {}).items() if v)
+            runs.append((name, str(r["id"]), r["status"], _when(r.get("started_at")), counts or "—"))
+        fill_table(self.query_one("#runs", DataTable), RUN_COLUMNS, runs)
+
+    def on_daemon_event(self, event: DaemonEvent) -> None:
+        # Many events can come at once (a sync's batches): reload at most every half second.
+        if not self._pending_reload:
+            self._pending_reload = True
+            self.set_timer(0.5, self.reload)
+
+    @property
+    def selected(self) -> dict[str, Any] | None:
+        table = self.query_one("#channels", DataTable)
+        if not self.channels or table.cursor_row < 0:
+            return None
+        return self.channels[min(table.cursor_row, len(self.channels) - 1)]
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "channels":
+            self.action_open_channel()
+
+    def action_open_channel(self) -> None:
+        if self.selected:
+            self.app.open_channel(self.selected["id"])  # type: ignore[attr-defined]
+
+    def action_users(self) -> None:
+        if self.selected:
+            self.app.open_users(self.selected["id"])  # type: ignore[attr-defined]
+
+    def action_articles(self) -> None:
+        if self.selected:
+            self.app.open_articles(self.selected["id"])  # type: ignore[attr-defined]
+
+    def action_sync(self) -> None:
+        if self.selected:
+            self.app.open_sync(self.selected["id"])  # type: ignore[attr-defined]
+
+    def action_outbox(self) -> None:
+        if self.selected:
+            self.app.open_outbox(self.selected["id"])  # type: ignore[attr-defined]
+
+    def action_sync_now(self) -> None:
+        if self.selected:
+            self.app.sync_now(self.selected["id"])  # type: ignore[attr-defined]
+
+    def action_reload(self) -> None:
+        self.reload()

@@ -1,0 +1,129 @@
+"""Outbox of a channel, by state; ``uncertain`` messages (a crash while sending: they may have
+left) are highlighted and resolved as sent or resend behind a confirmation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Header, Select, Static
+
+from ..messages import DaemonEvent, Loaded, Saved
+from ..vocabulary import OUTBOX_STATES
+from .base import Banner, DaemonScreen
+from .confirm import ConfirmScreen
+
+PAGE = 100
+COLUMNS = (("Id", 6), ("Email", 24), ("Kind", 10), ("State", 10), ("Tries", 5), ("Created", 16), ("Error", 30))
+
+
+def state_cell(state: str) -> Text:
+    if state == "uncertain":
+        return Text(state.upper(), style="bold black on yellow")
+    if state == "failed":
+        return Text(state, style="bold red")
+    return Text(state)
+
+
+class OutboxScreen(DaemonScreen):
+    BINDINGS = [
+        Binding("s", "resolve('sent')", "It was sent"),
+        Binding("e", "resolve('resend')", "Resend"),
+        Binding("m", "more", "More"),
+        Binding("escape", "app.pop_screen", "Back"),
+    ]
+
+    def __init__(self, channel_id: int) -> None:
+        super().__init__(name=f"outbox-{channel_id}")
+        self.channel_id = channel_id
+        self.messages: list[dict[str, Any]] = []
+        self.next_after: int | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Banner()
+        yield Select([(s, s) for s in OUTBOX_STATES], prompt="every state", id="state", compact=True)
+        yield DataTable(id="outbox", cursor_type="row", zebra_stripes=True)
+        yield Static(id="count")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "Outbox"
+        table = self.query_one("#outbox", DataTable)
+        for label, width in COLUMNS:
+            table.add_column(label, width=width)
+        table.focus()
+        super().on_mount()
+
+    def params(self) -> dict[str, Any]:
+        p: dict[str, Any] = {"channel": self.channel_id, "limit": PAGE}
+        state = self.query_one("#state", Select).value
+        if state is not Select.NULL:
+            p["state"] = state
+        return p
+
+    def reload(self) -> None:
+        if "outbox.list" not in self.methods:
+            self.query_one("#count", Static).update("This daemon has no outbox yet.")
+            return
+        self.call("outbox.list", self.params(), lambda r: Loaded("outbox", r), group="outbox")
+
+    def action_more(self) -> None:
+        if self.next_after is not None:
+            self.call("outbox.list", {**self.params(), "after": self.next_after},
+                      lambda r: Loaded("outbox", r, append=True), group="outbox")
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        self.reload()
+
+    def on_loaded(self, message: Loaded) -> None:
+        table = self.query_one("#outbox", DataTable)
+        if not message.append:
+            table.clear()
+            self.messages = []
+        for m in message.data["messages"]:
+            self.messages.append(m)
+            table.add_row(str(m["id"]), m["email"], m["kind"], state_cell(m["state"]), str(m["attempts"]),
+                          (m.get("created_at") or "")[:16].replace("T", " "), m.get("last_error") or "",
+                          key=str(m["id"]))
+        self.next_after = message.data.get("next_after")
+        uncertain = sum(1 for m in self.messages if m["state"] == "uncertain")
+        more = " — m loads more" if self.next_after is not None else ""
+        self.query_one("#count", Static).update(
+            f"{len(self.messages):,} shown, {uncertain} uncertain (s: it was sent, e: resend){more}")
+
+    @property
+    def selected(self) -> dict[str, Any] | None:
+        table = self.query_one("#outbox", DataTable)
+        if self.messages and 0 <= table.cursor_row < len(self.messages):
+            return self.messages[table.cursor_row]
+        return None
+
+    def action_resolve(self, decision: str) -> None:
+        message = self.selected
+        if message is None:
+            return
+        if message["state"] != "uncertain":
+            self.app.notify("Only an uncertain message can be resolved.", severity="warning")
+            return
+        question = (f"Mark message {message['id']} to {message['email']} as sent? It will not be sent again."
+                    if decision == "sent" else
+                    f"Send message {message['id']} to {message['email']} again? If the first one did arrive, "
+                    "they get it twice.")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.call("outbox.resolve", {"id": message["id"], "as": decision},
+                          lambda doc: Saved("outbox", doc), group="resolve")
+
+        self.app.push_screen(ConfirmScreen(question, yes="Mark sent" if decision == "sent" else "Resend"), answered)
+
+    def on_saved(self, message: Saved) -> None:
+        self.app.notify(f"Message {message.doc['id']} is now {message.doc['state']}.")
+        self.reload()
+
+    def on_daemon_event(self, event: DaemonEvent) -> None:
+        if event.event.startswith("outbox") or event.event.startswith("delivery"):
+            self.reload()

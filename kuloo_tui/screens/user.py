@@ -1,0 +1,229 @@
+"""A user's profile: frequency, unsubscribed, add-to-CRM, names, promo tags (only the
+channel's tags are offered), the CRM link and the audit trail. Also "Add user"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import (
+    Button,
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    Label,
+    Select,
+    SelectionList,
+    Static,
+    Switch,
+)
+
+from ..messages import DaemonEvent, Loaded, Saved
+from ..vocabulary import FREQUENCIES, SOURCES
+from .base import Banner, DaemonScreen
+from .confirm import ConfirmScreen
+
+SELL_WEB = "https://app.futuresimple.com"
+
+
+def crm_link(crm: dict[str, Any] | None) -> str:
+    if not crm:
+        return "not in Zendesk Sell"
+    path = "leads" if crm["kind"] == "lead" else "crm/contacts"
+    return f"{crm['kind']} {crm['id']} — {SELL_WEB}/{path}/{crm['id']}"
+
+
+class UserScreen(DaemonScreen):
+    BINDINGS = [
+        Binding("ctrl+s", "save", "Save"),
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("f8", "reset_sequence", "Reset sequence"),
+    ]
+
+    def __init__(self, channel_id: int, user_id: int | None = None) -> None:
+        super().__init__(name=f"user-{user_id or 'new'}")
+        self.channel_id = channel_id
+        self.user_id = user_id
+        self.doc: dict[str, Any] | None = None
+        self.tags: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Banner()
+        with VerticalScroll(id="form"):
+            yield Label("Email")
+            yield Input(id="email", compact=True)
+            with Horizontal(classes="row"):
+                yield Input(id="first_name", placeholder="first name", compact=True)
+                yield Input(id="last_name", placeholder="last name", compact=True)
+            with Horizontal(classes="row"):
+                yield Label("Frequency", classes="inline")
+                yield Select([(f, f) for f in FREQUENCIES], id="frequency", allow_blank=False, value="weekly", compact=True)
+                yield Label("Unsubscribed", classes="inline")
+                yield Switch(id="unsubscribed")
+                yield Label("Add to CRM", classes="inline")
+                yield Switch(id="add_to_crm")
+            yield Label("Promo tags (the channel's sequential tags)")
+            yield SelectionList[str](id="promo_tags", compact=True)
+            yield Static(id="crm")
+            yield Button("Add user" if self.user_id is None else "Save", id="save", variant="primary", compact=True)
+            if self.user_id is not None:
+                yield Label("Sequence", classes="section-title")
+                yield Static("—", id="progress")
+                yield Button("Reset sequence…", id="reset", variant="warning", compact=True)
+                yield Label("Audit trail", classes="section-title")
+                yield DataTable(id="audit", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "Add user" if self.user_id is None else "User"
+        if self.user_id is not None:
+            audit = self.query_one("#audit", DataTable)
+            for label, width in (("At", 16), ("Actor", 6), ("Field", 14), ("Old", 22), ("New", 22)):
+                audit.add_column(label, width=width)
+        super().on_mount()
+
+    def reload(self) -> None:
+        self.call("channels.get", {"id": self.channel_id}, lambda doc: Loaded("channel", doc))
+        if self.user_id is not None:
+            self.call("users.get", {"id": self.user_id}, lambda doc: Loaded("user", doc))
+            self.call("users.audit", {"id": self.user_id, "limit": 50}, lambda r: Loaded("audit", r["entries"]))
+            self.load_progress()
+
+    def load_progress(self) -> None:
+        if self.user_id is not None and "users.progress" in self.methods:
+            self.call("users.progress", {"id": self.user_id}, lambda r: Loaded("progress", r))
+
+    def on_loaded(self, message: Loaded) -> None:
+        if message.what == "channel":
+            self.tags = list(message.data["sequential_tags"])
+            self.fill_tags()
+        elif message.what == "user":
+            self.show(message.data)
+        elif message.what == "progress":
+            self.query_one("#progress", Static).update(describe_progress(message.data))
+        elif message.what == "audit":
+            table = self.query_one("#audit", DataTable)
+            table.clear()
+            for e in message.data:
+                table.add_row((e["at"] or "")[:16].replace("T", " "), e["actor"], e["field"] or e.get("note") or "",
+                              _short(e.get("old")), _short(e.get("new")))
+
+    def fill_tags(self) -> None:
+        chosen = set(self.doc["promo_tags"]) if self.doc else set()
+        box = self.query_one("#promo_tags", SelectionList)
+        box.clear_options()
+        # Only the channel's tags are offered; a tag the user holds that the channel dropped stays visible.
+        for tag in [*self.tags, *sorted(chosen - set(self.tags))]:
+            box.add_option((tag, tag, tag in chosen))
+
+    def show(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+        self.sub_title = f"User {doc['email']}"
+        self.query_one("#email", Input).value = doc["email"]
+        self.query_one("#first_name", Input).value = doc.get("first_name") or ""
+        self.query_one("#last_name", Input).value = doc.get("last_name") or ""
+        self.query_one("#frequency", Select).value = doc["frequency"]
+        self.query_one("#unsubscribed", Switch).value = doc["unsubscribed"]
+        self.query_one("#add_to_crm", Switch).value = doc["add_to_crm"]
+        self.fill_tags()
+        source = SOURCES.get(doc["source"], doc["source"])
+        error = f"\nSync error: {doc['sync_error']}" if doc.get("sync_error") else ""
+        self.query_one("#crm", Static).update(f"CRM: {crm_link(doc.get('crm'))}   Source: {source}{error}")
+
+    def form(self) -> dict[str, Any]:
+        return {
+            "email": self.query_one("#email", Input).value.strip(),
+            "first_name": self.query_one("#first_name", Input).value.strip(),
+            "last_name": self.query_one("#last_name", Input).value.strip(),
+            "frequency": self.query_one("#frequency", Select).value,
+            "unsubscribed": self.query_one("#unsubscribed", Switch).value,
+            "add_to_crm": self.query_one("#add_to_crm", Switch).value,
+            "promo_tags": list(self.query_one("#promo_tags", SelectionList).selected),
+        }
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "save":
+            self.action_save()
+        elif event.button.id == "reset":
+            self.action_reset_sequence()
+
+    def action_reset_sequence(self) -> None:
+        if self.user_id is None or self.doc is None:
+            return
+        if "users.reset_sequence" not in self.methods:
+            self.app.notify("This daemon has no users.reset_sequence yet.", severity="warning")
+            return
+        user_id, email = self.user_id, self.doc["email"]
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.call("users.reset_sequence", {"id": user_id}, lambda r: Saved("reset", r), group="reset")
+
+        self.app.push_screen(ConfirmScreen(
+            f"Reset the sequence of {email}?\n\nThe sequential articles start again from the first: "
+            "articles already sent will be sent again when due.", yes="Reset"), answered)
+
+    def action_save(self) -> None:
+        values = self.form()
+        if self.user_id is None:
+            params = {"channel": self.channel_id, **{k: v for k, v in values.items() if v not in ("", [])}}
+            self.call("users.add", params, lambda doc: Saved("user", doc), group="save")
+            return
+        if self.doc is None:
+            return
+        changes = {k: v for k, v in values.items() if _norm(v) != _norm(self.doc.get(k))}
+        if not changes:
+            self.app.notify("Nothing changed.")
+            return
+        self.call("users.update", {"id": self.user_id, **changes}, lambda doc: Saved("user", doc), group="save")
+
+    def on_saved(self, message: Saved) -> None:
+        if message.what == "reset":
+            self.app.notify(f"Sequence reset ({message.doc['cleared']} sent article(s) forgotten).")
+            self.load_progress()
+            return
+        if self.user_id is None:
+            self.app.notify(f"Added {message.doc['email']}.")
+            self.user_id = message.doc["id"]
+            self.app.pop_screen()
+            self.app.open_user(message.doc["id"])  # type: ignore[attr-defined]
+            return
+        self.show(message.doc)
+        self.app.notify("Saved.")
+        self.call("users.audit", {"id": self.user_id, "limit": 50}, lambda r: Loaded("audit", r["entries"]))
+
+    def on_daemon_event(self, event: DaemonEvent) -> None:
+        if (event.event == "user.updated" and isinstance(event.data, dict) and self.user_id is not None
+                and event.data.get("id") == self.user_id):
+            self.reload()
+
+
+def describe_progress(progress: dict[str, Any]) -> str:
+    sent = progress.get("sent") or []
+    lines = [f"Sent {(s.get('sent_at') or '')[:16].replace('T', ' ')}  {s.get('title') or s['article']}"
+             for s in sent] or ["No sequential article sent yet."]
+    nxt = progress.get("next")
+    if nxt:
+        due = (nxt.get("due_at") or "")[:16].replace("T", " ")
+        lines.append(f"Next {due}  {nxt.get('title') or nxt['article']}")
+    else:
+        lines.append("Nothing more is due.")
+    return "\n".join(lines)
+
+
+def _norm(value: Any) -> Any:
+    """A field's value for comparison: None and "" alike, tags in any order alike."""
+    if isinstance(value, list):
+        return sorted(value)
+    if isinstance(value, bool):
+        return value
+    return value or ""
+
+
+def _short(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= 22 else text[:21] + "…"

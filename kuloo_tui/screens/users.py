@@ -1,0 +1,160 @@
+"""Users of a channel: paged from ``users.list`` with its cursor (never every user),
+searched as you type, filtered by sync error, subscription, source, promo tag, lead/contact."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Footer, Header, Input, Select, Static
+
+from ..messages import DaemonEvent, Loaded
+from ..vocabulary import CRM_KINDS, SOURCES, SUBSCRIPTIONS
+from .base import Banner, DaemonScreen
+
+PAGE = 50
+COLUMNS = (("Id", 6), ("Email", 24), ("Name", 16), ("Subscription", 12), ("Source", 6), ("CRM", 7),
+           ("Sync error", 10))
+
+
+def subscription(user: dict[str, Any]) -> str:
+    return "unsubscribed" if user["unsubscribed"] else user["frequency"]
+
+
+def crm(user: dict[str, Any]) -> str:
+    return user["crm"]["kind"] if user.get("crm") else "—"
+
+
+class UsersScreen(DaemonScreen):
+    BINDINGS = [
+        Binding("enter", "open_user", "Profile", show=True),
+        Binding("a", "add_user", "Add user"),
+        Binding("slash", "focus_search", "Search"),
+        Binding("m", "more", "More"),
+        Binding("escape", "app.pop_screen", "Back"),
+    ]
+
+    def __init__(self, channel_id: int) -> None:
+        super().__init__(name=f"users-{channel_id}")
+        self.channel_id = channel_id
+        self.users: list[dict[str, Any]] = []
+        self.next: int | None = None
+        self.total = 0
+        self.tags: list[str] = []
+        self.shown_query: str | None = None  # the search the rows shown answer (None before the first page)
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Banner()
+        yield Input(id="search", placeholder="search email or name (type to filter)")
+        with Horizontal(id="filters"):
+            yield Select([("yes", True), ("no", False)], prompt="sync error", id="f-error", compact=True)
+            yield Select([(s, s) for s in SUBSCRIPTIONS], prompt="subscription", id="f-sub", compact=True)
+            yield Select([(label, value) for value, label in SOURCES.items()], prompt="source", id="f-source",
+                         compact=True)
+            yield Select([], prompt="promo", id="f-promo", compact=True)
+            yield Select([(k, k) for k in CRM_KINDS], prompt="lead/contact", id="f-crm", compact=True)
+        yield DataTable(id="users", cursor_type="row", zebra_stripes=True)
+        yield Static(id="count")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "Users"
+        table = self.query_one("#users", DataTable)
+        # Fixed widths: a page appended later never reflows the columns (and 80 columns fit).
+        for label, width in COLUMNS:
+            table.add_column(label, width=width)
+        # The list has the focus, so its keys work; "/" moves to the search box.
+        self.query_one("#users", DataTable).focus()
+        super().on_mount()
+
+    def params(self) -> dict[str, Any]:
+        p: dict[str, Any] = {"channel": self.channel_id, "limit": PAGE}
+        query = self.query_one("#search", Input).value.strip()
+        if query:
+            p["query"] = query
+        for wid, key in (("f-error", "has_sync_error"), ("f-sub", "subscription"), ("f-source", "source"),
+                         ("f-promo", "promo"), ("f-crm", "crm_kind")):
+            value = self.query_one(f"#{wid}", Select).value
+            if value is not Select.NULL:
+                p[key] = value
+        return p
+
+    def reload(self) -> None:
+        if not self.tags:
+            self.call("channels.get", {"id": self.channel_id}, lambda doc: Loaded("channel", doc))
+        params = self.params()
+        query = params.get("query", "")
+        self.call("users.list", params, lambda page: Loaded("users", {**page, "query": query}), group="users")
+
+    def action_more(self) -> None:
+        if self.next is not None:
+            self.call("users.list", {**self.params(), "after": self.next},
+                      lambda page: Loaded("users", page, append=True), group="users")
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "search":
+            self.reload()  # exclusive: a newer keystroke cancels the older request's worker
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        self.reload()
+
+    def on_loaded(self, message: Loaded) -> None:
+        if message.what == "channel":
+            self.tags = list(message.data["sequential_tags"])
+            self.sub_title = f"Users of {message.data['name']}"
+            self.query_one("#f-promo", Select).set_options([(t, t) for t in self.tags])
+            return
+        if message.what != "users":
+            return
+        page = message.data
+        table = self.query_one("#users", DataTable)
+        if not message.append:
+            table.clear()
+            self.users = []
+        for user in page["users"]:
+            self.users.append(user)
+            table.add_row(*self.row(user), key=str(user["id"]))
+        self.next, self.total = page["next"], page["total"]
+        if not message.append:
+            self.shown_query = page.get("query", "")
+        more = " — m or the end of the list loads more" if self.next is not None else ""
+        self.query_one("#count", Static).update(f"{len(self.users):,} of {self.total:,} shown{more}")
+
+    @staticmethod
+    def row(user: dict[str, Any]) -> tuple[str, ...]:
+        name = " ".join(p for p in (user.get("first_name"), user.get("last_name")) if p)
+        return (str(user["id"]), user["email"], name, subscription(user), SOURCES.get(user["source"], user["source"]),
+                crm(user), "yes" if user.get("sync_error") else "")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.cursor_row == len(self.users) - 1 and self.next is not None:
+            self.action_more()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open_user()
+
+    def action_open_user(self) -> None:
+        table = self.query_one("#users", DataTable)
+        if self.users and 0 <= table.cursor_row < len(self.users):
+            self.app.open_user(self.users[table.cursor_row]["id"])  # type: ignore[attr-defined]
+
+    def action_add_user(self) -> None:
+        self.app.add_user(self.channel_id)  # type: ignore[attr-defined]
+
+    def action_focus_search(self) -> None:
+        self.query_one("#search", Input).focus()
+
+    def on_daemon_event(self, event: DaemonEvent) -> None:
+        if event.event != "user.updated" or not isinstance(event.data, dict):
+            return
+        user = event.data
+        table = self.query_one("#users", DataTable)
+        for i, shown in enumerate(self.users):
+            if shown["id"] == user["id"]:
+                self.users[i] = user
+                for column, value in zip(table.columns, self.row(user), strict=True):
+                    table.update_cell(str(user["id"]), column, value)
+                return

@@ -1,0 +1,12 @@
+"""The choices the TUI offers, as the daemon's vocabulary defines them.
+
+The TUI imports nothing of the daemon but its protocol module, so these few words are
+repeated here; tests/tui/test_vocabulary.py checks they match the daemon's.
+"""
+
+PLANS = ("free", "starter", "pro", "enterprise")
+FREQUENCIES = ("daily", "weekly", "monthly", "disabled")
+SUBSCRIPTIONS = (*FREQUENCIES, "unsubscribed")
+SOURCES = {"": "app", "admin": "admin", "signup": "signup", "sync": "sync"}
+CRM_KINDS = ("lead", "contact", "none")
+OUTBOX_STATES = ("queued", "sending", "sent", "failed", "uncertain", "cancelled")

@@ -1,0 +1,92 @@
+"""Acceptance through the TUI with sync: an admin edit in the TUI reaches Sell after a sync."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import until
+from textual.widgets import DataTable, Input, Select
+
+from kuloo_tui.app import make_app
+from kuloo_tui.client import DaemonClient
+from kuloo_tui.screens.dashboard import DashboardScreen
+from kuloo_tui.screens.sync import SyncScreen
+from kuloo_tui.screens.user import UserScreen
+from kuloo_tui.screens.users import UsersScreen
+from sellsim.seeds import DEMO_TOKEN
+
+pytestmark = pytest.mark.anyio
+TAGS = ["welcome", "onboarding", "upsell"]
+
+
+@pytest.fixture
+def synced(make_daemon, sellsim):
+    sellsim.set_options(rate_per_second=4000, rate_per_hour=10**9)
+    d = make_daemon(sell=f'base_url = "{sellsim.base_url}"\nrequests_per_second = 2000\nmax_attempts = 6\n'
+                         "timeout_seconds = 5\nverify_timeout_seconds = 30\n",
+                    extra="[sync]\nscheduled = false\n")
+    with d.client() as c:
+        doc = c.call("channels.create", {"name": "Acme", "plan": "pro", "sequential_tags": TAGS,
+                                         "api_token": DEMO_TOKEN})
+        assert doc["connection"]["status"] == "verified", doc["connection"]
+        c.call("users.add", {"channel": 1, "email": "zoe@example.com", "first_name": "Zoe", "last_name": "Park",
+                             "add_to_crm": True, "frequency": "weekly"})
+        assert c.call("sync.run", {"channel": 1})["status"] in ("ok", "partial")
+    return d
+
+
+async def test_a_frequency_changed_in_the_tui_reaches_sell_after_sync_now(synced, sellsim):
+    with synced.client() as c:
+        user = c.call("users.get", {"channel": 1, "email": "zoe@example.com"})
+    assert user["crm"] and user["crm"]["kind"] == "lead", user  # pushed by the first sync
+    lead_id = user["crm"]["id"]
+    app = make_app(DaemonClient(synced.socket_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(lambda: isinstance(app.screen, DashboardScreen)
+                    and app.screen.query_one("#channels", DataTable).row_count == 1, pilot)
+        await pilot.press("u")
+        await until(lambda: isinstance(app.screen, UsersScreen), pilot)
+        users = app.screen
+        users.query_one("#search", Input).value = user["email"]
+        await until(lambda: len(users.users) == 1 and users.users[0]["id"] == user["id"], pilot)
+        users.query_one("#users", DataTable).focus()
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None, pilot)
+        profile = app.screen
+        profile.query_one("#frequency", Select).value = "daily"
+        await pilot.press("ctrl+s")
+        await until(lambda: profile.doc["frequency"] == "daily", pilot)
+        await pilot.press("escape", "escape")
+        await until(lambda: isinstance(app.screen, DashboardScreen), pilot)
+        await pilot.press("s")
+        await until(lambda: any(n.title == "sync.run" and n.message.startswith("Sync ") for n in app._notifications),
+                    pilot, tries=1200)
+        note = next(n for n in app._notifications if n.title == "sync.run")
+        assert note.message.startswith(("Sync ok", "Sync partial")), note.message
+    lead = next(r for r in sellsim.records("lead") if r["id"] == lead_id)
+    assert lead["custom_fields"]["Subscription"] == "daily"
+
+
+async def test_a_broken_kulooid_shows_up_live_on_the_sync_screen_and_leads_to_its_user(synced, sellsim):
+    with synced.client() as c:
+        user = c.call("users.get", {"channel": 1, "email": "zoe@example.com"})
+    app = make_app(DaemonClient(synced.socket_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(lambda: isinstance(app.screen, DashboardScreen)
+                    and app.screen.query_one("#channels", DataTable).row_count == 1, pilot)
+        await pilot.press("y")
+        await until(lambda: isinstance(app.screen, SyncScreen)
+                    and app.screen.query_one("#sync-runs", DataTable).row_count == 1, pilot)
+        screen = app.screen
+        assert screen.errors == []
+        sellsim.edit_record("lead", user["crm"]["id"], {"custom_fields": {"KulooId": "oops"}})
+        await pilot.press("s")  # sync now, from this screen
+        # no refresh pressed: the daemon's sync events bring the error in
+        await until(lambda: len(screen.errors) == 1, pilot, tries=1200)
+        table = screen.query_one("#sync-errors", DataTable)
+        problem = str(table.get_row_at(0)[2])
+        assert "zoe@example.com" == str(table.get_row_at(0)[1]) and f'Restore it to "{user["kuloo_id"]}"' in problem
+        assert screen.query_one("#sync-runs", DataTable).row_count == 2
+        table.focus()
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None, pilot)
+        assert app.screen.user_id == user["id"] and "Restore it" in (app.screen.doc["sync_error"] or "")
