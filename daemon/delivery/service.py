@@ -260,8 +260,7 @@ class Delivery:
             next_due: list[datetime] = []
             for cid in ids:
                 for _ in range(3):  # a sent email can make the next one due at once (delay 0)
-                    queued, due = await self.services.store.run(
-                        store.plan, cid, self.services.clock.now(), schedule.decide, sender_domain)
+                    queued, due = await self._plan(cid)
                     total.queued += queued
                     sent_before = total.sent
                     await self._send_channel(cid, total)
@@ -278,6 +277,18 @@ class Delivery:
                 log.info("delivery pass", channel_id=channel_id, queued=total.queued, sent=total.sent,
                          failed=total.failed, uncertain=total.uncertain)
             return total
+
+    async def _plan(self, channel_id: int) -> tuple[int, datetime | None]:
+        """Plan a whole channel, a page of users per unit of work; (queued, next due)."""
+        now = self.services.clock.now()
+        queued, dues, after = 0, [], 0
+        while after is not None:
+            q, due, after = await self.services.store.run(
+                store.plan, channel_id, now, schedule.decide, sender_domain, after)
+            queued += q
+            if due is not None:
+                dues.append(due)
+        return queued, min(dues, default=None)
 
     async def _send_channel(self, channel_id: int, total: PassCounts) -> None:
         batch_size = self.config["delivery.batch_size"]

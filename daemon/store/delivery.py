@@ -227,16 +227,27 @@ def _eligible(user: User) -> bool:
     return not getattr(user, "pending", False)
 
 
-async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callable[[str], str]) -> tuple[int, datetime | None]:
-    """Queue what is due in one channel (one transaction); returns (queued, next due)."""
+# Users planned per unit of work: a large channel is planned in several short transactions,
+# so control calls and the sync interleave with it, and no query carries more ids than
+# SQLite's variable limit.
+PLAN_USERS = 1000
+
+
+async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callable[[str], str],
+               after: int = 0, limit: int | None = None) -> tuple[int, datetime | None, int | None]:
+    """Queue what is due for the channel's next ``limit`` users after id ``after`` (one
+    transaction); returns (queued, next due, the id to continue after — None at the end)."""
+    limit = limit or PLAN_USERS
     async with in_transaction():
         channel = await Channel.get_or_none(id=channel_id)
         if channel is None:
             raise NotFound(f"no channel {channel_id}")
         articles = [ArticleMeta(a.id, tuple(a.tags or ()), a.published_at, a.delay_seconds, a.withdrawn_at is not None)
                     for a in await Article.filter(channel_id=channel_id)]
-        users = [u for u in await User.filter(channel_id=channel_id) if _eligible(u)]
-        progress = await SequenceProgress.filter(user__channel_id=channel_id)
+        page = await User.filter(channel_id=channel_id, id__gt=after).order_by("id").limit(limit)
+        more = page[-1].id if len(page) == limit else None
+        users = [u for u in page if _eligible(u)]
+        progress = await SequenceProgress.filter(user_id__in=[u.id for u in users]) if users else []
         # A cancelled email (the user opted out, whoever cancelled it) was never sent: its
         # article is free again should they come back.
         waiting = [p.outbox_id for p in progress if p.sent_at is None and p.outbox_id is not None]
@@ -280,7 +291,7 @@ async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callab
                                             next_attempt_at__gt=now)
                        .order_by("next_attempt_at").first().values_list("next_attempt_at", flat=True))
         times = [t for t in (decisions.next_due, retry) if t is not None]
-        return queued, min(times, default=None)
+        return queued, min(times, default=None), more
 
 
 def _new_message(channel_id: int, user_id: int, kind: str, article_id: int | None, article_ids: list[int] | None,

@@ -110,7 +110,7 @@ async def test_unsubscribed_gets_nothing_queued_mail_included(env_factory, smtp_
         await env.delivery.import_articles(ch, "sample")
         cy = await env.user(ch, "cy@example.com", tags=["welcome"])
         # Queue without sending (as if the pass stopped right after planning).
-        queued, _ = await env.store.run(store.plan, ch, env.clock.now(), schedule.decide, sender_domain)
+        queued, _, _ = await env.store.run(store.plan, ch, env.clock.now(), schedule.decide, sender_domain)
         assert queued == 1
         await env.update_user(cy, unsubscribed=True)
         counts = await env.advance(30 * DAY)
@@ -229,3 +229,25 @@ async def test_a_temporary_failure_is_retried_with_backoff_then_left_for_the_adm
         await env.delivery.run(None)
         assert smtp_sink.subjects("tim@example.com") == [WELCOME]
         assert str(smtp_sink.messages[0]["Message-ID"]) == entry.message_id  # the same message, at last
+
+
+async def test_a_channel_is_planned_a_page_of_users_at_a_time_and_every_page_is_planned(
+        env_factory, smtp_sink, monkeypatch):
+    """Planted bugs: the service stops after the first page; a page re-plans users of
+    another (progress or cancellation crossing pages); the cursor skips a user."""
+    monkeypatch.setattr(store, "PLAN_USERS", 2)  # 5 users: pages of 2, 2 and 1
+    async with env_factory() as env:
+        ch = await env.channel()
+        await env.delivery.import_articles(ch, "sample")
+        emails = [f"p{i}@example.com" for i in range(5)]
+        for email in emails:
+            await env.user(ch, email, tags=["welcome"])
+        await env.update_user(await env.user(ch, "gone@example.com", tags=["welcome"]), unsubscribed=True)
+        await env.delivery.run(None)
+        assert all(smtp_sink.subjects(e) == [WELCOME] for e in emails)
+        assert smtp_sink.to("gone@example.com") == []
+        await env.delivery.run(None)  # nothing is due again for anyone
+        assert all(smtp_sink.subjects(e) == [WELCOME] for e in emails)
+        first, due, after = await env.store.run(store.plan, ch, env.clock.now(), schedule.decide, sender_domain, 0, 2)
+        assert first == 0 and after is not None  # nothing new to queue; a full page says where to go on
+        assert due is not None  # the next sequence email is known from the first page already

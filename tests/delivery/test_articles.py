@@ -23,7 +23,7 @@ async def test_reimport_versions_withdrawals_and_problems(env_factory, smtp_sink
 
         # queue the welcome article for a user, then withdraw it: the queued mail is cancelled
         await env.user(ch, "ann@example.com", tags=["welcome"])
-        queued, _ = await env.store.run(store.plan, ch, env.clock.now(), schedule.decide, sender_domain)
+        queued, _, _ = await env.store.run(store.plan, ch, env.clock.now(), schedule.decide, sender_domain)
         assert queued == 1
         (folder / "sequence" / "01-welcome.md").unlink()
         tools = folder / "sequence" / "03-tools.md"
