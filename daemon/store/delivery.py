@@ -262,8 +262,11 @@ async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callab
         states = [UserState(u.id, tuple(u.promo_tags or ()), u.unsubscribed, u.frequency, u.promo_started_at,
                             u.last_digest_at, u.created_at, taken.get(u.id, {})) for u in users]
         decisions = decide(articles, states, now)
+        by_anchor: dict[datetime | None, list[int]] = {}
         for user_id, anchor in decisions.anchors.items():
-            await User.filter(id=user_id).update(promo_started_at=anchor)
+            by_anchor.setdefault(anchor, []).append(user_id)
+        for anchor, user_ids in by_anchor.items():  # one UPDATE per distinct time, not per user
+            await User.filter(id__in=user_ids).update(promo_started_at=anchor)
         if decisions.digest_windows_closed:
             await User.filter(id__in=decisions.digest_windows_closed).update(last_digest_at=now)
         domain = domain_of(channel.sender)
