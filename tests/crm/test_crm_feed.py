@@ -120,6 +120,36 @@ async def test_falls_back_to_polling_on_403_and_keeps_a_watermark(sellsim, sell_
     assert gone == [RecordDeleted("lead", lead_id)]
 
 
+async def test_poll_rereads_a_burst_of_same_second_changes_once_not_every_time(sellsim, sell_options):
+    """The bench's ⌈k/100⌉ + 2: a poll that finds nothing reads one page per kind, even when
+    many records share the newest second (planted bug: the boundary taken from the newest
+    record instead of Sell's clock at the last listing — every poll pages through them)."""
+    await to_thread(sellsim.load_seed, default_seed(leads=7, contacts=1))
+    sellsim.set_options(rate_per_second=1000)
+    sellsim.set_account(sync_api=False)
+    async with client(sellsim) as sell:
+        feed = ChangeFeed(sell, per_page=2)
+        changes, state = await run(feed, None)
+        assert len([c for c in changes if c.kind == "lead"]) == 7
+        await to_thread(sellsim.advance_clock, 5)
+        await run(feed, state)  # a pass seconds after the burst: its listing time is the boundary
+        _, state = await run(feed, state)
+        assert state["listed_at"]["lead"] and state["listed_at"]["lead"] > state["watermarks"]["lead"]
+        await to_thread(sellsim.advance_clock, 5)
+        await to_thread(sellsim.reset_counters)
+        again, state = await run(feed, state)
+        assert again == []
+        requests = sellsim.counters()["requests"]
+        assert requests == {"GET /v2/leads": 1, "GET /v2/contacts": 1}  # one page of each
+        # A change after the listing is still delivered, once.
+        lead_id = next(c.id for c in changes if c.kind == "lead")
+        await to_thread(sellsim.edit_record, "lead", lead_id, {"first_name": "Later"})
+        news, state = await run(feed, state)
+        assert [(c.kind, c.id) for c in news] == [("lead", lead_id)]
+        none, state = await run(feed, state)
+        assert none == []
+
+
 async def test_poll_watermark_not_advanced_until_the_pass_completes(sellsim, sell_options):
     await to_thread(sellsim.load_seed, default_seed(leads=6))
     sellsim.set_options(rate_per_second=1000)
