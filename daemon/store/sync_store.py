@@ -391,6 +391,38 @@ async def sync_schedule_inputs() -> list[tuple[int, Plan, datetime | None, datet
 # ----------------------------------------------------------------------------- a batch of the change feed
 
 
+def _users_matching(channel_id: int, records: Sequence[RecordIn], keys: Sequence[tuple[str, int]]) -> Any:
+    """The query for the channel's users these records may belong to: by link, KulooId, email."""
+    kuloo_ids = [r.values.get(KULOO_ID) for r in records if r.values.get(KULOO_ID)]
+    emails = [e for r in records if (e := normalize_email(r.email))]
+    q = Q(kuloo_id__in=kuloo_ids or ["\0"]) | Q(email_key__in=emails or ["\0"])
+    for kind in ("lead", "contact"):
+        ids = [i for k, i in keys if k == kind]
+        if ids:
+            q |= Q(crm_kind=kind, crm_id__in=ids)
+    return UserRow.filter(q, channel_id=channel_id)
+
+
+def _record_ref(rec: RecordIn) -> RecordRef:
+    return RecordRef(rec.kind, rec.id, rec.values.get(KULOO_ID), normalize_email(rec.email), rec.is_organization)
+
+
+async def conversion_lookups(channel_id: int, records: Sequence[RecordIn]) -> list[tuple[RecordIn, int, tuple[str, int]]]:
+    """Records that collide with a user linked to the other kind (``linking.conversion_lookup``):
+    (record, the lead whose conversions to read, the user's link). Read-only."""
+    if not records:
+        return []
+    rows = await _users_matching(channel_id, records, [(r.kind, r.id) for r in records])
+    index = LinkIndex.of([_ref(row) for row in rows])
+    out = []
+    for rec in records:
+        d = linking.decide(_record_ref(rec), index)
+        lead_id = linking.conversion_lookup(rec.kind, rec.id, d)
+        if lead_id is not None:
+            out.append((rec, lead_id, d.other))
+    return out
+
+
 class _Batch:
     """One ``apply_batch`` call's working state (inside its transaction)."""
 
@@ -413,14 +445,7 @@ class _Batch:
         keys = [(r.kind, r.id) for r in records] + [(d.kind, d.id) for d in deletions]
         keys += [("contact", d.conversion.individual_id) for d in deletions
                  if d.conversion and d.conversion.individual_id is not None]
-        kuloo_ids = [r.values.get(KULOO_ID) for r in records if r.values.get(KULOO_ID)]
-        emails = [e for r in records if (e := normalize_email(r.email))]
-        q = Q(kuloo_id__in=kuloo_ids or ["\0"]) | Q(email_key__in=emails or ["\0"])
-        for kind in ("lead", "contact"):
-            ids = [i for k, i in keys if k == kind]
-            if ids:
-                q |= Q(crm_kind=kind, crm_id__in=ids)
-        rows = await UserRow.filter(q, channel_id=cid).select_for_update()
+        rows = await _users_matching(cid, records, keys).select_for_update()
         for row in rows:
             self.rows[row.id] = row
             self.index.put(_ref(row))
@@ -526,8 +551,7 @@ class _Batch:
     # -- records
 
     async def record(self, rec: RecordIn) -> None:
-        d = linking.decide(RecordRef(rec.kind, rec.id, rec.values.get(KULOO_ID), normalize_email(rec.email),
-                                     rec.is_organization), self.index)
+        d = linking.decide(_record_ref(rec), self.index)
         if d.action == linking.IGNORE:
             return
         if d.action == linking.MERGE and d.user.id in self.suspended:

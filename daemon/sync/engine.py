@@ -110,6 +110,8 @@ class _Run:
                         records.append(record_in(change.kind, change.record))
                     else:
                         deletions.append(DeletionIn(change.kind, change.id, await self.conversion(change.kind, change.id)))
+                records, kept = await self.kept_conversions(records)
+                deletions.extend(kept)
                 if records or deletions or batch.final:
                     now = self.services.clock.now()
                     outcome = await self.services.store.run(
@@ -136,14 +138,47 @@ class _Run:
                 listing = self.sell.list_leads if kind == "lead" else self.sell.list_contacts
                 found = [record_in(kind, r) async for r in listing(ids=chunk)]
                 gone = sorted(set(chunk) - {r.id for r in found})
+                found, kept = await self.kept_conversions(found)
                 outcome = await self.services.store.run(
-                    sync_store.apply_batch, self.channel_id, found, [DeletionIn(kind, i) for i in gone], None,
+                    sync_store.apply_batch, self.channel_id, found, [*kept, *(DeletionIn(kind, i) for i in gone)], None,
                     self.services.clock.now(), self.retries)
                 self.add({k: v for k, v in outcome.counts.items() if k != "pulled"})
                 self.linked.difference_update(outcome.unlinked)
                 self.linked.update(outcome.linked)
                 touched = await self.write(outcome.writes)
                 self.publish_users([*outcome.changed_users, *touched])
+
+    async def kept_conversions(self, records: list[RecordIn]) -> tuple[list[RecordIn], list[DeletionIn]]:
+        """Conversions that kept the lead, which no deletion announces (rule 5).
+
+        A contact colliding with a user linked to a lead is what that lead became when its
+        conversions say so: the user follows it (as for a converted, deleted lead). A lead
+        colliding with a user linked to the contact it became is the kept lead: dropped (as
+        if deleted — never a duplicate nor a second user). Only records not linked are
+        asked about, and only when the channel links the other kind: one store crossing,
+        then one ``lead_conversions`` read per collision.
+        """
+        kinds = {k for k, _i in self.linked}
+        other = {"lead": "contact", "contact": "lead"}
+        unlinked = [r for r in records if (r.kind, r.id) not in self.linked and other[r.kind] in kinds]
+        if not unlinked:
+            return records, []
+        lookups = await self.services.store.run(sync_store.conversion_lookups, self.channel_id, unlinked)
+        kept: list[DeletionIn] = []
+        dropped: set[int] = set()
+        for rec, lead_id, (_kind, linked_id) in lookups:
+            found = await self.sell.lead_conversions(lead_id=lead_id)
+            if rec.kind == "contact":
+                conv = next((c for c in found if c.lead_id == lead_id and c.individual_id == rec.id), None)
+                if conv is not None:  # the kept lead, if in this batch too, is left out
+                    kept.append(DeletionIn("lead", lead_id, ConversionIn(lead_id, rec.id, conv.organization_id, rec)))
+                    dropped.add(lead_id)
+            elif any(c.lead_id == rec.id and c.individual_id == linked_id for c in found):
+                dropped.add(rec.id)
+                kept.append(DeletionIn("lead", rec.id))
+        if dropped:
+            records = [r for r in records if not (r.kind == "lead" and r.id in dropped)]
+        return records, kept
 
     async def conversion(self, kind: str, crm_id: int) -> ConversionIn | None:
         """What a deleted, linked lead became (None: it was deleted, not converted)."""

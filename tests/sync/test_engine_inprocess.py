@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from kuloo_daemon.secrets import Secret
@@ -83,3 +84,60 @@ async def test_the_lookup_before_a_second_post_finds_the_record_by_kulooid_then_
         assert await run.find(push("k-new", "d@example.com")) is None  # another user's record
         assert await run.find(push("k-new", "nobody@example.com")) is None
         assert foreign["id"]
+
+
+@pytest.mark.parametrize(("sync_api", "copy_fields"), [(True, False), (True, True), (False, False)])
+async def test_a_conversion_that_keeps_the_lead_follows_the_user_and_ignores_the_kept_lead(
+        services_config, sellsim, sync_api, copy_fields):
+    """sellsim's ``conversion_lead=kept``: the lead stays after its conversion. The user is
+    followed to the contact (found by its email, or the KulooId the conversion copied), the
+    contact gets the missing Kuloo fields, and the kept lead is neither a duplicate, nor a
+    second user, nor pushed again. Planted bugs: no conversion lookup on a contact that
+    collides with a user linked to a lead (a duplicate error on the contact, the user left
+    on the lead); the kept lead taken for a duplicate once the user is on the contact."""
+    sellsim.set_options(rate_per_second=5000, rate_per_hour=10**9, conversion_lead="kept",
+                        conversion_copy_custom_fields=copy_fields)
+    if not sync_api:
+        sellsim.set_account(sync_api=False)
+    config = services_config(sell={"base_url": sellsim.base_url, "requests_per_second": 2000},
+                             clock={"mode": "manual"})
+    async with open_services(config) as services:
+        now = services.clock.now()
+        created = await services.store.run(channel_store.create, {"name": "A", "plan": "pro", "sequential_tags": TAGS},
+                                           Secret(DEMO_TOKEN), now)
+        await connection.check_channel(services, created.check)
+        cid = created.channel.id
+        user = await services.store.run(user_store.add, cid, {
+            "email": "fay@example.com", "last_name": "Fay", "add_to_crm": True, "promo_tags": ["welcome"],
+            "frequency": "monthly"}, "admin", now)
+        assert (await engine.run_channel(services, cid)).status.value == "ok"
+        lead_id = (await services.store.run(user_store.get, user.id)).crm.id
+
+        conversion = await trio.to_thread.run_sync(sellsim.convert_lead, lead_id)
+        contact_id = conversion["individual_id"]
+        run = await engine.run_channel(services, cid)
+        assert run.status.value == "ok", run
+        got = await services.store.run(user_store.get, user.id)
+        assert (got.crm.kind, got.crm.id) == ("contact", contact_id) and not got.sync_error
+        contact = await trio.to_thread.run_sync(sellsim.records, "contact")
+        cf = next(c for c in contact if c["id"] == contact_id)["custom_fields"]
+        assert cf["KulooId"] == user.kuloo_id and cf["Subscription"] == "monthly" and cf["Promo"] == ["welcome"]
+        assert not cf.get("Sync error")
+        assert (await services.store.run(sync_store.errors, cid, None, 10))[0] == []
+
+        # The kept lead changes in Sell: still not a duplicate, a user, or a reason to push.
+        await trio.to_thread.run_sync(sellsim.edit_record, "lead", lead_id, {"first_name": "Kept"})
+        for _ in range(2):
+            run = await engine.run_channel(services, cid)
+            assert run.status.value == "ok" and run.counts["leads_created"] == 0, run
+        leads = await trio.to_thread.run_sync(sellsim.records, "lead")
+        assert [r["id"] for r in leads] == [lead_id] and not leads[0]["custom_fields"].get("Sync error")
+        page = await services.store.run(user_store.list_page, cid, user_store.Filters(), None, 500)
+        assert page.total == 1 and page.users[0].first_name == ""
+        assert (await services.store.run(sync_store.errors, cid, None, 10))[0] == []
+
+        # And it keeps working on the contact.
+        await trio.to_thread.run_sync(sellsim.edit_record, "contact", contact_id,
+                                      {"custom_fields": {"Subscription": "daily"}})
+        await engine.run_channel(services, cid)
+        assert (await services.store.run(user_store.get, user.id)).frequency == "daily"
