@@ -16,6 +16,20 @@ from sellsim.seeds import DEMO_TOKEN, default_seed
 TAGS = ["welcome", "onboarding", "upsell"]
 
 
+def fast_config(services_config, sellsim):
+    """The engine in-process on a manual clock, with the request budget raised (loopback)."""
+    sellsim.set_options(rate_per_second=5000, rate_per_hour=10**9)
+    return services_config(sell={"base_url": sellsim.base_url, "requests_per_second": 2000},
+                           clock={"mode": "manual"})
+
+
+async def verified_channel(services) -> int:
+    created = await services.store.run(channel_store.create, {"name": "A", "plan": "pro", "sequential_tags": TAGS},
+                                       Secret(DEMO_TOKEN), services.clock.now())
+    await connection.check_channel(services, created.check)
+    return created.channel.id
+
+
 async def test_initial_sync_imports_every_lead_and_a_second_run_is_idle(services_config, sellsim):
     sellsim.load_seed(default_seed(leads=30, contacts=5))
     sellsim.set_options(rate_per_second=5000, rate_per_hour=10**9)
@@ -55,15 +69,9 @@ async def test_initial_sync_imports_every_lead_and_a_second_run_is_idle(services
 async def test_the_lookup_before_a_second_post_finds_the_record_by_kulooid_then_email(services_config, sellsim):
     from kuloo_daemon.store.sync_store import PushIn
 
-    sellsim.set_options(rate_per_second=5000, rate_per_hour=10**9)
-    config = services_config(sell={"base_url": sellsim.base_url, "requests_per_second": 2000},
-                             clock={"mode": "manual"})
-    async with open_services(config) as services:
+    async with open_services(fast_config(services_config, sellsim)) as services:
         now = services.clock.now()
-        created = await services.store.run(channel_store.create, {"name": "A", "plan": "pro", "sequential_tags": TAGS},
-                                           Secret(DEMO_TOKEN), now)
-        await connection.check_channel(services, created.check)
-        start = await services.store.run(sync_store.begin_run, created.channel.id, now)
+        start = await services.store.run(sync_store.begin_run, await verified_channel(services), now)
         sell = await services.sell_pool.client(Secret(DEMO_TOKEN))
         run = engine._Run(services, start, sell)
 
@@ -95,18 +103,13 @@ async def test_a_conversion_that_keeps_the_lead_follows_the_user_and_ignores_the
     second user, nor pushed again. Planted bugs: no conversion lookup on a contact that
     collides with a user linked to a lead (a duplicate error on the contact, the user left
     on the lead); the kept lead taken for a duplicate once the user is on the contact."""
-    sellsim.set_options(rate_per_second=5000, rate_per_hour=10**9, conversion_lead="kept",
-                        conversion_copy_custom_fields=copy_fields)
+    config = fast_config(services_config, sellsim)
+    sellsim.set_options(conversion_lead="kept", conversion_copy_custom_fields=copy_fields)
     if not sync_api:
         sellsim.set_account(sync_api=False)
-    config = services_config(sell={"base_url": sellsim.base_url, "requests_per_second": 2000},
-                             clock={"mode": "manual"})
     async with open_services(config) as services:
         now = services.clock.now()
-        created = await services.store.run(channel_store.create, {"name": "A", "plan": "pro", "sequential_tags": TAGS},
-                                           Secret(DEMO_TOKEN), now)
-        await connection.check_channel(services, created.check)
-        cid = created.channel.id
+        cid = await verified_channel(services)
         user = await services.store.run(user_store.add, cid, {
             "email": "fay@example.com", "last_name": "Fay", "add_to_crm": True, "promo_tags": ["welcome"],
             "frequency": "monthly"}, "admin", now)
