@@ -210,6 +210,11 @@ def _run_doc(row: SyncRun) -> RunDoc:
                   row.started_at, row.finished_at, counts)
 
 
+# The columns ``user_view`` reads: a query for the merge need not read (and parse) the rest.
+VIEW_COLUMNS = ("id", "kuloo_id", "email", "first_name", "last_name", "source", "frequency", "unsubscribed",
+                "promo_tags", "last_active", "sync_error")
+
+
 def user_view(row: UserRow, sync_error: str | None = None) -> dict[str, Any]:
     """The attributes ``values.kuloo_values`` reads, from a user row."""
     return {"kuloo_id": row.kuloo_id, "email": row.email, "first_name": row.first_name,
@@ -439,6 +444,13 @@ class _Batch:
         self.user_errors: dict[int, SyncError] = {}
         self.suspended: set[int] = set()
         self.record_errors: set[tuple[str | None, int]] = set()
+        self.pending: list[Any] = []  # imported users' tags and first audit entries, inserted together
+        self.pending_users: set[int] = set()
+
+    async def flush(self) -> None:
+        if self.pending:
+            await user_store.save_pending(self.pending)
+        self.pending_users.clear()
 
     async def load(self, records: Sequence[RecordIn], deletions: Sequence[DeletionIn]) -> None:
         cid = self.channel.id
@@ -612,7 +624,8 @@ class _Batch:
                   "crm_id": rec.id, "crm_linked_at": self.now, "synced_values": dict(rec.values), **attrs}
         fields.setdefault("frequency", "weekly")
         row = await user_store.insert(self.channel.id, fields, actor=Actor.SYNC, now=self.now,
-                                      note=f"added from Sell {rec.kind} {rec.id}")
+                                      note=f"added from Sell {rec.kind} {rec.id}", pending=self.pending)
+        self.pending_users.add(row.id)
         self.rows[row.id] = row
         self.index.put(_ref(row))
         self.linked += 1
@@ -643,6 +656,8 @@ class _Batch:
         elif refused and err.payload_key == payload_key(result.to_sell) and err.attempts >= self.retries:
             hold = True  # refused that often: wait for a change (the base stays where it was)
         self.out.add("conflicts", result.conflicts)
+        if row.id in self.pending_users and (result.to_kuloo or not imported):
+            await self.flush()  # the user's first audit entry goes before the ones written now
         if result.to_kuloo:
             try:
                 attrs = kuloo_attrs(result.to_kuloo)
@@ -711,6 +726,7 @@ async def apply_batch(channel_id: int, records: Sequence[RecordIn], deletions: S
                 continue
             seen.add((rec.kind, rec.id))
             await batch.record(rec)
+        await batch.flush()
         if feed_state is not None:
             channel.sync_state = dict(feed_state)
             await channel.save(update_fields=["sync_state"])
@@ -748,7 +764,7 @@ async def plan_pushes(channel_id: int, now: datetime, retries: int = 3) -> PushP
             SyncRunStatus.OK.value, SyncRunStatus.PARTIAL.value]).order_by("-id").first()
         if since is not None:
             linked = linked.filter(Q(updated_at__gte=since.started_at) | Q(id__in=list(errors_by_user) or [0]))
-        for row in await linked:
+        for row in await linked.only(*VIEW_COLUMNS, "crm_kind", "crm_id", "synced_values"):
             err = errors_by_user.get(row.id)
             if err is not None and err.code in (E_TAMPERED, E_DUPLICATE, E_VALUE, E_CAP):
                 continue  # waits for the record to change in Sell
@@ -797,7 +813,8 @@ async def confirm_writes(channel_id: int, accepted: Sequence[SellWrite], refused
     cleared = False
     async with in_transaction():
         ids = {w.user_id for w in accepted if w.user_id} | {w.user_id for w, _ in refused if w.user_id}
-        rows = {r.id: r for r in await UserRow.filter(id__in=list(ids) or [0]).select_for_update()}
+        rows = {r.id: r for r in await UserRow.filter(id__in=list(ids) or [0]).select_for_update().only(
+            "id", "crm_kind", "crm_id", "synced_values", "sync_error")}
         refused_users = set(await SyncError.filter(user_id__in=list(rows) or [0], code=E_REFUSED).values_list(
             "user_id", flat=True))
         moved: dict[int, UserRow] = {}

@@ -219,19 +219,36 @@ def _audit_record(entry: AuditEntry) -> AuditRecord:
                        json.loads(entry.new) if entry.new is not None else None, entry.note)
 
 
+def _tag_rows(row: UserRow, tags: Iterable[str]) -> list[UserTag]:
+    return [UserTag(user_id=row.id, channel_id=row.channel_id, tag=t)  # type: ignore[attr-defined]
+            for t in dict.fromkeys(tags)]
+
+
 async def _write_tags(row: UserRow, tags: Iterable[str], *, fresh: bool = False) -> None:
     if not fresh:
         await UserTag.filter(user_id=row.id).delete()
-    await UserTag.bulk_create([UserTag(user_id=row.id, channel_id=row.channel_id,  # type: ignore[attr-defined]
-                                       tag=t) for t in dict.fromkeys(tags)])
+    await UserTag.bulk_create(_tag_rows(row, tags))
+
+
+async def save_pending(pending: list[AuditEntry | UserTag]) -> None:
+    """Insert what ``insert(..., pending=...)`` left to insert: one statement per table."""
+    for model in (UserTag, AuditEntry):
+        rows = [r for r in pending if isinstance(r, model)]
+        if rows:
+            await model.bulk_create(rows)
+    pending.clear()
 
 
 # ----------------------------------------------------------------------------- for every writer
 
 
 async def insert(channel_id: int, fields: Mapping[str, Any], *, actor: Actor, now: datetime,
-                 note: str = "") -> UserRow:
+                 note: str = "", pending: list[AuditEntry | UserTag] | None = None) -> UserRow:
     """Create a user row (inside the caller's transaction): KulooId, email key, tags, audit.
+
+    With ``pending``, the tag rows and the audit entry are appended there instead of
+    inserted one user at a time: the caller inserts them with ``save_pending`` in the same
+    transaction, before any other audit entry of the user (the log is ordered by id).
 
     ``fields`` holds a normalised ``email`` and any of ``first_name``, ``last_name``,
     ``source``, ``frequency``, ``unsubscribed``, ``add_to_crm``, ``promo_tags``,
@@ -244,10 +261,15 @@ async def insert(channel_id: int, fields: Mapping[str, Any], *, actor: Actor, no
     if row.promo_tags:
         row.promo_started_at = now
     await row.save()
+    entry = audit_entry(row, "", None, row.email, actor=actor, now=now,
+                        note=note or f"user added (source {Source(row.source).value or 'app'})")
+    if pending is not None:
+        pending.extend(_tag_rows(row, row.promo_tags or ()))
+        pending.append(entry)
+        return row
     if row.promo_tags:
         await _write_tags(row, row.promo_tags, fresh=True)
-    await audit_entry(row, "", None, row.email, actor=actor, now=now,
-                      note=note or f"user added (source {Source(row.source).value or 'app'})").save()
+    await entry.save()
     return row
 
 

@@ -54,6 +54,18 @@ async def test_initial_sync_imports_every_lead_and_a_second_run_is_idle(services
         page = await services.store.run(user_store.list_page, cid, user_store.Filters(), None, 500)
         assert page.total == 36 and all(u.crm is not None for u in page.users)
         assert (await services.store.run(user_store.get, pushed.id)).crm.kind == "lead"
+        # Imported users' tags and first audit entries are inserted per batch, not per user:
+        # all there, each user's "added from Sell" entry first in its log.
+        records = leads + await trio.to_thread.run_sync(sellsim.records, "contact")
+        for tag in TAGS:
+            want = sum(1 for r in records if tag in ((r["custom_fields"] or {}).get("Promo") or []))
+            assert (await services.store.run(user_store.list_page, cid, user_store.Filters(promo=tag), None,
+                                             500)).total == want
+        assert any(u.promo_tags for u in page.users)
+        for u in page.users:
+            if u.id != pushed.id:
+                log = await services.store.run(user_store.audit, u.id, 50)
+                assert log[-1].note.startswith("added from Sell ") and log[-1].new == u.email
         names = [e for e, _ in events]
         assert names[0] == "sync.started" and names[-1] == "sync.finished" and "users.changed" in names
         assert names.count("users.changed") <= 4  # batched, not one per user
