@@ -446,6 +446,7 @@ class _Batch:
         self.record_errors: set[tuple[str | None, int]] = set()
         self.pending: list[Any] = []  # imported users' tags and first audit entries, inserted together
         self.pending_users: set[int] = set()
+        self.imports: list[tuple[UserRow, RecordIn]] = []  # new users, not inserted yet
 
     async def flush(self) -> None:
         if self.pending:
@@ -623,17 +624,28 @@ class _Batch:
         fields = {"email": email, "source": Source.SYNC.value, "add_to_crm": False, "crm_kind": rec.kind,
                   "crm_id": rec.id, "crm_linked_at": self.now, "synced_values": dict(rec.values), **attrs}
         fields.setdefault("frequency", "weekly")
-        row = await user_store.insert(self.channel.id, fields, actor=Actor.SYNC, now=self.now,
-                                      note=f"added from Sell {rec.kind} {rec.id}", pending=self.pending)
-        self.pending_users.add(row.id)
-        self.rows[row.id] = row
-        self.index.put(_ref(row))
+        row = user_store.new_row(self.channel.id, fields, self.now)
+        # Inserted with the batch's other imports (``save_imports``); until then the index
+        # knows it by a provisional id, enough to call a later record with its email or
+        # KulooId a duplicate of this one.
+        self.index.put(UserRef(-1 - len(self.imports), row.kuloo_id, row.email_key, (rec.kind, rec.id)))
+        self.imports.append((row, rec))
         self.linked += 1
         self.out.linked.append((rec.kind, rec.id))
         self.out.add("users_created")
-        self.out.touched(row.id)
         await self.clear(None, rec.kind, rec.id)
-        await self.merge(row, rec, imported=True)
+
+    async def save_imports(self) -> None:
+        """The users this batch imports: inserted together, then merged with their records."""
+        imports, self.imports = self.imports, []
+        await user_store.insert_many([(row, f"added from Sell {rec.kind} {rec.id}") for row, rec in imports],
+                                     actor=Actor.SYNC, now=self.now, pending=self.pending)
+        for row, rec in imports:
+            self.rows[row.id] = row
+            self.index.put(_ref(row))
+            self.pending_users.add(row.id)
+            self.out.touched(row.id)
+            await self.merge(row, rec, imported=True)
 
     async def merge(self, row: UserRow, rec: RecordIn, *, imported: bool = False) -> None:
         err = self.user_errors.get(row.id)
@@ -726,6 +738,7 @@ async def apply_batch(channel_id: int, records: Sequence[RecordIn], deletions: S
                 continue
             seen.add((rec.kind, rec.id))
             await batch.record(rec)
+        await batch.save_imports()
         await batch.flush()
         if feed_state is not None:
             channel.sync_state = dict(feed_state)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -242,35 +242,56 @@ async def save_pending(pending: list[AuditEntry | UserTag]) -> None:
 # ----------------------------------------------------------------------------- for every writer
 
 
-async def insert(channel_id: int, fields: Mapping[str, Any], *, actor: Actor, now: datetime,
-                 note: str = "", pending: list[AuditEntry | UserTag] | None = None) -> UserRow:
-    """Create a user row (inside the caller's transaction): KulooId, email key, tags, audit.
-
-    With ``pending``, the tag rows and the audit entry are appended there instead of
-    inserted one user at a time: the caller inserts them with ``save_pending`` in the same
-    transaction, before any other audit entry of the user (the log is ordered by id).
-
-    ``fields`` holds a normalised ``email`` and any of ``first_name``, ``last_name``,
-    ``source``, ``frequency``, ``unsubscribed``, ``add_to_crm``, ``promo_tags``,
-    ``crm_kind``, ``crm_id``, ``synced_values``. The caller has checked the email is free.
-    """
+def new_row(channel_id: int, fields: Mapping[str, Any], now: datetime) -> UserRow:
+    """An unsaved user row: a new KulooId, the email key, the search text (see ``insert``)."""
     values = {k: _plain(k, v) for k, v in fields.items()}
     row = UserRow(channel_id=channel_id, kuloo_id=new_kuloo_id(), email_key=email_key(values["email"]),
                   created_at=now, updated_at=now, changed_at={}, revision=1, **values)
     row.search_text = search_text(row.email, row.first_name, row.last_name)
     if row.promo_tags:
         row.promo_started_at = now
+    return row
+
+
+def _added(row: UserRow, actor: Actor, now: datetime, note: str) -> AuditEntry:
+    return audit_entry(row, "", None, row.email, actor=actor, now=now,
+                       note=note or f"user added (source {Source(row.source).value or 'app'})")
+
+
+async def insert(channel_id: int, fields: Mapping[str, Any], *, actor: Actor, now: datetime,
+                 note: str = "") -> UserRow:
+    """Create a user row (inside the caller's transaction): KulooId, email key, tags, audit.
+
+    ``fields`` holds a normalised ``email`` and any of ``first_name``, ``last_name``,
+    ``source``, ``frequency``, ``unsubscribed``, ``add_to_crm``, ``promo_tags``,
+    ``crm_kind``, ``crm_id``, ``synced_values``. The caller has checked the email is free.
+    """
+    row = new_row(channel_id, fields, now)
     await row.save()
-    entry = audit_entry(row, "", None, row.email, actor=actor, now=now,
-                        note=note or f"user added (source {Source(row.source).value or 'app'})")
-    if pending is not None:
-        pending.extend(_tag_rows(row, row.promo_tags or ()))
-        pending.append(entry)
-        return row
     if row.promo_tags:
         await _write_tags(row, row.promo_tags, fresh=True)
-    await entry.save()
+    await _added(row, actor, now, note).save()
     return row
+
+
+async def insert_many(rows: Sequence[tuple[UserRow, str]], *, actor: Actor, now: datetime,
+                      pending: list[AuditEntry | UserTag]) -> None:
+    """``insert`` for many rows made by ``new_row`` (with their audit notes), in one statement.
+
+    Their ids are set; their tag rows and first audit entries are appended to ``pending``,
+    which the caller inserts with ``save_pending`` in the same transaction, before any
+    other audit entry of these users (the log is ordered by id).
+    """
+    if not rows:
+        return
+    await UserRow.bulk_create([row for row, _note in rows])
+    # bulk_create leaves the ids unset: read them back by the (unique) KulooIds
+    ids = dict(await UserRow.filter(kuloo_id__in=[row.kuloo_id for row, _note in rows]).values_list("kuloo_id", "id"))
+    for row, note in rows:
+        row.id = ids[row.kuloo_id]
+        row._saved_in_db = True  # later saves in the transaction are updates
+        pending.extend(_tag_rows(row, row.promo_tags or ()))
+        pending.append(_added(row, actor, now, note))
 
 
 async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Actor, now: datetime,

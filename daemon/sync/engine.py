@@ -79,10 +79,16 @@ class _Run:
         self.pulled: set[tuple[str, int]] = set()
         self.errors_cleared = False
         self.linked: set[tuple[str, int]] = {(k, i) for k, ids in start.linked_ids.items() for i in ids}
+        self.kinds_linked = {k for k, ids in start.linked_ids.items() if ids}  # kinds linked at some point of the run
 
     def add(self, counts: dict[str, int]) -> None:
         for key, n in counts.items():
             self.counts[key] = self.counts.get(key, 0) + n
+
+    def relinked(self, outcome: sync_store.Outcome) -> None:
+        self.linked.difference_update(outcome.unlinked)
+        self.linked.update(outcome.linked)
+        self.kinds_linked.update(k for k, _i in outcome.linked)
 
     def publish_users(self, ids: Sequence[int]) -> None:
         if ids:
@@ -117,8 +123,7 @@ class _Run:
                     outcome = await self.services.store.run(
                         sync_store.apply_batch, self.channel_id, records, deletions, batch.state, now, self.retries)
                     self.add(outcome.counts)
-                    self.linked.difference_update(outcome.unlinked)
-                    self.linked.update(outcome.linked)
+                    self.relinked(outcome)
                     touched = await self.write(outcome.writes)
                     self.publish_users([*outcome.changed_users, *touched])
                 state = batch.state
@@ -143,8 +148,7 @@ class _Run:
                     sync_store.apply_batch, self.channel_id, found, [*kept, *(DeletionIn(kind, i) for i in gone)], None,
                     self.services.clock.now(), self.retries)
                 self.add({k: v for k, v in outcome.counts.items() if k != "pulled"})
-                self.linked.difference_update(outcome.unlinked)
-                self.linked.update(outcome.linked)
+                self.relinked(outcome)
                 touched = await self.write(outcome.writes)
                 self.publish_users([*outcome.changed_users, *touched])
 
@@ -158,9 +162,8 @@ class _Run:
         asked about, and only when the channel links the other kind: one store crossing,
         then one ``lead_conversions`` read per collision.
         """
-        kinds = {k for k, _i in self.linked}
         other = {"lead": "contact", "contact": "lead"}
-        unlinked = [r for r in records if (r.kind, r.id) not in self.linked and other[r.kind] in kinds]
+        unlinked = [r for r in records if other[r.kind] in self.kinds_linked and (r.kind, r.id) not in self.linked]
         if not unlinked:
             return records, []
         lookups = await self.services.store.run(sync_store.conversion_lookups, self.channel_id, unlinked)
@@ -275,6 +278,7 @@ class _Run:
             touched = await self.services.store.run(sync_store.link_pushed, self.channel_id, created, failed,
                                                     self.services.clock.now())
             self.linked.update((k, i) for _u, k, i, _v in created)
+            self.kinds_linked.update(k for _u, k, _i, _v in created)
             self.publish_users(touched)
 
     async def find(self, p: PushIn) -> tuple[str, int, dict[str, Any]] | None:
