@@ -668,6 +668,12 @@ class _Batch:
         elif refused and err.payload_key == payload_key(result.to_sell) and err.attempts >= self.retries:
             hold = True  # refused that often: wait for a change (the base stays where it was)
         self.out.add("conflicts", result.conflicts)
+        # The base moves for the fields now agreed; those still to write move once Sell takes them.
+        new_base = {n: v for n, v in result.base.items() if n not in result.to_sell}
+        for name in result.to_sell:
+            if name in base:
+                new_base[name] = base[name]
+        base_saved = new_base == (row.synced_values or {})
         if row.id in self.pending_users and (result.to_kuloo or not imported):
             await self.flush()  # the user's first audit entry goes before the ones written now
         if result.to_kuloo:
@@ -700,7 +706,11 @@ class _Batch:
                 if change.field == "email":
                     field_attrs = {"email": attrs["email"]}
                 note = f"{change.note} (Kuloo had {change.kuloo!r}, Sell had {change.sell!r})"
-                await user_store.apply_changes(row, field_attrs, actor=Actor.SYNC, now=self.now, note=note)
+                also = () if base_saved else ("synced_values",)  # saved by the same UPDATE
+                row.synced_values = new_base
+                if await user_store.apply_changes(row, field_attrs, actor=Actor.SYNC, now=self.now, note=note,
+                                                  also=also):
+                    base_saved = True
             if not imported:
                 self.out.add("users_updated")
             self.out.touched(row.id)
@@ -708,12 +718,7 @@ class _Batch:
             if change.side != KULOO and not imported:
                 await _audit(row, change.field, change.sell, change.kuloo,
                                         f"written to Sell {rec.kind} {rec.id}: {change.note}", self.now)
-        # The base moves for the fields now agreed; those still to write move once Sell takes them.
-        new_base = {n: v for n, v in result.base.items() if n not in result.to_sell}
-        for name in result.to_sell:
-            if name in base:
-                new_base[name] = base[name]
-        if new_base != (row.synced_values or {}):
+        if not base_saved:
             row.synced_values = new_base
             await row.save(update_fields=["synced_values"])
         if not hold:

@@ -295,12 +295,13 @@ async def insert_many(rows: Sequence[tuple[UserRow, str]], *, actor: Actor, now:
 
 
 async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Actor, now: datetime,
-                        note: str = "") -> tuple[str, ...]:
+                        note: str = "", also: Sequence[str] = ()) -> tuple[str, ...]:
     """Apply the editable-field ``changes`` to ``row`` and save it; returns what changed.
 
     Call inside a transaction (``in_transaction()``). Only fields whose value differs
     count: each gets an audit entry with both values and ``note``, and its change time;
-    the revision goes up once. Nothing changed: nothing is written.
+    the revision goes up once. Nothing changed: nothing is written. ``also``: other
+    columns the caller set on ``row``, saved by the same UPDATE when there is one.
     """
     changed: list[str] = []
     entries: list[AuditEntry] = []
@@ -317,7 +318,7 @@ async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Acto
         entries.append(audit_entry(row, field, old, new, actor=actor, now=now, note=note))
     if not changed:
         return ()
-    update_fields = [*changed, "changed_at", "revision", "updated_at"]
+    update_fields = [*changed, "changed_at", "revision", "updated_at", *also]
     if "email" in changed:
         row.email_key = email_key(row.email)
         update_fields.append("email_key")
