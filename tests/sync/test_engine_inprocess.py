@@ -156,3 +156,21 @@ async def test_a_conversion_that_keeps_the_lead_follows_the_user_and_ignores_the
                                       {"custom_fields": {"Subscription": "daily"}})
         await engine.run_channel(services, cid)
         assert (await services.store.run(user_store.get, user.id)).frequency == "daily"
+
+
+async def test_two_new_records_with_one_email_in_one_batch_make_one_user_and_a_duplicate_error(
+        services_config, sellsim):
+    """New users of a batch are inserted together at its end (planted bug: the batch's link
+    index not told of a user still to insert — the second record imported too)."""
+    config = fast_config(services_config, sellsim)
+    first = sellsim.create_record("lead", {"last_name": "One", "email": "twin@example.com"})
+    second = sellsim.create_record("contact", {"last_name": "Two", "email": "Twin@Example.com "})
+    async with open_services(config) as services:
+        cid = await verified_channel(services)
+        run = await engine.run_channel(services, cid)
+        assert run.counts["users_created"] == 1 and run.counts["errors"] == 1, run
+        page = await services.store.run(user_store.list_page, cid, user_store.Filters(), None, 500)
+        assert [(u.crm.kind, u.crm.id) for u in page.users] == [("lead", first["id"])]
+        errors, _next = await services.store.run(sync_store.errors, cid, None, 10)
+        assert [(e.crm_kind, e.crm_id) for e in errors] == [("contact", second["id"])]
+        assert f"lead {first['id']}" in errors[0].error
