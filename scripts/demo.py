@@ -92,6 +92,20 @@ class Demo:
         self.state = state
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: list = []
+        self.saved_tty: list | None = None  # the terminal's modes before the TUI took it
+
+    def restore_terminal(self) -> None:
+        """After a TUI that did not quit by itself (killed, crashed): the terminal as it was."""
+        if self.saved_tty is None:
+            return
+        import termios
+
+        with contextlib.suppress(OSError, termios.error):
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self.saved_tty)
+        # leave the alternate screen, stop mouse reporting, show the cursor
+        sys.stdout.write("\x1b[?1049l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?25h")
+        sys.stdout.flush()
+        self.saved_tty = None
 
     def spawn(self, name: str, argv: list[str], *, own_session: bool = True) -> subprocess.Popen:
         if own_session:
@@ -107,7 +121,9 @@ class Demo:
 
     def write_pids(self) -> None:
         pids = {"demo": os.getpid(), **{name: p.pid for name, p in self.procs.items()}}
-        (self.state / PIDS).write_text(json.dumps(pids) + "\n")
+        tmp = self.state / (PIDS + ".tmp")
+        tmp.write_text(json.dumps(pids) + "\n")
+        tmp.rename(self.state / PIDS)  # a reader never sees half a file
 
     def stop(self) -> None:
         """The TUI, then the daemon (it drains), then sellsim (it saves its state)."""
@@ -123,6 +139,8 @@ class Demo:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+                if name == "tui":
+                    self.restore_terminal()
             if name != "tui":  # anything its session left behind
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
@@ -308,23 +326,17 @@ Try, in another terminal (the README walks through more):
 
 
 def run_tui(demo: Demo, sock: str) -> int:
-    """The TUI in the foreground; the terminal is put back as it was whatever way it ends."""
-    saved = None
+    """The TUI in the foreground; 0 when it was quit, else 1."""
     if sys.stdin.isatty():
         import termios
 
-        saved = termios.tcgetattr(sys.stdin.fileno())
+        demo.saved_tty = termios.tcgetattr(sys.stdin.fileno())
     tui = demo.spawn("tui", [str(BIN / "kuloo-tui"), "--socket", sock], own_session=False)
-    try:
-        return tui.wait()
-    finally:
-        if saved is not None and tui.poll() is not None and tui.returncode != 0:
-            import termios
-
-            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
-            # leave the alternate screen, stop mouse reporting, show the cursor
-            sys.stdout.write("\x1b[?1049l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?25h")
-            sys.stdout.flush()
+    code = tui.wait()
+    if code != 0:
+        demo.restore_terminal()
+        print(f"demo: the TUI exited with status {code}; stopping everything", file=sys.stderr)
+    return 0 if code == 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,8 +367,6 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if tui:
             code = run_tui(demo, s["sock"])
-            if code != 0:
-                print(f"demo: the TUI exited with status {code}; stopping everything", file=sys.stderr)
         else:
             print("demo: ready", flush=True)
             while all(p.poll() is None for p in demo.procs.values()):
