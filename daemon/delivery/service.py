@@ -332,9 +332,17 @@ class Delivery:
             if frame_key not in frames:
                 frames[frame_key] = frame(rendered, envelope)
             r = item.recipient
-            data = build_bytes(rendered, envelope, Recipient(r.kuloo_id, r.email, r.first_name, r.last_name),
-                               self.signer(), msg_id=item.message_id, date=self.services.clock.now(),
-                               frame_=frames[frame_key])
+            try:
+                data = build_bytes(rendered, envelope, Recipient(r.kuloo_id, r.email, r.first_name, r.last_name),
+                                   self.signer(), msg_id=item.message_id, date=self.services.clock.now(),
+                                   frame_=frames[frame_key])
+            except UnicodeEncodeError:
+                # Messages are 7-bit: a non-ASCII address (sami.garcía@…) would need SMTPUTF8.
+                # That recipient fails, for good; the batch goes on (it used to stay "sending").
+                results.append(store.SendResult(
+                    item.id, "not_sent", "the address is not ASCII: mail to it needs SMTPUTF8, which Kuloo "
+                    "does not send; correct the address", permanent=True))
+                continue
             outgoing.append((item.id, data, sender, r.email))
         try:
             # A few messages per trip to the worker thread: cheap, and a shutdown waits at

@@ -184,6 +184,20 @@ async def test_a_refused_recipient_fails_that_message_only(env_factory, smtp_sin
         check_all(smtp_sink)
 
 
+async def test_a_non_ascii_address_fails_that_message_only_and_the_batch_goes_on(env_factory, smtp_sink):
+    async with env_factory() as env:
+        ch = await env.channel()
+        await env.delivery.import_articles(ch, "sample")
+        for address in ("a@example.com", "sami.garcía@example.org", "b@example.com"):
+            await env.user(ch, address, tags=["welcome"])
+        counts = await env.delivery.run(None)
+        assert (counts.sent, counts.failed) == (2, 1)
+        assert await env.outbox(ch, "sending") == []
+        failed = await env.outbox(ch, "failed")
+        assert [e.email for e in failed] == ["sami.garcía@example.org"] and "SMTPUTF8" in failed[0].last_error
+        check_all(smtp_sink)
+
+
 async def test_a_connection_dropped_mid_batch_loses_nothing_and_duplicates_nothing(env_factory, smtp_sink):
     smtp_sink.drop_at_rcpt.add("b@example.com")
     async with env_factory() as env:
