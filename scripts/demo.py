@@ -279,6 +279,7 @@ def set_up(demo: Demo, token: str) -> dict:
     """Everything but the TUI; returns what the summary prints."""
     state = demo.state
     sell_url = start_sellsim(demo)
+    (state / "sellsim.url").write_text(sell_url + "\n")  # for scripts: SELL=$(cat demo-state/sellsim.url)
     config = write_config(state, sell_url)
     daemon = demo.spawn("daemon", [str(BIN / "kuloo-daemon"), "run", "--config", str(config)])
     sock = str(state / "control.sock")
