@@ -113,7 +113,7 @@ def _friendly(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     ctl_commands.add_commands(parser.add_subparsers(dest="group", required=True, metavar="GROUP"), common)
     args = parser.parse_args(argv)
-    args.exit_status, args.failure = 0, None
+    args.exit_status, args.failure, args.hints = 0, None, []
     path = _socket_path(args)
     # a sync of a large channel takes as long as it takes (Ctrl-C stops waiting)
     client = _connect(path, None if args.handler is ctl_commands.sync_run else 60)
@@ -141,7 +141,9 @@ def _friendly(argv: list[str]) -> int:
         except OSError as exc:
             print(f"kuloo-ctl: connection to the daemon failed: {exc.strerror or exc}", file=sys.stderr)
             return 1
-    print(json.dumps(raw, indent=2, ensure_ascii=False) if args.json else "\n".join(lines))
+    print(json.dumps(raw, indent=2, ensure_ascii=False) if args.json else "\n".join(lines), flush=True)
+    for hint in args.hints:
+        print(hint, file=sys.stderr)
     if args.failure:
         print(f"kuloo-ctl: {args.failure}", file=sys.stderr)
     return args.exit_status

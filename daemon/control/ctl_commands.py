@@ -24,7 +24,6 @@ the blocking ``ControlClient``. The raw ``kuloo-ctl METHOD PARAMS`` form is ``ct
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -91,8 +90,10 @@ def _counts(counts: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v)
 
 
-def _hint(text: str) -> None:
-    print(text, file=sys.stderr)
+def _hint(args: argparse.Namespace, text: str) -> None:
+    """A paging hint, printed on stderr after the table (``--json`` has ``next`` in the document)."""
+    if not args.json:
+        args.hints.append(text)
 
 
 # ----------------------------------------------------------------------------- resolving
@@ -138,9 +139,8 @@ def users_list(client: ControlClient, args: argparse.Namespace) -> Output:
     rows = [(u["id"], u["email"], _name(u), _subscription(u), u["source"] or "app", u["promo_tags"],
              _crm(u["crm"]), "yes" if u["sync_error"] else "") for u in page["users"]]
     lines = table(("ID", "EMAIL", "NAME", "SUBSCRIPTION", "SOURCE", "PROMO", "CRM", "SYNC ERROR"), rows)
-    if not args.json:
-        more = f"; next page: --after {page['next']}" if page["next"] else ""
-        _hint(f"{len(page['users'])} of {page['total']} user(s){more}")
+    more = f"; next page: --after {page['next']}" if page["next"] else ""
+    _hint(args, f"{len(page['users'])} of {page['total']} user(s){more}")
     return page, lines
 
 
@@ -160,11 +160,12 @@ def users_show(client: ControlClient, args: argparse.Namespace) -> Output:
         return user, []
     progress = client.call("users.progress", {"id": user["id"]})
     lines = _user_lines(user)
+    steps = [("sent", s["article"], s["title"], s["sent_at"]) for s in progress["sent"]]
+    if progress["next"]:
+        steps.append(("next", progress["next"]["article"], progress["next"]["title"], progress["next"]["due_at"]))
     lines.append("")
-    lines += table(("SEQUENCE", "ARTICLE", "TITLE", "AT"),
-                   [("sent", s["article"], s["title"], s["sent_at"]) for s in progress["sent"]]
-                   + ([("next", progress["next"]["article"], progress["next"]["title"], progress["next"]["due_at"])]
-                      if progress["next"] else []))
+    lines += table(("SEQUENCE", "ARTICLE", "TITLE", "AT"), steps) if steps else [
+        "sequence: nothing sent, nothing due (no sequence article carries the user's promo tags)"]
     return user, lines
 
 
@@ -214,8 +215,8 @@ def sync_errors(client: ControlClient, args: argparse.Namespace) -> Output:
         params["after"] = args.after
     result = client.call("sync.errors", params)
     rows = [(e["id"], e["user"], _crm(e["crm"]), e["email"], e["error"]) for e in result["errors"]]
-    if result["next"] and not args.json:
-        _hint(f"more: --after {result['next']}")
+    if result["next"]:
+        _hint(args, f"more: --after {result['next']}")
     return result, table(("ID", "USER", "CRM", "EMAIL", "ERROR"), rows)
 
 
@@ -241,8 +242,8 @@ def outbox_list(client: ControlClient, args: argparse.Namespace) -> Output:
     result = client.call("outbox.list", params)
     rows = [(m["id"], m["state"], m["kind"], m["email"], m["article"] or m["articles"], m["attempts"],
              m["sent_at"] or m["next_attempt_at"], m["last_error"] or "") for m in result["messages"]]
-    if result["next_after"] and not args.json:
-        _hint(f"more: --after {result['next_after']}")
+    if result["next_after"]:
+        _hint(args, f"more: --after {result['next_after']}")
     return result, table(("ID", "STATE", "KIND", "EMAIL", "ARTICLE", "TRIES", "SENT/NEXT", "LAST ERROR"), rows)
 
 
