@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         demo.stop()
     if not args.smoke:
         print(f"demo: stopped sellsim and the daemon; {state} is kept (`make demo` resumes it, "
-              "`.venv/bin/python scripts/demo.py --reset` starts over)")
+              "`make demo DEMO_ARGS=--reset` starts over)")
     return code
 
 
