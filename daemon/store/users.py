@@ -274,7 +274,9 @@ async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Acto
         entries.append(audit_entry(row, field, old, new, actor=actor, now=now, note=note))
     if not changed:
         return ()
-    update_fields = [*changed, "changed_at", "revision", "updated_at"]
+    # Any change may change what delivery owes this user: it plans them on its next pass.
+    row.next_due_at = None
+    update_fields = [*changed, "changed_at", "revision", "updated_at", "next_due_at"]
     if "email" in changed:
         row.email_key = email_key(row.email)
         update_fields.append("email_key")
