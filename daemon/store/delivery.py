@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tortoise.expressions import F, Q, Subquery
+from tortoise.functions import Count
 from tortoise.transactions import in_transaction
 
 from ..vocabulary import Frequency, OutboxState, outbox_after_crash, outbox_move
@@ -510,6 +511,18 @@ async def list_outbox(channel_id: int, state: str | None, limit: int, after: int
     if after:
         q = q.filter(id__gt=after)
     return [_entry(r) for r in await q.order_by("id").limit(limit).select_related("user")]
+
+
+async def outbox_counts(channel_id: int) -> dict[OutboxState, int]:
+    """The channel's messages per state, every state present (one COUNT ... GROUP BY)."""
+    if not await Channel.exists(id=channel_id):
+        raise NotFound(f"no channel {channel_id}")
+    rows = await (OutboxMessage.filter(channel_id=channel_id).annotate(n=Count("id"))
+                  .group_by("state").values_list("state", "n"))
+    counts = dict.fromkeys(OutboxState, 0)
+    for state, n in rows:
+        counts[OutboxState(state)] = n
+    return counts
 
 
 async def resolve(outbox_id: int, as_: str, now: datetime) -> OutboxEntry:
