@@ -250,6 +250,13 @@ PLAN_USERS = 1000
 NOT_DUE = datetime(9999, 12, 31, tzinfo=UTC)
 
 
+# The columns a plan reads (``only``): the JSON and text columns are not parsed for nothing.
+_PLAN_FIELDS = ("id", "promo_tags", "unsubscribed", "frequency", "promo_started_at", "last_digest_at",
+                "created_at", "next_due_at")
+_FEW_TIMES = 20  # up to this many distinct next times in a page: one UPDATE per time
+_LATER = timedelta(microseconds=1)  # decide answers later times only; never leave a user due now
+
+
 def _due_now(now: datetime) -> Q:
     """Users a pass must plan: never planned or changed since (null), or due by now."""
     return Q(next_due_at__isnull=True) | Q(next_due_at__lte=now)
@@ -273,10 +280,10 @@ async def due_users(channel_id: int, now: datetime) -> int:
 
 async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callable[[str], str],
                after: int = 0, limit: int | None = None) -> tuple[int, datetime | None, int | None]:
-    """Queue what is due for the channel's next ``limit`` due users after id ``after`` (one
-    transaction); returns (queued, next due, the id to continue after — None at the end).
+    """Queue what is due for the channel's next ``limit`` due users (one transaction);
+    returns (queued, next due, the cursor to continue with — None at the end).
 
-    Only users due by ``now`` are read (``next_due_at`` null or past, an indexed range);
+    Only users due by ``now`` are read (``next_due_at`` null or past, indexed ranges);
     each planned user's next due time is written back in the same transaction, so a crash
     leaves them due. The channel's next due time is the smallest one stored (an index
     lookup), the earliest upcoming publication, or the earliest retry.
@@ -288,11 +295,20 @@ async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callab
             raise NotFound(f"no channel {channel_id}")
         articles = [ArticleMeta(a.id, tuple(a.tags or ()), a.published_at, a.delay_seconds, a.withdrawn_at is not None)
                     for a in await Article.filter(channel_id=channel_id)]
-        # FOR UPDATE (PostgreSQL; SQLite serialises writers anyway): a change committed while
-        # this page is planned waits, and its "plan now" is not overwritten below.
-        page = await (User.filter(channel_id=channel_id, id__gt=after).filter(_due_now(now))
-                      .order_by("id").limit(limit).select_for_update())
-        more = page[-1].id if len(page) == limit else None
+        # Two index ranges of (channel_id, next_due_at), each read in index order: first the
+        # users never planned or changed since (null), by id after the cursor; then those due
+        # by time, earliest first — planned, they become due later, so the next page starts
+        # at the front again. FOR UPDATE (PostgreSQL; SQLite serialises writers anyway): a
+        # change committed meanwhile waits, and its "plan now" is not overwritten below.
+        page = await (User.filter(channel_id=channel_id, next_due_at__isnull=True, id__gt=after)
+                      .order_by("id").limit(limit).only(*_PLAN_FIELDS).select_for_update())
+        cursor = page[-1].id if page else after
+        more = cursor if len(page) == limit else None
+        if len(page) < limit:
+            page += await (User.filter(channel_id=channel_id, next_due_at__lte=now)
+                           .order_by("next_due_at", "id").limit(limit - len(page))
+                           .only(*_PLAN_FIELDS).select_for_update())
+            more = cursor if len(page) == limit else None
         users = [u for u in page if _eligible(u)]
         progress = await SequenceProgress.filter(user_id__in=[u.id for u in users]) if users else []
         # A cancelled email (the user opted out, whoever cancelled it) was never sent: its
@@ -337,10 +353,17 @@ async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callab
         disabled = [u.id for u in users if u.frequency == Frequency.DISABLED.value]
         if disabled:
             await _cancel(OutboxMessage.filter(user_id__in=disabled, kind=DIGEST), now, "digests disabled")
-        for row in page:  # what was read is planned: due again only at its next time
+        # What was read is planned: due again only at its next time (always after now, so a
+        # later page of this pass does not read them again), or after a change.
+        by_due: dict[datetime, list[User]] = {}
+        for row in page:
             due = decisions.user_due.get(row.id) if _eligible(row) else None
-            row.next_due_at = due if due is not None else NOT_DUE
-        if page:
+            row.next_due_at = NOT_DUE if due is None else max(due, now + _LATER)
+            by_due.setdefault(row.next_due_at, []).append(row)
+        if len(by_due) <= _FEW_TIMES:  # the usual case: users share a few times (pass and send times)
+            for due, rows_ in by_due.items():
+                await User.filter(id__in=[r.id for r in rows_]).update(next_due_at=due)
+        elif page:  # many (right after the upgrade, joined times): one CASE statement per batch
             await User.bulk_update(page, fields=["next_due_at"], batch_size=250)
         retry = await (OutboxMessage.filter(channel_id=channel_id, state=OutboxState.QUEUED.value,
                                             next_attempt_at__gt=now)
