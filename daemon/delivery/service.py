@@ -97,10 +97,12 @@ class Delivery:
 
         def publish(event: str, data: Any) -> None:
             if event.startswith(self.WATCHED):
-                channel = None
+                # Which channel: a rendered document (a dict) or a store document (links).
                 if isinstance(data, dict):
                     channel = data.get("id") if event.startswith("channel.") else data.get("channel")
-                self.mark_changed(channel if isinstance(channel, int) else EVERY)
+                else:
+                    channel = getattr(data, "channel_id", None)
+                self.mark_changed(channel if isinstance(channel, int) and not isinstance(channel, bool) else EVERY)
             inner(event, data)
 
         self.services.publish = publish

@@ -8,6 +8,7 @@ which users each pass read.
 from __future__ import annotations
 
 from datetime import timedelta
+from types import SimpleNamespace
 
 from kuloo_daemon.delivery import schedule
 from kuloo_daemon.delivery import service as service_mod
@@ -155,6 +156,9 @@ async def test_changes_are_planned_per_channel_once_per_burst_and_never_lost(env
         env.services.publish("channel.updated", {"id": b})
         await changes.run()
         assert planned[-1] == b and b != a
+        env.services.publish("user.updated", SimpleNamespace(id=1, channel_id=b))  # a store document (links)
+        await changes.run()
+        assert planned[-2:] == [b, b]
 
 
 def test_a_burst_is_planned_once_quiet_and_never_later_than_the_max_wait():
