@@ -313,7 +313,7 @@ class Delivery:
             if only is not None:
                 for cid in only:
                     self._take_changed(cid)
-                ids = sorted(only)
+                ids = sorted(set(only) & set(await self.services.store.run(store.channel_ids)))
             else:
                 self._take_changed(channel_id)
                 ids = [channel_id] if channel_id is not None else await self.services.store.run(store.channel_ids)

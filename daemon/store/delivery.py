@@ -5,6 +5,10 @@ it writes) and returns typed results. The decisions (what is due, what goes in a
 are not made here: ``plan`` takes them as a pure ``decide`` function from
 ``delivery.schedule`` and only reads its inputs and writes its answer, in one
 transaction. Outbox states move only through ``vocabulary.outbox_move``.
+
+``plan`` reads only the users due (``User.next_due_at`` null or past) and writes back each
+one's next time; whatever changes a user's next email makes them due again (``replan``,
+or ``store.users`` nulling the column on a change).
 """
 
 from __future__ import annotations
