@@ -254,8 +254,7 @@ async def test_a_channel_is_planned_a_page_of_users_at_a_time_and_every_page_is_
         ch = await env.channel()
         await env.delivery.import_articles(ch, "sample")
         emails = [f"p{i}@example.com" for i in range(5)]
-        for email in emails:
-            await env.user(ch, email, tags=["welcome"])
+        ids = [await env.user(ch, email, tags=["welcome"]) for email in emails]
         await env.update_user(await env.user(ch, "gone@example.com", tags=["welcome"]), unsubscribed=True)
         await env.delivery.run(None)
         assert all(smtp_sink.subjects(e) == [WELCOME] for e in emails)
@@ -263,5 +262,9 @@ async def test_a_channel_is_planned_a_page_of_users_at_a_time_and_every_page_is_
         await env.delivery.run(None)  # nothing is due again for anyone
         assert all(smtp_sink.subjects(e) == [WELCOME] for e in emails)
         first, due, after = await env.store.run(store.plan, ch, env.clock.now(), schedule.decide, sender_domain, 0, 2)
+        assert (first, after) == (0, None)  # nobody is due: the page is empty
+        assert due is not None  # yet the next sequence email's time is known (the users' stored times)
+        await env.store.run(store.replan, ids)  # as a change would
+        first, due, after = await env.store.run(store.plan, ch, env.clock.now(), schedule.decide, sender_domain, 0, 2)
         assert first == 0 and after is not None  # nothing new to queue; a full page says where to go on
-        assert due is not None  # the next sequence email is known from the first page already
+        assert due is not None
