@@ -171,7 +171,7 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
                     tasks.start_soon(_feed_watchdog, life, interval)
                 log.info(
                     "daemon ready",
-                    store=str(services.store.db_path),
+                    store=services.store.where,
                     control_socket=bound_path or "(socket activation)",
                     links=services.links_url,
                     watchdog_seconds=interval,

@@ -30,7 +30,7 @@ from .crm.pool import ClientPool
 from .scheduler import Scheduler
 from .store import clock_time, sync_runs
 from .store import delivery as delivery_store
-from .store.bridge import Store
+from .store.bridge import Store, store_location
 
 log = structlog.get_logger("kuloo.services")
 
@@ -73,7 +73,7 @@ async def make_clock(config: Config, store: Store) -> Clock:
 @asynccontextmanager
 async def open_services(config: Config, publish: Publish = _drop) -> AsyncIterator[Services]:
     """Open the store and the Sell client pool, set the clock, tidy up after a crash."""
-    async with Store.open(config.database_path) as store, ClientPool(
+    async with Store.open(store_location(config)) as store, ClientPool(
         config["sell.base_url"],
         rate_per_second=config["sell.requests_per_second"],
         timeout=config["sell.timeout_seconds"],

@@ -135,7 +135,7 @@ async def status(services: Services, params: dict[str, Any]) -> dict[str, Any]:
         "pid": os.getpid(),
         "uptime_seconds": round(time.monotonic() - services.started_at, 3),
         "channels": channels,
-        "store": str(services.store.db_path),
+        "store": services.store.where,
         "scheduler": services.scheduler.status(),
         "stopping": services.stopping,
         "clock": render.clock(services.clock),
