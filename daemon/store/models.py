@@ -163,6 +163,9 @@ class SequenceProgress(Model):
     class Meta:
         table = "sequence_progress"
         unique_together = (("user", "article"),)
+        # Foreign keys get no index of their own (tortoise), and PostgreSQL scans a whole
+        # table for each cascade or lookup without one.
+        indexes = (("article_id",), ("outbox_id",))
 
 
 class OutboxMessage(Model):
@@ -186,6 +189,9 @@ class OutboxMessage(Model):
 
     class Meta:
         table = "outbox_message"
+        # The delivery pass claims a channel's queued mail in id order; outbox.list pages it
+        # by state; cancelling finds a user's (or an article's) mail.
+        indexes = (("channel_id", "state", "id"), ("user_id", "kind"), ("article_id",))
 
 
 class SyncRun(Model):
@@ -201,6 +207,7 @@ class SyncRun(Model):
 
     class Meta:
         table = "sync_run"
+        indexes = (("channel_id", "id"),)  # a channel's runs, newest first (sync.runs, the scheduler)
 
 
 class SyncError(Model):
@@ -246,7 +253,7 @@ class AuditEntry(Model):
 
     class Meta:
         table = "audit_entry"
-        indexes = (("user_id", "id"),)  # users.audit: a user's entries, newest first
+        indexes = (("user_id", "id"), ("channel_id",))  # users.audit: a user's entries, newest first
 
 
 class ClockState(Model):
