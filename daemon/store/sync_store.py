@@ -415,7 +415,8 @@ class _Batch:
                  if d.conversion and d.conversion.individual_id is not None]
         kuloo_ids = [r.values.get(KULOO_ID) for r in records if r.values.get(KULOO_ID)]
         emails = [e for r in records if (e := normalize_email(r.email))]
-        q = Q(kuloo_id__in=kuloo_ids or ["\0"]) | Q(email_key__in=emails or ["\0"])
+        # "" matches no row (PostgreSQL refuses a NUL in text, the old sentinel)
+        q = Q(kuloo_id__in=kuloo_ids or [""]) | Q(email_key__in=emails or [""])
         for kind in ("lead", "contact"):
             ids = [i for k, i in keys if k == kind]
             if ids:
@@ -844,7 +845,7 @@ async def orphans_to_recheck(channel_id: int) -> list[tuple[str, int]]:
     rows = await SyncError.filter(channel_id=channel_id, user_id=None, code__in=[E_CAP, E_DUPLICATE])
     room = caps.room_left(caps.cap_of(channel.plan), await _linked_count(channel_id))
     keys = [r.email.strip().lower() for r in rows if r.code == E_DUPLICATE]
-    linked = set(await UserRow.filter(channel_id=channel_id, email_key__in=keys or ["\0"],
+    linked = set(await UserRow.filter(channel_id=channel_id, email_key__in=keys or [""],
                                       crm_id__not_isnull=True).values_list("email_key", flat=True))
     out = []
     # Linked users suspended by a lowered plan, now inside the cap again.
