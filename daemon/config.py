@@ -39,6 +39,9 @@ KEYS: dict[str, Key] = {
     "store.url": Key(str, "", "PostgreSQL instead of SQLite (several daemons): postgres://USER@HOST:PORT/DATABASE, or "
                                "postgres://USER@/DATABASE?host=/run/postgresql for a Unix socket. Never with store.database; "
                                "no password here: it is the store-password credential."),
+    "store.lease_seconds": Key((int, float), 30, "PostgreSQL: how long a daemon's claim on a channel's sync or delivery "
+                                                 "lasts unless renewed; a dead daemon's work is taken over after it.",
+                               minimum=1, maximum=3600),
     "control.socket": Key(str, "/run/kuloo/control.sock", "Path of the control socket (ignored under socket activation)."),
     "control.group": Key(str, "", "Group that owns the control socket (the admins); empty = the daemon's group."),
     "control.max_line_bytes": Key(int, 65536, "Longest control-protocol line accepted, in bytes.", minimum=1024, maximum=16 * 1024 * 1024),

@@ -165,6 +165,7 @@ class RunDoc:
     started_at: datetime
     finished_at: datetime | None
     counts: dict[str, int]
+    daemon_id: str = ""  # PostgreSQL: the daemon that ran it (store.leases)
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ def payload_key(fields: Mapping[str, Any]) -> str:
 def _run_doc(row: SyncRun) -> RunDoc:
     counts = {k: int((row.counts or {}).get(k, 0)) for k in COUNT_KEYS}
     return RunDoc(row.id, row.channel_id, SyncRunStatus(row.status), row.reason, row.error,  # type: ignore[attr-defined]
-                  row.started_at, row.finished_at, counts)
+                  row.started_at, row.finished_at, counts, row.daemon_id)
 
 
 def user_view(row: UserRow, sync_error: str | None = None) -> dict[str, Any]:
