@@ -140,3 +140,28 @@ async def test_sqlite_has_no_leases_and_status_shows_only_this_daemon(services_c
             assert held
         status = await methods.status(services, {})
         assert status["daemon"]["id"] == services.leases.id and "daemons" not in status
+
+
+async def test_concurrent_outbox_claims_never_take_one_message_twice(pg_target):
+    from kuloo_daemon.store import delivery as delivery_store
+    from kuloo_daemon.store.models import User
+
+    async def queue(cid: int, n: int) -> None:
+        u = await User.create(channel_id=cid, kuloo_id="k1", email="a@example.com", email_key="a@example.com")
+        for i in range(n):
+            await OutboxMessage.create(channel_id=cid, user_id=u.id, kind="digest", articles=[],
+                                       state="queued", message_id=f"<m{i}@x>")
+
+    async with Store.open(pg_target) as store:
+        cid = await _channel(store)
+        await store.run(queue, cid, 40)
+        taken: list[int] = []
+
+        async def claimer() -> None:
+            while claimed := await store.run(delivery_store.claim, cid, T0, 3):
+                taken.extend(c.id for c in claimed)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(6):
+                nursery.start_soon(claimer)
+        assert len(taken) == 40 and len(set(taken)) == 40
