@@ -60,6 +60,8 @@ KEYS: dict[str, Key] = {
     "sell.recheck_seconds": Key((int, float), 300, "How soon a check that could not reach Sell is tried again.", minimum=1, maximum=86400),
     "sync.scheduled": Key(bool, True, "Sync every verified channel at its plan's cadence; false leaves syncing to sync.run (maintenance, tests)."),
     "sync.cadence_seconds": Key((int, float), 0, "Tests only: every plan syncs this often instead of its own cadence (0 = the plan's); refused unless sell.base_url is loopback.", minimum=0, maximum=86400),
+    "sync.parallel_runs": Key(int, 8, "PostgreSQL: most channels one daemon syncs at once; the other daemons take the "
+                                      "rest of what is due.", minimum=1, maximum=1000),
     "sync.batch_retries": Key(int, 3, "How many runs in a row retry a record whose write Sell refused before it waits for a change.", minimum=1, maximum=20),
     "clock.mode": Key(str, "wall", "Business time: wall (the system clock) or manual (moved by clock.set/clock.advance; tests, demo).", choices=("wall", "manual")),
     "clock.start": Key(str, "", "Manual mode: the time of a fresh store, ISO 8601 with offset; empty = the wall time at first start."),

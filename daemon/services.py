@@ -89,7 +89,7 @@ class Leases:
             yield True
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(10):
-                await self.store.run(leases.release, channel_id, kind, self.id, claim.last_run)
+                await self.store.run(leases.release, channel_id, kind, self.id, claim.last_run, self.clock.now())
 
     async def keep_alive(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()

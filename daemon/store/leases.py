@@ -58,6 +58,10 @@ async def heartbeat(daemon_id: str, seconds: float) -> int:
         renewed, _ = await conn.execute_query(
             "UPDATE lease SET lease_until = now() + make_interval(secs => $2) WHERE lease_owner = $1",
             [daemon_id, float(seconds)])
+        await conn.execute_query(  # a run in progress shows its daemon before it ends
+            "UPDATE sync_run SET daemon_id = $1 WHERE daemon_id = '' AND status = $2 AND channel_id IN "
+            "(SELECT channel_id FROM lease WHERE lease_owner = $1 AND kind = $3)",
+            [daemon_id, SyncRunStatus.RUNNING.value, SYNC])
     return renewed
 
 
@@ -97,9 +101,11 @@ async def claim(channel_id: int, kind: str, owner: str, seconds: float, now: dat
 async def _repair(tx: Any, channel_id: int, kind: str, dead: str, now: datetime) -> None:
     """What the daemon ``dead`` left half-done in this channel, before anyone goes on."""
     if kind == SYNC:
+        await tx.execute_query(  # runs it finished but had not yet stamped (stamped at release)
+            "UPDATE sync_run SET daemon_id = $2 WHERE channel_id = $1 AND daemon_id = ''", [channel_id, dead])
         await tx.execute_query(
             "UPDATE sync_run SET status = $2, reason = $3, finished_at = $4, daemon_id = $5, "
-            "error = 'the daemon running it stopped (its lease expired)' "
+            "error = 'the daemon running it stopped before it finished' "
             "WHERE channel_id = $1 AND status = $6",
             [channel_id, SyncRunStatus.FAILED.value, INTERRUPTED, now, dead, SyncRunStatus.RUNNING.value])
     else:
@@ -109,16 +115,23 @@ async def _repair(tx: Any, channel_id: int, kind: str, dead: str, now: datetime)
             [channel_id, OutboxState.UNCERTAIN.value, now, OutboxState.SENDING.value])
 
 
-async def release(channel_id: int, kind: str, owner: str, last_run: int = 0) -> None:
-    """Give the lease back; the sync runs made under it record ``owner`` as their daemon."""
+async def release(channel_id: int, kind: str, owner: str, last_run: int, now: datetime) -> None:
+    """Give the lease back; the sync runs made under it record ``owner`` as their daemon.
+
+    Nothing of ours runs in the channel once we let go: a run still ``running`` or mail
+    still ``sending`` was cut short (a stop's deadline cancelled it) and is repaired now,
+    as a dead daemon's would be (``now``, the clock, dates it)."""
     async with in_transaction() as tx:
+        ours = await tx.execute_query_dict(
+            "UPDATE lease SET lease_owner = '', lease_until = NULL "
+            "WHERE channel_id = $1 AND kind = $2 AND lease_owner = $3 RETURNING id", [channel_id, kind, owner])
+        if not ours:
+            return  # taken over meanwhile (we stalled past lease_until): the new holder repaired
         if kind == SYNC:
             await tx.execute_query(
                 "UPDATE sync_run SET daemon_id = $3 WHERE channel_id = $1 AND id > $2 AND daemon_id = ''",
                 [channel_id, last_run, owner])
-        await tx.execute_query(
-            "UPDATE lease SET lease_owner = '', lease_until = NULL "
-            "WHERE channel_id = $1 AND kind = $2 AND lease_owner = $3", [channel_id, kind, owner])
+        await _repair(tx, channel_id, kind, owner, now)
 
 
 async def stop(daemon_id: str) -> None:

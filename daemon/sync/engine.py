@@ -28,9 +28,9 @@ Imports ``crm``, ``store`` (through ``Store.run``), ``services`` and the rules o
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 import structlog
@@ -362,6 +362,14 @@ def jobs(services: Services) -> list[Job | ClockJob]:
     async def plan() -> None:
         await replan(services)
 
+    # PostgreSQL: a daemon takes at most ``parallel_runs`` due channels at a time, so the
+    # other daemons' schedulers claim the rest (services.Leases) and capacity grows with them.
+    slots = trio.CapacityLimiter(services.config["sync.parallel_runs"] if services.leases.shared else math.inf)
+
+    async def one(cid: int) -> None:
+        async with slots:
+            await run_channel(services, cid, scheduled=True)
+
     async def run() -> None:
         now = services.clock.now()
         inputs = await services.store.run(sync_store.sync_schedule_inputs)
@@ -369,7 +377,7 @@ def jobs(services: Services) -> list[Job | ClockJob]:
                if schedule.next_sync_at(cid, schedule.cadence(p, override), last, verified) <= now]
         async with trio.open_nursery() as nursery:
             for cid in due:
-                nursery.start_soon(partial(run_channel, services, cid, scheduled=True))
+                nursery.start_soon(one, cid)
         await replan(services)
 
     if not services.config["sync.scheduled"]:

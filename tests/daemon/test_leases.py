@@ -45,9 +45,9 @@ async def test_one_holder_per_channel_and_kind_until_released(pg_target):
         b = await store.run(leases.claim, cid, "sync", "B", 30, T0)
         assert a.held and not b.held and b.holder == "A" and b.until is not None
         assert (await store.run(leases.claim, cid, "delivery", "B", 30, T0)).held  # another kind, another lease
-        await store.run(leases.release, cid, "sync", "B")  # not B's to release
+        await store.run(leases.release, cid, "sync", "B", 0, T0)  # not B's to release
         assert not (await store.run(leases.claim, cid, "sync", "B", 30, T0)).held
-        await store.run(leases.release, cid, "sync", "A")
+        await store.run(leases.release, cid, "sync", "A", 0, T0)
         assert (await store.run(leases.claim, cid, "sync", "B", 30, T0)).held
 
 
@@ -165,3 +165,21 @@ async def test_concurrent_outbox_claims_never_take_one_message_twice(pg_target):
             for _ in range(6):
                 nursery.start_soon(claimer)
         assert len(taken) == 40 and len(set(taken)) == 40
+
+
+async def test_a_run_cut_short_by_a_stop_is_marked_interrupted_when_its_lease_is_released(pg_target):
+    async def running(cid):
+        await SyncRun.create(channel_id=cid, started_at=T0, status="running")
+
+    async def state(cid):
+        run = await SyncRun.get(channel_id=cid)
+        return run.status, run.reason, run.daemon_id
+
+    async with Store.open(pg_target) as store:
+        cid = await _channel(store)
+        claim = await store.run(leases.claim, cid, "sync", "A", 30, T0)
+        await store.run(running, cid)
+        await store.run(leases.release, cid, "sync", "B", claim.last_run, T0)  # not B's: nothing happens
+        assert await store.run(state, cid) == ("running", "", "")
+        await store.run(leases.release, cid, "sync", "A", claim.last_run, T0)
+        assert await store.run(state, cid) == ("failed", "interrupted", "A")
