@@ -183,3 +183,26 @@ async def test_a_run_cut_short_by_a_stop_is_marked_interrupted_when_its_lease_is
         assert await store.run(state, cid) == ("running", "", "")
         await store.run(leases.release, cid, "sync", "A", claim.last_run, T0)
         assert await store.run(state, cid) == ("failed", "interrupted", "A")
+
+
+async def test_sync_run_on_a_channel_leased_elsewhere_waits_for_that_run(services_config, pg_server, pg_database):
+    from kuloo_daemon.sync import engine
+
+    config = services_config(clock={"mode": "manual"}, store={"url": pg_server.url(pg_database), "lease_seconds": 30})
+    async with open_services(config) as services:
+        cid = (await services.store.run(channel_store.create, {"name": "A"}, None, services.clock.now())).channel.id
+        other = await services.store.run(leases.claim, cid, "sync", "other-daemon", 30, T0)
+        assert other.held
+        order: list[str] = []
+
+        async def explicit() -> None:
+            order.append(f"ran {(await engine.run_channel(services, cid)).status.value}")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(explicit)
+            await trio.sleep(1.5)  # the explicit run polls the lease meanwhile
+            order.append("released")
+            await services.store.run(leases.release, cid, "sync", "other-daemon", other.last_run, T0)
+        assert order == ["released", "ran skipped"]  # it waited; a fresh run followed (no token: skipped)
+        assert (await services.store.run(leases.claim, cid, "sync", "other-daemon", 30, T0)).held
+        assert await engine.run_channel(services, cid, scheduled=True) is None  # the scheduler skips it
