@@ -77,6 +77,9 @@ class PgServer:
         import pwd
         import socket
 
+        if os.environ.get("KULOO_TEST_POSTGRES") == "off":
+            self.problem = "KULOO_TEST_POSTGRES=off"
+            return
         if not self.bin:
             self.problem = "no PostgreSQL binaries under /usr/lib/postgresql/*/bin (apt-get install postgresql)"
             return
