@@ -3,7 +3,7 @@ from tortoise.migrations import operations as ops
 from tortoise.indexes import Index
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0006_sync')]
+    dependencies = [('models', '0007_next_due_at')]
 
     initial = False
 
