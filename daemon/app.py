@@ -161,6 +161,7 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
         services.scheduler.jobs.extend(services.delivery.jobs())
         async with trio.open_nursery() as outer:
             await outer.start(_signals, life)
+            await outer.start(services.leases.keep_alive)  # PostgreSQL: renews this daemon's leases
             async with trio.open_nursery() as tasks:
                 life.tasks = tasks
                 await tasks.start(server.serve, sockets)
@@ -171,11 +172,12 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
                     tasks.start_soon(_feed_watchdog, life, interval)
                 log.info(
                     "daemon ready",
-                    store=str(services.store.db_path),
+                    store=services.store.where,
                     control_socket=bound_path or "(socket activation)",
                     links=services.links_url,
                     watchdog_seconds=interval,
                     clock=services.clock.mode,
+                    daemon_id=services.leases.id,
                 )
                 notifier.ready(life.status_line())
                 if life.stopping:  # a signal arrived while starting

@@ -4,7 +4,9 @@
 (``store.files.hold_state``) and hold it until they exit: a second daemon, or ``migrate``
 while a daemon runs, is refused. A store that cannot be used (a damaged or foreign file,
 a read-only or unwritable folder, a start-up that takes too long) ends the command with
-exit status 1 and one line on stderr naming the file and the problem.
+exit status 1 and one line on stderr naming the file and the problem. With ``[store] url``
+(PostgreSQL) there is no lock: several daemons share one database; an unreachable server
+or a schema newer than the code ends the command the same way, naming the server.
 """
 
 from __future__ import annotations
@@ -60,15 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     if config is None:
         return 2
     if args.command == "check-config":
-        print(f"{args.config}: OK (database {config.database_path}, control socket {config['control.socket']})")
+        database = config.store_url or config.database_path
+        print(f"{args.config}: OK (database {database}, control socket {config['control.socket']})")
         return 0
     from . import logs
 
     logs.configure(config["log.format"], config["log.level"])
-    from .store.files import StoreFileError, hold_state
+    from .store.files import StoreFileError, hold_state, share_state
 
     try:
-        with hold_state(config.state_dir, config.database_path):
+        # SQLite serves one daemon (the lock); on PostgreSQL several daemons share the work.
+        holding = share_state(config.state_dir) if config.store_url else hold_state(config.state_dir, config.database_path)
+        with holding:
             return _migrate(config) if args.command == "migrate" else _run(config, args.socket)
     except StoreFileError as exc:
         print(f"kuloo-daemon: {exc}", file=sys.stderr)
@@ -80,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _migrate(config: config_mod.Config) -> int:
-    from .store.bridge import migrate_blocking
+    from .store.bridge import migrate_blocking, store_location
 
-    migrate_blocking(config.database_path, progress=_print_progress)
-    print(f"{config.database_path}: schema up to date")
+    location = store_location(config)
+    migrate_blocking(location, progress=_print_progress)
+    print(f"{location}: schema up to date")
     return 0
 
 

@@ -36,6 +36,12 @@ KEYS: dict[str, Key] = {
     "daemon.scheduler_tick_seconds": Key((int, float), 5, "How often the scheduler looks for due work.", minimum=0.05, maximum=300),
     "store.database": Key(str, "", "SQLite file; relative paths are under daemon.state_dir (no '..'); never in a system folder. "
                                     "Default: <state_dir>/kuloo.sqlite3."),
+    "store.url": Key(str, "", "PostgreSQL instead of SQLite (several daemons): postgres://USER@HOST:PORT/DATABASE, or "
+                               "postgres://USER@/DATABASE?host=/run/postgresql for a Unix socket. Never with store.database; "
+                               "no password here: it is the store-password credential."),
+    "store.lease_seconds": Key((int, float), 30, "PostgreSQL: how long a daemon's claim on a channel's sync or delivery "
+                                                 "lasts unless renewed; a dead daemon's work is taken over after it.",
+                               minimum=1, maximum=3600),
     "control.socket": Key(str, "/run/kuloo/control.sock", "Path of the control socket (ignored under socket activation)."),
     "control.group": Key(str, "", "Group that owns the control socket (the admins); empty = the daemon's group."),
     "control.max_line_bytes": Key(int, 65536, "Longest control-protocol line accepted, in bytes.", minimum=1024, maximum=16 * 1024 * 1024),
@@ -44,6 +50,8 @@ KEYS: dict[str, Key] = {
     "credentials.directory": Key(str, "", "Folder of credential files; empty = $CREDENTIALS_DIRECTORY (systemd)."),
     "credentials.link_signing_key": Key(str, "link-signing-key", "File name of the link-signing key in the credentials folder."),
     "credentials.smtp_password": Key(str, "smtp-password", "File name of the SMTP password in the credentials folder."),
+    "credentials.store_password": Key(str, "store-password", "File name of the PostgreSQL password ([store] url) in the "
+                                      "credentials folder; absent = no password (peer or trust authentication)."),
     "sell.base_url": Key(str, "https://api.getbase.com", "Zendesk Sell API base URL (sellsim's URL in the demo)."),
     "sell.requests_per_second": Key((int, float), 9, "Request budget per Sell token (Sell allows 10/s); above 10 only for a loopback base_url (sellsim).", minimum=0.1, maximum=10_000),
     "sell.timeout_seconds": Key((int, float), 15, "Timeout of one Sell request.", minimum=0.1, maximum=300),
@@ -52,6 +60,8 @@ KEYS: dict[str, Key] = {
     "sell.recheck_seconds": Key((int, float), 300, "How soon a check that could not reach Sell is tried again.", minimum=1, maximum=86400),
     "sync.scheduled": Key(bool, True, "Sync every verified channel at its plan's cadence; false leaves syncing to sync.run (maintenance, tests)."),
     "sync.cadence_seconds": Key((int, float), 0, "Tests only: every plan syncs this often instead of its own cadence (0 = the plan's); refused unless sell.base_url is loopback.", minimum=0, maximum=86400),
+    "sync.parallel_runs": Key(int, 8, "PostgreSQL: most channels one daemon syncs at once; the other daemons take the "
+                                      "rest of what is due.", minimum=1, maximum=1000),
     "sync.batch_retries": Key(int, 3, "How many runs in a row retry a record whose write Sell refused before it waits for a change.", minimum=1, maximum=20),
     "clock.mode": Key(str, "wall", "Business time: wall (the system clock) or manual (moved by clock.set/clock.advance; tests, demo).", choices=("wall", "manual")),
     "clock.start": Key(str, "", "Manual mode: the time of a fresh store, ISO 8601 with offset; empty = the wall time at first start."),
@@ -114,6 +124,18 @@ class Config:
     @property
     def maildir_path(self) -> Path:
         return self.state_dir / self.values["delivery.maildir"]
+
+    @property
+    def store_url(self) -> StoreUrl | None:
+        """The PostgreSQL server (``[store] url``), or None for the SQLite default."""
+        return parse_store_url(self.values["store.url"]) if self.values["store.url"] else None
+
+    def store_password(self) -> Secret | None:
+        """The store-password credential, or None when there is no such file."""
+        try:
+            return self.credential("store_password")
+        except FileNotFoundError:
+            return None
 
     def credentials_dir(self) -> str | None:
         return self.values["credentials.directory"] or os.environ.get("CREDENTIALS_DIRECTORY")
@@ -196,6 +218,13 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
     problem = _database_problem(values["store.database"], values["daemon.state_dir"])
     if problem:
         problems.append(f"store.database: {problem}")
+    if values["store.url"]:
+        if values["store.database"]:
+            problems.append("store.url: PostgreSQL (store.url) and SQLite (store.database) are exclusive; set one of them")
+        try:
+            parse_store_url(values["store.url"])
+        except ValueError as exc:
+            problems.append(f"store.url: {exc}")
     if not str(values["sell.base_url"]).startswith(("http://", "https://")):
         problems.append("sell.base_url: must start with http:// or https://")
     loopback = is_loopback_url(str(values["sell.base_url"]))
@@ -233,6 +262,67 @@ def _links_problems(values: dict[str, Any]) -> list[str]:
         except (TypeError, ValueError):
             problems.append(f"links.trusted_proxies: {proxy!r} is not an IP address or network")
     return problems
+
+
+@dataclass(frozen=True)
+class StoreUrl:
+    """Where the PostgreSQL store is: ``host`` is a name, an address or a socket folder."""
+
+    user: str
+    host: str
+    port: int
+    database: str
+
+    def __str__(self) -> str:  # never carries a password: there is none in the URL
+        if self.host.startswith("/"):
+            return f"postgres://{self.user}@/{self.database}?host={self.host}&port={self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"postgres://{self.user}@{host}:{self.port}/{self.database}"
+
+
+def parse_store_url(text: str) -> StoreUrl:
+    """``postgres://USER@HOST[:PORT]/DB`` or ``postgres://USER@/DB?host=/socket/folder[&port=N]``.
+
+    ``ValueError`` says what is wrong; a password in the URL is refused (and not echoed)."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    if text != text.strip() or any(c.isspace() for c in text):
+        raise ValueError("must not contain spaces")
+    parts = urlsplit(text)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError("must start with postgres:// (the PostgreSQL store); leave it empty for SQLite")
+    if parts.password is not None:
+        raise ValueError("must not contain a password: put it in the store-password credential file")
+    user = unquote(parts.username or "")
+    if not user:
+        raise ValueError("must name the user, e.g. postgres://kuloo@db.example.com:5432/kuloo")
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise ValueError("must name the database after the host, e.g. postgres://kuloo@db.example.com/kuloo")
+    try:
+        query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise ValueError("has a malformed query (only ?host=/socket/folder&port=N)") from None
+    unknown = sorted(set(query) - {"host", "port"})
+    if unknown or parts.fragment:
+        raise ValueError(f"only host and port may follow '?', not {', '.join(unknown) or 'a fragment'}")
+    socket_dir = query.get("host", [""])[-1]
+    try:
+        port = int(query["port"][-1]) if "port" in query else (parts.port or 5432)
+    except ValueError:
+        raise ValueError("port must be a number") from None
+    if not 1 <= port <= 65535:
+        raise ValueError("port must be between 1 and 65535")
+    host = unquote(parts.hostname or "")
+    if socket_dir:
+        if host:
+            raise ValueError("names both a host and a socket folder (?host=); use one")
+        if not socket_dir.startswith("/"):
+            raise ValueError("?host= must be an absolute socket folder, e.g. /run/postgresql")
+        host = socket_dir
+    elif not host:
+        raise ValueError("must name the host, or a socket folder with ?host=/run/postgresql")
+    return StoreUrl(user=user, host=host, port=port, database=database)
 
 
 def parse_listen(text: str) -> tuple[str, int]:

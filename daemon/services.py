@@ -15,6 +15,9 @@ and return plain data. It imports no ``control`` module: events go out through
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,14 +26,15 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+import trio
 
 from .clock import Clock, ManualClock, WallClock, parse_instant
 from .config import Config
 from .crm.pool import ClientPool
 from .scheduler import Scheduler
-from .store import clock_time, sync_runs
+from .store import clock_time, leases, sync_runs
 from .store import delivery as delivery_store
-from .store.bridge import Store
+from .store.bridge import Store, store_location
 
 log = structlog.get_logger("kuloo.services")
 
@@ -39,6 +43,64 @@ Publish = Callable[[str, Any], None]
 
 def _drop(_event: str, _data: Any) -> None:
     return None
+
+
+class Leases:
+    """This daemon's id and its leases on the channels' work (``store.leases``).
+
+    ``hold(kind, channel)`` is the one hook the capabilities put around a channel's sync
+    run or delivery pass: on PostgreSQL it claims the lease (or, with ``wait``, waits until
+    the daemon holding it is done) and releases it after; on SQLite, one daemon per
+    database, it always holds. ``keep_alive`` renews every held lease (monotonic time;
+    expiry is the database's time) until the daemon stops."""
+
+    def __init__(self, store: Store, clock: Clock, seconds: float) -> None:
+        self.store = store
+        self.clock = clock
+        self.seconds = seconds
+        host = socket.gethostname()[:40]
+        self.id = f"{host}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.host = host
+
+    @property
+    def shared(self) -> bool:
+        return self.store.postgres
+
+    @asynccontextmanager
+    async def hold(self, kind: str, channel_id: int, *, wait: bool = False) -> AsyncIterator[bool]:
+        if not self.shared:
+            yield True
+            return
+        told = False
+        while True:
+            claim = await self.store.run(leases.claim, channel_id, kind, self.id, self.seconds, self.clock.now())
+            if claim.held or not wait:
+                break
+            if not told:
+                log.info("waiting for another daemon's lease", channel_id=channel_id, kind=kind, holder=claim.holder)
+                told = True
+            await trio.sleep(min(1.0, self.seconds / 4))
+        if not claim.held:
+            yield False
+            return
+        if claim.taken_over:
+            log.warning("took over an expired lease", channel_id=channel_id, kind=kind, dead=claim.taken_over)
+        try:
+            yield True
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                await self.store.run(leases.release, channel_id, kind, self.id, claim.last_run, self.clock.now())
+
+    async def keep_alive(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        if not self.shared:
+            return
+        while True:
+            await trio.sleep(self.seconds / 3)
+            try:
+                await self.store.run(leases.heartbeat, self.id, self.seconds)
+            except Exception as exc:  # a lost connection: the next beat tries again
+                log.warning("lease heartbeat failed", error=str(exc))
 
 
 @dataclass
@@ -55,6 +117,7 @@ class Services:
     connections: Callable[[], int] = lambda: 0
     delivery: Any = None  # delivery.service.Delivery, set by ``app`` (a capability above this layer)
     links_url: str = ""  # the links service's bound address, set once it listens
+    leases: Leases | None = None  # set by ``open_services``
 
 
 async def make_clock(config: Config, store: Store) -> Clock:
@@ -73,18 +136,32 @@ async def make_clock(config: Config, store: Store) -> Clock:
 @asynccontextmanager
 async def open_services(config: Config, publish: Publish = _drop) -> AsyncIterator[Services]:
     """Open the store and the Sell client pool, set the clock, tidy up after a crash."""
-    async with Store.open(config.database_path) as store, ClientPool(
+    async with Store.open(store_location(config)) as store, ClientPool(
         config["sell.base_url"],
         rate_per_second=config["sell.requests_per_second"],
         timeout=config["sell.timeout_seconds"],
         max_attempts=config["sell.max_attempts"],
     ) as sell_pool:
         clock = await make_clock(config, store)
-        interrupted = await store.run(sync_runs.fail_interrupted, clock.now())
-        if interrupted:
-            log.warning("sync runs left running by a crash marked failed", sync_runs=interrupted)
-        uncertain = await store.run(delivery_store.mark_interrupted, clock.now())
-        if uncertain:
-            log.warning("emails that may have left before a crash marked uncertain", outbox=uncertain)
+        lease = Leases(store, clock, config["store.lease_seconds"])
+        if store.postgres:
+            # Other daemons may be working: what a dead one left is repaired when its
+            # expired lease is taken over (store.leases), not here.
+            await store.run(leases.register, lease.id, lease.host, os.getpid())
+        else:
+            interrupted = await store.run(sync_runs.fail_interrupted, clock.now())
+            if interrupted:
+                log.warning("sync runs left running by a crash marked failed", sync_runs=interrupted)
+            uncertain = await store.run(delivery_store.mark_interrupted, clock.now())
+            if uncertain:
+                log.warning("emails that may have left before a crash marked uncertain", outbox=uncertain)
         scheduler = Scheduler(config["daemon.scheduler_tick_seconds"], clock)
-        yield Services(config, store, sell_pool, clock, scheduler, publish)
+        try:
+            yield Services(config, store, sell_pool, clock, scheduler, publish, leases=lease)
+        finally:
+            if store.postgres:
+                with trio.CancelScope(shield=True), trio.move_on_after(10):
+                    try:
+                        await store.run(leases.stop, lease.id)
+                    except Exception as exc:  # the server is gone: the leases expire on their own
+                        log.warning("could not release the leases", error=str(exc))

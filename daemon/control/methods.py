@@ -26,6 +26,7 @@ from ..secrets import Secret
 from ..services import Services
 from ..store import Conflict, Invalid, NotFound, sync_store
 from ..store import channels as channel_store
+from ..store import leases as lease_store
 from ..sync import connection, engine
 from ..vocabulary import Plan
 from . import delivery_methods, render, sync_methods, users
@@ -135,12 +136,15 @@ async def status(services: Services, params: dict[str, Any]) -> dict[str, Any]:
         "pid": os.getpid(),
         "uptime_seconds": round(time.monotonic() - services.started_at, 3),
         "channels": channels,
-        "store": str(services.store.db_path),
+        "store": services.store.where,
         "scheduler": services.scheduler.status(),
         "stopping": services.stopping,
         "clock": render.clock(services.clock),
         "connections": services.connections(),
         "links": {"url": services.links_url or None},
+        "daemon": {"id": services.leases.id if services.leases else None},
+        **({"daemons": [render.daemon(d) for d in await services.store.run(lease_store.daemons)]}
+           if services.store.postgres else {}),
     }
 
 

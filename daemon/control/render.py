@@ -48,7 +48,16 @@ def sync_run(doc: RunDoc) -> dict[str, Any]:
         "started_at": iso(doc.started_at),
         "finished_at": iso(doc.finished_at),
         "counts": dict(doc.counts),
+        "daemon": doc.daemon_id or None,  # PostgreSQL: the daemon that ran it
     }
+
+
+def daemon(d: dict[str, Any]) -> dict[str, Any]:
+    """One daemon seen on the PostgreSQL store (``store.leases.daemons``), for ``status``."""
+    return {"id": d["id"], "host": d["host"], "pid": d["pid"], "started_at": iso(d["started_at"]),
+            "last_seen": iso(d["last_seen"]), "stopped": d["stopped"],
+            "leases": [{"channel": x["channel"], "kind": x["kind"], "until": iso(x["until"]),
+                        "expired": x["expired"]} for x in d["leases"]]}
 
 
 def sync_error(doc: ErrorDoc) -> dict[str, Any]:

@@ -320,15 +320,17 @@ class Delivery:
             total = PassCounts()
             next_due: list[datetime] = []
             for cid in ids:
-                for _ in range(3):  # a sent email can make the next one due at once (delay 0)
-                    queued, due = await self._plan(cid)
-                    total.queued += queued
-                    sent_before = total.sent
-                    await self._send_channel(cid, total)
-                    if due is not None:
-                        next_due.append(due)
-                    if queued == 0 or total.sent == sent_before:
-                        break
+                # PostgreSQL: one daemon at a time plans and sends a channel (services.Leases).
+                async with self.services.leases.hold("delivery", cid) as held:
+                    for _ in range(3) if held else ():  # a sent email can make the next one due at once (delay 0)
+                        queued, due = await self._plan(cid)
+                        total.queued += queued
+                        sent_before = total.sent
+                        await self._send_channel(cid, total)
+                        if due is not None:
+                            next_due.append(due)
+                        if queued == 0 or total.sent == sent_before:
+                            break
             if channel_id is None and only is None:
                 self.last_pass = now
                 self.next_due = min(next_due, default=None)

@@ -25,6 +25,11 @@ Rules this module enforces or relies on:
   standard library, and the whole start (check, migrations, init) is bounded by
   ``startup_timeout``: a bad file ends start-up with a one-line ``StoreFileError``
   instead of tortoise's silent hang.
+- The same store opens a PostgreSQL database (a ``pg.PgTarget`` instead of a path):
+  ``pg.check_server`` first (reachable, schema not newer than the code), then the same
+  migrations and models. tortoise caches each model's INSERT per connection label across
+  ``Tortoise.init`` (``EXECUTOR_CACHE``), so it is cleared before each init: a process
+  that opened SQLite before PostgreSQL (the tests) would otherwise write with the other's SQL.
 """
 
 from __future__ import annotations
@@ -40,8 +45,10 @@ from typing import Any, TypeVar
 
 import trio
 
+from ..config import Config
 from ..secrets import remember
 from .files import StoreFileError, check_database, prepare_folder
+from .pg import PgTarget, check_server, tortoise_connection
 
 T = TypeVar("T")
 
@@ -84,20 +91,24 @@ STARTUP_TIMEOUT = 60.0  # under systemd's default TimeoutStartSec (90 s)
 STOP_TIMEOUT = 10.0
 
 
-def tortoise_config(db_path: str | Path) -> dict[str, Any]:
+Location = str | Path | PgTarget
+
+
+def store_location(config: Config) -> Location:
+    """The configured store: the PostgreSQL server of ``[store] url``, else the SQLite file."""
+    url = config.store_url
+    if url is None:
+        return config.database_path
+    return PgTarget(url, config.store_password())
+
+
+def tortoise_config(location: Location) -> dict[str, Any]:
+    if isinstance(location, PgTarget):
+        connection = tortoise_connection(location)
+    else:
+        connection = _sqlite_connection(location)
     return {
-        "connections": {
-            "default": {
-                "engine": "tortoise.backends.sqlite",
-                "credentials": {
-                    "file_path": str(db_path),
-                    "journal_mode": "WAL",
-                    "foreign_keys": "ON",
-                    "busy_timeout": 5000,
-                    "synchronous": "NORMAL",
-                },
-            }
-        },
+        "connections": {"default": connection},
         "apps": {
             APP: {
                 "models": ["kuloo_daemon.store.models"],
@@ -110,6 +121,19 @@ def tortoise_config(db_path: str | Path) -> dict[str, Any]:
     }
 
 
+def _sqlite_connection(db_path: str | Path) -> dict[str, Any]:
+    return {
+        "engine": "tortoise.backends.sqlite",
+        "credentials": {
+            "file_path": str(db_path),
+            "journal_mode": "WAL",
+            "foreign_keys": "ON",
+            "busy_timeout": 5000,
+            "synchronous": "NORMAL",
+        },
+    }
+
+
 async def apply_migrations(config: dict[str, Any], progress: Callable[[str, str, str], object] | None = None) -> None:
     """Bring the schema up to date (runs on an asyncio loop)."""
     from tortoise.migrations.api import migrate
@@ -118,11 +142,17 @@ async def apply_migrations(config: dict[str, Any], progress: Callable[[str, str,
 
 
 class Store:
-    """Handle on the store; create it with ``async with Store.open(path) as store``."""
+    """Handle on the store; create it with ``async with Store.open(path_or_target) as store``.
 
-    def __init__(self, db_path: str | Path) -> None:
-        self.db_path = Path(db_path)
-        self.config = tortoise_config(self.db_path)
+    ``db_path`` is the SQLite file (None on PostgreSQL); ``where`` names either, for
+    ``status`` and the logs (never a password); ``postgres`` tells the backends apart."""
+
+    def __init__(self, location: Location) -> None:
+        self.target = location if isinstance(location, PgTarget) else None
+        self.db_path = None if self.target else Path(location)
+        self.where = str(self.target or self.db_path)
+        self.postgres = self.target is not None
+        self.config = tortoise_config(self.target or self.db_path)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._context: contextvars.Context | None = None
@@ -131,23 +161,24 @@ class Store:
     @asynccontextmanager
     async def open(
         cls,
-        db_path: str | Path,
+        location: Location,
         *,
         migrate: bool = True,
         startup_timeout: float | None = None,
     ):
         """Open (and migrate) the store; ``StoreFileError`` when the file is unusable or
         start-up takes longer than ``startup_timeout`` (default ``STARTUP_TIMEOUT``)."""
-        store = cls(db_path)
+        store = cls(location)
         startup_timeout = STARTUP_TIMEOUT if startup_timeout is None else startup_timeout
         try:
             with trio.move_on_after(startup_timeout) as scope:
-                await trio.to_thread.run_sync(prepare_folder, store.db_path.parent)
-                await trio.to_thread.run_sync(check_database, store.db_path, abandon_on_cancel=True)
+                if store.db_path is not None:
+                    await trio.to_thread.run_sync(prepare_folder, store.db_path.parent)
+                    await trio.to_thread.run_sync(check_database, store.db_path, abandon_on_cancel=True)
                 await store._start(migrate)
             if scope.cancelled_caught:
                 raise StoreFileError(
-                    store.db_path, f"the store did not open within {startup_timeout:g} s", stuck=True
+                    store.where, f"the store did not open within {startup_timeout:g} s", stuck=True
                 )
             yield store
         finally:
@@ -174,7 +205,11 @@ class Store:
 
         async def init() -> contextvars.Context:
             from tortoise import Tortoise
+            from tortoise.backends.base.executor import EXECUTOR_CACHE
 
+            if self.target is not None:
+                await check_server(self.target)
+            EXECUTOR_CACHE.clear()
             if migrate:
                 await apply_migrations(self.config)
             await Tortoise.init(config=self.config)
@@ -259,7 +294,7 @@ async def _remember_stored_secrets() -> None:
 
 
 def migrate_blocking(
-    db_path: str | Path,
+    location: Location,
     progress: Callable[[str, str, str], object] | None = None,
     *,
     timeout: float | None = None,
@@ -269,13 +304,17 @@ def migrate_blocking(
     ``StoreFileError`` when the file is unusable or migrating takes longer than ``timeout``."""
     from tortoise import Tortoise
 
-    prepare_folder(Path(db_path).parent)
-    check_database(db_path)
+    target = location if isinstance(location, PgTarget) else None
+    if target is None:
+        prepare_folder(Path(location).parent)
+        check_database(location)
     timeout = STARTUP_TIMEOUT if timeout is None else timeout
 
     async def migrate_and_close() -> None:  # one task: tortoise's context lives in it
         try:
-            await apply_migrations(tortoise_config(db_path), progress)
+            if target is not None:
+                await check_server(target)
+            await apply_migrations(tortoise_config(location), progress)
         finally:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(Tortoise.close_connections(), STOP_TIMEOUT)
@@ -284,6 +323,6 @@ def migrate_blocking(
         try:
             await asyncio.wait_for(migrate_and_close(), timeout)
         except TimeoutError:
-            raise StoreFileError(db_path, f"migrating did not finish within {timeout:g} s", stuck=True) from None
+            raise StoreFileError(str(location), f"migrating did not finish within {timeout:g} s", stuck=True) from None
 
     asyncio.run(go())

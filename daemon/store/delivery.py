@@ -410,7 +410,10 @@ async def claim(channel_id: int, now: datetime, limit: int) -> list[Claimed]:
         rows = await (OutboxMessage.filter(channel_id=channel_id, state=OutboxState.QUEUED.value)
                       .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
                       .filter(user__unsubscribed=False)
-                      .order_by("id").limit(limit).select_related("user", "channel"))
+                      .order_by("id").limit(limit).select_related("user", "channel")
+                      # PostgreSQL: rows another daemon is claiming are skipped, never sent twice
+                      # (only the outbox rows are locked; SQLite ignores it: one daemon there).
+                      .select_for_update(skip_locked=True, of=("outbox_message",)))
         if not rows:
             return []
         for row in rows:

@@ -138,6 +138,14 @@ def hold_state(state_dir: str | os.PathLike, database: str | os.PathLike) -> Ite
             os.close(fd)  # closing the descriptor releases its flock
 
 
+@contextlib.contextmanager
+def share_state(state_dir: str | os.PathLike) -> Iterator[None]:
+    """The PostgreSQL store's counterpart of ``hold_state``: the state folder is prepared,
+    and no lock is taken (several daemons share one PostgreSQL database)."""
+    prepare_folder(state_dir, tighten=True)
+    yield
+
+
 def _set_mode(path: Path) -> None:
     try:
         info = path.lstat()

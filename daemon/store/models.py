@@ -168,6 +168,9 @@ class SequenceProgress(Model):
     class Meta:
         table = "sequence_progress"
         unique_together = (("user", "article"),)
+        # Foreign keys get no index of their own (tortoise), and PostgreSQL scans a whole
+        # table for each cascade or lookup without one.
+        indexes = (("article_id",), ("outbox_id",))
 
 
 class OutboxMessage(Model):
@@ -191,6 +194,9 @@ class OutboxMessage(Model):
 
     class Meta:
         table = "outbox_message"
+        # The delivery pass claims a channel's queued mail in id order; outbox.list pages it
+        # by state; cancelling finds a user's (or an article's) mail.
+        indexes = (("channel_id", "state", "id"), ("user_id", "kind"), ("article_id",))
 
 
 class SyncRun(Model):
@@ -203,9 +209,12 @@ class SyncRun(Model):
     error = fields.TextField(default="")
     # Why it ended as it did, as a word (``vocabulary.INTERRUPTED``); ``error`` is the prose.
     reason = fields.CharField(max_length=32, default="", db_default="")
+    # The daemon that ran it (PostgreSQL, several daemons: ``store.leases``); "" on SQLite.
+    daemon_id = fields.CharField(max_length=64, default="", db_default="")
 
     class Meta:
         table = "sync_run"
+        indexes = (("channel_id", "id"),)  # a channel's runs, newest first (sync.runs, the scheduler)
 
 
 class SyncError(Model):
@@ -251,7 +260,7 @@ class AuditEntry(Model):
 
     class Meta:
         table = "audit_entry"
-        indexes = (("user_id", "id"),)  # users.audit: a user's entries, newest first
+        indexes = (("user_id", "id"), ("channel_id",))  # users.audit: a user's entries, newest first
 
 
 class ClockState(Model):
@@ -262,3 +271,37 @@ class ClockState(Model):
 
     class Meta:
         table = "clock_state"
+
+
+class DaemonRow(Model):
+    """One daemon process seen on this (PostgreSQL) database: ``status`` lists them.
+
+    ``heartbeat`` is the database's time of its last sign of life (``store.leases``)."""
+
+    id = fields.CharField(max_length=64, primary_key=True)
+    host = fields.CharField(max_length=255)
+    pid = fields.IntField()
+    started_at = fields.DatetimeField()
+    heartbeat = fields.DatetimeField()
+    stopped_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "daemon"
+
+
+class Lease(Model):
+    """Who holds a channel's sync run or delivery pass (``kind``), until when (database time).
+
+    PostgreSQL only: claimed with ``SELECT … FOR UPDATE SKIP LOCKED`` (``store.leases``);
+    ``lease_owner`` "" is free, and a ``lease_until`` in the past may be taken over."""
+
+    id = fields.IntField(primary_key=True)
+    channel = fields.ForeignKeyField("models.Channel", related_name="leases", on_delete=fields.CASCADE)
+    kind = fields.CharField(max_length=16)  # sync | delivery
+    lease_owner = fields.CharField(max_length=64, default="", db_default="")
+    lease_until = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "lease"
+        unique_together = (("channel", "kind"),)
+        indexes = (("lease_owner",),)

@@ -165,6 +165,7 @@ class RunDoc:
     started_at: datetime
     finished_at: datetime | None
     counts: dict[str, int]
+    daemon_id: str = ""  # PostgreSQL: the daemon that ran it (store.leases)
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ def payload_key(fields: Mapping[str, Any]) -> str:
 def _run_doc(row: SyncRun) -> RunDoc:
     counts = {k: int((row.counts or {}).get(k, 0)) for k in COUNT_KEYS}
     return RunDoc(row.id, row.channel_id, SyncRunStatus(row.status), row.reason, row.error,  # type: ignore[attr-defined]
-                  row.started_at, row.finished_at, counts)
+                  row.started_at, row.finished_at, counts, row.daemon_id)
 
 
 # The columns ``user_view`` reads: a query for the merge need not read (and parse) the rest.
@@ -405,7 +406,8 @@ def _users_matching(channel_id: int, records: Sequence[RecordIn], keys: Sequence
     """The query for the channel's users these records may belong to: by link, KulooId, email."""
     kuloo_ids = [r.values.get(KULOO_ID) for r in records if r.values.get(KULOO_ID)]
     emails = [e for r in records if (e := normalize_email(r.email))]
-    q = Q(kuloo_id__in=kuloo_ids or ["\0"]) | Q(email_key__in=emails or ["\0"])
+    # "" matches no row (PostgreSQL refuses a NUL in text, the old sentinel)
+    q = Q(kuloo_id__in=kuloo_ids or [""]) | Q(email_key__in=emails or [""])
     for kind in ("lead", "contact"):
         ids = [i for k, i in keys if k == kind]
         if ids:
@@ -908,7 +910,7 @@ async def orphans_to_recheck(channel_id: int) -> list[tuple[str, int]]:
     rows = await SyncError.filter(channel_id=channel_id, user_id=None, code__in=[E_CAP, E_DUPLICATE])
     room = caps.room_left(caps.cap_of(channel.plan), await _linked_count(channel_id))
     keys = [r.email.strip().lower() for r in rows if r.code == E_DUPLICATE]
-    linked = set(await UserRow.filter(channel_id=channel_id, email_key__in=keys or ["\0"],
+    linked = set(await UserRow.filter(channel_id=channel_id, email_key__in=keys or [""],
                                       crm_id__not_isnull=True).values_list("email_key", flat=True))
     out = []
     # Linked users suspended by a lowered plan, now inside the cap again.

@@ -29,6 +29,7 @@ Imports ``crm``, ``store`` (through ``Store.run``), ``services`` and the rules o
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -295,11 +296,25 @@ class _Run:
         return None
 
 
-async def run_channel(services: Services, channel_id: int) -> RunDoc:
-    """Run one sync of the channel now; a run in progress is waited for, then a fresh one runs."""
+async def run_channel(services: Services, channel_id: int, *, scheduled: bool = False) -> RunDoc | None:
+    """Run one sync of the channel now; a run in progress is waited for, then a fresh one runs.
+
+    On PostgreSQL the channel's sync lease is held for the run (``services.Leases``): a
+    run in another daemon is waited for too; a scheduled run leased elsewhere, or no longer
+    due once the lease is ours (another daemon just ran it), is skipped (None)."""
     lock = _locks(services).setdefault(channel_id, trio.Lock())
-    async with lock:
+    async with lock, services.leases.hold("sync", channel_id, wait=not scheduled) as held:
+        if not held or (scheduled and services.leases.shared and not await _still_due(services, channel_id)):
+            return None
         return await _run(services, channel_id)
+
+
+async def _still_due(services: Services, channel_id: int) -> bool:
+    override = services.config["sync.cadence_seconds"]
+    for cid, plan, last, verified in await services.store.run(sync_store.sync_schedule_inputs):
+        if cid == channel_id:
+            return schedule.next_sync_at(cid, schedule.cadence(plan, override), last, verified) <= services.clock.now()
+    return False
 
 
 async def _run(services: Services, channel_id: int) -> RunDoc:
@@ -387,6 +402,14 @@ def jobs(services: Services) -> list[Job | ClockJob]:
     async def plan() -> None:
         await replan(services)
 
+    # PostgreSQL: a daemon takes at most ``parallel_runs`` due channels at a time, so the
+    # other daemons' schedulers claim the rest (services.Leases) and capacity grows with them.
+    slots = trio.CapacityLimiter(services.config["sync.parallel_runs"] if services.leases.shared else math.inf)
+
+    async def one(cid: int) -> None:
+        async with slots:
+            await run_channel(services, cid, scheduled=True)
+
     async def run() -> None:
         now = services.clock.now()
         inputs = await services.store.run(sync_store.sync_schedule_inputs)
@@ -394,7 +417,7 @@ def jobs(services: Services) -> list[Job | ClockJob]:
                if schedule.next_sync_at(cid, schedule.cadence(p, override), last, verified) <= now]
         async with trio.open_nursery() as nursery:
             for cid in due:
-                nursery.start_soon(run_channel, services, cid)
+                nursery.start_soon(one, cid)
         await replan(services)
 
     if not services.config["sync.scheduled"]:

@@ -1,4 +1,5 @@
-"""store.users through the real bridge on a real SQLite file: every use case, every refusal."""
+"""store.users through the real bridge on a real SQLite file and a real PostgreSQL
+database (``backend``): every use case, every refusal."""
 
 from __future__ import annotations
 
@@ -31,9 +32,13 @@ def migrated(tmp_path_factory):
 
 
 @pytest.fixture
-async def store(short_tmp, migrated):
-    shutil.copy(migrated, f"{short_tmp}/s.sqlite3")
-    async with Store.open(f"{short_tmp}/s.sqlite3") as s:
+async def store(short_tmp, migrated, backend):
+    if backend.postgres:
+        location = backend.target
+    else:
+        shutil.copy(migrated, f"{short_tmp}/s.sqlite3")
+        location = f"{short_tmp}/s.sqlite3"
+    async with Store.open(location) as s:
         yield s
 
 

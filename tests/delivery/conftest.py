@@ -191,7 +191,14 @@ class Env:
 
 
 @pytest.fixture
-def env_factory(short_tmp, smtp_sink):
+def delivery_backend():
+    """The store the delivery tests run on: SQLite, unless a module overrides this fixture
+    with the root ``backend`` (both stores), as test_acceptance.py does."""
+    return None
+
+
+@pytest.fixture
+def env_factory(short_tmp, smtp_sink, delivery_backend):
     @asynccontextmanager
     async def make(sub: str = "", page_port: int | None = None, **extra):
         root = Path(short_tmp) / sub if sub else Path(short_tmp)
@@ -199,6 +206,8 @@ def env_factory(short_tmp, smtp_sink):
         (root / "articles").mkdir(exist_ok=True)
         if not (root / "articles" / "sample").exists():
             copy_samples(root, page_port)
+        if delivery_backend is not None and delivery_backend.postgres:
+            extra.setdefault("store", delivery_backend.store_section())
         config = write_config(root, smtp_sink.port, **extra)
         async with open_services(config) as services:
             services.delivery = Delivery(services)

@@ -10,6 +10,8 @@ import re
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
+import pytest
+
 from kuloo_daemon.delivery import schedule
 from kuloo_daemon.delivery.message import sender_domain
 from kuloo_daemon.store import delivery as store
@@ -17,6 +19,12 @@ from kuloo_daemon.tokens import Purpose, Signer
 from kuloo_daemon.vocabulary import OutboxState
 
 from .conftest import SIGNING_KEY
+
+
+@pytest.fixture
+def delivery_backend(backend):
+    """Every test here runs on SQLite and on PostgreSQL (planning, the outbox claim, sending)."""
+    return backend
 
 DAY = 86400
 WELCOME = "Welcome to Kuloo Gardens"

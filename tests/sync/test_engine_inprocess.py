@@ -1,4 +1,5 @@
-"""The engine in-process (open_services + sellsim over loopback): quick checks of one run."""
+"""The engine in-process (open_services + sellsim over loopback): quick checks of one run,
+on SQLite and on PostgreSQL (``backend``)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from sellsim.seeds import DEMO_TOKEN, default_seed
 TAGS = ["welcome", "onboarding", "upsell"]
 
 
-def fast_config(services_config, sellsim):
+def fast_config(services_config, sellsim, backend=None):
     """The engine in-process on a manual clock, with the request budget raised (loopback)."""
     sellsim.set_options(rate_per_second=5000, rate_per_hour=10**9)
     return services_config(sell={"base_url": sellsim.base_url, "requests_per_second": 2000},
-                           clock={"mode": "manual"})
+                           clock={"mode": "manual"}, **({"store": backend.store_section()} if backend else {}))
 
 
 async def verified_channel(services) -> int:
@@ -30,11 +31,11 @@ async def verified_channel(services) -> int:
     return created.channel.id
 
 
-async def test_initial_sync_imports_every_lead_and_a_second_run_is_idle(services_config, sellsim):
+async def test_initial_sync_imports_every_lead_and_a_second_run_is_idle(services_config, sellsim, backend):
     sellsim.load_seed(default_seed(leads=30, contacts=5))
     sellsim.set_options(rate_per_second=5000, rate_per_hour=10**9)
     config = services_config(sell={"base_url": sellsim.base_url, "requests_per_second": 2000},
-                             clock={"mode": "manual"})
+                             clock={"mode": "manual"}, store=backend.store_section())
     events = []
     async with open_services(config, lambda e, d: events.append((e, d))) as services:
         now = services.clock.now()
@@ -78,10 +79,10 @@ async def test_initial_sync_imports_every_lead_and_a_second_run_is_idle(services
         assert (await services.store.run(sync_store.errors, cid, None, 10))[0] == []
 
 
-async def test_the_lookup_before_a_second_post_finds_the_record_by_kulooid_then_email(services_config, sellsim):
+async def test_the_lookup_before_a_second_post_finds_the_record_by_kulooid_then_email(services_config, sellsim, backend):
     from kuloo_daemon.store.sync_store import PushIn
 
-    async with open_services(fast_config(services_config, sellsim)) as services:
+    async with open_services(fast_config(services_config, sellsim, backend)) as services:
         now = services.clock.now()
         start = await services.store.run(sync_store.begin_run, await verified_channel(services), now)
         sell = await services.sell_pool.client(Secret(DEMO_TOKEN))
