@@ -39,7 +39,9 @@ def test_a_store_url_names_user_server_and_database(url, host, port, database):
     ("postgres://kuloo@/k?host=run/pg", "absolute"),
     ("postgres://kuloo@h/k?host=/run/pg", "both"),
     ("postgres://kuloo@h/k?sslmode=disable", "sslmode"),
-    ("postgres://kuloo@h:99999/k", "port"),
+    ("postgres://kuloo@h:99999/k", "port must be a number between 1 and 65535"),
+    ("postgres://kuloo@h:0/k", "port must be between 1 and 65535"),  # not the default 5432
+    ("postgres://kuloo@h:x/k", "port must be a number"),
     (" postgres://kuloo@h/k", "spaces"),
 ])
 def test_check_config_refuses_a_bad_url_saying_why_and_never_echoes_a_password(short_tmp, url, words):
