@@ -27,14 +27,14 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..vocabulary import Frequency
+from ..vocabulary import Frequency, OutboxState, Source
 from .client import ControlClient
 
 GROUPS = ("users", "sync", "channel", "outbox")
 SUBSCRIPTIONS = (*(f.value for f in Frequency), "unsubscribed")
-SOURCES = ("admin", "signup", "sync", "app")
+SOURCES = tuple(s.value or "app" for s in Source)  # "app": the blank source (users.list takes "")
 CRM_KINDS = ("lead", "contact", "none")
-OUTBOX_STATES = ("queued", "sending", "sent", "failed", "uncertain", "cancelled")
+OUTBOX_STATES = tuple(s.value for s in OutboxState)
 
 
 class CommandError(Exception):
