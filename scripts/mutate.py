@@ -63,6 +63,13 @@ MODULES: dict[str, Target] = {
     "config.py": Target(
         ("tests/daemon/test_config.py", "tests/daemon/test_config_limits.py", "tests/daemon/test_config_bounds.py")
     ),
+    # The sync's pure decisions (rules/) and delivery's (delivery/schedule.py): their
+    # table and property tests, never the e2e files (a daemon subprocess per mutant).
+    "rules/merge.py": Target(("tests/sync/test_merge.py",)),
+    "rules/linking.py": Target(("tests/sync/test_linking_caps.py",)),
+    "rules/values.py": Target(("tests/sync/test_merge.py",)),
+    "rules/caps.py": Target(("tests/sync/test_linking_caps.py",)),
+    "delivery/schedule.py": Target(("tests/delivery/test_schedule.py",)),
 }
 
 
