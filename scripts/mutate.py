@@ -61,8 +61,9 @@ MODULES: dict[str, Target] = {
          "tests/daemon/test_secrets_bounds.py")
     ),  # fmt: skip
     "config.py": Target(
-        ("tests/daemon/test_config.py", "tests/daemon/test_config_limits.py", "tests/daemon/test_config_bounds.py")
-    ),
+        ("tests/daemon/test_config.py", "tests/daemon/test_config_limits.py", "tests/daemon/test_config_bounds.py",
+         "tests/daemon/test_config_checks.py")
+    ),  # fmt: skip
     # The sync's pure decisions (rules/) and delivery's (delivery/schedule.py): their
     # table and property tests, never the e2e files (a daemon subprocess per mutant).
     "rules/merge.py": Target(("tests/sync/test_merge.py",)),
