@@ -68,7 +68,7 @@ MODULES: dict[str, Target] = {
     # table and property tests, never the e2e files (a daemon subprocess per mutant).
     "rules/merge.py": Target(("tests/sync/test_merge.py",)),
     "rules/linking.py": Target(("tests/sync/test_linking_caps.py",)),
-    "rules/values.py": Target(("tests/sync/test_merge.py",)),
+    "rules/values.py": Target(("tests/sync/test_merge.py", "tests/sync/test_values.py")),
     "rules/caps.py": Target(("tests/sync/test_linking_caps.py",)),
     "delivery/schedule.py": Target(("tests/delivery/test_schedule.py",)),
 }
