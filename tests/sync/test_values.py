@@ -9,7 +9,14 @@ from __future__ import annotations
 import pytest
 
 from kuloo_daemon.crm.records import Contact, Lead
-from kuloo_daemon.rules.values import canonical, kuloo_attrs, normalize_email, sell_payload, sell_raw, sell_values
+from kuloo_daemon.rules.values import (
+    canonical,
+    kuloo_attrs,
+    normalize_email,
+    sell_payload,
+    sell_raw,
+    sell_values,
+)
 
 
 @pytest.mark.parametrize("name", ["first_name", "Promo", "Last active", "email", "Subscription"])
