@@ -26,8 +26,9 @@ soak: $(STAMP)
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/links/test_abuse.py -k forged
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q tests/sync/test_sync_resilience_e2e.py $(PYTEST_ARGS)
 
+# DEMO_ARGS: --reset (start over), --no-tui (no TUI; Ctrl-C stops), --state DIR.
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
 # Mutation testing, one module at a time with one worker (slow; not part of `make test`).
 # The module list and each module's tests live in scripts/mutate.py.

@@ -8,6 +8,10 @@ and the send rate to a local SMTP sink.
   template + premailer + text part for every recipient.
 - Send rate (reported): a whole delivery pass (plan, claim, render, SMTP, record) for N
   users to an aiosmtpd sink in its own process, batches claimed and committed together.
+- Due users (reported): with 100,000 users in a channel (bench_users' fill) a planning
+  pass reads only the users due. Printed: the pass that reads every user (each pass did,
+  before ``User.next_due_at``; now once, after the upgrade), then a pass when 100 users
+  are due (changed), with the users read by each.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import trio
@@ -126,6 +130,55 @@ def send_rate() -> float:
         sink.wait(5)
 
 
+DUE_USERS = int(os.environ.get("KULOO_BENCH_DUE_USERS", "100_000"))
+DUE_NOW = 100
+
+
+async def due_passes(db: Path) -> dict[str, float]:
+    import random
+
+    from bench.bench_users import NOW as FILLED_AT
+    from bench.bench_users import TAGS, _fill
+    from kuloo_daemon.delivery import schedule
+    from kuloo_daemon.delivery.message import sender_domain
+    from kuloo_daemon.store import channels as channel_store
+    from kuloo_daemon.store import delivery as store
+    from kuloo_daemon.store.bridge import Store
+
+    read = [0]
+
+    def decide(articles, users, now):
+        read[0] += len(users)
+        return schedule.decide(articles, users, now)
+
+    async def one_pass(store_, channel: int, now) -> tuple[int, float]:
+        read[0], after = 0, 0
+        started = time.perf_counter()
+        while after is not None:
+            _queued, _due, after = await store_.run(store.plan, channel, now, decide, sender_domain, after)
+        return read[0], time.perf_counter() - started
+
+    async with Store.open(db) as s:
+        channel = (await s.run(channel_store.create, {"name": "Big", "sender": "Big <b@big.test>",
+                                                      "sequential_tags": TAGS}, None, FILLED_AT)).channel.id
+        await s.run(_fill, channel, DUE_USERS, 1, 1)
+        now = FILLED_AT + timedelta(hours=1)
+        all_read, all_seconds = await one_pass(s, channel, now)
+        idle_read, idle_seconds = await one_pass(s, channel, now)
+        changed = random.Random(7).sample(range(1, DUE_USERS + 1), DUE_NOW)
+        await s.run(store.replan, changed)  # as 100 changed users (or 100 due by time) would
+        due = await s.run(store.due_users, channel, now)
+        due_read, due_seconds = await one_pass(s, channel, now)
+    print(f"   planning pass over {DUE_USERS:,} users, every one read (each pass before next_due_at; "
+          f"once after the upgrade now): read {all_read:,}, {all_seconds:.2f} s")
+    print(f"   planning pass with nobody due: read {idle_read:,}, {idle_seconds * 1000:.1f} ms")
+    print(f"   planning pass with {due:,} of {DUE_USERS:,} due: read {due_read:,}, {due_seconds * 1000:.1f} ms")
+    if (due_read, idle_read) != (due, 0):
+        raise RuntimeError(f"a pass read {due_read} users for {due} due, {idle_read} with none due")
+    return {"plan all users s": all_seconds, "plan 100 due users ms": due_seconds * 1000,
+            "users read with 100 due": due_read}
+
+
 def main() -> dict[str, float]:
     rate = personalised_rate()
     naive = naive_rate()
@@ -136,10 +189,12 @@ def main() -> dict[str, float]:
     sends = send_rate()
     print(f"   delivery pass to a local SMTP sink ({SEND_USERS} users, one connection per batch of 100): "
           f"{sends:,.0f} messages/s")
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        due = trio.run(due_passes, Path(tmp) / "kuloo.sqlite3")
     if rate < RENDER_GOAL or ratio < RATIO_GOAL:
         raise RuntimeError("below the goal")
     return {"render personalised/s": rate, "naive per-recipient/s": naive, "per-recipient speed-up x": ratio,
-            "send to sink msg/s": sends}
+            "send to sink msg/s": sends, **due}
 
 
 if __name__ == "__main__":

@@ -1,23 +1,45 @@
-"""`make demo`: sellsim, the daemon and a seeded, connected demo channel, all under ./demo-state.
+"""`make demo`: sellsim, the daemon, a seeded and synced demo channel, then the admin TUI.
 
-Starts sellsim with config/sellsim-demo.json on a free loopback port, writes
-demo-state/kuloo.toml (config/demo.toml pointed at that sellsim), runs the daemon, creates
-the demo channel with sellsim's demo token, and prints how to talk to the daemon.
-Ctrl-C stops everything. ``--smoke`` starts it all, checks it, and stops (used by the tests).
+Everything lives under ./demo-state (or ``--state``):
+
+1. sellsim with config/sellsim-demo.json on a free loopback port (a Pro account with the
+   six Kuloo fields, 36 leads — one already converted, two sharing one email — and 22
+   contacts), its state kept in sellsim-state.json;
+2. the daemon on SQLite (demo-state/kuloo.toml, written from config/demo.toml): Maildir
+   delivery, the links service on a free loopback port, the manual clock;
+3. the demo channel connected to sellsim's account, config/articles/ imported, a first sync;
+4. one lead's KulooId broken in sellsim through sellsim's HTTP API (as a Sell user editing
+   the lead would), then a second sync, so the Sync errors screen has something real;
+5. ``kuloo-tui`` in the foreground. Quitting it stops everything the demo started.
+
+The daemon and sellsim run in their own sessions (a Ctrl-C reaches this script, which
+stops them in order) and get SIGTERM if this script dies (``PR_SET_PDEATHSIG``). Their
+logs are demo-state/daemon.log and demo-state/sellsim.log. demo-state/demo.pids names
+the running processes; a second ``make demo`` refuses to start beside a live demo, and
+stops what a killed demo left behind.
+
+A second run **reuses** demo-state: the channel, your users, the clock, the mail and
+sellsim's records are kept (every setup step is idempotent). ``--reset`` starts over.
+
+``--no-tui`` sets everything up, prints how to talk to it and waits for Ctrl-C or
+SIGTERM; ``--smoke`` sets everything up and stops at once (both used by the tests).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import os
 import secrets
-import selectors
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +54,19 @@ CHANNEL = {
     "sender": "Kuloo Demo <news@kuloo-demo.test>",
     "postal_address": "Kuloo Demo, 1 Example Street, Springfield",
 }
+# The lead whose KulooId a "Sell user" overwrites, and what they type there.
+BROKEN_EMAIL = "ines.quist.28@example.com"
+BROKEN_VALUE = "typed-over-by-a-sell-user"
+PIDS = "demo.pids"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Stop(Exception):
+    """SIGTERM or SIGHUP arrived: unwind and stop everything (like Ctrl-C)."""
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    raise Stop(signal.Signals(signum).name)
 
 
 def toml_dump(data: dict) -> str:
@@ -44,22 +79,146 @@ def toml_dump(data: dict) -> str:
     return "\n".join(out)
 
 
-def start_sellsim(state: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [str(BIN / "kuloo-sell-sim"), "--host", "127.0.0.1", "--port", "0",
-         "--seed", str(ROOT / "config" / "sellsim-demo.json"), "--state", str(state / "sellsim-state.json")],
-        stdout=subprocess.PIPE, text=True,
-    )
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    if not sel.select(timeout=30):
-        proc.kill()
-        raise SystemExit("demo: sellsim did not start within 30 s")
-    line = proc.stdout.readline().strip()
-    if "http://" not in line:
-        proc.kill()
-        raise SystemExit(f"demo: unexpected first line from sellsim: {line!r}")
-    return proc, line[line.index("http://"):]
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the demo script dies, however it dies (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Demo:
+    """The processes the demo started, in start order, and the pid file that names them."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: list = []
+        self.saved_tty: list | None = None  # the terminal's modes before the TUI took it
+
+    def restore_terminal(self) -> None:
+        """After a TUI that did not quit by itself (killed, crashed): the terminal as it was."""
+        if self.saved_tty is None:
+            return
+        import termios
+
+        with contextlib.suppress(OSError, termios.error):
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self.saved_tty)
+        # leave the alternate screen, stop mouse reporting, show the cursor
+        sys.stdout.write("\x1b[?1049l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?25h")
+        sys.stdout.flush()
+        self.saved_tty = None
+
+    def spawn(self, name: str, argv: list[str], *, own_session: bool = True) -> subprocess.Popen:
+        if own_session:
+            log = open(self.state / f"{name}.log", "ab")  # noqa: SIM115 — closed in stop()
+            self.logs.append(log)
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, preexec_fn=_die_with_parent)
+        else:  # the TUI: in our process group, so it owns the terminal with us
+            proc = subprocess.Popen(argv, preexec_fn=_die_with_parent)
+        self.procs[name] = proc
+        self.write_pids()
+        return proc
+
+    def write_pids(self) -> None:
+        pids = {"demo": os.getpid(), **{name: p.pid for name, p in self.procs.items()}}
+        tmp = self.state / (PIDS + ".tmp")
+        tmp.write_text(json.dumps(pids) + "\n")
+        tmp.rename(self.state / PIDS)  # a reader never sees half a file
+
+    def stop(self) -> None:
+        """The TUI, then the daemon (it drains), then sellsim (it saves its state)."""
+        for name in ("tui", "daemon", "sellsim"):
+            proc = self.procs.get(name)
+            if proc is None:
+                continue
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15 if name == "daemon" else 5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                if name == "tui":
+                    self.restore_terminal()
+            if name != "tui":  # anything its session left behind
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        for log in self.logs:
+            log.close()
+        with contextlib.suppress(FileNotFoundError):
+            (self.state / PIDS).unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return False
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def clear_leftovers(state: Path) -> None:
+    """Refuse to start beside a running demo; stop what a killed one left (only our own processes)."""
+    path = state / PIDS
+    try:
+        pids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    demo = pids.pop("demo", None)
+    if isinstance(demo, int) and demo != os.getpid() and _alive(demo) and "demo.py" in _cmdline(demo):
+        raise SystemExit(f"demo: a demo is already running on {state} (pid {demo}); quit its TUI, "
+                         f"or `kill {demo}`, then run it again")
+    left = [pid for pid in pids.values()
+            if isinstance(pid, int) and _alive(pid) and str(state) in _cmdline(pid)]
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in left) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if left:
+        print(f"demo: stopped {len(left)} process(es) a previous demo left running", file=sys.stderr)
+    path.unlink()
+
+
+def start_sellsim(demo: Demo) -> str:
+    log = demo.state / "sellsim.log"
+    start = log.stat().st_size if log.exists() else 0
+    proc = demo.spawn("sellsim", [
+        str(BIN / "kuloo-sell-sim"), "--host", "127.0.0.1", "--port", "0",
+        "--seed", str(ROOT / "config" / "sellsim-demo.json"), "--state", str(demo.state / "sellsim-state.json"),
+    ])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with open(log, "rb") as fh:
+            fh.seek(start)
+            for line in fh.read().decode(errors="replace").splitlines():
+                if "listening on http://" in line:
+                    return line[line.index("http://"):].strip()
+        if proc.poll() is not None:
+            raise SystemExit(f"demo: sellsim exited with {proc.returncode}; see {log}")
+        time.sleep(0.05)
+    raise SystemExit(f"demo: sellsim did not start within 30 s; see {log}")
+
+
+def sellsim_call(url: str, method: str, path: str, body: dict | None = None) -> object:
+    """sellsim's own HTTP API (``/_sim/...``): what a Sell user does in Sell's web UI."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read() or b"null")
 
 
 def write_config(state: Path, sell_url: str) -> Path:
@@ -84,16 +243,16 @@ def make_credentials(state: Path) -> None:
         key.chmod(0o600)
 
 
-def connect(path: str, proc: subprocess.Popen, timeout: float = 30) -> ControlClient:
+def connect(path: str, proc: subprocess.Popen, log: Path, timeout: float = 30) -> ControlClient:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return ControlClient(path, timeout=30, client_name="demo")
+            return ControlClient(path, timeout=60, client_name="demo")
         except OSError:
             if proc.poll() is not None:
-                raise SystemExit(f"demo: the daemon exited with {proc.returncode}") from None
+                raise SystemExit(f"demo: the daemon exited with {proc.returncode}; see {log}") from None
             if time.monotonic() > deadline:
-                raise SystemExit("demo: the daemon's control socket did not come up") from None
+                raise SystemExit(f"demo: the daemon's control socket did not come up; see {log}") from None
             time.sleep(0.1)
 
 
@@ -104,73 +263,134 @@ def ensure_channel(client: ControlClient, token: str) -> dict:
         if exc.code != "not_found":
             raise
         doc = client.call("channels.create", {**CHANNEL, "api_token": token})
-    if "channels.verify" in client.server.get("methods", []):
-        doc = client.call("channels.verify", {"id": doc["id"]})
-    return doc
+    return client.call("channels.verify", {"id": doc["id"]})
+
+
+def break_kulooid(client: ControlClient, channel: int, sell_url: str) -> dict:
+    """A Sell user types over one lead's KulooId (sellsim's UI endpoint, not the daemon)."""
+    user = client.call("users.get", {"channel": channel, "email": BROKEN_EMAIL})
+    crm = user.get("crm") or {}
+    if crm.get("kind") == "lead" and crm.get("id"):
+        sellsim_call(sell_url, "PUT", f"/_sim/ui/lead/{crm['id']}", {"custom_fields": {"KulooId": BROKEN_VALUE}})
+    return user
+
+
+def set_up(demo: Demo, token: str) -> dict:
+    """Everything but the TUI; returns what the summary prints."""
+    state = demo.state
+    sell_url = start_sellsim(demo)
+    (state / "sellsim.url").write_text(sell_url + "\n")  # for scripts: SELL=$(cat demo-state/sellsim.url)
+    config = write_config(state, sell_url)
+    daemon = demo.spawn("daemon", [str(BIN / "kuloo-daemon"), "run", "--config", str(config)])
+    sock = str(state / "control.sock")
+    with connect(sock, daemon, state / "daemon.log") as client:
+        doc = ensure_channel(client, token)
+        channel = doc["id"]
+        articles = client.call("articles.import", {"channel": channel, "path": "."})
+        first = client.call("sync.run", {"channel": channel})
+        broken = break_kulooid(client, channel, sell_url)
+        second = client.call("sync.run", {"channel": channel})
+        errors = client.call("sync.errors", {"channel": channel})["errors"]
+        users = client.call("users.list", {"channel": channel, "limit": 1})["total"]
+        status = client.call("status")
+    return {"sell_url": sell_url, "sock": sock, "doc": doc, "articles": articles, "runs": (first, second),
+            "broken": broken, "errors": errors, "users": users, "status": status}
+
+
+def summary(demo: Demo, s: dict, tui: bool) -> str:
+    doc, articles, status, state = s["doc"], s["articles"], s["status"], demo.state
+    ctl = f"{BIN / 'kuloo-ctl'} --socket {s['sock']}"
+    problems = "".join(f"\n  - {p}" for p in doc["connection"]["problems"])
+    errors = "".join(f"\n  - {e['email'] or '(no email)'}: {e['error']}" for e in s["errors"])
+    then = ("Opening the TUI (kuloo-tui); Ctrl+Q quits it and stops everything."
+            if tui else "Ctrl-C (or SIGTERM) stops the daemon and sellsim.")
+    return f"""
+== Kuloo Sync demo ==
+sellsim (Zendesk Sell simulator): {s['sell_url']}   (state: {state / 'sellsim-state.json'})
+daemon: pid {status['pid']}, store {status['store']}, log {state / 'daemon.log'}
+links service (unsubscribe, frequency, signup): {(status.get('links') or {}).get('url')}
+business clock: {status['clock']['mode']}, now {status['clock']['now']} (it moves only when you move it)
+channel #{doc['id']} {doc['name']!r}: plan {doc['plan']}, token {doc['api_token']}, \
+connection {doc['connection']['status']}{problems}
+articles: {articles['imported']} new, {articles['updated']} updated, {articles['unchanged']} unchanged, \
+{len(articles['problems'])} problem(s) (the clipped one needs its page served); emails go to {state / 'maildir'}
+sync: first run {s['runs'][0]['status']}, second run {s['runs'][1]['status']}; {s['users']} users; \
+{len(s['errors'])} sync error(s) (a Sell user typed over {BROKEN_EMAIL}'s KulooId){errors}
+Try, in another terminal (the README walks through more):
+  {ctl} status
+  {ctl} users list --query ines
+  {ctl} sync errors
+  {ctl} clock.advance '{{"seconds": 86400}}'   # a day passes: due work (sequences, digests) runs before the reply
+  {ctl} outbox list
+{then}
+"""
+
+
+def run_tui(demo: Demo, sock: str) -> int:
+    """The TUI in the foreground; 0 when it was quit, else 1."""
+    if sys.stdin.isatty():
+        import termios
+
+        demo.saved_tty = termios.tcgetattr(sys.stdin.fileno())
+    tui = demo.spawn("tui", [str(BIN / "kuloo-tui"), "--socket", sock], own_session=False)
+    code = tui.wait()
+    if code != 0:
+        demo.restore_terminal()
+        print(f"demo: the TUI exited with status {code}; stopping everything", file=sys.stderr)
+    return 0 if code == 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--state", default=str(ROOT / "demo-state"), help="folder for all demo state")
-    parser.add_argument("--smoke", action="store_true", help="start, check, stop (for tests)")
+    parser.add_argument("--state", default=str(ROOT / "demo-state"), help="folder for all demo state (./demo-state)")
+    parser.add_argument("--reset", action="store_true", help="delete the state folder first and start over")
+    parser.add_argument("--no-tui", action="store_true",
+                        help="do not open the TUI: print how to reach the demo and wait for Ctrl-C or SIGTERM")
+    parser.add_argument("--smoke", action="store_true", help="set everything up, print the summary and stop")
     args = parser.parse_args(argv)
     state = Path(args.state).resolve()
+    if state.exists():
+        clear_leftovers(state)
+        if args.reset:
+            shutil.rmtree(state)
     state.mkdir(parents=True, exist_ok=True)
     make_credentials(state)
     seed = json.loads((ROOT / "config" / "sellsim-demo.json").read_text())
     token = seed["accounts"][0]["tokens"][0]["token"]
 
-    sellsim, url = start_sellsim(state)
-    daemon = None
+    demo = Demo(state)
+    code = 0
     try:
-        config = write_config(state, url)
-        daemon = subprocess.Popen([str(BIN / "kuloo-daemon"), "run", "--config", str(config)])
-        sock = str(state / "control.sock")
-        with connect(sock, daemon) as client:
-            doc = ensure_channel(client, token)
-            articles = client.call("articles.import", {"channel": doc["id"], "path": "."})
-            status = client.call("status")
-        ctl = f"{BIN / 'kuloo-ctl'} --socket {sock}"
-        print(f"""
-== Kuloo Sync demo ==
-sellsim (Zendesk Sell simulator): {url}   (state: {state / 'sellsim-state.json'})
-daemon: pid {status['pid']}, store {status['store']}
-links service (unsubscribe, frequency, signup): {(status.get('links') or {}).get('url')}
-business clock: {status['clock']['mode']}, now {status['clock']['now']} (it moves only when you move it)
-channel #{doc['id']} {doc['name']!r}: plan {doc['plan']}, token {doc['api_token']}, connection {doc['connection']['status']}
-{chr(10).join('  - ' + p for p in doc['connection']['problems'])}
-articles: {articles['imported']} new, {articles['updated']} updated, {articles['unchanged']} unchanged, \
-{len(articles['problems'])} problem(s) (the clipped one needs its page served); emails go to {state / 'maildir'}
-Try, in another terminal:
-  {ctl} status
-  {ctl} channels.get '{{"id": {doc['id']}}}'
-  {ctl} channels.update '{{"id": {doc['id']}, "plan": "enterprise"}}'
-  {ctl} --events status        # live events
-  {ctl} users.add '{{"channel": {doc['id']}, "email": "ann@example.com", "promo_tags": ["welcome"]}}'
-  {ctl} clock.advance '{{"seconds": 86400}}'   # a day passes: due work (sequences, digests) runs before the reply
-  {ctl} outbox.list '{{"channel": {doc['id']}}}'
-Ctrl-C stops the daemon and sellsim.
-""", flush=True)
+        s = set_up(demo, token)
+        tui = not (args.no_tui or args.smoke)
+        print(summary(demo, s, tui), flush=True)
         if args.smoke:
             return 0
-        try:
-            daemon.wait()
-        except KeyboardInterrupt:
-            pass
-        return 0
+        if tui:
+            code = run_tui(demo, s["sock"])
+        else:
+            print("demo: ready", flush=True)
+            while all(p.poll() is None for p in demo.procs.values()):
+                time.sleep(0.5)
+            gone = [name for name, p in demo.procs.items() if p.poll() is not None]
+            print(f"demo: {', '.join(gone)} exited; stopping everything (see {state}/*.log)", file=sys.stderr)
+            code = 1
+    except (KeyboardInterrupt, Stop):
+        code = 0
     finally:
-        for proc in (daemon, sellsim):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in (daemon, sellsim):
-            if proc is not None:
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        # a second Ctrl-C or SIGTERM while stopping must not leave anything running
+        for signum in (signal.SIGINT, *STOP_SIGNALS):
+            signal.signal(signum, signal.SIG_IGN)
+        demo.stop()
+    if not args.smoke:
+        print(f"demo: stopped sellsim and the daemon; {state} is kept (`make demo` resumes it, "
+              "`make demo DEMO_ARGS=--reset` starts over)")
+    return code
 
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    for _signum in STOP_SIGNALS:
+        signal.signal(_signum, _on_signal)
     os.chdir(ROOT)
     raise SystemExit(main())

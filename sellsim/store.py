@@ -255,6 +255,8 @@ class World:
                 attrs = dict(attrs)
                 stamps = {k: attrs.pop(k) for k in ("created_at", "updated_at") if k in attrs}
                 attrs.pop("id", None)
+                # a lead a Sell user already converted (the demo's): converted after loading
+                converted = resource == "lead" and bool(attrs.pop("converted", False))
                 try:
                     rec = self.create_record(acc, resource, attrs, first_user)
                 except ApiError as e:
@@ -262,6 +264,8 @@ class World:
                         f"seed {resource} {attrs!r}: {e.code} {e.field} {e.details}"
                     ) from None
                 rec.update(stamps)
+                if converted:
+                    self.convert_lead(acc, rec["id"], first_user, create_deal=False)
         for type_ in OTHER_TYPES:
             for attrs in spec.get(type_ + "s", [{}]):
                 self.add_other(acc, type_, attrs, first_user)

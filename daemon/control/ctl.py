@@ -1,4 +1,10 @@
-"""``kuloo-ctl``: call any control method of a running daemon and print the JSON result."""
+"""``kuloo-ctl``: call any control method of a running daemon and print the JSON result.
+
+Two forms: ``kuloo-ctl METHOD [PARAMS]`` (any method, raw JSON in and out) and the
+friendly subcommands of ``ctl_commands`` (``users list``, ``sync errors``, …: options in,
+tables out, ``--json`` for the raw documents). The first word that is not an option
+decides which. Every failure is one line on stderr and a non-zero exit status.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,36 @@ import json
 import os
 import sys
 
+from . import ctl_commands
 from .client import ControlClient, ControlError
 from .protocol import Event, ProtocolError, flaw
 
 DEFAULT_SOCKET = "/run/kuloo/control.sock"
+GLOBAL_WITH_VALUE = ("--socket", "--config")
+FRIENDLY = """friendly subcommands (kuloo-ctl GROUP ACTION --help for each):
+  users list|show|add|reset   users of a channel; reset a user's sequence
+  sync run|runs|errors        sync now, the run history, the sync errors
+  channel verify              check the channel's Sell connection
+  outbox list                 outgoing mail
+They print aligned tables (--json: the raw documents) and take --channel ID|NAME
+(default: the daemon's only channel). Example: kuloo-ctl users list --query ada"""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and --help says the rest)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _first_word(argv: list[str]) -> str | None:
+    words = iter(argv)
+    for word in words:
+        if word in GLOBAL_WITH_VALUE:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def _socket_path(args: argparse.Namespace) -> str:
@@ -29,14 +61,19 @@ def _socket_path(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    argv = sys.argv[1:] if argv is None else argv
+    if _first_word(argv) in ctl_commands.GROUPS:
+        return _friendly(argv)
+    parser = OneLineParser(
         prog="kuloo-ctl",
         description="Call a method of the running Kuloo daemon over its control socket and print "
         "the JSON result. Examples: kuloo-ctl status; kuloo-ctl channels.list; "
         "kuloo-ctl channels.update '{\"id\": 1, \"plan\": \"pro\"}'",
+        epilog=FRIENDLY, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--socket", help=f"control socket (default $KULOO_SOCKET, the --config's, or {DEFAULT_SOCKET})")
     parser.add_argument("--config", help="read the socket path from this daemon configuration")
+    parser.add_argument("--json", action="store_true", help="(the raw form always prints JSON)")
     parser.add_argument("--events", action="store_true", help="after the call, print events as they come (Ctrl-C ends)")
     parser.add_argument("method", help="method name, e.g. status, channels.list; 'hello' lists them all")
     parser.add_argument("params", nargs="?", default="{}", help="parameters as a JSON object (default {})")
@@ -62,19 +99,74 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _run(path: str, args: argparse.Namespace, params: dict) -> int:
-    """Every failure is one line on stderr and a non-zero exit; never a traceback."""
+def _friendly(argv: list[str]) -> int:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--socket", default=argparse.SUPPRESS,
+                        help=f"control socket (default $KULOO_SOCKET, the --config's, or {DEFAULT_SOCKET})")
+    common.add_argument("--config", default=argparse.SUPPRESS, help="read the socket path from this configuration")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print the method's raw JSON document instead of a table")
+    parser = OneLineParser(prog="kuloo-ctl", description="Script the common actions of the Kuloo daemon.",
+                           epilog=FRIENDLY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--socket", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    ctl_commands.add_commands(parser.add_subparsers(dest="group", required=True, metavar="GROUP"), common)
+    args = parser.parse_args(argv)
+    args.exit_status, args.failure, args.hints = 0, None, []
+    path = _socket_path(args)
+    # a sync of a large channel takes as long as it takes (Ctrl-C stops waiting)
+    client = _connect(path, None if args.handler is ctl_commands.sync_run else 60)
+    if isinstance(client, int):
+        return client
+    what = f"{args.group} {args.action}"
+    with client:
+        try:
+            raw, lines = args.handler(client, args)
+        except KeyboardInterrupt:
+            print("kuloo-ctl: interrupted", file=sys.stderr)
+            return 130
+        except ctl_commands.CommandError as exc:
+            print(f"kuloo-ctl: {what}: {exc}", file=sys.stderr)
+            return 1
+        except ControlError as exc:
+            print(f"kuloo-ctl: {what} failed: {_one_line(exc.message)} ({exc.code})", file=sys.stderr)
+            return 1
+        except ProtocolError as exc:
+            print(f"kuloo-ctl: the daemon's answer is not the control protocol: {_one_line(exc.message)}", file=sys.stderr)
+            return 1
+        except TimeoutError:
+            print("kuloo-ctl: no answer from the daemon within 60 s", file=sys.stderr)
+            return 1
+        except OSError as exc:
+            print(f"kuloo-ctl: connection to the daemon failed: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+    print(json.dumps(raw, indent=2, ensure_ascii=False) if args.json else "\n".join(lines), flush=True)
+    for hint in args.hints:
+        print(hint, file=sys.stderr)
+    if args.failure:
+        print(f"kuloo-ctl: {args.failure}", file=sys.stderr)
+    return args.exit_status
+
+
+def _connect(path: str, timeout: float | None) -> ControlClient | int:
+    """A connected client, or the exit status after saying (one line) why there is none."""
     try:
-        client = ControlClient(path, timeout=None if args.events else 60)
+        return ControlClient(path, timeout=timeout)
     except ControlError as exc:
         print(f"kuloo-ctl: the daemon at {path} refused the connection: {exc.message} ({exc.code})", file=sys.stderr)
-        return 1
     except ProtocolError as exc:
         print(f"kuloo-ctl: {path} does not answer in the control protocol: {_one_line(exc.message)}", file=sys.stderr)
-        return 1
     except OSError as exc:
         print(f"kuloo-ctl: cannot reach the daemon at {path}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    return 1
+
+
+def _run(path: str, args: argparse.Namespace, params: dict) -> int:
+    """Every failure is one line on stderr and a non-zero exit; never a traceback."""
+    client = _connect(path, None if args.events else 60)
+    if isinstance(client, int):
+        return client
     with client:
         try:
             result = client.server if args.method == "hello" else client.call(args.method, params)

@@ -1,5 +1,9 @@
 """The delivery methods: articles.*, outbox.*, delivery.run, users.progress, users.reset_sequence.
 
+``outbox.counts {"channel"}`` → ``{"counts": {state: n}}`` with every outbox state (the
+dashboard's figures: counted in the database, no message read); ``outbox.list {"channel",
+"state"?, "limit"?, "after"?}`` pages the messages themselves.
+
 Thin like every handler: check the parameters (pure), call ``services.delivery`` or the
 store, render with ``render``. Registered into ``methods.METHODS``.
 """
@@ -71,6 +75,12 @@ async def outbox_list(services: Services, params: dict[str, Any]) -> dict[str, A
             "next_after": rows[-1].id if len(rows) == limit else None}
 
 
+async def outbox_counts(services: Services, params: dict[str, Any]) -> dict[str, Any]:
+    channel = _positive(params, "channel")
+    counts = await services.store.run(delivery_store.outbox_counts, channel)
+    return {"counts": {state.value: n for state, n in counts.items()}}
+
+
 async def outbox_resolve(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     outbox_id = _positive(params, "id")
     decision = params.get("as")
@@ -110,6 +120,7 @@ METHODS = {
     "articles.import": articles_import,
     "articles.list": articles_list,
     "articles.preview": articles_preview,
+    "outbox.counts": outbox_counts,
     "outbox.list": outbox_list,
     "outbox.resolve": outbox_resolve,
     "delivery.run": delivery_run,

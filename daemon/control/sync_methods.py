@@ -4,9 +4,9 @@
   when it ends; a run in progress is waited for, then a fresh one runs, so every change
   made before the call is included.
 - ``sync.runs {"channel", "limit"?}`` — newest first (``limit`` 1..100, default 20).
-- ``sync.errors {"channel", "after"?, "limit"?}`` — ``{"errors": [...], "next"}``, oldest
-  first, keyset-paged; records without a user (a duplicate email, a plan cap) have
-  ``"user": null``.
+- ``sync.errors {"channel", "after"?, "limit"?}`` — ``{"errors": [...], "next", "total"}``,
+  oldest first, keyset-paged; records without a user (a duplicate email, a plan cap) have
+  ``"user": null``; ``total`` counts the channel's errors, all pages together.
 
 Thin: check the parameters, run the engine or a store use case, render.
 """
@@ -59,7 +59,8 @@ async def sync_errors(services: Services, params: dict[str, Any]) -> dict[str, A
     after = _positive(params, "after", required=False)
     limit = _positive(params, "limit", required=False, default=100, maximum=ERRORS_LIMIT_MAX)
     docs, nxt = await services.store.run(sync_store.errors, channel, after, limit)
-    return {"errors": [render.sync_error(d) for d in docs], "next": nxt}
+    total = await services.store.run(sync_store.error_count, channel)
+    return {"errors": [render.sync_error(d) for d in docs], "next": nxt, "total": total}
 
 
 METHODS = {

@@ -120,6 +120,9 @@ class Plan:
     digests: list[tuple[int, list[int]]] = field(default_factory=list)  # (user, articles) to queue now
     digest_windows_closed: list[int] = field(default_factory=list)  # users whose digest period ends now
     next_due: datetime | None = None  # the earliest later time something becomes due
+    # user -> the earliest later time something may become due for them without any change
+    # (None: nothing, until the user, their sequence or the articles change)
+    user_due: dict[int, datetime | None] = field(default_factory=dict)
 
 
 def decide(articles: Sequence[ArticleInfo], users: Sequence, now: datetime) -> Plan:
@@ -134,9 +137,17 @@ def decide(articles: Sequence[ArticleInfo], users: Sequence, now: datetime) -> P
     later: list[datetime] = []
     upcoming_publications = [a.published_at for a in articles
                              if a.published_at is not None and a.published_at > now and not a.withdrawn]
+    upcoming_by_tag: dict[str, datetime] = {}  # tag -> its earliest future publication
+    for a in articles:
+        if a.published_at is not None and a.published_at > now and not a.withdrawn:
+            for tag in a.tags:
+                if tag not in upcoming_by_tag or a.published_at < upcoming_by_tag[tag]:
+                    upcoming_by_tag[tag] = a.published_at
     for user in users:
+        plan.user_due[user.id] = None
         if user.unsubscribed:
             continue
+        mine: list[datetime] = []  # when something may next be due for this user
         anchor = sequence_anchor(user.tags, user.anchor, now)
         if anchor != user.anchor:
             plan.anchors[user.id] = anchor
@@ -144,16 +155,21 @@ def decide(articles: Sequence[ArticleInfo], users: Sequence, now: datetime) -> P
         if step is not None and step.due_at <= now:
             plan.sequence.append((user.id, step.article))
         elif step is not None:
-            later.append(step.due_at)
+            mine.append(step.due_at)
+        # An article of their sequence published later may become their next one. (An email
+        # on its way makes nothing due: sending it is what makes the next one due.)
+        mine += [upcoming_by_tag[t] for t in user.tags if t in upcoming_by_tag]
         due = digest_due(user.frequency, user.unsubscribed, user.last_digest_at, user.joined)
         if due is not None and due <= now:
             plan.digest_windows_closed.append(user.id)
             chosen = digest_articles(articles, user.last_digest_at or user.joined, now)
             if chosen:
                 plan.digests.append((user.id, chosen))
-            later.append(add_period(now, Frequency(user.frequency)))
+            mine.append(add_period(now, Frequency(user.frequency)))
         elif due is not None:
-            later.append(due)
+            mine.append(due)
+        plan.user_due[user.id] = min(mine, default=None)
+        later += mine
     if upcoming_publications:
         later.append(min(upcoming_publications))  # a sequence may become due when it is published
     plan.next_due = min(later, default=None)

@@ -11,7 +11,12 @@
   into ``uncertain`` (``store.delivery.mark_interrupted``): never re-sent on its own.
 - ``jobs``: a business-time job, due at the earliest planned time (next sequence email,
   digest, publication, retry; on the wall clock also every 5 minutes), and a monotonic
-  one that runs a pass within a tick of an event that changed users, articles or channels.
+  one that plans the channels an event changed (users, articles, the channel) once the
+  burst is over: ``CHANGES_QUIET`` without a new one, or ``CHANGES_MAX_WAIT`` after the
+  first. A change during a pass marks its channel again, so it gets another pass.
+
+A pass reads only the users due (``store.delivery.plan``: ``next_due_at`` null or past),
+so its cost follows what is due, not the channel's size.
 
 Rendering is cached per (article versions, template, channel look); per recipient only
 ``message.build`` runs. CPU-heavy work (Markdown, premailer, readability) and blocking
@@ -50,6 +55,9 @@ SEND_CHUNK = 20  # messages per trip to the sending thread
 RECHECK = timedelta(seconds=300)  # wall clock: business time between passes even when nothing is planned
 CACHE_SIZE = 256
 MAX_FILES = 10_000
+CHANGES_QUIET = 0.1  # seconds without a new change before the changed channels are planned
+CHANGES_MAX_WAIT = 1.0  # ... but never later than this after the first change of a burst
+EVERY = None  # in the dirty set: every channel
 
 
 class ImportError_(ValueError):  # noqa: N801 - not the builtin
@@ -69,7 +77,10 @@ class Delivery:
     services: Services
     next_due: datetime | None = None
     last_pass: datetime | None = None
-    dirty: bool = True  # something changed: the scheduler should plan at once
+    # Channels changed since their last pass (``EVERY``: all of them), and when the burst
+    # of changes began and last grew (trio time), for the ``delivery-changes`` job.
+    _dirty: set[int | None] = field(default_factory=lambda: {EVERY})
+    _burst: tuple[float, float] | None = None
     _cache: OrderedDict = field(default_factory=OrderedDict)
     _signer: Signer | None = None
     _pace: dict[int, float] = field(default_factory=dict)  # channel -> time.monotonic() of its next send
@@ -86,10 +97,46 @@ class Delivery:
 
         def publish(event: str, data: Any) -> None:
             if event.startswith(self.WATCHED):
-                self.dirty = True
+                # Which channel: a rendered document (a dict) or a store document (links).
+                if isinstance(data, dict):
+                    channel = data.get("id") if event.startswith("channel.") else data.get("channel")
+                else:
+                    channel = getattr(data, "channel_id", None)
+                self.mark_changed(channel if isinstance(channel, int) and not isinstance(channel, bool) else EVERY)
             inner(event, data)
 
         self.services.publish = publish
+
+    @property
+    def dirty(self) -> bool:
+        """Something changed that a pass has not planned yet."""
+        return bool(self._dirty)
+
+    @dirty.setter
+    def dirty(self, value: bool) -> None:
+        if value:
+            self.mark_changed(EVERY)
+        else:
+            self._dirty.clear()
+            self._burst = None
+
+    def mark_changed(self, channel_id: int | None = EVERY) -> None:
+        """A change that may make mail due in ``channel_id`` (``EVERY``: in any channel)."""
+        self._dirty.add(channel_id)
+        try:
+            now = trio.current_time()
+        except RuntimeError:  # outside trio (a test's setup): plan at the next look
+            now = -math.inf
+        self._burst = (self._burst[0] if self._burst else now, now)
+
+    def _take_changed(self, channel_id: int | None) -> None:
+        """A pass over ``channel_id`` (None: every channel) is starting: it plans their changes."""
+        if channel_id is None:
+            self._dirty.clear()
+        else:
+            self._dirty.discard(channel_id)
+        if not self._dirty:
+            self._burst = None
 
     # ------------------------------------------------------------------ configuration
 
@@ -176,7 +223,7 @@ class Delivery:
                                      d.published_at, d.delay_seconds, d.content_hash) for d in docs.values()]
         counts = await self.services.store.run(store.import_articles, channel_id, inputs,
                                                self.services.clock.now(), keep)
-        self.dirty = True  # plan again at once: new articles may be due
+        self.mark_changed(channel_id)  # plan again at once: new articles may be due
         log.info("articles imported", channel_id=channel_id, folder=str(folder), imported=counts.imported,
                  updated=counts.updated, unchanged=counts.unchanged, withdrawn=counts.withdrawn, problems=len(problems))
         return {"imported": counts.imported, "updated": counts.updated, "unchanged": counts.unchanged,
@@ -242,20 +289,34 @@ class Delivery:
             return min(times, default=None)
 
         def changed(now: float) -> float:
-            return now if self.dirty else math.inf
+            if not self._dirty or self._burst is None:
+                return now if self._dirty else math.inf
+            first, last = self._burst
+            return min(last + CHANGES_QUIET, first + CHANGES_MAX_WAIT)
 
-        return [ClockJob("delivery", due, self._scheduled), Job("delivery-changes", changed, self._scheduled)]
+        return [ClockJob("delivery", due, self._scheduled), Job("delivery-changes", changed, self._changes)]
 
     async def _scheduled(self) -> None:
         await self.run(None)
 
-    async def run(self, channel_id: int | None) -> PassCounts:
-        """One pass now: plan and send what is due, per channel."""
+    async def _changes(self) -> None:
+        """Plan the channels changed since their last pass (all of them if one was unnamed)."""
+        if EVERY in self._dirty:
+            await self.run(None)
+        else:
+            await self.run(None, only=set(self._dirty))
+
+    async def run(self, channel_id: int | None, *, only: set[int] | None = None) -> PassCounts:
+        """One pass now: plan and send what is due, per channel (``only``: just these)."""
         async with self._lock:
             now = self.services.clock.now()
-            if channel_id is None:
-                self.dirty = False
-            ids = [channel_id] if channel_id is not None else await self.services.store.run(store.channel_ids)
+            if only is not None:
+                for cid in only:
+                    self._take_changed(cid)
+                ids = sorted(set(only) & set(await self.services.store.run(store.channel_ids)))
+            else:
+                self._take_changed(channel_id)
+                ids = [channel_id] if channel_id is not None else await self.services.store.run(store.channel_ids)
             total = PassCounts()
             next_due: list[datetime] = []
             for cid in ids:
@@ -268,7 +329,7 @@ class Delivery:
                         next_due.append(due)
                     if queued == 0 or total.sent == sent_before:
                         break
-            if channel_id is None:
+            if channel_id is None and only is None:
                 self.last_pass = now
                 self.next_due = min(next_due, default=None)
             elif next_due:
@@ -332,9 +393,17 @@ class Delivery:
             if frame_key not in frames:
                 frames[frame_key] = frame(rendered, envelope)
             r = item.recipient
-            data = build_bytes(rendered, envelope, Recipient(r.kuloo_id, r.email, r.first_name, r.last_name),
-                               self.signer(), msg_id=item.message_id, date=self.services.clock.now(),
-                               frame_=frames[frame_key])
+            try:
+                data = build_bytes(rendered, envelope, Recipient(r.kuloo_id, r.email, r.first_name, r.last_name),
+                                   self.signer(), msg_id=item.message_id, date=self.services.clock.now(),
+                                   frame_=frames[frame_key])
+            except UnicodeEncodeError:
+                # Messages are 7-bit: a non-ASCII address (sami.garcía@…) would need SMTPUTF8.
+                # That recipient fails, for good; the batch goes on (it used to stay "sending").
+                results.append(store.SendResult(
+                    item.id, "not_sent", "the address is not ASCII: mail to it needs SMTPUTF8, which Kuloo "
+                    "does not send; correct the address", permanent=True))
+                continue
             outgoing.append((item.id, data, sender, r.email))
         try:
             # A few messages per trip to the worker thread: cheap, and a shutdown waits at

@@ -5,6 +5,10 @@ it writes) and returns typed results. The decisions (what is due, what goes in a
 are not made here: ``plan`` takes them as a pure ``decide`` function from
 ``delivery.schedule`` and only reads its inputs and writes its answer, in one
 transaction. Outbox states move only through ``vocabulary.outbox_move``.
+
+``plan`` reads only the users due (``User.next_due_at`` null or past) and writes back each
+one's next time; whatever changes a user's next email makes them due again (``replan``,
+or ``store.users`` nulling the column on a change).
 """
 
 from __future__ import annotations
@@ -12,15 +16,16 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tortoise.expressions import F, Q
+from tortoise.expressions import F, Q, Subquery
+from tortoise.functions import Count
 from tortoise.transactions import in_transaction
 
 from ..vocabulary import Frequency, OutboxState, outbox_after_crash, outbox_move
 from . import NotFound
-from .models import Article, Channel, OutboxMessage, SequenceProgress, User
+from .models import Article, Channel, OutboxMessage, SequenceProgress, User, UserTag
 
 SEQUENCE = "sequence"
 DIGEST = "digest"
@@ -118,6 +123,7 @@ async def _cancel(query, now: datetime, reason: str) -> int:
         await OutboxMessage.filter(id__in=ids).update(state=OutboxState.CANCELLED.value, last_error=reason)
         # A cancelled sequence email was never sent: the article is free for later.
         await SequenceProgress.filter(outbox_id__in=ids, sent_at=None).delete()
+        await replan([r.user_id for r in rows if r.kind == SEQUENCE])
     return len(ids)
 
 
@@ -151,6 +157,16 @@ async def import_articles(channel_id: int, docs: Sequence[ArticleInput], now: da
                 updated += 1
         present = {d.key for d in docs} | set(keep)
         gone = [a.id for a in existing.values() if a.key not in present and a.withdrawn_at is None]
+        # Who may have a new next email: the users holding a tag of an article that came,
+        # changed or went (its old tags and its new ones). Newsletter articles change no
+        # one's timing: digests come at the user's period.
+        touched = {d.key for d in docs if d.key not in existing or not (
+            existing[d.key].content_hash == d.content_hash and existing[d.key].withdrawn_at is None)}
+        tags = {t for d in docs if d.key in touched for t in d.tags}
+        tags |= {t for a in existing.values() if a.key in touched or a.id in gone for t in (a.tags or ())}
+        if tags:
+            await User.filter(channel_id=channel_id, id__in=Subquery(
+                UserTag.filter(channel_id=channel_id, tag__in=sorted(tags)).values("user_id"))).update(next_due_at=None)
         cancelled = 0
         if gone:
             await Article.filter(id__in=gone).update(withdrawn_at=now, updated_at=now)
@@ -232,11 +248,50 @@ def _eligible(user: User) -> bool:
 # SQLite's variable limit.
 PLAN_USERS = 1000
 
+# ``User.next_due_at`` of a user for whom nothing becomes due by time alone (unsubscribed,
+# no tags and no digests, a sequence finished or waiting for an email on its way): only a
+# change makes them due again. A far date rather than null, because null means "plan now".
+NOT_DUE = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+# The columns a plan reads (``only``): the JSON and text columns are not parsed for nothing.
+_PLAN_FIELDS = ("id", "promo_tags", "unsubscribed", "frequency", "promo_started_at", "last_digest_at",
+                "created_at", "next_due_at")
+_FEW_TIMES = 20  # up to this many distinct next times in a page: one UPDATE per time
+_LATER = timedelta(microseconds=1)  # decide answers later times only; never leave a user due now
+
+
+def _due_now(now: datetime) -> Q:
+    """Users a pass must plan: never planned or changed since (null), or due by now."""
+    return Q(next_due_at__isnull=True) | Q(next_due_at__lte=now)
+
+
+async def replan(user_ids: Sequence[int]) -> None:
+    """Make these users due at once (something that decides their next email changed).
+
+    Every writer that changes what ``decide`` would answer for a user calls this (or sets
+    ``next_due_at`` to null itself, as ``store.users`` does) inside its transaction.
+    """
+    ids = sorted(set(user_ids))
+    for first in range(0, len(ids), PLAN_USERS):
+        await User.filter(id__in=ids[first:first + PLAN_USERS]).update(next_due_at=None)
+
+
+async def due_users(channel_id: int, now: datetime) -> int:
+    """How many of the channel's users a pass at ``now`` would read (benchmarks, tests)."""
+    return await User.filter(channel_id=channel_id).filter(_due_now(now)).count()
+
 
 async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callable[[str], str],
                after: int = 0, limit: int | None = None) -> tuple[int, datetime | None, int | None]:
-    """Queue what is due for the channel's next ``limit`` users after id ``after`` (one
-    transaction); returns (queued, next due, the id to continue after — None at the end)."""
+    """Queue what is due for the channel's next ``limit`` due users (one transaction);
+    returns (queued, next due, the cursor to continue with — None at the end).
+
+    Only users due by ``now`` are read (``next_due_at`` null or past, indexed ranges);
+    each planned user's next due time is written back in the same transaction, so a crash
+    leaves them due. The channel's next due time is the smallest one stored (an index
+    lookup), the earliest upcoming publication, or the earliest retry.
+    """
     limit = limit or PLAN_USERS
     async with in_transaction():
         channel = await Channel.get_or_none(id=channel_id)
@@ -244,8 +299,20 @@ async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callab
             raise NotFound(f"no channel {channel_id}")
         articles = [ArticleMeta(a.id, tuple(a.tags or ()), a.published_at, a.delay_seconds, a.withdrawn_at is not None)
                     for a in await Article.filter(channel_id=channel_id)]
-        page = await User.filter(channel_id=channel_id, id__gt=after).order_by("id").limit(limit)
-        more = page[-1].id if len(page) == limit else None
+        # Two index ranges of (channel_id, next_due_at), each read in index order: first the
+        # users never planned or changed since (null), by id after the cursor; then those due
+        # by time, earliest first — planned, they become due later, so the next page starts
+        # at the front again. FOR UPDATE (PostgreSQL; SQLite serialises writers anyway): a
+        # change committed meanwhile waits, and its "plan now" is not overwritten below.
+        page = await (User.filter(channel_id=channel_id, next_due_at__isnull=True, id__gt=after)
+                      .order_by("id").limit(limit).only(*_PLAN_FIELDS).select_for_update())
+        cursor = page[-1].id if page else after
+        more = cursor if len(page) == limit else None
+        if len(page) < limit:
+            page += await (User.filter(channel_id=channel_id, next_due_at__lte=now)
+                           .order_by("next_due_at", "id").limit(limit - len(page))
+                           .only(*_PLAN_FIELDS).select_for_update())
+            more = cursor if len(page) == limit else None
         users = [u for u in page if _eligible(u)]
         progress = await SequenceProgress.filter(user_id__in=[u.id for u in users]) if users else []
         # A cancelled email (the user opted out, whoever cancelled it) was never sent: its
@@ -290,10 +357,24 @@ async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callab
         disabled = [u.id for u in users if u.frequency == Frequency.DISABLED.value]
         if disabled:
             await _cancel(OutboxMessage.filter(user_id__in=disabled, kind=DIGEST), now, "digests disabled")
+        # What was read is planned: due again only at its next time (always after now, so a
+        # later page of this pass does not read them again), or after a change.
+        by_due: dict[datetime, list[User]] = {}
+        for row in page:
+            due = decisions.user_due.get(row.id) if _eligible(row) else None
+            row.next_due_at = NOT_DUE if due is None else max(due, now + _LATER)
+            by_due.setdefault(row.next_due_at, []).append(row)
+        if len(by_due) <= _FEW_TIMES:  # the usual case: users share a few times (pass and send times)
+            for due, rows_ in by_due.items():
+                await User.filter(id__in=[r.id for r in rows_]).update(next_due_at=due)
+        elif page:  # many (right after the upgrade, joined times): one CASE statement per batch
+            await User.bulk_update(page, fields=["next_due_at"], batch_size=250)
         retry = await (OutboxMessage.filter(channel_id=channel_id, state=OutboxState.QUEUED.value,
                                             next_attempt_at__gt=now)
                        .order_by("next_attempt_at").first().values_list("next_attempt_at", flat=True))
-        times = [t for t in (decisions.next_due, retry) if t is not None]
+        later = await (User.filter(channel_id=channel_id, next_due_at__gt=now, next_due_at__lt=NOT_DUE)
+                       .order_by("next_due_at").first().values_list("next_due_at", flat=True))
+        times = [t for t in (decisions.next_due, retry, later) if t is not None]
         return queued, min(times, default=None), more
 
 
@@ -405,6 +486,8 @@ async def record(results: Sequence[SendResult], now: datetime, max_attempts: int
             await OutboxMessage.filter(id__in=sent_ids).update(state=OutboxState.SENT.value, sent_at=now,
                                                                attempts=F("attempts") + 1, last_error="", updated_at=now)
             await SequenceProgress.filter(outbox_id__in=sent_ids).update(sent_at=now)
+            # A sequence email sent: the next one's delay counts from now.
+            await replan([rows[i].user_id for i in sent_ids if rows[i].kind == SEQUENCE])
         if unsent_ids:
             await OutboxMessage.filter(id__in=unsent_ids).update(state=OutboxState.QUEUED.value, updated_at=now)
     return Recorded(len(sent_ids), failed, uncertain, retrying)
@@ -457,6 +540,18 @@ async def list_outbox(channel_id: int, state: str | None, limit: int, after: int
     return [_entry(r) for r in await q.order_by("id").limit(limit).select_related("user")]
 
 
+async def outbox_counts(channel_id: int) -> dict[OutboxState, int]:
+    """The channel's messages per state, every state present (one COUNT ... GROUP BY)."""
+    if not await Channel.exists(id=channel_id):
+        raise NotFound(f"no channel {channel_id}")
+    rows = await (OutboxMessage.filter(channel_id=channel_id).annotate(n=Count("id"))
+                  .group_by("state").values_list("state", "n"))
+    counts = dict.fromkeys(OutboxState, 0)
+    for state, n in rows:
+        counts[OutboxState(state)] = n
+    return counts
+
+
 async def resolve(outbox_id: int, as_: str, now: datetime) -> OutboxEntry:
     """The admin's decision on an uncertain (or failed) message: it was sent, or send it again."""
     async with in_transaction():
@@ -475,6 +570,7 @@ async def resolve(outbox_id: int, as_: str, now: datetime) -> OutboxEntry:
             row.next_attempt_at = now
         row.updated_at = now
         await row.save(update_fields=["state", "sent_at", "next_attempt_at", "updated_at"])
+        await replan([row.user_id])
         return _entry(row)
 
 
@@ -509,6 +605,6 @@ async def reset_sequence(user_id: int, now: datetime) -> int:
             raise NotFound(f"no user {user_id}")
         await _cancel(OutboxMessage.filter(user_id=user_id, kind=SEQUENCE), now, "sequence reset")
         cleared = await SequenceProgress.filter(user_id=user_id).delete()
-        await User.filter(id=user_id).update(promo_started_at=now if user.promo_tags else None)
+        await User.filter(id=user_id).update(promo_started_at=now if user.promo_tags else None, next_due_at=None)
         return cleared
 

@@ -83,6 +83,10 @@ class User(Model):
     # with it set may already have a lead (a crash, an ambiguous create) — look it up first.
     crm_push_at = fields.DatetimeField(null=True)
     last_digest_at = fields.DatetimeField(null=True)
+    # When delivery must plan this user next (``store.delivery``): null = now (new, changed,
+    # or never planned since this column came); ``store.delivery.NOT_DUE`` = only after a
+    # change. A pass reads only the users due, through the (channel_id, next_due_at) index.
+    next_due_at = fields.DatetimeField(null=True)
     # Set from the clock by the use cases (auto_now would write the wall's time).
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now_add=True)
@@ -102,6 +106,7 @@ class User(Model):
             ("channel_id", "crm_kind", "crm_id"),
             ("channel_id", "search_text"),
             ("channel_id", "sync_error"),  # has_sync_error is the range sync_error > ''
+            ("channel_id", "next_due_at"),  # delivery's due users
         )
 
 

@@ -378,6 +378,11 @@ async def errors(channel_id: int, after: int | None, limit: int) -> tuple[list[E
     return docs, (docs[-1].id if len(rows) > limit else None)
 
 
+async def error_count(channel_id: int) -> int:
+    """How many Sync errors the channel has, all pages together (one COUNT, no rows read)."""
+    return await SyncError.filter(channel_id=channel_id).count()
+
+
 async def sync_schedule_inputs() -> list[tuple[int, Plan, datetime | None, datetime | None]]:
     """Verified channels: (id, plan, last run's start, when it was verified)."""
     rows = await ChannelRow.filter(sell_token__not_isnull=True, connection_status=ConnectionStatus.VERIFIED.value)

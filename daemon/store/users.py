@@ -274,7 +274,9 @@ async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Acto
         entries.append(audit_entry(row, field, old, new, actor=actor, now=now, note=note))
     if not changed:
         return ()
-    update_fields = [*changed, "changed_at", "revision", "updated_at"]
+    # Any change may change what delivery owes this user: it plans them on its next pass.
+    row.next_due_at = None
+    update_fields = [*changed, "changed_at", "revision", "updated_at", "next_due_at"]
     if "email" in changed:
         row.email_key = email_key(row.email)
         update_fields.append("email_key")
@@ -385,11 +387,13 @@ async def list_page(channel_id: int, filters: Filters, after: int | None, limit:
         raise Invalid(f"limit must be 1 to {LIST_LIMIT_MAX}")
     await _channel(channel_id)
     query = _filtered(channel_id, filters)
-    total = await query.count()
     page = query.filter(id__gt=after) if after is not None else query
     rows = await page.order_by("id").limit(limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
+    # A first page that holds every match is the total: a rare search (a LIKE that scans the
+    # channel) then costs one scan, not two.
+    total = len(rows) if after is None and not more else await query.count()
     return Page(tuple(document(r) for r in rows), rows[-1].id if more else None, total)
 
 

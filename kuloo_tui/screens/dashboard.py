@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from textual.app import ComposeResult
@@ -62,33 +63,38 @@ class DashboardScreen(DaemonScreen):
         self.gather("dashboard", self._fetch, lambda data: Loaded("dashboard", data))
 
     async def _fetch(self) -> dict[str, Any]:
-        methods = self.methods
         channels = (await self.client.call("channels.list"))["channels"]
-        rows, runs = [], []
-        for channel in channels:
-            cid = channel["id"]
-            if "channels.get" in methods:  # it carries the sync schedule once sync is in
-                channel = await self.client.call("channels.get", {"id": cid})
-            users = None
-            if "users.list" in methods:
-                users = (await self.client.call("users.list", {"channel": cid, "limit": 1}))["total"]
-            errors = None
-            if "sync.errors" in methods:
-                page = await self.client.call("sync.errors", {"channel": cid, "limit": 100})
-                errors = f"{len(page['errors'])}{'+' if page.get('next') else ''}"
-            if "sync.runs" in methods:
-                runs += [(channel["name"], r) for r in
-                         (await self.client.call("sync.runs", {"channel": cid, "limit": RUNS_SHOWN}))["runs"]]
-            outbox = None
-            if "outbox.list" in methods:  # no count method: pages of at most 100 per state
-                counts = []
-                for state in OUTBOX_SHOWN:
-                    page = await self.client.call("outbox.list", {"channel": cid, "state": state, "limit": 100})
-                    counts.append(f"{len(page['messages'])}{'+' if page.get('next_after') else ''}")
-                outbox = "/".join(counts)
-            rows.append({"channel": channel, "users": users, "errors": errors, "outbox": outbox})
+        # Every figure is a count or a short page from the daemon, asked all at once (the
+        # client pipelines calls on its one connection).
+        fetched = await asyncio.gather(*(self._channel_row(channel) for channel in channels))
+        rows = [row for row, _runs in fetched]
+        runs = [run for _row, channel_runs in fetched for run in channel_runs]
         runs.sort(key=lambda pair: pair[1].get("started_at") or "", reverse=True)
         return {"rows": rows, "runs": runs[:RUNS_SHOWN]}
+
+    async def _channel_row(self, channel: dict[str, Any]) -> tuple[dict[str, Any], list]:
+        methods, call, cid = self.methods, self.client.call, channel["id"]
+
+        async def nothing() -> None:
+            return None
+
+        def ask(method: str, params: dict[str, Any]):
+            return call(method, params) if method in methods else nothing()
+
+        got, users, errors, runs, outbox = await asyncio.gather(
+            ask("channels.get", {"id": cid}),  # it carries the sync schedule once sync is in
+            ask("users.list", {"channel": cid, "limit": 1}),
+            ask("sync.errors", {"channel": cid, "limit": 1}),
+            ask("sync.runs", {"channel": cid, "limit": RUNS_SHOWN}),
+            ask("outbox.counts", {"channel": cid}),  # counted by the daemon: exact however many
+        )
+        row = {
+            "channel": got or channel,
+            "users": users["total"] if users else None,
+            "errors": f"{errors['total']:,}" if errors and "total" in errors else None,
+            "outbox": "/".join(f"{outbox['counts'].get(state, 0):,}" for state in OUTBOX_SHOWN) if outbox else None,
+        }
+        return row, [((got or channel)["name"], r) for r in (runs or {}).get("runs", [])]
 
     def on_loaded(self, message: Loaded) -> None:
         if message.what != "dashboard":

@@ -52,6 +52,7 @@ def test_users_their_mail_and_audit_survive_and_get_their_keys(short_tmp):
         ("ada@example.com", "ada@example.com ada lovelace", 1, "{}")]
     assert con.execute("SELECT state FROM outbox_message").fetchall() == [("sent",)]
     assert con.execute("SELECT user_id FROM sequence_progress").fetchall() == [(1,)]
+    assert con.execute("SELECT next_due_at FROM kuloo_user").fetchall() == [(None,)]  # 0007: due once, planned then
     assert con.execute("SELECT name FROM sqlite_master WHERE name = 'audit_values_0004'").fetchall() == []
     con.close()
 

@@ -337,6 +337,10 @@ async def test_list_pages_by_keyset_with_a_total(store):
     assert [u.id for u in page.users] == ids[3:] and page.next is None
     filtered = await store.run(users.list_page, ch, users.Filters(query="corp"), None, 1)
     assert filtered.total == 2 and filtered.next == ids[2]
+    # a first page that holds every match (exactly, or with room to spare) is the total
+    for limit in (2, 3):
+        whole = await store.run(users.list_page, ch, users.Filters(query="corp"), None, limit)
+        assert whole.total == 2 and whole.next is None
 
 
 async def test_list_refuses_bad_limits_and_unknown_channels(store):

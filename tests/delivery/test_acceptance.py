@@ -184,6 +184,20 @@ async def test_a_refused_recipient_fails_that_message_only(env_factory, smtp_sin
         check_all(smtp_sink)
 
 
+async def test_a_non_ascii_address_fails_that_message_only_and_the_batch_goes_on(env_factory, smtp_sink):
+    async with env_factory() as env:
+        ch = await env.channel()
+        await env.delivery.import_articles(ch, "sample")
+        for address in ("a@example.com", "sami.garcía@example.org", "b@example.com"):
+            await env.user(ch, address, tags=["welcome"])
+        counts = await env.delivery.run(None)
+        assert (counts.sent, counts.failed) == (2, 1)
+        assert await env.outbox(ch, "sending") == []
+        failed = await env.outbox(ch, "failed")
+        assert [e.email for e in failed] == ["sami.garcía@example.org"] and "SMTPUTF8" in failed[0].last_error
+        check_all(smtp_sink)
+
+
 async def test_a_connection_dropped_mid_batch_loses_nothing_and_duplicates_nothing(env_factory, smtp_sink):
     smtp_sink.drop_at_rcpt.add("b@example.com")
     async with env_factory() as env:
@@ -240,8 +254,7 @@ async def test_a_channel_is_planned_a_page_of_users_at_a_time_and_every_page_is_
         ch = await env.channel()
         await env.delivery.import_articles(ch, "sample")
         emails = [f"p{i}@example.com" for i in range(5)]
-        for email in emails:
-            await env.user(ch, email, tags=["welcome"])
+        ids = [await env.user(ch, email, tags=["welcome"]) for email in emails]
         await env.update_user(await env.user(ch, "gone@example.com", tags=["welcome"]), unsubscribed=True)
         await env.delivery.run(None)
         assert all(smtp_sink.subjects(e) == [WELCOME] for e in emails)
@@ -249,5 +262,9 @@ async def test_a_channel_is_planned_a_page_of_users_at_a_time_and_every_page_is_
         await env.delivery.run(None)  # nothing is due again for anyone
         assert all(smtp_sink.subjects(e) == [WELCOME] for e in emails)
         first, due, after = await env.store.run(store.plan, ch, env.clock.now(), schedule.decide, sender_domain, 0, 2)
+        assert (first, after) == (0, None)  # nobody is due: the page is empty
+        assert due is not None  # yet the next sequence email's time is known (the users' stored times)
+        await env.store.run(store.replan, ids)  # as a change would
+        first, due, after = await env.store.run(store.plan, ch, env.clock.now(), schedule.decide, sender_domain, 0, 2)
         assert first == 0 and after is not None  # nothing new to queue; a full page says where to go on
-        assert due is not None  # the next sequence email is known from the first page already
+        assert due is not None

@@ -202,3 +202,26 @@ def test_no_digest_period_for_disabled():
     with pytest.raises(ValueError) as err:
         add_period(T0, Frequency.DISABLED)
     assert str(err.value) == "no digest period for disabled"
+
+
+def test_decide_gives_each_user_the_next_time_something_may_become_due():
+    """What the store keeps as ``next_due_at``: too late and mail is lost, so every source counts."""
+    news = ArticleInfo(20, (), T0 + H, 0)
+    now = T0 + 7 * D
+    plan = decide([*SEQ, news], [
+        user(id=1, tags=("welcome",)),  # A queued now; FUTURE's publication comes before the next digest
+        user(id=2, unsubscribed=True, tags=("welcome",)),  # nothing, until they change
+        user(id=3, frequency="disabled", tags=("welcome",), anchor=T0, taken={1: now - D}),  # C two days after A
+        user(id=4, frequency="daily", joined=now),  # first digest in a day
+        user(id=5, frequency="disabled", tags=("welcome",), anchor=T0, taken={1: T0, 3: T0 + 2 * D}),  # FUTURE
+        user(id=6, frequency="disabled", tags=("onboarding",), anchor=T0, taken={2: T0}),  # finished: nothing
+        user(id=7, frequency="monthly", tags=("welcome",), anchor=T0, taken={1: None},  # waiting on A
+             last_digest_at=now - D),
+    ], now)
+    assert plan.user_due == {
+        1: T0 + 10 * D, 2: None, 3: now + D, 4: now + D, 5: T0 + 10 * D, 6: None,
+        7: T0 + 10 * D,  # FUTURE's publication (early is harmless: they are read, nothing is due)
+    }
+    plan = decide([A, B, C], [user(id=7, frequency="monthly", tags=("welcome",), anchor=T0, taken={1: None},
+                                   last_digest_at=now - D)], now)
+    assert plan.user_due == {7: datetime(2026, 2, 11, 9, 0, tzinfo=UTC)}  # the email on its way counts not

@@ -51,6 +51,20 @@ def test_bad_seed_is_rejected_and_keeps_state(sim, api):
     assert api.get("/v2/users/self").status_code == 200
 
 
+def test_a_seeded_lead_can_arrive_already_converted(sim, api):
+    seed = default_seed()
+    seed["accounts"][0]["leads"] = [
+        {"first_name": "Lena", "last_name": "Fischer", "email": "lena@x.test", "converted": True},
+        {"last_name": "Stays"},
+    ]
+    sim.load_seed(seed)
+    assert [i["data"]["last_name"] for i in api.get("/v2/leads").json()["items"]] == ["Stays"]
+    conversions = api.get("/v2/lead_conversions").json()["items"]
+    assert len(conversions) == 1 and conversions[0]["data"]["deal_id"] is None
+    contact = api.get(f"/v2/contacts/{conversions[0]['data']['individual_id']}").json()["data"]
+    assert contact["email"] == "lena@x.test" and contact["last_name"] == "Fischer"
+
+
 def test_ui_edits_are_validated_unless_forced(sim, api):
     lead = sim.create_record("lead", {"last_name": "A"})
     with pytest.raises(RuntimeError, match="422"):
@@ -97,7 +111,7 @@ def test_cli_prints_its_url_and_persists_state(tmp_path):
 
     def first(url):
         leads = httpx.get(url + "/v2/leads?per_page=100", headers=headers).json()
-        assert leads["meta"]["count"] == 33  # config/sellsim-demo.json has 33 leads
+        assert leads["meta"]["count"] == 35  # config/sellsim-demo.json: 36 leads, one already converted
         r = httpx.post(url + "/v2/leads", headers=headers, json={"data": {"last_name": "Kept"}})
         return r.json()["data"]["id"]
 

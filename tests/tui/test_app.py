@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,34 @@ async def test_articles_import_list_and_preview(daemon):
         await until(lambda: "Thank you for joining" in str(preview.render()), pilot, tries=600)
         text = str(preview.render())
         assert "HTML size:" in text and "Warning: the channel has no postal address" in text
+
+
+def seed_counts(db: Path, channel: int, user: int, failed: int, uncertain: int, errors: int) -> None:
+    """More outbox messages and Sync errors than any page holds, written while the daemon is stopped."""
+    at = "2026-01-05 09:00:00+00:00"
+    with sqlite3.connect(db) as conn:
+        conn.executemany(
+            "insert into outbox_message (channel_id, user_id, kind, state, message_id, attempts, last_error,"
+            " created_at, updated_at) values (?, ?, 'digest', ?, ?, 1, '', ?, ?)",
+            [(channel, user, state, f"<seed.{state}.{i}@t>", at, at)
+             for state, n in (("failed", failed), ("uncertain", uncertain)) for i in range(n)])
+        conn.executemany(
+            "insert into sync_error (channel_id, crm_kind, crm_id, email, code, error, attempts, payload_key,"
+            " created_at, updated_at) values (?, 'lead', ?, '', 'duplicate', 'two leads', 1, '', ?, ?)",
+            [(channel, 1000 + i, at, at) for i in range(errors)])
+
+
+async def test_dashboard_counts_are_exact_beyond_a_page(daemon):
+    """Planted bug: the dashboard counts a page of sync.errors / outbox.list (``100+``)."""
+    with daemon.client() as c:
+        c.call("channels.create", {"name": "Acme"})
+        user = c.call("users.add", {"channel": 1, "email": "u@example.com"})["id"]
+    daemon.signal(signal.SIGTERM)
+    daemon.proc.wait(10)
+    seed_counts(daemon.root / "state" / "kuloo.sqlite3", 1, user, failed=1001, uncertain=3, errors=501)
+    restart(daemon)
+    app = app_for(daemon)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.screen.query_one("#channels", DataTable)
+        await until(lambda: table.row_count == 1, pilot)
+        assert rows(table)[0][4:7] == ["1", "501", "0/1,001/3"]
