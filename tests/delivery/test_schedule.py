@@ -176,6 +176,18 @@ def test_next_due_is_the_earliest_later_thing():
     assert decide([at_now], [quiet], now).next_due is None
     assert decide(SEQ, [], now).next_due == T0 + 10 * D
     assert decide([], [], now).next_due is None
+    # every user counts, not only the last one looked at (planted bug: ``later = mine``)
+    assert decide(SEQ, [waiting, quiet], now).next_due == T0 + 2 * D
+
+
+def test_an_article_published_now_is_not_a_later_reason():
+    """Planted bug: ``published_at >= now`` among a user's upcoming publications (the
+    article is live now and queued in this pass; counting it again makes the user due
+    at once, for nothing, on every pass)."""
+    fresh = ArticleInfo(8, ("fresh",), T0, 0)
+    plan = decide([fresh], [user(id=1, tags=("fresh",), frequency="disabled", anchor=T0 - D)], T0)
+    assert plan.sequence == [(1, 8)]
+    assert plan.user_due == {1: None} and plan.next_due is None
 
 
 def test_a_digest_counts_from_the_last_one_not_from_joining():
