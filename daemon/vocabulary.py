@@ -332,24 +332,6 @@ def to_kuloo(field_name: str, value: Any) -> dict[str, Any]:
     return FIELD_BY_NAME[field_name].to_kuloo_fn(value)
 
 
-# A user with every mapped attribute blank: what ``normalise`` fills in around one field.
-BLANK_USER: dict[str, Any] = {
-    "frequency": Frequency.DISABLED, "unsubscribed": False, "promo_tags": [], "source": Source.APP,
-    "last_active": None, "kuloo_id": "", "sync_error": "", "email": "", "first_name": "", "last_name": "",
-}
-
-
-def normalise(field_name: str, value: Any) -> Any:
-    """A Sell value in the one form ``to_sell`` writes, so values compare by meaning.
-
-    Dates read back as ``4/27/2016`` become ``2016-04-27``; blanks become ``None`` (``[]``
-    for Promo); Promo's choices are deduplicated and sorted (their order means nothing).
-    Raises ``ValueError`` like ``to_kuloo`` for a value outside the table.
-    """
-    out = to_sell(field_name, {**BLANK_USER, **to_kuloo(field_name, value)})
-    return sorted(out) if field_name == "Promo" else out
-
-
 # ----------------------------------------------------------------------------- users
 
 

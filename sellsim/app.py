@@ -10,6 +10,7 @@ server (``server``) and any ASGI server run the same code.
 from __future__ import annotations
 
 import base64
+import email.utils
 import json
 import math
 import os
@@ -118,6 +119,9 @@ class Simulator:
             if req.method in _MUTATING and resp.status < 300:
                 self.dirty = True
         resp.request_id = rid
+        # Sell's clock, as every origin server sends it (RFC 9110 §6.6.1): the same clock
+        # as the records' updated_at, so a poller can tell which second it listed at.
+        resp.headers = [*resp.headers, (b"date", email.utils.formatdate(self.world.clock.now(), usegmt=True).encode())]
         return resp
 
     # --- the Sell API -----------------------------------------------------------------------

@@ -177,6 +177,9 @@ class SellClient:
         self._rand = rand
         self._http: httpx.AsyncClient | None = None
         self.requests_sent = 0
+        # Sell's own clock: the ``Date`` header of the last 2xx answer, unparsed (the change
+        # feed reads it right after the page it belongs to, with no checkpoint between).
+        self.last_date: str | None = None
 
     def __repr__(self) -> str:
         return f"SellClient({self.base_url!r}, token={self._token!r})"
@@ -263,6 +266,7 @@ class SellClient:
                 failure, failure_text = "transport", _exc_text(exc, secret)
 
             if response is not None and 200 <= response.status_code < 300:
+                self.last_date = response.headers.get("date")
                 return response
 
             status = response.status_code if response is not None else None

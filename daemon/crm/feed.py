@@ -5,10 +5,16 @@ Owns the two ways of learning about changes and hides which one is in use:
 - **sync** — the Sync API (``POST /v2/sync/start``, ``GET /v2/sync/{id}/queues/main``,
   ``POST /v2/sync/ack``) with a device UUID that is generated once and kept in the state.
 - **poll** — when the Sync API is unavailable (403/404 on start: plan or scope), list
-  leads and contacts by ``sort_by=updated_at:desc`` down to a stored watermark. Timestamps
-  have second precision, so the watermark's second (and ``overlap`` seconds before it) is
-  re-read on every run and records already delivered there are skipped by a fingerprint
-  (id + content hash) kept in the state. Polling cannot see deletes: pass ``known_ids`` to
+  leads and contacts by ``sort_by=updated_at:desc`` down to where the last complete pass
+  began. Timestamps have second precision, so a record changed in the second the last
+  pass read its first page (and ``overlap`` seconds before it) may have been missed: that
+  boundary is re-read and records already delivered there are skipped by a fingerprint
+  (id + content hash) kept in the state. The boundary is Sell's own clock at that first
+  page (its ``Date`` header, the clock of ``updated_at``), not the newest record seen: a
+  burst of changes in one second is re-read once, not by every later poll (the bound of
+  a poll that finds k changes is ⌈k/100⌉ pages per kind plus the one that ends it).
+  Without a ``Date`` header the newest ``updated_at`` delivered (the watermark) serves
+  as the boundary. Polling cannot see deletes: pass ``known_ids`` to
   reconcile (every id is listed; ids missing from the listing are confirmed with an
   ``ids=`` query before a ``RecordDeleted`` is produced).
   While polling, the Sync API is probed again every ``sync_probe_interval`` seconds.
@@ -39,8 +45,9 @@ Contract with the caller (the sync engine):
   ``MalformedResponseError`` (skipping it would move the watermark past it).
 
 State shape: ``{"device_uuid": str, "mode": "sync"|"poll", "watermarks": {"lead": iso|None,
-"contact": iso|None}, "seen": {"lead": [fingerprint...], "contact": [...]},
-"sync_checked_at": iso|None, "sync_unavailable": str|None}``.
+"contact": iso|None}, "listed_at": {"lead": iso|None, "contact": iso|None}, "seen": {"lead":
+[fingerprint...], "contact": [...]}, "sync_checked_at": iso|None, "sync_unavailable": str|None}``
+(``listed_at``: Sell's time at the first page of the last complete pass, None if unknown).
 
 The watermark logic is a pure function (``poll_select``). Imports this package and the
 standard library.
@@ -49,6 +56,7 @@ standard library.
 from __future__ import annotations
 
 import copy
+import email.utils
 import hashlib
 import json
 import uuid
@@ -114,6 +122,7 @@ def new_state(device_uuid: str | None = None) -> dict[str, Any]:
         "device_uuid": device_uuid or str(uuid.uuid4()),
         "mode": "sync",
         "watermarks": {"lead": None, "contact": None},
+        "listed_at": {"lead": None, "contact": None},
         "seen": {"lead": [], "contact": []},
         "sync_checked_at": None,
         "sync_unavailable": None,
@@ -130,6 +139,7 @@ def normalize_state(state: Mapping[str, Any] | None) -> dict[str, Any]:
     if out.get("mode") not in ("sync", "poll"):
         out["mode"] = "sync"
     out["watermarks"] = {k: (out.get("watermarks") or {}).get(k) for k in KINDS}
+    out["listed_at"] = {k: (out.get("listed_at") or {}).get(k) for k in KINDS}
     out["seen"] = {k: list((out.get("seen") or {}).get(k) or []) for k in KINDS}
     return out
 
@@ -162,7 +172,8 @@ def poll_select(
     """Which records of one page (sorted by updated_at, newest first) are news.
 
     News: updated after ``watermark - overlap`` and not delivered before with the same
-    content. Records without a readable ``updated_at`` are always news.
+    content. Records without a readable ``updated_at`` are always news. ``watermark`` is
+    the boundary of the last pass (``poll_boundary``).
     """
     seen_set = set(seen)
     wm = parse_ts(watermark)
@@ -183,25 +194,46 @@ def poll_advance(
     seen: Iterable[str],
     delivered: Iterable[Lead | Contact],
     overlap: float,
+    listed_at: datetime | None = None,
 ) -> tuple[str | None, list[str]]:
     """New watermark and boundary fingerprints after a complete pass over one kind.
 
     The watermark is the newest ``updated_at`` delivered (never moves back); the
-    fingerprints kept are those inside the new overlap window, old and new.
+    fingerprints kept are those the next pass re-reads: inside ``overlap`` of the
+    boundary, which is ``listed_at`` (Sell's time at the pass's first page) when known,
+    else the new watermark.
     """
     records = list(delivered)
     stamps = [r.updated for r in records if r.updated is not None]
     wm = parse_ts(watermark)
     new_wm = max([*stamps, wm] if wm else stamps, default=None)
-    if new_wm is None:
+    boundary = listed_at or new_wm
+    if boundary is None:
         return watermark, list(seen)
-    threshold = new_wm - timedelta(seconds=overlap)
+    threshold = boundary - timedelta(seconds=overlap)
     keep: dict[str, None] = {}
     for fp in [*seen, *(fingerprint(r) for r in records)]:
         ts = _fingerprint_ts(fp)
         if ts is not None and ts >= threshold:
             keep[fp] = None
-    return format_ts(new_wm), list(keep)
+    return (format_ts(new_wm) if new_wm else watermark), list(keep)
+
+
+def poll_boundary(state: Mapping[str, Any], kind: str) -> str | None:
+    """Where the next pass over ``kind`` may stop (less the overlap): the last pass's
+    ``listed_at``, else its watermark."""
+    return (state.get("listed_at") or {}).get(kind) or (state.get("watermarks") or {}).get(kind)
+
+
+def sell_time(date_header: str | None) -> datetime | None:
+    """Sell's clock from an HTTP ``Date`` header (None when absent or unreadable)."""
+    if not date_header:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(date_header)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 def sync_change(item: SyncItem) -> Change | None | Literal[False]:
@@ -334,16 +366,21 @@ class ChangeFeed:
     ) -> AsyncIterator[ChangeBatch]:
         cls = RECORD_TYPES[kind]
         watermark = st["watermarks"].get(kind)
+        boundary = poll_boundary(st, kind)
         seen = st["seen"].get(kind) or []
+        listed_at: datetime | None = None
+        first = True
         delivered: list[Lead | Contact] = []
         listed: set[int] = set()
         params: dict[str, Any] = {"sort_by": "updated_at:desc", "per_page": self.per_page}
         stop_early = known is None  # a reconciliation lists everything
         emitted_ids: set[int] = set()
         async for page in self.client.pages(PATHS[kind], params, per_page=self.per_page):
+            if first:  # no checkpoint since the first page's answer: its Date is ours
+                listed_at, first = sell_time(self.client.last_date), False
             records = [parse_record(cls.from_data, d, "GET", PATHS[kind]) for d in page]
             listed.update(r.id for r in records)
-            step = poll_select(records, watermark, seen, self.overlap)
+            step = poll_select(records, boundary, seen, self.overlap)
             # Paging while records change can show one twice: deliver it once per pass.
             fresh = [r for r in step.emit if r.id not in emitted_ids]
             emitted_ids.update(r.id for r in fresh)
@@ -354,13 +391,16 @@ class ChangeFeed:
                 )
             if step.reached_end and stop_early:
                 break
+        if first:  # an empty listing: no page was yielded, the last answer is still ours
+            listed_at = sell_time(self.client.last_date)
         deletes: list[Change] = []
         if known is not None:
             missing = sorted(i for i in known - listed)
             gone = await self._confirm_missing(kind, missing)
             deletes = [RecordDeleted(kind, i) for i in gone]
-        new_wm, new_seen = poll_advance(watermark, seen, delivered, self.overlap)
+        new_wm, new_seen = poll_advance(watermark, seen, delivered, self.overlap, listed_at)
         st["watermarks"][kind] = new_wm
+        st["listed_at"][kind] = format_ts(listed_at) if listed_at else None
         st["seen"][kind] = new_seen
         if deletes:
             yield ChangeBatch(deletes, copy.deepcopy(st), "poll")

@@ -16,6 +16,11 @@ normalised email:
 - no email                                           → ``no_email``
 - an organization contact                            → ``ignore`` (never synced)
 
+A duplicate across kinds may be a lead conversion that kept the lead (rule 5; sellsim's
+``conversion_lead=kept``): a contact colliding with a user linked to a lead may be what the
+lead became, and a lead colliding with a user linked to a contact may be the lead kept
+after its conversion. ``conversion_lookup`` names the lead whose conversions tell.
+
 ``LinkIndex`` is the plain lookup the engine keeps up to date while it walks a batch,
 so a second record with the same new email in one batch is a duplicate of the first.
 """
@@ -120,3 +125,10 @@ def decide(record: RecordRef, index: LinkIndex) -> Decision:
     if owner.link is not None:
         return Decision(DUPLICATE, owner, other=owner.link)
     return Decision(LINK, owner)
+
+
+def conversion_lookup(kind: str, record_id: int, decision: Decision) -> int | None:
+    """The lead whose conversions may explain a duplicate across kinds (None: a plain duplicate)."""
+    if decision.action != DUPLICATE or decision.other is None or decision.other[0] == kind:
+        return None
+    return decision.other[1] if kind == "contact" else record_id

@@ -210,6 +210,11 @@ def _run_doc(row: SyncRun) -> RunDoc:
                   row.started_at, row.finished_at, counts)
 
 
+# The columns ``user_view`` reads: a query for the merge need not read (and parse) the rest.
+VIEW_COLUMNS = ("id", "kuloo_id", "email", "first_name", "last_name", "source", "frequency", "unsubscribed",
+                "promo_tags", "last_active", "sync_error")
+
+
 def user_view(row: UserRow, sync_error: str | None = None) -> dict[str, Any]:
     """The attributes ``values.kuloo_values`` reads, from a user row."""
     return {"kuloo_id": row.kuloo_id, "email": row.email, "first_name": row.first_name,
@@ -396,6 +401,38 @@ async def sync_schedule_inputs() -> list[tuple[int, Plan, datetime | None, datet
 # ----------------------------------------------------------------------------- a batch of the change feed
 
 
+def _users_matching(channel_id: int, records: Sequence[RecordIn], keys: Sequence[tuple[str, int]]) -> Any:
+    """The query for the channel's users these records may belong to: by link, KulooId, email."""
+    kuloo_ids = [r.values.get(KULOO_ID) for r in records if r.values.get(KULOO_ID)]
+    emails = [e for r in records if (e := normalize_email(r.email))]
+    q = Q(kuloo_id__in=kuloo_ids or ["\0"]) | Q(email_key__in=emails or ["\0"])
+    for kind in ("lead", "contact"):
+        ids = [i for k, i in keys if k == kind]
+        if ids:
+            q |= Q(crm_kind=kind, crm_id__in=ids)
+    return UserRow.filter(q, channel_id=channel_id)
+
+
+def _record_ref(rec: RecordIn) -> RecordRef:
+    return RecordRef(rec.kind, rec.id, rec.values.get(KULOO_ID), normalize_email(rec.email), rec.is_organization)
+
+
+async def conversion_lookups(channel_id: int, records: Sequence[RecordIn]) -> list[tuple[RecordIn, int, tuple[str, int]]]:
+    """Records that collide with a user linked to the other kind (``linking.conversion_lookup``):
+    (record, the lead whose conversions to read, the user's link). Read-only."""
+    if not records:
+        return []
+    rows = await _users_matching(channel_id, records, [(r.kind, r.id) for r in records])
+    index = LinkIndex.of([_ref(row) for row in rows])
+    out = []
+    for rec in records:
+        d = linking.decide(_record_ref(rec), index)
+        lead_id = linking.conversion_lookup(rec.kind, rec.id, d)
+        if lead_id is not None:
+            out.append((rec, lead_id, d.other))
+    return out
+
+
 class _Batch:
     """One ``apply_batch`` call's working state (inside its transaction)."""
 
@@ -412,20 +449,21 @@ class _Batch:
         self.user_errors: dict[int, SyncError] = {}
         self.suspended: set[int] = set()
         self.record_errors: set[tuple[str | None, int]] = set()
+        self.pending: list[Any] = []  # imported users' tags and first audit entries, inserted together
+        self.pending_users: set[int] = set()
+        self.imports: list[tuple[UserRow, RecordIn]] = []  # new users, not inserted yet
+
+    async def flush(self) -> None:
+        if self.pending:
+            await user_store.save_pending(self.pending)
+        self.pending_users.clear()
 
     async def load(self, records: Sequence[RecordIn], deletions: Sequence[DeletionIn]) -> None:
         cid = self.channel.id
         keys = [(r.kind, r.id) for r in records] + [(d.kind, d.id) for d in deletions]
         keys += [("contact", d.conversion.individual_id) for d in deletions
                  if d.conversion and d.conversion.individual_id is not None]
-        kuloo_ids = [r.values.get(KULOO_ID) for r in records if r.values.get(KULOO_ID)]
-        emails = [e for r in records if (e := normalize_email(r.email))]
-        q = Q(kuloo_id__in=kuloo_ids or ["\0"]) | Q(email_key__in=emails or ["\0"])
-        for kind in ("lead", "contact"):
-            ids = [i for k, i in keys if k == kind]
-            if ids:
-                q |= Q(crm_kind=kind, crm_id__in=ids)
-        rows = await UserRow.filter(q, channel_id=cid).select_for_update()
+        rows = await _users_matching(cid, records, keys).select_for_update()
         for row in rows:
             self.rows[row.id] = row
             self.index.put(_ref(row))
@@ -531,8 +569,7 @@ class _Batch:
     # -- records
 
     async def record(self, rec: RecordIn) -> None:
-        d = linking.decide(RecordRef(rec.kind, rec.id, rec.values.get(KULOO_ID), normalize_email(rec.email),
-                                     rec.is_organization), self.index)
+        d = linking.decide(_record_ref(rec), self.index)
         if d.action == linking.IGNORE:
             return
         if d.action == linking.MERGE and d.user.id in self.suspended:
@@ -592,16 +629,28 @@ class _Batch:
         fields = {"email": email, "source": Source.SYNC.value, "add_to_crm": False, "crm_kind": rec.kind,
                   "crm_id": rec.id, "crm_linked_at": self.now, "synced_values": dict(rec.values), **attrs}
         fields.setdefault("frequency", "weekly")
-        row = await user_store.insert(self.channel.id, fields, actor=Actor.SYNC, now=self.now,
-                                      note=f"added from Sell {rec.kind} {rec.id}")
-        self.rows[row.id] = row
-        self.index.put(_ref(row))
+        row = user_store.new_row(self.channel.id, fields, self.now)
+        # Inserted with the batch's other imports (``save_imports``); until then the index
+        # knows it by a provisional id, enough to call a later record with its email or
+        # KulooId a duplicate of this one.
+        self.index.put(UserRef(-1 - len(self.imports), row.kuloo_id, row.email_key, (rec.kind, rec.id)))
+        self.imports.append((row, rec))
         self.linked += 1
         self.out.linked.append((rec.kind, rec.id))
         self.out.add("users_created")
-        self.out.touched(row.id)
         await self.clear(None, rec.kind, rec.id)
-        await self.merge(row, rec, imported=True)
+
+    async def save_imports(self) -> None:
+        """The users this batch imports: inserted together, then merged with their records."""
+        imports, self.imports = self.imports, []
+        await user_store.insert_many([(row, f"added from Sell {rec.kind} {rec.id}") for row, rec in imports],
+                                     actor=Actor.SYNC, now=self.now, pending=self.pending)
+        for row, rec in imports:
+            self.rows[row.id] = row
+            self.index.put(_ref(row))
+            self.pending_users.add(row.id)
+            self.out.touched(row.id)
+            await self.merge(row, rec, imported=True)
 
     async def merge(self, row: UserRow, rec: RecordIn, *, imported: bool = False) -> None:
         err = self.user_errors.get(row.id)
@@ -624,6 +673,14 @@ class _Batch:
         elif refused and err.payload_key == payload_key(result.to_sell) and err.attempts >= self.retries:
             hold = True  # refused that often: wait for a change (the base stays where it was)
         self.out.add("conflicts", result.conflicts)
+        # The base moves for the fields now agreed; those still to write move once Sell takes them.
+        new_base = {n: v for n, v in result.base.items() if n not in result.to_sell}
+        for name in result.to_sell:
+            if name in base:
+                new_base[name] = base[name]
+        base_saved = new_base == (row.synced_values or {})
+        if row.id in self.pending_users and (result.to_kuloo or not imported):
+            await self.flush()  # the user's first audit entry goes before the ones written now
         if result.to_kuloo:
             try:
                 attrs = kuloo_attrs(result.to_kuloo)
@@ -654,7 +711,11 @@ class _Batch:
                 if change.field == "email":
                     field_attrs = {"email": attrs["email"]}
                 note = f"{change.note} (Kuloo had {change.kuloo!r}, Sell had {change.sell!r})"
-                await user_store.apply_changes(row, field_attrs, actor=Actor.SYNC, now=self.now, note=note)
+                also = () if base_saved else ("synced_values",)  # saved by the same UPDATE
+                row.synced_values = new_base
+                if await user_store.apply_changes(row, field_attrs, actor=Actor.SYNC, now=self.now, note=note,
+                                                  also=also):
+                    base_saved = True
             if not imported:
                 self.out.add("users_updated")
             self.out.touched(row.id)
@@ -662,12 +723,7 @@ class _Batch:
             if change.side != KULOO and not imported:
                 await _audit(row, change.field, change.sell, change.kuloo,
                                         f"written to Sell {rec.kind} {rec.id}: {change.note}", self.now)
-        # The base moves for the fields now agreed; those still to write move once Sell takes them.
-        new_base = {n: v for n, v in result.base.items() if n not in result.to_sell}
-        for name in result.to_sell:
-            if name in base:
-                new_base[name] = base[name]
-        if new_base != (row.synced_values or {}):
+        if not base_saved:
             row.synced_values = new_base
             await row.save(update_fields=["synced_values"])
         if not hold:
@@ -692,6 +748,8 @@ async def apply_batch(channel_id: int, records: Sequence[RecordIn], deletions: S
                 continue
             seen.add((rec.kind, rec.id))
             await batch.record(rec)
+        await batch.save_imports()
+        await batch.flush()
         if feed_state is not None:
             channel.sync_state = dict(feed_state)
             await channel.save(update_fields=["sync_state"])
@@ -729,7 +787,7 @@ async def plan_pushes(channel_id: int, now: datetime, retries: int = 3) -> PushP
             SyncRunStatus.OK.value, SyncRunStatus.PARTIAL.value]).order_by("-id").first()
         if since is not None:
             linked = linked.filter(Q(updated_at__gte=since.started_at) | Q(id__in=list(errors_by_user) or [0]))
-        for row in await linked:
+        for row in await linked.only(*VIEW_COLUMNS, "crm_kind", "crm_id", "synced_values"):
             err = errors_by_user.get(row.id)
             if err is not None and err.code in (E_TAMPERED, E_DUPLICATE, E_VALUE, E_CAP):
                 continue  # waits for the record to change in Sell
@@ -778,7 +836,8 @@ async def confirm_writes(channel_id: int, accepted: Sequence[SellWrite], refused
     cleared = False
     async with in_transaction():
         ids = {w.user_id for w in accepted if w.user_id} | {w.user_id for w, _ in refused if w.user_id}
-        rows = {r.id: r for r in await UserRow.filter(id__in=list(ids) or [0]).select_for_update()}
+        rows = {r.id: r for r in await UserRow.filter(id__in=list(ids) or [0]).select_for_update().only(
+            "id", "crm_kind", "crm_id", "synced_values", "sync_error")}
         refused_users = set(await SyncError.filter(user_id__in=list(rows) or [0], code=E_REFUSED).values_list(
             "user_id", flat=True))
         moved: dict[int, UserRow] = {}

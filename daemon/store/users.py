@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -219,14 +219,43 @@ def _audit_record(entry: AuditEntry) -> AuditRecord:
                        json.loads(entry.new) if entry.new is not None else None, entry.note)
 
 
+def _tag_rows(row: UserRow, tags: Iterable[str]) -> list[UserTag]:
+    return [UserTag(user_id=row.id, channel_id=row.channel_id, tag=t)  # type: ignore[attr-defined]
+            for t in dict.fromkeys(tags)]
+
+
 async def _write_tags(row: UserRow, tags: Iterable[str], *, fresh: bool = False) -> None:
     if not fresh:
         await UserTag.filter(user_id=row.id).delete()
-    await UserTag.bulk_create([UserTag(user_id=row.id, channel_id=row.channel_id,  # type: ignore[attr-defined]
-                                       tag=t) for t in dict.fromkeys(tags)])
+    await UserTag.bulk_create(_tag_rows(row, tags))
+
+
+async def save_pending(pending: list[AuditEntry | UserTag]) -> None:
+    """Insert what ``insert_many`` left in ``pending``: one statement per table."""
+    for model in (UserTag, AuditEntry):
+        rows = [r for r in pending if isinstance(r, model)]
+        if rows:
+            await model.bulk_create(rows)
+    pending.clear()
 
 
 # ----------------------------------------------------------------------------- for every writer
+
+
+def new_row(channel_id: int, fields: Mapping[str, Any], now: datetime) -> UserRow:
+    """An unsaved user row: a new KulooId, the email key, the search text (see ``insert``)."""
+    values = {k: _plain(k, v) for k, v in fields.items()}
+    row = UserRow(channel_id=channel_id, kuloo_id=new_kuloo_id(), email_key=email_key(values["email"]),
+                  created_at=now, updated_at=now, changed_at={}, revision=1, **values)
+    row.search_text = search_text(row.email, row.first_name, row.last_name)
+    if row.promo_tags:
+        row.promo_started_at = now
+    return row
+
+
+def _added(row: UserRow, actor: Actor, now: datetime, note: str) -> AuditEntry:
+    return audit_entry(row, "", None, row.email, actor=actor, now=now,
+                       note=note or f"user added (source {Source(row.source).value or 'app'})")
 
 
 async def insert(channel_id: int, fields: Mapping[str, Any], *, actor: Actor, now: datetime,
@@ -237,27 +266,42 @@ async def insert(channel_id: int, fields: Mapping[str, Any], *, actor: Actor, no
     ``source``, ``frequency``, ``unsubscribed``, ``add_to_crm``, ``promo_tags``,
     ``crm_kind``, ``crm_id``, ``synced_values``. The caller has checked the email is free.
     """
-    values = {k: _plain(k, v) for k, v in fields.items()}
-    row = UserRow(channel_id=channel_id, kuloo_id=new_kuloo_id(), email_key=email_key(values["email"]),
-                  created_at=now, updated_at=now, changed_at={}, revision=1, **values)
-    row.search_text = search_text(row.email, row.first_name, row.last_name)
-    if row.promo_tags:
-        row.promo_started_at = now
+    row = new_row(channel_id, fields, now)
     await row.save()
     if row.promo_tags:
         await _write_tags(row, row.promo_tags, fresh=True)
-    await audit_entry(row, "", None, row.email, actor=actor, now=now,
-                      note=note or f"user added (source {Source(row.source).value or 'app'})").save()
+    await _added(row, actor, now, note).save()
     return row
 
 
+async def insert_many(rows: Sequence[tuple[UserRow, str]], *, actor: Actor, now: datetime,
+                      pending: list[AuditEntry | UserTag]) -> None:
+    """``insert`` for many rows made by ``new_row`` (with their audit notes), in one statement.
+
+    Their ids are set; their tag rows and first audit entries are appended to ``pending``,
+    which the caller inserts with ``save_pending`` in the same transaction, before any
+    other audit entry of these users (the log is ordered by id).
+    """
+    if not rows:
+        return
+    await UserRow.bulk_create([row for row, _note in rows])
+    # bulk_create leaves the ids unset: read them back by the (unique) KulooIds
+    ids = dict(await UserRow.filter(kuloo_id__in=[row.kuloo_id for row, _note in rows]).values_list("kuloo_id", "id"))
+    for row, note in rows:
+        row.id = ids[row.kuloo_id]
+        row._saved_in_db = True  # later saves in the transaction are updates
+        pending.extend(_tag_rows(row, row.promo_tags or ()))
+        pending.append(_added(row, actor, now, note))
+
+
 async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Actor, now: datetime,
-                        note: str = "") -> tuple[str, ...]:
+                        note: str = "", also: Sequence[str] = ()) -> tuple[str, ...]:
     """Apply the editable-field ``changes`` to ``row`` and save it; returns what changed.
 
     Call inside a transaction (``in_transaction()``). Only fields whose value differs
     count: each gets an audit entry with both values and ``note``, and its change time;
-    the revision goes up once. Nothing changed: nothing is written.
+    the revision goes up once. Nothing changed: nothing is written. ``also``: other
+    columns the caller set on ``row``, saved by the same UPDATE when there is one.
     """
     changed: list[str] = []
     entries: list[AuditEntry] = []
@@ -276,7 +320,7 @@ async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Acto
         return ()
     # Any change may change what delivery owes this user: it plans them on its next pass.
     row.next_due_at = None
-    update_fields = [*changed, "changed_at", "revision", "updated_at", "next_due_at"]
+    update_fields = [*changed, "changed_at", "revision", "updated_at", "next_due_at", *also]
     if "email" in changed:
         row.email_key = email_key(row.email)
         update_fields.append("email_key")

@@ -6,7 +6,8 @@ One run of one channel (``run_channel``):
    connection not verified: links are kept, so adding the token back resumes).
 2. Pull: every batch of ``crm.feed.ChangeFeed`` (Sync API or polling, leads and
    contacts). Deleted leads that were linked are looked up in ``lead_conversions`` (and
-   the contact they became read). The batch is applied in ONE store unit of work
+   the contact they became read); so are records that collide with a user linked to the
+   other kind, for conversions that keep the lead (``kept_conversions``). The batch is applied in ONE store unit of work
    (``apply_batch``, where the rules decide), the Sell writes it asks for are made
    (changed fields only), what Sell took is confirmed — and only then is the batch
    acknowledged to Sell (resuming the feed).
@@ -79,10 +80,16 @@ class _Run:
         self.pulled: set[tuple[str, int]] = set()
         self.errors_cleared = False
         self.linked: set[tuple[str, int]] = {(k, i) for k, ids in start.linked_ids.items() for i in ids}
+        self.kinds_linked = {k for k, ids in start.linked_ids.items() if ids}  # kinds linked at some point of the run
 
     def add(self, counts: dict[str, int]) -> None:
         for key, n in counts.items():
             self.counts[key] = self.counts.get(key, 0) + n
+
+    def relinked(self, outcome: sync_store.Outcome) -> None:
+        self.linked.difference_update(outcome.unlinked)
+        self.linked.update(outcome.linked)
+        self.kinds_linked.update(k for k, _i in outcome.linked)
 
     def publish_users(self, ids: Sequence[int]) -> None:
         if ids:
@@ -110,13 +117,14 @@ class _Run:
                         records.append(record_in(change.kind, change.record))
                     else:
                         deletions.append(DeletionIn(change.kind, change.id, await self.conversion(change.kind, change.id)))
+                records, kept = await self.kept_conversions(records)
+                deletions.extend(kept)
                 if records or deletions or batch.final:
                     now = self.services.clock.now()
                     outcome = await self.services.store.run(
                         sync_store.apply_batch, self.channel_id, records, deletions, batch.state, now, self.retries)
                     self.add(outcome.counts)
-                    self.linked.difference_update(outcome.unlinked)
-                    self.linked.update(outcome.linked)
+                    self.relinked(outcome)
                     touched = await self.write(outcome.writes)
                     self.publish_users([*outcome.changed_users, *touched])
                 state = batch.state
@@ -136,14 +144,45 @@ class _Run:
                 listing = self.sell.list_leads if kind == "lead" else self.sell.list_contacts
                 found = [record_in(kind, r) async for r in listing(ids=chunk)]
                 gone = sorted(set(chunk) - {r.id for r in found})
+                found, kept = await self.kept_conversions(found)
                 outcome = await self.services.store.run(
-                    sync_store.apply_batch, self.channel_id, found, [DeletionIn(kind, i) for i in gone], None,
+                    sync_store.apply_batch, self.channel_id, found, [*kept, *(DeletionIn(kind, i) for i in gone)], None,
                     self.services.clock.now(), self.retries)
                 self.add({k: v for k, v in outcome.counts.items() if k != "pulled"})
-                self.linked.difference_update(outcome.unlinked)
-                self.linked.update(outcome.linked)
+                self.relinked(outcome)
                 touched = await self.write(outcome.writes)
                 self.publish_users([*outcome.changed_users, *touched])
+
+    async def kept_conversions(self, records: list[RecordIn]) -> tuple[list[RecordIn], list[DeletionIn]]:
+        """Conversions that kept the lead, which no deletion announces (rule 5).
+
+        A contact colliding with a user linked to a lead is what that lead became when its
+        conversions say so: the user follows it (as for a converted, deleted lead). A lead
+        colliding with a user linked to the contact it became is the kept lead: dropped (as
+        if deleted — never a duplicate nor a second user). Only records not linked are
+        asked about, and only when the channel links the other kind: one store crossing,
+        then one ``lead_conversions`` read per collision.
+        """
+        other = {"lead": "contact", "contact": "lead"}
+        unlinked = [r for r in records if other[r.kind] in self.kinds_linked and (r.kind, r.id) not in self.linked]
+        if not unlinked:
+            return records, []
+        lookups = await self.services.store.run(sync_store.conversion_lookups, self.channel_id, unlinked)
+        kept: list[DeletionIn] = []
+        dropped: set[int] = set()
+        for rec, lead_id, (_kind, linked_id) in lookups:
+            found = await self.sell.lead_conversions(lead_id=lead_id)
+            if rec.kind == "contact":
+                conv = next((c for c in found if c.lead_id == lead_id and c.individual_id == rec.id), None)
+                if conv is not None:  # the kept lead, if in this batch too, is left out
+                    kept.append(DeletionIn("lead", lead_id, ConversionIn(lead_id, rec.id, conv.organization_id, rec)))
+                    dropped.add(lead_id)
+            elif any(c.lead_id == rec.id and c.individual_id == linked_id for c in found):
+                dropped.add(rec.id)
+                kept.append(DeletionIn("lead", rec.id))
+        if dropped:
+            records = [r for r in records if not (r.kind == "lead" and r.id in dropped)]
+        return records, kept
 
     async def conversion(self, kind: str, crm_id: int) -> ConversionIn | None:
         """What a deleted, linked lead became (None: it was deleted, not converted)."""
@@ -240,6 +279,7 @@ class _Run:
             touched = await self.services.store.run(sync_store.link_pushed, self.channel_id, created, failed,
                                                     self.services.clock.now())
             self.linked.update((k, i) for _u, k, i, _v in created)
+            self.kinds_linked.update(k for _u, k, _i, _v in created)
             self.publish_users(touched)
 
     async def find(self, p: PushIn) -> tuple[str, int, dict[str, Any]] | None:

@@ -52,6 +52,24 @@ async def to_thread(fn, *args, **kwargs):
     return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 
 
+async def without_sync_api(sellsim, seed) -> None:
+    """An account whose plan has no Sync API: the feed polls."""
+    await to_thread(sellsim.load_seed, seed)
+    sellsim.set_options(rate_per_second=1000)
+    sellsim.set_account(sync_api=False)
+
+
+async def edited_then_delivered_once(sellsim, feed: ChangeFeed, state, lead_id: int, first_name: str):
+    """A lead edited in Sell comes with the next poll, and not with the one after."""
+    await to_thread(sellsim.edit_record, "lead", lead_id, {"first_name": first_name})
+    news, state = await run(feed, state)
+    assert [(c.kind, c.id) for c in news] == [("lead", lead_id)]
+    assert news[0].record.first_name == first_name
+    none, state = await run(feed, state)
+    assert none == []
+    return state
+
+
 async def test_sync_mode_delivers_acks_after_apply_and_redelivers_after_a_crash(sellsim, sell_options):
     await to_thread(sellsim.load_seed, default_seed(leads=7, contacts=3))
     sellsim.set_options(rate_per_second=1000, sync_page_size=4)
@@ -89,9 +107,7 @@ async def test_sync_mode_delivers_acks_after_apply_and_redelivers_after_a_crash(
 
 
 async def test_falls_back_to_polling_on_403_and_keeps_a_watermark(sellsim, sell_options):
-    await to_thread(sellsim.load_seed, default_seed(leads=5, contacts=2))
-    sellsim.set_options(rate_per_second=1000)
-    sellsim.set_account(sync_api=False)
+    await without_sync_api(sellsim, default_seed(leads=5, contacts=2))
     async with client(sellsim) as sell:
         feed = ChangeFeed(sell, per_page=2)
         changes, state = await run(feed, None)
@@ -106,18 +122,36 @@ async def test_falls_back_to_polling_on_403_and_keeps_a_watermark(sellsim, sell_
         assert sellsim.counters()["routes"].get("POST start", 0) == starts  # not re-probed
         # One edit, in the same second as the watermark or later: delivered exactly once.
         lead_id = next(c.id for c in changes if c.kind == "lead")
-        await to_thread(sellsim.edit_record, "lead", lead_id, {"first_name": "Polled"})
-        news, state = await run(feed, state)
-        assert [(c.kind, c.id) for c in news] == [("lead", lead_id)]
-        assert news[0].record.first_name == "Polled"
-        none, state = await run(feed, state)
-        assert none == []
+        state = await edited_then_delivered_once(sellsim, feed, state, lead_id, "Polled")
         # Deletes are seen through reconciliation, confirmed by an ids= query.
         await to_thread(sellsim.delete_record, "lead", lead_id)
         known = {"lead": [c.id for c in changes if c.kind == "lead"],
                  "contact": [c.id for c in changes if c.kind == "contact"]}  # fmt: skip
         gone, state = await run(feed, state, known_ids=known)
     assert gone == [RecordDeleted("lead", lead_id)]
+
+
+async def test_poll_rereads_a_burst_of_same_second_changes_once_not_every_time(sellsim, sell_options):
+    """The bench's ⌈k/100⌉ + 2: a poll that finds nothing reads one page per kind, even when
+    many records share the newest second (planted bug: the boundary taken from the newest
+    record instead of Sell's clock at the last listing — every poll pages through them)."""
+    await without_sync_api(sellsim, default_seed(leads=7, contacts=1))
+    async with client(sellsim) as sell:
+        feed = ChangeFeed(sell, per_page=2)
+        changes, state = await run(feed, None)
+        assert len([c for c in changes if c.kind == "lead"]) == 7
+        await to_thread(sellsim.advance_clock, 5)
+        await run(feed, state)  # a pass seconds after the burst: its listing time is the boundary
+        _, state = await run(feed, state)
+        assert state["listed_at"]["lead"] and state["listed_at"]["lead"] > state["watermarks"]["lead"]
+        await to_thread(sellsim.advance_clock, 5)
+        await to_thread(sellsim.reset_counters)
+        again, state = await run(feed, state)
+        assert again == []
+        requests = sellsim.counters()["requests"]
+        assert requests == {"GET /v2/leads": 1, "GET /v2/contacts": 1}  # one page of each
+        # A change after the listing is still delivered, once.
+        await edited_then_delivered_once(sellsim, feed, state, next(c.id for c in changes if c.kind == "lead"), "Later")
 
 
 async def test_poll_watermark_not_advanced_until_the_pass_completes(sellsim, sell_options):

@@ -22,7 +22,9 @@ from kuloo_daemon.crm.feed import (
     new_state,
     normalize_state,
     poll_advance,
+    poll_boundary,
     poll_select,
+    sell_time,
     sync_change,
 )
 from kuloo_daemon.crm.records import Contact, Lead, SyncItem
@@ -42,6 +44,7 @@ def test_new_state_shape_and_device():
     missing from the watermarks or the seen lists."""
     assert new_state("dev-1") == {
         "device_uuid": "dev-1", "mode": "sync", "watermarks": {"lead": None, "contact": None},
+        "listed_at": {"lead": None, "contact": None},
         "seen": {"lead": [], "contact": []}, "sync_checked_at": None, "sync_unavailable": None,
     }  # fmt: skip
     a, b = new_state()["device_uuid"], new_state()["device_uuid"]
@@ -57,6 +60,7 @@ def test_normalize_state_fills_without_dropping_or_aliasing():
     out = normalize_state(stored)
     assert out["device_uuid"] == "dev-9" and out["mode"] == "poll" and out["future_key"] == {"x": 1}
     assert out["watermarks"] == {"lead": WM, "contact": None}
+    assert out["listed_at"] == {"lead": None, "contact": None}  # a state stored before listed_at
     assert out["seen"] == {"lead": [], "contact": ["c1"]}
     out["seen"]["contact"].append("c2")
     out["future_key"]["x"] = 2
@@ -109,6 +113,30 @@ def test_poll_advance_edges():
     assert (wm, seen) == (WM, [at_edge])
     wm, _ = poll_advance(WM, [], [lead(4, "2026-03-01T09:00:00Z")], overlap=1.0)
     assert wm == WM
+
+
+def test_poll_boundary_is_sells_time_at_the_first_page():
+    """Planted bugs: the fingerprints kept from the watermark's window when Sell's time is
+    known (a burst of changes in one second re-read by every poll), listed_at ignored by
+    ``poll_boundary``, an unreadable Date header trusted."""
+    listed = datetime(2026, 3, 1, 10, 0, 9, tzinfo=UTC)
+    burst = [lead(i, WM) for i in range(1, 4)]
+    wm, seen = poll_advance(None, [], burst, overlap=1.0, listed_at=listed)
+    assert wm == WM and seen == []  # all four seconds older than the listing: never re-read
+    state = {"watermarks": {"lead": wm}, "listed_at": {"lead": "2026-03-01T10:00:09Z"}}
+    assert poll_boundary(state, "lead") == "2026-03-01T10:00:09Z"
+    assert poll_boundary({"watermarks": {"lead": WM}, "listed_at": {"lead": None}}, "lead") == WM
+    assert poll_boundary(normalize_state(None), "contact") is None
+    step = poll_select([*burst, lead(9, "2026-03-01T09:00:00Z")], poll_boundary(state, "lead"), seen, overlap=1.0)
+    assert step.emit == [] and step.reached_end is True  # the first record already ends the pass
+    # A record changed in the listing's own second (after the read) or the one before: news.
+    late = lead(7, "2026-03-01T10:00:09Z")
+    wm, seen = poll_advance(wm, seen, [late], overlap=1.0, listed_at=listed)
+    assert wm == "2026-03-01T10:00:09Z" and seen == [fingerprint(late)]
+    step = poll_select([lead(8, "2026-03-01T10:00:08Z"), late, *burst], "2026-03-01T10:00:09Z", seen, 1.0)
+    assert [r.id for r in step.emit] == [8] and step.reached_end is True
+    assert sell_time("Sun, 01 Mar 2026 10:00:09 GMT") == listed
+    assert sell_time(None) is None and sell_time("yesterday") is None and sell_time("") is None
 
 
 def test_sync_items_become_changes():

@@ -242,26 +242,3 @@ def test_every_choice_of_every_choice_field_converts_both_ways():
         for choice in f.choices or ():
             attrs = v.to_kuloo(f.name, choice)
             assert v.to_sell(f.name, user(**attrs)) == choice, (f.name, choice)
-
-
-@pytest.mark.parametrize(
-    "field, read, canonical",
-    [
-        ("Last active", "4/27/2016", "2016-04-27"),
-        ("Last active", "2016-04-27T00:00:00Z", "2016-04-27"),
-        ("Last active", "", None),
-        ("Promo", ["upsell", "welcome", "upsell"], ["upsell", "welcome"]),
-        ("Promo", ["welcome", "upsell"], ["upsell", "welcome"]),
-        ("Promo", None, []),
-        ("Subscription", "unsubscribed", "unsubscribed"),
-        ("Subscription", "", None),
-        ("Subscription", "monthly", "monthly"),
-        ("Source", "", None),
-        ("Source", "signup", "signup"),
-        ("KulooId", "", None),
-        ("email", "a@b.test", "a@b.test"),
-    ],
-)
-def test_normalise_compares_sell_values_by_meaning(field, read, canonical):
-    assert v.normalise(field, read) == canonical
-    assert v.normalise(field, canonical) == canonical  # idempotent

@@ -127,3 +127,22 @@ def test_request_id_on_fault_and_limit_responses(api, sim):
     ok = api.get("/v2/leads")
     assert ok.status_code == 200 and ok.headers["x-request-id"]
     assert len({r.headers["x-request-id"] for r in (html, limited, ok)}) == 3
+
+
+def test_every_answer_carries_date_from_the_simulated_clock(sim):
+    """Planted bug: Date from the wall clock (a poller's boundary then misses /_sim/clock moves)."""
+    from email.utils import parsedate_to_datetime
+
+    def date_and_updated_at():
+        with sim.client() as c:
+            r = c.post("/v2/leads", json={"data": {"last_name": "Clock"}})
+            created = r.json()["data"]["updated_at"]
+            return parsedate_to_datetime(r.headers["date"]), created
+
+    first, _ = date_and_updated_at()
+    sim.advance_clock(86_400)
+    later, updated_at = date_and_updated_at()
+    assert (later - first).total_seconds() >= 86_400
+    assert later.strftime("%Y-%m-%dT%H:%M:%SZ") >= updated_at  # one clock: never behind the records
+    r = httpx.get(sim.base_url + "/v2/users/self", headers={"User-Agent": "t"})
+    assert r.status_code == 401 and r.headers["date"]  # errors too

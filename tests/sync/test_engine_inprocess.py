@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from kuloo_daemon.secrets import Secret
@@ -13,6 +14,20 @@ from kuloo_daemon.sync import connection, engine
 from sellsim.seeds import DEMO_TOKEN, default_seed
 
 TAGS = ["welcome", "onboarding", "upsell"]
+
+
+def fast_config(services_config, sellsim):
+    """The engine in-process on a manual clock, with the request budget raised (loopback)."""
+    sellsim.set_options(rate_per_second=5000, rate_per_hour=10**9)
+    return services_config(sell={"base_url": sellsim.base_url, "requests_per_second": 2000},
+                           clock={"mode": "manual"})
+
+
+async def verified_channel(services) -> int:
+    created = await services.store.run(channel_store.create, {"name": "A", "plan": "pro", "sequential_tags": TAGS},
+                                       Secret(DEMO_TOKEN), services.clock.now())
+    await connection.check_channel(services, created.check)
+    return created.channel.id
 
 
 async def test_initial_sync_imports_every_lead_and_a_second_run_is_idle(services_config, sellsim):
@@ -39,6 +54,18 @@ async def test_initial_sync_imports_every_lead_and_a_second_run_is_idle(services
         page = await services.store.run(user_store.list_page, cid, user_store.Filters(), None, 500)
         assert page.total == 36 and all(u.crm is not None for u in page.users)
         assert (await services.store.run(user_store.get, pushed.id)).crm.kind == "lead"
+        # Imported users' tags and first audit entries are inserted per batch, not per user:
+        # all there, each user's "added from Sell" entry first in its log.
+        records = leads + await trio.to_thread.run_sync(sellsim.records, "contact")
+        for tag in TAGS:
+            want = sum(1 for r in records if tag in ((r["custom_fields"] or {}).get("Promo") or []))
+            assert (await services.store.run(user_store.list_page, cid, user_store.Filters(promo=tag), None,
+                                             500)).total == want
+        assert any(u.promo_tags for u in page.users)
+        for u in page.users:
+            if u.id != pushed.id:
+                log = await services.store.run(user_store.audit, u.id, 50)
+                assert log[-1].note.startswith("added from Sell ") and log[-1].new == u.email
         names = [e for e, _ in events]
         assert names[0] == "sync.started" and names[-1] == "sync.finished" and "users.changed" in names
         assert names.count("users.changed") <= 4  # batched, not one per user
@@ -54,15 +81,9 @@ async def test_initial_sync_imports_every_lead_and_a_second_run_is_idle(services
 async def test_the_lookup_before_a_second_post_finds_the_record_by_kulooid_then_email(services_config, sellsim):
     from kuloo_daemon.store.sync_store import PushIn
 
-    sellsim.set_options(rate_per_second=5000, rate_per_hour=10**9)
-    config = services_config(sell={"base_url": sellsim.base_url, "requests_per_second": 2000},
-                             clock={"mode": "manual"})
-    async with open_services(config) as services:
+    async with open_services(fast_config(services_config, sellsim)) as services:
         now = services.clock.now()
-        created = await services.store.run(channel_store.create, {"name": "A", "plan": "pro", "sequential_tags": TAGS},
-                                           Secret(DEMO_TOKEN), now)
-        await connection.check_channel(services, created.check)
-        start = await services.store.run(sync_store.begin_run, created.channel.id, now)
+        start = await services.store.run(sync_store.begin_run, await verified_channel(services), now)
         sell = await services.sell_pool.client(Secret(DEMO_TOKEN))
         run = engine._Run(services, start, sell)
 
@@ -83,3 +104,73 @@ async def test_the_lookup_before_a_second_post_finds_the_record_by_kulooid_then_
         assert await run.find(push("k-new", "d@example.com")) is None  # another user's record
         assert await run.find(push("k-new", "nobody@example.com")) is None
         assert foreign["id"]
+
+
+@pytest.mark.parametrize(("sync_api", "copy_fields"), [(True, False), (True, True), (False, False)])
+async def test_a_conversion_that_keeps_the_lead_follows_the_user_and_ignores_the_kept_lead(
+        services_config, sellsim, sync_api, copy_fields):
+    """sellsim's ``conversion_lead=kept``: the lead stays after its conversion. The user is
+    followed to the contact (found by its email, or the KulooId the conversion copied), the
+    contact gets the missing Kuloo fields, and the kept lead is neither a duplicate, nor a
+    second user, nor pushed again. Planted bugs: no conversion lookup on a contact that
+    collides with a user linked to a lead (a duplicate error on the contact, the user left
+    on the lead); the kept lead taken for a duplicate once the user is on the contact."""
+    config = fast_config(services_config, sellsim)
+    sellsim.set_options(conversion_lead="kept", conversion_copy_custom_fields=copy_fields)
+    if not sync_api:
+        sellsim.set_account(sync_api=False)
+    async with open_services(config) as services:
+        now = services.clock.now()
+        cid = await verified_channel(services)
+        user = await services.store.run(user_store.add, cid, {
+            "email": "fay@example.com", "last_name": "Fay", "add_to_crm": True, "promo_tags": ["welcome"],
+            "frequency": "monthly"}, "admin", now)
+        assert (await engine.run_channel(services, cid)).status.value == "ok"
+        lead_id = (await services.store.run(user_store.get, user.id)).crm.id
+
+        conversion = await trio.to_thread.run_sync(sellsim.convert_lead, lead_id)
+        contact_id = conversion["individual_id"]
+        run = await engine.run_channel(services, cid)
+        assert run.status.value == "ok", run
+        got = await services.store.run(user_store.get, user.id)
+        assert (got.crm.kind, got.crm.id) == ("contact", contact_id) and not got.sync_error
+        contact = await trio.to_thread.run_sync(sellsim.records, "contact")
+        cf = next(c for c in contact if c["id"] == contact_id)["custom_fields"]
+        assert cf["KulooId"] == user.kuloo_id and cf["Subscription"] == "monthly" and cf["Promo"] == ["welcome"]
+        assert not cf.get("Sync error")
+        assert (await services.store.run(sync_store.errors, cid, None, 10))[0] == []
+
+        # The kept lead changes in Sell: still not a duplicate, a user, or a reason to push.
+        await trio.to_thread.run_sync(sellsim.edit_record, "lead", lead_id, {"first_name": "Kept"})
+        for _ in range(2):
+            run = await engine.run_channel(services, cid)
+            assert run.status.value == "ok" and run.counts["leads_created"] == 0, run
+        leads = await trio.to_thread.run_sync(sellsim.records, "lead")
+        assert [r["id"] for r in leads] == [lead_id] and not leads[0]["custom_fields"].get("Sync error")
+        page = await services.store.run(user_store.list_page, cid, user_store.Filters(), None, 500)
+        assert page.total == 1 and page.users[0].first_name == ""
+        assert (await services.store.run(sync_store.errors, cid, None, 10))[0] == []
+
+        # And it keeps working on the contact.
+        await trio.to_thread.run_sync(sellsim.edit_record, "contact", contact_id,
+                                      {"custom_fields": {"Subscription": "daily"}})
+        await engine.run_channel(services, cid)
+        assert (await services.store.run(user_store.get, user.id)).frequency == "daily"
+
+
+async def test_two_new_records_with_one_email_in_one_batch_make_one_user_and_a_duplicate_error(
+        services_config, sellsim):
+    """New users of a batch are inserted together at its end (planted bug: the batch's link
+    index not told of a user still to insert — the second record imported too)."""
+    config = fast_config(services_config, sellsim)
+    first = sellsim.create_record("lead", {"last_name": "One", "email": "twin@example.com"})
+    second = sellsim.create_record("contact", {"last_name": "Two", "email": "Twin@Example.com "})
+    async with open_services(config) as services:
+        cid = await verified_channel(services)
+        run = await engine.run_channel(services, cid)
+        assert run.counts["users_created"] == 1 and run.counts["errors"] == 1, run
+        page = await services.store.run(user_store.list_page, cid, user_store.Filters(), None, 500)
+        assert [(u.crm.kind, u.crm.id) for u in page.users] == [("lead", first["id"])]
+        errors, _next = await services.store.run(sync_store.errors, cid, None, 10)
+        assert [(e.crm_kind, e.crm_id) for e in errors] == [("contact", second["id"])]
+        assert f"lead {first['id']}" in errors[0].error

@@ -35,6 +35,22 @@ def test_decide(record, action, user, other):
         assert d.expected == "k-ann"
 
 
+def test_a_duplicate_across_kinds_asks_the_lead_conversions():
+    """Planted bugs: a same-kind duplicate looked up (a request per plain duplicate), the
+    contact's id asked about instead of the user's lead, a kept lead not asked about."""
+    index = LinkIndex.of([ANN, UserRef(3, "k-cy", "cy@x.test", ("contact", 30))])
+
+    def lookup(record):
+        return linking.conversion_lookup(record.kind, record.id, decide(record, index))
+
+    assert lookup(RecordRef("contact", 31, None, "ann@x.test")) == 10  # what ann's lead became?
+    assert lookup(RecordRef("contact", 31, "k-ann", None)) == 10
+    assert lookup(RecordRef("lead", 12, None, "cy@x.test")) == 12  # the lead kept after cy's conversion?
+    assert lookup(RecordRef("lead", 11, None, "ann@x.test")) is None  # a plain duplicate
+    assert lookup(RecordRef("contact", 30, None, "cy@x.test")) is None  # linked: a merge
+    assert lookup(RecordRef("contact", 32, None, "new@x.test")) is None  # an import
+
+
 def test_a_second_new_record_with_the_same_email_in_one_batch_is_a_duplicate():
     index = LinkIndex.of(INDEX)
     first = RecordRef("lead", 20, None, "new@x.test")

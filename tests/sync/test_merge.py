@@ -73,6 +73,33 @@ def test_rule_table(name, b, k, s, k_at, s_at, expected):
     assert change.conflict == (both_changed and FIELD_BY_NAME[name].direction == Direction.BOTH)
 
 
+@pytest.mark.parametrize(
+    "field, read, form",
+    [
+        ("Last active", "4/27/2016", "2016-04-27"),
+        ("Last active", "2016-04-27T00:00:00Z", "2016-04-27"),
+        ("Last active", "", None),
+        ("Promo", ["upsell", "welcome", "upsell"], ["upsell", "welcome"]),
+        ("Promo", ["welcome", "upsell"], ["upsell", "welcome"]),
+        ("Promo", None, None),
+        ("Promo", [], None),
+        ("Subscription", "unsubscribed", "unsubscribed"),
+        ("Subscription", "", None),
+        ("Subscription", "monthly", "monthly"),
+        ("Source", "", None),
+        ("Source", "signup", "signup"),
+        ("KulooId", "", None),
+        ("email", "a@b.test", "a@b.test"),
+        ("email", " A@B.test ", "a@b.test"),
+        ("first_name", "  Ann ", "Ann"),
+    ],
+)
+def test_canonical_compares_sell_values_by_meaning(field, read, form):
+    """The one normaliser of field values (it replaced ``vocabulary.normalise``)."""
+    assert canonical(field, read) == form
+    assert canonical(field, form) == form  # idempotent
+
+
 def test_a_record_that_already_says_what_it_should_gets_no_write():
     base, k, s = agreed()
     result = merge(base, k, s)
