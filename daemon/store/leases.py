@@ -24,6 +24,7 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from ..vocabulary import INTERRUPTED, OutboxState, SyncRunStatus
+from . import NotFound
 
 SYNC = "sync"
 DELIVERY = "delivery"
@@ -67,7 +68,8 @@ async def heartbeat(daemon_id: str, seconds: float) -> int:
 
 async def claim(channel_id: int, kind: str, owner: str, seconds: float, now: datetime) -> Claim:
     """Take the channel's ``kind`` lease if it is free, ours or expired; ``now`` (the clock)
-    dates the repairs of a taken-over lease."""
+    dates the repairs of a taken-over lease. ``NotFound`` when there is no such channel
+    (as on SQLite, where the use case itself says so; a waiting ``hold`` would never end)."""
     assert kind in KINDS
     conn = _conn()
     await conn.execute_query(
@@ -93,8 +95,8 @@ async def claim(channel_id: int, kind: str, owner: str, seconds: float, now: dat
             return Claim(True, taken_over=taken_over, last_run=last[0]["last"])
     rows = await conn.execute_query_dict(
         "SELECT lease_owner, lease_until FROM lease WHERE channel_id = $1 AND kind = $2", [channel_id, kind])
-    if not rows:
-        return Claim(False)
+    if not rows:  # the INSERT above made the row unless the channel does not exist
+        raise NotFound(f"no channel {channel_id}")
     return Claim(False, holder=rows[0]["lease_owner"], until=rows[0]["lease_until"])
 
 

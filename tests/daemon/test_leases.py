@@ -206,3 +206,25 @@ async def test_sync_run_on_a_channel_leased_elsewhere_waits_for_that_run(service
         assert order == ["released", "ran skipped"]  # it waited; a fresh run followed (no token: skipped)
         assert (await services.store.run(leases.claim, cid, "sync", "other-daemon", 30, T0)).held
         assert await engine.run_channel(services, cid, scheduled=True) is None  # the scheduler skips it
+
+
+async def test_a_channel_that_does_not_exist_is_not_found_never_waited_for(services_config, pg_server, pg_database):
+    """Planted bug: ``claim`` answers "not held" for a channel that does not exist, so
+    ``hold(wait=True)`` (``sync.run``) polls forever and ``delivery.run`` reports an empty
+    pass where SQLite says not_found."""
+    import pytest
+
+    from kuloo_daemon.control import delivery_methods
+    from kuloo_daemon.delivery.service import Delivery
+    from kuloo_daemon.store import NotFound
+
+    config = services_config(clock={"mode": "manual"}, store={"url": pg_server.url(pg_database)})
+    async with open_services(config) as services:
+        with pytest.raises(NotFound):
+            await services.store.run(leases.claim, 999, "sync", "A", 30, T0)
+        with trio.fail_after(20), pytest.raises(NotFound):  # the guard only ends a hang
+            async with services.leases.hold("sync", 999, wait=True):
+                pass
+        services.delivery = Delivery(services)
+        with pytest.raises(NotFound):
+            await delivery_methods.delivery_run(services, {"channel": 999})
