@@ -52,18 +52,19 @@ async def register(daemon_id: str, host: str, pid: int) -> None:
         [daemon_id, host, pid])
 
 
-async def heartbeat(daemon_id: str, seconds: float) -> int:
-    """This daemon is alive: its heartbeat and every lease it holds move to now() + seconds."""
+async def heartbeat(daemon_id: str, seconds: float) -> set[tuple[int, str]]:
+    """This daemon is alive: its heartbeat and every lease it holds move to now() + seconds.
+    Returns the leases renewed, (channel id, kind): one missing was taken over meanwhile."""
     async with in_transaction() as conn:
         await conn.execute_query("UPDATE daemon SET heartbeat = now() WHERE id = $1", [daemon_id])
-        renewed, _ = await conn.execute_query(
-            "UPDATE lease SET lease_until = now() + make_interval(secs => $2) WHERE lease_owner = $1",
-            [daemon_id, float(seconds)])
+        renewed = await conn.execute_query_dict(
+            "UPDATE lease SET lease_until = now() + make_interval(secs => $2) WHERE lease_owner = $1 "
+            "RETURNING channel_id, kind", [daemon_id, float(seconds)])
         await conn.execute_query(  # a run in progress shows its daemon before it ends
             "UPDATE sync_run SET daemon_id = $1 WHERE daemon_id = '' AND status = $2 AND channel_id IN "
             "(SELECT channel_id FROM lease WHERE lease_owner = $1 AND kind = $3)",
             [daemon_id, SyncRunStatus.RUNNING.value, SYNC])
-    return renewed
+    return {(row["channel_id"], row["kind"]) for row in renewed}
 
 
 async def claim(channel_id: int, kind: str, owner: str, seconds: float, now: datetime) -> Claim:
