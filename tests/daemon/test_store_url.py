@@ -133,3 +133,16 @@ def test_migrate_on_postgresql_brings_an_empty_database_up_to_date_and_takes_no_
         assert again.returncode == 0 and "applied" not in again.stdout
     finally:
         pg_server.drop(name)
+
+
+def test_an_unreadable_password_credential_is_one_line_naming_the_file(short_tmp):
+    """Planted bug: only a missing file was handled, so a credential that cannot be read
+    (here a folder where the file should be) stopped the daemon with a traceback."""
+    config = _write(short_tmp, "postgres://kuloo@127.0.0.1:1/k")
+    (Path(short_tmp) / "creds" / "store-password").mkdir()
+    for command in ("run", "migrate"):
+        r = _cli(command, "--config", config)
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.strip().splitlines() == [
+            f"kuloo-daemon: {short_tmp}/creds/store-password: cannot read the store-password credential "
+            "(Is a directory)"], r.stderr
