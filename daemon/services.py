@@ -53,7 +53,7 @@ class Leases:
     the daemon holding it is done) and releases it after; on SQLite, one daemon per
     database, it always holds. ``keep_alive`` renews every held lease (monotonic time;
     expiry is the database's time) until the daemon stops, and stops the work under a
-    lease it lost (taken over, or not renewed within two thirds of its time)."""
+    lease it lost (taken over, or not renewed for as long as a lease lasts)."""
 
     def __init__(self, store: Store, clock: Clock, seconds: float) -> None:
         self.store = store
@@ -119,8 +119,8 @@ class Leases:
                     log.warning("lease heartbeat failed", error=str(exc))
             if renewed is not None:
                 renewed_at = started
-            elif time.monotonic() - renewed_at < self.seconds * 2 / 3:
-                continue  # not renewed this time; the leases still have a margin
+            elif time.monotonic() - renewed_at < self.seconds:
+                continue  # not renewed this time, but not expired yet: no one else may take them
             for key, (scope, since) in list(self._held.items()):
                 if since < started and (renewed is None or key not in renewed):
                     scope.cancel()
