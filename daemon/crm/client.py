@@ -253,8 +253,10 @@ class SellClient:
         if json is not None:  # encoded once for every attempt, as httpx encodes it
             body = _json.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
             request_headers = [*request_headers, (b"Content-Type", b"application/json")]
-        if headers:
-            request_headers = [*request_headers, *headers.items()]
+        if headers:  # a request's own header replaces the client's of the same name
+            names = {k.lower().encode() for k in headers}
+            request_headers = [(k, v) for k, v in request_headers if k.lower() not in names]
+            request_headers.extend(headers.items())
         secret = self._token.reveal()
         attempt = 0
         while True:
