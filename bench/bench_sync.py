@@ -13,7 +13,9 @@ lifted (loopback only). Figures (the issue's acceptance):
   thread, and per changed record of the k = 1,000 cycle (no Sell write needed);
 - polling (the account without the Sync API): reads / ⌈k/100⌉ + 2;
 - the process's RSS after a sync with 100,000 more users in the store (goal ≤ 100 MB;
-  measured in this process, which runs the engine and the store like the daemon).
+  measured in this process, which runs the engine and the store like the daemon);
+- the floor under the CPU figure: one PUT through ``SellClient`` alone (the trio thread's
+  CPU), and what the initial sync's trio thread spends beyond it per record.
 
 ``KULOO_BENCH_LEADS`` sets N (default 5,000).
 """
@@ -139,6 +141,7 @@ async def _bench(sim: Sim, root: str) -> dict[str, float]:
         figures[f"initial {N} reads / bound"] = reads / bound
         figures[f"initial {N} writes / N"] = writes / N
         figures["CPU ms per synced record"] = cpu * 1000 / N
+        trio_share = threads.get("trio", 0.0) * 1000 / N
 
         await cycle(services, cid)  # our own writes come back once, with no write
         sim.reset_counters()
@@ -203,6 +206,21 @@ async def _bench(sim: Sim, root: str) -> dict[str, float]:
         rss = _rss_mb()
         print(f"   RSS after a sync with {USERS:,} more users in the store: {rss:.0f} MB")
         figures[f"RSS MB with {USERS} users"] = rss
+
+        # The floor under the trio share of the initial sync: the same PUTs (KulooId and
+        # Source) through SellClient alone, measured on this thread. Last, because these
+        # writes come back through the feed.
+        sell = await services.sell_pool.client(Secret(DEMO_TOKEN))
+        lead = await sell.get_lead(ids[0])
+        body = {"custom_fields": {k: lead.custom_fields.get(k) for k in ("KulooId", "Source")}}
+        sample = ids[:1000]
+        t = time.thread_time()
+        for lead_id in sample:
+            await sell.update_lead(lead_id, body)
+        floor = (time.thread_time() - t) * 1000 / len(sample)
+        print(f"   one PUT through SellClient alone: {floor:.3f} ms CPU (trio thread); the initial sync's "
+              f"trio share beyond it: {trio_share - floor:.3f} ms/record")
+        figures["CPU ms per PUT, SellClient alone"] = floor
     return figures
 
 

@@ -119,6 +119,35 @@ async def test_headers_envelope_and_filters():
     assert seen[1].headers["content-type"] == "application/json"
 
 
+async def test_requests_sent_straight_to_the_transport_keep_what_the_http_client_added():
+    """SellClient skips httpx.AsyncClient (its per-request merging cost CPU per record): the
+    request still carries the timeouts of every phase (a connect timeout is what says
+    "nothing was sent"), Host, Content-Length, the compact JSON body httpx would send, a
+    base URL's path prefix, and a request's own header replacing a default one."""
+    seen = []
+
+    def handler(request: httpx.Request):
+        seen.append(request)
+        return httpx.Response(200, json={"data": {"id": 7}, "meta": {"type": "lead"}})
+
+    sell = SellClient("https://sell.test/prefix/", Secret(TOKEN), transport=httpx.MockTransport(handler),
+                      budget=RateBudget(1000.0), timeout=7.5)  # fmt: skip
+    async with sell:
+        await sell.update_lead(7, {"first_name": "Zoë", "custom_fields": {"KulooId": "k7"}})
+        await sell.request("GET", "/v2/leads", params={"ids": [1, 2]}, headers={"Accept": "text/plain"})
+    put, get = seen
+    assert put.extensions["timeout"] == {"connect": 7.5, "read": 7.5, "write": 7.5, "pool": 7.5}
+    assert str(put.url) == "https://sell.test/prefix/v2/leads/7"
+    assert put.headers["host"] == "sell.test"
+    assert put.content == '{"data":{"first_name":"Zoë","custom_fields":{"KulooId":"k7"}}}'.encode()
+    assert put.headers["content-length"] == str(len(put.content))
+    assert put.headers["content-type"] == "application/json"
+    assert put.headers["connection"] == "keep-alive"
+    assert get.url.path == "/prefix/v2/leads" and get.url.params["ids"] == "1,2"
+    assert get.headers.get_list("accept") == ["text/plain"]
+    assert "content-type" not in get.headers and get.headers["authorization"] == f"Bearer {TOKEN}"
+
+
 async def test_paging_stops_on_missing_next_page_and_never_follows_other_hosts():
     calls = []
 
