@@ -66,7 +66,7 @@ def delivery_config(root: str, smtp_port: int) -> str:
             f'[credentials]\ndirectory = "{creds}"\n'
             f'[articles]\nroot = "{root}/articles"\n'
             f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\ntimeout_seconds = 5\n'
-            f'[links]\npublic_url = "https://links.kuloo.test"\n')
+            f'[links]\nlisten = "127.0.0.1:0"\npublic_url = "https://links.kuloo.test"\n')
 
 
 def test_kill_9_after_smtp_acceptance_leaves_uncertain_and_never_sends_twice(daemon_factory, short_tmp, sink):
