@@ -311,7 +311,7 @@ async def run_channel(services: Services, channel_id: int, *, scheduled: bool = 
 
 async def _still_due(services: Services, channel_id: int) -> bool:
     override = services.config["sync.cadence_seconds"]
-    for cid, plan, last, verified in await services.store.run(sync_store.sync_schedule_inputs):
+    for cid, plan, last, verified in await services.store.run(sync_store.sync_schedule_inputs, channel_id):
         if cid == channel_id:
             return schedule.next_sync_at(cid, schedule.cadence(plan, override), last, verified) <= services.clock.now()
     return False

@@ -370,3 +370,30 @@ async def test_audit_is_newest_first_and_limited(store):
         await store.run(users.audit, 999, 10)
     with pytest.raises(Invalid):
         await store.run(users.audit, u.id, 0)
+
+
+async def test_sync_schedule_inputs_give_each_verified_channels_last_counted_run(store):
+    """The scheduler's inputs in three queries: the newest run that is not ``skipped`` per
+    channel, unverified channels left out, and one channel alone when asked (a lease
+    holder's "still due?" check)."""
+    from kuloo_daemon.store import sync_store
+    from kuloo_daemon.store.models import Channel, SyncRun
+
+    async def setup():
+        ids = []
+        for name in ("A", "B", "C"):
+            ids.append((await Channel.create(name=name, plan="pro", sell_token="t" * 24, verified_at=T0,
+                                             connection_status="verified" if name != "C" else "unverified")).id)
+        a, b, _c = ids
+        await SyncRun.create(channel_id=a, started_at=T0, status="ok")
+        await SyncRun.create(channel_id=a, started_at=T0 + timedelta(minutes=5), status="partial")
+        await SyncRun.create(channel_id=a, started_at=T0 + timedelta(minutes=9), status="skipped")
+        await SyncRun.create(channel_id=b, started_at=T0 + timedelta(minutes=1), status="skipped")
+        return ids
+
+    a, b, _c = await store.run(setup)
+    inputs = {cid: (plan.value, last, verified) for cid, plan, last, verified in
+              await store.run(sync_store.sync_schedule_inputs)}
+    assert inputs == {a: ("pro", T0 + timedelta(minutes=5), T0), b: ("pro", None, T0)}
+    assert [row[0] for row in await store.run(sync_store.sync_schedule_inputs, b)] == [b]
+    assert await store.run(sync_store.sync_schedule_inputs, _c) == []
