@@ -34,8 +34,8 @@ from .config import Config
 from .crm.pool import ClientPool
 from .scheduler import Scheduler
 from .store import clock_time, leases, sync_runs
-from .store import events as events_store
 from .store import delivery as delivery_store
+from .store import events as events_store
 from .store.bridge import Store, store_location
 
 log = structlog.get_logger("kuloo.services")
