@@ -40,7 +40,7 @@ import structlog
 
 from .pg import CONNECT_TIMEOUT, PgTarget
 
-log = structlog.get_logger("kuloo.store.events")
+log = structlog.get_logger("kuloo.store")
 
 CHANNEL = "kuloo_events"
 PAYLOAD_LIMIT = 8000  # bytes; PostgreSQL's payload must be shorter than this
