@@ -145,15 +145,17 @@ class Events:
         send, receive = trio.open_memory_channel[events_store.Note | None](self.QUEUE)
         listening = trio.Event()
 
-        def put(item: events_store.Note | None) -> None:  # on trio's thread
+        def put(item: events_store.Note | None) -> None:  # on trio's thread, as a run_sync_soon callback
             try:
                 send.send_nowait(item)
             except trio.WouldBlock:
                 self.dropped += 1
                 if self.dropped == 1 or self.dropped % 1000 == 0:
                     log.warning("events from other daemons dropped (this daemon is behind)", dropped=self.dropped)
-            except trio.ClosedResourceError:
-                pass
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass  # stopping: nobody reads them any more
+            except Exception:  # an error escaping a run_sync_soon callback would end the trio run
+                log.exception("an event from another daemon could not be queued")
 
         def hand_over(item: events_store.Note | None) -> None:  # on the store's loop
             with contextlib.suppress(trio.RunFinishedError):
