@@ -33,7 +33,7 @@ def remember(value: str) -> None:
 
 def scrub_known(text: str) -> str:
     """``text`` with every known secret (or a run of one, from its start) replaced by ``****``."""
-    if not _known or len(text) < MIN_RUN:
+    if not _known:
         return text
     out: list[str] = []
     last = i = 0
@@ -52,7 +52,9 @@ def scrub_known(text: str) -> str:
 
 
 def _common_prefix(text: str, start: int, secret: str) -> int:
-    n = 0
+    """How far ``secret`` runs on in ``text`` from ``start``; the first MIN_RUN characters
+    are already known to match (they are the registry's key)."""
+    n = MIN_RUN
     limit = min(len(secret), len(text) - start)
     while n < limit and text[start + n] == secret[n]:
         n += 1

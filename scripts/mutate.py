@@ -61,8 +61,21 @@ MODULES: dict[str, Target] = {
          "tests/daemon/test_secrets_bounds.py")
     ),  # fmt: skip
     "config.py": Target(
-        ("tests/daemon/test_config.py", "tests/daemon/test_config_limits.py", "tests/daemon/test_config_bounds.py")
-    ),
+        ("tests/daemon/test_config.py", "tests/daemon/test_config_limits.py", "tests/daemon/test_config_bounds.py",
+         "tests/daemon/test_config_checks.py")
+    ),  # fmt: skip
+    # The sync's pure decisions (rules/) and delivery's (delivery/schedule.py): their
+    # table and property tests, never the e2e files (a daemon subprocess per mutant).
+    "rules/merge.py": Target(("tests/sync/test_merge.py",)),
+    "rules/linking.py": Target(("tests/sync/test_linking_caps.py",)),
+    "rules/values.py": Target(("tests/sync/test_merge.py", "tests/sync/test_values.py")),
+    "rules/caps.py": Target(("tests/sync/test_linking_caps.py",)),
+    "rules/schedule.py": Target(
+        ("tests/sync/test_schedule.py",),
+        deselect=("tests/sync/test_schedule.py::test_advancing_the_manual_clock_past_a_channel_s_due_time_runs_its_sync",
+                  "tests/sync/test_schedule.py::test_without_a_verified_channel_nothing_is_scheduled"),
+    ),  # fmt: skip
+    "delivery/schedule.py": Target(("tests/delivery/test_schedule.py",)),
 }
 
 

@@ -172,4 +172,7 @@ def test_scrub_runs_at_their_edges():
     assert E.scrub(f"<{secret[2:11]}>", secret) == "<****>"  # 9 characters: one run, merged
     assert E.scrub(f"a{secret[:7]}b{secret[9:16]}c", secret) == f"a{secret[:7]}b{secret[9:16]}c"
     assert E.scrub(secret[:8], secret[:8]) == "****"  # a secret of exactly one run
+    # ... and it is scrubbed as runs: two echoes side by side are one mask (planted bug:
+    # ``<= SCRUB_RUN`` sends it to the whole-match path, which masks each echo apart)
+    assert E.scrub(secret[:8] * 2, secret[:8]) == "****"
     assert E.scrub("abc1234567 1234567", "1234567") == "abc**** ****"  # shorter: whole matches only

@@ -71,6 +71,14 @@ def test_normalize_state_fills_without_dropping_or_aliasing():
     assert normalize_state(None)["mode"] == "sync"
 
 
+def test_normalize_state_completes_listed_at_like_the_watermarks():
+    """Planted bug: the completed ``listed_at`` stored under another key (a stored
+    ``None`` or a partial one left as it was)."""
+    assert normalize_state({"listed_at": None})["listed_at"] == {"lead": None, "contact": None}
+    partial = normalize_state({"listed_at": {"lead": WM, "deal": "x"}})
+    assert partial["listed_at"] == {"lead": WM, "contact": None}
+
+
 def test_fingerprint_format_and_content_hash():
     """Planted bugs: keys not sorted (the same record hashes differently by key order),
     another hash length, a placeholder instead of an empty timestamp."""

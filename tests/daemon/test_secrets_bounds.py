@@ -143,3 +143,38 @@ def test_scrub_known_runs_and_edges():
     assert scrub_known("end:qzwPref") == "end:qzwPref"  # 7: left alone
     assert scrub_known("qzwPrefixqzwPrefix") == "********"  # two runs side by side
     assert scrub_known("qzw") == "qzw" and scrub_known("") == ""
+
+
+def _fresh(prefix: str) -> str:
+    """A value no earlier test run in this process has remembered: the registry is
+    process-wide, and mutmut forks each mutant's run from a process that already ran the
+    whole file once, so a fixed value would be "remembered" whatever the mutant did."""
+    import uuid
+
+    return prefix + uuid.uuid4().hex
+
+
+def test_exactly_eight_characters_are_remembered_and_each_secret_under_its_own_start():
+    """Planted bugs: ``remember`` refusing 8 characters (``> MIN_RUN``); every secret
+    filed under one key instead of its first 8 characters; ``Secret`` not remembering."""
+    from kuloo_daemon.secrets import MIN_RUN, remember, scrub_known
+
+    eight = _fresh("")[:MIN_RUN]
+    remember(eight)
+    assert scrub_known(f"a {eight} b") == "a **** b"
+    wrapped = _fresh("w.")
+    Secret(wrapped)
+    assert scrub_known(f"token={wrapped};") == "token=****;"
+    seven = _fresh("")[: MIN_RUN - 1]
+    remember(seven)
+    assert scrub_known(f"{seven} {seven}") == f"{seven} {seven}"
+
+
+def test_a_secret_at_an_odd_offset_is_found():
+    """Planted bug: the scan stepping two characters at a time (only even offsets seen)."""
+    from kuloo_daemon.secrets import remember, scrub_known
+
+    secret = _fresh("odd-")
+    remember(secret)
+    for pad in range(1, 4):
+        assert scrub_known("x" * pad + secret + "!") == "x" * pad + "****!"

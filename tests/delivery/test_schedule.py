@@ -138,6 +138,84 @@ def test_decide_a_pass():
     assert plan.next_due == now + D  # user 4's first digest window
 
 
+def test_decide_takes_the_store_s_rows_as_they_come():
+    """The store hands ``decide`` its own ``ArticleMeta`` rows with list tags (``tuple``
+    of a row's tags). Planted bugs: a row's id, tags, publication, delay or withdrawal
+    dropped or shifted while converting, rows never converted or always converted."""
+    from kuloo_daemon.store.delivery import ArticleMeta, UserState
+
+    rows = [ArticleMeta(a.id, list(a.tags), a.published_at, a.delay_seconds, a.withdrawn) for a in SEQ]
+    rows.append(ArticleMeta(20, [], T0 + H, 0, False))
+    rows.append(ArticleMeta(21, [], T0 + 2 * H, 0, True))  # withdrawn newsletter: never in a digest
+    now = T0 + 7 * D
+    users = [
+        UserState(1, ("welcome",), False, "weekly", T0 - 5 * D, None, T0, {1: T0 - 5 * D}),  # C is due, delay 2 days
+        UserState(2, ("onboarding",), False, "disabled", now - H, None, T0, {}),  # B: 1 day after the anchor
+    ]
+    plan = decide(rows, users, now)
+    assert plan.sequence == [(1, 3)]
+    assert plan.digests == [(1, [20])]
+    assert plan.next_due == now - H + D  # user 2's B, one day after its anchor
+    infos = [ArticleInfo(r.id, tuple(r.tags), r.published_at, r.delay_seconds, r.withdrawn) for r in rows]
+    again = decide(infos, users, now)
+    assert (again.sequence, again.digests, again.next_due) == (plan.sequence, plan.digests, plan.next_due)
+
+
+def test_next_due_is_the_earliest_later_thing():
+    """Planted bugs: a sequence step due later recorded as ``None``; upcoming publications
+    ignored, or including withdrawn ones, or one published exactly now; ``min`` without
+    a default (a pass with nothing later raised)."""
+    now = T0
+    waiting = user(id=1, tags=("welcome",), frequency="disabled", anchor=T0, taken={1: T0})
+    assert decide(SEQ, [waiting], now).next_due == T0 + 2 * D  # C, two days after A
+    done = user(id=2, tags=("welcome",), frequency="disabled", anchor=T0, taken={1: T0, 3: T0})
+    withdrawn_soon = ArticleInfo(6, ("welcome",), T0 + D, 0, withdrawn=True)
+    assert decide([*SEQ, withdrawn_soon], [done], now).next_due == T0 + 10 * D  # FUTURE's publication
+    at_now = ArticleInfo(7, (), now, 0)
+    quiet = user(id=3, frequency="disabled")
+    assert decide([at_now], [quiet], now).next_due is None
+    assert decide(SEQ, [], now).next_due == T0 + 10 * D
+    assert decide([], [], now).next_due is None
+    # every user counts, not only the last one looked at (planted bug: ``later = mine``)
+    assert decide(SEQ, [waiting, quiet], now).next_due == T0 + 2 * D
+
+
+def test_an_article_published_now_is_not_a_later_reason():
+    """Planted bug: ``published_at >= now`` among a user's upcoming publications (the
+    article is live now and queued in this pass; counting it again makes the user due
+    at once, for nothing, on every pass)."""
+    fresh = ArticleInfo(8, ("fresh",), T0, 0)
+    plan = decide([fresh], [user(id=1, tags=("fresh",), frequency="disabled", anchor=T0 - D)], T0)
+    assert plan.sequence == [(1, 8)]
+    assert plan.user_due == {1: None} and plan.next_due is None
+
+
+def test_a_digest_counts_from_the_last_one_not_from_joining():
+    """Planted bug: ``last_digest_at`` not passed (every pass after the first period
+    would send a digest again)."""
+    news = ArticleInfo(20, (), T0 + 8 * D, 0)
+    now = T0 + 9 * D
+    recent = user(id=1, frequency="weekly", joined=T0, last_digest_at=T0 + 8 * D - H)
+    plan = decide([news], [recent], now)
+    assert plan.digests == [] and plan.digest_windows_closed == []
+    assert plan.next_due == T0 + 15 * D - H
+
+
+def test_an_article_published_exactly_now_is_live():
+    """Planted bug: ``published_at < now`` (an article due at its publication would wait
+    for the next pass)."""
+    fresh = ArticleInfo(8, ("fresh",), T0, 0)
+    assert fresh.live(T0) and not fresh.live(T0 - timedelta(microseconds=1))
+    assert next_in_sequence([fresh], ("fresh",), {}, T0 - D, T0) == Due(8, T0)
+
+
+def test_no_digest_period_for_disabled():
+    """Planted bug: the error's message dropped."""
+    with pytest.raises(ValueError) as err:
+        add_period(T0, Frequency.DISABLED)
+    assert str(err.value) == "no digest period for disabled"
+
+
 def test_decide_gives_each_user_the_next_time_something_may_become_due():
     """What the store keeps as ``next_due_at``: too late and mail is lost, so every source counts."""
     news = ArticleInfo(20, (), T0 + H, 0)

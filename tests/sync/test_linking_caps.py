@@ -91,3 +91,33 @@ def test_error_texts_are_single_bounded_lines_naming_what_to_do():
     assert "blank" in texts.kuloo_id_changed("k-1", None)
     long = texts.sell_refused("x\n" * 500)
     assert "\n" not in long and len(long) <= texts.MAX_LENGTH
+
+
+def test_caps_per_plan_and_the_room_left():
+    """Planted bugs: ``cap_of`` ignoring its plan; ``room_left`` without a cap giving a
+    number, with one giving ``None``, going negative past the cap, or adding the links."""
+    assert [caps.cap_of(p) for p in (Plan.FREE, "starter", Plan.PRO, "enterprise")] == [10, 500, 5000, None]
+    assert caps.room_left(None, 7) is None
+    assert [caps.room_left(10, n) for n in (0, 3, 9, 10, 12)] == [10, 7, 1, 0, 0]
+
+
+def test_re_putting_a_user_drops_its_old_keys_only():
+    """Planted bugs: the old KulooId, email or link left pointing at the user after it
+    changed (``pop(None)``, the ``is old`` test inverted), ``relink`` ignoring the link,
+    another user's email mapping removed when a user leaves that address."""
+    index = LinkIndex.of(INDEX)
+    index.put(UserRef(2, "k-bob2", "bob2@x.test", ("lead", 30)))
+    assert decide(RecordRef("lead", 31, "k-bob", None), index).action == linking.UNKNOWN_KULOO_ID
+    assert decide(RecordRef("lead", 31, None, "bob@x.test"), index).action == linking.IMPORT
+    bob2 = index.by_id[2]
+    assert decide(RecordRef("lead", 30, None, None), index) == linking.Decision(linking.MERGE, bob2)
+    # Bob moves his link: the old one is free, the new one is his
+    moved = index.relink(2, ("contact", 40))
+    assert moved.link == ("contact", 40)
+    assert decide(RecordRef("lead", 30, None, "new@x.test"), index).action == linking.IMPORT
+    assert decide(RecordRef("contact", 40, None, None), index) == linking.Decision(linking.MERGE, moved)
+    # Cy takes Bob's new address; Bob then leaving it must not free it from Cy
+    cy = UserRef(3, "k-cy", "bob2@x.test", None)
+    index.put(cy)
+    index.put(UserRef(2, "k-bob2", "bob3@x.test", ("contact", 40)))
+    assert decide(RecordRef("lead", 50, None, "bob2@x.test"), index) == linking.Decision(linking.LINK, cy)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kuloo_daemon.rules.merge import KULOO, SELL, merge
+from kuloo_daemon.rules.merge import KULOO, SELL, FieldChange, merge
 from kuloo_daemon.rules.values import (
     FIELD_NAMES,
     canonical,
@@ -18,6 +18,7 @@ from kuloo_daemon.rules.values import (
 from kuloo_daemon.vocabulary import FIELD_BY_NAME, Direction
 
 T0 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+MISSING = object()  # no base yet: a first link
 
 
 def user(**over):
@@ -51,6 +52,10 @@ CASES = [
     ("email", "a@x.test", "a@x.test", "b@x.test", T0, T0, (KULOO, "b@x.test")),
     ("first_name", "Bob", "Rob", "Bobby", T0, None, (SELL, "Rob")),  # Sell's time unknown: Kuloo
     ("first_name", "Bob", "Rob", "Bobby", None, T0, (KULOO, "Bobby")),  # Kuloo's time unknown: Sell
+    ("first_name", "Bob", "Rob", "Bobby", None, None, (SELL, "Rob")),  # both unknown: a tie, Kuloo
+    # Sell's time a microsecond after Kuloo's whole second is newer (only a Kuloo time
+    # inside Sell's second is truncated, never Sell's)
+    ("first_name", "Bob", "Rob", "Bobby", T0, T0 + timedelta(microseconds=1), (KULOO, "Bobby")),
 ]
 
 
@@ -129,6 +134,53 @@ def test_first_link_fills_blanks_from_the_other_side_without_a_conflict():
     result = merge({}, k, s, kuloo_changed_at={n: T0 + timedelta(days=1) for n in k}, sell_updated_at=T0)
     assert result.to_kuloo == {"last_name": "Doe"} and result.to_sell == {"Promo": ["welcome"]}
     assert result.conflicts == 0
+
+
+NEWER_KULOO = "conflict: the newer change wins (Kuloo)"
+NEWER_SELL = "conflict: the newer change wins (Sell)"
+
+
+@pytest.mark.parametrize("name, b, k, s, k_at, s_at, expected", [
+    # Kuloo -> Sell fields: an edit in Sell put back, a change in Kuloo (or no base) written
+    ("Source", "sync", "sync", "admin", T0, T0, FieldChange("Source", SELL, "admin", "sync", "sync", "admin", False,
+                                                            "put back: Kuloo keeps this field")),
+    ("Source", "sync", "admin", "sync", T0, T0, FieldChange("Source", SELL, "sync", "admin", "admin", "sync", False,
+                                                            "written to Sell")),
+    ("KulooId", MISSING, "k1", "k9", T0, T0, FieldChange("KulooId", SELL, "k9", "k1", "k1", "k9", False,
+                                                         "written to Sell")),
+    # first link: a blank filled in from either side
+    ("last_name", MISSING, "Doe", None, T0, T0, FieldChange("last_name", SELL, None, "Doe", "Doe", None, False,
+                                                            "first link: filled in from Kuloo")),
+    ("last_name", MISSING, None, "Doe", T0, T0, FieldChange("last_name", KULOO, None, "Doe", None, "Doe", False,
+                                                            "first link: filled in from Sell")),
+    # one side moved
+    ("first_name", "Bob", "Rob", "Bob", T0, T0, FieldChange("first_name", SELL, "Bob", "Rob", "Rob", "Bob", False,
+                                                            "changed in Kuloo")),
+    ("first_name", "Bob", "Bob", "Rob", T0, T0, FieldChange("first_name", KULOO, "Bob", "Rob", "Bob", "Rob", False,
+                                                            "changed in Sell")),
+    # both moved: conflicts, with or without a base
+    ("first_name", "Bob", "Rob", "Bo", T0 + timedelta(seconds=1), T0,
+     FieldChange("first_name", SELL, "Bo", "Rob", "Rob", "Bo", True, NEWER_KULOO)),
+    ("first_name", "Bob", "Rob", "Bo", T0, T0 + timedelta(seconds=1),
+     FieldChange("first_name", KULOO, "Rob", "Bo", "Rob", "Bo", True, NEWER_SELL)),
+    ("first_name", MISSING, "Rob", "Bo", T0, T0 + timedelta(seconds=1),
+     FieldChange("first_name", KULOO, "Rob", "Bo", "Rob", "Bo", True, "first link: " + NEWER_SELL)),
+    ("first_name", MISSING, "Rob", "Bo", T0 + timedelta(seconds=1), T0,
+     FieldChange("first_name", SELL, "Bo", "Rob", "Rob", "Bo", True, "first link: " + NEWER_KULOO)),
+    ("Subscription", "weekly", "daily", "unsubscribed", T0 + timedelta(hours=1), T0,
+     FieldChange("Subscription", KULOO, "daily", "unsubscribed", "daily", "unsubscribed", True,
+                 "conflict: an opt-out always wins")),
+])  # fmt: skip
+def test_every_path_audits_the_written_side_s_old_value_and_why(name, b, k, s, k_at, s_at, expected):
+    """The audit trail shows, per change, what the written side said before and why.
+
+    Planted bugs: the old value or side dropped (``None``), a note changed or dropped,
+    "put back" said of a first write (``known or s != b``) or of a change made in Kuloo
+    (``s == b``), the "first link: " prefix on a conflict with a base or missing
+    without one."""
+    base = {} if b is MISSING else {name: b}
+    result = merge(base, {name: k}, {name: s}, kuloo_changed_at={name: k_at}, sell_updated_at=s_at, fields=(name,))
+    assert result.changes == (expected,)
 
 
 def test_payload_carries_only_the_given_fields_and_promo_whole():

@@ -41,6 +41,16 @@ def test_channels_are_spread_over_the_interval():
     assert min(gaps) > 300 / 10 / 3  # no two of ten channels bunched together
 
 
+def test_every_phase_lies_inside_one_interval():
+    """Planted bugs: ``/ 1.0`` or ``% 2.0`` for ``% 1.0`` (a phase past the interval: a
+    channel's first slot after a restart more than one interval away from its epoch)."""
+    for every in (FIVE, timedelta(days=1)):
+        phases = [schedule.phase(c, every) for c in range(1, 2001)]
+        assert all(timedelta(0) <= p < every for p in phases)
+        assert max(phases) > every * 0.99  # the whole interval is used
+    assert schedule.phase(1, FIVE) == timedelta(seconds=schedule.GOLDEN * 300)
+
+
 def test_advancing_the_manual_clock_past_a_channel_s_due_time_runs_its_sync(scheduled_kuloo, sellsim):
     kuloo = scheduled_kuloo
     sellsim.load_seed(default_seed(leads=3))

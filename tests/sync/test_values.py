@@ -1,0 +1,82 @@
+"""Canonical values at their edges: blanks, Promo lists, emails, dates, Sell records as
+``crm`` reads them, and the partial-write body (issue 14: mutation survivors).
+
+Each test names the bugs planted against it, each of which made it fail.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from kuloo_daemon.crm.records import Contact, Lead
+from kuloo_daemon.rules.values import (
+    canonical,
+    kuloo_attrs,
+    normalize_email,
+    sell_payload,
+    sell_raw,
+    sell_values,
+)
+
+
+@pytest.mark.parametrize("name", ["first_name", "Promo", "Last active", "email", "Subscription"])
+@pytest.mark.parametrize("blank", [None, "", [], ()])
+def test_every_blank_is_none_for_every_field(name, blank):
+    """Planted bugs: ``and`` for ``or`` between the blank tests, the empty-string literal
+    changed (a blank Promo became ``[""]``, a blank date ``""``, an empty tuple ``"()"``)."""
+    assert canonical(name, blank) is None
+
+
+def test_promo_is_a_sorted_set_without_blanks():
+    """Planted bugs: ``None`` kept as ``"None"`` (``or`` for ``and``), ``""`` kept."""
+    assert canonical("Promo", ["b", None, "", "a", "b"]) == ["a", "b"]
+    assert canonical("Promo", [None, ""]) is None
+    assert canonical("Promo", "solo") == ["solo"]
+
+
+@pytest.mark.parametrize("value, expected", [
+    (" Bob@Example.COM ", "bob@example.com"), ("   ", None), (42, None), (None, None),
+])
+def test_emails_are_trimmed_and_lower_cased(value, expected):
+    """Planted bugs: upper-cased, the type test inverted, blank kept as ``""``, the value
+    not passed on."""
+    assert normalize_email(value) == expected
+    assert canonical("email", value) == expected
+
+
+def test_dates_and_other_values():
+    """Planted bugs: an unreadable date or a non-string value replaced by ``"None"``."""
+    assert canonical("Last active", "4/27/2016") == "2016-04-27"
+    assert canonical("Last active", "soon") == "soon"  # differs from any date: put back
+    assert canonical("first_name", 5) == "5"
+    assert canonical("first_name", "  Ann ") == "Ann"
+
+
+def test_kuloo_attrs_normalise_the_email():
+    """Planted bugs: the email test misspelt or inverted (no normalising, or a KeyError
+    for a change without an email), the result stored under another key, a blank email
+    becoming ``"XXXX"``."""
+    assert kuloo_attrs({"email": " Bob@X.test "}) == {"email": "bob@x.test"}
+    assert kuloo_attrs({"email": None}) == {"email": ""}
+    assert kuloo_attrs({"first_name": "Ann"}) == {"first_name": "Ann"}
+
+
+def test_sell_records_as_crm_reads_them():
+    """Planted bugs: a ``Lead``/``Contact`` read as a mapping (``record.get``) or with the
+    wrong attribute name; custom fields taken from the mapping branch."""
+    data = {"id": 7, "first_name": "Ann", "last_name": "Lee", "email": "ANN@x.test",
+            "custom_fields": {"Promo": ["b", "a"], "Subscription": "weekly", "KulooId": "k-7"}}
+    for record in (Lead.from_data(data), Contact.from_data(data), data):
+        assert sell_raw(record, "first_name") == "Ann"
+        assert sell_raw(record, "Promo") == ["b", "a"]
+        values = sell_values(record)
+        assert (values["email"], values["Promo"], values["KulooId"], values["Sync error"]) == (
+            "ann@x.test", ["a", "b"], "k-7", None)
+
+
+def test_payload_keeps_promo_s_own_order_and_clears_a_blank_one():
+    """Planted bugs: a blank Promo written as ``[]`` instead of cleared (``or True``);
+    Promo's own tags dropped when the user has no order (``value and []``)."""
+    assert sell_payload({"Promo": ["b", "a"]}) == {"custom_fields": {"Promo": ["b", "a"]}}
+    assert sell_payload({"Promo": None}) == {"custom_fields": {"Promo": None}}
+    assert sell_payload({"Promo": ["c", "a"]}, promo_order=["a", "z"]) == {"custom_fields": {"Promo": ["a", "c"]}}
