@@ -103,6 +103,8 @@ def test_a_change_through_one_daemon_reaches_the_others_subscribers_once(pair):
         assert updates_of(seen_b, user) in (["monthly", "daily", "weekly"], ["disabled", "monthly", "daily", "weekly"])
         # Each daemon's status still shows both daemons (the events need no more than that).
         assert len(ca.call("status")["daemons"]) == 2
+    for d in (a, b):  # the events connection ends with the daemon, cleanly
+        assert d.stop() == 0, d.log()[-3000:]
 
 
 def test_delivery_on_one_daemon_reacts_to_a_change_made_on_the_other(pair, pg_server, pg_database):
