@@ -307,10 +307,11 @@ def parse_store_url(text: str) -> StoreUrl:
     if unknown or parts.fragment:
         raise ValueError(f"only host and port may follow '?', not {', '.join(unknown) or 'a fragment'}")
     socket_dir = query.get("host", [""])[-1]
-    try:
-        port = int(query["port"][-1]) if "port" in query else (parts.port or 5432)
+    try:  # urlsplit's port raises ValueError when not a number or above 65535; 0 is a port, not "none"
+        given = query["port"][-1] if "port" in query else parts.port
+        port = 5432 if given is None else int(given)
     except ValueError:
-        raise ValueError("port must be a number") from None
+        raise ValueError("port must be a number between 1 and 65535") from None
     if not 1 <= port <= 65535:
         raise ValueError("port must be between 1 and 65535")
     host = unquote(parts.hostname or "")

@@ -54,7 +54,8 @@ class Leases:
     run or delivery pass: on PostgreSQL it claims the lease (or, with ``wait``, waits until
     the daemon holding it is done) and releases it after; on SQLite, one daemon per
     database, it always holds. ``keep_alive`` renews every held lease (monotonic time;
-    expiry is the database's time) until the daemon stops."""
+    expiry is the database's time) until the daemon stops, and stops the work under a
+    lease it lost (taken over, or not renewed for as long as a lease lasts)."""
 
     def __init__(self, store: Store, clock: Clock, seconds: float) -> None:
         self.store = store
@@ -63,6 +64,9 @@ class Leases:
         host = socket.gethostname()[:40]
         self.id = f"{host}:{os.getpid()}:{secrets.token_hex(3)}"
         self.host = host
+        # The leases this daemon works under: (channel id, kind) -> (the work's cancel scope,
+        # monotonic time it was claimed).
+        self._held: dict[tuple[int, str], tuple[trio.CancelScope, float]] = {}
 
     @property
     def shared(self) -> bool:
@@ -87,9 +91,17 @@ class Leases:
             return
         if claim.taken_over:
             log.warning("took over an expired lease", channel_id=channel_id, kind=kind, dead=claim.taken_over)
+        key = (channel_id, kind)
         try:
-            yield True
+            # Fencing: the work stops when ``keep_alive`` finds the lease gone (this daemon
+            # stalled past ``lease_until`` and another took over) or cannot renew it in time.
+            with trio.CancelScope() as scope:
+                self._held[key] = (scope, time.monotonic())
+                yield True
+            if scope.cancelled_caught:
+                log.warning("lease lost: the channel's work stopped", channel_id=channel_id, kind=kind)
         finally:
+            self._held.pop(key, None)
             with trio.CancelScope(shield=True), trio.move_on_after(10):
                 await self.store.run(leases.release, channel_id, kind, self.id, claim.last_run, self.clock.now())
 
@@ -97,12 +109,23 @@ class Leases:
         task_status.started()
         if not self.shared:
             return
+        renewed_at = time.monotonic()
         while True:
             await trio.sleep(self.seconds / 3)
-            try:
-                await self.store.run(leases.heartbeat, self.id, self.seconds)
-            except Exception as exc:  # a lost connection: the next beat tries again
-                log.warning("lease heartbeat failed", error=str(exc))
+            started = time.monotonic()
+            renewed: set[tuple[int, str]] | None = None
+            with trio.move_on_after(self.seconds / 3):
+                try:
+                    renewed = await self.store.run(leases.heartbeat, self.id, self.seconds)
+                except Exception as exc:  # a lost connection: the next beat tries again
+                    log.warning("lease heartbeat failed", error=str(exc))
+            if renewed is not None:
+                renewed_at = started
+            elif time.monotonic() - renewed_at < self.seconds:
+                continue  # not renewed this time, but not expired yet: no one else may take them
+            for key, (scope, since) in list(self._held.items()):
+                if since < started and (renewed is None or key not in renewed):
+                    scope.cancel()
 
 
 class Events:

@@ -60,8 +60,26 @@ def _socket_path(args: argparse.Namespace) -> str:
     return DEFAULT_SOCKET
 
 
+class StdoutClosed(Exception):
+    """Whoever read our output went away (``kuloo-ctl ... | head``); not a daemon failure."""
+
+
+def _out(text: str) -> None:
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise StdoutClosed from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except StdoutClosed:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
+
+
+def _main(argv: list[str]) -> int:
     if _first_word(argv) in ctl_commands.GROUPS:
         return _friendly(argv)
     parser = OneLineParser(
@@ -141,7 +159,7 @@ def _friendly(argv: list[str]) -> int:
         except OSError as exc:
             print(f"kuloo-ctl: connection to the daemon failed: {exc.strerror or exc}", file=sys.stderr)
             return 1
-    print(json.dumps(raw, indent=2, ensure_ascii=False) if args.json else "\n".join(lines), flush=True)
+    _out(json.dumps(raw, indent=2, ensure_ascii=False) if args.json else "\n".join(lines))
     for hint in args.hints:
         print(hint, file=sys.stderr)
     if args.failure:
@@ -170,15 +188,14 @@ def _run(path: str, args: argparse.Namespace, params: dict) -> int:
     with client:
         try:
             result = client.server if args.method == "hello" else client.call(args.method, params)
-            print(json.dumps(result, indent=2, ensure_ascii=False))
+            _out(json.dumps(result, indent=2, ensure_ascii=False))
             if args.events:
                 client.call("subscribe")
                 try:
                     while True:
                         message = client.read_message()
                         if isinstance(message, Event):
-                            print(json.dumps({"event": message.event, "data": message.data}, ensure_ascii=False),
-                                  flush=True)
+                            _out(json.dumps({"event": message.event, "data": message.data}, ensure_ascii=False))
                 except KeyboardInterrupt:
                     return 0  # Ctrl-C is how --events ends
         except ControlError as exc:

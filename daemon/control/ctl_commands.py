@@ -27,14 +27,14 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..vocabulary import Frequency
+from ..vocabulary import Frequency, OutboxState, Source
 from .client import ControlClient
 
 GROUPS = ("users", "sync", "channel", "outbox")
 SUBSCRIPTIONS = (*(f.value for f in Frequency), "unsubscribed")
-SOURCES = ("admin", "signup", "sync", "app")
+SOURCES = tuple(s.value or "app" for s in Source)  # "app": the blank source (users.list takes "")
 CRM_KINDS = ("lead", "contact", "none")
-OUTBOX_STATES = ("queued", "sending", "sent", "failed", "uncertain", "cancelled")
+OUTBOX_STATES = tuple(s.value for s in OutboxState)
 
 
 class CommandError(Exception):
@@ -233,6 +233,14 @@ def channel_verify(client: ControlClient, args: argparse.Namespace) -> Output:
     return doc, lines
 
 
+def outbox_row(m: dict[str, Any]) -> tuple[Any, ...]:
+    """One message's table row: SENT/NEXT is when it was sent, or its next attempt (a
+    failed message has none: it is never retried)."""
+    when = m["sent_at"] or (None if m["state"] == OutboxState.FAILED else m["next_attempt_at"])
+    return (m["id"], m["state"], m["kind"], m["email"], m["article"] or m["articles"], m["attempts"],
+            when, m["last_error"] or "")
+
+
 def outbox_list(client: ControlClient, args: argparse.Namespace) -> Output:
     params: dict[str, Any] = {"channel": channel_id(client, args.channel), "limit": args.limit}
     if args.state is not None:
@@ -240,8 +248,7 @@ def outbox_list(client: ControlClient, args: argparse.Namespace) -> Output:
     if args.after is not None:
         params["after"] = args.after
     result = client.call("outbox.list", params)
-    rows = [(m["id"], m["state"], m["kind"], m["email"], m["article"] or m["articles"], m["attempts"],
-             m["sent_at"] or m["next_attempt_at"], m["last_error"] or "") for m in result["messages"]]
+    rows = [outbox_row(m) for m in result["messages"]]
     if result["next_after"]:
         _hint(args, f"more: --after {result['next_after']}")
     return result, table(("ID", "STATE", "KIND", "EMAIL", "ARTICLE", "TRIES", "SENT/NEXT", "LAST ERROR"), rows)

@@ -45,7 +45,11 @@ def _positive(params: dict[str, Any], key: str, *, required: bool = True, defaul
 async def sync_run(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     channel = _positive(params, "channel")
     await services.store.run(sync_store.runs, channel, 1)  # not_found for an unknown channel
-    return render.sync_run(await engine.run_channel(services, channel))
+    run = await engine.run_channel(services, channel)
+    if run is None:  # PostgreSQL: this daemon stalled past its lease and another took the channel over
+        raise ProtocolError("unavailable", "the run stopped: another daemon took over this channel's lease; "
+                            "see sync.runs")
+    return render.sync_run(run)
 
 
 async def sync_runs(services: Services, params: dict[str, Any]) -> dict[str, Any]:

@@ -99,7 +99,12 @@ def store_location(config: Config) -> Location:
     url = config.store_url
     if url is None:
         return config.database_path
-    return PgTarget(url, config.store_password())
+    try:
+        password = config.store_password()
+    except OSError as exc:  # a folder, an unreadable file: one line, as for a bad database file
+        raise StoreFileError(exc.filename or "store-password",
+                             f"cannot read the store-password credential ({exc.strerror or exc})") from None
+    return PgTarget(url, password)
 
 
 def tortoise_config(location: Location) -> dict[str, Any]:

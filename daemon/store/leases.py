@@ -24,6 +24,7 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from ..vocabulary import INTERRUPTED, OutboxState, SyncRunStatus
+from . import NotFound
 
 SYNC = "sync"
 DELIVERY = "delivery"
@@ -51,23 +52,25 @@ async def register(daemon_id: str, host: str, pid: int) -> None:
         [daemon_id, host, pid])
 
 
-async def heartbeat(daemon_id: str, seconds: float) -> int:
-    """This daemon is alive: its heartbeat and every lease it holds move to now() + seconds."""
+async def heartbeat(daemon_id: str, seconds: float) -> set[tuple[int, str]]:
+    """This daemon is alive: its heartbeat and every lease it holds move to now() + seconds.
+    Returns the leases renewed, (channel id, kind): one missing was taken over meanwhile."""
     async with in_transaction() as conn:
         await conn.execute_query("UPDATE daemon SET heartbeat = now() WHERE id = $1", [daemon_id])
-        renewed, _ = await conn.execute_query(
-            "UPDATE lease SET lease_until = now() + make_interval(secs => $2) WHERE lease_owner = $1",
-            [daemon_id, float(seconds)])
+        renewed = await conn.execute_query_dict(
+            "UPDATE lease SET lease_until = now() + make_interval(secs => $2) WHERE lease_owner = $1 "
+            "RETURNING channel_id, kind", [daemon_id, float(seconds)])
         await conn.execute_query(  # a run in progress shows its daemon before it ends
             "UPDATE sync_run SET daemon_id = $1 WHERE daemon_id = '' AND status = $2 AND channel_id IN "
             "(SELECT channel_id FROM lease WHERE lease_owner = $1 AND kind = $3)",
             [daemon_id, SyncRunStatus.RUNNING.value, SYNC])
-    return renewed
+    return {(row["channel_id"], row["kind"]) for row in renewed}
 
 
 async def claim(channel_id: int, kind: str, owner: str, seconds: float, now: datetime) -> Claim:
     """Take the channel's ``kind`` lease if it is free, ours or expired; ``now`` (the clock)
-    dates the repairs of a taken-over lease."""
+    dates the repairs of a taken-over lease. ``NotFound`` when there is no such channel
+    (as on SQLite, where the use case itself says so; a waiting ``hold`` would never end)."""
     assert kind in KINDS
     conn = _conn()
     await conn.execute_query(
@@ -93,8 +96,8 @@ async def claim(channel_id: int, kind: str, owner: str, seconds: float, now: dat
             return Claim(True, taken_over=taken_over, last_run=last[0]["last"])
     rows = await conn.execute_query_dict(
         "SELECT lease_owner, lease_until FROM lease WHERE channel_id = $1 AND kind = $2", [channel_id, kind])
-    if not rows:
-        return Claim(False)
+    if not rows:  # the INSERT above made the row unless the channel does not exist
+        raise NotFound(f"no channel {channel_id}")
     return Claim(False, holder=rows[0]["lease_owner"], until=rows[0]["lease_until"])
 
 

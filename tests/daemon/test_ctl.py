@@ -33,6 +33,23 @@ def test_ctl_errors_exit_nonzero_with_the_message(daemon):
     assert r.returncode == 1 and "unknown method" in r.stderr
 
 
+@pytest.mark.parametrize("args", [["status"], ["channels.list"], ["users", "list", "--channel", "1"]])
+def test_output_to_a_reader_that_went_away_is_not_a_daemon_failure(daemon, args):
+    """``kuloo-ctl ... | head``: planted bug: stdout's broken pipe is caught as a lost
+    connection ("connection to the daemon failed: Broken pipe"), or ends in a traceback."""
+    import os
+
+    ctl(daemon, "channels.create", '{"name": "piped"}')
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before kuloo-ctl writes a byte
+    try:
+        r = subprocess.run([sys.executable, "-m", "kuloo_daemon.control.ctl", "--socket", daemon.socket_path, *args],
+                           stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=30)
+    finally:
+        os.close(write_end)
+    assert (r.returncode, r.stderr) == (0, "")
+
+
 def test_ctl_without_a_daemon(short_tmp):
     r = subprocess.run([sys.executable, "-m", "kuloo_daemon.control.ctl", "--socket", f"{short_tmp}/none.sock", "status"],
                        capture_output=True, text=True, timeout=30)

@@ -150,3 +150,16 @@ def test_top_level_help_lists_the_subcommands(short_tmp):
     r = ctl(f"{short_tmp}/none.sock", "--help")
     assert r.returncode == 0 and "users list|show|add|reset" in r.stdout and "outbox list" in r.stdout
     assert "method" in r.stdout and "params" in r.stdout  # the raw form stays
+
+
+def test_outbox_list_shows_no_next_attempt_for_a_failed_message():
+    """A failed message is never retried: its SENT/NEXT cell is '-', not a stale retry time."""
+    from kuloo_daemon.control.ctl_commands import outbox_row, table
+
+    base = {"id": 1, "kind": "sequence", "email": "a@example.com", "article": "welcome", "articles": [],
+            "attempts": 3, "sent_at": None, "next_attempt_at": "2026-03-01T09:05:00Z", "last_error": "550 no such user"}
+    failed, retrying = outbox_row({**base, "state": "failed"}), outbox_row({**base, "state": "queued"})
+    assert failed[6] is None and retrying[6] == "2026-03-01T09:05:00Z"
+    assert table(("A",) * 8, [failed])[1].split()[6] == "-"
+    sent = outbox_row({**base, "state": "sent", "sent_at": "2026-03-01T09:00:00Z"})
+    assert sent[6] == "2026-03-01T09:00:00Z"

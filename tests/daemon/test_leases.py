@@ -59,7 +59,7 @@ async def test_lease_times_are_the_databases_and_a_heartbeat_renews_them(pg_targ
         until, db_now = await store.run(_until, cid, "sync")
         assert 29 <= (until - db_now).total_seconds() <= 30  # from now(), not the clock's 2026-03-01
         await store.run(_expire, cid, "sync")
-        assert await store.run(leases.heartbeat, "A", 600) == 1
+        assert await store.run(leases.heartbeat, "A", 600) == {(cid, "sync")}
         until, db_now = await store.run(_until, cid, "sync")
         assert (until - db_now).total_seconds() > 590
 
@@ -206,3 +206,73 @@ async def test_sync_run_on_a_channel_leased_elsewhere_waits_for_that_run(service
         assert order == ["released", "ran skipped"]  # it waited; a fresh run followed (no token: skipped)
         assert (await services.store.run(leases.claim, cid, "sync", "other-daemon", 30, T0)).held
         assert await engine.run_channel(services, cid, scheduled=True) is None  # the scheduler skips it
+
+
+async def test_a_channel_that_does_not_exist_is_not_found_never_waited_for(services_config, pg_server, pg_database):
+    """Planted bug: ``claim`` answers "not held" for a channel that does not exist, so
+    ``hold(wait=True)`` (``sync.run``) polls forever and ``delivery.run`` reports an empty
+    pass where SQLite says not_found."""
+    import pytest
+
+    from kuloo_daemon.control import delivery_methods
+    from kuloo_daemon.delivery.service import Delivery
+    from kuloo_daemon.store import NotFound
+
+    config = services_config(clock={"mode": "manual"}, store={"url": pg_server.url(pg_database)})
+    async with open_services(config) as services:
+        with pytest.raises(NotFound):
+            await services.store.run(leases.claim, 999, "sync", "A", 30, T0)
+        with trio.fail_after(20), pytest.raises(NotFound):  # the guard only ends a hang
+            async with services.leases.hold("sync", 999, wait=True):
+                pass
+        services.delivery = Delivery(services)
+        with pytest.raises(NotFound):
+            await delivery_methods.delivery_run(services, {"channel": 999})
+
+
+async def _hold_until_stopped(services, cid, lose) -> list[str]:
+    """Work under the sync lease until the work is stopped; ``lose()`` is what happens meanwhile."""
+    seen: list[str] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(services.leases.keep_alive)
+        with trio.fail_after(30):  # the guard only ends a hang
+            async with services.leases.hold("sync", cid) as held:
+                assert held
+                seen.append("working")
+                await lose()
+                await trio.sleep_forever()
+            seen.append("stopped")
+        nursery.cancel_scope.cancel()
+    return seen
+
+
+async def test_work_stops_when_its_lease_is_taken_over_by_another_daemon(services_config, pg_server, pg_database):
+    """Fencing. Planted bug: ``keep_alive`` renews without checking what it renewed, so a
+    daemon that stalled past ``lease_until`` keeps syncing beside the daemon that took over."""
+    from tortoise import connections
+
+    async def taken_over() -> None:
+        await connections.get("default").execute_query(
+            "UPDATE lease SET lease_owner = 'other-daemon' WHERE channel_id = $1", [cid])
+
+    config = services_config(clock={"mode": "manual"}, store={"url": pg_server.url(pg_database), "lease_seconds": 1.5})
+    async with open_services(config) as services:
+        cid = (await services.store.run(channel_store.create, {"name": "A"}, None, services.clock.now())).channel.id
+        assert await _hold_until_stopped(services, cid, lambda: services.store.run(taken_over)) == ["working", "stopped"]
+        assert (await services.store.run(leases.holder, cid, "sync"))[0] == "other-daemon"  # not released by us
+
+
+async def test_work_stops_when_its_lease_cannot_be_renewed_in_time(services_config, pg_server, pg_database,
+                                                                   monkeypatch):
+    """Planted bug: a failing heartbeat is only logged, and the work goes on past the lease."""
+    config = services_config(clock={"mode": "manual"}, store={"url": pg_server.url(pg_database), "lease_seconds": 1.5})
+    async with open_services(config) as services:
+        cid = (await services.store.run(channel_store.create, {"name": "A"}, None, services.clock.now())).channel.id
+
+        async def unreachable() -> None:
+            async def fail(*_args):
+                raise ConnectionError("the server went away")
+            monkeypatch.setattr(leases, "heartbeat", fail)
+
+        assert await _hold_until_stopped(services, cid, unreachable) == ["working", "stopped"]
+        assert (await services.store.run(leases.holder, cid, "sync"))[0] == ""  # released on the way out

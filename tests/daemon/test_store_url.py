@@ -39,7 +39,9 @@ def test_a_store_url_names_user_server_and_database(url, host, port, database):
     ("postgres://kuloo@/k?host=run/pg", "absolute"),
     ("postgres://kuloo@h/k?host=/run/pg", "both"),
     ("postgres://kuloo@h/k?sslmode=disable", "sslmode"),
-    ("postgres://kuloo@h:99999/k", "port"),
+    ("postgres://kuloo@h:99999/k", "port must be a number between 1 and 65535"),
+    ("postgres://kuloo@h:0/k", "port must be between 1 and 65535"),  # not the default 5432
+    ("postgres://kuloo@h:x/k", "port must be a number"),
     (" postgres://kuloo@h/k", "spaces"),
 ])
 def test_check_config_refuses_a_bad_url_saying_why_and_never_echoes_a_password(short_tmp, url, words):
@@ -131,3 +133,16 @@ def test_migrate_on_postgresql_brings_an_empty_database_up_to_date_and_takes_no_
         assert again.returncode == 0 and "applied" not in again.stdout
     finally:
         pg_server.drop(name)
+
+
+def test_an_unreadable_password_credential_is_one_line_naming_the_file(short_tmp):
+    """Planted bug: only a missing file was handled, so a credential that cannot be read
+    (here a folder where the file should be) stopped the daemon with a traceback."""
+    config = _write(short_tmp, "postgres://kuloo@127.0.0.1:1/k")
+    (Path(short_tmp) / "creds" / "store-password").mkdir()
+    for command in ("run", "migrate"):
+        r = _cli(command, "--config", config)
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.strip().splitlines() == [
+            f"kuloo-daemon: {short_tmp}/creds/store-password: cannot read the store-password credential "
+            "(Is a directory)"], r.stderr

@@ -140,7 +140,7 @@ def test_three_daemons_share_thirty_channels_and_survive_a_kill(fleet, sellsim, 
                f"WHERE r.status = 'running' AND l.lease_owner = '{ids[1]}'")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and pg_server.sql(mid_run, pg_database) == "0":
-        pass
+        time.sleep(0.05)
     victim.proc.send_signal(signal.SIGKILL)
     victim.proc.wait(10)
     killed_at = time.time()
@@ -181,7 +181,7 @@ def test_three_daemons_share_thirty_channels_and_survive_a_kill(fleet, sellsim, 
             elif reason == "interrupted":
                 assert status == "failed", (cid, channel)
                 taken = channel[i + 1][4] - killed_at
-                assert LEASE * 0.5 <= taken <= LEASE + 2 * CADENCE + 10, (cid, channel, killed_at)
+                assert LEASE * 0.5 <= taken <= LEASE + 2 * CADENCE + 30, (cid, channel, killed_at)  # never before expiry
                 interrupted.append(round(taken, 1))
     # The survivors released theirs; the dead one's that no one needed since are expired.
     left = pg_server.sql("SELECT lease_owner, lease_until < now() FROM lease WHERE lease_owner <> ''", pg_database)
