@@ -12,7 +12,13 @@ the initial syncs) for 1 and 3 daemons, and the 1 → 3 ratio. Each daemon syncs
 On this 2-core machine the ratio is bounded by the cores: three daemons, sellsim and
 PostgreSQL share two, so the ≥ 2.5× goal needs a machine with a core per daemon (and
 sellsim and the database elsewhere). Skips, saying why, without PostgreSQL binaries.
-Emails per second across daemons are not measured here yet (see bench_delivery for one).
+
+Emails per second to a local SMTP sink (aiosmtpd in its own process), for 1 and 3 daemons
+and the ratio: ``MAIL_CHANNELS`` channels with ``MAIL_USERS`` subscribers each (tag
+``welcome``, added before any article exists, so nothing is due); then one daemon imports
+each channel's welcome article (delay 0), every daemon hears ``articles.changed`` (LISTEN/
+NOTIFY) and the channels' delivery passes are shared by lease. The figure: emails sent
+(outbox ``sent``) from the first import until all are sent, per second of that span.
 """
 
 from __future__ import annotations
@@ -109,7 +115,7 @@ def start_sellsim(root: Path) -> tuple[subprocess.Popen, str]:
     return proc, proc.stdout.readline().strip().rsplit(" ", 1)[-1]
 
 
-def start_daemon(root: Path, url: str, sell_url: str) -> tuple[subprocess.Popen, str]:
+def start_daemon(root: Path, url: str, sell_url: str, extra: str = "") -> tuple[subprocess.Popen, str]:
     root.mkdir(parents=True)
     sock = str(root / "c.sock")
     (root / "k.toml").write_text(
@@ -117,7 +123,7 @@ def start_daemon(root: Path, url: str, sell_url: str) -> tuple[subprocess.Popen,
         f'[control]\nsocket = "{sock}"\n[store]\nurl = "{url}"\nlease_seconds = 5\n'
         f"[sync]\ncadence_seconds = 1\nparallel_runs = {PARALLEL}\n"
         f'[sell]\nbase_url = "{sell_url}"\nrequests_per_second = 5000\nmax_attempts = 3\n'
-        '[links]\nlisten = "127.0.0.1:0"\n[log]\nlevel = "warning"\nformat = "json"\n')
+        '[links]\nlisten = "127.0.0.1:0"\n[log]\nlevel = "warning"\nformat = "json"\n' + extra)
     log = open(root / "daemon.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(root / "k.toml")],
                             stdout=log, stderr=subprocess.STDOUT)
@@ -162,6 +168,80 @@ def measure(pg: Postgres, sell_url: str, daemons: int, root: Path) -> float:
                 proc.wait()
 
 
+MAIL_CHANNELS = int(os.environ.get("KULOO_BENCH_SCALE_MAIL_CHANNELS", "12"))
+MAIL_USERS = int(os.environ.get("KULOO_BENCH_SCALE_MAIL_USERS", "100"))
+WELCOME = "---\nid: welcome\ntitle: Welcome\ntags: [welcome]\npublished_at: 2026-01-01\ndelay_seconds: 0\n---\n" + (
+    "A short welcome, with **one** [link](https://example.com/a) and a list:\n\n- one\n- two\n\n" * 8)
+
+
+def start_sink() -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Sink",
+                             "-l", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return sink, port
+        except OSError:
+            time.sleep(0.05)
+    sink.kill()
+    raise RuntimeError("the SMTP sink did not start")
+
+
+def measure_mail(pg: Postgres, smtp_port: int, daemons: int, root: Path) -> float:
+    db = f"mail{daemons}"
+    pg.sql(f"CREATE DATABASE {db}")
+    shared = root / f"mail{daemons}"
+    (shared / "creds").mkdir(parents=True)
+    (shared / "creds" / "link-signing-key").write_text("bench-scale-signing-key-0123456789\n")
+    for ch in range(MAIL_CHANNELS):
+        (shared / "articles" / f"c{ch}").mkdir(parents=True)
+        (shared / "articles" / f"c{ch}" / "welcome.md").write_text(WELCOME)
+    extra = (f'[credentials]\ndirectory = "{shared}/creds"\n[articles]\nroot = "{shared}/articles"\n'
+             f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\n'
+             "[delivery]\nmessages_per_second = 10000\nbatch_size = 100\n")
+    procs = []
+    try:
+        for i in range(daemons):
+            procs.append(start_daemon(root / f"m{daemons}d{i}", pg.url(db), "http://127.0.0.1:9", extra))
+        total = MAIL_CHANNELS * MAIL_USERS
+        with ControlClient(procs[0][1], timeout=120) as c:
+            channels = [c.call("channels.create", {"name": f"Mail {ch}", "sender": f"News <n{ch}@bench.test>",
+                                                   "postal_address": "1 Bench Road",
+                                                   "sequential_tags": ["welcome"]})["id"]
+                        for ch in range(MAIL_CHANNELS)]
+            for cid in channels:
+                for u in range(MAIL_USERS):
+                    c.call("users.add", {"channel": cid, "email": f"u{u}.c{cid}@example.net",
+                                         "promo_tags": ["welcome"], "frequency": "disabled"})
+            t0 = time.monotonic()
+            for ch, cid in enumerate(channels):
+                c.call("articles.import", {"channel": cid, "path": f"c{ch}"})
+        sent_sql = "SELECT count(*) FROM outbox_message WHERE state = 'sent'"
+        deadline = t0 + 600
+        sent = 0
+        while sent < total and time.monotonic() < deadline:
+            time.sleep(0.05)
+            sent = int(pg.sql(sent_sql, db))
+        seconds = time.monotonic() - t0
+        if sent < total:
+            states = pg.sql("SELECT state, count(*) FROM outbox_message GROUP BY 1", db)
+            raise RuntimeError(f"only {sent} of {total} emails sent in {seconds:.0f} s ({states})")
+        rate = sent / seconds
+        print(f"   {daemons} daemon(s): {sent} emails ({MAIL_CHANNELS} channels x {MAIL_USERS}) to the SMTP sink "
+              f"in {seconds:.1f} s = {rate:,.0f} emails/s", flush=True)
+        return rate
+    finally:
+        for proc, _sock in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc, _sock in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def main() -> dict[str, float]:
     try:
         pg = Postgres()
@@ -170,19 +250,32 @@ def main() -> dict[str, float]:
         return {}
     root = Path(tempfile.mkdtemp(dir="/tmp", prefix="kbs-run-"))
     sim, sell_url = start_sellsim(root)
+    sink = None
     try:
         one = measure(pg, sell_url, 1, root)
         three = measure(pg, sell_url, 3, root)
-    finally:
-        sim.terminate()
+        sim.terminate()  # no Sell in the mail figures: its CPU goes back to the daemons
         sim.wait(10)
+        sink, smtp_port = start_sink()
+        mail_one = measure_mail(pg, smtp_port, 1, root)
+        mail_three = measure_mail(pg, smtp_port, 3, root)
+    finally:
+        if sim.poll() is None:
+            sim.terminate()
+            sim.wait(10)
+        if sink is not None:
+            sink.terminate()
+            sink.wait(10)
         pg.stop()
         shutil.rmtree(root, ignore_errors=True)
     ratio = three / one if one else 0.0
-    print(f"   scaling 1 -> 3 daemons: {ratio:.2f}x on {os.cpu_count()} core(s) "
-          "(goal >= 2.5x needs a core per daemon; here three daemons, sellsim and PostgreSQL share them)")
+    mail_ratio = mail_three / mail_one if mail_one else 0.0
+    print(f"   scaling 1 -> 3 daemons: {ratio:.2f}x channels synced/min, {mail_ratio:.2f}x emails/s, "
+          f"on {os.cpu_count()} core(s) (goal >= 2.5x needs a core per daemon; here three daemons, sellsim or "
+          "the SMTP sink, and PostgreSQL share them)")
     return {"channels_synced_per_min_1_daemon": one, "channels_synced_per_min_3_daemons": three,
-            "scaling_1_to_3": ratio}
+            "scaling_1_to_3": ratio, "emails_per_s_1_daemon": mail_one, "emails_per_s_3_daemons": mail_three,
+            "emails_scaling_1_to_3": mail_ratio}
 
 
 if __name__ == "__main__":

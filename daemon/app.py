@@ -142,11 +142,16 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
     sockets = listen_sockets()
     notifier.status("opening the store")
     broadcaster = Broadcaster()
+    relay: list[Services] = []  # the services, once open: their ``events`` tell the other daemons
 
     def publish(event: str, data: object) -> None:
-        broadcaster.publish(event, render.event(event, data))
+        rendered = render.event(event, data)
+        broadcaster.publish(event, rendered)
+        if relay and relay[0].events is not None:
+            relay[0].events.notify(event, rendered)  # PostgreSQL: to every other daemon, once
 
     async with open_services(config, publish) as services:
+        relay.append(services)
         bound_path = None
         if not sockets:
             bound_path = socket_path or config["control.socket"]
@@ -162,6 +167,8 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
         async with trio.open_nursery() as outer:
             await outer.start(_signals, life)
             await outer.start(services.leases.keep_alive)  # PostgreSQL: renews this daemon's leases
+            # PostgreSQL: other daemons' events reach this one's subscribers and delivery.
+            await outer.start(services.events.run, lambda: services.publish, services.delivery.mark_changed)
             async with trio.open_nursery() as tasks:
                 life.tasks = tasks
                 await tasks.start(server.serve, sockets)

@@ -15,6 +15,7 @@ and return plain data. It imports no ``control`` module: events go out through
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -34,6 +35,7 @@ from .crm.pool import ClientPool
 from .scheduler import Scheduler
 from .store import clock_time, leases, sync_runs
 from .store import delivery as delivery_store
+from .store import events as events_store
 from .store.bridge import Store, store_location
 
 log = structlog.get_logger("kuloo.services")
@@ -126,6 +128,91 @@ class Leases:
                     scope.cancel()
 
 
+class Events:
+    """On PostgreSQL, this daemon's events reach every other daemon and theirs reach this
+    one (LISTEN/NOTIFY, ``store.events``); on SQLite (one daemon) it does nothing.
+
+    ``app`` hands each event it publishes, rendered, to ``notify``; ``run`` takes what
+    other daemons published and publishes it here through the same ``publish`` chain as a
+    local event — the control subscribers and delivery's per-channel change marks see it —
+    but never notifies it again (``relaying``). After the connection dropped (events may
+    have been missed), ``on_gap`` is called once it listens again."""
+
+    QUEUE = 1024  # events from other daemons waiting for the trio side; beyond it they are dropped
+
+    def __init__(self, store: Store, origin: str) -> None:
+        self.store = store
+        self.origin = origin
+        self.relaying = False
+        self.received = 0
+        self.dropped = 0
+        self.relay: events_store.Relay | None = None
+
+    def notify(self, event: str, data: Any) -> None:
+        """One of this daemon's events (JSON-ready data) for the other daemons."""
+        if self.relay is None or self.relaying:
+            return
+        try:
+            self.store.call_soon(self.relay.send, event, data)
+        except RuntimeError:  # the store is closing: nobody to tell
+            pass
+
+    async def run(self, publish: Callable[[], Publish], on_gap: Callable[[], None] = lambda: None, *,
+                  listen_timeout: float = 10.0, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Relay events until cancelled; started once listening (or after ``listen_timeout``)."""
+        if not self.store.postgres:
+            task_status.started()
+            return
+        assert self.store.target is not None
+        token = trio.lowlevel.current_trio_token()
+        send, receive = trio.open_memory_channel[events_store.Note | None](self.QUEUE)
+        listening = trio.Event()
+
+        def put(item: events_store.Note | None) -> None:  # on trio's thread, as a run_sync_soon callback
+            try:
+                send.send_nowait(item)
+            except trio.WouldBlock:
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    log.warning("events from other daemons dropped (this daemon is behind)", dropped=self.dropped)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass  # stopping: nobody reads them any more
+            except Exception:  # an error escaping a run_sync_soon callback would end the trio run
+                log.exception("an event from another daemon could not be queued")
+
+        def hand_over(item: events_store.Note | None) -> None:  # on the store's loop
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(put, item)
+
+        def on_listening(number: int) -> None:  # on the store's loop
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(listening.set)
+            if number > 1:
+                hand_over(None)  # None: "events may have been missed"
+
+        self.relay = events_store.Relay(self.store.target, self.origin, hand_over, on_listening=on_listening)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.store.run, self.relay.run)
+            with trio.move_on_after(listen_timeout):
+                await listening.wait()
+            if not listening.is_set():
+                log.warning("not yet listening for other daemons' events; going on", seconds=listen_timeout)
+            task_status.started()
+            async for note in receive:
+                if note is None:
+                    log.info("listening again after a drop: looking at every channel again")
+                    on_gap()
+                    continue
+                self.received += 1
+                self.relaying = True
+                try:
+                    publish()(note.event, note.data)
+                except Exception:  # one bad event must not end the relay
+                    log.exception("publishing another daemon's event failed", event=note.event)
+                finally:
+                    self.relaying = False
+
+
 @dataclass
 class Services:
     config: Config
@@ -141,6 +228,7 @@ class Services:
     delivery: Any = None  # delivery.service.Delivery, set by ``app`` (a capability above this layer)
     links_url: str = ""  # the links service's bound address, set once it listens
     leases: Leases | None = None  # set by ``open_services``
+    events: Events | None = None  # set by ``open_services``
 
 
 async def make_clock(config: Config, store: Store) -> Clock:
@@ -180,7 +268,8 @@ async def open_services(config: Config, publish: Publish = _drop) -> AsyncIterat
                 log.warning("emails that may have left before a crash marked uncertain", outbox=uncertain)
         scheduler = Scheduler(config["daemon.scheduler_tick_seconds"], clock)
         try:
-            yield Services(config, store, sell_pool, clock, scheduler, publish, leases=lease)
+            yield Services(config, store, sell_pool, clock, scheduler, publish, leases=lease,
+                           events=Events(store, lease.id))
         finally:
             if store.postgres:
                 with trio.CancelScope(shield=True), trio.move_on_after(10):

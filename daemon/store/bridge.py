@@ -248,6 +248,13 @@ class Store:
             raise RuntimeError("the store is not open")
         return await self._cross(lambda: fn(*args, **kwargs), context=self._context)
 
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run the plain function ``callback(*args)`` on the store's loop, without waiting
+        (a thread-safe hand-over, e.g. an event for ``events.Relay.send``)."""
+        if self._loop is None:
+            raise RuntimeError("the store is not open")
+        self._loop.call_soon_threadsafe(callback, *args)
+
     async def _cross(self, make_coro: Callable[[], Awaitable[T]], *, context: contextvars.Context | None) -> T:
         loop = self._loop
         assert loop is not None
