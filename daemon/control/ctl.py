@@ -147,24 +147,31 @@ def _friendly(argv: list[str]) -> int:
         except ctl_commands.CommandError as exc:
             print(f"kuloo-ctl: {what}: {exc}", file=sys.stderr)
             return 1
-        except ControlError as exc:
-            print(f"kuloo-ctl: {what} failed: {_one_line(exc.message)} ({exc.code})", file=sys.stderr)
-            return 1
-        except ProtocolError as exc:
-            print(f"kuloo-ctl: the daemon's answer is not the control protocol: {_one_line(exc.message)}", file=sys.stderr)
-            return 1
-        except TimeoutError:
-            print("kuloo-ctl: no answer from the daemon within 60 s", file=sys.stderr)
-            return 1
-        except OSError as exc:
-            print(f"kuloo-ctl: connection to the daemon failed: {exc.strerror or exc}", file=sys.stderr)
-            return 1
+        except CALL_FAILURES as exc:
+            return _call_failed(exc, what)
     _out(json.dumps(raw, indent=2, ensure_ascii=False) if args.json else "\n".join(lines))
     for hint in args.hints:
         print(hint, file=sys.stderr)
     if args.failure:
         print(f"kuloo-ctl: {args.failure}", file=sys.stderr)
     return args.exit_status
+
+
+CALL_FAILURES = (ControlError, ProtocolError, OSError)  # OSError covers TimeoutError
+
+
+def _call_failed(exc: Exception, what: str) -> int:
+    """Say in one line on stderr why a call failed; the exit status."""
+    if isinstance(exc, ControlError):
+        message = f"{what} failed: {_one_line(exc.message)} ({exc.code})"
+    elif isinstance(exc, ProtocolError):
+        message = f"the daemon's answer is not the control protocol: {_one_line(exc.message)}"
+    elif isinstance(exc, TimeoutError):
+        message = "no answer from the daemon within 60 s"
+    else:
+        message = f"connection to the daemon failed: {getattr(exc, 'strerror', None) or exc}"
+    print(f"kuloo-ctl: {message}", file=sys.stderr)
+    return 1
 
 
 def _connect(path: str, timeout: float | None) -> ControlClient | int:
@@ -198,18 +205,8 @@ def _run(path: str, args: argparse.Namespace, params: dict) -> int:
                             _out(json.dumps({"event": message.event, "data": message.data}, ensure_ascii=False))
                 except KeyboardInterrupt:
                     return 0  # Ctrl-C is how --events ends
-        except ControlError as exc:
-            print(f"kuloo-ctl: {args.method} failed: {exc.message} ({exc.code})", file=sys.stderr)
-            return 1
-        except ProtocolError as exc:
-            print(f"kuloo-ctl: the daemon's answer is not the control protocol: {_one_line(exc.message)}", file=sys.stderr)
-            return 1
-        except TimeoutError:
-            print("kuloo-ctl: no answer from the daemon within 60 s", file=sys.stderr)
-            return 1
-        except OSError as exc:
-            print(f"kuloo-ctl: connection to the daemon failed: {exc.strerror or exc}", file=sys.stderr)
-            return 1
+        except CALL_FAILURES as exc:
+            return _call_failed(exc, args.method)
     return 0
 
 
