@@ -62,7 +62,14 @@ MODULES: dict[str, Target] = {
     ),  # fmt: skip
     "config.py": Target(
         ("tests/daemon/test_config.py", "tests/daemon/test_config_limits.py", "tests/daemon/test_config_bounds.py",
-         "tests/daemon/test_config_checks.py")
+         "tests/daemon/test_config_checks.py", "tests/daemon/test_store_url.py"),
+        # these see config.py only through a daemon subprocess (and a PostgreSQL server)
+        deselect=tuple(f"tests/daemon/test_store_url.py::{name}" for name in (
+            "test_check_config_shows_the_url_without_the_password",
+            "test_an_unreachable_server_stops_run_with_one_line_naming_it",
+            "test_a_schema_newer_than_the_code_is_refused",
+            "test_migrate_on_postgresql_brings_an_empty_database_up_to_date_and_takes_no_sqlite_lock",
+            "test_an_unreadable_password_credential_is_one_line_naming_the_file")),
     ),  # fmt: skip
     # The sync's pure decisions (rules/) and delivery's (delivery/schedule.py): their
     # table and property tests, never the e2e files (a daemon subprocess per mutant).

@@ -146,3 +146,36 @@ def test_an_unreadable_password_credential_is_one_line_naming_the_file(short_tmp
         assert r.stderr.strip().splitlines() == [
             f"kuloo-daemon: {short_tmp}/creds/store-password: cannot read the store-password credential "
             "(Is a directory)"], r.stderr
+
+
+@pytest.mark.parametrize("url, message", [
+    (" postgres://k@h/k", "must not contain spaces"),
+    ("postgres://k@h/k ", "must not contain spaces"),
+    ("postgres://k@h/my db", "must not contain spaces"),  # inside: strip() alone would not see it
+    ("mysql://k@h/k", "must start with postgres:// (the PostgreSQL store); leave it empty for SQLite"),
+    ("postgres://k:pw@h/k", "must not contain a password: put it in the store-password credential file"),
+    ("postgres://h/k", "must name the user, e.g. postgres://kuloo@db.example.com:5432/kuloo"),
+    ("postgres://k@h/", "must name the database after the host, e.g. postgres://kuloo@db.example.com/kuloo"),
+    ("postgres://k@h/a/b", "must name the database after the host, e.g. postgres://kuloo@db.example.com/kuloo"),
+    ("postgres://k@h/k?host", "has a malformed query (only ?host=/socket/folder&port=N)"),
+    ("postgres://k@h/k?user=x&db=y", "only host and port may follow '?', not db, user"),
+    ("postgres://k@h/k#frag", "only host and port may follow '?', not a fragment"),
+    ("postgres://k@h:65536/k", "port must be a number between 1 and 65535"),
+    ("postgres://k@/k?host=/run/pg&port=65536", "port must be between 1 and 65535"),
+    ("postgres://k@h:0/k", "port must be between 1 and 65535"),
+    ("postgres://k@h/k?host=/run/pg", "names both a host and a socket folder (?host=); use one"),
+    ("postgres://k@/k?host=run/pg", "?host= must be an absolute socket folder, e.g. /run/postgresql"),
+    ("postgres://k@/k", "must name the host, or a socket folder with ?host=/run/postgresql"),
+])
+def test_each_bad_url_gets_its_whole_message(url, message):
+    with pytest.raises(ValueError) as caught:
+        parse_store_url(url)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("url, port", [
+    ("postgres://k@h:1/k", 1), ("postgres://k@h:65535/k", 65535), ("postgres://k@/k?host=/run/pg&port=1", 1),
+    ("postgres://k@/k?host=/run/pg&port=65535", 65535), ("postgresql://k@h/k", 5432),
+])
+def test_the_ports_at_the_edges_are_accepted(url, port):
+    assert parse_store_url(url).port == port
