@@ -159,6 +159,7 @@ def test_an_unreadable_password_credential_is_one_line_naming_the_file(short_tmp
     ("postgres://k@h/a/b", "must name the database after the host, e.g. postgres://kuloo@db.example.com/kuloo"),
     ("postgres://k@h/k?host", "has a malformed query (only ?host=/socket/folder&port=N)"),
     ("postgres://k@h/k?user=x&db=y", "only host and port may follow '?', not db, user"),
+    ("postgres://k@h/k?sslmode=", "only host and port may follow '?', not sslmode"),  # blank, still refused
     ("postgres://k@h/k#frag", "only host and port may follow '?', not a fragment"),
     ("postgres://k@h:65536/k", "port must be a number between 1 and 65535"),
     ("postgres://k@/k?host=/run/pg&port=65536", "port must be between 1 and 65535"),
@@ -179,3 +180,7 @@ def test_each_bad_url_gets_its_whole_message(url, message):
 ])
 def test_the_ports_at_the_edges_are_accepted(url, port):
     assert parse_store_url(url).port == port
+
+
+def test_the_database_name_is_kept_whole():
+    assert parse_store_url("postgres://k@h/XX_kuloo%2Dprod").database == "XX_kuloo-prod"
