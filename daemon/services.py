@@ -114,7 +114,7 @@ class Leases:
             await trio.sleep(self.seconds / 3)
             started = time.monotonic()
             renewed: set[tuple[int, str]] | None = None
-            with trio.move_on_after(self.seconds / 3):
+            with trio.move_on_after(self.seconds):  # a beat that hangs as long as a lease failed
                 try:
                     renewed = await self.store.run(leases.heartbeat, self.id, self.seconds)
                 except Exception as exc:  # a lost connection: the next beat tries again
