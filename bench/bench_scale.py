@@ -23,7 +23,6 @@ NOTIFY) and the channels' delivery passes are shared by lease. The figure: email
 
 from __future__ import annotations
 
-import copy
 import glob
 import json
 import os
@@ -38,7 +37,7 @@ import time
 from pathlib import Path
 
 from kuloo_daemon.control.client import ControlClient
-from sellsim.seeds import default_seed
+from sellsim.seeds import account_token, many_accounts_seed
 
 CHANNELS = 30
 WARMUP = float(os.environ.get("KULOO_BENCH_SCALE_WARMUP", "8"))
@@ -47,19 +46,23 @@ PARALLEL = 4
 
 
 def token(i: int) -> str:
-    return f"bench-scale-token-{i:02d}-".ljust(64, "0")
+    return account_token("bench-scale", i)
 
 
 def seed() -> dict:
-    template = default_seed(leads=20)["accounts"][0]
-    accounts = []
-    for i in range(CHANNELS):
-        acc = copy.deepcopy(template)
-        acc["name"], acc["subdomain"] = f"Account {i}", f"account-{i}"
-        acc["tokens"] = [{"token": token(i), "name": f"t{i}"}]
-        acc["users"] = [{"name": f"Admin {i}", "email": f"admin{i}@acc.test", "role": "admin"}]
-        accounts.append(acc)
-    return {"accounts": accounts}
+    return many_accounts_seed("bench-scale", CHANNELS, leads=20)
+
+
+def stop(procs) -> None:
+    """SIGTERM every daemon, then wait (a kill after 15 s)."""
+    for proc, _sock in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc, _sock in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def free_port() -> int:
@@ -158,14 +161,7 @@ def measure(pg: Postgres, sell_url: str, daemons: int, root: Path) -> float:
               f"(runs per daemon: {per_daemon.replace(chr(10), ', ')})", flush=True)
         return rate
     finally:
-        for proc, _sock in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc, _sock in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(procs)
 
 
 MAIL_CHANNELS = int(os.environ.get("KULOO_BENCH_SCALE_MAIL_CHANNELS", "12"))
@@ -232,14 +228,7 @@ def measure_mail(pg: Postgres, smtp_port: int, daemons: int, root: Path) -> floa
               f"in {seconds:.1f} s = {rate:,.0f} emails/s", flush=True)
         return rate
     finally:
-        for proc, _sock in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc, _sock in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(procs)
 
 
 def main() -> dict[str, float]:

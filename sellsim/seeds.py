@@ -112,3 +112,25 @@ def default_seed(leads: int = 0, contacts: int = 0) -> dict[str, Any]:
             }
         ]
     }
+
+
+def account_token(prefix: str, i: int) -> str:
+    """The API token of account ``i`` in ``many_accounts_seed(prefix, ...)``."""
+    return f"{prefix}-token-{i:02d}-".ljust(64, "0")
+
+
+def many_accounts_seed(prefix: str, accounts: int, leads: int) -> dict[str, Any]:
+    """``accounts`` copies of the demo account ("Account i", one admin, the token
+    ``account_token(prefix, i)``), each with ``leads`` generated leads: one account per
+    channel, for runs with many channels (the multi-daemon test, the scale bench)."""
+    import copy
+
+    template = default_seed(leads=leads)["accounts"][0]
+    out = []
+    for i in range(accounts):
+        acc = copy.deepcopy(template)
+        acc["name"], acc["subdomain"] = f"Account {i}", f"account-{i}"
+        acc["tokens"] = [{"token": account_token(prefix, i), "name": f"t{i}"}]
+        acc["users"] = [{"name": f"Admin {i}", "email": f"admin{i}@acc.test", "role": "admin"}]
+        out.append(acc)
+    return {"accounts": out}

@@ -13,7 +13,6 @@ version; ``KULOO_SOAK=1`` (``make soak``) runs it longer.
 
 from __future__ import annotations
 
-import copy
 import email
 import email.policy
 import os
@@ -29,7 +28,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from sellsim.seeds import default_seed
+from sellsim.seeds import account_token, many_accounts_seed
 
 SOAK = os.environ.get("KULOO_SOAK") == "1"
 CHANNELS = 30
@@ -39,20 +38,11 @@ RUN_SECONDS = 60.0 if SOAK else 12.0  # after the three daemons are up; the kill
 
 
 def token(i: int) -> str:
-    return f"multi-daemon-token-{i:02d}-".ljust(64, "0")
+    return account_token("multi-daemon", i)
 
 
 def seed() -> dict:
-    base = default_seed(leads=3)
-    template = base["accounts"][0]
-    accounts = []
-    for i in range(CHANNELS):
-        acc = copy.deepcopy(template)
-        acc["name"], acc["subdomain"] = f"Account {i}", f"account-{i}"
-        acc["tokens"] = [{"token": token(i), "name": f"t{i}"}]
-        acc["users"] = [{"name": f"Admin {i}", "email": f"admin{i}@acc.test", "role": "admin"}]
-        accounts.append(acc)
-    return {"accounts": accounts}
+    return many_accounts_seed("multi-daemon", CHANNELS, leads=3)
 
 
 def _parse(text: str | None) -> datetime | None:
