@@ -465,6 +465,7 @@ class _Batch:
         self.pending: list[Any] = []  # imported users' tags and first audit entries, inserted together
         self.pending_users: set[int] = set()
         self.imports: list[tuple[UserRow, RecordIn]] = []  # new users, not inserted yet
+        self.writes = user_store.RowWrites()  # merged users' UPDATEs, written together before the commit
 
     async def flush(self) -> None:
         if self.pending:
@@ -700,7 +701,7 @@ class _Batch:
                 new_base[name] = base[name]
         base_saved = new_base == (row.synced_values or {})
         if row.id in self.pending_users and (result.to_kuloo or not imported):
-            await self.flush()  # the user's first audit entry goes before the ones written now
+            await self.flush()  # its tag rows are in before apply_changes rewrites them
         if result.to_kuloo:
             try:
                 attrs = kuloo_attrs(result.to_kuloo)
@@ -734,7 +735,7 @@ class _Batch:
                 also = () if base_saved else ("synced_values",)  # saved by the same UPDATE
                 row.synced_values = new_base
                 if await user_store.apply_changes(row, field_attrs, actor=Actor.SYNC, now=self.now, note=note,
-                                                  also=also, pending=self.pending):
+                                                  also=also, pending=self.pending, writes=self.writes):
                     base_saved = True
             if not imported:
                 self.out.add("users_updated")
@@ -745,7 +746,7 @@ class _Batch:
                            f"written to Sell {rec.kind} {rec.id}: {change.note}")
         if not base_saved:
             row.synced_values = new_base
-            await row.save(update_fields=["synced_values"])
+            self.writes.save(row, ["synced_values"])
         if not hold:
             self._sync_write(rec, dict(result.to_sell), row)
 
@@ -770,6 +771,7 @@ async def apply_batch(channel_id: int, records: Sequence[RecordIn], deletions: S
             await batch.record(rec)
         await batch.save_imports()
         await batch.flush()
+        await batch.writes.flush()
         if feed_state is not None:
             channel.sync_state = dict(feed_state)
             await channel.save(update_fields=["sync_state"])

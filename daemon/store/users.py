@@ -287,8 +287,34 @@ async def update_many(model: type[Model], columns: Sequence[str], rows: Sequence
     to_db = [fields_map[c].to_db_value for c in columns]
     pk = model._meta.pk.to_db_value
     n = len(to_db)
-    await db.execute_many(sql, [[conv(v, model) for conv, v in zip(to_db, row[:n], strict=True)] + [pk(row[n], model)]
+    await db.execute_many(sql, [[conv(v, None) for conv, v in zip(to_db, row[:n], strict=True)] + [pk(row[n], None)]
                                 for row in rows])
+
+
+class RowWrites:
+    """``row.save(update_fields=...)`` of user rows, gathered in one unit of work and written
+    together by ``flush`` (before it commits): one prepared UPDATE per set of columns
+    (``update_many``) instead of one statement per row. What is written is each row's value
+    at ``flush``, so saves of the same row made meanwhile stay consistent with it.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[int, tuple[UserRow, set[str]]] = {}
+
+    def save(self, row: UserRow, fields: Iterable[str]) -> None:
+        entry = self._rows.get(row.id)
+        if entry is None:
+            self._rows[row.id] = (row, set(fields))
+        else:
+            entry[1].update(fields)
+
+    async def flush(self) -> None:
+        groups: dict[tuple[str, ...], list[UserRow]] = {}
+        for row, fields in self._rows.values():
+            groups.setdefault(tuple(sorted(fields)), []).append(row)
+        self._rows.clear()
+        for columns, rows in groups.items():
+            await update_many(UserRow, columns, [(*(getattr(r, c) for c in columns), r.id) for r in rows])
 
 
 async def save_pending(pending: list[AuditEntry | UserTag]) -> None:
@@ -365,7 +391,8 @@ async def insert_many(rows: Sequence[tuple[UserRow, str]], *, actor: Actor, now:
 
 async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Actor, now: datetime,
                         note: str = "", also: Sequence[str] = (),
-                        pending: list[AuditEntry | UserTag] | None = None) -> tuple[str, ...]:
+                        pending: list[AuditEntry | UserTag] | None = None,
+                        writes: RowWrites | None = None) -> tuple[str, ...]:
     """Apply the editable-field ``changes`` to ``row`` and save it; returns what changed.
 
     Call inside a transaction (``in_transaction()``). Only fields whose value differs
@@ -373,7 +400,9 @@ async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Acto
     the revision goes up once. Nothing changed: nothing is written. ``also``: other
     columns the caller set on ``row``, saved by the same UPDATE when there is one.
     ``pending``: the audit entries are appended there (in order) for the caller's
-    ``save_pending`` in the same transaction, instead of one INSERT per call.
+    ``save_pending`` in the same transaction, instead of one INSERT per call; ``writes``:
+    the row's UPDATE joins the caller's ``RowWrites`` (a new email is written at once: later
+    checks of the unit look for a taken address in the database).
     """
     changed: list[str] = []
     entries: list[AuditEntry] = []
@@ -405,7 +434,10 @@ async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Acto
     row.changed_at = stamps
     row.revision += 1
     row.updated_at = now
-    await row.save(update_fields=update_fields)
+    if writes is not None and "email" not in changed:
+        writes.save(row, update_fields)
+    else:
+        await row.save(update_fields=update_fields)
     if pending is None:
         await AuditEntry.bulk_create(entries)
     else:
