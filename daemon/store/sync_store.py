@@ -417,13 +417,17 @@ def _users_matching(channel_id: int, records: Sequence[RecordIn], keys: Sequence
     """The query for the channel's users these records may belong to: by link, KulooId, email."""
     kuloo_ids = [r.values.get(KULOO_ID) for r in records if r.values.get(KULOO_ID)]
     emails = [e for r in records if (e := normalize_email(r.email))]
-    # "" matches no row (PostgreSQL refuses a NUL in text, the old sentinel)
-    q = Q(kuloo_id__in=kuloo_ids or [""]) | Q(email_key__in=emails or [""])
+    # "" matches no row (PostgreSQL refuses a NUL in text, the old sentinel). The channel is
+    # in each branch of the OR, so that each one is a search of its own index (SQLite's
+    # multi-index OR, PostgreSQL's bitmap OR): with it outside, SQLite reads every user of
+    # the channel for each batch.
+    q = Q(channel_id=channel_id, kuloo_id__in=kuloo_ids or [""]) | Q(channel_id=channel_id,
+                                                                       email_key__in=emails or [""])
     for kind in ("lead", "contact"):
         ids = [i for k, i in keys if k == kind]
         if ids:
-            q |= Q(crm_kind=kind, crm_id__in=ids)
-    return UserRow.filter(q, channel_id=channel_id)
+            q |= Q(channel_id=channel_id, crm_kind=kind, crm_id__in=ids)
+    return UserRow.filter(q)
 
 
 def _record_ref(rec: RecordIn) -> RecordRef:
@@ -489,12 +493,13 @@ class _Batch:
         if self.cap is not None:  # no cap, no count to keep (``_room``)
             self.linked = await _linked_count(cid)
             self.suspended = await _suspended(cid, self.cap)
-        # The errors this batch may clear, read once (most records have none).
-        record_ids = [i for _k, i in keys]
-        eq = Q(crm_id__in=record_ids or [-1], user_id=None)
+        # The errors this batch may clear, read once (most records have none): each branch
+        # of the OR searches an index (as in ``_users_matching``).
+        branches = [Q(channel_id=cid, crm_kind=kind, crm_id__in=[i for k, i in keys if k == kind], user_id=None)
+                    for kind in sorted({k for k, _i in keys})]
         if self.rows:
-            eq |= Q(user_id__in=list(self.rows))
-        for e in await SyncError.filter(eq, channel_id=cid):
+            branches.append(Q(user_id__in=list(self.rows)))  # the channel's users
+        for e in await SyncError.filter(Q(*branches, join_type="OR")) if branches else ():
             if e.user_id is not None:  # type: ignore[attr-defined]
                 self.user_errors[e.user_id] = e  # type: ignore[attr-defined]
             else:
