@@ -80,11 +80,12 @@ class _Connection:
 
     def closed_by_peer(self) -> bool:
         """True when the idle socket is readable: the server closed it (or sent what it should not)."""
-        try:
-            readable, _, _ = select.select([self.sock.fileno()], [], [], 0)
+        try:  # poll, not select: select refuses descriptors past 1023
+            poller = select.poll()
+            poller.register(self.sock.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
         except (OSError, ValueError):
             return True
-        return bool(readable)
 
 
 class Wire(httpx.AsyncBaseTransport):

@@ -382,3 +382,27 @@ async def test_a_connection_not_accepted_in_time_is_a_connect_timeout():
             await Wire().handle_async_request(request)
         for filler in fillers:
             filler.close()
+
+
+async def test_connections_past_descriptor_1023_are_reused(nursery):
+    """select() cannot watch such descriptors; a check built on it would drop every connection."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1100:
+        pytest.skip(f"the descriptor limit {hard} is below 1100")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1100), hard))
+    spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(1030)]
+    try:
+        server = Server(replying(OK))
+        await server.serve(nursery)
+        wire = Wire()
+        for _ in range(3):
+            await get(wire, server.url + "/")
+        assert server.connections == 1
+        await wire.aclose()
+    finally:
+        for fd in spare:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
