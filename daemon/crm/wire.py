@@ -131,9 +131,12 @@ class Wire(httpx.AsyncBaseTransport):
                 try:
                     await stream.do_handshake()
                 except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-                    await trio.aclose_forcefully(tcp)
+                    tcp.socket.close()
                     cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
                     raise httpx.ConnectError(f"TLS with {hostname}:{port} failed: {cause or exc}") from exc
+                except BaseException:  # cancelled (the connect timeout or the caller's)
+                    tcp.socket.close()
+                    raise
             return _Connection(stream, tcp.socket)
         raise httpx.ConnectTimeout(f"no connection to {hostname}:{port} within {within:g} s")
 
