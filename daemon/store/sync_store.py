@@ -430,6 +430,17 @@ def _users_matching(channel_id: int, records: Sequence[RecordIn], keys: Sequence
     return UserRow.filter(q)
 
 
+def _errors_matching(channel_id: int, keys: Sequence[tuple[str, int]], user_ids: Sequence[int]) -> Any:
+    """The query for the errors of these records (those without a user) and of these users
+    (the channel's), each branch of the OR a search of its own index (as in ``_users_matching``);
+    None when there is nothing to look for."""
+    branches = [Q(channel_id=channel_id, crm_kind=kind, crm_id__in=[i for k, i in keys if k == kind], user_id=None)
+                for kind in sorted({k for k, _i in keys})]
+    if user_ids:
+        branches.append(Q(user_id__in=list(user_ids)))
+    return SyncError.filter(Q(*branches, join_type="OR")) if branches else None
+
+
 def _record_ref(rec: RecordIn) -> RecordRef:
     return RecordRef(rec.kind, rec.id, rec.values.get(KULOO_ID), normalize_email(rec.email), rec.is_organization)
 
@@ -493,13 +504,9 @@ class _Batch:
         if self.cap is not None:  # no cap, no count to keep (``_room``)
             self.linked = await _linked_count(cid)
             self.suspended = await _suspended(cid, self.cap)
-        # The errors this batch may clear, read once (most records have none): each branch
-        # of the OR searches an index (as in ``_users_matching``).
-        branches = [Q(channel_id=cid, crm_kind=kind, crm_id__in=[i for k, i in keys if k == kind], user_id=None)
-                    for kind in sorted({k for k, _i in keys})]
-        if self.rows:
-            branches.append(Q(user_id__in=list(self.rows)))  # the channel's users
-        for e in await SyncError.filter(Q(*branches, join_type="OR")) if branches else ():
+        # The errors this batch may clear, read once (most records have none).
+        query = _errors_matching(cid, keys, list(self.rows))
+        for e in await query if query is not None else ():
             if e.user_id is not None:  # type: ignore[attr-defined]
                 self.user_errors[e.user_id] = e  # type: ignore[attr-defined]
             else:

@@ -548,3 +548,36 @@ async def test_apply_changes_in_a_unit_of_work_defers_its_update_and_audit_but_n
     assert set(got.changed_at) == {"first_name", "email"}
     log = await store.run(users.audit, u.id, 10)
     assert [(e.field, e.note) for e in log] == [("email", "two"), ("first_name", "one"), ("", log[-1].note)]
+
+
+async def test_a_batchs_lookups_search_their_indexes_instead_of_reading_the_whole_channel(store, backend):
+    """The users and errors a batch of the change feed may concern (by link, KulooId, email;
+    by record, by user) are found through their indexes: each branch of the OR carries the
+    channel, so SQLite plans a multi-index OR, not a read of every user of the channel per
+    batch (which made an initial sync quadratic). Planted bug: the channel outside the OR."""
+    if backend.postgres:
+        pytest.skip("SQLite's plan; PostgreSQL plans the same OR as a bitmap OR on its own statistics")
+    from tortoise import connections
+
+    from kuloo_daemon.store import sync_store
+    from kuloo_daemon.store.sync_store import RecordIn
+
+    ch = await make_channel(store)
+    records = [RecordIn("lead", 7, {"KulooId": "k1"}, "A@example.com", T0),
+               RecordIn("contact", 8, {"KulooId": None}, "b@example.com", T0)]
+
+    async def plans():
+        out = []
+        for query in (sync_store._users_matching(ch, records, [("lead", 7), ("contact", 8)]),
+                      sync_store._errors_matching(ch, [("lead", 7), ("contact", 8)], [1, 2])):
+            rows = await connections.get("default").execute_query_dict(
+                "EXPLAIN QUERY PLAN " + query.sql(params_inline=True))
+            out.append([r["detail"] for r in rows])
+        return out
+
+    for plan in await store.run(plans):
+        assert plan[0] == "MULTI-INDEX OR", plan
+        searches = [d for d in plan if d.startswith(("SEARCH", "SCAN"))]
+        # every branch searches with more than the channel: no "(channel_id=?)" alone
+        assert searches and all(d.startswith("SEARCH") and "(channel_id=?)" not in d for d in searches), plan
+    assert sync_store._errors_matching(ch, [], []) is None
