@@ -852,9 +852,10 @@ async def plan_pushes(channel_id: int, now: datetime, retries: int = 3) -> PushP
         for row in chosen.admitted:
             look_up_first = row.crm_push_at is not None
             row.crm_push_at = now
-            await row.save(update_fields=["crm_push_at"])
             creates.append(PushIn(row.id, row.kuloo_id, row.email, kuloo_values(user_view(row, "")),
                                   tuple(row.promo_tags or ()), look_up_first))
+        # every intent in one statement, committed with this unit before any POST
+        await user_store.update_many(UserRow, ["crm_push_at"], [(now, row.id) for row in chosen.admitted])
         for row in chosen.refused:
             await _set_error(channel_id, now, user=row, kind=None, crm_id=None, email=row.email, code=E_CAP,
                              text=texts.plan_cap(Plan(channel.plan)))

@@ -581,3 +581,23 @@ async def test_a_batchs_lookups_search_their_indexes_instead_of_reading_the_whol
         # every branch searches with more than the channel: no "(channel_id=?)" alone
         assert searches and all(d.startswith("SEARCH") and "(channel_id=?)" not in d for d in searches), plan
     assert sync_store._errors_matching(ch, [], []) is None
+
+
+async def test_plan_pushes_stamps_every_intent_before_any_post_and_a_stamped_user_is_looked_up_first(store):
+    """Users to push as new leads get ``crm_push_at`` in the planning unit itself (one UPDATE for
+    all), so the next plan — after a crash or an ambiguous create — looks each one up before a
+    second POST. Planted bug: the stamps not written (the sync e2e tests still pass: the feed
+    brings the created lead back first)."""
+    from kuloo_daemon.store import sync_store
+
+    ch = await make_channel(store)
+    a, b = [await add(store, ch, f"{n}@example.com", add_to_crm=True) for n in "ab"]
+    await add(store, ch, "c@example.com")  # not for the CRM
+    t1, t2 = T0 + timedelta(minutes=5), T0 + timedelta(minutes=10)
+    first = await store.run(sync_store.plan_pushes, ch, t1)
+    assert [(p.user_id, p.look_up_first) for p in first.creates] == [(a.id, False), (b.id, False)]
+    stamps = await query(store, lambda: UserRow.filter(channel_id=ch).order_by("id").values_list("crm_push_at",
+                                                                                                  flat=True))
+    assert stamps == [t1, t1, None]
+    again = await store.run(sync_store.plan_pushes, ch, t2)
+    assert [(p.user_id, p.look_up_first) for p in again.creates] == [(a.id, True), (b.id, True)]
