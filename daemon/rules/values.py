@@ -71,9 +71,18 @@ def sell_raw(record: Any, name: str) -> Any:
     return record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
 
 
+_CUSTOM = tuple((f.name, f.custom) for f in FIELDS)
+
+
 def sell_values(record: Any) -> dict[str, Any]:
-    """Every mapped field as the Sell record says it."""
-    return {name: canonical(name, sell_raw(record, name)) for name in FIELD_NAMES}
+    """Every mapped field as the Sell record says it (``sell_raw`` of each, made canonical)."""
+    if isinstance(record, Mapping):
+        custom = record.get("custom_fields") or {}
+        return {name: canonical(name, custom.get(name) if is_custom else record.get(name))
+                for name, is_custom in _CUSTOM}
+    custom = record.custom_fields or {}
+    return {name: canonical(name, custom.get(name) if is_custom else getattr(record, name, None))
+            for name, is_custom in _CUSTOM}
 
 
 def kuloo_attrs(changes: Mapping[str, Any]) -> dict[str, Any]:
