@@ -14,6 +14,8 @@ the engine in-process against sellsim over loopback, in both of sellsim's conver
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import trio
 
@@ -59,12 +61,29 @@ async def errors(services, cid: int):
 MODES = [("removed", True), ("removed", False), ("kept", True), ("kept", False)]
 
 
+@pytest.fixture
+def store(request):
+    """The store a case runs on (``indirect``): SQLite, or a fresh PostgreSQL database (skips
+    without a server, saying why)."""
+    if request.param == "postgres":
+        server = request.getfixturevalue("pg_server")
+        url = server.url(request.getfixturevalue("pg_database"))
+        return SimpleNamespace(store_section=lambda: {"url": url})
+    return None
+
+
+def on_stores(modes, postgres):
+    """Every mode on SQLite, and ``postgres`` (one of them) on PostgreSQL too."""
+    return pytest.mark.parametrize(("conversion_lead", "sync_api", "store"),
+                                   [*((*m, "sqlite") for m in modes), (*postgres, "postgres")], indirect=["store"])
+
+
 # ----------------------------------------------------------------------------- 1. into another user's contact
 
 
-@pytest.mark.parametrize(("conversion_lead", "sync_api"), MODES)
+@on_stores(MODES, ("removed", True))
 async def test_a_lead_merged_into_a_contact_linked_to_another_user_leaves_that_link_and_stops_the_user(
-        services_config, sellsim, conversion_lead, sync_api):
+        services_config, sellsim, conversion_lead, sync_api, store):
     """Ann's lead is converted and merged (Sell's duplicate rule: the same name) into the
     contact synced with Bea. Bea keeps the contact, untouched; Ann is unlinked with a Sync
     error naming the contact and Bea — not moved onto Bea's contact, not pushed again as a
@@ -77,7 +96,7 @@ async def test_a_lead_merged_into_a_contact_linked_to_another_user_leaves_that_l
     Planted bugs: the converted user followed onto Bea's contact (Bea's link taken, or two
     users on one contact); the unlinked user pushed again as a new lead (rule 7's "deleted
     with the switch on"); the error without the contact or the other user."""
-    config = fast_config(services_config, sellsim)
+    config = fast_config(services_config, sellsim, store)
     sellsim.set_options(conversion_lead=conversion_lead)
     sellsim.set_account(conversion_merge="name", **({} if sync_api else {"sync_api": False}))
     bea_contact = sellsim.create_record("contact", {"first_name": "Sam", "last_name": "Lee",
@@ -162,9 +181,9 @@ CHANGES = {
 
 
 @pytest.mark.parametrize("change", list(CHANGES))
-@pytest.mark.parametrize(("conversion_lead", "sync_api"), MODES)
+@on_stores(MODES, ("kept", False))
 async def test_a_lead_converted_into_a_contact_without_the_users_email_or_kulooid_is_followed(
-        services_config, sellsim, conversion_lead, sync_api, change):
+        services_config, sellsim, conversion_lead, sync_api, store, change):
     """The conversion record still says lead → contact: the user is followed there, the
     contact gets KulooId and the Kuloo fields it lacks, a changed email is merged as a
     Sell-side change (a cleared one is written back from Kuloo), and the next runs are
@@ -174,7 +193,7 @@ async def test_a_lead_converted_into_a_contact_without_the_users_email_or_kulooi
     second user, and the first one left on its lead — or, once the deletion arrives,
     unlinked with "already synced"); the lookup made for contacts a deletion of the same
     batch already explains (an extra request)."""
-    config = fast_config(services_config, sellsim)
+    config = fast_config(services_config, sellsim, store)
     sellsim.set_options(conversion_lead=conversion_lead)
     sellsim.set_account(conversion_merge="name", **({} if sync_api else {"sync_api": False}))
     new_email = CHANGES[change]
