@@ -7,7 +7,9 @@ One run of one channel (``run_channel``):
 2. Pull: every batch of ``crm.feed.ChangeFeed`` (Sync API or polling, leads and
    contacts). Deleted leads that were linked are looked up in ``lead_conversions`` (and
    the contact they became read); so are records that collide with a user linked to the
-   other kind, for conversions that keep the lead (``kept_conversions``). The batch is applied in ONE store unit of work
+   other kind, for conversions that keep the lead, and new contacts that match no user
+   while leads are linked, for conversions that changed the email and KulooId
+   (``kept_conversions``). The batch is applied in ONE store unit of work
    (``apply_batch``, where the rules decide), the Sell writes it asks for are made
    (changed fields only), what Sell took is confirmed — and only then is the batch
    acknowledged to Sell (resuming the feed).
