@@ -288,3 +288,49 @@ async def test_a_new_contact_is_asked_about_its_conversions_only_when_leads_are_
         await sim(sellsim.reset_counters)
         run = await engine.run_channel(services, cid)
         assert run.counts["requests"] <= 2 and routes(await sim(sellsim.counters), "GET", "lead_conversions") == 0
+
+
+@pytest.mark.parametrize(("conversion_lead", "sync_api"), [("kept", True), ("removed", False)])
+@pytest.mark.parametrize("kuloo_id", ["", "oops"])
+async def test_a_kulooid_cleared_or_changed_while_converting_is_put_back_or_a_tampering_error(
+        services_config, sellsim, conversion_lead, sync_api, kuloo_id):
+    """The conversion copies the lead's custom fields (``conversion_copy_custom_fields``) and
+    the Sell user clears the KulooId — it is put back — or changes it — the contact is
+    still the user's, with rule 6's Sync error naming the value to restore, and no other
+    write; restoring it resumes sync. Never a second user nor an "unknown KulooId" record.
+    Planted bug: such a contact not asked about its conversions (a new user, or an orphan
+    record with an error while the user stays on the converted lead)."""
+    config = fast_config(services_config, sellsim)
+    sellsim.set_options(conversion_lead=conversion_lead, conversion_copy_custom_fields=True)
+    if not sync_api:
+        sellsim.set_account(sync_api=False)
+    async with open_services(config) as services:
+        now = services.clock.now()
+        cid = await verified_channel(services)
+        gil = await services.store.run(user_store.add, cid, {
+            "email": "gil@example.com", "last_name": "Gil", "add_to_crm": True, "frequency": "daily"}, "admin", now)
+        await engine.run_channel(services, cid)
+        lead_id = (await user_doc(services, gil.id)).crm.id
+        contact_id = (await sim(sellsim.convert_lead, lead_id))["individual_id"]
+        await sim(sellsim.edit_record, "contact", contact_id, {"email": "gil@new.example.com",
+                                                               "custom_fields": {"KulooId": kuloo_id or None}})
+        await sim(sellsim.reset_counters)
+        run = await engine.run_channel(services, cid)
+        counters = await sim(sellsim.counters)
+        got = await user_doc(services, gil.id)
+        assert (got.crm.kind, got.crm.id) == ("contact", contact_id), run
+        assert [u.id for u in await all_users(services, cid)] == [gil.id] and run.counts["leads_created"] == 0
+        cf = (await record(sellsim, "contact", contact_id))["custom_fields"]
+        if not kuloo_id:
+            assert run.status.value == "ok" and cf["KulooId"] == gil.kuloo_id and not got.sync_error
+            assert got.email == "gil@new.example.com"
+            return
+        assert run.status.value == "partial" and cf["KulooId"] == "oops"
+        assert f'Restore it to "{gil.kuloo_id}"' in cf["Sync error"] and "Restore it" in got.sync_error
+        assert got.email == "gil@example.com" and writes(counters) == 1  # the Sync error only
+        assert [(e.user_id, e.code) for e in await errors(services, cid)] == [(gil.id, "tampered")]
+        await sim(sellsim.edit_record, "contact", contact_id, {"custom_fields": {"KulooId": gil.kuloo_id}})
+        run = await engine.run_channel(services, cid)
+        got = await user_doc(services, gil.id)
+        assert run.status.value == "ok" and not got.sync_error and got.email == "gil@new.example.com"
+        assert not (await record(sellsim, "contact", contact_id))["custom_fields"].get("Sync error")
