@@ -15,7 +15,8 @@ lifted (loopback only). Figures (the issue's acceptance):
 - the process's RSS after a sync with 100,000 more users in the store (goal ≤ 100 MB;
   measured in this process, which runs the engine and the store like the daemon);
 - the floor under the CPU figure: one PUT through ``SellClient`` alone (the trio thread's
-  CPU), and what the initial sync's trio thread spends beyond it per record.
+  CPU), the same over httpx's own transport (what ``crm/wire.py`` replaced), and what the
+  initial sync's trio thread spends beyond it per record.
 
 ``KULOO_BENCH_LEADS`` sets N (default 5,000).
 """
@@ -36,6 +37,7 @@ import httpx
 import trio
 
 from kuloo_daemon import config as config_mod
+from kuloo_daemon.crm.client import SellClient
 from kuloo_daemon.secrets import Secret
 from kuloo_daemon.services import open_services
 from kuloo_daemon.store import channels as channel_store
@@ -218,9 +220,19 @@ async def _bench(sim: Sim, root: str) -> dict[str, float]:
         for lead_id in sample:
             await sell.update_lead(lead_id, body)
         floor = (time.thread_time() - t) * 1000 / len(sample)
-        print(f"   one PUT through SellClient alone: {floor:.3f} ms CPU (trio thread); the initial sync's "
+        # the same PUTs over httpx's own transport (httpcore and h11), which Wire replaced
+        async with SellClient(sell.base_url, Secret(DEMO_TOKEN), budget=sell.budget,
+                              transport=httpx.AsyncHTTPTransport()) as plain:  # fmt: skip
+            await plain.update_lead(ids[0], body)
+            t = time.thread_time()
+            for lead_id in sample:
+                await plain.update_lead(lead_id, body)
+            httpx_put = (time.thread_time() - t) * 1000 / len(sample)
+        print(f"   one PUT through SellClient alone: {floor:.3f} ms CPU (trio thread; over httpx's own "
+              f"transport: {httpx_put:.3f} ms, {httpx_put / floor:.1f}×); the initial sync's "
               f"trio share beyond it: {trio_share - floor:.3f} ms/record")
         figures["CPU ms per PUT, SellClient alone"] = floor
+        figures["CPU ms per PUT over httpx's transport"] = httpx_put
     return figures
 
 

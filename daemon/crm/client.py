@@ -50,6 +50,7 @@ from .records import (
     SyncSession,
     matches_filters,
 )
+from .wire import Wire
 
 log = structlog.get_logger("kuloo.crm")
 
@@ -203,11 +204,11 @@ class SellClient:
             return
         # Requests go straight to the transport (httpx's public transport API) with headers,
         # URL prefix and timeouts prepared once here: ``AsyncClient`` would rebuild and merge
-        # them, parse the URL three times and run a cookie jar on every request — about a
-        # fifth of the daemon's CPU per synced record (bench/bench_sync.py). Nothing it did
-        # is needed: no cookies, no auth flow, no redirects (``follow_redirects=False``).
-        self._http = self._transport if self._transport is not None else httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10, keepalive_expiry=30.0)
+        # them, parse the URL three times and run a cookie jar on every request. Nothing it did
+        # is needed: no cookies, no auth flow, no redirects. The transport is ``Wire`` (see
+        # wire.py for why not httpx's own), or the one a test hands in.
+        self._http = self._transport if self._transport is not None else Wire(
+            max_connections=20, keepalive_expiry=30.0
         )
         self._headers = [
             (b"Accept", b"application/json"),
