@@ -19,7 +19,21 @@ normalised email:
 A duplicate across kinds may be a lead conversion that kept the lead (rule 5; sellsim's
 ``conversion_lead=kept``): a contact colliding with a user linked to a lead may be what the
 lead became, and a lead colliding with a user linked to a contact may be the lead kept
-after its conversion. ``conversion_lookup`` names the lead whose conversions tell.
+after its conversion. ``conversion_lookup`` names the lead whose conversions tell. A
+contact that carries neither a linked user's email nor their KulooId (a Sell user changed
+or cleared them while converting, or the lead merged into a contact with another email)
+may be what a linked lead became too: ``may_be_converted`` says which contacts to ask
+about (by their own id), instead of importing them as a second user.
+
+Where a user linked to a converted lead goes (``follow_conversion``; DESIGN.md rule 5 and
+DECISIONS.md's conversion edge cases):
+
+- converted into a contact no other user has        → ``follow`` (re-linked to it)
+- merged into a contact linked to another user      → ``converted_into_linked``: that
+  link stays; this user is unlinked with a Sync error naming the contact and the other
+  user, and is not pushed again (the person is the other user's now, in Sell's eyes)
+- converted to an organization only                 → ``organization_only``: unlinked
+  with a Sync error, not pushed again
 
 ``LinkIndex`` is the plain lookup the engine keeps up to date while it walks a batch,
 so a second record with the same new email in one batch is a duplicate of the first.
@@ -37,6 +51,10 @@ DUPLICATE = "duplicate"
 UNKNOWN_KULOO_ID = "unknown_kuloo_id"
 NO_EMAIL = "no_email"
 IGNORE = "ignore"
+# follow_conversion
+FOLLOW = "follow"
+CONVERTED_INTO_LINKED = "converted_into_linked"
+ORGANIZATION_ONLY = "organization_only"
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,7 @@ class Decision:
     user: UserRef | None = None
     other: tuple[str, int] | None = None  # the record already linked (duplicates)
     expected: str | None = None  # tampered: the KulooId to restore
+    holder: UserRef | None = None  # converted_into_linked: the user the contact is linked to
 
 
 @dataclass
@@ -132,3 +151,23 @@ def conversion_lookup(kind: str, record_id: int, decision: Decision) -> int | No
     if decision.action != DUPLICATE or decision.other is None or decision.other[0] == kind:
         return None
     return decision.other[1] if kind == "contact" else record_id
+
+
+def may_be_converted(record: RecordRef, decision: Decision) -> bool:
+    """A person contact that matches no user (it would be imported, or refused for its lack
+    of email or its unknown KulooId): it may be what a linked lead became, so the contact's
+    own lead conversions are asked before (only when the channel links leads)."""
+    return record.kind == "contact" and not record.is_organization and decision.action in (
+        IMPORT, NO_EMAIL, UNKNOWN_KULOO_ID)
+
+
+def follow_conversion(user: UserRef, individual_id: int | None, index: LinkIndex) -> Decision:
+    """Where ``user``, linked to a lead converted into ``individual_id`` (None: an
+    organization only), goes. ``other`` names the contact."""
+    if individual_id is None:
+        return Decision(ORGANIZATION_ONLY, user)
+    contact = ("contact", individual_id)
+    holder = index.by_link.get(contact)
+    if holder is not None and holder.id != user.id:
+        return Decision(CONVERTED_INTO_LINKED, user, other=contact, holder=holder)
+    return Decision(FOLLOW, user, other=contact)

@@ -93,6 +93,7 @@ def organization_only_conversion(lead_id: int, organization_id: int | None) -> s
 
 def converted_into_linked_contact(lead_id: int, contact_id: int, other_email: str) -> str:
     return one_line(
-        f"Not synced: lead {lead_id} was converted into contact {contact_id}, which is already "
-        f"synced with the user {other_email}."
+        f"Not synced: lead {lead_id} was converted into contact {contact_id}, which is already synced with "
+        f"the user {other_email}; Kuloo never sends twice to one person. "
+        "Add them to Sell as a record of their own to sync them again."
     )

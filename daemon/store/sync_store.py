@@ -445,19 +445,25 @@ def _record_ref(rec: RecordIn) -> RecordRef:
     return RecordRef(rec.kind, rec.id, rec.values.get(KULOO_ID), normalize_email(rec.email), rec.is_organization)
 
 
-async def conversion_lookups(channel_id: int, records: Sequence[RecordIn]) -> list[tuple[RecordIn, int, tuple[str, int]]]:
+async def conversion_lookups(channel_id: int, records: Sequence[RecordIn], unmatched_contacts: bool = False,
+                             ) -> list[tuple[RecordIn, int | None, tuple[str, int] | None]]:
     """Records that collide with a user linked to the other kind (``linking.conversion_lookup``):
-    (record, the lead whose conversions to read, the user's link). Read-only."""
+    (record, the lead whose conversions to read, the user's link); with ``unmatched_contacts``,
+    also the contacts that match no user (``linking.may_be_converted``): (contact, None, None),
+    whose own conversions are read. Read-only."""
     if not records:
         return []
     rows = await _users_matching(channel_id, records, [(r.kind, r.id) for r in records])
     index = LinkIndex.of([_ref(row) for row in rows])
-    out = []
+    out: list[tuple[RecordIn, int | None, tuple[str, int] | None]] = []
     for rec in records:
-        d = linking.decide(_record_ref(rec), index)
+        ref = _record_ref(rec)
+        d = linking.decide(ref, index)
         lead_id = linking.conversion_lookup(rec.kind, rec.id, d)
         if lead_id is not None:
             out.append((rec, lead_id, d.other))
+        elif unmatched_contacts and linking.may_be_converted(ref, d):
+            out.append((rec, None, None))
     return out
 
 
@@ -552,22 +558,25 @@ class _Batch:
         row = self.rows[ref.id]
         conv = d.conversion
         old = (d.kind, d.id)
-        if conv is not None and conv.individual_id is not None:
-            other = self.index.by_link.get(("contact", conv.individual_id))
-            if other is not None and other.id != row.id:
-                # Merged into a contact another user has: that link stays; this user stops.
-                _unlink(row)
-                await _save_link(row)
-                self.index.relink(row.id, None)
-                self.out.unlinked.append(old)
-                await _set_error(self.channel.id, self.now, user=row, kind=None, crm_id=None, email=row.email,
-                                 code=E_CONVERTED, text=texts.converted_into_linked_contact(
-                                     d.id, conv.individual_id, self.rows[other.id].email))
-                self.out.add("errors")
-                self.out.touched(row.id)
-                return None
+        follow = linking.follow_conversion(ref, conv.individual_id, self.index) if conv is not None else None
+        if follow is not None and follow.action == linking.CONVERTED_INTO_LINKED:
+            # Merged into a contact another user has: that link stays; this user stops.
+            _unlink(row)
+            await _save_link(row)
+            self.index.relink(row.id, None)
+            self.out.unlinked.append(old)
+            await _set_error(self.channel.id, self.now, user=row, kind=None, crm_id=None, email=row.email,
+                             code=E_CONVERTED, text=texts.converted_into_linked_contact(
+                                 d.id, conv.individual_id, follow.holder.email))
+            await _audit(row, "crm", f"lead {d.id}", None, f"lead converted in Sell into contact "
+                         f"{conv.individual_id}, already synced with {follow.holder.email}: sync stopped", self.now)
+            self.out.add("errors")
+            self.out.touched(row.id)
+            return None
+        if follow is not None and follow.action == linking.FOLLOW:
             # Follow the user to the contact. Fields the contact lacks take Kuloo's values
-            # (their base is the blank), the others merge as usual.
+            # (their base is the blank), the others merge as usual: a contact with another
+            # email is a Sell-side change of the user's email, not a new identity.
             contact = conv.contact
             base = dict(row.synced_values or {})
             if contact is not None:

@@ -7,7 +7,9 @@ One run of one channel (``run_channel``):
 2. Pull: every batch of ``crm.feed.ChangeFeed`` (Sync API or polling, leads and
    contacts). Deleted leads that were linked are looked up in ``lead_conversions`` (and
    the contact they became read); so are records that collide with a user linked to the
-   other kind, for conversions that keep the lead (``kept_conversions``). The batch is applied in ONE store unit of work
+   other kind, for conversions that keep the lead, and new contacts that match no user
+   while leads are linked, for conversions that changed the email and KulooId
+   (``kept_conversions``). The batch is applied in ONE store unit of work
    (``apply_batch``, where the rules decide), the Sell writes it asks for are made
    (changed fields only), what Sell took is confirmed — and only then is the batch
    acknowledged to Sell (resuming the feed).
@@ -118,7 +120,9 @@ class _Run:
                         records.append(record_in(change.kind, change.record))
                     else:
                         deletions.append(DeletionIn(change.kind, change.id, await self.conversion(change.kind, change.id)))
-                records, kept = await self.kept_conversions(records)
+                explained = {("contact", d.conversion.individual_id) for d in deletions
+                             if d.conversion is not None and d.conversion.individual_id is not None}
+                records, kept = await self.kept_conversions(records, explained)
                 deletions.extend(kept)
                 if records or deletions or batch.final:
                     now = self.services.clock.now()
@@ -154,31 +158,49 @@ class _Run:
                 touched = await self.write(outcome.writes)
                 self.publish_users([*outcome.changed_users, *touched])
 
-    async def kept_conversions(self, records: list[RecordIn]) -> tuple[list[RecordIn], list[DeletionIn]]:
-        """Conversions that kept the lead, which no deletion announces (rule 5).
+    async def kept_conversions(self, records: list[RecordIn],
+                               explained: set[tuple[str, int]] | None = None) -> tuple[list[RecordIn], list[DeletionIn]]:
+        """Conversions that no deletion of this batch announces (rule 5): the lead was kept,
+        or its deletion comes later (polling sees deletions once a day).
 
         A contact colliding with a user linked to a lead is what that lead became when its
-        conversions say so: the user follows it (as for a converted, deleted lead). A lead
-        colliding with a user linked to the contact it became is the kept lead: dropped (as
-        if deleted — never a duplicate nor a second user). Only records not linked are
-        asked about, and only when the channel links the other kind: one store crossing,
-        then one ``lead_conversions`` read per collision.
+        conversions say so: the user follows it (as for a converted, deleted lead). So is a
+        contact that matches no user at all (the email and KulooId changed or cleared while
+        converting, or a merge into a contact with another email), when its own conversions
+        name a linked lead — rather than a second user. A lead colliding with a user linked
+        to the contact it became is the kept lead: dropped (as if deleted — never a duplicate
+        nor a second user). Only records not linked are asked about, only when the channel
+        links the other kind (contacts matching no user: when it linked leads as the run
+        began), and never a contact a deletion of the batch already explains (``explained``):
+        one store crossing, then one ``lead_conversions`` read per record in question.
         """
         other = {"lead": "contact", "contact": "lead"}
-        unlinked = [r for r in records if other[r.kind] in self.kinds_linked and (r.kind, r.id) not in self.linked]
+        explained = explained or set()
+        unlinked = [r for r in records if other[r.kind] in self.kinds_linked and (r.kind, r.id) not in self.linked
+                    and (r.kind, r.id) not in explained]
         if not unlinked:
             return records, []
-        lookups = await self.services.store.run(sync_store.conversion_lookups, self.channel_id, unlinked)
+        lookups = await self.services.store.run(sync_store.conversion_lookups, self.channel_id, unlinked,
+                                                bool(self.start.linked_ids.get("lead")))
         kept: list[DeletionIn] = []
         dropped: set[int] = set()
-        for rec, lead_id, (_kind, linked_id) in lookups:
+        for rec, lead_id, link in lookups:
+            if lead_id is None:  # a contact matching no user: did a linked lead become it?
+                found = await self.sell.lead_conversions(individual_id=rec.id)
+                for conv in sorted(found, key=lambda c: c.id):  # the oldest conversion's user first
+                    if conv.individual_id == rec.id and conv.lead_id is not None and \
+                            ("lead", conv.lead_id) in self.linked and conv.lead_id not in dropped:
+                        kept.append(DeletionIn("lead", conv.lead_id,
+                                               ConversionIn(conv.lead_id, rec.id, conv.organization_id, rec)))
+                        dropped.add(conv.lead_id)
+                continue
             found = await self.sell.lead_conversions(lead_id=lead_id)
             if rec.kind == "contact":
                 conv = next((c for c in found if c.lead_id == lead_id and c.individual_id == rec.id), None)
                 if conv is not None:  # the kept lead, if in this batch too, is left out
                     kept.append(DeletionIn("lead", lead_id, ConversionIn(lead_id, rec.id, conv.organization_id, rec)))
                     dropped.add(lead_id)
-            elif any(c.lead_id == rec.id and c.individual_id == linked_id for c in found):
+            elif link is not None and any(c.lead_id == rec.id and c.individual_id == link[1] for c in found):
                 dropped.add(rec.id)
                 kept.append(DeletionIn("lead", rec.id))
         if dropped:

@@ -121,3 +121,37 @@ def test_re_putting_a_user_drops_its_old_keys_only():
     index.put(cy)
     index.put(UserRef(2, "k-bob2", "bob3@x.test", ("contact", 40)))
     assert decide(RecordRef("lead", 50, None, "bob2@x.test"), index) == linking.Decision(linking.LINK, cy)
+
+
+def test_follow_conversion_never_takes_another_users_contact():
+    """DECISIONS.md's conversion edge cases. Planted bugs: a contact linked to another user
+    followed (two users on one contact, or the other's link taken); the user's own contact
+    (a repeated conversion) called another user's."""
+    index = LinkIndex.of([ANN, UserRef(3, "k-cy", "cy@x.test", ("contact", 30))])
+    d = linking.follow_conversion(ANN, 31, index)
+    assert (d.action, d.user, d.other, d.holder) == (linking.FOLLOW, ANN, ("contact", 31), None)
+    d = linking.follow_conversion(ANN, 30, index)
+    assert (d.action, d.user, d.other) == (linking.CONVERTED_INTO_LINKED, ANN, ("contact", 30))
+    assert d.holder.email == "cy@x.test"
+    on_contact = index.relink(ANN.id, ("contact", 31))
+    assert linking.follow_conversion(on_contact, 31, index).action == linking.FOLLOW
+    assert linking.follow_conversion(ANN, None, index).action == linking.ORGANIZATION_ONLY
+
+
+@pytest.mark.parametrize("record, asked", [
+    (RecordRef("contact", 40, None, "new@x.test"), True),  # would be imported: a converted lead's?
+    (RecordRef("contact", 40, None, None), True),  # no email: the Sell user cleared it converting?
+    (RecordRef("contact", 40, "typo", "new@x.test"), True),  # an unknown KulooId
+    (RecordRef("lead", 40, None, "new@x.test"), False),  # a lead is never what a lead became
+    (RecordRef("contact", 40, None, "new@x.test", is_organization=True), False),
+    (RecordRef("contact", 10, None, "bob@x.test"), False),  # links to Bob by email
+    (RecordRef("contact", 41, None, "ann@x.test"), False),  # a duplicate: conversion_lookup's case
+])
+def test_a_contact_matching_no_user_may_be_a_converted_lead(record, asked):
+    assert linking.may_be_converted(record, decide(record, LinkIndex.of(INDEX))) is asked
+
+
+def test_the_converted_into_linked_text_names_the_lead_the_contact_and_the_other_user():
+    text = texts.converted_into_linked_contact(1046, 2001, "bea.long.address.for.a.test@example.com")
+    assert "lead 1046" in text and "contact 2001" in text and "bea.long.address.for.a.test@example.com" in text
+    assert text == texts.one_line(text) and not text.endswith("…") and "Add them to Sell" in text

@@ -239,6 +239,29 @@ def test_a_conversion_to_an_organization_only_unlinks_with_an_error_and_no_repus
     assert kuloo.leads() == []  # not pushed again
 
 
+def test_a_lead_merged_into_another_users_contact_stops_that_user_with_an_error_naming_both(kuloo, sellsim):
+    """DECISIONS.md: the other user's link stays; the converted user is unlinked with a Sync
+    error naming the contact and the other user, shown by ``sync.errors``; not pushed again."""
+    sellsim.set_account(conversion_merge="name")
+    bea = sellsim.create_record("contact", {"first_name": "Sam", "last_name": "Lee", "email": "bea@example.com"})
+    kuloo.create_channel()
+    kuloo.call("users.add", {"channel": kuloo.channel, "email": "ann@example.com", "first_name": "Sam",
+                             "last_name": "Lee", "add_to_crm": True})
+    kuloo.sync()
+    lead_id = kuloo.user("ann@example.com")["crm"]["id"]
+    assert sellsim.convert_lead(lead_id)["individual_id"] == bea["id"]
+    sellsim.reset_counters()
+    assert kuloo.sync()["status"] == "partial"
+    ann = kuloo.user("ann@example.com")
+    assert ann["crm"] is None and f"contact {bea['id']}" in ann["sync_error"]
+    assert kuloo.user("bea@example.com")["crm"] == {"kind": "contact", "id": bea["id"]}
+    [error] = kuloo.errors()
+    assert (error["user"], error["crm"], error["email"]) == (ann["id"], None, "ann@example.com")
+    assert "bea@example.com" in error["error"] and f"lead {lead_id}" in error["error"]
+    assert kuloo.writes() == 0
+    assert kuloo.sync()["counts"]["leads_created"] == 0 and kuloo.leads() == []  # not pushed again
+
+
 # ----------------------------------------------------------------------------- rule 6: KulooId tampering
 
 
