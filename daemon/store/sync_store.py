@@ -568,8 +568,8 @@ class _Batch:
             await _set_error(self.channel.id, self.now, user=row, kind=None, crm_id=None, email=row.email,
                              code=E_CONVERTED, text=texts.converted_into_linked_contact(
                                  d.id, conv.individual_id, follow.holder.email))
-            await _audit(row, "crm", f"lead {d.id}", None, f"lead converted in Sell into contact "
-                         f"{conv.individual_id}, already synced with {follow.holder.email}: sync stopped", self.now)
+            self.audit(row, "crm", f"lead {d.id}", None, f"lead converted in Sell into contact "
+                       f"{conv.individual_id}, already synced with {follow.holder.email}: sync stopped")
             self.out.add("errors")
             self.out.touched(row.id)
             return None
