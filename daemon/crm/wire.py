@@ -22,6 +22,7 @@ No proxies, HTTP/2 or ``Expect: 100-continue``: the client needs none of them.
 
 from __future__ import annotations
 
+import math
 import select
 import ssl
 import time
@@ -32,16 +33,19 @@ import httptools
 import httpx
 import trio
 
-READ_SIZE = 65536
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
 class _Parse:
-    """httptools callbacks: collects one response's status, headers and body (1xx skipped)."""
+    """httptools callbacks: collects one response's status, headers and body (1xx skipped).
 
-    __slots__ = ("headers", "body", "headers_done", "done", "parser", "framed", "status", "keep_alive")
+    ``done`` once the whole answer is in: at its end, or after its head for a HEAD request.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("head_only", "headers", "body", "headers_done", "done", "parser", "framed", "status", "keep_alive")
+
+    def __init__(self, head_only: bool) -> None:
+        self.head_only = head_only
         self.on_message_begin()
         self.parser = httptools.HttpResponseParser(self)
 
@@ -62,6 +66,9 @@ class _Parse:
         self.status = self.parser.get_status_code()
         self.keep_alive = self.parser.should_keep_alive()
         self.headers_done = True
+        self.framed = _framed(self.status, self.headers, self.head_only)
+        if self.head_only and self.status >= 200:  # no body follows, whatever Content-Length says
+            self.done = True
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
@@ -80,12 +87,9 @@ class _Connection:
 
     def closed_by_peer(self) -> bool:
         """True when the idle socket is readable: the server closed it (or sent what it should not)."""
-        try:  # poll, not select: select refuses descriptors past 1023
-            poller = select.poll()
-            poller.register(self.sock.fileno(), select.POLLIN)
-            return bool(poller.poll(0))
-        except (OSError, ValueError):
-            return True
+        poller = select.poll()  # not select(): it refuses descriptors past 1023
+        poller.register(self.sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
 
 
 class Wire(httpx.AsyncBaseTransport):
@@ -116,8 +120,8 @@ class Wire(httpx.AsyncBaseTransport):
 
     async def _connect(self, origin: tuple[bytes, bytes, int], within: float | None) -> _Connection:
         scheme, host, port = origin
-        hostname = host.decode("ascii")
-        with trio.move_on_after(within if within is not None else float("inf")):
+        hostname = host.decode()
+        with trio.move_on_after(within if within is not None else math.inf):
             try:
                 tcp = await trio.open_tcp_stream(hostname, port)
             except OSError as exc:
@@ -145,12 +149,7 @@ class Wire(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._closed:
             raise RuntimeError("the transport is closed")
-        url = request.url
-        scheme = url.raw_scheme
-        if scheme not in (b"http", b"https"):
-            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
-        port = url.port or (443 if scheme == b"https" else 80)
-        origin = (scheme, url.raw_host, port)
+        origin = _origin(request.url)
         timeouts = request.extensions.get("timeout", {})
         head = _head(request)
         body = await request.aread()
@@ -181,15 +180,15 @@ class Wire(httpx.AsyncBaseTransport):
         self, conn: _Connection, data: bytes, within: float | None, head_only: bool
     ) -> _Parse:
         """Send one request and read its whole answer, all within ``within`` seconds."""
-        parse = _Parse()
-        with trio.move_on_after(within if within is not None else float("inf")):
+        parse = _Parse(head_only)
+        with trio.move_on_after(within if within is not None else math.inf):
             try:
                 await conn.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise httpx.WriteError(f"sending the request failed: {_cause(exc)}") from exc
             while True:
                 try:
-                    chunk = await conn.stream.receive_some(READ_SIZE)
+                    chunk = await conn.stream.receive_some()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     raise httpx.ReadError(f"reading the response failed: {_cause(exc)}") from exc
                 if not chunk:
@@ -200,10 +199,6 @@ class Wire(httpx.AsyncBaseTransport):
                     raise httpx.RemoteProtocolError("the server switched protocols") from None
                 except httptools.HttpParserError as exc:
                     raise httpx.RemoteProtocolError(f"the server's reply is not HTTP/1.1: {exc}") from None
-                if parse.headers_done and not parse.framed:
-                    parse.framed = _framed(parse, head_only)
-                    if head_only:  # no body follows, whatever Content-Length says
-                        parse.done = True
                 if parse.done:
                     return parse
         raise httpx.ReadTimeout(f"no complete answer within {within:g} s")
@@ -216,9 +211,17 @@ class Wire(httpx.AsyncBaseTransport):
                 _close_now(conn)
 
 
+def _origin(url: httpx.URL) -> tuple[bytes, bytes, int]:
+    """(scheme, host, port) of ``url``, the port defaulted by the scheme; http and https only."""
+    scheme = url.raw_scheme
+    if scheme not in (b"http", b"https"):
+        raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
+    return scheme, url.raw_host, url.port or (443 if scheme == b"https" else 80)
+
+
 def _head(request: httpx.Request) -> bytes:
     """Request line and headers, with a CR, LF or NUL in any of them refused (header splitting)."""
-    lines = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    lines = [request.method.encode(), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
     for name, value in request.headers.raw:
         lines += (name, b": ", value, b"\r\n")
     lines.append(b"\r\n")
@@ -229,11 +232,11 @@ def _head(request: httpx.Request) -> bytes:
     return head
 
 
-def _framed(parse: _Parse, head_only: bool) -> bool:
-    """Whether this response's end is known without the connection closing."""
-    if head_only or parse.status in _NO_BODY_STATUS:
+def _framed(status: int, headers: list[tuple[bytes, bytes]], head_only: bool) -> bool:
+    """Whether a response's end is known without the connection closing."""
+    if head_only or status in _NO_BODY_STATUS:
         return True
-    for name, value in parse.headers:
+    for name, value in headers:
         lname = name.lower()
         if lname == b"content-length" or (lname == b"transfer-encoding" and b"chunked" in value.lower()):
             return True
@@ -246,7 +249,6 @@ def _at_eof(parse: _Parse) -> _Parse:
         raise httpx.RemoteProtocolError("the server closed the connection without a complete response")
     if parse.framed and not parse.done:
         raise httpx.RemoteProtocolError("the server closed the connection in the middle of the response body")
-    parse.done = True
     return parse
 
 

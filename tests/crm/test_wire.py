@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import ssl
+import struct
 from functools import partial
 
 import httpx
@@ -16,6 +17,7 @@ import trio
 import trustme
 
 from kuloo_daemon.crm import errors as E
+from kuloo_daemon.crm import wire as wire_module
 from kuloo_daemon.crm.budget import RateBudget
 from kuloo_daemon.crm.client import SellClient
 from kuloo_daemon.crm.wire import Wire
@@ -112,6 +114,7 @@ async def test_requests_share_one_connection_and_are_framed_exactly(nursery):
         response = await get(wire, f"{server.url}/v2/leads/{n}?a=1&b=x%20y", method="PUT",
                              content=b'{"x":1}', headers={"Authorization": "Bearer t"})  # fmt: skip
         assert response.status_code == 200 and response.json() == {"ok": True}
+        assert response.http_version == "HTTP/1.1"
     assert server.connections == 1
     head, body = server.requests[2].split(b"\r\n\r\n")
     lines = head.split(b"\r\n")
@@ -181,7 +184,7 @@ async def test_head_and_204_carry_no_body_and_keep_the_connection(nursery):
                              b"HTTP/1.1 204 No Content\r\n\r\n", OK))  # fmt: skip
     await server.serve(nursery)
     wire = Wire()
-    head = await get(wire, server.url + "/", method="HEAD")
+    head = await get(wire, server.url + "/", method="HEAD")  # no body, whatever Content-Length says
     assert head.status_code == 200 and head.content == b""
     assert (await get(wire, server.url + "/", method="DELETE")).status_code == 204
     assert (await get(wire, server.url + "/")).json() == {"ok": True}
@@ -235,7 +238,7 @@ async def test_aclose_closes_idle_connections(nursery):
     await get(wire, server.url + "/")
     await wire.aclose()
     await server.closed.wait()  # the server read EOF
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="the transport is closed"):
         await get(wire, server.url + "/")
 
 
@@ -246,22 +249,24 @@ async def test_refused_connection_is_a_connect_error():
     with trio.socket.socket() as sock:  # a port nobody listens on
         await sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(httpx.ConnectError):
+    with pytest.raises(httpx.ConnectError, match=f"cannot connect to 127.0.0.1:{port}: "):
         await get(Wire(), f"http://127.0.0.1:{port}/")
 
 
-@pytest.mark.parametrize("answer", [
-    b"",  # closed without a word
-    b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"cut",  # cut short in the body
-    b"HTTP/1.1 200 OK\r\nContent-Le",  # cut short in the head
-    b"hello there\r\n\r\n",  # not HTTP
-    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",  # ambiguous length
-], ids=["no-answer", "cut-body", "cut-head", "not-http", "two-lengths"])
-async def test_a_broken_answer_is_a_protocol_error_and_the_connection_dropped(nursery, answer):
+@pytest.mark.parametrize(("answer", "says"), [
+    (b"", "closed the connection without a complete response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"cut", "closed the connection in the middle of the response body"),
+    (b"HTTP/1.1 200 OK\r\nContent-Le", "closed the connection without a complete response"),
+    (b"hello there\r\n\r\n", "reply is not HTTP/1.1: "),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc", "reply is not HTTP/1.1: "),
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+     "the server switched protocols"),
+], ids=["no-answer", "cut-body", "cut-head", "not-http", "two-lengths", "upgrade"])  # fmt: skip
+async def test_a_broken_answer_is_a_protocol_error_and_the_connection_dropped(nursery, answer, says):
     server = Server(replying(answer, close_after=True))
     await server.serve(nursery)
     wire = Wire()
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(httpx.RemoteProtocolError, match=says):
         await get(wire, server.url + "/")
     assert not any(wire._idle.values())
 
@@ -274,7 +279,7 @@ async def test_no_answer_in_time_is_a_read_timeout_and_closes_the_connection(nur
     server = Server(silent)
     await server.serve(nursery)
     request = httpx.Request("GET", server.url + "/", extensions={"timeout": {"read": 0.1}})
-    with pytest.raises(httpx.ReadTimeout):
+    with pytest.raises(httpx.ReadTimeout, match="no complete answer within 0.1 s"):
         await Wire().handle_async_request(request)
     await server.closed.wait()
 
@@ -303,16 +308,37 @@ async def test_a_cancelled_exchange_is_never_reused(nursery):
 async def test_a_header_with_a_line_break_is_refused_before_sending(nursery):
     server = Server(replying(OK))
     await server.serve(nursery)
-    with pytest.raises(httpx.LocalProtocolError):
-        await get(Wire(), server.url + "/", headers={"X-Note": "a\r\nX-Evil: 1"})
-    with pytest.raises(httpx.LocalProtocolError):
-        await get(Wire(), server.url + "/", headers={"X-Note": "a\nb"})
+    for value in ("a\r\nX-Evil: 1", "a\nb", "a\rb", "a\0b"):
+        with pytest.raises(httpx.LocalProtocolError, match="a request header holds a line break or NUL"):
+            await get(Wire(), server.url + "/", headers={"X-Note": value})
     assert server.requests == []
 
 
 async def test_unsupported_scheme():
-    with pytest.raises(httpx.UnsupportedProtocol):
+    with pytest.raises(httpx.UnsupportedProtocol, match="unsupported URL scheme 'ftp'"):
         await get(Wire(), "ftp://localhost/")
+
+
+@pytest.mark.parametrize(("url", "origin"), [
+    ("https://api.getbase.com/v2/leads", (b"https", b"api.getbase.com", 443)),
+    ("http://sell.test/v2/leads", (b"http", b"sell.test", 80)),
+    ("https://sell.test:8443/", (b"https", b"sell.test", 8443)),
+    ("http://127.0.0.1:4000/", (b"http", b"127.0.0.1", 4000)),
+])  # fmt: skip
+def test_the_origin_defaults_the_port_by_scheme(url, origin):
+    assert wire_module._origin(httpx.URL(url)) == origin
+
+
+async def test_a_reset_connection_is_a_read_error(nursery):
+    async def reset(stream, server):
+        await server.read_request(stream, bytearray())
+        stream.socket.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0))
+        stream.socket.close()  # linger 0: the client gets a RST, not a FIN
+
+    server = Server(reset)
+    await server.serve(nursery)
+    with pytest.raises(httpx.ReadError, match="reading the response failed: .*reset"):
+        await get(Wire(), server.url + "/")
 
 
 async def test_sell_client_over_wire_reports_a_cut_connection_as_network_error(nursery):
@@ -340,10 +366,10 @@ def ca():
     return trustme.CA()
 
 
-def tls_server(ca: trustme.CA) -> Server:
+def tls_server(ca: trustme.CA, handler=None, name: str = "localhost") -> Server:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(context)
-    return Server(replying(OK), ssl_context=context)
+    ca.issue_cert(name).configure_cert(context)
+    return Server(handler or replying(OK), ssl_context=context)
 
 
 async def test_https_with_a_trusted_certificate(nursery, ca):
@@ -361,8 +387,27 @@ async def test_https_with_a_trusted_certificate(nursery, ca):
 async def test_https_refuses_an_untrusted_certificate(nursery, ca):
     server = tls_server(ca)
     await server.serve(nursery)
-    with pytest.raises(httpx.ConnectError, match="certificate"):
+    with pytest.raises(httpx.ConnectError, match=f"TLS with localhost:{server.port} failed: .*certificate"):
         await get(Wire(), server.url + "/")  # certifi's store does not know the test CA
+
+
+async def test_https_refuses_a_certificate_for_another_host(nursery, ca):
+    server = tls_server(ca, name="sell.example")
+    await server.serve(nursery)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with pytest.raises(httpx.ConnectError, match="match|mismatch"):
+        await get(Wire(ssl_context=client_context), server.url + "/")
+
+
+async def test_https_body_read_until_close_without_a_tls_goodbye(nursery, ca):
+    """Servers often end a read-until-close body by closing TCP without TLS's close_notify
+    (browsers and httpx accept it): the body is whole."""
+    server = tls_server(ca, replying(b"HTTP/1.1 200 OK\r\n\r\n" + b"z" * 5000, close_after=True))
+    await server.serve(nursery)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    assert (await get(Wire(ssl_context=client_context), server.url + "/")).content == b"z" * 5000
 
 
 async def test_a_connection_not_accepted_in_time_is_a_connect_timeout():
@@ -378,7 +423,7 @@ async def test_a_connection_not_accepted_in_time_is_a_connect_timeout():
             fillers.append(filler)
         request = httpx.Request("GET", f"http://127.0.0.1:{port}/",
                                 extensions={"timeout": {"connect": 0.2, "read": 5}})  # fmt: skip
-        with pytest.raises(httpx.ConnectTimeout):
+        with pytest.raises(httpx.ConnectTimeout, match=f"no connection to 127.0.0.1:{port} within 0.2 s"):
             await Wire().handle_async_request(request)
         for filler in fillers:
             filler.close()
