@@ -213,36 +213,44 @@ class ConversionRef:
 
 @dataclass
 class ConversionScan:
-    """Reading ``GET /v2/lead_conversions`` newest first for the contacts in question.
+    """Reading ``GET /v2/lead_conversions`` newest first for many contacts in question.
 
-    ``created``: each contact's ``created_at`` (a contact without one is never scanned: it is
-    asked one by one — ``one_by_one``). Feed it pages with ``take``; it says when paging may
-    stop. ``found`` holds, per contact, every conversion into it seen; ``open`` the contacts
-    neither explained (a linked lead's conversion into them seen) nor settled (the listing
-    is past the oldest moment a conversion into them may have). A listing that ends settles
-    everything (``finish``).
+    ``created``: the scanned contacts' ``created_at`` (one without it is never scanned: it is
+    asked by its id, ``by_id``). Feed it pages with ``take``: it says when paging stops —
+    every contact explained or settled, or ``cap`` pages read. ``found`` holds, per contact,
+    every conversion into it seen; ``open`` the contacts neither explained (a linked lead's
+    conversion into them seen) nor settled (the listing is past the oldest moment a
+    conversion into them may have). A listing that ends settles everything (``finish``).
+
+    An explained contact is not followed further back: an older conversion of ANOTHER linked
+    lead into the same contact is not seen here — that lead's user is then left on its lead
+    until the lead's deletion is read (``lead_id=``), or, if Sell kept it, stays on it;
+    never lost nor duplicated.
     """
 
     created: dict[int, datetime]
     is_linked_lead: Callable[[int], bool]
+    cap: int
+    by_id: list[int] = field(default_factory=list)
+    pages: int = 0
     found: dict[int, list[ConversionRef]] = field(default_factory=dict)
     open: set[int] = field(default_factory=set)
 
     @classmethod
     def of(cls, contacts: Iterable[tuple[int, datetime | None]],
-           is_linked_lead: Callable[[int], bool]) -> tuple[ConversionScan, list[int]]:
-        """The scan over the contacts with a ``created_at``, and the ids to ask one by one."""
+           is_linked_lead: Callable[[int], bool]) -> ConversionScan:
         created: dict[int, datetime] = {}
-        one_by_one: list[int] = []
+        by_id: list[int] = []
         for contact_id, at in contacts:
             if at is None:
-                one_by_one.append(contact_id)
+                by_id.append(contact_id)
             else:
                 created[contact_id] = at
-        return cls(created, is_linked_lead, open=set(created)), one_by_one
+        return cls(created, is_linked_lead, listing_pages(len(created)), by_id, open=set(created))
 
     def take(self, page: Sequence[ConversionRef]) -> bool:
-        """Match one page (newest first) to the contacts; True when paging may stop."""
+        """Match one page (newest first) to the contacts; True when paging stops."""
+        self.pages += 1
         for conv in page:
             if conv.individual_id in self.created:
                 self.found.setdefault(conv.individual_id, []).append(conv)
@@ -252,8 +260,17 @@ class ConversionScan:
         if dated:  # conversions further on are older still: the contacts created later are settled
             oldest = min(dated)
             self.open = {c for c in self.open if oldest >= self.created[c] - CONVERSION_CLOCK_SLACK}
-        return not self.open
+        return not self.open or self.pages >= self.cap
 
     def finish(self) -> None:
         """The listing ended: no conversion is left unseen."""
         self.open.clear()
+
+    def answered(self) -> dict[int, list[ConversionRef]]:
+        """The conversions into each contact the listing answered for."""
+        return {i: self.found.get(i, []) for i in self.created if i not in self.open}
+
+    def ask_by_id(self) -> list[int]:
+        """The contacts to ask one by one (``individual_id=``): without ``created_at``, or
+        left open by the cap."""
+        return [*self.by_id, *sorted(self.open)]

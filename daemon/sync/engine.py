@@ -234,21 +234,18 @@ class _Run:
         is older than any of them, after ``listing_pages`` pages at most); a contact left open
         by the cap, or without ``created_at``, is asked by its id — so the cost is never more
         than a few pages above one read per contact."""
-        scan, one_by_one = linking.ConversionScan.of(
+        scan = linking.ConversionScan.of(
             ((i, created.get(i)) for i in contact_ids), lambda lead_id: ("lead", lead_id) in self.linked)
         if scan.open:
-            cap = linking.listing_pages(len(scan.open))
-            pages = 0
             async with contextlib.aclosing(
                     self.sell.lead_conversion_pages(per_page=linking.CONVERSIONS_PER_PAGE)) as listing:
                 async for page in listing:
-                    pages += 1
-                    if scan.take([conversion_ref(c) for c in page]) or pages >= cap:
+                    if scan.take([conversion_ref(c) for c in page]):
                         break
                 else:
                     scan.finish()
-        out = {i: scan.found.get(i, []) for i in scan.created if i not in scan.open}
-        for contact_id in [*one_by_one, *sorted(scan.open)]:
+        out = scan.answered()
+        for contact_id in scan.ask_by_id():
             out[contact_id] = [conversion_ref(c) for c in await self.sell.lead_conversions(individual_id=contact_id)]
         return out
 
