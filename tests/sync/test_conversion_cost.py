@@ -100,3 +100,74 @@ def test_a_listing_that_ends_answers_for_every_contact():
 def test_without_created_at_nothing_is_listed():
     scan = scan_of(c1=None, c2=None)
     assert not scan.open and scan.ask_by_id() == [1, 2] and scan.answered() == {}
+
+
+# ----------------------------------------------------------------------------- the engine against sellsim
+
+
+def conversion_reads(counters: dict) -> int:
+    return routes(counters, "GET", "lead_conversions")
+
+
+async def fay_linked_to_a_lead(services, sellsim):
+    """A channel whose user Fay is synced as a lead (leads linked from then on)."""
+    cid = await verified_channel(services)
+    fay = await services.store.run(user_store.add, cid, {
+        "email": "fay@example.com", "first_name": "Fay", "last_name": "Ray", "add_to_crm": True,
+        "frequency": "monthly"}, "admin", services.clock.now())
+    assert (await engine.run_channel(services, cid)).status.value == "ok"
+    await engine.run_channel(services, cid)  # our own writes come back, linked
+    return cid, fay, (await user_doc(services, fay.id)).crm.id
+
+
+async def converted_out_of_reach(sellsim, lead_id: int) -> int:
+    """Fay's lead converted, and the contact's email changed: neither her email nor KulooId."""
+    conversion = await sim(sellsim.convert_lead, lead_id)
+    await sim(sellsim.edit_record, "contact", conversion["individual_id"], {"email": "fay.new@example.com"})
+    return conversion["individual_id"]
+
+
+@pytest.mark.parametrize(("conversion_lead", "sync_api", "per_page"),
+                         [("removed", True, 200), ("kept", False, 200), ("kept", True, 2)])
+async def test_a_bulk_import_while_leads_are_linked_costs_a_listing_per_batch_not_a_read_per_contact(
+        services_config, sellsim, monkeypatch, conversion_lead, sync_api, per_page):
+    """300 contacts entered in Sell while leads are linked, Fay's converted lead among them
+    (its contact without her email or KulooId), a few older conversions in the account: Fay
+    follows the conversion, the 300 become users, and the conversions cost a listing page
+    per batch of the feed — not 300 reads. With 2 conversions a page, the listing stops at
+    the first page older than the new contacts (the created_at rule), so still one a batch.
+
+    Planted bugs: every contact asked by its id (300 reads); the listing not stopped by
+    created_at (two pages a batch with per_page=2); Fay's conversion not matched (a second
+    user, Fay left on her lead)."""
+    monkeypatch.setattr(linking, "CONVERSIONS_PER_PAGE", per_page)
+    config = fast_config(services_config, sellsim)
+    sellsim.set_options(conversion_lead=conversion_lead)
+    if not sync_api:
+        sellsim.set_account(sync_api=False)
+    for i in range(3):  # older conversions, an hour before the import
+        old = sellsim.create_record("lead", {"first_name": "Old", "last_name": f"Lead{i}", "email": f"old{i}@x.test"})
+        sellsim.convert_lead(old["id"])
+        if conversion_lead == "kept":  # not a duplicate of its contact: gone since
+            sellsim.delete_record("lead", old["id"])
+    async with open_services(config) as services:
+        cid, fay, lead_id = await fay_linked_to_a_lead(services, sellsim)
+        await sim(sellsim.advance_clock, 3600)
+        for i in range(300):
+            await sim(sellsim.create_record, "contact", {"first_name": "New", "last_name": f"C{i}",
+                                                         "email": f"new{i}@example.com"})
+            if i == 150:
+                contact_id = await converted_out_of_reach(sellsim, lead_id)
+        await sim(sellsim.reset_counters)
+        run = await engine.run_channel(services, cid)
+        counters = await sim(sellsim.counters)
+        assert run.status.value == "ok", run
+        assert run.counts["users_created"] == 300 and run.counts["leads_created"] == 0, run
+        got = await user_doc(services, fay.id)
+        assert (got.crm.kind, got.crm.id) == ("contact", contact_id) and got.email == "fay.new@example.com"
+        contact = await record(sellsim, "contact", contact_id)
+        assert contact["custom_fields"]["KulooId"] == fay.kuloo_id
+        assert len(await all_users(services, cid)) == 1 + 3 + 300
+        # one listing page a batch of the feed (+ the deleted lead's own lookup), never one a contact
+        batches = routes(counters, "GET", "queues/main") if sync_api else routes(counters, "GET", "/v2/contacts")
+        assert conversion_reads(counters) <= batches + 1 <= 12, counters["routes"]
