@@ -171,3 +171,36 @@ async def test_a_bulk_import_while_leads_are_linked_costs_a_listing_per_batch_no
         # one listing page a batch of the feed (+ the deleted lead's own lookup), never one a contact
         batches = routes(counters, "GET", "queues/main") if sync_api else routes(counters, "GET", "/v2/contacts")
         assert conversion_reads(counters) <= batches + 1 <= 12, counters["routes"]
+
+
+async def test_past_the_page_cap_the_contacts_still_open_are_asked_by_their_id(services_config, sellsim, monkeypatch):
+    """Three new contacts (one is what Fay's lead became, without her email or KulooId), then
+    ten newer conversions of leads merged into a contact already synced: the listing (2 a
+    page here) explains none of the three and is not older than them, so it stops at its cap
+    (⌈3/2⌉ + 2 = 4 pages) and the three are asked by id — Fay's conversion is found that way.
+    The cost: 4 + 3 reads, never more than a few pages above one read per contact.
+
+    Planted bugs: no cap (6 pages, the whole listing); the open contacts not asked after
+    the cap (Fay left on her lead, a second user imported for her contact)."""
+    monkeypatch.setattr(linking, "CONVERSIONS_PER_PAGE", 2)
+    config = fast_config(services_config, sellsim)
+    sellsim.set_options(conversion_lead="removed")
+    sellsim.set_account(conversion_merge="name", sync_api=False)
+    synced = sellsim.create_record("contact", {"first_name": "Old", "last_name": "Timer", "email": "timer@x.test"})
+    async with open_services(config) as services:
+        cid, fay, lead_id = await fay_linked_to_a_lead(services, sellsim)
+        for name in ("A", "B"):
+            await sim(sellsim.create_record, "contact", {"first_name": "New", "last_name": name,
+                                                         "email": f"{name}@example.com"})
+        contact_id = await converted_out_of_reach(sellsim, lead_id)
+        for _ in range(10):  # newer conversions, each merged into the synced contact
+            lead = await sim(sellsim.create_record, "lead", {"first_name": "Old", "last_name": "Timer"})
+            assert (await sim(sellsim.convert_lead, lead["id"]))["individual_id"] == synced["id"]
+        await sim(sellsim.reset_counters)
+        run = await engine.run_channel(services, cid)
+        counters = await sim(sellsim.counters)
+        assert run.status.value == "ok" and run.counts["users_created"] == 2, run
+        got = await user_doc(services, fay.id)
+        assert (got.crm.kind, got.crm.id) == ("contact", contact_id) and got.email == "fay.new@example.com"
+        assert len(await all_users(services, cid)) == 1 + 1 + 2
+        assert conversion_reads(counters) == linking.listing_pages(3) + 3 == 7, counters["routes"]
