@@ -180,8 +180,8 @@ async def test_past_the_page_cap_the_contacts_still_open_are_asked_by_their_id(s
     (⌈3/2⌉ + 2 = 4 pages) and the three are asked by id — Fay's conversion is found that way.
     The cost: 4 + 3 reads, never more than a few pages above one read per contact.
 
-    Planted bugs: no cap (6 pages, the whole listing); the open contacts not asked after
-    the cap (Fay left on her lead, a second user imported for her contact)."""
+    Planted bugs: no cap (6 pages, the whole listing); the contacts still open at the cap
+    taken as never converted (Fay left on her lead, a second user imported for her contact)."""
     monkeypatch.setattr(linking, "CONVERSIONS_PER_PAGE", 2)
     config = fast_config(services_config, sellsim)
     sellsim.set_options(conversion_lead="removed")
