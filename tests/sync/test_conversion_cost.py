@@ -24,7 +24,8 @@ from .test_conversion_edges import all_users, record, routes, sim, user_doc
 from .test_engine_inprocess import fast_config, verified_channel
 
 SOAK = os.environ.get("KULOO_SOAK") == "1"
-BULK = 5000 if SOAK else 300  # contacts entered in Sell at once (make soak: the 5,000 of the issue)
+BULK = 4990 if SOAK else 300  # contacts entered in Sell at once (make soak: about the 5,000 of the issue,
+#                                within the pro plan's cap of 5,000 links)
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LINKED_LEADS = {10, 11, 12}
 
@@ -134,7 +135,7 @@ async def converted_out_of_reach(sellsim, lead_id: int) -> int:
                          [("removed", True, 200), ("kept", False, 200), ("kept", True, 2)])
 async def test_a_bulk_import_while_leads_are_linked_costs_a_listing_per_batch_not_a_read_per_contact(
         services_config, sellsim, monkeypatch, conversion_lead, sync_api, per_page):
-    """300 contacts (5,000 under KULOO_SOAK=1) entered in Sell while leads are linked, Fay's converted lead among them
+    """300 contacts (4,990 under KULOO_SOAK=1) entered in Sell while leads are linked, Fay's converted lead among them
     (its contact without her email or KulooId), a few older conversions in the account: Fay
     follows the conversion, the 300 become users, and the conversions cost a listing page
     per batch of the feed — not 300 reads. With 2 conversions a page, the listing stops at
