@@ -9,7 +9,9 @@ One run of one channel (``run_channel``):
    the contact they became read); so are records that collide with a user linked to the
    other kind, for conversions that keep the lead, and new contacts that match no user
    while leads are linked, for conversions that changed the email and KulooId
-   (``kept_conversions``). The batch is applied in ONE store unit of work
+   (``kept_conversions``; more than a couple of those in a batch — a bulk import into
+   Sell — are matched against one listing of the conversions, newest first, rather than
+   a read each: ``matching_conversions``). The batch is applied in ONE store unit of work
    (``apply_batch``, where the rules decide), the Sell writes it asks for are made
    (changed fields only), what Sell took is confirmed — and only then is the batch
    acknowledged to Sell (resuming the feed).
