@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..vocabulary import CUSTOM_FIELDS, FIELD_BY_NAME, FIELDS, parse_sell_date, to_kuloo, to_sell
+from ..vocabulary import CUSTOM_FIELDS, FIELD_BY_NAME, FIELDS, parse_sell_date, to_kuloo
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 KULOO_ID = "KulooId"
@@ -54,9 +54,12 @@ def canonical(name: str, value: Any) -> Any:
     return str(value)
 
 
+_TO_SELL = tuple((f.name, f.to_sell_fn) for f in FIELDS)  # to_sell without its lookup per field
+
+
 def kuloo_values(user: Mapping[str, Any]) -> dict[str, Any]:
-    """Every mapped field as the Kuloo user says it."""
-    return {name: canonical(name, to_sell(name, user)) for name in FIELD_NAMES}
+    """Every mapped field as the Kuloo user says it (``to_sell``, made canonical)."""
+    return {name: canonical(name, to_sell_fn(user)) for name, to_sell_fn in _TO_SELL}
 
 
 def sell_raw(record: Any, name: str) -> Any:
@@ -68,9 +71,18 @@ def sell_raw(record: Any, name: str) -> Any:
     return record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
 
 
+_CUSTOM = tuple((f.name, f.custom) for f in FIELDS)
+
+
 def sell_values(record: Any) -> dict[str, Any]:
-    """Every mapped field as the Sell record says it."""
-    return {name: canonical(name, sell_raw(record, name)) for name in FIELD_NAMES}
+    """Every mapped field as the Sell record says it (``sell_raw`` of each, made canonical)."""
+    if isinstance(record, Mapping):
+        custom = record.get("custom_fields") or {}
+        return {name: canonical(name, custom.get(name) if is_custom else record.get(name))
+                for name, is_custom in _CUSTOM}
+    custom = record.custom_fields or {}
+    return {name: canonical(name, custom.get(name) if is_custom else getattr(record, name, None))
+            for name, is_custom in _CUSTOM}
 
 
 def kuloo_attrs(changes: Mapping[str, Any]) -> dict[str, Any]:

@@ -225,6 +225,13 @@ def user_view(row: UserRow, sync_error: str | None = None) -> dict[str, Any]:
             "last_active": row.last_active, "sync_error": row.sync_error if sync_error is None else sync_error}
 
 
+def _view_of(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``user_view`` of a row read as plain values (``VIEW_COLUMNS``)."""
+    view = {k: values[k] for k in VIEW_COLUMNS if k != "id"}
+    view["promo_tags"] = list(values["promo_tags"] or ())
+    return view
+
+
 def _changed_at(row: UserRow) -> dict[str, datetime | None]:
     stamps = row.changed_at or {}
     out: dict[str, datetime | None] = {}
@@ -410,13 +417,28 @@ def _users_matching(channel_id: int, records: Sequence[RecordIn], keys: Sequence
     """The query for the channel's users these records may belong to: by link, KulooId, email."""
     kuloo_ids = [r.values.get(KULOO_ID) for r in records if r.values.get(KULOO_ID)]
     emails = [e for r in records if (e := normalize_email(r.email))]
-    # "" matches no row (PostgreSQL refuses a NUL in text, the old sentinel)
-    q = Q(kuloo_id__in=kuloo_ids or [""]) | Q(email_key__in=emails or [""])
+    # "" matches no row (PostgreSQL refuses a NUL in text, the old sentinel). The channel is
+    # in each branch of the OR, so that each one is a search of its own index (SQLite's
+    # multi-index OR, PostgreSQL's bitmap OR): with it outside, SQLite reads every user of
+    # the channel for each batch.
+    q = Q(channel_id=channel_id, kuloo_id__in=kuloo_ids or [""]) | Q(channel_id=channel_id,
+                                                                       email_key__in=emails or [""])
     for kind in ("lead", "contact"):
         ids = [i for k, i in keys if k == kind]
         if ids:
-            q |= Q(crm_kind=kind, crm_id__in=ids)
-    return UserRow.filter(q, channel_id=channel_id)
+            q |= Q(channel_id=channel_id, crm_kind=kind, crm_id__in=ids)
+    return UserRow.filter(q)
+
+
+def _errors_matching(channel_id: int, keys: Sequence[tuple[str, int]], user_ids: Sequence[int]) -> Any:
+    """The query for the errors of these records (those without a user) and of these users
+    (the channel's), each branch of the OR a search of its own index (as in ``_users_matching``);
+    None when there is nothing to look for."""
+    branches = [Q(channel_id=channel_id, crm_kind=kind, crm_id__in=[i for k, i in keys if k == kind], user_id=None)
+                for kind in sorted({k for k, _i in keys})]
+    if user_ids:
+        branches.append(Q(user_id__in=list(user_ids)))
+    return SyncError.filter(Q(*branches, join_type="OR")) if branches else None
 
 
 def _record_ref(rec: RecordIn) -> RecordRef:
@@ -464,11 +486,17 @@ class _Batch:
         self.pending: list[Any] = []  # imported users' tags and first audit entries, inserted together
         self.pending_users: set[int] = set()
         self.imports: list[tuple[UserRow, RecordIn]] = []  # new users, not inserted yet
+        self.writes = user_store.RowWrites()  # merged users' UPDATEs, written together before the commit
 
     async def flush(self) -> None:
         if self.pending:
             await user_store.save_pending(self.pending)
         self.pending_users.clear()
+
+    def audit(self, row: UserRow, name: str, old: Any, new: Any, note: str) -> None:
+        """An audit entry, inserted with the batch's others (``flush``): every entry of the
+        batch goes through ``pending`` in order, so a user's log keeps its order."""
+        self.pending.append(user_store.audit_entry(row, name, old, new, actor=Actor.SYNC, now=self.now, note=note))
 
     async def load(self, records: Sequence[RecordIn], deletions: Sequence[DeletionIn]) -> None:
         cid = self.channel.id
@@ -479,14 +507,12 @@ class _Batch:
         for row in rows:
             self.rows[row.id] = row
             self.index.put(_ref(row))
-        self.linked = await _linked_count(cid)
-        self.suspended = await _suspended(cid, self.cap)
+        if self.cap is not None:  # no cap, no count to keep (``_room``)
+            self.linked = await _linked_count(cid)
+            self.suspended = await _suspended(cid, self.cap)
         # The errors this batch may clear, read once (most records have none).
-        record_ids = [i for _k, i in keys]
-        eq = Q(crm_id__in=record_ids or [-1], user_id=None)
-        if self.rows:
-            eq |= Q(user_id__in=list(self.rows))
-        for e in await SyncError.filter(eq, channel_id=cid):
+        query = _errors_matching(cid, keys, list(self.rows))
+        for e in await query if query is not None else ():
             if e.user_id is not None:  # type: ignore[attr-defined]
                 self.user_errors[e.user_id] = e  # type: ignore[attr-defined]
             else:
@@ -542,8 +568,8 @@ class _Batch:
             await _set_error(self.channel.id, self.now, user=row, kind=None, crm_id=None, email=row.email,
                              code=E_CONVERTED, text=texts.converted_into_linked_contact(
                                  d.id, conv.individual_id, follow.holder.email))
-            await _audit(row, "crm", f"lead {d.id}", None, f"lead converted in Sell into contact "
-                         f"{conv.individual_id}, already synced with {follow.holder.email}: sync stopped", self.now)
+            self.audit(row, "crm", f"lead {d.id}", None, f"lead converted in Sell into contact "
+                       f"{conv.individual_id}, already synced with {follow.holder.email}: sync stopped")
             self.out.add("errors")
             self.out.touched(row.id)
             return None
@@ -563,7 +589,8 @@ class _Batch:
             self.index.relink(row.id, ("contact", conv.individual_id))
             self.out.unlinked.append(old)
             self.out.linked.append(("contact", conv.individual_id))
-            await _audit(row, "crm", f"lead {d.id}", f"contact {conv.individual_id}", "lead converted in Sell: following the user to the contact", self.now)
+            self.audit(row, "crm", f"lead {d.id}", f"contact {conv.individual_id}",
+                       "lead converted in Sell: following the user to the contact")
             self.out.touched(row.id)
             return contact
         _unlink(row)
@@ -577,8 +604,8 @@ class _Batch:
             self.out.add("errors")
             return None
         again = row.add_to_crm or self.channel.add_all_users_to_crm
-        await _audit(row, "crm", f"{d.kind} {d.id}", None, "deleted in Sell: " + ("pushed again as a new lead" if again
-                                                            else "sync stopped for this user"), self.now)
+        self.audit(row, "crm", f"{d.kind} {d.id}", None, "deleted in Sell: " + ("pushed again as a new lead" if again
+                                                             else "sync stopped for this user"))
         return None
 
     # -- records
@@ -615,7 +642,7 @@ class _Batch:
             self.index.relink(row.id, (rec.kind, rec.id))
             self.linked += 1
             self.out.linked.append((rec.kind, rec.id))
-            await _audit(row, "crm", None, f"{rec.kind} {rec.id}", "linked to the Sell record", self.now)
+            self.audit(row, "crm", None, f"{rec.kind} {rec.id}", "linked to the Sell record")
             await self.merge(row, rec)
         elif d.action == linking.IMPORT:
             if not self._room():
@@ -644,7 +671,7 @@ class _Batch:
         fields = {"email": email, "source": Source.SYNC.value, "add_to_crm": False, "crm_kind": rec.kind,
                   "crm_id": rec.id, "crm_linked_at": self.now, "synced_values": dict(rec.values), **attrs}
         fields.setdefault("frequency", "weekly")
-        row = user_store.new_row(self.channel.id, fields, self.now)
+        row = user_store.new_row(self.channel.id, fields, self.now, checked=False)
         # Inserted with the batch's other imports (``save_imports``); until then the index
         # knows it by a provisional id, enough to call a later record with its email or
         # KulooId a duplicate of this one.
@@ -695,7 +722,7 @@ class _Batch:
                 new_base[name] = base[name]
         base_saved = new_base == (row.synced_values or {})
         if row.id in self.pending_users and (result.to_kuloo or not imported):
-            await self.flush()  # the user's first audit entry goes before the ones written now
+            await self.flush()  # its tag rows are in before apply_changes rewrites them
         if result.to_kuloo:
             try:
                 attrs = kuloo_attrs(result.to_kuloo)
@@ -729,18 +756,18 @@ class _Batch:
                 also = () if base_saved else ("synced_values",)  # saved by the same UPDATE
                 row.synced_values = new_base
                 if await user_store.apply_changes(row, field_attrs, actor=Actor.SYNC, now=self.now, note=note,
-                                                  also=also):
+                                                  also=also, pending=self.pending, writes=self.writes):
                     base_saved = True
             if not imported:
                 self.out.add("users_updated")
             self.out.touched(row.id)
         for change in result.changes:
             if change.side != KULOO and not imported:
-                await _audit(row, change.field, change.sell, change.kuloo,
-                                        f"written to Sell {rec.kind} {rec.id}: {change.note}", self.now)
+                self.audit(row, change.field, change.sell, change.kuloo,
+                           f"written to Sell {rec.kind} {rec.id}: {change.note}")
         if not base_saved:
             row.synced_values = new_base
-            await row.save(update_fields=["synced_values"])
+            self.writes.save(row, ["synced_values"])
         if not hold:
             self._sync_write(rec, dict(result.to_sell), row)
 
@@ -765,6 +792,7 @@ async def apply_batch(channel_id: int, records: Sequence[RecordIn], deletions: S
             await batch.record(rec)
         await batch.save_imports()
         await batch.flush()
+        await batch.writes.flush()
         if feed_state is not None:
             channel.sync_state = dict(feed_state)
             await channel.save(update_fields=["sync_state"])
@@ -802,20 +830,21 @@ async def plan_pushes(channel_id: int, now: datetime, retries: int = 3) -> PushP
             SyncRunStatus.OK.value, SyncRunStatus.PARTIAL.value]).order_by("-id").first()
         if since is not None:
             linked = linked.filter(Q(updated_at__gte=since.started_at) | Q(id__in=list(errors_by_user) or [0]))
-        for row in await linked.only(*VIEW_COLUMNS, "crm_kind", "crm_id", "synced_values"):
-            err = errors_by_user.get(row.id)
+        # plain values (no model per user: a first run reads every linked user)
+        for row in await linked.values(*VIEW_COLUMNS, "crm_kind", "crm_id", "synced_values"):
+            err = errors_by_user.get(row["id"])
             if err is not None and err.code in (E_TAMPERED, E_DUPLICATE, E_VALUE, E_CAP):
                 continue  # waits for the record to change in Sell
-            k = kuloo_values(user_view(row))
-            base = row.synced_values or {}
+            k = kuloo_values(_view_of(row))
+            base = row["synced_values"] or {}
             fields = {n: k[n] for n in FIELD_NAMES if n not in base or base[n] != k[n]}
             if not fields:
                 continue
             if err is not None and err.code == E_REFUSED and err.payload_key == payload_key(fields) \
                     and err.attempts >= retries:
                 continue  # refused that often: wait for a change
-            updates.append(SellWrite(row.crm_kind, int(row.crm_id), fields, row.id, tuple(row.promo_tags or ()),
-                                     row.email))
+            updates.append(SellWrite(row["crm_kind"], int(row["crm_id"]), fields, row["id"],
+                                     tuple(row["promo_tags"] or ()), row["email"]))
         wanted = UserRow.filter(channel_id=channel_id, crm_id__isnull=True)
         if not channel.add_all_users_to_crm:
             wanted = wanted.filter(add_to_crm=True)
@@ -832,9 +861,10 @@ async def plan_pushes(channel_id: int, now: datetime, retries: int = 3) -> PushP
         for row in chosen.admitted:
             look_up_first = row.crm_push_at is not None
             row.crm_push_at = now
-            await row.save(update_fields=["crm_push_at"])
             creates.append(PushIn(row.id, row.kuloo_id, row.email, kuloo_values(user_view(row, "")),
                                   tuple(row.promo_tags or ()), look_up_first))
+        # every intent in one statement, committed with this unit before any POST
+        await user_store.update_many(UserRow, ["crm_push_at"], [(now, row.id) for row in chosen.admitted])
         for row in chosen.refused:
             await _set_error(channel_id, now, user=row, kind=None, crm_id=None, email=row.email, code=E_CAP,
                              text=texts.plan_cap(Plan(channel.plan)))
@@ -853,8 +883,11 @@ async def confirm_writes(channel_id: int, accepted: Sequence[SellWrite], refused
         ids = {w.user_id for w in accepted if w.user_id} | {w.user_id for w, _ in refused if w.user_id}
         rows = {r.id: r for r in await UserRow.filter(id__in=list(ids) or [0]).select_for_update().only(
             "id", "crm_kind", "crm_id", "synced_values", "sync_error")}
-        refused_users = set(await SyncError.filter(user_id__in=list(rows) or [0], code=E_REFUSED).values_list(
-            "user_id", flat=True))
+        # A user's Sync error row goes with its ``sync_error`` text (``_set_error``,
+        # ``_clear_errors``): users without one have no refusal to clear (most batches).
+        with_error = [r.id for r in rows.values() if r.sync_error]
+        refused_users = set(await SyncError.filter(user_id__in=with_error, code=E_REFUSED).values_list(
+            "user_id", flat=True)) if with_error else set()
         moved: dict[int, UserRow] = {}
         for w in accepted:
             row = rows.get(w.user_id) if w.user_id else None
@@ -870,8 +903,7 @@ async def confirm_writes(channel_id: int, accepted: Sequence[SellWrite], refused
                 if row.sync_error:
                     row.sync_error = ""
                     await row.save(update_fields=["sync_error"])
-        if moved:
-            await UserRow.bulk_update(list(moved.values()), fields=["synced_values"])
+        await user_store.update_many(UserRow, ["synced_values"], [(r.synced_values, r.id) for r in moved.values()])
         for w, text in refused:
             row = rows.get(w.user_id) if w.user_id else None
             await _set_error(channel_id, now, user=row, kind=w.kind, crm_id=w.id, email=w.email, code=E_REFUSED,

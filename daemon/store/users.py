@@ -37,6 +37,7 @@ from typing import Any
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Subquery
+from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from ..vocabulary import (
@@ -206,11 +207,51 @@ async def _email_taken(channel_id: int, key: str, other_than: int | None = None)
         raise Conflict(f"user {taken['id']} of channel {channel_id} already has the email {taken['email']!r}")
 
 
+# ----------------------------------------------------------------------------- rows made in bulk
+
+_TEMPLATES: dict[type[Model], dict[str, Any]] = {}
+
+
+def bare_row(model: type[Model], values: Mapping[str, Any], *, template: Mapping[str, Any] | None = None) -> Any:
+    """An unsaved ``model`` instance holding ``values`` as given, for ``bulk_create``.
+
+    ``Model.__init__`` converts and checks every field through a ``__setattr__`` hook
+    (about 20 µs a row): most of a bulk insert's cost. The rows made here hold values this
+    module built itself, already of the column's Python type; the fields not given keep
+    their declared defaults (``template``: one instance made the checked way, per model).
+    The instance is the same as ``__init__`` makes (``tests/daemon/test_users_store.py``).
+    """
+    if template is None:
+        template = _TEMPLATES.get(model)
+    obj = model.__new__(model)
+    state = obj.__dict__
+    state["_partial"] = False
+    state["_saved_in_db"] = False
+    state["_custom_generated_pk"] = False
+    state["_await_when_save"] = {}
+    if template:
+        for key, value in template.items():
+            # mutable defaults (a JSON list or dict) are never shared between rows
+            state[key] = value.copy() if isinstance(value, list | dict) else value
+    state.update(values)
+    return obj
+
+
+def _user_template() -> dict[str, Any]:
+    template = _TEMPLATES.get(UserRow)
+    if template is None:
+        proto = UserRow(channel_id=0, kuloo_id="", email="")
+        template = {k: v for k, v in proto.__dict__.items() if not k.startswith("_")}
+        _TEMPLATES[UserRow] = template
+    return template
+
+
 def audit_entry(row: UserRow, field: str, old: Any, new: Any, *, actor: Actor, now: datetime,
                 note: str = "") -> AuditEntry:
     """An unsaved audit entry about ``row`` (save it, or ``AuditEntry.bulk_create`` many)."""
-    return AuditEntry(channel_id=row.channel_id, user_id=row.id, at=now,  # type: ignore[attr-defined]
-                      actor=Actor(actor).value, field=field, old=json.dumps(old), new=json.dumps(new), note=note)
+    return bare_row(AuditEntry, {"id": None, "channel_id": row.channel_id, "user_id": row.id,  # type: ignore[attr-defined]
+                                 "at": now, "actor": Actor(actor).value, "field": field, "old": json.dumps(old),
+                                 "new": json.dumps(new), "note": note}, template={})
 
 
 def _audit_record(entry: AuditEntry) -> AuditRecord:
@@ -220,7 +261,8 @@ def _audit_record(entry: AuditEntry) -> AuditRecord:
 
 
 def _tag_rows(row: UserRow, tags: Iterable[str]) -> list[UserTag]:
-    return [UserTag(user_id=row.id, channel_id=row.channel_id, tag=t)  # type: ignore[attr-defined]
+    return [bare_row(UserTag, {"id": None, "user_id": row.id, "channel_id": row.channel_id,  # type: ignore[attr-defined]
+                               "tag": str(t)}, template={})
             for t in dict.fromkeys(tags)]
 
 
@@ -228,6 +270,51 @@ async def _write_tags(row: UserRow, tags: Iterable[str], *, fresh: bool = False)
     if not fresh:
         await UserTag.filter(user_id=row.id).delete()
     await UserTag.bulk_create(_tag_rows(row, tags))
+
+
+async def update_many(model: type[Model], columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """``UPDATE`` many rows of ``model``: each of ``rows`` is (a value per column..., the pk).
+
+    One statement, prepared by tortoise for the database's dialect (the one ``save(update_fields=...)``
+    uses) and executed for every row, inside the caller's transaction — where ``bulk_update``
+    builds, for each call, a ``CASE`` over every row and column.
+    """
+    if not rows:
+        return
+    db = model._meta.db
+    sql = db.executor_class(model=model, db=db).get_update_sql(list(columns), None)
+    fields_map = model._meta.fields_map
+    to_db = [fields_map[c].to_db_value for c in columns]
+    pk = model._meta.pk.to_db_value
+    n = len(to_db)
+    await db.execute_many(sql, [[conv(v, None) for conv, v in zip(to_db, row[:n], strict=True)] + [pk(row[n], None)]
+                                for row in rows])
+
+
+class RowWrites:
+    """``row.save(update_fields=...)`` of user rows, gathered in one unit of work and written
+    together by ``flush`` (before it commits): one prepared UPDATE per set of columns
+    (``update_many``) instead of one statement per row. What is written is each row's value
+    at ``flush``, so saves of the same row made meanwhile stay consistent with it.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[int, tuple[UserRow, set[str]]] = {}
+
+    def save(self, row: UserRow, fields: Iterable[str]) -> None:
+        entry = self._rows.get(row.id)
+        if entry is None:
+            self._rows[row.id] = (row, set(fields))
+        else:
+            entry[1].update(fields)
+
+    async def flush(self) -> None:
+        groups: dict[tuple[str, ...], list[UserRow]] = {}
+        for row, fields in self._rows.values():
+            groups.setdefault(tuple(sorted(fields)), []).append(row)
+        self._rows.clear()
+        for columns, rows in groups.items():
+            await update_many(UserRow, columns, [(*(getattr(r, c) for c in columns), r.id) for r in rows])
 
 
 async def save_pending(pending: list[AuditEntry | UserTag]) -> None:
@@ -242,11 +329,19 @@ async def save_pending(pending: list[AuditEntry | UserTag]) -> None:
 # ----------------------------------------------------------------------------- for every writer
 
 
-def new_row(channel_id: int, fields: Mapping[str, Any], now: datetime) -> UserRow:
-    """An unsaved user row: a new KulooId, the email key, the search text (see ``insert``)."""
+def new_row(channel_id: int, fields: Mapping[str, Any], now: datetime, *, checked: bool = True) -> UserRow:
+    """An unsaved user row: a new KulooId, the email key, the search text (see ``insert``).
+
+    ``checked=False`` (the sync's imports, whose ``fields`` it built from canonical values)
+    skips tortoise's per-field checks: ``bare_row``.
+    """
     values = {k: _plain(k, v) for k, v in fields.items()}
-    row = UserRow(channel_id=channel_id, kuloo_id=new_kuloo_id(), email_key=email_key(values["email"]),
-                  created_at=now, updated_at=now, changed_at={}, revision=1, **values)
+    base = {"channel_id": channel_id, "kuloo_id": new_kuloo_id(), "email_key": email_key(values["email"]),
+            "created_at": now, "updated_at": now, "changed_at": {}, "revision": 1}
+    if checked:
+        row = UserRow(**base, **values)
+    else:
+        row = bare_row(UserRow, {**base, **values}, template=_user_template())
     row.search_text = search_text(row.email, row.first_name, row.last_name)
     if row.promo_tags:
         row.promo_started_at = now
@@ -295,13 +390,19 @@ async def insert_many(rows: Sequence[tuple[UserRow, str]], *, actor: Actor, now:
 
 
 async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Actor, now: datetime,
-                        note: str = "", also: Sequence[str] = ()) -> tuple[str, ...]:
+                        note: str = "", also: Sequence[str] = (),
+                        pending: list[AuditEntry | UserTag] | None = None,
+                        writes: RowWrites | None = None) -> tuple[str, ...]:
     """Apply the editable-field ``changes`` to ``row`` and save it; returns what changed.
 
     Call inside a transaction (``in_transaction()``). Only fields whose value differs
     count: each gets an audit entry with both values and ``note``, and its change time;
     the revision goes up once. Nothing changed: nothing is written. ``also``: other
     columns the caller set on ``row``, saved by the same UPDATE when there is one.
+    ``pending``: the audit entries are appended there (in order) for the caller's
+    ``save_pending`` in the same transaction, instead of one INSERT per call; ``writes``:
+    the row's UPDATE joins the caller's ``RowWrites`` (a new email is written at once: later
+    checks of the unit look for a taken address in the database).
     """
     changed: list[str] = []
     entries: list[AuditEntry] = []
@@ -333,8 +434,14 @@ async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Acto
     row.changed_at = stamps
     row.revision += 1
     row.updated_at = now
-    await row.save(update_fields=update_fields)
-    await AuditEntry.bulk_create(entries)
+    if writes is not None and "email" not in changed:
+        writes.save(row, update_fields)
+    else:
+        await row.save(update_fields=update_fields)
+    if pending is None:
+        await AuditEntry.bulk_create(entries)
+    else:
+        pending.extend(entries)
     if "promo_tags" in changed:
         await _write_tags(row, row.promo_tags)
     if "unsubscribed" in changed and row.unsubscribed:

@@ -366,11 +366,13 @@ async def run_channel(services: Services, channel_id: int, *, scheduled: bool = 
     """Run one sync of the channel now; a run in progress is waited for, then a fresh one runs.
 
     On PostgreSQL the channel's sync lease is held for the run (``services.Leases``): a
-    run in another daemon is waited for too; a scheduled run leased elsewhere, or no longer
-    due once the lease is ours (another daemon just ran it), is skipped (None)."""
+    run in another daemon is waited for too; a scheduled run leased elsewhere is skipped
+    (None). So is a scheduled run no longer due once the lock (and lease) is ours: a
+    ``sync.run`` of this daemon, or another daemon, ran the channel meanwhile — the
+    scheduler read it due before that run began."""
     lock = _locks(services).setdefault(channel_id, trio.Lock())
     async with lock, services.leases.hold("sync", channel_id, wait=not scheduled) as held:
-        if not held or (scheduled and services.leases.shared and not await _still_due(services, channel_id)):
+        if not held or (scheduled and not await _still_due(services, channel_id)):
             return None
         return await _run(services, channel_id)
 

@@ -175,3 +175,21 @@ async def test_two_new_records_with_one_email_in_one_batch_make_one_user_and_a_d
         errors, _next = await services.store.run(sync_store.errors, cid, None, 10)
         assert [(e.crm_kind, e.crm_id) for e in errors] == [("contact", second["id"])]
         assert f"lead {first['id']}" in errors[0].error
+
+
+async def test_a_scheduled_run_no_longer_due_once_it_has_the_lock_is_skipped(services_config, sellsim):
+    """The scheduler reads a channel due, then waits for the lock held by a ``sync.run`` of
+    the same channel: once that run has ended, the channel is not due any more and the
+    scheduled run does not follow it (it did on SQLite, where the check was PostgreSQL's
+    only: two runs for one due time, a flaky ``test_schedule``). A channel still due runs.
+    Planted bug: the check left to PostgreSQL."""
+    sellsim.load_seed(default_seed(leads=2))
+    async with open_services(fast_config(services_config, sellsim)) as services:
+        cid = await verified_channel(services)  # due at once
+        manual = await engine.run_channel(services, cid)
+        assert manual.status.value == "ok"
+        assert await engine.run_channel(services, cid, scheduled=True) is None
+        assert [r.id for r in await services.store.run(sync_store.runs, cid, 10)] == [manual.id]
+        await services.clock.advance(300)  # the pro plan's cadence: due again
+        scheduled = await engine.run_channel(services, cid, scheduled=True)
+        assert scheduled is not None and scheduled.id != manual.id

@@ -6,17 +6,24 @@ Each test names the bugs planted against it, each of which made it fail.
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kuloo_daemon.crm.records import Contact, Lead
 from kuloo_daemon.rules.values import (
+    FIELD_NAMES,
     canonical,
     kuloo_attrs,
+    kuloo_values,
     normalize_email,
     sell_payload,
     sell_raw,
     sell_values,
 )
+from kuloo_daemon.vocabulary import to_sell
 
 
 @pytest.mark.parametrize("name", ["first_name", "Promo", "Last active", "email", "Subscription"])
@@ -80,3 +87,35 @@ def test_payload_keeps_promo_s_own_order_and_clears_a_blank_one():
     assert sell_payload({"Promo": ["b", "a"]}) == {"custom_fields": {"Promo": ["b", "a"]}}
     assert sell_payload({"Promo": None}) == {"custom_fields": {"Promo": None}}
     assert sell_payload({"Promo": ["c", "a"]}, promo_order=["a", "z"]) == {"custom_fields": {"Promo": ["a", "c"]}}
+
+
+_TEXT = st.one_of(st.none(), st.sampled_from(["", " ", "Ann", " x@Y.test ", "weekly", "sync", "2026-04-27", "4/27/2016"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(standard=st.fixed_dictionaries({n: _TEXT for n in ("email", "first_name", "last_name")}),
+       custom=st.one_of(st.none(), st.dictionaries(st.sampled_from(["Promo", "Subscription", "Source", "Last active",
+                                                                    "KulooId", "Sync error", "Other"]),
+                                                   st.one_of(_TEXT, st.lists(_TEXT, max_size=3)), max_size=7)))
+def test_sell_values_is_sell_raw_of_every_field_made_canonical(standard, custom):
+    """``sell_values`` reads each field without ``sell_raw``'s lookups: the same values, for a
+    mapping and for the records ``crm`` makes. Planted bugs: a standard field read from the
+    custom fields; a record without custom fields failing."""
+    data = {"id": 1, **standard, "custom_fields": custom}
+    for record in (data, Lead.from_data(data), Contact.from_data(data)):
+        assert sell_values(record) == {n: canonical(n, sell_raw(record, n)) for n in FIELD_NAMES}
+
+
+@settings(max_examples=200, deadline=None)
+@given(user=st.fixed_dictionaries({
+    "kuloo_id": _TEXT.map(lambda v: v or ""), "email": _TEXT.map(lambda v: v or ""),
+    "first_name": _TEXT.map(lambda v: v or ""), "last_name": _TEXT.map(lambda v: v or ""),
+    "source": st.sampled_from(["", "admin", "signup", "sync"]),
+    "frequency": st.sampled_from(["daily", "weekly", "monthly", "disabled"]), "unsubscribed": st.booleans(),
+    "promo_tags": st.lists(st.sampled_from(["a", "b", "c"]), max_size=3),
+    "last_active": st.one_of(st.none(), st.datetimes(timezones=st.just(UTC))),
+    "sync_error": _TEXT.map(lambda v: v or "")}))
+def test_kuloo_values_is_to_sell_of_every_field_made_canonical(user):
+    """``kuloo_values`` calls each field's ``to_sell`` directly: the same values as through
+    ``vocabulary.to_sell``. Planted bug: one field's function paired with another's name."""
+    assert kuloo_values(user) == {n: canonical(n, to_sell(n, user)) for n in FIELD_NAMES}
