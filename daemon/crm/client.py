@@ -462,6 +462,8 @@ class SellClient:
                 return
             following = dict(params)
             following.update(nxt)
+            if "cursor" in nxt and "page" not in nxt:  # a cursor replaces the page (Sell refuses both)
+                following.pop("page", None)
             if paged and "page" not in nxt and "cursor" not in nxt:
                 following["page"] = str(int(params.get("page", "1")) + 1)
             if following == params:  # a server pointing at the same page again
@@ -590,6 +592,16 @@ class SellClient:
         async for page in self.pages(path, filters, per_page=100):
             out.extend(parse_record(LeadConversion.from_data, d, "GET", path) for d in page)
         return out
+
+    async def lead_conversion_pages(
+        self, per_page: int = 200, **filters: Any
+    ) -> AsyncIterator[list[LeadConversion]]:
+        """The matching conversions page by page, newest first (by id), following
+        ``next_page`` (a cursor past page 1): the caller stops when it has seen enough.
+        ``per_page`` up to 200 on this endpoint."""
+        path = "/v2/lead_conversions"
+        async for page in self.pages(path, filters, per_page=per_page):
+            yield [parse_record(LeadConversion.from_data, d, "GET", path) for d in page]
 
     async def convert_lead(self, lead_id: int, **options: Any) -> LeadConversion:
         data = {"lead_id": int(lead_id), **options}

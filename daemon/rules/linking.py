@@ -35,13 +35,24 @@ DECISIONS.md's conversion edge cases):
 - converted to an organization only                 → ``organization_only``: unlinked
   with a Sync error, not pushed again
 
+Which linked lead, if any, became each of MANY contacts in question (``ConversionScan``):
+at most ``FEW_CONVERSION_QUESTIONS`` are asked one by one (``individual_id=C``, the cheapest);
+more are matched against ONE listing of the conversions, newest first, that stops as soon as
+every contact is explained (a linked lead's conversion into it was seen), or is older than
+any conversion into it can be (its ``created_at`` minus ``CONVERSION_CLOCK_SLACK``), or
+after ``listing_pages(n)`` pages — what is still open then is asked one by one, so the
+cost never exceeds the one-by-one reads by more than those few pages.
+
 ``LinkIndex`` is the plain lookup the engine keeps up to date while it walks a batch,
 so a second record with the same new email in one batch is a duplicate of the first.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 MERGE = "merge"
 LINK = "link"
@@ -55,6 +66,16 @@ IGNORE = "ignore"
 FOLLOW = "follow"
 CONVERTED_INTO_LINKED = "converted_into_linked"
 ORGANIZATION_ONLY = "organization_only"
+
+# ConversionScan
+FEW_CONVERSION_QUESTIONS = 2  # up to this many contacts: one ``individual_id`` read each
+CONVERSIONS_PER_PAGE = 200  # GET /v2/lead_conversions' maximum ``per_page`` (this endpoint only)
+# A conversion into contact C cannot predate C: C is either created by the conversion or an
+# existing contact the lead merged into. Both timestamps are Sell's own, second-precision,
+# stamped by different requests of its servers (the contact's row may be written a moment
+# after the conversion's, and their clocks may disagree slightly) — 5 minutes of slack keeps
+# that wide margin at the cost of reading a little further back.
+CONVERSION_CLOCK_SLACK = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -171,3 +192,85 @@ def follow_conversion(user: UserRef, individual_id: int | None, index: LinkIndex
     if holder is not None and holder.id != user.id:
         return Decision(CONVERTED_INTO_LINKED, user, other=contact, holder=holder)
     return Decision(FOLLOW, user, other=contact)
+
+
+def listing_pages(n: int) -> int:
+    """The most pages of the conversions listing read for ``n`` contacts in question (then
+    the rest is asked one by one)."""
+    return math.ceil(n / CONVERSIONS_PER_PAGE) + 2
+
+
+@dataclass(frozen=True)
+class ConversionRef:
+    """One lead conversion, as plain data (``created_at``: None when Sell gave none)."""
+
+    id: int
+    lead_id: int | None
+    individual_id: int | None
+    organization_id: int | None = None
+    created_at: datetime | None = None
+
+
+@dataclass
+class ConversionScan:
+    """Reading ``GET /v2/lead_conversions`` newest first for many contacts in question.
+
+    ``created``: the scanned contacts' ``created_at`` (one without it is never scanned: it is
+    asked by its id, ``by_id``). Feed it pages with ``take``: it says when paging stops —
+    every contact explained or settled, or ``cap`` pages read. ``found`` holds, per contact,
+    every conversion into it seen; ``open`` the contacts neither explained (a linked lead's
+    conversion into them seen) nor settled (the listing is past the oldest moment a
+    conversion into them may have). A listing that ends settles everything (``finish``).
+
+    An explained contact is not followed further back: an older conversion of ANOTHER linked
+    lead into the same contact is not seen here — that lead's user is then left on its lead
+    until the lead's deletion is read (``lead_id=``), or, if Sell kept it, stays on it;
+    never lost nor duplicated.
+    """
+
+    created: dict[int, datetime]
+    is_linked_lead: Callable[[int], bool]
+    cap: int
+    by_id: list[int] = field(default_factory=list)
+    pages: int = 0
+    found: dict[int, list[ConversionRef]] = field(default_factory=dict)
+    open: set[int] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, contacts: Iterable[tuple[int, datetime | None]],
+           is_linked_lead: Callable[[int], bool]) -> ConversionScan:
+        created: dict[int, datetime] = {}
+        by_id: list[int] = []
+        for contact_id, at in contacts:
+            if at is None:
+                by_id.append(contact_id)
+            else:
+                created[contact_id] = at
+        return cls(created, is_linked_lead, listing_pages(len(created)), by_id, open=set(created))
+
+    def take(self, page: Sequence[ConversionRef]) -> bool:
+        """Match one page (newest first) to the contacts; True when paging stops."""
+        self.pages += 1
+        for conv in page:
+            if conv.individual_id in self.created:
+                self.found.setdefault(conv.individual_id, []).append(conv)
+                if conv.lead_id is not None and self.is_linked_lead(conv.lead_id):
+                    self.open.discard(conv.individual_id)
+        dated = [c.created_at for c in page if c.created_at is not None]
+        if dated:  # conversions further on are older still: the contacts created later are settled
+            oldest = min(dated)
+            self.open = {c for c in self.open if oldest >= self.created[c] - CONVERSION_CLOCK_SLACK}
+        return not self.open or self.pages >= self.cap
+
+    def finish(self) -> None:
+        """The listing ended: no conversion is left unseen."""
+        self.open.clear()
+
+    def answered(self) -> dict[int, list[ConversionRef]]:
+        """The conversions into each contact the listing answered for."""
+        return {i: self.found.get(i, []) for i in self.created if i not in self.open}
+
+    def ask_by_id(self) -> list[int]:
+        """The contacts to ask one by one (``individual_id=``): without ``created_at``, or
+        left open by the cap."""
+        return [*self.by_id, *sorted(self.open)]

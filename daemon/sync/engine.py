@@ -9,7 +9,9 @@ One run of one channel (``run_channel``):
    the contact they became read); so are records that collide with a user linked to the
    other kind, for conversions that keep the lead, and new contacts that match no user
    while leads are linked, for conversions that changed the email and KulooId
-   (``kept_conversions``). The batch is applied in ONE store unit of work
+   (``kept_conversions``; more than a couple of those in a batch — a bulk import into
+   Sell — are matched against one listing of the conversions, newest first, rather than
+   a read each: ``matching_conversions``). The batch is applied in ONE store unit of work
    (``apply_batch``, where the rules decide), the Sell writes it asks for are made
    (changed fields only), what Sell took is confirmed — and only then is the batch
    acknowledged to Sell (resuming the feed).
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,7 +44,8 @@ import trio
 from ..crm import errors as E
 from ..crm.client import SellClient
 from ..crm.feed import ChangeFeed, RecordChanged
-from ..rules import schedule, texts
+from ..crm.records import LeadConversion, parse_ts
+from ..rules import linking, schedule, texts
 from ..rules.values import KULOO_ID, normalize_email, sell_payload, sell_values
 from ..scheduler import ClockJob, Job
 from ..services import Services
@@ -64,6 +67,11 @@ def _locks(services: Services) -> dict[int, trio.Lock]:
         locks = {}
         services._sync_locks = locks  # type: ignore[attr-defined]
     return locks
+
+
+def conversion_ref(conv: LeadConversion) -> linking.ConversionRef:
+    return linking.ConversionRef(conv.id, conv.lead_id, conv.individual_id, conv.organization_id,
+                                 parse_ts(conv.created_at))
 
 
 def record_in(kind: str, record: Any) -> RecordIn:
@@ -114,15 +122,18 @@ class _Run:
             async for batch in batches:
                 records: list[RecordIn] = []
                 deletions: list[DeletionIn] = []
+                created: dict[int, datetime | None] = {}  # contacts' created_at, for kept_conversions
                 for change in batch.changes:
                     self.pulled.add((change.kind, change.id))
                     if isinstance(change, RecordChanged):
                         records.append(record_in(change.kind, change.record))
+                        if change.kind == "contact":
+                            created[change.id] = parse_ts(getattr(change.record, "created_at", None))
                     else:
                         deletions.append(DeletionIn(change.kind, change.id, await self.conversion(change.kind, change.id)))
                 explained = {("contact", d.conversion.individual_id) for d in deletions
                              if d.conversion is not None and d.conversion.individual_id is not None}
-                records, kept = await self.kept_conversions(records, explained)
+                records, kept = await self.kept_conversions(records, explained, created)
                 deletions.extend(kept)
                 if records or deletions or batch.final:
                     now = self.services.clock.now()
@@ -147,9 +158,11 @@ class _Run:
             for start in range(0, len(ids), 100):
                 chunk = ids[start:start + 100]
                 listing = self.sell.list_leads if kind == "lead" else self.sell.list_contacts
-                found = [record_in(kind, r) async for r in listing(ids=chunk)]
+                read = [r async for r in listing(ids=chunk)]
+                found = [record_in(kind, r) for r in read]
                 gone = sorted(set(chunk) - {r.id for r in found})
-                found, kept = await self.kept_conversions(found)
+                found, kept = await self.kept_conversions(
+                    found, created={r.id: parse_ts(getattr(r, "created_at", None)) for r in read})
                 outcome = await self.services.store.run(
                     sync_store.apply_batch, self.channel_id, found, [*kept, *(DeletionIn(kind, i) for i in gone)], None,
                     self.services.clock.now(), self.retries)
@@ -158,8 +171,9 @@ class _Run:
                 touched = await self.write(outcome.writes)
                 self.publish_users([*outcome.changed_users, *touched])
 
-    async def kept_conversions(self, records: list[RecordIn],
-                               explained: set[tuple[str, int]] | None = None) -> tuple[list[RecordIn], list[DeletionIn]]:
+    async def kept_conversions(self, records: list[RecordIn], explained: set[tuple[str, int]] | None = None,
+                               created: Mapping[int, datetime | None] | None = None,
+                               ) -> tuple[list[RecordIn], list[DeletionIn]]:
         """Conversions that no deletion of this batch announces (rule 5): the lead was kept,
         or its deletion comes later (polling sees deletions once a day).
 
@@ -172,7 +186,10 @@ class _Run:
         nor a second user). Only records not linked are asked about, only when the channel
         links the other kind (contacts matching no user: when it linked leads as the run
         began), and never a contact a deletion of the batch already explains (``explained``):
-        one store crossing, then one ``lead_conversions`` read per record in question.
+        one store crossing, then one ``lead_conversions`` read per record in question — except
+        for many contacts matching no user (a bulk import into Sell): those are matched against
+        one listing of the conversions, newest first (``matching_conversions``). ``created``:
+        the contacts' ``created_at`` (a contact without one is asked by its id).
         """
         other = {"lead": "contact", "contact": "lead"}
         explained = explained or set()
@@ -184,9 +201,14 @@ class _Run:
                                                 bool(self.start.linked_ids.get("lead")))
         kept: list[DeletionIn] = []
         dropped: set[int] = set()
+        questions = [rec.id for rec, lead_id, _link in lookups if lead_id is None]
+        into: dict[int, list[linking.ConversionRef]] = {}
+        if len(questions) > linking.FEW_CONVERSION_QUESTIONS:
+            into = await self.matching_conversions(questions, created or {})
         for rec, lead_id, link in lookups:
             if lead_id is None:  # a contact matching no user: did a linked lead become it?
-                found = await self.sell.lead_conversions(individual_id=rec.id)
+                found = into[rec.id] if rec.id in into else [
+                    conversion_ref(c) for c in await self.sell.lead_conversions(individual_id=rec.id)]
                 for conv in sorted(found, key=lambda c: c.id):  # the oldest conversion's user first
                     if conv.individual_id == rec.id and conv.lead_id is not None and \
                             ("lead", conv.lead_id) in self.linked and conv.lead_id not in dropped:
@@ -206,6 +228,28 @@ class _Run:
         if dropped:
             records = [r for r in records if not (r.kind == "lead" and r.id in dropped)]
         return records, kept
+
+    async def matching_conversions(self, contact_ids: Sequence[int], created: Mapping[int, datetime | None],
+                                   ) -> dict[int, list[linking.ConversionRef]]:
+        """The conversions into each of many contacts, from ONE listing read newest first
+        (``linking.ConversionScan``: it stops once every contact is explained or the listing
+        is older than any of them, after ``listing_pages`` pages at most); a contact left open
+        by the cap, or without ``created_at``, is asked by its id — so the cost is never more
+        than a few pages above one read per contact."""
+        scan = linking.ConversionScan.of(
+            ((i, created.get(i)) for i in contact_ids), lambda lead_id: ("lead", lead_id) in self.linked)
+        if scan.open:
+            async with contextlib.aclosing(
+                    self.sell.lead_conversion_pages(per_page=linking.CONVERSIONS_PER_PAGE)) as listing:
+                async for page in listing:
+                    if scan.take([conversion_ref(c) for c in page]):
+                        break
+                else:
+                    scan.finish()
+        out = scan.answered()
+        for contact_id in scan.ask_by_id():
+            out[contact_id] = [conversion_ref(c) for c in await self.sell.lead_conversions(individual_id=contact_id)]
+        return out
 
     async def conversion(self, kind: str, crm_id: int) -> ConversionIn | None:
         """What a deleted, linked lead became (None: it was deleted, not converted)."""
