@@ -27,7 +27,6 @@ import select
 import ssl
 import time
 from collections import deque
-from typing import Any
 
 import httptools
 import httpx
@@ -66,7 +65,7 @@ class _Parse:
         self.status = self.parser.get_status_code()
         self.keep_alive = self.parser.should_keep_alive()
         self.headers_done = True
-        self.framed = _framed(self.status, self.headers, self.head_only)
+        self.framed = _framed(self.status, self.headers)
         if self.head_only and self.status >= 200:  # no body follows, whatever Content-Length says
             self.done = True
 
@@ -136,8 +135,8 @@ class Wire(httpx.AsyncBaseTransport):
                     await stream.do_handshake()
                 except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
                     tcp.socket.close()
-                    cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
-                    raise httpx.ConnectError(f"TLS with {hostname}:{port} failed: {cause or exc}") from exc
+                    # trio wraps ssl's own error, which says what was wrong with the certificate
+                    raise httpx.ConnectError(f"TLS with {hostname}:{port} failed: {exc.__cause__ or exc}") from exc
                 except BaseException:  # cancelled (the connect timeout or the caller's)
                     tcp.socket.close()
                     raise
@@ -173,7 +172,6 @@ class Wire(httpx.AsyncBaseTransport):
             parse.status,
             headers=parse.headers,
             stream=httpx.ByteStream(b"".join(parse.body)),
-            extensions={"http_version": b"HTTP/1.1"},
         )
 
     async def _exchange(
@@ -185,12 +183,12 @@ class Wire(httpx.AsyncBaseTransport):
             try:
                 await conn.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise httpx.WriteError(f"sending the request failed: {_cause(exc)}") from exc
+                raise httpx.WriteError(f"sending the request failed: {exc}") from exc
             while True:
                 try:
                     chunk = await conn.stream.receive_some()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    raise httpx.ReadError(f"reading the response failed: {_cause(exc)}") from exc
+                    raise httpx.ReadError(f"reading the response failed: {exc}") from exc
                 if not chunk:
                     return _at_eof(parse)
                 try:
@@ -232,9 +230,11 @@ def _head(request: httpx.Request) -> bytes:
     return head
 
 
-def _framed(status: int, headers: list[tuple[bytes, bytes]], head_only: bool) -> bool:
-    """Whether a response's end is known without the connection closing."""
-    if head_only or status in _NO_BODY_STATUS:
+def _framed(status: int, headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a response's end is known without the connection closing (a HEAD's answer
+    without Content-Length is not: llhttp, which does not know the method, calls it not
+    keep-alive, so that connection is closed anyway)."""
+    if status in _NO_BODY_STATUS:
         return True
     for name, value in headers:
         lname = name.lower()
@@ -258,7 +258,3 @@ def _close_now(conn: _Connection) -> None:
         conn.sock.close()
     except OSError:
         pass
-
-
-def _cause(exc: BaseException) -> Any:
-    return exc.__cause__ or exc

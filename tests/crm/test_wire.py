@@ -145,6 +145,12 @@ async def test_a_body_read_until_close_is_whole_and_its_connection_not_reused(nu
     assert server.connections == 2
 
 
+async def test_a_body_under_another_transfer_coding_is_read_until_close(nursery):
+    server = Server(replying(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nraw bytes", close_after=True))
+    await server.serve(nursery)
+    assert (await get(Wire(), server.url + "/")).content == b"raw bytes"
+
+
 async def test_a_large_body_across_many_reads(nursery):
     big = b"y" * 1_000_000
     server = Server(replying(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(big) + big))
@@ -238,7 +244,7 @@ async def test_aclose_closes_idle_connections(nursery):
     await get(wire, server.url + "/")
     await wire.aclose()
     await server.closed.wait()  # the server read EOF
-    with pytest.raises(RuntimeError, match="the transport is closed"):
+    with pytest.raises(RuntimeError, match="^the transport is closed$"):
         await get(wire, server.url + "/")
 
 
@@ -249,18 +255,19 @@ async def test_refused_connection_is_a_connect_error():
     with trio.socket.socket() as sock:  # a port nobody listens on
         await sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(httpx.ConnectError, match=f"cannot connect to 127.0.0.1:{port}: "):
+    with pytest.raises(httpx.ConnectError, match=f"^cannot connect to 127.0.0.1:{port}: "):
         await get(Wire(), f"http://127.0.0.1:{port}/")
 
 
 @pytest.mark.parametrize(("answer", "says"), [
-    (b"", "closed the connection without a complete response"),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"cut", "closed the connection in the middle of the response body"),
-    (b"HTTP/1.1 200 OK\r\nContent-Le", "closed the connection without a complete response"),
-    (b"hello there\r\n\r\n", "reply is not HTTP/1.1: "),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc", "reply is not HTTP/1.1: "),
+    (b"", "^the server closed the connection without a complete response$"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"cut",
+     "^the server closed the connection in the middle of the response body$"),
+    (b"HTTP/1.1 200 OK\r\nContent-Le", "^the server closed the connection without a complete response$"),
+    (b"hello there\r\n\r\n", "^the server's reply is not HTTP/1.1: "),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc", "^the server's reply is not HTTP/1.1: "),
     (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
-     "the server switched protocols"),
+     "^the server switched protocols$"),
 ], ids=["no-answer", "cut-body", "cut-head", "not-http", "two-lengths", "upgrade"])  # fmt: skip
 async def test_a_broken_answer_is_a_protocol_error_and_the_connection_dropped(nursery, answer, says):
     server = Server(replying(answer, close_after=True))
@@ -279,7 +286,7 @@ async def test_no_answer_in_time_is_a_read_timeout_and_closes_the_connection(nur
     server = Server(silent)
     await server.serve(nursery)
     request = httpx.Request("GET", server.url + "/", extensions={"timeout": {"read": 0.1}})
-    with pytest.raises(httpx.ReadTimeout, match="no complete answer within 0.1 s"):
+    with pytest.raises(httpx.ReadTimeout, match="^no complete answer within 0.1 s$"):
         await Wire().handle_async_request(request)
     await server.closed.wait()
 
@@ -309,13 +316,26 @@ async def test_a_header_with_a_line_break_is_refused_before_sending(nursery):
     server = Server(replying(OK))
     await server.serve(nursery)
     for value in ("a\r\nX-Evil: 1", "a\nb", "a\rb", "a\0b"):
-        with pytest.raises(httpx.LocalProtocolError, match="a request header holds a line break or NUL"):
+        with pytest.raises(httpx.LocalProtocolError, match="^a request header holds a line break or NUL$"):
             await get(Wire(), server.url + "/", headers={"X-Note": value})
     assert server.requests == []
 
 
+async def test_a_request_the_server_refuses_to_read_is_a_write_error(nursery):
+    async def reset(stream, server):
+        while b"\r\n\r\n" not in await stream.receive_some():  # the head, then not the body
+            pass
+        stream.socket.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0))
+        stream.socket.close()
+
+    server = Server(reset)
+    await server.serve(nursery)
+    with pytest.raises(httpx.WriteError, match="^sending the request failed: .*(reset|pipe)"):
+        await get(Wire(), server.url + "/", method="POST", content=b"x" * 64_000_000)  # past every buffer
+
+
 async def test_unsupported_scheme():
-    with pytest.raises(httpx.UnsupportedProtocol, match="unsupported URL scheme 'ftp'"):
+    with pytest.raises(httpx.UnsupportedProtocol, match="^unsupported URL scheme 'ftp'$"):
         await get(Wire(), "ftp://localhost/")
 
 
@@ -337,7 +357,7 @@ async def test_a_reset_connection_is_a_read_error(nursery):
 
     server = Server(reset)
     await server.serve(nursery)
-    with pytest.raises(httpx.ReadError, match="reading the response failed: .*reset"):
+    with pytest.raises(httpx.ReadError, match="^reading the response failed: .*reset"):
         await get(Wire(), server.url + "/")
 
 
@@ -387,7 +407,7 @@ async def test_https_with_a_trusted_certificate(nursery, ca):
 async def test_https_refuses_an_untrusted_certificate(nursery, ca):
     server = tls_server(ca)
     await server.serve(nursery)
-    with pytest.raises(httpx.ConnectError, match=f"TLS with localhost:{server.port} failed: .*certificate"):
+    with pytest.raises(httpx.ConnectError, match=f"^TLS with localhost:{server.port} failed: .*certificate"):
         await get(Wire(), server.url + "/")  # certifi's store does not know the test CA
 
 
@@ -423,7 +443,7 @@ async def test_a_connection_not_accepted_in_time_is_a_connect_timeout():
             fillers.append(filler)
         request = httpx.Request("GET", f"http://127.0.0.1:{port}/",
                                 extensions={"timeout": {"connect": 0.2, "read": 5}})  # fmt: skip
-        with pytest.raises(httpx.ConnectTimeout, match=f"no connection to 127.0.0.1:{port} within 0.2 s"):
+        with pytest.raises(httpx.ConnectTimeout, match=f"^no connection to 127.0.0.1:{port} within 0.2 s$"):
             await Wire().handle_async_request(request)
         for filler in fillers:
             filler.close()
