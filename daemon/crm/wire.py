@@ -3,9 +3,9 @@
 An ``httpx.AsyncBaseTransport``, so ``SellClient`` keeps speaking httpx's request and
 response types (tests still hand it an ``httpx.MockTransport``); only the bytes on the wire
 are handled here. Why not httpx's own transport: a sync sends one PUT per record (Sell has
-no bulk update), and one PUT through httpcore and h11 cost about 0.7 ms of CPU on the
-daemon's thread against about 0.15 ms here (``bench/bench_sync.py`` prints both), which
-kept the sync above its 1 ms-per-record goal. The parsing — the part that is easy to get
+no bulk update), and one PUT through ``SellClient`` cost about 0.7–0.9 ms of CPU on the
+daemon's thread over httpcore and h11, against about 0.35 ms over this transport
+(``bench/bench_sync.py`` prints both), which kept the sync above its 1 ms-per-record goal. The parsing — the part that is easy to get
 wrong — stays with a maintained parser (httptools, llhttp's binding, as uvicorn uses).
 
 What it does: ``http`` and ``https`` (certificates checked against certifi's store, as
