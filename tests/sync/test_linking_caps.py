@@ -135,7 +135,8 @@ def test_follow_conversion_never_takes_another_users_contact():
     assert d.holder.email == "cy@x.test"
     on_contact = index.relink(ANN.id, ("contact", 31))
     assert linking.follow_conversion(on_contact, 31, index).action == linking.FOLLOW
-    assert linking.follow_conversion(ANN, None, index).action == linking.ORGANIZATION_ONLY
+    d = linking.follow_conversion(ANN, None, index)
+    assert (d.action, d.user, d.other, d.holder) == (linking.ORGANIZATION_ONLY, ANN, None, None)
 
 
 @pytest.mark.parametrize("record, asked", [
