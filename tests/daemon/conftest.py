@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -112,6 +113,23 @@ def daemon_factory(short_tmp):
     yield make
     for d in started:
         d.stop()
+
+
+@pytest.fixture
+def shared_files(short_tmp):
+    """``shared_files(signing_key)``: one credentials folder (the link-signing key) and the
+    sample sequence articles, for several daemons that share a PostgreSQL store; returns the
+    folder (``creds/`` and ``articles/`` in it)."""
+
+    def make(signing_key: str) -> Path:
+        shared = Path(short_tmp) / "shared"
+        (shared / "creds").mkdir(parents=True)
+        (shared / "creds" / "link-signing-key").write_text(signing_key + "\n")
+        shutil.copytree(Path(__file__).resolve().parents[2] / "config" / "articles" / "sequence",
+                        shared / "articles" / "sequence")
+        return shared
+
+    return make
 
 
 @pytest.fixture

@@ -11,9 +11,7 @@ checked without a server. The PostgreSQL tests skip, saying why, when no server 
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
@@ -25,12 +23,8 @@ WAIT = 20.0  # seconds a test waits for what must happen (it normally takes well
 
 
 @pytest.fixture
-def pair(daemon_factory, pg_server, pg_database, short_tmp):
-    shared = Path(short_tmp) / "shared"
-    (shared / "creds").mkdir(parents=True)
-    (shared / "creds" / "link-signing-key").write_text("events-test-signing-key-0123456789\n")
-    shutil.copytree(Path(__file__).resolve().parents[2] / "config" / "articles" / "sequence",
-                    shared / "articles" / "sequence")
+def pair(daemon_factory, pg_server, pg_database, shared_files):
+    shared = shared_files("events-test-signing-key-0123456789")
     # A manual clock: delivery runs only when something is due or something changed
     # (no wall-clock recheck), so what a daemon does follows from the events it saw.
     extra = (f'[store]\nurl = "{pg_server.url(pg_database)}"\nlease_seconds = 5\n'

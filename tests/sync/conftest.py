@@ -29,6 +29,7 @@ _daemon = _daemon_fixtures()
 Daemon = _daemon.Daemon
 daemon_factory = _daemon.daemon_factory
 services_config = _daemon.services_config
+shared_files = _daemon.shared_files
 
 TAGS = ["welcome", "onboarding", "upsell"]
 FAST = 2000  # requests per second: tests only (loopback)

@@ -16,14 +16,12 @@ from __future__ import annotations
 import email
 import email.policy
 import os
-import shutil
 import signal
 import socket
 import threading
 import time
 from collections import Counter
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -76,14 +74,10 @@ def sink():
 
 
 @pytest.fixture
-def fleet(daemon_factory, sellsim, pg_server, pg_database, sink, short_tmp):
+def fleet(daemon_factory, sellsim, pg_server, pg_database, sink, shared_files):
     sellsim.load_seed(seed())
     sellsim.set_options(rate_per_second=10_000, rate_per_hour=10**9)
-    shared = Path(short_tmp) / "shared"
-    (shared / "creds").mkdir(parents=True)
-    (shared / "creds" / "link-signing-key").write_text("multi-daemon-signing-key-0123456789\n")
-    shutil.copytree(Path(__file__).resolve().parents[2] / "config" / "articles" / "sequence",
-                    shared / "articles" / "sequence")
+    shared = shared_files("multi-daemon-signing-key-0123456789")
     extra = (f'[store]\nurl = "{pg_server.url(pg_database)}"\nlease_seconds = {LEASE}\n'
              f"[sync]\ncadence_seconds = {CADENCE}\n"
              f'[credentials]\ndirectory = "{shared}/creds"\n[articles]\nroot = "{shared}/articles"\n'
