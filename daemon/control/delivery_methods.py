@@ -14,6 +14,7 @@ from typing import Any
 
 from ..clock import iso
 from ..delivery.service import ImportError_
+from ..rules.headers import HeaderError
 from ..services import Services
 from ..store import delivery as delivery_store
 from ..vocabulary import InvalidTransition, OutboxState
@@ -58,7 +59,10 @@ async def articles_list(services: Services, params: dict[str, Any]) -> dict[str,
 async def articles_preview(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     article = _positive(params, "id")
     user = _positive(params, "user", required=False)
-    return await services.delivery.preview(article, user)
+    try:
+        return await services.delivery.preview(article, user)
+    except HeaderError as exc:  # the user's name (say) cannot stand in a header: no email either
+        raise _invalid(str(exc)) from None
 
 
 async def outbox_list(services: Services, params: dict[str, Any]) -> dict[str, Any]:

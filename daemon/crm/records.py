@@ -6,8 +6,12 @@ None/empty, ids given as strings become ints, ``choices``/``options`` and
 keeps the server's dict in ``raw``. What cannot be read safely raises ``RecordFormatError``
 instead of being guessed: a Lead, Contact or conversion without an integer ``id``, or a
 ``custom_fields``/``tags`` that is neither null nor the right JSON type (reading it as
-"empty" would look like the fields were cleared in Sell). Pure: imports only the standard
-library.
+"empty" would look like the fields were cleared in Sell). Text is cleaned here, as it is
+read (``rules.cleaning``: control characters out of names, organization and custom-field
+text; the KulooId and the email never rewritten), so every later step — the merge
+included — sees the cleaned value as Sell's; ``cleaned`` names the fields it changed (and
+an email it would have changed, for the sync to refuse). Pure: imports the standard
+library and ``rules``.
 
 Also owns how the client compares what Sell sends back with what it asked for, because Sell
 does not echo values the way they were written: ``normalize_email`` (whether ``?email=`` is
@@ -25,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from ..rules.cleaning import clean_custom_fields, clean_text, is_clean
 
 
 class RecordFormatError(ValueError):
@@ -94,9 +100,28 @@ def _tags(value: Any) -> tuple[str, ...]:
     return tuple(str(t) for t in value if t is not None)
 
 
-def _person_fields(data: dict[str, Any], kind: str) -> dict[str, Any]:
-    """The attributes Leads and Contacts share, parsed the same way for both."""
-    return {
+NAMES = ("first_name", "last_name", "organization_name", "name")  # a tab in these: a space
+
+
+def _cleaned(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with Sell's text cleaned and ``cleaned`` naming what changed. The email is
+    kept as sent: one cleaning would change is named, for the sync to refuse."""
+    cleaned: list[str] = []
+    for name in NAMES:
+        value = fields.get(name)
+        if isinstance(value, str) and value != (text := clean_text(value, name=True)):
+            fields[name] = text
+            cleaned.append(name)
+    if isinstance(fields["email"], str) and not is_clean(fields["email"]):
+        cleaned.append("email")
+    fields["custom_fields"], changed = clean_custom_fields(fields["custom_fields"])
+    fields["cleaned"] = (*cleaned, *changed)
+    return fields
+
+
+def _person_fields(data: dict[str, Any], kind: str, **more: Any) -> dict[str, Any]:
+    """The attributes Leads and Contacts share, parsed (and cleaned) the same way for both."""
+    return _cleaned({
         "id": _record_id(data, kind),
         "first_name": as_str(data.get("first_name")),
         "last_name": as_str(data.get("last_name")),
@@ -107,7 +132,8 @@ def _person_fields(data: dict[str, Any], kind: str) -> dict[str, Any]:
         "created_at": as_str(data.get("created_at")),
         "updated_at": as_str(data.get("updated_at")),
         "raw": dict(data),
-    }
+        **more,
+    })
 
 
 @dataclass(frozen=True)
@@ -124,16 +150,14 @@ class Lead:
     created_at: str | None = None
     updated_at: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    cleaned: tuple[str, ...] = field(default=(), compare=False)  # fields cleaning changed
 
     kind = "lead"
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Lead:
-        return cls(
-            **_person_fields(data, "lead"),
-            organization_name=as_str(data.get("organization_name")),
-            status=as_str(data.get("status")),
-        )
+        return cls(**_person_fields(data, "lead", organization_name=as_str(data.get("organization_name")),
+                                    status=as_str(data.get("status"))))
 
     @property
     def updated(self) -> datetime | None:
@@ -155,17 +179,15 @@ class Contact:
     created_at: str | None = None
     updated_at: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    cleaned: tuple[str, ...] = field(default=(), compare=False)  # fields cleaning changed
 
     kind = "contact"
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Contact:
-        return cls(
-            **_person_fields(data, "contact"),
-            name=as_str(data.get("name")),
-            is_organization=bool(data.get("is_organization") or False),
-            contact_id=as_int(data.get("contact_id")),
-        )
+        return cls(**_person_fields(data, "contact", name=as_str(data.get("name")),
+                                    is_organization=bool(data.get("is_organization") or False),
+                                    contact_id=as_int(data.get("contact_id"))))
 
     @property
     def updated(self) -> datetime | None:

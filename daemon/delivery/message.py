@@ -5,7 +5,9 @@ stable per outbox entry (a resend carries the same one, so mailbox providers can
 duplicate), ``List-Unsubscribe`` (the https one-click URL, plus a ``mailto:`` when
 configured), ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058) and
 ``List-Id``. Links go to the links service: ``/u/{token}`` (the footer page, also the
-one-click POST target) and ``/r/{token}`` (a signed click redirect). Pure.
+one-click POST target) and ``/r/{token}`` (a signed click redirect). Every header value
+passes ``rules.headers.header_value`` before it is encoded: one with CR, LF or another
+control character raises ``HeaderError`` and the message is not built. Pure.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from email.header import Header
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 
+from ..rules.headers import header_value
 from ..tokens import Claim, Purpose, Signer
 from .render import Rendered
 
@@ -104,9 +107,9 @@ class Frame:
 def frame(rendered: Rendered, envelope: Envelope) -> Frame:
     # "=_" and "_" never occur in base64 output, so the boundary cannot collide with content.
     boundary = f"=_kuloo_{secrets.token_hex(12)}"
-    head = (f"From: {_address(envelope.sender)}\r\n"
-            f"Subject: {_header_text(rendered.subject)}\r\n"
-            f"List-Id: {_header_text(list_id(envelope))}\r\n"
+    head = (f"From: {_address(header_value('From', envelope.sender))}\r\n"
+            f"Subject: {_header_text(header_value('Subject', rendered.subject))}\r\n"
+            f"List-Id: {_header_text(header_value('List-Id', list_id(envelope)))}\r\n"
             "MIME-Version: 1.0\r\n"
             f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n')
     return Frame(head.encode("ascii"), boundary.encode("ascii"),
@@ -122,19 +125,25 @@ def _base64(text: str) -> bytes:
 
 def build_bytes(rendered: Rendered, envelope: Envelope, recipient: Recipient, signer: Signer, *,
                 msg_id: str, date: datetime, frame_: Frame | None = None) -> bytes:
-    """The whole message as SMTP wants it (CRLF, 7-bit): string joins, an HMAC per link, base64 per part."""
+    """The whole message as SMTP wants it (CRLF, 7-bit): string joins, an HMAC per link, base64 per part.
+
+    Raises ``HeaderError`` when a header value (the recipient's name, say) holds a control
+    character, and ``UnicodeEncodeError`` for a non-ASCII address."""
     f = frame_ or frame(rendered, envelope)
     html_part, text_part, links = personalise(rendered, envelope, recipient, signer)
     name = " ".join(p for p in (recipient.first_name, recipient.last_name) if p).strip()
-    to = formataddr((name, recipient.email), charset="utf-8") if name else recipient.email
+    name = header_value("To", name)
+    address = header_value("To", recipient.email)
+    to = formataddr((name, address), charset="utf-8") if name else address
     unsubscribe = f"<{links['unsubscribe']}>"
     if envelope.mailto:
         unsubscribe += f", <mailto:{envelope.mailto}?subject=unsubscribe>"
     b = f.boundary
     return b"".join((
         f.head,
-        f"To: {to}\r\nDate: {format_datetime(date)}\r\nMessage-ID: {msg_id}\r\n"
-        f"List-Unsubscribe: {unsubscribe}\r\n".encode("ascii"),
+        f"To: {to}\r\nDate: {header_value('Date', format_datetime(date))}\r\n"
+        f"Message-ID: {header_value('Message-ID', msg_id)}\r\n"
+        f"List-Unsubscribe: {header_value('List-Unsubscribe', unsubscribe)}\r\n".encode("ascii"),
         f.list_post, b"\r\n",
         b"--", b, b"\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
         b"Content-Transfer-Encoding: base64\r\n\r\n", _base64(text_part), b"\r\n",

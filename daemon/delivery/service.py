@@ -38,6 +38,7 @@ import structlog
 import trio
 
 from ..clock import MANUAL
+from ..rules.headers import HeaderError
 from ..scheduler import ClockJob, Job
 from ..services import Services
 from ..store import delivery as store
@@ -392,13 +393,18 @@ class Delivery:
             rendered = await self.rendered(parts, item.channel)
             envelope = self.envelope(item.channel)
             frame_key = (id(rendered), envelope)
-            if frame_key not in frames:
-                frames[frame_key] = frame(rendered, envelope)
             r = item.recipient
             try:
+                if frame_key not in frames:
+                    frames[frame_key] = frame(rendered, envelope)
                 data = build_bytes(rendered, envelope, Recipient(r.kuloo_id, r.email, r.first_name, r.last_name),
                                    self.signer(), msg_id=item.message_id, date=self.services.clock.now(),
                                    frame_=frames[frame_key])
+            except HeaderError as exc:
+                # A header value with CR, LF or another control character: never sent.
+                log.warning("message refused", channel_id=channel_id, outbox_id=item.id, reason=str(exc))
+                results.append(store.SendResult(item.id, "not_sent", str(exc), permanent=True))
+                continue
             except UnicodeEncodeError:
                 # Messages are 7-bit: a non-ASCII address (sami.garcía@…) would need SMTPUTF8.
                 # That recipient fails, for good; the batch goes on (it used to stay "sending").

@@ -29,6 +29,7 @@ from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
 from ..config import parse_listen
+from ..rules.headers import HeaderError, header_value
 from ..services import Services
 from ..store.channels import Channel
 from ..vocabulary import email_key
@@ -59,13 +60,15 @@ def bind(listen: str) -> tuple[socket.socket, str]:
 
 
 def confirmation_email(channel: Channel, address: str, first_name: str, url: str) -> EmailMessage:
-    sender = channel.sender or f"{channel.name} <no-reply@localhost>"
+    """The confirmation email; ``HeaderError`` if a header value holds a control character."""
+    sender = header_value("From", channel.sender or f"{channel.name} <no-reply@localhost>")
     domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+    first_name, address = header_value("To", first_name), header_value("To", address)
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = formataddr((first_name, address)) if first_name else address
-    msg["Subject"] = f"Please confirm your subscription to {channel.name}"
-    msg["Message-ID"] = make_msgid(domain=domain)
+    msg["Subject"] = header_value("Subject", f"Please confirm your subscription to {channel.name}")
+    msg["Message-ID"] = header_value("Message-ID", make_msgid(domain=domain))
     msg["Auto-Submitted"] = "auto-generated"
     hello = f"Hi {first_name}," if first_name else "Hello,"
     msg.set_content(
@@ -109,7 +112,11 @@ class LinksServer:
 
     async def _mailer(self) -> None:
         async for channel, address, first_name, url in self._receive:
-            msg = confirmation_email(channel, address, first_name, url)
+            try:
+                msg = confirmation_email(channel, address, first_name, url)
+            except HeaderError as exc:
+                log.warning("signup confirmation not sent", channel_id=channel.id, problem=str(exc))
+                continue
             transport = self.services.delivery.transport()
 
             def send_one(transport=transport, msg=msg, address=address) -> str:

@@ -54,6 +54,13 @@ def no_email() -> str:
     return one_line("Not synced: the record has no email address, and Kuloo sends email.")
 
 
+def email_control_characters() -> str:
+    return one_line(
+        "Not synced: the email address holds control characters (a line break or another "
+        "invisible character), and Kuloo never rewrites an address. Retype it in Sell."
+    )
+
+
 def plan_cap(plan: Plan) -> str:
     cap = PLANS[Plan(plan)].cap
     bigger = [p for p in Plan if _cap_rank(p) > _cap_rank(plan)]

@@ -39,6 +39,7 @@ from ..rules import caps, linking, texts
 from ..rules.linking import LinkIndex, RecordRef, UserRef
 from ..rules.merge import KULOO, merge
 from ..rules.values import (
+    EMAIL,
     FIELD_NAMES,
     KULOO_ID,
     PROMO,
@@ -86,6 +87,7 @@ BLOCKS_PUSH = frozenset({E_ORG_ONLY, E_CONVERTED})
 # Which user attributes a field's Kuloo change time is read from.
 FIELD_ATTRS = {PROMO: ("promo_tags",), SUBSCRIPTION: ("frequency", "unsubscribed"), "email": ("email",),
                "first_name": ("first_name",), "last_name": ("last_name",)}
+IMPORTED = (PROMO, SUBSCRIPTION, "first_name", "last_name")  # the fields a new user takes from Sell
 
 
 # ----------------------------------------------------------------------------- plain data in and out
@@ -101,6 +103,12 @@ class RecordIn:
     email: str | None  # as spelled in Sell (trimmed)
     updated_at: datetime | None
     is_organization: bool = False
+    cleaned: tuple[str, ...] = ()  # fields whose text was cleaned as it was read (``crm.records``)
+
+    def cleaning_note(self, fields: Iterable[str]) -> str:
+        """The audit words for ``fields`` applied to a user after cleaning ("" if none was)."""
+        names = [n for n in fields if n in self.cleaned]
+        return f"; control characters removed from Sell's {', '.join(names)}" if names else ""
 
 
 @dataclass(frozen=True)
@@ -614,6 +622,10 @@ class _Batch:
         d = linking.decide(_record_ref(rec), self.index)
         if d.action == linking.IGNORE:
             return
+        if EMAIL in rec.cleaned:  # an address is never rewritten: it would mail someone else
+            user = self.rows[d.user.id] if d.action in (linking.MERGE, linking.TAMPERED) else None
+            await self.record_error(rec, E_VALUE, texts.email_control_characters(), user)
+            return
         if d.action == linking.MERGE and d.user.id in self.suspended:
             # The plan was lowered below the links it has: the newest wait, linked, for room.
             await self.record_error(rec, E_CAP, texts.plan_cap(Plan(self.channel.plan)), self.rows[d.user.id])
@@ -660,7 +672,7 @@ class _Batch:
             await self.record_error(rec, E_VALUE, texts.one_line(f"Not synced: {exc}"))
             return
         try:
-            attrs = kuloo_attrs({n: rec.values.get(n) for n in (PROMO, SUBSCRIPTION, "first_name", "last_name")})
+            attrs = kuloo_attrs({n: rec.values.get(n) for n in IMPORTED})
         except ValueError as exc:
             await self.record_error(rec, E_VALUE, texts.one_line(f"Not synced: {exc}"))
             return
@@ -685,7 +697,8 @@ class _Batch:
     async def save_imports(self) -> None:
         """The users this batch imports: inserted together, then merged with their records."""
         imports, self.imports = self.imports, []
-        await user_store.insert_many([(row, f"added from Sell {rec.kind} {rec.id}") for row, rec in imports],
+        await user_store.insert_many([(row, f"added from Sell {rec.kind} {rec.id}"
+                                       + rec.cleaning_note(IMPORTED)) for row, rec in imports],
                                      actor=Actor.SYNC, now=self.now, pending=self.pending)
         for row, rec in imports:
             self.rows[row.id] = row
@@ -752,7 +765,8 @@ class _Batch:
                 field_attrs = {a: attrs[a] for a in to_kuloo(change.field, change.new) if a in attrs}
                 if change.field == "email":
                     field_attrs = {"email": attrs["email"]}
-                note = f"{change.note} (Kuloo had {change.kuloo!r}, Sell had {change.sell!r})"
+                note = (f"{change.note} (Kuloo had {change.kuloo!r}, Sell had {change.sell!r})"
+                        + rec.cleaning_note([change.field]))
                 also = () if base_saved else ("synced_values",)  # saved by the same UPDATE
                 row.synced_values = new_base
                 if await user_store.apply_changes(row, field_attrs, actor=Actor.SYNC, now=self.now, note=note,
