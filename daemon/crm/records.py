@@ -156,7 +156,8 @@ class Lead:
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Lead:
-        return cls(**_person_fields(data, "lead", organization_name=as_str(data.get("organization_name")),
+        organization = as_str(data.get("organization_name"))
+        return cls(**_person_fields(data, "lead", organization_name=organization,
                                     status=as_str(data.get("status"))))
 
     @property

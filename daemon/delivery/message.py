@@ -125,7 +125,8 @@ def _base64(text: str) -> bytes:
 
 def build_bytes(rendered: Rendered, envelope: Envelope, recipient: Recipient, signer: Signer, *,
                 msg_id: str, date: datetime, frame_: Frame | None = None) -> bytes:
-    """The whole message as SMTP wants it (CRLF, 7-bit): string joins, an HMAC per link, base64 per part.
+    """The whole message as SMTP wants it (CRLF, 7-bit): string joins, an HMAC per link,
+    base64 per part.
 
     Raises ``HeaderError`` when a header value (the recipient's name, say) holds a control
     character, and ``UnicodeEncodeError`` for a non-ASCII address."""

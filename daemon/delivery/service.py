@@ -402,7 +402,8 @@ class Delivery:
                                    frame_=frames[frame_key])
             except HeaderError as exc:
                 # A header value with CR, LF or another control character: never sent.
-                log.warning("message refused", channel_id=channel_id, outbox_id=item.id, reason=str(exc))
+                log.warning("message refused", channel_id=channel_id, outbox_id=item.id,
+                            reason=str(exc))
                 results.append(store.SendResult(item.id, "not_sent", str(exc), permanent=True))
                 continue
             except UnicodeEncodeError:

@@ -77,7 +77,8 @@ def conversion_ref(conv: LeadConversion) -> linking.ConversionRef:
 def record_in(kind: str, record: Any) -> RecordIn:
     email = record.email.strip() if isinstance(record.email, str) else None
     return RecordIn(kind, record.id, sell_values(record), email or None, record.updated,
-                    bool(getattr(record, "is_organization", False)), tuple(getattr(record, "cleaned", ())))
+                    bool(getattr(record, "is_organization", False)),
+                    tuple(getattr(record, "cleaned", ())))
 
 
 class _Run:

@@ -18,7 +18,8 @@ from kuloo_daemon.rules.headers import HeaderError, header_value
 from kuloo_daemon.tokens import Signer
 
 SIGNER = Signer([b"header-test-key-0123456789"])
-ENVELOPE = Envelope(3, "Kuloo Gardens", "Kuloo Gardens <news@gardens.test>", "https://links.kuloo.test")
+ENVELOPE = Envelope(3, "Kuloo Gardens", "Kuloo Gardens <news@gardens.test>",
+                    "https://links.kuloo.test")
 NOW = datetime(2026, 1, 5, 9, tzinfo=UTC)
 RENDERED = render_email([Piece(1, 1, "Plan your beds", "markdown", "Hello **there**.")],
                         channel="Kuloo Gardens", postal_address="1 Road\nTown")
@@ -26,11 +27,13 @@ INJECTIONS = [
     "Eve\r\nBcc: x@evil.example",
     "X\r\nContent-Type: text/html\r\n\r\n<h1>Your account is locked</h1>",
     "Eve\nBcc: x@evil.example", "Eve\rBcc: x@evil.example",
-    "A\x00B", "A\tB", "A\x7fB", "A\x85B", "Évé\r\nBcc: x@evil.example",  # non-ASCII: still refused
+    "A\x00B", "A\tB", "A\x7fB", "A\x85B",
+    "Évé\r\nBcc: x@evil.example",  # non-ASCII: still refused
 ]
 
 
-def build(recipient: Recipient, envelope: Envelope = ENVELOPE, rendered=RENDERED, msg_id="<k.1@gardens.test>"):
+def build(recipient: Recipient, envelope: Envelope = ENVELOPE, rendered=RENDERED,
+          msg_id="<k.1@gardens.test>"):
     return build_bytes(rendered, envelope, recipient, SIGNER, msg_id=msg_id, date=NOW)
 
 
@@ -60,23 +63,25 @@ def test_every_other_header_value_is_checked_too(bad):
 
 
 def test_a_clean_message_has_exactly_the_builders_headers():
-    data = build(Recipient("K-1", "eve@example.com", "Évé", "Lee\u202eX"))  # not control characters
+    data = build(Recipient("K-1", "eve@example.com", "Évé", "Lee\u202eX"))  # no control character
     msg = email.message_from_bytes(data, policy=email.policy.default)
-    assert list(msg.keys()) == ["From", "Subject", "List-Id", "MIME-Version", "Content-Type", "To", "Date",
-                                "Message-ID", "List-Unsubscribe", "List-Unsubscribe-Post"]
+    assert list(msg.keys()) == ["From", "Subject", "List-Id", "MIME-Version", "Content-Type", "To",
+                                "Date", "Message-ID", "List-Unsubscribe", "List-Unsubscribe-Post"]
     assert msg["To"].addresses[0].display_name == "Évé Lee\u202eX"
     assert header_value("Subject", "Plan your beds") == "Plan your beds"
 
 
 @pytest.mark.parametrize("bad", INJECTIONS[:2])
 def test_the_signup_confirmation_passes_the_same_check(bad):
-    channel = SimpleNamespace(id=1, name="Kuloo Gardens", sender="Kuloo Gardens <news@gardens.test>")
+    channel = SimpleNamespace(id=1, name="Kuloo Gardens", sender="Kuloo <news@gardens.test>")
     url = "https://links.kuloo.test/c/x"
-    assert confirmation_email(channel, "eve@example.com", "Eve", url)["To"] == "Eve <eve@example.com>"
+    msg = confirmation_email(channel, "eve@example.com", "Eve", url)
+    assert msg["To"] == "Eve <eve@example.com>"
     with pytest.raises(HeaderError, match="To header"):
         confirmation_email(channel, "eve@example.com", bad, url)
     with pytest.raises(HeaderError, match="Subject header"):
         confirmation_email(SimpleNamespace(id=1, name="Kuloo" + bad, sender="N <n@gardens.test>"),
                            "eve@example.com", "", url)
     with pytest.raises(HeaderError, match="From header"):  # its default sender names the channel
-        confirmation_email(SimpleNamespace(id=1, name="Kuloo" + bad, sender=""), "eve@example.com", "", url)
+        confirmation_email(SimpleNamespace(id=1, name="Kuloo" + bad, sender=""), "eve@example.com",
+                           "", url)

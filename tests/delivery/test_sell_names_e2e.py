@@ -10,8 +10,13 @@ The cleaned value is Sell's value for the merge, so nothing is written back (no 
 
 from __future__ import annotations
 
+import functools
+
+import pytest
 import trio
 
+from kuloo_daemon.control import delivery_methods
+from kuloo_daemon.control.protocol import ProtocolError
 from kuloo_daemon.crm import records
 from kuloo_daemon.rules import texts
 from kuloo_daemon.secrets import Secret
@@ -51,16 +56,23 @@ async def synced_channel(env) -> int:
     return created.channel.id
 
 
+async def sim(call, *args, **kwargs):
+    """One call to sellsim's test API (blocking HTTP) from a worker thread."""
+    return await trio.to_thread.run_sync(functools.partial(call, *args, **kwargs))
+
+
 async def leads(sellsim, names) -> list[str]:
     emails = []
     for n, (first, last) in enumerate(names):
         emails.append(f"victim{n}@example.com")
-        await trio.to_thread.run_sync(lambda f=first, la=last, e=emails[-1]: sellsim.create_record("lead", {
-            "first_name": f, "last_name": la, "email": e, "custom_fields": {"Promo": ["welcome"]}}))
+        await sim(sellsim.create_record, "lead", {"first_name": first, "last_name": last,
+                                                  "email": emails[-1],
+                                                  "custom_fields": {"Promo": ["welcome"]}})
     return emails
 
 
-async def test_hostile_sell_names_reach_smtp_with_exactly_the_builders_headers(env_factory, smtp_sink, sellsim):
+async def test_hostile_sell_names_reach_smtp_with_exactly_the_builders_headers(
+        env_factory, smtp_sink, sellsim):
     async with env_factory(sell=sell_section(sellsim)) as env:
         ch = await synced_channel(env)
         emails = await leads(sellsim, HOSTILE)
@@ -83,8 +95,8 @@ async def test_hostile_sell_names_reach_smtp_with_exactly_the_builders_headers(e
         assert sorted(r for _f, rcpts in smtp_sink.envelopes for r in rcpts) == sorted(emails)
 
 
-async def test_without_the_cleaning_the_header_check_fails_the_message(env_factory, smtp_sink, sellsim,
-                                                                       monkeypatch):
+async def test_without_the_cleaning_the_header_check_fails_the_message(
+        env_factory, smtp_sink, sellsim, monkeypatch):
     """Item 1 (b) on its own: a user whose name holds CR/LF (synced before this fix, say)."""
     monkeypatch.setattr(records, "clean_text", lambda value, name=False: value)
     async with env_factory(sell=sell_section(sellsim)) as env:
@@ -99,6 +111,11 @@ async def test_without_the_cleaning_the_header_check_fails_the_message(env_facto
         assert sorted(m.email for m in failed) == sorted(emails)
         assert all("the To header would hold a control character" in m.last_error for m in failed)
         assert smtp_sink.messages == []
+        # The admin's preview of that user's email says why, as a refused request.
+        article = (await delivery_methods.articles_list(env.services, {"channel": ch}))["articles"][0]
+        with pytest.raises(ProtocolError, match="To header") as refused:
+            await delivery_methods.articles_preview(env.services, {"id": article["id"], "user": user.id})
+        assert refused.value.code == "invalid_params"
 
 
 async def test_a_cleaned_name_is_never_written_back_to_sell(env_factory, smtp_sink, sellsim):
@@ -108,28 +125,31 @@ async def test_a_cleaned_name_is_never_written_back_to_sell(env_factory, smtp_si
         ch = await synced_channel(env)
         emails = await leads(sellsim, [HOSTILE[0], ("Cy", "Doe")])
         await engine.run_channel(env.services, ch)
-        lead = next(r for r in await trio.to_thread.run_sync(sellsim.records, "lead") if r["last_name"] == "Doe")
-        await trio.to_thread.run_sync(lambda: sellsim.edit_record("lead", lead["id"], {
-            "first_name": f"Cy\r\nContent-Type: text/html\r\n\r\n{LOCKED}"}))
+        lead = next(r for r in await sim(sellsim.records, "lead") if r["last_name"] == "Doe")
+        await sim(sellsim.edit_record, "lead", lead["id"],
+                  {"first_name": f"Cy\r\nContent-Type: text/html\r\n\r\n{LOCKED}"})
         run = await engine.run_channel(env.services, ch)
         assert run.counts["users_updated"] == 1 and run.counts["sell_updated"] == 0, run
         cy = await env.store.run(user_store.get_by_email, ch, emails[1])
         assert cy.first_name == f"CyContent-Type: text/html{LOCKED}"
-        (entry,) = [e for e in await env.store.run(user_store.audit, cy.id, 10) if e.field == "first_name"]
+        log = await env.store.run(user_store.audit, cy.id, 10)
+        (entry,) = [e for e in log if e.field == "first_name"]
         assert entry.note.startswith("changed in Sell") and entry.note.endswith(
             "; control characters removed from Sell's first_name"), entry.note
-        await trio.to_thread.run_sync(sellsim.reset_counters)
+        await sim(sellsim.reset_counters)
         run = await engine.run_channel(env.services, ch)
         assert run.counts["sell_updated"] == 0 and run.counts.get("users_updated", 0) == 0, run
-        counters = await trio.to_thread.run_sync(sellsim.counters)
+        counters = await sim(sellsim.counters)
         writes = ("PUT", "PATCH", "DELETE", "POST /v2/leads", "POST /v2/contacts")
-        assert counters["total"] > 0 and not [r for r in counters["routes"] if r.startswith(writes)], counters
-        stored = {r["email"]: r["first_name"] for r in await trio.to_thread.run_sync(sellsim.records, "lead")}
+        assert counters["total"] > 0, counters
+        assert not [r for r in counters["routes"] if r.startswith(writes)], counters
+        stored = {r["email"]: r["first_name"] for r in await sim(sellsim.records, "lead")}
         assert stored[emails[0]] == HOSTILE[0][0]  # Sell keeps what its user typed
         assert stored[emails[1]].startswith("Cy\r\n")
 
 
-async def test_an_email_with_control_characters_is_a_sync_error_never_rewritten(env_factory, smtp_sink, sellsim):
+async def test_an_email_with_control_characters_is_a_sync_error_never_rewritten(
+        env_factory, smtp_sink, sellsim):
     """A new record's, and a linked user's whose Sell user edits it (a trailing NEL, which a
     plain trim would have quietly taken off)."""
     async with env_factory(sell=sell_section(sellsim)) as env:
@@ -137,11 +157,10 @@ async def test_an_email_with_control_characters_is_a_sync_error_never_rewritten(
         (linked,) = await leads(sellsim, [("Cy", "Doe")])
         await engine.run_channel(env.services, ch)
         bad = "mallory@example.com\r\nBcc: x@evil.example"
-        await trio.to_thread.run_sync(lambda: sellsim.create_record(
-            "lead", {"last_name": "M", "email": bad, "custom_fields": {"Promo": ["welcome"]}}, force=True))
-        cy = next(r for r in await trio.to_thread.run_sync(sellsim.records, "lead") if r["email"] == linked)
-        await trio.to_thread.run_sync(lambda: sellsim.edit_record(
-            "lead", cy["id"], {"email": linked + "\x85", "first_name": "Cyd"}, force=True))
+        await sim(sellsim.create_record, "lead", {"last_name": "M", "email": bad}, force=True)
+        cy = next(r for r in await sim(sellsim.records, "lead") if r["email"] == linked)
+        await sim(sellsim.edit_record, "lead", cy["id"],
+                  {"email": linked + "\x85", "first_name": "Cyd"}, force=True)
         run = await engine.run_channel(env.services, ch)
         assert run.counts.get("users_created", 0) == 0 and run.counts["errors"] == 2, run
         errors, _next = await env.store.run(sync_store.errors, ch, None, 10)
@@ -149,6 +168,8 @@ async def test_an_email_with_control_characters_is_a_sync_error_never_rewritten(
         assert {(e.code, e.error, e.user_id) for e in errors} == {
             (sync_store.E_VALUE, texts.email_control_characters(), u) for u in (None, user.id)}
         assert (user.email, user.first_name) == (linked, "Cy")  # nothing taken from that record
-        stored = {r["last_name"]: r for r in await trio.to_thread.run_sync(sellsim.records, "lead")}
-        assert stored["M"]["email"] == bad and stored["Doe"]["email"] == linked + "\x85"  # never rewritten
-        assert all(r["custom_fields"]["Sync error"] == texts.email_control_characters() for r in stored.values())
+        stored = {r["last_name"]: r for r in await sim(sellsim.records, "lead")}
+        assert stored["M"]["email"] == bad  # never rewritten
+        assert stored["Doe"]["email"] == linked + "\x85"
+        for record in stored.values():
+            assert record["custom_fields"]["Sync error"] == texts.email_control_characters()

@@ -19,7 +19,7 @@ from kuloo_daemon.rules.cleaning import clean_custom_fields, clean_text, is_clea
     ("A\u2066B\u2067C\u2068D\u2069E", False, "ABCDE"),  # bidi isolates
     ("Ann\tLee", True, "Ann Lee"),  # a tab in a name: a space
     ("a\tb", False, "ab"),  # in free text: a control character like the others
-    ("Zoë O'Brien-Ñúñez 山田 \u200d\u00a0", True, "Zoë O'Brien-Ñúñez 山田 \u200d\u00a0"),  # kept
+    ("Zoë O'Brien 山田 \u200d\u00a0", True, "Zoë O'Brien 山田 \u200d\u00a0"),  # kept
     ("", True, ""),
 ])  # fmt: skip
 def test_clean_text_removes_each_class_and_keeps_everything_else(raw, name, expected):
@@ -34,12 +34,14 @@ def test_custom_fields_are_cleaned_except_the_kulooid():
     assert out == {"KulooId": "K-1\r\nX", "Source": "sync", "Promo": ["welcome", "upsell"],
                    "Last active": "2026-01-05", "Score": 12, "Blank": None}
     assert changed == ("Source", "Promo")
-    assert clean_custom_fields({"KulooId": "K-1", "Source": "x"}) == ({"KulooId": "K-1", "Source": "x"}, ())
+    clean = {"KulooId": "K-1", "Source": "x"}
+    assert clean_custom_fields(clean) == (clean, ())
 
 
 def test_a_lead_is_cleaned_as_it_is_parsed_and_says_what_was_cleaned():
-    lead = Lead.from_data({"id": 7, "first_name": "Eve\r\nBcc: x@evil.example", "last_name": "Lee\tJr",
-                           "organization_name": "Acme\u2066 Ltd", "email": "eve@example.com",
+    lead = Lead.from_data({"id": 7, "first_name": "Eve\r\nBcc: x@evil.example",
+                           "last_name": "Lee\tJr", "organization_name": "Acme\u2066 Ltd",
+                           "email": "eve@example.com",
                            "custom_fields": {"KulooId": "K\x07", "Source": "a\x85b"}})
     assert (lead.first_name, lead.last_name, lead.organization_name) == (
         "EveBcc: x@evil.example", "Lee Jr", "Acme Ltd")
@@ -49,7 +51,8 @@ def test_a_lead_is_cleaned_as_it_is_parsed_and_says_what_was_cleaned():
 
 
 def test_an_email_is_never_rewritten_only_named():
-    lead = Lead.from_data({"id": 8, "last_name": "A", "email": "eve@example.com\r\nBcc: x@evil.example"})
+    lead = Lead.from_data({"id": 8, "last_name": "A",
+                           "email": "eve@example.com\r\nBcc: x@evil.example"})
     assert lead.email == "eve@example.com\r\nBcc: x@evil.example" and lead.cleaned == ("email",)
     contact = Contact.from_data({"id": 9, "name": "Bo\tB", "email": "bo@example.com\u202e"})
     assert contact.name == "Bo B" and contact.email == "bo@example.com\u202e"
