@@ -24,7 +24,8 @@ from .. import __version__
 from ..clock import MANUAL, ClockError, iso, parse_instant
 from ..secrets import Secret
 from ..services import Services
-from ..store import Conflict, Invalid, NotFound, sync_store
+from ..store import Conflict, Invalid, NotFound
+from ..store.sync import batch as sync_store
 from ..store import channels as channel_store
 from ..store import leases as lease_store
 from ..sync import connection, engine

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..services import Services
-from ..store import sync_store
+from ..store.sync import batch as sync_store
 from ..sync import engine
 from . import render
 from .protocol import ProtocolError

@@ -49,8 +49,8 @@ from ..rules import linking, schedule, texts
 from ..rules.values import KULOO_ID, normalize_email, sell_payload, sell_values
 from ..scheduler import ClockJob, Job
 from ..services import Services
-from ..store import sync_store
-from ..store.sync_store import ConversionIn, DeletionIn, PushIn, RecordIn, RunDoc, SellWrite
+from ..store.sync import batch as sync_store
+from ..store.sync.batch import ConversionIn, DeletionIn, PushIn, RecordIn, RunDoc, SellWrite
 from ..vocabulary import SyncRunStatus
 from . import connection
 

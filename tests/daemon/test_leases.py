@@ -112,7 +112,7 @@ async def test_concurrent_claims_give_the_lease_to_exactly_one(pg_target):
 
 async def test_a_sync_run_records_its_daemon_and_status_lists_the_daemons(services_config, pg_server, pg_database):
     from kuloo_daemon.control import methods
-    from kuloo_daemon.store import sync_store
+    from kuloo_daemon.store.sync import batch as sync_store
 
     config = services_config(clock={"mode": "manual"}, store={"url": pg_server.url(pg_database)})
     async with open_services(config) as services:

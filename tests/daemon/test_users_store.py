@@ -376,7 +376,7 @@ async def test_sync_schedule_inputs_give_each_verified_channels_last_counted_run
     """The scheduler's inputs in three queries: the newest run that is not ``skipped`` per
     channel, unverified channels left out, and one channel alone when asked (a lease
     holder's "still due?" check)."""
-    from kuloo_daemon.store import sync_store
+    from kuloo_daemon.store.sync import batch as sync_store
     from kuloo_daemon.store.models import Channel, SyncRun
 
     async def setup():
@@ -559,8 +559,8 @@ async def test_a_batchs_lookups_search_their_indexes_instead_of_reading_the_whol
     batch (which made an initial sync quadratic). Planted bug: the channel outside the OR."""
     from tortoise import connections
 
-    from kuloo_daemon.store import sync_store
-    from kuloo_daemon.store.sync_store import RecordIn
+    from kuloo_daemon.store.sync import batch as sync_store
+    from kuloo_daemon.store.sync.batch import RecordIn
 
     ch = await make_channel(store)
     records = [RecordIn("lead", 7, {"KulooId": "k1"}, "A@example.com", T0),
@@ -588,7 +588,7 @@ async def test_plan_pushes_stamps_every_intent_before_any_post_and_a_stamped_use
     all), so the next plan — after a crash or an ambiguous create — looks each one up before a
     second POST. Planted bug: the stamps not written (the sync e2e tests still pass: the feed
     brings the created lead back first)."""
-    from kuloo_daemon.store import sync_store
+    from kuloo_daemon.store.sync import batch as sync_store
 
     ch = await make_channel(store)
     a, b = [await add(store, ch, f"{n}@example.com", add_to_crm=True) for n in "ab"]

@@ -21,7 +21,7 @@ from kuloo_daemon.crm import records
 from kuloo_daemon.rules import texts
 from kuloo_daemon.secrets import Secret
 from kuloo_daemon.store import channels as channel_store
-from kuloo_daemon.store import sync_store
+from kuloo_daemon.store.sync import batch as sync_store
 from kuloo_daemon.store import users as user_store
 from kuloo_daemon.sync import connection, engine
 from sellsim.seeds import DEMO_TOKEN

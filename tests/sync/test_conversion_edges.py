@@ -20,7 +20,7 @@ import pytest
 import trio
 
 from kuloo_daemon.services import open_services
-from kuloo_daemon.store import sync_store
+from kuloo_daemon.store.sync import batch as sync_store
 from kuloo_daemon.store import users as user_store
 from kuloo_daemon.sync import engine
 

@@ -9,7 +9,7 @@ import trio
 from kuloo_daemon.secrets import Secret
 from kuloo_daemon.services import open_services
 from kuloo_daemon.store import channels as channel_store
-from kuloo_daemon.store import sync_store
+from kuloo_daemon.store.sync import batch as sync_store
 from kuloo_daemon.store import users as user_store
 from kuloo_daemon.sync import connection, engine
 from sellsim.seeds import DEMO_TOKEN, default_seed
@@ -80,7 +80,7 @@ async def test_initial_sync_imports_every_lead_and_a_second_run_is_idle(services
 
 
 async def test_the_lookup_before_a_second_post_finds_the_record_by_kulooid_then_email(services_config, sellsim, backend):
-    from kuloo_daemon.store.sync_store import PushIn
+    from kuloo_daemon.store.sync.batch import PushIn
 
     async with open_services(fast_config(services_config, sellsim, backend)) as services:
         now = services.clock.now()

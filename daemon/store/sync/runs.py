@@ -11,8 +11,8 @@ from datetime import datetime
 
 from tortoise.transactions import in_transaction
 
-from ..vocabulary import SyncRunStatus, sync_run_after_crash
-from .models import SyncRun
+from ...vocabulary import SyncRunStatus, sync_run_after_crash
+from ..models import SyncRun
 
 
 async def fail_interrupted(now: datetime) -> list[int]:

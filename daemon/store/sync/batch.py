@@ -35,10 +35,10 @@ from tortoise.expressions import Q
 from tortoise.functions import Max
 from tortoise.transactions import in_transaction
 
-from ..rules import caps, linking, texts
-from ..rules.linking import LinkIndex, RecordRef, UserRef
-from ..rules.merge import KULOO, merge
-from ..rules.values import (
+from ...rules import caps, linking, texts
+from ...rules.linking import LinkIndex, RecordRef, UserRef
+from ...rules.merge import KULOO, merge
+from ...rules.values import (
     EMAIL,
     FIELD_NAMES,
     KULOO_ID,
@@ -49,8 +49,8 @@ from ..rules.values import (
     kuloo_values,
     normalize_email,
 )
-from ..secrets import Secret
-from ..vocabulary import (
+from ...secrets import Secret
+from ...vocabulary import (
     Actor,
     ConnectionStatus,
     CrmKind,
@@ -62,11 +62,11 @@ from ..vocabulary import (
     sync_run_finish,
     to_kuloo,
 )
-from . import NotFound
-from . import users as user_store
-from .models import Channel as ChannelRow
-from .models import SyncError, SyncRun
-from .models import User as UserRow
+from .. import NotFound
+from .. import users as user_store
+from ..models import Channel as ChannelRow
+from ..models import SyncError, SyncRun
+from ..models import User as UserRow
 
 COUNT_KEYS = ("pulled", "users_created", "users_updated", "leads_created", "sell_updated", "conflicts",
               "errors", "requests")
