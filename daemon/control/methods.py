@@ -25,9 +25,9 @@ from ..clock import MANUAL, ClockError, iso, parse_instant
 from ..secrets import Secret
 from ..services import Services
 from ..store import Conflict, Invalid, NotFound
-from ..store.sync import batch as sync_store
 from ..store import channels as channel_store
 from ..store import leases as lease_store
+from ..store.sync import runs as sync_runs
 from ..sync import connection, engine
 from ..vocabulary import Plan
 from . import delivery_methods, render, sync_methods, users
@@ -174,7 +174,7 @@ async def channels_get(services: Services, params: dict[str, Any]) -> dict[str, 
         doc = await services.store.run(channel_store.get, _channel_id(params))
     out = render.channel(doc)
     # The sync schedule and the last run (the channels.get additions).
-    last = await services.store.run(sync_store.last_run, doc.id)
+    last = await services.store.run(sync_runs.last_run, doc.id)
     out["sync"]["next_sync_at"] = iso(await engine.next_sync_at(services, doc.id))
     out["sync"]["last_run"] = render.sync_run(last) if last else None
     return out
