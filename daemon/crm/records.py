@@ -11,11 +11,11 @@ read (``rules.cleaning``: control characters out of names, organization and cust
 text; the KulooId and the email never rewritten), so every later step — the merge
 included — sees the cleaned value as Sell's; ``cleaned`` names the fields it changed (and
 an email it would have changed, for the sync to refuse). Pure: imports the standard
-library and ``rules``.
+library, ``rules`` and ``vocabulary``.
 
 Also owns how the client compares what Sell sends back with what it asked for, because Sell
-does not echo values the way they were written: ``normalize_email`` (whether ``?email=`` is
-case-sensitive is unknown), ``same_custom_value`` (a date written ``2016-04-27`` may read
+does not echo values the way they were written: emails by ``vocabulary.email_key``, the
+sync's own key (whether ``?email=`` is case-sensitive is unknown), ``same_custom_value`` (a date written ``2016-04-27`` may read
 back as ``4/27/2016`` or a datetime; numbers come back as strings) and ``matches_filters``
 (a filter Sell cannot apply may be ignored, returning every record: candidates are
 re-checked here).
@@ -31,6 +31,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ..rules.cleaning import clean_custom_fields, clean_text, is_clean
+from ..vocabulary import email_key
 
 
 class RecordFormatError(ValueError):
@@ -316,13 +317,6 @@ RECORD_TYPES: dict[str, type[Lead] | type[Contact]] = {"lead": Lead, "contact": 
 # ----------------------------------------------------------------------------- comparisons
 
 
-def normalize_email(value: Any) -> str | None:
-    """The form in which two addresses are compared: trimmed and case-folded (None if blank)."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    return value.strip().casefold()
-
-
 _US_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
 
 
@@ -372,7 +366,7 @@ def custom_value_key(field_type: str | None, value: Any) -> Any:
     if kind == "multi_select_list" and isinstance(value, list):
         return frozenset(str(v) for v in value)
     if kind == "email":
-        return normalize_email(value)
+        return email_key(value) or None
     return value
 
 
@@ -396,7 +390,7 @@ def matches_filters(record: Lead | Contact, filters: Mapping[str, Any],
         if record.id not in wanted:
             return False
     if "email" in filters and filters["email"] is not None:
-        if normalize_email(record.email) != normalize_email(filters["email"]):
+        if email_key(record.email) != email_key(filters["email"]):
             return False
     for name, wanted_value in (filters.get("custom_fields") or {}).items():
         if wanted_value is None:

@@ -48,7 +48,7 @@ from ..store import NotFound
 from ..store import channels as channel_store
 from ..store import users as user_store
 from ..tokens import BadToken, Claim, Purpose, Signer
-from ..vocabulary import Actor, Frequency, InvalidEmail, normalise_email
+from ..vocabulary import Actor, Frequency, InvalidEmail, valid_email
 from . import limits, pages
 
 log = structlog.get_logger("kuloo.links")
@@ -364,7 +364,7 @@ class LinksApp:
             return answer(404, "No such newsletter", "There is no newsletter here.")
         try:
             form = parse_form(content_type, await read_body(request, self.settings.max_body_bytes))
-            address = normalise_email(form["email"]) if isinstance(form.get("email"), str) else None
+            address = valid_email(form["email"]) if isinstance(form.get("email"), str) else None
             if address is None:
                 raise BadForm
             names = (_clean_name(form.get("first_name")), _clean_name(form.get("last_name")))
@@ -393,7 +393,7 @@ class LinksApp:
             return None
         try:
             address, first, last = json.loads(claim.target)
-            return claim, normalise_email(address), _clean_name(first), _clean_name(last)
+            return claim, valid_email(address), _clean_name(first), _clean_name(last)
         except (ValueError, TypeError, BadForm):
             return None
 

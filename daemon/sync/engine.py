@@ -46,7 +46,7 @@ from ..crm.client import SellClient
 from ..crm.feed import ChangeFeed, RecordChanged
 from ..crm.records import LeadConversion, parse_ts
 from ..rules import linking, schedule, texts
-from ..rules.values import KULOO_ID, normalize_email, sell_payload, sell_values
+from ..rules.values import KULOO_ID, sell_payload, sell_values
 from ..scheduler import ClockJob, Job
 from ..services import Services
 from ..store.sync import batch as sync_batch
@@ -63,7 +63,7 @@ from ..store.sync.types import (
     RunStart,
     SellWrite,
 )
-from ..vocabulary import SyncRunStatus
+from ..vocabulary import SyncRunStatus, email_key
 from . import connection
 
 log = structlog.get_logger("kuloo.sync")
@@ -368,9 +368,9 @@ class _Run:
             async for rec in listing(custom_fields={KULOO_ID: p.kuloo_id}):
                 if (rec.custom_fields or {}).get(KULOO_ID) == p.kuloo_id:
                     return kind, rec.id, sell_values(rec)
-        email = normalize_email(p.email)
+        email = email_key(p.email)
         async for rec in self.sell.list_leads(email=p.email):
-            if normalize_email(rec.email) == email and (rec.custom_fields or {}).get(KULOO_ID) in (None, "", p.kuloo_id):
+            if email_key(rec.email) == email and (rec.custom_fields or {}).get(KULOO_ID) in (None, "", p.kuloo_id):
                 return "lead", rec.id, sell_values(rec)
         return None
 

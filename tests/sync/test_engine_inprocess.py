@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import trio
 
+from kuloo_daemon.crm.records import Lead, matches_filters
 from kuloo_daemon.secrets import Secret
 from kuloo_daemon.services import open_services
 from kuloo_daemon.store import channels as channel_store
@@ -176,6 +177,32 @@ async def test_two_new_records_with_one_email_in_one_batch_make_one_user_and_a_d
         errors, _next = await services.store.run(sync_errors.errors, cid, None, 10)
         assert [(e.crm_kind, e.crm_id) for e in errors] == [("contact", second["id"])]
         assert f"lead {first['id']}" in errors[0].error
+
+
+async def test_the_sell_client_and_the_sync_match_emails_by_one_key(services_config, sellsim):
+    """lower() and casefold() disagree on "ß" ("ß".casefold() == "ss", "ß".lower() == "ß"):
+    the sync links a Sell record to a user exactly when the Sell client's re-check of an
+    ``?email=`` answer takes that record for the user's address. Planted bugs: casefold() in
+    ``vocabulary.email_key`` (STRASSE linked to straße), casefold() in the client's re-check
+    (the client and the sync disagree)."""
+    config = fast_config(services_config, sellsim)
+    strasse = sellsim.create_record("lead", {"last_name": "S", "email": "STRASSE@example.com"})
+    ada = sellsim.create_record("lead", {"last_name": "A", "email": "Straße.Ada@Example.com"})
+    async with open_services(config) as services:
+        cid = await verified_channel(services)
+        for email in ("straße@example.com", "straße.ada@example.com"):
+            await services.store.run(user_store.add, cid, {"email": email}, "admin", services.clock.now())
+        run = await engine.run_channel(services, cid)
+        assert run.status.value == "ok", run
+        page = await services.store.run(user_store.list_page, cid, user_store.Filters(), None, 500)
+    links = {u.email: (u.crm.id if u.crm else None) for u in page.users}
+    assert links == {"straße@example.com": None, "straße.ada@example.com": ada["id"],
+                     "STRASSE@example.com": strasse["id"]}  # STRASSE: a user of its own
+    for record in (strasse, ada):
+        lead = Lead.from_data(record)
+        for user in page.users:
+            linked = user.crm is not None and user.crm.id == lead.id
+            assert matches_filters(lead, {"email": user.email}) is linked, (user.email, lead.email)
 
 
 async def test_a_scheduled_run_no_longer_due_once_it_has_the_lock_is_skipped(services_config, sellsim):

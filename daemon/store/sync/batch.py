@@ -34,7 +34,16 @@ from ...rules.values import (
     kuloo_attrs,
     kuloo_values,
 )
-from ...vocabulary import Actor, CrmKind, InvalidEmail, Plan, Source, normalise_email, to_kuloo
+from ...vocabulary import (
+    Actor,
+    CrmKind,
+    InvalidEmail,
+    Plan,
+    Source,
+    email_key,
+    to_kuloo,
+    valid_email,
+)
 from .. import users as user_store
 from ..models import Channel as ChannelRow
 from ..models import SyncError
@@ -280,7 +289,7 @@ class _Batch:
 
     async def import_record(self, rec: RecordIn) -> None:
         try:
-            email = normalise_email(rec.email or "")
+            email = valid_email(rec.email or "")
         except InvalidEmail as exc:
             await self.record_error(rec, E_VALUE, texts.one_line(f"Not synced: {exc}"))
             return
@@ -362,11 +371,11 @@ class _Batch:
                 return
             if "email" in attrs:
                 try:
-                    attrs["email"] = normalise_email(rec.email or "")
+                    attrs["email"] = valid_email(rec.email or "")
                 except InvalidEmail as exc:
                     await self.record_error(rec, E_VALUE, texts.one_line(f"Not synced: {exc}"), row)
                     return
-                taken = await UserRow.filter(channel_id=row.channel_id, email_key=attrs["email"].lower()).exclude(
+                taken = await UserRow.filter(channel_id=row.channel_id, email_key=email_key(attrs["email"])).exclude(
                     id=row.id).first()
                 if taken is not None:
                     await self.record_error(rec, E_DUPLICATE, texts.duplicate_email(

@@ -16,7 +16,8 @@ from tortoise.expressions import Q
 
 from ...rules import caps, linking
 from ...rules.linking import LinkIndex
-from ...rules.values import KULOO_ID, normalize_email
+from ...rules.values import KULOO_ID
+from ...vocabulary import email_key
 from ..models import SyncError
 from ..models import User as UserRow
 from .errors import E_CAP, E_DUPLICATE
@@ -27,7 +28,7 @@ from .types import RecordIn
 def users_matching(channel_id: int, records: Sequence[RecordIn], keys: Sequence[tuple[str, int]]) -> Any:
     """The query for the channel's users these records may belong to: by link, KulooId, email."""
     kuloo_ids = [r.values.get(KULOO_ID) for r in records if r.values.get(KULOO_ID)]
-    emails = [e for r in records if (e := normalize_email(r.email))]
+    emails = [e for r in records if (e := email_key(r.email))]
     # "" matches no row (PostgreSQL refuses a NUL in text, the old sentinel). The channel is
     # in each branch of the OR, so that each one is a search of its own index (SQLite's
     # multi-index OR, PostgreSQL's bitmap OR): with it outside, SQLite reads every user of
@@ -69,7 +70,7 @@ async def orphans_to_recheck(channel_id: int) -> list[tuple[str, int]]:
     channel = await channel_row(channel_id)
     rows = await SyncError.filter(channel_id=channel_id, user_id=None, code__in=[E_CAP, E_DUPLICATE])
     room = caps.room_left(caps.cap_of(channel.plan), await linked_count(channel_id))
-    keys = [r.email.strip().lower() for r in rows if r.code == E_DUPLICATE]
+    keys = [email_key(r.email) for r in rows if r.code == E_DUPLICATE]
     linked = set(await UserRow.filter(channel_id=channel_id, email_key__in=keys or [""],
                                       crm_id__not_isnull=True).values_list("email_key", flat=True))
     out = []
@@ -85,7 +86,7 @@ async def orphans_to_recheck(channel_id: int) -> list[tuple[str, int]]:
             continue
         if r.code == E_CAP and (room is None or room > 0):
             out.append((r.crm_kind, int(r.crm_id)))
-        elif r.code == E_DUPLICATE and r.email.strip().lower() not in linked:
+        elif r.code == E_DUPLICATE and email_key(r.email) not in linked:
             out.append((r.crm_kind, int(r.crm_id)))
     return out
 

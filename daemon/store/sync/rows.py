@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...rules.linking import RecordRef, UserRef
-from ...rules.values import KULOO_ID, normalize_email
+from ...rules.values import KULOO_ID
+from ...vocabulary import email_key
 from .. import NotFound
 from ..models import Channel as ChannelRow
 from ..models import User as UserRow
@@ -41,11 +42,11 @@ def view_of(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def user_ref(row: UserRow) -> UserRef:
     link = (row.crm_kind, int(row.crm_id)) if row.crm_kind and row.crm_id is not None else None
-    return UserRef(row.id, row.kuloo_id, row.email_key or normalize_email(row.email) or "", link)
+    return UserRef(row.id, row.kuloo_id, row.email_key or email_key(row.email), link)
 
 
 def record_ref(rec: RecordIn) -> RecordRef:
-    return RecordRef(rec.kind, rec.id, rec.values.get(KULOO_ID), normalize_email(rec.email), rec.is_organization)
+    return RecordRef(rec.kind, rec.id, rec.values.get(KULOO_ID), email_key(rec.email) or None, rec.is_organization)
 
 
 async def channel_row(channel_id: int) -> ChannelRow:
