@@ -166,7 +166,7 @@ async def test_an_email_with_control_characters_is_a_sync_error_never_rewritten(
         errors, _next = await env.store.run(sync_errors.errors, ch, None, 10)
         user = await env.store.run(user_store.get_by_email, ch, linked)
         assert {(e.code, e.error, e.user_id) for e in errors} == {
-            (sync_errors.E_VALUE, texts.email_control_characters(), u) for u in (None, user.id)}
+            (texts.E_VALUE, texts.email_control_characters(), u) for u in (None, user.id)}
         assert (user.email, user.first_name) == (linked, "Cy")  # nothing taken from that record
         stored = {r["last_name"]: r for r in await sim(sellsim.records, "lead")}
         assert stored["M"]["email"] == bad  # never rewritten

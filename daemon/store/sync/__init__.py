@@ -2,7 +2,7 @@
 
 The engine (``kuloo_daemon.sync.engine``) reads Sell and writes Sell; everything it
 decides about the Kuloo side happens here, inside one transaction per unit, with the pure
-rules of ``rules`` (``linking``, ``merge``, ``caps``, ``texts``):
+rules of ``rules`` (``linking``, ``importing``, ``merge``, ``caps``, ``texts``):
 
 - ``runs``: begin a run (``running``, or ``skipped`` with the reason), finish it, list
   the history, the scheduler's inputs, the start-up repair of interrupted runs.

@@ -21,34 +21,10 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from ...rules import caps, linking, texts
+from ...rules import caps, importing, linking, texts
 from ...rules.linking import LinkIndex, UserRef
 from ...rules.merge import KULOO, merge
-from ...rules.values import (
-    EMAIL,
-    FIELD_NAMES,
-    KULOO_ID,
-    PROMO,
-    SUBSCRIPTION,
-    SYNC_ERROR,
-    kuloo_attrs,
-    kuloo_values,
-)
-from ...vocabulary import (
-    Actor,
-    CrmKind,
-    InvalidEmail,
-    Plan,
-    Source,
-    email_key,
-    to_kuloo,
-    valid_email,
-)
-from .. import users as user_store
-from ..models import Channel as ChannelRow
-from ..models import SyncError
-from ..models import User as UserRow
-from .errors import (
+from ...rules.texts import (
     E_CAP,
     E_CONVERTED,
     E_DUPLICATE,
@@ -58,11 +34,22 @@ from .errors import (
     E_TAMPERED,
     E_UNKNOWN_ID,
     E_VALUE,
-    clear_errors,
-    errors_matching,
-    payload_key,
-    set_error,
 )
+from ...rules.values import (
+    EMAIL,
+    FIELD_NAMES,
+    KULOO_ID,
+    PROMO,
+    SUBSCRIPTION,
+    SYNC_ERROR,
+    kuloo_values,
+)
+from ...vocabulary import Actor, CrmKind, Plan, email_key, to_kuloo
+from .. import users as user_store
+from ..models import Channel as ChannelRow
+from ..models import SyncError
+from ..models import User as UserRow
+from .errors import clear_errors, errors_matching, payload_key, set_error
 from .lookups import users_matching
 from .rows import (
     channel_row,
@@ -78,7 +65,6 @@ from .types import DeletionIn, Outcome, RecordIn, SellWrite
 # Which user attributes a field's Kuloo change time is read from.
 FIELD_ATTRS = {PROMO: ("promo_tags",), SUBSCRIPTION: ("frequency", "unsubscribed"), "email": ("email",),
                "first_name": ("first_name",), "last_name": ("last_name",)}
-IMPORTED = (PROMO, SUBSCRIPTION, "first_name", "last_name")  # the fields a new user takes from Sell
 
 
 def _changed_at(row: UserRow) -> dict[str, datetime | None]:
@@ -104,7 +90,7 @@ class _Batch:
         self.channel = channel
         self.now = now
         self.retries = retries
-        self.tags = set(channel.sequential_tags or ())
+        self.tags = tuple(channel.sequential_tags or ())
         self.cap = caps.cap_of(channel.plan)
         self.out = Outcome()
         self.rows: dict[int, UserRow] = {}
@@ -137,7 +123,7 @@ class _Batch:
         for row in rows:
             self.rows[row.id] = row
             self.index.put(user_ref(row))
-        if self.cap is not None:  # no cap, no count to keep (``_room``)
+        if self.cap is not None:  # no cap, no count to keep (``importing.over_cap``)
             self.linked = await linked_count(cid)
             self.suspended = await suspended_users(cid, self.cap)
         # The errors this batch may clear, read once (most records have none).
@@ -266,8 +252,9 @@ class _Batch:
         elif d.action == linking.NO_EMAIL:
             await self.record_error(rec, E_NO_EMAIL, texts.no_email())
         elif d.action == linking.LINK:
-            if not self._room():
-                await self.record_error(rec, E_CAP, texts.plan_cap(Plan(self.channel.plan)))
+            refused = importing.over_cap(self.channel.plan, self.linked)
+            if refused is not None:
+                await self.record_error(rec, refused.code, refused.text)
                 return
             row = self.rows[d.user.id]
             row.crm_kind, row.crm_id, row.crm_linked_at = rec.kind, rec.id, self.now
@@ -279,32 +266,17 @@ class _Batch:
             self.audit(row, "crm", None, f"{rec.kind} {rec.id}", "linked to the Sell record")
             await self.merge(row, rec)
         elif d.action == linking.IMPORT:
-            if not self._room():
-                await self.record_error(rec, E_CAP, texts.plan_cap(Plan(self.channel.plan)))
-                return
             await self.import_record(rec)
 
-    def _room(self) -> bool:
-        return self.cap is None or self.linked < self.cap
-
     async def import_record(self, rec: RecordIn) -> None:
-        try:
-            email = valid_email(rec.email or "")
-        except InvalidEmail as exc:
-            await self.record_error(rec, E_VALUE, texts.one_line(f"Not synced: {exc}"))
+        """A new user from ``rec`` (what it becomes is ``importing.new_user``'s decision)."""
+        user = importing.new_user(rec.email, rec.values, sequential_tags=self.tags,
+                                  plan=self.channel.plan, linked=self.linked)
+        if isinstance(user, importing.Refusal):
+            await self.record_error(rec, user.code, user.text)
             return
-        try:
-            attrs = kuloo_attrs({n: rec.values.get(n) for n in IMPORTED})
-        except ValueError as exc:
-            await self.record_error(rec, E_VALUE, texts.one_line(f"Not synced: {exc}"))
-            return
-        bad = [t for t in attrs.get("promo_tags", []) if t not in self.tags]
-        if bad:
-            await self.record_error(rec, E_VALUE, texts.bad_value(PROMO, bad[0], tuple(self.channel.sequential_tags)))
-            return
-        fields = {"email": email, "source": Source.SYNC.value, "add_to_crm": False, "crm_kind": rec.kind,
-                  "crm_id": rec.id, "crm_linked_at": self.now, "synced_values": dict(rec.values), **attrs}
-        fields.setdefault("frequency", "weekly")
+        fields = {**user, "crm_kind": rec.kind, "crm_id": rec.id, "crm_linked_at": self.now,
+                  "synced_values": dict(rec.values)}
         row = user_store.new_row(self.channel.id, fields, self.now, checked=False)
         # Inserted with the batch's other imports (``save_imports``); until then the index
         # knows it by a provisional id, enough to call a later record with its email or
@@ -319,9 +291,9 @@ class _Batch:
     async def save_imports(self) -> None:
         """The users this batch imports: inserted together, then merged with their records."""
         imports, self.imports = self.imports, []
-        await user_store.insert_many([(row, f"added from Sell {rec.kind} {rec.id}"
-                                       + rec.cleaning_note(IMPORTED)) for row, rec in imports],
-                                     actor=Actor.SYNC, now=self.now, pending=self.pending)
+        added = [(row, f"added from Sell {rec.kind} {rec.id}" + rec.cleaning_note(importing.IMPORTED))
+                 for row, rec in imports]
+        await user_store.insert_many(added, actor=Actor.SYNC, now=self.now, pending=self.pending)
         for row, rec in imports:
             self.rows[row.id] = row
             self.index.put(user_ref(row))
@@ -359,22 +331,11 @@ class _Batch:
         if row.id in self.pending_users and (result.to_kuloo or not imported):
             await self.flush()  # its tag rows are in before apply_changes rewrites them
         if result.to_kuloo:
-            try:
-                attrs = kuloo_attrs(result.to_kuloo)
-            except ValueError as exc:
-                await self.record_error(rec, E_VALUE, texts.one_line(f"Not synced: {exc}"), row)
-                return
-            bad = [t for t in attrs.get("promo_tags", []) if t not in self.tags]
-            if bad:
-                await self.record_error(rec, E_VALUE, texts.bad_value(PROMO, bad[0],
-                                                                      tuple(self.channel.sequential_tags)), row)
+            attrs = importing.sell_changes(result.to_kuloo, rec.email, sequential_tags=self.tags)
+            if isinstance(attrs, importing.Refusal):
+                await self.record_error(rec, attrs.code, attrs.text, row)
                 return
             if "email" in attrs:
-                try:
-                    attrs["email"] = valid_email(rec.email or "")
-                except InvalidEmail as exc:
-                    await self.record_error(rec, E_VALUE, texts.one_line(f"Not synced: {exc}"), row)
-                    return
                 taken = await UserRow.filter(channel_id=row.channel_id, email_key=email_key(attrs["email"])).exclude(
                     id=row.id).first()
                 if taken is not None:

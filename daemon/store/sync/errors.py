@@ -21,17 +21,6 @@ from ..models import User as UserRow
 from .rows import channel_row
 from .types import ErrorDoc
 
-# Error codes (SyncError.code): which rule put the error there.
-E_DUPLICATE = "duplicate"
-E_TAMPERED = "tampered"
-E_UNKNOWN_ID = "unknown_kuloo_id"
-E_NO_EMAIL = "no_email"
-E_CAP = "plan_cap"
-E_VALUE = "bad_value"
-E_REFUSED = "sell_refused"
-E_ORG_ONLY = "organization_only"
-E_CONVERTED = "converted_into_linked"
-
 
 def payload_key(fields: Mapping[str, Any]) -> str:
     return hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -16,11 +16,11 @@ from tortoise.expressions import Q
 
 from ...rules import caps, linking
 from ...rules.linking import LinkIndex
+from ...rules.texts import E_CAP, E_DUPLICATE
 from ...rules.values import KULOO_ID
 from ...vocabulary import email_key
 from ..models import SyncError
 from ..models import User as UserRow
-from .errors import E_CAP, E_DUPLICATE
 from .rows import channel_row, linked_count, record_ref, suspended_users, user_ref
 from .types import RecordIn
 

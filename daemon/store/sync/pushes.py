@@ -18,12 +18,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from ...rules import caps, texts
-from ...rules.values import FIELD_NAMES, SYNC_ERROR, kuloo_values
-from ...vocabulary import Actor, Plan, SyncRunStatus
-from .. import users as user_store
-from ..models import SyncError, SyncRun
-from ..models import User as UserRow
-from .errors import (
+from ...rules.texts import (
     E_CAP,
     E_CONVERTED,
     E_DUPLICATE,
@@ -31,10 +26,13 @@ from .errors import (
     E_REFUSED,
     E_TAMPERED,
     E_VALUE,
-    clear_errors,
-    payload_key,
-    set_error,
 )
+from ...rules.values import FIELD_NAMES, SYNC_ERROR, kuloo_values
+from ...vocabulary import Actor, Plan, SyncRunStatus
+from .. import users as user_store
+from ..models import SyncError, SyncRun
+from ..models import User as UserRow
+from .errors import clear_errors, payload_key, set_error
 from .rows import (
     VIEW_COLUMNS,
     channel_row,
