@@ -3,7 +3,7 @@
 ``Services`` holds the configuration, the store, the Sell client pool, the business
 clock, the scheduler, the event publisher and the stopping flag. ``app.run_daemon``
 builds it with ``open_services`` and hands the same object to the control methods, the
-scheduler's jobs and the capabilities (``sync``, and soon ``delivery`` and ``links``),
+scheduler's jobs and the capabilities (``sync``, ``delivery`` and ``links``),
 so none of them builds or finds its own.
 
 Where it sits (enforced by ``tests/test_layering.py``): above ``crm`` and ``store`` (it

@@ -30,7 +30,7 @@ from ..store import leases as lease_store
 from ..store.sync import runs as sync_runs
 from ..sync import connection, engine
 from ..vocabulary import Plan
-from . import delivery_methods, render, sync_methods, users
+from . import delivery_methods, render, sync_methods, user_methods
 from .protocol import PROTOCOL_VERSION, ProtocolError
 
 log = structlog.get_logger("kuloo.control")
@@ -261,7 +261,7 @@ METHODS: dict[str, Handler] = {
     "channels.get": channels_get,
     "channels.update": channels_update,
     "channels.verify": channels_verify,
-    **users.METHODS,
+    **user_methods.METHODS,
 }
 
 METHODS.update(sync_methods.METHODS)
