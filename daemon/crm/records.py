@@ -15,10 +15,10 @@ library, ``rules`` and ``vocabulary``.
 
 Also owns how the client compares what Sell sends back with what it asked for, because Sell
 does not echo values the way they were written: emails by ``vocabulary.email_key``, the
-sync's own key (whether ``?email=`` is case-sensitive is unknown), ``same_custom_value`` (a date written ``2016-04-27`` may read
-back as ``4/27/2016`` or a datetime; numbers come back as strings) and ``matches_filters``
-(a filter Sell cannot apply may be ignored, returning every record: candidates are
-re-checked here).
+sync's own key (whether ``?email=`` is case-sensitive is unknown), ``same_custom_value``
+(a date written ``2016-04-27`` may read back as ``4/27/2016`` or a datetime; numbers come
+back as strings) and ``matches_filters`` (a filter Sell cannot apply may be ignored,
+returning every record: candidates are re-checked here).
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def user_ref(row: UserRow) -> UserRef:
 
 
 def record_ref(rec: RecordIn) -> RecordRef:
-    return RecordRef(rec.kind, rec.id, rec.values.get(KULOO_ID), email_key(rec.email) or None, rec.is_organization)
+    return RecordRef(rec.kind, rec.id, rec.values.get(KULOO_ID), email_key(rec.email) or None,
+                     rec.is_organization)
 
 
 async def channel_row(channel_id: int) -> ChannelRow:
@@ -73,4 +74,5 @@ async def suspended_users(channel_id: int, cap: int | None) -> set[int]:
 
 
 async def save_link(row: UserRow) -> None:
+    """Save the columns of ``row``'s link: kind, id, when, merge base, push intent."""
     await row.save(update_fields=["crm_kind", "crm_id", "crm_linked_at", "synced_values", "crm_push_at"])
