@@ -215,8 +215,8 @@ _TEMPLATES: dict[type[Model], dict[str, Any]] = {}
 def bare_row(model: type[Model], values: Mapping[str, Any], *, template: Mapping[str, Any] | None = None) -> Any:
     """An unsaved ``model`` instance holding ``values`` as given, for ``bulk_create``.
 
-    ``Model.__init__`` converts and checks every field through a ``__setattr__`` hook
-    (about 20 µs a row): most of a bulk insert's cost. The rows made here hold values this
+    ``Model.__init__`` converts and checks every field through a ``__setattr__`` hook,
+    which is most of a bulk insert's cost. The rows made here hold values this
     module built itself, already of the column's Python type; the fields not given keep
     their declared defaults (``template``: one instance made the checked way, per model).
     The instance is the same as ``__init__`` makes (``tests/daemon/test_users_store.py``).
