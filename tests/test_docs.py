@@ -76,7 +76,9 @@ DOCS_PATH = re.compile(r"\bdocs/[\w./-]+?\.md\b")
 
 
 def test_every_docs_path_cited_exists():
-    citing = text_files(*CODE, "tests", "scripts", "bench", "Makefile", "README.md", "pyproject.toml")
+    citing = text_files(
+        *CODE, "tests", "scripts", "bench", "Makefile", "README.md", "pyproject.toml"
+    )
     missing = []
     for path in citing:
         for cited in DOCS_PATH.findall(path.read_text(errors="replace")):
@@ -103,8 +105,14 @@ LINK = re.compile(r"\]\(([\w./-]+\.md)(?:#[\w-]+)?\)")
 
 def defines(source: str, name: str) -> bool:
     last = name.split(".")[-1]
-    return re.search(rf"^\s*(?:async\s+def|def|class)\s+{re.escape(last)}\b|^{re.escape(last)}\s*[:=]",
-                     source, re.M) is not None
+    return (
+        re.search(
+            rf"^\s*(?:async\s+def|def|class)\s+{re.escape(last)}\b|^{re.escape(last)}\s*[:=]",
+            source,
+            re.M,
+        )
+        is not None
+    )
 
 
 @pytest.mark.parametrize("page", doc_pages(), ids=lambda p: p.name)
@@ -130,8 +138,11 @@ def test_the_page_check_reads_paths_tests_and_functions():
     found = REPO_PATH.findall(
         "`daemon/rules/merge.py: merge`, `tests/sync/test_merge.py::test_rule_table`, `systemd/`"
     )
-    assert found == [("daemon/rules/merge.py", "", "merge"),
-                     ("tests/sync/test_merge.py", "test_rule_table", ""), ("systemd/", "", "")]
+    assert found == [
+        ("daemon/rules/merge.py", "", "merge"),
+        ("tests/sync/test_merge.py", "test_rule_table", ""),
+        ("systemd/", "", ""),
+    ]
     assert defines("async def apply_batch(x):\n", "apply_batch")
     assert defines("class _Batch:\n    async def record(self):\n", "_Batch.record")
     assert not defines("def merge_all():\n", "merge")

@@ -59,5 +59,8 @@ def test_the_email_template_is_among_the_data_files():
     # The check above must see the files it is about (a wrong root would make it pass empty).
     found = data_files(package_folders(setuptools_table()))
     names = {p.relative_to(ROOT).as_posix() for p in found}
-    assert {"daemon/delivery/templates/email.html", "daemon/delivery/caniemail.json",
-            "kuloo_tui/kuloo.tcss"} <= names
+    assert {
+        "daemon/delivery/templates/email.html",
+        "daemon/delivery/caniemail.json",
+        "kuloo_tui/kuloo.tcss",
+    } <= names
