@@ -1,11 +1,11 @@
 """The product's words, defined once: plans, frequencies, sources, states, the field table.
 
-Owns the names every layer shares (DESIGN.md §2–§4, DECISIONS.md "States"): the
-``StrEnum``s below, the plans as data (cadence and cap), the Sell field mapping of
-DESIGN.md §3 as data with its pure value conversions (``to_sell`` / ``to_kuloo``), and
-the status transitions as pure functions. The store persists these values, the CRM
-client checks Sell against the field table, control renders them; none of them
-re-spells a word that is defined here.
+Owns the names every layer shares (docs/sync-rules.md, docs/delivery.md): the
+``StrEnum``s below, the plans as data (cadence and cap), the Sell field mapping
+(docs/sync-rules.md, "The field table") as data with its pure value conversions
+(``to_sell`` / ``to_kuloo``), and the status transitions as pure functions. The store
+persists these values, the CRM client checks Sell against the field table, control
+renders them; none of them re-spells a word that is defined here.
 
 Imports only the standard library (no tortoise, no trio), so every layer may import it.
 """
@@ -174,7 +174,7 @@ def sync_run_after_crash(status: SyncRunStatus) -> tuple[SyncRunStatus, str] | N
     return None
 
 
-# ----------------------------------------------------------------------------- the field table (DESIGN.md §3)
+# ----------------------------------------------------------------------------- the field table
 
 
 class Direction(StrEnum):
@@ -267,7 +267,7 @@ def _text_to_kuloo(attr: str) -> Callable[[Any], dict[str, Any]]:
 
 @dataclass(frozen=True)
 class MappedField:
-    """One row of DESIGN.md §3: a Sell field, its type and choices, and the Kuloo side."""
+    """One row of the field table: a Sell field, its type and choices, and the Kuloo side."""
 
     name: str  # exact Sell name (case and spaces matter)
     sell_type: str  # Sell's custom-field type, or "standard" for email and names
@@ -345,7 +345,7 @@ class Actor(StrEnum):
 
 
 # The user attributes whose Kuloo change time the merge compares with Sell's updated_at:
-# the ones that travel both ways (DESIGN.md §3). users.update edits exactly these.
+# the ones that travel both ways (docs/sync-rules.md). users.update edits exactly these.
 EDITABLE_USER_FIELDS = ("email", "first_name", "last_name", "frequency", "unsubscribed", "add_to_crm",
                         "promo_tags")
 

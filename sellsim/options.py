@@ -1,4 +1,4 @@
-"""Simulator options: every behaviour the reference marks as unknown ([I]) or third-party ([T]).
+"""Simulator options: every Sell behaviour known only as inferred ([I]) or third-party ([T]).
 
 This module owns the option names, their defaults and their validation. Defaults are the
 *stricter* plausible behaviour, so a client that passes against sellsim copes with the real

@@ -24,7 +24,7 @@ _LAST = ["Abara", "Berg", "Costa", "Dubois", "Eriksen", "Fischer", "García", "H
 
 
 def kuloo_fields(resource: str, promo_choices: list[str] | None = None) -> list[dict[str, Any]]:
-    """The six Kuloo custom fields (DESIGN §3) as seed definitions for ``lead`` or ``contact``.
+    """The six Kuloo custom fields as seed definitions for ``lead`` or ``contact``.
 
     The setup step never asks for Filterable: ``KulooId`` and ``Sync error`` are left
     unfilterable, so a lookup by KulooId meets ``unknown_filter`` (every record back, or 400).

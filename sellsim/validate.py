@@ -59,7 +59,7 @@ WRITABLE: dict[str, dict[str, str]] = {
 }
 READ_ONLY = {"id", "creator_id", "created_at", "updated_at"}
 # Computed by Sell: prospect status follows the contact's deals (only customer_status can be
-# set by hand, reference §4.2), so a write is treated like one to a read-only attribute.
+# set by hand, docs/sell-api.md), so a write is treated like one to a read-only attribute.
 COMPUTED = {"lead": set(), "contact": {"prospect_status"}}
 ADDRESS_KEYS = {"line1", "city", "postal_code", "state", "country"}
 CUSTOMER_STATUSES = {"none", "current", "past"}

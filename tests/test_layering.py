@@ -1,4 +1,4 @@
-"""Layering is enforced here, not hoped for (STYLE.md, "The house").
+"""Layering is enforced here, not hoped for (docs/architecture.md, "The floors").
 
 Two kinds of check: some rules import a module in a fresh interpreter and inspect
 ``sys.modules`` (what it really pulls in, transitively); the others read the source of

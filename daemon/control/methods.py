@@ -172,7 +172,7 @@ async def channels_get(services: Services, params: dict[str, Any]) -> dict[str, 
     else:
         doc = await services.store.run(channel_store.get, _channel_id(params))
     out = render.channel(doc)
-    # The sync schedule and the last run (the channels.get additions).
+    # The sync schedule and the last run, for the channel document.
     last = await services.store.run(sync_store.last_run, doc.id)
     out["sync"]["next_sync_at"] = iso(await engine.next_sync_at(services, doc.id))
     out["sync"]["last_run"] = render.sync_run(last) if last else None

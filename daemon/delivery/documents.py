@@ -1,6 +1,6 @@
 """Article files: YAML front matter + Markdown or HTML body, parsed into ``Document``s (pure).
 
-Front matter keys (DECISIONS.md "Delivery and links"): ``id`` (identity across
+Front matter keys (docs/delivery.md, "Articles"): ``id`` (identity across
 re-imports; default: the path relative to the imported folder), ``title``, ``tags``
 (sequential tags; none = a newsletter article), ``published_at`` (date or datetime; a
 date is midnight UTC), ``delay_seconds`` (the wait after the previous sequence email),

@@ -1,4 +1,4 @@
-"""What is due when: the pure decisions of delivery (DESIGN.md §5, rule 9 of §4).
+"""What is due when: the pure decisions of delivery (docs/delivery.md, "Sequences", "Digests").
 
 Plain data in, plain data out; no clock (``now`` is an argument), no store, no I/O.
 

@@ -408,7 +408,7 @@ class Delivery:
                 continue
             except UnicodeEncodeError:
                 # Messages are 7-bit: a non-ASCII address (sami.garcía@…) would need SMTPUTF8.
-                # That recipient fails, for good; the batch goes on (it used to stay "sending").
+                # That recipient fails, for good; the batch goes on.
                 results.append(store.SendResult(
                     item.id, "not_sent", "the address is not ASCII: mail to it needs SMTPUTF8, which Kuloo "
                     "does not send; correct the address", permanent=True))

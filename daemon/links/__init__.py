@@ -1,4 +1,4 @@
-"""The links service: the public HTTP endpoints every email links to (DESIGN.md §6).
+"""The links service: the public HTTP endpoints every email links to (docs/delivery.md).
 
 - ``limits``: pure decisions at the edge — the client address behind trusted proxies,
   the per-address token bucket.

@@ -1,4 +1,4 @@
-"""Plan caps on linked CRM records (DESIGN.md §4 rule 1), as a pure selection.
+"""Plan caps on linked CRM records (docs/sync-rules.md, rule 1), as a pure selection.
 
 Leads and contacts count together. Links already made keep their place, oldest first;
 records that would need a new link are admitted in the order given while room is left;

@@ -1,4 +1,4 @@
-"""When each channel syncs next (DESIGN.md §4 rule 1; the issue's scheduler), as pure functions.
+"""When each channel syncs next (docs/sync-rules.md, rule 1), as pure functions.
 
 A channel syncs at its plan's cadence (``vocabulary.PLANS``; ``[sync] cadence_seconds``
 in tests). Channels are spread over the interval: each has a fixed *phase* inside the

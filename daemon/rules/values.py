@@ -1,6 +1,6 @@
 """Canonical field values: what each side of a link says, in one comparable form.
 
-The three-way merge compares three readings of every mapped field (DESIGN.md §3): the
+The three-way merge compares three readings of every mapped field (docs/sync-rules.md): the
 Kuloo user's, the Sell record's and the last synced one. This module turns both sides
 into the same plain, JSON-able form, so that "changed" means "different meaning", never
 "different spelling": a Promo list is a sorted set, an email is trimmed and lower-cased,

@@ -1,7 +1,7 @@
 """The one door from trio into the store: a dedicated asyncio loop thread.
 
 tortoise-orm and aiosqlite are asyncio-only and the daemon's loop is trio's. Of the
-bridges measured in ../shared/STACK-NOTES.md we use the dedicated asyncio loop thread:
+bridges measured (docs/stack.md) we use the dedicated asyncio loop thread:
 it ran at plain-asyncio speed, cancelled cleanly (the asyncio task is cancelled, the
 transaction rolls back, the connection stays usable) and showed none of trio-asyncio's
 traps (a hang at exit, deadlocks around transactions, crashes when mixed with threads).

@@ -1,4 +1,4 @@
-"""The Kuloo side of the data (DESIGN.md §2): tortoise-orm models.
+"""The Kuloo side of the data (docs/architecture.md): tortoise-orm models.
 
 Only ``store/`` imports tortoise. Everything here runs on the asyncio loop thread of
 ``store.bridge``; trio code reaches it through ``Store.run`` with a whole use case.

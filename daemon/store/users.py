@@ -12,7 +12,7 @@ unit of work:
 - ``apply_changes(row, changes, actor=..., now=..., note=...)`` is how any Kuloo-side
   field of a user changes. It writes one audit entry per changed field, stamps the
   field's Kuloo change time (``User.changed_at``, which the merge compares with Sell's
-  ``updated_at``), bumps ``revision`` (DECISIONS.md "No lost opt-out": a batch applies
+  ``updated_at``), bumps ``revision`` (docs/sync-rules.md, "No lost opt-out": a batch applies
   only over the revision it read), keeps the tag rows of ``promo_tags`` and the email key
   in step, and cancels queued mail when the user opts out.
 - ``insert(channel_id, fields, actor=..., now=..., note=...)`` creates a user row with
@@ -215,8 +215,8 @@ _TEMPLATES: dict[type[Model], dict[str, Any]] = {}
 def bare_row(model: type[Model], values: Mapping[str, Any], *, template: Mapping[str, Any] | None = None) -> Any:
     """An unsaved ``model`` instance holding ``values`` as given, for ``bulk_create``.
 
-    ``Model.__init__`` converts and checks every field through a ``__setattr__`` hook
-    (about 20 µs a row): most of a bulk insert's cost. The rows made here hold values this
+    ``Model.__init__`` converts and checks every field through a ``__setattr__`` hook,
+    which is most of a bulk insert's cost. The rows made here hold values this
     module built itself, already of the column's Python type; the fields not given keep
     their declared defaults (``template``: one instance made the checked way, per model).
     The instance is the same as ``__init__`` makes (``tests/daemon/test_users_store.py``).
@@ -429,7 +429,7 @@ async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Acto
         row.search_text = search_text(row.email, row.first_name, row.last_name)
         update_fields.append("search_text")
     if "promo_tags" in changed and row.promo_tags and row.promo_started_at is None:
-        row.promo_started_at = now  # the first tag starts the sequence clock (DESIGN.md §5)
+        row.promo_started_at = now  # the first tag starts the sequence clock (docs/delivery.md)
         update_fields.append("promo_started_at")
     row.changed_at = stamps
     row.revision += 1
@@ -445,7 +445,7 @@ async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Acto
     if "promo_tags" in changed:
         await _write_tags(row, row.promo_tags)
     if "unsubscribed" in changed and row.unsubscribed:
-        # DECISIONS.md "States": queued mail of a user who unsubscribed is cancelled.
+        # Queued mail of a user who unsubscribed is cancelled (docs/delivery.md, "Outbox states").
         await OutboxMessage.filter(user_id=row.id, state=OutboxState.QUEUED.value).update(
             state=OutboxState.CANCELLED.value, updated_at=now)
     return tuple(changed)

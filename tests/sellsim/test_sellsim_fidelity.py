@@ -1,4 +1,4 @@
-"""The second fidelity round (issue 9, reference §14): each behaviour under its default and
+"""The second fidelity round (issue 9; docs/sell-api.md): each behaviour under its default and
 under every other value of its option."""
 
 from __future__ import annotations
