@@ -322,15 +322,22 @@ class Delivery:
             for cid in ids:
                 # PostgreSQL: one daemon at a time plans and sends a channel (services.Leases).
                 async with self.services.leases.hold("delivery", cid) as held:
+                    retrying = 0
                     for _ in range(3) if held else ():  # a sent email can make the next one due at once (delay 0)
                         queued, due = await self._plan(cid)
                         total.queued += queued
                         sent_before = total.sent
-                        await self._send_channel(cid, total)
+                        retrying += await self._send_channel(cid, total)
                         if due is not None:
                             next_due.append(due)
                         if queued == 0 or total.sent == sent_before:
                             break
+                    if retrying:
+                        # The back-off this pass just set was not known when the channel was
+                        # planned: without it a pass that sent nothing would schedule no retry.
+                        retry = await self.services.store.run(store.next_retry, cid, now)
+                        if retry is not None:
+                            next_due.append(retry)
             if channel_id is None and only is None:
                 self.last_pass = now
                 self.next_due = min(next_due, default=None)
@@ -353,12 +360,14 @@ class Delivery:
                 dues.append(due)
         return queued, min(dues, default=None)
 
-    async def _send_channel(self, channel_id: int, total: PassCounts) -> None:
+    async def _send_channel(self, channel_id: int, total: PassCounts) -> int:
+        """Send what is claimable; returns how many messages went back to wait for a retry."""
         batch_size = self.config["delivery.batch_size"]
+        retrying = 0
         while True:
             claimed = await self.services.store.run(store.claim, channel_id, self.services.clock.now(), batch_size)
             if not claimed:
-                return
+                return retrying
             results = await self._send_batch(channel_id, claimed)
             recorded = await self.services.store.run(
                 store.record, results, self.services.clock.now(), self.config["delivery.max_attempts"],
@@ -366,8 +375,9 @@ class Delivery:
             total.sent += recorded.sent
             total.failed += recorded.failed
             total.uncertain += recorded.uncertain
+            retrying += recorded.retrying
             if recorded.sent == 0:
-                return  # nothing went through: leave the rest for the next pass (retry back-off)
+                return retrying  # nothing went through: leave the rest for the next pass (retry back-off)
 
     async def _send_batch(self, channel_id: int, claimed: list[store.Claimed]) -> list[store.SendResult]:
         ids = sorted({a for c in claimed for a in c.articles})

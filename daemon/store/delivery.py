@@ -369,13 +369,18 @@ async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callab
                 await User.filter(id__in=[r.id for r in rows_]).update(next_due_at=due)
         elif page:  # many (right after the upgrade, joined times): one CASE statement per batch
             await User.bulk_update(page, fields=["next_due_at"], batch_size=250)
-        retry = await (OutboxMessage.filter(channel_id=channel_id, state=OutboxState.QUEUED.value,
-                                            next_attempt_at__gt=now)
-                       .order_by("next_attempt_at").first().values_list("next_attempt_at", flat=True))
+        retry = await next_retry(channel_id, now)
         later = await (User.filter(channel_id=channel_id, next_due_at__gt=now, next_due_at__lt=NOT_DUE)
                        .order_by("next_due_at").first().values_list("next_due_at", flat=True))
         times = [t for t in (decisions.next_due, retry, later) if t is not None]
         return queued, min(times, default=None), more
+
+
+async def next_retry(channel_id: int, now: datetime) -> datetime | None:
+    """When the channel's earliest queued message waiting out its back-off is due again."""
+    return await (OutboxMessage.filter(channel_id=channel_id, state=OutboxState.QUEUED.value,
+                                       next_attempt_at__gt=now)
+                  .order_by("next_attempt_at").first().values_list("next_attempt_at", flat=True))
 
 
 def _new_message(channel_id: int, user_id: int, kind: str, article_id: int | None, article_ids: list[int] | None,
