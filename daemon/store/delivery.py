@@ -576,10 +576,25 @@ async def resolve(outbox_id: int, as_: str, now: datetime) -> OutboxEntry:
         else:
             row.state = outbox_move(current, OutboxState.QUEUED).value
             row.next_attempt_at = now
+            row.attempts = 0  # sent again means a fresh set of attempts, not one more
         row.updated_at = now
-        await row.save(update_fields=["state", "sent_at", "next_attempt_at", "updated_at"])
+        await row.save(update_fields=["state", "sent_at", "next_attempt_at", "attempts", "updated_at"])
         await replan([row.user_id])
         return _entry(row)
+
+
+async def resend_failed(channel_id: int, now: datetime) -> int:
+    """Every failed message of the channel queued again with fresh attempts (after the relay
+    is fixed); returns how many. Uncertain ones stay for the admin to decide one by one."""
+    async with in_transaction():
+        if not await Channel.exists(id=channel_id):
+            raise NotFound(f"no channel {channel_id}")
+        query = OutboxMessage.filter(channel_id=channel_id, state=OutboxState.FAILED.value)
+        user_ids = list(await query.values_list("user_id", flat=True))
+        count = await query.update(state=OutboxState.QUEUED.value, attempts=0, next_attempt_at=now,
+                                   updated_at=now)
+        await replan(sorted(set(user_ids)))
+        return count
 
 
 @dataclass(frozen=True)
