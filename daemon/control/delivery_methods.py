@@ -103,6 +103,11 @@ async def outbox_resend_failed(services: Services, params: dict[str, Any]) -> di
     return {"resent": count}
 
 
+async def delivery_resume(services: Services, params: dict[str, Any]) -> dict[str, Any]:
+    """``delivery.resume {}``: sending starts again after a restore paused it."""
+    return {"resumed": services.delivery.resume()}
+
+
 async def delivery_run(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     channel = _positive(params, "channel", required=False)
     counts = await services.delivery.run(channel)
@@ -133,6 +138,7 @@ METHODS = {
     "outbox.list": outbox_list,
     "outbox.resolve": outbox_resolve,
     "outbox.resend_failed": outbox_resend_failed,
+    "delivery.resume": delivery_resume,
     "delivery.run": delivery_run,
     "users.progress": users_progress,
     "users.reset_sequence": users_reset_sequence,

@@ -40,6 +40,7 @@ import trio
 from ..clock import MANUAL
 from ..scheduler import ClockJob, Job
 from ..services import Services
+from ..store import backup
 from ..store import delivery as store
 from ..tokens import Signer
 from . import documents, schedule
@@ -152,6 +153,19 @@ class Delivery:
             inner(event, data)
 
         self.services.publish = publish
+
+    @property
+    def paused(self) -> str | None:
+        """Why sending is paused (a restore left it so: ``store.backup``), or None."""
+        return backup.delivery_paused(self.config.state_dir)
+
+    def resume(self) -> bool:
+        """Sending resumes (``delivery.resume``); False if it was not paused."""
+        resumed = backup.resume_delivery(self.config.state_dir)
+        if resumed:
+            log.info("delivery resumed")
+            self.mark_changed(EVERY)
+        return resumed
 
     @property
     def dirty(self) -> bool:
@@ -414,6 +428,8 @@ class Delivery:
         while True:
             if self.relay.waiting(self.services.clock.now()):
                 return retrying  # the relay refused us: nothing is claimed before its back-off ends
+            if self.paused is not None:
+                return retrying  # after a restore, until the admin resumes (store.backup)
             claimed = await self.services.store.run(store.claim, channel_id, self.services.clock.now(), batch_size)
             if not claimed:
                 return retrying
