@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -81,6 +82,9 @@ KEYS: dict[str, Key] = {
     "smtp.security": Key(str, "starttls", "starttls, tls (implicit TLS) or none.", choices=("starttls", "tls", "none")),
     "smtp.username": Key(str, "", "SMTP user; empty = no authentication. The password is the smtp-password credential."),
     "smtp.timeout_seconds": Key((int, float), 30, "Timeout of one SMTP command.", minimum=0.1, maximum=600),
+    "smtp.ca_file": Key(str, "", "CA bundle (PEM) that verifies the relay's certificate, for the relay only; "
+                        "empty = the system's store. Relative paths are beside this file."),
+    "smtp.helo_name": Key(str, "", "The name this host gives in EHLO, e.g. mail.example.com; empty = its own FQDN."),
     "links.public_url": Key(str, "", "Public base URL of the links service in emails, e.g. https://links.example.com; empty = the bound address."),
     "links.listen": Key(str, "127.0.0.1:8080", "HOST:PORT the links HTTP service binds ([::1]:PORT for IPv6); port 0 picks a free one (tests)."),
     "links.allowed_origins": Key(list, [], "Web sites whose signup popup may post to /signup, e.g. [\"https://www.example.com\"]."),
@@ -207,9 +211,14 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
             start = None
         if start is None or start.tzinfo is None:
             problems.append("clock.start: must be an ISO 8601 time with its offset, e.g. 2026-01-01T09:00:00Z")
-    for key in ("articles.root", "delivery.maildir"):
+    for key in ("articles.root", "delivery.maildir", "smtp.ca_file"):
         if path is not None and values[key] and not Path(values[key]).is_absolute():
             values[key] = str((path.parent / values[key]).resolve())
+    if values["smtp.ca_file"] and not os.path.isfile(values["smtp.ca_file"]):
+        problems.append(f"smtp.ca_file: no such file: {values['smtp.ca_file']}")
+    if values["smtp.helo_name"] and not re.fullmatch(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f.:]{2,45}\]",
+                                                     values["smtp.helo_name"]):
+        problems.append("smtp.helo_name: must be a host name (mail.example.com) or an address literal ([192.0.2.1])")
     if values["links.public_url"] and not str(values["links.public_url"]).startswith(("http://", "https://")):
         problems.append("links.public_url: must start with https:// (or http:// for tests)")
     problems.extend(_links_problems(values))

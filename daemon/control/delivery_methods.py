@@ -98,6 +98,20 @@ async def outbox_resolve(services: Services, params: dict[str, Any]) -> dict[str
     return render.outbox_entry(entry)
 
 
+async def outbox_resend_failed(services: Services, params: dict[str, Any]) -> dict[str, Any]:
+    """``outbox.resend_failed {"channel"}``: every failed message queued again, attempts reset."""
+    channel = _positive(params, "channel")
+    count = await services.store.run(delivery_store.resend_failed, channel, services.clock.now())
+    if count:
+        services.delivery.mark_changed(channel)
+    return {"resent": count}
+
+
+async def delivery_resume(services: Services, params: dict[str, Any]) -> dict[str, Any]:
+    """``delivery.resume {}``: sending starts again after a restore paused it."""
+    return {"resumed": services.delivery.resume()}
+
+
 async def delivery_run(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     channel = _positive(params, "channel", required=False)
     counts = await services.delivery.run(channel)
@@ -127,6 +141,8 @@ METHODS = {
     "outbox.counts": outbox_counts,
     "outbox.list": outbox_list,
     "outbox.resolve": outbox_resolve,
+    "outbox.resend_failed": outbox_resend_failed,
+    "delivery.resume": delivery_resume,
     "delivery.run": delivery_run,
     "users.progress": users_progress,
     "users.reset_sequence": users_reset_sequence,

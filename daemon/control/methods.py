@@ -143,6 +143,8 @@ async def status(services: Services, params: dict[str, Any]) -> dict[str, Any]:
         "connections": services.connections(),
         "links": {"url": services.links_url or None},
         "daemon": {"id": services.leases.id if services.leases else None},
+        "relay": services.delivery.relay.view() if services.delivery is not None else None,
+        "delivery": {"paused": services.delivery.paused} if services.delivery is not None else None,
         **({"daemons": [render.daemon(d) for d in await services.store.run(lease_store.daemons)]}
            if services.store.postgres else {}),
     }

@@ -369,13 +369,18 @@ async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callab
                 await User.filter(id__in=[r.id for r in rows_]).update(next_due_at=due)
         elif page:  # many (right after the upgrade, joined times): one CASE statement per batch
             await User.bulk_update(page, fields=["next_due_at"], batch_size=250)
-        retry = await (OutboxMessage.filter(channel_id=channel_id, state=OutboxState.QUEUED.value,
-                                            next_attempt_at__gt=now)
-                       .order_by("next_attempt_at").first().values_list("next_attempt_at", flat=True))
+        retry = await next_retry(channel_id, now)
         later = await (User.filter(channel_id=channel_id, next_due_at__gt=now, next_due_at__lt=NOT_DUE)
                        .order_by("next_due_at").first().values_list("next_due_at", flat=True))
         times = [t for t in (decisions.next_due, retry, later) if t is not None]
         return queued, min(times, default=None), more
+
+
+async def next_retry(channel_id: int, now: datetime) -> datetime | None:
+    """When the channel's earliest queued message waiting out its back-off is due again."""
+    return await (OutboxMessage.filter(channel_id=channel_id, state=OutboxState.QUEUED.value,
+                                       next_attempt_at__gt=now)
+                  .order_by("next_attempt_at").first().values_list("next_attempt_at", flat=True))
 
 
 def _new_message(channel_id: int, user_id: int, kind: str, article_id: int | None, article_ids: list[int] | None,
@@ -571,10 +576,25 @@ async def resolve(outbox_id: int, as_: str, now: datetime) -> OutboxEntry:
         else:
             row.state = outbox_move(current, OutboxState.QUEUED).value
             row.next_attempt_at = now
+            row.attempts = 0  # sent again means a fresh set of attempts, not one more
         row.updated_at = now
-        await row.save(update_fields=["state", "sent_at", "next_attempt_at", "updated_at"])
+        await row.save(update_fields=["state", "sent_at", "next_attempt_at", "attempts", "updated_at"])
         await replan([row.user_id])
         return _entry(row)
+
+
+async def resend_failed(channel_id: int, now: datetime) -> int:
+    """Every failed message of the channel queued again with fresh attempts (after the relay
+    is fixed); returns how many. Uncertain ones stay for the admin to decide one by one."""
+    async with in_transaction():
+        if not await Channel.exists(id=channel_id):
+            raise NotFound(f"no channel {channel_id}")
+        query = OutboxMessage.filter(channel_id=channel_id, state=OutboxState.FAILED.value)
+        user_ids = list(await query.values_list("user_id", flat=True))
+        count = await query.update(state=OutboxState.QUEUED.value, attempts=0, next_attempt_at=now,
+                                   updated_at=now)
+        await replan(sorted(set(user_ids)))
+        return count
 
 
 @dataclass(frozen=True)

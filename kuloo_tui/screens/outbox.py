@@ -1,5 +1,7 @@
 """Outbox of a channel, by state; ``uncertain`` messages (a crash while sending: they may have
-left) are highlighted and resolved as sent or resend behind a confirmation."""
+left) are highlighted and resolved as sent or resend behind a confirmation; a failed message is
+resent with fresh attempts, one at a time or all of the channel's at once (after the relay is
+fixed), also behind a confirmation."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ class OutboxScreen(DaemonScreen):
     BINDINGS = [
         Binding("s", "resolve('sent')", "It was sent"),
         Binding("e", "resolve('resend')", "Resend"),
+        Binding("E", "resend_failed", "Resend all failed"),
         Binding("m", "more", "More"),
         Binding("escape", "app.pop_screen", "Back"),
     ]
@@ -105,13 +108,19 @@ class OutboxScreen(DaemonScreen):
         message = self.selected
         if message is None:
             return
-        if message["state"] != "uncertain":
-            self.app.notify("Only an uncertain message can be resolved.", severity="warning")
+        if message["state"] == "failed" and decision == "resend":
+            question = f"Send message {message['id']} to {message['email']} again, with fresh attempts?"
+        elif message["state"] != "uncertain":
+            self.app.notify("Only an uncertain message can be marked sent, and only an uncertain or a "
+                            "failed one resent.", severity="warning")
             return
-        question = (f"Mark message {message['id']} to {message['email']} as sent? It will not be sent again."
-                    if decision == "sent" else
-                    f"Send message {message['id']} to {message['email']} again? If the first one did arrive, "
-                    "they get it twice.")
+        else:
+            question = ""
+        question = question or (
+            f"Mark message {message['id']} to {message['email']} as sent? It will not be sent again."
+            if decision == "sent" else
+            f"Send message {message['id']} to {message['email']} again? If the first one did arrive, "
+            "they get it twice.")
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -120,8 +129,22 @@ class OutboxScreen(DaemonScreen):
 
         self.app.push_screen(ConfirmScreen(question, yes="Mark sent" if decision == "sent" else "Resend"), answered)
 
+    def action_resend_failed(self) -> None:
+        question = ("Send every failed message of this channel again, each with fresh attempts? "
+                    "Do this once the relay or the addresses are fixed.")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.call("outbox.resend_failed", {"channel": self.channel_id},
+                          lambda doc: Saved("outbox-resend", doc), group="resolve")
+
+        self.app.push_screen(ConfirmScreen(question, yes="Resend all failed"), answered)
+
     def on_saved(self, message: Saved) -> None:
-        self.app.notify(f"Message {message.doc['id']} is now {message.doc['state']}.")
+        if message.what == "outbox-resend":
+            self.app.notify(f"{message.doc['resent']:,} failed messages queued again.")
+        else:
+            self.app.notify(f"Message {message.doc['id']} is now {message.doc['state']}.")
         self.reload()
 
     def on_daemon_event(self, event: DaemonEvent) -> None:
