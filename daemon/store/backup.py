@@ -32,9 +32,10 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
+from ..clock import wall_now
 from .files import DATABASE_MODE, StoreFileError
 
 PAGES_PER_STEP = 1024
@@ -141,7 +142,7 @@ def restore(copy: str | os.PathLike, database: str | os.PathLike, state_dir: str
         dst = sqlite3.connect(tmp)
         try:
             src.backup(dst)
-            _account_for_the_gap(dst, now or datetime.now(UTC))
+            _account_for_the_gap(dst, now or wall_now())
             dst.commit()
         finally:
             dst.close()
