@@ -47,6 +47,15 @@ class Options:
     # date custom fields are written YYYY-MM-DD; read back as "us" (4/27/2016, the docs'
     # example), "iso" (as written) or "datetime" (2016-04-27T00:00:00Z) [I]
     custom_date_read_format: str = "us"
+    # datetime custom fields (written YYYY-MM-DDTHH:MM:SSZ) read back "iso" (as written) or
+    # "us" (4/28/2016 6:00, the docs' value table) [I]
+    custom_datetime_read_format: str = "iso"
+    # a dropdown ("list") value reads back as its choice name ("string") or as the docs' value
+    # table shows it, {"id": N, "name": "…"} ("object") [I]
+    custom_list_read_format: str = "string"
+    # a multi-select value reads back as a list of names ("strings", what clients send) or of
+    # {"id", "name"} objects ("objects") [I]
+    custom_multiselect_read_format: str = "strings"
     # custom-field definitions name choices/for_company ("current", DOCS), or also
     # options/for_organisation ("both"), or only those old names ("legacy"; ZAP reads them) [I]
     custom_field_keys: str = "current"
@@ -138,6 +147,9 @@ _CHOICES = {
     "conversion_org_lead": {"organization", "person"},
     "unknown_filter": {"ignore", "reject"},
     "custom_date_read_format": {"us", "iso", "datetime"},
+    "custom_datetime_read_format": {"iso", "us"},
+    "custom_list_read_format": {"string", "object"},
+    "custom_multiselect_read_format": {"strings", "objects"},
     "custom_field_keys": {"current", "both", "legacy"},
     "custom_number_format": {"string", "as_sent"},
     "conversion_lead": {"removed", "kept"},
