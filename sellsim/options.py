@@ -22,7 +22,10 @@ class Options:
     # --- rate limits (DOCS: 36,000/h per token, i.e. 10/s) -----------------------------------
     rate_per_second: float = 10
     rate_per_hour: int = 36_000
-    rate_window: str = "sliding"  # "sliding" (any 1-s interval) or "fixed" (wall-clock second) [I]
+    # "sliding" (any 1-s interval) or "fixed" (wall-clock second) per-second caps, or
+    # "hourly_lockout": rate_per_hour per clock hour of the simulated clock, no per-second
+    # cap, and past it every request is 429 until the hour turns [I]
+    rate_window: str = "sliding"
     rate_count_rejected: bool = True  # a 429'd request still uses the budget [I]
     # every request with a valid token uses budget, also one answered by a fault or a header
     # error (the limiter is checked first); False: only requests that reach the endpoint [I]
@@ -138,7 +141,7 @@ _SPECIAL = {"create_updated_lag": _lag, "conversion_repeat": _repeat}
 MERGE_RULES = frozenset({"name_and_email_or_phone", "any", "email", "name", "never"})
 
 _CHOICES = {
-    "rate_window": {"sliding", "fixed"},
+    "rate_window": {"sliding", "fixed", "hourly_lockout"},
     "rate_limit_body": {"text", "json", "empty"},
     "field_pointer_prefix": {"", "/data"},
     "email_filter": {"ci", "cs"},
