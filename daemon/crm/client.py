@@ -603,11 +603,9 @@ class SellClient:
         async for page in self.pages(path, filters, per_page=per_page):
             yield [parse_record(LeadConversion.from_data, d, "GET", path) for d in page]
 
-    async def convert_lead(self, lead_id: int, **options: Any) -> LeadConversion:
-        data = {"lead_id": int(lead_id), **options}
-        return await self._write(
-            LeadConversion.from_data, "POST", "/v2/lead_conversions", data, False
-        )
+    # No ``convert_lead``: the daemon never converts leads itself. A retried
+    # ``POST /v2/lead_conversions`` may create a second contact and deal instead of a 422
+    # (reported by a third party), and Sell has no idempotency key to prevent it.
 
     # ------------------------------------------------------------------ Sync API
 
