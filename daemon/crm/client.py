@@ -240,8 +240,11 @@ class SellClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
+        attempts: int | None = None,
     ) -> httpx.Response:
-        """Send with budget, timeout and retries; return a 2xx response or raise SellError."""
+        """Send with budget, timeout and retries; return a 2xx response or raise SellError.
+
+        ``attempts``: at most this many (default ``max_attempts``); 1 for a probe."""
         if self._http is None:
             raise RuntimeError("SellClient is not open: use `async with SellClient(...)`")
         method = method.upper()
@@ -259,6 +262,7 @@ class SellClient:
             request_headers = [(k, v) for k, v in request_headers if k.lower() not in names]
             request_headers.extend(headers.items())
         secret = self._token.reveal()
+        max_attempts = self.max_attempts if attempts is None else max(1, int(attempts))
         attempt = 0
         while True:
             attempt += 1
@@ -289,7 +293,7 @@ class SellClient:
                 if response is not None
                 else None
             )
-            if attempt < self.max_attempts and should_retry(status, failure, idempotent):
+            if attempt < max_attempts and should_retry(status, failure, idempotent):
                 delay = retry_delay(
                     attempt,
                     base=self.backoff_base,
@@ -306,7 +310,7 @@ class SellClient:
                     status=status,
                     error=failure,
                     attempt=attempt,
-                    max_attempts=self.max_attempts,
+                    max_attempts=max_attempts,
                     delay=round(delay, 3),
                 )
                 await trio.sleep(delay)
@@ -477,6 +481,11 @@ class SellClient:
 
     async def accounts_self(self) -> dict[str, Any]:
         return await self.get("/v2/accounts/self")
+
+    async def probe(self) -> None:
+        """ONE request, never retried (``GET /v2/users/self``): whether Sell takes requests
+        again after a rate-limit lockout. Still refused: ``RateLimitedError`` at once."""
+        await self.request("GET", "/v2/users/self", attempts=1)
 
     # ------------------------------------------------------------------ custom fields
 
