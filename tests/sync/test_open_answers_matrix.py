@@ -105,6 +105,32 @@ def user_view(u: user_store.User) -> dict[str, Any]:
     }
 
 
+def read_through_api(sim) -> dict[tuple[str, int], dict[str, Any]]:
+    """Every lead and contact as the Sell API reads it back in this world (dates, dropdowns
+    and multi-selects in the world's read format), by (kind, id)."""
+    sim.set_options(**BASE)  # this read is the test's, not the daemon's: no limit in the way
+    out = {}
+    with sim.client() as api:
+        for kind in ("lead", "contact"):
+            r = api.get(f"/v2/{kind}s", params={"per_page": 100})
+            assert r.status_code == 200, r.text
+            out.update({(kind, i["data"]["id"]): i["data"] for i in r.json()["items"]})
+    return out
+
+
+def test_the_test_reads_values_as_values():
+    """This test's own reading: a dropdown object is its name, a date any spelling."""
+    spelled = [
+        {"Subscription": "weekly", "Promo": ["a", "b"], "Last active": "2016-04-27"},
+        {"Subscription": {"id": 1, "name": "weekly"}, "Promo": [{"id": 2, "name": "b"}, "a"],
+         "Last active": "4/27/2016"},
+        {"Subscription": "weekly", "Promo": ["b", "a"], "Last active": "2016-04-27T00:00:00Z"},
+    ]
+    views = [sell_view({"custom_fields": cf}) for cf in spelled]
+    assert views[0] == views[1] == views[2] and views[0]["last_active"] == date(2016, 4, 27)
+    assert sell_view({"custom_fields": {"Subscription": "daily"}}) != views[0]
+
+
 # ----------------------------------------------------------------------------- the world
 
 
@@ -159,11 +185,9 @@ async def test_the_sync_settles_under_every_open_answer(options, services_config
 
         users = (await services.store.run(user_store.list_page, cid, user_store.Filters(), None,
                                           500)).users
-        records = {(kind, r["id"]): r for kind in ("lead", "contact")
-                   for r in sellsim.records(kind)}
+        records = await trio.to_thread.run_sync(read_through_api, sellsim)
         assert len(users) == 8  # 6 seeded + the pushed user + the new lead
         for u in users:
             assert u.crm is not None, u
-            record = records[(u.crm.kind.value if hasattr(u.crm.kind, "value") else u.crm.kind,
-                              u.crm.id)]
+            record = records[(str(u.crm.kind), u.crm.id)]
             assert sell_view(record) == user_view(u), (u.email, record)
