@@ -177,7 +177,7 @@ DECLARED: dict[str, Declared] = {
     "require_user_agent": Declared(_T, (True, False)),
     "reject_lowercase_bearer": Declared(_T, (True, False)),
     "reject_lowercase_method": Declared(_C, (True, False)),
-    # DOCS give 36,000/h; a per-second cap is not documented (reference §15.3)
+    # DOCS give 36,000/h; a per-second cap is not documented (the reference, §15.3)
     "rate_per_second": Declared(_I, (10, 100_000)),
     "rate_per_hour": Declared(_C, (36_000, 10**9)),
     "rate_window": Declared(_I, ("sliding", "fixed", "hourly_lockout")),

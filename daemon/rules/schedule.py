@@ -44,7 +44,7 @@ def rate_limit_retry_at(now: datetime, promised: datetime | None = None) -> date
     """When a run Sell rate-limited at ``now`` expects Sell to take requests again.
 
     Sell sends no ``Retry-After``; its 36,000 requests an hour are refused "until the
-    request reset time", taken to be the next whole hour. A later earlier promise (a probe
-    refused before the time it was told) is kept."""
+    request reset time", taken to be the next whole hour. When a probe is refused before
+    the time an earlier run gave (``promised``), the later of the two is kept."""
     at = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     return max(at, promised) if promised is not None else at
