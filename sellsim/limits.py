@@ -2,8 +2,9 @@
 
 Owns the limiter (36,000 per hour and 10 per second per token by default; sliding or fixed
 windows; or ``hourly_lockout``: the hour's budget per clock hour of the simulated clock, no
-per-second cap, every request refused once it is spent until the hour turns) and the counters: requests by method and path, peak requests per second per token,
-429s served. Time comes in as arguments so the decisions are testable without sleeping.
+per-second cap, every request refused once it is spent until the hour turns) and the
+counters: requests by method and path, peak requests per second per token, 429s served.
+Time comes in as arguments so the decisions are testable without sleeping.
 """
 
 from __future__ import annotations

@@ -331,7 +331,8 @@ async def begin_run(channel_id: int, now: datetime) -> RunStart:
     """A new run; ``skipped`` at once (with the reason) when the channel cannot sync now."""
     async with in_transaction():
         channel = await _channel(channel_id)
-        previous = await SyncRun.filter(channel_id=channel_id).order_by("-id").first().values_list("retry_at")
+        last = SyncRun.filter(channel_id=channel_id).order_by("-id").first()
+        previous = await last.values_list("retry_at")  # rate_limited: probe first until then
         row = await SyncRun.create(channel_id=channel_id, started_at=now, status=SyncRunStatus.RUNNING.value,
                                    counts={})
         reason = error = ""
@@ -356,7 +357,8 @@ async def begin_run(channel_id: int, now: datetime) -> RunStart:
 
 
 async def finish_run(run_id: int, status: SyncRunStatus, reason: str, error: str, counts: Mapping[str, int],
-                     feed_state: Mapping[str, Any] | None, now: datetime, retry_at: datetime | None = None) -> RunDoc:
+                     feed_state: Mapping[str, Any] | None, now: datetime,
+                     retry_at: datetime | None = None) -> RunDoc:
     async with in_transaction():
         row = await SyncRun.get(id=run_id)
         row.status = sync_run_finish(SyncRunStatus(row.status), status).value

@@ -415,9 +415,10 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
             status, reason, error = SyncRunStatus.FAILED, "token_rejected", str(exc)
         except E.RateLimitedError as exc:
             retry_at = schedule.rate_limit_retry_at(services.clock.now(), start.retry_at)
-            log.warning("sync run stopped: sell rate limit", error=str(exc), retry_at=retry_at.isoformat())
+            when = retry_at.isoformat()
+            log.warning("sync run stopped: sell rate limit", error=str(exc), retry_at=when)
             status, reason = SyncRunStatus.PARTIAL, "rate_limited"
-            error = f"{exc}; Sell should take requests again at {retry_at.isoformat()} (business time)"
+            error = f"{exc}; Sell should take requests again at {when} (business time)"
         except E.SellError as exc:
             log.warning("sync run stopped: sell failed", error=str(exc))
             status, reason, error = SyncRunStatus.FAILED, "sell_unavailable", str(exc)

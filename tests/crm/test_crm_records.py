@@ -91,7 +91,8 @@ def test_choices_read_back_as_objects_are_their_names():
     dropdown is its name, a multi-select a set of names, whichever form Sell reads back.
     Planted bugs: the object compared whole (never equal to the name written); ``id`` taken
     for the name; a multi-select's objects left as objects."""
-    assert choice_name({"id": 3, "name": "weekly"}) == "weekly" and choice_name("weekly") == "weekly"
+    assert choice_name({"id": 3, "name": "weekly"}) == "weekly"
+    assert choice_name("weekly") == "weekly"
     assert same_custom_value("list", "weekly", {"id": 3, "name": "weekly"})
     assert not same_custom_value("list", "daily", {"id": 3, "name": "weekly"})
     assert same_custom_value("multi_select_list", ["a", "b"],

@@ -29,7 +29,8 @@ def test_no_daemon_code_posts_a_lead_conversion():
         for m in re.finditer(r"lead_conversions", text):
             window = text[max(0, m.start() - 200):m.end() + 200]
             if re.search(r"[\"']POST[\"']", window):
-                offenders.append(f"{path.relative_to(DAEMON)}:{text.count(chr(10), 0, m.start()) + 1}")
+                line = text.count("\n", 0, m.start()) + 1
+                offenders.append(f"{path.relative_to(DAEMON)}:{line}")
     assert offenders == []
 
 

@@ -60,7 +60,7 @@ def migrated_db(tmp_path_factory) -> Any:
     return path
 
 
-# ----------------------------------------------------------------------------- the test's own reading of Sell
+# --------------------------------------------------------------- the test's own reading of Sell
 
 
 def _name(v: Any) -> Any:
