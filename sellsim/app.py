@@ -139,7 +139,9 @@ class Simulator:
 
         # The limiter sits in front of everything else (like a gateway would): by default
         # every request carrying a valid token uses budget, whatever its answer turns out to be.
-        if token is not None and o.rate_count_all and not self.limiter.allow(token.token, now):
+        clock = self.world.clock.now()
+        if token is not None and o.rate_count_all and not self.limiter.allow(
+                token.token, now, clock):
             self.counters.limited(token.name)
             return self._too_many(rid)
 
@@ -177,7 +179,7 @@ class Simulator:
                                "Only application/json is available.")  # fmt: skip
             if token is None:
                 raise token_error or env.unauthorized()
-            if not o.rate_count_all and not self.limiter.allow(token.token, now):
+            if not o.rate_count_all and not self.limiter.allow(token.token, now, clock):
                 self.counters.limited(token.name)
                 return self._too_many(rid)
             resp = self._route(req, token, self.world.accounts[token.account_id])
@@ -214,8 +216,11 @@ class Simulator:
         else:
             resp = env.empty(429)
         if o.rate_limit_headers:
+            retry = 1
+            if o.rate_window == "hourly_lockout":  # until the clock hour turns
+                retry = 3600 - self.world.clock.now() % 3600
             resp.headers += [
-                (b"retry-after", b"1"),
+                (b"retry-after", str(retry).encode()),
                 (b"x-ratelimit-limit", str(int(o.rate_per_second)).encode()),
                 (b"x-ratelimit-remaining", b"0"),
             ]

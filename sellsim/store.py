@@ -671,11 +671,16 @@ class World:
         rec = acc.records[type_].get(rid)
         if rec is None:
             return None
-        return v.read_view(rec, acc.definitions[type_], self.options.custom_date_read_format)
+        return v.read_view(rec, acc.definitions[type_], self.read_formats())
 
     def view(self, acc: Account, resource: str, rec: dict[str, Any]) -> dict[str, Any]:
         """A lead or contact as the API answers it (dates in the read format)."""
-        return v.read_view(rec, acc.definitions[resource], self.options.custom_date_read_format)
+        return v.read_view(rec, acc.definitions[resource], self.read_formats())
+
+    def read_formats(self) -> v.ReadFormats:
+        o = self.options
+        return v.ReadFormats(o.custom_date_read_format, o.custom_datetime_read_format,
+                             o.custom_list_read_format, o.custom_multiselect_read_format)
 
     def _pending(self, acc: Account, acked: dict[tuple[str, int], int]) -> list[tuple[str, int]]:
         skip = set()

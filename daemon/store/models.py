@@ -211,6 +211,9 @@ class SyncRun(Model):
     reason = fields.CharField(max_length=32, default="", db_default="")
     # The daemon that ran it (PostgreSQL, several daemons: ``store.leases``); "" on SQLite.
     daemon_id = fields.CharField(max_length=64, default="", db_default="")
+    # A run Sell rate-limited (reason ``rate_limited``): the business time from which Sell
+    # takes requests again (the next whole hour); a run before then probes once first.
+    retry_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "sync_run"

@@ -175,6 +175,7 @@ class RunDoc:
     finished_at: datetime | None
     counts: dict[str, int]
     daemon_id: str = ""  # PostgreSQL: the daemon that ran it (store.leases)
+    retry_at: datetime | None = None  # rate_limited: when Sell takes requests again
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ class RunStart:
     add_all: bool
     feed_state: dict[str, Any]
     linked_ids: dict[str, list[int]]
+    retry_at: datetime | None = None  # the previous run's: Sell rate-limited it until then
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,7 @@ def payload_key(fields: Mapping[str, Any]) -> str:
 def _run_doc(row: SyncRun) -> RunDoc:
     counts = {k: int((row.counts or {}).get(k, 0)) for k in COUNT_KEYS}
     return RunDoc(row.id, row.channel_id, SyncRunStatus(row.status), row.reason, row.error,  # type: ignore[attr-defined]
-                  row.started_at, row.finished_at, counts, row.daemon_id)
+                  row.started_at, row.finished_at, counts, row.daemon_id, row.retry_at)
 
 
 # The columns ``user_view`` reads: a query for the merge need not read (and parse) the rest.
@@ -337,6 +339,8 @@ async def begin_run(channel_id: int, now: datetime) -> RunStart:
     """A new run; ``skipped`` at once (with the reason) when the channel cannot sync now."""
     async with in_transaction():
         channel = await _channel(channel_id)
+        last = SyncRun.filter(channel_id=channel_id).order_by("-id").first()
+        previous = await last.values_list("retry_at")  # rate_limited: probe first until then
         row = await SyncRun.create(channel_id=channel_id, started_at=now, status=SyncRunStatus.RUNNING.value,
                                    counts={})
         reason = error = ""
@@ -357,15 +361,16 @@ async def begin_run(channel_id: int, now: datetime) -> RunStart:
         ids.setdefault(kind, []).append(int(crm_id))
     return RunStart(_run_doc(row), Secret(channel.sell_token) if channel.sell_token else None, Plan(channel.plan),
                     tuple(channel.sequential_tags or ()), channel.add_all_users_to_crm, dict(channel.sync_state or {}),
-                    ids)
+                    ids, previous[0] if previous else None)
 
 
 async def finish_run(run_id: int, status: SyncRunStatus, reason: str, error: str, counts: Mapping[str, int],
-                     feed_state: Mapping[str, Any] | None, now: datetime) -> RunDoc:
+                     feed_state: Mapping[str, Any] | None, now: datetime,
+                     retry_at: datetime | None = None) -> RunDoc:
     async with in_transaction():
         row = await SyncRun.get(id=run_id)
         row.status = sync_run_finish(SyncRunStatus(row.status), status).value
-        row.reason, row.error, row.finished_at = reason, error, now
+        row.reason, row.error, row.finished_at, row.retry_at = reason, error, now, retry_at
         row.counts = {k: int(counts.get(k, 0)) for k in COUNT_KEYS}
         await row.save()
         channel = await _channel(row.channel_id)  # type: ignore[attr-defined]

@@ -19,9 +19,14 @@ One run of one channel (``run_channel``):
    new leads. A push is crash-safe: its intent is stamped before the POST; a user found
    stamped (a crash, or a create that ``maybe_applied``) is looked up by KulooId, then by
    email, before any second POST.
-4. ``finish_run``: ``ok``, ``partial`` (some records have Sync errors), ``failed`` (the
-   reason: ``token_rejected`` after a 401 — the channel then needs a new token —,
-   ``sell_unavailable``, ``internal``).
+4. ``finish_run``: ``ok``, ``partial`` (some records have Sync errors; or reason
+   ``rate_limited``: a request was still 429 after its retries — Sell's hourly budget is
+   spent —, with ``retry_at`` the next whole hour of business time; what the run applied
+   is kept and the next run picks up from there), ``failed`` (the reason:
+   ``token_rejected`` after a 401 — the channel then needs a new token —,
+   ``sell_unavailable``, ``internal``). A run before a previous run's ``retry_at`` first
+   makes ONE request (``SellClient.probe``): still 429, it ends at once (``rate_limited``,
+   the same ``retry_at``), so a lockout of many minutes is never hammered.
 
 Events: ``sync.started``, ``sync.finished`` (the run document) and ``users.changed``
 ``{"channel", "ids"}`` once per batch, never once per user. One run per channel at a
@@ -399,13 +404,22 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
         run = _Run(services, start, sell)
         before = sell.requests_sent
         status, reason, error, state = SyncRunStatus.OK, "", "", None
+        retry_at = None
         try:
+            if start.retry_at is not None and services.clock.now() < start.retry_at:
+                await sell.probe()  # Sell locked us out until then: one request, no retries
             state = await run.pull()
             await run.recheck()
             await run.push()
         except E.AuthenticationError as exc:
             await connection.token_rejected(services, channel_id, start.token, exc)
             status, reason, error = SyncRunStatus.FAILED, "token_rejected", str(exc)
+        except E.RateLimitedError as exc:
+            retry_at = schedule.rate_limit_retry_at(services.clock.now(), start.retry_at)
+            when = retry_at.isoformat()
+            log.warning("sync run stopped: sell rate limit", error=str(exc), retry_at=when)
+            status, reason = SyncRunStatus.PARTIAL, "rate_limited"
+            error = f"{exc}; Sell should take requests again at {when} (business time)"
         except E.SellError as exc:
             log.warning("sync run stopped: sell failed", error=str(exc))
             status, reason, error = SyncRunStatus.FAILED, "sell_unavailable", str(exc)
@@ -416,7 +430,7 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
         if status == SyncRunStatus.OK and run.counts.get("errors"):
             status = SyncRunStatus.PARTIAL
         doc = await services.store.run(sync_store.finish_run, start.run.id, status, reason, error, run.counts,
-                                       state, services.clock.now())
+                                       state, services.clock.now(), retry_at)
         log.info("sync finished", status=doc.status.value, reason=reason, **doc.counts)
         services.publish("sync.finished", doc)
         await replan(services)
