@@ -25,6 +25,7 @@ from .control import render
 from .control.server import Broadcaster, ControlServer, bind_unix
 from .delivery.service import Delivery
 from .links.server import LinksServer
+from .operations.retention import Retention
 from .scheduler import Scheduler
 from .services import Services, open_services
 from .sync import connection, engine
@@ -164,6 +165,8 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
         services.scheduler.jobs.extend(engine.jobs(services))
         services.delivery = Delivery(services)
         services.scheduler.jobs.extend(services.delivery.jobs())
+        services.retention = Retention(services)
+        services.scheduler.jobs.extend(services.retention.jobs())
         async with trio.open_nursery() as outer:
             await outer.start(_signals, life)
             await outer.start(services.leases.keep_alive)  # PostgreSQL: renews this daemon's leases

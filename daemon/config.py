@@ -82,6 +82,9 @@ KEYS: dict[str, Key] = {
     "smtp.security": Key(str, "starttls", "starttls, tls (implicit TLS) or none.", choices=("starttls", "tls", "none")),
     "smtp.username": Key(str, "", "SMTP user; empty = no authentication. The password is the smtp-password credential."),
     "smtp.timeout_seconds": Key((int, float), 30, "Timeout of one SMTP command.", minimum=0.1, maximum=600),
+    "retention.sync_runs_days": Key(int, 90, "Sync runs older than this are deleted (each channel's newest is kept).", minimum=1, maximum=36_500),
+    "retention.audit_days": Key(int, 365, "Audit entries older than this are deleted.", minimum=1, maximum=36_500),
+    "retention.outbox_days": Key(int, 90, "Sent, failed and cancelled messages older than this are deleted.", minimum=30, maximum=36_500),
     "smtp.ca_file": Key(str, "", "CA bundle (PEM) that verifies the relay's certificate, for the relay only; "
                         "empty = the system's store. Relative paths are beside this file."),
     "smtp.helo_name": Key(str, "", "The name this host gives in EHLO, e.g. mail.example.com; empty = its own FQDN."),

@@ -226,6 +226,7 @@ class Services:
     # Open control connections (the caller's own included); ``app`` wires it to the server.
     connections: Callable[[], int] = lambda: 0
     delivery: Any = None  # delivery.service.Delivery, set by ``app`` (a capability above this layer)
+    retention: Any = None  # operations.retention.Retention, set by ``app``
     links_url: str = ""  # the links service's bound address, set once it listens
     leases: Leases | None = None  # set by ``open_services``
     events: Events | None = None  # set by ``open_services``

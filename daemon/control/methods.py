@@ -27,6 +27,7 @@ from ..services import Services
 from ..store import Conflict, Invalid, NotFound, sync_store
 from ..store import channels as channel_store
 from ..store import leases as lease_store
+from ..store import retention as retention_store
 from ..sync import connection, engine
 from ..vocabulary import Plan
 from . import delivery_methods, render, sync_methods, users
@@ -145,6 +146,8 @@ async def status(services: Services, params: dict[str, Any]) -> dict[str, Any]:
         "daemon": {"id": services.leases.id if services.leases else None},
         "relay": services.delivery.relay.view() if services.delivery is not None else None,
         "delivery": {"paused": services.delivery.paused} if services.delivery is not None else None,
+        "database": {"bytes": await services.store.run(
+            retention_store.database_size, None if services.store.postgres else str(services.config.database_path))},
         **({"daemons": [render.daemon(d) for d in await services.store.run(lease_store.daemons)]}
            if services.store.postgres else {}),
     }
