@@ -77,12 +77,14 @@ class Settings:
     max_body_bytes: int
     max_header_bytes: int
     confirm_seconds: float
+    hsts: bool = False  # public_url is https: browsers are told to come back over https only
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
         return cls(frozenset(config["links.allowed_origins"]), limits.networks(config["links.trusted_proxies"]),
                    config["links.rate_per_minute"], config["links.rate_burst"], config["links.max_body_bytes"],
-                   config["links.max_header_bytes"], config["links.confirm_hours"] * 3600.0)
+                   config["links.max_header_bytes"], config["links.confirm_hours"] * 3600.0,
+                   hsts=str(config["links.public_url"]).lower().startswith("https://"))
 
 
 def _page(status: int, title: str, text: str) -> HTMLResponse:
@@ -177,7 +179,11 @@ class LinksApp:
         self.limiter = limits.RateLimiter(self.settings.rate_per_minute, self.settings.burst)
         self.confirmations = confirmations or (lambda *_args: None)
         self._signer: Signer | None = None
-        self.router = Router(routes=[
+        self.edge_headers = [(k.encode(), v.encode()) for k, v in pages.SECURITY_HEADERS.items()]
+        if self.settings.hsts:  # no includeSubDomains: other hosts of the domain are not ours
+            self.edge_headers.append((b"strict-transport-security", pages.HSTS.encode()))
+        # No slash redirects: Starlette would build their Location from the request's Host.
+        self.router = Router(redirect_slashes=False, routes=[
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/u/{token}", self.preferences, methods=["GET"]),
             Route("/u/{token}", self.change, methods=["POST"]),
@@ -234,8 +240,7 @@ class LinksApp:
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                extra = [(k.encode(), v.encode()) for k, v in pages.SECURITY_HEADERS.items()]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
+                message = {**message, "headers": [*message.get("headers", []), *self.edge_headers]}
             await send(message)
 
         head_bytes = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + sum(
