@@ -4,7 +4,9 @@ Routes (a GET never changes anything — mail scanners follow links):
 
 - ``GET /u/{token}``: the footer page (channel, current choice, a button per choice).
 - ``POST /u/{token}``: ``List-Unsubscribe=One-Click`` (RFC 8058, form or multipart) or the
-  page's buttons (``action=unsubscribe|resubscribe``, ``frequency=…``). Idempotent.
+  page's buttons (``action=unsubscribe|resubscribe``, ``frequency=…``). Idempotent. One
+  link (purpose, channel, KulooId) makes at most ``links.token_changes_per_hour`` changes
+  an hour (429 past it, nothing written); a POST that changes nothing always answers 200.
 - ``POST /signup/{channel}`` (form or JSON: ``email``, ``first_name``, ``last_name``):
   double opt-in — nothing is stored, a confirmation email carries a ``/c/{token}`` link
   whose signed claim holds the address; the same answer whether the address is known.
@@ -177,6 +179,7 @@ class LinksApp:
         self.services = services
         self.settings = Settings.from_config(services.config)
         self.limiter = limits.RateLimiter(self.settings.rate_per_minute, self.settings.burst)
+        self.token_changes = limits.ChangeLimiter(services.config["links.token_changes_per_hour"])
         self.confirmations = confirmations or (lambda *_args: None)
         self._signer: Signer | None = None
         self.edge_headers = [(k.encode(), v.encode()) for k, v in pages.SECURITY_HEADERS.items()]
@@ -308,10 +311,25 @@ class LinksApp:
             done = f"Saved: {pages.choice_words(frequency, False)}."
         else:
             return _page(400, "Nothing to change", "This request did not say what to change. Nothing was changed.")
+        key = (claim.purpose.value, claim.channel, claim.kuloo_id)
+        taken_at = trio.current_time()
         try:
-            sub = await self.services.store.run(user_store.update_subscriber, claim.channel, claim.kuloo_id,
-                                                changes, Actor.LINK, self.services.clock.now())
+            if self.token_changes.take(key, taken_at):
+                sub = await self.services.store.run(user_store.update_subscriber, claim.channel, claim.kuloo_id,
+                                                    changes, Actor.LINK, self.services.clock.now())
+                if not sub.changed:
+                    self.token_changes.give_back(key, taken_at)
+            else:
+                # Past the limit: a POST that would change nothing (a retry) still answers 200.
+                sub = await self.services.store.run(user_store.subscriber, claim.channel, claim.kuloo_id)
+                if any(getattr(sub.user, field) != value for field, value in changes.items()):
+                    log.info("link change refused: too many changes", channel_id=claim.channel)
+                    response = _page(429, "Too many changes", "This link has made many changes in the last hour. "
+                                     "Nothing was changed. Please try again later.")
+                    response.headers["retry-after"] = "3600"
+                    return response
         except NotFound:
+            self.token_changes.give_back(key, taken_at)
             return _page(404, *UNKNOWN)
         if sub.changed:
             log.info("user changed by link", user_id=sub.user.id, channel_id=claim.channel, changed=list(sub.changed))

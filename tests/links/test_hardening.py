@@ -10,6 +10,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from kuloo_daemon.links import limits
 from kuloo_daemon.links.pages import SECURITY_HEADERS
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -56,3 +57,53 @@ async def test_no_hsts_when_public_url_is_plain_http_or_empty(links_env):
         async with links_env(links={"public_url": public_url}) as links:
             r = await links.http.get("/healthz")
             assert r.status_code == 200 and "strict-transport-security" not in r.headers
+
+
+# ----------------------------------------------------------------------------- per-token limit
+
+
+async def test_one_link_changes_state_at_most_token_changes_per_hour(links_env):
+    async with links_env(links={"token_changes_per_hour": 10, "rate_per_minute": 1, "rate_burst": 1}) as links:
+        channel = await links.channel()
+        user = await links.user(channel, frequency="weekly")
+        other = await links.user(channel, "bo@example.com")
+        url = f"/u/{links.token(user)}"
+        for i in range(10):  # ten changes pass, though the per-address limit is long spent
+            r = await links.http.post(url, data={"frequency": ("daily", "weekly")[i % 2]})
+            assert r.status_code == 200, i
+        before = await links.get(user.id)
+        audit = len(await links.audit(user.id))
+        r = await links.http.post(url, data={"frequency": "monthly"})  # the eleventh change
+        assert r.status_code == 429 and r.headers["retry-after"]
+        assert "Nothing was changed" in r.text
+        r = await links.http.post(url, data=ONE_CLICK)
+        assert r.status_code == 429
+        assert (await links.get(user.id)) == before and len(await links.audit(user.id)) == audit
+        # A POST that changes nothing is no change: a retry never sees 429.
+        r = await links.http.post(url, data={"frequency": before.frequency.value})
+        assert r.status_code == 200 and (await links.get(user.id)) == before
+        # Another user's link has its own count; a GET never counts.
+        assert (await links.http.post(f"/u/{links.token(other)}", data=ONE_CLICK)).status_code == 200
+        assert (await links.get(other.id)).unsubscribed is True
+
+
+def test_change_limiter_counts_an_hour_back_and_gives_back_unused_slots():
+    limiter = limits.ChangeLimiter(per_hour=2)
+    assert [limiter.take("a", t) for t in (0.0, 10.0, 20.0)] == [True, True, False]
+    assert limiter.take("b", 20.0) is True  # per key
+    limiter.give_back("a", 10.0)  # that POST changed nothing
+    assert limiter.take("a", 30.0) is True and limiter.take("a", 31.0) is False
+    assert limiter.take("a", 3600.5) is True  # the first change is an hour old
+    assert limiter.take("a", 3600.6) is False
+
+
+async def test_one_click_retries_after_the_limit_answer_200(links_env):
+    async with links_env(links={"token_changes_per_hour": 2}) as links:
+        user = await links.user(await links.channel())
+        url = f"/u/{links.token(user)}"
+        assert (await links.http.post(url, data={"action": "unsubscribe"})).status_code == 200
+        assert (await links.http.post(url, data={"action": "resubscribe"})).status_code == 200
+        assert (await links.http.post(url, data={"action": "unsubscribe"})).status_code == 429
+        assert (await links.get(user.id)).unsubscribed is False
+        assert (await links.http.post(url, data={"action": "resubscribe"})).status_code == 200
+        assert (await links.http.post(url, data={"frequency": "weekly"})).status_code == 200
