@@ -238,6 +238,7 @@ class LinksApp:
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", [])]
         peer = (scope.get("client") or ("unknown", 0))[0]
         client = limits.client_address(peer, [v for k, v in headers if k == "x-forwarded-for"], self.settings.trusted)
+        scope["kuloo.client"] = client  # the signup's per-client cap counts it
         status = {"code": 0}
 
         async def send_with_headers(message) -> None:
@@ -405,7 +406,7 @@ class LinksApp:
             return answer(503, *UNAVAILABLE)
         expires = int(self.services.clock.now().timestamp() + self.settings.confirm_seconds)
         claim = Claim(Purpose.CONFIRM, channel_id, "", json.dumps([address, *names], ensure_ascii=True), expires)
-        self.confirmations(channel, address, names, signer.sign(claim))
+        self.confirmations(channel, address, signer.sign(claim), request.scope.get("kuloo.client", ""))
         # The same answer whether the address was new, known, or unsubscribed.
         return answer(202, "Please confirm", "Thanks! Please check your inbox: we sent you a link to confirm "
                                             "your subscription.")

@@ -9,7 +9,10 @@ flight (bounded by ``daemon.shutdown_grace_seconds``).
 Signup confirmations leave through delivery's transport (SMTP or Maildir), one at a
 time from a bounded queue in a worker thread: a slow relay never slows an HTTP answer,
 and nothing in the answer depends on the email. One address gets at most one
-confirmation per channel per ``links.confirm_resend_minutes``.
+confirmation per channel per ``links.confirm_resend_minutes`` (a ``+tag`` is ignored:
+``victim+1@`` and ``victim+2@`` are one mailbox), and one client address causes at most
+``links.signup_per_hour`` of them. The email carries no text the requester typed (no
+name in the greeting or in ``To:``): the names travel in the signed claim only.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 import socket
 from collections import OrderedDict
 from email.message import EmailMessage
-from email.utils import formataddr, make_msgid, parseaddr
+from email.utils import make_msgid, parseaddr
 
 import structlog
 import trio
@@ -33,6 +36,7 @@ from ..services import Services
 from ..store.channels import Channel
 from ..vocabulary import email_key
 from .app import LinksApp
+from .limits import ChangeLimiter
 
 log = structlog.get_logger("kuloo.links")
 
@@ -58,18 +62,23 @@ def bind(listen: str) -> tuple[socket.socket, str]:
     return sock, f"http://{shown}:{bound_port}"
 
 
-def confirmation_email(channel: Channel, address: str, first_name: str, url: str) -> EmailMessage:
+def cooldown_key(address: str) -> str:
+    """The mailbox an address reaches for the resend cooldown: its email key without a ``+tag``."""
+    local, at, domain = email_key(address).rpartition("@")
+    return f"{local.split('+', 1)[0] or local}{at}{domain}"
+
+
+def confirmation_email(channel: Channel, address: str, url: str) -> EmailMessage:
     sender = channel.sender or f"{channel.name} <no-reply@localhost>"
     domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
     msg = EmailMessage()
     msg["From"] = sender
-    msg["To"] = formataddr((first_name, address)) if first_name else address
+    msg["To"] = address  # never a display name: it would be the requester's text
     msg["Subject"] = f"Please confirm your subscription to {channel.name}"
     msg["Message-ID"] = make_msgid(domain=domain)
     msg["Auto-Submitted"] = "auto-generated"
-    hello = f"Hi {first_name}," if first_name else "Hello,"
     msg.set_content(
-        f"{hello}\n\nSomeone — hopefully you — asked to receive {channel.name} at this address.\n"
+        f"Hello,\n\nSomeone — hopefully you — asked to receive {channel.name} at this address.\n"
         f"To confirm, open this link and press the button:\n\n{url}\n\n"
         "If it was not you, ignore this email: you will receive nothing more.\n", cte="quoted-printable")
     return msg
@@ -79,8 +88,9 @@ class LinksServer:
     def __init__(self, services: Services) -> None:
         self.services = services
         self._stop = trio.Event()
-        self._send, self._receive = trio.open_memory_channel[tuple[Channel, str, str, str]](QUEUE_SIZE)
+        self._send, self._receive = trio.open_memory_channel[tuple[Channel, str, str]](QUEUE_SIZE)
         self._last_sent: OrderedDict[tuple[int, str], float] = OrderedDict()
+        self._per_client = ChangeLimiter(services.config["links.signup_per_hour"])
         self.app = LinksApp(services, self.queue_confirmation)
         self.url = ""
         self._sock: socket.socket | None = None
@@ -88,18 +98,23 @@ class LinksServer:
     def stop(self) -> None:
         self._stop.set()
 
-    def queue_confirmation(self, channel: Channel, address: str, names: tuple[str, str], token: str) -> None:
-        key = (channel.id, email_key(address))
+    def queue_confirmation(self, channel: Channel, address: str, token: str, client: str) -> None:
+        key = (channel.id, cooldown_key(address))
         now = trio.current_time()
         cooldown = self.services.config["links.confirm_resend_minutes"] * 60.0
         last = self._last_sent.get(key)
         if last is not None and now - last < cooldown:
             log.info("signup confirmation not resent yet", channel_id=channel.id)
             return
+        if not self._per_client.take(client, now):
+            log.info("signup confirmation not sent: too many from one client", channel_id=channel.id,
+                     client=client)
+            return
         url = f"{self.services.delivery.public_url()}/c/{token}"
         try:
-            self._send.send_nowait((channel, address, names[0], url))
+            self._send.send_nowait((channel, address, url))
         except trio.WouldBlock:
+            self._per_client.give_back(client, now)
             log.warning("signup confirmation queue full; one dropped", channel_id=channel.id)
             return
         self._last_sent[key] = now
@@ -108,8 +123,8 @@ class LinksServer:
             self._last_sent.popitem(last=False)
 
     async def _mailer(self) -> None:
-        async for channel, address, first_name, url in self._receive:
-            msg = confirmation_email(channel, address, first_name, url)
+        async for channel, address, url in self._receive:
+            msg = confirmation_email(channel, address, url)
             transport = self.services.delivery.transport()
 
             def send_one(transport=transport, msg=msg, address=address) -> str:

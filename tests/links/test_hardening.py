@@ -12,6 +12,7 @@ import pytest
 
 from kuloo_daemon.links import limits
 from kuloo_daemon.links.pages import SECURITY_HEADERS
+from kuloo_daemon.store import users as user_store
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 HSTS = "max-age=31536000"
@@ -107,3 +108,57 @@ async def test_one_click_retries_after_the_limit_answer_200(links_env):
         assert (await links.get(user.id)).unsubscribed is False
         assert (await links.http.post(url, data={"action": "resubscribe"})).status_code == 200
         assert (await links.http.post(url, data={"frequency": "weekly"})).status_code == 200
+
+
+# ----------------------------------------------------------------------------- signup mail
+
+
+async def test_confirmation_email_carries_no_text_the_requester_typed(links_env):
+    lure = "Your account is locked - verify at https://evil.example/login now"
+    async with links_env() as links:
+        channel = await links.channel()
+        r = await links.http.post(f"/signup/{channel}", data={"email": "victim@example.com", "first_name": lure,
+                                                              "last_name": "Security Team"})
+        assert r.status_code == 202
+        await links.wait_for_mail(1)
+        (msg,) = links.mails()
+        assert msg["To"] == "victim@example.com"
+        text = msg.as_string() + msg.get_payload(decode=True).decode()
+        for typed in ("evil.example", "locked", "Security Team"):
+            assert typed not in text
+        # The names stay in the signed claim and are saved when the owner confirms.
+        (url,) = links.confirm_links()
+        assert (await links.http.post(url[len(links.url):])).status_code == 200
+        page = await links.services.store.run(
+            user_store.list_page, channel, user_store.Filters(), None, 10)
+        (user,) = page.users
+        assert (user.first_name, user.last_name) == (lure, "Security Team")
+
+
+async def test_the_signup_cooldown_ignores_a_plus_tag(links_env):
+    async with links_env(links={"confirm_resend_minutes": 10}) as links:
+        channel = await links.channel()
+        for address in ("victim+1@example.com", "victim+2@example.com", "Victim@example.com",
+                        "victim+x+y@example.com", "other@example.com"):
+            assert (await links.http.post(f"/signup/{channel}", data={"email": address})).status_code == 202
+        await links.wait_for_mail(2)
+        assert sorted(m["To"] for m in links.mails()) == ["other@example.com", "victim+1@example.com"]
+
+
+async def test_one_client_address_causes_at_most_signup_per_hour_emails(links_env):
+    extra = {"signup_per_hour": 3, "trusted_proxies": ["127.0.0.1/32"]}
+    async with links_env(links=extra) as links:
+        channel = await links.channel()
+        answers = set()
+        for i in range(6):
+            r = await links.http.post(f"/signup/{channel}", data={"email": f"n{i}@example.com"},
+                                      headers={"x-forwarded-for": "203.0.113.5"})
+            answers.add((r.status_code, r.text))
+        assert len(answers) == 1  # the same answer: nothing tells the sender it was capped
+        await links.wait_for_mail(3)
+        r = await links.http.post(f"/signup/{channel}", data={"email": "mine@example.com"},
+                                  headers={"x-forwarded-for": "198.51.100.8"})  # another client
+        assert r.status_code == 202
+        await links.wait_for_mail(4)
+        assert sorted(m["To"] for m in links.mails()) == [
+            "mine@example.com", "n0@example.com", "n1@example.com", "n2@example.com"]
