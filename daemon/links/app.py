@@ -28,7 +28,9 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -404,28 +406,42 @@ class LinksApp:
         signer = self.signer()
         if signer is None:
             return answer(503, *UNAVAILABLE)
-        expires = int(self.services.clock.now().timestamp() + self.settings.confirm_seconds)
-        claim = Claim(Purpose.CONFIRM, channel_id, "", json.dumps([address, *names], ensure_ascii=True), expires)
+        now = self.services.clock.now().timestamp()
+        expires = int(now + self.settings.confirm_seconds)
+        # ``issued`` (rounded up: a change in the same second is not "after") is signed too.
+        target = json.dumps([address, *names, math.ceil(now)], ensure_ascii=True)
+        claim = Claim(Purpose.CONFIRM, channel_id, "", target, expires)
         self.confirmations(channel, address, signer.sign(claim), request.scope.get("kuloo.client", ""))
         # The same answer whether the address was new, known, or unsubscribed.
         return answer(202, "Please confirm", "Thanks! Please check your inbox: we sent you a link to confirm "
                                             "your subscription.")
 
-    def _confirm_claim(self, token: str) -> tuple[Claim, str, str, str] | None:
+    def _confirm_claim(self, token: str) -> tuple[Claim, str, str, str, datetime] | None:
+        """The claim, its address and names, and when it was issued.
+
+        Tokens from before ``issued`` was signed hold ``[email, first, last]``: they count
+        as issued ``confirm_hours`` before they expire."""
         claim = self.verify(token, Purpose.CONFIRM)
         if claim is None:
             return None
         try:
-            address, first, last = json.loads(claim.target)
-            return claim, normalise_email(address), _clean_name(first), _clean_name(last)
-        except (ValueError, TypeError, BadForm):
+            fields = json.loads(claim.target)
+            if not isinstance(fields, list) or len(fields) not in (3, 4):
+                return None
+            address, first, last = fields[:3]
+            issued = fields[3] if len(fields) == 4 else claim.expires - self.settings.confirm_seconds
+            if isinstance(issued, bool) or not isinstance(issued, int | float):
+                return None
+            return (claim, normalise_email(address), _clean_name(first), _clean_name(last),
+                    datetime.fromtimestamp(issued, UTC))
+        except (ValueError, TypeError, OverflowError, OSError, BadForm):
             return None
 
     async def confirm_page(self, request: Request) -> Response:
         found = self._confirm_claim(request.path_params["token"])
         if found is None:
             return self._bad_link()
-        claim, address, _first, _last = found
+        claim, address, _first, _last, _issued = found
         try:
             channel = await self.services.store.run(channel_store.get, claim.channel)
         except NotFound:
@@ -436,13 +452,17 @@ class LinksApp:
         found = self._confirm_claim(request.path_params["token"])
         if found is None:
             return self._bad_link()
-        claim, address, first, last = found
+        claim, address, first, last, issued = found
         fields = {"email": address, **({"first_name": first} if first else {}), **({"last_name": last} if last else {})}
         try:
             sub = await self.services.store.run(user_store.sign_up, claim.channel, fields, Actor.LINK,
-                                                self.services.clock.now())
+                                                self.services.clock.now(), issued)
         except NotFound:
             return _page(404, *UNKNOWN)
+        if sub.stale:
+            log.info("signup confirmation already used", user_id=sub.user.id, channel_id=claim.channel)
+            return _page(200, "Already confirmed", "This link was already used. Nothing was changed. "
+                         "To subscribe again, sign up once more or use the link in your latest email.")
         if sub.created or sub.changed:
             log.info("signup confirmed", user_id=sub.user.id, channel_id=claim.channel, created=sub.created)
             self.services.publish("user.updated", sub.user)

@@ -7,12 +7,16 @@ confirmation link works once.
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
 from kuloo_daemon.links import limits
 from kuloo_daemon.links.pages import SECURITY_HEADERS
 from kuloo_daemon.store import users as user_store
+from kuloo_daemon.tokens import Claim, Purpose
+from kuloo_daemon.vocabulary import Actor
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 HSTS = "max-age=31536000"
@@ -162,3 +166,65 @@ async def test_one_client_address_causes_at_most_signup_per_hour_emails(links_en
         await links.wait_for_mail(4)
         assert sorted(m["To"] for m in links.mails()) == [
             "mine@example.com", "n0@example.com", "n1@example.com", "n2@example.com"]
+
+
+# ----------------------------------------------------------------------------- confirmation replay
+
+
+async def test_a_confirmation_link_does_not_undo_a_later_unsubscribe(links_env):
+    async with links_env() as links:
+        channel = await links.channel()
+        await links.http.post(f"/signup/{channel}", data={"email": "reader@example.com", "first_name": "Ria"})
+        await links.wait_for_mail(1)
+        path = links.confirm_links()[0][len(links.url):]
+        assert (await links.http.post(path)).status_code == 200
+        user = await links.services.store.run(user_store.get_by_email, channel, "reader@example.com")
+        await links.services.clock.advance(60)
+        r = await links.http.post(f"/u/{links.token(user)}", data=ONE_CLICK)
+        assert r.status_code == 200
+        unsubscribed = await links.get(user.id)
+        assert unsubscribed.unsubscribed is True
+        await links.services.clock.advance(60)
+        r = await links.http.post(path)  # the old confirmation link, replayed
+        assert r.status_code == 200 and "already confirmed" in r.text.lower()
+        assert (await links.get(user.id)) == unsubscribed
+        # A fresh signup (issued after the unsubscribe) still subscribes them again.
+        await links.http.post(f"/signup/{channel}", data={"email": "reader@example.com"})
+        await links.wait_for_mail(2)
+        fresh = [u for u in links.confirm_links() if u[len(links.url):] != path]
+        assert (await links.http.post(fresh[0][len(links.url):])).status_code == 200
+        assert (await links.get(user.id)).unsubscribed is False
+
+
+async def test_unrelated_changes_after_issue_do_not_block_a_resubscribe(links_env):
+    async with links_env() as links:
+        channel = await links.channel()
+        user = await links.user(channel, "back@example.com")
+        await links.http.post(f"/u/{links.token(user)}", data=ONE_CLICK)
+        await links.services.clock.advance(60)
+        await links.http.post(f"/signup/{channel}", data={"email": "back@example.com"})
+        await links.wait_for_mail(1)
+        await links.services.clock.advance(60)
+        await links.services.store.run(user_store.update, user.id, {"first_name": "Bea"}, Actor.SYNC,
+                                       links.services.clock.now())  # a sync write, later
+        assert (await links.http.post(links.confirm_links()[0][len(links.url):])).status_code == 200
+        after = await links.get(user.id)
+        assert after.unsubscribed is False and after.first_name == "Bea"
+
+
+async def test_an_older_confirmation_token_counts_as_issued_confirm_hours_before_it_expires(links_env):
+    async with links_env(links={"confirm_hours": 2}) as links:
+        channel = await links.channel()
+        user = await links.user(channel, "old@example.com")
+        now = int(links.services.clock.now().timestamp())
+        # The format before ``issued``: [email, first, last]; issued = expires - confirm_hours.
+        old = links.signer.sign(Claim(Purpose.CONFIRM, channel, "", json.dumps(["old@example.com", "", ""]),
+                                      now + 7200 - 600))  # issued ten minutes ago
+        await links.http.post(f"/u/{links.token(user)}", data=ONE_CLICK)  # unsubscribed since
+        r = await links.http.post(f"/c/{old}")
+        assert r.status_code == 200 and "already confirmed" in r.text.lower()
+        assert (await links.get(user.id)).unsubscribed is True
+        older = links.signer.sign(Claim(Purpose.CONFIRM, channel, "", json.dumps(["old@example.com", "", ""]),
+                                        now + 7200 + 600))  # "issued" after the unsubscribe
+        assert (await links.http.post(f"/c/{older}")).status_code == 200
+        assert (await links.get(user.id)).unsubscribed is False
