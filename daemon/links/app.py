@@ -20,7 +20,8 @@ Routes (a GET never changes anything — mail scanners follow links):
 The edge (``LinksApp.__call__``): the client address (``X-Forwarded-For`` only from a
 trusted proxy), the per-address rate limit — which never refuses a POST whose token is
 valid —, security headers on every answer, body size limit, an access log line that
-names the route, never the token, and a plain 500 page for anything unexpected.
+names the route, never the token (one info line, ``abandoned``, for a body the client
+never finished), and a plain 500 page for anything unexpected.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 import trio
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import (
     HTMLResponse,
     JSONResponse,
@@ -241,7 +242,7 @@ class LinksApp:
         peer = (scope.get("client") or ("unknown", 0))[0]
         client = limits.client_address(peer, [v for k, v in headers if k == "x-forwarded-for"], self.settings.trusted)
         scope["kuloo.client"] = client  # the signup's per-client cap counts it
-        status = {"code": 0}
+        status: dict[str, Any] = {"code": 0}
 
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
@@ -261,6 +262,8 @@ class LinksApp:
                 await response(scope, receive, send_with_headers)
             else:
                 await self.router(scope, receive, send_with_headers)
+        except ClientDisconnect:  # the client went away mid-body (or was too slow): no answer
+            status["abandoned"] = True
         except Exception:
             log.exception("links request failed", route=_route_label(scope["path"]), method=scope["method"])
             if not status["code"]:
@@ -269,7 +272,8 @@ class LinksApp:
         finally:
             log.info("links request", method=scope["method"], route=_route_label(scope["path"]),
                      status=status["code"], client=client,
-                     ms=round((trio.current_time() - started) * 1000, 1))
+                     ms=round((trio.current_time() - started) * 1000, 1),
+                     **({"abandoned": True} if status.get("abandoned") else {}))
 
     # ------------------------------------------------------------------ routes
 

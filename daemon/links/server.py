@@ -1,9 +1,10 @@
 """Serve the links app inside the daemon: bind, hypercorn's trio worker, confirmation emails.
 
 ``LinksServer.serve`` is started with ``nursery.start``: it binds ``[links] listen``
-itself (so port 0 works and the bound address is known before READY=1), records the
+itself (after checking the open-file limit leaves room beyond ``links.max_connections``) (so port 0 works and the bound address is known before READY=1), records the
 URL on ``Services.links_url`` (``status`` and delivery's links use it when ``public_url``
-is empty), then reports started. ``stop()`` lets hypercorn finish the requests in
+is empty), then reports started. hypercorn serves through ``listener`` (the connection
+cap and the whole-request deadline). ``stop()`` lets hypercorn finish the requests in
 flight (bounded by ``daemon.shutdown_grace_seconds``).
 
 Signup confirmations leave through delivery's transport (SMTP or Maildir), one at a
@@ -27,9 +28,6 @@ from email.utils import make_msgid, parseaddr
 import structlog
 import trio
 from hypercorn.config import Config as HyperConfig
-from hypercorn.config import Sockets
-from hypercorn.trio.run import worker_serve
-from hypercorn.utils import wrap_app
 
 from ..config import parse_listen
 from ..services import Services
@@ -37,6 +35,7 @@ from ..store.channels import Channel
 from ..vocabulary import email_key
 from .app import LinksApp
 from .limits import ChangeLimiter
+from .listener import CappedListener, check_open_files, serve
 
 log = structlog.get_logger("kuloo.links")
 
@@ -156,6 +155,7 @@ class LinksServer:
 
     def open(self) -> str:
         """Bind the listener (before the daemon's task nursery: a failure is one clear line)."""
+        check_open_files(self.services.config["links.max_connections"])
         listen = self.services.config["links.listen"]
         try:
             self._sock, self.url = bind(listen)
@@ -167,18 +167,19 @@ class LinksServer:
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         if self._sock is None:
             self.open()
-        sockets = Sockets(secure_sockets=[], insecure_sockets=[self._sock], quic_sockets=[])
+        config = self.services.config
+        listener = CappedListener(self._sock, config["links.max_connections"], config["links.request_seconds"])
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._mailer)
-            await nursery.start(self._serve_http, sockets, nursery.cancel_scope)
+            await nursery.start(self._serve_http, listener, nursery.cancel_scope)
             log.info("links service listening", url=self.url)
             task_status.started(self.url)
         log.info("links service stopped")
 
-    async def _serve_http(self, sockets: Sockets, done: trio.CancelScope, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def _serve_http(self, listener: CappedListener, done: trio.CancelScope, *,
+                          task_status=trio.TASK_STATUS_IGNORED) -> None:
         try:
             # Returns after stop(), once the requests in flight are answered (graceful_timeout).
-            await worker_serve(wrap_app(self.app, 0, "asgi"), self.hypercorn_config(), sockets=sockets,
-                               shutdown_trigger=self._stop.wait, task_status=task_status)
+            await serve(self.app, self.hypercorn_config(), listener, self._stop, task_status=task_status)
         finally:
             done.cancel()  # the mailer's queue ends with the service
