@@ -322,16 +322,19 @@ class LinksApp:
         taken_at = trio.current_time()
         try:
             if self.token_changes.take(key, taken_at):
-                sub = await self.services.store.run(user_store.update_subscriber, claim.channel, claim.kuloo_id,
-                                                    changes, Actor.LINK, self.services.clock.now())
+                sub = await self.services.store.run(user_store.update_subscriber, claim.channel,
+                                                    claim.kuloo_id, changes, Actor.LINK,
+                                                    self.services.clock.now())
                 if not sub.changed:
                     self.token_changes.give_back(key, taken_at)
             else:
                 # Past the limit: a POST that would change nothing (a retry) still answers 200.
-                sub = await self.services.store.run(user_store.subscriber, claim.channel, claim.kuloo_id)
+                sub = await self.services.store.run(user_store.subscriber, claim.channel,
+                                                    claim.kuloo_id)
                 if any(getattr(sub.user, field) != value for field, value in changes.items()):
                     log.info("link change refused: too many changes", channel_id=claim.channel)
-                    response = _page(429, "Too many changes", "This link has made many changes in the last hour. "
+                    response = _page(429, "Too many changes",
+                                     "This link has made many changes in the last hour. "
                                      "Nothing was changed. Please try again later.")
                     response.headers["retry-after"] = "3600"
                     return response
@@ -415,7 +418,8 @@ class LinksApp:
         # ``issued`` (rounded up: a change in the same second is not "after") is signed too.
         target = json.dumps([address, *names, math.ceil(now)], ensure_ascii=True)
         claim = Claim(Purpose.CONFIRM, channel_id, "", target, expires)
-        self.confirmations(channel, address, signer.sign(claim), request.scope.get("kuloo.client", ""))
+        client = request.scope.get("kuloo.client", "")
+        self.confirmations(channel, address, signer.sign(claim), client)
         # The same answer whether the address was new, known, or unsubscribed.
         return answer(202, "Please confirm", "Thanks! Please check your inbox: we sent you a link to confirm "
                                             "your subscription.")
@@ -433,7 +437,8 @@ class LinksApp:
             if not isinstance(fields, list) or len(fields) not in (3, 4):
                 return None
             address, first, last = fields[:3]
-            issued = fields[3] if len(fields) == 4 else claim.expires - self.settings.confirm_seconds
+            issued = (fields[3] if len(fields) == 4
+                      else claim.expires - self.settings.confirm_seconds)
             if isinstance(issued, bool) or not isinstance(issued, int | float):
                 return None
             return (claim, normalise_email(address), _clean_name(first), _clean_name(last),
@@ -464,9 +469,11 @@ class LinksApp:
         except NotFound:
             return _page(404, *UNKNOWN)
         if sub.stale:
-            log.info("signup confirmation already used", user_id=sub.user.id, channel_id=claim.channel)
-            return _page(200, "Already confirmed", "This link was already used. Nothing was changed. "
-                         "To subscribe again, sign up once more or use the link in your latest email.")
+            log.info("signup confirmation already used", user_id=sub.user.id,
+                     channel_id=claim.channel)
+            return _page(200, "Already confirmed",
+                         "This link was already used. Nothing was changed. To subscribe again, "
+                         "sign up once more or use the link in your latest email.")
         if sub.created or sub.changed:
             log.info("signup confirmed", user_id=sub.user.id, channel_id=claim.channel, created=sub.created)
             self.services.publish("user.updated", sub.user)

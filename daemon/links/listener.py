@@ -50,7 +50,8 @@ def check_open_files(max_connections: int) -> None:
         raise RuntimeError(
             f"links.max_connections: the open-file limit is {soft}, below {needed} "
             f"(max_connections {max_connections} + {RESERVED_FILES}); raise LimitNOFILE "
-            "(the unit sets 8192) or lower links.max_connections")
+            "(the unit sets 8192) or lower links.max_connections"
+        )
 
 
 class Connection:
@@ -78,7 +79,9 @@ class Connection:
 class DeadlineStream(trio.abc.HalfCloseableStream):
     """A ``SocketStream`` whose reads end at the connection's deadline."""
 
-    def __init__(self, inner: trio.SocketStream, connection: Connection, on_close: Callable[[], None]) -> None:
+    def __init__(
+        self, inner: trio.SocketStream, connection: Connection, on_close: Callable[[], None]
+    ) -> None:
         self.inner = inner
         self.connection = connection
         self._on_close: Callable[[], None] | None = on_close
@@ -144,7 +147,9 @@ class CappedListener(trio.abc.Listener[DeadlineStream]):
 
     def connection(self, client: object) -> Connection | None:
         """The connection of an ASGI scope's ``client``."""
-        return self.connections.get(tuple(client)) if isinstance(client, list | tuple) else None  # type: ignore[arg-type]
+        if not isinstance(client, list | tuple):
+            return None
+        return self.connections.get(tuple(client))  # type: ignore[arg-type]
 
     async def accept(self) -> DeadlineStream:
         while True:
@@ -169,8 +174,11 @@ class CappedListener(trio.abc.Listener[DeadlineStream]):
         self.refused += 1
         now = trio.current_time()
         if now - self._warned_at >= WARN_EVERY:
-            log.warning("links connections at links.max_connections: new ones closed at once",
-                        max_connections=self.max_connections, closed=self.refused)
+            log.warning(
+                "links connections at links.max_connections: new ones closed at once",
+                max_connections=self.max_connections,
+                closed=self.refused,
+            )
             self._warned_at = now
             self.refused = 0
 
@@ -179,19 +187,23 @@ class CappedListener(trio.abc.Listener[DeadlineStream]):
 
 
 class Deadlines:
-    """ASGI wrapper: lift the connection's deadline once the request is in, set it again after the answer."""
+    """ASGI wrapper: lift the deadline once the request is in, set it again after the answer."""
 
     def __init__(self, app: Callable[..., Awaitable[None]], listener: CappedListener) -> None:
         self.app = app
         self.listener = listener
 
     async def __call__(self, scope, receive, send) -> None:
-        connection = self.listener.connection(scope.get("client")) if scope["type"] == "http" else None
+        connection = (
+            self.listener.connection(scope.get("client")) if scope["type"] == "http" else None
+        )
         if connection is None:
             await self.app(scope, receive, send)
             return
-        has_body = any(k == b"transfer-encoding" or (k == b"content-length" and v.strip() not in (b"0", b""))
-                       for k, v in scope.get("headers", []))
+        has_body = any(
+            k == b"transfer-encoding" or (k == b"content-length" and v.strip() not in (b"0", b""))
+            for k, v in scope.get("headers", [])
+        )
         if not has_body:
             connection.lift()
 
@@ -213,17 +225,30 @@ class Deadlines:
                 connection.arm()
 
 
-async def serve(app, config: HyperConfig, listener: CappedListener, stop: trio.Event, *,
-                task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    app,
+    config: HyperConfig,
+    listener: CappedListener,
+    stop: trio.Event,
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
     """Serve ``app`` on ``listener`` until ``stop``; then let the requests in flight finish
     within ``config.graceful_timeout`` (what hypercorn's trio ``worker_serve`` does)."""
     context = WorkerContext(None)
-    handler = partial(TCPServer, wrap_app(Deadlines(app, listener), 0, "asgi"), config, context,
-                      ConnectionState({}))
+    handler = partial(
+        TCPServer,
+        wrap_app(Deadlines(app, listener), 0, "asgi"),
+        config,
+        context,
+        ConnectionState({}),
+    )
     try:
         async with trio.open_nursery() as handlers:
             async with trio.open_nursery() as accepting:
-                accepting.start_soon(partial(trio.serve_listeners, handler, [listener], handler_nursery=handlers))
+                accepting.start_soon(
+                    partial(trio.serve_listeners, handler, [listener], handler_nursery=handlers)
+                )
                 task_status.started()
                 await stop.wait()
                 accepting.cancel_scope.cancel()

@@ -1,8 +1,9 @@
-"""Serve the links app inside the daemon: bind, hypercorn's trio worker, confirmation emails.
+"""Serve the links app inside the daemon: bind, hypercorn over our listener, confirmation emails.
 
 ``LinksServer.serve`` is started with ``nursery.start``: it binds ``[links] listen``
-itself (after checking the open-file limit leaves room beyond ``links.max_connections``) (so port 0 works and the bound address is known before READY=1), records the
-URL on ``Services.links_url`` (``status`` and delivery's links use it when ``public_url``
+itself (so port 0 works and the bound address is known before READY=1), after checking
+that the open-file limit leaves room beyond ``links.max_connections``, records the URL
+on ``Services.links_url`` (``status`` and delivery's links use it when ``public_url``
 is empty), then reports started. hypercorn serves through ``listener`` (the connection
 cap and the whole-request deadline). ``stop()`` lets hypercorn finish the requests in
 flight (bounded by ``daemon.shutdown_grace_seconds``).
@@ -77,7 +78,8 @@ def confirmation_email(channel: Channel, address: str, url: str) -> EmailMessage
     msg["Message-ID"] = make_msgid(domain=domain)
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(
-        f"Hello,\n\nSomeone — hopefully you — asked to receive {channel.name} at this address.\n"
+        "Hello,\n\n"
+        f"Someone — hopefully you — asked to receive {channel.name} at this address.\n"
         f"To confirm, open this link and press the button:\n\n{url}\n\n"
         "If it was not you, ignore this email: you will receive nothing more.\n", cte="quoted-printable")
     return msg
@@ -106,8 +108,8 @@ class LinksServer:
             log.info("signup confirmation not resent yet", channel_id=channel.id)
             return
         if not self._per_client.take(client, now):
-            log.info("signup confirmation not sent: too many from one client", channel_id=channel.id,
-                     client=client)
+            log.info("signup confirmation not sent: too many from one client",
+                     channel_id=channel.id, client=client)
             return
         url = f"{self.services.delivery.public_url()}/c/{token}"
         try:
@@ -168,7 +170,8 @@ class LinksServer:
         if self._sock is None:
             self.open()
         config = self.services.config
-        listener = CappedListener(self._sock, config["links.max_connections"], config["links.request_seconds"])
+        listener = CappedListener(self._sock, config["links.max_connections"],
+                                  config["links.request_seconds"])
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._mailer)
             await nursery.start(self._serve_http, listener, nursery.cancel_scope)
@@ -180,6 +183,7 @@ class LinksServer:
                           task_status=trio.TASK_STATUS_IGNORED) -> None:
         try:
             # Returns after stop(), once the requests in flight are answered (graceful_timeout).
-            await serve(self.app, self.hypercorn_config(), listener, self._stop, task_status=task_status)
+            await serve(self.app, self.hypercorn_config(), listener, self._stop,
+                        task_status=task_status)
         finally:
             done.cancel()  # the mailer's queue ends with the service

@@ -25,7 +25,9 @@ HSTS = "max-age=31536000"
 # ----------------------------------------------------------------------------- Host header
 
 
-@pytest.mark.parametrize("path", ["/healthz/", "/u/abc/", "/signup/1/", "/r/x/", "//evil.example/x"])
+@pytest.mark.parametrize(
+    "path", ["/healthz/", "/u/abc/", "/signup/1/", "/r/x/", "//evil.example/x"]
+)
 async def test_no_answer_is_built_from_the_host_header(links_env, path):
     async with links_env() as links:
         r = await links.http.get(path, headers={"host": "evil.example"})
@@ -68,7 +70,9 @@ async def test_no_hsts_when_public_url_is_plain_http_or_empty(links_env):
 
 
 async def test_one_link_changes_state_at_most_token_changes_per_hour(links_env):
-    async with links_env(links={"token_changes_per_hour": 10, "rate_per_minute": 1, "rate_burst": 1}) as links:
+    async with links_env(
+        links={"token_changes_per_hour": 10, "rate_per_minute": 1, "rate_burst": 1}
+    ) as links:
         channel = await links.channel()
         user = await links.user(channel, frequency="weekly")
         other = await links.user(channel, "bo@example.com")
@@ -88,7 +92,9 @@ async def test_one_link_changes_state_at_most_token_changes_per_hour(links_env):
         r = await links.http.post(url, data={"frequency": before.frequency.value})
         assert r.status_code == 200 and (await links.get(user.id)) == before
         # Another user's link has its own count; a GET never counts.
-        assert (await links.http.post(f"/u/{links.token(other)}", data=ONE_CLICK)).status_code == 200
+        assert (
+            await links.http.post(f"/u/{links.token(other)}", data=ONE_CLICK)
+        ).status_code == 200
         assert (await links.get(other.id)).unsubscribed is True
 
 
@@ -121,8 +127,10 @@ async def test_confirmation_email_carries_no_text_the_requester_typed(links_env)
     lure = "Your account is locked - verify at https://evil.example/login now"
     async with links_env() as links:
         channel = await links.channel()
-        r = await links.http.post(f"/signup/{channel}", data={"email": "victim@example.com", "first_name": lure,
-                                                              "last_name": "Security Team"})
+        r = await links.http.post(
+            f"/signup/{channel}",
+            data={"email": "victim@example.com", "first_name": lure, "last_name": "Security Team"},
+        )
         assert r.status_code == 202
         await links.wait_for_mail(1)
         (msg,) = links.mails()
@@ -132,9 +140,10 @@ async def test_confirmation_email_carries_no_text_the_requester_typed(links_env)
             assert typed not in text
         # The names stay in the signed claim and are saved when the owner confirms.
         (url,) = links.confirm_links()
-        assert (await links.http.post(url[len(links.url):])).status_code == 200
+        assert (await links.http.post(url[len(links.url) :])).status_code == 200
         page = await links.services.store.run(
-            user_store.list_page, channel, user_store.Filters(), None, 10)
+            user_store.list_page, channel, user_store.Filters(), None, 10
+        )
         (user,) = page.users
         assert (user.first_name, user.last_name) == (lure, "Security Team")
 
@@ -142,11 +151,21 @@ async def test_confirmation_email_carries_no_text_the_requester_typed(links_env)
 async def test_the_signup_cooldown_ignores_a_plus_tag(links_env):
     async with links_env(links={"confirm_resend_minutes": 10}) as links:
         channel = await links.channel()
-        for address in ("victim+1@example.com", "victim+2@example.com", "Victim@example.com",
-                        "victim+x+y@example.com", "other@example.com"):
-            assert (await links.http.post(f"/signup/{channel}", data={"email": address})).status_code == 202
+        for address in (
+            "victim+1@example.com",
+            "victim+2@example.com",
+            "Victim@example.com",
+            "victim+x+y@example.com",
+            "other@example.com",
+        ):
+            assert (
+                await links.http.post(f"/signup/{channel}", data={"email": address})
+            ).status_code == 202
         await links.wait_for_mail(2)
-        assert sorted(m["To"] for m in links.mails()) == ["other@example.com", "victim+1@example.com"]
+        assert sorted(m["To"] for m in links.mails()) == [
+            "other@example.com",
+            "victim+1@example.com",
+        ]
 
 
 async def test_one_client_address_causes_at_most_signup_per_hour_emails(links_env):
@@ -155,17 +174,27 @@ async def test_one_client_address_causes_at_most_signup_per_hour_emails(links_en
         channel = await links.channel()
         answers = set()
         for i in range(6):
-            r = await links.http.post(f"/signup/{channel}", data={"email": f"n{i}@example.com"},
-                                      headers={"x-forwarded-for": "203.0.113.5"})
+            r = await links.http.post(
+                f"/signup/{channel}",
+                data={"email": f"n{i}@example.com"},
+                headers={"x-forwarded-for": "203.0.113.5"},
+            )
             answers.add((r.status_code, r.text))
         assert len(answers) == 1  # the same answer: nothing tells the sender it was capped
         await links.wait_for_mail(3)
-        r = await links.http.post(f"/signup/{channel}", data={"email": "mine@example.com"},
-                                  headers={"x-forwarded-for": "198.51.100.8"})  # another client
+        r = await links.http.post(
+            f"/signup/{channel}",
+            data={"email": "mine@example.com"},
+            headers={"x-forwarded-for": "198.51.100.8"},
+        )  # another client
         assert r.status_code == 202
         await links.wait_for_mail(4)
         assert sorted(m["To"] for m in links.mails()) == [
-            "mine@example.com", "n0@example.com", "n1@example.com", "n2@example.com"]
+            "mine@example.com",
+            "n0@example.com",
+            "n1@example.com",
+            "n2@example.com",
+        ]
 
 
 # ----------------------------------------------------------------------------- confirmation replay
@@ -174,11 +203,15 @@ async def test_one_client_address_causes_at_most_signup_per_hour_emails(links_en
 async def test_a_confirmation_link_does_not_undo_a_later_unsubscribe(links_env):
     async with links_env() as links:
         channel = await links.channel()
-        await links.http.post(f"/signup/{channel}", data={"email": "reader@example.com", "first_name": "Ria"})
+        await links.http.post(
+            f"/signup/{channel}", data={"email": "reader@example.com", "first_name": "Ria"}
+        )
         await links.wait_for_mail(1)
-        path = links.confirm_links()[0][len(links.url):]
+        path = links.confirm_links()[0][len(links.url) :]
         assert (await links.http.post(path)).status_code == 200
-        user = await links.services.store.run(user_store.get_by_email, channel, "reader@example.com")
+        user = await links.services.store.run(
+            user_store.get_by_email, channel, "reader@example.com"
+        )
         await links.services.clock.advance(60)
         r = await links.http.post(f"/u/{links.token(user)}", data=ONE_CLICK)
         assert r.status_code == 200
@@ -191,8 +224,8 @@ async def test_a_confirmation_link_does_not_undo_a_later_unsubscribe(links_env):
         # A fresh signup (issued after the unsubscribe) still subscribes them again.
         await links.http.post(f"/signup/{channel}", data={"email": "reader@example.com"})
         await links.wait_for_mail(2)
-        fresh = [u for u in links.confirm_links() if u[len(links.url):] != path]
-        assert (await links.http.post(fresh[0][len(links.url):])).status_code == 200
+        fresh = [u for u in links.confirm_links() if u[len(links.url) :] != path]
+        assert (await links.http.post(fresh[0][len(links.url) :])).status_code == 200
         assert (await links.get(user.id)).unsubscribed is False
 
 
@@ -205,26 +238,49 @@ async def test_unrelated_changes_after_issue_do_not_block_a_resubscribe(links_en
         await links.http.post(f"/signup/{channel}", data={"email": "back@example.com"})
         await links.wait_for_mail(1)
         await links.services.clock.advance(60)
-        await links.services.store.run(user_store.update, user.id, {"first_name": "Bea"}, Actor.SYNC,
-                                       links.services.clock.now())  # a sync write, later
-        assert (await links.http.post(links.confirm_links()[0][len(links.url):])).status_code == 200
+        await links.services.store.run(
+            user_store.update,
+            user.id,
+            {"first_name": "Bea"},
+            Actor.SYNC,
+            links.services.clock.now(),
+        )  # a sync write, later
+        assert (
+            await links.http.post(links.confirm_links()[0][len(links.url) :])
+        ).status_code == 200
         after = await links.get(user.id)
         assert after.unsubscribed is False and after.first_name == "Bea"
 
 
-async def test_an_older_confirmation_token_counts_as_issued_confirm_hours_before_it_expires(links_env):
+async def test_an_older_confirmation_token_counts_as_issued_confirm_hours_before_it_expires(
+    links_env,
+):
     async with links_env(links={"confirm_hours": 2}) as links:
         channel = await links.channel()
         user = await links.user(channel, "old@example.com")
         now = int(links.services.clock.now().timestamp())
         # The format before ``issued``: [email, first, last]; issued = expires - confirm_hours.
-        old = links.signer.sign(Claim(Purpose.CONFIRM, channel, "", json.dumps(["old@example.com", "", ""]),
-                                      now + 7200 - 600))  # issued ten minutes ago
+        old = links.signer.sign(
+            Claim(
+                Purpose.CONFIRM,
+                channel,
+                "",
+                json.dumps(["old@example.com", "", ""]),
+                now + 7200 - 600,
+            )
+        )  # issued ten minutes ago
         await links.http.post(f"/u/{links.token(user)}", data=ONE_CLICK)  # unsubscribed since
         r = await links.http.post(f"/c/{old}")
         assert r.status_code == 200 and "already confirmed" in r.text.lower()
         assert (await links.get(user.id)).unsubscribed is True
-        older = links.signer.sign(Claim(Purpose.CONFIRM, channel, "", json.dumps(["old@example.com", "", ""]),
-                                        now + 7200 + 600))  # "issued" after the unsubscribe
+        older = links.signer.sign(
+            Claim(
+                Purpose.CONFIRM,
+                channel,
+                "",
+                json.dumps(["old@example.com", "", ""]),
+                now + 7200 + 600,
+            )
+        )  # "issued" after the unsubscribe
         assert (await links.http.post(f"/c/{older}")).status_code == 200
         assert (await links.get(user.id)).unsubscribed is False

@@ -28,8 +28,10 @@ from .conftest import KEY
 
 CONNECTIONS = 1000 if os.environ.get("KULOO_SOAK") else 300
 REQUEST_SECONDS = 3
-HEAD = (b"POST /signup/1 HTTP/1.1\r\nHost: links.test\r\n"
-        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 4096\r\n\r\nemail=")
+HEAD = (
+    b"POST /signup/1 HTTP/1.1\r\nHost: links.test\r\n"
+    b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 4096\r\n\r\nemail="
+)
 
 
 def _raise_own_fd_limit(needed: int) -> None:
@@ -44,17 +46,28 @@ def _raise_own_fd_limit(needed: int) -> None:
 def limited_daemon(daemon_factory, short_tmp):
     """The daemon as a subprocess under ``prlimit --nofile=N``."""
     if not Path("/usr/bin/prlimit").exists() and not any(
-            Path(p, "prlimit").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
+        Path(p, "prlimit").exists() for p in os.environ.get("PATH", "").split(os.pathsep)
+    ):
         pytest.skip("prlimit (util-linux) is not installed")
 
     def make(nofile: int, links: str = ""):
         creds = Path(short_tmp) / "creds"
         creds.mkdir(exist_ok=True)
         (creds / "link-signing-key").write_text(KEY + "\n")
-        d = daemon_factory(f'[credentials]\ndirectory = "{creds}"\n'
-                           f'[links]\nlisten = "127.0.0.1:0"\n{links}')
-        args = ["prlimit", f"--nofile={nofile}", "--", sys.executable, "-m", "kuloo_daemon.cli", "run",
-                "--config", str(d.config_path)]
+        d = daemon_factory(
+            f'[credentials]\ndirectory = "{creds}"\n[links]\nlisten = "127.0.0.1:0"\n{links}'
+        )
+        args = [
+            "prlimit",
+            f"--nofile={nofile}",
+            "--",
+            sys.executable,
+            "-m",
+            "kuloo_daemon.cli",
+            "run",
+            "--config",
+            str(d.config_path),
+        ]
         return d.start(args)
 
     return make
@@ -117,8 +130,10 @@ class Trickler:
 
 def test_trickling_bodies_leave_the_control_socket_and_healthz_answering(limited_daemon):
     _raise_own_fd_limit(CONNECTIONS + 200)
-    d = limited_daemon(1024, f"rate_per_minute = 1000000\nrate_burst = 1000000\n"
-                             f"request_seconds = {REQUEST_SECONDS}\n")
+    d = limited_daemon(
+        1024,
+        f"rate_per_minute = 1000000\nrate_burst = 1000000\nrequest_seconds = {REQUEST_SECONDS}\n",
+    )
     d.wait_for("READY=1", timeout=30)
     with d.client() as c:
         url = c.call("status")["links"]["url"]
@@ -126,7 +141,9 @@ def test_trickling_bodies_leave_the_control_socket_and_healthz_answering(limited
     status_times: list[float] = []
     stop = threading.Event()
 
-    def poll_status() -> None:  # an admin's kuloo-ctl status, over and over, a new connection each time
+    def poll_status() -> (
+        None
+    ):  # an admin's kuloo-ctl status, over and over, a new connection each time
         while not stop.is_set():
             t0 = time.monotonic()
             with d.client() as c:
@@ -157,12 +174,17 @@ def test_trickling_bodies_leave_the_control_socket_and_healthz_answering(limited
         stop.set()
         poller.join(10)
         attack.close()
-    assert len(status_times) >= 10 and max(status_times) < 1.0, (len(status_times), max(status_times))
+    assert len(status_times) >= 10 and max(status_times) < 1.0, (
+        len(status_times),
+        max(status_times),
+    )
     assert d.stop() == 0
     log = d.log()
     assert "Traceback" not in log and "Too many open files" not in log and "EMFILE" not in log
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
-    assert not [x for x in lines if x.get("level") in ("error", "critical")], "error lines in the log"
+    assert not [x for x in lines if x.get("level") in ("error", "critical")], (
+        "error lines in the log"
+    )
     abandoned = [x for x in lines if x.get("event") == "links request" and x.get("abandoned")]
     assert abandoned and all(x["level"] == "info" for x in abandoned)
     assert len(log) < 600 * CONNECTIONS  # one short line per connection, no tracebacks
@@ -208,7 +230,9 @@ async def test_a_kept_alive_connection_gets_request_seconds_from_the_previous_an
         first = await stream.receive_some(65536)
         assert first.startswith(b"HTTP/1.1 200")
         answered = trio.current_time()
-        await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")  # the next head, never finished
+        await stream.send_all(
+            b"GET /healthz HTTP/1.1\r\nHost: t\r\n"
+        )  # the next head, never finished
 
         async def trickle():
             for _ in range(30):
