@@ -9,6 +9,7 @@ The end-to-end case runs the daemon as a subprocess under ``prlimit --nofile=102
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import socket
@@ -82,17 +83,21 @@ class Trickler:
         self.closed: dict[int, float] = {}
         self.every = every
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()  # watches the connections while more are opened
         for _ in range(n):
             s = socket.create_connection((host, port), timeout=5)
-            self.opened.append(time.monotonic())
+            opened = time.monotonic()
             try:
                 s.sendall(HEAD)
             except OSError:
-                self.closed[len(self.socks)] = time.monotonic()
+                self.closed[len(self.socks)] = opened
             s.setblocking(False)
-            self.socks.append(s)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+            with self._lock:
+                self.opened.append(opened)
+                self.socks.append(s)
+        self.all_opened = time.monotonic()
 
     def _check(self, i: int, s: socket.socket) -> None:
         try:
@@ -113,7 +118,9 @@ class Trickler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for i, s in enumerate(self.socks):
+            with self._lock:
+                socks = list(self.socks)
+            for i, s in enumerate(socks):
                 if i not in self.closed:
                     self._check(i, s)
             self._stop.wait(self.every)
@@ -156,10 +163,17 @@ def test_trickling_bodies_leave_the_control_socket_and_healthz_answering(limited
     started = time.monotonic()
     attack = Trickler(host, int(port), CONNECTIONS)
     try:
-        # Past max_connections (256), connections are closed at once.
+        # Past max_connections (256), connections are closed at once. (Opening 1,000 takes a
+        # while: the first ones may be cut by request_seconds, making room, before the last.)
         time.sleep(1.5)
-        refused = [i for i, at in attack.closed.items() if at - attack.opened[i] < 1.5]
-        assert len(refused) >= CONNECTIONS - 256, (len(refused), attack.open_count())
+        print(f"opened {CONNECTIONS} in {attack.all_opened - started:.2f}s")
+        rounds = 1 + int((attack.all_opened - started) // REQUEST_SECONDS)
+        served = [
+            i
+            for i in range(CONNECTIONS)
+            if attack.closed.get(i, math.inf) - attack.opened[i] >= 1.5
+        ]
+        assert len(served) <= 256 * rounds, (len(served), rounds)
         assert attack.open_count() <= 256
         # Every accepted request is cut request_seconds after its accept, though bytes keep coming.
         deadline = started + REQUEST_SECONDS + 8
@@ -174,6 +188,7 @@ def test_trickling_bodies_leave_the_control_socket_and_healthz_answering(limited
         stop.set()
         poller.join(10)
         attack.close()
+    print(f"status: {len(status_times)} calls, slowest {max(status_times) * 1000:.0f} ms")
     assert len(status_times) >= 10 and max(status_times) < 1.0, (
         len(status_times),
         max(status_times),
