@@ -82,7 +82,8 @@ class Settings:
     max_body_bytes: int
     max_header_bytes: int
     confirm_seconds: float
-    hsts: bool = False  # public_url is https: browsers are told to come back over https only
+    # public_url is https: every answer, hypercorn's own included, carries HSTS (server.py).
+    hsts: bool = False
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -186,8 +187,6 @@ class LinksApp:
         self.confirmations = confirmations or (lambda *_args: None)
         self._signer: Signer | None = None
         self.edge_headers = [(k.encode(), v.encode()) for k, v in pages.SECURITY_HEADERS.items()]
-        if self.settings.hsts:  # no includeSubDomains: other hosts of the domain are not ours
-            self.edge_headers.append((b"strict-transport-security", pages.HSTS.encode()))
         # No slash redirects: Starlette would build their Location from the request's Host.
         self.router = Router(redirect_slashes=False, routes=[
             Route("/healthz", self.healthz, methods=["GET"]),

@@ -42,6 +42,15 @@ RESERVED_FILES = 512  # descriptors kept for the store, the control socket, logs
 WARN_EVERY = 60.0
 
 
+class EdgeConfig(HyperConfig):
+    """hypercorn's configuration plus headers for every answer, its own errors included."""
+
+    extra_headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
+        return [*super().response_headers(protocol), *self.extra_headers]
+
+
 def check_open_files(max_connections: int) -> None:
     """Refuse to start when the open-file limit cannot hold the cap and the rest of the daemon."""
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)

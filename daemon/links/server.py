@@ -28,7 +28,6 @@ from email.utils import make_msgid, parseaddr
 
 import structlog
 import trio
-from hypercorn.config import Config as HyperConfig
 
 from ..config import parse_listen
 from ..services import Services
@@ -36,7 +35,8 @@ from ..store.channels import Channel
 from ..vocabulary import email_key
 from .app import LinksApp
 from .limits import ChangeLimiter
-from .listener import CappedListener, check_open_files, serve
+from .listener import CappedListener, EdgeConfig, check_open_files, serve
+from .pages import HSTS
 
 log = structlog.get_logger("kuloo.links")
 
@@ -143,9 +143,11 @@ class LinksServer:
             else:
                 log.info("signup confirmation sent", channel_id=channel.id, outcome=outcome)
 
-    def hypercorn_config(self) -> HyperConfig:
+    def hypercorn_config(self) -> EdgeConfig:
         config = self.services.config
-        hc = HyperConfig()
+        hc = EdgeConfig()
+        if self.app.settings.hsts:  # no includeSubDomains: other hosts of the domain are not ours
+            hc.extra_headers = ((b"strict-transport-security", HSTS.encode()),)
         hc.accesslog = None  # our access line names the route, never the token
         hc.errorlog = logging.getLogger("hypercorn.error")
         hc.h11_max_incomplete_size = config["links.max_header_bytes"]

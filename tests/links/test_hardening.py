@@ -11,6 +11,7 @@ import json
 
 import httpx
 import pytest
+import trio
 
 from kuloo_daemon.links import limits
 from kuloo_daemon.links.pages import SECURITY_HEADERS
@@ -57,6 +58,17 @@ async def test_every_answer_carries_hsts_when_public_url_is_https(links_env):
         async with httpx.AsyncClient(base_url=links.url) as fresh:  # 431 from the edge
             r = await fresh.get("/healthz", headers={"x-big": "y" * 9000})
         assert r.status_code == 431 and r.headers.get("strict-transport-security") == HSTS
+        # hypercorn's own answer to a request it cannot parse carries it too.
+        host, port = links.url.removeprefix("http://").rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host, int(port))
+        await stream.send_all(b"NOT HTTP AT ALL\r\n\r\n")
+        got = b""
+        with trio.fail_after(5):
+            while chunk := await stream.receive_some(65536):
+                got += chunk
+        await stream.aclose()
+        head = got.split(b"\r\n\r\n")[0].lower()
+        assert head.startswith(b"http/1.1 400") and b"strict-transport-security: max-age=31536000" in head
 
 
 async def test_no_hsts_when_public_url_is_plain_http_or_empty(links_env):
