@@ -167,7 +167,8 @@ class CappedListener(trio.abc.Listener[DeadlineStream]):
             if self.open < self.max_connections and peer is not None:
                 break
             await trio.aclose_forcefully(stream)
-            self._note_refused()
+            if peer is not None:  # (None: the peer left before we looked)
+                self._note_refused()
         self.open += 1
         connection = Connection(self.request_seconds)
         self.connections[peer] = connection
