@@ -185,7 +185,7 @@ class CappedListener(trio.abc.Listener[DeadlineStream]):
         now = trio.current_time()
         if now - self._warned_at >= WARN_EVERY:
             log.warning(
-                "links connections at links.max_connections: new ones closed at once",
+                "links connections at the cap; new ones closed at once",
                 max_connections=self.max_connections,
                 closed=self.refused,
             )
