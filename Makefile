@@ -27,6 +27,7 @@ bench: $(STAMP)
 soak: $(STAMP)
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/daemon/test_control_abuse.py -k fuzz
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/links/test_abuse.py -k forged
+	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/links/test_slow_bodies.py -k trickling
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q tests/sync/test_sync_resilience_e2e.py $(PYTEST_ARGS)
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/sync/test_multi_daemon_e2e.py $(PYTEST_ARGS)
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/sync/test_conversion_cost.py -k bulk $(PYTEST_ARGS)

@@ -98,6 +98,18 @@ KEYS: dict[str, Key] = {
     "links.max_header_bytes": Key(int, 8192, "Largest request head (request line and headers) accepted.", minimum=1024, maximum=65_536),
     "links.confirm_hours": Key((int, float), 168, "How long a signup confirmation link stays valid.", minimum=0.1, maximum=24 * 365),
     "links.confirm_resend_minutes": Key((int, float), 10, "Least time between two confirmation emails to one address of one channel.", minimum=0, maximum=24 * 60),
+    "links.signup_per_hour": Key(
+        int, 20, "Confirmation emails one client address may cause per hour (all channels).",
+        minimum=1, maximum=1_000_000),
+    "links.token_changes_per_hour": Key(
+        int, 10, "Changes one link (its user and purpose) may make per hour; more answer 429.",
+        minimum=1, maximum=1_000_000),
+    "links.max_connections": Key(
+        int, 256, "Open links connections; more are closed at once. Needs open files >= it + 512.",
+        minimum=1, maximum=1_000_000),
+    "links.request_seconds": Key(
+        (int, float), 10, "Time a request's head and body may take (from accept or last answer).",
+        minimum=0.1, maximum=3600),
 }
 
 

@@ -44,3 +44,13 @@ def test_service_is_notify_with_watchdog_and_credentials():
         assert line in text
     socket_unit = (ROOT / "systemd" / "kuloo-daemon.socket").read_text()
     assert "SocketMode=0660" in socket_unit and "SocketGroup=kuloo-admin" in socket_unit
+
+
+def test_service_leaves_open_files_for_the_links_cap():
+    """The daemon refuses an open-file limit below links.max_connections + 512."""
+    from kuloo_daemon import config as c
+
+    text = (ROOT / "systemd" / "kuloo-daemon.service").read_text()
+    match = re.search(r"^LimitNOFILE=(\d+)$", text, re.MULTILINE)
+    assert match and int(match.group(1)) == 8192
+    assert int(match.group(1)) >= c.KEYS["links.max_connections"].default + 512

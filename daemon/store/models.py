@@ -75,6 +75,9 @@ class User(Model):
     synced_values = fields.JSONField(default=dict)
     # The Kuloo change time of each editable field (field -> ISO time), for the merge.
     changed_at = fields.JSONField(default=dict, db_default="{}")
+    # When ``unsubscribed`` last changed, by any writer (null: not since creation, or before
+    # this column came). A signup confirmation issued before it changes nothing (replay).
+    unsubscribed_changed_at = fields.DatetimeField(null=True)
     # +1 on every change: a sync batch applies only over the revision it read.
     revision = fields.IntField(default=1, db_default=1)
     # When the current CRM link was made: plan caps keep the oldest links (sync engine).

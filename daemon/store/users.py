@@ -428,6 +428,9 @@ async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Acto
     if {"email", "first_name", "last_name"} & set(changed):
         row.search_text = search_text(row.email, row.first_name, row.last_name)
         update_fields.append("search_text")
+    if "unsubscribed" in changed:
+        row.unsubscribed_changed_at = now  # a signup confirmation issued before it is stale
+        update_fields.append("unsubscribed_changed_at")
     if "promo_tags" in changed and row.promo_tags and row.promo_started_at is None:
         row.promo_started_at = now  # the first tag starts the sequence clock (docs/delivery.md)
         update_fields.append("promo_started_at")
@@ -569,6 +572,7 @@ class Subscriber:
     user: User
     changed: tuple[str, ...] = ()
     created: bool = False
+    stale: bool = False  # sign_up: the confirmation predates the user's last (un)subscribe
 
 
 async def _by_kuloo_id(channel_id: int, kuloo_id: str, *, for_update: bool = False) -> UserRow:
@@ -611,12 +615,25 @@ async def subscriber_active(channel_id: int, kuloo_id: str, now: datetime) -> Su
     return Subscriber("", document(row), changed)
 
 
-async def sign_up(channel_id: int, fields: Mapping[str, Any], actor: Actor, now: datetime) -> Subscriber:
+def unsubscribed_changed(row: UserRow) -> datetime:
+    """When the user's unsubscribed state last changed: its column, else the merge's stamp
+    (rows from before the column), else the user's creation."""
+    if row.unsubscribed_changed_at is not None:
+        return row.unsubscribed_changed_at
+    stamp = (row.changed_at or {}).get("unsubscribed")
+    return _parse_time(stamp) if stamp else row.created_at
+
+
+async def sign_up(channel_id: int, fields: Mapping[str, Any], actor: Actor, now: datetime,
+                  issued: datetime | None = None) -> Subscriber:
     """A confirmed signup: a new user (source ``signup``), or the existing one left as is.
 
     ``fields``: a normalised ``email``, optional ``first_name``/``last_name``. An existing
     user who had unsubscribed and now confirms a signup is subscribed again (their
-    names are kept); any other existing user is not changed.
+    names are kept); any other existing user is not changed. ``issued``: when the
+    confirmation link was made; an existing user whose unsubscribed state changed (or
+    who was created) after it is not changed, and the answer says ``stale`` (a link
+    works once: an old one never undoes a later unsubscribe).
     """
     try:
         async with in_transaction():
@@ -624,11 +641,13 @@ async def sign_up(channel_id: int, fields: Mapping[str, Any], actor: Actor, now:
             row = await UserRow.select_for_update().get_or_none(channel_id=channel_id,
                                                                  email_key=email_key(fields["email"]))
             if row is not None:
+                if issued is not None and unsubscribed_changed(row) > issued:
+                    return Subscriber(channel.name, document(row), stale=True)
                 changed = await apply_changes(row, {"unsubscribed": False}, actor=actor, now=now,
                                               note="signup confirmed") if row.unsubscribed else ()
                 return Subscriber(channel.name, document(row), changed)
             row = await insert(channel_id, {**fields, "source": Source.SIGNUP}, actor=actor, now=now,
                                note="signup confirmed")
     except IntegrityError:  # a concurrent confirmation of the same address won the race
-        return Subscriber(channel.name, await get_by_email(channel_id, fields["email"]))
+        return Subscriber(channel.name, await get_by_email(channel_id, fields["email"]), stale=True)
     return Subscriber(channel.name, document(row), (), created=True)
