@@ -183,7 +183,8 @@ class Delivery:
 
     async def import_articles(self, channel_id: int, path: str) -> dict[str, Any]:
         folder = self.resolve_folder(path)
-        files = await trio.to_thread.run_sync(_read_folder, folder, self.config.articles_root.resolve())
+        root = self.config.articles_root.resolve()
+        files = await trio.to_thread.run_sync(_read_folder, folder, root)
         problems: list[dict[str, str]] = []
         docs: dict[str, documents.Document] = {}
         clips: list[documents.Document] = []
