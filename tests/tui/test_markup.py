@@ -14,12 +14,13 @@ import sqlite3
 
 import pytest
 from conftest import restart, until
-from textual.widgets import DataTable, SelectionList, Static
+from textual.widgets import DataTable, Input, SelectionList, Static
 from textual.widgets._toast import Toast
 
 from kuloo_tui.app import make_app
 from kuloo_tui.client import DaemonClient
 from kuloo_tui.screens.articles import ArticlesScreen
+from kuloo_tui.screens.channel import ChannelScreen
 from kuloo_tui.screens.dashboard import DashboardScreen
 from kuloo_tui.screens.outbox import OutboxScreen
 from kuloo_tui.screens.sync import SyncScreen
@@ -151,8 +152,9 @@ async def test_every_screen_draws_names_and_error_texts_literally(make_daemon):
 
 
 async def test_notifications_quote_what_was_typed_literally(make_daemon):
-    """The daemon's refusal quotes the email that was typed: the toast shows it as it is.
-    Planted bug: ``App.notify``'s default (markup) kept."""
+    """The daemon's refusal quotes the email (or the tags) that was typed: the toast and
+    the channel's problem list show it as it is. Planted bugs: ``App.notify``'s default
+    (markup) kept, the problems ``Static`` with markup."""
     d = make_daemon()
     with d.client() as c:
         c.call("channels.create", {"name": "Acme"})
@@ -170,6 +172,15 @@ async def test_notifications_quote_what_was_typed_literally(make_daemon):
             await until(lambda typed=typed: any(typed in str(toast.render())
                                                 for toast in app.screen.query(Toast)),
                         pilot)  # fmt: skip
+        # The channel document lists the daemon's problems inline, quoting the tags typed
+        app.pop_screen()
+        app.open_channel(1)
+        await until(lambda: isinstance(app.screen, ChannelScreen) and app.screen.doc is not None,
+                    pilot)  # fmt: skip
+        app.screen.query_one("#tags", Input).value = f"{NAMES[2]}, {NAMES[2]}"
+        await pilot.press("ctrl+s")
+        problems = app.screen.query_one("#problems", Static)
+        await until(lambda: f"[{NAMES[2]!r}] more than once" in plain(problems), pilot)
         app.notify("[bold]sync[/] finished for [/]")
         await until(lambda: any("[bold]sync[/] finished for [/]" in str(t.render())
                                 for t in app.screen.query(Toast)), pilot)  # fmt: skip
