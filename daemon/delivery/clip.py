@@ -237,7 +237,7 @@ async def fetch(url: str, *, timeout_seconds: float, max_bytes: int, allow_priva
             continue
         except trio.TooSlowError:
             raise ClipError(f"{url} did not answer within {timeout:g}s") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ClipError(f"cannot fetch {url}: {type(exc).__name__}") from None
     raise ClipError(f"{url}: more than {MAX_REDIRECTS} redirects")
 

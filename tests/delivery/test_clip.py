@@ -73,6 +73,8 @@ class Resolver(trio.abc.HostnameResolver):
     async def getaddrinfo(self, host, port, family=0, type=0, proto=0, flags=0):
         name = host.decode() if isinstance(host, bytes) else host
         self.asked.append(name)
+        if name not in self.table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         answers = self.table[name]
         address = answers.pop(0) if len(answers) > 1 else answers[0]
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -271,3 +273,11 @@ async def test_tls_checks_the_name_while_connecting_to_the_checked_address():
                         max_bytes=100_000, allow_private=True, verify=client_ctx)
         assert len(server.hits) == 1
 
+
+
+@pytest.mark.parametrize("url", ["http://x.example:99999/", "ftp://x.example/", "http:///nohost",
+                                 "http://exa mple.example/"])  # fmt: skip
+async def test_malformed_addresses_are_clip_errors(url):
+    _resolve_with({})  # no name resolves
+    with pytest.raises(ClipError):
+        await fetch(url, timeout_seconds=2, max_bytes=100_000, allow_private=True)
