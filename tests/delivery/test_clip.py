@@ -9,6 +9,7 @@ clipper's and, before the fix, httpx's own second lookup).
 
 from __future__ import annotations
 
+import errno
 import gzip
 import ipaddress
 import socket
@@ -26,7 +27,7 @@ from kuloo_daemon.delivery.clip import ClipError, check_address, fetch, is_allow
 
 PAGE = (b"<html><head><title>Hi</title></head><body><p>" + b"Readable text. " * 40
         + b"</p></body></html>")
-PUBLIC = "1.1.1.1"  # global: the clipper may connect to it (it is never served here)
+PUBLIC = "1.1.1.1"  # global: the clipper may connect to it (NoInternet refuses it at once)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -91,16 +92,39 @@ def _resolve_with(table: dict[str, list[str]]) -> Resolver:
     return resolver
 
 
+class NoInternet(trio.abc.SocketFactory):
+    """Real sockets, each connection recorded; one to a global address is refused at once
+    (tests never reach the Internet)."""
+
+    def __init__(self) -> None:
+        self.connects: list[str] = []
+
+    def socket(self, family=socket.AF_INET, type=socket.SOCK_STREAM, proto=0):
+        sock = trio.socket.from_stdlib_socket(socket.socket(family, type, proto))
+        real = sock.connect
+
+        async def connect(address):
+            self.connects.append(address[0])
+            if ipaddress.ip_address(address[0]).is_global:
+                raise ConnectionRefusedError(errno.ECONNREFUSED, "refused: no Internet in tests")
+            return await real(address)
+
+        sock.connect = connect
+        return sock
+
+
 async def test_a_rebinding_resolver_never_gets_loopback_fetched(site):
     """Public at the check, 127.0.0.1 at the connection: the page on loopback is never
     read, because the connection goes to the address that was checked (resolved once).
     Planted bug: the check's result not used for the connection (httpx resolves again)."""
     resolver = _resolve_with({"rebind.example": [PUBLIC, "127.0.0.1"]})
-    with pytest.raises(ClipError):
-        await fetch(f"http://rebind.example:{site.server_port}/page.html", timeout_seconds=2,
+    sockets = NoInternet()
+    trio.socket.set_custom_socket_factory(sockets)
+    with pytest.raises(ClipError, match="ConnectError"):
+        await fetch(f"http://rebind.example:{site.server_port}/page.html", timeout_seconds=5,
                     max_bytes=100_000, allow_private=False)
     assert site.hits == []
-    assert resolver.asked == ["rebind.example"]
+    assert resolver.asked == ["rebind.example"] and sockets.connects == [PUBLIC]
 
 
 async def test_the_name_travels_in_the_host_header_to_the_checked_address(site):
