@@ -136,7 +136,7 @@ class _Inflater:
             wrapped = len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
             self._z = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
         while data and not self._z.eof:
-            out += self._z.decompress(data, min(_PIECE, limit + 1 - len(out)))
+            out += self._z.decompress(data, max(1, min(_PIECE, limit + 1 - len(out))))
             if len(out) > limit:
                 return
             data = self._z.unconsumed_tail
