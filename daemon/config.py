@@ -249,9 +249,14 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
             parse_store_url(values["store.url"])
         except ValueError as exc:
             problems.append(f"store.url: {exc}")
+    loopback = is_loopback_url(str(values["sell.base_url"]))
     if not str(values["sell.base_url"]).startswith(("http://", "https://")):
         problems.append("sell.base_url: must start with http:// or https://")
-    loopback = is_loopback_url(str(values["sell.base_url"]))
+    elif str(values["sell.base_url"]).startswith("http://") and not loopback:
+        # The channels' Sell tokens ride on every request: never in clear over a network.
+        problems.append("sell.base_url: must start with https:// (the Sell token would cross the "
+                        "network in clear); http:// only for a loopback address (sellsim)")
+    problems.extend(_smtp_problems(values))
     if values["sell.requests_per_second"] > 10 and not loopback:
         problems.append("sell.requests_per_second: Sell allows 10 requests per second; more is only "
                         "accepted for a loopback sell.base_url (sellsim)")
@@ -261,6 +266,17 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
     if problems:
         raise ConfigError(problems)
     return Config(path=path, values=values)
+
+
+def _smtp_problems(values: dict[str, Any]) -> list[str]:
+    """A password sent as AUTH PLAIN without TLS is readable on every network it crosses."""
+    if values["smtp.security"] == "none" and values["smtp.username"] and not is_loopback_host(
+        str(values["smtp.host"])
+    ):
+        return [f"smtp.security: \"none\" with smtp.username set would send the SMTP password in "
+                f"clear to smtp.host {values['smtp.host']!r}; use \"starttls\" or \"tls\" "
+                f"(\"none\" only for a loopback relay)"]
+    return []
 
 
 def _links_problems(values: dict[str, Any]) -> list[str]:
@@ -391,13 +407,22 @@ def _database_problem(database: str, state_dir: str) -> str | None:
 
 def is_loopback_url(url: str) -> bool:
     """True for http(s)://127.x.x.x, [::1] or localhost: a simulator on this machine."""
-    import ipaddress
     from urllib.parse import urlsplit
 
     try:
         host = urlsplit(url).hostname or ""
     except ValueError:
         return False
+    return is_loopback_host(host)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for 127.x.x.x, ::1 (bracketed or not) or localhost."""
+    import ipaddress
+
+    host = host.strip().lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
     if host == "localhost":
         return True
     try:

@@ -350,6 +350,17 @@ EDITABLE_USER_FIELDS = ("email", "first_name", "last_name", "frequency", "unsubs
                         "promo_tags")
 
 
+# A Zendesk Sell API token as it may be entered: it goes into an HTTP header as it is, so
+# only printable ASCII without spaces (anything else would fail at the first request).
+SELL_TOKEN_SHAPE = "20 to 512 printable ASCII characters, no spaces"
+_SELL_TOKEN = re.compile(r"[\x21-\x7e]{20,512}")
+
+
+def is_sell_token_shaped(value: str) -> bool:
+    """True when ``value`` is :data:`SELL_TOKEN_SHAPE` (already trimmed)."""
+    return _SELL_TOKEN.fullmatch(value) is not None
+
+
 class InvalidEmail(ValueError):
     pass
 

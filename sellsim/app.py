@@ -98,7 +98,10 @@ class Simulator:
         if not (self.state_path and self.dirty):
             return
         tmp = self.state_path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
+        # 0600 whatever the umask or a crashed save's leftover: the state holds Sell tokens.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with open(fd, "w", encoding="utf-8") as f:
             json.dump(self.world.dump(), f)
         os.replace(tmp, self.state_path)
         self.dirty = False  # only once written: a failed save is retried

@@ -29,7 +29,7 @@ from ..store import channels as channel_store
 from ..store import leases as lease_store
 from ..store import retention as retention_store
 from ..sync import connection, engine
-from ..vocabulary import Plan
+from ..vocabulary import SELL_TOKEN_SHAPE, Plan, is_sell_token_shaped
 from . import delivery_methods, render, sync_methods, users
 from .protocol import PROTOCOL_VERSION, ProtocolError
 
@@ -118,10 +118,10 @@ def check_channel_fields(params: dict[str, Any], *, creating: bool) -> ChannelEd
         else:
             secret = Secret(raw.strip())
             value = secret.reveal()
-            if any(c.isspace() for c in value) or not 20 <= len(value) <= 512:
+            if not is_sell_token_shaped(value):
                 # Never echo the token back: it is a secret even when malformed.
                 problems.append("'api_token' does not look like a Zendesk Sell API token "
-                                "(20 to 512 characters, no spaces)")
+                                f"({SELL_TOKEN_SHAPE})")
             else:
                 set_token, token = True, secret
     if problems:

@@ -26,6 +26,7 @@ SMTP/Maildir run in worker threads.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -244,11 +245,15 @@ class Delivery:
 
     async def import_articles(self, channel_id: int, path: str) -> dict[str, Any]:
         folder = self.resolve_folder(path)
-        files = await trio.to_thread.run_sync(_read_folder, folder)
+        root = self.config.articles_root.resolve()
+        files = await trio.to_thread.run_sync(_read_folder, folder, root)
         problems: list[dict[str, str]] = []
         docs: dict[str, documents.Document] = {}
         clips: list[documents.Document] = []
         for rel, text in files:
+            if isinstance(text, OutsideRoot):
+                problems.append({"file": rel, "problem": str(text)})
+                continue
             if isinstance(text, Exception):
                 problems.append({"file": rel, "problem": f"cannot read it: {text}"})
                 continue
@@ -572,7 +577,14 @@ class Delivery:
         return cleared
 
 
-def _read_folder(folder: Path) -> list[tuple[str, str | Exception]]:
+class OutsideRoot(Exception):
+    """A file that resolves outside ``[articles] root`` (a symbolic link): never read."""
+
+    def __str__(self) -> str:
+        return "a symbolic link that leads outside [articles] root; it was not read"
+
+
+def _read_folder(folder: Path, root: Path) -> list[tuple[str, str | Exception]]:
     out: list[tuple[str, str | Exception]] = []
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
@@ -582,8 +594,16 @@ def _read_folder(folder: Path) -> list[tuple[str, str | Exception]]:
             continue
         if len(out) >= MAX_FILES:
             break
+        # Every file is resolved: a symbolic link may point anywhere the daemon can read
+        # (its link-signing key); it is read through the checked path, never the link.
+        real = path.resolve()
+        if not real.is_relative_to(root):
+            out.append((rel, OutsideRoot()))
+            continue
         try:
-            out.append((rel, path.read_text(encoding="utf-8")))
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
+            with open(fd, encoding="utf-8") as f:
+                out.append((rel, f.read()))
         except (OSError, UnicodeDecodeError) as exc:
             out.append((rel, exc))
     return out

@@ -1,5 +1,11 @@
 """What every screen shares: the connection banner and daemon calls run as workers.
 
+Everything the daemon sends (names, emails, Sell's texts, error messages) is shown as
+literal text, never as Rich or Textual markup: a user named ``[/]`` must not crash a
+screen, and ``[link=file:///etc/passwd]y[/]`` must not become a link. Table cells go
+through ``literal``, data-bearing ``Static`` widgets are built with ``markup=False``, and
+the app's ``notify`` shows every notification without markup.
+
 ``DaemonScreen.call`` runs one daemon call in a worker (exclusive per group, never
 crashing the app) and posts the outcome as a typed message: ``Loaded``/``Saved`` or
 ``Failed`` with the daemon's message(s). ``on_failed`` shows them as a notification;
@@ -11,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rich.text import Text
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
@@ -18,6 +25,11 @@ from textual.worker import Worker, WorkerState
 
 from ..client import DaemonClient, DaemonError
 from ..messages import DaemonEvent, Failed
+
+
+def literal(value: object) -> Text:
+    """A table cell showing ``value`` as it is (one line, as DataTable draws a string)."""
+    return Text("" if value is None else str(value), no_wrap=True, end="")
 
 
 def fill_table(table: DataTable, headers: tuple[str, ...], rows: list[tuple], keys: list[str] | None = None) -> None:
@@ -31,7 +43,8 @@ def fill_table(table: DataTable, headers: tuple[str, ...], rows: list[tuple], ke
     for i, header in enumerate(headers):
         table.add_column(header, width=max([len(header), *(len(str(r[i])) for r in rows)]))
     for n, row in enumerate(rows):
-        table.add_row(*row, key=keys[n] if keys else None)
+        cells = (literal(c) if isinstance(c, str) else c for c in row)
+        table.add_row(*cells, key=keys[n] if keys else None)
     if rows and cursor > 0:
         table.move_cursor(row=min(cursor, len(rows) - 1))
 
@@ -44,6 +57,9 @@ class Banner(Static):
              text-style: bold; padding: 0 1; }
     Banner.-down { display: block; }
     """
+
+    def __init__(self) -> None:
+        super().__init__(markup=False)  # the reason quotes the socket path and the OS
 
     def on_mount(self) -> None:
         self.show_state(getattr(self.app, "down_reason", None))
@@ -104,11 +120,12 @@ class DaemonScreen(Screen):
         return self.run_worker(run, group=group or name, exclusive=True, exit_on_error=False, name=name)
 
     def on_failed(self, message: Failed) -> None:
-        self.app.notify("\n".join(message.problems), title=message.method, severity="error", timeout=8)
+        self.app.notify("\n".join(message.problems), title=message.method, severity="error",
+                        timeout=8, markup=False)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         # A bug in a worker becomes a notification, never a traceback over the screen.
         if event.state == WorkerState.ERROR:
             error = event.worker.error
             self.app.notify(f"{type(error).__name__}: {error}", title=event.worker.name or "error",
-                            severity="error", timeout=8)
+                            severity="error", timeout=8, markup=False)

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Footer, Header, Select, Static
 
 from ..messages import DaemonEvent, Loaded, Saved
 from ..vocabulary import OUTBOX_STATES
-from .base import Banner, DaemonScreen
+from .base import Banner, DaemonScreen, literal
 from .confirm import ConfirmScreen
 
 PAGE = 100
@@ -49,7 +49,7 @@ class OutboxScreen(DaemonScreen):
         yield Banner()
         yield Select([(s, s) for s in OUTBOX_STATES], prompt="every state", id="state", compact=True)
         yield DataTable(id="outbox", cursor_type="row", zebra_stripes=True)
-        yield Static(id="count")
+        yield Static(id="count", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -88,9 +88,10 @@ class OutboxScreen(DaemonScreen):
             self.messages = []
         for m in message.data["messages"]:
             self.messages.append(m)
-            table.add_row(str(m["id"]), m["email"], m["kind"], state_cell(m["state"]), str(m["attempts"]),
-                          (m.get("created_at") or "")[:16].replace("T", " "), m.get("last_error") or "",
-                          key=str(m["id"]))
+            created = (m.get("created_at") or "")[:16].replace("T", " ")
+            table.add_row(literal(m["id"]), literal(m["email"]), literal(m["kind"]),
+                          state_cell(m["state"]), literal(m["attempts"]), literal(created),
+                          literal(m.get("last_error") or ""), key=str(m["id"]))
         self.next_after = message.data.get("next_after")
         uncertain = sum(1 for m in self.messages if m["state"] == "uncertain")
         more = " — m loads more" if self.next_after is not None else ""

@@ -52,7 +52,7 @@ class SyncScreen(DaemonScreen):
         yield Banner()
         yield Static("Sync runs", classes="section-title")
         yield DataTable(id="sync-runs", cursor_type="row")
-        yield Static("Sync errors", classes="section-title", id="errors-title")
+        yield Static("Sync errors", classes="section-title", id="errors-title", markup=False)
         yield DataTable(id="sync-errors", cursor_type="row", zebra_stripes=True)
         yield Footer()
 

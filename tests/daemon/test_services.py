@@ -78,7 +78,33 @@ def test_the_token_is_a_secret_from_the_moment_it_is_parsed():
     assert not methods.check_channel_fields({"plan": "pro"}, creating=False).set_token
     with pytest.raises(ProtocolError) as err:
         methods.check_channel_fields({"api_token": "short"}, creating=False)
-    assert "20 to 512 characters" in err.value.message and "short" not in err.value.message
+    assert "20 to 512 printable ASCII characters" in err.value.message
+    assert "short" not in err.value.message
+
+
+@pytest.mark.parametrize("token", [
+    "t0k3n" * 7 + "\u00e9",  # non-ASCII: stored, then the check failed as `internal`
+    "t0k3n" * 7 + "\u00a0x",  # a no-break space
+    "t0k3n" * 7 + "\x7f",  # DEL
+    "t0k3n" * 3 + "\x01" + "t0k3n" * 3,  # a control character
+    "t0k3n" * 3 + "\u2028" + "t0k3n" * 3,  # a line separator
+    "t0k3n tok3n t0k3n t0k3n",
+    "x" * 19, "x" * 513,
+])  # fmt: skip
+def test_a_token_that_is_not_printable_ascii_is_refused_on_entry(token):
+    """Issue 20 item 12. Planted bugs: the ASCII rule dropped (``isspace`` only), the
+    bounds moved, the error text losing the rule or echoing the token."""
+    with pytest.raises(ProtocolError) as err:
+        methods.check_channel_fields({"api_token": token}, creating=False)
+    assert err.value.code == "invalid_params"
+    assert "20 to 512 printable ASCII characters, no spaces" in err.value.message
+    assert token.strip() not in err.value.message
+
+
+@pytest.mark.parametrize("token", ["x" * 20, "x" * 512, "!~" * 10, DEMO_TOKEN])
+def test_printable_ascii_tokens_at_the_bounds_are_accepted(token):
+    edit = methods.check_channel_fields({"api_token": token}, creating=False)
+    assert edit.token.reveal() == token
 
 
 async def test_the_scheduled_recheck_honours_verify_timeout_seconds(services_config, sellsim):
