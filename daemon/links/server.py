@@ -1,12 +1,14 @@
 """Serve the links app inside the daemon: bind, hypercorn's trio worker, confirmation emails.
 
-``LinksServer.serve`` is started with ``nursery.start``: it binds ``[links] listen``
-itself (so port 0 works and the bound address is known before READY=1), records the
-URL on ``Services.links_url`` (``status`` and delivery's links use it when ``public_url``
-is empty), then reports started. ``stop()`` lets hypercorn finish the requests in
-flight (bounded by ``daemon.shutdown_grace_seconds``).
+``app`` binds ``[links] listen`` first (``open_listener``: so port 0 works and the bound
+address is known before READY=1, and ``status`` and delivery's links can use it when
+``public_url`` is empty), then hands the socket to ``LinksServer``; ``serve`` (started
+with ``nursery.start``) binds it itself when it was given none, then reports started.
+``stop()`` lets hypercorn finish the requests in flight (bounded by
+``daemon.shutdown_grace_seconds``).
 
-Signup confirmations leave through delivery's transport (SMTP or Maildir), one at a
+Signup confirmations leave through delivery's transport (SMTP or Maildir: the narrow
+``ConfirmationMail`` protocol, as links may not import delivery), one at a
 time from a bounded queue in a worker thread: a slow relay never slows an HTTP answer,
 and nothing in the answer depends on the email. One address gets at most one
 confirmation per channel per ``links.confirm_resend_minutes``.
@@ -20,6 +22,7 @@ import socket
 from collections import OrderedDict
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid, parseaddr
+from typing import Protocol
 
 import structlog
 import trio
@@ -58,6 +61,37 @@ def bind(listen: str) -> tuple[socket.socket, str]:
     return sock, f"http://{shown}:{bound_port}"
 
 
+def open_listener(listen: str) -> tuple[socket.socket, str]:
+    """``bind``, before the daemon's task nursery: a failure is one clear line."""
+    try:
+        return bind(listen)
+    except OSError as exc:
+        raise RuntimeError(f"links.listen: cannot listen on {listen} ({exc.strerror})") from None
+
+
+class _Outcome(Protocol):
+    @property
+    def value(self) -> str: ...
+
+
+class _Sent(Protocol):
+    @property
+    def outcome(self) -> _Outcome: ...
+
+
+class MailTransport(Protocol):
+    def open(self) -> None: ...
+    def send(self, data: bytes, sender: str, recipient: str) -> _Sent: ...
+    def close(self) -> None: ...
+
+
+class ConfirmationMail(Protocol):
+    """What the links service needs of delivery: the links' public address, and a transport."""
+
+    def public_url(self) -> str: ...
+    def transport(self) -> MailTransport: ...
+
+
 def confirmation_email(channel: Channel, address: str, first_name: str, url: str) -> EmailMessage:
     sender = channel.sender or f"{channel.name} <no-reply@localhost>"
     domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
@@ -76,14 +110,16 @@ def confirmation_email(channel: Channel, address: str, first_name: str, url: str
 
 
 class LinksServer:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, mail: ConfirmationMail,
+                 listener: tuple[socket.socket, str] | None = None) -> None:
         self.services = services
+        self.mail = mail
         self._stop = trio.Event()
         self._send, self._receive = trio.open_memory_channel[tuple[Channel, str, str, str]](QUEUE_SIZE)
         self._last_sent: OrderedDict[tuple[int, str], float] = OrderedDict()
         self.app = LinksApp(services, self.queue_confirmation)
-        self.url = ""
-        self._sock: socket.socket | None = None
+        self._sock: socket.socket | None = listener[0] if listener else None
+        self.url = listener[1] if listener else ""
 
     def stop(self) -> None:
         self._stop.set()
@@ -96,7 +132,7 @@ class LinksServer:
         if last is not None and now - last < cooldown:
             log.info("signup confirmation not resent yet", channel_id=channel.id)
             return
-        url = f"{self.services.delivery.public_url()}/c/{token}"
+        url = f"{self.mail.public_url()}/c/{token}"
         try:
             self._send.send_nowait((channel, address, names[0], url))
         except trio.WouldBlock:
@@ -110,7 +146,7 @@ class LinksServer:
     async def _mailer(self) -> None:
         async for channel, address, first_name, url in self._receive:
             msg = confirmation_email(channel, address, first_name, url)
-            transport = self.services.delivery.transport()
+            transport = self.mail.transport()
 
             def send_one(transport=transport, msg=msg, address=address) -> str:
                 transport.open()
@@ -140,18 +176,14 @@ class LinksServer:
         return hc
 
     def open(self) -> str:
-        """Bind the listener (before the daemon's task nursery: a failure is one clear line)."""
-        listen = self.services.config["links.listen"]
-        try:
-            self._sock, self.url = bind(listen)
-        except OSError as exc:
-            raise RuntimeError(f"links.listen: cannot listen on {listen} ({exc.strerror})") from None
-        self.services.links_url = self.url
+        """Bind the listener, when it was not handed over."""
+        self._sock, self.url = open_listener(self.services.config["links.listen"])
         return self.url
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         if self._sock is None:
             self.open()
+        assert self._sock is not None
         sockets = Sockets(secure_sockets=[], insecure_sockets=[self._sock], quic_sockets=[])
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._mailer)
