@@ -249,7 +249,7 @@ def check_write(attrs: Any, ctx: WriteContext) -> list[ApiError]:
     else:
         is_org = bool(merged.get("is_organization"))
         if not creating and "is_organization" in attrs:
-            if bool(attrs["is_organization"]) != bool(ctx.existing.get("is_organization")):
+            if bool(attrs["is_organization"]) != bool((ctx.existing or {}).get("is_organization")):
                 errors.append(
                     _incorrect(
                         r,

@@ -61,6 +61,7 @@ class SmtpTransport:
 
     def open(self) -> None:
         s = self.settings
+        conn: smtplib.SMTP
         try:
             if s.security == "tls":
                 conn = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=ssl.create_default_context())

@@ -140,7 +140,7 @@ async def import_articles(channel_id: int, docs: Sequence[ArticleInput], now: da
         existing = {a.key: a for a in await Article.filter(channel_id=channel_id)}
         imported = updated = unchanged = 0
         for doc in docs:
-            values = dict(source_file=doc.source_file, title=doc.title, format=doc.format, body=doc.body,
+            values: dict[str, Any] = dict(source_file=doc.source_file, title=doc.title, format=doc.format, body=doc.body,
                           url=doc.url, tags=list(doc.tags), published_at=doc.published_at,
                           delay_seconds=doc.delay_seconds, content_hash=doc.content_hash)
             row = existing.get(doc.key)
@@ -172,9 +172,9 @@ async def import_articles(channel_id: int, docs: Sequence[ArticleInput], now: da
             await Article.filter(id__in=gone).update(withdrawn_at=now, updated_at=now)
             cancelled = await _cancel(OutboxMessage.filter(article_id__in=gone), now, "article withdrawn")
             # Digests that included a withdrawn article are cancelled too (rare; simple and safe).
-            for row in await OutboxMessage.filter(channel_id=channel_id, kind=DIGEST, state=OutboxState.QUEUED.value):
-                if set(row.articles or ()) & set(gone):
-                    cancelled += await _cancel(OutboxMessage.filter(id=row.id), now, "article withdrawn")
+            for digest in await OutboxMessage.filter(channel_id=channel_id, kind=DIGEST, state=OutboxState.QUEUED.value):
+                if set(digest.articles or ()) & set(gone):
+                    cancelled += await _cancel(OutboxMessage.filter(id=digest.id), now, "article withdrawn")
         return ImportCounts(imported, updated, unchanged, len(gone), cancelled)
 
 
@@ -375,7 +375,8 @@ async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callab
         later = await (User.filter(channel_id=channel_id, next_due_at__gt=now, next_due_at__lt=NOT_DUE)
                        .order_by("next_due_at").first().values_list("next_due_at", flat=True))
         times = [t for t in (decisions.next_due, retry, later) if t is not None]
-        return queued, min(times, default=None), more
+        # tortoise types values_list(..., flat=True) as tuples: these are datetimes.
+        return queued, min(times, default=None), more  # type: ignore[return-value]
 
 
 def _new_message(channel_id: int, user_id: int, kind: str, article_id: int | None, article_ids: list[int] | None,
@@ -424,7 +425,8 @@ async def claim(channel_id: int, now: datetime, limit: int) -> list[Claimed]:
         for r in rows:
             u = r.user
             ids = (r.article_id,) if r.kind == SEQUENCE else tuple(r.articles or ())
-            out.append(Claimed(r.id, r.kind, r.message_id, ids,
+            # A sequence message's article is withdrawn, never deleted: its id is set.
+            out.append(Claimed(r.id, r.kind, r.message_id, ids,  # type: ignore[arg-type]
                                RecipientInfo(u.id, u.kuloo_id, u.email, u.first_name, u.last_name),
                                _channel_info(r.channel)))
         return out

@@ -287,7 +287,8 @@ async def update_many(model: type[Model], columns: Sequence[str], rows: Sequence
     to_db = [fields_map[c].to_db_value for c in columns]
     pk = model._meta.pk.to_db_value
     n = len(to_db)
-    await db.execute_many(sql, [[conv(v, None) for conv, v in zip(to_db, row[:n], strict=True)] + [pk(row[n], None)]
+    # The conversions read no instance (tortoise's annotation wants one; None is what it takes).
+    await db.execute_many(sql, [[conv(v, None) for conv, v in zip(to_db, row[:n], strict=True)] + [pk(row[n], None)]  # type: ignore[arg-type]
                                 for row in rows])
 
 
@@ -320,7 +321,7 @@ class RowWrites:
 async def save_pending(pending: list[AuditEntry | UserTag]) -> None:
     """Insert what ``insert_many`` left in ``pending``: one statement per table."""
     for model in (UserTag, AuditEntry):
-        rows = [r for r in pending if isinstance(r, model)]
+        rows: list[Any] = [r for r in pending if isinstance(r, model)]  # each of one model
         if rows:
             await model.bulk_create(rows)
     pending.clear()

@@ -205,6 +205,8 @@ class _Run:
         into: dict[int, list[linking.ConversionRef]] = {}
         if len(questions) > linking.FEW_CONVERSION_QUESTIONS:
             into = await self.matching_conversions(questions, created or {})
+        found: Sequence[Any]  # linking's conversion refs, or Sell's conversions: the same fields
+        conv: Any
         for rec, lead_id, link in lookups:
             if lead_id is None:  # a contact matching no user: did a linked lead become it?
                 found = into[rec.id] if rec.id in into else [
@@ -239,8 +241,9 @@ class _Run:
         scan = linking.ConversionScan.of(
             ((i, created.get(i)) for i in contact_ids), lambda lead_id: ("lead", lead_id) in self.linked)
         if scan.open:
+            # An async generator (it has aclose), typed AsyncIterator by the client.
             async with contextlib.aclosing(
-                    self.sell.lead_conversion_pages(per_page=linking.CONVERSIONS_PER_PAGE)) as listing:
+                    self.sell.lead_conversion_pages(per_page=linking.CONVERSIONS_PER_PAGE)) as listing:  # type: ignore[type-var]
                 async for page in listing:
                     if scan.take([conversion_ref(c) for c in page]):
                         break
@@ -394,7 +397,8 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
     services.publish("sync.started", start.run)
     structlog.contextvars.bind_contextvars(sync_run=start.run.id, channel_id=channel_id)
     try:
-        sell = await services.sell_pool.client(start.token)
+        # A run that starts has its channel's token (begin_run skips a channel without one).
+        sell = await services.sell_pool.client(start.token)  # type: ignore[arg-type]
         run = _Run(services, start, sell)
         before = sell.requests_sent
         status, reason, error, state = SyncRunStatus.OK, "", "", None
@@ -403,7 +407,7 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
             await run.recheck()
             await run.push()
         except E.AuthenticationError as exc:
-            await connection.token_rejected(services, channel_id, start.token, exc)
+            await connection.token_rejected(services, channel_id, start.token, exc)  # type: ignore[arg-type]
             status, reason, error = SyncRunStatus.FAILED, "token_rejected", str(exc)
         except E.SellError as exc:
             log.warning("sync run stopped: sell failed", error=str(exc))
