@@ -1,8 +1,8 @@
 """The shared services every capability of the daemon stands on, built once per run.
 
 ``Services`` holds the configuration, the store, the Sell client pool, the business
-clock, the scheduler, this daemon's leases, the events relay, the event publisher and
-the stopping flag, all set when it is built. ``app.run_daemon`` builds it with
+clock, the scheduler, this daemon's leases, the events relay, the event publisher, the
+stopping flag and the sync's run locks and schedule, all set when it is built. ``app.run_daemon`` builds it with
 ``open_services``, then builds the capabilities on it in order (``delivery``, ``links``,
 which reaches delivery through a narrow protocol, then ``control``) and hands each
 what it needs; ``sync`` and the scheduler's jobs take it as it is. So none of them
@@ -233,6 +233,10 @@ class Services:
     publish: Publish = _drop
     started_at: float = field(default_factory=time.monotonic)  # for uptime, monotonic
     stopping: bool = False
+    # The sync's own state, which lives as long as these services: one lock per channel (one
+    # run at a time) and its schedule (``sync.engine``: when the next run is due, when to re-read).
+    sync_locks: dict[int, trio.Lock] = field(default_factory=dict)
+    sync_plan: dict[str, Any] = field(default_factory=lambda: {"next": None, "plan_at": 0.0})
 
 
 async def make_clock(config: Config, store: Store) -> Clock:

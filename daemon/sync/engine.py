@@ -62,11 +62,7 @@ RECONCILED_AT = "reconciled_at"  # kept in the channel's feed state
 
 
 def _locks(services: Services) -> dict[int, trio.Lock]:
-    locks = getattr(services, "_sync_locks", None)
-    if locks is None:
-        locks = {}
-        services._sync_locks = locks  # type: ignore[attr-defined]
-    return locks
+    return services.sync_locks
 
 
 def conversion_ref(conv: LeadConversion) -> linking.ConversionRef:
@@ -407,6 +403,7 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
             await run.recheck()
             await run.push()
         except E.AuthenticationError as exc:
+            # The run's token (set, as above).
             await connection.token_rejected(services, channel_id, start.token, exc)  # type: ignore[arg-type]
             status, reason, error = SyncRunStatus.FAILED, "token_rejected", str(exc)
         except E.SellError as exc:
@@ -432,11 +429,7 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
 
 
 def _plan_state(services: Services) -> dict[str, Any]:
-    state = getattr(services, "_sync_plan", None)
-    if state is None:
-        state = {"next": None, "plan_at": 0.0}
-        services._sync_plan = state  # type: ignore[attr-defined]
-    return state
+    return services.sync_plan
 
 
 async def replan(services: Services) -> datetime | None:
