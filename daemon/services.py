@@ -2,11 +2,11 @@
 
 ``Services`` holds the configuration, the store, the Sell client pool, the business
 clock, the scheduler, this daemon's leases, the events relay, the event publisher, the
-stopping flag and the sync's run locks and schedule, all set when it is built. ``app.run_daemon`` builds it with
-``open_services``, then builds the capabilities on it in order (``delivery``, ``links``,
-which reaches delivery through a narrow protocol, then ``control``) and hands each
-what it needs; ``sync`` and the scheduler's jobs take it as it is. So none of them
-builds or finds its own, and nothing is filled in later.
+stopping flag and the sync's run locks and schedule, all set when it is built.
+``app.run_daemon`` builds it with ``open_services``, then builds the capabilities on it
+in order (``delivery``, ``links``, which reaches delivery through a narrow protocol,
+then ``control``) and hands each what it needs; ``sync`` and the scheduler's jobs take
+it as it is. So none of them builds or finds its own, and nothing is filled in later.
 
 Where it sits (enforced by ``tests/test_layering.py``): above ``crm`` and ``store`` (it
 opens them) and the base modules, below the capabilities and ``control`` (they receive

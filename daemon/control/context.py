@@ -1,8 +1,8 @@
 """What a control method stands on: the shared services and the capabilities built on them.
 
-``app`` builds the parts in order (``Services``, then ``Delivery``, then the links
-listener, then the control server) and the control server makes one ``Context`` of them,
-complete from the start. Most methods need only the ``Services``: they are written on
+``app`` builds the parts in order (``Services``, the links listener, ``Delivery``,
+``LinksServer``, then the control server) and the control server makes one ``Context``
+of them, complete from the start. Most methods need only the ``Services``: they are written on
 ``Services`` and registered through ``on_services``.
 """
 
