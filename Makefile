@@ -12,9 +12,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# mypy (pyproject's [tool.mypy]) reads daemon/ as kuloo_daemon through this link: it cannot
+# follow setuptools' editable finder.
+MYPY := mkdir -p $(VENV)/mypy-path && ln -sfn $(CURDIR)/daemon $(VENV)/mypy-path/kuloo_daemon && $(BIN)/mypy
+
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MYPY)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -48,6 +53,7 @@ mutate: $(VENV)/.mutate
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MYPY)
 
 clean:
 	rm -rf $(VENV) demo-state .pytest_cache

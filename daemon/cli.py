@@ -121,7 +121,7 @@ def _backup(config: config_mod.Config, target: str) -> int:
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print(f"{written}: backup of {config.database_path} written (mode 0600); keep it with the credentials "
-          f"folder ({config.credentials_dir or 'not configured'})")
+          f"folder ({config.credentials_dir() or 'not configured'})")
     return 0
 
 

@@ -173,9 +173,9 @@ def _check(name: str, spec: Key, value: Any) -> str | None:
         return f"{name}: expected {_type_name(types)}, got {type(value).__name__} {value!r}"
     if spec.choices is not None and value not in spec.choices:
         return f"{name}: {value!r} is not one of {', '.join(map(repr, spec.choices))}"
-    if spec.minimum is not None and value < spec.minimum:
+    if spec.minimum is not None and isinstance(value, int | float) and value < spec.minimum:
         return f"{name}: {value!r} is below the minimum {spec.minimum}"
-    if spec.maximum is not None and value > spec.maximum:
+    if spec.maximum is not None and isinstance(value, int | float) and value > spec.maximum:
         return f"{name}: {value!r} is above the maximum {spec.maximum}"
     return None
 

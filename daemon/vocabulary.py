@@ -230,7 +230,7 @@ def _source_to_kuloo(value: Any) -> dict[str, Any]:
 
 
 def _last_active_to_sell(user: Mapping[str, Any]) -> str | None:
-    when = user["last_active"]
+    when: date | datetime | None = user["last_active"]
     if when is None:
         return None
     if isinstance(when, datetime):

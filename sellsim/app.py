@@ -440,7 +440,8 @@ class Simulator:
             errors[0].more = errors[1:]
             raise errors[0]
         create_deal = data.get("create_deal", self.options.conversion_create_deal)
-        conv = self.world.convert_lead(acc, lead_id, token.user_id, create_deal=create_deal,
+        # lead_id was checked above (an int).
+        conv = self.world.convert_lead(acc, lead_id, token.user_id, create_deal=create_deal,  # type: ignore[arg-type]
                                        owner_id=data.get("owner_id"))  # fmt: skip
         return env.one("lead_conversion", dict(conv), self.options.conversion_status)
 

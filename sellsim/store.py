@@ -277,7 +277,7 @@ class World:
             raise ValueError(f"each of {type_}s is a JSON object")
         oid = self.new_id()
         now = self.now_iso()
-        base: dict[str, Any] = {
+        base: dict[str, Any] = {  # type: ignore[assignment]  # each kind's defaults: a dict
             "deal": {"name": f"Deal {oid}", "value": "0", "currency": "USD", "contact_id": None},
             "task": {"content": f"Task {oid}", "completed": False, "resource_type": None,
                      "resource_id": None, "due_date": None},

@@ -249,7 +249,7 @@ def check_write(attrs: Any, ctx: WriteContext) -> list[ApiError]:
     else:
         is_org = bool(merged.get("is_organization"))
         if not creating and "is_organization" in attrs:
-            if bool(attrs["is_organization"]) != bool(ctx.existing.get("is_organization")):
+            if bool(attrs["is_organization"]) != bool((ctx.existing or {}).get("is_organization")):
                 errors.append(
                     _incorrect(
                         r,
@@ -500,7 +500,7 @@ class ReadFormats:
         return styles == ("iso", "iso", "string", "strings")
 
 
-def _choice(value: Any, ids: dict[str, int | None]) -> Any:
+def _choice(value: Any, ids: dict[Any, Any]) -> Any:
     """A choice name as the docs' value table shows it: ``{"id": N, "name": "…"}``."""
     if not isinstance(value, str):  # forced through the UI: shown as stored
         return value

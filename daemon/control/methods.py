@@ -3,7 +3,8 @@
 Parameter checking is pure (``check_channel_fields``), so every rule is testable without
 a socket; the handlers are thin: check, run the use case (one crossing of the store
 bridge per unit of work, through ``sync``/``store``), publish, render the typed result
-with ``render``. Everything they use comes from the ``Services`` object ``app`` built.
+with ``render``. Everything they use comes from the ``Context`` (``context``) the
+control server made of what ``app`` built; most need only its ``Services``.
 ``clock.set``/``clock.advance`` exist only when the clock is manual.
 """
 
@@ -13,10 +14,9 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
-from typing import Any
+from typing import Any, TypeGuard
 
 import structlog
 
@@ -31,11 +31,10 @@ from ..store import retention as retention_store
 from ..sync import connection, engine
 from ..vocabulary import SELL_TOKEN_SHAPE, Plan, is_sell_token_shaped
 from . import delivery_methods, render, sync_methods, users
+from .context import Context, Handler, on_services, on_services_all
 from .protocol import PROTOCOL_VERSION, ProtocolError
 
 log = structlog.get_logger("kuloo.control")
-
-Handler = Callable[[Services, dict[str, Any]], Awaitable[Any]]
 
 # How long clock.advance / clock.set wait by default for the work that became due.
 SETTLE_SECONDS = 30.0
@@ -129,7 +128,8 @@ def check_channel_fields(params: dict[str, Any], *, creating: bool) -> ChannelEd
     return ChannelEdit(out, set_token, token)
 
 
-async def status(services: Services, params: dict[str, Any]) -> dict[str, Any]:
+async def status(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    services = context.services
     channels = await services.store.run(channel_store.count)
     return {
         "version": __version__,
@@ -141,13 +141,14 @@ async def status(services: Services, params: dict[str, Any]) -> dict[str, Any]:
         "scheduler": services.scheduler.status(),
         "stopping": services.stopping,
         "clock": render.clock(services.clock),
-        "connections": services.connections(),
-        "links": {"url": services.links_url or None},
-        "daemon": {"id": services.leases.id if services.leases else None},
-        "relay": services.delivery.relay.view() if services.delivery is not None else None,
-        "delivery": {"paused": services.delivery.paused} if services.delivery is not None else None,
+        "connections": context.connections(),
+        "links": {"url": context.links_url or None},
+        "daemon": {"id": services.leases.id},
+        "relay": context.delivery.relay.view(),
+        "delivery": {"paused": context.delivery.paused},
         "database": {"bytes": await services.store.run(
-            retention_store.database_size, None if services.store.postgres else str(services.config.database_path))},
+            retention_store.database_size,
+            None if services.store.postgres else str(services.config.database_path))},
         **({"daemons": [render.daemon(d) for d in await services.store.run(lease_store.daemons)]}
            if services.store.postgres else {}),
     }
@@ -221,7 +222,7 @@ def _settle_seconds(params: dict[str, Any]) -> float:
     return float(value)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -239,7 +240,8 @@ async def clock_advance(services: Services, params: dict[str, Any]) -> dict[str,
         raise _invalid("'seconds' must be a number of seconds, 0 or more (the clock only moves forwards)")
     timeout = _settle_seconds(params)
     try:
-        at = await services.clock.advance(seconds)
+        # Registered for the manual clock only (``available``).
+        at = await services.clock.advance(seconds)  # type: ignore[attr-defined]
     except ClockError as exc:
         raise _invalid(str(exc)) from None
     log.info("clock advanced", seconds=seconds, now=iso(at))
@@ -251,7 +253,8 @@ async def clock_set(services: Services, params: dict[str, Any]) -> dict[str, Any
         raise _invalid("'at' must be an ISO 8601 time with its offset, e.g. 2026-01-01T09:00:00Z")
     timeout = _settle_seconds(params)
     try:
-        at = await services.clock.set(parse_instant(params["at"]))
+        # Registered for the manual clock only (``available``).
+        at = await services.clock.set(parse_instant(params["at"]))  # type: ignore[attr-defined]
     except ClockError as exc:
         raise _invalid(str(exc)) from None
     log.info("clock set", now=iso(at))
@@ -260,20 +263,22 @@ async def clock_set(services: Services, params: dict[str, Any]) -> dict[str, Any
 
 METHODS: dict[str, Handler] = {
     "status": status,
-    "channels.create": channels_create,
-    "channels.list": channels_list,
-    "channels.get": channels_get,
-    "channels.update": channels_update,
-    "channels.verify": channels_verify,
-    **users.METHODS,
+    **on_services_all({
+        "channels.create": channels_create,
+        "channels.list": channels_list,
+        "channels.get": channels_get,
+        "channels.update": channels_update,
+        "channels.verify": channels_verify,
+        **users.METHODS,
+    }),
 }
 
-METHODS.update(sync_methods.METHODS)
+METHODS.update(on_services_all(sync_methods.METHODS))
 METHODS.update(delivery_methods.METHODS)
 
 MANUAL_CLOCK_METHODS: dict[str, Handler] = {
-    "clock.advance": clock_advance,
-    "clock.set": clock_set,
+    "clock.advance": on_services(clock_advance),
+    "clock.set": on_services(clock_set),
 }
 
 
@@ -297,15 +302,16 @@ def unknown_method_message(method: str, methods: dict[str, Handler]) -> str:
     return f"unknown method {method!r}; known: {', '.join(groups)}"
 
 
-async def dispatch(services: Services, method: str, params: dict[str, Any], request_id: Any = None) -> Any:
+async def dispatch(context: Context, method: str, params: dict[str, Any],
+                   request_id: Any = None) -> Any:
     """Run one method; store errors become protocol errors with their codes."""
-    methods = available(services)
+    methods = available(context.services)
     handler = methods.get(method)
     if handler is None:
         raise ProtocolError("unknown_method", unknown_method_message(method, methods), request_id,
                             details={"known": sorted(methods)})
     try:
-        return await handler(services, params)
+        return await handler(context, params)
     except ProtocolError as exc:
         exc.id = request_id
         raise

@@ -294,9 +294,9 @@ class SyncItem:
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> SyncItem:
-        meta = item.get("meta") if isinstance(item.get("meta"), dict) else {}
-        sync = meta.get("sync") if isinstance(meta.get("sync"), dict) else {}
-        data = item.get("data") if isinstance(item.get("data"), dict) else {}
+        meta = _object(item.get("meta"))
+        sync = _object(meta.get("sync"))
+        data = _object(item.get("data"))
         return cls(
             type=(as_str(meta.get("type")) or "").lower(),
             event_type=(as_str(sync.get("event_type")) or "updated").lower(),
@@ -313,6 +313,11 @@ class SyncSession:
 
 
 RECORD_TYPES: dict[str, type[Lead] | type[Contact]] = {"lead": Lead, "contact": Contact}
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object found where one is expected, else an empty one."""
+    return value if isinstance(value, dict) else {}
 
 
 # ----------------------------------------------------------------------------- comparisons
@@ -399,6 +404,7 @@ def custom_value_key(field_type: str | None, value: Any) -> Any:
     value = choice_name(value)
     if value is None or value == "":
         return None
+    parsed: date | datetime | Decimal | None
     if kind == "date":
         parsed = parse_custom_date(value)
         return parsed if parsed is not None else value
@@ -417,7 +423,7 @@ def same_custom_value(field_type: str | None, a: Any, b: Any) -> bool:
     """Whether two values of a custom field mean the same: dates compared as dates, numbers
     as numbers, a choice as its name, multi-select choices as sets of names, blank equal to
     missing."""
-    return custom_value_key(field_type, a) == custom_value_key(field_type, b)
+    return bool(custom_value_key(field_type, a) == custom_value_key(field_type, b))
 
 
 def matches_filters(record: Lead | Contact, filters: Mapping[str, Any],

@@ -123,6 +123,7 @@ class Relay:
 @dataclass
 class Delivery:
     services: Services
+    links_url: str = ""  # the links service's bound address: links when public_url is empty
     next_due: datetime | None = None
     last_pass: datetime | None = None
     relay: Relay = field(default_factory=Relay)
@@ -212,14 +213,14 @@ class Delivery:
         return self._signer
 
     def public_url(self) -> str:
-        return (self.config["links.public_url"] or getattr(self.services, "links_url", None)
+        return (self.config["links.public_url"] or self.links_url
                 or "http://localhost").rstrip("/")
 
     def envelope(self, channel: store.ChannelInfo) -> Envelope:
         return Envelope(channel.id, channel.name, channel.sender, self.public_url(),
                         self.config["delivery.list_unsubscribe_mailto"])
 
-    def transport(self):
+    def transport(self) -> MaildirTransport | SmtpTransport:
         if self.config["delivery.transport"] == "maildir":
             return MaildirTransport(self.config.maildir_path)
         password = None
@@ -324,8 +325,9 @@ class Delivery:
         msg = build(rendered, self.envelope(inputs.channel), recipient, self.signer(),
                     msg_id=f"<preview.{article_id}@{sender_domain(inputs.channel.sender)}>",
                     date=self.services.clock.now())
-        html_part = msg.get_body(("html",)).get_content()
-        text_part = msg.get_body(("plain",)).get_content()
+        # ``build`` always makes both parts.
+        html_part = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        text_part = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
         warnings = list(rendered.warnings)
         if not inputs.channel.sender:
             warnings.append("the channel has no sender address: emails cannot be sent")
@@ -371,7 +373,7 @@ class Delivery:
         if EVERY in self._dirty:
             await self.run(None)
         else:
-            await self.run(None, only=set(self._dirty))
+            await self.run(None, only={c for c in self._dirty if c is not None})
 
     async def run(self, channel_id: int | None, *, only: set[int] | None = None) -> PassCounts:
         """One pass now: plan and send what is due, per channel (``only``: just these)."""
@@ -418,10 +420,12 @@ class Delivery:
     async def _plan(self, channel_id: int) -> tuple[int, datetime | None]:
         """Plan a whole channel, a page of users per unit of work; (queued, next due)."""
         now = self.services.clock.now()
+        after: int | None
         queued, dues, after = 0, [], 0
         while after is not None:
+            # ``decide`` takes the store's ArticleMeta as its ArticleInfo (it converts them).
             q, due, after = await self.services.store.run(
-                store.plan, channel_id, now, schedule.decide, sender_domain, after)
+                store.plan, channel_id, now, schedule.decide, sender_domain, after)  # type: ignore[arg-type]
             queued += q
             if due is not None:
                 dues.append(due)

@@ -115,6 +115,7 @@ class SmtpTransport:
     def open(self) -> None:
         s = self.settings
         helo = s.helo_name or None
+        conn: smtplib.SMTP
         try:
             if s.security == "tls":
                 conn = smtplib.SMTP_SSL(s.host, s.port, local_hostname=helo, timeout=s.timeout,

@@ -144,7 +144,8 @@ def parse_form(content_type: str, body: bytes) -> dict[str, str]:
             for part in list(msg.iter_parts())[:20]:
                 name = part.get_param("name", header="content-disposition")
                 if isinstance(name, str) and name not in out:
-                    out[name] = part.get_payload(decode=True).decode("utf-8").strip()
+                    payload = part.get_payload(decode=True)  # bytes (decode=True)
+                    out[name] = payload.decode("utf-8").strip()  # type: ignore[union-attr]
             return out
         if kind == "application/json":
             data = json.loads(body.decode("utf-8"))

@@ -158,7 +158,7 @@ class CappedListener(trio.abc.Listener[DeadlineStream]):
         """The connection of an ASGI scope's ``client``."""
         if not isinstance(client, list | tuple):
             return None
-        return self.connections.get(tuple(client))  # type: ignore[arg-type]
+        return self.connections.get(tuple(client))
 
     async def accept(self) -> DeadlineStream:
         while True:

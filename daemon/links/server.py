@@ -1,14 +1,16 @@
 """Serve the links app inside the daemon: bind, hypercorn over our listener, confirmation emails.
 
-``LinksServer.serve`` is started with ``nursery.start``: it binds ``[links] listen``
-itself (so port 0 works and the bound address is known before READY=1), after checking
-that the open-file limit leaves room beyond ``links.max_connections``, records the URL
-on ``Services.links_url`` (``status`` and delivery's links use it when ``public_url``
-is empty), then reports started. hypercorn serves through ``listener`` (the connection
-cap and the whole-request deadline). ``stop()`` lets hypercorn finish the requests in
-flight (bounded by ``daemon.shutdown_grace_seconds``).
+``app`` binds ``[links] listen`` first (``open_listener``: so port 0 works and the bound
+address is known before READY=1, and ``status`` and delivery's links can use it when
+``public_url`` is empty), after checking that the open-file limit leaves room beyond
+``links.max_connections``, then hands the socket to ``LinksServer``; ``serve`` (started
+with ``nursery.start``) binds it itself when it was given none, then reports started.
+hypercorn serves through ``listener`` (the connection cap and the whole-request deadline).
+``stop()`` lets hypercorn finish the requests in flight (bounded by
+``daemon.shutdown_grace_seconds``).
 
-Signup confirmations leave through delivery's transport (SMTP or Maildir), one at a
+Signup confirmations leave through delivery's transport (SMTP or Maildir: the narrow
+``ConfirmationMail`` protocol, as links may not import delivery), one at a
 time from a bounded queue in a worker thread: a slow relay never slows an HTTP answer,
 and nothing in the answer depends on the email. One address gets at most one
 confirmation per channel per ``links.confirm_resend_minutes`` (a ``+tag`` is ignored:
@@ -25,6 +27,7 @@ import socket
 from collections import OrderedDict
 from email.message import EmailMessage
 from email.utils import make_msgid, parseaddr
+from typing import Protocol
 
 import structlog
 import trio
@@ -69,6 +72,39 @@ def cooldown_key(address: str) -> str:
     return f"{local.split('+', 1)[0] or local}{at}{domain}"
 
 
+def open_listener(listen: str, max_connections: int) -> tuple[socket.socket, str]:
+    """``bind``, before the daemon's task nursery: a failure is one clear line. An
+    open-file limit too low for ``max_connections`` is refused first."""
+    check_open_files(max_connections)
+    try:
+        return bind(listen)
+    except OSError as exc:
+        raise RuntimeError(f"links.listen: cannot listen on {listen} ({exc.strerror})") from None
+
+
+class _Outcome(Protocol):
+    @property
+    def value(self) -> str: ...
+
+
+class _Sent(Protocol):
+    @property
+    def outcome(self) -> _Outcome: ...
+
+
+class MailTransport(Protocol):
+    def open(self) -> None: ...
+    def send(self, data: bytes, sender: str, recipient: str) -> _Sent: ...
+    def close(self) -> None: ...
+
+
+class ConfirmationMail(Protocol):
+    """What the links service needs of delivery: the links' public address, and a transport."""
+
+    def public_url(self) -> str: ...
+    def transport(self) -> MailTransport: ...
+
+
 def confirmation_email(channel: Channel, address: str, url: str) -> EmailMessage:
     """The confirmation email; ``HeaderError`` if a header value holds a control character."""
     sender = header_value("From", channel.sender or f"{channel.name} <no-reply@localhost>")
@@ -89,15 +125,17 @@ def confirmation_email(channel: Channel, address: str, url: str) -> EmailMessage
 
 
 class LinksServer:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, mail: ConfirmationMail,
+                 listener: tuple[socket.socket, str] | None = None) -> None:
         self.services = services
+        self.mail = mail
         self._stop = trio.Event()
         self._send, self._receive = trio.open_memory_channel[tuple[Channel, str, str]](QUEUE_SIZE)
         self._last_sent: OrderedDict[tuple[int, str], float] = OrderedDict()
         self._per_client = ChangeLimiter(services.config["links.signup_per_hour"])
         self.app = LinksApp(services, self.queue_confirmation)
-        self.url = ""
-        self._sock: socket.socket | None = None
+        self._sock: socket.socket | None = listener[0] if listener else None
+        self.url = listener[1] if listener else ""
 
     def stop(self) -> None:
         self._stop.set()
@@ -114,7 +152,7 @@ class LinksServer:
             log.info("signup confirmation not sent: too many from one client",
                      channel_id=channel.id, client=client)
             return
-        url = f"{self.services.delivery.public_url()}/c/{token}"
+        url = f"{self.mail.public_url()}/c/{token}"
         try:
             self._send.send_nowait((channel, address, url))
         except trio.WouldBlock:
@@ -133,7 +171,7 @@ class LinksServer:
             except HeaderError as exc:
                 log.warning("signup confirmation not sent", channel_id=channel.id, problem=str(exc))
                 continue
-            transport = self.services.delivery.transport()
+            transport = self.mail.transport()
 
             def send_one(transport=transport, msg=msg, address=address) -> str:
                 transport.open()
@@ -165,19 +203,15 @@ class LinksServer:
         return hc
 
     def open(self) -> str:
-        """Bind the listener (before the daemon's task nursery: a failure is one clear line)."""
-        check_open_files(self.services.config["links.max_connections"])
-        listen = self.services.config["links.listen"]
-        try:
-            self._sock, self.url = bind(listen)
-        except OSError as exc:
-            raise RuntimeError(f"links.listen: cannot listen on {listen} ({exc.strerror})") from None
-        self.services.links_url = self.url
+        """Bind the listener, when it was not handed over."""
+        config = self.services.config
+        self._sock, self.url = open_listener(config["links.listen"], config["links.max_connections"])
         return self.url
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         if self._sock is None:
             self.open()
+        assert self._sock is not None
         config = self.services.config
         listener = CappedListener(self._sock, config["links.max_connections"],
                                   config["links.request_seconds"])

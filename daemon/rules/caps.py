@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..vocabulary import PLANS, Plan
 
@@ -21,10 +21,10 @@ L = TypeVar("L")
 
 @dataclass(frozen=True)
 class CapSelection:
-    active: tuple  # existing links that sync
-    suspended: tuple  # existing links past the cap (newest)
-    admitted: tuple  # candidates that get a link now
-    refused: tuple  # candidates past the cap
+    active: tuple[Any, ...]  # existing links that sync
+    suspended: tuple[Any, ...]  # existing links past the cap (newest)
+    admitted: tuple[Any, ...]  # candidates that get a link now
+    refused: tuple[Any, ...]  # candidates past the cap
 
 
 def cap_of(plan: Plan | str) -> int | None:

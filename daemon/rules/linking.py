@@ -124,7 +124,7 @@ class LinkIndex:
             self.by_kuloo_id.pop(old.kuloo_id, None)
             if self.by_email.get(old.email) is old:
                 self.by_email.pop(old.email, None)
-            if self.by_link.get(old.link) is old:  # never holds None: only links are put
+            if old.link is not None and self.by_link.get(old.link) is old:  # only links are put
                 self.by_link.pop(old.link, None)
         self.by_id[user.id] = user
         self.by_kuloo_id[user.kuloo_id] = user

@@ -19,9 +19,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 from pathlib import Path
 
 from tortoise import connections
+from tortoise.models import Model
 from tortoise.expressions import Q
 from tortoise.functions import Max
 
@@ -36,7 +38,7 @@ class Kind:
     """One table under retention: its rows older than a cutoff (by ``time``) may go."""
 
     name: str  # the [retention] key's stem: sync_runs, audit, outbox
-    model: type
+    model: type[Model]
     time: str
 
     def keep(self) -> Q:
@@ -61,7 +63,9 @@ async def boundary(kind: Kind, cutoff: datetime) -> tuple[int, int] | None:
     first = await _time_at_or_after(kind, 0)
     if first is None or first[1] >= cutoff:
         return None
-    lo, hi = first[0], await kind.model.all().order_by("-id").first().values_list("id", flat=True)
+    # values_list(flat=True) is typed as a tuple by tortoise; it is the bare value here.
+    hi = cast(int, await kind.model.all().order_by("-id").first().values_list("id", flat=True))
+    lo = first[0]
     while lo < hi:  # invariant: the row at or after lo is old; the answer lies in [lo, hi]
         mid = (lo + hi + 1) // 2
         found = await _time_at_or_after(kind, mid)
@@ -76,7 +80,8 @@ async def prune_batch(kind: Kind, cutoff: datetime, start: int, last: int) -> tu
     """Delete the old rows of ids ``start``..``start + BATCH - 1`` (at most ``last``);
     returns (deleted, the next start or None when done)."""
     end = min(start + BATCH - 1, last)
-    query = kind.model.filter(Q(id__gte=start, id__lte=end, **{f"{kind.time}__lt": cutoff}) & ~kind.keep())
+    older: dict[str, Any] = {f"{kind.time}__lt": cutoff}
+    query = kind.model.filter(Q(id__gte=start, id__lte=end) & Q(**older) & ~kind.keep())
     if kind.model is SyncRun:
         rows = await query.values_list("id", "channel_id")
         newest = set(await SyncRun.filter(channel_id__in={c for _, c in rows}).group_by("channel_id")

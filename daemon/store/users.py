@@ -140,7 +140,7 @@ def _parse_time(text: str) -> datetime:
 def document(row: UserRow) -> User:
     return User(
         id=row.id,
-        channel_id=row.channel_id,  # type: ignore[attr-defined]
+        channel_id=row.channel_id,
         kuloo_id=row.kuloo_id,
         email=row.email,
         first_name=row.first_name,
@@ -249,7 +249,7 @@ def _user_template() -> dict[str, Any]:
 def audit_entry(row: UserRow, field: str, old: Any, new: Any, *, actor: Actor, now: datetime,
                 note: str = "") -> AuditEntry:
     """An unsaved audit entry about ``row`` (save it, or ``AuditEntry.bulk_create`` many)."""
-    return bare_row(AuditEntry, {"id": None, "channel_id": row.channel_id, "user_id": row.id,  # type: ignore[attr-defined]
+    return bare_row(AuditEntry, {"id": None, "channel_id": row.channel_id, "user_id": row.id,
                                  "at": now, "actor": Actor(actor).value, "field": field, "old": json.dumps(old),
                                  "new": json.dumps(new), "note": note}, template={})
 
@@ -261,7 +261,7 @@ def _audit_record(entry: AuditEntry) -> AuditRecord:
 
 
 def _tag_rows(row: UserRow, tags: Iterable[str]) -> list[UserTag]:
-    return [bare_row(UserTag, {"id": None, "user_id": row.id, "channel_id": row.channel_id,  # type: ignore[attr-defined]
+    return [bare_row(UserTag, {"id": None, "user_id": row.id, "channel_id": row.channel_id,
                                "tag": str(t)}, template={})
             for t in dict.fromkeys(tags)]
 
@@ -287,7 +287,8 @@ async def update_many(model: type[Model], columns: Sequence[str], rows: Sequence
     to_db = [fields_map[c].to_db_value for c in columns]
     pk = model._meta.pk.to_db_value
     n = len(to_db)
-    await db.execute_many(sql, [[conv(v, None) for conv, v in zip(to_db, row[:n], strict=True)] + [pk(row[n], None)]
+    # The conversions read no instance (tortoise's annotation wants one; None is what it takes).
+    await db.execute_many(sql, [[conv(v, None) for conv, v in zip(to_db, row[:n], strict=True)] + [pk(row[n], None)]  # type: ignore[arg-type]
                                 for row in rows])
 
 
@@ -320,7 +321,7 @@ class RowWrites:
 async def save_pending(pending: list[AuditEntry | UserTag]) -> None:
     """Insert what ``insert_many`` left in ``pending``: one statement per table."""
     for model in (UserTag, AuditEntry):
-        rows = [r for r in pending if isinstance(r, model)]
+        rows: list[Any] = [r for r in pending if isinstance(r, model)]  # each of one model
         if rows:
             await model.bulk_create(rows)
     pending.clear()
@@ -488,9 +489,9 @@ async def update(user_id: int, changes: Mapping[str, Any], actor: Actor, now: da
         async with in_transaction():
             row = await _row(user_id, for_update=True)
             if "promo_tags" in changes:
-                _check_promo(await _channel(row.channel_id), changes["promo_tags"])  # type: ignore[attr-defined]
+                _check_promo(await _channel(row.channel_id), changes["promo_tags"])
             if "email" in changes and email_key(changes["email"]) != row.email_key:
-                await _email_taken(row.channel_id, email_key(changes["email"]), other_than=row.id)  # type: ignore[attr-defined]
+                await _email_taken(row.channel_id, email_key(changes["email"]), other_than=row.id)
             changed = await apply_changes(row, changes, actor=actor, now=now)
     except IntegrityError:
         raise Conflict(f"another user of the channel already has the email {changes.get('email')!r}") from None

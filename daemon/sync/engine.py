@@ -67,11 +67,7 @@ RECONCILED_AT = "reconciled_at"  # kept in the channel's feed state
 
 
 def _locks(services: Services) -> dict[int, trio.Lock]:
-    locks = getattr(services, "_sync_locks", None)
-    if locks is None:
-        locks = {}
-        services._sync_locks = locks  # type: ignore[attr-defined]
-    return locks
+    return services.sync_locks
 
 
 def conversion_ref(conv: LeadConversion) -> linking.ConversionRef:
@@ -211,6 +207,8 @@ class _Run:
         into: dict[int, list[linking.ConversionRef]] = {}
         if len(questions) > linking.FEW_CONVERSION_QUESTIONS:
             into = await self.matching_conversions(questions, created or {})
+        found: Sequence[Any]  # linking's conversion refs, or Sell's conversions: the same fields
+        conv: Any
         for rec, lead_id, link in lookups:
             if lead_id is None:  # a contact matching no user: did a linked lead become it?
                 found = into[rec.id] if rec.id in into else [
@@ -245,8 +243,9 @@ class _Run:
         scan = linking.ConversionScan.of(
             ((i, created.get(i)) for i in contact_ids), lambda lead_id: ("lead", lead_id) in self.linked)
         if scan.open:
+            # An async generator (it has aclose), typed AsyncIterator by the client.
             async with contextlib.aclosing(
-                    self.sell.lead_conversion_pages(per_page=linking.CONVERSIONS_PER_PAGE)) as listing:
+                    self.sell.lead_conversion_pages(per_page=linking.CONVERSIONS_PER_PAGE)) as listing:  # type: ignore[type-var]
                 async for page in listing:
                     if scan.take([conversion_ref(c) for c in page]):
                         break
@@ -400,7 +399,8 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
     services.publish("sync.started", start.run)
     structlog.contextvars.bind_contextvars(sync_run=start.run.id, channel_id=channel_id)
     try:
-        sell = await services.sell_pool.client(start.token)
+        # A run that starts has its channel's token (begin_run skips a channel without one).
+        sell = await services.sell_pool.client(start.token)  # type: ignore[arg-type]
         run = _Run(services, start, sell)
         before = sell.requests_sent
         status, reason, error, state = SyncRunStatus.OK, "", "", None
@@ -412,7 +412,8 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
             await run.recheck()
             await run.push()
         except E.AuthenticationError as exc:
-            await connection.token_rejected(services, channel_id, start.token, exc)
+            # The run's token (set, as above).
+            await connection.token_rejected(services, channel_id, start.token, exc)  # type: ignore[arg-type]
             status, reason, error = SyncRunStatus.FAILED, "token_rejected", str(exc)
         except E.RateLimitedError as exc:
             retry_at = schedule.rate_limit_retry_at(services.clock.now(), start.retry_at)
@@ -443,11 +444,7 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
 
 
 def _plan_state(services: Services) -> dict[str, Any]:
-    state = getattr(services, "_sync_plan", None)
-    if state is None:
-        state = {"next": None, "plan_at": 0.0}
-        services._sync_plan = state  # type: ignore[attr-defined]
-    return state
+    return services.sync_plan
 
 
 async def replan(services: Services) -> datetime | None:

@@ -75,7 +75,7 @@ class DaemonScreen(Screen):
 
     @property
     def client(self) -> DaemonClient:
-        return self.app.client  # type: ignore[attr-defined]
+        return self.app.client  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     @property
     def methods(self) -> set[str]:

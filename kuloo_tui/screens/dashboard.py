@@ -105,7 +105,7 @@ class DashboardScreen(DaemonScreen):
         if message.what != "dashboard":
             return
         self.channels = [row["channel"] for row in message.data["rows"]]
-        self.app.channels = self.channels  # type: ignore[attr-defined]
+        self.app.channels = self.channels  # type: ignore[attr-defined]  # self.app is a KulooApp
         rows = []
         for row in message.data["rows"]:
             c = row["channel"]
@@ -151,27 +151,27 @@ class DashboardScreen(DaemonScreen):
 
     def action_open_channel(self) -> None:
         if self.selected:
-            self.app.open_channel(self.selected["id"])  # type: ignore[attr-defined]
+            self.app.open_channel(self.selected["id"])  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def action_users(self) -> None:
         if self.selected:
-            self.app.open_users(self.selected["id"])  # type: ignore[attr-defined]
+            self.app.open_users(self.selected["id"])  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def action_articles(self) -> None:
         if self.selected:
-            self.app.open_articles(self.selected["id"])  # type: ignore[attr-defined]
+            self.app.open_articles(self.selected["id"])  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def action_sync(self) -> None:
         if self.selected:
-            self.app.open_sync(self.selected["id"])  # type: ignore[attr-defined]
+            self.app.open_sync(self.selected["id"])  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def action_outbox(self) -> None:
         if self.selected:
-            self.app.open_outbox(self.selected["id"])  # type: ignore[attr-defined]
+            self.app.open_outbox(self.selected["id"])  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def action_sync_now(self) -> None:
         if self.selected:
-            self.app.sync_now(self.selected["id"])  # type: ignore[attr-defined]
+            self.app.sync_now(self.selected["id"])  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def action_reload(self) -> None:
         self.reload()

@@ -101,14 +101,14 @@ class SyncScreen(DaemonScreen):
         if user is None:
             self.app.notify("This record has no Kuloo user (fix it in Sell).", severity="warning")
             return
-        self.app.open_user(user, self.channel_id)  # type: ignore[attr-defined]
+        self.app.open_user(user, self.channel_id)  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "sync-errors":
             self.action_open_user()
 
     def action_sync_now(self) -> None:
-        self.app.sync_now(self.channel_id)  # type: ignore[attr-defined]
+        self.app.sync_now(self.channel_id)  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def on_daemon_event(self, event: DaemonEvent) -> None:
         if event.event.startswith("sync."):

@@ -192,7 +192,7 @@ class UserScreen(DaemonScreen):
             self.app.notify(f"Added {message.doc['email']}.")
             self.user_id = message.doc["id"]
             self.app.pop_screen()
-            self.app.open_user(message.doc["id"])  # type: ignore[attr-defined]
+            self.app.open_user(message.doc["id"])  # type: ignore[attr-defined]  # self.app is a KulooApp
             return
         self.show(message.doc)
         self.app.notify("Saved.")

@@ -142,10 +142,10 @@ class UsersScreen(DaemonScreen):
     def action_open_user(self) -> None:
         table = self.query_one("#users", DataTable)
         if self.users and 0 <= table.cursor_row < len(self.users):
-            self.app.open_user(self.users[table.cursor_row]["id"])  # type: ignore[attr-defined]
+            self.app.open_user(self.users[table.cursor_row]["id"])  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def action_add_user(self) -> None:
-        self.app.add_user(self.channel_id)  # type: ignore[attr-defined]
+        self.app.add_user(self.channel_id)  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def action_focus_search(self) -> None:
         self.query_one("#search", Input).focus()

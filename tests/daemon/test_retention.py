@@ -115,7 +115,9 @@ async def test_the_boundary_is_found_by_a_binary_search_and_out_of_order_rows_ar
 
 
 async def test_status_shows_the_database_size(services_config):
+    from kuloo_daemon.control.context import Context
     from kuloo_daemon.control.methods import status
+    from kuloo_daemon.delivery.service import Delivery
 
     config = services_config()
     async with open_services(config) as services:
@@ -123,4 +125,5 @@ async def test_status_shows_the_database_size(services_config):
         assert size == config.database_path.stat().st_size + (
             (config.database_path.parent / (config.database_path.name + "-wal")).stat().st_size
             if (config.database_path.parent / (config.database_path.name + "-wal")).exists() else 0)
-        assert (await status(services, {}))["database"]["bytes"] >= size > 0
+        context = Context(services, Delivery(services), "", lambda: 1)
+        assert (await status(context, {}))["database"]["bytes"] >= size > 0
