@@ -19,13 +19,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
 from pathlib import Path
+from typing import Any, cast
 
 from tortoise import connections
-from tortoise.models import Model
 from tortoise.expressions import Q
 from tortoise.functions import Max
+from tortoise.models import Model
 
 from ..vocabulary import OutboxState, SyncRunStatus
 from .models import AuditEntry, OutboxMessage, SyncRun

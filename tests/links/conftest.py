@@ -142,7 +142,7 @@ async def running(root: Path, template: Path | None = None, **extra):
     async with open_services(config, lambda e, d: events.append((e, d))) as services:
         # As app.run_daemon does: bind first (delivery's fallback public URL), then links,
         # whose confirmations use delivery's transport.
-        listener = open_listener(services.config["links.listen"])
+        listener = open_listener(services.config["links.listen"], services.config["links.max_connections"])
         server = LinksServer(services, Delivery(services, listener[1]), listener)
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
