@@ -14,6 +14,7 @@ screens that show problems inline (the channel document) override it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -67,7 +68,9 @@ class Banner(Static):
     def show_state(self, reason: str | None) -> None:
         self.set_class(reason is not None, "-down")
         if reason is not None:
-            self.update(f"Daemon unreachable: {reason} — reconnecting…")
+            # How to bring it back: the demo says it restarts its own daemon (its environment).
+            hint = os.environ.get("KULOO_TUI_RESTART_HINT") or "under systemd: systemctl restart kuloo-daemon"
+            self.update(Text(f"Daemon unreachable: {reason} — reconnecting… To bring it back: {hint}"))
 
 
 class DaemonScreen(Screen):
