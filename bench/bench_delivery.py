@@ -96,16 +96,16 @@ async def send_pass(root: Path, port: int) -> tuple[int, float]:
         "links": {"public_url": "https://links.kuloo.test"},
     })
     async with open_services(config) as services:
-        services.delivery = Delivery(services)
+        delivery = Delivery(services)
         now = services.clock.now()
         channel = (await services.store.run(channel_store.create, {
             "name": "Bench", "sender": "Bench <b@bench.test>", "sequential_tags": ["welcome"]}, None, now)).channel.id
-        await services.delivery.import_articles(channel, "one")
+        await delivery.import_articles(channel, "one")
         for i in range(SEND_USERS):
             await services.store.run(user_store.add, channel, {"email": f"u{i}@example.com", "promo_tags": ["welcome"],
                                                                "frequency": "disabled"}, Actor.ADMIN, now)
         started = time.perf_counter()
-        counts = await services.delivery.run(channel)
+        counts = await delivery.run(channel)
         return counts.sent, time.perf_counter() - started
 
 

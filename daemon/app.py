@@ -24,7 +24,8 @@ from . import logs
 from .control import render
 from .control.server import Broadcaster, ControlServer, bind_unix
 from .delivery.service import Delivery
-from .links.server import LinksServer
+from .links.server import LinksServer, open_listener
+from .operations.retention import Retention
 from .scheduler import Scheduler
 from .services import Services, open_services
 from .sync import connection, engine
@@ -111,6 +112,7 @@ async def _signals(life: Lifecycle, *, task_status=trio.TASK_STATUS_IGNORED) -> 
     # trio re-delivers signals still queued when the receiver closes to the handlers it
     # found on entry; with the defaults a second SIGTERM arriving during the drain would
     # kill the process mid-cleanup, so those handlers are set to do nothing.
+    signum: int
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _ignore_late_signal)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -142,33 +144,30 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
     sockets = listen_sockets()
     notifier.status("opening the store")
     broadcaster = Broadcaster()
-    relay: list[Services] = []  # the services, once open: their ``events`` tell the other daemons
-
-    def publish(event: str, data: object) -> None:
-        rendered = render.event(event, data)
-        broadcaster.publish(event, rendered)
-        if relay and relay[0].events is not None:
-            relay[0].events.notify(event, rendered)  # PostgreSQL: to every other daemon, once
-
-    async with open_services(config, publish) as services:
-        relay.append(services)
+    # The parts in order, each complete when built: the shared services (their ``publish``
+    # renders each event once for the control subscribers and, on PostgreSQL, the other
+    # daemons), delivery on them, the links listener (its address is delivery's fallback
+    # public URL), links (reaching delivery's transport), then the control server.
+    async with open_services(config, broadcaster.publish, render=render.event) as services:
         bound_path = None
         if not sockets:
             bound_path = socket_path or config["control.socket"]
             sockets = [bind_unix(bound_path, config["control.group"])]
-        server = ControlServer(services, broadcaster, config["control.max_line_bytes"])
-        services.connections = lambda: server.connections
-        life = Lifecycle(services, server, notifier, LinksServer(services))
-        life.links.open()
+        links_socket, links_url = open_listener(config["links.listen"], config["links.max_connections"])
+        delivery = Delivery(services, links_url)
+        links = LinksServer(services, delivery, (links_socket, links_url))
+        server = ControlServer(services, delivery, broadcaster, config["control.max_line_bytes"],
+                               links_url=links_url)
+        life = Lifecycle(services, server, notifier, links)
         services.scheduler.jobs.extend(connection.jobs(services))
         services.scheduler.jobs.extend(engine.jobs(services))
-        services.delivery = Delivery(services)
-        services.scheduler.jobs.extend(services.delivery.jobs())
+        services.scheduler.jobs.extend(delivery.jobs())
+        services.scheduler.jobs.extend(Retention(services).jobs())
         async with trio.open_nursery() as outer:
             await outer.start(_signals, life)
             await outer.start(services.leases.keep_alive)  # PostgreSQL: renews this daemon's leases
             # PostgreSQL: other daemons' events reach this one's subscribers and delivery.
-            await outer.start(services.events.run, lambda: services.publish, services.delivery.mark_changed)
+            await outer.start(services.events.run, lambda: services.publish, delivery.mark_changed)
             async with trio.open_nursery() as tasks:
                 life.tasks = tasks
                 await tasks.start(server.serve, sockets)
@@ -181,7 +180,7 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
                     "daemon ready",
                     store=services.store.where,
                     control_socket=bound_path or "(socket activation)",
-                    links=services.links_url,
+                    links=links.url,
                     watchdog_seconds=interval,
                     clock=services.clock.mode,
                     daemon_id=services.leases.id,

@@ -1,4 +1,5 @@
-"""``kuloo-daemon``: run the daemon, apply migrations, check a configuration file.
+"""``kuloo-daemon``: run the daemon, apply migrations, check a configuration file, back the
+store up and restore it (``store.backup``).
 
 ``run`` and ``migrate`` first take the state folder's single-daemon lock
 (``store.files.hold_state``) and hold it until they exit: a second daemon, or ``migrate``
@@ -40,6 +41,22 @@ def _parser() -> argparse.ArgumentParser:
 
     chk = sub.add_parser("check-config", help="report every problem in a configuration file")
     chk.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML configuration (default {DEFAULT_CONFIG})")
+
+    bak = sub.add_parser("backup", help="write a consistent copy of the SQLite database, "
+                         "while the daemon runs (PostgreSQL: use pg_dump)",
+                         description="Writes a consistent copy of the SQLite database to a new file "
+                         "(mode 0600: it holds the channels' Sell tokens) while the daemon runs. Keep it "
+                         "with the credentials folder: both are needed to restore.")
+    bak.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML configuration (default {DEFAULT_CONFIG})")
+    bak.add_argument("--to", required=True, metavar="PATH", help="the new backup file (never overwritten)")
+
+    res = sub.add_parser("restore", help="put a backup in place of the database (the daemon stopped)",
+                         description="Checks that the copy opens and that its schema is one this version "
+                         "knows, moves the current database aside (kept, named .before-restore-TIME), and "
+                         "puts the copy in place. The next sync reads Sell whole and looks up users "
+                         "before pushing them; delivery starts paused until `kuloo-ctl delivery.resume`.")
+    res.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML configuration (default {DEFAULT_CONFIG})")
+    res.add_argument("--from", dest="source", required=True, metavar="PATH", help="the backup file")
     return parser
 
 
@@ -70,7 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(config["log.format"], config["log.level"])
     from .store.files import StoreFileError, hold_state, share_state
 
+    if args.command in ("backup", "restore") and config.store_url:
+        print(f"kuloo-daemon: {args.command}: the store is PostgreSQL ({config.store_url}); back it up and "
+              "restore it with pg_dump and pg_restore", file=sys.stderr)
+        return 2
     try:
+        if args.command == "backup":  # beside a running daemon: no lock
+            return _backup(config, args.to)
+        if args.command == "restore":
+            with hold_state(config.state_dir, config.database_path):
+                return _restore(config, args.source)
         # SQLite serves one daemon (the lock); on PostgreSQL several daemons share the work.
         holding = share_state(config.state_dir) if config.store_url else hold_state(config.state_dir, config.database_path)
         with holding:
@@ -82,6 +108,31 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.flush()
             os._exit(1)
         return 1
+
+
+def _backup(config: config_mod.Config, target: str) -> int:
+    from .store.backup import backup
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\rcopied {done:,} of {total:,} pages", end="", file=sys.stderr, flush=True)
+
+    written = backup(config.database_path, target, progress)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(f"{written}: backup of {config.database_path} written (mode 0600); keep it with the credentials "
+          f"folder ({config.credentials_dir() or 'not configured'})")
+    return 0
+
+
+def _restore(config: config_mod.Config, source: str) -> int:
+    from .store.backup import restore
+
+    aside = restore(source, config.database_path, config.state_dir)
+    kept = f"the previous database is kept as {aside}" if aside else "there was no database before"
+    print(f"{config.database_path}: restored from {source}; {kept}. "
+          "Delivery is paused: check the outbox, then run `kuloo-ctl delivery.resume`.")
+    return 0
 
 
 def _migrate(config: config_mod.Config) -> int:

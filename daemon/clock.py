@@ -1,6 +1,6 @@
 """The one clock of business time: ``now()`` and sleeping until a time.
 
-Business time is what the product's promises are stated in (DECISIONS.md "Time"): plan
+Business time is what the product's promises are stated in (docs/architecture.md): plan
 cadence, sequence delays, digest periods, the change times of a merge, audit and outbox
 timestamps. Everything that reads it asks a ``Clock`` (handed around in ``Services``);
 no other module calls ``datetime.now``. Timeouts, rate budgets, retries and backoff are

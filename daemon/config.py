@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -81,6 +82,12 @@ KEYS: dict[str, Key] = {
     "smtp.security": Key(str, "starttls", "starttls, tls (implicit TLS) or none.", choices=("starttls", "tls", "none")),
     "smtp.username": Key(str, "", "SMTP user; empty = no authentication. The password is the smtp-password credential."),
     "smtp.timeout_seconds": Key((int, float), 30, "Timeout of one SMTP command.", minimum=0.1, maximum=600),
+    "retention.sync_runs_days": Key(int, 90, "Sync runs older than this are deleted (each channel's newest is kept).", minimum=1, maximum=36_500),
+    "retention.audit_days": Key(int, 365, "Audit entries older than this are deleted.", minimum=1, maximum=36_500),
+    "retention.outbox_days": Key(int, 90, "Sent, failed and cancelled messages older than this are deleted.", minimum=30, maximum=36_500),
+    "smtp.ca_file": Key(str, "", "CA bundle (PEM) that verifies the relay's certificate, for the relay only; "
+                        "empty = the system's store. Relative paths are beside this file."),
+    "smtp.helo_name": Key(str, "", "The name this host gives in EHLO, e.g. mail.example.com; empty = its own FQDN."),
     "links.public_url": Key(str, "", "Public base URL of the links service in emails, e.g. https://links.example.com; empty = the bound address."),
     "links.listen": Key(str, "127.0.0.1:8080", "HOST:PORT the links HTTP service binds ([::1]:PORT for IPv6); port 0 picks a free one (tests)."),
     "links.allowed_origins": Key(list, [], "Web sites whose signup popup may post to /signup, e.g. [\"https://www.example.com\"]."),
@@ -91,6 +98,18 @@ KEYS: dict[str, Key] = {
     "links.max_header_bytes": Key(int, 8192, "Largest request head (request line and headers) accepted.", minimum=1024, maximum=65_536),
     "links.confirm_hours": Key((int, float), 168, "How long a signup confirmation link stays valid.", minimum=0.1, maximum=24 * 365),
     "links.confirm_resend_minutes": Key((int, float), 10, "Least time between two confirmation emails to one address of one channel.", minimum=0, maximum=24 * 60),
+    "links.signup_per_hour": Key(
+        int, 20, "Confirmation emails one client address may cause per hour (all channels).",
+        minimum=1, maximum=1_000_000),
+    "links.token_changes_per_hour": Key(
+        int, 10, "Changes one link (its user and purpose) may make per hour; more answer 429.",
+        minimum=1, maximum=1_000_000),
+    "links.max_connections": Key(
+        int, 256, "Open links connections; more are closed at once. Needs open files >= it + 512.",
+        minimum=1, maximum=1_000_000),
+    "links.request_seconds": Key(
+        (int, float), 10, "Time a request's head and body may take (from accept or last answer).",
+        minimum=0.1, maximum=3600),
 }
 
 
@@ -154,9 +173,9 @@ def _check(name: str, spec: Key, value: Any) -> str | None:
         return f"{name}: expected {_type_name(types)}, got {type(value).__name__} {value!r}"
     if spec.choices is not None and value not in spec.choices:
         return f"{name}: {value!r} is not one of {', '.join(map(repr, spec.choices))}"
-    if spec.minimum is not None and value < spec.minimum:
+    if spec.minimum is not None and isinstance(value, int | float) and value < spec.minimum:
         return f"{name}: {value!r} is below the minimum {spec.minimum}"
-    if spec.maximum is not None and value > spec.maximum:
+    if spec.maximum is not None and isinstance(value, int | float) and value > spec.maximum:
         return f"{name}: {value!r} is above the maximum {spec.maximum}"
     return None
 
@@ -207,9 +226,14 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
             start = None
         if start is None or start.tzinfo is None:
             problems.append("clock.start: must be an ISO 8601 time with its offset, e.g. 2026-01-01T09:00:00Z")
-    for key in ("articles.root", "delivery.maildir"):
+    for key in ("articles.root", "delivery.maildir", "smtp.ca_file"):
         if path is not None and values[key] and not Path(values[key]).is_absolute():
             values[key] = str((path.parent / values[key]).resolve())
+    if values["smtp.ca_file"] and not os.path.isfile(values["smtp.ca_file"]):
+        problems.append(f"smtp.ca_file: no such file: {values['smtp.ca_file']}")
+    if values["smtp.helo_name"] and not re.fullmatch(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f.:]{2,45}\]",
+                                                     values["smtp.helo_name"]):
+        problems.append("smtp.helo_name: must be a host name (mail.example.com) or an address literal ([192.0.2.1])")
     if values["links.public_url"] and not str(values["links.public_url"]).startswith(("http://", "https://")):
         problems.append("links.public_url: must start with https:// (or http:// for tests)")
     problems.extend(_links_problems(values))
@@ -225,9 +249,14 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
             parse_store_url(values["store.url"])
         except ValueError as exc:
             problems.append(f"store.url: {exc}")
+    loopback = is_loopback_url(str(values["sell.base_url"]))
     if not str(values["sell.base_url"]).startswith(("http://", "https://")):
         problems.append("sell.base_url: must start with http:// or https://")
-    loopback = is_loopback_url(str(values["sell.base_url"]))
+    elif str(values["sell.base_url"]).startswith("http://") and not loopback:
+        # The channels' Sell tokens ride on every request: never in clear over a network.
+        problems.append("sell.base_url: must start with https:// (the Sell token would cross the "
+                        "network in clear); http:// only for a loopback address (sellsim)")
+    problems.extend(_smtp_problems(values))
     if values["sell.requests_per_second"] > 10 and not loopback:
         problems.append("sell.requests_per_second: Sell allows 10 requests per second; more is only "
                         "accepted for a loopback sell.base_url (sellsim)")
@@ -237,6 +266,17 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
     if problems:
         raise ConfigError(problems)
     return Config(path=path, values=values)
+
+
+def _smtp_problems(values: dict[str, Any]) -> list[str]:
+    """A password sent as AUTH PLAIN without TLS is readable on every network it crosses."""
+    if values["smtp.security"] == "none" and values["smtp.username"] and not is_loopback_host(
+        str(values["smtp.host"])
+    ):
+        return [f"smtp.security: \"none\" with smtp.username set would send the SMTP password in "
+                f"clear to smtp.host {values['smtp.host']!r}; use \"starttls\" or \"tls\" "
+                f"(\"none\" only for a loopback relay)"]
+    return []
 
 
 def _links_problems(values: dict[str, Any]) -> list[str]:
@@ -367,13 +407,22 @@ def _database_problem(database: str, state_dir: str) -> str | None:
 
 def is_loopback_url(url: str) -> bool:
     """True for http(s)://127.x.x.x, [::1] or localhost: a simulator on this machine."""
-    import ipaddress
     from urllib.parse import urlsplit
 
     try:
         host = urlsplit(url).hostname or ""
     except ValueError:
         return False
+    return is_loopback_host(host)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for 127.x.x.x, ::1 (bracketed or not) or localhost."""
+    import ipaddress
+
+    host = host.strip().lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
     if host == "localhost":
         return True
     try:

@@ -1,10 +1,12 @@
 """The shared services every capability of the daemon stands on, built once per run.
 
 ``Services`` holds the configuration, the store, the Sell client pool, the business
-clock, the scheduler, the event publisher and the stopping flag. ``app.run_daemon``
-builds it with ``open_services`` and hands the same object to the control methods, the
-scheduler's jobs and the capabilities (``sync``, ``delivery`` and ``links``),
-so none of them builds or finds its own.
+clock, the scheduler, this daemon's leases, the events relay, the event publisher, the
+stopping flag and the sync's run locks and schedule, all set when it is built.
+``app.run_daemon`` builds it with ``open_services``, then builds the capabilities on it
+in order (``delivery``, ``links``, which reaches delivery through a narrow protocol,
+then ``control``) and hands each what it needs; ``sync`` and the scheduler's jobs take
+it as it is. So none of them builds or finds its own, and nothing is filled in later.
 
 Where it sits (enforced by ``tests/test_layering.py``): above ``crm`` and ``store`` (it
 opens them) and the base modules, below the capabilities and ``control`` (they receive
@@ -46,6 +48,10 @@ Publish = Callable[[str, Any], None]
 
 def _drop(_event: str, _data: Any) -> None:
     return None
+
+
+def _as_is(_event: str, data: Any) -> Any:
+    return data
 
 
 class Leases:
@@ -106,7 +112,8 @@ class Leases:
             with trio.CancelScope(shield=True), trio.move_on_after(10):
                 await self.store.run(leases.release, channel_id, kind, self.id, claim.last_run, self.clock.now())
 
-    async def keep_alive(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def keep_alive(self, *,
+                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         if not self.shared:
             return
@@ -159,7 +166,8 @@ class Events:
             pass
 
     async def run(self, publish: Callable[[], Publish], on_gap: Callable[[], None] = lambda: None, *,
-                  listen_timeout: float = 10.0, task_status=trio.TASK_STATUS_IGNORED) -> None:
+                  listen_timeout: float = 10.0,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Relay events until cancelled; started once listening (or after ``listen_timeout``)."""
         if not self.store.postgres:
             task_status.started()
@@ -221,15 +229,15 @@ class Services:
     sell_pool: ClientPool
     clock: Clock
     scheduler: Scheduler
+    leases: Leases
+    events: Events
     publish: Publish = _drop
     started_at: float = field(default_factory=time.monotonic)  # for uptime, monotonic
     stopping: bool = False
-    # Open control connections (the caller's own included); ``app`` wires it to the server.
-    connections: Callable[[], int] = lambda: 0
-    delivery: Any = None  # delivery.service.Delivery, set by ``app`` (a capability above this layer)
-    links_url: str = ""  # the links service's bound address, set once it listens
-    leases: Leases | None = None  # set by ``open_services``
-    events: Events | None = None  # set by ``open_services``
+    # The sync's own state, which lives as long as these services: one lock per channel (one
+    # run at a time) and its schedule (``sync.engine``: when the next run is due, when to re-read).
+    sync_locks: dict[int, trio.Lock] = field(default_factory=dict)
+    sync_plan: dict[str, Any] = field(default_factory=lambda: {"next": None, "plan_at": 0.0})
 
 
 async def make_clock(config: Config, store: Store) -> Clock:
@@ -246,8 +254,13 @@ async def make_clock(config: Config, store: Store) -> Clock:
 
 
 @asynccontextmanager
-async def open_services(config: Config, publish: Publish = _drop) -> AsyncIterator[Services]:
-    """Open the store and the Sell client pool, set the clock, tidy up after a crash."""
+async def open_services(config: Config, publish: Publish = _drop, *,
+                        render: Callable[[str, Any], Any] = _as_is) -> AsyncIterator[Services]:
+    """Open the store and the Sell client pool, set the clock, tidy up after a crash.
+
+    ``Services.publish`` renders each event once (``render``: JSON-ready data; ``app``
+    passes the control protocol's), hands it to ``publish`` (``app``: the control
+    subscribers) and, on PostgreSQL, to the other daemons (``Events.notify``)."""
     async with Store.open(store_location(config)) as store, ClientPool(
         config["sell.base_url"],
         rate_per_second=config["sell.requests_per_second"],
@@ -268,9 +281,15 @@ async def open_services(config: Config, publish: Publish = _drop) -> AsyncIterat
             if uncertain:
                 log.warning("emails that may have left before a crash marked uncertain", outbox=uncertain)
         scheduler = Scheduler(config["daemon.scheduler_tick_seconds"], clock)
+        events = Events(store, lease.id)
+
+        def publish_all(event: str, data: Any) -> None:
+            rendered = render(event, data)
+            publish(event, rendered)
+            events.notify(event, rendered)  # PostgreSQL: to every other daemon, once
+
         try:
-            yield Services(config, store, sell_pool, clock, scheduler, publish, leases=lease,
-                           events=Events(store, lease.id))
+            yield Services(config, store, sell_pool, clock, scheduler, lease, events, publish_all)
         finally:
             if store.postgres:
                 with trio.CancelScope(shield=True), trio.move_on_after(10):

@@ -7,7 +7,7 @@ disagree about the format. A token is opaque and URL-safe:
 
 where ``payload`` is compact JSON ``[purpose, channel, kuloo_id, target, expires]``.
 The MAC covers the purpose, so a click token is never an unsubscribe token; the user is
-named by their KulooId (DECISIONS.md: tokens survive a move to PostgreSQL); ``target`` is
+named by their KulooId (so tokens survive a move to PostgreSQL); ``target`` is
 the redirect destination for click links ("" otherwise); ``expires`` is a Unix time or 0
 for never (unsubscribe tokens never expire: a years-old email must still unsubscribe).
 

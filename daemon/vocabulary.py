@@ -1,11 +1,11 @@
 """The product's words, defined once: plans, frequencies, sources, states, the field table.
 
-Owns the names every layer shares (DESIGN.md §2–§4, DECISIONS.md "States"): the
-``StrEnum``s below, the plans as data (cadence and cap), the Sell field mapping of
-DESIGN.md §3 as data with its pure value conversions (``to_sell`` / ``to_kuloo``), and
-the status transitions as pure functions. The store persists these values, the CRM
-client checks Sell against the field table, control renders them; none of them
-re-spells a word that is defined here.
+Owns the names every layer shares (docs/sync-rules.md, docs/delivery.md): the
+``StrEnum``s below, the plans as data (cadence and cap), the Sell field mapping
+(docs/sync-rules.md, "The field table") as data with its pure value conversions
+(``to_sell`` / ``to_kuloo``), and the status transitions as pure functions. The store
+persists these values, the CRM client checks Sell against the field table, control
+renders them; none of them re-spells a word that is defined here.
 
 Imports only the standard library (no tortoise, no trio), so every layer may import it.
 """
@@ -174,7 +174,7 @@ def sync_run_after_crash(status: SyncRunStatus) -> tuple[SyncRunStatus, str] | N
     return None
 
 
-# ----------------------------------------------------------------------------- the field table (DESIGN.md §3)
+# ----------------------------------------------------------------------------- the field table
 
 
 class Direction(StrEnum):
@@ -230,7 +230,7 @@ def _source_to_kuloo(value: Any) -> dict[str, Any]:
 
 
 def _last_active_to_sell(user: Mapping[str, Any]) -> str | None:
-    when = user["last_active"]
+    when: date | datetime | None = user["last_active"]
     if when is None:
         return None
     if isinstance(when, datetime):
@@ -267,7 +267,7 @@ def _text_to_kuloo(attr: str) -> Callable[[Any], dict[str, Any]]:
 
 @dataclass(frozen=True)
 class MappedField:
-    """One row of DESIGN.md §3: a Sell field, its type and choices, and the Kuloo side."""
+    """One row of the field table: a Sell field, its type and choices, and the Kuloo side."""
 
     name: str  # exact Sell name (case and spaces matter)
     sell_type: str  # Sell's custom-field type, or "standard" for email and names
@@ -345,9 +345,20 @@ class Actor(StrEnum):
 
 
 # The user attributes whose Kuloo change time the merge compares with Sell's updated_at:
-# the ones that travel both ways (DESIGN.md §3). users.update edits exactly these.
+# the ones that travel both ways (docs/sync-rules.md). users.update edits exactly these.
 EDITABLE_USER_FIELDS = ("email", "first_name", "last_name", "frequency", "unsubscribed", "add_to_crm",
                         "promo_tags")
+
+
+# A Zendesk Sell API token as it may be entered: it goes into an HTTP header as it is, so
+# only printable ASCII without spaces (anything else would fail at the first request).
+SELL_TOKEN_SHAPE = "20 to 512 printable ASCII characters, no spaces"
+_SELL_TOKEN = re.compile(r"[\x21-\x7e]{20,512}")
+
+
+def is_sell_token_shaped(value: str) -> bool:
+    """True when ``value`` is :data:`SELL_TOKEN_SHAPE` (already trimmed)."""
+    return _SELL_TOKEN.fullmatch(value) is not None
 
 
 class InvalidEmail(ValueError):

@@ -11,6 +11,7 @@ from typing import Any
 
 from textual.app import App
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 
 from .client import Connected, DaemonClient, DaemonError, Disconnected, Event
 from .commands import KulooCommands
@@ -40,6 +41,11 @@ class KulooApp(App):
         self.client = client
         self.down_reason: str | None = None
         self.channels: list[dict[str, Any]] = []
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Every notification here carries daemon or user text: literal, never markup."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     def on_mount(self) -> None:
         self.run_worker(self._watch_daemon(), name="daemon connection", group="connection", exit_on_error=False)

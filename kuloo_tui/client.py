@@ -218,6 +218,7 @@ class DaemonClient:
             pause = self.backoff_start
             reported = False
             self._conn = conn
+            assert self._connected is not None  # made by start(), before this task
             self._connected.set()
             self._emit(Connected(self.server))
             reason = await self._read(conn)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+if TYPE_CHECKING:
+    from .app import KulooApp
 
 
 class KulooCommands(Provider):
     def actions(self) -> list[tuple[str, Callable[[], object], str]]:
-        app = self.app
+        app = cast("KulooApp", self.app)
         out: list[tuple[str, Callable[[], object], str]] = [
             ("Dashboard", app.open_dashboard, "Every channel at a glance"),
             ("Refresh", app.action_refresh, "Fetch this screen again from the daemon"),

@@ -1,4 +1,4 @@
-"""The typed messages workers post back to the UI (STYLE.md: workers post small messages).
+"""The typed messages workers post back to the UI (docs/architecture.md, "The TUI").
 
 None bubble: the app forwards daemon events to every screen, and a bubbling copy would
 come back to the app and be forwarded again, for ever.

@@ -19,7 +19,14 @@ the running processes; a second ``make demo`` refuses to start beside a live dem
 stops what a killed demo left behind.
 
 A second run **reuses** demo-state: the channel, your users, the clock, the mail and
-sellsim's records are kept (every setup step is idempotent). ``--reset`` starts over.
+sellsim's records are kept, and so are the links service's and sellsim's ports (links in
+earlier demo emails keep working). Only the first set-up breaks a KulooId and syncs twice;
+a resume changes nothing (``--sync`` syncs once). ``--reset`` starts over.
+
+The demo knows its own processes: it refuses to start when the state's database lock or
+control socket belongs to a daemon it did not start (saying which and what to do), checks
+that the daemon answering its socket is the one it started, restarts its daemon if it dies
+while the TUI is open, and reports only what it actually stopped.
 
 ``--no-tui`` sets everything up, prints how to talk to it and waits for Ctrl-C or
 SIGTERM; ``--smoke`` sets everything up and stops at once (both used by the tests).
@@ -37,6 +44,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import urllib.request
@@ -58,6 +66,7 @@ CHANNEL = {
 BROKEN_EMAIL = "ines.quist.28@example.com"
 BROKEN_VALUE = "typed-over-by-a-sell-user"
 PIDS = "demo.pids"
+SETUP = "setup.json"  # what the first set-up did, and the ports kept across resumes
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
@@ -125,13 +134,16 @@ class Demo:
         tmp.write_text(json.dumps(pids) + "\n")
         tmp.rename(self.state / PIDS)  # a reader never sees half a file
 
-    def stop(self) -> None:
-        """The TUI, then the daemon (it drains), then sellsim (it saves its state)."""
+    def stop(self) -> list[str]:
+        """The TUI, then the daemon (it drains), then sellsim (it saves its state); returns
+        what was still running and got stopped."""
+        stopped = []
         for name in ("tui", "daemon", "sellsim"):
             proc = self.procs.get(name)
             if proc is None:
                 continue
             if proc.poll() is None:
+                stopped.append(f"{'the daemon' if name == 'daemon' else name} (pid {proc.pid})")
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
                 try:
@@ -148,6 +160,7 @@ class Demo:
             log.close()
         with contextlib.suppress(FileNotFoundError):
             (self.state / PIDS).unlink()
+        return [name for name in stopped if not name.startswith("tui")]
 
 
 def _alive(pid: int) -> bool:
@@ -192,11 +205,92 @@ def clear_leftovers(state: Path) -> None:
     path.unlink()
 
 
-def start_sellsim(demo: Demo) -> str:
+def _lock_holder(state: Path) -> int | None:
+    """The pid of a process holding the state's database lock (a daemon), or None."""
+    import fcntl
+
+    lock = state / "kuloo.sqlite3.lock"
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = lock.read_text(errors="replace").strip()
+        return int(text) if text.isdigit() else -1
+    finally:
+        os.close(fd)
+    return None
+
+
+def refuse_strangers(state: Path) -> None:
+    """Nothing but this demo may hold the state: a daemon started by hand is named, not used."""
+    holder = _lock_holder(state)
+    if holder is not None:
+        who = f"pid {holder}: {_cmdline(holder).strip() or '?'}" if holder > 0 else "an unknown process"
+        raise SystemExit(f"demo: a kuloo-daemon this demo did not start holds {state}'s database ({who}); "
+                         f"stop it{f' (kill {holder})' if holder > 0 else ''}, then run `make demo` again")
+    sock = state / "control.sock"
+    if sock.exists():
+        try:
+            with ControlClient(str(sock), timeout=5, client_name="demo") as client:
+                pid = client.call("status").get("pid")
+        except (OSError, ControlError):
+            return  # a stale socket file: the daemon replaces it
+        raise SystemExit(f"demo: a kuloo-daemon this demo did not start (pid {pid}) answers on {sock}; "
+                         f"stop it (kill {pid}), then run `make demo` again")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_setup(state: Path) -> dict:
+    try:
+        return json.loads((state / SETUP).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_setup(state: Path, setup: dict) -> None:
+    tmp = state / (SETUP + ".tmp")
+    tmp.write_text(json.dumps(setup, indent=1) + "\n")
+    tmp.rename(state / SETUP)
+
+
+def kept_port(setup: dict, name: str) -> int:
+    """The port this demo used before (kept so that its links keep working), else a new one."""
+    port = setup.get(name)
+    if isinstance(port, int) and _port_free(port):
+        return port
+    if isinstance(port, int):
+        print(f"demo: port {port} ({name}) is taken now; using another one (earlier links to it will not "
+              "work)", file=sys.stderr)
+    setup[name] = _free_port()
+    return setup[name]
+
+
+def start_sellsim(demo: Demo, port: int = 0) -> str:
     log = demo.state / "sellsim.log"
     start = log.stat().st_size if log.exists() else 0
     proc = demo.spawn("sellsim", [
-        str(BIN / "kuloo-sell-sim"), "--host", "127.0.0.1", "--port", "0",
+        str(BIN / "kuloo-sell-sim"), "--host", "127.0.0.1", "--port", str(port),
         "--seed", str(ROOT / "config" / "sellsim-demo.json"), "--state", str(demo.state / "sellsim-state.json"),
     ])
     deadline = time.monotonic() + 30
@@ -221,8 +315,9 @@ def sellsim_call(url: str, method: str, path: str, body: dict | None = None) -> 
         return json.loads(resp.read() or b"null")
 
 
-def write_config(state: Path, sell_url: str) -> Path:
+def write_config(state: Path, sell_url: str, links_port: int = 0) -> Path:
     data = tomllib.loads((ROOT / "config" / "demo.toml").read_text())
+    data["links"]["listen"] = f"127.0.0.1:{links_port}"
     data["daemon"]["state_dir"] = str(state)
     data["control"]["socket"] = str(state / "control.sock")
     data["credentials"]["directory"] = str(state / "credentials")
@@ -244,10 +339,18 @@ def make_credentials(state: Path) -> None:
 
 
 def connect(path: str, proc: subprocess.Popen, log: Path, timeout: float = 30) -> ControlClient:
+    """The control connection to the daemon this demo started (never to another one)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return ControlClient(path, timeout=60, client_name="demo")
+            client = ControlClient(path, timeout=60, client_name="demo")
+            pid = client.call("status").get("pid")
+            if pid != proc.pid:
+                client.close()
+                raise SystemExit(f"demo: the daemon answering {path} (pid {pid}) is not the one this demo "
+                                 f"started (pid {proc.pid}, see {log}); stop it (kill {pid}) and run `make demo` "
+                                 "again")
+            return client
         except OSError:
             if proc.poll() is not None:
                 raise SystemExit(f"demo: the daemon exited with {proc.returncode}; see {log}") from None
@@ -275,26 +378,58 @@ def break_kulooid(client: ControlClient, channel: int, sell_url: str) -> dict:
     return user
 
 
-def set_up(demo: Demo, token: str) -> dict:
-    """Everything but the TUI; returns what the summary prints."""
+def start_daemon(demo: Demo, config: Path) -> subprocess.Popen:
+    return demo.spawn("daemon", [str(BIN / "kuloo-daemon"), "run", "--config", str(config)])
+
+
+def set_up(demo: Demo, token: str, sync: bool = False) -> dict:
+    """Everything but the TUI; returns what the summary prints.
+
+    The first set-up imports the articles, syncs, breaks one KulooId and syncs again; a
+    resume only reconnects (an admin's fix of that KulooId stays fixed) and syncs once if
+    asked (``--sync``).
+    """
     state = demo.state
-    sell_url = start_sellsim(demo)
+    setup = load_setup(state)
+    first_time = not setup.get("set_up")
+    sell_url = start_sellsim(demo, kept_port(setup, "sellsim_port"))
     (state / "sellsim.url").write_text(sell_url + "\n")  # for scripts: SELL=$(cat demo-state/sellsim.url)
-    config = write_config(state, sell_url)
-    daemon = demo.spawn("daemon", [str(BIN / "kuloo-daemon"), "run", "--config", str(config)])
+    config = write_config(state, sell_url, kept_port(setup, "links_port"))
+    save_setup(state, setup)
+    daemon = start_daemon(demo, config)
     sock = str(state / "control.sock")
+    runs: tuple = ()
     with connect(sock, daemon, state / "daemon.log") as client:
         doc = ensure_channel(client, token)
         channel = doc["id"]
-        articles = client.call("articles.import", {"channel": channel, "path": "."})
-        first = client.call("sync.run", {"channel": channel})
-        broken = break_kulooid(client, channel, sell_url)
-        second = client.call("sync.run", {"channel": channel})
+        articles = client.call("articles.import", {"channel": channel, "path": "."}) if first_time else None
+        if first_time:
+            runs = (client.call("sync.run", {"channel": channel}),)
+            break_kulooid(client, channel, sell_url)
+            runs += (client.call("sync.run", {"channel": channel}),)
+            setup["set_up"] = True
+            save_setup(state, setup)
+        elif sync:
+            runs = (client.call("sync.run", {"channel": channel}),)
         errors = client.call("sync.errors", {"channel": channel})["errors"]
         users = client.call("users.list", {"channel": channel, "limit": 1})["total"]
         status = client.call("status")
-    return {"sell_url": sell_url, "sock": sock, "doc": doc, "articles": articles, "runs": (first, second),
-            "broken": broken, "errors": errors, "users": users, "status": status}
+    return {"sell_url": sell_url, "sock": sock, "doc": doc, "articles": articles, "runs": runs,
+            "errors": errors, "users": users, "status": status, "config": config, "first_time": first_time}
+
+
+def describe_runs(runs: tuple) -> str:
+    if not runs:
+        return "not run on this resume (`make demo DEMO_ARGS=--sync` syncs once)"
+    words = ("first run", "second run") if len(runs) == 2 else ("run",)
+    return ", ".join(f"{word} {run['status']}" for word, run in zip(words, runs, strict=False))
+
+
+def describe_articles(articles: dict | None) -> str:
+    if articles is None:
+        return "kept from the first set-up"
+    return (f"{articles['imported']} new, {articles['updated']} updated, {articles['unchanged']} unchanged, "
+            f"{len(articles['problems'])} problem(s) (the clipped one needs its page served)")
 
 
 def summary(demo: Demo, s: dict, tui: bool) -> str:
@@ -302,6 +437,7 @@ def summary(demo: Demo, s: dict, tui: bool) -> str:
     ctl = f"{BIN / 'kuloo-ctl'} --socket {s['sock']}"
     problems = "".join(f"\n  - {p}" for p in doc["connection"]["problems"])
     errors = "".join(f"\n  - {e['email'] or '(no email)'}: {e['error']}" for e in s["errors"])
+    broken = f" (a Sell user typed over {BROKEN_EMAIL}'s KulooId)" if s["first_time"] else ""
     then = ("Opening the TUI (kuloo-tui); Ctrl+Q quits it and stops everything."
             if tui else "Ctrl-C (or SIGTERM) stops the daemon and sellsim.")
     return f"""
@@ -312,10 +448,8 @@ links service (unsubscribe, frequency, signup): {(status.get('links') or {}).get
 business clock: {status['clock']['mode']}, now {status['clock']['now']} (it moves only when you move it)
 channel #{doc['id']} {doc['name']!r}: plan {doc['plan']}, token {doc['api_token']}, \
 connection {doc['connection']['status']}{problems}
-articles: {articles['imported']} new, {articles['updated']} updated, {articles['unchanged']} unchanged, \
-{len(articles['problems'])} problem(s) (the clipped one needs its page served); emails go to {state / 'maildir'}
-sync: first run {s['runs'][0]['status']}, second run {s['runs'][1]['status']}; {s['users']} users; \
-{len(s['errors'])} sync error(s) (a Sell user typed over {BROKEN_EMAIL}'s KulooId){errors}
+articles: {describe_articles(articles)}; emails go to {state / 'maildir'}
+sync: {describe_runs(s['runs'])}; {s['users']} users; {len(s['errors'])} sync error(s){broken}{errors}
 Try, in another terminal (the README walks through more):
   {ctl} status
   {ctl} users list --query ines
@@ -326,14 +460,36 @@ Try, in another terminal (the README walks through more):
 """
 
 
-def run_tui(demo: Demo, sock: str) -> int:
+def keep_daemon_up(demo: Demo, config: Path, stop: threading.Event) -> None:
+    """While the TUI is open: a daemon of this demo that died is started again (the TUI
+    reconnects by itself and its banner says so meanwhile)."""
+    while not stop.wait(1.0):
+        daemon = demo.procs.get("daemon")
+        if daemon is not None and daemon.poll() is not None and not stop.is_set():
+            with open(demo.state / "daemon.log", "ab") as log:
+                log.write(f"demo: the daemon exited with {daemon.returncode}; starting it again\n".encode())
+            start_daemon(demo, config)
+
+
+def run_tui(demo: Demo, sock: str, config: Path | None = None) -> int:
     """The TUI in the foreground; 0 when it was quit, else 1."""
     if sys.stdin.isatty():
         import termios
 
         demo.saved_tty = termios.tcgetattr(sys.stdin.fileno())
+    os.environ["KULOO_TUI_RESTART_HINT"] = "the demo starts its daemon again by itself"
     tui = demo.spawn("tui", [str(BIN / "kuloo-tui"), "--socket", sock], own_session=False)
-    code = tui.wait()
+    stop = threading.Event()
+    watcher = None
+    if config is not None:
+        watcher = threading.Thread(target=keep_daemon_up, args=(demo, config, stop), daemon=True)
+        watcher.start()
+    try:
+        code = tui.wait()
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join(5)
     if code != 0:
         demo.restore_terminal()
         print(f"demo: the TUI exited with status {code}; stopping everything", file=sys.stderr)
@@ -347,10 +503,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tui", action="store_true",
                         help="do not open the TUI: print how to reach the demo and wait for Ctrl-C or SIGTERM")
     parser.add_argument("--smoke", action="store_true", help="set everything up, print the summary and stop")
+    parser.add_argument("--sync", action="store_true", help="on a resume, sync once before opening the TUI")
     args = parser.parse_args(argv)
     state = Path(args.state).resolve()
     if state.exists():
         clear_leftovers(state)
+        refuse_strangers(state)
         if args.reset:
             shutil.rmtree(state)
     state.mkdir(parents=True, exist_ok=True)
@@ -361,13 +519,13 @@ def main(argv: list[str] | None = None) -> int:
     demo = Demo(state)
     code = 0
     try:
-        s = set_up(demo, token)
+        s = set_up(demo, token, sync=args.sync)
         tui = not (args.no_tui or args.smoke)
         print(summary(demo, s, tui), flush=True)
         if args.smoke:
             return 0
         if tui:
-            code = run_tui(demo, s["sock"])
+            code = run_tui(demo, s["sock"], s["config"])
         else:
             print("demo: ready", flush=True)
             while all(p.poll() is None for p in demo.procs.values()):
@@ -381,9 +539,10 @@ def main(argv: list[str] | None = None) -> int:
         # a second Ctrl-C or SIGTERM while stopping must not leave anything running
         for signum in (signal.SIGINT, *STOP_SIGNALS):
             signal.signal(signum, signal.SIG_IGN)
-        demo.stop()
+        stopped = demo.stop()
     if not args.smoke:
-        print(f"demo: stopped sellsim and the daemon; {state} is kept (`make demo` resumes it, "
+        what = " and ".join(stopped) if stopped else "nothing (everything had already exited)"
+        print(f"demo: stopped {what}; {state} is kept (`make demo` resumes it, "
               "`make demo DEMO_ARGS=--reset` starts over)")
     return code
 

@@ -98,7 +98,10 @@ class Simulator:
         if not (self.state_path and self.dirty):
             return
         tmp = self.state_path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
+        # 0600 whatever the umask or a crashed save's leftover: the state holds Sell tokens.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with open(fd, "w", encoding="utf-8") as f:
             json.dump(self.world.dump(), f)
         os.replace(tmp, self.state_path)
         self.dirty = False  # only once written: a failed save is retried
@@ -139,7 +142,9 @@ class Simulator:
 
         # The limiter sits in front of everything else (like a gateway would): by default
         # every request carrying a valid token uses budget, whatever its answer turns out to be.
-        if token is not None and o.rate_count_all and not self.limiter.allow(token.token, now):
+        clock = self.world.clock.now()
+        if token is not None and o.rate_count_all and not self.limiter.allow(
+                token.token, now, clock):
             self.counters.limited(token.name)
             return self._too_many(rid)
 
@@ -177,7 +182,7 @@ class Simulator:
                                "Only application/json is available.")  # fmt: skip
             if token is None:
                 raise token_error or env.unauthorized()
-            if not o.rate_count_all and not self.limiter.allow(token.token, now):
+            if not o.rate_count_all and not self.limiter.allow(token.token, now, clock):
                 self.counters.limited(token.name)
                 return self._too_many(rid)
             resp = self._route(req, token, self.world.accounts[token.account_id])
@@ -214,8 +219,11 @@ class Simulator:
         else:
             resp = env.empty(429)
         if o.rate_limit_headers:
+            retry = 1
+            if o.rate_window == "hourly_lockout":  # until the clock hour turns
+                retry = 3600 - self.world.clock.now() % 3600
             resp.headers += [
-                (b"retry-after", b"1"),
+                (b"retry-after", str(retry).encode()),
                 (b"x-ratelimit-limit", str(int(o.rate_per_second)).encode()),
                 (b"x-ratelimit-remaining", b"0"),
             ]
@@ -432,7 +440,8 @@ class Simulator:
             errors[0].more = errors[1:]
             raise errors[0]
         create_deal = data.get("create_deal", self.options.conversion_create_deal)
-        conv = self.world.convert_lead(acc, lead_id, token.user_id, create_deal=create_deal,
+        # lead_id was checked above (an int).
+        conv = self.world.convert_lead(acc, lead_id, token.user_id, create_deal=create_deal,  # type: ignore[arg-type]
                                        owner_id=data.get("owner_id"))  # fmt: skip
         return env.one("lead_conversion", dict(conv), self.options.conversion_status)
 

@@ -1,8 +1,10 @@
 """Rate limiting per token and the request counters the control API reports.
 
 Owns the limiter (36,000 per hour and 10 per second per token by default; sliding or fixed
-windows) and the counters: requests by method and path, peak requests per second per token,
-429s served. Time comes in as arguments so the decisions are testable without sleeping.
+windows; or ``hourly_lockout``: the hour's budget per clock hour of the simulated clock, no
+per-second cap, every request refused once it is spent until the hour turns) and the
+counters: requests by method and path, peak requests per second per token, 429s served.
+Time comes in as arguments so the decisions are testable without sleeping.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ class _Bucket:
     hour: deque[float] = field(default_factory=deque)
     fixed_second: int = -1
     fixed_count: int = 0
+    clock_hour: int = -1  # hourly_lockout: the clock hour counted, and its count
+    hour_count: int = 0
 
 
 class RateLimiter:
@@ -30,12 +34,23 @@ class RateLimiter:
     def reset(self) -> None:
         self.buckets.clear()
 
-    def allow(self, token: str, now: float) -> bool:
-        """Whether a request with ``token`` at monotonic-ish time ``now`` is within budget."""
+    def allow(self, token: str, now: float, clock: float | None = None) -> bool:
+        """Whether a request with ``token`` at monotonic-ish time ``now`` is within budget.
+
+        ``clock``: the simulated clock's time (epoch seconds), which ``hourly_lockout`` counts
+        its hours on (``now`` when not given)."""
         o = self.options
         b = self.buckets.get(token)
         if b is None:
             b = self.buckets[token] = _Bucket()
+        if o.rate_window == "hourly_lockout":
+            hour = int((now if clock is None else clock) // 3600)
+            if hour != b.clock_hour:
+                b.clock_hour, b.hour_count = hour, 0
+            allowed = b.hour_count < o.rate_per_hour
+            if allowed or o.rate_count_rejected:
+                b.hour_count += 1
+            return allowed
         while b.hour and b.hour[0] <= now - 3600:
             b.hour.popleft()
         if o.rate_window == "fixed":

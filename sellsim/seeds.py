@@ -24,13 +24,13 @@ _LAST = ["Abara", "Berg", "Costa", "Dubois", "Eriksen", "Fischer", "García", "H
 
 
 def kuloo_fields(resource: str, promo_choices: list[str] | None = None) -> list[dict[str, Any]]:
-    """The six Kuloo custom fields (DESIGN §3) as seed definitions for ``lead`` or ``contact``.
+    """The six Kuloo custom fields as seed definitions for ``lead`` or ``contact``.
 
     The setup step never asks for Filterable: ``KulooId`` and ``Sync error`` are left
     unfilterable, so a lookup by KulooId meets ``unknown_filter`` (every record back, or 400).
     """
     flags = {"for_contact": True, "for_company": False} if resource == "contact" else {}
-    fields = [
+    fields: list[dict[str, Any]] = [
         {"name": "Promo", "type": "multi_select_list", "choices": promo_choices or PROMO_CHOICES},
         {"name": "Subscription", "type": "list", "choices": SUBSCRIPTION_CHOICES},
         {"name": "Source", "type": "list", "choices": SOURCE_CHOICES},
@@ -44,7 +44,7 @@ def kuloo_fields(resource: str, promo_choices: list[str] | None = None) -> list[
 def other_fields(resource: str) -> list[dict[str, Any]]:
     """Fields a Sell account has besides Kuloo's: a number, a date, a datetime, a checkbox."""
     flags = {"for_contact": True, "for_company": False} if resource == "contact" else {}
-    fields = [
+    fields: list[dict[str, Any]] = [
         {"name": "Score", "type": "number", "filterable": True},
         {"name": "Birthday", "type": "date"},
         {"name": "Last login", "type": "datetime"},

@@ -277,7 +277,7 @@ class World:
             raise ValueError(f"each of {type_}s is a JSON object")
         oid = self.new_id()
         now = self.now_iso()
-        base: dict[str, Any] = {
+        base: dict[str, Any] = {  # type: ignore[assignment]  # each kind's defaults: a dict
             "deal": {"name": f"Deal {oid}", "value": "0", "currency": "USD", "contact_id": None},
             "task": {"content": f"Task {oid}", "completed": False, "resource_type": None,
                      "resource_id": None, "due_date": None},
@@ -671,11 +671,16 @@ class World:
         rec = acc.records[type_].get(rid)
         if rec is None:
             return None
-        return v.read_view(rec, acc.definitions[type_], self.options.custom_date_read_format)
+        return v.read_view(rec, acc.definitions[type_], self.read_formats())
 
     def view(self, acc: Account, resource: str, rec: dict[str, Any]) -> dict[str, Any]:
         """A lead or contact as the API answers it (dates in the read format)."""
-        return v.read_view(rec, acc.definitions[resource], self.options.custom_date_read_format)
+        return v.read_view(rec, acc.definitions[resource], self.read_formats())
+
+    def read_formats(self) -> v.ReadFormats:
+        o = self.options
+        return v.ReadFormats(o.custom_date_read_format, o.custom_datetime_read_format,
+                             o.custom_list_read_format, o.custom_multiselect_read_format)
 
     def _pending(self, acc: Account, acked: dict[tuple[str, int], int]) -> list[tuple[str, int]]:
         skip = set()

@@ -59,7 +59,7 @@ WRITABLE: dict[str, dict[str, str]] = {
 }
 READ_ONLY = {"id", "creator_id", "created_at", "updated_at"}
 # Computed by Sell: prospect status follows the contact's deals (only customer_status can be
-# set by hand, reference §4.2), so a write is treated like one to a read-only attribute.
+# set by hand, docs/sell-api.md), so a write is treated like one to a read-only attribute.
 COMPUTED = {"lead": set(), "contact": {"prospect_status"}}
 ADDRESS_KEYS = {"line1", "city", "postal_code", "state", "country"}
 CUSTOMER_STATUSES = {"none", "current", "past"}
@@ -249,7 +249,7 @@ def check_write(attrs: Any, ctx: WriteContext) -> list[ApiError]:
     else:
         is_org = bool(merged.get("is_organization"))
         if not creating and "is_organization" in attrs:
-            if bool(attrs["is_organization"]) != bool(ctx.existing.get("is_organization")):
+            if bool(attrs["is_organization"]) != bool((ctx.existing or {}).get("is_organization")):
                 errors.append(
                     _incorrect(
                         r,
@@ -476,20 +476,75 @@ def format_date(value: str, style: str) -> str:
     return f"{value}T00:00:00Z"
 
 
-def read_view(record: dict[str, Any], definitions: list[dict[str, Any]], date_style: str
-              ) -> dict[str, Any]:  # fmt: skip
-    """``record`` as the API answers it: date custom fields in the read format (a copy only
-    when something differs; the stored form stays what was written)."""
+def format_datetime(value: str, style: str) -> str:
+    """A stored ``YYYY-MM-DDTHH:MM:SSZ`` as Sell may read it back: ``iso`` (as written) or
+    ``us`` (``4/28/2016 6:00``, the docs' value table: no seconds, no zone)."""
+    if style == "iso":
+        return value
+    t = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+    return f"{t.month}/{t.day}/{t.year} {t.hour}:{t.minute:02d}"
+
+
+@dataclass(frozen=True)
+class ReadFormats:
+    """How custom-field values are shown on read (the ``custom_*_read_format`` options)."""
+
+    date_style: str = "us"
+    datetime_style: str = "iso"
+    list_style: str = "string"
+    multi_style: str = "strings"
+
+    @property
+    def as_written(self) -> bool:
+        styles = (self.date_style, self.datetime_style, self.list_style, self.multi_style)
+        return styles == ("iso", "iso", "string", "strings")
+
+
+def _choice(value: Any, ids: dict[Any, Any]) -> Any:
+    """A choice name as the docs' value table shows it: ``{"id": N, "name": "…"}``."""
+    if not isinstance(value, str):  # forced through the UI: shown as stored
+        return value
+    return {"id": ids.get(value), "name": value}
+
+
+def _shown(value: Any, definition: dict[str, Any], formats: ReadFormats) -> Any:
+    ftype = definition["type"]
+    try:
+        if ftype == "date" and formats.date_style != "iso":
+            return format_date(value, formats.date_style)
+        if ftype == "datetime" and formats.datetime_style != "iso":
+            return format_datetime(value, formats.datetime_style)
+    except (TypeError, ValueError):  # forced through the UI: shown as stored
+        return value
+    if ftype in ("list", "multi_select_list"):
+        objects = (formats.list_style == "object" if ftype == "list"
+                   else formats.multi_style == "objects")
+        if objects:
+            ids = {c.get("name"): c.get("id") for c in definition.get("choices") or []
+                   if isinstance(c, dict)}
+            if ftype == "list":
+                return _choice(value, ids)
+            if isinstance(value, list):
+                return [_choice(v, ids) for v in value]
+    return value
+
+
+def read_view(record: dict[str, Any], definitions: list[dict[str, Any]],
+              formats: ReadFormats) -> dict[str, Any]:  # fmt: skip
+    """``record`` as the API answers it: custom-field values in the read formats (a copy
+    only when something differs; the stored form stays what was written)."""
     cf = record.get("custom_fields")
-    if date_style == "iso" or not cf:
-        return record
-    dates = [d["name"] for d in definitions if d["type"] == "date" and d["name"] in cf]
-    if not dates:
+    if formats.as_written or not cf:
         return record
     shown = dict(cf)
-    for name in dates:
-        try:
-            shown[name] = format_date(shown[name], date_style)
-        except (TypeError, ValueError):  # forced through the UI: shown as stored
-            pass
+    changed = False
+    for d in definitions:
+        name = d["name"]
+        if name in cf and cf[name] is not None:
+            value = _shown(cf[name], d, formats)
+            if value is not cf[name]:
+                shown[name] = value
+                changed = True
+    if not changed:
+        return record
     return {**record, "custom_fields": shown}

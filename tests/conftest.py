@@ -1,4 +1,4 @@
-"""Two event loops in one pytest session (see ../shared/STACK-NOTES.md).
+"""Two event loops in one pytest session (see docs/stack.md, "Tests with two event loops").
 
 Async tests run on trio (pytest-trio) unless they carry ``@pytest.mark.anyio``, which the
 TUI tests use to run on asyncio. ``trio_mode`` stays off: it breaks asyncio tests.

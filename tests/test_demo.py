@@ -251,7 +251,84 @@ def test_nothing_the_demo_started_outlives_its_tui(state, ending):
         code = term.proc.wait(60)
         assert code == (1 if ending == "tui killed" else 0), term.text()[-2000:]
         assert_all_gone(pids, state)
-        assert "demo: stopped sellsim and the daemon" in term.text()
+        # only what it actually stopped: a TUI that was killed is not claimed
+        assert f"demo: stopped the daemon (pid {pids['daemon']}) and sellsim (pid {pids['sellsim']})" in term.text()
     finally:
         term.close()
         reap(state)
+
+
+def sync_runs(state: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(state / "kuloo.sqlite3") as conn:
+        return conn.execute("SELECT count(*) FROM sync_run").fetchone()[0]
+
+
+def lead_kulooid(state: Path, email: str) -> str:
+    world = json.loads((state / "sellsim-state.json").read_text())
+    records = world["accounts"][0]["records"]["lead"]
+    return next(r for r in records if r["email"] == email)["custom_fields"]["KulooId"]
+
+
+def test_a_resume_keeps_the_admins_fix_the_links_port_and_adds_no_sync_run(state):
+    """Planted bugs: a resume that breaks the KulooId again, picks a new links port, syncs twice."""
+    proc = subprocess.Popen([*DEMO, "--no-tui", "--state", str(state)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    try:
+        wait_until(lambda: "demo: ready\n" in lines or proc.poll() is not None, what="demo ready")
+        assert proc.poll() is None, "".join(lines)
+        assert "sync: not run on this resume" in "".join(lines)
+        sell_url = (state / "sellsim.url").read_text().strip()
+        with ControlClient(str(state / "control.sock"), timeout=30) as c:
+            links = c.call("status")["links"]["url"]
+            user = c.call("users.get", {"channel": 1, "email": "ines.quist.28@example.com"})
+            # the admin fixes the KulooId in Sell, as the sync error says
+            req = urllib.request.Request(f"{sell_url}/_sim/ui/lead/{user['crm']['id']}", method="PUT",
+                                         data=json.dumps({"custom_fields": {"KulooId": user["kuloo_id"]}}).encode(),
+                                         headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(req, timeout=30).close()
+            assert c.call("sync.run", {"channel": 1})["status"] in ("ok", "partial")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        reap(state)
+    runs = sync_runs(state)
+    r = subprocess.run([*DEMO, "--smoke", "--state", str(state)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert lead_kulooid(state, "ines.quist.28@example.com") == user["kuloo_id"]  # not broken again
+    assert f"links service (unsubscribe, frequency, signup): {links}" in r.stdout  # the same port
+    assert sync_runs(state) == runs
+    r = subprocess.run([*DEMO, "--smoke", "--sync", "--state", str(state)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and sync_runs(state) == runs + 1  # only when asked
+
+
+def test_a_daemon_the_demo_did_not_start_is_named_and_left_alone(state):
+    """A daemon started by hand on the demo's state: the demo refuses, says what to do, and
+    neither uses nor stops it."""
+    import tomllib
+
+    config = state / "kuloo.toml"  # written for the state this one was copied from: point it here
+    config.write_text(config.read_text().replace(tomllib.loads(config.read_text())["daemon"]["state_dir"],
+                                                 str(state)))
+    log = open(state / "stranger.log", "wb")  # noqa: SIM115 - closed in finally
+    stranger = subprocess.Popen([str(Path(sys.executable).parent / "kuloo-daemon"), "run", "--config",
+                                 str(state / "kuloo.toml")], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: (state / "control.sock").exists() or stranger.poll() is not None, what="stranger up")
+        assert stranger.poll() is None, (state / "stranger.log").read_text()
+        r = subprocess.run([*DEMO, "--smoke", "--state", str(state)], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0
+        assert f"a kuloo-daemon this demo did not start holds {state}'s database (pid {stranger.pid}" in r.stderr
+        assert f"kill {stranger.pid}" in r.stderr
+        assert stranger.poll() is None  # left alone
+        assert not (state / "demo.pids").exists()
+    finally:
+        stranger.terminate()
+        stranger.wait(30)
+        log.close()

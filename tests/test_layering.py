@@ -1,4 +1,4 @@
-"""Layering is enforced here, not hoped for (STYLE.md, "The house").
+"""Layering is enforced here, not hoped for (docs/architecture.md, "The floors").
 
 Two kinds of check: some rules import a module in a fresh interpreter and inspect
 ``sys.modules`` (what it really pulls in, transitively); the others read the source of
@@ -12,7 +12,7 @@ lower layer; units side by side in a layer are independent):
     cli
     app
     control
-    sync | delivery | links          the capabilities
+    sync | delivery | links | operations   the capabilities (operations: retention)
     services                         the shared services they receive
     crm | store                      Sell over HTTP; the database
     base: clock, vocabulary, rules, secrets, config, logs, systemd, scheduler, tokens, the package itself
@@ -37,7 +37,7 @@ LAYERS: list[set[str]] = [
     {"cli"},
     {"app"},
     {"control"},
-    {"sync", "delivery", "links"},
+    {"sync", "delivery", "links", "operations"},
     {"services"},
     {"crm", "store"},
     {"", "clock", "vocabulary", "rules", "secrets", "config", "logs", "systemd", "scheduler", "tokens"},

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+from typing import NoReturn
 
 from . import ctl_commands
 from .client import ControlClient, ControlError
@@ -31,7 +32,7 @@ They print aligned tables (--json: the raw documents) and take --channel ID|NAME
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and --help says the rest)."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 

@@ -192,8 +192,10 @@ def users_reset(client: ControlClient, args: argparse.Namespace) -> Output:
 
 
 def _run_row(r: dict[str, Any]) -> tuple:
-    return (r["id"], r["status"], r["started_at"], r["finished_at"], _counts(r["counts"]),
-            r["reason"] or r["error"] or "")
+    why = r["reason"] or r["error"] or ""
+    if r.get("retry_at"):
+        why += f" (retry at {r['retry_at']})"
+    return (r["id"], r["status"], r["started_at"], r["finished_at"], _counts(r["counts"]), why)
 
 
 RUN_HEADERS = ("ID", "STATUS", "STARTED", "FINISHED", "COUNTS", "REASON")

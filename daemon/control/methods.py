@@ -3,7 +3,8 @@
 Parameter checking is pure (``check_channel_fields``), so every rule is testable without
 a socket; the handlers are thin: check, run the use case (one crossing of the store
 bridge per unit of work, through ``sync``/``store``), publish, render the typed result
-with ``render``. Everything they use comes from the ``Services`` object ``app`` built.
+with ``render``. Everything they use comes from the ``Context`` (``context``) the
+control server made of what ``app`` built; most need only its ``Services``.
 ``clock.set``/``clock.advance`` exist only when the clock is manual.
 """
 
@@ -13,10 +14,9 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
-from typing import Any
+from typing import Any, TypeGuard
 
 import structlog
 
@@ -27,15 +27,15 @@ from ..services import Services
 from ..store import Conflict, Invalid, NotFound
 from ..store import channels as channel_store
 from ..store import leases as lease_store
+from ..store import retention as retention_store
 from ..store.sync import runs as sync_runs
 from ..sync import connection, engine
-from ..vocabulary import Plan
+from ..vocabulary import SELL_TOKEN_SHAPE, Plan, is_sell_token_shaped
 from . import delivery_methods, render, sync_methods, user_methods
+from .context import Context, Handler, on_services, on_services_all
 from .protocol import PROTOCOL_VERSION, ProtocolError
 
 log = structlog.get_logger("kuloo.control")
-
-Handler = Callable[[Services, dict[str, Any]], Awaitable[Any]]
 
 # How long clock.advance / clock.set wait by default for the work that became due.
 SETTLE_SECONDS = 30.0
@@ -118,10 +118,10 @@ def check_channel_fields(params: dict[str, Any], *, creating: bool) -> ChannelEd
         else:
             secret = Secret(raw.strip())
             value = secret.reveal()
-            if any(c.isspace() for c in value) or not 20 <= len(value) <= 512:
+            if not is_sell_token_shaped(value):
                 # Never echo the token back: it is a secret even when malformed.
                 problems.append("'api_token' does not look like a Zendesk Sell API token "
-                                "(20 to 512 characters, no spaces)")
+                                f"({SELL_TOKEN_SHAPE})")
             else:
                 set_token, token = True, secret
     if problems:
@@ -129,7 +129,8 @@ def check_channel_fields(params: dict[str, Any], *, creating: bool) -> ChannelEd
     return ChannelEdit(out, set_token, token)
 
 
-async def status(services: Services, params: dict[str, Any]) -> dict[str, Any]:
+async def status(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    services = context.services
     channels = await services.store.run(channel_store.count)
     return {
         "version": __version__,
@@ -141,9 +142,14 @@ async def status(services: Services, params: dict[str, Any]) -> dict[str, Any]:
         "scheduler": services.scheduler.status(),
         "stopping": services.stopping,
         "clock": render.clock(services.clock),
-        "connections": services.connections(),
-        "links": {"url": services.links_url or None},
-        "daemon": {"id": services.leases.id if services.leases else None},
+        "connections": context.connections(),
+        "links": {"url": context.links_url or None},
+        "daemon": {"id": services.leases.id},
+        "relay": context.delivery.relay.view(),
+        "delivery": {"paused": context.delivery.paused},
+        "database": {"bytes": await services.store.run(
+            retention_store.database_size,
+            None if services.store.postgres else str(services.config.database_path))},
         **({"daemons": [render.daemon(d) for d in await services.store.run(lease_store.daemons)]}
            if services.store.postgres else {}),
     }
@@ -173,7 +179,7 @@ async def channels_get(services: Services, params: dict[str, Any]) -> dict[str, 
     else:
         doc = await services.store.run(channel_store.get, _channel_id(params))
     out = render.channel(doc)
-    # The sync schedule and the last run (the issue's channels.get additions).
+    # The sync schedule and the last run, for the channel document.
     last = await services.store.run(sync_runs.last_run, doc.id)
     out["sync"]["next_sync_at"] = iso(await engine.next_sync_at(services, doc.id))
     out["sync"]["last_run"] = render.sync_run(last) if last else None
@@ -217,7 +223,7 @@ def _settle_seconds(params: dict[str, Any]) -> float:
     return float(value)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -235,7 +241,8 @@ async def clock_advance(services: Services, params: dict[str, Any]) -> dict[str,
         raise _invalid("'seconds' must be a number of seconds, 0 or more (the clock only moves forwards)")
     timeout = _settle_seconds(params)
     try:
-        at = await services.clock.advance(seconds)
+        # Registered for the manual clock only (``available``).
+        at = await services.clock.advance(seconds)  # type: ignore[attr-defined]
     except ClockError as exc:
         raise _invalid(str(exc)) from None
     log.info("clock advanced", seconds=seconds, now=iso(at))
@@ -247,7 +254,8 @@ async def clock_set(services: Services, params: dict[str, Any]) -> dict[str, Any
         raise _invalid("'at' must be an ISO 8601 time with its offset, e.g. 2026-01-01T09:00:00Z")
     timeout = _settle_seconds(params)
     try:
-        at = await services.clock.set(parse_instant(params["at"]))
+        # Registered for the manual clock only (``available``).
+        at = await services.clock.set(parse_instant(params["at"]))  # type: ignore[attr-defined]
     except ClockError as exc:
         raise _invalid(str(exc)) from None
     log.info("clock set", now=iso(at))
@@ -256,20 +264,22 @@ async def clock_set(services: Services, params: dict[str, Any]) -> dict[str, Any
 
 METHODS: dict[str, Handler] = {
     "status": status,
-    "channels.create": channels_create,
-    "channels.list": channels_list,
-    "channels.get": channels_get,
-    "channels.update": channels_update,
-    "channels.verify": channels_verify,
-    **user_methods.METHODS,
+    **on_services_all({
+        "channels.create": channels_create,
+        "channels.list": channels_list,
+        "channels.get": channels_get,
+        "channels.update": channels_update,
+        "channels.verify": channels_verify,
+        **user_methods.METHODS,
+    }),
 }
 
-METHODS.update(sync_methods.METHODS)
+METHODS.update(on_services_all(sync_methods.METHODS))
 METHODS.update(delivery_methods.METHODS)
 
 MANUAL_CLOCK_METHODS: dict[str, Handler] = {
-    "clock.advance": clock_advance,
-    "clock.set": clock_set,
+    "clock.advance": on_services(clock_advance),
+    "clock.set": on_services(clock_set),
 }
 
 
@@ -293,15 +303,16 @@ def unknown_method_message(method: str, methods: dict[str, Handler]) -> str:
     return f"unknown method {method!r}; known: {', '.join(groups)}"
 
 
-async def dispatch(services: Services, method: str, params: dict[str, Any], request_id: Any = None) -> Any:
+async def dispatch(context: Context, method: str, params: dict[str, Any],
+                   request_id: Any = None) -> Any:
     """Run one method; store errors become protocol errors with their codes."""
-    methods = available(services)
+    methods = available(context.services)
     handler = methods.get(method)
     if handler is None:
         raise ProtocolError("unknown_method", unknown_method_message(method, methods), request_id,
                             details={"known": sorted(methods)})
     try:
-        return await handler(services, params)
+        return await handler(context, params)
     except ProtocolError as exc:
         exc.id = request_id
         raise

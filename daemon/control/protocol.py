@@ -266,7 +266,9 @@ def parse_message(line: bytes) -> Reply | ErrorReply | Event:
     if kind == "reply":
         return Reply(obj.get("id"), obj.get("result"))
     if kind == "error":
-        err = obj.get("error") if isinstance(obj.get("error"), dict) else {}
+        err = obj.get("error")
+        if not isinstance(err, dict):
+            err = {}
         return ErrorReply(obj.get("id"), str(err.get("code", "internal")), str(err.get("message", "")), err.get("details"))
     if kind == "event":
         return Event(str(obj.get("event", "")), obj.get("data"))

@@ -49,6 +49,7 @@ def sync_run(doc: RunDoc) -> dict[str, Any]:
         "finished_at": iso(doc.finished_at),
         "counts": dict(doc.counts),
         "daemon": doc.daemon_id or None,  # PostgreSQL: the daemon that ran it
+        "retry_at": iso(doc.retry_at),  # rate_limited: when Sell takes requests again
     }
 
 

@@ -39,8 +39,10 @@ import structlog
 import trio
 
 from .. import __version__
+from ..delivery.service import Delivery
 from ..services import Services
 from . import methods
+from .context import Context
 from .protocol import (
     ErrorReply,
     Event,
@@ -217,7 +219,7 @@ class Connection:
         try:
             if request.method == "subscribe":
                 return encode(Reply(request.id, self._subscribe()))
-            result = await methods.dispatch(self.server.services, request.method, request.params, request.id)
+            result = await methods.dispatch(self.server.context, request.method, request.params, request.id)
             return encode(Reply(request.id, result))
         except ProtocolError as exc:
             return encode(error_reply(exc, request.id))
@@ -273,9 +275,12 @@ class Connection:
 
 
 class ControlServer:
-    def __init__(self, services: Services, broadcaster: Broadcaster, max_line_bytes: int,
-                 *, send_timeout: float = SEND_TIMEOUT, hello_timeout: float = HELLO_TIMEOUT) -> None:
+    def __init__(self, services: Services, delivery: Delivery, broadcaster: Broadcaster,
+                 max_line_bytes: int, *, links_url: str = "", send_timeout: float = SEND_TIMEOUT,
+                 hello_timeout: float = HELLO_TIMEOUT) -> None:
         self.services = services
+        # What the methods stand on, this server's connection count included.
+        self.context = Context(services, delivery, links_url, lambda: self.connections)
         self.broadcaster = broadcaster
         self.max_line_bytes = max_line_bytes
         self.send_timeout = send_timeout

@@ -13,7 +13,7 @@ Thin: check the parameters, run the engine or a store use case, render.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 from ..services import Services
 from ..store.sync import errors as error_store
@@ -30,6 +30,15 @@ def _invalid(message: str) -> ProtocolError:
     return ProtocolError("invalid_params", message)
 
 
+@overload
+def _positive(params: dict[str, Any], key: str, *, required: Literal[True] = ...,
+              maximum: int | None = None) -> int: ...
+@overload
+def _positive(params: dict[str, Any], key: str, *, required: bool, default: int,
+              maximum: int | None = None) -> int: ...
+@overload
+def _positive(params: dict[str, Any], key: str, *, required: bool,
+              maximum: int | None = None) -> int | None: ...
 def _positive(params: dict[str, Any], key: str, *, required: bool = True, default: int | None = None,
               maximum: int | None = None) -> int | None:
     if key not in params or params[key] is None:

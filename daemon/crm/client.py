@@ -240,8 +240,11 @@ class SellClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
+        attempts: int | None = None,
     ) -> httpx.Response:
-        """Send with budget, timeout and retries; return a 2xx response or raise SellError."""
+        """Send with budget, timeout and retries; return a 2xx response or raise SellError.
+
+        ``attempts``: at most this many (default ``max_attempts``); 1 for a probe."""
         if self._http is None:
             raise RuntimeError("SellClient is not open: use `async with SellClient(...)`")
         method = method.upper()
@@ -259,6 +262,7 @@ class SellClient:
             request_headers = [(k, v) for k, v in request_headers if k.lower() not in names]
             request_headers.extend(headers.items())
         secret = self._token.reveal()
+        max_attempts = self.max_attempts if attempts is None else max(1, int(attempts))
         attempt = 0
         while True:
             attempt += 1
@@ -289,7 +293,7 @@ class SellClient:
                 if response is not None
                 else None
             )
-            if attempt < self.max_attempts and should_retry(status, failure, idempotent):
+            if attempt < max_attempts and should_retry(status, failure, idempotent):
                 delay = retry_delay(
                     attempt,
                     base=self.backoff_base,
@@ -306,7 +310,7 @@ class SellClient:
                     status=status,
                     error=failure,
                     attempt=attempt,
-                    max_attempts=self.max_attempts,
+                    max_attempts=max_attempts,
                     delay=round(delay, 3),
                 )
                 await trio.sleep(delay)
@@ -478,6 +482,11 @@ class SellClient:
     async def accounts_self(self) -> dict[str, Any]:
         return await self.get("/v2/accounts/self")
 
+    async def probe(self) -> None:
+        """ONE request, never retried (``GET /v2/users/self``): whether Sell takes requests
+        again after a rate-limit lockout. Still refused: ``RateLimitedError`` at once."""
+        await self.request("GET", "/v2/users/self", attempts=1)
+
     # ------------------------------------------------------------------ custom fields
 
     async def custom_fields(self, resource_type: str) -> list[CustomFieldDef]:
@@ -603,11 +612,9 @@ class SellClient:
         async for page in self.pages(path, filters, per_page=per_page):
             yield [parse_record(LeadConversion.from_data, d, "GET", path) for d in page]
 
-    async def convert_lead(self, lead_id: int, **options: Any) -> LeadConversion:
-        data = {"lead_id": int(lead_id), **options}
-        return await self._write(
-            LeadConversion.from_data, "POST", "/v2/lead_conversions", data, False
-        )
+    # No ``convert_lead``: the daemon never converts leads itself. A retried
+    # ``POST /v2/lead_conversions`` may create a second contact and deal instead of a 422
+    # (reported by a third party), and Sell has no idempotency key to prevent it.
 
     # ------------------------------------------------------------------ Sync API
 

@@ -236,8 +236,8 @@ def parse_error_body(
                 if item is not None:
                     errors.append(_error_entry({"message": str(item)}))
                 continue
-            inner = item.get("error") if isinstance(item.get("error"), dict) else item
-            errors.append(_error_entry(inner))
+            error = item.get("error")
+            errors.append(_error_entry(error if isinstance(error, dict) else item))
     elif isinstance(doc.get("error"), dict | str):
         inner = doc["error"] if isinstance(doc["error"], dict) else {"message": doc["error"]}
         errors.append(_error_entry(inner))

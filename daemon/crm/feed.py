@@ -60,7 +60,7 @@ import email.utils
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -277,7 +277,7 @@ class ChangeFeed:
         state: Mapping[str, Any] | None,
         *,
         known_ids: Mapping[str, Iterable[int]] | None = None,
-    ) -> AsyncIterator[ChangeBatch]:
+    ) -> AsyncGenerator[ChangeBatch, None]:
         """See the module docstring for the contract."""
         st = normalize_state(state)
         if st["mode"] == "poll" and self._probe_due(st):
@@ -365,6 +365,7 @@ class ChangeFeed:
         self, st: dict[str, Any], kind: str, known: set[int] | None
     ) -> AsyncIterator[ChangeBatch]:
         cls = RECORD_TYPES[kind]
+        parse: Callable[[dict[str, Any]], Lead | Contact] = cls.from_data
         watermark = st["watermarks"].get(kind)
         boundary = poll_boundary(st, kind)
         seen = st["seen"].get(kind) or []
@@ -378,7 +379,7 @@ class ChangeFeed:
         async for page in self.client.pages(PATHS[kind], params, per_page=self.per_page):
             if first:  # no checkpoint since the first page's answer: its Date is ours
                 listed_at, first = sell_time(self.client.last_date), False
-            records = [parse_record(cls.from_data, d, "GET", PATHS[kind]) for d in page]
+            records = [parse_record(parse, d, "GET", PATHS[kind]) for d in page]
             listed.update(r.id for r in records)
             step = poll_select(records, boundary, seen, self.overlap)
             # Paging while records change can show one twice: deliver it once per pass.

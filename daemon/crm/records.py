@@ -16,9 +16,11 @@ library, ``rules`` and ``vocabulary``.
 Also owns how the client compares what Sell sends back with what it asked for, because Sell
 does not echo values the way they were written: emails by ``vocabulary.email_key``, the
 sync's own key (whether ``?email=`` is case-sensitive is unknown), ``same_custom_value``
-(a date written ``2016-04-27`` may read back as ``4/27/2016`` or a datetime; numbers come
-back as strings) and ``matches_filters`` (a filter Sell cannot apply may be ignored,
-returning every record: candidates are re-checked here).
+(a date written ``2016-04-27`` may read back as ``4/27/2016`` or a datetime, a datetime as
+``4/28/2016 6:00``; numbers come back as strings; a dropdown choice as
+``{"id": N, "name": "…"}`` and a multi-select as a list of those: ``choice_name``) and
+``matches_filters`` (a filter Sell cannot apply may be ignored, returning every record:
+candidates are re-checked here).
 """
 
 from __future__ import annotations
@@ -293,9 +295,9 @@ class SyncItem:
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> SyncItem:
-        meta = item.get("meta") if isinstance(item.get("meta"), dict) else {}
-        sync = meta.get("sync") if isinstance(meta.get("sync"), dict) else {}
-        data = item.get("data") if isinstance(item.get("data"), dict) else {}
+        meta = _object(item.get("meta"))
+        sync = _object(meta.get("sync"))
+        data = _object(item.get("data"))
         return cls(
             type=(as_str(meta.get("type")) or "").lower(),
             event_type=(as_str(sync.get("event_type")) or "updated").lower(),
@@ -314,10 +316,47 @@ class SyncSession:
 RECORD_TYPES: dict[str, type[Lead] | type[Contact]] = {"lead": Lead, "contact": Contact}
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object found where one is expected, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
 # ----------------------------------------------------------------------------- comparisons
 
 
 _US_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
+_US_DATETIME = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2})(?::(\d{2}))?$")
+
+
+def choice_name(value: Any) -> Any:
+    """A dropdown or multi-select choice as its name: Sell may read one back as the name or
+    as the docs' ``{"id": N, "name": "…"}``; anything else is returned unchanged."""
+    if isinstance(value, Mapping):
+        name = value.get("name", value.get("value"))
+        return None if name is None else str(name)
+    return value
+
+
+def choice_names(value: Any) -> Any:
+    """A multi-select value as a list of names (each item through ``choice_name``)."""
+    if isinstance(value, list):
+        return [choice_name(v) for v in value]
+    return value
+
+
+def parse_custom_datetime(value: Any) -> datetime | None:
+    """A datetime custom field as Sell may read it back: ISO 8601 (``2016-04-28T06:00:00Z``,
+    as written) or the docs' ``4/28/2016 6:00`` (taken as UTC). None if not a datetime."""
+    if not isinstance(value, str):
+        return None
+    m = _US_DATETIME.match(value.strip())
+    if m:
+        month, day, year, hour, minute = (int(g) for g in m.groups()[:5])
+        try:
+            return datetime(year, month, day, hour, minute, int(m.group(6) or 0), tzinfo=UTC)
+        except ValueError:
+            return None
+    return parse_ts(value)
 
 
 def parse_custom_date(value: Any) -> date | None:
@@ -354,17 +393,21 @@ def custom_value_key(field_type: str | None, value: Any) -> Any:
     if value is None or value == "" or value == []:
         return None
     kind = TYPE_ALIASES.get(field_type or "", field_type or "")
+    if kind == "multi_select_list" and isinstance(value, list):
+        return frozenset(str(v) for v in choice_names(value) if v is not None) or None
+    value = choice_name(value)
+    if value is None or value == "":
+        return None
+    parsed: date | datetime | Decimal | None
     if kind == "date":
         parsed = parse_custom_date(value)
         return parsed if parsed is not None else value
     if kind == "datetime":
-        parsed = parse_ts(value)
+        parsed = parse_custom_datetime(value)
         return parsed if parsed is not None else value
     if kind == "number":
         parsed = _number(value)
         return parsed if parsed is not None else value
-    if kind == "multi_select_list" and isinstance(value, list):
-        return frozenset(str(v) for v in value)
     if kind == "email":
         return email_key(value) or None
     return value
@@ -372,8 +415,9 @@ def custom_value_key(field_type: str | None, value: Any) -> Any:
 
 def same_custom_value(field_type: str | None, a: Any, b: Any) -> bool:
     """Whether two values of a custom field mean the same: dates compared as dates, numbers
-    as numbers, multi-select choices as sets, blank equal to missing."""
-    return custom_value_key(field_type, a) == custom_value_key(field_type, b)
+    as numbers, a choice as its name, multi-select choices as sets of names, blank equal to
+    missing."""
+    return bool(custom_value_key(field_type, a) == custom_value_key(field_type, b))
 
 
 def matches_filters(record: Lead | Contact, filters: Mapping[str, Any],
@@ -395,9 +439,9 @@ def matches_filters(record: Lead | Contact, filters: Mapping[str, Any],
     for name, wanted_value in (filters.get("custom_fields") or {}).items():
         if wanted_value is None:
             continue
-        have = record.custom_fields.get(name)
+        have = choice_name(record.custom_fields.get(name))
         if isinstance(have, list):
-            if str(wanted_value) not in [str(h) for h in have]:
+            if str(wanted_value) not in [str(h) for h in choice_names(have)]:
                 return False
         elif not same_custom_value(types.get(name, "string"), have, wanted_value) and not (
             isinstance(have, str) and have == str(wanted_value)

@@ -2,7 +2,7 @@
 
 Owns the rules of the seed's setup step ("Case and spaces are important and will be
 verified when the API key is entered"): on both Leads and Contacts, the custom fields of
-the field table in ``kuloo_daemon.vocabulary`` (DESIGN.md §3: Promo, Subscription,
+the field table in ``kuloo_daemon.vocabulary`` (docs/sync-rules.md: Promo, Subscription,
 Source, Last active, KulooId, Sync error), with names, types and choices matched exactly. ``check_custom_fields`` is a pure function
 that lists *every* problem in plain words (prefixed "Leads:" / "Contacts:"), suggesting the
 intended name when a field or choice differs only in case or spaces. ``verify_connection``

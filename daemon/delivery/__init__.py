@@ -1,4 +1,4 @@
-"""delivery: the channel's promo sequences and newsletter digests, by email (DESIGN.md §5).
+"""delivery: the channel's promo sequences and newsletter digests, by email (docs/delivery.md).
 
 Owns turning article files into articles (``documents``, ``clip``), the decisions of what
 is due when (``schedule``, pure), rendering once per article version (``render``),

@@ -1,6 +1,6 @@
 """Article files: YAML front matter + Markdown or HTML body, parsed into ``Document``s (pure).
 
-Front matter keys (DECISIONS.md "Delivery and links"): ``id`` (identity across
+Front matter keys (docs/delivery.md, "Articles"): ``id`` (identity across
 re-imports; default: the path relative to the imported folder), ``title``, ``tags``
 (sequential tags; none = a newsletter article), ``published_at`` (date or datetime; a
 date is midnight UTC), ``delay_seconds`` (the wait after the previous sequence email),
@@ -15,6 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
+from typing import Any
 
 import frontmatter
 import yaml
@@ -71,7 +72,7 @@ def parse(relative_path: str, text: str) -> Document | str:
         post = frontmatter.loads(text)
     except (yaml.YAMLError, ValueError) as exc:
         return f"front matter is not valid YAML: {str(exc).splitlines()[0]}"
-    meta = post.metadata
+    meta: dict[str, Any] = post.metadata  # front matter: checked field by field below
     if not isinstance(meta, dict):
         return "front matter must be a mapping of keys to values"
     problems = []
@@ -120,7 +121,7 @@ def parse(relative_path: str, text: str) -> Document | str:
     if not title and fmt != "clip":
         return "'title' is missing (it is the email's subject)"
     return Document(
-        key=str(key).strip(), source_file=relative_path, title=title.strip(), format=fmt,
+        key=str(key).strip(), source_file=relative_path, title=title.strip(), format=str(fmt),
         body=post.content, url=url if fmt == "clip" else "",
         tags=tuple(dict.fromkeys(t.strip() for t in tags)), published_at=published_at,
         delay_seconds=delay,

@@ -234,11 +234,11 @@ def features_used(document: str) -> set[str]:
             continue
         tag = el.tag.lower()
         for slug in (_ELEMENT_SLUGS.get(tag), f"html-{tag}"):
-            if slug in known:
+            if slug is not None and slug in known:
                 found.add(slug)
         for attr in el.attrib:
             slug = _ATTRIBUTE_SLUGS.get(attr.lower()) or (f"html-{attr.lower()}" if attr.startswith("aria-") else None)
-            if slug in known:
+            if slug is not None and slug in known:
                 found.add(slug)
         if tag == "a" and (el.get("href") or "").startswith("mailto:"):
             found.add("html-mailto-links")

@@ -1,4 +1,4 @@
-"""What is due when: the pure decisions of delivery (DESIGN.md §5, rule 9 of §4).
+"""What is due when: the pure decisions of delivery (docs/delivery.md, "Sequences", "Digests").
 
 Plain data in, plain data out; no clock (``now`` is an argument), no store, no I/O.
 
@@ -68,6 +68,7 @@ def next_in_sequence(
     previous = max(sent_times) if sent_times else anchor
     if previous is None:
         return None  # no anchor yet: the caller sets it when it first sees the tags
+    assert upcoming.published_at is not None  # live, so published
     due = max(previous + timedelta(seconds=upcoming.delay_seconds), upcoming.published_at)
     return Due(upcoming.id, due)
 

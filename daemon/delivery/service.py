@@ -26,6 +26,7 @@ SMTP/Maildir run in worker threads.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from ..clock import MANUAL
 from ..rules.headers import HeaderError
 from ..scheduler import ClockJob, Job
 from ..services import Services
+from ..store import backup
 from ..store import delivery as store
 from ..tokens import Signer
 from . import documents, schedule
@@ -73,11 +75,58 @@ class PassCounts:
     uncertain: int = 0
 
 
+RELAY_MAX_BACKOFF = timedelta(hours=1)
+
+
+@dataclass
+class Relay:
+    """The mail relay as the last session found it: ``status`` and the dashboard show it.
+
+    ``refusing``: the relay refused the session (connect, TLS, login, MAIL FROM, 421, "relay
+    access denied"); no message is held against it — all stay queued — and no session is
+    tried before ``retry_at`` (business time), backing off from ``delivery.retry_seconds``
+    up to an hour.
+    """
+
+    state: str = "unknown"  # unknown | ok | refusing
+    error: str = ""
+    since: datetime | None = None
+    retry_at: datetime | None = None
+    refusals: int = 0
+
+    def refused(self, error: str, now: datetime, first_seconds: float) -> None:
+        if self.state != "refusing":
+            log.warning("mail relay refusing: every message stays queued", error=error)
+            self.since = now
+        self.state, self.error = "refusing", error
+        self.refusals += 1
+        wait = timedelta(seconds=first_seconds * 2 ** min(self.refusals - 1, 20))
+        self.retry_at = now + min(wait, RELAY_MAX_BACKOFF)
+
+    def accepted(self, now: datetime) -> None:
+        if self.state == "refusing":
+            log.info("mail relay accepting again", refused_since=self.since.isoformat() if self.since else None)
+        if self.state != "ok":
+            self.since = now
+        self.state, self.error, self.retry_at, self.refusals = "ok", "", None, 0
+
+    def waiting(self, now: datetime) -> bool:
+        """Still backing off: no session is tried yet."""
+        return self.state == "refusing" and self.retry_at is not None and now < self.retry_at
+
+    def view(self) -> dict[str, Any]:
+        return {"state": self.state, "error": self.error or None,
+                "since": self.since.isoformat() if self.since else None,
+                "retry_at": self.retry_at.isoformat() if self.retry_at else None}
+
+
 @dataclass
 class Delivery:
     services: Services
+    links_url: str = ""  # the links service's bound address: links when public_url is empty
     next_due: datetime | None = None
     last_pass: datetime | None = None
+    relay: Relay = field(default_factory=Relay)
     # Channels changed since their last pass (``EVERY``: all of them), and when the burst
     # of changes began and last grew (trio time), for the ``delivery-changes`` job.
     _dirty: set[int | None] = field(default_factory=lambda: {EVERY})
@@ -107,6 +156,19 @@ class Delivery:
             inner(event, data)
 
         self.services.publish = publish
+
+    @property
+    def paused(self) -> str | None:
+        """Why sending is paused (a restore left it so: ``store.backup``), or None."""
+        return backup.delivery_paused(self.config.state_dir)
+
+    def resume(self) -> bool:
+        """Sending resumes (``delivery.resume``); False if it was not paused."""
+        resumed = backup.resume_delivery(self.config.state_dir)
+        if resumed:
+            log.info("delivery resumed")
+            self.mark_changed(EVERY)
+        return resumed
 
     @property
     def dirty(self) -> bool:
@@ -151,14 +213,14 @@ class Delivery:
         return self._signer
 
     def public_url(self) -> str:
-        return (self.config["links.public_url"] or getattr(self.services, "links_url", None)
+        return (self.config["links.public_url"] or self.links_url
                 or "http://localhost").rstrip("/")
 
     def envelope(self, channel: store.ChannelInfo) -> Envelope:
         return Envelope(channel.id, channel.name, channel.sender, self.public_url(),
                         self.config["delivery.list_unsubscribe_mailto"])
 
-    def transport(self):
+    def transport(self) -> MaildirTransport | SmtpTransport:
         if self.config["delivery.transport"] == "maildir":
             return MaildirTransport(self.config.maildir_path)
         password = None
@@ -166,7 +228,8 @@ class Delivery:
             password = self.config.credential("smtp_password")
         return SmtpTransport(SmtpSettings(
             self.config["smtp.host"], self.config["smtp.port"], self.config["smtp.security"],
-            self.config["smtp.username"], password, self.config["smtp.timeout_seconds"]))
+            self.config["smtp.username"], password, self.config["smtp.timeout_seconds"],
+            self.config["smtp.ca_file"], self.config["smtp.helo_name"]))
 
     # ------------------------------------------------------------------ articles
 
@@ -183,11 +246,15 @@ class Delivery:
 
     async def import_articles(self, channel_id: int, path: str) -> dict[str, Any]:
         folder = self.resolve_folder(path)
-        files = await trio.to_thread.run_sync(_read_folder, folder)
+        root = self.config.articles_root.resolve()
+        files = await trio.to_thread.run_sync(_read_folder, folder, root)
         problems: list[dict[str, str]] = []
         docs: dict[str, documents.Document] = {}
         clips: list[documents.Document] = []
         for rel, text in files:
+            if isinstance(text, OutsideRoot):
+                problems.append({"file": rel, "problem": str(text)})
+                continue
             if isinstance(text, Exception):
                 problems.append({"file": rel, "problem": f"cannot read it: {text}"})
                 continue
@@ -258,8 +325,9 @@ class Delivery:
         msg = build(rendered, self.envelope(inputs.channel), recipient, self.signer(),
                     msg_id=f"<preview.{article_id}@{sender_domain(inputs.channel.sender)}>",
                     date=self.services.clock.now())
-        html_part = msg.get_body(("html",)).get_content()
-        text_part = msg.get_body(("plain",)).get_content()
+        # ``build`` always makes both parts.
+        html_part = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        text_part = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
         warnings = list(rendered.warnings)
         if not inputs.channel.sender:
             warnings.append("the channel has no sender address: emails cannot be sent")
@@ -282,7 +350,7 @@ class Delivery:
         def due(now: datetime) -> datetime | None:
             if self.last_pass is None:
                 return now
-            times = [t for t in (self.next_due,) if t is not None]
+            times = [t for t in (self.next_due, self.relay.retry_at) if t is not None]
             if self.services.clock.mode != MANUAL:
                 # On the wall clock, also a regular look in case a change came without an
                 # event; the manual clock (tests, demo) runs exactly what is due.
@@ -305,7 +373,7 @@ class Delivery:
         if EVERY in self._dirty:
             await self.run(None)
         else:
-            await self.run(None, only=set(self._dirty))
+            await self.run(None, only={c for c in self._dirty if c is not None})
 
     async def run(self, channel_id: int | None, *, only: set[int] | None = None) -> PassCounts:
         """One pass now: plan and send what is due, per channel (``only``: just these)."""
@@ -323,15 +391,22 @@ class Delivery:
             for cid in ids:
                 # PostgreSQL: one daemon at a time plans and sends a channel (services.Leases).
                 async with self.services.leases.hold("delivery", cid) as held:
+                    retrying = 0
                     for _ in range(3) if held else ():  # a sent email can make the next one due at once (delay 0)
                         queued, due = await self._plan(cid)
                         total.queued += queued
                         sent_before = total.sent
-                        await self._send_channel(cid, total)
+                        retrying += await self._send_channel(cid, total)
                         if due is not None:
                             next_due.append(due)
                         if queued == 0 or total.sent == sent_before:
                             break
+                    if retrying:
+                        # The back-off this pass just set was not known when the channel was
+                        # planned: without it a pass that sent nothing would schedule no retry.
+                        retry = await self.services.store.run(store.next_retry, cid, now)
+                        if retry is not None:
+                            next_due.append(retry)
             if channel_id is None and only is None:
                 self.last_pass = now
                 self.next_due = min(next_due, default=None)
@@ -345,21 +420,29 @@ class Delivery:
     async def _plan(self, channel_id: int) -> tuple[int, datetime | None]:
         """Plan a whole channel, a page of users per unit of work; (queued, next due)."""
         now = self.services.clock.now()
+        after: int | None
         queued, dues, after = 0, [], 0
         while after is not None:
+            # ``decide`` takes the store's ArticleMeta as its ArticleInfo (it converts them).
             q, due, after = await self.services.store.run(
-                store.plan, channel_id, now, schedule.decide, sender_domain, after)
+                store.plan, channel_id, now, schedule.decide, sender_domain, after)  # type: ignore[arg-type]
             queued += q
             if due is not None:
                 dues.append(due)
         return queued, min(dues, default=None)
 
-    async def _send_channel(self, channel_id: int, total: PassCounts) -> None:
+    async def _send_channel(self, channel_id: int, total: PassCounts) -> int:
+        """Send what is claimable; returns how many messages went back to wait for a retry."""
         batch_size = self.config["delivery.batch_size"]
+        retrying = 0
         while True:
+            if self.relay.waiting(self.services.clock.now()):
+                return retrying  # the relay refused us: nothing is claimed before its back-off ends
+            if self.paused is not None:
+                return retrying  # after a restore, until the admin resumes (store.backup)
             claimed = await self.services.store.run(store.claim, channel_id, self.services.clock.now(), batch_size)
             if not claimed:
-                return
+                return retrying
             results = await self._send_batch(channel_id, claimed)
             recorded = await self.services.store.run(
                 store.record, results, self.services.clock.now(), self.config["delivery.max_attempts"],
@@ -367,8 +450,9 @@ class Delivery:
             total.sent += recorded.sent
             total.failed += recorded.failed
             total.uncertain += recorded.uncertain
+            retrying += recorded.retrying
             if recorded.sent == 0:
-                return  # nothing went through: leave the rest for the next pass (retry back-off)
+                return retrying  # nothing went through: leave the rest for the next pass (retry back-off)
 
     async def _send_batch(self, channel_id: int, claimed: list[store.Claimed]) -> list[store.SendResult]:
         ids = sorted({a for c in claimed for a in c.articles})
@@ -378,8 +462,9 @@ class Delivery:
         try:
             await trio.to_thread.run_sync(transport.open)
         except TransportError as exc:
-            log.warning("transport unavailable", channel_id=channel_id, error=str(exc))
-            return [store.SendResult(c.id, "not_sent", str(exc)) for c in claimed]
+            # The relay's problem, not the messages': all stay queued, no attempt counted.
+            self.relay.refused(str(exc), self.services.clock.now(), self.config["delivery.retry_seconds"])
+            return [store.SendResult(c.id, "unsent") for c in claimed]
         interval = 1.0 / self.config["delivery.messages_per_second"]
         frames: dict = {}
         outgoing: list[tuple[int, bytes, str, str]] = []  # (outbox id, message, envelope sender, recipient)
@@ -408,7 +493,7 @@ class Delivery:
                 continue
             except UnicodeEncodeError:
                 # Messages are 7-bit: a non-ASCII address (sami.garcía@…) would need SMTPUTF8.
-                # That recipient fails, for good; the batch goes on (it used to stay "sending").
+                # That recipient fails, for good; the batch goes on.
                 results.append(store.SendResult(
                     item.id, "not_sent", "the address is not ASCII: mail to it needs SMTPUTF8, which Kuloo "
                     "does not send; correct the address", permanent=True))
@@ -417,12 +502,19 @@ class Delivery:
         try:
             # A few messages per trip to the worker thread: cheap, and a shutdown waits at
             # most for one chunk (a thread is not interrupted mid-message).
+            refusal = None
             for first in range(0, len(outgoing), SEND_CHUNK):
                 chunk = outgoing[first:first + SEND_CHUNK]
-                sent = await trio.to_thread.run_sync(self._send_chunk, transport, chunk, channel_id, interval)
+                sent, refusal = await trio.to_thread.run_sync(
+                    self._send_chunk, transport, chunk, channel_id, interval)
                 results.extend(sent)
-                if len(sent) < len(chunk):  # the connection could not be reopened: the rest waits
-                    break
+                if refusal is not None or len(sent) < len(chunk):
+                    break  # the relay refused the session, or could not be reopened: the rest waits
+            now = self.services.clock.now()
+            if refusal is not None:
+                self.relay.refused(refusal, now, self.config["delivery.retry_seconds"])
+            elif any(r.outcome == "sent" for r in results) or not outgoing:
+                self.relay.accepted(now)
         except BaseException:
             # Cancelled between chunks (shutdown): record what was handed over below.
             with trio.CancelScope(shield=True):
@@ -442,8 +534,12 @@ class Delivery:
         return results + [store.SendResult(c.id, "unsent") for c in claimed if c.id not in done]
 
     def _send_chunk(self, transport, chunk: list[tuple[int, bytes, str, str]], channel_id: int,
-                    interval: float) -> list[store.SendResult]:
-        """In a worker thread: send each message at the channel's pace, reconnecting once if needed."""
+                    interval: float) -> tuple[list[store.SendResult], str | None]:
+        """In a worker thread: send each message at the channel's pace, reconnecting once if needed.
+
+        Stops at a refusal of the session (returned as the second item): that message and
+        the rest are left unsent, with no attempt held against them.
+        """
         out: list[store.SendResult] = []
         for outbox_id, data, sender, recipient in chunk:
             now = time.monotonic()
@@ -454,11 +550,13 @@ class Delivery:
             if getattr(transport, "conn", True) is None:  # the connection broke earlier in this batch
                 try:
                     transport.open()
-                except TransportError:
-                    return out
+                except TransportError as exc:
+                    return out, str(exc)
             result = transport.send(data, sender, recipient)
+            if result.relay:
+                return out, result.detail
             out.append(store.SendResult(outbox_id, OUTCOMES[result.outcome], result.detail, result.permanent))
-        return out
+        return out, None
 
     # ------------------------------------------------------------------ users
 
@@ -483,7 +581,14 @@ class Delivery:
         return cleared
 
 
-def _read_folder(folder: Path) -> list[tuple[str, str | Exception]]:
+class OutsideRoot(Exception):
+    """A file that resolves outside ``[articles] root`` (a symbolic link): never read."""
+
+    def __str__(self) -> str:
+        return "a symbolic link that leads outside [articles] root; it was not read"
+
+
+def _read_folder(folder: Path, root: Path) -> list[tuple[str, str | Exception]]:
     out: list[tuple[str, str | Exception]] = []
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
@@ -493,8 +598,16 @@ def _read_folder(folder: Path) -> list[tuple[str, str | Exception]]:
             continue
         if len(out) >= MAX_FILES:
             break
+        # Every file is resolved: a symbolic link may point anywhere the daemon can read
+        # (its link-signing key); it is read through the checked path, never the link.
+        real = path.resolve()
+        if not real.is_relative_to(root):
+            out.append((rel, OutsideRoot()))
+            continue
         try:
-            out.append((rel, path.read_text(encoding="utf-8")))
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
+            with open(fd, encoding="utf-8") as f:
+                out.append((rel, f.read()))
         except (OSError, UnicodeDecodeError) as exc:
             out.append((rel, exc))
     return out

@@ -10,6 +10,12 @@ batch) and says, per message, one of three outcomes — the only facts the outbo
 - ``MAYBE_SENT``: the connection broke after the whole message was handed over and
   before the server's answer: it may have been accepted. Never retried automatically.
 
+A refusal of the *session* rather than of the message — at connect, EHLO, STARTTLS or AUTH
+(``TransportError``), at MAIL FROM, a 421 at any step, or a relay that will not relay for
+us (530, or 5.7.x "relay access denied" at RCPT) — is the relay's problem: the result says
+``relay=True`` and the service keeps every message queued and backs off (docs/delivery.md).
+Every detail keeps the server's own words (cleaned, one line) or the TLS reason.
+
 Blocking code; ``service`` calls it through ``trio.to_thread.run_sync``. The SMTP password
 arrives as a ``Secret`` and is revealed only in ``login``; it is never logged.
 """
@@ -38,6 +44,7 @@ class Result:
     outcome: Outcome
     detail: str = ""
     permanent: bool = False
+    relay: bool = False  # the relay refused the session, not this message: nothing is held against it
 
 
 class TransportError(Exception):
@@ -52,6 +59,49 @@ class SmtpSettings:
     username: str = ""
     password: Secret | None = None
     timeout: float = 30.0
+    ca_file: str = ""  # a CA bundle for the relay only (the system store otherwise)
+    helo_name: str = ""  # the EHLO name (smtplib's guess of the local FQDN otherwise)
+
+
+_REPLY_MAX = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
+
+
+def server_words(code: int, reply: bytes | str) -> str:
+    """A server's reply as one clean line: ``550 5.1.1 no such mailbox`` (at most 200 chars)."""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    text = " ".join(_CONTROL.sub(" ", text).split())
+    if len(text) > _REPLY_MAX:
+        text = text[: _REPLY_MAX - 1] + "…"
+    return f"{code} {text}".strip()
+
+
+def _relay_refuses_rcpt(code: int, reply: bytes) -> bool:
+    """A RCPT refusal that says "not for you, for anyone": authentication or relaying denied."""
+    text = reply.decode("utf-8", "replace").lower()
+    return code == 530 or (code >= 500 and ("relay access denied" in text or "relaying denied" in text
+                                            or "authentication required" in text))
+
+
+def _why(exc: BaseException) -> str:
+    """Why a connection could not be set up, in words an operator can act on."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"the relay's certificate was refused: {exc.verify_message or exc.reason}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed: {exc.reason or type(exc).__name__}"
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return "the relay does not offer STARTTLS"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"the relay answered {server_words(exc.smtp_code, exc.smtp_error)}"
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return "the relay closed the connection"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__
 
 
 class SmtpTransport:
@@ -59,23 +109,31 @@ class SmtpTransport:
         self.settings = settings
         self.conn: smtplib.SMTP | None = None
 
+    def _context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.settings.ca_file or None)
+
     def open(self) -> None:
         s = self.settings
+        helo = s.helo_name or None
+        conn: smtplib.SMTP
         try:
             if s.security == "tls":
-                conn = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=ssl.create_default_context())
+                conn = smtplib.SMTP_SSL(s.host, s.port, local_hostname=helo, timeout=s.timeout,
+                                        context=self._context())
             else:
-                conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
-            conn.ehlo()
+                conn = smtplib.SMTP(s.host, s.port, local_hostname=helo, timeout=s.timeout)
+            code, reply = conn.ehlo()
+            if code != 250:
+                raise smtplib.SMTPHeloError(code, reply)
             if s.security == "starttls":
-                conn.starttls(context=ssl.create_default_context())
+                conn.starttls(context=self._context())
                 conn.ehlo()
             if s.username:
                 conn.login(s.username, s.password.reveal() if s.password else "")
         except smtplib.SMTPAuthenticationError as exc:
-            raise TransportError(f"SMTP login refused ({exc.smtp_code})") from None
+            raise TransportError(f"SMTP login refused: {server_words(exc.smtp_code, exc.smtp_error)}") from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise TransportError(f"cannot reach the SMTP relay {s.host}:{s.port}: {type(exc).__name__}") from None
+            raise TransportError(f"cannot reach the SMTP relay {s.host}:{s.port}: {_why(exc)}") from None
         self.conn = conn
 
     def send(self, data: bytes, sender: str, recipient: str) -> Result:
@@ -86,19 +144,22 @@ class SmtpTransport:
         try:
             code, reply = conn.mail(sender)
             if code != 250:
-                conn.rset()
-                return Result(Outcome.NOT_SENT, f"sender refused: {code}", permanent=code >= 500)
+                self._reset(conn, code)
+                return Result(Outcome.NOT_SENT, f"sender refused: {server_words(code, reply)}", relay=True)
             code, reply = conn.rcpt(recipient)
             if code not in (250, 251):
-                conn.rset()
-                return Result(Outcome.NOT_SENT, f"recipient refused: {code}", permanent=code >= 500)
+                self._reset(conn, code)
+                relay = code == 421 or _relay_refuses_rcpt(code, reply)
+                return Result(Outcome.NOT_SENT, f"recipient refused: {server_words(code, reply)}",
+                              permanent=code >= 500 and not relay, relay=relay)
             code, reply = conn.docmd("data")
             if code != 354:
-                conn.rset()
-                return Result(Outcome.NOT_SENT, f"DATA refused: {code}", permanent=code >= 500)
+                self._reset(conn, code)
+                return Result(Outcome.NOT_SENT, f"DATA refused: {server_words(code, reply)}",
+                              permanent=code >= 500, relay=code == 421)
         except (OSError, smtplib.SMTPException) as exc:
             self.conn = None
-            return Result(Outcome.NOT_SENT, f"connection lost before the message was sent: {type(exc).__name__}")
+            return Result(Outcome.NOT_SENT, f"connection lost before the message was sent: {_why(exc)}")
         # From here the message is handed over: a broken connection means "maybe".
         data = re.sub(rb"(?m)^\.", b"..", data)
         if not data.endswith(b"\r\n"):
@@ -107,15 +168,29 @@ class SmtpTransport:
             conn.send(data + b".\r\n")
         except (OSError, smtplib.SMTPException) as exc:
             self.conn = None
-            return Result(Outcome.NOT_SENT, f"connection lost while sending: {type(exc).__name__}")
+            return Result(Outcome.NOT_SENT, f"connection lost while sending: {_why(exc)}")
         try:
             code, reply = conn.getreply()
         except (OSError, smtplib.SMTPException) as exc:
             self.conn = None
-            return Result(Outcome.MAYBE_SENT, f"connection lost awaiting the server's answer: {type(exc).__name__}")
+            return Result(Outcome.MAYBE_SENT, f"connection lost awaiting the server's answer: {_why(exc)}")
         if code == 250:
             return Result(Outcome.SENT)
-        return Result(Outcome.NOT_SENT, f"message refused: {code}", permanent=code >= 500)
+        if code == 421:
+            self.conn = None
+        return Result(Outcome.NOT_SENT, f"message refused: {server_words(code, reply)}",
+                      permanent=code >= 500, relay=code == 421)
+
+    def _reset(self, conn: smtplib.SMTP, code: int) -> None:
+        """Abandon this transaction; after a 421 the server is closing the session."""
+        if code == 421:
+            conn.close()
+            self.conn = None
+            return
+        try:
+            conn.rset()
+        except (OSError, smtplib.SMTPException):
+            self.conn = None
 
     def close(self) -> None:
         if self.conn is not None:

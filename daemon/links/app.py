@@ -4,7 +4,9 @@ Routes (a GET never changes anything — mail scanners follow links):
 
 - ``GET /u/{token}``: the footer page (channel, current choice, a button per choice).
 - ``POST /u/{token}``: ``List-Unsubscribe=One-Click`` (RFC 8058, form or multipart) or the
-  page's buttons (``action=unsubscribe|resubscribe``, ``frequency=…``). Idempotent.
+  page's buttons (``action=unsubscribe|resubscribe``, ``frequency=…``). Idempotent. One
+  link (purpose, channel, KulooId) makes at most ``links.token_changes_per_hour`` changes
+  an hour (429 past it, nothing written); a POST that changes nothing always answers 200.
 - ``POST /signup/{channel}`` (form or JSON: ``email``, ``first_name``, ``last_name``):
   double opt-in — nothing is stored, a confirmation email carries a ``/c/{token}`` link
   whose signed claim holds the address; the same answer whether the address is known.
@@ -18,7 +20,8 @@ Routes (a GET never changes anything — mail scanners follow links):
 The edge (``LinksApp.__call__``): the client address (``X-Forwarded-For`` only from a
 trusted proxy), the per-address rate limit — which never refuses a POST whose token is
 valid —, security headers on every answer, body size limit, an access log line that
-names the route, never the token, and a plain 500 page for anything unexpected.
+names the route, never the token (one info line, ``abandoned``, for a body the client
+never finished), and a plain 500 page for anything unexpected.
 """
 
 from __future__ import annotations
@@ -26,13 +29,15 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
 import trio
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import (
     HTMLResponse,
     JSONResponse,
@@ -77,12 +82,15 @@ class Settings:
     max_body_bytes: int
     max_header_bytes: int
     confirm_seconds: float
+    # public_url is https: every answer, hypercorn's own included, carries HSTS (server.py).
+    hsts: bool = False
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
         return cls(frozenset(config["links.allowed_origins"]), limits.networks(config["links.trusted_proxies"]),
                    config["links.rate_per_minute"], config["links.rate_burst"], config["links.max_body_bytes"],
-                   config["links.max_header_bytes"], config["links.confirm_hours"] * 3600.0)
+                   config["links.max_header_bytes"], config["links.confirm_hours"] * 3600.0,
+                   hsts=str(config["links.public_url"]).lower().startswith("https://"))
 
 
 def _page(status: int, title: str, text: str) -> HTMLResponse:
@@ -136,7 +144,8 @@ def parse_form(content_type: str, body: bytes) -> dict[str, str]:
             for part in list(msg.iter_parts())[:20]:
                 name = part.get_param("name", header="content-disposition")
                 if isinstance(name, str) and name not in out:
-                    out[name] = part.get_payload(decode=True).decode("utf-8").strip()
+                    payload = part.get_payload(decode=True)  # bytes (decode=True)
+                    out[name] = payload.decode("utf-8").strip()  # type: ignore[union-attr]
             return out
         if kind == "application/json":
             data = json.loads(body.decode("utf-8"))
@@ -175,9 +184,12 @@ class LinksApp:
         self.services = services
         self.settings = Settings.from_config(services.config)
         self.limiter = limits.RateLimiter(self.settings.rate_per_minute, self.settings.burst)
+        self.token_changes = limits.ChangeLimiter(services.config["links.token_changes_per_hour"])
         self.confirmations = confirmations or (lambda *_args: None)
         self._signer: Signer | None = None
-        self.router = Router(routes=[
+        self.edge_headers = [(k.encode(), v.encode()) for k, v in pages.SECURITY_HEADERS.items()]
+        # No slash redirects: Starlette would build their Location from the request's Host.
+        self.router = Router(redirect_slashes=False, routes=[
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/u/{token}", self.preferences, methods=["GET"]),
             Route("/u/{token}", self.change, methods=["POST"]),
@@ -229,13 +241,13 @@ class LinksApp:
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", [])]
         peer = (scope.get("client") or ("unknown", 0))[0]
         client = limits.client_address(peer, [v for k, v in headers if k == "x-forwarded-for"], self.settings.trusted)
-        status = {"code": 0}
+        scope["kuloo.client"] = client  # the signup's per-client cap counts it
+        status: dict[str, Any] = {"code": 0}
 
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                extra = [(k.encode(), v.encode()) for k, v in pages.SECURITY_HEADERS.items()]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
+                message = {**message, "headers": [*message.get("headers", []), *self.edge_headers]}
             await send(message)
 
         head_bytes = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + sum(
@@ -250,6 +262,8 @@ class LinksApp:
                 await response(scope, receive, send_with_headers)
             else:
                 await self.router(scope, receive, send_with_headers)
+        except ClientDisconnect:  # the client went away mid-body (or was too slow): no answer
+            status["abandoned"] = True
         except Exception:
             log.exception("links request failed", route=_route_label(scope["path"]), method=scope["method"])
             if not status["code"]:
@@ -258,7 +272,8 @@ class LinksApp:
         finally:
             log.info("links request", method=scope["method"], route=_route_label(scope["path"]),
                      status=status["code"], client=client,
-                     ms=round((trio.current_time() - started) * 1000, 1))
+                     ms=round((trio.current_time() - started) * 1000, 1),
+                     **({"abandoned": True} if status.get("abandoned") else {}))
 
     # ------------------------------------------------------------------ routes
 
@@ -303,10 +318,28 @@ class LinksApp:
             done = f"Saved: {pages.choice_words(frequency, False)}."
         else:
             return _page(400, "Nothing to change", "This request did not say what to change. Nothing was changed.")
+        key = (claim.purpose.value, claim.channel, claim.kuloo_id)
+        taken_at = trio.current_time()
         try:
-            sub = await self.services.store.run(user_store.update_subscriber, claim.channel, claim.kuloo_id,
-                                                changes, Actor.LINK, self.services.clock.now())
+            if self.token_changes.take(key, taken_at):
+                sub = await self.services.store.run(user_store.update_subscriber, claim.channel,
+                                                    claim.kuloo_id, changes, Actor.LINK,
+                                                    self.services.clock.now())
+                if not sub.changed:
+                    self.token_changes.give_back(key, taken_at)
+            else:
+                # Past the limit: a POST that would change nothing (a retry) still answers 200.
+                sub = await self.services.store.run(user_store.subscriber, claim.channel,
+                                                    claim.kuloo_id)
+                if any(getattr(sub.user, field) != value for field, value in changes.items()):
+                    log.info("link change refused: too many changes", channel_id=claim.channel)
+                    response = _page(429, "Too many changes",
+                                     "This link has made many changes in the last hour. "
+                                     "Nothing was changed. Please try again later.")
+                    response.headers["retry-after"] = "3600"
+                    return response
         except NotFound:
+            self.token_changes.give_back(key, taken_at)
             return _page(404, *UNKNOWN)
         if sub.changed:
             log.info("user changed by link", user_id=sub.user.id, channel_id=claim.channel, changed=list(sub.changed))
@@ -380,28 +413,44 @@ class LinksApp:
         signer = self.signer()
         if signer is None:
             return answer(503, *UNAVAILABLE)
-        expires = int(self.services.clock.now().timestamp() + self.settings.confirm_seconds)
-        claim = Claim(Purpose.CONFIRM, channel_id, "", json.dumps([address, *names], ensure_ascii=True), expires)
-        self.confirmations(channel, address, names, signer.sign(claim))
+        now = self.services.clock.now().timestamp()
+        expires = int(now + self.settings.confirm_seconds)
+        # ``issued`` (rounded up: a change in the same second is not "after") is signed too.
+        target = json.dumps([address, *names, math.ceil(now)], ensure_ascii=True)
+        claim = Claim(Purpose.CONFIRM, channel_id, "", target, expires)
+        client = request.scope.get("kuloo.client", "")
+        self.confirmations(channel, address, signer.sign(claim), client)
         # The same answer whether the address was new, known, or unsubscribed.
         return answer(202, "Please confirm", "Thanks! Please check your inbox: we sent you a link to confirm "
                                             "your subscription.")
 
-    def _confirm_claim(self, token: str) -> tuple[Claim, str, str, str] | None:
+    def _confirm_claim(self, token: str) -> tuple[Claim, str, str, str, datetime] | None:
+        """The claim, its address and names, and when it was issued.
+
+        Tokens from before ``issued`` was signed hold ``[email, first, last]``: they count
+        as issued ``confirm_hours`` before they expire."""
         claim = self.verify(token, Purpose.CONFIRM)
         if claim is None:
             return None
         try:
-            address, first, last = json.loads(claim.target)
-            return claim, valid_email(address), _clean_name(first), _clean_name(last)
-        except (ValueError, TypeError, BadForm):
+            fields = json.loads(claim.target)
+            if not isinstance(fields, list) or len(fields) not in (3, 4):
+                return None
+            address, first, last = fields[:3]
+            issued = (fields[3] if len(fields) == 4
+                      else claim.expires - self.settings.confirm_seconds)
+            if isinstance(issued, bool) or not isinstance(issued, int | float):
+                return None
+            return (claim, valid_email(address), _clean_name(first), _clean_name(last),
+                    datetime.fromtimestamp(issued, UTC))
+        except (ValueError, TypeError, OverflowError, OSError, BadForm):
             return None
 
     async def confirm_page(self, request: Request) -> Response:
         found = self._confirm_claim(request.path_params["token"])
         if found is None:
             return self._bad_link()
-        claim, address, _first, _last = found
+        claim, address, _first, _last, _issued = found
         try:
             channel = await self.services.store.run(channel_store.get, claim.channel)
         except NotFound:
@@ -412,13 +461,19 @@ class LinksApp:
         found = self._confirm_claim(request.path_params["token"])
         if found is None:
             return self._bad_link()
-        claim, address, first, last = found
+        claim, address, first, last, issued = found
         fields = {"email": address, **({"first_name": first} if first else {}), **({"last_name": last} if last else {})}
         try:
             sub = await self.services.store.run(user_store.sign_up, claim.channel, fields, Actor.LINK,
-                                                self.services.clock.now())
+                                                self.services.clock.now(), issued)
         except NotFound:
             return _page(404, *UNKNOWN)
+        if sub.stale:
+            log.info("signup confirmation already used", user_id=sub.user.id,
+                     channel_id=claim.channel)
+            return _page(200, "Already confirmed",
+                         "This link was already used. Nothing was changed. To subscribe again, "
+                         "sign up once more or use the link in your latest email.")
         if sub.created or sub.changed:
             log.info("signup confirmed", user_id=sub.user.id, channel_id=claim.channel, created=sub.created)
             self.services.publish("user.updated", sub.user)

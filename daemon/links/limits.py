@@ -7,6 +7,9 @@ right to left: everything left of an untrusted hop may be forged by the client).
 ``RateLimiter``: one token bucket per client address (``rate_per_minute``, ``burst``),
 in memory, bounded in size; time is passed in (monotonic seconds), so it is testable
 without sleeping.
+
+``ChangeLimiter``: how many state changes one link (its purpose, channel and KulooId)
+may make per hour; one-click POSTs are exempt from the per-address bucket, not from this.
 """
 
 from __future__ import annotations
@@ -74,3 +77,35 @@ class RateLimiter:
             # Forgetting the least recent key hands it a full bucket: fine, it was idle longest.
             self._buckets.popitem(last=False)
         return allowed
+
+
+class ChangeLimiter:
+    """At most ``per_hour`` changes per key in any hour (a sliding window), in memory.
+
+    ``take(key, now)`` reserves a slot before a change is written (no await between the
+    check and the reservation, so concurrent requests cannot overshoot); ``give_back``
+    returns it when the write changed nothing. Bounded in keys like ``RateLimiter``.
+    """
+
+    WINDOW = 3600.0
+
+    def __init__(self, per_hour: int, max_keys: int = 100_000) -> None:
+        self.per_hour = per_hour
+        self.max_keys = max_keys
+        self._seen: OrderedDict[object, list[float]] = OrderedDict()
+
+    def take(self, key: object, now: float) -> bool:
+        times = [t for t in self._seen.pop(key, []) if now - t < self.WINDOW]
+        allowed = len(times) < self.per_hour
+        if allowed:
+            times.append(now)
+        if times:
+            self._seen[key] = times  # most recently used last
+        while len(self._seen) > self.max_keys:
+            self._seen.popitem(last=False)
+        return allowed
+
+    def give_back(self, key: object, at: float) -> None:
+        times = self._seen.get(key)
+        if times and at in times:
+            times.remove(at)

@@ -19,6 +19,9 @@ SECURITY_HEADERS: dict[str, str] = {
     "cache-control": "no-store",
 }
 
+# Added to every answer when ``public_url`` is https (a year; without includeSubDomains).
+HSTS = "max-age=31536000"
+
 FREQUENCY_WORDS = {"daily": "daily", "weekly": "weekly", "monthly": "monthly", "disabled": "no digests"}
 
 _STYLE = (

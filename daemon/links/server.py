@@ -1,15 +1,22 @@
-"""Serve the links app inside the daemon: bind, hypercorn's trio worker, confirmation emails.
+"""Serve the links app inside the daemon: bind, hypercorn over our listener, confirmation emails.
 
-``LinksServer.serve`` is started with ``nursery.start``: it binds ``[links] listen``
-itself (so port 0 works and the bound address is known before READY=1), records the
-URL on ``Services.links_url`` (``status`` and delivery's links use it when ``public_url``
-is empty), then reports started. ``stop()`` lets hypercorn finish the requests in
-flight (bounded by ``daemon.shutdown_grace_seconds``).
+``app`` binds ``[links] listen`` first (``open_listener``: so port 0 works and the bound
+address is known before READY=1, and ``status`` and delivery's links can use it when
+``public_url`` is empty), after checking that the open-file limit leaves room beyond
+``links.max_connections``, then hands the socket to ``LinksServer``; ``serve`` (started
+with ``nursery.start``) binds it itself when it was given none, then reports started.
+hypercorn serves through ``listener`` (the connection cap and the whole-request deadline).
+``stop()`` lets hypercorn finish the requests in flight (bounded by
+``daemon.shutdown_grace_seconds``).
 
-Signup confirmations leave through delivery's transport (SMTP or Maildir), one at a
+Signup confirmations leave through delivery's transport (SMTP or Maildir: the narrow
+``ConfirmationMail`` protocol, as links may not import delivery), one at a
 time from a bounded queue in a worker thread: a slow relay never slows an HTTP answer,
 and nothing in the answer depends on the email. One address gets at most one
-confirmation per channel per ``links.confirm_resend_minutes``.
+confirmation per channel per ``links.confirm_resend_minutes`` (a ``+tag`` is ignored:
+``victim+1@`` and ``victim+2@`` are one mailbox), and one client address causes at most
+``links.signup_per_hour`` of them. The email carries no text the requester typed (no
+name in the greeting or in ``To:``): the names travel in the signed claim only.
 """
 
 from __future__ import annotations
@@ -19,14 +26,11 @@ import logging
 import socket
 from collections import OrderedDict
 from email.message import EmailMessage
-from email.utils import formataddr, make_msgid, parseaddr
+from email.utils import make_msgid, parseaddr
+from typing import Protocol
 
 import structlog
 import trio
-from hypercorn.config import Config as HyperConfig
-from hypercorn.config import Sockets
-from hypercorn.trio.run import worker_serve
-from hypercorn.utils import wrap_app
 
 from ..config import parse_listen
 from ..rules.headers import HeaderError, header_value
@@ -34,6 +38,9 @@ from ..services import Services
 from ..store.channels import Channel
 from ..vocabulary import email_key
 from .app import LinksApp
+from .limits import ChangeLimiter
+from .listener import CappedListener, EdgeConfig, check_open_files, serve
+from .pages import HSTS
 
 log = structlog.get_logger("kuloo.links")
 
@@ -59,50 +66,97 @@ def bind(listen: str) -> tuple[socket.socket, str]:
     return sock, f"http://{shown}:{bound_port}"
 
 
-def confirmation_email(channel: Channel, address: str, first_name: str, url: str) -> EmailMessage:
+def cooldown_key(address: str) -> str:
+    """The mailbox an address reaches for the resend cooldown: its email key without a ``+tag``."""
+    local, at, domain = email_key(address).rpartition("@")
+    return f"{local.split('+', 1)[0] or local}{at}{domain}"
+
+
+def open_listener(listen: str, max_connections: int) -> tuple[socket.socket, str]:
+    """``bind``, before the daemon's task nursery: a failure is one clear line. An
+    open-file limit too low for ``max_connections`` is refused first."""
+    check_open_files(max_connections)
+    try:
+        return bind(listen)
+    except OSError as exc:
+        raise RuntimeError(f"links.listen: cannot listen on {listen} ({exc.strerror})") from None
+
+
+class _Outcome(Protocol):
+    @property
+    def value(self) -> str: ...
+
+
+class _Sent(Protocol):
+    @property
+    def outcome(self) -> _Outcome: ...
+
+
+class MailTransport(Protocol):
+    def open(self) -> None: ...
+    def send(self, data: bytes, sender: str, recipient: str) -> _Sent: ...
+    def close(self) -> None: ...
+
+
+class ConfirmationMail(Protocol):
+    """What the links service needs of delivery: the links' public address, and a transport."""
+
+    def public_url(self) -> str: ...
+    def transport(self) -> MailTransport: ...
+
+
+def confirmation_email(channel: Channel, address: str, url: str) -> EmailMessage:
     """The confirmation email; ``HeaderError`` if a header value holds a control character."""
     sender = header_value("From", channel.sender or f"{channel.name} <no-reply@localhost>")
     domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
-    first_name, address = header_value("To", first_name), header_value("To", address)
+    address = header_value("To", address)
     msg = EmailMessage()
     msg["From"] = sender
-    msg["To"] = formataddr((first_name, address)) if first_name else address
+    msg["To"] = address  # never a display name: it would be the requester's text
     msg["Subject"] = header_value("Subject", f"Please confirm your subscription to {channel.name}")
     msg["Message-ID"] = header_value("Message-ID", make_msgid(domain=domain))
     msg["Auto-Submitted"] = "auto-generated"
-    hello = f"Hi {first_name}," if first_name else "Hello,"
     msg.set_content(
-        f"{hello}\n\nSomeone — hopefully you — asked to receive {channel.name} at this address.\n"
+        "Hello,\n\n"
+        f"Someone — hopefully you — asked to receive {channel.name} at this address.\n"
         f"To confirm, open this link and press the button:\n\n{url}\n\n"
         "If it was not you, ignore this email: you will receive nothing more.\n", cte="quoted-printable")
     return msg
 
 
 class LinksServer:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, mail: ConfirmationMail,
+                 listener: tuple[socket.socket, str] | None = None) -> None:
         self.services = services
+        self.mail = mail
         self._stop = trio.Event()
-        self._send, self._receive = trio.open_memory_channel[tuple[Channel, str, str, str]](QUEUE_SIZE)
+        self._send, self._receive = trio.open_memory_channel[tuple[Channel, str, str]](QUEUE_SIZE)
         self._last_sent: OrderedDict[tuple[int, str], float] = OrderedDict()
+        self._per_client = ChangeLimiter(services.config["links.signup_per_hour"])
         self.app = LinksApp(services, self.queue_confirmation)
-        self.url = ""
-        self._sock: socket.socket | None = None
+        self._sock: socket.socket | None = listener[0] if listener else None
+        self.url = listener[1] if listener else ""
 
     def stop(self) -> None:
         self._stop.set()
 
-    def queue_confirmation(self, channel: Channel, address: str, names: tuple[str, str], token: str) -> None:
-        key = (channel.id, email_key(address))
+    def queue_confirmation(self, channel: Channel, address: str, token: str, client: str) -> None:
+        key = (channel.id, cooldown_key(address))
         now = trio.current_time()
         cooldown = self.services.config["links.confirm_resend_minutes"] * 60.0
         last = self._last_sent.get(key)
         if last is not None and now - last < cooldown:
             log.info("signup confirmation not resent yet", channel_id=channel.id)
             return
-        url = f"{self.services.delivery.public_url()}/c/{token}"
+        if not self._per_client.take(client, now):
+            log.info("signup confirmation not sent: too many from one client",
+                     channel_id=channel.id, client=client)
+            return
+        url = f"{self.mail.public_url()}/c/{token}"
         try:
-            self._send.send_nowait((channel, address, names[0], url))
+            self._send.send_nowait((channel, address, url))
         except trio.WouldBlock:
+            self._per_client.give_back(client, now)
             log.warning("signup confirmation queue full; one dropped", channel_id=channel.id)
             return
         self._last_sent[key] = now
@@ -111,13 +165,13 @@ class LinksServer:
             self._last_sent.popitem(last=False)
 
     async def _mailer(self) -> None:
-        async for channel, address, first_name, url in self._receive:
+        async for channel, address, url in self._receive:
             try:
-                msg = confirmation_email(channel, address, first_name, url)
+                msg = confirmation_email(channel, address, url)
             except HeaderError as exc:
                 log.warning("signup confirmation not sent", channel_id=channel.id, problem=str(exc))
                 continue
-            transport = self.services.delivery.transport()
+            transport = self.mail.transport()
 
             def send_one(transport=transport, msg=msg, address=address) -> str:
                 transport.open()
@@ -134,9 +188,11 @@ class LinksServer:
             else:
                 log.info("signup confirmation sent", channel_id=channel.id, outcome=outcome)
 
-    def hypercorn_config(self) -> HyperConfig:
+    def hypercorn_config(self) -> EdgeConfig:
         config = self.services.config
-        hc = HyperConfig()
+        hc = EdgeConfig()
+        if self.app.settings.hsts:  # no includeSubDomains: other hosts of the domain are not ours
+            hc.extra_headers = ((b"strict-transport-security", HSTS.encode()),)
         hc.accesslog = None  # our access line names the route, never the token
         hc.errorlog = logging.getLogger("hypercorn.error")
         hc.h11_max_incomplete_size = config["links.max_header_bytes"]
@@ -147,30 +203,30 @@ class LinksServer:
         return hc
 
     def open(self) -> str:
-        """Bind the listener (before the daemon's task nursery: a failure is one clear line)."""
-        listen = self.services.config["links.listen"]
-        try:
-            self._sock, self.url = bind(listen)
-        except OSError as exc:
-            raise RuntimeError(f"links.listen: cannot listen on {listen} ({exc.strerror})") from None
-        self.services.links_url = self.url
+        """Bind the listener, when it was not handed over."""
+        config = self.services.config
+        self._sock, self.url = open_listener(config["links.listen"], config["links.max_connections"])
         return self.url
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         if self._sock is None:
             self.open()
-        sockets = Sockets(secure_sockets=[], insecure_sockets=[self._sock], quic_sockets=[])
+        assert self._sock is not None
+        config = self.services.config
+        listener = CappedListener(self._sock, config["links.max_connections"],
+                                  config["links.request_seconds"])
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._mailer)
-            await nursery.start(self._serve_http, sockets, nursery.cancel_scope)
+            await nursery.start(self._serve_http, listener, nursery.cancel_scope)
             log.info("links service listening", url=self.url)
             task_status.started(self.url)
         log.info("links service stopped")
 
-    async def _serve_http(self, sockets: Sockets, done: trio.CancelScope, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def _serve_http(self, listener: CappedListener, done: trio.CancelScope, *,
+                          task_status=trio.TASK_STATUS_IGNORED) -> None:
         try:
             # Returns after stop(), once the requests in flight are answered (graceful_timeout).
-            await worker_serve(wrap_app(self.app, 0, "asgi"), self.hypercorn_config(), sockets=sockets,
-                               shutdown_trigger=self._stop.wait, task_status=task_status)
+            await serve(self.app, self.hypercorn_config(), listener, self._stop,
+                        task_status=task_status)
         finally:
             done.cancel()  # the mailer's queue ends with the service

@@ -1,4 +1,4 @@
-"""rules: the sync's decisions as pure functions over plain data (STYLE.md, "The house").
+"""rules: the sync's decisions as pure functions over plain data (docs/architecture.md).
 
 Canonical field values (``values``), the three-way merge (``merge``), which user a Sell
 record belongs to (``linking``), where a lead or contact becomes a user (``importing``:

@@ -1,4 +1,4 @@
-"""Plan caps on linked CRM records (DESIGN.md §4 rule 1), as a pure selection.
+"""Plan caps on linked CRM records (docs/sync-rules.md, rule 1), as a pure selection.
 
 Leads and contacts count together. Links already made keep their place, oldest first;
 records that would need a new link are admitted in the order given while room is left;
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..vocabulary import PLANS, Plan
 
@@ -21,10 +21,10 @@ L = TypeVar("L")
 
 @dataclass(frozen=True)
 class CapSelection:
-    active: tuple  # existing links that sync
-    suspended: tuple  # existing links past the cap (newest)
-    admitted: tuple  # candidates that get a link now
-    refused: tuple  # candidates past the cap
+    active: tuple[Any, ...]  # existing links that sync
+    suspended: tuple[Any, ...]  # existing links past the cap (newest)
+    admitted: tuple[Any, ...]  # candidates that get a link now
+    refused: tuple[Any, ...]  # candidates past the cap
 
 
 def cap_of(plan: Plan | str) -> int | None:

@@ -1,4 +1,4 @@
-"""Which Kuloo user a Sell record belongs to (DESIGN.md §4 rules 2, 5, 6), as a pure decision.
+"""Which Kuloo user a Sell record belongs to, as a pure decision (docs/sync-rules.md, 2, 5, 6).
 
 A record is matched by its link first, then by the KulooId it carries, then by its
 normalised email:
@@ -25,8 +25,8 @@ or cleared them while converting, or the lead merged into a contact with another
 may be what a linked lead became too: ``may_be_converted`` says which contacts to ask
 about (by their own id), instead of importing them as a second user.
 
-Where a user linked to a converted lead goes (``follow_conversion``; DESIGN.md rule 5 and
-DECISIONS.md's conversion edge cases):
+Where a user linked to a converted lead goes (``follow_conversion``; docs/sync-rules.md, rule 5,
+with its edge cases):
 
 - converted into a contact no other user has        → ``follow`` (re-linked to it)
 - merged into a contact linked to another user      → ``converted_into_linked``: that
@@ -124,7 +124,7 @@ class LinkIndex:
             self.by_kuloo_id.pop(old.kuloo_id, None)
             if self.by_email.get(old.email) is old:
                 self.by_email.pop(old.email, None)
-            if self.by_link.get(old.link) is old:  # never holds None: only links are put
+            if old.link is not None and self.by_link.get(old.link) is old:  # only links are put
                 self.by_link.pop(old.link, None)
         self.by_id[user.id] = user
         self.by_kuloo_id[user.kuloo_id] = user

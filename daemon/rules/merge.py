@@ -1,4 +1,4 @@
-"""The three-way merge of one linked user and its Sell record (DESIGN.md §4 rule 4).
+"""The three-way merge of one linked user and its Sell record (docs/sync-rules.md, rule 4).
 
 For every mapped field the merge compares three canonical values (``values``): the last
 value both sides agreed on (the *base*, kept per link), what Kuloo says and what Sell

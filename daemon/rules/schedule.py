@@ -1,4 +1,4 @@
-"""When each channel syncs next (DESIGN.md §4 rule 1; the issue's scheduler), as pure functions.
+"""When each channel syncs next (docs/sync-rules.md, rule 1), as pure functions.
 
 A channel syncs at its plan's cadence (``vocabulary.PLANS``; ``[sync] cadence_seconds``
 in tests). Channels are spread over the interval: each has a fixed *phase* inside the
@@ -38,3 +38,13 @@ def next_sync_at(channel_id: int, every: timedelta, last_started: datetime | Non
     offset = phase(channel_id, every)
     slots = math.floor((last_started - EPOCH - offset) / every) + 1
     return EPOCH + offset + slots * every
+
+
+def rate_limit_retry_at(now: datetime, promised: datetime | None = None) -> datetime:
+    """When a run Sell rate-limited at ``now`` expects Sell to take requests again.
+
+    Sell sends no ``Retry-After``; its 36,000 requests an hour are refused "until the
+    request reset time", taken to be the next whole hour. When a probe is refused before
+    the time an earlier run gave (``promised``), the later of the two is kept."""
+    at = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    return max(at, promised) if promised is not None else at

@@ -1,10 +1,12 @@
 """Canonical field values: what each side of a link says, in one comparable form.
 
-The three-way merge compares three readings of every mapped field (DESIGN.md §3): the
+The three-way merge compares three readings of every mapped field (docs/sync-rules.md): the
 Kuloo user's, the Sell record's and the last synced one. This module turns both sides
 into the same plain, JSON-able form, so that "changed" means "different meaning", never
 "different spelling": a Promo list is a sorted set, an email its ``vocabulary.email_key``,
-a date is ``YYYY-MM-DD`` however Sell reads it back (``4/27/2016``), blank is ``None``.
+a date is ``YYYY-MM-DD`` however Sell reads it back (``4/27/2016``), a dropdown choice is
+its name however Sell reads it back (a string or ``{"id": N, "name": "…"}``; a multi-select
+a list of either), blank is ``None``.
 
 It also goes the other way: ``sell_payload`` builds the body of a partial PUT (only the
 given fields, a multi-select whole) and ``kuloo_attrs`` the user attributes a Sell value
@@ -27,14 +29,25 @@ LAST_ACTIVE = "Last active"
 EMAIL = "email"
 
 
+def _name(value: Any) -> Any:
+    """A choice read back as ``{"id": N, "name": "…"}`` is its name."""
+    if isinstance(value, Mapping):
+        return value.get("name", value.get("value"))
+    return value
+
+
 def canonical(name: str, value: Any) -> Any:
     """One field's value in the merge's comparable form (JSON-able)."""
     if value is None or value == "" or value == [] or value == ():
         return None
     if name == PROMO:
-        if isinstance(value, str):
-            return [value]
-        return sorted({str(v) for v in value if v is not None and str(v) != ""}) or None
+        if isinstance(value, str | Mapping):
+            value = [value]
+        names = (_name(v) for v in value)
+        return sorted({str(v) for v in names if v is not None and str(v) != ""}) or None
+    value = _name(value)
+    if value is None or value == "":
+        return None
     if name == EMAIL:
         return email_key(value) or None
     if name == LAST_ACTIVE:

@@ -1,6 +1,6 @@
 """store: everything the daemon keeps, and the only package that imports tortoise.
 
-``models`` are the tables (DESIGN.md §2); ``bridge.Store`` is the one door from trio;
+``models`` are the tables (docs/architecture.md); ``bridge.Store`` is the one door from trio;
 use-case modules (``channels``, ``clock_time``, ``sync``, …) hold the coroutines
 that run behind that door, one whole unit of work each (one crossing), and return typed
 results (frozen dataclasses, lists of them, ids), never model instances. Business times

@@ -1,7 +1,7 @@
 """The one door from trio into the store: a dedicated asyncio loop thread.
 
 tortoise-orm and aiosqlite are asyncio-only and the daemon's loop is trio's. Of the
-bridges measured in ../shared/STACK-NOTES.md we use the dedicated asyncio loop thread:
+bridges measured (docs/stack.md) we use the dedicated asyncio loop thread:
 it ran at plain-asyncio speed, cancelled cleanly (the asyncio task is cancelled, the
 transaction rolls back, the connection stays usable) and showed none of trio-asyncio's
 traps (a hang at exit, deadlocks around transactions, crashes when mixed with threads).
@@ -41,7 +41,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import trio
 
@@ -51,6 +51,7 @@ from .files import StoreFileError, check_database, prepare_folder
 from .pg import PgTarget, check_server, tortoise_connection
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def _transactions_release_their_lock() -> None:
@@ -83,8 +84,9 @@ def _transactions_release_their_lock() -> None:
             raise
         return self.connection
 
-    __aenter__._kuloo_safe = True
-    SqliteTransactionContext.__aenter__ = __aenter__
+    # The patch itself: a marker on the function, and the library's method replaced.
+    __aenter__._kuloo_safe = True  # type: ignore[attr-defined]
+    SqliteTransactionContext.__aenter__ = __aenter__  # type: ignore[method-assign]
 
 APP = "models"
 STARTUP_TIMEOUT = 60.0  # under systemd's default TimeoutStartSec (90 s)
@@ -154,10 +156,10 @@ class Store:
 
     def __init__(self, location: Location) -> None:
         self.target = location if isinstance(location, PgTarget) else None
-        self.db_path = None if self.target else Path(location)
+        self.db_path = None if isinstance(location, PgTarget) else Path(location)
         self.where = str(self.target or self.db_path)
         self.postgres = self.target is not None
-        self.config = tortoise_config(self.target or self.db_path)
+        self.config = tortoise_config(location if isinstance(location, PgTarget) else Path(location))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._context: contextvars.Context | None = None
@@ -242,7 +244,7 @@ class Store:
             await trio.to_thread.run_sync(self._thread.join)
         self._loop = None
 
-    async def run(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    async def run(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run one unit of work ``fn(*args, **kwargs)`` on the store's loop; one crossing."""
         if self._context is None:
             raise RuntimeError("the store is not open")
@@ -302,7 +304,7 @@ async def _remember_stored_secrets() -> None:
     from .models import Channel
 
     for token in await Channel.filter(sell_token__not_isnull=True).values_list("sell_token", flat=True):
-        remember(token)
+        remember(str(token))  # a str: tortoise types values_list(..., flat=True) as tuples
 
 
 def migrate_blocking(
@@ -317,7 +319,7 @@ def migrate_blocking(
     from tortoise import Tortoise
 
     target = location if isinstance(location, PgTarget) else None
-    if target is None:
+    if not isinstance(location, PgTarget):
         prepare_folder(Path(location).parent)
         check_database(location)
     timeout = STARTUP_TIMEOUT if timeout is None else timeout

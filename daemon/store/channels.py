@@ -114,7 +114,8 @@ async def _save(row: ChannelRow, now: datetime) -> None:
 
 
 def _set_token(row: ChannelRow, token: Secret | None) -> None:
-    row.sell_token = token.reveal() if token else None
+    # tortoise types a TextField as str even with null=True.
+    row.sell_token = token.reveal() if token else None  # type: ignore[assignment]
     row.connection_status = connection_after_token_change(bool(token)).value
     row.connection_problems = []
     row.verified_at = None

@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from tortoise.expressions import F, Q, Subquery
 from tortoise.functions import Count
@@ -140,7 +140,7 @@ async def import_articles(channel_id: int, docs: Sequence[ArticleInput], now: da
         existing = {a.key: a for a in await Article.filter(channel_id=channel_id)}
         imported = updated = unchanged = 0
         for doc in docs:
-            values = dict(source_file=doc.source_file, title=doc.title, format=doc.format, body=doc.body,
+            values: dict[str, Any] = dict(source_file=doc.source_file, title=doc.title, format=doc.format, body=doc.body,
                           url=doc.url, tags=list(doc.tags), published_at=doc.published_at,
                           delay_seconds=doc.delay_seconds, content_hash=doc.content_hash)
             row = existing.get(doc.key)
@@ -172,9 +172,9 @@ async def import_articles(channel_id: int, docs: Sequence[ArticleInput], now: da
             await Article.filter(id__in=gone).update(withdrawn_at=now, updated_at=now)
             cancelled = await _cancel(OutboxMessage.filter(article_id__in=gone), now, "article withdrawn")
             # Digests that included a withdrawn article are cancelled too (rare; simple and safe).
-            for row in await OutboxMessage.filter(channel_id=channel_id, kind=DIGEST, state=OutboxState.QUEUED.value):
-                if set(row.articles or ()) & set(gone):
-                    cancelled += await _cancel(OutboxMessage.filter(id=row.id), now, "article withdrawn")
+            for digest in await OutboxMessage.filter(channel_id=channel_id, kind=DIGEST, state=OutboxState.QUEUED.value):
+                if set(digest.articles or ()) & set(gone):
+                    cancelled += await _cancel(OutboxMessage.filter(id=digest.id), now, "article withdrawn")
         return ImportCounts(imported, updated, unchanged, len(gone), cancelled)
 
 
@@ -369,13 +369,19 @@ async def plan(channel_id: int, now: datetime, decide: Decide, domain_of: Callab
                 await User.filter(id__in=[r.id for r in rows_]).update(next_due_at=due)
         elif page:  # many (right after the upgrade, joined times): one CASE statement per batch
             await User.bulk_update(page, fields=["next_due_at"], batch_size=250)
-        retry = await (OutboxMessage.filter(channel_id=channel_id, state=OutboxState.QUEUED.value,
-                                            next_attempt_at__gt=now)
-                       .order_by("next_attempt_at").first().values_list("next_attempt_at", flat=True))
+        retry = await next_retry(channel_id, now)
         later = await (User.filter(channel_id=channel_id, next_due_at__gt=now, next_due_at__lt=NOT_DUE)
                        .order_by("next_due_at").first().values_list("next_due_at", flat=True))
         times = [t for t in (decisions.next_due, retry, later) if t is not None]
-        return queued, min(times, default=None), more
+        # tortoise types values_list(..., flat=True) as tuples: these are datetimes.
+        return queued, min(times, default=None), more  # type: ignore[return-value]
+
+
+async def next_retry(channel_id: int, now: datetime) -> datetime | None:
+    """When the channel's earliest queued message waiting out its back-off is due again."""
+    at = await (OutboxMessage.filter(channel_id=channel_id, state=OutboxState.QUEUED.value, next_attempt_at__gt=now)
+                .order_by("next_attempt_at").first().values_list("next_attempt_at", flat=True))
+    return cast("datetime | None", at)  # flat values_list: the bare value (typed as a tuple)
 
 
 def _new_message(channel_id: int, user_id: int, kind: str, article_id: int | None, article_ids: list[int] | None,
@@ -424,7 +430,8 @@ async def claim(channel_id: int, now: datetime, limit: int) -> list[Claimed]:
         for r in rows:
             u = r.user
             ids = (r.article_id,) if r.kind == SEQUENCE else tuple(r.articles or ())
-            out.append(Claimed(r.id, r.kind, r.message_id, ids,
+            # A sequence message's article is withdrawn, never deleted: its id is set.
+            out.append(Claimed(r.id, r.kind, r.message_id, ids,  # type: ignore[arg-type]
                                RecipientInfo(u.id, u.kuloo_id, u.email, u.first_name, u.last_name),
                                _channel_info(r.channel)))
         return out
@@ -571,10 +578,25 @@ async def resolve(outbox_id: int, as_: str, now: datetime) -> OutboxEntry:
         else:
             row.state = outbox_move(current, OutboxState.QUEUED).value
             row.next_attempt_at = now
+            row.attempts = 0  # sent again means a fresh set of attempts, not one more
         row.updated_at = now
-        await row.save(update_fields=["state", "sent_at", "next_attempt_at", "updated_at"])
+        await row.save(update_fields=["state", "sent_at", "next_attempt_at", "attempts", "updated_at"])
         await replan([row.user_id])
         return _entry(row)
+
+
+async def resend_failed(channel_id: int, now: datetime) -> int:
+    """Every failed message of the channel queued again with fresh attempts (after the relay
+    is fixed); returns how many. Uncertain ones stay for the admin to decide one by one."""
+    async with in_transaction():
+        if not await Channel.exists(id=channel_id):
+            raise NotFound(f"no channel {channel_id}")
+        query = OutboxMessage.filter(channel_id=channel_id, state=OutboxState.FAILED.value)
+        user_ids = cast("list[int]", list(await query.values_list("user_id", flat=True)))
+        count = await query.update(state=OutboxState.QUEUED.value, attempts=0, next_attempt_at=now,
+                                   updated_at=now)
+        await replan(sorted(set(user_ids)))
+        return count
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Events between daemons on one PostgreSQL database: NOTIFY out, LISTEN in.
 
-DECISIONS.md: on PostgreSQL, events reach the subscribers of every daemon. Each daemon
+On PostgreSQL, events reach the subscribers of every daemon (docs/operations.md). Each daemon
 keeps one dedicated asyncpg connection (not tortoise's pool) on the store's loop, LISTENs
 on ``CHANNEL`` and sends its own events there with ``pg_notify``. A payload is compact
 JSON ``{"o": origin daemon id, "n": its sequence number, "e": event, "d": data}``.

@@ -12,7 +12,7 @@ naming the file and the problem (``kuloo-daemon`` prints it and exits non-zero).
 - ``hold_state``: an exclusive ``flock`` on ``<database>.lock`` (beside the database)
   and on the state folder, held for the life of the process. A second daemon, or
   ``migrate`` while a daemon runs, is refused: SQLite serves one daemon; several daemons
-  share work only on PostgreSQL (DECISIONS.md, "Store and scale-out").
+  share work only on PostgreSQL (docs/operations.md).
 - ``check_database``: the database is a regular file, opens as SQLite, passes
   ``PRAGMA quick_check`` and can take a write lock; it is created 0600, and an existing
   one (with its ``-wal``/``-shm``, which SQLite creates with the database's mode) is

@@ -1,4 +1,4 @@
-"""The Kuloo side of the data (DESIGN.md §2): tortoise-orm models.
+"""The Kuloo side of the data (docs/architecture.md): tortoise-orm models.
 
 Only ``store/`` imports tortoise. Everything here runs on the asyncio loop thread of
 ``store.bridge``; trio code reaches it through ``Store.run`` with a whole use case.
@@ -7,6 +7,8 @@ whole, never queried by element. The words stored in the string columns (plans,
 sources, frequencies, states) are defined in ``kuloo_daemon.vocabulary``; this module
 only persists them. Business timestamps are written from the clock by the use cases.
 """
+
+from typing import Any
 
 from tortoise import fields
 from tortoise.models import Model
@@ -23,14 +25,17 @@ class Channel(Model):
     # The Sell API token. A secret: only ever leaves the store wrapped in ``Secret``.
     sell_token = fields.TextField(null=True)
     add_all_users_to_crm = fields.BooleanField(default=False)
+    sequential_tags: fields.JSONField[list[str]]
     sequential_tags = fields.JSONField(default=list)
     sender = fields.CharField(max_length=320, default="")
     postal_address = fields.TextField(default="")
     connection_status = fields.CharField(max_length=32, default=ConnectionStatus.NONE.value)
+    connection_problems: fields.JSONField[list[str]]
     connection_problems = fields.JSONField(default=list)
     verified_at = fields.DatetimeField(null=True)
     connection_checked_at = fields.DatetimeField(null=True)
     # Change-feed state handed to crm/ and stored back whole (device UUID, mode, watermarks).
+    sync_state: fields.JSONField[dict[str, Any]]
     sync_state = fields.JSONField(default=dict)
     last_sync_at = fields.DatetimeField(null=True)
     sync_status = fields.CharField(max_length=200, default="")
@@ -51,7 +56,9 @@ class User(Model):
     """
 
     id = fields.IntField(primary_key=True)
+    channel: fields.ForeignKeyRelation[Channel]
     channel = fields.ForeignKeyField("models.Channel", related_name="users", on_delete=fields.CASCADE)
+    channel_id: int
     # Stable and opaque, generated here; Sell's KulooId field and the link tokens carry it.
     kuloo_id = fields.CharField(max_length=64, unique=True)
     email = fields.CharField(max_length=320)  # as the user spelled it (trimmed)
@@ -62,6 +69,7 @@ class User(Model):
     frequency = fields.CharField(max_length=16, default=Frequency.WEEKLY.value)
     unsubscribed = fields.BooleanField(default=False)
     add_to_crm = fields.BooleanField(default=False)
+    promo_tags: fields.JSONField[list[str]]
     promo_tags = fields.JSONField(default=list)  # read whole; filtered through UserTag
     promo_started_at = fields.DatetimeField(null=True)
     last_active = fields.DatetimeField(null=True)
@@ -72,9 +80,14 @@ class User(Model):
     # column (a covering index here, a trigram index on PostgreSQL).
     search_text = fields.CharField(max_length=730, db_default="")
     # Last values both sides agreed on, per mapped field: the base of the three-way merge.
+    synced_values: fields.JSONField[dict[str, Any]]
     synced_values = fields.JSONField(default=dict)
     # The Kuloo change time of each editable field (field -> ISO time), for the merge.
+    changed_at: fields.JSONField[dict[str, str]]
     changed_at = fields.JSONField(default=dict, db_default="{}")
+    # When ``unsubscribed`` last changed, by any writer (null: not since creation, or before
+    # this column came). A signup confirmation issued before it changes nothing (replay).
+    unsubscribed_changed_at = fields.DatetimeField(null=True)
     # +1 on every change: a sync batch applies only over the revision it read.
     revision = fields.IntField(default=1, db_default=1)
     # When the current CRM link was made: plan caps keep the oldest links (sync engine).
@@ -117,8 +130,12 @@ class UserTag(Model):
     """
 
     id = fields.IntField(primary_key=True)
+    user: fields.ForeignKeyRelation[User]
     user = fields.ForeignKeyField("models.User", related_name="tags", on_delete=fields.CASCADE)
+    user_id: int
+    channel: fields.ForeignKeyRelation[Channel]
     channel = fields.ForeignKeyField("models.Channel", related_name="user_tags", on_delete=fields.CASCADE)
+    channel_id: int
     tag = fields.CharField(max_length=100)
 
     class Meta:
@@ -131,7 +148,9 @@ class Article(Model):
     """One article of a channel, as last imported; ``version`` goes up when its content changes."""
 
     id = fields.IntField(primary_key=True)
+    channel: fields.ForeignKeyRelation[Channel]
     channel = fields.ForeignKeyField("models.Channel", related_name="articles", on_delete=fields.CASCADE)
+    channel_id: int
     # Identity across re-imports: the front-matter ``id``, else the path relative to the folder.
     key = fields.CharField(max_length=500, db_default="")
     source_file = fields.TextField(db_default="")
@@ -139,6 +158,7 @@ class Article(Model):
     format = fields.CharField(max_length=16, default="markdown")  # markdown | html | clip
     body = fields.TextField(default="")  # Markdown or HTML; for a clip, the clipped HTML
     url = fields.TextField(default="")  # a clip's page
+    tags: fields.JSONField[list[str]]
     tags = fields.JSONField(default=list)  # sequential tags; empty = a newsletter article
     published_at = fields.DatetimeField(null=True)
     delay_seconds = fields.IntField(default=0)
@@ -160,8 +180,12 @@ class SequenceProgress(Model):
     """
 
     id = fields.IntField(primary_key=True)
+    user: fields.ForeignKeyRelation[User]
     user = fields.ForeignKeyField("models.User", related_name="progress", on_delete=fields.CASCADE)
+    user_id: int
+    article: fields.ForeignKeyRelation[Article]
     article = fields.ForeignKeyField("models.Article", related_name="progress", on_delete=fields.CASCADE)
+    article_id: int
     outbox_id = fields.IntField(null=True)
     sent_at = fields.DatetimeField(null=True)
 
@@ -177,9 +201,16 @@ class OutboxMessage(Model):
     """Every email to send, in one of the ``vocabulary.OutboxState``s."""
 
     id = fields.IntField(primary_key=True)
+    channel: fields.ForeignKeyRelation[Channel]
     channel = fields.ForeignKeyField("models.Channel", related_name="outbox", on_delete=fields.CASCADE)
+    channel_id: int
+    user: fields.ForeignKeyRelation[User]
     user = fields.ForeignKeyField("models.User", related_name="outbox", on_delete=fields.CASCADE)
+    user_id: int
+    article: fields.ForeignKeyNullableRelation[Article]
     article = fields.ForeignKeyField("models.Article", related_name="outbox", null=True, on_delete=fields.SET_NULL)
+    article_id: int | None
+    articles: fields.JSONField[list[int] | None]
     articles = fields.JSONField(null=True)  # a digest's article ids
     kind = fields.CharField(max_length=16)  # sequence | digest
     state = fields.CharField(max_length=16, default=OutboxState.QUEUED.value, db_index=True)
@@ -201,16 +232,22 @@ class OutboxMessage(Model):
 
 class SyncRun(Model):
     id = fields.IntField(primary_key=True)
+    channel: fields.ForeignKeyRelation[Channel]
     channel = fields.ForeignKeyField("models.Channel", related_name="sync_runs", on_delete=fields.CASCADE)
+    channel_id: int
     started_at = fields.DatetimeField()
     finished_at = fields.DatetimeField(null=True)
     status = fields.CharField(max_length=32, default=SyncRunStatus.RUNNING.value)
+    counts: fields.JSONField[dict[str, int]]
     counts = fields.JSONField(default=dict)
     error = fields.TextField(default="")
     # Why it ended as it did, as a word (``vocabulary.INTERRUPTED``); ``error`` is the prose.
     reason = fields.CharField(max_length=32, default="", db_default="")
     # The daemon that ran it (PostgreSQL, several daemons: ``store.leases``); "" on SQLite.
     daemon_id = fields.CharField(max_length=64, default="", db_default="")
+    # A run Sell rate-limited (reason ``rate_limited``): the business time from which Sell
+    # takes requests again (the next whole hour); a run before then probes once first.
+    retry_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "sync_run"
@@ -226,8 +263,12 @@ class SyncError(Model):
     """
 
     id = fields.IntField(primary_key=True)
+    channel: fields.ForeignKeyRelation[Channel]
     channel = fields.ForeignKeyField("models.Channel", related_name="sync_errors", on_delete=fields.CASCADE)
+    channel_id: int
+    user: fields.ForeignKeyNullableRelation[User]
     user = fields.ForeignKeyField("models.User", related_name="sync_errors", null=True, on_delete=fields.CASCADE)
+    user_id: int | None
     crm_kind = fields.CharField(max_length=16, null=True)
     crm_id = fields.BigIntField(null=True)
     email = fields.CharField(max_length=320, default="")
@@ -247,8 +288,12 @@ class AuditEntry(Model):
     """One change applied to a user by sync, an admin or a link, with who won a conflict."""
 
     id = fields.IntField(primary_key=True)
+    channel: fields.ForeignKeyRelation[Channel]
     channel = fields.ForeignKeyField("models.Channel", related_name="audit", on_delete=fields.CASCADE)
+    channel_id: int
+    user: fields.ForeignKeyNullableRelation[User]
     user = fields.ForeignKeyField("models.User", related_name="audit", null=True, on_delete=fields.SET_NULL)
+    user_id: int | None
     at = fields.DatetimeField(auto_now_add=True)
     actor = fields.CharField(max_length=16)  # sync | admin | link | app
     field = fields.CharField(max_length=64, default="")
@@ -296,7 +341,9 @@ class Lease(Model):
     ``lease_owner`` "" is free, and a ``lease_until`` in the past may be taken over."""
 
     id = fields.IntField(primary_key=True)
+    channel: fields.ForeignKeyRelation[Channel]
     channel = fields.ForeignKeyField("models.Channel", related_name="leases", on_delete=fields.CASCADE)
+    channel_id: int
     kind = fields.CharField(max_length=16)  # sync | delivery
     lease_owner = fields.CharField(max_length=64, default="", db_default="")
     lease_until = fields.DatetimeField(null=True)

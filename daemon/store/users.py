@@ -12,7 +12,7 @@ unit of work:
 - ``apply_changes(row, changes, actor=..., now=..., note=...)`` is how any Kuloo-side
   field of a user changes. It writes one audit entry per changed field, stamps the
   field's Kuloo change time (``User.changed_at``, which the merge compares with Sell's
-  ``updated_at``), bumps ``revision`` (DECISIONS.md "No lost opt-out": a batch applies
+  ``updated_at``), bumps ``revision`` (docs/sync-rules.md, "No lost opt-out": a batch applies
   only over the revision it read), keeps the tag rows of ``promo_tags`` and the email key
   in step, and cancels queued mail when the user opts out.
 - ``insert(channel_id, fields, actor=..., now=..., note=...)`` creates a user row with
@@ -140,7 +140,7 @@ def _parse_time(text: str) -> datetime:
 def document(row: UserRow) -> User:
     return User(
         id=row.id,
-        channel_id=row.channel_id,  # type: ignore[attr-defined]
+        channel_id=row.channel_id,
         kuloo_id=row.kuloo_id,
         email=row.email,
         first_name=row.first_name,
@@ -215,8 +215,8 @@ _TEMPLATES: dict[type[Model], dict[str, Any]] = {}
 def bare_row(model: type[Model], values: Mapping[str, Any], *, template: Mapping[str, Any] | None = None) -> Any:
     """An unsaved ``model`` instance holding ``values`` as given, for ``bulk_create``.
 
-    ``Model.__init__`` converts and checks every field through a ``__setattr__`` hook
-    (about 20 µs a row): most of a bulk insert's cost. The rows made here hold values this
+    ``Model.__init__`` converts and checks every field through a ``__setattr__`` hook,
+    which is most of a bulk insert's cost. The rows made here hold values this
     module built itself, already of the column's Python type; the fields not given keep
     their declared defaults (``template``: one instance made the checked way, per model).
     The instance is the same as ``__init__`` makes (``tests/daemon/test_users_store.py``).
@@ -249,7 +249,7 @@ def _user_template() -> dict[str, Any]:
 def audit_entry(row: UserRow, field: str, old: Any, new: Any, *, actor: Actor, now: datetime,
                 note: str = "") -> AuditEntry:
     """An unsaved audit entry about ``row`` (save it, or ``AuditEntry.bulk_create`` many)."""
-    return bare_row(AuditEntry, {"id": None, "channel_id": row.channel_id, "user_id": row.id,  # type: ignore[attr-defined]
+    return bare_row(AuditEntry, {"id": None, "channel_id": row.channel_id, "user_id": row.id,
                                  "at": now, "actor": Actor(actor).value, "field": field, "old": json.dumps(old),
                                  "new": json.dumps(new), "note": note}, template={})
 
@@ -261,7 +261,7 @@ def _audit_record(entry: AuditEntry) -> AuditRecord:
 
 
 def _tag_rows(row: UserRow, tags: Iterable[str]) -> list[UserTag]:
-    return [bare_row(UserTag, {"id": None, "user_id": row.id, "channel_id": row.channel_id,  # type: ignore[attr-defined]
+    return [bare_row(UserTag, {"id": None, "user_id": row.id, "channel_id": row.channel_id,
                                "tag": str(t)}, template={})
             for t in dict.fromkeys(tags)]
 
@@ -287,7 +287,8 @@ async def update_many(model: type[Model], columns: Sequence[str], rows: Sequence
     to_db = [fields_map[c].to_db_value for c in columns]
     pk = model._meta.pk.to_db_value
     n = len(to_db)
-    await db.execute_many(sql, [[conv(v, None) for conv, v in zip(to_db, row[:n], strict=True)] + [pk(row[n], None)]
+    # The conversions read no instance (tortoise's annotation wants one; None is what it takes).
+    await db.execute_many(sql, [[conv(v, None) for conv, v in zip(to_db, row[:n], strict=True)] + [pk(row[n], None)]  # type: ignore[arg-type]
                                 for row in rows])
 
 
@@ -320,7 +321,7 @@ class RowWrites:
 async def save_pending(pending: list[AuditEntry | UserTag]) -> None:
     """Insert what ``insert_many`` left in ``pending``: one statement per table."""
     for model in (UserTag, AuditEntry):
-        rows = [r for r in pending if isinstance(r, model)]
+        rows: list[Any] = [r for r in pending if isinstance(r, model)]  # each of one model
         if rows:
             await model.bulk_create(rows)
     pending.clear()
@@ -428,8 +429,11 @@ async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Acto
     if {"email", "first_name", "last_name"} & set(changed):
         row.search_text = search_text(row.email, row.first_name, row.last_name)
         update_fields.append("search_text")
+    if "unsubscribed" in changed:
+        row.unsubscribed_changed_at = now  # a signup confirmation issued before it is stale
+        update_fields.append("unsubscribed_changed_at")
     if "promo_tags" in changed and row.promo_tags and row.promo_started_at is None:
-        row.promo_started_at = now  # the first tag starts the sequence clock (DESIGN.md §5)
+        row.promo_started_at = now  # the first tag starts the sequence clock (docs/delivery.md)
         update_fields.append("promo_started_at")
     row.changed_at = stamps
     row.revision += 1
@@ -445,7 +449,7 @@ async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Acto
     if "promo_tags" in changed:
         await _write_tags(row, row.promo_tags)
     if "unsubscribed" in changed and row.unsubscribed:
-        # DECISIONS.md "States": queued mail of a user who unsubscribed is cancelled.
+        # Queued mail of a user who unsubscribed is cancelled (docs/delivery.md, "Outbox states").
         await OutboxMessage.filter(user_id=row.id, state=OutboxState.QUEUED.value).update(
             state=OutboxState.CANCELLED.value, updated_at=now)
     return tuple(changed)
@@ -485,9 +489,9 @@ async def update(user_id: int, changes: Mapping[str, Any], actor: Actor, now: da
         async with in_transaction():
             row = await _row(user_id, for_update=True)
             if "promo_tags" in changes:
-                _check_promo(await _channel(row.channel_id), changes["promo_tags"])  # type: ignore[attr-defined]
+                _check_promo(await _channel(row.channel_id), changes["promo_tags"])
             if "email" in changes and email_key(changes["email"]) != row.email_key:
-                await _email_taken(row.channel_id, email_key(changes["email"]), other_than=row.id)  # type: ignore[attr-defined]
+                await _email_taken(row.channel_id, email_key(changes["email"]), other_than=row.id)
             changed = await apply_changes(row, changes, actor=actor, now=now)
     except IntegrityError:
         raise Conflict(f"another user of the channel already has the email {changes.get('email')!r}") from None
@@ -569,6 +573,7 @@ class Subscriber:
     user: User
     changed: tuple[str, ...] = ()
     created: bool = False
+    stale: bool = False  # sign_up: the confirmation predates the user's last (un)subscribe
 
 
 async def _by_kuloo_id(channel_id: int, kuloo_id: str, *, for_update: bool = False) -> UserRow:
@@ -611,12 +616,25 @@ async def subscriber_active(channel_id: int, kuloo_id: str, now: datetime) -> Su
     return Subscriber("", document(row), changed)
 
 
-async def sign_up(channel_id: int, fields: Mapping[str, Any], actor: Actor, now: datetime) -> Subscriber:
+def unsubscribed_changed(row: UserRow) -> datetime:
+    """When the user's unsubscribed state last changed: its column, else the merge's stamp
+    (rows from before the column), else the user's creation."""
+    if row.unsubscribed_changed_at is not None:
+        return row.unsubscribed_changed_at
+    stamp = (row.changed_at or {}).get("unsubscribed")
+    return _parse_time(stamp) if stamp else row.created_at
+
+
+async def sign_up(channel_id: int, fields: Mapping[str, Any], actor: Actor, now: datetime,
+                  issued: datetime | None = None) -> Subscriber:
     """A confirmed signup: a new user (source ``signup``), or the existing one left as is.
 
     ``fields``: a normalised ``email``, optional ``first_name``/``last_name``. An existing
     user who had unsubscribed and now confirms a signup is subscribed again (their
-    names are kept); any other existing user is not changed.
+    names are kept); any other existing user is not changed. ``issued``: when the
+    confirmation link was made; an existing user whose unsubscribed state changed (or
+    who was created) after it is not changed, and the answer says ``stale`` (a link
+    works once: an old one never undoes a later unsubscribe).
     """
     try:
         async with in_transaction():
@@ -624,11 +642,13 @@ async def sign_up(channel_id: int, fields: Mapping[str, Any], actor: Actor, now:
             row = await UserRow.select_for_update().get_or_none(channel_id=channel_id,
                                                                  email_key=email_key(fields["email"]))
             if row is not None:
+                if issued is not None and unsubscribed_changed(row) > issued:
+                    return Subscriber(channel.name, document(row), stale=True)
                 changed = await apply_changes(row, {"unsubscribed": False}, actor=actor, now=now,
                                               note="signup confirmed") if row.unsubscribed else ()
                 return Subscriber(channel.name, document(row), changed)
             row = await insert(channel_id, {**fields, "source": Source.SIGNUP}, actor=actor, now=now,
                                note="signup confirmed")
     except IntegrityError:  # a concurrent confirmation of the same address won the race
-        return Subscriber(channel.name, await get_by_email(channel_id, fields["email"]))
+        return Subscriber(channel.name, await get_by_email(channel_id, fields["email"]), stale=True)
     return Subscriber(channel.name, document(row), (), created=True)

@@ -16,7 +16,7 @@ Imports ``services``, ``crm``, ``store`` (through ``Store.run``) and the base mo
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 import trio
@@ -92,7 +92,7 @@ def _recheck_job(services: Services) -> Job:
 
 
 def _reverify_job(services: Services) -> ClockJob:
-    state = {"next": None}  # None: not looked yet, due at once
+    state: dict[str, datetime | None] = {"next": None}  # None: not looked yet, due at once
 
     async def run() -> None:
         due, state["next"] = await services.store.run(

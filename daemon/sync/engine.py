@@ -19,9 +19,14 @@ One run of one channel (``run_channel``):
    new leads. A push is crash-safe: its intent is stamped before the POST; a user found
    stamped (a crash, or a create that ``maybe_applied``) is looked up by KulooId, then by
    email, before any second POST.
-4. ``finish_run``: ``ok``, ``partial`` (some records have Sync errors), ``failed`` (the
-   reason: ``token_rejected`` after a 401 — the channel then needs a new token —,
-   ``sell_unavailable``, ``internal``).
+4. ``finish_run``: ``ok``, ``partial`` (some records have Sync errors; or reason
+   ``rate_limited``: a request was still 429 after its retries — Sell's hourly budget is
+   spent —, with ``retry_at`` the next whole hour of business time; what the run applied
+   is kept and the next run picks up from there), ``failed`` (the reason:
+   ``token_rejected`` after a 401 — the channel then needs a new token —,
+   ``sell_unavailable``, ``internal``). A run before a previous run's ``retry_at`` first
+   makes ONE request (``SellClient.probe``): still 429, it ends at once (``rate_limited``,
+   the same ``retry_at``), so a lockout of many minutes is never hammered.
 
 Events: ``sync.started``, ``sync.finished`` (the run document) and ``users.changed``
 ``{"channel", "ids"}`` once per batch, never once per user. One run per channel at a
@@ -74,11 +79,7 @@ RECONCILED_AT = "reconciled_at"  # kept in the channel's feed state
 
 
 def _locks(services: Services) -> dict[int, trio.Lock]:
-    locks = getattr(services, "_sync_locks", None)
-    if locks is None:
-        locks = {}
-        services._sync_locks = locks  # type: ignore[attr-defined]
-    return locks
+    return services.sync_locks
 
 
 def conversion_ref(conv: LeadConversion) -> linking.ConversionRef:
@@ -218,6 +219,8 @@ class _Run:
         into: dict[int, list[linking.ConversionRef]] = {}
         if len(questions) > linking.FEW_CONVERSION_QUESTIONS:
             into = await self.matching_conversions(questions, created or {})
+        found: Sequence[Any]  # linking's conversion refs, or Sell's conversions: the same fields
+        conv: Any
         for rec, lead_id, link in lookups:
             if lead_id is None:  # a contact matching no user: did a linked lead become it?
                 found = into[rec.id] if rec.id in into else [
@@ -252,8 +255,9 @@ class _Run:
         scan = linking.ConversionScan.of(
             ((i, created.get(i)) for i in contact_ids), lambda lead_id: ("lead", lead_id) in self.linked)
         if scan.open:
+            # An async generator (it has aclose), typed AsyncIterator by the client.
             async with contextlib.aclosing(
-                    self.sell.lead_conversion_pages(per_page=linking.CONVERSIONS_PER_PAGE)) as listing:
+                    self.sell.lead_conversion_pages(per_page=linking.CONVERSIONS_PER_PAGE)) as listing:  # type: ignore[type-var]
                 async for page in listing:
                     if scan.take([conversion_ref(c) for c in page]):
                         break
@@ -407,17 +411,28 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
     services.publish("sync.started", start.run)
     structlog.contextvars.bind_contextvars(sync_run=start.run.id, channel_id=channel_id)
     try:
-        sell = await services.sell_pool.client(start.token)
+        # A run that starts has its channel's token (begin_run skips a channel without one).
+        sell = await services.sell_pool.client(start.token)  # type: ignore[arg-type]
         run = _Run(services, start, sell)
         before = sell.requests_sent
         status, reason, error, state = SyncRunStatus.OK, "", "", None
+        retry_at = None
         try:
+            if start.retry_at is not None and services.clock.now() < start.retry_at:
+                await sell.probe()  # Sell locked us out until then: one request, no retries
             state = await run.pull()
             await run.recheck()
             await run.push()
         except E.AuthenticationError as exc:
-            await connection.token_rejected(services, channel_id, start.token, exc)
+            # The run's token (set, as above).
+            await connection.token_rejected(services, channel_id, start.token, exc)  # type: ignore[arg-type]
             status, reason, error = SyncRunStatus.FAILED, "token_rejected", str(exc)
+        except E.RateLimitedError as exc:
+            retry_at = schedule.rate_limit_retry_at(services.clock.now(), start.retry_at)
+            when = retry_at.isoformat()
+            log.warning("sync run stopped: sell rate limit", error=str(exc), retry_at=when)
+            status, reason = SyncRunStatus.PARTIAL, "rate_limited"
+            error = f"{exc}; Sell should take requests again at {when} (business time)"
         except E.SellError as exc:
             log.warning("sync run stopped: sell failed", error=str(exc))
             status, reason, error = SyncRunStatus.FAILED, "sell_unavailable", str(exc)
@@ -428,7 +443,7 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
         if status == SyncRunStatus.OK and run.counts.get("errors"):
             status = SyncRunStatus.PARTIAL
         doc = await services.store.run(sync_runs.finish_run, start.run.id, status, reason, error, run.counts,
-                                       state, services.clock.now())
+                                       state, services.clock.now(), retry_at)
         log.info("sync finished", status=doc.status.value, reason=reason, **doc.counts)
         services.publish("sync.finished", doc)
         await replan(services)
@@ -441,11 +456,7 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
 
 
 def _plan_state(services: Services) -> dict[str, Any]:
-    state = getattr(services, "_sync_plan", None)
-    if state is None:
-        state = {"next": None, "plan_at": 0.0}
-        services._sync_plan = state  # type: ignore[attr-defined]
-    return state
+    return services.sync_plan
 
 
 async def replan(services: Services) -> datetime | None:

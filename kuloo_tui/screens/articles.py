@@ -11,7 +11,7 @@ from textual.containers import Horizontal
 from textual.widgets import Button, DataTable, Footer, Header, Input, Static
 
 from ..messages import DaemonEvent, Loaded, Saved
-from .base import Banner, DaemonScreen
+from .base import Banner, DaemonScreen, literal
 
 COLUMNS = (("Id", 5), ("Title", 30), ("Kind", 10), ("Tags", 16), ("Published", 16), ("State", 9))
 
@@ -42,7 +42,7 @@ class ArticlesScreen(DaemonScreen):
             yield Input(id="folder", placeholder="folder under [articles] root to import", compact=True)
             yield Button("Import", id="import", compact=True)
         yield DataTable(id="articles", cursor_type="row", zebra_stripes=True)
-        yield Static(id="preview")
+        yield Static(id="preview", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -67,9 +67,10 @@ class ArticlesScreen(DaemonScreen):
         table.clear()
         self.articles = list(message.data)
         for a in self.articles:
-            table.add_row(str(a["id"]), a["title"] or a["file"], a["kind"], ", ".join(a["tags"]),
-                          (a.get("published_at") or "")[:16].replace("T", " "),
-                          "withdrawn" if a.get("withdrawn_at") else "", key=str(a["id"]))
+            table.add_row(*(literal(cell) for cell in (
+                str(a["id"]), a["title"] or a["file"], a["kind"], ", ".join(a["tags"]),
+                (a.get("published_at") or "")[:16].replace("T", " "),
+                "withdrawn" if a.get("withdrawn_at") else "")), key=str(a["id"]))
 
     def action_preview(self) -> None:
         table = self.query_one("#articles", DataTable)

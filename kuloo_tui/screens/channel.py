@@ -54,8 +54,8 @@ class ChannelScreen(DaemonScreen):
             yield Input(id="postal", compact=True)
             yield Label("Zendesk Sell API token", id="token-label")
             yield Input(id="token", password=True, placeholder="type a new token to replace it", compact=True)
-            yield Static(id="connection")
-            yield Static(id="problems")
+            yield Static(id="connection", markup=False)
+            yield Static(id="problems", markup=False)  # Sell's own texts among them
             yield Button("Save", id="save", variant="primary", compact=True)
         yield Footer()
 

@@ -26,7 +26,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(self.question, id="question")
+            yield Static(self.question, id="question", markup=False)  # it quotes an email
             with Horizontal():
                 yield Button("Cancel", id="no")
                 yield Button(self.yes, id="yes", variant="error")

@@ -1,10 +1,12 @@
-"""Dashboard: every channel with its plan, connection, users, sync state; the last runs."""
+"""Dashboard: every channel with its plan, connection, users, sync state; the last runs; the
+mail relay's words when it refuses us (every message then waits in the queue)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
@@ -47,6 +49,7 @@ class DashboardScreen(DaemonScreen):
         yield Banner()
         yield Static("Channels", classes="section-title")
         yield DataTable(id="channels", cursor_type="row", zebra_stripes=True)
+        yield Static(id="relay", classes="relay-refusing")
         yield Static("Last sync runs", classes="section-title")
         yield DataTable(id="runs", cursor_type="row")
         yield Footer()
@@ -56,6 +59,7 @@ class DashboardScreen(DaemonScreen):
         self.sub_title = "Dashboard"
         fill_table(self.query_one("#channels", DataTable), CHANNEL_COLUMNS, [])
         fill_table(self.query_one("#runs", DataTable), RUN_COLUMNS, [])
+        self.query_one("#relay", Static).display = False
         super().on_mount()
 
     def reload(self) -> None:
@@ -70,7 +74,8 @@ class DashboardScreen(DaemonScreen):
         rows = [row for row, _runs in fetched]
         runs = [run for _row, channel_runs in fetched for run in channel_runs]
         runs.sort(key=lambda pair: pair[1].get("started_at") or "", reverse=True)
-        return {"rows": rows, "runs": runs[:RUNS_SHOWN]}
+        status = await self.client.call("status")
+        return {"rows": rows, "runs": runs[:RUNS_SHOWN], "relay": status.get("relay")}
 
     async def _channel_row(self, channel: dict[str, Any]) -> tuple[dict[str, Any], list]:
         methods, call, cid = self.methods, self.client.call, channel["id"]
@@ -100,7 +105,7 @@ class DashboardScreen(DaemonScreen):
         if message.what != "dashboard":
             return
         self.channels = [row["channel"] for row in message.data["rows"]]
-        self.app.channels = self.channels  # type: ignore[attr-defined]
+        self.app.channels = self.channels  # type: ignore[attr-defined]  # self.app is a KulooApp
         rows = []
         for row in message.data["rows"]:
             c = row["channel"]
@@ -119,6 +124,13 @@ class DashboardScreen(DaemonScreen):
             counts = ", ".join(f"{k} {v}" for k, v in (r.get("counts") or {}).items() if v)
             runs.append((name, str(r["id"]), r["status"], _when(r.get("started_at")), counts or "—"))
         fill_table(self.query_one("#runs", DataTable), RUN_COLUMNS, runs)
+        relay = message.data.get("relay") or {}
+        box = self.query_one("#relay", Static)
+        box.display = relay.get("state") == "refusing"
+        if box.display:
+            # The server's own words, shown literally (never read as markup).
+            box.update(Text(f"Mail relay refusing since {_when(relay.get('since'))}: every message waits "
+                            f"in the queue; next try {_when(relay.get('retry_at'))}. {relay.get('error') or ''}"))
 
     def on_daemon_event(self, event: DaemonEvent) -> None:
         # Many events can come at once (a sync's batches): reload at most every half second.
@@ -139,27 +151,27 @@ class DashboardScreen(DaemonScreen):
 
     def action_open_channel(self) -> None:
         if self.selected:
-            self.app.open_channel(self.selected["id"])  # type: ignore[attr-defined]
+            self.app.open_channel(self.selected["id"])  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def action_users(self) -> None:
         if self.selected:
-            self.app.open_users(self.selected["id"])  # type: ignore[attr-defined]
+            self.app.open_users(self.selected["id"])  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def action_articles(self) -> None:
         if self.selected:
-            self.app.open_articles(self.selected["id"])  # type: ignore[attr-defined]
+            self.app.open_articles(self.selected["id"])  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def action_sync(self) -> None:
         if self.selected:
-            self.app.open_sync(self.selected["id"])  # type: ignore[attr-defined]
+            self.app.open_sync(self.selected["id"])  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def action_outbox(self) -> None:
         if self.selected:
-            self.app.open_outbox(self.selected["id"])  # type: ignore[attr-defined]
+            self.app.open_outbox(self.selected["id"])  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def action_sync_now(self) -> None:
         if self.selected:
-            self.app.sync_now(self.selected["id"])  # type: ignore[attr-defined]
+            self.app.sync_now(self.selected["id"])  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def action_reload(self) -> None:
         self.reload()

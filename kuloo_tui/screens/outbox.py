@@ -1,5 +1,7 @@
 """Outbox of a channel, by state; ``uncertain`` messages (a crash while sending: they may have
-left) are highlighted and resolved as sent or resend behind a confirmation."""
+left) are highlighted and resolved as sent or resend behind a confirmation; a failed message is
+resent with fresh attempts, one at a time or all of the channel's at once (after the relay is
+fixed), also behind a confirmation."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from textual.widgets import DataTable, Footer, Header, Select, Static
 
 from ..messages import DaemonEvent, Loaded, Saved
 from ..vocabulary import OUTBOX_STATES
-from .base import Banner, DaemonScreen
+from .base import Banner, DaemonScreen, literal
 from .confirm import ConfirmScreen
 
 PAGE = 100
@@ -31,6 +33,7 @@ class OutboxScreen(DaemonScreen):
     BINDINGS = [
         Binding("s", "resolve('sent')", "It was sent"),
         Binding("e", "resolve('resend')", "Resend"),
+        Binding("E", "resend_failed", "Resend all failed"),
         Binding("m", "more", "More"),
         Binding("escape", "app.pop_screen", "Back"),
     ]
@@ -46,7 +49,7 @@ class OutboxScreen(DaemonScreen):
         yield Banner()
         yield Select([(s, s) for s in OUTBOX_STATES], prompt="every state", id="state", compact=True)
         yield DataTable(id="outbox", cursor_type="row", zebra_stripes=True)
-        yield Static(id="count")
+        yield Static(id="count", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -85,9 +88,10 @@ class OutboxScreen(DaemonScreen):
             self.messages = []
         for m in message.data["messages"]:
             self.messages.append(m)
-            table.add_row(str(m["id"]), m["email"], m["kind"], state_cell(m["state"]), str(m["attempts"]),
-                          (m.get("created_at") or "")[:16].replace("T", " "), m.get("last_error") or "",
-                          key=str(m["id"]))
+            created = (m.get("created_at") or "")[:16].replace("T", " ")
+            table.add_row(literal(m["id"]), literal(m["email"]), literal(m["kind"]),
+                          state_cell(m["state"]), literal(m["attempts"]), literal(created),
+                          literal(m.get("last_error") or ""), key=str(m["id"]))
         self.next_after = message.data.get("next_after")
         uncertain = sum(1 for m in self.messages if m["state"] == "uncertain")
         more = " — m loads more" if self.next_after is not None else ""
@@ -105,13 +109,19 @@ class OutboxScreen(DaemonScreen):
         message = self.selected
         if message is None:
             return
-        if message["state"] != "uncertain":
-            self.app.notify("Only an uncertain message can be resolved.", severity="warning")
+        if message["state"] == "failed" and decision == "resend":
+            question = f"Send message {message['id']} to {message['email']} again, with fresh attempts?"
+        elif message["state"] != "uncertain":
+            self.app.notify("Only an uncertain message can be marked sent, and only an uncertain or a "
+                            "failed one resent.", severity="warning")
             return
-        question = (f"Mark message {message['id']} to {message['email']} as sent? It will not be sent again."
-                    if decision == "sent" else
-                    f"Send message {message['id']} to {message['email']} again? If the first one did arrive, "
-                    "they get it twice.")
+        else:
+            question = ""
+        question = question or (
+            f"Mark message {message['id']} to {message['email']} as sent? It will not be sent again."
+            if decision == "sent" else
+            f"Send message {message['id']} to {message['email']} again? If the first one did arrive, "
+            "they get it twice.")
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -120,8 +130,22 @@ class OutboxScreen(DaemonScreen):
 
         self.app.push_screen(ConfirmScreen(question, yes="Mark sent" if decision == "sent" else "Resend"), answered)
 
+    def action_resend_failed(self) -> None:
+        question = ("Send every failed message of this channel again, each with fresh attempts? "
+                    "Do this once the relay or the addresses are fixed.")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.call("outbox.resend_failed", {"channel": self.channel_id},
+                          lambda doc: Saved("outbox-resend", doc), group="resolve")
+
+        self.app.push_screen(ConfirmScreen(question, yes="Resend all failed"), answered)
+
     def on_saved(self, message: Saved) -> None:
-        self.app.notify(f"Message {message.doc['id']} is now {message.doc['state']}.")
+        if message.what == "outbox-resend":
+            self.app.notify(f"{message.doc['resent']:,} failed messages queued again.")
+        else:
+            self.app.notify(f"Message {message.doc['id']} is now {message.doc['state']}.")
         self.reload()
 
     def on_daemon_event(self, event: DaemonEvent) -> None:

@@ -20,6 +20,15 @@ def when(iso: str | None) -> str:
     return (iso or "—").replace("T", " ")[:16]
 
 
+def run_status(run: dict[str, Any]) -> str:
+    """``partial (rate_limited, retry at 2026-12-07 15:00)``: the status, why, and when Sell
+    takes requests again after a rate-limit lockout."""
+    why = [run["reason"]] if run.get("reason") else []
+    if run.get("retry_at"):
+        why.append(f"retry at {when(run['retry_at'])}")
+    return run["status"] + (f" ({', '.join(why)})" if why else "")
+
+
 def counts_text(counts: dict[str, Any] | None) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (counts or {}).items() if v) or "—"
 
@@ -43,7 +52,7 @@ class SyncScreen(DaemonScreen):
         yield Banner()
         yield Static("Sync runs", classes="section-title")
         yield DataTable(id="sync-runs", cursor_type="row")
-        yield Static("Sync errors", classes="section-title", id="errors-title")
+        yield Static("Sync errors", classes="section-title", id="errors-title", markup=False)
         yield DataTable(id="sync-errors", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
@@ -70,7 +79,7 @@ class SyncScreen(DaemonScreen):
     def on_loaded(self, message: Loaded) -> None:
         if message.what == "runs":
             fill_table(self.query_one("#sync-runs", DataTable), RUN_COLUMNS,
-                       [(str(r["id"]), r["status"] + (f" ({r['reason']})" if r.get("reason") else ""),
+                       [(str(r["id"]), run_status(r),
                          when(r.get("started_at")), when(r.get("finished_at")), counts_text(r.get("counts")))
                         for r in message.data])
         elif message.what == "errors":
@@ -92,14 +101,14 @@ class SyncScreen(DaemonScreen):
         if user is None:
             self.app.notify("This record has no Kuloo user (fix it in Sell).", severity="warning")
             return
-        self.app.open_user(user, self.channel_id)  # type: ignore[attr-defined]
+        self.app.open_user(user, self.channel_id)  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "sync-errors":
             self.action_open_user()
 
     def action_sync_now(self) -> None:
-        self.app.sync_now(self.channel_id)  # type: ignore[attr-defined]
+        self.app.sync_now(self.channel_id)  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def on_daemon_event(self, event: DaemonEvent) -> None:
         if event.event.startswith("sync."):

@@ -23,7 +23,7 @@ from textual.widgets import (
 
 from ..messages import DaemonEvent, Loaded, Saved
 from ..vocabulary import FREQUENCIES, SOURCES
-from .base import Banner, DaemonScreen
+from .base import Banner, DaemonScreen, literal
 from .confirm import ConfirmScreen
 
 SELL_WEB = "https://app.futuresimple.com"
@@ -68,11 +68,11 @@ class UserScreen(DaemonScreen):
                 yield Switch(id="add_to_crm")
             yield Label("Promo tags (the channel's sequential tags)")
             yield SelectionList[str](id="promo_tags", compact=True)
-            yield Static(id="crm")
+            yield Static(id="crm", markup=False)
             yield Button("Add user" if self.user_id is None else "Save", id="save", variant="primary", compact=True)
             if self.user_id is not None:
                 yield Label("Sequence", classes="section-title")
-                yield Static("—", id="progress")
+                yield Static("—", id="progress", markup=False)
                 yield Button("Reset sequence…", id="reset", variant="warning", compact=True)
                 yield Label("Audit trail", classes="section-title")
                 yield DataTable(id="audit", cursor_type="row")
@@ -109,8 +109,10 @@ class UserScreen(DaemonScreen):
             table = self.query_one("#audit", DataTable)
             table.clear()
             for e in message.data:
-                table.add_row((e["at"] or "")[:16].replace("T", " "), e["actor"], e["field"] or e.get("note") or "",
-                              _short(e.get("old")), _short(e.get("new")))
+                at = (e["at"] or "")[:16].replace("T", " ")
+                table.add_row(*(literal(cell) for cell in (
+                    at, e["actor"], e["field"] or e.get("note") or "",
+                    _short(e.get("old")), _short(e.get("new")))))
 
     def fill_tags(self) -> None:
         chosen = set(self.doc["promo_tags"]) if self.doc else set()
@@ -118,7 +120,7 @@ class UserScreen(DaemonScreen):
         box.clear_options()
         # Only the channel's tags are offered; a tag the user holds that the channel dropped stays visible.
         for tag in [*self.tags, *sorted(chosen - set(self.tags))]:
-            box.add_option((tag, tag, tag in chosen))
+            box.add_option((literal(tag), tag, tag in chosen))
 
     def show(self, doc: dict[str, Any]) -> None:
         self.doc = doc
@@ -190,7 +192,7 @@ class UserScreen(DaemonScreen):
             self.app.notify(f"Added {message.doc['email']}.")
             self.user_id = message.doc["id"]
             self.app.pop_screen()
-            self.app.open_user(message.doc["id"])  # type: ignore[attr-defined]
+            self.app.open_user(message.doc["id"])  # type: ignore[attr-defined]  # self.app is a KulooApp
             return
         self.show(message.doc)
         self.app.notify("Saved.")

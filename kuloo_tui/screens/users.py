@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -12,7 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Select, Static
 
 from ..messages import DaemonEvent, Loaded
 from ..vocabulary import CRM_KINDS, SOURCES, SUBSCRIPTIONS
-from .base import Banner, DaemonScreen
+from .base import Banner, DaemonScreen, literal
 
 PAGE = 50
 COLUMNS = (("Id", 6), ("Email", 24), ("Name", 16), ("Subscription", 12), ("Source", 6), ("CRM", 7),
@@ -57,7 +58,7 @@ class UsersScreen(DaemonScreen):
             yield Select([], prompt="promo", id="f-promo", compact=True)
             yield Select([(k, k) for k in CRM_KINDS], prompt="lead/contact", id="f-crm", compact=True)
         yield DataTable(id="users", cursor_type="row", zebra_stripes=True)
-        yield Static(id="count")
+        yield Static(id="count", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -105,7 +106,7 @@ class UsersScreen(DaemonScreen):
         if message.what == "channel":
             self.tags = list(message.data["sequential_tags"])
             self.sub_title = f"Users of {message.data['name']}"
-            self.query_one("#f-promo", Select).set_options([(t, t) for t in self.tags])
+            self.query_one("#f-promo", Select).set_options([(literal(t), t) for t in self.tags])
             return
         if message.what != "users":
             return
@@ -124,10 +125,12 @@ class UsersScreen(DaemonScreen):
         self.query_one("#count", Static).update(f"{len(self.users):,} of {self.total:,} shown{more}")
 
     @staticmethod
-    def row(user: dict[str, Any]) -> tuple[str, ...]:
+    def row(user: dict[str, Any]) -> tuple[Text, ...]:
         name = " ".join(p for p in (user.get("first_name"), user.get("last_name")) if p)
-        return (str(user["id"]), user["email"], name, subscription(user), SOURCES.get(user["source"], user["source"]),
-                crm(user), "yes" if user.get("sync_error") else "")
+        source = SOURCES.get(user["source"], user["source"])
+        return tuple(literal(cell) for cell in (
+            str(user["id"]), user["email"], name, subscription(user), source, crm(user),
+            "yes" if user.get("sync_error") else ""))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.cursor_row == len(self.users) - 1 and self.next is not None:
@@ -139,10 +142,10 @@ class UsersScreen(DaemonScreen):
     def action_open_user(self) -> None:
         table = self.query_one("#users", DataTable)
         if self.users and 0 <= table.cursor_row < len(self.users):
-            self.app.open_user(self.users[table.cursor_row]["id"])  # type: ignore[attr-defined]
+            self.app.open_user(self.users[table.cursor_row]["id"])  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def action_add_user(self) -> None:
-        self.app.add_user(self.channel_id)  # type: ignore[attr-defined]
+        self.app.add_user(self.channel_id)  # type: ignore[attr-defined]  # self.app is a KulooApp
 
     def action_focus_search(self) -> None:
         self.query_one("#search", Input).focus()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 
 from kuloo_daemon.crm.records import (
     Lead,
+    choice_name,
     matches_filters,
     parse_custom_date,
+    parse_custom_datetime,
     same_custom_value,
 )
 from kuloo_daemon.vocabulary import email_key
@@ -71,3 +73,44 @@ def test_matches_filters_rechecks_what_sell_may_apply_loosely():
     assert matches_filters(lead, {"custom_fields": {"Score": 12}})
     assert matches_filters(lead, {"custom_fields": {"Score": "12.0"}}, {"Score": "number"})
     assert matches_filters(lead, {"first_name": "trusted: not re-checked"})
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2016-04-28T06:00:00Z", datetime(2016, 4, 28, 6, 0, tzinfo=UTC)),
+    ("2016-04-28T08:00:00+02:00", datetime(2016, 4, 28, 6, 0, tzinfo=UTC)),
+    ("4/28/2016 6:00", datetime(2016, 4, 28, 6, 0, tzinfo=UTC)),  # the docs' value table
+    ("04/28/2016 16:05", datetime(2016, 4, 28, 16, 5, tzinfo=UTC)),
+    ("4/28/2016 6:00:30", datetime(2016, 4, 28, 6, 0, 30, tzinfo=UTC)),
+    ("28/4/2016 6:00", None), ("4/28/2016 25:00", None), ("4/28/2016", None), ("soon", None),
+    ("", None), (None, None), (1461823200, None),
+])  # fmt: skip
+def test_parse_custom_datetime_reads_both_forms_sell_may_send(text, expected):
+    """``custom_datetime_read_format``: as written, or ``4/28/2016 6:00``. No mapped field is
+    a datetime; the comparison still reads both. Planted bugs: month and day swapped; the
+    minutes dropped; an invalid hour raising instead of None."""
+    assert parse_custom_datetime(text) == expected
+
+
+def test_datetimes_compare_as_datetimes_however_spelled():
+    assert same_custom_value("datetime", "2016-04-28T06:00:00Z", "4/28/2016 6:00")
+    assert not same_custom_value("datetime", "2016-04-28T06:00:00Z", "4/28/2016 7:00")
+
+
+def test_choices_read_back_as_objects_are_their_names():
+    """``custom_list_read_format=object`` / ``custom_multiselect_read_format=objects``: a
+    dropdown is its name, a multi-select a set of names, whichever form Sell reads back.
+    Planted bugs: the object compared whole (never equal to the name written); ``id`` taken
+    for the name; a multi-select's objects left as objects."""
+    assert choice_name({"id": 3, "name": "weekly"}) == "weekly"
+    assert choice_name("weekly") == "weekly"
+    assert same_custom_value("list", "weekly", {"id": 3, "name": "weekly"})
+    assert not same_custom_value("list", "daily", {"id": 3, "name": "weekly"})
+    assert same_custom_value("multi_select_list", ["a", "b"],
+                             [{"id": 2, "name": "b"}, {"id": 1, "name": "a"}])  # fmt: skip
+    assert not same_custom_value("multi_select_list", ["a"], [{"id": 2, "name": "b"}])
+    assert same_custom_value("multi_select_list", [], None)
+    lead = Lead.from_data({"id": 5, "custom_fields": {
+        "Promo": [{"id": 1, "name": "welcome"}], "Subscription": {"id": 3, "name": "weekly"}}})
+    assert matches_filters(lead, {"custom_fields": {"Promo": "welcome", "Subscription": "weekly"}})
+    assert not matches_filters(lead, {"custom_fields": {"Promo": "upsell"}})
+    assert not matches_filters(lead, {"custom_fields": {"Subscription": "daily"}})

@@ -31,7 +31,7 @@ def test_every_problem_is_listed_with_its_key():
 
 @pytest.mark.parametrize("url, ok", [("http://127.0.0.1:8080", True), ("http://[::1]:80", True),
                                      ("http://localhost:1", True), ("https://api.getbase.com", False),
-                                     ("http://10.0.0.1", False)])
+                                     ("https://10.0.0.1", False)])
 def test_a_raised_rate_and_a_test_cadence_only_against_loopback(url, ok):
     body = {"sell": {"base_url": url, "requests_per_second": 500}, "sync": {"cadence_seconds": 2}}
     if ok:

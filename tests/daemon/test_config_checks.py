@@ -205,3 +205,48 @@ def test_trusted_proxies(tmp_path):
         "links.trusted_proxies: 'proxy.local' is not an IP address or network",
         "links.trusted_proxies: 7 is not an IP address or network",
     ]
+
+
+CLEAR_SELL = ("sell.base_url: must start with https:// (the Sell token would cross the network "
+              "in clear); http:// only for a loopback address (sellsim)")
+
+
+@pytest.mark.parametrize("url, refused", [
+    ("http://api.getbase.com", True), ("http://10.0.0.1:8080", True),
+    ("http://[2001:db8::1]", True),
+    ("http://127.0.0.1:9", False), ("http://[::1]:9", False), ("http://localhost:9", False),
+    ("https://api.getbase.com", False), ("https://10.0.0.1", False),
+])
+def test_plain_http_sell_only_on_loopback(tmp_path, url, refused):
+    """Issue 20 item 12: the token would travel in clear. Planted bugs: the http check
+    dropped, loopback not exempted (sellsim refused), https refused too."""
+    data = _base(tmp_path, sell={"base_url": url})
+    if refused:
+        assert _problems(data) == [CLEAR_SELL]
+    else:
+        assert c.from_mapping(data)["sell.base_url"] == url
+
+
+def _clear_smtp(host: str) -> str:
+    return (f'smtp.security: "none" with smtp.username set would send the SMTP password in clear '
+            f'to smtp.host {host!r}; use "starttls" or "tls" ("none" only for a loopback relay)')
+
+
+@pytest.mark.parametrize("smtp, refused", [
+    ({"host": "mail.example.com", "security": "none", "username": "kuloo"}, True),
+    ({"host": "10.1.2.3", "security": "none", "username": "kuloo"}, True),
+    ({"host": "mail.example.com", "security": "none", "username": ""}, False),  # no password sent
+    ({"host": "mail.example.com", "security": "starttls", "username": "kuloo"}, False),
+    ({"host": "mail.example.com", "security": "tls", "username": "kuloo"}, False),
+    ({"host": "127.0.0.1", "security": "none", "username": "kuloo"}, False),
+    ({"host": "::1", "security": "none", "username": "kuloo"}, False),
+    ({"host": "localhost", "security": "none", "username": "kuloo"}, False),
+])
+def test_an_smtp_password_never_travels_in_clear(tmp_path, smtp, refused):
+    """Issue 20 item 15. Planted bugs: the check dropped, ``or`` for ``and`` (a relay
+    without a username refused), loopback relays refused, the keys not named."""
+    data = _base(tmp_path, smtp=smtp)
+    if refused:
+        assert _problems(data) == [_clear_smtp(smtp["host"])]
+    else:
+        assert c.from_mapping(data)["smtp.security"] == smtp["security"]

@@ -105,3 +105,18 @@ def test_a_state_dir_in_a_system_folder_is_refused(short_tmp):
 def test_sensible_database_places_are_accepted(short_tmp, database):
     r = _cli("check-config", _write(short_tmp, f'[store]\ndatabase = "{database}"\n'))
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("body, key", [
+    ('[sell]\nbase_url = "http://api.getbase.com"\n', "sell.base_url: must start with https://"),
+    ('[smtp]\nhost = "mail.example.com"\nsecurity = "none"\nusername = "kuloo"\n',
+     'smtp.security: "none" with smtp.username set'),
+])  # fmt: skip
+def test_run_and_check_config_refuse_secrets_in_clear(short_tmp, body, key):
+    """Issue 20 items 12 and 15, as an operator meets them: neither command starts."""
+    path = _write(short_tmp, body)
+    for command in ("check-config", "run"):
+        r = _cli(command, path)
+        assert r.returncode == 2, (command, r.stdout, r.stderr)
+        assert key in r.stderr, r.stderr
+    assert not os.path.exists(os.path.join(short_tmp, "state")), "nothing may start"

@@ -18,6 +18,7 @@ from kuloo_daemon import config as config_mod
 from kuloo_daemon.control import methods
 from kuloo_daemon.control.protocol import ClientProtocol, ErrorReply, Event, Reply, ServerProtocol
 from kuloo_daemon.control.server import Broadcaster, ControlServer, bind_unix
+from kuloo_daemon.delivery.service import Delivery
 from kuloo_daemon.services import open_services
 
 
@@ -67,8 +68,8 @@ async def serving(root: str, *, buffer: int = 256, send_timeout: float = 60.0, h
     path = os.path.join(root, "c.sock")
     broadcaster = Broadcaster(buffer)
     async with open_services(config, broadcaster.publish) as services:
-        server = ControlServer(services, broadcaster, 65536, send_timeout=send_timeout, hello_timeout=hello_timeout)
-        services.connections = lambda: server.connections
+        server = ControlServer(services, Delivery(services), broadcaster, 65536,
+                               send_timeout=send_timeout, hello_timeout=hello_timeout)
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve, [bind_unix(path)])
             server.path = path

@@ -109,6 +109,7 @@ def test_channel_document_round_trip_and_events(daemon):
         ({"name": "x", "sequential_tags": ["a", "a", " b"]}, "more than once"),
         ({"name": "x", "sender": "not an address"}, "'sender' must be an email address"),
         ({"name": "x", "api_token": "has spaces in it but is long enough to pass"}, "does not look like"),
+        ({"name": "x", "api_token": "t0k3n" * 7 + "\u00e9"}, "20 to 512 printable ASCII"),
         ({"name": "x", "add_all_users_to_crm": "yes"}, "must be true or false"),
     ],
 )

@@ -163,3 +163,15 @@ def test_outbox_list_shows_no_next_attempt_for_a_failed_message():
     assert table(("A",) * 8, [failed])[1].split()[6] == "-"
     sent = outbox_row({**base, "state": "sent", "sent_at": "2026-03-01T09:00:00Z"})
     assert sent[6] == "2026-03-01T09:00:00Z"
+
+
+def test_sync_runs_table_says_when_a_rate_limited_run_may_retry():
+    """``kuloo-ctl sync runs``: a run Sell rate-limited names its retry_at after the reason.
+    Planted bug: retry_at dropped from the row."""
+    from kuloo_daemon.control.ctl_commands import _run_row
+
+    run = {"id": 3, "status": "partial", "started_at": "2026-12-07T13:20:00Z",
+           "finished_at": "2026-12-07T13:20:05Z", "counts": {}, "reason": "rate_limited",
+           "error": "429", "retry_at": "2026-12-07T14:00:00Z"}
+    assert _run_row(run)[-1] == "rate_limited (retry at 2026-12-07T14:00:00Z)"
+    assert _run_row({**run, "retry_at": None, "reason": "", "error": ""})[-1] == ""

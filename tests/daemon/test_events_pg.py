@@ -1,4 +1,4 @@
-"""On PostgreSQL, events reach the subscribers of every daemon (DECISIONS.md, LISTEN/NOTIFY).
+"""On PostgreSQL, events reach the subscribers of every daemon (LISTEN/NOTIFY; docs/operations.md).
 
 Two daemon processes on one database: a control subscriber of daemon B sees a
 ``users.update`` made through daemon A, and each daemon's subscribers see every event once

@@ -110,6 +110,14 @@ async def test_concurrent_claims_give_the_lease_to_exactly_one(pg_target):
         assert sorted(cid for cid, _ in won) == ids  # each channel to one daemon, none twice
 
 
+def control_context(services):
+    """What the control server hands its methods (no control connection here)."""
+    from kuloo_daemon.control.context import Context
+    from kuloo_daemon.delivery.service import Delivery
+
+    return Context(services, Delivery(services), "", lambda: 0)
+
+
 async def test_a_sync_run_records_its_daemon_and_status_lists_the_daemons(services_config, pg_server, pg_database):
     from kuloo_daemon.control import methods
     from kuloo_daemon.store.sync import runs as sync_runs
@@ -120,14 +128,14 @@ async def test_a_sync_run_records_its_daemon_and_status_lists_the_daemons(servic
         async with services.leases.hold("sync", cid) as held:
             assert held
             await services.store.run(sync_runs.begin_run, cid, services.clock.now())
-            status = await methods.status(services, {})
+            status = await methods.status(control_context(services), {})
             [me] = status["daemons"]
             assert status["daemon"]["id"] == me["id"] == services.leases.id and not me["stopped"]
             assert [(x["channel"], x["kind"]) for x in me["leases"]] == [(cid, "sync")]
             assert me["last_seen"] is not None
         [run] = await services.store.run(sync_runs.runs, cid, 10)
         assert run.daemon_id == services.leases.id
-        assert (await methods.status(services, {}))["daemons"][0]["leases"] == []
+        assert (await methods.status(control_context(services), {}))["daemons"][0]["leases"] == []
     rows = await trio.to_thread.run_sync(pg_server.sql, "SELECT stopped_at IS NOT NULL FROM daemon", pg_database)
     assert rows == "t"
 
@@ -138,7 +146,7 @@ async def test_sqlite_has_no_leases_and_status_shows_only_this_daemon(services_c
     async with open_services(services_config(clock={"mode": "manual"})) as services:
         async with services.leases.hold("sync", 1) as held:
             assert held
-        status = await methods.status(services, {})
+        status = await methods.status(control_context(services), {})
         assert status["daemon"]["id"] == services.leases.id and "daemons" not in status
 
 
@@ -215,7 +223,6 @@ async def test_a_channel_that_does_not_exist_is_not_found_never_waited_for(servi
     import pytest
 
     from kuloo_daemon.control import delivery_methods
-    from kuloo_daemon.delivery.service import Delivery
     from kuloo_daemon.store import NotFound
 
     config = services_config(clock={"mode": "manual"}, store={"url": pg_server.url(pg_database)})
@@ -225,9 +232,8 @@ async def test_a_channel_that_does_not_exist_is_not_found_never_waited_for(servi
         with trio.fail_after(20), pytest.raises(NotFound):  # the guard only ends a hang
             async with services.leases.hold("sync", 999, wait=True):
                 pass
-        services.delivery = Delivery(services)
         with pytest.raises(NotFound):
-            await delivery_methods.delivery_run(services, {"channel": 999})
+            await delivery_methods.delivery_run(control_context(services), {"channel": 999})
 
 
 async def _hold_until_stopped(services, cid, lose) -> list[str]:

@@ -197,7 +197,7 @@ def test_client_protocol_refuses_what_is_not_an_answer(server_line, code):
     assert err.value.code == code
 
 
-VOLATILE = re.compile(r'"(daemon|pid|uptime_seconds|created_at|updated_at|verified_at|checked_at|store|seconds_since_tick|ticks|server_version|now|kuloo_id|at|url)":(\{"id":"[^"]*"\}|"[^"]*"|[0-9.]+|null)')
+VOLATILE = re.compile(r'"(daemon|pid|uptime_seconds|created_at|updated_at|verified_at|checked_at|store|seconds_since_tick|ticks|server_version|now|kuloo_id|at|url|bytes)":(\{"id":"[^"]*"\}|"[^"]*"|[0-9.]+|null)')
 
 
 def _normalise(line: str) -> str:

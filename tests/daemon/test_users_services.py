@@ -3,7 +3,9 @@
 import pytest
 
 from kuloo_daemon.control import methods
+from kuloo_daemon.control.context import Context
 from kuloo_daemon.control.protocol import ProtocolError
+from kuloo_daemon.delivery.service import Delivery
 from kuloo_daemon.services import open_services
 from kuloo_daemon.store.users import User
 
@@ -27,11 +29,12 @@ MANUAL = {"mode": "manual", "start": "2026-01-05T09:00:00Z"}
 async def test_each_users_method_crosses_once_and_publishes_only_changes(services_config):
     published: list[tuple[str, object]] = []
     async with open_services(services_config(clock=MANUAL), publish=lambda e, d: published.append((e, d))) as services:
-        channel = (await methods.dispatch(services, "channels.create", {"name": "Acme", "sequential_tags": ["a"]}))["id"]
+        context = Context(services, Delivery(services), "", lambda: 0)
+        channel = (await methods.dispatch(context, "channels.create", {"name": "Acme", "sequential_tags": ["a"]}))["id"]
         crossed = count_crossings(services)
         published.clear()
 
-        user = await methods.dispatch(services, "users.add", {"channel": channel, "email": "ada@example.com"})
+        user = await methods.dispatch(context, "users.add", {"channel": channel, "email": "ada@example.com"})
         assert crossed == ["add"]
         assert [(e, d.id) for e, d in published] == [("user.updated", user["id"])]
         assert isinstance(published[0][1], User)  # typed; the server renders it
@@ -47,7 +50,7 @@ async def test_each_users_method_crosses_once_and_publishes_only_changes(service
             ("users.audit", {"id": user["id"]}, "audit"),
         ]:
             crossed.clear()
-            await methods.dispatch(services, method, params)
+            await methods.dispatch(context, method, params)
             assert crossed == [use_case], (method, params)
         assert [e for e, _ in published] == ["user.updated"] * 3  # add, the tag, the first activity
 
@@ -56,6 +59,6 @@ async def test_each_users_method_crosses_once_and_publishes_only_changes(service
                                ("users.list", {"channel": channel, "limit": 0}), ("users.audit", {}),
                                ("users.activity", {"id": user["id"], "at": "soon"})]:
             with pytest.raises(ProtocolError) as err:
-                await methods.dispatch(services, method, params)
+                await methods.dispatch(context, method, params)
             assert err.value.code == "invalid_params"
         assert crossed == []  # refused at the edge, before the store

@@ -156,11 +156,11 @@ def write_config(root: Path, smtp_port: int, **extra: dict) -> config_mod.Config
 class Env:
     """An in-process daemon core (services, no scheduler loop): the test drives the clock."""
 
-    def __init__(self, services):
+    def __init__(self, services, delivery):
         self.services = services
         self.store = services.store
         self.clock = services.clock
-        self.delivery = services.delivery
+        self.delivery = delivery
 
     async def channel(self, name="Kuloo Gardens", sender="Kuloo Gardens <news@gardens.test>",
                       postal="Kuloo Gardens Ltd\n1 Allotment Road\nLeeds LS1 1AA") -> int:
@@ -210,8 +210,7 @@ def env_factory(short_tmp, smtp_sink, delivery_backend):
             extra.setdefault("store", delivery_backend.store_section())
         config = write_config(root, smtp_sink.port, **extra)
         async with open_services(config) as services:
-            services.delivery = Delivery(services)
-            yield Env(services)
+            yield Env(services, Delivery(services))
 
     return make
 

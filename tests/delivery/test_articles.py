@@ -58,6 +58,31 @@ async def test_the_path_must_be_under_the_articles_root(env_factory):
                 await env.delivery.import_articles(ch, path)
 
 
+async def test_a_symlinked_file_leading_outside_the_root_is_a_problem_naming_it(env_factory):
+    """Issue 20 item 9: a link to the link-signing key was read and its text reported.
+    Every file is resolved; one outside ``[articles] root`` is refused unread, a link that
+    stays inside the root is imported. Planted bug: the per-file check removed."""
+    async with env_factory() as env:
+        ch = await env.channel()
+        root = env.services.config.articles_root
+        secret = root.parent / "outside-secret.md"  # a valid article: it would be imported
+        secret.write_text("---\nid: stolen\ntitle: TOP-SECRET-KEY\n---\nTOP-SECRET-KEY\n")
+        folder = root / "sample"
+        (folder / "leak.md").symlink_to(secret)
+        (folder / "sequence" / "deep.md").symlink_to(secret)
+        inside = root / "elsewhere.md"  # inside the root, outside the imported folder
+        inside.write_text("---\nid: inside\ntitle: Inside\npublished_at: 2026-01-01T08:00:00Z"
+                          "\n---\nbody\n")
+        (folder / "alias.md").symlink_to(inside)
+        report = await env.delivery.import_articles(ch, "sample")
+        leaks = [p for p in report["problems"] if p["file"] in ("leak.md", "sequence/deep.md")]
+        assert [p["file"] for p in leaks] == ["leak.md", "sequence/deep.md"], report["problems"]
+        assert all("outside [articles] root" in p["problem"] for p in leaks)
+        assert "TOP-SECRET-KEY" not in repr(report)
+        keys = {a.key for a in await env.store.run(store.list_articles, ch)}
+        assert "stolen" not in keys and "inside" in keys
+
+
 async def test_clipping_keeps_the_main_content_with_absolute_links(env_factory, pages):
     async with env_factory(page_port=pages.server_port) as env:
         ch = await env.channel()

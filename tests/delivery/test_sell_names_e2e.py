@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from kuloo_daemon.control import delivery_methods
+from kuloo_daemon.control.context import Context
 from kuloo_daemon.control.protocol import ProtocolError
 from kuloo_daemon.crm import records
 from kuloo_daemon.rules import texts
@@ -114,7 +115,8 @@ async def test_without_the_cleaning_the_header_check_fails_the_message(
         # The admin's preview of that user's email says why, as a refused request.
         article = (await delivery_methods.articles_list(env.services, {"channel": ch}))["articles"][0]
         with pytest.raises(ProtocolError, match="To header") as refused:
-            await delivery_methods.articles_preview(env.services, {"id": article["id"], "user": user.id})
+            context = Context(env.services, env.delivery, "", lambda: 1)
+            await delivery_methods.articles_preview(context, {"id": article["id"], "user": user.id})
         assert refused.value.code == "invalid_params"
 
 

@@ -18,7 +18,7 @@ import trio
 
 from kuloo_daemon import config as config_mod
 from kuloo_daemon.delivery.service import Delivery
-from kuloo_daemon.links.server import LinksServer
+from kuloo_daemon.links.server import LinksServer, open_listener
 from kuloo_daemon.services import open_services
 from kuloo_daemon.store import channels as channel_store
 from kuloo_daemon.store import users as user_store
@@ -140,8 +140,10 @@ async def running(root: Path, template: Path | None = None, **extra):
         config.database_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(template, config.database_path)
     async with open_services(config, lambda e, d: events.append((e, d))) as services:
-        services.delivery = Delivery(services)  # as app.run_daemon does: confirmations use its transport
-        server = LinksServer(services)
+        # As app.run_daemon does: bind first (delivery's fallback public URL), then links,
+        # whose confirmations use delivery's transport.
+        listener = open_listener(services.config["links.listen"], services.config["links.max_connections"])
+        server = LinksServer(services, Delivery(services, listener[1]), listener)
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
             async with httpx.AsyncClient(base_url=server.url, timeout=10, follow_redirects=False) as http:

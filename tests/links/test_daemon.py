@@ -3,9 +3,12 @@ POST over HTTP changes the user seen through users.get, and no token reaches the
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -61,6 +64,28 @@ def test_status_reports_the_bound_address_and_one_click_works_end_to_end(links_d
     assert {(r["route"], r["status"]) for r in requests} >= {("/u/…", 200), ("/r/…", 302), ("/healthz", 200)}
     for secret in (token, click, token.split(".")[1], click.split(".")[1], KEY):
         assert secret not in log
+
+
+def test_emails_link_to_the_bound_address_when_public_url_is_empty(links_daemon, short_tmp):
+    """app binds the links listener before it builds delivery and hands it the address: with
+    port 0 and no public_url, a signup confirmation (over Maildir) links to the real port."""
+    maildir = Path(short_tmp) / "mail"
+    d = links_daemon('[links]\nlisten = "127.0.0.1:0"\n'
+                     f'[delivery]\ntransport = "maildir"\nmaildir = "{maildir}"\n').start()
+    d.wait_for("READY=1")
+    with d.client() as c:
+        url = c.call("status")["links"]["url"]
+        channel = c.call("channels.create", {"name": "Gardens", "sender": "Gardens <news@gardens.test>"})["id"]
+    r = httpx.post(f"{url}/signup/{channel}", data={"email": "nia@example.com"}, timeout=10)
+    assert r.status_code == 202
+    deadline = time.monotonic() + 30  # the guard only ends a hang: the mail leaves at once
+    while not (maildir / "new").is_dir() or not any((maildir / "new").iterdir()):
+        assert time.monotonic() < deadline, d.log()
+        time.sleep(0.05)
+    (path,) = (maildir / "new").iterdir()
+    body = email.message_from_bytes(path.read_bytes(), policy=email.policy.default).get_body(("plain",))
+    assert f"{url}/c/" in body.get_content()
+    assert d.stop() == 0
 
 
 def test_a_taken_port_is_one_clear_error(links_daemon):

@@ -245,6 +245,27 @@ def test_state_file_keeps_records_sync_acks_and_clock_across_restarts(tmp_path):
         assert new["id"] > lead["id"]  # ids are not reused
 
 
+def test_state_file_is_written_0600_whatever_the_umask(tmp_path):
+    """The state file holds every account's Sell token: only its owner may read it, even
+    when a crashed save left a world-readable file or the umask is permissive."""
+    import os
+    import stat
+
+    state = tmp_path / "state.json"
+    leftover = tmp_path / "state.json.tmp"  # a crashed save's file, world-readable
+    leftover.write_text("left over")
+    os.chmod(leftover, 0o644)
+    old = os.umask(0)
+    try:
+        sim = Simulator(default_seed(leads=1), state_path=str(state))
+        sim.dirty = True
+        sim.save_if_dirty()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o600
+    assert json.loads(state.read_text())["tokens"]  # the tokens are in it
+
+
 def _cli(*args, timeout=30):
     return subprocess.run([sys.executable, "-m", "sellsim", *args], capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip

@@ -1,4 +1,4 @@
-"""The second fidelity round (issue 9, reference §14): each behaviour under its default and
+"""The second fidelity round (issue 9; docs/sell-api.md): each behaviour under its default and
 under every other value of its option."""
 
 from __future__ import annotations
@@ -264,6 +264,57 @@ def test_dates_read_back_in_the_configured_format(api, sim, style, shown):
     if shown != "2016-04-07":  # echoing what was read is not a valid write
         r = api.put(f"/v2/leads/{lid}", json={"data": {"custom_fields": {"Last active": shown}}})
         assert_error(r, 422, "incorrect_value", "/custom_fields/Last active")
+
+
+@pytest.mark.parametrize(("style", "shown"), [
+    (None, "2016-04-28T06:05:09Z"), ("iso", "2016-04-28T06:05:09Z"), ("us", "4/28/2016 6:05"),
+])  # fmt: skip
+def test_datetimes_read_back_in_the_configured_format(api, sim, style, shown):
+    """``custom_datetime_read_format``: as written, or as the docs' value table shows it."""
+    if style:
+        sim.set_options(custom_datetime_read_format=style)
+    created = _lead(api, last_name="D", custom_fields={"Last login": "2016-04-28T06:05:09Z"})
+    assert created["custom_fields"]["Last login"] == shown
+    lid = created["id"]
+    assert api.get(f"/v2/leads/{lid}").json()["data"]["custom_fields"]["Last login"] == shown
+    synced = next(i for i in _drain(api) if i["data"]["id"] == lid)
+    assert synced["data"]["custom_fields"]["Last login"] == shown
+    stored = next(r for r in sim.records("lead") if r["id"] == lid)
+    assert stored["custom_fields"]["Last login"] == "2016-04-28T06:05:09Z"  # kept as written
+
+
+@pytest.mark.parametrize(("list_style", "multi_style"), [
+    ("string", "strings"), ("object", "strings"), ("string", "objects"), ("object", "objects"),
+])  # fmt: skip
+def test_choice_values_read_back_as_names_or_objects(api, sim, list_style, multi_style):
+    """``custom_list_read_format``/``custom_multiselect_read_format``: a dropdown value as its
+    name or as ``{"id", "name"}`` (the choice's id from the definition); a multi-select as a
+    list of either. Writes still take names only; the stored form is what was written."""
+    sim.set_options(custom_list_read_format=list_style, custom_multiselect_read_format=multi_style)
+    defs = {d["data"]["name"]: d["data"] for d in api.get("/v2/lead/custom_fields").json()["items"]}
+    ids = {name: {c["name"]: c["id"] for c in defs[name]["choices"]}
+           for name in ("Subscription", "Promo")}
+    created = _lead(api, last_name="C", custom_fields={"Subscription": "weekly",
+                                                       "Promo": ["upsell", "welcome"]})
+    sub = "weekly" if list_style == "string" else {"id": ids["Subscription"]["weekly"],
+                                                   "name": "weekly"}
+    promo = ["upsell", "welcome"] if multi_style == "strings" else [
+        {"id": ids["Promo"][n], "name": n} for n in ("upsell", "welcome")]
+    assert all(isinstance(i, int) for i in ids["Promo"].values())
+    lid = created["id"]
+    for data in (created, api.get(f"/v2/leads/{lid}").json()["data"],
+                 api.get("/v2/leads", params={"ids": lid}).json()["items"][0]["data"],
+                 next(i for i in _drain(api) if i["data"]["id"] == lid)["data"]):
+        assert data["custom_fields"]["Subscription"] == sub
+        assert data["custom_fields"]["Promo"] == promo
+    stored = next(r for r in sim.records("lead") if r["id"] == lid)["custom_fields"]
+    assert stored["Subscription"] == "weekly" and stored["Promo"] == ["upsell", "welcome"]
+    if list_style == "object":  # echoing the object read is not a valid write
+        r = api.put(f"/v2/leads/{lid}", json={"data": {"custom_fields": {"Subscription": sub}}})
+        assert_error(r, 422, "incorrect_value", "/custom_fields/Subscription")
+    # filters still match on names
+    listed = api.get("/v2/leads", params={"custom_fields[Subscription]": "weekly", "ids": lid})
+    assert [i["data"]["id"] for i in listed.json()["items"]] == [lid]
 
 
 # ------------------------------------------------------------------ 7. create lag

@@ -107,3 +107,22 @@ def test_tokens_have_separate_buckets_and_reset_clears_them():
     assert burst(limiter, 0.0, 1, "a") == [False]
     limiter.reset()
     assert burst(limiter, 0.0, 10, "a") == [True] * 10
+
+
+def test_hourly_lockout_counts_clock_hours_with_no_second_cap():
+    """``rate_window="hourly_lockout"``: the hour's budget in any burst, then every request
+    refused until the clock hour (not a sliding hour) turns. Planted bugs: the per-second cap
+    still applied; the count kept across the hour; the hour taken from ``now`` instead of the
+    simulated clock."""
+    limiter = RateLimiter(make_options({"rate_window": "hourly_lockout", "rate_per_hour": 25}))
+    hour = 3600 * 1000
+    assert [limiter.allow("t", 0.0, hour + 10) for _ in range(25)] == [True] * 25  # no 10/s cap
+    assert [limiter.allow("t", 5.0, hour + 3599) for _ in range(3)] == [False] * 3
+    assert limiter.allow("other", 5.0, hour + 3599)  # per token
+    # monotonic time has moved on 2 h, the clock only to the last second of the hour: still shut
+    assert not limiter.allow("t", 7200.0, hour + 3599)
+    assert burst_at(limiter, 7200.0, hour + 3600, 26) == [True] * 25 + [False]
+
+
+def burst_at(limiter: RateLimiter, at: float, clock: float, n: int) -> list[bool]:
+    return [limiter.allow("t", at, clock) for _ in range(n)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import time
 
 import httpx
@@ -164,3 +165,29 @@ def test_every_request_with_a_valid_token_uses_budget(sellsim):
     sellsim.set_faults([{"kind": "503", "count": 3}])
     with sellsim.client() as api:
         assert [api.get("/v2/users/self").status_code for _ in range(4)] == [503, 503, 503, 200]
+
+
+def test_hourly_lockout_over_http_until_the_simulated_hour_turns(sellsim):
+    """Past ``rate_per_hour`` every request is 429 (no Retry-After by default) until
+    ``/_sim/clock`` reaches the next whole hour; with headers, Retry-After says how long.
+    Planted bug: the lockout counted on the monotonic clock (the clock move would not free it)."""
+    sellsim.set_options(rate_window="hourly_lockout", rate_per_hour=12)
+    now = sellsim.advance_clock(0)
+    seconds = calendar.timegm(time.strptime(now, "%Y-%m-%dT%H:%M:%SZ"))
+    to_hour = 3600 - seconds % 3600
+    if to_hour < 30:  # not across an hour boundary of the real clock
+        sellsim.advance_clock(to_hour + 1)
+        to_hour = 3599
+    with sellsim.client() as api:
+        statuses = [api.get("/v2/users/self").status_code for _ in range(12)]
+        assert statuses == [200] * 12  # no 10/s cap
+        refused = [api.get("/v2/users/self") for _ in range(3)]
+        assert [r.status_code for r in refused] == [429] * 3
+        assert "retry-after" not in refused[0].headers
+        sellsim.set_options(rate_limit_headers=True)
+        retry_after = int(api.get("/v2/users/self").headers["retry-after"])
+        assert to_hour - 30 <= retry_after <= to_hour
+        sellsim.advance_clock(retry_after - 5)
+        assert api.get("/v2/users/self").status_code == 429
+        sellsim.advance_clock(10)
+        assert api.get("/v2/users/self").status_code == 200

@@ -33,6 +33,50 @@ shared_files = _daemon.shared_files
 
 TAGS = ["welcome", "onboarding", "upsell"]
 FAST = 2000  # requests per second: tests only (loopback)
+CONVERSION_POST = "POST /v2/lead_conversions"
+
+
+class ConversionGuard:
+    """Counts ``POST /v2/lead_conversions`` on the suite's sellsim for one test, across the
+    counter resets the test makes (the daemon never converts leads: a retried conversion may
+    duplicate contacts and deals). A Sell user's conversion (``/_sim/ui/...``) is not one."""
+
+    def __init__(self, sim) -> None:
+        self.counters = sim.sim.counters  # the in-process simulator's counters
+        self.before_resets = 0
+        self.expected = 0  # a test that posts one on purpose says so
+
+    def install(self, monkeypatch) -> None:
+        original = self.counters.reset
+
+        def reset() -> None:
+            self.before_resets += self.counters.requests.get(CONVERSION_POST, 0)
+            original()
+
+        monkeypatch.setattr(self.counters, "reset", reset)
+
+    def posted(self) -> int:
+        return self.before_resets + self.counters.requests.get(CONVERSION_POST, 0)
+
+
+@pytest.fixture
+def conversion_guard(sellsim, monkeypatch) -> ConversionGuard:
+    guard = ConversionGuard(sellsim)
+    guard.install(monkeypatch)
+    return guard
+
+
+@pytest.fixture(autouse=True)
+def _no_lead_conversions_posted(request):
+    """Every sync end-to-end test that uses sellsim ends with zero
+    ``POST /v2/lead_conversions`` (issue 23; tests/sync/test_no_lead_conversions.py)."""
+    if "sellsim" not in request.fixturenames:
+        yield
+        return
+    guard = request.getfixturevalue("conversion_guard")
+    yield
+    assert guard.posted() == guard.expected, (
+        f"{guard.posted()} POST /v2/lead_conversions: the daemon must never convert leads")
 
 
 class Kuloo:

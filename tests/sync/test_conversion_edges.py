@@ -1,4 +1,4 @@
-"""Lead conversion's edge cases (DESIGN.md rule 5, DECISIONS.md "Conversion edge cases"),
+"""Lead conversion's edge cases (docs/sync-rules.md, rule 5),
 the engine in-process against sellsim over loopback, in both of sellsim's conversion modes
 (``conversion_lead``: the lead removed, or kept) and both feeds (Sync API, polling).
 

@@ -124,9 +124,9 @@ def test_re_putting_a_user_drops_its_old_keys_only():
 
 
 def test_follow_conversion_never_takes_another_users_contact():
-    """DECISIONS.md's conversion edge cases. Planted bugs: a contact linked to another user
-    followed (two users on one contact, or the other's link taken); the user's own contact
-    (a repeated conversion) called another user's."""
+    """The conversion edge cases (docs/sync-rules.md, rule 5). Planted bugs: a contact linked
+    to another user followed (two users on one contact, or the other's link taken); the
+    user's own contact (a repeated conversion) called another user's."""
     index = LinkIndex.of([ANN, UserRef(3, "k-cy", "cy@x.test", ("contact", 30))])
     d = linking.follow_conversion(ANN, 31, index)
     assert (d.action, d.user, d.other, d.holder) == (linking.FOLLOW, ANN, ("contact", 31), None)

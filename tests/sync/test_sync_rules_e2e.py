@@ -1,4 +1,4 @@
-"""One end-to-end test per sync rule of DESIGN.md §4, plus the issue's named cases.
+"""One end-to-end test per sync rule of docs/sync-rules.md, plus the issue's named cases.
 
 The daemon runs as a subprocess against sellsim over loopback; the tests drive it only
 through the control protocol and act in Sell through sellsim's API and ``/_sim/``, then
@@ -240,7 +240,7 @@ def test_a_conversion_to_an_organization_only_unlinks_with_an_error_and_no_repus
 
 
 def test_a_lead_merged_into_another_users_contact_stops_that_user_with_an_error_naming_both(kuloo, sellsim):
-    """DECISIONS.md: the other user's link stays; the converted user is unlinked with a Sync
+    """The other user's link stays; the converted user is unlinked with a Sync
     error naming the contact and the other user, shown by ``sync.errors``; not pushed again."""
     sellsim.set_account(conversion_merge="name")
     bea = sellsim.create_record("contact", {"first_name": "Sam", "last_name": "Lee", "email": "bea@example.com"})

@@ -60,6 +60,26 @@ def test_dates_and_other_values():
     assert canonical("first_name", "  Ann ") == "Ann"
 
 
+def test_choices_read_back_as_objects_are_their_names():
+    """Sell may read a dropdown back as ``{"id": N, "name": "…"}`` and a multi-select as a
+    list of those (sellsim's ``custom_list_read_format``/``custom_multiselect_read_format``):
+    the value is the name either way, so the merge sees no change. Planted bugs: the object
+    kept whole (a change every run: an endless echo); the id taken; a lone object in Promo."""
+    assert canonical("Subscription", {"id": 9, "name": "weekly"}) == "weekly"
+    assert canonical("Source", {"id": 4, "name": "signup"}) == "signup"
+    assert canonical("Promo", [{"id": 2, "name": "upsell"}, {"id": 1, "name": "welcome"}]) == [
+        "upsell", "welcome"]
+    assert canonical("Promo", [{"id": 1, "name": "b"}, "a", {"id": 1, "name": None}]) == ["a", "b"]
+    assert canonical("Promo", {"id": 1, "name": "solo"}) == ["solo"]
+    assert canonical("Subscription", {"id": 9, "name": None}) is None
+    record = {"id": 1, "custom_fields": {"Subscription": {"id": 9, "name": "unsubscribed"},
+                                         "Promo": [{"id": 1, "name": "welcome"}]}}
+    values = sell_values(Lead.from_data(record))
+    assert (values["Subscription"], values["Promo"]) == ("unsubscribed", ["welcome"])
+    assert kuloo_attrs({"Subscription": values["Subscription"], "Promo": values["Promo"]}) == {
+        "unsubscribed": True, "promo_tags": ["welcome"]}
+
+
 def test_kuloo_attrs_normalise_the_email():
     """Planted bugs: the email test misspelt or inverted (no normalising, or a KeyError
     for a change without an email), the result stored under another key, a blank email

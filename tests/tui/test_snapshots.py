@@ -79,3 +79,22 @@ def test_user_profile(seeded, snap_compare, size):
                     and pilot.app.screen.query_one("#audit", DataTable).row_count > 0, pilot)
 
     assert snap_compare(app_for(seeded), terminal_size=size, run_before=run_before)
+
+
+def test_users_named_with_markup(daemon, snap_compare):
+    """Issue 20 item 3: names and a channel that look like markup are drawn as typed (a
+    user named ``[/]`` crashed this screen)."""
+    with daemon.client() as c:
+        c.call("channels.create", {"name": "[bold]Acme[/]", "sequential_tags": ["[/]"]})
+        for i, name in enumerate(["[/]", "[bold]x", "[link=file:///etc/passwd]y[/]"]):
+            c.call("users.add", {"channel": 1, "email": f"u{i}@example.com", "first_name": name,
+                                 "last_name": "[/]", "promo_tags": ["[/]"]})  # fmt: skip
+
+    async def run_before(pilot):
+        channels = pilot.app.screen.query_one("#channels", DataTable)
+        await until(lambda: channels.row_count == 1, pilot)
+        await pilot.press("u")
+        await until(lambda: isinstance(pilot.app.screen, UsersScreen)
+                    and pilot.app.screen.query_one("#users", DataTable).row_count == 3, pilot)
+
+    assert snap_compare(app_for(daemon), terminal_size=(80, 24), run_before=run_before)

@@ -90,3 +90,34 @@ async def test_a_broken_kulooid_shows_up_live_on_the_sync_screen_and_leads_to_it
         await pilot.press("enter")
         await until(lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None, pilot)
         assert app.screen.user_id == user["id"] and "Restore it" in (app.screen.doc["sync_error"] or "")
+
+
+async def test_a_rate_limited_run_shows_when_sell_takes_requests_again(make_daemon, sellsim):
+    """Sell's hourly lockout (sellsim ``hourly_lockout``, the hour's budget spent): the run
+    ends partial, reason rate_limited, with ``retry_at`` in ``sync.runs`` and on the Sync
+    screen. Planted bugs: ``retry_at`` left out of the run document; the screen showing only
+    the reason."""
+    sellsim.set_options(rate_per_second=4000, rate_per_hour=10**9)
+    d = make_daemon(sell=f'base_url = "{sellsim.base_url}"\nrequests_per_second = 2000\n'
+                         "max_attempts = 2\ntimeout_seconds = 5\nverify_timeout_seconds = 30\n",
+                    extra="[sync]\nscheduled = false\n")
+    with d.client() as c:
+        doc = c.call("channels.create", {"name": "Acme", "plan": "pro", "sequential_tags": TAGS,
+                                         "api_token": DEMO_TOKEN})
+        assert doc["connection"]["status"] == "verified", doc["connection"]
+        sellsim.set_options(rate_window="hourly_lockout", rate_per_hour=0)
+        run = c.call("sync.run", {"channel": 1})
+        assert (run["status"], run["reason"]) == ("partial", "rate_limited"), run
+        assert run["retry_at"] and run["retry_at"].endswith(":00:00Z")
+        runs = c.call("sync.runs", {"channel": 1, "limit": 5})["runs"]
+        assert runs[0]["retry_at"] == run["retry_at"]
+    app = make_app(DaemonClient(d.socket_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(lambda: isinstance(app.screen, DashboardScreen)
+                    and app.screen.query_one("#channels", DataTable).row_count == 1, pilot)
+        await pilot.press("y")
+        await until(lambda: isinstance(app.screen, SyncScreen)
+                    and app.screen.query_one("#sync-runs", DataTable).row_count == 1, pilot)
+        status = str(app.screen.query_one("#sync-runs", DataTable).get_row_at(0)[1])
+        retry_at = run["retry_at"][:16].replace("T", " ")
+        assert status == f"partial (rate_limited, retry at {retry_at})"

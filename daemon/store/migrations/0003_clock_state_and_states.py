@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
             name='reason',
             field=fields.CharField(default='', db_default='', max_length=32),
         ),
-        # DECISIONS.md "States": the outbox's first state is `queued` (was `pending`).
+        # The outbox's first state is `queued` (was `pending`): docs/delivery.md, "Outbox states".
         ops.RunSQL(
             "UPDATE outbox_message SET state = 'queued' WHERE state = 'pending'",
             reverse_sql="UPDATE outbox_message SET state = 'pending' WHERE state = 'queued'",

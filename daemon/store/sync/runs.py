@@ -51,13 +51,15 @@ async def fail_interrupted(now: datetime) -> list[int]:
 def run_doc(row: SyncRun) -> RunDoc:
     counts = {k: int((row.counts or {}).get(k, 0)) for k in COUNT_KEYS}
     return RunDoc(row.id, row.channel_id, SyncRunStatus(row.status), row.reason, row.error,  # type: ignore[attr-defined]
-                  row.started_at, row.finished_at, counts, row.daemon_id)
+                  row.started_at, row.finished_at, counts, row.daemon_id, row.retry_at)
 
 
 async def begin_run(channel_id: int, now: datetime) -> RunStart:
     """A new run; ``skipped`` at once (with the reason) when the channel cannot sync now."""
     async with in_transaction():
         channel = await channel_row(channel_id)
+        last = SyncRun.filter(channel_id=channel_id).order_by("-id").first()
+        previous = await last.values_list("retry_at")  # rate_limited: probe first until then
         row = await SyncRun.create(channel_id=channel_id, started_at=now, status=SyncRunStatus.RUNNING.value,
                                    counts={})
         reason = error = ""
@@ -75,15 +77,16 @@ async def begin_run(channel_id: int, now: datetime) -> RunStart:
         ids = await linked_ids(channel_id)
     return RunStart(run_doc(row), Secret(channel.sell_token) if channel.sell_token else None, Plan(channel.plan),
                     tuple(channel.sequential_tags or ()), channel.add_all_users_to_crm, dict(channel.sync_state or {}),
-                    ids)
+                    ids, previous[0] if previous else None)
 
 
 async def finish_run(run_id: int, status: SyncRunStatus, reason: str, error: str, counts: Mapping[str, int],
-                     feed_state: Mapping[str, Any] | None, now: datetime) -> RunDoc:
+                     feed_state: Mapping[str, Any] | None, now: datetime,
+                     retry_at: datetime | None = None) -> RunDoc:
     async with in_transaction():
         row = await SyncRun.get(id=run_id)
         row.status = sync_run_finish(SyncRunStatus(row.status), status).value
-        row.reason, row.error, row.finished_at = reason, error, now
+        row.reason, row.error, row.finished_at, row.retry_at = reason, error, now, retry_at
         row.counts = {k: int(counts.get(k, 0)) for k in COUNT_KEYS}
         await row.save()
         channel = await channel_row(row.channel_id)  # type: ignore[attr-defined]

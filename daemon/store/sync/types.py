@@ -103,6 +103,7 @@ class RunDoc:
     finished_at: datetime | None
     counts: dict[str, int]
     daemon_id: str = ""  # PostgreSQL: the daemon that ran it (store.leases)
+    retry_at: datetime | None = None  # rate_limited: when Sell takes requests again
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class RunStart:
     add_all: bool
     feed_state: dict[str, Any]
     linked_ids: dict[str, list[int]]
+    retry_at: datetime | None = None  # the previous run's: Sell rate-limited it until then
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,129 @@
+"""Retention (issue 27 item 4): old rows go in small id-range batches; what must stay stays.
+
+In process on a real SQLite file (``open_services``), with the manual clock: rows written
+"long ago" by moving the clock, then pruned by the daily job.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from kuloo_daemon.operations.retention import Retention
+from kuloo_daemon.services import open_services
+from kuloo_daemon.store import retention as r
+from kuloo_daemon.store.models import (
+    Article,
+    AuditEntry,
+    Channel,
+    OutboxMessage,
+    SequenceProgress,
+    SyncRun,
+    User,
+)
+
+DAY = timedelta(days=1)
+
+
+async def test_the_daily_job_prunes_old_rows_and_keeps_what_must_stay(services_config):
+    config = services_config(clock={"mode": "manual", "start": "2026-06-01T00:00:00Z"})
+    async with open_services(config) as services:
+        now = services.clock.now()
+        await services.store.run(_seed, now)
+        job = Retention(services)
+        (clock_job,) = job.jobs()
+        assert clock_job.due(now) == now  # due at start
+        await clock_job.run()
+        assert clock_job.due(now) == now + DAY
+        audit = await services.store.run(_values, AuditEntry, "note")
+        assert audit == ["recent"]  # 2,500 old entries gone, in batches of 1,000
+        states = await services.store.run(_values, OutboxMessage, "state")
+        assert sorted(states) == ["queued", "sent", "uncertain"]  # old sent/failed/cancelled gone
+        runs = await services.store.run(_runs)
+        # Channel 1: the running one and the recent newest stay; channel 2: its newest (150
+        # days old) stays, so its cadence still counts from it.
+        assert runs == {1: ["running", "ok@1"], 2: ["running", "ok@150"]}
+        assert job.deleted == {"sync_runs": 3, "audit": 2500, "outbox": 3}
+        await clock_job.run()  # nothing left to do
+        assert job.deleted == {"sync_runs": 0, "audit": 0, "outbox": 0}
+
+
+async def _seed(now):
+    """Rows in time order, as the daemon writes them: ids and times grow together."""
+    for cid in (1, 2):
+        await Channel.create(id=cid, name=f"c{cid}", created_at=now, updated_at=now)
+    user = await User.create(channel_id=1, kuloo_id="k1", email="a@example.com", email_key="a@example.com",
+                             created_at=now, updated_at=now)
+    article = await Article.create(channel_id=1, key="a", title="A", format="markdown", body="x",
+                                   created_at=now, updated_at=now)
+    t0 = now - 400 * DAY
+    entries = [AuditEntry(channel_id=1, user_id=user.id, at=t0 + timedelta(minutes=i), actor="admin",
+                          field="frequency", note="") for i in range(2500)]
+    entries.append(AuditEntry(channel_id=1, user_id=user.id, at=now - 10 * DAY, actor="admin", note="recent"))
+    await AuditEntry.bulk_create(entries)
+    for i, (state, age) in enumerate([("sent", 200), ("failed", 200), ("cancelled", 200), ("uncertain", 200),
+                                      ("queued", 200), ("sent", 10)]):
+        msg = await OutboxMessage.create(channel_id=1, user_id=user.id, kind="sequence", state=state,
+                                         message_id=f"<{i}@t>", created_at=now - age * DAY,
+                                         updated_at=now - age * DAY)
+        if i == 0:
+            await SequenceProgress.create(user_id=user.id, article_id=article.id, outbox_id=msg.id,
+                                          sent_at=now - 200 * DAY)
+    for cid in (1, 2):
+        for age, status in ((300, "ok"), (200, "running"), (150, "ok")):
+            await SyncRun.create(channel_id=cid, started_at=now - age * DAY, status=status)
+    await SyncRun.create(channel_id=1, started_at=now - DAY, status="ok")
+
+
+async def _values(model, name):
+    return list(await model.all().order_by("id").values_list(name, flat=True))
+
+
+async def _runs():
+    out: dict[int, list[str]] = {}
+    now = max(await SyncRun.all().values_list("started_at", flat=True))
+    for run in await SyncRun.all().order_by("id"):
+        label = run.status if run.status == "running" else f"ok@{(now + DAY - run.started_at).days}"
+        out.setdefault(run.channel_id, []).append(label)
+    return out
+
+
+async def test_the_sent_sequence_is_remembered_after_its_message_is_pruned(services_config):
+    config = services_config(clock={"mode": "manual", "start": "2026-06-01T00:00:00Z"})
+    async with open_services(config) as services:
+        now = services.clock.now()
+        await services.store.run(_seed, now)
+        await Retention(services).run()
+        progress = await services.store.run(_values, SequenceProgress, "sent_at")
+        assert progress == [now - 200 * DAY]  # what was sent is never sent again
+
+
+async def test_the_boundary_is_found_by_a_binary_search_and_out_of_order_rows_are_kept(services_config):
+    config = services_config(clock={"mode": "manual", "start": "2026-06-01T00:00:00Z"})
+    async with open_services(config) as services:
+        now = services.clock.now()
+        await services.store.run(_seed, now)
+        kind = next(k for k in r.KINDS if k.name == "audit")
+        first, last = await services.store.run(r.boundary, kind, now - 365 * DAY)
+        ids = await services.store.run(_values, AuditEntry, "id")
+        assert (first, last) == (ids[0], ids[2499])
+        assert await services.store.run(r.boundary, kind, now - 500 * DAY) is None
+        deleted, nxt = await services.store.run(r.prune_batch, kind, now - 365 * DAY, first, last)
+        assert (deleted, nxt) == (1000, first + 1000)
+        # A batch never deletes a row newer than the cutoff, even inside its id range.
+        deleted, nxt = await services.store.run(r.prune_batch, kind, now - 399 * DAY, nxt, ids[-1])
+        assert (deleted, nxt) == (440, first + 2000)  # minutes 1,000..1,439 of day one, not later ones
+
+
+async def test_status_shows_the_database_size(services_config):
+    from kuloo_daemon.control.context import Context
+    from kuloo_daemon.control.methods import status
+    from kuloo_daemon.delivery.service import Delivery
+
+    config = services_config()
+    async with open_services(config) as services:
+        size = await services.store.run(r.database_size, str(config.database_path))
+        assert size == config.database_path.stat().st_size + (
+            (config.database_path.parent / (config.database_path.name + "-wal")).stat().st_size
+            if (config.database_path.parent / (config.database_path.name + "-wal")).exists() else 0)
+        context = Context(services, Delivery(services), "", lambda: 1)
+        assert (await status(context, {}))["database"]["bytes"] >= size > 0
