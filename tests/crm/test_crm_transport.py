@@ -277,10 +277,16 @@ async def test_an_idle_connection_the_server_closed_is_not_used(nursery):
 
 
 async def test_at_most_twenty_connections_are_open(nursery):
+    twenty_in = trio.Event()
+
     async def slow(stream, server):
         buf = bytearray()
         while await server.read_request(stream, buf) is not None:
-            await trio.sleep(0.05)
+            if len(server.requests) >= 20:
+                twenty_in.set()
+            with trio.move_on_after(5):  # hold every answer until twenty are waiting
+                await twenty_in.wait()
+            await trio.sleep(0.05)  # a 21st connection would be open by now
             await stream.send_all(OK)
 
     server = Server(slow)
@@ -577,6 +583,20 @@ async def test_a_gzip_bomb_through_a_small_cap(nursery):
     server = Server(replying(answer(gzip_bomb()[:200_000], b"Content-Encoding: gzip")))
     err = await _refused(server, nursery, max_response_bytes=MiB)
     assert "a body larger than 1048576 bytes once decoded" in str(err)
+
+
+async def test_an_endless_compressed_body_that_decodes_to_nothing_stops_at_the_cap(nursery):
+    """Empty deflate blocks, forever: the decoded size stays 0, so the raw size is what
+    stops it. Planted bug: only the decoded size counted."""
+    empty_blocks = b"\x00\x00\x00\xff\xff" * 13_000  # stored blocks of no bytes
+    chunk = b"%x\r\n%s\r\n" % (len(empty_blocks), empty_blocks)
+    gzip_head = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    head = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n\r\n"
+            + b"%x\r\n%s\r\n" % (len(gzip_head), gzip_head))  # fmt: skip
+    server = Server(streaming(head, chunk))
+    err = await _refused(server, nursery, max_response_bytes=MiB)
+    assert f"a body larger than {MiB} bytes" in str(err) and "decoded" not in str(err)
+    assert server.sent < 2 * 20 * MiB
 
 
 async def test_100000_headers_are_refused(nursery):
