@@ -66,6 +66,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 UNPROCESSED_STATUSES = frozenset({429, 503})
 RESOURCE_TYPES = ("lead", "contact")
 R = TypeVar("R")
+Person = TypeVar("Person", Lead, Contact)
 
 
 # ----------------------------------------------------------------------------- pure policy
@@ -96,7 +97,7 @@ def retry_delay(
     """Delay before attempt ``attempt + 1``: exponential with jitter in [50 %, 100 %] of
     ``min(cap, base * 2**(attempt-1))``; a server's ``Retry-After`` (up to
     ``retry_after_cap``) is a floor."""
-    exp = min(cap, base * (2 ** max(0, attempt - 1)))
+    exp = min(cap, base * (2.0 ** max(0, attempt - 1)))
     delay = exp * (0.5 + 0.5 * rand())
     if retry_after is not None and retry_after >= 0:
         delay = max(delay, min(retry_after, retry_after_cap))
@@ -446,9 +447,9 @@ class SellClient:
             raise self._malformed(
                 response, method, path, "Sell's answer has no `items` list of `{data: {...}}`"
             )
-        meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
-        links = meta.get("links") if isinstance(meta.get("links"), dict) else {}
-        return items, links.get("next_page")
+        meta = doc.get("meta")
+        links = meta.get("links") if isinstance(meta, dict) else None
+        return items, links.get("next_page") if isinstance(links, dict) else None
 
     async def get(self, path: str, **params: Any) -> dict[str, Any]:
         return self._data(await self.request("GET", path, params=params), "GET", path)
@@ -531,8 +532,8 @@ class SellClient:
             yield contact
 
     async def _listing(
-        self, parse: Callable[[dict[str, Any]], R], path: str, filters: dict[str, Any]
-    ) -> AsyncIterator[R]:
+        self, parse: Callable[[dict[str, Any]], Person], path: str, filters: dict[str, Any]
+    ) -> AsyncIterator[Person]:
         sent = filters
         yielded = False
         while True:
