@@ -3,8 +3,8 @@
 Runs mutmut (the `.[mutate]` extra) on one module at a time, each against only the tests
 that exercise it, with one worker, and prints the survival rate per module.
 
-mutmut derives module names from file paths, and `daemon/` installs as `kuloo_daemon`
-(DECISIONS.md): so each module runs in a temporary copy of the checkout where `daemon/`
+mutmut derives module names from file paths, and `daemon/` installs as `kuloo_daemon`:
+so each module runs in a temporary copy of the checkout where `daemon/`
 is renamed `kuloo_daemon/`. The copy's root comes first on `sys.path`, ahead of the
 editable install's finder, so the tests import the copy (and mutmut's mutated copy of it).
 
