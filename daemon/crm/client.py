@@ -23,11 +23,12 @@ Retry policy (``should_retry`` / ``retry_delay`` are pure):
 - connect errors/timeouts (nothing was sent): always retried.
 - 401, 403, 404, 422 and other 4xx: raised at once, never retried.
 
-Logs (structlog, sync methods): one ``sell request retried`` line per retry with method, path (no
-query string), status or error, attempt and delay. The token never appears in a log line,
-an error message or a repr. Imports trio, httpx, structlog, ``kuloo_daemon.secrets`` and
-this package.
+Logs (structlog, sync methods): one ``sell request retried`` line per retry with method,
+path (no query string), status or error, attempt and delay. The token never appears in a
+log line, an error message or a repr. Imports trio, httpx, structlog,
+``kuloo_daemon.secrets`` and this package.
 """
+
 from __future__ import annotations
 
 import email.utils
