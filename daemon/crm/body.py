@@ -104,12 +104,12 @@ class CappedBody:
 
     def _inflate(self, data: bytes) -> None:
         assert self._zlib is not None
-        while data:
-            if self._zlib.eof:
-                raise refused(f"data after the end of the {self.coding} body")
-            # never more than one byte past what is still allowed: a bomb stops here
-            self._keep(self._zlib.decompress(data, self.cap - self.size + 1))
-            data = self._zlib.unused_data if self._zlib.eof else self._zlib.unconsumed_tail
+        # Never more than one byte past what is still allowed: a bomb stops here. Any
+        # less output means zlib took all of ``data`` (nothing is left unconsumed); what
+        # follows the end of the stream, in this piece or a later one, is unused_data.
+        self._keep(self._zlib.decompress(data, self.cap - self.size + 1))
+        if self._zlib.unused_data:
+            raise refused(f"data after the end of the {self.coding} body")
 
     def _keep(self, chunk: bytes) -> None:
         self.size += len(chunk)

@@ -504,8 +504,16 @@ async def test_an_in_process_answer_past_the_cap_is_refused_like_a_5xx():
         calls.append(request.method)
         return httpx.Response(200, json={"data": {"id": 1, "pad": "x" * 2000}})
 
+    exact = len(httpx.Response(200, json={"data": {"id": 1, "pad": "x" * 2000}}).content)
+    async with make(handler, max_response_bytes=exact, max_attempts=1) as sell:
+        assert (await sell.get("/v2/leads/1"))["id"] == 1  # the cap itself is allowed
+    calls.clear()
     async with make(handler, max_response_bytes=2000, max_attempts=2) as sell:
-        with pytest.raises(E.NetworkError, match="a body larger than 2000 bytes") as got:
+        with pytest.raises(
+            E.NetworkError,
+            match="^no usable answer from Sell: RemoteProtocolError: Sell's answer was "
+            "refused: a body larger than 2000 bytes once decoded",
+        ) as got:
             await sell.request("GET", "/v2/leads/1")
         with pytest.raises(E.NetworkError) as created:
             await sell.create_lead({"last_name": "X"})

@@ -18,12 +18,19 @@ import zlib
 from contextlib import contextmanager
 from functools import partial
 
+import httpx
 import pytest
 import trio
 import trustme
 
 from kuloo_daemon.crm import errors as E
-from kuloo_daemon.crm.body import MAX_HEADER_BYTES, MAX_HEADERS, CappedBody
+from kuloo_daemon.crm.body import (
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    CappedBody,
+    check_head,
+    coding_of,
+)
 from kuloo_daemon.crm.budget import RateBudget
 from kuloo_daemon.crm.client import SellClient
 from kuloo_daemon.secrets import Secret
@@ -224,13 +231,18 @@ async def test_one_content_coding_is_decoded(nursery, coding):
         packed, coding = packer.compress(LEAD) + packer.flush(), "deflate"
     else:
         packed = gzip.compress(LEAD)
-    server = Server(replying(answer(packed, b"Content-Encoding: " + coding.encode())))
+    server = Server(replying(answer(packed, b"Content-Encoding: " + coding.encode(),
+                                    b"X-Request-Id: r-1", b"Date: Mon, 07 Dec 2026")))
     await server.serve(nursery)
     async with sell_at(server.url) as sell:
         lead = await sell.get_lead(1)
         response = await sell.request("GET", "/v2/leads/1")
     assert lead.id == 1 and lead.last_name == "L1"
     assert response.content == LEAD and "content-encoding" not in response.headers
+    # the other headers stay, the length is the decoded body's, the request is known
+    assert response.headers["x-request-id"] == "r-1" and sell.last_date == "Mon, 07 Dec 2026"
+    assert response.headers["content-length"] == str(len(LEAD))
+    assert response.request.url.path == "/v2/leads/1"
 
 
 async def test_connection_close_opens_a_new_connection(nursery):
@@ -698,3 +710,67 @@ def test_capped_body_fed_in_pieces_decodes_the_same():
             for i in range(0, len(packed), size):
                 body.feed(packed[i : i + size])
             assert body.finish() == doc, (coding, size)
+
+
+def test_the_decoded_size_adds_up_across_pieces():
+    """Each piece decodes to less than the cap, together they pass it. Planted bug: the
+    decoded size replaced by each piece's instead of summed."""
+    doc = bytes(range(256)) * 40  # 10,240 bytes, barely compressible
+    packed = gzip.compress(doc)
+    body = CappedBody("gzip", 5000)
+    with pytest.raises(httpx.RemoteProtocolError, match="a body larger than 5000 bytes once"):
+        for i in range(0, len(packed), 100):
+            body.feed(packed[i : i + 100])
+
+
+def test_a_bomb_after_a_body_near_the_cap_yields_only_what_is_left():
+    """zlib is asked for what is still allowed, not for the cap again. Planted bug:
+    ``cap + size`` for ``cap - size`` (a second cap's worth decoded into memory)."""
+    cap = 8 * MiB
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 31)
+    near = deflate.compress(bytes(cap - 10)) + deflate.flush(zlib.Z_FULL_FLUSH)
+    bomb = deflate.compress(bytes(64 * MiB)) + deflate.flush(zlib.Z_FULL_FLUSH)
+    body = CappedBody("gzip", cap)
+    body.feed(near)
+    assert body.size == cap - 10
+    with peak_memory() as peak, pytest.raises(httpx.RemoteProtocolError, match="once decoded"):
+        body.feed(bomb)
+    assert body.size == cap + 1 and peak[0] < MiB
+
+
+@pytest.mark.parametrize(("values", "coding"), [
+    ([], "identity"),
+    (["identity"], "identity"),
+    (["IDENTITY"], "identity"),
+    (["gzip, identity"], "gzip"),
+    (["identity", " Deflate "], "deflate"),
+    ([", gzip,"], "gzip"),
+])  # fmt: skip
+def test_identity_and_blanks_are_no_coding(values, coding):
+    """Planted bugs: "identity" counted as a coding (refused as stacked or unknown); its
+    name compared case-sensitively; blank items counted."""
+    assert coding_of(httpx.Headers([("Content-Encoding", v) for v in values])) == coding
+
+
+def test_refusal_texts_name_what_was_wrong():
+    """Planted bug: a message that no longer says which limit or coding it was."""
+    def refused(headers) -> str:
+        with pytest.raises(httpx.RemoteProtocolError) as err:
+            check_head(httpx.Headers(headers))
+            coding_of(httpx.Headers(headers))
+        return str(err.value)
+
+    assert refused([("Content-Length", "2"), ("Transfer-Encoding", "chunked")]) == (
+        "Sell's answer was refused: both Content-Length and Transfer-Encoding")
+    assert refused([("Content-Encoding", "gzip, deflate")]) == (
+        "Sell's answer was refused: stacked content codings (gzip, deflate)")
+    assert refused([("Content-Encoding", "br")]) == (
+        "Sell's answer was refused: content coding 'br', which the client does not accept")
+
+
+def test_data_in_a_later_piece_after_the_end_of_the_body_is_refused():
+    """Planted bug: the end-of-stream check only on the piece that ended it."""
+    body = CappedBody("gzip", MiB)
+    body.feed(gzip.compress(LEAD))
+    with pytest.raises(httpx.RemoteProtocolError, match="data after the end of the gzip body"):
+        body.feed(b"more")
