@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-import trio
 
 from kuloo_daemon.control.client import ControlError
 from kuloo_daemon.control.context import Context
@@ -82,4 +81,3 @@ async def test_refused_while_its_sync_runs(services_config):
                 await channels_delete(context, {"id": cid, "confirm": "Acme"})
             assert busy.value.code == "conflict"
         assert (await channels_delete(context, {"id": cid, "confirm": "Acme"}))["users"] == 1
-        await trio.sleep(0)
