@@ -57,6 +57,11 @@ KEYS: dict[str, Key] = {
     "sell.requests_per_second": Key((int, float), 9, "Request budget per Sell token (Sell allows 10/s); above 10 only for a loopback base_url (sellsim).", minimum=0.1, maximum=10_000),
     "sell.timeout_seconds": Key((int, float), 15, "Timeout of one Sell request.", minimum=0.1, maximum=300),
     "sell.max_attempts": Key(int, 5, "Attempts per Sell request on 429, 5xx and network errors.", minimum=1, maximum=20),
+    "sell.max_response_bytes": Key(
+        int, 16 * 1024 * 1024,
+        "Largest Sell response body read, in bytes once decoded; a larger answer (or one with "
+        "more than 100 headers) is a protocol error, retried like a 5xx.",
+        minimum=1024 * 1024, maximum=256 * 1024 * 1024),
     "sell.verify_timeout_seconds": Key((int, float), 60, "Longest a token and custom-field check may take.", minimum=1, maximum=600),
     "sell.recheck_seconds": Key((int, float), 300, "How soon a check that could not reach Sell is tried again.", minimum=1, maximum=86400),
     "sync.scheduled": Key(bool, True, "Sync every verified channel at its plan's cadence; false leaves syncing to sync.run (maintenance, tests)."),

@@ -266,6 +266,7 @@ async def open_services(config: Config, publish: Publish = _drop, *,
         rate_per_second=config["sell.requests_per_second"],
         timeout=config["sell.timeout_seconds"],
         max_attempts=config["sell.max_attempts"],
+        max_response_bytes=config["sell.max_response_bytes"],
     ) as sell_pool:
         clock = await make_clock(config, store)
         lease = Leases(store, clock, config["store.lease_seconds"])

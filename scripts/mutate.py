@@ -51,7 +51,7 @@ MODULES: dict[str, Target] = {
         only=("new_state", "normalize_state", "fingerprint", "_fingerprint_ts", "poll_select",
               "poll_advance", "sync_change", "RecordChanged.*", "ChangeFeed._probe_due"),
     ),  # fmt: skip
-    "crm/wire.py": Target(("tests/crm/test_wire.py",)),
+    "crm/body.py": Target(("tests/crm/test_crm_transport.py", "tests/crm/test_crm_client_unit.py")),
     "crm/verify.py": Target(("tests/crm/test_crm_verify_pure.py", "tests/crm/test_crm_verify_bounds.py")),
     "control/protocol.py": Target(
         ("tests/daemon/test_protocol.py", "tests/daemon/test_protocol_bounds.py"),

@@ -9,6 +9,7 @@
 ``sync runs``          ``sync.runs``
 ``sync errors``        ``sync.errors``
 ``channel verify``     ``channels.verify`` (exit status 1 unless the connection is verified)
+``channel delete``     ``channels.delete`` (the channel's name typed out, or ``--confirm NAME``)
 ``outbox list``        ``outbox.list``
 =====================  ===========================================================
 
@@ -24,6 +25,7 @@ the blocking ``ControlClient``. The raw ``kuloo-ctl METHOD PARAMS`` form is ``ct
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -256,6 +258,18 @@ def outbox_list(client: ControlClient, args: argparse.Namespace) -> Output:
     return result, table(("ID", "STATE", "KIND", "EMAIL", "ARTICLE", "TRIES", "SENT/NEXT", "LAST ERROR"), rows)
 
 
+def channel_delete(client: ControlClient, args: argparse.Namespace) -> Output:
+    doc = client.call("channels.get", {"id": channel_id(client, args.channel)})
+    confirm = args.confirm
+    if confirm is None:
+        if not sys.stdin.isatty():
+            raise CommandError("say --confirm NAME (the channel's exact name) to delete it")
+        confirm = input(f"Deleting channel {doc['id']} ({doc['name']}) removes all its users, articles, outbox, "
+                        "sync history and audit log; the Sell records stay. Type its name to go on: ")
+    result = client.call("channels.delete", {"id": doc["id"], "confirm": confirm})
+    return result, fields([("deleted", f"channel {result['id']} ({result['name']})"), ("users", result["users"])])
+
+
 # ----------------------------------------------------------------------------- parsers
 
 
@@ -320,10 +334,14 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--limit", type=_positive, default=100, help="page size, 1..500 (default 100)")
     p.add_argument("--after", type=_positive, metavar="ID", help="the next page (printed on stderr)")
 
-    channel = sub.add_parser("channel", help="verify a channel's Sell connection",
+    channel = sub.add_parser("channel", help="verify a channel's Sell connection; delete a channel",
                              description="A channel.").add_subparsers(dest="action", required=True, metavar="ACTION")
     _leaf(channel, "verify", channel_verify, "Check the channel's Sell token and fields now (channels.verify) and "
           "list every problem; exit status 1 unless the connection is verified.", common)
+    p = _leaf(channel, "delete", channel_delete, "Delete the channel and everything of it (channels.delete): users, "
+              "articles, outbox, sync history, audit log. Its Sell records are not touched. Asks for the "
+              "channel's name unless --confirm gives it.", common)
+    p.add_argument("--confirm", metavar="NAME", help="the channel's exact name (the confirmation)")
 
     outbox = sub.add_parser("outbox", help="list the outbox",
                             description="The channel's outgoing mail.").add_subparsers(

@@ -262,8 +262,41 @@ async def clock_set(services: Services, params: dict[str, Any]) -> dict[str, Any
     return await _moved(services, timeout)
 
 
+async def channels_delete(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """``channels.delete {"id", "confirm": <name>}``: the channel and everything of it, gone.
+
+    The name typed out is the confirmation. No sync run and no delivery pass of the channel
+    may be under way (this daemon's locks; on PostgreSQL both leases). Users go in small
+    batches, each its own short transaction; the Sell records are left as they are.
+    """
+    services = context.services
+    channel_id = _channel_id(params)
+    confirm = params.get("confirm")
+    if not isinstance(confirm, str) or not confirm:
+        raise _invalid("'confirm' must be the channel's name, typed out")
+    doc = await services.store.run(channel_store.get, channel_id)
+    if confirm != doc.name:
+        raise _invalid(f"'confirm' must be the channel's exact name, {doc.name!r}")
+    sync_lock = engine.channel_lock(services, channel_id)
+    if sync_lock.locked():
+        raise ProtocolError("conflict", "a sync of this channel is running; try again when it has ended")
+    async with sync_lock, context.delivery.pass_lock:
+        async with services.leases.hold("sync", channel_id) as sync_held, \
+                services.leases.hold("delivery", channel_id) as delivery_held:
+            if not (sync_held and delivery_held):
+                raise ProtocolError("conflict", "another daemon is working on this channel; try again shortly")
+            users = 0
+            while batch := await services.store.run(channel_store.delete_users_batch, channel_id):
+                users += batch
+            name = await services.store.run(channel_store.delete, channel_id, confirm)
+    log.info("channel deleted", channel_id=channel_id, users=users)
+    services.publish("channel.deleted", {"id": channel_id})
+    return {"id": channel_id, "name": name, "deleted": True, "users": users}
+
+
 METHODS: dict[str, Handler] = {
     "status": status,
+    "channels.delete": channels_delete,
     **on_services_all({
         "channels.create": channels_create,
         "channels.list": channels_list,

@@ -1,25 +1,32 @@
-"""The Zendesk Sell API v2 client: one ``httpx.AsyncClient`` per token, under trio.
+"""The Zendesk Sell API v2 client: one ``httpx.AsyncClient`` per ``SellClient``, under trio.
 
 Owns every HTTP request to Sell: headers (``Authorization: Bearer``, ``User-Agent:
 kuloo-sync/<version>``, ``Accept``), the envelope (``{"data": ...}`` in and out, ``items``
-collections and their paging), explicit timeouts (``trio.move_on_after`` around each
-attempt, plus httpx's own), the shared ``RateBudget``, retries with exponential backoff and
-jitter, and the mapping of failures to the typed errors of ``errors``.
+collections and their paging), explicit timeouts (httpx's connect, read, write and pool
+timeouts, and ``trio.move_on_after`` around each whole attempt, body included), the limits
+on what a response may hold (``body``: at most ``max_response_bytes`` of decoded body, 100
+headers), the shared ``RateBudget``, retries with exponential backoff and jitter, and the
+mapping of failures to the typed errors of ``errors``. The ``ClientPool`` keeps one
+``SellClient`` per token, so each token has its own connections and budget.
+
+The ``httpx.AsyncClient`` trusts the environment: ``HTTPS_PROXY``/``NO_PROXY`` and
+``SSL_CERT_FILE`` apply, as operators behind an egress proxy need.
 
 Retry policy (``should_retry`` / ``retry_delay`` are pure):
 - 429, 503: always retried (the request was not processed); ``Retry-After`` honoured when
   present, and a 429 defers the token's whole budget.
-- 500, 502, 504, timeouts, read/protocol errors: retried for idempotent requests (GET,
-  PUT, DELETE, the Sync API). For a create (POST a lead/contact/conversion) the write may
-  have been applied, so it is *not* retried; the error carries ``maybe_applied=True`` and
-  the caller looks the record up before creating it again (no duplicate CRM record).
+- 500, 502, 504, timeouts, read errors and protocol errors (a reply that is not HTTP, or
+  past the limits above): retried for idempotent requests (GET, PUT, DELETE, the Sync
+  API). For a create (POST a lead/contact/conversion) the write may have been applied, so
+  it is *not* retried; the error carries ``maybe_applied=True`` and the caller looks the
+  record up before creating it again (no duplicate CRM record).
 - connect errors/timeouts (nothing was sent): always retried.
 - 401, 403, 404, 422 and other 4xx: raised at once, never retried.
 
-Logs (structlog, sync methods): one ``sell.retry`` line per retry with method, path (no
-query string), status or error, attempt and delay. The token never appears in a log line,
-an error message or a repr. Imports trio, httpx, structlog, ``kuloo_daemon.secrets`` and
-this package.
+Logs (structlog, sync methods): one ``sell request retried`` line per retry with method,
+path (no query string), status or error, attempt and delay. The token never appears in a
+log line, an error message or a repr. Imports trio, httpx, structlog,
+``kuloo_daemon.secrets`` and this package.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from .. import __version__
 from ..clock import wall_now
 from ..secrets import Secret
 from . import errors as E
+from .body import DEFAULT_MAX_RESPONSE_BYTES, read_capped
 from .budget import RateBudget
 from .records import (
     Contact,
@@ -50,7 +58,6 @@ from .records import (
     SyncSession,
     matches_filters,
 )
-from .wire import Wire
 
 log = structlog.get_logger("kuloo.crm")
 
@@ -60,6 +67,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 UNPROCESSED_STATUSES = frozenset({429, 503})
 RESOURCE_TYPES = ("lead", "contact")
 R = TypeVar("R")
+Person = TypeVar("Person", Lead, Contact)
 
 
 # ----------------------------------------------------------------------------- pure policy
@@ -67,14 +75,15 @@ R = TypeVar("R")
 
 def should_retry(status: int | None, failure: str | None, idempotent: bool) -> bool:
     """Whether an attempt that ended with ``status`` (or a network ``failure``:
-    "connect" = nothing sent, "timeout"/"transport" = maybe sent) may be repeated."""
+    "connect" = nothing sent; "timeout", "transport" or "protocol" = maybe sent and
+    applied, as after a 500) may be repeated."""
     if status is not None:
         if status in UNPROCESSED_STATUSES:
             return True
         return idempotent and status in RETRY_STATUSES
     if failure == "connect":
         return True
-    return idempotent and failure in ("timeout", "transport")
+    return idempotent and failure in ("timeout", "transport", "protocol")
 
 
 def retry_delay(
@@ -89,7 +98,7 @@ def retry_delay(
     """Delay before attempt ``attempt + 1``: exponential with jitter in [50 %, 100 %] of
     ``min(cap, base * 2**(attempt-1))``; a server's ``Retry-After`` (up to
     ``retry_after_cap``) is a floor."""
-    exp = min(cap, base * (2 ** max(0, attempt - 1)))
+    exp = min(cap, base * (2.0 ** max(0, attempt - 1)))
     delay = exp * (0.5 + 0.5 * rand())
     if retry_after is not None and retry_after >= 0:
         delay = max(delay, min(retry_after, retry_after_cap))
@@ -162,6 +171,7 @@ class SellClient:
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         per_page: int = 100,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -175,10 +185,11 @@ class SellClient:
         self.backoff_base = float(backoff_base)
         self.backoff_cap = float(backoff_cap)
         self.per_page = per_page
+        self.max_response_bytes = int(max_response_bytes)
         self._transport = transport
         self._rand = rand
-        self._http: httpx.AsyncBaseTransport | None = None
-        self._headers: list[tuple[Any, Any]] = []
+        self._http: httpx.AsyncClient | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
         self._extensions: dict[str, Any] = {}
         self.requests_sent = 0
         # Sell's own clock: the ``Date`` header of the last 2xx answer, unparsed (the change
@@ -202,14 +213,25 @@ class SellClient:
     async def open(self) -> None:
         if self._http is not None:
             return
-        # Requests go straight to the transport (httpx's public transport API) with headers,
-        # URL prefix and timeouts prepared once here: ``AsyncClient`` would rebuild and merge
-        # them, parse the URL three times and run a cookie jar on every request. Nothing it did
-        # is needed: no cookies, no auth flow, no redirects. The transport is ``Wire`` (see
-        # wire.py for why not httpx's own), or the one a test hands in.
-        self._http = self._transport if self._transport is not None else Wire(
-            max_connections=20, keepalive_expiry=30.0
+        # Each attempt as a whole is bounded by ``timeout`` (``request``); a connection (or
+        # a free slot for one) must come within half of it, so that failing to connect is
+        # told apart from a request that may have been sent.
+        timeout = httpx.Timeout(
+            connect=self.timeout / 2, read=self.timeout, write=self.timeout, pool=self.timeout / 2
         )
+        # httpx's own transport (or the one a test hands in); with none given, the proxy
+        # from the environment (HTTPS_PROXY, NO_PROXY) is mounted by AsyncClient.
+        self._http = httpx.AsyncClient(
+            transport=self._transport,
+            trust_env=True,
+            timeout=timeout,
+            limits=httpx.Limits(
+                max_connections=20, max_keepalive_connections=20, keepalive_expiry=30.0
+            ),
+            follow_redirects=False,
+        )
+        # Headers and timeouts are prepared once here and each request is built whole
+        # (``send`` takes it as it is): ``build_request`` would merge them on every request.
         self._headers = [
             (b"Accept", b"application/json"),
             (b"Accept-Encoding", b"gzip, deflate"),
@@ -217,7 +239,7 @@ class SellClient:
             (b"User-Agent", USER_AGENT.encode("ascii")),
             (b"Authorization", b"Bearer " + self._token.reveal().encode("ascii")),
         ]
-        self._extensions = {"timeout": httpx.Timeout(self.timeout).as_dict()}
+        self._extensions = {"timeout": timeout.as_dict()}
 
     async def aclose(self) -> None:
         http, self._http = self._http, None
@@ -251,16 +273,20 @@ class SellClient:
         if idempotent is None:
             idempotent = method in ("GET", "HEAD", "PUT", "DELETE")
         query = flatten_params(params or {})
-        url = httpx.URL(self.base_url + path, params=query) if query else httpx.URL(self.base_url + path)
+        url = httpx.URL(self.base_url + path)
+        if query:
+            url = url.copy_merge_params(query)
         request_headers = self._headers
         body: bytes | None = None
         if json is not None:  # encoded once for every attempt, as httpx encodes it
-            body = _json.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+            text = _json.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            body = text.encode()
             request_headers = [*request_headers, (b"Content-Type", b"application/json")]
         if headers:  # a request's own header replaces the client's of the same name
             names = {k.lower().encode() for k in headers}
             request_headers = [(k, v) for k, v in request_headers if k.lower() not in names]
-            request_headers.extend(headers.items())
+            for name, value in headers.items():
+                request_headers.append((name.encode("ascii"), value.encode("ascii")))
         secret = self._token.reveal()
         max_attempts = self.max_attempts if attempts is None else max(1, int(attempts))
         attempt = 0
@@ -280,6 +306,8 @@ class SellClient:
                 failure, failure_text = "connect", _exc_text(exc, secret)
             except httpx.TimeoutException as exc:
                 failure, failure_text = "timeout", _exc_text(exc, secret)
+            except httpx.RemoteProtocolError as exc:
+                failure, failure_text = "protocol", _exc_text(exc, secret)
             except httpx.TransportError as exc:
                 failure, failure_text = "transport", _exc_text(exc, secret)
 
@@ -320,19 +348,18 @@ class SellClient:
             )
 
     async def _send(
-        self, method: str, url: httpx.URL, headers: list[tuple[Any, Any]], body: bytes | None
+        self, method: str, url: httpx.URL, headers: list[tuple[bytes, bytes]], body: bytes | None
     ) -> httpx.Response:
-        """One request through the transport, its body read (what ``AsyncClient.send`` does)."""
+        """One request, its answer streamed and read whole under the limits (``body``)."""
         assert self._http is not None
-        request = httpx.Request(method, url, headers=headers, content=body, extensions=self._extensions)
-        response = await self._http.handle_async_request(request)
-        response.request = request
+        request = httpx.Request(
+            method, url, headers=headers, content=body, extensions=self._extensions
+        )
+        response = await self._http.send(request, stream=True)
         try:
-            await response.aread()
-        except BaseException:
+            return await read_capped(response, self.max_response_bytes)
+        finally:
             await response.aclose()
-            raise
-        return response
 
     def _error(
         self,
@@ -346,8 +373,9 @@ class SellClient:
         secret: str,
     ) -> E.SellError:
         if response is None:
+            what = "no usable answer from Sell" if failure == "protocol" else "could not reach Sell"
             err: E.SellError = E.NetworkError(
-                f"could not reach Sell: {failure_text}", method=method, path=path, attempts=attempt
+                f"{what}: {failure_text}", method=method, path=path, attempts=attempt
             )
             err.maybe_applied = (not idempotent) and failure != "connect"
             return err
@@ -424,9 +452,9 @@ class SellClient:
             raise self._malformed(
                 response, method, path, "Sell's answer has no `items` list of `{data: {...}}`"
             )
-        meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
-        links = meta.get("links") if isinstance(meta.get("links"), dict) else {}
-        return items, links.get("next_page")
+        meta = doc.get("meta")
+        links = meta.get("links") if isinstance(meta, dict) else None
+        return items, links.get("next_page") if isinstance(links, dict) else None
 
     async def get(self, path: str, **params: Any) -> dict[str, Any]:
         return self._data(await self.request("GET", path, params=params), "GET", path)
@@ -514,8 +542,8 @@ class SellClient:
             yield contact
 
     async def _listing(
-        self, parse: Callable[[dict[str, Any]], R], path: str, filters: dict[str, Any]
-    ) -> AsyncIterator[R]:
+        self, parse: Callable[[dict[str, Any]], Person], path: str, filters: dict[str, Any]
+    ) -> AsyncIterator[Person]:
         sent = filters
         yielded = False
         while True:
@@ -680,7 +708,14 @@ def parse_record(
 
 
 def _exc_text(exc: BaseException, secret: str) -> str:
-    text = str(exc) or type(exc).__name__
+    """The exception's name and text; an empty text is taken from its causes (a TLS
+    failure's reason sits two levels down, under the transport's own error)."""
+    text, cause = str(exc), exc.__cause__ or exc.__context__
+    for _ in range(4):
+        if text or cause is None:
+            break
+        text, cause = str(cause), cause.__cause__ or cause.__context__
+    text = text or type(exc).__name__
     if len(text) > 160:
         text = text[:159] + "…"
     return f"{type(exc).__name__}: {E.scrub(text, secret)}"

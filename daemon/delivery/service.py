@@ -158,6 +158,11 @@ class Delivery:
         self.services.publish = publish
 
     @property
+    def pass_lock(self) -> trio.Lock:
+        """Held by every delivery pass: whoever holds it knows no mail is being planned or sent."""
+        return self._lock
+
+    @property
     def paused(self) -> str | None:
         """Why sending is paused (a restore left it so: ``store.backup``), or None."""
         return backup.delivery_paused(self.config.state_dir)

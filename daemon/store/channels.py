@@ -19,7 +19,7 @@ from tortoise.transactions import in_transaction
 
 from ..secrets import Secret, mask
 from ..vocabulary import ConnectionStatus, Plan, connection_after_token_change, verified_at_after
-from . import Conflict, NotFound
+from . import Conflict, Invalid, NotFound
 from .models import Channel as ChannelRow
 
 EDITABLE = ("name", "plan", "add_all_users_to_crm", "sequential_tags", "sender", "postal_address")
@@ -217,3 +217,31 @@ async def due_for_reverify(now: datetime, every: timedelta) -> tuple[list[CheckI
 
 async def count() -> int:
     return await ChannelRow.all().count()
+
+
+DELETE_BATCH = 500  # users deleted (with their rows, by cascade) per statement
+
+
+async def delete_users_batch(channel_id: int) -> int:
+    """Delete up to ``DELETE_BATCH`` of the channel's users (their tags, progress, outbox,
+    errors by cascade); 0 when none are left. One short transaction per call."""
+    from .models import User
+
+    async with in_transaction():
+        ids = await User.filter(channel_id=channel_id).order_by("id").limit(DELETE_BATCH).values_list("id", flat=True)
+        if not ids:
+            return 0
+        await User.filter(id__in=list(ids)).delete()
+        return len(ids)
+
+
+async def delete(channel_id: int, confirm: str) -> str:
+    """Delete the channel and everything of it (articles, runs, errors, audit, leases by
+    cascade); ``confirm`` must be its exact name. Its users go first, in batches
+    (``delete_users_batch``). Returns the name."""
+    async with in_transaction():
+        row = await _row(channel_id)
+        if confirm != row.name:
+            raise Invalid(f"'confirm' must be the channel's exact name, {row.name!r}")
+        await row.delete()
+        return row.name

@@ -82,6 +82,11 @@ def _locks(services: Services) -> dict[int, trio.Lock]:
     return services.sync_locks
 
 
+def channel_lock(services: Services, channel_id: int) -> trio.Lock:
+    """The lock a sync run of the channel holds (one run at a time per channel)."""
+    return _locks(services).setdefault(channel_id, trio.Lock())
+
+
 def conversion_ref(conv: LeadConversion) -> linking.ConversionRef:
     return linking.ConversionRef(conv.id, conv.lead_id, conv.individual_id, conv.organization_id,
                                  parse_ts(conv.created_at))
@@ -387,7 +392,7 @@ async def run_channel(services: Services, channel_id: int, *, scheduled: bool = 
     (None). So is a scheduled run no longer due once the lock (and lease) is ours: a
     ``sync.run`` of this daemon, or another daemon, ran the channel meanwhile — the
     scheduler read it due before that run began."""
-    lock = _locks(services).setdefault(channel_id, trio.Lock())
+    lock = channel_lock(services, channel_id)
     async with lock, services.leases.hold("sync", channel_id, wait=not scheduled) as held:
         if not held or (scheduled and not await _still_due(services, channel_id)):
             return None

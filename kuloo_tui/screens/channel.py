@@ -17,6 +17,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 from ..messages import DaemonEvent, Failed, Loaded, Saved
 from ..vocabulary import PLANS
 from .base import Banner, DaemonScreen
+from .confirm import TypeToConfirmScreen
 
 
 def parse_tags(text: str) -> list[str]:
@@ -28,6 +29,7 @@ class ChannelScreen(DaemonScreen):
         Binding("ctrl+s", "save", "Save"),
         Binding("escape", "app.pop_screen", "Back"),
         Binding("f5", "reload", "Reload"),
+        Binding("ctrl+delete", "delete_channel", "Delete channel"),
     ]
 
     def __init__(self, channel_id: int) -> None:
@@ -130,12 +132,32 @@ class ChannelScreen(DaemonScreen):
                   group="save")
 
     def on_saved(self, message: Saved) -> None:
+        if message.what == "channel-deleted":
+            self.app.notify(f"Channel {message.doc['id']} ({message.doc['name']}) deleted, "
+                            f"with {message.doc['users']:,} user(s).")
+            self.app.pop_screen()
+            return
         self.show(message.doc)
         problems = message.doc["connection"].get("problems") or []
         if problems:
             self.app.notify(f"Saved; Zendesk Sell setup has {len(problems)} problem(s).", severity="warning")
         else:
             self.app.notify("Saved.")
+
+    def action_delete_channel(self) -> None:
+        if self.doc is None or "channels.delete" not in self.methods:
+            return
+        name = self.doc["name"]
+        question = (f"Delete channel {self.channel_id} ({name}) and everything of it: its users, articles, "
+                    "outbox, sync history and audit log? Its Sell records are not touched. This cannot be "
+                    "undone. Type the channel's name to go on.")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.call("channels.delete", {"id": self.channel_id, "confirm": name},
+                          lambda doc: Saved("channel-deleted", doc), group="delete")
+
+        self.app.push_screen(TypeToConfirmScreen(question, name, "Delete channel"), answered)
 
     def on_failed(self, message: Failed) -> None:
         if message.method == "channels.update":

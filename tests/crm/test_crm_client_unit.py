@@ -58,6 +58,9 @@ def test_retry_policy_table():
     assert should_retry(None, "connect", idempotent=False)
     assert should_retry(None, "timeout", idempotent=True)
     assert not should_retry(None, "timeout", idempotent=False)
+    # a protocol error (a reply past the limits, or not HTTP) is treated like a 500
+    assert should_retry(None, "protocol", idempotent=True)
+    assert not should_retry(None, "protocol", idempotent=False)
 
 
 def test_backoff_grows_is_capped_and_jittered():
@@ -119,11 +122,12 @@ async def test_headers_envelope_and_filters():
     assert seen[1].headers["content-type"] == "application/json"
 
 
-async def test_requests_sent_straight_to_the_transport_keep_what_the_http_client_added():
-    """SellClient skips httpx.AsyncClient (its per-request merging cost CPU per record): the
-    request still carries the timeouts of every phase (a connect timeout is what says
-    "nothing was sent"), Host, Content-Length, the compact JSON body httpx would send, a
-    base URL's path prefix, and a request's own header replacing a default one."""
+async def test_requests_built_whole_carry_what_build_request_would_add():
+    """SellClient builds each request itself (no per-request merging by ``build_request``):
+    the request still carries the timeouts of every phase (a connect timeout, shorter than
+    the attempt's, is what says "nothing was sent"), Host, Content-Length, the compact JSON
+    body httpx would send, a base URL's path prefix, and a request's own header replacing a
+    default one."""
     seen = []
 
     def handler(request: httpx.Request):
@@ -136,7 +140,7 @@ async def test_requests_sent_straight_to_the_transport_keep_what_the_http_client
         await sell.update_lead(7, {"first_name": "Zoë", "custom_fields": {"KulooId": "k7"}})
         await sell.request("GET", "/v2/leads", params={"ids": [1, 2]}, headers={"Accept": "text/plain"})
     put, get = seen
-    assert put.extensions["timeout"] == {"connect": 7.5, "read": 7.5, "write": 7.5, "pool": 7.5}
+    assert put.extensions["timeout"] == {"connect": 3.75, "read": 7.5, "write": 7.5, "pool": 3.75}
     assert str(put.url) == "https://sell.test/prefix/v2/leads/7"
     assert put.headers["host"] == "sell.test"
     assert put.content == '{"data":{"first_name":"Zoë","custom_fields":{"KulooId":"k7"}}}'.encode()
@@ -489,3 +493,29 @@ async def test_paging_stops_when_next_page_points_back_at_the_same_page():
     async with make(handler) as sell:
         ids = [lead.id async for lead in sell.list_leads()]
     assert ids == [1] and calls == 1
+
+
+async def test_an_in_process_answer_past_the_cap_is_refused_like_a_5xx():
+    """A transport that hands its answer over already read (httpx.MockTransport) is held to
+    ``max_response_bytes`` too. Planted bug: the cap skipped for such answers."""
+    calls = []
+
+    def handler(request: httpx.Request):
+        calls.append(request.method)
+        return httpx.Response(200, json={"data": {"id": 1, "pad": "x" * 2000}})
+
+    exact = len(httpx.Response(200, json={"data": {"id": 1, "pad": "x" * 2000}}).content)
+    async with make(handler, max_response_bytes=exact, max_attempts=1) as sell:
+        assert (await sell.get("/v2/leads/1"))["id"] == 1  # the cap itself is allowed
+    calls.clear()
+    async with make(handler, max_response_bytes=2000, max_attempts=2) as sell:
+        with pytest.raises(
+            E.NetworkError,
+            match="^no usable answer from Sell: RemoteProtocolError: Sell's answer was "
+            "refused: a body larger than 2000 bytes once decoded",
+        ) as got:
+            await sell.request("GET", "/v2/leads/1")
+        with pytest.raises(E.NetworkError) as created:
+            await sell.create_lead({"last_name": "X"})
+    assert got.value.attempts == 2 and created.value.maybe_applied
+    assert calls == ["GET", "GET", "POST"]

@@ -184,3 +184,34 @@ def test_type_names_in_messages():
     assert c._check("x.mixed", c.Key((str, int), "", "d"), 1.5) == "x.mixed: expected a number or a string, got float 1.5"
     assert c._check("x.list", c.Key(list, [], "d"), "a") == "x.list: expected list, got str 'a'"
     assert c._check("x.flag", c.Key(bool, False, "d"), True) is None
+
+
+def test_sell_max_response_bytes_is_a_whole_number_of_bytes_within_bounds():
+    """``[sell] max_response_bytes``: 16 MiB of decoded body unless set; a finite, positive
+    whole number between 1 MiB and 256 MiB. Planted bugs: another default; a float or a
+    boolean accepted; a bound dropped."""
+    key = "sell.max_response_bytes"
+    assert c.from_mapping({})[key] == 16 * 1024 * 1024
+    assert c.from_mapping({"sell": {"max_response_bytes": 5_000_000}})[key] == 5_000_000
+    for value, problem in [
+        (16e6, "expected a number, got float 16000000.0"),
+        (float("inf"), "inf is not a finite number"),
+        (float("nan"), "nan is not a finite number"),
+        (True, "expected a number, got a boolean"),
+        ("16MiB", "expected a number, got str '16MiB'"),
+        (0, "0 is below the minimum 1048576"),
+        (-1, "-1 is below the minimum 1048576"),
+        (2**40, "1099511627776 is above the maximum 268435456"),
+    ]:
+        assert _problems({"sell": {"max_response_bytes": value}}) == [f"{key}: {problem}"], value
+
+
+async def test_sell_max_response_bytes_reaches_every_sell_client(services_config):
+    """Planted bug: the key read but not handed to the client pool (16 MiB whatever is set)."""
+    from kuloo_daemon.secrets import Secret
+    from kuloo_daemon.services import open_services
+
+    config = services_config(sell={"base_url": "http://127.0.0.1:9", "max_response_bytes": 2_000_000})
+    async with open_services(config) as services:
+        sell = await services.sell_pool.client(Secret("t" * 64))
+        assert sell.max_response_bytes == 2_000_000
