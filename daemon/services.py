@@ -35,10 +35,11 @@ from .clock import Clock, ManualClock, WallClock, parse_instant
 from .config import Config
 from .crm.pool import ClientPool
 from .scheduler import Scheduler
-from .store import clock_time, leases, sync_runs
+from .store import clock_time, leases
 from .store import delivery as delivery_store
 from .store import events as events_store
 from .store.bridge import Store, store_location
+from .store.sync import runs as sync_runs
 
 log = structlog.get_logger("kuloo.services")
 

@@ -369,8 +369,9 @@ _EMAIL_LOCAL = re.compile(r"^[^\s@\"(),:;<>\[\\\]]+$")
 _EMAIL_LABEL = re.compile(r"^(?!-)[^\s@\"(),:;<>\[\\\]./]+(?<!-)$")
 
 
-def normalise_email(text: str) -> str:
-    """An address as it is kept and sent to: trimmed; raises ``InvalidEmail`` if it is not one.
+def valid_email(text: str) -> str:
+    """The one email validator: an address as it is kept and sent to, trimmed; raises
+    ``InvalidEmail`` if it is not one.
 
     The case is kept (it is the user's spelling); ``email_key`` is what is compared.
     Deliberately plain: ``local@domain.tld`` with no spaces, quotes or brackets, the
@@ -392,6 +393,9 @@ def normalise_email(text: str) -> str:
     return address
 
 
-def email_key(address: str) -> str:
-    """What two addresses are compared by: one user per key per channel, in Kuloo and Sell alike."""
-    return address.strip().lower()
+def email_key(address: object) -> str:
+    """The one email key: what two addresses are compared by, everywhere — one user per key
+    per channel, Sell's records matched to users, the Sell client's re-check of an
+    ``?email=`` answer. ``lower()`` of the trimmed address, never ``casefold()`` (which
+    would make "straße" and "STRASSE" one person); "" for a blank or a non-text value."""
+    return address.strip().lower() if isinstance(address, str) else ""

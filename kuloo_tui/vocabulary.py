@@ -1,7 +1,8 @@
 """The choices the TUI offers, as the daemon's vocabulary defines them.
 
 The TUI imports nothing of the daemon but its protocol module, so these few words are
-repeated here; tests/tui/test_vocabulary.py checks they match the daemon's.
+repeated here; ``test_the_tuis_choices_are_the_daemons`` (in tests/tui/test_cli.py) checks
+they match the daemon's.
 """
 
 PLANS = ("free", "starter", "pro", "enterprise")

@@ -83,6 +83,7 @@ MODULES: dict[str, Target] = {
             "test_past_the_page_cap_the_contacts_still_open_are_asked_by_their_id")),
     ),  # fmt: skip
     "rules/values.py": Target(("tests/sync/test_merge.py", "tests/sync/test_values.py")),
+    "rules/importing.py": Target(("tests/sync/test_importing.py",)),
     "rules/caps.py": Target(("tests/sync/test_linking_caps.py",)),
     "rules/schedule.py": Target(
         ("tests/sync/test_schedule.py",),

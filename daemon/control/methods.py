@@ -24,13 +24,14 @@ from .. import __version__
 from ..clock import MANUAL, ClockError, iso, parse_instant
 from ..secrets import Secret
 from ..services import Services
-from ..store import Conflict, Invalid, NotFound, sync_store
+from ..store import Conflict, Invalid, NotFound
 from ..store import channels as channel_store
 from ..store import leases as lease_store
 from ..store import retention as retention_store
+from ..store.sync import runs as sync_runs
 from ..sync import connection, engine
 from ..vocabulary import SELL_TOKEN_SHAPE, Plan, is_sell_token_shaped
-from . import delivery_methods, render, sync_methods, users
+from . import delivery_methods, render, sync_methods, user_methods
 from .context import Context, Handler, on_services, on_services_all
 from .protocol import PROTOCOL_VERSION, ProtocolError
 
@@ -179,7 +180,7 @@ async def channels_get(services: Services, params: dict[str, Any]) -> dict[str, 
         doc = await services.store.run(channel_store.get, _channel_id(params))
     out = render.channel(doc)
     # The sync schedule and the last run, for the channel document.
-    last = await services.store.run(sync_store.last_run, doc.id)
+    last = await services.store.run(sync_runs.last_run, doc.id)
     out["sync"]["next_sync_at"] = iso(await engine.next_sync_at(services, doc.id))
     out["sync"]["last_run"] = render.sync_run(last) if last else None
     return out
@@ -302,7 +303,7 @@ METHODS: dict[str, Handler] = {
         "channels.get": channels_get,
         "channels.update": channels_update,
         "channels.verify": channels_verify,
-        **users.METHODS,
+        **user_methods.METHODS,
     }),
 }
 

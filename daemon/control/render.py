@@ -12,7 +12,7 @@ from typing import Any
 from ..clock import Clock, iso
 from ..store.channels import Channel
 from ..store.delivery import ArticleSummary, OutboxEntry
-from ..store.sync_store import ErrorDoc, RunDoc
+from ..store.sync.types import ErrorDoc, RunDoc
 from ..store.users import AuditRecord, User
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import Any, Literal, overload
 
 from ..services import Services
-from ..store import sync_store
+from ..store.sync import errors as error_store
+from ..store.sync import runs as run_store
 from ..sync import engine
 from . import render
 from .protocol import ProtocolError
@@ -53,7 +54,7 @@ def _positive(params: dict[str, Any], key: str, *, required: bool = True, defaul
 
 async def sync_run(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     channel = _positive(params, "channel")
-    await services.store.run(sync_store.runs, channel, 1)  # not_found for an unknown channel
+    await services.store.run(run_store.runs, channel, 1)  # not_found for an unknown channel
     run = await engine.run_channel(services, channel)
     if run is None:  # PostgreSQL: this daemon stalled past its lease and another took the channel over
         raise ProtocolError("unavailable", "the run stopped: another daemon took over this channel's lease; "
@@ -64,15 +65,15 @@ async def sync_run(services: Services, params: dict[str, Any]) -> dict[str, Any]
 async def sync_runs(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     channel = _positive(params, "channel")
     limit = _positive(params, "limit", required=False, default=20, maximum=RUNS_LIMIT_MAX)
-    return {"runs": [render.sync_run(r) for r in await services.store.run(sync_store.runs, channel, limit)]}
+    return {"runs": [render.sync_run(r) for r in await services.store.run(run_store.runs, channel, limit)]}
 
 
 async def sync_errors(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     channel = _positive(params, "channel")
     after = _positive(params, "after", required=False)
     limit = _positive(params, "limit", required=False, default=100, maximum=ERRORS_LIMIT_MAX)
-    docs, nxt = await services.store.run(sync_store.errors, channel, after, limit)
-    total = await services.store.run(sync_store.error_count, channel)
+    docs, nxt = await services.store.run(error_store.errors, channel, after, limit)
+    total = await services.store.run(error_store.error_count, channel)
     return {"errors": [render.sync_error(d) for d in docs], "next": nxt, "total": total}
 
 

@@ -11,16 +11,16 @@ read (``rules.cleaning``: control characters out of names, organization and cust
 text; the KulooId and the email never rewritten), so every later step — the merge
 included — sees the cleaned value as Sell's; ``cleaned`` names the fields it changed (and
 an email it would have changed, for the sync to refuse). Pure: imports the standard
-library and ``rules``.
+library, ``rules`` and ``vocabulary``.
 
 Also owns how the client compares what Sell sends back with what it asked for, because Sell
-does not echo values the way they were written: ``normalize_email`` (whether ``?email=`` is
-case-sensitive is unknown), ``same_custom_value`` (a date written ``2016-04-27`` may read
-back as ``4/27/2016`` or a datetime, a datetime as ``4/28/2016 6:00``; numbers come back as
-strings; a dropdown choice as ``{"id": N, "name": "…"}`` and a multi-select as a list of
-those: ``choice_name``) and ``matches_filters``
-(a filter Sell cannot apply may be ignored, returning every record: candidates are
-re-checked here).
+does not echo values the way they were written: emails by ``vocabulary.email_key``, the
+sync's own key (whether ``?email=`` is case-sensitive is unknown), ``same_custom_value``
+(a date written ``2016-04-27`` may read back as ``4/27/2016`` or a datetime, a datetime as
+``4/28/2016 6:00``; numbers come back as strings; a dropdown choice as
+``{"id": N, "name": "…"}`` and a multi-select as a list of those: ``choice_name``) and
+``matches_filters`` (a filter Sell cannot apply may be ignored, returning every record:
+candidates are re-checked here).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ..rules.cleaning import clean_custom_fields, clean_text, is_clean
+from ..vocabulary import email_key
 
 
 class RecordFormatError(ValueError):
@@ -323,13 +324,6 @@ def _object(value: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- comparisons
 
 
-def normalize_email(value: Any) -> str | None:
-    """The form in which two addresses are compared: trimmed and case-folded (None if blank)."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    return value.strip().casefold()
-
-
 _US_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
 _US_DATETIME = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2})(?::(\d{2}))?$")
 
@@ -415,7 +409,7 @@ def custom_value_key(field_type: str | None, value: Any) -> Any:
         parsed = _number(value)
         return parsed if parsed is not None else value
     if kind == "email":
-        return normalize_email(value)
+        return email_key(value) or None
     return value
 
 
@@ -440,7 +434,7 @@ def matches_filters(record: Lead | Contact, filters: Mapping[str, Any],
         if record.id not in wanted:
             return False
     if "email" in filters and filters["email"] is not None:
-        if normalize_email(record.email) != normalize_email(filters["email"]):
+        if email_key(record.email) != email_key(filters["email"]):
             return False
     for name, wanted_value in (filters.get("custom_fields") or {}).items():
         if wanted_value is None:

@@ -53,7 +53,7 @@ from ..store import NotFound
 from ..store import channels as channel_store
 from ..store import users as user_store
 from ..tokens import BadToken, Claim, Purpose, Signer
-from ..vocabulary import Actor, Frequency, InvalidEmail, normalise_email
+from ..vocabulary import Actor, Frequency, InvalidEmail, valid_email
 from . import limits, pages
 
 log = structlog.get_logger("kuloo.links")
@@ -397,7 +397,7 @@ class LinksApp:
             return answer(404, "No such newsletter", "There is no newsletter here.")
         try:
             form = parse_form(content_type, await read_body(request, self.settings.max_body_bytes))
-            address = normalise_email(form["email"]) if isinstance(form.get("email"), str) else None
+            address = valid_email(form["email"]) if isinstance(form.get("email"), str) else None
             if address is None:
                 raise BadForm
             names = (_clean_name(form.get("first_name")), _clean_name(form.get("last_name")))
@@ -441,7 +441,7 @@ class LinksApp:
                       else claim.expires - self.settings.confirm_seconds)
             if isinstance(issued, bool) or not isinstance(issued, int | float):
                 return None
-            return (claim, normalise_email(address), _clean_name(first), _clean_name(last),
+            return (claim, valid_email(address), _clean_name(first), _clean_name(last),
                     datetime.fromtimestamp(issued, UTC))
         except (ValueError, TypeError, OverflowError, OSError, BadForm):
             return None

@@ -82,7 +82,7 @@ CONVERSION_CLOCK_SLACK = timedelta(minutes=5)
 class UserRef:
     id: int
     kuloo_id: str
-    email: str  # normalised
+    email: str  # vocabulary.email_key
     link: tuple[str, int] | None = None  # (kind, crm id)
 
 
@@ -91,7 +91,7 @@ class RecordRef:
     kind: str  # "lead" | "contact"
     id: int
     kuloo_id: str | None  # canonical: None when blank
-    email: str | None  # normalised
+    email: str | None  # vocabulary.email_key (None when blank)
     is_organization: bool = False
 
 

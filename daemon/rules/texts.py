@@ -1,4 +1,5 @@
-"""Every Sync error text a channel owner reads (in Sell's "Sync error" field and the TUI).
+"""Every Sync error a channel owner reads (in Sell's "Sync error" field and the TUI): its
+code (``E_*``, kept as ``SyncError.code``: which rule put it there) and its text.
 
 One place, so the words stay consistent and each says what to do. Sell's "Sync error"
 is a single-line text field: ``one_line`` keeps every text on one bounded line.
@@ -10,6 +11,17 @@ from __future__ import annotations
 from ..vocabulary import PLANS, Plan
 
 MAX_LENGTH = 250  # a single line that fits Sell's text field comfortably
+
+# The codes (``SyncError.code``): which rule put the error there.
+E_DUPLICATE = "duplicate"
+E_TAMPERED = "tampered"
+E_UNKNOWN_ID = "unknown_kuloo_id"
+E_NO_EMAIL = "no_email"
+E_CAP = "plan_cap"
+E_VALUE = "bad_value"
+E_REFUSED = "sell_refused"
+E_ORG_ONLY = "organization_only"
+E_CONVERTED = "converted_into_linked"
 
 
 def one_line(text: str) -> str:

@@ -3,7 +3,7 @@
 The three-way merge compares three readings of every mapped field (docs/sync-rules.md): the
 Kuloo user's, the Sell record's and the last synced one. This module turns both sides
 into the same plain, JSON-able form, so that "changed" means "different meaning", never
-"different spelling": a Promo list is a sorted set, an email is trimmed and lower-cased,
+"different spelling": a Promo list is a sorted set, an email its ``vocabulary.email_key``,
 a date is ``YYYY-MM-DD`` however Sell reads it back (``4/27/2016``), a dropdown choice is
 its name however Sell reads it back (a string or ``{"id": N, "name": "…"}``; a multi-select
 a list of either), blank is ``None``.
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..vocabulary import CUSTOM_FIELDS, FIELD_BY_NAME, FIELDS, parse_sell_date, to_kuloo
+from ..vocabulary import CUSTOM_FIELDS, FIELD_BY_NAME, FIELDS, email_key, parse_sell_date, to_kuloo
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 KULOO_ID = "KulooId"
@@ -27,13 +27,6 @@ PROMO = "Promo"
 SUBSCRIPTION = "Subscription"
 LAST_ACTIVE = "Last active"
 EMAIL = "email"
-
-
-def normalize_email(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    text = value.strip().lower()
-    return text or None
 
 
 def _name(value: Any) -> Any:
@@ -56,7 +49,7 @@ def canonical(name: str, value: Any) -> Any:
     if value is None or value == "":
         return None
     if name == EMAIL:
-        return normalize_email(value)
+        return email_key(value) or None
     if name == LAST_ACTIVE:
         try:
             return parse_sell_date(str(value)).isoformat()
@@ -107,7 +100,7 @@ def kuloo_attrs(changes: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in changes.items():
         attrs.update(to_kuloo(name, value))
     if "email" in attrs:
-        attrs["email"] = normalize_email(attrs["email"]) or ""
+        attrs["email"] = email_key(attrs["email"])
     return attrs
 
 

@@ -2,7 +2,7 @@
 
 One run of one channel (``run_channel``):
 
-1. ``sync_store.begin_run`` — a ``running`` run, or ``skipped`` with the reason (no token,
+1. ``store.sync.runs.begin_run`` — a ``running`` run, or ``skipped`` with the reason (no token,
    connection not verified: links are kept, so adding the token back resumes).
 2. Pull: every batch of ``crm.feed.ChangeFeed`` (Sync API or polling, leads and
    contacts). Deleted leads that were linked are looked up in ``lead_conversions`` (and
@@ -51,12 +51,24 @@ from ..crm.client import SellClient
 from ..crm.feed import ChangeFeed, RecordChanged
 from ..crm.records import LeadConversion, parse_ts
 from ..rules import linking, schedule, texts
-from ..rules.values import KULOO_ID, normalize_email, sell_payload, sell_values
+from ..rules.values import KULOO_ID, sell_payload, sell_values
 from ..scheduler import ClockJob, Job
 from ..services import Services
-from ..store import sync_store
-from ..store.sync_store import ConversionIn, DeletionIn, PushIn, RecordIn, RunDoc, SellWrite
-from ..vocabulary import SyncRunStatus
+from ..store.sync import batch as sync_batch
+from ..store.sync import lookups as sync_lookups
+from ..store.sync import pushes as sync_pushes
+from ..store.sync import runs as sync_runs
+from ..store.sync.types import (
+    ConversionIn,
+    DeletionIn,
+    Outcome,
+    PushIn,
+    RecordIn,
+    RunDoc,
+    RunStart,
+    SellWrite,
+)
+from ..vocabulary import SyncRunStatus, email_key
 from . import connection
 
 log = structlog.get_logger("kuloo.sync")
@@ -88,7 +100,7 @@ def record_in(kind: str, record: Any) -> RecordIn:
 
 
 class _Run:
-    def __init__(self, services: Services, start: sync_store.RunStart, sell: SellClient) -> None:
+    def __init__(self, services: Services, start: RunStart, sell: SellClient) -> None:
         self.services = services
         self.start = start
         self.channel_id = start.run.channel_id
@@ -104,7 +116,7 @@ class _Run:
         for key, n in counts.items():
             self.counts[key] = self.counts.get(key, 0) + n
 
-    def relinked(self, outcome: sync_store.Outcome) -> None:
+    def relinked(self, outcome: Outcome) -> None:
         self.linked.difference_update(outcome.unlinked)
         self.linked.update(outcome.linked)
         self.kinds_linked.update(k for k, _i in outcome.linked)
@@ -145,7 +157,7 @@ class _Run:
                 if records or deletions or batch.final:
                     now = self.services.clock.now()
                     outcome = await self.services.store.run(
-                        sync_store.apply_batch, self.channel_id, records, deletions, batch.state, now, self.retries)
+                        sync_batch.apply_batch, self.channel_id, records, deletions, batch.state, now, self.retries)
                     self.add(outcome.counts)
                     self.relinked(outcome)
                     touched = await self.write(outcome.writes)
@@ -158,7 +170,7 @@ class _Run:
     async def recheck(self) -> None:
         """Records whose error may have cleared (a cap with room, a duplicate now alone) are
         read again by id — they may not change in Sell for a long time."""
-        keys = [k for k in await self.services.store.run(sync_store.orphans_to_recheck, self.channel_id)
+        keys = [k for k in await self.services.store.run(sync_lookups.orphans_to_recheck, self.channel_id)
                 if k not in self.pulled]
         for kind in ("lead", "contact"):
             ids = [i for k, i in keys if k == kind]
@@ -171,7 +183,7 @@ class _Run:
                 found, kept = await self.kept_conversions(
                     found, created={r.id: parse_ts(getattr(r, "created_at", None)) for r in read})
                 outcome = await self.services.store.run(
-                    sync_store.apply_batch, self.channel_id, found, [*kept, *(DeletionIn(kind, i) for i in gone)], None,
+                    sync_batch.apply_batch, self.channel_id, found, [*kept, *(DeletionIn(kind, i) for i in gone)], None,
                     self.services.clock.now(), self.retries)
                 self.add({k: v for k, v in outcome.counts.items() if k != "pulled"})
                 self.relinked(outcome)
@@ -204,7 +216,7 @@ class _Run:
                     and (r.kind, r.id) not in explained]
         if not unlinked:
             return records, []
-        lookups = await self.services.store.run(sync_store.conversion_lookups, self.channel_id, unlinked,
+        lookups = await self.services.store.run(sync_lookups.conversion_lookups, self.channel_id, unlinked,
                                                 bool(self.start.linked_ids.get("lead")))
         kept: list[DeletionIn] = []
         dropped: set[int] = set()
@@ -306,7 +318,7 @@ class _Run:
                     with contextlib.suppress(E.ValidationError, E.NotFoundError):
                         await self.put(w.kind, w.id, sell_payload({"Sync error": text}))
                         accepted.append(SellWrite(w.kind, w.id, {"Sync error": text}, w.user_id))
-        return await self.services.store.run(sync_store.confirm_writes, self.channel_id, accepted, refused,
+        return await self.services.store.run(sync_pushes.confirm_writes, self.channel_id, accepted, refused,
                                              self.services.clock.now())
 
     async def put(self, kind: str, crm_id: int, payload: dict[str, Any]) -> None:
@@ -320,7 +332,7 @@ class _Run:
     async def push(self) -> None:
         for _round in range(2):  # a second round writes the Sync errors that cleared in the first
             self.errors_cleared = False
-            plan = await self.services.store.run(sync_store.plan_pushes, self.channel_id, self.services.clock.now(),
+            plan = await self.services.store.run(sync_pushes.plan_pushes, self.channel_id, self.services.clock.now(),
                                                  self.retries)
             self.publish_users(await self.write(plan.updates))
             await self.create(plan.creates)
@@ -353,7 +365,7 @@ class _Run:
                     continue
                 self.add({"leads_created": 1})
                 created.append((p.user_id, "lead", lead.id, p.values))
-            touched = await self.services.store.run(sync_store.link_pushed, self.channel_id, created, failed,
+            touched = await self.services.store.run(sync_pushes.link_pushed, self.channel_id, created, failed,
                                                     self.services.clock.now())
             self.linked.update((k, i) for _u, k, i, _v in created)
             self.kinds_linked.update(k for _u, k, _i, _v in created)
@@ -365,9 +377,9 @@ class _Run:
             async for rec in listing(custom_fields={KULOO_ID: p.kuloo_id}):
                 if (rec.custom_fields or {}).get(KULOO_ID) == p.kuloo_id:
                     return kind, rec.id, sell_values(rec)
-        email = normalize_email(p.email)
+        email = email_key(p.email)
         async for rec in self.sell.list_leads(email=p.email):
-            if normalize_email(rec.email) == email and (rec.custom_fields or {}).get(KULOO_ID) in (None, "", p.kuloo_id):
+            if email_key(rec.email) == email and (rec.custom_fields or {}).get(KULOO_ID) in (None, "", p.kuloo_id):
                 return "lead", rec.id, sell_values(rec)
         return None
 
@@ -389,14 +401,14 @@ async def run_channel(services: Services, channel_id: int, *, scheduled: bool = 
 
 async def _still_due(services: Services, channel_id: int) -> bool:
     override = services.config["sync.cadence_seconds"]
-    for cid, plan, last, verified in await services.store.run(sync_store.sync_schedule_inputs, channel_id):
+    for cid, plan, last, verified in await services.store.run(sync_runs.sync_schedule_inputs, channel_id):
         if cid == channel_id:
             return schedule.next_sync_at(cid, schedule.cadence(plan, override), last, verified) <= services.clock.now()
     return False
 
 
 async def _run(services: Services, channel_id: int) -> RunDoc:
-    start = await services.store.run(sync_store.begin_run, channel_id, services.clock.now())
+    start = await services.store.run(sync_runs.begin_run, channel_id, services.clock.now())
     if start.run.status == SyncRunStatus.SKIPPED:
         log.info("sync skipped", channel_id=channel_id, reason=start.run.reason)
         services.publish("sync.finished", start.run)
@@ -435,7 +447,7 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
         run.counts["requests"] = sell.requests_sent - before
         if status == SyncRunStatus.OK and run.counts.get("errors"):
             status = SyncRunStatus.PARTIAL
-        doc = await services.store.run(sync_store.finish_run, start.run.id, status, reason, error, run.counts,
+        doc = await services.store.run(sync_runs.finish_run, start.run.id, status, reason, error, run.counts,
                                        state, services.clock.now(), retry_at)
         log.info("sync finished", status=doc.status.value, reason=reason, **doc.counts)
         services.publish("sync.finished", doc)
@@ -455,7 +467,7 @@ def _plan_state(services: Services) -> dict[str, Any]:
 async def replan(services: Services) -> datetime | None:
     """Re-read when the next channel is due (after a run, a verification, a plan change)."""
     override = services.config["sync.cadence_seconds"]
-    inputs = await services.store.run(sync_store.sync_schedule_inputs)
+    inputs = await services.store.run(sync_runs.sync_schedule_inputs)
     times = [schedule.next_sync_at(cid, schedule.cadence(p, override), last, verified)
              for cid, p, last, verified in inputs]
     state = _plan_state(services)
@@ -497,7 +509,7 @@ def jobs(services: Services) -> list[Job | ClockJob]:
 
     async def run() -> None:
         now = services.clock.now()
-        inputs = await services.store.run(sync_store.sync_schedule_inputs)
+        inputs = await services.store.run(sync_runs.sync_schedule_inputs)
         due = [cid for cid, p, last, verified in inputs
                if schedule.next_sync_at(cid, schedule.cadence(p, override), last, verified) <= now]
         async with trio.open_nursery() as nursery:
@@ -512,7 +524,7 @@ def jobs(services: Services) -> list[Job | ClockJob]:
 
 async def next_sync_at(services: Services, channel_id: int) -> datetime | None:
     """When the channel's next run is due (None: it does not sync now)."""
-    inputs = await services.store.run(sync_store.sync_schedule_inputs)
+    inputs = await services.store.run(sync_runs.sync_schedule_inputs)
     override = services.config["sync.cadence_seconds"]
     for cid, plan, last, verified in inputs:
         if cid == channel_id:

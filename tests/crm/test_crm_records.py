@@ -10,11 +10,11 @@ from kuloo_daemon.crm.records import (
     Lead,
     choice_name,
     matches_filters,
-    normalize_email,
     parse_custom_date,
     parse_custom_datetime,
     same_custom_value,
 )
+from kuloo_daemon.vocabulary import email_key
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -44,9 +44,19 @@ def test_same_custom_value_compares_by_type():
     assert same_custom_value("boolean", True, True) and not same_custom_value("bool", True, False)
 
 
-def test_normalize_email():
-    assert normalize_email("  Mixed.Case@Example.COM ") == "mixed.case@example.com"
-    assert normalize_email("") is None and normalize_email(None) is None
+@pytest.mark.parametrize(("asked", "answered", "same"), [
+    ("  Mixed.Case@Example.COM ", "mixed.case@example.com", True),
+    ("Straße@Example.com", "straße@example.com", True),
+    ("straße@example.com", "STRASSE@example.com", False),  # "ß".casefold() == "ss"; lower() keeps ß
+    ("", None, True),
+])
+def test_the_email_recheck_compares_by_the_one_email_key(asked, answered, same):
+    """The client's re-check of an ``?email=`` answer and the sync's key are one function:
+    an answer is the asked address exactly when their ``email_key`` is equal. Planted bugs:
+    casefold() in the re-check (or in the key), the trim dropped."""
+    lead = Lead.from_data({"id": 5, "email": answered})
+    assert matches_filters(lead, {"email": asked}) is same
+    assert (email_key(asked) == email_key(answered)) is same
 
 
 def test_matches_filters_rechecks_what_sell_may_apply_loosely():

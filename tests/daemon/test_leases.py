@@ -120,20 +120,20 @@ def control_context(services):
 
 async def test_a_sync_run_records_its_daemon_and_status_lists_the_daemons(services_config, pg_server, pg_database):
     from kuloo_daemon.control import methods
-    from kuloo_daemon.store import sync_store
+    from kuloo_daemon.store.sync import runs as sync_runs
 
     config = services_config(clock={"mode": "manual"}, store={"url": pg_server.url(pg_database)})
     async with open_services(config) as services:
         cid = (await services.store.run(channel_store.create, {"name": "A"}, None, services.clock.now())).channel.id
         async with services.leases.hold("sync", cid) as held:
             assert held
-            await services.store.run(sync_store.begin_run, cid, services.clock.now())
+            await services.store.run(sync_runs.begin_run, cid, services.clock.now())
             status = await methods.status(control_context(services), {})
             [me] = status["daemons"]
             assert status["daemon"]["id"] == me["id"] == services.leases.id and not me["stopped"]
             assert [(x["channel"], x["kind"]) for x in me["leases"]] == [(cid, "sync")]
             assert me["last_seen"] is not None
-        [run] = await services.store.run(sync_store.runs, cid, 10)
+        [run] = await services.store.run(sync_runs.runs, cid, 10)
         assert run.daemon_id == services.leases.id
         assert (await methods.status(control_context(services), {}))["daemons"][0]["leases"] == []
     rows = await trio.to_thread.run_sync(pg_server.sql, "SELECT stopped_at IS NOT NULL FROM daemon", pg_database)

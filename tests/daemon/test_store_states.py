@@ -6,9 +6,10 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 from kuloo_daemon.services import open_services
-from kuloo_daemon.store import clock_time, sync_runs
+from kuloo_daemon.store import clock_time
 from kuloo_daemon.store.bridge import Store, tortoise_config
 from kuloo_daemon.store.models import Channel, SyncRun
+from kuloo_daemon.store.sync import runs as sync_runs
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from kuloo_daemon.vocabulary import (
     Actor,
     InvalidEmail,
     email_key,
-    normalise_email,
+    valid_email,
 )
 
 
@@ -21,7 +21,7 @@ from kuloo_daemon.vocabulary import (
     ("a" * 64 + "@example.com", "a" * 64 + "@example.com"),
 ])
 def test_addresses_are_trimmed_and_keep_their_spelling(text, kept):
-    assert normalise_email(text) == kept
+    assert valid_email(text) == kept
 
 
 @pytest.mark.parametrize("text", [
@@ -33,12 +33,15 @@ def test_addresses_are_trimmed_and_keep_their_spelling(text, kept):
 ])
 def test_what_is_not_an_address_is_refused(text):
     with pytest.raises(InvalidEmail):
-        normalise_email(text)
+        valid_email(text)
 
 
 def test_keys_compare_case_insensitively_and_ignore_padding():
     assert email_key(" Ada@Example.COM ") == email_key("ada@example.com") == "ada@example.com"
     assert email_key("ada@example.com") != email_key("ada.l@example.com")
+    # lower(), never casefold(): "ß" stays "ß" (casefold makes it "ss")
+    assert email_key("Straße@Example.com") == "straße@example.com" != email_key("STRASSE@example.com")
+    assert email_key(None) == email_key("  ") == email_key(42) == ""
 
 
 def test_actors_and_editable_fields():

@@ -3,7 +3,7 @@
 import pytest
 
 from kuloo_daemon.control.protocol import ProtocolError
-from kuloo_daemon.control.users import check_changes, check_list, check_new_user
+from kuloo_daemon.control.user_methods import check_changes, check_list, check_new_user
 from kuloo_daemon.store.users import Filters
 from kuloo_daemon.vocabulary import Actor, Frequency, Source
 

@@ -376,8 +376,8 @@ async def test_sync_schedule_inputs_give_each_verified_channels_last_counted_run
     """The scheduler's inputs in three queries: the newest run that is not ``skipped`` per
     channel, unverified channels left out, and one channel alone when asked (a lease
     holder's "still due?" check)."""
-    from kuloo_daemon.store import sync_store
     from kuloo_daemon.store.models import Channel, SyncRun
+    from kuloo_daemon.store.sync import runs as sync_runs
 
     async def setup():
         ids = []
@@ -393,10 +393,10 @@ async def test_sync_schedule_inputs_give_each_verified_channels_last_counted_run
 
     a, b, _c = await store.run(setup)
     inputs = {cid: (plan.value, last, verified) for cid, plan, last, verified in
-              await store.run(sync_store.sync_schedule_inputs)}
+              await store.run(sync_runs.sync_schedule_inputs)}
     assert inputs == {a: ("pro", T0 + timedelta(minutes=5), T0), b: ("pro", None, T0)}
-    assert [row[0] for row in await store.run(sync_store.sync_schedule_inputs, b)] == [b]
-    assert await store.run(sync_store.sync_schedule_inputs, _c) == []
+    assert [row[0] for row in await store.run(sync_runs.sync_schedule_inputs, b)] == [b]
+    assert await store.run(sync_runs.sync_schedule_inputs, _c) == []
 
 
 # ----------------------------------------------------------------------------- rows written in bulk
@@ -559,8 +559,9 @@ async def test_a_batchs_lookups_search_their_indexes_instead_of_reading_the_whol
     batch (which made an initial sync quadratic). Planted bug: the channel outside the OR."""
     from tortoise import connections
 
-    from kuloo_daemon.store import sync_store
-    from kuloo_daemon.store.sync_store import RecordIn
+    from kuloo_daemon.store.sync import errors as sync_errors
+    from kuloo_daemon.store.sync import lookups as sync_lookups
+    from kuloo_daemon.store.sync.types import RecordIn
 
     ch = await make_channel(store)
     records = [RecordIn("lead", 7, {"KulooId": "k1"}, "A@example.com", T0),
@@ -568,8 +569,8 @@ async def test_a_batchs_lookups_search_their_indexes_instead_of_reading_the_whol
 
     async def plans():
         out = []
-        for query in (sync_store._users_matching(ch, records, [("lead", 7), ("contact", 8)]),
-                      sync_store._errors_matching(ch, [("lead", 7), ("contact", 8)], [1, 2])):
+        for query in (sync_lookups.users_matching(ch, records, [("lead", 7), ("contact", 8)]),
+                      sync_errors.errors_matching(ch, [("lead", 7), ("contact", 8)], [1, 2])):
             rows = await connections.get("default").execute_query_dict(
                 "EXPLAIN QUERY PLAN " + query.sql(params_inline=True))
             out.append([r["detail"] for r in rows])
@@ -580,7 +581,7 @@ async def test_a_batchs_lookups_search_their_indexes_instead_of_reading_the_whol
         searches = [d for d in plan if d.startswith(("SEARCH", "SCAN"))]
         # every branch searches with more than the channel: no "(channel_id=?)" alone
         assert searches and all(d.startswith("SEARCH") and "(channel_id=?)" not in d for d in searches), plan
-    assert sync_store._errors_matching(ch, [], []) is None
+    assert sync_errors.errors_matching(ch, [], []) is None
 
 
 async def test_plan_pushes_stamps_every_intent_before_any_post_and_a_stamped_user_is_looked_up_first(store):
@@ -588,16 +589,16 @@ async def test_plan_pushes_stamps_every_intent_before_any_post_and_a_stamped_use
     all), so the next plan — after a crash or an ambiguous create — looks each one up before a
     second POST. Planted bug: the stamps not written (the sync e2e tests still pass: the feed
     brings the created lead back first)."""
-    from kuloo_daemon.store import sync_store
+    from kuloo_daemon.store.sync import pushes as sync_pushes
 
     ch = await make_channel(store)
     a, b = [await add(store, ch, f"{n}@example.com", add_to_crm=True) for n in "ab"]
     await add(store, ch, "c@example.com")  # not for the CRM
     t1, t2 = T0 + timedelta(minutes=5), T0 + timedelta(minutes=10)
-    first = await store.run(sync_store.plan_pushes, ch, t1)
+    first = await store.run(sync_pushes.plan_pushes, ch, t1)
     assert [(p.user_id, p.look_up_first) for p in first.creates] == [(a.id, False), (b.id, False)]
     stamps = await query(store, lambda: UserRow.filter(channel_id=ch).order_by("id").values_list("crm_push_at",
                                                                                                   flat=True))
     assert stamps == [t1, t1, None]
-    again = await store.run(sync_store.plan_pushes, ch, t2)
+    again = await store.run(sync_pushes.plan_pushes, ch, t2)
     assert [(p.user_id, p.look_up_first) for p in again.creates] == [(a.id, True), (b.id, True)]

@@ -22,8 +22,8 @@ from kuloo_daemon.crm import records
 from kuloo_daemon.rules import texts
 from kuloo_daemon.secrets import Secret
 from kuloo_daemon.store import channels as channel_store
-from kuloo_daemon.store import sync_store
 from kuloo_daemon.store import users as user_store
+from kuloo_daemon.store.sync import errors as sync_errors
 from kuloo_daemon.sync import connection, engine
 from sellsim.seeds import DEMO_TOKEN
 
@@ -165,10 +165,10 @@ async def test_an_email_with_control_characters_is_a_sync_error_never_rewritten(
                   {"email": linked + "\x85", "first_name": "Cyd"}, force=True)
         run = await engine.run_channel(env.services, ch)
         assert run.counts.get("users_created", 0) == 0 and run.counts["errors"] == 2, run
-        errors, _next = await env.store.run(sync_store.errors, ch, None, 10)
+        errors, _next = await env.store.run(sync_errors.errors, ch, None, 10)
         user = await env.store.run(user_store.get_by_email, ch, linked)
         assert {(e.code, e.error, e.user_id) for e in errors} == {
-            (sync_store.E_VALUE, texts.email_control_characters(), u) for u in (None, user.id)}
+            (texts.E_VALUE, texts.email_control_characters(), u) for u in (None, user.id)}
         assert (user.email, user.first_name) == (linked, "Cy")  # nothing taken from that record
         stored = {r["last_name"]: r for r in await sim(sellsim.records, "lead")}
         assert stored["M"]["email"] == bad  # never rewritten

@@ -20,8 +20,8 @@ import pytest
 import trio
 
 from kuloo_daemon.services import open_services
-from kuloo_daemon.store import sync_store
 from kuloo_daemon.store import users as user_store
+from kuloo_daemon.store.sync import errors as sync_errors
 from kuloo_daemon.sync import engine
 
 from .test_engine_inprocess import fast_config, verified_channel
@@ -55,7 +55,7 @@ async def all_users(services, cid: int):
 
 
 async def errors(services, cid: int):
-    return (await services.store.run(sync_store.errors, cid, None, 50))[0]
+    return (await services.store.run(sync_errors.errors, cid, None, 50))[0]
 
 
 MODES = [("removed", True), ("removed", False), ("kept", True), ("kept", False)]

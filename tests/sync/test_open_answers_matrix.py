@@ -27,9 +27,9 @@ import trio
 from kuloo_daemon.secrets import Secret
 from kuloo_daemon.services import open_services
 from kuloo_daemon.store import channels as channel_store
-from kuloo_daemon.store import sync_store
 from kuloo_daemon.store import users as user_store
 from kuloo_daemon.store.bridge import migrate_blocking
+from kuloo_daemon.store.sync import errors as sync_errors
 from kuloo_daemon.sync import connection, engine
 from sellsim.options import Options, open_answers
 from sellsim.seeds import DEMO_TOKEN, default_seed
@@ -181,7 +181,7 @@ async def test_the_sync_settles_under_every_open_answer(options, services_config
             assert run.counts["sell_updated"] == 0 and run.counts["leads_created"] == 0, run
         writes = {k: n for k, n in sellsim.counters()["requests"].items() if WRITES.match(k)}
         assert writes == {}, writes
-        assert (await services.store.run(sync_store.errors, cid, None, 100))[0] == []
+        assert (await services.store.run(sync_errors.errors, cid, None, 100))[0] == []
 
         users = (await services.store.run(user_store.list_page, cid, user_store.Filters(), None,
                                           500)).users

@@ -21,8 +21,9 @@ from kuloo_daemon.rules import schedule
 from kuloo_daemon.secrets import Secret
 from kuloo_daemon.services import open_services
 from kuloo_daemon.store import channels as channel_store
-from kuloo_daemon.store import sync_store
 from kuloo_daemon.store import users as user_store
+from kuloo_daemon.store.sync import errors as sync_errors
+from kuloo_daemon.store.sync import runs as sync_runs
 from kuloo_daemon.sync import connection, engine
 from kuloo_daemon.vocabulary import SyncRunStatus
 from kuloo_tui.screens.sync import run_status
@@ -99,7 +100,7 @@ async def test_a_lockout_ends_the_run_partial_then_one_probe_then_the_next_run_r
         assert (second.status.value, second.reason) == ("partial", "rate_limited"), second
         assert second.retry_at == first.retry_at and second.counts["requests"] == 1
         assert _requests(sellsim) == (total + 1, limited + 1)
-        runs = await services.store.run(sync_store.runs, cid, 5)
+        runs = await services.store.run(sync_runs.runs, cid, 5)
         assert [r.retry_at for r in runs[:2]] == [first.retry_at] * 2
 
         # Sell's hour turns (its clock, not ours): the probe passes and the run goes on, until
@@ -132,7 +133,7 @@ async def test_a_lockout_ends_the_run_partial_then_one_probe_then_the_next_run_r
         fourth = await engine.run_channel(services, cid)
         assert fourth.status.value == "ok" and fourth.counts["sell_updated"] == 0, fourth
         assert "GET /v2/users/self" not in sellsim.counters()["requests"]
-        assert (await services.store.run(sync_store.errors, cid, None, 10))[0] == []
+        assert (await services.store.run(sync_errors.errors, cid, None, 10))[0] == []
 
 
 async def test_a_probe_that_passes_runs_the_sync_at_once(services_config, sellsim):
@@ -150,8 +151,8 @@ async def test_a_probe_that_passes_runs_the_sync_at_once(services_config, sellsi
         await connection.check_channel(services, created.check)
         cid = created.channel.id
         now = services.clock.now()
-        start = await services.store.run(sync_store.begin_run, cid, now)
-        await services.store.run(sync_store.finish_run, start.run.id, SyncRunStatus.PARTIAL,
+        start = await services.store.run(sync_runs.begin_run, cid, now)
+        await services.store.run(sync_runs.finish_run, start.run.id, SyncRunStatus.PARTIAL,
                                  "rate_limited", "429", {}, None, now, now + timedelta(minutes=30))
         sellsim.reset_counters()
         run = await engine.run_channel(services, cid)

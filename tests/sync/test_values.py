@@ -18,12 +18,11 @@ from kuloo_daemon.rules.values import (
     canonical,
     kuloo_attrs,
     kuloo_values,
-    normalize_email,
     sell_payload,
     sell_raw,
     sell_values,
 )
-from kuloo_daemon.vocabulary import to_sell
+from kuloo_daemon.vocabulary import email_key, to_sell
 
 
 @pytest.mark.parametrize("name", ["first_name", "Promo", "Last active", "email", "Subscription"])
@@ -43,11 +42,13 @@ def test_promo_is_a_sorted_set_without_blanks():
 
 @pytest.mark.parametrize("value, expected", [
     (" Bob@Example.COM ", "bob@example.com"), ("   ", None), (42, None), (None, None),
+    ("STRASSE@Example.com", "strasse@example.com"), ("Straße@Example.com", "straße@example.com"),
 ])
 def test_emails_are_trimmed_and_lower_cased(value, expected):
-    """Planted bugs: upper-cased, the type test inverted, blank kept as ``""``, the value
-    not passed on."""
-    assert normalize_email(value) == expected
+    """The merge's email is the one key (``vocabulary.email_key``): lower(), never casefold().
+    Planted bugs: upper-cased, casefold(), the type test inverted, blank kept as ``""``, the
+    value not passed on."""
+    assert (email_key(value) or None) == expected
     assert canonical("email", value) == expected
 
 

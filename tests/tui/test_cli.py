@@ -6,7 +6,7 @@ import os
 import subprocess
 
 from kuloo_daemon import vocabulary
-from kuloo_daemon.control import users as users_methods
+from kuloo_daemon.control import user_methods
 from kuloo_tui import vocabulary as tui_words
 from kuloo_tui.client import DEFAULT_SOCKET, default_socket_path
 
@@ -38,6 +38,7 @@ def test_a_missing_config_is_one_line_not_a_traceback(venv_bin, tmp_path):
 def test_the_tuis_choices_are_the_daemons():
     assert tui_words.PLANS == tuple(vocabulary.Plan)
     assert tui_words.FREQUENCIES == tuple(vocabulary.Frequency)
-    assert tui_words.SUBSCRIPTIONS == users_methods.SUBSCRIPTIONS
+    assert tui_words.SUBSCRIPTIONS == user_methods.SUBSCRIPTIONS
     assert tuple(tui_words.SOURCES) == tuple(vocabulary.Source)
-    assert tui_words.CRM_KINDS == users_methods.CRM_KINDS
+    assert tui_words.CRM_KINDS == user_methods.CRM_KINDS
+    assert tui_words.OUTBOX_STATES == tuple(vocabulary.OutboxState)

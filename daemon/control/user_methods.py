@@ -48,7 +48,7 @@ from ..vocabulary import (
     Frequency,
     InvalidEmail,
     Source,
-    normalise_email,
+    valid_email,
 )
 from . import render
 from .protocol import ProtocolError
@@ -132,7 +132,7 @@ def _email(value: Any, problems: Problems) -> str | None:
         problems.add("'email' must be a string")
         return None
     try:
-        return normalise_email(value)
+        return valid_email(value)
     except InvalidEmail as exc:
         problems.add(f"'email': {exc}")
         return None
