@@ -171,7 +171,7 @@ BAD_INPUTS = [
     ("lone surrogate in method", rb'{"id":1,"method":"status\ud800"}', "invalid_request", 1),
     ("lone surrogate in an unknown field", rb'{"id":1,"method":"status","x":"\udfff"}', "invalid_request", 1),
     ("type reply", b'{"id":1,"type":"reply","method":"status"}', "invalid_request", 1),
-    ("unknown method", b'{"id":1,"method":"channels.delete"}', "unknown_method", 1),
+    ("unknown method", b'{"id":1,"method":"channels.destroy"}', "unknown_method", 1),
     ("params a list", b'{"id":1,"method":"status","params":[1]}', "invalid_params", 1),
     ("channels.get id 2^63", b'{"id":1,"method":"channels.get","params":{"id":9223372036854775808}}', "invalid_params", 1),
     ("channels.get id -2^63-1", b'{"id":1,"method":"channels.get","params":{"id":-9223372036854775809}}', "invalid_params", 1),

@@ -40,9 +40,10 @@ def test_advancing_the_clock_runs_the_work_due_at_that_time_once_and_promptly(ma
         assert moved == {"now": "2026-01-06T08:00:00Z", "ran": ["sync"], "pending": [], "timed_out": False}
         assert token_checks(sellsim) == checks  # not due yet
 
-        # The reply comes once the due work has run: no waiting or polling in the test.
+        # The reply comes once the due work has run: no waiting or polling in the test. The
+        # daily retention job, first run at start, is due again at the same time.
         moved = c.call("clock.advance", {"seconds": 3600})
-        assert moved == {"now": "2026-01-06T09:00:00Z", "ran": ["connection-reverify"], "pending": [],
+        assert moved == {"now": "2026-01-06T09:00:00Z", "ran": ["connection-reverify", "retention"], "pending": [],
                          "timed_out": False}
         assert token_checks(sellsim) == checks + 1  # once
         again = c.call("channels.get", {"id": doc["id"]})
