@@ -60,6 +60,14 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 UNPROCESSED_STATUSES = frozenset({429, 503})
 RESOURCE_TYPES = ("lead", "contact")
 R = TypeVar("R")
+# Told of every attempt (the daemon's metrics; crm imports nothing of them): the method, the
+# status code or the failure ("timeout", "connect", "transport"), the seconds it waited on
+# the rate budget, and whether it is retried. Never the path, the query or the token.
+OnRequest = Callable[[str, str, float, bool], None]
+
+
+def _ignore_request(_method: str, _status: str, _waited: float, _retried: bool) -> None:
+    return None
 
 
 # ----------------------------------------------------------------------------- pure policy
@@ -164,6 +172,7 @@ class SellClient:
         per_page: int = 100,
         transport: httpx.AsyncBaseTransport | None = None,
         rand: Callable[[], float] = random.random,
+        on_request: OnRequest = _ignore_request,
     ) -> None:
         if not isinstance(token, Secret):
             raise TypeError("token must be a Secret")
@@ -177,6 +186,7 @@ class SellClient:
         self.per_page = per_page
         self._transport = transport
         self._rand = rand
+        self.on_request = on_request
         self._http: httpx.AsyncBaseTransport | None = None
         self._headers: list[tuple[Any, Any]] = []
         self._extensions: dict[str, Any] = {}
@@ -266,7 +276,9 @@ class SellClient:
         attempt = 0
         while True:
             attempt += 1
+            waiting_since = trio.current_time()
             await self.budget.acquire()
+            waited = trio.current_time() - waiting_since
             response: httpx.Response | None = None
             failure: str | None = None
             failure_text = ""
@@ -285,6 +297,7 @@ class SellClient:
 
             if response is not None and 200 <= response.status_code < 300:
                 self.last_date = response.headers.get("date")
+                self.on_request(method, str(response.status_code), waited, False)
                 return response
 
             status = response.status_code if response is not None else None
@@ -293,7 +306,10 @@ class SellClient:
                 if response is not None
                 else None
             )
-            if attempt < max_attempts and should_retry(status, failure, idempotent):
+            retried = attempt < max_attempts and should_retry(status, failure, idempotent)
+            self.on_request(method, str(status) if status is not None else str(failure), waited,
+                            retried)
+            if retried:
                 delay = retry_delay(
                     attempt,
                     base=self.backoff_base,
