@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import prometheus_client
 import pytest
@@ -179,3 +181,16 @@ async def test_the_scheduler_reports_each_start_with_its_lag():
             await ran.wait()
         scheduler.stop()
     assert seen[0][0] == "later" and 0 <= seen[0][1] < 1.0  # not the 23 h the clock jumped
+
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "config" / "grafana-dashboard.json"
+
+
+async def test_the_sample_dashboard_queries_only_metrics_that_exist(services_config):
+    text = DASHBOARD.read_text()  # noqa: ASYNC240 - a small file, once
+    queried = set(re.findall(r"kuloo_sync_\w+", text))
+    async with open_services(services_config()) as services:
+        _status, _h, body = await asgi(ops.Exporter(services), "GET", "/metrics")
+    exposed = {f.name + suffix for f in text_string_to_metric_families(body.decode())
+               for suffix in ("", "_total", "_bucket", "_sum", "_count")}  # declared families
+    assert queried and queried <= exposed, queried - exposed
