@@ -194,3 +194,35 @@ async def test_the_sample_dashboard_queries_only_metrics_that_exist(services_con
     exposed = {f.name + suffix for f in text_string_to_metric_families(body.decode())
                for suffix in ("", "_total", "_bucket", "_sum", "_count")}  # declared families
     assert queried and queried <= exposed, queried - exposed
+
+
+# ----------------------------------------------------------------------------- the daemon
+
+
+def test_metrics_are_off_by_default_and_a_taken_port_is_one_clear_error(daemon_factory):
+    import socket
+
+    d = daemon_factory(sub="off").start()
+    d.wait_for("READY=1")
+    ready = next(json.loads(line) for line in d.log().splitlines() if '"daemon ready"' in line)
+    assert ready["metrics"] is None
+    assert d.stop() == 0
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        d = daemon_factory(f'[metrics]\nlisten = "127.0.0.1:{port}"\n', sub="busy").start()
+        assert d.proc is not None and d.proc.wait(30) == 1
+        assert f"metrics.listen: cannot listen on 127.0.0.1:{port}" in d.log()
+        assert "Traceback" not in d.log()
+
+
+def test_a_bad_listen_address_is_a_config_problem():
+    from kuloo_daemon import config as config_mod
+
+    with pytest.raises(config_mod.ConfigError) as bad:
+        config_mod.from_mapping({"metrics": {"listen": "localhost"}})
+    assert any(p.startswith("metrics.listen:") for p in bad.value.problems)
+    with pytest.raises(config_mod.ConfigError):
+        config_mod.from_mapping({"metrics": {"per_channel": "yes"}})
+    assert config_mod.from_mapping({"metrics": {"listen": "[::1]:9464"}})["metrics.listen"]
