@@ -69,6 +69,9 @@ class Exporter(Collector):
         self.outbox_at = -math.inf  # trio time of the last successful read
         self.store_up = True
         self.queries = 0  # database reads made for scrapes (tests, bench)
+        # What the daemon's trio side holds, copied there before the exposition is rendered
+        # in a worker thread (``collect`` runs in it): leases, connections, drops, last tick.
+        self.live: dict[str, Any] = {}
         self._lock = trio.Lock()
         self.metrics.registry.register(self)
 
@@ -89,7 +92,31 @@ class Exporter(Collector):
             if counts is not None:
                 self.outbox, self.outbox_at = counts, trio.current_time()
 
+    def snapshot(self) -> None:
+        """Copy the live values ``collect`` reports (on trio's thread: they change there)."""
+        scheduler = self.services.scheduler
+        self.live = {
+            "leases": [kind for _channel, kind in self.services.leases.held()],
+            "control_connections": self.control_connections(),
+            "dropped_control": self.events_dropped(),
+            "dropped_relay": self.services.events.dropped,
+            "since_tick": (trio.current_time() - scheduler.last_tick)
+            if scheduler.last_tick is not None else math.inf,
+        }
+
+    async def render(self, accept: str) -> tuple[bytes, str]:
+        """The exposition (text, or OpenMetrics when ``accept`` asks) and its content type.
+        Rendered in a worker thread: with per-channel series it is tens of milliseconds."""
+        await self.refresh()
+        self.snapshot()
+        encoder, content_type = choose_encoder(accept)
+        body = await trio.to_thread.run_sync(encoder, self.metrics.registry)
+        return body, content_type
+
     def collect(self) -> Iterable[Metric]:
+        if not self.live:
+            self.snapshot()  # a direct registry read on trio's thread (tests)
+        live = self.live
         per_channel = self.metrics.per_channel
         outbox = GaugeMetricFamily(f"{PREFIX}_outbox_messages",
                                    f"Outbox messages by state (read at most every "
@@ -105,26 +132,22 @@ class Exporter(Collector):
         leases = GaugeMetricFamily(f"{PREFIX}_leases_held",
                                    "Channel leases this daemon works under (PostgreSQL).",
                                    labels=["kind"])
-        held = [kind for _channel, kind in self.services.leases.held()]
         for kind in LEASE_KINDS:
-            leases.add_metric([kind], held.count(kind))
+            leases.add_metric([kind], live["leases"].count(kind))
         yield leases
         yield GaugeMetricFamily(f"{PREFIX}_control_connections", "Open control connections.",
-                                value=self.control_connections())
+                                value=live["control_connections"])
         dropped = CounterMetricFamily(
             f"{PREFIX}_events_dropped",
             "Events lost: a control subscriber too slow for them (its subscription ended), or "
             "another daemon's events this one was too busy to take (PostgreSQL).",
             labels=["source"])
-        dropped.add_metric(["control"], self.events_dropped())
-        dropped.add_metric(["relay"], self.services.events.dropped)
+        dropped.add_metric(["control"], live["dropped_control"])
+        dropped.add_metric(["relay"], live["dropped_relay"])
         yield dropped
-        scheduler = self.services.scheduler
-        since = (trio.current_time() - scheduler.last_tick) if scheduler.last_tick is not None \
-            else math.inf
         yield GaugeMetricFamily(f"{PREFIX}_scheduler_seconds_since_tick",
                                 "Seconds since the scheduler last looked for due work.",
-                                value=since)
+                                value=live["since_tick"])
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """(healthy, the document ``/healthz`` answers)."""
@@ -186,9 +209,8 @@ class Exporter(Collector):
         elif method not in ("GET", "HEAD"):
             status, body = 405, b"method not allowed\n"
         elif path == "/metrics":
-            await self.refresh()
-            encoder, content_type = choose_encoder(headers.get("accept", ""))
-            status, body = 200, encoder(self.metrics.registry)
+            body, content_type = await self.render(headers.get("accept", ""))
+            status = 200
         else:
             healthy, doc = await self.health()
             status, content_type = (200 if healthy else 503), "application/json"
