@@ -226,3 +226,28 @@ def test_a_bad_listen_address_is_a_config_problem():
     with pytest.raises(config_mod.ConfigError):
         config_mod.from_mapping({"metrics": {"per_channel": "yes"}})
     assert config_mod.from_mapping({"metrics": {"listen": "[::1]:9464"}})["metrics.listen"]
+
+
+async def test_leases_held_on_postgresql_are_in_the_metrics_and_healthz(services_config, pg_server,
+                                                                      pg_database):
+    from kuloo_daemon.store import channels as channel_store
+
+    config = services_config(clock={"mode": "manual"}, store={"url": pg_server.url(pg_database)})
+    async with open_services(config) as services:
+        exporter = ops.Exporter(services)
+        created = await services.store.run(channel_store.create, {"name": "A"}, None,
+                                           services.clock.now())
+        cid = created.channel.id
+        async with services.leases.hold("delivery", cid) as held:
+            assert held
+            _s, _h, body = await asgi(exporter, "GET", "/metrics")
+            samples = {(s.name, tuple(s.labels.values())): s.value
+                       for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+            assert samples[("kuloo_sync_leases_held", ("delivery",))] == 1
+            assert samples[("kuloo_sync_leases_held", ("sync",))] == 0
+            _ok, doc = await exporter.health()
+            assert doc["leases"]["shared"] is True
+            assert doc["leases"]["held"] == [{"channel": cid, "kind": "delivery"}]
+            assert doc["store"]["reachable"] is True  # the ping works on PostgreSQL too
+        _s, _h, body = await asgi(exporter, "GET", "/metrics")
+        assert 'kuloo_sync_leases_held{kind="delivery"} 0.0' in body.decode()
