@@ -184,3 +184,45 @@ def test_no_label_carries_an_email_or_a_token(daemon_factory, sellsim, short_tmp
     assert value(samples, "kuloo_sync_runs_total", status=run["status"],
                  channel=str(channel)) == 1
     assert value(samples, "kuloo_sync_emails_total", result="sent", channel=str(channel)) >= 1
+
+
+def test_on_postgresql_each_daemon_counts_only_its_own_runs(daemon_factory, sellsim, pg_server,
+                                                            pg_database, short_tmp):
+    """Daemon B hears daemon A's ``sync.finished`` (LISTEN/NOTIFY) but counts it not: summing
+    the daemons' series gives every run once."""
+    from kuloo_daemon.control.protocol import Event
+
+    sellsim.load_seed(default_seed(leads=5))
+    sellsim.set_options(rate_per_second=FAST * 2, rate_per_hour=10**9)
+    daemons, urls = [], []
+    for name in ("a", "b"):
+        d = daemon_factory(
+            sub=name,
+            extra_config=(f'[store]\nurl = "{pg_server.url(pg_database)}"\nlease_seconds = 5\n'
+                          '[clock]\nmode = "manual"\n[sync]\nscheduled = false\n'
+                          '[metrics]\nlisten = "127.0.0.1:0"\n'),
+            sell=f'base_url = "{sellsim.base_url}"\nrequests_per_second = {FAST}\n')
+        daemons.append(d.start())
+    for d in daemons:
+        d.wait_for("READY=1", timeout=60)
+        ready = next(json.loads(line) for line in d.log().splitlines() if '"daemon ready"' in line)
+        urls.append(ready["metrics"])
+    a, b = daemons
+    with a.client() as ca, b.client() as cb:
+        channel = create_channel(ca)
+        cb.call("subscribe")
+        run = ca.call("sync.run", {"channel": channel})
+        assert run["status"] in ("ok", "partial"), run
+        deadline = time.monotonic() + 20
+        while not any(isinstance(e, Event) and e.event == "sync.finished" for e in cb.events):
+            assert time.monotonic() < deadline, "B never heard A's run"
+            cb.sock.settimeout(1.0)
+            try:
+                cb.events.append(cb.read_message())
+            except TimeoutError:
+                continue
+    _t, on_a = scrape(urls[0])
+    _t, on_b = scrape(urls[1])
+    assert value(on_a, "kuloo_sync_runs_total", status=run["status"]) == 1
+    assert total(on_b, "kuloo_sync_runs_total") == 0
+    assert value(on_b, "kuloo_sync_run_duration_seconds_count") == 0
