@@ -251,3 +251,20 @@ async def test_leases_held_on_postgresql_are_in_the_metrics_and_healthz(services
             assert doc["store"]["reachable"] is True  # the ping works on PostgreSQL too
         _s, _h, body = await asgi(exporter, "GET", "/metrics")
         assert 'kuloo_sync_leases_held{kind="delivery"} 0.0' in body.decode()
+
+
+async def test_events_a_slow_control_subscriber_lost_are_counted(services_config):
+    from kuloo_daemon.control.server import Broadcaster
+
+    broadcaster = Broadcaster(buffer=2)
+    subscription = broadcaster.subscribe()
+    for n in range(3):  # the third does not fit: the subscription ends
+        broadcaster.publish("users.changed", {"n": n})
+    assert subscription.overflowed
+    broadcaster.publish("users.changed", {"n": 3})  # nobody subscribed: nothing lost
+    async with open_services(services_config()) as services:
+        exporter = ops.Exporter(services, events_dropped=lambda: broadcaster.dropped)
+        _s, _h, body = await asgi(exporter, "GET", "/metrics")
+    text = body.decode()
+    assert 'kuloo_sync_events_dropped_total{source="control"} 1.0' in text
+    assert 'kuloo_sync_events_dropped_total{source="relay"} 0.0' in text
