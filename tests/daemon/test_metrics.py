@@ -268,3 +268,24 @@ async def test_events_a_slow_control_subscriber_lost_are_counted(services_config
     text = body.decode()
     assert 'kuloo_sync_events_dropped_total{source="control"} 1.0' in text
     assert 'kuloo_sync_events_dropped_total{source="relay"} 0.0' in text
+
+
+def test_the_listener_stops_with_the_daemon(daemon_factory):
+    import signal
+    import time
+
+    import httpx
+
+    d = daemon_factory('[metrics]\nlisten = "127.0.0.1:0"\n').start()
+    d.wait_for("READY=1")
+    ready = next(json.loads(line) for line in d.log().splitlines() if '"daemon ready"' in line)
+    url = ready["metrics"]
+    assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+    with httpx.Client(timeout=10) as kept_alive:  # a scraper's idle keep-alive connection
+        assert kept_alive.get(f"{url}/metrics").status_code == 200
+        started = time.monotonic()
+        d.signal(signal.SIGTERM)
+        assert d.proc is not None and d.proc.wait(15) == 0
+        assert time.monotonic() - started < 3  # not held up to the grace deadline
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/healthz", timeout=2)
