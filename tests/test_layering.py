@@ -12,7 +12,7 @@ lower layer; units side by side in a layer are independent):
     cli
     app
     control
-    sync | delivery | links | operations   the capabilities (operations: retention)
+    sync | delivery | links | operations   the capabilities (operations: retention, metrics)
     services                         the shared services they receive
     crm | store                      Sell over HTTP; the database
     base: clock, vocabulary, rules, secrets, config, logs, systemd, scheduler, tokens, instruments,
