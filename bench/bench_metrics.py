@@ -46,21 +46,30 @@ def _fill(db: Path) -> None:
             "INSERT INTO channel (id, name, plan, add_all_users_to_crm, sequential_tags, sender, "
             "postal_address, connection_status, connection_problems, sync_state, sync_status, "
             "created_at, updated_at) VALUES (?, ?, 'pro', 0, '[]', '', '', 'none', '[]', '{}', '', "
-            "?, ?)", ((i, f"channel {i}", now, now) for i in range(1, CHANNELS + 1)))
+            "?, ?)",
+            ((i, f"channel {i}", now, now) for i in range(1, CHANNELS + 1)),
+        )
         conn.executemany(
             "INSERT INTO outbox_message (channel_id, user_id, kind, state, message_id, attempts, "
             "last_error, created_at, updated_at) VALUES (?, 1, 'sequence', ?, ?, 1, '', ?, ?)",
-            ((c, STATES[(c + n) % len(STATES)], f"<{c}.{n}@bench>", now, now)
-             for c in range(1, CHANNELS + 1) for n in range(PER_CHANNEL)))
+            (
+                (c, STATES[(c + n) % len(STATES)], f"<{c}.{n}@bench>", now, now)
+                for c in range(1, CHANNELS + 1)
+                for n in range(PER_CHANNEL)
+            ),
+        )
 
 
 async def _measure(per_channel: bool) -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix="km", dir="/tmp"))
     try:
-        config = config_mod.from_mapping({
-            "daemon": {"state_dir": str(root / "state")},
-            "control": {"socket": str(root / "c.sock")},
-            "metrics": {"per_channel": per_channel}})
+        config = config_mod.from_mapping(
+            {
+                "daemon": {"state_dir": str(root / "state")},
+                "control": {"socket": str(root / "c.sock")},
+                "metrics": {"per_channel": per_channel},
+            }
+        )
         async with open_services(config) as services:
             _fill(root / "state" / "kuloo.sqlite3")
             exporter = Exporter(services)
@@ -85,12 +94,16 @@ async def _measure(per_channel: bool) -> dict[str, float]:
             warm = [await scrape(False) for _ in range(50)]
             series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
             mode = "per_channel" if per_channel else "default"
-            print(f"   {mode:12} {series:6,} samples, {len(body) / 1024:7.1f} KiB: cold scrape "
-                  f"{1000 * min(cold):.1f} ms (median {1000 * sorted(cold)[10]:.1f}), warm "
-                  f"{1000 * min(warm):.1f} ms (median {1000 * sorted(warm)[25]:.1f})")
-            return {f"scrape_ms_cold_{mode}": 1000 * sorted(cold)[10],
-                    f"scrape_ms_warm_{mode}": 1000 * sorted(warm)[25],
-                    f"samples_{mode}": float(series)}
+            print(
+                f"   {mode:12} {series:6,} samples, {len(body) / 1024:7.1f} KiB: cold scrape "
+                f"{1000 * min(cold):.1f} ms (median {1000 * sorted(cold)[10]:.1f}), warm "
+                f"{1000 * min(warm):.1f} ms (median {1000 * sorted(warm)[25]:.1f})"
+            )
+            return {
+                f"scrape_ms_cold_{mode}": 1000 * sorted(cold)[10],
+                f"scrape_ms_warm_{mode}": 1000 * sorted(warm)[25],
+                f"samples_{mode}": float(series),
+            }
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

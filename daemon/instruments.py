@@ -32,8 +32,15 @@ PREFIX = "kuloo_sync"
 RUN_STATUSES = ("ok", "partial", "failed", "skipped")
 EMAIL_RESULTS = ("sent", "failed", "uncertain")
 BOUNCE_KINDS = ("hard", "soft")
-LINKS_ROUTES = ("/", "/healthz", "/u/{token}", "/r/{token}", "/c/{token}", "/signup/{channel}",
-                "other")
+LINKS_ROUTES = (
+    "/",
+    "/healthz",
+    "/u/{token}",
+    "/r/{token}",
+    "/c/{token}",
+    "/signup/{channel}",
+    "other",
+)
 PRUNED_TABLES = ("sync_runs", "audit", "outbox")
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"})
 # Runs started but not yet finished, remembered for their duration; more means a leak.
@@ -64,42 +71,74 @@ class Metrics:
         self.registry = CollectorRegistry()
         channel = ("channel",) if per_channel else ()
         r = self.registry
-        self.sync_runs = Counter(f"{PREFIX}_runs", "Sync runs finished, by status.",
-                                 ("status", *channel), registry=r)
-        self.sync_duration = Histogram(f"{PREFIX}_run_duration_seconds",
-                                       "How long a sync run took (started to finished).",
-                                       buckets=RUN_BUCKETS, registry=r)
-        self.sell_requests = Counter(f"{PREFIX}_sell_requests",
-                                     "Requests to Zendesk Sell by method and status (or network "
-                                     "failure: timeout, connect, transport); every attempt counts.",
-                                     ("method", "status"), registry=r)
-        self.sell_rate_limited = Counter(f"{PREFIX}_sell_rate_limited",
-                                         "Sell answers 429 Too Many Requests.", registry=r)
-        self.sell_retries = Counter(f"{PREFIX}_sell_retries",
-                                    "Sell requests tried again after a 429, 5xx or network error.",
-                                    registry=r)
-        self.sell_budget_wait = Histogram(f"{PREFIX}_sell_budget_wait_seconds",
-                                          "Time a Sell request waited on its token's rate budget.",
-                                          buckets=WAIT_BUCKETS, registry=r)
-        self.emails = Counter(f"{PREFIX}_emails",
-                              "Emails by result of their send: sent (accepted), failed (for good "
-                              "or after the last attempt), uncertain (may have left).",
-                              ("result", *channel), registry=r)
-        self.bounces = Counter(f"{PREFIX}_email_bounces", "Bounces received, hard or soft.",
-                               ("kind",), registry=r)
-        self.complaints = Counter(f"{PREFIX}_email_complaints",
-                                  "Spam complaints (feedback reports) received.", registry=r)
-        self.delivery_pass = Histogram(f"{PREFIX}_delivery_pass_duration_seconds",
-                                       "How long a delivery pass (plan and send) took.",
-                                       buckets=PASS_BUCKETS, registry=r)
-        self.scheduler_lag = Histogram(f"{PREFIX}_scheduler_lag_seconds",
-                                       "From a scheduled job being due to its start.", ("job",),
-                                       buckets=LAG_BUCKETS, registry=r)
-        self.links_requests = Counter(f"{PREFIX}_links_requests",
-                                      "Links service requests by route template and status.",
-                                      ("route", "status"), registry=r)
-        self.pruned = Counter(f"{PREFIX}_retention_pruned_rows",
-                              "Rows deleted by retention, by table.", ("table",), registry=r)
+        self.sync_runs = Counter(
+            f"{PREFIX}_runs", "Sync runs finished, by status.", ("status", *channel), registry=r
+        )
+        self.sync_duration = Histogram(
+            f"{PREFIX}_run_duration_seconds",
+            "How long a sync run took (started to finished).",
+            buckets=RUN_BUCKETS,
+            registry=r,
+        )
+        self.sell_requests = Counter(
+            f"{PREFIX}_sell_requests",
+            "Requests to Zendesk Sell by method and status (or network "
+            "failure: timeout, connect, transport); every attempt counts.",
+            ("method", "status"),
+            registry=r,
+        )
+        self.sell_rate_limited = Counter(
+            f"{PREFIX}_sell_rate_limited", "Sell answers 429 Too Many Requests.", registry=r
+        )
+        self.sell_retries = Counter(
+            f"{PREFIX}_sell_retries",
+            "Sell requests tried again after a 429, 5xx or network error.",
+            registry=r,
+        )
+        self.sell_budget_wait = Histogram(
+            f"{PREFIX}_sell_budget_wait_seconds",
+            "Time a Sell request waited on its token's rate budget.",
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.emails = Counter(
+            f"{PREFIX}_emails",
+            "Emails by result of their send: sent (accepted), failed (for good "
+            "or after the last attempt), uncertain (may have left).",
+            ("result", *channel),
+            registry=r,
+        )
+        self.bounces = Counter(
+            f"{PREFIX}_email_bounces", "Bounces received, hard or soft.", ("kind",), registry=r
+        )
+        self.complaints = Counter(
+            f"{PREFIX}_email_complaints", "Spam complaints (feedback reports) received.", registry=r
+        )
+        self.delivery_pass = Histogram(
+            f"{PREFIX}_delivery_pass_duration_seconds",
+            "How long a delivery pass (plan and send) took.",
+            buckets=PASS_BUCKETS,
+            registry=r,
+        )
+        self.scheduler_lag = Histogram(
+            f"{PREFIX}_scheduler_lag_seconds",
+            "From a scheduled job being due to its start.",
+            ("job",),
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.links_requests = Counter(
+            f"{PREFIX}_links_requests",
+            "Links service requests by route template and status.",
+            ("route", "status"),
+            registry=r,
+        )
+        self.pruned = Counter(
+            f"{PREFIX}_retention_pruned_rows",
+            "Rows deleted by retention, by table.",
+            ("table",),
+            registry=r,
+        )
         self.last_lag: dict[str, float] = {}  # job -> its latest start lag (healthz)
         self._open_runs: dict[int, float] = {}  # run id -> time.monotonic() at sync.started
         for status in RUN_STATUSES:

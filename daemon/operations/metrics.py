@@ -59,8 +59,13 @@ def _zero() -> int:
 class Exporter(Collector):
     """The scrape-time part of the metrics, registered on ``services.metrics.registry``."""
 
-    def __init__(self, services: Services, *, control_connections: Callable[[], int] = _zero,
-                 events_dropped: Callable[[], int] = _zero) -> None:
+    def __init__(
+        self,
+        services: Services,
+        *,
+        control_connections: Callable[[], int] = _zero,
+        events_dropped: Callable[[], int] = _zero,
+    ) -> None:
         self.services = services
         self.metrics = services.metrics
         self.control_connections = control_connections
@@ -101,7 +106,8 @@ class Exporter(Collector):
             "dropped_control": self.events_dropped(),
             "dropped_relay": self.services.events.dropped,
             "since_tick": (trio.current_time() - scheduler.last_tick)
-            if scheduler.last_tick is not None else math.inf,
+            if scheduler.last_tick is not None
+            else math.inf,
         }
 
     async def render(self, accept: str) -> tuple[bytes, str]:
@@ -118,36 +124,48 @@ class Exporter(Collector):
             self.snapshot()  # a direct registry read on trio's thread (tests)
         live = self.live
         per_channel = self.metrics.per_channel
-        outbox = GaugeMetricFamily(f"{PREFIX}_outbox_messages",
-                                   f"Outbox messages by state (read at most every "
-                                   f"{CACHE_SECONDS:g} s).",
-                                   labels=["channel", "state"] if per_channel else ["state"])
-        for (channel, state), n in sorted(self.outbox.items(), key=lambda kv: (kv[0][0] or 0,
-                                                                               kv[0][1])):
+        outbox = GaugeMetricFamily(
+            f"{PREFIX}_outbox_messages",
+            f"Outbox messages by state (read at most every {CACHE_SECONDS:g} s).",
+            labels=["channel", "state"] if per_channel else ["state"],
+        )
+        for (channel, state), n in sorted(
+            self.outbox.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1])
+        ):
             outbox.add_metric([str(channel), state] if per_channel else [state], n)
         yield outbox
-        yield GaugeMetricFamily(f"{PREFIX}_store_up",
-                                "1 when the last read of the database gauges succeeded.",
-                                value=1 if self.store_up else 0)
-        leases = GaugeMetricFamily(f"{PREFIX}_leases_held",
-                                   "Channel leases this daemon works under (PostgreSQL).",
-                                   labels=["kind"])
+        yield GaugeMetricFamily(
+            f"{PREFIX}_store_up",
+            "1 when the last read of the database gauges succeeded.",
+            value=1 if self.store_up else 0,
+        )
+        leases = GaugeMetricFamily(
+            f"{PREFIX}_leases_held",
+            "Channel leases this daemon works under (PostgreSQL).",
+            labels=["kind"],
+        )
         for kind in LEASE_KINDS:
             leases.add_metric([kind], live["leases"].count(kind))
         yield leases
-        yield GaugeMetricFamily(f"{PREFIX}_control_connections", "Open control connections.",
-                                value=live["control_connections"])
+        yield GaugeMetricFamily(
+            f"{PREFIX}_control_connections",
+            "Open control connections.",
+            value=live["control_connections"],
+        )
         dropped = CounterMetricFamily(
             f"{PREFIX}_events_dropped",
             "Events lost: a control subscriber too slow for them (its subscription ended), or "
             "another daemon's events this one was too busy to take (PostgreSQL).",
-            labels=["source"])
+            labels=["source"],
+        )
         dropped.add_metric(["control"], live["dropped_control"])
         dropped.add_metric(["relay"], live["dropped_relay"])
         yield dropped
-        yield GaugeMetricFamily(f"{PREFIX}_scheduler_seconds_since_tick",
-                                "Seconds since the scheduler last looked for due work.",
-                                value=live["since_tick"])
+        yield GaugeMetricFamily(
+            f"{PREFIX}_scheduler_seconds_since_tick",
+            "Seconds since the scheduler last looked for due work.",
+            value=live["since_tick"],
+        )
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """(healthy, the document ``/healthz`` answers)."""
@@ -177,8 +195,11 @@ class Exporter(Collector):
                 "allowed_seconds": allowed,
                 "lag_seconds": round(max(self.metrics.last_lag.values(), default=0.0), 3),
             },
-            "store": {"reachable": reachable, "seconds": round(trio.current_time() - started, 3),
-                      **({"problem": problem} if problem else {})},
+            "store": {
+                "reachable": reachable,
+                "seconds": round(trio.current_time() - started, 3),
+                **({"problem": problem} if problem else {}),
+            },
             "leases": {
                 "daemon": services.leases.id,
                 "shared": services.leases.shared,
@@ -201,8 +222,9 @@ class Exporter(Collector):
         if scope["type"] != "http":
             return
         method, path = scope["method"], scope["path"]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers", [])}
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+        }
         status, content_type, body = 404, "text/plain; charset=utf-8", b"not found\n"
         if path not in ("/metrics", "/healthz"):
             pass
@@ -215,10 +237,18 @@ class Exporter(Collector):
             healthy, doc = await self.health()
             status, content_type = (200 if healthy else 503), "application/json"
             body = json.dumps(doc, separators=(",", ":")).encode() + b"\n"
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()),
-            (b"cache-control", b"no-store"),
-            *([(b"allow", b"GET, HEAD")] if status == 405 else [])]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", content_type.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"),
+                    *([(b"allow", b"GET, HEAD")] if status == 405 else []),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
 
@@ -272,8 +302,16 @@ class MetricsServer:
             task_status.started(self.url)
         log.info("metrics stopped")
 
-    async def _serve(self, stop: Callable[[], Awaitable[None]], *,
-                     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-        await worker_serve(wrap_app(self.exporter, 0, "asgi"),  # type: ignore[arg-type]
-                           self.hypercorn_config(), sockets=Sockets([], [self._sock], []),
-                           shutdown_trigger=stop, task_status=task_status)
+    async def _serve(
+        self,
+        stop: Callable[[], Awaitable[None]],
+        *,
+        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        await worker_serve(
+            wrap_app(self.exporter, 0, "asgi"),  # type: ignore[arg-type]
+            self.hypercorn_config(),
+            sockets=Sockets([], [self._sock], []),
+            shutdown_trigger=stop,
+            task_status=task_status,
+        )

@@ -17,16 +17,21 @@ async def outbox_states(per_channel: bool) -> dict[tuple[int | None, str], int]:
     """Messages per (channel id or None, state); every state present (0 when none)."""
     counts: dict[tuple[int | None, str], int] = {(None, s.value): 0 for s in OutboxState}
     if per_channel:
-        rows = await (OutboxMessage.all().annotate(n=Count("id"))
-                      .group_by("channel_id", "state").values_list("channel_id", "state", "n"))
+        rows = await (
+            OutboxMessage.all()
+            .annotate(n=Count("id"))
+            .group_by("channel_id", "state")
+            .values_list("channel_id", "state", "n")
+        )
         counts = {}
         for channel_id, state, n in rows:
             for s in OutboxState:
                 counts.setdefault((channel_id, s.value), 0)
             counts[(channel_id, state)] = n
         return counts
-    rows = await (OutboxMessage.all().annotate(n=Count("id"))
-                  .group_by("state").values_list("state", "n"))
+    rows = await (
+        OutboxMessage.all().annotate(n=Count("id")).group_by("state").values_list("state", "n")
+    )
     for state, n in rows:
         counts[(None, state)] = n
     return counts

@@ -12,9 +12,16 @@ from kuloo_daemon.secrets import Secret
 
 
 def client(sim, calls: list, **kw) -> SellClient:
-    return SellClient(sim.base_url, Secret(sim.token), budget=kw.pop("budget", RateBudget(500.0)),
-                      backoff_base=0.01, backoff_cap=0.05, timeout=2.0,
-                      on_request=lambda *call: calls.append(call), **kw)
+    return SellClient(
+        sim.base_url,
+        Secret(sim.token),
+        budget=kw.pop("budget", RateBudget(500.0)),
+        backoff_base=0.01,
+        backoff_cap=0.05,
+        timeout=2.0,
+        on_request=lambda *call: calls.append(call),
+        **kw,
+    )
 
 
 async def test_each_attempt_is_reported_with_its_status_and_retry(sellsim):
@@ -24,7 +31,10 @@ async def test_each_attempt_is_reported_with_its_status_and_retry(sellsim):
     async with client(sellsim, calls) as sell:
         await sell.users_self()
     assert [(m, s, r) for m, s, _w, r in calls] == [
-        ("GET", "429", True), ("GET", "429", True), ("GET", "200", False)]
+        ("GET", "429", True),
+        ("GET", "429", True),
+        ("GET", "200", False),
+    ]
     assert all(isinstance(w, float) and w >= 0 for _m, _s, w, _r in calls)
 
 
@@ -39,8 +49,12 @@ async def test_the_last_attempt_is_not_retried_and_a_network_failure_is_named(se
             pass
     assert [(m, s, r) for m, s, _w, r in calls] == [("GET", "503", True), ("GET", "503", False)]
     calls.clear()
-    async with SellClient("http://127.0.0.1:9", Secret(sellsim.token), max_attempts=1,
-                          on_request=lambda *call: calls.append(call)) as sell:
+    async with SellClient(
+        "http://127.0.0.1:9",
+        Secret(sellsim.token),
+        max_attempts=1,
+        on_request=lambda *call: calls.append(call),
+    ) as sell:
         try:
             await sell.users_self()
         except E.NetworkError:
@@ -61,8 +75,9 @@ async def test_time_waiting_on_the_rate_budget_is_measured(sellsim):
 async def test_the_pool_hands_the_callback_to_every_client(sellsim):
     sellsim.set_options(rate_per_second=1000)
     calls: list = []
-    async with ClientPool(sellsim.base_url, rate_per_second=500,
-                          on_request=lambda *call: calls.append(call)) as pool:
+    async with ClientPool(
+        sellsim.base_url, rate_per_second=500, on_request=lambda *call: calls.append(call)
+    ) as pool:
         async with pool.use(Secret(sellsim.token)) as sell:
             await sell.users_self()
     assert [(m, s) for m, s, _w, _r in calls] == [("GET", "200")]

@@ -34,15 +34,20 @@ async def asgi(app, method: str, path: str, headers=()) -> tuple[int, dict, byte
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": method, "path": path,
-             "headers": [(k.encode(), v.encode()) for k, v in headers]}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(k.encode(), v.encode()) for k, v in headers],
+    }
     await app(scope, receive, send)
     start, body = sent
     return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body["body"]
 
 
 async def test_healthz_is_200_only_while_the_scheduler_ticks_and_the_store_answers(
-        services_config, monkeypatch):
+    services_config, monkeypatch
+):
     async with open_services(services_config()) as services:
         exporter = ops.Exporter(services)
         status, _h, body = await asgi(exporter, "GET", "/healthz")
@@ -56,7 +61,10 @@ async def test_healthz_is_200_only_while_the_scheduler_ticks_and_the_store_answe
             assert status == 200, body
             doc = json.loads(body)
             assert doc["healthy"] is True and doc["leases"] == {
-                "daemon": services.leases.id, "shared": False, "held": []}
+                "daemon": services.leases.id,
+                "shared": False,
+                "held": [],
+            }
 
             async def hangs() -> None:  # a store that does not answer
                 await asyncio.sleep(30)
@@ -78,8 +86,7 @@ async def test_healthz_is_200_only_while_the_scheduler_ticks_and_the_store_answe
         assert status == 503 and json.loads(body)["scheduler"]["ok"] is False
 
 
-async def test_database_gauges_are_read_at_most_once_per_cache_period(services_config,
-                                                                      monkeypatch):
+async def test_database_gauges_are_read_at_most_once_per_cache_period(services_config, monkeypatch):
     monkeypatch.setattr(ops, "CACHE_SECONDS", 0.5)
     async with open_services(services_config()) as services:
         exporter = ops.Exporter(services)
@@ -93,11 +100,18 @@ async def test_database_gauges_are_read_at_most_once_per_cache_period(services_c
         families = {f.name: f for f in text_string_to_metric_families(body.decode())}
         outbox = families["kuloo_sync_outbox_messages"]
         assert {s.labels["state"] for s in outbox.samples} == {
-            "queued", "sending", "sent", "failed", "uncertain", "cancelled"}
+            "queued",
+            "sending",
+            "sent",
+            "failed",
+            "uncertain",
+            "cancelled",
+        }
 
 
-async def test_a_store_failure_leaves_the_scrape_answering_with_store_up_0(services_config,
-                                                                           monkeypatch):
+async def test_a_store_failure_leaves_the_scrape_answering_with_store_up_0(
+    services_config, monkeypatch
+):
     async with open_services(services_config()) as services:
         exporter = ops.Exporter(services)
 
@@ -107,8 +121,11 @@ async def test_a_store_failure_leaves_the_scrape_answering_with_store_up_0(servi
         monkeypatch.setattr(stats, "outbox_states", fails)
         status, _h, body = await asgi(exporter, "GET", "/metrics")
         assert status == 200
-        samples = {s.name: s.value for f in text_string_to_metric_families(body.decode())
-                   for s in f.samples}
+        samples = {
+            s.name: s.value
+            for f in text_string_to_metric_families(body.decode())
+            for s in f.samples
+        }
         assert samples["kuloo_sync_store_up"] == 0
 
 
@@ -118,7 +135,8 @@ async def test_http_answers_head_openmetrics_and_refusals(services_config):
         status, headers, body = await asgi(exporter, "HEAD", "/metrics")
         assert status == 200 and body == b"" and int(headers["content-length"]) > 0
         status, headers, body = await asgi(
-            exporter, "GET", "/metrics", [("accept", "application/openmetrics-text")])
+            exporter, "GET", "/metrics", [("accept", "application/openmetrics-text")]
+        )
         assert headers["content-type"].startswith("application/openmetrics-text")
         assert body.endswith(b"# EOF\n")
         assert (await asgi(exporter, "POST", "/healthz"))[0] == 405
@@ -130,8 +148,10 @@ def test_each_metrics_object_has_its_own_registry_and_none_is_global():
     a.sync_runs.labels("ok").inc()
     assert b.registry.get_sample_value("kuloo_sync_runs_total", {"status": "ok"}) == 0
     assert a.registry.get_sample_value("kuloo_sync_runs_total", {"status": "ok"}) == 1
-    assert prometheus_client.REGISTRY.get_sample_value("kuloo_sync_runs_total",
-                                                       {"status": "ok"}) is None
+    assert (
+        prometheus_client.REGISTRY.get_sample_value("kuloo_sync_runs_total", {"status": "ok"})
+        is None
+    )
 
 
 def test_links_routes_are_templates_never_the_token():
@@ -155,8 +175,16 @@ def test_start_lag_is_how_late_a_job_started_not_how_far_the_clock_jumped():
     # A manual clock moved a day: business time says a day late, the scheduler was not.
     assert start_lag(business, 50.2, START + timedelta(days=1), 50.0, {}) == pytest.approx(0.2)
     assert start_lag(business, 50.2, START + timedelta(seconds=0.1), 50.0, {}) == 0.1
-    assert start_lag(ClockJob("x", lambda now: None, lambda: None),  # type: ignore[arg-type]
-                     50.2, START, 50.0, {}) == 0.0
+    assert (
+        start_lag(
+            ClockJob("x", lambda now: None, lambda: None),  # type: ignore[arg-type]
+            50.2,
+            START,
+            50.0,
+            {},
+        )
+        == 0.0
+    )
 
 
 async def test_the_scheduler_reports_each_start_with_its_lag():
@@ -191,8 +219,11 @@ async def test_the_sample_dashboard_queries_only_metrics_that_exist(services_con
     queried = set(re.findall(r"kuloo_sync_\w+", text))
     async with open_services(services_config()) as services:
         _status, _h, body = await asgi(ops.Exporter(services), "GET", "/metrics")
-    exposed = {f.name + suffix for f in text_string_to_metric_families(body.decode())
-               for suffix in ("", "_total", "_bucket", "_sum", "_count")}  # declared families
+    exposed = {
+        f.name + suffix
+        for f in text_string_to_metric_families(body.decode())
+        for suffix in ("", "_total", "_bucket", "_sum", "_count")
+    }  # declared families
     assert queried and queried <= exposed, queried - exposed
 
 
@@ -228,21 +259,26 @@ def test_a_bad_listen_address_is_a_config_problem():
     assert config_mod.from_mapping({"metrics": {"listen": "[::1]:9464"}})["metrics.listen"]
 
 
-async def test_leases_held_on_postgresql_are_in_the_metrics_and_healthz(services_config, pg_server,
-                                                                      pg_database):
+async def test_leases_held_on_postgresql_are_in_the_metrics_and_healthz(
+    services_config, pg_server, pg_database
+):
     from kuloo_daemon.store import channels as channel_store
 
     config = services_config(clock={"mode": "manual"}, store={"url": pg_server.url(pg_database)})
     async with open_services(config) as services:
         exporter = ops.Exporter(services)
-        created = await services.store.run(channel_store.create, {"name": "A"}, None,
-                                           services.clock.now())
+        created = await services.store.run(
+            channel_store.create, {"name": "A"}, None, services.clock.now()
+        )
         cid = created.channel.id
         async with services.leases.hold("delivery", cid) as held:
             assert held
             _s, _h, body = await asgi(exporter, "GET", "/metrics")
-            samples = {(s.name, tuple(s.labels.values())): s.value
-                       for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+            samples = {
+                (s.name, tuple(s.labels.values())): s.value
+                for f in text_string_to_metric_families(body.decode())
+                for s in f.samples
+            }
             assert samples[("kuloo_sync_leases_held", ("delivery",))] == 1
             assert samples[("kuloo_sync_leases_held", ("sync",))] == 0
             _ok, doc = await exporter.health()

@@ -33,19 +33,23 @@ def metrics_config(root: str, per_channel: bool = False) -> str:
     creds.mkdir(exist_ok=True)
     (creds / "link-signing-key").write_text("metrics-e2e-signing-key-0123456789\n")
     shutil.copytree(ROOT / "config" / "articles", Path(root) / "articles" / "sample")
-    return (f'[clock]\nmode = "manual"\n[sync]\nscheduled = false\n'
-            f'[credentials]\ndirectory = "{creds}"\n'
-            f'[articles]\nroot = "{root}/articles"\n'
-            f'[delivery]\ntransport = "maildir"\nmaildir = "{root}/maildir"\n'
-            f'[metrics]\nlisten = "127.0.0.1:0"\nper_channel = {str(per_channel).lower()}\n')
+    return (
+        f'[clock]\nmode = "manual"\n[sync]\nscheduled = false\n'
+        f'[credentials]\ndirectory = "{creds}"\n'
+        f'[articles]\nroot = "{root}/articles"\n'
+        f'[delivery]\ntransport = "maildir"\nmaildir = "{root}/maildir"\n'
+        f'[metrics]\nlisten = "127.0.0.1:0"\nper_channel = {str(per_channel).lower()}\n'
+    )
 
 
 def start(daemon_factory, sellsim, root: str, per_channel: bool = False):
     sellsim.load_seed(default_seed(leads=20, contacts=5))
     sellsim.set_options(rate_per_second=FAST * 2, rate_per_hour=10**9)
-    d = daemon_factory(metrics_config(root, per_channel),
-                       sell=f'base_url = "{sellsim.base_url}"\nrequests_per_second = {FAST}\n'
-                            "max_attempts = 4\ntimeout_seconds = 5\n")
+    d = daemon_factory(
+        metrics_config(root, per_channel),
+        sell=f'base_url = "{sellsim.base_url}"\nrequests_per_second = {FAST}\n'
+        "max_attempts = 4\ntimeout_seconds = 5\n",
+    )
     d.start()
     d.wait_for("READY=1")
     urls = {}
@@ -75,14 +79,21 @@ def value(samples, name: str, **labels) -> float:
 
 def total(samples, name: str, **labels) -> float:
     """The sum over every series of ``name`` whose labels include ``labels``."""
-    return sum(v for (n, ls), v in samples.items()
-               if n == name and set(labels.items()) <= set(ls))
+    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
 
 
 def create_channel(c) -> int:
-    doc = c.call("channels.create", {"name": "Acme", "plan": "pro", "sequential_tags": TAGS,
-                                     "api_token": DEMO_TOKEN, "sender": "News <news@acme.test>",
-                                     "postal_address": "1 Road"})
+    doc = c.call(
+        "channels.create",
+        {
+            "name": "Acme",
+            "plan": "pro",
+            "sequential_tags": TAGS,
+            "api_token": DEMO_TOKEN,
+            "sender": "News <news@acme.test>",
+            "postal_address": "1 Road",
+        },
+    )
     assert doc["connection"]["status"] == "verified", doc["connection"]
     return doc["id"]
 
@@ -112,8 +123,15 @@ def test_counters_move_with_a_sync_and_a_send(daemon_factory, sellsim, short_tmp
         run = c.call("sync.run", {"channel": channel})
         assert run["status"] in ("ok", "partial"), run
         assert c.call("articles.import", {"channel": channel, "path": "sample"})["imported"] >= 3
-        c.call("users.add", {"channel": channel, "email": "ann@example.com",
-                             "promo_tags": ["welcome"], "frequency": "disabled"})
+        c.call(
+            "users.add",
+            {
+                "channel": channel,
+                "email": "ann@example.com",
+                "promo_tags": ["welcome"],
+                "frequency": "disabled",
+            },
+        )
         sent = c.call("delivery.run", {"channel": channel})["sent"]
         assert sent >= 1
         _text, after = scrape(url)
@@ -128,7 +146,8 @@ def test_counters_move_with_a_sync_and_a_send(daemon_factory, sellsim, short_tmp
     assert value(after, "kuloo_sync_sell_rate_limited_total") == 1
     assert value(after, "kuloo_sync_sell_retries_total") == 1
     assert value(after, "kuloo_sync_sell_budget_wait_seconds_count") == total(
-        after, "kuloo_sync_sell_requests_total")
+        after, "kuloo_sync_sell_requests_total"
+    )
     assert value(after, "kuloo_sync_emails_total", result="sent") == sent
     assert value(after, "kuloo_sync_delivery_pass_duration_seconds_count") >= 1
     assert total(after, "kuloo_sync_scheduler_lag_seconds_count") >= 1
@@ -161,8 +180,15 @@ def test_no_label_carries_an_email_or_a_token(daemon_factory, sellsim, short_tmp
         assert run["status"] in ("ok", "partial"), run
         assert len(c.call("users.list", {"channel": channel, "limit": 500})["users"]) >= 10
         c.call("articles.import", {"channel": channel, "path": "sample"})
-        c.call("users.add", {"channel": channel, "email": "ann@example.com",
-                             "promo_tags": ["welcome"], "frequency": "disabled"})
+        c.call(
+            "users.add",
+            {
+                "channel": channel,
+                "email": "ann@example.com",
+                "promo_tags": ["welcome"],
+                "frequency": "disabled",
+            },
+        )
         assert c.call("delivery.run", {"channel": channel})["sent"] >= 1
     # Follow an unsubscribe link from a sent email: the links request is counted by route.
     path = next((Path(short_tmp) / "maildir" / "new").iterdir())
@@ -181,13 +207,13 @@ def test_no_label_carries_an_email_or_a_token(daemon_factory, sellsim, short_tmp
             assert SAFE_LABEL.fullmatch(label), (key, label)
             if key == "channel":
                 assert label == str(channel)
-    assert value(samples, "kuloo_sync_runs_total", status=run["status"],
-                 channel=str(channel)) == 1
+    assert value(samples, "kuloo_sync_runs_total", status=run["status"], channel=str(channel)) == 1
     assert value(samples, "kuloo_sync_emails_total", result="sent", channel=str(channel)) >= 1
 
 
-def test_on_postgresql_each_daemon_counts_only_its_own_runs(daemon_factory, sellsim, pg_server,
-                                                            pg_database, short_tmp):
+def test_on_postgresql_each_daemon_counts_only_its_own_runs(
+    daemon_factory, sellsim, pg_server, pg_database, short_tmp
+):
     """Daemon B hears daemon A's ``sync.finished`` (LISTEN/NOTIFY) but counts it not: summing
     the daemons' series gives every run once."""
     from kuloo_daemon.control.protocol import Event
@@ -198,10 +224,13 @@ def test_on_postgresql_each_daemon_counts_only_its_own_runs(daemon_factory, sell
     for name in ("a", "b"):
         d = daemon_factory(
             sub=name,
-            extra_config=(f'[store]\nurl = "{pg_server.url(pg_database)}"\nlease_seconds = 5\n'
-                          '[clock]\nmode = "manual"\n[sync]\nscheduled = false\n'
-                          '[metrics]\nlisten = "127.0.0.1:0"\n'),
-            sell=f'base_url = "{sellsim.base_url}"\nrequests_per_second = {FAST}\n')
+            extra_config=(
+                f'[store]\nurl = "{pg_server.url(pg_database)}"\nlease_seconds = 5\n'
+                '[clock]\nmode = "manual"\n[sync]\nscheduled = false\n'
+                '[metrics]\nlisten = "127.0.0.1:0"\n'
+            ),
+            sell=f'base_url = "{sellsim.base_url}"\nrequests_per_second = {FAST}\n',
+        )
         daemons.append(d.start())
     for d in daemons:
         d.wait_for("READY=1", timeout=60)
