@@ -22,7 +22,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 # No ``*_created`` series beside each counter and histogram: a third more series per scrape,
 # and the process start time says the same (prometheus-client's switch is process-wide).
@@ -69,6 +75,8 @@ class Metrics:
     def __init__(self, per_channel: bool = False) -> None:
         self.per_channel = per_channel
         self.registry = CollectorRegistry()
+        # The daemon's own CPU, memory (RSS), open files and start time: process_* series.
+        ProcessCollector(registry=self.registry)
         channel = ("channel",) if per_channel else ()
         r = self.registry
         self.sync_runs = Counter(

@@ -113,6 +113,7 @@ def test_counters_move_with_a_sync_and_a_send(daemon_factory, sellsim, short_tmp
     assert ("kuloo_sync_retention_pruned_rows_total", (("table", "audit"),)) in before
     assert value(before, "kuloo_sync_outbox_messages", state="sent") == 0
     assert value(before, "kuloo_sync_store_up") == 1
+    assert value(before, "process_resident_memory_bytes") > 10_000_000  # the daemon's own RSS
     assert ("kuloo_sync_leases_held", (("kind", "sync"),)) in before
 
     with d.client() as c:
