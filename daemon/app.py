@@ -3,7 +3,9 @@
 ``run_daemon`` builds the one ``Services`` object (``services.open_services``) and hands
 it to the control server, the scheduler's jobs and the capabilities. Tasks start in one
 nursery with ``nursery.start`` and report readiness; ``READY=1`` goes to systemd only
-after the store, the control socket, the links listener and the scheduler are up. Shutdown has two phases: the first SIGTERM/SIGINT sends ``STOPPING=1``, stops accepting
+after the store, the control socket, the links listener, the metrics listener (when
+``[metrics] listen`` is set) and the scheduler are up. Shutdown has two phases: the first
+SIGTERM/SIGINT sends ``STOPPING=1``, stops accepting
 and gives in-flight work ``daemon.shutdown_grace_seconds`` (a cancel-scope deadline);
 a second signal cancels everything at once. The store is closed in a shielded
 ``finally`` either way. SIGHUP re-reads the configuration (``RELOADING=1`` … ``READY=1``).
@@ -25,6 +27,8 @@ from .control import render
 from .control.server import Broadcaster, ControlServer, bind_unix
 from .delivery.service import Delivery
 from .links.server import LinksServer, open_listener
+from .operations.metrics import Exporter, MetricsServer
+from .operations.metrics import bind as bind_metrics
 from .operations.retention import Retention
 from .scheduler import Scheduler
 from .services import Services, open_services
@@ -48,6 +52,7 @@ class Lifecycle:
     notifier: Notifier
     links: LinksServer
     tasks: trio.Nursery | None = None
+    metrics: MetricsServer | None = None  # [metrics] listen set
 
     @property
     def scheduler(self) -> Scheduler:
@@ -68,6 +73,8 @@ class Lifecycle:
         log.info("stopping", grace_seconds=grace)
         self.server.stop()
         self.links.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         self.scheduler.stop()
         self.apply_deadline()
 
@@ -154,11 +161,17 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
             bound_path = socket_path or config["control.socket"]
             sockets = [bind_unix(bound_path, config["control.group"])]
         links_socket, links_url = open_listener(config["links.listen"], config["links.max_connections"])
+        listen = config["metrics.listen"]
+        metrics_listener = bind_metrics(listen) if listen else None
         delivery = Delivery(services, links_url)
         links = LinksServer(services, delivery, (links_socket, links_url))
         server = ControlServer(services, delivery, broadcaster, config["control.max_line_bytes"],
                                links_url=links_url)
         life = Lifecycle(services, server, notifier, links)
+        if metrics_listener is not None:
+            exporter = Exporter(services, control_connections=lambda: server.connections,
+                                events_dropped=lambda: broadcaster.dropped)
+            life.metrics = MetricsServer(exporter, metrics_listener)
         services.scheduler.jobs.extend(connection.jobs(services))
         services.scheduler.jobs.extend(engine.jobs(services))
         services.scheduler.jobs.extend(delivery.jobs())
@@ -172,6 +185,8 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
                 life.tasks = tasks
                 await tasks.start(server.serve, sockets)
                 await tasks.start(life.links.serve)
+                if life.metrics is not None:
+                    await tasks.start(life.metrics.serve)
                 await tasks.start(services.scheduler.run)
                 interval = watchdog_interval()
                 if interval:
@@ -181,6 +196,7 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
                     store=services.store.where,
                     control_socket=bound_path or "(socket activation)",
                     links=links.url,
+                    metrics=life.metrics.url if life.metrics is not None else None,
                     watchdog_seconds=interval,
                     clock=services.clock.mode,
                     daemon_id=services.leases.id,

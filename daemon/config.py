@@ -115,6 +115,12 @@ KEYS: dict[str, Key] = {
     "links.request_seconds": Key(
         (int, float), 10, "Time a request's head and body may take (from accept or last answer).",
         minimum=0.1, maximum=3600),
+    "metrics.listen": Key(
+        str, "", "HOST:PORT serving Prometheus metrics (GET /metrics) and GET /healthz, e.g. "
+        "127.0.0.1:9464; empty = off."),
+    "metrics.per_channel": Key(
+        bool, False, "Per-channel series (a channel's id as a label) for sync runs, emails and "
+        "the outbox; false keeps the series count independent of the number of channels."),
 }
 
 
@@ -242,6 +248,11 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
     if values["links.public_url"] and not str(values["links.public_url"]).startswith(("http://", "https://")):
         problems.append("links.public_url: must start with https:// (or http:// for tests)")
     problems.extend(_links_problems(values))
+    if values["metrics.listen"]:
+        try:
+            parse_listen(values["metrics.listen"])
+        except ValueError as exc:
+            problems.append(f"metrics.listen: {exc}")
     if values["delivery.transport"] == "maildir" and not values["delivery.maildir"]:
         problems.append("delivery.maildir: required when delivery.transport = \"maildir\"")
     problem = _database_problem(values["store.database"], values["daemon.state_dir"])

@@ -79,6 +79,19 @@ def is_due(job: Job | ClockJob, mono_now: float, clock_now: datetime, not_before
     return due is not None and due <= clock_now
 
 
+def start_lag(job: Job | ClockJob, now: float, clock_now: datetime, previous_tick: float,
+              not_before: dict[str, float]) -> float:
+    """Seconds from a job being due to its start at ``now``: how late it is, but never more
+    than the time since the previous tick, which saw it not yet due (a manual clock moved a
+    day ahead, or a channel left unsynced while the daemon was down, is not scheduler lag)."""
+    if isinstance(job, Job):
+        late = now - effective_due(job, now, not_before)
+    else:
+        due = job.due(clock_now)
+        late = 0.0 if due is None else (clock_now - due).total_seconds()
+    return max(0.0, min(late, now - previous_tick))
+
+
 @dataclass
 class Settled:
     """What ``settle`` saw: the clock jobs that ran since the move, those still pending."""
@@ -105,6 +118,8 @@ class Scheduler:
         self._progress = trio.Event()  # set (and replaced) whenever a job starts or ends
         self._wake = trio.Event()  # set (and replaced) when a clock job ends: it may be due again
         self._stop = trio.Event()
+        # Told of each start and how late it came (the daemon's metrics): (job name, seconds).
+        self.on_start: Callable[[str, float], None] = lambda _job, _lag: None
 
     def status(self) -> dict:
         age = None if self.last_tick is None else round(trio.current_time() - self.last_tick, 3)
@@ -130,6 +145,7 @@ class Scheduler:
 
     async def _tick(self, nursery: trio.Nursery) -> None:
         now = trio.current_time()
+        previous = self.last_tick if self.last_tick is not None else now
         self.last_tick = now
         self.ticks += 1
         clock_now = self.clock.now()
@@ -139,6 +155,7 @@ class Scheduler:
                 self._started_at_move[job.name] = self.clock.moves
                 self._starts[job.name] = self._starts.get(job.name, 0) + 1
                 self._notify()
+                self.on_start(job.name, start_lag(job, now, clock_now, previous, self._not_before))
                 nursery.start_soon(self._run_job, job)
         idle = [job for job in self.jobs if job.name not in self._running]
         now = trio.current_time()

@@ -34,6 +34,7 @@ import trio
 from .clock import Clock, ManualClock, WallClock, parse_instant
 from .config import Config
 from .crm.pool import ClientPool
+from .instruments import Metrics
 from .scheduler import Scheduler
 from .store import clock_time, leases
 from .store import delivery as delivery_store
@@ -78,6 +79,10 @@ class Leases:
     @property
     def shared(self) -> bool:
         return self.store.postgres
+
+    def held(self) -> list[tuple[int, str]]:
+        """The (channel id, kind) leases this daemon works under now."""
+        return sorted(self._held)
 
     @asynccontextmanager
     async def hold(self, kind: str, channel_id: int, *, wait: bool = False) -> AsyncIterator[bool]:
@@ -232,6 +237,8 @@ class Services:
     leases: Leases
     events: Events
     publish: Publish = _drop
+    # The one metrics registry of these services (``instruments``; served by ``operations``).
+    metrics: Metrics = field(default_factory=Metrics)
     started_at: float = field(default_factory=time.monotonic)  # for uptime, monotonic
     stopping: bool = False
     # The sync's own state, which lives as long as these services: one lock per channel (one
@@ -260,13 +267,16 @@ async def open_services(config: Config, publish: Publish = _drop, *,
 
     ``Services.publish`` renders each event once (``render``: JSON-ready data; ``app``
     passes the control protocol's), hands it to ``publish`` (``app``: the control
-    subscribers) and, on PostgreSQL, to the other daemons (``Events.notify``)."""
+    subscribers) and, on PostgreSQL, to the other daemons (``Events.notify``); the events
+    this daemon publishes also reach ``Services.metrics``."""
+    metrics = Metrics(per_channel=config["metrics.per_channel"])
     async with Store.open(store_location(config)) as store, ClientPool(
         config["sell.base_url"],
         rate_per_second=config["sell.requests_per_second"],
         timeout=config["sell.timeout_seconds"],
         max_attempts=config["sell.max_attempts"],
         max_response_bytes=config["sell.max_response_bytes"],
+        on_request=metrics.sell_request,
     ) as sell_pool:
         clock = await make_clock(config, store)
         lease = Leases(store, clock, config["store.lease_seconds"])
@@ -282,15 +292,19 @@ async def open_services(config: Config, publish: Publish = _drop, *,
             if uncertain:
                 log.warning("emails that may have left before a crash marked uncertain", outbox=uncertain)
         scheduler = Scheduler(config["daemon.scheduler_tick_seconds"], clock)
+        scheduler.on_start = metrics.scheduler_started
         events = Events(store, lease.id)
 
         def publish_all(event: str, data: Any) -> None:
+            if not events.relaying:  # another daemon's event is counted by that daemon
+                metrics.event(event, data)
             rendered = render(event, data)
             publish(event, rendered)
             events.notify(event, rendered)  # PostgreSQL: to every other daemon, once
 
         try:
-            yield Services(config, store, sell_pool, clock, scheduler, lease, events, publish_all)
+            yield Services(config, store, sell_pool, clock, scheduler, lease, events, publish_all,
+                           metrics=metrics)
         finally:
             if store.postgres:
                 with trio.CancelScope(shield=True), trio.move_on_after(10):

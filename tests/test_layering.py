@@ -12,10 +12,11 @@ lower layer; units side by side in a layer are independent):
     cli
     app
     control
-    sync | delivery | links | operations   the capabilities (operations: retention)
+    sync | delivery | links | operations   the capabilities (operations: retention, metrics)
     services                         the shared services they receive
     crm | store                      Sell over HTTP; the database
-    base: clock, vocabulary, rules, secrets, config, logs, systemd, scheduler, tokens, the package itself
+    base: clock, vocabulary, rules, secrets, config, logs, systemd, scheduler, tokens, instruments,
+          the package itself
 
 ``services`` sits between the capabilities and (crm, store): it opens the store and the
 Sell client pool and hands them up, so it must be above them and below everything that
@@ -40,7 +41,8 @@ LAYERS: list[set[str]] = [
     {"sync", "delivery", "links", "operations"},
     {"services"},
     {"crm", "store"},
-    {"", "clock", "vocabulary", "rules", "secrets", "config", "logs", "systemd", "scheduler", "tokens"},
+    {"", "clock", "vocabulary", "rules", "secrets", "config", "logs", "systemd", "scheduler",
+     "tokens", "instruments"},
 ]
 BASE = LAYERS[-1]
 

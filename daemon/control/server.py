@@ -118,6 +118,7 @@ class Broadcaster:
     def __init__(self, buffer: int = EVENT_BUFFER) -> None:
         self.buffer = buffer
         self._subscriptions: set[Subscription] = set()
+        self.dropped = 0  # events a subscriber was too slow for (the metrics count them)
 
     def subscribe(self, owner: int = 0) -> Subscription:
         subscription = Subscription(self.buffer, owner)
@@ -136,6 +137,7 @@ class Broadcaster:
             except trio.WouldBlock:
                 subscription.overflowed = True
                 subscription.dropped += 1
+                self.dropped += 1
                 self.unsubscribe(subscription)
                 log.warning("control client too slow for its events; subscription ended",
                             connection=subscription.owner, queued=self.buffer)

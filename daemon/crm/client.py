@@ -68,6 +68,14 @@ UNPROCESSED_STATUSES = frozenset({429, 503})
 RESOURCE_TYPES = ("lead", "contact")
 R = TypeVar("R")
 Person = TypeVar("Person", Lead, Contact)
+# Told of every attempt (the daemon's metrics; crm imports nothing of them): the method, the
+# status code or the failure ("timeout", "connect", "transport"), the seconds it waited on
+# the rate budget, and whether it is retried. Never the path, the query or the token.
+OnRequest = Callable[[str, str, float, bool], None]
+
+
+def _ignore_request(_method: str, _status: str, _waited: float, _retried: bool) -> None:
+    return None
 
 
 # ----------------------------------------------------------------------------- pure policy
@@ -174,6 +182,7 @@ class SellClient:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         rand: Callable[[], float] = random.random,
+        on_request: OnRequest = _ignore_request,
     ) -> None:
         if not isinstance(token, Secret):
             raise TypeError("token must be a Secret")
@@ -190,6 +199,7 @@ class SellClient:
         self._rand = rand
         self._http: httpx.AsyncClient | None = None
         self._headers: list[tuple[bytes, bytes]] = []
+        self.on_request = on_request
         self._extensions: dict[str, Any] = {}
         self.requests_sent = 0
         # Sell's own clock: the ``Date`` header of the last 2xx answer, unparsed (the change
@@ -292,7 +302,9 @@ class SellClient:
         attempt = 0
         while True:
             attempt += 1
+            waiting_since = trio.current_time()
             await self.budget.acquire()
+            waited = trio.current_time() - waiting_since
             response: httpx.Response | None = None
             failure: str | None = None
             failure_text = ""
@@ -313,6 +325,7 @@ class SellClient:
 
             if response is not None and 200 <= response.status_code < 300:
                 self.last_date = response.headers.get("date")
+                self.on_request(method, str(response.status_code), waited, False)
                 return response
 
             status = response.status_code if response is not None else None
@@ -321,7 +334,10 @@ class SellClient:
                 if response is not None
                 else None
             )
-            if attempt < max_attempts and should_retry(status, failure, idempotent):
+            retried = attempt < max_attempts and should_retry(status, failure, idempotent)
+            self.on_request(method, str(status) if status is not None else str(failure), waited,
+                            retried)
+            if retried:
                 delay = retry_delay(
                     attempt,
                     base=self.backoff_base,

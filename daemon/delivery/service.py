@@ -383,6 +383,7 @@ class Delivery:
     async def run(self, channel_id: int | None, *, only: set[int] | None = None) -> PassCounts:
         """One pass now: plan and send what is due, per channel (``only``: just these)."""
         async with self._lock:
+            started = trio.current_time()
             now = self.services.clock.now()
             if only is not None:
                 for cid in only:
@@ -420,6 +421,7 @@ class Delivery:
             if total.queued or total.sent or total.failed or total.uncertain:
                 log.info("delivery pass", channel_id=channel_id, queued=total.queued, sent=total.sent,
                          failed=total.failed, uncertain=total.uncertain)
+            self.services.metrics.delivery_pass.observe(trio.current_time() - started)
             return total
 
     async def _plan(self, channel_id: int) -> tuple[int, datetime | None]:
@@ -452,6 +454,8 @@ class Delivery:
             recorded = await self.services.store.run(
                 store.record, results, self.services.clock.now(), self.config["delivery.max_attempts"],
                 self.config["delivery.retry_seconds"])
+            self.services.metrics.emails_recorded(channel_id, recorded.sent, recorded.failed,
+                                                  recorded.uncertain)
             total.sent += recorded.sent
             total.failed += recorded.failed
             total.uncertain += recorded.uncertain

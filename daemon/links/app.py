@@ -270,6 +270,7 @@ class LinksApp:
                 await _page(500, "Something went wrong", "Nothing was changed. Please try again later.")(
                     scope, receive, send_with_headers)
         finally:
+            self.services.metrics.links_request(scope["path"], status["code"])
             log.info("links request", method=scope["method"], route=_route_label(scope["path"]),
                      status=status["code"], client=client,
                      ms=round((trio.current_time() - started) * 1000, 1),

@@ -1,2 +1,3 @@
 """Operations: what an operator needs beyond the product itself — retention (old rows pruned
-daily in small batches). Sits beside the capabilities; uses ``services`` and ``store``."""
+daily in small batches) and metrics (Prometheus exposition and a health check). Sits beside
+the capabilities; uses ``services`` and ``store``."""

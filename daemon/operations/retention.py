@@ -43,6 +43,7 @@ class Retention:
         for kind in store.KINDS:
             days = self.services.config[f"retention.{kind.name}_days"]
             counts[kind.name] = await self.prune(kind, now - timedelta(days=days))
+            self.services.metrics.pruned_rows(kind.name, counts[kind.name])
         self.deleted = counts
         if any(counts.values()):
             log.info("pruned old rows", **counts)

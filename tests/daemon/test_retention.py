@@ -43,8 +43,13 @@ async def test_the_daily_job_prunes_old_rows_and_keeps_what_must_stay(services_c
         # days old) stays, so its cadence still counts from it.
         assert runs == {1: ["running", "ok@1"], 2: ["running", "ok@150"]}
         assert job.deleted == {"sync_runs": 3, "audit": 2500, "outbox": 3}
+        pruned = {t: services.metrics.registry.get_sample_value(
+            "kuloo_sync_retention_pruned_rows_total", {"table": t}) for t in job.deleted}
+        assert pruned == {"sync_runs": 3, "audit": 2500, "outbox": 3}  # the metrics count them
         await clock_job.run()  # nothing left to do
         assert job.deleted == {"sync_runs": 0, "audit": 0, "outbox": 0}
+        assert services.metrics.registry.get_sample_value(
+            "kuloo_sync_retention_pruned_rows_total", {"table": "audit"}) == 2500
 
 
 async def _seed(now):
