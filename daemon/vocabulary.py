@@ -399,3 +399,9 @@ def email_key(address: object) -> str:
     ``?email=`` answer. ``lower()`` of the trimmed address, never ``casefold()`` (which
     would make "straße" and "STRASSE" one person); "" for a blank or a non-text value."""
     return address.strip().lower() if isinstance(address, str) else ""
+
+
+# In a channel's change-feed state after ``kuloo-daemon restore``, until the first complete
+# sync: Sell records carrying a KulooId the restored copy does not know (users created after
+# the backup) are imported with that KulooId instead of being refused (docs/operations.md).
+RESTORED_AT = "restored_at"

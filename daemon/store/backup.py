@@ -14,7 +14,9 @@ Standard library only (``sqlite3``), like ``files``: neither needs tortoise.
   does not know about is accounted for (docs/operations.md, "Backup and restore"):
 
   * every channel's change-feed state is reset, so the next sync reads Sell whole
-    rather than resuming from a cursor newer than the copy;
+    rather than resuming from a cursor newer than the copy, and marked ``RESTORED_AT``:
+    until that whole read is done, a Sell record carrying a KulooId the copy does not know
+    (a user created after the copy was taken) is imported with that KulooId;
   * every user without a CRM link is marked "look up first" (``crm_push_at``): a lead
     may have been created for them after the copy was taken, so the sync searches Sell
     for it before it would create one;
@@ -28,6 +30,7 @@ Standard library only (``sqlite3``), like ``files``: neither needs tortoise.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import time
@@ -36,6 +39,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..clock import wall_now
+from ..vocabulary import RESTORED_AT
 from .files import DATABASE_MODE, StoreFileError
 
 PAGES_PER_STEP = 1024
@@ -174,7 +178,8 @@ def _account_for_the_gap(conn: sqlite3.Connection, now: datetime) -> None:
         return any(row[1] == column for row in conn.execute(f'PRAGMA table_info("{table}")'))
 
     if has("channel", "sync_state"):
-        conn.execute("UPDATE channel SET sync_state = '{}'")
+        # The feed starts over (a whole read), adopting the KulooIds written after the copy.
+        conn.execute("UPDATE channel SET sync_state = ?", (json.dumps({RESTORED_AT: now.isoformat()}),))
     if has("outbox_message", "state"):
         # Mail waiting in the copy may have left after it was taken: the admin decides.
         conn.execute("UPDATE outbox_message SET state = 'uncertain', last_error = ? "

@@ -68,7 +68,7 @@ from ..store.sync.types import (
     RunStart,
     SellWrite,
 )
-from ..vocabulary import SyncRunStatus, email_key
+from ..vocabulary import RESTORED_AT, SyncRunStatus, email_key
 from . import connection
 
 log = structlog.get_logger("kuloo.sync")
@@ -447,6 +447,8 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
         run.counts["requests"] = sell.requests_sent - before
         if status == SyncRunStatus.OK and run.counts.get("errors"):
             status = SyncRunStatus.PARTIAL
+        if state is not None and status in (SyncRunStatus.OK, SyncRunStatus.PARTIAL):
+            state.pop(RESTORED_AT, None)  # the whole read after a restore is done: no more adopting
         doc = await services.store.run(sync_runs.finish_run, start.run.id, status, reason, error, run.counts,
                                        state, services.clock.now(), retry_at)
         log.info("sync finished", status=doc.status.value, reason=reason, **doc.counts)

@@ -44,7 +44,7 @@ from ...rules.values import (
     SYNC_ERROR,
     kuloo_values,
 )
-from ...vocabulary import Actor, CrmKind, Plan, email_key, to_kuloo
+from ...vocabulary import RESTORED_AT, Actor, CrmKind, Plan, Source, email_key, to_kuloo
 from .. import users as user_store
 from ..models import Channel as ChannelRow
 from ..models import SyncError
@@ -103,6 +103,8 @@ class _Batch:
         self.pending_users: set[int] = set()
         self.imports: list[tuple[UserRow, RecordIn]] = []  # new users, not inserted yet
         self.writes = user_store.RowWrites()  # merged users' UPDATEs, written together before the commit
+        # Right after a restore: unknown KulooIds are users created after the backup.
+        self.adopting = bool((channel.sync_state or {}).get(RESTORED_AT))
 
     async def flush(self) -> None:
         if self.pending:
@@ -247,6 +249,8 @@ class _Batch:
             text = (texts.duplicate_kuloo_id(d.user.kuloo_id, kind, crm_id) if rec.values.get(KULOO_ID)
                     else texts.duplicate_email(rec.email or "", kind, crm_id))
             await self.record_error(rec, E_DUPLICATE, text)
+        elif d.action == linking.UNKNOWN_KULOO_ID and self.adopting and await self.adoptable(rec):
+            await self.import_record(rec, kuloo_id=rec.values[KULOO_ID])
         elif d.action == linking.UNKNOWN_KULOO_ID:
             await self.record_error(rec, E_UNKNOWN_ID, texts.unknown_kuloo_id(rec.values[KULOO_ID]))
         elif d.action == linking.NO_EMAIL:
@@ -268,8 +272,14 @@ class _Batch:
         elif d.action == linking.IMPORT:
             await self.import_record(rec)
 
-    async def import_record(self, rec: RecordIn) -> None:
-        """A new user from ``rec`` (what it becomes is ``importing.new_user``'s decision)."""
+    async def adoptable(self, rec: RecordIn) -> bool:
+        """After a restore: the record's KulooId is free to adopt (no user anywhere has it)."""
+        kuloo_id = rec.values.get(KULOO_ID)
+        return isinstance(kuloo_id, str) and bool(kuloo_id) and not await UserRow.exists(kuloo_id=kuloo_id)
+
+    async def import_record(self, rec: RecordIn, *, kuloo_id: str | None = None) -> None:
+        """A new user from ``rec`` (what it becomes is ``importing.new_user``'s decision);
+        ``kuloo_id``: the one it already carries (a user the restored copy did not know)."""
         user = importing.new_user(rec.email, rec.values, sequential_tags=self.tags,
                                   plan=self.channel.plan, linked=self.linked)
         if isinstance(user, importing.Refusal):
@@ -277,6 +287,11 @@ class _Batch:
             return
         fields = {**user, "crm_kind": rec.kind, "crm_id": rec.id, "crm_linked_at": self.now,
                   "synced_values": dict(rec.values)}
+        if kuloo_id is not None:
+            fields["kuloo_id"] = kuloo_id
+            source = rec.values.get("Source")
+            if source in {s.value for s in Source}:  # who added them, as Sell kept it
+                fields["source"] = source
         row = user_store.new_row(self.channel.id, fields, self.now, checked=False)
         # Inserted with the batch's other imports (``save_imports``); until then the index
         # knows it by a provisional id, enough to call a later record with its email or
