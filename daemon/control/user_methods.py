@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import structlog
 
@@ -87,7 +87,7 @@ class Problems:
             raise ProtocolError("invalid_params", "; ".join(self.found), details={"problems": self.found})
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -295,12 +295,14 @@ async def users_get(services: Services, params: dict[str, Any]) -> dict[str, Any
     if "id" in params:
         user_id = _positive_id(params, "id", problems, "user")
         problems.raise_any()
+        assert user_id is not None
         return render.user(await services.store.run(user_store.get, user_id))
     if "channel" not in params or "email" not in params:
         raise ProtocolError("invalid_params", "give 'id', or 'channel' and 'email'")
     channel_id = _positive_id(params, "channel", problems, "channel")
     email = _email(params["email"], problems)
     problems.raise_any()
+    assert channel_id is not None and email is not None
     return render.user(await services.store.run(user_store.get_by_email, channel_id, email))
 
 
@@ -327,6 +329,7 @@ async def users_activity(services: Services, params: dict[str, Any]) -> dict[str
         except ClockError as exc:
             problems.add(f"'at': {exc}")
     problems.raise_any()
+    assert user_id is not None
     done = await services.store.run(user_store.mark_active, user_id, at, now)
     if not done.changed:
         return render.user(done.user)
@@ -345,6 +348,7 @@ async def users_audit(services: Services, params: dict[str, Any]) -> dict[str, A
     user_id = _positive_id(params, "id", problems, "user")
     limit = _limit(params, AUDIT_LIMIT_DEFAULT, user_store.AUDIT_LIMIT_MAX, problems)
     problems.raise_any()
+    assert user_id is not None
     entries = await services.store.run(user_store.audit, user_id, limit)
     return {"entries": [render.audit_entry(e) for e in entries]}
 

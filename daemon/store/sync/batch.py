@@ -76,6 +76,12 @@ def _changed_at(row: UserRow) -> dict[str, datetime | None]:
     return out
 
 
+def _user(d: linking.Decision) -> UserRef:
+    """The user a merge, tampered, duplicate or link decision names (``linking.decide``)."""
+    assert d.user is not None
+    return d.user
+
+
 def _unlink(row: UserRow) -> None:
     row.crm_kind = None
     row.crm_id = None
@@ -131,8 +137,8 @@ class _Batch:
         # The errors this batch may clear, read once (most records have none).
         query = errors_matching(cid, keys, list(self.rows))
         for e in await query if query is not None else ():
-            if e.user_id is not None:  # type: ignore[attr-defined]
-                self.user_errors[e.user_id] = e  # type: ignore[attr-defined]
+            if e.user_id is not None:
+                self.user_errors[e.user_id] = e
             else:
                 self.record_errors.add((e.crm_kind, int(e.crm_id)))
 
@@ -159,7 +165,9 @@ class _Batch:
             self.out.add("errors")
         if user is not None:
             self.out.touched(user.id)
-            self.user_errors[user.id] = await SyncError.filter(user_id=user.id).first()
+            recorded = await SyncError.filter(user_id=user.id).first()
+            assert recorded is not None  # set_error just recorded it, in this transaction
+            self.user_errors[user.id] = recorded
         else:
             self.record_errors.add((rec.kind, rec.id))
         if rec.values.get(SYNC_ERROR) != text:
@@ -179,6 +187,8 @@ class _Batch:
         follow = linking.follow_conversion(ref, conv.individual_id, self.index) if conv is not None else None
         if follow is not None and follow.action == linking.CONVERTED_INTO_LINKED:
             # Merged into a contact another user has: that link stays; this user stops.
+            # (follow_conversion names the contact and its holder for this action.)
+            assert conv is not None and conv.individual_id is not None and follow.holder is not None
             _unlink(row)
             await save_link(row)
             self.index.relink(row.id, None)
@@ -195,6 +205,7 @@ class _Batch:
             # Follow the user to the contact. Fields the contact lacks take Kuloo's values
             # (their base is the blank), the others merge as usual: a contact with another
             # email is a Sell-side change of the user's email, not a new identity.
+            assert conv is not None and conv.individual_id is not None  # follow names the contact
             contact = conv.contact
             base = dict(row.synced_values or {})
             if contact is not None:
@@ -233,20 +244,22 @@ class _Batch:
         if d.action == linking.IGNORE:
             return
         if EMAIL in rec.cleaned:  # an address is never rewritten: it would mail someone else
-            user = self.rows[d.user.id] if d.action in (linking.MERGE, linking.TAMPERED) else None
+            user = self.rows[_user(d).id] if d.action in (linking.MERGE, linking.TAMPERED) else None
             await self.record_error(rec, E_VALUE, texts.email_control_characters(), user)
             return
-        if d.action == linking.MERGE and d.user.id in self.suspended:
+        if d.action == linking.MERGE and _user(d).id in self.suspended:
             # The plan was lowered below the links it has: the newest wait, linked, for room.
-            await self.record_error(rec, E_CAP, texts.plan_cap(Plan(self.channel.plan)), self.rows[d.user.id])
+            await self.record_error(rec, E_CAP, texts.plan_cap(Plan(self.channel.plan)), self.rows[_user(d).id])
         elif d.action == linking.MERGE:
-            await self.merge(self.rows[d.user.id], rec)
+            await self.merge(self.rows[_user(d).id], rec)
         elif d.action == linking.TAMPERED:
-            row = self.rows[d.user.id]
+            assert d.expected is not None  # decide() names the KulooId to restore
+            row = self.rows[_user(d).id]
             await self.record_error(rec, E_TAMPERED, texts.kuloo_id_changed(d.expected, rec.values.get(KULOO_ID)), row)
         elif d.action == linking.DUPLICATE:
+            assert d.other is not None  # decide() names the record already linked
             kind, crm_id = d.other
-            text = (texts.duplicate_kuloo_id(d.user.kuloo_id, kind, crm_id) if rec.values.get(KULOO_ID)
+            text = (texts.duplicate_kuloo_id(_user(d).kuloo_id, kind, crm_id) if rec.values.get(KULOO_ID)
                     else texts.duplicate_email(rec.email or "", kind, crm_id))
             await self.record_error(rec, E_DUPLICATE, text)
         elif d.action == linking.UNKNOWN_KULOO_ID and self.adopting and await self.adoptable(rec):
@@ -260,7 +273,7 @@ class _Batch:
             if refused is not None:
                 await self.record_error(rec, refused.code, refused.text)
                 return
-            row = self.rows[d.user.id]
+            row = self.rows[_user(d).id]
             row.crm_kind, row.crm_id, row.crm_linked_at = rec.kind, rec.id, self.now
             row.synced_values, row.crm_push_at = {}, None
             await save_link(row)
@@ -334,7 +347,8 @@ class _Batch:
             await self.clear(row, rec.kind, rec.id)
             self.out.touched(row.id)
             result = run_merge()
-        elif refused and err.payload_key == payload_key(result.to_sell) and err.attempts >= self.retries:
+        elif refused and err is not None and err.payload_key == payload_key(result.to_sell) \
+                and err.attempts >= self.retries:
             hold = True  # refused that often: wait for a change (the base stays where it was)
         self.out.add("conflicts", result.conflicts)
         # The base moves for the fields now agreed; those still to write move once Sell takes them.

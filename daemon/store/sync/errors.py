@@ -81,7 +81,7 @@ async def errors(channel_id: int, after: int | None, limit: int) -> tuple[list[E
     if after is not None:
         query = query.filter(id__gt=after)
     rows = await query.order_by("id").limit(limit + 1)
-    docs = [ErrorDoc(r.id, r.user_id, r.crm_kind, int(r.crm_id) if r.crm_id is not None else None,  # type: ignore[attr-defined]
+    docs = [ErrorDoc(r.id, r.user_id, r.crm_kind, int(r.crm_id) if r.crm_id is not None else None,
                      r.email, r.code, r.error, r.updated_at) for r in rows[:limit]]
     return docs, (docs[-1].id if len(rows) > limit else None)
 

@@ -77,8 +77,8 @@ async def orphans_to_recheck(channel_id: int) -> list[tuple[str, int]]:
     # Linked users suspended by a lowered plan, now inside the cap again.
     suspended = await suspended_users(channel_id, caps.cap_of(channel.plan))
     for e in await SyncError.filter(channel_id=channel_id, user_id__not_isnull=True, code=E_CAP):
-        if e.user_id not in suspended:  # type: ignore[attr-defined]
-            user = await UserRow.get_or_none(id=e.user_id)  # type: ignore[attr-defined]
+        if e.user_id not in suspended:
+            user = await UserRow.get_or_none(id=e.user_id)
             if user is not None and user.crm_kind and user.crm_id is not None:
                 out.append((user.crm_kind, int(user.crm_id)))
     for r in rows:

@@ -60,7 +60,7 @@ async def plan_pushes(channel_id: int, now: datetime, retries: int = 3) -> PushP
     """
     async with in_transaction():
         channel = await channel_row(channel_id)
-        errors_by_user = {e.user_id: e for e in await SyncError.filter(channel_id=channel_id, user_id__not_isnull=True)}  # type: ignore[attr-defined]
+        errors_by_user = {e.user_id: e for e in await SyncError.filter(channel_id=channel_id, user_id__not_isnull=True)}
         updates: list[SellWrite] = []
         for user_id in await suspended_users(channel_id, caps.cap_of(channel.plan)):
             cap_text = texts.plan_cap(Plan(channel.plan))
@@ -70,7 +70,10 @@ async def plan_pushes(channel_id: int, now: datetime, retries: int = 3) -> PushP
             row = await UserRow.get(id=user_id)
             await set_error(channel_id, now, user=row, kind=None, crm_id=None, email=row.email, code=E_CAP,
                              text=cap_text)
-            errors_by_user[user_id] = await SyncError.filter(user_id=user_id).first()
+            recorded = await SyncError.filter(user_id=user_id).first()
+            assert recorded is not None  # set_error just recorded it, in this transaction
+            assert row.crm_kind is not None  # a suspended user is linked: kind and id set together
+            errors_by_user[user_id] = recorded
             updates.append(SellWrite(row.crm_kind, int(row.crm_id), {SYNC_ERROR: cap_text}, row.id, (), row.email))
         linked = UserRow.filter(channel_id=channel_id, crm_id__not_isnull=True)
         # Only users changed since the last run that got this far (and those with errors to
@@ -80,20 +83,20 @@ async def plan_pushes(channel_id: int, now: datetime, retries: int = 3) -> PushP
         if since is not None:
             linked = linked.filter(Q(updated_at__gte=since.started_at) | Q(id__in=list(errors_by_user) or [0]))
         # plain values (no model per user: a first run reads every linked user)
-        for row in await linked.values(*VIEW_COLUMNS, "crm_kind", "crm_id", "synced_values"):
-            err = errors_by_user.get(row["id"])
+        for vals in await linked.values(*VIEW_COLUMNS, "crm_kind", "crm_id", "synced_values"):
+            err = errors_by_user.get(vals["id"])
             if err is not None and err.code in (E_TAMPERED, E_DUPLICATE, E_VALUE, E_CAP):
                 continue  # waits for the record to change in Sell
-            k = kuloo_values(view_of(row))
-            base = row["synced_values"] or {}
+            k = kuloo_values(view_of(vals))
+            base = vals["synced_values"] or {}
             fields = {n: k[n] for n in FIELD_NAMES if n not in base or base[n] != k[n]}
             if not fields:
                 continue
             if err is not None and err.code == E_REFUSED and err.payload_key == payload_key(fields) \
                     and err.attempts >= retries:
                 continue  # refused that often: wait for a change
-            updates.append(SellWrite(row["crm_kind"], int(row["crm_id"]), fields, row["id"],
-                                     tuple(row["promo_tags"] or ()), row["email"]))
+            updates.append(SellWrite(vals["crm_kind"], int(vals["crm_id"]), fields, vals["id"],
+                                     tuple(vals["promo_tags"] or ()), vals["email"]))
         wanted = UserRow.filter(channel_id=channel_id, crm_id__isnull=True)
         if not channel.add_all_users_to_crm:
             wanted = wanted.filter(add_to_crm=True)
@@ -103,9 +106,9 @@ async def plan_pushes(channel_id: int, now: datetime, retries: int = 3) -> PushP
             if err is not None and (err.code in BLOCKS_PUSH or (err.code == E_REFUSED and err.attempts >= retries)):
                 continue
             candidates.append(row)
-        linked = await linked_count(channel_id)
+        count = await linked_count(channel_id)
         cap = caps.cap_of(channel.plan)
-        chosen = caps.select(cap, [None] * min(linked, cap if cap is not None else linked), candidates)
+        chosen = caps.select(cap, [None] * min(count, cap if cap is not None else count), candidates)
         creates = []
         for row in chosen.admitted:
             look_up_first = row.crm_push_at is not None

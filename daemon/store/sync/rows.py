@@ -10,7 +10,7 @@ the caller's transaction.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from ...rules.linking import RecordRef, UserRef
 from ...rules.values import KULOO_ID
@@ -70,7 +70,7 @@ async def suspended_users(channel_id: int, cap: int | None) -> set[int]:
         return set()
     ids = await UserRow.filter(channel_id=channel_id, crm_id__not_isnull=True).order_by(
         "-crm_linked_at", "-id").limit(linked - cap).values_list("id", flat=True)
-    return set(ids)
+    return set(cast("list[int]", ids))  # flat values_list: bare ids (typed as tuples)
 
 
 async def save_link(row: UserRow) -> None:

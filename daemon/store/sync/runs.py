@@ -50,7 +50,7 @@ async def fail_interrupted(now: datetime) -> list[int]:
 
 def run_doc(row: SyncRun) -> RunDoc:
     counts = {k: int((row.counts or {}).get(k, 0)) for k in COUNT_KEYS}
-    return RunDoc(row.id, row.channel_id, SyncRunStatus(row.status), row.reason, row.error,  # type: ignore[attr-defined]
+    return RunDoc(row.id, row.channel_id, SyncRunStatus(row.status), row.reason, row.error,
                   row.started_at, row.finished_at, counts, row.daemon_id, row.retry_at)
 
 
@@ -89,7 +89,7 @@ async def finish_run(run_id: int, status: SyncRunStatus, reason: str, error: str
         row.reason, row.error, row.finished_at, row.retry_at = reason, error, now, retry_at
         row.counts = {k: int(counts.get(k, 0)) for k in COUNT_KEYS}
         await row.save()
-        channel = await channel_row(row.channel_id)  # type: ignore[attr-defined]
+        channel = await channel_row(row.channel_id)
         channel.last_sync_at = now
         channel.sync_status = status.value + (f": {reason}" if reason else "")
         update = ["last_sync_at", "sync_status"]
