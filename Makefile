@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench soak lint clean mutate
+.PHONY: demo test snapshots bench soak lint clean mutate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,9 +12,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# pytest-xdist: one worker per core (WORKERS=2, WORKERS=0 to run in this process). Each worker
+# starts its own sellsim, PostgreSQL server and SMTP sinks (tests/conftest.py, tests/plugins/).
+WORKERS ?= auto
+
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) $(PYTEST_ARGS)
+
+# After an intended change of a TUI screen: rewrite the snapshots. Always in one process
+# (-n0): syrupy cannot update snapshots from pytest-xdist workers.
+snapshots: $(STAMP)
+	$(BIN)/python -m pytest -n0 tests/tui/test_snapshots.py --snapshot-update
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

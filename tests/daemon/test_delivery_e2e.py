@@ -12,23 +12,16 @@ import email.policy
 import os
 import shutil
 import signal
-import socket
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
+from plugins.ports import smtp_controller
 
 from kuloo_daemon.control.client import ControlError
 
 ROOT = Path(__file__).resolve().parents[2]
 START = "2026-01-05T09:00:00Z"
 DAY = 86400
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Sink:
@@ -49,10 +42,7 @@ class Sink:
 @pytest.fixture
 def sink():
     s = Sink()
-    port = free_port()
-    controller = Controller(s, hostname="127.0.0.1", port=port)
-    controller.start()
-    s.port = port
+    controller, s.port = smtp_controller(s)
     yield s
     controller.stop()
 

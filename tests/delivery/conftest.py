@@ -6,7 +6,6 @@ import email
 import email.policy
 import os
 import shutil
-import socket
 import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
+from plugins.ports import free_port, smtp_controller
 
 from kuloo_daemon import config as config_mod
 from kuloo_daemon.delivery.service import Delivery
@@ -28,12 +27,6 @@ SAMPLES = ROOT / "config" / "articles"
 PAGES = ROOT / "config" / "clip-pages"
 START = "2026-01-05T09:00:00Z"
 SIGNING_KEY = "test-signing-key-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -79,10 +72,7 @@ class Sink:
 @pytest.fixture
 def smtp_sink():
     sink = Sink()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    sink.port = port
+    controller, sink.port = smtp_controller(sink)
     yield sink
     controller.stop()
 
@@ -114,7 +104,7 @@ class PageHandler(SimpleHTTPRequestHandler):
 @pytest.fixture
 def pages():
     """A local web server for clipping (and for proving a stylesheet is never fetched)."""
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), PageHandler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), PageHandler)  # binds its own port
     server.hits = []
     server.daemon_threads = True  # shutting down does not wait for the slow page
     server.handle_error = lambda *_: None  # a client that gave up (timeout, size limit) is expected

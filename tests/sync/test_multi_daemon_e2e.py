@@ -17,14 +17,13 @@ import email
 import email.policy
 import os
 import signal
-import socket
 import threading
 import time
 from collections import Counter
 from datetime import datetime
 
 import pytest
-from aiosmtpd.controller import Controller
+from plugins.ports import smtp_controller
 
 from sellsim.seeds import account_token, many_accounts_seed
 
@@ -64,11 +63,7 @@ class Sink:
 @pytest.fixture
 def sink():
     s = Sink()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        s.port = probe.getsockname()[1]
-    controller = Controller(s, hostname="127.0.0.1", port=s.port)
-    controller.start()
+    controller, s.port = smtp_controller(s)
     yield s
     controller.stop()
 
