@@ -13,7 +13,9 @@ import tempfile
 import pytest
 from plugins.ports import ATTEMPTS, free_port
 
-pytest_plugins = ["sellsim.pytest_plugin"]
+# The suite's fixtures that are not one folder's own: sellsim (shipped with it), and the daemon
+# as a subprocess (tests/plugins/daemon_proc.py). tests/ is on sys.path as this conftest's folder.
+pytest_plugins = ["sellsim.pytest_plugin", "plugins.daemon_proc"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -25,20 +25,6 @@ from kuloo_daemon.store import users as user_store
 from kuloo_daemon.tokens import Claim, Purpose, Signer
 from kuloo_daemon.vocabulary import Actor
 
-
-def _daemon_fixtures():
-    """tests/daemon/conftest.py (the daemon as a subprocess), loaded by path: no package there."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "daemon" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("kuloo_tests_daemon_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-daemon_factory = _daemon_fixtures().daemon_factory
-
 START = "2026-01-05T09:00:00Z"
 OLD_KEY = "old-links-signing-key-0123456789"
 KEY = "links-signing-key-abcdef0123456789"

@@ -1,4 +1,10 @@
-"""The daemon as a real subprocess, with a real NOTIFY_SOCKET, for end-to-end tests."""
+"""The daemon as a real subprocess, with a real NOTIFY_SOCKET, for end-to-end tests.
+
+A pytest plugin, registered for the whole suite by ``pytest_plugins`` in tests/conftest.py
+(as ``sellsim.pytest_plugin`` is): its fixtures (``daemon_factory``, ``daemon``,
+``shared_files``, ``services_config``) are available in every test folder, and
+``Daemon``/``make_services_config`` are imported from ``plugins.daemon_proc``.
+"""
 
 from __future__ import annotations
 
