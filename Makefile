@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test snapshots bench soak lint clean mutate
+.PHONY: demo test test-fast snapshots bench soak lint clean mutate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ WORKERS ?= auto
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n $(WORKERS) $(PYTEST_ARGS)
+
+# Everything but the end-to-end tests (marker e2e: the daemon, kuloo-ctl, sellsim, the demo or
+# the TUI as a subprocess): the quick loop while working (goal: under a minute).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n $(WORKERS) -m "not e2e" $(PYTEST_ARGS)
 
 # After an intended change of a TUI screen: rewrite the snapshots. Always in one process
 # (-n0): syrupy cannot update snapshots from pytest-xdist workers.

@@ -61,6 +61,7 @@ def test_unreadable_and_invalid_files(tmp_path):
         c.load(bad)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["kuloo.example.toml", "demo.toml"])
 def test_shipped_configs_are_valid(name):
     r = subprocess.run([sys.executable, "-m", "kuloo_daemon.cli", "check-config", "--config", str(ROOT / "config" / name)],
@@ -82,6 +83,7 @@ def test_the_example_documents_every_key():
             assert lines[i - 1].startswith("#"), f"no comment above {line!r}"
 
 
+@pytest.mark.e2e
 def test_check_config_command_exits_nonzero_and_names_keys(tmp_path):
     f = tmp_path / "k.toml"
     f.write_text('[control]\nmax_line_bytes = "big"\n[sell]\ntimeout_seconds = 0\n')

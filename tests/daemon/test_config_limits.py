@@ -43,6 +43,7 @@ def test_every_numeric_key_refuses_non_finite_numbers(value):
         assert any(p.startswith(f"{name}: ") and "is not a finite number" in p for p in problems), (name, problems)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("key, value", [
     ("daemon.scheduler_tick_seconds", "nan"),
     ("daemon.shutdown_grace_seconds", "nan"),
@@ -63,6 +64,7 @@ def test_run_and_check_config_refuse_nan_before_starting(short_tmp, key, value):
     assert not os.path.exists(os.path.join(short_tmp, "state")), "nothing may start with a refused config"
 
 
+@pytest.mark.e2e
 def test_an_empty_control_socket_is_refused(short_tmp):
     path = os.path.join(short_tmp, "k.toml")
     with open(path, "w") as f:
@@ -71,6 +73,7 @@ def test_an_empty_control_socket_is_refused(short_tmp):
     assert r.returncode == 2 and "control.socket: must not be empty" in r.stderr, r.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("database, why", [
     ("/etc/passwd", "system folder"),
     ("/etc/kuloo/kuloo.sqlite3", "system folder"),
@@ -92,6 +95,7 @@ def test_the_database_must_be_in_a_sensible_place(short_tmp, database, why):
     assert "store.database: " in r.stderr and why in r.stderr, r.stderr
 
 
+@pytest.mark.e2e
 def test_a_state_dir_in_a_system_folder_is_refused(short_tmp):
     path = os.path.join(short_tmp, "k.toml")
     with open(path, "w") as f:
@@ -100,6 +104,7 @@ def test_a_state_dir_in_a_system_folder_is_refused(short_tmp):
     assert r.returncode == 2 and "/etc/kuloo.sqlite3" in r.stderr and "system folder" in r.stderr, r.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("database", ["kuloo.sqlite3", "db/kuloo.sqlite3", "/srv/kuloo/kuloo.sqlite3",
                                       "/var/lib/kuloo/other.sqlite3"])
 def test_sensible_database_places_are_accepted(short_tmp, database):

@@ -19,6 +19,8 @@ import pytest
 
 from kuloo_daemon.store import files
 
+pytestmark = pytest.mark.e2e  # every test here runs a subprocess
+
 NOBODY = 65534
 COMMANDS = ["run", "migrate"]
 

@@ -22,6 +22,17 @@ import pytest
 from kuloo_daemon import config as config_mod
 from kuloo_daemon.control.client import ControlClient
 
+# A test that starts the daemon as a subprocess (through ``daemon_factory``, directly or
+# through another fixture) is marked ``e2e``: `make test-fast` leaves those out.
+E2E_FIXTURES = frozenset({"daemon_factory"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if E2E_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
 
 def make_services_config(root: str, **sections: dict) -> config_mod.Config:
     """A validated configuration for in-process ``open_services`` under ``root``."""

@@ -15,9 +15,7 @@ MANUAL_CLOCK = '[clock]\nmode = "manual"\nstart = "2026-01-05T09:00:00Z"\n'
 
 
 @pytest.fixture
-def make_daemon(short_tmp):
-    started: list[Daemon] = []
-
+def make_daemon(short_tmp, daemon_factory):
     def make(sell: str = "", sub: str = "d", extra: str = "") -> Daemon:
         root = os.path.join(short_tmp, sub)
         os.makedirs(f"{root}/creds", exist_ok=True)
@@ -26,15 +24,13 @@ def make_daemon(short_tmp):
         with open(key, "w") as fh:
             fh.write("tui-tests-signing-key-0123456789abcdef\n")
         os.chmod(key, 0o600)
-        d = Daemon(root, MANUAL_CLOCK + f'[credentials]\ndirectory = "{root}/creds"\n' + extra, None, sell)
-        started.append(d)
+        extra_config = MANUAL_CLOCK + f'[credentials]\ndirectory = "{root}/creds"\n' + extra
+        d = daemon_factory(extra_config, sub=sub, sell=sell)
         d.start()
         d.wait_for("READY=1", timeout=30)
         return d
 
-    yield make
-    for d in started:
-        d.stop()
+    return make
 
 
 @pytest.fixture
