@@ -15,12 +15,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from kuloo_daemon import config as config_mod
 from kuloo_daemon.control.client import ControlClient
+
+T = TypeVar("T")
 
 # A test that starts the daemon as a subprocess (through ``daemon_factory``, directly or
 # through another fixture) is marked ``e2e``: `make test-fast` leaves those out.
@@ -32,6 +36,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if E2E_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
+
+
+def eventually(condition: Callable[[], T], timeout: float = 60.0, what: str = "") -> T:
+    """``condition()``'s first true value, polled until it comes: a test waits on what it
+    expects, never on a guess of how long it takes (``timeout`` only bounds a failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never held within {timeout:g} s: {what or condition}")
+        time.sleep(0.05)
 
 
 def make_services_config(root: str, **sections: dict) -> config_mod.Config:
@@ -75,7 +92,7 @@ class Daemon:
         )
         return self
 
-    def wait_for(self, needle: str, timeout: float = 15.0) -> str:
+    def wait_for(self, needle: str, timeout: float = 60.0) -> str:
         """The first notify message (after those already read) containing ``needle``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -106,7 +123,7 @@ class Daemon:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(10)
+                self.proc.wait(30)  # a bound for a loaded machine: it returns at the exit
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
