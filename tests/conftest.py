@@ -16,7 +16,7 @@ from plugins.ports import ATTEMPTS, free_port
 # The suite's fixtures that are not one folder's own: sellsim (shipped with it), and the daemon
 # as a subprocess (tests/plugins/daemon_proc.py), a migrated SQLite file to copy
 # (tests/plugins/stores.py). tests/ is on sys.path as this conftest's folder.
-pytest_plugins = ["sellsim.pytest_plugin", "plugins.daemon_proc", "plugins.stores"]
+pytest_plugins = ["sellsim.pytest_plugin", "plugins.stores", "plugins.daemon_proc"]
 
 
 def pytest_collection_modifyitems(config, items):

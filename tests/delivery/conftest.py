@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from plugins.ports import free_port, smtp_controller
+from plugins.stores import seed_sqlite
 
 from kuloo_daemon import config as config_mod
 from kuloo_daemon.delivery.service import Delivery
@@ -188,7 +189,7 @@ def delivery_backend():
 
 
 @pytest.fixture
-def env_factory(short_tmp, smtp_sink, delivery_backend):
+def env_factory(short_tmp, smtp_sink, delivery_backend, sqlite_template):
     @asynccontextmanager
     async def make(sub: str = "", page_port: int | None = None, **extra):
         root = Path(short_tmp) / sub if sub else Path(short_tmp)
@@ -199,6 +200,8 @@ def env_factory(short_tmp, smtp_sink, delivery_backend):
         if delivery_backend is not None and delivery_backend.postgres:
             extra.setdefault("store", delivery_backend.store_section())
         config = write_config(root, smtp_sink.port, **extra)
+        if config.store_url is None:
+            seed_sqlite(sqlite_template, config.database_path)
         async with open_services(config) as services:
             services.delivery = Delivery(services)
             yield Env(services)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import mailbox
 import re
 import shutil
-import tempfile
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,15 +106,9 @@ class Links:
 
 
 @pytest.fixture(scope="session")
-def migrated_db():
-    """One migrated SQLite file, copied into each test's state (migrating takes ~2 s)."""
-    from kuloo_daemon.store.bridge import migrate_blocking
-
-    folder = tempfile.mkdtemp(dir="/tmp", prefix="kt-db-")
-    path = Path(folder) / "kuloo.sqlite3"
-    migrate_blocking(path)
-    yield path
-    shutil.rmtree(folder, ignore_errors=True)
+def migrated_db(sqlite_template):
+    """One migrated SQLite file, copied into each test's state (tests/plugins/stores.py)."""
+    return sqlite_template
 
 
 @asynccontextmanager

@@ -24,6 +24,8 @@ import pytest
 from kuloo_daemon import config as config_mod
 from kuloo_daemon.control.client import ControlClient
 
+from .stores import seed_sqlite
+
 T = TypeVar("T")
 
 # A test that starts the daemon as a subprocess (through ``daemon_factory``, directly or
@@ -134,13 +136,19 @@ class Daemon:
 
 
 @pytest.fixture
-def daemon_factory(short_tmp):
+def daemon_factory(short_tmp, sqlite_template):
+    """``daemon_factory(extra_config, env, sub, sell, fresh)``: a ``Daemon`` (not started).
+    Its SQLite store starts as a copy of a migrated one, unless the config has a
+    ``[store]`` of its own or ``fresh=True`` (a test of what the daemon creates itself)."""
     started: list[Daemon] = []
 
-    def make(extra_config: str = "", env: dict | None = None, sub: str = "", sell: str = "") -> Daemon:
+    def make(extra_config: str = "", env: dict | None = None, sub: str = "", sell: str = "",
+             fresh: bool = False) -> Daemon:
         root = os.path.join(short_tmp, sub) if sub else short_tmp
         os.makedirs(root, exist_ok=True)
         d = Daemon(root, extra_config, env, sell)
+        if not fresh and "[store]" not in extra_config:
+            seed_sqlite(sqlite_template, d.root / "state" / "kuloo.sqlite3")
         started.append(d)
         return d
 
@@ -174,6 +182,14 @@ def daemon(daemon_factory):
 
 
 @pytest.fixture
-def services_config(short_tmp):
-    """``services_config(clock={...}, sell={...})``: a configuration for ``open_services``."""
-    return lambda **sections: make_services_config(short_tmp, **sections)
+def services_config(short_tmp, sqlite_template):
+    """``services_config(clock={...}, sell={...})``: a configuration for ``open_services``;
+    on SQLite, its database starts as a copy of a migrated one."""
+
+    def make(**sections: dict) -> config_mod.Config:
+        config = make_services_config(short_tmp, **sections)
+        if config.store_url is None:
+            seed_sqlite(sqlite_template, config.database_path)
+        return config
+
+    return make

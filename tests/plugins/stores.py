@@ -8,6 +8,7 @@ Registered for the whole suite by ``pytest_plugins`` in tests/conftest.py.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -29,9 +30,13 @@ def sqlite_template() -> Iterator[Path]:
 
 
 def seed_sqlite(template: Path, database: str | Path) -> Path:
-    """A copy of the migrated ``template`` at ``database`` unless a file is there already."""
+    """A copy of the migrated ``template`` at ``database`` unless a file is there already,
+    with the modes the daemon gives a new one (folder 0700, file 0600)."""
     database = Path(database)
     if not database.exists():
-        database.parent.mkdir(parents=True, exist_ok=True)
+        if not database.parent.exists():
+            database.parent.mkdir(parents=True)
+            os.chmod(database.parent, 0o700)
         shutil.copyfile(template, database)
+        os.chmod(database, 0o600)
     return database
