@@ -38,7 +38,7 @@ bench: $(STAMP)
 # three daemons on PostgreSQL for 60 s instead of 12, and 4,990 contacts entered in Sell at once
 # while leads are linked (the conversions listing's read count).
 soak: $(STAMP)
-	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/daemon/test_control_abuse.py -k fuzz
+	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/control/test_control_abuse.py -k fuzz
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/links/test_abuse.py -k forged
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q tests/sync/test_sync_resilience_e2e.py $(PYTEST_ARGS)
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/sync/test_multi_daemon_e2e.py $(PYTEST_ARGS)

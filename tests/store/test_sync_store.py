@@ -1,6 +1,6 @@
 """The sync store's own plan-cap counter (``apply_batch``): in process, on a SQLite copy.
 
-The pure selection is ``rules.caps`` (tests/sync/test_linking_caps.py); here the store's count
+The pure selection is ``rules.caps`` (tests/rules/test_linking_caps.py); here the store's count
 of links while it applies a batch: links already made, links made earlier in the same batch
 (imports and links to existing users alike), never one more than the plan allows.
 """
