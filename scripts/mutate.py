@@ -44,26 +44,25 @@ class Target:
 # (stats) run executes all of them once, then each mutant re-runs the tests covering it.
 # The sync merge/matching rules and the delivery scheduling rules join here as they land.
 MODULES: dict[str, Target] = {
-    "crm/budget.py": Target(("tests/crm/test_crm_budget.py", "tests/crm/test_crm_budget_bounds.py")),
-    "crm/errors.py": Target(("tests/crm/test_crm_errors.py", "tests/crm/test_crm_errors_bounds.py")),
+    "crm/budget.py": Target(("tests/crm/test_crm_budget.py",)),
+    "crm/errors.py": Target(("tests/crm/test_crm_errors.py",)),
     "crm/feed.py": Target(
         ("tests/crm/test_crm_feed.py", "tests/crm/test_crm_feed_pure.py"),
         only=("new_state", "normalize_state", "fingerprint", "_fingerprint_ts", "poll_select",
               "poll_advance", "sync_change", "RecordChanged.*", "ChangeFeed._probe_due"),
     ),  # fmt: skip
     "crm/wire.py": Target(("tests/crm/test_wire.py",)),
-    "crm/verify.py": Target(("tests/crm/test_crm_verify_pure.py", "tests/crm/test_crm_verify_bounds.py")),
+    "crm/verify.py": Target(("tests/crm/test_crm_verify.py",)),
     "control/protocol.py": Target(
-        ("tests/control/test_protocol.py", "tests/control/test_protocol_bounds.py"),
+        ("tests/control/test_protocol.py",),
         deselect=("tests/control/test_protocol.py::test_golden_exchange",),
     ),
     "secrets.py": Target(
         ("tests/daemon/test_logs_and_secrets.py", "tests/daemon/test_config.py",
-         "tests/daemon/test_secrets_bounds.py")
+         "tests/daemon/test_secrets.py")
     ),  # fmt: skip
     "config.py": Target(
-        ("tests/daemon/test_config.py", "tests/daemon/test_config_limits.py", "tests/daemon/test_config_bounds.py",
-         "tests/daemon/test_config_checks.py", "tests/store/test_store_url.py"),
+        ("tests/daemon/test_config.py", "tests/store/test_store_url.py"),
         # these see config.py only through a daemon subprocess (and a PostgreSQL server)
         deselect=tuple(f"tests/store/test_store_url.py::{name}" for name in (
             "test_check_config_shows_the_url_without_the_password",
