@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench soak lint clean mutate
+.PHONY: demo test test-fast snapshots bench soak lint clean mutate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,11 +16,25 @@ $(STAMP): pyproject.toml
 # follow setuptools' editable finder.
 MYPY := mkdir -p $(VENV)/mypy-path && ln -sfn $(CURDIR)/daemon $(VENV)/mypy-path/kuloo_daemon && $(BIN)/mypy
 
+# pytest-xdist: one worker per core (WORKERS=2, WORKERS=0 to run in this process). Each worker
+# starts its own sellsim, PostgreSQL server and SMTP sinks (tests/conftest.py, tests/plugins/).
+WORKERS ?= auto
+
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(MYPY)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) $(PYTEST_ARGS)
+
+# Everything but the end-to-end tests (marker e2e: the daemon, kuloo-ctl, sellsim, the demo or
+# the TUI as a subprocess): the quick loop while working (goal: under a minute).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n $(WORKERS) -m "not e2e" $(PYTEST_ARGS)
+
+# After an intended change of a TUI screen: rewrite the snapshots. Always in one process
+# (-n0): syrupy cannot update snapshots from pytest-xdist workers.
+snapshots: $(STAMP)
+	$(BIN)/python -m pytest -n0 tests/tui/test_snapshots.py --snapshot-update
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
@@ -30,7 +44,7 @@ bench: $(STAMP)
 # three daemons on PostgreSQL for 60 s instead of 12, and 4,990 contacts entered in Sell at once
 # while leads are linked (the conversions listing's read count).
 soak: $(STAMP)
-	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/daemon/test_control_abuse.py -k fuzz
+	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/control/test_control_abuse.py -k fuzz
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/links/test_abuse.py -k forged
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/links/test_slow_bodies.py -k trickling
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q tests/sync/test_sync_resilience_e2e.py $(PYTEST_ARGS)

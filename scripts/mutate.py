@@ -44,28 +44,27 @@ class Target:
 # (stats) run executes all of them once, then each mutant re-runs the tests covering it.
 # The sync merge/matching rules and the delivery scheduling rules join here as they land.
 MODULES: dict[str, Target] = {
-    "crm/budget.py": Target(("tests/crm/test_crm_budget.py", "tests/crm/test_crm_budget_bounds.py")),
-    "crm/errors.py": Target(("tests/crm/test_crm_errors.py", "tests/crm/test_crm_errors_bounds.py")),
+    "crm/budget.py": Target(("tests/crm/test_crm_budget.py",)),
+    "crm/errors.py": Target(("tests/crm/test_crm_errors.py",)),
     "crm/feed.py": Target(
         ("tests/crm/test_crm_feed.py", "tests/crm/test_crm_feed_pure.py"),
         only=("new_state", "normalize_state", "fingerprint", "_fingerprint_ts", "poll_select",
               "poll_advance", "sync_change", "RecordChanged.*", "ChangeFeed._probe_due"),
     ),  # fmt: skip
     "crm/body.py": Target(("tests/crm/test_crm_transport.py", "tests/crm/test_crm_client_unit.py")),
-    "crm/verify.py": Target(("tests/crm/test_crm_verify_pure.py", "tests/crm/test_crm_verify_bounds.py")),
+    "crm/verify.py": Target(("tests/crm/test_crm_verify.py",)),
     "control/protocol.py": Target(
-        ("tests/daemon/test_protocol.py", "tests/daemon/test_protocol_bounds.py"),
-        deselect=("tests/daemon/test_protocol.py::test_golden_exchange",),
+        ("tests/control/test_protocol.py",),
+        deselect=("tests/control/test_protocol.py::test_golden_exchange",),
     ),
     "secrets.py": Target(
         ("tests/daemon/test_logs_and_secrets.py", "tests/daemon/test_config.py",
-         "tests/daemon/test_secrets_bounds.py")
+         "tests/daemon/test_secrets.py")
     ),  # fmt: skip
     "config.py": Target(
-        ("tests/daemon/test_config.py", "tests/daemon/test_config_limits.py", "tests/daemon/test_config_bounds.py",
-         "tests/daemon/test_config_checks.py", "tests/daemon/test_store_url.py"),
+        ("tests/daemon/test_config.py", "tests/store/test_store_url.py"),
         # these see config.py only through a daemon subprocess (and a PostgreSQL server)
-        deselect=tuple(f"tests/daemon/test_store_url.py::{name}" for name in (
+        deselect=tuple(f"tests/store/test_store_url.py::{name}" for name in (
             "test_check_config_shows_the_url_without_the_password",
             "test_an_unreachable_server_stops_run_with_one_line_naming_it",
             "test_a_schema_newer_than_the_code_is_refused",
@@ -74,17 +73,17 @@ MODULES: dict[str, Target] = {
     ),  # fmt: skip
     # The sync's pure decisions (rules/) and delivery's (delivery/schedule.py): their
     # table and property tests, never the e2e files (a daemon subprocess per mutant).
-    "rules/merge.py": Target(("tests/sync/test_merge.py",)),
+    "rules/merge.py": Target(("tests/rules/test_merge.py",)),
     "rules/linking.py": Target(
-        ("tests/sync/test_linking_caps.py", "tests/sync/test_conversion_cost.py"),
+        ("tests/rules/test_linking_caps.py", "tests/sync/test_conversion_cost.py"),
         # the engine against sellsim: slow per mutant; the scan's table tests are in the same file
         deselect=tuple(f"tests/sync/test_conversion_cost.py::{name}" for name in (
             "test_a_bulk_import_while_leads_are_linked_costs_a_listing_per_batch_not_a_read_per_contact",
             "test_past_the_page_cap_the_contacts_still_open_are_asked_by_their_id")),
     ),  # fmt: skip
-    "rules/values.py": Target(("tests/sync/test_merge.py", "tests/sync/test_values.py")),
+    "rules/values.py": Target(("tests/rules/test_merge.py", "tests/rules/test_values.py")),
     "rules/importing.py": Target(("tests/sync/test_importing.py",)),
-    "rules/caps.py": Target(("tests/sync/test_linking_caps.py",)),
+    "rules/caps.py": Target(("tests/rules/test_linking_caps.py",)),
     "rules/schedule.py": Target(
         ("tests/sync/test_schedule.py",),
         deselect=("tests/sync/test_schedule.py::test_advancing_the_manual_clock_past_a_channel_s_due_time_runs_its_sync",

@@ -11,8 +11,12 @@ import sys
 import tempfile
 
 import pytest
+from plugins.ports import ATTEMPTS, free_port
 
-pytest_plugins = ["sellsim.pytest_plugin"]
+# The suite's fixtures that are not one folder's own: sellsim (shipped with it), and the daemon
+# as a subprocess (tests/plugins/daemon_proc.py), a migrated SQLite file to copy
+# (tests/plugins/stores.py). tests/ is on sys.path as this conftest's folder.
+pytest_plugins = ["sellsim.pytest_plugin", "plugins.stores", "plugins.daemon_proc"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -51,7 +55,7 @@ def venv_bin():
 # repeats it: never silently.
 
 PG_TEMPLATE = "kuloo_template"
-_pg_skipped: list[str] = []
+PG_SKIP = "PostgreSQL unavailable: "
 
 
 class PgServer:
@@ -75,7 +79,6 @@ class PgServer:
 
     def start(self) -> None:
         import pwd
-        import socket
 
         if os.environ.get("KULOO_TEST_POSTGRES") == "off":
             self.problem = "KULOO_TEST_POSTGRES=off"
@@ -96,16 +99,21 @@ class PgServer:
         if r.returncode != 0:
             self.problem = f"initdb failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}"
             return
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
-        r = self._run(f"{self.bin}/pg_ctl", "-D", data, "-w", "-l", f"{self.root}/log", "-o", opts, "start")
-        if r.returncode != 0:
-            self.problem = f"pg_ctl start failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}"
-            self.port = 0
-            return
+        # Each pytest-xdist worker starts its own server: another may take the port between
+        # the pick and pg_ctl's bind, so pick again then (the free-port rule of the suite).
+        for attempt in range(ATTEMPTS):
+            self.port = free_port()
+            opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
+                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
+            log = f"{self.root}/log{attempt}"
+            r = self._run(f"{self.bin}/pg_ctl", "-D", data, "-w", "-l", log, "-o", opts, "start")
+            if r.returncode == 0:
+                break
+            clash = os.path.exists(log) and "already in use" in open(log, errors="replace").read()
+            if not clash or attempt == ATTEMPTS - 1:
+                self.problem = f"pg_ctl start failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}"
+                self.port = 0
+                return
         self.sql(f"CREATE DATABASE {PG_TEMPLATE}")
         from kuloo_daemon.store.bridge import migrate_blocking
 
@@ -158,10 +166,7 @@ def pg_server():
 def pg_database(pg_server):
     """A fresh, migrated PostgreSQL database: its name; skips (saying why) without a server."""
     if pg_server.problem:
-        reason = f"PostgreSQL unavailable: {pg_server.problem}"
-        if reason not in _pg_skipped:
-            _pg_skipped.append(reason)
-        pytest.skip(reason)
+        pytest.skip(f"{PG_SKIP}{pg_server.problem}")
     name = pg_server.fresh_database()
     yield name
     pg_server.drop(name)
@@ -200,5 +205,14 @@ def backend(request):
 
 
 def pytest_terminal_summary(terminalreporter):
-    for reason in _pg_skipped:
+    """Repeats why the PostgreSQL tests skipped. It reads the skip reports (which pytest-xdist
+    workers send to the controller), so the reason shows under ``-n`` too."""
+    reasons: list[str] = []
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = getattr(report, "longrepr", None)
+        message = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else ""
+        reason = message.removeprefix("Skipped: ")
+        if reason.startswith(PG_SKIP) and reason not in reasons:
+            reasons.append(reason)
+    for reason in reasons:
         terminalreporter.write_line(f"PostgreSQL tests SKIPPED: {reason}", yellow=True, bold=True)

@@ -27,6 +27,8 @@ import pytest
 
 from kuloo_daemon.control.client import ControlClient
 
+pytestmark = pytest.mark.e2e  # every test here runs a subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = [sys.executable, str(ROOT / "scripts" / "demo.py")]
 

@@ -134,11 +134,11 @@ def test_what_a_page_names_exists(page):
 
 def test_the_page_check_reads_paths_tests_and_functions():
     found = REPO_PATH.findall(
-        "`daemon/rules/merge.py: merge`, `tests/sync/test_merge.py::test_rule_table`, `systemd/`"
+        "`daemon/rules/merge.py: merge`, `tests/rules/test_merge.py::test_rule_table`, `systemd/`"
     )
     assert found == [
         ("daemon/rules/merge.py", "", "merge"),
-        ("tests/sync/test_merge.py", "test_rule_table", ""),
+        ("tests/rules/test_merge.py", "test_rule_table", ""),
         ("systemd/", "", ""),
     ]
     assert defines("async def apply_batch(x):\n", "apply_batch")

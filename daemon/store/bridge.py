@@ -17,7 +17,7 @@ Rules this module enforces or relies on:
 - tortoise 1.1's SQLite transaction takes its connection lock, then awaits ``BEGIN``; a
   cancellation landing there left the lock held and every later query waiting forever
   (a control client going away, the drain deadline). ``_transactions_release_their_lock``
-  makes a failed start release it; ``tests/daemon/test_bridge.py`` cancels at random points.
+  makes a failed start release it; ``tests/store/test_bridge.py`` cancels at random points.
 - The loop is created inside its thread; closing tortoise and stopping the thread
   happens in a shielded ``finally``.
 - Once open, every stored Sell token is handed to ``secrets.remember`` (log redaction).

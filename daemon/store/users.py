@@ -219,7 +219,7 @@ def bare_row(model: type[Model], values: Mapping[str, Any], *, template: Mapping
     which is most of a bulk insert's cost. The rows made here hold values this
     module built itself, already of the column's Python type; the fields not given keep
     their declared defaults (``template``: one instance made the checked way, per model).
-    The instance is the same as ``__init__`` makes (``tests/daemon/test_users_store.py``).
+    The instance is the same as ``__init__`` makes (``tests/store/test_users_store.py``).
     """
     if template is None:
         template = _TEMPLATES.get(model)

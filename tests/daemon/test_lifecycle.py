@@ -108,6 +108,7 @@ def test_watchdog_is_fed_while_the_scheduler_ticks(daemon_factory):
         d.wait_for("WATCHDOG=1", timeout=5)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("bad", ['[daemon]\nshutdown_grace_seconds = "soon"\n'])
 def test_run_with_a_bad_config_exits_nonzero(short_tmp, bad):
     path = os.path.join(short_tmp, "bad.toml")

@@ -6,7 +6,6 @@ import email
 import email.policy
 import os
 import shutil
-import socket
 import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -14,7 +13,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
+from plugins.ports import free_port, smtp_controller
+from plugins.stores import seed_sqlite
 
 from kuloo_daemon import config as config_mod
 from kuloo_daemon.delivery.service import Delivery
@@ -28,12 +28,6 @@ SAMPLES = ROOT / "config" / "articles"
 PAGES = ROOT / "config" / "clip-pages"
 START = "2026-01-05T09:00:00Z"
 SIGNING_KEY = "test-signing-key-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -79,10 +73,7 @@ class Sink:
 @pytest.fixture
 def smtp_sink():
     sink = Sink()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    sink.port = port
+    controller, sink.port = smtp_controller(sink)
     yield sink
     controller.stop()
 
@@ -114,7 +105,7 @@ class PageHandler(SimpleHTTPRequestHandler):
 @pytest.fixture
 def pages():
     """A local web server for clipping (and for proving a stylesheet is never fetched)."""
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), PageHandler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), PageHandler)  # binds its own port
     server.hits = []
     server.daemon_threads = True  # shutting down does not wait for the slow page
     server.handle_error = lambda *_: None  # a client that gave up (timeout, size limit) is expected
@@ -198,7 +189,7 @@ def delivery_backend():
 
 
 @pytest.fixture
-def env_factory(short_tmp, smtp_sink, delivery_backend):
+def env_factory(short_tmp, smtp_sink, delivery_backend, sqlite_template):
     @asynccontextmanager
     async def make(sub: str = "", page_port: int | None = None, **extra):
         root = Path(short_tmp) / sub if sub else Path(short_tmp)
@@ -209,6 +200,8 @@ def env_factory(short_tmp, smtp_sink, delivery_backend):
         if delivery_backend is not None and delivery_backend.postgres:
             extra.setdefault("store", delivery_backend.store_section())
         config = write_config(root, smtp_sink.port, **extra)
+        if config.store_url is None:
+            seed_sqlite(sqlite_template, config.database_path)
         async with open_services(config) as services:
             yield Env(services, Delivery(services))
 

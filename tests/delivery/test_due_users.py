@@ -192,3 +192,28 @@ async def test_an_uncertain_sequence_email_declared_sent_lets_the_sequence_go_on
         await env.delivery.run(None)
         # The welcome is not resent; the next one's 2 days counted from when it left: due already.
         assert smtp_sink.subjects("hal@example.com") == [TOOLS]
+
+
+async def test_a_queued_message_of_an_unsubscribed_user_is_cancelled_by_the_next_pass(
+        env_factory, smtp_sink):
+    """An admin resolves a failed message back to ``queued`` for a user who unsubscribed
+    meanwhile: the next pass cancels it and sends nothing. Planted bug: the pass skips
+    cancelling the queued mail of the unsubscribed users it reads."""
+    from kuloo_daemon.vocabulary import OutboxState
+
+    smtp_sink.refuse.add("una@example.com")
+    async with env_factory() as env:
+        ch = await env.channel()
+        await env.delivery.import_articles(ch, "sample")
+        una = await env.user(ch, "una@example.com", tags=["welcome"], frequency="disabled")
+        await env.delivery.run(None)
+        (failed,) = await env.outbox(ch, "failed")
+        await env.update_user(una, unsubscribed=True)
+        smtp_sink.refuse.clear()
+        resolved = await env.store.run(store.resolve, failed.id, "resend", env.clock.now())
+        assert resolved.state == OutboxState.QUEUED
+        await env.delivery.run(None)
+        (entry,) = await env.outbox(ch)
+        assert (entry.id, entry.state) == (failed.id, OutboxState.CANCELLED)
+        assert "unsubscribed" in entry.last_error
+        assert smtp_sink.to("una@example.com") == []

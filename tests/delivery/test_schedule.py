@@ -237,3 +237,16 @@ def test_decide_gives_each_user_the_next_time_something_may_become_due():
     plan = decide([A, B, C], [user(id=7, frequency="monthly", tags=("welcome",), anchor=T0, taken={1: None},
                                    last_digest_at=now - D)], now)
     assert plan.user_due == {7: datetime(2026, 2, 11, 9, 0, tzinfo=UTC)}  # the email on its way counts not
+
+
+def test_a_digest_window_starts_at_the_last_digest_even_when_an_older_article_exists():
+    """Planted bug: the window counted from joining (``user.joined``), ignoring
+    ``last_digest_at``: an article already sent in the previous digest comes again."""
+    before = ArticleInfo(20, (), T0 + 3 * D, 0)  # in the digest sent at T0 + 7 days
+    after = ArticleInfo(21, (), T0 + 10 * D, 0)
+    now = T0 + 14 * D
+    weekly = user(id=1, frequency="weekly", joined=T0, last_digest_at=T0 + 7 * D)
+    plan = decide([before, after], [weekly], now)
+    assert plan.digest_windows_closed == [1]
+    assert plan.digests == [(1, [21])]
+    assert digest_articles([before, after], T0 + 7 * D, now) == [21]

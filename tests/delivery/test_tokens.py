@@ -98,3 +98,25 @@ def test_keys_from_the_credential_one_per_line_newest_first():
 def test_signer_never_shows_its_keys():
     signer = Signer.from_secret(Secret(NEW_KEY.decode()))
     assert NEW_KEY.decode() not in repr(signer) and NEW_KEY.decode() not in str(signer)
+
+
+def test_the_whole_mac_is_compared_not_a_prefix():
+    """Planted bug: the MAC compared on a prefix (its first bytes, or as long as the given
+    one): a token whose MAC differs only at the end, or is cut short, or has bytes added,
+    would pass. Every byte counts, and only the exact length."""
+    import base64
+
+    signer = Signer([NEW_KEY])
+    head, tail = signer.sign(UNSUB).split(".")
+    mac = base64.urlsafe_b64decode(tail + "=" * (-len(tail) % 4))
+    assert len(mac) == 32
+
+    def token(raw: bytes) -> str:
+        return f"{head}.{base64.urlsafe_b64encode(raw).rstrip(b'=').decode()}"
+
+    assert signer.verify(token(mac), NOW) == UNSUB
+    forged = [mac[:i] + bytes([mac[i] ^ 1]) + mac[i + 1:] for i in range(len(mac))]
+    forged += [mac[:n] for n in range(1, len(mac))] + [mac + b"\0", mac + mac]
+    for raw in forged:
+        with pytest.raises(BadToken):
+            signer.verify(token(raw), NOW)

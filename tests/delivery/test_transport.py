@@ -7,13 +7,13 @@ import email.policy
 import mailbox
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
+from plugins.ports import free_port, smtp_controller
 
 from kuloo_daemon.delivery.transport import Outcome, SmtpSettings, SmtpTransport, TransportError
 from kuloo_daemon.secrets import Secret
 
-from .conftest import Sink, free_port
+from .conftest import Sink
 
 
 async def test_maildir_transport_writes_parseable_messages(env_factory, short_tmp):
@@ -42,9 +42,7 @@ class Authenticator:
 @pytest.fixture
 def auth_sink():
     sink, auth = Sink(), Authenticator()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port, authenticator=auth, auth_require_tls=False)
-    controller.start()
+    controller, port = smtp_controller(sink, authenticator=auth, auth_require_tls=False)
     yield sink, auth, port
     controller.stop()
 

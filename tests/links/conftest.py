@@ -6,7 +6,6 @@ from __future__ import annotations
 import mailbox
 import re
 import shutil
-import tempfile
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,20 +23,6 @@ from kuloo_daemon.store import channels as channel_store
 from kuloo_daemon.store import users as user_store
 from kuloo_daemon.tokens import Claim, Purpose, Signer
 from kuloo_daemon.vocabulary import Actor
-
-
-def _daemon_fixtures():
-    """tests/daemon/conftest.py (the daemon as a subprocess), loaded by path: no package there."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "daemon" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("kuloo_tests_daemon_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-daemon_factory = _daemon_fixtures().daemon_factory
 
 START = "2026-01-05T09:00:00Z"
 OLD_KEY = "old-links-signing-key-0123456789"
@@ -121,15 +106,9 @@ class Links:
 
 
 @pytest.fixture(scope="session")
-def migrated_db():
-    """One migrated SQLite file, copied into each test's state (migrating takes ~2 s)."""
-    from kuloo_daemon.store.bridge import migrate_blocking
-
-    folder = tempfile.mkdtemp(dir="/tmp", prefix="kt-db-")
-    path = Path(folder) / "kuloo.sqlite3"
-    migrate_blocking(path)
-    yield path
-    shutil.rmtree(folder, ignore_errors=True)
+def migrated_db(sqlite_template):
+    """One migrated SQLite file, copied into each test's state (tests/plugins/stores.py)."""
+    return sqlite_template
 
 
 @asynccontextmanager

@@ -93,6 +93,7 @@ def test_the_shared_fixture_starts_fresh(sellsim):
     assert sellsim.token == DEMO_TOKEN and sellsim.base_url.startswith("http://127.0.0.1:")
 
 
+@pytest.mark.e2e
 def test_cli_prints_its_url_and_persists_state(tmp_path):
     state = tmp_path / "state.json"
     cmd = [sys.executable, "-m", "sellsim", "--port", "0", "--seed", "config/sellsim-demo.json",
@@ -121,6 +122,7 @@ def test_cli_prints_its_url_and_persists_state(tmp_path):
     assert got.status_code == 200 and got.json()["data"]["last_name"] == "Kept"
 
 
+@pytest.mark.e2e
 def test_cli_rejects_a_bad_seed(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"accounts": [{"token": "x"}]}')
@@ -271,6 +273,7 @@ def _cli(*args, timeout=30):
                           text=True, timeout=timeout)  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_cli_help():
     r = _cli("--help")
     assert r.returncode == 0
@@ -278,6 +281,7 @@ def test_cli_help():
         assert flag in r.stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("content", "message"),
     [(None, "no such file"), ("{not json", "not valid JSON"), ("[]", "a seed is a JSON object"),
@@ -292,6 +296,7 @@ def test_cli_rejects_bad_seed_files(tmp_path, content, message):
     assert r.stdout == ""
 
 
+@pytest.mark.e2e
 def test_cli_rejects_bad_state_files_and_options(tmp_path):
     state = tmp_path / "state.json"
     for content in ("{not json", '{"format": "other"}', '{"format": "sellsim-state-1"}'):

@@ -8,28 +8,9 @@ short helpers over the control protocol. Sell-side actions go through sellsim's 
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from sellsim.seeds import DEMO_TOKEN
-
-
-def _daemon_fixtures():
-    """The daemon-as-subprocess fixtures of tests/daemon, shared rather than copied."""
-    path = Path(__file__).parent.parent / "daemon" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("kuloo_tests_daemon_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_daemon = _daemon_fixtures()
-Daemon = _daemon.Daemon
-daemon_factory = _daemon.daemon_factory
-services_config = _daemon.services_config
-shared_files = _daemon.shared_files
 
 TAGS = ["welcome", "onboarding", "upsell"]
 FAST = 2000  # requests per second: tests only (loopback)

@@ -1,32 +1,21 @@
-"""TUI tests: the real daemon as a subprocess (tests/daemon/conftest.py's ``Daemon``), the
+"""TUI tests: the real daemon as a subprocess (``Daemon`` of tests/plugins/daemon_proc.py), the
 TUI's asyncio client against it, on asyncio (``@pytest.mark.anyio``, see tests/conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-
-_spec = importlib.util.spec_from_file_location("kuloo_daemon_test_helpers",
-                                               Path(__file__).resolve().parents[1] / "daemon" / "conftest.py")
-helpers = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = helpers
-_spec.loader.exec_module(helpers)
-Daemon = helpers.Daemon
+from plugins.daemon_proc import Daemon
 
 # A manual clock: nothing moves unless a test moves it, so screens are the same every run.
 MANUAL_CLOCK = '[clock]\nmode = "manual"\nstart = "2026-01-05T09:00:00Z"\n'
 
 
 @pytest.fixture
-def make_daemon(short_tmp):
-    started: list[Daemon] = []
-
+def make_daemon(short_tmp, daemon_factory):
     def make(sell: str = "", sub: str = "d", extra: str = "") -> Daemon:
         root = os.path.join(short_tmp, sub)
         os.makedirs(f"{root}/creds", exist_ok=True)
@@ -35,15 +24,13 @@ def make_daemon(short_tmp):
         with open(key, "w") as fh:
             fh.write("tui-tests-signing-key-0123456789abcdef\n")
         os.chmod(key, 0o600)
-        d = Daemon(root, MANUAL_CLOCK + f'[credentials]\ndirectory = "{root}/creds"\n' + extra, None, sell)
-        started.append(d)
+        extra_config = MANUAL_CLOCK + f'[credentials]\ndirectory = "{root}/creds"\n' + extra
+        d = daemon_factory(extra_config, sub=sub, sell=sell)
         d.start()
         d.wait_for("READY=1", timeout=30)
         return d
 
-    yield make
-    for d in started:
-        d.stop()
+    return make
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import restart, until
 from textual.widgets import DataTable, Input, Select, Static
 
 from kuloo_tui.app import make_app
@@ -21,6 +20,8 @@ from kuloo_tui.screens.dashboard import DashboardScreen
 from kuloo_tui.screens.outbox import OutboxScreen, state_cell
 from kuloo_tui.screens.user import UserScreen, describe_progress
 from kuloo_tui.screens.users import UsersScreen
+
+from .conftest import restart, until
 
 pytestmark = pytest.mark.anyio
 REPO = Path(__file__).resolve().parents[2]

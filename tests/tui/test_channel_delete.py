@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import until
-from test_app import app_for, rows
+from .conftest import until
+from .test_app import app_for, rows
 from textual.widgets import Button, DataTable, Input
 
 from kuloo_tui.screens.channel import ChannelScreen

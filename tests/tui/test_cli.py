@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
+
 from kuloo_daemon import vocabulary
 from kuloo_daemon.control import user_methods
 from kuloo_tui import vocabulary as tui_words
 from kuloo_tui.client import DEFAULT_SOCKET, default_socket_path
 
 
+@pytest.mark.e2e
 def test_help(venv_bin):
     r = subprocess.run([os.path.join(venv_bin, "kuloo-tui"), "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0
@@ -28,6 +31,7 @@ def test_socket_path_precedence(tmp_path, monkeypatch):
     assert default_socket_path("/flag.sock", str(config)) == "/flag.sock"
 
 
+@pytest.mark.e2e
 def test_a_missing_config_is_one_line_not_a_traceback(venv_bin, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "KULOO_SOCKET"}
     r = subprocess.run([os.path.join(venv_bin, "kuloo-tui"), "--config", str(tmp_path / "none.toml")],

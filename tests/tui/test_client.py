@@ -7,9 +7,10 @@ import asyncio
 import signal
 
 import pytest
-from conftest import restart, until
 
 from kuloo_tui.client import Connected, DaemonClient, DaemonError, Disconnected, Event, Unreachable
+
+from .conftest import restart, until
 
 pytestmark = pytest.mark.anyio
 

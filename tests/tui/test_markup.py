@@ -13,7 +13,7 @@ import signal
 import sqlite3
 
 import pytest
-from conftest import restart, until
+from .conftest import restart, until
 from textual.widgets import DataTable, Input, SelectionList, Static
 from textual.widgets._toast import Toast
 

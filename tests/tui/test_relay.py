@@ -7,8 +7,8 @@ import signal
 import socket
 
 import pytest
-from conftest import restart, until
-from test_app import app_for, rows, seed_counts
+from .conftest import restart, until
+from .test_app import app_for, rows, seed_counts
 from textual.widgets import DataTable, Static
 
 from kuloo_tui.screens.confirm import ConfirmScreen

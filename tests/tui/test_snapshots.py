@@ -8,7 +8,6 @@ look at the report's pictures.
 from __future__ import annotations
 
 import pytest
-from conftest import until
 from textual.widgets import DataTable
 
 from kuloo_tui.app import make_app
@@ -16,6 +15,8 @@ from kuloo_tui.client import DaemonClient
 from kuloo_tui.screens.channel import ChannelScreen
 from kuloo_tui.screens.user import UserScreen
 from kuloo_tui.screens.users import UsersScreen
+
+from .conftest import until
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from conftest import until
 from textual.widgets import DataTable, Input, Select
 
 from kuloo_tui.app import make_app
@@ -13,6 +12,8 @@ from kuloo_tui.screens.sync import SyncScreen
 from kuloo_tui.screens.user import UserScreen
 from kuloo_tui.screens.users import UsersScreen
 from sellsim.seeds import DEMO_TOKEN
+
+from .conftest import until
 
 pytestmark = pytest.mark.anyio
 TAGS = ["welcome", "onboarding", "upsell"]

@@ -129,12 +129,14 @@ def test_errors_are_one_line_with_a_nonzero_status(synced):
     assert r.returncode == 1 and "(not_found)" in r.stderr and len(r.stderr.splitlines()) == 1
 
 
+@pytest.mark.e2e
 def test_friendly_commands_without_a_daemon(short_tmp):
     r = ctl(f"{short_tmp}/none.sock", "users", "list")
     assert r.returncode == 1 and r.stderr.startswith("kuloo-ctl: cannot reach the daemon at ")
     assert len(r.stderr.splitlines()) == 1
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("command, method", [
     ("users list", "users.list"), ("users show", "users.get"), ("users add", "users.add"),
     ("users reset", "users.reset_sequence"), ("sync run", "sync.run"), ("sync runs", "sync.runs"),
@@ -146,6 +148,7 @@ def test_every_subcommand_has_useful_help(command, method, short_tmp):
     assert "--channel ID|NAME" in r.stdout
 
 
+@pytest.mark.e2e
 def test_top_level_help_lists_the_subcommands(short_tmp):
     r = ctl(f"{short_tmp}/none.sock", "--help")
     assert r.returncode == 0 and "users list|show|add|reset" in r.stdout and "outbox list" in r.stdout

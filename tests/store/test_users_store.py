@@ -4,8 +4,6 @@ database (``backend``): every use case, every refusal."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,14 +19,10 @@ T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 TAGS = ["onboarding", "pro-tips", "webinar"]
 
 
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory):
-    """A migrated database made once; each test opens its own copy (migrating is the slow part)."""
-    root = tmp_path_factory.mktemp("users-db")
-    (root / "k.toml").write_text(f'[daemon]\nstate_dir = "{root}/state"\n[control]\nsocket = "{root}/c.sock"\n')
-    subprocess.run([sys.executable, "-m", "kuloo_daemon.cli", "migrate", "--config", str(root / "k.toml")],
-                   check=True, capture_output=True, timeout=120)
-    return root / "state" / "kuloo.sqlite3"
+@pytest.fixture
+def migrated(sqlite_template):
+    """A migrated database made once per session; each test opens its own copy."""
+    return sqlite_template
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ def test_output_to_a_reader_that_went_away_is_not_a_daemon_failure(daemon, args)
     assert (r.returncode, r.stderr) == (0, "")
 
 
+@pytest.mark.e2e
 def test_ctl_without_a_daemon(short_tmp):
     r = subprocess.run([sys.executable, "-m", "kuloo_daemon.control.ctl", "--socket", f"{short_tmp}/none.sock", "status"],
                        capture_output=True, text=True, timeout=30)

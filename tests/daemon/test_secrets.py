@@ -102,6 +102,7 @@ def test_missing_credentials_name_the_file_never_a_value(tmp_path, monkeypatch):
     assert no_file.value.__cause__ is None and no_file.value.__suppress_context__
 
 
+@pytest.mark.e2e
 def test_credentials_are_utf8_whatever_the_locale(tmp_path):
     """A unit started without a locale (and Python's C-locale coercion off) must still
     read a non-ASCII key. Planted bug: ``read_text()`` without ``encoding="utf-8"``."""

@@ -1,4 +1,10 @@
-"""The daemon as a real subprocess, with a real NOTIFY_SOCKET, for end-to-end tests."""
+"""The daemon as a real subprocess, with a real NOTIFY_SOCKET, for end-to-end tests.
+
+A pytest plugin, registered for the whole suite by ``pytest_plugins`` in tests/conftest.py
+(as ``sellsim.pytest_plugin`` is): its fixtures (``daemon_factory``, ``daemon``,
+``shared_files``, ``services_config``) are available in every test folder, and
+``Daemon``/``make_services_config`` are imported from ``plugins.daemon_proc``.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,42 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from kuloo_daemon import config as config_mod
 from kuloo_daemon.control.client import ControlClient
+
+from .stores import seed_sqlite
+
+T = TypeVar("T")
+
+# A test that starts the daemon as a subprocess (through ``daemon_factory``, directly or
+# through another fixture) is marked ``e2e``: `make test-fast` leaves those out.
+E2E_FIXTURES = frozenset({"daemon_factory"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if E2E_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
+def eventually(condition: Callable[[], T], timeout: float = 60.0, what: str = "") -> T:
+    """``condition()``'s first true value, polled until it comes: a test waits on what it
+    expects, never on a guess of how long it takes (``timeout`` only bounds a failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never held within {timeout:g} s: {what or condition}")
+        time.sleep(0.05)
 
 
 def make_services_config(root: str, **sections: dict) -> config_mod.Config:
@@ -58,7 +94,7 @@ class Daemon:
         )
         return self
 
-    def wait_for(self, needle: str, timeout: float = 15.0) -> str:
+    def wait_for(self, needle: str, timeout: float = 60.0) -> str:
         """The first notify message (after those already read) containing ``needle``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -89,7 +125,7 @@ class Daemon:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(10)
+                self.proc.wait(30)  # a bound for a loaded machine: it returns at the exit
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -100,13 +136,19 @@ class Daemon:
 
 
 @pytest.fixture
-def daemon_factory(short_tmp):
+def daemon_factory(short_tmp, sqlite_template):
+    """``daemon_factory(extra_config, env, sub, sell, fresh)``: a ``Daemon`` (not started).
+    Its SQLite store starts as a copy of a migrated one, unless the config has a
+    ``[store]`` of its own or ``fresh=True`` (a test of what the daemon creates itself)."""
     started: list[Daemon] = []
 
-    def make(extra_config: str = "", env: dict | None = None, sub: str = "", sell: str = "") -> Daemon:
+    def make(extra_config: str = "", env: dict | None = None, sub: str = "", sell: str = "",
+             fresh: bool = False) -> Daemon:
         root = os.path.join(short_tmp, sub) if sub else short_tmp
         os.makedirs(root, exist_ok=True)
         d = Daemon(root, extra_config, env, sell)
+        if not fresh and "[store]" not in extra_config:
+            seed_sqlite(sqlite_template, d.root / "state" / "kuloo.sqlite3")
         started.append(d)
         return d
 
@@ -140,6 +182,14 @@ def daemon(daemon_factory):
 
 
 @pytest.fixture
-def services_config(short_tmp):
-    """``services_config(clock={...}, sell={...})``: a configuration for ``open_services``."""
-    return lambda **sections: make_services_config(short_tmp, **sections)
+def services_config(short_tmp, sqlite_template):
+    """``services_config(clock={...}, sell={...})``: a configuration for ``open_services``;
+    on SQLite, its database starts as a copy of a migrated one."""
+
+    def make(**sections: dict) -> config_mod.Config:
+        config = make_services_config(short_tmp, **sections)
+        if config.store_url is None:
+            seed_sqlite(sqlite_template, config.database_path)
+        return config
+
+    return make

@@ -19,6 +19,8 @@ import pytest
 
 from kuloo_daemon.store import files
 
+pytestmark = pytest.mark.e2e  # every test here runs a subprocess
+
 NOBODY = 65534
 COMMANDS = ["run", "migrate"]
 
@@ -250,7 +252,7 @@ def test_the_lock_covers_the_database_and_the_state_folder(short_tmp):
 
 
 def test_modes_are_private_whatever_the_umask(daemon_factory):
-    d = daemon_factory()
+    d = daemon_factory(fresh=True)  # the daemon creates every file itself
     d.start(preexec_fn=lambda: os.umask(0o022))
     d.wait_for("READY=1")
     with d.client() as c:

@@ -5,7 +5,10 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.e2e
 def test_migrate_command_creates_the_schema_and_is_idempotent(short_tmp):
     cfg = f"{short_tmp}/k.toml"
     with open(cfg, "w") as f:
@@ -40,6 +43,7 @@ def test_models_have_no_unmigrated_changes():
     assert [w.name for w in writers] == []
 
 
+@pytest.mark.e2e
 def test_every_index_names_real_columns(short_tmp):
     """SQLite reads an unknown quoted name in an index as a string constant: an index on nothing."""
     cfg = f"{short_tmp}/k.toml"

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 import trio
+from plugins.stores import seed_sqlite
 from tortoise.transactions import in_transaction
 
 from kuloo_daemon.store.bridge import Store
@@ -24,7 +25,14 @@ async def _insert_then_hang(started_flag: list) -> None:
         await asyncio.sleep(3600)  # the caller will be cancelled here
 
 
-async def test_cancelling_the_caller_mid_transaction_rolls_back(short_tmp):
+@pytest.fixture
+def seeded(short_tmp, sqlite_template):
+    """``{short_tmp}/s.sqlite3`` as a copy of a migrated store: these tests are about the
+    bridge, not migrating (test_pragmas_and_migrations_are_applied starts from nothing)."""
+    seed_sqlite(sqlite_template, f"{short_tmp}/s.sqlite3")
+
+
+async def test_cancelling_the_caller_mid_transaction_rolls_back(short_tmp, seeded):
     async with Store.open(f"{short_tmp}/s.sqlite3") as store:
         flag: list = []
         with trio.move_on_after(5) as scope:
@@ -44,7 +52,7 @@ async def test_cancelling_the_caller_mid_transaction_rolls_back(short_tmp):
         assert await store.run(_count) == 1
 
 
-async def test_concurrent_units_of_work_share_one_store(short_tmp):
+async def test_concurrent_units_of_work_share_one_store(short_tmp, seeded):
     async with Store.open(f"{short_tmp}/s.sqlite3") as store:
         async def make(i):
             await Channel.create(name=f"c{i}")
@@ -55,7 +63,7 @@ async def test_concurrent_units_of_work_share_one_store(short_tmp):
         assert await store.run(_count) == 50
 
 
-async def test_errors_cross_back_with_their_type(short_tmp):
+async def test_errors_cross_back_with_their_type(short_tmp, seeded):
     async with Store.open(f"{short_tmp}/s.sqlite3") as store:
         async def boom():
             raise KeyError("from the loop side")
@@ -65,7 +73,7 @@ async def test_errors_cross_back_with_their_type(short_tmp):
         assert await store.run(_count) == 0
 
 
-async def test_exit_is_prompt_with_work_in_flight(short_tmp):
+async def test_exit_is_prompt_with_work_in_flight(short_tmp, seeded):
     flag: list = []
     with trio.CancelScope() as scope:
         async with Store.open(f"{short_tmp}/s.sqlite3") as store:
@@ -96,7 +104,7 @@ async def test_pragmas_and_migrations_are_applied(short_tmp):
     assert list(busy.values()) == [5000]
 
 
-async def test_cancelling_callers_at_random_points_never_wedges_the_store(short_tmp):
+async def test_cancelling_callers_at_random_points_never_wedges_the_store(short_tmp, seeded):
     """Cancellations landing anywhere in a transaction (its BEGIN included: tortoise used to
     keep the SQLite lock then) leave the store answering, and nothing half-written."""
     from kuloo_daemon.store import channels as channel_store
@@ -122,7 +130,7 @@ async def test_cancelling_callers_at_random_points_never_wedges_the_store(short_
         assert len(names) == len(set(names)) and all(n == "one" or n.startswith("n") for n in names)
 
 
-async def test_a_unit_of_work_that_fails_to_start_reports_its_error(short_tmp):
+async def test_a_unit_of_work_that_fails_to_start_reports_its_error(short_tmp, seeded):
     def not_a_unit(required):
         return required
 

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+from plugins.stores import seed_sqlite
 from structlog.testing import capture_logs
 
 from kuloo_daemon import config as config_mod
@@ -60,6 +61,12 @@ class Peer:
             if not isinstance(message, Event):
                 assert message.id == rid
                 return message
+
+
+@pytest.fixture(autouse=True)
+def _seeded(short_tmp, sqlite_template):
+    """The store of ``serving(short_tmp)`` starts as a copy of a migrated one."""
+    seed_sqlite(sqlite_template, f"{short_tmp}/kuloo.sqlite3")
 
 
 @asynccontextmanager

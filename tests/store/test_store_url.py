@@ -87,12 +87,14 @@ def _write(tmp: str, url: str, password: str | None = None) -> str:
     return str(path)
 
 
+@pytest.mark.e2e
 def test_check_config_shows_the_url_without_the_password(short_tmp):
     r = _cli("check-config", "--config", _write(short_tmp, "postgres://kuloo@db.example.com/k", "pw-not-shown"))
     assert r.returncode == 0 and "postgres://kuloo@db.example.com:5432/k" in r.stdout
     assert "pw-not-shown" not in r.stdout + r.stderr
 
 
+@pytest.mark.e2e
 def test_an_unreachable_server_stops_run_with_one_line_naming_it(short_tmp):
     import socket
 
@@ -109,6 +111,7 @@ def test_an_unreachable_server_stops_run_with_one_line_naming_it(short_tmp):
         assert "Pw-0123456789-secret" not in r.stdout + r.stderr
 
 
+@pytest.mark.e2e
 def test_a_schema_newer_than_the_code_is_refused(short_tmp, pg_server, pg_database):
     pg_server.sql("INSERT INTO tortoise_migrations (app, name, applied_at) VALUES ('models', '0999_future', now())",
                   pg_database)
@@ -119,6 +122,7 @@ def test_a_schema_newer_than_the_code_is_refused(short_tmp, pg_server, pg_databa
         "0999_future is unknown here); run the newer version, or restore a backup from before the upgrade"]
 
 
+@pytest.mark.e2e
 def test_migrate_on_postgresql_brings_an_empty_database_up_to_date_and_takes_no_sqlite_lock(short_tmp, pg_server, pg_database):
     name = f"empty_{Path(short_tmp).name.replace('-', '_')}"
     pg_server.sql(f"CREATE DATABASE {name}")
@@ -136,6 +140,7 @@ def test_migrate_on_postgresql_brings_an_empty_database_up_to_date_and_takes_no_
         pg_server.drop(name)
 
 
+@pytest.mark.e2e
 def test_an_unreadable_password_credential_is_one_line_naming_the_file(short_tmp):
     """Planted bug: only a missing file was handled, so a credential that cannot be read
     (here a folder where the file should be) stopped the daemon with a traceback."""
