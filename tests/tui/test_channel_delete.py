@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from .conftest import until
-from .test_app import app_for, rows
 from textual.widgets import Button, DataTable, Input
 
 from kuloo_tui.screens.channel import ChannelScreen
 from kuloo_tui.screens.confirm import TypeToConfirmScreen
 from kuloo_tui.screens.dashboard import DashboardScreen
+
+from .conftest import until
+from .test_app import app_for, rows
 
 pytestmark = pytest.mark.anyio
 

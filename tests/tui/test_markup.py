@@ -13,7 +13,6 @@ import signal
 import sqlite3
 
 import pytest
-from .conftest import restart, until
 from textual.widgets import DataTable, Input, SelectionList, Static
 from textual.widgets._toast import Toast
 
@@ -26,6 +25,8 @@ from kuloo_tui.screens.outbox import OutboxScreen
 from kuloo_tui.screens.sync import SyncScreen
 from kuloo_tui.screens.user import UserScreen
 from kuloo_tui.screens.users import UsersScreen
+
+from .conftest import restart, until
 
 pytestmark = pytest.mark.anyio
 NAMES = ["[/]", "[bold]x", "[link=file:///etc/passwd]y[/]"]

@@ -7,12 +7,13 @@ import signal
 import socket
 
 import pytest
-from .conftest import restart, until
-from .test_app import app_for, rows, seed_counts
 from textual.widgets import DataTable, Static
 
 from kuloo_tui.screens.confirm import ConfirmScreen
 from kuloo_tui.screens.outbox import OutboxScreen
+
+from .conftest import restart, until
+from .test_app import app_for, rows, seed_counts
 
 pytestmark = pytest.mark.anyio
 
