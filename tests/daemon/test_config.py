@@ -113,3 +113,13 @@ def test_clock_keys():
     assert any(p.startswith("clock.start: must be an ISO 8601 time with its offset") for p in err.value.problems)
     with pytest.raises(c.ConfigError, match="clock.start"):
         c.from_mapping({"clock": {"start": "soon"}})
+
+
+def test_sell_web_url_defaults_to_the_real_web_app_and_must_be_http():
+    """Issue 24 item 10: record links are built on ``[sell] web_url`` (the demo: sellsim).
+    Planted bug: the check removed (``javascript:`` accepted)."""
+    assert c.from_mapping({})["sell.web_url"] == "https://app.futuresimple.com"
+    assert c.from_mapping({"sell": {"web_url": "http://127.0.0.1:1/_sim/web"}})["sell.web_url"]
+    with pytest.raises(c.ConfigError) as err:
+        c.from_mapping({"sell": {"web_url": "javascript:alert(1)"}})
+    assert [p.split(":")[0] for p in err.value.problems] == ["sell.web_url"]
