@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Button, DataTable, Footer, Header, Input, Static
 
 from ..messages import DaemonEvent, Loaded, Saved
-from .base import Banner, DaemonScreen, literal
+from .base import Banner, Col, DaemonScreen, literal, show_rows
 from .confirm import ConfirmScreen
 
-COLUMNS = (("Id", 5), ("Title", 30), ("Kind", 10), ("Tags", 16), ("Published", 16), ("State", 9))
+# Widths from the content and the terminal: the State column stays at 80 columns.
+COLUMNS = (Col("Id", keep=5), Col("Title", keep=9, flex=True, least=16, shrink=1),
+           Col("Kind", keep=3, least=10), Col("Tags", keep=4, least=8, shrink=0),
+           Col("Published", keep=6, least=16), Col("State", keep=8, least=9))
 SHOWN = 8  # withdrawn articles and problems named one by one in a question or a toast
 
 
@@ -80,8 +84,7 @@ class ArticlesScreen(DaemonScreen):
     def on_mount(self) -> None:
         self.sub_title = "Articles"
         table = self.query_one("#articles", DataTable)
-        for label, width in COLUMNS:
-            table.add_column(label, width=width)
+        show_rows(table, COLUMNS, [])
         table.focus()
         super().on_mount()
 
@@ -95,9 +98,11 @@ class ArticlesScreen(DaemonScreen):
         if message.what == "preview":
             self.query_one("#preview", Static).update(describe_preview(message.data))
             return
-        table = self.query_one("#articles", DataTable)
-        table.clear()
         self.articles = list(message.data)
+        self.show()
+
+    def show(self) -> None:
+        rows = []
         for a in self.articles:
             withdrawn = bool(a.get("withdrawn_at"))
             cells = [literal(cell) for cell in (
@@ -107,7 +112,12 @@ class ArticlesScreen(DaemonScreen):
             if withdrawn:  # still listed, dimmed: it is never sent again
                 for cell in cells:
                     cell.stylize("dim")
-            table.add_row(*cells, key=str(a["id"]))
+            rows.append(cells)
+        show_rows(self.query_one("#articles", DataTable), COLUMNS, rows,
+                  [str(a["id"]) for a in self.articles])
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.call_after_refresh(self.show)
 
     def action_preview(self) -> None:
         table = self.query_one("#articles", DataTable)

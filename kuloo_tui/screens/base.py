@@ -110,6 +110,13 @@ def show_rows(table: DataTable, cols: Sequence[Col], rows: Sequence[Sequence[obj
         if len(rows) + 1 > (table.size.height or 0):
             width -= table.styles.scrollbar_size_vertical  # room for the scroll bar
     widths = fit_widths(cols, rows, max(width, 10), table.cell_padding)
+    # Nothing to do when the same rows would be drawn at the same widths (a resize that
+    # changed nothing, an event about a row not shown): no flicker, the cursor stays.
+    signature = (tuple(widths), tuple(keys or ()),
+                 tuple(tuple((str(c), str(getattr(c, "style", ""))) for c in r) for r in rows))
+    if getattr(table, "_kuloo_shown", None) == signature:
+        return widths
+    table._kuloo_shown = signature  # type: ignore[attr-defined]  # our own mark on the widget
     cursor = table.cursor_row
     table.clear(columns=True)
     for col, w in zip(cols, widths, strict=True):
