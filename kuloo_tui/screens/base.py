@@ -86,18 +86,33 @@ def fit_widths(cols: Sequence[Col], rows: Sequence[Sequence[object]], width: int
 
     while need(least) > width and len(shown) > 1:
         shown.remove(min(shown, key=lambda i: (cols[i].keep, -i)))
-    widths = list(natural)
-    over = need(widths) - width
-    if over < 0:
-        flex = [i for i in shown if cols[i].flex]
-        if flex:
-            widths[flex[0]] += -over
-    for i in sorted(shown, key=lambda i: (cols[i].cut_order, -i)):
-        if over <= 0:
+
+    def lay_out() -> list[int]:
+        widths = list(natural)
+        over = need(widths) - width
+        if over < 0:
+            flex = [i for i in shown if cols[i].flex]
+            if flex:
+                widths[flex[0]] += -over
+        for i in sorted(shown, key=lambda i: (cols[i].cut_order, -i)):
+            if over <= 0:
+                break
+            cut = min(over, widths[i] - least[i])
+            widths[i] -= cut
+            over -= cut
+        return widths
+
+    widths = lay_out()
+    # A column whose text got cut (one not meant to be cut first, ``shrink`` unset) is
+    # worth more than a less kept column shown whole: that one gives way instead.
+    while True:
+        cut = [i for i in shown if widths[i] < natural[i] and cols[i].shrink is None]
+        spare = [i for i in shown if not cols[i].flex and cut
+                 and all(cols[i].keep < cols[j].keep for j in cut)]
+        if not spare or len(shown) == 1:
             break
-        cut = min(over, widths[i] - least[i])
-        widths[i] -= cut
-        over -= cut
+        shown.remove(min(spare, key=lambda i: (cols[i].keep, -i)))
+        widths = lay_out()
     return [widths[i] if i in shown else None for i in range(len(cols))]
 
 
@@ -107,7 +122,12 @@ def show_rows(table: DataTable, cols: Sequence[Col], rows: Sequence[Sequence[obj
     the cursor stays on the same row. Columns are keyed by their label."""
     if width is None:
         width = table.size.width or table.screen.size.width or table.app.size.width
-        if len(rows) + 1 > (table.size.height or 0):
+        height = table.size.height
+        if table.styles.height is None or table.styles.height.is_auto:
+            # It grows with its rows (its height now is the old one): a scroll bar only
+            # once they outgrow about the screen.
+            height = max(height, table.screen.size.height - 4)
+        if len(rows) + 1 > height:
             width -= table.styles.scrollbar_size_vertical  # room for the scroll bar
     widths = fit_widths(cols, rows, max(width, 10), table.cell_padding)
     # Nothing to do when the same rows would be drawn at the same widths (a resize that

@@ -20,7 +20,7 @@ PAGE = 50
 # Widths come from the content and the terminal; at 80 columns Source and CRM give way
 # first, and the Sync error column always stays.
 COLUMNS = (Col("Id", keep=6), Col("Email", keep=9, flex=True, least=20),
-           Col("Name", keep=4, least=8), Col("Subscription", keep=5), Col("Source", keep=1),
+           Col("Name", keep=4, least=12), Col("Subscription", keep=5), Col("Source", keep=1),
            Col("CRM", keep=2), Col("Sync error", keep=8))
 
 

@@ -318,3 +318,16 @@ async def test_visual_details_focus_checkmarks_contrast(daemon):
         for heading in app.screen.query(".section-title"):
             background, color = heading.background_colors[1], heading.colors[3]
             assert contrast(color, background) >= 4.5, (heading, color, background)
+
+
+def test_less_kept_columns_give_way_before_a_name_is_cut():
+    """At 80 columns the Users list cut names to "Dmitri …" while Source and CRM (the same
+    for everyone) were shown whole. Planted bug: the give-way loop removed."""
+    from kuloo_tui.screens.users import COLUMNS
+
+    rows = [("1", "dmitri.berg.3@example.com", "Dmitri Berg", "weekly", "admin", "—", ""),
+            ("2", "ann.marie.longname-with-suffix@subdomain.example.org", "Ann-Marie Longname",
+             "weekly", "admin", "—", "yes")]
+    widths = dict(zip((c.label for c in COLUMNS), fit_widths(COLUMNS, rows, 84), strict=True))
+    assert widths["Source"] is None and widths["Name"] >= len("Dmitri Berg")
+    assert widths["Sync error"] == len("Sync error") and widths["Email"] >= len(rows[0][1])
