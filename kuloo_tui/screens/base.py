@@ -62,6 +62,7 @@ class Col:
     least: int = 0  # narrowest before it gives way (at least its label)
     most: int = 80  # widest it grows for its content
     shrink: int | None = None  # order in which columns are cut when too wide (default: ``keep``)
+    want: int = 0  # narrower than this (or its content) it counts as cut (0: its content)
 
     @property
     def cut_order(self) -> int:
@@ -103,10 +104,11 @@ def fit_widths(cols: Sequence[Col], rows: Sequence[Sequence[object]], width: int
         return widths
 
     widths = lay_out()
-    # A column whose text got cut (one not meant to be cut first, ``shrink`` unset) is
-    # worth more than a less kept column shown whole: that one gives way instead.
+    # A column whose text got cut (below what it ``want``s; not one meant to be cut first)
+    # is worth more than a less kept column shown whole: that one gives way instead.
     while True:
-        cut = [i for i in shown if widths[i] < natural[i] and cols[i].shrink is None]
+        cut = [i for i in shown if cols[i].shrink is None
+               and widths[i] < min(natural[i], cols[i].want or natural[i])]
         spare = [i for i in shown if not cols[i].flex and cut
                  and all(cols[i].keep < cols[j].keep for j in cut)]
         if not spare or len(shown) == 1:

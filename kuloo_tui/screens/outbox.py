@@ -21,7 +21,7 @@ from .confirm import ConfirmScreen
 PAGE = 100
 # Widths from the content and the terminal: the error is cut first (with "…"), and at 80
 # columns Tries, Kind and Created give way before Email, State or Error would.
-COLUMNS = (Col("Id", keep=6, least=4), Col("Email", keep=8, flex=True, least=16),
+COLUMNS = (Col("Id", keep=6, least=4), Col("Email", keep=8, flex=True, least=16, want=30),
            Col("Kind", keep=3, least=8), Col("State", keep=9, least=9), Col("Tries", keep=1),
            Col("Created", keep=2, least=16), Col("Error", keep=10, least=16, most=400, shrink=0))
 

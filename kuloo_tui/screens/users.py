@@ -19,7 +19,7 @@ from .base import Banner, Col, DaemonScreen, literal, show_rows
 PAGE = 50
 # Widths come from the content and the terminal; at 80 columns Source and CRM give way
 # first, and the Sync error column always stays.
-COLUMNS = (Col("Id", keep=6), Col("Email", keep=9, flex=True, least=20),
+COLUMNS = (Col("Id", keep=6), Col("Email", keep=9, flex=True, least=20, want=30),
            Col("Name", keep=4, least=12), Col("Subscription", keep=5), Col("Source", keep=1),
            Col("CRM", keep=2), Col("Sync error", keep=8))
 
