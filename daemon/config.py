@@ -54,6 +54,8 @@ KEYS: dict[str, Key] = {
     "credentials.store_password": Key(str, "store-password", "File name of the PostgreSQL password ([store] url) in the "
                                       "credentials folder; absent = no password (peer or trust authentication)."),
     "sell.base_url": Key(str, "https://api.getbase.com", "Zendesk Sell API base URL (sellsim's URL in the demo)."),
+    "sell.web_url": Key(str, "https://app.futuresimple.com",
+                        "The Sell web app: links to Sell records (sellsim's pages in the demo)."),
     "sell.requests_per_second": Key((int, float), 9, "Request budget per Sell token (Sell allows 10/s); above 10 only for a loopback base_url (sellsim).", minimum=0.1, maximum=10_000),
     "sell.timeout_seconds": Key((int, float), 15, "Timeout of one Sell request.", minimum=0.1, maximum=300),
     "sell.max_attempts": Key(int, 5, "Attempts per Sell request on 429, 5xx and network errors.", minimum=1, maximum=20),
@@ -272,6 +274,8 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
         # The channels' Sell tokens ride on every request: never in clear over a network.
         problems.append("sell.base_url: must start with https:// (the Sell token would cross the "
                         "network in clear); http:// only for a loopback address (sellsim)")
+    if not str(values["sell.web_url"]).startswith(("http://", "https://")):
+        problems.append("sell.web_url: must start with http:// or https:// (the Sell web app)")
     problems.extend(_smtp_problems(values))
     if values["sell.requests_per_second"] > 10 and not loopback:
         problems.append("sell.requests_per_second: Sell allows 10 requests per second; more is only "

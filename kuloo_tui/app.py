@@ -17,7 +17,7 @@ from .client import Connected, DaemonClient, DaemonError, Disconnected, Event
 from .commands import KulooCommands
 from .messages import DaemonDown, DaemonEvent, DaemonUp
 from .screens.articles import ArticlesScreen
-from .screens.base import Banner, DaemonScreen
+from .screens.base import SELL_WEB, Banner, DaemonScreen
 from .screens.channel import ChannelScreen
 from .screens.dashboard import DashboardScreen
 from .screens.outbox import OutboxScreen
@@ -41,6 +41,7 @@ class KulooApp(App):
         self.client = client
         self.down_reason: str | None = None
         self.channels: list[dict[str, Any]] = []
+        self.sell_web_url = SELL_WEB  # the daemon's [sell] web_url, from ``status``
 
     def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
                timeout: float | None = None, markup: bool = False) -> None:
@@ -66,11 +67,21 @@ class KulooApp(App):
         finally:
             await self.client.close()
 
+    async def _learn_web_url(self) -> None:
+        try:
+            status = await self.client.call("status")
+        except DaemonError:
+            return
+        web = (status.get("sell") or {}).get("web_url")
+        if isinstance(web, str) and web.startswith(("http://", "https://")):
+            self.sell_web_url = web
+
     def _screens(self) -> list[DaemonScreen]:
         return [s for s in self.screen_stack if isinstance(s, DaemonScreen)]
 
     def on_daemon_up(self, message: DaemonUp) -> None:
         self.down_reason = None
+        self.run_worker(self._learn_web_url(), group="web-url", exclusive=True, exit_on_error=False)
         for screen in self._screens():
             for banner in screen.query(Banner):
                 banner.show_state(None)
@@ -117,22 +128,38 @@ class KulooApp(App):
         return getattr(self.screen, "channel_id", self.channels[0]["id"] if self.channels else 1)
 
     def sync_now(self, channel_id: int) -> None:
-        if "sync.run" not in self.client.server.get("methods", ()):
-            self.notify("This daemon has no sync.run yet.", severity="warning")
+        if not self.client.connected:  # never "started" when it cannot be
+            reason = self.down_reason or ""
+            self.notify(f"The daemon is not reachable: no sync started. {reason}".strip(),
+                        title="Sync", severity="error", timeout=8)
             return
-        self.notify("Sync started…")
+        if "sync.run" not in self.client.server.get("methods", ()):
+            self.notify("This daemon has no sync yet.", severity="warning")
+            return
         self.run_worker(self._sync_now(channel_id), group=f"sync-{channel_id}", exclusive=True,
-                        exit_on_error=False, name="sync.run")
+                        exit_on_error=False, name="Sync")
 
     async def _sync_now(self, channel_id: int) -> None:
+        # "Running" only once the run has really begun and takes a while: a run that fails at
+        # once (Sell not reachable) is never preceded by a hopeful toast.
+        running = self.set_timer(SYNC_RUNNING_AFTER,
+                                 lambda: self.notify("Sync running…", title="Sync"))
         try:
             run = await self.client.call("sync.run", {"channel": channel_id}, seconds=1800)
         except DaemonError as exc:
-            self.notify("\n".join(exc.problems), title="sync.run", severity="error", timeout=8)
+            running.stop()
+            self.notify("\n".join(exc.problems), title="Sync", severity="error", timeout=8)
             return
-        counts = ", ".join(f"{k} {v}" for k, v in (run.get("counts") or {}).items() if v)
-        self.notify(f"Sync {run['status']}{': ' + counts if counts else ''}", title="sync.run",
-                    severity="information" if run["status"] in ("ok", "partial") else "warning")
+        running.stop()
+        standing = None
+        try:
+            errors = await self.client.call("sync.errors", {"channel": channel_id, "limit": 1})
+            standing = errors["total"]
+        except (DaemonError, KeyError, TypeError):
+            pass
+        self.notify(describe_run(run, standing), title="Sync",
+                    severity="information" if run["status"] in ("ok", "partial") and not standing
+                    else "warning", timeout=8)
 
     def action_refresh(self) -> None:
         if isinstance(self.screen, DaemonScreen):
@@ -140,6 +167,21 @@ class KulooApp(App):
 
     def action_toggle_dark(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+
+SYNC_RUNNING_AFTER = 1.0  # seconds before "Sync running…" is said
+
+
+def describe_run(run: dict[str, Any], standing_errors: int | None) -> str:
+    """``Sync ok · 3 sync errors: created 2``: the status, the errors still standing after it
+    (a run can be ``ok`` while records wait for a fix), why it failed, and its counts."""
+    head = f"Sync {run['status']}"
+    if standing_errors:
+        head += f" · {standing_errors:,} sync error{'s' if standing_errors != 1 else ''}"
+    why = [str(run[k]) for k in ("reason", "error") if run.get(k)]
+    counts = ", ".join(f"{k.replace('_', ' ')} {v}"
+                       for k, v in (run.get("counts") or {}).items() if v)
+    return head + (f" ({'; '.join(why)})" if why else "") + (f": {counts}" if counts else "")
 
 
 def make_app(client: DaemonClient) -> KulooApp:

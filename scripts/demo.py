@@ -322,6 +322,7 @@ def write_config(state: Path, sell_url: str, links_port: int = 0) -> Path:
     data["control"]["socket"] = str(state / "control.sock")
     data["credentials"]["directory"] = str(state / "credentials")
     data["sell"]["base_url"] = sell_url
+    data["sell"]["web_url"] = sell_url + "/_sim/web"  # record links open sellsim's pages
     data["articles"]["root"] = str(ROOT / "config" / "articles")
     data["delivery"]["maildir"] = str(state / "maildir")
     path = state / "kuloo.toml"

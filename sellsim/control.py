@@ -8,6 +8,7 @@ needed; bodies are plain JSON (no ``data`` envelope). See README "Control API".
 
 from __future__ import annotations
 
+import html
 import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -100,11 +101,37 @@ def control(sim: Simulator, req: Request) -> Response:
                 acc.name = str(body["name"])
             sim.dirty = True
             return _ok(_account_view(sim, acc))
+    if head == "web" and method in ("GET", "HEAD"):
+        return _record_page(sim, parts[1:], query)
     if head == "ui":
         resp = _ui(sim, req, method, parts[1:], query)
         sim.dirty = True
         return resp
     raise env.not_found("Unknown control endpoint; see sellsim/README.md.")
+
+
+_WEB_PATHS = {("leads",): "lead", ("crm", "contacts"): "contact"}
+
+
+def _record_page(sim: Simulator, parts: list[str], query: dict[str, str]) -> Response:
+    """``GET /_sim/web/leads/{id}`` or ``/_sim/web/crm/contacts/{id}``: a minimal page for a
+    record, where the Sell web app has its own (the demo's ``[sell] web_url``)."""
+    kind = _WEB_PATHS.get(tuple(parts[:-1]))
+    if kind is None or not parts or not parts[-1].isdigit():
+        return env.html_error(404)
+    record_id = int(parts[-1])
+    for acc in sim.world.accounts.values():
+        record = acc.records.get(kind, {}).get(record_id)
+        if record is not None:
+            break
+    else:
+        return env.html_error(404)
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v))}</td></tr>"
+                   for k, v in sorted(record.items()))
+    title = html.escape(f"{kind} {record_id} — {acc.name} (sellsim)")
+    body = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>"
+            f"<body><h1>{title}</h1><table>{rows}</table></body></html>")
+    return Response(200, body.encode(), content_type=b"text/html; charset=utf-8")
 
 
 def _account_view(sim: Simulator, acc: Any) -> dict[str, Any]:

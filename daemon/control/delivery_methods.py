@@ -47,11 +47,15 @@ async def articles_import(context: Context, params: dict[str, Any]) -> dict[str,
     path = params.get("path")
     if not isinstance(path, str) or not path.strip() or len(path) > 4096 or "\x00" in path:
         raise _invalid("'path' must be a folder under [articles] root")
+    dry_run = params.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise _invalid("'dry_run' must be true or false")
     try:
-        report = await context.delivery.import_articles(channel, path)
+        report = await context.delivery.import_articles(channel, path, dry_run=dry_run)
     except ImportError_ as exc:
         raise _invalid(str(exc)) from None
-    context.services.publish("articles.changed", {"channel": channel})
+    if not dry_run:
+        context.services.publish("articles.changed", {"channel": channel})
     return report
 
 

@@ -144,6 +144,7 @@ async def status(context: Context, params: dict[str, Any]) -> dict[str, Any]:
         "clock": render.clock(services.clock),
         "connections": context.connections(),
         "links": {"url": context.links_url or None},
+        "sell": {"web_url": services.config["sell.web_url"].rstrip("/")},  # record links
         "daemon": {"id": services.leases.id},
         "relay": context.delivery.relay.view(),
         "delivery": {"paused": context.delivery.paused},

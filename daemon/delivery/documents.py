@@ -1,7 +1,7 @@
 """Article files: YAML front matter + Markdown or HTML body, parsed into ``Document``s (pure).
 
 Front matter keys (docs/delivery.md, "Articles"): ``id`` (identity across
-re-imports; default: the path relative to the imported folder), ``title``, ``tags``
+re-imports; default: the path relative to ``[articles] root``), ``title``, ``tags``
 (sequential tags; none = a newsletter article), ``published_at`` (date or datetime; a
 date is midnight UTC), ``delay_seconds`` (the wait after the previous sequence email),
 ``format`` (``markdown``, ``html`` or ``clip``; default from the extension) and ``url``

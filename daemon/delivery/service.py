@@ -249,9 +249,17 @@ class Delivery:
             raise ImportError_(f"{folder} is not a folder")
         return folder
 
-    async def import_articles(self, channel_id: int, path: str) -> dict[str, Any]:
+    async def import_articles(self, channel_id: int, path: str, *,
+                              dry_run: bool = False) -> dict[str, Any]:
+        """Import the folder ``path`` (under ``[articles] root``) into the channel.
+
+        Keys and files are relative to the root, and only articles whose file lay under
+        ``path`` are withdrawn (docs/delivery.md, "Articles"). ``dry_run``: what would be
+        new, changed and withdrawn, without clipping and without writing anything.
+        """
         folder = self.resolve_folder(path)
         root = self.config.articles_root.resolve()
+        folder_rel = folder.relative_to(root).as_posix()
         files = await trio.to_thread.run_sync(_read_folder, folder, root)
         problems: list[dict[str, str]] = []
         docs: dict[str, documents.Document] = {}
@@ -272,6 +280,15 @@ class Delivery:
                 docs[parsed.key] = parsed
                 if parsed.format == "clip":
                     clips.append(parsed)
+        if dry_run:  # no clipping: a clip's article stays as it is, neither changed nor withdrawn
+            for doc in clips:
+                docs.pop(doc.key, None)
+            defaulted = [d.key for d in docs.values() if d.key == d.source_file]
+            inputs = [_input(d) for d in docs.values()]
+            counts = await self.services.store.run(
+                store.import_articles, channel_id, inputs, self.services.clock.now(),
+                [d.key for d in clips], folder=folder_rel, defaulted=defaulted, dry_run=True)
+            return {**_report(counts, problems), "dry_run": True, "clips": len(clips)}
 
         async def clip_one(doc: documents.Document, limit: trio.CapacityLimiter) -> None:
             async with limit:
@@ -292,16 +309,15 @@ class Delivery:
         # A clip that failed keeps its last good version rather than being withdrawn.
         failed_clips = {p["file"] for p in problems}
         keep = [d.key for d in clips if d.source_file in failed_clips]
-        inputs = [store.ArticleInput(d.key, d.source_file, d.title or d.url, d.format, d.body, d.url, d.tags,
-                                     d.published_at, d.delay_seconds, d.content_hash) for d in docs.values()]
+        inputs = [_input(d) for d in docs.values()]
+        defaulted = [d.key for d in docs.values() if d.key == d.source_file]
         counts = await self.services.store.run(store.import_articles, channel_id, inputs,
-                                               self.services.clock.now(), keep)
+                                               self.services.clock.now(), keep, folder=folder_rel,
+                                               defaulted=defaulted)
         self.mark_changed(channel_id)  # plan again at once: new articles may be due
         log.info("articles imported", channel_id=channel_id, folder=str(folder), imported=counts.imported,
                  updated=counts.updated, unchanged=counts.unchanged, withdrawn=counts.withdrawn, problems=len(problems))
-        return {"imported": counts.imported, "updated": counts.updated, "unchanged": counts.unchanged,
-                "withdrawn": counts.withdrawn, "cancelled": counts.cancelled,
-                "problems": sorted(problems, key=lambda p: p["file"])}
+        return _report(counts, problems)
 
     # ------------------------------------------------------------------ rendering
 
@@ -597,10 +613,25 @@ class OutsideRoot(Exception):
         return "a symbolic link that leads outside [articles] root; it was not read"
 
 
+def _input(d: documents.Document) -> store.ArticleInput:
+    return store.ArticleInput(d.key, d.source_file, d.title or d.url, d.format, d.body, d.url,
+                              d.tags, d.published_at, d.delay_seconds, d.content_hash)
+
+
+def _report(counts: store.ImportCounts, problems: list[dict[str, str]]) -> dict[str, Any]:
+    """``articles.import``'s answer: the counts, each withdrawn article, each problem."""
+    return {"imported": counts.imported, "updated": counts.updated, "unchanged": counts.unchanged,
+            "withdrawn": counts.withdrawn, "cancelled": counts.cancelled,
+            "withdrawn_articles": list(counts.withdrawn_articles), "new": list(counts.new_keys),
+            "changed": list(counts.changed_keys),
+            "problems": sorted(problems, key=lambda p: p["file"])}
+
+
 def _read_folder(folder: Path, root: Path) -> list[tuple[str, str | Exception]]:
     out: list[tuple[str, str | Exception]] = []
     for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
+        # Keys and files are named relative to the root, whichever folder is imported.
+        rel = path.relative_to(root).as_posix()
         if any(part.startswith(".") for part in path.relative_to(folder).parts) or not path.is_file():
             continue
         if path.suffix.lower() not in documents.EXTENSIONS:

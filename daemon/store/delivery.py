@@ -55,6 +55,11 @@ class ImportCounts:
     unchanged: int = 0
     withdrawn: int = 0
     cancelled: int = 0  # queued emails cancelled because their article was withdrawn
+    # Each article withdrawn (or, in a dry run, that would be): id, key, title, file.
+    withdrawn_articles: tuple[dict[str, Any], ...] = ()
+    # In a dry run: the keys that would be new, changed, or active again.
+    new_keys: tuple[str, ...] = ()
+    changed_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,36 +132,96 @@ async def _cancel(query, now: datetime, reason: str) -> int:
     return len(ids)
 
 
-async def import_articles(channel_id: int, docs: Sequence[ArticleInput], now: datetime,
-                          keep: Sequence[str] = ()) -> ImportCounts:
-    """Bring the channel's articles in line with a folder: new, changed, same, gone.
+def _under(source_file: str, folder: str) -> bool:
+    """Whether a root-relative ``source_file`` lies under the root-relative ``folder``."""
+    folder = folder.strip("/")
+    return folder in ("", ".") or source_file == folder or source_file.startswith(folder + "/")
 
-    ``keep``: keys whose file is there but could not be read this time (a clip whose page
-    failed): they stay as they were, neither updated nor withdrawn.
+
+def _adopt(existing: dict[str, Article], docs: Sequence[ArticleInput],
+           defaulted: set[str]) -> dict[str, str]:
+    """Old keys (the path relative to the folder once imported) adopted by their new key.
+
+    Before keys were relative to ``[articles] root``, a file's default key was its path
+    relative to the imported folder (``key == source_file``). A document whose key is its
+    root-relative path, with no article of that key yet, takes over the one old article
+    whose key is a trailing part of that path (``welcome.md`` for ``seq/welcome.md``).
+    Returns new key -> old key.
+    """
+    taken = {d.key for d in docs}
+    adopted: dict[str, str] = {}
+    for doc in docs:
+        if doc.key not in defaulted or doc.key in existing:
+            continue
+        old = [a.key for a in existing.values()
+               if a.key == a.source_file and a.key not in taken and a.key not in adopted.values()
+               and doc.key.endswith("/" + a.key)]
+        if len(old) == 1:
+            adopted[doc.key] = old[0]
+    return adopted
+
+
+async def import_articles(channel_id: int, docs: Sequence[ArticleInput], now: datetime,
+                          keep: Sequence[str] = (), *, folder: str = ".",
+                          defaulted: Sequence[str] = (), dry_run: bool = False) -> ImportCounts:
+    """Bring the articles under ``folder`` in line with its files: new, changed, same, gone.
+
+    Keys and ``source_file`` are relative to ``[articles] root``; ``folder`` is the imported
+    folder, relative to it ("." is the root). Only articles whose file lay under ``folder``
+    can be withdrawn. ``defaulted``: keys that are the file's path (no front-matter ``id``),
+    which may adopt an old folder-relative key (``_adopt``). ``keep``: keys whose file is
+    there but could not be read this time (a clip whose page failed): they stay as they
+    were, neither updated nor withdrawn. ``dry_run``: the same answer, nothing written.
     """
     async with in_transaction():
         if not await Channel.exists(id=channel_id):
             raise NotFound(f"no channel {channel_id}")
         existing = {a.key: a for a in await Article.filter(channel_id=channel_id)}
+        for new_key, old_key in _adopt(existing, docs, set(defaulted)).items():
+            old_row = existing.pop(old_key)
+            if not dry_run:
+                await Article.filter(id=old_row.id).update(key=new_key, source_file=new_key)
+            old_row.key = old_row.source_file = new_key
+            existing[new_key] = old_row
         imported = updated = unchanged = 0
+        new_keys: list[str] = []
+        changed_keys: list[str] = []
         for doc in docs:
             values: dict[str, Any] = dict(source_file=doc.source_file, title=doc.title, format=doc.format, body=doc.body,
                           url=doc.url, tags=list(doc.tags), published_at=doc.published_at,
                           delay_seconds=doc.delay_seconds, content_hash=doc.content_hash)
             row = existing.get(doc.key)
             if row is None:
-                await Article.create(channel_id=channel_id, key=doc.key, version=1, created_at=now,
-                                     updated_at=now, **values)
+                new_keys.append(doc.key)
+                if not dry_run:
+                    await Article.create(channel_id=channel_id, key=doc.key, version=1,
+                                         created_at=now, updated_at=now, **values)
                 imported += 1
             elif row.content_hash == doc.content_hash and row.withdrawn_at is None:
                 unchanged += 1
+                # moved, or named relative to the folder before
+                if row.source_file != doc.source_file and not dry_run:
+                    await Article.filter(id=row.id).update(source_file=doc.source_file)
             else:
+                # Changed, or withdrawn and back: active again. What was sent stays sent
+                # (``SequenceProgress`` is kept), so nobody gets it twice.
+                changed_keys.append(doc.key)
                 changed = row.content_hash != doc.content_hash
-                await Article.filter(id=row.id).update(
-                    version=row.version + (1 if changed else 0), withdrawn_at=None, updated_at=now, **values)
+                if not dry_run:
+                    await Article.filter(id=row.id).update(
+                        version=row.version + (1 if changed else 0), withdrawn_at=None,
+                        updated_at=now, **values)
                 updated += 1
         present = {d.key for d in docs} | set(keep)
-        gone = [a.id for a in existing.values() if a.key not in present and a.withdrawn_at is None]
+        gone_rows = sorted((a for a in existing.values()
+                            if a.key not in present and a.withdrawn_at is None
+                            and _under(a.source_file, folder)), key=lambda a: a.source_file)
+        gone = [a.id for a in gone_rows]
+        named = tuple({"id": a.id, "key": a.key, "title": a.title, "file": a.source_file}
+                      for a in gone_rows)
+        if dry_run:
+            return ImportCounts(imported, updated, unchanged, len(gone), 0, named,
+                                tuple(new_keys), tuple(changed_keys))
         # Who may have a new next email: the users holding a tag of an article that came,
         # changed or went (its old tags and its new ones). Newsletter articles change no
         # one's timing: digests come at the user's period.
@@ -175,7 +240,8 @@ async def import_articles(channel_id: int, docs: Sequence[ArticleInput], now: da
             for digest in await OutboxMessage.filter(channel_id=channel_id, kind=DIGEST, state=OutboxState.QUEUED.value):
                 if set(digest.articles or ()) & set(gone):
                     cancelled += await _cancel(OutboxMessage.filter(id=digest.id), now, "article withdrawn")
-        return ImportCounts(imported, updated, unchanged, len(gone), cancelled)
+        return ImportCounts(imported, updated, unchanged, len(gone), cancelled, named,
+                            tuple(new_keys), tuple(changed_keys))
 
 
 async def list_articles(channel_id: int) -> list[ArticleSummary]:

@@ -151,7 +151,7 @@ class Article(Model):
     channel: fields.ForeignKeyRelation[Channel]
     channel = fields.ForeignKeyField("models.Channel", related_name="articles", on_delete=fields.CASCADE)
     channel_id: int
-    # Identity across re-imports: the front-matter ``id``, else the path relative to the folder.
+    # Identity across re-imports: the front-matter ``id``, else the path relative to the root.
     key = fields.CharField(max_length=500, db_default="")
     source_file = fields.TextField(db_default="")
     title = fields.CharField(max_length=500)

@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Static
+from textual.widgets import Button, Footer, Input, Static
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -31,6 +31,7 @@ class ConfirmScreen(ModalScreen[bool]):
             with Horizontal():
                 yield Button("Cancel", id="no")
                 yield Button(self.yes, id="yes", variant="error")
+        yield Footer()  # its own keys, not the screen's behind it
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()

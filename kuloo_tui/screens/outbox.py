@@ -8,17 +8,22 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Select, Static
 
 from ..messages import DaemonEvent, Loaded, Saved
 from ..vocabulary import OUTBOX_STATES
-from .base import Banner, DaemonScreen, literal
+from .base import Banner, Col, DaemonScreen, literal, show_rows
 from .confirm import ConfirmScreen
 
 PAGE = 100
-COLUMNS = (("Id", 6), ("Email", 24), ("Kind", 10), ("State", 10), ("Tries", 5), ("Created", 16), ("Error", 30))
+# Widths from the content and the terminal: the error is cut first (with "…"), and at 80
+# columns Tries, Kind and Created give way before Email, State or Error would.
+COLUMNS = (Col("Id", keep=6, least=4), Col("Email", keep=8, flex=True, least=16, want=30),
+           Col("Kind", keep=3, least=8), Col("State", keep=9, least=9), Col("Tries", keep=1),
+           Col("Created", keep=2, least=16), Col("Error", keep=10, least=16, most=400, shrink=0))
 
 
 def state_cell(state: str) -> Text:
@@ -55,8 +60,7 @@ class OutboxScreen(DaemonScreen):
     def on_mount(self) -> None:
         self.sub_title = "Outbox"
         table = self.query_one("#outbox", DataTable)
-        for label, width in COLUMNS:
-            table.add_column(label, width=width)
+        show_rows(table, COLUMNS, [])
         table.focus()
         super().on_mount()
 
@@ -82,21 +86,27 @@ class OutboxScreen(DaemonScreen):
         self.reload()
 
     def on_loaded(self, message: Loaded) -> None:
-        table = self.query_one("#outbox", DataTable)
         if not message.append:
-            table.clear()
             self.messages = []
-        for m in message.data["messages"]:
-            self.messages.append(m)
-            created = (m.get("created_at") or "")[:16].replace("T", " ")
-            table.add_row(literal(m["id"]), literal(m["email"]), literal(m["kind"]),
-                          state_cell(m["state"]), literal(m["attempts"]), literal(created),
-                          literal(m.get("last_error") or ""), key=str(m["id"]))
+            self.query_one("#outbox", DataTable).move_cursor(row=0)
+        self.messages += message.data["messages"]
+        self.show()
         self.next_after = message.data.get("next_after")
         uncertain = sum(1 for m in self.messages if m["state"] == "uncertain")
         more = " — m loads more" if self.next_after is not None else ""
         self.query_one("#count", Static).update(
             f"{len(self.messages):,} shown, {uncertain} uncertain (s: it was sent, e: resend){more}")
+
+    def show(self) -> None:
+        rows = [(literal(m["id"]), literal(m["email"]), literal(m["kind"]), state_cell(m["state"]),
+                 literal(m["attempts"]),
+                 literal((m.get("created_at") or "")[:16].replace("T", " ")),
+                 literal(m.get("last_error") or "")) for m in self.messages]
+        show_rows(self.query_one("#outbox", DataTable), COLUMNS, rows,
+                  [str(m["id"]) for m in self.messages])
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.call_after_refresh(self.show)
 
     @property
     def selected(self) -> dict[str, Any] | None:

@@ -1,19 +1,27 @@
 """Sync of a channel: the run history (counts, requests used) with "sync now", and the Sync
-errors (record, email, reason) paged from ``sync.errors``; Enter on an error opens its user."""
+errors (record, email, reason) paged from ``sync.errors``. The error under the cursor is shown
+whole below the list (its instructions are often longer than a row). Enter on an error opens
+its user; an error without one (a shared email) gives the Sell record it names: its link
+(``[sell] web_url``) shown as a terminal hyperlink and copied to the clipboard — over SSH
+nothing could open a browser."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
 from ..messages import DaemonEvent, Loaded
-from .base import Banner, DaemonScreen, fill_table
+from .base import SELL_WEB, Banner, Col, DaemonScreen, fill_table, link_text, record_url, show_rows
 
 RUN_COLUMNS = ("Run", "Status", "Started", "Finished", "Counts")
-ERROR_COLUMNS = ("Record", "Email", "Problem")
+# The problem is cut first (it is shown whole below the list), then the email.
+ERROR_COLUMNS = (Col("Record", keep=6), Col("Email", keep=5, flex=True, least=16),
+                 Col("Problem", keep=9, least=16, most=400, shrink=0))
 
 
 def when(iso: str | None) -> str:
@@ -36,7 +44,7 @@ def counts_text(counts: dict[str, Any] | None) -> str:
 class SyncScreen(DaemonScreen):
     BINDINGS = [
         Binding("s", "sync_now", "Sync now"),
-        Binding("enter", "open_user", "User"),
+        Binding("enter", "open_user", "User / Sell record"),
         Binding("m", "more", "More errors"),
         Binding("escape", "app.pop_screen", "Back"),
     ]
@@ -46,6 +54,7 @@ class SyncScreen(DaemonScreen):
         self.channel_id = channel_id
         self.errors: list[dict[str, Any]] = []
         self.next: int | None = None
+        self.opened_record: str | None = None  # the last Sell record link given (tests)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -54,12 +63,13 @@ class SyncScreen(DaemonScreen):
         yield DataTable(id="sync-runs", cursor_type="row")
         yield Static("Sync errors", classes="section-title", id="errors-title", markup=False)
         yield DataTable(id="sync-errors", cursor_type="row", zebra_stripes=True)
+        yield Static(id="error-detail", markup=False)  # the whole error under the cursor
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = "Sync"
         fill_table(self.query_one("#sync-runs", DataTable), RUN_COLUMNS, [])
-        fill_table(self.query_one("#sync-errors", DataTable), ERROR_COLUMNS, [])
+        show_rows(self.query_one("#sync-errors", DataTable), ERROR_COLUMNS, [])
         self.query_one("#sync-errors", DataTable).focus()
         super().on_mount()
 
@@ -87,21 +97,76 @@ class SyncScreen(DaemonScreen):
                 self.errors = []
             self.errors += message.data["errors"]
             self.next = message.data.get("next")
-            fill_table(self.query_one("#sync-errors", DataTable), ERROR_COLUMNS,
-                       [(f"{e['crm']['kind']} {e['crm']['id']}" if e.get("crm") else "—", e.get("email") or "—",
-                         e.get("error") or e.get("code") or "") for e in self.errors])
+            if not message.append:
+                self.query_one("#sync-errors", DataTable).move_cursor(row=0)
+            self.show_errors()
             more = " (m: more)" if self.next is not None else ""
             self.query_one("#errors-title", Static).update(f"Sync errors: {len(self.errors)}{more}")
 
-    def action_open_user(self) -> None:
+    def show_errors(self) -> None:
+        rows = [(f"{e['crm']['kind']} {e['crm']['id']}" if e.get("crm") else "—",
+                 e.get("email") or "—", e.get("error") or e.get("code") or "")
+                for e in self.errors]
+        show_rows(self.query_one("#sync-errors", DataTable), ERROR_COLUMNS, rows)
+        self.show_detail()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.call_after_refresh(self.show_errors)
+
+    @property
+    def selected(self) -> dict[str, Any] | None:
         table = self.query_one("#sync-errors", DataTable)
-        if not self.errors or not 0 <= table.cursor_row < len(self.errors):
+        if self.errors and 0 <= table.cursor_row < len(self.errors):
+            return self.errors[table.cursor_row]
+        return None
+
+    def web_url(self) -> str:
+        return str(getattr(self.app, "sell_web_url", SELL_WEB))
+
+    def show_detail(self) -> None:
+        """The whole error under the cursor, wrapped, with what Enter does for it."""
+        error = self.selected
+        detail = self.query_one("#error-detail", Static)
+        if error is None:
+            detail.update("")
             return
-        user = self.errors[table.cursor_row].get("user")
-        if user is None:
-            self.app.notify("This record has no Kuloo user (fix it in Sell).", severity="warning")
+        crm = error.get("crm")
+        text = Text.assemble(
+            (f"{crm['kind']} {crm['id']}" if crm else "no Sell record", "bold"),
+            f" · {error.get('email') or 'no email'}\n",
+            error.get("error") or error.get("code") or "")
+        if error.get("user") is not None:
+            text.append("\nEnter: open the user")
+        elif crm:
+            text.append("\nIn Sell: ")
+            text.append_text(link_text(record_url(self.web_url(), crm)))
+            text.append("  (Enter copies the link)")
+        detail.update(text)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "sync-errors":
+            self.show_detail()
+
+    def action_open_user(self) -> None:
+        error = self.selected
+        if error is None:
             return
-        self.app.open_user(user, self.channel_id)  # type: ignore[attr-defined]  # self.app is a KulooApp
+        user = error.get("user")
+        if user is not None:
+            self.app.open_user(user, self.channel_id)  # type: ignore[attr-defined]  # a KulooApp
+            return
+        crm = error.get("crm")
+        if not crm:
+            self.app.notify("This error names no Kuloo user and no Sell record.",
+                            severity="warning")
+            return
+        # Over SSH nothing could open a browser here: the link goes to the clipboard (OSC 52)
+        # and stays on screen as a hyperlink the admin's terminal can open.
+        url = record_url(self.web_url(), crm)
+        self.app.copy_to_clipboard(url)
+        self.opened_record = url
+        self.app.notify(f"Link to {crm['kind']} {crm['id']} in Sell copied to the clipboard: {url}",
+                        title="Sell record", timeout=10)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "sync-errors":

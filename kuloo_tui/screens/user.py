@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.segment import Segment
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.strip import Strip
 from textual.widgets import (
     Button,
     DataTable,
@@ -20,20 +23,39 @@ from textual.widgets import (
     Static,
     Switch,
 )
+from textual.widgets._toggle_button import ToggleButton
+from textual.widgets.option_list import OptionDoesNotExist
 
 from ..messages import DaemonEvent, Loaded, Saved
 from ..vocabulary import FREQUENCIES, SOURCES
-from .base import Banner, DaemonScreen, literal
+from .base import SELL_WEB, Banner, DaemonScreen, link_text, literal, record_url
 from .confirm import ConfirmScreen
 
-SELL_WEB = "https://app.futuresimple.com"
+
+class CheckList(SelectionList[str]):
+    """A SelectionList whose boxes read ✓ (on) and ☐ (off), not only by colour."""
+
+    ON, OFF = "✓", "☐"
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        segments = list(strip)
+        if len(segments) < 3 or segments[1].text != ToggleButton.BUTTON_INNER:
+            return strip
+        try:
+            option = self.get_option_at_index(self.scroll_offset.y + y)
+        except OptionDoesNotExist:
+            return strip
+        mark = self.ON if option.value in self.selected else self.OFF
+        segments[1] = Segment(mark, segments[1].style)
+        return Strip(segments, strip.cell_length)
 
 
-def crm_link(crm: dict[str, Any] | None) -> str:
+def crm_link(crm: dict[str, Any] | None, web_url: str = SELL_WEB) -> Text:
+    """``lead 5 — <link>``: the record's page in the Sell web app (``[sell] web_url``)."""
     if not crm:
-        return "not in Zendesk Sell"
-    path = "leads" if crm["kind"] == "lead" else "crm/contacts"
-    return f"{crm['kind']} {crm['id']} — {SELL_WEB}/{path}/{crm['id']}"
+        return Text("not in Zendesk Sell")
+    return Text.assemble(f"{crm['kind']} {crm['id']} — ", link_text(record_url(web_url, crm)))
 
 
 class UserScreen(DaemonScreen):
@@ -67,7 +89,7 @@ class UserScreen(DaemonScreen):
                 yield Label("Add to CRM", classes="inline")
                 yield Switch(id="add_to_crm")
             yield Label("Promo tags (the channel's sequential tags)")
-            yield SelectionList[str](id="promo_tags", compact=True)
+            yield CheckList(id="promo_tags", compact=True)
             yield Static(id="crm", markup=False)
             yield Button("Add user" if self.user_id is None else "Save", id="save", variant="primary", compact=True)
             if self.user_id is not None:
@@ -134,7 +156,9 @@ class UserScreen(DaemonScreen):
         self.fill_tags()
         source = SOURCES.get(doc["source"], doc["source"])
         error = f"\nSync error: {doc['sync_error']}" if doc.get("sync_error") else ""
-        self.query_one("#crm", Static).update(f"CRM: {crm_link(doc.get('crm'))}   Source: {source}{error}")
+        web = getattr(self.app, "sell_web_url", SELL_WEB)
+        self.query_one("#crm", Static).update(Text.assemble(
+            "CRM: ", crm_link(doc.get("crm"), web), f"   Source: {source}{error}"))
 
     def form(self) -> dict[str, Any]:
         return {

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -13,11 +14,30 @@ from textual.widgets import DataTable, Footer, Header, Input, Select, Static
 
 from ..messages import DaemonEvent, Loaded
 from ..vocabulary import CRM_KINDS, SOURCES, SUBSCRIPTIONS
-from .base import Banner, DaemonScreen, literal
+from .base import Banner, Col, DaemonScreen, literal, show_rows
 
 PAGE = 50
-COLUMNS = (("Id", 6), ("Email", 24), ("Name", 16), ("Subscription", 12), ("Source", 6), ("CRM", 7),
-           ("Sync error", 10))
+# Widths come from the content and the terminal; at 80 columns Source and CRM give way
+# first, and the Sync error column always stays.
+COLUMNS = (Col("Id", keep=6), Col("Email", keep=9, flex=True, least=20, want=30),
+           Col("Name", keep=4, least=12), Col("Subscription", keep=5), Col("Source", keep=1),
+           Col("CRM", keep=2), Col("Sync error", keep=8))
+
+
+class SearchInput(Input):
+    """The search box: Enter opens the highlighted (first) user, ↓ moves into the list."""
+
+    BINDINGS = [
+        Binding("enter", "open_highlighted", "Open highlighted", show=True),
+        Binding("down", "into_list", "Into the list", show=True),
+    ]
+
+    def action_open_highlighted(self) -> None:
+        if isinstance(self.screen, UsersScreen):
+            self.screen.open_highlighted()
+
+    def action_into_list(self) -> None:
+        self.screen.query_one("#users", DataTable).focus()
 
 
 def subscription(user: dict[str, Any]) -> str:
@@ -45,11 +65,12 @@ class UsersScreen(DaemonScreen):
         self.total = 0
         self.tags: list[str] = []
         self.shown_query: str | None = None  # the search the rows shown answer (None before the first page)
+        self.open_when_shown = False  # Enter in the search box before its answer came
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Banner()
-        yield Input(id="search", placeholder="search email or name (type to filter)")
+        yield SearchInput(id="search", placeholder="search email or name (type to filter)")
         with Horizontal(id="filters"):
             yield Select([("yes", True), ("no", False)], prompt="sync error", id="f-error", compact=True)
             yield Select([(s, s) for s in SUBSCRIPTIONS], prompt="subscription", id="f-sub", compact=True)
@@ -63,10 +84,7 @@ class UsersScreen(DaemonScreen):
 
     def on_mount(self) -> None:
         self.sub_title = "Users"
-        table = self.query_one("#users", DataTable)
-        # Fixed widths: a page appended later never reflows the columns (and 80 columns fit).
-        for label, width in COLUMNS:
-            table.add_column(label, width=width)
+        show_rows(self.query_one("#users", DataTable), COLUMNS, [])
         # The list has the focus, so its keys work; "/" moves to the search box.
         self.query_one("#users", DataTable).focus()
         super().on_mount()
@@ -111,18 +129,27 @@ class UsersScreen(DaemonScreen):
         if message.what != "users":
             return
         page = message.data
-        table = self.query_one("#users", DataTable)
         if not message.append:
-            table.clear()
             self.users = []
-        for user in page["users"]:
-            self.users.append(user)
-            table.add_row(*self.row(user), key=str(user["id"]))
+            self.query_one("#users", DataTable).move_cursor(row=0)
+        self.users += page["users"]
+        self.show()
         self.next, self.total = page["next"], page["total"]
         if not message.append:
             self.shown_query = page.get("query", "")
+            typed = self.query_one("#search", Input).value.strip()
+            if self.open_when_shown and self.shown_query == typed:
+                self.open_when_shown = False
+                self.action_open_user()
         more = " — m or the end of the list loads more" if self.next is not None else ""
         self.query_one("#count", Static).update(f"{len(self.users):,} of {self.total:,} shown{more}")
+
+    def show(self) -> None:
+        show_rows(self.query_one("#users", DataTable), COLUMNS, [self.row(u) for u in self.users],
+                  [str(u["id"]) for u in self.users])
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.call_after_refresh(self.show)
 
     @staticmethod
     def row(user: dict[str, Any]) -> tuple[Text, ...]:
@@ -139,6 +166,13 @@ class UsersScreen(DaemonScreen):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_open_user()
 
+    def open_highlighted(self) -> None:
+        """Enter in the search box: the highlighted user of *this* search (once it answered)."""
+        if self.shown_query == self.query_one("#search", Input).value.strip():
+            self.action_open_user()
+        else:
+            self.open_when_shown = True
+
     def action_open_user(self) -> None:
         table = self.query_one("#users", DataTable)
         if self.users and 0 <= table.cursor_row < len(self.users):
@@ -154,10 +188,8 @@ class UsersScreen(DaemonScreen):
         if event.event != "user.updated" or not isinstance(event.data, dict):
             return
         user = event.data
-        table = self.query_one("#users", DataTable)
         for i, shown in enumerate(self.users):
             if shown["id"] == user["id"]:
                 self.users[i] = user
-                for column, value in zip(table.columns, self.row(user), strict=True):
-                    table.update_cell(str(user["id"]), column, value)
+                self.show()
                 return

@@ -698,3 +698,13 @@ def test_run_and_check_config_refuse_secrets_in_clear(short_tmp, body, key):
         assert r.returncode == 2, (command, r.stdout, r.stderr)
         assert key in r.stderr, r.stderr
     assert not os.path.exists(os.path.join(short_tmp, "state")), "nothing may start"
+
+
+def test_sell_web_url_defaults_to_the_real_web_app_and_must_be_http():
+    """Issue 24 item 10: record links are built on ``[sell] web_url`` (the demo: sellsim).
+    Planted bug: the check removed (``javascript:`` accepted)."""
+    assert c.from_mapping({})["sell.web_url"] == "https://app.futuresimple.com"
+    assert c.from_mapping({"sell": {"web_url": "http://127.0.0.1:1/_sim/web"}})["sell.web_url"]
+    with pytest.raises(c.ConfigError) as err:
+        c.from_mapping({"sell": {"web_url": "javascript:alert(1)"}})
+    assert [p.split(":")[0] for p in err.value.problems] == ["sell.web_url"]

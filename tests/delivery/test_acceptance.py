@@ -65,7 +65,8 @@ async def test_sequence_over_two_tags_in_publication_order_with_delays(env_facto
         ch = await env.channel()
         report = await env.delivery.import_articles(ch, "sample")
         assert (report["imported"], report["withdrawn"]) == (5, 0)  # the clip's page is not served here
-        assert [p["file"] for p in report["problems"]] == ["newsletter/2026-01-12-compost.md"]
+        assert [p["file"] for p in report["problems"]] == [
+            "sample/newsletter/2026-01-12-compost.md"]
         await env.user(ch, "ann@example.com", tags=["welcome", "onboarding"], first_name="Ann")
         await env.delivery.run(None)
         assert smtp_sink.subjects("ann@example.com") == [WELCOME]

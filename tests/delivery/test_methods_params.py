@@ -14,6 +14,7 @@ from kuloo_daemon.control.protocol import ProtocolError
         (m.articles_import, {"channel": True, "path": "x"}, "'channel'"),
         (m.articles_import, {"channel": 1}, "'path'"),
         (m.articles_import, {"channel": 1, "path": "a\x00b"}, "'path'"),
+        (m.articles_import, {"channel": 1, "path": "x", "dry_run": "yes"}, "'dry_run'"),
         (m.articles_list, {"channel": "1"}, "'channel'"),
         (m.articles_preview, {"id": 1, "user": -2}, "'user'"),
         (m.outbox_list, {"channel": 1, "state": "pending"}, "'state' must be one of queued"),

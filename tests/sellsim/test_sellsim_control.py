@@ -309,3 +309,18 @@ def test_cli_rejects_bad_state_files_and_options(tmp_path):
     assert r.returncode == 2 and "rate_window" in r.stderr
     r = _cli("-o", "novalue")
     assert r.returncode == 2 and "NAME=VALUE" in r.stderr
+
+
+def test_a_record_has_a_minimal_web_page_for_the_demo(sellsim):
+    """Issue 24 item 10: the demo's ``[sell] web_url`` points at sellsim, whose record pages
+    stand in for the Sell web app. Text is escaped. Planted bug: the route removed (404)."""
+    lead = sellsim.create_record("lead", {"last_name": "<b>Berg</b>", "email": "d@example.com"})
+    contact = sellsim.create_record("contact", {"last_name": "Stone"})
+    with httpx.Client(base_url=sellsim.base_url, timeout=10) as http:
+        page = http.get(f"/_sim/web/leads/{lead['id']}")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "&lt;b&gt;Berg&lt;/b&gt;" in page.text and "<b>Berg" not in page.text
+        assert "d@example.com" in page.text
+        assert "Stone" in http.get(f"/_sim/web/crm/contacts/{contact['id']}").text
+        assert http.get(f"/_sim/web/crm/contacts/{lead['id']}").status_code == 404
+        assert http.get("/_sim/web/leads/nope").status_code == 404

@@ -102,8 +102,8 @@ async def test_add_user_refusal_shows_the_daemons_message(daemon):
         screen = app.screen
         screen.query_one("#email", Input).value = "TAKEN@example.com"
         await pilot.press("ctrl+s")
-        await until(lambda: any("users.add" == n.title for n in app._notifications), pilot)
-        note = next(n for n in app._notifications if n.title == "users.add")
+        await until(lambda: any("Adding the user" == n.title for n in app._notifications), pilot)
+        note = next(n for n in app._notifications if n.title == "Adding the user")
         assert "taken@example.com" in note.message.lower() and note.severity == "error"
         assert isinstance(app.screen, UserScreen)  # still there, nothing crashed
 

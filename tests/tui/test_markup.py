@@ -168,7 +168,8 @@ async def test_notifications_quote_what_was_typed_literally(make_daemon):
         for typed in ("[/]", "[link=file:///etc/passwd]y[/]"):
             app.screen.query_one("#email").value = typed
             await pilot.press("ctrl+s")
-            await until(lambda: any(n.title == "users.add" for n in app._notifications), pilot)
+            await until(lambda: any(n.title == "Adding the user" for n in app._notifications),
+                        pilot)
             await pilot.pause()
             await until(lambda typed=typed: any(typed in str(toast.render())
                                                 for toast in app.screen.query(Toast)),

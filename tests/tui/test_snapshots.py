@@ -7,17 +7,27 @@ look at the report's pictures.
 
 from __future__ import annotations
 
+import shutil
+import signal
+import sqlite3
+from pathlib import Path
+
 import pytest
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Input
 
 from kuloo_tui.app import make_app
 from kuloo_tui.client import DaemonClient
+from kuloo_tui.screens.articles import ArticlesScreen
 from kuloo_tui.screens.channel import ChannelScreen
+from kuloo_tui.screens.confirm import ConfirmScreen
+from kuloo_tui.screens.outbox import OutboxScreen
+from kuloo_tui.screens.sync import SyncScreen
 from kuloo_tui.screens.user import UserScreen
 from kuloo_tui.screens.users import UsersScreen
 
-from .conftest import until
+from .conftest import restart, until
 
+REPO = Path(__file__).resolve().parents[2]
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 
 
@@ -99,3 +109,106 @@ def test_users_named_with_markup(daemon, snap_compare):
                     and pilot.app.screen.query_one("#users", DataTable).row_count == 3, pilot)
 
     assert snap_compare(app_for(daemon), terminal_size=(80, 24), run_before=run_before)
+
+
+# --------------------------------------------------------------------------- issue 24
+
+SHARED_FIX = ("Two Sell records carry the email shared@example.com: Kuloo cannot tell which one "
+              "is the user. Merge or delete the duplicate in Sell (keep the one with the deals), "
+              "then sync again; the error clears on its own.")
+
+
+def seed_rows(daemon) -> None:
+    """Sync errors and outbox messages, written while the daemon is stopped."""
+    daemon.signal(signal.SIGTERM)
+    daemon.proc.wait(10)
+    at = "2026-01-05 09:00:00+00:00"
+    with sqlite3.connect(daemon.root / "state" / "kuloo.sqlite3") as conn:
+        conn.executemany(
+            "insert into sync_error (channel_id, user_id, crm_kind, crm_id, email, code, error,"
+            " attempts, payload_key, created_at, updated_at)"
+            " values (1, ?, ?, ?, ?, ?, ?, 1, '', ?, ?)",
+            [(None, "lead", 4242, "shared@example.com", "duplicate", SHARED_FIX, at, at),
+             (1, "contact", 17, "ada@example.com", "kuloo_id",
+              "The KulooId in Sell (k-0000) is not this user's: restore it to the value shown "
+              "in Kuloo, or clear it and sync again.", at, at)])
+        conn.executemany(
+            "insert into outbox_message (channel_id, user_id, kind, state, message_id, attempts,"
+            " last_error, created_at, updated_at) values (1, ?, 'digest', ?, ?, ?, ?, ?, ?)",
+            [(1, "failed", "<a.1@t>", 5, "550 5.1.1 <ada@example.com>: Recipient address "
+              "rejected: User unknown in virtual mailbox table", at, at),
+             (3, "uncertain", "<c.1@t>", 1, "", at, at)])
+    restart(daemon)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_sync_errors(seeded, snap_compare, size):
+    """The whole error under the cursor, below the list (issue 24 item 3)."""
+    seed_rows(seeded)
+
+    async def run_before(pilot):
+        await dashboard_loaded(pilot)
+        await pilot.press("y")
+        await until(lambda: isinstance(pilot.app.screen, SyncScreen)
+                    and len(pilot.app.screen.errors) == 2
+                    and "deals" in str(pilot.app.screen.query_one("#error-detail").render()), pilot)
+
+    assert snap_compare(app_for(seeded), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_outbox(seeded, snap_compare, size):
+    """Fitted columns: Email and Error stay at 80 columns (issue 24 item 5)."""
+    seed_rows(seeded)
+
+    async def run_before(pilot):
+        await dashboard_loaded(pilot)
+        await pilot.press("o")
+        await until(lambda: isinstance(pilot.app.screen, OutboxScreen)
+                    and len(pilot.app.screen.messages) == 2, pilot)
+        await pilot.pause(0.1)
+
+    assert snap_compare(app_for(seeded), terminal_size=size, run_before=run_before)
+
+
+def articles_seeded(daemon) -> None:
+    seq = daemon.root / "state" / "articles" / "seq"
+    shutil.copytree(REPO / "config" / "articles" / "sequence", seq)
+    with daemon.client() as c:
+        c.call("articles.import", {"channel": 1, "path": "seq"})
+        (seq / "02-planning.md").unlink()
+        c.call("articles.import", {"channel": 1, "path": "seq"})
+        (seq / "01-welcome.md").unlink()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_articles_with_a_withdrawn_one(seeded, snap_compare, size):
+    """Withdrawn articles stay listed, dimmed, with their state (issue 24 item 2)."""
+    articles_seeded(seeded)
+
+    async def run_before(pilot):
+        await dashboard_loaded(pilot)
+        await pilot.press("a")
+        await until(lambda: isinstance(pilot.app.screen, ArticlesScreen)
+                    and pilot.app.screen.query_one("#articles", DataTable).row_count == 3, pilot)
+
+    assert snap_compare(app_for(seeded), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_import_confirmation(seeded, snap_compare, size):
+    """An import that would withdraw names the articles and asks; the dialog's footer shows
+    its own keys (issue 24 items 2 and 9)."""
+    articles_seeded(seeded)
+
+    async def run_before(pilot):
+        await dashboard_loaded(pilot)
+        await pilot.press("a")
+        await until(lambda: isinstance(pilot.app.screen, ArticlesScreen)
+                    and pilot.app.screen.query_one("#articles", DataTable).row_count == 3, pilot)
+        pilot.app.screen.query_one("#folder", Input).value = "seq"
+        pilot.app.screen.start_import()  # not a click: the button's press effect is timed
+        await until(lambda: isinstance(pilot.app.screen, ConfirmScreen), pilot, tries=600)
+        await pilot.pause(0.1)
+
+    assert snap_compare(app_for(seeded), terminal_size=size, run_before=run_before)
