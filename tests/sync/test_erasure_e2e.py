@@ -141,15 +141,15 @@ def test_kuloo_ctl_users_erase_asks_for_the_email_again(erasing):
     kuloo.create_channel()
     kuloo.call("users.add", {"channel": kuloo.channel, "email": EMAIL})
     ctl = [sys.executable, "-m", "kuloo_daemon.control.ctl", "--socket", kuloo.d.socket_path]
-    typed_wrong = subprocess.run([*ctl, "users", "erase", EMAIL], input="someone@example.com\n",
+    typed_wrong = subprocess.run([*ctl, "users", "erase", EMAIL, "--confirm", "someone@example.com"],
                                  capture_output=True, text=True, timeout=60)
-    assert typed_wrong.returncode != 0
+    assert typed_wrong.returncode != 0 and "email" in typed_wrong.stderr
     assert kuloo.user(EMAIL)["email"] == EMAIL
     no_tty = subprocess.run([*ctl, "users", "erase", EMAIL], capture_output=True, text=True, timeout=60,
                             stdin=subprocess.DEVNULL)
     assert no_tty.returncode != 0 and "--confirm EMAIL" in no_tty.stderr
-    done = subprocess.run([*ctl, "users", "erase", EMAIL, "--channel", str(kuloo.channel), "--confirm", EMAIL],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run([*ctl, "users", "erase", EMAIL, "--channel", str(kuloo.channel),
+                           "--confirm", EMAIL], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "erased" in done.stdout
     assert kuloo.users() == []
