@@ -99,8 +99,11 @@ async def pending_records(channel_id: int) -> list[tuple[str, int]]:
     """Sell records whose "erased" state changed since their Sync error was last written:
     a tombstone's record without its error yet, an ``erased`` error whose tombstone ended.
     The engine reads them again by id (``lookups.orphans_to_recheck``)."""
-    stones = {(r.crm_kind, int(r.crm_id)) for r in await ErasedUser.filter(
-        channel_id=channel_id, crm_id__not_isnull=True)}
-    shown = {(r.crm_kind, int(r.crm_id)) for r in await SyncError.filter(
-        channel_id=channel_id, user_id=None, code=E_ERASED, crm_id__not_isnull=True)}
+    stones: set[tuple[str, int]] = {
+        (r.crm_kind, int(r.crm_id)) for r in await ErasedUser.filter(channel_id=channel_id)
+        if r.crm_kind is not None and r.crm_id is not None}
+    shown: set[tuple[str, int]] = {
+        (r.crm_kind, int(r.crm_id)) for r in await SyncError.filter(
+            channel_id=channel_id, user_id=None, code=E_ERASED)
+        if r.crm_kind is not None and r.crm_id is not None}
     return sorted((stones - shown) | (shown - stones))
