@@ -46,6 +46,7 @@ from ..clock import ClockError, parse_instant
 from ..services import Services
 from ..store import erasure as erasure_store
 from ..store import users as user_store
+from ..sync import engine
 from ..vocabulary import (
     SUBSCRIPTION_UNSUBSCRIBED,
     Actor,
@@ -56,6 +57,7 @@ from ..vocabulary import (
     valid_email,
 )
 from . import render
+from .context import Context
 from .protocol import ProtocolError
 
 log = structlog.get_logger("kuloo.control")
@@ -363,8 +365,13 @@ def erasure_key_missing(services: Services) -> str:
             "change it (erased users are recognised by it)")
 
 
-async def users_erase(services: Services, params: dict[str, Any]) -> dict[str, Any]:
-    """``users.erase {"id", "confirm"}``: the user's personal data gone, a tombstone left."""
+async def users_erase(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """``users.erase {"id", "confirm"}``: the user's personal data gone, a tombstone left.
+
+    Like ``channels.delete``, not while the channel's sync runs (``conflict``), and under the
+    delivery pass lock (on PostgreSQL both leases): no batch or send holds the user meanwhile.
+    """
+    services = context.services
     problems = Problems()
     user_id = _positive_id(params, "id", problems, "user")
     confirm = params.get("confirm")
@@ -375,7 +382,16 @@ async def users_erase(services: Services, params: dict[str, Any]) -> dict[str, A
     key = services.config.erasure_key()
     if key is None:
         raise ProtocolError("unavailable", erasure_key_missing(services))
-    done = await services.store.run(erasure_store.erase, user_id, confirm, key, services.clock.now())
+    channel_id = (await services.store.run(user_store.get, user_id)).channel_id
+    sync_lock = engine.channel_lock(services, channel_id)
+    if sync_lock.locked():
+        raise ProtocolError("conflict", "a sync of this channel is running; try again when it has ended")
+    async with sync_lock, context.delivery.pass_lock:
+        async with services.leases.hold("sync", channel_id) as sync_held, \
+                services.leases.hold("delivery", channel_id) as delivery_held:
+            if not (sync_held and delivery_held):
+                raise ProtocolError("conflict", "another daemon is working on this channel; try again shortly")
+            done = await services.store.run(erasure_store.erase, user_id, confirm, key, services.clock.now())
     log.info("user erased", user_id=done.id, channel_id=done.channel_id)
     services.publish("user.erased", {"id": done.id, "channel": done.channel_id})
     return {"id": done.id, "channel": done.channel_id, "erased": True,
@@ -389,5 +405,4 @@ METHODS = {
     "users.activity": users_activity,
     "users.list": users_list,
     "users.audit": users_audit,
-    "users.erase": users_erase,
 }

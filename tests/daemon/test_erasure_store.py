@@ -95,3 +95,30 @@ async def test_users_add_ends_the_tombstone_of_that_address_only(store):
     again = await store.run(users.add, cid, {"email": "ERIN@example.com"}, Actor.ADMIN, T0, KEY)
     assert again.kuloo_id == user.kuloo_id
     assert [s.former_id for s in await store.run(_all, ErasedUser)] == [other.id]
+
+
+async def test_users_erase_is_refused_while_the_channels_sync_runs(services_config, short_tmp):
+    from pathlib import Path
+
+    from kuloo_daemon.control.context import Context
+    from kuloo_daemon.control.protocol import ProtocolError
+    from kuloo_daemon.control.user_methods import users_erase
+    from kuloo_daemon.delivery.service import Delivery
+    from kuloo_daemon.services import open_services
+    from kuloo_daemon.sync import engine
+
+    creds = Path(short_tmp) / "creds"
+    creds.mkdir()
+    (creds / "erasure-key").write_text("k" * 32)
+    async with open_services(services_config(credentials={"directory": str(creds)})) as services:
+        cid, user = await setup(services.store)
+        context = Context(services, Delivery(services), "", lambda: 1)
+        async with engine.channel_lock(services, cid):  # a sync run of the channel is under way
+            with pytest.raises(ProtocolError) as busy:
+                await users_erase(context, {"id": user.id, "confirm": EMAIL})
+            assert busy.value.code == "conflict"
+        with pytest.raises(ProtocolError) as bad:
+            await users_erase(context, {"id": user.id, "confirm": ""})
+        assert bad.value.code == "invalid_params"
+        done = await users_erase(context, {"id": user.id, "confirm": EMAIL})
+        assert done["erased"] is True and done["id"] == user.id
