@@ -2,8 +2,8 @@
 
 ``erase`` deletes the user row in one transaction: tags, sequence progress and outbox go
 with it (cascades); the user's audit entries keep their fact but lose their values and
-notes; their Sync errors, and any record error that carries or names their address, are
-deleted. An ``ErasedUser`` row keeps what the sync needs to recognise the Sell record
+notes (so do other entries of the channel that name the address); their Sync errors, and
+any record error that carries or names their address, are deleted. An ``ErasedUser`` row keeps what the sync needs to recognise the Sell record
 again (the former id and KulooId, the email's keyed hash, the record) and no personal
 data; the channel's audit log gets one line naming only the former id. SQLite's
 ``secure_delete`` (``bridge``) overwrites what is deleted, so it is gone from the file.
@@ -48,6 +48,11 @@ async def erase(user_id: int, confirm: str, key: bytes, now: datetime) -> Erased
             raise Invalid("'confirm' must be the user's email, typed out")
         hashed = email_hash(key, row.email) or ""
         await AuditEntry.filter(user_id=row.id).update(old=None, new=None, note="")
+        # Other entries of the channel that name the address (a duplicate, a conversion note,
+        # an address another user had before): their values and notes go too.
+        await AuditEntry.filter(Q(note__icontains=row.email) | Q(old__icontains=row.email)
+                                | Q(new__icontains=row.email), channel_id=row.channel_id,
+                                ).update(old=None, new=None, note="")
         mine = Q(user_id=row.id) | Q(channel_id=row.channel_id, email__iexact=row.email) | \
             Q(channel_id=row.channel_id, error__icontains=row.email)
         if row.crm_kind is not None and row.crm_id is not None:

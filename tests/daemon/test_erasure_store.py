@@ -42,6 +42,10 @@ async def _sync_error(cid: int, user_id: int | None, email: str, error: str) -> 
                            created_at=T0, updated_at=T0)
 
 
+async def _note(cid: int, user_id: int, note: str) -> None:
+    await AuditEntry.create(channel_id=cid, user_id=user_id, at=T0, actor="sync", field="crm", note=note)
+
+
 def test_sqlite_connections_delete_securely():
     from kuloo_daemon.store.bridge import tortoise_config
 
@@ -51,6 +55,9 @@ def test_sqlite_connections_delete_securely():
 async def test_erase_removes_the_user_their_values_and_errors_and_leaves_a_tombstone(store):
     cid, user = await setup(store)
     await store.run(users.update, user.id, {"first_name": "Erina"}, Actor.ADMIN, T0)
+    other = await store.run(users.add, cid, {"email": "ozzy@example.com"}, Actor.ADMIN, T0)
+    await store.run(users.update, other.id, {"first_name": "Ozzy"}, Actor.ADMIN, T0)
+    await store.run(_note, cid, other.id, "lead 7 already synced with erin@example.com")
     await store.run(_sync_error, cid, user.id, "Erin@Example.com", "mine")
     await store.run(_sync_error, cid, None, "ERIN@example.com", "a record with their address")
     await store.run(_sync_error, cid, None, "x@example.com", "x: Erin@Example.com is already synced")
@@ -66,9 +73,12 @@ async def test_erase_removes_the_user_their_values_and_errors_and_leaves_a_tombs
     stones = await store.run(_all, ErasedUser)
     assert [(s.former_id, s.kuloo_id, s.channel_id) for s in stones] == [(user.id, user.kuloo_id, cid)]
     assert stones[0].erased_at == T0 + timedelta(hours=1)
-    audit = await store.run(_all, AuditEntry, channel_id=cid)
+    audit = await store.run(_all, AuditEntry, user_id=None)
     assert audit and all(a.old is None and a.new is None for a in audit)
     assert [a.note for a in audit if a.note] == [f"user {user.id} erased"]
+    others = await store.run(_all, AuditEntry, user_id=other.id)
+    assert '"Ozzy"' in {a.new for a in others}  # another user's entries keep their values
+    assert [a.note for a in others if "erin" in (a.note or "")] == []
     assert [e.error for e in await store.run(_all, SyncError)] == ["someone else's"]
 
 
