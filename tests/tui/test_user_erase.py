@@ -10,6 +10,7 @@ from textual.widgets import Button, Input
 
 from kuloo_tui.screens.confirm import TypeToConfirmScreen
 from kuloo_tui.screens.user import UserScreen
+from kuloo_tui.screens.users import UsersScreen
 
 pytestmark = pytest.mark.anyio
 
@@ -23,6 +24,8 @@ async def test_a_user_is_erased_only_when_their_email_is_typed_out(daemon):
     app = app_for(daemon)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
+        app.open_users(1)
+        await until(lambda: isinstance(app.screen, UsersScreen) and len(app.screen.users) == 2, pilot)
         app.open_user(user["id"], 1)
         await until(lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None, pilot)
         await pilot.press("ctrl+delete")
@@ -40,6 +43,7 @@ async def test_a_user_is_erased_only_when_their_email_is_typed_out(daemon):
         app.screen.query_one("#typed", Input).value = "erin@example.com"
         await pilot.press("enter")
         await until(lambda: any(f"User {user['id']} erased" in n.message for n in app._notifications), pilot)
-        await until(lambda: not isinstance(app.screen, UserScreen), pilot)
+        await until(lambda: isinstance(app.screen, UsersScreen), pilot)
+        await until(lambda: [u["email"] for u in app.screen.users] == ["keep@example.com"], pilot)
     with daemon.client() as c:
         assert [u["email"] for u in c.call("users.list", {"channel": 1})["users"]] == ["keep@example.com"]
