@@ -338,7 +338,8 @@ def new_row(channel_id: int, fields: Mapping[str, Any], now: datetime, *, checke
     """
     values = {k: _plain(k, v) for k, v in fields.items()}
     # A user added again after an erasure takes the former KulooId back (``erasure.adopt``).
-    base: dict[str, Any] = {"channel_id": channel_id, "kuloo_id": values.pop("kuloo_id", None) or new_kuloo_id(), "email_key": email_key(values["email"]),
+    kuloo_id = values.pop("kuloo_id", None) or new_kuloo_id()
+    base: dict[str, Any] = {"channel_id": channel_id, "kuloo_id": kuloo_id, "email_key": email_key(values["email"]),
             "created_at": now, "updated_at": now, "changed_at": {}, "revision": 1}
     if checked:
         row = UserRow(**base, **values)

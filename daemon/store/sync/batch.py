@@ -144,7 +144,9 @@ class _Batch:
                 self.record_errors.add((e.crm_kind, int(e.crm_id)))
 
     def email_hash(self, email: str | None) -> str | None:
-        return importing.email_hash(self.erasure_key, email) if self.erasure_key is not None else None
+        if self.erasure_key is None:
+            return None
+        return importing.email_hash(self.erasure_key, email)
 
     async def clear(self, user: UserRow | None, kind: str | None, crm_id: int | None) -> bool:
         """``clear_errors``, skipped when this batch knows there is nothing to clear."""
