@@ -153,3 +153,15 @@ def test_kuloo_ctl_users_erase_asks_for_the_email_again(erasing):
     assert done.returncode == 0, done.stderr
     assert "erased" in done.stdout
     assert kuloo.users() == []
+
+
+def test_a_new_sell_record_with_an_erased_address_is_not_imported(erasing, sellsim):
+    kuloo = erasing()
+    kuloo.create_channel()
+    user = kuloo.call("users.add", {"channel": kuloo.channel, "email": EMAIL})  # never in Sell
+    kuloo.call("users.erase", {"id": user["id"], "confirm": EMAIL})
+    lead = sellsim.create_record("lead", {"last_name": "Again", "email": "  erin.erased@EXAMPLE.com"})
+    run = kuloo.sync()
+    assert run["counts"].get("users_created", 0) == 0 and kuloo.users() == []
+    assert kuloo.lead(lead["id"])["custom_fields"]["Sync error"].startswith("erased in Kuloo on ")
+    assert "KulooId" not in kuloo.lead(lead["id"])["custom_fields"]
