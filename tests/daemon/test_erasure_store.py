@@ -1,4 +1,5 @@
-"""store.erasure and the signup after an erasure, on a real SQLite file (issue 27 item 3,
+"""store.erasure and the signup after an erasure, on a real SQLite file and a real
+PostgreSQL database (``backend``; issue 27 item 3,
 docs/operations.md): the tombstone, what goes, and a confirmation link older than the
 erasure refused."""
 
@@ -20,8 +21,9 @@ EMAIL = "erin@example.com"
 
 
 @pytest.fixture
-async def store(short_tmp):
-    async with Store.open(f"{short_tmp}/s.sqlite3") as s:
+async def store(short_tmp, backend):
+    location = backend.target if backend.postgres else f"{short_tmp}/s.sqlite3"
+    async with Store.open(location) as s:
         yield s
 
 
