@@ -51,6 +51,8 @@ KEYS: dict[str, Key] = {
     "credentials.directory": Key(str, "", "Folder of credential files; empty = $CREDENTIALS_DIRECTORY (systemd)."),
     "credentials.link_signing_key": Key(str, "link-signing-key", "File name of the link-signing key in the credentials folder."),
     "credentials.smtp_password": Key(str, "smtp-password", "File name of the SMTP password in the credentials folder."),
+    "credentials.erasure_key": Key(str, "erasure-key", "File name of the erasure key (the keyed hash of "
+                                   "erased users' emails) in the credentials folder; never rotate it."),
     "credentials.store_password": Key(str, "store-password", "File name of the PostgreSQL password ([store] url) in the "
                                       "credentials folder; absent = no password (peer or trust authentication)."),
     "sell.base_url": Key(str, "https://api.getbase.com", "Zendesk Sell API base URL (sellsim's URL in the demo)."),
@@ -168,6 +170,15 @@ class Config:
             return self.credential("store_password")
         except FileNotFoundError:
             return None
+
+    def erasure_key(self) -> bytes | None:
+        """The erasure-key credential's bytes (the keyed hash of erased users' emails), or
+        None when there is none (no erasure can have been made with it)."""
+        try:
+            key = self.credential("erasure_key")
+        except FileNotFoundError:
+            return None
+        return key.reveal().encode("utf-8") if key else None
 
     def credentials_dir(self) -> str | None:
         return self.values["credentials.directory"] or os.environ.get("CREDENTIALS_DIRECTORY")

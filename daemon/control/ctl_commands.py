@@ -5,6 +5,7 @@
 ``users show USER``    ``users.get`` (+ ``users.progress`` in the table form)
 ``users add EMAIL``    ``users.add``
 ``users reset USER``   ``users.reset_sequence`` (idempotent)
+``users erase EMAIL``  ``users.erase`` (the email typed again, or ``--confirm EMAIL``)
 ``sync run``           ``sync.run`` (waits for the run to end)
 ``sync runs``          ``sync.runs``
 ``sync errors``        ``sync.errors``
@@ -193,6 +194,19 @@ def users_reset(client: ControlClient, args: argparse.Namespace) -> Output:
                     "cleared; it starts again from its first article"]
 
 
+def users_erase(client: ControlClient, args: argparse.Namespace) -> Output:
+    user = user_doc(client, args.user, args.channel)
+    confirm = args.confirm
+    if confirm is None:
+        if not sys.stdin.isatty():
+            raise CommandError("say --confirm EMAIL (the user's email) to erase them")
+        confirm = input(f"Erasing user {user['id']} removes their profile, audit values and outbox from "
+                        "Kuloo for good; their Sell record stays, unlinked. Type their email to go on: ")
+    result = client.call("users.erase", {"id": user["id"], "confirm": confirm})
+    return result, [f"user {result['id']} erased (channel {result['channel']}, at {result['erased_at']}); "
+                    "the Sell record is not touched: delete it in Sell if it must go too"]
+
+
 def _run_row(r: dict[str, Any]) -> tuple:
     why = r["reason"] or r["error"] or ""
     if r.get("retry_at"):
@@ -291,7 +305,7 @@ def _leaf(group: argparse._SubParsersAction, name: str, handler: Callable[..., O
 
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """The friendly subcommands under ``sub``; ``common`` carries --socket/--config/--json."""
-    users = sub.add_parser("users", help="list, show, add users; reset a user's sequence",
+    users = sub.add_parser("users", help="list, show, add, erase users; reset a user's sequence",
                            description="Users of a channel.").add_subparsers(dest="action", required=True,
                                                                             metavar="ACTION")
     p = _leaf(users, "list", users_list, "List a channel's users, one page (users.list): id, email, name, "
@@ -322,6 +336,12 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = _leaf(users, "reset", users_reset, "Reset a user's sequence (users.reset_sequence): the sequence starts "
               "again from its first article. Safe to repeat.", common)
     p.add_argument("user", metavar="USER", help="user id, or email address (in --channel)")
+
+    p = _leaf(users, "erase", users_erase, "Erase a user (users.erase): their personal data leaves Kuloo, a "
+              "tombstone stays so the sync does not import them again. Asks for the email again unless "
+              "--confirm gives it.", common)
+    p.add_argument("user", metavar="EMAIL", help="the user's email (or id), in --channel")
+    p.add_argument("--confirm", metavar="EMAIL", help="the user's email again (the confirmation)")
 
     sync = sub.add_parser("sync", help="run a sync now; the run history; the sync errors",
                           description="The channel's two-way sync with Zendesk Sell.").add_subparsers(

@@ -298,6 +298,7 @@ async def channels_delete(context: Context, params: dict[str, Any]) -> dict[str,
 METHODS: dict[str, Handler] = {
     "status": status,
     "channels.delete": channels_delete,
+    "users.erase": user_methods.users_erase,
     **on_services_all({
         "channels.create": channels_create,
         "channels.list": channels_list,

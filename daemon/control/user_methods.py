@@ -19,6 +19,10 @@ add, read, edit and list a channel's users through them.
                    "total"}``, by id; pass ``next`` as ``after``; ``limit`` 1–500, 50.
 ``users.audit``    ``{"id", "limit"?}`` → ``{"entries": [{"at", "actor", "field", "old",
                    "new", "note"}]}``, newest first.
+``users.erase``    ``{"id", "confirm": <the user's email>}`` → ``{"id", "channel",
+                   "erased": true, "erased_at"}``: the user's personal data removed, a
+                   tombstone left (docs/operations.md); a wrong ``confirm``:
+                   ``invalid_params``; no ``erasure-key`` credential: ``unavailable``.
 =================  =====================================================================
 
 ``actor`` is ``admin`` (default) or ``app``. A change publishes ``user.updated`` with the
@@ -40,7 +44,9 @@ import structlog
 
 from ..clock import ClockError, parse_instant
 from ..services import Services
+from ..store import erasure as erasure_store
 from ..store import users as user_store
+from ..sync import engine
 from ..vocabulary import (
     SUBSCRIPTION_UNSUBSCRIBED,
     Actor,
@@ -51,6 +57,7 @@ from ..vocabulary import (
     valid_email,
 )
 from . import render
+from .context import Context
 from .protocol import ProtocolError
 
 log = structlog.get_logger("kuloo.control")
@@ -285,7 +292,8 @@ def _updated(services: Services, doc: user_store.User) -> dict[str, Any]:
 
 async def users_add(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     new = check_new_user(params)
-    doc = await services.store.run(user_store.add, new.channel_id, new.fields, new.actor, services.clock.now())
+    doc = await services.store.run(user_store.add, new.channel_id, new.fields, new.actor, services.clock.now(),
+                                   services.config.erasure_key())
     log.info("user added", user_id=doc.id, channel_id=doc.channel_id, actor=new.actor.value)
     return _updated(services, doc)
 
@@ -351,6 +359,47 @@ async def users_audit(services: Services, params: dict[str, Any]) -> dict[str, A
     assert user_id is not None
     entries = await services.store.run(user_store.audit, user_id, limit)
     return {"entries": [render.audit_entry(e) for e in entries]}
+
+
+def erasure_key_missing(services: Services) -> str:
+    """The error text when the erasure-key credential is missing (never its content)."""
+    name = services.config["credentials.erasure_key"]
+    return (f"users.erase needs the erasure-key credential: put a long random secret in the "
+            f"file {name!r} of the credentials folder ([credentials] erasure_key), and never "
+            "change it (erased users are recognised by it)")
+
+
+async def users_erase(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """``users.erase {"id", "confirm"}``: the user's personal data gone, a tombstone left.
+
+    Like ``channels.delete``, not while the channel's sync runs (``conflict``), and under the
+    delivery pass lock (on PostgreSQL both leases): no batch or send holds the user meanwhile.
+    """
+    services = context.services
+    problems = Problems()
+    user_id = _positive_id(params, "id", problems, "user")
+    confirm = params.get("confirm")
+    if not isinstance(confirm, str) or not confirm.strip():
+        problems.add("'confirm' must be the user's email, typed out")
+    problems.raise_any()
+    assert user_id is not None and isinstance(confirm, str)
+    key = services.config.erasure_key()
+    if key is None:
+        raise ProtocolError("unavailable", erasure_key_missing(services))
+    channel_id = (await services.store.run(user_store.get, user_id)).channel_id
+    sync_lock = engine.channel_lock(services, channel_id)
+    if sync_lock.locked():
+        raise ProtocolError("conflict", "a sync of this channel is running; try again when it has ended")
+    async with sync_lock, context.delivery.pass_lock:
+        async with services.leases.hold("sync", channel_id) as sync_held, \
+                services.leases.hold("delivery", channel_id) as delivery_held:
+            if not (sync_held and delivery_held):
+                raise ProtocolError("conflict", "another daemon is working on this channel; try again shortly")
+            done = await services.store.run(erasure_store.erase, user_id, confirm, key, services.clock.now())
+    log.info("user erased", user_id=done.id, channel_id=done.channel_id)
+    services.publish("user.erased", {"id": done.id, "channel": done.channel_id})
+    return {"id": done.id, "channel": done.channel_id, "erased": True,
+            "erased_at": done.erased_at.isoformat()}
 
 
 METHODS = {

@@ -466,9 +466,15 @@ class LinksApp:
         fields = {"email": address, **({"first_name": first} if first else {}), **({"last_name": last} if last else {})}
         try:
             sub = await self.services.store.run(user_store.sign_up, claim.channel, fields, Actor.LINK,
-                                                self.services.clock.now(), issued)
+                                                self.services.clock.now(), issued,
+                                                self.services.config.erasure_key())
         except NotFound:
             return _page(404, *UNKNOWN)
+        except user_store.ErasedAfter:  # the erasure came after this link: it wins
+            log.info("signup confirmation predates an erasure", channel_id=claim.channel)
+            return _page(200, "Link no longer valid",
+                         "This confirmation link is older than a later change to this address. "
+                         "Nothing was changed. To subscribe, sign up once more.")
         if sub.stale:
             log.info("signup confirmation already used", user_id=sub.user.id,
                      channel_id=claim.channel)

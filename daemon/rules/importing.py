@@ -15,6 +15,10 @@ The new user takes the address as spelled in Sell (trimmed; compared by
 ``sync``, and is not marked "add to CRM" (it is in the CRM already). A record that says
 only ``unsubscribed`` gets the ``DEFAULT_FREQUENCY`` for the day they subscribe again.
 
+A record of a user erased in Kuloo is not imported while the tombstone stands
+(``erased``, docs/sync-rules.md): it matches a tombstone by the KulooId it carries or by
+its email's keyed hash (``email_hash``), and gets the ``erased`` Sync error instead.
+
 A record linked to an existing user (``link``) needs room under the cap too
 (``over_cap``), and the changes Sell makes to a linked user pass the same value, tag and
 address checks (``sell_changes``) before they are applied.
@@ -24,11 +28,14 @@ Pure: imports ``vocabulary`` and the other rules only.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from ..vocabulary import Frequency, InvalidEmail, Plan, Source, valid_email
+from ..vocabulary import Frequency, InvalidEmail, Plan, Source, email_key, valid_email
 from . import caps, texts
 from .values import PROMO, SUBSCRIPTION, kuloo_attrs
 
@@ -42,6 +49,34 @@ class Refusal:
 
     code: str
     text: str
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """What an erasure leaves (``ErasedUser``): no personal data, only keys to match."""
+
+    kuloo_id: str
+    email_hash: str
+    erased_at: datetime
+
+
+def email_hash(key: bytes, email: str | None) -> str | None:
+    """The keyed hash a tombstone keeps of an address: HMAC-SHA256 of its ``email_key``
+    under the ``erasure-key`` credential, hex (None for a blank address)."""
+    normal = email_key(email)
+    if not normal:
+        return None
+    return hmac.new(key, normal.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def erased(kuloo_id: str | None, hashed: str | None,
+           tombstones: Sequence[Tombstone]) -> Refusal | None:
+    """Why a record with no user is not imported: it carries the KulooId of an erased user,
+    or an address whose hash (``email_hash``) a tombstone keeps. None: not erased."""
+    for stone in tombstones:
+        if (kuloo_id and stone.kuloo_id == kuloo_id) or (hashed and stone.email_hash == hashed):
+            return Refusal(texts.E_ERASED, texts.erased(stone.erased_at.date().isoformat()))
+    return None
 
 
 def over_cap(plan: Plan | str, linked: int) -> Refusal | None:

@@ -22,6 +22,7 @@ E_VALUE = "bad_value"
 E_REFUSED = "sell_refused"
 E_ORG_ONLY = "organization_only"
 E_CONVERTED = "converted_into_linked"
+E_ERASED = "erased"
 
 
 def one_line(text: str) -> str:
@@ -71,6 +72,11 @@ def email_control_characters() -> str:
         "Not synced: the email address holds control characters (a line break or another "
         "invisible character), and Kuloo never rewrites an address. Retype it in Sell."
     )
+
+
+def erased(on: str) -> str:
+    """A Sell record of a user erased in Kuloo (``on``: the erasure's date, YYYY-MM-DD)."""
+    return one_line(f"erased in Kuloo on {on}: delete it in Sell, or add the user again in Kuloo")
 
 
 def plan_cap(plan: Plan) -> str:

@@ -137,6 +137,9 @@ def _sqlite_connection(db_path: str | Path) -> dict[str, Any]:
             "foreign_keys": "ON",
             "busy_timeout": 5000,
             "synchronous": "NORMAL",
+            # Deleted rows are overwritten with zeros, not left in free pages: an erased
+            # user's data is gone from the file too (users.erase, docs/operations.md).
+            "secure_delete": "ON",
         },
     }
 

@@ -308,6 +308,31 @@ class AuditEntry(Model):
         indexes = (("user_id", "id"), ("channel_id",))  # users.audit: a user's entries, newest first
 
 
+class ErasedUser(Model):
+    """The tombstone of an erased user (``users.erase``, docs/operations.md): no personal data.
+
+    The former id and KulooId, a keyed hash of the email (HMAC-SHA256 of its
+    ``vocabulary.email_key`` under the ``erasure-key`` credential), the Sell record it was
+    linked to and when. While it stands, the sync imports no Sell record that carries that
+    KulooId or email (docs/sync-rules.md); a new user with that email ends it."""
+
+    id = fields.IntField(primary_key=True)
+    channel: fields.ForeignKeyRelation[Channel]
+    channel = fields.ForeignKeyField("models.Channel", related_name="erased_users",
+                                     on_delete=fields.CASCADE)
+    channel_id: int
+    former_id = fields.IntField()
+    kuloo_id = fields.CharField(max_length=64)
+    email_hash = fields.CharField(max_length=64)
+    crm_kind = fields.CharField(max_length=16, null=True)
+    crm_id = fields.BigIntField(null=True)
+    erased_at = fields.DatetimeField()
+
+    class Meta:
+        table = "erased_user"
+        indexes = (("channel_id", "kuloo_id"), ("channel_id", "email_hash"))
+
+
 class ClockState(Model):
     """The manual clock's time (``[clock] mode = "manual"``): one row, so it survives restarts."""
 

@@ -50,7 +50,7 @@ from ..vocabulary import (
     Source,
     email_key,
 )
-from . import Conflict, Invalid, NotFound
+from . import Conflict, Invalid, NotFound, erasure
 from .models import AuditEntry, OutboxMessage, UserTag
 from .models import Channel as ChannelRow
 from .models import User as UserRow
@@ -337,7 +337,9 @@ def new_row(channel_id: int, fields: Mapping[str, Any], now: datetime, *, checke
     skips tortoise's per-field checks: ``bare_row``.
     """
     values = {k: _plain(k, v) for k, v in fields.items()}
-    base = {"channel_id": channel_id, "kuloo_id": new_kuloo_id(), "email_key": email_key(values["email"]),
+    # A user added again after an erasure takes the former KulooId back (``erasure.adopt``).
+    kuloo_id = values.pop("kuloo_id", None) or new_kuloo_id()
+    base: dict[str, Any] = {"channel_id": channel_id, "kuloo_id": kuloo_id, "email_key": email_key(values["email"]),
             "created_at": now, "updated_at": now, "changed_at": {}, "revision": 1}
     if checked:
         row = UserRow(**base, **values)
@@ -458,14 +460,20 @@ async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Acto
 # ----------------------------------------------------------------------------- use cases
 
 
-async def add(channel_id: int, fields: Mapping[str, Any], actor: Actor, now: datetime) -> User:
-    """A new user of the channel (``users.add``); ``conflict`` when the email is taken."""
+async def add(channel_id: int, fields: Mapping[str, Any], actor: Actor, now: datetime,
+              erasure_key: bytes | None = None) -> User:
+    """A new user of the channel (``users.add``); ``conflict`` when the email is taken.
+
+    An address erased before ends its tombstone: the user takes the former KulooId back
+    (``erasure.adopt``; ``erasure_key`` is the erasure-key credential)."""
     try:
         async with in_transaction():
             channel = await _channel(channel_id)
             _check_promo(channel, fields.get("promo_tags") or ())
             await _email_taken(channel_id, email_key(fields["email"]))
-            row = await insert(channel_id, fields, actor=actor, now=now)
+            former = await erasure.adopt(channel_id, fields["email"], erasure_key)
+            row = await insert(channel_id, {**fields, **({"kuloo_id": former} if former else {})},
+                               actor=actor, now=now)
     except IntegrityError:  # a concurrent add of the same email won the race
         raise Conflict(f"a user of channel {channel_id} already has the email {fields['email']!r}") from None
     return document(row)
@@ -625,8 +633,12 @@ def unsubscribed_changed(row: UserRow) -> datetime:
     return _parse_time(stamp) if stamp else row.created_at
 
 
+class ErasedAfter(Conflict):
+    """A signup confirmation issued before the address was erased (``sign_up``)."""
+
+
 async def sign_up(channel_id: int, fields: Mapping[str, Any], actor: Actor, now: datetime,
-                  issued: datetime | None = None) -> Subscriber:
+                  issued: datetime | None = None, erasure_key: bytes | None = None) -> Subscriber:
     """A confirmed signup: a new user (source ``signup``), or the existing one left as is.
 
     ``fields``: a normalised ``email``, optional ``first_name``/``last_name``. An existing
@@ -634,7 +646,9 @@ async def sign_up(channel_id: int, fields: Mapping[str, Any], actor: Actor, now:
     names are kept); any other existing user is not changed. ``issued``: when the
     confirmation link was made; an existing user whose unsubscribed state changed (or
     who was created) after it is not changed, and the answer says ``stale`` (a link
-    works once: an old one never undoes a later unsubscribe).
+    works once: an old one never undoes a later unsubscribe). A new address that was
+    erased after ``issued`` raises ``ErasedAfter`` (the erasure wins over an older
+    confirmation); otherwise it ends the tombstone, as ``add`` does.
     """
     try:
         async with in_transaction():
@@ -647,8 +661,15 @@ async def sign_up(channel_id: int, fields: Mapping[str, Any], actor: Actor, now:
                 changed = await apply_changes(row, {"unsubscribed": False}, actor=actor, now=now,
                                               note="signup confirmed") if row.unsubscribed else ()
                 return Subscriber(channel.name, document(row), changed)
-            row = await insert(channel_id, {**fields, "source": Source.SIGNUP}, actor=actor, now=now,
-                               note="signup confirmed")
+            if issued is not None:
+                since = await erasure.erased_since(channel_id, fields["email"], erasure_key)
+                if since is not None and since > issued:
+                    raise ErasedAfter(f"the address was erased in channel {channel_id} after this "
+                                      "confirmation was issued")
+            former = await erasure.adopt(channel_id, fields["email"], erasure_key)
+            row = await insert(channel_id, {**fields, "source": Source.SIGNUP,
+                                            **({"kuloo_id": former} if former else {})},
+                               actor=actor, now=now, note="signup confirmed")
     except IntegrityError:  # a concurrent confirmation of the same address won the race
         return Subscriber(channel.name, await get_by_email(channel_id, fields["email"]), stale=True)
     return Subscriber(channel.name, document(row), (), created=True)

@@ -107,6 +107,7 @@ class _Run:
         self.sell = sell
         self.counts: dict[str, int] = {}
         self.retries = services.config["sync.batch_retries"]
+        self.erasure_key = services.config.erasure_key()
         self.pulled: set[tuple[str, int]] = set()
         self.errors_cleared = False
         self.linked: set[tuple[str, int]] = {(k, i) for k, ids in start.linked_ids.items() for i in ids}
@@ -157,7 +158,8 @@ class _Run:
                 if records or deletions or batch.final:
                     now = self.services.clock.now()
                     outcome = await self.services.store.run(
-                        sync_batch.apply_batch, self.channel_id, records, deletions, batch.state, now, self.retries)
+                        sync_batch.apply_batch, self.channel_id, records, deletions, batch.state, now, self.retries,
+                        self.erasure_key)
                     self.add(outcome.counts)
                     self.relinked(outcome)
                     touched = await self.write(outcome.writes)
@@ -184,7 +186,7 @@ class _Run:
                     found, created={r.id: parse_ts(getattr(r, "created_at", None)) for r in read})
                 outcome = await self.services.store.run(
                     sync_batch.apply_batch, self.channel_id, found, [*kept, *(DeletionIn(kind, i) for i in gone)], None,
-                    self.services.clock.now(), self.retries)
+                    self.services.clock.now(), self.retries, self.erasure_key)
                 self.add({k: v for k, v in outcome.counts.items() if k != "pulled"})
                 self.relinked(outcome)
                 touched = await self.write(outcome.writes)

@@ -29,7 +29,7 @@ from textual.widgets.option_list import OptionDoesNotExist
 from ..messages import DaemonEvent, Loaded, Saved
 from ..vocabulary import FREQUENCIES, SOURCES
 from .base import SELL_WEB, Banner, DaemonScreen, link_text, literal, record_url
-from .confirm import ConfirmScreen
+from .confirm import ConfirmScreen, TypeToConfirmScreen
 
 
 class CheckList(SelectionList[str]):
@@ -63,6 +63,7 @@ class UserScreen(DaemonScreen):
         Binding("ctrl+s", "save", "Save"),
         Binding("escape", "app.pop_screen", "Back"),
         Binding("f8", "reset_sequence", "Reset sequence"),
+        Binding("ctrl+delete", "erase_user", "Erase"),
     ]
 
     def __init__(self, channel_id: int, user_id: int | None = None) -> None:
@@ -193,6 +194,22 @@ class UserScreen(DaemonScreen):
             f"Reset the sequence of {email}?\n\nThe sequential articles start again from the first: "
             "articles already sent will be sent again when due.", yes="Reset"), answered)
 
+    def action_erase_user(self) -> None:
+        """users.erase behind a confirmation where the user's email is typed out."""
+        if self.user_id is None or self.doc is None or "users.erase" not in self.methods:
+            return
+        user_id, email = self.user_id, self.doc["email"]
+        question = (f"Erase user {user_id} ({email})? Their profile, audit values and outbox leave "
+                    "Kuloo for good; their Sell record is not touched, only unlinked, and is not "
+                    "imported again. This cannot be undone. Type their email to go on.")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.call("users.erase", {"id": user_id, "confirm": email},
+                          lambda r: Saved("erased", r), group="erase")
+
+        self.app.push_screen(TypeToConfirmScreen(question, email, "Erase"), answered)
+
     def action_save(self) -> None:
         values = self.form()
         if self.user_id is None:
@@ -208,6 +225,10 @@ class UserScreen(DaemonScreen):
         self.call("users.update", {"id": self.user_id, **changes}, lambda doc: Saved("user", doc), group="save")
 
     def on_saved(self, message: Saved) -> None:
+        if message.what == "erased":
+            self.app.notify(f"User {message.doc['id']} erased.")
+            self.app.pop_screen()
+            return
         if message.what == "reset":
             self.app.notify(f"Sequence reset ({message.doc['cleared']} sent article(s) forgotten).")
             self.load_progress()

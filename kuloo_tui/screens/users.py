@@ -185,6 +185,10 @@ class UsersScreen(DaemonScreen):
         self.query_one("#search", Input).focus()
 
     def on_daemon_event(self, event: DaemonEvent) -> None:
+        if event.event == "user.erased" and isinstance(event.data, dict):
+            if any(shown["id"] == event.data.get("id") for shown in self.users):
+                self.reload()  # an erased user leaves the list
+            return
         if event.event != "user.updated" or not isinstance(event.data, dict):
             return
         user = event.data

@@ -28,6 +28,7 @@ from ...rules.texts import (
     E_CAP,
     E_CONVERTED,
     E_DUPLICATE,
+    E_ERASED,
     E_NO_EMAIL,
     E_ORG_ONLY,
     E_REFUSED,
@@ -45,6 +46,7 @@ from ...rules.values import (
     kuloo_values,
 )
 from ...vocabulary import RESTORED_AT, Actor, CrmKind, Plan, Source, email_key, to_kuloo
+from .. import erasure
 from .. import users as user_store
 from ..models import Channel as ChannelRow
 from ..models import SyncError
@@ -92,8 +94,11 @@ def _unlink(row: UserRow) -> None:
 class _Batch:
     """One ``apply_batch`` call's working state (inside its transaction)."""
 
-    def __init__(self, channel: ChannelRow, now: datetime, retries: int) -> None:
+    def __init__(self, channel: ChannelRow, now: datetime, retries: int,
+                 erasure_key: bytes | None = None) -> None:
         self.channel = channel
+        self.erasure_key = erasure_key
+        self.tombstones: list[importing.Tombstone] = []
         self.now = now
         self.retries = retries
         self.tags = tuple(channel.sequential_tags or ())
@@ -128,6 +133,10 @@ class _Batch:
         keys += [("contact", d.conversion.individual_id) for d in deletions
                  if d.conversion and d.conversion.individual_id is not None]
         rows = await users_matching(cid, records, keys).select_for_update()
+        # Tombstones of erased users these records may match (by KulooId, by email hash).
+        hashes = [h for r in records if (h := self.email_hash(r.email))]
+        self.tombstones = await erasure.matching(
+            cid, [r.values[KULOO_ID] for r in records if r.values.get(KULOO_ID)], hashes)
         for row in rows:
             self.rows[row.id] = row
             self.index.put(user_ref(row))
@@ -141,6 +150,11 @@ class _Batch:
                 self.user_errors[e.user_id] = e
             else:
                 self.record_errors.add((e.crm_kind, int(e.crm_id)))
+
+    def email_hash(self, email: str | None) -> str | None:
+        if self.erasure_key is None:
+            return None
+        return importing.email_hash(self.erasure_key, email)
 
     async def clear(self, user: UserRow | None, kind: str | None, crm_id: int | None) -> bool:
         """``clear_errors``, skipped when this batch knows there is nothing to clear."""
@@ -160,8 +174,10 @@ class _Batch:
 
     async def record_error(self, rec: RecordIn, code: str, text: str, user: UserRow | None = None) -> None:
         """A record that does not sync: the error kept, and written to its Sync error field."""
+        # An erased user's address is not kept again, not even beside the record's error.
+        email = "" if code == E_ERASED else rec.email or ""
         if await set_error(self.channel.id, self.now, user=user, kind=rec.kind, crm_id=rec.id,
-                            email=rec.email or "", code=code, text=text):
+                            email=email, code=code, text=text):
             self.out.add("errors")
         if user is not None:
             self.out.touched(user.id)
@@ -243,6 +259,12 @@ class _Batch:
         d = linking.decide(record_ref(rec), self.index)
         if d.action == linking.IGNORE:
             return
+        if d.action in (linking.IMPORT, linking.UNKNOWN_KULOO_ID) and self.tombstones:
+            gone = importing.erased(rec.values.get(KULOO_ID) or None, self.email_hash(rec.email),
+                                    self.tombstones)
+            if gone is not None:  # an erased user's record: never imported again meanwhile
+                await self.record_error(rec, gone.code, gone.text)
+                return
         if EMAIL in rec.cleaned:  # an address is never rewritten: it would mail someone else
             user = self.rows[_user(d).id] if d.action in (linking.MERGE, linking.TAMPERED) else None
             await self.record_error(rec, E_VALUE, texts.email_control_characters(), user)
@@ -399,11 +421,15 @@ class _Batch:
 
 
 async def apply_batch(channel_id: int, records: Sequence[RecordIn], deletions: Sequence[DeletionIn],
-                      feed_state: Mapping[str, Any] | None, now: datetime, retries: int = 3) -> Outcome:
-    """Apply one batch of the change feed in one transaction; returns the Sell writes it needs."""
+                      feed_state: Mapping[str, Any] | None, now: datetime, retries: int = 3,
+                      erasure_key: bytes | None = None) -> Outcome:
+    """Apply one batch of the change feed in one transaction; returns the Sell writes it needs.
+
+    ``erasure_key``: the ``erasure-key`` credential, to match records to erased users by
+    their email's keyed hash (without it, by KulooId only)."""
     async with in_transaction():
         channel = await channel_row(channel_id)
-        batch = _Batch(channel, now, retries)
+        batch = _Batch(channel, now, retries, erasure_key)
         await batch.load(records, deletions)
         todo: list[RecordIn] = []
         for d in deletions:

@@ -3,7 +3,8 @@
 Which users a batch of records may belong to (``users_matching``, by link, KulooId and
 email; also the query ``batch`` locks), which records collide with a user linked to the
 other kind and may be a lead conversion (``conversion_lookups``), which records without
-a user to read again because their error may have gone (``orphans_to_recheck``), and the
+a user to read again because their error may have gone, or an erasure began or ended
+(``orphans_to_recheck``), and the
 linked record ids (``linked_ids``).
 """
 
@@ -19,6 +20,7 @@ from ...rules.linking import LinkIndex
 from ...rules.texts import E_CAP, E_DUPLICATE
 from ...rules.values import KULOO_ID
 from ...vocabulary import email_key
+from ..erasure import pending_records
 from ..models import SyncError
 from ..models import User as UserRow
 from .rows import channel_row, linked_count, record_ref, suspended_users, user_ref
@@ -88,6 +90,8 @@ async def orphans_to_recheck(channel_id: int) -> list[tuple[str, int]]:
             out.append((r.crm_kind, int(r.crm_id)))
         elif r.code == E_DUPLICATE and email_key(r.email) not in linked:
             out.append((r.crm_kind, int(r.crm_id)))
+    # Records of erased users: to show the "erased" error, or to link again once it ended.
+    out.extend(k for k in await pending_records(channel_id) if k not in out)
     return out
 
 
