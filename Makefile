@@ -50,6 +50,7 @@ soak: $(STAMP)
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q tests/sync/test_sync_resilience_e2e.py $(PYTEST_ARGS)
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/sync/test_multi_daemon_e2e.py $(PYTEST_ARGS)
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/sync/test_conversion_cost.py -k bulk $(PYTEST_ARGS)
+	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/sync/test_backup_e2e.py $(PYTEST_ARGS)
 
 # DEMO_ARGS: --reset (start over), --no-tui (no TUI; Ctrl-C stops), --state DIR.
 demo: $(STAMP)
