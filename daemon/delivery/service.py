@@ -477,14 +477,14 @@ class Delivery:
                 continue
             rendered = await self.rendered(parts, item.channel)
             envelope = self.envelope(item.channel)
-            frame_key = (id(rendered), envelope)
+            frame_key = (id(rendered), envelope, item.kind)
             r = item.recipient
             try:
                 if frame_key not in frames:
-                    frames[frame_key] = frame(rendered, envelope)
+                    frames[frame_key] = frame(rendered, envelope, item.kind)
                 data = build_bytes(rendered, envelope, Recipient(r.kuloo_id, r.email, r.first_name, r.last_name),
                                    self.signer(), msg_id=item.message_id, date=self.services.clock.now(),
-                                   frame_=frames[frame_key])
+                                   frame_=frames[frame_key], kind=item.kind)
             except HeaderError as exc:
                 # A header value with CR, LF or another control character: never sent.
                 log.warning("message refused", channel_id=channel_id, outbox_id=item.id,

@@ -65,8 +65,9 @@ def test_every_other_header_value_is_checked_too(bad):
 def test_a_clean_message_has_exactly_the_builders_headers():
     data = build(Recipient("K-1", "eve@example.com", "Évé", "Lee\u202eX"))  # no control character
     msg = email.message_from_bytes(data, policy=email.policy.default)
-    assert list(msg.keys()) == ["From", "Subject", "List-Id", "MIME-Version", "Content-Type", "To",
-                                "Date", "Message-ID", "List-Unsubscribe", "List-Unsubscribe-Post"]
+    assert list(msg.keys()) == ["From", "Subject", "List-Id", "MIME-Version", "Content-Type",
+                                "Feedback-ID", "To", "Date", "Message-ID", "List-Unsubscribe",
+                                "List-Unsubscribe-Post"]
     assert msg["To"].addresses[0].display_name == "Évé Lee\u202eX"
     assert header_value("Subject", "Plan your beds") == "Plan your beds"
 
