@@ -28,7 +28,7 @@ import html
 import logging
 import socket
 from collections import OrderedDict
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import Protocol
@@ -135,8 +135,7 @@ def confirmation_texts(channel: Channel, url: str) -> tuple[str, str]:
     return text, page
 
 
-def confirmation_bytes(channel: Channel, address: str, url: str,
-                       date: datetime | None = None) -> bytes:
+def confirmation_bytes(channel: Channel, address: str, url: str, date: datetime) -> bytes:
     """The confirmation email through the one builder (``rules.mail``): a notice, not list
     mail (``Auto-Submitted: auto-generated``, no List-Unsubscribe). ``HeaderError`` if a
     header value holds a control character."""
@@ -145,12 +144,11 @@ def confirmation_bytes(channel: Channel, address: str, url: str,
                      subject=f"Please confirm your subscription to {channel.name}")
     text, page = confirmation_texts(channel, url)
     return mail.assemble(head, to=("", address),  # never a display name: the requester's text
-                         date=date or datetime.now(UTC), msg_id=mail.message_id(sender, "confirm"),
+                         date=date, msg_id=mail.message_id(sender, "confirm"),
                          text=text, html=page)
 
 
-def confirmation_email(channel: Channel, address: str, url: str,
-                       date: datetime | None = None) -> EmailMessage:
+def confirmation_email(channel: Channel, address: str, url: str, date: datetime) -> EmailMessage:
     """``confirmation_bytes`` parsed back (tests)."""
     return email.message_from_bytes(confirmation_bytes(channel, address, url, date),
                                     policy=email.policy.default)
