@@ -60,9 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: str) -> config_mod.Config | None:
+def _load(path: str, sending: bool = False) -> config_mod.Config | None:
     try:
-        return config_mod.load(path)
+        config = config_mod.load(path)
+        if sending and (problems := config_mod.sending_problems(config)):
+            raise config_mod.ConfigError(problems)
+        return config
     except config_mod.ConfigError as exc:
         if len(exc.problems) == 1:  # one line, as systemd's journal shows it best
             print(f"kuloo-daemon: {path}: {exc.problems[0]}", file=sys.stderr)
@@ -75,7 +78,7 @@ def _load(path: str) -> config_mod.Config | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    config = _load(args.config)
+    config = _load(args.config, sending=args.command in ("check-config", "run"))
     if config is None:
         return 2
     if args.command == "check-config":

@@ -279,6 +279,30 @@ def _smtp_problems(values: dict[str, Any]) -> list[str]:
     return []
 
 
+def sending_problems(config: Config) -> list[str]:
+    """What check-config and start-up (``run``) refuse beyond ``from_mapping``: settings that
+    would send mail nobody should receive (docs/delivery.md, "Settings checked before
+    sending"). Kept apart so that a configuration read for other work (migrate, backup,
+    tests of other keys) is not refused for them."""
+    return _public_url_problems(config.values)
+
+
+def _public_url_problems(values: dict[str, Any]) -> list[str]:
+    """Mail that leaves for real must link to an https address (docs/delivery.md, "The
+    links service"): an empty public_url would put the bound address (127.0.0.1:8080) in
+    every unsubscribe link. Only tests (both smtp.host and sell.base_url loopback) may
+    leave it empty or http."""
+    if values["delivery.transport"] != "smtp":
+        return []
+    if str(values["links.public_url"]).startswith("https://"):
+        return []
+    if is_loopback_host(str(values["smtp.host"])) and is_loopback_url(str(values["sell.base_url"])):
+        return []
+    return ["links.public_url: must be an https:// address when delivery.transport = \"smtp\" "
+            "(it is in every unsubscribe link); empty or http:// only when smtp.host and "
+            "sell.base_url are both loopback (tests)"]
+
+
 def _links_problems(values: dict[str, Any]) -> list[str]:
     """The [links] keys that a type check alone cannot judge."""
     import ipaddress

@@ -103,7 +103,8 @@ def test_a_state_dir_in_a_system_folder_is_refused(short_tmp):
 @pytest.mark.parametrize("database", ["kuloo.sqlite3", "db/kuloo.sqlite3", "/srv/kuloo/kuloo.sqlite3",
                                       "/var/lib/kuloo/other.sqlite3"])
 def test_sensible_database_places_are_accepted(short_tmp, database):
-    r = _cli("check-config", _write(short_tmp, f'[store]\ndatabase = "{database}"\n'))
+    r = _cli("check-config", _write(short_tmp, f'[store]\ndatabase = "{database}"\n'
+                                           '[links]\npublic_url = "https://links.example.com"\n'))
     assert r.returncode == 0, r.stderr
 
 
@@ -119,4 +120,33 @@ def test_run_and_check_config_refuse_secrets_in_clear(short_tmp, body, key):
         r = _cli(command, path)
         assert r.returncode == 2, (command, r.stdout, r.stderr)
         assert key in r.stderr, r.stderr
+    assert not os.path.exists(os.path.join(short_tmp, "state")), "nothing may start"
+
+
+HTTPS_REFUSAL = 'links.public_url: must be an https:// address when delivery.transport = "smtp"'
+
+
+@pytest.mark.parametrize("body, refused", [
+    ("", True),  # empty public_url, a real relay (localhost) but the real Sell
+    ('[links]\npublic_url = "http://links.example.com"\n', True),
+    ('[links]\npublic_url = "http://links.example.com"\n[sell]\nbase_url = "http://127.0.0.1:9"\n'
+     '[smtp]\nhost = "mail.example.com"\n', True),  # a real relay: no exception for tests
+    ('[sell]\nbase_url = "http://127.0.0.1:9"\n', False),  # both loopback (tests)
+    ('[links]\npublic_url = "http://links.test"\n[sell]\nbase_url = "http://[::1]:9"\n'
+     '[smtp]\nhost = "127.0.0.1"\n', False),
+    ('[links]\npublic_url = "https://links.example.com"\n', False),
+    ('[delivery]\ntransport = "maildir"\nmaildir = "md"\n', False),  # nothing leaves
+])  # fmt: skip
+def test_smtp_mail_links_to_https_unless_everything_is_loopback(short_tmp, body, refused):
+    """Issue 25 item 6. Planted bugs: the transport test dropped, "https://" changed to
+    "http", one loopback test dropped (either), the check not called by run."""
+    path = _write(short_tmp, body)
+    if not refused:
+        r = _cli("check-config", path)
+        assert r.returncode == 0, r.stderr
+        return
+    for command in ("check-config", "run"):
+        r = _cli(command, path)
+        assert r.returncode == 2, (command, r.stderr)
+        assert HTTPS_REFUSAL in r.stderr, r.stderr
     assert not os.path.exists(os.path.join(short_tmp, "state")), "nothing may start"
