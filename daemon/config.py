@@ -51,6 +51,7 @@ KEYS: dict[str, Key] = {
     "credentials.directory": Key(str, "", "Folder of credential files; empty = $CREDENTIALS_DIRECTORY (systemd)."),
     "credentials.link_signing_key": Key(str, "link-signing-key", "File name of the link-signing key in the credentials folder."),
     "credentials.smtp_password": Key(str, "smtp-password", "File name of the SMTP password in the credentials folder."),
+    "credentials.dkim_private_key": Key(str, "dkim-private-key", "File name of the DKIM RSA private key (PEM, >= 2048 bits), used when [dkim] domain is set."),
     "credentials.store_password": Key(str, "store-password", "File name of the PostgreSQL password ([store] url) in the "
                                       "credentials folder; absent = no password (peer or trust authentication)."),
     "sell.base_url": Key(str, "https://api.getbase.com", "Zendesk Sell API base URL (sellsim's URL in the demo)."),
@@ -88,6 +89,8 @@ KEYS: dict[str, Key] = {
     "smtp.ca_file": Key(str, "", "CA bundle (PEM) that verifies the relay's certificate, for the relay only; "
                         "empty = the system's store. Relative paths are beside this file."),
     "smtp.helo_name": Key(str, "", "The name this host gives in EHLO, e.g. mail.example.com; empty = its own FQDN."),
+    "dkim.domain": Key(str, "", "Sign every email with DKIM for this domain (d=); empty = no signing (the relay must sign)."),
+    "dkim.selector": Key(str, "", "DKIM selector (s=): the key is published at <selector>._domainkey.<domain>."),
     "links.public_url": Key(str, "", "Public base URL of the links service in emails, e.g. https://links.example.com; empty = the bound address."),
     "links.listen": Key(str, "127.0.0.1:8080", "HOST:PORT the links HTTP service binds ([::1]:PORT for IPv6); port 0 picks a free one (tests)."),
     "links.allowed_origins": Key(list, [], "Web sites whose signup popup may post to /signup, e.g. [\"https://www.example.com\"]."),
@@ -257,6 +260,7 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
         problems.append("sell.base_url: must start with https:// (the Sell token would cross the "
                         "network in clear); http:// only for a loopback address (sellsim)")
     problems.extend(_smtp_problems(values))
+    problems.extend(_dkim_problems(values))
     if values["sell.requests_per_second"] > 10 and not loopback:
         problems.append("sell.requests_per_second: Sell allows 10 requests per second; more is only "
                         "accepted for a loopback sell.base_url (sellsim)")
@@ -279,12 +283,48 @@ def _smtp_problems(values: dict[str, Any]) -> list[str]:
     return []
 
 
+def _dkim_problems(values: dict[str, Any]) -> list[str]:
+    from .rules.signing import is_domain
+
+    domain, selector = str(values["dkim.domain"]), str(values["dkim.selector"])
+    if not domain and not selector:
+        return []
+    if not domain or not selector:
+        missing = "dkim.domain" if not domain else "dkim.selector"
+        return [f"{missing}: required when the other [dkim] key is set"]
+    problems = []
+    if not is_domain(domain):
+        problems.append(f"dkim.domain: {domain!r} is not a domain name like example.com")
+    if not re.fullmatch(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*", selector):
+        problems.append(f"dkim.selector: {selector!r} is not a DNS label like kuloo2026")
+    return problems
+
+
+def dkim_key(config: Config) -> Any:
+    """The DKIM key (``rules.signing.DkimKey``) when ``[dkim]`` is set, else None. Raises
+    ``DkimKeyError`` or ``FileNotFoundError`` (naming the file, never the key)."""
+    if not config["dkim.domain"]:
+        return None
+    from .rules.signing import load_key
+
+    pem = config.credential("dkim_private_key").reveal()
+    return load_key(pem, config["dkim.domain"], config["dkim.selector"])
+
+
 def sending_problems(config: Config) -> list[str]:
     """What check-config and start-up (``run``) refuse beyond ``from_mapping``: settings that
     would send mail nobody should receive (docs/delivery.md, "Settings checked before
     sending"). Kept apart so that a configuration read for other work (migrate, backup,
     tests of other keys) is not refused for them."""
-    return _public_url_problems(config.values)
+    problems = _public_url_problems(config.values)
+    if config["dkim.domain"]:
+        from .rules.signing import DkimKeyError
+
+        try:
+            dkim_key(config)
+        except (DkimKeyError, OSError) as exc:
+            problems.append(f"credentials.dkim_private_key: the DKIM key does not load: {exc}")
+    return problems
 
 
 def _public_url_problems(values: dict[str, Any]) -> list[str]:

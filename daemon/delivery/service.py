@@ -38,8 +38,10 @@ from typing import Any
 import structlog
 import trio
 
+from .. import config as config_mod
 from ..clock import MANUAL
 from ..rules.headers import HeaderError
+from ..rules.signing import DkimKey, DkimKeyError, aligned, misaligned
 from ..scheduler import ClockJob, Job
 from ..services import Services
 from ..store import backup
@@ -460,6 +462,13 @@ class Delivery:
         transport = self.transport()
         results: list[store.SendResult] = []
         try:
+            dkim = config_mod.dkim_key(self.config)
+        except (DkimKeyError, OSError) as exc:
+            # Unsigned mail would fail DMARC: nothing leaves, nothing is held against the mail.
+            self.relay.refused(f"the DKIM key does not load: {exc}", self.services.clock.now(),
+                               self.config["delivery.retry_seconds"])
+            return [store.SendResult(c.id, "unsent") for c in claimed]
+        try:
             await trio.to_thread.run_sync(transport.open)
         except TransportError as exc:
             # The relay's problem, not the messages': all stay queued, no attempt counted.
@@ -474,6 +483,10 @@ class Delivery:
             if not parts or not sender:
                 why = "its articles are gone" if not parts else "the channel has no sender address"
                 results.append(store.SendResult(item.id, "not_sent", why, permanent=True))
+                continue
+            if dkim is not None and not aligned(sender_domain(item.channel.sender), dkim.domain):
+                results.append(store.SendResult(item.id, "not_sent", misaligned(item.channel.sender, dkim.domain),
+                                                permanent=True))
                 continue
             rendered = await self.rendered(parts, item.channel)
             envelope = self.envelope(item.channel)
@@ -506,7 +519,7 @@ class Delivery:
             for first in range(0, len(outgoing), SEND_CHUNK):
                 chunk = outgoing[first:first + SEND_CHUNK]
                 sent, refusal = await trio.to_thread.run_sync(
-                    self._send_chunk, transport, chunk, channel_id, interval)
+                    self._send_chunk, transport, chunk, channel_id, interval, dkim)
                 results.extend(sent)
                 if refusal is not None or len(sent) < len(chunk):
                     break  # the relay refused the session, or could not be reopened: the rest waits
@@ -534,8 +547,10 @@ class Delivery:
         return results + [store.SendResult(c.id, "unsent") for c in claimed if c.id not in done]
 
     def _send_chunk(self, transport, chunk: list[tuple[int, bytes, str, str]], channel_id: int,
-                    interval: float) -> tuple[list[store.SendResult], str | None]:
-        """In a worker thread: send each message at the channel's pace, reconnecting once if needed.
+                    interval: float, dkim: DkimKey | None = None
+                    ) -> tuple[list[store.SendResult], str | None]:
+        """In a worker thread: DKIM-sign (CPU: here, never in the event loop) and send each
+        message at the channel's pace, reconnecting once if needed.
 
         Stops at a refusal of the session (returned as the second item): that message and
         the rest are left unsent, with no attempt held against them.
@@ -552,6 +567,8 @@ class Delivery:
                     transport.open()
                 except TransportError as exc:
                     return out, str(exc)
+            if dkim is not None:
+                data = dkim.sign(data)
             result = transport.send(data, sender, recipient)
             if result.relay:
                 return out, result.detail

@@ -36,9 +36,11 @@ from typing import Protocol
 import structlog
 import trio
 
+from .. import config as config_mod
 from ..config import parse_listen
 from ..rules import mail
 from ..rules.headers import HeaderError
+from ..rules.signing import DkimKeyError, aligned, misaligned
 from ..services import Services
 from ..store.channels import Channel
 from ..vocabulary import email_key
@@ -201,11 +203,22 @@ class LinksServer:
             except HeaderError as exc:
                 log.warning("signup confirmation not sent", channel_id=channel.id, problem=str(exc))
                 continue
+            sender = parseaddr(channel.sender or "no-reply@localhost")[1]
+            try:
+                dkim = config_mod.dkim_key(self.services.config)
+            except (DkimKeyError, OSError) as exc:
+                log.warning("signup confirmation not sent", channel_id=channel.id,
+                            problem=f"the DKIM key does not load: {exc}")
+                continue
+            if dkim is not None and not aligned(mail.sender_domain(sender), dkim.domain):
+                log.warning("signup confirmation not sent", channel_id=channel.id,
+                            problem=misaligned(sender, dkim.domain))
+                continue
             transport = self.mail.transport()
 
-            sender = parseaddr(channel.sender or "no-reply@localhost")[1]
-
             def send_one(transport=transport, data=data, address=address, sender=sender) -> str:
+                if dkim is not None:
+                    data = dkim.sign(data)
                 transport.open()
                 try:
                     return transport.send(data, sender, address).outcome.value
