@@ -335,7 +335,8 @@ class Delivery:
             warnings.append("the channel has no sender address: emails cannot be sent")
         if not inputs.channel.postal_address:
             warnings.append("the channel has no postal address for the footer")
-        return {"subject": rendered.subject, "html": html_part, "text": text_part,
+        return {"subject": rendered.subject, "preheader": rendered.preheader,
+                "html": html_part, "text": text_part,
                 "headers": {k: str(v) for k, v in msg.items() if k.lower() not in ("content-type", "mime-version")},
                 "size_bytes": len(html_part.encode()), "warnings": warnings}
 
