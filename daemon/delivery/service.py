@@ -290,7 +290,8 @@ class Delivery:
         failed_clips = {p["file"] for p in problems}
         keep = [d.key for d in clips if d.source_file in failed_clips]
         inputs = [store.ArticleInput(d.key, d.source_file, d.title or d.url, d.format, d.body, d.url, d.tags,
-                                     d.published_at, d.delay_seconds, d.content_hash) for d in docs.values()]
+                                     d.published_at, d.delay_seconds, d.content_hash, d.summary)
+                  for d in docs.values()]
         counts = await self.services.store.run(store.import_articles, channel_id, inputs,
                                                self.services.clock.now(), keep)
         self.mark_changed(channel_id)  # plan again at once: new articles may be due
@@ -310,7 +311,7 @@ class Delivery:
             self.cache_hits += 1
             return hit
         self.cache_misses += 1
-        pieces = [Piece(b.id, b.version, b.title, b.format, b.body, b.url) for b in bodies]
+        pieces = [Piece(b.id, b.version, b.title, b.format, b.body, b.url, b.summary) for b in bodies]
         result = await trio.to_thread.run_sync(
             lambda: render_email(pieces, channel=channel.name, postal_address=channel.postal_address))
         self._cache[key] = result

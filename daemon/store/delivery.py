@@ -46,6 +46,7 @@ class ArticleInput:
     published_at: datetime | None
     delay_seconds: int
     content_hash: str
+    summary: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class ArticleBody:
     format: str
     body: str
     url: str
+    summary: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def _summary(a: Article) -> ArticleSummary:
 
 
 def _body(a: Article) -> ArticleBody:
-    return ArticleBody(a.id, a.version, a.title, a.format, a.body, a.url)
+    return ArticleBody(a.id, a.version, a.title, a.format, a.body, a.url, a.summary)
 
 
 def _channel_info(c: Channel) -> ChannelInfo:
@@ -142,7 +144,8 @@ async def import_articles(channel_id: int, docs: Sequence[ArticleInput], now: da
         for doc in docs:
             values: dict[str, Any] = dict(source_file=doc.source_file, title=doc.title, format=doc.format, body=doc.body,
                           url=doc.url, tags=list(doc.tags), published_at=doc.published_at,
-                          delay_seconds=doc.delay_seconds, content_hash=doc.content_hash)
+                          delay_seconds=doc.delay_seconds, content_hash=doc.content_hash,
+                          summary=doc.summary)
             row = existing.get(doc.key)
             if row is None:
                 await Article.create(channel_id=channel_id, key=doc.key, version=1, created_at=now,

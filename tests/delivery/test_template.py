@@ -111,3 +111,18 @@ def test_sanitise_keeps_ordinary_markup():
     assert warnings == []
     assert out == ('<h2>T</h2><p><strong>b</strong> <em>i</em> <code>c</code></p>'
                    '<ul><li>x</li></ul><a href="mailto:a@b.test">m</a>')
+
+
+def test_the_summary_front_matter_key_is_the_preheader_and_part_of_the_content_hash():
+    from kuloo_daemon.delivery import documents
+
+    head = "---\ntitle: Frost\npublished_at: 2026-01-05\n"
+    plain = documents.parse("a.md", head + "---\nCover the beds. Now.\n")
+    summed = documents.parse("a.md", head + "summary: What to cover, and when.\n---\nCover the beds. Now.\n")
+    other = documents.parse("a.md", head + "summary: Something else.\n---\nCover the beds. Now.\n")
+    assert plain.summary == "" and summed.summary == "What to cover, and when."
+    assert len({plain.content_hash, summed.content_hash, other.content_hash}) == 3
+    assert "'summary' must be a string" in documents.parse("a.md", head + "summary: [1]\n---\nx\n")
+    r = render_email([Piece(1, 1, summed.title, "markdown", summed.body, summary=summed.summary)],
+                     channel="D", postal_address="")
+    assert r.preheader == "What to cover, and when."
