@@ -8,7 +8,8 @@ configured), ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058) an
 ``List-Id``, ``Feedback-ID``. Links go to the links service: ``/u/{token}`` (the footer
 page, also the one-click POST target) and ``/r/{token}`` (a signed click redirect). Every
 header value passes ``rules.headers.header_value`` (in ``rules.mail``) before it is
-encoded: one with CR, LF or another control character raises ``HeaderError`` and the message is not built. Pure.
+encoded: one with CR, LF or another control character raises ``HeaderError`` and the
+message is not built. Pure.
 """
 
 from __future__ import annotations
@@ -114,3 +115,23 @@ def build(rendered: Rendered, envelope: Envelope, recipient: Recipient, signer: 
     """The message parsed back (previews and tests): exactly the bytes that are sent."""
     data = build_bytes(rendered, envelope, recipient, signer, msg_id=msg_id, date=date, kind=kind)
     return email.message_from_bytes(data, policy=email.policy.default)
+
+
+MAX_HTML_BYTES = 100 * 1024  # Gmail clips at about 102 KB, hiding the footer (unsubscribe too)
+GREETING_CHARS = 200
+LONGEST_KULOO_ID = "K" * 64  # the column's length
+
+
+def largest_html_bytes(rendered: Rendered, envelope: Envelope, signer: Signer) -> int:
+    """The HTML part's size for the longest recipient: the real ``public_url``, a 200-character
+    greeting and tokens as long as they get (the longest KulooId)."""
+    recipient = Recipient(LONGEST_KULOO_ID, "x@example.com")
+    values = {k: html.escape(v, quote=True)
+              for k, v in links_for(rendered, envelope, recipient, signer).items()}
+    values["greeting"] = "x" * GREETING_CHARS
+    return len(rendered.html.fill(values).encode("utf-8"))
+
+
+def too_big(size: int) -> str:
+    return (f"its HTML part would be {size / 1024:.0f} KB, over the {MAX_HTML_BYTES // 1024} KB "
+            "that Gmail shows before clipping the footer (and the unsubscribe link): shorten it")

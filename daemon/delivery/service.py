@@ -49,7 +49,17 @@ from ..store import delivery as store
 from ..tokens import Signer
 from . import documents, schedule
 from .clip import ClipError, clip
-from .message import Envelope, Recipient, build, build_bytes, frame, sender_domain
+from .message import (
+    MAX_HTML_BYTES,
+    Envelope,
+    Recipient,
+    build,
+    build_bytes,
+    frame,
+    largest_html_bytes,
+    sender_domain,
+    too_big,
+)
 from .render import Piece, Rendered, render_email, template_version
 from .transport import MaildirTransport, Outcome, SmtpSettings, SmtpTransport, TransportError
 
@@ -282,13 +292,24 @@ class Delivery:
                     return
                 docs[doc.key] = doc.with_body(got.html, title=got.title)
 
+        oversized: list[str] = []
         limit = trio.CapacityLimiter(4)
         async with trio.open_nursery() as nursery:
             for doc in clips:
                 nursery.start_soon(clip_one, doc, limit)
+        # Too big for Gmail's clip limit (with the real links, a 200-character greeting and
+        # the longest tokens): an import problem; a stored version stays as it was.
+        channel = await self.services.store.run(store.channel_info, channel_id)
+        for doc in list(docs.values()):
+            size = await self._largest_size([store.ArticleBody(0, 0, doc.title or doc.url, doc.format,
+                                                               doc.body, doc.url, doc.summary)], channel)
+            if size > MAX_HTML_BYTES:
+                problems.append({"file": doc.source_file, "problem": f"not imported: {too_big(size)}"})
+                docs.pop(doc.key)
+                oversized.append(doc.key)
         # A clip that failed keeps its last good version rather than being withdrawn.
         failed_clips = {p["file"] for p in problems}
-        keep = [d.key for d in clips if d.source_file in failed_clips]
+        keep = [d.key for d in clips if d.source_file in failed_clips] + oversized
         inputs = [store.ArticleInput(d.key, d.source_file, d.title or d.url, d.format, d.body, d.url, d.tags,
                                      d.published_at, d.delay_seconds, d.content_hash, d.summary)
                   for d in docs.values()]
@@ -303,8 +324,10 @@ class Delivery:
 
     # ------------------------------------------------------------------ rendering
 
-    async def rendered(self, bodies: list[store.ArticleBody], channel: store.ChannelInfo) -> Rendered:
-        key = (tuple((b.id, b.version) for b in bodies), template_version(), channel.name, channel.postal_address)
+    async def rendered(self, bodies: list[store.ArticleBody], channel: store.ChannelInfo,
+                       full: int | None = None) -> Rendered:
+        key = (tuple((b.id, b.version) for b in bodies), template_version(), channel.name,
+               channel.postal_address, full)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
@@ -313,11 +336,34 @@ class Delivery:
         self.cache_misses += 1
         pieces = [Piece(b.id, b.version, b.title, b.format, b.body, b.url, b.summary) for b in bodies]
         result = await trio.to_thread.run_sync(
-            lambda: render_email(pieces, channel=channel.name, postal_address=channel.postal_address))
+            lambda: render_email(pieces, channel=channel.name, postal_address=channel.postal_address,
+                                 full=full))
         self._cache[key] = result
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return result
+
+    async def _fitted(self, parts: list[store.ArticleBody], channel: store.ChannelInfo,
+                      envelope: Envelope) -> Rendered | str:
+        """The email within the size limit: a digest carries its first articles in full and the
+        rest as titles until it fits; a single article that grew too big is refused (why)."""
+        full = len(parts)
+        while True:
+            rendered = await self.rendered(parts, channel, None if full == len(parts) else full)
+            size = await trio.to_thread.run_sync(largest_html_bytes, rendered, envelope, self.signer())
+            if size <= MAX_HTML_BYTES:
+                return rendered
+            if full == 1:
+                return f"not sent: {too_big(size)}"
+            full -= 1
+
+    async def _largest_size(self, bodies: list[store.ArticleBody], channel: store.ChannelInfo,
+                            full: int | None = None) -> int:
+        pieces = [Piece(b.id, b.version, b.title, b.format, b.body, b.url, b.summary) for b in bodies]
+        envelope, signer = self.envelope(channel), self.signer()
+        return await trio.to_thread.run_sync(lambda: largest_html_bytes(
+            render_email(pieces, channel=channel.name, postal_address=channel.postal_address, full=full),
+            envelope, signer))
 
     async def preview(self, article_id: int, user_id: int | None) -> dict[str, Any]:
         inputs = await self.services.store.run(store.preview_inputs, article_id, user_id)
@@ -478,6 +524,7 @@ class Delivery:
             return [store.SendResult(c.id, "unsent") for c in claimed]
         interval = 1.0 / self.config["delivery.messages_per_second"]
         frames: dict = {}
+        fits: dict[tuple, Rendered | str] = {}
         outgoing: list[tuple[int, bytes, str, str]] = []  # (outbox id, message, envelope sender, recipient)
         for item in claimed:
             parts = [bodies[a] for a in item.articles if a in bodies]
@@ -490,8 +537,14 @@ class Delivery:
                 results.append(store.SendResult(item.id, "not_sent", misaligned(item.channel.sender, dkim.domain),
                                                 permanent=True))
                 continue
-            rendered = await self.rendered(parts, item.channel)
             envelope = self.envelope(item.channel)
+            fit_key = (tuple(item.articles), envelope)
+            if fit_key not in fits:
+                fits[fit_key] = await self._fitted(parts, item.channel, envelope)
+            rendered = fits[fit_key]
+            if isinstance(rendered, str):
+                results.append(store.SendResult(item.id, "not_sent", rendered, permanent=True))
+                continue
             frame_key = (id(rendered), envelope, item.kind)
             r = item.recipient
             try:

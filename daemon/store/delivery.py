@@ -181,6 +181,13 @@ async def import_articles(channel_id: int, docs: Sequence[ArticleInput], now: da
         return ImportCounts(imported, updated, unchanged, len(gone), cancelled)
 
 
+async def channel_info(channel_id: int) -> ChannelInfo:
+    channel = await Channel.get_or_none(id=channel_id)
+    if channel is None:
+        raise NotFound(f"no channel {channel_id}")
+    return _channel_info(channel)
+
+
 async def list_articles(channel_id: int) -> list[ArticleSummary]:
     if not await Channel.exists(id=channel_id):
         raise NotFound(f"no channel {channel_id}")
