@@ -18,7 +18,8 @@ COLUMNS = (("Id", 5), ("Title", 30), ("Kind", 10), ("Tags", 16), ("Published", 1
 
 def describe_preview(preview: dict[str, Any]) -> str:
     warnings = preview.get("warnings") or []
-    head = [f"Subject: {preview.get('subject', '')}", f"HTML size: {preview.get('size_bytes', 0):,} bytes"]
+    head = [f"Subject: {preview.get('subject', '')}", f"Preview: {preview.get('preheader', '')}",
+            f"HTML size: {preview.get('size_bytes', 0):,} bytes"]
     head += [f"Warning: {w}" for w in warnings]
     return "\n".join(head) + "\n\n" + (preview.get("text") or "")
 
