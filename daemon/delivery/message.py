@@ -94,7 +94,7 @@ def frame(rendered: Rendered, envelope: Envelope, kind: str = "sequence") -> Fra
 
 def build_bytes(rendered: Rendered, envelope: Envelope, recipient: Recipient, signer: Signer, *,
                 msg_id: str, date: datetime, frame_: Frame | None = None,
-                kind: str = "sequence") -> bytes:
+                kind: str = "sequence", utf8: bool = False) -> bytes:
     """The whole message as SMTP wants it (CRLF, 7-bit): string joins, an HMAC per link,
     base64 per part (``rules.mail.assemble``).
 
@@ -107,7 +107,7 @@ def build_bytes(rendered: Rendered, envelope: Envelope, recipient: Recipient, si
     if envelope.mailto:
         unsubscribe += f", <mailto:{envelope.mailto}?subject=unsubscribe>"
     return mail.assemble(f, to=(name, recipient.email), date=date, msg_id=msg_id,
-                         text=text_part, html=html_part, list_unsubscribe=unsubscribe)
+                         text=text_part, html=html_part, list_unsubscribe=unsubscribe, utf8=utf8)
 
 
 def build(rendered: Rendered, envelope: Envelope, recipient: Recipient, signer: Signer, *,

@@ -41,6 +41,7 @@ import trio
 from .. import config as config_mod
 from ..clock import MANUAL
 from ..rules.headers import HeaderError
+from ..rules.mail import envelope_address
 from ..rules.signing import DkimKey, DkimKeyError, aligned, misaligned
 from ..scheduler import ClockJob, Job
 from ..services import Services
@@ -61,7 +62,14 @@ from .message import (
     too_big,
 )
 from .render import Piece, Rendered, render_email, template_version
-from .transport import MaildirTransport, Outcome, SmtpSettings, SmtpTransport, TransportError
+from .transport import (
+    NO_SMTPUTF8,
+    MaildirTransport,
+    Outcome,
+    SmtpSettings,
+    SmtpTransport,
+    TransportError,
+)
 
 log = structlog.get_logger("kuloo.delivery")
 
@@ -560,13 +568,20 @@ class Delivery:
                 results.append(store.SendResult(item.id, "not_sent", str(exc), permanent=True))
                 continue
             except UnicodeEncodeError:
-                # Messages are 7-bit: a non-ASCII address (sami.garcía@…) would need SMTPUTF8.
-                # That recipient fails, for good; the batch goes on.
-                results.append(store.SendResult(
-                    item.id, "not_sent", "the address is not ASCII: mail to it needs SMTPUTF8, which Kuloo "
-                    "does not send; correct the address", permanent=True))
-                continue
-            outgoing.append((item.id, data, sender, r.email))
+                # A non-ASCII local part (sami.garcía@…) needs SMTPUTF8: sent with it when
+                # this connection's relay offers it (UTF-8 headers), else failed for good.
+                try:
+                    if not transport.utf8() or frame_key not in frames:  # a sender: never UTF-8
+                        raise
+                    data = build_bytes(rendered, envelope,
+                                       Recipient(r.kuloo_id, r.email, r.first_name, r.last_name),
+                                       self.signer(), msg_id=item.message_id,
+                                       date=self.services.clock.now(), frame_=frames[frame_key],
+                                       kind=item.kind, utf8=True)
+                except UnicodeEncodeError:
+                    results.append(store.SendResult(item.id, "not_sent", NO_SMTPUTF8, permanent=True))
+                    continue
+            outgoing.append((item.id, data, sender, envelope_address(r.email)))
         try:
             # A few messages per trip to the worker thread: cheap, and a shutdown waits at
             # most for one chunk (a thread is not interrupted mid-message).

@@ -104,6 +104,10 @@ def _why(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+NO_SMTPUTF8 = ("the address is not ASCII: mail to it needs SMTPUTF8, which the relay does not "
+               "offer; correct the address or use a relay that offers SMTPUTF8")
+
+
 class SmtpTransport:
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
@@ -136,13 +140,24 @@ class SmtpTransport:
             raise TransportError(f"cannot reach the SMTP relay {s.host}:{s.port}: {_why(exc)}") from None
         self.conn = conn
 
+    def utf8(self) -> bool:
+        """Whether this connection's relay offers SMTPUTF8 (asked again for each connection)."""
+        return self.conn is not None and bool(self.conn.has_extn("smtputf8"))
+
     def send(self, data: bytes, sender: str, recipient: str) -> Result:
-        """Send one message (CRLF line ends, 7-bit) to one recipient over the open connection."""
+        """Send one message (CRLF line ends, 7-bit) to one recipient over the open connection.
+
+        A recipient with a non-ASCII local part goes with SMTPUTF8 (RFC 6531), checked on this
+        connection before MAIL; a relay that does not offer it fails that message for good."""
         conn = self.conn
         if conn is None:
             return Result(Outcome.NOT_SENT, "no connection")
+        utf8 = not (recipient.isascii() and sender.isascii())
+        if utf8 and not self.utf8():
+            return Result(Outcome.NOT_SENT, NO_SMTPUTF8, permanent=True)
+        conn.command_encoding = "utf-8" if utf8 else "ascii"
         try:
-            code, reply = conn.mail(sender)
+            code, reply = conn.mail(sender, ["SMTPUTF8"] if utf8 else [])
             if code != 250:
                 self._reset(conn, code)
                 return Result(Outcome.NOT_SENT, f"sender refused: {server_words(code, reply)}", relay=True)
@@ -213,6 +228,9 @@ class MaildirTransport:
             self.box = mailbox.Maildir(self.path, create=True)
         except OSError as exc:
             raise TransportError(f"cannot open the Maildir {self.path}: {exc.strerror}") from None
+
+    def utf8(self) -> bool:
+        return True  # a Maildir takes UTF-8 headers as they are
 
     def send(self, data: bytes, sender: str, recipient: str) -> Result:
         assert self.box is not None

@@ -45,6 +45,12 @@ def sender_domain(sender: str) -> str:
     return ascii_domain(parseaddr(sender)[1].rpartition("@")[2]) or "kuloo.invalid"
 
 
+def envelope_address(addr: str) -> str:
+    """An address for MAIL FROM / RCPT TO: the domain in punycode (the local part as it is)."""
+    local, at, domain = addr.strip().rpartition("@")
+    return f"{local}@{ascii_domain(domain)}" if at else addr.strip()
+
+
 def encoded(field: str, value: str) -> str:
     """``value`` (already checked) as 7-bit header text: unchanged when ASCII, else RFC 2047
     encoded words of at most 75 characters, folded with CRLF (never a bare LF)."""
@@ -130,8 +136,9 @@ def _base64(text: str) -> bytes:
 
 
 def assemble(h: Head, *, to: tuple[str, str], date: datetime, msg_id: str, text: str, html: str,
-             list_unsubscribe: str = "") -> bytes:
-    """The whole message as SMTP wants it (CRLF, 7-bit).
+             list_unsubscribe: str = "", utf8: bool = False) -> bytes:
+    """The whole message as SMTP wants it (CRLF, 7-bit; with ``utf8``, the To address may
+    hold a UTF-8 local part, RFC 6532, for a relay that offers SMTPUTF8).
 
     ``to`` is (display name or "", address). Raises ``HeaderError`` for a control
     character and ``UnicodeEncodeError`` for a non-ASCII address."""
@@ -143,7 +150,7 @@ def assemble(h: Head, *, to: tuple[str, str], date: datetime, msg_id: str, text:
                   "List-Unsubscribe-Post: List-Unsubscribe=One-Click"]
     b = h.boundary
     return b"".join((
-        h.head, ("\r\n".join(lines) + "\r\n\r\n").encode("ascii"),
+        h.head, ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8" if utf8 else "ascii"),
         b"--", b, b"\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
         b"Content-Transfer-Encoding: base64\r\n\r\n", _base64(text), b"\r\n",
         b"--", b, b"\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
