@@ -6,6 +6,8 @@ and the send rate to a local SMTP sink.
   the greeting, the signed links and the MIME message, serialised to bytes.
 - Signed render rate (goal >= 100/s on one core): the same, each message DKIM-signed
   (dkimpy, RSA 2048, relaxed/relaxed).
+- Round trips (reported): one channel at its default 10 messages/s through a proxy that
+  delays every chunk 25 ms each way (a relay 50 ms away), with and without PIPELINING.
 - Per-recipient cost (goal >= 50x cheaper) against a naive pipeline that runs Markdown +
   template + premailer + text part for every recipient.
 - Send rate (reported): a whole delivery pass (plan, claim, render, SMTP, record) for N
@@ -90,7 +92,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def send_pass(root: Path, port: int, signed: bool = False) -> tuple[int, float]:
+async def send_pass(root: Path, port: int, signed: bool = False, users: int = SEND_USERS,
+                    per_second: float = 10_000) -> tuple[int, float]:
     from kuloo_daemon import config as config_mod
     from kuloo_daemon.delivery.service import Delivery
     from kuloo_daemon.services import open_services
@@ -112,7 +115,7 @@ async def send_pass(root: Path, port: int, signed: bool = False) -> tuple[int, f
         "clock": {"mode": "manual", "start": "2026-01-05T09:00:00Z"},
         "credentials": {"directory": str(root / "creds")}, "articles": {"root": str(root / "articles")},
         "smtp": {"host": "127.0.0.1", "port": port, "security": "none"},
-        "delivery": {"messages_per_second": 10_000, "batch_size": 100},
+        "delivery": {"messages_per_second": per_second, "batch_size": 100},
         "links": {"public_url": "https://links.kuloo.test"}, **dkim,
     })
     async with open_services(config) as services:
@@ -121,7 +124,7 @@ async def send_pass(root: Path, port: int, signed: bool = False) -> tuple[int, f
         channel = (await services.store.run(channel_store.create, {
             "name": "Bench", "sender": "Bench <b@bench.test>", "sequential_tags": ["welcome"]}, None, now)).channel.id
         await delivery.import_articles(channel, "one")
-        for i in range(SEND_USERS):
+        for i in range(users):
             await services.store.run(user_store.add, channel, {"email": f"u{i}@example.com", "promo_tags": ["welcome"],
                                                                "frequency": "disabled"}, Actor.ADMIN, now)
         started = time.perf_counter()
@@ -148,6 +151,92 @@ def send_rate(signed: bool = False) -> float:
     finally:
         sink.terminate()
         sink.wait(5)
+
+
+RTT_SECONDS, RTT_USERS, RTT_RATE = 0.050, 40, 10.0
+
+
+class DelayingProxy:
+    """A TCP proxy that holds every chunk RTT/2 in each direction (order kept): a relay
+    50 ms away, on loopback."""
+
+    def __init__(self, target: int, delay: float) -> None:
+        import threading
+
+        self.target, self.delay = target, delay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            for sock in (client, server):  # the proxy adds its delay, never Nagle's
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        import queue
+        import threading
+
+        held: queue.Queue = queue.Queue()
+
+        def deliver() -> None:
+            while True:
+                due, data = held.get()
+                time.sleep(max(0.0, due - time.monotonic()))
+                try:
+                    if not data:
+                        dst.shutdown(socket.SHUT_WR)
+                        return
+                    dst.sendall(data)
+                except OSError:
+                    return
+
+        threading.Thread(target=deliver, daemon=True).start()
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            held.put((time.monotonic() + self.delay, data))
+            if not data:
+                return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def rtt_rate(pipelining: bool) -> float:
+    """The send rate of one channel at its default 10 messages/s through a relay 50 ms away."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Sink
+
+    class Relay(Sink):
+        async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+            session.host_name = hostname
+            return responses[:1] + ["250-PIPELINING"] + responses[1:] if pipelining else responses
+
+    port = free_port()
+    controller = Controller(Relay(), hostname="127.0.0.1", port=port)
+    controller.start()
+    proxy = DelayingProxy(port, RTT_SECONDS / 2)
+    try:
+        with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+            sent, seconds = trio.run(send_pass, Path(tmp), proxy.port, False, RTT_USERS, RTT_RATE)
+        if sent != RTT_USERS:
+            raise RuntimeError(f"sent {sent} of {RTT_USERS}")
+        return sent / seconds
+    finally:
+        proxy.close()
+        controller.stop()
 
 
 DUE_USERS = int(os.environ.get("KULOO_BENCH_DUE_USERS", "100_000"))
@@ -212,6 +301,10 @@ def main() -> dict[str, float]:
     signed_sends = send_rate(signed=True)
     print(f"   delivery pass to a local SMTP sink ({SEND_USERS} users, one connection per batch of 100): "
           f"{sends:,.0f} messages/s; DKIM-signed: {signed_sends:,.0f} messages/s")
+    one_by_one, pipelined = rtt_rate(False), rtt_rate(True)
+    print(f"   one channel at {RTT_RATE:.0f} messages/s to a relay {RTT_SECONDS * 1000:.0f} ms away "
+          f"({RTT_USERS} emails): {one_by_one:.1f}/s one command at a time, {pipelined:.1f}/s "
+          "with PIPELINING")
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         due = trio.run(due_passes, Path(tmp) / "kuloo.sqlite3")
     if rate < RENDER_GOAL or ratio < RATIO_GOAL:
@@ -220,7 +313,8 @@ def main() -> dict[str, float]:
         print(f"   BELOW GOAL: signed {signed:,.0f}/s < {SIGNED_GOAL:,.0f}/s (dkimpy's pure-Python RSA; "
               "a loaded machine measures less)")
     return {"render personalised/s": rate, "render signed/s": signed, "naive per-recipient/s": naive, "per-recipient speed-up x": ratio,
-            "send to sink msg/s": sends, "send signed to sink msg/s": signed_sends, **due}
+            "send to sink msg/s": sends, "send signed to sink msg/s": signed_sends,
+            "50ms relay one-by-one msg/s": one_by_one, "50ms relay pipelined msg/s": pipelined, **due}
 
 
 if __name__ == "__main__":
