@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                         description="Prints the TXT record to publish at "
                         "<selector>._domainkey.<domain> for the dkim-private-key credential, in "
                         "zone-file form (p= split into strings of at most 255 characters).")
-    dk.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML configuration (default {DEFAULT_CONFIG})")
+    dk.add_argument("--config", default=DEFAULT_CONFIG,
+                    help=f"TOML configuration (default {DEFAULT_CONFIG})")
 
     bak = sub.add_parser("backup", help="write a consistent copy of the SQLite database, "
                          "while the daemon runs (PostgreSQL: use pg_dump)",

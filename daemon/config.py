@@ -51,7 +51,8 @@ KEYS: dict[str, Key] = {
     "credentials.directory": Key(str, "", "Folder of credential files; empty = $CREDENTIALS_DIRECTORY (systemd)."),
     "credentials.link_signing_key": Key(str, "link-signing-key", "File name of the link-signing key in the credentials folder."),
     "credentials.smtp_password": Key(str, "smtp-password", "File name of the SMTP password in the credentials folder."),
-    "credentials.dkim_private_key": Key(str, "dkim-private-key", "File name of the DKIM RSA private key (PEM, >= 2048 bits), used when [dkim] domain is set."),
+    "credentials.dkim_private_key": Key(
+        str, "dkim-private-key", "File name of the DKIM RSA key (PEM, >= 2048 bits) for [dkim]."),
     "credentials.store_password": Key(str, "store-password", "File name of the PostgreSQL password ([store] url) in the "
                                       "credentials folder; absent = no password (peer or trust authentication)."),
     "sell.base_url": Key(str, "https://api.getbase.com", "Zendesk Sell API base URL (sellsim's URL in the demo)."),
@@ -89,8 +90,8 @@ KEYS: dict[str, Key] = {
     "smtp.ca_file": Key(str, "", "CA bundle (PEM) that verifies the relay's certificate, for the relay only; "
                         "empty = the system's store. Relative paths are beside this file."),
     "smtp.helo_name": Key(str, "", "The name this host gives in EHLO, e.g. mail.example.com; empty = its own FQDN."),
-    "dkim.domain": Key(str, "", "Sign every email with DKIM for this domain (d=); empty = no signing (the relay must sign)."),
-    "dkim.selector": Key(str, "", "DKIM selector (s=): the key is published at <selector>._domainkey.<domain>."),
+    "dkim.domain": Key(str, "", "Sign every email with DKIM for this domain (d=); empty = the relay signs."),
+    "dkim.selector": Key(str, "", "DKIM selector (s=): the key is at <selector>._domainkey.<domain>."),
     "links.public_url": Key(str, "", "Public base URL of the links service in emails, e.g. https://links.example.com; empty = the bound address."),
     "links.listen": Key(str, "127.0.0.1:8080", "HOST:PORT the links HTTP service binds ([::1]:PORT for IPv6); port 0 picks a free one (tests)."),
     "links.allowed_origins": Key(list, [], "Web sites whose signup popup may post to /signup, e.g. [\"https://www.example.com\"]."),

@@ -542,8 +542,8 @@ class Delivery:
                 results.append(store.SendResult(item.id, "not_sent", why, permanent=True))
                 continue
             if dkim is not None and not aligned(sender_domain(item.channel.sender), dkim.domain):
-                results.append(store.SendResult(item.id, "not_sent", misaligned(item.channel.sender, dkim.domain),
-                                                permanent=True))
+                why = misaligned(item.channel.sender, dkim.domain)
+                results.append(store.SendResult(item.id, "not_sent", why, permanent=True))
                 continue
             envelope = self.envelope(item.channel)
             fit_key = (tuple(item.articles), envelope)
