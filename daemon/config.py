@@ -51,6 +51,8 @@ KEYS: dict[str, Key] = {
     "credentials.directory": Key(str, "", "Folder of credential files; empty = $CREDENTIALS_DIRECTORY (systemd)."),
     "credentials.link_signing_key": Key(str, "link-signing-key", "File name of the link-signing key in the credentials folder."),
     "credentials.smtp_password": Key(str, "smtp-password", "File name of the SMTP password in the credentials folder."),
+    "credentials.dkim_ed25519_key": Key(
+        str, "dkim-ed25519-key", "File name of the Ed25519 seed (base64) for [dkim] ed25519_selector."),
     "credentials.dkim_private_key": Key(
         str, "dkim-private-key", "File name of the DKIM RSA key (PEM, >= 2048 bits) for [dkim]."),
     "credentials.store_password": Key(str, "store-password", "File name of the PostgreSQL password ([store] url) in the "
@@ -91,6 +93,8 @@ KEYS: dict[str, Key] = {
                         "empty = the system's store. Relative paths are beside this file."),
     "smtp.helo_name": Key(str, "", "The name this host gives in EHLO, e.g. mail.example.com; empty = its own FQDN."),
     "dkim.domain": Key(str, "", "Sign every email with DKIM for this domain (d=); empty = the relay signs."),
+    "dkim.ed25519_selector": Key(str, "", "A second, Ed25519 signature under this selector "
+                                           "(key: dkim-ed25519-key); empty = RSA only."),
     "dkim.selector": Key(str, "", "DKIM selector (s=): the key is at <selector>._domainkey.<domain>."),
     "links.public_url": Key(str, "", "Public base URL of the links service in emails, e.g. https://links.example.com; empty = the bound address."),
     "links.listen": Key(str, "127.0.0.1:8080", "HOST:PORT the links HTTP service binds ([::1]:PORT for IPv6); port 0 picks a free one (tests)."),
@@ -296,8 +300,13 @@ def _dkim_problems(values: dict[str, Any]) -> list[str]:
     problems = []
     if not is_domain(domain):
         problems.append(f"dkim.domain: {domain!r} is not a domain name like example.com")
-    if not re.fullmatch(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*", selector):
+    label = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*"
+    if not re.fullmatch(label, selector):
         problems.append(f"dkim.selector: {selector!r} is not a DNS label like kuloo2026")
+    second = str(values["dkim.ed25519_selector"])
+    if second and (not re.fullmatch(label, second) or second == selector):
+        problems.append(f"dkim.ed25519_selector: {second!r} must be a DNS label other than "
+                        "dkim.selector")
     return problems
 
 
@@ -308,8 +317,16 @@ def dkim_key(config: Config) -> Any:
         return None
     from .rules.signing import load_key
 
+    from dataclasses import replace
+
+    from .rules.signing import load_ed25519
+
     pem = config.credential("dkim_private_key").reveal()
-    return load_key(pem, config["dkim.domain"], config["dkim.selector"])
+    key = load_key(pem, config["dkim.domain"], config["dkim.selector"])
+    if config["dkim.ed25519_selector"]:
+        seed = config.credential("dkim_ed25519_key").reveal()
+        key = replace(key, ed25519=load_ed25519(seed, config["dkim.ed25519_selector"]))
+    return key
 
 
 def sending_problems(config: Config) -> list[str]:
@@ -324,7 +341,9 @@ def sending_problems(config: Config) -> list[str]:
         try:
             dkim_key(config)
         except (DkimKeyError, OSError) as exc:
-            problems.append(f"credentials.dkim_private_key: the DKIM key does not load: {exc}")
+            which = "dkim_ed25519_key" if config["credentials.dkim_ed25519_key"] in str(exc) \
+                or "Ed25519" in str(exc) else "dkim_private_key"
+            problems.append(f"credentials.{which}: the DKIM key does not load: {exc}")
     return problems
 
 

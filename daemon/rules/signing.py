@@ -2,7 +2,8 @@
 
 ``[dkim] domain`` and ``[dkim] selector`` name the key; the RSA private key (PEM, at least
 2048 bits) is the ``dkim-private-key`` credential file. Big providers do not verify
-Ed25519 alone, so RSA is the signature (an Ed25519 second signature is not offered yet).
+Ed25519 alone, so RSA is the signature; ``[dkim] ed25519_selector`` adds an Ed25519 one
+beside it (RFC 8463; key: the ``dkim-ed25519-key`` credential, the base64 32-byte seed).
 The signature covers ``SIGNED`` (relaxed/relaxed); ``OVERSIGNED`` are listed once more, so
 that a header of that name added on the way breaks the signature (RFC 6376 §8.15; RFC 8058
 wants List-Unsubscribe and List-Unsubscribe-Post covered). ``dkim_record`` is the TXT record
@@ -64,12 +65,37 @@ def _der_int(value: int) -> bytes:
 
 
 @dataclass(frozen=True)
+class Ed25519Key:
+    selector: str
+    seed: bytes  # base64, as dkimpy takes it
+    public: bytes  # the raw 32-byte public key
+
+
+def load_ed25519(seed: str, selector: str) -> Ed25519Key:
+    """An Ed25519 key from its base64 32-byte seed; ``DkimKeyError`` when it is not one."""
+    import binascii
+
+    import nacl.signing
+
+    try:
+        raw = base64.b64decode(seed.strip(), validate=True)
+        if len(raw) != 32:
+            raise ValueError
+        key = nacl.signing.SigningKey(raw)
+    except (binascii.Error, ValueError):
+        raise DkimKeyError("not an Ed25519 key: the base64 of 32 random bytes "
+                           "(head -c 32 /dev/urandom | base64)") from None
+    return Ed25519Key(selector, base64.b64encode(raw), bytes(key.verify_key))
+
+
+@dataclass(frozen=True)
 class DkimKey:
     domain: str
     selector: str
     pem: bytes
     bits: int
     public_der: bytes  # SubjectPublicKeyInfo
+    ed25519: Ed25519Key | None = None  # a second signature, never the only one
 
     def sign(self, message: bytes) -> bytes:
         """``message`` with its ``DKIM-Signature`` header in front (CRLF)."""
@@ -77,9 +103,14 @@ class DkimKey:
                    for line in message.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
                    if line and line[:1] not in (b" ", b"\t")}
         headers = [h for h in SIGNED if h.lower().encode() in present] + list(OVERSIGNED)
+        include = [h.encode() for h in headers]
         signature: bytes = dkim.sign(message, self.selector.encode(), self.domain.encode(), self.pem,
-                              canonicalize=(b"relaxed", b"relaxed"),
-                              include_headers=[h.encode() for h in headers])
+                                     canonicalize=(b"relaxed", b"relaxed"), include_headers=include)
+        if self.ed25519 is not None:
+            second: bytes = dkim.sign(message, self.ed25519.selector.encode(), self.domain.encode(),
+                                      self.ed25519.seed, signature_algorithm=b"ed25519-sha256",
+                                      canonicalize=(b"relaxed", b"relaxed"), include_headers=include)
+            signature = second + signature
         return signature + message
 
     def record(self) -> str:
@@ -104,11 +135,17 @@ def load_key(pem: str, domain: str, selector: str) -> DkimKey:
 
 
 def dkim_record(key: DkimKey) -> str:
-    """The DNS TXT record, in zone-file form: ``p=`` split into 255-character strings."""
-    value = f"v=DKIM1; k=rsa; p={base64.b64encode(key.public_der).decode('ascii')}"
-    strings = [value[i:i + 255] for i in range(0, len(value), 255)]
-    joined = " ".join(f'"{s}"' for s in strings)
-    return f"{key.selector}._domainkey.{key.domain}. IN TXT ( {joined} )"
+    """The DNS TXT record(s), in zone-file form: ``p=`` split into 255-character strings."""
+    records = [(key.selector, txt_value(key).decode())]
+    if key.ed25519 is not None:
+        records.append((key.ed25519.selector,
+                        f"v=DKIM1; k=ed25519; p={base64.b64encode(key.ed25519.public).decode()}"))
+    lines = []
+    for selector, value in records:
+        strings = [value[i:i + 255] for i in range(0, len(value), 255)]
+        joined = " ".join(f'"{s}"' for s in strings)
+        lines.append(f"{selector}._domainkey.{key.domain}. IN TXT ( {joined} )")
+    return "\n".join(lines)
 
 
 def txt_value(key: DkimKey) -> bytes:

@@ -189,3 +189,47 @@ async def test_delivery_signs_every_email_and_fails_a_misaligned_channels_mail(
             await methods.channels_create(env.services, {"name": "X", "sender": "x@elsewhere.test"})
         await methods.channels_update(env.services, {"id": other, "sender": "O <o@gardens.test>"})
         assert (await methods._dkim_status(env.services))["misaligned"] == []
+
+
+def test_an_ed25519_signature_only_ever_beside_the_rsa_one(pem):
+    import base64
+    from dataclasses import replace as with_
+
+    from kuloo_daemon.rules.signing import load_ed25519
+
+    seed = base64.b64encode(bytes(range(32))).decode()
+    key = with_(load_key(pem, "gardens.test", "rsa1"), ed25519=load_ed25519(seed, "ed1"))
+    records = dict(line.split("._domainkey.", 1) for line in dkim_record(key).splitlines())
+    assert set(records) == {"rsa1", "ed1"} and "k=ed25519; p=" in records["ed1"]
+
+    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
+        selector = name.split(b".", 1)[0].decode()
+        if selector not in records:
+            return None
+        return "".join(re.findall(r'"([^"]*)"', records[selector])).encode()  # strings joined
+
+    signed = key.sign(each_kind()["sequence"])
+    assert signed.count(b"DKIM-Signature:") == 2
+    checker = dkim.DKIM(signed)
+    assert checker.verify(idx=0, dnsfunc=lookup) and checker.verify(idx=1, dnsfunc=lookup)
+    algorithms = re.findall(rb"a=([a-z0-9-]+);", signed.split(b"\r\n\r\n")[0])
+    assert sorted(algorithms) == [b"ed25519-sha256", b"rsa-sha256"]
+    with pytest.raises(DkimKeyError, match="not an Ed25519 key"):
+        load_ed25519("c2hvcnQ=", "ed1")
+    with pytest.raises(DkimKeyError, match="not an RSA private key"):  # never alone
+        load_key(seed, "gardens.test", "ed1")
+
+
+def test_check_config_names_the_ed25519_key_that_does_not_load(tmp_path, pem):
+    body = ('[dkim]\ndomain = "gardens.test"\nselector = "k2026"\n'
+            'ed25519_selector = "ed2026"\n')
+    path = _write(tmp_path, body, pem)
+    r = _cli("check-config", "--config", str(path))
+    assert r.returncode == 2 and "credentials.dkim_ed25519_key: the DKIM key does not load" in r.stderr
+    (tmp_path / "creds" / "dkim-ed25519-key").write_text("bm90IGEga2V5\n")
+    r = _cli("check-config", "--config", str(path))
+    assert r.returncode == 2 and "not an Ed25519 key" in r.stderr, r.stderr
+    (tmp_path / "creds" / "dkim-ed25519-key").write_text("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n")
+    assert _cli("check-config", "--config", str(path)).returncode == 0
+    r = _cli("dkim-record", "--config", str(path))
+    assert r.stdout.count("IN TXT") == 2 and "ed2026._domainkey.gardens.test." in r.stdout
