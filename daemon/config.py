@@ -315,11 +315,9 @@ def dkim_key(config: Config) -> Any:
     ``DkimKeyError`` or ``FileNotFoundError`` (naming the file, never the key)."""
     if not config["dkim.domain"]:
         return None
-    from .rules.signing import load_key
-
     from dataclasses import replace
 
-    from .rules.signing import load_ed25519
+    from .rules.signing import load_ed25519, load_key
 
     pem = config.credential("dkim_private_key").reveal()
     key = load_key(pem, config["dkim.domain"], config["dkim.selector"])
