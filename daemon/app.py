@@ -93,6 +93,8 @@ class Lifecycle:
         old = self.services.config
         try:
             new = config_mod.load(old.path) if old.path else old
+            if problems := config_mod.sending_problems(new):
+                raise config_mod.ConfigError(problems)
         except config_mod.ConfigError as exc:
             log.error("reload failed; keeping the running configuration", problems=exc.problems)
         else:

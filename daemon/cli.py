@@ -42,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check-config", help="report every problem in a configuration file")
     chk.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML configuration (default {DEFAULT_CONFIG})")
 
+    dk = sub.add_parser("dkim-record", help="print the DNS TXT record of the DKIM key ([dkim])",
+                        description="Prints the TXT record to publish at "
+                        "<selector>._domainkey.<domain> for the dkim-private-key credential, in "
+                        "zone-file form (p= split into strings of at most 255 characters).")
+    dk.add_argument("--config", default=DEFAULT_CONFIG,
+                    help=f"TOML configuration (default {DEFAULT_CONFIG})")
+
     bak = sub.add_parser("backup", help="write a consistent copy of the SQLite database, "
                          "while the daemon runs (PostgreSQL: use pg_dump)",
                          description="Writes a consistent copy of the SQLite database to a new file "
@@ -60,9 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: str) -> config_mod.Config | None:
+def _load(path: str, sending: bool = False) -> config_mod.Config | None:
     try:
-        return config_mod.load(path)
+        config = config_mod.load(path)
+        if sending and (problems := config_mod.sending_problems(config)):
+            raise config_mod.ConfigError(problems)
+        return config
     except config_mod.ConfigError as exc:
         if len(exc.problems) == 1:  # one line, as systemd's journal shows it best
             print(f"kuloo-daemon: {path}: {exc.problems[0]}", file=sys.stderr)
@@ -75,9 +85,11 @@ def _load(path: str) -> config_mod.Config | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    config = _load(args.config)
+    config = _load(args.config, sending=args.command in ("check-config", "run"))
     if config is None:
         return 2
+    if args.command == "dkim-record":
+        return _dkim_record(config)
     if args.command == "check-config":
         database = config.store_url or config.database_path
         print(f"{args.config}: OK (database {database}, control socket {config['control.socket']})")
@@ -108,6 +120,22 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.flush()
             os._exit(1)
         return 1
+
+
+def _dkim_record(config: config_mod.Config) -> int:
+    from .rules.signing import DkimKeyError, dkim_record
+
+    if not config["dkim.domain"]:
+        print("kuloo-daemon: dkim-record: [dkim] domain and selector are not set", file=sys.stderr)
+        return 2
+    try:
+        key = config_mod.dkim_key(config)
+    except (DkimKeyError, OSError) as exc:
+        print(f"kuloo-daemon: credentials.dkim_private_key: the DKIM key does not load: {exc}",
+              file=sys.stderr)
+        return 2
+    print(dkim_record(key))
+    return 0
 
 
 def _backup(config: config_mod.Config, target: str) -> int:

@@ -53,6 +53,10 @@ KEYS: dict[str, Key] = {
     "credentials.smtp_password": Key(str, "smtp-password", "File name of the SMTP password in the credentials folder."),
     "credentials.erasure_key": Key(str, "erasure-key", "File name of the erasure key (the keyed hash of "
                                    "erased users' emails) in the credentials folder; never rotate it."),
+    "credentials.dkim_ed25519_key": Key(
+        str, "dkim-ed25519-key", "File name of the Ed25519 seed (base64) for [dkim] ed25519_selector."),
+    "credentials.dkim_private_key": Key(
+        str, "dkim-private-key", "File name of the DKIM RSA key (PEM, >= 2048 bits) for [dkim]."),
     "credentials.store_password": Key(str, "store-password", "File name of the PostgreSQL password ([store] url) in the "
                                       "credentials folder; absent = no password (peer or trust authentication)."),
     "sell.base_url": Key(str, "https://api.getbase.com", "Zendesk Sell API base URL (sellsim's URL in the demo)."),
@@ -97,6 +101,10 @@ KEYS: dict[str, Key] = {
     "smtp.ca_file": Key(str, "", "CA bundle (PEM) that verifies the relay's certificate, for the relay only; "
                         "empty = the system's store. Relative paths are beside this file."),
     "smtp.helo_name": Key(str, "", "The name this host gives in EHLO, e.g. mail.example.com; empty = its own FQDN."),
+    "dkim.domain": Key(str, "", "Sign every email with DKIM for this domain (d=); empty = the relay signs."),
+    "dkim.ed25519_selector": Key(str, "", "A second, Ed25519 signature under this selector "
+                                           "(key: dkim-ed25519-key); empty = RSA only."),
+    "dkim.selector": Key(str, "", "DKIM selector (s=): the key is at <selector>._domainkey.<domain>."),
     "links.public_url": Key(str, "", "Public base URL of the links service in emails, e.g. https://links.example.com; empty = the bound address."),
     "links.listen": Key(str, "127.0.0.1:8080", "HOST:PORT the links HTTP service binds ([::1]:PORT for IPv6); port 0 picks a free one (tests)."),
     "links.allowed_origins": Key(list, [], "Web sites whose signup popup may post to /signup, e.g. [\"https://www.example.com\"]."),
@@ -288,6 +296,7 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
     if not str(values["sell.web_url"]).startswith(("http://", "https://")):
         problems.append("sell.web_url: must start with http:// or https:// (the Sell web app)")
     problems.extend(_smtp_problems(values))
+    problems.extend(_dkim_problems(values))
     if values["sell.requests_per_second"] > 10 and not loopback:
         problems.append("sell.requests_per_second: Sell allows 10 requests per second; more is only "
                         "accepted for a loopback sell.base_url (sellsim)")
@@ -308,6 +317,79 @@ def _smtp_problems(values: dict[str, Any]) -> list[str]:
                 f"clear to smtp.host {values['smtp.host']!r}; use \"starttls\" or \"tls\" "
                 f"(\"none\" only for a loopback relay)"]
     return []
+
+
+def _dkim_problems(values: dict[str, Any]) -> list[str]:
+    from .rules.signing import is_domain
+
+    domain, selector = str(values["dkim.domain"]), str(values["dkim.selector"])
+    if not domain and not selector:
+        return []
+    if not domain or not selector:
+        missing = "dkim.domain" if not domain else "dkim.selector"
+        return [f"{missing}: required when the other [dkim] key is set"]
+    problems = []
+    if not is_domain(domain):
+        problems.append(f"dkim.domain: {domain!r} is not a domain name like example.com")
+    label = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*"
+    if not re.fullmatch(label, selector):
+        problems.append(f"dkim.selector: {selector!r} is not a DNS label like kuloo2026")
+    second = str(values["dkim.ed25519_selector"])
+    if second and (not re.fullmatch(label, second) or second == selector):
+        problems.append(f"dkim.ed25519_selector: {second!r} must be a DNS label other than "
+                        "dkim.selector")
+    return problems
+
+
+def dkim_key(config: Config) -> Any:
+    """The DKIM key (``rules.signing.DkimKey``) when ``[dkim]`` is set, else None. Raises
+    ``DkimKeyError`` or ``FileNotFoundError`` (naming the file, never the key)."""
+    if not config["dkim.domain"]:
+        return None
+    from dataclasses import replace
+
+    from .rules.signing import load_ed25519, load_key
+
+    pem = config.credential("dkim_private_key").reveal()
+    key = load_key(pem, config["dkim.domain"], config["dkim.selector"])
+    if config["dkim.ed25519_selector"]:
+        seed = config.credential("dkim_ed25519_key").reveal()
+        key = replace(key, ed25519=load_ed25519(seed, config["dkim.ed25519_selector"]))
+    return key
+
+
+def sending_problems(config: Config) -> list[str]:
+    """What check-config and start-up (``run``) refuse beyond ``from_mapping``: settings that
+    would send mail nobody should receive (docs/delivery.md, "Settings checked before
+    sending"). Kept apart so that a configuration read for other work (migrate, backup,
+    tests of other keys) is not refused for them."""
+    problems = _public_url_problems(config.values)
+    if config["dkim.domain"]:
+        from .rules.signing import DkimKeyError
+
+        try:
+            dkim_key(config)
+        except (DkimKeyError, OSError) as exc:
+            which = "dkim_ed25519_key" if config["credentials.dkim_ed25519_key"] in str(exc) \
+                or "Ed25519" in str(exc) else "dkim_private_key"
+            problems.append(f"credentials.{which}: the DKIM key does not load: {exc}")
+    return problems
+
+
+def _public_url_problems(values: dict[str, Any]) -> list[str]:
+    """Mail that leaves for real must link to an https address (docs/delivery.md, "The
+    links service"): an empty public_url would put the bound address (127.0.0.1:8080) in
+    every unsubscribe link. Only tests (both smtp.host and sell.base_url loopback) may
+    leave it empty or http."""
+    if values["delivery.transport"] != "smtp":
+        return []
+    if str(values["links.public_url"]).startswith("https://"):
+        return []
+    if is_loopback_host(str(values["smtp.host"])) and is_loopback_url(str(values["sell.base_url"])):
+        return []
+    return ["links.public_url: must be an https:// address when delivery.transport = \"smtp\" "
+            "(it is in every unsubscribe link); empty or http:// only when smtp.host and "
+            "sell.base_url are both loopback (tests)"]
 
 
 def _links_problems(values: dict[str, Any]) -> list[str]:

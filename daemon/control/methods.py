@@ -22,6 +22,8 @@ import structlog
 
 from .. import __version__
 from ..clock import MANUAL, ClockError, iso, parse_instant
+from ..rules.mail import sender_domain
+from ..rules.signing import aligned
 from ..secrets import Secret
 from ..services import Services
 from ..store import Conflict, Invalid, NotFound
@@ -129,6 +131,25 @@ def check_channel_fields(params: dict[str, Any], *, creating: bool) -> ChannelEd
     return ChannelEdit(out, set_token, token)
 
 
+def _check_sender_alignment(services: Services, edit: ChannelEdit) -> None:
+    """With ``[dkim]`` set, a sender outside its domain is refused (DMARC alignment)."""
+    domain = services.config["dkim.domain"]
+    sender = edit.fields.get("sender")
+    if domain and sender and not aligned(sender_domain(sender), domain):
+        problem = f"'sender' must be at {domain} or under it ([dkim] domain: DMARC alignment)"
+        raise ProtocolError("invalid_params", problem, details={"problems": [problem]})
+
+
+async def _dkim_status(services: Services) -> dict[str, Any] | None:
+    domain = services.config["dkim.domain"]
+    if not domain:
+        return None
+    channels = await services.store.run(channel_store.list_all)
+    return {"domain": domain, "selector": services.config["dkim.selector"],
+            "misaligned": [{"id": c.id, "name": c.name, "sender": c.sender} for c in channels
+                           if c.sender and not aligned(sender_domain(c.sender), domain)]}
+
+
 async def status(context: Context, params: dict[str, Any]) -> dict[str, Any]:
     services = context.services
     channels = await services.store.run(channel_store.count)
@@ -148,6 +169,7 @@ async def status(context: Context, params: dict[str, Any]) -> dict[str, Any]:
         "daemon": {"id": services.leases.id},
         "relay": context.delivery.relay.view(),
         "delivery": {"paused": context.delivery.paused},
+        "dkim": await _dkim_status(services),
         "database": {"bytes": await services.store.run(
             retention_store.database_size,
             None if services.store.postgres else str(services.config.database_path))},
@@ -158,6 +180,7 @@ async def status(context: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 async def channels_create(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     edit = check_channel_fields(params, creating=True)
+    _check_sender_alignment(services, edit)
     created = await services.store.run(channel_store.create, edit.fields, edit.token, services.clock.now())
     doc = created.channel
     log.info("channel created", channel_id=doc.id, channel=doc.name)
@@ -190,6 +213,7 @@ async def channels_get(services: Services, params: dict[str, Any]) -> dict[str, 
 async def channels_update(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     channel_id = _channel_id(params)
     edit = check_channel_fields(params, creating=False)
+    _check_sender_alignment(services, edit)
     updated = await services.store.run(
         channel_store.update, channel_id, edit.fields, edit.set_token, edit.token, services.clock.now()
     )

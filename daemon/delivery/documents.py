@@ -22,7 +22,7 @@ import yaml
 
 FORMATS = ("markdown", "html", "clip")
 EXTENSIONS = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
-KNOWN_KEYS = {"id", "title", "tags", "published_at", "delay_seconds", "format", "url"}
+KNOWN_KEYS = {"id", "title", "tags", "published_at", "delay_seconds", "format", "url", "summary"}
 RENAMED = {"published": "published_at", "delay": "delay_seconds"}
 MAX_DELAY_SECONDS = 10 * 365 * 86400
 
@@ -38,12 +38,15 @@ class Document:
     tags: tuple[str, ...]
     published_at: datetime | None
     delay_seconds: int
+    summary: str = ""  # the inbox preview (preheader); empty = the text's first sentence
 
     @property
     def content_hash(self) -> str:
         """What decides "changed": every field that shows in the email or the schedule."""
         data = [self.title, self.format, self.body, self.url, list(self.tags),
                 self.published_at.isoformat() if self.published_at else None, self.delay_seconds]
+        if self.summary:  # only then: articles without one keep their hash (no new version)
+            data.append(self.summary)
         return hashlib.sha256(json.dumps(data, ensure_ascii=False).encode()).hexdigest()
 
     def with_body(self, body: str, title: str | None = None) -> Document:
@@ -106,6 +109,10 @@ def parse(relative_path: str, text: str) -> Document | str:
     delay = meta.get("delay_seconds", 0)
     if not isinstance(delay, int) or isinstance(delay, bool) or not 0 <= delay <= MAX_DELAY_SECONDS:
         problems.append(f"'delay_seconds' must be a whole number of seconds from 0 to {MAX_DELAY_SECONDS}")
+    summary = meta.get("summary", "")
+    if not isinstance(summary, str) or len(summary) > 500:
+        problems.append("'summary' must be a string of at most 500 characters")
+        summary = ""
     url = meta.get("url", "")
     if fmt == "clip":
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
@@ -124,5 +131,5 @@ def parse(relative_path: str, text: str) -> Document | str:
         key=str(key).strip(), source_file=relative_path, title=title.strip(), format=str(fmt),
         body=post.content, url=url if fmt == "clip" else "",
         tags=tuple(dict.fromkeys(t.strip() for t in tags)), published_at=published_at,
-        delay_seconds=delay,
+        delay_seconds=delay, summary=" ".join(summary.split()),
     )

@@ -26,6 +26,7 @@ from importlib import resources
 
 import lxml.html
 import markdown
+import nh3
 from lxml import etree
 
 SIZE_WARNING_BYTES = 100 * 1024  # Gmail clips at about 102 KB and hides the footer
@@ -44,6 +45,7 @@ class Piece:
     format: str  # markdown | html | clip
     body: str
     url: str = ""
+    summary: str = ""  # the preheader; empty = the first sentence of the text
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class Rendered:
     links: tuple[str, ...]  # link{n} -> the target it stands for
     size_bytes: int
     warnings: tuple[str, ...]
+    preheader: str = ""
+    full: int = 0  # articles carried in full (a digest too big carries the rest as titles)
 
 
 @cache
@@ -113,24 +117,124 @@ def _take_links(fragment: str, links: list[str]) -> str:
     return "".join(etree.tostring(c, encoding="unicode", method="html") for c in root) if len(root) else (root.text or "")
 
 
-def _articles_html(pieces: list[Piece], links: list[str]) -> str:
+# The article's HTML passes nh3 (never the template): no script, no on* attributes, no
+# javascript: or data: links, no <style> (it would restyle the footer), and inline styles only
+# through this allow-list (no width, position or float: they break the fluid layout).
+ARTICLE_TAGS = (set(nh3.ALLOWED_TAGS) - {"area", "map", "details", "summary"}) | {"font"}
+ARTICLE_ATTRIBUTES = {
+    "*": {"style", "title", "dir", "lang", "align"},
+    "a": {"href"},
+    "img": {"src", "alt", "width", "height"},
+    "td": {"colspan", "rowspan", "valign"},
+    "th": {"colspan", "rowspan", "valign", "scope"},
+    "ol": {"start", "type"},
+    "table": {"cellpadding", "cellspacing", "border"},
+    "font": {"color", "face", "size"},
+}
+STYLE_PROPERTIES = {
+    "color", "background-color", "font-family", "font-size", "font-style", "font-weight",
+    "line-height", "text-align", "text-decoration", "text-transform", "letter-spacing",
+    "vertical-align", "white-space", "word-break", "overflow-wrap", "margin", "margin-top",
+    "margin-bottom", "padding", "padding-top", "padding-bottom", "padding-left",
+    "padding-right", "border", "border-top", "border-bottom", "border-left", "border-right",
+    "border-color", "border-style", "border-collapse", "border-radius", "list-style-type",
+}
+STYLE_DROPPED = ("the article's own <style> was dropped: it would restyle the whole email, "
+                 "the footer included (use inline style attributes)")
+IMAGE_WIDTH = 552  # the sheet's 600 px less its 24 px padding each side
+
+
+def sanitise(fragment: str) -> tuple[str, list[str]]:
+    """An article's HTML fragment made safe to send and unable to restyle the template."""
+    warnings = [STYLE_DROPPED] if re.search(r"<style[\s>]", fragment, re.I) else []
+    clean = nh3.clean(fragment, tags=ARTICLE_TAGS, clean_content_tags={"script", "style"},
+                      attributes=ARTICLE_ATTRIBUTES, url_schemes={"http", "https", "mailto"},
+                      filter_style_properties=STYLE_PROPERTIES, link_rel=None)
+    root = lxml.html.fragment_fromstring(clean or "<p></p>", create_parent="div")
+    for img in root.iter("img"):
+        if img.get("alt") is None:
+            img.set("alt", "")
+        width = (img.get("width") or "").strip()
+        if not width.isdigit() or not 0 < int(width) <= IMAGE_WIDTH:
+            img.set("width", str(IMAGE_WIDTH))
+        img.attrib.pop("height", None)  # the ratio stays with height:auto
+        img.set("style", ";".join(filter(None, [(img.get("style") or "").strip(" ;"),
+                                                "max-width:100%", "height:auto"])))
+    for table in list(root.iter("table")):
+        parent = table.getparent()
+        if parent is not None and not (parent.tag == "div" and parent.get("class") == "wide"):
+            wrapper = lxml.html.Element("div", {"class": "wide",
+                                                "style": "max-width:100%;overflow-x:auto"})
+            parent.replace(table, wrapper)
+            wrapper.append(table)
+    inner = (root.text or "") + "".join(etree.tostring(c, encoding="unicode", method="html")
+                                        for c in root)
+    return inner, warnings
+
+
+def _articles_html(pieces: list[Piece], links: list[str], full: int,
+                   warnings: list[str]) -> str:
     parts = []
-    for piece in pieces:
-        parts.append(f"<h1>{html.escape(piece.title)}</h1>\n{_take_links(body_html(piece), links)}")
+    for n, piece in enumerate(pieces):
+        if n >= full:
+            continue
+        fragment, problems = sanitise(body_html(piece))
+        if re.search(r"<style[\s>]", piece.body, re.I):  # a page's <style> sits in its head
+            problems = [STYLE_DROPPED]
+        warnings.extend(problems)
+        parts.append(f"<h1>{html.escape(piece.title)}</h1>\n{_take_links(fragment, links)}")
         if piece.format == "clip" and piece.url:
             parts.append(f'<p><a href="@@KULOO:link{len(links)}@@">Read the original page</a></p>')
             links.append(piece.url)
+    rest = pieces[full:]
+    if rest:
+        items = []
+        for piece in rest:
+            title = html.escape(piece.title)
+            if piece.url:
+                items.append(f'<li><a href="@@KULOO:link{len(links)}@@">{title}</a></li>')
+                links.append(piece.url)
+            else:
+                items.append(f"<li>{title}</li>")
+        parts.append("<h2>Also new</h2>\n<ul>\n" + "\n".join(items) + "\n</ul>")
     return "\n<hr>\n".join(parts)
 
 
 def inline_css(document: str) -> str:
     from premailer import Premailer
 
+    # Classes and !important stay, so the media queries kept in <style> (the leftovers
+    # premailer cannot inline) still apply; width/height are never made attributes (an
+    # attribute width="100%" is invalid and fixes the layout).
     return Premailer(
         document, allow_network=False, allow_loading_external_files=False, keep_style_tags=False,
-        remove_classes=True, strip_important=True, disable_validation=True,
+        remove_classes=False, strip_important=False, disable_validation=True,
+        disable_basic_attributes=["width", "height"],
         disable_link_rewrites=True, cssutils_logging_level=logging.CRITICAL,
     ).transform()
+
+
+PREHEADER_CHARS = 140
+
+
+def preheader_of(piece: Piece, text: str) -> str:
+    """The inbox preview: the article's ``summary``, else its first sentence (<= 140)."""
+    if piece.summary.strip():
+        chosen = re.sub(r"\s+", " ", piece.summary).strip()
+    else:
+        flat = re.sub(r"\s+", " ", text).strip()
+        match = re.match(r"(.+?[.!?])(\s|$)", flat)
+        chosen = match.group(1) if match else flat
+    if len(chosen) > PREHEADER_CHARS:
+        chosen = chosen[:PREHEADER_CHARS - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+    return chosen
+
+
+def subject_for(pieces: list[Piece], channel: str) -> str:
+    if len(pieces) == 1:
+        return pieces[0].title
+    more = len(pieces) - 1
+    return f"{pieces[0].title} — and {more} more from {channel}"
 
 
 _BLOCKS = {"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "tr", "pre", "blockquote", "table", "hr", "br", "ul", "ol"}
@@ -139,7 +243,7 @@ _BLOCKS = {"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "tr", "pre", "b
 def html_to_text(document: str) -> str:
     """A readable plain-text part: block breaks, links as ``text <url>``, no markup."""
     root = lxml.html.document_fromstring(document)
-    for bad in root.xpath("//head|//style|//script"):
+    for bad in root.xpath("//head|//style|//script|//div[@class='preheader']"):
         bad.drop_tree()
     out: list[str] = []
 
@@ -170,30 +274,52 @@ def html_to_text(document: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
-def render_email(pieces: list[Piece], *, channel: str, postal_address: str, subject: str | None = None) -> Rendered:
-    """The whole email for these articles, once; recipients only fill in the slots."""
+def render_email(pieces: list[Piece], *, channel: str, postal_address: str,
+                 subject: str | None = None, full: int | None = None) -> Rendered:
+    """The whole email for these articles, once; recipients only fill in the slots.
+
+    ``full``: how many articles are carried in full (the rest as titles); default all."""
     links: list[str] = []
-    subject = subject or (pieces[0].title if len(pieces) == 1 else f"{channel}: {len(pieces)} new articles")
+    warnings: list[str] = []
+    full = len(pieces) if full is None else max(1, min(full, len(pieces)))
+    subject = subject or subject_for(pieces, channel)
+    first_text = ""
+    if pieces:
+        fragment, _ = sanitise(body_html(pieces[0]))
+        first_text = html_to_text(f"<html><body>{fragment}</body></html>")
+    preheader = preheader_of(pieces[0], first_text) if pieces else ""
     postal = "<br>".join(html.escape(line) for line in postal_address.splitlines() if line.strip())
+    articles = _articles_html(pieces, links, full, warnings)
     document = (template_text()
                 .replace("@@SUBJECT@@", html.escape(subject))
+                .replace("@@PREHEADER@@", html.escape(preheader))
                 .replace("@@CHANNEL@@", html.escape(channel))
                 .replace("@@POSTAL@@", postal)
-                .replace("@@ARTICLES@@", _articles_html(pieces, links)))
+                .replace("@@ARTICLES@@", articles))
     inlined = inline_css(document)
     text = html_to_text(inlined)
     size = len(inlined.encode())
-    warnings = []
     if size > SIZE_WARNING_BYTES:
         warnings.append(f"the HTML is {size // 1024} KB: Gmail clips messages over 102 KB and hides the footer "
                         "(with the unsubscribe link)")
-    outlook = unsupported(features_used(inlined), OUTLOOK_WINDOWS)
+    outlook = unsupported(features_used(inlined) - template_features(), OUTLOOK_WINDOWS)
     if outlook:
         warnings.append("Outlook for Windows does not support: " + ", ".join(outlook))
-    return Rendered(subject, Compiled.of(inlined), Compiled.of(text), tuple(links), size, tuple(warnings))
+    return Rendered(subject, Compiled.of(inlined), Compiled.of(text), tuple(links), size,
+                    tuple(dict.fromkeys(warnings)), preheader, full)
 
 
 # --------------------------------------------------------------------------- client compatibility
+
+
+@cache
+def template_features() -> frozenset[str]:
+    """What the template itself uses: chosen with its fallbacks (the hidden preheader, the
+    fluid sheet), so only what an article adds is warned about."""
+    document = (template_text().replace("@@ARTICLES@@", "<p>x</p>")
+                .replace("@@PREHEADER@@", "x").replace("@@SUBJECT@@", "x")
+                .replace("@@CHANNEL@@", "x").replace("@@POSTAL@@", "x"))
+    return frozenset(features_used(inline_css(document)))
 
 
 @cache
@@ -229,6 +355,10 @@ def features_used(document: str) -> set[str]:
     known = caniemail()["features"]
     found: set[str] = set()
     root = lxml.html.document_fromstring(document)
+    for hidden in root.xpath("//div[@class='preheader']"):
+        # Hidden by layered fallbacks (display:none, then max-height:0/overflow, then 1 px
+        # transparent text): a client that ignores one honours the next.
+        hidden.drop_tree()
     for el in root.iter():
         if not isinstance(el.tag, str):
             continue

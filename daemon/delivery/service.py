@@ -38,8 +38,11 @@ from typing import Any
 import structlog
 import trio
 
+from .. import config as config_mod
 from ..clock import MANUAL
 from ..rules.headers import HeaderError
+from ..rules.mail import envelope_address
+from ..rules.signing import DkimKey, DkimKeyError, aligned, misaligned
 from ..scheduler import ClockJob, Job
 from ..services import Services
 from ..store import backup
@@ -47,9 +50,26 @@ from ..store import delivery as store
 from ..tokens import Signer
 from . import documents, schedule
 from .clip import ClipError, clip
-from .message import Envelope, Recipient, build, build_bytes, frame, sender_domain
+from .message import (
+    MAX_HTML_BYTES,
+    Envelope,
+    Recipient,
+    build,
+    build_bytes,
+    frame,
+    largest_html_bytes,
+    sender_domain,
+    too_big,
+)
 from .render import Piece, Rendered, render_email, template_version
-from .transport import MaildirTransport, Outcome, SmtpSettings, SmtpTransport, TransportError
+from .transport import (
+    NO_SMTPUTF8,
+    MaildirTransport,
+    Outcome,
+    SmtpSettings,
+    SmtpTransport,
+    TransportError,
+)
 
 log = structlog.get_logger("kuloo.delivery")
 
@@ -302,13 +322,24 @@ class Delivery:
                     return
                 docs[doc.key] = doc.with_body(got.html, title=got.title)
 
+        oversized: list[str] = []
         limit = trio.CapacityLimiter(4)
         async with trio.open_nursery() as nursery:
             for doc in clips:
                 nursery.start_soon(clip_one, doc, limit)
+        # Too big for Gmail's clip limit (with the real links, a 200-character greeting and
+        # the longest tokens): an import problem; a stored version stays as it was.
+        channel = await self.services.store.run(store.channel_info, channel_id)
+        for doc in list(docs.values()):
+            size = await self._largest_size([store.ArticleBody(0, 0, doc.title or doc.url, doc.format,
+                                                               doc.body, doc.url, doc.summary)], channel)
+            if size > MAX_HTML_BYTES:
+                problems.append({"file": doc.source_file, "problem": f"not imported: {too_big(size)}"})
+                docs.pop(doc.key)
+                oversized.append(doc.key)
         # A clip that failed keeps its last good version rather than being withdrawn.
         failed_clips = {p["file"] for p in problems}
-        keep = [d.key for d in clips if d.source_file in failed_clips]
+        keep = [d.key for d in clips if d.source_file in failed_clips] + oversized
         inputs = [_input(d) for d in docs.values()]
         defaulted = [d.key for d in docs.values() if d.key == d.source_file]
         counts = await self.services.store.run(store.import_articles, channel_id, inputs,
@@ -321,21 +352,46 @@ class Delivery:
 
     # ------------------------------------------------------------------ rendering
 
-    async def rendered(self, bodies: list[store.ArticleBody], channel: store.ChannelInfo) -> Rendered:
-        key = (tuple((b.id, b.version) for b in bodies), template_version(), channel.name, channel.postal_address)
+    async def rendered(self, bodies: list[store.ArticleBody], channel: store.ChannelInfo,
+                       full: int | None = None) -> Rendered:
+        key = (tuple((b.id, b.version) for b in bodies), template_version(), channel.name,
+               channel.postal_address, full)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
             self.cache_hits += 1
             return hit
         self.cache_misses += 1
-        pieces = [Piece(b.id, b.version, b.title, b.format, b.body, b.url) for b in bodies]
+        pieces = [Piece(b.id, b.version, b.title, b.format, b.body, b.url, b.summary) for b in bodies]
         result = await trio.to_thread.run_sync(
-            lambda: render_email(pieces, channel=channel.name, postal_address=channel.postal_address))
+            lambda: render_email(pieces, channel=channel.name, postal_address=channel.postal_address,
+                                 full=full))
         self._cache[key] = result
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return result
+
+    async def _fitted(self, parts: list[store.ArticleBody], channel: store.ChannelInfo,
+                      envelope: Envelope) -> Rendered | str:
+        """The email within the size limit: a digest carries its first articles in full and the
+        rest as titles until it fits; a single article that grew too big is refused (why)."""
+        full = len(parts)
+        while True:
+            rendered = await self.rendered(parts, channel, None if full == len(parts) else full)
+            size = await trio.to_thread.run_sync(largest_html_bytes, rendered, envelope, self.signer())
+            if size <= MAX_HTML_BYTES:
+                return rendered
+            if full == 1:
+                return f"not sent: {too_big(size)}"
+            full -= 1
+
+    async def _largest_size(self, bodies: list[store.ArticleBody], channel: store.ChannelInfo,
+                            full: int | None = None) -> int:
+        pieces = [Piece(b.id, b.version, b.title, b.format, b.body, b.url, b.summary) for b in bodies]
+        envelope, signer = self.envelope(channel), self.signer()
+        return await trio.to_thread.run_sync(lambda: largest_html_bytes(
+            render_email(pieces, channel=channel.name, postal_address=channel.postal_address, full=full),
+            envelope, signer))
 
     async def preview(self, article_id: int, user_id: int | None) -> dict[str, Any]:
         inputs = await self.services.store.run(store.preview_inputs, article_id, user_id)
@@ -354,7 +410,8 @@ class Delivery:
             warnings.append("the channel has no sender address: emails cannot be sent")
         if not inputs.channel.postal_address:
             warnings.append("the channel has no postal address for the footer")
-        return {"subject": rendered.subject, "html": html_part, "text": text_part,
+        return {"subject": rendered.subject, "preheader": rendered.preheader,
+                "html": html_part, "text": text_part,
                 "headers": {k: str(v) for k, v in msg.items() if k.lower() not in ("content-type", "mime-version")},
                 "size_bytes": len(html_part.encode()), "warnings": warnings}
 
@@ -485,6 +542,13 @@ class Delivery:
         transport = self.transport()
         results: list[store.SendResult] = []
         try:
+            dkim = config_mod.dkim_key(self.config)
+        except (DkimKeyError, OSError) as exc:
+            # Unsigned mail would fail DMARC: nothing leaves, nothing is held against the mail.
+            self.relay.refused(f"the DKIM key does not load: {exc}", self.services.clock.now(),
+                               self.config["delivery.retry_seconds"])
+            return [store.SendResult(c.id, "unsent") for c in claimed]
+        try:
             await trio.to_thread.run_sync(transport.open)
         except TransportError as exc:
             # The relay's problem, not the messages': all stay queued, no attempt counted.
@@ -492,6 +556,7 @@ class Delivery:
             return [store.SendResult(c.id, "unsent") for c in claimed]
         interval = 1.0 / self.config["delivery.messages_per_second"]
         frames: dict = {}
+        fits: dict[tuple, Rendered | str] = {}
         outgoing: list[tuple[int, bytes, str, str]] = []  # (outbox id, message, envelope sender, recipient)
         for item in claimed:
             parts = [bodies[a] for a in item.articles if a in bodies]
@@ -500,16 +565,26 @@ class Delivery:
                 why = "its articles are gone" if not parts else "the channel has no sender address"
                 results.append(store.SendResult(item.id, "not_sent", why, permanent=True))
                 continue
-            rendered = await self.rendered(parts, item.channel)
+            if dkim is not None and not aligned(sender_domain(item.channel.sender), dkim.domain):
+                why = misaligned(item.channel.sender, dkim.domain)
+                results.append(store.SendResult(item.id, "not_sent", why, permanent=True))
+                continue
             envelope = self.envelope(item.channel)
-            frame_key = (id(rendered), envelope)
+            fit_key = (tuple(item.articles), envelope)
+            if fit_key not in fits:
+                fits[fit_key] = await self._fitted(parts, item.channel, envelope)
+            rendered = fits[fit_key]
+            if isinstance(rendered, str):
+                results.append(store.SendResult(item.id, "not_sent", rendered, permanent=True))
+                continue
+            frame_key = (id(rendered), envelope, item.kind)
             r = item.recipient
             try:
                 if frame_key not in frames:
-                    frames[frame_key] = frame(rendered, envelope)
+                    frames[frame_key] = frame(rendered, envelope, item.kind)
                 data = build_bytes(rendered, envelope, Recipient(r.kuloo_id, r.email, r.first_name, r.last_name),
                                    self.signer(), msg_id=item.message_id, date=self.services.clock.now(),
-                                   frame_=frames[frame_key])
+                                   frame_=frames[frame_key], kind=item.kind)
             except HeaderError as exc:
                 # A header value with CR, LF or another control character: never sent.
                 log.warning("message refused", channel_id=channel_id, outbox_id=item.id,
@@ -517,13 +592,20 @@ class Delivery:
                 results.append(store.SendResult(item.id, "not_sent", str(exc), permanent=True))
                 continue
             except UnicodeEncodeError:
-                # Messages are 7-bit: a non-ASCII address (sami.garcía@…) would need SMTPUTF8.
-                # That recipient fails, for good; the batch goes on.
-                results.append(store.SendResult(
-                    item.id, "not_sent", "the address is not ASCII: mail to it needs SMTPUTF8, which Kuloo "
-                    "does not send; correct the address", permanent=True))
-                continue
-            outgoing.append((item.id, data, sender, r.email))
+                # A non-ASCII local part (sami.garcía@…) needs SMTPUTF8: sent with it when
+                # this connection's relay offers it (UTF-8 headers), else failed for good.
+                try:
+                    if not transport.utf8() or frame_key not in frames:  # a sender: never UTF-8
+                        raise
+                    data = build_bytes(rendered, envelope,
+                                       Recipient(r.kuloo_id, r.email, r.first_name, r.last_name),
+                                       self.signer(), msg_id=item.message_id,
+                                       date=self.services.clock.now(), frame_=frames[frame_key],
+                                       kind=item.kind, utf8=True)
+                except UnicodeEncodeError:
+                    results.append(store.SendResult(item.id, "not_sent", NO_SMTPUTF8, permanent=True))
+                    continue
+            outgoing.append((item.id, data, sender, envelope_address(r.email)))
         try:
             # A few messages per trip to the worker thread: cheap, and a shutdown waits at
             # most for one chunk (a thread is not interrupted mid-message).
@@ -531,7 +613,7 @@ class Delivery:
             for first in range(0, len(outgoing), SEND_CHUNK):
                 chunk = outgoing[first:first + SEND_CHUNK]
                 sent, refusal = await trio.to_thread.run_sync(
-                    self._send_chunk, transport, chunk, channel_id, interval)
+                    self._send_chunk, transport, chunk, channel_id, interval, dkim)
                 results.extend(sent)
                 if refusal is not None or len(sent) < len(chunk):
                     break  # the relay refused the session, or could not be reopened: the rest waits
@@ -559,8 +641,10 @@ class Delivery:
         return results + [store.SendResult(c.id, "unsent") for c in claimed if c.id not in done]
 
     def _send_chunk(self, transport, chunk: list[tuple[int, bytes, str, str]], channel_id: int,
-                    interval: float) -> tuple[list[store.SendResult], str | None]:
-        """In a worker thread: send each message at the channel's pace, reconnecting once if needed.
+                    interval: float, dkim: DkimKey | None = None
+                    ) -> tuple[list[store.SendResult], str | None]:
+        """In a worker thread: DKIM-sign (CPU: here, never in the event loop) and send each
+        message at the channel's pace, reconnecting once if needed.
 
         Stops at a refusal of the session (returned as the second item): that message and
         the rest are left unsent, with no attempt held against them.
@@ -577,6 +661,8 @@ class Delivery:
                     transport.open()
                 except TransportError as exc:
                     return out, str(exc)
+            if dkim is not None:
+                data = dkim.sign(data)
             result = transport.send(data, sender, recipient)
             if result.relay:
                 return out, result.detail
@@ -615,7 +701,7 @@ class OutsideRoot(Exception):
 
 def _input(d: documents.Document) -> store.ArticleInput:
     return store.ArticleInput(d.key, d.source_file, d.title or d.url, d.format, d.body, d.url,
-                              d.tags, d.published_at, d.delay_seconds, d.content_hash)
+                              d.tags, d.published_at, d.delay_seconds, d.content_hash, d.summary)
 
 
 def _report(counts: store.ImportCounts, problems: list[dict[str, str]]) -> dict[str, Any]:

@@ -15,25 +15,32 @@ time from a bounded queue in a worker thread: a slow relay never slows an HTTP a
 and nothing in the answer depends on the email. One address gets at most one
 confirmation per channel per ``links.confirm_resend_minutes`` (a ``+tag`` is ignored:
 ``victim+1@`` and ``victim+2@`` are one mailbox), and one client address causes at most
-``links.signup_per_hour`` of them. The email carries no text the requester typed (no
+``links.signup_per_hour`` of them. The email is built by the one builder, ``rules.mail``
+(docs/delivery.md, "The message"). It carries no text the requester typed (no
 name in the greeting or in ``To:``): the names travel in the signed claim only.
 """
 
 from __future__ import annotations
 
+import email
 import email.policy
+import html
 import logging
 import socket
 from collections import OrderedDict
+from datetime import datetime
 from email.message import EmailMessage
-from email.utils import make_msgid, parseaddr
+from email.utils import parseaddr
 from typing import Protocol
 
 import structlog
 import trio
 
+from .. import config as config_mod
 from ..config import parse_listen
-from ..rules.headers import HeaderError, header_value
+from ..rules import mail
+from ..rules.headers import HeaderError
+from ..rules.signing import DkimKeyError, aligned, misaligned
 from ..services import Services
 from ..store.channels import Channel
 from ..vocabulary import email_key
@@ -105,23 +112,48 @@ class ConfirmationMail(Protocol):
     def transport(self) -> MailTransport: ...
 
 
-def confirmation_email(channel: Channel, address: str, url: str) -> EmailMessage:
-    """The confirmation email; ``HeaderError`` if a header value holds a control character."""
-    sender = header_value("From", channel.sender or f"{channel.name} <no-reply@localhost>")
-    domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
-    address = header_value("To", address)
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = address  # never a display name: it would be the requester's text
-    msg["Subject"] = header_value("Subject", f"Please confirm your subscription to {channel.name}")
-    msg["Message-ID"] = header_value("Message-ID", make_msgid(domain=domain))
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(
-        "Hello,\n\n"
-        f"Someone — hopefully you — asked to receive {channel.name} at this address.\n"
-        f"To confirm, open this link and press the button:\n\n{url}\n\n"
-        "If it was not you, ignore this email: you will receive nothing more.\n", cte="quoted-printable")
-    return msg
+def confirmation_texts(channel: Channel, url: str) -> tuple[str, str]:
+    """(text, html) of the confirmation: no text the requester typed, only the channel's."""
+    text = ("Hello,\n\n"
+            f"Someone — hopefully you — asked to receive {channel.name} at this address.\n"
+            f"To confirm, open this link and press the button:\n\n{url}\n\n"
+            "If it was not you, ignore this email: you will receive nothing more.\n")
+    name, link = html.escape(channel.name), html.escape(url, quote=True)
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="color-scheme" content="light dark">'
+        '<meta name="supported-color-schemes" content="light dark">'
+        f"<title>Confirm your subscription to {name}</title></head>"
+        '<body style="margin:0;padding:0;">'
+        '<div style="width:100%;max-width:600px;margin:0 auto;padding:16px;box-sizing:border-box;'
+        'font-family:Arial,Helvetica,sans-serif;font-size:16px;line-height:1.5;">'
+        f"<p>Hello,</p><p>Someone — hopefully you — asked to receive {name} at this address.</p>"
+        f'<p><a href="{link}" style="display:inline-block;padding:10px 16px;background:#1d4ed8;'
+        'color:#ffffff;text-decoration:none;border-radius:4px;">Confirm my subscription</a></p>'
+        f'<p style="word-break:break-all;">Or open this link: {link}</p>'
+        "<p>If it was not you, ignore this email: you will receive nothing more.</p>"
+        "</div></body></html>\n")
+    return text, page
+
+
+def confirmation_bytes(channel: Channel, address: str, url: str, date: datetime) -> bytes:
+    """The confirmation email through the one builder (``rules.mail``): a notice, not list
+    mail (``Auto-Submitted: auto-generated``, no List-Unsubscribe). ``HeaderError`` if a
+    header value holds a control character."""
+    sender = channel.sender or f"{channel.name} <no-reply@localhost>"
+    head = mail.head(kind="confirmation", channel_id=channel.id, sender=sender,
+                     subject=f"Please confirm your subscription to {channel.name}")
+    text, page = confirmation_texts(channel, url)
+    return mail.assemble(head, to=("", address),  # never a display name: the requester's text
+                         date=date, msg_id=mail.message_id(sender, "confirm"),
+                         text=text, html=page)
+
+
+def confirmation_email(channel: Channel, address: str, url: str, date: datetime) -> EmailMessage:
+    """``confirmation_bytes`` parsed back (tests)."""
+    return email.message_from_bytes(confirmation_bytes(channel, address, url, date),
+                                    policy=email.policy.default)
 
 
 class LinksServer:
@@ -167,17 +199,29 @@ class LinksServer:
     async def _mailer(self) -> None:
         async for channel, address, url in self._receive:
             try:
-                msg = confirmation_email(channel, address, url)
+                data = confirmation_bytes(channel, address, url, self.services.clock.now())
             except HeaderError as exc:
                 log.warning("signup confirmation not sent", channel_id=channel.id, problem=str(exc))
                 continue
+            sender = parseaddr(channel.sender or "no-reply@localhost")[1]
+            try:
+                dkim = config_mod.dkim_key(self.services.config)
+            except (DkimKeyError, OSError) as exc:
+                log.warning("signup confirmation not sent", channel_id=channel.id,
+                            problem=f"the DKIM key does not load: {exc}")
+                continue
+            if dkim is not None and not aligned(mail.sender_domain(sender), dkim.domain):
+                log.warning("signup confirmation not sent", channel_id=channel.id,
+                            problem=misaligned(sender, dkim.domain))
+                continue
             transport = self.mail.transport()
 
-            def send_one(transport=transport, msg=msg, address=address) -> str:
+            def send_one(transport=transport, data=data, address=address, sender=sender, dkim=dkim) -> str:
+                if dkim is not None:
+                    data = dkim.sign(data)
                 transport.open()
                 try:
-                    data = msg.as_bytes(policy=email.policy.SMTP)  # CRLF, 7-bit: what transports take
-                    return transport.send(data, parseaddr(str(msg["From"]))[1], address).outcome.value
+                    return transport.send(data, sender, address).outcome.value
                 finally:
                     transport.close()
 

@@ -46,6 +46,7 @@ class ArticleInput:
     published_at: datetime | None
     delay_seconds: int
     content_hash: str
+    summary: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class ArticleBody:
     format: str
     body: str
     url: str
+    summary: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def _summary(a: Article) -> ArticleSummary:
 
 
 def _body(a: Article) -> ArticleBody:
-    return ArticleBody(a.id, a.version, a.title, a.format, a.body, a.url)
+    return ArticleBody(a.id, a.version, a.title, a.format, a.body, a.url, a.summary)
 
 
 def _channel_info(c: Channel) -> ChannelInfo:
@@ -189,7 +191,8 @@ async def import_articles(channel_id: int, docs: Sequence[ArticleInput], now: da
         for doc in docs:
             values: dict[str, Any] = dict(source_file=doc.source_file, title=doc.title, format=doc.format, body=doc.body,
                           url=doc.url, tags=list(doc.tags), published_at=doc.published_at,
-                          delay_seconds=doc.delay_seconds, content_hash=doc.content_hash)
+                          delay_seconds=doc.delay_seconds, content_hash=doc.content_hash,
+                          summary=doc.summary)
             row = existing.get(doc.key)
             if row is None:
                 new_keys.append(doc.key)
@@ -242,6 +245,13 @@ async def import_articles(channel_id: int, docs: Sequence[ArticleInput], now: da
                     cancelled += await _cancel(OutboxMessage.filter(id=digest.id), now, "article withdrawn")
         return ImportCounts(imported, updated, unchanged, len(gone), cancelled, named,
                             tuple(new_keys), tuple(changed_keys))
+
+
+async def channel_info(channel_id: int) -> ChannelInfo:
+    channel = await Channel.get_or_none(id=channel_id)
+    if channel is None:
+        raise NotFound(f"no channel {channel_id}")
+    return _channel_info(channel)
 
 
 async def list_articles(channel_id: int) -> list[ArticleSummary]:

@@ -158,6 +158,7 @@ class Article(Model):
     format = fields.CharField(max_length=16, default="markdown")  # markdown | html | clip
     body = fields.TextField(default="")  # Markdown or HTML; for a clip, the clipped HTML
     url = fields.TextField(default="")  # a clip's page
+    summary = fields.TextField(db_default="")  # front matter: the inbox preview (preheader)
     tags: fields.JSONField[list[str]]
     tags = fields.JSONField(default=list)  # sequential tags; empty = a newsletter article
     published_at = fields.DatetimeField(null=True)

@@ -54,7 +54,8 @@ def withdraw_question(folder: str, report: dict[str, Any]) -> str:
 
 def describe_preview(preview: dict[str, Any]) -> str:
     warnings = preview.get("warnings") or []
-    head = [f"Subject: {preview.get('subject', '')}", f"HTML size: {preview.get('size_bytes', 0):,} bytes"]
+    head = [f"Subject: {preview.get('subject', '')}", f"Preview: {preview.get('preheader', '')}",
+            f"HTML size: {preview.get('size_bytes', 0):,} bytes"]
     head += [f"Warning: {w}" for w in warnings]
     return "\n".join(head) + "\n\n" + (preview.get("text") or "")
 

@@ -69,7 +69,14 @@ def test_unreadable_and_invalid_files(tmp_path):
 def test_shipped_configs_are_valid(name):
     r = subprocess.run([sys.executable, "-m", "kuloo_daemon.cli", "check-config", "--config", str(ROOT / "config" / name)],
                        capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
+    if name == "demo.toml":
+        assert r.returncode == 0, r.stderr
+    else:  # the example shows the defaults: the operator must still give the links' https address
+        assert r.returncode == 2
+        assert r.stderr.strip().endswith("links.public_url: must be an https:// address when "
+                                         'delivery.transport = "smtp" (it is in every unsubscribe link); '
+                                         "empty or http:// only when smtp.host and sell.base_url are "
+                                         "both loopback (tests)"), r.stderr
 
 
 def test_the_example_documents_every_key():
@@ -605,7 +612,8 @@ def test_a_state_dir_in_a_system_folder_is_refused(short_tmp):
 @pytest.mark.parametrize("database", ["kuloo.sqlite3", "db/kuloo.sqlite3", "/srv/kuloo/kuloo.sqlite3",
                                       "/var/lib/kuloo/other.sqlite3"])
 def test_sensible_database_places_are_accepted_by_check_config(short_tmp, database):
-    r = _cli("check-config", _write(short_tmp, f'[store]\ndatabase = "{database}"\n'))
+    r = _cli("check-config", _write(short_tmp, f'[store]\ndatabase = "{database}"\n'
+                                           '[links]\npublic_url = "https://links.example.com"\n'))
     assert r.returncode == 0, r.stderr
 
 
@@ -708,3 +716,32 @@ def test_sell_web_url_defaults_to_the_real_web_app_and_must_be_http():
     with pytest.raises(c.ConfigError) as err:
         c.from_mapping({"sell": {"web_url": "javascript:alert(1)"}})
     assert [p.split(":")[0] for p in err.value.problems] == ["sell.web_url"]
+
+
+HTTPS_REFUSAL = 'links.public_url: must be an https:// address when delivery.transport = "smtp"'
+
+
+@pytest.mark.parametrize("body, refused", [
+    ("", True),  # empty public_url, a real relay (localhost) but the real Sell
+    ('[links]\npublic_url = "http://links.example.com"\n', True),
+    ('[links]\npublic_url = "http://links.example.com"\n[sell]\nbase_url = "http://127.0.0.1:9"\n'
+     '[smtp]\nhost = "mail.example.com"\n', True),  # a real relay: no exception for tests
+    ('[sell]\nbase_url = "http://127.0.0.1:9"\n', False),  # both loopback (tests)
+    ('[links]\npublic_url = "http://links.test"\n[sell]\nbase_url = "http://[::1]:9"\n'
+     '[smtp]\nhost = "127.0.0.1"\n', False),
+    ('[links]\npublic_url = "https://links.example.com"\n', False),
+    ('[delivery]\ntransport = "maildir"\nmaildir = "md"\n', False),  # nothing leaves
+])  # fmt: skip
+def test_smtp_mail_links_to_https_unless_everything_is_loopback(short_tmp, body, refused):
+    """Issue 25 item 6. Planted bugs: the transport test dropped, "https://" changed to
+    "http", one loopback test dropped (either), the check not called by run."""
+    path = _write(short_tmp, body)
+    if not refused:
+        r = _cli("check-config", path)
+        assert r.returncode == 0, r.stderr
+        return
+    for command in ("check-config", "run"):
+        r = _cli(command, path)
+        assert r.returncode == 2, (command, r.stderr)
+        assert HTTPS_REFUSAL in r.stderr, r.stderr
+    assert not os.path.exists(os.path.join(short_tmp, "state")), "nothing may start"

@@ -36,6 +36,7 @@ class Sink:
 
     messages: list[email.message.EmailMessage] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)  # the bytes as received (DKIM checks)
     refuse: set[str] = field(default_factory=set)  # recipients answered 550
     tempfail: set[str] = field(default_factory=set)  # recipients answered 451 (try again later)
     drop_at_rcpt: set[str] = field(default_factory=set)  # recipients whose RCPT closes the connection (once each)
@@ -58,6 +59,7 @@ class Sink:
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             self.messages.append(msg)
+            self.raw.append(envelope.original_content or envelope.content)
             self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         if self.on_data is not None:
             self.on_data(msg)
@@ -73,7 +75,9 @@ class Sink:
 @pytest.fixture
 def smtp_sink():
     sink = Sink()
-    controller, sink.port = smtp_controller(sink)
+    # No SMTPUTF8 (aiosmtpd's Controller offers it unless told): the relay most tests assume;
+    # test_smtputf8.py has one that offers it.
+    controller, sink.port = smtp_controller(sink, enable_SMTPUTF8=False)
     yield sink
     controller.stop()
 

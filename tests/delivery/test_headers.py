@@ -65,8 +65,9 @@ def test_every_other_header_value_is_checked_too(bad):
 def test_a_clean_message_has_exactly_the_builders_headers():
     data = build(Recipient("K-1", "eve@example.com", "Évé", "Lee\u202eX"))  # no control character
     msg = email.message_from_bytes(data, policy=email.policy.default)
-    assert list(msg.keys()) == ["From", "Subject", "List-Id", "MIME-Version", "Content-Type", "To",
-                                "Date", "Message-ID", "List-Unsubscribe", "List-Unsubscribe-Post"]
+    assert list(msg.keys()) == ["From", "Subject", "List-Id", "MIME-Version", "Content-Type",
+                                "Feedback-ID", "To", "Date", "Message-ID", "List-Unsubscribe",
+                                "List-Unsubscribe-Post"]
     assert msg["To"].addresses[0].display_name == "Évé Lee\u202eX"
     assert header_value("Subject", "Plan your beds") == "Plan your beds"
 
@@ -75,12 +76,12 @@ def test_a_clean_message_has_exactly_the_builders_headers():
 def test_the_signup_confirmation_passes_the_same_check(bad):
     channel = SimpleNamespace(id=1, name="Kuloo Gardens", sender="Kuloo <news@gardens.test>")
     url = "https://links.kuloo.test/c/x"
-    msg = confirmation_email(channel, "eve@example.com", url)
+    msg = confirmation_email(channel, "eve@example.com", url, NOW)
     assert msg["To"] == "eve@example.com"  # never the requester's text
     with pytest.raises(HeaderError, match="To header"):
-        confirmation_email(channel, "eve@example.com" + bad, url)
+        confirmation_email(channel, "eve@example.com" + bad, url, NOW)
     with pytest.raises(HeaderError, match="Subject header"):
         confirmation_email(SimpleNamespace(id=1, name="Kuloo" + bad, sender="N <n@gardens.test>"),
-                           "eve@example.com", url)
+                           "eve@example.com", url, NOW)
     with pytest.raises(HeaderError, match="From header"):  # its default sender names the channel
-        confirmation_email(SimpleNamespace(id=1, name="Kuloo" + bad, sender=""), "eve@example.com", url)
+        confirmation_email(SimpleNamespace(id=1, name="Kuloo" + bad, sender=""), "eve@example.com", url, NOW)

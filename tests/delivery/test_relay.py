@@ -36,11 +36,12 @@ class RelaySink(Sink):
     rcpt_reply: str | None = None  # answered to every RCPT
     helo_names: list[str] = field(default_factory=list)
     mails: int = 0
+    pipelining: bool = False  # offer PIPELINING (aiosmtpd reads pipelined commands either way)
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
         self.helo_names.append(hostname)
         session.host_name = hostname
-        return responses
+        return responses[:1] + ["250-PIPELINING"] + responses[1:] if self.pipelining else responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
         self.mails += 1
@@ -55,9 +56,10 @@ class RelaySink(Sink):
         return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
 
 
-@pytest.fixture
-def relay():
-    sink = RelaySink()
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelining"])
+def relay(request):
+    """Every relay test runs against a relay without and with PIPELINING (RFC 2920)."""
+    sink = RelaySink(pipelining=request.param)
     sink.port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=sink.port)
     controller.start()
@@ -222,3 +224,31 @@ def test_ca_file_and_helo_name_are_checked(tmp_path):
     (tmp_path / "ca.pem").write_text("x")
     ok = write_config(tmp_path, 25, smtp={"ca_file": str(tmp_path / "ca.pem"), "helo_name": "[127.0.0.1]"})
     assert ok["smtp.helo_name"] == "[127.0.0.1]"
+
+
+def test_with_pipelining_mail_rcpt_and_data_leave_in_one_write(relay):
+    """Issue 25 item 14: two round trips a message instead of four where the relay offers
+    PIPELINING; one command at a time where it does not."""
+    t = SmtpTransport(SmtpSettings("127.0.0.1", relay.port, "none", timeout=5))
+    t.open()
+    writes: list[bytes] = []
+    assert t.conn is not None
+    real = t.conn.send
+    t.conn.send = lambda data: (writes.append(data if isinstance(data, bytes) else data.encode()),
+                                real(data))[1]
+    try:
+        data = (b"From: a@b.test\r\nTo: x@example.com\r\nSubject: s\r\n\r\nbody\r\n")
+        assert t.send(data, "a@b.test", "x@example.com").outcome == Outcome.SENT
+        relay.refuse.add("gone@example.com")
+        refused = t.send(data, "a@b.test", "gone@example.com")
+        assert (refused.outcome, refused.permanent) == (Outcome.NOT_SENT, True)
+        assert refused.detail == "recipient refused: 550 5.1.1 no such mailbox"
+        assert t.send(data, "a@b.test", "x@example.com").outcome == Outcome.SENT  # goes on
+    finally:
+        t.close()
+    first = writes[0]
+    if relay.pipelining:
+        assert first.startswith(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@example.com>\r\nDATA\r\n")
+    else:
+        assert first.startswith(b"mail FROM:<a@b.test>") and b"RCPT" not in first.upper()[4:]
+    assert relay.subjects("x@example.com") == ["s", "s"]

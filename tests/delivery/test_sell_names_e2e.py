@@ -37,7 +37,8 @@ HOSTILE = [  # (first_name, last_name) as a Sell user typed them
 ]
 CLEANED = ["EveBcc: x@evil.example Lee", f"XContent-Type: text/html{LOCKED} Y",
            "Ann LeeBcc: x@evil.example", "Bo B Fox"]
-HEADERS = ["From", "Subject", "List-Id", "MIME-Version", "Content-Type", "To", "Date", "Message-ID",
+HEADERS = ["From", "Subject", "List-Id", "MIME-Version", "Content-Type", "Feedback-ID", "To", "Date",
+           "Message-ID",
            "List-Unsubscribe", "List-Unsubscribe-Post"]  # what message.build_bytes writes, in order
 
 

@@ -3,6 +3,8 @@ the manual clock, confirmation emails in a real Maildir; httpx as the client."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import mailbox
 import re
 import shutil
@@ -47,6 +49,10 @@ def write_config(root: Path, keys: tuple[str, ...] = (KEY,), **extra: dict) -> c
     return config_mod.from_mapping(data)
 
 
+def parse_mail(f) -> email.message.EmailMessage:
+    return email.message_from_binary_file(f, policy=email.policy.default)  # type: ignore[return-value]
+
+
 @dataclass
 class Links:
     """One running links service and what a test needs around it."""
@@ -86,7 +92,7 @@ class Links:
         if not all((box / sub).is_dir() for sub in ("new", "cur", "tmp")):
             return []  # the transport may be creating the Maildir right now
         try:
-            return list(mailbox.Maildir(str(box), create=False))
+            return list(mailbox.Maildir(str(box), create=False, factory=parse_mail))
         except FileNotFoundError:  # a message moved between listing and reading
             return []
 
@@ -101,7 +107,8 @@ class Links:
     def confirm_links(self) -> list[str]:
         out = []
         for msg in self.mails():
-            out += re.findall(r"http://127\.0\.0\.1:\d+/c/[A-Za-z0-9_.-]+", msg.get_payload(decode=True).decode())
+            text = msg.get_body(("plain",)).get_content()
+            out += re.findall(r"http://127\.0\.0\.1:\d+/c/[A-Za-z0-9_.-]+", text)
         return out
 
 

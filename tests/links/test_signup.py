@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kuloo_daemon.store import channels as channel_store
 from kuloo_daemon.store import users as user_store
 from kuloo_daemon.tokens import Claim, Purpose
 
@@ -139,3 +140,33 @@ async def test_expired_or_tampered_confirmation_links_create_nobody(links_env):
         odd = links.signer.sign(Claim(Purpose.CONFIRM, channel, "", '{"email": "x@y.test"}', 0))
         assert (await links.http.post(f"/c/{odd}")).status_code == 400
         assert await users_of(links, channel) == []
+
+
+async def test_with_dkim_the_confirmation_is_signed_and_a_misaligned_channel_gets_none(links_env):
+    """docs/delivery.md, "DKIM": the confirmation leaves signed, like every other email."""
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from kuloo_daemon.rules.signing import load_key, txt_value
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode()
+    key = load_key(pem, "gardens.test", "k1")
+    async with links_env(dkim={"domain": "gardens.test", "selector": "k1"}) as links:
+        (links.root / "creds" / "dkim-private-key").write_text(pem)
+        channel = await links.channel()  # news@gardens.test
+        other = await links.channel(name="Elsewhere")
+        await links.services.store.run(channel_store.update, other,
+                                       {"sender": "E <e@elsewhere.test>"}, False, None,
+                                       links.services.clock.now())
+        assert (await links.http.post(f"/signup/{other}", data={"email": "a@example.com"})
+                ).status_code == 202
+        assert (await links.http.post(f"/signup/{channel}", data={"email": "b@example.com"})
+                ).status_code == 202
+        await links.wait_for_mail(1)
+        (path,) = list((links.root / "mail" / "new").iterdir())
+        raw = path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        assert raw.startswith(b"DKIM-Signature:") and b"To: b@example.com" in raw
+        assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: txt_value(key))

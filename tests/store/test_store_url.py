@@ -83,7 +83,7 @@ def _write(tmp: str, url: str, password: str | None = None) -> str:
     path = Path(tmp) / "k.toml"
     path.write_text(f'[daemon]\nstate_dir = "{tmp}/state"\n[control]\nsocket = "{tmp}/c.sock"\n'
                     f'[store]\nurl = "{url}"\n[credentials]\ndirectory = "{creds}"\n'
-                    '[links]\nlisten = "127.0.0.1:0"\n[log]\nlevel = "debug"\n')
+                    '[links]\nlisten = "127.0.0.1:0"\npublic_url = "https://links.example.com"\n[log]\nlevel = "debug"\n')
     return str(path)
 
 

@@ -247,6 +247,7 @@ async def test_articles_import_list_and_preview(daemon):
         await until(lambda: "Thank you for joining" in str(preview.render()), pilot, tries=600)
         text = str(preview.render())
         assert "HTML size:" in text and "Warning: the channel has no postal address" in text
+        assert "Subject: Welcome to Kuloo Gardens\nPreview: Thank you for joining Kuloo Gardens.\n" in text
 
 
 def seed_counts(db: Path, channel: int, user: int, failed: int, uncertain: int, errors: int) -> None:

@@ -3,7 +3,7 @@ from tortoise.migrations import operations as ops
 from tortoise import fields
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0009_leases')]
+    dependencies = [('models', '0010_sellsim3_retry_at')]
 
     initial = False
 

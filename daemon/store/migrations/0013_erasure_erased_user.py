@@ -5,7 +5,7 @@ from tortoise import fields
 from tortoise.indexes import Index
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0010_seclinks_unsubscribed_changed_at'), ('models', '0010_sellsim3_retry_at')]
+    dependencies = [('models', '0012_email_article_summary')]
 
     initial = False
 
