@@ -13,13 +13,14 @@ import pytest
 from plugins.stores import seed_sqlite
 
 from kuloo_daemon.rules import caps
+from kuloo_daemon.rules.texts import E_CAP
 from kuloo_daemon.store import channels as channel_store
-from kuloo_daemon.store import sync_store
 from kuloo_daemon.store import users as user_store
 from kuloo_daemon.store.bridge import Store
 from kuloo_daemon.store.models import SyncError
 from kuloo_daemon.store.models import User as UserRow
-from kuloo_daemon.store.sync_store import RecordIn
+from kuloo_daemon.store.sync import batch as sync_batch
+from kuloo_daemon.store.sync.types import RecordIn
 from kuloo_daemon.vocabulary import Actor, Plan, Source
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -46,14 +47,14 @@ async def counts(store, channel: int) -> tuple[int, int]:
 
     async def read():
         linked = await UserRow.filter(channel_id=channel, crm_id__not_isnull=True).count()
-        refused = await SyncError.filter(channel_id=channel, code=sync_store.E_CAP).count()
+        refused = await SyncError.filter(channel_id=channel, code=E_CAP).count()
         return linked, refused
 
     return await store.run(read)
 
 
 async def apply(store, channel: int, records: list[RecordIn]) -> None:
-    await store.run(sync_store.apply_batch, channel, records, [], None, T0)
+    await store.run(sync_batch.apply_batch, channel, records, [], None, T0)
 
 
 async def test_new_records_are_imported_up_to_the_cap_and_no_further(store):
