@@ -52,9 +52,9 @@ async def test_an_article_too_big_is_not_imported_and_a_stored_version_stays(env
         report = await env.delivery.import_articles(ch, "big")
         assert (report["imported"], report["updated"], report["withdrawn"]) == (0, 0, 0)
         problems = {p["file"]: p["problem"] for p in report["problems"]}
-        assert set(problems) == {"a.md", "b.md"}
-        assert problems["b.md"].startswith("not imported: its HTML part would be 1")
-        assert "KB, over the 100 KB" in problems["b.md"]
+        assert set(problems) == {"big/a.md", "big/b.md"}  # relative to [articles] root
+        assert problems["big/b.md"].startswith("not imported: its HTML part would be 1")
+        assert "KB, over the 100 KB" in problems["big/b.md"]
         (article,) = await env.store.run(store.list_articles, ch)
         assert (article.title, article.version, article.withdrawn_at) == ("Fine", 1, None)
 

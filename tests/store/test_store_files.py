@@ -34,6 +34,7 @@ class Setup:
         with open(self.config, "w") as f:
             f.write(f'[daemon]\nstate_dir = "{self.state}"\nshutdown_grace_seconds = 2\n'
                     f'[control]\nsocket = "{root}/c.sock"\n[log]\nformat = "json"\nlevel = "debug"\n'
+                    '[links]\npublic_url = "https://links.example.com"\n'
                     + (f'[store]\ndatabase = "{database}"\n' if database else ""))
 
     def cli(self, command: str, *, wrap: list[str] | None = None):

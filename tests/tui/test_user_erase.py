@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import pytest
-from conftest import until
-from test_app import app_for
 from textual.widgets import Button, Input
 
 from kuloo_tui.screens.confirm import TypeToConfirmScreen
 from kuloo_tui.screens.user import UserScreen
 from kuloo_tui.screens.users import UsersScreen
+
+from .conftest import until
+from .test_app import app_for
 
 pytestmark = pytest.mark.anyio
 
