@@ -91,18 +91,30 @@ class Leases:
             return
         told = False
         while True:
-            claim = await self.store.run(leases.claim, channel_id, kind, self.id, self.seconds, self.clock.now())
+            claim = await self.store.run(
+                leases.claim, channel_id, kind, self.id, self.seconds, self.clock.now()
+            )
             if claim.held or not wait:
                 break
             if not told:
-                log.info("waiting for another daemon's lease", channel_id=channel_id, kind=kind, holder=claim.holder)
+                log.info(
+                    "waiting for another daemon's lease",
+                    channel_id=channel_id,
+                    kind=kind,
+                    holder=claim.holder,
+                )
                 told = True
             await trio.sleep(min(1.0, self.seconds / 4))
         if not claim.held:
             yield False
             return
         if claim.taken_over:
-            log.warning("took over an expired lease", channel_id=channel_id, kind=kind, dead=claim.taken_over)
+            log.warning(
+                "took over an expired lease",
+                channel_id=channel_id,
+                kind=kind,
+                dead=claim.taken_over,
+            )
         key = (channel_id, kind)
         try:
             # Fencing: the work stops when ``keep_alive`` finds the lease gone (this daemon
@@ -111,14 +123,19 @@ class Leases:
                 self._held[key] = (scope, time.monotonic())
                 yield True
             if scope.cancelled_caught:
-                log.warning("lease lost: the channel's work stopped", channel_id=channel_id, kind=kind)
+                log.warning(
+                    "lease lost: the channel's work stopped", channel_id=channel_id, kind=kind
+                )
         finally:
             self._held.pop(key, None)
             with trio.CancelScope(shield=True), trio.move_on_after(10):
-                await self.store.run(leases.release, channel_id, kind, self.id, claim.last_run, self.clock.now())
+                await self.store.run(
+                    leases.release, channel_id, kind, self.id, claim.last_run, self.clock.now()
+                )
 
-    async def keep_alive(self, *,
-                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def keep_alive(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         task_status.started()
         if not self.shared:
             return
@@ -170,9 +187,14 @@ class Events:
         except RuntimeError:  # the store is closing: nobody to tell
             pass
 
-    async def run(self, publish: Callable[[], Publish], on_gap: Callable[[], None] = lambda: None, *,
-                  listen_timeout: float = 10.0,
-                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self,
+        publish: Callable[[], Publish],
+        on_gap: Callable[[], None] = lambda: None,
+        *,
+        listen_timeout: float = 10.0,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Relay events until cancelled; started once listening (or after ``listen_timeout``)."""
         if not self.store.postgres:
             task_status.started()
@@ -182,13 +204,18 @@ class Events:
         send, receive = trio.open_memory_channel[events_store.Note | None](self.QUEUE)
         listening = trio.Event()
 
-        def put(item: events_store.Note | None) -> None:  # on trio's thread, as a run_sync_soon callback
+        def put(
+            item: events_store.Note | None,
+        ) -> None:  # on trio's thread, as a run_sync_soon callback
             try:
                 send.send_nowait(item)
             except trio.WouldBlock:
                 self.dropped += 1
                 if self.dropped == 1 or self.dropped % 1000 == 0:
-                    log.warning("events from other daemons dropped (this daemon is behind)", dropped=self.dropped)
+                    log.warning(
+                        "events from other daemons dropped (this daemon is behind)",
+                        dropped=self.dropped,
+                    )
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 pass  # stopping: nobody reads them any more
             except Exception:  # an error escaping a run_sync_soon callback would end the trio run
@@ -204,13 +231,17 @@ class Events:
             if number > 1:
                 hand_over(None)  # None: "events may have been missed"
 
-        self.relay = events_store.Relay(self.store.target, self.origin, hand_over, on_listening=on_listening)
+        self.relay = events_store.Relay(
+            self.store.target, self.origin, hand_over, on_listening=on_listening
+        )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.store.run, self.relay.run)
             with trio.move_on_after(listen_timeout):
                 await listening.wait()
             if not listening.is_set():
-                log.warning("not yet listening for other daemons' events; going on", seconds=listen_timeout)
+                log.warning(
+                    "not yet listening for other daemons' events; going on", seconds=listen_timeout
+                )
             task_status.started()
             async for note in receive:
                 if note is None:
@@ -251,7 +282,9 @@ async def make_clock(config: Config, store: Store) -> Clock:
     """The wall clock, or a manual one resumed from the store (a fresh store: ``clock.start``)."""
     if config["clock.mode"] != "manual":
         return WallClock()
-    start: datetime = parse_instant(config["clock.start"]) if config["clock.start"] else WallClock().now()
+    start: datetime = (
+        parse_instant(config["clock.start"]) if config["clock.start"] else WallClock().now()
+    )
     at = await store.run(clock_time.load_or_start, start)
 
     async def persist(moved_to: datetime) -> None:
@@ -261,8 +294,9 @@ async def make_clock(config: Config, store: Store) -> Clock:
 
 
 @asynccontextmanager
-async def open_services(config: Config, publish: Publish = _drop, *,
-                        render: Callable[[str, Any], Any] = _as_is) -> AsyncIterator[Services]:
+async def open_services(
+    config: Config, publish: Publish = _drop, *, render: Callable[[str, Any], Any] = _as_is
+) -> AsyncIterator[Services]:
     """Open the store and the Sell client pool, set the clock, tidy up after a crash.
 
     ``Services.publish`` renders each event once (``render``: JSON-ready data; ``app``
@@ -270,14 +304,17 @@ async def open_services(config: Config, publish: Publish = _drop, *,
     subscribers) and, on PostgreSQL, to the other daemons (``Events.notify``); the events
     this daemon publishes also reach ``Services.metrics``."""
     metrics = Metrics(per_channel=config["metrics.per_channel"])
-    async with Store.open(store_location(config)) as store, ClientPool(
-        config["sell.base_url"],
-        rate_per_second=config["sell.requests_per_second"],
-        timeout=config["sell.timeout_seconds"],
-        max_attempts=config["sell.max_attempts"],
-        max_response_bytes=config["sell.max_response_bytes"],
-        on_request=metrics.sell_request,
-    ) as sell_pool:
+    async with (
+        Store.open(store_location(config)) as store,
+        ClientPool(
+            config["sell.base_url"],
+            rate_per_second=config["sell.requests_per_second"],
+            timeout=config["sell.timeout_seconds"],
+            max_attempts=config["sell.max_attempts"],
+            max_response_bytes=config["sell.max_response_bytes"],
+            on_request=metrics.sell_request,
+        ) as sell_pool,
+    ):
         clock = await make_clock(config, store)
         lease = Leases(store, clock, config["store.lease_seconds"])
         if store.postgres:
@@ -287,10 +324,14 @@ async def open_services(config: Config, publish: Publish = _drop, *,
         else:
             interrupted = await store.run(sync_runs.fail_interrupted, clock.now())
             if interrupted:
-                log.warning("sync runs left running by a crash marked failed", sync_runs=interrupted)
+                log.warning(
+                    "sync runs left running by a crash marked failed", sync_runs=interrupted
+                )
             uncertain = await store.run(delivery_store.mark_interrupted, clock.now())
             if uncertain:
-                log.warning("emails that may have left before a crash marked uncertain", outbox=uncertain)
+                log.warning(
+                    "emails that may have left before a crash marked uncertain", outbox=uncertain
+                )
         scheduler = Scheduler(config["daemon.scheduler_tick_seconds"], clock)
         scheduler.on_start = metrics.scheduler_started
         events = Events(store, lease.id)
@@ -303,8 +344,17 @@ async def open_services(config: Config, publish: Publish = _drop, *,
             events.notify(event, rendered)  # PostgreSQL: to every other daemon, once
 
         try:
-            yield Services(config, store, sell_pool, clock, scheduler, lease, events, publish_all,
-                           metrics=metrics)
+            yield Services(
+                config,
+                store,
+                sell_pool,
+                clock,
+                scheduler,
+                lease,
+                events,
+                publish_all,
+                metrics=metrics,
+            )
         finally:
             if store.postgres:
                 with trio.CancelScope(shield=True), trio.move_on_after(10):
