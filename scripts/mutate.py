@@ -112,6 +112,7 @@ MODULES: dict[str, Target] = {
             "tests/sync/test_schedule.py::test_without_a_verified_channel_nothing_is_scheduled",
         ),
     ),
+    "rules/bounces.py": Target(("tests/sync/test_bounces.py",)),
     "delivery/schedule.py": Target(("tests/delivery/test_schedule.py",)),
 }
 
