@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in ("backup", "restore") and config.store_url:
         print(
-            f"kuloo-daemon: {args.command}: the store is PostgreSQL ({config.store_url}); back it up and "
-            "restore it with pg_dump and pg_restore",
+            f"kuloo-daemon: {args.command}: the store is PostgreSQL ({config.store_url}); "
+            "back it up and restore it with pg_dump and pg_restore",
             file=sys.stderr,
         )
         return 2
@@ -183,8 +183,8 @@ def _backup(config: config_mod.Config, target: str) -> int:
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print(
-        f"{written}: backup of {config.database_path} written (mode 0600); keep it with the credentials "
-        f"folder ({config.credentials_dir() or 'not configured'})"
+        f"{written}: backup of {config.database_path} written (mode 0600); keep it with the "
+        f"credentials folder ({config.credentials_dir() or 'not configured'})"
     )
     return 0
 

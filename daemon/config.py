@@ -48,15 +48,15 @@ KEYS: dict[str, Key] = {
     "store.database": Key(
         str,
         "",
-        "SQLite file; relative paths are under daemon.state_dir (no '..'); never in a system folder. "
-        "Default: <state_dir>/kuloo.sqlite3.",
+        "SQLite file; relative paths are under daemon.state_dir (no '..'); never in a system "
+        "folder. Default: <state_dir>/kuloo.sqlite3.",
     ),
     "store.url": Key(
         str,
         "",
         "PostgreSQL instead of SQLite (several daemons): postgres://USER@HOST:PORT/DATABASE, or "
-        "postgres://USER@/DATABASE?host=/run/postgresql for a Unix socket. Never with store.database; "
-        "no password here: it is the store-password credential.",
+        "postgres://USER@/DATABASE?host=/run/postgresql for a Unix socket. "
+        "Never with store.database; no password here: it is the store-password credential.",
     ),
     "store.lease_seconds": Key(
         (int, float),
@@ -130,7 +130,8 @@ KEYS: dict[str, Key] = {
     "sell.requests_per_second": Key(
         (int, float),
         9,
-        "Request budget per Sell token (Sell allows 10/s); above 10 only for a loopback base_url (sellsim).",
+        "Request budget per Sell token (Sell allows 10/s); "
+        "above 10 only for a loopback base_url (sellsim).",
         minimum=0.1,
         maximum=10_000,
     ),
@@ -161,12 +162,14 @@ KEYS: dict[str, Key] = {
     "sync.scheduled": Key(
         bool,
         True,
-        "Sync every verified channel at its plan's cadence; false leaves syncing to sync.run (maintenance, tests).",
+        "Sync every verified channel at its plan's cadence; "
+        "false leaves syncing to sync.run (maintenance, tests).",
     ),
     "sync.cadence_seconds": Key(
         (int, float),
         0,
-        "Tests only: every plan syncs this often instead of its own cadence (0 = the plan's); refused unless sell.base_url is loopback.",
+        "Tests only: every plan syncs this often instead of its own cadence (0 = the plan's); "
+        "refused unless sell.base_url is loopback.",
         minimum=0,
         maximum=86400,
     ),
@@ -181,25 +184,29 @@ KEYS: dict[str, Key] = {
     "sync.batch_retries": Key(
         int,
         3,
-        "How many runs in a row retry a record whose write Sell refused before it waits for a change.",
+        "How many runs in a row retry a record whose write Sell refused "
+        "before it waits for a change.",
         minimum=1,
         maximum=20,
     ),
     "clock.mode": Key(
         str,
         "wall",
-        "Business time: wall (the system clock) or manual (moved by clock.set/clock.advance; tests, demo).",
+        "Business time: wall (the system clock) or manual "
+        "(moved by clock.set/clock.advance; tests, demo).",
         choices=("wall", "manual"),
     ),
     "clock.start": Key(
         str,
         "",
-        "Manual mode: the time of a fresh store, ISO 8601 with offset; empty = the wall time at first start.",
+        "Manual mode: the time of a fresh store, ISO 8601 with offset; "
+        "empty = the wall time at first start.",
     ),
     "articles.root": Key(
         str,
         "",
-        "Folder articles.import may read under; relative paths are beside this file. Empty = <state_dir>/articles.",
+        "Folder articles.import may read under; relative paths are beside this file. "
+        "Empty = <state_dir>/articles.",
     ),
     "articles.allow_private_urls": Key(
         bool, False, "Let clipping fetch private and loopback addresses (tests and the demo only)."
@@ -303,12 +310,14 @@ KEYS: dict[str, Key] = {
     "links.public_url": Key(
         str,
         "",
-        "Public base URL of the links service in emails, e.g. https://links.example.com; empty = the bound address.",
+        "Public base URL of the links service in emails, e.g. https://links.example.com; "
+        "empty = the bound address.",
     ),
     "links.listen": Key(
         str,
         "127.0.0.1:8080",
-        "HOST:PORT the links HTTP service binds ([::1]:PORT for IPv6); port 0 picks a free one (tests).",
+        "HOST:PORT the links HTTP service binds ([::1]:PORT for IPv6); "
+        "port 0 picks a free one (tests).",
     ),
     "links.allowed_origins": Key(
         list,
@@ -318,7 +327,8 @@ KEYS: dict[str, Key] = {
     "links.trusted_proxies": Key(
         list,
         [],
-        'Peer addresses or networks (CIDR) whose X-Forwarded-For names the client, e.g. ["127.0.0.1"].',
+        "Peer addresses or networks (CIDR) whose X-Forwarded-For names the client, "
+        'e.g. ["127.0.0.1"].',
     ),
     "links.rate_per_minute": Key(
         (int, float),
@@ -546,7 +556,8 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
         r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f.:]{2,45}\]", values["smtp.helo_name"]
     ):
         problems.append(
-            "smtp.helo_name: must be a host name (mail.example.com) or an address literal ([192.0.2.1])"
+            "smtp.helo_name: must be a host name (mail.example.com) "
+            "or an address literal ([192.0.2.1])"
         )
     if values["links.public_url"] and not str(values["links.public_url"]).startswith(
         ("http://", "https://")
@@ -566,7 +577,8 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
     if values["store.url"]:
         if values["store.database"]:
             problems.append(
-                "store.url: PostgreSQL (store.url) and SQLite (store.database) are exclusive; set one of them"
+                "store.url: PostgreSQL (store.url) and SQLite (store.database) are exclusive; "
+                "set one of them"
             )
         try:
             parse_store_url(values["store.url"])
@@ -779,7 +791,9 @@ def parse_store_url(text: str) -> StoreUrl:
             f"only host and port may follow '?', not {', '.join(unknown) or 'a fragment'}"
         )
     socket_dir = query.get("host", [""])[-1]
-    try:  # urlsplit's port raises ValueError when not a number or above 65535; 0 is a port, not "none"
+    # urlsplit's port raises ValueError when not a number or above 65535; 0 is a port,
+    # not "none"
+    try:
         given = query["port"][-1] if "port" in query else parts.port
         port = 5432 if given is None else int(given)
     except ValueError:

@@ -11,8 +11,9 @@ from .client import DEFAULT_SOCKET, DaemonClient, default_socket_path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kuloo-tui",
-        description="The Kuloo Sync admin UI in the terminal: channels, users, sync, over the daemon's "
-        "control socket. It reconnects on its own when the daemon restarts. Keys are shown in the "
+        description="The Kuloo Sync admin UI in the terminal: channels, users, sync, over the "
+        "daemon's control socket. It reconnects on its own when the daemon restarts. "
+        "Keys are shown in the "
         "footer; Ctrl+P opens the command palette with every action; Ctrl+Q quits.",
     )
     parser.add_argument(

@@ -77,7 +77,8 @@ class Disconnected:
 
 
 def default_socket_path(socket: str | None = None, config: str | None = None) -> str:
-    """As ``kuloo-ctl``: --socket, $KULOO_SOCKET, the --config file's ``[control] socket``, the default.
+    """As ``kuloo-ctl``: --socket, $KULOO_SOCKET, the --config file's ``[control] socket``,
+    the default.
 
     The configuration is read as plain TOML (the TUI imports nothing of the daemon but
     its protocol), so only the socket key is looked at.

@@ -173,7 +173,8 @@ def invalid_param(name: str, why: str) -> ApiError:
         400,
         "invalid_param",
         "invalid request query parameter",
-        f"The request query parameter '{name}' is malformed, missing, or has an invalid value ({why})",
+        f"The request query parameter '{name}' is malformed, "
+        f"missing, or has an invalid value ({why})",
     )
 
 

@@ -17,7 +17,8 @@ SUBSCRIPTION_CHOICES = ["daily", "weekly", "monthly", "unsubscribed"]
 SOURCE_CHOICES = ["admin", "signup", "sync"]
 
 _FIRST = ["Ada", "Ben", "Chloé", "Dmitri", "Eve", "Farid", "Grace", "Hiro", "Ines", "Jonas",
-          "Kemal", "Lena", "Maya", "Nils", "Olga", "Pablo", "Quinn", "Rosa", "Sami", "Tara"]  # fmt: skip
+          "Kemal", "Lena", "Maya", "Nils", "Olga", "Pablo", "Quinn", "Rosa", "Sami",
+          "Tara"]  # fmt: skip
 _LAST = ["Abara", "Berg", "Costa", "Dubois", "Eriksen", "Fischer", "García", "Hansen", "Ito",
          "Jansen", "Kowalski", "Lindqvist", "Moreau", "Novak", "Okafor", "Petrov", "Quist",
          "Rossi", "Schmidt", "Tanaka"]  # fmt: skip

@@ -355,7 +355,8 @@ class World:
         )
         if unknown:  # Sell's UI cannot change a field's type either: delete it and add it again
             raise ValueError(
-                f"a custom field's {', '.join(unknown)} cannot be edited; delete it and add a new one"
+                f"a custom field's {', '.join(unknown)} cannot be edited; "
+                "delete it and add a new one"
             )
         old = d["name"]
         if "name" in changes and changes["name"] != old:

@@ -59,7 +59,8 @@ def connect(path: str, timeout: float | None) -> socket.socket:
 
 
 class ControlClient:
-    """``with ControlClient(path) as c: c.call("status")``; events seen meanwhile collect in ``events``."""
+    """``with ControlClient(path) as c: c.call("status")``; events seen meanwhile collect in
+    ``events``."""
 
     def __init__(
         self, path: str, *, timeout: float | None = 30.0, client_name: str = "kuloo-ctl"

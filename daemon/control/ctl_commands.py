@@ -94,7 +94,8 @@ def _counts(counts: dict[str, Any]) -> str:
 
 
 def _hint(args: argparse.Namespace, text: str) -> None:
-    """A paging hint, printed on stderr after the table (``--json`` has ``next`` in the document)."""
+    """A paging hint, printed on stderr after the table (``--json`` has ``next`` in the
+    document)."""
     if not args.json:
         args.hints.append(text)
 
@@ -110,7 +111,8 @@ def channel_id(client: ControlClient, given: str | None) -> int:
             return channels[0]["id"]
         if not channels:
             raise CommandError(
-                "the daemon has no channel yet (create one: kuloo-ctl channels.create '{\"name\": …}')"
+                "the daemon has no channel yet "
+                "(create one: kuloo-ctl channels.create '{\"name\": …}')"
             )
         names = ", ".join(f"{c['id']} ({c['name']})" for c in channels)
         raise CommandError(
@@ -207,7 +209,8 @@ def users_show(client: ControlClient, args: argparse.Namespace) -> Output:
         table(("SEQUENCE", "ARTICLE", "TITLE", "AT"), steps)
         if steps
         else [
-            "sequence: nothing sent, nothing due (no sequence article carries the user's promo tags)"
+            "sequence: nothing sent, nothing due "
+            "(no sequence article carries the user's promo tags)"
         ]
     )
     return user, lines
@@ -348,8 +351,9 @@ def channel_delete(client: ControlClient, args: argparse.Namespace) -> Output:
         if not sys.stdin.isatty():
             raise CommandError("say --confirm NAME (the channel's exact name) to delete it")
         confirm = input(
-            f"Deleting channel {doc['id']} ({doc['name']}) removes all its users, articles, outbox, "
-            "sync history and audit log; the Sell records stay. Type its name to go on: "
+            f"Deleting channel {doc['id']} ({doc['name']}) removes all its users, articles, "
+            "outbox, sync history and audit log; the Sell records stay. "
+            "Type its name to go on: "
         )
     result = client.call("channels.delete", {"id": doc["id"], "confirm": confirm})
     return result, fields(

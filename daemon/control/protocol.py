@@ -343,7 +343,8 @@ def check_hello(params: dict[str, Any], id: Any = None) -> int:
     if version not in SUPPORTED_VERSIONS:
         raise ProtocolError(
             "unsupported_version",
-            f"protocol version {version} is not supported; this daemon speaks {list(SUPPORTED_VERSIONS)}",
+            f"protocol version {version} is not supported; "
+            f"this daemon speaks {list(SUPPORTED_VERSIONS)}",
             id,
             {"supported": list(SUPPORTED_VERSIONS)},
         )

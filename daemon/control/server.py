@@ -287,7 +287,8 @@ class Connection:
                         ErrorReply(
                             request_id,
                             "unavailable",
-                            "the daemon is stopping; the request was cancelled — retry when it is back",
+                            "the daemon is stopping; "
+                            "the request was cancelled — retry when it is back",
                         )
                     )
                 )

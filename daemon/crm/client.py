@@ -463,7 +463,8 @@ class SellClient:
     def _items(
         self, response: httpx.Response, method: str, path: str
     ) -> tuple[list[dict[str, Any]], Any]:
-        """The raw ``items`` (each ``{"data": {...}, "meta": ...}``) and ``meta.links.next_page``."""
+        """The raw ``items`` (each ``{"data": {...}, "meta": ...}``) and
+        ``meta.links.next_page``."""
         doc = self._body(response, method, path)
         items = doc.get("items")
         if not isinstance(items, list) or not all(

@@ -3,9 +3,10 @@
 Owns the rules of the seed's setup step ("Case and spaces are important and will be
 verified when the API key is entered"): on both Leads and Contacts, the custom fields of
 the field table in ``kuloo_daemon.vocabulary`` (docs/sync-rules.md: Promo, Subscription,
-Source, Last active, KulooId, Sync error), with names, types and choices matched exactly. ``check_custom_fields`` is a pure function
-that lists *every* problem in plain words (prefixed "Leads:" / "Contacts:"), suggesting the
-intended name when a field or choice differs only in case or spaces. ``verify_connection``
+Source, Last active, KulooId, Sync error), with names, types and choices matched exactly.
+``check_custom_fields`` is a pure function that lists *every* problem in plain words
+(prefixed "Leads:" / "Contacts:"), suggesting the intended name when a field or choice
+differs only in case or spaces. ``verify_connection``
 is the thin I/O shell: ``GET /v2/users/self`` then both definition lists; it never raises
 for an expected failure (bad token, no network, Sell down) but answers ``ok=False`` with a
 readable problem. A ``Promo`` check is skipped while the channel has no sequential tags
@@ -122,7 +123,8 @@ def _check_field(side: str, d: CustomFieldDef, spec: FieldSpec) -> list[str]:
     out: list[str] = []
     if d.type != spec.type:
         out.append(
-            f'{side}: "{d.name}" is {_a(type_word(d.type))} field; it must be {_a(type_word(spec.type))}'
+            f'{side}: "{d.name}" is {_a(type_word(d.type))} field; '
+            f"it must be {_a(type_word(spec.type))}"
         )
     if side == "Contacts" and d.for_contact is False:
         out.append(f'{side}: "{d.name}" applies to companies only; it must also apply to people')
@@ -207,7 +209,8 @@ def _failure(exc: E.SellError, what: str) -> Verification:
         return Verification(
             False,
             [
-                f"Could not {what} in Zendesk Sell: {detail}. Nothing is wrong with the setup yet — verify again later."
+                f"Could not {what} in Zendesk Sell: {detail}. "
+                "Nothing is wrong with the setup yet — verify again later."
             ],
             unreachable=True,
         )

@@ -62,7 +62,8 @@ def links_for(
 ) -> dict[str, str]:
     """The slot values that differ per recipient (URLs; not yet escaped)."""
     base = envelope.public_url.rstrip("/")
-    unsubscribe = f"{base}/u/{signer.sign(Claim(Purpose.UNSUBSCRIBE, envelope.channel_id, recipient.kuloo_id))}"
+    unsubscribe_claim = Claim(Purpose.UNSUBSCRIBE, envelope.channel_id, recipient.kuloo_id)
+    unsubscribe = f"{base}/u/{signer.sign(unsubscribe_claim)}"
     values = {"unsubscribe": unsubscribe, "frequency": unsubscribe + "#frequency"}
     for n, target in enumerate(rendered.links):
         token = signer.sign(

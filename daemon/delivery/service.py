@@ -325,7 +325,8 @@ class Delivery:
                 problems.append(
                     {
                         "file": rel,
-                        "problem": f"id {parsed.key!r} is also used by {docs[parsed.key].source_file}",
+                        "problem": f"id {parsed.key!r} is also used by "
+                        f"{docs[parsed.key].source_file}",
                     }
                 )
             else:
@@ -665,7 +666,8 @@ class Delivery:
             total.uncertain += recorded.uncertain
             retrying += recorded.retrying
             if recorded.sent == 0:
-                return retrying  # nothing went through: leave the rest for the next pass (retry back-off)
+                # nothing went through: leave the rest for the next pass (retry back-off)
+                return retrying
 
     async def _send_batch(
         self, channel_id: int, claimed: list[store.Claimed]

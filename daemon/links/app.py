@@ -140,7 +140,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def parse_form(content_type: str, body: bytes) -> dict[str, str]:
-    """Fields of a urlencoded, multipart or JSON body (first value of each); ``BadForm`` otherwise."""
+    """Fields of a urlencoded, multipart or JSON body (first value of each); ``BadForm``
+    otherwise."""
     kind = content_type.split(";")[0].strip().lower()
     try:
         if kind in ("application/x-www-form-urlencoded", ""):
@@ -249,7 +250,8 @@ class LinksApp:
             return None
 
     def _valid_token_post(self, scope: dict) -> bool:
-        """A POST that carries a genuine token: never throttled (RFC 8058 senders share addresses)."""
+        """A POST that carries a genuine token: never throttled (RFC 8058 senders share
+        addresses)."""
         if scope["method"] != "POST":
             return False
         parts = scope["path"].split("/")

@@ -81,8 +81,10 @@ def preferences(channel: str, frequency: str, unsubscribed: bool, done: str = ""
     )
     body = (
         f"<h1>Your emails from {escape(channel)}</h1>{notice}"
-        f"<p>Your current choice: <strong>{escape(choice_words(frequency, unsubscribed))}</strong>.</p>"
-        f'<form method="post" id="frequency"><fieldset><legend>How often should we send you a digest '
+        "<p>Your current choice: "
+        f"<strong>{escape(choice_words(frequency, unsubscribed))}</strong>.</p>"
+        '<form method="post" id="frequency"><fieldset>'
+        "<legend>How often should we send you a digest "
         f"of new articles?</legend>{buttons}</fieldset></form>"
         f'<form method="post"><fieldset><legend>All emails</legend>{action}</fieldset></form>'
     )

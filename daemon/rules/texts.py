@@ -84,7 +84,8 @@ def plan_cap(plan: Plan) -> str:
     bigger = [p for p in Plan if _cap_rank(p) > _cap_rank(plan)]
     how = ", ".join(f"{p.value.capitalize()} ({_cap_words(p)})" for p in bigger)
     return one_line(
-        f"Not synced: the channel's {Plan(plan).value.capitalize()} plan syncs up to {cap:,} leads and contacts. "
+        f"Not synced: the channel's {Plan(plan).value.capitalize()} plan syncs up to {cap:,} "
+        "leads and contacts. "
         f"Raise the channel's plan to sync more: {how}."
     )
 
@@ -111,14 +112,16 @@ def sell_refused(summary: str) -> str:
 def organization_only_conversion(lead_id: int, organization_id: int | None) -> str:
     org = f" {organization_id}" if organization_id is not None else ""
     return one_line(
-        f"Not synced: lead {lead_id} was converted to organization{org} only, which Kuloo does not sync. "
+        f"Not synced: lead {lead_id} was converted to organization{org} only, "
+        "which Kuloo does not sync. "
         "Add this user to the CRM again (a lead or a person contact) to resume."
     )
 
 
 def converted_into_linked_contact(lead_id: int, contact_id: int, other_email: str) -> str:
     return one_line(
-        f"Not synced: lead {lead_id} was converted into contact {contact_id}, which is already synced with "
-        f"the user {other_email}; Kuloo never sends twice to one person. "
+        f"Not synced: lead {lead_id} was converted into contact {contact_id}, "
+        f"which is already synced with the user {other_email}; "
+        "Kuloo never sends twice to one person. "
         "Add them to Sell as a record of their own to sync them again."
     )

@@ -668,7 +668,8 @@ class Claimed:
 
 
 async def claim(channel_id: int, now: datetime, limit: int) -> list[Claimed]:
-    """Take up to ``limit`` due queued messages and mark them ``sending`` (committed before SMTP)."""
+    """Take up to ``limit`` due queued messages and mark them ``sending`` (committed before
+    SMTP)."""
     async with in_transaction():
         rows = await (
             OutboxMessage.filter(channel_id=channel_id, state=OutboxState.QUEUED.value)
@@ -730,7 +731,8 @@ def retry_delay(attempts: int, first_seconds: float) -> timedelta:
 async def record(
     results: Sequence[SendResult], now: datetime, max_attempts: int, retry_seconds: float
 ) -> Recorded:
-    """Commit a batch's outcomes together (one transaction, a few statements for the common cases)."""
+    """Commit a batch's outcomes together (one transaction, a few statements for the common
+    cases)."""
     failed = uncertain = retrying = 0
     async with in_transaction():
         rows = {r.id: r for r in await OutboxMessage.filter(id__in=[x.id for x in results])}

@@ -5,8 +5,9 @@ with it (cascades); the user's audit entries keep their fact but lose their valu
 notes (so do other entries of the channel that name the address); their Sync errors, and
 any record error that carries or names their address, are deleted. An ``ErasedUser`` row
 keeps what the sync needs to recognise the Sell record again (the former id and KulooId,
-the email's keyed hash, the record) and no personal data; the channel's audit log gets one line naming only the former id. SQLite's
-``secure_delete`` (``bridge``) overwrites what is deleted, so it is gone from the file.
+the email's keyed hash, the record) and no personal data; the channel's audit log gets one
+line naming only the former id. SQLite's ``secure_delete`` (``bridge``) overwrites what is
+deleted, so it is gone from the file.
 
 A new user with that address (``users.add``, a signup) ends the tombstone and takes the
 former KulooId back, so the Sell record that still carries it links to them again

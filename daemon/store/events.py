@@ -169,7 +169,8 @@ class Relay:
             # One statement, one transaction: delivered together, in this order.
             await asyncio.wait_for(
                 conn.execute(
-                    "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS t(p, i) ORDER BY i",
+                    "SELECT pg_notify($1, p) FROM unnest($2::text[]) "
+                    "WITH ORDINALITY AS t(p, i) ORDER BY i",
                     CHANNEL,
                     batch,
                 ),

@@ -48,7 +48,8 @@ def _conn() -> Any:
 
 async def register(daemon_id: str, host: str, pid: int) -> None:
     await _conn().execute_query(
-        "INSERT INTO daemon (id, host, pid, started_at, heartbeat) VALUES ($1, $2, $3, now(), now())",
+        "INSERT INTO daemon (id, host, pid, started_at, heartbeat) "
+        "VALUES ($1, $2, $3, now(), now())",
         [daemon_id, host, pid],
     )
 
@@ -59,13 +60,13 @@ async def heartbeat(daemon_id: str, seconds: float) -> set[tuple[int, str]]:
     async with in_transaction() as conn:
         await conn.execute_query("UPDATE daemon SET heartbeat = now() WHERE id = $1", [daemon_id])
         renewed = await conn.execute_query_dict(
-            "UPDATE lease SET lease_until = now() + make_interval(secs => $2) WHERE lease_owner = $1 "
-            "RETURNING channel_id, kind",
+            "UPDATE lease SET lease_until = now() + make_interval(secs => $2) "
+            "WHERE lease_owner = $1 RETURNING channel_id, kind",
             [daemon_id, float(seconds)],
         )
         await conn.execute_query(  # a run in progress shows its daemon before it ends
-            "UPDATE sync_run SET daemon_id = $1 WHERE daemon_id = '' AND status = $2 AND channel_id IN "
-            "(SELECT channel_id FROM lease WHERE lease_owner = $1 AND kind = $3)",
+            "UPDATE sync_run SET daemon_id = $1 WHERE daemon_id = '' AND status = $2 "
+            "AND channel_id IN (SELECT channel_id FROM lease WHERE lease_owner = $1 AND kind = $3)",
             [daemon_id, SyncRunStatus.RUNNING.value, SYNC],
         )
     return {(row["channel_id"], row["kind"]) for row in renewed}
@@ -86,14 +87,16 @@ async def claim(channel_id: int, kind: str, owner: str, seconds: float, now: dat
         rows = await tx.execute_query_dict(
             "SELECT id, lease_owner, lease_until < now() AS expired FROM lease "
             "WHERE channel_id = $1 AND kind = $2 "
-            "AND (lease_owner = '' OR lease_owner = $3 OR lease_until IS NULL OR lease_until < now()) "
+            "AND (lease_owner = '' OR lease_owner = $3 "
+            "OR lease_until IS NULL OR lease_until < now()) "
             "FOR UPDATE SKIP LOCKED",
             [channel_id, kind, owner],
         )
         if rows:
             row = rows[0]
             await tx.execute_query(
-                "UPDATE lease SET lease_owner = $2, lease_until = now() + make_interval(secs => $3) WHERE id = $1",
+                "UPDATE lease SET lease_owner = $2, "
+                "lease_until = now() + make_interval(secs => $3) WHERE id = $1",
                 [row["id"], owner, float(seconds)],
             )
             previous = row["lease_owner"]
@@ -136,8 +139,9 @@ async def _repair(tx: Any, channel_id: int, kind: str, dead: str, now: datetime)
         )
     else:
         await tx.execute_query(
-            "UPDATE outbox_message SET state = $2, last_error = 'the daemon stopped while sending', "
-            "updated_at = $3 WHERE channel_id = $1 AND state = $4",
+            "UPDATE outbox_message SET state = $2, "
+            "last_error = 'the daemon stopped while sending', updated_at = $3 "
+            "WHERE channel_id = $1 AND state = $4",
             [channel_id, OutboxState.UNCERTAIN.value, now, OutboxState.SENDING.value],
         )
 
@@ -158,7 +162,8 @@ async def release(channel_id: int, kind: str, owner: str, last_run: int, now: da
             return  # taken over meanwhile (we stalled past lease_until): the new holder repaired
         if kind == SYNC:
             await tx.execute_query(
-                "UPDATE sync_run SET daemon_id = $3 WHERE channel_id = $1 AND id > $2 AND daemon_id = ''",
+                "UPDATE sync_run SET daemon_id = $3 WHERE channel_id = $1 "
+                "AND id > $2 AND daemon_id = ''",
                 [channel_id, last_run, owner],
             )
         await _repair(tx, channel_id, kind, owner, now)
@@ -185,8 +190,8 @@ async def daemons(recent_hours: float = 24) -> list[dict[str, Any]]:
         [int(recent_hours)],
     )
     leases = await conn.execute_query_dict(
-        "SELECT lease_owner, channel_id, kind, lease_until, lease_until < now() AS expired FROM lease "
-        "WHERE lease_owner <> '' ORDER BY channel_id, kind"
+        "SELECT lease_owner, channel_id, kind, lease_until, lease_until < now() AS expired "
+        "FROM lease WHERE lease_owner <> '' ORDER BY channel_id, kind"
     )
     out = []
     for r in rows:
@@ -216,7 +221,8 @@ async def daemons(recent_hours: float = 24) -> list[dict[str, Any]]:
 
 async def holder(channel_id: int, kind: str) -> tuple[str, datetime | None]:
     rows = await _conn().execute_query_dict(
-        "SELECT lease_owner, lease_until FROM lease WHERE channel_id = $1 AND kind = $2 AND lease_owner <> ''",
+        "SELECT lease_owner, lease_until FROM lease "
+        "WHERE channel_id = $1 AND kind = $2 AND lease_owner <> ''",
         [channel_id, kind],
     )
     return (rows[0]["lease_owner"], rows[0]["lease_until"]) if rows else ("", None)

@@ -68,7 +68,8 @@ async def _time_at_or_after(kind: Kind, id_: int) -> tuple[int, datetime] | None
 
 
 async def boundary(kind: Kind, cutoff: datetime) -> tuple[int, int] | None:
-    """The id range of the rows older than ``cutoff`` (rows in time order): (first, last), or None."""
+    """The id range of the rows older than ``cutoff`` (rows in time order): (first, last), or
+    None."""
     first = await _time_at_or_after(kind, 0)
     if first is None or first[1] >= cutoff:
         return None

@@ -308,9 +308,10 @@ async def update_many(
 ) -> None:
     """``UPDATE`` many rows of ``model``: each of ``rows`` is (a value per column..., the pk).
 
-    One statement, prepared by tortoise for the database's dialect (the one ``save(update_fields=...)``
-    uses) and executed for every row, inside the caller's transaction — where ``bulk_update``
-    builds, for each call, a ``CASE`` over every row and column.
+    One statement, prepared by tortoise for the database's dialect (the one
+    ``save(update_fields=...)`` uses) and executed for every row, inside the caller's
+    transaction — where ``bulk_update`` builds, for each call, a ``CASE`` over every row and
+    column.
     """
     if not rows:
         return
@@ -687,7 +688,8 @@ async def subscriber(channel_id: int, kuloo_id: str) -> Subscriber:
 async def update_subscriber(
     channel_id: int, kuloo_id: str, changes: Mapping[str, Any], actor: Actor, now: datetime
 ) -> Subscriber:
-    """``update`` for a user named by a link token: frequency and unsubscribed only, one transaction."""
+    """``update`` for a user named by a link token: frequency and unsubscribed only, one
+    transaction."""
     unknown = set(changes) - {"frequency", "unsubscribed"}
     if unknown:
         raise Invalid(f"a link cannot change {sorted(unknown)!r}")

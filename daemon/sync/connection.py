@@ -88,7 +88,8 @@ def jobs(services: Services) -> list[Job | ClockJob]:
 
 
 def _recheck_job(services: Services) -> Job:
-    """Unreachable-Sell checks are retried on monotonic time, each channel after ``recheck_seconds``."""
+    """Unreachable-Sell checks are retried on monotonic time, each channel after
+    ``recheck_seconds``."""
     seen: dict[
         int, float
     ] = {}  # channel -> when (monotonic) we last checked it or first saw it waiting

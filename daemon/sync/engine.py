@@ -491,7 +491,8 @@ class _Run:
             self.publish_users(touched)
 
     async def find(self, p: PushIn) -> tuple[str, int, dict[str, Any]] | None:
-        """The record an earlier, unconfirmed POST for this user may have made: by KulooId, then email."""
+        """The record an earlier, unconfirmed POST for this user may have made: by KulooId,
+        then email."""
         for kind, listing in (("lead", self.sell.list_leads), ("contact", self.sell.list_contacts)):
             async for rec in listing(custom_fields={KULOO_ID: p.kuloo_id}):
                 if (rec.custom_fields or {}).get(KULOO_ID) == p.kuloo_id:

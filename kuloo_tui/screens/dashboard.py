@@ -156,7 +156,8 @@ class DashboardScreen(DaemonScreen):
             box.update(
                 Text(
                     f"Mail relay refusing since {_when(relay.get('since'))}: every message waits "
-                    f"in the queue; next try {_when(relay.get('retry_at'))}. {relay.get('error') or ''}"
+                    f"in the queue; next try {_when(relay.get('retry_at'))}. "
+                    f"{relay.get('error') or ''}"
                 )
             )
 

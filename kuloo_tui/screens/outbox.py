@@ -158,10 +158,11 @@ class OutboxScreen(DaemonScreen):
         else:
             question = ""
         question = question or (
-            f"Mark message {message['id']} to {message['email']} as sent? It will not be sent again."
+            f"Mark message {message['id']} to {message['email']} as sent? "
+            "It will not be sent again."
             if decision == "sent"
-            else f"Send message {message['id']} to {message['email']} again? If the first one did arrive, "
-            "they get it twice."
+            else f"Send message {message['id']} to {message['email']} again? "
+            "If the first one did arrive, they get it twice."
         )
 
         def answered(yes: bool | None) -> None:

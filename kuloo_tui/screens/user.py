@@ -165,7 +165,8 @@ class UserScreen(DaemonScreen):
         chosen = set(self.doc["promo_tags"]) if self.doc else set()
         box = self.query_one("#promo_tags", SelectionList)
         box.clear_options()
-        # Only the channel's tags are offered; a tag the user holds that the channel dropped stays visible.
+        # Only the channel's tags are offered; a tag the user holds that the channel dropped
+        # stays visible.
         for tag in [*self.tags, *sorted(chosen - set(self.tags))]:
             box.add_option((literal(tag), tag, tag in chosen))
 
@@ -222,7 +223,8 @@ class UserScreen(DaemonScreen):
 
         self.app.push_screen(
             ConfirmScreen(
-                f"Reset the sequence of {email}?\n\nThe sequential articles start again from the first: "
+                f"Reset the sequence of {email}?\n\n"
+                "The sequential articles start again from the first: "
                 "articles already sent will be sent again when due.",
                 yes="Reset",
             ),

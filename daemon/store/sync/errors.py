@@ -38,7 +38,8 @@ async def set_error(
     text: str,
     key: str = "",
 ) -> bool:
-    """Record an error (one row per user, or per record without a user); True when new or changed."""
+    """Record an error (one row per user, or per record without a user); True when new or
+    changed."""
     query = (
         SyncError.filter(user_id=user.id)
         if user is not None
