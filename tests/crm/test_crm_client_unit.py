@@ -134,7 +134,8 @@ async def test_requests_built_whole_carry_what_build_request_would_add():
         seen.append(request)
         return httpx.Response(200, json={"data": {"id": 7}, "meta": {"type": "lead"}})
 
-    sell = SellClient("https://sell.test/prefix/", Secret(TOKEN), transport=httpx.MockTransport(handler),
+    sell = SellClient("https://sell.test/prefix/", Secret(TOKEN),
+                      transport=httpx.MockTransport(handler),
                       budget=RateBudget(1000.0), timeout=7.5)  # fmt: skip
     async with sell:
         await sell.update_lead(7, {"first_name": "Zoë", "custom_fields": {"KulooId": "k7"}})
@@ -251,8 +252,10 @@ async def test_retry_after_is_honoured_and_defers_the_shared_budget(autojump_clo
     assert count == 2
 
 
-@pytest.mark.parametrize(("status", "cls"), [(401, E.AuthenticationError), (403, E.ForbiddenError),
-                                             (404, E.NotFoundError), (400, E.BadRequestError)])  # fmt: skip
+@pytest.mark.parametrize(("status", "cls"), [(401, E.AuthenticationError),
+                                             (403, E.ForbiddenError),
+                                             (404, E.NotFoundError),
+                                             (400, E.BadRequestError)])  # fmt: skip
 async def test_client_errors_are_not_retried(status, cls):
     count = 0
 
@@ -271,7 +274,8 @@ async def test_client_errors_are_not_retried(status, cls):
 
 
 async def test_validation_error_carries_code_field_details():
-    body = {"errors": [{"error": {"code": "incorrect_value", "message": "attribute value is incorrect",
+    body = {"errors": [{"error": {"code": "incorrect_value",
+                                  "message": "attribute value is incorrect",
                                   "details": "'weeklyy' is not a choice", "resource": "lead",
                                   "field": "/data/custom_fields/Subscription"}}],
             "meta": {"type": "errors", "logref": "x-1"}}  # fmt: skip

@@ -52,7 +52,10 @@ def test_envelope_with_data_pointer_and_logref():
 
 
 def test_html_body_becomes_a_short_snippet():
-    html = b"<html><head><style>p{}</style></head><body><h1>400 Bad Request</h1><p>nginx</p></body></html>"
+    html = (
+        b"<html><head><style>p{}</style></head>"
+        b"<body><h1>400 Bad Request</h1><p>nginx</p></body></html>"
+    )
     logref, errs, snippet = E.parse_error_body(html, "req-1")
     assert logref == "req-1"
     assert errs == []

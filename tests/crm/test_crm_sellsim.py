@@ -161,7 +161,8 @@ async def test_validation_not_found_and_crud(sellsim, sell_options):
         assert info.value.status == 422 and info.value.code and info.value.field
         assert info.value.field.startswith("/custom_fields")
         lead = await sell.create_lead({"last_name": "Doe", "email": "doe@example.com",
-                                       "custom_fields": {"Promo": ["welcome"], "KulooId": "k1"}})  # fmt: skip
+                                       "custom_fields": {"Promo": ["welcome"],
+                                                         "KulooId": "k1"}})  # fmt: skip
         await sell.create_lead({"last_name": "Roe", "custom_fields": {"KulooId": "k2"}})
         # KulooId is not Filterable: Sell ignores the filter or refuses it; the client re-checks.
         found = [x async for x in sell.list_leads(custom_fields={"KulooId": "k1"})]
@@ -290,7 +291,8 @@ async def test_create_under_every_fault_never_duplicates(sellsim, kind, retried,
     sellsim.set_options(rate_per_second=1000)
     sellsim.set_faults([{"kind": kind, "path": "/v2/leads", "method": "POST", "count": 1,
                          "delay": 1.0}] if kind == "slow" else
-                       [{"kind": kind, "path": "/v2/leads", "method": "POST", "count": 1}])  # fmt: skip
+                       [{"kind": kind, "path": "/v2/leads", "method": "POST",
+                         "count": 1}])  # fmt: skip
     email = f"{kind}@example.com"
     async with fast_client(sellsim, timeout=0.4) as sell:
         if retried:
@@ -356,15 +358,20 @@ async def _break(sim, sell: SellClient, kind: str, field_name: str, change: dict
 SETUPS = {
     "wrong case": ([("lead", "KulooId", {"name": "kulooid"}),
                     ("contact", "Sync error", {"name": "Sync Error"})],
-                   ['Leads: field "kulooid" not found — did you mean "KulooId"? (case and spaces matter)',
-                    'Contacts: field "Sync Error" not found — did you mean "Sync error"? (case and spaces matter)']),
+                   ['Leads: field "kulooid" not found — did you mean "KulooId"? '
+                    "(case and spaces matter)",
+                    'Contacts: field "Sync Error" not found — did you mean "Sync error"? '
+                    "(case and spaces matter)"]),
     "extra space": ([("lead", "Last active", {"name": "Last active "}),
                      ("lead", "Source", {"choices": ["admin", "sign up", "sync"]})],
-                    ['Leads: "Source" lacks the choice "signup" — did you mean "sign up"? (case and spaces matter)',
-                     'Leads: field "Last active " not found — did you mean "Last active"? (case and spaces matter)']),
-    "missing field": ([("lead", "Promo", {"remove": True}), ("contact", "KulooId", {"remove": True})],
-                      ['Leads: field "Promo" not found — create it as a multi select field with the '
-                       "choices welcome, onboarding, upsell",
+                    ['Leads: "Source" lacks the choice "signup" — did you mean "sign up"? '
+                     "(case and spaces matter)",
+                     'Leads: field "Last active " not found — did you mean "Last active"? '
+                     "(case and spaces matter)"]),
+    "missing field": ([("lead", "Promo", {"remove": True}),
+                       ("contact", "KulooId", {"remove": True})],
+                      ['Leads: field "Promo" not found — create it as a multi select field '
+                       "with the choices welcome, onboarding, upsell",
                        'Contacts: field "KulooId" not found — create it as a string field']),
     "wrong type": ([("lead", "Last active", {"type": "datetime"}),
                     ("contact", "KulooId", {"type": "text", "for_contact": True})],
@@ -375,18 +382,19 @@ SETUPS = {
                         'Leads: "Subscription" lacks the choice "unsubscribed"']),
     "extra choice in Promo": ([("lead", "Promo", {"choices": [*TAGS, "spring"]}),
                                ("contact", "Promo", {"choices": [*TAGS, "spring", "summer"]})],
-                              ['Leads: "Promo" has the extra choice "spring", which is not one of '
-                               "the channel's default sequential tags",
-                               'Contacts: "Promo" has the extra choice "spring", which is not one of '
-                               "the channel's default sequential tags",
-                               'Contacts: "Promo" has the extra choice "summer", which is not one of '
-                               "the channel's default sequential tags"]),
+                              ['Leads: "Promo" has the extra choice "spring", which is not '
+                               "one of the channel's default sequential tags",
+                               'Contacts: "Promo" has the extra choice "spring", which is not '
+                               "one of the channel's default sequential tags",
+                               'Contacts: "Promo" has the extra choice "summer", which is not '
+                               "one of the channel's default sequential tags"]),
     "contact side only": ([("contact", "Source", {"choices": ["admin", "sync"]}),
                            ("contact", "Subscription", {"for_contact": False, "for_company": True}),
                            ("contact", "Promo", {"name": "Promos"})],
                           ['Contacts: field "Promo" not found — create it as a multi select field '
                            "with the choices welcome, onboarding, upsell",
-                           'Contacts: "Subscription" applies to companies only; it must also apply to people',
+                           'Contacts: "Subscription" applies to companies only; '
+                           "it must also apply to people",
                            'Contacts: "Source" lacks the choice "signup"']),
 }  # fmt: skip
 
@@ -408,7 +416,7 @@ async def test_eight_broken_setups_each_list_every_problem(sellsim, name):
     assert sorted(result.problems) == sorted(expected)
 
 
-# ------------------------------------------------------------------ Sell's answers differ from the writes
+# ------------------------------------------------------------ Sell's answers differ from the writes
 
 
 async def test_dates_written_iso_compare_equal_whatever_format_sell_reads_back(

@@ -45,7 +45,8 @@ def test_wrong_case_on_contacts_suggests_the_name():
 def test_extra_space_is_caught():
     problems = check(lead_dicts=edited("Last active", name="Last  active"))
     assert problems == [
-        'Leads: field "Last  active" not found — did you mean "Last active"? (case and spaces matter)'
+        'Leads: field "Last  active" not found — did you mean "Last active"? '
+        "(case and spaces matter)"
     ]
     problems = check(lead_dicts=edited("KulooId", name="KulooId "))
     assert problems == [
@@ -111,7 +112,8 @@ def test_contact_side_only_lists_every_problem():
     assert problems == [
         'Contacts: "Promo" lacks the choice "onboarding"',
         'Contacts: "Promo" lacks the choice "upsell"',
-        'Contacts: field "subscription" not found — did you mean "Subscription"? (case and spaces matter)',
+        'Contacts: field "subscription" not found — did you mean "Subscription"? '
+        "(case and spaces matter)",
         'Contacts: "KulooId" is a multi-line text field; it must be a string',
         'Contacts: field "Sync error" not found — create it as a string field',
     ]
@@ -125,13 +127,18 @@ def test_many_problems_on_both_sides_at_once():
     assert problems == [
         'Leads: field "PROMO" not found — did you mean "Promo"? (case and spaces matter)',
         'Leads: "PROMO" is a dropdown field; it must be a multi select',
-        'Leads: "PROMO" has the extra choice "onboarding", which is not one of the channel\'s default sequential tags',
-        'Leads: "PROMO" has the extra choice "upsell", which is not one of the channel\'s default sequential tags',
-        'Contacts: "Promo" has the extra choice "onboarding", which is not one of the channel\'s default sequential tags',
-        'Contacts: "Promo" has the extra choice "upsell", which is not one of the channel\'s default sequential tags',
+        'Leads: "PROMO" has the extra choice "onboarding", '
+        "which is not one of the channel's default sequential tags",
+        'Leads: "PROMO" has the extra choice "upsell", '
+        "which is not one of the channel's default sequential tags",
+        'Contacts: "Promo" has the extra choice "onboarding", '
+        "which is not one of the channel's default sequential tags",
+        'Contacts: "Promo" has the extra choice "upsell", '
+        "which is not one of the channel's default sequential tags",
         'Contacts: "Source" lacks the choice "signup"',
         'Contacts: "Source" lacks the choice "sync"',
-        'Contacts: "Source" has the extra choice "web"; its choices must be exactly admin, signup, sync',
+        'Contacts: "Source" has the extra choice "web"; '
+        "its choices must be exactly admin, signup, sync",
     ]
 
 

@@ -57,7 +57,8 @@ def make_channel(client) -> int:
 
 
 def events_until(client, wanted, seconds: float = WAIT) -> list[Event]:
-    """The events ``client`` (subscribed) receives until one satisfies ``wanted``, that one included."""
+    """The events ``client`` (subscribed) receives until one satisfies ``wanted``, that one
+    included."""
     got = list(client.events)
     client.events.clear()
     deadline = time.monotonic() + seconds
@@ -94,7 +95,8 @@ def test_a_change_through_one_daemon_reaches_the_others_subscribers_once(pair):
     start(a, b)
     with a.client() as ca, b.client() as cb:
         channel = make_channel(ca)
-        # The add's own event may still be on its way to B when B subscribes: "disabled" tells it apart.
+        # The add's own event may still be on its way to B when B subscribes: "disabled" tells
+        # it apart.
         user = ca.call(
             "users.add", {"channel": channel, "email": "ann@example.net", "frequency": "disabled"}
         )["id"]
@@ -137,7 +139,8 @@ def test_delivery_on_one_daemon_reacts_to_a_change_made_on_the_other(pair, pg_se
     # elsewhere), and B's manual clock makes it pass only when told something changed.
     pg_server.sql(
         "INSERT INTO lease (channel_id, kind, lease_owner, lease_until) "
-        f"VALUES ({channel}, 'delivery', '{b_id}', now() + interval '1 hour') ON CONFLICT (channel_id, kind) "
+        f"VALUES ({channel}, 'delivery', '{b_id}', now() + interval '1 hour') "
+        "ON CONFLICT (channel_id, kind) "
         f"DO UPDATE SET lease_owner = '{b_id}', lease_until = now() + interval '1 hour'",
         pg_database,
     )

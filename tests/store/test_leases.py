@@ -26,7 +26,8 @@ async def _expire(channel_id: int, kind: str) -> None:
     from tortoise import connections
 
     await connections.get("default").execute_query(
-        "UPDATE lease SET lease_until = now() - interval '1 second' WHERE channel_id = $1 AND kind = $2",
+        "UPDATE lease SET lease_until = now() - interval '1 second'"
+        " WHERE channel_id = $1 AND kind = $2",
         [channel_id, kind],
     )
 

@@ -78,8 +78,8 @@ def test_url_and_sqlite_database_are_exclusive_and_sqlite_stays_the_default(shor
     with pytest.raises(config_mod.ConfigError) as caught:
         config_mod.from_mapping(_config(short_tmp, url="postgres://k@h/k", database="k.sqlite3"))
     assert (
-        "store.url: PostgreSQL (store.url) and SQLite (store.database) are exclusive; set one of them"
-        in caught.value.problems
+        "store.url: PostgreSQL (store.url) and SQLite (store.database) are exclusive; "
+        "set one of them" in caught.value.problems
     )
     assert config_mod.from_mapping(_config(short_tmp)).store_url is None
 
@@ -113,7 +113,8 @@ def _write(tmp: str, url: str, password: str | None = None) -> str:
     path.write_text(
         f'[daemon]\nstate_dir = "{tmp}/state"\n[control]\nsocket = "{tmp}/c.sock"\n'
         f'[store]\nurl = "{url}"\n[credentials]\ndirectory = "{creds}"\n'
-        '[links]\nlisten = "127.0.0.1:0"\npublic_url = "https://links.example.com"\n[log]\nlevel = "debug"\n'
+        '[links]\nlisten = "127.0.0.1:0"\npublic_url = "https://links.example.com"\n'
+        '[log]\nlevel = "debug"\n'
     )
     return str(path)
 
@@ -151,14 +152,16 @@ def test_an_unreachable_server_stops_run_with_one_line_naming_it(short_tmp):
 @pytest.mark.e2e
 def test_a_schema_newer_than_the_code_is_refused(short_tmp, pg_server, pg_database):
     pg_server.sql(
-        "INSERT INTO tortoise_migrations (app, name, applied_at) VALUES ('models', '0999_future', now())",
+        "INSERT INTO tortoise_migrations (app, name, applied_at)"
+        " VALUES ('models', '0999_future', now())",
         pg_database,
     )
     r = _cli("run", "--config", _write(short_tmp, pg_server.url(pg_database)))
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
-        f"kuloo-daemon: {pg_server.url(pg_database)}: the schema is newer than this kuloo-daemon (migration "
-        "0999_future is unknown here); run the newer version, or restore a backup from before the upgrade"
+        f"kuloo-daemon: {pg_server.url(pg_database)}: the schema is newer than this kuloo-daemon "
+        "(migration 0999_future is unknown here); run the newer version, "
+        "or restore a backup from before the upgrade"
     ]
 
 
@@ -193,8 +196,8 @@ def test_an_unreadable_password_credential_is_one_line_naming_the_file(short_tmp
         r = _cli(command, "--config", config)
         assert r.returncode == 1, r.stderr
         assert r.stderr.strip().splitlines() == [
-            f"kuloo-daemon: {short_tmp}/creds/store-password: cannot read the store-password credential "
-            "(Is a directory)"
+            f"kuloo-daemon: {short_tmp}/creds/store-password: "
+            "cannot read the store-password credential (Is a directory)"
         ], r.stderr
 
 

@@ -29,20 +29,24 @@ def test_users_their_mail_and_audit_survive_and_get_their_keys(short_tmp):
     migrate(db, "models.0003_clock_state_and_states")
     con = sqlite3.connect(db)
     con.execute(
-        "INSERT INTO channel (id, name, plan, add_all_users_to_crm, sequential_tags, sender, postal_address,"
+        "INSERT INTO channel (id, name, plan, add_all_users_to_crm, sequential_tags, sender,"
+        " postal_address,"
         " connection_status, connection_problems, sync_state, sync_status, created_at, updated_at)"
         " VALUES (1, 'c', 'free', 0, '[]', '', '', 'none', '[]', '{}', '', ?, ?)",
         (NOW, NOW),
     )
     con.execute(
-        "INSERT INTO kuloo_user (id, channel_id, kuloo_id, email, first_name, last_name, source, frequency,"
+        "INSERT INTO kuloo_user (id, channel_id, kuloo_id, email, first_name, last_name, source,"
+        " frequency,"
         " unsubscribed, add_to_crm, promo_tags, sync_error, synced_values, created_at, updated_at)"
-        " VALUES (1, 1, 'K1', ' Ada@Example.COM', 'Ada', 'Lovelace', '', 'weekly', 0, 0, '[]', '', '{}', ?, ?)",
+        " VALUES (1, 1, 'K1', ' Ada@Example.COM', 'Ada', 'Lovelace', '', 'weekly', 0, 0, '[]', '',"
+        " '{}', ?, ?)",
         (NOW, NOW),
     )
     con.execute(
-        "INSERT INTO article (id, channel_id, title, format, body, url, tags, delay_seconds, version,"
-        " created_at, updated_at) VALUES (1, 1, 't', 'markdown', '', '', '[\"x\"]', 0, 1, ?, ?)",
+        "INSERT INTO article (id, channel_id, title, format, body, url, tags, delay_seconds,"
+        " version, created_at, updated_at)"
+        " VALUES (1, 1, 't', 'markdown', '', '', '[\"x\"]', 0, 1, ?, ?)",
         (NOW, NOW),
     )
     con.execute(
@@ -50,7 +54,8 @@ def test_users_their_mail_and_audit_survive_and_get_their_keys(short_tmp):
     )
     con.execute(
         "INSERT INTO outbox_message (id, channel_id, user_id, kind, state, message_id, attempts,"
-        " last_error, created_at, updated_at) VALUES (1, 1, 1, 'digest', 'sent', '<1@k>', 0, '', ?, ?)",
+        " last_error, created_at, updated_at)"
+        " VALUES (1, 1, 1, 'digest', 'sent', '<1@k>', 0, '', ?, ?)",
         (NOW, NOW),
     )
     con.execute(

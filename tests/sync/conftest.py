@@ -161,8 +161,10 @@ def make_kuloo(daemon_factory, sellsim):
     ) -> Kuloo:
         d = daemon_factory(
             sub=sub,
-            extra_config=f'[clock]\nmode = "manual"\n[sync]\nscheduled = {str(scheduled).lower()}\n',
-            sell=f'base_url = "{sellsim.base_url}"\nrequests_per_second = {rate}\nmax_attempts = {attempts}\n'
+            extra_config='[clock]\nmode = "manual"\n'
+            f"[sync]\nscheduled = {str(scheduled).lower()}\n",
+            sell=f'base_url = "{sellsim.base_url}"\nrequests_per_second = {rate}\n'
+            f"max_attempts = {attempts}\n"
             f"timeout_seconds = {timeout}\nverify_timeout_seconds = 30\n",
         )
         d.start()

@@ -60,7 +60,8 @@ P = T0 - CONVERSION_CLOCK_SLACK  # the oldest a conversion into a contact create
     [
         # explained: a linked lead's conversion into each contact — stop at once
         ({"c1": T0, "c2": T0}, [[conv(9, 10, 1), conv(8, 11, 2)]], [True], {1: [9], 2: [8]}, []),
-        # an explained contact keeps collecting while others are open (the oldest conversion's user first, later)
+        # an explained contact keeps collecting while others are open (the oldest conversion's
+        # user first, later)
         (
             {"c1": T0, "c2": T0},
             [[conv(9, 10, 1)], [conv(5, 11, 1), conv(4, 12, 2)]],
@@ -72,7 +73,8 @@ P = T0 - CONVERSION_CLOCK_SLACK  # the oldest a conversion into a contact create
         ({"c1": T0}, [[conv(9, 99, 1)]], [False], None, None),
         # a conversion into no one of them explains nothing
         ({"c1": T0}, [[conv(9, 10, 7)]], [False], None, None),
-        # older than any conversion into them can be (created_at minus the slack): settled, none found
+        # older than any conversion into them can be (created_at minus the slack): settled,
+        # none found
         (
             {"c1": T0, "c2": T0},
             [[conv(9, 50, 7, P - timedelta(seconds=1))]],
@@ -103,7 +105,8 @@ P = T0 - CONVERSION_CLOCK_SLACK  # the oldest a conversion into a contact create
         ),
         # a page without dates settles nothing
         ({"c1": T0}, [[conv(9, 50, 7, None)]], [False], None, None),
-        # the cap (3 pages for 3 contacts): the still open ones are asked by id, the settled one answered
+        # the cap (3 pages for 3 contacts): the still open ones are asked by id, the settled one
+        # answered
         (
             {"c1": T0, "c2": T0, "c3": T0 + timedelta(hours=1)},
             [
@@ -115,7 +118,8 @@ P = T0 - CONVERSION_CLOCK_SLACK  # the oldest a conversion into a contact create
             {3: []},
             [1, 2],
         ),
-        # a contact without created_at is never scanned: asked by id; the cap counts the scanned ones
+        # a contact without created_at is never scanned: asked by id; the cap counts the scanned
+        # ones
         ({"c1": T0, "c2": None}, [[conv(9, 10, 1)]], [True], {1: [9]}, [2]),
     ],
 )
@@ -145,7 +149,7 @@ def test_without_created_at_nothing_is_listed():
     assert not scan.open and scan.ask_by_id() == [1, 2] and scan.answered() == {}
 
 
-# ----------------------------------------------------------------------------- the engine against sellsim
+# ----------------------------------------------------------------------- the engine against sellsim
 
 
 def conversion_reads(counters: dict) -> int:
@@ -192,11 +196,12 @@ async def converted_out_of_reach(sellsim, lead_id: int) -> int:
 async def test_a_bulk_import_while_leads_are_linked_costs_a_listing_per_batch_not_a_read_per_contact(
     services_config, sellsim, monkeypatch, conversion_lead, sync_api, per_page
 ):
-    """300 contacts (4,990 under KULOO_SOAK=1) entered in Sell while leads are linked, Fay's converted lead among them
-    (its contact without her email or KulooId), a few older conversions in the account: Fay
-    follows the conversion, the 300 become users, and the conversions cost a listing page
-    per batch of the feed — not 300 reads. With 2 conversions a page, the listing stops at
-    the first page older than the new contacts (the created_at rule), so still one a batch.
+    """300 contacts (4,990 under KULOO_SOAK=1) entered in Sell while leads are linked, Fay's
+    converted lead among them (its contact without her email or KulooId), a few older
+    conversions in the account: Fay follows the conversion, the 300 become users, and the
+    conversions cost a listing page per batch of the feed — not 300 reads. With 2 conversions
+    a page, the listing stops at the first page older than the new contacts (the created_at
+    rule), so still one a batch.
 
     Planted bugs: every contact asked by its id (300 reads); the listing not stopped by
     created_at (two pages a batch with per_page=2); Fay's conversion not matched (a second
@@ -238,7 +243,8 @@ async def test_a_bulk_import_while_leads_are_linked_costs_a_listing_per_batch_no
         assert contact["custom_fields"]["KulooId"] == fay.kuloo_id
         listed = await services.store.run(user_store.list_page, cid, user_store.Filters(), None, 1)
         assert listed.total == 1 + 3 + BULK
-        # one listing page a batch of the feed (+ the deleted lead's own lookup), never one a contact
+        # one listing page a batch of the feed (+ the deleted lead's own lookup), never one a
+        # contact
         batches = (
             routes(counters, "GET", "queues/main")
             if sync_api
@@ -246,7 +252,8 @@ async def test_a_bulk_import_while_leads_are_linked_costs_a_listing_per_batch_no
         )
         assert conversion_reads(counters) <= batches + 1 <= BULK // 25, counters["routes"]
         print(
-            f"{BULK} contacts, {batches} batches: {conversion_reads(counters)} lead_conversions reads"
+            f"{BULK} contacts, {batches} batches: "
+            f"{conversion_reads(counters)} lead_conversions reads"
         )
 
 

@@ -89,11 +89,11 @@ def on_stores(modes, postgres):
     )
 
 
-# ----------------------------------------------------------------------------- 1. into another user's contact
+# ------------------------------------------------------------------- 1. into another user's contact
 
 
 @on_stores(MODES, ("removed", True))
-async def test_a_lead_merged_into_a_contact_linked_to_another_user_leaves_that_link_and_stops_the_user(
+async def test_a_lead_merged_into_a_contact_of_another_user_leaves_that_link_and_stops_the_user(
     services_config, sellsim, conversion_lead, sync_api, store
 ):
     """Ann's lead is converted and merged (Sell's duplicate rule: the same name) into the
@@ -219,7 +219,7 @@ async def test_a_lead_merged_into_a_contact_linked_to_another_user_leaves_that_l
         ] == ann.kuloo_id
 
 
-# ----------------------------------------------------------------------------- 2. a contact without email nor KulooId
+# ----------------------------------------------------------- 2. a contact without email nor KulooId
 
 
 CHANGES = {

@@ -32,7 +32,8 @@ def erasing(daemon_factory, sellsim):
         d = daemon_factory(
             extra_config='[clock]\nmode = "manual"\n[sync]\nscheduled = false\n'
             '[credentials]\ndirectory = "creds"\n',
-            sell=f'base_url = "{sellsim.base_url}"\nrequests_per_second = {FAST}\nmax_attempts = 6\n'
+            sell=f'base_url = "{sellsim.base_url}"\nrequests_per_second = {FAST}\n'
+            "max_attempts = 6\n"
             "timeout_seconds = 5\nverify_timeout_seconds = 30\n",
         )
         creds = d.root / "creds"

@@ -83,7 +83,10 @@ def fleet(daemon_factory, sellsim, pg_server, pg_database, sink, shared_files):
         f'[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\ntimeout_seconds = 5\n'
         '[links]\npublic_url = "https://links.kuloo.test"\nlisten = "127.0.0.1:0"\n'
     )
-    sell = f'base_url = "{sellsim.base_url}"\nrequests_per_second = 2000\nmax_attempts = 3\ntimeout_seconds = 5\n'
+    sell = (
+        f'base_url = "{sellsim.base_url}"\nrequests_per_second = 2000\n'
+        "max_attempts = 3\ntimeout_seconds = 5\n"
+    )
     return [daemon_factory(sub=f"d{i}", extra_config=extra, sell=sell) for i in range(3)]
 
 
@@ -133,7 +136,8 @@ def test_three_daemons_share_thirty_channels_and_survive_a_kill(
     victim = fleet[1]
     # Kill it in the middle of a run under its lease, so the takeover has something to repair.
     mid_run = (
-        "SELECT count(*) FROM sync_run r JOIN lease l ON l.channel_id = r.channel_id AND l.kind = 'sync' "
+        "SELECT count(*) FROM sync_run r "
+        "JOIN lease l ON l.channel_id = r.channel_id AND l.kind = 'sync' "
         f"WHERE r.status = 'running' AND l.lease_owner = '{ids[1]}'"
     )
     eventually(
@@ -259,5 +263,6 @@ def test_three_daemons_share_thirty_channels_and_survive_a_kill(
     print(
         f"\n{len(sink.messages)} emails, {len(uncertain)} uncertain; "
         f"{sum(map(len, runs.values()))} runs of {CHANNELS} channels by {len(by_daemon)} daemons; "
-        f"{len(interrupted)} cut short by the kill, taken over after {sorted(interrupted)} s (lease {LEASE:g} s)"
+        f"{len(interrupted)} cut short by the kill, taken over after {sorted(interrupted)} s "
+        f"(lease {LEASE:g} s)"
     )

@@ -93,7 +93,8 @@ def test_rule2_a_lead_entered_in_sell_becomes_an_added_user_and_duplicates_get_a
     )
     assert len(kuloo.users()) == 2
 
-    # A second record with a linked email: a Sync error naming the record already linked, nothing else.
+    # A second record with a linked email: a Sync error naming the record already linked,
+    # nothing else.
     dup = sellsim.create_record("lead", {"last_name": "Again", "email": "ANN@example.com"})
     sellsim.reset_counters()
     run = kuloo.sync()
@@ -324,7 +325,8 @@ def test_a_conversion_to_an_organization_only_unlinks_with_an_error_and_no_repus
     )
     kuloo.sync()
     lead_id = kuloo.user("org@example.com")["crm"]["id"]
-    # a Sell user empties the last name and sets an organization: it converts to an organization only
+    # a Sell user empties the last name and sets an organization: it converts to an
+    # organization only
     sellsim.edit_record("lead", lead_id, {"last_name": None, "organization_name": "Org Ltd"})
     kuloo.sync()
     conversion = sellsim.convert_lead(lead_id)
@@ -371,7 +373,7 @@ def test_a_lead_merged_into_another_users_contact_stops_that_user_with_an_error_
     assert kuloo.sync()["counts"]["leads_created"] == 0 and kuloo.leads() == []  # not pushed again
 
 
-# ----------------------------------------------------------------------------- rule 6: KulooId tampering
+# ------------------------------------------------------------------------ rule 6: KulooId tampering
 
 
 def test_rule6_a_tampered_kulooid_stops_sync_for_the_record_until_restored(kuloo, sellsim):
@@ -476,7 +478,7 @@ def test_rule7_stop_sync_repush_and_token_removal(kuloo, sellsim):
     assert stay["id"] == kuloo.user("on@example.com")["id"]
 
 
-# ----------------------------------------------------------------------------- rule 8: every path meets
+# ------------------------------------------------------------------------- rule 8: every path meets
 
 
 def test_rule8_link_admin_and_sell_edits_end_in_the_same_place(kuloo, sellsim):
