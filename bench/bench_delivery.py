@@ -341,7 +341,8 @@ async def due_passes(db: Path) -> dict[str, float]:
     )
     print(f"   planning pass with nobody due: read {idle_read:,}, {idle_seconds * 1000:.1f} ms")
     print(
-        f"   planning pass with {due:,} of {DUE_USERS:,} due: read {due_read:,}, {due_seconds * 1000:.1f} ms"
+        f"   planning pass with {due:,} of {DUE_USERS:,} "
+        f"due: read {due_read:,}, {due_seconds * 1000:.1f} ms"
     )
     if (due_read, idle_read) != (due, 0):
         raise RuntimeError(f"a pass read {due_read} users for {due} due, {idle_read} with none due")
@@ -359,17 +360,18 @@ def main() -> dict[str, float]:
     ratio = rate / naive
     print(f"   personalised messages for one article: {rate:,.0f}/s (goal >= {RENDER_GOAL:,.0f}/s)")
     print(
-        f"   the same, DKIM-signed (dkimpy, RSA 2048): {signed:,.0f}/s (goal >= {SIGNED_GOAL:,.0f}/s)"
+        f"   the same, DKIM-signed (dkimpy, RSA 2048): "
+        f"{signed:,.0f}/s (goal >= {SIGNED_GOAL:,.0f}/s)"
     )
     print(
-        f"   naive Markdown+premailer per recipient: {naive:,.1f}/s -> {ratio:,.0f}x cheaper per recipient "
-        f"(goal >= {RATIO_GOAL:.0f}x)"
+        f"   naive Markdown+premailer per recipient: {naive:,.1f}/s -> {ratio:,.0f}x cheaper per "
+        f"recipient (goal >= {RATIO_GOAL:.0f}x)"
     )
     sends = send_rate()
     signed_sends = send_rate(signed=True)
     print(
-        f"   delivery pass to a local SMTP sink ({SEND_USERS} users, one connection per batch of 100): "
-        f"{sends:,.0f} messages/s; DKIM-signed: {signed_sends:,.0f} messages/s"
+        f"   delivery pass to a local SMTP sink ({SEND_USERS} users, one connection per batch of "
+        f"100): {sends:,.0f} messages/s; DKIM-signed: {signed_sends:,.0f} messages/s"
     )
     one_by_one, pipelined = rtt_rate(False), rtt_rate(True)
     print(
@@ -383,7 +385,8 @@ def main() -> dict[str, float]:
         raise RuntimeError("below the goal")
     if signed < SIGNED_GOAL:
         print(
-            f"   BELOW GOAL: signed {signed:,.0f}/s < {SIGNED_GOAL:,.0f}/s (dkimpy's pure-Python RSA; "
+            f"   BELOW GOAL: signed {signed:,.0f}/s < "
+            f"{SIGNED_GOAL:,.0f}/s (dkimpy's pure-Python RSA; "
             "a loaded machine measures less)"
         )
     return {

@@ -1,4 +1,5 @@
-"""Links service: one-click unsubscribe POSTs per second with the daemon on one core, and p99 latency.
+"""Links service: one-click unsubscribe POSTs per second with the daemon on one core, and p99
+latency.
 
 The daemon runs as a subprocess pinned to CPU 0 (real SQLite, info logging to a file, the
 rate limit raised); this process drives it from CPU 1 with 16 concurrent keep-alive
@@ -121,15 +122,16 @@ def main() -> dict[str, float]:
         again_rate, again_lat, again_fail = trio.run(_phase, url, tokens)
         cpu = os.sched_getaffinity(proc.pid) if hasattr(os, "sched_getaffinity") else "?"
         print(
-            f"   daemon on CPU {sorted(cpu) if cpu != '?' else cpu}, {CONCURRENCY} connections, {USERS} users"
+            f"   daemon on CPU {sorted(cpu) if cpu != '?' else cpu}, "
+            f"{CONCURRENCY} connections, {USERS} users"
         )
         print(
-            f"   first unsubscribe (writes): {first_rate:,.0f} POST/s, p50 {_p(first_lat, 0.5):.1f} ms, "
-            f"p99 {_p(first_lat, 0.99):.1f} ms, failures {first_fail}"
+            f"   first unsubscribe (writes): {first_rate:,.0f} POST/s, p50 "
+            f"{_p(first_lat, 0.5):.1f} ms, p99 {_p(first_lat, 0.99):.1f} ms, failures {first_fail}"
         )
         print(
-            f"   repeated (idempotent):      {again_rate:,.0f} POST/s, p50 {_p(again_lat, 0.5):.1f} ms, "
-            f"p99 {_p(again_lat, 0.99):.1f} ms, failures {again_fail}"
+            f"   repeated (idempotent):      {again_rate:,.0f} POST/s, p50 "
+            f"{_p(again_lat, 0.5):.1f} ms, p99 {_p(again_lat, 0.99):.1f} ms, failures {again_fail}"
         )
         return {
             "one-click POST/s (first, one core)": first_rate,

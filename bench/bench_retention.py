@@ -38,8 +38,8 @@ def _fill(db: Path) -> None:
         conn.execute(
             "INSERT INTO channel (id, name, plan, add_all_users_to_crm, sequential_tags, sender, "
             "postal_address, connection_status, connection_problems, sync_state, sync_status, "
-            "created_at, updated_at) VALUES (1, 'bench', 'pro', 0, '[]', '', '', 'none', '[]', '{}', '', "
-            "'2026-01-01 00:00:00+00:00', '2026-01-01 00:00:00+00:00')"
+            "created_at, updated_at) VALUES (1, 'bench', 'pro', 0, '[]', '', '', 'none', '[]', "
+            "'{}', '', '2026-01-01 00:00:00+00:00', '2026-01-01 00:00:00+00:00')"
         )
         conn.executemany(
             "INSERT INTO audit_entry (channel_id, user_id, at, actor, field, old, new, note) "
@@ -91,8 +91,10 @@ def main() -> dict[str, float]:
     latencies.sort()
     worst, p99 = latencies[-1], latencies[int(len(latencies) * 0.99) - 1]
     print(
-        f"   pruned {ROWS:,} rows in {took:.1f} s ({ROWS / took:,.0f} rows/s) while {len(latencies):,} control "
-        f"calls answered: median {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms, worst {worst:.1f} ms "
+        f"   pruned {ROWS:,} rows in {took:.1f} s ({ROWS / took:,.0f} "
+        f"rows/s) while {len(latencies):,} control "
+        f"calls answered: median {statistics.median(latencies):.1f} "
+        f"ms, p99 {p99:.1f} ms, worst {worst:.1f} ms "
         "(goal: worst <= 100 ms)"
     )
     return {

@@ -182,7 +182,8 @@ def start_daemon(
     root.mkdir(parents=True)
     sock = str(root / "c.sock")
     (root / "k.toml").write_text(
-        f'[daemon]\nstate_dir = "{root}/state"\nscheduler_tick_seconds = 0.2\nshutdown_grace_seconds = 3\n'
+        f'[daemon]\nstate_dir = "{root}/state"\nscheduler_tick_seconds = '
+        f"0.2\nshutdown_grace_seconds = 3\n"
         f'[control]\nsocket = "{sock}"\n[store]\nurl = "{url}"\nlease_seconds = 5\n'
         f"[sync]\ncadence_seconds = 1\nparallel_runs = {PARALLEL}\n"
         f'[sell]\nbase_url = "{sell_url}"\nrequests_per_second = 5000\nmax_attempts = 3\n'
@@ -217,7 +218,10 @@ def measure(pg: Postgres, sell_url: str, daemons: int, root: Path) -> float:
                             {"name": f"Channel {ch}", "plan": "enterprise", "api_token": token(ch)},
                         )
         time.sleep(WARMUP)  # the initial syncs (20 leads imported per channel) are not measured
-        done = "SELECT count(*) FROM sync_run WHERE status IN ('ok', 'partial') AND finished_at IS NOT NULL"
+        done = (
+            "SELECT count(*) FROM sync_run WHERE status IN "
+            "('ok', 'partial') AND finished_at IS NOT NULL"
+        )
         before, t0 = int(pg.sql(done, db)), time.monotonic()
         time.sleep(WINDOW)
         after, t1 = int(pg.sql(done, db)), time.monotonic()
@@ -226,8 +230,8 @@ def measure(pg: Postgres, sell_url: str, daemons: int, root: Path) -> float:
         )
         rate = (after - before) * 60 / (t1 - t0)
         print(
-            f"   {daemons} daemon(s): {after - before} runs in {t1 - t0:.1f} s = {rate:,.0f} channels synced/min "
-            f"(runs per daemon: {per_daemon.replace(chr(10), ', ')})",
+            f"   {daemons} daemon(s): {after - before} runs in {t1 - t0:.1f} s = {rate:,.0f} "
+            f"channels synced/min (runs per daemon: {per_daemon.replace(chr(10), ', ')})",
             flush=True,
         )
         return rate
@@ -238,10 +242,11 @@ def measure(pg: Postgres, sell_url: str, daemons: int, root: Path) -> float:
 MAIL_CHANNELS = int(os.environ.get("KULOO_BENCH_SCALE_MAIL_CHANNELS", "12"))
 MAIL_USERS = int(os.environ.get("KULOO_BENCH_SCALE_MAIL_USERS", "100"))
 WELCOME = (
-    "---\nid: welcome\ntitle: Welcome\ntags: [welcome]\npublished_at: 2026-01-01\ndelay_seconds: 0\n---\n"
+    "---\nid: welcome\ntitle: Welcome\ntags: "
+    "[welcome]\npublished_at: 2026-01-01\ndelay_seconds: 0\n---\n"
     + (
-        "A short welcome, with **one** [link](https://example.com/a) and a list:\n\n- one\n- two\n\n"
-        * 8
+        "A short welcome, with **one** [link](https://example.com/a) "
+        "and a list:\n\n- one\n- two\n\n" * 8
     )
 )
 
@@ -332,8 +337,8 @@ def measure_mail(pg: Postgres, smtp_port: int, daemons: int, root: Path) -> floa
             raise RuntimeError(f"only {sent} of {total} emails sent in {seconds:.0f} s ({states})")
         rate = sent / seconds
         print(
-            f"   {daemons} daemon(s): {sent} emails ({MAIL_CHANNELS} channels x {MAIL_USERS}) to the SMTP sink "
-            f"in {seconds:.1f} s = {rate:,.0f} emails/s",
+            f"   {daemons} daemon(s): {sent} emails ({MAIL_CHANNELS} channels x {MAIL_USERS}) to "
+            f"the SMTP sink in {seconds:.1f} s = {rate:,.0f} emails/s",
             flush=True,
         )
         return rate
@@ -371,7 +376,8 @@ def main() -> dict[str, float]:
     mail_ratio = mail_three / mail_one if mail_one else 0.0
     print(
         f"   scaling 1 -> 3 daemons: {ratio:.2f}x channels synced/min, {mail_ratio:.2f}x emails/s, "
-        f"on {os.cpu_count()} core(s) (goal >= 2.5x needs a core per daemon; here three daemons, sellsim or "
+        f"on {os.cpu_count()} core(s) (goal >= 2.5x needs "
+        f"a core per daemon; here three daemons, sellsim or "
         "the SMTP sink, and PostgreSQL share them)"
     )
     return {

@@ -50,7 +50,8 @@ EMPTY_PAGES = 1  # sellsim's sync_empty_pages default
 
 
 def sync_bound(k: int, acks: int) -> int:
-    """Sync API lower bound for k changed records: start, empty pages, ⌈k/p⌉ fetches, closing fetch, acks."""
+    """Sync API lower bound for k changed records: start, empty pages, ⌈k/p⌉ fetches, closing fetch,
+    acks."""
     if k == 0:
         return 1
     return 1 + EMPTY_PAGES + math.ceil(k / PAGE) + 1 + acks
@@ -159,7 +160,8 @@ async def _bench(sim: Sim, root: str) -> dict[str, float]:
         reads, writes = split(c)
         bound = sync_bound(N, acks(c))
         print(
-            f"   initial sync of {N:,} leads: {run.status.value}, {reads:,} reads (bound {bound:,}), "
+            f"   initial sync of {N:,} leads: {run.status.value}, "
+            f"{reads:,} reads (bound {bound:,}), "
             f"{writes:,} writes, {wall:.1f} s, CPU {cpu * 1000 / N:.3f} ms/record (goal ≤ 2)"
         )
         # Where it goes: the trio thread (engine, feed, HTTP client: one PUT per record here,
@@ -196,16 +198,16 @@ async def _bench(sim: Sim, root: str) -> dict[str, float]:
                     f"{name} {t * 1000 / k:.3f}" for name, t in sorted(threads.items()) if t > 0.01
                 )
                 print(
-                    f"   k={k} cycle: CPU {cpu * 1000 / k:.3f} ms per changed record (no write needed); "
-                    f"by thread: {shares}"
+                    f"   k={k} cycle: CPU {cpu * 1000 / k:.3f} ms per "
+                    f"changed record (no write needed); by thread: {shares}"
                 )
                 figures[f"CPU ms per record, k={k} cycle"] = cpu * 1000 / k
             c = sim.counters()
             reads, writes = split(c)
             bound = sync_bound(k, acks(c))
             print(
-                f"   k={k:>5} changed in Sell: {reads} reads (bound {bound}), {writes} writes (needed 0), "
-                f"{run.counts['users_updated']} users updated"
+                f"   k={k:>5} changed in Sell: {reads} reads (bound {bound}), {writes} writes "
+                f"(needed 0), {run.counts['users_updated']} users updated"
             )
             figures[f"k={k} reads / bound"] = reads / bound
             figures[f"k={k} writes (needed 0)"] = float(writes)
@@ -234,7 +236,8 @@ async def _bench(sim: Sim, root: str) -> dict[str, float]:
             reads, writes = split(c)
             bound = math.ceil(k / 100) + 2
             print(
-                f"   polling, k={k:>5} changed in Sell: {reads} reads (bound {bound}), {writes} writes (needed 0)"
+                f"   polling, k={k:>5} changed in Sell: {reads} "
+                f"reads (bound {bound}), {writes} writes (needed 0)"
             )
             figures[f"polling k={k} reads / bound"] = reads / bound
             later()

@@ -137,7 +137,8 @@ async def _run(db: Path) -> dict[str, float]:
         await store.run(_fill, ch, USERS, 1, 1)
         await store.run(_fill, other.channel.id, OTHER_CHANNEL_USERS, USERS + 1, 2)
         print(
-            f"   filled {USERS + OTHER_CHANNEL_USERS:,} users in {time.perf_counter() - started:.1f} s"
+            f"   filled {USERS + OTHER_CHANNEL_USERS:,} users in "
+            f"{time.perf_counter() - started:.1f} s"
         )
 
         cases = [
@@ -162,7 +163,8 @@ async def _run(db: Path) -> dict[str, float]:
         ]
         base = None
         print(
-            f"   {'users.list (limit 50, total counted)':40} {'median ms':>10} {'x first':>8} {'total':>8}"
+            f"   {'users.list (limit 50, total counted)':40} "
+            f"{'median ms':>10} {'x first':>8} {'total':>8}"
         )
         for name, filters, after in cases:
             ms, total = await _time(store, ch, filters, after)

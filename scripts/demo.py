@@ -187,7 +187,8 @@ def _cmdline(pid: int) -> str:
 
 
 def clear_leftovers(state: Path) -> None:
-    """Refuse to start beside a running demo; stop what a killed one left (only our own processes)."""
+    """Refuse to start beside a running demo; stop what a killed one left (only our own
+    processes)."""
     path = state / PIDS
     try:
         pids = json.loads(path.read_text())
@@ -309,7 +310,8 @@ def kept_port(setup: dict, name: str) -> int:
         return port
     if isinstance(port, int):
         print(
-            f"demo: port {port} ({name}) is taken now; using another one (earlier links to it will not "
+            f"demo: port {port} ({name}) is taken now; using "
+            f"another one (earlier links to it will not "
             "work)",
             file=sys.stderr,
         )
@@ -392,7 +394,8 @@ def connect(path: str, proc: subprocess.Popen, log: Path, timeout: float = 30) -
                 client.close()
                 raise SystemExit(
                     f"demo: the daemon answering {path} (pid {pid}) is not the one this demo "
-                    f"started (pid {proc.pid}, see {log}); stop it (kill {pid}) and run `make demo` "
+                    f"started (pid {proc.pid}, see {log}); "
+                    f"stop it (kill {pid}) and run `make demo` "
                     "again"
                 )
             return client
@@ -499,8 +502,8 @@ def describe_articles(articles: dict | None) -> str:
     if articles is None:
         return "kept from the first set-up"
     return (
-        f"{articles['imported']} new, {articles['updated']} updated, {articles['unchanged']} unchanged, "
-        f"{len(articles['problems'])} problem(s) (the clipped one needs its page served)"
+        f"{articles['imported']} new, {articles['updated']} updated, {articles['unchanged']} "
+        f"unchanged, {len(articles['problems'])} problem(s) (the clipped one needs its page served)"
     )
 
 
@@ -520,16 +523,19 @@ def summary(demo: Demo, s: dict, tui: bool) -> str:
 sellsim (Zendesk Sell simulator): {s["sell_url"]}   (state: {state / "sellsim-state.json"})
 daemon: pid {status["pid"]}, store {status["store"]}, log {state / "daemon.log"}
 links service (unsubscribe, frequency, signup): {(status.get("links") or {}).get("url")}
-business clock: {status["clock"]["mode"]}, now {status["clock"]["now"]} (it moves only when you move it)
+business clock: {status["clock"]["mode"]}, now {status["clock"]["now"]} (it moves only \
+when you move it)
 channel #{doc["id"]} {doc["name"]!r}: plan {doc["plan"]}, token {doc["api_token"]}, \
 connection {doc["connection"]["status"]}{problems}
 articles: {describe_articles(articles)}; emails go to {state / "maildir"}
-sync: {describe_runs(s["runs"])}; {s["users"]} users; {len(s["errors"])} sync error(s){broken}{errors}
+sync: {describe_runs(s["runs"])}; {s["users"]} users; \
+{len(s["errors"])} sync error(s){broken}{errors}
 Try, in another terminal (the README walks through more):
   {ctl} status
   {ctl} users list --query ines
   {ctl} sync errors
-  {ctl} clock.advance '{{"seconds": 86400}}'   # a day passes: due work (sequences, digests) runs before the reply
+  {ctl} clock.advance '{{"seconds": 86400}}'   # a day passes: due work (sequences, digests) runs \
+before the reply
   {ctl} outbox list
 {then}
 """
@@ -542,9 +548,8 @@ def keep_daemon_up(demo: Demo, config: Path, stop: threading.Event) -> None:
         daemon = demo.procs.get("daemon")
         if daemon is not None and daemon.poll() is not None and not stop.is_set():
             with open(demo.state / "daemon.log", "ab") as log:
-                log.write(
-                    f"demo: the daemon exited with {daemon.returncode}; starting it again\n".encode()
-                )
+                note = f"demo: the daemon exited with {daemon.returncode}; starting it again\n"
+                log.write(note.encode())
             start_daemon(demo, config)
 
 

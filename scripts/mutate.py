@@ -145,6 +145,7 @@ def _make_copy(module: str, tests: list[str], deselect: tuple[str, ...] = ()) ->
             shutil.copy2(src, dst)
     target = f"kuloo_daemon/{module}"
     pyproject = (work / "pyproject.toml").read_text(encoding="utf-8")
+    cli_args = ["-p", "no:cacheprovider", "-q", *(a for t in deselect for a in ("--deselect", t))]
     pyproject += (
         "\n[tool.mutmut]\n"
         + "\n".join(
@@ -152,7 +153,7 @@ def _make_copy(module: str, tests: list[str], deselect: tuple[str, ...] = ()) ->
                 'source_paths = ["kuloo_daemon"]',
                 f"only_mutate = {json.dumps([target])}",
                 f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
-                f"pytest_add_cli_args = {json.dumps(['-p', 'no:cacheprovider', '-q', *(a for t in deselect for a in ('--deselect', t))])}",
+                f"pytest_add_cli_args = {json.dumps(cli_args)}",
                 'also_copy = ["sellsim", "kuloo_tui", "config"]',
                 "use_git_change_detection = false",
             ]
@@ -257,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         rate = 100.0 * survived / total if total else 0.0
         rows.append((module, total, survived, rate, took))
         print(
-            f"{module:24} {survived:4d}/{total:<4d} survived  {rate:5.1f}%  ({took:.0f} s: {detail})",
+            f"{module:24} {survived:4d}/{total:<4d} survived  {rate:5.1f}%  "
+            f"({took:.0f} s: {detail})",
             flush=True,
         )
         if args.list:

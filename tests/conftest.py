@@ -84,7 +84,10 @@ class PgServer:
             self.problem = "KULOO_TEST_POSTGRES=off"
             return
         if not self.bin:
-            self.problem = "no PostgreSQL binaries under /usr/lib/postgresql/*/bin (apt-get install postgresql)"
+            self.problem = (
+                "no PostgreSQL binaries under "
+                "/usr/lib/postgresql/*/bin (apt-get install postgresql)"
+            )
             return
         try:
             owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
@@ -229,7 +232,8 @@ class Backend:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request):
-    """Parametrizes a test over both stores; the PostgreSQL half skips, saying why, without a server."""
+    """Parametrizes a test over both stores; the PostgreSQL half skips, saying why, without a
+    server."""
     if request.param == "postgres":
         server = request.getfixturevalue("pg_server")
         name = request.getfixturevalue("pg_database")

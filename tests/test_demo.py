@@ -93,7 +93,8 @@ def read_pids(state: Path) -> dict[str, int]:
 
 
 def reap(state: Path) -> None:
-    """After a failed test: stop whatever the demo's pid file still names (by pid, nothing broader)."""
+    """After a failed test: stop whatever the demo's pid file still names (by pid, nothing
+    broader)."""
     try:
         pids = json.loads((state / "demo.pids").read_text())
     except (OSError, ValueError):
@@ -283,7 +284,8 @@ def test_nothing_the_demo_started_outlives_its_tui(state, ending):
         assert term.proc.poll() is None, term.text()
         pids = read_pids(state)
         # the dashboard is up, connected to the demo's daemon
-        # (the summary printed before the TUI names the channel too: look past the alternate screen's start)
+        # (the summary printed before the TUI names the channel too: look past the alternate
+        # screen's start)
         wait_until(
             lambda: "Demo channel" in term.text().partition("\x1b[?1049h")[2],
             what=f"dashboard drawn; got {term.text()[-2000:]!r}",
@@ -294,7 +296,9 @@ def test_nothing_the_demo_started_outlives_its_tui(state, ending):
             os.kill(pids["tui"], signal.SIGKILL)
         elif ending == "sigterm":
             term.proc.send_signal(signal.SIGTERM)
-        else:  # Ctrl-C while the TUI holds the terminal in raw mode reaches the script as a signal only this way
+        else:
+            # Ctrl-C while the TUI holds the terminal in raw mode reaches the script as a signal
+            # only this way
             term.proc.send_signal(signal.SIGINT)
         code = term.proc.wait(60)
         assert code == (1 if ending == "tui killed" else 0), term.text()[-2000:]

@@ -253,7 +253,7 @@ def test_the_checker_sees_relative_imports(tmp_path):
     ]
 
 
-# ----------------------------------------------------------------------------- third-party boundaries
+# --------------------------------------------------------------------------- third-party boundaries
 
 
 def third_party(folder: str) -> dict[Path, set[str]]:
@@ -297,7 +297,7 @@ def test_sellsim_imports_nothing_from_the_daemon():
     assert offenders == []
 
 
-# ----------------------------------------------------------------------------- one clock, one log style
+# ------------------------------------------------------------------------- one clock, one log style
 
 
 def calls_in(path: Path):
@@ -358,7 +358,8 @@ def test_one_logger_naming_scheme_and_one_event_style():
                     and arg.value == f"kuloo.{unit(module) or 'daemon'}"
                 ):
                     problems.append(
-                        f"{module}:{call.lineno} logger {ast.unparse(arg)}, want 'kuloo.{unit(module)}'"
+                        f"{module}:{call.lineno} logger "
+                        f"{ast.unparse(arg)}, want 'kuloo.{unit(module)}'"
                     )
             elif (
                 name.split(".")[-1] in LEVELS

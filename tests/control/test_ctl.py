@@ -96,7 +96,8 @@ def run_ctl(path, *args, timeout=30):
 
 
 class StandIn:
-    """A Unix-socket server that answers each line it reads with ``answers`` in turn, then hangs up."""
+    """A Unix-socket server that answers each line it reads with ``answers`` in turn, then hangs
+    up."""
 
     def __init__(self, path: str, answers: list[bytes], backlog: int = 8) -> None:
         self.listener = socket.socket(socket.AF_UNIX)

@@ -29,7 +29,8 @@ def ok(path: str, *args: str) -> str:
 
 
 def column(lines: list[str], header: str, row: int) -> str:
-    """The cell under ``header`` in data row ``row``: the table is aligned, so header offsets hold."""
+    """The cell under ``header`` in data row ``row``: the table is aligned, so header offsets
+    hold."""
     start = lines[0].index(header)
     following = [lines[0].index(h) for h in lines[0].split() if lines[0].index(h) > start]
     end = min(following) if following else None

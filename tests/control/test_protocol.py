@@ -284,7 +284,8 @@ def _normalise(line: str) -> str:
 
 @pytest.mark.parametrize("name", sorted(f.name for f in GOLDEN.glob("*.jsonl")))
 def test_golden_exchange(daemon, name):
-    """Replays a recorded exchange: '> ' lines are sent, '< ' lines must come back (volatile fields masked).
+    """Replays a recorded exchange: '> ' lines are sent, '< ' lines must come back (volatile fields
+    masked).
 
     KULOO_REGEN_GOLDEN=1 rewrites the files from what the daemon answers now.
     """

@@ -1,4 +1,5 @@
-"""users.* end to end: the daemon as a subprocess on the manual clock, driven through its socket and kuloo-ctl."""
+"""users.* end to end: the daemon as a subprocess on the manual clock, driven through its socket and
+kuloo-ctl."""
 
 import json
 import os

@@ -1,4 +1,5 @@
-"""users.* in-process on the Services floor: one store crossing per call, events for real changes only."""
+"""users.* in-process on the Services floor: one store crossing per call, events for real changes
+only."""
 
 import pytest
 

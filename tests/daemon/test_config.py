@@ -561,12 +561,12 @@ def test_sell_limits_beyond_sells_own_only_against_loopback(tmp_path):
         == 10
     )
     assert _check_problems(_base(tmp_path, sell={**real, "requests_per_second": 10.5})) == [
-        "sell.requests_per_second: Sell allows 10 requests per second; more is only accepted for a loopback "
-        "sell.base_url (sellsim)"
+        "sell.requests_per_second: Sell allows 10 requests per second; more is only accepted for a "
+        "loopback sell.base_url (sellsim)"
     ]
     assert _check_problems(_base(tmp_path, sell=real, sync={"cadence_seconds": 5})) == [
-        "sync.cadence_seconds: only for tests against a loopback sell.base_url (sellsim); real channels sync "
-        "at their plan's cadence"
+        "sync.cadence_seconds: only for tests against a loopback sell.base_url (sellsim); real "
+        "channels sync at their plan's cadence"
     ]
 
 

@@ -130,7 +130,8 @@ def test_printable_ascii_tokens_at_the_bounds_are_accepted(token):
 
 
 async def test_the_scheduled_recheck_honours_verify_timeout_seconds(services_config, sellsim):
-    """Sell hangs: the scheduler's re-check gives up after sell.verify_timeout_seconds (1 s here)."""
+    """Sell hangs: the scheduler's re-check gives up after sell.verify_timeout_seconds (1 s
+    here)."""
     config = services_config(
         sell={
             "base_url": sellsim.base_url,

@@ -111,13 +111,15 @@ async def test_articles_that_come_later_reach_users_whose_sequence_had_ended(
         await env.advance(DAY)
         folder = env.services.config.articles_root / "sample" / "sequence"
         (folder / "04-late.md").write_text(
-            "---\nid: welcome-3\ntitle: Late arrival\ntags: [welcome]\npublished_at: 2026-01-04T08:00:00Z\n"
+            "---\nid: welcome-3\ntitle: Late arrival\ntags: [welcome]\n"
+            "published_at: 2026-01-04T08:00:00Z\n"
             "delay_seconds: 0\n---\nAlready published when imported.\n"
         )
         later = env.clock.now() + timedelta(days=3)
         (folder / "05-later.md").write_text(
             f"---\nid: welcome-4\ntitle: Published later\ntags: [welcome]\n"
-            f"published_at: {later.isoformat().replace('+00:00', 'Z')}\ndelay_seconds: 0\n---\nNot yet.\n"
+            f"published_at: {later.isoformat().replace('+00:00', 'Z')}\n"
+            f"delay_seconds: 0\n---\nNot yet.\n"
         )
         await env.delivery.import_articles(ch, "sample")
         await env.delivery.run(None)

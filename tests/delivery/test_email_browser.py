@@ -54,7 +54,8 @@ MARKDOWN = """Frost is coming early this year: cover the beds tonight.
 
 | Bed | Crop | Sown | Harvest | Water | Notes on the variety and where it came from |
 |-----|------|------|---------|-------|---------------------------------------------|
-| 1 | Leeks 'Musselburgh' | March | December | weekly | from the allotment society's seed swap, 2024 |
+| 1 | Leeks 'Musselburgh' | March | December | weekly | from the allotment society's seed \
+swap, 2024 |
 
 ```
 for bed in beds: cover(bed, fleece="double", pegs=12, check_every_hours=6, note="frost")

@@ -196,7 +196,9 @@ def tls_relay(ca, name: str):
 
 
 def message(to: str) -> bytes:
-    return f"From: a@b.test\r\nTo: {to}\r\nSubject: hi\r\nMessage-ID: <1@b.test>\r\n\r\nbody\r\n".encode()
+    return (
+        f"From: a@b.test\r\nTo: {to}\r\nSubject: hi\r\nMessage-ID: <1@b.test>\r\n\r\nbody\r\n"
+    ).encode()
 
 
 def test_a_ca_file_for_the_relay_only_and_the_ehlo_name(ca, tmp_path):

@@ -270,7 +270,8 @@ def test_no_digest_period_for_disabled():
 
 
 def test_decide_gives_each_user_the_next_time_something_may_become_due():
-    """What the store keeps as ``next_due_at``: too late and mail is lost, so every source counts."""
+    """What the store keeps as ``next_due_at``: too late and mail is lost, so every source
+    counts."""
     news = ArticleInfo(20, (), T0 + H, 0)
     now = T0 + 7 * D
     plan = decide(

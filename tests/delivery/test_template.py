@@ -20,10 +20,12 @@ def footer(doc) -> lxml.html.HtmlElement:
 
 
 HOSTILE = """<style>p { color: red !important; font-size: 40px }</style>
-<p onclick="steal()" onmouseover="x()" style="color: #123456; width: 900px; position: fixed; float: left">Hi</p>
+<p onclick="steal()" onmouseover="x()" style="color: #123456; width: 900px; \
+position: fixed; float: left">Hi</p>
 <a href="javascript:alert(1)">js</a> <a href="data:text/html;base64,PHNjcmlwdD4=">data</a>
 <a href="https://ok.test/">ok</a> <script>alert(1)</script><iframe src="https://x.test"></iframe>
-<img src="https://x.test/a.png" width="100%" height="auto"><img src="https://x.test/b.png" alt="B" width="200">
+<img src="https://x.test/a.png" width="100%" height="auto">\
+<img src="https://x.test/b.png" alt="B" width="200">
 <table><tr><td>a</td><td>b</td></tr></table>"""
 
 

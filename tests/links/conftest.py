@@ -116,7 +116,8 @@ class Links:
             return []
 
     async def wait_for_mail(self, n: int) -> None:
-        """Confirmations leave from a queue in a worker thread: wait until ``n`` are in the Maildir."""
+        """Confirmations leave from a queue in a worker thread: wait until ``n`` are in the
+        Maildir."""
         with trio.fail_after(10):
             while len(self.mails()) < n:  # noqa: ASYNC110 - a Maildir written by another thread has no event
                 await trio.sleep(0.02)

@@ -1,4 +1,5 @@
-"""Bad input at the edge: forged tokens, sizes, floods, proxies, failures — nothing changes, nothing leaks."""
+"""Bad input at the edge: forged tokens, sizes, floods, proxies, failures — nothing changes, nothing
+leaks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Every route of the links service over loopback HTTP: what it changes, and that a GET changes nothing."""
+"""Every route of the links service over loopback HTTP: what it changes, and that a GET changes
+nothing."""
 
 from __future__ import annotations
 

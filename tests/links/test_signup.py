@@ -1,4 +1,5 @@
-"""Double opt-in signup: nothing is stored until the emailed link is confirmed; one answer for all."""
+"""Double opt-in signup: nothing is stored until the emailed link is confirmed; one answer for
+all."""
 
 from __future__ import annotations
 

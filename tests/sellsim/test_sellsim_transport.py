@@ -71,7 +71,8 @@ def test_request_id_on_every_response(api, sim):
         api.get("/v2/users/self"),
         api.get("/v2/nope"),
         api.delete(
-            f"/v2/leads/{api.post('/v2/leads', json={'data': {'last_name': 'A'}}).json()['data']['id']}"
+            "/v2/leads/"
+            + str(api.post("/v2/leads", json={"data": {"last_name": "A"}}).json()["data"]["id"])
         ),
         httpx.get(sim.base_url + "/v2/users/self"),
     ):

@@ -252,7 +252,8 @@ def seed_sync_errors(db: Path) -> None:
     with sqlite3.connect(db) as conn:
         conn.executemany(
             "insert into sync_error (channel_id, crm_kind, crm_id, email, code, error, attempts,"
-            " payload_key, created_at, updated_at) values (1, ?, ?, ?, 'duplicate', ?, 1, '', ?, ?)",
+            " payload_key, created_at, updated_at) values "
+            "(1, ?, ?, ?, 'duplicate', ?, 1, '', ?, ?)",
             [
                 ("contact", 17, "other@example.com", "A short problem.", at, at),
                 ("lead", 4242, "shared@example.com", LONG_FIX, at, at),

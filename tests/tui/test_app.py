@@ -309,12 +309,13 @@ async def test_articles_import_list_and_preview(daemon):
 def seed_counts(
     db: Path, channel: int, user: int, failed: int, uncertain: int, errors: int
 ) -> None:
-    """More outbox messages and Sync errors than any page holds, written while the daemon is stopped."""
+    """More outbox messages and Sync errors than any page holds, written while the daemon is
+    stopped."""
     at = "2026-01-05 09:00:00+00:00"
     with sqlite3.connect(db) as conn:
         conn.executemany(
-            "insert into outbox_message (channel_id, user_id, kind, state, message_id, attempts, last_error,"
-            " created_at, updated_at) values (?, ?, 'digest', ?, ?, 1, '', ?, ?)",
+            "insert into outbox_message (channel_id, user_id, kind, state, message_id, attempts, "
+            "last_error, created_at, updated_at) values (?, ?, 'digest', ?, ?, 1, '', ?, ?)",
             [
                 (channel, user, state, f"<seed.{state}.{i}@t>", at, at)
                 for state, n in (("failed", failed), ("uncertain", uncertain))
@@ -322,8 +323,10 @@ def seed_counts(
             ],
         )
         conn.executemany(
-            "insert into sync_error (channel_id, crm_kind, crm_id, email, code, error, attempts, payload_key,"
-            " created_at, updated_at) values (?, 'lead', ?, '', 'duplicate', 'two leads', 1, '', ?, ?)",
+            "insert into sync_error (channel_id, crm_kind, "
+            "crm_id, email, code, error, attempts, payload_key,"
+            " created_at, updated_at) values (?, 'lead', "
+            "?, '', 'duplicate', 'two leads', 1, '', ?, ?)",
             [(channel, 1000 + i, at, at) for i in range(errors)],
         )
 

@@ -1,4 +1,5 @@
-"""``kuloo-tui``: --help, and the socket chosen as kuloo-ctl chooses it; the TUI's words match the daemon's."""
+"""``kuloo-tui``: --help, and the socket chosen as kuloo-ctl chooses it; the TUI's words match the
+daemon's."""
 
 from __future__ import annotations
 

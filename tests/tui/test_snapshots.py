@@ -186,8 +186,8 @@ def seed_rows(daemon) -> None:
                     17,
                     "ada@example.com",
                     "kuloo_id",
-                    "The KulooId in Sell (k-0000) is not this user's: restore it to the value shown "
-                    "in Kuloo, or clear it and sync again.",
+                    "The KulooId in Sell (k-0000) is not this user's: restore it to the value "
+                    "shown in Kuloo, or clear it and sync again.",
                     at,
                     at,
                 ),
