@@ -28,6 +28,7 @@ import email.utils
 import json as _json
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
@@ -60,6 +61,13 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 UNPROCESSED_STATUSES = frozenset({429, 503})
 RESOURCE_TYPES = ("lead", "contact")
 R = TypeVar("R")
+
+# The fence hook (kept apart from the rest of the client): work under a lease sets it for
+# its task and the tasks it starts; it is called right before every attempt of a write
+# (POST, PUT, PATCH, DELETE) goes out — after the rate budget's wait and any retry's
+# back-off — and raises to stop the write (``services.Leases.fence``).
+write_fence: ContextVar[Callable[[], None] | None] = ContextVar("kuloo_sell_write_fence", default=None)
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 # ----------------------------------------------------------------------------- pure policy
@@ -263,6 +271,8 @@ class SellClient:
         while True:
             attempt += 1
             await self.budget.acquire()
+            if method in WRITE_METHODS and (fence := write_fence.get()) is not None:
+                fence()
             response: httpx.Response | None = None
             failure: str | None = None
             failure_text = ""

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -39,7 +40,7 @@ import trio
 
 from ..clock import MANUAL
 from ..scheduler import ClockJob, Job
-from ..services import Services
+from ..services import LeaseLost, Services
 from ..store import delivery as store
 from ..tokens import Signer
 from . import documents, schedule
@@ -322,11 +323,14 @@ class Delivery:
             for cid in ids:
                 # PostgreSQL: one daemon at a time plans and sends a channel (services.Leases).
                 async with self.services.leases.hold("delivery", cid) as held:
+                    # Fencing: each SMTP transaction first checks that the lease is certainly
+                    # still ours (``Leases.fence``); a refusal ends the channel's pass.
+                    fence = self.services.leases.fence("delivery", cid)
                     for _ in range(3) if held else ():  # a sent email can make the next one due at once (delay 0)
                         queued, due = await self._plan(cid)
                         total.queued += queued
                         sent_before = total.sent
-                        await self._send_channel(cid, total)
+                        await self._send_channel(cid, total, fence)
                         if due is not None:
                             next_due.append(due)
                         if queued == 0 or total.sent == sent_before:
@@ -353,23 +357,32 @@ class Delivery:
                 dues.append(due)
         return queued, min(dues, default=None)
 
-    async def _send_channel(self, channel_id: int, total: PassCounts) -> None:
+    async def _send_channel(self, channel_id: int, total: PassCounts,
+                            fence: Callable[[], None] = lambda: None) -> None:
         batch_size = self.config["delivery.batch_size"]
         while True:
             claimed = await self.services.store.run(store.claim, channel_id, self.services.clock.now(), batch_size)
             if not claimed:
                 return
-            results = await self._send_batch(channel_id, claimed)
+            lost: list[LeaseLost] = []
+            results = await self._send_batch(channel_id, claimed, fence, lost)
             recorded = await self.services.store.run(
                 store.record, results, self.services.clock.now(), self.config["delivery.max_attempts"],
                 self.config["delivery.retry_seconds"])
             total.sent += recorded.sent
             total.failed += recorded.failed
             total.uncertain += recorded.uncertain
+            if lost:
+                raise lost[0]  # what was sent is recorded; the rest is not ours to send
             if recorded.sent == 0:
                 return  # nothing went through: leave the rest for the next pass (retry back-off)
 
-    async def _send_batch(self, channel_id: int, claimed: list[store.Claimed]) -> list[store.SendResult]:
+    async def _send_batch(self, channel_id: int, claimed: list[store.Claimed],
+                          fence: Callable[[], None] = lambda: None,
+                          lost: list[LeaseLost] | None = None) -> list[store.SendResult]:
+        """Send the claimed messages; a fence refusal stops before the next message and is
+        appended to ``lost`` (the messages not sent go back as ``unsent``)."""
+        lost = [] if lost is None else lost
         ids = sorted({a for c in claimed for a in c.articles})
         bodies = await self.services.store.run(store.article_bodies, ids)
         transport = self.transport()
@@ -412,9 +425,10 @@ class Delivery:
             # most for one chunk (a thread is not interrupted mid-message).
             for first in range(0, len(outgoing), SEND_CHUNK):
                 chunk = outgoing[first:first + SEND_CHUNK]
-                sent = await trio.to_thread.run_sync(self._send_chunk, transport, chunk, channel_id, interval)
+                sent = await trio.to_thread.run_sync(self._send_chunk, transport, chunk, channel_id, interval,
+                                                     fence, lost)
                 results.extend(sent)
-                if len(sent) < len(chunk):  # the connection could not be reopened: the rest waits
+                if len(sent) < len(chunk):  # the connection could not be reopened, or fenced: the rest waits
                     break
         except BaseException:
             # Cancelled between chunks (shutdown): record what was handed over below.
@@ -435,8 +449,11 @@ class Delivery:
         return results + [store.SendResult(c.id, "unsent") for c in claimed if c.id not in done]
 
     def _send_chunk(self, transport, chunk: list[tuple[int, bytes, str, str]], channel_id: int,
-                    interval: float) -> list[store.SendResult]:
-        """In a worker thread: send each message at the channel's pace, reconnecting once if needed."""
+                    interval: float, fence: Callable[[], None] = lambda: None,
+                    lost: list[LeaseLost] | None = None) -> list[store.SendResult]:
+        """In a worker thread: send each message at the channel's pace, reconnecting once if
+        needed; the fence is checked right before each SMTP transaction (after the pace's
+        wait): on a refusal the chunk stops there and the refusal goes to ``lost``."""
         out: list[store.SendResult] = []
         for outbox_id, data, sender, recipient in chunk:
             now = time.monotonic()
@@ -449,6 +466,12 @@ class Delivery:
                     transport.open()
                 except TransportError:
                     return out
+            try:
+                fence()
+            except LeaseLost as exc:
+                if lost is not None:
+                    lost.append(exc)
+                return out
             result = transport.send(data, sender, recipient)
             out.append(store.SendResult(outbox_id, OUTCOMES[result.outcome], result.detail, result.permanent))
         return out

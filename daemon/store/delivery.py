@@ -460,6 +460,10 @@ async def record(results: Sequence[SendResult], now: datetime, max_attempts: int
         for res in results:
             row = rows[res.id]
             current = OutboxState(row.state)
+            if current != OutboxState.SENDING:
+                # Repaired meanwhile by the daemon that took this channel's delivery lease over
+                # (``sending`` became ``uncertain``): its decision stands.
+                continue
             if res.outcome == "sent":
                 outbox_move(current, OutboxState.SENT)
                 sent_ids.append(row.id)

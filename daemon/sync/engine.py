@@ -42,13 +42,13 @@ import structlog
 import trio
 
 from ..crm import errors as E
-from ..crm.client import SellClient
+from ..crm.client import SellClient, write_fence
 from ..crm.feed import ChangeFeed, RecordChanged
 from ..crm.records import LeadConversion, parse_ts
 from ..rules import linking, schedule, texts
 from ..rules.values import KULOO_ID, normalize_email, sell_payload, sell_values
 from ..scheduler import ClockJob, Job
-from ..services import Services
+from ..services import LeaseLost, Services
 from ..store import sync_store
 from ..store.sync_store import ConversionIn, DeletionIn, PushIn, RecordIn, RunDoc, SellWrite
 from ..vocabulary import SyncRunStatus
@@ -374,7 +374,13 @@ async def run_channel(services: Services, channel_id: int, *, scheduled: bool = 
     async with lock, services.leases.hold("sync", channel_id, wait=not scheduled) as held:
         if not held or (scheduled and not await _still_due(services, channel_id)):
             return None
-        return await _run(services, channel_id)
+        # Fencing: every Sell write of the run checks first that the lease is certainly still
+        # ours (``Leases.fence``); a refusal (LeaseLost) ends the run at once, writing nothing.
+        fenced = write_fence.set(services.leases.fence("sync", channel_id))
+        try:
+            return await _run(services, channel_id)
+        finally:
+            write_fence.reset(fenced)
 
 
 async def _still_due(services: Services, channel_id: int) -> bool:
@@ -402,6 +408,8 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
             state = await run.pull()
             await run.recheck()
             await run.push()
+        except LeaseLost:
+            raise  # another daemon may hold the channel now: nothing more is written here
         except E.AuthenticationError as exc:
             await connection.token_rejected(services, channel_id, start.token, exc)
             status, reason, error = SyncRunStatus.FAILED, "token_rejected", str(exc)
