@@ -37,6 +37,7 @@ from .store import clock_time, leases, sync_runs
 from .store import delivery as delivery_store
 from .store import events as events_store
 from .store.bridge import Store, store_location
+from .store.health import StoreUnavailable
 
 log = structlog.get_logger("kuloo.services")
 
@@ -157,8 +158,14 @@ class Leases:
         finally:
             self._held.pop(key, None)
             self._fences.pop(key, None)
+            now = self.clock.now()
             with trio.CancelScope(shield=True), trio.move_on_after(10):
-                await self.store.run(leases.release, channel_id, kind, self.id, claim.last_run, self.clock.now())
+                try:
+                    await self.store.run(leases.release, channel_id, kind, self.id, claim.last_run, now)
+                except StoreUnavailable:  # released as soon as the store answers again
+                    self.store.health.on_recovery(
+                        f"release the {kind} lease of channel {channel_id}",
+                        lambda: leases.release(channel_id, kind, self.id, claim.last_run, now))
 
     def fence(self, kind: str, channel_id: int) -> Callable[[], None]:
         """The check before an external write under the channel's ``kind`` lease: raises
@@ -179,6 +186,8 @@ class Leases:
             with trio.move_on_after(self.seconds):  # a beat that hangs as long as a lease failed
                 try:
                     renewed = await self.store.run(leases.heartbeat, self.id, self.seconds)
+                except StoreUnavailable:
+                    pass  # the outage is logged once by the store's health
                 except Exception as exc:  # a lost connection: the next beat tries again
                     log.warning("lease heartbeat failed", error=str(exc))
             if renewed is not None:
@@ -334,8 +343,13 @@ async def open_services(config: Config, publish: Publish = _drop) -> AsyncIterat
                 log.warning("emails that may have left before a crash marked uncertain", outbox=uncertain)
         scheduler = Scheduler(config["daemon.scheduler_tick_seconds"], clock)
         try:
-            yield Services(config, store, sell_pool, clock, scheduler, publish, leases=lease,
-                           events=Events(store, lease.id))
+            services = Services(config, store, sell_pool, clock, scheduler, publish, leases=lease,
+                                events=Events(store, lease.id))
+            # The database unreachable or its disk full, and its return: ``store.state`` to the
+            # subscribers (the TUI's banner), as ``status``' ``store_state`` shows it.
+            store.health.on_change.append(
+                lambda _state: services.publish("store.state", store.health.document()))
+            yield services
         finally:
             if store.postgres:
                 with trio.CancelScope(shield=True), trio.move_on_after(10):

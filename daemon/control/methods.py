@@ -27,6 +27,7 @@ from ..services import Services
 from ..store import Conflict, Invalid, NotFound, sync_store
 from ..store import channels as channel_store
 from ..store import leases as lease_store
+from ..store.health import StoreUnavailable
 from ..sync import connection, engine
 from ..vocabulary import Plan
 from . import delivery_methods, render, sync_methods, users
@@ -129,7 +130,16 @@ def check_channel_fields(params: dict[str, Any], *, creating: bool) -> ChannelEd
 
 
 async def status(services: Services, params: dict[str, Any]) -> dict[str, Any]:
-    channels = await services.store.run(channel_store.count)
+    """Answers during a store outage too: ``store_state`` says so (the counts it cannot read
+    are null then)."""
+    channels: int | None = None
+    daemons: list[Any] = []
+    try:
+        channels = await services.store.run(channel_store.count)
+        if services.store.postgres:
+            daemons = [render.daemon(d) for d in await services.store.run(lease_store.daemons)]
+    except StoreUnavailable:
+        pass
     return {
         "version": __version__,
         "protocol": PROTOCOL_VERSION,
@@ -143,8 +153,8 @@ async def status(services: Services, params: dict[str, Any]) -> dict[str, Any]:
         "connections": services.connections(),
         "links": {"url": services.links_url or None},
         "daemon": {"id": services.leases.id if services.leases else None},
-        **({"daemons": [render.daemon(d) for d in await services.store.run(lease_store.daemons)]}
-           if services.store.postgres else {}),
+        **({"daemons": daemons} if services.store.postgres else {}),
+        "store_state": services.store.health.document(),
     }
 
 
@@ -304,6 +314,9 @@ async def dispatch(services: Services, method: str, params: dict[str, Any], requ
     except ProtocolError as exc:
         exc.id = request_id
         raise
+    except StoreUnavailable as exc:  # "the database is unreachable" (or its disk is full)
+        raise ProtocolError("unavailable", f"{exc}; try again when it is back", request_id,
+                            details={"store_state": services.store.health.document()}) from None
     except NotFound as exc:
         raise ProtocolError("not_found", str(exc), request_id) from None
     except Conflict as exc:

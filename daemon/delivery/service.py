@@ -42,6 +42,7 @@ from ..clock import MANUAL
 from ..scheduler import ClockJob, Job
 from ..services import LeaseLost, Services
 from ..store import delivery as store
+from ..store.health import StoreUnavailable
 from ..tokens import Signer
 from . import documents, schedule
 from .clip import ClipError, clip
@@ -366,9 +367,13 @@ class Delivery:
                 return
             lost: list[LeaseLost] = []
             results = await self._send_batch(channel_id, claimed, fence, lost)
-            recorded = await self.services.store.run(
-                store.record, results, self.services.clock.now(), self.config["delivery.max_attempts"],
-                self.config["delivery.retry_seconds"])
+            try:
+                recorded = await self.services.store.run(
+                    store.record, results, self.services.clock.now(), self.config["delivery.max_attempts"],
+                    self.config["delivery.retry_seconds"])
+            except StoreUnavailable:
+                self._record_when_back(channel_id, results)
+                raise
             total.sent += recorded.sent
             total.failed += recorded.failed
             total.uncertain += recorded.uncertain
@@ -441,6 +446,17 @@ class Delivery:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(transport.close)
         return self._with_unsent(results, claimed)
+
+    def _record_when_back(self, channel_id: int, results: list[store.SendResult]) -> None:
+        """The store could not record what the transport did (unreachable, a full disk): it
+        is recorded as soon as the store answers again — not left ``sending`` until a restart."""
+        log.warning("delivery outcomes kept until the store answers again", channel_id=channel_id,
+                    messages=len(results))
+        now, attempts, retry = (self.services.clock.now(), self.config["delivery.max_attempts"],
+                                self.config["delivery.retry_seconds"])
+        self.services.store.health.on_recovery(
+            f"record {len(results)} delivery outcomes of channel {channel_id}",
+            lambda: store.record(results, now, attempts, retry))
 
     @staticmethod
     def _with_unsent(results: list[store.SendResult], claimed: list[store.Claimed]) -> list[store.SendResult]:

@@ -43,14 +43,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
 import trio
 
 from ..config import Config
 from ..secrets import remember
 from .files import StoreFileError, check_database, prepare_folder
+from .health import Health
 from .pg import PgTarget, check_server, tortoise_connection
 
 T = TypeVar("T")
+_log = structlog.get_logger("kuloo.store")
 
 
 def _transactions_release_their_lock() -> None:
@@ -161,6 +164,7 @@ class Store:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._context: contextvars.Context | None = None
+        self.health = Health(self.where)  # the database unreachable or its disk full (health.py)
 
     @classmethod
     @asynccontextmanager
@@ -246,7 +250,32 @@ class Store:
         """Run one unit of work ``fn(*args, **kwargs)`` on the store's loop; one crossing."""
         if self._context is None:
             raise RuntimeError("the store is not open")
-        return await self._cross(lambda: fn(*args, **kwargs), context=self._context)
+        if self.health.pending:  # an outage left repairs: they come before any other work
+            await self._run_repairs()
+        try:
+            result = await self._cross(lambda: fn(*args, **kwargs), context=self._context)
+        except Exception as exc:
+            down = self.health.failed(exc)
+            if down is None:
+                raise
+            raise down from exc
+        self.health.answered()
+        return result
+
+    async def _run_repairs(self) -> None:
+        repairs = self.health.take_repairs()
+        for i, (what, repair) in enumerate(repairs):
+            try:
+                await self._cross(repair, context=self._context)
+            except Exception as exc:
+                down = self.health.failed(exc)
+                if down is None:  # a bug in a repair must not block the store for good
+                    _log.exception("a repair after the store's outage failed", repair=what)
+                    continue
+                for left in repairs[i:]:
+                    self.health.on_recovery(*left)
+                raise down from exc
+            _log.info("repaired after the store's outage", repair=what)
 
     def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
         """Run the plain function ``callback(*args)`` on the store's loop, without waiting

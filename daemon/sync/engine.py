@@ -49,7 +49,9 @@ from ..rules import linking, schedule, texts
 from ..rules.values import KULOO_ID, normalize_email, sell_payload, sell_values
 from ..scheduler import ClockJob, Job
 from ..services import LeaseLost, Services
-from ..store import sync_store
+from ..store import outage, sync_store
+from ..store.health import OK as STORE_OK
+from ..store.health import StoreUnavailable
 from ..store.sync_store import ConversionIn, DeletionIn, PushIn, RecordIn, RunDoc, SellWrite
 from ..vocabulary import SyncRunStatus
 from . import connection
@@ -410,6 +412,12 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
             await run.push()
         except LeaseLost:
             raise  # another daemon may hold the channel now: nothing more is written here
+        except StoreUnavailable as exc:  # logged once by the store's health, not per run
+            status, reason, error = SyncRunStatus.FAILED, outage.STORE_UNAVAILABLE, str(exc)
+        except trio.Cancelled:
+            if services.store.health.state != STORE_OK:  # the lease lapsed during the outage
+                _close_when_back(services, start.run.id, "the database was unreachable")
+            raise
         except E.AuthenticationError as exc:
             await connection.token_rejected(services, channel_id, start.token, exc)
             status, reason, error = SyncRunStatus.FAILED, "token_rejected", str(exc)
@@ -422,14 +430,27 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
         run.counts["requests"] = sell.requests_sent - before
         if status == SyncRunStatus.OK and run.counts.get("errors"):
             status = SyncRunStatus.PARTIAL
-        doc = await services.store.run(sync_store.finish_run, start.run.id, status, reason, error, run.counts,
-                                       state, services.clock.now())
+        try:
+            doc = await services.store.run(sync_store.finish_run, start.run.id, status, reason, error, run.counts,
+                                           state, services.clock.now())
+        except StoreUnavailable:
+            _close_when_back(services, start.run.id, error or "the database was unreachable")
+            raise
         log.info("sync finished", status=doc.status.value, reason=reason, **doc.counts)
         services.publish("sync.finished", doc)
         await replan(services)
         return doc
     finally:
         structlog.contextvars.unbind_contextvars("sync_run", "channel_id")
+
+
+def _close_when_back(services: Services, run_id: int, error: str) -> None:
+    """The run's own store failure left it ``running``: closed as soon as the store answers."""
+    log.warning("sync run interrupted by the store's outage; it is closed when the store answers again",
+                sync_run=run_id)
+    now = services.clock.now()
+    services.store.health.on_recovery(
+        f"close sync run {run_id} (store_unavailable)", lambda: outage.close_interrupted_run(run_id, now, error))
 
 
 # ----------------------------------------------------------------------------- the scheduler's job

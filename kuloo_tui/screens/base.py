@@ -49,9 +49,18 @@ class Banner(Static):
         self.show_state(getattr(self.app, "down_reason", None))
 
     def show_state(self, reason: str | None) -> None:
-        self.set_class(reason is not None, "-down")
+        """The daemon unreachable (``reason``), else the daemon's store (``app.store_state``)."""
+        store = getattr(self.app, "store_state", None) or {}
         if reason is not None:
+            self.set_class(True, "-down")
             self.update(f"Daemon unreachable: {reason} — reconnecting…")
+        elif store.get("state", "ok") != "ok":
+            self.set_class(True, "-down")
+            since = f" since {store['since'][:19].replace('T', ' ')} UTC" if store.get("since") else ""
+            self.update(f"The daemon is waiting: {store.get('message') or store['state']}{since}. "
+                        "Nothing is lost; work resumes when it is back.")
+        else:
+            self.set_class(False, "-down")
 
 
 class DaemonScreen(Screen):
