@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import shutil
 import threading
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -49,11 +50,12 @@ import trio
 from ..config import Config
 from ..secrets import remember
 from .files import StoreFileError, check_database, prepare_folder
-from .health import Health
+from .health import FULL, Health, StoreUnavailable
 from .pg import PgTarget, check_server, tortoise_connection
 
 T = TypeVar("T")
 _log = structlog.get_logger("kuloo.store")
+ROOM_NEEDED = 1 << 20  # bytes free beside the database before a full disk counts as having room again
 
 
 def _transactions_release_their_lock() -> None:
@@ -165,6 +167,7 @@ class Store:
         self._thread: threading.Thread | None = None
         self._context: contextvars.Context | None = None
         self.health = Health(self.where)  # the database unreachable or its disk full (health.py)
+        self._probed = -1e9  # trio time of the last look for room on a full disk
 
     @classmethod
     @asynccontextmanager
@@ -250,6 +253,8 @@ class Store:
         """Run one unit of work ``fn(*args, **kwargs)`` on the store's loop; one crossing."""
         if self._context is None:
             raise RuntimeError("the store is not open")
+        if self.health.state == FULL and not await self._room_again():
+            raise StoreUnavailable(FULL, self.health.detail)  # no new work while the disk is full
         if self.health.pending:  # an outage left repairs: they come before any other work
             await self._run_repairs()
         try:
@@ -261,6 +266,24 @@ class Store:
             raise down from exc
         self.health.answered()
         return result
+
+    async def _room_again(self) -> bool:
+        """A full disk (SQLite): at most once a second, checkpoint the WAL and look for room."""
+        now = trio.current_time()
+        if now - self._probed < 1.0 or self.db_path is None:
+            return False
+        self._probed = now
+        from . import outage  # models: imported once the store is open
+
+        try:
+            await self._cross(outage.checkpoint, context=self._context)
+            usage = await trio.to_thread.run_sync(shutil.disk_usage, self.db_path.parent)
+        except Exception:  # still full, or the folder is gone: the next probe tries again
+            return False
+        if usage.free < ROOM_NEEDED:
+            return False
+        self.health.answered()
+        return True
 
     async def _run_repairs(self) -> None:
         repairs = self.health.take_repairs()

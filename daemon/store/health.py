@@ -64,8 +64,10 @@ def classify(exc: BaseException) -> str | None:
             return FULL
         if isinstance(e, sqlite3.Error):
             code = getattr(e, "sqlite_errorcode", None)
-            if code == sqlite3.SQLITE_FULL or "database or disk is full" in str(e):
+            if code == sqlite3.SQLITE_FULL:
                 return FULL
+        if "database or disk is full" in str(e) or "No space left on device" in str(e):
+            return FULL
     for e in _chain(exc):
         if isinstance(e, ConnectionError | TimeoutError):
             return UNAVAILABLE

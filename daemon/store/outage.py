@@ -22,3 +22,11 @@ async def close_interrupted_run(run_id: int, now: datetime, error: str) -> bool:
     changed = await SyncRun.filter(id=run_id, status=SyncRunStatus.RUNNING.value).update(
         status=SyncRunStatus.FAILED.value, reason=STORE_UNAVAILABLE, finished_at=now, error=error[:500])
     return bool(changed)
+
+
+async def checkpoint() -> None:
+    """SQLite: move the WAL into the database file and truncate it (``wal_checkpoint(TRUNCATE)``),
+    so a WAL that grew while writes failed on a full disk does not stay large once space returns."""
+    from tortoise import connections
+
+    await connections.get("default").execute_query("PRAGMA wal_checkpoint(TRUNCATE)")
