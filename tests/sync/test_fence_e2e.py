@@ -32,6 +32,9 @@ USERS = 60  # new users pushed as leads per trial
 SELL_RATE = 15  # requests per second: a push of USERS leads takes ~4 s, long enough to freeze in
 FREEZE = (7.0, 15.0) if SOAK else (7.5, 9.0)
 MAILS = 40  # welcome emails per delivery trial, at 10 per second
+# The trials' random points: a fixed seed in ``make test``; under KULOO_SOAK a new one each
+# time (printed; KULOO_FENCE_SEED replays it).
+SEED = int(os.environ.get("KULOO_FENCE_SEED") or (random.randrange(10**6) if SOAK else 22))
 
 
 class Sink:
@@ -134,7 +137,7 @@ def test_a_frozen_sync_lease_holder_never_duplicates_a_lead(pair, sellsim):
     channel = call(a, "channels.create", {"name": "Acme", "plan": "enterprise", "api_token": DEMO_TOKEN})
     assert channel["connection"]["status"] == "verified", channel
     cid = channel["id"]
-    rng = random.Random(int(os.environ.get("KULOO_FENCE_SEED", "22")))
+    rng = random.Random(SEED)
     total = 0
     taken_over = refused = 0
     for trial in range(TRIALS):
@@ -175,7 +178,7 @@ def test_a_frozen_sync_lease_holder_never_duplicates_a_lead(pair, sellsim):
     assert taken_over >= 1, "no trial froze the holder long enough for a takeover"
     errors = call(b, "sync.errors", {"channel": cid})["errors"]
     assert not [e for e in errors if "duplicate" in str(e).lower()], errors
-    print(f"\n{TRIALS} trials: {taken_over} takeovers, the frozen daemon's run refused {refused} times; "
+    print(f"\nseed {SEED}, {TRIALS} trials: {taken_over} takeovers, the frozen daemon's run refused {refused} times; "
           f"{total} users, {total} leads, no duplicate")
 
 
@@ -189,7 +192,7 @@ def test_a_frozen_delivery_lease_holder_sends_nothing_after_the_takeover(pair, s
                                           "sequential_tags": ["welcome", "onboarding", "upsell"]})
     cid = channel["id"]
     assert call(a, "articles.import", {"channel": cid, "path": "sequence"})["imported"] == 3
-    rng = random.Random(int(os.environ.get("KULOO_FENCE_SEED", "22")))
+    rng = random.Random(SEED)
     after_wake = frozen_mid_batch = 0
     takeovers = 0
     for trial in range(TRIALS * 3):
@@ -229,5 +232,5 @@ def test_a_frozen_delivery_lease_holder_sends_nothing_after_the_takeover(pair, s
     assert max(Counter(total).values()) == 1  # no message twice
     assert takeovers >= 1, "no trial froze the holder long enough for a takeover"
     assert after_wake == 0, f"{after_wake} SMTP transactions by the frozen daemon after it woke"
-    print(f"\n{TRIALS} trials: {len(total)} messages ({len(sink_a.ids)} by A, {len(sink_b.ids)} by B), "
+    print(f"\nseed {SEED}, {TRIALS} trials: {len(total)} messages ({len(sink_a.ids)} by A, {len(sink_b.ids)} by B), "
           f"{takeovers} takeovers (sync and delivery), 0 sent by A after its lease was taken over")
