@@ -130,7 +130,8 @@ def _disk_full(exc: BaseException) -> bool:
 
     leaves = [exc]
     while any(isinstance(e, BaseExceptionGroup) for e in leaves):
-        leaves = [x for e in leaves for x in (e.exceptions if isinstance(e, BaseExceptionGroup) else (e,))]
+        leaves = [x for e in leaves
+                  for x in (e.exceptions if isinstance(e, BaseExceptionGroup) else (e,))]
     full = next((e for e in leaves if classify(e) == FULL), None)
     if full is None:
         return False

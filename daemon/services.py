@@ -61,8 +61,8 @@ class Fence:
     knows it overslept before it writes anything. ``check`` reads two floats and is safe
     to call from a worker thread (the SMTP send loop)."""
 
-    def __init__(self, limit: float, confirmed: float, monotonic: Callable[[], float] = time.monotonic,
-                 label: str = "") -> None:
+    def __init__(self, limit: float, confirmed: float,
+                 monotonic: Callable[[], float] = time.monotonic, label: str = "") -> None:
         self.limit = limit
         self.confirmed = confirmed
         self.monotonic = monotonic
@@ -76,7 +76,8 @@ class Fence:
 
     def check(self) -> None:
         if not self.ok():
-            raise LeaseLost(f"the {self.label or 'lease'} may have been taken over: stopped before writing")
+            raise LeaseLost(f"the {self.label or 'lease'} may have been taken over: "
+                            "stopped before writing")
 
 
 def _always_ok() -> None:
@@ -151,7 +152,7 @@ class Leases:
                 try:
                     yield True
                 except LeaseLost as exc:  # the fence refused a write: the work stopped
-                    log.warning("lease not certainly ours: the channel's work stopped before writing",
+                    log.warning("lease not certainly ours: the work stopped before writing",
                                 channel_id=channel_id, kind=kind, error=str(exc))
             if scope.cancelled_caught:
                 log.warning("lease lost: the channel's work stopped", channel_id=channel_id, kind=kind)
@@ -161,7 +162,8 @@ class Leases:
             now = self.clock.now()
             with trio.CancelScope(shield=True), trio.move_on_after(10):
                 try:
-                    await self.store.run(leases.release, channel_id, kind, self.id, claim.last_run, now)
+                    await self.store.run(leases.release, channel_id, kind, self.id, claim.last_run,
+                                         now)
                 except StoreUnavailable:  # released as soon as the store answers again
                     self.store.health.on_recovery(
                         f"release the {kind} lease of channel {channel_id}",

@@ -69,7 +69,8 @@ class KulooApp(App):
         self._show_banners()
         for screen in self._screens():
             screen.reload()
-        self.run_worker(self._load_store_state(), group="store-state", exclusive=True, exit_on_error=False)
+        self.run_worker(self._load_store_state(), group="store-state", exclusive=True,
+                        exit_on_error=False)
 
     async def _load_store_state(self) -> None:
         try:

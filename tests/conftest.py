@@ -145,8 +145,8 @@ class PgServer:
             raise RuntimeError(f"pg_ctl stop: {r.stderr.strip()}")
 
     def resume(self) -> None:
-        r = self._run(f"{self.bin}/pg_ctl", "-D", f"{self.root}/data", "-w", "-l", f"{self.root}/log",
-                      "-o", self.opts, "start")
+        r = self._run(f"{self.bin}/pg_ctl", "-D", f"{self.root}/data", "-w",
+                      "-l", f"{self.root}/log", "-o", self.opts, "start")
         if r.returncode != 0:
             raise RuntimeError(f"pg_ctl start: {r.stderr.strip()}")
 

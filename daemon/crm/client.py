@@ -66,7 +66,8 @@ R = TypeVar("R")
 # its task and the tasks it starts; it is called right before every attempt of a write
 # (POST, PUT, PATCH, DELETE) goes out — after the rate budget's wait and any retry's
 # back-off — and raises to stop the write (``services.Leases.fence``).
-write_fence: ContextVar[Callable[[], None] | None] = ContextVar("kuloo_sell_write_fence", default=None)
+write_fence: ContextVar[Callable[[], None] | None] = ContextVar(
+    "kuloo_sell_write_fence", default=None)
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

@@ -369,8 +369,8 @@ class Delivery:
             results = await self._send_batch(channel_id, claimed, fence, lost)
             try:
                 recorded = await self.services.store.run(
-                    store.record, results, self.services.clock.now(), self.config["delivery.max_attempts"],
-                    self.config["delivery.retry_seconds"])
+                    store.record, results, self.services.clock.now(),
+                    self.config["delivery.max_attempts"], self.config["delivery.retry_seconds"])
             except StoreUnavailable:
                 self._record_when_back(channel_id, results)
                 raise
@@ -430,10 +430,10 @@ class Delivery:
             # most for one chunk (a thread is not interrupted mid-message).
             for first in range(0, len(outgoing), SEND_CHUNK):
                 chunk = outgoing[first:first + SEND_CHUNK]
-                sent = await trio.to_thread.run_sync(self._send_chunk, transport, chunk, channel_id, interval,
-                                                     fence, lost)
+                sent = await trio.to_thread.run_sync(
+                    self._send_chunk, transport, chunk, channel_id, interval, fence, lost)
                 results.extend(sent)
-                if len(sent) < len(chunk):  # the connection could not be reopened, or fenced: the rest waits
+                if len(sent) < len(chunk):  # no connection again, or fenced: the rest waits
                     break
         except BaseException:
             # Cancelled between chunks (shutdown): record what was handed over below.

@@ -55,7 +55,8 @@ from .pg import PgTarget, check_server, tortoise_connection
 
 T = TypeVar("T")
 _log = structlog.get_logger("kuloo.store")
-ROOM_NEEDED = 1 << 20  # bytes free beside the database before a full disk counts as having room again
+# Bytes free beside the database before a full disk counts as having room again.
+ROOM_NEEDED = 1 << 20
 
 
 def _transactions_release_their_lock() -> None:

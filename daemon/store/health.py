@@ -71,15 +71,27 @@ def classify(exc: BaseException) -> str | None:
     for e in _chain(exc):
         if isinstance(e, ConnectionError | TimeoutError):
             return UNAVAILABLE
-        if isinstance(e, OSError) and e.errno in (errno.ECONNREFUSED, errno.ECONNRESET, errno.EPIPE,
-                                                   errno.ENETUNREACH, errno.EHOSTUNREACH):
+        if isinstance(e, OSError) and e.errno in (
+            errno.ECONNREFUSED,
+            errno.ECONNRESET,
+            errno.EPIPE,
+            errno.ENETUNREACH,
+            errno.EHOSTUNREACH,
+        ):
             return UNAVAILABLE
         name = type(e).__name__
         module = type(e).__module__ or ""
         if module.startswith("asyncpg") and name in (
-                "ConnectionDoesNotExistError", "InterfaceError", "CannotConnectNowError", "AdminShutdownError",
-                "ConnectionFailureError", "CrashShutdownError", "ConnectionRejectionError",
-                "TooManyConnectionsError", "InternalClientError"):
+            "ConnectionDoesNotExistError",
+            "InterfaceError",
+            "CannotConnectNowError",
+            "AdminShutdownError",
+            "ConnectionFailureError",
+            "CrashShutdownError",
+            "ConnectionRejectionError",
+            "TooManyConnectionsError",
+            "InternalClientError",
+        ):
             return UNAVAILABLE
         if name == "DBConnectionError":  # tortoise's, when no connection can be made
             return UNAVAILABLE
@@ -102,8 +114,11 @@ class Health:
 
     def document(self) -> dict[str, Any]:
         """``status``' ``store_state``: ``{"state", "since", "message"}``."""
-        return {"state": self.state, "since": self.since.isoformat() if self.since else None,
-                "message": MESSAGES.get(self.state, "")}
+        return {
+            "state": self.state,
+            "since": self.since.isoformat() if self.since else None,
+            "message": MESSAGES.get(self.state, ""),
+        }
 
     def failed(self, exc: BaseException) -> StoreUnavailable | None:
         """The store-unavailable error to raise instead of ``exc`` (None: not an outage)."""
@@ -115,8 +130,12 @@ class Health:
         if self.state != state:
             previous, self.state, self.detail = self.state, state, detail
             self.since = datetime.now(UTC)
-            log.error(MESSAGES[state] + ": waiting for it", store=self.where, error=detail,
-                      **({"was": previous} if previous != OK else {}))
+            log.error(
+                MESSAGES[state] + ": waiting for it",
+                store=self.where,
+                error=detail,
+                **({"was": previous} if previous != OK else {}),
+            )
             for hook in self.on_change:
                 hook(state)
         return exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(state, detail)
@@ -125,8 +144,13 @@ class Health:
         if self.state == OK:
             return
         lasted = (datetime.now(UTC) - self.since).total_seconds() if self.since else 0.0
-        log.warning("the database answers again", store=self.where, was=self.state,
-                    seconds=round(lasted, 1), failed_calls=self.failures)
+        log.warning(
+            "the database answers again",
+            store=self.where,
+            was=self.state,
+            seconds=round(lasted, 1),
+            failed_calls=self.failures,
+        )
         self.state, self.since, self.detail, self.failures = OK, None, "", 0
         for hook in self.on_change:
             hook(OK)

@@ -20,7 +20,11 @@ STORE_UNAVAILABLE = "store_unavailable"
 async def close_interrupted_run(run_id: int, now: datetime, error: str) -> bool:
     """Close the run if it is still ``running``; True when it was."""
     changed = await SyncRun.filter(id=run_id, status=SyncRunStatus.RUNNING.value).update(
-        status=SyncRunStatus.FAILED.value, reason=STORE_UNAVAILABLE, finished_at=now, error=error[:500])
+        status=SyncRunStatus.FAILED.value,
+        reason=STORE_UNAVAILABLE,
+        finished_at=now,
+        error=error[:500],
+    )
     return bool(changed)
 
 

@@ -431,8 +431,8 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
         if status == SyncRunStatus.OK and run.counts.get("errors"):
             status = SyncRunStatus.PARTIAL
         try:
-            doc = await services.store.run(sync_store.finish_run, start.run.id, status, reason, error, run.counts,
-                                           state, services.clock.now())
+            doc = await services.store.run(sync_store.finish_run, start.run.id, status, reason,
+                                           error, run.counts, state, services.clock.now())
         except StoreUnavailable:
             _close_when_back(services, start.run.id, error or "the database was unreachable")
             raise
@@ -446,11 +446,12 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
 
 def _close_when_back(services: Services, run_id: int, error: str) -> None:
     """The run's own store failure left it ``running``: closed as soon as the store answers."""
-    log.warning("sync run interrupted by the store's outage; it is closed when the store answers again",
+    log.warning("sync run interrupted by the store's outage; closed when the store answers",
                 sync_run=run_id)
     now = services.clock.now()
     services.store.health.on_recovery(
-        f"close sync run {run_id} (store_unavailable)", lambda: outage.close_interrupted_run(run_id, now, error))
+        f"close sync run {run_id} (store_unavailable)",
+        lambda: outage.close_interrupted_run(run_id, now, error))
 
 
 # ----------------------------------------------------------------------------- the scheduler's job

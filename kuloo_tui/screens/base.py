@@ -56,7 +56,8 @@ class Banner(Static):
             self.update(f"Daemon unreachable: {reason} — reconnecting…")
         elif store.get("state", "ok") != "ok":
             self.set_class(True, "-down")
-            since = f" since {store['since'][:19].replace('T', ' ')} UTC" if store.get("since") else ""
+            since = (f" since {store['since'][:19].replace('T', ' ')} UTC"
+                     if store.get("since") else "")
             self.update(f"The daemon is waiting: {store.get('message') or store['state']}{since}. "
                         "Nothing is lost; work resumes when it is back.")
         else:

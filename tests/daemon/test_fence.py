@@ -53,7 +53,9 @@ async def test_a_sell_write_is_not_sent_once_the_fence_refuses():
 
     clock = FakeMonotonic()
     fence = Fence(5 * Leases.FENCE, clock.now, clock)
-    async with SellClient("http://sell.test", Secret("t" * 40), transport=httpx.MockTransport(handler)) as sell:
+    async with SellClient(
+        "http://sell.test", Secret("t" * 40), transport=httpx.MockTransport(handler)
+    ) as sell:
         token = write_fence.set(fence.check)
         try:
             await sell.create_lead({"last_name": "X"})
@@ -70,12 +72,19 @@ async def test_a_sell_write_is_not_sent_once_the_fence_refuses():
 
 
 async def test_the_lease_fence_runs_from_the_claim_and_ends_the_work_quietly(
-        services_config, pg_server, pg_database):
+    services_config, pg_server, pg_database
+):
     """Planted bugs: the fence's limit at the whole lease; ``hold`` not catching LeaseLost
     (the refusal escapes as a crash) or not releasing the lease afterwards."""
-    config = services_config(clock={"mode": "manual"}, store={"url": pg_server.url(pg_database), "lease_seconds": 5})
+    config = services_config(
+        clock={"mode": "manual"}, store={"url": pg_server.url(pg_database), "lease_seconds": 5}
+    )
     async with open_services(config) as services:
-        cid = (await services.store.run(channel_store.create, {"name": "A"}, None, services.clock.now())).channel.id
+        cid = (
+            await services.store.run(
+                channel_store.create, {"name": "A"}, None, services.clock.now()
+            )
+        ).channel.id
         clock = FakeMonotonic()
         lease = Leases(services.store, services.clock, 5, monotonic=clock)
         await services.store.run(leases.register, lease.id, lease.host, 1)
@@ -92,20 +101,29 @@ async def test_the_lease_fence_runs_from_the_claim_and_ends_the_work_quietly(
         assert lease.fence("sync", cid)() is None  # no lease held: nothing to fence
 
 
-async def test_keep_alive_moves_the_fence_only_for_leases_it_renewed(services_config, pg_server, pg_database):
+async def test_keep_alive_moves_the_fence_only_for_leases_it_renewed(
+    services_config, pg_server, pg_database
+):
     """Planted bug: ``keep_alive`` moves every fence, also of a lease taken over meanwhile."""
     import trio
     from tortoise import connections
 
-    config = services_config(clock={"mode": "manual"}, store={"url": pg_server.url(pg_database), "lease_seconds": 1.5})
+    config = services_config(
+        clock={"mode": "manual"}, store={"url": pg_server.url(pg_database), "lease_seconds": 1.5}
+    )
     async with open_services(config) as services:
         store = services.store
-        a = (await store.run(channel_store.create, {"name": "A"}, None, services.clock.now())).channel.id
-        b = (await store.run(channel_store.create, {"name": "B"}, None, services.clock.now())).channel.id
+        a = (
+            await store.run(channel_store.create, {"name": "A"}, None, services.clock.now())
+        ).channel.id
+        b = (
+            await store.run(channel_store.create, {"name": "B"}, None, services.clock.now())
+        ).channel.id
 
         async def steal() -> None:
             await connections.get("default").execute_query(
-                "UPDATE lease SET lease_owner = 'other-daemon' WHERE channel_id = $1", [b])
+                "UPDATE lease SET lease_owner = 'other-daemon' WHERE channel_id = $1", [b]
+            )
 
         lease = services.leases
         fences = {}

@@ -33,10 +33,14 @@ USERS = 30
 
 def mount_tmpfs(path: Path, size: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs for a full disk: {(r.stderr or r.stdout).strip() or r.returncode}")
+        why = (r.stderr or r.stdout).strip() or r.returncode
+        pytest.skip(f"cannot mount a tmpfs for a full disk: {why}")
 
 
 def fill(folder: Path) -> Path:
@@ -80,7 +84,9 @@ class Sink:
         self.on_data = None
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        self.messages.append(
+            email.message_from_bytes(envelope.content, policy=email.policy.default)
+        )
         if self.on_data is not None:
             self.on_data(len(self.messages))
         return "250 OK"
@@ -103,15 +109,18 @@ def config(root: str, smtp_port: int) -> str:
     creds.mkdir(exist_ok=True)
     (creds / "link-signing-key").write_text("full-disk-signing-key-0123456789abcdef\n")
     shutil.copytree(ROOT / "config" / "articles", Path(root) / "articles" / "sample")
-    return (f'[credentials]\ndirectory = "{creds}"\n'
-            f'[articles]\nroot = "{root}/articles"\n'
-            "[delivery]\nmessages_per_second = 20\nbatch_size = 50\n"
-            f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\ntimeout_seconds = 5\n'
-            f'[links]\nlisten = "127.0.0.1:0"\npublic_url = "https://links.kuloo.test"\n')
+    return (
+        f'[credentials]\ndirectory = "{creds}"\n'
+        f'[articles]\nroot = "{root}/articles"\n'
+        "[delivery]\nmessages_per_second = 20\nbatch_size = 50\n"
+        f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\ntimeout_seconds = 5\n'
+        f'[links]\nlisten = "127.0.0.1:0"\npublic_url = "https://links.kuloo.test"\n'
+    )
 
 
 def test_a_full_disk_is_a_state_and_the_outcomes_are_recorded_when_space_returns(
-        daemon_factory, short_tmp, sink, tmpfs):
+    daemon_factory, short_tmp, sink, tmpfs
+):
     """Planted bugs: delivery's ``_record_when_back`` not registered (the batch stays
     ``sending`` until a restart); the full-disk gate in ``Store.run`` deleted (every job
     fails on each tick: the log grows); the WAL checkpoint left out (the WAL stays large)."""
@@ -120,16 +129,29 @@ def test_a_full_disk_is_a_state_and_the_outcomes_are_recorded_when_space_returns
     d.start()
     d.wait_for("READY=1")
     with d.client() as c:
-        channel = c.call("channels.create", {"name": "Gardens", "sender": "News <news@gardens.test>",
-                                             "postal_address": "1 Allotment Road",
-                                             "sequential_tags": ["welcome", "onboarding"]})["id"]
+        channel = c.call(
+            "channels.create",
+            {
+                "name": "Gardens",
+                "sender": "News <news@gardens.test>",
+                "postal_address": "1 Allotment Road",
+                "sequential_tags": ["welcome", "onboarding"],
+            },
+        )["id"]
         assert c.call("articles.import", {"channel": channel, "path": "sample"})["imported"] == 5
     filled: list[Path] = []
     sink.on_data = lambda n: filled.append(fill(state)) if n == 5 and not filled else None
     with d.client() as c:
         for i in range(USERS):
-            c.call("users.add", {"channel": channel, "email": f"r{i}@example.net", "promo_tags": ["welcome"],
-                                 "frequency": "disabled"})
+            c.call(
+                "users.add",
+                {
+                    "channel": channel,
+                    "email": f"r{i}@example.net",
+                    "promo_tags": ["welcome"],
+                    "frequency": "disabled",
+                },
+            )
     deadline = time.monotonic() + 30
     while not filled and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -147,7 +169,10 @@ def test_a_full_disk_is_a_state_and_the_outcomes_are_recorded_when_space_returns
     assert status["store_state"]["message"] == "the disk under the database is full"
     with d.client() as c, pytest.raises(ControlError) as refused:
         c.call("users.add", {"channel": channel, "email": "late@example.net"})
-    assert refused.value.code == "unavailable" and "disk under the database is full" in refused.value.message
+    assert (
+        refused.value.code == "unavailable"
+        and "disk under the database is full" in refused.value.message
+    )
     lines_early = len(d.log().splitlines())
     sent_during = len(sink.messages)
     time.sleep(4)
@@ -164,8 +189,11 @@ def test_a_full_disk_is_a_state_and_the_outcomes_are_recorded_when_space_returns
                 entries = c.call("outbox.list", {"channel": channel, "limit": 500})["messages"]
         except ControlError:
             entries = []
-        if status["store_state"]["state"] == "ok" and entries and \
-                all(e["state"] not in ("sending", "queued") for e in entries):
+        if (
+            status["store_state"]["state"] == "ok"
+            and entries
+            and all(e["state"] not in ("sending", "queued") for e in entries)
+        ):
             break
         time.sleep(0.2)
     states = sorted({e["state"] for e in entries})
@@ -186,10 +214,17 @@ def test_the_daemon_on_a_full_disk_exits_with_one_line(short_tmp, tmpfs):
     state = tmpfs(Path(short_tmp) / "state", "2m")
     fill(state)
     cfg = Path(short_tmp) / "kuloo.toml"
-    cfg.write_text(f'[daemon]\nstate_dir = "{state}"\n[control]\nsocket = "{short_tmp}/c.sock"\n'
-                   '[links]\nlisten = "127.0.0.1:0"\n')
-    r = subprocess.run([sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(cfg)],
-                       capture_output=True, text=True, timeout=60, env={**os.environ, "NOTIFY_SOCKET": ""})
+    cfg.write_text(
+        f'[daemon]\nstate_dir = "{state}"\n[control]\nsocket = "{short_tmp}/c.sock"\n'
+        '[links]\nlisten = "127.0.0.1:0"\n'
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NOTIFY_SOCKET": ""},
+    )
     err = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 1, r.stderr[-2000:]
     assert len(err) == 1 and "full" in err[0], r.stderr[-2000:]

@@ -26,7 +26,9 @@ def test_full_disk_and_unreachable_database_are_told_apart_from_ordinary_errors(
     assert classify(full) == FULL
     assert classify(wrapped(full)) == FULL
     assert classify(OSError(errno.ENOSPC, "No space left on device")) == FULL
-    assert classify(ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed")) == UNAVAILABLE
+    assert (
+        classify(ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed")) == UNAVAILABLE
+    )
     assert classify(wrapped(ConnectionResetError())) == UNAVAILABLE
     assert classify(sqlite3.IntegrityError("UNIQUE constraint failed: kuloo_user.email")) is None
     assert classify(ValueError("a bug")) is None
@@ -42,6 +44,8 @@ def test_an_outage_is_logged_once_and_its_end_once():
         assert health.document()["state"] == UNAVAILABLE and health.document()["since"]
         health.answered()
         health.answered()
-    assert [e["event"] for e in logs] == ["the database is unreachable: waiting for it",
-                                         "the database answers again"]
+    assert [e["event"] for e in logs] == [
+        "the database is unreachable: waiting for it",
+        "the database answers again",
+    ]
     assert health.state == OK and health.document()["since"] is None

@@ -84,13 +84,20 @@ def pair(daemon_factory, sellsim, pg_server, pg_database, sinks, shared_files):
     shared = shared_files("fence-trial-signing-key-0123456789abcdef")
     daemons = []
     for i, sink in enumerate(sinks):
-        extra = (f'[store]\nurl = "{pg_server.url(pg_database)}"\nlease_seconds = {LEASE}\n'
-                 "[sync]\nscheduled = false\n"
-                 f'[credentials]\ndirectory = "{shared}/creds"\n[articles]\nroot = "{shared}/articles"\n'
-                 f'[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\ntimeout_seconds = 5\n'
-                 '[links]\npublic_url = "https://links.kuloo.test"\nlisten = "127.0.0.1:0"\n')
-        sell = (f'base_url = "{sellsim.base_url}"\nrequests_per_second = {SELL_RATE}\nmax_attempts = 3\n'
-                "timeout_seconds = 5\nverify_timeout_seconds = 30\n")
+        extra = (
+            f'[store]\nurl = "{pg_server.url(pg_database)}"\nlease_seconds = {LEASE}\n'
+            "[sync]\nscheduled = false\n"
+            f'[credentials]\ndirectory = "{shared}/creds"\n'
+            f'[articles]\nroot = "{shared}/articles"\n'
+            f'[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\n'
+            "timeout_seconds = 5\n"
+            '[links]\npublic_url = "https://links.kuloo.test"\nlisten = "127.0.0.1:0"\n'
+        )
+        sell = (
+            f'base_url = "{sellsim.base_url}"\nrequests_per_second = {SELL_RATE}\n'
+            "max_attempts = 3\n"
+            "timeout_seconds = 5\nverify_timeout_seconds = 30\n"
+        )
         daemons.append(daemon_factory(sub=f"d{i}", extra_config=extra, sell=sell))
     for d in daemons:
         d.start()
@@ -134,7 +141,9 @@ def test_a_frozen_sync_lease_holder_never_duplicates_a_lead(pair, sellsim):
     """Planted bug: the Sell client's fence hook deleted — the woken daemon sends the POST it
     had in hand for a user the other daemon has already created (a duplicate lead)."""
     a, b = pair
-    channel = call(a, "channels.create", {"name": "Acme", "plan": "enterprise", "api_token": DEMO_TOKEN})
+    channel = call(
+        a, "channels.create", {"name": "Acme", "plan": "enterprise", "api_token": DEMO_TOKEN}
+    )
     assert channel["connection"]["status"] == "verified", channel
     cid = channel["id"]
     rng = random.Random(SEED)
@@ -142,20 +151,32 @@ def test_a_frozen_sync_lease_holder_never_duplicates_a_lead(pair, sellsim):
     taken_over = refused = 0
     for trial in range(TRIALS):
         for i in range(USERS):
-            call(a, "users.add", {"channel": cid, "email": f"t{trial}u{i}@example.net", "last_name": f"U{i}",
-                                  "add_to_crm": True})
+            call(
+                a,
+                "users.add",
+                {
+                    "channel": cid,
+                    "email": f"t{trial}u{i}@example.net",
+                    "last_name": f"U{i}",
+                    "add_to_crm": True,
+                },
+            )
         total += USERS
         before = len(sellsim.records("lead"))
         target = before + rng.randint(3, USERS * 2 // 3)  # somewhere in the middle of the push
         ta, out_a = background(a, "sync.run", {"channel": cid})
         deadline = time.monotonic() + 60
-        while len(sellsim.records("lead")) < target and ta.is_alive() and time.monotonic() < deadline:
+        while (
+            len(sellsim.records("lead")) < target and ta.is_alive() and time.monotonic() < deadline
+        ):
             time.sleep(0.02)
         assert ta.is_alive(), ("the push ended before the freeze", out_a)
         seconds = rng.uniform(*FREEZE)
         a.proc.send_signal(signal.SIGSTOP)
         try:
-            tb, out_b = background(b, "sync.run", {"channel": cid})  # waits for the lease, then takes it
+            tb, out_b = background(
+                b, "sync.run", {"channel": cid}
+            )  # waits for the lease, then takes it
             time.sleep(seconds)
         finally:
             a.proc.send_signal(signal.SIGCONT)
@@ -178,8 +199,11 @@ def test_a_frozen_sync_lease_holder_never_duplicates_a_lead(pair, sellsim):
     assert taken_over >= 1, "no trial froze the holder long enough for a takeover"
     errors = call(b, "sync.errors", {"channel": cid})["errors"]
     assert not [e for e in errors if "duplicate" in str(e).lower()], errors
-    print(f"\nseed {SEED}, {TRIALS} trials: {taken_over} takeovers, the frozen daemon's run refused {refused} times; "
-          f"{total} users, {total} leads, no duplicate")
+    print(
+        f"\nseed {SEED}, {TRIALS} trials: {taken_over} takeovers, "
+        f"the frozen daemon's run refused {refused} times; "
+        f"{total} users, {total} leads, no duplicate"
+    )
 
 
 def test_a_frozen_delivery_lease_holder_sends_nothing_after_the_takeover(pair, sinks):
@@ -187,9 +211,17 @@ def test_a_frozen_delivery_lease_holder_sends_nothing_after_the_takeover(pair, s
     chunk it had in hand after the other daemon took its delivery lease over."""
     a, b = pair
     sink_a, sink_b = sinks
-    channel = call(a, "channels.create", {"name": "News", "plan": "enterprise", "sender": "News <news@kuloo.test>",
-                                          "postal_address": "1 Allotment Road",
-                                          "sequential_tags": ["welcome", "onboarding", "upsell"]})
+    channel = call(
+        a,
+        "channels.create",
+        {
+            "name": "News",
+            "plan": "enterprise",
+            "sender": "News <news@kuloo.test>",
+            "postal_address": "1 Allotment Road",
+            "sequential_tags": ["welcome", "onboarding", "upsell"],
+        },
+    )
     cid = channel["id"]
     assert call(a, "articles.import", {"channel": cid, "path": "sequence"})["imported"] == 3
     rng = random.Random(SEED)
@@ -203,7 +235,11 @@ def test_a_frozen_delivery_lease_holder_sends_nothing_after_the_takeover(pair, s
         # freezes A only when it is A that sends (else it waits for B's pass and tries again).
         started_a = len(sink_a.ids)
         for i in range(MAILS):
-            call(a, "users.add", {"channel": cid, "email": f"d{trial}r{i}@example.net", "promo_tags": ["welcome"]})
+            call(
+                a,
+                "users.add",
+                {"channel": cid, "email": f"d{trial}r{i}@example.net", "promo_tags": ["welcome"]},
+            )
         target = rng.randint(2, MAILS // 2)
         deadline = time.monotonic() + 20
         while len(sink_a.ids) - started_a < target and time.monotonic() < deadline:
@@ -232,5 +268,8 @@ def test_a_frozen_delivery_lease_holder_sends_nothing_after_the_takeover(pair, s
     assert max(Counter(total).values()) == 1  # no message twice
     assert takeovers >= 1, "no trial froze the holder long enough for a takeover"
     assert after_wake == 0, f"{after_wake} SMTP transactions by the frozen daemon after it woke"
-    print(f"\nseed {SEED}, {TRIALS} trials: {len(total)} messages ({len(sink_a.ids)} by A, {len(sink_b.ids)} by B), "
-          f"{takeovers} takeovers (sync and delivery), 0 sent by A after its lease was taken over")
+    print(
+        f"\nseed {SEED}, {TRIALS} trials: {len(total)} messages "
+        f"({len(sink_a.ids)} by A, {len(sink_b.ids)} by B), "
+        f"{takeovers} takeovers (sync and delivery), 0 sent by A after its lease was taken over"
+    )

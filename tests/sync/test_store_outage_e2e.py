@@ -27,24 +27,38 @@ def call(d, method, params=None, timeout=60.0):
 
 
 def test_postgres_stopped_mid_sync_answers_unavailable_and_closes_the_run_when_back(
-        daemon_factory, sellsim, own_pg_server):
+    daemon_factory, sellsim, own_pg_server
+):
     """Planted bugs: the dispatch's StoreUnavailable branch deleted (calls answer ``internal``);
     the scheduler logging every failed job again (the log grows per tick); the engine's
-    ``_close_when_back`` not registered (the run stays ``running`` until the lease is taken over)."""
+    ``_close_when_back`` not registered (the run is closed only as a released lease's,
+    ``interrupted``)."""
     server = own_pg_server
     db = server.fresh_database()
     sellsim.load_seed(default_seed())
     sellsim.set_options(rate_per_second=10_000, rate_per_hour=10**9)
     d = daemon_factory(
-        extra_config=f'[store]\nurl = "{server.url(db)}"\nlease_seconds = 3\n[sync]\nscheduled = false\n',
+        extra_config=f'[store]\nurl = "{server.url(db)}"\nlease_seconds = 3\n'
+        "[sync]\nscheduled = false\n",
         sell=f'base_url = "{sellsim.base_url}"\nrequests_per_second = 15\nmax_attempts = 3\n'
-             "timeout_seconds = 5\nverify_timeout_seconds = 30\n")
+        "timeout_seconds = 5\nverify_timeout_seconds = 30\n",
+    )
     d.start()
     d.wait_for("READY=1", timeout=60)
-    cid = call(d, "channels.create", {"name": "Acme", "plan": "enterprise", "api_token": DEMO_TOKEN})["id"]
+    cid = call(
+        d, "channels.create", {"name": "Acme", "plan": "enterprise", "api_token": DEMO_TOKEN}
+    )["id"]
     for i in range(USERS):
-        call(d, "users.add", {"channel": cid, "email": f"u{i}@example.net", "last_name": f"U{i}",
-                              "add_to_crm": True})
+        call(
+            d,
+            "users.add",
+            {
+                "channel": cid,
+                "email": f"u{i}@example.net",
+                "last_name": f"U{i}",
+                "add_to_crm": True,
+            },
+        )
     out: dict = {}
 
     def run() -> None:
@@ -71,7 +85,9 @@ def test_postgres_stopped_mid_sync_answers_unavailable_and_closes_the_run_when_b
             assert exc.code == "unavailable", (exc.code, exc.message)
             assert "the database is unreachable" in exc.message
         status = call(d, "status")
-        assert status["store_state"]["state"] == "unavailable" and status["store_state"]["since"], status
+        assert status["store_state"]["state"] == "unavailable" and status["store_state"]["since"], (
+            status
+        )
         assert status["channels"] is None
         t.join(30)
         assert not t.is_alive()
@@ -81,7 +97,9 @@ def test_postgres_stopped_mid_sync_answers_unavailable_and_closes_the_run_when_b
     finally:
         server.resume()
     grown = lines_late - lines_early
-    assert grown <= 12, f"{grown} log lines in {OUTAGE - 2:g} s of outage:\n" + "\n".join(d.log().splitlines()[-40:])
+    assert grown <= 12, f"{grown} log lines in {OUTAGE - 2:g} s of outage:\n" + "\n".join(
+        d.log().splitlines()[-40:]
+    )
     # Back: the first unit of work closes the interrupted run (the scheduler's ticks get there
     # within a second or so), and releases the lease.
     deadline = time.monotonic() + 20
@@ -107,5 +125,10 @@ def test_postgres_stopped_mid_sync_answers_unavailable_and_closes_the_run_when_b
     leads = sellsim.records("lead")
     emails = Counter(r["email"] for r in leads)
     assert len(leads) == USERS and max(emails.values()) == 1
-    assert server.sql(f"SELECT count(*) FROM sync_run WHERE channel_id = {cid} AND status = 'running'", db) == "0"
+    assert (
+        server.sql(
+            f"SELECT count(*) FROM sync_run WHERE channel_id = {cid} AND status = 'running'", db
+        )
+        == "0"
+    )
     assert d.stop() == 0

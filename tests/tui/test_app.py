@@ -296,7 +296,7 @@ async def test_the_banner_says_when_the_daemons_database_is_unreachable(make_dae
         await until(lambda: table.row_count == 1, pilot)
         assert not banner.has_class("-down")
         await asyncio.to_thread(own_pg_server.halt)
-        await until(lambda: banner.has_class("-down") and "database is unreachable" in str(banner.render()),
-                    pilot, tries=400)
+        await until(lambda: banner.has_class("-down")
+                    and "database is unreachable" in str(banner.render()), pilot, tries=400)
         await asyncio.to_thread(own_pg_server.resume)
         await until(lambda: not banner.has_class("-down"), pilot, tries=600)
