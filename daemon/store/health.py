@@ -11,7 +11,7 @@ interrupted closed, its lease released) — before that unit's own work, so a ne
 starts beside the one the outage left ``running``.
 
 ``StoreUnavailable.quiet`` tells the scheduler not to log a traceback for a job that failed
-on it (the outage is logged once here). Imports only the standard library and structlog.
+on it (the outage is logged once here). Imports the standard library, structlog and ``clock``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from __future__ import annotations
 import errno
 import sqlite3
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
+
+from ..clock import wall_now
 
 log = structlog.get_logger("kuloo.store")
 
@@ -129,13 +131,14 @@ class Health:
         self.failures += 1
         if self.state != state:
             previous, self.state, self.detail = self.state, state, detail
-            self.since = datetime.now(UTC)
-            log.error(
-                MESSAGES[state] + ": waiting for it",
-                store=self.where,
-                error=detail,
-                **({"was": previous} if previous != OK else {}),
-            )
+            self.since = wall_now()
+            was = {"was": previous} if previous != OK else {}
+            if state == FULL:
+                log.error("the disk under the database is full: waiting for room",
+                          store=self.where, error=detail, **was)
+            else:
+                log.error("the database is unreachable: waiting for it",
+                          store=self.where, error=detail, **was)
             for hook in self.on_change:
                 hook(state)
         return exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(state, detail)
@@ -143,7 +146,7 @@ class Health:
     def answered(self) -> None:
         if self.state == OK:
             return
-        lasted = (datetime.now(UTC) - self.since).total_seconds() if self.since else 0.0
+        lasted = (wall_now() - self.since).total_seconds() if self.since else 0.0
         log.warning(
             "the database answers again",
             store=self.where,

@@ -204,7 +204,7 @@ def test_a_full_disk_is_a_state_and_the_outcomes_are_recorded_when_space_returns
     wal = state / "kuloo.sqlite3-wal"
     assert not wal.exists() or wal.stat().st_size < 1 << 20, wal.stat().st_size
     log = d.log()
-    assert log.count("the disk under the database is full: waiting for it") == 1
+    assert log.count("the disk under the database is full: waiting for room") == 1
     assert log.count("the database answers again") == 1
     assert d.stop() == 0
 
