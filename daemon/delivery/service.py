@@ -368,9 +368,13 @@ class Delivery:
             lost: list[LeaseLost] = []
             results = await self._send_batch(channel_id, claimed, fence, lost)
             try:
-                recorded = await self.services.store.run(
-                    store.record, results, self.services.clock.now(),
-                    self.config["delivery.max_attempts"], self.config["delivery.retry_seconds"])
+                # What the transport did is recorded even when the pass is being cancelled (a
+                # stop, a lease lost while this daemon was frozen): else it stays ``sending``
+                # and becomes ``uncertain`` though the daemon knew what became of it.
+                with trio.CancelScope(shield=True):
+                    recorded = await self.services.store.run(
+                        store.record, results, self.services.clock.now(),
+                        self.config["delivery.max_attempts"], self.config["delivery.retry_seconds"])
             except StoreUnavailable:
                 self._record_when_back(channel_id, results)
                 raise
