@@ -10,6 +10,8 @@ and the next run finishes the push with no lead lost or duplicated.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -27,7 +29,7 @@ def call(d, method, params=None, timeout=60.0):
 
 
 def test_postgres_stopped_mid_sync_answers_unavailable_and_closes_the_run_when_back(
-    daemon_factory, sellsim, own_pg_server
+    daemon_factory, sellsim, own_pg_server, venv_bin
 ):
     """Planted bugs: the dispatch's StoreUnavailable branch deleted (calls answer ``internal``);
     the scheduler logging every failed job again (the log grows per tick); the engine's
@@ -84,6 +86,13 @@ def test_postgres_stopped_mid_sync_answers_unavailable_and_closes_the_run_when_b
         except ControlError as exc:
             assert exc.code == "unavailable", (exc.code, exc.message)
             assert "the database is unreachable" in exc.message
+        # kuloo-ctl says it in one line, with a non-zero exit status.
+        ctl = subprocess.run(
+            [os.path.join(venv_bin, "kuloo-ctl"), "--socket", d.socket_path, "sync", "runs",
+             "--channel", str(cid)],
+            capture_output=True, text=True, timeout=60)
+        assert ctl.returncode != 0 and len(ctl.stderr.strip().splitlines()) == 1, ctl
+        assert "the database is unreachable" in ctl.stderr, ctl.stderr
         status = call(d, "status")
         assert status["store_state"]["state"] == "unavailable" and status["store_state"]["since"], (
             status
