@@ -195,7 +195,13 @@ def test_a_frozen_sync_lease_holder_never_duplicates_a_lead(pair, sellsim):
         emails = Counter(r["email"] for r in leads)
         assert max(emails.values()) == 1, [e for e, n in emails.items() if n > 1]
         assert len(leads) == total, (len(leads), total)
-    users = [u for u in call(b, "users.list", {"channel": cid, "limit": 500})["users"]]
+    users, after = [], None
+    while True:
+        page = call(b, "users.list", {"channel": cid, "limit": 500, **({"after": after} if after else {})})
+        users.extend(page["users"])
+        after = page["next"]
+        if after is None:
+            break
     assert len(users) == total and all(u["crm"] for u in users)
     assert taken_over >= 1, "no trial froze the holder long enough for a takeover"
     errors = call(b, "sync.errors", {"channel": cid})["errors"]
