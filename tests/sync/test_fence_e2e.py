@@ -197,7 +197,8 @@ def test_a_frozen_sync_lease_holder_never_duplicates_a_lead(pair, sellsim):
         assert len(leads) == total, (len(leads), total)
     users, after = [], None
     while True:
-        page = call(b, "users.list", {"channel": cid, "limit": 500, **({"after": after} if after else {})})
+        paging = {"after": after} if after else {}
+        page = call(b, "users.list", {"channel": cid, "limit": 500, **paging})
         users.extend(page["users"])
         after = page["next"]
         if after is None:
