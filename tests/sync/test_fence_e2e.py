@@ -277,7 +277,14 @@ def test_a_frozen_delivery_lease_holder_sends_nothing_after_the_takeover(pair, s
     # woke (and what it did send was recorded sent): a last pass sends the rest, once each.
     for _ in range(3):
         call(b, "delivery.run", {"channel": cid})
-    entries = call(a, "outbox.list", {"channel": cid, "limit": 500})["messages"]
+    entries, after = [], None
+    while True:
+        paging = {"after": after} if after else {}
+        page = call(a, "outbox.list", {"channel": cid, "limit": 500, **paging})
+        entries.extend(page["messages"])
+        after = page["next_after"]
+        if after is None:
+            break
     states = Counter(e["state"] for e in entries)
     total = sink_a.ids + sink_b.ids
     assert max(Counter(total).values()) == 1  # no message twice
