@@ -40,8 +40,8 @@ from .store import clock_time, leases
 from .store import delivery as delivery_store
 from .store import events as events_store
 from .store.bridge import Store, store_location
-from .store.sync import runs as sync_runs
 from .store.health import StoreUnavailable
+from .store.sync import runs as sync_runs
 
 log = structlog.get_logger("kuloo.services")
 

@@ -30,8 +30,8 @@ from ..store import Conflict, Invalid, NotFound
 from ..store import channels as channel_store
 from ..store import leases as lease_store
 from ..store import retention as retention_store
-from ..store.sync import runs as sync_runs
 from ..store.health import StoreUnavailable
+from ..store.sync import runs as sync_runs
 from ..sync import connection, engine
 from ..vocabulary import SELL_TOKEN_SHAPE, Plan, is_sell_token_shaped
 from . import delivery_methods, render, sync_methods, user_methods
@@ -391,7 +391,7 @@ async def dispatch(context: Context, method: str, params: dict[str, Any],
         raise
     except StoreUnavailable as exc:  # "the database is unreachable" (or its disk is full)
         raise ProtocolError("unavailable", f"{exc}; try again when it is back", request_id,
-                            details={"store_state": services.store.health.document()}) from None
+                            details={"store_state": context.services.store.health.document()}) from None
     except NotFound as exc:
         raise ProtocolError("not_found", str(exc), request_id) from None
     except Conflict as exc:
