@@ -215,7 +215,9 @@ def test_a_frozen_sync_lease_holder_never_duplicates_a_lead(pair, sellsim):
 
 
 @pytest.mark.timeout(3600 if SOAK else 400)
-def test_a_frozen_delivery_lease_holder_sends_nothing_after_the_takeover(pair, sinks):
+def test_a_frozen_delivery_lease_holder_sends_nothing_after_the_takeover(
+    pair, sinks, pg_server, pg_database
+):
     """Planted bug: the send loop's fence check deleted — the woken daemon goes on with the
     chunk it had in hand after the other daemon took its delivery lease over."""
     a, b = pair
@@ -232,6 +234,7 @@ def test_a_frozen_delivery_lease_holder_sends_nothing_after_the_takeover(pair, s
         },
     )
     cid = channel["id"]
+    id_a = call(a, "status")["daemon"]["id"]
     assert call(a, "articles.import", {"channel": cid, "path": "sequence"})["imported"] == 3
     rng = random.Random(SEED)
     after_wake = frozen_mid_batch = 0
@@ -268,9 +271,21 @@ def test_a_frozen_delivery_lease_holder_sends_nothing_after_the_takeover(pair, s
         finally:
             woke = time.time()
             a.proc.send_signal(signal.SIGCONT)
-        time.sleep(2)  # a fenced chunk would go on at once (10 messages a second)
+        # Until A claims the lease again (a pass of its own, legitimately), no transaction of
+        # A's may begin: a fenced chunk would go on at once (10 messages a second).
+        reclaimed = woke + 2.0
+        until = time.time() + 2.0
+        while time.time() < until:
+            owner = pg_server.sql(
+                f"SELECT lease_owner FROM lease WHERE channel_id = {cid} AND kind = 'delivery'",
+                pg_database)
+            if owner == id_a:
+                reclaimed = time.time() - 0.1  # polled every few tens of ms: a margin
+                break
+            time.sleep(0.01)
+        time.sleep(max(0.0, until - time.time()))
         with sink_a.lock:
-            after_wake += sum(1 for t in sink_a.began if t > woke)
+            after_wake += sum(1 for t in sink_a.began if woke < t < reclaimed)
         takeovers = b.log().count("took over an expired lease")
     assert frozen_mid_batch == TRIALS, f"A was caught sending in only {frozen_mid_batch} trials"
     # What the frozen daemon had claimed but never handed over went back to the queue when it
