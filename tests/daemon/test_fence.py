@@ -182,6 +182,6 @@ def test_the_send_loop_stops_before_the_next_smtp_transaction_once_fenced(servic
     delivery._pace = {}
     chunk = [(i, b"x", "news@kuloo.test", f"r{i}@example.net") for i in range(5)]
     lost: list[LeaseLost] = []
-    out = delivery._send_chunk(transport, chunk, 1, 0.0, fence.check, lost)
+    out, refusal = delivery._send_chunk(transport, chunk, 1, 0.0, None, fence.check, lost)
     assert transport.sent == ["r0@example.net", "r1@example.net"]
-    assert [r.id for r in out] == [0, 1] and len(lost) == 1
+    assert [r.id for r in out] == [0, 1] and len(lost) == 1 and refusal is None

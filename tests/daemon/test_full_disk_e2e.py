@@ -216,7 +216,7 @@ def test_the_daemon_on_a_full_disk_exits_with_one_line(short_tmp, tmpfs):
     cfg = Path(short_tmp) / "kuloo.toml"
     cfg.write_text(
         f'[daemon]\nstate_dir = "{state}"\n[control]\nsocket = "{short_tmp}/c.sock"\n'
-        '[links]\nlisten = "127.0.0.1:0"\n'
+        '[links]\nlisten = "127.0.0.1:0"\npublic_url = "https://links.kuloo.test"\n'
     )
     r = subprocess.run(
         [sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(cfg)],
