@@ -36,10 +36,17 @@ from kuloo_daemon.delivery.render import Piece, render_email
 from kuloo_daemon.tokens import Signer
 
 ROOT = Path(__file__).resolve().parents[1]
-ARTICLE = (ROOT / "config" / "articles" / "sequence" / "02-planning.md").read_text().split("---", 2)[2]
+ARTICLE = (
+    (ROOT / "config" / "articles" / "sequence" / "02-planning.md").read_text().split("---", 2)[2]
+)
 PIECE = Piece(1, 1, "Plan your beds in one afternoon", "markdown", ARTICLE * 4)
-ENVELOPE = Envelope(1, "Kuloo Gardens", "Kuloo Gardens <news@gardens.test>", "https://links.kuloo.test",
-                    "unsubscribe@gardens.test")
+ENVELOPE = Envelope(
+    1,
+    "Kuloo Gardens",
+    "Kuloo Gardens <news@gardens.test>",
+    "https://links.kuloo.test",
+    "unsubscribe@gardens.test",
+)
 SIGNER = Signer([b"bench-signing-key-0123456789abcdef"])
 NOW = datetime(2026, 1, 5, 9, tzinfo=UTC)
 RENDER_GOAL, RATIO_GOAL, SIGNED_GOAL = 1000.0, 50.0, 100.0
@@ -57,19 +64,29 @@ def dkim_key():
     from kuloo_daemon.rules.signing import load_key
 
     pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return load_key(pem.decode(), "gardens.test", "bench")
 
 
 def personalised_rate(seconds: float = 2.0, key=None) -> float:
-    rendered = render_email([PIECE], channel="Kuloo Gardens", postal_address="1 Allotment Road\nLeeds")
+    rendered = render_email(
+        [PIECE], channel="Kuloo Gardens", postal_address="1 Allotment Road\nLeeds"
+    )
     people = recipients(1000)
     shared = frame(rendered, ENVELOPE)
     n, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         r = people[n % len(people)]
-        data = build_bytes(rendered, ENVELOPE, r, SIGNER, msg_id=f"<kuloo.1.{n}@gardens.test>",
-                           date=NOW, frame_=shared)
+        data = build_bytes(
+            rendered,
+            ENVELOPE,
+            r,
+            SIGNER,
+            msg_id=f"<kuloo.1.{n}@gardens.test>",
+            date=NOW,
+            frame_=shared,
+        )
         if key is not None:
             key.sign(data)
         n += 1
@@ -81,7 +98,9 @@ def naive_rate(count: int = 15) -> float:
     started = time.perf_counter()
     for n, r in enumerate(people):
         # What a pipeline without the shared render does: everything, per recipient.
-        rendered = render_email([PIECE], channel="Kuloo Gardens", postal_address="1 Allotment Road\nLeeds")
+        rendered = render_email(
+            [PIECE], channel="Kuloo Gardens", postal_address="1 Allotment Road\nLeeds"
+        )
         build_bytes(rendered, ENVELOPE, r, SIGNER, msg_id=f"<kuloo.1.{n}@gardens.test>", date=NOW)
     return count / (time.perf_counter() - started)
 
@@ -92,8 +111,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def send_pass(root: Path, port: int, signed: bool = False, users: int = SEND_USERS,
-                    per_second: float = 10_000) -> tuple[int, float]:
+async def send_pass(
+    root: Path, port: int, signed: bool = False, users: int = SEND_USERS, per_second: float = 10_000
+) -> tuple[int, float]:
     from kuloo_daemon import config as config_mod
     from kuloo_daemon.delivery.service import Delivery
     from kuloo_daemon.services import open_services
@@ -109,24 +129,41 @@ async def send_pass(root: Path, port: int, signed: bool = False, users: int = SE
         dkim = {"dkim": {"domain": "bench.test", "selector": "bench"}}
     (root / "articles" / "one").mkdir(parents=True)
     (root / "articles" / "one" / "a.md").write_text(
-        "---\ntitle: Hello\ntags: [welcome]\npublished_at: 2026-01-01\n---\n" + ARTICLE)
-    config = config_mod.from_mapping({
-        "daemon": {"state_dir": str(root / "state")}, "control": {"socket": str(root / "c.sock")},
-        "clock": {"mode": "manual", "start": "2026-01-05T09:00:00Z"},
-        "credentials": {"directory": str(root / "creds")}, "articles": {"root": str(root / "articles")},
-        "smtp": {"host": "127.0.0.1", "port": port, "security": "none"},
-        "delivery": {"messages_per_second": per_second, "batch_size": 100},
-        "links": {"public_url": "https://links.kuloo.test"}, **dkim,
-    })
+        "---\ntitle: Hello\ntags: [welcome]\npublished_at: 2026-01-01\n---\n" + ARTICLE
+    )
+    config = config_mod.from_mapping(
+        {
+            "daemon": {"state_dir": str(root / "state")},
+            "control": {"socket": str(root / "c.sock")},
+            "clock": {"mode": "manual", "start": "2026-01-05T09:00:00Z"},
+            "credentials": {"directory": str(root / "creds")},
+            "articles": {"root": str(root / "articles")},
+            "smtp": {"host": "127.0.0.1", "port": port, "security": "none"},
+            "delivery": {"messages_per_second": per_second, "batch_size": 100},
+            "links": {"public_url": "https://links.kuloo.test"},
+            **dkim,
+        }
+    )
     async with open_services(config) as services:
         delivery = Delivery(services)
         now = services.clock.now()
-        channel = (await services.store.run(channel_store.create, {
-            "name": "Bench", "sender": "Bench <b@bench.test>", "sequential_tags": ["welcome"]}, None, now)).channel.id
+        channel = (
+            await services.store.run(
+                channel_store.create,
+                {"name": "Bench", "sender": "Bench <b@bench.test>", "sequential_tags": ["welcome"]},
+                None,
+                now,
+            )
+        ).channel.id
         await delivery.import_articles(channel, "one")
         for i in range(users):
-            await services.store.run(user_store.add, channel, {"email": f"u{i}@example.com", "promo_tags": ["welcome"],
-                                                               "frequency": "disabled"}, Actor.ADMIN, now)
+            await services.store.run(
+                user_store.add,
+                channel,
+                {"email": f"u{i}@example.com", "promo_tags": ["welcome"], "frequency": "disabled"},
+                Actor.ADMIN,
+                now,
+            )
         started = time.perf_counter()
         counts = await delivery.run(channel)
         return counts.sent, time.perf_counter() - started
@@ -134,8 +171,20 @@ async def send_pass(root: Path, port: int, signed: bool = False, users: int = SE
 
 def send_rate(signed: bool = False) -> float:
     port = free_port()
-    sink = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Sink",
-                             "-l", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sink = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-c",
+            "aiosmtpd.handlers.Sink",
+            "-l",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             try:
@@ -264,12 +313,20 @@ async def due_passes(db: Path) -> dict[str, float]:
         read[0], after = 0, 0
         started = time.perf_counter()
         while after is not None:
-            _queued, _due, after = await store_.run(store.plan, channel, now, decide, sender_domain, after)
+            _queued, _due, after = await store_.run(
+                store.plan, channel, now, decide, sender_domain, after
+            )
         return read[0], time.perf_counter() - started
 
     async with Store.open(db) as s:
-        channel = (await s.run(channel_store.create, {"name": "Big", "sender": "Big <b@big.test>",
-                                                      "sequential_tags": TAGS}, None, FILLED_AT)).channel.id
+        channel = (
+            await s.run(
+                channel_store.create,
+                {"name": "Big", "sender": "Big <b@big.test>", "sequential_tags": TAGS},
+                None,
+                FILLED_AT,
+            )
+        ).channel.id
         await s.run(_fill, channel, DUE_USERS, 1, 1)
         now = FILLED_AT + timedelta(hours=1)
         all_read, all_seconds = await one_pass(s, channel, now)
@@ -278,14 +335,21 @@ async def due_passes(db: Path) -> dict[str, float]:
         await s.run(store.replan, changed)  # as 100 changed users (or 100 due by time) would
         due = await s.run(store.due_users, channel, now)
         due_read, due_seconds = await one_pass(s, channel, now)
-    print(f"   planning pass over {DUE_USERS:,} users, every one read (each pass before next_due_at; "
-          f"once after the upgrade now): read {all_read:,}, {all_seconds:.2f} s")
+    print(
+        f"   planning pass over {DUE_USERS:,} users, every one read (each pass before next_due_at; "
+        f"once after the upgrade now): read {all_read:,}, {all_seconds:.2f} s"
+    )
     print(f"   planning pass with nobody due: read {idle_read:,}, {idle_seconds * 1000:.1f} ms")
-    print(f"   planning pass with {due:,} of {DUE_USERS:,} due: read {due_read:,}, {due_seconds * 1000:.1f} ms")
+    print(
+        f"   planning pass with {due:,} of {DUE_USERS:,} due: read {due_read:,}, {due_seconds * 1000:.1f} ms"
+    )
     if (due_read, idle_read) != (due, 0):
         raise RuntimeError(f"a pass read {due_read} users for {due} due, {idle_read} with none due")
-    return {"plan all users s": all_seconds, "plan 100 due users ms": due_seconds * 1000,
-            "users read with 100 due": due_read}
+    return {
+        "plan all users s": all_seconds,
+        "plan 100 due users ms": due_seconds * 1000,
+        "users read with 100 due": due_read,
+    }
 
 
 def main() -> dict[str, float]:
@@ -294,27 +358,45 @@ def main() -> dict[str, float]:
     naive = naive_rate()
     ratio = rate / naive
     print(f"   personalised messages for one article: {rate:,.0f}/s (goal >= {RENDER_GOAL:,.0f}/s)")
-    print(f"   the same, DKIM-signed (dkimpy, RSA 2048): {signed:,.0f}/s (goal >= {SIGNED_GOAL:,.0f}/s)")
-    print(f"   naive Markdown+premailer per recipient: {naive:,.1f}/s -> {ratio:,.0f}x cheaper per recipient "
-          f"(goal >= {RATIO_GOAL:.0f}x)")
+    print(
+        f"   the same, DKIM-signed (dkimpy, RSA 2048): {signed:,.0f}/s (goal >= {SIGNED_GOAL:,.0f}/s)"
+    )
+    print(
+        f"   naive Markdown+premailer per recipient: {naive:,.1f}/s -> {ratio:,.0f}x cheaper per recipient "
+        f"(goal >= {RATIO_GOAL:.0f}x)"
+    )
     sends = send_rate()
     signed_sends = send_rate(signed=True)
-    print(f"   delivery pass to a local SMTP sink ({SEND_USERS} users, one connection per batch of 100): "
-          f"{sends:,.0f} messages/s; DKIM-signed: {signed_sends:,.0f} messages/s")
+    print(
+        f"   delivery pass to a local SMTP sink ({SEND_USERS} users, one connection per batch of 100): "
+        f"{sends:,.0f} messages/s; DKIM-signed: {signed_sends:,.0f} messages/s"
+    )
     one_by_one, pipelined = rtt_rate(False), rtt_rate(True)
-    print(f"   one channel at {RTT_RATE:.0f} messages/s to a relay {RTT_SECONDS * 1000:.0f} ms away "
-          f"({RTT_USERS} emails): {one_by_one:.1f}/s one command at a time, {pipelined:.1f}/s "
-          "with PIPELINING")
+    print(
+        f"   one channel at {RTT_RATE:.0f} messages/s to a relay {RTT_SECONDS * 1000:.0f} ms away "
+        f"({RTT_USERS} emails): {one_by_one:.1f}/s one command at a time, {pipelined:.1f}/s "
+        "with PIPELINING"
+    )
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         due = trio.run(due_passes, Path(tmp) / "kuloo.sqlite3")
     if rate < RENDER_GOAL or ratio < RATIO_GOAL:
         raise RuntimeError("below the goal")
     if signed < SIGNED_GOAL:
-        print(f"   BELOW GOAL: signed {signed:,.0f}/s < {SIGNED_GOAL:,.0f}/s (dkimpy's pure-Python RSA; "
-              "a loaded machine measures less)")
-    return {"render personalised/s": rate, "render signed/s": signed, "naive per-recipient/s": naive, "per-recipient speed-up x": ratio,
-            "send to sink msg/s": sends, "send signed to sink msg/s": signed_sends,
-            "50ms relay one-by-one msg/s": one_by_one, "50ms relay pipelined msg/s": pipelined, **due}
+        print(
+            f"   BELOW GOAL: signed {signed:,.0f}/s < {SIGNED_GOAL:,.0f}/s (dkimpy's pure-Python RSA; "
+            "a loaded machine measures less)"
+        )
+    return {
+        "render personalised/s": rate,
+        "render signed/s": signed,
+        "naive per-recipient/s": naive,
+        "per-recipient speed-up x": ratio,
+        "send to sink msg/s": sends,
+        "send signed to sink msg/s": signed_sends,
+        "50ms relay one-by-one msg/s": one_by_one,
+        "50ms relay pipelined msg/s": pipelined,
+        **due,
+    }
 
 
 if __name__ == "__main__":

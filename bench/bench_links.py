@@ -44,11 +44,16 @@ def _start(root: Path) -> tuple[subprocess.Popen, str]:
         f'[daemon]\nstate_dir = "{root / "state"}"\n[control]\nsocket = "{sock}"\n'
         f'[log]\nformat = "json"\nlevel = "info"\n[credentials]\ndirectory = "{creds}"\n'
         '[sell]\nbase_url = "http://127.0.0.1:9"\n'
-        '[links]\nlisten = "127.0.0.1:0"\nrate_per_minute = 1000000\nrate_burst = 1000000\n')
+        '[links]\nlisten = "127.0.0.1:0"\nrate_per_minute = 1000000\nrate_burst = 1000000\n'
+    )
     log = open(root / "daemon.log", "ab")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(root / "k.toml")],
-                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=lambda: _pin(0),
-                            env={**os.environ, "NOTIFY_SOCKET": str(root / "n.sock")})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(root / "k.toml")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: _pin(0),
+        env={**os.environ, "NOTIFY_SOCKET": str(root / "n.sock")},
+    )
     notify.settimeout(60)
     while b"READY=1" not in notify.recv(4096):
         pass
@@ -63,7 +68,14 @@ def _users(sock: str) -> list[tuple[int, str]]:
     with ControlClient(sock, timeout=30) as c:
         channel = c.call("channels.create", {"name": "Bench"})["id"]
         for i in range(USERS):
-            out.append((channel, c.call("users.add", {"channel": channel, "email": f"u{i}@bench.test"})["kuloo_id"]))
+            out.append(
+                (
+                    channel,
+                    c.call("users.add", {"channel": channel, "email": f"u{i}@bench.test"})[
+                        "kuloo_id"
+                    ],
+                )
+            )
     return out
 
 
@@ -101,17 +113,30 @@ def main() -> dict[str, float]:
     proc, url = _start(root)
     try:
         signer = Signer([KEY.encode()])
-        tokens = [signer.sign(Claim(Purpose.UNSUBSCRIBE, ch, kid)) for ch, kid in _users(str(root / "c.sock"))]
+        tokens = [
+            signer.sign(Claim(Purpose.UNSUBSCRIBE, ch, kid))
+            for ch, kid in _users(str(root / "c.sock"))
+        ]
         first_rate, first_lat, first_fail = trio.run(_phase, url, tokens)
         again_rate, again_lat, again_fail = trio.run(_phase, url, tokens)
         cpu = os.sched_getaffinity(proc.pid) if hasattr(os, "sched_getaffinity") else "?"
-        print(f"   daemon on CPU {sorted(cpu) if cpu != '?' else cpu}, {CONCURRENCY} connections, {USERS} users")
-        print(f"   first unsubscribe (writes): {first_rate:,.0f} POST/s, p50 {_p(first_lat, .5):.1f} ms, "
-              f"p99 {_p(first_lat, .99):.1f} ms, failures {first_fail}")
-        print(f"   repeated (idempotent):      {again_rate:,.0f} POST/s, p50 {_p(again_lat, .5):.1f} ms, "
-              f"p99 {_p(again_lat, .99):.1f} ms, failures {again_fail}")
-        return {"one-click POST/s (first, one core)": first_rate, "one-click p99 ms (first)": _p(first_lat, .99),
-                "one-click POST/s (repeat)": again_rate, "one-click p99 ms (repeat)": _p(again_lat, .99)}
+        print(
+            f"   daemon on CPU {sorted(cpu) if cpu != '?' else cpu}, {CONCURRENCY} connections, {USERS} users"
+        )
+        print(
+            f"   first unsubscribe (writes): {first_rate:,.0f} POST/s, p50 {_p(first_lat, 0.5):.1f} ms, "
+            f"p99 {_p(first_lat, 0.99):.1f} ms, failures {first_fail}"
+        )
+        print(
+            f"   repeated (idempotent):      {again_rate:,.0f} POST/s, p50 {_p(again_lat, 0.5):.1f} ms, "
+            f"p99 {_p(again_lat, 0.99):.1f} ms, failures {again_fail}"
+        )
+        return {
+            "one-click POST/s (first, one core)": first_rate,
+            "one-click p99 ms (first)": _p(first_lat, 0.99),
+            "one-click POST/s (repeat)": again_rate,
+            "one-click p99 ms (repeat)": _p(again_lat, 0.99),
+        }
     finally:
         proc.terminate()
         proc.wait(30)

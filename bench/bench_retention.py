@@ -28,20 +28,27 @@ def _config(root: Path) -> Path:
         f'[daemon]\nstate_dir = "{root}/state"\n[control]\nsocket = "{root}/c.sock"\n'
         '[clock]\nmode = "manual"\nstart = "2027-06-01T00:00:00Z"\n'
         '[links]\nlisten = "127.0.0.1:0"\n[log]\nformat = "json"\nlevel = "info"\n'
-        '[sell]\nbase_url = "http://127.0.0.1:9"\n')
+        '[sell]\nbase_url = "http://127.0.0.1:9"\n'
+    )
     return path
 
 
 def _fill(db: Path) -> None:
     with sqlite3.connect(db) as conn:
-        conn.execute("INSERT INTO channel (id, name, plan, add_all_users_to_crm, sequential_tags, sender, "
-                     "postal_address, connection_status, connection_problems, sync_state, sync_status, "
-                     "created_at, updated_at) VALUES (1, 'bench', 'pro', 0, '[]', '', '', 'none', '[]', '{}', '', "
-                     "'2026-01-01 00:00:00+00:00', '2026-01-01 00:00:00+00:00')")
+        conn.execute(
+            "INSERT INTO channel (id, name, plan, add_all_users_to_crm, sequential_tags, sender, "
+            "postal_address, connection_status, connection_problems, sync_state, sync_status, "
+            "created_at, updated_at) VALUES (1, 'bench', 'pro', 0, '[]', '', '', 'none', '[]', '{}', '', "
+            "'2026-01-01 00:00:00+00:00', '2026-01-01 00:00:00+00:00')"
+        )
         conn.executemany(
             "INSERT INTO audit_entry (channel_id, user_id, at, actor, field, old, new, note) "
             "VALUES (1, NULL, ?, 'admin', 'frequency', '\"weekly\"', '\"daily\"', '')",
-            ((f"2026-01-01 {i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}+00:00",) for i in range(ROWS)))
+            (
+                (f"2026-01-01 {i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}+00:00",)
+                for i in range(ROWS)
+            ),
+        )
 
 
 def main() -> dict[str, float]:
@@ -53,7 +60,9 @@ def main() -> dict[str, float]:
     _fill(root / "state" / "kuloo.sqlite3")
     print(f"   {ROWS:,} audit entries written in {time.perf_counter() - started:.1f} s")
     log = open(root / "daemon.log", "wb")
-    proc = subprocess.Popen([*cli, "run", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [*cli, "run", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
+    )
     latencies: list[float] = []
     try:
         deadline = time.monotonic() + 60
@@ -81,11 +90,16 @@ def main() -> dict[str, float]:
         raise RuntimeError(f"{left:,} audit entries were left")
     latencies.sort()
     worst, p99 = latencies[-1], latencies[int(len(latencies) * 0.99) - 1]
-    print(f"   pruned {ROWS:,} rows in {took:.1f} s ({ROWS / took:,.0f} rows/s) while {len(latencies):,} control "
-          f"calls answered: median {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms, worst {worst:.1f} ms "
-          "(goal: worst <= 100 ms)")
-    return {"audit rows pruned per second": ROWS / took, "control call worst ms while pruning": worst,
-            "control call p99 ms while pruning": p99}
+    print(
+        f"   pruned {ROWS:,} rows in {took:.1f} s ({ROWS / took:,.0f} rows/s) while {len(latencies):,} control "
+        f"calls answered: median {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms, worst {worst:.1f} ms "
+        "(goal: worst <= 100 ms)"
+    )
+    return {
+        "audit rows pruned per second": ROWS / took,
+        "control call worst ms while pruning": worst,
+        "control call p99 ms while pruning": p99,
+    }
 
 
 if __name__ == "__main__":

@@ -82,10 +82,30 @@ class Postgres:
         if os.geteuid() == 0:
             owner = pwd.getpwnam("postgres")
             os.chown(self.root, owner.pw_uid, owner.pw_gid)
-        self._run("initdb", "-D", f"{self.root}/data", "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
-        self._run("pg_ctl", "-D", f"{self.root}/data", "-w", "-l", f"{self.root}/log", "-o",
-                  f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
-                  "-c synchronous_commit=off -c max_connections=200", "start")
+        self._run(
+            "initdb",
+            "-D",
+            f"{self.root}/data",
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            f"{self.root}/data",
+            "-w",
+            "-l",
+            f"{self.root}/log",
+            "-o",
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
+            "-c synchronous_commit=off -c max_connections=200",
+            "start",
+        )
 
     def _run(self, tool: str, *args: str) -> None:
         cmd = [f"{self.bin}/{tool}", *args]
@@ -94,9 +114,31 @@ class Postgres:
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)
 
     def sql(self, statement: str, database: str = "postgres") -> str:
-        r = subprocess.run([f"{self.bin}/psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d",
-                            database, "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", statement],
-                           check=True, capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [
+                f"{self.bin}/psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                statement,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         return r.stdout.strip()
 
     def url(self, database: str) -> str:
@@ -113,12 +155,30 @@ def start_sellsim(root: Path) -> tuple[subprocess.Popen, str]:
     path = root / "seed.json"
     path.write_text(json.dumps(seed()))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sellsim", "--host", "127.0.0.1", "--port", "0", "--seed", str(path),
-         "-o", "rate_per_second=1000000", "-o", "rate_per_hour=1000000000"], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "sellsim",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--seed",
+            str(path),
+            "-o",
+            "rate_per_second=1000000",
+            "-o",
+            "rate_per_hour=1000000000",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     return proc, proc.stdout.readline().strip().rsplit(" ", 1)[-1]
 
 
-def start_daemon(root: Path, url: str, sell_url: str, extra: str = "") -> tuple[subprocess.Popen, str]:
+def start_daemon(
+    root: Path, url: str, sell_url: str, extra: str = ""
+) -> tuple[subprocess.Popen, str]:
     root.mkdir(parents=True)
     sock = str(root / "c.sock")
     (root / "k.toml").write_text(
@@ -126,10 +186,14 @@ def start_daemon(root: Path, url: str, sell_url: str, extra: str = "") -> tuple[
         f'[control]\nsocket = "{sock}"\n[store]\nurl = "{url}"\nlease_seconds = 5\n'
         f"[sync]\ncadence_seconds = 1\nparallel_runs = {PARALLEL}\n"
         f'[sell]\nbase_url = "{sell_url}"\nrequests_per_second = 5000\nmax_attempts = 3\n'
-        '[links]\nlisten = "127.0.0.1:0"\n[log]\nlevel = "warning"\nformat = "json"\n' + extra)
+        '[links]\nlisten = "127.0.0.1:0"\n[log]\nlevel = "warning"\nformat = "json"\n' + extra
+    )
     log = open(root / "daemon.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(root / "k.toml")],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(root / "k.toml")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 60
     while not os.path.exists(sock):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -148,17 +212,24 @@ def measure(pg: Postgres, sell_url: str, daemons: int, root: Path) -> float:
             if i == 0:
                 with ControlClient(procs[0][1], timeout=120) as c:
                     for ch in range(CHANNELS):
-                        c.call("channels.create", {"name": f"Channel {ch}", "plan": "enterprise",
-                                                   "api_token": token(ch)})
+                        c.call(
+                            "channels.create",
+                            {"name": f"Channel {ch}", "plan": "enterprise", "api_token": token(ch)},
+                        )
         time.sleep(WARMUP)  # the initial syncs (20 leads imported per channel) are not measured
         done = "SELECT count(*) FROM sync_run WHERE status IN ('ok', 'partial') AND finished_at IS NOT NULL"
         before, t0 = int(pg.sql(done, db)), time.monotonic()
         time.sleep(WINDOW)
         after, t1 = int(pg.sql(done, db)), time.monotonic()
-        per_daemon = pg.sql("SELECT daemon_id, count(*) FROM sync_run GROUP BY daemon_id ORDER BY 1", db)
+        per_daemon = pg.sql(
+            "SELECT daemon_id, count(*) FROM sync_run GROUP BY daemon_id ORDER BY 1", db
+        )
         rate = (after - before) * 60 / (t1 - t0)
-        print(f"   {daemons} daemon(s): {after - before} runs in {t1 - t0:.1f} s = {rate:,.0f} channels synced/min "
-              f"(runs per daemon: {per_daemon.replace(chr(10), ', ')})", flush=True)
+        print(
+            f"   {daemons} daemon(s): {after - before} runs in {t1 - t0:.1f} s = {rate:,.0f} channels synced/min "
+            f"(runs per daemon: {per_daemon.replace(chr(10), ', ')})",
+            flush=True,
+        )
         return rate
     finally:
         stop(procs)
@@ -166,14 +237,31 @@ def measure(pg: Postgres, sell_url: str, daemons: int, root: Path) -> float:
 
 MAIL_CHANNELS = int(os.environ.get("KULOO_BENCH_SCALE_MAIL_CHANNELS", "12"))
 MAIL_USERS = int(os.environ.get("KULOO_BENCH_SCALE_MAIL_USERS", "100"))
-WELCOME = "---\nid: welcome\ntitle: Welcome\ntags: [welcome]\npublished_at: 2026-01-01\ndelay_seconds: 0\n---\n" + (
-    "A short welcome, with **one** [link](https://example.com/a) and a list:\n\n- one\n- two\n\n" * 8)
+WELCOME = (
+    "---\nid: welcome\ntitle: Welcome\ntags: [welcome]\npublished_at: 2026-01-01\ndelay_seconds: 0\n---\n"
+    + (
+        "A short welcome, with **one** [link](https://example.com/a) and a list:\n\n- one\n- two\n\n"
+        * 8
+    )
+)
 
 
 def start_sink() -> tuple[subprocess.Popen, int]:
     port = free_port()
-    sink = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Sink",
-                             "-l", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sink = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-c",
+            "aiosmtpd.handlers.Sink",
+            "-l",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(200):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -193,23 +281,42 @@ def measure_mail(pg: Postgres, smtp_port: int, daemons: int, root: Path) -> floa
     for ch in range(MAIL_CHANNELS):
         (shared / "articles" / f"c{ch}").mkdir(parents=True)
         (shared / "articles" / f"c{ch}" / "welcome.md").write_text(WELCOME)
-    extra = (f'[credentials]\ndirectory = "{shared}/creds"\n[articles]\nroot = "{shared}/articles"\n'
-             f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\n'
-             "[delivery]\nmessages_per_second = 10000\nbatch_size = 100\n")
+    extra = (
+        f'[credentials]\ndirectory = "{shared}/creds"\n[articles]\nroot = "{shared}/articles"\n'
+        f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\n'
+        "[delivery]\nmessages_per_second = 10000\nbatch_size = 100\n"
+    )
     procs = []
     try:
         for i in range(daemons):
-            procs.append(start_daemon(root / f"m{daemons}d{i}", pg.url(db), "http://127.0.0.1:9", extra))
+            procs.append(
+                start_daemon(root / f"m{daemons}d{i}", pg.url(db), "http://127.0.0.1:9", extra)
+            )
         total = MAIL_CHANNELS * MAIL_USERS
         with ControlClient(procs[0][1], timeout=120) as c:
-            channels = [c.call("channels.create", {"name": f"Mail {ch}", "sender": f"News <n{ch}@bench.test>",
-                                                   "postal_address": "1 Bench Road",
-                                                   "sequential_tags": ["welcome"]})["id"]
-                        for ch in range(MAIL_CHANNELS)]
+            channels = [
+                c.call(
+                    "channels.create",
+                    {
+                        "name": f"Mail {ch}",
+                        "sender": f"News <n{ch}@bench.test>",
+                        "postal_address": "1 Bench Road",
+                        "sequential_tags": ["welcome"],
+                    },
+                )["id"]
+                for ch in range(MAIL_CHANNELS)
+            ]
             for cid in channels:
                 for u in range(MAIL_USERS):
-                    c.call("users.add", {"channel": cid, "email": f"u{u}.c{cid}@example.net",
-                                         "promo_tags": ["welcome"], "frequency": "disabled"})
+                    c.call(
+                        "users.add",
+                        {
+                            "channel": cid,
+                            "email": f"u{u}.c{cid}@example.net",
+                            "promo_tags": ["welcome"],
+                            "frequency": "disabled",
+                        },
+                    )
             t0 = time.monotonic()
             for ch, cid in enumerate(channels):
                 c.call("articles.import", {"channel": cid, "path": f"c{ch}"})
@@ -224,8 +331,11 @@ def measure_mail(pg: Postgres, smtp_port: int, daemons: int, root: Path) -> floa
             states = pg.sql("SELECT state, count(*) FROM outbox_message GROUP BY 1", db)
             raise RuntimeError(f"only {sent} of {total} emails sent in {seconds:.0f} s ({states})")
         rate = sent / seconds
-        print(f"   {daemons} daemon(s): {sent} emails ({MAIL_CHANNELS} channels x {MAIL_USERS}) to the SMTP sink "
-              f"in {seconds:.1f} s = {rate:,.0f} emails/s", flush=True)
+        print(
+            f"   {daemons} daemon(s): {sent} emails ({MAIL_CHANNELS} channels x {MAIL_USERS}) to the SMTP sink "
+            f"in {seconds:.1f} s = {rate:,.0f} emails/s",
+            flush=True,
+        )
         return rate
     finally:
         stop(procs)
@@ -259,12 +369,19 @@ def main() -> dict[str, float]:
         shutil.rmtree(root, ignore_errors=True)
     ratio = three / one if one else 0.0
     mail_ratio = mail_three / mail_one if mail_one else 0.0
-    print(f"   scaling 1 -> 3 daemons: {ratio:.2f}x channels synced/min, {mail_ratio:.2f}x emails/s, "
-          f"on {os.cpu_count()} core(s) (goal >= 2.5x needs a core per daemon; here three daemons, sellsim or "
-          "the SMTP sink, and PostgreSQL share them)")
-    return {"channels_synced_per_min_1_daemon": one, "channels_synced_per_min_3_daemons": three,
-            "scaling_1_to_3": ratio, "emails_per_s_1_daemon": mail_one, "emails_per_s_3_daemons": mail_three,
-            "emails_scaling_1_to_3": mail_ratio}
+    print(
+        f"   scaling 1 -> 3 daemons: {ratio:.2f}x channels synced/min, {mail_ratio:.2f}x emails/s, "
+        f"on {os.cpu_count()} core(s) (goal >= 2.5x needs a core per daemon; here three daemons, sellsim or "
+        "the SMTP sink, and PostgreSQL share them)"
+    )
+    return {
+        "channels_synced_per_min_1_daemon": one,
+        "channels_synced_per_min_3_daemons": three,
+        "scaling_1_to_3": ratio,
+        "emails_per_s_1_daemon": mail_one,
+        "emails_per_s_3_daemons": mail_three,
+        "emails_scaling_1_to_3": mail_ratio,
+    }
 
 
 if __name__ == "__main__":

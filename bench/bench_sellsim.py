@@ -23,8 +23,11 @@ REQUIRED = 1000.0
 
 
 def _drive(base_url: str, path: str, seconds: float, out: list[int]) -> None:
-    headers = {"Authorization": f"Bearer {DEMO_TOKEN}", "User-Agent": "bench/1",
-               "Accept": "application/json"}  # fmt: skip
+    headers = {
+        "Authorization": f"Bearer {DEMO_TOKEN}",
+        "User-Agent": "bench/1",
+        "Accept": "application/json",
+    }
     n = 0
     with httpx.Client(base_url=base_url, headers=headers, timeout=10) as client:
         deadline = time.perf_counter() + seconds
@@ -55,8 +58,19 @@ def _rate(base_url: str, path: str, threads: int) -> float:
 
 def main() -> dict[str, float]:
     seed = Path(__file__).resolve().parent.parent / "config" / "sellsim-demo.json"
-    cmd = [sys.executable, "-m", "sellsim", "--port", "0", "--seed", str(seed),
-           "-o", "rate_per_second=1000000000", "-o", "rate_per_hour=1000000000000"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "sellsim",
+        "--port",
+        "0",
+        "--seed",
+        str(seed),
+        "-o",
+        "rate_per_second=1000000000",
+        "-o",
+        "rate_per_hour=1000000000000",
+    ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     try:

@@ -63,9 +63,24 @@ class Sim:
         path = root / "seed.json"
         path.write_text(json.dumps(seed))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sellsim", "--host", "127.0.0.1", "--port", "0", "--seed", str(path),
-             "-o", "rate_per_second=1000000", "-o", "rate_per_hour=1000000000"],
-            stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "sellsim",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--seed",
+                str(path),
+                "-o",
+                "rate_per_second=1000000",
+                "-o",
+                "rate_per_hour=1000000000",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         line = self.proc.stdout.readline()
         self.base_url = line.strip().rsplit(" ", 1)[-1]
         self.http = httpx.Client(base_url=self.base_url, timeout=30)
@@ -101,8 +116,11 @@ async def cycle(services, cid: int):
 
 def split(counters: dict) -> tuple[int, int]:
     """(reads, writes to leads/contacts) from sellsim's route counters."""
-    writes = sum(n for route, n in counters["routes"].items()
-                 if route.split()[0] in ("PUT", "POST") and ("/leads" in route or "/contacts" in route))
+    writes = sum(
+        n
+        for route, n in counters["routes"].items()
+        if route.split()[0] in ("PUT", "POST") and ("/leads" in route or "/contacts" in route)
+    )
     return counters["total"] - writes, writes
 
 
@@ -111,16 +129,23 @@ def acks(counters: dict) -> int:
 
 
 async def _bench(sim: Sim, root: str) -> dict[str, float]:
-    config = config_mod.from_mapping({
-        "daemon": {"state_dir": f"{root}/state"}, "control": {"socket": f"{root}/c.sock"},
-        "sell": {"base_url": sim.base_url, "requests_per_second": 10_000, "max_attempts": 3},
-        "clock": {"mode": "manual"}, "log": {"level": "warning"},
-    })
+    config = config_mod.from_mapping(
+        {
+            "daemon": {"state_dir": f"{root}/state"},
+            "control": {"socket": f"{root}/c.sock"},
+            "sell": {"base_url": sim.base_url, "requests_per_second": 10_000, "max_attempts": 3},
+            "clock": {"mode": "manual"},
+            "log": {"level": "warning"},
+        }
+    )
     figures: dict[str, float] = {}
     async with open_services(config) as services:
-        created = await services.store.run(channel_store.create, {"name": "bench", "plan": "enterprise",
-                                                                  "sequential_tags": TAGS},
-                                           Secret(DEMO_TOKEN), services.clock.now())
+        created = await services.store.run(
+            channel_store.create,
+            {"name": "bench", "plan": "enterprise", "sequential_tags": TAGS},
+            Secret(DEMO_TOKEN),
+            services.clock.now(),
+        )
         await connection.check_channel(services, created.check)
         cid = created.channel.id
 
@@ -133,11 +158,15 @@ async def _bench(sim: Sim, root: str) -> dict[str, float]:
         c = sim.counters()
         reads, writes = split(c)
         bound = sync_bound(N, acks(c))
-        print(f"   initial sync of {N:,} leads: {run.status.value}, {reads:,} reads (bound {bound:,}), "
-              f"{writes:,} writes, {wall:.1f} s, CPU {cpu * 1000 / N:.3f} ms/record (goal ≤ 2)")
+        print(
+            f"   initial sync of {N:,} leads: {run.status.value}, {reads:,} reads (bound {bound:,}), "
+            f"{writes:,} writes, {wall:.1f} s, CPU {cpu * 1000 / N:.3f} ms/record (goal ≤ 2)"
+        )
         # Where it goes: the trio thread (engine, feed, HTTP client: one PUT per record here,
         # to write KulooId and Source back) and the store's threads (asyncio + aiosqlite).
-        shares = ", ".join(f"{name} {t * 1000 / N:.3f}" for name, t in sorted(threads.items()) if t > 0.01)
+        shares = ", ".join(
+            f"{name} {t * 1000 / N:.3f}" for name, t in sorted(threads.items()) if t > 0.01
+        )
         print(f"   of which, ms/record by thread: {shares}")
         figures[f"initial {N} reads / bound"] = reads / bound
         figures[f"initial {N} writes / N"] = writes / N
@@ -163,15 +192,21 @@ async def _bench(sim: Sim, root: str) -> dict[str, float]:
             cpu = time.process_time() - cpu
             threads = {name: t - threads.get(name, 0.0) for name, t in _thread_cpu().items()}
             if k == 1000:  # a cycle that needs no Sell write: the engine's and the store's share
-                shares = ", ".join(f"{name} {t * 1000 / k:.3f}" for name, t in sorted(threads.items()) if t > 0.01)
-                print(f"   k={k} cycle: CPU {cpu * 1000 / k:.3f} ms per changed record (no write needed); "
-                      f"by thread: {shares}")
+                shares = ", ".join(
+                    f"{name} {t * 1000 / k:.3f}" for name, t in sorted(threads.items()) if t > 0.01
+                )
+                print(
+                    f"   k={k} cycle: CPU {cpu * 1000 / k:.3f} ms per changed record (no write needed); "
+                    f"by thread: {shares}"
+                )
                 figures[f"CPU ms per record, k={k} cycle"] = cpu * 1000 / k
             c = sim.counters()
             reads, writes = split(c)
             bound = sync_bound(k, acks(c))
-            print(f"   k={k:>5} changed in Sell: {reads} reads (bound {bound}), {writes} writes (needed 0), "
-                  f"{run.counts['users_updated']} users updated")
+            print(
+                f"   k={k:>5} changed in Sell: {reads} reads (bound {bound}), {writes} writes (needed 0), "
+                f"{run.counts['users_updated']} users updated"
+            )
             figures[f"k={k} reads / bound"] = reads / bound
             figures[f"k={k} writes (needed 0)"] = float(writes)
             await cycle(services, cid)
@@ -179,6 +214,7 @@ async def _bench(sim: Sim, root: str) -> dict[str, float]:
         # Polling (no Sync API on the account's plan): bound ⌈k/100⌉ + 2.
         account = sim.http.get("/_sim/accounts").json()[0]["id"]
         sim.http.patch(f"/_sim/accounts/{account}", json={"sync_api": False}).raise_for_status()
+
         # Sell keeps whole seconds: a poll re-reads the records changed in the second it last
         # listed (and the overlap before it) once. Polls come minutes after the edits here
         # too: Sell's clock moves on before each run, as the cadence would move it.
@@ -197,16 +233,22 @@ async def _bench(sim: Sim, root: str) -> dict[str, float]:
             c = sim.counters()
             reads, writes = split(c)
             bound = math.ceil(k / 100) + 2
-            print(f"   polling, k={k:>5} changed in Sell: {reads} reads (bound {bound}), {writes} writes (needed 0)")
+            print(
+                f"   polling, k={k:>5} changed in Sell: {reads} reads (bound {bound}), {writes} writes (needed 0)"
+            )
             figures[f"polling k={k} reads / bound"] = reads / bound
             later()
             await cycle(services, cid)
 
         # Memory with 100,000 users in the store (app-registered, not for the CRM).
         # filled by another process, so the objects made for the insert do not count here
-        fill = (f"import trio; from bench.bench_sync import fill_store; "
-                f"trio.run(fill_store, {str(services.store.db_path)!r}, {cid}, {USERS})")
-        await trio.to_thread.run_sync(lambda: subprocess.run([sys.executable, "-c", fill], check=True))
+        fill = (
+            f"import trio; from bench.bench_sync import fill_store; "
+            f"trio.run(fill_store, {str(services.store.db_path)!r}, {cid}, {USERS})"
+        )
+        await trio.to_thread.run_sync(
+            lambda: subprocess.run([sys.executable, "-c", fill], check=True)
+        )
         await cycle(services, cid)
         rss = _rss_mb()
         print(f"   RSS after a sync with {USERS:,} more users in the store: {rss:.0f} MB")
@@ -223,8 +265,10 @@ async def _bench(sim: Sim, root: str) -> dict[str, float]:
         for lead_id in sample:
             await sell.update_lead(lead_id, body)
         floor = (time.thread_time() - t) * 1000 / len(sample)
-        print(f"   one PUT through SellClient alone: {floor:.3f} ms CPU (trio thread); the "
-              f"initial sync's trio share beyond it: {trio_share - floor:.3f} ms/record")
+        print(
+            f"   one PUT through SellClient alone: {floor:.3f} ms CPU (trio thread); the "
+            f"initial sync's trio share beyond it: {trio_share - floor:.3f} ms/record"
+        )
         figures["CPU ms per PUT, SellClient alone"] = floor
     return figures
 
@@ -240,9 +284,19 @@ async def _fill(channel_id: int, count: int) -> None:
     from kuloo_daemon.store.models import User as UserRow
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    rows = [UserRow(channel_id=channel_id, kuloo_id=f"bench{n:027d}", email=f"app{n}@example.net",
-                    email_key=f"app{n}@example.net", created_at=now, updated_at=now, changed_at={}, revision=1)
-            for n in range(count)]
+    rows = [
+        UserRow(
+            channel_id=channel_id,
+            kuloo_id=f"bench{n:027d}",
+            email=f"app{n}@example.net",
+            email_key=f"app{n}@example.net",
+            created_at=now,
+            updated_at=now,
+            changed_at={},
+            revision=1,
+        )
+        for n in range(count)
+    ]
     async with in_transaction():
         await UserRow.bulk_create(rows, batch_size=2000)
 

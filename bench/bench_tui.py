@@ -31,7 +31,9 @@ SEARCHES = ["hopper", "user4242", "grace hop", "zzzz", "knuth", "user99"]
 
 async def _store(db: Path) -> None:
     async with Store.open(db) as store:
-        created = await store.run(channel_store.create, {"name": "Big", "sequential_tags": TAGS}, None, NOW)
+        created = await store.run(
+            channel_store.create, {"name": "Big", "sequential_tags": TAGS}, None, NOW
+        )
         await store.run(_fill, created.channel.id, USERS, 1, 1)
 
 
@@ -53,11 +55,18 @@ async def _measure(socket_path: str, searches: bool = True) -> dict[str, float]:
     app = make_app(DaemonClient(socket_path))
     started = time.perf_counter()
     async with app.run_test(size=(120, 40)) as pilot:
-        await _until(pilot, lambda: app.screen.query("#channels")
-                     and app.screen.query_one("#channels", DataTable).row_count == 1)
+        await _until(
+            pilot,
+            lambda: (
+                app.screen.query("#channels")
+                and app.screen.query_one("#channels", DataTable).row_count == 1
+            ),
+        )
         dashboard = time.perf_counter() - started
         await pilot.press("u")
-        await _until(pilot, lambda: isinstance(app.screen, UsersScreen) and len(app.screen.users) == 50)
+        await _until(
+            pilot, lambda: isinstance(app.screen, UsersScreen) and len(app.screen.users) == 50
+        )
         users = time.perf_counter() - started
         if not searches:
             return {"tui dashboard usable s": dashboard, "tui first users page s": users}
@@ -70,15 +79,22 @@ async def _measure(socket_path: str, searches: bool = True) -> dict[str, float]:
             samples.append(time.perf_counter() - t0)
             screen.query_one("#search", Input).value = ""
             await _until(pilot, lambda: screen.shown_query == "")
-    return {"tui dashboard usable s": dashboard, "tui first users page s": users,
-            "tui search median ms": statistics.median(samples) * 1000,
-            "tui search max ms": max(samples) * 1000}
+    return {
+        "tui dashboard usable s": dashboard,
+        "tui first users page s": users,
+        "tui search median ms": statistics.median(samples) * 1000,
+        "tui search max ms": max(samples) * 1000,
+    }
 
 
 def _start(config: Path, sock: Path, log_path: Path) -> subprocess.Popen:
     log = open(log_path, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(config)],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ},
+    )
     log.close()
     deadline = time.monotonic() + 60
     while not sock.exists():
@@ -105,9 +121,11 @@ def main() -> dict[str, float]:
         print(f"   filled {USERS:,} users in {time.perf_counter() - started:.1f} s")
         sock = root / "c.sock"
         config = root / "kuloo.toml"
-        config.write_text(f'[daemon]\nstate_dir = "{state}"\n[control]\nsocket = "{sock}"\n'
-                          f'[clock]\nmode = "manual"\nstart = "{NOW.isoformat()}"\n[log]\nlevel = "warning"\n'
-                          '[sell]\nbase_url = "http://127.0.0.1:9"\nmax_attempts = 1\n')
+        config.write_text(
+            f'[daemon]\nstate_dir = "{state}"\n[control]\nsocket = "{sock}"\n'
+            f'[clock]\nmode = "manual"\nstart = "{NOW.isoformat()}"\n[log]\nlevel = "warning"\n'
+            '[sell]\nbase_url = "http://127.0.0.1:9"\nmax_attempts = 1\n'
+        )
         proc = _start(config, sock, root / "daemon.log")
         try:
             first = asyncio.run(_measure(str(sock), searches=False))

@@ -39,9 +39,15 @@ log = structlog.get_logger("kuloo.app")
 
 # Keys that can change on SIGHUP; the others need a restart.
 RELOADABLE = {
-    "daemon.shutdown_grace_seconds", "daemon.scheduler_tick_seconds", "log.format", "log.level",
-    "sell.verify_timeout_seconds", "sell.recheck_seconds",
-    "credentials.directory", "credentials.link_signing_key", "credentials.smtp_password",
+    "daemon.shutdown_grace_seconds",
+    "daemon.scheduler_tick_seconds",
+    "log.format",
+    "log.level",
+    "sell.verify_timeout_seconds",
+    "sell.recheck_seconds",
+    "credentials.directory",
+    "credentials.link_signing_key",
+    "credentials.smtp_password",
 }
 
 
@@ -144,11 +150,15 @@ async def _feed_watchdog(life: Lifecycle, interval: float) -> None:
         if life.scheduler.healthy(trio.current_time(), allowed):
             life.notifier.watchdog()
         else:
-            log.error("scheduler has not ticked; withholding the watchdog ping", allowed_seconds=allowed)
+            log.error(
+                "scheduler has not ticked; withholding the watchdog ping", allowed_seconds=allowed
+            )
         await trio.sleep(interval / 2)
 
 
-async def run_daemon(config: config_mod.Config, *, socket_path: str | None = None, notifier: Notifier | None = None) -> None:
+async def run_daemon(
+    config: config_mod.Config, *, socket_path: str | None = None, notifier: Notifier | None = None
+) -> None:
     notifier = notifier or Notifier()
     sockets = listen_sockets()
     notifier.status("opening the store")
@@ -162,17 +172,23 @@ async def run_daemon(config: config_mod.Config, *, socket_path: str | None = Non
         if not sockets:
             bound_path = socket_path or config["control.socket"]
             sockets = [bind_unix(bound_path, config["control.group"])]
-        links_socket, links_url = open_listener(config["links.listen"], config["links.max_connections"])
+        links_socket, links_url = open_listener(
+            config["links.listen"], config["links.max_connections"]
+        )
         listen = config["metrics.listen"]
         metrics_listener = bind_metrics(listen) if listen else None
         delivery = Delivery(services, links_url)
         links = LinksServer(services, delivery, (links_socket, links_url))
-        server = ControlServer(services, delivery, broadcaster, config["control.max_line_bytes"],
-                               links_url=links_url)
+        server = ControlServer(
+            services, delivery, broadcaster, config["control.max_line_bytes"], links_url=links_url
+        )
         life = Lifecycle(services, server, notifier, links)
         if metrics_listener is not None:
-            exporter = Exporter(services, control_connections=lambda: server.connections,
-                                events_dropped=lambda: broadcaster.dropped)
+            exporter = Exporter(
+                services,
+                control_connections=lambda: server.connections,
+                events_dropped=lambda: broadcaster.dropped,
+            )
             life.metrics = MetricsServer(exporter, metrics_listener)
         services.scheduler.jobs.extend(connection.jobs(services))
         services.scheduler.jobs.extend(engine.jobs(services))

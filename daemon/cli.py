@@ -32,37 +32,62 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the daemon in the foreground (as systemd does)")
-    run.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML configuration (default {DEFAULT_CONFIG})")
-    run.add_argument("--socket", help="bind the control socket here instead of [control] socket "
-                     "(ignored under socket activation)")
+    run.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"TOML configuration (default {DEFAULT_CONFIG})"
+    )
+    run.add_argument(
+        "--socket",
+        help="bind the control socket here instead of [control] socket "
+        "(ignored under socket activation)",
+    )
 
     mig = sub.add_parser("migrate", help="create or upgrade the database schema, then exit")
-    mig.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML configuration (default {DEFAULT_CONFIG})")
+    mig.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"TOML configuration (default {DEFAULT_CONFIG})"
+    )
 
     chk = sub.add_parser("check-config", help="report every problem in a configuration file")
-    chk.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML configuration (default {DEFAULT_CONFIG})")
+    chk.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"TOML configuration (default {DEFAULT_CONFIG})"
+    )
 
-    dk = sub.add_parser("dkim-record", help="print the DNS TXT record of the DKIM key ([dkim])",
-                        description="Prints the TXT record to publish at "
-                        "<selector>._domainkey.<domain> for the dkim-private-key credential, in "
-                        "zone-file form (p= split into strings of at most 255 characters).")
-    dk.add_argument("--config", default=DEFAULT_CONFIG,
-                    help=f"TOML configuration (default {DEFAULT_CONFIG})")
+    dk = sub.add_parser(
+        "dkim-record",
+        help="print the DNS TXT record of the DKIM key ([dkim])",
+        description="Prints the TXT record to publish at "
+        "<selector>._domainkey.<domain> for the dkim-private-key credential, in "
+        "zone-file form (p= split into strings of at most 255 characters).",
+    )
+    dk.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"TOML configuration (default {DEFAULT_CONFIG})"
+    )
 
-    bak = sub.add_parser("backup", help="write a consistent copy of the SQLite database, "
-                         "while the daemon runs (PostgreSQL: use pg_dump)",
-                         description="Writes a consistent copy of the SQLite database to a new file "
-                         "(mode 0600: it holds the channels' Sell tokens) while the daemon runs. Keep it "
-                         "with the credentials folder: both are needed to restore.")
-    bak.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML configuration (default {DEFAULT_CONFIG})")
-    bak.add_argument("--to", required=True, metavar="PATH", help="the new backup file (never overwritten)")
+    bak = sub.add_parser(
+        "backup",
+        help="write a consistent copy of the SQLite database, "
+        "while the daemon runs (PostgreSQL: use pg_dump)",
+        description="Writes a consistent copy of the SQLite database to a new file "
+        "(mode 0600: it holds the channels' Sell tokens) while the daemon runs. Keep it "
+        "with the credentials folder: both are needed to restore.",
+    )
+    bak.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"TOML configuration (default {DEFAULT_CONFIG})"
+    )
+    bak.add_argument(
+        "--to", required=True, metavar="PATH", help="the new backup file (never overwritten)"
+    )
 
-    res = sub.add_parser("restore", help="put a backup in place of the database (the daemon stopped)",
-                         description="Checks that the copy opens and that its schema is one this version "
-                         "knows, moves the current database aside (kept, named .before-restore-TIME), and "
-                         "puts the copy in place. The next sync reads Sell whole and looks up users "
-                         "before pushing them; delivery starts paused until `kuloo-ctl delivery.resume`.")
-    res.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML configuration (default {DEFAULT_CONFIG})")
+    res = sub.add_parser(
+        "restore",
+        help="put a backup in place of the database (the daemon stopped)",
+        description="Checks that the copy opens and that its schema is one this version "
+        "knows, moves the current database aside (kept, named .before-restore-TIME), and "
+        "puts the copy in place. The next sync reads Sell whole and looks up users "
+        "before pushing them; delivery starts paused until `kuloo-ctl delivery.resume`.",
+    )
+    res.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"TOML configuration (default {DEFAULT_CONFIG})"
+    )
     res.add_argument("--from", dest="source", required=True, metavar="PATH", help="the backup file")
     return parser
 
@@ -100,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     from .store.files import StoreFileError, hold_state, share_state
 
     if args.command in ("backup", "restore") and config.store_url:
-        print(f"kuloo-daemon: {args.command}: the store is PostgreSQL ({config.store_url}); back it up and "
-              "restore it with pg_dump and pg_restore", file=sys.stderr)
+        print(
+            f"kuloo-daemon: {args.command}: the store is PostgreSQL ({config.store_url}); back it up and "
+            "restore it with pg_dump and pg_restore",
+            file=sys.stderr,
+        )
         return 2
     try:
         if args.command == "backup":  # beside a running daemon: no lock
@@ -110,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             with hold_state(config.state_dir, config.database_path):
                 return _restore(config, args.source)
         # SQLite serves one daemon (the lock); on PostgreSQL several daemons share the work.
-        holding = share_state(config.state_dir) if config.store_url else hold_state(config.state_dir, config.database_path)
+        holding = (
+            share_state(config.state_dir)
+            if config.store_url
+            else hold_state(config.state_dir, config.database_path)
+        )
         with holding:
             return _migrate(config) if args.command == "migrate" else _run(config, args.socket)
     except OSError as exc:  # the lock file could not be written: a full disk says so in one line
@@ -135,8 +167,10 @@ def _dkim_record(config: config_mod.Config) -> int:
     try:
         key = config_mod.dkim_key(config)
     except (DkimKeyError, OSError) as exc:
-        print(f"kuloo-daemon: credentials.dkim_private_key: the DKIM key does not load: {exc}",
-              file=sys.stderr)
+        print(
+            f"kuloo-daemon: credentials.dkim_private_key: the DKIM key does not load: {exc}",
+            file=sys.stderr,
+        )
         return 2
     print(dkim_record(key))
     return 0
@@ -152,8 +186,10 @@ def _backup(config: config_mod.Config, target: str) -> int:
     written = backup(config.database_path, target, progress)
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    print(f"{written}: backup of {config.database_path} written (mode 0600); keep it with the credentials "
-          f"folder ({config.credentials_dir() or 'not configured'})")
+    print(
+        f"{written}: backup of {config.database_path} written (mode 0600); keep it with the credentials "
+        f"folder ({config.credentials_dir() or 'not configured'})"
+    )
     return 0
 
 
@@ -162,8 +198,10 @@ def _restore(config: config_mod.Config, source: str) -> int:
 
     aside = restore(source, config.database_path, config.state_dir)
     kept = f"the previous database is kept as {aside}" if aside else "there was no database before"
-    print(f"{config.database_path}: restored from {source}; {kept}. "
-          "Delivery is paused: check the outbox, then run `kuloo-ctl delivery.resume`.")
+    print(
+        f"{config.database_path}: restored from {source}; {kept}. "
+        "Delivery is paused: check the outbox, then run `kuloo-ctl delivery.resume`."
+    )
     return 0
 
 
@@ -209,14 +247,18 @@ def _disk_full(exc: BaseException) -> bool:
 
     leaves = [exc]
     while any(isinstance(e, BaseExceptionGroup) for e in leaves):
-        leaves = [x for e in leaves
-                  for x in (e.exceptions if isinstance(e, BaseExceptionGroup) else (e,))]
+        leaves = [
+            x for e in leaves for x in (e.exceptions if isinstance(e, BaseExceptionGroup) else (e,))
+        ]
     full = next((e for e in leaves if classify(e) == FULL), None)
     if full is None:
         return False
-    print("kuloo-daemon: cannot start: the disk under the database is full "
-          f"({type(full).__name__}: {str(full).splitlines()[0][:160] if str(full) else ''}); "
-          "free some space, then start again", file=sys.stderr)
+    print(
+        "kuloo-daemon: cannot start: the disk under the database is full "
+        f"({type(full).__name__}: {str(full).splitlines()[0][:160] if str(full) else ''}); "
+        "free some space, then start again",
+        file=sys.stderr,
+    )
     return True
 
 

@@ -94,7 +94,9 @@ class ManualClock(Clock):
 
     mode = MANUAL
 
-    def __init__(self, at: datetime, persist: Callable[[datetime], Awaitable[None]] = _no_persist) -> None:
+    def __init__(
+        self, at: datetime, persist: Callable[[datetime], Awaitable[None]] = _no_persist
+    ) -> None:
         if at.tzinfo is None:
             raise ClockError("a manual clock needs an aware time")
         self._now = at.astimezone(UTC)
@@ -133,7 +135,9 @@ class ManualClock(Clock):
             except OverflowError:
                 raise ClockError("that time is beyond the calendar") from None
             if at < self._now:
-                raise ClockError(f"the clock cannot go backwards: it is {iso(self._now)}, asked for {iso(at)}")
+                raise ClockError(
+                    f"the clock cannot go backwards: it is {iso(self._now)}, asked for {iso(at)}"
+                )
             await self._persist(at)
             self._now = at
             self.moves += 1

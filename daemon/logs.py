@@ -32,9 +32,13 @@ import structlog
 
 from .secrets import Secret, mask, scrub_known
 
-SECRET_KEYS = re.compile(r"(token|password|secret|authorization|api_key|signing_key|credential)", re.I)
+SECRET_KEYS = re.compile(
+    r"(token|password|secret|authorization|api_key|signing_key|credential)", re.I
+)
 # 32+ characters of token alphabet with at least one digit: Sell tokens are 64 hex-ish chars.
-TOKEN_SHAPED = re.compile(r"(?<![A-Za-z0-9_\-])(?=[A-Za-z0-9_\-]*\d)[A-Za-z0-9_\-]{32,}(?![A-Za-z0-9_\-])")
+TOKEN_SHAPED = re.compile(
+    r"(?<![A-Za-z0-9_\-])(?=[A-Za-z0-9_\-]*\d)[A-Za-z0-9_\-]{32,}(?![A-Za-z0-9_\-])"
+)
 # Stops at quotes and backslashes, so that it also applies to a rendered JSON line.
 BEARER = re.compile(r"(Bearer\s+)[^\s\"'\\]+", re.I)
 
@@ -45,7 +49,10 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, str):
         return _scrub_text(value)
     if isinstance(value, dict):
-        return {k: (_mask_any(v) if isinstance(k, str) and SECRET_KEYS.search(k) else _scrub(v)) for k, v in value.items()}
+        return {
+            k: (_mask_any(v) if isinstance(k, str) and SECRET_KEYS.search(k) else _scrub(v))
+            for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return type(value)(_scrub(v) for v in value)
     if isinstance(value, BaseException):
@@ -102,7 +109,9 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact,
     ]
-    tail: list[Any] = [structlog.processors.format_exc_info, redact_rendered] if use_json else [redact_rendered]
+    tail: list[Any] = (
+        [structlog.processors.format_exc_info, redact_rendered] if use_json else [redact_rendered]
+    )
     renderer = _scrubbed_renderer(
         structlog.processors.JSONRenderer()
         if use_json

@@ -51,7 +51,12 @@ def effective_due(job: Job, now: float, not_before: dict[str, float]) -> float:
     return max(job.due(now), not_before.get(job.name, float("-inf")))
 
 
-def next_wakeup(jobs: Sequence[Job | ClockJob], now: float, tick: float, not_before: dict[str, float] | None = None) -> float:
+def next_wakeup(
+    jobs: Sequence[Job | ClockJob],
+    now: float,
+    tick: float,
+    not_before: dict[str, float] | None = None,
+) -> float:
     """When the loop should wake for monotonic reasons: the earliest due job, a job's
     back-off after running, or at least once per tick."""
     not_before = not_before or {}
@@ -70,7 +75,9 @@ def next_clock_due(jobs: Sequence[Job | ClockJob], now: datetime) -> datetime | 
     return min(times, default=None)
 
 
-def is_due(job: Job | ClockJob, mono_now: float, clock_now: datetime, not_before: dict[str, float]) -> bool:
+def is_due(
+    job: Job | ClockJob, mono_now: float, clock_now: datetime, not_before: dict[str, float]
+) -> bool:
     if mono_now < not_before.get(job.name, float("-inf")):
         return False
     if isinstance(job, Job):
@@ -79,8 +86,13 @@ def is_due(job: Job | ClockJob, mono_now: float, clock_now: datetime, not_before
     return due is not None and due <= clock_now
 
 
-def start_lag(job: Job | ClockJob, now: float, clock_now: datetime, previous_tick: float,
-              not_before: dict[str, float]) -> float:
+def start_lag(
+    job: Job | ClockJob,
+    now: float,
+    clock_now: datetime,
+    previous_tick: float,
+    not_before: dict[str, float],
+) -> float:
     """Seconds from a job being due to its start at ``now``: how late it is, but never more
     than the time since the previous tick, which saw it not yet due (a manual clock moved a
     day ahead, or a channel left unsynced while the daemon was down, is not scheduler lag)."""
@@ -113,7 +125,9 @@ class Scheduler:
         self.ticks = 0
         self._not_before: dict[str, float] = {}
         self._running: set[str] = set()
-        self._started_at_move: dict[str, int] = {}  # job -> the clock's move count when it last started
+        self._started_at_move: dict[
+            str, int
+        ] = {}  # job -> the clock's move count when it last started
         self._starts: dict[str, int] = {}  # job -> how many times it started
         self._progress = trio.Event()  # set (and replaced) whenever a job starts or ends
         self._wake = trio.Event()  # set (and replaced) when a clock job ends: it may be due again
@@ -231,8 +245,10 @@ class Scheduler:
                 await self._progress.wait()
                 pending = self._pending_since(move)
         ran = sorted(
-            job.name for job in self.jobs
-            if isinstance(job, ClockJob) and self._starts.get(job.name, 0) > before.get(job.name, 0)
+            job.name
+            for job in self.jobs
+            if isinstance(job, ClockJob)
+            and self._starts.get(job.name, 0) > before.get(job.name, 0)
             and job.name not in pending
         )
         return Settled(ran=ran, pending=sorted(pending))

@@ -69,8 +69,13 @@ class Fence:
     knows it overslept before it writes anything. ``check`` reads two floats and is safe
     to call from a worker thread (the SMTP send loop)."""
 
-    def __init__(self, limit: float, confirmed: float,
-                 monotonic: Callable[[], float] = time.monotonic, label: str = "") -> None:
+    def __init__(
+        self,
+        limit: float,
+        confirmed: float,
+        monotonic: Callable[[], float] = time.monotonic,
+        label: str = "",
+    ) -> None:
         self.limit = limit
         self.confirmed = confirmed
         self.monotonic = monotonic
@@ -84,8 +89,9 @@ class Fence:
 
     def check(self) -> None:
         if not self.ok():
-            raise LeaseLost(f"the {self.label or 'lease'} may have been taken over: "
-                            "stopped before writing")
+            raise LeaseLost(
+                f"the {self.label or 'lease'} may have been taken over: stopped before writing"
+            )
 
 
 def _always_ok() -> None:
@@ -109,8 +115,13 @@ class Leases:
 
     FENCE = 2 / 3  # of lease_seconds: beyond it, no external write under the lease
 
-    def __init__(self, store: Store, clock: Clock, seconds: float,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        seconds: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.seconds = seconds
@@ -141,45 +152,69 @@ class Leases:
         told = False
         while True:
             asked = self.monotonic()
-            claim = await self.store.run(leases.claim, channel_id, kind, self.id, self.seconds, self.clock.now())
+            claim = await self.store.run(
+                leases.claim, channel_id, kind, self.id, self.seconds, self.clock.now()
+            )
             if claim.held or not wait:
                 break
             if not told:
-                log.info("waiting for another daemon's lease", channel_id=channel_id, kind=kind, holder=claim.holder)
+                log.info(
+                    "waiting for another daemon's lease",
+                    channel_id=channel_id,
+                    kind=kind,
+                    holder=claim.holder,
+                )
                 told = True
             await trio.sleep(min(1.0, self.seconds / 4))
         if not claim.held:
             yield False
             return
         if claim.taken_over:
-            log.warning("took over an expired lease", channel_id=channel_id, kind=kind, dead=claim.taken_over)
+            log.warning(
+                "took over an expired lease",
+                channel_id=channel_id,
+                kind=kind,
+                dead=claim.taken_over,
+            )
         key = (channel_id, kind)
         try:
             # Fencing: the work stops when ``keep_alive`` finds the lease gone (this daemon
             # stalled past ``lease_until`` and another took over) or cannot renew it in time.
             with trio.CancelScope() as scope:
                 self._held[key] = (scope, self.monotonic())
-                self._fences[key] = Fence(self.seconds * self.FENCE, asked, self.monotonic,
-                                          f"{kind} lease of channel {channel_id}")
+                self._fences[key] = Fence(
+                    self.seconds * self.FENCE,
+                    asked,
+                    self.monotonic,
+                    f"{kind} lease of channel {channel_id}",
+                )
                 try:
                     yield True
                 except LeaseLost as exc:  # the fence refused a write: the work stopped
-                    log.warning("lease not certainly ours: the work stopped before writing",
-                                channel_id=channel_id, kind=kind, error=str(exc))
+                    log.warning(
+                        "lease not certainly ours: the work stopped before writing",
+                        channel_id=channel_id,
+                        kind=kind,
+                        error=str(exc),
+                    )
             if scope.cancelled_caught:
-                log.warning("lease lost: the channel's work stopped", channel_id=channel_id, kind=kind)
+                log.warning(
+                    "lease lost: the channel's work stopped", channel_id=channel_id, kind=kind
+                )
         finally:
             self._held.pop(key, None)
             self._fences.pop(key, None)
             now = self.clock.now()
             with trio.CancelScope(shield=True), trio.move_on_after(10):
                 try:
-                    await self.store.run(leases.release, channel_id, kind, self.id, claim.last_run,
-                                         now)
+                    await self.store.run(
+                        leases.release, channel_id, kind, self.id, claim.last_run, now
+                    )
                 except StoreUnavailable:  # released as soon as the store answers again
                     self.store.health.on_recovery(
                         f"release the {kind} lease of channel {channel_id}",
-                        lambda: leases.release(channel_id, kind, self.id, claim.last_run, now))
+                        lambda: leases.release(channel_id, kind, self.id, claim.last_run, now),
+                    )
 
     def fence(self, kind: str, channel_id: int) -> Callable[[], None]:
         """The check before an external write under the channel's ``kind`` lease: raises
@@ -188,8 +223,9 @@ class Leases:
         fence = self._fences.get((channel_id, kind)) if self.shared else None
         return fence.check if fence is not None else _always_ok
 
-    async def keep_alive(self, *,
-                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def keep_alive(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         task_status.started()
         if not self.shared:
             return
@@ -247,9 +283,14 @@ class Events:
         except RuntimeError:  # the store is closing: nobody to tell
             pass
 
-    async def run(self, publish: Callable[[], Publish], on_gap: Callable[[], None] = lambda: None, *,
-                  listen_timeout: float = 10.0,
-                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self,
+        publish: Callable[[], Publish],
+        on_gap: Callable[[], None] = lambda: None,
+        *,
+        listen_timeout: float = 10.0,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Relay events until cancelled; started once listening (or after ``listen_timeout``)."""
         if not self.store.postgres:
             task_status.started()
@@ -259,13 +300,18 @@ class Events:
         send, receive = trio.open_memory_channel[events_store.Note | None](self.QUEUE)
         listening = trio.Event()
 
-        def put(item: events_store.Note | None) -> None:  # on trio's thread, as a run_sync_soon callback
+        def put(
+            item: events_store.Note | None,
+        ) -> None:  # on trio's thread, as a run_sync_soon callback
             try:
                 send.send_nowait(item)
             except trio.WouldBlock:
                 self.dropped += 1
                 if self.dropped == 1 or self.dropped % 1000 == 0:
-                    log.warning("events from other daemons dropped (this daemon is behind)", dropped=self.dropped)
+                    log.warning(
+                        "events from other daemons dropped (this daemon is behind)",
+                        dropped=self.dropped,
+                    )
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 pass  # stopping: nobody reads them any more
             except Exception:  # an error escaping a run_sync_soon callback would end the trio run
@@ -281,13 +327,17 @@ class Events:
             if number > 1:
                 hand_over(None)  # None: "events may have been missed"
 
-        self.relay = events_store.Relay(self.store.target, self.origin, hand_over, on_listening=on_listening)
+        self.relay = events_store.Relay(
+            self.store.target, self.origin, hand_over, on_listening=on_listening
+        )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.store.run, self.relay.run)
             with trio.move_on_after(listen_timeout):
                 await listening.wait()
             if not listening.is_set():
-                log.warning("not yet listening for other daemons' events; going on", seconds=listen_timeout)
+                log.warning(
+                    "not yet listening for other daemons' events; going on", seconds=listen_timeout
+                )
             task_status.started()
             async for note in receive:
                 if note is None:
@@ -328,7 +378,9 @@ async def make_clock(config: Config, store: Store) -> Clock:
     """The wall clock, or a manual one resumed from the store (a fresh store: ``clock.start``)."""
     if config["clock.mode"] != "manual":
         return WallClock()
-    start: datetime = parse_instant(config["clock.start"]) if config["clock.start"] else WallClock().now()
+    start: datetime = (
+        parse_instant(config["clock.start"]) if config["clock.start"] else WallClock().now()
+    )
     at = await store.run(clock_time.load_or_start, start)
 
     async def persist(moved_to: datetime) -> None:
@@ -338,8 +390,9 @@ async def make_clock(config: Config, store: Store) -> Clock:
 
 
 @asynccontextmanager
-async def open_services(config: Config, publish: Publish = _drop, *,
-                        render: Callable[[str, Any], Any] = _as_is) -> AsyncIterator[Services]:
+async def open_services(
+    config: Config, publish: Publish = _drop, *, render: Callable[[str, Any], Any] = _as_is
+) -> AsyncIterator[Services]:
     """Open the store and the Sell client pool, set the clock, tidy up after a crash.
 
     ``Services.publish`` renders each event once (``render``: JSON-ready data; ``app``
@@ -347,14 +400,17 @@ async def open_services(config: Config, publish: Publish = _drop, *,
     subscribers) and, on PostgreSQL, to the other daemons (``Events.notify``); the events
     this daemon publishes also reach ``Services.metrics``."""
     metrics = Metrics(per_channel=config["metrics.per_channel"])
-    async with Store.open(store_location(config)) as store, ClientPool(
-        config["sell.base_url"],
-        rate_per_second=config["sell.requests_per_second"],
-        timeout=config["sell.timeout_seconds"],
-        max_attempts=config["sell.max_attempts"],
-        max_response_bytes=config["sell.max_response_bytes"],
-        on_request=metrics.sell_request,
-    ) as sell_pool:
+    async with (
+        Store.open(store_location(config)) as store,
+        ClientPool(
+            config["sell.base_url"],
+            rate_per_second=config["sell.requests_per_second"],
+            timeout=config["sell.timeout_seconds"],
+            max_attempts=config["sell.max_attempts"],
+            max_response_bytes=config["sell.max_response_bytes"],
+            on_request=metrics.sell_request,
+        ) as sell_pool,
+    ):
         clock = await make_clock(config, store)
         lease = Leases(store, clock, config["store.lease_seconds"])
         if store.postgres:
@@ -364,10 +420,14 @@ async def open_services(config: Config, publish: Publish = _drop, *,
         else:
             interrupted = await store.run(sync_runs.fail_interrupted, clock.now())
             if interrupted:
-                log.warning("sync runs left running by a crash marked failed", sync_runs=interrupted)
+                log.warning(
+                    "sync runs left running by a crash marked failed", sync_runs=interrupted
+                )
             uncertain = await store.run(delivery_store.mark_interrupted, clock.now())
             if uncertain:
-                log.warning("emails that may have left before a crash marked uncertain", outbox=uncertain)
+                log.warning(
+                    "emails that may have left before a crash marked uncertain", outbox=uncertain
+                )
         scheduler = Scheduler(config["daemon.scheduler_tick_seconds"], clock)
         scheduler.on_start = metrics.scheduler_started
         events = Events(store, lease.id)
@@ -380,12 +440,22 @@ async def open_services(config: Config, publish: Publish = _drop, *,
             events.notify(event, rendered)  # PostgreSQL: to every other daemon, once
 
         try:
-            services = Services(config, store, sell_pool, clock, scheduler, lease, events, publish_all,
-                                metrics=metrics)
+            services = Services(
+                config,
+                store,
+                sell_pool,
+                clock,
+                scheduler,
+                lease,
+                events,
+                publish_all,
+                metrics=metrics,
+            )
             # The database unreachable or its disk full, and its return: ``store.state`` to the
             # subscribers (the TUI's banner), as ``status``' ``store_state`` shows it.
             store.health.on_change.append(
-                lambda _state: services.publish("store.state", store.health.document()))
+                lambda _state: services.publish("store.state", store.health.document())
+            )
             yield services
         finally:
             if store.postgres:

@@ -65,7 +65,9 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    if not text or any(c not in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_" for c in text):
+    if not text or any(
+        c not in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_" for c in text
+    ):
         raise BadToken("not a token")
     try:
         data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -109,8 +111,10 @@ class Signer:
     def sign(self, claim: Claim) -> str:
         # Exactly json.dumps([...], separators=(",", ":"), ensure_ascii=True), built directly:
         # this runs for every link of every email.
-        payload = (f'["{Purpose(claim.purpose).value}",{int(claim.channel)},{_json_str(claim.kuloo_id)},'
-                   f'{_json_str(claim.target)},{int(claim.expires)}]').encode("ascii")
+        payload = (
+            f'["{Purpose(claim.purpose).value}",{int(claim.channel)},{_json_str(claim.kuloo_id)},'
+            f"{_json_str(claim.target)},{int(claim.expires)}]"
+        ).encode("ascii")
         return f"{_b64(payload)}.{_b64(self._mac(0, payload))}"
 
     def verify(self, token: str, now: datetime, purpose: Purpose | None = None) -> Claim:
@@ -130,8 +134,12 @@ class Signer:
             claim = Claim(Purpose(raw_purpose), channel, kuloo_id, target, expires)
         except (ValueError, TypeError):
             raise BadToken("not a token") from None
-        if not (isinstance(claim.channel, int) and isinstance(claim.kuloo_id, str)
-                and isinstance(claim.target, str) and isinstance(claim.expires, int)):
+        if not (
+            isinstance(claim.channel, int)
+            and isinstance(claim.kuloo_id, str)
+            and isinstance(claim.target, str)
+            and isinstance(claim.expires, int)
+        ):
             raise BadToken("not a token")
         if purpose is not None and claim.purpose != purpose:
             raise BadToken("wrong kind of link")

@@ -110,7 +110,9 @@ def connection_after_token_change(new_token_set: bool) -> ConnectionStatus:
     return ConnectionStatus.UNVERIFIED if new_token_set else ConnectionStatus.NONE
 
 
-def connection_after_check(*, ok: bool, needs_new_token: bool, unreachable: bool) -> ConnectionStatus:
+def connection_after_check(
+    *, ok: bool, needs_new_token: bool, unreachable: bool
+) -> ConnectionStatus:
     """The status a finished check leaves; a check that could not reach Sell proves nothing."""
     if ok:
         return ConnectionStatus.VERIFIED
@@ -121,7 +123,9 @@ def connection_after_check(*, ok: bool, needs_new_token: bool, unreachable: bool
     return ConnectionStatus.FAILED
 
 
-def verified_at_after(status: ConnectionStatus, previous: datetime | None, now: datetime) -> datetime | None:
+def verified_at_after(
+    status: ConnectionStatus, previous: datetime | None, now: datetime
+) -> datetime | None:
     """When the connection was last known good: kept while unverified, cleared by a failure."""
     if status == ConnectionStatus.VERIFIED:
         return now
@@ -134,7 +138,9 @@ OUTBOX_MOVES: dict[OutboxState, frozenset[OutboxState]] = {
     OutboxState.QUEUED: frozenset({OutboxState.SENDING, OutboxState.CANCELLED}),
     OutboxState.SENDING: frozenset({OutboxState.SENT, OutboxState.FAILED, OutboxState.UNCERTAIN}),
     OutboxState.FAILED: frozenset({OutboxState.QUEUED, OutboxState.CANCELLED}),
-    OutboxState.UNCERTAIN: frozenset({OutboxState.QUEUED, OutboxState.CANCELLED}),  # an admin decides
+    OutboxState.UNCERTAIN: frozenset(
+        {OutboxState.QUEUED, OutboxState.CANCELLED}
+    ),  # an admin decides
     OutboxState.SENT: frozenset(),
     OutboxState.CANCELLED: frozenset(),
 }
@@ -258,7 +264,7 @@ def _last_active_to_kuloo(value: Any) -> dict[str, Any]:
 
 
 def _text_to_sell(attr: str) -> Callable[[Mapping[str, Any]], str | None]:
-    return lambda user: (user[attr] or None)
+    return lambda user: user[attr] or None
 
 
 def _text_to_kuloo(attr: str) -> Callable[[Any], dict[str, Any]]:
@@ -288,29 +294,90 @@ class MappedField:
         return self.choices
 
 
-SUBSCRIPTION_CHOICES = (Frequency.DAILY.value, Frequency.WEEKLY.value, Frequency.MONTHLY.value,
-                        SUBSCRIPTION_UNSUBSCRIBED)
+SUBSCRIPTION_CHOICES = (
+    Frequency.DAILY.value,
+    Frequency.WEEKLY.value,
+    Frequency.MONTHLY.value,
+    SUBSCRIPTION_UNSUBSCRIBED,
+)
 SOURCE_CHOICES = tuple(s.value for s in Source if s != Source.APP)
 
 FIELDS: tuple[MappedField, ...] = (
-    MappedField("Promo", "multi_select_list", ("promo_tags",), Direction.BOTH,
-                _promo_to_sell, _promo_to_kuloo, choices_are_tags=True),
-    MappedField("Subscription", "list", ("frequency", "unsubscribed"), Direction.BOTH,
-                _subscription_to_sell, _subscription_to_kuloo, choices=SUBSCRIPTION_CHOICES),
-    MappedField("Source", "list", ("source",), Direction.TO_SELL,
-                _source_to_sell, _source_to_kuloo, choices=SOURCE_CHOICES),
-    MappedField("Last active", "date", ("last_active",), Direction.TO_SELL,
-                _last_active_to_sell, _last_active_to_kuloo),
-    MappedField("KulooId", "string", ("kuloo_id",), Direction.TO_SELL,
-                _text_to_sell("kuloo_id"), _text_to_kuloo("kuloo_id")),
-    MappedField("Sync error", "string", ("sync_error",), Direction.TO_SELL,
-                _text_to_sell("sync_error"), _text_to_kuloo("sync_error")),
-    MappedField("email", "standard", ("email",), Direction.BOTH,
-                _text_to_sell("email"), _text_to_kuloo("email")),
-    MappedField("first_name", "standard", ("first_name",), Direction.BOTH,
-                _text_to_sell("first_name"), _text_to_kuloo("first_name")),
-    MappedField("last_name", "standard", ("last_name",), Direction.BOTH,
-                _text_to_sell("last_name"), _text_to_kuloo("last_name")),
+    MappedField(
+        "Promo",
+        "multi_select_list",
+        ("promo_tags",),
+        Direction.BOTH,
+        _promo_to_sell,
+        _promo_to_kuloo,
+        choices_are_tags=True,
+    ),
+    MappedField(
+        "Subscription",
+        "list",
+        ("frequency", "unsubscribed"),
+        Direction.BOTH,
+        _subscription_to_sell,
+        _subscription_to_kuloo,
+        choices=SUBSCRIPTION_CHOICES,
+    ),
+    MappedField(
+        "Source",
+        "list",
+        ("source",),
+        Direction.TO_SELL,
+        _source_to_sell,
+        _source_to_kuloo,
+        choices=SOURCE_CHOICES,
+    ),
+    MappedField(
+        "Last active",
+        "date",
+        ("last_active",),
+        Direction.TO_SELL,
+        _last_active_to_sell,
+        _last_active_to_kuloo,
+    ),
+    MappedField(
+        "KulooId",
+        "string",
+        ("kuloo_id",),
+        Direction.TO_SELL,
+        _text_to_sell("kuloo_id"),
+        _text_to_kuloo("kuloo_id"),
+    ),
+    MappedField(
+        "Sync error",
+        "string",
+        ("sync_error",),
+        Direction.TO_SELL,
+        _text_to_sell("sync_error"),
+        _text_to_kuloo("sync_error"),
+    ),
+    MappedField(
+        "email",
+        "standard",
+        ("email",),
+        Direction.BOTH,
+        _text_to_sell("email"),
+        _text_to_kuloo("email"),
+    ),
+    MappedField(
+        "first_name",
+        "standard",
+        ("first_name",),
+        Direction.BOTH,
+        _text_to_sell("first_name"),
+        _text_to_kuloo("first_name"),
+    ),
+    MappedField(
+        "last_name",
+        "standard",
+        ("last_name",),
+        Direction.BOTH,
+        _text_to_sell("last_name"),
+        _text_to_kuloo("last_name"),
+    ),
 )
 FIELD_BY_NAME: dict[str, MappedField] = {f.name: f for f in FIELDS}
 CUSTOM_FIELDS: tuple[MappedField, ...] = tuple(f for f in FIELDS if f.custom)
@@ -346,8 +413,15 @@ class Actor(StrEnum):
 
 # The user attributes whose Kuloo change time the merge compares with Sell's updated_at:
 # the ones that travel both ways (docs/sync-rules.md). users.update edits exactly these.
-EDITABLE_USER_FIELDS = ("email", "first_name", "last_name", "frequency", "unsubscribed", "add_to_crm",
-                        "promo_tags")
+EDITABLE_USER_FIELDS = (
+    "email",
+    "first_name",
+    "last_name",
+    "frequency",
+    "unsubscribed",
+    "add_to_crm",
+    "promo_tags",
+)
 
 
 # A Zendesk Sell API token as it may be entered: it goes into an HTTP header as it is, so
@@ -386,9 +460,17 @@ def valid_email(text: str) -> str:
         raise InvalidEmail(f"{address!r} contains control characters")
     local, at, domain = address.rpartition("@")
     labels = domain.split(".")
-    if (not at or not local or len(local) > 64 or not _EMAIL_LOCAL.match(local) or local.startswith(".")
-            or local.endswith(".") or ".." in local or len(labels) < 2
-            or not all(_EMAIL_LABEL.match(label) for label in labels)):
+    if (
+        not at
+        or not local
+        or len(local) > 64
+        or not _EMAIL_LOCAL.match(local)
+        or local.startswith(".")
+        or local.endswith(".")
+        or ".." in local
+        or len(labels) < 2
+        or not all(_EMAIL_LABEL.match(label) for label in labels)
+    ):
         raise InvalidEmail(f"{address!r} is not an email address like name@example.com")
     return address
 

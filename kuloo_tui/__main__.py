@@ -15,7 +15,10 @@ def main(argv: list[str] | None = None) -> int:
         "control socket. It reconnects on its own when the daemon restarts. Keys are shown in the "
         "footer; Ctrl+P opens the command palette with every action; Ctrl+Q quits.",
     )
-    parser.add_argument("--socket", help=f"control socket (default $KULOO_SOCKET, the --config's, or {DEFAULT_SOCKET})")
+    parser.add_argument(
+        "--socket",
+        help=f"control socket (default $KULOO_SOCKET, the --config's, or {DEFAULT_SOCKET})",
+    )
     parser.add_argument("--config", help="read the socket path from this daemon configuration")
     args = parser.parse_args(argv)
     try:

@@ -44,13 +44,22 @@ class KulooApp(App):
         self.channels: list[dict[str, Any]] = []
         self.sell_web_url = SELL_WEB  # the daemon's [sell] web_url, from ``status``
 
-    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
-               timeout: float | None = None, markup: bool = False) -> None:
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
         """Every notification here carries daemon or user text: literal, never markup."""
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     def on_mount(self) -> None:
-        self.run_worker(self._watch_daemon(), name="daemon connection", group="connection", exit_on_error=False)
+        self.run_worker(
+            self._watch_daemon(), name="daemon connection", group="connection", exit_on_error=False
+        )
         self.push_screen(DashboardScreen())
 
     async def _watch_daemon(self) -> None:
@@ -86,8 +95,9 @@ class KulooApp(App):
         self._show_banners()
         for screen in self._screens():
             screen.reload()
-        self.run_worker(self._load_store_state(), group="store-state", exclusive=True,
-                        exit_on_error=False)
+        self.run_worker(
+            self._load_store_state(), group="store-state", exclusive=True, exit_on_error=False
+        )
 
     async def _load_store_state(self) -> None:
         try:
@@ -149,20 +159,30 @@ class KulooApp(App):
     def sync_now(self, channel_id: int) -> None:
         if not self.client.connected:  # never "started" when it cannot be
             reason = self.down_reason or ""
-            self.notify(f"The daemon is not reachable: no sync started. {reason}".strip(),
-                        title="Sync", severity="error", timeout=8)
+            self.notify(
+                f"The daemon is not reachable: no sync started. {reason}".strip(),
+                title="Sync",
+                severity="error",
+                timeout=8,
+            )
             return
         if "sync.run" not in self.client.server.get("methods", ()):
             self.notify("This daemon has no sync yet.", severity="warning")
             return
-        self.run_worker(self._sync_now(channel_id), group=f"sync-{channel_id}", exclusive=True,
-                        exit_on_error=False, name="Sync")
+        self.run_worker(
+            self._sync_now(channel_id),
+            group=f"sync-{channel_id}",
+            exclusive=True,
+            exit_on_error=False,
+            name="Sync",
+        )
 
     async def _sync_now(self, channel_id: int) -> None:
         # "Running" only once the run has really begun and takes a while: a run that fails at
         # once (Sell not reachable) is never preceded by a hopeful toast.
-        running = self.set_timer(SYNC_RUNNING_AFTER,
-                                 lambda: self.notify("Sync running…", title="Sync"))
+        running = self.set_timer(
+            SYNC_RUNNING_AFTER, lambda: self.notify("Sync running…", title="Sync")
+        )
         try:
             run = await self.client.call("sync.run", {"channel": channel_id}, seconds=1800)
         except DaemonError as exc:
@@ -176,9 +196,14 @@ class KulooApp(App):
             standing = errors["total"]
         except (DaemonError, KeyError, TypeError):
             pass
-        self.notify(describe_run(run, standing), title="Sync",
-                    severity="information" if run["status"] in ("ok", "partial") and not standing
-                    else "warning", timeout=8)
+        self.notify(
+            describe_run(run, standing),
+            title="Sync",
+            severity="information"
+            if run["status"] in ("ok", "partial") and not standing
+            else "warning",
+            timeout=8,
+        )
 
     def action_refresh(self) -> None:
         if isinstance(self.screen, DaemonScreen):
@@ -198,8 +223,9 @@ def describe_run(run: dict[str, Any], standing_errors: int | None) -> str:
     if standing_errors:
         head += f" · {standing_errors:,} sync error{'s' if standing_errors != 1 else ''}"
     why = [str(run[k]) for k in ("reason", "error") if run.get(k)]
-    counts = ", ".join(f"{k.replace('_', ' ')} {v}"
-                       for k, v in (run.get("counts") or {}).items() if v)
+    counts = ", ".join(
+        f"{k.replace('_', ' ')} {v}" for k, v in (run.get("counts") or {}).items() if v
+    )
     return head + (f" ({'; '.join(why)})" if why else "") + (f": {counts}" if counts else "")
 
 

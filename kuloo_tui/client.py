@@ -28,8 +28,15 @@ from typing import Any
 
 from kuloo_daemon.control.protocol import ClientProtocol, ErrorReply, Event, ProtocolError
 
-__all__ = ["Connected", "DaemonClient", "DaemonError", "Disconnected", "Event", "Unreachable",
-           "default_socket_path"]
+__all__ = [
+    "Connected",
+    "DaemonClient",
+    "DaemonError",
+    "Disconnected",
+    "Event",
+    "Unreachable",
+    "default_socket_path",
+]
 
 DEFAULT_SOCKET = "/run/kuloo/control.sock"
 
@@ -129,8 +136,14 @@ class DaemonClient:
     # Errors that mean "the daemon is not there (yet)": retried with backoff.
     RETRYABLE = (ConnectionError, FileNotFoundError, TimeoutError, asyncio.IncompleteReadError)
 
-    def __init__(self, path: str, *, backoff_start: float = 0.2, backoff_max: float = 5.0,
-                 call_timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        backoff_start: float = 0.2,
+        backoff_max: float = 5.0,
+        call_timeout: float = 300.0,
+    ) -> None:
         self.path = path
         self.backoff_start = backoff_start
         self.backoff_max = backoff_max
@@ -155,7 +168,9 @@ class DaemonClient:
     def start(self) -> None:
         if self._task is None:
             self._connected = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._supervise(), name="kuloo-tui-client")
+            self._task = asyncio.get_running_loop().create_task(
+                self._supervise(), name="kuloo-tui-client"
+            )
 
     async def close(self) -> None:
         task, self._task = self._task, None
@@ -172,8 +187,9 @@ class DaemonClient:
         assert self._connected is not None, "start() first"
         await asyncio.wait_for(self._connected.wait(), seconds)
 
-    async def call(self, method: str, params: dict[str, Any] | None = None, *,
-                   seconds: float | None = None) -> Any:
+    async def call(
+        self, method: str, params: dict[str, Any] | None = None, *, seconds: float | None = None
+    ) -> Any:
         conn = self._conn
         if conn is None:
             raise Unreachable(f"the daemon at {self.path} is not reachable; reconnecting")
@@ -189,8 +205,10 @@ class DaemonClient:
         try:
             message = await asyncio.wait_for(future, seconds or self.call_timeout)
         except TimeoutError:
-            raise DaemonError("timeout", f"{method}: no answer from the daemon in "
-                              f"{seconds or self.call_timeout:g} s") from None
+            raise DaemonError(
+                "timeout",
+                f"{method}: no answer from the daemon in {seconds or self.call_timeout:g} s",
+            ) from None
         if isinstance(message, ErrorReply):
             raise DaemonError(message.code, message.message, message.details)
         return message.result
@@ -231,7 +249,8 @@ class DaemonClient:
 
     async def _open(self) -> _Connection:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(self.path, limit=16 * 64 * 1024 + 1), 10)
+            asyncio.open_unix_connection(self.path, limit=16 * 64 * 1024 + 1), 10
+        )
         conn = _Connection(reader, writer)
         reading = asyncio.get_running_loop().create_task(self._read_handshake(conn))
         try:
@@ -306,4 +325,3 @@ def _describe(exc: BaseException, path: str) -> str:
     if isinstance(exc, TimeoutError):
         return f"the daemon at {path} does not answer"
     return f"cannot reach the daemon at {path}: {exc}"
-

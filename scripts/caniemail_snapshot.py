@@ -32,11 +32,18 @@ def main(src: str) -> None:
             for platform, results in item["stats"].get(family, {}).items():
                 support[f"{family}.{platform}"] = newest(results)
         features[item["slug"]] = {"title": item["title"], "support": support}
-    OUT.write_text(json.dumps({
-        "source": f"npm caniemail {package['version']}",
-        "last_update_date": raw["last_update_date"],
-        "features": features,
-    }, indent=0, sort_keys=True) + "\n")
+    OUT.write_text(
+        json.dumps(
+            {
+                "source": f"npm caniemail {package['version']}",
+                "last_update_date": raw["last_update_date"],
+                "features": features,
+            },
+            indent=0,
+            sort_keys=True,
+        )
+        + "\n"
+    )
     print(f"wrote {OUT} ({len(features)} features)")
 
 

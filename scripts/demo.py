@@ -120,8 +120,14 @@ class Demo:
         if own_session:
             log = open(self.state / f"{name}.log", "ab")  # noqa: SIM115 — closed in stop()
             self.logs.append(log)
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, preexec_fn=_die_with_parent)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         else:  # the TUI: in our process group, so it owns the terminal with us
             proc = subprocess.Popen(argv, preexec_fn=_die_with_parent)
         self.procs[name] = proc
@@ -173,7 +179,9 @@ def _alive(pid: int) -> bool:
 
 def _cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
     except OSError:
         return ""
 
@@ -186,11 +194,21 @@ def clear_leftovers(state: Path) -> None:
     except (OSError, ValueError):
         return
     demo = pids.pop("demo", None)
-    if isinstance(demo, int) and demo != os.getpid() and _alive(demo) and "demo.py" in _cmdline(demo):
-        raise SystemExit(f"demo: a demo is already running on {state} (pid {demo}); quit its TUI, "
-                         f"or `kill {demo}`, then run it again")
-    left = [pid for pid in pids.values()
-            if isinstance(pid, int) and _alive(pid) and str(state) in _cmdline(pid)]
+    if (
+        isinstance(demo, int)
+        and demo != os.getpid()
+        and _alive(demo)
+        and "demo.py" in _cmdline(demo)
+    ):
+        raise SystemExit(
+            f"demo: a demo is already running on {state} (pid {demo}); quit its TUI, "
+            f"or `kill {demo}`, then run it again"
+        )
+    left = [
+        pid
+        for pid in pids.values()
+        if isinstance(pid, int) and _alive(pid) and str(state) in _cmdline(pid)
+    ]
     for pid in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -201,7 +219,9 @@ def clear_leftovers(state: Path) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     if left:
-        print(f"demo: stopped {len(left)} process(es) a previous demo left running", file=sys.stderr)
+        print(
+            f"demo: stopped {len(left)} process(es) a previous demo left running", file=sys.stderr
+        )
     path.unlink()
 
 
@@ -228,9 +248,15 @@ def refuse_strangers(state: Path) -> None:
     """Nothing but this demo may hold the state: a daemon started by hand is named, not used."""
     holder = _lock_holder(state)
     if holder is not None:
-        who = f"pid {holder}: {_cmdline(holder).strip() or '?'}" if holder > 0 else "an unknown process"
-        raise SystemExit(f"demo: a kuloo-daemon this demo did not start holds {state}'s database ({who}); "
-                         f"stop it{f' (kill {holder})' if holder > 0 else ''}, then run `make demo` again")
+        who = (
+            f"pid {holder}: {_cmdline(holder).strip() or '?'}"
+            if holder > 0
+            else "an unknown process"
+        )
+        raise SystemExit(
+            f"demo: a kuloo-daemon this demo did not start holds {state}'s database ({who}); "
+            f"stop it{f' (kill {holder})' if holder > 0 else ''}, then run `make demo` again"
+        )
     sock = state / "control.sock"
     if sock.exists():
         try:
@@ -238,8 +264,10 @@ def refuse_strangers(state: Path) -> None:
                 pid = client.call("status").get("pid")
         except (OSError, ControlError):
             return  # a stale socket file: the daemon replaces it
-        raise SystemExit(f"demo: a kuloo-daemon this demo did not start (pid {pid}) answers on {sock}; "
-                         f"stop it (kill {pid}), then run `make demo` again")
+        raise SystemExit(
+            f"demo: a kuloo-daemon this demo did not start (pid {pid}) answers on {sock}; "
+            f"stop it (kill {pid}), then run `make demo` again"
+        )
 
 
 def _port_free(port: int) -> bool:
@@ -280,8 +308,11 @@ def kept_port(setup: dict, name: str) -> int:
     if isinstance(port, int) and _port_free(port):
         return port
     if isinstance(port, int):
-        print(f"demo: port {port} ({name}) is taken now; using another one (earlier links to it will not "
-              "work)", file=sys.stderr)
+        print(
+            f"demo: port {port} ({name}) is taken now; using another one (earlier links to it will not "
+            "work)",
+            file=sys.stderr,
+        )
     setup[name] = _free_port()
     return setup[name]
 
@@ -289,17 +320,27 @@ def kept_port(setup: dict, name: str) -> int:
 def start_sellsim(demo: Demo, port: int = 0) -> str:
     log = demo.state / "sellsim.log"
     start = log.stat().st_size if log.exists() else 0
-    proc = demo.spawn("sellsim", [
-        str(BIN / "kuloo-sell-sim"), "--host", "127.0.0.1", "--port", str(port),
-        "--seed", str(ROOT / "config" / "sellsim-demo.json"), "--state", str(demo.state / "sellsim-state.json"),
-    ])
+    proc = demo.spawn(
+        "sellsim",
+        [
+            str(BIN / "kuloo-sell-sim"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--seed",
+            str(ROOT / "config" / "sellsim-demo.json"),
+            "--state",
+            str(demo.state / "sellsim-state.json"),
+        ],
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with open(log, "rb") as fh:
             fh.seek(start)
             for line in fh.read().decode(errors="replace").splitlines():
                 if "listening on http://" in line:
-                    return line[line.index("http://"):].strip()
+                    return line[line.index("http://") :].strip()
         if proc.poll() is not None:
             raise SystemExit(f"demo: sellsim exited with {proc.returncode}; see {log}")
         time.sleep(0.05)
@@ -309,8 +350,9 @@ def start_sellsim(demo: Demo, port: int = 0) -> str:
 def sellsim_call(url: str, method: str, path: str, body: dict | None = None) -> object:
     """sellsim's own HTTP API (``/_sim/...``): what a Sell user does in Sell's web UI."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read() or b"null")
 
@@ -348,15 +390,21 @@ def connect(path: str, proc: subprocess.Popen, log: Path, timeout: float = 30) -
             pid = client.call("status").get("pid")
             if pid != proc.pid:
                 client.close()
-                raise SystemExit(f"demo: the daemon answering {path} (pid {pid}) is not the one this demo "
-                                 f"started (pid {proc.pid}, see {log}); stop it (kill {pid}) and run `make demo` "
-                                 "again")
+                raise SystemExit(
+                    f"demo: the daemon answering {path} (pid {pid}) is not the one this demo "
+                    f"started (pid {proc.pid}, see {log}); stop it (kill {pid}) and run `make demo` "
+                    "again"
+                )
             return client
         except OSError:
             if proc.poll() is not None:
-                raise SystemExit(f"demo: the daemon exited with {proc.returncode}; see {log}") from None
+                raise SystemExit(
+                    f"demo: the daemon exited with {proc.returncode}; see {log}"
+                ) from None
             if time.monotonic() > deadline:
-                raise SystemExit(f"demo: the daemon's control socket did not come up; see {log}") from None
+                raise SystemExit(
+                    f"demo: the daemon's control socket did not come up; see {log}"
+                ) from None
             time.sleep(0.1)
 
 
@@ -375,7 +423,12 @@ def break_kulooid(client: ControlClient, channel: int, sell_url: str) -> dict:
     user = client.call("users.get", {"channel": channel, "email": BROKEN_EMAIL})
     crm = user.get("crm") or {}
     if crm.get("kind") == "lead" and crm.get("id"):
-        sellsim_call(sell_url, "PUT", f"/_sim/ui/lead/{crm['id']}", {"custom_fields": {"KulooId": BROKEN_VALUE}})
+        sellsim_call(
+            sell_url,
+            "PUT",
+            f"/_sim/ui/lead/{crm['id']}",
+            {"custom_fields": {"KulooId": BROKEN_VALUE}},
+        )
     return user
 
 
@@ -394,7 +447,9 @@ def set_up(demo: Demo, token: str, sync: bool = False) -> dict:
     setup = load_setup(state)
     first_time = not setup.get("set_up")
     sell_url = start_sellsim(demo, kept_port(setup, "sellsim_port"))
-    (state / "sellsim.url").write_text(sell_url + "\n")  # for scripts: SELL=$(cat demo-state/sellsim.url)
+    (state / "sellsim.url").write_text(
+        sell_url + "\n"
+    )  # for scripts: SELL=$(cat demo-state/sellsim.url)
     config = write_config(state, sell_url, kept_port(setup, "links_port"))
     save_setup(state, setup)
     daemon = start_daemon(demo, config)
@@ -403,7 +458,11 @@ def set_up(demo: Demo, token: str, sync: bool = False) -> dict:
     with connect(sock, daemon, state / "daemon.log") as client:
         doc = ensure_channel(client, token)
         channel = doc["id"]
-        articles = client.call("articles.import", {"channel": channel, "path": "."}) if first_time else None
+        articles = (
+            client.call("articles.import", {"channel": channel, "path": "."})
+            if first_time
+            else None
+        )
         if first_time:
             runs = (client.call("sync.run", {"channel": channel}),)
             break_kulooid(client, channel, sell_url)
@@ -415,8 +474,18 @@ def set_up(demo: Demo, token: str, sync: bool = False) -> dict:
         errors = client.call("sync.errors", {"channel": channel})["errors"]
         users = client.call("users.list", {"channel": channel, "limit": 1})["total"]
         status = client.call("status")
-    return {"sell_url": sell_url, "sock": sock, "doc": doc, "articles": articles, "runs": runs,
-            "errors": errors, "users": users, "status": status, "config": config, "first_time": first_time}
+    return {
+        "sell_url": sell_url,
+        "sock": sock,
+        "doc": doc,
+        "articles": articles,
+        "runs": runs,
+        "errors": errors,
+        "users": users,
+        "status": status,
+        "config": config,
+        "first_time": first_time,
+    }
 
 
 def describe_runs(runs: tuple) -> str:
@@ -429,8 +498,10 @@ def describe_runs(runs: tuple) -> str:
 def describe_articles(articles: dict | None) -> str:
     if articles is None:
         return "kept from the first set-up"
-    return (f"{articles['imported']} new, {articles['updated']} updated, {articles['unchanged']} unchanged, "
-            f"{len(articles['problems'])} problem(s) (the clipped one needs its page served)")
+    return (
+        f"{articles['imported']} new, {articles['updated']} updated, {articles['unchanged']} unchanged, "
+        f"{len(articles['problems'])} problem(s) (the clipped one needs its page served)"
+    )
 
 
 def summary(demo: Demo, s: dict, tui: bool) -> str:
@@ -439,18 +510,21 @@ def summary(demo: Demo, s: dict, tui: bool) -> str:
     problems = "".join(f"\n  - {p}" for p in doc["connection"]["problems"])
     errors = "".join(f"\n  - {e['email'] or '(no email)'}: {e['error']}" for e in s["errors"])
     broken = f" (a Sell user typed over {BROKEN_EMAIL}'s KulooId)" if s["first_time"] else ""
-    then = ("Opening the TUI (kuloo-tui); Ctrl+Q quits it and stops everything."
-            if tui else "Ctrl-C (or SIGTERM) stops the daemon and sellsim.")
+    then = (
+        "Opening the TUI (kuloo-tui); Ctrl+Q quits it and stops everything."
+        if tui
+        else "Ctrl-C (or SIGTERM) stops the daemon and sellsim."
+    )
     return f"""
 == Kuloo Sync demo ==
-sellsim (Zendesk Sell simulator): {s['sell_url']}   (state: {state / 'sellsim-state.json'})
-daemon: pid {status['pid']}, store {status['store']}, log {state / 'daemon.log'}
-links service (unsubscribe, frequency, signup): {(status.get('links') or {}).get('url')}
-business clock: {status['clock']['mode']}, now {status['clock']['now']} (it moves only when you move it)
-channel #{doc['id']} {doc['name']!r}: plan {doc['plan']}, token {doc['api_token']}, \
-connection {doc['connection']['status']}{problems}
-articles: {describe_articles(articles)}; emails go to {state / 'maildir'}
-sync: {describe_runs(s['runs'])}; {s['users']} users; {len(s['errors'])} sync error(s){broken}{errors}
+sellsim (Zendesk Sell simulator): {s["sell_url"]}   (state: {state / "sellsim-state.json"})
+daemon: pid {status["pid"]}, store {status["store"]}, log {state / "daemon.log"}
+links service (unsubscribe, frequency, signup): {(status.get("links") or {}).get("url")}
+business clock: {status["clock"]["mode"]}, now {status["clock"]["now"]} (it moves only when you move it)
+channel #{doc["id"]} {doc["name"]!r}: plan {doc["plan"]}, token {doc["api_token"]}, \
+connection {doc["connection"]["status"]}{problems}
+articles: {describe_articles(articles)}; emails go to {state / "maildir"}
+sync: {describe_runs(s["runs"])}; {s["users"]} users; {len(s["errors"])} sync error(s){broken}{errors}
 Try, in another terminal (the README walks through more):
   {ctl} status
   {ctl} users list --query ines
@@ -468,7 +542,9 @@ def keep_daemon_up(demo: Demo, config: Path, stop: threading.Event) -> None:
         daemon = demo.procs.get("daemon")
         if daemon is not None and daemon.poll() is not None and not stop.is_set():
             with open(demo.state / "daemon.log", "ab") as log:
-                log.write(f"demo: the daemon exited with {daemon.returncode}; starting it again\n".encode())
+                log.write(
+                    f"demo: the daemon exited with {daemon.returncode}; starting it again\n".encode()
+                )
             start_daemon(demo, config)
 
 
@@ -499,12 +575,23 @@ def run_tui(demo: Demo, sock: str, config: Path | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--state", default=str(ROOT / "demo-state"), help="folder for all demo state (./demo-state)")
-    parser.add_argument("--reset", action="store_true", help="delete the state folder first and start over")
-    parser.add_argument("--no-tui", action="store_true",
-                        help="do not open the TUI: print how to reach the demo and wait for Ctrl-C or SIGTERM")
-    parser.add_argument("--smoke", action="store_true", help="set everything up, print the summary and stop")
-    parser.add_argument("--sync", action="store_true", help="on a resume, sync once before opening the TUI")
+    parser.add_argument(
+        "--state", default=str(ROOT / "demo-state"), help="folder for all demo state (./demo-state)"
+    )
+    parser.add_argument(
+        "--reset", action="store_true", help="delete the state folder first and start over"
+    )
+    parser.add_argument(
+        "--no-tui",
+        action="store_true",
+        help="do not open the TUI: print how to reach the demo and wait for Ctrl-C or SIGTERM",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="set everything up, print the summary and stop"
+    )
+    parser.add_argument(
+        "--sync", action="store_true", help="on a resume, sync once before opening the TUI"
+    )
     args = parser.parse_args(argv)
     state = Path(args.state).resolve()
     if state.exists():
@@ -532,7 +619,10 @@ def main(argv: list[str] | None = None) -> int:
             while all(p.poll() is None for p in demo.procs.values()):
                 time.sleep(0.5)
             gone = [name for name, p in demo.procs.items() if p.poll() is not None]
-            print(f"demo: {', '.join(gone)} exited; stopping everything (see {state}/*.log)", file=sys.stderr)
+            print(
+                f"demo: {', '.join(gone)} exited; stopping everything (see {state}/*.log)",
+                file=sys.stderr,
+            )
             code = 1
     except (KeyboardInterrupt, Stop):
         code = 0
@@ -543,8 +633,10 @@ def main(argv: list[str] | None = None) -> int:
         stopped = demo.stop()
     if not args.smoke:
         what = " and ".join(stopped) if stopped else "nothing (everything had already exited)"
-        print(f"demo: stopped {what}; {state} is kept (`make demo` resumes it, "
-              "`make demo DEMO_ARGS=--reset` starts over)")
+        print(
+            f"demo: stopped {what}; {state} is kept (`make demo` resumes it, "
+            "`make demo DEMO_ARGS=--reset` starts over)"
+        )
     return code
 
 

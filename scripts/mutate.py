@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+
 @dataclass(frozen=True)
 class Target:
     """One module under mutation: the tests meant to catch its bugs and, optionally, the
@@ -48,9 +49,18 @@ MODULES: dict[str, Target] = {
     "crm/errors.py": Target(("tests/crm/test_crm_errors.py",)),
     "crm/feed.py": Target(
         ("tests/crm/test_crm_feed.py", "tests/crm/test_crm_feed_pure.py"),
-        only=("new_state", "normalize_state", "fingerprint", "_fingerprint_ts", "poll_select",
-              "poll_advance", "sync_change", "RecordChanged.*", "ChangeFeed._probe_due"),
-    ),  # fmt: skip
+        only=(
+            "new_state",
+            "normalize_state",
+            "fingerprint",
+            "_fingerprint_ts",
+            "poll_select",
+            "poll_advance",
+            "sync_change",
+            "RecordChanged.*",
+            "ChangeFeed._probe_due",
+        ),
+    ),
     "crm/body.py": Target(("tests/crm/test_crm_transport.py", "tests/crm/test_crm_client_unit.py")),
     "crm/verify.py": Target(("tests/crm/test_crm_verify.py",)),
     "control/protocol.py": Target(
@@ -58,37 +68,50 @@ MODULES: dict[str, Target] = {
         deselect=("tests/control/test_protocol.py::test_golden_exchange",),
     ),
     "secrets.py": Target(
-        ("tests/daemon/test_logs_and_secrets.py", "tests/daemon/test_config.py",
-         "tests/daemon/test_secrets.py")
-    ),  # fmt: skip
+        (
+            "tests/daemon/test_logs_and_secrets.py",
+            "tests/daemon/test_config.py",
+            "tests/daemon/test_secrets.py",
+        )
+    ),
     "config.py": Target(
         ("tests/daemon/test_config.py", "tests/store/test_store_url.py"),
         # these see config.py only through a daemon subprocess (and a PostgreSQL server)
-        deselect=tuple(f"tests/store/test_store_url.py::{name}" for name in (
-            "test_check_config_shows_the_url_without_the_password",
-            "test_an_unreachable_server_stops_run_with_one_line_naming_it",
-            "test_a_schema_newer_than_the_code_is_refused",
-            "test_migrate_on_postgresql_brings_an_empty_database_up_to_date_and_takes_no_sqlite_lock",
-            "test_an_unreadable_password_credential_is_one_line_naming_the_file")),
-    ),  # fmt: skip
+        deselect=tuple(
+            f"tests/store/test_store_url.py::{name}"
+            for name in (
+                "test_check_config_shows_the_url_without_the_password",
+                "test_an_unreachable_server_stops_run_with_one_line_naming_it",
+                "test_a_schema_newer_than_the_code_is_refused",
+                "test_migrate_on_postgresql_brings_an_empty_database_up_to_date_and_takes_no_sqlite_lock",
+                "test_an_unreadable_password_credential_is_one_line_naming_the_file",
+            )
+        ),
+    ),
     # The sync's pure decisions (rules/) and delivery's (delivery/schedule.py): their
     # table and property tests, never the e2e files (a daemon subprocess per mutant).
     "rules/merge.py": Target(("tests/rules/test_merge.py",)),
     "rules/linking.py": Target(
         ("tests/rules/test_linking_caps.py", "tests/sync/test_conversion_cost.py"),
         # the engine against sellsim: slow per mutant; the scan's table tests are in the same file
-        deselect=tuple(f"tests/sync/test_conversion_cost.py::{name}" for name in (
-            "test_a_bulk_import_while_leads_are_linked_costs_a_listing_per_batch_not_a_read_per_contact",
-            "test_past_the_page_cap_the_contacts_still_open_are_asked_by_their_id")),
-    ),  # fmt: skip
+        deselect=tuple(
+            f"tests/sync/test_conversion_cost.py::{name}"
+            for name in (
+                "test_a_bulk_import_while_leads_are_linked_costs_a_listing_per_batch_not_a_read_per_contact",
+                "test_past_the_page_cap_the_contacts_still_open_are_asked_by_their_id",
+            )
+        ),
+    ),
     "rules/values.py": Target(("tests/rules/test_merge.py", "tests/rules/test_values.py")),
     "rules/importing.py": Target(("tests/sync/test_importing.py",)),
     "rules/caps.py": Target(("tests/rules/test_linking_caps.py",)),
     "rules/schedule.py": Target(
         ("tests/sync/test_schedule.py",),
-        deselect=("tests/sync/test_schedule.py::test_advancing_the_manual_clock_past_a_channel_s_due_time_runs_its_sync",
-                  "tests/sync/test_schedule.py::test_without_a_verified_channel_nothing_is_scheduled"),
-    ),  # fmt: skip
+        deselect=(
+            "tests/sync/test_schedule.py::test_advancing_the_manual_clock_past_a_channel_s_due_time_runs_its_sync",
+            "tests/sync/test_schedule.py::test_without_a_verified_channel_nothing_is_scheduled",
+        ),
+    ),
     "delivery/schedule.py": Target(("tests/delivery/test_schedule.py",)),
 }
 
@@ -121,16 +144,20 @@ def _make_copy(module: str, tests: list[str], deselect: tuple[str, ...] = ()) ->
             shutil.copy2(src, dst)
     target = f"kuloo_daemon/{module}"
     pyproject = (work / "pyproject.toml").read_text(encoding="utf-8")
-    pyproject += "\n[tool.mutmut]\n" + "\n".join(
-        [
-            'source_paths = ["kuloo_daemon"]',
-            f"only_mutate = {json.dumps([target])}",
-            f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
-            f"pytest_add_cli_args = {json.dumps(['-p', 'no:cacheprovider', '-q', *(a for t in deselect for a in ('--deselect', t))])}",
-            'also_copy = ["sellsim", "kuloo_tui", "config"]',
-            "use_git_change_detection = false",
-        ]
-    ) + "\n"
+    pyproject += (
+        "\n[tool.mutmut]\n"
+        + "\n".join(
+            [
+                'source_paths = ["kuloo_daemon"]',
+                f"only_mutate = {json.dumps([target])}",
+                f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
+                f"pytest_add_cli_args = {json.dumps(['-p', 'no:cacheprovider', '-q', *(a for t in deselect for a in ('--deselect', t))])}",
+                'also_copy = ["sellsim", "kuloo_tui", "config"]',
+                "use_git_change_detection = false",
+            ]
+        )
+        + "\n"
+    )
     (work / "pyproject.toml").write_text(pyproject, encoding="utf-8")
     return work
 
@@ -155,7 +182,9 @@ def _results(work: Path, module: str, globs: list[str]) -> dict[str, list[str]]:
 CAUGHT = {"killed", "timeout", "caught by type check", "segfault"}
 
 
-def run_module(module: str, keep: bool, show: bool = False, skip: tuple[str, ...] = ()) -> tuple[int, int, list[str], float, str]:
+def run_module(
+    module: str, keep: bool, show: bool = False, skip: tuple[str, ...] = ()
+) -> tuple[int, int, list[str], float, str]:
     target = MODULES[module]
     tests = [t for t in target.tests if (ROOT / t).exists() and t not in skip]
     globs = mutant_globs(module, target)
@@ -184,8 +213,14 @@ def run_module(module: str, keep: bool, show: bool = False, skip: tuple[str, ...
     survivors = sorted(n for status, names in res.items() if status not in CAUGHT for n in names)
     if show:
         for name in survivors:
-            diff = subprocess.run([mutmut, "show", name], cwd=work, env=env, capture_output=True,
-                                  text=True, check=False).stdout  # fmt: skip
+            diff = subprocess.run(
+                [mutmut, "show", name],
+                cwd=work,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
             print(diff.rstrip(), flush=True)
     if keep:
         print(f"  copy kept: {work}")
@@ -201,8 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
     parser.add_argument("--list", action="store_true", help="print surviving mutant names")
     parser.add_argument("--show", action="store_true", help="print each survivor's diff")
-    parser.add_argument("--skip-tests", nargs="+", default=[], metavar="FILE",
-                        help="leave these test files out (to measure what they add)")  # fmt: skip
+    parser.add_argument(
+        "--skip-tests",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="leave these test files out (to measure what they add)",
+    )
     args = parser.parse_args(argv)
     chosen = args.modules or list(MODULES)
     unknown = [m for m in chosen if m not in MODULES]
@@ -210,11 +250,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown module(s) {unknown}; known: {sorted(MODULES)}")
     rows = []
     for module in chosen:
-        total, survived, names, took, detail = run_module(module, args.keep, args.show, tuple(args.skip_tests))
+        total, survived, names, took, detail = run_module(
+            module, args.keep, args.show, tuple(args.skip_tests)
+        )
         rate = 100.0 * survived / total if total else 0.0
         rows.append((module, total, survived, rate, took))
-        print(f"{module:24} {survived:4d}/{total:<4d} survived  {rate:5.1f}%  ({took:.0f} s: {detail})",
-              flush=True)  # fmt: skip
+        print(
+            f"{module:24} {survived:4d}/{total:<4d} survived  {rate:5.1f}%  ({took:.0f} s: {detail})",
+            flush=True,
+        )
         if args.list:
             for name in names:
                 print(f"    {name}")

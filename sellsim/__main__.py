@@ -53,10 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (0)")
     parser.add_argument("--seed", help="JSON seed file (default: the built-in default seed)")
-    parser.add_argument("--state", help="JSON file that keeps the data across restarts "
-                        "(loaded instead of the seed when it exists)")  # fmt: skip
-    parser.add_argument("--option", "-o", action="append", type=_option, default=[],
-                        help="simulator option NAME=VALUE (JSON value), repeatable")  # fmt: skip
+    parser.add_argument(
+        "--state",
+        help="JSON file that keeps the data across restarts "
+        "(loaded instead of the seed when it exists)",
+    )
+    parser.add_argument(
+        "--option",
+        "-o",
+        action="append",
+        type=_option,
+        default=[],
+        help="simulator option NAME=VALUE (JSON value), repeatable",
+    )
     args = parser.parse_args(argv)
     try:
         make_options(dict(args.option))  # option errors first, without a file name
@@ -64,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             sim = Simulator(seed, dict(args.option), state_path=args.state)
         except ValueError as e:
-            where = "" if args.state and str(e).startswith("state file") else (
-                f"seed {args.seed}: " if args.seed else "")  # fmt: skip
+            where = (
+                ""
+                if args.state and str(e).startswith("state file")
+                else (f"seed {args.seed}: " if args.seed else "")
+            )
             raise ValueError(f"{where}{e}") from None
         if args.state:  # write it now: a bad --state path fails here, not at the first save
             sim.dirty = True

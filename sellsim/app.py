@@ -115,7 +115,9 @@ class Simulator:
             except ApiError as e:
                 resp = env.render(e, rid)
             except (ValueError, KeyError, TypeError, AttributeError) as e:
-                resp = env.render(ApiError(400, "invalid_control", "bad control request", str(e)), rid)
+                resp = env.render(
+                    ApiError(400, "invalid_control", "bad control request", str(e)), rid
+                )
         else:
             resp = self._sell(req, rid)
             self.counters.statuses[resp.status] += 1
@@ -124,7 +126,10 @@ class Simulator:
         resp.request_id = rid
         # Sell's clock, as every origin server sends it (RFC 9110 §6.6.1): the same clock
         # as the records' updated_at, so a poller can tell which second it listed at.
-        resp.headers = [*resp.headers, (b"date", email.utils.formatdate(self.world.clock.now(), usegmt=True).encode())]
+        resp.headers = [
+            *resp.headers,
+            (b"date", email.utils.formatdate(self.world.clock.now(), usegmt=True).encode()),
+        ]
         return resp
 
     # --- the Sell API -----------------------------------------------------------------------
@@ -143,8 +148,11 @@ class Simulator:
         # The limiter sits in front of everything else (like a gateway would): by default
         # every request carrying a valid token uses budget, whatever its answer turns out to be.
         clock = self.world.clock.now()
-        if token is not None and o.rate_count_all and not self.limiter.allow(
-                token.token, now, clock):
+        if (
+            token is not None
+            and o.rate_count_all
+            and not self.limiter.allow(token.token, now, clock)
+        ):
             self.counters.limited(token.name)
             return self._too_many(rid)
 
@@ -170,16 +178,19 @@ class Simulator:
         try:
             if o.require_user_agent and not req.headers.get("user-agent"):
                 raise ApiError(
-                    400, "invalid_user_agent", "invalid user agent",
+                    400,
+                    "invalid_user_agent",
+                    "invalid user agent",
                     "The User-Agent header is missing or invalid.",
-                )  # fmt: skip
+                )
             accept = req.headers.get("accept")
             if accept and not any(
                 a.split(";")[0].strip() in {"application/json", "*/*", "application/*"}
                 for a in accept.split(",")
             ):
-                raise ApiError(406, "not_acceptable", "Not Acceptable",
-                               "Only application/json is available.")  # fmt: skip
+                raise ApiError(
+                    406, "not_acceptable", "Not Acceptable", "Only application/json is available."
+                )
             if token is None:
                 raise token_error or env.unauthorized()
             if not o.rate_count_all and not self.limiter.allow(token.token, now, clock):
@@ -210,10 +221,14 @@ class Simulator:
         o = self.options
         if o.rate_limit_body == "json":
             resp = env.render(
-                ApiError(429, "rate_limit_exceeded", "Too Many Requests",
-                         "The rate limit of this access token has been exceeded."),
+                ApiError(
+                    429,
+                    "rate_limit_exceeded",
+                    "Too Many Requests",
+                    "The rate limit of this access token has been exceeded.",
+                ),
                 rid,
-            )  # fmt: skip
+            )
         elif o.rate_limit_body == "text":
             resp = Response(429, b"Too Many Requests\n", content_type=b"text/plain; charset=utf-8")
         else:
@@ -248,8 +263,9 @@ class Simulator:
         suffix = "" if route in ("list", "create") else "/" + route
         self._last_route = "/v2/" + rest[0] + suffix
 
-    def _dispatch(self, req: Request, token: Token, acc: Account, method: str, rest: list[str],
-                  n: int) -> Response:  # fmt: skip
+    def _dispatch(
+        self, req: Request, token: Token, acc: Account, method: str, rest: list[str], n: int
+    ) -> Response:
         route = None
         self._last_route = None
         if n == 1 and rest[0] in ("leads", "contacts"):
@@ -264,8 +280,9 @@ class Simulator:
                 self._no_query(req)
                 attrs = self._body(req)
                 rec = self.world.create_record(acc, resource, attrs, token.user_id)
-                resp = env.one(resource, self.world.view(acc, resource, rec),
-                               self.options.create_status)  # fmt: skip
+                resp = env.one(
+                    resource, self.world.view(acc, resource, rec), self.options.create_status
+                )
         elif n == 2 and rest[0] in ("leads", "contacts"):
             resource = _TYPES[rest[0]]
             rid = _int_id(rest[1])
@@ -344,8 +361,9 @@ class Simulator:
             raise env.invalid_payload(f"Unexpected top-level keys {sorted(extra)}.")
         return payload["data"]
 
-    def _links(self, req: Request, params: dict[str, Any], page: int, has_next: bool,
-               count: int) -> dict[str, str]:  # fmt: skip
+    def _links(
+        self, req: Request, params: dict[str, Any], page: int, has_next: bool, count: int
+    ) -> dict[str, str]:
         if count == 0 and page == 1:
             return {}
         base = f"http://{req.host}{req.path}?"
@@ -384,8 +402,9 @@ class Simulator:
         start = (q.page - 1) * q.per_page
         page = items[start : start + q.per_page]
         type_ = "lead_status" if what == "lead_statuses" else "lead_source"
-        links = self._links(req, {"per_page": q.per_page}, q.page,
-                            len(items) > start + q.per_page, len(page))  # fmt: skip
+        links = self._links(
+            req, {"per_page": q.per_page}, q.page, len(items) > start + q.per_page, len(page)
+        )
         return env.collection(type_, page, links)
 
     def _custom_fields(self, req: Request, acc: Account, resource: str) -> Response:
@@ -415,34 +434,78 @@ class Simulator:
         for key in data:
             if key not in {"lead_id", "create_deal", "owner_id"}:
                 ptr = v.pointer(prefix, key)
-                errors.append(ApiError(422, "unknown", "unknown attribute",
-                              f"The attribute '{ptr}' is not a known attribute for the "
-                              "'lead_conversion' resource.", "lead_conversion", ptr))  # fmt: skip
+                errors.append(
+                    ApiError(
+                        422,
+                        "unknown",
+                        "unknown attribute",
+                        f"The attribute '{ptr}' is not a known attribute for the "
+                        "'lead_conversion' resource.",
+                        "lead_conversion",
+                        ptr,
+                    )
+                )
         lead_id = data.get("lead_id")
         if "lead_id" not in data:
-            errors.append(ApiError(422, "missing", "attribute is missing", "lead_id is required",
-                                   "lead_conversion", v.pointer(prefix, "lead_id")))  # fmt: skip
+            errors.append(
+                ApiError(
+                    422,
+                    "missing",
+                    "attribute is missing",
+                    "lead_id is required",
+                    "lead_conversion",
+                    v.pointer(prefix, "lead_id"),
+                )
+            )
         elif isinstance(lead_id, bool) or not isinstance(lead_id, int):
-            errors.append(ApiError(422, "invalid_type", "attribute has an invalid type",
-                                   "expected an integer", "lead_conversion",
-                                   v.pointer(prefix, "lead_id")))  # fmt: skip
+            errors.append(
+                ApiError(
+                    422,
+                    "invalid_type",
+                    "attribute has an invalid type",
+                    "expected an integer",
+                    "lead_conversion",
+                    v.pointer(prefix, "lead_id"),
+                )
+            )
         if "create_deal" in data and not isinstance(data["create_deal"], bool):
-            errors.append(ApiError(422, "invalid_type", "attribute has an invalid type",
-                                   "expected a boolean", "lead_conversion",
-                                   v.pointer(prefix, "create_deal")))  # fmt: skip
-        if "owner_id" in data and data["owner_id"] is not None and (
-            isinstance(data["owner_id"], bool) or not isinstance(data["owner_id"], int)
+            errors.append(
+                ApiError(
+                    422,
+                    "invalid_type",
+                    "attribute has an invalid type",
+                    "expected a boolean",
+                    "lead_conversion",
+                    v.pointer(prefix, "create_deal"),
+                )
+            )
+        if (
+            "owner_id" in data
+            and data["owner_id"] is not None
+            and (isinstance(data["owner_id"], bool) or not isinstance(data["owner_id"], int))
         ):
-            errors.append(ApiError(422, "invalid_type", "attribute has an invalid type",
-                                   "expected an integer", "lead_conversion",
-                                   v.pointer(prefix, "owner_id")))  # fmt: skip
+            errors.append(
+                ApiError(
+                    422,
+                    "invalid_type",
+                    "attribute has an invalid type",
+                    "expected an integer",
+                    "lead_conversion",
+                    v.pointer(prefix, "owner_id"),
+                )
+            )
         if errors:
             errors[0].more = errors[1:]
             raise errors[0]
         create_deal = data.get("create_deal", self.options.conversion_create_deal)
         # lead_id was checked above (an int).
-        conv = self.world.convert_lead(acc, lead_id, token.user_id, create_deal=create_deal,  # type: ignore[arg-type]
-                                       owner_id=data.get("owner_id"))  # fmt: skip
+        conv = self.world.convert_lead(
+            acc,
+            lead_id,  # type: ignore[arg-type]
+            token.user_id,
+            create_deal=create_deal,
+            owner_id=data.get("owner_id"),
+        )
         return env.one("lead_conversion", dict(conv), self.options.conversion_status)
 
     def _list_conversions(self, req: Request, acc: Account) -> Response:
@@ -459,7 +522,9 @@ class Simulator:
                 per_page = v.parse_int_param(name, raw, 1, 200)
             elif name == "cursor":
                 try:
-                    cursor = int(base64.urlsafe_b64decode(raw.encode()).decode().removeprefix("id:"))
+                    cursor = int(
+                        base64.urlsafe_b64decode(raw.encode()).decode().removeprefix("id:")
+                    )
                 except ValueError:
                     raise env.invalid_param(name, "malformed cursor") from None
             elif name in {"lead_id", "individual_id", "organization_id", "deal_id"}:
@@ -482,8 +547,11 @@ class Simulator:
         if chunk:
             base = f"http://{req.host}{req.path}?"
             keep = {**{k: str(x) for k, x in filters.items()}, "per_page": per_page}
-            here = {"page": page or 1} if cursor is None else {
-                "cursor": base64.urlsafe_b64encode(f"id:{cursor}".encode()).decode()}  # fmt: skip
+            here = (
+                {"page": page or 1}
+                if cursor is None
+                else {"cursor": base64.urlsafe_b64encode(f"id:{cursor}".encode()).decode()}
+            )
             links["self"] = base + urlencode({**keep, **here})
             if len(rows) > start + per_page:
                 nxt = base64.urlsafe_b64encode(f"id:{chunk[-1]['id']}".encode()).decode()
@@ -491,34 +559,56 @@ class Simulator:
         return env.collection("lead_conversion", [dict(c) for c in chunk], links)
 
     # --- Sync API ---------------------------------------------------------------------------
-    def _sync(self, req: Request, acc: Account, token: Token, route: str,
-              rest: list[str]) -> Response:  # fmt: skip
+    def _sync(
+        self, req: Request, acc: Account, token: Token, route: str, rest: list[str]
+    ) -> Response:
         self._no_query(req)
         if not acc.sync_api:
-            raise ApiError(403, "forbidden", "Forbidden",
-                           "The Sync API is not available on this account's plan.")  # fmt: skip
+            raise ApiError(
+                403,
+                "forbidden",
+                "Forbidden",
+                "The Sync API is not available on this account's plan.",
+            )
         if "sync" not in token.scopes:
-            raise ApiError(403, "insufficient_scope", "Forbidden",
-                           "The access token lacks the 'sync' scope.")  # fmt: skip
+            raise ApiError(
+                403, "insufficient_scope", "Forbidden", "The access token lacks the 'sync' scope."
+            )
         device = req.headers.get("x-basecrm-device-uuid", "").strip()
         if not device:
-            raise ApiError(400, "invalid_header", "invalid request header",
-                           "The X-Basecrm-Device-UUID header is missing.")  # fmt: skip
+            raise ApiError(
+                400,
+                "invalid_header",
+                "invalid request header",
+                "The X-Basecrm-Device-UUID header is missing.",
+            )
         if route == "start":
             session = self.world.sync_start(acc, device)
             if session is None:
                 return env.empty(204)
             total = len(session.queue)
-            return env.one("sync_session", {
-                "id": session.id,
-                "queues": [{
-                    "data": {"name": "main",
-                             "pages": max(1, math.ceil(total / self.options.sync_page_size)),
-                             "total_count": total},
-                    "meta": {"type": "sync_queue", "links": {
-                        "self": f"http://{req.host}/v2/sync/{session.id}/queues/main"}},
-                }],
-            }, 201)  # fmt: skip
+            return env.one(
+                "sync_session",
+                {
+                    "id": session.id,
+                    "queues": [
+                        {
+                            "data": {
+                                "name": "main",
+                                "pages": max(1, math.ceil(total / self.options.sync_page_size)),
+                                "total_count": total,
+                            },
+                            "meta": {
+                                "type": "sync_queue",
+                                "links": {
+                                    "self": f"http://{req.host}/v2/sync/{session.id}/queues/main"
+                                },
+                            },
+                        }
+                    ],
+                },
+                201,
+            )
         if route == "ack":
             payload = self._json(req)
             if isinstance(payload, dict) and isinstance(payload.get("data"), dict):
@@ -532,11 +622,18 @@ class Simulator:
         if page is None:
             return env.empty(204)
         items, left = page
-        return env.json_response(200, {
-            "items": items,
-            "meta": {"type": "collection", "count": len(items), "count_left": left,
-                     "failed_objects": []},
-        })  # fmt: skip
+        return env.json_response(
+            200,
+            {
+                "items": items,
+                "meta": {
+                    "type": "collection",
+                    "count": len(items),
+                    "count_left": left,
+                    "failed_objects": [],
+                },
+            },
+        )
 
     # --- control API ------------------------------------------------------------------------
     def _control(self, req: Request) -> Response:
@@ -589,14 +686,22 @@ class Simulator:
             await asyncio.sleep(resp.delay)
         if resp.drop:
             raise ConnectionDropped("fault: drop")
-        await send({"type": "http.response.start", "status": resp.status,
-                    "headers": response_headers(resp)})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": resp.status,
+                "headers": response_headers(resp),
+            }
+        )
         await send({"type": "http.response.body", "body": resp.body})
 
 
 def response_headers(resp: Response) -> list[tuple[bytes, bytes]]:
-    out = [(b"x-request-id", resp.request_id.encode()), (b"content-language", b"en"),
-           (b"vary", b"Accept-Language")]  # fmt: skip
+    out = [
+        (b"x-request-id", resp.request_id.encode()),
+        (b"content-language", b"en"),
+        (b"vary", b"Accept-Language"),
+    ]
     if resp.content_type and resp.status not in (204, 304):
         out.append((b"content-type", resp.content_type))
     out.extend(resp.headers)

@@ -126,11 +126,15 @@ def _record_page(sim: Simulator, parts: list[str], query: dict[str, str]) -> Res
             break
     else:
         return env.html_error(404)
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v))}</td></tr>"
-                   for k, v in sorted(record.items()))
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v))}</td></tr>"
+        for k, v in sorted(record.items())
+    )
     title = html.escape(f"{kind} {record_id} — {acc.name} (sellsim)")
-    body = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>"
-            f"<body><h1>{title}</h1><table>{rows}</table></body></html>")
+    body = (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title></head>'
+        f"<body><h1>{title}</h1><table>{rows}</table></body></html>"
+    )
     return Response(200, body.encode(), content_type=b"text/html; charset=utf-8")
 
 
@@ -152,7 +156,9 @@ def _account_view(sim: Simulator, acc: Any) -> dict[str, Any]:
     }
 
 
-def _ui(sim: Simulator, req: Request, method: str, parts: list[str], query: dict[str, str]) -> Response:
+def _ui(
+    sim: Simulator, req: Request, method: str, parts: list[str], query: dict[str, str]
+) -> Response:
     world = sim.world
     if "account" in query:
         acc = world.accounts.get(int(query["account"]))
@@ -191,7 +197,10 @@ def _ui(sim: Simulator, req: Request, method: str, parts: list[str], query: dict
     if len(parts) == 3 and parts[2] == "convert" and method == "POST" and resource == "lead":
         body = _payload(req)
         conv = world.convert_lead(
-            acc, int(parts[1]), user_id, create_deal=bool(body.get("create_deal", False)),
+            acc,
+            int(parts[1]),
+            user_id,
+            create_deal=bool(body.get("create_deal", False)),
             owner_id=body.get("owner_id"),
         )
         return _ok(dict(conv), 201)

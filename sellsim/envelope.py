@@ -69,14 +69,21 @@ def one(type_: str, data: dict[str, Any], status: int = 200) -> Response:
     return json_response(status, {"data": data, "meta": {"type": type_}})
 
 
-def collection(type_: str, records: list[dict[str, Any]], links: dict[str, str],
-               metas: list[dict[str, Any]] | None = None) -> Response:  # fmt: skip
+def collection(
+    type_: str,
+    records: list[dict[str, Any]],
+    links: dict[str, str],
+    metas: list[dict[str, Any]] | None = None,
+) -> Response:
     """A collection page; ``metas`` adds keys (e.g. ``version``) to each item's meta."""
     extra = metas or [{}] * len(records)
     return json_response(
         200,
         {
-            "items": [{"data": r, "meta": {"type": type_, **m}} for r, m in zip(records, extra, strict=True)],
+            "items": [
+                {"data": r, "meta": {"type": type_, **m}}
+                for r, m in zip(records, extra, strict=True)
+            ],
             "meta": {"type": "collection", "count": len(records), "links": links},
         },
     )

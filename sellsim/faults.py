@@ -32,8 +32,16 @@ class FaultRule:
     def parse(cls, spec: Any) -> FaultRule:
         if not isinstance(spec, dict):
             raise ValueError("a fault rule is an object")
-        unknown = set(spec) - {"kind", "path", "method", "probability", "schedule", "count",
-                               "delay", "status"}  # fmt: skip
+        unknown = set(spec) - {
+            "kind",
+            "path",
+            "method",
+            "probability",
+            "schedule",
+            "count",
+            "delay",
+            "status",
+        }
         if unknown:
             raise ValueError(f"unknown fault rule keys {sorted(unknown)}")
         kind = str(spec.get("kind"))
@@ -70,8 +78,12 @@ class FaultRule:
         return rule
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "path": self.path, "seen": self.seen,
-                               "fired": self.fired}  # fmt: skip
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "path": self.path,
+            "seen": self.seen,
+            "fired": self.fired,
+        }
         if self.method:
             out["method"] = self.method
         if self.probability is not None:

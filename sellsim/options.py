@@ -128,7 +128,7 @@ def _lag(value: Any) -> int | str:
     if value == "random":
         return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
-        raise ValueError('option \'create_updated_lag\' must be "random" or seconds (0..3600)')
+        raise ValueError("option 'create_updated_lag' must be \"random\" or seconds (0..3600)")
     return int(value)
 
 
@@ -223,8 +223,9 @@ def option_names() -> set[str]:
 def open_answers() -> list[tuple[str, Any]]:
     """``(option, value)`` for every test value of every [I] or [T] option, in declaration
     order: one world each in the sync's matrix test."""
-    return [(name, value) for name, d in DECLARED.items() if d.mark in (_I, _T)
-            for value in d.values]
+    return [
+        (name, value) for name, d in DECLARED.items() if d.mark in (_I, _T) for value in d.values
+    ]
 
 
 def make_options(changes: dict[str, Any] | None = None) -> Options:

@@ -69,8 +69,12 @@ def _people(n: int, offset: int, domain: str, rng: random.Random) -> list[dict[s
         if i % 2 == 0:
             custom["Score"] = str(rng.randint(0, 100))
         if i % 3 == 1:
-            custom["Birthday"] = f"19{rng.randint(50, 99)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
-            custom["Last login"] = f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T08:30:00Z"
+            custom["Birthday"] = (
+                f"19{rng.randint(50, 99)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+            )
+            custom["Last login"] = (
+                f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T08:30:00Z"
+            )
         if i % 5 == 2:
             custom["VIP"] = True
         out.append(
@@ -100,7 +104,9 @@ def default_seed(leads: int = 0, contacts: int = 0) -> dict[str, Any]:
                 "name": "Kuloo Demo",
                 "subdomain": "kuloo-demo",
                 "sync_api": True,
-                "users": [{"name": "Demo Admin", "email": "admin@kuloo-demo.test", "role": "admin"}],
+                "users": [
+                    {"name": "Demo Admin", "email": "admin@kuloo-demo.test", "role": "admin"}
+                ],
                 "tokens": [{"token": DEMO_TOKEN, "name": "demo"}],
                 "lead_statuses": ["New", "Working", "Unqualified"],
                 "custom_fields": {

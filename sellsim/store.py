@@ -26,8 +26,14 @@ RESOURCES = ("lead", "contact")
 # Types the Sync queue carries besides leads and contacts; sellsim keeps them as opaque objects
 # (no REST endpoints) so that a client meets types it does not sync.
 OTHER_TYPES = ("deal", "task", "note")
-SYNC_TYPE_NAMES = {"lead": "Lead", "contact": "Contact", "user": "User", "deal": "Deal",
-                   "task": "Task", "note": "Note"}  # fmt: skip
+SYNC_TYPE_NAMES = {
+    "lead": "Lead",
+    "contact": "Contact",
+    "user": "User",
+    "deal": "Deal",
+    "task": "Task",
+    "note": "Note",
+}
 SYNC_TYPES_BY_NAME = {name: t for t, name in SYNC_TYPE_NAMES.items()}
 DEFAULT_STATUSES = ["New", "Working", "Unqualified"]
 
@@ -270,8 +276,9 @@ class World:
             for attrs in spec.get(type_ + "s", [{}]):
                 self.add_other(acc, type_, attrs, first_user)
 
-    def add_other(self, acc: Account, type_: str, attrs: dict[str, Any], user_id: int,
-                  **links: Any) -> dict[str, Any]:  # fmt: skip
+    def add_other(
+        self, acc: Account, type_: str, attrs: dict[str, Any], user_id: int, **links: Any
+    ) -> dict[str, Any]:
         """A deal, task or note: only what the Sync queue shows of it."""
         if not isinstance(attrs, dict):
             raise ValueError(f"each of {type_}s is a JSON object")
@@ -279,12 +286,25 @@ class World:
         now = self.now_iso()
         base: dict[str, Any] = {  # type: ignore[assignment]  # each kind's defaults: a dict
             "deal": {"name": f"Deal {oid}", "value": "0", "currency": "USD", "contact_id": None},
-            "task": {"content": f"Task {oid}", "completed": False, "resource_type": None,
-                     "resource_id": None, "due_date": None},
+            "task": {
+                "content": f"Task {oid}",
+                "completed": False,
+                "resource_type": None,
+                "resource_id": None,
+                "due_date": None,
+            },
             "note": {"content": f"Note {oid}", "resource_type": None, "resource_id": None},
-        }[type_]  # fmt: skip
-        obj = {"id": oid, "creator_id": user_id, "owner_id": user_id, **base, **attrs, **links,
-               "created_at": now, "updated_at": now}  # fmt: skip
+        }[type_]
+        obj = {
+            "id": oid,
+            "creator_id": user_id,
+            "owner_id": user_id,
+            **base,
+            **attrs,
+            **links,
+            "created_at": now,
+            "updated_at": now,
+        }
         obj["id"] = oid
         acc.others[(type_, oid)] = obj
         acc.bump(type_, oid)
@@ -330,9 +350,13 @@ class World:
         d = next((x for x in acc.definitions.get(resource, []) if x["id"] == def_id), None)
         if d is None:
             raise not_found("custom field not found")
-        unknown = sorted(set(changes) - {"name", "choices", "filterable", "for_contact", "for_company"})
+        unknown = sorted(
+            set(changes) - {"name", "choices", "filterable", "for_contact", "for_company"}
+        )
         if unknown:  # Sell's UI cannot change a field's type either: delete it and add it again
-            raise ValueError(f"a custom field's {', '.join(unknown)} cannot be edited; delete it and add a new one")
+            raise ValueError(
+                f"a custom field's {', '.join(unknown)} cannot be edited; delete it and add a new one"
+            )
         old = d["name"]
         if "name" in changes and changes["name"] != old:
             new = changes["name"]
@@ -510,9 +534,14 @@ class World:
 
     # --- lead conversion --------------------------------------------------------------------
     def convert_lead(
-        self, acc: Account, lead_id: int, user_id: int, *, create_deal: bool = False,
+        self,
+        acc: Account,
+        lead_id: int,
+        user_id: int,
+        *,
+        create_deal: bool = False,
         owner_id: int | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         o = self.options
         lead = acc.records["lead"].get(lead_id)
         converted = any(c["lead_id"] == lead_id for c in acc.conversions)
@@ -528,14 +557,35 @@ class World:
                 v.pointer(o.field_pointer_prefix, "lead_id"),
             )
         if owner_id is not None and owner_id not in acc.users:
-            raise ApiError(422, "incorrect_value", "attribute value is incorrect",
-                           f"user {owner_id} does not exist", "lead_conversion",
-                           v.pointer(o.field_pointer_prefix, "owner_id"))  # fmt: skip
+            raise ApiError(
+                422,
+                "incorrect_value",
+                "attribute value is incorrect",
+                f"user {owner_id} does not exist",
+                "lead_conversion",
+                v.pointer(o.field_pointer_prefix, "owner_id"),
+            )
         copied = {
             k: copy.deepcopy(lead[k])
-            for k in ["owner_id", "first_name", "last_name", "title", "description", "industry",
-                      "website", "email", "phone", "mobile", "fax", "twitter", "facebook",
-                      "linkedin", "skype", "address", "tags"]  # fmt: skip
+            for k in [
+                "owner_id",
+                "first_name",
+                "last_name",
+                "title",
+                "description",
+                "industry",
+                "website",
+                "email",
+                "phone",
+                "mobile",
+                "fax",
+                "twitter",
+                "facebook",
+                "linkedin",
+                "skype",
+                "address",
+                "tags",
+            ]
         }
         if owner_id is not None:
             copied["owner_id"] = owner_id
@@ -549,19 +599,25 @@ class World:
             org = None
             if o.conversion_merge != "never":
                 org = next(
-                    (c for c in acc.records["contact"].values()
-                     if c["is_organization"] and c["name"] == lead["organization_name"]),
+                    (
+                        c
+                        for c in acc.records["contact"].values()
+                        if c["is_organization"] and c["name"] == lead["organization_name"]
+                    ),
                     None,
-                )  # fmt: skip
+                )
             if org is None:
                 org = self.create_record(
                     acc,
                     "contact",
-                    {"is_organization": True, "name": lead["organization_name"],
-                     "owner_id": copied["owner_id"]},
+                    {
+                        "is_organization": True,
+                        "name": lead["organization_name"],
+                        "owner_id": copied["owner_id"],
+                    },
                     user_id,
                     check=False,
-                )  # fmt: skip
+                )
             org_id = org["id"]
 
         contact = None
@@ -581,9 +637,15 @@ class World:
         deal_id = None
         if create_deal:
             name = lead.get("organization_name") or " ".join(
-                p for p in (lead.get("first_name"), lead.get("last_name")) if p)  # fmt: skip
-            deal = self.add_other(acc, "deal", {"name": name, "owner_id": copied["owner_id"]},
-                                  user_id, contact_id=individual_id or org_id)  # fmt: skip
+                p for p in (lead.get("first_name"), lead.get("last_name")) if p
+            )
+            deal = self.add_other(
+                acc,
+                "deal",
+                {"name": name, "owner_id": copied["owner_id"]},
+                user_id,
+                contact_id=individual_id or org_id,
+            )
             deal_id = deal["id"]
         conversion = {
             "id": self.new_id(),
@@ -614,7 +676,9 @@ class World:
 
         def same_name(c: dict[str, Any]) -> bool:
             return (norm(c.get("first_name")), norm(c.get("last_name"))) == (
-                norm(person.get("first_name")), norm(person.get("last_name")))  # fmt: skip
+                norm(person.get("first_name")),
+                norm(person.get("last_name")),
+            )
 
         def same_email(c: dict[str, Any]) -> bool:
             return bool(norm(person.get("email"))) and norm(c.get("email")) == norm(person["email"])
@@ -623,7 +687,9 @@ class World:
             return bool(phones(person) & phones(c))
 
         tests = {
-            "name_and_email_or_phone": [lambda c: same_name(c) and (same_email(c) or same_phone(c))],
+            "name_and_email_or_phone": [
+                lambda c: same_name(c) and (same_email(c) or same_phone(c))
+            ],
             "email": [same_email],
             "name": [same_name],
             "any": [same_email, same_name],
@@ -638,8 +704,14 @@ class World:
                 return hit
         return None
 
-    def _merge_into(self, acc: Account, existing: dict[str, Any], copied: dict[str, Any],
-                    custom: dict[str, Any], org_id: int | None) -> dict[str, Any]:  # fmt: skip
+    def _merge_into(
+        self,
+        acc: Account,
+        existing: dict[str, Any],
+        copied: dict[str, Any],
+        custom: dict[str, Any],
+        org_id: int | None,
+    ) -> dict[str, Any]:
         """Fill the blank fields of ``existing`` from the lead and unite the tags."""
         fill: dict[str, Any] = {}
         for k, val in copied.items():
@@ -679,8 +751,12 @@ class World:
 
     def read_formats(self) -> v.ReadFormats:
         o = self.options
-        return v.ReadFormats(o.custom_date_read_format, o.custom_datetime_read_format,
-                             o.custom_list_read_format, o.custom_multiselect_read_format)
+        return v.ReadFormats(
+            o.custom_date_read_format,
+            o.custom_datetime_read_format,
+            o.custom_list_read_format,
+            o.custom_multiselect_read_format,
+        )
 
     def _pending(self, acc: Account, acked: dict[tuple[str, int], int]) -> list[tuple[str, int]]:
         skip = set()
@@ -801,25 +877,36 @@ class World:
             "clock_offset": self.clock.offset,
             "options": self.options.as_dict(),
             "tokens": [
-                {"token": t.token, "account": t.account_id, "user": t.user_id, "name": t.name,
-                 "scopes": list(t.scopes)}
+                {
+                    "token": t.token,
+                    "account": t.account_id,
+                    "user": t.user_id,
+                    "name": t.name,
+                    "scopes": list(t.scopes),
+                }
                 for t in self.tokens.values()
-            ],  # fmt: skip
+            ],
             "accounts": [
                 {
-                    "id": a.id, "name": a.name, "subdomain": a.subdomain,
-                    "created_at": a.created_at, "sync_api": a.sync_api,
+                    "id": a.id,
+                    "name": a.name,
+                    "subdomain": a.subdomain,
+                    "created_at": a.created_at,
+                    "sync_api": a.sync_api,
                     "conversion_merge": a.conversion_merge,
-                    "users": list(a.users.values()), "lead_statuses": a.lead_statuses,
+                    "users": list(a.users.values()),
+                    "lead_statuses": a.lead_statuses,
                     "definitions": a.definitions,
                     "records": {t: list(rs.values()) for t, rs in a.records.items()},
-                    "revision": a.revision, "revs": keyed(a.revs),
-                    "tombstones": keyed(a.tombstones), "conversions": a.conversions,
+                    "revision": a.revision,
+                    "revs": keyed(a.revs),
+                    "tombstones": keyed(a.tombstones),
+                    "conversions": a.conversions,
                     "devices": {d: keyed(k) for d, k in a.devices.items()},
                     "versions": keyed(a.versions),
                     "others": [{"type": t, **o} for (t, _), o in a.others.items()],
                     "converted_leads": list(a.converted_leads.values()),
-                }  # fmt: skip
+                }
                 for a in self.accounts.values()
             ],
         }
@@ -852,8 +939,14 @@ class World:
         accounts: dict[int, Account] = {}
         tokens: dict[str, Token] = {}
         for a in state["accounts"]:
-            acc = Account(a["id"], a["name"], a["subdomain"], a["created_at"], a["sync_api"],
-                          merge_rule(a.get("conversion_merge")))  # fmt: skip
+            acc = Account(
+                a["id"],
+                a["name"],
+                a["subdomain"],
+                a["created_at"],
+                a["sync_api"],
+                merge_rule(a.get("conversion_merge")),
+            )
             acc.users = {u["id"]: u for u in a["users"]}
             acc.lead_statuses = a["lead_statuses"]
             acc.definitions = a["definitions"]

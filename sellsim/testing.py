@@ -145,8 +145,14 @@ class SellSim:
         return self._call("GET", "/_sim/state")
 
     # --- a Sell user in the web UI ----------------------------------------------------------
-    def _ui(self, method: str, path: str, body: Any = None, account: int | None = None,
-            force: bool = False) -> Any:  # fmt: skip
+    def _ui(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        account: int | None = None,
+        force: bool = False,
+    ) -> Any:
         params: dict[str, Any] = {}
         if account:
             params["account"] = account
@@ -154,27 +160,38 @@ class SellSim:
             params["force"] = 1
         return self._call(method, "/_sim/ui/" + path, body, **params)
 
-    def create_record(self, type_: str, attrs: dict[str, Any], *, account: int | None = None,
-                      force: bool = False) -> dict[str, Any]:  # fmt: skip
+    def create_record(
+        self, type_: str, attrs: dict[str, Any], *, account: int | None = None, force: bool = False
+    ) -> dict[str, Any]:
         return self._ui("POST", type_, attrs, account, force)
 
-    def edit_record(self, type_: str, id_: int, changes: dict[str, Any], *,
-                    account: int | None = None, force: bool = False) -> dict[str, Any]:  # fmt: skip
+    def edit_record(
+        self,
+        type_: str,
+        id_: int,
+        changes: dict[str, Any],
+        *,
+        account: int | None = None,
+        force: bool = False,
+    ) -> dict[str, Any]:
         return self._ui("PUT", f"{type_}/{id_}", changes, account, force)
 
     def delete_record(self, type_: str, id_: int, *, account: int | None = None) -> None:
         self._ui("DELETE", f"{type_}/{id_}", None, account)
 
-    def convert_lead(self, lead_id: int, *, create_deal: bool = False,
-                     account: int | None = None) -> dict[str, Any]:  # fmt: skip
+    def convert_lead(
+        self, lead_id: int, *, create_deal: bool = False, account: int | None = None
+    ) -> dict[str, Any]:
         return self._ui("POST", f"lead/{lead_id}/convert", {"create_deal": create_deal}, account)
 
-    def add_custom_field(self, type_: str, spec: dict[str, Any], *,
-                         account: int | None = None) -> dict[str, Any]:  # fmt: skip
+    def add_custom_field(
+        self, type_: str, spec: dict[str, Any], *, account: int | None = None
+    ) -> dict[str, Any]:
         return self._ui("POST", f"custom_fields/{type_}", spec, account)
 
-    def edit_custom_field(self, type_: str, field_id: int, changes: dict[str, Any], *,
-                          account: int | None = None) -> dict[str, Any]:  # fmt: skip
+    def edit_custom_field(
+        self, type_: str, field_id: int, changes: dict[str, Any], *, account: int | None = None
+    ) -> dict[str, Any]:
         return self._ui("PUT", f"custom_fields/{type_}/{field_id}", changes, account)
 
     def delete_custom_field(self, type_: str, field_id: int, *, account: int | None = None) -> None:

@@ -81,7 +81,9 @@ def pointer(prefix: str, *parts: str) -> str:
 
 
 def _unknown(resource: str, ptr: str, why: str = "") -> ApiError:
-    details = why or f"The attribute '{ptr}' is not a known attribute for the '{resource}' resource."
+    details = (
+        why or f"The attribute '{ptr}' is not a known attribute for the '{resource}' resource."
+    )
     return ApiError(422, "unknown", "unknown attribute", details, resource, ptr)
 
 
@@ -258,9 +260,7 @@ def check_write(attrs: Any, ctx: WriteContext) -> list[ApiError]:
                     )
                 )
         if is_org and not merged.get("name"):
-            errors.append(
-                _missing(r, pointer(ctx.prefix, "name"), "An organization needs a name.")
-            )
+            errors.append(_missing(r, pointer(ctx.prefix, "name"), "An organization needs a name."))
         if not is_org and not merged.get("last_name"):
             errors.append(
                 _missing(r, pointer(ctx.prefix, "last_name"), "A person needs a last_name.")
@@ -278,19 +278,13 @@ def check_write(attrs: Any, ctx: WriteContext) -> list[ApiError]:
     custom = attrs.get("custom_fields")
     if isinstance(custom, dict):
         is_org = bool(merged.get("is_organization"))
-        by_name = {
-            d["name"]: d
-            for d in ctx.definitions
-            if custom_field_applies(d, r, is_org)
-        }
+        by_name = {d["name"]: d for d in ctx.definitions if custom_field_applies(d, r, is_org)}
         for name, value in custom.items():
             ptr = pointer(ctx.prefix, "custom_fields", name)
             definition = by_name.get(name)
             if definition is None:
                 errors.append(
-                    _unknown(
-                        r, ptr, f"The custom field '{name}' does not exist for this '{r}'."
-                    )
+                    _unknown(r, ptr, f"The custom field '{name}' does not exist for this '{r}'.")
                 )
                 continue
             why = check_custom_value(definition, value)
@@ -517,11 +511,15 @@ def _shown(value: Any, definition: dict[str, Any], formats: ReadFormats) -> Any:
     except (TypeError, ValueError):  # forced through the UI: shown as stored
         return value
     if ftype in ("list", "multi_select_list"):
-        objects = (formats.list_style == "object" if ftype == "list"
-                   else formats.multi_style == "objects")
+        objects = (
+            formats.list_style == "object" if ftype == "list" else formats.multi_style == "objects"
+        )
         if objects:
-            ids = {c.get("name"): c.get("id") for c in definition.get("choices") or []
-                   if isinstance(c, dict)}
+            ids = {
+                c.get("name"): c.get("id")
+                for c in definition.get("choices") or []
+                if isinstance(c, dict)
+            }
             if ftype == "list":
                 return _choice(value, ids)
             if isinstance(value, list):

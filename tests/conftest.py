@@ -95,7 +95,18 @@ class PgServer:
         if owner is not None:
             os.chown(self.root, owner.pw_uid, owner.pw_gid)
         data = f"{self.root}/data"
-        r = self._run(f"{self.bin}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
+        r = self._run(
+            f"{self.bin}/initdb",
+            "-D",
+            data,
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
         if r.returncode != 0:
             self.problem = f"initdb failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}"
             return
@@ -103,8 +114,10 @@ class PgServer:
         # the pick and pg_ctl's bind, so pick again then (the free-port rule of the suite).
         for attempt in range(ATTEMPTS):
             self.port = free_port()
-            opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
-                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
+            opts = (
+                f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+            )
             self.opts = opts
             log = f"{self.root}/log{attempt}"
             r = self._run(f"{self.bin}/pg_ctl", "-D", data, "-w", "-l", log, "-o", opts, "start")
@@ -112,7 +125,9 @@ class PgServer:
                 break
             clash = os.path.exists(log) and "already in use" in open(log, errors="replace").read()
             if not clash or attempt == ATTEMPTS - 1:
-                self.problem = f"pg_ctl start failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}"
+                self.problem = (
+                    f"pg_ctl start failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}"
+                )
                 self.port = 0
                 return
         self.sql(f"CREATE DATABASE {PG_TEMPLATE}")
@@ -121,8 +136,26 @@ class PgServer:
         migrate_blocking(self.target(PG_TEMPLATE))
 
     def sql(self, statement: str, database: str = "postgres") -> str:
-        r = self._run(f"{self.bin}/psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database,
-                      "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", statement, as_postgres=False)
+        r = self._run(
+            f"{self.bin}/psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            statement,
+            as_postgres=False,
+        )
         if r.returncode != 0:
             raise RuntimeError(f"psql {statement!r}: {r.stderr.strip()}")
         return r.stdout.strip()
@@ -153,8 +186,17 @@ class PgServer:
             raise RuntimeError(f"pg_ctl stop: {r.stderr.strip()}")
 
     def resume(self) -> None:
-        r = self._run(f"{self.bin}/pg_ctl", "-D", f"{self.root}/data", "-w",
-                      "-l", f"{self.root}/log", "-o", self.opts, "start")
+        r = self._run(
+            f"{self.bin}/pg_ctl",
+            "-D",
+            f"{self.root}/data",
+            "-w",
+            "-l",
+            f"{self.root}/log",
+            "-o",
+            self.opts,
+            "start",
+        )
         if r.returncode != 0:
             raise RuntimeError(f"pg_ctl start: {r.stderr.strip()}")
 

@@ -68,7 +68,9 @@ def sell_get(url: str, path: str) -> object:
 def seeded_state():
     """One fresh demo (``--smoke``: set up, print, stop); tests copy its state."""
     path = tempfile.mkdtemp(dir="/tmp", prefix="kd-")
-    r = subprocess.run([*DEMO, "--smoke", "--state", path], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*DEMO, "--smoke", "--state", path], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "channel #1 'Demo channel': plan pro, token ****0000, connection verified" in r.stdout
     assert "business clock: manual, now 2026-01-05T09:00:00Z" in r.stdout
@@ -97,7 +99,9 @@ def reap(state: Path) -> None:
     except (OSError, ValueError):
         return
     for pid in pids.values():
-        if alive(pid) and str(state) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+        if alive(pid) and str(state) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(
+            errors="replace"
+        ):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -105,13 +109,21 @@ def assert_all_gone(pids: dict[str, int], state: Path) -> None:
     for name, pid in pids.items():
         wait_until(lambda pid=pid: not alive(pid), timeout=30, what=f"{name} (pid {pid}) stopped")
     for name in ("daemon", "sellsim"):  # own sessions: nothing of theirs is left either
-        wait_until(lambda name=name: group_empty(pids[name]), timeout=30, what=f"{name}'s process group empty")
+        wait_until(
+            lambda name=name: group_empty(pids[name]),
+            timeout=30,
+            what=f"{name}'s process group empty",
+        )
     assert not (state / "demo.pids").exists()
 
 
 def test_no_tui_brings_up_every_promised_piece_then_stops_everything(state):
-    proc = subprocess.Popen([*DEMO, "--no-tui", "--state", str(state)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*DEMO, "--no-tui", "--state", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
@@ -126,10 +138,14 @@ def test_no_tui_brings_up_every_promised_piece_then_stops_everything(state):
         # sellsim: the demo account, ~50 leads and contacts, one converted lead, the broken KulooId
         account = sell_get(sell_url, "/_sim/accounts")[0]
         assert account["name"] == "Kuloo Demo"
-        assert 45 <= account["counts"]["lead"] + account["counts"]["contact"] <= 70, account["counts"]
+        assert 45 <= account["counts"]["lead"] + account["counts"]["contact"] <= 70, account[
+            "counts"
+        ]
         world = sell_get(sell_url, "/_sim/state")["accounts"][0]  # the control API: no rate limit
         assert len(world["conversions"]) == 1
-        broken = next(r for r in world["records"]["lead"] if r["email"] == "ines.quist.28@example.com")
+        broken = next(
+            r for r in world["records"]["lead"] if r["email"] == "ines.quist.28@example.com"
+        )
         assert broken["custom_fields"]["KulooId"] == "typed-over-by-a-sell-user"
         assert sum(1 for r in world["records"]["lead"] if r["email"] == "kim.park@example.com") == 2
 
@@ -145,8 +161,14 @@ def test_no_tui_brings_up_every_promised_piece_then_stops_everything(state):
             assert {u["crm"]["kind"] for u in linked} == {"lead", "contact"}
             errors = c.call("sync.errors", {"channel": 1})["errors"]
             kulooid = [e for e in errors if e["email"] == "ines.quist.28@example.com"]
-            assert kulooid and "Restore it to" in kulooid[0]["error"] and kulooid[0]["user"] is not None
-            assert any(e["email"] == "kim.park@example.com" and e["user"] is None for e in errors)  # shared email
+            assert (
+                kulooid
+                and "Restore it to" in kulooid[0]["error"]
+                and kulooid[0]["user"] is not None
+            )
+            assert any(
+                e["email"] == "kim.park@example.com" and e["user"] is None for e in errors
+            )  # shared email
             runs = c.call("sync.runs", {"channel": 1})["runs"]
             assert len(runs) >= 2 and all(r["status"] in ("ok", "partial") for r in runs)
             articles = c.call("articles.list", {"channel": 1})["articles"]
@@ -157,8 +179,13 @@ def test_no_tui_brings_up_every_promised_piece_then_stops_everything(state):
             assert resp.status == 200
 
         # a second demo on the same state refuses to start beside this one, and harms nothing
-        r = subprocess.run([*DEMO, "--smoke", "--state", str(state)], capture_output=True, text=True, timeout=60)
-        assert r.returncode != 0 and f"a demo is already running on {state} (pid {proc.pid})" in r.stderr
+        r = subprocess.run(
+            [*DEMO, "--smoke", "--state", str(state)], capture_output=True, text=True, timeout=60
+        )
+        assert (
+            r.returncode != 0
+            and f"a demo is already running on {state} (pid {proc.pid})" in r.stderr
+        )
         assert alive(pids["daemon"]) and alive(pids["sellsim"])
 
         proc.send_signal(signal.SIGTERM)
@@ -174,8 +201,12 @@ def test_no_tui_brings_up_every_promised_piece_then_stops_everything(state):
 def test_a_killed_demo_leaves_nothing_and_the_next_one_starts_cleanly(state):
     """kill -9 of the script itself: its children get SIGTERM from the kernel (PDEATHSIG);
     the next run meets a stale demo.pids and control socket and still starts, reusing the state."""
-    proc = subprocess.Popen([*DEMO, "--no-tui", "--state", str(state)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*DEMO, "--no-tui", "--state", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
     try:
@@ -190,9 +221,14 @@ def test_a_killed_demo_leaves_nothing_and_the_next_one_starts_cleanly(state):
         if proc.poll() is None:
             proc.kill()
         reap(state)
-    r = subprocess.run([*DEMO, "--smoke", "--state", str(state)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*DEMO, "--smoke", "--state", str(state)], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "channel #1 'Demo channel'" in r.stdout and "business clock: manual, now 2026-01-05T09:00:00Z" in r.stdout
+    assert (
+        "channel #1 'Demo channel'" in r.stdout
+        and "business clock: manual, now 2026-01-05T09:00:00Z" in r.stdout
+    )
     assert not (state / "demo.pids").exists()
 
 
@@ -203,8 +239,14 @@ class Terminal:
         master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
         self.master = master
-        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                                     env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "80", "LINES": "24"})
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "80", "LINES": "24"},
+        )
         os.close(slave)
         self.output = bytearray()
         self.thread = threading.Thread(target=self._drain, daemon=True)
@@ -235,13 +277,17 @@ class Terminal:
 def test_nothing_the_demo_started_outlives_its_tui(state, ending):
     term = Terminal([*DEMO, "--state", str(state)])
     try:
-        wait_until(lambda: "tui" in read_pids(state) or term.proc.poll() is not None, what="TUI started")
+        wait_until(
+            lambda: "tui" in read_pids(state) or term.proc.poll() is not None, what="TUI started"
+        )
         assert term.proc.poll() is None, term.text()
         pids = read_pids(state)
         # the dashboard is up, connected to the demo's daemon
         # (the summary printed before the TUI names the channel too: look past the alternate screen's start)
-        wait_until(lambda: "Demo channel" in term.text().partition("\x1b[?1049h")[2],
-                   what=f"dashboard drawn; got {term.text()[-2000:]!r}")
+        wait_until(
+            lambda: "Demo channel" in term.text().partition("\x1b[?1049h")[2],
+            what=f"dashboard drawn; got {term.text()[-2000:]!r}",
+        )
         if ending == "ctrl+q":
             os.write(term.master, b"\x11")
         elif ending == "tui killed":
@@ -254,7 +300,10 @@ def test_nothing_the_demo_started_outlives_its_tui(state, ending):
         assert code == (1 if ending == "tui killed" else 0), term.text()[-2000:]
         assert_all_gone(pids, state)
         # only what it actually stopped: a TUI that was killed is not claimed
-        assert f"demo: stopped the daemon (pid {pids['daemon']}) and sellsim (pid {pids['sellsim']})" in term.text()
+        assert (
+            f"demo: stopped the daemon (pid {pids['daemon']}) and sellsim (pid {pids['sellsim']})"
+            in term.text()
+        )
     finally:
         term.close()
         reap(state)
@@ -275,8 +324,12 @@ def lead_kulooid(state: Path, email: str) -> str:
 
 def test_a_resume_keeps_the_admins_fix_the_links_port_and_adds_no_sync_run(state):
     """Planted bugs: a resume that breaks the KulooId again, picks a new links port, syncs twice."""
-    proc = subprocess.Popen([*DEMO, "--no-tui", "--state", str(state)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*DEMO, "--no-tui", "--state", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
     try:
@@ -288,9 +341,12 @@ def test_a_resume_keeps_the_admins_fix_the_links_port_and_adds_no_sync_run(state
             links = c.call("status")["links"]["url"]
             user = c.call("users.get", {"channel": 1, "email": "ines.quist.28@example.com"})
             # the admin fixes the KulooId in Sell, as the sync error says
-            req = urllib.request.Request(f"{sell_url}/_sim/ui/lead/{user['crm']['id']}", method="PUT",
-                                         data=json.dumps({"custom_fields": {"KulooId": user["kuloo_id"]}}).encode(),
-                                         headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                f"{sell_url}/_sim/ui/lead/{user['crm']['id']}",
+                method="PUT",
+                data=json.dumps({"custom_fields": {"KulooId": user["kuloo_id"]}}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
             urllib.request.urlopen(req, timeout=30).close()
             assert c.call("sync.run", {"channel": 1})["status"] in ("ok", "partial")
         proc.send_signal(signal.SIGTERM)
@@ -300,13 +356,19 @@ def test_a_resume_keeps_the_admins_fix_the_links_port_and_adds_no_sync_run(state
             proc.kill()
         reap(state)
     runs = sync_runs(state)
-    r = subprocess.run([*DEMO, "--smoke", "--state", str(state)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*DEMO, "--smoke", "--state", str(state)], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert lead_kulooid(state, "ines.quist.28@example.com") == user["kuloo_id"]  # not broken again
     assert f"links service (unsubscribe, frequency, signup): {links}" in r.stdout  # the same port
     assert sync_runs(state) == runs
-    r = subprocess.run([*DEMO, "--smoke", "--sync", "--state", str(state)], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [*DEMO, "--smoke", "--sync", "--state", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and sync_runs(state) == runs + 1  # only when asked
 
 
@@ -316,17 +378,36 @@ def test_a_daemon_the_demo_did_not_start_is_named_and_left_alone(state):
     import tomllib
 
     config = state / "kuloo.toml"  # written for the state this one was copied from: point it here
-    config.write_text(config.read_text().replace(tomllib.loads(config.read_text())["daemon"]["state_dir"],
-                                                 str(state)))
+    config.write_text(
+        config.read_text().replace(
+            tomllib.loads(config.read_text())["daemon"]["state_dir"], str(state)
+        )
+    )
     log = open(state / "stranger.log", "wb")  # noqa: SIM115 - closed in finally
-    stranger = subprocess.Popen([str(Path(sys.executable).parent / "kuloo-daemon"), "run", "--config",
-                                 str(state / "kuloo.toml")], stdout=log, stderr=subprocess.STDOUT)
+    stranger = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "kuloo-daemon"),
+            "run",
+            "--config",
+            str(state / "kuloo.toml"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
-        wait_until(lambda: (state / "control.sock").exists() or stranger.poll() is not None, what="stranger up")
+        wait_until(
+            lambda: (state / "control.sock").exists() or stranger.poll() is not None,
+            what="stranger up",
+        )
         assert stranger.poll() is None, (state / "stranger.log").read_text()
-        r = subprocess.run([*DEMO, "--smoke", "--state", str(state)], capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [*DEMO, "--smoke", "--state", str(state)], capture_output=True, text=True, timeout=60
+        )
         assert r.returncode != 0
-        assert f"a kuloo-daemon this demo did not start holds {state}'s database (pid {stranger.pid}" in r.stderr
+        assert (
+            f"a kuloo-daemon this demo did not start holds {state}'s database (pid {stranger.pid}"
+            in r.stderr
+        )
         assert f"kill {stranger.pid}" in r.stderr
         assert stranger.poll() is None  # left alone
         assert not (state / "demo.pids").exists()

@@ -32,7 +32,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"kuloo_daemon": ROOT / "daemon", "kuloo_tui": ROOT / "kuloo_tui", "sellsim": ROOT / "sellsim"}
+PACKAGES = {
+    "kuloo_daemon": ROOT / "daemon",
+    "kuloo_tui": ROOT / "kuloo_tui",
+    "sellsim": ROOT / "sellsim",
+}
 
 LAYERS: list[set[str]] = [
     {"cli"},
@@ -41,8 +45,19 @@ LAYERS: list[set[str]] = [
     {"sync", "delivery", "links", "operations"},
     {"services"},
     {"crm", "store"},
-    {"", "clock", "vocabulary", "rules", "secrets", "config", "logs", "systemd", "scheduler",
-     "tokens", "instruments"},
+    {
+        "",
+        "clock",
+        "vocabulary",
+        "rules",
+        "secrets",
+        "config",
+        "logs",
+        "systemd",
+        "scheduler",
+        "tokens",
+        "instruments",
+    },
 ]
 BASE = LAYERS[-1]
 
@@ -113,7 +128,10 @@ def import_graph(roots: dict[str, Path] = PACKAGES) -> dict[str, tuple[Path, set
     for package, folder in roots.items():
         for path in folder.rglob("*.py"):
             name = module_name(package, folder, path)
-            graph[name] = (path, imports_in(path.read_text(), name, path.name == "__init__.py", roots))
+            graph[name] = (
+                path,
+                imports_in(path.read_text(), name, path.name == "__init__.py", roots),
+            )
     return graph
 
 
@@ -127,7 +145,9 @@ def layer_of(u: str) -> int:
     for i, units in enumerate(LAYERS):
         if u in units:
             return i
-    raise AssertionError(f"kuloo_daemon.{u} is in no layer: add it to LAYERS in tests/test_layering.py")
+    raise AssertionError(
+        f"kuloo_daemon.{u} is in no layer: add it to LAYERS in tests/test_layering.py"
+    )
 
 
 def layering_violations(graph) -> list[str]:
@@ -159,24 +179,44 @@ def test_the_daemon_layers_hold_for_absolute_and_relative_imports():
 
 def test_crm_never_imports_store_services_or_control():
     graph = import_graph()
-    offenders = [f"{m} imports {t}" for m, (_p, ts) in graph.items() if unit(m) == "crm"
-                 for t in ts if t.split(".")[:2] in (["kuloo_daemon", "store"], ["kuloo_daemon", "services"],
-                                                     ["kuloo_daemon", "control"], ["kuloo_daemon", "sync"])]
+    offenders = [
+        f"{m} imports {t}"
+        for m, (_p, ts) in graph.items()
+        if unit(m) == "crm"
+        for t in ts
+        if t.split(".")[:2]
+        in (
+            ["kuloo_daemon", "store"],
+            ["kuloo_daemon", "services"],
+            ["kuloo_daemon", "control"],
+            ["kuloo_daemon", "sync"],
+        )
+    ]
     assert offenders == []
 
 
 def test_nothing_outside_control_and_above_imports_control():
     graph = import_graph()
-    offenders = [f"{m} imports {t}" for m, (_p, ts) in graph.items()
-                 if m.startswith("kuloo_daemon") and unit(m) not in ("control", "app", "cli")
-                 for t in ts if t.startswith("kuloo_daemon.control")]
+    offenders = [
+        f"{m} imports {t}"
+        for m, (_p, ts) in graph.items()
+        if m.startswith("kuloo_daemon") and unit(m) not in ("control", "app", "cli")
+        for t in ts
+        if t.startswith("kuloo_daemon.control")
+    ]
     assert offenders == []
 
 
 def test_the_tui_imports_only_the_protocol_module():
     graph = import_graph()
-    offenders = [f"{m} imports {t}" for m, (_p, ts) in graph.items() if m.startswith("kuloo_tui")
-                 for t in ts if t.startswith("kuloo_daemon") and t not in ("kuloo_daemon", "kuloo_daemon.control.protocol")]
+    offenders = [
+        f"{m} imports {t}"
+        for m, (_p, ts) in graph.items()
+        if m.startswith("kuloo_tui")
+        for t in ts
+        if t.startswith("kuloo_daemon")
+        and t not in ("kuloo_daemon", "kuloo_daemon.control.protocol")
+    ]
     assert offenders == []
     protocol_imports = graph["kuloo_daemon.control.protocol"][1]
     assert {t for t in protocol_imports if t.startswith("kuloo_daemon")} == set()
@@ -192,12 +232,17 @@ def test_the_checker_sees_relative_imports(tmp_path):
     (pkg / "clock.py").write_text("from .sync import engine\n")  # base reaching up
     (pkg / "crm" / "client.py").write_text("from ..store import models\nfrom .. import services\n")
     (pkg / "store" / "models.py").write_text("from ..vocabulary import Plan\n")
-    (pkg / "sync" / "engine.py").write_text("from ..control.methods import x\nfrom ..crm import client\n")
+    (pkg / "sync" / "engine.py").write_text(
+        "from ..control.methods import x\nfrom ..crm import client\n"
+    )
     (pkg / "control" / "methods.py").write_text("from . import render\n")
     (pkg / "services.py").write_text("")
     (pkg / "vocabulary.py").write_text("")
     graph = import_graph({"kuloo_daemon": pkg})
-    assert graph["kuloo_daemon.crm.client"][1] >= {"kuloo_daemon.store.models", "kuloo_daemon.services"}
+    assert graph["kuloo_daemon.crm.client"][1] >= {
+        "kuloo_daemon.store.models",
+        "kuloo_daemon.services",
+    }
     assert layering_violations(graph) == [
         "kuloo_daemon.clock imports kuloo_daemon.sync",
         "kuloo_daemon.clock imports kuloo_daemon.sync.engine",
@@ -212,13 +257,19 @@ def test_the_checker_sees_relative_imports(tmp_path):
 
 
 def third_party(folder: str) -> dict[Path, set[str]]:
-    return {path: {t.split(".")[0] for t in ts} for m, (path, ts) in import_graph().items()
-            if m.startswith("kuloo_daemon") and path.is_relative_to(ROOT / folder)}
+    return {
+        path: {t.split(".")[0] for t in ts}
+        for m, (path, ts) in import_graph().items()
+        if m.startswith("kuloo_daemon") and path.is_relative_to(ROOT / folder)
+    }
 
 
 def test_only_store_imports_tortoise():
-    offenders = [str(p.relative_to(ROOT)) for p, names in third_party("daemon").items()
-                 if "tortoise" in names and "store" not in p.relative_to(ROOT / "daemon").parts]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p, names in third_party("daemon").items()
+        if "tortoise" in names and "store" not in p.relative_to(ROOT / "daemon").parts
+    ]
     assert offenders == []
 
 
@@ -227,15 +278,22 @@ HTTP_OUTSIDE_CRM = {"delivery/clip.py"}
 
 
 def test_only_crm_talks_http_to_sell():
-    offenders = [str(p.relative_to(ROOT)) for p, names in third_party("daemon").items()
-                 if names & {"httpx", "httpcore", "requests"} and "crm" not in p.relative_to(ROOT / "daemon").parts
-                 and str(p.relative_to(ROOT / "daemon")) not in HTTP_OUTSIDE_CRM]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p, names in third_party("daemon").items()
+        if names & {"httpx", "httpcore", "requests"}
+        and "crm" not in p.relative_to(ROOT / "daemon").parts
+        and str(p.relative_to(ROOT / "daemon")) not in HTTP_OUTSIDE_CRM
+    ]
     assert offenders == []
 
 
 def test_sellsim_imports_nothing_from_the_daemon():
-    offenders = [m for m, (_p, ts) in import_graph().items() if m.startswith("sellsim")
-                 and any(t.startswith("kuloo_daemon") for t in ts)]
+    offenders = [
+        m
+        for m, (_p, ts) in import_graph().items()
+        if m.startswith("sellsim") and any(t.startswith("kuloo_daemon") for t in ts)
+    ]
     assert offenders == []
 
 
@@ -255,10 +313,23 @@ def dotted(node: ast.AST) -> str:
 
 
 def test_no_time_is_read_outside_the_clock_module():
-    wall = {"datetime.now", "datetime.utcnow", "datetime.today", "date.today", "time.time",
-            "datetime.datetime.now", "datetime.datetime.utcnow", "datetime.date.today"}
-    offenders = [f"{p.relative_to(ROOT)}:{c.lineno} {dotted(c.func)}" for p in (ROOT / "daemon").rglob("*.py")
-                 if p.name != "clock.py" for c in calls_in(p) if dotted(c.func) in wall]
+    wall = {
+        "datetime.now",
+        "datetime.utcnow",
+        "datetime.today",
+        "date.today",
+        "time.time",
+        "datetime.datetime.now",
+        "datetime.datetime.utcnow",
+        "datetime.date.today",
+    }
+    offenders = [
+        f"{p.relative_to(ROOT)}:{c.lineno} {dotted(c.func)}"
+        for p in (ROOT / "daemon").rglob("*.py")
+        if p.name != "clock.py"
+        for c in calls_in(p)
+        if dotted(c.func) in wall
+    ]
     assert offenders == []
 
 
@@ -275,15 +346,31 @@ def test_one_logger_naming_scheme_and_one_event_style():
         for call in calls_in(path):
             name = dotted(call.func)
             ours = name == "structlog.get_logger" or (
-                name == "logging.getLogger" and call.args and isinstance(call.args[0], ast.Constant)
-                and str(call.args[0].value).startswith("kuloo"))  # not a library's logger
+                name == "logging.getLogger"
+                and call.args
+                and isinstance(call.args[0], ast.Constant)
+                and str(call.args[0].value).startswith("kuloo")
+            )  # not a library's logger
             if ours:
                 arg = call.args[0] if call.args else ast.Constant(None)
-                if not (isinstance(arg, ast.Constant) and arg.value == f"kuloo.{unit(module) or 'daemon'}"):
-                    problems.append(f"{module}:{call.lineno} logger {ast.unparse(arg)}, want 'kuloo.{unit(module)}'")
-            elif name.split(".")[-1] in LEVELS and name.split(".")[0] in ("log", "bound", "logger") and call.args:
+                if not (
+                    isinstance(arg, ast.Constant)
+                    and arg.value == f"kuloo.{unit(module) or 'daemon'}"
+                ):
+                    problems.append(
+                        f"{module}:{call.lineno} logger {ast.unparse(arg)}, want 'kuloo.{unit(module)}'"
+                    )
+            elif (
+                name.split(".")[-1] in LEVELS
+                and name.split(".")[0] in ("log", "bound", "logger")
+                and call.args
+            ):
                 event = call.args[0]
-                if not (isinstance(event, ast.Constant) and isinstance(event.value, str) and EVENT.match(event.value)):
+                if not (
+                    isinstance(event, ast.Constant)
+                    and isinstance(event.value, str)
+                    and EVENT.match(event.value)
+                ):
                     problems.append(f"{module}:{call.lineno} event {ast.unparse(event)}")
     assert problems == []
 
@@ -291,7 +378,9 @@ def test_one_logger_naming_scheme_and_one_event_style():
 def test_every_package_folder_is_listed_in_pyproject():
     import tomllib
 
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     found = set()
     for name, folder in PACKAGES.items():
         for init in folder.rglob("__init__.py"):

@@ -23,15 +23,25 @@ def units(tmp_path):
 
 
 def test_units_verify(units):
-    r = subprocess.run([ANALYZE, "verify", "--man=no", "kuloo-daemon.service", "kuloo-daemon.socket"],
-                       cwd=units, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [ANALYZE, "verify", "--man=no", "kuloo-daemon.service", "kuloo-daemon.socket"],
+        cwd=units,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "kuloo-daemon" not in r.stderr, r.stderr  # no warnings about our units
 
 
 def test_service_exposure_is_at_most_2_5(units):
-    r = subprocess.run([ANALYZE, "security", "--offline=true", "kuloo-daemon.service"],
-                       cwd=units, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [ANALYZE, "security", "--offline=true", "kuloo-daemon.service"],
+        cwd=units,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     match = re.search(r"Overall exposure level for kuloo-daemon\.service: ([0-9.]+)", r.stdout)
     assert match, r.stdout + r.stderr
     assert float(match.group(1)) <= 2.5
@@ -39,8 +49,15 @@ def test_service_exposure_is_at_most_2_5(units):
 
 def test_service_is_notify_with_watchdog_and_credentials():
     text = (ROOT / "systemd" / "kuloo-daemon.service").read_text()
-    for line in ["Type=notify", "WatchdogSec=", "Restart=on-failure", "StateDirectory=kuloo",
-                 "RuntimeDirectory=kuloo", "LoadCredential=link-signing-key:", "LoadCredential=smtp-password:"]:
+    for line in [
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "StateDirectory=kuloo",
+        "RuntimeDirectory=kuloo",
+        "LoadCredential=link-signing-key:",
+        "LoadCredential=smtp-password:",
+    ]:
         assert line in text
     socket_unit = (ROOT / "systemd" / "kuloo-daemon.socket").read_text()
     assert "SocketMode=0660" in socket_unit and "SocketGroup=kuloo-admin" in socket_unit
@@ -54,6 +71,7 @@ def test_service_leaves_open_files_for_the_links_cap():
     match = re.search(r"^LimitNOFILE=(\d+)$", text, re.MULTILINE)
     assert match and int(match.group(1)) == 8192
     assert int(match.group(1)) >= c.KEYS["links.max_connections"].default + 512
+
 
 def _directives(path: Path) -> dict[str, list[str]]:
     """Every ``Key=value`` of a unit file, in order (systemd lets keys repeat)."""
@@ -92,9 +110,12 @@ def test_every_kuloo_admin_member_reaches_the_control_socket():
     stranger, stranger_groups = "mallory", {"mallory"}
     directories = [  # (mode, owner, group) of /run/kuloo in each phase of its life
         (int(sock["DirectoryMode"][-1], 8), "root", "root"),  # socket unit only
-        (int(service["RuntimeDirectoryMode"][-1], 8),
-         service["User"][-1], service["Group"][-1]),  # the service ran (and is preserved)
-    ]  # fmt: skip
+        (
+            int(service["RuntimeDirectoryMode"][-1], 8),
+            service["User"][-1],
+            service["Group"][-1],
+        ),  # the service ran (and is preserved)
+    ]
     socket_mode = int(sock["SocketMode"][-1], 8)
     socket_owner, socket_group = sock["SocketUser"][-1], sock["SocketGroup"][-1]
     for mode, owner, group in directories:

@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _mutate_module():
-    spec = importlib.util.spec_from_file_location("kuloo_mutate_script", ROOT / "scripts" / "mutate.py")
+    spec = importlib.util.spec_from_file_location(
+        "kuloo_mutate_script", ROOT / "scripts" / "mutate.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up there

@@ -42,7 +42,9 @@ def connect(path: str, timeout: float | None) -> socket.socket:
         except BlockingIOError:
             sock.close()
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(errno.ETIMEDOUT, f"the daemon accepted no connection for {timeout}s (busy?)") from None
+                raise TimeoutError(
+                    errno.ETIMEDOUT, f"the daemon accepted no connection for {timeout}s (busy?)"
+                ) from None
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
         except OSError as exc:
@@ -59,7 +61,9 @@ def connect(path: str, timeout: float | None) -> socket.socket:
 class ControlClient:
     """``with ControlClient(path) as c: c.call("status")``; events seen meanwhile collect in ``events``."""
 
-    def __init__(self, path: str, *, timeout: float | None = 30.0, client_name: str = "kuloo-ctl") -> None:
+    def __init__(
+        self, path: str, *, timeout: float | None = 30.0, client_name: str = "kuloo-ctl"
+    ) -> None:
         self.sock = connect(path, timeout)
         self.protocol = ClientProtocol(client_name)
         self._inbox: list[Reply | ErrorReply | Event] = []

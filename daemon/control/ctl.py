@@ -87,15 +87,27 @@ def _main(argv: list[str]) -> int:
         prog="kuloo-ctl",
         description="Call a method of the running Kuloo daemon over its control socket and print "
         "the JSON result. Examples: kuloo-ctl status; kuloo-ctl channels.list; "
-        "kuloo-ctl channels.update '{\"id\": 1, \"plan\": \"pro\"}'",
-        epilog=FRIENDLY, formatter_class=argparse.RawDescriptionHelpFormatter,
+        'kuloo-ctl channels.update \'{"id": 1, "plan": "pro"}\'',
+        epilog=FRIENDLY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--socket", help=f"control socket (default $KULOO_SOCKET, the --config's, or {DEFAULT_SOCKET})")
+    parser.add_argument(
+        "--socket",
+        help=f"control socket (default $KULOO_SOCKET, the --config's, or {DEFAULT_SOCKET})",
+    )
     parser.add_argument("--config", help="read the socket path from this daemon configuration")
     parser.add_argument("--json", action="store_true", help="(the raw form always prints JSON)")
-    parser.add_argument("--events", action="store_true", help="after the call, print events as they come (Ctrl-C ends)")
-    parser.add_argument("method", help="method name, e.g. status, channels.list; 'hello' lists them all")
-    parser.add_argument("params", nargs="?", default="{}", help="parameters as a JSON object (default {})")
+    parser.add_argument(
+        "--events",
+        action="store_true",
+        help="after the call, print events as they come (Ctrl-C ends)",
+    )
+    parser.add_argument(
+        "method", help="method name, e.g. status, channels.list; 'hello' lists them all"
+    )
+    parser.add_argument(
+        "params", nargs="?", default="{}", help="parameters as a JSON object (default {})"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -120,17 +132,32 @@ def _main(argv: list[str]) -> int:
 
 def _friendly(argv: list[str]) -> int:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--socket", default=argparse.SUPPRESS,
-                        help=f"control socket (default $KULOO_SOCKET, the --config's, or {DEFAULT_SOCKET})")
-    common.add_argument("--config", default=argparse.SUPPRESS, help="read the socket path from this configuration")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print the method's raw JSON document instead of a table")
-    parser = OneLineParser(prog="kuloo-ctl", description="Script the common actions of the Kuloo daemon.",
-                           epilog=FRIENDLY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_argument(
+        "--socket",
+        default=argparse.SUPPRESS,
+        help=f"control socket (default $KULOO_SOCKET, the --config's, or {DEFAULT_SOCKET})",
+    )
+    common.add_argument(
+        "--config", default=argparse.SUPPRESS, help="read the socket path from this configuration"
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the method's raw JSON document instead of a table",
+    )
+    parser = OneLineParser(
+        prog="kuloo-ctl",
+        description="Script the common actions of the Kuloo daemon.",
+        epilog=FRIENDLY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--socket", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
-    ctl_commands.add_commands(parser.add_subparsers(dest="group", required=True, metavar="GROUP"), common)
+    ctl_commands.add_commands(
+        parser.add_subparsers(dest="group", required=True, metavar="GROUP"), common
+    )
     args = parser.parse_args(argv)
     args.exit_status, args.failure, args.hints = 0, None, []
     path = _socket_path(args)
@@ -180,11 +207,19 @@ def _connect(path: str, timeout: float | None) -> ControlClient | int:
     try:
         return ControlClient(path, timeout=timeout)
     except ControlError as exc:
-        print(f"kuloo-ctl: the daemon at {path} refused the connection: {exc.message} ({exc.code})", file=sys.stderr)
+        print(
+            f"kuloo-ctl: the daemon at {path} refused the connection: {exc.message} ({exc.code})",
+            file=sys.stderr,
+        )
     except ProtocolError as exc:
-        print(f"kuloo-ctl: {path} does not answer in the control protocol: {_one_line(exc.message)}", file=sys.stderr)
+        print(
+            f"kuloo-ctl: {path} does not answer in the control protocol: {_one_line(exc.message)}",
+            file=sys.stderr,
+        )
     except OSError as exc:
-        print(f"kuloo-ctl: cannot reach the daemon at {path}: {exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"kuloo-ctl: cannot reach the daemon at {path}: {exc.strerror or exc}", file=sys.stderr
+        )
     return 1
 
 
@@ -203,7 +238,12 @@ def _run(path: str, args: argparse.Namespace, params: dict) -> int:
                     while True:
                         message = client.read_message()
                         if isinstance(message, Event):
-                            _out(json.dumps({"event": message.event, "data": message.data}, ensure_ascii=False))
+                            _out(
+                                json.dumps(
+                                    {"event": message.event, "data": message.data},
+                                    ensure_ascii=False,
+                                )
+                            )
                 except KeyboardInterrupt:
                     return 0  # Ctrl-C is how --events ends
         except CALL_FAILURES as exc:

@@ -84,8 +84,10 @@ async def outbox_list(services: Services, params: dict[str, Any]) -> dict[str, A
         raise _invalid(f"'limit' must be an integer from 1 to {MAX_LIMIT}")
     after = _positive(params, "after", required=False)
     rows = await services.store.run(delivery_store.list_outbox, channel, state, limit, after)
-    return {"messages": [render.outbox_entry(e) for e in rows],
-            "next_after": rows[-1].id if len(rows) == limit else None}
+    return {
+        "messages": [render.outbox_entry(e) for e in rows],
+        "next_after": rows[-1].id if len(rows) == limit else None,
+    }
 
 
 async def outbox_counts(services: Services, params: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +103,9 @@ async def outbox_resolve(context: Context, params: dict[str, Any]) -> dict[str, 
         raise _invalid("'as' must be 'sent' (it did arrive) or 'resend' (send it again)")
     services = context.services
     try:
-        entry = await services.store.run(delivery_store.resolve, outbox_id, decision, services.clock.now())
+        entry = await services.store.run(
+            delivery_store.resolve, outbox_id, decision, services.clock.now()
+        )
     except InvalidTransition as exc:
         raise ProtocolError("conflict", str(exc)) from None
     context.delivery.dirty = True
@@ -126,7 +130,12 @@ async def delivery_resume(context: Context, params: dict[str, Any]) -> dict[str,
 async def delivery_run(context: Context, params: dict[str, Any]) -> dict[str, Any]:
     channel = _positive(params, "channel", required=False)
     counts = await context.delivery.run(channel)
-    return {"queued": counts.queued, "sent": counts.sent, "failed": counts.failed, "uncertain": counts.uncertain}
+    return {
+        "queued": counts.queued,
+        "sent": counts.sent,
+        "failed": counts.failed,
+        "uncertain": counts.uncertain,
+    }
 
 
 async def users_progress(context: Context, params: dict[str, Any]) -> dict[str, Any]:

@@ -123,8 +123,9 @@ def check_channel_fields(params: dict[str, Any], *, creating: bool) -> ChannelEd
             value = secret.reveal()
             if not is_sell_token_shaped(value):
                 # Never echo the token back: it is a secret even when malformed.
-                problems.append("'api_token' does not look like a Zendesk Sell API token "
-                                f"({SELL_TOKEN_SHAPE})")
+                problems.append(
+                    f"'api_token' does not look like a Zendesk Sell API token ({SELL_TOKEN_SHAPE})"
+                )
             else:
                 set_token, token = True, secret
     if problems:
@@ -146,9 +147,15 @@ async def _dkim_status(services: Services) -> dict[str, Any] | None:
     if not domain:
         return None
     channels = await services.store.run(channel_store.list_all)
-    return {"domain": domain, "selector": services.config["dkim.selector"],
-            "misaligned": [{"id": c.id, "name": c.name, "sender": c.sender} for c in channels
-                           if c.sender and not aligned(sender_domain(c.sender), domain)]}
+    return {
+        "domain": domain,
+        "selector": services.config["dkim.selector"],
+        "misaligned": [
+            {"id": c.id, "name": c.name, "sender": c.sender}
+            for c in channels
+            if c.sender and not aligned(sender_domain(c.sender), domain)
+        ],
+    }
 
 
 async def status(context: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -165,7 +172,8 @@ async def status(context: Context, params: dict[str, Any]) -> dict[str, Any]:
             daemons = [render.daemon(d) for d in await services.store.run(lease_store.daemons)]
         size = await services.store.run(
             retention_store.database_size,
-            None if services.store.postgres else str(services.config.database_path))
+            None if services.store.postgres else str(services.config.database_path),
+        )
         dkim = await _dkim_status(services)
     except StoreUnavailable:
         pass
@@ -195,7 +203,9 @@ async def status(context: Context, params: dict[str, Any]) -> dict[str, Any]:
 async def channels_create(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     edit = check_channel_fields(params, creating=True)
     _check_sender_alignment(services, edit)
-    created = await services.store.run(channel_store.create, edit.fields, edit.token, services.clock.now())
+    created = await services.store.run(
+        channel_store.create, edit.fields, edit.token, services.clock.now()
+    )
     doc = created.channel
     log.info("channel created", channel_id=doc.id, channel=doc.name)
     if created.check is not None:
@@ -206,7 +216,9 @@ async def channels_create(services: Services, params: dict[str, Any]) -> dict[st
 
 
 async def channels_list(services: Services, params: dict[str, Any]) -> dict[str, Any]:
-    return {"channels": [render.channel(c) for c in await services.store.run(channel_store.list_all)]}
+    return {
+        "channels": [render.channel(c) for c in await services.store.run(channel_store.list_all)]
+    }
 
 
 async def channels_get(services: Services, params: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +241,12 @@ async def channels_update(services: Services, params: dict[str, Any]) -> dict[st
     edit = check_channel_fields(params, creating=False)
     _check_sender_alignment(services, edit)
     updated = await services.store.run(
-        channel_store.update, channel_id, edit.fields, edit.set_token, edit.token, services.clock.now()
+        channel_store.update,
+        channel_id,
+        edit.fields,
+        edit.set_token,
+        edit.token,
+        services.clock.now(),
     )
     doc = updated.channel
     if updated.changed:
@@ -270,14 +287,20 @@ async def _moved(services: Services, within_seconds: float) -> dict[str, Any]:
     """After a move: wait for the business-time work that became due, and say what ran."""
     settled = await services.scheduler.settle(within_seconds)
     services.publish("clock.moved", {"now": iso(services.clock.now())})
-    return {"now": iso(services.clock.now()), "ran": settled.ran, "pending": settled.pending,
-            "timed_out": settled.timed_out}
+    return {
+        "now": iso(services.clock.now()),
+        "ran": settled.ran,
+        "pending": settled.pending,
+        "timed_out": settled.timed_out,
+    }
 
 
 async def clock_advance(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     seconds = params.get("seconds")
     if not _is_number(seconds) or seconds < 0:
-        raise _invalid("'seconds' must be a number of seconds, 0 or more (the clock only moves forwards)")
+        raise _invalid(
+            "'seconds' must be a number of seconds, 0 or more (the clock only moves forwards)"
+        )
     timeout = _settle_seconds(params)
     try:
         # Registered for the manual clock only (``available``).
@@ -318,12 +341,18 @@ async def channels_delete(context: Context, params: dict[str, Any]) -> dict[str,
         raise _invalid(f"'confirm' must be the channel's exact name, {doc.name!r}")
     sync_lock = engine.channel_lock(services, channel_id)
     if sync_lock.locked():
-        raise ProtocolError("conflict", "a sync of this channel is running; try again when it has ended")
+        raise ProtocolError(
+            "conflict", "a sync of this channel is running; try again when it has ended"
+        )
     async with sync_lock, context.delivery.pass_lock:
-        async with services.leases.hold("sync", channel_id) as sync_held, \
-                services.leases.hold("delivery", channel_id) as delivery_held:
+        async with (
+            services.leases.hold("sync", channel_id) as sync_held,
+            services.leases.hold("delivery", channel_id) as delivery_held,
+        ):
             if not (sync_held and delivery_held):
-                raise ProtocolError("conflict", "another daemon is working on this channel; try again shortly")
+                raise ProtocolError(
+                    "conflict", "another daemon is working on this channel; try again shortly"
+                )
             users = 0
             while batch := await services.store.run(channel_store.delete_users_batch, channel_id):
                 users += batch
@@ -337,14 +366,16 @@ METHODS: dict[str, Handler] = {
     "status": status,
     "channels.delete": channels_delete,
     "users.erase": user_methods.users_erase,
-    **on_services_all({
-        "channels.create": channels_create,
-        "channels.list": channels_list,
-        "channels.get": channels_get,
-        "channels.update": channels_update,
-        "channels.verify": channels_verify,
-        **user_methods.METHODS,
-    }),
+    **on_services_all(
+        {
+            "channels.create": channels_create,
+            "channels.list": channels_list,
+            "channels.get": channels_get,
+            "channels.update": channels_update,
+            "channels.verify": channels_verify,
+            **user_methods.METHODS,
+        }
+    ),
 }
 
 METHODS.update(on_services_all(sync_methods.METHODS))
@@ -376,22 +407,31 @@ def unknown_method_message(method: str, methods: dict[str, Handler]) -> str:
     return f"unknown method {method!r}; known: {', '.join(groups)}"
 
 
-async def dispatch(context: Context, method: str, params: dict[str, Any],
-                   request_id: Any = None) -> Any:
+async def dispatch(
+    context: Context, method: str, params: dict[str, Any], request_id: Any = None
+) -> Any:
     """Run one method; store errors become protocol errors with their codes."""
     methods = available(context.services)
     handler = methods.get(method)
     if handler is None:
-        raise ProtocolError("unknown_method", unknown_method_message(method, methods), request_id,
-                            details={"known": sorted(methods)})
+        raise ProtocolError(
+            "unknown_method",
+            unknown_method_message(method, methods),
+            request_id,
+            details={"known": sorted(methods)},
+        )
     try:
         return await handler(context, params)
     except ProtocolError as exc:
         exc.id = request_id
         raise
     except StoreUnavailable as exc:  # "the database is unreachable" (or its disk is full)
-        raise ProtocolError("unavailable", f"{exc}; try again when it is back", request_id,
-                            details={"store_state": context.services.store.health.document()}) from None
+        raise ProtocolError(
+            "unavailable",
+            f"{exc}; try again when it is back",
+            request_id,
+            details={"store_state": context.services.store.health.document()},
+        ) from None
     except NotFound as exc:
         raise ProtocolError("not_found", str(exc), request_id) from None
     except Conflict as exc:

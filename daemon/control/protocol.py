@@ -59,7 +59,7 @@ ERROR_CODES: dict[str, str] = {
     "not_found": "the object named does not exist",
     "conflict": "the change conflicts with existing data",
     "unavailable": "the daemon cannot do this now (stopping, the database is unreachable or "
-                   "its disk is full, or another dependency is down)",
+    "its disk is full, or another dependency is down)",
     "internal": "the daemon failed; the error is in its log",
 }
 
@@ -197,11 +197,19 @@ def flaw(value: Any, where: str) -> str | None:
     """The first value a client may not send (a lone surrogate, an integer beyond 64 bits,
     a float that overflowed to infinity), named by its place, or None."""
     if isinstance(value, str):
-        return f"{where} contains a lone UTF-16 surrogate, which is not valid Unicode" if _SURROGATE.search(value) else None
+        return (
+            f"{where} contains a lone UTF-16 surrogate, which is not valid Unicode"
+            if _SURROGATE.search(value)
+            else None
+        )
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return None if INT_MIN <= value <= INT_MAX else f"{where} is outside the signed 64-bit integer range"
+        return (
+            None
+            if INT_MIN <= value <= INT_MAX
+            else f"{where} is outside the signed 64-bit integer range"
+        )
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{where} is too large a number"
     if isinstance(value, list):
@@ -232,19 +240,30 @@ def parse_request(line: bytes | TooLong) -> Request:
     encoder ever sees a value it cannot keep or send back.
     """
     if isinstance(line, TooLong):
-        raise ProtocolError("line_too_long", f"line of {line.size} bytes dropped; the limit is {line.limit}")
+        raise ProtocolError(
+            "line_too_long", f"line of {line.size} bytes dropped; the limit is {line.limit}"
+        )
     obj = _loads(line)
     if not isinstance(obj, dict):
         raise ProtocolError("invalid_request", "a request must be a JSON object")
     rid = obj.get("id")
     if not _valid_id(rid):
-        raise ProtocolError("invalid_request", "a request needs an id (a 64-bit integer or a short string)")
+        raise ProtocolError(
+            "invalid_request", "a request needs an id (a 64-bit integer or a short string)"
+        )
     if obj.get("type", "request") != "request":
         raise ProtocolError("invalid_request", "expected type 'request'", rid)
     method = obj.get("method")
     if not isinstance(method, str) or not method:
         raise ProtocolError("invalid_request", "a request needs a method name", rid)
-    problem = next((p for k, v in obj.items() if k != "params" and (p := flaw(k, "a field name") or flaw(v, k))), None)
+    problem = next(
+        (
+            p
+            for k, v in obj.items()
+            if k != "params" and (p := flaw(k, "a field name") or flaw(v, k))
+        ),
+        None,
+    )
     if problem:
         raise ProtocolError("invalid_request", problem, rid)
     params = obj.get("params", {})
@@ -270,7 +289,12 @@ def parse_message(line: bytes) -> Reply | ErrorReply | Event:
         err = obj.get("error")
         if not isinstance(err, dict):
             err = {}
-        return ErrorReply(obj.get("id"), str(err.get("code", "internal")), str(err.get("message", "")), err.get("details"))
+        return ErrorReply(
+            obj.get("id"),
+            str(err.get("code", "internal")),
+            str(err.get("message", "")),
+            err.get("details"),
+        )
     if kind == "event":
         return Event(str(obj.get("event", "")), obj.get("data"))
     raise ProtocolError("invalid_request", f"unknown message type {kind!r}")
@@ -278,7 +302,12 @@ def parse_message(line: bytes) -> Reply | ErrorReply | Event:
 
 def encode(message: Message) -> bytes:
     if isinstance(message, Request):
-        obj: dict[str, Any] = {"type": "request", "id": message.id, "method": message.method, "params": message.params}
+        obj: dict[str, Any] = {
+            "type": "request",
+            "id": message.id,
+            "method": message.method,
+            "params": message.params,
+        }
     elif isinstance(message, Reply):
         obj = {"type": "reply", "id": message.id, "result": message.result}
     elif isinstance(message, ErrorReply):
@@ -331,10 +360,15 @@ class ServerProtocol:
     error, ``hello_required``). It does no I/O and keeps no other state.
     """
 
-    def __init__(self, methods: list[str], server_version: str, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+    def __init__(
+        self, methods: list[str], server_version: str, max_line_bytes: int = MAX_LINE_BYTES
+    ) -> None:
         self._splitter = LineSplitter(max_line_bytes)
-        self._hello = {"server": "kuloo-daemon", "server_version": server_version,
-                       "methods": sorted({"hello", *methods})}
+        self._hello = {
+            "server": "kuloo-daemon",
+            "server_version": server_version,
+            "methods": sorted({"hello", *methods}),
+        }
         self.greeted = False
 
     def receive_data(self, data: bytes) -> list[Request | Reply | ErrorReply]:
@@ -348,7 +382,9 @@ class ServerProtocol:
                 self.greeted = True
                 return Reply(request.id, {"version": version, **self._hello})
             if not self.greeted:
-                raise ProtocolError("hello_required", "send hello with your protocol version first", request.id)
+                raise ProtocolError(
+                    "hello_required", "send hello with your protocol version first", request.id
+                )
         except ProtocolError as exc:
             return error_reply(exc)
         return request
@@ -367,7 +403,9 @@ class ClientProtocol:
     After the hello reply, ``server`` holds what the daemon said about itself.
     """
 
-    def __init__(self, client_name: str = "client", max_line_bytes: int = 16 * MAX_LINE_BYTES) -> None:
+    def __init__(
+        self, client_name: str = "client", max_line_bytes: int = 16 * MAX_LINE_BYTES
+    ) -> None:
         self.client_name = client_name
         self._splitter = LineSplitter(max_line_bytes)
         self._ids = itertools.count(1)
@@ -410,12 +448,22 @@ class ClientProtocol:
         if message.id is None and isinstance(message, ErrorReply):
             if not self._waiting:
                 return message  # about the connection itself (the server is closing it)
-            message = ErrorReply(next(iter(self._waiting)), message.code, message.message, message.details)
+            message = ErrorReply(
+                next(iter(self._waiting)), message.code, message.message, message.details
+            )
         method = self._waiting.pop(message.id, None)
         if method is None:
-            raise ProtocolError("invalid_request", f"the server answered a request never sent (id {message.id!r})")
+            raise ProtocolError(
+                "invalid_request", f"the server answered a request never sent (id {message.id!r})"
+            )
         if method == "hello" and isinstance(message, Reply):
-            if not isinstance(message.result, dict) or message.result.get("version") not in SUPPORTED_VERSIONS:
-                raise ProtocolError("unsupported_version", "the server's hello reply names no version this client speaks")
+            if (
+                not isinstance(message.result, dict)
+                or message.result.get("version") not in SUPPORTED_VERSIONS
+            ):
+                raise ProtocolError(
+                    "unsupported_version",
+                    "the server's hello reply names no version this client speaks",
+                )
             self.server = message.result
         return message

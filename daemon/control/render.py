@@ -55,10 +55,23 @@ def sync_run(doc: RunDoc) -> dict[str, Any]:
 
 def daemon(d: dict[str, Any]) -> dict[str, Any]:
     """One daemon seen on the PostgreSQL store (``store.leases.daemons``), for ``status``."""
-    return {"id": d["id"], "host": d["host"], "pid": d["pid"], "started_at": iso(d["started_at"]),
-            "last_seen": iso(d["last_seen"]), "stopped": d["stopped"],
-            "leases": [{"channel": x["channel"], "kind": x["kind"], "until": iso(x["until"]),
-                        "expired": x["expired"]} for x in d["leases"]]}
+    return {
+        "id": d["id"],
+        "host": d["host"],
+        "pid": d["pid"],
+        "started_at": iso(d["started_at"]),
+        "last_seen": iso(d["last_seen"]),
+        "stopped": d["stopped"],
+        "leases": [
+            {
+                "channel": x["channel"],
+                "kind": x["kind"],
+                "until": iso(x["until"]),
+                "expired": x["expired"],
+            }
+            for x in d["leases"]
+        ],
+    }
 
 
 def sync_error(doc: ErrorDoc) -> dict[str, Any]:
@@ -95,8 +108,14 @@ def user(doc: User) -> dict[str, Any]:
 
 
 def audit_entry(entry: AuditRecord) -> dict[str, Any]:
-    return {"at": iso(entry.at), "actor": entry.actor, "field": entry.field, "old": entry.old,
-            "new": entry.new, "note": entry.note}
+    return {
+        "at": iso(entry.at),
+        "actor": entry.actor,
+        "field": entry.field,
+        "old": entry.old,
+        "new": entry.new,
+        "note": entry.note,
+    }
 
 
 def clock(c: Clock) -> dict[str, Any]:
@@ -116,17 +135,36 @@ def event(name: str, data: Any) -> Any:
 
 def article(a: ArticleSummary) -> dict[str, Any]:
     return {
-        "id": a.id, "channel": a.channel, "key": a.key, "file": a.source_file, "title": a.title,
-        "format": a.format, "url": a.url, "tags": list(a.tags), "published_at": iso(a.published_at),
-        "delay_seconds": a.delay_seconds, "version": a.version, "withdrawn_at": iso(a.withdrawn_at),
+        "id": a.id,
+        "channel": a.channel,
+        "key": a.key,
+        "file": a.source_file,
+        "title": a.title,
+        "format": a.format,
+        "url": a.url,
+        "tags": list(a.tags),
+        "published_at": iso(a.published_at),
+        "delay_seconds": a.delay_seconds,
+        "version": a.version,
+        "withdrawn_at": iso(a.withdrawn_at),
         "kind": "sequence" if a.tags else "newsletter",
     }
 
 
 def outbox_entry(e: OutboxEntry) -> dict[str, Any]:
     return {
-        "id": e.id, "channel": e.channel, "user": e.user, "email": e.email, "kind": e.kind,
-        "article": e.article, "articles": list(e.articles), "state": e.state.value,
-        "message_id": e.message_id, "attempts": e.attempts, "last_error": e.last_error,
-        "created_at": iso(e.created_at), "sent_at": iso(e.sent_at), "next_attempt_at": iso(e.next_attempt_at),
+        "id": e.id,
+        "channel": e.channel,
+        "user": e.user,
+        "email": e.email,
+        "kind": e.kind,
+        "article": e.article,
+        "articles": list(e.articles),
+        "state": e.state.value,
+        "message_id": e.message_id,
+        "attempts": e.attempts,
+        "last_error": e.last_error,
+        "created_at": iso(e.created_at),
+        "sent_at": iso(e.sent_at),
+        "next_attempt_at": iso(e.next_attempt_at),
     }

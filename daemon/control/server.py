@@ -139,8 +139,11 @@ class Broadcaster:
                 subscription.dropped += 1
                 self.dropped += 1
                 self.unsubscribe(subscription)
-                log.warning("control client too slow for its events; subscription ended",
-                            connection=subscription.owner, queued=self.buffer)
+                log.warning(
+                    "control client too slow for its events; subscription ended",
+                    connection=subscription.owner,
+                    queued=self.buffer,
+                )
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._subscriptions.discard(subscription)
 
@@ -156,7 +159,9 @@ class Connection:
         self.server = server
         self.stream = stream
         self.number = number
-        self.protocol = ServerProtocol(["subscribe", *methods.available(server.services)], __version__, server.max_line_bytes)
+        self.protocol = ServerProtocol(
+            ["subscribe", *methods.available(server.services)], __version__, server.max_line_bytes
+        )
         self.send_lock = trio.Lock()
         self.subscription: Subscription | None = None
         self.log = log.bind(connection=number)
@@ -188,7 +193,9 @@ class Connection:
             if not data:
                 return
             for action in self.protocol.receive_data(data):
-                await self.send(await self._answer(action) if isinstance(action, Request) else encode(action))
+                await self.send(
+                    await self._answer(action) if isinstance(action, Request) else encode(action)
+                )
 
     async def _receive(self) -> bytes:
         """The client's next bytes; b"" once it hangs up, is late with its hello, or when the
@@ -202,7 +209,9 @@ class Connection:
             finally:
                 self.server.idle.discard(idle)
         if not self.protocol.greeted and not self.server.stopping:
-            self.log.info("control client sent no hello in time; closing", seconds=self.server.hello_timeout)
+            self.log.info(
+                "control client sent no hello in time; closing", seconds=self.server.hello_timeout
+            )
         return b""
 
     async def send(self, data: bytes) -> None:
@@ -213,7 +222,10 @@ class Connection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     raise ClientGone from None
         if waited.cancelled_caught:
-            self.log.warning("control client does not read; closing the connection", seconds=self.server.send_timeout)
+            self.log.warning(
+                "control client does not read; closing the connection",
+                seconds=self.server.send_timeout,
+            )
             raise ClientGone
 
     async def _answer(self, request: Request) -> bytes:
@@ -221,7 +233,9 @@ class Connection:
         try:
             if request.method == "subscribe":
                 return encode(Reply(request.id, self._subscribe()))
-            result = await methods.dispatch(self.server.context, request.method, request.params, request.id)
+            result = await methods.dispatch(
+                self.server.context, request.method, request.params, request.id
+            )
             return encode(Reply(request.id, result))
         except ProtocolError as exc:
             return encode(error_reply(exc, request.id))
@@ -229,7 +243,9 @@ class Connection:
             await self._say_cancelled(request.id)
             raise
         except Exception:
-            self.log.exception("control method failed", method=request.method, request_id=request.id)
+            self.log.exception(
+                "control method failed", method=request.method, request_id=request.id
+            )
             return encode(ErrorReply(request.id, "internal", INTERNAL))
 
     def _subscribe(self) -> dict[str, Any]:
@@ -266,9 +282,15 @@ class Connection:
         """The drain deadline cut a request short: tell the client rather than hang up mute."""
         with trio.CancelScope(shield=True), trio.move_on_after(1):
             with contextlib.suppress(ClientGone):
-                await self.send(encode(ErrorReply(
-                    request_id, "unavailable", "the daemon is stopping; the request was cancelled — retry when it is back"
-                )))
+                await self.send(
+                    encode(
+                        ErrorReply(
+                            request_id,
+                            "unavailable",
+                            "the daemon is stopping; the request was cancelled — retry when it is back",
+                        )
+                    )
+                )
 
     async def _last_words(self) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(1):
@@ -277,9 +299,17 @@ class Connection:
 
 
 class ControlServer:
-    def __init__(self, services: Services, delivery: Delivery, broadcaster: Broadcaster,
-                 max_line_bytes: int, *, links_url: str = "", send_timeout: float = SEND_TIMEOUT,
-                 hello_timeout: float = HELLO_TIMEOUT) -> None:
+    def __init__(
+        self,
+        services: Services,
+        delivery: Delivery,
+        broadcaster: Broadcaster,
+        max_line_bytes: int,
+        *,
+        links_url: str = "",
+        send_timeout: float = SEND_TIMEOUT,
+        hello_timeout: float = HELLO_TIMEOUT,
+    ) -> None:
         self.services = services
         # What the methods stand on, this server's connection count included.
         self.context = Context(services, delivery, links_url, lambda: self.connections)
@@ -298,7 +328,9 @@ class ControlServer:
         """Open control connections."""
         return len(self._open)
 
-    async def serve(self, sockets: list[socket.socket], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, sockets: list[socket.socket], *, task_status=trio.TASK_STATUS_IGNORED
+    ) -> None:
         self._listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
         async with trio.open_nursery() as nursery:
             for listener in self._listeners:
@@ -318,7 +350,9 @@ class ControlServer:
                     log.error("control socket accept failed; backing off", error=str(exc))
                     await trio.sleep(0.1)
                     continue
-                nursery.start_soon(self._serve_connection, Connection(self, stream, next(self._ids)))
+                nursery.start_soon(
+                    self._serve_connection, Connection(self, stream, next(self._ids))
+                )
         finally:
             listener.socket.close()
 

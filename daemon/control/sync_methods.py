@@ -31,22 +31,38 @@ def _invalid(message: str) -> ProtocolError:
 
 
 @overload
-def _positive(params: dict[str, Any], key: str, *, required: Literal[True] = ...,
-              maximum: int | None = None) -> int: ...
+def _positive(
+    params: dict[str, Any], key: str, *, required: Literal[True] = ..., maximum: int | None = None
+) -> int: ...
 @overload
-def _positive(params: dict[str, Any], key: str, *, required: bool, default: int,
-              maximum: int | None = None) -> int: ...
+def _positive(
+    params: dict[str, Any], key: str, *, required: bool, default: int, maximum: int | None = None
+) -> int: ...
 @overload
-def _positive(params: dict[str, Any], key: str, *, required: bool,
-              maximum: int | None = None) -> int | None: ...
-def _positive(params: dict[str, Any], key: str, *, required: bool = True, default: int | None = None,
-              maximum: int | None = None) -> int | None:
+def _positive(
+    params: dict[str, Any], key: str, *, required: bool, maximum: int | None = None
+) -> int | None: ...
+def _positive(
+    params: dict[str, Any],
+    key: str,
+    *,
+    required: bool = True,
+    default: int | None = None,
+    maximum: int | None = None,
+) -> int | None:
     if key not in params or params[key] is None:
         if required:
-            raise _invalid(f"'{key}' must be a positive integer" + (" channel id" if key == "channel" else ""))
+            raise _invalid(
+                f"'{key}' must be a positive integer" + (" channel id" if key == "channel" else "")
+            )
         return default
     value = params[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (maximum and value > maximum):
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < 1
+        or (maximum and value > maximum)
+    ):
         bound = f" up to {maximum}" if maximum else ""
         raise _invalid(f"'{key}' must be a positive integer{bound}")
     return value
@@ -56,16 +72,24 @@ async def sync_run(services: Services, params: dict[str, Any]) -> dict[str, Any]
     channel = _positive(params, "channel")
     await services.store.run(run_store.runs, channel, 1)  # not_found for an unknown channel
     run = await engine.run_channel(services, channel)
-    if run is None:  # PostgreSQL: this daemon stalled past its lease and another took the channel over
-        raise ProtocolError("unavailable", "the run stopped: another daemon took over this channel's lease; "
-                            "see sync.runs")
+    if (
+        run is None
+    ):  # PostgreSQL: this daemon stalled past its lease and another took the channel over
+        raise ProtocolError(
+            "unavailable",
+            "the run stopped: another daemon took over this channel's lease; see sync.runs",
+        )
     return render.sync_run(run)
 
 
 async def sync_runs(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     channel = _positive(params, "channel")
     limit = _positive(params, "limit", required=False, default=20, maximum=RUNS_LIMIT_MAX)
-    return {"runs": [render.sync_run(r) for r in await services.store.run(run_store.runs, channel, limit)]}
+    return {
+        "runs": [
+            render.sync_run(r) for r in await services.store.run(run_store.runs, channel, limit)
+        ]
+    }
 
 
 async def sync_errors(services: Services, params: dict[str, Any]) -> dict[str, Any]:

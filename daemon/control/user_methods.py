@@ -77,7 +77,16 @@ ADD_SOURCES = (Source.ADMIN, Source.APP)
 SUBSCRIPTIONS = (*(f.value for f in Frequency), SUBSCRIPTION_UNSUBSCRIBED)
 CRM_KINDS = (*(k.value for k in CrmKind), user_store.CRM_NONE)
 # Fields of the document that users.update refuses by name (rather than ignoring them).
-READ_ONLY = ("source", "kuloo_id", "channel", "last_active", "crm", "sync_error", "created_at", "updated_at")
+READ_ONLY = (
+    "source",
+    "kuloo_id",
+    "channel",
+    "last_active",
+    "crm",
+    "sync_error",
+    "created_at",
+    "updated_at",
+)
 
 
 class Problems:
@@ -91,7 +100,9 @@ class Problems:
 
     def raise_any(self) -> None:
         if self.found:
-            raise ProtocolError("invalid_params", "; ".join(self.found), details={"problems": self.found})
+            raise ProtocolError(
+                "invalid_params", "; ".join(self.found), details={"problems": self.found}
+            )
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -168,7 +179,9 @@ def _editable(params: dict[str, Any], problems: Problems) -> dict[str, Any]:
                 out[key] = params[key]
     if "promo_tags" in params:
         tags = params["promo_tags"]
-        if not isinstance(tags, list) or not all(isinstance(t, str) and _encodable(t) for t in tags):
+        if not isinstance(tags, list) or not all(
+            isinstance(t, str) and _encodable(t) for t in tags
+        ):
             problems.add("'promo_tags' must be a list of the channel's sequential tags")
         else:
             dupes = sorted(t for t, n in Counter(tags).items() if n > 1)
@@ -258,11 +271,14 @@ def check_list(params: dict[str, Any]) -> Listing:
         subscription = None
     source = params.get("source")
     if source is not None and source not in tuple(Source):
-        problems.add("'source' must be one of 'admin', 'signup', 'sync' or '' (registered in the app)")
+        problems.add(
+            "'source' must be one of 'admin', 'signup', 'sync' or '' (registered in the app)"
+        )
         source = None
     promo = params.get("promo")
-    if promo is not None and (not isinstance(promo, str) or not promo or not _encodable(promo)
-                              or len(promo) > TAG_MAX):
+    if promo is not None and (
+        not isinstance(promo, str) or not promo or not _encodable(promo) or len(promo) > TAG_MAX
+    ):
         problems.add(f"'promo' must be a tag (a non-empty string of at most {TAG_MAX} characters)")
         promo = None
     crm_kind = params.get("crm_kind")
@@ -276,9 +292,14 @@ def check_list(params: dict[str, Any]) -> Listing:
     limit = _limit(params, LIST_LIMIT_DEFAULT, user_store.LIST_LIMIT_MAX, problems)
     problems.raise_any()
     assert channel_id is not None
-    filters = user_store.Filters(query=query, has_sync_error=has_error, subscription=subscription,
-                                 source=Source(source) if source is not None else None, promo=promo,
-                                 crm_kind=crm_kind)
+    filters = user_store.Filters(
+        query=query,
+        has_sync_error=has_error,
+        subscription=subscription,
+        source=Source(source) if source is not None else None,
+        promo=promo,
+        crm_kind=crm_kind,
+    )
     return Listing(channel_id, filters, after, limit)
 
 
@@ -292,8 +313,14 @@ def _updated(services: Services, doc: user_store.User) -> dict[str, Any]:
 
 async def users_add(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     new = check_new_user(params)
-    doc = await services.store.run(user_store.add, new.channel_id, new.fields, new.actor, services.clock.now(),
-                                   services.config.erasure_key())
+    doc = await services.store.run(
+        user_store.add,
+        new.channel_id,
+        new.fields,
+        new.actor,
+        services.clock.now(),
+        services.config.erasure_key(),
+    )
     log.info("user added", user_id=doc.id, channel_id=doc.channel_id, actor=new.actor.value)
     return _updated(services, doc)
 
@@ -316,11 +343,14 @@ async def users_get(services: Services, params: dict[str, Any]) -> dict[str, Any
 
 async def users_update(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     changes = check_changes(params)
-    done = await services.store.run(user_store.update, changes.user_id, changes.fields, changes.actor,
-                                    services.clock.now())
+    done = await services.store.run(
+        user_store.update, changes.user_id, changes.fields, changes.actor, services.clock.now()
+    )
     if not done.changed:
         return render.user(done.user)
-    log.info("user updated", user_id=done.user.id, changed=list(done.changed), actor=changes.actor.value)
+    log.info(
+        "user updated", user_id=done.user.id, changed=list(done.changed), actor=changes.actor.value
+    )
     return _updated(services, done.user)
 
 
@@ -346,8 +376,9 @@ async def users_activity(services: Services, params: dict[str, Any]) -> dict[str
 
 async def users_list(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     listing = check_list(params)
-    page = await services.store.run(user_store.list_page, listing.channel_id, listing.filters, listing.after,
-                                    listing.limit)
+    page = await services.store.run(
+        user_store.list_page, listing.channel_id, listing.filters, listing.after, listing.limit
+    )
     return {"users": [render.user(u) for u in page.users], "next": page.next, "total": page.total}
 
 
@@ -364,9 +395,11 @@ async def users_audit(services: Services, params: dict[str, Any]) -> dict[str, A
 def erasure_key_missing(services: Services) -> str:
     """The error text when the erasure-key credential is missing (never its content)."""
     name = services.config["credentials.erasure_key"]
-    return (f"users.erase needs the erasure-key credential: put a long random secret in the "
-            f"file {name!r} of the credentials folder ([credentials] erasure_key), and never "
-            "change it (erased users are recognised by it)")
+    return (
+        f"users.erase needs the erasure-key credential: put a long random secret in the "
+        f"file {name!r} of the credentials folder ([credentials] erasure_key), and never "
+        "change it (erased users are recognised by it)"
+    )
 
 
 async def users_erase(context: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -389,17 +422,29 @@ async def users_erase(context: Context, params: dict[str, Any]) -> dict[str, Any
     channel_id = (await services.store.run(user_store.get, user_id)).channel_id
     sync_lock = engine.channel_lock(services, channel_id)
     if sync_lock.locked():
-        raise ProtocolError("conflict", "a sync of this channel is running; try again when it has ended")
+        raise ProtocolError(
+            "conflict", "a sync of this channel is running; try again when it has ended"
+        )
     async with sync_lock, context.delivery.pass_lock:
-        async with services.leases.hold("sync", channel_id) as sync_held, \
-                services.leases.hold("delivery", channel_id) as delivery_held:
+        async with (
+            services.leases.hold("sync", channel_id) as sync_held,
+            services.leases.hold("delivery", channel_id) as delivery_held,
+        ):
             if not (sync_held and delivery_held):
-                raise ProtocolError("conflict", "another daemon is working on this channel; try again shortly")
-            done = await services.store.run(erasure_store.erase, user_id, confirm, key, services.clock.now())
+                raise ProtocolError(
+                    "conflict", "another daemon is working on this channel; try again shortly"
+                )
+            done = await services.store.run(
+                erasure_store.erase, user_id, confirm, key, services.clock.now()
+            )
     log.info("user erased", user_id=done.id, channel_id=done.channel_id)
     services.publish("user.erased", {"id": done.id, "channel": done.channel_id})
-    return {"id": done.id, "channel": done.channel_id, "erased": True,
-            "erased_at": done.erased_at.isoformat()}
+    return {
+        "id": done.id,
+        "channel": done.channel_id,
+        "erased": True,
+        "erased_at": done.erased_at.isoformat(),
+    }
 
 
 METHODS = {

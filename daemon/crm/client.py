@@ -78,12 +78,14 @@ OnRequest = Callable[[str, str, float, bool], None]
 def _ignore_request(_method: str, _status: str, _waited: float, _retried: bool) -> None:
     return None
 
+
 # The fence hook (kept apart from the rest of the client): work under a lease sets it for
 # its task and the tasks it starts; it is called right before every attempt of a write
 # (POST, PUT, PATCH, DELETE) goes out — after the rate budget's wait and any retry's
 # back-off — and raises to stop the write (``services.Leases.fence``).
 write_fence: ContextVar[Callable[[], None] | None] = ContextVar(
-    "kuloo_sell_write_fence", default=None)
+    "kuloo_sell_write_fence", default=None
+)
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -346,8 +348,9 @@ class SellClient:
                 else None
             )
             retried = attempt < max_attempts and should_retry(status, failure, idempotent)
-            self.on_request(method, str(status) if status is not None else str(failure), waited,
-                            retried)
+            self.on_request(
+                method, str(status) if status is not None else str(failure), waited, retried
+            )
             if retried:
                 delay = retry_delay(
                     attempt,
@@ -410,8 +413,9 @@ class SellClient:
         logref, errs, snippet = E.parse_error_body(
             response.content, response.headers.get("X-Request-Id")
         )
-        errs = [{k: E.scrub(v, secret) if isinstance(v, str) else v for k, v in e.items()}
-                for e in errs]  # fmt: skip
+        errs = [
+            {k: E.scrub(v, secret) if isinstance(v, str) else v for k, v in e.items()} for e in errs
+        ]
         message = E.default_message(status)
         if snippet:
             message = f"{message}: {E.scrub(snippet, secret)}"
@@ -452,9 +456,11 @@ class SellClient:
         except ValueError:
             snippet = E.text_snippet(response.content, 80)
             raise self._malformed(
-                response, method, path,
+                response,
+                method,
+                path,
                 f"Sell answered {response.status_code} with a body that is not JSON: {snippet!r}",
-            ) from None  # fmt: skip
+            ) from None
         if not isinstance(doc, dict):
             raise self._malformed(
                 response, method, path, "Sell answered with JSON that is not an object"
@@ -521,7 +527,9 @@ class SellClient:
                 return
             following = dict(params)
             following.update(nxt)
-            if "cursor" in nxt and "page" not in nxt:  # a cursor replaces the page (Sell refuses both)
+            if (
+                "cursor" in nxt and "page" not in nxt
+            ):  # a cursor replaces the page (Sell refuses both)
                 following.pop("page", None)
             if paged and "page" not in nxt and "cursor" not in nxt:
                 following["page"] = str(int(params.get("page", "1")) + 1)
@@ -585,8 +593,11 @@ class SellClient:
             except E.BadRequestError:
                 if yielded or sent is not filters or not filters.get("custom_fields"):
                     raise
-                log.info("sell refused a custom-field filter", path=path,
-                         fields=sorted(filters["custom_fields"]))  # fmt: skip
+                log.info(
+                    "sell refused a custom-field filter",
+                    path=path,
+                    fields=sorted(filters["custom_fields"]),
+                )
                 sent = {k: v for k, v in filters.items() if k != "custom_fields"}
 
     async def get_lead(self, lead_id: int) -> Lead:

@@ -124,19 +124,21 @@ def _cleaned(fields: dict[str, Any]) -> dict[str, Any]:
 
 def _person_fields(data: dict[str, Any], kind: str, **more: Any) -> dict[str, Any]:
     """The attributes Leads and Contacts share, parsed (and cleaned) the same way for both."""
-    return _cleaned({
-        "id": _record_id(data, kind),
-        "first_name": as_str(data.get("first_name")),
-        "last_name": as_str(data.get("last_name")),
-        "email": as_str(data.get("email")),
-        "owner_id": as_int(data.get("owner_id")),
-        "tags": _tags(data.get("tags")),
-        "custom_fields": _custom_fields(data.get("custom_fields")),
-        "created_at": as_str(data.get("created_at")),
-        "updated_at": as_str(data.get("updated_at")),
-        "raw": dict(data),
-        **more,
-    })
+    return _cleaned(
+        {
+            "id": _record_id(data, kind),
+            "first_name": as_str(data.get("first_name")),
+            "last_name": as_str(data.get("last_name")),
+            "email": as_str(data.get("email")),
+            "owner_id": as_int(data.get("owner_id")),
+            "tags": _tags(data.get("tags")),
+            "custom_fields": _custom_fields(data.get("custom_fields")),
+            "created_at": as_str(data.get("created_at")),
+            "updated_at": as_str(data.get("updated_at")),
+            "raw": dict(data),
+            **more,
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -160,8 +162,11 @@ class Lead:
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Lead:
         organization = as_str(data.get("organization_name"))
-        return cls(**_person_fields(data, "lead", organization_name=organization,
-                                    status=as_str(data.get("status"))))
+        return cls(
+            **_person_fields(
+                data, "lead", organization_name=organization, status=as_str(data.get("status"))
+            )
+        )
 
     @property
     def updated(self) -> datetime | None:
@@ -189,9 +194,15 @@ class Contact:
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Contact:
-        return cls(**_person_fields(data, "contact", name=as_str(data.get("name")),
-                                    is_organization=bool(data.get("is_organization") or False),
-                                    contact_id=as_int(data.get("contact_id"))))
+        return cls(
+            **_person_fields(
+                data,
+                "contact",
+                name=as_str(data.get("name")),
+                is_organization=bool(data.get("is_organization") or False),
+                contact_id=as_int(data.get("contact_id")),
+            )
+        )
 
     @property
     def updated(self) -> datetime | None:
@@ -420,8 +431,9 @@ def same_custom_value(field_type: str | None, a: Any, b: Any) -> bool:
     return bool(custom_value_key(field_type, a) == custom_value_key(field_type, b))
 
 
-def matches_filters(record: Lead | Contact, filters: Mapping[str, Any],
-                    field_types: Mapping[str, str] | None = None) -> bool:  # fmt: skip
+def matches_filters(
+    record: Lead | Contact, filters: Mapping[str, Any], field_types: Mapping[str, str] | None = None
+) -> bool:
     """Whether ``record`` really matches the list filters it was fetched with, for the filters
     Sell may apply loosely or not at all: ``ids``, ``email`` (compared normalised) and
     ``custom_fields`` (a multi-select matches when it contains the value, like Sell's filter).
@@ -429,8 +441,12 @@ def matches_filters(record: Lead | Contact, filters: Mapping[str, Any],
     types = field_types or {}
     ids = filters.get("ids")
     if ids is not None:
-        wanted = {as_int(i) for i in (ids if isinstance(ids, list | tuple | set | frozenset)
-                                      else str(ids).split(","))}  # fmt: skip
+        wanted = {
+            as_int(i)
+            for i in (
+                ids if isinstance(ids, list | tuple | set | frozenset) else str(ids).split(",")
+            )
+        }
         if record.id not in wanted:
             return False
     if "email" in filters and filters["email"] is not None:

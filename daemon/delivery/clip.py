@@ -114,8 +114,10 @@ async def check_address(url: str, allow_private: bool) -> list[Address]:
     if not allow_private:
         for address in addresses:
             if not is_allowed(address):
-                raise ClipError(f"{hostname} is a private or loopback address ({address}); "
-                                "set [articles] allow_private_urls = true to allow it")
+                raise ClipError(
+                    f"{hostname} is a private or loopback address ({address}); "
+                    "set [articles] allow_private_urls = true to allow it"
+                )
     return addresses
 
 
@@ -147,13 +149,17 @@ def _inflater(response: httpx.Response, url: str) -> _Inflater | None:
     codings = [c.strip().lower() for c in header.split(",") if c.strip()]
     codings = [c for c in codings if c != "identity"]
     if len(codings) > 1:
-        raise ClipError(f"{url} is sent with stacked content codings ({', '.join(codings)}); "
-                        "at most one is accepted")
+        raise ClipError(
+            f"{url} is sent with stacked content codings ({', '.join(codings)}); "
+            "at most one is accepted"
+        )
     if not codings:
         return None
     if codings[0] not in ("gzip", "x-gzip", "deflate"):
-        raise ClipError(f"{url} is sent with the content coding {codings[0]!r} "
-                        "(only gzip and deflate are accepted)")
+        raise ClipError(
+            f"{url} is sent with the content coding {codings[0]!r} "
+            "(only gzip and deflate are accepted)"
+        )
     return _Inflater(codings[0])
 
 
@@ -185,19 +191,32 @@ def _charset(response: httpx.Response) -> str:
     return name
 
 
-async def _get_from(url: str, address: Address, *, http_timeout: float, max_bytes: int,
-                    verify: ssl.SSLContext | bool) -> str:
+async def _get_from(
+    url: str,
+    address: Address,
+    *,
+    http_timeout: float,
+    max_bytes: int,
+    verify: ssl.SSLContext | bool,
+) -> str:
     """GET ``url`` from ``address`` (the checked one), with the name in Host and TLS."""
     target = httpx.URL(url)
-    headers = {"User-Agent": "KulooSync-clipper/1", "Accept-Encoding": "gzip, deflate",
-               "Host": target.netloc.decode("ascii")}  # fmt: skip
+    headers = {
+        "User-Agent": "KulooSync-clipper/1",
+        "Accept-Encoding": "gzip, deflate",
+        "Host": target.netloc.decode("ascii"),
+    }
     # A client per connection: a pooled TLS connection checked for one name must never
     # serve another name that resolved to the same address.
-    async with httpx.AsyncClient(timeout=http_timeout, follow_redirects=False, trust_env=False,
-                                 verify=verify) as client:  # fmt: skip
+    async with httpx.AsyncClient(
+        timeout=http_timeout, follow_redirects=False, trust_env=False, verify=verify
+    ) as client:
         request = client.build_request(
-            "GET", target.copy_with(host=str(address)), headers=headers,
-            extensions={"sni_hostname": target.raw_host.decode("ascii")})
+            "GET",
+            target.copy_with(host=str(address)),
+            headers=headers,
+            extensions={"sni_hostname": target.raw_host.decode("ascii")},
+        )
         response = await client.send(request, stream=True)
         try:
             if response.is_redirect and "location" in response.headers:
@@ -213,8 +232,14 @@ async def _get_from(url: str, address: Address, *, http_timeout: float, max_byte
             await response.aclose()
 
 
-async def fetch(url: str, *, timeout_seconds: float, max_bytes: int, allow_private: bool,
-                verify: ssl.SSLContext | bool = True) -> tuple[str, str]:
+async def fetch(
+    url: str,
+    *,
+    timeout_seconds: float,
+    max_bytes: int,
+    allow_private: bool,
+    verify: ssl.SSLContext | bool = True,
+) -> tuple[str, str]:
     """(final URL, HTML text) of a page; ``ClipError`` on anything else.
 
     ``verify`` is httpx's: tests pass their own certificate authority."""
@@ -225,8 +250,9 @@ async def fetch(url: str, *, timeout_seconds: float, max_bytes: int, allow_priva
             with trio.fail_after(timeout):
                 for n, address in enumerate(addresses):
                     try:
-                        page = await _get_from(url, address, http_timeout=timeout,
-                                               max_bytes=max_bytes, verify=verify)
+                        page = await _get_from(
+                            url, address, http_timeout=timeout, max_bytes=max_bytes, verify=verify
+                        )
                     except httpx.ConnectError:
                         if n + 1 == len(addresses):
                             raise
@@ -262,5 +288,7 @@ def extract(url: str, page: str) -> Clipped:
 
 
 async def clip(url: str, *, timeout_seconds: float, max_bytes: int, allow_private: bool) -> Clipped:
-    final, page = await fetch(url, timeout_seconds=timeout_seconds, max_bytes=max_bytes, allow_private=allow_private)
+    final, page = await fetch(
+        url, timeout_seconds=timeout_seconds, max_bytes=max_bytes, allow_private=allow_private
+    )
     return await trio.to_thread.run_sync(extract, final, page)

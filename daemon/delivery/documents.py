@@ -43,8 +43,15 @@ class Document:
     @property
     def content_hash(self) -> str:
         """What decides "changed": every field that shows in the email or the schedule."""
-        data = [self.title, self.format, self.body, self.url, list(self.tags),
-                self.published_at.isoformat() if self.published_at else None, self.delay_seconds]
+        data = [
+            self.title,
+            self.format,
+            self.body,
+            self.url,
+            list(self.tags),
+            self.published_at.isoformat() if self.published_at else None,
+            self.delay_seconds,
+        ]
         if self.summary:  # only then: articles without one keep their hash (no new version)
             data.append(self.summary)
         return hashlib.sha256(json.dumps(data, ensure_ascii=False).encode()).hexdigest()
@@ -86,7 +93,12 @@ def parse(relative_path: str, text: str) -> Document | str:
     if unknown:
         problems.append(f"unknown front-matter keys: {', '.join(unknown)}")
     key = meta.get("id", relative_path)
-    if not isinstance(key, str | int) or isinstance(key, bool) or not str(key).strip() or len(str(key)) > 500:
+    if (
+        not isinstance(key, str | int)
+        or isinstance(key, bool)
+        or not str(key).strip()
+        or len(str(key)) > 500
+    ):
         problems.append("'id' must be a non-empty string of at most 500 characters")
     title = meta.get("title", "")
     if not isinstance(title, str) or len(title) > 500:
@@ -108,7 +120,9 @@ def parse(relative_path: str, text: str) -> Document | str:
             problems.append(str(exc))
     delay = meta.get("delay_seconds", 0)
     if not isinstance(delay, int) or isinstance(delay, bool) or not 0 <= delay <= MAX_DELAY_SECONDS:
-        problems.append(f"'delay_seconds' must be a whole number of seconds from 0 to {MAX_DELAY_SECONDS}")
+        problems.append(
+            f"'delay_seconds' must be a whole number of seconds from 0 to {MAX_DELAY_SECONDS}"
+        )
     summary = meta.get("summary", "")
     if not isinstance(summary, str) or len(summary) > 500:
         problems.append("'summary' must be a string of at most 500 characters")
@@ -128,8 +142,14 @@ def parse(relative_path: str, text: str) -> Document | str:
     if not title and fmt != "clip":
         return "'title' is missing (it is the email's subject)"
     return Document(
-        key=str(key).strip(), source_file=relative_path, title=title.strip(), format=str(fmt),
-        body=post.content, url=url if fmt == "clip" else "",
-        tags=tuple(dict.fromkeys(t.strip() for t in tags)), published_at=published_at,
-        delay_seconds=delay, summary=" ".join(summary.split()),
+        key=str(key).strip(),
+        source_file=relative_path,
+        title=title.strip(),
+        format=str(fmt),
+        body=post.content,
+        url=url if fmt == "clip" else "",
+        tags=tuple(dict.fromkeys(t.strip() for t in tags)),
+        published_at=published_at,
+        delay_seconds=delay,
+        summary=" ".join(summary.split()),
     )

@@ -57,13 +57,17 @@ def list_id(envelope: Envelope) -> str:
     return f"{envelope.channel_name} <{list_key(envelope)}>"
 
 
-def links_for(rendered: Rendered, envelope: Envelope, recipient: Recipient, signer: Signer) -> dict[str, str]:
+def links_for(
+    rendered: Rendered, envelope: Envelope, recipient: Recipient, signer: Signer
+) -> dict[str, str]:
     """The slot values that differ per recipient (URLs; not yet escaped)."""
     base = envelope.public_url.rstrip("/")
     unsubscribe = f"{base}/u/{signer.sign(Claim(Purpose.UNSUBSCRIBE, envelope.channel_id, recipient.kuloo_id))}"
     values = {"unsubscribe": unsubscribe, "frequency": unsubscribe + "#frequency"}
     for n, target in enumerate(rendered.links):
-        token = signer.sign(Claim(Purpose.CLICK, envelope.channel_id, recipient.kuloo_id, target=target))
+        token = signer.sign(
+            Claim(Purpose.CLICK, envelope.channel_id, recipient.kuloo_id, target=target)
+        )
         values[f"link{n}"] = f"{base}/r/{token}"
     return values
 
@@ -72,7 +76,9 @@ def greeting(recipient: Recipient) -> str:
     return f"Hi {recipient.first_name.strip()}," if recipient.first_name.strip() else "Hello,"
 
 
-def personalise(rendered: Rendered, envelope: Envelope, recipient: Recipient, signer: Signer) -> tuple[str, str, dict[str, str]]:
+def personalise(
+    rendered: Rendered, envelope: Envelope, recipient: Recipient, signer: Signer
+) -> tuple[str, str, dict[str, str]]:
     """(html, text, links) for one recipient: only string joins and HMACs."""
     links = links_for(rendered, envelope, recipient, signer)
     hello = greeting(recipient)
@@ -87,14 +93,28 @@ Frame = mail.Head
 
 def frame(rendered: Rendered, envelope: Envelope, kind: str = "sequence") -> Frame:
     """The per-message constant head of one rendered email for one envelope (computed once)."""
-    return mail.head(kind=kind, channel_id=envelope.channel_id, sender=envelope.sender,
-                     subject=rendered.subject, list_label=envelope.channel_name,
-                     list_key=list_key(envelope))
+    return mail.head(
+        kind=kind,
+        channel_id=envelope.channel_id,
+        sender=envelope.sender,
+        subject=rendered.subject,
+        list_label=envelope.channel_name,
+        list_key=list_key(envelope),
+    )
 
 
-def build_bytes(rendered: Rendered, envelope: Envelope, recipient: Recipient, signer: Signer, *,
-                msg_id: str, date: datetime, frame_: Frame | None = None,
-                kind: str = "sequence", utf8: bool = False) -> bytes:
+def build_bytes(
+    rendered: Rendered,
+    envelope: Envelope,
+    recipient: Recipient,
+    signer: Signer,
+    *,
+    msg_id: str,
+    date: datetime,
+    frame_: Frame | None = None,
+    kind: str = "sequence",
+    utf8: bool = False,
+) -> bytes:
     """The whole message as SMTP wants it (CRLF, 7-bit): string joins, an HMAC per link,
     base64 per part (``rules.mail.assemble``).
 
@@ -106,12 +126,28 @@ def build_bytes(rendered: Rendered, envelope: Envelope, recipient: Recipient, si
     unsubscribe = f"<{links['unsubscribe']}>"
     if envelope.mailto:
         unsubscribe += f", <mailto:{envelope.mailto}?subject=unsubscribe>"
-    return mail.assemble(f, to=(name, recipient.email), date=date, msg_id=msg_id,
-                         text=text_part, html=html_part, list_unsubscribe=unsubscribe, utf8=utf8)
+    return mail.assemble(
+        f,
+        to=(name, recipient.email),
+        date=date,
+        msg_id=msg_id,
+        text=text_part,
+        html=html_part,
+        list_unsubscribe=unsubscribe,
+        utf8=utf8,
+    )
 
 
-def build(rendered: Rendered, envelope: Envelope, recipient: Recipient, signer: Signer, *,
-          msg_id: str, date: datetime, kind: str = "sequence") -> EmailMessage:
+def build(
+    rendered: Rendered,
+    envelope: Envelope,
+    recipient: Recipient,
+    signer: Signer,
+    *,
+    msg_id: str,
+    date: datetime,
+    kind: str = "sequence",
+) -> EmailMessage:
     """The message parsed back (previews and tests): exactly the bytes that are sent."""
     data = build_bytes(rendered, envelope, recipient, signer, msg_id=msg_id, date=date, kind=kind)
     return email.message_from_bytes(data, policy=email.policy.default)
@@ -126,12 +162,16 @@ def largest_html_bytes(rendered: Rendered, envelope: Envelope, signer: Signer) -
     """The HTML part's size for the longest recipient: the real ``public_url``, a 200-character
     greeting and tokens as long as they get (the longest KulooId)."""
     recipient = Recipient(LONGEST_KULOO_ID, "x@example.com")
-    values = {k: html.escape(v, quote=True)
-              for k, v in links_for(rendered, envelope, recipient, signer).items()}
+    values = {
+        k: html.escape(v, quote=True)
+        for k, v in links_for(rendered, envelope, recipient, signer).items()
+    }
     values["greeting"] = "x" * GREETING_CHARS
     return len(rendered.html.fill(values).encode("utf-8"))
 
 
 def too_big(size: int) -> str:
-    return (f"its HTML part would be {size / 1024:.0f} KB, over the {MAX_HTML_BYTES // 1024} KB "
-            "that Gmail shows before clipping the footer (and the unsubscribe link): shorten it")
+    return (
+        f"its HTML part would be {size / 1024:.0f} KB, over the {MAX_HTML_BYTES // 1024} KB "
+        "that Gmail shows before clipping the footer (and the unsubscribe link): shorten it"
+    )

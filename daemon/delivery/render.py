@@ -31,7 +31,12 @@ from lxml import etree
 
 SIZE_WARNING_BYTES = 100 * 1024  # Gmail clips at about 102 KB and hides the footer
 SLOT = re.compile(r"@@KULOO:([a-z0-9_]+)@@")
-MUST_WORK = ("gmail.", "apple-mail.", "outlook.outlook-com", "yahoo.")  # the major clients we promise
+MUST_WORK = (
+    "gmail.",
+    "apple-mail.",
+    "outlook.outlook-com",
+    "yahoo.",
+)  # the major clients we promise
 OUTLOOK_WINDOWS = "outlook.windows"
 
 
@@ -100,8 +105,9 @@ def body_html(piece: Piece) -> str:
     doc = lxml.html.document_fromstring(piece.body or "<p></p>")
     body = doc.find("body")
     root = body if body is not None else doc
-    return (root.text or "") + "".join(etree.tostring(child, encoding="unicode", method="html")
-                                       for child in root)
+    return (root.text or "") + "".join(
+        etree.tostring(child, encoding="unicode", method="html") for child in root
+    )
 
 
 def _take_links(fragment: str, links: list[str]) -> str:
@@ -114,7 +120,11 @@ def _take_links(fragment: str, links: list[str]) -> str:
         if href.startswith(("http://", "https://")):
             a.set("href", f"@@KULOO:link{len(links)}@@")
             links.append(href)
-    return "".join(etree.tostring(c, encoding="unicode", method="html") for c in root) if len(root) else (root.text or "")
+    return (
+        "".join(etree.tostring(c, encoding="unicode", method="html") for c in root)
+        if len(root)
+        else (root.text or "")
+    )
 
 
 # The article's HTML passes nh3 (never the template): no script, no on* attributes, no
@@ -132,24 +142,59 @@ ARTICLE_ATTRIBUTES = {
     "font": {"color", "face", "size"},
 }
 STYLE_PROPERTIES = {
-    "color", "background-color", "font-family", "font-size", "font-style", "font-weight",
-    "line-height", "text-align", "text-decoration", "text-transform", "letter-spacing",
-    "vertical-align", "white-space", "word-break", "overflow-wrap", "margin", "margin-top",
-    "margin-bottom", "padding", "padding-top", "padding-bottom", "padding-left",
-    "padding-right", "border", "border-top", "border-bottom", "border-left", "border-right",
-    "border-color", "border-style", "border-collapse", "border-radius", "list-style-type",
+    "color",
+    "background-color",
+    "font-family",
+    "font-size",
+    "font-style",
+    "font-weight",
+    "line-height",
+    "text-align",
+    "text-decoration",
+    "text-transform",
+    "letter-spacing",
+    "vertical-align",
+    "white-space",
+    "word-break",
+    "overflow-wrap",
+    "margin",
+    "margin-top",
+    "margin-bottom",
+    "padding",
+    "padding-top",
+    "padding-bottom",
+    "padding-left",
+    "padding-right",
+    "border",
+    "border-top",
+    "border-bottom",
+    "border-left",
+    "border-right",
+    "border-color",
+    "border-style",
+    "border-collapse",
+    "border-radius",
+    "list-style-type",
 }
-STYLE_DROPPED = ("the article's own <style> was dropped: it would restyle the whole email, "
-                 "the footer included (use inline style attributes)")
+STYLE_DROPPED = (
+    "the article's own <style> was dropped: it would restyle the whole email, "
+    "the footer included (use inline style attributes)"
+)
 IMAGE_WIDTH = 552  # the sheet's 600 px less its 24 px padding each side
 
 
 def sanitise(fragment: str) -> tuple[str, list[str]]:
     """An article's HTML fragment made safe to send and unable to restyle the template."""
     warnings = [STYLE_DROPPED] if re.search(r"<style[\s>]", fragment, re.I) else []
-    clean = nh3.clean(fragment, tags=ARTICLE_TAGS, clean_content_tags={"script", "style"},
-                      attributes=ARTICLE_ATTRIBUTES, url_schemes={"http", "https", "mailto"},
-                      filter_style_properties=STYLE_PROPERTIES, link_rel=None)
+    clean = nh3.clean(
+        fragment,
+        tags=ARTICLE_TAGS,
+        clean_content_tags={"script", "style"},
+        attributes=ARTICLE_ATTRIBUTES,
+        url_schemes={"http", "https", "mailto"},
+        filter_style_properties=STYLE_PROPERTIES,
+        link_rel=None,
+    )
     root = lxml.html.fragment_fromstring(clean or "<p></p>", create_parent="div")
     for img in root.iter("img"):
         if img.get("alt") is None:
@@ -158,22 +203,29 @@ def sanitise(fragment: str) -> tuple[str, list[str]]:
         if not width.isdigit() or not 0 < int(width) <= IMAGE_WIDTH:
             img.set("width", str(IMAGE_WIDTH))
         img.attrib.pop("height", None)  # the ratio stays with height:auto
-        img.set("style", ";".join(filter(None, [(img.get("style") or "").strip(" ;"),
-                                                "max-width:100%", "height:auto"])))
+        img.set(
+            "style",
+            ";".join(
+                filter(
+                    None, [(img.get("style") or "").strip(" ;"), "max-width:100%", "height:auto"]
+                )
+            ),
+        )
     for table in list(root.iter("table")):
         parent = table.getparent()
         if parent is not None and not (parent.tag == "div" and parent.get("class") == "wide"):
-            wrapper = lxml.html.Element("div", {"class": "wide",
-                                                "style": "max-width:100%;overflow-x:auto"})
+            wrapper = lxml.html.Element(
+                "div", {"class": "wide", "style": "max-width:100%;overflow-x:auto"}
+            )
             parent.replace(table, wrapper)
             wrapper.append(table)
-    inner = (root.text or "") + "".join(etree.tostring(c, encoding="unicode", method="html")
-                                        for c in root)
+    inner = (root.text or "") + "".join(
+        etree.tostring(c, encoding="unicode", method="html") for c in root
+    )
     return inner, warnings
 
 
-def _articles_html(pieces: list[Piece], links: list[str], full: int,
-                   warnings: list[str]) -> str:
+def _articles_html(pieces: list[Piece], links: list[str], full: int, warnings: list[str]) -> str:
     parts = []
     for n, piece in enumerate(pieces):
         if n >= full:
@@ -207,10 +259,16 @@ def inline_css(document: str) -> str:
     # premailer cannot inline) still apply; width/height are never made attributes (an
     # attribute width="100%" is invalid and fixes the layout).
     return Premailer(
-        document, allow_network=False, allow_loading_external_files=False, keep_style_tags=False,
-        remove_classes=False, strip_important=False, disable_validation=True,
+        document,
+        allow_network=False,
+        allow_loading_external_files=False,
+        keep_style_tags=False,
+        remove_classes=False,
+        strip_important=False,
+        disable_validation=True,
         disable_basic_attributes=["width", "height"],
-        disable_link_rewrites=True, cssutils_logging_level=logging.CRITICAL,
+        disable_link_rewrites=True,
+        cssutils_logging_level=logging.CRITICAL,
     ).transform()
 
 
@@ -226,7 +284,7 @@ def preheader_of(piece: Piece, text: str) -> str:
         match = re.match(r"(.+?[.!?])(\s|$)", flat)
         chosen = match.group(1) if match else flat
     if len(chosen) > PREHEADER_CHARS:
-        chosen = chosen[:PREHEADER_CHARS - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+        chosen = chosen[: PREHEADER_CHARS - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
     return chosen
 
 
@@ -237,7 +295,25 @@ def subject_for(pieces: list[Piece], channel: str) -> str:
     return f"{pieces[0].title} — and {more} more from {channel}"
 
 
-_BLOCKS = {"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "tr", "pre", "blockquote", "table", "hr", "br", "ul", "ol"}
+_BLOCKS = {
+    "p",
+    "div",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "li",
+    "tr",
+    "pre",
+    "blockquote",
+    "table",
+    "hr",
+    "br",
+    "ul",
+    "ol",
+}
 
 
 def html_to_text(document: str) -> str:
@@ -274,8 +350,14 @@ def html_to_text(document: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
-def render_email(pieces: list[Piece], *, channel: str, postal_address: str,
-                 subject: str | None = None, full: int | None = None) -> Rendered:
+def render_email(
+    pieces: list[Piece],
+    *,
+    channel: str,
+    postal_address: str,
+    subject: str | None = None,
+    full: int | None = None,
+) -> Rendered:
     """The whole email for these articles, once; recipients only fill in the slots.
 
     ``full``: how many articles are carried in full (the rest as titles); default all."""
@@ -290,23 +372,35 @@ def render_email(pieces: list[Piece], *, channel: str, postal_address: str,
     preheader = preheader_of(pieces[0], first_text) if pieces else ""
     postal = "<br>".join(html.escape(line) for line in postal_address.splitlines() if line.strip())
     articles = _articles_html(pieces, links, full, warnings)
-    document = (template_text()
-                .replace("@@SUBJECT@@", html.escape(subject))
-                .replace("@@PREHEADER@@", html.escape(preheader))
-                .replace("@@CHANNEL@@", html.escape(channel))
-                .replace("@@POSTAL@@", postal)
-                .replace("@@ARTICLES@@", articles))
+    document = (
+        template_text()
+        .replace("@@SUBJECT@@", html.escape(subject))
+        .replace("@@PREHEADER@@", html.escape(preheader))
+        .replace("@@CHANNEL@@", html.escape(channel))
+        .replace("@@POSTAL@@", postal)
+        .replace("@@ARTICLES@@", articles)
+    )
     inlined = inline_css(document)
     text = html_to_text(inlined)
     size = len(inlined.encode())
     if size > SIZE_WARNING_BYTES:
-        warnings.append(f"the HTML is {size // 1024} KB: Gmail clips messages over 102 KB and hides the footer "
-                        "(with the unsubscribe link)")
+        warnings.append(
+            f"the HTML is {size // 1024} KB: Gmail clips messages over 102 KB and hides the footer "
+            "(with the unsubscribe link)"
+        )
     outlook = unsupported(features_used(inlined) - template_features(), OUTLOOK_WINDOWS)
     if outlook:
         warnings.append("Outlook for Windows does not support: " + ", ".join(outlook))
-    return Rendered(subject, Compiled.of(inlined), Compiled.of(text), tuple(links), size,
-                    tuple(dict.fromkeys(warnings)), preheader, full)
+    return Rendered(
+        subject,
+        Compiled.of(inlined),
+        Compiled.of(text),
+        tuple(links),
+        size,
+        tuple(dict.fromkeys(warnings)),
+        preheader,
+        full,
+    )
 
 
 # --------------------------------------------------------------------------- client compatibility
@@ -316,38 +410,87 @@ def render_email(pieces: list[Piece], *, channel: str, postal_address: str,
 def template_features() -> frozenset[str]:
     """What the template itself uses: chosen with its fallbacks (the hidden preheader, the
     fluid sheet), so only what an article adds is warned about."""
-    document = (template_text().replace("@@ARTICLES@@", "<p>x</p>")
-                .replace("@@PREHEADER@@", "x").replace("@@SUBJECT@@", "x")
-                .replace("@@CHANNEL@@", "x").replace("@@POSTAL@@", "x"))
+    document = (
+        template_text()
+        .replace("@@ARTICLES@@", "<p>x</p>")
+        .replace("@@PREHEADER@@", "x")
+        .replace("@@SUBJECT@@", "x")
+        .replace("@@CHANNEL@@", "x")
+        .replace("@@POSTAL@@", "x")
+    )
     return frozenset(features_used(inline_css(document)))
 
 
 @cache
 def caniemail() -> dict:
     """caniemail.com's support data (snapshot of the npm package, scripts/caniemail_snapshot.py)."""
-    return json.loads(resources.files("kuloo_daemon.delivery").joinpath("caniemail.json").read_text())
+    return json.loads(
+        resources.files("kuloo_daemon.delivery").joinpath("caniemail.json").read_text()
+    )
 
 
 _ELEMENT_SLUGS = {
-    "table": "html-table", "tr": "html-table", "td": "html-table", "th": "html-table",
-    "ul": "html-lists", "ol": "html-lists", "li": "html-lists", "dl": "html-lists",
+    "table": "html-table",
+    "tr": "html-table",
+    "td": "html-table",
+    "th": "html-table",
+    "ul": "html-lists",
+    "ol": "html-lists",
+    "li": "html-lists",
+    "dl": "html-lists",
     **{f"h{i}": "html-h1-h6" for i in range(1, 7)},
-    "s": "html-strike", "strike": "html-strike", "style": "html-style", "link": "html-link",
-    "svg": "html-svg", "form": "html-form", "input": "html-input-text", "video": "html-video",
-    "audio": "html-audio", "picture": "html-picture", "base": "html-base", "object": "html-object",
-    "button": "html-button-submit", "select": "html-select", "textarea": "html-textarea",
-    "marquee": "html-marquee", "dialog": "html-dialog", "progress": "html-progress", "meter": "html-meter",
-    "article": "html-semantics", "section": "html-semantics", "header": "html-semantics",
-    "footer": "html-semantics", "nav": "html-semantics", "aside": "html-semantics", "main": "html-semantics",
+    "s": "html-strike",
+    "strike": "html-strike",
+    "style": "html-style",
+    "link": "html-link",
+    "svg": "html-svg",
+    "form": "html-form",
+    "input": "html-input-text",
+    "video": "html-video",
+    "audio": "html-audio",
+    "picture": "html-picture",
+    "base": "html-base",
+    "object": "html-object",
+    "button": "html-button-submit",
+    "select": "html-select",
+    "textarea": "html-textarea",
+    "marquee": "html-marquee",
+    "dialog": "html-dialog",
+    "progress": "html-progress",
+    "meter": "html-meter",
+    "article": "html-semantics",
+    "section": "html-semantics",
+    "header": "html-semantics",
+    "footer": "html-semantics",
+    "nav": "html-semantics",
+    "aside": "html-semantics",
+    "main": "html-semantics",
 }
-_ATTRIBUTE_SLUGS = {"align": "html-align", "valign": "html-valign", "cellpadding": "html-cellpadding",
-                    "cellspacing": "html-cellspacing", "width": "html-width", "height": "html-height",
-                    "role": "html-role", "lang": "html-lang", "dir": "html-dir", "srcset": "html-srcset",
-                    "background": "html-background", "hidden": "html-hidden", "loading": "html-loading-attribute",
-                    "target": "html-target"}
-_PROPERTY_PREFIXES = (("border-radius", "css-border-radius"), ("border-collapse", "css-border-collapse"),
-                      ("border-spacing", "css-border-spacing"), ("border", "css-border"),
-                      ("margin", "css-margin"), ("padding", "css-padding"), ("font-family", "css-font"))
+_ATTRIBUTE_SLUGS = {
+    "align": "html-align",
+    "valign": "html-valign",
+    "cellpadding": "html-cellpadding",
+    "cellspacing": "html-cellspacing",
+    "width": "html-width",
+    "height": "html-height",
+    "role": "html-role",
+    "lang": "html-lang",
+    "dir": "html-dir",
+    "srcset": "html-srcset",
+    "background": "html-background",
+    "hidden": "html-hidden",
+    "loading": "html-loading-attribute",
+    "target": "html-target",
+}
+_PROPERTY_PREFIXES = (
+    ("border-radius", "css-border-radius"),
+    ("border-collapse", "css-border-collapse"),
+    ("border-spacing", "css-border-spacing"),
+    ("border", "css-border"),
+    ("margin", "css-margin"),
+    ("padding", "css-padding"),
+    ("font-family", "css-font"),
+)
 
 
 def features_used(document: str) -> set[str]:
@@ -367,16 +510,24 @@ def features_used(document: str) -> set[str]:
             if slug is not None and slug in known:
                 found.add(slug)
         for attr in el.attrib:
-            slug = _ATTRIBUTE_SLUGS.get(attr.lower()) or (f"html-{attr.lower()}" if attr.startswith("aria-") else None)
+            slug = _ATTRIBUTE_SLUGS.get(attr.lower()) or (
+                f"html-{attr.lower()}" if attr.startswith("aria-") else None
+            )
             if slug is not None and slug in known:
                 found.add(slug)
         if tag == "a" and (el.get("href") or "").startswith("mailto:"):
             found.add("html-mailto-links")
         if tag == "img":
             src = (el.get("src") or "").lower()
-            for ext, slug in ((".png", "image-png"), (".jpg", "image-jpg"), (".jpeg", "image-jpg"),
-                              (".gif", "image-gif"), (".webp", "image-webp"), (".svg", "image-svg"),
-                              (".avif", "image-avif")):
+            for ext, slug in (
+                (".png", "image-png"),
+                (".jpg", "image-jpg"),
+                (".jpeg", "image-jpg"),
+                (".gif", "image-gif"),
+                (".webp", "image-webp"),
+                (".svg", "image-svg"),
+                (".avif", "image-avif"),
+            ):
                 if src.split("?")[0].endswith(ext):
                     found.add(slug)
             if src.startswith("data:"):

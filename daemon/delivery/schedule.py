@@ -36,7 +36,9 @@ class Due:
     due_at: datetime
 
 
-def sequence_order(articles: Iterable[ArticleInfo], tags: Iterable[str], now: datetime) -> list[ArticleInfo]:
+def sequence_order(
+    articles: Iterable[ArticleInfo], tags: Iterable[str], now: datetime
+) -> list[ArticleInfo]:
     """The user's sequence: live articles carrying any of ``tags``, by publication date."""
     wanted = set(tags)
     chosen = [a for a in articles if a.live(now) and wanted.intersection(a.tags)]
@@ -73,7 +75,9 @@ def next_in_sequence(
     return Due(upcoming.id, due)
 
 
-def sequence_anchor(new_tags: Iterable[str], anchor: datetime | None, now: datetime) -> datetime | None:
+def sequence_anchor(
+    new_tags: Iterable[str], anchor: datetime | None, now: datetime
+) -> datetime | None:
     """The sequence anchor after a tag change: set when the user first gets a promo tag, else kept.
 
     Removing tags never clears progress, so a tag added back continues where it left off.
@@ -96,8 +100,9 @@ def add_period(start: datetime, frequency: Frequency) -> datetime:
     raise ValueError(f"no digest period for {frequency}")
 
 
-def digest_due(frequency: Frequency | str, unsubscribed: bool, last_digest: datetime | None,
-               joined: datetime) -> datetime | None:
+def digest_due(
+    frequency: Frequency | str, unsubscribed: bool, last_digest: datetime | None, joined: datetime
+) -> datetime | None:
     """When the user's next digest window closes; None when they get no digests."""
     frequency = Frequency(frequency)
     if unsubscribed or frequency == Frequency.DISABLED:
@@ -107,8 +112,14 @@ def digest_due(frequency: Frequency | str, unsubscribed: bool, last_digest: date
 
 def digest_articles(articles: Iterable[ArticleInfo], since: datetime, until: datetime) -> list[int]:
     """Newsletter articles (no tags) published in (``since``, ``until``], oldest first."""
-    chosen = [a for a in articles if not a.tags and not a.withdrawn and a.published_at is not None
-              and since < a.published_at <= until]
+    chosen = [
+        a
+        for a in articles
+        if not a.tags
+        and not a.withdrawn
+        and a.published_at is not None
+        and since < a.published_at <= until
+    ]
     return [a.id for a in sorted(chosen, key=lambda a: (a.published_at, a.id))]
 
 
@@ -118,8 +129,12 @@ class Plan:
 
     anchors: dict[int, datetime | None] = field(default_factory=dict)  # user -> new sequence anchor
     sequence: list[tuple[int, int]] = field(default_factory=list)  # (user, article) to queue now
-    digests: list[tuple[int, list[int]]] = field(default_factory=list)  # (user, articles) to queue now
-    digest_windows_closed: list[int] = field(default_factory=list)  # users whose digest period ends now
+    digests: list[tuple[int, list[int]]] = field(
+        default_factory=list
+    )  # (user, articles) to queue now
+    digest_windows_closed: list[int] = field(
+        default_factory=list
+    )  # users whose digest period ends now
     next_due: datetime | None = None  # the earliest later time something becomes due
     # user -> the earliest later time something may become due for them without any change
     # (None: nothing, until the user, their sequence or the articles change)
@@ -132,12 +147,19 @@ def decide(articles: Sequence[ArticleInfo], users: Sequence, now: datetime) -> P
     ``users`` carry ``id``, ``tags``, ``unsubscribed``, ``frequency``, ``anchor``,
     ``last_digest_at``, ``joined`` and ``taken`` (see ``store.delivery.UserState``).
     """
-    articles = [a if isinstance(a, ArticleInfo) else
-                ArticleInfo(a.id, tuple(a.tags), a.published_at, a.delay_seconds, a.withdrawn) for a in articles]
+    articles = [
+        a
+        if isinstance(a, ArticleInfo)
+        else ArticleInfo(a.id, tuple(a.tags), a.published_at, a.delay_seconds, a.withdrawn)
+        for a in articles
+    ]
     plan = Plan()
     later: list[datetime] = []
-    upcoming_publications = [a.published_at for a in articles
-                             if a.published_at is not None and a.published_at > now and not a.withdrawn]
+    upcoming_publications = [
+        a.published_at
+        for a in articles
+        if a.published_at is not None and a.published_at > now and not a.withdrawn
+    ]
     upcoming_by_tag: dict[str, datetime] = {}  # tag -> its earliest future publication
     for a in articles:
         if a.published_at is not None and a.published_at > now and not a.withdrawn:

@@ -77,7 +77,9 @@ log = structlog.get_logger("kuloo.delivery")
 
 OUTCOMES = {Outcome.SENT: "sent", Outcome.NOT_SENT: "not_sent", Outcome.MAYBE_SENT: "maybe_sent"}
 SEND_CHUNK = 20  # messages per trip to the sending thread
-RECHECK = timedelta(seconds=300)  # wall clock: business time between passes even when nothing is planned
+RECHECK = timedelta(
+    seconds=300
+)  # wall clock: business time between passes even when nothing is planned
 CACHE_SIZE = 256
 MAX_FILES = 10_000
 CHANGES_QUIET = 0.1  # seconds without a new change before the changed channels are planned
@@ -127,7 +129,10 @@ class Relay:
 
     def accepted(self, now: datetime) -> None:
         if self.state == "refusing":
-            log.info("mail relay accepting again", refused_since=self.since.isoformat() if self.since else None)
+            log.info(
+                "mail relay accepting again",
+                refused_since=self.since.isoformat() if self.since else None,
+            )
         if self.state != "ok":
             self.since = now
         self.state, self.error, self.retry_at, self.refusals = "ok", "", None, 0
@@ -137,9 +142,12 @@ class Relay:
         return self.state == "refusing" and self.retry_at is not None and now < self.retry_at
 
     def view(self) -> dict[str, Any]:
-        return {"state": self.state, "error": self.error or None,
-                "since": self.since.isoformat() if self.since else None,
-                "retry_at": self.retry_at.isoformat() if self.retry_at else None}
+        return {
+            "state": self.state,
+            "error": self.error or None,
+            "since": self.since.isoformat() if self.since else None,
+            "retry_at": self.retry_at.isoformat() if self.retry_at else None,
+        }
 
 
 @dataclass
@@ -155,7 +163,9 @@ class Delivery:
     _burst: tuple[float, float] | None = None
     _cache: OrderedDict = field(default_factory=OrderedDict)
     _signer: Signer | None = None
-    _pace: dict[int, float] = field(default_factory=dict)  # channel -> time.monotonic() of its next send
+    _pace: dict[int, float] = field(
+        default_factory=dict
+    )  # channel -> time.monotonic() of its next send
     _lock: trio.Lock = field(default_factory=trio.Lock)
     cache_hits: int = 0
     cache_misses: int = 0
@@ -171,10 +181,14 @@ class Delivery:
             if event.startswith(self.WATCHED):
                 # Which channel: a rendered document (a dict) or a store document (links).
                 if isinstance(data, dict):
-                    channel = data.get("id") if event.startswith("channel.") else data.get("channel")
+                    channel = (
+                        data.get("id") if event.startswith("channel.") else data.get("channel")
+                    )
                 else:
                     channel = getattr(data, "channel_id", None)
-                self.mark_changed(channel if isinstance(channel, int) and not isinstance(channel, bool) else EVERY)
+                self.mark_changed(
+                    channel if isinstance(channel, int) and not isinstance(channel, bool) else EVERY
+                )
             inner(event, data)
 
         self.services.publish = publish
@@ -240,12 +254,16 @@ class Delivery:
         return self._signer
 
     def public_url(self) -> str:
-        return (self.config["links.public_url"] or self.links_url
-                or "http://localhost").rstrip("/")
+        return (self.config["links.public_url"] or self.links_url or "http://localhost").rstrip("/")
 
     def envelope(self, channel: store.ChannelInfo) -> Envelope:
-        return Envelope(channel.id, channel.name, channel.sender, self.public_url(),
-                        self.config["delivery.list_unsubscribe_mailto"])
+        return Envelope(
+            channel.id,
+            channel.name,
+            channel.sender,
+            self.public_url(),
+            self.config["delivery.list_unsubscribe_mailto"],
+        )
 
     def transport(self) -> MaildirTransport | SmtpTransport:
         if self.config["delivery.transport"] == "maildir":
@@ -253,10 +271,18 @@ class Delivery:
         password = None
         if self.config["smtp.username"]:
             password = self.config.credential("smtp_password")
-        return SmtpTransport(SmtpSettings(
-            self.config["smtp.host"], self.config["smtp.port"], self.config["smtp.security"],
-            self.config["smtp.username"], password, self.config["smtp.timeout_seconds"],
-            self.config["smtp.ca_file"], self.config["smtp.helo_name"]))
+        return SmtpTransport(
+            SmtpSettings(
+                self.config["smtp.host"],
+                self.config["smtp.port"],
+                self.config["smtp.security"],
+                self.config["smtp.username"],
+                password,
+                self.config["smtp.timeout_seconds"],
+                self.config["smtp.ca_file"],
+                self.config["smtp.helo_name"],
+            )
+        )
 
     # ------------------------------------------------------------------ articles
 
@@ -271,8 +297,9 @@ class Delivery:
             raise ImportError_(f"{folder} is not a folder")
         return folder
 
-    async def import_articles(self, channel_id: int, path: str, *,
-                              dry_run: bool = False) -> dict[str, Any]:
+    async def import_articles(
+        self, channel_id: int, path: str, *, dry_run: bool = False
+    ) -> dict[str, Any]:
         """Import the folder ``path`` (under ``[articles] root``) into the channel.
 
         Keys and files are relative to the root, and only articles whose file lay under
@@ -297,7 +324,12 @@ class Delivery:
             if isinstance(parsed, str):
                 problems.append({"file": rel, "problem": parsed})
             elif parsed.key in docs:
-                problems.append({"file": rel, "problem": f"id {parsed.key!r} is also used by {docs[parsed.key].source_file}"})
+                problems.append(
+                    {
+                        "file": rel,
+                        "problem": f"id {parsed.key!r} is also used by {docs[parsed.key].source_file}",
+                    }
+                )
             else:
                 docs[parsed.key] = parsed
                 if parsed.format == "clip":
@@ -308,16 +340,26 @@ class Delivery:
             defaulted = [d.key for d in docs.values() if d.key == d.source_file]
             inputs = [_input(d) for d in docs.values()]
             counts = await self.services.store.run(
-                store.import_articles, channel_id, inputs, self.services.clock.now(),
-                [d.key for d in clips], folder=folder_rel, defaulted=defaulted, dry_run=True)
+                store.import_articles,
+                channel_id,
+                inputs,
+                self.services.clock.now(),
+                [d.key for d in clips],
+                folder=folder_rel,
+                defaulted=defaulted,
+                dry_run=True,
+            )
             return {**_report(counts, problems), "dry_run": True, "clips": len(clips)}
 
         async def clip_one(doc: documents.Document, limit: trio.CapacityLimiter) -> None:
             async with limit:
                 try:
-                    got = await clip(doc.url, timeout_seconds=self.config["articles.clip_timeout_seconds"],
-                                     max_bytes=self.config["articles.clip_max_bytes"],
-                                     allow_private=self.config["articles.allow_private_urls"])
+                    got = await clip(
+                        doc.url,
+                        timeout_seconds=self.config["articles.clip_timeout_seconds"],
+                        max_bytes=self.config["articles.clip_max_bytes"],
+                        allow_private=self.config["articles.allow_private_urls"],
+                    )
                 except ClipError as exc:
                     problems.append({"file": doc.source_file, "problem": str(exc)})
                     docs.pop(doc.key, None)
@@ -333,10 +375,18 @@ class Delivery:
         # the longest tokens): an import problem; a stored version stays as it was.
         channel = await self.services.store.run(store.channel_info, channel_id)
         for doc in list(docs.values()):
-            size = await self._largest_size([store.ArticleBody(0, 0, doc.title or doc.url, doc.format,
-                                                               doc.body, doc.url, doc.summary)], channel)
+            size = await self._largest_size(
+                [
+                    store.ArticleBody(
+                        0, 0, doc.title or doc.url, doc.format, doc.body, doc.url, doc.summary
+                    )
+                ],
+                channel,
+            )
             if size > MAX_HTML_BYTES:
-                problems.append({"file": doc.source_file, "problem": f"not imported: {too_big(size)}"})
+                problems.append(
+                    {"file": doc.source_file, "problem": f"not imported: {too_big(size)}"}
+                )
                 docs.pop(doc.key)
                 oversized.append(doc.key)
         # A clip that failed keeps its last good version rather than being withdrawn.
@@ -344,66 +394,110 @@ class Delivery:
         keep = [d.key for d in clips if d.source_file in failed_clips] + oversized
         inputs = [_input(d) for d in docs.values()]
         defaulted = [d.key for d in docs.values() if d.key == d.source_file]
-        counts = await self.services.store.run(store.import_articles, channel_id, inputs,
-                                               self.services.clock.now(), keep, folder=folder_rel,
-                                               defaulted=defaulted)
+        counts = await self.services.store.run(
+            store.import_articles,
+            channel_id,
+            inputs,
+            self.services.clock.now(),
+            keep,
+            folder=folder_rel,
+            defaulted=defaulted,
+        )
         self.mark_changed(channel_id)  # plan again at once: new articles may be due
-        log.info("articles imported", channel_id=channel_id, folder=str(folder), imported=counts.imported,
-                 updated=counts.updated, unchanged=counts.unchanged, withdrawn=counts.withdrawn, problems=len(problems))
+        log.info(
+            "articles imported",
+            channel_id=channel_id,
+            folder=str(folder),
+            imported=counts.imported,
+            updated=counts.updated,
+            unchanged=counts.unchanged,
+            withdrawn=counts.withdrawn,
+            problems=len(problems),
+        )
         return _report(counts, problems)
 
     # ------------------------------------------------------------------ rendering
 
-    async def rendered(self, bodies: list[store.ArticleBody], channel: store.ChannelInfo,
-                       full: int | None = None) -> Rendered:
-        key = (tuple((b.id, b.version) for b in bodies), template_version(), channel.name,
-               channel.postal_address, full)
+    async def rendered(
+        self, bodies: list[store.ArticleBody], channel: store.ChannelInfo, full: int | None = None
+    ) -> Rendered:
+        key = (
+            tuple((b.id, b.version) for b in bodies),
+            template_version(),
+            channel.name,
+            channel.postal_address,
+            full,
+        )
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
             self.cache_hits += 1
             return hit
         self.cache_misses += 1
-        pieces = [Piece(b.id, b.version, b.title, b.format, b.body, b.url, b.summary) for b in bodies]
+        pieces = [
+            Piece(b.id, b.version, b.title, b.format, b.body, b.url, b.summary) for b in bodies
+        ]
         result = await trio.to_thread.run_sync(
-            lambda: render_email(pieces, channel=channel.name, postal_address=channel.postal_address,
-                                 full=full))
+            lambda: render_email(
+                pieces, channel=channel.name, postal_address=channel.postal_address, full=full
+            )
+        )
         self._cache[key] = result
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return result
 
-    async def _fitted(self, parts: list[store.ArticleBody], channel: store.ChannelInfo,
-                      envelope: Envelope) -> Rendered | str:
+    async def _fitted(
+        self, parts: list[store.ArticleBody], channel: store.ChannelInfo, envelope: Envelope
+    ) -> Rendered | str:
         """The email within the size limit: a digest carries its first articles in full and the
         rest as titles until it fits; a single article that grew too big is refused (why)."""
         full = len(parts)
         while True:
             rendered = await self.rendered(parts, channel, None if full == len(parts) else full)
-            size = await trio.to_thread.run_sync(largest_html_bytes, rendered, envelope, self.signer())
+            size = await trio.to_thread.run_sync(
+                largest_html_bytes, rendered, envelope, self.signer()
+            )
             if size <= MAX_HTML_BYTES:
                 return rendered
             if full == 1:
                 return f"not sent: {too_big(size)}"
             full -= 1
 
-    async def _largest_size(self, bodies: list[store.ArticleBody], channel: store.ChannelInfo,
-                            full: int | None = None) -> int:
-        pieces = [Piece(b.id, b.version, b.title, b.format, b.body, b.url, b.summary) for b in bodies]
+    async def _largest_size(
+        self, bodies: list[store.ArticleBody], channel: store.ChannelInfo, full: int | None = None
+    ) -> int:
+        pieces = [
+            Piece(b.id, b.version, b.title, b.format, b.body, b.url, b.summary) for b in bodies
+        ]
         envelope, signer = self.envelope(channel), self.signer()
-        return await trio.to_thread.run_sync(lambda: largest_html_bytes(
-            render_email(pieces, channel=channel.name, postal_address=channel.postal_address, full=full),
-            envelope, signer))
+        return await trio.to_thread.run_sync(
+            lambda: largest_html_bytes(
+                render_email(
+                    pieces, channel=channel.name, postal_address=channel.postal_address, full=full
+                ),
+                envelope,
+                signer,
+            )
+        )
 
     async def preview(self, article_id: int, user_id: int | None) -> dict[str, Any]:
         inputs = await self.services.store.run(store.preview_inputs, article_id, user_id)
         rendered = await self.rendered([inputs.article], inputs.channel)
         r = inputs.recipient
-        recipient = (Recipient(r.kuloo_id, r.email, r.first_name, r.last_name) if r is not None
-                     else Recipient("preview", "subscriber@example.com", "Subscriber"))
-        msg = build(rendered, self.envelope(inputs.channel), recipient, self.signer(),
-                    msg_id=f"<preview.{article_id}@{sender_domain(inputs.channel.sender)}>",
-                    date=self.services.clock.now())
+        recipient = (
+            Recipient(r.kuloo_id, r.email, r.first_name, r.last_name)
+            if r is not None
+            else Recipient("preview", "subscriber@example.com", "Subscriber")
+        )
+        msg = build(
+            rendered,
+            self.envelope(inputs.channel),
+            recipient,
+            self.signer(),
+            msg_id=f"<preview.{article_id}@{sender_domain(inputs.channel.sender)}>",
+            date=self.services.clock.now(),
+        )
         # ``build`` always makes both parts.
         html_part = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
         text_part = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
@@ -412,10 +506,19 @@ class Delivery:
             warnings.append("the channel has no sender address: emails cannot be sent")
         if not inputs.channel.postal_address:
             warnings.append("the channel has no postal address for the footer")
-        return {"subject": rendered.subject, "preheader": rendered.preheader,
-                "html": html_part, "text": text_part,
-                "headers": {k: str(v) for k, v in msg.items() if k.lower() not in ("content-type", "mime-version")},
-                "size_bytes": len(html_part.encode()), "warnings": warnings}
+        return {
+            "subject": rendered.subject,
+            "preheader": rendered.preheader,
+            "html": html_part,
+            "text": text_part,
+            "headers": {
+                k: str(v)
+                for k, v in msg.items()
+                if k.lower() not in ("content-type", "mime-version")
+            },
+            "size_bytes": len(html_part.encode()),
+            "warnings": warnings,
+        }
 
     # ------------------------------------------------------------------ planning and sending
 
@@ -443,7 +546,10 @@ class Delivery:
             first, last = self._burst
             return min(last + CHANGES_QUIET, first + CHANGES_MAX_WAIT)
 
-        return [ClockJob("delivery", due, self._scheduled), Job("delivery-changes", changed, self._changes)]
+        return [
+            ClockJob("delivery", due, self._scheduled),
+            Job("delivery-changes", changed, self._changes),
+        ]
 
     async def _scheduled(self) -> None:
         await self.run(None)
@@ -466,7 +572,11 @@ class Delivery:
                 ids = sorted(set(only) & set(await self.services.store.run(store.channel_ids)))
             else:
                 self._take_changed(channel_id)
-                ids = [channel_id] if channel_id is not None else await self.services.store.run(store.channel_ids)
+                ids = (
+                    [channel_id]
+                    if channel_id is not None
+                    else await self.services.store.run(store.channel_ids)
+                )
             total = PassCounts()
             next_due: list[datetime] = []
             for cid in ids:
@@ -476,7 +586,9 @@ class Delivery:
                     # Fencing: each SMTP transaction first checks that the lease is certainly
                     # still ours (``Leases.fence``); a refusal ends the channel's pass.
                     fence = self.services.leases.fence("delivery", cid)
-                    for _ in range(3) if held else ():  # a sent email can make the next one due at once (delay 0)
+                    for _ in (
+                        range(3) if held else ()
+                    ):  # a sent email can make the next one due at once (delay 0)
                         queued, due = await self._plan(cid)
                         total.queued += queued
                         sent_before = total.sent
@@ -497,8 +609,14 @@ class Delivery:
             elif next_due:
                 self.next_due = min([*next_due, *([self.next_due] if self.next_due else [])])
             if total.queued or total.sent or total.failed or total.uncertain:
-                log.info("delivery pass", channel_id=channel_id, queued=total.queued, sent=total.sent,
-                         failed=total.failed, uncertain=total.uncertain)
+                log.info(
+                    "delivery pass",
+                    channel_id=channel_id,
+                    queued=total.queued,
+                    sent=total.sent,
+                    failed=total.failed,
+                    uncertain=total.uncertain,
+                )
             self.services.metrics.delivery_pass.observe(trio.current_time() - started)
             return total
 
@@ -510,7 +628,13 @@ class Delivery:
         while after is not None:
             # ``decide`` takes the store's ArticleMeta as its ArticleInfo (it converts them).
             q, due, after = await self.services.store.run(
-                store.plan, channel_id, now, schedule.decide, sender_domain, after)  # type: ignore[arg-type]
+                store.plan,
+                channel_id,
+                now,
+                schedule.decide,  # type: ignore[arg-type]
+                sender_domain,
+                after,
+            )
             queued += q
             if due is not None:
                 dues.append(due)
@@ -527,7 +651,9 @@ class Delivery:
                 return retrying  # the relay refused us: nothing is claimed before its back-off ends
             if self.paused is not None:
                 return retrying  # after a restore, until the admin resumes (store.backup)
-            claimed = await self.services.store.run(store.claim, channel_id, self.services.clock.now(), batch_size)
+            claimed = await self.services.store.run(
+                store.claim, channel_id, self.services.clock.now(), batch_size
+            )
             if not claimed:
                 return retrying
             lost: list[LeaseLost] = []
@@ -538,13 +664,18 @@ class Delivery:
                 # and becomes ``uncertain`` though the daemon knew what became of it.
                 with trio.CancelScope(shield=True):
                     recorded = await self.services.store.run(
-                        store.record, results, self.services.clock.now(),
-                        self.config["delivery.max_attempts"], self.config["delivery.retry_seconds"])
+                        store.record,
+                        results,
+                        self.services.clock.now(),
+                        self.config["delivery.max_attempts"],
+                        self.config["delivery.retry_seconds"],
+                    )
             except StoreUnavailable:
                 self._record_when_back(channel_id, results)
                 raise
-            self.services.metrics.emails_recorded(channel_id, recorded.sent, recorded.failed,
-                                                  recorded.uncertain)
+            self.services.metrics.emails_recorded(
+                channel_id, recorded.sent, recorded.failed, recorded.uncertain
+            )
             total.sent += recorded.sent
             total.failed += recorded.failed
             total.uncertain += recorded.uncertain
@@ -554,9 +685,13 @@ class Delivery:
             if recorded.sent == 0:
                 return retrying  # nothing went through: leave the rest for the next pass (retry back-off)
 
-    async def _send_batch(self, channel_id: int, claimed: list[store.Claimed],
-                          fence: Callable[[], None] = lambda: None,
-                          lost: list[LeaseLost] | None = None) -> list[store.SendResult]:
+    async def _send_batch(
+        self,
+        channel_id: int,
+        claimed: list[store.Claimed],
+        fence: Callable[[], None] = lambda: None,
+        lost: list[LeaseLost] | None = None,
+    ) -> list[store.SendResult]:
         """Send the claimed messages; a fence refusal stops before the next message and is
         appended to ``lost`` (the messages not sent go back as ``unsent``)."""
         lost = [] if lost is None else lost
@@ -568,19 +703,26 @@ class Delivery:
             dkim = config_mod.dkim_key(self.config)
         except (DkimKeyError, OSError) as exc:
             # Unsigned mail would fail DMARC: nothing leaves, nothing is held against the mail.
-            self.relay.refused(f"the DKIM key does not load: {exc}", self.services.clock.now(),
-                               self.config["delivery.retry_seconds"])
+            self.relay.refused(
+                f"the DKIM key does not load: {exc}",
+                self.services.clock.now(),
+                self.config["delivery.retry_seconds"],
+            )
             return [store.SendResult(c.id, "unsent") for c in claimed]
         try:
             await trio.to_thread.run_sync(transport.open)
         except TransportError as exc:
             # The relay's problem, not the messages': all stay queued, no attempt counted.
-            self.relay.refused(str(exc), self.services.clock.now(), self.config["delivery.retry_seconds"])
+            self.relay.refused(
+                str(exc), self.services.clock.now(), self.config["delivery.retry_seconds"]
+            )
             return [store.SendResult(c.id, "unsent") for c in claimed]
         interval = 1.0 / self.config["delivery.messages_per_second"]
         frames: dict = {}
         fits: dict[tuple, Rendered | str] = {}
-        outgoing: list[tuple[int, bytes, str, str]] = []  # (outbox id, message, envelope sender, recipient)
+        outgoing: list[
+            tuple[int, bytes, str, str]
+        ] = []  # (outbox id, message, envelope sender, recipient)
         for item in claimed:
             parts = [bodies[a] for a in item.articles if a in bodies]
             sender = parseaddr(item.channel.sender)[1]
@@ -605,13 +747,21 @@ class Delivery:
             try:
                 if frame_key not in frames:
                     frames[frame_key] = frame(rendered, envelope, item.kind)
-                data = build_bytes(rendered, envelope, Recipient(r.kuloo_id, r.email, r.first_name, r.last_name),
-                                   self.signer(), msg_id=item.message_id, date=self.services.clock.now(),
-                                   frame_=frames[frame_key], kind=item.kind)
+                data = build_bytes(
+                    rendered,
+                    envelope,
+                    Recipient(r.kuloo_id, r.email, r.first_name, r.last_name),
+                    self.signer(),
+                    msg_id=item.message_id,
+                    date=self.services.clock.now(),
+                    frame_=frames[frame_key],
+                    kind=item.kind,
+                )
             except HeaderError as exc:
                 # A header value with CR, LF or another control character: never sent.
-                log.warning("message refused", channel_id=channel_id, outbox_id=item.id,
-                            reason=str(exc))
+                log.warning(
+                    "message refused", channel_id=channel_id, outbox_id=item.id, reason=str(exc)
+                )
                 results.append(store.SendResult(item.id, "not_sent", str(exc), permanent=True))
                 continue
             except UnicodeEncodeError:
@@ -620,13 +770,21 @@ class Delivery:
                 try:
                     if not transport.utf8() or frame_key not in frames:  # a sender: never UTF-8
                         raise
-                    data = build_bytes(rendered, envelope,
-                                       Recipient(r.kuloo_id, r.email, r.first_name, r.last_name),
-                                       self.signer(), msg_id=item.message_id,
-                                       date=self.services.clock.now(), frame_=frames[frame_key],
-                                       kind=item.kind, utf8=True)
+                    data = build_bytes(
+                        rendered,
+                        envelope,
+                        Recipient(r.kuloo_id, r.email, r.first_name, r.last_name),
+                        self.signer(),
+                        msg_id=item.message_id,
+                        date=self.services.clock.now(),
+                        frame_=frames[frame_key],
+                        kind=item.kind,
+                        utf8=True,
+                    )
                 except UnicodeEncodeError:
-                    results.append(store.SendResult(item.id, "not_sent", NO_SMTPUTF8, permanent=True))
+                    results.append(
+                        store.SendResult(item.id, "not_sent", NO_SMTPUTF8, permanent=True)
+                    )
                     continue
             outgoing.append((item.id, data, sender, envelope_address(r.email)))
         try:
@@ -634,9 +792,10 @@ class Delivery:
             # most for one chunk (a thread is not interrupted mid-message).
             refusal = None
             for first in range(0, len(outgoing), SEND_CHUNK):
-                chunk = outgoing[first:first + SEND_CHUNK]
+                chunk = outgoing[first : first + SEND_CHUNK]
                 sent, refusal = await trio.to_thread.run_sync(
-                    self._send_chunk, transport, chunk, channel_id, interval, dkim, fence, lost)
+                    self._send_chunk, transport, chunk, channel_id, interval, dkim, fence, lost
+                )
                 results.extend(sent)
                 if refusal is not None or len(sent) < len(chunk):
                     # the relay refused the session, no connection again, or fenced: the rest waits
@@ -650,8 +809,12 @@ class Delivery:
             # Cancelled between chunks (shutdown): record what was handed over below.
             with trio.CancelScope(shield=True):
                 await self.services.store.run(
-                    store.record, self._with_unsent(results, claimed), self.services.clock.now(),
-                    self.config["delivery.max_attempts"], self.config["delivery.retry_seconds"])
+                    store.record,
+                    self._with_unsent(results, claimed),
+                    self.services.clock.now(),
+                    self.config["delivery.max_attempts"],
+                    self.config["delivery.retry_seconds"],
+                )
             raise
         finally:
             with trio.CancelScope(shield=True):
@@ -661,24 +824,39 @@ class Delivery:
     def _record_when_back(self, channel_id: int, results: list[store.SendResult]) -> None:
         """The store could not record what the transport did (unreachable, a full disk): it
         is recorded as soon as the store answers again — not left ``sending`` until a restart."""
-        log.warning("delivery outcomes kept until the store answers again", channel_id=channel_id,
-                    messages=len(results))
-        now, attempts, retry = (self.services.clock.now(), self.config["delivery.max_attempts"],
-                                self.config["delivery.retry_seconds"])
+        log.warning(
+            "delivery outcomes kept until the store answers again",
+            channel_id=channel_id,
+            messages=len(results),
+        )
+        now, attempts, retry = (
+            self.services.clock.now(),
+            self.config["delivery.max_attempts"],
+            self.config["delivery.retry_seconds"],
+        )
         self.services.store.health.on_recovery(
             f"record {len(results)} delivery outcomes of channel {channel_id}",
-            lambda: store.record(results, now, attempts, retry))
+            lambda: store.record(results, now, attempts, retry),
+        )
 
     @staticmethod
-    def _with_unsent(results: list[store.SendResult], claimed: list[store.Claimed]) -> list[store.SendResult]:
+    def _with_unsent(
+        results: list[store.SendResult], claimed: list[store.Claimed]
+    ) -> list[store.SendResult]:
         """Every claimed message not handed to the transport goes back to the queue as it was."""
         done = {x.id for x in results}
         return results + [store.SendResult(c.id, "unsent") for c in claimed if c.id not in done]
 
-    def _send_chunk(self, transport, chunk: list[tuple[int, bytes, str, str]], channel_id: int,
-                    interval: float, dkim: DkimKey | None = None,
-                    fence: Callable[[], None] = lambda: None, lost: list[LeaseLost] | None = None
-                    ) -> tuple[list[store.SendResult], str | None]:
+    def _send_chunk(
+        self,
+        transport,
+        chunk: list[tuple[int, bytes, str, str]],
+        channel_id: int,
+        interval: float,
+        dkim: DkimKey | None = None,
+        fence: Callable[[], None] = lambda: None,
+        lost: list[LeaseLost] | None = None,
+    ) -> tuple[list[store.SendResult], str | None]:
         """In a worker thread: DKIM-sign (CPU: here, never in the event loop) and send each
         message at the channel's pace, reconnecting once if needed.
 
@@ -694,7 +872,9 @@ class Delivery:
             self._pace[channel_id] = turn + interval
             if turn > now:
                 time.sleep(turn - now)
-            if getattr(transport, "conn", True) is None:  # the connection broke earlier in this batch
+            if (
+                getattr(transport, "conn", True) is None
+            ):  # the connection broke earlier in this batch
                 try:
                     transport.open()
                 except TransportError as exc:
@@ -710,7 +890,11 @@ class Delivery:
             result = transport.send(data, sender, recipient)
             if result.relay:
                 return out, result.detail
-            out.append(store.SendResult(outbox_id, OUTCOMES[result.outcome], result.detail, result.permanent))
+            out.append(
+                store.SendResult(
+                    outbox_id, OUTCOMES[result.outcome], result.detail, result.permanent
+                )
+            )
         return out, None
 
     # ------------------------------------------------------------------ users
@@ -719,19 +903,31 @@ class Delivery:
         state, metas, titles, sent = await self.services.store.run(store.progress_inputs, user_id)
         now = self.services.clock.now()
         anchor = schedule.sequence_anchor(state.tags, state.anchor, now)
-        articles = [schedule.ArticleInfo(m.id, m.tags, m.published_at, m.delay_seconds, m.withdrawn) for m in metas]
+        articles = [
+            schedule.ArticleInfo(m.id, m.tags, m.published_at, m.delay_seconds, m.withdrawn)
+            for m in metas
+        ]
         step = schedule.next_in_sequence(articles, state.tags, state.taken, anchor, now)
         nxt = None
         if step is not None:
-            nxt = {"article": step.article, "title": titles.get(step.article, ""), "due_at": step.due_at}
+            nxt = {
+                "article": step.article,
+                "title": titles.get(step.article, ""),
+                "due_at": step.due_at,
+            }
         else:  # one on its way: show it as next, due now
             waiting = [a for a, t in state.taken.items() if t is None]
             if waiting:
                 nxt = {"article": waiting[0], "title": titles.get(waiting[0], ""), "due_at": now}
-        return {"sent": [{"article": s.article, "title": s.title, "sent_at": s.sent_at} for s in sent], "next": nxt}
+        return {
+            "sent": [{"article": s.article, "title": s.title, "sent_at": s.sent_at} for s in sent],
+            "next": nxt,
+        }
 
     async def reset_sequence(self, user_id: int) -> int:
-        cleared = await self.services.store.run(store.reset_sequence, user_id, self.services.clock.now())
+        cleared = await self.services.store.run(
+            store.reset_sequence, user_id, self.services.clock.now()
+        )
         self.dirty = True
         return cleared
 
@@ -744,17 +940,34 @@ class OutsideRoot(Exception):
 
 
 def _input(d: documents.Document) -> store.ArticleInput:
-    return store.ArticleInput(d.key, d.source_file, d.title or d.url, d.format, d.body, d.url,
-                              d.tags, d.published_at, d.delay_seconds, d.content_hash, d.summary)
+    return store.ArticleInput(
+        d.key,
+        d.source_file,
+        d.title or d.url,
+        d.format,
+        d.body,
+        d.url,
+        d.tags,
+        d.published_at,
+        d.delay_seconds,
+        d.content_hash,
+        d.summary,
+    )
 
 
 def _report(counts: store.ImportCounts, problems: list[dict[str, str]]) -> dict[str, Any]:
     """``articles.import``'s answer: the counts, each withdrawn article, each problem."""
-    return {"imported": counts.imported, "updated": counts.updated, "unchanged": counts.unchanged,
-            "withdrawn": counts.withdrawn, "cancelled": counts.cancelled,
-            "withdrawn_articles": list(counts.withdrawn_articles), "new": list(counts.new_keys),
-            "changed": list(counts.changed_keys),
-            "problems": sorted(problems, key=lambda p: p["file"])}
+    return {
+        "imported": counts.imported,
+        "updated": counts.updated,
+        "unchanged": counts.unchanged,
+        "withdrawn": counts.withdrawn,
+        "cancelled": counts.cancelled,
+        "withdrawn_articles": list(counts.withdrawn_articles),
+        "new": list(counts.new_keys),
+        "changed": list(counts.changed_keys),
+        "problems": sorted(problems, key=lambda p: p["file"]),
+    }
 
 
 def _read_folder(folder: Path, root: Path) -> list[tuple[str, str | Exception]]:
@@ -762,7 +975,10 @@ def _read_folder(folder: Path, root: Path) -> list[tuple[str, str | Exception]]:
     for path in sorted(folder.rglob("*")):
         # Keys and files are named relative to the root, whichever folder is imported.
         rel = path.relative_to(root).as_posix()
-        if any(part.startswith(".") for part in path.relative_to(folder).parts) or not path.is_file():
+        if (
+            any(part.startswith(".") for part in path.relative_to(folder).parts)
+            or not path.is_file()
+        ):
             continue
         if path.suffix.lower() not in documents.EXTENSIONS:
             continue
@@ -781,4 +997,3 @@ def _read_folder(folder: Path, root: Path) -> list[tuple[str, str | Exception]]:
         except (OSError, UnicodeDecodeError) as exc:
             out.append((rel, exc))
     return out
-

@@ -44,7 +44,9 @@ class Result:
     outcome: Outcome
     detail: str = ""
     permanent: bool = False
-    relay: bool = False  # the relay refused the session, not this message: nothing is held against it
+    relay: bool = (
+        False  # the relay refused the session, not this message: nothing is held against it
+    )
 
 
 class TransportError(Exception):
@@ -79,8 +81,14 @@ def server_words(code: int, reply: bytes | str) -> str:
 def _relay_refuses_rcpt(code: int, reply: bytes) -> bool:
     """A RCPT refusal that says "not for you, for anyone": authentication or relaying denied."""
     text = reply.decode("utf-8", "replace").lower()
-    return code == 530 or (code >= 500 and ("relay access denied" in text or "relaying denied" in text
-                                            or "authentication required" in text))
+    return code == 530 or (
+        code >= 500
+        and (
+            "relay access denied" in text
+            or "relaying denied" in text
+            or "authentication required" in text
+        )
+    )
 
 
 def _why(exc: BaseException) -> str:
@@ -104,8 +112,10 @@ def _why(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-NO_SMTPUTF8 = ("the address is not ASCII: mail to it needs SMTPUTF8, which the relay does not "
-               "offer; correct the address or use a relay that offers SMTPUTF8")
+NO_SMTPUTF8 = (
+    "the address is not ASCII: mail to it needs SMTPUTF8, which the relay does not "
+    "offer; correct the address or use a relay that offers SMTPUTF8"
+)
 
 
 class SmtpTransport:
@@ -122,8 +132,9 @@ class SmtpTransport:
         conn: smtplib.SMTP
         try:
             if s.security == "tls":
-                conn = smtplib.SMTP_SSL(s.host, s.port, local_hostname=helo, timeout=s.timeout,
-                                        context=self._context())
+                conn = smtplib.SMTP_SSL(
+                    s.host, s.port, local_hostname=helo, timeout=s.timeout, context=self._context()
+                )
             else:
                 conn = smtplib.SMTP(s.host, s.port, local_hostname=helo, timeout=s.timeout)
             code, reply = conn.ehlo()
@@ -135,9 +146,13 @@ class SmtpTransport:
             if s.username:
                 conn.login(s.username, s.password.reveal() if s.password else "")
         except smtplib.SMTPAuthenticationError as exc:
-            raise TransportError(f"SMTP login refused: {server_words(exc.smtp_code, exc.smtp_error)}") from None
+            raise TransportError(
+                f"SMTP login refused: {server_words(exc.smtp_code, exc.smtp_error)}"
+            ) from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise TransportError(f"cannot reach the SMTP relay {s.host}:{s.port}: {_why(exc)}") from None
+            raise TransportError(
+                f"cannot reach the SMTP relay {s.host}:{s.port}: {_why(exc)}"
+            ) from None
         self.conn = conn
 
     def utf8(self) -> bool:
@@ -164,21 +179,33 @@ class SmtpTransport:
             code, reply = replies[0] if replies else conn.mail(sender, ["SMTPUTF8"] if utf8 else [])
             if code != 250:
                 self._reset(conn, code)
-                return Result(Outcome.NOT_SENT, f"sender refused: {server_words(code, reply)}", relay=True)
+                return Result(
+                    Outcome.NOT_SENT, f"sender refused: {server_words(code, reply)}", relay=True
+                )
             code, reply = replies[1] if replies else conn.rcpt(recipient)
             if code not in (250, 251):
                 self._reset(conn, code)
                 relay = code == 421 or _relay_refuses_rcpt(code, reply)
-                return Result(Outcome.NOT_SENT, f"recipient refused: {server_words(code, reply)}",
-                              permanent=code >= 500 and not relay, relay=relay)
+                return Result(
+                    Outcome.NOT_SENT,
+                    f"recipient refused: {server_words(code, reply)}",
+                    permanent=code >= 500 and not relay,
+                    relay=relay,
+                )
             code, reply = replies[2] if replies else conn.docmd("data")
             if code != 354:
                 self._reset(conn, code)
-                return Result(Outcome.NOT_SENT, f"DATA refused: {server_words(code, reply)}",
-                              permanent=code >= 500, relay=code == 421)
+                return Result(
+                    Outcome.NOT_SENT,
+                    f"DATA refused: {server_words(code, reply)}",
+                    permanent=code >= 500,
+                    relay=code == 421,
+                )
         except (OSError, smtplib.SMTPException) as exc:
             self.conn = None
-            return Result(Outcome.NOT_SENT, f"connection lost before the message was sent: {_why(exc)}")
+            return Result(
+                Outcome.NOT_SENT, f"connection lost before the message was sent: {_why(exc)}"
+            )
         # From here the message is handed over: a broken connection means "maybe".
         data = re.sub(rb"(?m)^\.", b"..", data)
         if not data.endswith(b"\r\n"):
@@ -192,23 +219,32 @@ class SmtpTransport:
             code, reply = conn.getreply()
         except (OSError, smtplib.SMTPException) as exc:
             self.conn = None
-            return Result(Outcome.MAYBE_SENT, f"connection lost awaiting the server's answer: {_why(exc)}")
+            return Result(
+                Outcome.MAYBE_SENT, f"connection lost awaiting the server's answer: {_why(exc)}"
+            )
         if code == 250:
             return Result(Outcome.SENT)
         if code == 421:
             self.conn = None
-        return Result(Outcome.NOT_SENT, f"message refused: {server_words(code, reply)}",
-                      permanent=code >= 500, relay=code == 421)
+        return Result(
+            Outcome.NOT_SENT,
+            f"message refused: {server_words(code, reply)}",
+            permanent=code >= 500,
+            relay=code == 421,
+        )
 
     @staticmethod
-    def _pipelined(conn: smtplib.SMTP, sender: str, recipient: str,
-                   utf8: bool) -> list[tuple[int, bytes]]:
+    def _pipelined(
+        conn: smtplib.SMTP, sender: str, recipient: str, utf8: bool
+    ) -> list[tuple[int, bytes]]:
         """MAIL, RCPT and DATA in one round trip (RFC 2920, when the relay offers PIPELINING):
         two round trips a message instead of four. Should DATA be accepted although MAIL or
         RCPT was refused, the empty message is ended at once: it has no recipient."""
         options = " SMTPUTF8" if utf8 else ""
-        conn.send(f"MAIL FROM:{smtplib.quoteaddr(sender)}{options}\r\n"
-                  f"RCPT TO:{smtplib.quoteaddr(recipient)}\r\nDATA\r\n")
+        conn.send(
+            f"MAIL FROM:{smtplib.quoteaddr(sender)}{options}\r\n"
+            f"RCPT TO:{smtplib.quoteaddr(recipient)}\r\nDATA\r\n"
+        )
         replies: list[tuple[int, bytes]] = []
         try:
             while len(replies) < 3:

@@ -87,19 +87,31 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
-        return cls(frozenset(config["links.allowed_origins"]), limits.networks(config["links.trusted_proxies"]),
-                   config["links.rate_per_minute"], config["links.rate_burst"], config["links.max_body_bytes"],
-                   config["links.max_header_bytes"], config["links.confirm_hours"] * 3600.0,
-                   hsts=str(config["links.public_url"]).lower().startswith("https://"))
+        return cls(
+            frozenset(config["links.allowed_origins"]),
+            limits.networks(config["links.trusted_proxies"]),
+            config["links.rate_per_minute"],
+            config["links.rate_burst"],
+            config["links.max_body_bytes"],
+            config["links.max_header_bytes"],
+            config["links.confirm_hours"] * 3600.0,
+            hsts=str(config["links.public_url"]).lower().startswith("https://"),
+        )
 
 
 def _page(status: int, title: str, text: str) -> HTMLResponse:
     return HTMLResponse(pages.message(title, text), status_code=status)
 
 
-BAD_LINK = ("This link is not valid", "The link may have been cut short or changed. Nothing was changed. "
-            "Please use the link from your most recent email.")
-UNKNOWN = ("This link is no longer valid", "We could not find this subscription. Nothing was changed.")
+BAD_LINK = (
+    "This link is not valid",
+    "The link may have been cut short or changed. Nothing was changed. "
+    "Please use the link from your most recent email.",
+)
+UNKNOWN = (
+    "This link is no longer valid",
+    "We could not find this subscription. Nothing was changed.",
+)
 UNAVAILABLE = ("Temporarily unavailable", "Please try again in a few minutes.")
 
 
@@ -132,8 +144,12 @@ def parse_form(content_type: str, body: bytes) -> dict[str, str]:
     kind = content_type.split(";")[0].strip().lower()
     try:
         if kind in ("application/x-www-form-urlencoded", ""):
-            parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
-                              max_num_fields=20)
+            parsed = parse_qs(
+                body.decode("utf-8"),
+                keep_blank_values=True,
+                strict_parsing=False,
+                max_num_fields=20,
+            )
             return {k: v[0] for k, v in parsed.items()}
         if kind == "multipart/form-data":
             head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
@@ -189,25 +205,33 @@ class LinksApp:
         self._signer: Signer | None = None
         self.edge_headers = [(k.encode(), v.encode()) for k, v in pages.SECURITY_HEADERS.items()]
         # No slash redirects: Starlette would build their Location from the request's Host.
-        self.router = Router(redirect_slashes=False, routes=[
-            Route("/healthz", self.healthz, methods=["GET"]),
-            Route("/u/{token}", self.preferences, methods=["GET"]),
-            Route("/u/{token}", self.change, methods=["POST"]),
-            Route("/r/{token}", self.click, methods=["GET"]),
-            Route("/c/{token}", self.confirm_page, methods=["GET"]),
-            Route("/c/{token}", self.confirm, methods=["POST"]),
-            Route("/signup/{channel:int}", self.signup, methods=["POST"]),
-            Route("/signup/{channel:int}", self.preflight, methods=["OPTIONS"]),
-        ])
+        self.router = Router(
+            redirect_slashes=False,
+            routes=[
+                Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/u/{token}", self.preferences, methods=["GET"]),
+                Route("/u/{token}", self.change, methods=["POST"]),
+                Route("/r/{token}", self.click, methods=["GET"]),
+                Route("/c/{token}", self.confirm_page, methods=["GET"]),
+                Route("/c/{token}", self.confirm, methods=["POST"]),
+                Route("/signup/{channel:int}", self.signup, methods=["POST"]),
+                Route("/signup/{channel:int}", self.preflight, methods=["OPTIONS"]),
+            ],
+        )
 
     # ------------------------------------------------------------------ the edge
 
     def signer(self) -> Signer | None:
         if self._signer is None:
             try:
-                self._signer = Signer.from_secret(self.services.config.credential("link_signing_key"))
+                self._signer = Signer.from_secret(
+                    self.services.config.credential("link_signing_key")
+                )
             except (OSError, ValueError) as exc:  # missing, unreadable or empty credential
-                log.error("link-signing key unavailable: links cannot be verified", problem=type(exc).__name__)
+                log.error(
+                    "link-signing key unavailable: links cannot be verified",
+                    problem=type(exc).__name__,
+                )
                 return None
         return self._signer
 
@@ -231,16 +255,23 @@ class LinksApp:
         parts = scope["path"].split("/")
         if len(parts) != 3 or parts[1] not in ("u", "c"):
             return False
-        return self.verify(parts[2], Purpose.UNSUBSCRIBE if parts[1] == "u" else Purpose.CONFIRM) is not None
+        return (
+            self.verify(parts[2], Purpose.UNSUBSCRIBE if parts[1] == "u" else Purpose.CONFIRM)
+            is not None
+        )
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.router(scope, receive, send)
             return
         started = trio.current_time()
-        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", [])]
+        headers = [
+            (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", [])
+        ]
         peer = (scope.get("client") or ("unknown", 0))[0]
-        client = limits.client_address(peer, [v for k, v in headers if k == "x-forwarded-for"], self.settings.trusted)
+        client = limits.client_address(
+            peer, [v for k, v in headers if k == "x-forwarded-for"], self.settings.trusted
+        )
         scope["kuloo.client"] = client  # the signup's per-client cap counts it
         status: dict[str, Any] = {"code": 0}
 
@@ -250,14 +281,23 @@ class LinksApp:
                 message = {**message, "headers": [*message.get("headers", []), *self.edge_headers]}
             await send(message)
 
-        head_bytes = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + sum(
-            len(k) + len(v) + 4 for k, v in scope.get("headers", []))
+        head_bytes = (
+            len(scope.get("raw_path") or b"")
+            + len(scope.get("query_string") or b"")
+            + sum(len(k) + len(v) + 4 for k, v in scope.get("headers", []))
+        )
         try:
             if head_bytes > self.settings.max_header_bytes:
                 # h11 bounds only a head that arrives in pieces; a whole one is measured here.
-                await _page(431, "Request headers too large", "Nothing was changed.")(scope, receive, send_with_headers)
-            elif not self.limiter.allow(client, trio.current_time()) and not self._valid_token_post(scope):
-                response: Response = _page(429, "Too many requests", "Please wait a minute and try again.")
+                await _page(431, "Request headers too large", "Nothing was changed.")(
+                    scope, receive, send_with_headers
+                )
+            elif not self.limiter.allow(client, trio.current_time()) and not self._valid_token_post(
+                scope
+            ):
+                response: Response = _page(
+                    429, "Too many requests", "Please wait a minute and try again."
+                )
                 response.headers["retry-after"] = "60"
                 await response(scope, receive, send_with_headers)
             else:
@@ -265,16 +305,24 @@ class LinksApp:
         except ClientDisconnect:  # the client went away mid-body (or was too slow): no answer
             status["abandoned"] = True
         except Exception:
-            log.exception("links request failed", route=_route_label(scope["path"]), method=scope["method"])
+            log.exception(
+                "links request failed", route=_route_label(scope["path"]), method=scope["method"]
+            )
             if not status["code"]:
-                await _page(500, "Something went wrong", "Nothing was changed. Please try again later.")(
-                    scope, receive, send_with_headers)
+                await _page(
+                    500, "Something went wrong", "Nothing was changed. Please try again later."
+                )(scope, receive, send_with_headers)
         finally:
             self.services.metrics.links_request(scope["path"], status["code"])
-            log.info("links request", method=scope["method"], route=_route_label(scope["path"]),
-                     status=status["code"], client=client,
-                     ms=round((trio.current_time() - started) * 1000, 1),
-                     **({"abandoned": True} if status.get("abandoned") else {}))
+            log.info(
+                "links request",
+                method=scope["method"],
+                route=_route_label(scope["path"]),
+                status=status["code"],
+                client=client,
+                ms=round((trio.current_time() - started) * 1000, 1),
+                **({"abandoned": True} if status.get("abandoned") else {}),
+            )
 
     # ------------------------------------------------------------------ routes
 
@@ -286,10 +334,14 @@ class LinksApp:
         if claim is None:
             return self._bad_link()
         try:
-            sub = await self.services.store.run(user_store.subscriber, claim.channel, claim.kuloo_id)
+            sub = await self.services.store.run(
+                user_store.subscriber, claim.channel, claim.kuloo_id
+            )
         except NotFound:
             return _page(404, *UNKNOWN)
-        return HTMLResponse(pages.preferences(sub.channel_name, sub.user.frequency.value, sub.user.unsubscribed))
+        return HTMLResponse(
+            pages.preferences(sub.channel_name, sub.user.frequency.value, sub.user.unsubscribed)
+        )
 
     def _bad_link(self) -> Response:
         if self.signer() is None:
@@ -301,7 +353,10 @@ class LinksApp:
         if claim is None:
             return self._bad_link()
         try:
-            form = parse_form(request.headers.get("content-type", ""), await read_body(request, self.settings.max_body_bytes))
+            form = parse_form(
+                request.headers.get("content-type", ""),
+                await read_body(request, self.settings.max_body_bytes),
+            )
         except TooLarge:
             return _page(413, "Request too large", "Nothing was changed.")
         except BadForm:
@@ -318,44 +373,70 @@ class LinksApp:
             changes = {"frequency": Frequency(frequency), "unsubscribed": False}
             done = f"Saved: {pages.choice_words(frequency, False)}."
         else:
-            return _page(400, "Nothing to change", "This request did not say what to change. Nothing was changed.")
+            return _page(
+                400,
+                "Nothing to change",
+                "This request did not say what to change. Nothing was changed.",
+            )
         key = (claim.purpose.value, claim.channel, claim.kuloo_id)
         taken_at = trio.current_time()
         try:
             if self.token_changes.take(key, taken_at):
-                sub = await self.services.store.run(user_store.update_subscriber, claim.channel,
-                                                    claim.kuloo_id, changes, Actor.LINK,
-                                                    self.services.clock.now())
+                sub = await self.services.store.run(
+                    user_store.update_subscriber,
+                    claim.channel,
+                    claim.kuloo_id,
+                    changes,
+                    Actor.LINK,
+                    self.services.clock.now(),
+                )
                 if not sub.changed:
                     self.token_changes.give_back(key, taken_at)
             else:
                 # Past the limit: a POST that would change nothing (a retry) still answers 200.
-                sub = await self.services.store.run(user_store.subscriber, claim.channel,
-                                                    claim.kuloo_id)
+                sub = await self.services.store.run(
+                    user_store.subscriber, claim.channel, claim.kuloo_id
+                )
                 if any(getattr(sub.user, field) != value for field, value in changes.items()):
                     log.info("link change refused: too many changes", channel_id=claim.channel)
-                    response = _page(429, "Too many changes",
-                                     "This link has made many changes in the last hour. "
-                                     "Nothing was changed. Please try again later.")
+                    response = _page(
+                        429,
+                        "Too many changes",
+                        "This link has made many changes in the last hour. "
+                        "Nothing was changed. Please try again later.",
+                    )
                     response.headers["retry-after"] = "3600"
                     return response
         except NotFound:
             self.token_changes.give_back(key, taken_at)
             return _page(404, *UNKNOWN)
         if sub.changed:
-            log.info("user changed by link", user_id=sub.user.id, channel_id=claim.channel, changed=list(sub.changed))
+            log.info(
+                "user changed by link",
+                user_id=sub.user.id,
+                channel_id=claim.channel,
+                changed=list(sub.changed),
+            )
             self.services.publish("user.updated", sub.user)
         if one_click:
             return PlainTextResponse("unsubscribed\n")
-        return HTMLResponse(pages.preferences(sub.channel_name, sub.user.frequency.value, sub.user.unsubscribed, done))
+        return HTMLResponse(
+            pages.preferences(
+                sub.channel_name, sub.user.frequency.value, sub.user.unsubscribed, done
+            )
+        )
 
     async def click(self, request: Request) -> Response:
         claim = self.verify(request.path_params["token"], Purpose.CLICK)
         if claim is None or not safe_target(claim.target):
             return self._bad_link()
         try:
-            sub = await self.services.store.run(user_store.subscriber_active, claim.channel, claim.kuloo_id,
-                                                self.services.clock.now())
+            sub = await self.services.store.run(
+                user_store.subscriber_active,
+                claim.channel,
+                claim.kuloo_id,
+                self.services.clock.now(),
+            )
         except NotFound:
             return _page(404, *UNKNOWN)
         if sub.changed:
@@ -377,20 +458,33 @@ class LinksApp:
         cors = self._cors(request)
         if not cors:
             return Response(status_code=403, headers={"vary": "Origin"})
-        return Response(status_code=204, headers={
-            **cors, "access-control-allow-methods": "POST", "access-control-allow-headers": "Content-Type",
-            "access-control-max-age": "600"})
+        return Response(
+            status_code=204,
+            headers={
+                **cors,
+                "access-control-allow-methods": "POST",
+                "access-control-allow-headers": "Content-Type",
+                "access-control-max-age": "600",
+            },
+        )
 
     async def signup(self, request: Request) -> Response:
         cors = self._cors(request)
         if cors is None:
-            return Response("origin not allowed\n", status_code=403, media_type="text/plain", headers={"vary": "Origin"})
+            return Response(
+                "origin not allowed\n",
+                status_code=403,
+                media_type="text/plain",
+                headers={"vary": "Origin"},
+            )
         content_type = request.headers.get("content-type", "")
         wants_json = content_type.split(";")[0].strip().lower() == "application/json"
 
         def answer(status: int, title: str, text: str) -> Response:
             if wants_json:
-                return JSONResponse({"status": status, "message": text}, status_code=status, headers=cors)
+                return JSONResponse(
+                    {"status": status, "message": text}, status_code=status, headers=cors
+                )
             return HTMLResponse(pages.message(title, text), status_code=status, headers=cors)
 
         channel_id = request.path_params["channel"]
@@ -405,8 +499,11 @@ class LinksApp:
         except TooLarge:
             return answer(413, "Request too large", "The form was too large.")
         except (BadForm, InvalidEmail, UnicodeEncodeError):
-            return answer(400, "Please check the form", "Please give a valid email address (and names of at most "
-                                                         f"{NAME_MAX} characters).")
+            return answer(
+                400,
+                "Please check the form",
+                f"Please give a valid email address (and names of at most {NAME_MAX} characters).",
+            )
         try:
             channel = await self.services.store.run(channel_store.get, channel_id)
         except NotFound:
@@ -422,8 +519,11 @@ class LinksApp:
         client = request.scope.get("kuloo.client", "")
         self.confirmations(channel, address, signer.sign(claim), client)
         # The same answer whether the address was new, known, or unsubscribed.
-        return answer(202, "Please confirm", "Thanks! Please check your inbox: we sent you a link to confirm "
-                                            "your subscription.")
+        return answer(
+            202,
+            "Please confirm",
+            "Thanks! Please check your inbox: we sent you a link to confirm your subscription.",
+        )
 
     def _confirm_claim(self, token: str) -> tuple[Claim, str, str, str, datetime] | None:
         """The claim, its address and names, and when it was issued.
@@ -438,12 +538,18 @@ class LinksApp:
             if not isinstance(fields, list) or len(fields) not in (3, 4):
                 return None
             address, first, last = fields[:3]
-            issued = (fields[3] if len(fields) == 4
-                      else claim.expires - self.settings.confirm_seconds)
+            issued = (
+                fields[3] if len(fields) == 4 else claim.expires - self.settings.confirm_seconds
+            )
             if isinstance(issued, bool) or not isinstance(issued, int | float):
                 return None
-            return (claim, valid_email(address), _clean_name(first), _clean_name(last),
-                    datetime.fromtimestamp(issued, UTC))
+            return (
+                claim,
+                valid_email(address),
+                _clean_name(first),
+                _clean_name(last),
+                datetime.fromtimestamp(issued, UTC),
+            )
         except (ValueError, TypeError, OverflowError, OSError, BadForm):
             return None
 
@@ -463,25 +569,49 @@ class LinksApp:
         if found is None:
             return self._bad_link()
         claim, address, first, last, issued = found
-        fields = {"email": address, **({"first_name": first} if first else {}), **({"last_name": last} if last else {})}
+        fields = {
+            "email": address,
+            **({"first_name": first} if first else {}),
+            **({"last_name": last} if last else {}),
+        }
         try:
-            sub = await self.services.store.run(user_store.sign_up, claim.channel, fields, Actor.LINK,
-                                                self.services.clock.now(), issued,
-                                                self.services.config.erasure_key())
+            sub = await self.services.store.run(
+                user_store.sign_up,
+                claim.channel,
+                fields,
+                Actor.LINK,
+                self.services.clock.now(),
+                issued,
+                self.services.config.erasure_key(),
+            )
         except NotFound:
             return _page(404, *UNKNOWN)
         except user_store.ErasedAfter:  # the erasure came after this link: it wins
             log.info("signup confirmation predates an erasure", channel_id=claim.channel)
-            return _page(200, "Link no longer valid",
-                         "This confirmation link is older than a later change to this address. "
-                         "Nothing was changed. To subscribe, sign up once more.")
+            return _page(
+                200,
+                "Link no longer valid",
+                "This confirmation link is older than a later change to this address. "
+                "Nothing was changed. To subscribe, sign up once more.",
+            )
         if sub.stale:
-            log.info("signup confirmation already used", user_id=sub.user.id,
-                     channel_id=claim.channel)
-            return _page(200, "Already confirmed",
-                         "This link was already used. Nothing was changed. To subscribe again, "
-                         "sign up once more or use the link in your latest email.")
+            log.info(
+                "signup confirmation already used", user_id=sub.user.id, channel_id=claim.channel
+            )
+            return _page(
+                200,
+                "Already confirmed",
+                "This link was already used. Nothing was changed. To subscribe again, "
+                "sign up once more or use the link in your latest email.",
+            )
         if sub.created or sub.changed:
-            log.info("signup confirmed", user_id=sub.user.id, channel_id=claim.channel, created=sub.created)
+            log.info(
+                "signup confirmed",
+                user_id=sub.user.id,
+                channel_id=claim.channel,
+                created=sub.created,
+            )
             self.services.publish("user.updated", sub.user)
-        return _page(200, "You are subscribed", f"Thank you: {address} now receives {sub.channel_name}.")
+        return _page(
+            200, "You are subscribed", f"Thank you: {address} now receives {sub.channel_name}."
+        )

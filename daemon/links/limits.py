@@ -28,7 +28,7 @@ def networks(entries: Iterable[str]) -> tuple[Network, ...]:
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     text = text.strip()
     if text.startswith("[") and "]" in text:  # "[v6]:port"
-        text = text[1:text.index("]")]
+        text = text[1 : text.index("]")]
     elif text.count(":") == 1:  # "v4:port"
         text = text.split(":")[0]
     try:
@@ -37,7 +37,9 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def _trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None, trusted: tuple[Network, ...]) -> bool:
+def _trusted(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None, trusted: tuple[Network, ...]
+) -> bool:
     return ip is not None and any(ip in net for net in trusted)
 
 

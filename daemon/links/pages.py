@@ -12,7 +12,7 @@ from html import escape
 # Sent with every answer, errors included. No script may run; forms post only to us.
 SECURITY_HEADERS: dict[str, str] = {
     "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-                               "frame-ancestors 'none'; base-uri 'none'",
+    "frame-ancestors 'none'; base-uri 'none'",
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
     "x-frame-options": "DENY",
@@ -22,7 +22,12 @@ SECURITY_HEADERS: dict[str, str] = {
 # Added to every answer when ``public_url`` is https (a year; without includeSubDomains).
 HSTS = "max-age=31536000"
 
-FREQUENCY_WORDS = {"daily": "daily", "weekly": "weekly", "monthly": "monthly", "disabled": "no digests"}
+FREQUENCY_WORDS = {
+    "daily": "daily",
+    "weekly": "weekly",
+    "monthly": "monthly",
+    "disabled": "no digests",
+}
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:32rem;margin:2rem auto;padding:0 1rem;"
@@ -33,16 +38,20 @@ _STYLE = (
 
 
 def _document(title: str, body: str) -> str:
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
-            f"<body><main>{body}</main></body></html>\n")
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<body><main>{body}</main></body></html>\n"
+    )
 
 
 def _button(name: str, value: str, label: str, current: bool = False) -> str:
     pressed = ' aria-pressed="true"' if current else ""
-    return (f'<div><button type="submit" name="{escape(name)}" value="{escape(value)}"{pressed}>'
-            f"{escape(label)}</button></div>")
+    return (
+        f'<div><button type="submit" name="{escape(name)}" value="{escape(value)}"{pressed}>'
+        f"{escape(label)}</button></div>"
+    )
 
 
 def choice_words(frequency: str, unsubscribed: bool) -> str:
@@ -57,15 +66,26 @@ def preferences(channel: str, frequency: str, unsubscribed: bool, done: str = ""
     """The footer page: the current choice and a button for each other one."""
     notice = f'<p class="done" role="status">{escape(done)}</p>' if done else ""
     buttons = "".join(
-        _button("frequency", value, f"{word.capitalize()}", current=(not unsubscribed and frequency == value))
-        for value, word in FREQUENCY_WORDS.items())
-    action = (_button("action", "resubscribe", "Resubscribe") if unsubscribed
-              else _button("action", "unsubscribe", "Unsubscribe from all emails"))
-    body = (f"<h1>Your emails from {escape(channel)}</h1>{notice}"
-            f"<p>Your current choice: <strong>{escape(choice_words(frequency, unsubscribed))}</strong>.</p>"
-            f'<form method="post" id="frequency"><fieldset><legend>How often should we send you a digest '
-            f"of new articles?</legend>{buttons}</fieldset></form>"
-            f'<form method="post"><fieldset><legend>All emails</legend>{action}</fieldset></form>')
+        _button(
+            "frequency",
+            value,
+            f"{word.capitalize()}",
+            current=(not unsubscribed and frequency == value),
+        )
+        for value, word in FREQUENCY_WORDS.items()
+    )
+    action = (
+        _button("action", "resubscribe", "Resubscribe")
+        if unsubscribed
+        else _button("action", "unsubscribe", "Unsubscribe from all emails")
+    )
+    body = (
+        f"<h1>Your emails from {escape(channel)}</h1>{notice}"
+        f"<p>Your current choice: <strong>{escape(choice_words(frequency, unsubscribed))}</strong>.</p>"
+        f'<form method="post" id="frequency"><fieldset><legend>How often should we send you a digest '
+        f"of new articles?</legend>{buttons}</fieldset></form>"
+        f'<form method="post"><fieldset><legend>All emails</legend>{action}</fieldset></form>'
+    )
     return _document(f"Email preferences — {channel}", body)
 
 
@@ -76,7 +96,9 @@ def message(title: str, text: str) -> str:
 
 def confirm(channel: str, email: str) -> str:
     """The confirmation page of a signup: a GET shows it, the button's POST confirms."""
-    body = (f"<h1>Confirm your subscription</h1><p>Subscribe <strong>{escape(email)}</strong> to "
-            f"<strong>{escape(channel)}</strong>?</p>"
-            f'<form method="post">{_button("action", "confirm", "Yes, subscribe me")}</form>')
+    body = (
+        f"<h1>Confirm your subscription</h1><p>Subscribe <strong>{escape(email)}</strong> to "
+        f"<strong>{escape(channel)}</strong>?</p>"
+        f'<form method="post">{_button("action", "confirm", "Yes, subscribe me")}</form>'
+    )
     return _document(f"Confirm — {channel}", body)

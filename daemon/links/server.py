@@ -114,10 +114,12 @@ class ConfirmationMail(Protocol):
 
 def confirmation_texts(channel: Channel, url: str) -> tuple[str, str]:
     """(text, html) of the confirmation: no text the requester typed, only the channel's."""
-    text = ("Hello,\n\n"
-            f"Someone — hopefully you — asked to receive {channel.name} at this address.\n"
-            f"To confirm, open this link and press the button:\n\n{url}\n\n"
-            "If it was not you, ignore this email: you will receive nothing more.\n")
+    text = (
+        "Hello,\n\n"
+        f"Someone — hopefully you — asked to receive {channel.name} at this address.\n"
+        f"To confirm, open this link and press the button:\n\n{url}\n\n"
+        "If it was not you, ignore this email: you will receive nothing more.\n"
+    )
     name, link = html.escape(channel.name), html.escape(url, quote=True)
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -133,7 +135,8 @@ def confirmation_texts(channel: Channel, url: str) -> tuple[str, str]:
         'color:#ffffff;text-decoration:none;border-radius:4px;">Confirm my subscription</a></p>'
         f'<p style="word-break:break-all;">Or open this link: {link}</p>'
         "<p>If it was not you, ignore this email: you will receive nothing more.</p>"
-        "</div></body></html>\n")
+        "</div></body></html>\n"
+    )
     return text, page
 
 
@@ -142,23 +145,37 @@ def confirmation_bytes(channel: Channel, address: str, url: str, date: datetime)
     mail (``Auto-Submitted: auto-generated``, no List-Unsubscribe). ``HeaderError`` if a
     header value holds a control character."""
     sender = channel.sender or f"{channel.name} <no-reply@localhost>"
-    head = mail.head(kind="confirmation", channel_id=channel.id, sender=sender,
-                     subject=f"Please confirm your subscription to {channel.name}")
+    head = mail.head(
+        kind="confirmation",
+        channel_id=channel.id,
+        sender=sender,
+        subject=f"Please confirm your subscription to {channel.name}",
+    )
     text, page = confirmation_texts(channel, url)
-    return mail.assemble(head, to=("", address),  # never a display name: the requester's text
-                         date=date, msg_id=mail.message_id(sender, "confirm"),
-                         text=text, html=page)
+    return mail.assemble(
+        head,
+        to=("", address),  # never a display name: the requester's text
+        date=date,
+        msg_id=mail.message_id(sender, "confirm"),
+        text=text,
+        html=page,
+    )
 
 
 def confirmation_email(channel: Channel, address: str, url: str, date: datetime) -> EmailMessage:
     """``confirmation_bytes`` parsed back (tests)."""
-    return email.message_from_bytes(confirmation_bytes(channel, address, url, date),
-                                    policy=email.policy.default)
+    return email.message_from_bytes(
+        confirmation_bytes(channel, address, url, date), policy=email.policy.default
+    )
 
 
 class LinksServer:
-    def __init__(self, services: Services, mail: ConfirmationMail,
-                 listener: tuple[socket.socket, str] | None = None) -> None:
+    def __init__(
+        self,
+        services: Services,
+        mail: ConfirmationMail,
+        listener: tuple[socket.socket, str] | None = None,
+    ) -> None:
         self.services = services
         self.mail = mail
         self._stop = trio.Event()
@@ -181,8 +198,11 @@ class LinksServer:
             log.info("signup confirmation not resent yet", channel_id=channel.id)
             return
         if not self._per_client.take(client, now):
-            log.info("signup confirmation not sent: too many from one client",
-                     channel_id=channel.id, client=client)
+            log.info(
+                "signup confirmation not sent: too many from one client",
+                channel_id=channel.id,
+                client=client,
+            )
             return
         url = f"{self.mail.public_url()}/c/{token}"
         try:
@@ -207,16 +227,24 @@ class LinksServer:
             try:
                 dkim = config_mod.dkim_key(self.services.config)
             except (DkimKeyError, OSError) as exc:
-                log.warning("signup confirmation not sent", channel_id=channel.id,
-                            problem=f"the DKIM key does not load: {exc}")
+                log.warning(
+                    "signup confirmation not sent",
+                    channel_id=channel.id,
+                    problem=f"the DKIM key does not load: {exc}",
+                )
                 continue
             if dkim is not None and not aligned(mail.sender_domain(sender), dkim.domain):
-                log.warning("signup confirmation not sent", channel_id=channel.id,
-                            problem=misaligned(sender, dkim.domain))
+                log.warning(
+                    "signup confirmation not sent",
+                    channel_id=channel.id,
+                    problem=misaligned(sender, dkim.domain),
+                )
                 continue
             transport = self.mail.transport()
 
-            def send_one(transport=transport, data=data, address=address, sender=sender, dkim=dkim) -> str:
+            def send_one(
+                transport=transport, data=data, address=address, sender=sender, dkim=dkim
+            ) -> str:
                 if dkim is not None:
                     data = dkim.sign(data)
                 transport.open()
@@ -228,7 +256,11 @@ class LinksServer:
             try:
                 outcome = await trio.to_thread.run_sync(send_one)
             except Exception as exc:  # noqa: BLE001 - a transport failure must not end the service
-                log.warning("signup confirmation not sent", channel_id=channel.id, problem=type(exc).__name__)
+                log.warning(
+                    "signup confirmation not sent",
+                    channel_id=channel.id,
+                    problem=type(exc).__name__,
+                )
             else:
                 log.info("signup confirmation sent", channel_id=channel.id, outcome=outcome)
 
@@ -249,7 +281,9 @@ class LinksServer:
     def open(self) -> str:
         """Bind the listener, when it was not handed over."""
         config = self.services.config
-        self._sock, self.url = open_listener(config["links.listen"], config["links.max_connections"])
+        self._sock, self.url = open_listener(
+            config["links.listen"], config["links.max_connections"]
+        )
         return self.url
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -257,8 +291,9 @@ class LinksServer:
             self.open()
         assert self._sock is not None
         config = self.services.config
-        listener = CappedListener(self._sock, config["links.max_connections"],
-                                  config["links.request_seconds"])
+        listener = CappedListener(
+            self._sock, config["links.max_connections"], config["links.request_seconds"]
+        )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._mailer)
             await nursery.start(self._serve_http, listener, nursery.cancel_scope)
@@ -266,11 +301,17 @@ class LinksServer:
             task_status.started(self.url)
         log.info("links service stopped")
 
-    async def _serve_http(self, listener: CappedListener, done: trio.CancelScope, *,
-                          task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def _serve_http(
+        self,
+        listener: CappedListener,
+        done: trio.CancelScope,
+        *,
+        task_status=trio.TASK_STATUS_IGNORED,
+    ) -> None:
         try:
             # Returns after stop(), once the requests in flight are answered (graceful_timeout).
-            await serve(self.app, self.hypercorn_config(), listener, self._stop,
-                        task_status=task_status)
+            await serve(
+                self.app, self.hypercorn_config(), listener, self._stop, task_status=task_status
+            )
         finally:
             done.cancel()  # the mailer's queue ends with the service

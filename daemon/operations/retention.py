@@ -55,7 +55,9 @@ class Retention:
         start: int | None
         total, (start, last) = 0, span
         while start is not None:
-            deleted, start = await self.services.store.run(store.prune_batch, kind, cutoff, start, last)
+            deleted, start = await self.services.store.run(
+                store.prune_batch, kind, cutoff, start, last
+            )
             total += deleted
             await trio.sleep(PAUSE_SECONDS)
         return total

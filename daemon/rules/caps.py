@@ -31,7 +31,9 @@ def cap_of(plan: Plan | str) -> int | None:
     return PLANS[Plan(plan)].cap
 
 
-def select(cap: int | None, links_oldest_first: Sequence[L], candidates: Sequence[T]) -> CapSelection:
+def select(
+    cap: int | None, links_oldest_first: Sequence[L], candidates: Sequence[T]
+) -> CapSelection:
     if cap is None:
         return CapSelection(tuple(links_oldest_first), (), tuple(candidates), ())
     active = tuple(links_oldest_first[:cap])

@@ -23,6 +23,8 @@ def header_value(field: str, value: str) -> str:
     LF or another control character (folding is the encoder's job, never the value's)."""
     bad = CONTROL.search(value)
     if bad is not None:
-        raise HeaderError(f"not sent: the {field} header would hold a control character "
-                          f"({bad.group()!r}); correct the value it comes from")
+        raise HeaderError(
+            f"not sent: the {field} header would hold a control character "
+            f"({bad.group()!r}); correct the value it comes from"
+        )
     return value

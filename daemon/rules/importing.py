@@ -69,8 +69,9 @@ def email_hash(key: bytes, email: str | None) -> str | None:
     return hmac.new(key, normal.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def erased(kuloo_id: str | None, hashed: str | None,
-           tombstones: Sequence[Tombstone]) -> Refusal | None:
+def erased(
+    kuloo_id: str | None, hashed: str | None, tombstones: Sequence[Tombstone]
+) -> Refusal | None:
     """Why a record with no user is not imported: it carries the KulooId of an erased user,
     or an address whose hash (``email_hash``) a tombstone keeps. None: not erased."""
     for stone in tombstones:
@@ -103,8 +104,14 @@ def _attrs(values: Mapping[str, Any], sequential_tags: Sequence[str]) -> dict[st
     return attrs
 
 
-def new_user(email: str | None, values: Mapping[str, Any], *, sequential_tags: Sequence[str],
-             plan: Plan | str, linked: int) -> dict[str, Any] | Refusal:
+def new_user(
+    email: str | None,
+    values: Mapping[str, Any],
+    *,
+    sequential_tags: Sequence[str],
+    plan: Plan | str,
+    linked: int,
+) -> dict[str, Any] | Refusal:
     """The attributes of the user a Sell record becomes, or why it does not become one.
 
     ``email`` as spelled in Sell, ``values`` its canonical field values (``values``),
@@ -125,8 +132,9 @@ def new_user(email: str | None, values: Mapping[str, Any], *, sequential_tags: S
     return user
 
 
-def sell_changes(to_kuloo: Mapping[str, Any], email: str | None, *,
-                 sequential_tags: Sequence[str]) -> dict[str, Any] | Refusal:
+def sell_changes(
+    to_kuloo: Mapping[str, Any], email: str | None, *, sequential_tags: Sequence[str]
+) -> dict[str, Any] | Refusal:
     """The user attributes a linked user takes from Sell (the merge's ``to_kuloo`` fields),
     or why they are not applied. A changed address is the one spelled in Sell (``email``),
     checked; whether another user has it is the store's to say."""

@@ -178,8 +178,11 @@ def may_be_converted(record: RecordRef, decision: Decision) -> bool:
     """A person contact that matches no user (it would be imported, or refused for its lack
     of email or its unknown KulooId): it may be what a linked lead became, so the contact's
     own lead conversions are asked before (only when the channel links leads)."""
-    return record.kind == "contact" and not record.is_organization and decision.action in (
-        IMPORT, NO_EMAIL, UNKNOWN_KULOO_ID)
+    return (
+        record.kind == "contact"
+        and not record.is_organization
+        and decision.action in (IMPORT, NO_EMAIL, UNKNOWN_KULOO_ID)
+    )
 
 
 def follow_conversion(user: UserRef, individual_id: int | None, index: LinkIndex) -> Decision:
@@ -237,8 +240,9 @@ class ConversionScan:
     open: set[int] = field(default_factory=set)
 
     @classmethod
-    def of(cls, contacts: Iterable[tuple[int, datetime | None]],
-           is_linked_lead: Callable[[int], bool]) -> ConversionScan:
+    def of(
+        cls, contacts: Iterable[tuple[int, datetime | None]], is_linked_lead: Callable[[int], bool]
+    ) -> ConversionScan:
         created: dict[int, datetime] = {}
         by_id: list[int] = []
         for contact_id, at in contacts:

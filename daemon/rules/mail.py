@@ -101,8 +101,15 @@ class Head:
     list_mail: bool
 
 
-def head(*, kind: str, channel_id: int, sender: str, subject: str,
-         list_label: str = "", list_key: str = "") -> Head:
+def head(
+    *,
+    kind: str,
+    channel_id: int,
+    sender: str,
+    subject: str,
+    list_label: str = "",
+    list_key: str = "",
+) -> Head:
     """The constant head of one kind of message; list mail when ``list_key`` is given.
 
     Raises ``HeaderError`` when a value holds a control character."""
@@ -110,17 +117,22 @@ def head(*, kind: str, channel_id: int, sender: str, subject: str,
         raise ValueError(f"unknown message kind {kind!r}")
     # "=_" and "_" never occur in base64 output, so the boundary cannot collide with content.
     boundary = f"=_kuloo_{secrets.token_hex(12)}"
-    lines = [f"From: {address('From', sender)}",
-             f"Subject: {encoded('Subject', header_value('Subject', subject))}"]
+    lines = [
+        f"From: {address('From', sender)}",
+        f"Subject: {encoded('Subject', header_value('Subject', subject))}",
+    ]
     if list_key:
         lines.append(f"List-Id: {list_id(list_label, list_key)}")
-    lines += ["MIME-Version: 1.0",
-              f'Content-Type: multipart/alternative; boundary="{boundary}"',
-              f"Feedback-ID: {int(channel_id)}:{kind}:kuloo"]
+    lines += [
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+        f"Feedback-ID: {int(channel_id)}:{kind}:kuloo",
+    ]
     if kind in NOTICE_KINDS:
         lines.append("Auto-Submitted: auto-generated")
-    return Head(("\r\n".join(lines) + "\r\n").encode("ascii"), boundary.encode("ascii"),
-                bool(list_key))
+    return Head(
+        ("\r\n".join(lines) + "\r\n").encode("ascii"), boundary.encode("ascii"), bool(list_key)
+    )
 
 
 def message_id(sender: str, tag: str = "kuloo") -> str:
@@ -132,28 +144,54 @@ def _base64(text: str) -> bytes:
     # base64 in lines of 76 (RFC 2045): several times cheaper than quoted-printable here,
     # and this runs twice for every email.
     data = binascii.b2a_base64(text.encode("utf-8"), newline=False)
-    return b"\r\n".join([data[i:i + 76] for i in range(0, len(data), 76)])
+    return b"\r\n".join([data[i : i + 76] for i in range(0, len(data), 76)])
 
 
-def assemble(h: Head, *, to: tuple[str, str], date: datetime, msg_id: str, text: str, html: str,
-             list_unsubscribe: str = "", utf8: bool = False) -> bytes:
+def assemble(
+    h: Head,
+    *,
+    to: tuple[str, str],
+    date: datetime,
+    msg_id: str,
+    text: str,
+    html: str,
+    list_unsubscribe: str = "",
+    utf8: bool = False,
+) -> bytes:
     """The whole message as SMTP wants it (CRLF, 7-bit; with ``utf8``, the To address may
     hold a UTF-8 local part, RFC 6532, for a relay that offers SMTPUTF8).
 
     ``to`` is (display name or "", address). Raises ``HeaderError`` for a control
     character and ``UnicodeEncodeError`` for a non-ASCII address."""
-    lines = [f"To: {mailbox('To', *to)}",
-             f"Date: {header_value('Date', format_datetime(date))}",
-             f"Message-ID: {header_value('Message-ID', msg_id)}"]
+    lines = [
+        f"To: {mailbox('To', *to)}",
+        f"Date: {header_value('Date', format_datetime(date))}",
+        f"Message-ID: {header_value('Message-ID', msg_id)}",
+    ]
     if h.list_mail:
-        lines += [f"List-Unsubscribe: {header_value('List-Unsubscribe', list_unsubscribe)}",
-                  "List-Unsubscribe-Post: List-Unsubscribe=One-Click"]
+        lines += [
+            f"List-Unsubscribe: {header_value('List-Unsubscribe', list_unsubscribe)}",
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+        ]
     b = h.boundary
-    return b"".join((
-        h.head, ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8" if utf8 else "ascii"),
-        b"--", b, b"\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
-        b"Content-Transfer-Encoding: base64\r\n\r\n", _base64(text), b"\r\n",
-        b"--", b, b"\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
-        b"Content-Transfer-Encoding: base64\r\n\r\n", _base64(html), b"\r\n",
-        b"--", b, b"--\r\n",
-    ))
+    return b"".join(
+        (
+            h.head,
+            ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8" if utf8 else "ascii"),
+            b"--",
+            b,
+            b'\r\nContent-Type: text/plain; charset="utf-8"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n\r\n",
+            _base64(text),
+            b"\r\n",
+            b"--",
+            b,
+            b'\r\nContent-Type: text/html; charset="utf-8"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n\r\n",
+            _base64(html),
+            b"\r\n",
+            b"--",
+            b,
+            b"--\r\n",
+        )
+    )

@@ -123,11 +123,15 @@ def merge(
             # First link (no base yet): a blank on one side is not a change, it is filled in.
             if s is None:
                 to_sell[name] = k
-                changes.append(FieldChange(name, SELL, s, k, k, s, False, "first link: filled in from Kuloo"))
+                changes.append(
+                    FieldChange(name, SELL, s, k, k, s, False, "first link: filled in from Kuloo")
+                )
                 new_base[name] = k
             else:
                 to_kuloo[name] = s
-                changes.append(FieldChange(name, KULOO, k, s, k, s, False, "first link: filled in from Sell"))
+                changes.append(
+                    FieldChange(name, KULOO, k, s, k, s, False, "first link: filled in from Sell")
+                )
                 new_base[name] = s
         elif known and s == b:
             to_sell[name] = k

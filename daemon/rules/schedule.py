@@ -30,8 +30,9 @@ def phase(channel_id: int, every: timedelta) -> timedelta:
     return timedelta(seconds=((channel_id * GOLDEN) % 1.0) * every.total_seconds())
 
 
-def next_sync_at(channel_id: int, every: timedelta, last_started: datetime | None,
-                 verified_at: datetime | None) -> datetime:
+def next_sync_at(
+    channel_id: int, every: timedelta, last_started: datetime | None, verified_at: datetime | None
+) -> datetime:
     """The business time the channel's next run is due."""
     if last_started is None:
         return verified_at or EPOCH

@@ -20,8 +20,19 @@ from dataclasses import dataclass
 import dkim
 import dkim.crypto
 
-SIGNED = ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type",
-          "List-Unsubscribe", "List-Unsubscribe-Post", "List-Id", "Feedback-ID")
+SIGNED = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "MIME-Version",
+    "Content-Type",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "List-Id",
+    "Feedback-ID",
+)
 OVERSIGNED = ("From", "Subject", "List-Unsubscribe", "List-Unsubscribe-Post")
 MIN_BITS = 2048
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
@@ -45,8 +56,10 @@ def aligned(sender_domain: str, domain: str) -> bool:
 
 def misaligned(sender: str, domain: str) -> str:
     """Why a channel's mail is not sent while its sender is outside ``[dkim] domain``."""
-    return (f"the sender {sender!r} is not at the DKIM domain {domain} or under it: DMARC "
-            "would fail; change the channel's sender or [dkim] domain")
+    return (
+        f"the sender {sender!r} is not at the DKIM domain {domain} or under it: DMARC "
+        "would fail; change the channel's sender or [dkim] domain"
+    )
 
 
 def _der(tag: int, body: bytes) -> bytes:
@@ -83,8 +96,9 @@ def load_ed25519(seed: str, selector: str) -> Ed25519Key:
             raise ValueError
         key = nacl.signing.SigningKey(raw)
     except (binascii.Error, ValueError):
-        raise DkimKeyError("not an Ed25519 key: the base64 of 32 random bytes "
-                           "(head -c 32 /dev/urandom | base64)") from None
+        raise DkimKeyError(
+            "not an Ed25519 key: the base64 of 32 random bytes (head -c 32 /dev/urandom | base64)"
+        ) from None
     return Ed25519Key(selector, base64.b64encode(raw), bytes(key.verify_key))
 
 
@@ -99,17 +113,31 @@ class DkimKey:
 
     def sign(self, message: bytes) -> bytes:
         """``message`` with its ``DKIM-Signature`` header in front (CRLF)."""
-        present = {line.split(b":", 1)[0].strip().lower()
-                   for line in message.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
-                   if line and line[:1] not in (b" ", b"\t")}
+        present = {
+            line.split(b":", 1)[0].strip().lower()
+            for line in message.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+            if line and line[:1] not in (b" ", b"\t")
+        }
         headers = [h for h in SIGNED if h.lower().encode() in present] + list(OVERSIGNED)
         include = [h.encode() for h in headers]
-        signature: bytes = dkim.sign(message, self.selector.encode(), self.domain.encode(), self.pem,
-                                     canonicalize=(b"relaxed", b"relaxed"), include_headers=include)
+        signature: bytes = dkim.sign(
+            message,
+            self.selector.encode(),
+            self.domain.encode(),
+            self.pem,
+            canonicalize=(b"relaxed", b"relaxed"),
+            include_headers=include,
+        )
         if self.ed25519 is not None:
-            second: bytes = dkim.sign(message, self.ed25519.selector.encode(), self.domain.encode(),
-                                      self.ed25519.seed, signature_algorithm=b"ed25519-sha256",
-                                      canonicalize=(b"relaxed", b"relaxed"), include_headers=include)
+            second: bytes = dkim.sign(
+                message,
+                self.ed25519.selector.encode(),
+                self.domain.encode(),
+                self.ed25519.seed,
+                signature_algorithm=b"ed25519-sha256",
+                canonicalize=(b"relaxed", b"relaxed"),
+                include_headers=include,
+            )
             signature = second + signature
         return signature + message
 
@@ -123,14 +151,16 @@ def load_key(pem: str, domain: str, selector: str) -> DkimKey:
     try:
         key = dkim.crypto.parse_pem_private_key(pem.encode("ascii"))
     except (dkim.crypto.UnparsableKeyError, UnicodeEncodeError, ValueError, IndexError):
-        raise DkimKeyError("not an RSA private key in PEM form "
-                           "(make one with: openssl genrsa 2048)") from None
+        raise DkimKeyError(
+            "not an RSA private key in PEM form (make one with: openssl genrsa 2048)"
+        ) from None
     bits = key["modulus"].bit_length()
     if bits < MIN_BITS:
         raise DkimKeyError(f"the RSA key has {bits} bits; at least {MIN_BITS} are needed")
     rsa_public = _der(0x30, _der_int(key["modulus"]) + _der_int(key["publicExponent"]))
-    spki = _der(0x30, _der(0x30, _der(0x06, _RSA_OID) + _der(0x05, b""))
-                + _der(0x03, b"\x00" + rsa_public))
+    spki = _der(
+        0x30, _der(0x30, _der(0x06, _RSA_OID) + _der(0x05, b"")) + _der(0x03, b"\x00" + rsa_public)
+    )
     return DkimKey(domain.rstrip(".").lower(), selector, pem.encode("ascii"), bits, spki)
 
 
@@ -138,11 +168,15 @@ def dkim_record(key: DkimKey) -> str:
     """The DNS TXT record(s), in zone-file form: ``p=`` split into 255-character strings."""
     records = [(key.selector, txt_value(key).decode())]
     if key.ed25519 is not None:
-        records.append((key.ed25519.selector,
-                        f"v=DKIM1; k=ed25519; p={base64.b64encode(key.ed25519.public).decode()}"))
+        records.append(
+            (
+                key.ed25519.selector,
+                f"v=DKIM1; k=ed25519; p={base64.b64encode(key.ed25519.public).decode()}",
+            )
+        )
     lines = []
     for selector, value in records:
-        strings = [value[i:i + 255] for i in range(0, len(value), 255)]
+        strings = [value[i : i + 255] for i in range(0, len(value), 255)]
         joined = " ".join(f'"{s}"' for s in strings)
         lines.append(f"{selector}._domainkey.{key.domain}. IN TXT ( {joined} )")
     return "\n".join(lines)

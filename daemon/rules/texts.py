@@ -51,7 +51,7 @@ def duplicate_kuloo_id(kuloo_id: str, linked_kind: str, linked_id: int) -> str:
 def kuloo_id_changed(expected: str, found: str | None) -> str:
     shown = f'"{found}"' if found else "blank"
     return one_line(
-        f'Sync stopped: the KulooId field was changed to {shown}. '
+        f"Sync stopped: the KulooId field was changed to {shown}. "
         f'Restore it to "{expected}" to resume syncing.'
     )
 
@@ -101,7 +101,7 @@ def _cap_words(plan: Plan) -> str:
 
 def bad_value(field: str, value: object, allowed: tuple[str, ...] | None = None) -> str:
     extra = f"; allowed: {', '.join(allowed)}" if allowed else ""
-    return one_line(f'Not synced: {field} value {value!r} is not one Kuloo knows{extra}.')
+    return one_line(f"Not synced: {field} value {value!r} is not one Kuloo knows{extra}.")
 
 
 def sell_refused(summary: str) -> str:

@@ -72,7 +72,9 @@ def sell_raw(record: Any, name: str) -> Any:
     """A field's value on a Sell record (a ``Lead``/``Contact`` or a plain mapping)."""
     field = FIELD_BY_NAME[name]
     if field.custom:
-        custom = record.get("custom_fields") if isinstance(record, Mapping) else record.custom_fields
+        custom = (
+            record.get("custom_fields") if isinstance(record, Mapping) else record.custom_fields
+        )
         return (custom or {}).get(name)
     return record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
 
@@ -84,11 +86,15 @@ def sell_values(record: Any) -> dict[str, Any]:
     """Every mapped field as the Sell record says it (``sell_raw`` of each, made canonical)."""
     if isinstance(record, Mapping):
         custom = record.get("custom_fields") or {}
-        return {name: canonical(name, custom.get(name) if is_custom else record.get(name))
-                for name, is_custom in _CUSTOM}
+        return {
+            name: canonical(name, custom.get(name) if is_custom else record.get(name))
+            for name, is_custom in _CUSTOM
+        }
     custom = record.custom_fields or {}
-    return {name: canonical(name, custom.get(name) if is_custom else getattr(record, name, None))
-            for name, is_custom in _CUSTOM}
+    return {
+        name: canonical(name, custom.get(name) if is_custom else getattr(record, name, None))
+        for name, is_custom in _CUSTOM
+    }
 
 
 def kuloo_attrs(changes: Mapping[str, Any]) -> dict[str, Any]:

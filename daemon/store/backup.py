@@ -53,8 +53,11 @@ def _known_migrations() -> set[str]:
     return known_migrations()
 
 
-def backup(database: str | os.PathLike, target: str | os.PathLike,
-           progress: Callable[[int, int], object] | None = None) -> Path:
+def backup(
+    database: str | os.PathLike,
+    target: str | os.PathLike,
+    progress: Callable[[int, int], object] | None = None,
+) -> Path:
     """Copy ``database`` to ``target`` (a new file, 0600) while it may be in use."""
     source, dest = Path(database), Path(target)
     if not source.is_file():
@@ -65,7 +68,9 @@ def backup(database: str | os.PathLike, target: str | os.PathLike,
         raise StoreFileError(dest.parent, "no such folder")
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, DATABASE_MODE)
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, DATABASE_MODE
+        )
     except OSError as exc:
         raise StoreFileError(tmp, f"cannot create the backup: {exc.strerror}") from None
     os.close(fd)
@@ -74,6 +79,7 @@ def backup(database: str | os.PathLike, target: str | os.PathLike,
         try:
             dst = sqlite3.connect(tmp)
             try:
+
                 def step(_status: int, remaining: int, total: int) -> None:
                     if progress is not None:
                         progress(total - remaining, total)
@@ -112,24 +118,42 @@ def check_copy(path: str | os.PathLike) -> list[str]:
             problem = conn.execute("PRAGMA quick_check").fetchone()[0]
             if problem != "ok":
                 raise StoreFileError(copy, f"is damaged: {problem}")
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
             if MIGRATIONS_TABLE not in tables or "channel" not in tables:
-                raise StoreFileError(copy, "is not a Kuloo database (no schema version, no channels)")
-            applied = [r[0] for r in conn.execute(
-                f'SELECT name FROM "{MIGRATIONS_TABLE}" WHERE app = ? ORDER BY name', ("models",))]  # noqa: S608
+                raise StoreFileError(
+                    copy, "is not a Kuloo database (no schema version, no channels)"
+                )
+            applied = [
+                r[0]
+                for r in conn.execute(
+                    f'SELECT name FROM "{MIGRATIONS_TABLE}" WHERE app = ? ORDER BY name',
+                    ("models",),
+                )
+            ]  # noqa: S608
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        raise StoreFileError(copy, f"is not a SQLite database this version can read ({exc})") from None
+        raise StoreFileError(
+            copy, f"is not a SQLite database this version can read ({exc})"
+        ) from None
     newer = sorted(set(applied) - _known_migrations())
     if newer:
-        raise StoreFileError(copy, f"was written by a newer kuloo-daemon (migration {newer[-1]} is unknown "
-                                   "here); restore it with that version")
+        raise StoreFileError(
+            copy,
+            f"was written by a newer kuloo-daemon (migration {newer[-1]} is unknown "
+            "here); restore it with that version",
+        )
     return applied
 
 
-def restore(copy: str | os.PathLike, database: str | os.PathLike, state_dir: str | os.PathLike,
-            now: datetime | None = None) -> Path | None:
+def restore(
+    copy: str | os.PathLike,
+    database: str | os.PathLike,
+    state_dir: str | os.PathLike,
+    now: datetime | None = None,
+) -> Path | None:
     """Put ``copy`` in place of ``database`` (the daemon stopped); returns where the old one
     went (None: there was none)."""
     check_copy(copy)
@@ -141,7 +165,9 @@ def restore(copy: str | os.PathLike, database: str | os.PathLike, state_dir: str
         os.unlink(tmp)
     try:
         src = sqlite3.connect(f"file:{Path(copy)}?mode=ro", uri=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, DATABASE_MODE)
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, DATABASE_MODE
+        )
         os.close(fd)
         dst = sqlite3.connect(tmp)
         try:
@@ -167,27 +193,37 @@ def restore(copy: str | os.PathLike, database: str | os.PathLike, state_dir: str
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    pause_delivery(state_dir, f"restored from {Path(copy).name} at {stamp}Z: mail queued in the copy may have "
-                              "left since it was taken; check the outbox, then resume delivery")
+    pause_delivery(
+        state_dir,
+        f"restored from {Path(copy).name} at {stamp}Z: mail queued in the copy may have "
+        "left since it was taken; check the outbox, then resume delivery",
+    )
     return aside if moved else None
 
 
 def _account_for_the_gap(conn: sqlite3.Connection, now: datetime) -> None:
     """What happened after the copy was taken is unknown here: make the daemon look first."""
+
     def has(table: str, column: str) -> bool:  # an older copy may predate a column
         return any(row[1] == column for row in conn.execute(f'PRAGMA table_info("{table}")'))
 
     if has("channel", "sync_state"):
         # The feed starts over (a whole read), adopting the KulooIds written after the copy.
-        conn.execute("UPDATE channel SET sync_state = ?", (json.dumps({RESTORED_AT: now.isoformat()}),))
+        conn.execute(
+            "UPDATE channel SET sync_state = ?", (json.dumps({RESTORED_AT: now.isoformat()}),)
+        )
     if has("outbox_message", "state"):
         # Mail waiting in the copy may have left after it was taken: the admin decides.
-        conn.execute("UPDATE outbox_message SET state = 'uncertain', last_error = ? "
-                     "WHERE state IN ('queued', 'sending')",
-                     ("restored from a backup: it may have been sent after the backup was taken",))
+        conn.execute(
+            "UPDATE outbox_message SET state = 'uncertain', last_error = ? "
+            "WHERE state IN ('queued', 'sending')",
+            ("restored from a backup: it may have been sent after the backup was taken",),
+        )
     if has("kuloo_user", "crm_push_at"):
-        conn.execute("UPDATE kuloo_user SET crm_push_at = ? WHERE crm_id IS NULL",
-                     (now.strftime("%Y-%m-%d %H:%M:%S.%f+00:00"),))
+        conn.execute(
+            "UPDATE kuloo_user SET crm_push_at = ? WHERE crm_id IS NULL",
+            (now.strftime("%Y-%m-%d %H:%M:%S.%f+00:00"),),
+        )
 
 
 def pause_delivery(state_dir: str | os.PathLike, reason: str) -> None:

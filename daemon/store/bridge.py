@@ -94,6 +94,7 @@ def _transactions_release_their_lock() -> None:
     __aenter__._kuloo_safe = True  # type: ignore[attr-defined]
     SqliteTransactionContext.__aenter__ = __aenter__  # type: ignore[method-assign]
 
+
 APP = "models"
 STARTUP_TIMEOUT = 60.0  # under systemd's default TimeoutStartSec (90 s)
 STOP_TIMEOUT = 10.0
@@ -110,8 +111,10 @@ def store_location(config: Config) -> Location:
     try:
         password = config.store_password()
     except OSError as exc:  # a folder, an unreadable file: one line, as for a bad database file
-        raise StoreFileError(exc.filename or "store-password",
-                             f"cannot read the store-password credential ({exc.strerror or exc})") from None
+        raise StoreFileError(
+            exc.filename or "store-password",
+            f"cannot read the store-password credential ({exc.strerror or exc})",
+        ) from None
     return PgTarget(url, password)
 
 
@@ -150,7 +153,9 @@ def _sqlite_connection(db_path: str | Path) -> dict[str, Any]:
     }
 
 
-async def apply_migrations(config: dict[str, Any], progress: Callable[[str, str, str], object] | None = None) -> None:
+async def apply_migrations(
+    config: dict[str, Any], progress: Callable[[str, str, str], object] | None = None
+) -> None:
     """Bring the schema up to date (runs on an asyncio loop)."""
     from tortoise.migrations.api import migrate
 
@@ -168,7 +173,9 @@ class Store:
         self.db_path = None if isinstance(location, PgTarget) else Path(location)
         self.where = str(self.target or self.db_path)
         self.postgres = self.target is not None
-        self.config = tortoise_config(location if isinstance(location, PgTarget) else Path(location))
+        self.config = tortoise_config(
+            location if isinstance(location, PgTarget) else Path(location)
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._context: contextvars.Context | None = None
@@ -192,7 +199,9 @@ class Store:
             with trio.move_on_after(startup_timeout) as scope:
                 if store.db_path is not None:
                     await trio.to_thread.run_sync(prepare_folder, store.db_path.parent)
-                    await trio.to_thread.run_sync(check_database, store.db_path, abandon_on_cancel=True)
+                    await trio.to_thread.run_sync(
+                        check_database, store.db_path, abandon_on_cancel=True
+                    )
                 await store._start(migrate)
             if scope.cancelled_caught:
                 raise StoreFileError(
@@ -313,7 +322,9 @@ class Store:
             raise RuntimeError("the store is not open")
         self._loop.call_soon_threadsafe(callback, *args)
 
-    async def _cross(self, make_coro: Callable[[], Awaitable[T]], *, context: contextvars.Context | None) -> T:
+    async def _cross(
+        self, make_coro: Callable[[], Awaitable[T]], *, context: contextvars.Context | None
+    ) -> T:
         loop = self._loop
         assert loop is not None
         token = trio.lowlevel.current_trio_token()
@@ -359,7 +370,9 @@ async def _remember_stored_secrets() -> None:
     line could show one (a token need not look like a token to be one)."""
     from .models import Channel
 
-    for token in await Channel.filter(sell_token__not_isnull=True).values_list("sell_token", flat=True):
+    for token in await Channel.filter(sell_token__not_isnull=True).values_list(
+        "sell_token", flat=True
+    ):
         remember(str(token))  # a str: tortoise types values_list(..., flat=True) as tuples
 
 
@@ -393,6 +406,8 @@ def migrate_blocking(
         try:
             await asyncio.wait_for(migrate_and_close(), timeout)
         except TimeoutError:
-            raise StoreFileError(str(location), f"migrating did not finish within {timeout:g} s", stuck=True) from None
+            raise StoreFileError(
+                str(location), f"migrating did not finish within {timeout:g} s", stuck=True
+            ) from None
 
     asyncio.run(go())

@@ -170,7 +170,12 @@ async def update(
             if set_token and (token.reveal() if token else None) != old_token:
                 _set_token(row, token)
                 changed.append("api_token")
-                if old_token and not await ChannelRow.filter(sell_token=old_token).exclude(id=row.id).exists():
+                if (
+                    old_token
+                    and not await ChannelRow.filter(sell_token=old_token)
+                    .exclude(id=row.id)
+                    .exists()
+                ):
                     released = Secret(old_token)
             if changed:
                 await _save(row, now)
@@ -203,15 +208,28 @@ async def set_connection(
 
 async def awaiting_check() -> list[CheckInputs]:
     """Channels with a token whose last check could not reach Sell."""
-    rows = await ChannelRow.filter(sell_token__not_isnull=True, connection_status=ConnectionStatus.UNVERIFIED.value)
+    rows = await ChannelRow.filter(
+        sell_token__not_isnull=True, connection_status=ConnectionStatus.UNVERIFIED.value
+    )
     return [i for r in rows if (i := _inputs(r)) is not None]
 
 
 async def due_for_reverify(now: datetime, every: timedelta) -> tuple[list[CheckInputs], datetime]:
     """Verified channels last verified ``every`` ago or more, and when the next one is due."""
-    rows = await ChannelRow.filter(sell_token__not_isnull=True, connection_status=ConnectionStatus.VERIFIED.value)
-    due = [i for r in rows if r.verified_at is None or r.verified_at + every <= now if (i := _inputs(r))]
-    later = [r.verified_at + every for r in rows if r.verified_at is not None and r.verified_at + every > now]
+    rows = await ChannelRow.filter(
+        sell_token__not_isnull=True, connection_status=ConnectionStatus.VERIFIED.value
+    )
+    due = [
+        i
+        for r in rows
+        if r.verified_at is None or r.verified_at + every <= now
+        if (i := _inputs(r))
+    ]
+    later = [
+        r.verified_at + every
+        for r in rows
+        if r.verified_at is not None and r.verified_at + every > now
+    ]
     return due, min([*later, now + every])
 
 
@@ -228,7 +246,12 @@ async def delete_users_batch(channel_id: int) -> int:
     from .models import User
 
     async with in_transaction():
-        ids = await User.filter(channel_id=channel_id).order_by("id").limit(DELETE_BATCH).values_list("id", flat=True)
+        ids = (
+            await User.filter(channel_id=channel_id)
+            .order_by("id")
+            .limit(DELETE_BATCH)
+            .values_list("id", flat=True)
+        )
         if not ids:
             return 0
         await User.filter(id__in=list(ids)).delete()

@@ -50,20 +50,39 @@ async def erase(user_id: int, confirm: str, key: bytes, now: datetime) -> Erased
         await AuditEntry.filter(user_id=row.id).update(old=None, new=None, note="")
         # Other entries of the channel that name the address (a duplicate, a conversion note,
         # an address another user had before): their values and notes go too.
-        await AuditEntry.filter(Q(note__icontains=row.email) | Q(old__icontains=row.email)
-                                | Q(new__icontains=row.email), channel_id=row.channel_id,
-                                ).update(old=None, new=None, note="")
-        mine = Q(user_id=row.id) | Q(channel_id=row.channel_id, email__iexact=row.email) | \
-            Q(channel_id=row.channel_id, error__icontains=row.email)
+        await AuditEntry.filter(
+            Q(note__icontains=row.email)
+            | Q(old__icontains=row.email)
+            | Q(new__icontains=row.email),
+            channel_id=row.channel_id,
+        ).update(old=None, new=None, note="")
+        mine = (
+            Q(user_id=row.id)
+            | Q(channel_id=row.channel_id, email__iexact=row.email)
+            | Q(channel_id=row.channel_id, error__icontains=row.email)
+        )
         if row.crm_kind is not None and row.crm_id is not None:
-            mine |= Q(channel_id=row.channel_id, user_id=None, crm_kind=row.crm_kind, crm_id=row.crm_id)
+            mine |= Q(
+                channel_id=row.channel_id, user_id=None, crm_kind=row.crm_kind, crm_id=row.crm_id
+            )
         await SyncError.filter(mine).delete()
-        await ErasedUser.create(channel_id=row.channel_id, former_id=row.id, kuloo_id=row.kuloo_id,
-                                email_hash=hashed, crm_kind=row.crm_kind, crm_id=row.crm_id,
-                                erased_at=now)
-        await AuditEntry.create(channel_id=row.channel_id, user_id=None, at=now,
-                                actor=Actor.ADMIN.value, field="user",
-                                note=f"user {row.id} erased")
+        await ErasedUser.create(
+            channel_id=row.channel_id,
+            former_id=row.id,
+            kuloo_id=row.kuloo_id,
+            email_hash=hashed,
+            crm_kind=row.crm_kind,
+            crm_id=row.crm_id,
+            erased_at=now,
+        )
+        await AuditEntry.create(
+            channel_id=row.channel_id,
+            user_id=None,
+            at=now,
+            actor=Actor.ADMIN.value,
+            field="user",
+            note=f"user {row.id} erased",
+        )
         await row.delete()
     return Erased(user_id, row.channel_id, now)
 
@@ -87,7 +106,9 @@ async def erased_since(channel_id: int, email: str, key: bytes | None) -> dateti
     hashed = email_hash(key, email) if key is not None else None
     if hashed is None:
         return None
-    stone = await ErasedUser.filter(channel_id=channel_id, email_hash=hashed).order_by("-id").first()
+    stone = (
+        await ErasedUser.filter(channel_id=channel_id, email_hash=hashed).order_by("-id").first()
+    )
     return stone.erased_at if stone is not None else None
 
 
@@ -95,8 +116,10 @@ async def matching(channel_id: int, kuloo_ids: list[str], hashes: list[str]) -> 
     """The channel's tombstones these KulooIds or email hashes match (the sync's batch)."""
     if not kuloo_ids and not hashes:
         return []
-    rows = await ErasedUser.filter(Q(channel_id=channel_id, kuloo_id__in=kuloo_ids or [""])
-                                   | Q(channel_id=channel_id, email_hash__in=hashes or [""]))
+    rows = await ErasedUser.filter(
+        Q(channel_id=channel_id, kuloo_id__in=kuloo_ids or [""])
+        | Q(channel_id=channel_id, email_hash__in=hashes or [""])
+    )
     return [Tombstone(r.kuloo_id, r.email_hash, r.erased_at) for r in rows]
 
 
@@ -105,10 +128,13 @@ async def pending_records(channel_id: int) -> list[tuple[str, int]]:
     a tombstone's record without its error yet, an ``erased`` error whose tombstone ended.
     The engine reads them again by id (``lookups.orphans_to_recheck``)."""
     stones: set[tuple[str, int]] = {
-        (r.crm_kind, int(r.crm_id)) for r in await ErasedUser.filter(channel_id=channel_id)
-        if r.crm_kind is not None and r.crm_id is not None}
+        (r.crm_kind, int(r.crm_id))
+        for r in await ErasedUser.filter(channel_id=channel_id)
+        if r.crm_kind is not None and r.crm_id is not None
+    }
     shown: set[tuple[str, int]] = {
-        (r.crm_kind, int(r.crm_id)) for r in await SyncError.filter(
-            channel_id=channel_id, user_id=None, code=E_ERASED)
-        if r.crm_kind is not None and r.crm_id is not None}
+        (r.crm_kind, int(r.crm_id))
+        for r in await SyncError.filter(channel_id=channel_id, user_id=None, code=E_ERASED)
+        if r.crm_kind is not None and r.crm_id is not None
+    }
     return sorted((stones - shown) | (shown - stones))

@@ -68,9 +68,16 @@ def _dump(doc: dict[str, Any]) -> str:
 def _trim(data: Any) -> Any:
     if not isinstance(data, dict):
         return {"trimmed": True}
-    kept = {k: v for k, v in data.items()
-            if isinstance(k, str) and (v is None or isinstance(v, bool | int | float)
-                                       or (isinstance(v, str) and len(v) <= SCALAR_MAX))}
+    kept = {
+        k: v
+        for k, v in data.items()
+        if isinstance(k, str)
+        and (
+            v is None
+            or isinstance(v, bool | int | float)
+            or (isinstance(v, str) and len(v) <= SCALAR_MAX)
+        )
+    }
     return {**kept, "trimmed": True}
 
 
@@ -87,7 +94,9 @@ def encode(origin: str, first_n: int, event: str, data: Any) -> list[str]:
         return head + encode(origin, first_n + len(head), event, {**data, "ids": ids[half:]})
     text = _dump({"o": origin, "n": first_n, "e": event, "d": _trim(data), "t": 1})
     if len(text) >= PAYLOAD_LIMIT:  # even the scalars are too long: name the event only
-        text = _dump({"o": origin, "n": first_n, "e": event[:SCALAR_MAX], "d": {"trimmed": True}, "t": 1})
+        text = _dump(
+            {"o": origin, "n": first_n, "e": event[:SCALAR_MAX], "d": {"trimmed": True}, "t": 1}
+        )
     return [text]
 
 
@@ -100,7 +109,12 @@ def decode(payload: str) -> Note | None:
     if not isinstance(doc, dict):
         return None
     origin, n, event = doc.get("o"), doc.get("n"), doc.get("e")
-    if not isinstance(origin, str) or not isinstance(event, str) or not isinstance(n, int) or isinstance(n, bool):
+    if (
+        not isinstance(origin, str)
+        or not isinstance(event, str)
+        or not isinstance(n, int)
+        or isinstance(n, bool)
+    ):
         return None
     return Note(origin, n, event, doc.get("d"), bool(doc.get("t")))
 
@@ -108,13 +122,21 @@ def decode(payload: str) -> Note | None:
 class Relay:
     """This daemon's end of ``CHANNEL``; lives on the store's loop (see the module docstring)."""
 
-    def __init__(self, target: PgTarget, origin: str, deliver: Callable[[Note], None], *,
-                 on_listening: Callable[[int], None] = lambda _n: None,
-                 ping_seconds: float = PING_SECONDS) -> None:
+    def __init__(
+        self,
+        target: PgTarget,
+        origin: str,
+        deliver: Callable[[Note], None],
+        *,
+        on_listening: Callable[[int], None] = lambda _n: None,
+        ping_seconds: float = PING_SECONDS,
+    ) -> None:
         self.target = target
         self.origin = origin
         self.deliver = deliver
-        self.on_listening = on_listening  # called with the connection's number (1, then 2… after a drop)
+        self.on_listening = (
+            on_listening  # called with the connection's number (1, then 2… after a drop)
+        )
         self.ping_seconds = ping_seconds
         self.connections = 0
         self.sent = 0
@@ -135,7 +157,9 @@ class Relay:
             self._pending.popleft()
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.warning("events queued for other daemons dropped (no connection)", dropped=self.dropped)
+                log.warning(
+                    "events queued for other daemons dropped (no connection)", dropped=self.dropped
+                )
         if self._wake is not None:
             self._wake.set()
 
@@ -144,8 +168,13 @@ class Relay:
             batch = [self._pending[i] for i in range(min(BATCH, len(self._pending)))]
             # One statement, one transaction: delivered together, in this order.
             await asyncio.wait_for(
-                conn.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS t(p, i) ORDER BY i",
-                             CHANNEL, batch), QUERY_TIMEOUT)
+                conn.execute(
+                    "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS t(p, i) ORDER BY i",
+                    CHANNEL,
+                    batch,
+                ),
+                QUERY_TIMEOUT,
+            )
             for _ in batch:
                 self._pending.popleft()
             self.sent += len(batch)
@@ -179,12 +208,18 @@ class Relay:
         while True:
             try:
                 conn = await asyncio.wait_for(
-                    asyncpg.connect(**creds, timeout=CONNECT_TIMEOUT, server_settings={"application_name": name}),
-                    CONNECT_TIMEOUT)
+                    asyncpg.connect(
+                        **creds, timeout=CONNECT_TIMEOUT, server_settings={"application_name": name}
+                    ),
+                    CONNECT_TIMEOUT,
+                )
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 if pause == 0.1:  # once per outage, not per attempt (the store logs the outage too)
-                    log.warning("cannot connect for events; trying again", error=_why(exc),
-                                pause_seconds=pause)
+                    log.warning(
+                        "cannot connect for events; trying again",
+                        error=_why(exc),
+                        pause_seconds=pause,
+                    )
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
                 continue

@@ -95,7 +95,9 @@ def prepare_folder(path: str | os.PathLike, *, tighten: bool = False) -> Path:
         try:
             os.chmod(folder, stat.S_IMODE(info.st_mode) & 0o750)
         except OSError as exc:
-            raise StoreFileError(folder, f"cannot restrict its mode to 0750: {_os_problem(exc)}") from None
+            raise StoreFileError(
+                folder, f"cannot restrict its mode to 0750: {_os_problem(exc)}"
+            ) from None
     return folder
 
 
@@ -121,9 +123,13 @@ def hold_state(state_dir: str | os.PathLike, database: str | os.PathLike) -> Ite
     fds: list[int] = []
     try:
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, DATABASE_MODE)
+            fd = os.open(
+                lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, DATABASE_MODE
+            )
         except OSError as exc:
-            raise StoreFileError(lock_path, f"cannot open the lock file: {_os_problem(exc)}") from None
+            raise StoreFileError(
+                lock_path, f"cannot open the lock file: {_os_problem(exc)}"
+            ) from None
         pid = os.read(fd, 32).decode("ascii", "replace").strip()
         _lock(lock_path, fd, f" (pid {pid})" if pid.isdigit() else "")
         fds.append(fd)
@@ -155,7 +161,9 @@ def _set_mode(path: Path) -> None:
         try:
             os.chmod(path, DATABASE_MODE)
         except OSError as exc:
-            raise StoreFileError(path, f"cannot restrict its mode to 0600: {_os_problem(exc)}") from None
+            raise StoreFileError(
+                path, f"cannot restrict its mode to 0600: {_os_problem(exc)}"
+            ) from None
 
 
 def check_database(database: str | os.PathLike) -> None:
@@ -172,7 +180,9 @@ def check_database(database: str | os.PathLike) -> None:
         if _read_only(db.parent):
             raise StoreFileError(db, "is on a read-only file system")
         try:
-            os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, DATABASE_MODE))
+            os.close(
+                os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, DATABASE_MODE)
+            )
         except FileExistsError:
             pass
         except OSError as exc:

@@ -134,11 +134,19 @@ class Health:
             self.since = wall_now()
             was = {"was": previous} if previous != OK else {}
             if state == FULL:
-                log.error("the disk under the database is full: waiting for room",
-                          store=self.where, error=detail, **was)
+                log.error(
+                    "the disk under the database is full: waiting for room",
+                    store=self.where,
+                    error=detail,
+                    **was,
+                )
             else:
-                log.error("the database is unreachable: waiting for it",
-                          store=self.where, error=detail, **was)
+                log.error(
+                    "the database is unreachable: waiting for it",
+                    store=self.where,
+                    error=detail,
+                    **was,
+                )
             for hook in self.on_change:
                 hook(state)
         return exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(state, detail)

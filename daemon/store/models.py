@@ -57,12 +57,16 @@ class User(Model):
 
     id = fields.IntField(primary_key=True)
     channel: fields.ForeignKeyRelation[Channel]
-    channel = fields.ForeignKeyField("models.Channel", related_name="users", on_delete=fields.CASCADE)
+    channel = fields.ForeignKeyField(
+        "models.Channel", related_name="users", on_delete=fields.CASCADE
+    )
     channel_id: int
     # Stable and opaque, generated here; Sell's KulooId field and the link tokens carry it.
     kuloo_id = fields.CharField(max_length=64, unique=True)
     email = fields.CharField(max_length=320)  # as the user spelled it (trimmed)
-    email_key = fields.CharField(max_length=320, db_default="")  # vocabulary.email_key: one per channel
+    email_key = fields.CharField(
+        max_length=320, db_default=""
+    )  # vocabulary.email_key: one per channel
     first_name = fields.CharField(max_length=200, default="")
     last_name = fields.CharField(max_length=200, default="")
     source = fields.CharField(max_length=16, default=Source.APP.value)
@@ -134,7 +138,9 @@ class UserTag(Model):
     user = fields.ForeignKeyField("models.User", related_name="tags", on_delete=fields.CASCADE)
     user_id: int
     channel: fields.ForeignKeyRelation[Channel]
-    channel = fields.ForeignKeyField("models.Channel", related_name="user_tags", on_delete=fields.CASCADE)
+    channel = fields.ForeignKeyField(
+        "models.Channel", related_name="user_tags", on_delete=fields.CASCADE
+    )
     channel_id: int
     tag = fields.CharField(max_length=100)
 
@@ -149,7 +155,9 @@ class Article(Model):
 
     id = fields.IntField(primary_key=True)
     channel: fields.ForeignKeyRelation[Channel]
-    channel = fields.ForeignKeyField("models.Channel", related_name="articles", on_delete=fields.CASCADE)
+    channel = fields.ForeignKeyField(
+        "models.Channel", related_name="articles", on_delete=fields.CASCADE
+    )
     channel_id: int
     # Identity across re-imports: the front-matter ``id``, else the path relative to the root.
     key = fields.CharField(max_length=500, db_default="")
@@ -185,7 +193,9 @@ class SequenceProgress(Model):
     user = fields.ForeignKeyField("models.User", related_name="progress", on_delete=fields.CASCADE)
     user_id: int
     article: fields.ForeignKeyRelation[Article]
-    article = fields.ForeignKeyField("models.Article", related_name="progress", on_delete=fields.CASCADE)
+    article = fields.ForeignKeyField(
+        "models.Article", related_name="progress", on_delete=fields.CASCADE
+    )
     article_id: int
     outbox_id = fields.IntField(null=True)
     sent_at = fields.DatetimeField(null=True)
@@ -203,13 +213,17 @@ class OutboxMessage(Model):
 
     id = fields.IntField(primary_key=True)
     channel: fields.ForeignKeyRelation[Channel]
-    channel = fields.ForeignKeyField("models.Channel", related_name="outbox", on_delete=fields.CASCADE)
+    channel = fields.ForeignKeyField(
+        "models.Channel", related_name="outbox", on_delete=fields.CASCADE
+    )
     channel_id: int
     user: fields.ForeignKeyRelation[User]
     user = fields.ForeignKeyField("models.User", related_name="outbox", on_delete=fields.CASCADE)
     user_id: int
     article: fields.ForeignKeyNullableRelation[Article]
-    article = fields.ForeignKeyField("models.Article", related_name="outbox", null=True, on_delete=fields.SET_NULL)
+    article = fields.ForeignKeyField(
+        "models.Article", related_name="outbox", null=True, on_delete=fields.SET_NULL
+    )
     article_id: int | None
     articles: fields.JSONField[list[int] | None]
     articles = fields.JSONField(null=True)  # a digest's article ids
@@ -234,7 +248,9 @@ class OutboxMessage(Model):
 class SyncRun(Model):
     id = fields.IntField(primary_key=True)
     channel: fields.ForeignKeyRelation[Channel]
-    channel = fields.ForeignKeyField("models.Channel", related_name="sync_runs", on_delete=fields.CASCADE)
+    channel = fields.ForeignKeyField(
+        "models.Channel", related_name="sync_runs", on_delete=fields.CASCADE
+    )
     channel_id: int
     started_at = fields.DatetimeField()
     finished_at = fields.DatetimeField(null=True)
@@ -252,7 +268,9 @@ class SyncRun(Model):
 
     class Meta:
         table = "sync_run"
-        indexes = (("channel_id", "id"),)  # a channel's runs, newest first (sync.runs, the scheduler)
+        indexes = (
+            ("channel_id", "id"),
+        )  # a channel's runs, newest first (sync.runs, the scheduler)
 
 
 class SyncError(Model):
@@ -265,10 +283,14 @@ class SyncError(Model):
 
     id = fields.IntField(primary_key=True)
     channel: fields.ForeignKeyRelation[Channel]
-    channel = fields.ForeignKeyField("models.Channel", related_name="sync_errors", on_delete=fields.CASCADE)
+    channel = fields.ForeignKeyField(
+        "models.Channel", related_name="sync_errors", on_delete=fields.CASCADE
+    )
     channel_id: int
     user: fields.ForeignKeyNullableRelation[User]
-    user = fields.ForeignKeyField("models.User", related_name="sync_errors", null=True, on_delete=fields.CASCADE)
+    user = fields.ForeignKeyField(
+        "models.User", related_name="sync_errors", null=True, on_delete=fields.CASCADE
+    )
     user_id: int | None
     crm_kind = fields.CharField(max_length=16, null=True)
     crm_id = fields.BigIntField(null=True)
@@ -290,10 +312,14 @@ class AuditEntry(Model):
 
     id = fields.IntField(primary_key=True)
     channel: fields.ForeignKeyRelation[Channel]
-    channel = fields.ForeignKeyField("models.Channel", related_name="audit", on_delete=fields.CASCADE)
+    channel = fields.ForeignKeyField(
+        "models.Channel", related_name="audit", on_delete=fields.CASCADE
+    )
     channel_id: int
     user: fields.ForeignKeyNullableRelation[User]
-    user = fields.ForeignKeyField("models.User", related_name="audit", null=True, on_delete=fields.SET_NULL)
+    user = fields.ForeignKeyField(
+        "models.User", related_name="audit", null=True, on_delete=fields.SET_NULL
+    )
     user_id: int | None
     at = fields.DatetimeField(auto_now_add=True)
     actor = fields.CharField(max_length=16)  # sync | admin | link | app
@@ -306,7 +332,10 @@ class AuditEntry(Model):
 
     class Meta:
         table = "audit_entry"
-        indexes = (("user_id", "id"), ("channel_id",))  # users.audit: a user's entries, newest first
+        indexes = (
+            ("user_id", "id"),
+            ("channel_id",),
+        )  # users.audit: a user's entries, newest first
 
 
 class ErasedUser(Model):
@@ -319,8 +348,9 @@ class ErasedUser(Model):
 
     id = fields.IntField(primary_key=True)
     channel: fields.ForeignKeyRelation[Channel]
-    channel = fields.ForeignKeyField("models.Channel", related_name="erased_users",
-                                     on_delete=fields.CASCADE)
+    channel = fields.ForeignKeyField(
+        "models.Channel", related_name="erased_users", on_delete=fields.CASCADE
+    )
     channel_id: int
     former_id = fields.IntField()
     kuloo_id = fields.CharField(max_length=64)
@@ -368,7 +398,9 @@ class Lease(Model):
 
     id = fields.IntField(primary_key=True)
     channel: fields.ForeignKeyRelation[Channel]
-    channel = fields.ForeignKeyField("models.Channel", related_name="leases", on_delete=fields.CASCADE)
+    channel = fields.ForeignKeyField(
+        "models.Channel", related_name="leases", on_delete=fields.CASCADE
+    )
     channel_id: int
     kind = fields.CharField(max_length=16)  # sync | delivery
     lease_owner = fields.CharField(max_length=64, default="", db_default="")

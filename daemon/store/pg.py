@@ -58,7 +58,12 @@ class PgTarget:
 def tortoise_connection(target: PgTarget) -> dict[str, Any]:
     return {
         "engine": "tortoise.backends.asyncpg",
-        "credentials": {**target.credentials(), "minsize": 1, "maxsize": 10, "timeout": CONNECT_TIMEOUT},
+        "credentials": {
+            **target.credentials(),
+            "minsize": 1,
+            "maxsize": 10,
+            "timeout": CONNECT_TIMEOUT,
+        },
     }
 
 
@@ -75,17 +80,25 @@ async def check_server(target: PgTarget) -> None:
 
     creds = target.credentials()
     try:
-        conn = await asyncio.wait_for(asyncpg.connect(**creds, timeout=CONNECT_TIMEOUT), CONNECT_TIMEOUT)
+        conn = await asyncio.wait_for(
+            asyncpg.connect(**creds, timeout=CONNECT_TIMEOUT), CONNECT_TIMEOUT
+        )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise StoreServerError(str(target), f"cannot connect to the PostgreSQL server ({_why(exc)})") from None
+        raise StoreServerError(
+            str(target), f"cannot connect to the PostgreSQL server ({_why(exc)})"
+        ) from None
     try:
         exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", MIGRATIONS_TABLE)
         applied = set()
         if exists:
-            rows = await conn.fetch(f'SELECT name FROM "{MIGRATIONS_TABLE}" WHERE app = $1', "models")  # noqa: S608
+            rows = await conn.fetch(
+                f'SELECT name FROM "{MIGRATIONS_TABLE}" WHERE app = $1', "models"
+            )  # noqa: S608
             applied = {r["name"] for r in rows}
     except asyncpg.PostgresError as exc:
-        raise StoreServerError(str(target), f"cannot read the schema's version ({_why(exc)})") from None
+        raise StoreServerError(
+            str(target), f"cannot read the schema's version ({_why(exc)})"
+        ) from None
     finally:
         await conn.close()
     newer = sorted(applied - known_migrations())

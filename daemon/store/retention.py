@@ -43,14 +43,23 @@ class Kind:
 
     def keep(self) -> Q:
         if self.model is OutboxMessage:
-            return ~Q(state__in=[OutboxState.SENT.value, OutboxState.FAILED.value, OutboxState.CANCELLED.value])
+            return ~Q(
+                state__in=[
+                    OutboxState.SENT.value,
+                    OutboxState.FAILED.value,
+                    OutboxState.CANCELLED.value,
+                ]
+            )
         if self.model is SyncRun:
             return Q(status=SyncRunStatus.RUNNING.value)
         return Q(pk__in=[])  # audit entries: none kept on their own account
 
 
-KINDS = (Kind("sync_runs", SyncRun, "started_at"), Kind("audit", AuditEntry, "at"),
-         Kind("outbox", OutboxMessage, "created_at"))
+KINDS = (
+    Kind("sync_runs", SyncRun, "started_at"),
+    Kind("audit", AuditEntry, "at"),
+    Kind("outbox", OutboxMessage, "created_at"),
+)
 
 
 async def _time_at_or_after(kind: Kind, id_: int) -> tuple[int, datetime] | None:
@@ -76,7 +85,9 @@ async def boundary(kind: Kind, cutoff: datetime) -> tuple[int, int] | None:
     return first[0], lo
 
 
-async def prune_batch(kind: Kind, cutoff: datetime, start: int, last: int) -> tuple[int, int | None]:
+async def prune_batch(
+    kind: Kind, cutoff: datetime, start: int, last: int
+) -> tuple[int, int | None]:
     """Delete the old rows of ids ``start``..``start + BATCH - 1`` (at most ``last``);
     returns (deleted, the next start or None when done)."""
     end = min(start + BATCH - 1, last)
@@ -84,8 +95,12 @@ async def prune_batch(kind: Kind, cutoff: datetime, start: int, last: int) -> tu
     query = kind.model.filter(Q(id__gte=start, id__lte=end) & Q(**older) & ~kind.keep())
     if kind.model is SyncRun:
         rows = await query.values_list("id", "channel_id")
-        newest = set(await SyncRun.filter(channel_id__in={c for _, c in rows}).group_by("channel_id")
-                     .annotate(m=Max("id")).values_list("m", flat=True))
+        newest = set(
+            await SyncRun.filter(channel_id__in={c for _, c in rows})
+            .group_by("channel_id")
+            .annotate(m=Max("id"))
+            .values_list("m", flat=True)
+        )
         ids = [i for i, _ in rows if i not in newest]
     else:
         ids = list(await query.values_list("id", flat=True))

@@ -151,7 +151,9 @@ def document(row: UserRow) -> User:
         add_to_crm=row.add_to_crm,
         promo_tags=tuple(row.promo_tags or ()),
         last_active=row.last_active,
-        crm=CrmLink(CrmKind(row.crm_kind), row.crm_id) if row.crm_kind and row.crm_id is not None else None,
+        crm=CrmLink(CrmKind(row.crm_kind), row.crm_id)
+        if row.crm_kind and row.crm_id is not None
+        else None,
         sync_error=row.sync_error,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -194,8 +196,10 @@ def _check_promo(channel: ChannelRow, tags: Iterable[str]) -> None:
     unknown = [t for t in tags if t not in allowed]
     if unknown:
         choices = ", ".join(repr(t) for t in channel.sequential_tags or ()) or "none yet"
-        raise Invalid(f"promo tags {unknown!r} are not sequential tags of channel {channel.id} "
-                      f"(its tags: {choices})")
+        raise Invalid(
+            f"promo tags {unknown!r} are not sequential tags of channel {channel.id} "
+            f"(its tags: {choices})"
+        )
 
 
 async def _email_taken(channel_id: int, key: str, other_than: int | None = None) -> None:
@@ -204,7 +208,9 @@ async def _email_taken(channel_id: int, key: str, other_than: int | None = None)
         query = query.exclude(id=other_than)
     taken = await query.first().values("id", "email")
     if taken:
-        raise Conflict(f"user {taken['id']} of channel {channel_id} already has the email {taken['email']!r}")
+        raise Conflict(
+            f"user {taken['id']} of channel {channel_id} already has the email {taken['email']!r}"
+        )
 
 
 # ----------------------------------------------------------------------------- rows made in bulk
@@ -212,7 +218,9 @@ async def _email_taken(channel_id: int, key: str, other_than: int | None = None)
 _TEMPLATES: dict[type[Model], dict[str, Any]] = {}
 
 
-def bare_row(model: type[Model], values: Mapping[str, Any], *, template: Mapping[str, Any] | None = None) -> Any:
+def bare_row(
+    model: type[Model], values: Mapping[str, Any], *, template: Mapping[str, Any] | None = None
+) -> Any:
     """An unsaved ``model`` instance holding ``values`` as given, for ``bulk_create``.
 
     ``Model.__init__`` converts and checks every field through a ``__setattr__`` hook,
@@ -246,24 +254,47 @@ def _user_template() -> dict[str, Any]:
     return template
 
 
-def audit_entry(row: UserRow, field: str, old: Any, new: Any, *, actor: Actor, now: datetime,
-                note: str = "") -> AuditEntry:
+def audit_entry(
+    row: UserRow, field: str, old: Any, new: Any, *, actor: Actor, now: datetime, note: str = ""
+) -> AuditEntry:
     """An unsaved audit entry about ``row`` (save it, or ``AuditEntry.bulk_create`` many)."""
-    return bare_row(AuditEntry, {"id": None, "channel_id": row.channel_id, "user_id": row.id,
-                                 "at": now, "actor": Actor(actor).value, "field": field, "old": json.dumps(old),
-                                 "new": json.dumps(new), "note": note}, template={})
+    return bare_row(
+        AuditEntry,
+        {
+            "id": None,
+            "channel_id": row.channel_id,
+            "user_id": row.id,
+            "at": now,
+            "actor": Actor(actor).value,
+            "field": field,
+            "old": json.dumps(old),
+            "new": json.dumps(new),
+            "note": note,
+        },
+        template={},
+    )
 
 
 def _audit_record(entry: AuditEntry) -> AuditRecord:
-    return AuditRecord(entry.at, entry.actor, entry.field,
-                       json.loads(entry.old) if entry.old is not None else None,
-                       json.loads(entry.new) if entry.new is not None else None, entry.note)
+    return AuditRecord(
+        entry.at,
+        entry.actor,
+        entry.field,
+        json.loads(entry.old) if entry.old is not None else None,
+        json.loads(entry.new) if entry.new is not None else None,
+        entry.note,
+    )
 
 
 def _tag_rows(row: UserRow, tags: Iterable[str]) -> list[UserTag]:
-    return [bare_row(UserTag, {"id": None, "user_id": row.id, "channel_id": row.channel_id,
-                               "tag": str(t)}, template={})
-            for t in dict.fromkeys(tags)]
+    return [
+        bare_row(
+            UserTag,
+            {"id": None, "user_id": row.id, "channel_id": row.channel_id, "tag": str(t)},
+            template={},
+        )
+        for t in dict.fromkeys(tags)
+    ]
 
 
 async def _write_tags(row: UserRow, tags: Iterable[str], *, fresh: bool = False) -> None:
@@ -272,7 +303,9 @@ async def _write_tags(row: UserRow, tags: Iterable[str], *, fresh: bool = False)
     await UserTag.bulk_create(_tag_rows(row, tags))
 
 
-async def update_many(model: type[Model], columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+async def update_many(
+    model: type[Model], columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
     """``UPDATE`` many rows of ``model``: each of ``rows`` is (a value per column..., the pk).
 
     One statement, prepared by tortoise for the database's dialect (the one ``save(update_fields=...)``
@@ -288,8 +321,13 @@ async def update_many(model: type[Model], columns: Sequence[str], rows: Sequence
     pk = model._meta.pk.to_db_value
     n = len(to_db)
     # The conversions read no instance (tortoise's annotation wants one; None is what it takes).
-    await db.execute_many(sql, [[conv(v, None) for conv, v in zip(to_db, row[:n], strict=True)] + [pk(row[n], None)]  # type: ignore[arg-type]
-                                for row in rows])
+    await db.execute_many(
+        sql,
+        [
+            [conv(v, None) for conv, v in zip(to_db, row[:n], strict=True)] + [pk(row[n], None)]  # type: ignore[arg-type]
+            for row in rows
+        ],
+    )
 
 
 class RowWrites:
@@ -315,7 +353,9 @@ class RowWrites:
             groups.setdefault(tuple(sorted(fields)), []).append(row)
         self._rows.clear()
         for columns, rows in groups.items():
-            await update_many(UserRow, columns, [(*(getattr(r, c) for c in columns), r.id) for r in rows])
+            await update_many(
+                UserRow, columns, [(*(getattr(r, c) for c in columns), r.id) for r in rows]
+            )
 
 
 async def save_pending(pending: list[AuditEntry | UserTag]) -> None:
@@ -330,7 +370,9 @@ async def save_pending(pending: list[AuditEntry | UserTag]) -> None:
 # ----------------------------------------------------------------------------- for every writer
 
 
-def new_row(channel_id: int, fields: Mapping[str, Any], now: datetime, *, checked: bool = True) -> UserRow:
+def new_row(
+    channel_id: int, fields: Mapping[str, Any], now: datetime, *, checked: bool = True
+) -> UserRow:
     """An unsaved user row: a new KulooId, the email key, the search text (see ``insert``).
 
     ``checked=False`` (the sync's imports, whose ``fields`` it built from canonical values)
@@ -339,8 +381,15 @@ def new_row(channel_id: int, fields: Mapping[str, Any], now: datetime, *, checke
     values = {k: _plain(k, v) for k, v in fields.items()}
     # A user added again after an erasure takes the former KulooId back (``erasure.adopt``).
     kuloo_id = values.pop("kuloo_id", None) or new_kuloo_id()
-    base: dict[str, Any] = {"channel_id": channel_id, "kuloo_id": kuloo_id, "email_key": email_key(values["email"]),
-            "created_at": now, "updated_at": now, "changed_at": {}, "revision": 1}
+    base: dict[str, Any] = {
+        "channel_id": channel_id,
+        "kuloo_id": kuloo_id,
+        "email_key": email_key(values["email"]),
+        "created_at": now,
+        "updated_at": now,
+        "changed_at": {},
+        "revision": 1,
+    }
     if checked:
         row = UserRow(**base, **values)
     else:
@@ -352,12 +401,20 @@ def new_row(channel_id: int, fields: Mapping[str, Any], now: datetime, *, checke
 
 
 def _added(row: UserRow, actor: Actor, now: datetime, note: str) -> AuditEntry:
-    return audit_entry(row, "", None, row.email, actor=actor, now=now,
-                       note=note or f"user added (source {Source(row.source).value or 'app'})")
+    return audit_entry(
+        row,
+        "",
+        None,
+        row.email,
+        actor=actor,
+        now=now,
+        note=note or f"user added (source {Source(row.source).value or 'app'})",
+    )
 
 
-async def insert(channel_id: int, fields: Mapping[str, Any], *, actor: Actor, now: datetime,
-                 note: str = "") -> UserRow:
+async def insert(
+    channel_id: int, fields: Mapping[str, Any], *, actor: Actor, now: datetime, note: str = ""
+) -> UserRow:
     """Create a user row (inside the caller's transaction): KulooId, email key, tags, audit.
 
     ``fields`` holds a normalised ``email`` and any of ``first_name``, ``last_name``,
@@ -372,8 +429,13 @@ async def insert(channel_id: int, fields: Mapping[str, Any], *, actor: Actor, no
     return row
 
 
-async def insert_many(rows: Sequence[tuple[UserRow, str]], *, actor: Actor, now: datetime,
-                      pending: list[AuditEntry | UserTag]) -> None:
+async def insert_many(
+    rows: Sequence[tuple[UserRow, str]],
+    *,
+    actor: Actor,
+    now: datetime,
+    pending: list[AuditEntry | UserTag],
+) -> None:
     """``insert`` for many rows made by ``new_row`` (with their audit notes), in one statement.
 
     Their ids are set; their tag rows and first audit entries are appended to ``pending``,
@@ -384,7 +446,11 @@ async def insert_many(rows: Sequence[tuple[UserRow, str]], *, actor: Actor, now:
         return
     await UserRow.bulk_create([row for row, _note in rows])
     # bulk_create leaves the ids unset: read them back by the (unique) KulooIds
-    ids = dict(await UserRow.filter(kuloo_id__in=[row.kuloo_id for row, _note in rows]).values_list("kuloo_id", "id"))
+    ids = dict(
+        await UserRow.filter(kuloo_id__in=[row.kuloo_id for row, _note in rows]).values_list(
+            "kuloo_id", "id"
+        )
+    )
     for row, note in rows:
         row.id = ids[row.kuloo_id]
         row._saved_in_db = True  # later saves in the transaction are updates
@@ -392,10 +458,17 @@ async def insert_many(rows: Sequence[tuple[UserRow, str]], *, actor: Actor, now:
         pending.append(_added(row, actor, now, note))
 
 
-async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Actor, now: datetime,
-                        note: str = "", also: Sequence[str] = (),
-                        pending: list[AuditEntry | UserTag] | None = None,
-                        writes: RowWrites | None = None) -> tuple[str, ...]:
+async def apply_changes(
+    row: UserRow,
+    changes: Mapping[str, Any],
+    *,
+    actor: Actor,
+    now: datetime,
+    note: str = "",
+    also: Sequence[str] = (),
+    pending: list[AuditEntry | UserTag] | None = None,
+    writes: RowWrites | None = None,
+) -> tuple[str, ...]:
     """Apply the editable-field ``changes`` to ``row`` and save it; returns what changed.
 
     Call inside a transaction (``in_transaction()``). Only fields whose value differs
@@ -453,15 +526,21 @@ async def apply_changes(row: UserRow, changes: Mapping[str, Any], *, actor: Acto
     if "unsubscribed" in changed and row.unsubscribed:
         # Queued mail of a user who unsubscribed is cancelled (docs/delivery.md, "Outbox states").
         await OutboxMessage.filter(user_id=row.id, state=OutboxState.QUEUED.value).update(
-            state=OutboxState.CANCELLED.value, updated_at=now)
+            state=OutboxState.CANCELLED.value, updated_at=now
+        )
     return tuple(changed)
 
 
 # ----------------------------------------------------------------------------- use cases
 
 
-async def add(channel_id: int, fields: Mapping[str, Any], actor: Actor, now: datetime,
-              erasure_key: bytes | None = None) -> User:
+async def add(
+    channel_id: int,
+    fields: Mapping[str, Any],
+    actor: Actor,
+    now: datetime,
+    erasure_key: bytes | None = None,
+) -> User:
     """A new user of the channel (``users.add``); ``conflict`` when the email is taken.
 
     An address erased before ends its tombstone: the user takes the former KulooId back
@@ -472,10 +551,16 @@ async def add(channel_id: int, fields: Mapping[str, Any], actor: Actor, now: dat
             _check_promo(channel, fields.get("promo_tags") or ())
             await _email_taken(channel_id, email_key(fields["email"]))
             former = await erasure.adopt(channel_id, fields["email"], erasure_key)
-            row = await insert(channel_id, {**fields, **({"kuloo_id": former} if former else {})},
-                               actor=actor, now=now)
+            row = await insert(
+                channel_id,
+                {**fields, **({"kuloo_id": former} if former else {})},
+                actor=actor,
+                now=now,
+            )
     except IntegrityError:  # a concurrent add of the same email won the race
-        raise Conflict(f"a user of channel {channel_id} already has the email {fields['email']!r}") from None
+        raise Conflict(
+            f"a user of channel {channel_id} already has the email {fields['email']!r}"
+        ) from None
     return document(row)
 
 
@@ -502,7 +587,9 @@ async def update(user_id: int, changes: Mapping[str, Any], actor: Actor, now: da
                 await _email_taken(row.channel_id, email_key(changes["email"]), other_than=row.id)
             changed = await apply_changes(row, changes, actor=actor, now=now)
     except IntegrityError:
-        raise Conflict(f"another user of the channel already has the email {changes.get('email')!r}") from None
+        raise Conflict(
+            f"another user of the channel already has the email {changes.get('email')!r}"
+        ) from None
     return Updated(document(row), changed)
 
 
@@ -597,8 +684,9 @@ async def subscriber(channel_id: int, kuloo_id: str) -> Subscriber:
     return Subscriber((await _channel(channel_id)).name, document(row))
 
 
-async def update_subscriber(channel_id: int, kuloo_id: str, changes: Mapping[str, Any], actor: Actor,
-                            now: datetime) -> Subscriber:
+async def update_subscriber(
+    channel_id: int, kuloo_id: str, changes: Mapping[str, Any], actor: Actor, now: datetime
+) -> Subscriber:
     """``update`` for a user named by a link token: frequency and unsubscribed only, one transaction."""
     unknown = set(changes) - {"frequency", "unsubscribed"}
     if unknown:
@@ -637,8 +725,14 @@ class ErasedAfter(Conflict):
     """A signup confirmation issued before the address was erased (``sign_up``)."""
 
 
-async def sign_up(channel_id: int, fields: Mapping[str, Any], actor: Actor, now: datetime,
-                  issued: datetime | None = None, erasure_key: bytes | None = None) -> Subscriber:
+async def sign_up(
+    channel_id: int,
+    fields: Mapping[str, Any],
+    actor: Actor,
+    now: datetime,
+    issued: datetime | None = None,
+    erasure_key: bytes | None = None,
+) -> Subscriber:
     """A confirmed signup: a new user (source ``signup``), or the existing one left as is.
 
     ``fields``: a normalised ``email``, optional ``first_name``/``last_name``. An existing
@@ -653,23 +747,35 @@ async def sign_up(channel_id: int, fields: Mapping[str, Any], actor: Actor, now:
     try:
         async with in_transaction():
             channel = await _channel(channel_id)
-            row = await UserRow.select_for_update().get_or_none(channel_id=channel_id,
-                                                                 email_key=email_key(fields["email"]))
+            row = await UserRow.select_for_update().get_or_none(
+                channel_id=channel_id, email_key=email_key(fields["email"])
+            )
             if row is not None:
                 if issued is not None and unsubscribed_changed(row) > issued:
                     return Subscriber(channel.name, document(row), stale=True)
-                changed = await apply_changes(row, {"unsubscribed": False}, actor=actor, now=now,
-                                              note="signup confirmed") if row.unsubscribed else ()
+                changed = (
+                    await apply_changes(
+                        row, {"unsubscribed": False}, actor=actor, now=now, note="signup confirmed"
+                    )
+                    if row.unsubscribed
+                    else ()
+                )
                 return Subscriber(channel.name, document(row), changed)
             if issued is not None:
                 since = await erasure.erased_since(channel_id, fields["email"], erasure_key)
                 if since is not None and since > issued:
-                    raise ErasedAfter(f"the address was erased in channel {channel_id} after this "
-                                      "confirmation was issued")
+                    raise ErasedAfter(
+                        f"the address was erased in channel {channel_id} after this "
+                        "confirmation was issued"
+                    )
             former = await erasure.adopt(channel_id, fields["email"], erasure_key)
-            row = await insert(channel_id, {**fields, "source": Source.SIGNUP,
-                                            **({"kuloo_id": former} if former else {})},
-                               actor=actor, now=now, note="signup confirmed")
+            row = await insert(
+                channel_id,
+                {**fields, "source": Source.SIGNUP, **({"kuloo_id": former} if former else {})},
+                actor=actor,
+                now=now,
+                note="signup confirmed",
+            )
     except IntegrityError:  # a concurrent confirmation of the same address won the race
         return Subscriber(channel.name, await get_by_email(channel_id, fields["email"]), stale=True)
     return Subscriber(channel.name, document(row), (), created=True)

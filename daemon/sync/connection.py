@@ -42,17 +42,31 @@ async def check_channel(services: Services, inputs: CheckInputs) -> Channel:
         result = await verify_connection(
             sell, inputs.sequential_tags, deadline_s=services.config["sell.verify_timeout_seconds"]
         )
-    status = connection_after_check(ok=result.ok, needs_new_token=result.needs_new_token, unreachable=result.unreachable)
+    status = connection_after_check(
+        ok=result.ok, needs_new_token=result.needs_new_token, unreachable=result.unreachable
+    )
     # Last guard: no problem text keeps a piece of the token, whatever Sell echoed.
     problems = [scrub(p, inputs.token.reveal()) for p in result.problems]
-    log.info("channel connection checked", channel_id=inputs.channel_id, status=status.value, problems=len(problems))
+    log.info(
+        "channel connection checked",
+        channel_id=inputs.channel_id,
+        status=status.value,
+        problems=len(problems),
+    )
     # A check of a token replaced meanwhile is moot: the store keeps the current document.
     return await services.store.run(
-        channel_store.set_connection, inputs.channel_id, inputs.token, status, problems, services.clock.now()
+        channel_store.set_connection,
+        inputs.channel_id,
+        inputs.token,
+        status,
+        problems,
+        services.clock.now(),
     )
 
 
-async def token_rejected(services: Services, channel_id: int, token: Secret, exc: AuthenticationError) -> Channel:
+async def token_rejected(
+    services: Services, channel_id: int, token: Secret, exc: AuthenticationError
+) -> Channel:
     """A 401 in the middle of any work: mark the channel as needing a new token.
 
     Only that channel stops syncing; the reason says what to do. A token replaced
@@ -60,7 +74,11 @@ async def token_rejected(services: Services, channel_id: int, token: Secret, exc
     """
     log.warning("sell rejected the channel's token", channel_id=channel_id, logref=exc.logref)
     return await services.store.run(
-        channel_store.set_connection, channel_id, token, ConnectionStatus.NEEDS_NEW_TOKEN, [TOKEN_REJECTED],
+        channel_store.set_connection,
+        channel_id,
+        token,
+        ConnectionStatus.NEEDS_NEW_TOKEN,
+        [TOKEN_REJECTED],
         services.clock.now(),
     )
 
@@ -71,7 +89,9 @@ def jobs(services: Services) -> list[Job | ClockJob]:
 
 def _recheck_job(services: Services) -> Job:
     """Unreachable-Sell checks are retried on monotonic time, each channel after ``recheck_seconds``."""
-    seen: dict[int, float] = {}  # channel -> when (monotonic) we last checked it or first saw it waiting
+    seen: dict[
+        int, float
+    ] = {}  # channel -> when (monotonic) we last checked it or first saw it waiting
     state = {"next": 0.0}
 
     async def run() -> None:

@@ -91,15 +91,22 @@ def channel_lock(services: Services, channel_id: int) -> trio.Lock:
 
 
 def conversion_ref(conv: LeadConversion) -> linking.ConversionRef:
-    return linking.ConversionRef(conv.id, conv.lead_id, conv.individual_id, conv.organization_id,
-                                 parse_ts(conv.created_at))
+    return linking.ConversionRef(
+        conv.id, conv.lead_id, conv.individual_id, conv.organization_id, parse_ts(conv.created_at)
+    )
 
 
 def record_in(kind: str, record: Any) -> RecordIn:
     email = record.email.strip() if isinstance(record.email, str) else None
-    return RecordIn(kind, record.id, sell_values(record), email or None, record.updated,
-                    bool(getattr(record, "is_organization", False)),
-                    tuple(getattr(record, "cleaned", ())))
+    return RecordIn(
+        kind,
+        record.id,
+        sell_values(record),
+        email or None,
+        record.updated,
+        bool(getattr(record, "is_organization", False)),
+        tuple(getattr(record, "cleaned", ())),
+    )
 
 
 class _Run:
@@ -113,8 +120,12 @@ class _Run:
         self.erasure_key = services.config.erasure_key()
         self.pulled: set[tuple[str, int]] = set()
         self.errors_cleared = False
-        self.linked: set[tuple[str, int]] = {(k, i) for k, ids in start.linked_ids.items() for i in ids}
-        self.kinds_linked = {k for k, ids in start.linked_ids.items() if ids}  # kinds linked at some point of the run
+        self.linked: set[tuple[str, int]] = {
+            (k, i) for k, ids in start.linked_ids.items() for i in ids
+        }
+        self.kinds_linked = {
+            k for k, ids in start.linked_ids.items() if ids
+        }  # kinds linked at some point of the run
 
     def add(self, counts: dict[str, int]) -> None:
         for key, n in counts.items():
@@ -127,7 +138,9 @@ class _Run:
 
     def publish_users(self, ids: Sequence[int]) -> None:
         if ids:
-            self.services.publish("users.changed", {"channel": self.channel_id, "ids": sorted(set(ids))})
+            self.services.publish(
+                "users.changed", {"channel": self.channel_id, "ids": sorted(set(ids))}
+            )
 
     # -- pull
 
@@ -139,30 +152,58 @@ class _Run:
         now = self.services.clock.now()
         last = self.start.feed_state.get(RECONCILED_AT)
         reconcile = last is None or now - datetime.fromisoformat(last) >= RECONCILE_EVERY
-        known = {"lead": [i for k, i in self.linked if k == "lead"],
-                 "contact": [i for k, i in self.linked if k == "contact"]} if reconcile else None
-        async with contextlib.aclosing(feed.batches(self.start.feed_state, known_ids=known)) as batches:
+        known = (
+            {
+                "lead": [i for k, i in self.linked if k == "lead"],
+                "contact": [i for k, i in self.linked if k == "contact"],
+            }
+            if reconcile
+            else None
+        )
+        async with contextlib.aclosing(
+            feed.batches(self.start.feed_state, known_ids=known)
+        ) as batches:
             async for batch in batches:
                 records: list[RecordIn] = []
                 deletions: list[DeletionIn] = []
-                created: dict[int, datetime | None] = {}  # contacts' created_at, for kept_conversions
+                created: dict[
+                    int, datetime | None
+                ] = {}  # contacts' created_at, for kept_conversions
                 for change in batch.changes:
                     self.pulled.add((change.kind, change.id))
                     if isinstance(change, RecordChanged):
                         records.append(record_in(change.kind, change.record))
                         if change.kind == "contact":
-                            created[change.id] = parse_ts(getattr(change.record, "created_at", None))
+                            created[change.id] = parse_ts(
+                                getattr(change.record, "created_at", None)
+                            )
                     else:
-                        deletions.append(DeletionIn(change.kind, change.id, await self.conversion(change.kind, change.id)))
-                explained = {("contact", d.conversion.individual_id) for d in deletions
-                             if d.conversion is not None and d.conversion.individual_id is not None}
+                        deletions.append(
+                            DeletionIn(
+                                change.kind,
+                                change.id,
+                                await self.conversion(change.kind, change.id),
+                            )
+                        )
+                explained = {
+                    ("contact", d.conversion.individual_id)
+                    for d in deletions
+                    if d.conversion is not None and d.conversion.individual_id is not None
+                }
                 records, kept = await self.kept_conversions(records, explained, created)
                 deletions.extend(kept)
                 if records or deletions or batch.final:
                     now = self.services.clock.now()
                     outcome = await self.services.store.run(
-                        sync_batch.apply_batch, self.channel_id, records, deletions, batch.state, now, self.retries,
-                        self.erasure_key)
+                        sync_batch.apply_batch,
+                        self.channel_id,
+                        records,
+                        deletions,
+                        batch.state,
+                        now,
+                        self.retries,
+                        self.erasure_key,
+                    )
                     self.add(outcome.counts)
                     self.relinked(outcome)
                     touched = await self.write(outcome.writes)
@@ -175,29 +216,43 @@ class _Run:
     async def recheck(self) -> None:
         """Records whose error may have cleared (a cap with room, a duplicate now alone) are
         read again by id — they may not change in Sell for a long time."""
-        keys = [k for k in await self.services.store.run(sync_lookups.orphans_to_recheck, self.channel_id)
-                if k not in self.pulled]
+        keys = [
+            k
+            for k in await self.services.store.run(sync_lookups.orphans_to_recheck, self.channel_id)
+            if k not in self.pulled
+        ]
         for kind in ("lead", "contact"):
             ids = [i for k, i in keys if k == kind]
             for start in range(0, len(ids), 100):
-                chunk = ids[start:start + 100]
+                chunk = ids[start : start + 100]
                 listing = self.sell.list_leads if kind == "lead" else self.sell.list_contacts
                 read = [r async for r in listing(ids=chunk)]
                 found = [record_in(kind, r) for r in read]
                 gone = sorted(set(chunk) - {r.id for r in found})
                 found, kept = await self.kept_conversions(
-                    found, created={r.id: parse_ts(getattr(r, "created_at", None)) for r in read})
+                    found, created={r.id: parse_ts(getattr(r, "created_at", None)) for r in read}
+                )
                 outcome = await self.services.store.run(
-                    sync_batch.apply_batch, self.channel_id, found, [*kept, *(DeletionIn(kind, i) for i in gone)], None,
-                    self.services.clock.now(), self.retries, self.erasure_key)
+                    sync_batch.apply_batch,
+                    self.channel_id,
+                    found,
+                    [*kept, *(DeletionIn(kind, i) for i in gone)],
+                    None,
+                    self.services.clock.now(),
+                    self.retries,
+                    self.erasure_key,
+                )
                 self.add({k: v for k, v in outcome.counts.items() if k != "pulled"})
                 self.relinked(outcome)
                 touched = await self.write(outcome.writes)
                 self.publish_users([*outcome.changed_users, *touched])
 
-    async def kept_conversions(self, records: list[RecordIn], explained: set[tuple[str, int]] | None = None,
-                               created: Mapping[int, datetime | None] | None = None,
-                               ) -> tuple[list[RecordIn], list[DeletionIn]]:
+    async def kept_conversions(
+        self,
+        records: list[RecordIn],
+        explained: set[tuple[str, int]] | None = None,
+        created: Mapping[int, datetime | None] | None = None,
+    ) -> tuple[list[RecordIn], list[DeletionIn]]:
         """Conversions that no deletion of this batch announces (rule 5): the lead was kept,
         or its deletion comes later (polling sees deletions once a day).
 
@@ -217,12 +272,21 @@ class _Run:
         """
         other = {"lead": "contact", "contact": "lead"}
         explained = explained or set()
-        unlinked = [r for r in records if other[r.kind] in self.kinds_linked and (r.kind, r.id) not in self.linked
-                    and (r.kind, r.id) not in explained]
+        unlinked = [
+            r
+            for r in records
+            if other[r.kind] in self.kinds_linked
+            and (r.kind, r.id) not in self.linked
+            and (r.kind, r.id) not in explained
+        ]
         if not unlinked:
             return records, []
-        lookups = await self.services.store.run(sync_lookups.conversion_lookups, self.channel_id, unlinked,
-                                                bool(self.start.linked_ids.get("lead")))
+        lookups = await self.services.store.run(
+            sync_lookups.conversion_lookups,
+            self.channel_id,
+            unlinked,
+            bool(self.start.linked_ids.get("lead")),
+        )
         kept: list[DeletionIn] = []
         dropped: set[int] = set()
         questions = [rec.id for rec, lead_id, _link in lookups if lead_id is None]
@@ -233,41 +297,72 @@ class _Run:
         conv: Any
         for rec, lead_id, link in lookups:
             if lead_id is None:  # a contact matching no user: did a linked lead become it?
-                found = into[rec.id] if rec.id in into else [
-                    conversion_ref(c) for c in await self.sell.lead_conversions(individual_id=rec.id)]
+                found = (
+                    into[rec.id]
+                    if rec.id in into
+                    else [
+                        conversion_ref(c)
+                        for c in await self.sell.lead_conversions(individual_id=rec.id)
+                    ]
+                )
                 for conv in sorted(found, key=lambda c: c.id):  # the oldest conversion's user first
-                    if conv.individual_id == rec.id and conv.lead_id is not None and \
-                            ("lead", conv.lead_id) in self.linked and conv.lead_id not in dropped:
-                        kept.append(DeletionIn("lead", conv.lead_id,
-                                               ConversionIn(conv.lead_id, rec.id, conv.organization_id, rec)))
+                    if (
+                        conv.individual_id == rec.id
+                        and conv.lead_id is not None
+                        and ("lead", conv.lead_id) in self.linked
+                        and conv.lead_id not in dropped
+                    ):
+                        kept.append(
+                            DeletionIn(
+                                "lead",
+                                conv.lead_id,
+                                ConversionIn(conv.lead_id, rec.id, conv.organization_id, rec),
+                            )
+                        )
                         dropped.add(conv.lead_id)
                 continue
             found = await self.sell.lead_conversions(lead_id=lead_id)
             if rec.kind == "contact":
-                conv = next((c for c in found if c.lead_id == lead_id and c.individual_id == rec.id), None)
+                conv = next(
+                    (c for c in found if c.lead_id == lead_id and c.individual_id == rec.id), None
+                )
                 if conv is not None:  # the kept lead, if in this batch too, is left out
-                    kept.append(DeletionIn("lead", lead_id, ConversionIn(lead_id, rec.id, conv.organization_id, rec)))
+                    kept.append(
+                        DeletionIn(
+                            "lead",
+                            lead_id,
+                            ConversionIn(lead_id, rec.id, conv.organization_id, rec),
+                        )
+                    )
                     dropped.add(lead_id)
-            elif link is not None and any(c.lead_id == rec.id and c.individual_id == link[1] for c in found):
+            elif link is not None and any(
+                c.lead_id == rec.id and c.individual_id == link[1] for c in found
+            ):
                 dropped.add(rec.id)
                 kept.append(DeletionIn("lead", rec.id))
         if dropped:
             records = [r for r in records if not (r.kind == "lead" and r.id in dropped)]
         return records, kept
 
-    async def matching_conversions(self, contact_ids: Sequence[int], created: Mapping[int, datetime | None],
-                                   ) -> dict[int, list[linking.ConversionRef]]:
+    async def matching_conversions(
+        self,
+        contact_ids: Sequence[int],
+        created: Mapping[int, datetime | None],
+    ) -> dict[int, list[linking.ConversionRef]]:
         """The conversions into each of many contacts, from ONE listing read newest first
         (``linking.ConversionScan``: it stops once every contact is explained or the listing
         is older than any of them, after ``listing_pages`` pages at most); a contact left open
         by the cap, or without ``created_at``, is asked by its id — so the cost is never more
         than a few pages above one read per contact."""
         scan = linking.ConversionScan.of(
-            ((i, created.get(i)) for i in contact_ids), lambda lead_id: ("lead", lead_id) in self.linked)
+            ((i, created.get(i)) for i in contact_ids),
+            lambda lead_id: ("lead", lead_id) in self.linked,
+        )
         if scan.open:
             # An async generator (it has aclose), typed AsyncIterator by the client.
             async with contextlib.aclosing(
-                    self.sell.lead_conversion_pages(per_page=linking.CONVERSIONS_PER_PAGE)) as listing:  # type: ignore[type-var]
+                self.sell.lead_conversion_pages(per_page=linking.CONVERSIONS_PER_PAGE)
+            ) as listing:  # type: ignore[type-var]
                 async for page in listing:
                     if scan.take([conversion_ref(c) for c in page]):
                         break
@@ -275,7 +370,10 @@ class _Run:
                     scan.finish()
         out = scan.answered()
         for contact_id in scan.ask_by_id():
-            out[contact_id] = [conversion_ref(c) for c in await self.sell.lead_conversions(individual_id=contact_id)]
+            out[contact_id] = [
+                conversion_ref(c)
+                for c in await self.sell.lead_conversions(individual_id=contact_id)
+            ]
         return out
 
     async def conversion(self, kind: str, crm_id: int) -> ConversionIn | None:
@@ -323,8 +421,13 @@ class _Run:
                     with contextlib.suppress(E.ValidationError, E.NotFoundError):
                         await self.put(w.kind, w.id, sell_payload({"Sync error": text}))
                         accepted.append(SellWrite(w.kind, w.id, {"Sync error": text}, w.user_id))
-        return await self.services.store.run(sync_pushes.confirm_writes, self.channel_id, accepted, refused,
-                                             self.services.clock.now())
+        return await self.services.store.run(
+            sync_pushes.confirm_writes,
+            self.channel_id,
+            accepted,
+            refused,
+            self.services.clock.now(),
+        )
 
     async def put(self, kind: str, crm_id: int, payload: dict[str, Any]) -> None:
         if kind == "lead":
@@ -337,8 +440,9 @@ class _Run:
     async def push(self) -> None:
         for _round in range(2):  # a second round writes the Sync errors that cleared in the first
             self.errors_cleared = False
-            plan = await self.services.store.run(sync_pushes.plan_pushes, self.channel_id, self.services.clock.now(),
-                                                 self.retries)
+            plan = await self.services.store.run(
+                sync_pushes.plan_pushes, self.channel_id, self.services.clock.now(), self.retries
+            )
             self.publish_users(await self.write(plan.updates))
             await self.create(plan.creates)
             if not self.errors_cleared:
@@ -348,13 +452,17 @@ class _Run:
         for start in range(0, len(pushes), LINK_CHUNK):
             created: list[tuple[int, str, int, dict[str, Any]]] = []
             failed: list[tuple[int, str, bool]] = []
-            for p in pushes[start:start + LINK_CHUNK]:
+            for p in pushes[start : start + LINK_CHUNK]:
                 found = await self.find(p) if p.look_up_first else None
                 if found is not None:
                     created.append((p.user_id, found[0], found[1], found[2]))
                     continue
-                body = {k: v for k, v in sell_payload(p.values, p.promo_order).items() if v is not None}
-                body["custom_fields"] = {k: v for k, v in body.get("custom_fields", {}).items() if v is not None}
+                body = {
+                    k: v for k, v in sell_payload(p.values, p.promo_order).items() if v is not None
+                }
+                body["custom_fields"] = {
+                    k: v for k, v in body.get("custom_fields", {}).items() if v is not None
+                }
                 if not body.get("last_name"):
                     # Sell needs a last name (or an organization, which would convert to one).
                     body["last_name"] = p.email.split("@", 1)[0]
@@ -363,15 +471,24 @@ class _Run:
                 except E.AuthenticationError:
                     raise
                 except E.SellError as exc:
-                    if not exc.maybe_applied and not isinstance(exc, E.ValidationError | E.BadRequestError):
+                    if not exc.maybe_applied and not isinstance(
+                        exc, E.ValidationError | E.BadRequestError
+                    ):
                         raise  # Sell unreachable: the run fails; the intent stays for a lookup
-                    failed.append((p.user_id, E.summarize_errors(exc.errors) or exc.message, exc.maybe_applied))
+                    failed.append(
+                        (
+                            p.user_id,
+                            E.summarize_errors(exc.errors) or exc.message,
+                            exc.maybe_applied,
+                        )
+                    )
                     self.add({"errors": 1})
                     continue
                 self.add({"leads_created": 1})
                 created.append((p.user_id, "lead", lead.id, p.values))
-            touched = await self.services.store.run(sync_pushes.link_pushed, self.channel_id, created, failed,
-                                                    self.services.clock.now())
+            touched = await self.services.store.run(
+                sync_pushes.link_pushed, self.channel_id, created, failed, self.services.clock.now()
+            )
             self.linked.update((k, i) for _u, k, i, _v in created)
             self.kinds_linked.update(k for _u, k, _i, _v in created)
             self.publish_users(touched)
@@ -384,12 +501,18 @@ class _Run:
                     return kind, rec.id, sell_values(rec)
         email = email_key(p.email)
         async for rec in self.sell.list_leads(email=p.email):
-            if email_key(rec.email) == email and (rec.custom_fields or {}).get(KULOO_ID) in (None, "", p.kuloo_id):
+            if email_key(rec.email) == email and (rec.custom_fields or {}).get(KULOO_ID) in (
+                None,
+                "",
+                p.kuloo_id,
+            ):
                 return "lead", rec.id, sell_values(rec)
         return None
 
 
-async def run_channel(services: Services, channel_id: int, *, scheduled: bool = False) -> RunDoc | None:
+async def run_channel(
+    services: Services, channel_id: int, *, scheduled: bool = False
+) -> RunDoc | None:
     """Run one sync of the channel now; a run in progress is waited for, then a fresh one runs.
 
     On PostgreSQL the channel's sync lease is held for the run (``services.Leases``): a
@@ -412,9 +535,14 @@ async def run_channel(services: Services, channel_id: int, *, scheduled: bool = 
 
 async def _still_due(services: Services, channel_id: int) -> bool:
     override = services.config["sync.cadence_seconds"]
-    for cid, plan, last, verified in await services.store.run(sync_runs.sync_schedule_inputs, channel_id):
+    for cid, plan, last, verified in await services.store.run(
+        sync_runs.sync_schedule_inputs, channel_id
+    ):
         if cid == channel_id:
-            return schedule.next_sync_at(cid, schedule.cadence(plan, override), last, verified) <= services.clock.now()
+            return (
+                schedule.next_sync_at(cid, schedule.cadence(plan, override), last, verified)
+                <= services.clock.now()
+            )
     return False
 
 
@@ -469,8 +597,17 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
         if state is not None and status in (SyncRunStatus.OK, SyncRunStatus.PARTIAL):
             state.pop(RESTORED_AT, None)  # the whole read after a restore is done: no more adopting
         try:
-            doc = await services.store.run(sync_runs.finish_run, start.run.id, status, reason,
-                                           error, run.counts, state, services.clock.now(), retry_at)
+            doc = await services.store.run(
+                sync_runs.finish_run,
+                start.run.id,
+                status,
+                reason,
+                error,
+                run.counts,
+                state,
+                services.clock.now(),
+                retry_at,
+            )
         except StoreUnavailable:
             _close_when_back(services, start.run.id, error or "the database was unreachable")
             raise
@@ -484,12 +621,14 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
 
 def _close_when_back(services: Services, run_id: int, error: str) -> None:
     """The run's own store failure left it ``running``: closed as soon as the store answers."""
-    log.warning("sync run interrupted by the store's outage; closed when the store answers",
-                sync_run=run_id)
+    log.warning(
+        "sync run interrupted by the store's outage; closed when the store answers", sync_run=run_id
+    )
     now = services.clock.now()
     services.store.health.on_recovery(
         f"close sync run {run_id} (store_unavailable)",
-        lambda: outage.close_interrupted_run(run_id, now, error))
+        lambda: outage.close_interrupted_run(run_id, now, error),
+    )
 
 
 # ----------------------------------------------------------------------------- the scheduler's job
@@ -503,8 +642,10 @@ async def replan(services: Services) -> datetime | None:
     """Re-read when the next channel is due (after a run, a verification, a plan change)."""
     override = services.config["sync.cadence_seconds"]
     inputs = await services.store.run(sync_runs.sync_schedule_inputs)
-    times = [schedule.next_sync_at(cid, schedule.cadence(p, override), last, verified)
-             for cid, p, last, verified in inputs]
+    times = [
+        schedule.next_sync_at(cid, schedule.cadence(p, override), last, verified)
+        for cid, p, last, verified in inputs
+    ]
     state = _plan_state(services)
     state["next"] = min(times, default=None)
     state["plan_at"] = trio.current_time() + services.scheduler.tick_seconds
@@ -536,7 +677,9 @@ def jobs(services: Services) -> list[Job | ClockJob]:
 
     # PostgreSQL: a daemon takes at most ``parallel_runs`` due channels at a time, so the
     # other daemons' schedulers claim the rest (services.Leases) and capacity grows with them.
-    slots = trio.CapacityLimiter(services.config["sync.parallel_runs"] if services.leases.shared else math.inf)
+    slots = trio.CapacityLimiter(
+        services.config["sync.parallel_runs"] if services.leases.shared else math.inf
+    )
 
     async def one(cid: int) -> None:
         async with slots:
@@ -545,8 +688,11 @@ def jobs(services: Services) -> list[Job | ClockJob]:
     async def run() -> None:
         now = services.clock.now()
         inputs = await services.store.run(sync_runs.sync_schedule_inputs)
-        due = [cid for cid, p, last, verified in inputs
-               if schedule.next_sync_at(cid, schedule.cadence(p, override), last, verified) <= now]
+        due = [
+            cid
+            for cid, p, last, verified in inputs
+            if schedule.next_sync_at(cid, schedule.cadence(p, override), last, verified) <= now
+        ]
         async with trio.open_nursery() as nursery:
             for cid in due:
                 nursery.start_soon(one, cid)
@@ -554,7 +700,10 @@ def jobs(services: Services) -> list[Job | ClockJob]:
 
     if not services.config["sync.scheduled"]:
         return []
-    return [ClockJob("sync", lambda now: state["next"], run), Job("sync-plan", lambda now: state["plan_at"], plan)]
+    return [
+        ClockJob("sync", lambda now: state["next"], run),
+        Job("sync-plan", lambda now: state["plan_at"], plan),
+    ]
 
 
 async def next_sync_at(services: Services, channel_id: int) -> datetime | None:

@@ -16,9 +16,14 @@ from .base import Banner, Col, DaemonScreen, literal, show_rows
 from .confirm import ConfirmScreen
 
 # Widths from the content and the terminal: the State column stays at 80 columns.
-COLUMNS = (Col("Id", keep=5), Col("Title", keep=9, flex=True, least=16, shrink=1),
-           Col("Kind", keep=3, least=10), Col("Tags", keep=4, least=8, shrink=0),
-           Col("Published", keep=6, least=16), Col("State", keep=8, least=9))
+COLUMNS = (
+    Col("Id", keep=5),
+    Col("Title", keep=9, flex=True, least=16, shrink=1),
+    Col("Kind", keep=3, least=10),
+    Col("Tags", keep=4, least=8, shrink=0),
+    Col("Published", keep=6, least=16),
+    Col("State", keep=8, least=9),
+)
 SHOWN = 8  # withdrawn articles and problems named one by one in a question or a toast
 
 
@@ -44,8 +49,10 @@ def describe_import(report: dict[str, Any]) -> str:
 
 def withdraw_question(folder: str, report: dict[str, Any]) -> str:
     withdrawn = report.get("withdrawn_articles") or []
-    lines = [f"Importing {folder} would withdraw {len(withdrawn)} article(s): their files are gone "
-             "from it, and they will never be sent again (queued emails are cancelled)."]
+    lines = [
+        f"Importing {folder} would withdraw {len(withdrawn)} article(s): their files are gone "
+        "from it, and they will never be sent again (queued emails are cancelled)."
+    ]
     lines += [f"  • {_named(a)}" for a in withdrawn[:SHOWN]]
     if len(withdrawn) > SHOWN:
         lines.append(f"  … and {len(withdrawn) - SHOWN} more")
@@ -54,8 +61,11 @@ def withdraw_question(folder: str, report: dict[str, Any]) -> str:
 
 def describe_preview(preview: dict[str, Any]) -> str:
     warnings = preview.get("warnings") or []
-    head = [f"Subject: {preview.get('subject', '')}", f"Preview: {preview.get('preheader', '')}",
-            f"HTML size: {preview.get('size_bytes', 0):,} bytes"]
+    head = [
+        f"Subject: {preview.get('subject', '')}",
+        f"Preview: {preview.get('preheader', '')}",
+        f"HTML size: {preview.get('size_bytes', 0):,} bytes",
+    ]
     head += [f"Warning: {w}" for w in warnings]
     return "\n".join(head) + "\n\n" + (preview.get("text") or "")
 
@@ -76,7 +86,9 @@ class ArticlesScreen(DaemonScreen):
         yield Header()
         yield Banner()
         with Horizontal(id="import-row"):
-            yield Input(id="folder", placeholder="folder under [articles] root to import", compact=True)
+            yield Input(
+                id="folder", placeholder="folder under [articles] root to import", compact=True
+            )
             yield Button("Import", id="import", compact=True)
         yield DataTable(id="articles", cursor_type="row", zebra_stripes=True)
         yield Static(id="preview", markup=False)
@@ -93,7 +105,11 @@ class ArticlesScreen(DaemonScreen):
         if "articles.list" not in self.methods:
             self.query_one("#preview", Static).update("This daemon has no articles yet.")
             return
-        self.call("articles.list", {"channel": self.channel_id}, lambda r: Loaded("articles", r["articles"]))
+        self.call(
+            "articles.list",
+            {"channel": self.channel_id},
+            lambda r: Loaded("articles", r["articles"]),
+        )
 
     def on_loaded(self, message: Loaded) -> None:
         if message.what == "preview":
@@ -106,16 +122,27 @@ class ArticlesScreen(DaemonScreen):
         rows = []
         for a in self.articles:
             withdrawn = bool(a.get("withdrawn_at"))
-            cells = [literal(cell) for cell in (
-                str(a["id"]), a["title"] or a["file"], a["kind"], ", ".join(a["tags"]),
-                (a.get("published_at") or "")[:16].replace("T", " "),
-                "withdrawn" if withdrawn else "active")]
+            cells = [
+                literal(cell)
+                for cell in (
+                    str(a["id"]),
+                    a["title"] or a["file"],
+                    a["kind"],
+                    ", ".join(a["tags"]),
+                    (a.get("published_at") or "")[:16].replace("T", " "),
+                    "withdrawn" if withdrawn else "active",
+                )
+            ]
             if withdrawn:  # still listed, dimmed: it is never sent again
                 for cell in cells:
                     cell.stylize("dim")
             rows.append(cells)
-        show_rows(self.query_one("#articles", DataTable), COLUMNS, rows,
-                  [str(a["id"]) for a in self.articles])
+        show_rows(
+            self.query_one("#articles", DataTable),
+            COLUMNS,
+            rows,
+            [str(a["id"]) for a in self.articles],
+        )
 
     def on_resize(self, event: events.Resize) -> None:
         self.call_after_refresh(self.show)
@@ -125,7 +152,12 @@ class ArticlesScreen(DaemonScreen):
         if self.articles and 0 <= table.cursor_row < len(self.articles):
             article = self.articles[table.cursor_row]
             self.query_one("#preview", Static).update("Rendering…")
-            self.call("articles.preview", {"id": article["id"]}, lambda r: Loaded("preview", r), group="preview")
+            self.call(
+                "articles.preview",
+                {"id": article["id"]},
+                lambda r: Loaded("preview", r),
+                group="preview",
+            )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_preview()
@@ -147,13 +179,22 @@ class ArticlesScreen(DaemonScreen):
             return
         # First a dry run (no clipping, no writes): an import that would withdraw anything
         # asks first.
-        self.call("articles.import", {"channel": self.channel_id, "path": folder, "dry_run": True},
-                  lambda r: Saved("dry-run", {"folder": folder, "report": r}), group="import",
-                  seconds=120)
+        self.call(
+            "articles.import",
+            {"channel": self.channel_id, "path": folder, "dry_run": True},
+            lambda r: Saved("dry-run", {"folder": folder, "report": r}),
+            group="import",
+            seconds=120,
+        )
 
     def run_import(self, folder: str) -> None:
-        self.call("articles.import", {"channel": self.channel_id, "path": folder},
-                  lambda r: Saved("import", r), group="import", seconds=600)
+        self.call(
+            "articles.import",
+            {"channel": self.channel_id, "path": folder},
+            lambda r: Saved("import", r),
+            group="import",
+            seconds=600,
+        )
 
     def on_saved(self, message: Saved) -> None:
         if message.what == "dry-run":
@@ -173,10 +214,18 @@ class ArticlesScreen(DaemonScreen):
             return
         report = message.doc
         loud = bool(report.get("problems") or report.get("withdrawn"))
-        self.app.notify(describe_import(report), severity="warning" if loud else "information",
-                        timeout=12 if loud else 5, markup=False)
+        self.app.notify(
+            describe_import(report),
+            severity="warning" if loud else "information",
+            timeout=12 if loud else 5,
+            markup=False,
+        )
         self.reload()
 
     def on_daemon_event(self, event: DaemonEvent) -> None:
-        if event.event == "articles.changed" and isinstance(event.data, dict) and event.data.get("channel") == self.channel_id:
+        if (
+            event.event == "articles.changed"
+            and isinstance(event.data, dict)
+            and event.data.get("channel") == self.channel_id
+        ):
             self.reload()

@@ -69,16 +69,19 @@ class Col:
         return self.keep if self.shrink is None else self.shrink
 
 
-def fit_widths(cols: Sequence[Col], rows: Sequence[Sequence[object]], width: int,
-               padding: int = 1) -> list[int | None]:
+def fit_widths(
+    cols: Sequence[Col], rows: Sequence[Sequence[object]], width: int, padding: int = 1
+) -> list[int | None]:
     """Each column's width for a table ``width`` cells wide, or None for one that gave way.
 
     Widths start from the content; a flex column takes what is left over. When the content
     is too wide, the columns shrink (the least kept first) down to ``least``, their text cut
     with "…"; when even that is too wide, the least kept columns give way, one at a time.
     """
-    natural = [min(c.most, max([cell_len(c.label), *(cell_len(str(r[i])) for r in rows)]))
-               for i, c in enumerate(cols)]
+    natural = [
+        min(c.most, max([cell_len(c.label), *(cell_len(str(r[i])) for r in rows)]))
+        for i, c in enumerate(cols)
+    ]
     least = [min(natural[i], max(c.least, cell_len(c.label))) for i, c in enumerate(cols)]
     shown = list(range(len(cols)))
 
@@ -107,10 +110,16 @@ def fit_widths(cols: Sequence[Col], rows: Sequence[Sequence[object]], width: int
     # A column whose text got cut (below what it ``want``s; not one meant to be cut first)
     # is worth more than a less kept column shown whole: that one gives way instead.
     while True:
-        cut = [i for i in shown if cols[i].shrink is None
-               and widths[i] < min(natural[i], cols[i].want or natural[i])]
-        spare = [i for i in shown if not cols[i].flex and cut
-                 and all(cols[i].keep < cols[j].keep for j in cut)]
+        cut = [
+            i
+            for i in shown
+            if cols[i].shrink is None and widths[i] < min(natural[i], cols[i].want or natural[i])
+        ]
+        spare = [
+            i
+            for i in shown
+            if not cols[i].flex and cut and all(cols[i].keep < cols[j].keep for j in cut)
+        ]
         if not spare or len(shown) == 1:
             break
         shown.remove(min(spare, key=lambda i: (cols[i].keep, -i)))
@@ -118,8 +127,13 @@ def fit_widths(cols: Sequence[Col], rows: Sequence[Sequence[object]], width: int
     return [widths[i] if i in shown else None for i in range(len(cols))]
 
 
-def show_rows(table: DataTable, cols: Sequence[Col], rows: Sequence[Sequence[object]],
-              keys: Sequence[str] | None = None, width: int | None = None) -> list[int | None]:
+def show_rows(
+    table: DataTable,
+    cols: Sequence[Col],
+    rows: Sequence[Sequence[object]],
+    keys: Sequence[str] | None = None,
+    width: int | None = None,
+) -> list[int | None]:
     """Fill ``table`` with ``rows`` (every column's cell), fitted to its width (``fit_widths``);
     the cursor stays on the same row. Columns are keyed by their label."""
     if width is None:
@@ -134,8 +148,11 @@ def show_rows(table: DataTable, cols: Sequence[Col], rows: Sequence[Sequence[obj
     widths = fit_widths(cols, rows, max(width, 10), table.cell_padding)
     # Nothing to do when the same rows would be drawn at the same widths (a resize that
     # changed nothing, an event about a row not shown): no flicker, the cursor stays.
-    signature = (tuple(widths), tuple(keys or ()),
-                 tuple(tuple((str(c), str(getattr(c, "style", ""))) for c in r) for r in rows))
+    signature = (
+        tuple(widths),
+        tuple(keys or ()),
+        tuple(tuple((str(c), str(getattr(c, "style", ""))) for c in r) for r in rows),
+    )
     if getattr(table, "_kuloo_shown", None) == signature:
         return widths
     table._kuloo_shown = signature  # type: ignore[attr-defined]  # our own mark on the widget
@@ -145,15 +162,20 @@ def show_rows(table: DataTable, cols: Sequence[Col], rows: Sequence[Sequence[obj
         if w is not None:
             table.add_column(col.label, width=w, key=col.label)
     for n, row in enumerate(rows):
-        cells = [c if isinstance(c, Text) else literal(c) for c, w in zip(row, widths, strict=True)
-                 if w is not None]
+        cells = [
+            c if isinstance(c, Text) else literal(c)
+            for c, w in zip(row, widths, strict=True)
+            if w is not None
+        ]
         table.add_row(*cells, key=keys[n] if keys else None)
     if rows and cursor > 0:
         table.move_cursor(row=min(cursor, len(rows) - 1))
     return widths
 
 
-def fill_table(table: DataTable, headers: tuple[str, ...], rows: list[tuple], keys: list[str] | None = None) -> None:
+def fill_table(
+    table: DataTable, headers: tuple[str, ...], rows: list[tuple], keys: list[str] | None = None
+) -> None:
     """Replace a table's columns and rows, each column as wide as its widest cell.
 
     The widths are computed here, not left to DataTable's auto width, which was seen to
@@ -171,14 +193,27 @@ def fill_table(table: DataTable, headers: tuple[str, ...], rows: list[tuple], ke
 
 
 # What an admin was doing when the daemon refused: a toast's title, never a method name.
-_DOING = {"articles.import": "Import", "articles.preview": "Preview",
-          "users.update": "Saving the user", "users.add": "Adding the user",
-          "users.reset_sequence": "Reset sequence", "outbox.resolve": "Outbox",
-          "outbox.resend_failed": "Outbox", "channels.update": "Saving the channel",
-          "channels.create": "Adding the channel", "channels.verify": "Checking the Sell token",
-          "sync.run": "Sync"}
-_AREAS = {"articles": "Articles", "users": "Users", "outbox": "Outbox", "channels": "Channel",
-          "sync": "Sync", "delivery": "Delivery"}
+_DOING = {
+    "articles.import": "Import",
+    "articles.preview": "Preview",
+    "users.update": "Saving the user",
+    "users.add": "Adding the user",
+    "users.reset_sequence": "Reset sequence",
+    "outbox.resolve": "Outbox",
+    "outbox.resend_failed": "Outbox",
+    "channels.update": "Saving the channel",
+    "channels.create": "Adding the channel",
+    "channels.verify": "Checking the Sell token",
+    "sync.run": "Sync",
+}
+_AREAS = {
+    "articles": "Articles",
+    "users": "Users",
+    "outbox": "Outbox",
+    "channels": "Channel",
+    "sync": "Sync",
+    "delivery": "Delivery",
+}
 
 
 def failure_title(method: str) -> str:
@@ -206,14 +241,24 @@ class Banner(Static):
         if reason is not None:
             self.set_class(True, "-down")
             # How to bring it back: the demo says it restarts its own daemon (its environment).
-            hint = os.environ.get("KULOO_TUI_RESTART_HINT") or "under systemd: systemctl restart kuloo-daemon"
-            self.update(Text(f"Daemon unreachable: {reason} — reconnecting… To bring it back: {hint}"))
+            hint = (
+                os.environ.get("KULOO_TUI_RESTART_HINT")
+                or "under systemd: systemctl restart kuloo-daemon"
+            )
+            self.update(
+                Text(f"Daemon unreachable: {reason} — reconnecting… To bring it back: {hint}")
+            )
         elif store.get("state", "ok") != "ok":
             self.set_class(True, "-down")
-            since = (f" since {store['since'][:19].replace('T', ' ')} UTC"
-                     if store.get("since") else "")
-            self.update(Text(f"The daemon is waiting: {store.get('message') or store['state']}{since}. "
-                             "Nothing is lost; work resumes when it is back."))
+            since = (
+                f" since {store['since'][:19].replace('T', ' ')} UTC" if store.get("since") else ""
+            )
+            self.update(
+                Text(
+                    f"The daemon is waiting: {store.get('message') or store['state']}{since}. "
+                    "Nothing is lost; work resumes when it is back."
+                )
+            )
         else:
             self.set_class(False, "-down")
 
@@ -239,8 +284,16 @@ class DaemonScreen(Screen):
     def on_daemon_event(self, event: DaemonEvent) -> None:
         """A daemon event reached this screen; by default nothing to do."""
 
-    def call(self, method: str, params: dict[str, Any] | None, done: Callable[[Any], Message] | None,
-             *, group: str | None = None, exclusive: bool = True, seconds: float | None = None) -> Worker:
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        done: Callable[[Any], Message] | None,
+        *,
+        group: str | None = None,
+        exclusive: bool = True,
+        seconds: float | None = None,
+    ) -> Worker:
         async def run() -> None:
             try:
                 result = await self.client.call(method, params, seconds=seconds)
@@ -250,11 +303,18 @@ class DaemonScreen(Screen):
             if done is not None:
                 self.post_message(done(result))
 
-        return self.run_worker(run, group=group or method, exclusive=exclusive, exit_on_error=False,
-                               name=method)
+        return self.run_worker(
+            run, group=group or method, exclusive=exclusive, exit_on_error=False, name=method
+        )
 
-    def gather(self, name: str, fetch: Callable[[], Any], done: Callable[[Any], Message],
-               *, group: str | None = None) -> Worker:
+    def gather(
+        self,
+        name: str,
+        fetch: Callable[[], Any],
+        done: Callable[[Any], Message],
+        *,
+        group: str | None = None,
+    ) -> Worker:
         """Like ``call`` for a coroutine function making several calls (a screen's load)."""
 
         async def run() -> None:
@@ -265,15 +325,27 @@ class DaemonScreen(Screen):
                 return
             self.post_message(done(result))
 
-        return self.run_worker(run, group=group or name, exclusive=True, exit_on_error=False, name=name)
+        return self.run_worker(
+            run, group=group or name, exclusive=True, exit_on_error=False, name=name
+        )
 
     def on_failed(self, message: Failed) -> None:
-        self.app.notify("\n".join(message.problems), title=failure_title(message.method),
-                        severity="error", timeout=8, markup=False)
+        self.app.notify(
+            "\n".join(message.problems),
+            title=failure_title(message.method),
+            severity="error",
+            timeout=8,
+            markup=False,
+        )
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         # A bug in a worker becomes a notification, never a traceback over the screen.
         if event.state == WorkerState.ERROR:
             error = event.worker.error
-            self.app.notify(f"{type(error).__name__}: {error}", title="Unexpected error",
-                            severity="error", timeout=8, markup=False)
+            self.app.notify(
+                f"{type(error).__name__}: {error}",
+                title="Unexpected error",
+                severity="error",
+                timeout=8,
+                markup=False,
+            )

@@ -55,7 +55,12 @@ class ChannelScreen(DaemonScreen):
             yield Label("Postal address")
             yield Input(id="postal", compact=True)
             yield Label("Zendesk Sell API token", id="token-label")
-            yield Input(id="token", password=True, placeholder="type a new token to replace it", compact=True)
+            yield Input(
+                id="token",
+                password=True,
+                placeholder="type a new token to replace it",
+                compact=True,
+            )
             yield Static(id="connection", markup=False)
             yield Static(id="problems", markup=False)  # Sell's own texts among them
             yield Button("Save", id="save", variant="primary", compact=True)
@@ -86,12 +91,20 @@ class ChannelScreen(DaemonScreen):
         self.query_one("#postal", Input).value = doc.get("postal_address") or ""
         token = self.query_one("#token", Input)
         token.value = ""
-        token.placeholder = (f"saved: {doc['api_token']} — type a new token to replace it"
-                             if doc.get("api_token") else "no token yet — paste the Sell API token")
+        token.placeholder = (
+            f"saved: {doc['api_token']} — type a new token to replace it"
+            if doc.get("api_token")
+            else "no token yet — paste the Sell API token"
+        )
         conn = doc["connection"]
         self.query_one("#connection", Static).update(
             f"Connection: {conn['status'].replace('_', ' ')}"
-            + (f" (verified {conn['verified_at'][:16].replace('T', ' ')})" if conn.get("verified_at") else ""))
+            + (
+                f" (verified {conn['verified_at'][:16].replace('T', ' ')})"
+                if conn.get("verified_at")
+                else ""
+            )
+        )
         self.show_problems(problems if problems is not None else conn.get("problems") or [])
 
     def show_problems(self, problems: list[str]) -> None:
@@ -110,7 +123,11 @@ class ChannelScreen(DaemonScreen):
             "sender": self.query_one("#sender", Input).value.strip(),
             "postal_address": self.query_one("#postal", Input).value,
         }
-        out = {k: v for k, v in now.items() if v != (self.doc.get(k) if k != "sender" else self.doc.get(k) or "")}
+        out = {
+            k: v
+            for k, v in now.items()
+            if v != (self.doc.get(k) if k != "sender" else self.doc.get(k) or "")
+        }
         token = self.query_one("#token", Input).value.strip()
         if token:
             out["api_token"] = token
@@ -128,19 +145,27 @@ class ChannelScreen(DaemonScreen):
             self.app.notify("Nothing changed.")
             return
         self.query_one("#problems", Static).update("Saving and checking with Zendesk Sell…")
-        self.call("channels.update", {"id": self.channel_id, **changes}, lambda doc: Saved("channel", doc),
-                  group="save")
+        self.call(
+            "channels.update",
+            {"id": self.channel_id, **changes},
+            lambda doc: Saved("channel", doc),
+            group="save",
+        )
 
     def on_saved(self, message: Saved) -> None:
         if message.what == "channel-deleted":
-            self.app.notify(f"Channel {message.doc['id']} ({message.doc['name']}) deleted, "
-                            f"with {message.doc['users']:,} user(s).")
+            self.app.notify(
+                f"Channel {message.doc['id']} ({message.doc['name']}) deleted, "
+                f"with {message.doc['users']:,} user(s)."
+            )
             self.app.pop_screen()
             return
         self.show(message.doc)
         problems = message.doc["connection"].get("problems") or []
         if problems:
-            self.app.notify(f"Saved; Zendesk Sell setup has {len(problems)} problem(s).", severity="warning")
+            self.app.notify(
+                f"Saved; Zendesk Sell setup has {len(problems)} problem(s).", severity="warning"
+            )
         else:
             self.app.notify("Saved.")
 
@@ -148,14 +173,20 @@ class ChannelScreen(DaemonScreen):
         if self.doc is None or "channels.delete" not in self.methods:
             return
         name = self.doc["name"]
-        question = (f"Delete channel {self.channel_id} ({name}) and everything of it: its users, articles, "
-                    "outbox, sync history and audit log? Its Sell records are not touched. This cannot be "
-                    "undone. Type the channel's name to go on.")
+        question = (
+            f"Delete channel {self.channel_id} ({name}) and everything of it: its users, articles, "
+            "outbox, sync history and audit log? Its Sell records are not touched. This cannot be "
+            "undone. Type the channel's name to go on."
+        )
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.call("channels.delete", {"id": self.channel_id, "confirm": name},
-                          lambda doc: Saved("channel-deleted", doc), group="delete")
+                self.call(
+                    "channels.delete",
+                    {"id": self.channel_id, "confirm": name},
+                    lambda doc: Saved("channel-deleted", doc),
+                    group="delete",
+                )
 
         self.app.push_screen(TypeToConfirmScreen(question, name, "Delete channel"), answered)
 
@@ -165,6 +196,10 @@ class ChannelScreen(DaemonScreen):
         super().on_failed(message)
 
     def on_daemon_event(self, event: DaemonEvent) -> None:
-        if event.event == "channel.updated" and isinstance(event.data, dict) and event.data.get("id") == self.channel_id:
+        if (
+            event.event == "channel.updated"
+            and isinstance(event.data, dict)
+            and event.data.get("id") == self.channel_id
+        ):
             if not self.changes() if self.doc else True:  # never overwrite what is being typed
                 self.show(event.data)

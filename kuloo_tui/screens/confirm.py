@@ -80,7 +80,9 @@ class TypeToConfirmScreen(ModalScreen[bool]):
             self.dismiss(True)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes" and self.query_one("#typed", Input).value == self.expected)
+        self.dismiss(
+            event.button.id == "yes" and self.query_one("#typed", Input).value == self.expected
+        )
 
     def action_cancel(self) -> None:
         self.dismiss(False)

@@ -16,7 +16,17 @@ from .base import Banner, DaemonScreen, fill_table
 
 RUNS_SHOWN = 5
 # Short headings so that 80 columns hold them all (Sell = the connection's status).
-CHANNEL_COLUMNS = ("Id", "Channel", "Plan", "Sell", "Users", "Errors", "Mail q/f/u", "Last sync", "Next sync")
+CHANNEL_COLUMNS = (
+    "Id",
+    "Channel",
+    "Plan",
+    "Sell",
+    "Users",
+    "Errors",
+    "Mail q/f/u",
+    "Last sync",
+    "Next sync",
+)
 RUN_COLUMNS = ("Channel", "Run", "Status", "Started", "Counts")
 OUTBOX_SHOWN = ("queued", "failed", "uncertain")
 
@@ -97,7 +107,9 @@ class DashboardScreen(DaemonScreen):
             "channel": got or channel,
             "users": users["total"] if users else None,
             "errors": f"{errors['total']:,}" if errors and "total" in errors else None,
-            "outbox": "/".join(f"{outbox['counts'].get(state, 0):,}" for state in OUTBOX_SHOWN) if outbox else None,
+            "outbox": "/".join(f"{outbox['counts'].get(state, 0):,}" for state in OUTBOX_SHOWN)
+            if outbox
+            else None,
         }
         return row, [((got or channel)["name"], r) for r in (runs or {}).get("runs", [])]
 
@@ -110,27 +122,43 @@ class DashboardScreen(DaemonScreen):
         for row in message.data["rows"]:
             c = row["channel"]
             sync = c.get("sync") or {}
-            rows.append((
-                str(c["id"]), c["name"], c["plan"], c["connection"]["status"].replace("_", " "),
-                "—" if row["users"] is None else f"{row['users']:,}",
-                "—" if row["errors"] is None else row["errors"],
-                "—" if row["outbox"] is None else row["outbox"],
-                _when(sync.get("last_sync_at")), _when(sync.get("next_sync_at")),
-            ))
-        fill_table(self.query_one("#channels", DataTable), CHANNEL_COLUMNS, rows,
-                   [str(c["id"]) for c in self.channels])
+            rows.append(
+                (
+                    str(c["id"]),
+                    c["name"],
+                    c["plan"],
+                    c["connection"]["status"].replace("_", " "),
+                    "—" if row["users"] is None else f"{row['users']:,}",
+                    "—" if row["errors"] is None else row["errors"],
+                    "—" if row["outbox"] is None else row["outbox"],
+                    _when(sync.get("last_sync_at")),
+                    _when(sync.get("next_sync_at")),
+                )
+            )
+        fill_table(
+            self.query_one("#channels", DataTable),
+            CHANNEL_COLUMNS,
+            rows,
+            [str(c["id"]) for c in self.channels],
+        )
         runs = []
         for name, r in message.data["runs"]:
             counts = ", ".join(f"{k} {v}" for k, v in (r.get("counts") or {}).items() if v)
-            runs.append((name, str(r["id"]), r["status"], _when(r.get("started_at")), counts or "—"))
+            runs.append(
+                (name, str(r["id"]), r["status"], _when(r.get("started_at")), counts or "—")
+            )
         fill_table(self.query_one("#runs", DataTable), RUN_COLUMNS, runs)
         relay = message.data.get("relay") or {}
         box = self.query_one("#relay", Static)
         box.display = relay.get("state") == "refusing"
         if box.display:
             # The server's own words, shown literally (never read as markup).
-            box.update(Text(f"Mail relay refusing since {_when(relay.get('since'))}: every message waits "
-                            f"in the queue; next try {_when(relay.get('retry_at'))}. {relay.get('error') or ''}"))
+            box.update(
+                Text(
+                    f"Mail relay refusing since {_when(relay.get('since'))}: every message waits "
+                    f"in the queue; next try {_when(relay.get('retry_at'))}. {relay.get('error') or ''}"
+                )
+            )
 
     def on_daemon_event(self, event: DaemonEvent) -> None:
         # Many events can come at once (a sync's batches): reload at most every half second.

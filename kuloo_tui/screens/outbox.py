@@ -21,9 +21,15 @@ from .confirm import ConfirmScreen
 PAGE = 100
 # Widths from the content and the terminal: the error is cut first (with "…"), and at 80
 # columns Tries, Kind and Created give way before Email, State or Error would.
-COLUMNS = (Col("Id", keep=6, least=4), Col("Email", keep=8, flex=True, least=16, want=30),
-           Col("Kind", keep=3, least=8), Col("State", keep=9, least=9), Col("Tries", keep=1),
-           Col("Created", keep=2, least=16), Col("Error", keep=10, least=16, most=400, shrink=0))
+COLUMNS = (
+    Col("Id", keep=6, least=4),
+    Col("Email", keep=8, flex=True, least=16, want=30),
+    Col("Kind", keep=3, least=8),
+    Col("State", keep=9, least=9),
+    Col("Tries", keep=1),
+    Col("Created", keep=2, least=16),
+    Col("Error", keep=10, least=16, most=400, shrink=0),
+)
 
 
 def state_cell(state: str) -> Text:
@@ -52,7 +58,9 @@ class OutboxScreen(DaemonScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Banner()
-        yield Select([(s, s) for s in OUTBOX_STATES], prompt="every state", id="state", compact=True)
+        yield Select(
+            [(s, s) for s in OUTBOX_STATES], prompt="every state", id="state", compact=True
+        )
         yield DataTable(id="outbox", cursor_type="row", zebra_stripes=True)
         yield Static(id="count", markup=False)
         yield Footer()
@@ -79,8 +87,12 @@ class OutboxScreen(DaemonScreen):
 
     def action_more(self) -> None:
         if self.next_after is not None:
-            self.call("outbox.list", {**self.params(), "after": self.next_after},
-                      lambda r: Loaded("outbox", r, append=True), group="outbox")
+            self.call(
+                "outbox.list",
+                {**self.params(), "after": self.next_after},
+                lambda r: Loaded("outbox", r, append=True),
+                group="outbox",
+            )
 
     def on_select_changed(self, event: Select.Changed) -> None:
         self.reload()
@@ -95,15 +107,28 @@ class OutboxScreen(DaemonScreen):
         uncertain = sum(1 for m in self.messages if m["state"] == "uncertain")
         more = " — m loads more" if self.next_after is not None else ""
         self.query_one("#count", Static).update(
-            f"{len(self.messages):,} shown, {uncertain} uncertain (s: it was sent, e: resend){more}")
+            f"{len(self.messages):,} shown, {uncertain} uncertain (s: it was sent, e: resend){more}"
+        )
 
     def show(self) -> None:
-        rows = [(literal(m["id"]), literal(m["email"]), literal(m["kind"]), state_cell(m["state"]),
-                 literal(m["attempts"]),
-                 literal((m.get("created_at") or "")[:16].replace("T", " ")),
-                 literal(m.get("last_error") or "")) for m in self.messages]
-        show_rows(self.query_one("#outbox", DataTable), COLUMNS, rows,
-                  [str(m["id"]) for m in self.messages])
+        rows = [
+            (
+                literal(m["id"]),
+                literal(m["email"]),
+                literal(m["kind"]),
+                state_cell(m["state"]),
+                literal(m["attempts"]),
+                literal((m.get("created_at") or "")[:16].replace("T", " ")),
+                literal(m.get("last_error") or ""),
+            )
+            for m in self.messages
+        ]
+        show_rows(
+            self.query_one("#outbox", DataTable),
+            COLUMNS,
+            rows,
+            [str(m["id"]) for m in self.messages],
+        )
 
     def on_resize(self, event: events.Resize) -> None:
         self.call_after_refresh(self.show)
@@ -120,34 +145,52 @@ class OutboxScreen(DaemonScreen):
         if message is None:
             return
         if message["state"] == "failed" and decision == "resend":
-            question = f"Send message {message['id']} to {message['email']} again, with fresh attempts?"
+            question = (
+                f"Send message {message['id']} to {message['email']} again, with fresh attempts?"
+            )
         elif message["state"] != "uncertain":
-            self.app.notify("Only an uncertain message can be marked sent, and only an uncertain or a "
-                            "failed one resent.", severity="warning")
+            self.app.notify(
+                "Only an uncertain message can be marked sent, and only an uncertain or a "
+                "failed one resent.",
+                severity="warning",
+            )
             return
         else:
             question = ""
         question = question or (
             f"Mark message {message['id']} to {message['email']} as sent? It will not be sent again."
-            if decision == "sent" else
-            f"Send message {message['id']} to {message['email']} again? If the first one did arrive, "
-            "they get it twice.")
+            if decision == "sent"
+            else f"Send message {message['id']} to {message['email']} again? If the first one did arrive, "
+            "they get it twice."
+        )
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.call("outbox.resolve", {"id": message["id"], "as": decision},
-                          lambda doc: Saved("outbox", doc), group="resolve")
+                self.call(
+                    "outbox.resolve",
+                    {"id": message["id"], "as": decision},
+                    lambda doc: Saved("outbox", doc),
+                    group="resolve",
+                )
 
-        self.app.push_screen(ConfirmScreen(question, yes="Mark sent" if decision == "sent" else "Resend"), answered)
+        self.app.push_screen(
+            ConfirmScreen(question, yes="Mark sent" if decision == "sent" else "Resend"), answered
+        )
 
     def action_resend_failed(self) -> None:
-        question = ("Send every failed message of this channel again, each with fresh attempts? "
-                    "Do this once the relay or the addresses are fixed.")
+        question = (
+            "Send every failed message of this channel again, each with fresh attempts? "
+            "Do this once the relay or the addresses are fixed."
+        )
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.call("outbox.resend_failed", {"channel": self.channel_id},
-                          lambda doc: Saved("outbox-resend", doc), group="resolve")
+                self.call(
+                    "outbox.resend_failed",
+                    {"channel": self.channel_id},
+                    lambda doc: Saved("outbox-resend", doc),
+                    group="resolve",
+                )
 
         self.app.push_screen(ConfirmScreen(question, yes="Resend all failed"), answered)
 

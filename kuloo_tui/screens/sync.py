@@ -20,8 +20,11 @@ from .base import SELL_WEB, Banner, Col, DaemonScreen, fill_table, link_text, re
 
 RUN_COLUMNS = ("Run", "Status", "Started", "Finished", "Counts")
 # The problem is cut first (it is shown whole below the list), then the email.
-ERROR_COLUMNS = (Col("Record", keep=6), Col("Email", keep=5, flex=True, least=16),
-                 Col("Problem", keep=9, least=16, most=400, shrink=0))
+ERROR_COLUMNS = (
+    Col("Record", keep=6),
+    Col("Email", keep=5, flex=True, least=16),
+    Col("Problem", keep=9, least=16, most=400, shrink=0),
+)
 
 
 def when(iso: str | None) -> str:
@@ -77,21 +80,43 @@ class SyncScreen(DaemonScreen):
         if "sync.runs" not in self.methods:
             self.query_one("#errors-title", Static).update("This daemon has no sync yet.")
             return
-        self.call("sync.runs", {"channel": self.channel_id, "limit": 20}, lambda r: Loaded("runs", r["runs"]))
-        self.call("sync.errors", {"channel": self.channel_id, "limit": 100}, lambda r: Loaded("errors", r),
-                  group="errors")
+        self.call(
+            "sync.runs",
+            {"channel": self.channel_id, "limit": 20},
+            lambda r: Loaded("runs", r["runs"]),
+        )
+        self.call(
+            "sync.errors",
+            {"channel": self.channel_id, "limit": 100},
+            lambda r: Loaded("errors", r),
+            group="errors",
+        )
 
     def action_more(self) -> None:
         if self.next is not None:
-            self.call("sync.errors", {"channel": self.channel_id, "limit": 100, "after": self.next},
-                      lambda r: Loaded("errors", r, append=True), group="errors")
+            self.call(
+                "sync.errors",
+                {"channel": self.channel_id, "limit": 100, "after": self.next},
+                lambda r: Loaded("errors", r, append=True),
+                group="errors",
+            )
 
     def on_loaded(self, message: Loaded) -> None:
         if message.what == "runs":
-            fill_table(self.query_one("#sync-runs", DataTable), RUN_COLUMNS,
-                       [(str(r["id"]), run_status(r),
-                         when(r.get("started_at")), when(r.get("finished_at")), counts_text(r.get("counts")))
-                        for r in message.data])
+            fill_table(
+                self.query_one("#sync-runs", DataTable),
+                RUN_COLUMNS,
+                [
+                    (
+                        str(r["id"]),
+                        run_status(r),
+                        when(r.get("started_at")),
+                        when(r.get("finished_at")),
+                        counts_text(r.get("counts")),
+                    )
+                    for r in message.data
+                ],
+            )
         elif message.what == "errors":
             if not message.append:
                 self.errors = []
@@ -104,9 +129,14 @@ class SyncScreen(DaemonScreen):
             self.query_one("#errors-title", Static).update(f"Sync errors: {len(self.errors)}{more}")
 
     def show_errors(self) -> None:
-        rows = [(f"{e['crm']['kind']} {e['crm']['id']}" if e.get("crm") else "—",
-                 e.get("email") or "—", e.get("error") or e.get("code") or "")
-                for e in self.errors]
+        rows = [
+            (
+                f"{e['crm']['kind']} {e['crm']['id']}" if e.get("crm") else "—",
+                e.get("email") or "—",
+                e.get("error") or e.get("code") or "",
+            )
+            for e in self.errors
+        ]
         show_rows(self.query_one("#sync-errors", DataTable), ERROR_COLUMNS, rows)
         self.show_detail()
 
@@ -134,7 +164,8 @@ class SyncScreen(DaemonScreen):
         text = Text.assemble(
             (f"{crm['kind']} {crm['id']}" if crm else "no Sell record", "bold"),
             f" · {error.get('email') or 'no email'}\n",
-            error.get("error") or error.get("code") or "")
+            error.get("error") or error.get("code") or "",
+        )
         if error.get("user") is not None:
             text.append("\nEnter: open the user")
         elif crm:
@@ -157,16 +188,20 @@ class SyncScreen(DaemonScreen):
             return
         crm = error.get("crm")
         if not crm:
-            self.app.notify("This error names no Kuloo user and no Sell record.",
-                            severity="warning")
+            self.app.notify(
+                "This error names no Kuloo user and no Sell record.", severity="warning"
+            )
             return
         # Over SSH nothing could open a browser here: the link goes to the clipboard (OSC 52)
         # and stays on screen as a hyperlink the admin's terminal can open.
         url = record_url(self.web_url(), crm)
         self.app.copy_to_clipboard(url)
         self.opened_record = url
-        self.app.notify(f"Link to {crm['kind']} {crm['id']} in Sell copied to the clipboard: {url}",
-                        title="Sell record", timeout=10)
+        self.app.notify(
+            f"Link to {crm['kind']} {crm['id']} in Sell copied to the clipboard: {url}",
+            title="Sell record",
+            timeout=10,
+        )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "sync-errors":

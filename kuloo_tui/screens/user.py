@@ -84,7 +84,13 @@ class UserScreen(DaemonScreen):
                 yield Input(id="last_name", placeholder="last name", compact=True)
             with Horizontal(classes="row"):
                 yield Label("Frequency", classes="inline")
-                yield Select([(f, f) for f in FREQUENCIES], id="frequency", allow_blank=False, value="weekly", compact=True)
+                yield Select(
+                    [(f, f) for f in FREQUENCIES],
+                    id="frequency",
+                    allow_blank=False,
+                    value="weekly",
+                    compact=True,
+                )
                 yield Label("Unsubscribed", classes="inline")
                 yield Switch(id="unsubscribed")
                 yield Label("Add to CRM", classes="inline")
@@ -92,7 +98,12 @@ class UserScreen(DaemonScreen):
             yield Label("Promo tags (the channel's sequential tags)")
             yield CheckList(id="promo_tags", compact=True)
             yield Static(id="crm", markup=False)
-            yield Button("Add user" if self.user_id is None else "Save", id="save", variant="primary", compact=True)
+            yield Button(
+                "Add user" if self.user_id is None else "Save",
+                id="save",
+                variant="primary",
+                compact=True,
+            )
             if self.user_id is not None:
                 yield Label("Sequence", classes="section-title")
                 yield Static("—", id="progress", markup=False)
@@ -113,7 +124,11 @@ class UserScreen(DaemonScreen):
         self.call("channels.get", {"id": self.channel_id}, lambda doc: Loaded("channel", doc))
         if self.user_id is not None:
             self.call("users.get", {"id": self.user_id}, lambda doc: Loaded("user", doc))
-            self.call("users.audit", {"id": self.user_id, "limit": 50}, lambda r: Loaded("audit", r["entries"]))
+            self.call(
+                "users.audit",
+                {"id": self.user_id, "limit": 50},
+                lambda r: Loaded("audit", r["entries"]),
+            )
             self.load_progress()
 
     def load_progress(self) -> None:
@@ -133,9 +148,18 @@ class UserScreen(DaemonScreen):
             table.clear()
             for e in message.data:
                 at = (e["at"] or "")[:16].replace("T", " ")
-                table.add_row(*(literal(cell) for cell in (
-                    at, e["actor"], e["field"] or e.get("note") or "",
-                    _short(e.get("old")), _short(e.get("new")))))
+                table.add_row(
+                    *(
+                        literal(cell)
+                        for cell in (
+                            at,
+                            e["actor"],
+                            e["field"] or e.get("note") or "",
+                            _short(e.get("old")),
+                            _short(e.get("new")),
+                        )
+                    )
+                )
 
     def fill_tags(self) -> None:
         chosen = set(self.doc["promo_tags"]) if self.doc else set()
@@ -158,8 +182,9 @@ class UserScreen(DaemonScreen):
         source = SOURCES.get(doc["source"], doc["source"])
         error = f"\nSync error: {doc['sync_error']}" if doc.get("sync_error") else ""
         web = getattr(self.app, "sell_web_url", SELL_WEB)
-        self.query_one("#crm", Static).update(Text.assemble(
-            "CRM: ", crm_link(doc.get("crm"), web), f"   Source: {source}{error}"))
+        self.query_one("#crm", Static).update(
+            Text.assemble("CRM: ", crm_link(doc.get("crm"), web), f"   Source: {source}{error}")
+        )
 
     def form(self) -> dict[str, Any]:
         return {
@@ -188,32 +213,51 @@ class UserScreen(DaemonScreen):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.call("users.reset_sequence", {"id": user_id}, lambda r: Saved("reset", r), group="reset")
+                self.call(
+                    "users.reset_sequence",
+                    {"id": user_id},
+                    lambda r: Saved("reset", r),
+                    group="reset",
+                )
 
-        self.app.push_screen(ConfirmScreen(
-            f"Reset the sequence of {email}?\n\nThe sequential articles start again from the first: "
-            "articles already sent will be sent again when due.", yes="Reset"), answered)
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Reset the sequence of {email}?\n\nThe sequential articles start again from the first: "
+                "articles already sent will be sent again when due.",
+                yes="Reset",
+            ),
+            answered,
+        )
 
     def action_erase_user(self) -> None:
         """users.erase behind a confirmation where the user's email is typed out."""
         if self.user_id is None or self.doc is None or "users.erase" not in self.methods:
             return
         user_id, email = self.user_id, self.doc["email"]
-        question = (f"Erase user {user_id} ({email})? Their profile, audit values and outbox leave "
-                    "Kuloo for good; their Sell record is not touched, only unlinked, and is not "
-                    "imported again. This cannot be undone. Type their email to go on.")
+        question = (
+            f"Erase user {user_id} ({email})? Their profile, audit values and outbox leave "
+            "Kuloo for good; their Sell record is not touched, only unlinked, and is not "
+            "imported again. This cannot be undone. Type their email to go on."
+        )
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.call("users.erase", {"id": user_id, "confirm": email},
-                          lambda r: Saved("erased", r), group="erase")
+                self.call(
+                    "users.erase",
+                    {"id": user_id, "confirm": email},
+                    lambda r: Saved("erased", r),
+                    group="erase",
+                )
 
         self.app.push_screen(TypeToConfirmScreen(question, email, "Erase"), answered)
 
     def action_save(self) -> None:
         values = self.form()
         if self.user_id is None:
-            params = {"channel": self.channel_id, **{k: v for k, v in values.items() if v not in ("", [])}}
+            params = {
+                "channel": self.channel_id,
+                **{k: v for k, v in values.items() if v not in ("", [])},
+            }
             self.call("users.add", params, lambda doc: Saved("user", doc), group="save")
             return
         if self.doc is None:
@@ -222,7 +266,12 @@ class UserScreen(DaemonScreen):
         if not changes:
             self.app.notify("Nothing changed.")
             return
-        self.call("users.update", {"id": self.user_id, **changes}, lambda doc: Saved("user", doc), group="save")
+        self.call(
+            "users.update",
+            {"id": self.user_id, **changes},
+            lambda doc: Saved("user", doc),
+            group="save",
+        )
 
     def on_saved(self, message: Saved) -> None:
         if message.what == "erased":
@@ -241,18 +290,28 @@ class UserScreen(DaemonScreen):
             return
         self.show(message.doc)
         self.app.notify("Saved.")
-        self.call("users.audit", {"id": self.user_id, "limit": 50}, lambda r: Loaded("audit", r["entries"]))
+        self.call(
+            "users.audit",
+            {"id": self.user_id, "limit": 50},
+            lambda r: Loaded("audit", r["entries"]),
+        )
 
     def on_daemon_event(self, event: DaemonEvent) -> None:
-        if (event.event == "user.updated" and isinstance(event.data, dict) and self.user_id is not None
-                and event.data.get("id") == self.user_id):
+        if (
+            event.event == "user.updated"
+            and isinstance(event.data, dict)
+            and self.user_id is not None
+            and event.data.get("id") == self.user_id
+        ):
             self.reload()
 
 
 def describe_progress(progress: dict[str, Any]) -> str:
     sent = progress.get("sent") or []
-    lines = [f"Sent {(s.get('sent_at') or '')[:16].replace('T', ' ')}  {s.get('title') or s['article']}"
-             for s in sent] or ["No sequential article sent yet."]
+    lines = [
+        f"Sent {(s.get('sent_at') or '')[:16].replace('T', ' ')}  {s.get('title') or s['article']}"
+        for s in sent
+    ] or ["No sequential article sent yet."]
     nxt = progress.get("next")
     if nxt:
         due = (nxt.get("due_at") or "")[:16].replace("T", " ")

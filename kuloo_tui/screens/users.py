@@ -19,9 +19,15 @@ from .base import Banner, Col, DaemonScreen, literal, show_rows
 PAGE = 50
 # Widths come from the content and the terminal; at 80 columns Source and CRM give way
 # first, and the Sync error column always stays.
-COLUMNS = (Col("Id", keep=6), Col("Email", keep=9, flex=True, least=20, want=30),
-           Col("Name", keep=4, least=12), Col("Subscription", keep=5), Col("Source", keep=1),
-           Col("CRM", keep=2), Col("Sync error", keep=8))
+COLUMNS = (
+    Col("Id", keep=6),
+    Col("Email", keep=9, flex=True, least=20, want=30),
+    Col("Name", keep=4, least=12),
+    Col("Subscription", keep=5),
+    Col("Source", keep=1),
+    Col("CRM", keep=2),
+    Col("Sync error", keep=8),
+)
 
 
 class SearchInput(Input):
@@ -64,7 +70,9 @@ class UsersScreen(DaemonScreen):
         self.next: int | None = None
         self.total = 0
         self.tags: list[str] = []
-        self.shown_query: str | None = None  # the search the rows shown answer (None before the first page)
+        self.shown_query: str | None = (
+            None  # the search the rows shown answer (None before the first page)
+        )
         self.open_when_shown = False  # Enter in the search box before its answer came
 
     def compose(self) -> ComposeResult:
@@ -72,12 +80,22 @@ class UsersScreen(DaemonScreen):
         yield Banner()
         yield SearchInput(id="search", placeholder="search email or name (type to filter)")
         with Horizontal(id="filters"):
-            yield Select([("yes", True), ("no", False)], prompt="sync error", id="f-error", compact=True)
-            yield Select([(s, s) for s in SUBSCRIPTIONS], prompt="subscription", id="f-sub", compact=True)
-            yield Select([(label, value) for value, label in SOURCES.items()], prompt="source", id="f-source",
-                         compact=True)
+            yield Select(
+                [("yes", True), ("no", False)], prompt="sync error", id="f-error", compact=True
+            )
+            yield Select(
+                [(s, s) for s in SUBSCRIPTIONS], prompt="subscription", id="f-sub", compact=True
+            )
+            yield Select(
+                [(label, value) for value, label in SOURCES.items()],
+                prompt="source",
+                id="f-source",
+                compact=True,
+            )
             yield Select([], prompt="promo", id="f-promo", compact=True)
-            yield Select([(k, k) for k in CRM_KINDS], prompt="lead/contact", id="f-crm", compact=True)
+            yield Select(
+                [(k, k) for k in CRM_KINDS], prompt="lead/contact", id="f-crm", compact=True
+            )
         yield DataTable(id="users", cursor_type="row", zebra_stripes=True)
         yield Static(id="count", markup=False)
         yield Footer()
@@ -94,8 +112,13 @@ class UsersScreen(DaemonScreen):
         query = self.query_one("#search", Input).value.strip()
         if query:
             p["query"] = query
-        for wid, key in (("f-error", "has_sync_error"), ("f-sub", "subscription"), ("f-source", "source"),
-                         ("f-promo", "promo"), ("f-crm", "crm_kind")):
+        for wid, key in (
+            ("f-error", "has_sync_error"),
+            ("f-sub", "subscription"),
+            ("f-source", "source"),
+            ("f-promo", "promo"),
+            ("f-crm", "crm_kind"),
+        ):
             value = self.query_one(f"#{wid}", Select).value
             if value is not Select.NULL:
                 p[key] = value
@@ -106,12 +129,21 @@ class UsersScreen(DaemonScreen):
             self.call("channels.get", {"id": self.channel_id}, lambda doc: Loaded("channel", doc))
         params = self.params()
         query = params.get("query", "")
-        self.call("users.list", params, lambda page: Loaded("users", {**page, "query": query}), group="users")
+        self.call(
+            "users.list",
+            params,
+            lambda page: Loaded("users", {**page, "query": query}),
+            group="users",
+        )
 
     def action_more(self) -> None:
         if self.next is not None:
-            self.call("users.list", {**self.params(), "after": self.next},
-                      lambda page: Loaded("users", page, append=True), group="users")
+            self.call(
+                "users.list",
+                {**self.params(), "after": self.next},
+                lambda page: Loaded("users", page, append=True),
+                group="users",
+            )
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "search":
@@ -142,11 +174,17 @@ class UsersScreen(DaemonScreen):
                 self.open_when_shown = False
                 self.action_open_user()
         more = " — m or the end of the list loads more" if self.next is not None else ""
-        self.query_one("#count", Static).update(f"{len(self.users):,} of {self.total:,} shown{more}")
+        self.query_one("#count", Static).update(
+            f"{len(self.users):,} of {self.total:,} shown{more}"
+        )
 
     def show(self) -> None:
-        show_rows(self.query_one("#users", DataTable), COLUMNS, [self.row(u) for u in self.users],
-                  [str(u["id"]) for u in self.users])
+        show_rows(
+            self.query_one("#users", DataTable),
+            COLUMNS,
+            [self.row(u) for u in self.users],
+            [str(u["id"]) for u in self.users],
+        )
 
     def on_resize(self, event: events.Resize) -> None:
         self.call_after_refresh(self.show)
@@ -155,9 +193,18 @@ class UsersScreen(DaemonScreen):
     def row(user: dict[str, Any]) -> tuple[Text, ...]:
         name = " ".join(p for p in (user.get("first_name"), user.get("last_name")) if p)
         source = SOURCES.get(user["source"], user["source"])
-        return tuple(literal(cell) for cell in (
-            str(user["id"]), user["email"], name, subscription(user), source, crm(user),
-            "yes" if user.get("sync_error") else ""))
+        return tuple(
+            literal(cell)
+            for cell in (
+                str(user["id"]),
+                user["email"],
+                name,
+                subscription(user),
+                source,
+                crm(user),
+                "yes" if user.get("sync_error") else "",
+            )
+        )
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.cursor_row == len(self.users) - 1 and self.next is not None:

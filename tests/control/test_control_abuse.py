@@ -47,7 +47,9 @@ def read_line(f) -> dict:
 
 
 def errors_in(log: str) -> list[str]:
-    return [entry for entry in log.splitlines() if '"level": "error"' in entry or "Traceback" in entry]
+    return [
+        entry for entry in log.splitlines() if '"level": "error"' in entry or "Traceback" in entry
+    ]
 
 
 def alive_and_serving(daemon) -> dict:
@@ -99,8 +101,10 @@ def test_clients_vanishing_at_every_point_of_a_conversation_leave_the_daemon_ser
 
 
 def test_a_client_gone_during_a_slow_channels_verify(daemon_factory, sellsim):
-    d = daemon_factory(sell=f'base_url = "{sellsim.base_url}"\nmax_attempts = 1\nverify_timeout_seconds = 20\n'
-                       "timeout_seconds = 10\n").start()
+    d = daemon_factory(
+        sell=f'base_url = "{sellsim.base_url}"\nmax_attempts = 1\nverify_timeout_seconds = 20\n'
+        "timeout_seconds = 10\n"
+    ).start()
     d.wait_for("READY=1")
     with d.client() as c:
         doc = c.call("channels.create", {"name": "Acme", "api_token": DEMO_TOKEN})
@@ -108,7 +112,12 @@ def test_a_client_gone_during_a_slow_channels_verify(daemon_factory, sellsim):
     assert doc["connection"]["status"] == "verified" and before
     sellsim.set_faults([{"kind": "slow", "path": "/v2/users/self", "delay": 1.5, "count": 1}])
     s = raw(d)
-    s.sendall(HELLO + line({"type": "request", "id": 7, "method": "channels.verify", "params": {"id": doc["id"]}}))
+    s.sendall(
+        HELLO
+        + line(
+            {"type": "request", "id": 7, "method": "channels.verify", "params": {"id": doc["id"]}}
+        )
+    )
     f = s.makefile("rb")
     assert read_line(f)["id"] == 0
     time.sleep(0.5)  # the check now waits on Sell; the client gives up (Ctrl-C on kuloo-ctl)
@@ -117,7 +126,9 @@ def test_a_client_gone_during_a_slow_channels_verify(daemon_factory, sellsim):
     # the check finishes after the client left: its reply finds nobody, the result is kept
     deadline = time.monotonic() + 30
     with d.client() as c:
-        while (got := c.call("channels.get", {"id": doc["id"]}))["connection"]["checked_at"] == before:
+        while (got := c.call("channels.get", {"id": doc["id"]}))["connection"][
+            "checked_at"
+        ] == before:
             assert time.monotonic() < deadline, got
             time.sleep(0.1)
         assert got["connection"]["status"] == "verified"
@@ -141,11 +152,23 @@ def test_a_line_of_exactly_max_line_bytes_is_answered_and_one_byte_more_is_line_
     exact, over = _padded_status(MAX), _padded_status(MAX + 1)
     assert len(exact) == MAX
     # sent in pieces so the limit is met both while buffering and at the newline
-    for data in (exact[:40_000], exact[40_000:] + b"\n", over[:MAX], over[MAX:] + b"\n", exact + b"\n"):
+    for data in (
+        exact[:40_000],
+        exact[40_000:] + b"\n",
+        over[:MAX],
+        over[MAX:] + b"\n",
+        exact + b"\n",
+    ):
         s.sendall(data)
     first, second, third = read_line(f), read_line(f), read_line(f)
-    assert first["type"] == "reply" and first["id"] == 5 and first["result"]["pid"] == daemon.proc.pid
-    assert second["type"] == "error" and second["error"]["code"] == "line_too_long" and second["id"] is None
+    assert (
+        first["type"] == "reply" and first["id"] == 5 and first["result"]["pid"] == daemon.proc.pid
+    )
+    assert (
+        second["type"] == "error"
+        and second["error"]["code"] == "line_too_long"
+        and second["id"] is None
+    )
     assert f"line of {MAX + 1} bytes" in second["error"]["message"]
     assert third["type"] == "reply" and third["id"] == 5
     s.close()
@@ -153,49 +176,147 @@ def test_a_line_of_exactly_max_line_bytes_is_answered_and_one_byte_more_is_line_
 
 # Every bad input tried against the daemon, and the answer it gets (the report's table).
 # (what, line sent after hello, expected code, expected id)
-DEEP = b'{"type":"request","id":1,"method":"status","params":{"x":' + b"[" * 30_000 + b"]" * 30_000 + b"}}"
+DEEP = (
+    b'{"type":"request","id":1,"method":"status","params":{"x":'
+    + b"[" * 30_000
+    + b"]" * 30_000
+    + b"}}"
+)
 BAD_INPUTS = [
     ("not JSON", b"{not json", "parse_error", None),
     ("invalid UTF-8", b"\xff\xfe{}", "parse_error", None),
     ("JSON nested 30,000 deep", DEEP, "parse_error", None),
-    ("JSON nested 33 deep", b'{"id":1,"method":"status","params":{"x":' + b"[" * 31 + b"]" * 31 + b"}}", "parse_error", None),
+    (
+        "JSON nested 33 deep",
+        b'{"id":1,"method":"status","params":{"x":' + b"[" * 31 + b"]" * 31 + b"}}",
+        "parse_error",
+        None,
+    ),
     ("NaN in params", b'{"id":1,"method":"status","params":{"x":NaN}}', "parse_error", None),
-    ("1e400 (overflows to infinity)", b'{"id":1,"method":"status","params":{"x":1e400}}', "invalid_params", 1),
+    (
+        "1e400 (overflows to infinity)",
+        b'{"id":1,"method":"status","params":{"x":1e400}}',
+        "invalid_params",
+        1,
+    ),
     ("line over max_line_bytes", b"x" * (MAX + 1), "line_too_long", None),
     ("a JSON array", b"[1,2,3]", "invalid_request", None),
     ("no id", b'{"method":"status"}', "invalid_request", None),
     ("id true", b'{"id":true,"method":"status"}', "invalid_request", None),
     ("id 2^63", b'{"id":9223372036854775808,"method":"status"}', "invalid_request", None),
-    ("id a 101-char string", line({"id": "i" * 101, "method": "status"}).rstrip(), "invalid_request", None),
+    (
+        "id a 101-char string",
+        line({"id": "i" * 101, "method": "status"}).rstrip(),
+        "invalid_request",
+        None,
+    ),
     ("lone surrogate in id", rb'{"id":"\ud800","method":"status"}', "invalid_request", None),
     ("lone surrogate in method", rb'{"id":1,"method":"status\ud800"}', "invalid_request", 1),
-    ("lone surrogate in an unknown field", rb'{"id":1,"method":"status","x":"\udfff"}', "invalid_request", 1),
+    (
+        "lone surrogate in an unknown field",
+        rb'{"id":1,"method":"status","x":"\udfff"}',
+        "invalid_request",
+        1,
+    ),
     ("type reply", b'{"id":1,"type":"reply","method":"status"}', "invalid_request", 1),
     ("unknown method", b'{"id":1,"method":"channels.destroy"}', "unknown_method", 1),
     ("params a list", b'{"id":1,"method":"status","params":[1]}', "invalid_params", 1),
-    ("channels.get id 2^63", b'{"id":1,"method":"channels.get","params":{"id":9223372036854775808}}', "invalid_params", 1),
-    ("channels.get id -2^63-1", b'{"id":1,"method":"channels.get","params":{"id":-9223372036854775809}}', "invalid_params", 1),
-    ("channels.get id 2^63-1", b'{"id":1,"method":"channels.get","params":{"id":9223372036854775807}}', "not_found", 1),
-    ("channels.get id 0", b'{"id":1,"method":"channels.get","params":{"id":0}}', "invalid_params", 1),
-    ("channels.get name of 201 chars", line({"id": 1, "method": "channels.get", "params": {"name": "n" * 201}}).rstrip(),
-     "invalid_params", 1),
-    ("channels.get name of 200 chars", line({"id": 1, "method": "channels.get", "params": {"name": "n" * 200}}).rstrip(),
-     "not_found", 1),
-    ("channels.create tag a lone surrogate",
-     rb'{"id":1,"method":"channels.create","params":{"name":"S","sequential_tags":["\ud800"]}}', "invalid_params", 1),
-    ("channels.create name with a lone surrogate", rb'{"id":1,"method":"channels.create","params":{"name":"a\udbff"}}',
-     "invalid_params", 1),
-    ("channels.create surrogate in a key", rb'{"id":1,"method":"channels.create","params":{"name":"k","\ud800":1}}',
-     "invalid_params", 1),
-    ("channels.create name of 201 chars", line({"id": 1, "method": "channels.create", "params": {"name": "n" * 201}}).rstrip(),
-     "invalid_params", 1),
-    ("channels.update id 2^64", b'{"id":1,"method":"channels.update","params":{"id":18446744073709551616,"plan":"pro"}}',
-     "invalid_params", 1),
-    ("channels.update unknown plan", b'{"id":1,"method":"channels.update","params":{"id":1,"plan":"gold"}}', "invalid_params", 1),
-    ("channels.verify id 2^63", b'{"id":1,"method":"channels.verify","params":{"id":9223372036854775808}}', "invalid_params", 1),
-    ("hello version 2^64", b'{"id":1,"method":"hello","params":{"version":18446744073709551616}}', "invalid_params", 1),
-    ("hello version 99", b'{"id":1,"method":"hello","params":{"version":99}}', "unsupported_version", 1),
-    ("hello version \"1\"", b'{"id":1,"method":"hello","params":{"version":"1"}}', "invalid_params", 1),
+    (
+        "channels.get id 2^63",
+        b'{"id":1,"method":"channels.get","params":{"id":9223372036854775808}}',
+        "invalid_params",
+        1,
+    ),
+    (
+        "channels.get id -2^63-1",
+        b'{"id":1,"method":"channels.get","params":{"id":-9223372036854775809}}',
+        "invalid_params",
+        1,
+    ),
+    (
+        "channels.get id 2^63-1",
+        b'{"id":1,"method":"channels.get","params":{"id":9223372036854775807}}',
+        "not_found",
+        1,
+    ),
+    (
+        "channels.get id 0",
+        b'{"id":1,"method":"channels.get","params":{"id":0}}',
+        "invalid_params",
+        1,
+    ),
+    (
+        "channels.get name of 201 chars",
+        line({"id": 1, "method": "channels.get", "params": {"name": "n" * 201}}).rstrip(),
+        "invalid_params",
+        1,
+    ),
+    (
+        "channels.get name of 200 chars",
+        line({"id": 1, "method": "channels.get", "params": {"name": "n" * 200}}).rstrip(),
+        "not_found",
+        1,
+    ),
+    (
+        "channels.create tag a lone surrogate",
+        rb'{"id":1,"method":"channels.create","params":{"name":"S","sequential_tags":["\ud800"]}}',
+        "invalid_params",
+        1,
+    ),
+    (
+        "channels.create name with a lone surrogate",
+        rb'{"id":1,"method":"channels.create","params":{"name":"a\udbff"}}',
+        "invalid_params",
+        1,
+    ),
+    (
+        "channels.create surrogate in a key",
+        rb'{"id":1,"method":"channels.create","params":{"name":"k","\ud800":1}}',
+        "invalid_params",
+        1,
+    ),
+    (
+        "channels.create name of 201 chars",
+        line({"id": 1, "method": "channels.create", "params": {"name": "n" * 201}}).rstrip(),
+        "invalid_params",
+        1,
+    ),
+    (
+        "channels.update id 2^64",
+        b'{"id":1,"method":"channels.update","params":{"id":18446744073709551616,"plan":"pro"}}',
+        "invalid_params",
+        1,
+    ),
+    (
+        "channels.update unknown plan",
+        b'{"id":1,"method":"channels.update","params":{"id":1,"plan":"gold"}}',
+        "invalid_params",
+        1,
+    ),
+    (
+        "channels.verify id 2^63",
+        b'{"id":1,"method":"channels.verify","params":{"id":9223372036854775808}}',
+        "invalid_params",
+        1,
+    ),
+    (
+        "hello version 2^64",
+        b'{"id":1,"method":"hello","params":{"version":18446744073709551616}}',
+        "invalid_params",
+        1,
+    ),
+    (
+        "hello version 99",
+        b'{"id":1,"method":"hello","params":{"version":99}}',
+        "unsupported_version",
+        1,
+    ),
+    (
+        'hello version "1"',
+        b'{"id":1,"method":"hello","params":{"version":"1"}}',
+        "invalid_params",
+        1,
+    ),
 ]
 
 
@@ -232,10 +353,15 @@ def test_a_client_that_floods_without_newlines_is_bounded(daemon, hello_first):
         s.sendall(HELLO)
         read_line(f)
     chunk = b"z" * 65536
-    sender = threading.Thread(target=lambda: [s.sendall(chunk) for _ in range(64)] + [s.sendall(b"\n" + HELLO)])
+    sender = threading.Thread(
+        target=lambda: [s.sendall(chunk) for _ in range(64)] + [s.sendall(b"\n" + HELLO)]
+    )
     sender.start()
     reply = read_line(f)
-    assert reply["error"]["code"] == "line_too_long" and f"line of {64 * 65536} bytes" in reply["error"]["message"]
+    assert (
+        reply["error"]["code"] == "line_too_long"
+        and f"line of {64 * 65536} bytes" in reply["error"]["message"]
+    )
     assert read_line(f)["result"]["version"] == 1
     sender.join()
     f.close()  # the file holds the socket open too
@@ -246,7 +372,9 @@ def test_a_client_that_floods_without_newlines_is_bounded(daemon, hello_first):
 # --- fuzz: many clients writing random prefixes of good and bad traffic ----------------------
 SOAK = bool(os.environ.get("KULOO_SOAK"))
 FUZZ_CONNECTIONS = 5000 if SOAK else 500
-RSS_GROWTH_LIMIT_KB = 16 * 1024  # the RSS after the fuzz over the RSS after a warm-up (measured: +1 MB at 500)
+RSS_GROWTH_LIMIT_KB = (
+    16 * 1024
+)  # the RSS after the fuzz over the RSS after a warm-up (measured: +1 MB at 500)
 
 
 def rss_kb(pid: int) -> int:
@@ -259,12 +387,35 @@ def fuzz_script(rng: random.Random, n: int) -> bytes:
         line({"type": "request", "id": rng.randrange(1, 1000), "method": "status"}),
         line({"type": "request", "id": "s", "method": "subscribe"}),
         line({"type": "request", "id": 3, "method": "channels.list"}),
-        line({"type": "request", "id": 4, "method": "channels.get", "params": {"id": rng.randrange(1, 5)}}),
-        line({"type": "request", "id": 5, "method": "channels.create", "params": {"name": f"fuzz {n}", "plan": "pro"}}),
-        line({"type": "request", "id": 6, "method": "channels.update",
-              "params": {"id": 1, "postal_address": f"{n} " + "p" * rng.randrange(2000)}}),
+        line(
+            {
+                "type": "request",
+                "id": 4,
+                "method": "channels.get",
+                "params": {"id": rng.randrange(1, 5)},
+            }
+        ),
+        line(
+            {
+                "type": "request",
+                "id": 5,
+                "method": "channels.create",
+                "params": {"name": f"fuzz {n}", "plan": "pro"},
+            }
+        ),
+        line(
+            {
+                "type": "request",
+                "id": 6,
+                "method": "channels.update",
+                "params": {"id": 1, "postal_address": f"{n} " + "p" * rng.randrange(2000)},
+            }
+        ),
     ]
-    bad = [b for _, b, _, _ in BAD_INPUTS if len(b) < 2000] + [b'{"id":1,"method":"status"', b"\x00\x01\x02"]
+    bad = [b for _, b, _, _ in BAD_INPUTS if len(b) < 2000] + [
+        b'{"id":1,"method":"status"',
+        b"\x00\x01\x02",
+    ]
     parts = [HELLO] if rng.random() < 0.9 else []
     for _ in range(rng.randrange(8)):
         parts.append(rng.choice(good) if rng.random() < 0.6 else rng.choice(bad) + b"\n")
@@ -280,7 +431,7 @@ def fuzz_one(daemon, seed: int) -> None:
     s = raw(daemon)
     try:
         for start in range(0, len(data), 4096):
-            s.sendall(data[start:start + 4096])
+            s.sendall(data[start : start + 4096])
             if rng.random() < 0.05:
                 return  # gone mid-write
         ending = rng.random()
@@ -331,8 +482,10 @@ def test_fuzz_many_clients_closing_at_random_points_while_status_is_always_answe
     assert daemon.proc.poll() is None
     assert status["connections"] == 1, status
     after = rss_kb(daemon.proc.pid)
-    print(f"fuzz: {FUZZ_CONNECTIONS} connections, {len(answers)} status answers, "
-          f"RSS {before} kB -> {after} kB (+{after - before} kB)")
+    print(
+        f"fuzz: {FUZZ_CONNECTIONS} connections, {len(answers)} status answers, "
+        f"RSS {before} kB -> {after} kB (+{after - before} kB)"
+    )
     assert after - before < RSS_GROWTH_LIMIT_KB
     assert errors_in(daemon.log()) == []
 
@@ -344,7 +497,10 @@ def test_a_lone_surrogate_stored_by_an_older_version_is_answered_not_fatal(daemo
         doc = c.call("channels.create", {"name": "old", "sequential_tags": ["ok"]})
     db = sqlite3.connect(alive_and_serving(daemon)["store"])
     with db:
-        db.execute("UPDATE channel SET sequential_tags = ? WHERE id = ?", ('["ok", "bad\\ud800"]', doc["id"]))
+        db.execute(
+            "UPDATE channel SET sequential_tags = ? WHERE id = ?",
+            ('["ok", "bad\\ud800"]', doc["id"]),
+        )
     db.close()
     with daemon.client() as c:
         assert c.call("channels.list")["channels"][0]["sequential_tags"] == ["ok", "bad\ufffd"]
@@ -353,15 +509,28 @@ def test_a_lone_surrogate_stored_by_an_older_version_is_answered_not_fatal(daemo
 
 
 def test_ctrl_c_on_kuloo_ctl_during_a_slow_channels_verify(daemon_factory, sellsim):
-    d = daemon_factory(sell=f'base_url = "{sellsim.base_url}"\nmax_attempts = 1\nverify_timeout_seconds = 20\n').start()
+    d = daemon_factory(
+        sell=f'base_url = "{sellsim.base_url}"\nmax_attempts = 1\nverify_timeout_seconds = 20\n'
+    ).start()
     d.wait_for("READY=1")
     with d.client() as c:
         doc = c.call("channels.create", {"name": "Acme", "api_token": DEMO_TOKEN})
     # the verify's token check (the channel's scheduled sync also talks to Sell meanwhile)
     sellsim.set_faults([{"kind": "slow", "path": "/v2/users/self", "delay": 6, "count": 1}])
-    ctl = subprocess.Popen([sys.executable, "-m", "kuloo_daemon.control.ctl", "--socket", d.socket_path,
-                            "channels.verify", json.dumps({"id": doc["id"]})],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ctl = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kuloo_daemon.control.ctl",
+            "--socket",
+            d.socket_path,
+            "channels.verify",
+            json.dumps({"id": doc["id"]}),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 20
     while not any(rule["seen"] for rule in sellsim.faults()):  # the check is waiting on Sell now
         assert time.monotonic() < deadline and ctl.poll() is None

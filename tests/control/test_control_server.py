@@ -70,13 +70,21 @@ def _seeded(short_tmp, sqlite_template):
 
 
 @asynccontextmanager
-async def serving(root: str, *, buffer: int = 256, send_timeout: float = 60.0, hello_timeout: float = 10.0):
+async def serving(
+    root: str, *, buffer: int = 256, send_timeout: float = 60.0, hello_timeout: float = 10.0
+):
     config = config_mod.from_mapping({"daemon": {"state_dir": root}})
     path = os.path.join(root, "c.sock")
     broadcaster = Broadcaster(buffer)
     async with open_services(config, broadcaster.publish) as services:
-        server = ControlServer(services, Delivery(services), broadcaster, 65536,
-                               send_timeout=send_timeout, hello_timeout=hello_timeout)
+        server = ControlServer(
+            services,
+            Delivery(services),
+            broadcaster,
+            65536,
+            send_timeout=send_timeout,
+            hello_timeout=hello_timeout,
+        )
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve, [bind_unix(path)])
             server.path = path
@@ -93,7 +101,9 @@ async def until(predicate) -> None:
     raise AssertionError("the server never got there")
 
 
-async def test_a_method_that_fails_unexpectedly_gets_internal_and_the_connection_goes_on(short_tmp, monkeypatch):
+async def test_a_method_that_fails_unexpectedly_gets_internal_and_the_connection_goes_on(
+    short_tmp, monkeypatch
+):
     async def boom(ctx, params):
         raise RuntimeError("planted failure")
 
@@ -106,7 +116,11 @@ async def test_a_method_that_fails_unexpectedly_gets_internal_and_the_connection
         assert (reply.id, reply.code) == (1, "internal")
         assert "see its log" in reply.message and "planted" not in reply.message
         [failure] = [e for e in logs if e["event"] == "control method failed"]
-        assert failure["log_level"] == "error" and failure["method"] == "boom" and failure["request_id"] == 1
+        assert (
+            failure["log_level"] == "error"
+            and failure["method"] == "boom"
+            and failure["request_id"] == 1
+        )
         # the same connection still answers, and so does the server
         status = await peer.call("status")
         assert isinstance(status, Reply) and status.result["connections"] == 1
@@ -124,12 +138,16 @@ async def test_an_unexpected_failure_outside_a_method_ends_that_connection_only(
         assert (await victim.call("subscribe")).result == {"subscribed": True}
         bystander = await Peer.connect(server.path)
         with capture_logs() as logs:
-            server.broadcaster.publish("odd", {"value": Unprintable()})  # fails in the victim's event pump
+            server.broadcaster.publish(
+                "odd", {"value": Unprintable()}
+            )  # fails in the victim's event pump
             last = await victim.next()
             assert isinstance(last, ErrorReply) and (last.id, last.code) == (None, "internal")
             with pytest.raises(EOFError):
                 await victim.next()
-        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["control connection failed; closing it"]
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+            "control connection failed; closing it"
+        ]
         await until(lambda: server.connections == 1)
         assert (await bystander.call("status")).result["connections"] == 1
         fresh = await Peer.connect(server.path)
@@ -154,12 +172,16 @@ async def test_a_failure_in_the_request_loop_ends_that_connection_only(short_tmp
             assert isinstance(last, ErrorReply) and (last.id, last.code) == (None, "internal")
             with pytest.raises(EOFError):
                 await victim.next()
-        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["control connection failed; closing it"]
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+            "control connection failed; closing it"
+        ]
         await until(lambda: server.connections == 1)
         assert (await bystander.call("status")).result["connections"] == 1
 
 
-async def test_a_subscriber_that_leaves_never_cuts_its_request_in_flight_short(short_tmp, monkeypatch):
+async def test_a_subscriber_that_leaves_never_cuts_its_request_in_flight_short(
+    short_tmp, monkeypatch
+):
     """The request finishes (a store unit of work must never be cancelled half-way) though the
     event pump found the client gone first."""
     finished = trio.Event()
@@ -178,13 +200,17 @@ async def test_a_subscriber_that_leaves_never_cuts_its_request_in_flight_short(s
         await peer.send("slow")
         await started.wait()
         await peer.stream.aclose()
-        server.broadcaster.publish("tick", {"pad": "x" * 300_000})  # the pump meets the closed socket
+        server.broadcaster.publish(
+            "tick", {"pad": "x" * 300_000}
+        )  # the pump meets the closed socket
         with trio.fail_after(10):
             await finished.wait()
         await until(lambda: server.connections == 0)
 
 
-async def test_a_subscriber_whose_queue_overflows_gets_one_notice_and_may_subscribe_again(short_tmp):
+async def test_a_subscriber_whose_queue_overflows_gets_one_notice_and_may_subscribe_again(
+    short_tmp,
+):
     big = "x" * 60_000  # a few of these fill the socket's buffers, then the queue
     async with serving(short_tmp, buffer=8) as server:
         slow = await Peer.connect(server.path)
@@ -205,7 +231,9 @@ async def test_a_subscriber_whose_queue_overflows_gets_one_notice_and_may_subscr
                     await trio.sleep(0.01)  # let the pumps run
         assert received == list(range(50))  # the reader lost nothing: the slow one blocked nobody
         warnings = [e for e in logs if e["log_level"] == "warning"]
-        assert [e["event"] for e in warnings] == ["control client too slow for its events; subscription ended"]
+        assert [e["event"] for e in warnings] == [
+            "control client too slow for its events; subscription ended"
+        ]
         # now the slow client reads: the events it got, in order, then one notice
         got = []
         while True:
@@ -245,5 +273,7 @@ async def test_a_client_that_never_says_hello_is_closed_and_one_that_did_may_idl
             await until(lambda: server.connections == 1)
         with pytest.raises(EOFError):
             await mute.next()
-        assert [e["event"] for e in logs].count("control client sent no hello in time; closing") == 2
+        assert [e["event"] for e in logs].count(
+            "control client sent no hello in time; closing"
+        ) == 2
         assert (await greeted.call("status")).result["connections"] == 1

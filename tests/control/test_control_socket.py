@@ -21,12 +21,25 @@ def test_a_thousand_bad_lines_each_get_an_error_while_another_client_is_served(d
         elif kind == 1:
             bad_lines.append(b"x" * 70_000 + b"\n")  # over the 64 KiB limit
         elif kind == 2:
-            bad_lines.append(json.dumps({"type": "request", "id": i, "method": "no.such"}).encode() + b"\n")
+            bad_lines.append(
+                json.dumps({"type": "request", "id": i, "method": "no.such"}).encode() + b"\n"
+            )
         elif kind == 3:
-            bad_lines.append(json.dumps({"type": "request", "id": i, "method": "channels.get", "params": {"id": "one"}}).encode() + b"\n")
+            bad_lines.append(
+                json.dumps(
+                    {"type": "request", "id": i, "method": "channels.get", "params": {"id": "one"}}
+                ).encode()
+                + b"\n"
+            )
         else:
             bad_lines.append(b"[1, 2, 3]\n")
-    expected = {0: "parse_error", 1: "line_too_long", 2: "unknown_method", 3: "invalid_params", 4: "invalid_request"}
+    expected = {
+        0: "parse_error",
+        1: "line_too_long",
+        2: "unknown_method",
+        3: "invalid_params",
+        4: "invalid_request",
+    }
 
     abuser = socket.socket(socket.AF_UNIX)
     abuser.connect(daemon.socket_path)
@@ -64,13 +77,21 @@ def test_hello_is_required_first_and_versions_are_checked(daemon):
     s = socket.socket(socket.AF_UNIX)
     s.connect(daemon.socket_path)
     f = s.makefile("rwb")
-    f.write(b'{"type":"request","id":1,"method":"status"}\n{"type":"request","id":2,"method":"hello","params":{"version":99}}\n'
-            b'{"type":"request","id":3,"method":"hello","params":{"version":1},"extra":"ignored"}\n'
-            b'{"type":"request","id":4,"method":"status","future_field":true}\n')
+    f.write(
+        b'{"type":"request","id":1,"method":"status"}\n{"type":"request","id":2,"method":"hello","params":{"version":99}}\n'
+        b'{"type":"request","id":3,"method":"hello","params":{"version":1},"extra":"ignored"}\n'
+        b'{"type":"request","id":4,"method":"status","future_field":true}\n'
+    )
     f.flush()
     replies = [json.loads(f.readline()) for _ in range(4)]
-    assert replies[0]["type"] == "error" and replies[0]["error"]["code"] == "hello_required" and replies[0]["id"] == 1
-    assert replies[1]["error"]["code"] == "unsupported_version" and replies[1]["error"]["details"] == {"supported": [1]}
+    assert (
+        replies[0]["type"] == "error"
+        and replies[0]["error"]["code"] == "hello_required"
+        and replies[0]["id"] == 1
+    )
+    assert replies[1]["error"]["code"] == "unsupported_version" and replies[1]["error"][
+        "details"
+    ] == {"supported": [1]}
     assert replies[2]["type"] == "reply" and replies[2]["result"]["version"] == 1
     assert replies[3]["type"] == "reply" and replies[3]["id"] == 4
     s.close()
@@ -79,10 +100,24 @@ def test_hello_is_required_first_and_versions_are_checked(daemon):
 def test_channel_document_round_trip_and_events(daemon):
     with daemon.client() as admin, daemon.client() as watcher:
         watcher.call("subscribe")
-        doc = admin.call("channels.create", {"name": "Acme news", "sequential_tags": ["welcome", "onboarding"]})
-        assert doc["plan"] == "free" and doc["api_token"] == "" and doc["connection"]["status"] == "none"
-        updated = admin.call("channels.update", {"id": doc["id"], "plan": "pro", "api_token": TOKEN,
-                                                  "sender": "Acme <news@acme.test>", "add_all_users_to_crm": True})
+        doc = admin.call(
+            "channels.create", {"name": "Acme news", "sequential_tags": ["welcome", "onboarding"]}
+        )
+        assert (
+            doc["plan"] == "free"
+            and doc["api_token"] == ""
+            and doc["connection"]["status"] == "none"
+        )
+        updated = admin.call(
+            "channels.update",
+            {
+                "id": doc["id"],
+                "plan": "pro",
+                "api_token": TOKEN,
+                "sender": "Acme <news@acme.test>",
+                "add_all_users_to_crm": True,
+            },
+        )
         assert updated["plan"] == "pro" and updated["add_all_users_to_crm"] is True
         assert updated["api_token"] == "****" + TOKEN[-4:]
         assert updated["connection"]["status"] == "unverified"
@@ -108,7 +143,10 @@ def test_channel_document_round_trip_and_events(daemon):
         ({"name": "x", "plan": "gold"}, "'plan' must be one of free, starter, pro, enterprise"),
         ({"name": "x", "sequential_tags": ["a", "a", " b"]}, "more than once"),
         ({"name": "x", "sender": "not an address"}, "'sender' must be an email address"),
-        ({"name": "x", "api_token": "has spaces in it but is long enough to pass"}, "does not look like"),
+        (
+            {"name": "x", "api_token": "has spaces in it but is long enough to pass"},
+            "does not look like",
+        ),
         ({"name": "x", "api_token": "t0k3n" * 7 + "\u00e9"}, "20 to 512 printable ASCII"),
         ({"name": "x", "add_all_users_to_crm": "yes"}, "must be true or false"),
     ],

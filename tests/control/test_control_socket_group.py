@@ -67,6 +67,8 @@ def test_no_group_means_no_chown(short_tmp, monkeypatch):
 
 def test_unknown_group_is_refused_before_anything_is_bound(short_tmp):
     path = os.path.join(short_tmp, "c.sock")
-    with pytest.raises(RuntimeError, match="control.group: there is no group named 'no-such-group-kuloo'"):
+    with pytest.raises(
+        RuntimeError, match="control.group: there is no group named 'no-such-group-kuloo'"
+    ):
         bind_unix(path, "no-such-group-kuloo")
     assert os.listdir(short_tmp) == []

@@ -23,8 +23,12 @@ def manual(daemon_factory):
 
 
 def ctl(daemon, *args):
-    r = subprocess.run([sys.executable, "-m", "kuloo_daemon.control.ctl", "--socket", daemon.socket_path, *args],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "kuloo_daemon.control.ctl", "--socket", daemon.socket_path, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return r.returncode, (json.loads(r.stdout) if r.returncode == 0 else r.stderr)
 
 
@@ -39,11 +43,25 @@ def test_a_user_from_add_to_audit_in_business_time(manual, daemon_factory):
     with manual.client() as watcher, manual.client() as c:
         watcher.call("subscribe")
         channel = c.call("channels.create", {"name": "Acme", "sequential_tags": TAGS})["id"]
-        code, user = ctl(manual, "users.add", json.dumps({"channel": channel, "email": "Ada@Example.com",
-                                                          "first_name": "Ada", "promo_tags": ["welcome"]}))
+        code, user = ctl(
+            manual,
+            "users.add",
+            json.dumps(
+                {
+                    "channel": channel,
+                    "email": "Ada@Example.com",
+                    "first_name": "Ada",
+                    "promo_tags": ["welcome"],
+                }
+            ),
+        )
         assert code == 0, user
         assert (user["created_at"], user["updated_at"], user["source"], user["frequency"]) == (
-            START, START, "admin", "weekly")
+            START,
+            START,
+            "admin",
+            "weekly",
+        )
         assert next_event(watcher, "user.updated") == user
 
         c.call("clock.advance", {"seconds": 3600})
@@ -70,12 +88,20 @@ def test_a_user_from_add_to_audit_in_business_time(manual, daemon_factory):
             ("2026-01-05T10:00:00Z", "app", "unsubscribed", False, True),
             (START, "admin", "", None, "Ada@Example.com"),
         ]
-        assert c.call("users.get", {"channel": channel, "email": "ADA@example.com"})["id"] == user["id"]
+        assert (
+            c.call("users.get", {"channel": channel, "email": "ADA@example.com"})["id"]
+            == user["id"]
+        )
 
-    code, message = ctl(manual, "users.add", json.dumps({"channel": channel, "email": "ada@EXAMPLE.com"}))
+    code, message = ctl(
+        manual, "users.add", json.dumps({"channel": channel, "email": "ada@EXAMPLE.com"})
+    )
     assert code == 1 and "conflict" in message and "already has the email" in message
-    code, message = ctl(manual, "users.add", json.dumps({"channel": channel, "email": "b@example.com",
-                                                         "promo_tags": ["upsell"]}))
+    code, message = ctl(
+        manual,
+        "users.add",
+        json.dumps({"channel": channel, "email": "b@example.com", "promo_tags": ["upsell"]}),
+    )
     assert code == 1 and "'upsell'" in message
     code, message = ctl(manual, "users.get", json.dumps({"id": 999}))
     assert code == 1 and "no user with id 999" in message
@@ -108,8 +134,14 @@ def test_paging_a_channel_through_kuloo_ctl(manual):
     with manual.client() as c:
         channel = c.call("channels.create", {"name": "Acme", "sequential_tags": TAGS})["id"]
         for i in range(7):
-            c.call("users.add", {"channel": channel, "email": f"u{i}@example.com",
-                                 "frequency": "daily" if i % 2 else "weekly"})
+            c.call(
+                "users.add",
+                {
+                    "channel": channel,
+                    "email": f"u{i}@example.com",
+                    "frequency": "daily" if i % 2 else "weekly",
+                },
+            )
     seen, after = [], None
     while True:
         params = {"channel": channel, "limit": 2, "subscription": "weekly"}

@@ -28,13 +28,21 @@ MANUAL = {"mode": "manual", "start": "2026-01-05T09:00:00Z"}
 
 async def test_each_users_method_crosses_once_and_publishes_only_changes(services_config):
     published: list[tuple[str, object]] = []
-    async with open_services(services_config(clock=MANUAL), publish=lambda e, d: published.append((e, d))) as services:
+    async with open_services(
+        services_config(clock=MANUAL), publish=lambda e, d: published.append((e, d))
+    ) as services:
         context = Context(services, Delivery(services), "", lambda: 0)
-        channel = (await methods.dispatch(context, "channels.create", {"name": "Acme", "sequential_tags": ["a"]}))["id"]
+        channel = (
+            await methods.dispatch(
+                context, "channels.create", {"name": "Acme", "sequential_tags": ["a"]}
+            )
+        )["id"]
         crossed = count_crossings(services)
         published.clear()
 
-        user = await methods.dispatch(context, "users.add", {"channel": channel, "email": "ada@example.com"})
+        user = await methods.dispatch(
+            context, "users.add", {"channel": channel, "email": "ada@example.com"}
+        )
         assert crossed == ["add"]
         assert [(e, d.id) for e, d in published] == [("user.updated", user["id"])]
         assert isinstance(published[0][1], User)  # typed; the server renders it
@@ -55,9 +63,13 @@ async def test_each_users_method_crosses_once_and_publishes_only_changes(service
         assert [e for e, _ in published] == ["user.updated"] * 3  # add, the tag, the first activity
 
         crossed.clear()
-        for method, params in [("users.add", {"channel": channel}), ("users.update", {"id": 0}),
-                               ("users.list", {"channel": channel, "limit": 0}), ("users.audit", {}),
-                               ("users.activity", {"id": user["id"], "at": "soon"})]:
+        for method, params in [
+            ("users.add", {"channel": channel}),
+            ("users.update", {"id": 0}),
+            ("users.list", {"channel": channel, "limit": 0}),
+            ("users.audit", {}),
+            ("users.activity", {"id": user["id"], "at": "soon"}),
+        ]:
             with pytest.raises(ProtocolError) as err:
                 await methods.dispatch(context, method, params)
             assert err.value.code == "invalid_params"

@@ -22,7 +22,7 @@ def field_dicts(tags: list[str] | None = None) -> list[dict[str, Any]]:
             "name": "Subscription",
             "type": "list",
             "choices": choices(["daily", "weekly", "monthly", "unsubscribed"]),
-        },  # fmt: skip
+        },
         {
             "id": 3,
             "name": "Source",

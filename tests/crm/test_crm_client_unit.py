@@ -138,7 +138,9 @@ async def test_requests_built_whole_carry_what_build_request_would_add():
                       budget=RateBudget(1000.0), timeout=7.5)  # fmt: skip
     async with sell:
         await sell.update_lead(7, {"first_name": "Zoë", "custom_fields": {"KulooId": "k7"}})
-        await sell.request("GET", "/v2/leads", params={"ids": [1, 2]}, headers={"Accept": "text/plain"})
+        await sell.request(
+            "GET", "/v2/leads", params={"ids": [1, 2]}, headers={"Accept": "text/plain"}
+        )
     put, get = seen
     assert put.extensions["timeout"] == {"connect": 3.75, "read": 7.5, "write": 7.5, "pool": 3.75}
     assert str(put.url) == "https://sell.test/prefix/v2/leads/7"

@@ -14,13 +14,30 @@ TOKEN = "s3cr3t" * 11  # 66 chars, token-shaped
 def test_envelope_with_data_pointer_and_logref():
     body = {
         "errors": [
-            {"error": {"code": "incorrect_value", "message": "attribute value is incorrect",
-                       "details": "not in list", "resource": "lead", "field": "/data/custom_fields/Promo"},
-             "meta": {"type": "error"}},
-            {"error": {"code": "unknown", "message": "unknown attribute", "field": "/invalid_field"}},
+            {
+                "error": {
+                    "code": "incorrect_value",
+                    "message": "attribute value is incorrect",
+                    "details": "not in list",
+                    "resource": "lead",
+                    "field": "/data/custom_fields/Promo",
+                },
+                "meta": {"type": "error"},
+            },
+            {
+                "error": {
+                    "code": "unknown",
+                    "message": "unknown attribute",
+                    "field": "/invalid_field",
+                }
+            },
         ],
-        "meta": {"type": "collection", "http_status": "422 Unprocessable Entity", "logref": "b5hsh-1r4th"},
-    }  # fmt: skip
+        "meta": {
+            "type": "collection",
+            "http_status": "422 Unprocessable Entity",
+            "logref": "b5hsh-1r4th",
+        },
+    }
     logref, errs, snippet = E.parse_error_body(json.dumps(body).encode(), "other-id")
     assert logref == "b5hsh-1r4th"
     assert snippet == ""
@@ -86,6 +103,7 @@ def test_scrub_removes_every_run_of_eight_token_characters():
 # Written to kill the mutants `make mutate` found surviving in crm/errors.py; each test
 # names the planted bugs it was checked against.
 
+
 @pytest.mark.parametrize(
     ("status", "cls", "message"),
     [
@@ -114,32 +132,73 @@ def test_kinds_are_distinct_and_stable():
     """Planted bug: a ``kind`` renamed (the sync engine and the control replies use it)."""
     kinds = {
         cls: cls.kind
-        for cls in (E.SellError, E.AuthenticationError, E.ForbiddenError, E.NotFoundError,
-                    E.ValidationError, E.BadRequestError, E.RateLimitedError, E.ServerError,
-                    E.NetworkError, E.MalformedResponseError)
-    }  # fmt: skip
-    assert list(kinds.values()) == ["error", "authentication", "forbidden", "not_found",
-                                    "validation", "bad_request", "rate_limited", "server",
-                                    "network", "malformed"]  # fmt: skip
+        for cls in (
+            E.SellError,
+            E.AuthenticationError,
+            E.ForbiddenError,
+            E.NotFoundError,
+            E.ValidationError,
+            E.BadRequestError,
+            E.RateLimitedError,
+            E.ServerError,
+            E.NetworkError,
+            E.MalformedResponseError,
+        )
+    }
+    assert list(kinds.values()) == [
+        "error",
+        "authentication",
+        "forbidden",
+        "not_found",
+        "validation",
+        "bad_request",
+        "rate_limited",
+        "server",
+        "network",
+        "malformed",
+    ]
 
 
-ENTRY = {"code": "incorrect_value", "message": "value is incorrect", "details": "not a choice",
-         "resource": "lead", "field": "/custom_fields/Promo", "raw_field": "/data/custom_fields/Promo"}  # fmt: skip
+ENTRY = {
+    "code": "incorrect_value",
+    "message": "value is incorrect",
+    "details": "not a choice",
+    "resource": "lead",
+    "field": "/custom_fields/Promo",
+    "raw_field": "/data/custom_fields/Promo",
+}
 
 
 def test_the_full_text_of_an_error():
     """Planted bugs: a part dropped or reordered, ``or`` for ``and`` around method/path,
     ``is None`` flipped for the status, ``>= 1``/``> 2`` for the attempts, another joiner."""
-    err = E.ServerError("Sell server error", status=503, logref="lr-1", errors=[ENTRY],
-                        method="GET", path="/v2/leads", attempts=3)  # fmt: skip
+    err = E.ServerError(
+        "Sell server error",
+        status=503,
+        logref="lr-1",
+        errors=[ENTRY],
+        method="GET",
+        path="/v2/leads",
+        attempts=3,
+    )
     assert str(err) == (
         "Sell server error (GET /v2/leads) [HTTP 503] after 3 attempts"
         " - incorrect_value /custom_fields/Promo: not a choice (logref lr-1)"
     )
     assert repr(err) == f"ServerError({str(err)!r})"
     assert err.args == ("Sell server error",)
-    assert (err.status, err.logref, err.method, err.path, err.attempts) == (503, "lr-1", "GET", "/v2/leads", 3)
-    assert (err.code, err.field, err.details) == ("incorrect_value", "/custom_fields/Promo", "not a choice")
+    assert (err.status, err.logref, err.method, err.path, err.attempts) == (
+        503,
+        "lr-1",
+        "GET",
+        "/v2/leads",
+        3,
+    )
+    assert (err.code, err.field, err.details) == (
+        "incorrect_value",
+        "/custom_fields/Promo",
+        "not a choice",
+    )
 
 
 def test_the_short_text_of_an_error():
@@ -158,7 +217,9 @@ def test_the_short_text_of_an_error():
 def test_summary_of_many_errors():
     """Planted bugs: ``len(errors) >= limit`` (an "and 0 more"), ``+ limit``, the message
     not used when details are missing, ``head and text`` for a code-only entry."""
-    three = [{"code": f"c{i}", "field": None, "details": None, "message": f"m{i}"} for i in range(3)]
+    three = [
+        {"code": f"c{i}", "field": None, "details": None, "message": f"m{i}"} for i in range(3)
+    ]
     assert E.summarize_errors(three) == "c0: m0; c1: m1; c2: m2"
     five = three + [{"code": "c3"}, {"code": "c4"}]
     assert E.summarize_errors(five) == "c0: m0; c1: m1; c2: m2; and 2 more"
@@ -171,10 +232,17 @@ def test_summary_of_many_errors():
 
 @pytest.mark.parametrize(
     ("field", "pointer"),
-    [(None, None), ("", None), ("email", "/email"), ("/email", "/email"), ("/data", "/"),
-     ("/data/custom_fields/Promo", "/custom_fields/Promo"), ("/database", "/database"),
-     ("data/email", "/email")],
-)  # fmt: skip
+    [
+        (None, None),
+        ("", None),
+        ("email", "/email"),
+        ("/email", "/email"),
+        ("/data", "/"),
+        ("/data/custom_fields/Promo", "/custom_fields/Promo"),
+        ("/database", "/database"),
+        ("data/email", "/email"),
+    ],
+)
 def test_normalize_pointer(field, pointer):
     """Planted bugs: ``and`` for ``or`` (an empty field becomes ``/``), ``/data`` not
     mapped to the root, a prefix test without the slash (``/database`` -> ``base``)."""
@@ -195,10 +263,32 @@ def test_snippet_length_boundary_and_bytes():
 
 def test_error_entries_keep_every_attribute_as_text():
     """Planted bugs: ``resource`` dropped or renamed; ``None`` turned into ``"None"``."""
-    _, errs, _ = E.parse_error_body(json.dumps({"errors": [{"error": {
-        "code": 42, "message": "m", "resource": "contact", "field": "/data/email"}}]}))  # fmt: skip
-    assert errs == [{"code": "42", "message": "m", "details": None, "resource": "contact",
-                     "field": "/email", "raw_field": "/data/email"}]  # fmt: skip
+    _, errs, _ = E.parse_error_body(
+        json.dumps(
+            {
+                "errors": [
+                    {
+                        "error": {
+                            "code": 42,
+                            "message": "m",
+                            "resource": "contact",
+                            "field": "/data/email",
+                        }
+                    }
+                ]
+            }
+        )
+    )
+    assert errs == [
+        {
+            "code": "42",
+            "message": "m",
+            "details": None,
+            "resource": "contact",
+            "field": "/email",
+            "raw_field": "/data/email",
+        }
+    ]
 
 
 def test_error_bodies_in_odd_shapes():
@@ -210,7 +300,10 @@ def test_error_bodies_in_odd_shapes():
     body = {"errors": ["plain text", None, 7, {"error": {"code": "later"}}]}
     _, errs, _ = E.parse_error_body(json.dumps(body).encode())
     assert [(e["code"], e["message"]) for e in errs] == [
-        (None, "plain text"), (None, "7"), ("later", None)]  # fmt: skip
+        (None, "plain text"),
+        (None, "7"),
+        ("later", None),
+    ]
     _, errs, _ = E.parse_error_body('{"error": {"code": "c", "message": "m"}}')
     assert [(e["code"], e["message"]) for e in errs] == [("c", "m")]
     assert E.parse_error_body(b"  \n ", "rid") == ("rid", [], "")
@@ -237,7 +330,9 @@ def test_scrub_runs_at_their_edges():
     ``<=``: two masks side by side), a run's end or the text between runs miscounted,
     a short secret handled as runs."""
     secret = "abcdefghijklmnop"  # 16 characters: 9 runs of 8
-    assert E.scrub(f"x {secret[-8:]}", secret) == "x ****"  # the token's last run, at the text's end
+    assert (
+        E.scrub(f"x {secret[-8:]}", secret) == "x ****"
+    )  # the token's last run, at the text's end
     assert E.scrub(f"{secret[:8]} y", secret) == "**** y"  # the first run, at the text's start
     assert E.scrub(secret[:8] + secret[:8], secret) == "****"  # touching runs are one
     assert E.scrub(f"{secret[:8]}-{secret[8:]}", secret) == "****-****"

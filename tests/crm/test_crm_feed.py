@@ -27,8 +27,14 @@ from sellsim.seeds import default_seed
 
 
 def client(sim) -> SellClient:
-    return SellClient(sim.base_url, Secret(sim.token), budget=RateBudget(500.0),
-                      backoff_base=0.01, backoff_cap=0.05, timeout=2.0)  # fmt: skip
+    return SellClient(
+        sim.base_url,
+        Secret(sim.token),
+        budget=RateBudget(500.0),
+        backoff_base=0.01,
+        backoff_cap=0.05,
+        timeout=2.0,
+    )
 
 
 async def run(feed: ChangeFeed, state, **kw):
@@ -59,7 +65,9 @@ async def without_sync_api(sellsim, seed) -> None:
     sellsim.set_account(sync_api=False)
 
 
-async def edited_then_delivered_once(sellsim, feed: ChangeFeed, state, lead_id: int, first_name: str):
+async def edited_then_delivered_once(
+    sellsim, feed: ChangeFeed, state, lead_id: int, first_name: str
+):
     """A lead edited in Sell comes with the next poll, and not with the one after."""
     await to_thread(sellsim.edit_record, "lead", lead_id, {"first_name": first_name})
     news, state = await run(feed, state)
@@ -70,7 +78,9 @@ async def edited_then_delivered_once(sellsim, feed: ChangeFeed, state, lead_id: 
     return state
 
 
-async def test_sync_mode_delivers_acks_after_apply_and_redelivers_after_a_crash(sellsim, sell_options):
+async def test_sync_mode_delivers_acks_after_apply_and_redelivers_after_a_crash(
+    sellsim, sell_options
+):
     await to_thread(sellsim.load_seed, default_seed(leads=7, contacts=3))
     sellsim.set_options(rate_per_second=1000, sync_page_size=4)
     state = new_state()
@@ -125,13 +135,17 @@ async def test_falls_back_to_polling_on_403_and_keeps_a_watermark(sellsim, sell_
         state = await edited_then_delivered_once(sellsim, feed, state, lead_id, "Polled")
         # Deletes are seen through reconciliation, confirmed by an ids= query.
         await to_thread(sellsim.delete_record, "lead", lead_id)
-        known = {"lead": [c.id for c in changes if c.kind == "lead"],
-                 "contact": [c.id for c in changes if c.kind == "contact"]}  # fmt: skip
+        known = {
+            "lead": [c.id for c in changes if c.kind == "lead"],
+            "contact": [c.id for c in changes if c.kind == "contact"],
+        }
         gone, state = await run(feed, state, known_ids=known)
     assert gone == [RecordDeleted("lead", lead_id)]
 
 
-async def test_poll_rereads_a_burst_of_same_second_changes_once_not_every_time(sellsim, sell_options):
+async def test_poll_rereads_a_burst_of_same_second_changes_once_not_every_time(
+    sellsim, sell_options
+):
     """The bench's ⌈k/100⌉ + 2: a poll that finds nothing reads one page per kind, even when
     many records share the newest second (planted bug: the boundary taken from the newest
     record instead of Sell's clock at the last listing — every poll pages through them)."""
@@ -143,7 +157,9 @@ async def test_poll_rereads_a_burst_of_same_second_changes_once_not_every_time(s
         await to_thread(sellsim.advance_clock, 5)
         await run(feed, state)  # a pass seconds after the burst: its listing time is the boundary
         _, state = await run(feed, state)
-        assert state["listed_at"]["lead"] and state["listed_at"]["lead"] > state["watermarks"]["lead"]
+        assert (
+            state["listed_at"]["lead"] and state["listed_at"]["lead"] > state["watermarks"]["lead"]
+        )
         await to_thread(sellsim.advance_clock, 5)
         await to_thread(sellsim.reset_counters)
         again, state = await run(feed, state)
@@ -151,7 +167,9 @@ async def test_poll_rereads_a_burst_of_same_second_changes_once_not_every_time(s
         requests = sellsim.counters()["requests"]
         assert requests == {"GET /v2/leads": 1, "GET /v2/contacts": 1}  # one page of each
         # A change after the listing is still delivered, once.
-        await edited_then_delivered_once(sellsim, feed, state, next(c.id for c in changes if c.kind == "lead"), "Later")
+        await edited_then_delivered_once(
+            sellsim, feed, state, next(c.id for c in changes if c.kind == "lead"), "Later"
+        )
 
 
 async def test_poll_watermark_not_advanced_until_the_pass_completes(sellsim, sell_options):
@@ -201,7 +219,9 @@ def test_poll_select_and_advance_handle_same_second_ties():
 # ------------------------------------------------------------------ failures mid-run
 
 
-async def test_a_failing_ack_loses_nothing_and_a_later_403_does_not_switch_modes(sellsim, sell_options):
+async def test_a_failing_ack_loses_nothing_and_a_later_403_does_not_switch_modes(
+    sellsim, sell_options
+):
     await to_thread(sellsim.load_seed, default_seed(leads=6, contacts=0))
     sellsim.set_options(rate_per_second=1000, sync_page_size=3, sync_include_users=False)
     state = new_state()
@@ -234,16 +254,27 @@ async def test_unreadable_sync_items_are_not_acked():
     acked: list[list[str]] = []
     pages = [
         [
-            {"data": {"id": 1, "last_name": "A"}, "meta": {"type": "lead", "sync": {
-                "event_type": "updated", "ack_key": "Lead-1-2"}}},
-            {"data": {"id": 2, "custom_fields": "garbage"}, "meta": {"type": "lead", "sync": {
-                "event_type": "updated", "ack_key": "Lead-2-2"}}},
-            {"data": {"id": "x"}, "meta": {"type": "contact", "sync": {
-                "event_type": "deleted", "ack_key": "Contact-x-3"}}},
-            {"data": {"id": 9}, "meta": {"type": "user", "sync": {
-                "event_type": "updated", "ack_key": "User-9-1"}}},
+            {
+                "data": {"id": 1, "last_name": "A"},
+                "meta": {"type": "lead", "sync": {"event_type": "updated", "ack_key": "Lead-1-2"}},
+            },
+            {
+                "data": {"id": 2, "custom_fields": "garbage"},
+                "meta": {"type": "lead", "sync": {"event_type": "updated", "ack_key": "Lead-2-2"}},
+            },
+            {
+                "data": {"id": "x"},
+                "meta": {
+                    "type": "contact",
+                    "sync": {"event_type": "deleted", "ack_key": "Contact-x-3"},
+                },
+            },
+            {
+                "data": {"id": 9},
+                "meta": {"type": "user", "sync": {"event_type": "updated", "ack_key": "User-9-1"}},
+            },
         ]
-    ]  # fmt: skip
+    ]
 
     def handler(request: httpx.Request):
         if request.url.path == "/v2/sync/start":
@@ -255,8 +286,12 @@ async def test_unreadable_sync_items_are_not_acked():
             return httpx.Response(200, json={"items": pages.pop(0)})
         return httpx.Response(204)
 
-    sell = SellClient("https://sell.test", Secret("t" * 64), budget=RateBudget(1000.0),
-                      transport=httpx.MockTransport(handler))  # fmt: skip
+    sell = SellClient(
+        "https://sell.test",
+        Secret("t" * 64),
+        budget=RateBudget(1000.0),
+        transport=httpx.MockTransport(handler),
+    )
     with capture_logs() as logs:
         async with sell:
             changes, _ = await run(ChangeFeed(sell), None)
@@ -295,4 +330,5 @@ async def test_a_put_that_changes_nothing_is_delivered_only_if_sell_bumps_it(sel
     if bumps:  # same content, a new updated_at at most
         echo = news[0].record
         assert {k: v for k, v in echo.raw.items() if k != "updated_at"} == {
-            k: v for k, v in before.raw.items() if k != "updated_at"}  # fmt: skip
+            k: v for k, v in before.raw.items() if k != "updated_at"
+        }

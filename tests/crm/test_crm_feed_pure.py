@@ -43,10 +43,14 @@ def test_new_state_shape_and_device():
     """Planted bugs: a fixed or missing device UUID, another starting mode, a kind
     missing from the watermarks or the seen lists."""
     assert new_state("dev-1") == {
-        "device_uuid": "dev-1", "mode": "sync", "watermarks": {"lead": None, "contact": None},
+        "device_uuid": "dev-1",
+        "mode": "sync",
+        "watermarks": {"lead": None, "contact": None},
         "listed_at": {"lead": None, "contact": None},
-        "seen": {"lead": [], "contact": []}, "sync_checked_at": None, "sync_unavailable": None,
-    }  # fmt: skip
+        "seen": {"lead": [], "contact": []},
+        "sync_checked_at": None,
+        "sync_unavailable": None,
+    }
     a, b = new_state()["device_uuid"], new_state()["device_uuid"]
     assert a != b and uuid.UUID(a) and uuid.UUID(b)
 
@@ -55,8 +59,13 @@ def test_normalize_state_fills_without_dropping_or_aliasing():
     """Planted bugs: unknown keys dropped, a stored "poll" mode reset, an invalid mode
     kept, a missing kind not filled, the caller's lists shared (mutating the result
     would change the stored state), an empty device UUID kept."""
-    stored = {"device_uuid": "dev-9", "mode": "poll", "future_key": {"x": 1},
-              "watermarks": {"lead": WM, "deal": "x"}, "seen": {"contact": ["c1"], "lead": None}}  # fmt: skip
+    stored = {
+        "device_uuid": "dev-9",
+        "mode": "poll",
+        "future_key": {"x": 1},
+        "watermarks": {"lead": WM, "deal": "x"},
+        "seen": {"contact": ["c1"], "lead": None},
+    }
     out = normalize_state(stored)
     assert out["device_uuid"] == "dev-9" and out["mode"] == "poll" and out["future_key"] == {"x": 1}
     assert out["watermarks"] == {"lead": WM, "contact": None}
@@ -67,7 +76,10 @@ def test_normalize_state_fills_without_dropping_or_aliasing():
     assert stored["seen"]["contact"] == ["c1"] and stored["future_key"] == {"x": 1}
     odd = normalize_state({"device_uuid": "", "mode": "push", "watermarks": None, "seen": None})
     assert uuid.UUID(odd["device_uuid"]) and odd["mode"] == "sync"
-    assert odd["watermarks"] == {"lead": None, "contact": None} and odd["seen"] == {"lead": [], "contact": []}
+    assert odd["watermarks"] == {"lead": None, "contact": None} and odd["seen"] == {
+        "lead": [],
+        "contact": [],
+    }
     assert normalize_state(None)["mode"] == "sync"
 
 
@@ -86,7 +98,9 @@ def test_fingerprint_format_and_content_hash():
     b = Lead.from_data({"last_name": "B", "first_name": "A", "updated_at": WM, "id": 7})
     assert fingerprint(a) == fingerprint(b)
     assert re.fullmatch(r"7@2026-03-01T10:00:05Z#[0-9a-f]{16}", fingerprint(a))
-    assert fingerprint(a) != fingerprint(Lead.from_data({"id": 7, "updated_at": WM, "first_name": "Z", "last_name": "B"}))
+    assert fingerprint(a) != fingerprint(
+        Lead.from_data({"id": 7, "updated_at": WM, "first_name": "Z", "last_name": "B"})
+    )
     assert re.fullmatch(r"8@#[0-9a-f]{16}", fingerprint(lead(8, None)))
     assert _fingerprint_ts(fingerprint(a)) == datetime(2026, 3, 1, 10, 0, 5, tzinfo=UTC)
     assert _fingerprint_ts(fingerprint(lead(8, None))) is None
@@ -96,8 +110,12 @@ def test_fingerprint_format_and_content_hash():
 def test_poll_select_window_edge():
     """Planted bugs: ``<=`` for ``<`` (a record exactly ``overlap`` before the watermark
     ends the page), the overlap added instead of subtracted, undated records dropped."""
-    page = [lead(1, "2026-03-01T10:00:04Z"), lead(2, None), lead(3, "2026-03-01T10:00:03Z"),
-            lead(4, "2026-03-01T10:00:02Z")]  # fmt: skip
+    page = [
+        lead(1, "2026-03-01T10:00:04Z"),
+        lead(2, None),
+        lead(3, "2026-03-01T10:00:03Z"),
+        lead(4, "2026-03-01T10:00:02Z"),
+    ]
     step = poll_select(page, WM, [], overlap=1.0)
     assert [r.id for r in step.emit] == [1, 2] and step.reached_end is True
     step = poll_select(page, WM, [], overlap=2.0)
@@ -135,13 +153,17 @@ def test_poll_boundary_is_sells_time_at_the_first_page():
     assert poll_boundary(state, "lead") == "2026-03-01T10:00:09Z"
     assert poll_boundary({"watermarks": {"lead": WM}, "listed_at": {"lead": None}}, "lead") == WM
     assert poll_boundary(normalize_state(None), "contact") is None
-    step = poll_select([*burst, lead(9, "2026-03-01T09:00:00Z")], poll_boundary(state, "lead"), seen, overlap=1.0)
+    step = poll_select(
+        [*burst, lead(9, "2026-03-01T09:00:00Z")], poll_boundary(state, "lead"), seen, overlap=1.0
+    )
     assert step.emit == [] and step.reached_end is True  # the first record already ends the pass
     # A record changed in the listing's own second (after the read) or the one before: news.
     late = lead(7, "2026-03-01T10:00:09Z")
     wm, seen = poll_advance(wm, seen, [late], overlap=1.0, listed_at=listed)
     assert wm == "2026-03-01T10:00:09Z" and seen == [fingerprint(late)]
-    step = poll_select([lead(8, "2026-03-01T10:00:08Z"), late, *burst], "2026-03-01T10:00:09Z", seen, 1.0)
+    step = poll_select(
+        [lead(8, "2026-03-01T10:00:08Z"), late, *burst], "2026-03-01T10:00:09Z", seen, 1.0
+    )
     assert [r.id for r in step.emit] == [8] and step.reached_end is True
     assert sell_time("Sun, 01 Mar 2026 10:00:09 GMT") == listed
     assert sell_time(None) is None and sell_time("yesterday") is None and sell_time("") is None
@@ -151,12 +173,15 @@ def test_sync_items_become_changes():
     """Planted bugs: an unknown type acked as a change, a delete's id not parsed, a
     delete without an id accepted, an unreadable record raising instead of ``False``,
     the warning not logged or without its ack key."""
+
     def item(type_, event, data, ack="k1"):
         return SyncItem(type=type_, event_type=event, ack_key=ack, revision=1, data=data)
 
     assert sync_change(item("deal", "created", {"id": 1})) is None
     assert sync_change(item("lead", "deleted", {"id": "12"})) == RecordDeleted("lead", 12)
-    changed = sync_change(item("contact", "updated", {"id": 5, "name": "Org", "is_organization": True}))
+    changed = sync_change(
+        item("contact", "updated", {"id": 5, "name": "Org", "is_organization": True})
+    )
     assert isinstance(changed, RecordChanged) and changed.kind == "contact" and changed.id == 5
     assert isinstance(changed.record, Contact)
     with capture_logs() as logs:

@@ -17,14 +17,22 @@ from kuloo_daemon.crm.records import (
 from kuloo_daemon.vocabulary import email_key
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("2016-04-27", date(2016, 4, 27)),
-    ("4/27/2016", date(2016, 4, 27)),
-    ("04/07/2016", date(2016, 4, 7)),
-    ("2016-04-27T00:00:00Z", date(2016, 4, 27)),
-    ("2016-04-27T23:30:00+00:00", date(2016, 4, 27)),
-    ("27/4/2016", None), ("2016-02-30", None), ("", None), ("soon", None), (None, None), (20160427, None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2016-04-27", date(2016, 4, 27)),
+        ("4/27/2016", date(2016, 4, 27)),
+        ("04/07/2016", date(2016, 4, 7)),
+        ("2016-04-27T00:00:00Z", date(2016, 4, 27)),
+        ("2016-04-27T23:30:00+00:00", date(2016, 4, 27)),
+        ("27/4/2016", None),
+        ("2016-02-30", None),
+        ("", None),
+        ("soon", None),
+        (None, None),
+        (20160427, None),
+    ],
+)
 def test_parse_custom_date_reads_every_form_sell_may_send(text, expected):
     assert parse_custom_date(text) == expected
 
@@ -44,12 +52,19 @@ def test_same_custom_value_compares_by_type():
     assert same_custom_value("boolean", True, True) and not same_custom_value("bool", True, False)
 
 
-@pytest.mark.parametrize(("asked", "answered", "same"), [
-    ("  Mixed.Case@Example.COM ", "mixed.case@example.com", True),
-    ("Straße@Example.com", "straße@example.com", True),
-    ("straße@example.com", "STRASSE@example.com", False),  # "ß".casefold() == "ss"; lower() keeps ß
-    ("", None, True),
-])
+@pytest.mark.parametrize(
+    ("asked", "answered", "same"),
+    [
+        ("  Mixed.Case@Example.COM ", "mixed.case@example.com", True),
+        ("Straße@Example.com", "straße@example.com", True),
+        (
+            "straße@example.com",
+            "STRASSE@example.com",
+            False,
+        ),  # "ß".casefold() == "ss"; lower() keeps ß
+        ("", None, True),
+    ],
+)
 def test_the_email_recheck_compares_by_the_one_email_key(asked, answered, same):
     """The client's re-check of an ``?email=`` answer and the sync's key are one function:
     an answer is the asked address exactly when their ``email_key`` is equal. Planted bugs:
@@ -60,9 +75,13 @@ def test_the_email_recheck_compares_by_the_one_email_key(asked, answered, same):
 
 
 def test_matches_filters_rechecks_what_sell_may_apply_loosely():
-    lead = Lead.from_data({"id": 5, "email": "Ann@X.test",
-                           "custom_fields": {"KulooId": "k1", "Promo": ["welcome", "upsell"],
-                                             "Score": "12"}})  # fmt: skip
+    lead = Lead.from_data(
+        {
+            "id": 5,
+            "email": "Ann@X.test",
+            "custom_fields": {"KulooId": "k1", "Promo": ["welcome", "upsell"], "Score": "12"},
+        }
+    )
     assert matches_filters(lead, {"email": "ann@x.test", "ids": [5, 6]})
     assert not matches_filters(lead, {"email": "bob@x.test"})
     assert not matches_filters(lead, {"ids": "6,7"})
@@ -75,15 +94,23 @@ def test_matches_filters_rechecks_what_sell_may_apply_loosely():
     assert matches_filters(lead, {"first_name": "trusted: not re-checked"})
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("2016-04-28T06:00:00Z", datetime(2016, 4, 28, 6, 0, tzinfo=UTC)),
-    ("2016-04-28T08:00:00+02:00", datetime(2016, 4, 28, 6, 0, tzinfo=UTC)),
-    ("4/28/2016 6:00", datetime(2016, 4, 28, 6, 0, tzinfo=UTC)),  # the docs' value table
-    ("04/28/2016 16:05", datetime(2016, 4, 28, 16, 5, tzinfo=UTC)),
-    ("4/28/2016 6:00:30", datetime(2016, 4, 28, 6, 0, 30, tzinfo=UTC)),
-    ("28/4/2016 6:00", None), ("4/28/2016 25:00", None), ("4/28/2016", None), ("soon", None),
-    ("", None), (None, None), (1461823200, None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2016-04-28T06:00:00Z", datetime(2016, 4, 28, 6, 0, tzinfo=UTC)),
+        ("2016-04-28T08:00:00+02:00", datetime(2016, 4, 28, 6, 0, tzinfo=UTC)),
+        ("4/28/2016 6:00", datetime(2016, 4, 28, 6, 0, tzinfo=UTC)),  # the docs' value table
+        ("04/28/2016 16:05", datetime(2016, 4, 28, 16, 5, tzinfo=UTC)),
+        ("4/28/2016 6:00:30", datetime(2016, 4, 28, 6, 0, 30, tzinfo=UTC)),
+        ("28/4/2016 6:00", None),
+        ("4/28/2016 25:00", None),
+        ("4/28/2016", None),
+        ("soon", None),
+        ("", None),
+        (None, None),
+        (1461823200, None),
+    ],
+)
 def test_parse_custom_datetime_reads_both_forms_sell_may_send(text, expected):
     """``custom_datetime_read_format``: as written, or ``4/28/2016 6:00``. No mapped field is
     a datetime; the comparison still reads both. Planted bugs: month and day swapped; the
@@ -105,12 +132,20 @@ def test_choices_read_back_as_objects_are_their_names():
     assert choice_name("weekly") == "weekly"
     assert same_custom_value("list", "weekly", {"id": 3, "name": "weekly"})
     assert not same_custom_value("list", "daily", {"id": 3, "name": "weekly"})
-    assert same_custom_value("multi_select_list", ["a", "b"],
-                             [{"id": 2, "name": "b"}, {"id": 1, "name": "a"}])  # fmt: skip
+    assert same_custom_value(
+        "multi_select_list", ["a", "b"], [{"id": 2, "name": "b"}, {"id": 1, "name": "a"}]
+    )
     assert not same_custom_value("multi_select_list", ["a"], [{"id": 2, "name": "b"}])
     assert same_custom_value("multi_select_list", [], None)
-    lead = Lead.from_data({"id": 5, "custom_fields": {
-        "Promo": [{"id": 1, "name": "welcome"}], "Subscription": {"id": 3, "name": "weekly"}}})
+    lead = Lead.from_data(
+        {
+            "id": 5,
+            "custom_fields": {
+                "Promo": [{"id": 1, "name": "welcome"}],
+                "Subscription": {"id": 3, "name": "weekly"},
+            },
+        }
+    )
     assert matches_filters(lead, {"custom_fields": {"Promo": "welcome", "Subscription": "weekly"}})
     assert not matches_filters(lead, {"custom_fields": {"Promo": "upsell"}})
     assert not matches_filters(lead, {"custom_fields": {"Subscription": "daily"}})

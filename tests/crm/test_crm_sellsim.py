@@ -411,12 +411,16 @@ async def test_eight_broken_setups_each_list_every_problem(sellsim, name):
 # ------------------------------------------------------------------ Sell's answers differ from the writes
 
 
-async def test_dates_written_iso_compare_equal_whatever_format_sell_reads_back(sellsim, sell_options):
+async def test_dates_written_iso_compare_equal_whatever_format_sell_reads_back(
+    sellsim, sell_options
+):
     from kuloo_daemon.crm.records import parse_custom_date, same_custom_value
 
     sellsim.set_options(rate_per_second=1000)
     async with fast_client(sellsim) as sell:
-        lead = await sell.create_lead({"last_name": "D", "custom_fields": {"Last active": "2016-04-07"}})
+        lead = await sell.create_lead(
+            {"last_name": "D", "custom_fields": {"Last active": "2016-04-07"}}
+        )
         read = (await sell.get_lead(lead.id)).custom_fields["Last active"]
         assert same_custom_value("date", "2016-04-07", read)
         assert parse_custom_date(read).isoformat() == "2016-04-07"

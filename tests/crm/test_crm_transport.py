@@ -190,8 +190,10 @@ async def test_requests_share_one_connection_and_are_framed_exactly(nursery):
 
 
 async def test_chunked_body_is_decoded_and_the_connection_kept(nursery):
-    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-               b"9\r\n{\"data\":{\r\n3\r\n}}\n\r\n0\r\n\r\n")  # fmt: skip
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'9\r\n{"data":{\r\n3\r\n}}\n\r\n0\r\n\r\n'
+    )
     server = Server(replying(chunked))
     await server.serve(nursery)
     async with sell_at(server.url) as sell:
@@ -231,8 +233,16 @@ async def test_one_content_coding_is_decoded(nursery, coding):
         packed, coding = packer.compress(LEAD) + packer.flush(), "deflate"
     else:
         packed = gzip.compress(LEAD)
-    server = Server(replying(answer(packed, b"Content-Encoding: " + coding.encode(),
-                                    b"X-Request-Id: r-1", b"Date: Mon, 07 Dec 2026")))
+    server = Server(
+        replying(
+            answer(
+                packed,
+                b"Content-Encoding: " + coding.encode(),
+                b"X-Request-Id: r-1",
+                b"Date: Mon, 07 Dec 2026",
+            )
+        )
+    )
     await server.serve(nursery)
     async with sell_at(server.url) as sell:
         lead = await sell.get_lead(1)
@@ -323,16 +333,27 @@ async def test_aclose_closes_idle_connections(nursery):
 # ---------------------------------------------------------------------- failures
 
 
-@pytest.mark.parametrize("answer_bytes", [
-    b"",
-    b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"cut",
-    b"HTTP/1.1 200 OK\r\nContent-Le",
-    b"hello there\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
-    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
-], ids=["no-answer", "cut-body", "cut-head", "not-http", "two-lengths", "length-and-chunked",
-        "upgrade"])  # fmt: skip
+@pytest.mark.parametrize(
+    "answer_bytes",
+    [
+        b"",
+        b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"cut',
+        b"HTTP/1.1 200 OK\r\nContent-Le",
+        b"hello there\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+    ],
+    ids=[
+        "no-answer",
+        "cut-body",
+        "cut-head",
+        "not-http",
+        "two-lengths",
+        "length-and-chunked",
+        "upgrade",
+    ],
+)
 async def test_a_broken_answer_is_retried_for_a_read_and_maybe_applied_for_a_create(
     nursery, answer_bytes
 ):
@@ -566,8 +587,13 @@ async def _refused(server: Server, nursery, *, attempts: int = 2, **kw) -> E.Net
 async def test_a_1_gb_body_stops_at_the_cap(nursery):
     """Planted bugs: the raw size not counted (the whole gigabyte read); the cap compared
     with >= (see the boundary test); the body read with aread (memory)."""
-    server = Server(streaming(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n",
-                              b"x" * 65536, total=1_000_000_000))  # fmt: skip
+    server = Server(
+        streaming(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n",
+            b"x" * 65536,
+            total=1_000_000_000,
+        )
+    )
     err = await _refused(server, nursery)
     assert "a body larger than 16777216 bytes" in str(err)
     assert server.sent < 2 * 40 * MiB  # stopped early, on each attempt
@@ -603,8 +629,10 @@ async def test_an_endless_compressed_body_that_decodes_to_nothing_stops_at_the_c
     empty_blocks = b"\x00\x00\x00\xff\xff" * 13_000  # stored blocks of no bytes
     chunk = b"%x\r\n%s\r\n" % (len(empty_blocks), empty_blocks)
     gzip_head = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
-    head = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n\r\n"
-            + b"%x\r\n%s\r\n" % (len(gzip_head), gzip_head))  # fmt: skip
+    head = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n\r\n"
+        + b"%x\r\n%s\r\n" % (len(gzip_head), gzip_head)
+    )
     server = Server(streaming(head, chunk))
     err = await _refused(server, nursery, max_response_bytes=MiB)
     assert f"a body larger than {MiB} bytes" in str(err) and "decoded" not in str(err)
@@ -617,11 +645,15 @@ async def test_100000_headers_are_refused(nursery):
     await _refused(server, nursery)
 
 
-@pytest.mark.parametrize("codings", [
-    [b"Content-Encoding: gzip, gzip"],
-    [b"Content-Encoding: gzip", b"Content-Encoding: gzip"],
-    [b"Content-Encoding: deflate, gzip"],
-], ids=["one-header", "two-headers", "deflate-gzip"])  # fmt: skip
+@pytest.mark.parametrize(
+    "codings",
+    [
+        [b"Content-Encoding: gzip, gzip"],
+        [b"Content-Encoding: gzip", b"Content-Encoding: gzip"],
+        [b"Content-Encoding: deflate, gzip"],
+    ],
+    ids=["one-header", "two-headers", "deflate-gzip"],
+)
 async def test_stacked_content_codings_are_refused(nursery, codings):
     """Planted bug: stacked codings accepted (httpx would decode every layer, unbounded)."""
     twice = gzip.compress(gzip.compress(LEAD))
@@ -630,14 +662,18 @@ async def test_stacked_content_codings_are_refused(nursery, codings):
     assert "stacked content codings" in str(err)
 
 
-@pytest.mark.parametrize(("body", "coding", "says"), [
-    (b"\x28\xb5\x2f\xfd", b"zstd", "content coding 'zstd', which the client does not accept"),
-    (b"\x0b\x01\x80", b"br", "content coding 'br', which the client does not accept"),
-    (b"not gzip at all", b"gzip", "a gzip body that cannot be decoded"),
-    (gzip.compress(LEAD)[:-12], b"gzip", "a gzip body cut short"),
-    (gzip.compress(LEAD) + b"more", b"gzip", "data after the end of the gzip body"),
-    (b"\xff\xfe not deflate", b"deflate", "a deflate body that cannot be decoded"),
-], ids=["zstd", "br", "corrupt", "cut-short", "trailing", "corrupt-deflate"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "coding", "says"),
+    [
+        (b"\x28\xb5\x2f\xfd", b"zstd", "content coding 'zstd', which the client does not accept"),
+        (b"\x0b\x01\x80", b"br", "content coding 'br', which the client does not accept"),
+        (b"not gzip at all", b"gzip", "a gzip body that cannot be decoded"),
+        (gzip.compress(LEAD)[:-12], b"gzip", "a gzip body cut short"),
+        (gzip.compress(LEAD) + b"more", b"gzip", "data after the end of the gzip body"),
+        (b"\xff\xfe not deflate", b"deflate", "a deflate body that cannot be decoded"),
+    ],
+    ids=["zstd", "br", "corrupt", "cut-short", "trailing", "corrupt-deflate"],
+)
 async def test_an_undecodable_body_is_refused(nursery, body, coding, says):
     server = Server(replying(answer(body, b"Content-Encoding: " + coding)))
     err = await _refused(server, nursery)
@@ -646,6 +682,7 @@ async def test_an_undecodable_body_is_refused(nursery, body, coding, says):
 
 async def test_header_count_and_size_limits_are_inclusive(nursery):
     """Planted bugs: ``>=`` for ``>`` in either check; a check deleted."""
+
     def headers(count: int, size: int = 1) -> list[bytes]:
         return [b"X-H%03d: %s" % (n, b"v" * size) for n in range(count)]
 
@@ -681,7 +718,7 @@ async def test_the_body_cap_is_inclusive_raw_and_decoded(nursery):
         await server.serve(nursery)
         async with sell_at(server.url, max_attempts=1, max_response_bytes=cap) as sell:
             assert (await sell.get("/v2/x"))["id"] == 1
-    over = doc[:-2] + b' }}'
+    over = doc[:-2] + b" }}"
     err = await _refused(Server(replying(answer(over))), nursery, max_response_bytes=cap)
     assert f"a body larger than {cap} bytes" in str(err)
     over_packed = Server(replying(answer(gzip.compress(over), b"Content-Encoding: gzip")))
@@ -703,8 +740,11 @@ async def test_a_create_past_a_limit_is_not_repeated_and_maybe_applied(nursery):
 def test_capped_body_fed_in_pieces_decodes_the_same():
     """The decoder across arbitrary chunk boundaries (1-byte pieces included)."""
     doc = b'{"data":{"x":"' + bytes(range(32, 127)) * 50 + b'"}}'
-    for coding, packed in (("gzip", gzip.compress(doc)), ("deflate", zlib.compress(doc)),
-                           ("identity", doc)):  # fmt: skip
+    for coding, packed in (
+        ("gzip", gzip.compress(doc)),
+        ("deflate", zlib.compress(doc)),
+        ("identity", doc),
+    ):
         for size in (1, 7, 4096):
             body = CappedBody(coding, len(doc))
             for i in range(0, len(packed), size):
@@ -738,14 +778,17 @@ def test_a_bomb_after_a_body_near_the_cap_yields_only_what_is_left():
     assert body.size == cap + 1 and peak[0] < MiB
 
 
-@pytest.mark.parametrize(("values", "coding"), [
-    ([], "identity"),
-    (["identity"], "identity"),
-    (["IDENTITY"], "identity"),
-    (["gzip, identity"], "gzip"),
-    (["identity", " Deflate "], "deflate"),
-    ([", gzip,"], "gzip"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("values", "coding"),
+    [
+        ([], "identity"),
+        (["identity"], "identity"),
+        (["IDENTITY"], "identity"),
+        (["gzip, identity"], "gzip"),
+        (["identity", " Deflate "], "deflate"),
+        ([", gzip,"], "gzip"),
+    ],
+)
 def test_identity_and_blanks_are_no_coding(values, coding):
     """Planted bugs: "identity" counted as a coding (refused as stacked or unknown); its
     name compared case-sensitively; blank items counted."""
@@ -754,6 +797,7 @@ def test_identity_and_blanks_are_no_coding(values, coding):
 
 def test_refusal_texts_name_what_was_wrong():
     """Planted bug: a message that no longer says which limit or coding it was."""
+
     def refused(headers) -> str:
         with pytest.raises(httpx.RemoteProtocolError) as err:
             check_head(httpx.Headers(headers))
@@ -761,11 +805,14 @@ def test_refusal_texts_name_what_was_wrong():
         return str(err.value)
 
     assert refused([("Content-Length", "2"), ("Transfer-Encoding", "chunked")]) == (
-        "Sell's answer was refused: both Content-Length and Transfer-Encoding")
+        "Sell's answer was refused: both Content-Length and Transfer-Encoding"
+    )
     assert refused([("Content-Encoding", "gzip, deflate")]) == (
-        "Sell's answer was refused: stacked content codings (gzip, deflate)")
+        "Sell's answer was refused: stacked content codings (gzip, deflate)"
+    )
     assert refused([("Content-Encoding", "br")]) == (
-        "Sell's answer was refused: content coding 'br', which the client does not accept")
+        "Sell's answer was refused: content coding 'br', which the client does not accept"
+    )
 
 
 def test_data_in_a_later_piece_after_the_end_of_the_body_is_refused():

@@ -69,8 +69,14 @@ def test_wrong_type():
 
 
 def test_missing_choice():
-    d = edited("Subscription", choices=[{"id": 1, "name": "daily"}, {"id": 2, "name": "weekly"},
-                                        {"id": 4, "name": "unsubscribed"}])  # fmt: skip
+    d = edited(
+        "Subscription",
+        choices=[
+            {"id": 1, "name": "daily"},
+            {"id": 2, "name": "weekly"},
+            {"id": 4, "name": "unsubscribed"},
+        ],
+    )
     assert check(lead_dicts=d) == ['Leads: "Subscription" lacks the choice "monthly"']
 
 
@@ -92,11 +98,15 @@ def test_extra_choice_in_promo():
 def test_contact_side_only_lists_every_problem():
     contact = [d for d in field_dicts() if d["name"] not in ("Sync error",)]
     contact = [
-        {**d, "name": "subscription"} if d["name"] == "Subscription" else
-        {**d, "type": "text"} if d["name"] == "KulooId" else
-        {**d, "choices": [{"name": "welcome"}]} if d["name"] == "Promo" else d
+        {**d, "name": "subscription"}
+        if d["name"] == "Subscription"
+        else {**d, "type": "text"}
+        if d["name"] == "KulooId"
+        else {**d, "choices": [{"name": "welcome"}]}
+        if d["name"] == "Promo"
+        else d
         for d in contact
-    ]  # fmt: skip
+    ]
     problems = check(contact_dicts=contact)
     assert problems == [
         'Contacts: "Promo" lacks the choice "onboarding"',
@@ -138,8 +148,10 @@ def test_aliases_options_and_for_organisation_and_person_scope():
     contact = [
         {**d, "options": d.pop("choices")} if d["name"] == "Promo" else d for d in field_dicts()
     ]
-    contact = [{**d, "for_organisation": True, "for_contact": False} if d["name"] == "KulooId" else d
-               for d in contact]  # fmt: skip
+    contact = [
+        {**d, "for_organisation": True, "for_contact": False} if d["name"] == "KulooId" else d
+        for d in contact
+    ]
     problems = check(contact_dicts=contact)
     assert problems == [
         'Contacts: "KulooId" applies to companies only; it must also apply to people'
@@ -160,6 +172,7 @@ def test_duplicates_and_no_tags_yet():
 #
 # Written to kill the mutants `make mutate` found surviving in crm/verify.py; each test
 # names the planted bugs it was checked against.
+
 
 def choices(*names):
     return [{"id": i + 1, "name": n} for i, n in enumerate(names)]
@@ -190,7 +203,9 @@ def test_a_choice_field_typed_as_text_reports_only_its_type():
     assert problems == ['Leads: "Subscription" is an email field; it must be a dropdown']
 
 
-@pytest.mark.parametrize(("name", "kind"), [("Subscription", "list"), ("Promo", "multi_select_list")])
+@pytest.mark.parametrize(
+    ("name", "kind"), [("Subscription", "list"), ("Promo", "multi_select_list")]
+)
 def test_a_list_without_choices_lacks_every_choice(name, kind):
     """Planted bugs: the list types misspelt in the early return, ``or not d.choices``
     (a dropdown with no choices at all would look fine)."""
@@ -202,8 +217,12 @@ def test_a_list_without_choices_lacks_every_choice(name, kind):
 def test_duplicate_choices_are_reported_and_the_rest_still_checked():
     """Planted bugs: ``break`` after a duplicate (the extra choice after it goes unseen),
     the duplicate not remembered (``seen.add(None)``)."""
-    problems = check(lead_dicts=edited(
-        "Subscription", choices=choices("daily", "daily", "weekly", "monthly", "unsubscribed", "yearly")))  # fmt: skip
+    problems = check(
+        lead_dicts=edited(
+            "Subscription",
+            choices=choices("daily", "daily", "weekly", "monthly", "unsubscribed", "yearly"),
+        )
+    )
     assert problems == [
         'Leads: "Subscription" has the choice "daily" twice',
         'Leads: "Subscription" has the extra choice "yearly"; its choices must be exactly '
@@ -213,8 +232,11 @@ def test_duplicate_choices_are_reported_and_the_rest_still_checked():
 
 def test_several_look_alike_choices_are_all_offered():
     """Planted bug: another joiner than " or " between the suggestions."""
-    problems = check(lead_dicts=edited(
-        "Subscription", choices=choices("Daily", "DAILY", "weekly", "monthly", "unsubscribed")))  # fmt: skip
+    problems = check(
+        lead_dicts=edited(
+            "Subscription", choices=choices("Daily", "DAILY", "weekly", "monthly", "unsubscribed")
+        )
+    )
     assert problems == [
         'Leads: "Subscription" lacks the choice "daily" — did you mean "Daily" or "DAILY"? '
         "(case and spaces matter)"
@@ -225,42 +247,86 @@ def test_several_look_alike_choices_are_all_offered():
     ("exc", "needs_new_token", "unreachable", "text"),
     [
         (E.AuthenticationError("x", status=401), True, False, TOKEN_REJECTED),
-        (E.ForbiddenError("x", status=403), False, False,
-         "Zendesk Sell refused to let this API token read the fields (403) — create the token "
-         "as a user who may read leads, contacts and their custom fields."),
-        (E.NetworkError("x"), False, True,
-         "Could not read the fields in Zendesk Sell: it could not be reached. "
-         "Nothing is wrong with the setup yet — verify again later."),
-        (E.ServerError("x", status=502), False, True,
-         "Could not read the fields in Zendesk Sell: it answered with a server error (502). "
-         "Nothing is wrong with the setup yet — verify again later."),
-        (E.RateLimitedError("x", status=429), False, True,
-         "Could not read the fields in Zendesk Sell: it kept answering 429 (too many requests). "
-         "Nothing is wrong with the setup yet — verify again later."),
-        (E.NotFoundError("gone", status=404), False, False,
-         "Zendesk Sell answered unexpectedly when asked to read the fields: gone [HTTP 404]"),
+        (
+            E.ForbiddenError("x", status=403),
+            False,
+            False,
+            "Zendesk Sell refused to let this API token read the fields (403) — create the token "
+            "as a user who may read leads, contacts and their custom fields.",
+        ),
+        (
+            E.NetworkError("x"),
+            False,
+            True,
+            "Could not read the fields in Zendesk Sell: it could not be reached. "
+            "Nothing is wrong with the setup yet — verify again later.",
+        ),
+        (
+            E.ServerError("x", status=502),
+            False,
+            True,
+            "Could not read the fields in Zendesk Sell: it answered with a server error (502). "
+            "Nothing is wrong with the setup yet — verify again later.",
+        ),
+        (
+            E.RateLimitedError("x", status=429),
+            False,
+            True,
+            "Could not read the fields in Zendesk Sell: it kept answering 429 (too many requests). "
+            "Nothing is wrong with the setup yet — verify again later.",
+        ),
+        (
+            E.NotFoundError("gone", status=404),
+            False,
+            False,
+            "Zendesk Sell answered unexpectedly when asked to read the fields: gone [HTTP 404]",
+        ),
     ],
-)  # fmt: skip
+)
 def test_each_failure_becomes_its_verdict(exc, needs_new_token, unreachable, text):
     """Planted bugs: ``ok`` True/None on a failure, the flags swapped or None, the
     problem text dropped or the wrong detail for the error class."""
     v = _failure(exc, "read the fields")
-    assert asdict(v) == {"ok": False, "problems": [text], "account_user": None,
-                           "needs_new_token": needs_new_token, "unreachable": unreachable}  # fmt: skip
+    assert asdict(v) == {
+        "ok": False,
+        "problems": [text],
+        "account_user": None,
+        "needs_new_token": needs_new_token,
+        "unreachable": unreachable,
+    }
 
 
 def test_user_summary_keeps_only_who_the_token_belongs_to():
     """Planted bugs: a key dropped or renamed; other attributes passed on."""
-    user = {"id": 7, "name": "Ann", "email": "a@x.test", "role": "admin", "status": "active",
-            "phone": "555", "timezone": "UTC"}  # fmt: skip
-    assert _user_summary(user) == {"id": 7, "name": "Ann", "email": "a@x.test", "role": "admin",
-                                   "status": "active"}  # fmt: skip
+    user = {
+        "id": 7,
+        "name": "Ann",
+        "email": "a@x.test",
+        "role": "admin",
+        "status": "active",
+        "phone": "555",
+        "timezone": "UTC",
+    }
+    assert _user_summary(user) == {
+        "id": 7,
+        "name": "Ann",
+        "email": "a@x.test",
+        "role": "admin",
+        "status": "active",
+    }
     assert _user_summary({"id": 7}) == {"id": 7}
 
 
 def _client(base_url: str, token: str) -> SellClient:
-    return SellClient(base_url, Secret(token), budget=RateBudget(500.0), max_attempts=1,
-                      backoff_base=0.01, backoff_cap=0.05, timeout=2.0)  # fmt: skip
+    return SellClient(
+        base_url,
+        Secret(token),
+        budget=RateBudget(500.0),
+        max_attempts=1,
+        backoff_base=0.01,
+        backoff_cap=0.05,
+        timeout=2.0,
+    )
 
 
 async def test_sell_down_while_reading_fields_keeps_the_account_user(sellsim):
@@ -296,9 +362,13 @@ async def test_sell_too_slow_hits_the_deadline(sellsim):
     sellsim.set_faults([{"kind": "slow", "delay": 1.5, "count": 1}])
     async with _client(sellsim.base_url, sellsim.token) as sell:
         v = await verify_connection(sell, TAGS, deadline_s=0.2)
-    assert asdict(v) == {"ok": False, "account_user": None, "needs_new_token": False,
-                           "unreachable": True,
-                           "problems": ["Zendesk Sell did not answer within 0.2 s — verify again later."]}  # fmt: skip
+    assert asdict(v) == {
+        "ok": False,
+        "account_user": None,
+        "needs_new_token": False,
+        "unreachable": True,
+        "problems": ["Zendesk Sell did not answer within 0.2 s — verify again later."],
+    }
 
 
 async def test_a_broken_setup_is_not_ok_and_names_the_user(sellsim):

@@ -36,16 +36,22 @@ def _background(d, method, params):
 
 
 def test_a_token_replaced_during_a_verify(daemon_factory, sellsim):
-    d = daemon_factory(sell=f'base_url = "{sellsim.base_url}"\nmax_attempts = 3\nverify_timeout_seconds = 30\n')
+    d = daemon_factory(
+        sell=f'base_url = "{sellsim.base_url}"\nmax_attempts = 3\nverify_timeout_seconds = 30\n'
+    )
     d.start()
     d.wait_for("READY=1")
     with d.client() as c:
-        doc = c.call("channels.create", {"name": "Acme", "sequential_tags": TAGS, "api_token": DEMO_TOKEN})
+        doc = c.call(
+            "channels.create", {"name": "Acme", "sequential_tags": TAGS, "api_token": DEMO_TOKEN}
+        )
         assert doc["connection"]["status"] == "verified"
     before = sellsim.counters()["requests"].get("GET /v2/users/self", 0)
     sellsim.set_faults([{"kind": "slow", "delay": 3, "path": "/v2/users/self", "count": 1}])
     thread, box = _background(d, "channels.verify", {"id": doc["id"]})
-    while sellsim.counters()["requests"].get("GET /v2/users/self", 0) <= before:  # the verify is in flight
+    while (
+        sellsim.counters()["requests"].get("GET /v2/users/self", 0) <= before
+    ):  # the verify is in flight
         time.sleep(0.05)
     with d.client() as c:
         c.call("subscribe")
@@ -58,7 +64,11 @@ def test_a_token_replaced_during_a_verify(daemon_factory, sellsim):
         assert c.call("status")["pid"] == d.proc.pid
     assert d.stop() == 0
     log = d.log()
-    assert "AttributeError" not in log and "control method failed" not in log and '"internal"' not in log
+    assert (
+        "AttributeError" not in log
+        and "control method failed" not in log
+        and '"internal"' not in log
+    )
 
 
 async def test_discard_waits_for_the_last_user(sellsim):

@@ -21,17 +21,37 @@ TOKEN = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in ra
 def _answers(auth: str) -> dict[str, tuple[int, dict[str, str], bytes]]:
     tok = auth.removeprefix("Bearer ")
     return {
-        "html": (400, {"Content-Type": "text/html", "X-Request-Id": tok[3:40]},
-                 f"<html><body><h1>400 Bad Request</h1><p>Request header was: Authorization: {auth[:64]}"
-                 f"</p></body></html>".encode()),
-        "422": (422, {"Content-Type": "application/json"}, json.dumps({
-            "errors": [{"error": {"code": "invalid", "message": f"header {tok[10:50]} refused",
-                                  "details": f"token starting {tok[:30]} is odd", "field": f"/data/{tok[5:20]}",
-                                  "resource": tok[40:60]}}],
-            "meta": {"logref": tok[20:60]},
-        }).encode()),
-        "malformed": (200, {"Content-Type": "text/plain", "X-Request-Id": tok[2:34]},
-                      f"you sent {tok[:50]}".encode()),
+        "html": (
+            400,
+            {"Content-Type": "text/html", "X-Request-Id": tok[3:40]},
+            f"<html><body><h1>400 Bad Request</h1><p>Request header was: Authorization: {auth[:64]}"
+            f"</p></body></html>".encode(),
+        ),
+        "422": (
+            422,
+            {"Content-Type": "application/json"},
+            json.dumps(
+                {
+                    "errors": [
+                        {
+                            "error": {
+                                "code": "invalid",
+                                "message": f"header {tok[10:50]} refused",
+                                "details": f"token starting {tok[:30]} is odd",
+                                "field": f"/data/{tok[5:20]}",
+                                "resource": tok[40:60],
+                            }
+                        }
+                    ],
+                    "meta": {"logref": tok[20:60]},
+                }
+            ).encode(),
+        ),
+        "malformed": (
+            200,
+            {"Content-Type": "text/plain", "X-Request-Id": tok[2:34]},
+            f"you sent {tok[:50]}".encode(),
+        ),
     }
 
 
@@ -43,7 +63,9 @@ class EchoSell(ThreadingHTTPServer):
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(handler) -> None:
-                status, headers, body = _answers(handler.headers.get("Authorization", ""))[self.mode]
+                status, headers, body = _answers(handler.headers.get("Authorization", ""))[
+                    self.mode
+                ]
                 handler.send_response(status)
                 for k, v in headers.items():
                     handler.send_header(k, v)
@@ -78,8 +100,10 @@ def test_an_echoed_token_never_leaves_the_daemon(daemon_factory, echo_sell):
     with d.client() as c:
         c.call("subscribe")
         channel = c.call("channels.create", {"name": "Acme"})
-        replies = [c.call("channels.update", {"id": channel["id"], "api_token": TOKEN}),
-                   c.call("channels.verify", {"id": channel["id"]})]
+        replies = [
+            c.call("channels.update", {"id": channel["id"], "api_token": TOKEN}),
+            c.call("channels.verify", {"id": channel["id"]}),
+        ]
         while sum(e.event == "channel.updated" for e in c.events) < 3:
             message = c.read_message()
             if getattr(message, "event", None):
@@ -88,7 +112,9 @@ def test_an_echoed_token_never_leaves_the_daemon(daemon_factory, echo_sell):
     problems = replies[-1]["connection"]["problems"]
     assert replies[-1]["connection"]["status"] == "failed" and len(problems) == 1
     assert "Zendesk Sell answered unexpectedly" in problems[0]
-    assert "****" in problems[0] or "Bearer ****" in problems[0], problems  # the server's text is kept, masked
+    assert "****" in problems[0] or "Bearer ****" in problems[0], (
+        problems
+    )  # the server's text is kept, masked
     assert _runs(json.dumps(replies)) == []
     assert _runs(json.dumps(events)) == []
     assert d.stop() == 0

@@ -27,11 +27,16 @@ def kuloo_db(path: Path, *, migrations=("0001_initial", "0009_leases")) -> Path:
             CREATE TABLE kuloo_user (id INTEGER PRIMARY KEY, crm_id INTEGER, crm_push_at TEXT);
             CREATE TABLE outbox_message (id INTEGER PRIMARY KEY, state TEXT, last_error TEXT);
         """)
-        conn.executemany("INSERT INTO tortoise_migrations (app, name) VALUES ('models', ?)", [(m,) for m in migrations])
-        conn.execute("INSERT INTO channel VALUES (1, '{\"device_uuid\": \"d\", \"mode\": \"feed\"}')")
+        conn.executemany(
+            "INSERT INTO tortoise_migrations (app, name) VALUES ('models', ?)",
+            [(m,) for m in migrations],
+        )
+        conn.execute('INSERT INTO channel VALUES (1, \'{"device_uuid": "d", "mode": "feed"}\')')
         conn.executemany("INSERT INTO kuloo_user VALUES (?, ?, NULL)", [(1, 1001), (2, None)])
-        conn.executemany("INSERT INTO outbox_message VALUES (?, ?, '')",
-                         [(1, "queued"), (2, "sending"), (3, "sent"), (4, "failed")])
+        conn.executemany(
+            "INSERT INTO outbox_message VALUES (?, ?, '')",
+            [(1, "queued"), (2, "sending"), (3, "sent"), (4, "failed")],
+        )
     return path
 
 
@@ -51,7 +56,9 @@ def test_a_backup_is_consistent_while_the_database_is_written(tmp_path):
     t.start()
     try:
         seen = []
-        out = b.backup(db, tmp_path / "copy.sqlite3", lambda done, total: seen.append((done, total)))
+        out = b.backup(
+            db, tmp_path / "copy.sqlite3", lambda done, total: seen.append((done, total))
+        )
     finally:
         stop.set()
         t.join()
@@ -59,7 +66,9 @@ def test_a_backup_is_consistent_while_the_database_is_written(tmp_path):
     assert b.check_copy(out) == ["0001_initial", "0009_leases"]
     with sqlite3.connect(out) as conn:
         assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # one self-contained file
+        assert (
+            conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        )  # one self-contained file
         assert conn.execute("SELECT count(*) FROM outbox_message WHERE id < 10").fetchone()[0] == 4
     assert seen and seen[-1][0] == seen[-1][1]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
@@ -95,28 +104,43 @@ def test_restore_keeps_the_old_database_and_makes_the_daemon_look_first(tmp_path
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
     with sqlite3.connect(db) as conn:
         # The feed reads Sell whole, adopting KulooIds written after the copy until it is done.
-        assert list(json.loads(conn.execute("SELECT sync_state FROM channel").fetchone()[0])) == ["restored_at"]
+        assert list(json.loads(conn.execute("SELECT sync_state FROM channel").fetchone()[0])) == [
+            "restored_at"
+        ]
         pushes = dict(conn.execute("SELECT id, crm_push_at FROM kuloo_user"))
         assert pushes[1] is None and pushes[2] is not None  # the unlinked user is looked up first
         states = dict(conn.execute("SELECT id, state FROM outbox_message"))
         assert states == {1: "uncertain", 2: "uncertain", 3: "sent", 4: "failed"}
     assert "check the outbox" in b.delivery_paused(state)
-    assert b.resume_delivery(state) and b.delivery_paused(state) is None and not b.resume_delivery(state)
+    assert (
+        b.resume_delivery(state)
+        and b.delivery_paused(state) is None
+        and not b.resume_delivery(state)
+    )
 
 
 # ---------------------------------------------------------------- the commands, beside a daemon
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kuloo_daemon.cli", *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "kuloo_daemon.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_backup_refuses_postgresql_and_names_pg_dump(tmp_path):
     config = tmp_path / "k.toml"
-    config.write_text(f'[daemon]\nstate_dir = "{tmp_path}/state"\n[control]\nsocket = "{tmp_path}/c.sock"\n'
-                      '[store]\nurl = "postgresql://kuloo@127.0.0.1:5999/kuloo"\n')
-    for args in (("backup", "--to", str(tmp_path / "x")), ("restore", "--from", str(tmp_path / "x"))):
+    config.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path}/state"\n[control]\nsocket = "{tmp_path}/c.sock"\n'
+        '[store]\nurl = "postgresql://kuloo@127.0.0.1:5999/kuloo"\n'
+    )
+    for args in (
+        ("backup", "--to", str(tmp_path / "x")),
+        ("restore", "--from", str(tmp_path / "x")),
+    ):
         done = cli(*args[:1], "--config", str(config), *args[1:])
         assert done.returncode == 2 and "pg_dump" in done.stderr and not (tmp_path / "x").exists()
 
@@ -128,4 +152,8 @@ def test_restore_refuses_while_the_daemon_runs(daemon_factory, tmp_path):
     copy = tmp_path / "copy.sqlite3"
     assert cli("backup", "--config", str(d.config_path), "--to", str(copy)).returncode == 0
     done = cli("restore", "--config", str(d.config_path), "--from", str(copy))
-    assert done.returncode == 1 and "another kuloo-daemon" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert (
+        done.returncode == 1
+        and "another kuloo-daemon" in done.stderr
+        and len(done.stderr.splitlines()) == 1
+    )

@@ -20,14 +20,29 @@ from kuloo_daemon.store import users as user_store
 from kuloo_daemon.sync import engine
 from kuloo_daemon.vocabulary import Actor
 
-TABLES = ("kuloo_user", "user_promo_tag", "audit_entry", "outbox_message", "sync_run", "sync_error", "article", "lease")
+TABLES = (
+    "kuloo_user",
+    "user_promo_tag",
+    "audit_entry",
+    "outbox_message",
+    "sync_run",
+    "sync_error",
+    "article",
+    "lease",
+)
 
 
 def rows_of(db, channel: int) -> dict[str, int]:
     with sqlite3.connect(db) as conn:
-        counts = {t: conn.execute(f"SELECT count(*) FROM {t} WHERE channel_id = ?", (channel,)).fetchone()[0]  # noqa: S608
-                  for t in TABLES}
-        counts["channel"] = conn.execute("SELECT count(*) FROM channel WHERE id = ?", (channel,)).fetchone()[0]
+        counts = {
+            t: conn.execute(
+                f"SELECT count(*) FROM {t} WHERE channel_id = ?", (channel,)
+            ).fetchone()[0]  # noqa: S608
+            for t in TABLES
+        }
+        counts["channel"] = conn.execute(
+            "SELECT count(*) FROM channel WHERE id = ?", (channel,)
+        ).fetchone()[0]
     return counts
 
 
@@ -36,7 +51,10 @@ def test_the_name_typed_out_deletes_the_channel_and_only_it(daemon):
         one = c.call("channels.create", {"name": "Acme", "sequential_tags": ["welcome"]})["id"]
         two = c.call("channels.create", {"name": "Beta"})["id"]
         for i in range(3):
-            c.call("users.add", {"channel": one, "email": f"a{i}@example.com", "promo_tags": ["welcome"]})
+            c.call(
+                "users.add",
+                {"channel": one, "email": f"a{i}@example.com", "promo_tags": ["welcome"]},
+            )
         c.call("users.add", {"channel": two, "email": "b@example.com"})
         with pytest.raises(ControlError) as wrong:
             c.call("channels.delete", {"id": one, "confirm": "acme"})
@@ -52,18 +70,27 @@ def test_the_name_typed_out_deletes_the_channel_and_only_it(daemon):
     db = daemon.root / "state" / "kuloo.sqlite3"
     assert set(rows_of(db, one).values()) == {0}
     assert rows_of(db, two)["kuloo_user"] == 1 and rows_of(db, two)["audit_entry"] >= 1
-    assert "channel deleted" in daemon.log() and "a0@example.com" not in daemon.log().split("channel deleted")[1]
+    assert (
+        "channel deleted" in daemon.log()
+        and "a0@example.com" not in daemon.log().split("channel deleted")[1]
+    )
 
 
 def test_kuloo_ctl_asks_for_the_name(daemon):
     with daemon.client() as c:
         c.call("channels.create", {"name": "Acme"})
     ctl = [sys.executable, "-m", "kuloo_daemon.control.ctl", "--socket", daemon.socket_path]
-    refused = subprocess.run([*ctl, "channel", "delete"], capture_output=True, text=True, timeout=60,
-                             stdin=subprocess.DEVNULL)
+    refused = subprocess.run(
+        [*ctl, "channel", "delete"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert refused.returncode != 0 and "--confirm NAME" in refused.stderr
-    done = subprocess.run([*ctl, "channel", "delete", "--confirm", "Acme"], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [*ctl, "channel", "delete", "--confirm", "Acme"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert "channel 1 (Acme)" in done.stdout
 

@@ -45,7 +45,10 @@ def test_parse_instant_refuses(text):
 
 
 def test_iso_renders_utc_with_z():
-    assert iso(datetime(2026, 1, 1, 10, 0, tzinfo=timezone(timedelta(hours=1)))) == "2026-01-01T09:00:00Z"
+    assert (
+        iso(datetime(2026, 1, 1, 10, 0, tzinfo=timezone(timedelta(hours=1))))
+        == "2026-01-01T09:00:00Z"
+    )
     assert iso(None) is None
 
 

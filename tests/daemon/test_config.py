@@ -17,24 +17,39 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_problem_is_listed_with_its_key():
     with pytest.raises(c.ConfigError) as err:
-        c.from_mapping({
-            "daemon": {"state_dir": 3, "shutdown_grace_seconds": -1, "colour": "blue"},
-            "log": {"format": "xml", "level": True},
-            "sell": {"base_url": "ftp://x", "requests_per_second": 50},
-            "nonsense": 1,
-        })
+        c.from_mapping(
+            {
+                "daemon": {"state_dir": 3, "shutdown_grace_seconds": -1, "colour": "blue"},
+                "log": {"format": "xml", "level": True},
+                "sell": {"base_url": "ftp://x", "requests_per_second": 50},
+                "nonsense": 1,
+            }
+        )
     problems = err.value.problems
-    for fragment in ["daemon.state_dir: expected a string", "daemon.shutdown_grace_seconds: -1 is below",
-                     "daemon.colour: unknown key", "log.format: 'xml' is not one of", "log.level: expected a string, got a boolean",
-                     "sell.base_url: must start with", "sell.requests_per_second: Sell allows 10 requests per second",
-                     "nonsense: expected a [nonsense] table"]:
+    for fragment in [
+        "daemon.state_dir: expected a string",
+        "daemon.shutdown_grace_seconds: -1 is below",
+        "daemon.colour: unknown key",
+        "log.format: 'xml' is not one of",
+        "log.level: expected a string, got a boolean",
+        "sell.base_url: must start with",
+        "sell.requests_per_second: Sell allows 10 requests per second",
+        "nonsense: expected a [nonsense] table",
+    ]:
         assert any(fragment in p for p in problems), (fragment, problems)
     assert len(problems) == 8
 
 
-@pytest.mark.parametrize("url, ok", [("http://127.0.0.1:8080", True), ("http://[::1]:80", True),
-                                     ("http://localhost:1", True), ("https://api.getbase.com", False),
-                                     ("https://10.0.0.1", False)])
+@pytest.mark.parametrize(
+    "url, ok",
+    [
+        ("http://127.0.0.1:8080", True),
+        ("http://[::1]:80", True),
+        ("http://localhost:1", True),
+        ("https://api.getbase.com", False),
+        ("https://10.0.0.1", False),
+    ],
+)
 def test_a_raised_rate_and_a_test_cadence_only_against_loopback(url, ok):
     body = {"sell": {"base_url": url, "requests_per_second": 500}, "sync": {"cadence_seconds": 2}}
     if ok:
@@ -43,8 +58,16 @@ def test_a_raised_rate_and_a_test_cadence_only_against_loopback(url, ok):
     else:
         with pytest.raises(c.ConfigError) as err:
             c.from_mapping(body)
-        assert [p.split(":")[0] for p in err.value.problems] == ["sell.requests_per_second", "sync.cadence_seconds"]
-    assert c.from_mapping({"sell": {"base_url": url, "requests_per_second": 10}})["sync.cadence_seconds"] == 0
+        assert [p.split(":")[0] for p in err.value.problems] == [
+            "sell.requests_per_second",
+            "sync.cadence_seconds",
+        ]
+    assert (
+        c.from_mapping({"sell": {"base_url": url, "requests_per_second": 10}})[
+            "sync.cadence_seconds"
+        ]
+        == 0
+    )
 
 
 def test_relative_paths_are_relative_to_the_file(tmp_path):
@@ -67,16 +90,29 @@ def test_unreadable_and_invalid_files(tmp_path):
 @pytest.mark.e2e
 @pytest.mark.parametrize("name", ["kuloo.example.toml", "demo.toml"])
 def test_shipped_configs_are_valid(name):
-    r = subprocess.run([sys.executable, "-m", "kuloo_daemon.cli", "check-config", "--config", str(ROOT / "config" / name)],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kuloo_daemon.cli",
+            "check-config",
+            "--config",
+            str(ROOT / "config" / name),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if name == "demo.toml":
         assert r.returncode == 0, r.stderr
     else:  # the example shows the defaults: the operator must still give the links' https address
         assert r.returncode == 2
-        assert r.stderr.strip().endswith("links.public_url: must be an https:// address when "
-                                         'delivery.transport = "smtp" (it is in every unsubscribe link); '
-                                         "empty or http:// only when smtp.host and sell.base_url are "
-                                         "both loopback (tests)"), r.stderr
+        assert r.stderr.strip().endswith(
+            "links.public_url: must be an https:// address when "
+            'delivery.transport = "smtp" (it is in every unsubscribe link); '
+            "empty or http:// only when smtp.host and sell.base_url are "
+            "both loopback (tests)"
+        ), r.stderr
 
 
 def test_the_example_documents_every_key():
@@ -97,10 +133,18 @@ def test_the_example_documents_every_key():
 def test_check_config_command_exits_nonzero_and_names_keys(tmp_path):
     f = tmp_path / "k.toml"
     f.write_text('[control]\nmax_line_bytes = "big"\n[sell]\ntimeout_seconds = 0\n')
-    r = subprocess.run([sys.executable, "-m", "kuloo_daemon.cli", "check-config", "--config", str(f)],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "kuloo_daemon.cli", "check-config", "--config", str(f)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2
-    assert "2 problem(s)" in r.stderr and "control.max_line_bytes" in r.stderr and "sell.timeout_seconds" in r.stderr
+    assert (
+        "2 problem(s)" in r.stderr
+        and "control.max_line_bytes" in r.stderr
+        and "sell.timeout_seconds" in r.stderr
+    )
 
 
 def test_credentials_are_read_from_files_never_from_toml(tmp_path, monkeypatch):
@@ -122,7 +166,10 @@ def test_clock_keys():
     with pytest.raises(c.ConfigError) as err:
         c.from_mapping({"clock": {"mode": "frozen", "start": "2026-01-05T09:00:00"}})
     assert any(p.startswith("clock.mode: 'frozen' is not one of") for p in err.value.problems)
-    assert any(p.startswith("clock.start: must be an ISO 8601 time with its offset") for p in err.value.problems)
+    assert any(
+        p.startswith("clock.start: must be an ISO 8601 time with its offset")
+        for p in err.value.problems
+    )
     with pytest.raises(c.ConfigError, match="clock.start"):
         c.from_mapping({"clock": {"start": "soon"}})
 
@@ -135,7 +182,11 @@ def test_clock_keys():
 # The minimum checks were only caught by accident through a fixture; here every declared
 # bound is checked directly, so a key added to KEYS is covered the day it lands.
 
-BOUNDED = [(name, spec) for name, spec in c.KEYS.items() if spec.minimum is not None or spec.maximum is not None]
+BOUNDED = [
+    (name, spec)
+    for name, spec in c.KEYS.items()
+    if spec.minimum is not None or spec.maximum is not None
+]
 
 
 def _mapping(name: str, value) -> dict:
@@ -165,11 +216,15 @@ def test_every_bound_is_inclusive_and_one_step_past_is_refused(name, spec):
     if spec.minimum is not None:
         assert c.from_mapping(_mapping(name, spec.minimum))[name] == spec.minimum
         below = spec.minimum - _step(spec)
-        assert _problems(_mapping(name, below)) == [f"{name}: {below!r} is below the minimum {spec.minimum}"]
+        assert _problems(_mapping(name, below)) == [
+            f"{name}: {below!r} is below the minimum {spec.minimum}"
+        ]
     if spec.maximum is not None:
         assert c.from_mapping(_mapping(name, spec.maximum))[name] == spec.maximum
         above = spec.maximum + _step(spec)
-        assert _problems(_mapping(name, above)) == [f"{name}: {above!r} is above the maximum {spec.maximum}"]
+        assert _problems(_mapping(name, above)) == [
+            f"{name}: {above!r} is above the maximum {spec.maximum}"
+        ]
 
 
 def test_defaults_are_valid_and_returned_for_absent_keys():
@@ -184,14 +239,18 @@ def test_types_are_checked_before_bounds():
     """Planted bugs: booleans accepted as numbers, a float accepted for an integer key,
     the type names in the message changed."""
     assert _problems({"sell": {"timeout_seconds": True}}) == [
-        "sell.timeout_seconds: expected a number, got a boolean"]  # fmt: skip
+        "sell.timeout_seconds: expected a number, got a boolean"
+    ]
     assert _problems({"sell": {"max_attempts": 2.5}}) == [
-        "sell.max_attempts: expected a number, got float 2.5"]  # fmt: skip
+        "sell.max_attempts: expected a number, got float 2.5"
+    ]
     assert _problems({"sell": {"max_attempts": "3"}}) == [
-        "sell.max_attempts: expected a number, got str '3'"]  # fmt: skip
+        "sell.max_attempts: expected a number, got str '3'"
+    ]
     assert _problems({"log": {"level": 1}}) == ["log.level: expected a string, got int 1"]
     assert _problems({"log": {"level": "verbose"}}) == [
-        "log.level: 'verbose' is not one of 'debug', 'info', 'warning', 'error'"]  # fmt: skip
+        "log.level: 'verbose' is not one of 'debug', 'info', 'warning', 'error'"
+    ]
     assert c.from_mapping({"sell": {"timeout_seconds": 2}})["sell.timeout_seconds"] == 2
 
 
@@ -207,7 +266,8 @@ def test_socket_path_length_edge():
     ok = base + "s" * (107 - len(base))
     assert c.from_mapping({"control": {"socket": ok}})["control.socket"] == ok
     assert _problems({"control": {"socket": ok + "x"}}) == [
-        "control.socket: path is longer than the 107 bytes a Unix socket allows"]  # fmt: skip
+        "control.socket: path is longer than the 107 bytes a Unix socket allows"
+    ]
     # bytes, not characters
     multibyte = base + "é" * 51  # 5 + 102 bytes
     assert len(os.fsencode(multibyte)) == 107
@@ -224,9 +284,11 @@ def test_unknown_keys_suggest_the_known_one():
     """Planted bugs: no suggestion for a dashed or differently cased key, or for a key
     put in the wrong section."""
     assert _problems({"daemon": {"State-Dir": "/x"}}) == [
-        "daemon.State-Dir: unknown key (did you mean 'daemon.state_dir'?)"]  # fmt: skip
+        "daemon.State-Dir: unknown key (did you mean 'daemon.state_dir'?)"
+    ]
     assert _problems({"sell": {"socket": "/x"}}) == [
-        "sell.socket: unknown key (did you mean 'control.socket'?)"]  # fmt: skip
+        "sell.socket: unknown key (did you mean 'control.socket'?)"
+    ]
     assert _problems({"sell": {"colour": "blue"}}) == ["sell.colour: unknown key"]
 
 
@@ -235,8 +297,10 @@ def test_paths_relative_to_the_file_and_absolute_ones_kept(tmp_path):
     path rewritten, an empty directory turned into the file's folder."""
     f = tmp_path / "etc" / "kuloo.toml"
     f.parent.mkdir()
-    f.write_text('[daemon]\nstate_dir = "/var/lib/k"\n[credentials]\ndirectory = "creds"\n'
-                 '[control]\nsocket = "/run/k/c.sock"\n[store]\ndatabase = "/srv/db.sqlite3"\n')  # fmt: skip
+    f.write_text(
+        '[daemon]\nstate_dir = "/var/lib/k"\n[credentials]\ndirectory = "creds"\n'
+        '[control]\nsocket = "/run/k/c.sock"\n[store]\ndatabase = "/srv/db.sqlite3"\n'
+    )
     cfg = c.load(f)
     assert cfg["credentials.directory"] == str(tmp_path / "etc" / "creds")
     assert cfg["daemon.state_dir"] == "/var/lib/k" and cfg["control.socket"] == "/run/k/c.sock"
@@ -244,7 +308,9 @@ def test_paths_relative_to_the_file_and_absolute_ones_kept(tmp_path):
     g = tmp_path / "etc" / "other.toml"
     g.write_text('[daemon]\nstate_dir = "/var/lib/k"\n')
     cfg = c.load(g)
-    assert cfg["credentials.directory"] == "" and cfg.database_path == Path("/var/lib/k/kuloo.sqlite3")
+    assert cfg["credentials.directory"] == "" and cfg.database_path == Path(
+        "/var/lib/k/kuloo.sqlite3"
+    )
 
 
 def test_credentials_come_from_the_configured_folder_first(tmp_path, monkeypatch):
@@ -255,7 +321,12 @@ def test_credentials_come_from_the_configured_folder_first(tmp_path, monkeypatch
         folder.mkdir()
         (folder / "link-signing-key").write_text(value + "\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(systemd))
-    assert c.from_mapping({"credentials": {"directory": str(mine)}}).credential("link_signing_key").reveal() == "configured"
+    assert (
+        c.from_mapping({"credentials": {"directory": str(mine)}})
+        .credential("link_signing_key")
+        .reveal()
+        == "configured"
+    )
     assert c.from_mapping({}).credential("link_signing_key").reveal() == "from-systemd"
     assert c.from_mapping({}).credentials_dir() == str(systemd)
 
@@ -272,16 +343,27 @@ def test_every_section_is_checked_after_a_bad_one():
     """Planted bugs: ``break`` after a section that is not a table (the rest unchecked),
     another joiner in the error's text."""
     problems = _problems({"nonsense": 1, "log": {"level": "loud"}})
-    assert problems == ["nonsense: expected a [nonsense] table",
-                        "log.level: 'loud' is not one of 'debug', 'info', 'warning', 'error'"]  # fmt: skip
+    assert problems == [
+        "nonsense: expected a [nonsense] table",
+        "log.level: 'loud' is not one of 'debug', 'info', 'warning', 'error'",
+    ]
 
 
 def test_relative_paths_stay_relative_without_a_file():
     """Planted bugs: ``or`` for ``and`` in the path rules (no file to resolve against:
     a crash on ``None.parent``)."""
-    cfg = c.from_mapping({"daemon": {"state_dir": "st"}, "control": {"socket": "c.sock"},
-                          "credentials": {"directory": "cr"}})  # fmt: skip
-    assert (cfg["daemon.state_dir"], cfg["control.socket"], cfg["credentials.directory"]) == ("st", "c.sock", "cr")
+    cfg = c.from_mapping(
+        {
+            "daemon": {"state_dir": "st"},
+            "control": {"socket": "c.sock"},
+            "credentials": {"directory": "cr"},
+        }
+    )
+    assert (cfg["daemon.state_dir"], cfg["control.socket"], cfg["credentials.directory"]) == (
+        "st",
+        "c.sock",
+        "cr",
+    )
     assert cfg.path is None
 
 
@@ -295,14 +377,21 @@ def test_a_loaded_config_knows_its_file(tmp_path):
 def test_base_url_refusal_text():
     """Planted bug: the message changed (operators grep for the key name)."""
     assert _problems({"sell": {"base_url": "api.getbase.com"}}) == [
-        "sell.base_url: must start with http:// or https://"]  # fmt: skip
+        "sell.base_url: must start with http:// or https://"
+    ]
 
 
 def test_type_names_in_messages():
     """Planted bugs: the wording for booleans, mixed types or unnamed types changed (no
     key has such a type today; the next one will)."""
-    assert c._check("x.flag", c.Key(bool, False, "d"), "yes") == "x.flag: expected true or false, got str 'yes'"
-    assert c._check("x.mixed", c.Key((str, int), "", "d"), 1.5) == "x.mixed: expected a number or a string, got float 1.5"
+    assert (
+        c._check("x.flag", c.Key(bool, False, "d"), "yes")
+        == "x.flag: expected true or false, got str 'yes'"
+    )
+    assert (
+        c._check("x.mixed", c.Key((str, int), "", "d"), 1.5)
+        == "x.mixed: expected a number or a string, got float 1.5"
+    )
     assert c._check("x.list", c.Key(list, [], "d"), "a") == "x.list: expected list, got str 'a'"
     assert c._check("x.flag", c.Key(bool, False, "d"), True) is None
 
@@ -322,7 +411,10 @@ SYSTEM_TAIL = ", in the system folder /etc; keep it under daemon.state_dir"
 
 
 def _base(tmp: Path, **sections) -> dict:
-    data: dict = {"daemon": {"state_dir": str(tmp / "state")}, "control": {"socket": str(tmp / "c.sock")}}
+    data: dict = {
+        "daemon": {"state_dir": str(tmp / "state")},
+        "control": {"socket": str(tmp / "c.sock")},
+    }
     for section, body in sections.items():
         data.setdefault(section, {}).update(body)
     return data
@@ -334,27 +426,44 @@ def _check_problems(data: dict, path: Path | None = None) -> list[str]:
     return err.value.problems
 
 
-@pytest.mark.parametrize("database, problem", [
-    (":memory:", "':memory:' must be a file name, not a special SQLite name"),
-    ("file:x.sqlite3?mode=memory", "'file:x.sqlite3?mode=memory' must be a file name, not a special SQLite name"),
-    ("db/", "'db/' must be a file name, not a folder"),
-    (".", "'.' must be a file name, not a folder"),
-    ("..", "'..' must be a file name, not a folder"),
-    ("../x.sqlite3", "'../x.sqlite3' must stay inside daemon.state_dir (no '..')"),
-    ("sub/../x.sqlite3", "'sub/../x.sqlite3' must stay inside daemon.state_dir (no '..')"),
-    ("/etc/passwd", "'/etc/passwd'" + SYSTEM_TAIL),
-    ("/etc", "'/etc'" + SYSTEM_TAIL),
-])
+@pytest.mark.parametrize(
+    "database, problem",
+    [
+        (":memory:", "':memory:' must be a file name, not a special SQLite name"),
+        (
+            "file:x.sqlite3?mode=memory",
+            "'file:x.sqlite3?mode=memory' must be a file name, not a special SQLite name",
+        ),
+        ("db/", "'db/' must be a file name, not a folder"),
+        (".", "'.' must be a file name, not a folder"),
+        ("..", "'..' must be a file name, not a folder"),
+        ("../x.sqlite3", "'../x.sqlite3' must stay inside daemon.state_dir (no '..')"),
+        ("sub/../x.sqlite3", "'sub/../x.sqlite3' must stay inside daemon.state_dir (no '..')"),
+        ("/etc/passwd", "'/etc/passwd'" + SYSTEM_TAIL),
+        ("/etc", "'/etc'" + SYSTEM_TAIL),
+    ],
+)
 def test_database_refusals_say_exactly_why(tmp_path, database, problem):
     """Planted bugs: ``and`` for ``or`` between the special-name tests and between the
     folder tests, the ``'.'``/``'..'``/``'/'``/``file:`` literals changed, the ``'..'``
     test inverted or applied to absolute paths, the system-folder test needing both an
     exact and a prefix match, the check's result dropped by ``from_mapping``."""
-    assert _check_problems(_base(tmp_path, store={"database": database})) == [f"store.database: {problem}"]
+    assert _check_problems(_base(tmp_path, store={"database": database})) == [
+        f"store.database: {problem}"
+    ]
 
 
-@pytest.mark.parametrize("database", ["kuloo.sqlite3", "db/kuloo.sqlite3", "/srv/kuloo/../kuloo/k.sqlite3",
-                                      "/var/lib/kuloo/other.sqlite3", "/etcetera/k.sqlite3", "..k.sqlite3"])
+@pytest.mark.parametrize(
+    "database",
+    [
+        "kuloo.sqlite3",
+        "db/kuloo.sqlite3",
+        "/srv/kuloo/../kuloo/k.sqlite3",
+        "/var/lib/kuloo/other.sqlite3",
+        "/etcetera/k.sqlite3",
+        "..k.sqlite3",
+    ],
+)
 def test_sensible_database_places_are_accepted(tmp_path, database):
     """Planted bugs: ``'..'`` refused in an absolute path (it cannot leave a state folder
     it never joins), a prefix test without the ``/`` (``/etcetera`` is not ``/etc``)."""
@@ -377,20 +486,30 @@ def test_a_symlink_into_a_system_folder_is_named_with_where_it_leads(tmp_path):
     state.mkdir()
     (state / "sys").symlink_to("/etc")
     problems = _check_problems(_base(tmp_path, store={"database": "sys/kuloo.sqlite3"}))
-    assert problems == [f"store.database: '{state}/sys/kuloo.sqlite3' leads to '/etc/kuloo.sqlite3'" + SYSTEM_TAIL]
+    assert problems == [
+        f"store.database: '{state}/sys/kuloo.sqlite3' leads to '/etc/kuloo.sqlite3'" + SYSTEM_TAIL
+    ]
 
 
 def test_an_empty_control_socket_is_refused_with_its_text(tmp_path):
     """Planted bug: the message changed or dropped (the subprocess test cannot see it)."""
     data = _base(tmp_path)
     data["control"]["socket"] = "  "
-    assert _check_problems(data) == ["control.socket: must not be empty (a path such as /run/kuloo/control.sock)"]
+    assert _check_problems(data) == [
+        "control.socket: must not be empty (a path such as /run/kuloo/control.sock)"
+    ]
 
 
-@pytest.mark.parametrize("url, ok", [
-    ("https://links.example.com", True), ("http://127.0.0.1:8080", True),
-    ("ftp://links.example.com", False), ("links.example.com", False), ("HTTPS://x.test", False),
-])
+@pytest.mark.parametrize(
+    "url, ok",
+    [
+        ("https://links.example.com", True),
+        ("http://127.0.0.1:8080", True),
+        ("ftp://links.example.com", False),
+        ("links.example.com", False),
+        ("HTTPS://x.test", False),
+    ],
+)
 def test_public_url_schemes(tmp_path, url, ok):
     """Planted bugs: the scheme test inverted, a scheme literal changed, the message
     changed or dropped."""
@@ -398,7 +517,9 @@ def test_public_url_schemes(tmp_path, url, ok):
     if ok:
         assert c.from_mapping(data)["links.public_url"] == url
     else:
-        assert _check_problems(data) == ["links.public_url: must start with https:// (or http:// for tests)"]
+        assert _check_problems(data) == [
+            "links.public_url: must start with https:// (or http:// for tests)"
+        ]
 
 
 def test_maildir_transport_needs_a_folder(tmp_path):
@@ -407,7 +528,9 @@ def test_maildir_transport_needs_a_folder(tmp_path):
     assert _check_problems(_base(tmp_path, delivery={"transport": "maildir"})) == [
         'delivery.maildir: required when delivery.transport = "maildir"'
     ]
-    config = c.from_mapping(_base(tmp_path, delivery={"transport": "maildir", "maildir": str(tmp_path / "md")}))
+    config = c.from_mapping(
+        _base(tmp_path, delivery={"transport": "maildir", "maildir": str(tmp_path / "md")})
+    )
     assert config["delivery.maildir"] == str(tmp_path / "md")
 
 
@@ -431,7 +554,12 @@ def test_sell_limits_beyond_sells_own_only_against_loopback(tmp_path):
     """Planted bugs: the 10/s limit moved (10.5 accepted for a real Sell), the messages
     changed."""
     real = {"base_url": "https://api.getbase.com"}
-    assert c.from_mapping(_base(tmp_path, sell={**real, "requests_per_second": 10}))["sell.requests_per_second"] == 10
+    assert (
+        c.from_mapping(_base(tmp_path, sell={**real, "requests_per_second": 10}))[
+            "sell.requests_per_second"
+        ]
+        == 10
+    )
     assert _check_problems(_base(tmp_path, sell={**real, "requests_per_second": 10.5})) == [
         "sell.requests_per_second: Sell allows 10 requests per second; more is only accepted for a loopback "
         "sell.base_url (sellsim)"
@@ -442,23 +570,34 @@ def test_sell_limits_beyond_sells_own_only_against_loopback(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("url, loopback", [
-    ("http://127.0.0.1:9", True), ("http://[::1]:9", True), ("http://localhost:9", True),
-    ("https://api.getbase.com", False), ("http://[::1", False), ("http://10.0.0.1", False), ("http://", False),
-])
+@pytest.mark.parametrize(
+    "url, loopback",
+    [
+        ("http://127.0.0.1:9", True),
+        ("http://[::1]:9", True),
+        ("http://localhost:9", True),
+        ("https://api.getbase.com", False),
+        ("http://[::1", False),
+        ("http://10.0.0.1", False),
+        ("http://", False),
+    ],
+)
 def test_loopback_urls(url, loopback):
     """Planted bug: a URL that cannot be parsed (``http://[::1``) counted as loopback,
     which would let a raised rate through against whatever it names."""
     assert c.is_loopback_url(url) is loopback
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("127.0.0.1:8080", ("127.0.0.1", 8080)),
-    ("[::1]:0", ("::1", 0)),
-    ("[fe80::1]:65535", ("fe80::1", 65535)),
-    ("[::1:8080", ("[::1", 8080)),  # only a bracketed host is unwrapped
-    ("h]:1", ("h]", 1)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+        ("[::1]:0", ("::1", 0)),
+        ("[fe80::1]:65535", ("fe80::1", 65535)),
+        ("[::1:8080", ("[::1", 8080)),  # only a bracketed host is unwrapped
+        ("h]:1", ("h]", 1)),
+    ],
+)
 def test_listen_addresses(text, expected):
     """Planted bugs: ``partition`` for ``rpartition`` (an IPv6 host split at its first
     colon), port 0 or 65535 refused, the brackets unwrapped when only one is there or
@@ -474,20 +613,38 @@ def test_bad_listen_addresses_are_reported_whole(tmp_path, text):
     with pytest.raises(ValueError) as err:
         c.parse_listen(text)
     assert str(err.value) == f"{text!r} is not HOST:PORT (port 0 to 65535)"
-    assert _check_problems(_base(tmp_path, links={"listen": text})) == [f"links.listen: {text!r} is not HOST:PORT (port 0 to 65535)"]
+    assert _check_problems(_base(tmp_path, links={"listen": text})) == [
+        f"links.listen: {text!r} is not HOST:PORT (port 0 to 65535)"
+    ]
 
 
-@pytest.mark.parametrize("origin", ["https://www.example.com", "http://127.0.0.1:8000", "https://x.test:8443"])
+@pytest.mark.parametrize(
+    "origin", ["https://www.example.com", "http://127.0.0.1:8000", "https://x.test:8443"]
+)
 def test_origins_accepted(tmp_path, origin):
     """Planted bugs: every origin refused (the scheme test inverted, a scheme literal
     changed, ``not netloc`` inverted, strings treated as non-strings)."""
-    assert c.from_mapping(_base(tmp_path, links={"allowed_origins": [origin]}))["links.allowed_origins"] == [origin]
+    assert c.from_mapping(_base(tmp_path, links={"allowed_origins": [origin]}))[
+        "links.allowed_origins"
+    ] == [origin]
 
 
-@pytest.mark.parametrize("origin", [
-    "ftp://www.example.com", "https://", "https://x.test/", "https://x.test/signup", "https://x.test?a=1",
-    "https://x.test#top", " https://x.test", "https://x.test ", "www.example.com", 42, None,
-])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "ftp://www.example.com",
+        "https://",
+        "https://x.test/",
+        "https://x.test/signup",
+        "https://x.test?a=1",
+        "https://x.test#top",
+        " https://x.test",
+        "https://x.test ",
+        "www.example.com",
+        42,
+        None,
+    ],
+)
 def test_origins_refused_one_reason_at_a_time(tmp_path, origin):
     """Planted bugs: ``and`` for ``or`` between the path, query, fragment and whitespace
     tests (each alone must refuse), the scheme test needing a missing host too, a
@@ -502,8 +659,13 @@ def test_trusted_proxies(tmp_path):
     with its host bits, ``10.1.2.3/8``, refused), the proxy not passed, the message
     changed or dropped."""
     good = ["127.0.0.1", "10.1.2.3/8", "::1", "fd00::/8"]
-    assert c.from_mapping(_base(tmp_path, links={"trusted_proxies": good}))["links.trusted_proxies"] == good
-    assert _check_problems(_base(tmp_path, links={"trusted_proxies": ["proxy.local", 7, "127.0.0.1"]})) == [
+    assert (
+        c.from_mapping(_base(tmp_path, links={"trusted_proxies": good}))["links.trusted_proxies"]
+        == good
+    )
+    assert _check_problems(
+        _base(tmp_path, links={"trusted_proxies": ["proxy.local", 7, "127.0.0.1"]})
+    ) == [
         "links.trusted_proxies: 'proxy.local' is not an IP address or network",
         "links.trusted_proxies: 7 is not an IP address or network",
     ]
@@ -517,18 +679,26 @@ def test_trusted_proxies(tmp_path):
 # numeric key; an empty control socket and a database in a system folder are refused too.
 # Each case is tried through ``check-config`` and ``run`` as subprocesses, as an operator would.
 
-NUMERIC = [name for name, key in c.KEYS.items() if key.minimum is not None or key.maximum is not None]
+NUMERIC = [
+    name for name, key in c.KEYS.items() if key.minimum is not None or key.maximum is not None
+]
 
 
 def _cli(command: str, path: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kuloo_daemon.cli", command, "--config", path],
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "kuloo_daemon.cli", command, "--config", path],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def _write(folder: str, body: str) -> str:
     path = os.path.join(folder, "k.toml")
     with open(path, "w") as f:
-        f.write(f'[daemon]\nstate_dir = "{folder}/state"\n[control]\nsocket = "{folder}/c.sock"\n{body}')
+        f.write(
+            f'[daemon]\nstate_dir = "{folder}/state"\n[control]\nsocket = "{folder}/c.sock"\n{body}'
+        )
     return path
 
 
@@ -544,20 +714,30 @@ def test_every_numeric_key_refuses_non_finite_numbers(value):
     problems = err.value.problems
     assert len(problems) == len(NUMERIC), problems
     for name in NUMERIC:
-        assert any(p.startswith(f"{name}: ") and "is not a finite number" in p for p in problems), (name, problems)
+        assert any(p.startswith(f"{name}: ") and "is not a finite number" in p for p in problems), (
+            name,
+            problems,
+        )
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("key, value", [
-    ("daemon.scheduler_tick_seconds", "nan"),
-    ("daemon.shutdown_grace_seconds", "nan"),
-    ("sell.requests_per_second", "nan"),
-    ("sell.timeout_seconds", "inf"),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("daemon.scheduler_tick_seconds", "nan"),
+        ("daemon.shutdown_grace_seconds", "nan"),
+        ("sell.requests_per_second", "nan"),
+        ("sell.timeout_seconds", "inf"),
+    ],
+)
 def test_run_and_check_config_refuse_nan_before_starting(short_tmp, key, value):
     section, name = key.split(".")
     path = os.path.join(short_tmp, "k.toml")
-    tables = {"daemon": f'state_dir = "{short_tmp}/state"\n', "control": f'socket = "{short_tmp}/c.sock"\n', section: ""}
+    tables = {
+        "daemon": f'state_dir = "{short_tmp}/state"\n',
+        "control": f'socket = "{short_tmp}/c.sock"\n',
+        section: "",
+    }
     tables[section] += f"{name} = {value}\n"
     with open(path, "w") as f:
         f.write("".join(f"[{t}]\n{body}" for t, body in tables.items()))
@@ -565,7 +745,9 @@ def test_run_and_check_config_refuse_nan_before_starting(short_tmp, key, value):
         r = _cli(command, path)
         assert r.returncode == 2, (command, r.stdout, r.stderr)
         assert f"{key}: {value} is not a finite number" in r.stderr, r.stderr
-    assert not os.path.exists(os.path.join(short_tmp, "state")), "nothing may start with a refused config"
+    assert not os.path.exists(os.path.join(short_tmp, "state")), (
+        "nothing may start with a refused config"
+    )
 
 
 @pytest.mark.e2e
@@ -578,20 +760,23 @@ def test_an_empty_control_socket_is_refused(short_tmp):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("database, why", [
-    ("/etc/passwd", "system folder"),
-    ("/etc/kuloo/kuloo.sqlite3", "system folder"),
-    ("/proc/self/environ", "system folder"),
-    ("/dev/null", "system folder"),
-    ("/sys/kernel/x.sqlite3", "system folder"),
-    ("/usr/lib/kuloo.sqlite3", "system folder"),
-    ("../../etc/passwd", "inside daemon.state_dir"),
-    ("sub/../../x.sqlite3", "inside daemon.state_dir"),
-    (":memory:", "file name"),
-    ("file:x.sqlite3?mode=memory", "file name"),
-    ("db/", "file name"),
-    ("/", "file name"),
-])
+@pytest.mark.parametrize(
+    "database, why",
+    [
+        ("/etc/passwd", "system folder"),
+        ("/etc/kuloo/kuloo.sqlite3", "system folder"),
+        ("/proc/self/environ", "system folder"),
+        ("/dev/null", "system folder"),
+        ("/sys/kernel/x.sqlite3", "system folder"),
+        ("/usr/lib/kuloo.sqlite3", "system folder"),
+        ("../../etc/passwd", "inside daemon.state_dir"),
+        ("sub/../../x.sqlite3", "inside daemon.state_dir"),
+        (":memory:", "file name"),
+        ("file:x.sqlite3?mode=memory", "file name"),
+        ("db/", "file name"),
+        ("/", "file name"),
+    ],
+)
 def test_the_database_must_be_in_a_sensible_place(short_tmp, database, why):
     path = _write(short_tmp, f'[store]\ndatabase = "{database}"\n')
     r = _cli("check-config", path)
@@ -605,15 +790,30 @@ def test_a_state_dir_in_a_system_folder_is_refused(short_tmp):
     with open(path, "w") as f:
         f.write(f'[daemon]\nstate_dir = "/etc"\n[control]\nsocket = "{short_tmp}/c.sock"\n')
     r = _cli("check-config", path)
-    assert r.returncode == 2 and "/etc/kuloo.sqlite3" in r.stderr and "system folder" in r.stderr, r.stderr
+    assert r.returncode == 2 and "/etc/kuloo.sqlite3" in r.stderr and "system folder" in r.stderr, (
+        r.stderr
+    )
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("database", ["kuloo.sqlite3", "db/kuloo.sqlite3", "/srv/kuloo/kuloo.sqlite3",
-                                      "/var/lib/kuloo/other.sqlite3"])
+@pytest.mark.parametrize(
+    "database",
+    [
+        "kuloo.sqlite3",
+        "db/kuloo.sqlite3",
+        "/srv/kuloo/kuloo.sqlite3",
+        "/var/lib/kuloo/other.sqlite3",
+    ],
+)
 def test_sensible_database_places_are_accepted_by_check_config(short_tmp, database):
-    r = _cli("check-config", _write(short_tmp, f'[store]\ndatabase = "{database}"\n'
-                                           '[links]\npublic_url = "https://links.example.com"\n'))
+    r = _cli(
+        "check-config",
+        _write(
+            short_tmp,
+            f'[store]\ndatabase = "{database}"\n'
+            '[links]\npublic_url = "https://links.example.com"\n',
+        ),
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -642,22 +842,33 @@ async def test_sell_max_response_bytes_reaches_every_sell_client(services_config
     from kuloo_daemon.secrets import Secret
     from kuloo_daemon.services import open_services
 
-    config = services_config(sell={"base_url": "http://127.0.0.1:9", "max_response_bytes": 2_000_000})
+    config = services_config(
+        sell={"base_url": "http://127.0.0.1:9", "max_response_bytes": 2_000_000}
+    )
     async with open_services(config) as services:
         sell = await services.sell_pool.client(Secret("t" * 64))
         assert sell.max_response_bytes == 2_000_000
 
 
-CLEAR_SELL = ("sell.base_url: must start with https:// (the Sell token would cross the network "
-              "in clear); http:// only for a loopback address (sellsim)")
+CLEAR_SELL = (
+    "sell.base_url: must start with https:// (the Sell token would cross the network "
+    "in clear); http:// only for a loopback address (sellsim)"
+)
 
 
-@pytest.mark.parametrize("url, refused", [
-    ("http://api.getbase.com", True), ("http://10.0.0.1:8080", True),
-    ("http://[2001:db8::1]", True),
-    ("http://127.0.0.1:9", False), ("http://[::1]:9", False), ("http://localhost:9", False),
-    ("https://api.getbase.com", False), ("https://10.0.0.1", False),
-])
+@pytest.mark.parametrize(
+    "url, refused",
+    [
+        ("http://api.getbase.com", True),
+        ("http://10.0.0.1:8080", True),
+        ("http://[2001:db8::1]", True),
+        ("http://127.0.0.1:9", False),
+        ("http://[::1]:9", False),
+        ("http://localhost:9", False),
+        ("https://api.getbase.com", False),
+        ("https://10.0.0.1", False),
+    ],
+)
 def test_plain_http_sell_only_on_loopback(tmp_path, url, refused):
     """Issue 20 item 12: the token would travel in clear. Planted bugs: the http check
     dropped, loopback not exempted (sellsim refused), https refused too."""
@@ -669,20 +880,28 @@ def test_plain_http_sell_only_on_loopback(tmp_path, url, refused):
 
 
 def _clear_smtp(host: str) -> str:
-    return (f'smtp.security: "none" with smtp.username set would send the SMTP password in clear '
-            f'to smtp.host {host!r}; use "starttls" or "tls" ("none" only for a loopback relay)')
+    return (
+        f'smtp.security: "none" with smtp.username set would send the SMTP password in clear '
+        f'to smtp.host {host!r}; use "starttls" or "tls" ("none" only for a loopback relay)'
+    )
 
 
-@pytest.mark.parametrize("smtp, refused", [
-    ({"host": "mail.example.com", "security": "none", "username": "kuloo"}, True),
-    ({"host": "10.1.2.3", "security": "none", "username": "kuloo"}, True),
-    ({"host": "mail.example.com", "security": "none", "username": ""}, False),  # no password sent
-    ({"host": "mail.example.com", "security": "starttls", "username": "kuloo"}, False),
-    ({"host": "mail.example.com", "security": "tls", "username": "kuloo"}, False),
-    ({"host": "127.0.0.1", "security": "none", "username": "kuloo"}, False),
-    ({"host": "::1", "security": "none", "username": "kuloo"}, False),
-    ({"host": "localhost", "security": "none", "username": "kuloo"}, False),
-])
+@pytest.mark.parametrize(
+    "smtp, refused",
+    [
+        ({"host": "mail.example.com", "security": "none", "username": "kuloo"}, True),
+        ({"host": "10.1.2.3", "security": "none", "username": "kuloo"}, True),
+        (
+            {"host": "mail.example.com", "security": "none", "username": ""},
+            False,
+        ),  # no password sent
+        ({"host": "mail.example.com", "security": "starttls", "username": "kuloo"}, False),
+        ({"host": "mail.example.com", "security": "tls", "username": "kuloo"}, False),
+        ({"host": "127.0.0.1", "security": "none", "username": "kuloo"}, False),
+        ({"host": "::1", "security": "none", "username": "kuloo"}, False),
+        ({"host": "localhost", "security": "none", "username": "kuloo"}, False),
+    ],
+)
 def test_an_smtp_password_never_travels_in_clear(tmp_path, smtp, refused):
     """Issue 20 item 15. Planted bugs: the check dropped, ``or`` for ``and`` (a relay
     without a username refused), loopback relays refused, the keys not named."""
@@ -693,11 +912,19 @@ def test_an_smtp_password_never_travels_in_clear(tmp_path, smtp, refused):
         assert c.from_mapping(data)["smtp.security"] == smtp["security"]
 
 
-@pytest.mark.parametrize("body, key", [
-    ('[sell]\nbase_url = "http://api.getbase.com"\n', "sell.base_url: must start with https://"),
-    ('[smtp]\nhost = "mail.example.com"\nsecurity = "none"\nusername = "kuloo"\n',
-     'smtp.security: "none" with smtp.username set'),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body, key",
+    [
+        (
+            '[sell]\nbase_url = "http://api.getbase.com"\n',
+            "sell.base_url: must start with https://",
+        ),
+        (
+            '[smtp]\nhost = "mail.example.com"\nsecurity = "none"\nusername = "kuloo"\n',
+            'smtp.security: "none" with smtp.username set',
+        ),
+    ],
+)
 def test_run_and_check_config_refuse_secrets_in_clear(short_tmp, body, key):
     """Issue 20 items 12 and 15, as an operator meets them: neither command starts."""
     path = _write(short_tmp, body)
@@ -721,17 +948,26 @@ def test_sell_web_url_defaults_to_the_real_web_app_and_must_be_http():
 HTTPS_REFUSAL = 'links.public_url: must be an https:// address when delivery.transport = "smtp"'
 
 
-@pytest.mark.parametrize("body, refused", [
-    ("", True),  # empty public_url, a real relay (localhost) but the real Sell
-    ('[links]\npublic_url = "http://links.example.com"\n', True),
-    ('[links]\npublic_url = "http://links.example.com"\n[sell]\nbase_url = "http://127.0.0.1:9"\n'
-     '[smtp]\nhost = "mail.example.com"\n', True),  # a real relay: no exception for tests
-    ('[sell]\nbase_url = "http://127.0.0.1:9"\n', False),  # both loopback (tests)
-    ('[links]\npublic_url = "http://links.test"\n[sell]\nbase_url = "http://[::1]:9"\n'
-     '[smtp]\nhost = "127.0.0.1"\n', False),
-    ('[links]\npublic_url = "https://links.example.com"\n', False),
-    ('[delivery]\ntransport = "maildir"\nmaildir = "md"\n', False),  # nothing leaves
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body, refused",
+    [
+        ("", True),  # empty public_url, a real relay (localhost) but the real Sell
+        ('[links]\npublic_url = "http://links.example.com"\n', True),
+        (
+            '[links]\npublic_url = "http://links.example.com"\n[sell]\nbase_url = "http://127.0.0.1:9"\n'
+            '[smtp]\nhost = "mail.example.com"\n',
+            True,
+        ),  # a real relay: no exception for tests
+        ('[sell]\nbase_url = "http://127.0.0.1:9"\n', False),  # both loopback (tests)
+        (
+            '[links]\npublic_url = "http://links.test"\n[sell]\nbase_url = "http://[::1]:9"\n'
+            '[smtp]\nhost = "127.0.0.1"\n',
+            False,
+        ),
+        ('[links]\npublic_url = "https://links.example.com"\n', False),
+        ('[delivery]\ntransport = "maildir"\nmaildir = "md"\n', False),  # nothing leaves
+    ],
+)
 def test_smtp_mail_links_to_https_unless_everything_is_loopback(short_tmp, body, refused):
     """Issue 25 item 6. Planted bugs: the transport test dropped, "https://" changed to
     "http", one loopback test dropped (either), the check not called by run."""

@@ -30,8 +30,9 @@ async def store(short_tmp, backend):
 async def setup(store) -> tuple[int, users.User]:
     created = await store.run(channel_store.create, {"name": "Acme"}, None, T0)
     cid = created.channel.id
-    user = await store.run(users.add, cid, {"email": "Erin@Example.com", "first_name": "Erin"},
-                           Actor.ADMIN, T0)
+    user = await store.run(
+        users.add, cid, {"email": "Erin@Example.com", "first_name": "Erin"}, Actor.ADMIN, T0
+    )
     return cid, user
 
 
@@ -40,18 +41,30 @@ async def _all(model, **filters):
 
 
 async def _sync_error(cid: int, user_id: int | None, email: str, error: str) -> None:
-    await SyncError.create(channel_id=cid, user_id=user_id, email=email, code="duplicate", error=error,
-                           created_at=T0, updated_at=T0)
+    await SyncError.create(
+        channel_id=cid,
+        user_id=user_id,
+        email=email,
+        code="duplicate",
+        error=error,
+        created_at=T0,
+        updated_at=T0,
+    )
 
 
 async def _note(cid: int, user_id: int, note: str) -> None:
-    await AuditEntry.create(channel_id=cid, user_id=user_id, at=T0, actor="sync", field="crm", note=note)
+    await AuditEntry.create(
+        channel_id=cid, user_id=user_id, at=T0, actor="sync", field="crm", note=note
+    )
 
 
 def test_sqlite_connections_delete_securely():
     from kuloo_daemon.store.bridge import tortoise_config
 
-    assert tortoise_config("x.sqlite3")["connections"]["default"]["credentials"]["secure_delete"] == "ON"
+    assert (
+        tortoise_config("x.sqlite3")["connections"]["default"]["credentials"]["secure_delete"]
+        == "ON"
+    )
 
 
 async def test_erase_removes_the_user_their_values_and_errors_and_leaves_a_tombstone(store):
@@ -62,18 +75,24 @@ async def test_erase_removes_the_user_their_values_and_errors_and_leaves_a_tombs
     await store.run(_note, cid, other.id, "lead 7 already synced with erin@example.com")
     await store.run(_sync_error, cid, user.id, "Erin@Example.com", "mine")
     await store.run(_sync_error, cid, None, "ERIN@example.com", "a record with their address")
-    await store.run(_sync_error, cid, None, "x@example.com", "x: Erin@Example.com is already synced")
+    await store.run(
+        _sync_error, cid, None, "x@example.com", "x: Erin@Example.com is already synced"
+    )
     await store.run(_sync_error, cid, None, "y@example.com", "someone else's")
     with pytest.raises(Invalid):
         await store.run(erasure.erase, user.id, "erin@example.org", KEY, T0)
     with pytest.raises(NotFound):
         await store.run(erasure.erase, user.id + 99, EMAIL, KEY, T0)
-    done = await store.run(erasure.erase, user.id, " ERIN@example.com", KEY, T0 + timedelta(hours=1))
+    done = await store.run(
+        erasure.erase, user.id, " ERIN@example.com", KEY, T0 + timedelta(hours=1)
+    )
     assert (done.id, done.channel_id) == (user.id, cid)
     with pytest.raises(NotFound):
         await store.run(users.get, user.id)
     stones = await store.run(_all, ErasedUser)
-    assert [(s.former_id, s.kuloo_id, s.channel_id) for s in stones] == [(user.id, user.kuloo_id, cid)]
+    assert [(s.former_id, s.kuloo_id, s.channel_id) for s in stones] == [
+        (user.id, user.kuloo_id, cid)
+    ]
     assert stones[0].erased_at == T0 + timedelta(hours=1)
     audit = await store.run(_all, AuditEntry, user_id=None)
     assert audit and all(a.old is None and a.new is None for a in audit)
@@ -90,11 +109,25 @@ async def test_a_signup_confirmed_after_the_erasure_needs_a_link_issued_after_it
     await store.run(erasure.erase, user.id, EMAIL, KEY, erased_at)
     older = erased_at - timedelta(minutes=5)
     with pytest.raises(users.ErasedAfter):
-        await store.run(users.sign_up, cid, {"email": EMAIL}, Actor.LINK, erased_at + timedelta(hours=1),
-                        older, KEY)
+        await store.run(
+            users.sign_up,
+            cid,
+            {"email": EMAIL},
+            Actor.LINK,
+            erased_at + timedelta(hours=1),
+            older,
+            KEY,
+        )
     assert len(await store.run(_all, ErasedUser)) == 1  # the tombstone stands
-    sub = await store.run(users.sign_up, cid, {"email": EMAIL}, Actor.LINK, erased_at + timedelta(hours=1),
-                          erased_at + timedelta(minutes=1), KEY)
+    sub = await store.run(
+        users.sign_up,
+        cid,
+        {"email": EMAIL},
+        Actor.LINK,
+        erased_at + timedelta(hours=1),
+        erased_at + timedelta(minutes=1),
+        KEY,
+    )
     assert sub.created and sub.user.kuloo_id == user.kuloo_id  # the former KulooId back
     assert await store.run(_all, ErasedUser) == []
 

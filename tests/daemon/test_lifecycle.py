@@ -32,7 +32,9 @@ def test_ready_hello_status_and_clean_stop(daemon):
 
 
 def test_sighup_reloads_the_configuration(daemon):
-    text = daemon.config_path.read_text().replace("shutdown_grace_seconds = 3", "shutdown_grace_seconds = 7")
+    text = daemon.config_path.read_text().replace(
+        "shutdown_grace_seconds = 3", "shutdown_grace_seconds = 7"
+    )
     daemon.config_path.write_text(text)
     daemon.signal(signal.SIGHUP)
     reloading = daemon.wait_for("RELOADING=1")
@@ -76,7 +78,10 @@ def test_socket_activation(daemon_factory, short_tmp):
         "os.environ['LISTEN_FDS']='1';os.environ['LISTEN_PID']=str(os.getpid());"
         "from kuloo_daemon.cli import main;sys.exit(main(sys.argv[2:]))"
     )
-    d.start([sys.executable, "-c", child, str(fd), "run", "--config", str(d.config_path)], pass_fds=(fd,))
+    d.start(
+        [sys.executable, "-c", child, str(fd), "run", "--config", str(d.config_path)],
+        pass_fds=(fd,),
+    )
     d.wait_for("READY=1")
     listener.close()  # only the daemon holds it now
     with ControlClient(path, timeout=10) as c:
@@ -89,10 +94,16 @@ def test_socket_activation(daemon_factory, short_tmp):
 def test_refuses_to_steal_a_live_socket(daemon):
     # another state folder (the same one is refused earlier, by its lock), the same socket
     other = daemon.root / "other.toml"
-    other.write_text(daemon.config_path.read_text().replace(str(daemon.root / "state"), str(daemon.root / "state2")))
+    other.write_text(
+        daemon.config_path.read_text().replace(
+            str(daemon.root / "state"), str(daemon.root / "state2")
+        )
+    )
     second = subprocess.run(
         [sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(other)],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert second.returncode == 1
     assert "already listening" in second.stderr
@@ -114,8 +125,12 @@ def test_run_with_a_bad_config_exits_nonzero(short_tmp, bad):
     path = os.path.join(short_tmp, "bad.toml")
     with open(path, "w") as f:
         f.write(bad)
-    r = subprocess.run([sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", path],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", path],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2
     assert "daemon.shutdown_grace_seconds" in r.stderr
 
@@ -134,15 +149,25 @@ def test_control_socket_group(daemon_factory):
 
     d = daemon_factory(sub="g")
     # the fixture's config already has a [control] table: add the key to it
-    d.config_path.write_text(d.config_path.read_text().replace("[control]\n", '[control]\ngroup = "no-such-group-kuloo"\n'))
-    r = subprocess.run([sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(d.config_path)],
-                       capture_output=True, text=True, timeout=30)
+    d.config_path.write_text(
+        d.config_path.read_text().replace(
+            "[control]\n", '[control]\ngroup = "no-such-group-kuloo"\n'
+        )
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(d.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 1 and "no group named 'no-such-group-kuloo'" in r.stderr
     # Not our own group when we may use another: a new socket gets our group anyway.
     own = os.getgid()
     gids = [g.gr_gid for g in grp.getgrall()] if os.geteuid() == 0 else os.getgroups()
     group = grp.getgrgid(next((g for g in gids if g != own), own))
-    d.config_path.write_text(d.config_path.read_text().replace("no-such-group-kuloo", group.gr_name))
+    d.config_path.write_text(
+        d.config_path.read_text().replace("no-such-group-kuloo", group.gr_name)
+    )
     d.start()
     d.wait_for("READY=1")
     assert os.stat(d.socket_path).st_gid == group.gr_gid

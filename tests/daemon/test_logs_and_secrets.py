@@ -46,13 +46,26 @@ def test_secret_values_keys_and_token_shapes_are_masked():
 
 
 def test_ordinary_values_pass_untouched():
-    out = _capture(lambda: structlog.get_logger("t").info("fine", email="ann@example.com", count=3, url="/v2/leads?page=2"))
+    out = _capture(
+        lambda: structlog.get_logger("t").info(
+            "fine", email="ann@example.com", count=3, url="/v2/leads?page=2"
+        )
+    )
     line = json.loads(out)
-    assert line["email"] == "ann@example.com" and line["count"] == 3 and line["url"] == "/v2/leads?page=2"
+    assert (
+        line["email"] == "ann@example.com"
+        and line["count"] == 3
+        and line["url"] == "/v2/leads?page=2"
+    )
 
 
 def test_secret_wrapper_never_shows_its_value():
     s = Secret(TOKEN)
-    assert TOKEN not in repr(s) and TOKEN not in str(s) and TOKEN not in f"{s}" and TOKEN not in f"{[s]}"
+    assert (
+        TOKEN not in repr(s)
+        and TOKEN not in str(s)
+        and TOKEN not in f"{s}"
+        and TOKEN not in f"{[s]}"
+    )
     assert s.reveal() == TOKEN and s == Secret(TOKEN) and s != Secret("other")
     assert mask("short") == "****" and mask("") == ""

@@ -29,7 +29,9 @@ def test_advancing_the_clock_runs_the_work_due_at_that_time_once_and_promptly(ma
     """Verified channels are verified again after a day of business time (connection-reverify)."""
     with manual.client() as c:
         assert c.call("status")["clock"] == {"mode": "manual", "now": START}
-        doc = c.call("channels.create", {"name": "Acme", "sequential_tags": TAGS, "api_token": DEMO_TOKEN})
+        doc = c.call(
+            "channels.create", {"name": "Acme", "sequential_tags": TAGS, "api_token": DEMO_TOKEN}
+        )
         assert doc["connection"]["status"] == "verified"
         assert doc["connection"]["verified_at"] == doc["created_at"] == START
         checks = token_checks(sellsim)
@@ -37,17 +39,30 @@ def test_advancing_the_clock_runs_the_work_due_at_that_time_once_and_promptly(ma
         # The verified Free channel also syncs (once a day, on its own phase: 14:50 UTC for
         # channel 1); the 23 hours pass that slot once.
         moved = c.call("clock.advance", {"seconds": 23 * 3600})
-        assert moved == {"now": "2026-01-06T08:00:00Z", "ran": ["sync"], "pending": [], "timed_out": False}
+        assert moved == {
+            "now": "2026-01-06T08:00:00Z",
+            "ran": ["sync"],
+            "pending": [],
+            "timed_out": False,
+        }
         assert token_checks(sellsim) == checks  # not due yet
 
         # The reply comes once the due work has run: no waiting or polling in the test. The
         # daily retention job, first run at start, is due again at the same time.
         moved = c.call("clock.advance", {"seconds": 3600})
-        assert moved == {"now": "2026-01-06T09:00:00Z", "ran": ["connection-reverify", "retention"], "pending": [],
-                         "timed_out": False}
+        assert moved == {
+            "now": "2026-01-06T09:00:00Z",
+            "ran": ["connection-reverify", "retention"],
+            "pending": [],
+            "timed_out": False,
+        }
         assert token_checks(sellsim) == checks + 1  # once
         again = c.call("channels.get", {"id": doc["id"]})
-        assert again["connection"]["verified_at"] == again["connection"]["checked_at"] == "2026-01-06T09:00:00Z"
+        assert (
+            again["connection"]["verified_at"]
+            == again["connection"]["checked_at"]
+            == "2026-01-06T09:00:00Z"
+        )
 
         moved = c.call("clock.set", {"at": "2026-01-06T20:00:00+01:00"})
         assert moved["now"] == "2026-01-06T19:00:00Z" and moved["ran"] == ["sync"]  # the 14:50 slot

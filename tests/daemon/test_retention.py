@@ -43,36 +43,83 @@ async def test_the_daily_job_prunes_old_rows_and_keeps_what_must_stay(services_c
         # days old) stays, so its cadence still counts from it.
         assert runs == {1: ["running", "ok@1"], 2: ["running", "ok@150"]}
         assert job.deleted == {"sync_runs": 3, "audit": 2500, "outbox": 3}
-        pruned = {t: services.metrics.registry.get_sample_value(
-            "kuloo_sync_retention_pruned_rows_total", {"table": t}) for t in job.deleted}
+        pruned = {
+            t: services.metrics.registry.get_sample_value(
+                "kuloo_sync_retention_pruned_rows_total", {"table": t}
+            )
+            for t in job.deleted
+        }
         assert pruned == {"sync_runs": 3, "audit": 2500, "outbox": 3}  # the metrics count them
         await clock_job.run()  # nothing left to do
         assert job.deleted == {"sync_runs": 0, "audit": 0, "outbox": 0}
-        assert services.metrics.registry.get_sample_value(
-            "kuloo_sync_retention_pruned_rows_total", {"table": "audit"}) == 2500
+        assert (
+            services.metrics.registry.get_sample_value(
+                "kuloo_sync_retention_pruned_rows_total", {"table": "audit"}
+            )
+            == 2500
+        )
 
 
 async def _seed(now):
     """Rows in time order, as the daemon writes them: ids and times grow together."""
     for cid in (1, 2):
         await Channel.create(id=cid, name=f"c{cid}", created_at=now, updated_at=now)
-    user = await User.create(channel_id=1, kuloo_id="k1", email="a@example.com", email_key="a@example.com",
-                             created_at=now, updated_at=now)
-    article = await Article.create(channel_id=1, key="a", title="A", format="markdown", body="x",
-                                   created_at=now, updated_at=now)
+    user = await User.create(
+        channel_id=1,
+        kuloo_id="k1",
+        email="a@example.com",
+        email_key="a@example.com",
+        created_at=now,
+        updated_at=now,
+    )
+    article = await Article.create(
+        channel_id=1,
+        key="a",
+        title="A",
+        format="markdown",
+        body="x",
+        created_at=now,
+        updated_at=now,
+    )
     t0 = now - 400 * DAY
-    entries = [AuditEntry(channel_id=1, user_id=user.id, at=t0 + timedelta(minutes=i), actor="admin",
-                          field="frequency", note="") for i in range(2500)]
-    entries.append(AuditEntry(channel_id=1, user_id=user.id, at=now - 10 * DAY, actor="admin", note="recent"))
+    entries = [
+        AuditEntry(
+            channel_id=1,
+            user_id=user.id,
+            at=t0 + timedelta(minutes=i),
+            actor="admin",
+            field="frequency",
+            note="",
+        )
+        for i in range(2500)
+    ]
+    entries.append(
+        AuditEntry(channel_id=1, user_id=user.id, at=now - 10 * DAY, actor="admin", note="recent")
+    )
     await AuditEntry.bulk_create(entries)
-    for i, (state, age) in enumerate([("sent", 200), ("failed", 200), ("cancelled", 200), ("uncertain", 200),
-                                      ("queued", 200), ("sent", 10)]):
-        msg = await OutboxMessage.create(channel_id=1, user_id=user.id, kind="sequence", state=state,
-                                         message_id=f"<{i}@t>", created_at=now - age * DAY,
-                                         updated_at=now - age * DAY)
+    for i, (state, age) in enumerate(
+        [
+            ("sent", 200),
+            ("failed", 200),
+            ("cancelled", 200),
+            ("uncertain", 200),
+            ("queued", 200),
+            ("sent", 10),
+        ]
+    ):
+        msg = await OutboxMessage.create(
+            channel_id=1,
+            user_id=user.id,
+            kind="sequence",
+            state=state,
+            message_id=f"<{i}@t>",
+            created_at=now - age * DAY,
+            updated_at=now - age * DAY,
+        )
         if i == 0:
-            await SequenceProgress.create(user_id=user.id, article_id=article.id, outbox_id=msg.id,
-                                          sent_at=now - 200 * DAY)
+            await SequenceProgress.create(
+                user_id=user.id, article_id=article.id, outbox_id=msg.id, sent_at=now - 200 * DAY
+            )
     for cid in (1, 2):
         for age, status in ((300, "ok"), (200, "running"), (150, "ok")):
             await SyncRun.create(channel_id=cid, started_at=now - age * DAY, status=status)
@@ -102,7 +149,9 @@ async def test_the_sent_sequence_is_remembered_after_its_message_is_pruned(servi
         assert progress == [now - 200 * DAY]  # what was sent is never sent again
 
 
-async def test_the_boundary_is_found_by_a_binary_search_and_out_of_order_rows_are_kept(services_config):
+async def test_the_boundary_is_found_by_a_binary_search_and_out_of_order_rows_are_kept(
+    services_config,
+):
     config = services_config(clock={"mode": "manual", "start": "2026-06-01T00:00:00Z"})
     async with open_services(config) as services:
         now = services.clock.now()
@@ -116,7 +165,10 @@ async def test_the_boundary_is_found_by_a_binary_search_and_out_of_order_rows_ar
         assert (deleted, nxt) == (1000, first + 1000)
         # A batch never deletes a row newer than the cutoff, even inside its id range.
         deleted, nxt = await services.store.run(r.prune_batch, kind, now - 399 * DAY, nxt, ids[-1])
-        assert (deleted, nxt) == (440, first + 2000)  # minutes 1,000..1,439 of day one, not later ones
+        assert (deleted, nxt) == (
+            440,
+            first + 2000,
+        )  # minutes 1,000..1,439 of day one, not later ones
 
 
 async def test_status_shows_the_database_size(services_config):
@@ -129,6 +181,8 @@ async def test_status_shows_the_database_size(services_config):
         size = await services.store.run(r.database_size, str(config.database_path))
         assert size == config.database_path.stat().st_size + (
             (config.database_path.parent / (config.database_path.name + "-wal")).stat().st_size
-            if (config.database_path.parent / (config.database_path.name + "-wal")).exists() else 0)
+            if (config.database_path.parent / (config.database_path.name + "-wal")).exists()
+            else 0
+        )
         context = Context(services, Delivery(services), "", lambda: 1)
         assert (await status(context, {}))["database"]["bytes"] >= size > 0

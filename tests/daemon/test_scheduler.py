@@ -14,7 +14,12 @@ def test_next_wakeup_is_the_earliest_due_job_or_one_tick():
     assert next_wakeup([Job("late", lambda now: 3.0, None)], now=10.0, tick=5.0) == 10.0
     assert next_wakeup([], now=0.0, tick=5.0) == 5.0
     # a job that stays due after running waits until its not-before time
-    assert next_wakeup([Job("late", lambda now: 3.0, None)], now=10.0, tick=5.0, not_before={"late": 14.0}) == 14.0
+    assert (
+        next_wakeup(
+            [Job("late", lambda now: 3.0, None)], now=10.0, tick=5.0, not_before={"late": 14.0}
+        )
+        == 14.0
+    )
 
 
 @pytest.fixture
@@ -34,7 +39,10 @@ async def test_jobs_run_when_due_and_a_failing_job_does_not_stop_the_loop(clock)
     async def broken():
         raise RuntimeError("boom")
 
-    sched.jobs = [Job("work", lambda now: state["next"], work), Job("broken", lambda now: 0.0, broken)]
+    sched.jobs = [
+        Job("work", lambda now: state["next"], work),
+        Job("broken", lambda now: 0.0, broken),
+    ]
     async with trio.open_nursery() as nursery:
         await nursery.start(sched.run)
         await trio.sleep(350)
@@ -87,9 +95,11 @@ START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 
 def test_next_clock_due_is_the_earliest_planned_time():
-    jobs = [ClockJob("a", lambda now: now + timedelta(hours=2), None),
-            ClockJob("b", lambda now: None, None),
-            Job("mono", lambda now: 0.0, None)]
+    jobs = [
+        ClockJob("a", lambda now: now + timedelta(hours=2), None),
+        ClockJob("b", lambda now: None, None),
+        Job("mono", lambda now: 0.0, None),
+    ]
     assert next_clock_due(jobs, START) == START + timedelta(hours=2)
     assert next_clock_due([], START) is None
 
@@ -169,7 +179,10 @@ async def test_a_job_whose_due_time_fails_does_not_stop_the_others(clock):
         await work()
         state["next"] += 5
 
-    sched.jobs = [Job("flaky", flaky_due, work), Job("steady", lambda now: state["next"], tick_work)]
+    sched.jobs = [
+        Job("flaky", flaky_due, work),
+        Job("steady", lambda now: state["next"], tick_work),
+    ]
     async with trio.open_nursery() as nursery:
         await nursery.start(sched.run)
         await trio.sleep(12)

@@ -98,7 +98,9 @@ def test_missing_credentials_name_the_file_never_a_value(tmp_path, monkeypatch):
     )
     with pytest.raises(FileNotFoundError) as no_file:
         read_credential("smtp-password", tmp_path)
-    assert str(no_file.value) == f"credential file {str(tmp_path / 'smtp-password')!r} does not exist"
+    assert (
+        str(no_file.value) == f"credential file {str(tmp_path / 'smtp-password')!r} does not exist"
+    )
     assert no_file.value.__cause__ is None and no_file.value.__suppress_context__
 
 
@@ -108,9 +110,13 @@ def test_credentials_are_utf8_whatever_the_locale(tmp_path):
     read a non-ASCII key. Planted bug: ``read_text()`` without ``encoding="utf-8"``."""
     (tmp_path / "k").write_bytes("clé-secrète\n".encode())
     env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
-    code = ("import sys; from kuloo_daemon.secrets import read_credential; "
-            "sys.stdout.buffer.write(read_credential('k', sys.argv[1]).reveal().encode('utf-8'))")  # fmt: skip
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, timeout=60)
+    code = (
+        "import sys; from kuloo_daemon.secrets import read_credential; "
+        "sys.stdout.buffer.write(read_credential('k', sys.argv[1]).reveal().encode('utf-8'))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, timeout=60
+    )
     assert r.returncode == 0, r.stderr.decode(errors="replace")
     assert r.stdout.decode("utf-8") == "clé-secrète" == read_credential("k", tmp_path).reveal()
 

@@ -25,8 +25,21 @@ def test_the_words_are_the_ones_the_store_and_protocol_use():
     assert [f.value for f in Frequency] == ["daily", "weekly", "monthly", "disabled"]
     assert [s.value for s in Source] == ["", "admin", "signup", "sync"]
     assert [k.value for k in v.CrmKind] == ["lead", "contact"]
-    assert [s.value for s in ConnectionStatus] == ["none", "unverified", "verified", "failed", "needs_new_token"]
-    assert [s.value for s in OutboxState] == ["queued", "sending", "sent", "failed", "uncertain", "cancelled"]
+    assert [s.value for s in ConnectionStatus] == [
+        "none",
+        "unverified",
+        "verified",
+        "failed",
+        "needs_new_token",
+    ]
+    assert [s.value for s in OutboxState] == [
+        "queued",
+        "sending",
+        "sent",
+        "failed",
+        "uncertain",
+        "cancelled",
+    ]
     assert [s.value for s in SyncRunStatus] == ["running", "ok", "partial", "failed", "skipped"]
 
 
@@ -56,7 +69,10 @@ def test_plans_as_data(plan, cadence, cap):
     ],
 )
 def test_connection_after_check(ok, needs_new_token, unreachable, status):
-    assert v.connection_after_check(ok=ok, needs_new_token=needs_new_token, unreachable=unreachable) == status
+    assert (
+        v.connection_after_check(ok=ok, needs_new_token=needs_new_token, unreachable=unreachable)
+        == status
+    )
 
 
 def test_connection_after_token_change_and_verified_at():
@@ -70,10 +86,15 @@ def test_connection_after_token_change_and_verified_at():
 
 
 ALLOWED_OUTBOX = {
-    ("queued", "sending"), ("queued", "cancelled"),
-    ("sending", "sent"), ("sending", "failed"), ("sending", "uncertain"),
-    ("failed", "queued"), ("failed", "cancelled"),
-    ("uncertain", "queued"), ("uncertain", "cancelled"),
+    ("queued", "sending"),
+    ("queued", "cancelled"),
+    ("sending", "sent"),
+    ("sending", "failed"),
+    ("sending", "uncertain"),
+    ("failed", "queued"),
+    ("failed", "cancelled"),
+    ("uncertain", "queued"),
+    ("uncertain", "cancelled"),
 }
 
 
@@ -127,16 +148,32 @@ def test_the_field_table_is_design_section_3():
         ("first_name", "standard", None, "both"),
         ("last_name", "standard", None, "both"),
     ]
-    assert [f.name for f in v.CUSTOM_FIELDS] == ["Promo", "Subscription", "Source", "Last active", "KulooId", "Sync error"]
+    assert [f.name for f in v.CUSTOM_FIELDS] == [
+        "Promo",
+        "Subscription",
+        "Source",
+        "Last active",
+        "KulooId",
+        "Sync error",
+    ]
     promo = v.FIELD_BY_NAME["Promo"]
     assert promo.choices_for(["welcome", "", "upsell", "welcome"]) == ("welcome", "upsell")
     assert v.FIELD_BY_NAME["Source"].choices_for(["ignored"]) == ("admin", "signup", "sync")
 
 
 def user(**kw):
-    base = {"frequency": "weekly", "unsubscribed": False, "promo_tags": [], "source": "",
-            "last_active": None, "kuloo_id": "K1", "sync_error": "", "email": "a@b.test",
-            "first_name": "", "last_name": ""}
+    base = {
+        "frequency": "weekly",
+        "unsubscribed": False,
+        "promo_tags": [],
+        "source": "",
+        "last_active": None,
+        "kuloo_id": "K1",
+        "sync_error": "",
+        "email": "a@b.test",
+        "first_name": "",
+        "last_name": "",
+    }
     return {**base, **kw}
 
 
@@ -158,7 +195,11 @@ TO_SELL = [
     ("Last active", {"last_active": None}, None),
     ("Last active", {"last_active": datetime(2026, 11, 28, 23, 30, tzinfo=UTC)}, "2026-11-28"),
     # a late evening in New York is already the next day in UTC
-    ("Last active", {"last_active": datetime.fromisoformat("2026-11-28T22:30:00-05:00")}, "2026-11-29"),
+    (
+        "Last active",
+        {"last_active": datetime.fromisoformat("2026-11-28T22:30:00-05:00")},
+        "2026-11-29",
+    ),
     ("Last active", {"last_active": date(2026, 1, 2)}, "2026-01-02"),
     ("KulooId", {"kuloo_id": "K-42"}, "K-42"),
     ("Sync error", {"sync_error": ""}, None),

@@ -44,7 +44,9 @@ def drain(server: socket.socket) -> list[bytes]:
             return out
 
 
-async def test_no_ping_while_the_scheduler_is_stuck_and_the_log_says_why(autojump_clock, systemd_socket):
+async def test_no_ping_while_the_scheduler_is_stuck_and_the_log_says_why(
+    autojump_clock, systemd_socket
+):
     """Planted bugs: the health check deleted (pings go on while stuck), the error log
     deleted, ``allowed`` = the watchdog interval alone (a scheduler ticking every second
     would be called stuck between its ticks)."""
@@ -121,7 +123,9 @@ def test_a_full_notify_queue_never_blocks_the_daemon(systemd_socket):
 
     _server, notifier = systemd_socket
     results: list[bool] = []
-    sender = threading.Thread(target=lambda: results.extend(notifier.watchdog() for _ in range(500)))
+    sender = threading.Thread(
+        target=lambda: results.extend(notifier.watchdog() for _ in range(500))
+    )
     sender.start()
     sender.join(timeout=30)
     assert not sender.is_alive(), "sd_notify blocked on a full socket queue"

@@ -39,7 +39,9 @@ class Sink:
     raw: list[bytes] = field(default_factory=list)  # the bytes as received (DKIM checks)
     refuse: set[str] = field(default_factory=set)  # recipients answered 550
     tempfail: set[str] = field(default_factory=set)  # recipients answered 451 (try again later)
-    drop_at_rcpt: set[str] = field(default_factory=set)  # recipients whose RCPT closes the connection (once each)
+    drop_at_rcpt: set[str] = field(
+        default_factory=set
+    )  # recipients whose RCPT closes the connection (once each)
     on_data: object = None  # called with the message before the 250 (e.g. to kill the daemon)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -66,7 +68,11 @@ class Sink:
         return "250 OK queued"
 
     def to(self, address: str) -> list[email.message.EmailMessage]:
-        return [m for m, (_f, rcpts) in zip(self.messages, self.envelopes, strict=True) if address in rcpts]
+        return [
+            m
+            for m, (_f, rcpts) in zip(self.messages, self.envelopes, strict=True)
+            if address in rcpts
+        ]
 
     def subjects(self, address: str) -> list[str]:
         return [str(m["Subject"]) for m in self.to(address)]
@@ -138,7 +144,11 @@ def write_config(root: Path, smtp_port: int, **extra: dict) -> config_mod.Config
         "control": {"socket": str(root / "c.sock")},
         "clock": {"mode": "manual", "start": START},
         "credentials": {"directory": str(creds)},
-        "articles": {"root": str(root / "articles"), "allow_private_urls": True, "clip_timeout_seconds": 1},
+        "articles": {
+            "root": str(root / "articles"),
+            "allow_private_urls": True,
+            "clip_timeout_seconds": 1,
+        },
         "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none", "timeout_seconds": 5},
         "delivery": {"messages_per_second": 10_000, "retry_seconds": 60},
         "links": {"public_url": "https://links.kuloo.test"},
@@ -157,18 +167,43 @@ class Env:
         self.clock = services.clock
         self.delivery = delivery
 
-    async def channel(self, name="Kuloo Gardens", sender="Kuloo Gardens <news@gardens.test>",
-                      postal="Kuloo Gardens Ltd\n1 Allotment Road\nLeeds LS1 1AA") -> int:
-        created = await self.store.run(channel_store.create, {
-            "name": name, "sender": sender, "postal_address": postal,
-            "sequential_tags": ["welcome", "onboarding"]}, None, self.clock.now())
+    async def channel(
+        self,
+        name="Kuloo Gardens",
+        sender="Kuloo Gardens <news@gardens.test>",
+        postal="Kuloo Gardens Ltd\n1 Allotment Road\nLeeds LS1 1AA",
+    ) -> int:
+        created = await self.store.run(
+            channel_store.create,
+            {
+                "name": name,
+                "sender": sender,
+                "postal_address": postal,
+                "sequential_tags": ["welcome", "onboarding"],
+            },
+            None,
+            self.clock.now(),
+        )
         return created.channel.id
 
-    async def user(self, channel: int, email_: str, *, tags=(), frequency="weekly", first_name="",
-                   unsubscribed=False) -> int:
+    async def user(
+        self,
+        channel: int,
+        email_: str,
+        *,
+        tags=(),
+        frequency="weekly",
+        first_name="",
+        unsubscribed=False,
+    ) -> int:
         """A user added as an admin would (users.add's use case)."""
-        fields = {"email": email_, "first_name": first_name, "promo_tags": list(tags), "frequency": frequency,
-                  "unsubscribed": unsubscribed}
+        fields = {
+            "email": email_,
+            "first_name": first_name,
+            "promo_tags": list(tags),
+            "frequency": frequency,
+            "unsubscribed": unsubscribed,
+        }
         doc = await self.store.run(user_store.add, channel, fields, Actor.ADMIN, self.clock.now())
         return doc.id
 

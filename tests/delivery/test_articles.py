@@ -17,13 +17,25 @@ async def test_reimport_versions_withdrawals_and_problems(env_factory, smtp_sink
         ch = await env.channel()
         folder = env.services.config.articles_root / "sample"
         first = await env.delivery.import_articles(ch, "sample")
-        assert (first["imported"], first["updated"], first["unchanged"], first["withdrawn"]) == (5, 0, 0, 0)
+        assert (first["imported"], first["updated"], first["unchanged"], first["withdrawn"]) == (
+            5,
+            0,
+            0,
+            0,
+        )
         again = await env.delivery.import_articles(ch, "sample")
-        assert (again["imported"], again["updated"], again["unchanged"], again["withdrawn"]) == (0, 0, 5, 0)
+        assert (again["imported"], again["updated"], again["unchanged"], again["withdrawn"]) == (
+            0,
+            0,
+            5,
+            0,
+        )
 
         # queue the welcome article for a user, then withdraw it: the queued mail is cancelled
         await env.user(ch, "ann@example.com", tags=["welcome"])
-        queued, _, _ = await env.store.run(store.plan, ch, env.clock.now(), schedule.decide, sender_domain)
+        queued, _, _ = await env.store.run(
+            store.plan, ch, env.clock.now(), schedule.decide, sender_domain
+        )
         assert queued == 1
         (folder / "sequence" / "01-welcome.md").unlink()
         tools = folder / "sequence" / "03-tools.md"
@@ -33,14 +45,25 @@ async def test_reimport_versions_withdrawals_and_problems(env_factory, smtp_sink
         (folder / "latin1.md").write_bytes("---\ntitle: caf\xe9\n---\n".encode("latin-1"))
         (folder / "notes.txt").write_text("not an article")
         report = await env.delivery.import_articles(ch, "sample")
-        assert (report["imported"], report["updated"], report["unchanged"], report["withdrawn"]) == (0, 1, 3, 1)
+        assert (
+            report["imported"],
+            report["updated"],
+            report["unchanged"],
+            report["withdrawn"],
+        ) == (0, 1, 3, 1)
         assert report["cancelled"] == 1
         assert sorted(p["file"] for p in report["problems"]) == [
-            "sample/broken.md", "sample/latin1.md", "sample/newsletter/2026-01-12-compost.md",
-            "sample/nodate.md"]
+            "sample/broken.md",
+            "sample/latin1.md",
+            "sample/newsletter/2026-01-12-compost.md",
+            "sample/nodate.md",
+        ]
         assert all(p["problem"] for p in report["problems"])
         articles = {a.key: a for a in await env.store.run(store.list_articles, ch)}
-        assert articles["welcome-2"].version == 2 and articles["welcome-2"].title == "Six tools worth buying"
+        assert (
+            articles["welcome-2"].version == 2
+            and articles["welcome-2"].title == "Six tools worth buying"
+        )
         assert articles["welcome-1"].withdrawn_at is not None
         assert [e.state for e in await env.outbox(ch)] == [OutboxState.CANCELLED]
         # never sent again: the user's sequence now starts with the next article, its 2-day
@@ -72,14 +95,19 @@ async def test_a_symlinked_file_leading_outside_the_root_is_a_problem_naming_it(
         (folder / "leak.md").symlink_to(secret)
         (folder / "sequence" / "deep.md").symlink_to(secret)
         inside = root / "elsewhere.md"  # inside the root, outside the imported folder
-        inside.write_text("---\nid: inside\ntitle: Inside\npublished_at: 2026-01-01T08:00:00Z"
-                          "\n---\nbody\n")
+        inside.write_text(
+            "---\nid: inside\ntitle: Inside\npublished_at: 2026-01-01T08:00:00Z\n---\nbody\n"
+        )
         (folder / "alias.md").symlink_to(inside)
         report = await env.delivery.import_articles(ch, "sample")
-        leaks = [p for p in report["problems"]
-                 if p["file"] in ("sample/leak.md", "sample/sequence/deep.md")]
-        assert [p["file"] for p in leaks] == ["sample/leak.md", "sample/sequence/deep.md"], \
-            report["problems"]
+        leaks = [
+            p
+            for p in report["problems"]
+            if p["file"] in ("sample/leak.md", "sample/sequence/deep.md")
+        ]
+        assert [p["file"] for p in leaks] == ["sample/leak.md", "sample/sequence/deep.md"], report[
+            "problems"
+        ]
         assert all("outside [articles] root" in p["problem"] for p in leaks)
         assert "TOP-SECRET-KEY" not in repr(report)
         keys = {a.key for a in await env.store.run(store.list_articles, ch)}
@@ -105,15 +133,21 @@ async def test_clipping_keeps_the_main_content_with_absolute_links(env_factory, 
 async def write_clip(env, name: str, url: str) -> None:
     folder = env.services.config.articles_root / "clips"
     folder.mkdir(exist_ok=True)
-    (folder / f"{name}.md").write_text(f"---\nformat: clip\nurl: {url}\npublished_at: 2026-01-01\n---\n")
+    (folder / f"{name}.md").write_text(
+        f"---\nformat: clip\nurl: {url}\npublished_at: 2026-01-01\n---\n"
+    )
 
 
 async def test_clipping_failures_are_problem_lines(env_factory, pages):
     base = f"http://127.0.0.1:{pages.server_port}"
-    async with env_factory(articles={"clip_max_bytes": 100_000, "clip_timeout_seconds": 1.5}) as env:
+    async with env_factory(
+        articles={"clip_max_bytes": 100_000, "clip_timeout_seconds": 1.5}
+    ) as env:
         ch = await env.channel()
         await write_clip(env, "huge", f"{base}/huge.html")
-        await write_clip(env, "slow", f"{base}/slow.html")  # answers after 3 s; the timeout is 1.5 s
+        await write_clip(
+            env, "slow", f"{base}/slow.html"
+        )  # answers after 3 s; the timeout is 1.5 s
         await write_clip(env, "missing", f"{base}/nope.html")
         await write_clip(env, "good", f"{base}/compost.html")
         report = await env.delivery.import_articles(ch, "clips")
@@ -125,8 +159,14 @@ async def test_clipping_failures_are_problem_lines(env_factory, pages):
 
 
 async def test_private_and_loopback_addresses_are_refused_unless_allowed():
-    for url in ("http://127.0.0.1/x", "http://localhost:8080/", "http://10.1.2.3/", "http://[::1]/",
-                "http://169.254.169.254/latest/meta-data/", "http://192.168.0.1/"):
+    for url in (
+        "http://127.0.0.1/x",
+        "http://localhost:8080/",
+        "http://10.1.2.3/",
+        "http://[::1]/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://192.168.0.1/",
+    ):
         with pytest.raises(ClipError, match="private or loopback"):
             await check_address(url, allow_private=False)
         await check_address(url, allow_private=True)
@@ -165,7 +205,10 @@ async def test_importing_a_subfolder_withdraws_only_what_lay_under_it(env_factor
         assert report["withdrawn"] == 1
         [gone] = report["withdrawn_articles"]
         assert (gone["key"], gone["title"], gone["file"]) == (
-            "news-frost", "Frost is coming", "sample/newsletter/2026-01-06-frost.md")
+            "news-frost",
+            "Frost is coming",
+            "sample/newsletter/2026-01-06-frost.md",
+        )
         listed = await env.store.run(store.list_articles, ch)
         active = {a.key for a in listed if a.withdrawn_at is None}
         assert {"welcome-1", "welcome-2", "onboarding-1"} <= active
@@ -216,7 +259,8 @@ async def test_old_folder_relative_keys_are_adopted_on_the_first_import(env_fact
         (root / "notes" / "deep").mkdir(parents=True)
         for name in ("a.md", "deep/b.md"):
             (root / "notes" / name).write_text(
-                f"---\ntitle: {name}\npublished_at: 2026-01-01\n---\nbody\n")
+                f"---\ntitle: {name}\npublished_at: 2026-01-01\n---\nbody\n"
+            )
         await env.delivery.import_articles(ch, "notes")
         rows = {a.key: a for a in await env.store.run(store.list_articles, ch)}
         assert set(rows) == {"notes/a.md", "notes/deep/b.md"}
@@ -225,15 +269,19 @@ async def test_old_folder_relative_keys_are_adopted_on_the_first_import(env_fact
         report = await env.delivery.import_articles(ch, ".")
         assert (report["unchanged"], report["withdrawn"]) == (2, 0), report
         assert not [k for k in report["new"] if k.startswith("notes/")]  # the sample's are new
-        after = {a.key: a for a in await env.store.run(store.list_articles, ch)
-                 if a.key.startswith("notes/")}
+        after = {
+            a.key: a
+            for a in await env.store.run(store.list_articles, ch)
+            if a.key.startswith("notes/")
+        }
         assert set(after) == {"notes/a.md", "notes/deep/b.md"}
         assert {a.id for a in after.values()} == {a.id for a in rows.values()}
         assert all(a.version == 1 and a.source_file == a.key for a in after.values())
 
 
-async def test_a_withdrawn_file_that_reappears_is_active_again_and_never_resent(env_factory,
-                                                                                smtp_sink):
+async def test_a_withdrawn_file_that_reappears_is_active_again_and_never_resent(
+    env_factory, smtp_sink
+):
     """A withdrawn file that comes back makes its article active again; what was sent is
     never sent again. Planted bug: a reappearing article not un-withdrawn."""
     async with env_factory() as env:
@@ -254,4 +302,6 @@ async def test_a_withdrawn_file_that_reappears_is_active_again_and_never_resent(
         assert row.withdrawn_at is None and row.version == 1
         await env.advance(3 * 86400)
         assert smtp_sink.subjects("ann@example.com") == [
-            "Welcome to Kuloo Gardens", "Five tools worth buying"]
+            "Welcome to Kuloo Gardens",
+            "Five tools worth buying",
+        ]

@@ -25,8 +25,11 @@ import trio
 
 from kuloo_daemon.delivery.clip import ClipError, check_address, fetch, is_allowed
 
-PAGE = (b"<html><head><title>Hi</title></head><body><p>" + b"Readable text. " * 40
-        + b"</p></body></html>")
+PAGE = (
+    b"<html><head><title>Hi</title></head><body><p>"
+    + b"Readable text. " * 40
+    + b"</p></body></html>"
+)
 PUBLIC = "1.1.1.1"  # global: the clipper may connect to it (NoInternet refuses it at once)
 
 
@@ -121,8 +124,12 @@ async def test_a_rebinding_resolver_never_gets_loopback_fetched(site):
     sockets = NoInternet()
     trio.socket.set_custom_socket_factory(sockets)
     with pytest.raises(ClipError, match="ConnectError"):
-        await fetch(f"http://rebind.example:{site.server_port}/page.html", timeout_seconds=5,
-                    max_bytes=100_000, allow_private=False)
+        await fetch(
+            f"http://rebind.example:{site.server_port}/page.html",
+            timeout_seconds=5,
+            max_bytes=100_000,
+            allow_private=False,
+        )
     assert site.hits == []
     assert resolver.asked == ["rebind.example"] and sockets.connects == [PUBLIC]
 
@@ -137,18 +144,49 @@ async def test_the_name_travels_in_the_host_header_to_the_checked_address(site):
     assert resolver.asked == ["pages.example"]
 
 
-@pytest.mark.parametrize("address", [
-    "100.100.100.200", "100.64.0.1", "100.127.255.254",  # carrier-grade NAT (100.64.0.0/10)
-    "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-    "192.0.2.1", "198.18.0.1", "240.0.0.1", "255.255.255.255", "224.0.0.1", "239.1.2.3",
-    "::1", "::", "fe80::1", "fc00::1", "2001:db8::1", "ff02::1", "ff0e::1",
-    "::ffff:127.0.0.1", "::ffff:100.100.100.200", "::ffff:10.0.0.1",  # IPv4-mapped
-    "::127.0.0.1", "::100.100.100.200", "::10.0.0.1",  # IPv4-compatible
-    "2002:7f00:1::1", "2002:6464:64c8::1", "2002:a00:1::1",  # 6to4
-    "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
-    "64:ff9b::7f00:1", "64:ff9b::6464:64c8", "64:ff9b::a00:1",  # NAT64
-    "64:ff9b:1:7f00:0:1::", "64:ff9b:1:6464:64:c800::", "64:ff9b:1:a00:0:1::",  # local NAT64
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "address",
+    [
+        "100.100.100.200",
+        "100.64.0.1",
+        "100.127.255.254",  # carrier-grade NAT (100.64.0.0/10)
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "0.0.0.0",
+        "192.0.2.1",
+        "198.18.0.1",
+        "240.0.0.1",
+        "255.255.255.255",
+        "224.0.0.1",
+        "239.1.2.3",
+        "::1",
+        "::",
+        "fe80::1",
+        "fc00::1",
+        "2001:db8::1",
+        "ff02::1",
+        "ff0e::1",
+        "::ffff:127.0.0.1",
+        "::ffff:100.100.100.200",
+        "::ffff:10.0.0.1",  # IPv4-mapped
+        "::127.0.0.1",
+        "::100.100.100.200",
+        "::10.0.0.1",  # IPv4-compatible
+        "2002:7f00:1::1",
+        "2002:6464:64c8::1",
+        "2002:a00:1::1",  # 6to4
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+        "64:ff9b::7f00:1",
+        "64:ff9b::6464:64c8",
+        "64:ff9b::a00:1",  # NAT64
+        "64:ff9b:1:7f00:0:1::",
+        "64:ff9b:1:6464:64:c800::",
+        "64:ff9b:1:a00:0:1::",  # local NAT64
+    ],
+)
 def test_only_addresses_on_the_public_internet_are_allowed(address):
     """An allow rule: ``is_global``, not multicast, and every embedded IPv4 global too.
     Planted bugs: a deny list (100.64.0.0/10 passes), each embedded form not checked,
@@ -156,10 +194,19 @@ def test_only_addresses_on_the_public_internet_are_allowed(address):
     assert not is_allowed(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", [
-    "8.8.8.8", "1.1.1.1", "100.128.0.1", "100.63.255.255", "2606:4700:4700::1111",
-    "64:ff9b::808:808", "64:ff9b:1:808:8:800::", "2002:808:808::1",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "address",
+    [
+        "8.8.8.8",
+        "1.1.1.1",
+        "100.128.0.1",
+        "100.63.255.255",
+        "2606:4700:4700::1111",
+        "64:ff9b::808:808",
+        "64:ff9b:1:808:8:800::",
+        "2002:808:808::1",
+    ],
+)
 def test_public_addresses_and_their_embeddings_are_allowed(address):
     """Planted bug: every NAT64 or 6to4 address refused whatever it embeds; the CGN range
     widened past its /10."""
@@ -179,13 +226,23 @@ async def test_no_proxy_from_the_environment(site, monkeypatch):
     """A proxy would resolve the name itself (and read internal pages for us). Planted
     bug: ``trust_env`` left on."""
     for proxy in _serve():
-        for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
-                     "all_proxy"):
+        for name in (
+            "HTTP_PROXY",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ):
             monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.server_port}")
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
-        await fetch(f"http://127.0.0.1:{site.server_port}/page.html", timeout_seconds=5,
-                    max_bytes=100_000, allow_private=True)
+        await fetch(
+            f"http://127.0.0.1:{site.server_port}/page.html",
+            timeout_seconds=5,
+            max_bytes=100_000,
+            allow_private=True,
+        )
         assert proxy.hits == [] and [path for path, _host in site.hits] == ["/page.html"]
 
 
@@ -207,16 +264,24 @@ async def test_stacked_gzip_is_refused_before_anything_is_inflated(site):
     inner, _size = _bomb()
     outer = gzip.compress(inner, 9)
     assert len(outer) < 8192
-    site.routes["/bomb.html"] = ({"Content-Type": "text/html",
-                                  "Content-Encoding": "gzip, gzip"}, outer)  # fmt: skip
-    site.routes["/bomb2.html"] = ({"Content-Type": "text/html", "Content-Encoding": "gzip",
-                                   "content-encoding": "gzip"}, outer)  # fmt: skip
+    site.routes["/bomb.html"] = (
+        {"Content-Type": "text/html", "Content-Encoding": "gzip, gzip"},
+        outer,
+    )
+    site.routes["/bomb2.html"] = (
+        {"Content-Type": "text/html", "Content-Encoding": "gzip", "content-encoding": "gzip"},
+        outer,
+    )
     tracemalloc.start()
     try:
         for path in ("/bomb.html", "/bomb2.html"):
             with pytest.raises(ClipError, match="stacked content codings"):
-                await fetch(f"http://127.0.0.1:{site.server_port}{path}", timeout_seconds=10,
-                            max_bytes=2_000_000, allow_private=True)
+                await fetch(
+                    f"http://127.0.0.1:{site.server_port}{path}",
+                    timeout_seconds=10,
+                    max_bytes=2_000_000,
+                    allow_private=True,
+                )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -233,41 +298,61 @@ async def test_a_gzip_bomb_stops_at_the_size_limit_of_decoded_bytes(site):
     tracemalloc.start()
     try:
         with pytest.raises(ClipError, match="larger than 2000000 bytes"):
-            await fetch(f"http://127.0.0.1:{site.server_port}/bomb.html", timeout_seconds=10,
-                        max_bytes=2_000_000, allow_private=True)
+            await fetch(
+                f"http://127.0.0.1:{site.server_port}/bomb.html",
+                timeout_seconds=10,
+                max_bytes=2_000_000,
+                allow_private=True,
+            )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert peak < 50 * 2**20, peak
 
 
-@pytest.mark.parametrize("coding, encode", [
-    ("gzip", lambda b: gzip.compress(b)),
-    ("x-gzip", lambda b: gzip.compress(b)),
-    ("deflate", zlib.compress),  # zlib-wrapped, as RFC 9110 says
-    ("deflate", lambda b: zlib.compress(b, wbits=-zlib.MAX_WBITS)),  # raw, as some servers send
-    ("identity", lambda b: b),
-    ("GZip", lambda b: gzip.compress(b)),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "coding, encode",
+    [
+        ("gzip", lambda b: gzip.compress(b)),
+        ("x-gzip", lambda b: gzip.compress(b)),
+        ("deflate", zlib.compress),  # zlib-wrapped, as RFC 9110 says
+        ("deflate", lambda b: zlib.compress(b, wbits=-zlib.MAX_WBITS)),  # raw, as some servers send
+        ("identity", lambda b: b),
+        ("GZip", lambda b: gzip.compress(b)),
+    ],
+)
 async def test_one_gzip_or_deflate_layer_is_decoded(site, coding, encode):
-    site.routes["/p.html"] = ({"Content-Type": "text/html; charset=utf-8",
-                               "Content-Encoding": coding}, encode(PAGE))  # fmt: skip
-    _final, page = await fetch(f"http://127.0.0.1:{site.server_port}/p.html", timeout_seconds=5,
-                               max_bytes=100_000, allow_private=True)
+    site.routes["/p.html"] = (
+        {"Content-Type": "text/html; charset=utf-8", "Content-Encoding": coding},
+        encode(PAGE),
+    )
+    _final, page = await fetch(
+        f"http://127.0.0.1:{site.server_port}/p.html",
+        timeout_seconds=5,
+        max_bytes=100_000,
+        allow_private=True,
+    )
     assert page == PAGE.decode()
 
 
-@pytest.mark.parametrize("coding, body, problem", [
-    ("br", b"\x0b\x02\x80hello\x03", "content coding 'br'"),
-    ("compress", b"\x1f\x9d", "content coding 'compress'"),
-    ("deflate, gzip", b"x", "stacked content codings (deflate, gzip)"),
-    ("gzip", b"not gzip at all", "not valid gzip"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "coding, body, problem",
+    [
+        ("br", b"\x0b\x02\x80hello\x03", "content coding 'br'"),
+        ("compress", b"\x1f\x9d", "content coding 'compress'"),
+        ("deflate, gzip", b"x", "stacked content codings (deflate, gzip)"),
+        ("gzip", b"not gzip at all", "not valid gzip"),
+    ],
+)
 async def test_unknown_stacked_or_broken_codings_are_refused(site, coding, body, problem):
     site.routes["/p.html"] = ({"Content-Type": "text/html", "Content-Encoding": coding}, body)
     with pytest.raises(ClipError) as err:
-        await fetch(f"http://127.0.0.1:{site.server_port}/p.html", timeout_seconds=5,
-                    max_bytes=100_000, allow_private=True)
+        await fetch(
+            f"http://127.0.0.1:{site.server_port}/p.html",
+            timeout_seconds=5,
+            max_bytes=100_000,
+            allow_private=True,
+        )
     assert problem in str(err.value)
 
 
@@ -287,20 +372,27 @@ async def test_tls_checks_the_name_while_connecting_to_the_checked_address():
     for server in _serve(server_ctx):
         _resolve_with({"clip.example": ["127.0.0.1"], "other.example": ["127.0.0.1"]})
         url = f"https://clip.example:{server.server_port}/page.html"
-        _final, page = await fetch(url, timeout_seconds=5, max_bytes=100_000, allow_private=True,
-                                   verify=client_ctx)  # fmt: skip
+        _final, page = await fetch(
+            url, timeout_seconds=5, max_bytes=100_000, allow_private=True, verify=client_ctx
+        )
         assert "Readable text." in page
         assert server.hits == [("/page.html", f"clip.example:{server.server_port}")]
         assert names == ["clip.example"]
         with pytest.raises(ClipError, match="ConnectError"):  # the certificate names clip.example
-            await fetch(f"https://other.example:{server.server_port}/page.html", timeout_seconds=5,
-                        max_bytes=100_000, allow_private=True, verify=client_ctx)
+            await fetch(
+                f"https://other.example:{server.server_port}/page.html",
+                timeout_seconds=5,
+                max_bytes=100_000,
+                allow_private=True,
+                verify=client_ctx,
+            )
         assert len(server.hits) == 1
 
 
-
-@pytest.mark.parametrize("url", ["http://x.example:99999/", "ftp://x.example/", "http:///nohost",
-                                 "http://exa mple.example/"])  # fmt: skip
+@pytest.mark.parametrize(
+    "url",
+    ["http://x.example:99999/", "ftp://x.example/", "http:///nohost", "http://exa mple.example/"],
+)
 async def test_malformed_addresses_are_clip_errors(url):
     _resolve_with({})  # no name resolves
     with pytest.raises(ClipError):

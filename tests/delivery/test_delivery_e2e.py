@@ -31,7 +31,9 @@ class Sink:
         self.on_data = None
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        self.messages.append(
+            email.message_from_bytes(envelope.content, policy=email.policy.default)
+        )
         if self.on_data is not None:
             self.on_data()
         return "250 OK"
@@ -53,23 +55,33 @@ def delivery_config(root: str, smtp_port: int) -> str:
     creds.mkdir(exist_ok=True)
     (creds / "link-signing-key").write_text("e2e-signing-key-0123456789abcdef\n")
     shutil.copytree(ROOT / "config" / "articles", Path(root) / "articles" / "sample")
-    return (f'[clock]\nmode = "manual"\nstart = "{START}"\n'
-            f'[credentials]\ndirectory = "{creds}"\n'
-            f'[articles]\nroot = "{root}/articles"\n'
-            # A wall-time budget that a loaded machine could exhaust, making a slow
-            # handover look like a failure: generous (the tests wait on what arrives).
-            f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\n'
-            'timeout_seconds = 60\n'
-            f'[links]\nlisten = "127.0.0.1:0"\npublic_url = "https://links.kuloo.test"\n')
+    return (
+        f'[clock]\nmode = "manual"\nstart = "{START}"\n'
+        f'[credentials]\ndirectory = "{creds}"\n'
+        f'[articles]\nroot = "{root}/articles"\n'
+        # A wall-time budget that a loaded machine could exhaust, making a slow
+        # handover look like a failure: generous (the tests wait on what arrives).
+        f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\n'
+        "timeout_seconds = 60\n"
+        f'[links]\nlisten = "127.0.0.1:0"\npublic_url = "https://links.kuloo.test"\n'
+    )
 
 
-def test_kill_9_after_smtp_acceptance_leaves_uncertain_and_never_sends_twice(daemon_factory, short_tmp, sink):
+def test_kill_9_after_smtp_acceptance_leaves_uncertain_and_never_sends_twice(
+    daemon_factory, short_tmp, sink
+):
     d = daemon_factory(delivery_config(short_tmp, sink.port)).start()
     d.wait_for("READY=1")
     with d.client() as c:
-        channel = c.call("channels.create", {"name": "Kuloo Gardens", "sender": "News <news@gardens.test>",
-                                             "postal_address": "1 Allotment Road",
-                                             "sequential_tags": ["welcome", "onboarding"]})["id"]
+        channel = c.call(
+            "channels.create",
+            {
+                "name": "Kuloo Gardens",
+                "sender": "News <news@gardens.test>",
+                "postal_address": "1 Allotment Road",
+                "sequential_tags": ["welcome", "onboarding"],
+            },
+        )["id"]
         report = c.call("articles.import", {"channel": channel, "path": "sample"})
         assert report["imported"] == 5
         # The SMTP server kills the daemon the moment it has accepted the message: before the
@@ -77,8 +89,15 @@ def test_kill_9_after_smtp_acceptance_leaves_uncertain_and_never_sends_twice(dae
         # user, or at delivery.run, whichever comes first.
         sink.on_data = lambda: os.kill(d.proc.pid, signal.SIGKILL)
         with pytest.raises((ControlError, OSError, ConnectionError)):
-            c.call("users.add", {"channel": channel, "email": "ann@example.com", "promo_tags": ["welcome"],
-                                 "frequency": "disabled"})
+            c.call(
+                "users.add",
+                {
+                    "channel": channel,
+                    "email": "ann@example.com",
+                    "promo_tags": ["welcome"],
+                    "frequency": "disabled",
+                },
+            )
             c.call("delivery.run", {"channel": channel})
     d.proc.wait(10)
     assert d.proc.returncode == -signal.SIGKILL
@@ -111,7 +130,10 @@ def test_kill_9_after_smtp_acceptance_leaves_uncertain_and_never_sends_twice(dae
         eventually(lambda: len(sink.subjects()) == 2, what="the second email")
         assert sink.subjects() == ["Welcome to Kuloo Gardens", "Five tools worth buying"]
         progress = c.call("users.progress", {"id": user["id"]})
-        assert [s["title"] for s in progress["sent"]] == ["Welcome to Kuloo Gardens", "Five tools worth buying"]
+        assert [s["title"] for s in progress["sent"]] == [
+            "Welcome to Kuloo Gardens",
+            "Five tools worth buying",
+        ]
         assert progress["next"] is None
         # The preview is the exact message that user gets.
         articles = c.call("articles.list", {"channel": channel})["articles"]
@@ -129,11 +151,24 @@ def test_the_scheduler_sends_on_its_own_as_business_time_passes(daemon_factory, 
     d = daemon_factory(delivery_config(short_tmp, sink.port)).start()
     d.wait_for("READY=1")
     with d.client() as c:
-        channel = c.call("channels.create", {"name": "Kuloo Gardens", "sender": "News <news@gardens.test>",
-                                             "sequential_tags": ["welcome", "onboarding"]})["id"]
+        channel = c.call(
+            "channels.create",
+            {
+                "name": "Kuloo Gardens",
+                "sender": "News <news@gardens.test>",
+                "sequential_tags": ["welcome", "onboarding"],
+            },
+        )["id"]
         c.call("articles.import", {"channel": channel, "path": "sample"})
-        c.call("users.add", {"channel": channel, "email": "bo@example.com", "promo_tags": ["welcome", "onboarding"],
-                             "frequency": "disabled"})
+        c.call(
+            "users.add",
+            {
+                "channel": channel,
+                "email": "bo@example.com",
+                "promo_tags": ["welcome", "onboarding"],
+                "frequency": "disabled",
+            },
+        )
         # A new user is noticed within a tick (not on business time): the welcome is due now.
         # Each step waits for what it expects to arrive, not for a guessed time.
         assert c.call("delivery.run", {"channel": channel})["queued"] in (0, 1)

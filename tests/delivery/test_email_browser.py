@@ -34,14 +34,21 @@ def _browser_or_skip():
         pytest.skip(reason)
     return sync_playwright
 
+
 NOW = datetime(2026, 1, 5, 9, tzinfo=UTC)
 SIGNER = Signer([b"browser-test-key-0123456789"])
-ENVELOPE = Envelope(3, "Kuloo Gardens", "Kuloo Gardens <news@gardens.test>",
-                    "https://links.kuloo-gardens.example.com")
+ENVELOPE = Envelope(
+    3,
+    "Kuloo Gardens",
+    "Kuloo Gardens <news@gardens.test>",
+    "https://links.kuloo-gardens.example.com",
+)
 RECIPIENT = Recipient("K" * 36, "ada@example.com", "Adaeze-Marguerite", "Okonkwo")
 WIDTHS = (320, 375, 414, 600)
-IMAGE = ('<svg xmlns="http://www.w3.org/2000/svg" width="1200" height="400">'
-         '<rect width="1200" height="400" fill="#4a7"/></svg>')
+IMAGE = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="1200" height="400">'
+    '<rect width="1200" height="400" fill="#4a7"/></svg>'
+)
 
 MARKDOWN = """Frost is coming early this year: cover the beds tonight.
 
@@ -57,19 +64,27 @@ for bed in beds: cover(bed, fleece="double", pegs=12, check_every_hours=6, note=
 
 A_very_long_word_without_any_space_that_would_push_the_page_wider_than_a_phone_screen_ever_is.
 """
-HTML_WITH_STYLE = """<html><head><style>p { font-size: 40px; width: 900px; } a { color: red; }
+HTML_WITH_STYLE = (
+    """<html><head><style>p { font-size: 40px; width: 900px; } a { color: red; }
 </style></head><body><p style="width: 900px">Big text that wants to be wide.</p>
-<img src="https://img.kuloo.test/beds.svg"><table><tr>""" + "".join(
-    f"<td>column {i} with some text</td>" for i in range(12)) + "</tr></table></body></html>"
-CLIP = ('<article><h2>Composting in winter</h2><p>Turn the heap once a month.</p>'
-        '<img src="https://img.kuloo.test/beds.svg" width="1200"></article>')
+<img src="https://img.kuloo.test/beds.svg"><table><tr>"""
+    + "".join(f"<td>column {i} with some text</td>" for i in range(12))
+    + "</tr></table></body></html>"
+)
+CLIP = (
+    "<article><h2>Composting in winter</h2><p>Turn the heap once a month.</p>"
+    '<img src="https://img.kuloo.test/beds.svg" width="1200"></article>'
+)
 
 
 def documents() -> dict[str, str]:
     def email(pieces: list[Piece], **kw) -> str:
-        rendered = render_email(pieces, channel=ENVELOPE.channel_name,
-                                postal_address="Kuloo Gardens Ltd\n1 Allotment Road\nLeeds LS1 1AA",
-                                **kw)
+        rendered = render_email(
+            pieces,
+            channel=ENVELOPE.channel_name,
+            postal_address="Kuloo Gardens Ltd\n1 Allotment Road\nLeeds LS1 1AA",
+            **kw,
+        )
         return personalise(rendered, ENVELOPE, RECIPIENT, SIGNER)[0]
 
     md = Piece(1, 1, "Frost is coming", "markdown", MARKDOWN)
@@ -82,8 +97,9 @@ def documents() -> dict[str, str]:
         "sequence-clip": email([clip]),
         "digest": email([md, styled, clip]),
         "digest-oversized": email([md, styled, clip], full=1),
-        "confirmation": confirmation_texts(channel, "https://links.kuloo-gardens.example.com/c/"
-                                           + "x" * 300)[1],
+        "confirmation": confirmation_texts(
+            channel, "https://links.kuloo-gardens.example.com/c/" + "x" * 300
+        )[1],
     }
 
 
@@ -112,21 +128,26 @@ def test_every_kind_fits_every_width(browser, kind):
             page.set_viewport_size({"width": width, "height": 800})
             page.set_content(document, wait_until="load")
             scroll, inner = page.evaluate(
-                "[document.documentElement.scrollWidth, window.innerWidth]")
+                "[document.documentElement.scrollWidth, window.innerWidth]"
+            )
             assert scroll <= inner, (kind, width, scroll)
             name = "Confirm my subscription" if kind == "confirmation" else "Unsubscribe"
             link = page.get_by_role("link", name=name, exact=True)
             box = link.bounding_box()
-            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= inner, \
-                (kind, width, box)
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= inner, (
+                kind,
+                width,
+                box,
+            )
             assert link.is_visible()
             if kind != "confirmation":
                 # Images shrink with the sheet; the article's style never reaches the footer.
                 for img in page.query_selector_all("td.content img"):
                     b = img.bounding_box()
                     assert b is not None and b["x"] + b["width"] <= inner, (kind, width, b)
-                size = page.evaluate("getComputedStyle(document.querySelector("
-                                     "'td.footer p')).fontSize")
+                size = page.evaluate(
+                    "getComputedStyle(document.querySelector('td.footer p')).fontSize"
+                )
                 assert size == "12px", (kind, size)
     finally:
         page.close()

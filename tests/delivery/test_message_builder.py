@@ -19,12 +19,15 @@ from kuloo_daemon.rules import mail
 from kuloo_daemon.tokens import Signer
 
 SIGNER = Signer([b"builder-test-key-0123456789"])
-ENVELOPE = Envelope(3, "Kuloo Gardens", "Kuloo Gardens <news@gardens.test>",
-                    "https://links.kuloo.test")
+ENVELOPE = Envelope(
+    3, "Kuloo Gardens", "Kuloo Gardens <news@gardens.test>", "https://links.kuloo.test"
+)
 NOW = datetime(2026, 1, 5, 9, tzinfo=UTC)
 RECIPIENT = Recipient("K-1", "eve@example.com", "Eve", "Lee")
-PIECES = [Piece(1, 1, "Plan your beds", "markdown", "Hello **there**."),
-          Piece(2, 1, "Frost is coming", "markdown", "Cover the beds.")]
+PIECES = [
+    Piece(1, 1, "Plan your beds", "markdown", "Hello **there**."),
+    Piece(2, 1, "Frost is coming", "markdown", "Cover the beds."),
+]
 
 
 def rendered(subject: str | None = None, n: int = 1):
@@ -33,14 +36,29 @@ def rendered(subject: str | None = None, n: int = 1):
 
 
 def each_kind(envelope: Envelope = ENVELOPE, subject: str | None = None) -> dict[str, bytes]:
-    channel = SimpleNamespace(id=envelope.channel_id, name=envelope.channel_name,
-                              sender=envelope.sender)
+    channel = SimpleNamespace(
+        id=envelope.channel_id, name=envelope.channel_name, sender=envelope.sender
+    )
     url = "https://links.kuloo.test/c/x"
     return {
-        "sequence": build_bytes(rendered(subject), envelope, RECIPIENT, SIGNER,
-                                msg_id="<k.1@gardens.test>", date=NOW, kind="sequence"),
-        "digest": build_bytes(rendered(subject, 2), envelope, RECIPIENT, SIGNER,
-                              msg_id="<k.2@gardens.test>", date=NOW, kind="digest"),
+        "sequence": build_bytes(
+            rendered(subject),
+            envelope,
+            RECIPIENT,
+            SIGNER,
+            msg_id="<k.1@gardens.test>",
+            date=NOW,
+            kind="sequence",
+        ),
+        "digest": build_bytes(
+            rendered(subject, 2),
+            envelope,
+            RECIPIENT,
+            SIGNER,
+            msg_id="<k.2@gardens.test>",
+            date=NOW,
+            kind="digest",
+        ),
         "confirmation": confirmation_bytes(channel, "eve@example.com", url, NOW),
     }
 
@@ -94,17 +112,20 @@ def test_a_long_non_ascii_subject_is_folded_into_short_encoded_words():
             assert len(words) > 2
             assert max(len(w) for w in words) <= 75  # RFC 2047
         assert all(len(line) <= 78 for line in (b"Subject: " + raw).split(b"\r\n"))
-    msg = email.message_from_bytes(each_kind(subject=subject)["sequence"],
-                                   policy=email.policy.default)
+    msg = email.message_from_bytes(
+        each_kind(subject=subject)["sequence"], policy=email.policy.default
+    )
     assert msg["Subject"] == subject
 
 
 def test_ascii_names_with_specials_are_quoted():
-    envelope = replace(ENVELOPE, channel_name="Gardens, Inc.",
-                       sender='"Gardens, Inc." <news@gardens.test>')
+    envelope = replace(
+        ENVELOPE, channel_name="Gardens, Inc.", sender='"Gardens, Inc." <news@gardens.test>'
+    )
     recipient = Recipient("K-1", "eve@example.com", "Eve", "O'Neil, Jr.")
-    data = build_bytes(rendered(), envelope, recipient, SIGNER, msg_id="<k.1@gardens.test>",
-                       date=NOW)
+    data = build_bytes(
+        rendered(), envelope, recipient, SIGNER, msg_id="<k.1@gardens.test>", date=NOW
+    )
     msg = email.message_from_bytes(data, policy=email.policy.default)
     assert [a.addr_spec for a in msg["To"].addresses] == ["eve@example.com"]
     assert msg["To"].addresses[0].display_name == "Eve O'Neil, Jr."

@@ -75,15 +75,21 @@ async def twelve_due(env) -> int:
     return ch
 
 
-@pytest.mark.parametrize("refusal", [
-    {"mail_reply": "530 5.7.0 Must issue a STARTTLS command first"},
-    {"rcpt_reply": "554 5.7.1 <{rcpt}>: Relay access denied"},
-    {"rcpt_reply": "421 4.7.0 closing: too many errors"},
-], ids=["starttls-required-at-mail", "relay-access-denied", "421"])
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        {"mail_reply": "530 5.7.0 Must issue a STARTTLS command first"},
+        {"rcpt_reply": "554 5.7.1 <{rcpt}>: Relay access denied"},
+        {"rcpt_reply": "421 4.7.0 closing: too many errors"},
+    ],
+    ids=["starttls-required-at-mail", "relay-access-denied", "421"],
+)
 async def test_a_relay_refusing_the_session_loses_no_message(env_factory, relay, refusal):
     for name, reply in refusal.items():
         setattr(relay, name, reply)
-    async with env_factory(smtp={"port": relay.port}, delivery={"retry_seconds": 30, "max_attempts": 1}) as env:
+    async with env_factory(
+        smtp={"port": relay.port}, delivery={"retry_seconds": 30, "max_attempts": 1}
+    ) as env:
         ch = await twelve_due(env)
         await env.delivery.run(None)
         entries = await env.outbox(ch)
@@ -99,7 +105,10 @@ async def test_a_relay_refusing_the_session_loses_no_message(env_factory, relay,
         setattr(relay, next(iter(refusal)), None)  # the relay is fixed
         await env.advance(1)
         assert [e.state for e in await env.outbox(ch)] == [OutboxState.SENT] * 12
-        assert sorted(s for i in range(12) for s in relay.subjects(f"u{i}@example.com")) == [WELCOME] * 12
+        assert (
+            sorted(s for i in range(12) for s in relay.subjects(f"u{i}@example.com"))
+            == [WELCOME] * 12
+        )
         assert env.delivery.relay.view()["state"] == "ok"
 
 
@@ -115,7 +124,9 @@ async def test_the_back_off_of_a_refusing_relay_doubles_and_is_capped(env_factor
         assert waits == [600, 1200, 2400, 3600, 3600]
 
 
-async def test_one_refused_recipient_keeps_the_servers_words_and_the_batch_goes_on(env_factory, relay):
+async def test_one_refused_recipient_keeps_the_servers_words_and_the_batch_goes_on(
+    env_factory, relay
+):
     relay.refuse.add("u3@example.com")
     relay.tempfail.add("u4@example.com")
     async with env_factory(smtp={"port": relay.port}) as env:
@@ -123,15 +134,22 @@ async def test_one_refused_recipient_keeps_the_servers_words_and_the_batch_goes_
         await env.delivery.run(None)
         by_email = {e.email: e for e in await env.outbox(ch)}
         assert by_email["u3@example.com"].state == OutboxState.FAILED
-        assert by_email["u3@example.com"].last_error == "recipient refused: 550 5.1.1 no such mailbox"
+        assert (
+            by_email["u3@example.com"].last_error == "recipient refused: 550 5.1.1 no such mailbox"
+        )
         assert by_email["u4@example.com"].state == OutboxState.QUEUED
-        assert by_email["u4@example.com"].last_error == "recipient refused: 451 4.3.0 try again later"
+        assert (
+            by_email["u4@example.com"].last_error == "recipient refused: 451 4.3.0 try again later"
+        )
         assert sum(e.state == OutboxState.SENT for e in by_email.values()) == 10
         assert env.delivery.relay.view()["state"] == "ok"
 
 
 def test_server_words_are_one_clean_line():
-    assert server_words(550, b"5.1.1 <a@b>: gone\r\n5.1.1 really\x1b[31m") == "550 5.1.1 <a@b>: gone 5.1.1 really [31m"
+    assert (
+        server_words(550, b"5.1.1 <a@b>: gone\r\n5.1.1 really\x1b[31m")
+        == "550 5.1.1 <a@b>: gone 5.1.1 really [31m"
+    )
     long = server_words(554, "x" * 500)
     assert len(long) <= 204 and long.endswith("…")
 
@@ -140,7 +158,9 @@ async def test_resend_gives_a_failed_message_fresh_attempts(env_factory, relay):
     from kuloo_daemon.store import delivery as store
 
     relay.tempfail.add("u0@example.com")
-    async with env_factory(smtp={"port": relay.port}, delivery={"max_attempts": 2, "retry_seconds": 10}) as env:
+    async with env_factory(
+        smtp={"port": relay.port}, delivery={"max_attempts": 2, "retry_seconds": 10}
+    ) as env:
         ch = await twelve_due(env)
         await env.delivery.run(None)
         await env.advance(10)
@@ -184,15 +204,28 @@ def test_a_ca_file_for_the_relay_only_and_the_ehlo_name(ca, tmp_path):
     try:
         bundle = tmp_path / "relay-ca.pem"
         ca.cert_pem.write_to_path(str(bundle))
-        t = SmtpTransport(SmtpSettings("127.0.0.1", sink.port, "starttls", timeout=5, ca_file=str(bundle),
-                                       helo_name="mail.gardens.test"))
+        t = SmtpTransport(
+            SmtpSettings(
+                "127.0.0.1",
+                sink.port,
+                "starttls",
+                timeout=5,
+                ca_file=str(bundle),
+                helo_name="mail.gardens.test",
+            )
+        )
         t.open()
         assert t.send(message("x@example.com"), "a@b.test", "x@example.com").outcome == Outcome.SENT
         t.close()
-        assert sink.helo_names == ["mail.gardens.test", "mail.gardens.test"]  # before and after STARTTLS
+        assert sink.helo_names == [
+            "mail.gardens.test",
+            "mail.gardens.test",
+        ]  # before and after STARTTLS
         # Without the bundle the system store does not know this CA: refused, saying why.
         t = SmtpTransport(SmtpSettings("127.0.0.1", sink.port, "starttls", timeout=5))
-        with pytest.raises(TransportError, match="certificate was refused: unable to get local issuer"):
+        with pytest.raises(
+            TransportError, match="certificate was refused: unable to get local issuer"
+        ):
             t.open()
     finally:
         controller.stop()
@@ -203,7 +236,9 @@ def test_a_certificate_for_another_name_is_refused_with_the_reason(ca, tmp_path)
     try:
         bundle = tmp_path / "relay-ca.pem"
         ca.cert_pem.write_to_path(str(bundle))
-        t = SmtpTransport(SmtpSettings("127.0.0.1", sink.port, "starttls", timeout=5, ca_file=str(bundle)))
+        t = SmtpTransport(
+            SmtpSettings("127.0.0.1", sink.port, "starttls", timeout=5, ca_file=str(bundle))
+        )
         with pytest.raises(TransportError, match="certificate was refused: .*mismatch"):
             t.open()
     finally:
@@ -218,11 +253,15 @@ def test_a_relay_that_does_not_offer_starttls_is_refused_saying_so(relay):
 
 def test_ca_file_and_helo_name_are_checked(tmp_path):
     with pytest.raises(config_mod.ConfigError) as bad:
-        write_config(tmp_path, 25, smtp={"ca_file": str(tmp_path / "missing.pem"), "helo_name": "bad name!"})
+        write_config(
+            tmp_path, 25, smtp={"ca_file": str(tmp_path / "missing.pem"), "helo_name": "bad name!"}
+        )
     text = str(bad.value)
     assert "smtp.ca_file: no such file" in text and "smtp.helo_name: must be a host name" in text
     (tmp_path / "ca.pem").write_text("x")
-    ok = write_config(tmp_path, 25, smtp={"ca_file": str(tmp_path / "ca.pem"), "helo_name": "[127.0.0.1]"})
+    ok = write_config(
+        tmp_path, 25, smtp={"ca_file": str(tmp_path / "ca.pem"), "helo_name": "[127.0.0.1]"}
+    )
     assert ok["smtp.helo_name"] == "[127.0.0.1]"
 
 
@@ -234,10 +273,12 @@ def test_with_pipelining_mail_rcpt_and_data_leave_in_one_write(relay):
     writes: list[bytes] = []
     assert t.conn is not None
     real = t.conn.send
-    t.conn.send = lambda data: (writes.append(data if isinstance(data, bytes) else data.encode()),
-                                real(data))[1]
+    t.conn.send = lambda data: (
+        writes.append(data if isinstance(data, bytes) else data.encode()),
+        real(data),
+    )[1]
     try:
-        data = (b"From: a@b.test\r\nTo: x@example.com\r\nSubject: s\r\n\r\nbody\r\n")
+        data = b"From: a@b.test\r\nTo: x@example.com\r\nSubject: s\r\n\r\nbody\r\n"
         assert t.send(data, "a@b.test", "x@example.com").outcome == Outcome.SENT
         relay.refuse.add("gone@example.com")
         refused = t.send(data, "a@b.test", "gone@example.com")

@@ -15,12 +15,22 @@ from kuloo_daemon.delivery.render import MUST_WORK, Piece, features_used, render
 from kuloo_daemon.tokens import Purpose, Signer
 
 SIGNER = Signer([b"render-test-key-0123456789"])
-ENVELOPE = Envelope(3, "Kuloo Gardens", "Kuloo Gardens <news@gardens.test>", "https://links.kuloo.test",
-                    mailto="unsubscribe@gardens.test")
+ENVELOPE = Envelope(
+    3,
+    "Kuloo Gardens",
+    "Kuloo Gardens <news@gardens.test>",
+    "https://links.kuloo.test",
+    mailto="unsubscribe@gardens.test",
+)
 ANN = Recipient("K-ann", "ann@example.com", "Ann <b>", "Lee")
 NOW = datetime(2026, 1, 5, 9, tzinfo=UTC)
 
-MARKDOWN = Piece(1, 1, "Plan your beds", "markdown", """Intro with a [guide](https://example.com/guide?a=1&b=2).
+MARKDOWN = Piece(
+    1,
+    1,
+    "Plan your beds",
+    "markdown",
+    """Intro with a [guide](https://example.com/guide?a=1&b=2).
 
 | Bed | Spring |
 |-----|--------|
@@ -29,7 +39,8 @@ MARKDOWN = Piece(1, 1, "Plan your beds", "markdown", """Intro with a [guide](htt
 ```python
 print("hello")
 ```
-""")
+""",
+)
 
 
 def render_one(piece=MARKDOWN, postal="1 Road\nTown"):
@@ -64,14 +75,21 @@ def test_markdown_tables_and_fenced_code_in_a_table_based_template_with_inlined_
 
 def test_an_external_stylesheet_is_never_fetched(pages):
     url = f"http://127.0.0.1:{pages.server_port}/site.css"
-    piece = Piece(2, 1, "Linked CSS", "html",
-                  f'<html><head><link rel="stylesheet" href="{url}"></head><body><p>Hi</p></body></html>')
+    piece = Piece(
+        2,
+        1,
+        "Linked CSS",
+        "html",
+        f'<html><head><link rel="stylesheet" href="{url}"></head><body><p>Hi</p></body></html>',
+    )
     rendered = render_one(piece)
     html = rendered.html.fill({s: "x" for s in rendered.html.slots})
     assert pages.hits == []  # nothing asked the server for anything
     assert url not in html  # and the link is gone, so no mail client fetches it either
     # premailer itself, with our settings, leaves a stylesheet link alone rather than fetching it
-    assert url in render.inline_css(f'<html><head><link rel="stylesheet" href="{url}"></head><body></body></html>')
+    assert url in render.inline_css(
+        f'<html><head><link rel="stylesheet" href="{url}"></head><body></body></html>'
+    )
     assert pages.hits == []
 
 
@@ -89,21 +107,26 @@ def test_the_plain_text_part_and_the_headers():
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     unsub = str(parsed["List-Unsubscribe"])
     assert unsub.startswith("<https://links.kuloo.test/u/") and unsub.endswith(
-        ", <mailto:unsubscribe@gardens.test?subject=unsubscribe>")
+        ", <mailto:unsubscribe@gardens.test?subject=unsubscribe>"
+    )
     assert parsed["Date"].datetime == NOW
 
 
 def test_personalising_only_fills_slots_the_rest_is_shared():
     rendered = render_one()
     a_html, _, _ = personalise(rendered, ENVELOPE, ANN, SIGNER)
-    b_html, _, _ = personalise(rendered, ENVELOPE, Recipient("K-bob", "bob@example.com", "Bob"), SIGNER)
+    b_html, _, _ = personalise(
+        rendered, ENVELOPE, Recipient("K-bob", "bob@example.com", "Bob"), SIGNER
+    )
     assert a_html != b_html
     shared = "".join(rendered.html.chunks)
     assert len(shared) > 0.8 * len(a_html)  # most of the message is the shared render
 
 
 def test_a_warning_over_100_kb():
-    big = Piece(3, 1, "Long", "markdown", "\n\n".join(f"Paragraph {i} " + "word " * 40 for i in range(600)))
+    big = Piece(
+        3, 1, "Long", "markdown", "\n\n".join(f"Paragraph {i} " + "word " * 40 for i in range(600))
+    )
     assert any("Gmail clips" in w for w in render_one(big).warnings)
     assert not any("Gmail clips" in w for w in render_one().warnings)
 
@@ -119,8 +142,15 @@ def caniemail_features(rendered):
 UNAVOIDABLE = {"html-body", "html-doctype", "html-style"}
 
 
-@pytest.mark.parametrize("piece", [MARKDOWN, Piece(4, 1, "HTML", "html",
-                                                   '<p>Hi <a href="https://e.test/">there</a></p><ul><li>x</li></ul>')])
+@pytest.mark.parametrize(
+    "piece",
+    [
+        MARKDOWN,
+        Piece(
+            4, 1, "HTML", "html", '<p>Hi <a href="https://e.test/">there</a></p><ul><li>x</li></ul>'
+        ),
+    ],
+)
 def test_no_feature_the_major_clients_drop(piece):
     """caniemail.com's data (snapshot of npm caniemail): Gmail, Apple Mail, Outlook.com, Yahoo."""
     used = caniemail_features(render_one(piece)) - UNAVOIDABLE

@@ -45,7 +45,9 @@ async def test_a_greylisted_email_alone_is_retried_at_its_back_off(env_factory, 
         assert [e.state for e in await env.outbox(ch)] == [OutboxState.SENT]
 
 
-async def test_a_relay_that_is_down_is_retried_at_its_back_off_not_at_the_recheck(env_factory, smtp_sink):
+async def test_a_relay_that_is_down_is_retried_at_its_back_off_not_at_the_recheck(
+    env_factory, smtp_sink
+):
     async with env_factory(smtp={"port": free_port()}, delivery={"retry_seconds": 5}) as env:
         ch = await env.channel()
         await env.delivery.import_articles(ch, "sample")
@@ -54,7 +56,11 @@ async def test_a_relay_that_is_down_is_retried_at_its_back_off_not_at_the_rechec
         (entry,) = await env.outbox(ch)
         # The relay's problem, not the message's: queued, no attempt held against it.
         assert (entry.state, entry.attempts) == (OutboxState.QUEUED, 0)
-        assert delivery_due(env) == env.delivery.relay.retry_at == env.clock.now() + timedelta(seconds=5)
+        assert (
+            delivery_due(env)
+            == env.delivery.relay.retry_at
+            == env.clock.now() + timedelta(seconds=5)
+        )
         await scheduled_pass_at_due(env)  # still down: the next back-off is scheduled too
         (entry,) = await env.outbox(ch)
         assert (entry.state, entry.attempts) == (OutboxState.QUEUED, 0)

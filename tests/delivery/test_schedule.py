@@ -65,12 +65,19 @@ def test_after_downtime_only_the_next_one_is_due_the_rest_waits_its_delay():
     late = T0 + 30 * D
     assert next_in_sequence(SEQ, ("welcome", "onboarding"), {1: T0}, T0, late) == Due(2, T0 + D)
     # Once B is sent (now), C waits its own delay after B, not after A.
-    assert next_in_sequence(SEQ, ("welcome", "onboarding"), {1: T0, 2: late}, T0, late) == Due(3, late + 2 * D)
+    assert next_in_sequence(SEQ, ("welcome", "onboarding"), {1: T0, 2: late}, T0, late) == Due(
+        3, late + 2 * D
+    )
 
 
 @pytest.mark.parametrize(
     "tags, anchor, expected",
-    [(("welcome",), None, T0), (("welcome",), T0 - D, T0 - D), ((), None, None), ((), T0 - D, T0 - D)],
+    [
+        (("welcome",), None, T0),
+        (("welcome",), T0 - D, T0 - D),
+        ((), None, None),
+        ((), T0 - D, T0 - D),
+    ],
 )
 def test_sequence_anchor_is_set_once_when_the_first_tag_arrives(tags, anchor, expected):
     assert sequence_anchor(tags, anchor, T0) == expected
@@ -81,10 +88,26 @@ def test_sequence_anchor_is_set_once_when_the_first_tag_arrives(tags, anchor, ex
     [
         (T0, Frequency.DAILY, T0 + D),
         (T0, Frequency.WEEKLY, T0 + 7 * D),
-        (datetime(2026, 1, 31, 9, tzinfo=UTC), Frequency.MONTHLY, datetime(2026, 2, 28, 9, tzinfo=UTC)),
-        (datetime(2028, 1, 31, 9, tzinfo=UTC), Frequency.MONTHLY, datetime(2028, 2, 29, 9, tzinfo=UTC)),
-        (datetime(2026, 12, 15, 9, tzinfo=UTC), Frequency.MONTHLY, datetime(2027, 1, 15, 9, tzinfo=UTC)),
-        (datetime(2026, 3, 10, 0, 30, tzinfo=UTC), Frequency.MONTHLY, datetime(2026, 4, 10, 0, 30, tzinfo=UTC)),
+        (
+            datetime(2026, 1, 31, 9, tzinfo=UTC),
+            Frequency.MONTHLY,
+            datetime(2026, 2, 28, 9, tzinfo=UTC),
+        ),
+        (
+            datetime(2028, 1, 31, 9, tzinfo=UTC),
+            Frequency.MONTHLY,
+            datetime(2028, 2, 29, 9, tzinfo=UTC),
+        ),
+        (
+            datetime(2026, 12, 15, 9, tzinfo=UTC),
+            Frequency.MONTHLY,
+            datetime(2027, 1, 15, 9, tzinfo=UTC),
+        ),
+        (
+            datetime(2026, 3, 10, 0, 30, tzinfo=UTC),
+            Frequency.MONTHLY,
+            datetime(2026, 4, 10, 0, 30, tzinfo=UTC),
+        ),
     ],
 )
 def test_digest_periods_in_utc(start, frequency, expected):
@@ -106,7 +129,9 @@ def test_digest_due(frequency, unsubscribed, last, expected):
 
 def test_digest_holds_exactly_the_newsletter_articles_of_its_window():
     n1 = ArticleInfo(10, (), T0 - H, 0)  # before the window: the last digest had it
-    n2 = ArticleInfo(11, (), T0, 0)  # exactly at the start: the last digest had it (until is inclusive)
+    n2 = ArticleInfo(
+        11, (), T0, 0
+    )  # exactly at the start: the last digest had it (until is inclusive)
     n3 = ArticleInfo(12, (), T0 + H, 0)
     n4 = ArticleInfo(13, (), T0 + D, 0)  # exactly at the end: in
     n5 = ArticleInfo(14, (), T0 + D + H, 0)  # after: next time
@@ -116,8 +141,16 @@ def test_digest_holds_exactly_the_newsletter_articles_of_its_window():
 
 
 def user(**kw):
-    base = dict(id=1, tags=(), unsubscribed=False, frequency="weekly", anchor=None, last_digest_at=None,
-                joined=T0, taken={})
+    base = dict(
+        id=1,
+        tags=(),
+        unsubscribed=False,
+        frequency="weekly",
+        anchor=None,
+        last_digest_at=None,
+        joined=T0,
+        taken={},
+    )
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -125,12 +158,18 @@ def test_decide_a_pass():
     news = ArticleInfo(20, (), T0 + H, 0)
     articles = [*SEQ, news]
     now = T0 + 7 * D
-    plan = decide(articles, [
-        user(id=1, tags=("welcome",)),  # gets the anchor now and A at once
-        user(id=2, unsubscribed=True, tags=("welcome",)),  # nothing at all
-        user(id=3, frequency="disabled", tags=("welcome",), anchor=T0, taken={1: T0}),  # sequence, no digest
-        user(id=4, frequency="daily", joined=now),  # joined now: no backlog, nothing due
-    ], now)
+    plan = decide(
+        articles,
+        [
+            user(id=1, tags=("welcome",)),  # gets the anchor now and A at once
+            user(id=2, unsubscribed=True, tags=("welcome",)),  # nothing at all
+            user(
+                id=3, frequency="disabled", tags=("welcome",), anchor=T0, taken={1: T0}
+            ),  # sequence, no digest
+            user(id=4, frequency="daily", joined=now),  # joined now: no backlog, nothing due
+        ],
+        now,
+    )
     assert plan.anchors == {1: now}
     assert plan.sequence == [(1, 1), (3, 3)]
     assert plan.digests == [(1, [20])]
@@ -144,21 +183,33 @@ def test_decide_takes_the_store_s_rows_as_they_come():
     dropped or shifted while converting, rows never converted or always converted."""
     from kuloo_daemon.store.delivery import ArticleMeta, UserState
 
-    rows = [ArticleMeta(a.id, list(a.tags), a.published_at, a.delay_seconds, a.withdrawn) for a in SEQ]
+    rows = [
+        ArticleMeta(a.id, list(a.tags), a.published_at, a.delay_seconds, a.withdrawn) for a in SEQ
+    ]
     rows.append(ArticleMeta(20, [], T0 + H, 0, False))
     rows.append(ArticleMeta(21, [], T0 + 2 * H, 0, True))  # withdrawn newsletter: never in a digest
     now = T0 + 7 * D
     users = [
-        UserState(1, ("welcome",), False, "weekly", T0 - 5 * D, None, T0, {1: T0 - 5 * D}),  # C is due, delay 2 days
-        UserState(2, ("onboarding",), False, "disabled", now - H, None, T0, {}),  # B: 1 day after the anchor
+        UserState(
+            1, ("welcome",), False, "weekly", T0 - 5 * D, None, T0, {1: T0 - 5 * D}
+        ),  # C is due, delay 2 days
+        UserState(
+            2, ("onboarding",), False, "disabled", now - H, None, T0, {}
+        ),  # B: 1 day after the anchor
     ]
     plan = decide(rows, users, now)
     assert plan.sequence == [(1, 3)]
     assert plan.digests == [(1, [20])]
     assert plan.next_due == now - H + D  # user 2's B, one day after its anchor
-    infos = [ArticleInfo(r.id, tuple(r.tags), r.published_at, r.delay_seconds, r.withdrawn) for r in rows]
+    infos = [
+        ArticleInfo(r.id, tuple(r.tags), r.published_at, r.delay_seconds, r.withdrawn) for r in rows
+    ]
     again = decide(infos, users, now)
-    assert (again.sequence, again.digests, again.next_due) == (plan.sequence, plan.digests, plan.next_due)
+    assert (again.sequence, again.digests, again.next_due) == (
+        plan.sequence,
+        plan.digests,
+        plan.next_due,
+    )
 
 
 def test_next_due_is_the_earliest_later_thing():
@@ -170,7 +221,9 @@ def test_next_due_is_the_earliest_later_thing():
     assert decide(SEQ, [waiting], now).next_due == T0 + 2 * D  # C, two days after A
     done = user(id=2, tags=("welcome",), frequency="disabled", anchor=T0, taken={1: T0, 3: T0})
     withdrawn_soon = ArticleInfo(6, ("welcome",), T0 + D, 0, withdrawn=True)
-    assert decide([*SEQ, withdrawn_soon], [done], now).next_due == T0 + 10 * D  # FUTURE's publication
+    assert (
+        decide([*SEQ, withdrawn_soon], [done], now).next_due == T0 + 10 * D
+    )  # FUTURE's publication
     at_now = ArticleInfo(7, (), now, 0)
     quiet = user(id=3, frequency="disabled")
     assert decide([at_now], [quiet], now).next_due is None
@@ -220,23 +273,64 @@ def test_decide_gives_each_user_the_next_time_something_may_become_due():
     """What the store keeps as ``next_due_at``: too late and mail is lost, so every source counts."""
     news = ArticleInfo(20, (), T0 + H, 0)
     now = T0 + 7 * D
-    plan = decide([*SEQ, news], [
-        user(id=1, tags=("welcome",)),  # A queued now; FUTURE's publication comes before the next digest
-        user(id=2, unsubscribed=True, tags=("welcome",)),  # nothing, until they change
-        user(id=3, frequency="disabled", tags=("welcome",), anchor=T0, taken={1: now - D}),  # C two days after A
-        user(id=4, frequency="daily", joined=now),  # first digest in a day
-        user(id=5, frequency="disabled", tags=("welcome",), anchor=T0, taken={1: T0, 3: T0 + 2 * D}),  # FUTURE
-        user(id=6, frequency="disabled", tags=("onboarding",), anchor=T0, taken={2: T0}),  # finished: nothing
-        user(id=7, frequency="monthly", tags=("welcome",), anchor=T0, taken={1: None},  # waiting on A
-             last_digest_at=now - D),
-    ], now)
+    plan = decide(
+        [*SEQ, news],
+        [
+            user(
+                id=1, tags=("welcome",)
+            ),  # A queued now; FUTURE's publication comes before the next digest
+            user(id=2, unsubscribed=True, tags=("welcome",)),  # nothing, until they change
+            user(
+                id=3, frequency="disabled", tags=("welcome",), anchor=T0, taken={1: now - D}
+            ),  # C two days after A
+            user(id=4, frequency="daily", joined=now),  # first digest in a day
+            user(
+                id=5,
+                frequency="disabled",
+                tags=("welcome",),
+                anchor=T0,
+                taken={1: T0, 3: T0 + 2 * D},
+            ),  # FUTURE
+            user(
+                id=6, frequency="disabled", tags=("onboarding",), anchor=T0, taken={2: T0}
+            ),  # finished: nothing
+            user(
+                id=7,
+                frequency="monthly",
+                tags=("welcome",),
+                anchor=T0,
+                taken={1: None},  # waiting on A
+                last_digest_at=now - D,
+            ),
+        ],
+        now,
+    )
     assert plan.user_due == {
-        1: T0 + 10 * D, 2: None, 3: now + D, 4: now + D, 5: T0 + 10 * D, 6: None,
+        1: T0 + 10 * D,
+        2: None,
+        3: now + D,
+        4: now + D,
+        5: T0 + 10 * D,
+        6: None,
         7: T0 + 10 * D,  # FUTURE's publication (early is harmless: they are read, nothing is due)
     }
-    plan = decide([A, B, C], [user(id=7, frequency="monthly", tags=("welcome",), anchor=T0, taken={1: None},
-                                   last_digest_at=now - D)], now)
-    assert plan.user_due == {7: datetime(2026, 2, 11, 9, 0, tzinfo=UTC)}  # the email on its way counts not
+    plan = decide(
+        [A, B, C],
+        [
+            user(
+                id=7,
+                frequency="monthly",
+                tags=("welcome",),
+                anchor=T0,
+                taken={1: None},
+                last_digest_at=now - D,
+            )
+        ],
+        now,
+    )
+    assert plan.user_due == {
+        7: datetime(2026, 2, 11, 9, 0, tzinfo=UTC)
+    }  # the email on its way counts not
 
 
 def test_a_digest_window_starts_at_the_last_digest_even_when_an_older_article_exists():

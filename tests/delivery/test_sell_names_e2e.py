@@ -35,11 +35,25 @@ HOSTILE = [  # (first_name, last_name) as a Sell user typed them
     ("Ann", "Lee\r\nBcc: x@evil.example"),
     ("Bo\tB\u202e\u2028", "Fox\x85"),
 ]
-CLEANED = ["EveBcc: x@evil.example Lee", f"XContent-Type: text/html{LOCKED} Y",
-           "Ann LeeBcc: x@evil.example", "Bo B Fox"]
-HEADERS = ["From", "Subject", "List-Id", "MIME-Version", "Content-Type", "Feedback-ID", "To", "Date",
-           "Message-ID",
-           "List-Unsubscribe", "List-Unsubscribe-Post"]  # what message.build_bytes writes, in order
+CLEANED = [
+    "EveBcc: x@evil.example Lee",
+    f"XContent-Type: text/html{LOCKED} Y",
+    "Ann LeeBcc: x@evil.example",
+    "Bo B Fox",
+]
+HEADERS = [
+    "From",
+    "Subject",
+    "List-Id",
+    "MIME-Version",
+    "Content-Type",
+    "Feedback-ID",
+    "To",
+    "Date",
+    "Message-ID",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+]  # what message.build_bytes writes, in order
 
 
 def sell_section(sellsim) -> dict:
@@ -49,10 +63,18 @@ def sell_section(sellsim) -> dict:
 
 async def synced_channel(env) -> int:
     services = env.services
-    created = await services.store.run(channel_store.create, {
-        "name": "Kuloo Gardens", "plan": "pro", "sequential_tags": TAGS,
-        "sender": "Kuloo Gardens <news@gardens.test>", "postal_address": "1 Allotment Road\nLeeds"},
-        Secret(DEMO_TOKEN), services.clock.now())
+    created = await services.store.run(
+        channel_store.create,
+        {
+            "name": "Kuloo Gardens",
+            "plan": "pro",
+            "sequential_tags": TAGS,
+            "sender": "Kuloo Gardens <news@gardens.test>",
+            "postal_address": "1 Allotment Road\nLeeds",
+        },
+        Secret(DEMO_TOKEN),
+        services.clock.now(),
+    )
     await connection.check_channel(services, created.check)
     await env.delivery.import_articles(created.channel.id, "sample")
     return created.channel.id
@@ -67,14 +89,22 @@ async def leads(sellsim, names) -> list[str]:
     emails = []
     for n, (first, last) in enumerate(names):
         emails.append(f"victim{n}@example.com")
-        await sim(sellsim.create_record, "lead", {"first_name": first, "last_name": last,
-                                                  "email": emails[-1],
-                                                  "custom_fields": {"Promo": ["welcome"]}})
+        await sim(
+            sellsim.create_record,
+            "lead",
+            {
+                "first_name": first,
+                "last_name": last,
+                "email": emails[-1],
+                "custom_fields": {"Promo": ["welcome"]},
+            },
+        )
     return emails
 
 
 async def test_hostile_sell_names_reach_smtp_with_exactly_the_builders_headers(
-        env_factory, smtp_sink, sellsim):
+    env_factory, smtp_sink, sellsim
+):
     async with env_factory(sell=sell_section(sellsim)) as env:
         ch = await synced_channel(env)
         emails = await leads(sellsim, HOSTILE)
@@ -98,7 +128,8 @@ async def test_hostile_sell_names_reach_smtp_with_exactly_the_builders_headers(
 
 
 async def test_without_the_cleaning_the_header_check_fails_the_message(
-        env_factory, smtp_sink, sellsim, monkeypatch):
+    env_factory, smtp_sink, sellsim, monkeypatch
+):
     """Item 1 (b) on its own: a user whose name holds CR/LF (synced before this fix, say)."""
     monkeypatch.setattr(records, "clean_text", lambda value, name=False: value)
     async with env_factory(sell=sell_section(sellsim)) as env:
@@ -114,7 +145,9 @@ async def test_without_the_cleaning_the_header_check_fails_the_message(
         assert all("the To header would hold a control character" in m.last_error for m in failed)
         assert smtp_sink.messages == []
         # The admin's preview of that user's email says why, as a refused request.
-        article = (await delivery_methods.articles_list(env.services, {"channel": ch}))["articles"][0]
+        article = (await delivery_methods.articles_list(env.services, {"channel": ch}))["articles"][
+            0
+        ]
         with pytest.raises(ProtocolError, match="To header") as refused:
             context = Context(env.services, env.delivery, "", lambda: 1)
             await delivery_methods.articles_preview(context, {"id": article["id"], "user": user.id})
@@ -129,8 +162,12 @@ async def test_a_cleaned_name_is_never_written_back_to_sell(env_factory, smtp_si
         emails = await leads(sellsim, [HOSTILE[0], ("Cy", "Doe")])
         await engine.run_channel(env.services, ch)
         lead = next(r for r in await sim(sellsim.records, "lead") if r["last_name"] == "Doe")
-        await sim(sellsim.edit_record, "lead", lead["id"],
-                  {"first_name": f"Cy\r\nContent-Type: text/html\r\n\r\n{LOCKED}"})
+        await sim(
+            sellsim.edit_record,
+            "lead",
+            lead["id"],
+            {"first_name": f"Cy\r\nContent-Type: text/html\r\n\r\n{LOCKED}"},
+        )
         run = await engine.run_channel(env.services, ch)
         assert run.counts["users_updated"] == 1 and run.counts["sell_updated"] == 0, run
         cy = await env.store.run(user_store.get_by_email, ch, emails[1])
@@ -138,7 +175,8 @@ async def test_a_cleaned_name_is_never_written_back_to_sell(env_factory, smtp_si
         log = await env.store.run(user_store.audit, cy.id, 10)
         (entry,) = [e for e in log if e.field == "first_name"]
         assert entry.note.startswith("changed in Sell") and entry.note.endswith(
-            "; control characters removed from Sell's first_name"), entry.note
+            "; control characters removed from Sell's first_name"
+        ), entry.note
         await sim(sellsim.reset_counters)
         run = await engine.run_channel(env.services, ch)
         assert run.counts["sell_updated"] == 0 and run.counts.get("users_updated", 0) == 0, run
@@ -152,7 +190,8 @@ async def test_a_cleaned_name_is_never_written_back_to_sell(env_factory, smtp_si
 
 
 async def test_an_email_with_control_characters_is_a_sync_error_never_rewritten(
-        env_factory, smtp_sink, sellsim):
+    env_factory, smtp_sink, sellsim
+):
     """A new record's, and a linked user's whose Sell user edits it (a trailing NEL, which a
     plain trim would have quietly taken off)."""
     async with env_factory(sell=sell_section(sellsim)) as env:
@@ -162,14 +201,20 @@ async def test_an_email_with_control_characters_is_a_sync_error_never_rewritten(
         bad = "mallory@example.com\r\nBcc: x@evil.example"
         await sim(sellsim.create_record, "lead", {"last_name": "M", "email": bad}, force=True)
         cy = next(r for r in await sim(sellsim.records, "lead") if r["email"] == linked)
-        await sim(sellsim.edit_record, "lead", cy["id"],
-                  {"email": linked + "\x85", "first_name": "Cyd"}, force=True)
+        await sim(
+            sellsim.edit_record,
+            "lead",
+            cy["id"],
+            {"email": linked + "\x85", "first_name": "Cyd"},
+            force=True,
+        )
         run = await engine.run_channel(env.services, ch)
         assert run.counts.get("users_created", 0) == 0 and run.counts["errors"] == 2, run
         errors, _next = await env.store.run(sync_errors.errors, ch, None, 10)
         user = await env.store.run(user_store.get_by_email, ch, linked)
         assert {(e.code, e.error, e.user_id) for e in errors} == {
-            (texts.E_VALUE, texts.email_control_characters(), u) for u in (None, user.id)}
+            (texts.E_VALUE, texts.email_control_characters(), u) for u in (None, user.id)
+        }
         assert (user.email, user.first_name) == (linked, "Cy")  # nothing taken from that record
         stored = {r["last_name"]: r for r in await sim(sellsim.records, "lead")}
         assert stored["M"]["email"] == bad  # never rewritten

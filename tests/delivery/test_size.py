@@ -26,7 +26,9 @@ def words(kb: int, tag: str) -> str:
     return " ".join(out)
 
 
-def write(folder: Path, name: str, title: str, body: str, when: str = "2026-01-06T07:00:00Z") -> None:
+def write(
+    folder: Path, name: str, title: str, body: str, when: str = "2026-01-06T07:00:00Z"
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(f"---\ntitle: {title}\npublished_at: {when}\n---\n{body}\n")
 
@@ -37,7 +39,9 @@ def test_the_size_counts_the_real_public_url_the_longest_greeting_and_tokens():
     short = Envelope(1, "C", "c@c.test", "https://l.test")
     long = replace(short, public_url="https://links.example.com/" + "p" * 200)
     plain = len(r.html.fill({s: "" for s in r.html.slots}).encode())
-    assert largest_html_bytes(r, long, SIGNER) - largest_html_bytes(r, short, SIGNER) == 202 * (len(long.public_url) - len(short.public_url))
+    assert largest_html_bytes(r, long, SIGNER) - largest_html_bytes(r, short, SIGNER) == 202 * (
+        len(long.public_url) - len(short.public_url)
+    )
     assert largest_html_bytes(r, short, SIGNER) > plain + 200 + 202 * 100  # greeting + tokens
 
 
@@ -60,12 +64,15 @@ async def test_an_article_too_big_is_not_imported_and_a_stored_version_stays(env
 
 
 async def test_a_digest_too_big_carries_the_first_articles_in_full_and_the_rest_as_titles(
-        env_factory, smtp_sink):
+    env_factory, smtp_sink
+):
     async with env_factory() as env:
         ch = await env.channel()
         folder = env.services.config.articles_root / "digest"
         for n, tag in enumerate(("first", "second", "third")):
-            write(folder, f"{n}.md", f"Article {tag}", words(40, tag), f"2026-01-0{6 + n}T07:00:00Z")
+            write(
+                folder, f"{n}.md", f"Article {tag}", words(40, tag), f"2026-01-0{6 + n}T07:00:00Z"
+            )
         report = await env.delivery.import_articles(ch, "digest")
         assert report["imported"] == 3, report
         await env.user(ch, "fay@example.com", frequency="weekly")

@@ -42,8 +42,11 @@ async def test_a_relay_offering_smtputf8_gets_the_non_ascii_address(env_factory,
         assert (counts.sent, counts.failed) == (3, 0)
         rcpts = sorted(r for _f, (r,) in utf8_sink.envelopes)
         assert rcpts == ["a@example.com", "b@xn--bcher-kva.example", "sami.garcía@example.org"]
-        (utf8,) = [m for m, (_f, (r,)) in zip(utf8_sink.messages, utf8_sink.envelopes, strict=True)
-                   if r.startswith("sami")]
+        (utf8,) = [
+            m
+            for m, (_f, (r,)) in zip(utf8_sink.messages, utf8_sink.envelopes, strict=True)
+            if r.startswith("sami")
+        ]
         (raw,) = [r for r in utf8_sink.raw if "sami.garcía".encode() in r]
         assert "<sami.garcía@example.org>\r\n".encode() in raw  # the UTF-8 header form
         assert utf8["Subject"] == "Welcome to Kuloo Gardens"

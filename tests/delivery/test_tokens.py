@@ -14,14 +14,16 @@ NEW_KEY = b"new-key-0123456789abcdef"
 
 def flip(text: str, at: int) -> str:
     c = text[at]
-    return text[:at] + ("A" if c != "A" else "B") + text[at + 1:]
+    return text[:at] + ("A" if c != "A" else "B") + text[at + 1 :]
 
 
 UNSUB = Claim(Purpose.UNSUBSCRIBE, 1, "K-abc")
 CLICK = Claim(Purpose.CLICK, 1, "K-abc", target="https://example.com/a?b=1")
 
 
-@pytest.mark.parametrize("claim", [UNSUB, CLICK, Claim(Purpose.CONFIRM, 7, "K-x", expires=int(NOW.timestamp()) + 60)])
+@pytest.mark.parametrize(
+    "claim", [UNSUB, CLICK, Claim(Purpose.CONFIRM, 7, "K-x", expires=int(NOW.timestamp()) + 60)]
+)
 def test_round_trip(claim):
     signer = Signer([NEW_KEY])
     token = signer.sign(claim)
@@ -115,7 +117,7 @@ def test_the_whole_mac_is_compared_not_a_prefix():
         return f"{head}.{base64.urlsafe_b64encode(raw).rstrip(b'=').decode()}"
 
     assert signer.verify(token(mac), NOW) == UNSUB
-    forged = [mac[:i] + bytes([mac[i] ^ 1]) + mac[i + 1:] for i in range(len(mac))]
+    forged = [mac[:i] + bytes([mac[i] ^ 1]) + mac[i + 1 :] for i in range(len(mac))]
     forged += [mac[:n] for n in range(1, len(mac))] + [mac + b"\0", mac + mac]
     for raw in forged:
         with pytest.raises(BadToken):

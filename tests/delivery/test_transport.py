@@ -17,7 +17,9 @@ from .conftest import Sink
 
 
 async def test_maildir_transport_writes_parseable_messages(env_factory, short_tmp):
-    async with env_factory(delivery={"transport": "maildir", "maildir": f"{short_tmp}/mail"}) as env:
+    async with env_factory(
+        delivery={"transport": "maildir", "maildir": f"{short_tmp}/mail"}
+    ) as env:
         ch = await env.channel()
         await env.delivery.import_articles(ch, "sample")
         await env.user(ch, "ann@example.com", tags=["welcome"])
@@ -48,19 +50,25 @@ def auth_sink():
 
 
 def message(to: str) -> bytes:
-    return (f"From: a@b.test\r\nTo: {to}\r\nSubject: hi\r\nMessage-ID: <1@b.test>\r\n\r\n"
-            ".leading dot\r\nbody\r\n").encode()
+    return (
+        f"From: a@b.test\r\nTo: {to}\r\nSubject: hi\r\nMessage-ID: <1@b.test>\r\n\r\n"
+        ".leading dot\r\nbody\r\n"
+    ).encode()
 
 
 def test_smtp_login_with_the_credential(auth_sink):
     sink, auth, port = auth_sink
-    t = SmtpTransport(SmtpSettings("127.0.0.1", port, "none", "kuloo", Secret("s3cret-pass-word"), 5))
+    t = SmtpTransport(
+        SmtpSettings("127.0.0.1", port, "none", "kuloo", Secret("s3cret-pass-word"), 5)
+    )
     t.open()
     assert t.send(message("x@example.com"), "a@b.test", "x@example.com").outcome == Outcome.SENT
     t.close()
     assert [password for _login, password in auth.seen] == [b"s3cret-pass-word"]
     assert sink.messages[0].get_content().startswith(".leading dot")  # dot-stuffing round trip
-    bad = SmtpTransport(SmtpSettings("127.0.0.1", port, "none", "kuloo", Secret("wrong-password"), 5))
+    bad = SmtpTransport(
+        SmtpSettings("127.0.0.1", port, "none", "kuloo", Secret("wrong-password"), 5)
+    )
     with pytest.raises(TransportError) as refused:
         bad.open()
     assert "wrong-password" not in str(refused.value)

@@ -41,8 +41,13 @@ def write_config(root: Path, keys: tuple[str, ...] = (KEY,), **extra: dict) -> c
         "clock": {"mode": "manual", "start": START},
         "credentials": {"directory": str(creds)},
         "delivery": {"transport": "maildir", "maildir": str(root / "mail")},
-        "links": {"listen": "127.0.0.1:0", "rate_per_minute": 100_000, "rate_burst": 100_000,
-                  "allowed_origins": ["https://www.gardens.test"], "confirm_resend_minutes": 0},
+        "links": {
+            "listen": "127.0.0.1:0",
+            "rate_per_minute": 100_000,
+            "rate_burst": 100_000,
+            "allowed_origins": ["https://www.gardens.test"],
+            "confirm_resend_minutes": 0,
+        },
     }
     for section, body in extra.items():
         data[section] = {**data.get(section, {}), **body}
@@ -69,14 +74,26 @@ class Links:
         return self.server.url
 
     async def channel(self, name: str = "Kuloo Gardens") -> int:
-        created = await self.services.store.run(channel_store.create, {
-            "name": name, "sender": f"{name} <news@gardens.test>", "postal_address": "1 Allotment Road"},
-            None, self.services.clock.now())
+        created = await self.services.store.run(
+            channel_store.create,
+            {
+                "name": name,
+                "sender": f"{name} <news@gardens.test>",
+                "postal_address": "1 Allotment Road",
+            },
+            None,
+            self.services.clock.now(),
+        )
         return created.channel.id
 
     async def user(self, channel: int, email: str = "ada@example.com", **fields) -> user_store.User:
-        return await self.services.store.run(user_store.add, channel, {"email": email, **fields}, Actor.ADMIN,
-                                             self.services.clock.now())
+        return await self.services.store.run(
+            user_store.add,
+            channel,
+            {"email": email, **fields},
+            Actor.ADMIN,
+            self.services.clock.now(),
+        )
 
     async def get(self, user_id: int) -> user_store.User:
         return await self.services.store.run(user_store.get, user_id)
@@ -84,7 +101,9 @@ class Links:
     async def audit(self, user_id: int) -> list:
         return await self.services.store.run(user_store.audit, user_id, 500)
 
-    def token(self, user: user_store.User, purpose: Purpose = Purpose.UNSUBSCRIBE, target: str = "") -> str:
+    def token(
+        self, user: user_store.User, purpose: Purpose = Purpose.UNSUBSCRIBE, target: str = ""
+    ) -> str:
         return self.signer.sign(Claim(purpose, user.channel_id, user.kuloo_id, target))
 
     def mails(self) -> list:
@@ -128,11 +147,15 @@ async def running(root: Path, template: Path | None = None, **extra):
     async with open_services(config, lambda e, d: events.append((e, d))) as services:
         # As app.run_daemon does: bind first (delivery's fallback public URL), then links,
         # whose confirmations use delivery's transport.
-        listener = open_listener(services.config["links.listen"], services.config["links.max_connections"])
+        listener = open_listener(
+            services.config["links.listen"], services.config["links.max_connections"]
+        )
         server = LinksServer(services, Delivery(services, listener[1]), listener)
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
-            async with httpx.AsyncClient(base_url=server.url, timeout=10, follow_redirects=False) as http:
+            async with httpx.AsyncClient(
+                base_url=server.url, timeout=10, follow_redirects=False
+            ) as http:
                 yield Links(services, server, http, root, events)
             server.stop()
 

@@ -36,13 +36,19 @@ def forgeries(genuine: str, kuloo_id: str, channel: int, n: int, seed: int = 12)
         if kind == 0:  # one character changed
             i = rng.randrange(len(genuine))
             c = rng.choice(ALPHABET.replace(genuine[i], ""))
-            t = genuine[:i] + c + genuine[i + 1:]
+            t = genuine[:i] + c + genuine[i + 1 :]
         elif kind == 1:  # cut short
             t = genuine[: rng.randrange(len(genuine))]
         elif kind == 2:  # extra characters
             t = genuine + "".join(rng.choice(ALPHABET) for _ in range(rng.randrange(1, 5)))
         elif kind == 3:  # another claim (other user, channel or purpose) under the genuine MAC
-            claim = [rng.choice("urcx"), channel + rng.randrange(0, 3), rng.choice([kuloo_id, kuloo_id[::-1], "x"]), "", 0]
+            claim = [
+                rng.choice("urcx"),
+                channel + rng.randrange(0, 3),
+                rng.choice([kuloo_id, kuloo_id[::-1], "x"]),
+                "",
+                0,
+            ]
             t = f"{b64(json.dumps(claim, separators=(',', ':')).encode())}.{mac}"
         elif kind == 4:  # signed with a key we do not hold
             key = bytes(rng.randrange(256) for _ in range(32))
@@ -50,7 +56,11 @@ def forgeries(genuine: str, kuloo_id: str, channel: int, n: int, seed: int = 12)
         elif kind == 5:  # random text
             t = "".join(rng.choice(ALPHABET) for _ in range(rng.randrange(1, 120)))
         else:  # MAC truncated or padded
-            t = f"{head}.{mac[: rng.randrange(len(mac))]}" if rng.random() < 0.5 else f"{head}.{mac}=="
+            t = (
+                f"{head}.{mac[: rng.randrange(len(mac))]}"
+                if rng.random() < 0.5
+                else f"{head}.{mac}=="
+            )
         if t != genuine:
             out.append(t)
     return out
@@ -68,7 +78,9 @@ def test_ten_thousand_forged_or_mutated_tokens_are_all_refused():
             continue
         accepted += 1
     assert accepted == 0
-    assert signer.verify(genuine, now, Purpose.UNSUBSCRIBE).kuloo_id == "a" * 32  # the check can pass
+    assert (
+        signer.verify(genuine, now, Purpose.UNSUBSCRIBE).kuloo_id == "a" * 32
+    )  # the check can pass
 
 
 # make soak: 2,500 forgeries on each of 4 routes = 10,000 requests; make test: 150 x 4.
@@ -80,9 +92,15 @@ async def test_forged_tokens_over_http_change_nothing(links_env):
         user = await links.user(await links.channel())
         genuine = links.token(user)
         for token in forgeries(genuine, user.kuloo_id, user.channel_id, HTTP_FORGERIES, seed=3):
-            for method, path in (("POST", f"/u/{token}"), ("GET", f"/u/{token}"), ("GET", f"/r/{token}"),
-                                 ("POST", f"/c/{token}")):
-                r = await links.http.request(method, path, data=ONE_CLICK if method == "POST" else None)
+            for method, path in (
+                ("POST", f"/u/{token}"),
+                ("GET", f"/u/{token}"),
+                ("GET", f"/r/{token}"),
+                ("POST", f"/c/{token}"),
+            ):
+                r = await links.http.request(
+                    method, path, data=ONE_CLICK if method == "POST" else None
+                )
                 assert r.status_code in (400, 404), (method, path, r.status_code)
                 assert "Traceback" not in r.text and "BadToken" not in r.text
         assert (await links.get(user.id)) == user
@@ -94,16 +112,22 @@ async def test_wrong_purpose_unknown_user_and_deleted_channel(links_env):
         channel = await links.channel()
         user = await links.user(channel)
         click = links.token(user, Purpose.CLICK, "https://gardens.test/")
-        r = await links.http.post(f"/u/{click}", data=ONE_CLICK)  # a click token is no unsubscribe token
+        r = await links.http.post(
+            f"/u/{click}", data=ONE_CLICK
+        )  # a click token is no unsubscribe token
         assert r.status_code == 400
         stranger = links.signer.sign(Claim(Purpose.UNSUBSCRIBE, channel, "no-such-kuloo-id"))
         for method in ("GET", "POST"):
-            r = await links.http.request(method, f"/u/{stranger}", data=ONE_CLICK if method == "POST" else None)
+            r = await links.http.request(
+                method, f"/u/{stranger}", data=ONE_CLICK if method == "POST" else None
+            )
             assert r.status_code == 404 and "Nothing was changed" in r.text
         other_channel = links.signer.sign(Claim(Purpose.UNSUBSCRIBE, channel + 1, user.kuloo_id))
         r = await links.http.post(f"/u/{other_channel}", data=ONE_CLICK)
         assert r.status_code == 404
-        r = await links.http.get(f"/r/{links.signer.sign(Claim(Purpose.CLICK, channel, 'nobody', 'https://x.test/'))}")
+        r = await links.http.get(
+            f"/r/{links.signer.sign(Claim(Purpose.CLICK, channel, 'nobody', 'https://x.test/'))}"
+        )
         assert r.status_code == 404 and "location" not in r.headers
         assert (await links.get(user.id)) == user
 
@@ -112,8 +136,11 @@ async def test_body_and_header_size_limits(links_env):
     async with links_env(links={"max_body_bytes": 1024, "max_header_bytes": 2048}) as links:
         user = await links.user(await links.channel())
         url = f"/u/{links.token(user)}"
-        r = await links.http.post(url, content=b"List-Unsubscribe=One-Click&pad=" + b"x" * 5000,
-                                  headers={"content-type": "application/x-www-form-urlencoded"})
+        r = await links.http.post(
+            url,
+            content=b"List-Unsubscribe=One-Click&pad=" + b"x" * 5000,
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
         assert r.status_code == 413
 
         async def chunks():  # no Content-Length: the limit holds while streaming
@@ -121,7 +148,9 @@ async def test_body_and_header_size_limits(links_env):
             for _ in range(10):
                 yield b"x" * 500
 
-        r = await links.http.post(url, content=chunks(), headers={"content-type": "application/x-www-form-urlencoded"})
+        r = await links.http.post(
+            url, content=chunks(), headers={"content-type": "application/x-www-form-urlencoded"}
+        )
         assert r.status_code == 413
         async with httpx.AsyncClient(base_url=links.url) as fresh:  # a new connection
             r = await fresh.get(url, headers={"x-big": "y" * 4096})
@@ -141,7 +170,9 @@ async def test_rate_limit_throttles_every_route_but_never_a_post_with_a_valid_to
         assert r.status_code == 429 and r.headers["retry-after"] == "60"
         assert all(r.headers.get(k) == v for k, v in SECURITY_HEADERS.items())
         for path in (f"/r/{links.token(user, Purpose.CLICK, 'https://x.test/')}", "/signup/1"):
-            assert (await links.http.request("POST" if "signup" in path else "GET", path)).status_code == 429
+            assert (
+                await links.http.request("POST" if "signup" in path else "GET", path)
+            ).status_code == 429
         for _ in range(20):  # mailbox providers' one-click POSTs come from few addresses
             assert (await links.http.post(f"/u/{token}", data=ONE_CLICK)).status_code == 200
         r = await links.http.post(f"/u/{token[:-2]}xx", data=ONE_CLICK)  # a forged one is throttled
@@ -152,22 +183,38 @@ async def test_rate_limit_throttles_every_route_but_never_a_post_with_a_valid_to
 async def test_forwarded_for_counts_only_behind_a_trusted_proxy(links_env):
     async with links_env(links={"rate_per_minute": 1, "rate_burst": 2}) as links:
         # Not a trusted proxy: a client cannot pick a fresh address per request.
-        codes = [(await links.http.get("/healthz", headers={"x-forwarded-for": f"203.0.113.{i}"})).status_code
-                 for i in range(4)]
+        codes = [
+            (
+                await links.http.get("/healthz", headers={"x-forwarded-for": f"203.0.113.{i}"})
+            ).status_code
+            for i in range(4)
+        ]
         assert codes == [200, 200, 429, 429]
-    async with links_env(links={"rate_per_minute": 1, "rate_burst": 2, "trusted_proxies": ["127.0.0.1/32"]}) as links:
-        codes = [(await links.http.get("/healthz", headers={"x-forwarded-for": f"203.0.113.{i}"})).status_code
-                 for i in range(4)]
+    async with links_env(
+        links={"rate_per_minute": 1, "rate_burst": 2, "trusted_proxies": ["127.0.0.1/32"]}
+    ) as links:
+        codes = [
+            (
+                await links.http.get("/healthz", headers={"x-forwarded-for": f"203.0.113.{i}"})
+            ).status_code
+            for i in range(4)
+        ]
         assert codes == [200, 200, 200, 200]
-        same = [(await links.http.get("/healthz", headers={"x-forwarded-for": "198.51.100.7"})).status_code
-                for _ in range(3)]
+        same = [
+            (
+                await links.http.get("/healthz", headers={"x-forwarded-for": "198.51.100.7"})
+            ).status_code
+            for _ in range(3)
+        ]
         assert same == [200, 200, 429]
 
 
 def test_client_address_reads_forwarded_for_right_to_left_through_trusted_hops():
     trusted = limits.networks(["10.0.0.0/8", "127.0.0.1"])
     assert limits.client_address("127.0.0.1", ["1.2.3.4, 10.1.1.1"], trusted) == "1.2.3.4"
-    assert limits.client_address("127.0.0.1", ["6.6.6.6, 1.2.3.4"], trusted) == "1.2.3.4"  # left part forgeable
+    assert (
+        limits.client_address("127.0.0.1", ["6.6.6.6, 1.2.3.4"], trusted) == "1.2.3.4"
+    )  # left part forgeable
     assert limits.client_address("9.9.9.9", ["1.2.3.4"], trusted) == "9.9.9.9"  # untrusted peer
     assert limits.client_address("127.0.0.1", ["junk"], trusted) == "127.0.0.1"
     assert limits.client_address("127.0.0.1", [], trusted) == "127.0.0.1"
@@ -190,7 +237,11 @@ async def test_an_unexpected_failure_is_a_plain_500_without_detail(links_env, mo
         user = await links.user(await links.channel())
         r = await links.http.get(f"/u/{links.token(user)}")
         assert r.status_code == 500
-        assert "secret internal detail" not in r.text and "Traceback" not in r.text and "RuntimeError" not in r.text
+        assert (
+            "secret internal detail" not in r.text
+            and "Traceback" not in r.text
+            and "RuntimeError" not in r.text
+        )
         assert all(r.headers.get(k) == v for k, v in SECURITY_HEADERS.items())
         assert (await links.http.get("/healthz")).status_code == 200  # the service goes on
 
@@ -198,7 +249,9 @@ async def test_an_unexpected_failure_is_a_plain_500_without_detail(links_env, mo
 async def test_a_rotated_key_still_verifies_old_links_and_signs_with_the_new(links_env):
     async with links_env() as links:
         user = await links.user(await links.channel())
-        old_token = Signer([OLD_KEY.encode()]).sign(Claim(Purpose.UNSUBSCRIBE, user.channel_id, user.kuloo_id))
+        old_token = Signer([OLD_KEY.encode()]).sign(
+            Claim(Purpose.UNSUBSCRIBE, user.channel_id, user.kuloo_id)
+        )
         assert (await links.http.get(f"/u/{old_token}")).status_code == 400  # not yet a known key
         (links.root / "creds" / "link-signing-key").write_text(f"{KEY}\n{OLD_KEY}\n")
         links.server.app.reload_keys()  # what SIGHUP does
@@ -216,8 +269,21 @@ async def test_without_a_signing_key_links_answer_503_and_change_nothing(links_e
         assert (await links.get(user.id)) == user
 
 
-@pytest.mark.parametrize("path", ["/u/", "/u/a/b", "/nope", "/r/", "/signup/x", "/signup/-1", "/signup/1.5",
-                                  "/signup/99999999999999999999999", "/%00", "/u/%ff%fe"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/u/",
+        "/u/a/b",
+        "/nope",
+        "/r/",
+        "/signup/x",
+        "/signup/-1",
+        "/signup/1.5",
+        "/signup/99999999999999999999999",
+        "/%00",
+        "/u/%ff%fe",
+    ],
+)
 async def test_unknown_and_malformed_paths_get_plain_answers(links_env, path):
     async with links_env() as links:
         r = await links.http.request("POST" if "signup" in path else "GET", path)

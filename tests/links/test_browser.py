@@ -40,7 +40,9 @@ def test_footer_page_in_a_real_browser(links_daemon):  # noqa: F811
     with d.client() as c:
         url = c.call("status")["links"]["url"]
         channel = c.call("channels.create", {"name": "Kuloo Gardens"})["id"]
-        user = c.call("users.add", {"channel": channel, "email": "ada@example.com", "frequency": "monthly"})
+        user = c.call(
+            "users.add", {"channel": channel, "email": "ada@example.com", "frequency": "monthly"}
+        )
     token = Signer([KEY.encode()]).sign(Claim(Purpose.UNSUBSCRIBE, channel, user["kuloo_id"]))
 
     def profile() -> dict:

@@ -68,7 +68,10 @@ async def test_every_answer_carries_hsts_when_public_url_is_https(links_env):
                 got += chunk
         await stream.aclose()
         head = got.split(b"\r\n\r\n")[0].lower()
-        assert head.startswith(b"http/1.1 400") and b"strict-transport-security: max-age=31536000" in head
+        assert (
+            head.startswith(b"http/1.1 400")
+            and b"strict-transport-security: max-age=31536000" in head
+        )
 
 
 async def test_no_hsts_when_public_url_is_plain_http_or_empty(links_env):
@@ -147,8 +150,13 @@ async def test_confirmation_email_carries_no_text_the_requester_typed(links_env)
         await links.wait_for_mail(1)
         (msg,) = links.mails()
         assert msg["To"] == "victim@example.com"
-        text = "".join([msg.as_string(), msg.get_body(("plain",)).get_content(),
-                        msg.get_body(("html",)).get_content()])
+        text = "".join(
+            [
+                msg.as_string(),
+                msg.get_body(("plain",)).get_content(),
+                msg.get_body(("html",)).get_content(),
+            ]
+        )
         for typed in ("evil.example", "locked", "Security Team"):
             assert typed not in text
         # The names stay in the signed claim and are saved when the owner confirms.

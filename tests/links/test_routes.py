@@ -54,7 +54,9 @@ async def test_one_click_post_unsubscribes_at_once_and_is_idempotent(links_env):
         assert links.events[0][1].unsubscribed is True
         r = await links.http.post(url, data=ONE_CLICK)
         assert r.status_code == 200
-        assert (await links.get(user.id)).revision == after.revision  # nothing written the second time
+        assert (
+            await links.get(user.id)
+        ).revision == after.revision  # nothing written the second time
         assert len(links.events) == 1
 
 
@@ -62,7 +64,9 @@ async def test_one_click_as_multipart_form_data(links_env):
     """RFC 8058 allows multipart/form-data as well; some mailbox providers send it."""
     async with links_env() as links:
         user = await links.user(await links.channel())
-        r = await links.http.post(f"/u/{links.token(user)}", files={"List-Unsubscribe": (None, "One-Click")})
+        r = await links.http.post(
+            f"/u/{links.token(user)}", files={"List-Unsubscribe": (None, "One-Click")}
+        )
         assert r.status_code == 200
         assert (await links.get(user.id)).unsubscribed is True
 
@@ -83,7 +87,9 @@ async def test_page_buttons_set_frequency_unsubscribe_and_resubscribe(links_env)
         assert "You are subscribed again" in r.text
         assert (await links.get(user.id)).unsubscribed is False
         await links.http.post(url, data={"action": "unsubscribe"})
-        r = await links.http.post(url, data={"frequency": "weekly"})  # choosing a frequency resubscribes
+        r = await links.http.post(
+            url, data={"frequency": "weekly"}
+        )  # choosing a frequency resubscribes
         after = await links.get(user.id)
         assert (after.frequency.value, after.unsubscribed) == ("weekly", False)
         actors = {e.actor for e in await links.audit(user.id) if e.field}
@@ -91,8 +97,17 @@ async def test_page_buttons_set_frequency_unsubscribe_and_resubscribe(links_env)
         assert all(e == "user.updated" for e, _ in links.events) and len(links.events) == 6
 
 
-@pytest.mark.parametrize("body", [{}, {"frequency": "hourly"}, {"action": "delete"}, {"List-Unsubscribe": "Yes"},
-                                  {"email": "evil@example.com"}, {"unsubscribed": "true"}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"frequency": "hourly"},
+        {"action": "delete"},
+        {"List-Unsubscribe": "Yes"},
+        {"email": "evil@example.com"},
+        {"unsubscribed": "true"},
+    ],
+)
 async def test_a_post_that_says_nothing_valid_changes_nothing(links_env, body):
     async with links_env() as links:
         user = await links.user(await links.channel())
@@ -112,11 +127,26 @@ async def test_click_redirects_to_the_signed_target_and_marks_last_active(links_
         after = await links.get(user.id)
         assert after.last_active == links.services.clock.now()
         # Only Last active moved: the subscription is as it was.
-        assert (after.frequency, after.unsubscribed, after.email) == (user.frequency, user.unsubscribed, user.email)
+        assert (after.frequency, after.unsubscribed, after.email) == (
+            user.frequency,
+            user.unsubscribed,
+            user.email,
+        )
 
 
-@pytest.mark.parametrize("target", ["javascript:alert(1)", "//evil.test/x", "/relative", "data:text/html,hi",
-                                    "https://ok.test/\r\nSet-Cookie: x=1", "https:///nohost", "", "ftp://x.test/"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "javascript:alert(1)",
+        "//evil.test/x",
+        "/relative",
+        "data:text/html,hi",
+        "https://ok.test/\r\nSet-Cookie: x=1",
+        "https:///nohost",
+        "",
+        "ftp://x.test/",
+    ],
+)
 async def test_click_never_redirects_to_an_unsafe_target_even_when_signed(links_env, target):
     async with links_env() as links:
         user = await links.user(await links.channel())
@@ -130,11 +160,25 @@ async def test_a_get_on_every_route_changes_nothing(links_env):
     async with links_env() as links:
         channel = await links.channel()
         user = await links.user(channel, frequency="daily")
-        confirm = links.signer.sign(Claim(Purpose.CONFIRM, channel, "", '["new@example.com","",""]',
-                                          int(links.services.clock.now().timestamp()) + 3600))
-        paths = ["/healthz", f"/u/{links.token(user)}", f"/c/{confirm}", f"/signup/{channel}", "/",
-                 "/u/", f"/u/{links.token(user)}?action=unsubscribe&List-Unsubscribe=One-Click",
-                 f"/u/{links.token(user)}?frequency=weekly"]
+        confirm = links.signer.sign(
+            Claim(
+                Purpose.CONFIRM,
+                channel,
+                "",
+                '["new@example.com","",""]',
+                int(links.services.clock.now().timestamp()) + 3600,
+            )
+        )
+        paths = [
+            "/healthz",
+            f"/u/{links.token(user)}",
+            f"/c/{confirm}",
+            f"/signup/{channel}",
+            "/",
+            "/u/",
+            f"/u/{links.token(user)}?action=unsubscribe&List-Unsubscribe=One-Click",
+            f"/u/{links.token(user)}?frequency=weekly",
+        ]
         for path in paths:
             for method in ("GET", "HEAD"):
                 r = await links.http.request(method, path)
@@ -142,7 +186,11 @@ async def test_a_get_on_every_route_changes_nothing(links_env):
         assert (await links.get(user.id)) == user
         assert len(await links.audit(user.id)) == 1  # "user added" only
         page = await links.services.store.run(
-            __import__("kuloo_daemon.store.users", fromlist=["x"]).list_page, channel,
-            __import__("kuloo_daemon.store.users", fromlist=["x"]).Filters(), None, 10)
+            __import__("kuloo_daemon.store.users", fromlist=["x"]).list_page,
+            channel,
+            __import__("kuloo_daemon.store.users", fromlist=["x"]).Filters(),
+            None,
+            10,
+        )
         assert page.total == 1  # the confirmation page created nobody
         assert links.events == []

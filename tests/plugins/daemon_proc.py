@@ -55,15 +55,19 @@ def eventually(condition: Callable[[], T], timeout: float = 60.0, what: str = ""
 
 def make_services_config(root: str, **sections: dict) -> config_mod.Config:
     """A validated configuration for in-process ``open_services`` under ``root``."""
-    data = {"daemon": {"state_dir": f"{root}/state", "scheduler_tick_seconds": 0.2},
-            "control": {"socket": f"{root}/c.sock"}}
+    data = {
+        "daemon": {"state_dir": f"{root}/state", "scheduler_tick_seconds": 0.2},
+        "control": {"socket": f"{root}/c.sock"},
+    }
     for name, body in sections.items():
         data[name] = {**data.get(name, {}), **body}
     return config_mod.from_mapping(data)
 
 
 class Daemon:
-    def __init__(self, root: str, extra_config: str = "", env: dict | None = None, sell: str = "") -> None:
+    def __init__(
+        self, root: str, extra_config: str = "", env: dict | None = None, sell: str = ""
+    ) -> None:
         self.root = Path(root)
         self.socket_path = str(self.root / "c.sock")
         self.notify_path = str(self.root / "n.sock")
@@ -76,7 +80,12 @@ class Daemon:
             # Many daemons run at once on this machine: the links service takes a free port.
             + ("" if "[links]" in extra_config else '[links]\nlisten = "127.0.0.1:0"\n')
             # Tests never reach the real Sell: by default a loopback port that refuses.
-            + "[sell]\n" + (sell if "base_url" in sell else f'base_url = "http://127.0.0.1:9"\nmax_attempts = 1\n{sell}')
+            + "[sell]\n"
+            + (
+                sell
+                if "base_url" in sell
+                else f'base_url = "http://127.0.0.1:9"\nmax_attempts = 1\n{sell}'
+            )
         )
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(self.notify_path)
@@ -88,8 +97,12 @@ class Daemon:
     def start(self, args: list[str] | None = None, pass_fds=(), preexec_fn=None) -> Daemon:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            args or [sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(self.config_path)],
-            stdout=self._log, stderr=subprocess.STDOUT, env=self.env, pass_fds=pass_fds,
+            args
+            or [sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(self.config_path)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            pass_fds=pass_fds,
             preexec_fn=preexec_fn,
         )
         return self
@@ -106,10 +119,14 @@ class Daemon:
                 data = self.notify.recv(4096)
             except TimeoutError:
                 if self.proc and self.proc.poll() is not None and not self.messages:
-                    raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log()}") from None
+                    raise AssertionError(
+                        f"daemon exited with {self.proc.returncode}:\n{self.log()}"
+                    ) from None
                 continue
             self.messages.append(data.decode())
-        raise AssertionError(f"no {needle!r} from the daemon in {timeout}s; got {self.messages}\n{self.log()}")
+        raise AssertionError(
+            f"no {needle!r} from the daemon in {timeout}s; got {self.messages}\n{self.log()}"
+        )
 
     def client(self) -> ControlClient:
         return ControlClient(self.socket_path, timeout=10)
@@ -142,8 +159,13 @@ def daemon_factory(short_tmp, sqlite_template):
     ``[store]`` of its own or ``fresh=True`` (a test of what the daemon creates itself)."""
     started: list[Daemon] = []
 
-    def make(extra_config: str = "", env: dict | None = None, sub: str = "", sell: str = "",
-             fresh: bool = False) -> Daemon:
+    def make(
+        extra_config: str = "",
+        env: dict | None = None,
+        sub: str = "",
+        sell: str = "",
+        fresh: bool = False,
+    ) -> Daemon:
         root = os.path.join(short_tmp, sub) if sub else short_tmp
         os.makedirs(root, exist_ok=True)
         d = Daemon(root, extra_config, env, sell)
@@ -167,8 +189,10 @@ def shared_files(short_tmp):
         shared = Path(short_tmp) / "shared"
         (shared / "creds").mkdir(parents=True)
         (shared / "creds" / "link-signing-key").write_text(signing_key + "\n")
-        shutil.copytree(Path(__file__).resolve().parents[2] / "config" / "articles" / "sequence",
-                        shared / "articles" / "sequence")
+        shutil.copytree(
+            Path(__file__).resolve().parents[2] / "config" / "articles" / "sequence",
+            shared / "articles" / "sequence",
+        )
         return shared
 
     return make

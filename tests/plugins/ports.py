@@ -28,7 +28,8 @@ def free_port() -> int:
 
 def address_in_use(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and (
-        exc.errno == errno.EADDRINUSE or "address already in use" in str(exc).lower())
+        exc.errno == errno.EADDRINUSE or "address already in use" in str(exc).lower()
+    )
 
 
 def start_on_free_port(start: Callable[[int], T], attempts: int = ATTEMPTS) -> tuple[T, int]:

@@ -13,21 +13,39 @@ BOB = UserRef(2, "k-bob", "bob@x.test", None)
 INDEX = [ANN, BOB]
 
 
-@pytest.mark.parametrize("record, action, user, other", [
-    (RecordRef("lead", 10, "k-ann", "ann@x.test"), linking.MERGE, ANN, None),
-    (RecordRef("lead", 10, None, "ann@x.test"), linking.MERGE, ANN, None),  # blank KulooId: put back
-    (RecordRef("lead", 10, "k-bob", "ann@x.test"), linking.TAMPERED, ANN, None),
-    (RecordRef("lead", 10, "typo", "ann@x.test"), linking.TAMPERED, ANN, None),
-    (RecordRef("contact", 10, "k-ann", "ann@x.test"), linking.DUPLICATE, ANN, ("lead", 10)),  # kind matters
-    (RecordRef("lead", 11, "k-bob", "other@x.test"), linking.LINK, BOB, None),
-    (RecordRef("lead", 11, "k-ann", "ann@x.test"), linking.DUPLICATE, ANN, ("lead", 10)),
-    (RecordRef("lead", 11, "k-zed", "zed@x.test"), linking.UNKNOWN_KULOO_ID, None, None),
-    (RecordRef("lead", 11, None, "bob@x.test"), linking.LINK, BOB, None),
-    (RecordRef("lead", 11, None, "ann@x.test"), linking.DUPLICATE, ANN, ("lead", 10)),
-    (RecordRef("lead", 11, None, "new@x.test"), linking.IMPORT, None, None),
-    (RecordRef("lead", 11, None, None), linking.NO_EMAIL, None, None),
-    (RecordRef("contact", 12, None, "bob@x.test", is_organization=True), linking.IGNORE, None, None),
-])
+@pytest.mark.parametrize(
+    "record, action, user, other",
+    [
+        (RecordRef("lead", 10, "k-ann", "ann@x.test"), linking.MERGE, ANN, None),
+        (
+            RecordRef("lead", 10, None, "ann@x.test"),
+            linking.MERGE,
+            ANN,
+            None,
+        ),  # blank KulooId: put back
+        (RecordRef("lead", 10, "k-bob", "ann@x.test"), linking.TAMPERED, ANN, None),
+        (RecordRef("lead", 10, "typo", "ann@x.test"), linking.TAMPERED, ANN, None),
+        (
+            RecordRef("contact", 10, "k-ann", "ann@x.test"),
+            linking.DUPLICATE,
+            ANN,
+            ("lead", 10),
+        ),  # kind matters
+        (RecordRef("lead", 11, "k-bob", "other@x.test"), linking.LINK, BOB, None),
+        (RecordRef("lead", 11, "k-ann", "ann@x.test"), linking.DUPLICATE, ANN, ("lead", 10)),
+        (RecordRef("lead", 11, "k-zed", "zed@x.test"), linking.UNKNOWN_KULOO_ID, None, None),
+        (RecordRef("lead", 11, None, "bob@x.test"), linking.LINK, BOB, None),
+        (RecordRef("lead", 11, None, "ann@x.test"), linking.DUPLICATE, ANN, ("lead", 10)),
+        (RecordRef("lead", 11, None, "new@x.test"), linking.IMPORT, None, None),
+        (RecordRef("lead", 11, None, None), linking.NO_EMAIL, None, None),
+        (
+            RecordRef("contact", 12, None, "bob@x.test", is_organization=True),
+            linking.IGNORE,
+            None,
+            None,
+        ),
+    ],
+)
 def test_decide(record, action, user, other):
     d = decide(record, LinkIndex.of(INDEX))
     assert (d.action, d.user, d.other) == (action, user, other)
@@ -45,7 +63,9 @@ def test_a_duplicate_across_kinds_asks_the_lead_conversions():
 
     assert lookup(RecordRef("contact", 31, None, "ann@x.test")) == 10  # what ann's lead became?
     assert lookup(RecordRef("contact", 31, "k-ann", None)) == 10
-    assert lookup(RecordRef("lead", 12, None, "cy@x.test")) == 12  # the lead kept after cy's conversion?
+    assert (
+        lookup(RecordRef("lead", 12, None, "cy@x.test")) == 12
+    )  # the lead kept after cy's conversion?
     assert lookup(RecordRef("lead", 11, None, "ann@x.test")) is None  # a plain duplicate
     assert lookup(RecordRef("contact", 30, None, "cy@x.test")) is None  # linked: a merge
     assert lookup(RecordRef("contact", 32, None, "new@x.test")) is None  # an import
@@ -82,11 +102,15 @@ def test_plan_cap_text_says_the_limit_and_how_to_raise_it():
     text = texts.plan_cap(Plan.FREE)
     assert "Free plan syncs up to 10 leads and contacts" in text
     assert "Starter (500)" in text and "Pro (5,000)" in text and "Enterprise (no limit)" in text
-    assert "Pro (5,000)" not in texts.plan_cap(Plan.PRO) and "Enterprise" in texts.plan_cap(Plan.PRO)
+    assert "Pro (5,000)" not in texts.plan_cap(Plan.PRO) and "Enterprise" in texts.plan_cap(
+        Plan.PRO
+    )
 
 
 def test_error_texts_are_single_bounded_lines_naming_what_to_do():
-    assert texts.duplicate_email("a@x.test", "lead", 10).startswith("Not synced: a@x.test is already synced with lead 10")
+    assert texts.duplicate_email("a@x.test", "lead", 10).startswith(
+        "Not synced: a@x.test is already synced with lead 10"
+    )
     assert 'Restore it to "k-1"' in texts.kuloo_id_changed("k-1", "oops")
     assert "blank" in texts.kuloo_id_changed("k-1", None)
     long = texts.sell_refused("x\n" * 500)
@@ -96,7 +120,12 @@ def test_error_texts_are_single_bounded_lines_naming_what_to_do():
 def test_caps_per_plan_and_the_room_left():
     """Planted bugs: ``cap_of`` ignoring its plan; ``room_left`` without a cap giving a
     number, with one giving ``None``, going negative past the cap, or adding the links."""
-    assert [caps.cap_of(p) for p in (Plan.FREE, "starter", Plan.PRO, "enterprise")] == [10, 500, 5000, None]
+    assert [caps.cap_of(p) for p in (Plan.FREE, "starter", Plan.PRO, "enterprise")] == [
+        10,
+        500,
+        5000,
+        None,
+    ]
     assert caps.room_left(None, 7) is None
     assert [caps.room_left(10, n) for n in (0, 3, 9, 10, 12)] == [10, 7, 1, 0, 0]
 
@@ -115,12 +144,16 @@ def test_re_putting_a_user_drops_its_old_keys_only():
     moved = index.relink(2, ("contact", 40))
     assert moved.link == ("contact", 40)
     assert decide(RecordRef("lead", 30, None, "new@x.test"), index).action == linking.IMPORT
-    assert decide(RecordRef("contact", 40, None, None), index) == linking.Decision(linking.MERGE, moved)
+    assert decide(RecordRef("contact", 40, None, None), index) == linking.Decision(
+        linking.MERGE, moved
+    )
     # Cy takes Bob's new address; Bob then leaving it must not free it from Cy
     cy = UserRef(3, "k-cy", "bob2@x.test", None)
     index.put(cy)
     index.put(UserRef(2, "k-bob2", "bob3@x.test", ("contact", 40)))
-    assert decide(RecordRef("lead", 50, None, "bob2@x.test"), index) == linking.Decision(linking.LINK, cy)
+    assert decide(RecordRef("lead", 50, None, "bob2@x.test"), index) == linking.Decision(
+        linking.LINK, cy
+    )
 
 
 def test_follow_conversion_never_takes_another_users_contact():
@@ -139,20 +172,38 @@ def test_follow_conversion_never_takes_another_users_contact():
     assert (d.action, d.user, d.other, d.holder) == (linking.ORGANIZATION_ONLY, ANN, None, None)
 
 
-@pytest.mark.parametrize("record, asked", [
-    (RecordRef("contact", 40, None, "new@x.test"), True),  # would be imported: a converted lead's?
-    (RecordRef("contact", 40, None, None), True),  # no email: the Sell user cleared it converting?
-    (RecordRef("contact", 40, "typo", "new@x.test"), True),  # an unknown KulooId
-    (RecordRef("lead", 40, None, "new@x.test"), False),  # a lead is never what a lead became
-    (RecordRef("contact", 40, None, "new@x.test", is_organization=True), False),
-    (RecordRef("contact", 10, None, "bob@x.test"), False),  # links to Bob by email
-    (RecordRef("contact", 41, None, "ann@x.test"), False),  # a duplicate: conversion_lookup's case
-])
+@pytest.mark.parametrize(
+    "record, asked",
+    [
+        (
+            RecordRef("contact", 40, None, "new@x.test"),
+            True,
+        ),  # would be imported: a converted lead's?
+        (
+            RecordRef("contact", 40, None, None),
+            True,
+        ),  # no email: the Sell user cleared it converting?
+        (RecordRef("contact", 40, "typo", "new@x.test"), True),  # an unknown KulooId
+        (RecordRef("lead", 40, None, "new@x.test"), False),  # a lead is never what a lead became
+        (RecordRef("contact", 40, None, "new@x.test", is_organization=True), False),
+        (RecordRef("contact", 10, None, "bob@x.test"), False),  # links to Bob by email
+        (
+            RecordRef("contact", 41, None, "ann@x.test"),
+            False,
+        ),  # a duplicate: conversion_lookup's case
+    ],
+)
 def test_a_contact_matching_no_user_may_be_a_converted_lead(record, asked):
     assert linking.may_be_converted(record, decide(record, LinkIndex.of(INDEX))) is asked
 
 
 def test_the_converted_into_linked_text_names_the_lead_the_contact_and_the_other_user():
-    text = texts.converted_into_linked_contact(1046, 2001, "bea.long.address.for.a.test@example.com")
-    assert "lead 1046" in text and "contact 2001" in text and "bea.long.address.for.a.test@example.com" in text
+    text = texts.converted_into_linked_contact(
+        1046, 2001, "bea.long.address.for.a.test@example.com"
+    )
+    assert (
+        "lead 1046" in text
+        and "contact 2001" in text
+        and "bea.long.address.for.a.test@example.com" in text
+    )
     assert text == texts.one_line(text) and not text.endswith("…") and "Add them to Sell" in text

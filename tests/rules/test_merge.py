@@ -22,9 +22,19 @@ MISSING = object()  # no base yet: a first link
 
 
 def user(**over):
-    u = {"kuloo_id": "k1", "email": "bob@example.com", "first_name": "Bob", "last_name": "Doe",
-         "source": "sync", "frequency": "weekly", "unsubscribed": False, "add_to_crm": False,
-         "promo_tags": ["welcome"], "last_active": None, "sync_error": ""}
+    u = {
+        "kuloo_id": "k1",
+        "email": "bob@example.com",
+        "first_name": "Bob",
+        "last_name": "Doe",
+        "source": "sync",
+        "frequency": "weekly",
+        "unsubscribed": False,
+        "add_to_crm": False,
+        "promo_tags": ["welcome"],
+        "last_active": None,
+        "sync_error": "",
+    }
     u.update(over)
     return u
 
@@ -38,17 +48,65 @@ CASES = [
     # (field, base, kuloo, sell, kuloo_at, sell_at) -> (side written, value)
     ("Subscription", "weekly", "daily", "weekly", T0, T0, (SELL, "daily")),  # Kuloo changed
     ("Subscription", "weekly", "weekly", "monthly", T0, T0, (KULOO, "monthly")),  # Sell changed
-    ("Subscription", "weekly", "unsubscribed", "daily", T0, T0 + timedelta(hours=1), (SELL, "unsubscribed")),
-    ("Subscription", "weekly", "daily", "unsubscribed", T0 + timedelta(hours=1), T0, (KULOO, "unsubscribed")),
-    ("Subscription", "weekly", "daily", "monthly", T0, T0 + timedelta(seconds=5), (KULOO, "monthly")),  # newer: Sell
-    ("Subscription", "weekly", "daily", "monthly", T0 + timedelta(seconds=5), T0, (SELL, "daily")),  # newer: Kuloo
-    ("Subscription", "weekly", "daily", "monthly", T0.replace(microsecond=500), T0, (SELL, "daily")),  # same second
+    (
+        "Subscription",
+        "weekly",
+        "unsubscribed",
+        "daily",
+        T0,
+        T0 + timedelta(hours=1),
+        (SELL, "unsubscribed"),
+    ),
+    (
+        "Subscription",
+        "weekly",
+        "daily",
+        "unsubscribed",
+        T0 + timedelta(hours=1),
+        T0,
+        (KULOO, "unsubscribed"),
+    ),
+    (
+        "Subscription",
+        "weekly",
+        "daily",
+        "monthly",
+        T0,
+        T0 + timedelta(seconds=5),
+        (KULOO, "monthly"),
+    ),  # newer: Sell
+    (
+        "Subscription",
+        "weekly",
+        "daily",
+        "monthly",
+        T0 + timedelta(seconds=5),
+        T0,
+        (SELL, "daily"),
+    ),  # newer: Kuloo
+    (
+        "Subscription",
+        "weekly",
+        "daily",
+        "monthly",
+        T0.replace(microsecond=500),
+        T0,
+        (SELL, "daily"),
+    ),  # same second
     ("Promo", ["a"], ["a", "b"], ["a"], T0, T0, (SELL, ["a", "b"])),
     ("Promo", ["a"], ["a"], None, T0, T0, (KULOO, None)),
     ("Source", "sync", "sync", "admin", T0, T0 + timedelta(days=1), (SELL, "sync")),  # put back
     ("KulooId", "k1", "k1", None, T0, T0, (SELL, "k1")),
     ("Last active", "2026-01-01", "2026-01-02", "2026-01-01", T0, T0, (SELL, "2026-01-02")),
-    ("Last active", "2026-01-01", "2026-01-01", "2026-01-09", T0, T0 + timedelta(days=9), (SELL, "2026-01-01")),
+    (
+        "Last active",
+        "2026-01-01",
+        "2026-01-01",
+        "2026-01-09",
+        T0,
+        T0 + timedelta(days=9),
+        (SELL, "2026-01-01"),
+    ),
     ("email", "a@x.test", "a@x.test", "b@x.test", T0, T0, (KULOO, "b@x.test")),
     ("first_name", "Bob", "Rob", "Bobby", T0, None, (SELL, "Rob")),  # Sell's time unknown: Kuloo
     ("first_name", "Bob", "Rob", "Bobby", None, T0, (KULOO, "Bobby")),  # Kuloo's time unknown: Sell
@@ -61,14 +119,27 @@ CASES = [
 
 @pytest.mark.parametrize("name, b, k, s, k_at, s_at, expected", CASES)
 def test_rule_table(name, b, k, s, k_at, s_at, expected):
-    result = merge({name: b}, {name: k}, {name: s}, kuloo_changed_at={name: k_at}, sell_updated_at=s_at, fields=(name,))
+    result = merge(
+        {name: b},
+        {name: k},
+        {name: s},
+        kuloo_changed_at={name: k_at},
+        sell_updated_at=s_at,
+        fields=(name,),
+    )
     side, value = expected
     target = result.to_sell if side == SELL else result.to_kuloo
     assert target == {name: value}
     assert (result.to_kuloo if side == SELL else result.to_sell) == {}
     assert result.base[name] == value
     (change,) = result.changes
-    assert (change.field, change.side, change.new, change.kuloo, change.sell) == (name, side, value, k, s)
+    assert (change.field, change.side, change.new, change.kuloo, change.sell) == (
+        name,
+        side,
+        value,
+        k,
+        s,
+    )
     both_changed = b not in (k, s)
     assert change.conflict == (both_changed and FIELD_BY_NAME[name].direction == Direction.BOTH)
 
@@ -112,9 +183,19 @@ def test_a_record_that_already_says_what_it_should_gets_no_write():
 
 def test_spelling_is_not_a_change():
     base, k, _ = agreed(promo_tags=["welcome", "upsell"], last_active=date(2016, 4, 27))
-    sell = {"email": " BOB@Example.com", "first_name": "Bob", "last_name": "Doe",
-            "custom_fields": {"Promo": ["upsell", "welcome"], "Subscription": "weekly", "Source": "sync",
-                              "Last active": "4/27/2016", "KulooId": "k1", "Sync error": None}}
+    sell = {
+        "email": " BOB@Example.com",
+        "first_name": "Bob",
+        "last_name": "Doe",
+        "custom_fields": {
+            "Promo": ["upsell", "welcome"],
+            "Subscription": "weekly",
+            "Source": "sync",
+            "Last active": "4/27/2016",
+            "KulooId": "k1",
+            "Sync error": None,
+        },
+    }
     assert merge(base, k, sell_values(sell)).empty
 
 
@@ -131,7 +212,9 @@ def test_first_link_fills_blanks_from_the_other_side_without_a_conflict():
     k = kuloo_values(user(last_name="", promo_tags=["welcome"]))
     s = kuloo_values(user(last_name="Doe", promo_tags=[]))
     # even with Kuloo's change the newer one, a blank is not a change
-    result = merge({}, k, s, kuloo_changed_at={n: T0 + timedelta(days=1) for n in k}, sell_updated_at=T0)
+    result = merge(
+        {}, k, s, kuloo_changed_at={n: T0 + timedelta(days=1) for n in k}, sell_updated_at=T0
+    )
     assert result.to_kuloo == {"last_name": "Doe"} and result.to_sell == {"Promo": ["welcome"]}
     assert result.conflicts == 0
 
@@ -171,7 +254,9 @@ NEWER_SELL = "conflict: the newer change wins (Sell)"
      FieldChange("Subscription", KULOO, "daily", "unsubscribed", "daily", "unsubscribed", True,
                  "conflict: an opt-out always wins")),
 ])  # fmt: skip
-def test_every_path_audits_the_written_side_s_old_value_and_why(name, b, k, s, k_at, s_at, expected):
+def test_every_path_audits_the_written_side_s_old_value_and_why(
+    name, b, k, s, k_at, s_at, expected
+):
     """The audit trail shows, per change, what the written side said before and why.
 
     Planted bugs: the old value or side dropped (``None``), a note changed or dropped,
@@ -179,30 +264,41 @@ def test_every_path_audits_the_written_side_s_old_value_and_why(name, b, k, s, k
     (``s == b``), the "first link: " prefix on a conflict with a base or missing
     without one."""
     base = {} if b is MISSING else {name: b}
-    result = merge(base, {name: k}, {name: s}, kuloo_changed_at={name: k_at}, sell_updated_at=s_at, fields=(name,))
+    result = merge(
+        base,
+        {name: k},
+        {name: s},
+        kuloo_changed_at={name: k_at},
+        sell_updated_at=s_at,
+        fields=(name,),
+    )
     assert result.changes == (expected,)
 
 
 def test_payload_carries_only_the_given_fields_and_promo_whole():
-    body = sell_payload({"Promo": ["b", "a"], "Sync error": None, "first_name": "Bo"}, promo_order=["b", "a", "z"])
+    body = sell_payload(
+        {"Promo": ["b", "a"], "Sync error": None, "first_name": "Bo"}, promo_order=["b", "a", "z"]
+    )
     assert body == {"first_name": "Bo", "custom_fields": {"Promo": ["b", "a"], "Sync error": None}}
 
 
 # ------------------------------------------------------------------ properties
 
 TAGS = ["welcome", "onboarding", "upsell"]
-users = st.fixed_dictionaries({
-    "kuloo_id": st.sampled_from(["k1", "k2"]),
-    "email": st.sampled_from(["a@x.test", "b@x.test"]),
-    "first_name": st.sampled_from(["", "Ann", "Bo"]),
-    "last_name": st.sampled_from(["Doe", "Roe"]),
-    "source": st.sampled_from(["", "admin", "signup", "sync"]),
-    "frequency": st.sampled_from(["daily", "weekly", "monthly", "disabled"]),
-    "unsubscribed": st.booleans(),
-    "promo_tags": st.lists(st.sampled_from(TAGS), unique=True, max_size=3),
-    "last_active": st.none() | st.dates(date(2025, 1, 1), date(2026, 12, 31)),
-    "sync_error": st.sampled_from(["", "boom"]),
-})
+users = st.fixed_dictionaries(
+    {
+        "kuloo_id": st.sampled_from(["k1", "k2"]),
+        "email": st.sampled_from(["a@x.test", "b@x.test"]),
+        "first_name": st.sampled_from(["", "Ann", "Bo"]),
+        "last_name": st.sampled_from(["Doe", "Roe"]),
+        "source": st.sampled_from(["", "admin", "signup", "sync"]),
+        "frequency": st.sampled_from(["daily", "weekly", "monthly", "disabled"]),
+        "unsubscribed": st.booleans(),
+        "promo_tags": st.lists(st.sampled_from(TAGS), unique=True, max_size=3),
+        "last_active": st.none() | st.dates(date(2025, 1, 1), date(2026, 12, 31)),
+        "sync_error": st.sampled_from(["", "boom"]),
+    }
+)
 times = st.none() | st.datetimes(datetime(2026, 1, 1), datetime(2026, 1, 2), timezones=st.just(UTC))
 field_subsets = st.sets(st.sampled_from(FIELD_NAMES))
 
@@ -212,10 +308,19 @@ def mixed(a, b, keep):
 
 
 @settings(max_examples=400, deadline=None)
-@given(base_user=users, kuloo_user=users, sell_user=users, kuloo_moved=field_subsets, sell_moved=field_subsets,
-       base_known=st.booleans(), k_at=times, s_at=times)
-def test_merge_obeys_the_rules_and_is_idempotent(base_user, kuloo_user, sell_user, kuloo_moved, sell_moved,
-                                                 base_known, k_at, s_at):
+@given(
+    base_user=users,
+    kuloo_user=users,
+    sell_user=users,
+    kuloo_moved=field_subsets,
+    sell_moved=field_subsets,
+    base_known=st.booleans(),
+    k_at=times,
+    s_at=times,
+)
+def test_merge_obeys_the_rules_and_is_idempotent(
+    base_user, kuloo_user, sell_user, kuloo_moved, sell_moved, base_known, k_at, s_at
+):
     base_v = kuloo_values(base_user)
     k = mixed(kuloo_values(kuloo_user), base_v, kuloo_moved)
     s = mixed(kuloo_values(sell_user), base_v, sell_moved)

@@ -18,8 +18,9 @@ SECOND = "second-account-token-".ljust(64, "2")
 
 def two_accounts() -> dict:
     seed = default_seed(leads=2)
-    seed["accounts"].append({"name": "Other", "token": SECOND, "sync_api": False,
-                             "leads": [{"last_name": "Theirs"}]})  # fmt: skip
+    seed["accounts"].append(
+        {"name": "Other", "token": SECOND, "sync_api": False, "leads": [{"last_name": "Theirs"}]}
+    )
     return seed
 
 
@@ -39,8 +40,9 @@ def test_accounts_are_isolated(sim, api):
         theirs = other.get("/v2/leads").json()["items"]
         assert [i["data"]["last_name"] for i in theirs] == ["Theirs"]
         assert_error(api.get(f"/v2/leads/{theirs[0]['data']['id']}"), 404, "not_found")
-        assert_error(other.post("/v2/sync/start", headers={"X-Basecrm-Device-UUID": "d"}),
-                     403, "forbidden")  # fmt: skip
+        assert_error(
+            other.post("/v2/sync/start", headers={"X-Basecrm-Device-UUID": "d"}), 403, "forbidden"
+        )
         assert other.get("/v2/lead/custom_fields").json()["items"] == []
     assert api.get("/v2/leads").json()["meta"]["count"] == 2
 
@@ -69,8 +71,9 @@ def test_ui_edits_are_validated_unless_forced(sim, api):
     lead = sim.create_record("lead", {"last_name": "A"})
     with pytest.raises(RuntimeError, match="422"):
         sim.edit_record("lead", lead["id"], {"custom_fields": {"Subscription": "Weekly"}})
-    forced = sim.edit_record("lead", lead["id"], {"custom_fields": {"Subscription": "Weekly"}},
-                             force=True)  # fmt: skip
+    forced = sim.edit_record(
+        "lead", lead["id"], {"custom_fields": {"Subscription": "Weekly"}}, force=True
+    )
     assert forced["custom_fields"] == {"Subscription": "Weekly"}
     assert sim.counters()["total"] == 0  # the UI does not spend the token's budget
 
@@ -96,8 +99,17 @@ def test_the_shared_fixture_starts_fresh(sellsim):
 @pytest.mark.e2e
 def test_cli_prints_its_url_and_persists_state(tmp_path):
     state = tmp_path / "state.json"
-    cmd = [sys.executable, "-m", "sellsim", "--port", "0", "--seed", "config/sellsim-demo.json",
-           "--state", str(state)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "sellsim",
+        "--port",
+        "0",
+        "--seed",
+        "config/sellsim-demo.json",
+        "--state",
+        str(state),
+    ]
     headers = {"Authorization": f"Bearer {DEMO_TOKEN}", "User-Agent": "t"}
 
     def run(check):
@@ -112,7 +124,9 @@ def test_cli_prints_its_url_and_persists_state(tmp_path):
 
     def first(url):
         leads = httpx.get(url + "/v2/leads?per_page=100", headers=headers).json()
-        assert leads["meta"]["count"] == 35  # config/sellsim-demo.json: 36 leads, one already converted
+        assert (
+            leads["meta"]["count"] == 35
+        )  # config/sellsim-demo.json: 36 leads, one already converted
         r = httpx.post(url + "/v2/leads", headers=headers, json={"data": {"last_name": "Kept"}})
         return r.json()["data"]["id"]
 
@@ -126,16 +140,21 @@ def test_cli_prints_its_url_and_persists_state(tmp_path):
 def test_cli_rejects_a_bad_seed(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"accounts": [{"token": "x"}]}')
-    r = subprocess.run([sys.executable, "-m", "sellsim", "--seed", str(bad)],
-                       capture_output=True, text=True, timeout=30)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "sellsim", "--seed", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2 and "64 characters" in r.stderr
 
 
 async def test_runs_in_process_as_an_asgi_app():
     app = Simulator(default_seed(leads=3))
     headers = {"Authorization": f"Bearer {DEMO_TOKEN}", "User-Agent": "t"}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://sim", headers=headers) as client:  # fmt: skip
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://sim", headers=headers
+    ) as client:
         r = await client.get("/v2/leads")
         assert r.status_code == 200 and r.json()["meta"]["count"] == 3
         assert r.headers["x-request-id"]
@@ -149,10 +168,17 @@ def test_demo_seed_has_the_kuloo_fields_and_varied_values():
     assert acc["tokens"][0]["token"] == DEMO_TOKEN
     for resource in ("lead", "contact"):
         names = [d["name"] for d in acc["custom_fields"][resource]]
-        assert names[:6] == ["Promo", "Subscription", "Source", "Last active", "KulooId",
-                             "Sync error"]  # fmt: skip
+        assert names[:6] == [
+            "Promo",
+            "Subscription",
+            "Source",
+            "Last active",
+            "KulooId",
+            "Sync error",
+        ]
         assert {"number", "date", "datetime", "bool"} <= {
-            d["type"] for d in acc["custom_fields"][resource]}  # fmt: skip
+            d["type"] for d in acc["custom_fields"][resource]
+        }
     records = acc["leads"] + acc["contacts"]
     assert len(records) >= 36
     subs = {r.get("custom_fields", {}).get("Subscription") for r in records}
@@ -168,8 +194,10 @@ def test_demo_seed_has_the_kuloo_fields_and_varied_values():
 
 
 def test_sellsim_imports_nothing_from_the_daemon():
-    code = ("import sys, sellsim.testing, sellsim.__main__, sellsim.pytest_plugin; "
-            "print([m for m in sys.modules if m.startswith('kuloo')])")  # fmt: skip
+    code = (
+        "import sys, sellsim.testing, sellsim.__main__, sellsim.pytest_plugin; "
+        "print([m for m in sys.modules if m.startswith('kuloo')])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -210,8 +238,12 @@ def test_bad_control_requests_are_400_and_change_nothing(sim, api):
     with pytest.raises(RuntimeError, match="400"):
         sim.load_seed({"no_accounts": []})
     assert sim.state()["accounts"] == before
-    for path, body in (("/_sim/reset", b"[]"), ("/_sim/clock", b'{"advance": "x"}'),
-                       ("/_sim/options", b'{"nope": 1}'), ("/_sim/faults", b"{not json")):  # fmt: skip
+    for path, body in (
+        ("/_sim/reset", b"[]"),
+        ("/_sim/clock", b'{"advance": "x"}'),
+        ("/_sim/options", b'{"nope": 1}'),
+        ("/_sim/faults", b"{not json"),
+    ):
         r = httpx.post(sim.base_url + path, content=body)
         assert r.status_code == 400 and r.json()["errors"][0]["error"]["code"] == "invalid_control"
         assert r.headers["x-request-id"] == r.json()["meta"]["logref"]
@@ -233,7 +265,10 @@ def test_state_file_keeps_records_sync_acks_and_clock_across_restarts(tmp_path):
             if r.status_code == 204:
                 break
             keys += [i["meta"]["sync"]["ack_key"] for i in r.json()["items"]]
-        assert api.post("/v2/sync/ack", headers=dev, json={"data": {"ack_keys": keys}}).status_code == 202
+        assert (
+            api.post("/v2/sync/ack", headers=dev, json={"data": {"ack_keys": keys}}).status_code
+            == 202
+        )
         sim.advance_clock(3600)
         sim.set_account(sync_api=True, name="Renamed")
     with SellSim(default_seed(), state=state) as sim, sim.client() as api:  # the seed is ignored
@@ -269,8 +304,9 @@ def test_state_file_is_written_0600_whatever_the_umask(tmp_path):
 
 
 def _cli(*args, timeout=30):
-    return subprocess.run([sys.executable, "-m", "sellsim", *args], capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "sellsim", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.e2e
@@ -284,9 +320,14 @@ def test_cli_help():
 @pytest.mark.e2e
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "no such file"), ("{not json", "not valid JSON"), ("[]", "a seed is a JSON object"),
-     ("{}", '"accounts"'), ('{"accounts": [], "options": {"nope": 1}}', "unknown option")],
-)  # fmt: skip
+    [
+        (None, "no such file"),
+        ("{not json", "not valid JSON"),
+        ("[]", "a seed is a JSON object"),
+        ("{}", '"accounts"'),
+        ('{"accounts": [], "options": {"nope": 1}}', "unknown option"),
+    ],
+)
 def test_cli_rejects_bad_seed_files(tmp_path, content, message):
     path = tmp_path / "seed.json"
     if content is not None:

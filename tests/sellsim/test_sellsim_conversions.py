@@ -19,21 +19,35 @@ def _convert(api, lead_id):
 
 
 def test_conversion_creates_contact_and_removes_lead(api):
-    lead = _lead(api, first_name="Ada", last_name="L", email="ada@x.test", tags=["t"],
-                 custom_fields={"KulooId": "K1"})  # fmt: skip
+    lead = _lead(
+        api,
+        first_name="Ada",
+        last_name="L",
+        email="ada@x.test",
+        tags=["t"],
+        custom_fields={"KulooId": "K1"},
+    )
     conv = _convert(api, lead["id"])
     assert conv["lead_id"] == lead["id"] and conv["organization_id"] is None
     assert conv["deal_id"] is not None  # create_deal defaults to true (option)
     contact = api.get(f"/v2/contacts/{conv['individual_id']}").json()["data"]
     assert (contact["first_name"], contact["last_name"], contact["email"], contact["tags"]) == (
-        "Ada", "L", "ada@x.test", ["t"])  # fmt: skip
+        "Ada",
+        "L",
+        "ada@x.test",
+        ["t"],
+    )
     assert contact["custom_fields"] == {}  # not copied by default
     assert_error(api.get(f"/v2/leads/{lead['id']}"), 404, "not_found")
     assert lead["id"] not in {i["data"]["id"] for i in api.get("/v2/leads").json()["items"]}
     listed = api.get("/v2/lead_conversions", params={"lead_id": lead["id"]}).json()
     assert [i["data"] for i in listed["items"]] == [conv]
-    assert_error(api.post("/v2/lead_conversions", json={"data": {"lead_id": lead["id"]}}),
-                 422, "incorrect_value", "/lead_id")  # fmt: skip
+    assert_error(
+        api.post("/v2/lead_conversions", json={"data": {"lead_id": lead["id"]}}),
+        422,
+        "incorrect_value",
+        "/lead_id",
+    )
 
 
 def test_conversion_merges_into_contact_with_same_email(api, sim):
@@ -51,8 +65,12 @@ def test_conversion_merges_into_contact_with_same_email(api, sim):
 
 def test_conversion_with_organization_and_options(api, sim):
     sim.set_options(conversion_copy_custom_fields=True, conversion_lead="kept")
-    lead = _lead(api, last_name="L", organization_name="Acme",
-                 custom_fields={"KulooId": "K9", "Promo": ["welcome"]})  # fmt: skip
+    lead = _lead(
+        api,
+        last_name="L",
+        organization_name="Acme",
+        custom_fields={"KulooId": "K9", "Promo": ["welcome"]},
+    )
     conv = _convert(api, lead["id"])
     org = api.get(f"/v2/contacts/{conv['organization_id']}").json()["data"]
     assert org["is_organization"] is True and org["name"] == "Acme"
@@ -64,10 +82,15 @@ def test_conversion_with_organization_and_options(api, sim):
 
 def test_conversion_body_errors(api):
     assert_error(api.post("/v2/lead_conversions", json={"data": {}}), 422, "missing", "/lead_id")
-    assert_error(api.post("/v2/lead_conversions", json={"data": {"lead_id": 1, "x": 1}}),
-                 422, "unknown", "/x")  # fmt: skip
-    assert_error(api.post("/v2/lead_conversions", json={"data": {"lead_id": "1"}}),
-                 422, "invalid_type")  # fmt: skip
+    assert_error(
+        api.post("/v2/lead_conversions", json={"data": {"lead_id": 1, "x": 1}}),
+        422,
+        "unknown",
+        "/x",
+    )
+    assert_error(
+        api.post("/v2/lead_conversions", json={"data": {"lead_id": "1"}}), 422, "invalid_type"
+    )
 
 
 def test_conversion_listing_paging_and_limits(api, sim):
@@ -98,14 +121,19 @@ def test_ui_conversion(api, sim):
 
 
 def test_create_deal_default_and_explicit(api, sim):
-    no_deal = api.post("/v2/lead_conversions",
-                       json={"data": {"lead_id": _lead(api, last_name="A")["id"],
-                                      "create_deal": False}})  # fmt: skip
+    no_deal = api.post(
+        "/v2/lead_conversions",
+        json={"data": {"lead_id": _lead(api, last_name="A")["id"], "create_deal": False}},
+    )
     assert no_deal.json()["data"]["deal_id"] is None
     sim.set_options(conversion_create_deal=False)
     assert _convert(api, _lead(api, last_name="B")["id"])["deal_id"] is None
-    assert_error(api.post("/v2/lead_conversions", json={"data": {"lead_id": 1, "owner_id": "7"}}),
-                 422, "invalid_type", "/owner_id")  # fmt: skip
+    assert_error(
+        api.post("/v2/lead_conversions", json={"data": {"lead_id": 1, "owner_id": "7"}}),
+        422,
+        "invalid_type",
+        "/owner_id",
+    )
 
 
 def test_conversion_listing_filters_and_cursor_rules(api):
@@ -136,8 +164,10 @@ def test_conversion_listing_filters_and_cursor_rules(api):
 
 def test_conversion_merges_by_name_when_no_email_matches(api, sim):
     sim.set_options(conversion_merge="any")
-    known = api.post("/v2/contacts", json={"data": {"first_name": "Jo", "last_name": "Roe",
-                     "email": "jo@old.test"}}).json()["data"]  # fmt: skip
+    known = api.post(
+        "/v2/contacts",
+        json={"data": {"first_name": "Jo", "last_name": "Roe", "email": "jo@old.test"}},
+    ).json()["data"]
     conv = _convert(api, _lead(api, first_name="jo", last_name="ROE", email="jo@new.test")["id"])
     assert conv["individual_id"] == known["id"]
     assert api.get(f"/v2/contacts/{known['id']}").json()["data"]["email"] == "jo@old.test"

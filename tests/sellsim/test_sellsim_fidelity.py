@@ -88,26 +88,48 @@ def test_default_merge_rule_is_same_name_and_same_email_or_phone(api, sim):
     assert sim.options()["conversion_merge"] == "name_and_email_or_phone"
     jo = _contact(api, first_name="Jo", last_name="Roe", email="jo@x.test", phone="+1 555-0100")
     # same name, same email (case aside): merged
-    assert _convert(api, _lead(api, first_name="jo", last_name="ROE",
-                               email="JO@x.test")["id"])["individual_id"] == jo["id"]  # fmt: skip
+    assert (
+        _convert(api, _lead(api, first_name="jo", last_name="ROE", email="JO@x.test")["id"])[
+            "individual_id"
+        ]
+        == jo["id"]
+    )
     # same name, another email but the same phone number written differently: merged
-    assert _convert(api, _lead(api, first_name="Jo", last_name="Roe", email="jo@new.test",
-                               mobile="15550100")["id"])["individual_id"] == jo["id"]  # fmt: skip
+    assert (
+        _convert(
+            api,
+            _lead(api, first_name="Jo", last_name="Roe", email="jo@new.test", mobile="15550100")[
+                "id"
+            ],
+        )["individual_id"]
+        == jo["id"]
+    )
     # same name only: a new person
-    assert _convert(api, _lead(api, first_name="Jo", last_name="Roe",
-                               email="other@x.test")["id"])["individual_id"] != jo["id"]  # fmt: skip
+    assert (
+        _convert(api, _lead(api, first_name="Jo", last_name="Roe", email="other@x.test")["id"])[
+            "individual_id"
+        ]
+        != jo["id"]
+    )
     # same email, another name: a new person
-    assert _convert(api, _lead(api, first_name="Joanna", last_name="Roe",
-                               email="jo@x.test")["id"])["individual_id"] != jo["id"]  # fmt: skip
+    assert (
+        _convert(api, _lead(api, first_name="Joanna", last_name="Roe", email="jo@x.test")["id"])[
+            "individual_id"
+        ]
+        != jo["id"]
+    )
 
 
-@pytest.mark.parametrize(("rule", "same_email_other_name", "same_name_no_email"), [
-    ("name_and_email_or_phone", False, False),
-    ("email", True, False),
-    ("name", False, True),
-    ("any", True, True),
-    ("never", False, False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("rule", "same_email_other_name", "same_name_no_email"),
+    [
+        ("name_and_email_or_phone", False, False),
+        ("email", True, False),
+        ("name", False, True),
+        ("any", True, True),
+        ("never", False, False),
+    ],
+)
 def test_merge_rule_options(api, sim, rule, same_email_other_name, same_name_no_email):
     sim.set_options(conversion_merge=rule)
     jo = _contact(api, first_name="Jo", last_name="Roe", email="jo@x.test")
@@ -151,8 +173,10 @@ def test_conversion_owner_id_is_applied(sim):
         assert person["owner_id"] == other and org["owner_id"] == other
         plain = _convert(api, _lead(api, last_name="Poe")["id"])  # without: the lead's owner
         assert api.get(f"/v2/contacts/{plain['individual_id']}").json()["data"]["owner_id"] == me
-        r = api.post("/v2/lead_conversions",
-                     json={"data": {"lead_id": _lead(api, last_name="X")["id"], "owner_id": 9}})
+        r = api.post(
+            "/v2/lead_conversions",
+            json={"data": {"lead_id": _lead(api, last_name="X")["id"], "owner_id": 9}},
+        )
         assert_error(r, 422, "incorrect_value", "/owner_id")
 
 
@@ -195,8 +219,10 @@ def test_noop_put_moves_updated_at_and_the_revision_by_default(api, sim):
     _drain(api)
     sim.advance_clock(60)
     rev = _revision(sim)
-    same = api.put(f"/v2/leads/{lead['id']}",
-                   json={"data": {"last_name": "Same", "custom_fields": {"Promo": ["welcome"]}}})
+    same = api.put(
+        f"/v2/leads/{lead['id']}",
+        json={"data": {"last_name": "Same", "custom_fields": {"Promo": ["welcome"]}}},
+    )
     assert same.json()["data"]["updated_at"] > lead["updated_at"] and _revision(sim) == rev + 1
     assert [i["data"]["id"] for i in _drain(api)] == [lead["id"]]  # an "update" with no change
 
@@ -225,13 +251,15 @@ def test_unknown_and_unfilterable_custom_field_filters_are_ignored_by_default(ap
     assert ids(**{"custom_fields[Last active]": "2025-01-01"}) == everyone  # a date: dropped
     # a filterable field next to an ignored one still filters
     assert ids(**{"custom_fields[Subscription]": "daily", "custom_fields[KulooId]": "k2"}) == {
-        a["id"]}  # fmt: skip
+        a["id"]
+    }
     assert_error(api.get("/v2/leads", params={"shoe_size": "9"}), 400, "invalid_param")
 
     sim.set_options(unknown_filter="reject")
     for name in ("KulooId", "Nope", "Last active"):
-        assert_error(api.get("/v2/leads", params={f"custom_fields[{name}]": "x"}),
-                     400, "invalid_param")  # fmt: skip
+        assert_error(
+            api.get("/v2/leads", params={f"custom_fields[{name}]": "x"}), 400, "invalid_param"
+        )
     assert ids(**{"custom_fields[Subscription]": "daily"}) == {a["id"]}
     with pytest.raises(RuntimeError, match="unknown option 'require_filterable'"):
         sim.set_options(require_filterable=False)  # absorbed by unknown_filter
@@ -240,17 +268,24 @@ def test_unknown_and_unfilterable_custom_field_filters_are_ignored_by_default(ap
 # ------------------------------------------------------------------ 6. date read format
 
 
-@pytest.mark.parametrize(("style", "shown"), [
-    (None, "4/7/2016"), ("us", "4/7/2016"), ("iso", "2016-04-07"),
-    ("datetime", "2016-04-07T00:00:00Z"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("style", "shown"),
+    [
+        (None, "4/7/2016"),
+        ("us", "4/7/2016"),
+        ("iso", "2016-04-07"),
+        ("datetime", "2016-04-07T00:00:00Z"),
+    ],
+)
 def test_dates_read_back_in_the_configured_format(api, sim, style, shown):
     if style:
         sim.set_options(custom_date_read_format=style)
-    created = _lead(api, last_name="D", custom_fields={"Last active": "2016-04-07",
-                                                       "Last login": "2016-04-07T10:00:00Z"})
-    assert created["custom_fields"] == {"Last active": shown,
-                                        "Last login": "2016-04-07T10:00:00Z"}  # fmt: skip
+    created = _lead(
+        api,
+        last_name="D",
+        custom_fields={"Last active": "2016-04-07", "Last login": "2016-04-07T10:00:00Z"},
+    )
+    assert created["custom_fields"] == {"Last active": shown, "Last login": "2016-04-07T10:00:00Z"}
     lid = created["id"]
     assert api.get(f"/v2/leads/{lid}").json()["data"]["custom_fields"]["Last active"] == shown
     listed = api.get("/v2/leads", params={"ids": lid}).json()["items"][0]["data"]
@@ -266,9 +301,14 @@ def test_dates_read_back_in_the_configured_format(api, sim, style, shown):
         assert_error(r, 422, "incorrect_value", "/custom_fields/Last active")
 
 
-@pytest.mark.parametrize(("style", "shown"), [
-    (None, "2016-04-28T06:05:09Z"), ("iso", "2016-04-28T06:05:09Z"), ("us", "4/28/2016 6:05"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("style", "shown"),
+    [
+        (None, "2016-04-28T06:05:09Z"),
+        ("iso", "2016-04-28T06:05:09Z"),
+        ("us", "4/28/2016 6:05"),
+    ],
+)
 def test_datetimes_read_back_in_the_configured_format(api, sim, style, shown):
     """``custom_datetime_read_format``: as written, or as the docs' value table shows it."""
     if style:
@@ -283,28 +323,46 @@ def test_datetimes_read_back_in_the_configured_format(api, sim, style, shown):
     assert stored["custom_fields"]["Last login"] == "2016-04-28T06:05:09Z"  # kept as written
 
 
-@pytest.mark.parametrize(("list_style", "multi_style"), [
-    ("string", "strings"), ("object", "strings"), ("string", "objects"), ("object", "objects"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("list_style", "multi_style"),
+    [
+        ("string", "strings"),
+        ("object", "strings"),
+        ("string", "objects"),
+        ("object", "objects"),
+    ],
+)
 def test_choice_values_read_back_as_names_or_objects(api, sim, list_style, multi_style):
     """``custom_list_read_format``/``custom_multiselect_read_format``: a dropdown value as its
     name or as ``{"id", "name"}`` (the choice's id from the definition); a multi-select as a
     list of either. Writes still take names only; the stored form is what was written."""
     sim.set_options(custom_list_read_format=list_style, custom_multiselect_read_format=multi_style)
     defs = {d["data"]["name"]: d["data"] for d in api.get("/v2/lead/custom_fields").json()["items"]}
-    ids = {name: {c["name"]: c["id"] for c in defs[name]["choices"]}
-           for name in ("Subscription", "Promo")}
-    created = _lead(api, last_name="C", custom_fields={"Subscription": "weekly",
-                                                       "Promo": ["upsell", "welcome"]})
-    sub = "weekly" if list_style == "string" else {"id": ids["Subscription"]["weekly"],
-                                                   "name": "weekly"}
-    promo = ["upsell", "welcome"] if multi_style == "strings" else [
-        {"id": ids["Promo"][n], "name": n} for n in ("upsell", "welcome")]
+    ids = {
+        name: {c["name"]: c["id"] for c in defs[name]["choices"]}
+        for name in ("Subscription", "Promo")
+    }
+    created = _lead(
+        api, last_name="C", custom_fields={"Subscription": "weekly", "Promo": ["upsell", "welcome"]}
+    )
+    sub = (
+        "weekly"
+        if list_style == "string"
+        else {"id": ids["Subscription"]["weekly"], "name": "weekly"}
+    )
+    promo = (
+        ["upsell", "welcome"]
+        if multi_style == "strings"
+        else [{"id": ids["Promo"][n], "name": n} for n in ("upsell", "welcome")]
+    )
     assert all(isinstance(i, int) for i in ids["Promo"].values())
     lid = created["id"]
-    for data in (created, api.get(f"/v2/leads/{lid}").json()["data"],
-                 api.get("/v2/leads", params={"ids": lid}).json()["items"][0]["data"],
-                 next(i for i in _drain(api) if i["data"]["id"] == lid)["data"]):
+    for data in (
+        created,
+        api.get(f"/v2/leads/{lid}").json()["data"],
+        api.get("/v2/leads", params={"ids": lid}).json()["items"][0]["data"],
+        next(i for i in _drain(api) if i["data"]["id"] == lid)["data"],
+    ):
         assert data["custom_fields"]["Subscription"] == sub
         assert data["custom_fields"]["Promo"] == promo
     stored = next(r for r in sim.records("lead") if r["id"] == lid)["custom_fields"]
@@ -369,8 +427,10 @@ def test_custom_field_definition_key_names(api, sim, keys):
     if keys != "current":
         sim.set_options(custom_field_keys=keys)
     for resource in ("lead", "contact"):
-        defs = {i["data"]["name"]: i["data"]
-                for i in api.get(f"/v2/{resource}/custom_fields").json()["items"]}  # fmt: skip
+        defs = {
+            i["data"]["name"]: i["data"]
+            for i in api.get(f"/v2/{resource}/custom_fields").json()["items"]
+        }
         sub = defs["Subscription"]
         names = ["daily", "weekly", "monthly", "unsubscribed"]
         assert ("choices" in sub) is (keys != "legacy")
@@ -422,16 +482,21 @@ def test_sort_by_a_custom_field(api, sim):
     assert order("custom_fields:Score") == ["-1.5", "9", "10", "100", None]  # numbers by value
     assert order("custom_fields:Score:asc") == ["-1.5", "9", "10", "100", None]
     assert order("custom_fields:Score:desc") == [None, "100", "10", "9", "-1.5"]
-    assert_error(api.get("/v2/leads", params={"sort_by": "custom_fields:Nope:desc"}),
-                 400, "invalid_param")  # fmt: skip
+    assert_error(
+        api.get("/v2/leads", params={"sort_by": "custom_fields:Nope:desc"}), 400, "invalid_param"
+    )
     assert_error(api.get("/v2/leads", params={"sort_by": "custom_fields:"}), 400, "invalid_param")
 
 
 def test_converting_the_same_lead_twice(api, sim):
     lead = _lead(api, first_name="Two", last_name="Times", email="two@x.test")
     first = _convert(api, lead["id"])
-    assert_error(api.post("/v2/lead_conversions", json={"data": {"lead_id": lead["id"]}}),
-                 422, "incorrect_value", "/lead_id")  # fmt: skip
+    assert_error(
+        api.post("/v2/lead_conversions", json={"data": {"lead_id": lead["id"]}}),
+        422,
+        "incorrect_value",
+        "/lead_id",
+    )
     sim.set_options(conversion_repeat="duplicate")
     second = _convert(api, lead["id"])  # the lead is gone, the conversion is duplicated
     assert second["id"] != first["id"] and second["lead_id"] == lead["id"]
@@ -440,8 +505,12 @@ def test_converting_the_same_lead_twice(api, sim):
     assert [i["data"]["id"] for i in listed] == [second["id"], first["id"]]
     sim.set_options(conversion_repeat=422)  # `-o conversion_repeat=422` parses as a number
     assert sim.options()["conversion_repeat"] == "422"
-    assert_error(api.post("/v2/lead_conversions", json={"data": {"lead_id": 424242}}),
-                 422, "incorrect_value", "/lead_id")  # fmt: skip
+    assert_error(
+        api.post("/v2/lead_conversions", json={"data": {"lead_id": 424242}}),
+        422,
+        "incorrect_value",
+        "/lead_id",
+    )
 
 
 def test_new_options_survive_a_state_round_trip(tmp_path):
@@ -451,12 +520,18 @@ def test_new_options_survive_a_state_round_trip(tmp_path):
     with SellSim(default_seed(), state=state, rate_per_second=1000) as sim, sim.client() as api:
         lead = _lead(api, last_name="Keep", custom_fields={"Last active": "2020-01-02"})
         conv = _convert(api, lead["id"], create_deal=True)
-        versions = {(i["meta"]["type"], i["data"]["id"]): i["meta"]["version"]
-                    for i in _drain(api, ack=lambda i: False)}  # fmt: skip
+        versions = {
+            (i["meta"]["type"], i["data"]["id"]): i["meta"]["version"]
+            for i in _drain(api, ack=lambda i: False)
+        }
         sim.sim.save_if_dirty()
-    with SellSim(state=state, rate_per_second=1000, conversion_repeat="duplicate") as sim, \
-            sim.client() as api:  # fmt: skip
-        again = {(i["meta"]["type"], i["data"]["id"]): i["meta"]["version"]
-                 for i in _drain(api, ack=lambda i: False)}  # fmt: skip
+    with (
+        SellSim(state=state, rate_per_second=1000, conversion_repeat="duplicate") as sim,
+        sim.client() as api,
+    ):
+        again = {
+            (i["meta"]["type"], i["data"]["id"]): i["meta"]["version"]
+            for i in _drain(api, ack=lambda i: False)
+        }
         assert again == versions and ("deal", conv["deal_id"]) in again
         assert _convert(api, lead["id"])["lead_id"] == lead["id"]  # the converted lead was kept

@@ -45,8 +45,9 @@ def test_limit_is_per_token(sellsim):
 
 
 def test_hour_limit_and_optional_headers_and_json_body(sellsim):
-    sellsim.set_options(rate_per_second=1000, rate_per_hour=3, rate_limit_headers=True,
-                        rate_limit_body="json")  # fmt: skip
+    sellsim.set_options(
+        rate_per_second=1000, rate_per_hour=3, rate_limit_headers=True, rate_limit_body="json"
+    )
     with sellsim.client() as api:
         for _ in range(3):
             assert api.get("/v2/users/self").status_code == 200
@@ -71,9 +72,13 @@ def test_peak_rps_counts_wall_clock_seconds(sellsim):
 
 @pytest.mark.parametrize(
     ("kind", "code"),
-    [("500", "server_error"), ("502", "bad_gateway"), ("503", "temporarily_unavailable"),
-     ("504", "gateway_timeout")],
-)  # fmt: skip
+    [
+        ("500", "server_error"),
+        ("502", "bad_gateway"),
+        ("503", "temporarily_unavailable"),
+        ("504", "gateway_timeout"),
+    ],
+)
 def test_5xx_faults_for_the_next_n_requests(api, sim, kind, code):
     sim.set_faults([{"kind": kind, "count": 2}])
     assert_error(api.get("/v2/leads"), int(kind), code)

@@ -85,11 +85,13 @@ def test_filters(api, seeded):
     assert ids({"first_name": a["first_name"], "last_name": a["last_name"]}) >= {a["id"]}
     assert ids({"last_name": a["last_name"].upper()}) == set()
     assert len(ids({"status": "New"})) == 23 and ids({"status": "Working"}) == set()
-    weekly = {i["data"]["id"] for i in items
-              if i["data"]["custom_fields"].get("Subscription") == "weekly"}  # fmt: skip
+    weekly = {
+        i["data"]["id"] for i in items if i["data"]["custom_fields"].get("Subscription") == "weekly"
+    }
     assert weekly and ids({"custom_fields[Subscription]": "weekly"}) == weekly
-    upsell = {i["data"]["id"] for i in items
-              if "upsell" in i["data"]["custom_fields"].get("Promo", [])}  # fmt: skip
+    upsell = {
+        i["data"]["id"] for i in items if "upsell" in i["data"]["custom_fields"].get("Promo", [])
+    }
     assert upsell and ids({"custom_fields[Promo]": "upsell"}) == upsell
 
 
@@ -104,12 +106,18 @@ def test_email_filter_case_is_configurable(api, sim, seeded):
 def test_custom_field_filter_errors_with_unknown_filter_reject(api, sim):
     sim.set_options(unknown_filter="reject")  # the default, "ignore": test_sellsim_fidelity
     assert_error(api.get("/v2/leads", params={"custom_fields[Nope]": "x"}), 400, "invalid_param")
-    assert_error(api.get("/v2/leads", params={"custom_fields[Last active]": "2025-01-01"}),
-                 400, "invalid_param")  # fmt: skip
+    assert_error(
+        api.get("/v2/leads", params={"custom_fields[Last active]": "2025-01-01"}),
+        400,
+        "invalid_param",
+    )
     # KulooId is not Filterable in the default seed (the setup step never asks for it).
     assert_error(api.get("/v2/leads", params={"custom_fields[KulooId]": "1"}), 400, "invalid_param")
-    fid = next(i["data"]["id"] for i in api.get("/v2/lead/custom_fields").json()["items"]
-               if i["data"]["name"] == "KulooId")  # fmt: skip
+    fid = next(
+        i["data"]["id"]
+        for i in api.get("/v2/lead/custom_fields").json()["items"]
+        if i["data"]["name"] == "KulooId"
+    )
     sim.edit_custom_field("lead", fid, {"filterable": True})
     assert api.get("/v2/leads", params={"custom_fields[KulooId]": "1"}).status_code == 200
     # Other unknown parameters stay 400 whatever the option says.
@@ -126,8 +134,12 @@ def test_collection_envelope_and_no_next_page_on_an_exact_last_page(api, sim):
     sim.set_options(rate_per_second=100_000, rate_per_hour=10**9)
     first = api.get("/v2/leads?per_page=10").json()
     assert set(first) == {"items", "meta"} and first["meta"]["type"] == "collection"
-    assert all(set(i) == {"data", "meta"} and set(i["meta"]) == {"type", "version"}
-               and i["meta"]["type"] == "lead" for i in first["items"])  # fmt: skip
+    assert all(
+        set(i) == {"data", "meta"}
+        and set(i["meta"]) == {"type", "version"}
+        and i["meta"]["type"] == "lead"
+        for i in first["items"]
+    )
     assert "next_page" in first["meta"]["links"] and "page=2" in first["meta"]["links"]["next_page"]
     last = api.get(first["meta"]["links"]["next_page"]).json()
     assert last["meta"]["count"] == 10 and "next_page" not in last["meta"]["links"]
@@ -158,13 +170,17 @@ def test_contact_list_paging_filters_and_unknown_params(api, seeded):
     assert a["id"] in got({"first_name": a["first_name"], "last_name": a["last_name"]})
     assert got({"is_organization": "true"}) == set()
     assert len(got({"is_organization": "false"})) == 7
-    subs = {i["data"]["id"] for i in items if i["data"]["custom_fields"].get("Subscription") == "daily"}
+    subs = {
+        i["data"]["id"] for i in items if i["data"]["custom_fields"].get("Subscription") == "daily"
+    }
     assert got({"custom_fields[Subscription]": "daily"}) == subs
     assert_error(api.get("/v2/contacts?status=New"), 400, "invalid_param")  # a lead-only filter
     assert_error(api.get("/v2/contacts?is_organization=yes"), 400, "invalid_param")
     assert_error(api.get("/v2/contacts?sort_by=updated_at:sideways"), 400, "invalid_param")
-    desc = [i["data"]["updated_at"] for i in
-            api.get("/v2/contacts?sort_by=updated_at:desc").json()["items"]]  # fmt: skip
+    desc = [
+        i["data"]["updated_at"]
+        for i in api.get("/v2/contacts?sort_by=updated_at:desc").json()["items"]
+    ]
     assert desc == sorted(desc, reverse=True)
 
 

@@ -13,8 +13,12 @@ def _lead(api, **attrs):
 
 
 def test_create_and_get_lead(api):
-    r = api.post("/v2/leads", json={"data": {"first_name": "Ada", "last_name": "L",
-                                             "email": "ada@x.test", "tags": ["a"]}})
+    r = api.post(
+        "/v2/leads",
+        json={
+            "data": {"first_name": "Ada", "last_name": "L", "email": "ada@x.test", "tags": ["a"]}
+        },
+    )
     assert r.status_code == 200
     body = r.json()
     assert body["meta"] == {"type": "lead"}
@@ -27,8 +31,9 @@ def test_create_and_get_lead(api):
 
 
 def test_lead_needs_last_name_or_organization_name(api):
-    assert_error(api.post("/v2/leads", json={"data": {"first_name": "A"}}), 422, "missing",
-                 "/last_name")  # fmt: skip
+    assert_error(
+        api.post("/v2/leads", json={"data": {"first_name": "A"}}), 422, "missing", "/last_name"
+    )
     assert _lead(api, organization_name="Acme")["organization_name"] == "Acme"
 
 
@@ -42,10 +47,17 @@ def test_get_missing_is_404_and_delete_is_204(api):
 
 
 def test_put_is_partial_tags_and_multiselect_replaced_custom_fields_merged(api):
-    lead = _lead(api, first_name="A", last_name="B", tags=["x", "y"],
-                 custom_fields={"Promo": ["welcome", "upsell"], "Subscription": "weekly"})  # fmt: skip
-    r = api.put(f"/v2/leads/{lead['id']}",
-                json={"data": {"tags": ["z"], "custom_fields": {"Promo": ["onboarding"]}}})  # fmt: skip
+    lead = _lead(
+        api,
+        first_name="A",
+        last_name="B",
+        tags=["x", "y"],
+        custom_fields={"Promo": ["welcome", "upsell"], "Subscription": "weekly"},
+    )
+    r = api.put(
+        f"/v2/leads/{lead['id']}",
+        json={"data": {"tags": ["z"], "custom_fields": {"Promo": ["onboarding"]}}},
+    )
     assert r.status_code == 200, r.text
     got = r.json()["data"]
     assert got["first_name"] == "A" and got["last_name"] == "B"
@@ -56,24 +68,36 @@ def test_put_is_partial_tags_and_multiselect_replaced_custom_fields_merged(api):
 
 
 def test_unknown_attribute_is_422_with_pointer(api, sim):
-    body = assert_error(api.post("/v2/leads", json={"data": {"last_name": "A", "bogus": 1}}),
-                        422, "unknown", "/bogus")  # fmt: skip
+    body = assert_error(
+        api.post("/v2/leads", json={"data": {"last_name": "A", "bogus": 1}}),
+        422,
+        "unknown",
+        "/bogus",
+    )
     assert body["errors"][0]["error"]["resource"] == "lead"
     sim.set_options(field_pointer_prefix="/data")
-    assert_error(api.post("/v2/leads", json={"data": {"last_name": "A", "bogus": 1}}),
-                 422, "unknown", "/data/bogus")  # fmt: skip
+    assert_error(
+        api.post("/v2/leads", json={"data": {"last_name": "A", "bogus": 1}}),
+        422,
+        "unknown",
+        "/data/bogus",
+    )
 
 
 def test_read_only_attribute_rejected_by_default(api, sim):
     lead = _lead(api, last_name="A")
-    assert_error(api.put(f"/v2/leads/{lead['id']}", json={"data": {"id": 5}}), 422, "unknown", "/id")
+    assert_error(
+        api.put(f"/v2/leads/{lead['id']}", json={"data": {"id": 5}}), 422, "unknown", "/id"
+    )
     sim.set_options(reject_readonly_attributes=False)
     assert api.put(f"/v2/leads/{lead['id']}", json={"data": {"id": 5}}).status_code == 200
 
 
 def test_every_error_is_listed(api):
-    r = api.post("/v2/leads", json={"data": {"last_name": "A", "bogus": 1,
-                                             "custom_fields": {"Promo": ["Welcome"]}}})  # fmt: skip
+    r = api.post(
+        "/v2/leads",
+        json={"data": {"last_name": "A", "bogus": 1, "custom_fields": {"Promo": ["Welcome"]}}},
+    )
     codes = [e["error"]["code"] for e in r.json()["errors"]]
     assert r.status_code == 422 and codes == ["unknown", "incorrect_value"]
 
@@ -99,11 +123,19 @@ def test_custom_field_values_checked_against_definitions(api, name, value):
 
 
 def test_valid_custom_field_values_accepted(api):
-    cf = {"Promo": ["welcome", "upsell"], "Subscription": "unsubscribed", "Source": "sync",
-          "Last active": "2025-02-28", "KulooId": "K-1", "Sync error": ""}  # fmt: skip
+    cf = {
+        "Promo": ["welcome", "upsell"],
+        "Subscription": "unsubscribed",
+        "Source": "sync",
+        "Last active": "2025-02-28",
+        "KulooId": "K-1",
+        "Sync error": "",
+    }
     # dates read back as 2/28/2025 by default (custom_date_read_format, test_sellsim_fidelity)
     assert _lead(api, last_name="A", custom_fields=cf)["custom_fields"] == {
-        **cf, "Last active": "2/28/2025"}  # fmt: skip
+        **cf,
+        "Last active": "2/28/2025",
+    }
 
 
 def test_unknown_custom_field_is_422_unknown(api):
@@ -112,24 +144,43 @@ def test_unknown_custom_field_is_422_unknown(api):
 
 
 def test_lead_status_must_exist(api):
-    assert_error(api.post("/v2/leads", json={"data": {"last_name": "A", "status": "Hot"}}),
-                 422, "incorrect_value", "/status")  # fmt: skip
+    assert_error(
+        api.post("/v2/leads", json={"data": {"last_name": "A", "status": "Hot"}}),
+        422,
+        "incorrect_value",
+        "/status",
+    )
 
 
 def test_contact_rules(api, sim):
     assert_error(api.post("/v2/contacts", json={"data": {"first_name": "A"}}), 422, "missing")
-    assert_error(api.post("/v2/contacts", json={"data": {"is_organization": True}}), 422, "missing",
-                 "/name")  # fmt: skip
-    c = api.post("/v2/contacts", json={"data": {"first_name": "A", "last_name": "B",
-                 "custom_fields": {"Subscription": "daily"}}}).json()["data"]  # fmt: skip
+    assert_error(
+        api.post("/v2/contacts", json={"data": {"is_organization": True}}), 422, "missing", "/name"
+    )
+    c = api.post(
+        "/v2/contacts",
+        json={
+            "data": {
+                "first_name": "A",
+                "last_name": "B",
+                "custom_fields": {"Subscription": "daily"},
+            }
+        },
+    ).json()["data"]
     assert c["is_organization"] is False and c["name"] == "A B"
-    assert_error(api.put(f"/v2/contacts/{c['id']}", json={"data": {"is_organization": True}}),
-                 422, "incorrect_value", "/is_organization")  # fmt: skip
+    assert_error(
+        api.put(f"/v2/contacts/{c['id']}", json={"data": {"is_organization": True}}),
+        422,
+        "incorrect_value",
+        "/is_organization",
+    )
     org = api.post("/v2/contacts", json={"data": {"is_organization": True, "name": "Acme"}})
     assert org.status_code == 200
     # The Kuloo contact fields are for_contact only: not on companies.
-    r = api.put(f"/v2/contacts/{org.json()['data']['id']}",
-                json={"data": {"custom_fields": {"KulooId": "1"}}})  # fmt: skip
+    r = api.put(
+        f"/v2/contacts/{org.json()['data']['id']}",
+        json={"data": {"custom_fields": {"KulooId": "1"}}},
+    )
     assert_error(r, 422, "unknown", "/custom_fields/KulooId")
     assert_error(api.delete("/v2/contacts/1"), 404, "not_found")
     assert api.delete(f"/v2/contacts/{c['id']}").status_code == 204
@@ -158,17 +209,37 @@ def test_custom_field_definitions(api):
         items = r.json()["items"]
         defs = {i["data"]["name"]: i["data"] for i in items}
         assert all(i["meta"]["type"] == "custom_field" for i in items)
-        assert set(defs) == {"Promo", "Subscription", "Source", "Last active", "KulooId",
-                             "Sync error", "Score", "Birthday", "Last login", "VIP"}  # fmt: skip
-        assert (defs["Score"]["type"], defs["Birthday"]["type"], defs["Last login"]["type"],
-                defs["VIP"]["type"]) == ("number", "date", "datetime", "bool")  # fmt: skip
+        assert set(defs) == {
+            "Promo",
+            "Subscription",
+            "Source",
+            "Last active",
+            "KulooId",
+            "Sync error",
+            "Score",
+            "Birthday",
+            "Last login",
+            "VIP",
+        }
+        assert (
+            defs["Score"]["type"],
+            defs["Birthday"]["type"],
+            defs["Last login"]["type"],
+            defs["VIP"]["type"],
+        ) == ("number", "date", "datetime", "bool")
         assert defs["Promo"]["type"] == "multi_select_list"
         assert [c["name"] for c in defs["Subscription"]["choices"]] == [
-            "daily", "weekly", "monthly", "unsubscribed"]  # fmt: skip
+            "daily",
+            "weekly",
+            "monthly",
+            "unsubscribed",
+        ]
         assert all(set(c) == {"id", "name"} for c in defs["Source"]["choices"])
         assert defs["Last active"]["type"] == "date" and defs["KulooId"]["choices"] is None
         if resource == "contact":
-            assert defs["KulooId"]["for_contact"] is True and defs["KulooId"]["for_company"] is False
+            assert (
+                defs["KulooId"]["for_contact"] is True and defs["KulooId"]["for_company"] is False
+            )
         else:
             assert "for_contact" not in defs["KulooId"]
     # They cannot be created through the API.
@@ -177,8 +248,11 @@ def test_custom_field_definitions(api):
 
 def test_ui_rename_of_a_custom_field_moves_record_keys(api, sim):
     lead = _lead(api, last_name="A", custom_fields={"KulooId": "K1"})
-    fid = next(i["data"]["id"] for i in api.get("/v2/lead/custom_fields").json()["items"]
-               if i["data"]["name"] == "KulooId")  # fmt: skip
+    fid = next(
+        i["data"]["id"]
+        for i in api.get("/v2/lead/custom_fields").json()["items"]
+        if i["data"]["name"] == "KulooId"
+    )
     sim.edit_custom_field("lead", fid, {"name": "Kuloo Id"})
     got = api.get(f"/v2/leads/{lead['id']}").json()["data"]
     assert got["custom_fields"] == {"Kuloo Id": "K1"}
@@ -190,8 +264,17 @@ def test_users_and_accounts_self(api):
     assert {"id", "name", "email", "role", "status", "timezone"} <= set(user["data"])
     acc = api.get("/v2/accounts/self").json()
     assert acc["meta"]["type"] == "account"
-    assert set(acc["data"]) == {"id", "name", "currency", "time_format", "timezone", "phone",
-                                "subdomain", "created_at", "updated_at"}  # fmt: skip
+    assert set(acc["data"]) == {
+        "id",
+        "name",
+        "currency",
+        "time_format",
+        "timezone",
+        "phone",
+        "subdomain",
+        "created_at",
+        "updated_at",
+    }
     assert_error(api.get("/v2/users/self?unknown=param"), 400, "invalid_param")
 
 
@@ -209,38 +292,69 @@ def test_prospect_status_is_computed_customer_status_settable(api):
 def test_owner_must_be_a_user_of_the_account(api):
     me = api.get("/v2/users/self").json()["data"]["id"]
     assert _lead(api, last_name="A", owner_id=me)["owner_id"] == me
-    assert_error(api.post("/v2/leads", json={"data": {"last_name": "A", "owner_id": 424242}}),
-                 422, "incorrect_value", "/owner_id")  # fmt: skip
-    assert_error(api.post("/v2/leads", json={"data": {"last_name": "A", "owner_id": "1"}}),
-                 422, "invalid_type", "/owner_id")  # fmt: skip
+    assert_error(
+        api.post("/v2/leads", json={"data": {"last_name": "A", "owner_id": 424242}}),
+        422,
+        "incorrect_value",
+        "/owner_id",
+    )
+    assert_error(
+        api.post("/v2/leads", json={"data": {"last_name": "A", "owner_id": "1"}}),
+        422,
+        "invalid_type",
+        "/owner_id",
+    )
 
 
 def test_number_custom_fields_read_back_as_strings(api, sim):
-    assert _lead(api, last_name="A", custom_fields={"Score": 12})["custom_fields"] == {"Score": "12"}
+    assert _lead(api, last_name="A", custom_fields={"Score": 12})["custom_fields"] == {
+        "Score": "12"
+    }
     assert _lead(api, last_name="A", custom_fields={"Score": "-1.5"})["custom_fields"] == {
-        "Score": "-1.5"}  # fmt: skip
+        "Score": "-1.5"
+    }
     for bad in ["1e5", " 12", "NaN", "inf", "12,5", True, [1]]:
-        r = api.post("/v2/leads", json={"data": {"last_name": "A", "custom_fields": {"Score": bad}}})
+        r = api.post(
+            "/v2/leads", json={"data": {"last_name": "A", "custom_fields": {"Score": bad}}}
+        )
         assert_error(r, 422, "incorrect_value", "/custom_fields/Score")
     sim.set_options(custom_number_format="as_sent")
     assert _lead(api, last_name="A", custom_fields={"Score": 12})["custom_fields"] == {"Score": 12}
 
 
 def test_contact_crud_and_partial_put(api):
-    c = api.post("/v2/contacts", json={"data": {"first_name": "A", "last_name": "B", "tags": ["x"],
-                 "custom_fields": {"Promo": ["welcome"], "KulooId": "K"}}})  # fmt: skip
+    c = api.post(
+        "/v2/contacts",
+        json={
+            "data": {
+                "first_name": "A",
+                "last_name": "B",
+                "tags": ["x"],
+                "custom_fields": {"Promo": ["welcome"], "KulooId": "K"},
+            }
+        },
+    )
     assert c.status_code == 200 and c.json()["meta"] == {"type": "contact"}
     c = c.json()["data"]
     assert ISO.match(c["created_at"]) and ISO.match(c["updated_at"])
-    r = api.put(f"/v2/contacts/{c['id']}", json={"data": {"tags": [],
-                "custom_fields": {"Promo": ["onboarding", "upsell"]}}})  # fmt: skip
+    r = api.put(
+        f"/v2/contacts/{c['id']}",
+        json={"data": {"tags": [], "custom_fields": {"Promo": ["onboarding", "upsell"]}}},
+    )
     got = r.json()["data"]
     assert got["tags"] == [] and got["first_name"] == "A"
     assert got["custom_fields"] == {"Promo": ["onboarding", "upsell"], "KulooId": "K"}
     assert api.get(f"/v2/contacts/{c['id']}").json()["data"] == got
     assert_error(api.get("/v2/contacts/999999"), 404, "not_found")
-    assert_error(api.put("/v2/contacts/999999", json={"data": {"last_name": "X"}}), 404, "not_found")
-    assert_error(api.put(f"/v2/contacts/{c['id']}", json={"data": {"shoe": 1}}), 422, "unknown",
-                 "/shoe")  # fmt: skip
-    assert_error(api.put(f"/v2/contacts/{c['id']}", json={"data": {"last_name": None}}),
-                 422, "missing", "/last_name")  # fmt: skip
+    assert_error(
+        api.put("/v2/contacts/999999", json={"data": {"last_name": "X"}}), 404, "not_found"
+    )
+    assert_error(
+        api.put(f"/v2/contacts/{c['id']}", json={"data": {"shoe": 1}}), 422, "unknown", "/shoe"
+    )
+    assert_error(
+        api.put(f"/v2/contacts/{c['id']}", json={"data": {"last_name": None}}),
+        422,
+        "missing",
+        "/last_name",
+    )

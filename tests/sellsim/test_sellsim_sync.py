@@ -28,8 +28,12 @@ def drain(api, headers=DEV, ack=True, ack_filter=lambda item: True):
         out += items
         keys = [i["meta"]["sync"]["ack_key"] for i in items if ack_filter(i)]
         if ack and keys:
-            assert api.post("/v2/sync/ack", headers=headers,
-                            json={"data": {"ack_keys": keys}}).status_code == 202  # fmt: skip
+            assert (
+                api.post(
+                    "/v2/sync/ack", headers=headers, json={"data": {"ack_keys": keys}}
+                ).status_code
+                == 202
+            )
     raise AssertionError("queue never drained")
 
 
@@ -65,8 +69,10 @@ def test_unacked_items_come_back_next_session(api, sim):
     sim.set_options(sync_page_size=2)
     for n in range(5):
         api.post("/v2/leads", json={"data": {"last_name": f"L{n}"}})
-    first = drain(api, ack_filter=lambda i: i["meta"]["type"] != "lead" or
-                  i["data"]["last_name"] in {"L0", "L1"})  # fmt: skip
+    first = drain(
+        api,
+        ack_filter=lambda i: i["meta"]["type"] != "lead" or i["data"]["last_name"] in {"L0", "L1"},
+    )
     assert len([i for i in first if i["meta"]["type"] == "lead"]) == 5
     again = drain(api)
     assert sorted(i["data"]["last_name"] for i in again) == ["L2", "L3", "L4"]
@@ -85,8 +91,10 @@ def test_both_ack_body_shapes(api):
     items = drain(api, ack=False)
     keys = [i["meta"]["sync"]["ack_key"] for i in items]
     assert api.post("/v2/sync/ack", headers=DEV, json={"ack_keys": keys[:1]}).status_code == 202
-    assert api.post("/v2/sync/ack", headers=DEV,
-                    json={"data": {"ack_keys": keys[1:]}}).status_code == 202  # fmt: skip
+    assert (
+        api.post("/v2/sync/ack", headers=DEV, json={"data": {"ack_keys": keys[1:]}}).status_code
+        == 202
+    )
     assert api.post("/v2/sync/start", headers=DEV).status_code == 204
     assert_error(api.post("/v2/sync/ack", headers=DEV, json={"keys": []}), 400, "invalid_payload")
 
@@ -120,8 +128,9 @@ def test_devices_are_independent(api, sim):
 
 
 def test_changes_during_a_session_join_it(api, sim):
-    sim.set_options(sync_empty_pages=0, sync_page_size=1, sync_include_users=False,
-                    sync_other_types=False)  # fmt: skip
+    sim.set_options(
+        sync_empty_pages=0, sync_page_size=1, sync_include_users=False, sync_other_types=False
+    )
     api.post("/v2/leads", json={"data": {"last_name": "A"}})
     sid = api.post("/v2/sync/start", headers=DEV).json()["data"]["id"]
     assert len(api.get(f"/v2/sync/{sid}/queues/main", headers=DEV).json()["items"]) == 1
@@ -157,8 +166,9 @@ def test_token_without_sync_scope_is_403(sim):
 
     token = "no-sync-scope-".ljust(64, "3")
     seed = default_seed()
-    seed["accounts"][0]["tokens"].append({"token": token, "name": "nosync",
-                                          "scopes": ["read", "write", "profile"]})  # fmt: skip
+    seed["accounts"][0]["tokens"].append(
+        {"token": token, "name": "nosync", "scopes": ["read", "write", "profile"]}
+    )
     sim.load_seed(seed)
     with sim.client(token=token) as api:
         assert_error(api.post("/v2/sync/start", headers=DEV), 403, "insufficient_scope")
@@ -168,8 +178,13 @@ def test_token_without_sync_scope_is_403(sim):
 def test_device_limit(api, sim):
     sim.set_options(sync_device_limit=2)
     for n in range(2):
-        assert api.post("/v2/sync/start", headers={"X-Basecrm-Device-UUID": f"d{n}"}).status_code == 201
-    assert_error(api.post("/v2/sync/start", headers={"X-Basecrm-Device-UUID": "d2"}), 403, "forbidden")
+        assert (
+            api.post("/v2/sync/start", headers={"X-Basecrm-Device-UUID": f"d{n}"}).status_code
+            == 201
+        )
+    assert_error(
+        api.post("/v2/sync/start", headers={"X-Basecrm-Device-UUID": "d2"}), 403, "forbidden"
+    )
     assert api.post("/v2/sync/start", headers={"X-Basecrm-Device-UUID": "d0"}).status_code == 201
 
 
@@ -183,7 +198,9 @@ def test_only_the_latest_state_and_stale_acks_are_ignored(api, sim):
     assert item["data"]["last_name"] == "V3"
     assert item["meta"]["sync"]["revision"] > first["meta"]["sync"]["revision"]
     # acking the old revision does not acknowledge the newer one
-    api.post("/v2/sync/ack", headers=DEV, json={"data": {"ack_keys": [first["meta"]["sync"]["ack_key"]]}})
+    api.post(
+        "/v2/sync/ack", headers=DEV, json={"data": {"ack_keys": [first["meta"]["sync"]["ack_key"]]}}
+    )
     (again,) = drain(api)
     assert again["meta"]["sync"]["event_type"] == "updated"
     assert drain(api) == []

@@ -70,7 +70,9 @@ def test_request_id_on_every_response(api, sim):
     for r in (
         api.get("/v2/users/self"),
         api.get("/v2/nope"),
-        api.delete(f"/v2/leads/{api.post('/v2/leads', json={'data': {'last_name': 'A'}}).json()['data']['id']}"),
+        api.delete(
+            f"/v2/leads/{api.post('/v2/leads', json={'data': {'last_name': 'A'}}).json()['data']['id']}"
+        ),
         httpx.get(sim.base_url + "/v2/users/self"),
     ):
         assert r.headers["x-request-id"]
@@ -109,16 +111,23 @@ def test_single_record_envelope(api):
 
 
 def test_bearer_token_must_be_exact(sim):
-    for value in (f"Bearer  {DEMO_TOKEN}", f"Bearer {DEMO_TOKEN}x", f"Bearer {DEMO_TOKEN[:-1]}",
-                  f"Token {DEMO_TOKEN}", "Bearer"):  # fmt: skip
-        r = httpx.get(sim.base_url + "/v2/users/self",
-                      headers={"Authorization": value, "User-Agent": "t"})  # fmt: skip
+    for value in (
+        f"Bearer  {DEMO_TOKEN}",
+        f"Bearer {DEMO_TOKEN}x",
+        f"Bearer {DEMO_TOKEN[:-1]}",
+        f"Token {DEMO_TOKEN}",
+        "Bearer",
+    ):
+        r = httpx.get(
+            sim.base_url + "/v2/users/self", headers={"Authorization": value, "User-Agent": "t"}
+        )
         assert_error(r, 401, "unauthorized")
 
 
 def test_request_id_on_fault_and_limit_responses(api, sim):
-    sim.set_faults([{"kind": "html", "count": 1}, {"kind": "503", "count": 1},
-                    {"kind": "429", "count": 1}])  # fmt: skip
+    sim.set_faults(
+        [{"kind": "html", "count": 1}, {"kind": "503", "count": 1}, {"kind": "429", "count": 1}]
+    )
     html = api.get("/v2/leads")
     assert html.status_code == 503 and html.headers["x-request-id"]
     assert_error(api.get("/v2/leads"), 503, "temporarily_unavailable")  # logref == header

@@ -44,16 +44,19 @@ async def test_cancelling_the_caller_mid_transaction_rolls_back(short_tmp, seede
         assert not scope.cancelled_caught, "the cancelled unit of work did not unwind"
         assert flag == [True]
         assert await store.run(_count) == 0  # rolled back
+
         # and the store is still usable, transactions included
         async def make(name):
             async with in_transaction():
                 return (await Channel.create(name=name)).id
+
         assert await store.run(make, "after") == 1
         assert await store.run(_count) == 1
 
 
 async def test_concurrent_units_of_work_share_one_store(short_tmp, seeded):
     async with Store.open(f"{short_tmp}/s.sqlite3") as store:
+
         async def make(i):
             await Channel.create(name=f"c{i}")
 
@@ -65,6 +68,7 @@ async def test_concurrent_units_of_work_share_one_store(short_tmp, seeded):
 
 async def test_errors_cross_back_with_their_type(short_tmp, seeded):
     async with Store.open(f"{short_tmp}/s.sqlite3") as store:
+
         async def boom():
             raise KeyError("from the loop side")
 
@@ -89,6 +93,7 @@ async def test_exit_is_prompt_with_work_in_flight(short_tmp, seeded):
 
 async def test_pragmas_and_migrations_are_applied(short_tmp):
     async with Store.open(f"{short_tmp}/s.sqlite3") as store:
+
         async def pragmas():
             from tortoise import connections
 
@@ -117,16 +122,27 @@ async def test_cancelling_callers_at_random_points_never_wedges_the_store(short_
         for i in range(300):
             with trio.move_on_after(rng.random() * 0.01) as attempt:
                 if i % 2:
-                    await store.run(channel_store.update, first.channel.id, {"postal_address": str(i)}, False, None, now)
+                    await store.run(
+                        channel_store.update,
+                        first.channel.id,
+                        {"postal_address": str(i)},
+                        False,
+                        None,
+                        now,
+                    )
                 else:
                     await store.run(channel_store.create, {"name": f"n{i}"}, None, now)
                     created += 1
             with trio.move_on_after(10) as wedged:
                 total = await store.run(_count)
-            assert not wedged.cancelled_caught, f"the store stopped answering after cancellation {i}"
+            assert not wedged.cancelled_caught, (
+                f"the store stopped answering after cancellation {i}"
+            )
             assert attempt.cancelled_caught or i % 2 or total >= created + 1
         # every create either committed whole or not at all: names are unique and complete
-        names = await store.run(lambda: Channel.all().values_list("name", flat=True))  # a queryset is fine too
+        names = await store.run(
+            lambda: Channel.all().values_list("name", flat=True)
+        )  # a queryset is fine too
         assert len(names) == len(set(names)) and all(n == "one" or n.startswith("n") for n in names)
 
 

@@ -27,14 +27,17 @@ async def _expire(channel_id: int, kind: str) -> None:
 
     await connections.get("default").execute_query(
         "UPDATE lease SET lease_until = now() - interval '1 second' WHERE channel_id = $1 AND kind = $2",
-        [channel_id, kind])
+        [channel_id, kind],
+    )
 
 
 async def _until(channel_id: int, kind: str):
     from tortoise import connections
 
     rows = await connections.get("default").execute_query_dict(
-        "SELECT lease_until, now() AS db_now FROM lease WHERE channel_id = $1 AND kind = $2", [channel_id, kind])
+        "SELECT lease_until, now() AS db_now FROM lease WHERE channel_id = $1 AND kind = $2",
+        [channel_id, kind],
+    )
     return rows[0]["lease_until"], rows[0]["db_now"]
 
 
@@ -44,7 +47,9 @@ async def test_one_holder_per_channel_and_kind_until_released(pg_target):
         a = await store.run(leases.claim, cid, "sync", "A", 30, T0)
         b = await store.run(leases.claim, cid, "sync", "B", 30, T0)
         assert a.held and not b.held and b.holder == "A" and b.until is not None
-        assert (await store.run(leases.claim, cid, "delivery", "B", 30, T0)).held  # another kind, another lease
+        assert (
+            await store.run(leases.claim, cid, "delivery", "B", 30, T0)
+        ).held  # another kind, another lease
         await store.run(leases.release, cid, "sync", "B", 0, T0)  # not B's to release
         assert not (await store.run(leases.claim, cid, "sync", "B", 30, T0)).held
         await store.run(leases.release, cid, "sync", "A", 0, T0)
@@ -57,7 +62,9 @@ async def test_lease_times_are_the_databases_and_a_heartbeat_renews_them(pg_targ
         await store.run(leases.register, "A", "host", 1)
         assert (await store.run(leases.claim, cid, "sync", "A", 30, T0)).held
         until, db_now = await store.run(_until, cid, "sync")
-        assert 29 <= (until - db_now).total_seconds() <= 30  # from now(), not the clock's 2026-03-01
+        assert (
+            29 <= (until - db_now).total_seconds() <= 30
+        )  # from now(), not the clock's 2026-03-01
         await store.run(_expire, cid, "sync")
         assert await store.run(leases.heartbeat, "A", 600) == {(cid, "sync")}
         until, db_now = await store.run(_until, cid, "sync")
@@ -69,8 +76,12 @@ async def test_an_expired_lease_is_taken_over_and_what_the_dead_daemon_left_is_r
         await SyncRun.create(channel_id=cid, started_at=T0, status="running")
         from kuloo_daemon.store.models import User
 
-        u = await User.create(channel_id=cid, kuloo_id="k1", email="a@example.com", email_key="a@example.com")
-        await OutboxMessage.create(channel_id=cid, user_id=u.id, kind="digest", state="sending", message_id="<m1@x>")
+        u = await User.create(
+            channel_id=cid, kuloo_id="k1", email="a@example.com", email_key="a@example.com"
+        )
+        await OutboxMessage.create(
+            channel_id=cid, user_id=u.id, kind="digest", state="sending", message_id="<m1@x>"
+        )
 
     async def states(cid):
         run = await SyncRun.get(channel_id=cid)
@@ -90,12 +101,16 @@ async def test_an_expired_lease_is_taken_over_and_what_the_dead_daemon_left_is_r
         assert took.held and took.taken_over == "dead"
         assert (await store.run(states, cid))[:4] == ("failed", "interrupted", "dead", later)
         assert (await store.run(leases.claim, cid, "delivery", "B", 30, later)).taken_over == "dead"
-        assert (await store.run(states, cid))[4] == "uncertain"  # it may have left: never sent again
+        assert (await store.run(states, cid))[
+            4
+        ] == "uncertain"  # it may have left: never sent again
 
 
 async def test_concurrent_claims_give_the_lease_to_exactly_one(pg_target):
     async with Store.open(pg_target) as store:
-        channels = [await store.run(channel_store.create, {"name": f"c{i}"}, None, T0) for i in range(5)]
+        channels = [
+            await store.run(channel_store.create, {"name": f"c{i}"}, None, T0) for i in range(5)
+        ]
         ids = [c.channel.id for c in channels]
         won: list[tuple[int, str]] = []
 
@@ -118,13 +133,19 @@ def control_context(services):
     return Context(services, Delivery(services), "", lambda: 0)
 
 
-async def test_a_sync_run_records_its_daemon_and_status_lists_the_daemons(services_config, pg_server, pg_database):
+async def test_a_sync_run_records_its_daemon_and_status_lists_the_daemons(
+    services_config, pg_server, pg_database
+):
     from kuloo_daemon.control import methods
     from kuloo_daemon.store.sync import runs as sync_runs
 
     config = services_config(clock={"mode": "manual"}, store={"url": pg_server.url(pg_database)})
     async with open_services(config) as services:
-        cid = (await services.store.run(channel_store.create, {"name": "A"}, None, services.clock.now())).channel.id
+        cid = (
+            await services.store.run(
+                channel_store.create, {"name": "A"}, None, services.clock.now()
+            )
+        ).channel.id
         async with services.leases.hold("sync", cid) as held:
             assert held
             await services.store.run(sync_runs.begin_run, cid, services.clock.now())
@@ -136,7 +157,9 @@ async def test_a_sync_run_records_its_daemon_and_status_lists_the_daemons(servic
         [run] = await services.store.run(sync_runs.runs, cid, 10)
         assert run.daemon_id == services.leases.id
         assert (await methods.status(control_context(services), {}))["daemons"][0]["leases"] == []
-    rows = await trio.to_thread.run_sync(pg_server.sql, "SELECT stopped_at IS NOT NULL FROM daemon", pg_database)
+    rows = await trio.to_thread.run_sync(
+        pg_server.sql, "SELECT stopped_at IS NOT NULL FROM daemon", pg_database
+    )
     assert rows == "t"
 
 
@@ -155,10 +178,18 @@ async def test_concurrent_outbox_claims_never_take_one_message_twice(pg_target):
     from kuloo_daemon.store.models import User
 
     async def queue(cid: int, n: int) -> None:
-        u = await User.create(channel_id=cid, kuloo_id="k1", email="a@example.com", email_key="a@example.com")
+        u = await User.create(
+            channel_id=cid, kuloo_id="k1", email="a@example.com", email_key="a@example.com"
+        )
         for i in range(n):
-            await OutboxMessage.create(channel_id=cid, user_id=u.id, kind="digest", articles=[],
-                                       state="queued", message_id=f"<m{i}@x>")
+            await OutboxMessage.create(
+                channel_id=cid,
+                user_id=u.id,
+                kind="digest",
+                articles=[],
+                state="queued",
+                message_id=f"<m{i}@x>",
+            )
 
     async with Store.open(pg_target) as store:
         cid = await _channel(store)
@@ -175,7 +206,9 @@ async def test_concurrent_outbox_claims_never_take_one_message_twice(pg_target):
         assert len(taken) == 40 and len(set(taken)) == 40
 
 
-async def test_a_run_cut_short_by_a_stop_is_marked_interrupted_when_its_lease_is_released(pg_target):
+async def test_a_run_cut_short_by_a_stop_is_marked_interrupted_when_its_lease_is_released(
+    pg_target,
+):
     async def running(cid):
         await SyncRun.create(channel_id=cid, started_at=T0, status="running")
 
@@ -187,18 +220,28 @@ async def test_a_run_cut_short_by_a_stop_is_marked_interrupted_when_its_lease_is
         cid = await _channel(store)
         claim = await store.run(leases.claim, cid, "sync", "A", 30, T0)
         await store.run(running, cid)
-        await store.run(leases.release, cid, "sync", "B", claim.last_run, T0)  # not B's: nothing happens
+        await store.run(
+            leases.release, cid, "sync", "B", claim.last_run, T0
+        )  # not B's: nothing happens
         assert await store.run(state, cid) == ("running", "", "")
         await store.run(leases.release, cid, "sync", "A", claim.last_run, T0)
         assert await store.run(state, cid) == ("failed", "interrupted", "A")
 
 
-async def test_sync_run_on_a_channel_leased_elsewhere_waits_for_that_run(services_config, pg_server, pg_database):
+async def test_sync_run_on_a_channel_leased_elsewhere_waits_for_that_run(
+    services_config, pg_server, pg_database
+):
     from kuloo_daemon.sync import engine
 
-    config = services_config(clock={"mode": "manual"}, store={"url": pg_server.url(pg_database), "lease_seconds": 30})
+    config = services_config(
+        clock={"mode": "manual"}, store={"url": pg_server.url(pg_database), "lease_seconds": 30}
+    )
     async with open_services(config) as services:
-        cid = (await services.store.run(channel_store.create, {"name": "A"}, None, services.clock.now())).channel.id
+        cid = (
+            await services.store.run(
+                channel_store.create, {"name": "A"}, None, services.clock.now()
+            )
+        ).channel.id
         other = await services.store.run(leases.claim, cid, "sync", "other-daemon", 30, T0)
         assert other.held
         order: list[str] = []
@@ -210,13 +253,22 @@ async def test_sync_run_on_a_channel_leased_elsewhere_waits_for_that_run(service
             nursery.start_soon(explicit)
             await trio.sleep(1.5)  # the explicit run polls the lease meanwhile
             order.append("released")
-            await services.store.run(leases.release, cid, "sync", "other-daemon", other.last_run, T0)
-        assert order == ["released", "ran skipped"]  # it waited; a fresh run followed (no token: skipped)
+            await services.store.run(
+                leases.release, cid, "sync", "other-daemon", other.last_run, T0
+            )
+        assert order == [
+            "released",
+            "ran skipped",
+        ]  # it waited; a fresh run followed (no token: skipped)
         assert (await services.store.run(leases.claim, cid, "sync", "other-daemon", 30, T0)).held
-        assert await engine.run_channel(services, cid, scheduled=True) is None  # the scheduler skips it
+        assert (
+            await engine.run_channel(services, cid, scheduled=True) is None
+        )  # the scheduler skips it
 
 
-async def test_a_channel_that_does_not_exist_is_not_found_never_waited_for(services_config, pg_server, pg_database):
+async def test_a_channel_that_does_not_exist_is_not_found_never_waited_for(
+    services_config, pg_server, pg_database
+):
     """Planted bug: ``claim`` answers "not held" for a channel that does not exist, so
     ``hold(wait=True)`` (``sync.run``) polls forever and ``delivery.run`` reports an empty
     pass where SQLite says not_found."""
@@ -252,33 +304,57 @@ async def _hold_until_stopped(services, cid, lose) -> list[str]:
     return seen
 
 
-async def test_work_stops_when_its_lease_is_taken_over_by_another_daemon(services_config, pg_server, pg_database):
+async def test_work_stops_when_its_lease_is_taken_over_by_another_daemon(
+    services_config, pg_server, pg_database
+):
     """Fencing. Planted bug: ``keep_alive`` renews without checking what it renewed, so a
     daemon that stalled past ``lease_until`` keeps syncing beside the daemon that took over."""
     from tortoise import connections
 
     async def taken_over() -> None:
         await connections.get("default").execute_query(
-            "UPDATE lease SET lease_owner = 'other-daemon' WHERE channel_id = $1", [cid])
+            "UPDATE lease SET lease_owner = 'other-daemon' WHERE channel_id = $1", [cid]
+        )
 
-    config = services_config(clock={"mode": "manual"}, store={"url": pg_server.url(pg_database), "lease_seconds": 1.5})
+    config = services_config(
+        clock={"mode": "manual"}, store={"url": pg_server.url(pg_database), "lease_seconds": 1.5}
+    )
     async with open_services(config) as services:
-        cid = (await services.store.run(channel_store.create, {"name": "A"}, None, services.clock.now())).channel.id
-        assert await _hold_until_stopped(services, cid, lambda: services.store.run(taken_over)) == ["working", "stopped"]
-        assert (await services.store.run(leases.holder, cid, "sync"))[0] == "other-daemon"  # not released by us
+        cid = (
+            await services.store.run(
+                channel_store.create, {"name": "A"}, None, services.clock.now()
+            )
+        ).channel.id
+        assert await _hold_until_stopped(services, cid, lambda: services.store.run(taken_over)) == [
+            "working",
+            "stopped",
+        ]
+        assert (await services.store.run(leases.holder, cid, "sync"))[
+            0
+        ] == "other-daemon"  # not released by us
 
 
-async def test_work_stops_when_its_lease_cannot_be_renewed_in_time(services_config, pg_server, pg_database,
-                                                                   monkeypatch):
+async def test_work_stops_when_its_lease_cannot_be_renewed_in_time(
+    services_config, pg_server, pg_database, monkeypatch
+):
     """Planted bug: a failing heartbeat is only logged, and the work goes on past the lease."""
-    config = services_config(clock={"mode": "manual"}, store={"url": pg_server.url(pg_database), "lease_seconds": 1.5})
+    config = services_config(
+        clock={"mode": "manual"}, store={"url": pg_server.url(pg_database), "lease_seconds": 1.5}
+    )
     async with open_services(config) as services:
-        cid = (await services.store.run(channel_store.create, {"name": "A"}, None, services.clock.now())).channel.id
+        cid = (
+            await services.store.run(
+                channel_store.create, {"name": "A"}, None, services.clock.now()
+            )
+        ).channel.id
 
         async def unreachable() -> None:
             async def fail(*_args):
                 raise ConnectionError("the server went away")
+
             monkeypatch.setattr(leases, "heartbeat", fail)
 
         assert await _hold_until_stopped(services, cid, unreachable) == ["working", "stopped"]
-        assert (await services.store.run(leases.holder, cid, "sync"))[0] == ""  # released on the way out
+        assert (await services.store.run(leases.holder, cid, "sync"))[
+            0
+        ] == ""  # released on the way out

@@ -32,15 +32,22 @@ class Setup:
         self.config = os.path.join(root, "k.toml")
         self.db = os.path.join(self.state, database or "kuloo.sqlite3")
         with open(self.config, "w") as f:
-            f.write(f'[daemon]\nstate_dir = "{self.state}"\nshutdown_grace_seconds = 2\n'
-                    f'[control]\nsocket = "{root}/c.sock"\n[log]\nformat = "json"\nlevel = "debug"\n'
-                    '[links]\npublic_url = "https://links.example.com"\n'
-                    + (f'[store]\ndatabase = "{database}"\n' if database else ""))
+            f.write(
+                f'[daemon]\nstate_dir = "{self.state}"\nshutdown_grace_seconds = 2\n'
+                f'[control]\nsocket = "{root}/c.sock"\n[log]\nformat = "json"\nlevel = "debug"\n'
+                '[links]\npublic_url = "https://links.example.com"\n'
+                + (f'[store]\ndatabase = "{database}"\n' if database else "")
+            )
 
     def cli(self, command: str, *, wrap: list[str] | None = None):
         args = [sys.executable, "-m", "kuloo_daemon.cli", command, "--config", self.config]
-        return subprocess.run((wrap or []) + args, capture_output=True, text=True, timeout=40,
-                              env={**os.environ, "NOTIFY_SOCKET": ""})
+        return subprocess.run(
+            (wrap or []) + args,
+            capture_output=True,
+            text=True,
+            timeout=40,
+            env={**os.environ, "NOTIFY_SOCKET": ""},
+        )
 
     def healthy_database(self) -> None:
         r = self.cli("migrate")
@@ -161,7 +168,10 @@ def test_a_symlink_to_a_system_file_is_refused_by_the_config(short_tmp):
     os.symlink("/etc/passwd", s.db)
     for command in COMMANDS:
         r = s.cli(command)
-        assert r.returncode == 2 and f"'{s.db}' leads to '/etc/passwd', in the system folder /etc" in r.stderr
+        assert (
+            r.returncode == 2
+            and f"'{s.db}' leads to '/etc/passwd', in the system folder /etc" in r.stderr
+        )
     assert os.stat("/etc/passwd").st_mode & 0o777 == 0o644, "never touched"
 
 
@@ -184,8 +194,13 @@ def test_start_up_is_bounded_even_when_tortoise_itself_hangs(short_tmp, command)
     os.makedirs(s.state)
     with open(s.db, "wb") as f:
         f.write(os.urandom(8192))
-    r = subprocess.run([sys.executable, "-c", WITHOUT_CHECK, command, "--config", s.config],
-                       capture_output=True, text=True, timeout=40, env={**os.environ, "NOTIFY_SOCKET": ""})
+    r = subprocess.run(
+        [sys.executable, "-c", WITHOUT_CHECK, command, "--config", s.config],
+        capture_output=True,
+        text=True,
+        timeout=40,
+        env={**os.environ, "NOTIFY_SOCKET": ""},
+    )
     out = one_line(r)
     assert out.startswith(f"kuloo-daemon: {s.db}: ") and "did not" in out and "within 2 s" in out
 
@@ -197,22 +212,43 @@ def test_a_second_daemon_on_the_same_state_is_refused(daemon_factory, short_tmp)
     first = daemon_factory(sub="a").start()
     first.wait_for("READY=1")
     db = os.path.join(first.root, "state", "kuloo.sqlite3")
-    r = subprocess.run([sys.executable, "-m", "kuloo_daemon.cli", "run", "--config", str(first.config_path),
-                        "--socket", os.path.join(short_tmp, "other.sock")],
-                       capture_output=True, text=True, timeout=40, env={**os.environ, "NOTIFY_SOCKET": ""})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kuloo_daemon.cli",
+            "run",
+            "--config",
+            str(first.config_path),
+            "--socket",
+            os.path.join(short_tmp, "other.sock"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=40,
+        env={**os.environ, "NOTIFY_SOCKET": ""},
+    )
     out = one_line(r)
     assert f"{db}.lock: another kuloo-daemon (pid {first.proc.pid}) holds this state" in out
     assert "PostgreSQL" in out
     assert not os.path.exists(os.path.join(short_tmp, "other.sock"))
     # migrate while the daemon runs: refused too (the daemon migrates when it starts)
-    r = subprocess.run([sys.executable, "-m", "kuloo_daemon.cli", "migrate", "--config", str(first.config_path)],
-                       capture_output=True, text=True, timeout=40)
+    r = subprocess.run(
+        [sys.executable, "-m", "kuloo_daemon.cli", "migrate", "--config", str(first.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=40,
+    )
     assert "another kuloo-daemon" in one_line(r)
     with first.client() as c:
         assert c.call("status")["pid"] == first.proc.pid
     assert first.stop() == 0
-    r = subprocess.run([sys.executable, "-m", "kuloo_daemon.cli", "migrate", "--config", str(first.config_path)],
-                       capture_output=True, text=True, timeout=40)
+    r = subprocess.run(
+        [sys.executable, "-m", "kuloo_daemon.cli", "migrate", "--config", str(first.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=40,
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -228,8 +264,10 @@ def test_the_lock_covers_the_database_and_the_state_folder(short_tmp):
     os.makedirs(third)
     same_dir = Setup(third, "second.sqlite3")
     with open(same_dir.config, "w") as f:
-        f.write(f'[daemon]\nstate_dir = "{s.state}"\n[control]\nsocket = "{short_tmp}/t.sock"\n'
-                '[store]\ndatabase = "second.sqlite3"\n')
+        f.write(
+            f'[daemon]\nstate_dir = "{s.state}"\n[control]\nsocket = "{short_tmp}/t.sock"\n'
+            '[store]\ndatabase = "second.sqlite3"\n'
+        )
     ready, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -241,7 +279,9 @@ def test_the_lock_covers_the_database_and_the_state_folder(short_tmp):
     t.start()
     try:
         assert ready.wait(10)
-        assert f"{s.db}.lock: another kuloo-daemon (pid {os.getpid()})" in one_line(same_db.cli("migrate"))
+        assert f"{s.db}.lock: another kuloo-daemon (pid {os.getpid()})" in one_line(
+            same_db.cli("migrate")
+        )
         assert f"{s.state}: another kuloo-daemon" in one_line(same_dir.cli("migrate"))
     finally:
         release.set()
@@ -261,7 +301,12 @@ def test_modes_are_private_whatever_the_umask(daemon_factory):
     state = d.root / "state"
     db = state / "kuloo.sqlite3"
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
-    for path in (db, state / "kuloo.sqlite3-wal", state / "kuloo.sqlite3-shm", state / "kuloo.sqlite3.lock"):
+    for path in (
+        db,
+        state / "kuloo.sqlite3-wal",
+        state / "kuloo.sqlite3-shm",
+        state / "kuloo.sqlite3.lock",
+    ):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 

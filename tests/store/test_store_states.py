@@ -74,22 +74,34 @@ def test_outbox_pending_becomes_queued(short_tmp):
     asyncio.run(migrate("models.0002_connection_checked_at"))
     con = sqlite3.connect(db)
     now = "2026-01-05 09:00:00+00:00"
-    con.execute("INSERT INTO channel (id, name, plan, add_all_users_to_crm, sequential_tags, sender, postal_address,"
-                " connection_status, connection_problems, sync_state, sync_status, created_at, updated_at)"
-                " VALUES (1, 'c', 'free', 0, '[]', '', '', 'none', '[]', '{}', '', ?, ?)", (now, now))
-    con.execute("INSERT INTO kuloo_user (id, channel_id, kuloo_id, email, first_name, last_name, source, frequency,"
-                " unsubscribed, add_to_crm, promo_tags, sync_error, synced_values, created_at, updated_at)"
-                " VALUES (1, 1, 'K1', 'a@b.test', '', '', '', 'weekly', 0, 0, '[]', '', '{}', ?, ?)", (now, now))
+    con.execute(
+        "INSERT INTO channel (id, name, plan, add_all_users_to_crm, sequential_tags, sender, postal_address,"
+        " connection_status, connection_problems, sync_state, sync_status, created_at, updated_at)"
+        " VALUES (1, 'c', 'free', 0, '[]', '', '', 'none', '[]', '{}', '', ?, ?)",
+        (now, now),
+    )
+    con.execute(
+        "INSERT INTO kuloo_user (id, channel_id, kuloo_id, email, first_name, last_name, source, frequency,"
+        " unsubscribed, add_to_crm, promo_tags, sync_error, synced_values, created_at, updated_at)"
+        " VALUES (1, 1, 'K1', 'a@b.test', '', '', '', 'weekly', 0, 0, '[]', '', '{}', ?, ?)",
+        (now, now),
+    )
     for i, state in enumerate(["pending", "sent", "pending"], 1):
-        con.execute("INSERT INTO outbox_message (id, channel_id, user_id, kind, state, message_id, attempts,"
-                    " last_error, created_at, updated_at) VALUES (?, 1, 1, 'digest', ?, ?, 0, '', ?, ?)",
-                    (i, state, f"<{i}@k>", now, now))
+        con.execute(
+            "INSERT INTO outbox_message (id, channel_id, user_id, kind, state, message_id, attempts,"
+            " last_error, created_at, updated_at) VALUES (?, 1, 1, 'digest', ?, ?, 0, '', ?, ?)",
+            (i, state, f"<{i}@k>", now, now),
+        )
     con.commit()
     con.close()
 
     asyncio.run(migrate())
     con = sqlite3.connect(db)
-    assert [r[0] for r in con.execute("SELECT state FROM outbox_message ORDER BY id")] == ["queued", "sent", "queued"]
+    assert [r[0] for r in con.execute("SELECT state FROM outbox_message ORDER BY id")] == [
+        "queued",
+        "sent",
+        "queued",
+    ]
     assert con.execute("SELECT reason FROM sync_run").fetchall() == []
     assert [r[0] for r in con.execute("SELECT name FROM channel")] == ["c"]
     con.close()

@@ -73,8 +73,13 @@ async def test_links_to_existing_users_count_toward_the_cap_within_the_batch(sto
     the batch's import after it overshoots the cap."""
     ch = await free_channel(store)
     for n in range(CAP):
-        await store.run(user_store.add, ch, {"email": f"u{n}@example.com", "source": Source.ADMIN},
-                        Actor.ADMIN, T0)
+        await store.run(
+            user_store.add,
+            ch,
+            {"email": f"u{n}@example.com", "source": Source.ADMIN},
+            Actor.ADMIN,
+            T0,
+        )
     records = [lead(n, f"u{n}@example.com") for n in range(CAP)] + [lead(50, "new@example.com")]
     await apply(store, ch, records)
     assert await counts(store, ch) == (CAP, 1)

@@ -46,19 +46,33 @@ async def query(store, make):
 
 
 async def make_channel(store, name="Acme", tags=TAGS) -> int:
-    created = await store.run(channel_store.create, {"name": name, "sequential_tags": tags}, None, T0)
+    created = await store.run(
+        channel_store.create, {"name": name, "sequential_tags": tags}, None, T0
+    )
     return created.channel.id
 
 
 async def add(store, channel_id, email, at=T0, actor=Actor.ADMIN, **fields):
-    return await store.run(users.add, channel_id, {"email": email, "source": Source.ADMIN, **fields}, actor, at)
+    return await store.run(
+        users.add, channel_id, {"email": email, "source": Source.ADMIN, **fields}, actor, at
+    )
 
 
 async def test_add_keeps_defaults_a_stable_kuloo_id_and_an_audit_entry(store):
     ch = await make_channel(store)
     u = await add(store, ch, "Ada@Example.com", first_name="Ada")
-    assert (u.email, u.first_name, u.last_name, u.source) == ("Ada@Example.com", "Ada", "", Source.ADMIN)
-    assert (u.frequency, u.unsubscribed, u.add_to_crm, u.promo_tags) == (Frequency.WEEKLY, False, False, ())
+    assert (u.email, u.first_name, u.last_name, u.source) == (
+        "Ada@Example.com",
+        "Ada",
+        "",
+        Source.ADMIN,
+    )
+    assert (u.frequency, u.unsubscribed, u.add_to_crm, u.promo_tags) == (
+        Frequency.WEEKLY,
+        False,
+        False,
+        (),
+    )
     assert (u.crm, u.sync_error, u.last_active, u.revision) == (None, "", None, 1)
     assert u.created_at == u.updated_at == T0
     assert len(u.kuloo_id) == 32 and u.kuloo_id.isalnum()
@@ -89,6 +103,7 @@ async def test_the_database_key_backs_the_email_check(store, monkeypatch):
 
     async def nobody_has_it(*_args, **_kwargs):
         return None
+
     monkeypatch.setattr(users, "_email_taken", nobody_has_it)
     with pytest.raises(Conflict, match="already has the email"):
         await add(store, ch, "Ada@Example.com")
@@ -103,7 +118,9 @@ async def test_add_checks_promo_tags_against_the_channel_and_writes_tag_rows(sto
     assert await query(store, lambda: UserRow.all().count()) == 0  # nothing half-made
     u = await add(store, ch, "a@example.com", promo_tags=["webinar", "onboarding"])
     assert u.promo_tags == ("webinar", "onboarding")
-    rows = await query(store, lambda: UserTag.filter(user_id=u.id).order_by("tag").values_list("tag", flat=True))
+    rows = await query(
+        store, lambda: UserTag.filter(user_id=u.id).order_by("tag").values_list("tag", flat=True)
+    )
     assert rows == ["onboarding", "webinar"]
 
 
@@ -128,9 +145,23 @@ async def test_update_audits_each_changed_field_and_stamps_its_change_time(store
     ch = await make_channel(store)
     u = await add(store, ch, "ada@example.com")
     t1 = T0 + timedelta(hours=1)
-    done = await store.run(users.update, u.id, {"frequency": "daily", "unsubscribed": False,
-                                                "promo_tags": ["webinar"], "first_name": "Ada"}, Actor.APP, t1)
-    assert set(done.changed) == {"frequency", "promo_tags", "first_name"}  # unsubscribed was already False
+    done = await store.run(
+        users.update,
+        u.id,
+        {
+            "frequency": "daily",
+            "unsubscribed": False,
+            "promo_tags": ["webinar"],
+            "first_name": "Ada",
+        },
+        Actor.APP,
+        t1,
+    )
+    assert set(done.changed) == {
+        "frequency",
+        "promo_tags",
+        "first_name",
+    }  # unsubscribed was already False
     assert done.user.revision == 2 and done.user.updated_at == t1
     assert done.user.changed_at == {"frequency": t1, "promo_tags": t1, "first_name": t1}
     entries = await store.run(users.audit, u.id, 10)
@@ -151,8 +182,13 @@ async def test_update_audits_each_changed_field_and_stamps_its_change_time(store
 async def test_an_update_that_changes_nothing_writes_nothing(store):
     ch = await make_channel(store)
     u = await add(store, ch, "ada@example.com", first_name="Ada")
-    done = await store.run(users.update, u.id, {"first_name": "Ada", "frequency": "weekly"}, Actor.ADMIN,
-                           T0 + timedelta(days=1))
+    done = await store.run(
+        users.update,
+        u.id,
+        {"first_name": "Ada", "frequency": "weekly"},
+        Actor.ADMIN,
+        T0 + timedelta(days=1),
+    )
     assert done.changed == () and done.user == u
     assert len(await store.run(users.audit, u.id, 10)) == 1
 
@@ -179,9 +215,13 @@ async def test_update_checks_promo_tags_and_rewrites_tag_rows(store):
     with pytest.raises(Invalid):
         await store.run(users.update, u.id, {"promo_tags": ["gone"]}, Actor.ADMIN, T0)
     await store.run(users.update, u.id, {"promo_tags": ["webinar", "pro-tips"]}, Actor.ADMIN, T0)
-    rows = await query(store, lambda: UserTag.filter(user_id=u.id).order_by("tag").values_list("tag", flat=True))
+    rows = await query(
+        store, lambda: UserTag.filter(user_id=u.id).order_by("tag").values_list("tag", flat=True)
+    )
     assert rows == ["pro-tips", "webinar"]
-    reordered = await store.run(users.update, u.id, {"promo_tags": ["pro-tips", "webinar"]}, Actor.ADMIN, T0)
+    reordered = await store.run(
+        users.update, u.id, {"promo_tags": ["pro-tips", "webinar"]}, Actor.ADMIN, T0
+    )
     assert reordered.changed == () and reordered.user.promo_tags == ("webinar", "pro-tips")
     await store.run(users.update, u.id, {"promo_tags": []}, Actor.ADMIN, T0)
     assert await query(store, lambda: UserTag.filter(user_id=u.id).count()) == 0
@@ -198,11 +238,19 @@ async def test_opting_out_cancels_queued_mail_only(store):
 
     async def queue():
         for i, state in enumerate([OutboxState.QUEUED, OutboxState.SENT, OutboxState.QUEUED]):
-            await OutboxMessage.create(channel_id=ch, user_id=u.id, kind="digest", state=state.value,
-                                       message_id=f"<m{i}@kuloo>")
+            await OutboxMessage.create(
+                channel_id=ch,
+                user_id=u.id,
+                kind="digest",
+                state=state.value,
+                message_id=f"<m{i}@kuloo>",
+            )
+
     await store.run(queue)
     await store.run(users.update, u.id, {"unsubscribed": True}, Actor.APP, T0)
-    states = await query(store, lambda: OutboxMessage.all().order_by("id").values_list("state", flat=True))
+    states = await query(
+        store, lambda: OutboxMessage.all().order_by("id").values_list("state", flat=True)
+    )
     assert states == ["cancelled", "sent", "cancelled"]
 
 
@@ -227,8 +275,14 @@ async def test_apply_changes_keeps_each_tag_once(store):
 
     async def tag_twice():
         row = await UserRow.get(id=u.id)
-        return await users.apply_changes(row, {"promo_tags": ["webinar", "onboarding", "webinar"]},
-                                          actor=Actor.SYNC, now=T0, note="from Sell")
+        return await users.apply_changes(
+            row,
+            {"promo_tags": ["webinar", "onboarding", "webinar"]},
+            actor=Actor.SYNC,
+            now=T0,
+            note="from Sell",
+        )
+
     assert await store.run(tag_twice) == ("promo_tags",)
     assert (await store.run(users.get, u.id)).promo_tags == ("webinar", "onboarding")
     [entry, _added] = await store.run(users.audit, u.id, 10)
@@ -242,6 +296,7 @@ async def test_apply_changes_refuses_fields_that_are_not_editable(store):
     async def change_source():
         row = await UserRow.get(id=u.id)
         await users.apply_changes(row, {"source": "sync"}, actor=Actor.SYNC, now=T0)
+
     with pytest.raises(ValueError, match="source"):
         await store.run(change_source)
 
@@ -253,19 +308,30 @@ async def seed_list(store):
         ("bob@example.com", "Bob", "Builder", {"frequency": "daily"}),
         ("carol@corp.test", "Carol", "Lovelace", {"unsubscribed": True, "frequency": "daily"}),
         ("dan@example.com", "Dan", "", {"promo_tags": ["webinar"], "source": Source.APP}),
-        ("eve@corp.test", "Eve", "Adams", {"promo_tags": ["onboarding", "webinar"], "frequency": "disabled"}),
+        (
+            "eve@corp.test",
+            "Eve",
+            "Adams",
+            {"promo_tags": ["onboarding", "webinar"], "frequency": "disabled"},
+        ),
     ]
     ids = []
     for email, first, last, extra in people:
         fields = {"source": Source.ADMIN, **extra}
-        u = await store.run(users.add, ch, {"email": email, "first_name": first, "last_name": last, **fields},
-                            Actor.ADMIN, T0)
+        u = await store.run(
+            users.add,
+            ch,
+            {"email": email, "first_name": first, "last_name": last, **fields},
+            Actor.ADMIN,
+            T0,
+        )
         ids.append(u.id)
 
     async def link_and_fail():
         await UserRow.filter(id=ids[0]).update(crm_kind=CrmKind.LEAD.value, crm_id=11)
         await UserRow.filter(id=ids[1]).update(crm_kind=CrmKind.CONTACT.value, crm_id=12)
         await UserRow.filter(id=ids[2]).update(sync_error="over the plan's limit")
+
     await store.run(link_and_fail)
     return ch, ids
 
@@ -299,7 +365,9 @@ async def test_list_filters(store):
     assert await emails(store, ch, crm_kind="lead") == ["ada@example.com"]
     assert await emails(store, ch, crm_kind="contact") == ["bob@example.com"]
     assert len(await emails(store, ch, crm_kind="none")) == 3
-    assert await emails(store, ch, promo="webinar", query="eve", subscription="disabled") == ["eve@corp.test"]
+    assert await emails(store, ch, promo="webinar", query="eve", subscription="disabled") == [
+        "eve@corp.test"
+    ]
     # another channel's users never show
     other = await make_channel(store, "Other")
     await add(store, other, "zed@example.com", promo_tags=["webinar"])
@@ -309,8 +377,13 @@ async def test_list_filters(store):
 
 async def test_search_follows_edits_of_email_and_names(store):
     ch, ids = await seed_list(store)
-    await store.run(users.update, ids[0], {"last_name": "Byron", "email": "countess@Analytical.org"},
-                    Actor.ADMIN, T0)
+    await store.run(
+        users.update,
+        ids[0],
+        {"last_name": "Byron", "email": "countess@Analytical.org"},
+        Actor.ADMIN,
+        T0,
+    )
     assert await emails(store, ch, query="lovelace") == ["carol@corp.test"]
     assert await emails(store, ch, query="BYRON") == ["countess@Analytical.org"]
     assert await emails(store, ch, query="analytical") == ["countess@Analytical.org"]
@@ -356,7 +429,9 @@ async def test_audit_is_newest_first_and_limited(store):
     ch = await make_channel(store)
     u = await add(store, ch, "a@example.com")
     for i, freq in enumerate(["daily", "monthly", "weekly"]):
-        await store.run(users.update, u.id, {"frequency": freq}, Actor.ADMIN, T0 + timedelta(minutes=i + 1))
+        await store.run(
+            users.update, u.id, {"frequency": freq}, Actor.ADMIN, T0 + timedelta(minutes=i + 1)
+        )
     entries = await store.run(users.audit, u.id, 2)
     assert [e.new for e in entries] == ["weekly", "monthly"]
     assert entries[0].at == T0 + timedelta(minutes=3)
@@ -376,8 +451,17 @@ async def test_sync_schedule_inputs_give_each_verified_channels_last_counted_run
     async def setup():
         ids = []
         for name in ("A", "B", "C"):
-            ids.append((await Channel.create(name=name, plan="pro", sell_token="t" * 24, verified_at=T0,
-                                             connection_status="verified" if name != "C" else "unverified")).id)
+            ids.append(
+                (
+                    await Channel.create(
+                        name=name,
+                        plan="pro",
+                        sell_token="t" * 24,
+                        verified_at=T0,
+                        connection_status="verified" if name != "C" else "unverified",
+                    )
+                ).id
+            )
         a, b, _c = ids
         await SyncRun.create(channel_id=a, started_at=T0, status="ok")
         await SyncRun.create(channel_id=a, started_at=T0 + timedelta(minutes=5), status="partial")
@@ -386,8 +470,10 @@ async def test_sync_schedule_inputs_give_each_verified_channels_last_counted_run
         return ids
 
     a, b, _c = await store.run(setup)
-    inputs = {cid: (plan.value, last, verified) for cid, plan, last, verified in
-              await store.run(sync_runs.sync_schedule_inputs)}
+    inputs = {
+        cid: (plan.value, last, verified)
+        for cid, plan, last, verified in await store.run(sync_runs.sync_schedule_inputs)
+    }
     assert inputs == {a: ("pro", T0 + timedelta(minutes=5), T0), b: ("pro", None, T0)}
     assert [row[0] for row in await store.run(sync_runs.sync_schedule_inputs, b)] == [b]
     assert await store.run(sync_runs.sync_schedule_inputs, _c) == []
@@ -404,9 +490,18 @@ async def test_rows_made_without_tortoises_checks_are_the_rows_it_makes_and_shar
     from kuloo_daemon.store.models import AuditEntry
 
     ch = await make_channel(store)
-    fields = {"email": "Ann@Example.com", "first_name": "Ann", "promo_tags": ["webinar"], "source": Source.SYNC,
-              "add_to_crm": False, "crm_kind": "lead", "crm_id": 7, "crm_linked_at": T0,
-              "synced_values": {"KulooId": None}, "frequency": "weekly"}
+    fields = {
+        "email": "Ann@Example.com",
+        "first_name": "Ann",
+        "promo_tags": ["webinar"],
+        "source": Source.SYNC,
+        "add_to_crm": False,
+        "crm_kind": "lead",
+        "crm_id": 7,
+        "crm_linked_at": T0,
+        "synced_values": {"KulooId": None},
+        "frequency": "weekly",
+    }
 
     def state(row):
         return {k: v for k, v in row.__dict__.items() if k != "kuloo_id"}
@@ -422,11 +517,24 @@ async def test_rows_made_without_tortoises_checks_are_the_rows_it_makes_and_shar
         plain.changed_at["email"] = "x"
         checked.id = bare.id = 5
         entry = users.audit_entry(bare, "first_name", "A", "B", actor=Actor.SYNC, now=T0, note="n")
-        made = AuditEntry(channel_id=ch, user_id=5, at=T0, actor="sync", field="first_name", old='"A"', new='"B"',
-                          note="n")
+        made = AuditEntry(
+            channel_id=ch,
+            user_id=5,
+            at=T0,
+            actor="sync",
+            field="first_name",
+            old='"A"',
+            new='"B"',
+            note="n",
+        )
         tags = users._tag_rows(bare, ["webinar", "onboarding", "webinar"])
-        return (state(checked) == state(bare), same_plain, (other.promo_tags, other.synced_values, other.changed_at),
-                entry.__dict__ == made.__dict__, [(t.user_id, t.channel_id, t.tag, t.id) for t in tags])
+        return (
+            state(checked) == state(bare),
+            same_plain,
+            (other.promo_tags, other.synced_values, other.changed_at),
+            entry.__dict__ == made.__dict__,
+            [(t.user_id, t.channel_id, t.tag, t.id) for t in tags],
+        )
 
     same, same_plain, other_defaults, same_entry, tags = await store.run(make)
     assert same and same_plain and same_entry
@@ -440,14 +548,28 @@ async def test_insert_many_gives_the_users_insert_gives(store):
     from tortoise.transactions import in_transaction
 
     ch = await make_channel(store)
-    fields = {"first_name": "Ann", "last_name": "Lee", "promo_tags": ["webinar", "onboarding"], "source": Source.SYNC,
-              "add_to_crm": False, "crm_kind": "lead", "crm_id": 7, "crm_linked_at": T0, "frequency": "monthly",
-              "unsubscribed": True, "synced_values": {"Promo": ["onboarding", "webinar"]}}
+    fields = {
+        "first_name": "Ann",
+        "last_name": "Lee",
+        "promo_tags": ["webinar", "onboarding"],
+        "source": Source.SYNC,
+        "add_to_crm": False,
+        "crm_kind": "lead",
+        "crm_id": 7,
+        "crm_linked_at": T0,
+        "frequency": "monthly",
+        "unsubscribed": True,
+        "synced_values": {"Promo": ["onboarding", "webinar"]},
+    }
 
     async def both():
         async with in_transaction():
-            one = await users.insert(ch, {**fields, "email": "one@example.com"}, actor=Actor.SYNC, now=T0, note="n")
-            two = users.new_row(ch, {**fields, "email": "two@example.com", "crm_id": 8}, T0, checked=False)
+            one = await users.insert(
+                ch, {**fields, "email": "one@example.com"}, actor=Actor.SYNC, now=T0, note="n"
+            )
+            two = users.new_row(
+                ch, {**fields, "email": "two@example.com", "crm_id": 8}, T0, checked=False
+            )
             pending: list = []
             await users.insert_many([(two, "n")], actor=Actor.SYNC, now=T0, pending=pending)
             await users.save_pending(pending)
@@ -456,15 +578,32 @@ async def test_insert_many_gives_the_users_insert_gives(store):
     one, two = await store.run(both)
     a, b = await store.run(users.get, one), await store.run(users.get, two)
     differ = {"id", "kuloo_id", "email", "crm"}
-    assert {k: v for k, v in a.__dict__.items() if k not in differ} == \
-        {k: v for k, v in b.__dict__.items() if k not in differ}
-    assert (b.email, b.crm, b.promo_tags) == ("two@example.com", users.CrmLink(CrmKind.LEAD, 8), ("webinar", "onboarding"))
-    tags = await query(store, lambda: UserTag.filter(user_id=two).order_by("id").values_list("tag", flat=True))
+    assert {k: v for k, v in a.__dict__.items() if k not in differ} == {
+        k: v for k, v in b.__dict__.items() if k not in differ
+    }
+    assert (b.email, b.crm, b.promo_tags) == (
+        "two@example.com",
+        users.CrmLink(CrmKind.LEAD, 8),
+        ("webinar", "onboarding"),
+    )
+    tags = await query(
+        store, lambda: UserTag.filter(user_id=two).order_by("id").values_list("tag", flat=True)
+    )
     assert tags == ["webinar", "onboarding"]
     [entry] = await store.run(users.audit, two, 10)
-    assert (entry.actor, entry.field, entry.old, entry.new, entry.note) == ("sync", "", None, "two@example.com", "n")
+    assert (entry.actor, entry.field, entry.old, entry.new, entry.note) == (
+        "sync",
+        "",
+        None,
+        "two@example.com",
+        "n",
+    )
     for u in (a, b):
-        assert (await store.run(users.list_page, ch, users.Filters(query=u.email.split("@")[0]), None, 10)).total == 1
+        assert (
+            await store.run(
+                users.list_page, ch, users.Filters(query=u.email.split("@")[0]), None, 10
+            )
+        ).total == 1
 
 
 async def test_row_writes_write_each_row_its_latest_values_once_flushed(store):
@@ -492,7 +631,11 @@ async def test_row_writes_write_each_row_its_latest_values_once_flushed(store):
             rows[d.id].synced_values = {"Subscription": "daily"}
             writes.save(rows[d.id], ["synced_values"])
             rb.first_name = "not saved"
-            before = await UserRow.filter(id__in=[a.id, b.id]).order_by("id").values_list("first_name", "synced_values")
+            before = (
+                await UserRow.filter(id__in=[a.id, b.id])
+                .order_by("id")
+                .values_list("first_name", "synced_values")
+            )
             await writes.flush()
             await writes.flush()  # nothing left to write
         return before
@@ -502,12 +645,25 @@ async def test_row_writes_write_each_row_its_latest_values_once_flushed(store):
     assert (got[a.id].first_name, got[a.id].last_name) == ("A2", "Zed")
     assert (got[b.id].first_name, got[b.id].last_name) == ("B", "")
     assert (got[c.id].first_name, got[c.id].revision) == ("C", c.revision)
-    values = dict(await query(store, lambda: UserRow.filter(id__in=[a.id, b.id, c.id, d.id]).values_list(
-        "id", "synced_values")))
-    assert values == {a.id: {}, b.id: {"Promo": ["webinar"]}, c.id: {}, d.id: {"Subscription": "daily"}}
+    values = dict(
+        await query(
+            store,
+            lambda: UserRow.filter(id__in=[a.id, b.id, c.id, d.id]).values_list(
+                "id", "synced_values"
+            ),
+        )
+    )
+    assert values == {
+        a.id: {},
+        b.id: {"Promo": ["webinar"]},
+        c.id: {},
+        d.id: {"Subscription": "daily"},
+    }
 
 
-async def test_apply_changes_in_a_unit_of_work_defers_its_update_and_audit_but_not_a_new_email(store):
+async def test_apply_changes_in_a_unit_of_work_defers_its_update_and_audit_but_not_a_new_email(
+    store,
+):
     """With ``pending`` and ``writes`` (a sync batch) the UPDATE and the audit entries wait for the
     unit's flush, in order; a new email is written at once, so a later check of the same unit
     finds the address taken. Planted bug: the email deferred too."""
@@ -524,13 +680,31 @@ async def test_apply_changes_in_a_unit_of_work_defers_its_update_and_audit_but_n
             row = await UserRow.get(id=u.id)
             pending: list = []
             writes = users.RowWrites()
-            await users.apply_changes(row, {"first_name": "Ann"}, actor=Actor.SYNC, now=t1, note="one",
-                                      pending=pending, writes=writes)
-            mid = (await UserRow.filter(id=u.id).values_list("first_name", flat=True),
-                   await AuditEntry.filter(user_id=u.id).count())
-            await users.apply_changes(row, {"email": "Ann.New@example.com"}, actor=Actor.SYNC, now=t1, note="two",
-                                      pending=pending, writes=writes)
-            taken = await UserRow.filter(channel_id=ch, email_key="ann.new@example.com").values_list("id", flat=True)
+            await users.apply_changes(
+                row,
+                {"first_name": "Ann"},
+                actor=Actor.SYNC,
+                now=t1,
+                note="one",
+                pending=pending,
+                writes=writes,
+            )
+            mid = (
+                await UserRow.filter(id=u.id).values_list("first_name", flat=True),
+                await AuditEntry.filter(user_id=u.id).count(),
+            )
+            await users.apply_changes(
+                row,
+                {"email": "Ann.New@example.com"},
+                actor=Actor.SYNC,
+                now=t1,
+                note="two",
+                pending=pending,
+                writes=writes,
+            )
+            taken = await UserRow.filter(
+                channel_id=ch, email_key="ann.new@example.com"
+            ).values_list("id", flat=True)
             await users.save_pending(pending)
             await writes.flush()
         return mid, taken
@@ -538,15 +712,26 @@ async def test_apply_changes_in_a_unit_of_work_defers_its_update_and_audit_but_n
     mid, taken = await store.run(go)
     assert mid == ([""], 1) and taken == [u.id]
     got = await store.run(users.get, u.id)
-    assert (got.first_name, got.email, got.revision, got.updated_at) == ("Ann", "Ann.New@example.com", 3, t1)
+    assert (got.first_name, got.email, got.revision, got.updated_at) == (
+        "Ann",
+        "Ann.New@example.com",
+        3,
+        t1,
+    )
     assert set(got.changed_at) == {"first_name", "email"}
     log = await store.run(users.audit, u.id, 10)
-    assert [(e.field, e.note) for e in log] == [("email", "two"), ("first_name", "one"), ("", log[-1].note)]
+    assert [(e.field, e.note) for e in log] == [
+        ("email", "two"),
+        ("first_name", "one"),
+        ("", log[-1].note),
+    ]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # SQLite's plan (PostgreSQL
 # plans the same OR as a bitmap OR, on statistics a test's few rows do not give)
-async def test_a_batchs_lookups_search_their_indexes_instead_of_reading_the_whole_channel(store, backend):
+async def test_a_batchs_lookups_search_their_indexes_instead_of_reading_the_whole_channel(
+    store, backend
+):
     """The users and errors a batch of the change feed may concern (by link, KulooId, email;
     by record, by user) are found through their indexes: each branch of the OR carries the
     channel, so SQLite plans a multi-index OR, not a read of every user of the channel per
@@ -558,15 +743,20 @@ async def test_a_batchs_lookups_search_their_indexes_instead_of_reading_the_whol
     from kuloo_daemon.store.sync.types import RecordIn
 
     ch = await make_channel(store)
-    records = [RecordIn("lead", 7, {"KulooId": "k1"}, "A@example.com", T0),
-               RecordIn("contact", 8, {"KulooId": None}, "b@example.com", T0)]
+    records = [
+        RecordIn("lead", 7, {"KulooId": "k1"}, "A@example.com", T0),
+        RecordIn("contact", 8, {"KulooId": None}, "b@example.com", T0),
+    ]
 
     async def plans():
         out = []
-        for query in (sync_lookups.users_matching(ch, records, [("lead", 7), ("contact", 8)]),
-                      sync_errors.errors_matching(ch, [("lead", 7), ("contact", 8)], [1, 2])):
+        for query in (
+            sync_lookups.users_matching(ch, records, [("lead", 7), ("contact", 8)]),
+            sync_errors.errors_matching(ch, [("lead", 7), ("contact", 8)], [1, 2]),
+        ):
             rows = await connections.get("default").execute_query_dict(
-                "EXPLAIN QUERY PLAN " + query.sql(params_inline=True))
+                "EXPLAIN QUERY PLAN " + query.sql(params_inline=True)
+            )
             out.append([r["detail"] for r in rows])
         return out
 
@@ -574,11 +764,15 @@ async def test_a_batchs_lookups_search_their_indexes_instead_of_reading_the_whol
         assert plan[0] == "MULTI-INDEX OR", plan
         searches = [d for d in plan if d.startswith(("SEARCH", "SCAN"))]
         # every branch searches with more than the channel: no "(channel_id=?)" alone
-        assert searches and all(d.startswith("SEARCH") and "(channel_id=?)" not in d for d in searches), plan
+        assert searches and all(
+            d.startswith("SEARCH") and "(channel_id=?)" not in d for d in searches
+        ), plan
     assert sync_errors.errors_matching(ch, [], []) is None
 
 
-async def test_plan_pushes_stamps_every_intent_before_any_post_and_a_stamped_user_is_looked_up_first(store):
+async def test_plan_pushes_stamps_every_intent_before_any_post_and_a_stamped_user_is_looked_up_first(
+    store,
+):
     """Users to push as new leads get ``crm_push_at`` in the planning unit itself (one UPDATE for
     all), so the next plan — after a crash or an ambiguous create — looks each one up before a
     second POST. Planted bug: the stamps not written (the sync e2e tests still pass: the feed
@@ -591,8 +785,10 @@ async def test_plan_pushes_stamps_every_intent_before_any_post_and_a_stamped_use
     t1, t2 = T0 + timedelta(minutes=5), T0 + timedelta(minutes=10)
     first = await store.run(sync_pushes.plan_pushes, ch, t1)
     assert [(p.user_id, p.look_up_first) for p in first.creates] == [(a.id, False), (b.id, False)]
-    stamps = await query(store, lambda: UserRow.filter(channel_id=ch).order_by("id").values_list("crm_push_at",
-                                                                                                  flat=True))
+    stamps = await query(
+        store,
+        lambda: UserRow.filter(channel_id=ch).order_by("id").values_list("crm_push_at", flat=True),
+    )
     assert stamps == [t1, t1, None]
     again = await store.run(sync_pushes.plan_pushes, ch, t2)
     assert [(p.user_id, p.look_up_first) for p in again.creates] == [(a.id, True), (b.id, True)]

@@ -57,7 +57,8 @@ def _no_lead_conversions_posted(request):
     guard = request.getfixturevalue("conversion_guard")
     yield
     assert guard.posted() == guard.expected, (
-        f"{guard.posted()} POST /v2/lead_conversions: the daemon must never convert leads")
+        f"{guard.posted()} POST /v2/lead_conversions: the daemon must never convert leads"
+    )
 
 
 class Kuloo:
@@ -69,17 +70,29 @@ class Kuloo:
     def call(self, method: str, params: dict | None = None):
         from kuloo_daemon.control.client import ControlClient, ControlError
 
-        with ControlClient(self.d.socket_path, timeout=180) as c:  # a sync at Sell's real rate takes a while
+        with ControlClient(
+            self.d.socket_path, timeout=180
+        ) as c:  # a sync at Sell's real rate takes a while
             try:
                 return c.call(method, params or {})
             except ControlError as exc:
                 if exc.code == "internal":  # show why: the daemon's log ends with the traceback
-                    raise AssertionError(f"{method} failed inside the daemon:\n{self.d.log()[-4000:]}") from exc
+                    raise AssertionError(
+                        f"{method} failed inside the daemon:\n{self.d.log()[-4000:]}"
+                    ) from exc
                 raise
 
     def create_channel(self, plan: str = "pro", **extra) -> dict:
-        doc = self.call("channels.create", {"name": "Acme", "plan": plan, "sequential_tags": TAGS,
-                                            "api_token": DEMO_TOKEN, **extra})
+        doc = self.call(
+            "channels.create",
+            {
+                "name": "Acme",
+                "plan": plan,
+                "sequential_tags": TAGS,
+                "api_token": DEMO_TOKEN,
+                **extra,
+            },
+        )
         assert doc["connection"]["status"] == "verified", doc["connection"]
         self.channel = doc["id"]
         return doc
@@ -92,8 +105,15 @@ class Kuloo:
     def users(self, **filters) -> list[dict]:
         out, after = [], None
         while True:
-            page = self.call("users.list", {"channel": self.channel, "limit": 500, **filters,
-                                            **({"after": after} if after else {})})
+            page = self.call(
+                "users.list",
+                {
+                    "channel": self.channel,
+                    "limit": 500,
+                    **filters,
+                    **({"after": after} if after else {}),
+                },
+            )
             out.extend(page["users"])
             after = page["next"]
             if after is None:
@@ -121,21 +141,29 @@ class Kuloo:
     def writes(self) -> int:
         """PUTs and POSTs to leads and contacts since the last ``reset_counters``."""
         routes = self.sim.counters()["routes"]
-        return sum(n for route, n in routes.items()
-                   if route.split()[0] in ("PUT", "POST") and ("/leads" in route or "/contacts" in route))
+        return sum(
+            n
+            for route, n in routes.items()
+            if route.split()[0] in ("PUT", "POST") and ("/leads" in route or "/contacts" in route)
+        )
 
 
 @pytest.fixture
 def make_kuloo(daemon_factory, sellsim):
     """``make_kuloo(rate=..., sub=...)``: a daemon on a manual clock against sellsim."""
 
-    def make(rate: float = FAST, sub: str = "", attempts: int = 6, timeout: float = 5,
-             scheduled: bool = False) -> Kuloo:
+    def make(
+        rate: float = FAST,
+        sub: str = "",
+        attempts: int = 6,
+        timeout: float = 5,
+        scheduled: bool = False,
+    ) -> Kuloo:
         d = daemon_factory(
             sub=sub,
             extra_config=f'[clock]\nmode = "manual"\n[sync]\nscheduled = {str(scheduled).lower()}\n',
             sell=f'base_url = "{sellsim.base_url}"\nrequests_per_second = {rate}\nmax_attempts = {attempts}\n'
-                 f"timeout_seconds = {timeout}\nverify_timeout_seconds = 30\n",
+            f"timeout_seconds = {timeout}\nverify_timeout_seconds = 30\n",
         )
         d.start()
         d.wait_for("READY=1")

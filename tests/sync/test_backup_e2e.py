@@ -15,8 +15,12 @@ LEADS = 1000 if SOAK else 200
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kuloo_daemon.cli", *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "kuloo_daemon.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_backup_taken_during_a_sync_restores_without_a_duplicate_lead(kuloo, sellsim, tmp_path):
@@ -25,10 +29,15 @@ def test_a_backup_taken_during_a_sync_restores_without_a_duplicate_lead(kuloo, s
     sellsim.load_seed(default_seed(leads=LEADS))
     kuloo.create_channel()
     for i in range(10):  # unlinked in the copy, pushed after it was taken
-        kuloo.call("users.add", {"channel": kuloo.channel, "email": f"late{i}@example.net", "add_to_crm": True})
+        kuloo.call(
+            "users.add",
+            {"channel": kuloo.channel, "email": f"late{i}@example.net", "add_to_crm": True},
+        )
     sellsim.set_options(rate_per_second=400)  # slow enough to take the backup mid-run
     result = {}
-    t = threading.Thread(target=lambda: result.update(kuloo.call("sync.run", {"channel": kuloo.channel})))
+    t = threading.Thread(
+        target=lambda: result.update(kuloo.call("sync.run", {"channel": kuloo.channel}))
+    )
     start = sellsim.counters()["total"]
     t.start()
     while sellsim.counters()["total"] - start < LEADS // 10 and t.is_alive():
@@ -58,7 +67,11 @@ def test_a_backup_taken_during_a_sync_restores_without_a_duplicate_lead(kuloo, s
     assert max(Counter(r["email"] for r in leads).values()) == 1
     users = kuloo.users()
     assert len(users) == LEADS + 10 and all(u["crm"] for u in users)
-    assert {(r["custom_fields"] or {}).get("KulooId") for r in leads} == {u["kuloo_id"] for u in users}
-    assert kuloo.call("delivery.run", {})["sent"] == 0  # paused: nothing leaves before the admin says so
+    assert {(r["custom_fields"] or {}).get("KulooId") for r in leads} == {
+        u["kuloo_id"] for u in users
+    }
+    assert (
+        kuloo.call("delivery.run", {})["sent"] == 0
+    )  # paused: nothing leaves before the admin says so
     assert kuloo.call("delivery.resume", {}) == {"resumed": True}
     assert kuloo.call("status")["delivery"]["paused"] is None

@@ -31,9 +31,9 @@ def erasing(daemon_factory, sellsim):
     def make(key: bool = True) -> Kuloo:
         d = daemon_factory(
             extra_config='[clock]\nmode = "manual"\n[sync]\nscheduled = false\n'
-                         '[credentials]\ndirectory = "creds"\n',
+            '[credentials]\ndirectory = "creds"\n',
             sell=f'base_url = "{sellsim.base_url}"\nrequests_per_second = {FAST}\nmax_attempts = 6\n'
-                 "timeout_seconds = 5\nverify_timeout_seconds = 30\n",
+            "timeout_seconds = 5\nverify_timeout_seconds = 30\n",
         )
         creds = d.root / "creds"
         creds.mkdir(exist_ok=True)
@@ -69,8 +69,15 @@ def test_erasure_leaves_a_tombstone_and_the_lead_is_not_imported_again(erasing, 
     kuloo = erasing()
     kuloo.create_channel()
     other = kuloo.call("users.add", {"channel": kuloo.channel, "email": "keep@example.com"})
-    lead = sellsim.create_record("lead", {"last_name": "Erased", "first_name": "Erin", "email": EMAIL,
-                                          "custom_fields": {"Promo": [TAGS[0]]}})
+    lead = sellsim.create_record(
+        "lead",
+        {
+            "last_name": "Erased",
+            "first_name": "Erin",
+            "email": EMAIL,
+            "custom_fields": {"Promo": [TAGS[0]]},
+        },
+    )
     kuloo.sync()
     erin = kuloo.user(EMAIL)
     assert erin["crm"] == {"kind": "lead", "id": lead["id"]}
@@ -89,15 +96,22 @@ def test_erasure_leaves_a_tombstone_and_the_lead_is_not_imported_again(erasing, 
     assert gone.value.code == "not_found"
     assert kuloo.user("keep@example.com")["id"] == other["id"]
     # The tombstone: no personal data, the former id and KulooId, the record, a keyed hash.
-    stones = query(kuloo, "SELECT former_id, kuloo_id, email_hash, crm_kind, crm_id FROM erased_user")
+    stones = query(
+        kuloo, "SELECT former_id, kuloo_id, email_hash, crm_kind, crm_id FROM erased_user"
+    )
     assert [s[:2] + s[3:] for s in stones] == [(erin["id"], erin["kuloo_id"], "lead", lead["id"])]
     assert len(stones[0][2]) == 64 and "erin" not in stones[0][2]
     # Their audit entries keep the fact, not the values; one channel line names no one.
-    audit = query(kuloo, "SELECT user_id, old, new, note FROM audit_entry WHERE channel_id = ? "
-                  "AND user_id IS NULL", kuloo.channel)
+    audit = query(
+        kuloo,
+        "SELECT user_id, old, new, note FROM audit_entry WHERE channel_id = ? AND user_id IS NULL",
+        kuloo.channel,
+    )
     assert ("user " + str(erin["id"]) + " erased") in [a[3] for a in audit]
     assert all(a[1] is None and a[2] is None for a in audit)
-    assert query(kuloo, "SELECT count(*) FROM kuloo_user WHERE email_key = ?", EMAIL.lower()) == [(0,)]
+    assert query(kuloo, "SELECT count(*) FROM kuloo_user WHERE email_key = ?", EMAIL.lower()) == [
+        (0,)
+    ]
     # The bytes are gone from the file (secure_delete), the WAL checkpointed into it.
     raw = checkpointed_bytes(kuloo).lower()
     assert EMAIL.lower().encode() not in raw and b"erina" not in raw
@@ -108,9 +122,13 @@ def test_erasure_leaves_a_tombstone_and_the_lead_is_not_imported_again(erasing, 
     assert run["counts"].get("users_created", 0) == 0
     assert [u["email"] for u in kuloo.users()] == ["keep@example.com"]
     text = kuloo.lead(lead["id"])["custom_fields"]["Sync error"]
-    assert text.startswith("erased in Kuloo on ") and "delete it in Sell, or add the user again" in text
+    assert (
+        text.startswith("erased in Kuloo on ")
+        and "delete it in Sell, or add the user again" in text
+    )
     assert [(e["crm"], e["code"], e["email"]) for e in kuloo.errors()] == [
-        ({"kind": "lead", "id": lead["id"]}, "erased", "")]
+        ({"kind": "lead", "id": lead["id"]}, "erased", "")
+    ]
     assert EMAIL.lower().encode() not in checkpointed_bytes(kuloo).lower()
     kuloo.sync()  # and again: still not imported
     assert [u["email"] for u in kuloo.users()] == ["keep@example.com"]
@@ -141,15 +159,28 @@ def test_kuloo_ctl_users_erase_asks_for_the_email_again(erasing):
     kuloo.create_channel()
     kuloo.call("users.add", {"channel": kuloo.channel, "email": EMAIL})
     ctl = [sys.executable, "-m", "kuloo_daemon.control.ctl", "--socket", kuloo.d.socket_path]
-    typed_wrong = subprocess.run([*ctl, "users", "erase", EMAIL, "--confirm", "someone@example.com"],
-                                 capture_output=True, text=True, timeout=60)
+    typed_wrong = subprocess.run(
+        [*ctl, "users", "erase", EMAIL, "--confirm", "someone@example.com"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert typed_wrong.returncode != 0 and "email" in typed_wrong.stderr
     assert kuloo.user(EMAIL)["email"] == EMAIL
-    no_tty = subprocess.run([*ctl, "users", "erase", EMAIL], capture_output=True, text=True, timeout=60,
-                            stdin=subprocess.DEVNULL)
+    no_tty = subprocess.run(
+        [*ctl, "users", "erase", EMAIL],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert no_tty.returncode != 0 and "--confirm EMAIL" in no_tty.stderr
-    done = subprocess.run([*ctl, "users", "erase", EMAIL, "--channel", str(kuloo.channel),
-                           "--confirm", EMAIL], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*ctl, "users", "erase", EMAIL, "--channel", str(kuloo.channel), "--confirm", EMAIL],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "erased" in done.stdout
     assert kuloo.users() == []
@@ -160,7 +191,9 @@ def test_a_new_sell_record_with_an_erased_address_is_not_imported(erasing, sells
     kuloo.create_channel()
     user = kuloo.call("users.add", {"channel": kuloo.channel, "email": EMAIL})  # never in Sell
     kuloo.call("users.erase", {"id": user["id"], "confirm": EMAIL})
-    lead = sellsim.create_record("lead", {"last_name": "Again", "email": "  erin.erased@EXAMPLE.com"})
+    lead = sellsim.create_record(
+        "lead", {"last_name": "Again", "email": "  erin.erased@EXAMPLE.com"}
+    )
     run = kuloo.sync()
     assert run["counts"].get("users_created", 0) == 0 and kuloo.users() == []
     assert kuloo.lead(lead["id"])["custom_fields"]["Sync error"].startswith("erased in Kuloo on ")

@@ -24,16 +24,19 @@ def test_the_hash_is_keyed_and_compares_addresses_as_email_key():
     assert email_hash(KEY, "") is None and email_hash(KEY, None) is None
 
 
-@pytest.mark.parametrize(("kuloo_id", "email", "is_erased"), [
-    ("k-erased", None, True),  # the KulooId the lead still carries
-    ("k-erased", "someone@example.com", True),
-    (None, "erin@example.com", True),  # a record without KulooId: by the email's hash
-    (None, "ERIN@example.com ", True),
-    ("k-other", "erin@example.com", True),
-    (None, "erin2@example.com", False),
-    ("k-other", "someone@example.com", False),
-    (None, None, False),
-])
+@pytest.mark.parametrize(
+    ("kuloo_id", "email", "is_erased"),
+    [
+        ("k-erased", None, True),  # the KulooId the lead still carries
+        ("k-erased", "someone@example.com", True),
+        (None, "erin@example.com", True),  # a record without KulooId: by the email's hash
+        (None, "ERIN@example.com ", True),
+        ("k-other", "erin@example.com", True),
+        (None, "erin2@example.com", False),
+        ("k-other", "someone@example.com", False),
+        (None, None, False),
+    ],
+)
 def test_a_record_matching_a_tombstone_is_refused(kuloo_id, email, is_erased):
     refused = erased(kuloo_id, email_hash(KEY, email), STONES)
     if not is_erased:

@@ -278,7 +278,8 @@ def test_a_frozen_delivery_lease_holder_sends_nothing_after_the_takeover(
         while time.time() < until:
             owner = pg_server.sql(
                 f"SELECT lease_owner FROM lease WHERE channel_id = {cid} AND kind = 'delivery'",
-                pg_database)
+                pg_database,
+            )
             if owner == id_a:
                 reclaimed = time.time() - 0.1  # polled every few tens of ms: a margin
                 break

@@ -76,28 +76,42 @@ def fleet(daemon_factory, sellsim, pg_server, pg_database, sink, shared_files):
     sellsim.load_seed(seed())
     sellsim.set_options(rate_per_second=10_000, rate_per_hour=10**9)
     shared = shared_files("multi-daemon-signing-key-0123456789")
-    extra = (f'[store]\nurl = "{pg_server.url(pg_database)}"\nlease_seconds = {LEASE}\n'
-             f"[sync]\ncadence_seconds = {CADENCE}\n"
-             f'[credentials]\ndirectory = "{shared}/creds"\n[articles]\nroot = "{shared}/articles"\n'
-             f'[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\ntimeout_seconds = 5\n'
-             '[links]\npublic_url = "https://links.kuloo.test"\nlisten = "127.0.0.1:0"\n')
+    extra = (
+        f'[store]\nurl = "{pg_server.url(pg_database)}"\nlease_seconds = {LEASE}\n'
+        f"[sync]\ncadence_seconds = {CADENCE}\n"
+        f'[credentials]\ndirectory = "{shared}/creds"\n[articles]\nroot = "{shared}/articles"\n'
+        f'[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\ntimeout_seconds = 5\n'
+        '[links]\npublic_url = "https://links.kuloo.test"\nlisten = "127.0.0.1:0"\n'
+    )
     sell = f'base_url = "{sellsim.base_url}"\nrequests_per_second = 2000\nmax_attempts = 3\ntimeout_seconds = 5\n'
     return [daemon_factory(sub=f"d{i}", extra_config=extra, sell=sell) for i in range(3)]
 
 
-def test_three_daemons_share_thirty_channels_and_survive_a_kill(fleet, sellsim, pg_server, pg_database, sink):
+def test_three_daemons_share_thirty_channels_and_survive_a_kill(
+    fleet, sellsim, pg_server, pg_database, sink
+):
     first = fleet[0].start()
     first.wait_for("READY=1", timeout=60)
     channels = []
     with first.client() as c:
         for i in range(CHANNELS):
-            doc = c.call("channels.create", {"name": f"Channel {i}", "plan": "pro", "api_token": token(i),
-                                             "sender": f"News {i} <news{i}@kuloo.test>",
-                                             "postal_address": "1 Allotment Road",
-                                             "sequential_tags": ["welcome", "onboarding", "upsell"]})
+            doc = c.call(
+                "channels.create",
+                {
+                    "name": f"Channel {i}",
+                    "plan": "pro",
+                    "api_token": token(i),
+                    "sender": f"News {i} <news{i}@kuloo.test>",
+                    "postal_address": "1 Allotment Road",
+                    "sequential_tags": ["welcome", "onboarding", "upsell"],
+                },
+            )
             assert doc["connection"]["status"] == "verified", doc["connection"]
             channels.append(doc["id"])
-            assert c.call("articles.import", {"channel": doc["id"], "path": "sequence"})["imported"] == 3
+            assert (
+                c.call("articles.import", {"channel": doc["id"], "path": "sequence"})["imported"]
+                == 3
+            )
     for d in fleet[1:]:
         d.start()
     for d in fleet[1:]:
@@ -118,10 +132,15 @@ def test_three_daemons_share_thirty_channels_and_survive_a_kill(fleet, sellsim, 
     time.sleep(RUN_SECONDS / 2)
     victim = fleet[1]
     # Kill it in the middle of a run under its lease, so the takeover has something to repair.
-    mid_run = ("SELECT count(*) FROM sync_run r JOIN lease l ON l.channel_id = r.channel_id AND l.kind = 'sync' "
-               f"WHERE r.status = 'running' AND l.lease_owner = '{ids[1]}'")
-    eventually(lambda: pg_server.sql(mid_run, pg_database) != "0", timeout=120,
-               what="a run of the victim under its lease")
+    mid_run = (
+        "SELECT count(*) FROM sync_run r JOIN lease l ON l.channel_id = r.channel_id AND l.kind = 'sync' "
+        f"WHERE r.status = 'running' AND l.lease_owner = '{ids[1]}'"
+    )
+    eventually(
+        lambda: pg_server.sql(mid_run, pg_database) != "0",
+        timeout=120,
+        what="a run of the victim under its lease",
+    )
     victim.proc.send_signal(signal.SIGKILL)
     victim.proc.wait(10)
     killed_at = time.time()
@@ -131,16 +150,24 @@ def test_three_daemons_share_thirty_channels_and_survive_a_kill(fleet, sellsim, 
     time.sleep(RUN_SECONDS / 2)
     # Then wait for what the checks below expect, however slow the machine is: every channel
     # synced by a survivor after the kill, and every welcome delivered or left uncertain.
-    after_kill = ("SELECT count(DISTINCT channel_id) FROM sync_run WHERE status <> 'running' "
-                  f"AND daemon_id <> '{ids[1]}' AND extract(epoch from started_at) > {killed_at}")
-    eventually(lambda: pg_server.sql(after_kill, pg_database) == str(CHANNELS), timeout=180,
-               what="every channel synced by a survivor after the kill")
+    after_kill = (
+        "SELECT count(DISTINCT channel_id) FROM sync_run WHERE status <> 'running' "
+        f"AND daemon_id <> '{ids[1]}' AND extract(epoch from started_at) > {killed_at}"
+    )
+    eventually(
+        lambda: pg_server.sql(after_kill, pg_database) == str(CHANNELS),
+        timeout=180,
+        what="every channel synced by a survivor after the kill",
+    )
 
     def every_welcome_settled() -> bool:
         with sink.lock:
             arrived = {str(m["To"]) for m in sink.messages}
-        left = pg_server.sql("SELECT u.email FROM outbox_message o JOIN kuloo_user u "
-                             "ON u.id = o.user_id WHERE o.state = 'uncertain'", pg_database).split()
+        left = pg_server.sql(
+            "SELECT u.email FROM outbox_message o JOIN kuloo_user u "
+            "ON u.id = o.user_id WHERE o.state = 'uncertain'",
+            pg_database,
+        ).split()
         return all(r in arrived or r in left for r in recipients)
 
     eventually(every_welcome_settled, timeout=180, what="every welcome sent once or left uncertain")
@@ -150,23 +177,36 @@ def test_three_daemons_share_thirty_channels_and_survive_a_kill(fleet, sellsim, 
 
     rows = pg_server.sql(
         "SELECT channel_id, id, daemon_id, status, reason, extract(epoch from started_at), "
-        "coalesce(extract(epoch from finished_at), 0) FROM sync_run ORDER BY channel_id, id", pg_database)
+        "coalesce(extract(epoch from finished_at), 0) FROM sync_run ORDER BY channel_id, id",
+        pg_database,
+    )
     runs: dict[int, list[tuple]] = {}
     for line in rows.splitlines():
         cid, rid, daemon, status, reason, start, end = line.split("|")
-        runs.setdefault(int(cid), []).append((int(rid), daemon, status, reason, float(start), float(end)))
+        runs.setdefault(int(cid), []).append(
+            (int(rid), daemon, status, reason, float(start), float(end))
+        )
     assert len(runs) == CHANNELS
     by_daemon = {d for channel in runs.values() for (_r, d, *_rest) in channel}
     assert by_daemon <= set(ids) and len(by_daemon & set(ids)) >= 2, by_daemon
     interrupted: list[int] = []
     for cid, channel in runs.items():
         # No overlap: each run ended before the channel's next one started.
-        for (r1, d1, s1, _x, start1, end1), (r2, d2, _s2, _y, start2, _e2) in zip(channel, channel[1:], strict=False):
+        for (r1, d1, s1, _x, start1, end1), (r2, d2, _s2, _y, start2, _e2) in zip(
+            channel, channel[1:], strict=False
+        ):
             assert end1 and end1 <= start2, (cid, r1, d1, s1, start1, end1, r2, d2, start2)
-        assert all(status in ("ok", "partial", "failed") for (_r, _d, status, *_rest) in channel), channel
+        assert all(status in ("ok", "partial", "failed") for (_r, _d, status, *_rest) in channel), (
+            channel
+        )
         # Synced after the kill too, by the survivors.
-        assert any(start > killed_at and d != ids[1] for (_r, d, _s, _x, start, _e) in channel), (cid, channel)
-        assert all(daemon for (_r, daemon, *_rest) in channel), channel  # every run records its daemon
+        assert any(start > killed_at and d != ids[1] for (_r, d, _s, _x, start, _e) in channel), (
+            cid,
+            channel,
+        )
+        assert all(daemon for (_r, daemon, *_rest) in channel), (
+            channel
+        )  # every run records its daemon
         # A run the kill cut short was marked interrupted by the daemon that took the lease
         # over, which ran the channel once the lease had expired: at its scheduler's next
         # round, which waits for the round's runs (seconds each with three daemons, sellsim
@@ -177,10 +217,16 @@ def test_three_daemons_share_thirty_channels_and_survive_a_kill(fleet, sellsim, 
             elif reason == "interrupted":
                 assert status == "failed", (cid, channel)
                 taken = channel[i + 1][4] - killed_at
-                assert LEASE * 0.5 <= taken <= LEASE + 2 * CADENCE + 30, (cid, channel, killed_at)  # never before expiry
+                assert LEASE * 0.5 <= taken <= LEASE + 2 * CADENCE + 30, (
+                    cid,
+                    channel,
+                    killed_at,
+                )  # never before expiry
                 interrupted.append(round(taken, 1))
     # The survivors released theirs; the dead one's that no one needed since are expired.
-    left = pg_server.sql("SELECT lease_owner, lease_until < now() FROM lease WHERE lease_owner <> ''", pg_database)
+    left = pg_server.sql(
+        "SELECT lease_owner, lease_until < now() FROM lease WHERE lease_owner <> ''", pg_database
+    )
     assert all(line == f"{ids[1]}|t" for line in left.splitlines()), left
     # No duplicate lead in any account (the same Kuloo user pushed twice would be two).
     for acc in sellsim.state()["accounts"]:
@@ -191,13 +237,27 @@ def test_three_daemons_share_thirty_channels_and_survive_a_kill(fleet, sellsim, 
     # kill caught it in flight: it may have left, and is never resent on its own).
     got = Counter(str(m["To"]) for m in sink.messages)
     ids_seen = Counter(str(m["Message-ID"]) for m in sink.messages)
-    assert max(got.values()) == 1 and max(ids_seen.values()) == 1, (got.most_common(3), ids_seen.most_common(3))
-    uncertain = pg_server.sql("SELECT u.email FROM outbox_message o JOIN kuloo_user u ON u.id = o.user_id "
-                              "WHERE o.state = 'uncertain'", pg_database).split()
-    sending = pg_server.sql("SELECT count(*) FROM outbox_message WHERE state = 'sending'", pg_database)
-    assert all(r in got or r in uncertain for r in recipients), [r for r in recipients if r not in got]
+    assert max(got.values()) == 1 and max(ids_seen.values()) == 1, (
+        got.most_common(3),
+        ids_seen.most_common(3),
+    )
+    uncertain = pg_server.sql(
+        "SELECT u.email FROM outbox_message o JOIN kuloo_user u ON u.id = o.user_id "
+        "WHERE o.state = 'uncertain'",
+        pg_database,
+    ).split()
+    sending = pg_server.sql(
+        "SELECT count(*) FROM outbox_message WHERE state = 'sending'", pg_database
+    )
+    assert all(r in got or r in uncertain for r in recipients), [
+        r for r in recipients if r not in got
+    ]
     assert set(got) <= set(recipients) and sending == "0"
-    assert interrupted, "the kill landed while the victim held a sync lease: its run must be marked interrupted"
-    print(f"\n{len(sink.messages)} emails, {len(uncertain)} uncertain; "
-          f"{sum(map(len, runs.values()))} runs of {CHANNELS} channels by {len(by_daemon)} daemons; "
-          f"{len(interrupted)} cut short by the kill, taken over after {sorted(interrupted)} s (lease {LEASE:g} s)")
+    assert interrupted, (
+        "the kill landed while the victim held a sync lease: its run must be marked interrupted"
+    )
+    print(
+        f"\n{len(sink.messages)} emails, {len(uncertain)} uncertain; "
+        f"{sum(map(len, runs.values()))} runs of {CHANNELS} channels by {len(by_daemon)} daemons; "
+        f"{len(interrupted)} cut short by the kill, taken over after {sorted(interrupted)} s (lease {LEASE:g} s)"
+    )

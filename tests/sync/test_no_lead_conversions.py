@@ -27,7 +27,7 @@ def test_no_daemon_code_posts_a_lead_conversion():
     for path in DAEMON.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         for m in re.finditer(r"lead_conversions", text):
-            window = text[max(0, m.start() - 200):m.end() + 200]
+            window = text[max(0, m.start() - 200) : m.end() + 200]
             if re.search(r"[\"']POST[\"']", window):
                 line = text.count("\n", 0, m.start()) + 1
                 offenders.append(f"{path.relative_to(DAEMON)}:{line}")
@@ -35,7 +35,8 @@ def test_no_daemon_code_posts_a_lead_conversion():
 
 
 def test_the_end_to_end_guard_counts_a_conversion_posted_across_counter_resets(
-        sellsim, conversion_guard):
+    sellsim, conversion_guard
+):
     """The guard every sync end-to-end test ends with sees a POST made before the test
     reset sellsim's counters (as many tests do). Planted bugs: the guard reading only the
     counters left after the last reset; the path misspelt."""

@@ -93,12 +93,19 @@ def sell_view(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def user_view(u: user_store.User) -> dict[str, Any]:
-    subscription = "unsubscribed" if u.unsubscribed else (
-        None if u.frequency.value == "disabled" else u.frequency.value)
+    subscription = (
+        "unsubscribed"
+        if u.unsubscribed
+        else (None if u.frequency.value == "disabled" else u.frequency.value)
+    )
     last = u.last_active
     return {
-        "email": u.email.strip().lower(), "first_name": u.first_name, "last_name": u.last_name,
-        "kuloo_id": u.kuloo_id, "subscription": subscription, "source": u.source.value,
+        "email": u.email.strip().lower(),
+        "first_name": u.first_name,
+        "last_name": u.last_name,
+        "kuloo_id": u.kuloo_id,
+        "subscription": subscription,
+        "source": u.source.value,
         "promo": frozenset(u.promo_tags),
         "last_active": last.astimezone(UTC).date() if isinstance(last, datetime) else last,
         "sync_error": u.sync_error,
@@ -122,8 +129,11 @@ def test_the_test_reads_values_as_values():
     """This test's own reading: a dropdown object is its name, a date any spelling."""
     spelled = [
         {"Subscription": "weekly", "Promo": ["a", "b"], "Last active": "2016-04-27"},
-        {"Subscription": {"id": 1, "name": "weekly"}, "Promo": [{"id": 2, "name": "b"}, "a"],
-         "Last active": "4/27/2016"},
+        {
+            "Subscription": {"id": 1, "name": "weekly"},
+            "Promo": [{"id": 2, "name": "b"}, "a"],
+            "Last active": "4/27/2016",
+        },
         {"Subscription": "weekly", "Promo": ["b", "a"], "Last active": "2016-04-27T00:00:00Z"},
     ]
     views = [sell_view({"custom_fields": cf}) for cf in spelled]
@@ -141,38 +151,68 @@ async def _run(services, cid: int) -> Any:
 
 
 @pytest.mark.parametrize("options", WORLDS)
-async def test_the_sync_settles_under_every_open_answer(options, services_config, sellsim,
-                                                       migrated_db, short_tmp):
+async def test_the_sync_settles_under_every_open_answer(
+    options, services_config, sellsim, migrated_db, short_tmp
+):
     sellsim.load_seed(default_seed(leads=4, contacts=2))
     sellsim.set_options(**{**BASE, **options})
-    config = services_config(sell={"base_url": sellsim.base_url, "requests_per_second": 2000,
-                                   "max_attempts": 8},
-                             clock={"mode": "manual"})
+    config = services_config(
+        sell={"base_url": sellsim.base_url, "requests_per_second": 2000, "max_attempts": 8},
+        clock={"mode": "manual"},
+    )
     config.state_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(migrated_db, config.database_path)
     async with open_services(config) as services:
         now = services.clock.now()
-        created = await services.store.run(channel_store.create, {
-            "name": "A", "plan": "pro", "sequential_tags": TAGS}, Secret(DEMO_TOKEN), now)
+        created = await services.store.run(
+            channel_store.create,
+            {"name": "A", "plan": "pro", "sequential_tags": TAGS},
+            Secret(DEMO_TOKEN),
+            now,
+        )
         await connection.check_channel(services, created.check)
         cid = created.channel.id
-        pushed = await services.store.run(user_store.add, cid, {
-            "email": "Push.Me@Example.net", "first_name": "Pia", "last_name": "Push",
-            "add_to_crm": True, "promo_tags": ["welcome", "upsell"], "frequency": "weekly"},
-            "admin", now)
+        pushed = await services.store.run(
+            user_store.add,
+            cid,
+            {
+                "email": "Push.Me@Example.net",
+                "first_name": "Pia",
+                "last_name": "Push",
+                "add_to_crm": True,
+                "promo_tags": ["welcome", "upsell"],
+                "frequency": "weekly",
+            },
+            "admin",
+            now,
+        )
         await _run(services, cid)  # the first sync
 
         # A Sell user edits, adds and converts; an admin edits a user.
         leads = sorted(sellsim.records("lead"), key=lambda r: r["id"])
         person = [r for r in leads if r.get("last_name") and not r.get("organization_name")]
-        await trio.to_thread.run_sync(lambda: sellsim.edit_record("lead", person[0]["id"], {
-            "custom_fields": {"Subscription": "monthly", "Promo": ["onboarding", "welcome"]}}))
-        await trio.to_thread.run_sync(lambda: sellsim.create_record("lead", {
-            "first_name": "New", "last_name": "Lead", "email": "New.Lead@Example.com",
-            "custom_fields": {"Subscription": "daily", "Promo": ["upsell"]}}))
+        await trio.to_thread.run_sync(
+            lambda: sellsim.edit_record(
+                "lead",
+                person[0]["id"],
+                {"custom_fields": {"Subscription": "monthly", "Promo": ["onboarding", "welcome"]}},
+            )
+        )
+        await trio.to_thread.run_sync(
+            lambda: sellsim.create_record(
+                "lead",
+                {
+                    "first_name": "New",
+                    "last_name": "Lead",
+                    "email": "New.Lead@Example.com",
+                    "custom_fields": {"Subscription": "daily", "Promo": ["upsell"]},
+                },
+            )
+        )
         await trio.to_thread.run_sync(lambda: sellsim.convert_lead(person[1]["id"]))
-        await services.store.run(user_store.update, pushed.id, {"frequency": "monthly"}, "admin",
-                                 services.clock.now())
+        await services.store.run(
+            user_store.update, pushed.id, {"frequency": "monthly"}, "admin", services.clock.now()
+        )
         await _run(services, cid)  # the settling run
 
         sellsim.reset_counters()
@@ -183,8 +223,9 @@ async def test_the_sync_settles_under_every_open_answer(options, services_config
         assert writes == {}, writes
         assert (await services.store.run(sync_errors.errors, cid, None, 100))[0] == []
 
-        users = (await services.store.run(user_store.list_page, cid, user_store.Filters(), None,
-                                          500)).users
+        users = (
+            await services.store.run(user_store.list_page, cid, user_store.Filters(), None, 500)
+        ).users
         records = await trio.to_thread.run_sync(read_through_api, sellsim)
         assert len(users) == 8  # 6 seeded + the pushed user + the new lead
         for u in users:

@@ -46,15 +46,17 @@ def test_retry_at_is_the_next_whole_hour():
     """Planted bugs: the hour not rounded (now + 1 h); an earlier promise dropped."""
     now = datetime(2026, 12, 7, 13, 59, 59, 500000, tzinfo=UTC)
     assert schedule.rate_limit_retry_at(now) == datetime(2026, 12, 7, 14, tzinfo=UTC)
-    assert schedule.rate_limit_retry_at(now.replace(minute=0, second=0, microsecond=0)) == \
-        datetime(2026, 12, 7, 14, tzinfo=UTC)
+    assert schedule.rate_limit_retry_at(now.replace(minute=0, second=0, microsecond=0)) == datetime(
+        2026, 12, 7, 14, tzinfo=UTC
+    )
     later = datetime(2026, 12, 7, 15, tzinfo=UTC)
     assert schedule.rate_limit_retry_at(now, later) == later
 
 
 @pytest.mark.parametrize("sync_api", [True, False], ids=["sync_api", "polling"])
 async def test_a_lockout_ends_the_run_partial_then_one_probe_then_the_next_run_resumes(
-        services_config, sellsim, sync_api):
+    services_config, sellsim, sync_api
+):
     """Planted bugs (each failed this test): RateLimitedError left to the generic handler (a
     ``failed`` run, no retry_at); the probe skipped (the second run hammers: ATTEMPTS
     requests); the probe retried like any request; retry_at not carried into the next run."""
@@ -64,16 +66,20 @@ async def test_a_lockout_ends_the_run_partial_then_one_probe_then_the_next_run_r
     sellsim.set_options(rate_window="hourly_lockout", rate_per_hour=10**9, sync_page_size=10)
     if not sync_api:  # the change feed polls the lists instead
         sellsim.set_account(sync_api=False)
-    config = services_config(sell={"base_url": sellsim.base_url, "requests_per_second": 2000,
-                                   "max_attempts": ATTEMPTS},
-                             clock={"mode": "manual"})
+    config = services_config(
+        sell={"base_url": sellsim.base_url, "requests_per_second": 2000, "max_attempts": ATTEMPTS},
+        clock={"mode": "manual"},
+    )
     async with open_services(config) as services:
         hour = schedule.rate_limit_retry_at(services.clock.now())  # a whole hour ahead
         await services.clock.set(hour + timedelta(minutes=20))
         retry_at = hour + timedelta(hours=1)
-        created = await services.store.run(channel_store.create, {
-            "name": "A", "plan": "pro", "sequential_tags": TAGS}, Secret(DEMO_TOKEN),
-            services.clock.now())
+        created = await services.store.run(
+            channel_store.create,
+            {"name": "A", "plan": "pro", "sequential_tags": TAGS},
+            Secret(DEMO_TOKEN),
+            services.clock.now(),
+        )
         await connection.check_channel(services, created.check)
         cid = created.channel.id
         used, _ = _requests(sellsim)
@@ -90,8 +96,9 @@ async def test_a_lockout_ends_the_run_partial_then_one_probe_then_the_next_run_r
         assert run_status(shown) == f"partial (rate_limited, retry at {shown_at})"
         total, limited = _requests(sellsim)
         assert limited == ATTEMPTS  # one request's retries, then the run stopped
-        imported = (await services.store.run(user_store.list_page, cid, user_store.Filters(),
-                                             None, 500)).total
+        imported = (
+            await services.store.run(user_store.list_page, cid, user_store.Filters(), None, 500)
+        ).total
         assert 0 <= imported <= 24  # polling reads all 24 in one page; the writes are cut short
 
         # Before retry_at, Sell still refusing: ONE request, the run ends at once.
@@ -142,18 +149,31 @@ async def test_a_probe_that_passes_runs_the_sync_at_once(services_config, sellsi
     retry_at skipped without asking Sell."""
     sellsim.load_seed(default_seed(leads=3))
     sellsim.set_options(rate_per_second=5000, rate_per_hour=10**9)
-    config = services_config(sell={"base_url": sellsim.base_url, "requests_per_second": 2000},
-                             clock={"mode": "manual"})
+    config = services_config(
+        sell={"base_url": sellsim.base_url, "requests_per_second": 2000}, clock={"mode": "manual"}
+    )
     async with open_services(config) as services:
-        created = await services.store.run(channel_store.create, {
-            "name": "A", "plan": "pro", "sequential_tags": TAGS}, Secret(DEMO_TOKEN),
-            services.clock.now())
+        created = await services.store.run(
+            channel_store.create,
+            {"name": "A", "plan": "pro", "sequential_tags": TAGS},
+            Secret(DEMO_TOKEN),
+            services.clock.now(),
+        )
         await connection.check_channel(services, created.check)
         cid = created.channel.id
         now = services.clock.now()
         start = await services.store.run(sync_runs.begin_run, cid, now)
-        await services.store.run(sync_runs.finish_run, start.run.id, SyncRunStatus.PARTIAL,
-                                 "rate_limited", "429", {}, None, now, now + timedelta(minutes=30))
+        await services.store.run(
+            sync_runs.finish_run,
+            start.run.id,
+            SyncRunStatus.PARTIAL,
+            "rate_limited",
+            "429",
+            {},
+            None,
+            now,
+            now + timedelta(minutes=30),
+        )
         sellsim.reset_counters()
         run = await engine.run_channel(services, cid)
         assert run.status.value == "ok" and run.retry_at is None

@@ -27,12 +27,17 @@ def test_a_channel_never_synced_is_due_when_verified():
     assert schedule.next_sync_at(3, FIVE, None, T0) == T0
 
 
-@given(st.integers(1, 10_000), st.datetimes(datetime(2026, 1, 2), datetime(2030, 1, 1), timezones=st.just(UTC)),
-       st.sampled_from([FIVE, timedelta(hours=1), timedelta(days=1)]))
+@given(
+    st.integers(1, 10_000),
+    st.datetimes(datetime(2026, 1, 2), datetime(2030, 1, 1), timezones=st.just(UTC)),
+    st.sampled_from([FIVE, timedelta(hours=1), timedelta(days=1)]),
+)
 def test_next_run_is_the_first_slot_after_the_last_start(channel, last, every):
     due = schedule.next_sync_at(channel, every, last, T0)
     assert last < due <= last + every  # never overlapped, never later than one interval
-    assert (due - schedule.EPOCH - schedule.phase(channel, every)) % every == timedelta(0)  # on its own slot
+    assert (due - schedule.EPOCH - schedule.phase(channel, every)) % every == timedelta(
+        0
+    )  # on its own slot
 
 
 def test_channels_are_spread_over_the_interval():
@@ -51,7 +56,9 @@ def test_every_phase_lies_inside_one_interval():
     assert schedule.phase(1, FIVE) == timedelta(seconds=schedule.GOLDEN * 300)
 
 
-def test_advancing_the_manual_clock_past_a_channel_s_due_time_runs_its_sync(scheduled_kuloo, sellsim):
+def test_advancing_the_manual_clock_past_a_channel_s_due_time_runs_its_sync(
+    scheduled_kuloo, sellsim
+):
     kuloo = scheduled_kuloo
     sellsim.load_seed(default_seed(leads=3))
     doc = kuloo.create_channel(plan="pro")

@@ -88,9 +88,19 @@ def test_postgres_stopped_mid_sync_answers_unavailable_and_closes_the_run_when_b
             assert "the database is unreachable" in exc.message
         # kuloo-ctl says it in one line, with a non-zero exit status.
         ctl = subprocess.run(
-            [os.path.join(venv_bin, "kuloo-ctl"), "--socket", d.socket_path, "sync", "runs",
-             "--channel", str(cid)],
-            capture_output=True, text=True, timeout=60)
+            [
+                os.path.join(venv_bin, "kuloo-ctl"),
+                "--socket",
+                d.socket_path,
+                "sync",
+                "runs",
+                "--channel",
+                str(cid),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert ctl.returncode != 0 and len(ctl.stderr.strip().splitlines()) == 1, ctl
         assert "the database is unreachable" in ctl.stderr, ctl.stderr
         status = call(d, "status")

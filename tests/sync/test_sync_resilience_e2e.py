@@ -21,11 +21,25 @@ SOAK = os.environ.get("KULOO_SOAK") == "1"
 
 
 def snapshot(kuloo):
-    users = {u["email"]: (u["frequency"], u["unsubscribed"], tuple(sorted(u["promo_tags"])), u["source"],
-                          u["crm"]["kind"] if u["crm"] else None) for u in kuloo.users()}
-    leads = sorted((r["email"], tuple(sorted((r["custom_fields"] or {}).get("Promo") or ())),
-                    (r["custom_fields"] or {}).get("Subscription"), (r["custom_fields"] or {}).get("Source"))
-                   for r in kuloo.leads())
+    users = {
+        u["email"]: (
+            u["frequency"],
+            u["unsubscribed"],
+            tuple(sorted(u["promo_tags"])),
+            u["source"],
+            u["crm"]["kind"] if u["crm"] else None,
+        )
+        for u in kuloo.users()
+    }
+    leads = sorted(
+        (
+            r["email"],
+            tuple(sorted((r["custom_fields"] or {}).get("Promo") or ())),
+            (r["custom_fields"] or {}).get("Subscription"),
+            (r["custom_fields"] or {}).get("Source"),
+        )
+        for r in kuloo.leads()
+    )
     return users, leads
 
 
@@ -33,8 +47,16 @@ def scenario(kuloo, sellsim, n):
     """A channel over n Sell leads, plus Kuloo users to push."""
     kuloo.create_channel()
     for i in range(5):
-        kuloo.call("users.add", {"channel": kuloo.channel, "email": f"push{i}@example.net", "last_name": f"P{i}",
-                                 "add_to_crm": True, "promo_tags": [TAGS[i % 3]]})
+        kuloo.call(
+            "users.add",
+            {
+                "channel": kuloo.channel,
+                "email": f"push{i}@example.net",
+                "last_name": f"P{i}",
+                "add_to_crm": True,
+                "promo_tags": [TAGS[i % 3]],
+            },
+        )
 
 
 def converge(kuloo, runs=3):
@@ -48,7 +70,9 @@ FAULTS = [{"kind": k, "probability": 0.04, "path": "/v2/*"} for k in ("429", "50
 ]
 
 
-def test_twenty_percent_faults_reach_the_clean_end_state_within_the_rate_budget(make_kuloo, sellsim):
+def test_twenty_percent_faults_reach_the_clean_end_state_within_the_rate_budget(
+    make_kuloo, sellsim
+):
     n = 40
     sellsim.load_seed(default_seed(leads=n))
     sellsim.set_options(rate_per_hour=10**9)  # Sell's real 10/s stays: the daemon keeps under it
@@ -85,8 +109,15 @@ def test_kill_9_during_the_initial_sync_never_duplicates_a_lead(kuloo, sellsim):
     sellsim.load_seed(default_seed(leads=LEADS))
     kuloo.create_channel()
     for i in range(20):
-        kuloo.call("users.add", {"channel": kuloo.channel, "email": f"push{i}@example.net", "last_name": f"P{i}",
-                                 "add_to_crm": True})
+        kuloo.call(
+            "users.add",
+            {
+                "channel": kuloo.channel,
+                "email": f"push{i}@example.net",
+                "last_name": f"P{i}",
+                "add_to_crm": True,
+            },
+        )
     rng = random.Random(2026)
     sellsim.set_options(rate_per_second=400)
     import threading
@@ -101,7 +132,11 @@ def test_kill_9_during_the_initial_sync_never_duplicates_a_lead(kuloo, sellsim):
         target = rng.randint(5, LEADS + 40)  # anywhere in a first run: pulls, writes back, pushes
         start = sellsim.counters()["total"]
         deadline = time.monotonic() + 30
-        while sellsim.counters()["total"] - start < target and t.is_alive() and time.monotonic() < deadline:
+        while (
+            sellsim.counters()["total"] - start < target
+            and t.is_alive()
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.01)
         kuloo.d.proc.send_signal(signal.SIGKILL)
         kuloo.d.proc.wait(10)
@@ -120,8 +155,12 @@ def test_kill_9_during_the_initial_sync_never_duplicates_a_lead(kuloo, sellsim):
     assert len(leads) == LEADS + 20 and max(emails.values()) == 1  # no duplicate lead
     users = kuloo.users()
     links = Counter((u["crm"]["kind"], u["crm"]["id"]) for u in users if u["crm"])
-    assert len(users) == LEADS + 20 and len(links) == len(users) and max(links.values()) == 1  # linked once each
-    assert {(r["custom_fields"] or {}).get("KulooId") for r in leads} == {u["kuloo_id"] for u in users}
+    assert (
+        len(users) == LEADS + 20 and len(links) == len(users) and max(links.values()) == 1
+    )  # linked once each
+    assert {(r["custom_fields"] or {}).get("KulooId") for r in leads} == {
+        u["kuloo_id"] for u in users
+    }
 
 
 FAST_RATE = 4000

@@ -45,7 +45,9 @@ def restart(d: Daemon) -> None:
     d.wait_for("READY=1", timeout=30)
 
 
-async def until(condition: Callable[[], bool], pilot=None, tries: int = 300, step: float = 0.05) -> None:
+async def until(
+    condition: Callable[[], bool], pilot=None, tries: int = 300, step: float = 0.05
+) -> None:
     """Wait, boundedly, until ``condition()`` holds (never a timing assertion)."""
     for _ in range(tries):
         if condition():

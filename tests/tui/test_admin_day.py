@@ -30,9 +30,11 @@ from .conftest import restart, until
 pytestmark = pytest.mark.anyio
 REPO = Path(__file__).resolve().parents[2]
 WEB = "http://sell-web.test/_sim/web"
-LONG_FIX = ("Two Sell records carry the email shared@example.com: Kuloo cannot tell which one is "
-            "the user. Merge or delete the duplicate in Sell (keep the one with the deals), then "
-            "sync again; the error clears on its own once only one record has the address.")
+LONG_FIX = (
+    "Two Sell records carry the email shared@example.com: Kuloo cannot tell which one is "
+    "the user. Merge or delete the duplicate in Sell (keep the one with the deals), then "
+    "sync again; the error clears on its own once only one record has the address."
+)
 
 
 def app_for(daemon):
@@ -49,13 +51,21 @@ def toasts(app) -> list[tuple[str, str]]:
 
 
 def bindings_shown(screen) -> dict[str, str]:
-    return {b.binding.key: b.binding.description for b in screen.active_bindings.values()
-            if b.binding.show}
+    return {
+        b.binding.key: b.binding.description
+        for b in screen.active_bindings.values()
+        if b.binding.show
+    }
 
 
 async def open_screen(app, pilot, key: str, kind) -> None:
-    await until(lambda: isinstance(app.screen, DashboardScreen)
-                and app.screen.query_one("#channels", DataTable).row_count >= 1, pilot)
+    await until(
+        lambda: (
+            isinstance(app.screen, DashboardScreen)
+            and app.screen.query_one("#channels", DataTable).row_count >= 1
+        ),
+        pilot,
+    )
     await pilot.press(key)
     await until(lambda: isinstance(app.screen, kind), pilot)
 
@@ -87,8 +97,10 @@ async def test_an_import_that_would_withdraw_asks_first_and_withdrawn_articles_s
         question = str(app.screen.query_one("#question", Static).render())
         assert "withdraw 1 article" in question
         assert "Welcome to Kuloo Gardens (seq/01-welcome.md)" in question
-        assert app.screen.query(Footer) and {"escape": "Cancel", "y": "Yes"}.items() <= \
-            bindings_shown(app.screen).items()
+        assert (
+            app.screen.query(Footer)
+            and {"escape": "Cancel", "y": "Yes"}.items() <= bindings_shown(app.screen).items()
+        )
         await pilot.press("escape")
         await until(lambda: app.screen is screen, pilot)
         with daemon.client() as c:
@@ -97,23 +109,42 @@ async def test_an_import_that_would_withdraw_asks_first_and_withdrawn_articles_s
         await pilot.click("#import")
         await until(lambda: isinstance(app.screen, ConfirmScreen), pilot, tries=600)
         await pilot.press("y")
-        await until(lambda: any("withdrawn" in str(c) for r in range(table.row_count)
-                                for c in table.get_row_at(r)), pilot, tries=600)
-        row = next(table.get_row_at(r) for r in range(table.row_count)
-                   if str(table.get_row_at(r)[1]) == "Welcome to Kuloo Gardens")
+        await until(
+            lambda: any(
+                "withdrawn" in str(c) for r in range(table.row_count) for c in table.get_row_at(r)
+            ),
+            pilot,
+            tries=600,
+        )
+        row = next(
+            table.get_row_at(r)
+            for r in range(table.row_count)
+            if str(table.get_row_at(r)[1]) == "Welcome to Kuloo Gardens"
+        )
         assert str(row[-1]) == "withdrawn" and "dim" in str(row[1].spans[0].style)
-        assert {str(table.get_row_at(r)[-1]) for r in range(table.row_count)} == {"active", "withdrawn"}
+        assert {str(table.get_row_at(r)[-1]) for r in range(table.row_count)} == {
+            "active",
+            "withdrawn",
+        }
         await until(lambda: any(m.startswith("Imported") for _, m in toasts(app)), pilot, tries=600)
         message = next(m for _, m in toasts(app) if m.startswith("Imported"))
         assert "Withdrawn: Welcome to Kuloo Gardens (seq/01-welcome.md)" in message
-        assert re.search(r"Not imported: seq/04-broken\.md: front matter is not valid YAML", message)
+        assert re.search(
+            r"Not imported: seq/04-broken\.md: front matter is not valid YAML", message
+        )
 
 
 def test_the_import_toast_names_files_and_reasons_and_counts_the_rest():
     """Item 8: "problems 1" said nothing. Planted bug: problems listed by count only."""
-    report = {"imported": 1, "updated": 0, "unchanged": 2, "withdrawn": 0, "cancelled": 0,
-              "withdrawn_articles": [],
-              "problems": [{"file": f"n/{i}.md", "problem": "'title' is missing"} for i in range(10)]}
+    report = {
+        "imported": 1,
+        "updated": 0,
+        "unchanged": 2,
+        "withdrawn": 0,
+        "cancelled": 0,
+        "withdrawn_articles": [],
+        "problems": [{"file": f"n/{i}.md", "problem": "'title' is missing"} for i in range(10)],
+    }
     text = describe_import(report)
     assert text.splitlines()[0] == "Imported: 1 imported, 0 updated, 2 unchanged, 0 withdrawn"
     assert "Not imported: n/0.md: 'title' is missing" in text and "… and 2 more" in text
@@ -142,15 +173,22 @@ async def test_search_enter_opens_the_first_result_and_down_moves_into_the_list(
         await pilot.press("down")
         assert app.focused is users.query_one("#users", DataTable)
         await pilot.press("slash", *"maria", "enter")  # before or after the answer: the same
-        await until(lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None, pilot)
+        await until(
+            lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None, pilot
+        )
         assert app.screen.doc["email"] == "maria@example.com"
 
 
 def test_widths_follow_content_and_the_least_kept_columns_give_way():
     """Fixed widths cut ``dmitri.berg.3@example.com`` to a plausible wrong address.
     Planted bugs: no slack to the flex column; dropping by position instead of ``keep``."""
-    cols = [Col("Id", keep=6), Col("Email", keep=9, flex=True, least=20), Col("Name", keep=4, least=8),
-            Col("Source", keep=1), Col("Sync error", keep=8)]
+    cols = [
+        Col("Id", keep=6),
+        Col("Email", keep=9, flex=True, least=20),
+        Col("Name", keep=4, least=8),
+        Col("Source", keep=1),
+        Col("Sync error", keep=8),
+    ]
     rows = [("7", "dmitri.berg.3@example.com", "Dmitri Berg", "admin", "yes")]
     wide = fit_widths(cols, rows, 120)
     assert wide[1] is not None and wide[1] > len("dmitri.berg.3@example.com")  # the slack
@@ -160,15 +198,24 @@ def test_widths_follow_content_and_the_least_kept_columns_give_way():
     assert sum(w + 2 for w in narrow if w) <= 50
 
 
-async def test_users_and_outbox_at_80_columns_keep_their_error_columns_and_cut_with_ellipsis(daemon):
+async def test_users_and_outbox_at_80_columns_keep_their_error_columns_and_cut_with_ellipsis(
+    daemon,
+):
     """At 80 columns "Sync error" (Users) and "Error" (Outbox) were off screen; at 120 a long
     email was cut without a mark. Planted bugs: ``overflow="ellipsis"`` removed from
     ``literal``; the old fixed widths."""
     long = "dmitri.berg.3.with.a.long.local.part@subdomain.example.com"
     with daemon.client() as c:
         c.call("channels.create", {"name": "Acme"})
-        c.call("users.add", {"channel": 1, "email": "dmitri.berg.3@example.com",
-                             "first_name": "Dmitri", "last_name": "Berg"})
+        c.call(
+            "users.add",
+            {
+                "channel": 1,
+                "email": "dmitri.berg.3@example.com",
+                "first_name": "Dmitri",
+                "last_name": "Berg",
+            },
+        )
         c.call("users.add", {"channel": 1, "email": long})
     app = app_for(daemon)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -184,7 +231,9 @@ async def test_users_and_outbox_at_80_columns_keep_their_error_columns_and_cut_w
         await pilot.press("escape", "o")
         await until(lambda: app.screen.__class__.__name__ == "OutboxScreen", pilot)
         await pilot.pause(0.2)
-        assert "Error" in [str(c.label) for c in app.screen.query_one("#outbox", DataTable).columns.values()]
+        assert "Error" in [
+            str(c.label) for c in app.screen.query_one("#outbox", DataTable).columns.values()
+        ]
         assert re.search(r"Email.*State.*Error", screen_text(app))
     app = app_for(daemon)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -204,8 +253,11 @@ def seed_sync_errors(db: Path) -> None:
         conn.executemany(
             "insert into sync_error (channel_id, crm_kind, crm_id, email, code, error, attempts,"
             " payload_key, created_at, updated_at) values (1, ?, ?, ?, 'duplicate', ?, 1, '', ?, ?)",
-            [("contact", 17, "other@example.com", "A short problem.", at, at),
-             ("lead", 4242, "shared@example.com", LONG_FIX, at, at)])
+            [
+                ("contact", 17, "other@example.com", "A short problem.", at, at),
+                ("lead", 4242, "shared@example.com", LONG_FIX, at, at),
+            ],
+        )
 
 
 async def test_the_whole_error_is_shown_and_a_shared_email_gives_its_sell_record(make_daemon):
@@ -231,7 +283,9 @@ async def test_the_whole_error_is_shown_and_a_shared_email_gives_its_sell_record
         await pilot.press("down")  # the cursor moves: the pane follows it
         await until(lambda: "keep the one with the deals" in str(detail.render()), pilot)
         flat = " ".join(screen_text(app).split())
-        assert "sync again; the error clears on its own once only one record has the address." in flat
+        assert (
+            "sync again; the error clears on its own once only one record has the address." in flat
+        )
         await pilot.press("enter")
         url = f"{WEB}/leads/4242"
         assert app.clipboard == url and sync.opened_record == url
@@ -248,19 +302,28 @@ def test_a_run_with_standing_errors_says_so():
     run = {"status": "ok", "counts": {"pulled": 4}}
     assert describe_run(run, 3) == "Sync ok · 3 sync errors: pulled 4"
     assert describe_run(run, 1).startswith("Sync ok · 1 sync error:")
-    assert describe_run({"status": "failed", "reason": "sell_unreachable", "counts": {}}, 0) == \
-        "Sync failed (sell_unreachable)"
+    assert (
+        describe_run({"status": "failed", "reason": "sell_unreachable", "counts": {}}, 0)
+        == "Sync failed (sell_unreachable)"
+    )
 
 
 def test_toasts_are_never_titled_with_a_method_name():
     """A toast was titled "sync.run". Planted bug: ``failure_title`` returning the method."""
-    for method in ("sync.run", "articles.import", "users.update", "outbox.resolve", "channels.verify",
-                   "users.progress", "something.new"):
+    for method in (
+        "sync.run",
+        "articles.import",
+        "users.update",
+        "outbox.resolve",
+        "channels.verify",
+        "users.progress",
+        "something.new",
+    ):
         assert not re.fullmatch(r"\w+\.\w+", failure_title(method)), method
 
 
 async def test_sync_now_never_says_started_when_the_daemon_is_down(daemon):
-    """"Sync started…" appeared right before "not reachable". Planted bug: the old
+    """ "Sync started…" appeared right before "not reachable". Planted bug: the old
     unconditional "Sync started…" toast."""
     with daemon.client() as c:
         c.call("channels.create", {"name": "Acme"})
@@ -283,6 +346,7 @@ def _luminance(c: Color) -> float:
     def channel(v: int) -> float:
         x = v / 255
         return x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4
+
     return 0.2126 * channel(c.r) + 0.7152 * channel(c.g) + 0.0722 * channel(c.b)
 
 
@@ -299,10 +363,17 @@ async def test_visual_details_focus_checkmarks_contrast(daemon):
         c.call("users.add", {"channel": 1, "email": "ann@example.com", "promo_tags": ["welcome"]})
     app = app_for(daemon)
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(lambda: isinstance(app.screen, DashboardScreen)
-                    and app.screen.query_one("#channels", DataTable).row_count == 1, pilot)
+        await until(
+            lambda: (
+                isinstance(app.screen, DashboardScreen)
+                and app.screen.query_one("#channels", DataTable).row_count == 1
+            ),
+            pilot,
+        )
         app.open_user(1, 1)
-        await until(lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None, pilot)
+        await until(
+            lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None, pilot
+        )
         tags = app.screen.query_one("#promo_tags", CheckList)
         await until(lambda: tags.option_count == 2, pilot)
         lines = [tags.render_line(y).text for y in range(2)]
@@ -326,9 +397,18 @@ def test_less_kept_columns_give_way_before_a_name_is_cut():
     for everyone) were shown whole. Planted bug: the give-way loop removed."""
     from kuloo_tui.screens.users import COLUMNS
 
-    rows = [("1", "dmitri.berg.3@example.com", "Dmitri Berg", "weekly", "admin", "—", ""),
-            ("2", "ann.marie.longname-with-suffix@subdomain.example.org", "Ann-Marie Longname",
-             "weekly", "admin", "—", "yes")]
+    rows = [
+        ("1", "dmitri.berg.3@example.com", "Dmitri Berg", "weekly", "admin", "—", ""),
+        (
+            "2",
+            "ann.marie.longname-with-suffix@subdomain.example.org",
+            "Ann-Marie Longname",
+            "weekly",
+            "admin",
+            "—",
+            "yes",
+        ),
+    ]
     widths = dict(zip((c.label for c in COLUMNS), fit_widths(COLUMNS, rows, 84), strict=True))
     assert widths["Source"] is None and widths["Name"] >= len("Dmitri Berg")
     assert widths["Sync error"] == len("Sync error") and widths["Email"] >= len(rows[0][1])

@@ -55,9 +55,19 @@ async def test_find_a_user_and_change_their_frequency(daemon):
     with daemon.client() as c:
         c.call("channels.create", {"name": "Acme", "sequential_tags": ["welcome", "upsell"]})
         for i in range(120):
-            c.call("users.add", {"channel": 1, "email": f"user{i:03}@example.com", "first_name": f"N{i}"})
-        c.call("users.add", {"channel": 1, "email": "maria@example.org", "first_name": "Maria",
-                             "last_name": "Lopez"})
+            c.call(
+                "users.add",
+                {"channel": 1, "email": f"user{i:03}@example.com", "first_name": f"N{i}"},
+            )
+        c.call(
+            "users.add",
+            {
+                "channel": 1,
+                "email": "maria@example.org",
+                "first_name": "Maria",
+                "last_name": "Lopez",
+            },
+        )
     app = app_for(daemon)
     async with app.run_test(size=(120, 40)) as pilot:
         dash = app.screen
@@ -72,10 +82,14 @@ async def test_find_a_user_and_change_their_frequency(daemon):
         await pilot.press("m")
         await until(lambda: table.row_count == 100, pilot)
         await pilot.press("slash", *"lopez")
-        await until(lambda: table.row_count == 1 and users.users[0]["email"] == "maria@example.org", pilot)
+        await until(
+            lambda: table.row_count == 1 and users.users[0]["email"] == "maria@example.org", pilot
+        )
         table.focus()
         await pilot.press("enter")
-        await until(lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None, pilot)
+        await until(
+            lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None, pilot
+        )
         profile = app.screen
         assert [o.value for o in profile.query_one("#promo_tags")._options] == ["welcome", "upsell"]
         profile.query_one("#frequency", Select).value = "monthly"
@@ -112,19 +126,32 @@ async def test_a_token_for_wrongly_set_up_fields_shows_every_problem(make_daemon
     from sellsim.seeds import DEMO_TOKEN
 
     def field_id(type_, name):
-        return next(d["id"] for d in sellsim.state()["accounts"][0]["definitions"][type_] if d["name"] == name)
+        return next(
+            d["id"]
+            for d in sellsim.state()["accounts"][0]["definitions"][type_]
+            if d["name"] == name
+        )
 
     sellsim.edit_custom_field("lead", field_id("lead", "Promo"), {"name": "promo"})
     sellsim.delete_custom_field("contact", field_id("contact", "Last active"))
-    sellsim.add_custom_field("contact", {"name": "Last active", "type": "string", "for_contact": True})
-    daemon = make_daemon(sell=f'base_url = "{sellsim.base_url}"\nmax_attempts = 2\nverify_timeout_seconds = 20\n')
+    sellsim.add_custom_field(
+        "contact", {"name": "Last active", "type": "string", "for_contact": True}
+    )
+    daemon = make_daemon(
+        sell=f'base_url = "{sellsim.base_url}"\nmax_attempts = 2\nverify_timeout_seconds = 20\n'
+    )
     with daemon.client() as c:
-        c.call("channels.create", {"name": "Acme", "sequential_tags": ["welcome", "onboarding", "upsell"]})
+        c.call(
+            "channels.create",
+            {"name": "Acme", "sequential_tags": ["welcome", "onboarding", "upsell"]},
+        )
     app = app_for(daemon)
     async with app.run_test(size=(120, 40)) as pilot:
         await until(lambda: app.screen.query_one("#channels", DataTable).row_count == 1, pilot)
         await pilot.press("enter")
-        await until(lambda: isinstance(app.screen, ChannelScreen) and app.screen.doc is not None, pilot)
+        await until(
+            lambda: isinstance(app.screen, ChannelScreen) and app.screen.doc is not None, pilot
+        )
         screen = app.screen
         token = screen.query_one("#token", Input)
         assert token.password  # masked as typed
@@ -138,11 +165,17 @@ async def test_a_token_for_wrongly_set_up_fields_shows_every_problem(make_daemon
             '• Leads: field "promo" not found — did you mean "Promo"? (case and spaces matter)',
             '• Contacts: "Last active" is a string field; it must be a date',
         ]
-        assert token.value == "" and DEMO_TOKEN[-4:] in token.placeholder and DEMO_TOKEN not in token.placeholder
+        assert (
+            token.value == ""
+            and DEMO_TOKEN[-4:] in token.placeholder
+            and DEMO_TOKEN not in token.placeholder
+        )
         # a malformed token: the daemon's refusal, shown in place of the problems
         token.value = "short token"
         await pilot.press("ctrl+s")
-        await until(lambda: "20 to 512" in str(screen.query_one("#problems", Static).render()), pilot)
+        await until(
+            lambda: "20 to 512" in str(screen.query_one("#problems", Static).render()), pilot
+        )
 
 
 async def test_the_banner_shows_while_the_daemon_is_down_and_the_tui_reconnects(daemon):
@@ -167,7 +200,6 @@ async def test_the_banner_shows_while_the_daemon_is_down_and_the_tui_reconnects(
         await until(lambda: table.row_count == 2, pilot)  # the screen refreshed on its own
 
 
-
 async def test_reset_sequence_goes_through_a_confirmation(daemon):
     with daemon.client() as c:
         c.call("channels.create", {"name": "Acme", "sequential_tags": ["welcome"]})
@@ -176,7 +208,9 @@ async def test_reset_sequence_goes_through_a_confirmation(daemon):
     async with app.run_test(size=(80, 24)) as pilot:
         await until(lambda: app.client.connected, pilot)
         app.open_user(1, 1)
-        await until(lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None, pilot)
+        await until(
+            lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None, pilot
+        )
         profile = app.screen
         progress = profile.query_one("#progress", Static)
         await until(lambda: "No sequential article sent yet" in str(progress.render()), pilot)
@@ -190,16 +224,24 @@ async def test_reset_sequence_goes_through_a_confirmation(daemon):
         await pilot.press("f8")
         await until(lambda: isinstance(app.screen, ConfirmScreen), pilot)
         await pilot.click("#yes")
-        await until(lambda: any(n.message.startswith("Sequence reset") for n in app._notifications), pilot)
+        await until(
+            lambda: any(n.message.startswith("Sequence reset") for n in app._notifications), pilot
+        )
         assert app.screen is profile
 
 
 def test_progress_is_described_sent_then_next():
-    text = describe_progress({"sent": [{"article": 3, "title": "Welcome", "sent_at": "2026-01-05T09:00:00Z"}],
-                              "next": {"article": 4, "title": "", "due_at": "2026-01-08T09:00:00Z"}})
+    text = describe_progress(
+        {
+            "sent": [{"article": 3, "title": "Welcome", "sent_at": "2026-01-05T09:00:00Z"}],
+            "next": {"article": 4, "title": "", "due_at": "2026-01-08T09:00:00Z"},
+        }
+    )
     assert text.splitlines() == ["Sent 2026-01-05 09:00  Welcome", "Next 2026-01-08 09:00  4"]
     assert describe_progress({"sent": [], "next": None}).splitlines() == [
-        "No sequential article sent yet.", "Nothing more is due."]
+        "No sequential article sent yet.",
+        "Nothing more is due.",
+    ]
 
 
 async def test_outbox_screen_lists_and_refuses_to_resolve_a_settled_message(daemon):
@@ -215,21 +257,32 @@ async def test_outbox_screen_lists_and_refuses_to_resolve_a_settled_message(daem
         count = app.screen.query_one("#count", Static)
         await until(lambda: "0 shown, 0 uncertain" in str(count.render()), pilot)
         app.screen.messages = [{"id": 1, "email": "a@example.com", "state": "sent"}]
-        app.screen.query_one("#outbox", DataTable).add_row("1", "a@example.com", "sequence", "sent", "1", "", "")
+        app.screen.query_one("#outbox", DataTable).add_row(
+            "1", "a@example.com", "sequence", "sent", "1", "", ""
+        )
         await pilot.press("s")
-        await until(lambda: any("Only an uncertain" in n.message for n in app._notifications), pilot)
+        await until(
+            lambda: any("Only an uncertain" in n.message for n in app._notifications), pilot
+        )
         assert not isinstance(app.screen, ConfirmScreen)
 
 
 def test_uncertain_is_highlighted():
-    assert state_cell("uncertain").plain == "UNCERTAIN" and "yellow" in str(state_cell("uncertain").style)
+    assert state_cell("uncertain").plain == "UNCERTAIN" and "yellow" in str(
+        state_cell("uncertain").style
+    )
     assert state_cell("sent").style == ""
 
 
 async def test_articles_import_list_and_preview(daemon):
-    shutil.copytree(REPO / "config" / "articles" / "sequence", daemon.root / "state" / "articles" / "seq")
+    shutil.copytree(
+        REPO / "config" / "articles" / "sequence", daemon.root / "state" / "articles" / "seq"
+    )
     with daemon.client() as c:
-        c.call("channels.create", {"name": "Acme", "sequential_tags": ["welcome"], "sender": "Acme <n@acme.example>"})
+        c.call(
+            "channels.create",
+            {"name": "Acme", "sequential_tags": ["welcome"], "sender": "Acme <n@acme.example>"},
+        )
     app = app_for(daemon)
     async with app.run_test(size=(120, 40)) as pilot:
         await until(lambda: app.screen.query_one("#channels", DataTable).row_count == 1, pilot)
@@ -247,22 +300,32 @@ async def test_articles_import_list_and_preview(daemon):
         await until(lambda: "Thank you for joining" in str(preview.render()), pilot, tries=600)
         text = str(preview.render())
         assert "HTML size:" in text and "Warning: the channel has no postal address" in text
-        assert "Subject: Welcome to Kuloo Gardens\nPreview: Thank you for joining Kuloo Gardens.\n" in text
+        assert (
+            "Subject: Welcome to Kuloo Gardens\nPreview: Thank you for joining Kuloo Gardens.\n"
+            in text
+        )
 
 
-def seed_counts(db: Path, channel: int, user: int, failed: int, uncertain: int, errors: int) -> None:
+def seed_counts(
+    db: Path, channel: int, user: int, failed: int, uncertain: int, errors: int
+) -> None:
     """More outbox messages and Sync errors than any page holds, written while the daemon is stopped."""
     at = "2026-01-05 09:00:00+00:00"
     with sqlite3.connect(db) as conn:
         conn.executemany(
             "insert into outbox_message (channel_id, user_id, kind, state, message_id, attempts, last_error,"
             " created_at, updated_at) values (?, ?, 'digest', ?, ?, 1, '', ?, ?)",
-            [(channel, user, state, f"<seed.{state}.{i}@t>", at, at)
-             for state, n in (("failed", failed), ("uncertain", uncertain)) for i in range(n)])
+            [
+                (channel, user, state, f"<seed.{state}.{i}@t>", at, at)
+                for state, n in (("failed", failed), ("uncertain", uncertain))
+                for i in range(n)
+            ],
+        )
         conn.executemany(
             "insert into sync_error (channel_id, crm_kind, crm_id, email, code, error, attempts, payload_key,"
             " created_at, updated_at) values (?, 'lead', ?, '', 'duplicate', 'two leads', 1, '', ?, ?)",
-            [(channel, 1000 + i, at, at) for i in range(errors)])
+            [(channel, 1000 + i, at, at) for i in range(errors)],
+        )
 
 
 async def test_dashboard_counts_are_exact_beyond_a_page(daemon):
@@ -272,7 +335,9 @@ async def test_dashboard_counts_are_exact_beyond_a_page(daemon):
         user = c.call("users.add", {"channel": 1, "email": "u@example.com"})["id"]
     daemon.signal(signal.SIGTERM)
     daemon.proc.wait(10)
-    seed_counts(daemon.root / "state" / "kuloo.sqlite3", 1, user, failed=1001, uncertain=3, errors=501)
+    seed_counts(
+        daemon.root / "state" / "kuloo.sqlite3", 1, user, failed=1001, uncertain=3, errors=501
+    )
     restart(daemon)
     app = app_for(daemon)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -298,7 +363,10 @@ async def test_the_banner_says_when_the_daemons_database_is_unreachable(make_dae
         await until(lambda: table.row_count == 1, pilot)
         assert not banner.has_class("-down")
         await asyncio.to_thread(own_pg_server.halt)
-        await until(lambda: banner.has_class("-down")
-                    and "database is unreachable" in str(banner.render()), pilot, tries=400)
+        await until(
+            lambda: banner.has_class("-down") and "database is unreachable" in str(banner.render()),
+            pilot,
+            tries=400,
+        )
         await asyncio.to_thread(own_pg_server.resume)
         await until(lambda: not banner.has_class("-down"), pilot, tries=600)

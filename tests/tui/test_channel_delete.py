@@ -25,7 +25,9 @@ async def test_a_channel_goes_only_when_its_name_is_typed_out(daemon):
         table = app.screen.query_one("#channels", DataTable)
         await until(lambda: table.row_count == 2, pilot)
         await pilot.press("enter")
-        await until(lambda: isinstance(app.screen, ChannelScreen) and app.screen.doc is not None, pilot)
+        await until(
+            lambda: isinstance(app.screen, ChannelScreen) and app.screen.doc is not None, pilot
+        )
         await pilot.press("ctrl+delete")
         await until(lambda: isinstance(app.screen, TypeToConfirmScreen), pilot)
         modal = app.screen
@@ -40,6 +42,8 @@ async def test_a_channel_goes_only_when_its_name_is_typed_out(daemon):
         await until(lambda: isinstance(app.screen, TypeToConfirmScreen), pilot)
         app.screen.query_one("#typed", Input).value = "Acme"
         await pilot.press("enter")
-        await until(lambda: any("deleted, with 1 user(s)" in n.message for n in app._notifications), pilot)
+        await until(
+            lambda: any("deleted, with 1 user(s)" in n.message for n in app._notifications), pilot
+        )
         await until(lambda: isinstance(app.screen, DashboardScreen), pilot)
         await until(lambda: table.row_count == 1 and rows(table)[0][1] == "Beta", pilot)

@@ -15,7 +15,9 @@ from kuloo_tui.client import DEFAULT_SOCKET, default_socket_path
 
 @pytest.mark.e2e
 def test_help(venv_bin):
-    r = subprocess.run([os.path.join(venv_bin, "kuloo-tui"), "--help"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [os.path.join(venv_bin, "kuloo-tui"), "--help"], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0
     assert "--socket" in r.stdout and "--config" in r.stdout and "KULOO_SOCKET" in r.stdout
 
@@ -34,9 +36,18 @@ def test_socket_path_precedence(tmp_path, monkeypatch):
 @pytest.mark.e2e
 def test_a_missing_config_is_one_line_not_a_traceback(venv_bin, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "KULOO_SOCKET"}
-    r = subprocess.run([os.path.join(venv_bin, "kuloo-tui"), "--config", str(tmp_path / "none.toml")],
-                       capture_output=True, text=True, timeout=60, env=env)
-    assert r.returncode == 2 and r.stderr.startswith("kuloo-tui: cannot read") and "Traceback" not in r.stderr
+    r = subprocess.run(
+        [os.path.join(venv_bin, "kuloo-tui"), "--config", str(tmp_path / "none.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert (
+        r.returncode == 2
+        and r.stderr.startswith("kuloo-tui: cannot read")
+        and "Traceback" not in r.stderr
+    )
 
 
 def test_the_tuis_choices_are_the_daemons():

@@ -39,8 +39,13 @@ async def test_calls_errors_and_events(daemon):
             await client.call("channels.create", {"name": "", "plan": "gold"})
         assert caught.value.code == "invalid_params" and len(caught.value.problems) == 2
         # several calls at once are told apart by their ids
-        results = await asyncio.gather(*(client.call("channels.list") for _ in range(10)), client.call("status"))
-        assert all(r == {"channels": []} for r in results[:10]) and results[10]["pid"] == daemon.proc.pid
+        results = await asyncio.gather(
+            *(client.call("channels.list") for _ in range(10)), client.call("status")
+        )
+        assert (
+            all(r == {"channels": []} for r in results[:10])
+            and results[10]["pid"] == daemon.proc.pid
+        )
         # events published by another client reach this one
         with daemon.client() as other:
             other.call("channels.create", {"name": "Acme"})

@@ -41,15 +41,31 @@ def hostile_daemon(make_daemon):
     d = make_daemon()
     folder = d.root / "state" / "articles" / "hostile"
     folder.mkdir(parents=True)
-    (folder / "a.md").write_text('---\nid: a1\ntitle: "[/] [bold]x"\ntags: ["[/]"]\n'
-                                 "published_at: 2026-01-01T08:00:00Z\n---\n"
-                                 "See [link=file:///etc/passwd]y[/] now.\n")
+    (folder / "a.md").write_text(
+        '---\nid: a1\ntitle: "[/] [bold]x"\ntags: ["[/]"]\n'
+        "published_at: 2026-01-01T08:00:00Z\n---\n"
+        "See [link=file:///etc/passwd]y[/] now.\n"
+    )
     with d.client() as c:
-        c.call("channels.create", {"name": CHANNEL, "sequential_tags": ["welcome", TAG],
-                                   "sender": "Acme <n@acme.example>"})  # fmt: skip
+        c.call(
+            "channels.create",
+            {
+                "name": CHANNEL,
+                "sequential_tags": ["welcome", TAG],
+                "sender": "Acme <n@acme.example>",
+            },
+        )
         for i, name in enumerate(NAMES):
-            c.call("users.add", {"channel": 1, "email": f"u{i}@example.com", "first_name": name,
-                                 "last_name": name, "promo_tags": [TAG]})  # fmt: skip
+            c.call(
+                "users.add",
+                {
+                    "channel": 1,
+                    "email": f"u{i}@example.com",
+                    "first_name": name,
+                    "last_name": name,
+                    "promo_tags": [TAG],
+                },
+            )
         c.call("users.update", {"id": 1, "first_name": "[link=file:///etc/passwd]z[/]"})
         report = c.call("articles.import", {"channel": 1, "path": "hostile"})
         assert report["imported"] == 1, report
@@ -57,14 +73,19 @@ def hostile_daemon(make_daemon):
     d.proc.wait(10)
     at = "2026-01-05 09:00:00+00:00"
     with sqlite3.connect(d.root / "state" / "kuloo.sqlite3") as conn:
-        conn.execute("insert into sync_error (channel_id, user_id, crm_kind, crm_id, email, code,"
-                     " error, attempts, payload_key, created_at, updated_at)"
-                     " values (1, 1, 'lead', 7, 'u0@example.com', 'refused', ?, 1, '', ?, ?)",
-                     (ERROR, at, at))  # fmt: skip
+        conn.execute(
+            "insert into sync_error (channel_id, user_id, crm_kind, crm_id, email, code,"
+            " error, attempts, payload_key, created_at, updated_at)"
+            " values (1, 1, 'lead', 7, 'u0@example.com', 'refused', ?, 1, '', ?, ?)",
+            (ERROR, at, at),
+        )
         conn.execute("update kuloo_user set sync_error = ? where id = 1", (ERROR,))
-        conn.execute("insert into outbox_message (channel_id, user_id, kind, state, message_id,"
-                     " attempts, last_error, created_at, updated_at)"
-                     " values (1, 1, 'digest', 'failed', '<m.1@t>', 1, ?, ?, ?)", (ERROR, at, at))
+        conn.execute(
+            "insert into outbox_message (channel_id, user_id, kind, state, message_id,"
+            " attempts, last_error, created_at, updated_at)"
+            " values (1, 1, 'digest', 'failed', '<m.1@t>', 1, ?, ?, ?)",
+            (ERROR, at, at),
+        )
     restart(d)
     return d
 
@@ -92,12 +113,20 @@ async def test_every_screen_draws_names_and_error_texts_literally(make_daemon):
 
         # Users: every name, as typed (the Name column is 16 wide: its first 16 characters)
         await pilot.press("u")
-        await until(lambda: isinstance(app.screen, UsersScreen)
-                    and app.screen.query_one("#users", DataTable).row_count == 3, pilot)
+        await until(
+            lambda: (
+                isinstance(app.screen, UsersScreen)
+                and app.screen.query_one("#users", DataTable).row_count == 3
+            ),
+            pilot,
+        )
         await pilot.pause()
         users = drawn(app.screen.query_one("#users", DataTable))
-        shown = ["[link=file:///etc/passwd]z[/] [/]", "[bold]x [bold]x",
-                 "[link=file:///etc/passwd]y[/] [link=file:///etc/passwd]y[/]"]
+        shown = [
+            "[link=file:///etc/passwd]z[/] [/]",
+            "[bold]x [bold]x",
+            "[link=file:///etc/passwd]y[/] [link=file:///etc/passwd]y[/]",
+        ]
         for n, name in enumerate(shown):
             assert f"u{n}@example.com" in users and name[:16] in users, (name, users)
         assert app.screen.sub_title == f"Users of {CHANNEL}"
@@ -107,8 +136,14 @@ async def test_every_screen_draws_names_and_error_texts_literally(make_daemon):
         table.focus()
         table.move_cursor(row=0)
         await pilot.press("enter")
-        await until(lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None
-                    and app.screen.query_one("#audit", DataTable).row_count > 0, pilot)
+        await until(
+            lambda: (
+                isinstance(app.screen, UserScreen)
+                and app.screen.doc is not None
+                and app.screen.query_one("#audit", DataTable).row_count > 0
+            ),
+            pilot,
+        )
         await pilot.pause()
         profile = app.screen
         assert ERROR in plain(profile.query_one("#crm", Static))
@@ -122,8 +157,9 @@ async def test_every_screen_draws_names_and_error_texts_literally(make_daemon):
         # Sync errors: the record's error text
         await until(lambda: isinstance(app.screen, DashboardScreen), pilot)
         await pilot.press("y")
-        await until(lambda: isinstance(app.screen, SyncScreen) and len(app.screen.errors) == 1,
-                    pilot)  # fmt: skip
+        await until(
+            lambda: isinstance(app.screen, SyncScreen) and len(app.screen.errors) == 1, pilot
+        )
         await pilot.pause()
         assert ERROR in drawn(app.screen.query_one("#sync-errors", DataTable))
         await pilot.press("escape")
@@ -147,8 +183,9 @@ async def test_every_screen_draws_names_and_error_texts_literally(make_daemon):
         articles.query_one("#articles", DataTable).focus()
         await pilot.press("enter")
         preview = articles.query_one("#preview", Static)
-        await until(lambda: "See [link=file:///etc/passwd]y[/] now." in plain(preview), pilot,
-                    tries=600)  # fmt: skip
+        await until(
+            lambda: "See [link=file:///etc/passwd]y[/] now." in plain(preview), pilot, tries=600
+        )
         assert "Subject: [/] [bold]x" in plain(preview)
 
 
@@ -163,26 +200,36 @@ async def test_notifications_quote_what_was_typed_literally(make_daemon):
     async with app.run_test(size=(120, 40), notifications=True) as pilot:
         await until(lambda: app.screen.query_one("#channels", DataTable).row_count == 1, pilot)
         app.add_user(1)
-        await until(lambda: isinstance(app.screen, UserScreen) and app.screen.query("#email"),
-                    pilot)  # fmt: skip
+        await until(
+            lambda: isinstance(app.screen, UserScreen) and app.screen.query("#email"), pilot
+        )
         for typed in ("[/]", "[link=file:///etc/passwd]y[/]"):
             app.screen.query_one("#email").value = typed
             await pilot.press("ctrl+s")
-            await until(lambda: any(n.title == "Adding the user" for n in app._notifications),
-                        pilot)
+            await until(
+                lambda: any(n.title == "Adding the user" for n in app._notifications), pilot
+            )
             await pilot.pause()
-            await until(lambda typed=typed: any(typed in str(toast.render())
-                                                for toast in app.screen.query(Toast)),
-                        pilot)  # fmt: skip
+            await until(
+                lambda typed=typed: any(
+                    typed in str(toast.render()) for toast in app.screen.query(Toast)
+                ),
+                pilot,
+            )
         # The channel document lists the daemon's problems inline, quoting the tags typed
         app.pop_screen()
         app.open_channel(1)
-        await until(lambda: isinstance(app.screen, ChannelScreen) and app.screen.doc is not None,
-                    pilot)  # fmt: skip
+        await until(
+            lambda: isinstance(app.screen, ChannelScreen) and app.screen.doc is not None, pilot
+        )
         app.screen.query_one("#tags", Input).value = f"{NAMES[2]}, {NAMES[2]}"
         await pilot.press("ctrl+s")
         problems = app.screen.query_one("#problems", Static)
         await until(lambda: f"[{NAMES[2]!r}] more than once" in plain(problems), pilot)
         app.notify("[bold]sync[/] finished for [/]")
-        await until(lambda: any("[bold]sync[/] finished for [/]" in str(t.render())
-                                for t in app.screen.query(Toast)), pilot)  # fmt: skip
+        await until(
+            lambda: any(
+                "[bold]sync[/] finished for [/]" in str(t.render()) for t in app.screen.query(Toast)
+            ),
+            pilot,
+        )

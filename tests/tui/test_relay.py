@@ -44,10 +44,17 @@ async def test_resend_all_failed_then_the_dashboard_shows_the_refusing_relay(mak
         await pilot.press("E")
         await until(lambda: isinstance(app.screen, ConfirmScreen), pilot)
         await pilot.press("y")
-        await until(lambda: any("5 failed messages queued again" in n.message for n in app._notifications), pilot)
+        await until(
+            lambda: any("5 failed messages queued again" in n.message for n in app._notifications),
+            pilot,
+        )
         # The daemon's next pass meets a relay that is not there: every message stays queued.
         with daemon.client() as c:
-            await until(lambda: (c.call("status")["relay"] or {}).get("state") == "refusing", pilot, tries=400)
+            await until(
+                lambda: (c.call("status")["relay"] or {}).get("state") == "refusing",
+                pilot,
+                tries=400,
+            )
             assert c.call("outbox.counts", {"channel": 1})["counts"]["queued"] == 5
         await pilot.press("escape")
         await pilot.press("r")

@@ -34,15 +34,34 @@ SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40"
 @pytest.fixture
 def seeded(daemon):
     with daemon.client() as c:
-        c.call("channels.create", {"name": "Acme News", "plan": "pro",
-                                   "sequential_tags": ["welcome", "onboarding", "upsell"],
-                                   "sender": "Acme <news@acme.example>", "postal_address": "1 Main St, Springfield"})
+        c.call(
+            "channels.create",
+            {
+                "name": "Acme News",
+                "plan": "pro",
+                "sequential_tags": ["welcome", "onboarding", "upsell"],
+                "sender": "Acme <news@acme.example>",
+                "postal_address": "1 Main St, Springfield",
+            },
+        )
         c.call("channels.create", {"name": "Beta Letters"})
-        people = [("ada@example.com", "Ada", "Lovelace", "daily"), ("bob@example.com", "Bob", "Stone", "weekly"),
-                  ("cy@example.com", "Cy", "Young", "monthly")]
+        people = [
+            ("ada@example.com", "Ada", "Lovelace", "daily"),
+            ("bob@example.com", "Bob", "Stone", "weekly"),
+            ("cy@example.com", "Cy", "Young", "monthly"),
+        ]
         for email, first, last, frequency in people:
-            c.call("users.add", {"channel": 1, "email": email, "first_name": first, "last_name": last,
-                                 "frequency": frequency, "promo_tags": ["welcome"]})
+            c.call(
+                "users.add",
+                {
+                    "channel": 1,
+                    "email": email,
+                    "first_name": first,
+                    "last_name": last,
+                    "frequency": frequency,
+                    "promo_tags": ["welcome"],
+                },
+            )
         c.call("users.update", {"id": 2, "unsubscribed": True})
     return daemon
 
@@ -65,8 +84,13 @@ def test_users(seeded, snap_compare, size):
     async def run_before(pilot):
         await dashboard_loaded(pilot)
         await pilot.press("u")
-        await until(lambda: isinstance(pilot.app.screen, UsersScreen)
-                    and pilot.app.screen.query_one("#users", DataTable).row_count == 3, pilot)
+        await until(
+            lambda: (
+                isinstance(pilot.app.screen, UsersScreen)
+                and pilot.app.screen.query_one("#users", DataTable).row_count == 3
+            ),
+            pilot,
+        )
 
     assert snap_compare(app_for(seeded), terminal_size=size, run_before=run_before)
 
@@ -76,7 +100,12 @@ def test_channel_document(seeded, snap_compare, size):
     async def run_before(pilot):
         await dashboard_loaded(pilot)
         await pilot.press("enter")
-        await until(lambda: isinstance(pilot.app.screen, ChannelScreen) and pilot.app.screen.doc is not None, pilot)
+        await until(
+            lambda: (
+                isinstance(pilot.app.screen, ChannelScreen) and pilot.app.screen.doc is not None
+            ),
+            pilot,
+        )
 
     assert snap_compare(app_for(seeded), terminal_size=size, run_before=run_before)
 
@@ -86,8 +115,14 @@ def test_user_profile(seeded, snap_compare, size):
     async def run_before(pilot):
         await dashboard_loaded(pilot)
         pilot.app.open_user(1, 1)
-        await until(lambda: isinstance(pilot.app.screen, UserScreen) and pilot.app.screen.doc is not None
-                    and pilot.app.screen.query_one("#audit", DataTable).row_count > 0, pilot)
+        await until(
+            lambda: (
+                isinstance(pilot.app.screen, UserScreen)
+                and pilot.app.screen.doc is not None
+                and pilot.app.screen.query_one("#audit", DataTable).row_count > 0
+            ),
+            pilot,
+        )
 
     assert snap_compare(app_for(seeded), terminal_size=size, run_before=run_before)
 
@@ -98,24 +133,39 @@ def test_users_named_with_markup(daemon, snap_compare):
     with daemon.client() as c:
         c.call("channels.create", {"name": "[bold]Acme[/]", "sequential_tags": ["[/]"]})
         for i, name in enumerate(["[/]", "[bold]x", "[link=file:///etc/passwd]y[/]"]):
-            c.call("users.add", {"channel": 1, "email": f"u{i}@example.com", "first_name": name,
-                                 "last_name": "[/]", "promo_tags": ["[/]"]})  # fmt: skip
+            c.call(
+                "users.add",
+                {
+                    "channel": 1,
+                    "email": f"u{i}@example.com",
+                    "first_name": name,
+                    "last_name": "[/]",
+                    "promo_tags": ["[/]"],
+                },
+            )
 
     async def run_before(pilot):
         channels = pilot.app.screen.query_one("#channels", DataTable)
         await until(lambda: channels.row_count == 1, pilot)
         await pilot.press("u")
-        await until(lambda: isinstance(pilot.app.screen, UsersScreen)
-                    and pilot.app.screen.query_one("#users", DataTable).row_count == 3, pilot)
+        await until(
+            lambda: (
+                isinstance(pilot.app.screen, UsersScreen)
+                and pilot.app.screen.query_one("#users", DataTable).row_count == 3
+            ),
+            pilot,
+        )
 
     assert snap_compare(app_for(daemon), terminal_size=(80, 24), run_before=run_before)
 
 
 # --------------------------------------------------------------------------- issue 24
 
-SHARED_FIX = ("Two Sell records carry the email shared@example.com: Kuloo cannot tell which one "
-              "is the user. Merge or delete the duplicate in Sell (keep the one with the deals), "
-              "then sync again; the error clears on its own.")
+SHARED_FIX = (
+    "Two Sell records carry the email shared@example.com: Kuloo cannot tell which one "
+    "is the user. Merge or delete the duplicate in Sell (keep the one with the deals), "
+    "then sync again; the error clears on its own."
+)
 
 
 def seed_rows(daemon) -> None:
@@ -128,16 +178,38 @@ def seed_rows(daemon) -> None:
             "insert into sync_error (channel_id, user_id, crm_kind, crm_id, email, code, error,"
             " attempts, payload_key, created_at, updated_at)"
             " values (1, ?, ?, ?, ?, ?, ?, 1, '', ?, ?)",
-            [(None, "lead", 4242, "shared@example.com", "duplicate", SHARED_FIX, at, at),
-             (1, "contact", 17, "ada@example.com", "kuloo_id",
-              "The KulooId in Sell (k-0000) is not this user's: restore it to the value shown "
-              "in Kuloo, or clear it and sync again.", at, at)])
+            [
+                (None, "lead", 4242, "shared@example.com", "duplicate", SHARED_FIX, at, at),
+                (
+                    1,
+                    "contact",
+                    17,
+                    "ada@example.com",
+                    "kuloo_id",
+                    "The KulooId in Sell (k-0000) is not this user's: restore it to the value shown "
+                    "in Kuloo, or clear it and sync again.",
+                    at,
+                    at,
+                ),
+            ],
+        )
         conn.executemany(
             "insert into outbox_message (channel_id, user_id, kind, state, message_id, attempts,"
             " last_error, created_at, updated_at) values (1, ?, 'digest', ?, ?, ?, ?, ?, ?)",
-            [(1, "failed", "<a.1@t>", 5, "550 5.1.1 <ada@example.com>: Recipient address "
-              "rejected: User unknown in virtual mailbox table", at, at),
-             (3, "uncertain", "<c.1@t>", 1, "", at, at)])
+            [
+                (
+                    1,
+                    "failed",
+                    "<a.1@t>",
+                    5,
+                    "550 5.1.1 <ada@example.com>: Recipient address "
+                    "rejected: User unknown in virtual mailbox table",
+                    at,
+                    at,
+                ),
+                (3, "uncertain", "<c.1@t>", 1, "", at, at),
+            ],
+        )
     restart(daemon)
 
 
@@ -149,9 +221,14 @@ def test_sync_errors(seeded, snap_compare, size):
     async def run_before(pilot):
         await dashboard_loaded(pilot)
         await pilot.press("y")
-        await until(lambda: isinstance(pilot.app.screen, SyncScreen)
-                    and len(pilot.app.screen.errors) == 2
-                    and "deals" in str(pilot.app.screen.query_one("#error-detail").render()), pilot)
+        await until(
+            lambda: (
+                isinstance(pilot.app.screen, SyncScreen)
+                and len(pilot.app.screen.errors) == 2
+                and "deals" in str(pilot.app.screen.query_one("#error-detail").render())
+            ),
+            pilot,
+        )
 
     assert snap_compare(app_for(seeded), terminal_size=size, run_before=run_before)
 
@@ -164,8 +241,12 @@ def test_outbox(seeded, snap_compare, size):
     async def run_before(pilot):
         await dashboard_loaded(pilot)
         await pilot.press("o")
-        await until(lambda: isinstance(pilot.app.screen, OutboxScreen)
-                    and len(pilot.app.screen.messages) == 2, pilot)
+        await until(
+            lambda: (
+                isinstance(pilot.app.screen, OutboxScreen) and len(pilot.app.screen.messages) == 2
+            ),
+            pilot,
+        )
         await pilot.pause(0.1)
 
     assert snap_compare(app_for(seeded), terminal_size=size, run_before=run_before)
@@ -189,8 +270,13 @@ def test_articles_with_a_withdrawn_one(seeded, snap_compare, size):
     async def run_before(pilot):
         await dashboard_loaded(pilot)
         await pilot.press("a")
-        await until(lambda: isinstance(pilot.app.screen, ArticlesScreen)
-                    and pilot.app.screen.query_one("#articles", DataTable).row_count == 3, pilot)
+        await until(
+            lambda: (
+                isinstance(pilot.app.screen, ArticlesScreen)
+                and pilot.app.screen.query_one("#articles", DataTable).row_count == 3
+            ),
+            pilot,
+        )
 
     assert snap_compare(app_for(seeded), terminal_size=size, run_before=run_before)
 
@@ -204,8 +290,13 @@ def test_import_confirmation(seeded, snap_compare, size):
     async def run_before(pilot):
         await dashboard_loaded(pilot)
         await pilot.press("a")
-        await until(lambda: isinstance(pilot.app.screen, ArticlesScreen)
-                    and pilot.app.screen.query_one("#articles", DataTable).row_count == 3, pilot)
+        await until(
+            lambda: (
+                isinstance(pilot.app.screen, ArticlesScreen)
+                and pilot.app.screen.query_one("#articles", DataTable).row_count == 3
+            ),
+            pilot,
+        )
         pilot.app.screen.query_one("#folder", Input).value = "seq"
         pilot.app.screen.start_import()  # not a click: the button's press effect is timed
         await until(lambda: isinstance(pilot.app.screen, ConfirmScreen), pilot, tries=600)

@@ -26,9 +26,13 @@ async def test_a_user_is_erased_only_when_their_email_is_typed_out(daemon):
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         app.open_users(1)
-        await until(lambda: isinstance(app.screen, UsersScreen) and len(app.screen.users) == 2, pilot)
+        await until(
+            lambda: isinstance(app.screen, UsersScreen) and len(app.screen.users) == 2, pilot
+        )
         app.open_user(user["id"], 1)
-        await until(lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None, pilot)
+        await until(
+            lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None, pilot
+        )
         await pilot.press("ctrl+delete")
         await until(lambda: isinstance(app.screen, TypeToConfirmScreen), pilot)
         modal = app.screen
@@ -43,8 +47,12 @@ async def test_a_user_is_erased_only_when_their_email_is_typed_out(daemon):
         await until(lambda: isinstance(app.screen, TypeToConfirmScreen), pilot)
         app.screen.query_one("#typed", Input).value = "erin@example.com"
         await pilot.press("enter")
-        await until(lambda: any(f"User {user['id']} erased" in n.message for n in app._notifications), pilot)
+        await until(
+            lambda: any(f"User {user['id']} erased" in n.message for n in app._notifications), pilot
+        )
         await until(lambda: isinstance(app.screen, UsersScreen), pilot)
         await until(lambda: [u["email"] for u in app.screen.users] == ["keep@example.com"], pilot)
     with daemon.client() as c:
-        assert [u["email"] for u in c.call("users.list", {"channel": 1})["users"]] == ["keep@example.com"]
+        assert [u["email"] for u in c.call("users.list", {"channel": 1})["users"]] == [
+            "keep@example.com"
+        ]

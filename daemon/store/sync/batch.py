@@ -65,8 +65,13 @@ from .rows import (
 from .types import DeletionIn, Outcome, RecordIn, SellWrite
 
 # Which user attributes a field's Kuloo change time is read from.
-FIELD_ATTRS = {PROMO: ("promo_tags",), SUBSCRIPTION: ("frequency", "unsubscribed"), "email": ("email",),
-               "first_name": ("first_name",), "last_name": ("last_name",)}
+FIELD_ATTRS = {
+    PROMO: ("promo_tags",),
+    SUBSCRIPTION: ("frequency", "unsubscribed"),
+    "email": ("email",),
+    "first_name": ("first_name",),
+    "last_name": ("last_name",),
+}
 
 
 def _changed_at(row: UserRow) -> dict[str, datetime | None]:
@@ -94,8 +99,9 @@ def _unlink(row: UserRow) -> None:
 class _Batch:
     """One ``apply_batch`` call's working state (inside its transaction)."""
 
-    def __init__(self, channel: ChannelRow, now: datetime, retries: int,
-                 erasure_key: bytes | None = None) -> None:
+    def __init__(
+        self, channel: ChannelRow, now: datetime, retries: int, erasure_key: bytes | None = None
+    ) -> None:
         self.channel = channel
         self.erasure_key = erasure_key
         self.tombstones: list[importing.Tombstone] = []
@@ -110,10 +116,14 @@ class _Batch:
         self.user_errors: dict[int, SyncError] = {}
         self.suspended: set[int] = set()
         self.record_errors: set[tuple[str | None, int]] = set()
-        self.pending: list[Any] = []  # imported users' tags and first audit entries, inserted together
+        self.pending: list[
+            Any
+        ] = []  # imported users' tags and first audit entries, inserted together
         self.pending_users: set[int] = set()
         self.imports: list[tuple[UserRow, RecordIn]] = []  # new users, not inserted yet
-        self.writes = user_store.RowWrites()  # merged users' UPDATEs, written together before the commit
+        self.writes = (
+            user_store.RowWrites()
+        )  # merged users' UPDATEs, written together before the commit
         # Right after a restore: unknown KulooIds are users created after the backup.
         self.adopting = bool((channel.sync_state or {}).get(RESTORED_AT))
 
@@ -125,18 +135,24 @@ class _Batch:
     def audit(self, row: UserRow, name: str, old: Any, new: Any, note: str) -> None:
         """An audit entry, inserted with the batch's others (``flush``): every entry of the
         batch goes through ``pending`` in order, so a user's log keeps its order."""
-        self.pending.append(user_store.audit_entry(row, name, old, new, actor=Actor.SYNC, now=self.now, note=note))
+        self.pending.append(
+            user_store.audit_entry(row, name, old, new, actor=Actor.SYNC, now=self.now, note=note)
+        )
 
     async def load(self, records: Sequence[RecordIn], deletions: Sequence[DeletionIn]) -> None:
         cid = self.channel.id
         keys = [(r.kind, r.id) for r in records] + [(d.kind, d.id) for d in deletions]
-        keys += [("contact", d.conversion.individual_id) for d in deletions
-                 if d.conversion and d.conversion.individual_id is not None]
+        keys += [
+            ("contact", d.conversion.individual_id)
+            for d in deletions
+            if d.conversion and d.conversion.individual_id is not None
+        ]
         rows = await users_matching(cid, records, keys).select_for_update()
         # Tombstones of erased users these records may match (by KulooId, by email hash).
         hashes = [h for r in records if (h := self.email_hash(r.email))]
         self.tombstones = await erasure.matching(
-            cid, [r.values[KULOO_ID] for r in records if r.values.get(KULOO_ID)], hashes)
+            cid, [r.values[KULOO_ID] for r in records if r.values.get(KULOO_ID)], hashes
+        )
         for row in rows:
             self.rows[row.id] = row
             self.index.put(user_ref(row))
@@ -158,8 +174,10 @@ class _Batch:
 
     async def clear(self, user: UserRow | None, kind: str | None, crm_id: int | None) -> bool:
         """``clear_errors``, skipped when this batch knows there is nothing to clear."""
-        known = (user is not None and (user.id in self.user_errors or user.sync_error)) or \
-            (kind, crm_id) in self.record_errors
+        known = (user is not None and (user.id in self.user_errors or user.sync_error)) or (
+            kind,
+            crm_id,
+        ) in self.record_errors
         if not known:
             return False
         if user is not None:
@@ -169,15 +187,33 @@ class _Batch:
 
     def _sync_write(self, rec: RecordIn, fields: dict[str, Any], user: UserRow | None) -> None:
         if fields:
-            self.out.writes.append(SellWrite(rec.kind, rec.id, fields, user.id if user else None,
-                                             tuple(user.promo_tags or ()) if user else (), rec.email or ""))
+            self.out.writes.append(
+                SellWrite(
+                    rec.kind,
+                    rec.id,
+                    fields,
+                    user.id if user else None,
+                    tuple(user.promo_tags or ()) if user else (),
+                    rec.email or "",
+                )
+            )
 
-    async def record_error(self, rec: RecordIn, code: str, text: str, user: UserRow | None = None) -> None:
+    async def record_error(
+        self, rec: RecordIn, code: str, text: str, user: UserRow | None = None
+    ) -> None:
         """A record that does not sync: the error kept, and written to its Sync error field."""
         # An erased user's address is not kept again, not even beside the record's error.
         email = "" if code == E_ERASED else rec.email or ""
-        if await set_error(self.channel.id, self.now, user=user, kind=rec.kind, crm_id=rec.id,
-                            email=email, code=code, text=text):
+        if await set_error(
+            self.channel.id,
+            self.now,
+            user=user,
+            kind=rec.kind,
+            crm_id=rec.id,
+            email=email,
+            code=code,
+            text=text,
+        ):
             self.out.add("errors")
         if user is not None:
             self.out.touched(user.id)
@@ -194,13 +230,19 @@ class _Batch:
     async def deletion(self, d: DeletionIn) -> RecordIn | None:
         """Apply one deletion; returns the contact to merge when the lead was converted."""
         ref = self.index.by_link.get((d.kind, d.id))
-        await SyncError.filter(channel_id=self.channel.id, user_id=None, crm_kind=d.kind, crm_id=d.id).delete()
+        await SyncError.filter(
+            channel_id=self.channel.id, user_id=None, crm_kind=d.kind, crm_id=d.id
+        ).delete()
         if ref is None:
             return None
         row = self.rows[ref.id]
         conv = d.conversion
         old = (d.kind, d.id)
-        follow = linking.follow_conversion(ref, conv.individual_id, self.index) if conv is not None else None
+        follow = (
+            linking.follow_conversion(ref, conv.individual_id, self.index)
+            if conv is not None
+            else None
+        )
         if follow is not None and follow.action == linking.CONVERTED_INTO_LINKED:
             # Merged into a contact another user has: that link stays; this user stops.
             # (follow_conversion names the contact and its holder for this action.)
@@ -209,11 +251,26 @@ class _Batch:
             await save_link(row)
             self.index.relink(row.id, None)
             self.out.unlinked.append(old)
-            await set_error(self.channel.id, self.now, user=row, kind=None, crm_id=None, email=row.email,
-                             code=E_CONVERTED, text=texts.converted_into_linked_contact(
-                                 d.id, conv.individual_id, follow.holder.email))
-            self.audit(row, "crm", f"lead {d.id}", None, f"lead converted in Sell into contact "
-                       f"{conv.individual_id}, already synced with {follow.holder.email}: sync stopped")
+            await set_error(
+                self.channel.id,
+                self.now,
+                user=row,
+                kind=None,
+                crm_id=None,
+                email=row.email,
+                code=E_CONVERTED,
+                text=texts.converted_into_linked_contact(
+                    d.id, conv.individual_id, follow.holder.email
+                ),
+            )
+            self.audit(
+                row,
+                "crm",
+                f"lead {d.id}",
+                None,
+                f"lead converted in Sell into contact "
+                f"{conv.individual_id}, already synced with {follow.holder.email}: sync stopped",
+            )
             self.out.add("errors")
             self.out.touched(row.id)
             return None
@@ -234,8 +291,13 @@ class _Batch:
             self.index.relink(row.id, ("contact", conv.individual_id))
             self.out.unlinked.append(old)
             self.out.linked.append(("contact", conv.individual_id))
-            self.audit(row, "crm", f"lead {d.id}", f"contact {conv.individual_id}",
-                       "lead converted in Sell: following the user to the contact")
+            self.audit(
+                row,
+                "crm",
+                f"lead {d.id}",
+                f"contact {conv.individual_id}",
+                "lead converted in Sell: following the user to the contact",
+            )
             self.out.touched(row.id)
             return contact
         _unlink(row)
@@ -244,13 +306,27 @@ class _Batch:
         self.out.unlinked.append(old)
         self.out.touched(row.id)
         if conv is not None:  # converted to an organization only: never re-pushed
-            await set_error(self.channel.id, self.now, user=row, kind=None, crm_id=None, email=row.email,
-                             code=E_ORG_ONLY, text=texts.organization_only_conversion(d.id, conv.organization_id))
+            await set_error(
+                self.channel.id,
+                self.now,
+                user=row,
+                kind=None,
+                crm_id=None,
+                email=row.email,
+                code=E_ORG_ONLY,
+                text=texts.organization_only_conversion(d.id, conv.organization_id),
+            )
             self.out.add("errors")
             return None
         again = row.add_to_crm or self.channel.add_all_users_to_crm
-        self.audit(row, "crm", f"{d.kind} {d.id}", None, "deleted in Sell: " + ("pushed again as a new lead" if again
-                                                             else "sync stopped for this user"))
+        self.audit(
+            row,
+            "crm",
+            f"{d.kind} {d.id}",
+            None,
+            "deleted in Sell: "
+            + ("pushed again as a new lead" if again else "sync stopped for this user"),
+        )
         return None
 
     # -- records
@@ -260,8 +336,9 @@ class _Batch:
         if d.action == linking.IGNORE:
             return
         if d.action in (linking.IMPORT, linking.UNKNOWN_KULOO_ID) and self.tombstones:
-            gone = importing.erased(rec.values.get(KULOO_ID) or None, self.email_hash(rec.email),
-                                    self.tombstones)
+            gone = importing.erased(
+                rec.values.get(KULOO_ID) or None, self.email_hash(rec.email), self.tombstones
+            )
             if gone is not None:  # an erased user's record: never imported again meanwhile
                 await self.record_error(rec, gone.code, gone.text)
                 return
@@ -271,18 +348,25 @@ class _Batch:
             return
         if d.action == linking.MERGE and _user(d).id in self.suspended:
             # The plan was lowered below the links it has: the newest wait, linked, for room.
-            await self.record_error(rec, E_CAP, texts.plan_cap(Plan(self.channel.plan)), self.rows[_user(d).id])
+            await self.record_error(
+                rec, E_CAP, texts.plan_cap(Plan(self.channel.plan)), self.rows[_user(d).id]
+            )
         elif d.action == linking.MERGE:
             await self.merge(self.rows[_user(d).id], rec)
         elif d.action == linking.TAMPERED:
             assert d.expected is not None  # decide() names the KulooId to restore
             row = self.rows[_user(d).id]
-            await self.record_error(rec, E_TAMPERED, texts.kuloo_id_changed(d.expected, rec.values.get(KULOO_ID)), row)
+            await self.record_error(
+                rec, E_TAMPERED, texts.kuloo_id_changed(d.expected, rec.values.get(KULOO_ID)), row
+            )
         elif d.action == linking.DUPLICATE:
             assert d.other is not None  # decide() names the record already linked
             kind, crm_id = d.other
-            text = (texts.duplicate_kuloo_id(_user(d).kuloo_id, kind, crm_id) if rec.values.get(KULOO_ID)
-                    else texts.duplicate_email(rec.email or "", kind, crm_id))
+            text = (
+                texts.duplicate_kuloo_id(_user(d).kuloo_id, kind, crm_id)
+                if rec.values.get(KULOO_ID)
+                else texts.duplicate_email(rec.email or "", kind, crm_id)
+            )
             await self.record_error(rec, E_DUPLICATE, text)
         elif d.action == linking.UNKNOWN_KULOO_ID and self.adopting and await self.adoptable(rec):
             await self.import_record(rec, kuloo_id=rec.values[KULOO_ID])
@@ -310,18 +394,32 @@ class _Batch:
     async def adoptable(self, rec: RecordIn) -> bool:
         """After a restore: the record's KulooId is free to adopt (no user anywhere has it)."""
         kuloo_id = rec.values.get(KULOO_ID)
-        return isinstance(kuloo_id, str) and bool(kuloo_id) and not await UserRow.exists(kuloo_id=kuloo_id)
+        return (
+            isinstance(kuloo_id, str)
+            and bool(kuloo_id)
+            and not await UserRow.exists(kuloo_id=kuloo_id)
+        )
 
     async def import_record(self, rec: RecordIn, *, kuloo_id: str | None = None) -> None:
         """A new user from ``rec`` (what it becomes is ``importing.new_user``'s decision);
         ``kuloo_id``: the one it already carries (a user the restored copy did not know)."""
-        user = importing.new_user(rec.email, rec.values, sequential_tags=self.tags,
-                                  plan=self.channel.plan, linked=self.linked)
+        user = importing.new_user(
+            rec.email,
+            rec.values,
+            sequential_tags=self.tags,
+            plan=self.channel.plan,
+            linked=self.linked,
+        )
         if isinstance(user, importing.Refusal):
             await self.record_error(rec, user.code, user.text)
             return
-        fields = {**user, "crm_kind": rec.kind, "crm_id": rec.id, "crm_linked_at": self.now,
-                  "synced_values": dict(rec.values)}
+        fields = {
+            **user,
+            "crm_kind": rec.kind,
+            "crm_id": rec.id,
+            "crm_linked_at": self.now,
+            "synced_values": dict(rec.values),
+        }
         if kuloo_id is not None:
             fields["kuloo_id"] = kuloo_id
             source = rec.values.get("Source")
@@ -331,7 +429,9 @@ class _Batch:
         # Inserted with the batch's other imports (``save_imports``); until then the index
         # knows it by a provisional id, enough to call a later record with its email or
         # KulooId a duplicate of this one.
-        self.index.put(UserRef(-1 - len(self.imports), row.kuloo_id, row.email_key, (rec.kind, rec.id)))
+        self.index.put(
+            UserRef(-1 - len(self.imports), row.kuloo_id, row.email_key, (rec.kind, rec.id))
+        )
         self.imports.append((row, rec))
         self.linked += 1
         self.out.linked.append((rec.kind, rec.id))
@@ -341,8 +441,10 @@ class _Batch:
     async def save_imports(self) -> None:
         """The users this batch imports: inserted together, then merged with their records."""
         imports, self.imports = self.imports, []
-        added = [(row, f"added from Sell {rec.kind} {rec.id}" + rec.cleaning_note(importing.IMPORTED))
-                 for row, rec in imports]
+        added = [
+            (row, f"added from Sell {rec.kind} {rec.id}" + rec.cleaning_note(importing.IMPORTED))
+            for row, rec in imports
+        ]
         await user_store.insert_many(added, actor=Actor.SYNC, now=self.now, pending=self.pending)
         for row, rec in imports:
             self.rows[row.id] = row
@@ -359,8 +461,13 @@ class _Batch:
         base = dict(row.synced_values or {})
 
         def run_merge():
-            return merge(base, kuloo_values(user_view(row)), rec.values, kuloo_changed_at=_changed_at(row),
-                         sell_updated_at=rec.updated_at)
+            return merge(
+                base,
+                kuloo_values(user_view(row)),
+                rec.values,
+                kuloo_changed_at=_changed_at(row),
+                sell_updated_at=rec.updated_at,
+            )
 
         result = run_merge()
         hold = False
@@ -369,8 +476,12 @@ class _Batch:
             await self.clear(row, rec.kind, rec.id)
             self.out.touched(row.id)
             result = run_merge()
-        elif refused and err is not None and err.payload_key == payload_key(result.to_sell) \
-                and err.attempts >= self.retries:
+        elif (
+            refused
+            and err is not None
+            and err.payload_key == payload_key(result.to_sell)
+            and err.attempts >= self.retries
+        ):
             hold = True  # refused that often: wait for a change (the base stays where it was)
         self.out.add("conflicts", result.conflicts)
         # The base moves for the fields now agreed; those still to write move once Sell takes them.
@@ -387,32 +498,60 @@ class _Batch:
                 await self.record_error(rec, attrs.code, attrs.text, row)
                 return
             if "email" in attrs:
-                taken = await UserRow.filter(channel_id=row.channel_id, email_key=email_key(attrs["email"])).exclude(
-                    id=row.id).first()
+                taken = (
+                    await UserRow.filter(
+                        channel_id=row.channel_id, email_key=email_key(attrs["email"])
+                    )
+                    .exclude(id=row.id)
+                    .first()
+                )
                 if taken is not None:
-                    await self.record_error(rec, E_DUPLICATE, texts.duplicate_email(
-                        attrs["email"], taken.crm_kind or "user", taken.crm_id or taken.id), row)
+                    await self.record_error(
+                        rec,
+                        E_DUPLICATE,
+                        texts.duplicate_email(
+                            attrs["email"], taken.crm_kind or "user", taken.crm_id or taken.id
+                        ),
+                        row,
+                    )
                     return
             for change in result.changes:
                 if change.side != KULOO:
                     continue
-                field_attrs = {a: attrs[a] for a in to_kuloo(change.field, change.new) if a in attrs}
+                field_attrs = {
+                    a: attrs[a] for a in to_kuloo(change.field, change.new) if a in attrs
+                }
                 if change.field == "email":
                     field_attrs = {"email": attrs["email"]}
-                note = (f"{change.note} (Kuloo had {change.kuloo!r}, Sell had {change.sell!r})"
-                        + rec.cleaning_note([change.field]))
+                note = (
+                    f"{change.note} (Kuloo had {change.kuloo!r}, Sell had {change.sell!r})"
+                    + rec.cleaning_note([change.field])
+                )
                 also = () if base_saved else ("synced_values",)  # saved by the same UPDATE
                 row.synced_values = new_base
-                if await user_store.apply_changes(row, field_attrs, actor=Actor.SYNC, now=self.now, note=note,
-                                                  also=also, pending=self.pending, writes=self.writes):
+                if await user_store.apply_changes(
+                    row,
+                    field_attrs,
+                    actor=Actor.SYNC,
+                    now=self.now,
+                    note=note,
+                    also=also,
+                    pending=self.pending,
+                    writes=self.writes,
+                ):
                     base_saved = True
             if not imported:
                 self.out.add("users_updated")
             self.out.touched(row.id)
         for change in result.changes:
             if change.side != KULOO and not imported:
-                self.audit(row, change.field, change.sell, change.kuloo,
-                           f"written to Sell {rec.kind} {rec.id}: {change.note}")
+                self.audit(
+                    row,
+                    change.field,
+                    change.sell,
+                    change.kuloo,
+                    f"written to Sell {rec.kind} {rec.id}: {change.note}",
+                )
         if not base_saved:
             row.synced_values = new_base
             self.writes.save(row, ["synced_values"])
@@ -420,9 +559,15 @@ class _Batch:
             self._sync_write(rec, dict(result.to_sell), row)
 
 
-async def apply_batch(channel_id: int, records: Sequence[RecordIn], deletions: Sequence[DeletionIn],
-                      feed_state: Mapping[str, Any] | None, now: datetime, retries: int = 3,
-                      erasure_key: bytes | None = None) -> Outcome:
+async def apply_batch(
+    channel_id: int,
+    records: Sequence[RecordIn],
+    deletions: Sequence[DeletionIn],
+    feed_state: Mapping[str, Any] | None,
+    now: datetime,
+    retries: int = 3,
+    erasure_key: bytes | None = None,
+) -> Outcome:
     """Apply one batch of the change feed in one transaction; returns the Sell writes it needs.
 
     ``erasure_key``: the ``erasure-key`` credential, to match records to erased users by

@@ -27,7 +27,9 @@ from .rows import channel_row, linked_count, record_ref, suspended_users, user_r
 from .types import RecordIn
 
 
-def users_matching(channel_id: int, records: Sequence[RecordIn], keys: Sequence[tuple[str, int]]) -> Any:
+def users_matching(
+    channel_id: int, records: Sequence[RecordIn], keys: Sequence[tuple[str, int]]
+) -> Any:
     """The query for the channel's users these records may belong to: by link, KulooId, email."""
     kuloo_ids = [r.values.get(KULOO_ID) for r in records if r.values.get(KULOO_ID)]
     emails = [e for r in records if (e := email_key(r.email))]
@@ -35,8 +37,9 @@ def users_matching(channel_id: int, records: Sequence[RecordIn], keys: Sequence[
     # in each branch of the OR, so that each one is a search of its own index (SQLite's
     # multi-index OR, PostgreSQL's bitmap OR): with it outside, SQLite reads every user of
     # the channel for each batch.
-    q = Q(channel_id=channel_id, kuloo_id__in=kuloo_ids or [""]) | Q(channel_id=channel_id,
-                                                                       email_key__in=emails or [""])
+    q = Q(channel_id=channel_id, kuloo_id__in=kuloo_ids or [""]) | Q(
+        channel_id=channel_id, email_key__in=emails or [""]
+    )
     for kind in ("lead", "contact"):
         ids = [i for k, i in keys if k == kind]
         if ids:
@@ -44,8 +47,11 @@ def users_matching(channel_id: int, records: Sequence[RecordIn], keys: Sequence[
     return UserRow.filter(q)
 
 
-async def conversion_lookups(channel_id: int, records: Sequence[RecordIn], unmatched_contacts: bool = False,
-                             ) -> list[tuple[RecordIn, int | None, tuple[str, int] | None]]:
+async def conversion_lookups(
+    channel_id: int,
+    records: Sequence[RecordIn],
+    unmatched_contacts: bool = False,
+) -> list[tuple[RecordIn, int | None, tuple[str, int] | None]]:
     """Records that collide with a user linked to the other kind (``linking.conversion_lookup``):
     (record, the lead whose conversions to read, the user's link); with ``unmatched_contacts``,
     also the contacts that match no user (``linking.may_be_converted``): (contact, None, None),
@@ -70,11 +76,16 @@ async def orphans_to_recheck(channel_id: int) -> list[tuple[str, int]]:
     """Records without a user whose error may have gone away: a cap with room again, a
     duplicate whose address is no longer linked. The engine reads them again."""
     channel = await channel_row(channel_id)
-    rows = await SyncError.filter(channel_id=channel_id, user_id=None, code__in=[E_CAP, E_DUPLICATE])
+    rows = await SyncError.filter(
+        channel_id=channel_id, user_id=None, code__in=[E_CAP, E_DUPLICATE]
+    )
     room = caps.room_left(caps.cap_of(channel.plan), await linked_count(channel_id))
     keys = [email_key(r.email) for r in rows if r.code == E_DUPLICATE]
-    linked = set(await UserRow.filter(channel_id=channel_id, email_key__in=keys or [""],
-                                      crm_id__not_isnull=True).values_list("email_key", flat=True))
+    linked = set(
+        await UserRow.filter(
+            channel_id=channel_id, email_key__in=keys or [""], crm_id__not_isnull=True
+        ).values_list("email_key", flat=True)
+    )
     out = []
     # Linked users suspended by a lowered plan, now inside the cap again.
     suspended = await suspended_users(channel_id, caps.cap_of(channel.plan))
@@ -98,7 +109,8 @@ async def orphans_to_recheck(channel_id: int) -> list[tuple[str, int]]:
 async def linked_ids(channel_id: int) -> dict[str, list[int]]:
     """The Sell record ids linked to the channel's users, by kind."""
     ids: dict[str, list[int]] = {"lead": [], "contact": []}
-    for kind, crm_id in await UserRow.filter(channel_id=channel_id, crm_id__not_isnull=True).values_list(
-            "crm_kind", "crm_id"):
+    for kind, crm_id in await UserRow.filter(
+        channel_id=channel_id, crm_id__not_isnull=True
+    ).values_list("crm_kind", "crm_id"):
         ids.setdefault(kind, []).append(int(crm_id))
     return ids

@@ -60,7 +60,10 @@ async def plan_pushes(channel_id: int, now: datetime, retries: int = 3) -> PushP
     """
     async with in_transaction():
         channel = await channel_row(channel_id)
-        errors_by_user = {e.user_id: e for e in await SyncError.filter(channel_id=channel_id, user_id__not_isnull=True)}
+        errors_by_user = {
+            e.user_id: e
+            for e in await SyncError.filter(channel_id=channel_id, user_id__not_isnull=True)
+        }
         updates: list[SellWrite] = []
         for user_id in await suspended_users(channel_id, caps.cap_of(channel.plan)):
             cap_text = texts.plan_cap(Plan(channel.plan))
@@ -68,20 +71,40 @@ async def plan_pushes(channel_id: int, now: datetime, retries: int = 3) -> PushP
             if err is not None and err.code == E_CAP:
                 continue
             row = await UserRow.get(id=user_id)
-            await set_error(channel_id, now, user=row, kind=None, crm_id=None, email=row.email, code=E_CAP,
-                             text=cap_text)
+            await set_error(
+                channel_id,
+                now,
+                user=row,
+                kind=None,
+                crm_id=None,
+                email=row.email,
+                code=E_CAP,
+                text=cap_text,
+            )
             recorded = await SyncError.filter(user_id=user_id).first()
             assert recorded is not None  # set_error just recorded it, in this transaction
             assert row.crm_kind is not None  # a suspended user is linked: kind and id set together
             errors_by_user[user_id] = recorded
-            updates.append(SellWrite(row.crm_kind, int(row.crm_id), {SYNC_ERROR: cap_text}, row.id, (), row.email))
+            updates.append(
+                SellWrite(
+                    row.crm_kind, int(row.crm_id), {SYNC_ERROR: cap_text}, row.id, (), row.email
+                )
+            )
         linked = UserRow.filter(channel_id=channel_id, crm_id__not_isnull=True)
         # Only users changed since the last run that got this far (and those with errors to
         # retry) can differ from what Sell has: never read every user of a big channel.
-        since = await SyncRun.filter(channel_id=channel_id, status__in=[
-            SyncRunStatus.OK.value, SyncRunStatus.PARTIAL.value]).order_by("-id").first()
+        since = (
+            await SyncRun.filter(
+                channel_id=channel_id,
+                status__in=[SyncRunStatus.OK.value, SyncRunStatus.PARTIAL.value],
+            )
+            .order_by("-id")
+            .first()
+        )
         if since is not None:
-            linked = linked.filter(Q(updated_at__gte=since.started_at) | Q(id__in=list(errors_by_user) or [0]))
+            linked = linked.filter(
+                Q(updated_at__gte=since.started_at) | Q(id__in=list(errors_by_user) or [0])
+            )
         # plain values (no model per user: a first run reads every linked user)
         for vals in await linked.values(*VIEW_COLUMNS, "crm_kind", "crm_id", "synced_values"):
             err = errors_by_user.get(vals["id"])
@@ -92,39 +115,77 @@ async def plan_pushes(channel_id: int, now: datetime, retries: int = 3) -> PushP
             fields = {n: k[n] for n in FIELD_NAMES if n not in base or base[n] != k[n]}
             if not fields:
                 continue
-            if err is not None and err.code == E_REFUSED and err.payload_key == payload_key(fields) \
-                    and err.attempts >= retries:
+            if (
+                err is not None
+                and err.code == E_REFUSED
+                and err.payload_key == payload_key(fields)
+                and err.attempts >= retries
+            ):
                 continue  # refused that often: wait for a change
-            updates.append(SellWrite(vals["crm_kind"], int(vals["crm_id"]), fields, vals["id"],
-                                     tuple(vals["promo_tags"] or ()), vals["email"]))
+            updates.append(
+                SellWrite(
+                    vals["crm_kind"],
+                    int(vals["crm_id"]),
+                    fields,
+                    vals["id"],
+                    tuple(vals["promo_tags"] or ()),
+                    vals["email"],
+                )
+            )
         wanted = UserRow.filter(channel_id=channel_id, crm_id__isnull=True)
         if not channel.add_all_users_to_crm:
             wanted = wanted.filter(add_to_crm=True)
         candidates = []
         for row in await wanted.order_by("id"):
             err = errors_by_user.get(row.id)
-            if err is not None and (err.code in BLOCKS_PUSH or (err.code == E_REFUSED and err.attempts >= retries)):
+            if err is not None and (
+                err.code in BLOCKS_PUSH or (err.code == E_REFUSED and err.attempts >= retries)
+            ):
                 continue
             candidates.append(row)
         count = await linked_count(channel_id)
         cap = caps.cap_of(channel.plan)
-        chosen = caps.select(cap, [None] * min(count, cap if cap is not None else count), candidates)
+        chosen = caps.select(
+            cap, [None] * min(count, cap if cap is not None else count), candidates
+        )
         creates = []
         for row in chosen.admitted:
             look_up_first = row.crm_push_at is not None
             row.crm_push_at = now
-            creates.append(PushIn(row.id, row.kuloo_id, row.email, kuloo_values(user_view(row, "")),
-                                  tuple(row.promo_tags or ()), look_up_first))
+            creates.append(
+                PushIn(
+                    row.id,
+                    row.kuloo_id,
+                    row.email,
+                    kuloo_values(user_view(row, "")),
+                    tuple(row.promo_tags or ()),
+                    look_up_first,
+                )
+            )
         # every intent in one statement, committed with this unit before any POST
-        await user_store.update_many(UserRow, ["crm_push_at"], [(now, row.id) for row in chosen.admitted])
+        await user_store.update_many(
+            UserRow, ["crm_push_at"], [(now, row.id) for row in chosen.admitted]
+        )
         for row in chosen.refused:
-            await set_error(channel_id, now, user=row, kind=None, crm_id=None, email=row.email, code=E_CAP,
-                             text=texts.plan_cap(Plan(channel.plan)))
+            await set_error(
+                channel_id,
+                now,
+                user=row,
+                kind=None,
+                crm_id=None,
+                email=row.email,
+                code=E_CAP,
+                text=texts.plan_cap(Plan(channel.plan)),
+            )
     return PushPlan(updates, creates, len(chosen.refused))
 
 
-async def confirm_writes(channel_id: int, accepted: Sequence[SellWrite], refused: Sequence[tuple[SellWrite, str]],
-                         now: datetime) -> tuple[list[int], bool]:
+async def confirm_writes(
+    channel_id: int,
+    accepted: Sequence[SellWrite],
+    refused: Sequence[tuple[SellWrite, str]],
+    now: datetime,
+) -> tuple[list[int], bool]:
     """Sell took ``accepted`` (the base moves); it refused ``refused`` (Sync errors).
 
     Returns the users touched, and whether an error cleared (its Sync error is then due in Sell).
@@ -132,14 +193,27 @@ async def confirm_writes(channel_id: int, accepted: Sequence[SellWrite], refused
     touched: list[int] = []
     cleared = False
     async with in_transaction():
-        ids = {w.user_id for w in accepted if w.user_id} | {w.user_id for w, _ in refused if w.user_id}
-        rows = {r.id: r for r in await UserRow.filter(id__in=list(ids) or [0]).select_for_update().only(
-            "id", "crm_kind", "crm_id", "synced_values", "sync_error")}
+        ids = {w.user_id for w in accepted if w.user_id} | {
+            w.user_id for w, _ in refused if w.user_id
+        }
+        rows = {
+            r.id: r
+            for r in await UserRow.filter(id__in=list(ids) or [0])
+            .select_for_update()
+            .only("id", "crm_kind", "crm_id", "synced_values", "sync_error")
+        }
         # A user's Sync error row goes with its ``sync_error`` text (``set_error``,
         # ``clear_errors``): users without one have no refusal to clear (most batches).
         with_error = [r.id for r in rows.values() if r.sync_error]
-        refused_users = set(await SyncError.filter(user_id__in=with_error, code=E_REFUSED).values_list(
-            "user_id", flat=True)) if with_error else set()
+        refused_users = (
+            set(
+                await SyncError.filter(user_id__in=with_error, code=E_REFUSED).values_list(
+                    "user_id", flat=True
+                )
+            )
+            if with_error
+            else set()
+        )
         moved: dict[int, UserRow] = {}
         for w in accepted:
             row = rows.get(w.user_id) if w.user_id else None
@@ -155,18 +229,33 @@ async def confirm_writes(channel_id: int, accepted: Sequence[SellWrite], refused
                 if row.sync_error:
                     row.sync_error = ""
                     await row.save(update_fields=["sync_error"])
-        await user_store.update_many(UserRow, ["synced_values"], [(r.synced_values, r.id) for r in moved.values()])
+        await user_store.update_many(
+            UserRow, ["synced_values"], [(r.synced_values, r.id) for r in moved.values()]
+        )
         for w, text in refused:
             row = rows.get(w.user_id) if w.user_id else None
-            await set_error(channel_id, now, user=row, kind=w.kind, crm_id=w.id, email=w.email, code=E_REFUSED,
-                             text=texts.sell_refused(text), key=payload_key(w.fields))
+            await set_error(
+                channel_id,
+                now,
+                user=row,
+                kind=w.kind,
+                crm_id=w.id,
+                email=w.email,
+                code=E_REFUSED,
+                text=texts.sell_refused(text),
+                key=payload_key(w.fields),
+            )
             if row is not None:
                 touched.append(row.id)
     return touched, cleared
 
 
-async def link_pushed(channel_id: int, created: Sequence[tuple[int, str, int, dict[str, Any]]],
-                      failed: Sequence[tuple[int, str, bool]], now: datetime) -> list[int]:
+async def link_pushed(
+    channel_id: int,
+    created: Sequence[tuple[int, str, int, dict[str, Any]]],
+    failed: Sequence[tuple[int, str, bool]],
+    now: datetime,
+) -> list[int]:
     """Leads found or created for users: link them (base = what the lead carries).
 
     ``failed``: (user, error text, maybe applied) — an ambiguous create keeps its intent,
@@ -178,7 +267,11 @@ async def link_pushed(channel_id: int, created: Sequence[tuple[int, str, int, di
             row = await UserRow.filter(id=user_id).select_for_update().first()
             if row is None:
                 continue
-            taken = await UserRow.filter(channel_id=channel_id, crm_kind=kind, crm_id=crm_id).exclude(id=user_id).exists()
+            taken = (
+                await UserRow.filter(channel_id=channel_id, crm_kind=kind, crm_id=crm_id)
+                .exclude(id=user_id)
+                .exists()
+            )
             if taken:
                 continue
             row.crm_kind, row.crm_id, row.crm_linked_at = kind, crm_id, now
@@ -194,7 +287,15 @@ async def link_pushed(channel_id: int, created: Sequence[tuple[int, str, int, di
             if not maybe_applied:
                 row.crm_push_at = None
                 await row.save(update_fields=["crm_push_at"])
-            await set_error(channel_id, now, user=row, kind=None, crm_id=None, email=row.email, code=E_REFUSED,
-                             text=texts.sell_refused(text))
+            await set_error(
+                channel_id,
+                now,
+                user=row,
+                kind=None,
+                crm_id=None,
+                email=row.email,
+                code=E_REFUSED,
+                text=texts.sell_refused(text),
+            )
             touched.append(row.id)
     return touched

@@ -21,16 +21,35 @@ from ..models import User as UserRow
 from .types import RecordIn
 
 # The columns ``user_view`` reads: a query for the merge need not read (and parse) the rest.
-VIEW_COLUMNS = ("id", "kuloo_id", "email", "first_name", "last_name", "source", "frequency", "unsubscribed",
-                "promo_tags", "last_active", "sync_error")
+VIEW_COLUMNS = (
+    "id",
+    "kuloo_id",
+    "email",
+    "first_name",
+    "last_name",
+    "source",
+    "frequency",
+    "unsubscribed",
+    "promo_tags",
+    "last_active",
+    "sync_error",
+)
 
 
 def user_view(row: UserRow, sync_error: str | None = None) -> dict[str, Any]:
     """The attributes ``values.kuloo_values`` reads, from a user row."""
-    return {"kuloo_id": row.kuloo_id, "email": row.email, "first_name": row.first_name,
-            "last_name": row.last_name, "source": row.source, "frequency": row.frequency,
-            "unsubscribed": row.unsubscribed, "promo_tags": list(row.promo_tags or ()),
-            "last_active": row.last_active, "sync_error": row.sync_error if sync_error is None else sync_error}
+    return {
+        "kuloo_id": row.kuloo_id,
+        "email": row.email,
+        "first_name": row.first_name,
+        "last_name": row.last_name,
+        "source": row.source,
+        "frequency": row.frequency,
+        "unsubscribed": row.unsubscribed,
+        "promo_tags": list(row.promo_tags or ()),
+        "last_active": row.last_active,
+        "sync_error": row.sync_error if sync_error is None else sync_error,
+    }
 
 
 def view_of(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -46,8 +65,13 @@ def user_ref(row: UserRow) -> UserRef:
 
 
 def record_ref(rec: RecordIn) -> RecordRef:
-    return RecordRef(rec.kind, rec.id, rec.values.get(KULOO_ID), email_key(rec.email) or None,
-                     rec.is_organization)
+    return RecordRef(
+        rec.kind,
+        rec.id,
+        rec.values.get(KULOO_ID),
+        email_key(rec.email) or None,
+        rec.is_organization,
+    )
 
 
 async def channel_row(channel_id: int) -> ChannelRow:
@@ -68,11 +92,17 @@ async def suspended_users(channel_id: int, cap: int | None) -> set[int]:
     linked = await linked_count(channel_id)
     if linked <= cap:
         return set()
-    ids = await UserRow.filter(channel_id=channel_id, crm_id__not_isnull=True).order_by(
-        "-crm_linked_at", "-id").limit(linked - cap).values_list("id", flat=True)
+    ids = (
+        await UserRow.filter(channel_id=channel_id, crm_id__not_isnull=True)
+        .order_by("-crm_linked_at", "-id")
+        .limit(linked - cap)
+        .values_list("id", flat=True)
+    )
     return set(cast("list[int]", ids))  # flat values_list: bare ids (typed as tuples)
 
 
 async def save_link(row: UserRow) -> None:
     """Save the columns of ``row``'s link: kind, id, when, merge base, push intent."""
-    await row.save(update_fields=["crm_kind", "crm_id", "crm_linked_at", "synced_values", "crm_push_at"])
+    await row.save(
+        update_fields=["crm_kind", "crm_id", "crm_linked_at", "synced_values", "crm_push_at"]
+    )

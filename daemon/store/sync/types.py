@@ -17,8 +17,16 @@ from typing import Any
 from ...secrets import Secret
 from ...vocabulary import Plan, SyncRunStatus
 
-COUNT_KEYS = ("pulled", "users_created", "users_updated", "leads_created", "sell_updated", "conflicts",
-              "errors", "requests")
+COUNT_KEYS = (
+    "pulled",
+    "users_created",
+    "users_updated",
+    "leads_created",
+    "sell_updated",
+    "conflicts",
+    "errors",
+    "requests",
+)
 
 
 @dataclass(frozen=True)
