@@ -42,7 +42,8 @@ bench: $(STAMP)
 # Heavy acceptance runs kept out of `make test`, which must stay quick (KULOO_SOAK=1
 # enlarges them): the control fuzz, kill -9 at 20 points of an initial sync of 1,000 leads,
 # three daemons on PostgreSQL for 60 s instead of 12, and 4,990 contacts entered in Sell at once
-# while leads are linked (the conversions listing's read count).
+# while leads are linked (the conversions listing's read count), and the SIGSTOP trial of
+# fencing at 20 random points (a frozen lease holder writes nothing once it wakes).
 soak: $(STAMP)
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/control/test_control_abuse.py -k fuzz
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/links/test_abuse.py -k forged
@@ -51,6 +52,7 @@ soak: $(STAMP)
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/sync/test_multi_daemon_e2e.py $(PYTEST_ARGS)
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/sync/test_conversion_cost.py -k bulk $(PYTEST_ARGS)
 	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/sync/test_backup_e2e.py $(PYTEST_ARGS)
+	KULOO_SOAK=1 $(BIN)/python -m pytest -q -s tests/sync/test_fence_e2e.py $(PYTEST_ARGS)
 
 # DEMO_ARGS: --reset (start over), --no-tui (no TUI; Ctrl-C stops), --state DIR.
 demo: $(STAMP)

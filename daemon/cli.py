@@ -145,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         with holding:
             return _migrate(config) if args.command == "migrate" else _run(config, args.socket)
+    except OSError as exc:  # the lock file could not be written: a full disk says so in one line
+        if not _disk_full(exc):
+            raise
+        return 1
     except StoreFileError as exc:
         print(f"kuloo-daemon: {exc}", file=sys.stderr)
         if exc.stuck:  # tortoise's threads would keep the interpreter from exiting
@@ -224,11 +228,38 @@ def _run(config: config_mod.Config, socket_path: str | None) -> int:
         print(f"kuloo-daemon: {exc}", file=sys.stderr)
         return 1
     except BaseExceptionGroup as group:  # the store failed inside a nursery
+        if _disk_full(group):
+            return 1
         found, rest = group.split(StoreFileError)
         if found is None or rest is not None:
             raise
         raise _first(found) from None
+    except Exception as exc:
+        if _disk_full(exc):
+            return 1
+        raise
     return 0
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """A full disk at start-up: one line naming the problem (no traceback); True if it was."""
+    from .store.health import FULL, classify
+
+    leaves = [exc]
+    while any(isinstance(e, BaseExceptionGroup) for e in leaves):
+        leaves = [
+            x for e in leaves for x in (e.exceptions if isinstance(e, BaseExceptionGroup) else (e,))
+        ]
+    full = next((e for e in leaves if classify(e) == FULL), None)
+    if full is None:
+        return False
+    print(
+        "kuloo-daemon: cannot start: the disk under the database is full "
+        f"({type(full).__name__}: {str(full).splitlines()[0][:160] if str(full) else ''}); "
+        "free some space, then start again",
+        file=sys.stderr,
+    )
+    return True
 
 
 def _first(group: BaseException) -> BaseException:

@@ -139,3 +139,6 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
         logging.getLogger(name).setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
     for name in SQL_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING if level != "debug" else logging.INFO)
+    # asyncpg's pool logs a traceback each time it fails to reconnect while PostgreSQL is
+    # down; the store logs the outage once, and its end (store/health.py).
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)

@@ -203,8 +203,11 @@ class Scheduler:
         """One job at a time per name; ticks (and so the watchdog) go on meanwhile."""
         try:
             await job.run()
-        except Exception:
-            log.exception("scheduled job failed", job=job.name)
+        except Exception as exc:
+            # A failure the store's health already logged once (the database unreachable, a
+            # full disk: ``quiet``) is not logged again, with a traceback, per tick.
+            if not getattr(exc, "quiet", False):
+                log.exception("scheduled job failed", job=job.name)
         finally:
             self._not_before[job.name] = trio.current_time() + self.tick_seconds
             self._running.discard(job.name)

@@ -40,6 +40,7 @@ from .store import clock_time, leases
 from .store import delivery as delivery_store
 from .store import events as events_store
 from .store.bridge import Store, store_location
+from .store.health import StoreUnavailable
 from .store.sync import runs as sync_runs
 
 log = structlog.get_logger("kuloo.services")
@@ -55,6 +56,48 @@ def _as_is(_event: str, data: Any) -> Any:
     return data
 
 
+class LeaseLost(Exception):
+    """The fence refused a write: this daemon can no longer be sure its lease is its own."""
+
+
+class Fence:
+    """The check before each external write under a lease (a Sell POST/PUT/DELETE, an SMTP
+    transaction): the lease is certainly still ours only while less than ``limit`` seconds
+    of this daemon's own monotonic clock have passed since the last renewal the database
+    confirmed (``confirmed``, the monotonic time just before that renewal was sent). A
+    stopped process's monotonic clock keeps running, so a daemon that wakes from a freeze
+    knows it overslept before it writes anything. ``check`` reads two floats and is safe
+    to call from a worker thread (the SMTP send loop)."""
+
+    def __init__(
+        self,
+        limit: float,
+        confirmed: float,
+        monotonic: Callable[[], float] = time.monotonic,
+        label: str = "",
+    ) -> None:
+        self.limit = limit
+        self.confirmed = confirmed
+        self.monotonic = monotonic
+        self.label = label
+        self.lost = False
+
+    def ok(self) -> bool:
+        if self.monotonic() - self.confirmed > self.limit:
+            self.lost = True
+        return not self.lost
+
+    def check(self) -> None:
+        if not self.ok():
+            raise LeaseLost(
+                f"the {self.label or 'lease'} may have been taken over: stopped before writing"
+            )
+
+
+def _always_ok() -> None:
+    return None
+
+
 class Leases:
     """This daemon's id and its leases on the channels' work (``store.leases``).
 
@@ -63,12 +106,29 @@ class Leases:
     the daemon holding it is done) and releases it after; on SQLite, one daemon per
     database, it always holds. ``keep_alive`` renews every held lease (monotonic time;
     expiry is the database's time) until the daemon stops, and stops the work under a
-    lease it lost (taken over, or not renewed for as long as a lease lasts)."""
+    lease it lost (taken over, or not renewed for as long as a lease lasts).
 
-    def __init__(self, store: Store, clock: Clock, seconds: float) -> None:
+    ``fence(kind, channel)`` is the check the work makes before each external write
+    (``Fence``): it refuses once ``FENCE`` × ``lease_seconds`` have passed since the last
+    renewal the database confirmed — a safety margin below the lease's length, so a daemon
+    that froze never writes after another took its lease over. On SQLite it never refuses."""
+
+    FENCE = 2 / 3  # of lease_seconds: beyond it, no external write under the lease
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        seconds: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.seconds = seconds
+        self.monotonic = monotonic
+        # The fences of the leases held: (channel id, kind) -> Fence (its ``confirmed`` moves
+        # forward at each renewal the database confirms).
+        self._fences: dict[tuple[int, str], Fence] = {}
         host = socket.gethostname()[:40]
         self.id = f"{host}:{os.getpid()}:{secrets.token_hex(3)}"
         self.host = host
@@ -91,6 +151,7 @@ class Leases:
             return
         told = False
         while True:
+            asked = self.monotonic()
             claim = await self.store.run(
                 leases.claim, channel_id, kind, self.id, self.seconds, self.clock.now()
             )
@@ -120,18 +181,47 @@ class Leases:
             # Fencing: the work stops when ``keep_alive`` finds the lease gone (this daemon
             # stalled past ``lease_until`` and another took over) or cannot renew it in time.
             with trio.CancelScope() as scope:
-                self._held[key] = (scope, time.monotonic())
-                yield True
+                self._held[key] = (scope, self.monotonic())
+                self._fences[key] = Fence(
+                    self.seconds * self.FENCE,
+                    asked,
+                    self.monotonic,
+                    f"{kind} lease of channel {channel_id}",
+                )
+                try:
+                    yield True
+                except LeaseLost as exc:  # the fence refused a write: the work stopped
+                    log.warning(
+                        "lease not certainly ours: the work stopped before writing",
+                        channel_id=channel_id,
+                        kind=kind,
+                        error=str(exc),
+                    )
             if scope.cancelled_caught:
                 log.warning(
                     "lease lost: the channel's work stopped", channel_id=channel_id, kind=kind
                 )
         finally:
             self._held.pop(key, None)
+            self._fences.pop(key, None)
+            now = self.clock.now()
             with trio.CancelScope(shield=True), trio.move_on_after(10):
-                await self.store.run(
-                    leases.release, channel_id, kind, self.id, claim.last_run, self.clock.now()
-                )
+                try:
+                    await self.store.run(
+                        leases.release, channel_id, kind, self.id, claim.last_run, now
+                    )
+                except StoreUnavailable:  # released as soon as the store answers again
+                    self.store.health.on_recovery(
+                        f"release the {kind} lease of channel {channel_id}",
+                        lambda: leases.release(channel_id, kind, self.id, claim.last_run, now),
+                    )
+
+    def fence(self, kind: str, channel_id: int) -> Callable[[], None]:
+        """The check before an external write under the channel's ``kind`` lease: raises
+        ``LeaseLost`` once the lease is not certainly ours. On SQLite (or without the
+        lease held, e.g. a test calling the work directly) it never refuses."""
+        fence = self._fences.get((channel_id, kind)) if self.shared else None
+        return fence.check if fence is not None else _always_ok
 
     async def keep_alive(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -139,19 +229,25 @@ class Leases:
         task_status.started()
         if not self.shared:
             return
-        renewed_at = time.monotonic()
+        renewed_at = self.monotonic()
         while True:
             await trio.sleep(self.seconds / 3)
-            started = time.monotonic()
+            started = self.monotonic()
             renewed: set[tuple[int, str]] | None = None
             with trio.move_on_after(self.seconds):  # a beat that hangs as long as a lease failed
                 try:
                     renewed = await self.store.run(leases.heartbeat, self.id, self.seconds)
+                except StoreUnavailable:
+                    pass  # the outage is logged once by the store's health
                 except Exception as exc:  # a lost connection: the next beat tries again
                     log.warning("lease heartbeat failed", error=str(exc))
             if renewed is not None:
                 renewed_at = started
-            elif time.monotonic() - renewed_at < self.seconds:
+                for key in renewed:
+                    fence = self._fences.get(key)
+                    if fence is not None and fence.confirmed < started:
+                        fence.confirmed = started
+            elif self.monotonic() - renewed_at < self.seconds:
                 continue  # not renewed this time, but not expired yet: no one else may take them
             for key, (scope, since) in list(self._held.items()):
                 if since < started and (renewed is None or key not in renewed):
@@ -344,7 +440,7 @@ async def open_services(
             events.notify(event, rendered)  # PostgreSQL: to every other daemon, once
 
         try:
-            yield Services(
+            services = Services(
                 config,
                 store,
                 sell_pool,
@@ -355,6 +451,12 @@ async def open_services(
                 publish_all,
                 metrics=metrics,
             )
+            # The database unreachable or its disk full, and its return: ``store.state`` to the
+            # subscribers (the TUI's banner), as ``status``' ``store_state`` shows it.
+            store.health.on_change.append(
+                lambda _state: services.publish("store.state", store.health.document())
+            )
+            yield services
         finally:
             if store.postgres:
                 with trio.CancelScope(shield=True), trio.move_on_after(10):

@@ -40,6 +40,7 @@ class KulooApp(App):
         super().__init__()
         self.client = client
         self.down_reason: str | None = None
+        self.store_state: dict[str, Any] | None = None  # the daemon's database: status' store_state
         self.channels: list[dict[str, Any]] = []
         self.sell_web_url = SELL_WEB  # the daemon's [sell] web_url, from ``status``
 
@@ -91,10 +92,26 @@ class KulooApp(App):
     def on_daemon_up(self, message: DaemonUp) -> None:
         self.down_reason = None
         self.run_worker(self._learn_web_url(), group="web-url", exclusive=True, exit_on_error=False)
+        self._show_banners()
+        for screen in self._screens():
+            screen.reload()
+        self.run_worker(
+            self._load_store_state(), group="store-state", exclusive=True, exit_on_error=False
+        )
+
+    async def _load_store_state(self) -> None:
+        try:
+            doc = await self.client.call("status")
+        except Exception:  # noqa: BLE001 - gone again or refused: the banner says the rest
+            return
+        if isinstance(doc, dict) and isinstance(doc.get("store_state"), dict):
+            self.store_state = doc["store_state"]
+            self._show_banners()
+
+    def _show_banners(self) -> None:
         for screen in self._screens():
             for banner in screen.query(Banner):
-                banner.show_state(None)
-            screen.reload()
+                banner.show_state(self.down_reason)
 
     def on_daemon_down(self, message: DaemonDown) -> None:
         self.down_reason = message.reason
@@ -103,6 +120,9 @@ class KulooApp(App):
                 banner.show_state(message.reason)
 
     def on_daemon_event(self, message: DaemonEvent) -> None:
+        if message.event == "store.state" and isinstance(message.data, dict):
+            self.store_state = message.data
+            self._show_banners()
         for screen in self._screens():
             screen.post_message(DaemonEvent(message.event, message.data))
 

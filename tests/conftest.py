@@ -121,6 +121,7 @@ class PgServer:
                 f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
             )
+            self.opts = opts
             log = f"{self.root}/log{attempt}"
             r = self._run(f"{self.bin}/pg_ctl", "-D", data, "-w", "-l", log, "-o", opts, "start")
             if r.returncode == 0:
@@ -180,6 +181,28 @@ class PgServer:
     def drop(self, name: str) -> None:
         self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
+    def halt(self) -> None:
+        """Stop the server (fast shutdown: sessions are terminated) but keep its data: a
+        database outage for a test, ended by ``resume``."""
+        r = self._run(f"{self.bin}/pg_ctl", "-D", f"{self.root}/data", "-w", "-m", "fast", "stop")
+        if r.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop: {r.stderr.strip()}")
+
+    def resume(self) -> None:
+        r = self._run(
+            f"{self.bin}/pg_ctl",
+            "-D",
+            f"{self.root}/data",
+            "-w",
+            "-l",
+            f"{self.root}/log",
+            "-o",
+            self.opts,
+            "start",
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"pg_ctl start: {r.stderr.strip()}")
+
     def stop(self) -> None:
         if self.port:
             self._run(f"{self.bin}/pg_ctl", "-D", f"{self.root}/data", "-m", "immediate", "stop")
@@ -194,6 +217,23 @@ def pg_server():
         server.start()
     except Exception as exc:  # noqa: BLE001 - any failure means: skip, and say why
         server.problem = f"{type(exc).__name__}: {exc}"
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_pg_server():
+    """A PostgreSQL server of the test's own, which it may stop (``halt``) and start again
+    (``resume``) — a database outage — without disturbing other tests; skips (saying why)
+    without one. Yields the server; ``fresh_database()`` makes a migrated database."""
+    server = PgServer()
+    try:
+        server.start()
+    except Exception as exc:  # noqa: BLE001 - any failure means: skip, and say why
+        server.problem = f"{type(exc).__name__}: {exc}"
+    if server.problem:
+        server.stop()
+        pytest.skip(f"PostgreSQL unavailable: {server.problem}")
     yield server
     server.stop()
 

@@ -30,6 +30,7 @@ from ..store import Conflict, Invalid, NotFound
 from ..store import channels as channel_store
 from ..store import leases as lease_store
 from ..store import retention as retention_store
+from ..store.health import StoreUnavailable
 from ..store.sync import runs as sync_runs
 from ..sync import connection, engine
 from ..vocabulary import SELL_TOKEN_SHAPE, Plan, is_sell_token_shaped
@@ -158,8 +159,24 @@ async def _dkim_status(services: Services) -> dict[str, Any] | None:
 
 
 async def status(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Answers during a store outage too: ``store_state`` says so (what it cannot read from
+    the store is null then)."""
     services = context.services
-    channels = await services.store.run(channel_store.count)
+    channels: int | None = None
+    daemons: list[Any] = []
+    size: int | None = None
+    dkim: dict[str, Any] | None = None
+    try:
+        channels = await services.store.run(channel_store.count)
+        if services.store.postgres:
+            daemons = [render.daemon(d) for d in await services.store.run(lease_store.daemons)]
+        size = await services.store.run(
+            retention_store.database_size,
+            None if services.store.postgres else str(services.config.database_path),
+        )
+        dkim = await _dkim_status(services)
+    except StoreUnavailable:
+        pass
     return {
         "version": __version__,
         "protocol": PROTOCOL_VERSION,
@@ -176,18 +193,10 @@ async def status(context: Context, params: dict[str, Any]) -> dict[str, Any]:
         "daemon": {"id": services.leases.id},
         "relay": context.delivery.relay.view(),
         "delivery": {"paused": context.delivery.paused},
-        "dkim": await _dkim_status(services),
-        "database": {
-            "bytes": await services.store.run(
-                retention_store.database_size,
-                None if services.store.postgres else str(services.config.database_path),
-            )
-        },
-        **(
-            {"daemons": [render.daemon(d) for d in await services.store.run(lease_store.daemons)]}
-            if services.store.postgres
-            else {}
-        ),
+        "dkim": dkim,
+        "database": {"bytes": size},
+        **({"daemons": daemons} if services.store.postgres else {}),
+        "store_state": services.store.health.document(),
     }
 
 
@@ -416,6 +425,13 @@ async def dispatch(
     except ProtocolError as exc:
         exc.id = request_id
         raise
+    except StoreUnavailable as exc:  # "the database is unreachable" (or its disk is full)
+        raise ProtocolError(
+            "unavailable",
+            f"{exc}; try again when it is back",
+            request_id,
+            details={"store_state": context.services.store.health.document()},
+        ) from None
     except NotFound as exc:
         raise ProtocolError("not_found", str(exc), request_id) from None
     except Conflict as exc:

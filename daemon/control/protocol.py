@@ -58,7 +58,8 @@ ERROR_CODES: dict[str, str] = {
     "invalid_params": "the parameters are missing, of the wrong type or out of range",
     "not_found": "the object named does not exist",
     "conflict": "the change conflicts with existing data",
-    "unavailable": "the daemon cannot do this now (stopping, or a dependency is down)",
+    "unavailable": "the daemon cannot do this now (stopping, the database is unreachable or "
+    "its disk is full, or another dependency is down)",
     "internal": "the daemon failed; the error is in its log",
 }
 

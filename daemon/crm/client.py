@@ -35,6 +35,7 @@ import email.utils
 import json as _json
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
@@ -76,6 +77,16 @@ OnRequest = Callable[[str, str, float, bool], None]
 
 def _ignore_request(_method: str, _status: str, _waited: float, _retried: bool) -> None:
     return None
+
+
+# The fence hook (kept apart from the rest of the client): work under a lease sets it for
+# its task and the tasks it starts; it is called right before every attempt of a write
+# (POST, PUT, PATCH, DELETE) goes out — after the rate budget's wait and any retry's
+# back-off — and raises to stop the write (``services.Leases.fence``).
+write_fence: ContextVar[Callable[[], None] | None] = ContextVar(
+    "kuloo_sell_write_fence", default=None
+)
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 # ----------------------------------------------------------------------------- pure policy
@@ -305,6 +316,8 @@ class SellClient:
             waiting_since = trio.current_time()
             await self.budget.acquire()
             waited = trio.current_time() - waiting_since
+            if method in WRITE_METHODS and (fence := write_fence.get()) is not None:
+                fence()
             response: httpx.Response | None = None
             failure: str | None = None
             failure_text = ""

@@ -29,6 +29,7 @@ import math
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -44,9 +45,10 @@ from ..rules.headers import HeaderError
 from ..rules.mail import envelope_address
 from ..rules.signing import DkimKey, DkimKeyError, aligned, misaligned
 from ..scheduler import ClockJob, Job
-from ..services import Services
+from ..services import LeaseLost, Services
 from ..store import backup
 from ..store import delivery as store
+from ..store.health import StoreUnavailable
 from ..tokens import Signer
 from . import documents, schedule
 from .clip import ClipError, clip
@@ -582,13 +584,16 @@ class Delivery:
                 # PostgreSQL: one daemon at a time plans and sends a channel (services.Leases).
                 async with self.services.leases.hold("delivery", cid) as held:
                     retrying = 0
+                    # Fencing: each SMTP transaction first checks that the lease is certainly
+                    # still ours (``Leases.fence``); a refusal ends the channel's pass.
+                    fence = self.services.leases.fence("delivery", cid)
                     for _ in (
                         range(3) if held else ()
                     ):  # a sent email can make the next one due at once (delay 0)
                         queued, due = await self._plan(cid)
                         total.queued += queued
                         sent_before = total.sent
-                        retrying += await self._send_channel(cid, total)
+                        retrying += await self._send_channel(cid, total, fence)
                         if due is not None:
                             next_due.append(due)
                         if queued == 0 or total.sent == sent_before:
@@ -636,7 +641,9 @@ class Delivery:
                 dues.append(due)
         return queued, min(dues, default=None)
 
-    async def _send_channel(self, channel_id: int, total: PassCounts) -> int:
+    async def _send_channel(
+        self, channel_id: int, total: PassCounts, fence: Callable[[], None] = lambda: None
+    ) -> int:
         """Send what is claimable; returns how many messages went back to wait for a retry."""
         batch_size = self.config["delivery.batch_size"]
         retrying = 0
@@ -650,14 +657,23 @@ class Delivery:
             )
             if not claimed:
                 return retrying
-            results = await self._send_batch(channel_id, claimed)
-            recorded = await self.services.store.run(
-                store.record,
-                results,
-                self.services.clock.now(),
-                self.config["delivery.max_attempts"],
-                self.config["delivery.retry_seconds"],
-            )
+            lost: list[LeaseLost] = []
+            results = await self._send_batch(channel_id, claimed, fence, lost)
+            try:
+                # What the transport did is recorded even when the pass is being cancelled (a
+                # stop, a lease lost while this daemon was frozen): else it stays ``sending``
+                # and becomes ``uncertain`` though the daemon knew what became of it.
+                with trio.CancelScope(shield=True):
+                    recorded = await self.services.store.run(
+                        store.record,
+                        results,
+                        self.services.clock.now(),
+                        self.config["delivery.max_attempts"],
+                        self.config["delivery.retry_seconds"],
+                    )
+            except StoreUnavailable:
+                self._record_when_back(channel_id, results)
+                raise
             self.services.metrics.emails_recorded(
                 channel_id, recorded.sent, recorded.failed, recorded.uncertain
             )
@@ -665,13 +681,22 @@ class Delivery:
             total.failed += recorded.failed
             total.uncertain += recorded.uncertain
             retrying += recorded.retrying
+            if lost:
+                raise lost[0]  # what was sent is recorded; the rest is not ours to send
             if recorded.sent == 0:
                 # nothing went through: leave the rest for the next pass (retry back-off)
                 return retrying
 
     async def _send_batch(
-        self, channel_id: int, claimed: list[store.Claimed]
+        self,
+        channel_id: int,
+        claimed: list[store.Claimed],
+        fence: Callable[[], None] = lambda: None,
+        lost: list[LeaseLost] | None = None,
     ) -> list[store.SendResult]:
+        """Send the claimed messages; a fence refusal stops before the next message and is
+        appended to ``lost`` (the messages not sent go back as ``unsent``)."""
+        lost = [] if lost is None else lost
         ids = sorted({a for c in claimed for a in c.articles})
         bodies = await self.services.store.run(store.article_bodies, ids)
         transport = self.transport()
@@ -771,11 +796,12 @@ class Delivery:
             for first in range(0, len(outgoing), SEND_CHUNK):
                 chunk = outgoing[first : first + SEND_CHUNK]
                 sent, refusal = await trio.to_thread.run_sync(
-                    self._send_chunk, transport, chunk, channel_id, interval, dkim
+                    self._send_chunk, transport, chunk, channel_id, interval, dkim, fence, lost
                 )
                 results.extend(sent)
                 if refusal is not None or len(sent) < len(chunk):
-                    break  # the relay refused the session, or could not be reopened: the rest waits
+                    # the relay refused the session, no connection again, or fenced: the rest waits
+                    break
             now = self.services.clock.now()
             if refusal is not None:
                 self.relay.refused(refusal, now, self.config["delivery.retry_seconds"])
@@ -797,6 +823,24 @@ class Delivery:
                 await trio.to_thread.run_sync(transport.close)
         return self._with_unsent(results, claimed)
 
+    def _record_when_back(self, channel_id: int, results: list[store.SendResult]) -> None:
+        """The store could not record what the transport did (unreachable, a full disk): it
+        is recorded as soon as the store answers again — not left ``sending`` until a restart."""
+        log.warning(
+            "delivery outcomes kept until the store answers again",
+            channel_id=channel_id,
+            messages=len(results),
+        )
+        now, attempts, retry = (
+            self.services.clock.now(),
+            self.config["delivery.max_attempts"],
+            self.config["delivery.retry_seconds"],
+        )
+        self.services.store.health.on_recovery(
+            f"record {len(results)} delivery outcomes of channel {channel_id}",
+            lambda: store.record(results, now, attempts, retry),
+        )
+
     @staticmethod
     def _with_unsent(
         results: list[store.SendResult], claimed: list[store.Claimed]
@@ -812,12 +856,16 @@ class Delivery:
         channel_id: int,
         interval: float,
         dkim: DkimKey | None = None,
+        fence: Callable[[], None] = lambda: None,
+        lost: list[LeaseLost] | None = None,
     ) -> tuple[list[store.SendResult], str | None]:
         """In a worker thread: DKIM-sign (CPU: here, never in the event loop) and send each
         message at the channel's pace, reconnecting once if needed.
 
         Stops at a refusal of the session (returned as the second item): that message and
-        the rest are left unsent, with no attempt held against them.
+        the rest are left unsent, with no attempt held against them. The fence is checked
+        right before each SMTP transaction (after the pace's wait): on a refusal the chunk
+        stops there and the refusal goes to ``lost``.
         """
         out: list[store.SendResult] = []
         for outbox_id, data, sender, recipient in chunk:
@@ -835,6 +883,12 @@ class Delivery:
                     return out, str(exc)
             if dkim is not None:
                 data = dkim.sign(data)
+            try:
+                fence()  # last, right before the transaction: signing takes a few ms
+            except LeaseLost as exc:
+                if lost is not None:
+                    lost.append(exc)
+                return out, None
             result = transport.send(data, sender, recipient)
             if result.relay:
                 return out, result.detail

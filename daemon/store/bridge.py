@@ -37,21 +37,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import shutil
 import threading
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+import structlog
 import trio
 
 from ..config import Config
 from ..secrets import remember
 from .files import StoreFileError, check_database, prepare_folder
+from .health import FULL, Health, StoreUnavailable
 from .pg import PgTarget, check_server, tortoise_connection
 
 T = TypeVar("T")
 P = ParamSpec("P")
+_log = structlog.get_logger("kuloo.store")
+# Bytes free beside the database before a full disk counts as having room again.
+ROOM_NEEDED = 1 << 20
 
 
 def _transactions_release_their_lock() -> None:
@@ -173,6 +179,8 @@ class Store:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._context: contextvars.Context | None = None
+        self.health = Health(self.where)  # the database unreachable or its disk full (health.py)
+        self._probed = -1e9  # trio time of the last look for room on a full disk
 
     @classmethod
     @asynccontextmanager
@@ -260,7 +268,52 @@ class Store:
         """Run one unit of work ``fn(*args, **kwargs)`` on the store's loop; one crossing."""
         if self._context is None:
             raise RuntimeError("the store is not open")
-        return await self._cross(lambda: fn(*args, **kwargs), context=self._context)
+        if self.health.state == FULL and not await self._room_again():
+            raise StoreUnavailable(FULL, self.health.detail)  # no new work while the disk is full
+        if self.health.pending:  # an outage left repairs: they come before any other work
+            await self._run_repairs()
+        try:
+            result = await self._cross(lambda: fn(*args, **kwargs), context=self._context)
+        except Exception as exc:
+            down = self.health.failed(exc)
+            if down is None:
+                raise
+            raise down from exc
+        self.health.answered()
+        return result
+
+    async def _room_again(self) -> bool:
+        """A full disk (SQLite): at most once a second, checkpoint the WAL and look for room."""
+        now = trio.current_time()
+        if now - self._probed < 1.0 or self.db_path is None:
+            return False
+        self._probed = now
+        from . import outage  # models: imported once the store is open
+
+        try:
+            await self._cross(outage.checkpoint, context=self._context)
+            usage = await trio.to_thread.run_sync(shutil.disk_usage, self.db_path.parent)
+        except Exception:  # still full, or the folder is gone: the next probe tries again
+            return False
+        if usage.free < ROOM_NEEDED:
+            return False
+        self.health.answered()
+        return True
+
+    async def _run_repairs(self) -> None:
+        repairs = self.health.take_repairs()
+        for i, (what, repair) in enumerate(repairs):
+            try:
+                await self._cross(repair, context=self._context)
+            except Exception as exc:
+                down = self.health.failed(exc)
+                if down is None:  # a bug in a repair must not block the store for good
+                    _log.exception("a repair after the store's outage failed", repair=what)
+                    continue
+                for left in repairs[i:]:
+                    self.health.on_recovery(*left)
+                raise down from exc
+            _log.info("repaired after the store's outage", repair=what)
 
     def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
         """Run the plain function ``callback(*args)`` on the store's loop, without waiting

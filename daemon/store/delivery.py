@@ -740,6 +740,18 @@ async def record(
         for res in results:
             row = rows[res.id]
             current = OutboxState(row.state)
+            if current != OutboxState.SENDING:
+                # Repaired meanwhile by the daemon that took this channel's delivery lease over
+                # (``sending`` became ``uncertain``: it may have left). This daemon knows better
+                # for what the relay accepted (sent) and what it never handed over (fenced, or
+                # never tried: back to the queue); anything else, or a row an admin resolved
+                # since, stays as it is.
+                if current == OutboxState.UNCERTAIN and res.outcome == "sent":
+                    sent_ids.append(row.id)
+                elif current == OutboxState.UNCERTAIN and res.outcome == "unsent":
+                    outbox_move(current, OutboxState.QUEUED)
+                    unsent_ids.append(row.id)
+                continue
             if res.outcome == "sent":
                 outbox_move(current, OutboxState.SENT)
                 sent_ids.append(row.id)

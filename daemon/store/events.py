@@ -215,9 +215,12 @@ class Relay:
                     CONNECT_TIMEOUT,
                 )
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning(
-                    "cannot connect for events; trying again", error=_why(exc), pause_seconds=pause
-                )
+                if pause == 0.1:  # once per outage, not per attempt (the store logs the outage too)
+                    log.warning(
+                        "cannot connect for events; trying again",
+                        error=_why(exc),
+                        pause_seconds=pause,
+                    )
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
                 continue

@@ -47,13 +47,16 @@ import structlog
 import trio
 
 from ..crm import errors as E
-from ..crm.client import SellClient
+from ..crm.client import SellClient, write_fence
 from ..crm.feed import ChangeFeed, RecordChanged
 from ..crm.records import LeadConversion, parse_ts
 from ..rules import linking, schedule, texts
 from ..rules.values import KULOO_ID, sell_payload, sell_values
 from ..scheduler import ClockJob, Job
-from ..services import Services
+from ..services import LeaseLost, Services
+from ..store import outage
+from ..store.health import OK as STORE_OK
+from ..store.health import StoreUnavailable
 from ..store.sync import batch as sync_batch
 from ..store.sync import lookups as sync_lookups
 from ..store.sync import pushes as sync_pushes
@@ -522,7 +525,13 @@ async def run_channel(
     async with lock, services.leases.hold("sync", channel_id, wait=not scheduled) as held:
         if not held or (scheduled and not await _still_due(services, channel_id)):
             return None
-        return await _run(services, channel_id)
+        # Fencing: every Sell write of the run checks first that the lease is certainly still
+        # ours (``Leases.fence``); a refusal (LeaseLost) ends the run at once, writing nothing.
+        fenced = write_fence.set(services.leases.fence("sync", channel_id))
+        try:
+            return await _run(services, channel_id)
+        finally:
+            write_fence.reset(fenced)
 
 
 async def _still_due(services: Services, channel_id: int) -> bool:
@@ -559,6 +568,14 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
             state = await run.pull()
             await run.recheck()
             await run.push()
+        except LeaseLost:
+            raise  # another daemon may hold the channel now: nothing more is written here
+        except StoreUnavailable as exc:  # logged once by the store's health, not per run
+            status, reason, error = SyncRunStatus.FAILED, outage.STORE_UNAVAILABLE, str(exc)
+        except trio.Cancelled:
+            if services.store.health.state != STORE_OK:  # the lease lapsed during the outage
+                _close_when_back(services, start.run.id, "the database was unreachable")
+            raise
         except E.AuthenticationError as exc:
             # The run's token (set, as above).
             await connection.token_rejected(services, channel_id, start.token, exc)  # type: ignore[arg-type]
@@ -580,23 +597,39 @@ async def _run(services: Services, channel_id: int) -> RunDoc:
             status = SyncRunStatus.PARTIAL
         if state is not None and status in (SyncRunStatus.OK, SyncRunStatus.PARTIAL):
             state.pop(RESTORED_AT, None)  # the whole read after a restore is done: no more adopting
-        doc = await services.store.run(
-            sync_runs.finish_run,
-            start.run.id,
-            status,
-            reason,
-            error,
-            run.counts,
-            state,
-            services.clock.now(),
-            retry_at,
-        )
+        try:
+            doc = await services.store.run(
+                sync_runs.finish_run,
+                start.run.id,
+                status,
+                reason,
+                error,
+                run.counts,
+                state,
+                services.clock.now(),
+                retry_at,
+            )
+        except StoreUnavailable:
+            _close_when_back(services, start.run.id, error or "the database was unreachable")
+            raise
         log.info("sync finished", status=doc.status.value, reason=reason, **doc.counts)
         services.publish("sync.finished", doc)
         await replan(services)
         return doc
     finally:
         structlog.contextvars.unbind_contextvars("sync_run", "channel_id")
+
+
+def _close_when_back(services: Services, run_id: int, error: str) -> None:
+    """The run's own store failure left it ``running``: closed as soon as the store answers."""
+    log.warning(
+        "sync run interrupted by the store's outage; closed when the store answers", sync_run=run_id
+    )
+    now = services.clock.now()
+    services.store.health.on_recovery(
+        f"close sync run {run_id} (store_unavailable)",
+        lambda: outage.close_interrupted_run(run_id, now, error),
+    )
 
 
 # ----------------------------------------------------------------------------- the scheduler's job

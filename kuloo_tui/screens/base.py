@@ -236,8 +236,10 @@ class Banner(Static):
         self.show_state(getattr(self.app, "down_reason", None))
 
     def show_state(self, reason: str | None) -> None:
-        self.set_class(reason is not None, "-down")
+        """The daemon unreachable (``reason``), else the daemon's store (``app.store_state``)."""
+        store = getattr(self.app, "store_state", None) or {}
         if reason is not None:
+            self.set_class(True, "-down")
             # How to bring it back: the demo says it restarts its own daemon (its environment).
             hint = (
                 os.environ.get("KULOO_TUI_RESTART_HINT")
@@ -246,6 +248,19 @@ class Banner(Static):
             self.update(
                 Text(f"Daemon unreachable: {reason} — reconnecting… To bring it back: {hint}")
             )
+        elif store.get("state", "ok") != "ok":
+            self.set_class(True, "-down")
+            since = (
+                f" since {store['since'][:19].replace('T', ' ')} UTC" if store.get("since") else ""
+            )
+            self.update(
+                Text(
+                    f"The daemon is waiting: {store.get('message') or store['state']}{since}. "
+                    "Nothing is lost; work resumes when it is back."
+                )
+            )
+        else:
+            self.set_class(False, "-down")
 
 
 class DaemonScreen(Screen):

@@ -347,3 +347,29 @@ async def test_dashboard_counts_are_exact_beyond_a_page(daemon):
         table = app.screen.query_one("#channels", DataTable)
         await until(lambda: table.row_count == 1, pilot)
         assert rows(table)[0][4:7] == ["1", "501", "0/1,001/3"]
+
+
+async def test_the_banner_says_when_the_daemons_database_is_unreachable(make_daemon, own_pg_server):
+    """Issue 22 item 2: PostgreSQL stopped under the daemon — the banner says the database is
+    unreachable (the daemon's ``store.state`` event), and clears once it answers again.
+    Planted bug: the app ignores ``store.state`` (the banner stays hidden)."""
+    import asyncio
+
+    db = own_pg_server.fresh_database()
+    d = make_daemon(extra=f'[store]\nurl = "{own_pg_server.url(db)}"\n')
+    with d.client() as c:
+        c.call("channels.create", {"name": "Acme"})
+    app = app_for(d)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one("#channels", DataTable)
+        banner = app.screen.query_one(Banner)
+        await until(lambda: table.row_count == 1, pilot)
+        assert not banner.has_class("-down")
+        await asyncio.to_thread(own_pg_server.halt)
+        await until(
+            lambda: banner.has_class("-down") and "database is unreachable" in str(banner.render()),
+            pilot,
+            tries=400,
+        )
+        await asyncio.to_thread(own_pg_server.resume)
+        await until(lambda: not banner.has_class("-down"), pilot, tries=600)
