@@ -97,7 +97,7 @@ MODULES: dict[str, Target] = {
         deselect=tuple(
             f"tests/sync/test_conversion_cost.py::{name}"
             for name in (
-                "test_a_bulk_import_while_leads_are_linked_costs_a_listing_per_batch_not_a_read_per_contact",
+                "test_bulk_import_while_leads_are_linked_costs_a_listing_per_batch_not_a_read_per_contact",
                 "test_past_the_page_cap_the_contacts_still_open_are_asked_by_their_id",
             )
         ),

@@ -770,7 +770,7 @@ async def test_a_batchs_lookups_search_their_indexes_instead_of_reading_the_whol
     assert sync_errors.errors_matching(ch, [], []) is None
 
 
-async def test_plan_pushes_stamps_every_intent_before_any_post_and_a_stamped_user_is_looked_up_first(
+async def test_plan_pushes_stamps_every_intent_before_any_post_and_stamped_user_is_looked_up_first(
     store,
 ):
     """Users to push as new leads get ``crm_push_at`` in the planning unit itself (one UPDATE for

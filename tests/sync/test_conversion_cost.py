@@ -193,7 +193,7 @@ async def converted_out_of_reach(sellsim, lead_id: int) -> int:
     ("conversion_lead", "sync_api", "per_page"),
     [("removed", True, 200), ("kept", False, 200), ("kept", True, 2)],
 )
-async def test_a_bulk_import_while_leads_are_linked_costs_a_listing_per_batch_not_a_read_per_contact(
+async def test_bulk_import_while_leads_are_linked_costs_a_listing_per_batch_not_a_read_per_contact(
     services_config, sellsim, monkeypatch, conversion_lead, sync_api, per_page
 ):
     """300 contacts (4,990 under KULOO_SOAK=1) entered in Sell while leads are linked, Fay's
