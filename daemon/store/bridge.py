@@ -181,6 +181,7 @@ class Store:
         self._context: contextvars.Context | None = None
         self.health = Health(self.where)  # the database unreachable or its disk full (health.py)
         self._probed = -1e9  # trio time of the last look for room on a full disk
+        self._failures = 0  # store failures so far: a call that began before one proves nothing
 
     @classmethod
     @asynccontextmanager
@@ -272,14 +273,19 @@ class Store:
             raise StoreUnavailable(FULL, self.health.detail)  # no new work while the disk is full
         if self.health.pending:  # an outage left repairs: they come before any other work
             await self._run_repairs()
+        started = self._failures
         try:
             result = await self._cross(lambda: fn(*args, **kwargs), context=self._context)
         except Exception as exc:
             down = self.health.failed(exc)
             if down is None:
                 raise
+            self._failures += 1
             raise down from exc
-        self.health.answered()
+        if started == self._failures:
+            # Only a call that began after the last failure proves the store answers again:
+            # one already under way when the disk filled (a read, say) may still succeed.
+            self.health.answered()
         return result
 
     async def _room_again(self) -> bool:
