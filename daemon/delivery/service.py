@@ -587,9 +587,8 @@ class Delivery:
                     # Fencing: each SMTP transaction first checks that the lease is certainly
                     # still ours (``Leases.fence``); a refusal ends the channel's pass.
                     fence = self.services.leases.fence("delivery", cid)
-                    for _ in (
-                        range(3) if held else ()
-                    ):  # a sent email can make the next one due at once (delay 0)
+                    # Up to three rounds: a sent email can make the next one due at once (delay 0).
+                    for _ in range(3) if held else ():
                         queued, due = await self._plan(cid)
                         total.queued += queued
                         sent_before = total.sent
