@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from tortoise.transactions import in_transaction
 
@@ -126,6 +126,7 @@ class _Batch:
         )  # merged users' UPDATEs, written together before the commit
         # Right after a restore: unknown KulooIds are users created after the backup.
         self.adopting = bool((channel.sync_state or {}).get(RESTORED_AT))
+        self.taken_kuloo_ids: set[str] = set()  # read by ``load`` when adopting
 
     async def flush(self) -> None:
         if self.pending:
@@ -156,6 +157,10 @@ class _Batch:
         for row in rows:
             self.rows[row.id] = row
             self.index.put(user_ref(row))
+        if self.adopting:  # after a restore: which KulooIds are taken, in any channel (one query)
+            ids = [k for r in records if isinstance(k := r.values.get(KULOO_ID), str) and k]
+            taken = await UserRow.filter(kuloo_id__in=ids).values_list("kuloo_id", flat=True)
+            self.taken_kuloo_ids = set(cast("list[str]", taken))  # flat: bare values
         if self.cap is not None:  # no cap, no count to keep (``importing.over_cap``)
             self.linked = await linked_count(cid)
             self.suspended = await suspended_users(cid, self.cap)
@@ -368,7 +373,7 @@ class _Batch:
                 else texts.duplicate_email(rec.email or "", kind, crm_id)
             )
             await self.record_error(rec, E_DUPLICATE, text)
-        elif d.action == linking.UNKNOWN_KULOO_ID and self.adopting and await self.adoptable(rec):
+        elif d.action == linking.UNKNOWN_KULOO_ID and self.adopting and self.adoptable(rec):
             await self.import_record(rec, kuloo_id=rec.values[KULOO_ID])
         elif d.action == linking.UNKNOWN_KULOO_ID:
             await self.record_error(rec, E_UNKNOWN_ID, texts.unknown_kuloo_id(rec.values[KULOO_ID]))
@@ -391,14 +396,10 @@ class _Batch:
         elif d.action == linking.IMPORT:
             await self.import_record(rec)
 
-    async def adoptable(self, rec: RecordIn) -> bool:
+    def adoptable(self, rec: RecordIn) -> bool:
         """After a restore: the record's KulooId is free to adopt (no user anywhere has it)."""
         kuloo_id = rec.values.get(KULOO_ID)
-        return (
-            isinstance(kuloo_id, str)
-            and bool(kuloo_id)
-            and not await UserRow.exists(kuloo_id=kuloo_id)
-        )
+        return isinstance(kuloo_id, str) and bool(kuloo_id) and kuloo_id not in self.taken_kuloo_ids
 
     async def import_record(self, rec: RecordIn, *, kuloo_id: str | None = None) -> None:
         """A new user from ``rec`` (what it becomes is ``importing.new_user``'s decision);
