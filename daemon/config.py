@@ -113,6 +113,9 @@ KEYS: dict[str, Key] = {
     "credentials.dkim_private_key": Key(
         str, "dkim-private-key", "File name of the DKIM RSA key (PEM, >= 2048 bits) for [dkim]."
     ),
+    "credentials.bounces_password": Key(
+        str, "bounces-password", "File name of the [bounces] imap_url password."
+    ),
     "credentials.store_password": Key(
         str,
         "store-password",
@@ -306,6 +309,42 @@ KEYS: dict[str, Key] = {
     ),
     "dkim.selector": Key(
         str, "", "DKIM selector (s=): the key is at <selector>._domainkey.<domain>."
+    ),
+    "bounces.domain": Key(
+        str,
+        "",
+        "Return-path domain (VERP): MAIL FROM becomes b-<token>@<domain> and a mailto: "
+        "List-Unsubscribe u-<token>@<domain> is advertised; empty = MAIL FROM is the sender.",
+    ),
+    "bounces.maildir": Key(
+        str,
+        "",
+        "Maildir the local MTA delivers the bounce domain's mail to (read and emptied); "
+        "relative paths are beside this file. Exclusive with imap_url.",
+    ),
+    "bounces.imap_url": Key(
+        str,
+        "",
+        "imaps://USER@HOST[:PORT]/MAILBOX holding the bounce domain's mail (TLS only; "
+        "the password is the bounces-password credential). Exclusive with maildir.",
+    ),
+    "bounces.poll_seconds": Key(
+        (int, float), 60, "How often the bounce mailbox is read.", minimum=1, maximum=86_400
+    ),
+    "bounces.soft_limit": Key(
+        int,
+        5,
+        "Soft bounces (4.x.x) with no successful delivery between them that count as a hard "
+        "bounce (when spread over at least soft_days).",
+        minimum=1,
+        maximum=1000,
+    ),
+    "bounces.soft_days": Key(
+        (int, float),
+        7,
+        "The least span, in days, of soft_limit soft bounces that count as a hard bounce.",
+        minimum=0,
+        maximum=365,
     ),
     "links.public_url": Key(
         str,
@@ -547,7 +586,7 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
             problems.append(
                 "clock.start: must be an ISO 8601 time with its offset, e.g. 2026-01-01T09:00:00Z"
             )
-    for key in ("articles.root", "delivery.maildir", "smtp.ca_file"):
+    for key in ("articles.root", "delivery.maildir", "smtp.ca_file", "bounces.maildir"):
         if path is not None and values[key] and not Path(values[key]).is_absolute():
             values[key] = str((path.parent / values[key]).resolve())
     if values["smtp.ca_file"] and not os.path.isfile(values["smtp.ca_file"]):
@@ -597,6 +636,7 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
         problems.append("sell.web_url: must start with http:// or https:// (the Sell web app)")
     problems.extend(_smtp_problems(values))
     problems.extend(_dkim_problems(values))
+    problems.extend(_bounces_problems(values))
     if values["sell.requests_per_second"] > 10 and not loopback:
         problems.append(
             "sell.requests_per_second: Sell allows 10 requests per second; more is only "
@@ -648,6 +688,68 @@ def _dkim_problems(values: dict[str, Any]) -> list[str]:
             f"dkim.ed25519_selector: {second!r} must be a DNS label other than dkim.selector"
         )
     return problems
+
+
+def _bounces_problems(values: dict[str, Any]) -> list[str]:
+    """``[bounces]``: a domain (under ``[dkim] domain`` when that is set, for DMARC
+    alignment of the return path) and exactly one mailbox to read (docs/delivery.md,
+    "Bounces and complaints")."""
+    from .rules.signing import is_domain
+
+    domain = str(values["bounces.domain"]).strip().lower()
+    maildir, imap_url = values["bounces.maildir"], values["bounces.imap_url"]
+    if not domain:
+        if maildir or imap_url:
+            which = "bounces.maildir" if maildir else "bounces.imap_url"
+            return [f"{which}: needs bounces.domain (the return path the bounces come back to)"]
+        return []
+    problems = []
+    if not is_domain(domain):
+        problems.append(f"bounces.domain: {domain!r} is not a domain name like bounces.example.com")
+    dkim_domain = str(values["dkim.domain"]).strip().lower()
+    if dkim_domain and domain != dkim_domain and not domain.endswith("." + dkim_domain):
+        problems.append(
+            f"bounces.domain: {domain!r} must be dkim.domain or under it ({dkim_domain!r}), "
+            "or the return path is not aligned (DMARC)"
+        )
+    if bool(maildir) == bool(imap_url):
+        problems.append(
+            "bounces.domain: needs exactly one of bounces.maildir and bounces.imap_url "
+            "(where the bounces arrive)"
+        )
+    if imap_url:
+        try:
+            parse_imap_url(str(imap_url))
+        except ValueError as exc:
+            problems.append(f"bounces.imap_url: {exc}")
+    return problems
+
+
+@dataclass(frozen=True)
+class ImapUrl:
+    user: str
+    host: str
+    port: int
+    mailbox: str
+
+
+def parse_imap_url(url: str) -> ImapUrl:
+    """``imaps://USER@HOST[:PORT]/MAILBOX`` (TLS only; no password in the URL)."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != "imaps":
+        raise ValueError("must start with imaps:// (IMAP over TLS only)")
+    if parts.password is not None:
+        raise ValueError("no password in the URL: it is the bounces-password credential")
+    if not parts.username or not parts.hostname:
+        raise ValueError("must be imaps://USER@HOST[:PORT]/MAILBOX")
+    try:
+        port = parts.port or 993
+    except ValueError:
+        raise ValueError("the port must be a number from 1 to 65535") from None
+    mailbox = unquote(parts.path.lstrip("/")) or "INBOX"
+    return ImapUrl(unquote(parts.username), parts.hostname, port, mailbox)
 
 
 def dkim_key(config: Config) -> Any:

@@ -38,6 +38,16 @@ PREFIX = "kuloo_sync"
 RUN_STATUSES = ("ok", "partial", "failed", "skipped")
 EMAIL_RESULTS = ("sent", "failed", "uncertain")
 BOUNCE_KINDS = ("hard", "soft")
+INBOUND_KINDS = (
+    "hard",
+    "soft",
+    "message",
+    "delayed",
+    "complaint",
+    "unsubscribe",
+    "unknown",
+    "duplicate",
+)
 LINKS_ROUTES = (
     "/",
     "/healthz",
@@ -122,6 +132,13 @@ class Metrics:
         self.complaints = Counter(
             f"{PREFIX}_email_complaints", "Spam complaints (feedback reports) received.", registry=r
         )
+        self.inbound = Counter(
+            f"{PREFIX}_bounce_mailbox_messages",
+            "Messages read from the bounce mailbox, by what they were: hard, soft, message "
+            "(only that email failed), delayed, complaint, unsubscribe, unknown, duplicate.",
+            ("kind",),
+            registry=r,
+        )
         self.delivery_pass = Histogram(
             f"{PREFIX}_delivery_pass_duration_seconds",
             "How long a delivery pass (plan and send) took.",
@@ -203,6 +220,16 @@ class Metrics:
 
     def links_request(self, path: str, status: int) -> None:
         self.links_requests.labels(links_route(path), str(status) if status else "none").inc()
+
+    def bounce_heard(self, kind: str, *, inbound: bool = True) -> None:
+        """One bounce, complaint or other message of the bounce mailbox (``inbound``), or a
+        relay's refusal at RCPT (``inbound=False``), by ``rules.bounces.Kind`` value."""
+        if kind in BOUNCE_KINDS:
+            self.bounces.labels(kind).inc()
+        elif kind == "complaint":
+            self.complaints.inc()
+        if inbound and kind in INBOUND_KINDS:
+            self.inbound.labels(kind).inc()
 
     def pruned_rows(self, table: str, rows: int) -> None:
         if rows:

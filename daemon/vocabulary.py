@@ -409,6 +409,8 @@ class Actor(StrEnum):
     APP = "app"  # the Kuloo app, through the control API
     SYNC = "sync"  # the sync engine, applying an edit made in Sell
     LINK = "link"  # the user, through an unsubscribe/frequency link or the signup form
+    BOUNCE = "bounce"  # the bounce mailbox or the relay: the address bounced (or was cleared)
+    COMPLAINT = "complaint"  # a provider's feedback loop: the user marked an email as spam
 
 
 # The user attributes whose Kuloo change time the merge compares with Sell's updated_at:

@@ -422,6 +422,7 @@ _PLAN_FIELDS = (
     "id",
     "promo_tags",
     "unsubscribed",
+    "bounce_status",
     "frequency",
     "promo_started_at",
     "last_digest_at",
@@ -531,7 +532,7 @@ async def plan(
             UserState(
                 u.id,
                 tuple(u.promo_tags or ()),
-                u.unsubscribed,
+                u.unsubscribed or bool(u.bounce_status),  # a bounced address gets nothing
                 u.frequency,
                 u.promo_started_at,
                 u.last_digest_at,
@@ -578,8 +579,8 @@ async def plan(
                 ]
             )
         queued = len(rows)
-        # Unsubscribed users get nothing, including what was already queued for them.
-        unsubscribed = [u.id for u in users if u.unsubscribed]
+        # Unsubscribed (and bounced) users get nothing, including what was already queued.
+        unsubscribed = [u.id for u in users if u.unsubscribed or u.bounce_status]
         if unsubscribed:
             await _cancel(OutboxMessage.filter(user_id__in=unsubscribed), now, "unsubscribed")
         disabled = [u.id for u in users if u.frequency == Frequency.DISABLED.value]
@@ -674,7 +675,7 @@ async def claim(channel_id: int, now: datetime, limit: int) -> list[Claimed]:
         rows = await (
             OutboxMessage.filter(channel_id=channel_id, state=OutboxState.QUEUED.value)
             .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-            .filter(user__unsubscribed=False)
+            .filter(user__unsubscribed=False, user__bounce_status="")
             .order_by("id")
             .limit(limit)
             .select_related("user", "channel")

@@ -100,6 +100,11 @@ class User(Model):
     # with it set may already have a lead (a crash, an ambiguous create) — look it up first.
     crm_push_at = fields.DatetimeField(null=True)
     last_digest_at = fields.DatetimeField(null=True)
+    # The address bounced for good (``store.bounces``): no email of any kind until the email
+    # changes or an admin clears it. "" = not bounced; else the status ("5.1.1", "550").
+    bounce_status = fields.CharField(max_length=32, default="", db_default="")
+    bounce_reason = fields.TextField(default="", db_default="")
+    bounce_at = fields.DatetimeField(null=True)
     # When delivery must plan this user next (``store.delivery``): null = now (new, changed,
     # or never planned since this column came); ``store.delivery.NOT_DUE`` = only after a
     # change. A pass reads only the users due, through the (channel_id, next_due_at) index.
@@ -124,6 +129,7 @@ class User(Model):
             ("channel_id", "search_text"),
             ("channel_id", "sync_error"),  # has_sync_error is the range sync_error > ''
             ("channel_id", "next_due_at"),  # delivery's due users
+            ("channel_id", "bounce_status"),  # users.list {"bounced": true}: bounce_status > ''
         )
 
 
@@ -336,6 +342,47 @@ class AuditEntry(Model):
             ("user_id", "id"),
             ("channel_id",),
         )  # users.audit: a user's entries, newest first
+
+
+class BounceEvent(Model):
+    """One bounce, complaint or mailto unsubscribe heard for a user (``store.bounces``): the
+    soft-bounce rule and the channel's deliverability figures count these. Deleted with the
+    user (an erasure)."""
+
+    id = fields.IntField(primary_key=True)
+    channel: fields.ForeignKeyRelation[Channel]
+    channel = fields.ForeignKeyField(
+        "models.Channel", related_name="bounce_events", on_delete=fields.CASCADE
+    )
+    channel_id: int
+    user: fields.ForeignKeyNullableRelation[User]
+    user = fields.ForeignKeyField(
+        "models.User", related_name="bounce_events", null=True, on_delete=fields.CASCADE
+    )
+    user_id: int | None
+    outbox_id = fields.IntField(null=True)  # the message it names (a VERP token), if any
+    kind = fields.CharField(max_length=16)  # rules.bounces.Kind
+    status = fields.CharField(max_length=32, default="")
+    reason = fields.TextField(default="")
+    at = fields.DatetimeField()
+
+    class Meta:
+        table = "bounce_event"
+        indexes = (("channel_id", "at"), ("user_id", "at"))
+
+
+class InboundMessage(Model):
+    """A message read from the bounce mailbox, by the SHA-256 of its bytes: recorded in the
+    transaction of its effects, so a message read again after a crash has no second effect."""
+
+    id = fields.IntField(primary_key=True)
+    digest = fields.CharField(max_length=64, unique=True)
+    kind = fields.CharField(max_length=16)  # rules.bounces.Kind, or "duplicate"
+    at = fields.DatetimeField()
+
+    class Meta:
+        table = "inbound_message"
+        indexes = (("at",),)
 
 
 class ErasedUser(Model):

@@ -106,6 +106,7 @@ class Filters:
     source: Source | None = None
     promo: str | None = None
     crm_kind: str | None = None  # a CrmKind, or "none"
+    bounced: bool | None = None  # the address bounced (``store.bounces``)
 
 
 @dataclass(frozen=True)
@@ -505,6 +506,10 @@ async def apply_changes(
     if {"email", "first_name", "last_name"} & set(changed):
         row.search_text = search_text(row.email, row.first_name, row.last_name)
         update_fields.append("search_text")
+    if "email" in changed and row.bounce_status:
+        # A new address is a new chance: the bounce of the old one no longer holds.
+        entries.append(clear_bounce_fields(row, actor=actor, now=now, note="email changed"))
+        update_fields.extend(f for f in BOUNCE_FIELDS if f not in update_fields)
     if "unsubscribed" in changed:
         row.unsubscribed_changed_at = now  # a signup confirmation issued before it is stale
         update_fields.append("unsubscribed_changed_at")
@@ -530,6 +535,39 @@ async def apply_changes(
             state=OutboxState.CANCELLED.value, updated_at=now
         )
     return tuple(changed)
+
+
+# The columns a bounce sets and clears (``store.bounces``), besides revision/updated_at.
+BOUNCE_FIELDS = (
+    "bounce_status",
+    "bounce_reason",
+    "bounce_at",
+    "last_digest_at",
+    "promo_started_at",
+    "next_due_at",
+)
+
+
+def bounce_text_of(row: UserRow) -> str:
+    """The bounce as the audit log and Sell's Sync error show it ("" when not bounced)."""
+    if not row.bounce_status:
+        return ""
+    return " ".join(w for w in (row.bounce_status, row.bounce_reason) if w)
+
+
+def clear_bounce_fields(row: UserRow, *, actor: Actor, now: datetime, note: str) -> AuditEntry:
+    """Clear ``row``'s bounce (the caller saves ``BOUNCE_FIELDS``); returns its audit entry.
+
+    Mail continues from ``now``, with no backlog: the next digest covers what comes after
+    now, and the sequence resumes where it stood when the address bounced."""
+    old = bounce_text_of(row)
+    if row.bounce_at is not None and row.promo_started_at is not None and now > row.bounce_at:
+        row.promo_started_at = row.promo_started_at + (now - row.bounce_at)
+    if row.last_digest_at is None or row.last_digest_at < now:
+        row.last_digest_at = now
+    row.bounce_status, row.bounce_reason, row.bounce_at = "", "", None
+    row.next_due_at = None
+    return audit_entry(row, "bounce", old, None, actor=actor, now=now, note=note)
 
 
 # ----------------------------------------------------------------------------- use cases
@@ -620,6 +658,10 @@ def _filtered(channel_id: int, filters: Filters):
         query = query.filter(unsubscribed=True)
     elif filters.subscription:
         query = query.filter(unsubscribed=False, frequency=Frequency(filters.subscription).value)
+    if filters.bounced is True:
+        query = query.filter(bounce_status__gt="")  # a range on the (channel, bounce) index
+    elif filters.bounced is False:
+        query = query.filter(bounce_status="")
     if filters.source is not None:
         query = query.filter(source=Source(filters.source).value)
     if filters.promo:

@@ -74,7 +74,7 @@ def test_keys_compare_case_insensitively_and_ignore_padding():
 
 
 def test_actors_and_editable_fields():
-    assert [a.value for a in Actor] == ["admin", "app", "sync", "link"]
+    assert [a.value for a in Actor] == ["admin", "app", "sync", "link", "bounce", "complaint"]
     assert "source" not in EDITABLE_USER_FIELDS and "kuloo_id" not in EDITABLE_USER_FIELDS
     assert set(EDITABLE_USER_FIELDS) == {
         "email",

@@ -10,8 +10,10 @@ the caller's transaction.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, cast
 
+from ...rules.bounces import bounce_text, sync_error_field
 from ...rules.linking import RecordRef, UserRef
 from ...rules.values import KULOO_ID
 from ...vocabulary import email_key
@@ -33,6 +35,9 @@ VIEW_COLUMNS = (
     "promo_tags",
     "last_active",
     "sync_error",
+    "bounce_status",
+    "bounce_reason",
+    "bounce_at",
 )
 
 
@@ -48,14 +53,35 @@ def user_view(row: UserRow, sync_error: str | None = None) -> dict[str, Any]:
         "unsubscribed": row.unsubscribed,
         "promo_tags": list(row.promo_tags or ()),
         "last_active": row.last_active,
-        "sync_error": row.sync_error if sync_error is None else sync_error,
+        "sync_error": sell_sync_error(
+            row.sync_error if sync_error is None else sync_error,
+            row.bounce_status,
+            row.bounce_reason,
+            row.bounce_at,
+        ),
     }
+
+
+def sell_sync_error(
+    sync_error: str, bounce_status: str, bounce_reason: str, bounce_at: datetime | None
+) -> str:
+    """Sell's Sync error field: the sync error, then " · " and the bounce (if the address
+    bounced), one line of at most 250 characters (``rules.bounces.sync_error_field``)."""
+    if not bounce_status or bounce_at is None:
+        return sync_error
+    return sync_error_field(sync_error, bounce_text(bounce_status, bounce_reason, bounce_at))
+
+
+_BOUNCE_COLUMNS = ("bounce_status", "bounce_reason", "bounce_at")
 
 
 def view_of(values: Mapping[str, Any]) -> dict[str, Any]:
     """``user_view`` of a row read as plain values (``VIEW_COLUMNS``)."""
-    view = {k: values[k] for k in VIEW_COLUMNS if k != "id"}
+    view = {k: values[k] for k in VIEW_COLUMNS if k not in ("id", *_BOUNCE_COLUMNS)}
     view["promo_tags"] = list(values["promo_tags"] or ())
+    view["sync_error"] = sell_sync_error(
+        values["sync_error"], values["bounce_status"], values["bounce_reason"], values["bounce_at"]
+    )
     return view
 
 

@@ -1,0 +1,289 @@
+"""What a bounce, a complaint or a mailto unsubscribe does to a user (docs/delivery.md,
+"Bounces and complaints").
+
+- ``take``: one classified message from the bounce mailbox (``rules.bounces.classify``),
+  recorded by the SHA-256 of its bytes in the same transaction as its effects, so a
+  message read again after a crash has no second effect.
+- ``refused_at_rcpt``: the relay's own 5xx answers of one delivery batch (no DSN at all);
+  when ten or more users got the same refusal, none is marked (the relay's problem).
+- ``clear``: ``users.update {"clear_bounce": true}``; a changed email clears the bounce
+  too (``users.apply_changes``).
+- ``deliverability``: the channel's figures over the last 30 days.
+
+Effects: a hard bounce (or ``soft_limit`` soft ones, ``rules.bounces.soft_bounces_count_as_hard``)
+makes the user bounced (no email of any kind; the bounce goes into Sell's Sync error through
+``sync.rows.user_view``) and cancels their queued mail; a complaint unsubscribes them (actor
+``complaint``); a mailto unsubscribe acts as the one-click link (actor ``link``, note
+"mailto"). Each effect is an audit entry and a ``BounceEvent`` row.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from ..rules.bounces import Accepted, Bounce, Kind, VerpKind, soft_bounces_count_as_hard
+from ..vocabulary import Actor, OutboxState, email_key
+from . import NotFound
+from . import users as user_store
+from .models import BounceEvent, InboundMessage, OutboxMessage, SequenceProgress
+from .models import User as UserRow
+
+# Ten or more users refused with the same words in one batch: the relay's problem, not theirs.
+SAME_REFUSAL_LIMIT = 10
+WINDOW = timedelta(days=30)  # the deliverability figures' span
+SOFT_LOOKBACK = timedelta(days=365)  # soft bounces and deliveries older than this are not read
+_ADDRESS = re.compile(r"<[^>]*>|\S+@\S+")
+CANCELLED_BOUNCED = "the address bounced"
+CANCELLED_COMPLAINT = "the user complained (marked an email as spam)"
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What one inbound message did."""
+
+    kind: Kind
+    user_ids: tuple[int, ...] = ()  # users changed (bounced, unsubscribed)
+    channel_ids: tuple[int, ...] = ()  # channels of every user it named
+    duplicate: bool = False  # read before (a crash before its removal): nothing done again
+
+
+@dataclass(frozen=True)
+class Deliverability:
+    sent_30d: int
+    bounced_30d: int
+    complaints_30d: int
+    bounce_rate: float  # bounced_30d / sent_30d (0 when nothing was sent)
+    complaint_rate: float
+
+    def as_dict(self) -> dict[str, int | float]:
+        return {
+            "sent_30d": self.sent_30d,
+            "bounced_30d": self.bounced_30d,
+            "complaints_30d": self.complaints_30d,
+            "bounce_rate": self.bounce_rate,
+            "complaint_rate": self.complaint_rate,
+        }
+
+
+def bounce_of(row: UserRow) -> dict[str, str] | None:
+    """``users.get``'s ``bounce``: ``{"status", "reason", "at"}``, or None."""
+    if not row.bounce_status:
+        return None
+    at = row.bounce_at.isoformat() if row.bounce_at is not None else ""
+    return {"status": row.bounce_status, "reason": row.bounce_reason, "at": at}
+
+
+# ----------------------------------------------------------------------------- effects
+
+
+async def _cancel_queued(user_id: int, now: datetime, reason: str) -> int:
+    ids = list(
+        await OutboxMessage.filter(user_id=user_id, state=OutboxState.QUEUED.value).values_list(
+            "id", flat=True
+        )
+    )
+    if ids:
+        await OutboxMessage.filter(id__in=ids).update(
+            state=OutboxState.CANCELLED.value, last_error=reason, updated_at=now
+        )
+        # a cancelled sequence email was never sent: its article is free again
+        await SequenceProgress.filter(outbox_id__in=ids, sent_at=None).delete()
+    return len(ids)
+
+
+async def _event(row: UserRow | None, channel_id: int, bounce: Bounce, kind: Kind, at: datetime):
+    await BounceEvent.create(
+        channel_id=channel_id,
+        user_id=row.id if row is not None else None,
+        outbox_id=bounce.outbox_id,
+        kind=kind.value,
+        status=bounce.status[:32],
+        reason=bounce.reason,
+        at=at,
+    )
+
+
+async def _mark_bounced(row: UserRow, status: str, reason: str, now: datetime, note: str) -> bool:
+    """Make ``row`` bounced (if it is not already); True when it changed."""
+    if row.bounce_status:
+        return False
+    row.bounce_status, row.bounce_reason, row.bounce_at = status[:32] or "5.0.0", reason, now
+    row.revision += 1
+    row.updated_at = now  # the next sync pushes the Sync error
+    row.next_due_at = None
+    await row.save(update_fields=[*user_store.BOUNCE_FIELDS, "revision", "updated_at"])
+    text = user_store.bounce_text_of(row)
+    await user_store.audit_entry(
+        row, "bounce", None, text, actor=Actor.BOUNCE, now=now, note=note
+    ).save()
+    await _cancel_queued(row.id, now, CANCELLED_BOUNCED)
+    return True
+
+
+async def _soft_counts_as_hard(row: UserRow, now: datetime, soft_limit: int, soft_days: float):
+    since = now - SOFT_LOOKBACK
+    softs = await BounceEvent.filter(
+        user_id=row.id, kind=Kind.SOFT.value, at__gte=since
+    ).values_list("at", flat=True)
+    sent = await OutboxMessage.filter(
+        user_id=row.id, state=OutboxState.SENT.value, sent_at__gte=since
+    ).values_list("id", "sent_at")
+    bounced_ids = set(
+        await BounceEvent.filter(user_id=row.id, outbox_id__not_isnull=True).values_list(
+            "outbox_id", flat=True
+        )
+    )
+    accepted = [Accepted(at, oid in bounced_ids) for oid, at in sent if at is not None]
+    return soft_bounces_count_as_hard(
+        list(softs), accepted, now, soft_limit=soft_limit, soft_days=soft_days
+    )
+
+
+async def _users_named(bounce: Bounce) -> list[UserRow]:
+    token = bounce.token
+    if token is not None and token.kind in (VerpKind.BOUNCE, VerpKind.UNSUBSCRIBE):
+        row = await UserRow.select_for_update().get_or_none(kuloo_id=token.kuloo_id)
+        return [row] if row is not None else []
+    if token is None and bounce.recipient:  # a bounce with no token: by its address
+        key = email_key(bounce.recipient)
+        return list(await UserRow.select_for_update().filter(email_key=key).order_by("id"))
+    return []
+
+
+async def _apply(
+    bounce: Bounce, now: datetime, soft_limit: int, soft_days: float
+) -> tuple[list[int], list[int]]:
+    """The effects of ``bounce`` (inside the caller's transaction): changed and named users'
+    ids, and their channels."""
+    changed: list[int] = []
+    channels: list[int] = []
+    token = bounce.token
+    if token is not None and token.kind == VerpKind.CONFIRM:  # a confirmation: counted only
+        if bounce.kind in (Kind.HARD, Kind.SOFT, Kind.COMPLAINT) and token.channel is not None:
+            await _event(None, token.channel, bounce, bounce.kind, now)
+            channels.append(token.channel)
+        return changed, channels
+    for row in await _users_named(bounce):
+        channels.append(row.channel_id)
+        kind = bounce.kind
+        if kind == Kind.HARD:
+            await _event(row, row.channel_id, bounce, kind, now)
+            if await _mark_bounced(row, bounce.status, bounce.reason, now, "bounce"):
+                changed.append(row.id)
+        elif kind == Kind.SOFT:
+            await _event(row, row.channel_id, bounce, kind, now)
+            if await _soft_counts_as_hard(row, now, soft_limit, soft_days):
+                note = f"{soft_limit} soft bounces over {soft_days:g} days"
+                if await _mark_bounced(row, bounce.status, bounce.reason, now, note):
+                    changed.append(row.id)
+        elif kind == Kind.MESSAGE:
+            await _event(row, row.channel_id, bounce, kind, now)
+        elif kind in (Kind.COMPLAINT, Kind.UNSUBSCRIBE):
+            await _event(row, row.channel_id, bounce, kind, now)
+            actor, note = (
+                (Actor.COMPLAINT, "feedback report")
+                if kind == Kind.COMPLAINT
+                else (Actor.LINK, "mailto")
+            )
+            # as the one-click link: Subscription = unsubscribed, queued mail cancelled
+            if await user_store.apply_changes(
+                row, {"unsubscribed": True}, actor=actor, now=now, note=note
+            ):
+                changed.append(row.id)
+    return changed, channels
+
+
+async def take(
+    bounce: Bounce,
+    now: datetime,
+    *,
+    digest: str | None = None,
+    soft_limit: int = 5,
+    soft_days: float = 7,
+) -> Taken:
+    """Apply one inbound message's ``bounce``, once: ``digest`` is the SHA-256 (hex) of its
+    bytes, recorded with the effects in one transaction. An ``unknown`` message has no
+    effect (the caller moves it to the unknown folder) but is recorded too."""
+    try:
+        async with in_transaction():
+            if digest is not None:
+                if await InboundMessage.exists(digest=digest):
+                    return Taken(bounce.kind, duplicate=True)
+                await InboundMessage.create(digest=digest, kind=bounce.kind.value, at=now)
+            changed, channels = await _apply(bounce, now, soft_limit, soft_days)
+    except IntegrityError:  # another daemon recorded the same message first
+        return Taken(bounce.kind, duplicate=True)
+    return Taken(bounce.kind, tuple(changed), tuple(dict.fromkeys(channels)))
+
+
+def _refusal(bounce: Bounce) -> tuple[str, str]:
+    """A refusal's words without the addresses in them: one per cause, not per recipient."""
+    return bounce.status, " ".join(_ADDRESS.sub("", bounce.reason).split()).lower()
+
+
+async def refused_at_rcpt(refusals: Sequence[Bounce], now: datetime) -> list[int]:
+    """The relay's 5xx answers at RCPT (or after DATA) of one delivery batch, each ``Bounce``
+    carrying its message's VERP token (``rules.bounces.classify_reply``): hard ones make
+    their users bounced, unless ten or more users got the same refusal (the relay's problem,
+    not theirs). Returns the users changed."""
+    hard = [b for b in refusals if b.kind == Kind.HARD and b.token is not None]
+    same = Counter(_refusal(b) for b in hard)
+    changed: list[int] = []
+    async with in_transaction():
+        for bounce in hard:
+            if same[_refusal(bounce)] >= SAME_REFUSAL_LIMIT:
+                continue
+            for row in await _users_named(bounce):
+                await _event(row, row.channel_id, bounce, Kind.HARD, now)
+                if await _mark_bounced(
+                    row, bounce.status, bounce.reason, now, "refused by the relay"
+                ):
+                    changed.append(row.id)
+    return changed
+
+
+async def clear(user_id: int, actor: Actor, now: datetime, note: str = "") -> bool:
+    """``users.update {"id", "clear_bounce": true}``: the address may be mailed again (from
+    now, no backlog). False when the user was not bounced."""
+    async with in_transaction():
+        row = await UserRow.select_for_update().get_or_none(id=user_id)
+        if row is None:
+            raise NotFound(f"no user with id {user_id}")
+        if not row.bounce_status:
+            return False
+        entry = user_store.clear_bounce_fields(row, actor=actor, now=now, note=note)
+        row.revision += 1
+        row.updated_at = now  # the next sync clears Sell's Sync error
+        await row.save(update_fields=[*user_store.BOUNCE_FIELDS, "revision", "updated_at"])
+        await entry.save()
+    return True
+
+
+async def deliverability(channel_id: int, now: datetime) -> Deliverability:
+    """The channel's last 30 days: emails sent, hard bounces, complaints, and their rates."""
+    since = now - WINDOW
+    sent = await OutboxMessage.filter(
+        channel_id=channel_id, state=OutboxState.SENT.value, sent_at__gte=since
+    ).count()
+    events = BounceEvent.filter(channel_id=channel_id, at__gte=since)
+    bounced = await events.filter(kind=Kind.HARD.value).count()
+    complaints = await events.filter(kind=Kind.COMPLAINT.value).count()
+    return Deliverability(
+        sent,
+        bounced,
+        complaints,
+        round(bounced / sent, 4) if sent else 0.0,
+        round(complaints / sent, 4) if sent else 0.0,
+    )
+
+
+async def prune_inbound(before: datetime) -> int:
+    """Forget the digests of inbound messages read before ``before`` (retention)."""
+    return await InboundMessage.filter(at__lt=before).delete()

@@ -1,0 +1,199 @@
+"""store.bounces on a real SQLite file (and PostgreSQL with ``backend``): what a hard bounce,
+soft bounces, a complaint and a mailto unsubscribe do, once; the relay's refusals; the
+clearing; the deliverability figures and Sell's Sync error."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from datetime import timedelta
+
+import pytest
+
+from kuloo_daemon.rules.bounces import Bounce, Kind, VerpSigner
+from kuloo_daemon.store import bounces, users
+from kuloo_daemon.store.bridge import Store
+from kuloo_daemon.store.models import AuditEntry, BounceEvent, OutboxMessage
+from kuloo_daemon.store.models import User as UserRow
+from kuloo_daemon.store.sync.rows import user_view
+from kuloo_daemon.vocabulary import Actor, OutboxState
+
+from .test_users_store import T0, add, make_channel, query
+
+
+@pytest.fixture
+async def store(short_tmp, sqlite_template, backend):
+    if backend.postgres:
+        location = backend.target
+    else:
+        shutil.copy(sqlite_template, f"{short_tmp}/s.sqlite3")
+        location = f"{short_tmp}/s.sqlite3"
+    async with Store.open(location) as s:
+        yield s
+
+
+SIGNER = VerpSigner([b"k" * 32])
+
+
+def _token(kuloo_id: str, outbox_id: int = 1):
+    token = SIGNER.verify(SIGNER.bounce(kuloo_id, outbox_id) + "@bounces.example.com")
+    assert token is not None
+    return token
+
+
+def hard(kuloo_id: str, outbox_id: int = 1, reason="550 5.1.1 <x@example.org>: User unknown"):
+    return Bounce(Kind.HARD, "5.1.1", reason, _token(kuloo_id, outbox_id))
+
+
+async def _outbox(store, user, state=OutboxState.QUEUED, sent_at=None, n=1):
+    async def make():
+        rows = []
+        for i in range(n):
+            rows.append(
+                await OutboxMessage.create(
+                    channel_id=user.channel_id,
+                    user_id=user.id,
+                    kind="digest",
+                    state=state.value,
+                    message_id=f"<{user.id}.{state.value}.{i}.{sent_at}@example.com>",
+                    sent_at=sent_at,
+                )
+            )
+        return rows
+
+    return await store.run(make)
+
+
+async def _row(store, user_id):
+    return await query(store, lambda: UserRow.get(id=user_id))
+
+
+async def test_a_hard_bounce_marks_the_user_cancels_mail_and_happens_once(store):
+    ch = await make_channel(store)
+    u = await add(store, ch, "gone@example.org")
+    await _outbox(store, u, n=2)
+    digest = hashlib.sha256(b"the dsn").hexdigest()
+    taken = await store.run(bounces.take, hard(u.kuloo_id), T0, digest=digest)
+    assert taken.user_ids == (u.id,) and taken.channel_ids == (ch,) and not taken.duplicate
+    again = await store.run(bounces.take, hard(u.kuloo_id), T0, digest=digest)
+    assert again.duplicate and again.user_ids == ()
+    row = await _row(store, u.id)
+    assert (row.bounce_status, row.bounce_at) == ("5.1.1", T0)
+    assert "User unknown" in row.bounce_reason
+    assert bounces.bounce_of(row)["status"] == "5.1.1"
+    states = await query(store, lambda: OutboxMessage.filter(user_id=u.id).values_list("state"))
+    assert sorted(s for (s,) in states) == ["cancelled", "cancelled"]
+    assert await query(store, lambda: BounceEvent.filter(user_id=u.id).count()) == 1
+    audit = await query(store, lambda: AuditEntry.filter(user_id=u.id, field="bounce").all())
+    assert [a.actor for a in audit] == ["bounce"]
+    # Sell's Sync error carries the bounce; the user's own sync error stays apart
+    assert row.sync_error == ""
+    assert user_view(row)["sync_error"].startswith("Email bounced: 5.1.1 ")
+    page = await store.run(users.list_page, ch, users.Filters(bounced=True), None, 10)
+    assert [x.id for x in page.users] == [u.id]
+    page = await store.run(users.list_page, ch, users.Filters(bounced=False), None, 10)
+    assert page.users == ()
+
+
+async def test_a_changed_email_or_clear_bounce_clears_it_and_mail_resumes_without_backlog(store):
+    ch = await make_channel(store)
+    u = await add(store, ch, "gone@example.org")
+    v = await add(store, ch, "also.gone@example.org")
+    later = T0 + timedelta(days=3)
+    for user in (u, v):
+        await store.run(bounces.take, hard(user.kuloo_id), T0)
+    await store.run(users.update, u.id, {"email": "new@example.org"}, Actor.SYNC, later)
+    row = await _row(store, u.id)
+    assert (row.bounce_status, row.bounce_at, row.last_digest_at) == ("", None, later)
+    assert user_view(row)["sync_error"] == ""
+    assert await store.run(bounces.clear, v.id, Actor.ADMIN, later) is True
+    assert await store.run(bounces.clear, v.id, Actor.ADMIN, later) is False
+    row = await _row(store, v.id)
+    assert row.bounce_status == "" and row.last_digest_at == later
+    audit = await query(
+        store, lambda: AuditEntry.filter(field="bounce").order_by("id").values_list("actor", "new")
+    )
+    assert [a for a, _ in audit] == ["bounce", "bounce", "sync", "admin"]
+
+
+async def test_soft_bounces_count_as_hard_only_past_the_limit_and_the_span(store):
+    ch = await make_channel(store)
+    u = await add(store, ch, "full@example.org")
+    soft = Bounce(Kind.SOFT, "4.2.2", "mailbox full", _token(u.kuloo_id))
+    for day in range(4):
+        await store.run(bounces.take, soft, T0 + timedelta(days=2 * day), soft_limit=5, soft_days=7)
+    assert (await _row(store, u.id)).bounce_status == ""
+    taken = await store.run(bounces.take, soft, T0 + timedelta(days=8), soft_limit=5, soft_days=7)
+    assert taken.user_ids == (u.id,)
+    assert (await _row(store, u.id)).bounce_status == "4.2.2"
+
+
+async def test_a_delivery_between_soft_bounces_restarts_the_count(store):
+    ch = await make_channel(store)
+    u = await add(store, ch, "full@example.org")
+    soft = Bounce(Kind.SOFT, "4.2.2", "mailbox full", _token(u.kuloo_id, 99_999))
+    for day in range(3):
+        await store.run(bounces.take, soft, T0 + timedelta(days=day), soft_limit=5, soft_days=7)
+    await _outbox(store, u, OutboxState.SENT, sent_at=T0 + timedelta(days=3))
+    for day in range(7, 10):
+        await store.run(bounces.take, soft, T0 + timedelta(days=day), soft_limit=5, soft_days=7)
+    assert (await _row(store, u.id)).bounce_status == ""
+
+
+async def test_a_complaint_unsubscribes_and_a_mailto_acts_as_the_link(store):
+    ch = await make_channel(store)
+    u = await add(store, ch, "angry@example.org")
+    w = await add(store, ch, "leaving@example.org")
+    await _outbox(store, u)
+    taken = await store.run(bounces.take, Bounce(Kind.COMPLAINT, token=_token(u.kuloo_id)), T0)
+    assert taken.user_ids == (u.id,)
+    token = SIGNER.verify(SIGNER.unsubscribe(w.kuloo_id) + "@bounces.example.com")
+    await store.run(bounces.take, Bounce(Kind.UNSUBSCRIBE, token=token), T0)
+    for user, actor, note in ((u, "complaint", "feedback report"), (w, "link", "mailto")):
+        row = await _row(store, user.id)
+        assert row.unsubscribed and row.bounce_status == ""
+        entry = await query(
+            store,
+            lambda uid=user.id: AuditEntry.filter(user_id=uid, field="unsubscribed").first(),
+        )
+        assert (entry.actor, entry.note) == (actor, note)
+    states = await query(store, lambda: OutboxMessage.filter(user_id=u.id).values_list("state"))
+    assert states == [("cancelled",)]
+    figures = await store.run(bounces.deliverability, ch, T0)
+    assert figures.complaints_30d == 1 and figures.complaint_rate == 0.0
+
+
+async def test_ten_users_refused_alike_at_rcpt_are_the_relays_problem(store):
+    ch = await make_channel(store)
+    many = [await add(store, ch, f"user{i}@example.org") for i in range(10)]
+    one = await add(store, ch, "single@example.org")
+    refusals = [
+        hard(x.kuloo_id, i, f"550 5.1.1 <user{i}@example.org>: Relay access denied")
+        for i, x in enumerate(many)
+    ] + [hard(one.kuloo_id, 99)]
+    changed = await store.run(bounces.refused_at_rcpt, refusals, T0)
+    assert changed == [one.id]
+    assert (await _row(store, many[0].id)).bounce_status == ""
+    nine = refusals[:9] + refusals[10:]
+    changed = await store.run(bounces.refused_at_rcpt, nine, T0)
+    assert len(changed) == 9
+
+
+async def test_deliverability_counts_the_last_30_days(store):
+    ch = await make_channel(store)
+    u = await add(store, ch, "a@example.org")
+    await _outbox(store, u, OutboxState.SENT, sent_at=T0 - timedelta(days=1), n=4)
+    await _outbox(store, u, OutboxState.SENT, sent_at=T0 - timedelta(days=40), n=3)
+    await store.run(bounces.take, hard(u.kuloo_id), T0 - timedelta(days=31))
+    figures = await store.run(bounces.deliverability, ch, T0)
+    assert (figures.sent_30d, figures.bounced_30d) == (4, 0)
+    v = await add(store, ch, "b@example.org")
+    await store.run(bounces.take, hard(v.kuloo_id), T0)
+    figures = await store.run(bounces.deliverability, ch, T0)
+    assert figures.as_dict() == {
+        "sent_30d": 4,
+        "bounced_30d": 1,
+        "complaints_30d": 0,
+        "bounce_rate": 0.25,
+        "complaint_rate": 0.0,
+    }
