@@ -112,7 +112,11 @@ class DkimKey:
     ed25519: Ed25519Key | None = None  # a second signature, never the only one
 
     def sign(self, message: bytes) -> bytes:
-        """``message`` with its ``DKIM-Signature`` header in front (CRLF)."""
+        """``message`` with its ``DKIM-Signature`` header in front (CRLF).
+
+        The signature's ``t=`` is the wall clock's time (dkimpy's), never the business
+        clock's: receivers compare it with their own clock, and a manual clock set ahead
+        (the demo, tests) would otherwise stamp a signature from the future."""
         present = {
             line.split(b":", 1)[0].strip().lower()
             for line in message.split(b"\r\n\r\n", 1)[0].split(b"\r\n")

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -81,6 +82,18 @@ def signed_headers(data: bytes) -> list[str]:
     sig = re.search(r"^DKIM-Signature:(.*?)(?=^\S)", head + "\r\nX", re.M | re.S).group(1)
     h = re.search(r"\bh=([^;]*);", re.sub(r"\s+", "", sig)).group(1)
     return h.split(":")
+
+
+def test_the_signature_time_is_the_wall_clocks_whatever_the_message_date(pem):
+    """The messages of ``each_kind`` are dated January 2026 (a business clock); ``t=`` is
+    now, as receivers read it."""
+    key = load_key(pem, "gardens.test", "k2026")
+    before = int(time.time())
+    signed = key.sign(each_kind()["digest"])
+    after = int(time.time())
+    head = re.sub(rb"\s+", b"", signed.split(b"\r\n\r\n", 1)[0])
+    stamp = int(re.search(rb";t=(\d+);", head).group(1))
+    assert before <= stamp <= after
 
 
 @pytest.mark.parametrize("kind", ["sequence", "digest", "confirmation"])
