@@ -128,6 +128,17 @@ async def test_soft_bounces_count_as_hard_only_past_the_limit_and_the_span(store
     assert (await _row(store, u.id)).bounce_status == "4.2.2"
 
 
+async def test_soft_bounces_in_a_burst_are_not_a_hard_bounce(store):
+    """soft_limit of them within less than soft_days: a full mailbox for a day, not a dead one."""
+    ch = await make_channel(store)
+    u = await add(store, ch, "full@example.org")
+    soft = Bounce(Kind.SOFT, "4.2.2", "mailbox full", _token(u.kuloo_id, 99_999))
+    for hour in range(8):
+        at = T0 + timedelta(hours=hour)
+        await store.run(bounces.take, soft, at, soft_limit=5, soft_days=7)
+    assert (await _row(store, u.id)).bounce_status == ""
+
+
 async def test_a_delivery_between_soft_bounces_restarts_the_count(store):
     ch = await make_channel(store)
     u = await add(store, ch, "full@example.org")
