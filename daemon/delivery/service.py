@@ -894,7 +894,7 @@ class Delivery:
                         return
                 while todo and not stop.is_set():
                     ask = lanes[0] if grow and lanes[0] < MAX_CONNECTIONS else 0
-                    out, why, end = await trio.to_thread.run_sync(
+                    out, why, end, busy = await trio.to_thread.run_sync(
                         self._send_chunk,
                         conn,
                         todo,
@@ -913,9 +913,12 @@ class Delivery:
                         stop.set()
                         refusal.append(why or "")
                         return
-                    if end == "slow" and lanes[0] < MAX_CONNECTIONS and len(todo) > 1:
-                        lanes[0] += 1
-                        nursery.start_soon(lane, self.transport(), False, nursery)
+                    if end == "slow":
+                        # As many as that message's time needs, and no more than its followers.
+                        need = min(math.ceil(busy / interval), MAX_CONNECTIONS, len(todo))
+                        for _ in range(need - lanes[0]):
+                            lanes[0] += 1
+                            nursery.start_soon(lane, self.transport(), False, nursery)
             except Exception as exc:  # raised as it is below, not in an exception group
                 stop.set()
                 errors.append(exc)
@@ -940,15 +943,15 @@ class Delivery:
         return refusal[0] if refusal else None
 
     def _turn(self, channel_id: int, interval: float) -> None:
-        """Wait for the channel's next turn: turns are at least ``interval`` apart, whichever
-        connection takes them (one waits at a time), so the channel's rate holds overall."""
+        """Wait for the channel's next turn: turns are ``interval`` apart (or more, when none
+        was waiting), whichever connection takes them (one waits at a time), so the channel's
+        rate holds overall."""
         with self._gate:
             now = time.monotonic()
-            turn = self._pace.get(channel_id, now)
+            turn = max(now, self._pace.get(channel_id, now))
+            self._pace[channel_id] = turn + interval  # a late wake-up does not slow the pace
             if turn > now:
                 time.sleep(turn - now)
-                now = time.monotonic()
-            self._pace[channel_id] = now + interval
 
     def _send_chunk(
         self,
@@ -961,13 +964,13 @@ class Delivery:
         lost: list[LeaseLost] | None = None,
         stop: threading.Event | None = None,
         lanes: int = 0,
-    ) -> tuple[list[store.SendResult], str | None, str | None]:
+    ) -> tuple[list[store.SendResult], str | None, str | None, float]:
         """In a worker thread: take messages from ``todo`` (shared by the batch's connections),
         DKIM-sign each (CPU: here, never in the event loop) and send it at the channel's next
         turn; at most ``SEND_CHUNK``, then back to trio. A stop sets ``stop``: it waits only
         for the message in flight. A connection that broke earlier is reopened once.
 
-        Returns (results, why, end); ``end`` says why the chunk ended early:
+        Returns (results, why, end, busy); ``end`` says why the chunk ended early:
 
         - ``"relay"``: the relay refused the session (``why``): that message and the rest are
           left unsent, with no attempt held against them; ``stop`` is set.
@@ -975,19 +978,19 @@ class Delivery:
           back at the head of ``todo``.
         - ``"fenced"``: the fence, checked right before each SMTP transaction (after the
           wait), refused: the refusal goes to ``lost``; ``stop`` is set.
-        - ``"slow"``: signing and sending one message took longer than ``lanes`` turns (0:
-          never asked): the connections open cannot keep the pace.
+        - ``"slow"``: signing and sending one message took ``busy`` seconds, longer than
+          ``lanes`` turns (0: never asked): the connections open cannot keep the pace.
         """
         todo = todo if isinstance(todo, deque) else deque(todo)
         stop = stop or threading.Event()
         out: list[store.SendResult] = []
         for _ in range(SEND_CHUNK):
             if stop.is_set():
-                return out, None, None
+                return out, None, None, 0.0
             try:
                 item = todo.popleft()
             except IndexError:
-                return out, None, None
+                return out, None, None, 0.0
             outbox_id, data, sender, recipient = item
             if (
                 getattr(transport, "conn", True) is None
@@ -996,7 +999,7 @@ class Delivery:
                     transport.open()
                 except TransportError as exc:
                     todo.appendleft(item)
-                    return out, str(exc), "gone"
+                    return out, str(exc), "gone", 0.0
             busy = time.monotonic()
             if dkim is not None:
                 data = dkim.sign(data)  # before the turn: the wait overlaps it
@@ -1004,27 +1007,28 @@ class Delivery:
             self._turn(channel_id, interval)
             if stop.is_set():
                 todo.appendleft(item)
-                return out, None, None
+                return out, None, None, 0.0
             try:
                 fence()  # last, right before the transaction
             except LeaseLost as exc:
                 stop.set()
                 if lost is not None:
                     lost.append(exc)
-                return out, None, "fenced"
+                return out, None, "fenced", 0.0
             busy = time.monotonic() - signing
             result = transport.send(data, sender, recipient)
             if result.relay:
                 stop.set()
-                return out, result.detail, "relay"
+                return out, result.detail, "relay", 0.0
             out.append(
                 store.SendResult(
                     outbox_id, OUTCOMES[result.outcome], result.detail, result.permanent
                 )
             )
-            if lanes and todo and time.monotonic() - busy > lanes * interval:
-                return out, None, "slow"
-        return out, None, None
+            busy = time.monotonic() - busy
+            if lanes and todo and busy > lanes * interval:
+                return out, None, "slow", busy
+        return out, None, None, 0.0
 
     # ------------------------------------------------------------------ users
 
