@@ -8,7 +8,8 @@ and the send rate to a local SMTP sink.
   (dkimpy, RSA 2048, relaxed/relaxed).
 - Round trips (goal: the channel's 10 messages/s): one channel at its default rate through a
   proxy that delays every chunk 25 ms each way (a relay 50 ms away), with and without
-  PIPELINING. ``KULOO_BENCH_DELIVERY_ONLY=rtt`` runs only this part.
+  PIPELINING. ``KULOO_BENCH_DELIVERY_ONLY=rtt`` runs only this part,
+  ``KULOO_BENCH_RTT_EMAILS`` sets how many emails (40).
 - Per-recipient cost (goal >= 50x cheaper) against a naive pipeline that runs Markdown +
   template + premailer + text part for every recipient.
 - Send rate (reported): a whole delivery pass (plan, claim, render, SMTP, record) for N
@@ -203,7 +204,8 @@ def send_rate(signed: bool = False) -> float:
         sink.wait(5)
 
 
-RTT_SECONDS, RTT_USERS, RTT_RATE = 0.050, 40, 10.0
+RTT_SECONDS, RTT_RATE = 0.050, 10.0
+RTT_USERS = int(os.environ.get("KULOO_BENCH_RTT_EMAILS", "40"))
 
 
 class DelayingProxy:
