@@ -235,7 +235,7 @@ KEYS: dict[str, Key] = {
     "delivery.batch_size": Key(
         int,
         50,
-        "Emails claimed, sent over one connection and committed together.",
+        "Emails claimed, sent and committed together.",
         minimum=1,
         maximum=10_000,
     ),

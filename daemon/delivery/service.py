@@ -6,7 +6,8 @@
   parse each file (``documents``), clip pages (``clip``), then one store crossing.
 - ``run``: one pass per channel — ``plan`` (``schedule.decide`` inside one store
   transaction), then batches: ``claim`` (marked ``sending`` and committed *before* the
-  transport sees them), send over one connection, ``record`` the batch's outcomes
+  transport sees them), send over one connection (more if one cannot keep the channel's
+  pace: ``_send_lanes``), ``record`` the batch's outcomes
   together. A crash between the two commits leaves ``sending`` rows that start-up turns
   into ``uncertain`` (``store.delivery.mark_interrupted``): never re-sent on its own.
 - ``jobs``: a business-time job, due at the earliest planned time (next sequence email,
@@ -27,8 +28,9 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -77,6 +79,9 @@ log = structlog.get_logger("kuloo.delivery")
 
 OUTCOMES = {Outcome.SENT: "sent", Outcome.NOT_SENT: "not_sent", Outcome.MAYBE_SENT: "maybe_sent"}
 SEND_CHUNK = 20  # messages per trip to the sending thread
+# SMTP connections a batch may use at once: a second (third) opens only while those open
+# cannot keep the channel's pace, e.g. a relay far away (round trips, docs/delivery.md).
+MAX_CONNECTIONS = 3
 RECHECK = timedelta(
     seconds=300
 )  # wall clock: business time between passes even when nothing is planned
@@ -166,6 +171,8 @@ class Delivery:
     _pace: dict[int, float] = field(
         default_factory=dict
     )  # channel -> time.monotonic() of its next send
+    # Held while a connection waits for its turn: turns are handed out one at a time.
+    _gate: threading.Lock = field(default_factory=threading.Lock)
     _lock: trio.Lock = field(default_factory=trio.Lock)
     cache_hits: int = 0
     cache_misses: int = 0
@@ -789,18 +796,9 @@ class Delivery:
                     continue
             outgoing.append((item.id, data, sender, envelope_address(r.email)))
         try:
-            # A few messages per trip to the worker thread: cheap, and a shutdown waits at
-            # most for one chunk (a thread is not interrupted mid-message).
-            refusal = None
-            for first in range(0, len(outgoing), SEND_CHUNK):
-                chunk = outgoing[first : first + SEND_CHUNK]
-                sent, refusal = await trio.to_thread.run_sync(
-                    self._send_chunk, transport, chunk, channel_id, interval, dkim, fence, lost
-                )
-                results.extend(sent)
-                if refusal is not None or len(sent) < len(chunk):
-                    # the relay refused the session, no connection again, or fenced: the rest waits
-                    break
+            refusal = await self._send_lanes(
+                transport, outgoing, results, channel_id, interval, dkim, fence, lost
+            )
             now = self.services.clock.now()
             if refusal is not None:
                 self.relay.refused(refusal, now, self.config["delivery.retry_seconds"])
@@ -848,55 +846,189 @@ class Delivery:
         done = {x.id for x in results}
         return results + [store.SendResult(c.id, "unsent") for c in claimed if c.id not in done]
 
+    async def _send_lanes(
+        self,
+        transport,
+        outgoing: list[tuple[int, bytes, str, str]],
+        results: list[store.SendResult],
+        channel_id: int,
+        interval: float,
+        dkim: DkimKey | None,
+        fence: Callable[[], None],
+        lost: list[LeaseLost],
+    ) -> str | None:
+        """Send ``outgoing`` over ``transport`` (open) and, while the connections open cannot
+        keep the channel's pace, over more SMTP connections (at most ``MAX_CONNECTIONS``).
+
+        Every connection takes the next message from one shared queue (each message goes out
+        once) and waits for the channel's next turn (``_send_chunk``): the pace is the
+        channel's, whatever the number of connections. Each outcome lands in ``results`` once,
+        as it comes. Returns the relay's refusal of the session, if any: then no connection
+        starts another message. A further connection that cannot be opened, or that breaks
+        and cannot be reopened while another still sends, is given up quietly: its message
+        goes back to the queue.
+        """
+        todo = deque(outgoing)
+        stop = threading.Event()
+        grow = isinstance(transport, SmtpTransport)
+        lanes = [1]  # connections open or opening
+        refusal: list[str] = []
+        errors: list[Exception] = []
+        watching = trio.CancelScope()
+
+        async def watch() -> None:
+            """A stop (cancellation) reaches the threads: none starts another message."""
+            with watching:
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    stop.set()
+
+        async def lane(conn, opened: bool, nursery: trio.Nursery) -> None:
+            try:
+                if not opened:
+                    try:
+                        await trio.to_thread.run_sync(conn.open)
+                    except TransportError as exc:
+                        log.info("one connection to the relay is enough", reason=str(exc))
+                        return
+                while todo and not stop.is_set():
+                    ask = lanes[0] if grow and lanes[0] < MAX_CONNECTIONS else 0
+                    out, why, end, busy = await trio.to_thread.run_sync(
+                        self._send_chunk,
+                        conn,
+                        todo,
+                        channel_id,
+                        interval,
+                        dkim,
+                        fence,
+                        lost,
+                        stop,
+                        ask,
+                    )
+                    results.extend(out)
+                    if end == "gone" and lanes[0] > 1:
+                        return  # the others carry on with its message
+                    if end in ("relay", "gone"):
+                        stop.set()
+                        refusal.append(why or "")
+                        return
+                    if end == "slow":
+                        # As many as that message's time needs, and no more than its followers.
+                        need = min(math.ceil(busy / interval), MAX_CONNECTIONS, len(todo))
+                        for _ in range(need - lanes[0]):
+                            lanes[0] += 1
+                            nursery.start_soon(lane, self.transport(), False, nursery)
+            except Exception as exc:  # raised as it is below, not in an exception group
+                stop.set()
+                errors.append(exc)
+            finally:
+                lanes[0] -= 1
+                if lanes[0] == 0:
+                    watching.cancel()
+                if not opened:
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(conn.close)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                nursery.start_soon(lane, transport, True, nursery)
+        except BaseExceptionGroup as group:
+            # The lanes catch their errors: what is left is a cancellation (a stop, a lease
+            # lost), raised as one task would raise it, so callers see ``trio.Cancelled``.
+            raise group.exceptions[0] from None
+        if errors:
+            raise errors[0]
+        return refusal[0] if refusal else None
+
+    def _turn(self, channel_id: int, interval: float) -> None:
+        """Wait for the channel's next turn: turns are ``interval`` apart (or more, when none
+        was waiting), whichever connection takes them (one waits at a time), so the channel's
+        rate holds overall."""
+        with self._gate:
+            now = time.monotonic()
+            turn = max(now, self._pace.get(channel_id, now))
+            self._pace[channel_id] = turn + interval  # a late wake-up does not slow the pace
+            if turn > now:
+                time.sleep(turn - now)
+
     def _send_chunk(
         self,
         transport,
-        chunk: list[tuple[int, bytes, str, str]],
+        todo: deque[tuple[int, bytes, str, str]] | list[tuple[int, bytes, str, str]],
         channel_id: int,
         interval: float,
         dkim: DkimKey | None = None,
         fence: Callable[[], None] = lambda: None,
         lost: list[LeaseLost] | None = None,
-    ) -> tuple[list[store.SendResult], str | None]:
-        """In a worker thread: DKIM-sign (CPU: here, never in the event loop) and send each
-        message at the channel's pace, reconnecting once if needed.
+        stop: threading.Event | None = None,
+        lanes: int = 0,
+    ) -> tuple[list[store.SendResult], str | None, str | None, float]:
+        """In a worker thread: take messages from ``todo`` (shared by the batch's connections),
+        DKIM-sign each (CPU: here, never in the event loop) and send it at the channel's next
+        turn; at most ``SEND_CHUNK``, then back to trio. A stop sets ``stop``: it waits only
+        for the message in flight. A connection that broke earlier is reopened once.
 
-        Stops at a refusal of the session (returned as the second item): that message and
-        the rest are left unsent, with no attempt held against them. The fence is checked
-        right before each SMTP transaction (after the pace's wait): on a refusal the chunk
-        stops there and the refusal goes to ``lost``.
+        Returns (results, why, end, busy); ``end`` says why the chunk ended early:
+
+        - ``"relay"``: the relay refused the session (``why``): that message and the rest are
+          left unsent, with no attempt held against them; ``stop`` is set.
+        - ``"gone"``: the connection broke and cannot be reopened (``why``): its message is
+          back at the head of ``todo``.
+        - ``"fenced"``: the fence, checked right before each SMTP transaction (after the
+          wait), refused: the refusal goes to ``lost``; ``stop`` is set.
+        - ``"slow"``: signing and sending one message took ``busy`` seconds, longer than
+          ``lanes`` turns (0: never asked): the connections open cannot keep the pace.
         """
+        todo = todo if isinstance(todo, deque) else deque(todo)
+        stop = stop or threading.Event()
         out: list[store.SendResult] = []
-        for outbox_id, data, sender, recipient in chunk:
-            now = time.monotonic()
-            turn = max(now, self._pace.get(channel_id, now))
-            self._pace[channel_id] = turn + interval
-            if turn > now:
-                time.sleep(turn - now)
+        for _ in range(SEND_CHUNK):
+            if stop.is_set():
+                return out, None, None, 0.0
+            try:
+                item = todo.popleft()
+            except IndexError:
+                return out, None, None, 0.0
+            outbox_id, data, sender, recipient = item
             if (
                 getattr(transport, "conn", True) is None
             ):  # the connection broke earlier in this batch
                 try:
                     transport.open()
                 except TransportError as exc:
-                    return out, str(exc)
+                    todo.appendleft(item)
+                    return out, str(exc), "gone", 0.0
+            busy = time.monotonic()
             if dkim is not None:
-                data = dkim.sign(data)
+                data = dkim.sign(data)  # before the turn: the wait overlaps it
+            signing = time.monotonic() - busy
+            self._turn(channel_id, interval)
+            if stop.is_set():
+                todo.appendleft(item)
+                return out, None, None, 0.0
             try:
-                fence()  # last, right before the transaction: signing takes a few ms
+                fence()  # last, right before the transaction
             except LeaseLost as exc:
+                stop.set()
                 if lost is not None:
                     lost.append(exc)
-                return out, None
+                return out, None, "fenced", 0.0
+            busy = time.monotonic() - signing
             result = transport.send(data, sender, recipient)
             if result.relay:
-                return out, result.detail
+                stop.set()
+                return out, result.detail, "relay", 0.0
             out.append(
                 store.SendResult(
                     outbox_id, OUTCOMES[result.outcome], result.detail, result.permanent
                 )
             )
-        return out, None
+            busy = time.monotonic() - busy
+            if lanes and todo and busy > lanes * interval:
+                return out, None, "slow", busy
+        return out, None, None, 0.0
 
     # ------------------------------------------------------------------ users
 

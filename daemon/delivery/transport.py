@@ -1,7 +1,8 @@
 """How a message leaves: SMTP (smtplib, run in a worker thread) or a local Maildir.
 
-A transport is opened for one batch (one SMTP connection reused for every message of the
-batch) and says, per message, one of three outcomes — the only facts the outbox needs:
+A transport is opened for one batch (one SMTP connection reused for every message it carries;
+a batch opens a few when a distant relay needs them, docs/delivery.md) and says, per
+message, one of three outcomes — the only facts the outbox needs:
 
 - ``SENT``: the server accepted it (250 after DATA) / the file is in ``new/``.
 - ``NOT_SENT``: it certainly did not leave (refused recipient, 4xx/5xx before or at the

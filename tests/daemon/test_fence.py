@@ -9,6 +9,8 @@ goes), ``Leases.fence`` on PostgreSQL (claim and confirmed renewals move it) and
 
 from __future__ import annotations
 
+import threading
+
 import httpx
 import pytest
 
@@ -179,9 +181,10 @@ def test_the_send_loop_stops_before_the_next_smtp_transaction_once_fenced(servic
 
     transport.send = send
     delivery = Delivery.__new__(Delivery)
-    delivery._pace = {}
+    delivery._pace, delivery._gate = {}, threading.Lock()
     chunk = [(i, b"x", "news@kuloo.test", f"r{i}@example.net") for i in range(5)]
     lost: list[LeaseLost] = []
-    out, refusal = delivery._send_chunk(transport, chunk, 1, 0.0, None, fence.check, lost)
+    out, refusal, end, _ = delivery._send_chunk(transport, chunk, 1, 0.0, None, fence.check, lost)
     assert transport.sent == ["r0@example.net", "r1@example.net"]
     assert [r.id for r in out] == [0, 1] and len(lost) == 1 and refusal is None
+    assert end == "fenced"
