@@ -132,13 +132,15 @@ async def test_a_slow_relay_gets_more_connections_each_message_once_at_the_chann
 async def test_the_rate_holds_across_batches(env_factory, slow_relay):
     """Each batch claims, connects and records in less than a turn: its first message still
     waits for the channel's next turn. Planted bug: the pace forgotten at each batch."""
-    rate = 4.0
+    rate = 2.0  # turns long beside the relay's own scheduling jitter on a loaded machine
     async with env_factory(**settings(slow_relay, batch_size=2, messages_per_second=rate)) as env:
         await due(env, 6)
         assert (await env.delivery.run(None)).sent == 6
         at = slow_relay.mail_at
         gaps = [b - a for a, b in zip(at, at[1:], strict=False)]
-        assert min(gaps) >= 0.8 / rate, gaps  # the relay's own scheduling: a fifth of a turn
+        # a batch forgetting the pace sends its first message a claim and a connection
+        # (~0.1 s) after the last one; a late arrival at the relay costs less than 0.2 s
+        assert min(gaps) >= 0.6 / rate, gaps
         assert received(slow_relay) == sorted(addresses(6))
 
 
