@@ -19,6 +19,7 @@ counted (``Metrics.bounce_heard``: its kind, or ``duplicate``), one log line of 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -43,6 +44,10 @@ log = structlog.get_logger("kuloo.delivery")
 
 READ_BUDGET = 16 * 1024 * 1024  # bytes of messages read ahead at once (plus one message)
 READ_COUNT = 100  # messages read ahead at once
+
+# flufl.bounce logs each of its detectors' failures on malformed mail with a traceback, as an
+# error; such a message is ours to judge (``unknown``, counted and kept), not an error.
+logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
 
 class Inbox(Protocol):

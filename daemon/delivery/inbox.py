@@ -100,15 +100,17 @@ class MaildirInbox:
         return self._unknown
 
     def set_aside(self, key: str) -> None:
-        """Copy the message into ``.unknown`` (streamed, never read whole), then remove it: a
-        crash in between leaves a second copy in ``.unknown``, never a lost message."""
-        folder = self.unknown_folder()
+        """Move the message, byte for byte, into ``.unknown`` (a rename: atomic, never read)."""
+        self.unknown_folder()  # created when missing
         try:
-            with contextlib.closing(self.box.get_file(key)) as f:
-                folder.add(f)
-        except (KeyError, FileNotFoundError):
+            # mailbox.Maildir has no public "where is it": _lookup is its own key -> "new/…"
+            subpath = self.box._lookup(key)
+        except KeyError:
+            return  # gone meanwhile
+        try:
+            os.rename(os.path.join(self.path, subpath), os.path.join(self.path, "." + UNKNOWN, subpath))
+        except FileNotFoundError:
             return
-        self.remove(key)
 
 
 def _uid_of(header: bytes) -> str | None:
