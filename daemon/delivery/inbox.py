@@ -108,7 +108,9 @@ class MaildirInbox:
         except KeyError:
             return  # gone meanwhile
         try:
-            os.rename(os.path.join(self.path, subpath), os.path.join(self.path, "." + UNKNOWN, subpath))
+            os.rename(
+                os.path.join(self.path, subpath), os.path.join(self.path, "." + UNKNOWN, subpath)
+            )
         except FileNotFoundError:
             return
 

@@ -289,4 +289,3 @@ async def test_the_poll_job_runs_only_when_bounces_are_set(env_factory, short_tm
     async with env_factory(sub="plain") as env:
         job = BounceMailbox(env.services)
         assert job.jobs() == [] and job.view() is None
-
