@@ -244,8 +244,13 @@ class ImapInbox:
             return None
         typ, data = self._wrap("UID FETCH", lambda: self.imap.uid("FETCH", key, "(BODY.PEEK[])"))
         self._check(typ, data, "UID FETCH")
-        for item in data:
-            if isinstance(item, tuple) and _uid_of(item[0]) == key:
+        for i, item in enumerate(data):
+            if not isinstance(item, tuple) or b"BODY[]" not in item[0]:
+                continue  # an unsolicited FETCH (flags of another message)
+            # the UID comes before the literal or after it: "1 (BODY[] {n}" … " UID 7)"
+            after = data[i + 1] if i + 1 < len(data) else b""
+            uid = _uid_of(item[0]) or (_uid_of(after) if isinstance(after, bytes) else None)
+            if uid == key:
                 body = item[1]
                 return body if len(body) <= max_bytes else None
         return None  # expunged meanwhile
