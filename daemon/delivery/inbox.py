@@ -16,6 +16,7 @@ One interface, the steps of the process-once loop:
 from __future__ import annotations
 
 import contextlib
+import functools
 import imaplib
 import mailbox
 import os
@@ -104,7 +105,7 @@ class MaildirInbox:
         self.unknown_folder()  # created when missing
         try:
             # mailbox.Maildir has no public "where is it": _lookup is its own key -> "new/…"
-            subpath = self.box._lookup(key)
+            subpath = self.box._lookup(key)  # type: ignore[attr-defined]
         except KeyError:
             return  # gone meanwhile
         try:
@@ -225,9 +226,7 @@ class ImapInbox:
         self._sizes.clear()
         for start in range(0, len(keys), self.BATCH):
             part = ",".join(keys[start : start + self.BATCH])
-            typ, data = self._wrap(
-                "UID FETCH", lambda part=part: self.imap.uid("FETCH", part, "(RFC822.SIZE)")
-            )
+            typ, data = self._wrap("UID FETCH", functools.partial(self._sizes_of, part))
             self._check(typ, data, "UID FETCH")
             for item in data:
                 header = item[0] if isinstance(item, tuple) else item
@@ -237,6 +236,9 @@ class ImapInbox:
                 if uid is not None and size is not None:
                     self._sizes[uid] = int(size[1])
         return keys
+
+    def _sizes_of(self, uids: str) -> tuple[str, list]:
+        return self.imap.uid("FETCH", uids, "(RFC822.SIZE)")
 
     def read(self, key: str, max_bytes: int) -> bytes | None:
         size = self._sizes.get(key)
