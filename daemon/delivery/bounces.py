@@ -179,12 +179,18 @@ class BounceMailbox:
                 await trio.to_thread.run_sync(inbox.close)
         except InboxError as exc:
             result.ok, result.error = False, str(exc)
-            log.warning("bounce mailbox unreadable; trying again at the next poll", reason=str(exc))
+            before = self.last.error if self.last is not None else ""
+            # once per cause, not once a minute: the status shows it meanwhile
+            (log.debug if before == result.error else log.warning)(
+                "bounce mailbox unreadable; trying again at the next poll", reason=str(exc)
+            )
         except StoreUnavailable as exc:
             result.ok, result.error = False, "the store is unavailable"
             if not getattr(exc, "quiet", False):
                 log.warning("bounce mailbox poll stopped: the store is unavailable")
         finally:
+            if result.ok and self.last is not None and not self.last.ok:
+                log.info("bounce mailbox readable again")
             self.last = result
             self._publish(changed)
         if result.counts:
