@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import sqlite3
 import sys
 import textwrap
 from pathlib import Path
 
+import httpx
 import pytest
 from plugins.daemon_proc import eventually
 from plugins.ports import smtp_controller
@@ -82,6 +84,8 @@ def config(root: Path, smtp_port: int) -> str:
         domain = "{DOMAIN}"
         maildir = "{root}/bounces"
         poll_seconds = 1
+        [metrics]
+        listen = "127.0.0.1:0"
         """
     )
 
@@ -256,6 +260,16 @@ def test_kill_9_between_the_effects_and_the_removal_processes_the_bounce_once(
     eventually(lambda: files(bed.md) == [], what="the message removed after the restart")
     assert unknown(bed.md) == []
     assert len(bounced_entries(bed, user["id"])) == 1  # one effect, not two
+    events = sqlite3.connect(root / "state" / "kuloo.sqlite3").execute(
+        "SELECT kind, user_id, outbox_id FROM bounce_event"
+    )
+    assert list(events) == [("hard", user["id"], outbox["id"])]  # one bounce event
+    # the restarted daemon counts the message read again as a duplicate, not a second bounce
+    ready = [json.loads(ln) for ln in bed.d.log().splitlines() if '"daemon ready"' in ln]
+    scraped = httpx.get(f"{ready[-1]['metrics']}/metrics", timeout=10).text
+    assert 'kuloo_sync_bounce_mailbox_messages_total{kind="duplicate"} 1.0' in scraped
+    assert 'kuloo_sync_bounce_mailbox_messages_total{kind="hard"} 1.0' not in scraped
+    assert 'kuloo_sync_email_bounces_total{kind="hard"} 0.0' in scraped
     # the killed poll never finished: the only poll that read anything found a duplicate
     reads = [
         json.loads(line)
