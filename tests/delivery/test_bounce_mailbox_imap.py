@@ -5,12 +5,14 @@ pointed at the test CA with ``SSL_CERT_FILE``), a real SQLite store."""
 
 from __future__ import annotations
 
+import imaplib
 import logging
 from pathlib import Path
 
 import pytest
 from plugins.imap_server import run_imap_server
 
+from kuloo_daemon.delivery import bounces as bounces_mod
 from kuloo_daemon.delivery.bounces import BounceMailbox
 from kuloo_daemon.delivery.inbox import ImapInbox
 from kuloo_daemon.store.models import AuditEntry, BounceEvent
@@ -132,3 +134,25 @@ async def test_an_imap_certificate_for_another_name_is_refused(env_factory, shor
             assert not poll.ok and "TLS" in poll.error
     finally:
         gen.close()
+
+
+@pytest.mark.parametrize("imap", ["copy"], indirect=True)
+async def test_a_huge_imap_message_is_moved_to_unknown_unread(imap, env_factory, monkeypatch):
+    monkeypatch.setattr(bounces_mod, "MAX_MESSAGE_BYTES", 4096)
+    fetched: list[str] = []
+    real_uid = imaplib.IMAP4.uid
+
+    def uid(self, command, *args):
+        if command.upper() == "FETCH":
+            fetched.append(args[-1])
+        return real_uid(self, command, *args)
+
+    monkeypatch.setattr(imaplib.IMAP4, "uid", uid)
+    async with env_factory(**_config(imap)) as env:
+        _password(env, imap.password)
+        big = b"From: a@example.org\r\nSubject: big\r\n\r\n" + b"x" * 6000 + b"\r\n"
+        imap.append(big)
+        poll = await BounceMailbox(env.services).poll()
+        assert poll.counts == {"unknown": 1}
+        assert fetched == ["(RFC822.SIZE)"]  # its size asked, its body never fetched
+        assert imap.messages("INBOX") == [] and imap.messages("unknown") == [big]
