@@ -109,6 +109,13 @@ def _read_batch(inbox: Inbox, keys: list[str], signer: VerpSigner) -> list[Read]
     return out
 
 
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """A blocking mailbox call in a worker thread. On shutdown it is left to finish on its
+    own (an IMAP server that stopped answering must not hold the drain up): it has no
+    effect on the store, and a removal it may still make comes after a committed effect."""
+    return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+
+
 class BounceMailbox:
     """The poll job and its last result (``status``)."""
 
@@ -172,11 +179,11 @@ class BounceMailbox:
             except (OSError, ValueError) as exc:
                 raise InboxError(f"the link-signing key: {type(exc).__name__}") from None
             inbox = self.make_inbox()
-            await trio.to_thread.run_sync(inbox.open)
+            await _in_thread(inbox.open)
             try:
                 await self._drain(inbox, signer, result, changed)
             finally:
-                await trio.to_thread.run_sync(inbox.close)
+                await _in_thread(inbox.close)
         except InboxError as exc:
             result.ok, result.error = False, str(exc)
             before = self.last.error if self.last is not None else ""
@@ -188,6 +195,9 @@ class BounceMailbox:
             result.ok, result.error = False, "the store is unavailable"
             if not getattr(exc, "quiet", False):
                 log.warning("bounce mailbox poll stopped: the store is unavailable")
+        except Exception:  # a defect: the scheduler logs it with its traceback
+            result.ok, result.error = False, "the poll failed (see the daemon's log)"
+            raise
         finally:
             if result.ok and self.last is not None and not self.last.ok:
                 log.info("bounce mailbox readable again")
@@ -208,20 +218,18 @@ class BounceMailbox:
         result: Poll,
         changed: dict[int, set[int]],
     ) -> None:
-        keys = await trio.to_thread.run_sync(inbox.keys)
+        keys = await _in_thread(inbox.keys)
         soft_limit = self.config["bounces.soft_limit"]
         soft_days = self.config["bounces.soft_days"]
         start = 0
         while start < len(keys):
-            batch = await trio.to_thread.run_sync(
-                _read_batch, inbox, keys[start : start + READ_COUNT], signer
-            )
+            batch = await _in_thread(_read_batch, inbox, keys[start : start + READ_COUNT], signer)
             start += len(batch)
             result.left = len(keys) - start
             for item in batch:
                 if item.bounce is None:
                     if item.too_big:  # never read whole: kept for a human
-                        await trio.to_thread.run_sync(inbox.set_aside, item.key)
+                        await _in_thread(inbox.set_aside, item.key)
                         self._count(result, Kind.UNKNOWN.value)
                         log.warning("bounce message too big to read: moved to unknown")
                     continue  # gone meanwhile: another reader took it
@@ -239,7 +247,7 @@ class BounceMailbox:
                 await self._note_changed(taken, changed, result)
                 step = inbox.set_aside if item.bounce.kind is Kind.UNKNOWN else inbox.remove
                 try:
-                    await trio.to_thread.run_sync(step, item.key)
+                    await _in_thread(step, item.key)
                 except OSError as exc:  # its effects are committed: a duplicate next time
                     result.ok, result.error = False, f"cannot remove a message: {exc.strerror}"
                     log.warning(

@@ -79,6 +79,8 @@ class MaildirInbox:
                 return f.read()
         except (KeyError, FileNotFoundError):  # removed meanwhile (another reader)
             return None
+        except OSError as exc:  # unreadable (permissions): the poll stops, said why
+            raise InboxError(f"cannot read a message in {self.path}: {exc.strerror}") from None
 
     def size(self, key: str) -> int | None:
         try:
@@ -217,6 +219,8 @@ class ImapInbox:
         except (OSError, imaplib.IMAP4.abort) as exc:  # SSLError, timeouts: OSErrors
             self.close()
             raise InboxError(f"{what}: the connection dropped ({exc})") from None
+        except imaplib.IMAP4.error as exc:  # a BAD answer
+            raise InboxError(f"{what} refused: {exc}"[:300]) from None
 
     def keys(self) -> list[str]:
         typ, data = self._wrap("UID SEARCH", lambda: self.imap.uid("SEARCH", "ALL"))
