@@ -1,7 +1,8 @@
 """The bounce mailbox (issue 26 items 2-4): a real Maildir on disk, real DSN and ARF samples
-(tests/samples/dsn/README.md says where each came from), a real SQLite store. Each message
-is processed once and removed only after its effects are committed; what nobody can read
-goes to ``.unknown``, never deleted; a mailbox that cannot be read is retried."""
+(tests/samples/dsn/README.md says where each came from), a real store (SQLite and
+PostgreSQL). Each message is processed once and removed only after its effects are
+committed; what nobody can read goes to ``.unknown``, never deleted; a mailbox that cannot
+be read is retried."""
 
 from __future__ import annotations
 
@@ -96,6 +97,13 @@ async def db(env, make):
 
 def config_for(md: Path) -> dict:
     return {"bounces": {"domain": DOMAIN, "maildir": str(md), "poll_seconds": 1}}
+
+
+@pytest.fixture
+def delivery_backend(backend):
+    """Every test here runs on SQLite and on PostgreSQL (process-once is the store's unique
+    digest, committed with the effects)."""
+    return backend
 
 
 class Published(list):
