@@ -258,6 +258,7 @@ class ImapInbox:
             uid = _uid_of(item[0]) or (_uid_of(after) if isinstance(after, bytes) else None)
             if uid == key:
                 body = item[1]
+                self._sizes[key] = len(body)  # a server that did not say its size
                 return body if len(body) <= max_bytes else None
         return None  # expunged meanwhile
 
