@@ -25,6 +25,7 @@ from . import config as config_mod
 from . import logs
 from .control import render
 from .control.server import Broadcaster, ControlServer, bind_unix
+from .delivery.bounces import BounceMailbox
 from .delivery.service import Delivery
 from .links.server import LinksServer, open_listener
 from .operations.metrics import Exporter, MetricsServer
@@ -178,6 +179,7 @@ async def run_daemon(
         listen = config["metrics.listen"]
         metrics_listener = bind_metrics(listen) if listen else None
         delivery = Delivery(services, links_url)
+        delivery.mailbox = BounceMailbox(services)  # [bounces]: the bounce mailbox's poll
         links = LinksServer(services, delivery, (links_socket, links_url))
         server = ControlServer(
             services, delivery, broadcaster, config["control.max_line_bytes"], links_url=links_url
@@ -193,6 +195,7 @@ async def run_daemon(
         services.scheduler.jobs.extend(connection.jobs(services))
         services.scheduler.jobs.extend(engine.jobs(services))
         services.scheduler.jobs.extend(delivery.jobs())
+        services.scheduler.jobs.extend(delivery.mailbox.jobs())
         services.scheduler.jobs.extend(Retention(services).jobs())
         async with trio.open_nursery() as outer:
             await outer.start(_signals, life)

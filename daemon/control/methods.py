@@ -192,6 +192,7 @@ async def status(context: Context, params: dict[str, Any]) -> dict[str, Any]:
         "sell": {"web_url": services.config["sell.web_url"].rstrip("/")},  # record links
         "daemon": {"id": services.leases.id},
         "relay": context.delivery.relay.view(),
+        "bounces": context.delivery.mailbox.view() if context.delivery.mailbox else None,
         "delivery": {"paused": context.delivery.paused},
         "dkim": dkim,
         "database": {"bytes": size},

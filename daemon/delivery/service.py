@@ -162,6 +162,7 @@ class Delivery:
     next_due: datetime | None = None
     last_pass: datetime | None = None
     relay: Relay = field(default_factory=Relay)
+    mailbox: Any = None  # the bounce mailbox (delivery.bounces.BounceMailbox): status shows it
     # Channels changed since their last pass (``EVERY``: all of them), and when the burst
     # of changes began and last grew (trio time), for the ``delivery-changes`` job.
     _dirty: set[int | None] = field(default_factory=lambda: {EVERY})
