@@ -461,7 +461,7 @@ def soft_bounces_count_as_hard(
     accepted: Sequence[Accepted],
     now: datetime,
     soft_limit: int = 5,
-    soft_days: int = 7,
+    soft_days: float = 7,
 ) -> bool:
     """``[bounces] soft_limit`` soft bounces with no successful delivery between them,
     spread over at least ``soft_days``, count as a hard bounce. A successful delivery is a

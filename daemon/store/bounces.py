@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
@@ -142,7 +143,11 @@ async def _soft_counts_as_hard(row: UserRow, now: datetime, soft_limit: int, sof
     )
     accepted = [Accepted(at, oid in bounced_ids) for oid, at in sent if at is not None]
     return soft_bounces_count_as_hard(
-        list(softs), accepted, now, soft_limit=soft_limit, soft_days=soft_days
+        cast("list[datetime]", softs),  # flat values_list: bare values (typed as tuples)
+        accepted,
+        now,
+        soft_limit=soft_limit,
+        soft_days=soft_days,
     )
 
 
