@@ -790,6 +790,19 @@ def sending_problems(config: Config) -> list[str]:
     return problems
 
 
+def warnings(config: Config) -> list[str]:
+    """Settings that are accepted but do not do what they say: check-config prints them and
+    start-up logs them (docs/delivery.md, "Bounces and complaints")."""
+    found = []
+    if config["bounces.domain"] and config["delivery.list_unsubscribe_mailto"]:
+        found.append(
+            "delivery.list_unsubscribe_mailto: ignored because [bounces] domain is set: each "
+            "email's List-Unsubscribe carries the user's own mailto: address at "
+            f"{config['bounces.domain']} (u-<token>@), which the bounce mailbox reads"
+        )
+    return found
+
+
 def _public_url_problems(values: dict[str, Any]) -> list[str]:
     """Mail that leaves for real must link to an https address (docs/delivery.md, "The
     links service"): an empty public_url would put the bound address (127.0.0.1:8080) in
