@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         import structlog
 
         for warning in config_mod.warnings(config):
-            structlog.get_logger("kuloo.config").warning("configuration warning", problem=warning)
+            structlog.get_logger("kuloo.cli").warning("configuration warning", problem=warning)
     from .store.files import StoreFileError, hold_state, share_state
 
     if args.command in ("backup", "restore") and config.store_url:

@@ -702,6 +702,8 @@ class Delivery:
                     )
             except StoreUnavailable:
                 self._record_when_back(channel_id, results)
+                if refused:
+                    self._refusals_when_back(channel_id, refused, self.services.clock.now())
                 raise
             self.services.metrics.emails_recorded(
                 channel_id, recorded.sent, recorded.failed, recorded.uncertain
@@ -867,6 +869,8 @@ class Delivery:
                     self.config["delivery.max_attempts"],
                     self.config["delivery.retry_seconds"],
                 )
+                if refused:
+                    await self._refused(channel_id, refused)
             raise
         finally:
             with trio.CancelScope(shield=True):
@@ -885,15 +889,7 @@ class Delivery:
             with trio.CancelScope(shield=True):
                 changed = await self.services.store.run(bounce_store.refused_at_rcpt, refused, now)
         except StoreUnavailable:
-            log.warning(
-                "relay refusals kept until the store answers again",
-                channel_id=channel_id,
-                refusals=len(refused),
-            )
-            self.services.store.health.on_recovery(
-                f"record {len(refused)} relay refusals of channel {channel_id}",
-                lambda: bounce_store.refused_at_rcpt(refused, now),
-            )
+            self._refusals_when_back(channel_id, refused, now)
             raise
         if not changed:
             return
@@ -901,6 +897,17 @@ class Delivery:
             self.services.metrics.bounce_heard(Kind.HARD.value, inbound=False)
         log.info("users bounced: the relay refused them", channel_id=channel_id, users=len(changed))
         self.services.publish("users.changed", {"channel": channel_id, "ids": sorted(changed)})
+
+    def _refusals_when_back(self, channel_id: int, refused: list[Bounce], now: datetime) -> None:
+        log.warning(
+            "relay refusals kept until the store answers again",
+            channel_id=channel_id,
+            refusals=len(refused),
+        )
+        self.services.store.health.on_recovery(
+            f"record {len(refused)} relay refusals of channel {channel_id}",
+            lambda: bounce_store.refused_at_rcpt(refused, now),
+        )
 
     def _record_when_back(self, channel_id: int, results: list[store.SendResult]) -> None:
         """The store could not record what the transport did (unreachable, a full disk): it
