@@ -46,6 +46,11 @@ class RefusingSink(Sink):
 
     at_rcpt: dict[str, str] = field(default_factory=dict)
     at_data: dict[str, str] = field(default_factory=dict)
+    pipelining: bool = False  # offer PIPELINING (MAIL, RCPT and DATA in one write)
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        session.host_name = hostname
+        return responses[:1] + ["250-PIPELINING"] + responses[1:] if self.pipelining else responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         if address in self.at_rcpt:
@@ -59,9 +64,9 @@ class RefusingSink(Sink):
         return await super().handle_DATA(server, session, envelope)
 
 
-@pytest.fixture
-def relay():
-    sink = RefusingSink()
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelining"])
+def relay(request):
+    sink = RefusingSink(pipelining=request.param)
     controller, sink.port = smtp_controller(sink, enable_SMTPUTF8=False)
     yield sink
     controller.stop()
@@ -249,14 +254,31 @@ async def test_a_relay_answering_550_5_1_1_at_rcpt_bounces_the_user_with_no_dsn(
         ]
 
 
-async def test_a_hard_refusal_after_data_bounces_the_user_too(env_factory, relay):
-    relay.at_data["gone@example.com"] = "550 5.1.1 mailbox unavailable"
+@pytest.mark.parametrize(
+    "where,reply,status",
+    [
+        ("data", "550 5.1.1 mailbox unavailable", "5.1.1"),
+        ("rcpt", "550 Requested action not taken: mailbox unavailable", "550"),
+        ("rcpt", "551 User not local", "551"),
+        ("data", "550 Requested action not taken: mailbox unavailable", ""),
+    ],
+    ids=["data-5.1.1", "rcpt-bare-550", "rcpt-bare-551", "data-bare-550"],
+)
+async def test_a_hard_refusal_is_read_as_the_step_it_came_at(
+    env_factory, relay, where, reply, status
+):
+    """A bare 550 is hard only at RCPT: after DATA it may be about the message. Planted
+    bug: every refusal taken as at RCPT (or as after DATA)."""
+    getattr(relay, f"at_{where}")["gone@example.com"] = reply
     async with env_factory(smtp={"port": relay.port}) as env:
         ch = await env.channel()
         await env.delivery.import_articles(ch, "sample")
         gone = await env.user(ch, "gone@example.com", tags=["welcome"])
         await env.delivery.run(None)
-        assert (await row_of(env, gone)).bounce_status == "5.1.1"
+        assert [e.email for e in await env.outbox(ch, OutboxState.FAILED.value)] == [
+            "gone@example.com"
+        ]
+        assert (await row_of(env, gone)).bounce_status == status
 
 
 @pytest.mark.parametrize(
