@@ -254,7 +254,11 @@ KEYS: dict[str, Key] = {
         maximum=86_400,
     ),
     "delivery.list_unsubscribe_mailto": Key(
-        str, "", "Address for a mailto: List-Unsubscribe beside the one-click URL; empty = none."
+        str,
+        "",
+        "Address for a mailto: List-Unsubscribe beside the one-click URL; empty = none. "
+        "Ignored (with a warning) when [bounces] domain is set: the user's own u- address "
+        "is used.",
     ),
     "smtp.host": Key(str, "localhost", "SMTP relay host."),
     "smtp.port": Key(int, 587, "SMTP relay port.", minimum=1, maximum=65535),
