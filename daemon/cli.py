@@ -116,12 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dkim-record":
         return _dkim_record(config)
     if args.command == "check-config":
+        for warning in config_mod.warnings(config):
+            print(f"kuloo-daemon: {args.config}: warning: {warning}", file=sys.stderr)
         database = config.store_url or config.database_path
         print(f"{args.config}: OK (database {database}, control socket {config['control.socket']})")
         return 0
     from . import logs
 
     logs.configure(config["log.format"], config["log.level"])
+    if args.command == "run":
+        import structlog
+
+        for warning in config_mod.warnings(config):
+            structlog.get_logger("kuloo.cli").warning("configuration warning", problem=warning)
     from .store.files import StoreFileError, hold_state, share_state
 
     if args.command in ("backup", "restore") and config.store_url:

@@ -254,7 +254,11 @@ KEYS: dict[str, Key] = {
         maximum=86_400,
     ),
     "delivery.list_unsubscribe_mailto": Key(
-        str, "", "Address for a mailto: List-Unsubscribe beside the one-click URL; empty = none."
+        str,
+        "",
+        "Address for a mailto: List-Unsubscribe beside the one-click URL; empty = none. "
+        "Ignored (with a warning) when [bounces] domain is set: the user's own u- address "
+        "is used.",
     ),
     "smtp.host": Key(str, "localhost", "SMTP relay host."),
     "smtp.port": Key(int, 587, "SMTP relay port.", minimum=1, maximum=65535),
@@ -788,6 +792,19 @@ def sending_problems(config: Config) -> list[str]:
             )
             problems.append(f"credentials.{which}: the DKIM key does not load: {exc}")
     return problems
+
+
+def warnings(config: Config) -> list[str]:
+    """Settings that are accepted but do not do what they say: check-config prints them and
+    start-up logs them (docs/delivery.md, "Bounces and complaints")."""
+    found = []
+    if config["bounces.domain"] and config["delivery.list_unsubscribe_mailto"]:
+        found.append(
+            "delivery.list_unsubscribe_mailto: ignored because [bounces] domain is set: each "
+            "email's List-Unsubscribe carries the user's own mailto: address at "
+            f"{config['bounces.domain']} (u-<token>@), which the bounce mailbox reads"
+        )
+    return found
 
 
 def _public_url_problems(values: dict[str, Any]) -> list[str]:

@@ -3,8 +3,10 @@ through the one builder, ``rules.mail`` (docs/delivery.md, "The message").
 
 multipart/alternative (plain text first, HTML last), From/To/Subject/Date, a Message-ID
 stable per outbox entry (a resend carries the same one, so mailbox providers can drop a
-duplicate), ``List-Unsubscribe`` (the https one-click URL, plus a ``mailto:`` when
-configured), ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058) and
+duplicate), ``List-Unsubscribe`` (the https one-click URL, plus a ``mailto:``: the user's own
+``u-<token>@<bounces domain>`` when ``[bounces] domain`` is set, else
+``[delivery] list_unsubscribe_mailto`` when configured),
+``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058) and
 ``List-Id``, ``Feedback-ID``. Links go to the links service: ``/u/{token}`` (the footer
 page, also the one-click POST target) and ``/r/{token}`` (a signed click redirect). Every
 header value passes ``rules.headers.header_value`` (in ``rules.mail``) before it is
@@ -23,6 +25,7 @@ from datetime import datetime
 from email.message import EmailMessage
 
 from ..rules import mail
+from ..rules.bounces import VerpSigner
 from ..rules.mail import sender_domain
 from ..tokens import Claim, Purpose, Signer
 from .render import Rendered
@@ -45,6 +48,9 @@ class Envelope:
     sender: str
     public_url: str  # the links service's base URL, no trailing slash
     mailto: str = ""  # an address for a mailto: List-Unsubscribe; "" for none
+    # ``[bounces] domain``: each user's mailto: List-Unsubscribe is ``u-<token>@`` it (and
+    # ``mailto`` is ignored); "" for none
+    bounce_domain: str = ""
 
 
 def list_key(envelope: Envelope) -> str:
@@ -71,6 +77,24 @@ def links_for(
         )
         values[f"link{n}"] = f"{base}/r/{token}"
     return values
+
+
+def unsubscribe_header(
+    envelope: Envelope, recipient: Recipient, one_click: str, verp: VerpSigner | None = None
+) -> str:
+    """``List-Unsubscribe``: the one-click URL, then a ``mailto:`` — the user's signed
+    ``u-`` address at the bounce domain (read by the bounce mailbox) when ``[bounces]``
+    is set, else the configured ``list_unsubscribe_mailto``, else none."""
+    value = f"<{one_click}>"
+    if envelope.bounce_domain and verp is not None:
+        try:
+            local = verp.unsubscribe(recipient.kuloo_id)
+        except ValueError:  # a KulooId that is no token (not 32 hex digits): the URL only
+            return value
+        return f"{value}, <mailto:{local}@{envelope.bounce_domain}>"
+    if envelope.mailto:
+        value += f", <mailto:{envelope.mailto}?subject=unsubscribe>"
+    return value
 
 
 def greeting(recipient: Recipient) -> str:
@@ -115,18 +139,18 @@ def build_bytes(
     frame_: Frame | None = None,
     kind: str = "sequence",
     utf8: bool = False,
+    verp: VerpSigner | None = None,
 ) -> bytes:
     """The whole message as SMTP wants it (CRLF, 7-bit): string joins, an HMAC per link,
-    base64 per part (``rules.mail.assemble``).
+    base64 per part (``rules.mail.assemble``). ``verp`` signs the ``mailto:`` address
+    when the envelope has a ``bounce_domain``.
 
     Raises ``HeaderError`` when a header value (the recipient's name, say) holds a control
     character, and ``UnicodeEncodeError`` for a non-ASCII address."""
     f = frame_ or frame(rendered, envelope, kind)
     html_part, text_part, links = personalise(rendered, envelope, recipient, signer)
     name = " ".join(p for p in (recipient.first_name, recipient.last_name) if p).strip()
-    unsubscribe = f"<{links['unsubscribe']}>"
-    if envelope.mailto:
-        unsubscribe += f", <mailto:{envelope.mailto}?subject=unsubscribe>"
+    unsubscribe = unsubscribe_header(envelope, recipient, links["unsubscribe"], verp)
     return mail.assemble(
         f,
         to=(name, recipient.email),
@@ -148,9 +172,12 @@ def build(
     msg_id: str,
     date: datetime,
     kind: str = "sequence",
+    verp: VerpSigner | None = None,
 ) -> EmailMessage:
     """The message parsed back (previews and tests): exactly the bytes that are sent."""
-    data = build_bytes(rendered, envelope, recipient, signer, msg_id=msg_id, date=date, kind=kind)
+    data = build_bytes(
+        rendered, envelope, recipient, signer, msg_id=msg_id, date=date, kind=kind, verp=verp
+    )
     return email.message_from_bytes(data, policy=email.policy.default)
 
 

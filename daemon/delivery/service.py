@@ -32,7 +32,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 from pathlib import Path
@@ -43,15 +43,17 @@ import trio
 
 from .. import config as config_mod
 from ..clock import MANUAL
+from ..rules.bounces import Bounce, Kind, VerpKind, VerpSigner, VerpToken, classify_reply
 from ..rules.headers import HeaderError
 from ..rules.mail import envelope_address
 from ..rules.signing import DkimKey, DkimKeyError, aligned, misaligned
 from ..scheduler import ClockJob, Job
 from ..services import LeaseLost, Services
 from ..store import backup
+from ..store import bounces as bounce_store
 from ..store import delivery as store
 from ..store.health import StoreUnavailable
-from ..tokens import Signer
+from ..tokens import Signer, keys_from_secret
 from . import documents, schedule
 from .clip import ClipError, clip
 from .message import (
@@ -169,6 +171,7 @@ class Delivery:
     _burst: tuple[float, float] | None = None
     _cache: OrderedDict = field(default_factory=OrderedDict)
     _signer: Signer | None = None
+    _verp: VerpSigner | None = None
     _pace: dict[int, float] = field(
         default_factory=dict
     )  # channel -> time.monotonic() of its next send
@@ -261,16 +264,41 @@ class Delivery:
             self._signer = Signer.from_secret(self.config.credential("link_signing_key"))
         return self._signer
 
+    def verp(self) -> VerpSigner:
+        """Signs the VERP return paths and mailto: addresses (the link-signing keys)."""
+        if self._verp is None:
+            self._verp = VerpSigner(keys_from_secret(self.config.credential("link_signing_key")))
+        return self._verp
+
+    def bounce_domain(self) -> str:
+        return str(self.config["bounces.domain"]).strip().lower()
+
+    def return_path(self, sender: str, kuloo_id: str, outbox_id: int) -> str:
+        """MAIL FROM of one list message: ``b-<token>@<bounces domain>`` (VERP, so a bounce
+        names its message), or the sender's address when ``[bounces] domain`` is empty (or
+        the KulooId is no token: not 32 hex digits)."""
+        domain = self.bounce_domain()
+        if not domain:
+            return sender
+        try:
+            return f"{self.verp().bounce(kuloo_id, outbox_id)}@{domain}"
+        except ValueError:
+            return sender
+
     def public_url(self) -> str:
         return (self.config["links.public_url"] or self.links_url or "http://localhost").rstrip("/")
 
     def envelope(self, channel: store.ChannelInfo) -> Envelope:
+        # With [bounces], each user's own u- address replaces list_unsubscribe_mailto
+        # (ignored, with a warning at start-up and in check-config: config.warnings).
+        domain = self.bounce_domain()
         return Envelope(
             channel.id,
             channel.name,
             channel.sender,
             self.public_url(),
-            self.config["delivery.list_unsubscribe_mailto"],
+            "" if domain else self.config["delivery.list_unsubscribe_mailto"],
+            domain,
         )
 
     def transport(self) -> MaildirTransport | SmtpTransport:
@@ -506,6 +534,7 @@ class Delivery:
             self.signer(),
             msg_id=f"<preview.{article_id}@{sender_domain(inputs.channel.sender)}>",
             date=self.services.clock.now(),
+            verp=self.verp() if self.bounce_domain() else None,
         )
         # ``build`` always makes both parts.
         html_part = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
@@ -665,7 +694,8 @@ class Delivery:
             if not claimed:
                 return retrying
             lost: list[LeaseLost] = []
-            results = await self._send_batch(channel_id, claimed, fence, lost)
+            refused: list[Bounce] = []
+            results = await self._send_batch(channel_id, claimed, fence, lost, refused)
             try:
                 # What the transport did is recorded even when the pass is being cancelled (a
                 # stop, a lease lost while this daemon was frozen): else it stays ``sending``
@@ -680,10 +710,14 @@ class Delivery:
                     )
             except StoreUnavailable:
                 self._record_when_back(channel_id, results)
+                if refused:
+                    self._refusals_when_back(channel_id, refused, self.services.clock.now())
                 raise
             self.services.metrics.emails_recorded(
                 channel_id, recorded.sent, recorded.failed, recorded.uncertain
             )
+            if refused:
+                await self._refused(channel_id, refused)
             total.sent += recorded.sent
             total.failed += recorded.failed
             total.uncertain += recorded.uncertain
@@ -700,12 +734,16 @@ class Delivery:
         claimed: list[store.Claimed],
         fence: Callable[[], None] = lambda: None,
         lost: list[LeaseLost] | None = None,
+        refused: list[Bounce] | None = None,
     ) -> list[store.SendResult]:
         """Send the claimed messages; a fence refusal stops before the next message and is
-        appended to ``lost`` (the messages not sent go back as ``unsent``)."""
+        appended to ``lost`` (the messages not sent go back as ``unsent``). The relay's 5xx
+        refusals of single messages (RCPT, DATA) go to ``refused`` as ``Bounce``s carrying
+        the message's ``b-`` token (built from the outbox row, with or without ``[bounces]``)."""
         lost = [] if lost is None else lost
         ids = sorted({a for c in claimed for a in c.articles})
         bodies = await self.services.store.run(store.article_bodies, ids)
+        verp = self.verp() if self.bounce_domain() else None
         transport = self.transport()
         results: list[store.SendResult] = []
         try:
@@ -765,6 +803,7 @@ class Delivery:
                     date=self.services.clock.now(),
                     frame_=frames[frame_key],
                     kind=item.kind,
+                    verp=verp,
                 )
             except HeaderError as exc:
                 # A header value with CR, LF or another control character: never sent.
@@ -789,17 +828,26 @@ class Delivery:
                         frame_=frames[frame_key],
                         kind=item.kind,
                         utf8=True,
+                        verp=verp,
                     )
                 except UnicodeEncodeError:
                     results.append(
                         store.SendResult(item.id, "not_sent", NO_SMTPUTF8, permanent=True)
                     )
                     continue
-            outgoing.append((item.id, data, sender, envelope_address(r.email)))
+            return_path = self.return_path(sender, r.kuloo_id, item.id)
+            outgoing.append((item.id, data, return_path, envelope_address(r.email)))
         try:
-            refusal = await self._send_lanes(
-                transport, outgoing, results, channel_id, interval, dkim, fence, lost
-            )
+            # A 5xx refusal of one message (RCPT or DATA) lands in ``replies`` as it comes:
+            # recorded with the batch's outcomes, even when the pass is cancelled.
+            replies: list[tuple[int, Any]] = []
+            try:
+                refusal = await self._send_lanes(
+                    transport, outgoing, results, channel_id, interval, dkim, fence, lost, replies
+                )
+            finally:
+                if refused is not None:
+                    refused.extend(_refusals(replies, claimed))
             now = self.services.clock.now()
             if refusal is not None:
                 self.relay.refused(refusal, now, self.config["delivery.retry_seconds"])
@@ -815,11 +863,45 @@ class Delivery:
                     self.config["delivery.max_attempts"],
                     self.config["delivery.retry_seconds"],
                 )
+                if refused:
+                    await self._refused(channel_id, refused)
             raise
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(transport.close)
         return self._with_unsent(results, claimed)
+
+    async def _refused(self, channel_id: int, refused: list[Bounce]) -> None:
+        """The relay's own 5xx refusals of one batch (at RCPT or after DATA), recorded once
+        its outcomes are: a hard one makes the user bounced and cancels their queued mail
+        (``store.bounces.refused_at_rcpt``: not when ten or more users got the same refusal,
+        the relay's problem); a policy or system refusal (5.7.x, 5.3.x, 5.4.x) fails only
+        that message. Recorded even when the pass is being cancelled, as ``record`` is; kept
+        until the store answers again when it does not."""
+        now = self.services.clock.now()
+        try:
+            with trio.CancelScope(shield=True):
+                changed = await self.services.store.run(bounce_store.refused_at_rcpt, refused, now)
+        except StoreUnavailable:
+            self._refusals_when_back(channel_id, refused, now)
+            raise
+        if not changed:
+            return
+        for _ in changed:
+            self.services.metrics.bounce_heard(Kind.HARD.value, inbound=False)
+        log.info("users bounced: the relay refused them", channel_id=channel_id, users=len(changed))
+        self.services.publish("users.changed", {"channel": channel_id, "ids": sorted(changed)})
+
+    def _refusals_when_back(self, channel_id: int, refused: list[Bounce], now: datetime) -> None:
+        log.warning(
+            "relay refusals kept until the store answers again",
+            channel_id=channel_id,
+            refusals=len(refused),
+        )
+        self.services.store.health.on_recovery(
+            f"record {len(refused)} relay refusals of channel {channel_id}",
+            lambda: bounce_store.refused_at_rcpt(refused, now),
+        )
 
     def _record_when_back(self, channel_id: int, results: list[store.SendResult]) -> None:
         """The store could not record what the transport did (unreachable, a full disk): it
@@ -857,6 +939,7 @@ class Delivery:
         dkim: DkimKey | None,
         fence: Callable[[], None],
         lost: list[LeaseLost],
+        replies: list[tuple[int, Any]] | None = None,
     ) -> str | None:
         """Send ``outgoing`` over ``transport`` (open) and, while the connections open cannot
         keep the channel's pace, over more SMTP connections (at most ``MAX_CONNECTIONS``).
@@ -906,6 +989,7 @@ class Delivery:
                         lost,
                         stop,
                         ask,
+                        replies,
                     )
                     results.extend(out)
                     if end == "gone" and lanes[0] > 1:
@@ -965,6 +1049,7 @@ class Delivery:
         lost: list[LeaseLost] | None = None,
         stop: threading.Event | None = None,
         lanes: int = 0,
+        replies: list[tuple[int, Any]] | None = None,
     ) -> tuple[list[store.SendResult], str | None, str | None, float]:
         """In a worker thread: take messages from ``todo`` (shared by the batch's connections),
         DKIM-sign each (CPU: here, never in the event loop) and send it at the channel's next
@@ -981,6 +1066,9 @@ class Delivery:
           wait), refused: the refusal goes to ``lost``; ``stop`` is set.
         - ``"slow"``: signing and sending one message took ``busy`` seconds, longer than
           ``lanes`` turns (0: never asked): the connections open cannot keep the pace.
+
+        A 5xx refusal of one message (RCPT or DATA; not the session's) goes to ``replies``
+        as (outbox id, transport result).
         """
         todo = todo if isinstance(todo, deque) else deque(todo)
         stop = stop or threading.Event()
@@ -1021,6 +1109,8 @@ class Delivery:
             if result.relay:
                 stop.set()
                 return out, result.detail, "relay", 0.0
+            if replies is not None and result.code >= 500 and result.stage in ("rcpt", "data"):
+                replies.append((outbox_id, result))
             out.append(
                 store.SendResult(
                     outbox_id, OUTCOMES[result.outcome], result.detail, result.permanent
@@ -1064,6 +1154,18 @@ class Delivery:
         )
         self.dirty = True
         return cleared
+
+
+def _refusals(replies: list[tuple[int, Any]], claimed: list[store.Claimed]) -> list[Bounce]:
+    """The relay's refusals as ``Bounce``s (``rules.bounces.classify_reply``), each with its
+    message's token: the outbox row names the user, whatever the MAIL FROM was."""
+    users = {c.id: c.recipient.kuloo_id for c in claimed}
+    out = []
+    for outbox_id, result in replies:
+        bounce = classify_reply(result.code, result.reply, result.stage)
+        token = VerpToken(VerpKind.BOUNCE, users[outbox_id], outbox_id=outbox_id)
+        out.append(replace(bounce, token=token))
+    return out
 
 
 class OutsideRoot(Exception):

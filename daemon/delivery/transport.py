@@ -48,6 +48,11 @@ class Result:
     relay: bool = (
         False  # the relay refused the session, not this message: nothing is held against it
     )
+    # A refusal of this message: the server's code, its words (cleaned, without the code) and
+    # the step ("rcpt" or "data"), which ``rules.bounces.classify_reply`` reads.
+    code: int = 0
+    reply: str = ""
+    stage: str = ""
 
 
 class TransportError(Exception):
@@ -70,13 +75,18 @@ _REPLY_MAX = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
 
 
-def server_words(code: int, reply: bytes | str) -> str:
-    """A server's reply as one clean line: ``550 5.1.1 no such mailbox`` (at most 200 chars)."""
+def reply_text(reply: bytes | str) -> str:
+    """A server's words as one clean line (at most 200 characters), without the code."""
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
     text = " ".join(_CONTROL.sub(" ", text).split())
     if len(text) > _REPLY_MAX:
         text = text[: _REPLY_MAX - 1] + "…"
-    return f"{code} {text}".strip()
+    return text
+
+
+def server_words(code: int, reply: bytes | str) -> str:
+    """A server's reply as one clean line: ``550 5.1.1 no such mailbox`` (at most 200 chars)."""
+    return f"{code} {reply_text(reply)}".strip()
 
 
 def _relay_refuses_rcpt(code: int, reply: bytes) -> bool:
@@ -192,6 +202,9 @@ class SmtpTransport:
                     f"recipient refused: {server_words(code, reply)}",
                     permanent=code >= 500 and not relay,
                     relay=relay,
+                    code=code,
+                    reply=reply_text(reply),
+                    stage="rcpt",
                 )
             code, reply = replies[2] if replies else conn.docmd("data")
             if code != 354:
@@ -201,6 +214,9 @@ class SmtpTransport:
                     f"DATA refused: {server_words(code, reply)}",
                     permanent=code >= 500,
                     relay=code == 421,
+                    code=code,
+                    reply=reply_text(reply),
+                    stage="data",
                 )
         except (OSError, smtplib.SMTPException) as exc:
             self.conn = None
@@ -232,6 +248,9 @@ class SmtpTransport:
             f"message refused: {server_words(code, reply)}",
             permanent=code >= 500,
             relay=code == 421,
+            code=code,
+            reply=reply_text(reply),
+            stage="data",
         )
 
     @staticmethod
@@ -281,7 +300,9 @@ class SmtpTransport:
 
 
 class MaildirTransport:
-    """Writes each message into a Maildir (``new/``), as a local MDA would."""
+    """Writes each message into a Maildir (``new/``), as a local MDA would: with a
+    ``Return-Path:`` header first, the envelope sender (the VERP address when ``[bounces]
+    domain`` is set), as an MTA adds at final delivery (RFC 5321, 4.4)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -298,8 +319,10 @@ class MaildirTransport:
 
     def send(self, data: bytes, sender: str, recipient: str) -> Result:
         assert self.box is not None
+        # The address as it stood in MAIL FROM (checked there: no CR/LF can reach it here).
+        return_path = f"Return-Path: <{sender}>\r\n".encode()
         try:
-            self.box.add(data.replace(b"\r\n", b"\n"))
+            self.box.add((return_path + data).replace(b"\r\n", b"\n"))
         except OSError as exc:
             return Result(Outcome.NOT_SENT, f"cannot write to the Maildir: {exc.strerror}")
         return Result(Outcome.SENT)

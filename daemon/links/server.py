@@ -15,9 +15,13 @@ time from a bounded queue in a worker thread: a slow relay never slows an HTTP a
 and nothing in the answer depends on the email. One address gets at most one
 confirmation per channel per ``links.confirm_resend_minutes`` (a ``+tag`` is ignored:
 ``victim+1@`` and ``victim+2@`` are one mailbox), and one client address causes at most
-``links.signup_per_hour`` of them. The email is built by the one builder, ``rules.mail``
-(docs/delivery.md, "The message"). It carries no text the requester typed (no
-name in the greeting or in ``To:``): the names travel in the signed claim only.
+``links.signup_per_hour`` of them. An address that bounced (a user of the channel with it
+is bounced) gets none, while the requester is answered as for any signup. With ``[bounces]
+domain`` set, the return path is the channel's ``c-<token>@<domain>`` (its bounces are
+counted, docs/delivery.md, "Bounces and complaints"). The email is built by the one
+builder, ``rules.mail`` (docs/delivery.md, "The message"). It carries no text the
+requester typed (no name in the greeting or in ``To:``): the names travel in the signed
+claim only.
 """
 
 from __future__ import annotations
@@ -39,10 +43,14 @@ import trio
 from .. import config as config_mod
 from ..config import parse_listen
 from ..rules import mail
+from ..rules.bounces import VerpSigner
 from ..rules.headers import HeaderError
 from ..rules.signing import DkimKeyError, aligned, misaligned
 from ..services import Services
+from ..store import bounces as bounce_store
 from ..store.channels import Channel
+from ..store.health import StoreUnavailable
+from ..tokens import keys_from_secret
 from ..vocabulary import email_key
 from .app import LinksApp
 from .limits import ChangeLimiter
@@ -189,6 +197,18 @@ class LinksServer:
     def stop(self) -> None:
         self._stop.set()
 
+    def return_path(self, channel_id: int, sender: str) -> str:
+        """MAIL FROM of a confirmation: ``c-<token>@<bounces domain>`` when ``[bounces]
+        domain`` is set, else the sender's address."""
+        domain = str(self.services.config["bounces.domain"]).strip().lower()
+        if not domain:
+            return sender
+        try:
+            keys = keys_from_secret(self.services.config.credential("link_signing_key"))
+            return f"{VerpSigner(keys).confirm(channel_id)}@{domain}"
+        except (OSError, ValueError):  # no key: the signup was refused before (503)
+            return sender
+
     def queue_confirmation(self, channel: Channel, address: str, token: str, client: str) -> None:
         key = (channel.id, cooldown_key(address))
         now = trio.current_time()
@@ -219,6 +239,16 @@ class LinksServer:
     async def _mailer(self) -> None:
         async for channel, address, url in self._receive:
             try:
+                bounced = await self.services.store.run(
+                    bounce_store.address_bounced, channel.id, address
+                )
+            except StoreUnavailable:
+                bounced = None
+            if bounced is not False:
+                why = "the address bounced" if bounced else "the store does not answer"
+                log.info("signup confirmation not sent", channel_id=channel.id, problem=why)
+                continue
+            try:
                 data = confirmation_bytes(channel, address, url, self.services.clock.now())
             except HeaderError as exc:
                 log.warning("signup confirmation not sent", channel_id=channel.id, problem=str(exc))
@@ -241,9 +271,10 @@ class LinksServer:
                 )
                 continue
             transport = self.mail.transport()
+            return_path = self.return_path(channel.id, sender)
 
             def send_one(
-                transport=transport, data=data, address=address, sender=sender, dkim=dkim
+                transport=transport, data=data, address=address, sender=return_path, dkim=dkim
             ) -> str:
                 if dkim is not None:
                     data = dkim.sign(data)

@@ -292,3 +292,11 @@ async def deliverability(channel_id: int, now: datetime) -> Deliverability:
 async def prune_inbound(before: datetime) -> int:
     """Forget the digests of inbound messages read before ``before`` (retention)."""
     return await InboundMessage.filter(at__lt=before).delete()
+
+
+async def address_bounced(channel_id: int, address: str) -> bool:
+    """Whether a user of the channel with this address is bounced: a signup to it gets no
+    confirmation email (the requester is answered as for any signup)."""
+    return await UserRow.filter(
+        channel_id=channel_id, email_key=email_key(address), bounce_status__not=""
+    ).exists()
