@@ -1,6 +1,6 @@
 """rules/bounces.py: VERP tokens, bounce classification, the soft-bounce rule and Sell's
-Sync error field (docs/delivery.md, "Bounces: tokens and classification"). Pure: table and property tests
-over real Postfix DSNs (tests/samples/dsn/README.md says where each came from)."""
+Sync error field (docs/delivery.md, "Bounces: tokens and classification"). Pure: table and
+property tests over real Postfix DSNs (tests/samples/dsn/README.md says where each came from)."""
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
