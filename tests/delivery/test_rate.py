@@ -171,9 +171,7 @@ async def test_a_connection_lost_mid_message_on_one_connection_loses_and_repeats
         assert len(set(m["Message-ID"] for m in slow_relay.messages)) == USERS - 1
 
 
-async def test_a_relay_allowing_one_connection_gets_every_message_over_it(
-    env_factory, slow_relay
-):
+async def test_a_relay_allowing_one_connection_gets_every_message_over_it(env_factory, slow_relay):
     """A further connection refused (421 at EHLO) is not the relay refusing us: the batch
     goes on over the first. Planted bug: that refusal taken as the relay's (batch stopped,
     the relay shown refusing)."""
