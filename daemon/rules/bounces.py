@@ -178,7 +178,13 @@ class Bounce:
         return self.token.outbox_id if self.token else None
 
 
-_STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
+# an enhanced status code standing alone: never the middle of an IP address ("192.0.2.153"
+# holds "2.0.2") or of a longer dotted number; a sentence's full stop may follow it
+_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
+# in a non-DSN bounce's text: a status that is not qmail's own "(#5.5.0)" annotation, and
+# a bare reply code; qmail's annotation counts only when the text quotes no reply code
+_TEXT_STATUS = re.compile(r"(?<![\d.#])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
+_TEXT_CODE = re.compile(r"(?<![\d.#])\b([45]\d\d)\b(?!\.?\d)")
 _BASIC = re.compile(r"\s*([245]\d\d)(?![\d.])")
 
 
@@ -342,6 +348,13 @@ def _notification_text(msg: email.message.Message) -> str:
     return ""
 
 
+def _declares_dsn(msg: email.message.Message) -> bool:
+    return (
+        msg.get_content_type() == "multipart/report"
+        and _text(msg.get_param("report-type", "")).lower() == "delivery-status"
+    )
+
+
 def _is_feedback_report(msg: email.message.Message) -> bool:
     if (
         msg.get_content_type() == "multipart/report"
@@ -383,7 +396,13 @@ def _from_feedback(signer: VerpSigner, msg: email.message.Message) -> Bounce:
         recipient = next(_addresses(fields.get_all("Original-Rcpt-To", [])), "")
     if not recipient:
         recipient = next(
-            (a for inner in _embedded_headers(msg) for a in _addresses(inner.get_all("To", []))), ""
+            (
+                a
+                for inner in _embedded_headers(msg)
+                for a in _addresses(inner.get_all("To", []))
+                if "@" in a  # 'To: "undisclosed"' names nobody
+            ),
+            "",
         )
     feedback_type = _text(fields.get("Feedback-Type")) if fields is not None else ""
     return Bounce(Kind.COMPLAINT, "", one_line(feedback_type or "abuse", 40), token, recipient)
@@ -400,15 +419,19 @@ def _from_other(msg: email.message.Message, token: VerpToken | None) -> Bounce:
         return Bounce(Kind.UNKNOWN, reason="not a bounce", token=token)
     recipient = found[0].decode("utf-8", "replace")
     text = _notification_text(msg)
-    status_m = _STATUS.search(text)
-    basic_m = re.search(r"\b([45]\d\d)\b", text)
+    status_m = _TEXT_STATUS.search(text)
+    basic_m = _TEXT_CODE.search(text)
+    if status_m is None and basic_m is None:
+        status_m = _STATUS.search(text)  # qmail's "(#5.1.1)" when nothing else is quoted
     status = status_m[0] if status_m else ""
     basic = basic_m[1] if basic_m else ""
     if not permanent:
         return Bounce(Kind.DELAYED, status or basic, "a delay warning", token, recipient)
     if not status and not basic:
         return Bounce(Kind.UNKNOWN, "", "a bounce with no status", token, recipient)
-    reason_line = next((ln for ln in text.splitlines() if (status or basic) in ln), "")
+    # the reason starts where the remote's answer does ("550 5.1.1 …"), to the end of its line
+    start = min(m.start() for m in (status_m, basic_m) if m is not None)
+    reason_line = text[start:].partition("\n")[0]
     kind = classify_status(status, basic, at_rcpt="rcpt to" in text.lower())
     if kind is Kind.UNKNOWN:
         return Bounce(Kind.UNKNOWN, "", "a bounce with no status", token, recipient)
@@ -438,6 +461,8 @@ def _classify(msg: email.message.Message, signer: VerpSigner) -> Bounce:
     )
     if blocks is not None:
         return _from_dsn(msg, blocks, bounce_token)
+    if _declares_dsn(msg):  # a DSN that lost its status part (cut short): not guessed at
+        return Bounce(Kind.UNKNOWN, reason="a delivery report with no status", token=bounce_token)
     unsubscribe = _find_token(signer, envelope, (VerpKind.UNSUBSCRIBE,))
     automatic = _text(msg.get("Auto-Submitted", "no")).strip().lower() not in ("", "no")
     if unsubscribe is not None and not automatic:  # a vacation reply unsubscribes nobody
