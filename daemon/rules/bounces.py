@@ -93,7 +93,7 @@ class VerpSigner:
 
     def _mac(self, index: int, body: str) -> str:
         h = self._primed[index].copy()
-        h.update(body.encode("ascii"))
+        h.update(body.encode("ascii"))  # pragma: no mutate (ascii by construction)
         return base64.b32encode(h.digest()[:9]).decode("ascii")[:MAC_CHARS].lower()
 
     def _sign(self, body: str) -> str:
@@ -252,6 +252,17 @@ def _addresses(values: Iterable[object]) -> Iterator[str]:
 
 _MAILTO = re.compile(r"<mailto:([^>?\s]+)", re.IGNORECASE)
 
+# field names, matched without regard to case by the email package
+_ENVELOPE_FIELDS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To")
+_ACTION, _STATUS_FIELD, _DIAGNOSTIC = "Action", "Status", "Diagnostic-Code"
+_FINAL_RCPT, _ORIGINAL_RCPT = "Final-Recipient", "Original-Recipient"
+_RETURN_PATH, _LIST_UNSUBSCRIBE, _TO = "Return-Path", "List-Unsubscribe", "To"
+_MAIL_FROM, _RCPT_TO, _FEEDBACK_TYPE = "Original-Mail-From", "Original-Rcpt-To", "Feedback-Type"
+_AUTO_SUBMITTED = "Auto-Submitted"
+# feedback types that are no complaint: the receiver says "not spam", or reports a failed
+# SPF/DKIM/DMARC check (RFC 6591); neither is a person asking to hear no more
+NOT_COMPLAINTS = ("not-spam", "auth-failure")
+
 
 def _find_token(
     signer: VerpSigner, candidates: Iterable[str], kinds: tuple[VerpKind, ...]
@@ -283,24 +294,44 @@ def _embedded_headers(msg: email.message.Message) -> Iterator[email.message.Mess
 
 def _envelope(msg: email.message.Message) -> list[str]:
     """Where the report was delivered: our VERP address, if the MTA kept it."""
-    fields = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To")
-    return list(_addresses(v for f in fields for v in msg.get_all(f, [])))
+    return list(_addresses(v for f in _ENVELOPE_FIELDS for v in msg.get_all(f, [])))
 
 
 def _original_return_paths(msg: email.message.Message) -> list[str]:
     return list(
-        _addresses(v for inner in _embedded_headers(msg) for v in inner.get_all("Return-Path", []))
+        _addresses(v for inner in _embedded_headers(msg) for v in inner.get_all(_RETURN_PATH, []))
     )
 
 
 def _status_blocks(msg: email.message.Message) -> list[email.message.Message] | None:
     for part in msg.walk():
-        if part.get_content_type() in ("message/delivery-status", "message/global-delivery-status"):
+        ctype = part.get_content_type()
+        if ctype == "message/delivery-status":
             payload = part.get_payload()
             if isinstance(payload, list):
                 return [b for b in payload if isinstance(b, email.message.Message)]
             return []
+        if ctype == "message/global-delivery-status":
+            return _global_blocks(part)
     return None
+
+
+_BLANK_LINE = re.compile(r"\r?\n[ \t]*\r?\n")
+
+
+def _global_blocks(part: email.message.Message) -> list[email.message.Message]:
+    """RFC 6533's UTF-8 delivery status (SMTPUTF8 mail): the email package reads it as one
+    message whose body holds the per-recipient blocks; split them as RFC 3464 does."""
+    inner = part.get_payload()
+    if not isinstance(inner, list) or not inner:
+        return []
+    first = inner[0]
+    body = first.get_payload()
+    if not isinstance(body, str):
+        return [first]
+    parse = email.parser.Parser(policy=email.policy.compat32).parsestr
+    blocks = [parse(chunk, headersonly=True) for chunk in _BLANK_LINE.split(body) if chunk.strip()]
+    return [first, *blocks]
 
 
 def _typed_value(value: object) -> str:
@@ -312,16 +343,16 @@ def _typed_value(value: object) -> str:
 def _from_dsn(
     msg: email.message.Message, blocks: list[email.message.Message], token: VerpToken | None
 ) -> Bounce:
-    per_recipient = [b for b in blocks if b.get("Action") is not None]
+    per_recipient = [b for b in blocks if b.get(_ACTION) is not None]
     if not per_recipient:
         return Bounce(Kind.UNKNOWN, reason="a delivery report with no recipient", token=token)
     rank = {"failed": 0, "delayed": 1}
-    block = min(per_recipient, key=lambda b: rank.get(_text(b.get("Action")).strip().lower(), 2))
-    action = _text(block.get("Action")).strip().lower()
-    status = _text(block.get("Status")).strip()
+    block = min(per_recipient, key=lambda b: rank.get(_text(b.get(_ACTION)).strip().lower(), 2))
+    action = _text(block.get(_ACTION)).strip().lower()
+    status = _text(block.get(_STATUS_FIELD)).strip()
     status = found[0] if (found := _STATUS.match(status)) else ""
-    diagnostic = _typed_value(block.get("Diagnostic-Code"))
-    recipient = _typed_value(block.get("Final-Recipient") or block.get("Original-Recipient"))
+    diagnostic = _typed_value(block.get(_DIAGNOSTIC))
+    recipient = _typed_value(block.get(_FINAL_RCPT) or block.get(_ORIGINAL_RCPT))
     reason = one_line(diagnostic or f"{action} {status}".strip())
     basic_m = _BASIC.match(diagnostic)
     basic = basic_m[1] if basic_m else ""
@@ -331,9 +362,9 @@ def _from_dsn(
     if action == "delayed":
         return Bounce(Kind.DELAYED, shown, reason, token, recipient)
     if action != "failed":
-        return Bounce(
-            Kind.UNKNOWN, shown, reason or f"action {one_line(action, 40)}", token, recipient
-        )
+        # "delivered", "relayed", "expanded" (or nothing): no failure; the reason is never
+        # empty, since an empty Action with no status and no diagnostic says nothing at all
+        return Bounce(Kind.UNKNOWN, shown, reason or "a report with no action", token, recipient)
     at_rcpt = "rcpt to" in _notification_text(msg).lower()
     kind = classify_status(status, basic, at_rcpt=at_rcpt)
     return Bounce(kind, shown, reason, token, recipient)
@@ -344,22 +375,20 @@ def _notification_text(msg: email.message.Message) -> str:
     for part in msg.walk():
         if part.get_content_type() == "text/plain":
             raw = part.get_payload(decode=True)
-            return raw.decode("utf-8", "replace")[:20000] if isinstance(raw, bytes) else ""
-    return ""
+            return bytes(raw or b"").decode("utf-8", "replace")[:20000]
+    return ""  # pragma: no mutate (no text part: nothing quoted, however spelt)
+
+
+def _report_type(msg: email.message.Message) -> str:
+    return _text(msg.get_param("report-type")).lower()  # pragma: no mutate (any case, any default)
 
 
 def _declares_dsn(msg: email.message.Message) -> bool:
-    return (
-        msg.get_content_type() == "multipart/report"
-        and _text(msg.get_param("report-type", "")).lower() == "delivery-status"
-    )
+    return msg.get_content_type() == "multipart/report" and _report_type(msg) == "delivery-status"
 
 
 def _is_feedback_report(msg: email.message.Message) -> bool:
-    if (
-        msg.get_content_type() == "multipart/report"
-        and _text(msg.get_param("report-type", "")).lower() == "feedback-report"
-    ):
+    if msg.get_content_type() == "multipart/report" and _report_type(msg) == "feedback-report":
         return True
     return any(p.get_content_type() == "message/feedback-report" for p in msg.walk())
 
@@ -374,10 +403,6 @@ def _feedback_fields(msg: email.message.Message) -> email.message.Message | None
                 and isinstance(payload[0], email.message.Message)
             ):
                 return payload[0]
-            if isinstance(payload, str):  # some senders label it text: parse the fields
-                return email.parser.Parser(policy=email.policy.compat32).parsestr(
-                    payload, headersonly=True
-                )
     return None
 
 
@@ -385,26 +410,28 @@ def _from_feedback(signer: VerpSigner, msg: email.message.Message) -> Bounce:
     fields = _feedback_fields(msg)
     candidates: list[str] = []
     for inner in _embedded_headers(msg):
-        candidates += _addresses(inner.get_all("Return-Path", []))
-        for value in inner.get_all("List-Unsubscribe", []):
+        candidates += _addresses(inner.get_all(_RETURN_PATH, []))
+        for value in inner.get_all(_LIST_UNSUBSCRIBE, []):
             candidates += _MAILTO.findall(_text(value))
     if fields is not None:
-        candidates += _addresses(fields.get_all("Original-Mail-From", []))
+        candidates += _addresses(fields.get_all(_MAIL_FROM, []))
     token = _find_token(signer, candidates, (VerpKind.BOUNCE, VerpKind.UNSUBSCRIBE))
     recipient = ""
     if fields is not None:
-        recipient = next(_addresses(fields.get_all("Original-Rcpt-To", [])), "")
+        recipient = next(_addresses(fields.get_all(_RCPT_TO, [])), "")
     if not recipient:
         recipient = next(
             (
                 a
                 for inner in _embedded_headers(msg)
-                for a in _addresses(inner.get_all("To", []))
+                for a in _addresses(inner.get_all(_TO, []))
                 if "@" in a  # 'To: "undisclosed"' names nobody
             ),
             "",
         )
-    feedback_type = _text(fields.get("Feedback-Type")) if fields is not None else ""
+    feedback_type = _text(fields.get(_FEEDBACK_TYPE)).strip().lower() if fields is not None else ""
+    if feedback_type in NOT_COMPLAINTS:
+        return Bounce(Kind.UNKNOWN, "", f"feedback report: {feedback_type}", token, recipient)
     return Bounce(Kind.COMPLAINT, "", one_line(feedback_type or "abuse", 40), token, recipient)
 
 
@@ -417,7 +444,7 @@ def _from_other(msg: email.message.Message, token: VerpToken | None) -> Bounce:
     found = sorted(permanent) or sorted(temporary)
     if not found:
         return Bounce(Kind.UNKNOWN, reason="not a bounce", token=token)
-    recipient = found[0].decode("utf-8", "replace")
+    recipient = found[0].decode("utf-8", "replace")  # pragma: no mutate (ASCII in practice)
     text = _notification_text(msg)
     status_m = _TEXT_STATUS.search(text)
     basic_m = _TEXT_CODE.search(text)
@@ -464,7 +491,7 @@ def _classify(msg: email.message.Message, signer: VerpSigner) -> Bounce:
     if _declares_dsn(msg):  # a DSN that lost its status part (cut short): not guessed at
         return Bounce(Kind.UNKNOWN, reason="a delivery report with no status", token=bounce_token)
     unsubscribe = _find_token(signer, envelope, (VerpKind.UNSUBSCRIBE,))
-    automatic = _text(msg.get("Auto-Submitted", "no")).strip().lower() not in ("", "no")
+    automatic = _text(msg.get(_AUTO_SUBMITTED)).strip().lower() not in ("", "no")
     if unsubscribe is not None and not automatic:  # a vacation reply unsubscribes nobody
         return Bounce(Kind.UNSUBSCRIBE, reason="mailto unsubscribe", token=unsubscribe)
     return _from_other(msg, bounce_token)

@@ -334,3 +334,343 @@ def test_junk_spliced_into_any_sample_never_raises(index, at, junk, drop):
     got = classify(data[:i] + junk + data[i + drop :], SIGNER)
     assert got.kind in Kind and "\n" not in got.reason
     assert len(got.reason) <= bounces.MAX_REASON
+
+
+# ----------------------------------------------------------------------------- promises
+# (each found by `make mutate`: a bug planted in rules/bounces.py that nothing caught)
+
+
+def report(*blocks: str, envelope: str = "news@kuloo-demo.test", note: str = "") -> bytes:
+    """A DSN to ``envelope`` with one per-recipient block per ``blocks`` (fields, one a line)."""
+    fields = "".join(f"\r\n{b.strip()}\r\n" for b in blocks)
+    return (
+        f"From: MAILER-DAEMON@mx.example\r\nTo: {envelope}\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="BB"\r\n\r\n'
+        f"--BB\r\nContent-Type: text/plain\r\n\r\n{note}\r\n"
+        "--BB\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example\r\n"
+        f"{fields}\r\n--BB--\r\n"
+    ).encode()
+
+
+def verp(n: int = 4) -> tuple[str, VerpToken]:
+    return f"{SIGNER.bounce(KID, n)}@{DOMAIN}", VerpToken(VerpKind.BOUNCE, KID, outbox_id=n)
+
+
+def _unknowns() -> list[tuple[str, bytes, str, str, str]]:
+    """(what, message to a genuine b- address, reason, status, recipient)."""
+    address, _ = verp()
+    local = address.partition("@")[0]
+    exim, quota, qmail = CASES[4], CASES[1], CASES[5]
+    return [
+        (
+            "a person's reply to the newsletter",
+            f"From: reader@mailbox.example\r\nTo: {address}\r\nSubject: Re: news\r\n\r\n"
+            "Thanks!\r\n".encode(),
+            "not a bounce",
+            "",
+            "",
+        ),
+        (
+            "Gmail's bounce that quotes no code",
+            with_verp(raw(quota), quota.sender, local),
+            "a bounce with no status",
+            "",
+            quota.recipient,
+        ),
+        (
+            "a bounce whose only code is a success",
+            with_verp(raw(exim), exim.sender, local)
+            .replace(b"550 5.1.1", b"2.1.5")
+            .replace(b"550 5.2.1", b"2.1.5"),
+            "a bounce with no status",
+            "",
+            exim.recipient,
+        ),
+        (
+            "a bounce flufl.bounce fails on (an empty From: makes its detector raise)",
+            with_verp(raw(qmail), qmail.sender, local).replace(
+                b"From: MAILER-DAEMON@mx4.example.jp", b"From: "
+            ),
+            "unreadable bounce",
+            "",
+            "",
+        ),
+        (
+            "a delivery-status part of garbage",
+            _garbage_status(report("Final-Recipient: rfc822; x@y.example", envelope=address)),
+            "a delivery report with no recipient",
+            "",
+            "",
+        ),
+        (
+            "a DSN cut before its status part",
+            report("Final-Recipient: rfc822; x@y.example", envelope=address).partition(
+                b"--BB\r\nContent-Type: message/delivery-status"
+            )[0],
+            "a delivery report with no status",
+            "",
+            "",
+        ),
+        (
+            "a relayed (not failed) recipient",
+            report(
+                "Final-Recipient: rfc822; x@y.example\r\nAction: relayed\r\nStatus: 2.0.0",
+                envelope=address,
+            ),
+            "relayed 2.0.0",
+            "2.0.0",
+            "x@y.example",
+        ),
+        (
+            "a block with an empty Action and nothing else",
+            report("Final-Recipient: rfc822; x@y.example\r\nAction:", envelope=address),
+            "a report with no action",
+            "",
+            "x@y.example",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("what, data, reason, status, recipient", _unknowns(), ids=str)
+def test_an_unknown_says_why_and_keeps_the_token_it_came_with(
+    what, data, reason, status, recipient
+):
+    """What the admin reads about a message moved to unknown: why, and which message it
+    was about (the VERP address it came to), so the unknown folder can be explained."""
+    got = classify(data, SIGNER)
+    assert (got.kind, got.reason, got.status, got.recipient) == (
+        Kind.UNKNOWN,
+        reason,
+        status,
+        recipient,
+    )
+    assert got.token == verp()[1]
+
+
+def test_a_failure_anywhere_inside_classification_is_an_unknown_message(monkeypatch):
+    def broken(_msg):
+        raise RuntimeError("a parser bug")
+
+    monkeypatch.setattr(bounces, "_status_blocks", broken)
+    got = classify(raw(CASES[2]), SIGNER)
+    assert (got.kind, got.reason, got.token) == (Kind.UNKNOWN, "unreadable message", None)
+
+
+def test_mail_to_an_unsubscribe_address_says_so():
+    address = f"{SIGNER.unsubscribe(KID)}@{DOMAIN}"
+    letter = f"From: r@mailbox.example\r\nTo: {address}\r\nSubject: stop\r\n\r\nstop\r\n"
+    got = classify(letter.encode(), SIGNER)
+    assert (got.kind, got.reason) == (Kind.UNSUBSCRIBE, "mailto unsubscribe")
+    # RFC 3834: an Auto-Submitted of "no" (any case) or empty is a person's message
+    for value in ("no", "No", ""):
+        marked = letter.replace("Subject:", f"Auto-Submitted: {value}\r\nSubject:")
+        assert classify(marked.encode(), SIGNER).kind is Kind.UNSUBSCRIBE, value
+
+
+def test_a_delay_warning_in_plain_text_is_no_bounce():
+    """Gmail's plain-text delay warning (its wording, as flufl.bounce recognises it), built
+    from the real Gmail failure: a temporary failure, never counted as a bounce."""
+    case = CASES[0]
+    address, token = verp(12)
+    warning = (
+        with_verp(raw(case), case.sender, address.partition("@")[0])
+        .replace(
+            b"Delivery to the following recipient failed permanently:",
+            b"Delivery to the following recipient has been delayed:",
+        )
+        .replace(b"Technical details of permanent failure:", b"Message will be retried.")
+        .replace(b"X-Failed-Recipients: aougoueioaldljgoiuiorghladkgke@example.fr\n", b"")
+        .replace(b"(Failure)", b"(Delay)")
+    )
+    got = classify(warning, SIGNER)
+    assert (got.kind, got.status, got.reason, got.token, got.recipient) == (
+        Kind.DELAYED,
+        "5.1.1",
+        "a delay warning",
+        token,
+        case.recipient,
+    )
+    no_enhanced = warning.replace(b" 5.1.1", b"")
+    assert classify(no_enhanced, SIGNER).status == "550"
+
+
+@pytest.mark.parametrize(
+    "blocks, kind, recipient",
+    [
+        (("delivered", "delayed"), Kind.DELAYED, "b@y.example"),
+        (("delayed", "delivered"), Kind.DELAYED, "a@y.example"),
+        (("delivered", "failed"), Kind.HARD, "b@y.example"),
+        (("delayed", "failed", "delivered"), Kind.HARD, "b@y.example"),
+    ],
+)
+def test_of_several_recipients_the_worst_news_is_reported(blocks, kind, recipient):
+    """A failure outranks a delay, and a delay a success (a DSN may report all three)."""
+    status = {"delivered": "2.0.0", "delayed": "4.4.1", "failed": "5.1.1"}
+    data = report(
+        *(
+            f"Final-Recipient: rfc822; {'abc'[i]}@y.example\r\nAction: {a}\r\nStatus: {status[a]}"
+            for i, a in enumerate(blocks)
+        )
+    )
+    got = classify(data, SIGNER)
+    assert (got.kind, got.recipient) == (kind, recipient)
+
+
+@pytest.mark.parametrize(
+    "fields, kind, status",
+    [
+        ("Status: 5.0.0", Kind.MESSAGE, "5.0.0"),  # says only "failed": shown as it is
+        ("Diagnostic-Code: smtp; 550 rejected", Kind.HARD, "550"),  # no Status: the code's
+        ("Diagnostic-Code: smtp; 550 5.1.1 gone", Kind.HARD, "5.1.1"),
+        ("Diagnostic-Code: smtp; 550 host 192.0.2.153 refused it", Kind.HARD, "550"),
+    ],
+)
+def test_a_failed_recipient_with_little_said(fields, kind, status):
+    data = report(
+        f"Final-Recipient: rfc822; x@y.example\r\nAction: failed\r\n{fields}",
+        note="(in reply to RCPT TO command)",
+    )
+    got = classify(data, SIGNER)
+    assert (got.kind, got.status) == (kind, status)
+
+
+def test_an_smtputf8_dsn_is_read_like_any_other():
+    """RFC 6533: for SMTPUTF8 mail, Postfix returns message/global-delivery-status and the
+    original as message/global."""
+    address, token = verp(3)
+    data = (
+        report(
+            "Final-Recipient: utf-8; jörg@bücher.example\r\nAction: failed\r\n"
+            "Status: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 unknown user",
+            envelope="news@kuloo-demo.test",
+        )
+        .replace(b"message/delivery-status", b"message/global-delivery-status")
+        .replace(
+            b"\r\n--BB--",
+            b"\r\n--BB\r\nContent-Type: message/global\r\n\r\n"
+            + f"Return-Path: <{address}>\r\nSubject: Grüße\r\n\r\nhi\r\n".encode()
+            + b"\r\n--BB--",
+        )
+    )
+    got = classify(data, SIGNER)
+    assert (got.kind, got.status, got.token) == (Kind.HARD, "5.1.1", token)
+    assert got.reason == "550 5.1.1 unknown user"
+    # its headers-only form: text/global-headers
+    headers_only = data.replace(
+        b"Content-Type: message/global", b"Content-Type: text/global-headers"
+    )
+    assert classify(headers_only, SIGNER).token == token
+
+
+def test_the_x_envelope_to_header_carries_the_token_too():
+    address, token = verp(9)
+    data = report("Final-Recipient: rfc822; x@y.example\r\nAction: failed\r\nStatus: 5.1.1")
+    data = data.replace(b"To: news@kuloo-demo.test", f"X-Envelope-To: <{address}>".encode())
+    assert classify(data, SIGNER).token == token
+
+
+FBL = CASES[8]  # Terra's feedback-loop report
+
+
+def test_a_complaint_names_its_feedback_type_briefly():
+    data = raw(FBL)
+    for label, reason in (
+        (b"fraud", "fraud"),
+        (b"Virus", "virus"),
+        (b"x" * 41, "x" * 39 + "…"),  # a short label, whatever a provider puts there
+    ):
+        got = classify(data.replace(b"Feedback-Type: abuse", b"Feedback-Type: " + label), SIGNER)
+        assert (got.kind, got.reason) == (Kind.COMPLAINT, reason)
+    got = classify(data.replace(b"Feedback-Type: abuse\n", b""), SIGNER)
+    assert (got.kind, got.reason) == (Kind.COMPLAINT, "abuse")  # the feedback loops' default
+
+
+@pytest.mark.parametrize("feedback_type", ["not-spam", "auth-failure", "Auth-Failure"])
+def test_a_not_spam_or_auth_failure_report_unsubscribes_nobody(feedback_type):
+    """RFC 5965's not-spam and RFC 6591's authentication-failure reports are feedback, not
+    a person asking to hear no more: unknown, never a complaint."""
+    address, token = verp(6)
+    data = with_verp(raw(FBL), FBL.sender, address.partition("@")[0]).replace(
+        b"Feedback-Type: abuse", f"Feedback-Type: {feedback_type}".encode()
+    )
+    got = classify(data, SIGNER)
+    assert (got.kind, got.reason, got.token) == (
+        Kind.UNKNOWN,
+        f"feedback report: {feedback_type.lower()}",
+        token,
+    )
+
+
+def test_a_complaint_whose_parts_are_missing_is_still_a_complaint():
+    """A provider that declares report-type=feedback-report but sends no (or an empty)
+    feedback-report part, or an original without Return-Path, To or Original-Mail-From."""
+    address, token = verp(8)
+    local = address.partition("@")[0]
+    data = with_verp(raw(FBL), FBL.sender, local)
+    start = data.index(
+        b"--_----------=_14187317381958992959\nContent-Disposition: inline\n"
+        b"Content-Transfer-Encoding: 7bit\nContent-Type: message/feedback"
+    )
+    end = data.index(b"--_----------=_14187317381958992959", start + 10)
+    no_fields = data[:start] + data[end:]
+    got = classify(no_fields, SIGNER)
+    assert (got.kind, got.reason, got.token, got.recipient) == (Kind.COMPLAINT, "abuse", token, "")
+    empty_fields = re.sub(
+        rb"(Content-Type: message/feedback-report\n\n)[^-]*", rb"\1", data, count=1
+    )
+    got = classify(empty_fields, SIGNER)
+    assert (got.kind, got.reason, got.token) == (Kind.COMPLAINT, "abuse", token)
+    # the original lost its Return-Path and To: the report's Original-Mail-From names it
+    bare = re.sub(rb"\n(Return-Path|To): [^\n]*", b"", data)
+    assert b"Return-Path" not in bare
+    got = classify(bare, SIGNER)
+    assert (got.kind, got.token, got.recipient) == (Kind.COMPLAINT, token, "")
+    # and with Original-Rcpt-To, that is the recipient
+    with_rcpt = bare.replace(b"Version: 1\n", b"Version: 1\nOriginal-Rcpt-To: <r@isp.example>\n")
+    assert classify(with_rcpt, SIGNER).recipient == "r@isp.example"
+
+
+def test_a_report_of_another_type_is_no_dsn_and_no_complaint():
+    """A read receipt (report-type=disposition-notification) that reaches the bounce
+    address is neither a bounce nor a complaint."""
+    address, token = verp(2)
+    data = (
+        f"From: r@mailbox.example\r\nTo: {address}\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=disposition-notification; boundary="M"'
+        "\r\n\r\n--M\r\nContent-Type: text/plain\r\n\r\nYour message was displayed.\r\n--M--\r\n"
+    ).encode()
+    got = classify(data, SIGNER)
+    assert (got.kind, got.reason, got.token) == (Kind.UNKNOWN, "not a bounce", token)
+    # a delivery-status type on something that is no multipart/report is no DSN either
+    odd = data.replace(
+        b"multipart/report; report-type=disposition-notification",
+        b"multipart/mixed; report-type=delivery-status",
+    )
+    assert classify(odd, SIGNER).reason == "not a bounce"
+
+
+def test_a_notification_in_a_legacy_charset_is_still_read():
+    case = CASES[4]  # Exim's plain-text bounce, now with Latin-1 bytes in its text
+    data = raw(case).replace(b"This message was created", b"Ce message a \xe9t\xe9 cr\xe9\xe9")
+    got = classify(data, SIGNER)
+    assert (got.kind, got.status, got.recipient) == (case.kind, case.status, case.recipient)
+
+
+def test_signing_refusals_say_what_is_wrong():
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        VerpSigner([b"short"])
+    with pytest.raises(ValueError, match="KulooId of at most 32 lower-case hex digits"):
+        SIGNER.bounce("ABC", 1)
+    with pytest.raises(ValueError, match="KulooId of at most 32 lower-case hex digits"):
+        SIGNER.unsubscribe("xyz")
+    with pytest.raises(ValueError, match="no VERP token for that channel id"):
+        SIGNER.confirm(-1)
+    with pytest.raises(ValueError, match="a negative id has no VERP token"):
+        SIGNER.bounce(KID, -5)
+
+
+def test_a_long_status_is_cut_to_20_characters_in_sells_field():
+    from datetime import UTC, datetime
+
+    text = bounces.bounce_text("5.1.1" + "9" * 30, "gone", datetime(2026, 1, 2, tzinfo=UTC))
+    assert text == "Email bounced: 5.1.1" + "9" * 14 + "… gone (2026-01-02)"
