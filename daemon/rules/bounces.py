@@ -7,9 +7,10 @@
   base32 characters (65 bits) of HMAC-SHA256 under the link-signing keys with a domain
   string of its own (so no link token is ever a VERP token, nor one kind another). Lower
   case and at most 64 characters; parsing folds case, since servers may.
-- **Classification** of one inbound message (``classify``): RFC 3464 DSNs read with the
-  standard ``email`` package (the VERP token first, then Final-Recipient); ARF feedback
-  reports (RFC 5965) are complaints; mail to a ``u-`` address is an unsubscribe;
+- **Classification** of one inbound message (``classify``): RFC 3464 DSNs (and RFC 6533's
+  UTF-8 ones) read with the standard ``email`` package (the VERP token first, then
+  Final-Recipient); ARF feedback reports (RFC 5965) are complaints, except not-spam and
+  auth-failure reports; mail to a ``u-`` address is an unsubscribe;
   flufl.bounce only finds the address of a bounce that is not a DSN. Never raises:
   anything it cannot read is ``unknown``.
 - **The soft-bounce rule** (``soft_bounces_count_as_hard``) and **Sell's Sync error
