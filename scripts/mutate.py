@@ -112,7 +112,7 @@ MODULES: dict[str, Target] = {
             "tests/sync/test_schedule.py::test_without_a_verified_channel_nothing_is_scheduled",
         ),
     ),
-    "rules/bounces.py": Target(("tests/sync/test_bounces.py",)),
+    "rules/bounces.py": Target(("tests/sync/test_bounces.py", "tests/sync/test_bounce_samples.py")),
     "delivery/schedule.py": Target(("tests/delivery/test_schedule.py",)),
 }
 

@@ -7,9 +7,10 @@
   base32 characters (65 bits) of HMAC-SHA256 under the link-signing keys with a domain
   string of its own (so no link token is ever a VERP token, nor one kind another). Lower
   case and at most 64 characters; parsing folds case, since servers may.
-- **Classification** of one inbound message (``classify``): RFC 3464 DSNs read with the
-  standard ``email`` package (the VERP token first, then Final-Recipient); ARF feedback
-  reports (RFC 5965) are complaints; mail to a ``u-`` address is an unsubscribe;
+- **Classification** of one inbound message (``classify``): RFC 3464 DSNs (and RFC 6533's
+  UTF-8 ones) read with the standard ``email`` package (the VERP token first, then
+  Final-Recipient); ARF feedback reports (RFC 5965) are complaints, except not-spam and
+  auth-failure reports; mail to a ``u-`` address is an unsubscribe;
   flufl.bounce only finds the address of a bounce that is not a DSN. Never raises:
   anything it cannot read is ``unknown``.
 - **The soft-bounce rule** (``soft_bounces_count_as_hard``) and **Sell's Sync error
@@ -93,7 +94,7 @@ class VerpSigner:
 
     def _mac(self, index: int, body: str) -> str:
         h = self._primed[index].copy()
-        h.update(body.encode("ascii"))
+        h.update(body.encode("ascii"))  # pragma: no mutate (ascii by construction)
         return base64.b32encode(h.digest()[:9]).decode("ascii")[:MAC_CHARS].lower()
 
     def _sign(self, body: str) -> str:
@@ -178,7 +179,13 @@ class Bounce:
         return self.token.outbox_id if self.token else None
 
 
-_STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
+# an enhanced status code standing alone: never the middle of an IP address ("192.0.2.153"
+# holds "2.0.2") or of a longer dotted number; a sentence's full stop may follow it
+_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
+# in a non-DSN bounce's text: a status that is not qmail's own "(#5.5.0)" annotation, and
+# a bare reply code; qmail's annotation counts only when the text quotes no reply code
+_TEXT_STATUS = re.compile(r"(?<![\d.#])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
+_TEXT_CODE = re.compile(r"(?<![\d.#])\b([45]\d\d)\b(?!\.?\d)")
 _BASIC = re.compile(r"\s*([245]\d\d)(?![\d.])")
 
 
@@ -246,6 +253,17 @@ def _addresses(values: Iterable[object]) -> Iterator[str]:
 
 _MAILTO = re.compile(r"<mailto:([^>?\s]+)", re.IGNORECASE)
 
+# field names, matched without regard to case by the email package
+_ENVELOPE_FIELDS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To")
+_ACTION, _STATUS_FIELD, _DIAGNOSTIC = "Action", "Status", "Diagnostic-Code"
+_FINAL_RCPT, _ORIGINAL_RCPT = "Final-Recipient", "Original-Recipient"
+_RETURN_PATH, _LIST_UNSUBSCRIBE, _TO = "Return-Path", "List-Unsubscribe", "To"
+_MAIL_FROM, _RCPT_TO, _FEEDBACK_TYPE = "Original-Mail-From", "Original-Rcpt-To", "Feedback-Type"
+_AUTO_SUBMITTED = "Auto-Submitted"
+# feedback types that are no complaint: the receiver says "not spam", or reports a failed
+# SPF/DKIM/DMARC check (RFC 6591); neither is a person asking to hear no more
+NOT_COMPLAINTS = ("not-spam", "auth-failure")
+
 
 def _find_token(
     signer: VerpSigner, candidates: Iterable[str], kinds: tuple[VerpKind, ...]
@@ -277,24 +295,44 @@ def _embedded_headers(msg: email.message.Message) -> Iterator[email.message.Mess
 
 def _envelope(msg: email.message.Message) -> list[str]:
     """Where the report was delivered: our VERP address, if the MTA kept it."""
-    fields = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To")
-    return list(_addresses(v for f in fields for v in msg.get_all(f, [])))
+    return list(_addresses(v for f in _ENVELOPE_FIELDS for v in msg.get_all(f, [])))
 
 
 def _original_return_paths(msg: email.message.Message) -> list[str]:
     return list(
-        _addresses(v for inner in _embedded_headers(msg) for v in inner.get_all("Return-Path", []))
+        _addresses(v for inner in _embedded_headers(msg) for v in inner.get_all(_RETURN_PATH, []))
     )
 
 
 def _status_blocks(msg: email.message.Message) -> list[email.message.Message] | None:
     for part in msg.walk():
-        if part.get_content_type() in ("message/delivery-status", "message/global-delivery-status"):
+        ctype = part.get_content_type()
+        if ctype == "message/delivery-status":
             payload = part.get_payload()
             if isinstance(payload, list):
                 return [b for b in payload if isinstance(b, email.message.Message)]
             return []
+        if ctype == "message/global-delivery-status":
+            return _global_blocks(part)
     return None
+
+
+_BLANK_LINE = re.compile(r"\r?\n[ \t]*\r?\n")
+
+
+def _global_blocks(part: email.message.Message) -> list[email.message.Message]:
+    """RFC 6533's UTF-8 delivery status (SMTPUTF8 mail): the email package reads it as one
+    message whose body holds the per-recipient blocks; split them as RFC 3464 does."""
+    inner = part.get_payload()
+    if not isinstance(inner, list) or not inner:
+        return []
+    first = inner[0]
+    body = first.get_payload()
+    if not isinstance(body, str):
+        return [first]
+    parse = email.parser.Parser(policy=email.policy.compat32).parsestr
+    blocks = [parse(chunk, headersonly=True) for chunk in _BLANK_LINE.split(body) if chunk.strip()]
+    return [first, *blocks]
 
 
 def _typed_value(value: object) -> str:
@@ -306,16 +344,16 @@ def _typed_value(value: object) -> str:
 def _from_dsn(
     msg: email.message.Message, blocks: list[email.message.Message], token: VerpToken | None
 ) -> Bounce:
-    per_recipient = [b for b in blocks if b.get("Action") is not None]
+    per_recipient = [b for b in blocks if b.get(_ACTION) is not None]
     if not per_recipient:
         return Bounce(Kind.UNKNOWN, reason="a delivery report with no recipient", token=token)
     rank = {"failed": 0, "delayed": 1}
-    block = min(per_recipient, key=lambda b: rank.get(_text(b.get("Action")).strip().lower(), 2))
-    action = _text(block.get("Action")).strip().lower()
-    status = _text(block.get("Status")).strip()
+    block = min(per_recipient, key=lambda b: rank.get(_text(b.get(_ACTION)).strip().lower(), 2))
+    action = _text(block.get(_ACTION)).strip().lower()
+    status = _text(block.get(_STATUS_FIELD)).strip()
     status = found[0] if (found := _STATUS.match(status)) else ""
-    diagnostic = _typed_value(block.get("Diagnostic-Code"))
-    recipient = _typed_value(block.get("Final-Recipient") or block.get("Original-Recipient"))
+    diagnostic = _typed_value(block.get(_DIAGNOSTIC))
+    recipient = _typed_value(block.get(_FINAL_RCPT) or block.get(_ORIGINAL_RCPT))
     reason = one_line(diagnostic or f"{action} {status}".strip())
     basic_m = _BASIC.match(diagnostic)
     basic = basic_m[1] if basic_m else ""
@@ -325,9 +363,9 @@ def _from_dsn(
     if action == "delayed":
         return Bounce(Kind.DELAYED, shown, reason, token, recipient)
     if action != "failed":
-        return Bounce(
-            Kind.UNKNOWN, shown, reason or f"action {one_line(action, 40)}", token, recipient
-        )
+        # "delivered", "relayed", "expanded" (or nothing): no failure; the reason is never
+        # empty, since an empty Action with no status and no diagnostic says nothing at all
+        return Bounce(Kind.UNKNOWN, shown, reason or "a report with no action", token, recipient)
     at_rcpt = "rcpt to" in _notification_text(msg).lower()
     kind = classify_status(status, basic, at_rcpt=at_rcpt)
     return Bounce(kind, shown, reason, token, recipient)
@@ -338,15 +376,20 @@ def _notification_text(msg: email.message.Message) -> str:
     for part in msg.walk():
         if part.get_content_type() == "text/plain":
             raw = part.get_payload(decode=True)
-            return raw.decode("utf-8", "replace")[:20000] if isinstance(raw, bytes) else ""
-    return ""
+            return bytes(raw or b"").decode("utf-8", "replace")[:20000]
+    return ""  # pragma: no mutate (no text part: nothing quoted, however spelt)
+
+
+def _report_type(msg: email.message.Message) -> str:
+    return _text(msg.get_param("report-type")).lower()  # pragma: no mutate (any case, any default)
+
+
+def _declares_dsn(msg: email.message.Message) -> bool:
+    return msg.get_content_type() == "multipart/report" and _report_type(msg) == "delivery-status"
 
 
 def _is_feedback_report(msg: email.message.Message) -> bool:
-    if (
-        msg.get_content_type() == "multipart/report"
-        and _text(msg.get_param("report-type", "")).lower() == "feedback-report"
-    ):
+    if msg.get_content_type() == "multipart/report" and _report_type(msg) == "feedback-report":
         return True
     return any(p.get_content_type() == "message/feedback-report" for p in msg.walk())
 
@@ -361,10 +404,6 @@ def _feedback_fields(msg: email.message.Message) -> email.message.Message | None
                 and isinstance(payload[0], email.message.Message)
             ):
                 return payload[0]
-            if isinstance(payload, str):  # some senders label it text: parse the fields
-                return email.parser.Parser(policy=email.policy.compat32).parsestr(
-                    payload, headersonly=True
-                )
     return None
 
 
@@ -372,20 +411,28 @@ def _from_feedback(signer: VerpSigner, msg: email.message.Message) -> Bounce:
     fields = _feedback_fields(msg)
     candidates: list[str] = []
     for inner in _embedded_headers(msg):
-        candidates += _addresses(inner.get_all("Return-Path", []))
-        for value in inner.get_all("List-Unsubscribe", []):
+        candidates += _addresses(inner.get_all(_RETURN_PATH, []))
+        for value in inner.get_all(_LIST_UNSUBSCRIBE, []):
             candidates += _MAILTO.findall(_text(value))
     if fields is not None:
-        candidates += _addresses(fields.get_all("Original-Mail-From", []))
+        candidates += _addresses(fields.get_all(_MAIL_FROM, []))
     token = _find_token(signer, candidates, (VerpKind.BOUNCE, VerpKind.UNSUBSCRIBE))
     recipient = ""
     if fields is not None:
-        recipient = next(_addresses(fields.get_all("Original-Rcpt-To", [])), "")
+        recipient = next(_addresses(fields.get_all(_RCPT_TO, [])), "")
     if not recipient:
         recipient = next(
-            (a for inner in _embedded_headers(msg) for a in _addresses(inner.get_all("To", []))), ""
+            (
+                a
+                for inner in _embedded_headers(msg)
+                for a in _addresses(inner.get_all(_TO, []))
+                if "@" in a  # 'To: "undisclosed"' names nobody
+            ),
+            "",
         )
-    feedback_type = _text(fields.get("Feedback-Type")) if fields is not None else ""
+    feedback_type = _text(fields.get(_FEEDBACK_TYPE)).strip().lower() if fields is not None else ""
+    if feedback_type in NOT_COMPLAINTS:
+        return Bounce(Kind.UNKNOWN, "", f"feedback report: {feedback_type}", token, recipient)
     return Bounce(Kind.COMPLAINT, "", one_line(feedback_type or "abuse", 40), token, recipient)
 
 
@@ -398,17 +445,21 @@ def _from_other(msg: email.message.Message, token: VerpToken | None) -> Bounce:
     found = sorted(permanent) or sorted(temporary)
     if not found:
         return Bounce(Kind.UNKNOWN, reason="not a bounce", token=token)
-    recipient = found[0].decode("utf-8", "replace")
+    recipient = found[0].decode("utf-8", "replace")  # pragma: no mutate (ASCII in practice)
     text = _notification_text(msg)
-    status_m = _STATUS.search(text)
-    basic_m = re.search(r"\b([45]\d\d)\b", text)
+    status_m = _TEXT_STATUS.search(text)
+    basic_m = _TEXT_CODE.search(text)
+    if status_m is None and basic_m is None:
+        status_m = _STATUS.search(text)  # qmail's "(#5.1.1)" when nothing else is quoted
     status = status_m[0] if status_m else ""
     basic = basic_m[1] if basic_m else ""
     if not permanent:
         return Bounce(Kind.DELAYED, status or basic, "a delay warning", token, recipient)
     if not status and not basic:
         return Bounce(Kind.UNKNOWN, "", "a bounce with no status", token, recipient)
-    reason_line = next((ln for ln in text.splitlines() if (status or basic) in ln), "")
+    # the reason starts where the remote's answer does ("550 5.1.1 …"), to the end of its line
+    start = min(m.start() for m in (status_m, basic_m) if m is not None)
+    reason_line = text[start:].partition("\n")[0]
     kind = classify_status(status, basic, at_rcpt="rcpt to" in text.lower())
     if kind is Kind.UNKNOWN:
         return Bounce(Kind.UNKNOWN, "", "a bounce with no status", token, recipient)
@@ -438,8 +489,10 @@ def _classify(msg: email.message.Message, signer: VerpSigner) -> Bounce:
     )
     if blocks is not None:
         return _from_dsn(msg, blocks, bounce_token)
+    if _declares_dsn(msg):  # a DSN that lost its status part (cut short): not guessed at
+        return Bounce(Kind.UNKNOWN, reason="a delivery report with no status", token=bounce_token)
     unsubscribe = _find_token(signer, envelope, (VerpKind.UNSUBSCRIBE,))
-    automatic = _text(msg.get("Auto-Submitted", "no")).strip().lower() not in ("", "no")
+    automatic = _text(msg.get(_AUTO_SUBMITTED)).strip().lower() not in ("", "no")
     if unsubscribe is not None and not automatic:  # a vacation reply unsubscribes nobody
         return Bounce(Kind.UNSUBSCRIBE, reason="mailto unsubscribe", token=unsubscribe)
     return _from_other(msg, bounce_token)
