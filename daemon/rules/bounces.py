@@ -1,5 +1,6 @@
-"""Bounces, complaints and mailto unsubscribes: the pure foundation (docs/delivery.md,
-"Bounces (foundation)"). Nothing here is wired into delivery or the sync yet.
+"""Bounces, complaints and mailto unsubscribes: the pure part (docs/delivery.md, "Bounces:
+tokens and classification"); ``store.bounces`` applies what it reads, ``delivery.bounces``
+reads the mailbox.
 
 - **VERP local parts**, signed so a bounce names its message without guessing:
   bounces ``b-<kuloo_id hex>-<outbox id base36>-<mac>``, the ``mailto:`` List-Unsubscribe
