@@ -137,7 +137,9 @@ async def test_a_bounced_user_is_shown_listed_and_cleared_over_the_socket(manual
         assert len(c.call("users.audit", {"id": gone["id"]})["entries"]) == len(entries)
         # from the app too (its actor is kept)
         await take(manual, Bounce(Kind.HARD, "5.1.1", REASON, token(kept["kuloo_id"])))
-        c.call("users.update", {"id": kept["id"], "clear_bounce": True, "actor": "app"})
+        alone = c.call("users.update", {"id": kept["id"], "clear_bounce": True, "actor": "app"})
+        assert alone["bounce"] is None
+        assert next_event(watcher, "user.updated") == alone  # a clearing alone is a change
         (latest, *_) = c.call("users.audit", {"id": kept["id"]})["entries"]
         assert (latest["actor"], latest["field"], latest["new"]) == ("app", "bounce", None)
 
