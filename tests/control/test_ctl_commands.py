@@ -93,6 +93,7 @@ def test_users_and_sync_commands_script_the_common_actions(synced, sellsim):
         "CRM",
         "SYNC",
         "ERROR",
+        "BOUNCED",
     ]
     assert len(lines) == 3
     assert column(lines, "EMAIL", 0) == "zoe@example.com" and column(lines, "NAME", 0) == "Zoe Park"
