@@ -167,13 +167,17 @@ async def test_channels_get_carries_the_deliverability_figures(manual):
         # 30 days of business time: 31 days on, the same figures are out of the window
         c.call("clock.advance", {"seconds": 31 * 86400})
         later = c.call("channels.get", {"id": channel})["deliverability"]
-    assert figures == by_name == {
-        "sent_30d": 40,
-        "bounced_30d": 1,
-        "complaints_30d": 1,
-        "bounce_rate": 0.025,
-        "complaint_rate": 0.025,
-    }
+    assert (
+        figures
+        == by_name
+        == {
+            "sent_30d": 40,
+            "bounced_30d": 1,
+            "complaints_30d": 1,
+            "bounce_rate": 0.025,
+            "complaint_rate": 0.025,
+        }
+    )
     assert later["sent_30d"] == later["bounced_30d"] == later["complaints_30d"] == 0
 
 
