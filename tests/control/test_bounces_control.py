@@ -10,50 +10,28 @@ import sys
 from datetime import UTC, datetime
 
 import pytest
+import trio
+from plugins.bounced import bounce, take_bounces
 
 from kuloo_daemon.control.client import ControlError
 from kuloo_daemon.control.protocol import Event
-from kuloo_daemon.rules.bounces import Bounce, Kind, VerpSigner
-from kuloo_daemon.store import bounces
-from kuloo_daemon.store.bridge import Store
-from kuloo_daemon.store.models import OutboxMessage
-from kuloo_daemon.vocabulary import OutboxState
+from kuloo_daemon.rules.bounces import Bounce, Kind
 
 START = "2026-01-05T09:00:00Z"
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 MANUAL = f'[clock]\nmode = "manual"\nstart = "{START}"\n[sync]\nscheduled = false\n'
-SIGNER = VerpSigner([b"k" * 32])
 REASON = "550 5.1.1 <gone@example.org>: Recipient address rejected: [bold]User unknown"
 
 
 def token(kuloo_id: str, outbox_id: int = 1):
-    found = SIGNER.verify(SIGNER.bounce(kuloo_id, outbox_id) + "@x.example")
-    assert found is not None
-    return found
+    return bounce(Kind.HARD, kuloo_id, outbox_id=outbox_id).token
 
 
-async def take(daemon, *bounced: Bounce, sent: int = 0, channel: int = 1) -> None:
+async def take(daemon, *bounced: Bounce, sent: int = 0) -> None:
     """Take ``bounced`` on the daemon's database (and ``sent`` emails sent now, for the
     deliverability figures)."""
-
-    async def sent_mail() -> None:
-        user = await bounces.UserRow.filter(channel_id=channel).first()
-        assert user is not None
-        for i in range(sent):
-            await OutboxMessage.create(
-                channel_id=channel,
-                user_id=user.id,
-                kind="digest",
-                state=OutboxState.SENT.value,
-                message_id=f"<sent.{i}@example.com>",
-                sent_at=NOW,
-            )
-
-    async with Store.open(str(daemon.root / "state" / "kuloo.sqlite3")) as store:
-        if sent:
-            await store.run(sent_mail)
-        for b in bounced:
-            await store.run(bounces.take, b, NOW)
+    database = daemon.root / "state" / "kuloo.sqlite3"
+    await trio.to_thread.run_sync(lambda: take_bounces(database, bounced, NOW, sent=sent))
 
 
 def ctl(daemon, *args: str) -> subprocess.CompletedProcess:
