@@ -107,6 +107,7 @@ class DashboardScreen(DaemonScreen):
         self.sub_title = "Dashboard"
         fill_table(self.query_one("#channels", DataTable), CHANNEL_COLUMNS, [])
         fill_table(self.query_one("#runs", DataTable), RUN_COLUMNS, [])
+        fill_table(self.query_one("#deliverability", DataTable), DELIVERABILITY_COLUMNS, [])
         self.query_one("#relay", Static).display = False
         self.query_one("#reputation", Static).display = False
         super().on_mount()
@@ -220,8 +221,11 @@ class DashboardScreen(DaemonScreen):
                 )
             )
             warned += warnings(c["name"], figures)
+        # A daemon from before bounces has no figures: no section then. (Shown otherwise from
+        # the start: a DataTable shown and filled at once was seen drawn empty now and then.)
+        older = bool(self.channels) and not rows
         for wid in ("#dlv-title", "#deliverability"):
-            self.query_one(wid).display = bool(rows)
+            self.query_one(wid).display = not older
         fill_table(self.query_one("#deliverability", DataTable), DELIVERABILITY_COLUMNS, rows)
         box = self.query_one("#reputation", Static)
         box.display = bool(warned)

@@ -28,8 +28,10 @@ COLUMNS = (
     Col("Source", keep=1),
     Col("CRM", keep=2),
     Col("Sync error", keep=8),
-    Col("Bounced", keep=7),  # the bounce's status ("5.1.1"): no email goes to the address
 )
+# Shown when a user listed has bounced: the bounce's status ("5.1.1"); no email goes to
+# the address. Without one, the other columns keep the room.
+WITH_BOUNCED = (*COLUMNS, Col("Bounced", keep=7))
 LEGEND = (
     "Bounced: the address refused mail for good; nothing is sent to it until the bounce "
     "is cleared (its profile) or its email changes."
@@ -196,10 +198,12 @@ class UsersScreen(DaemonScreen):
         )
 
     def show(self) -> None:
+        bounced = any(u.get("bounce") for u in self.users)
+        rows = [self.row(u) for u in self.users]
         show_rows(
             self.query_one("#users", DataTable),
-            COLUMNS,
-            [self.row(u) for u in self.users],
+            WITH_BOUNCED if bounced else COLUMNS,
+            rows if bounced else [r[:-1] for r in rows],
             [str(u["id"]) for u in self.users],
         )
 

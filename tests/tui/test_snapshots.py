@@ -337,7 +337,10 @@ def bounced(seeded):
 def test_dashboard_with_deliverability_warnings(bounced, snap_compare, size):
     async def run_before(pilot):
         await dashboard_loaded(pilot)
-        await until(lambda: pilot.app.screen.query_one("#reputation").display, pilot)
+        screen = pilot.app.screen
+        await until(lambda: screen.query_one("#deliverability", DataTable).row_count == 2, pilot)
+        await until(lambda: screen.query_one("#reputation").display, pilot)
+        await pilot.pause(0.1)  # the table drawn at its new height
 
     assert snap_compare(app_for(bounced), terminal_size=size, run_before=run_before)
 
