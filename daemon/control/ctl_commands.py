@@ -253,6 +253,17 @@ def users_reset(client: ControlClient, args: argparse.Namespace) -> Output:
     ]
 
 
+def users_clear_bounce(client: ControlClient, args: argparse.Namespace) -> Output:
+    user = user_doc(client, args.user, args.channel)
+    if not user.get("bounce"):
+        return user, [f"user {user['id']} ({user['email']}) has not bounced: nothing to clear"]
+    done = client.call("users.update", {"id": user["id"], "clear_bounce": True})
+    return done, [
+        f"user {done['id']} ({done['email']}): bounce cleared ({_bounce(user['bounce'])}); "
+        "mail to the address resumes from now"
+    ]
+
+
 def users_erase(client: ControlClient, args: argparse.Namespace) -> Output:
     user = user_doc(client, args.user, args.channel)
     confirm = args.confirm
@@ -408,7 +419,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     """The friendly subcommands under ``sub``; ``common`` carries --socket/--config/--json."""
     users = sub.add_parser(
         "users",
-        help="list, show, add, erase users; reset a user's sequence",
+        help="list, show, add, erase users; reset a user's sequence; clear a user's bounce",
         description="Users of a channel.",
     ).add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _leaf(
@@ -486,6 +497,16 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         users_reset,
         "Reset a user's sequence (users.reset_sequence): the sequence starts "
         "again from its first article. Safe to repeat.",
+        common,
+    )
+    p.add_argument("user", metavar="USER", help="user id, or email address (in --channel)")
+
+    p = _leaf(
+        users,
+        "clear-bounce",
+        users_clear_bounce,
+        "Clear a user's bounce (users.update with clear_bounce): Kuloo mails the address "
+        "again from now on. Only when you know it works again; the next bounce marks it again.",
         common,
     )
     p.add_argument("user", metavar="USER", help="user id, or email address (in --channel)")

@@ -183,6 +183,25 @@ async def test_kuloo_ctl_lists_the_bounced_users_and_shows_the_bounce(manual):
     ]
 
 
+async def test_kuloo_ctl_clears_a_bounce(manual):
+    channel, gone, kept = _users(manual)
+    await take(manual, Bounce(Kind.HARD, "5.1.1", REASON, token(gone["kuloo_id"])))
+    r = ctl(manual, "users", "clear-bounce", "gone@example.org")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == (
+        f"user {gone['id']} (gone@example.org): bounce cleared (5.1.1 {REASON} ({START})); "
+        "mail to the address resumes from now"
+    )
+    with manual.client() as c:
+        assert c.call("users.get", {"id": gone["id"]})["bounce"] is None
+        entries = c.call("users.audit", {"id": gone["id"]})["entries"]
+    assert (entries[0]["actor"], entries[0]["field"]) == ("admin", "bounce")
+    r = ctl(manual, "users", "clear-bounce", str(kept["id"]))
+    assert r.returncode == 0 and "has not bounced: nothing to clear" in r.stdout
+    r = ctl(manual, "users", "clear-bounce", "nobody@example.org")
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
+
+
 def test_kuloo_ctl_users_list_help_names_the_bounced_filter(short_tmp):
     r = subprocess.run(
         [sys.executable, "-m", "kuloo_daemon.control.ctl", "users", "list", "--help"],

@@ -221,6 +221,7 @@ def test_friendly_commands_without_a_daemon(short_tmp):
         ("users show", "users.get"),
         ("users add", "users.add"),
         ("users reset", "users.reset_sequence"),
+        ("users clear-bounce", "users.update"),
         ("sync run", "sync.run"),
         ("sync runs", "sync.runs"),
         ("sync errors", "sync.errors"),
