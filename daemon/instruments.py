@@ -57,7 +57,7 @@ LINKS_ROUTES = (
     "/signup/{channel}",
     "other",
 )
-PRUNED_TABLES = ("sync_runs", "audit", "outbox")
+PRUNED_TABLES = ("sync_runs", "audit", "outbox", "bounce_events", "inbound_messages")
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"})
 # Runs started but not yet finished, remembered for their duration; more means a leak.
 OPEN_RUNS_MAX = 10_000

@@ -89,6 +89,14 @@ def _subscription(user: dict[str, Any]) -> str:
     return "unsubscribed" if user["unsubscribed"] else user["frequency"]
 
 
+def _bounce(bounce: dict[str, Any] | None) -> str:
+    """A bounced address: its status, the remote server's words and when; else "no"."""
+    if not bounce:
+        return "no"
+    words = " ".join(w for w in (bounce["status"], bounce["reason"]) if w)
+    return f"{words} ({bounce['at']})" if bounce.get("at") else words
+
+
 def _counts(counts: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v)
 
@@ -144,6 +152,8 @@ def users_list(client: ControlClient, args: argparse.Namespace) -> Output:
         params["source"] = "" if args.source == "app" else args.source
     if args.has_sync_error is not None:
         params["has_sync_error"] = args.has_sync_error
+    if args.bounced is not None:
+        params["bounced"] = args.bounced
     page = client.call("users.list", params)
     rows = [
         (
@@ -155,11 +165,13 @@ def users_list(client: ControlClient, args: argparse.Namespace) -> Output:
             u["promo_tags"],
             _crm(u["crm"]),
             "yes" if u["sync_error"] else "",
+            (u.get("bounce") or {}).get("status", ""),
         )
         for u in page["users"]
     ]
     lines = table(
-        ("ID", "EMAIL", "NAME", "SUBSCRIPTION", "SOURCE", "PROMO", "CRM", "SYNC ERROR"), rows
+        ("ID", "EMAIL", "NAME", "SUBSCRIPTION", "SOURCE", "PROMO", "CRM", "SYNC ERROR", "BOUNCED"),
+        rows,
     )
     more = f"; next page: --after {page['next']}" if page["next"] else ""
     _hint(args, f"{len(page['users'])} of {page['total']} user(s){more}")
@@ -180,6 +192,7 @@ def _user_lines(u: dict[str, Any]) -> list[str]:
             ("source", u["source"] or "app"),
             ("CRM", _crm(u["crm"])),
             ("sync error", u["sync_error"]),
+            ("bounced", _bounce(u.get("bounce"))),
             ("last active", u["last_active"]),
             ("KulooId", u["kuloo_id"]),
             ("created", u["created_at"]),
@@ -237,6 +250,17 @@ def users_reset(client: ControlClient, args: argparse.Namespace) -> Output:
     return result, [
         f"user {user['id']} ({user['email']}): sequence reset, {result['cleared']} sent article(s) "
         "cleared; it starts again from its first article"
+    ]
+
+
+def users_clear_bounce(client: ControlClient, args: argparse.Namespace) -> Output:
+    user = user_doc(client, args.user, args.channel)
+    if not user.get("bounce"):
+        return user, [f"user {user['id']} ({user['email']}) has not bounced: nothing to clear"]
+    done = client.call("users.update", {"id": user["id"], "clear_bounce": True})
+    return done, [
+        f"user {done['id']} ({done['email']}): bounce cleared ({_bounce(user['bounce'])}); "
+        "mail to the address resumes from now"
     ]
 
 
@@ -395,7 +419,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     """The friendly subcommands under ``sub``; ``common`` carries --socket/--config/--json."""
     users = sub.add_parser(
         "users",
-        help="list, show, add, erase users; reset a user's sequence",
+        help="list, show, add, erase users; reset a user's sequence; clear a user's bounce",
         description="Users of a channel.",
     ).add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _leaf(
@@ -403,7 +427,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         "list",
         users_list,
         "List a channel's users, one page (users.list): id, email, name, "
-        "subscription, source, promo tags, CRM record, sync error.",
+        "subscription, source, promo tags, CRM record, sync error, bounce status.",
         common,
     )
     p.add_argument("--query", "-q", help="part of the email or name")
@@ -423,6 +447,12 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         dest="has_sync_error",
         action=argparse.BooleanOptionalAction,
         help="only users with (--no-has-sync-error: without) a sync error",
+    )
+    p.add_argument(
+        "--bounced",
+        action=argparse.BooleanOptionalAction,
+        help="only users whose address bounced, who get no email until the bounce is "
+        "cleared (--no-bounced: only the others)",
     )
     p.add_argument("--limit", type=_positive, default=50, help="page size, 1..500 (default 50)")
     p.add_argument(
@@ -467,6 +497,16 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         users_reset,
         "Reset a user's sequence (users.reset_sequence): the sequence starts "
         "again from its first article. Safe to repeat.",
+        common,
+    )
+    p.add_argument("user", metavar="USER", help="user id, or email address (in --channel)")
+
+    p = _leaf(
+        users,
+        "clear-bounce",
+        users_clear_bounce,
+        "Clear a user's bounce (users.update with clear_bounce): Kuloo mails the address "
+        "again from now on. Only when you know it works again; the next bounce marks it again.",
         common,
     )
     p.add_argument("user", metavar="USER", help="user id, or email address (in --channel)")

@@ -27,6 +27,7 @@ from ..rules.signing import aligned
 from ..secrets import Secret
 from ..services import Services
 from ..store import Conflict, Invalid, NotFound
+from ..store import bounces as bounce_store
 from ..store import channels as channel_store
 from ..store import leases as lease_store
 from ..store import retention as retention_store
@@ -223,6 +224,12 @@ async def channels_list(services: Services, params: dict[str, Any]) -> dict[str,
 
 
 async def channels_get(services: Services, params: dict[str, Any]) -> dict[str, Any]:
+    """``channels.get {"id"}`` or ``{"name"}`` → the channel document, plus ``sync``'s
+    ``next_sync_at`` and ``last_run``, and ``deliverability``: ``{"sent_30d",
+    "bounced_30d", "complaints_30d", "bounce_rate", "complaint_rate"}`` over the last 30
+    days of business time (hard bounces and complaints per email sent; fractions, 0 when
+    nothing was sent). Above 2 % bounces or 0.1 % complaints the mailbox providers start
+    to refuse the sender (Gmail's hard line: 0.3 % complaints)."""
     if "name" in params and "id" not in params:
         if not isinstance(params["name"], str) or len(params["name"]) > 200:
             raise _invalid("'name' must be a string of at most 200 characters")
@@ -234,6 +241,10 @@ async def channels_get(services: Services, params: dict[str, Any]) -> dict[str, 
     last = await services.store.run(sync_runs.last_run, doc.id)
     out["sync"]["next_sync_at"] = iso(await engine.next_sync_at(services, doc.id))
     out["sync"]["last_run"] = render.sync_run(last) if last else None
+    # The channel owner's sender reputation: the last 30 days of business time.
+    out["deliverability"] = render.deliverability(
+        await services.store.run(bounce_store.deliverability, doc.id, services.clock.now())
+    )
     return out
 
 

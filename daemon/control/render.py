@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..clock import Clock, iso
+from ..store.bounces import Deliverability
 from ..store.channels import Channel
 from ..store.delivery import ArticleSummary, OutboxEntry
 from ..store.sync.types import ErrorDoc, RunDoc
@@ -102,9 +103,23 @@ def user(doc: User) -> dict[str, Any]:
         "last_active": iso(doc.last_active),
         "crm": {"kind": doc.crm.kind.value, "id": doc.crm.id} if doc.crm else None,
         "sync_error": doc.sync_error,
+        # The address bounced (no email of any kind until cleared or the email changes).
+        "bounce": {
+            "status": doc.bounce.status,
+            "reason": doc.bounce.reason,
+            "at": iso(doc.bounce.at),
+        }
+        if doc.bounce
+        else None,
         "created_at": iso(doc.created_at),
         "updated_at": iso(doc.updated_at),
     }
+
+
+def deliverability(d: Deliverability) -> dict[str, Any]:
+    """``channels.get``'s ``deliverability``: the last 30 days' emails sent, hard bounces,
+    complaints and their rates (fractions: 0.02 is 2 %)."""
+    return d.as_dict()
 
 
 def audit_entry(entry: AuditRecord) -> dict[str, Any]:

@@ -8,15 +8,21 @@ add, read, edit and list a channel's users through them.
                    ``frequency`` defaults to ``weekly``; ``add_to_crm`` to false (the
                    channel's ``add_all_users_to_crm`` applies at sync time, per user it is
                    not copied); the same email (any case) twice in a channel: ``conflict``.
-``users.get``      ``{"id"}`` or ``{"channel", "email"}`` → the user document.
+``users.get``      ``{"id"}`` or ``{"channel", "email"}`` → the user document. Its
+                   ``bounce`` is ``{"status", "reason", "at"}`` when the address bounced
+                   (no email of any kind is sent to it), else null.
 ``users.update``   ``{"id", "email"?, "first_name"?, "last_name"?, "frequency"?,
-                   "unsubscribed"?, "add_to_crm"?, "promo_tags"?, "actor"?}``; ``source``,
-                   ``kuloo_id`` and the sync's fields are refused by name.
+                   "unsubscribed"?, "add_to_crm"?, "promo_tags"?, "clear_bounce"?,
+                   "actor"?}``; ``source``, ``kuloo_id``, ``bounce`` and the sync's fields
+                   are refused by name. ``"clear_bounce": true`` clears the bounce (mail
+                   resumes from now, no backlog; audit field ``bounce``), with the other
+                   changes in one transaction; on a user not bounced it changes nothing.
 ``users.activity`` ``{"id", "at"?}``: Last active = ``at`` (ISO, capped at now) or now;
                    it never moves backwards.
 ``users.list``     ``{"channel", "query"?, "has_sync_error"?, "subscription"?, "source"?,
-                   "promo"?, "crm_kind"?, "after"?, "limit"?}`` → ``{"users", "next",
-                   "total"}``, by id; pass ``next`` as ``after``; ``limit`` 1–500, 50.
+                   "promo"?, "crm_kind"?, "bounced"?, "after"?, "limit"?}`` → ``{"users",
+                   "next", "total"}``, by id; pass ``next`` as ``after``; ``limit`` 1–500,
+                   50. ``bounced`` true: only bounced users; false: only the others.
 ``users.audit``    ``{"id", "limit"?}`` → ``{"entries": [{"at", "actor", "field", "old",
                    "new", "note"}]}``, newest first.
 ``users.erase``    ``{"id", "confirm": <the user's email>}`` → ``{"id", "channel",
@@ -84,6 +90,7 @@ READ_ONLY = (
     "last_active",
     "crm",
     "sync_error",
+    "bounce",  # cleared with "clear_bounce": true; set only by the bounce mailbox and relay
     "created_at",
     "updated_at",
 )
@@ -229,6 +236,7 @@ class Changes:
     user_id: int
     fields: dict[str, Any]
     actor: Actor
+    clear_bounce: bool = False
 
 
 def check_changes(params: dict[str, Any]) -> Changes:
@@ -238,10 +246,14 @@ def check_changes(params: dict[str, Any]) -> Changes:
         if key in params:
             problems.add(f"'{key}' cannot be changed with users.update")
     fields = _editable(params, problems)
+    clear_bounce = params.get("clear_bounce", False)
+    if not isinstance(clear_bounce, bool):
+        problems.add("'clear_bounce' must be true or false")
+        clear_bounce = False
     actor = _actor(params, problems)
     problems.raise_any()
     assert user_id is not None
-    return Changes(user_id, fields, actor)
+    return Changes(user_id, fields, actor, clear_bounce)
 
 
 @dataclass(frozen=True)
@@ -281,6 +293,10 @@ def check_list(params: dict[str, Any]) -> Listing:
     ):
         problems.add(f"'promo' must be a tag (a non-empty string of at most {TAG_MAX} characters)")
         promo = None
+    bounced = params.get("bounced")
+    if bounced is not None and not isinstance(bounced, bool):
+        problems.add("'bounced' must be true or false")
+        bounced = None
     crm_kind = params.get("crm_kind")
     if crm_kind is not None and crm_kind not in CRM_KINDS:
         problems.add(f"'crm_kind' must be one of {', '.join(CRM_KINDS)}")
@@ -299,6 +315,7 @@ def check_list(params: dict[str, Any]) -> Listing:
         source=Source(source) if source is not None else None,
         promo=promo,
         crm_kind=crm_kind,
+        bounced=bounced,
     )
     return Listing(channel_id, filters, after, limit)
 
@@ -344,7 +361,12 @@ async def users_get(services: Services, params: dict[str, Any]) -> dict[str, Any
 async def users_update(services: Services, params: dict[str, Any]) -> dict[str, Any]:
     changes = check_changes(params)
     done = await services.store.run(
-        user_store.update, changes.user_id, changes.fields, changes.actor, services.clock.now()
+        user_store.update,
+        changes.user_id,
+        changes.fields,
+        changes.actor,
+        services.clock.now(),
+        clear_bounce=changes.clear_bounce,
     )
     if not done.changed:
         return render.user(done.user)

@@ -1,9 +1,11 @@
-"""Retention: once a day (business time), old sync runs, audit entries and settled outbox
-messages are deleted, a small batch per store crossing with a pause between, so control
-calls and the sync keep answering while a large backlog goes (docs/operations.md).
+"""Retention: once a day (business time), old sync runs, audit entries, settled outbox
+messages, bounce events and bounce-mailbox digests are deleted, a small batch per store
+crossing with a pause between, so control calls and the sync keep answering while a large
+backlog goes (docs/operations.md).
 
-``[retention] sync_runs_days`` (90), ``audit_days`` (365) and ``outbox_days`` (90, at least
-30: messages are rendered at send, so the outbox holds no bodies to drop earlier).
+``[retention] sync_runs_days`` (90), ``audit_days`` (365; bounce events and digests too) and
+``outbox_days`` (90, at least 30: messages are rendered at send, so the outbox holds no
+bodies to drop earlier).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class Retention:
         self.last_run = now
         counts = {}
         for kind in store.KINDS:
-            days = self.services.config[f"retention.{kind.name}_days"]
+            days = self.services.config[kind.days_key]
             counts[kind.name] = await self.prune(kind, now - timedelta(days=days))
             self.services.metrics.pruned_rows(kind.name, counts[kind.name])
         self.deleted = counts

@@ -1,7 +1,8 @@
 """A user's erasure (``users.erase``) and the tombstone it leaves (docs/operations.md).
 
-``erase`` deletes the user row in one transaction: tags, sequence progress and outbox go
-with it (cascades); the user's audit entries keep their fact but lose their values and
+``erase`` deletes the user row in one transaction: tags, sequence progress, outbox and
+bounce events go with it (cascades; so does a confirmation's bounce that names the
+address); the user's audit entries keep their fact but lose their values and
 notes (so do other entries of the channel that name the address); their Sync errors, and
 any record error that carries or names their address, are deleted. An ``ErasedUser`` row
 keeps what the sync needs to recognise the Sell record again (the former id and KulooId,
@@ -26,7 +27,7 @@ from ..rules.importing import Tombstone, email_hash
 from ..rules.texts import E_ERASED
 from ..vocabulary import Actor, email_key
 from . import Invalid, NotFound
-from .models import AuditEntry, ErasedUser, SyncError
+from .models import AuditEntry, BounceEvent, ErasedUser, SyncError
 from .models import User as UserRow
 
 
@@ -67,6 +68,11 @@ async def erase(user_id: int, confirm: str, key: bytes, now: datetime) -> Erased
                 channel_id=row.channel_id, user_id=None, crm_kind=row.crm_kind, crm_id=row.crm_id
             )
         await SyncError.filter(mine).delete()
+        # Their bounce events go with the row (cascade); a bounce without a user (a
+        # confirmation email's) that names the address goes too.
+        await BounceEvent.filter(
+            channel_id=row.channel_id, user_id=None, reason__icontains=row.email
+        ).delete()
         await ErasedUser.create(
             channel_id=row.channel_id,
             former_id=row.id,

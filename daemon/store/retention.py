@@ -1,5 +1,6 @@
-"""Retention: old sync runs, audit entries and settled outbox messages are deleted in small
-batches by id range, so no statement holds the store for long (docs/operations.md).
+"""Retention: old sync runs, audit entries, settled outbox messages, bounce events and the
+bounce mailbox's message digests are deleted in small batches by id range, so no statement
+holds the store for long (docs/operations.md).
 
 Rows of these tables are written in time order, so their ids and their times grow
 together: ``boundary`` finds, with a few primary-key lookups (a binary search), the last
@@ -28,7 +29,7 @@ from tortoise.functions import Max
 from tortoise.models import Model
 
 from ..vocabulary import OutboxState, SyncRunStatus
-from .models import AuditEntry, OutboxMessage, SyncRun
+from .models import AuditEntry, BounceEvent, InboundMessage, OutboxMessage, SyncRun
 
 BATCH = 1000
 
@@ -37,9 +38,14 @@ BATCH = 1000
 class Kind:
     """One table under retention: its rows older than a cutoff (by ``time``) may go."""
 
-    name: str  # the [retention] key's stem: sync_runs, audit, outbox
+    name: str  # the pruned-rows metric's table label
     model: type[Model]
     time: str
+    days: str = ""  # the [retention] key's stem (``<days>_days``); "" = ``name``
+
+    @property
+    def days_key(self) -> str:
+        return f"retention.{self.days or self.name}_days"
 
     def keep(self) -> Q:
         if self.model is OutboxMessage:
@@ -59,6 +65,11 @@ KINDS = (
     Kind("sync_runs", SyncRun, "started_at"),
     Kind("audit", AuditEntry, "at"),
     Kind("outbox", OutboxMessage, "created_at"),
+    # Bounces heard (the deliverability figures read 30 days, the soft-bounce rule less) and
+    # the digests of the bounce mailbox's messages (process-once needs them for minutes):
+    # as long as the audit trail that records their effects.
+    Kind("bounce_events", BounceEvent, "at", days="audit"),
+    Kind("inbound_messages", InboundMessage, "at", days="audit"),
 )
 
 

@@ -67,6 +67,16 @@ class CrmLink:
 
 
 @dataclass(frozen=True)
+class UserBounce:
+    """The address bounced for good (``store.bounces``): the status ("5.1.1", "550"), the
+    remote server's words, and when."""
+
+    status: str
+    reason: str
+    at: datetime | None
+
+
+@dataclass(frozen=True)
 class User:
     """The profile document, plus what the sync's merge needs (revision, change times)."""
 
@@ -88,6 +98,7 @@ class User:
     updated_at: datetime | None
     revision: int
     changed_at: Mapping[str, datetime]  # editable field -> its last Kuloo change time
+    bounce: UserBounce | None = None  # None: the address has not bounced
 
 
 @dataclass(frozen=True)
@@ -160,6 +171,9 @@ def document(row: UserRow) -> User:
         updated_at=row.updated_at,
         revision=row.revision,
         changed_at={k: _parse_time(v) for k, v in (row.changed_at or {}).items()},
+        bounce=UserBounce(row.bounce_status, row.bounce_reason, row.bounce_at)
+        if row.bounce_status
+        else None,
     )
 
 
@@ -615,8 +629,18 @@ async def get_by_email(channel_id: int, email: str) -> User:
     return document(row)
 
 
-async def update(user_id: int, changes: Mapping[str, Any], actor: Actor, now: datetime) -> Updated:
-    """An edit by an admin or the app (``users.update``): checked, applied, audited."""
+async def update(
+    user_id: int,
+    changes: Mapping[str, Any],
+    actor: Actor,
+    now: datetime,
+    *,
+    clear_bounce: bool = False,
+) -> Updated:
+    """An edit by an admin or the app (``users.update``): checked, applied, audited.
+
+    ``clear_bounce``: the address may be mailed again (``store.bounces.clear``'s effect, in
+    the same transaction as the edit); on a user not bounced it changes nothing."""
     try:
         async with in_transaction():
             row = await _row(user_id, for_update=True)
@@ -624,7 +648,15 @@ async def update(user_id: int, changes: Mapping[str, Any], actor: Actor, now: da
                 _check_promo(await _channel(row.channel_id), changes["promo_tags"])
             if "email" in changes and email_key(changes["email"]) != row.email_key:
                 await _email_taken(row.channel_id, email_key(changes["email"]), other_than=row.id)
-            changed = await apply_changes(row, changes, actor=actor, now=now)
+            cleared: tuple[str, ...] = ()
+            if clear_bounce and row.bounce_status:
+                entry = clear_bounce_fields(row, actor=actor, now=now, note="")
+                row.revision += 1
+                row.updated_at = now  # the next sync clears Sell's Sync error
+                await row.save(update_fields=[*BOUNCE_FIELDS, "revision", "updated_at"])
+                await entry.save()
+                cleared = ("bounce",)
+            changed = cleared + await apply_changes(row, changes, actor=actor, now=now)
     except IntegrityError:
         raise Conflict(
             f"another user of the channel already has the email {changes.get('email')!r}"

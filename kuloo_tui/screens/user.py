@@ -1,5 +1,6 @@
 """A user's profile: frequency, unsubscribed, add-to-CRM, names, promo tags (only the
-channel's tags are offered), the CRM link and the audit trail. Also "Add user"."""
+channel's tags are offered), the CRM link, the bounce (with "Clear bounce", behind a
+confirmation) and the audit trail. Also "Add user"."""
 
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ class UserScreen(DaemonScreen):
         Binding("escape", "app.pop_screen", "Back"),
         Binding("f8", "reset_sequence", "Reset sequence"),
         Binding("ctrl+delete", "erase_user", "Erase"),
+        Binding("f7", "clear_bounce", "Clear bounce"),  # shown only for a bounced user
     ]
 
     def __init__(self, channel_id: int, user_id: int | None = None) -> None:
@@ -98,6 +100,9 @@ class UserScreen(DaemonScreen):
             yield Label("Promo tags (the channel's sequential tags)")
             yield CheckList(id="promo_tags", compact=True)
             yield Static(id="crm", markup=False)
+            # The address bounced: the remote server's words, drawn as they came.
+            yield Static(id="bounce", markup=False)
+            yield Button("Clear bounce…", id="clear-bounce", variant="warning", compact=True)
             yield Button(
                 "Add user" if self.user_id is None else "Save",
                 id="save",
@@ -114,6 +119,7 @@ class UserScreen(DaemonScreen):
 
     def on_mount(self) -> None:
         self.sub_title = "Add user" if self.user_id is None else "User"
+        self.show_bounce(None)
         if self.user_id is not None:
             audit = self.query_one("#audit", DataTable)
             for label, width in (("At", 16), ("Actor", 6), ("Field", 14), ("Old", 22), ("New", 22)):
@@ -186,6 +192,20 @@ class UserScreen(DaemonScreen):
         self.query_one("#crm", Static).update(
             Text.assemble("CRM: ", crm_link(doc.get("crm"), web), f"   Source: {source}{error}")
         )
+        self.show_bounce(doc.get("bounce"))
+
+    def show_bounce(self, bounce: dict[str, Any] | None) -> None:
+        box = self.query_one("#bounce", Static)
+        box.display = bounce is not None
+        self.query_one("#clear-bounce", Button).display = bounce is not None
+        if bounce is not None:
+            box.update(Text(bounce_line(bounce)))
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "clear_bounce":
+            return bool(self.doc and self.doc.get("bounce"))  # F7 only for a bounced user
+        return True
 
     def form(self) -> dict[str, Any]:
         return {
@@ -203,6 +223,36 @@ class UserScreen(DaemonScreen):
             self.action_save()
         elif event.button.id == "reset":
             self.action_reset_sequence()
+        elif event.button.id == "clear-bounce":
+            self.action_clear_bounce()
+
+    def action_clear_bounce(self) -> None:
+        """users.update {"clear_bounce": true}, after a confirmation."""
+        if self.user_id is None or self.doc is None or not self.doc.get("bounce"):
+            return
+        user_id, email, bounce = self.user_id, self.doc["email"], self.doc["bounce"]
+        words = " ".join(w for w in (bounce.get("status"), bounce.get("reason")) if w)
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.call(
+                    "users.update",
+                    {"id": user_id, "clear_bounce": True},
+                    lambda doc: Saved("bounce-cleared", doc),
+                    group="clear-bounce",
+                )
+
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Clear the bounce of {email}?\n\n"
+                f"Its mail server refused mail for good: {words}\n\n"
+                "Kuloo sends to it again from now on (nothing that was skipped is sent). "
+                "Clear it only if you know the address works again; the next bounce marks "
+                "it again.",
+                yes="Clear bounce",
+            ),
+            answered,
+        )
 
     def action_reset_sequence(self) -> None:
         if self.user_id is None or self.doc is None:
@@ -280,6 +330,15 @@ class UserScreen(DaemonScreen):
             self.app.notify(f"User {message.doc['id']} erased.")
             self.app.pop_screen()
             return
+        if message.what == "bounce-cleared":
+            self.show(message.doc)
+            self.app.notify(f"Bounce cleared: mail to {message.doc['email']} resumes.")
+            self.call(
+                "users.audit",
+                {"id": self.user_id, "limit": 50},
+                lambda r: Loaded("audit", r["entries"]),
+            )
+            return
         if message.what == "reset":
             self.app.notify(f"Sequence reset ({message.doc['cleared']} sent article(s) forgotten).")
             self.load_progress()
@@ -299,13 +358,25 @@ class UserScreen(DaemonScreen):
         )
 
     def on_daemon_event(self, event: DaemonEvent) -> None:
-        if (
-            event.event == "user.updated"
-            and isinstance(event.data, dict)
-            and self.user_id is not None
-            and event.data.get("id") == self.user_id
+        if self.user_id is None or not isinstance(event.data, dict):
+            return
+        if (event.event == "user.updated" and event.data.get("id") == self.user_id) or (
+            # the sync or the bounce mailbox changed users of the channel (a bounce, say)
+            event.event == "users.changed" and self.user_id in (event.data.get("ids") or ())
         ):
             self.reload()
+
+
+def bounce_line(bounce: dict[str, Any]) -> str:
+    """The profile's bounce: when, the status and the remote server's words, and what it means."""
+    at = (bounce.get("at") or "")[:16].replace("T", " ")
+    words = " ".join(w for w in (bounce.get("status"), bounce.get("reason")) if w)
+    when = f" on {at} UTC" if at else ""
+    return (
+        f"Bounced{when}: {words}\n"
+        "No email of any kind goes to this address until the bounce is cleared or the "
+        "email changes."
+    )
 
 
 def describe_progress(progress: dict[str, Any]) -> str:

@@ -1,5 +1,6 @@
 """Users of a channel: paged from ``users.list`` with its cursor (never every user),
-searched as you type, filtered by sync error, subscription, source, promo tag, lead/contact."""
+searched as you type, filtered by sync error, subscription, source, promo tag, lead/contact
+and bounced. A bounced user's row carries the bounce's status in the Bounced column."""
 
 from __future__ import annotations
 
@@ -27,6 +28,13 @@ COLUMNS = (
     Col("Source", keep=1),
     Col("CRM", keep=2),
     Col("Sync error", keep=8),
+)
+# Shown when a user listed has bounced: the bounce's status ("5.1.1"); no email goes to
+# the address. Without one, the other columns keep the room.
+WITH_BOUNCED = (*COLUMNS, Col("Bounced", keep=7))
+LEGEND = (
+    "Bounced: the address refused mail for good; nothing is sent to it until the bounce "
+    "is cleared (its profile) or its email changes."
 )
 
 
@@ -96,6 +104,9 @@ class UsersScreen(DaemonScreen):
             yield Select(
                 [(k, k) for k in CRM_KINDS], prompt="lead/contact", id="f-crm", compact=True
             )
+            yield Select(
+                [("yes", True), ("no", False)], prompt="bounced", id="f-bounced", compact=True
+            )
         yield DataTable(id="users", cursor_type="row", zebra_stripes=True)
         yield Static(id="count", markup=False)
         yield Footer()
@@ -118,6 +129,7 @@ class UsersScreen(DaemonScreen):
             ("f-source", "source"),
             ("f-promo", "promo"),
             ("f-crm", "crm_kind"),
+            ("f-bounced", "bounced"),
         ):
             value = self.query_one(f"#{wid}", Select).value
             if value is not Select.NULL:
@@ -158,6 +170,9 @@ class UsersScreen(DaemonScreen):
             self.sub_title = f"Users of {message.data['name']}"
             self.query_one("#f-promo", Select).set_options([(literal(t), t) for t in self.tags])
             return
+        if message.what == "user":
+            self.replace(message.data)
+            return
         if message.what != "users":
             return
         page = message.data
@@ -173,16 +188,22 @@ class UsersScreen(DaemonScreen):
             if self.open_when_shown and self.shown_query == typed:
                 self.open_when_shown = False
                 self.action_open_user()
+        self.show_count()
+
+    def show_count(self) -> None:
         more = " — m or the end of the list loads more" if self.next is not None else ""
+        legend = f"\n{LEGEND}" if any(u.get("bounce") for u in self.users) else ""
         self.query_one("#count", Static).update(
-            f"{len(self.users):,} of {self.total:,} shown{more}"
+            f"{len(self.users):,} of {self.total:,} shown{more}{legend}"
         )
 
     def show(self) -> None:
+        bounced = any(u.get("bounce") for u in self.users)
+        rows = [self.row(u) for u in self.users]
         show_rows(
             self.query_one("#users", DataTable),
-            COLUMNS,
-            [self.row(u) for u in self.users],
+            WITH_BOUNCED if bounced else COLUMNS,
+            rows if bounced else [r[:-1] for r in rows],
             [str(u["id"]) for u in self.users],
         )
 
@@ -193,17 +214,22 @@ class UsersScreen(DaemonScreen):
     def row(user: dict[str, Any]) -> tuple[Text, ...]:
         name = " ".join(p for p in (user.get("first_name"), user.get("last_name")) if p)
         source = SOURCES.get(user["source"], user["source"])
-        return tuple(
-            literal(cell)
-            for cell in (
-                str(user["id"]),
-                user["email"],
-                name,
-                subscription(user),
-                source,
-                crm(user),
-                "yes" if user.get("sync_error") else "",
-            )
+        bounced = literal((user.get("bounce") or {}).get("status", ""))
+        bounced.style = "bold red"
+        return (
+            *(
+                literal(cell)
+                for cell in (
+                    str(user["id"]),
+                    user["email"],
+                    name,
+                    subscription(user),
+                    source,
+                    crm(user),
+                    "yes" if user.get("sync_error") else "",
+                )
+            ),
+            bounced,
         )
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -236,11 +262,28 @@ class UsersScreen(DaemonScreen):
             if any(shown["id"] == event.data.get("id") for shown in self.users):
                 self.reload()  # an erased user leaves the list
             return
+        if event.event == "users.changed" and isinstance(event.data, dict):
+            # Users changed by the sync or the bounce mailbox: the rows shown are read again.
+            if event.data.get("channel") == self.channel_id:
+                ids = set(event.data.get("ids") or ())
+                for shown in self.users:
+                    if shown["id"] in ids:
+                        self.call(
+                            "users.get",
+                            {"id": shown["id"]},
+                            lambda doc: Loaded("user", doc),
+                            group=f"user-{shown['id']}",
+                        )
+            return
         if event.event != "user.updated" or not isinstance(event.data, dict):
             return
-        user = event.data
+        self.replace(event.data)
+
+    def replace(self, user: dict[str, Any]) -> None:
+        """A user's new document, in its row if it is shown."""
         for i, shown in enumerate(self.users):
             if shown["id"] == user["id"]:
                 self.users[i] = user
                 self.show()
+                self.show_count()
                 return

@@ -93,6 +93,7 @@ def test_users_and_sync_commands_script_the_common_actions(synced, sellsim):
         "CRM",
         "SYNC",
         "ERROR",
+        "BOUNCED",
     ]
     assert len(lines) == 3
     assert column(lines, "EMAIL", 0) == "zoe@example.com" and column(lines, "NAME", 0) == "Zoe Park"
@@ -220,6 +221,7 @@ def test_friendly_commands_without_a_daemon(short_tmp):
         ("users show", "users.get"),
         ("users add", "users.add"),
         ("users reset", "users.reset_sequence"),
+        ("users clear-bounce", "users.update"),
         ("sync run", "sync.run"),
         ("sync runs", "sync.runs"),
         ("sync errors", "sync.errors"),

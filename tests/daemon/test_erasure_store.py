@@ -5,14 +5,17 @@ erasure refused."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from kuloo_daemon.store import Invalid, NotFound, erasure, users
+from kuloo_daemon.rules.bounces import Bounce, Kind, VerpSigner
+from kuloo_daemon.store import Invalid, NotFound, bounces, erasure, users
 from kuloo_daemon.store import channels as channel_store
 from kuloo_daemon.store.bridge import Store
-from kuloo_daemon.store.models import AuditEntry, ErasedUser, SyncError
+from kuloo_daemon.store.models import AuditEntry, BounceEvent, ErasedUser, SyncError
 from kuloo_daemon.vocabulary import Actor
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -167,3 +170,50 @@ async def test_users_erase_is_refused_while_the_channels_sync_runs(services_conf
         assert bad.value.code == "invalid_params"
         done = await users_erase(context, {"id": user.id, "confirm": EMAIL})
         assert done["erased"] is True and done["id"] == user.id
+
+
+async def test_erase_deletes_the_users_bounce_events_and_their_words_leave_the_file(
+    store, backend, short_tmp
+):
+    """Bounce events go with the user (the cascade), and so does a confirmation's bounce that
+    names the address (no user row to cascade from); SQLite's secure_delete leaves no trace
+    of the remote server's words in the file."""
+    cid, user = await setup(store)
+    other = await store.run(users.add, cid, {"email": "ozzy@example.com"}, Actor.ADMIN, T0)
+    signer = VerpSigner([b"k" * 32])
+
+    def token(local: str):
+        found = signer.verify(local + "@bounces.example.com")
+        assert found is not None
+        return found
+
+    words = "550 5.1.1 <Erin@Example.com>: Recipient unknown at quasar-mailhost-erin"
+    taken = [
+        Bounce(Kind.SOFT, "4.2.2", "mailbox full", token(signer.bounce(user.kuloo_id, 1))),
+        Bounce(Kind.HARD, "5.1.1", words, token(signer.bounce(user.kuloo_id, 2))),
+        # a confirmation email to the same address bounced: an event with no user
+        Bounce(Kind.HARD, "5.1.1", words, token(signer.confirm(cid))),
+        Bounce(Kind.HARD, "5.1.1", "550 unknown ozzy", token(signer.bounce(other.kuloo_id, 3))),
+    ]
+    for bounce in taken:
+        await store.run(bounces.take, bounce, T0)
+    assert len(await store.run(_all, BounceEvent)) == 4
+    assert (await store.run(users.get, user.id)).bounce is not None
+    if not backend.postgres:
+        assert b"quasar-mailhost-erin" in _file_bytes(f"{short_tmp}/s.sqlite3")
+
+    await store.run(erasure.erase, user.id, EMAIL, KEY, T0 + timedelta(hours=1))
+    left = await store.run(_all, BounceEvent)
+    assert [(e.user_id, e.reason) for e in left] == [(other.id, "550 unknown ozzy")]
+    if not backend.postgres:
+        raw = _file_bytes(f"{short_tmp}/s.sqlite3")
+        assert b"quasar-mailhost-erin" not in raw and b"mailbox full" not in raw
+        assert b"550 unknown ozzy" in raw  # the other user's event stays
+
+
+def _file_bytes(path: str) -> bytes:
+    """The SQLite file's bytes with the WAL checkpointed into it (and what the WAL holds)."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    wal = Path(path + "-wal")
+    return Path(path).read_bytes() + (wal.read_bytes() if wal.exists() else b"")

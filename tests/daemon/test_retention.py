@@ -14,7 +14,9 @@ from kuloo_daemon.store import retention as r
 from kuloo_daemon.store.models import (
     Article,
     AuditEntry,
+    BounceEvent,
     Channel,
+    InboundMessage,
     OutboxMessage,
     SequenceProgress,
     SyncRun,
@@ -42,16 +44,28 @@ async def test_the_daily_job_prunes_old_rows_and_keeps_what_must_stay(services_c
         # Channel 1: the running one and the recent newest stay; channel 2: its newest (150
         # days old) stays, so its cadence still counts from it.
         assert runs == {1: ["running", "ok@1"], 2: ["running", "ok@150"]}
-        assert job.deleted == {"sync_runs": 3, "audit": 2500, "outbox": 3}
+        assert job.deleted == {
+            "sync_runs": 3,
+            "audit": 2500,
+            "outbox": 3,
+            "bounce_events": 0,
+            "inbound_messages": 0,
+        }
         pruned = {
             t: services.metrics.registry.get_sample_value(
                 "kuloo_sync_retention_pruned_rows_total", {"table": t}
             )
             for t in job.deleted
         }
-        assert pruned == {"sync_runs": 3, "audit": 2500, "outbox": 3}  # the metrics count them
+        assert pruned == {  # the metrics count them
+            "sync_runs": 3,
+            "audit": 2500,
+            "outbox": 3,
+            "bounce_events": 0,
+            "inbound_messages": 0,
+        }
         await clock_job.run()  # nothing left to do
-        assert job.deleted == {"sync_runs": 0, "audit": 0, "outbox": 0}
+        assert set(job.deleted.values()) == {0}
         assert (
             services.metrics.registry.get_sample_value(
                 "kuloo_sync_retention_pruned_rows_total", {"table": "audit"}
@@ -169,6 +183,60 @@ async def test_the_boundary_is_found_by_a_binary_search_and_out_of_order_rows_ar
             440,
             first + 2000,
         )  # minutes 1,000..1,439 of day one, not later ones
+
+
+async def test_bounce_events_and_mailbox_digests_go_after_audit_days(services_config):
+    """Bounce events (their remote servers' words) and the bounce mailbox's digests are kept
+    as long as the audit trail (``[retention] audit_days``), counted in the metrics."""
+    config = services_config(
+        clock={"mode": "manual", "start": "2026-06-01T00:00:00Z"}, retention={"audit_days": 20}
+    )
+    async with open_services(config) as services:
+        now = services.clock.now()
+        await services.store.run(_seed_bounces, now)
+        job = Retention(services)
+        await job.run()
+        assert (job.deleted["bounce_events"], job.deleted["inbound_messages"]) == (1500, 2)
+        assert await services.store.run(_values, BounceEvent, "reason") == ["recent"]
+        assert await services.store.run(_values, InboundMessage, "digest") == ["c" * 64]
+        assert {
+            t: services.metrics.registry.get_sample_value(
+                "kuloo_sync_retention_pruned_rows_total", {"table": t}
+            )
+            for t in ("bounce_events", "inbound_messages")
+        } == {"bounce_events": 1500, "inbound_messages": 2}
+
+
+async def _seed_bounces(now):
+    """1,500 bounce events 25 to 26 days old (two batches) and one 10 days old; three
+    digests, 400, 21 and 19 days old."""
+    await Channel.create(id=1, name="c1", created_at=now, updated_at=now)
+    user = await User.create(
+        channel_id=1,
+        kuloo_id="k1",
+        email="a@example.com",
+        email_key="a@example.com",
+        created_at=now,
+        updated_at=now,
+    )
+    t0 = now - 26 * DAY
+    events = [
+        BounceEvent(
+            channel_id=1,
+            user_id=user.id,
+            kind="soft",
+            status="4.2.2",
+            reason="550 mailbox full at mx.example.org",
+            at=t0 + timedelta(minutes=i),
+        )
+        for i in range(1500)
+    ]
+    events.append(
+        BounceEvent(channel_id=1, user_id=None, kind="hard", reason="recent", at=now - 10 * DAY)
+    )
+    await BounceEvent.bulk_create(events)
+    for digest, age in (("a", 400), ("b", 21), ("c", 19)):
+        await InboundMessage.create(digest=digest * 64, kind="hard", at=now - age * DAY)
 
 
 async def test_status_shows_the_database_size(services_config):

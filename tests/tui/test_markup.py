@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+from datetime import UTC, datetime
 
 import pytest
+from plugins.bounced import bounce, take_bounces
 from textual.widgets import DataTable, Input, SelectionList, Static
 from textual.widgets._toast import Toast
 
+from kuloo_daemon.rules.bounces import Kind
 from kuloo_tui.app import make_app
 from kuloo_tui.client import DaemonClient
 from kuloo_tui.screens.articles import ArticlesScreen
@@ -33,11 +36,14 @@ NAMES = ["[/]", "[bold]x", "[link=file:///etc/passwd]y[/]"]
 ERROR = "Sell says [/] and [link=file:///etc/passwd]y[/] [bold]z"
 CHANNEL = "[bold]Acme[/]"
 TAG = "[/]"
+# A remote mail server's words (a bounce's reason) are as hostile as a Sell user's.
+BOUNCE_REASON = "550 5.1.1 [bold]no such user[/] [link=file:///etc/passwd]y[/]"
 
 
 def hostile_daemon(make_daemon):
-    """A channel, users, audit entries, a Sync error, an outbox message and an article, each
-    carrying markup (the error texts are written as a sync and a send would leave them)."""
+    """A channel, users, audit entries, a Sync error, an outbox message, an article and a
+    bounce, each carrying markup (the error texts are written as a sync and a send would
+    leave them; the bounce as the bounce mailbox takes it)."""
     d = make_daemon()
     folder = d.root / "state" / "articles" / "hostile"
     folder.mkdir(parents=True)
@@ -55,8 +61,9 @@ def hostile_daemon(make_daemon):
                 "sender": "Acme <n@acme.example>",
             },
         )
+        kuloo_ids = []
         for i, name in enumerate(NAMES):
-            c.call(
+            added = c.call(
                 "users.add",
                 {
                     "channel": 1,
@@ -66,6 +73,7 @@ def hostile_daemon(make_daemon):
                     "promo_tags": [TAG],
                 },
             )
+            kuloo_ids.append(added["kuloo_id"])
         c.call("users.update", {"id": 1, "first_name": "[link=file:///etc/passwd]z[/]"})
         report = c.call("articles.import", {"channel": 1, "path": "hostile"})
         assert report["imported"] == 1, report
@@ -86,6 +94,13 @@ def hostile_daemon(make_daemon):
             " values (1, 1, 'digest', 'failed', '<m.1@t>', 1, ?, ?, ?)",
             (ERROR, at, at),
         )
+    # user 1 bounced; 1 bounce in 10 emails: the dashboard warns, naming the channel
+    take_bounces(
+        d.root / "state" / "kuloo.sqlite3",
+        [bounce(Kind.HARD, kuloo_ids[0], "5.1.1", BOUNCE_REASON)],
+        datetime(2026, 1, 5, 9, 0, tzinfo=UTC),
+        sent=10,
+    )
     restart(d)
     return d
 
@@ -110,6 +125,9 @@ async def test_every_screen_draws_names_and_error_texts_literally(make_daemon):
         await until(lambda: channels.row_count == 1, pilot)
         await pilot.pause()
         assert CHANNEL in drawn(channels)
+        await until(lambda: app.screen.query_one("#reputation", Static).display, pilot)
+        warned = plain(app.screen.query_one("#reputation", Static))
+        assert f"⚠ {CHANNEL}: 10.00%" in warned
 
         # Users: every name, as typed (the Name column is 16 wide: its first 16 characters)
         await pilot.press("u")
@@ -147,6 +165,7 @@ async def test_every_screen_draws_names_and_error_texts_literally(make_daemon):
         await pilot.pause()
         profile = app.screen
         assert ERROR in plain(profile.query_one("#crm", Static))
+        assert f"5.1.1 {BOUNCE_REASON}" in plain(profile.query_one("#bounce", Static))
         tags = profile.query_one(SelectionList)
         prompts = [str(tags.get_option_at_index(i).prompt) for i in range(tags.option_count)]
         assert prompts == ["welcome", TAG]

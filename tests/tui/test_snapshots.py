@@ -10,11 +10,14 @@ from __future__ import annotations
 import shutil
 import signal
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from plugins.bounced import bounce, take_bounces
 from textual.widgets import DataTable, Input
 
+from kuloo_daemon.rules.bounces import Kind
 from kuloo_tui.app import make_app
 from kuloo_tui.client import DaemonClient
 from kuloo_tui.screens.articles import ArticlesScreen
@@ -303,3 +306,88 @@ def test_import_confirmation(seeded, snap_compare, size):
         await pilot.pause(0.1)
 
     assert snap_compare(app_for(seeded), terminal_size=size, run_before=run_before)
+
+
+# --------------------------------------------------------------------------- issue 26
+
+BOUNCE_REASON = (
+    "550 5.1.1 <ada@example.com>: Recipient address rejected: User unknown in virtual mailbox table"
+)
+
+
+@pytest.fixture
+def bounced(seeded):
+    """Ada's address bounced, and Cy complained, in the 40 emails channel 1 sent: both rates
+    2.5 %, above the dashboard's lines."""
+    with seeded.client() as c:
+        ada, cy = (c.call("users.get", {"id": i})["kuloo_id"] for i in (1, 3))
+    take_bounces(
+        seeded.root / "state" / "kuloo.sqlite3",
+        [
+            bounce(Kind.HARD, ada, "5.1.1", BOUNCE_REASON),
+            bounce(Kind.COMPLAINT, cy, "", "abuse report"),
+        ],
+        datetime(2026, 1, 5, 9, 0, tzinfo=UTC),
+        sent=40,
+    )
+    return seeded
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_dashboard_with_deliverability_warnings(bounced, snap_compare, size):
+    async def run_before(pilot):
+        await dashboard_loaded(pilot)
+        screen = pilot.app.screen
+        await until(lambda: screen.query_one("#deliverability", DataTable).row_count == 2, pilot)
+        await until(lambda: screen.query_one("#reputation").display, pilot)
+        await pilot.pause(0.1)  # the table drawn at its new height
+
+    assert snap_compare(app_for(bounced), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_users_with_a_bounced_user(bounced, snap_compare, size):
+    async def run_before(pilot):
+        await dashboard_loaded(pilot)
+        await pilot.press("u")
+        await until(
+            lambda: (
+                isinstance(pilot.app.screen, UsersScreen)
+                and pilot.app.screen.query_one("#users", DataTable).row_count == 3
+            ),
+            pilot,
+        )
+
+    assert snap_compare(app_for(bounced), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_bounced_user_profile(bounced, snap_compare, size):
+    async def run_before(pilot):
+        await dashboard_loaded(pilot)
+        pilot.app.open_user(1, 1)
+        await until(
+            lambda: (
+                isinstance(pilot.app.screen, UserScreen)
+                and pilot.app.screen.doc is not None
+                and pilot.app.screen.query_one("#audit", DataTable).row_count > 0
+            ),
+            pilot,
+        )
+
+    assert snap_compare(app_for(bounced), terminal_size=size, run_before=run_before)
+
+
+def test_clear_bounce_confirmation(bounced, snap_compare):
+    async def run_before(pilot):
+        await dashboard_loaded(pilot)
+        pilot.app.open_user(1, 1)
+        await until(
+            lambda: isinstance(pilot.app.screen, UserScreen) and pilot.app.screen.doc is not None,
+            pilot,
+        )
+        await pilot.press("f7")
+        await until(lambda: isinstance(pilot.app.screen, ConfirmScreen), pilot)
+        await pilot.pause(0.1)
+
+    assert snap_compare(app_for(bounced), terminal_size=(80, 24), run_before=run_before)

@@ -215,3 +215,34 @@ async def test_a_run_with_standing_sync_errors_says_so(synced, sellsim):
         await until(lambda: bool(done()), pilot, tries=1200)
         errors = f"{total} sync error{'s' if total != 1 else ''}"
         assert done()[0].startswith((f"Sync ok · {errors}", f"Sync partial · {errors}")), done()
+
+
+async def test_the_users_list_and_profile_follow_the_syncs_users_changed(synced, sellsim):
+    """A sync (or the bounce mailbox) publishes ``users.changed`` with the ids it changed:
+    the rows shown and an open profile are read again. Planted bug: the Users screen
+    ignoring ``users.changed`` (it then still showed Zoe)."""
+    with synced.client() as c:
+        user = c.call("users.get", {"channel": 1, "email": "zoe@example.com"})
+    app = make_app(DaemonClient(synced.socket_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        app.open_users(1)
+        await until(lambda: isinstance(app.screen, UsersScreen) and app.screen.users, pilot)
+        users = app.screen
+        sellsim.edit_record("lead", user["crm"]["id"], {"first_name": "Zora"})
+        with synced.client() as c:
+            assert c.call("sync.run", {"channel": 1})["status"] in ("ok", "partial")
+        await until(lambda: users.users[0]["first_name"] == "Zora", pilot)
+        await pilot.pause()
+        assert "Zora Park" in "\n".join(
+            users.query_one("#users", DataTable).render_line(y).text for y in range(4)
+        )
+        app.open_user(user["id"], 1)
+        await until(
+            lambda: isinstance(app.screen, UserScreen) and app.screen.doc is not None, pilot
+        )
+        profile = app.screen
+        sellsim.edit_record("lead", user["crm"]["id"], {"first_name": "Zelda"})
+        with synced.client() as c:
+            assert c.call("sync.run", {"channel": 1})["status"] in ("ok", "partial")
+        await until(lambda: profile.doc["first_name"] == "Zelda", pilot)
