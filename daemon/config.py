@@ -284,7 +284,11 @@ KEYS: dict[str, Key] = {
         maximum=36_500,
     ),
     "retention.audit_days": Key(
-        int, 365, "Audit entries older than this are deleted.", minimum=1, maximum=36_500
+        int,
+        365,
+        "Audit entries, bounce events and bounce mailbox digests older than this are deleted.",
+        minimum=1,
+        maximum=36_500,
     ),
     "retention.outbox_days": Key(
         int,

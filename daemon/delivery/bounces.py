@@ -24,7 +24,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
@@ -46,8 +46,6 @@ READ_BUDGET = 16 * 1024 * 1024  # bytes of messages read ahead at once (plus one
 READ_COUNT = 100  # messages read ahead at once
 # The digests of messages read are kept this long (a message read again after a crash is
 # read again at the next poll, not months later), pruned once a day after a poll.
-DIGESTS_KEPT = timedelta(days=90)
-PRUNE_EVERY = timedelta(days=1)
 
 # flufl.bounce logs each of its detectors' failures on malformed mail with a traceback, as an
 # error; such a message is ours to judge (``unknown``, counted and kept), not an error.
@@ -127,7 +125,6 @@ class BounceMailbox:
         self.services = services
         self.make_inbox = inbox or self._configured_inbox
         self.last: Poll | None = None
-        self.pruned_at: datetime | None = None  # business time of the last digest pruning
         self._next = -math.inf  # monotonic time of the next poll
 
     @property
@@ -189,7 +186,6 @@ class BounceMailbox:
                 await self._drain(inbox, signer, result, changed)
             finally:
                 await _in_thread(inbox.close)
-            await self._prune(result.at)
         except InboxError as exc:
             result.ok, result.error = False, str(exc)
             before = self.last.error if self.last is not None else ""
@@ -260,14 +256,6 @@ class BounceMailbox:
                         "bounce message not removed; it is read again at the next poll",
                         reason=exc.strerror or type(exc).__name__,
                     )
-
-    async def _prune(self, now: datetime | None) -> None:
-        if now is None or (self.pruned_at is not None and now - self.pruned_at < PRUNE_EVERY):
-            return
-        self.pruned_at = now
-        pruned = await self.services.store.run(bounce_store.prune_inbound, now - DIGESTS_KEPT)
-        if pruned:
-            log.info("old bounce mailbox digests pruned", digests=pruned)
 
     def _count(self, result: Poll, kind: str) -> None:
         result.counts[kind] += 1

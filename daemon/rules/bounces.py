@@ -328,6 +328,8 @@ def _global_blocks(part: email.message.Message) -> list[email.message.Message]:
     if not isinstance(inner, list) or not inner:
         return []
     first = inner[0]
+    if not isinstance(first, email.message.Message):
+        return []
     body = first.get_payload()
     if not isinstance(body, str):
         return [first]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -304,27 +303,3 @@ async def test_the_poll_job_runs_only_when_bounces_are_set(env_factory, short_tm
     async with env_factory(sub="plain") as env:
         job = BounceMailbox(env.services)
         assert job.jobs() == [] and job.view() is None
-
-
-async def test_old_digests_are_pruned_once_a_day(bed):
-    env = bed
-    now = env.clock.now()
-    for sub in ("tmp", "new", "cur"):
-        (env.md / sub).mkdir(parents=True)
-
-    async def digest(name: str, days: float):
-        await InboundMessage.create(digest=name * 64, kind="hard", at=now - timedelta(days=days))
-
-    await db(env, lambda: digest("a", 91))
-    await db(env, lambda: digest("b", 89))
-    job = BounceMailbox(env.services)
-    assert (await job.poll()).ok
-    left = await db(env, lambda: InboundMessage.all().values_list("digest", flat=True))
-    assert sorted(d[0] for d in left) == ["b"]
-    await db(env, lambda: digest("c", 200))
-    await job.poll()  # the same day: not pruned again
-    assert await db(env, lambda: InboundMessage.all().count()) == 2
-    await env.clock.advance(86400)
-    await job.poll()
-    left = await db(env, lambda: InboundMessage.all().values_list("digest", flat=True))
-    assert sorted(d[0] for d in left) == ["b"]
