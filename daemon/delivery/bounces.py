@@ -44,8 +44,6 @@ log = structlog.get_logger("kuloo.delivery")
 
 READ_BUDGET = 16 * 1024 * 1024  # bytes of messages read ahead at once (plus one message)
 READ_COUNT = 100  # messages read ahead at once
-# The digests of messages read are kept this long (a message read again after a crash is
-# read again at the next poll, not months later), pruned once a day after a poll.
 
 # flufl.bounce logs each of its detectors' failures on malformed mail with a traceback, as an
 # error; such a message is ours to judge (``unknown``, counted and kept), not an error.
