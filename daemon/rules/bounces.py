@@ -330,12 +330,11 @@ def _global_blocks(part: email.message.Message) -> list[email.message.Message]:
     first = inner[0]
     if not isinstance(first, email.message.Message):
         return []
-    body = first.get_payload()
-    if not isinstance(body, str):
-        return [first]
+    # Read from bytes, its UTF-8 is held as surrogate escapes: written back as the bytes
+    # they were and decoded as UTF-8 (RFC 6533), so an address like jörg@… reads as one.
+    text = first.as_bytes().decode("utf-8", "replace")
     parse = email.parser.Parser(policy=email.policy.compat32).parsestr
-    blocks = [parse(chunk, headersonly=True) for chunk in _BLANK_LINE.split(body) if chunk.strip()]
-    return [first, *blocks]
+    return [parse(chunk, headersonly=True) for chunk in _BLANK_LINE.split(text) if chunk.strip()]
 
 
 def _typed_value(value: object) -> str:

@@ -555,6 +555,7 @@ def test_an_smtputf8_dsn_is_read_like_any_other():
     got = classify(data, SIGNER)
     assert (got.kind, got.status, got.token) == (Kind.HARD, "5.1.1", token)
     assert got.reason == "550 5.1.1 unknown user"
+    assert got.recipient == "jörg@bücher.example"  # UTF-8, as RFC 6533 writes it
     # its headers-only form: text/global-headers
     headers_only = data.replace(
         b"Content-Type: message/global", b"Content-Type: text/global-headers"
