@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Subquery
 from tortoise.transactions import in_transaction
 
 from ..rules.bounces import Accepted, Bounce, Kind, VerpKind, soft_bounces_count_as_hard
@@ -39,6 +40,7 @@ from .models import User as UserRow
 # Ten or more users refused with the same words in one batch: the relay's problem, not theirs.
 SAME_REFUSAL_LIMIT = 10
 WINDOW = timedelta(days=30)  # the deliverability figures' span
+UNTOKENED_WINDOW = timedelta(days=30)  # a bounce without a token names only users mailed since
 SOFT_LOOKBACK = timedelta(days=365)  # soft bounces and deliveries older than this are not read
 _ADDRESS = re.compile(r"<[^>]*>|\S+@\S+")
 CANCELLED_BOUNCED = "the address bounced"
@@ -151,14 +153,23 @@ async def _soft_counts_as_hard(row: UserRow, now: datetime, soft_limit: int, sof
     )
 
 
-async def _users_named(bounce: Bounce) -> list[UserRow]:
+async def _users_named(bounce: Bounce, now: datetime) -> list[UserRow]:
+    """The users a bounce is about: the one its signed token names; without a token, the
+    users with its failed address who were sent mail in the last ``UNTOKENED_WINDOW`` (a
+    real bounce follows a real email: anyone can write a report naming an address)."""
     token = bounce.token
     if token is not None and token.kind in (VerpKind.BOUNCE, VerpKind.UNSUBSCRIBE):
         row = await UserRow.select_for_update().get_or_none(kuloo_id=token.kuloo_id)
         return [row] if row is not None else []
     if token is None and bounce.recipient:  # a bounce with no token: by its address
-        key = email_key(bounce.recipient)
-        return list(await UserRow.select_for_update().filter(email_key=key).order_by("id"))
+        mailed = OutboxMessage.filter(
+            state=OutboxState.SENT.value, sent_at__gte=now - UNTOKENED_WINDOW
+        ).values("user_id")
+        return list(
+            await UserRow.select_for_update()
+            .filter(email_key=email_key(bounce.recipient), id__in=Subquery(mailed))
+            .order_by("id")
+        )
     return []
 
 
@@ -175,7 +186,7 @@ async def _apply(
             await _event(None, token.channel, bounce, bounce.kind, now)
             channels.append(token.channel)
         return changed, channels
-    for row in await _users_named(bounce):
+    for row in await _users_named(bounce, now):
         channels.append(row.channel_id)
         kind = bounce.kind
         if kind == Kind.HARD:
@@ -245,7 +256,7 @@ async def refused_at_rcpt(refusals: Sequence[Bounce], now: datetime) -> list[int
         for bounce in hard:
             if same[_refusal(bounce)] >= SAME_REFUSAL_LIMIT:
                 continue
-            for row in await _users_named(bounce):
+            for row in await _users_named(bounce, now):
                 await _event(row, row.channel_id, bounce, Kind.HARD, now)
                 if await _mark_bounced(
                     row, bounce.status, bounce.reason, now, "refused by the relay"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from kuloo_daemon.delivery.bounces import BounceMailbox
 from kuloo_daemon.delivery.inbox import MaildirInbox
 from kuloo_daemon.rules.bounces import VerpSigner
 from kuloo_daemon.store import users as user_store
-from kuloo_daemon.store.models import AuditEntry, BounceEvent, InboundMessage
+from kuloo_daemon.store.models import AuditEntry, BounceEvent, InboundMessage, OutboxMessage
 from kuloo_daemon.store.models import User as UserRow
 
 from .conftest import SIGNING_KEY
@@ -95,6 +96,22 @@ async def db(env, make):
     return await env.store.run(run)
 
 
+async def sent_to(env, channel_id: int, user_id: int) -> None:
+    """An email sent to the user a day ago, as the outbox records it."""
+    at = env.clock.now() - timedelta(days=1)
+    await db(
+        env,
+        lambda: OutboxMessage.create(
+            channel_id=channel_id,
+            user_id=user_id,
+            kind="digest",
+            state="sent",
+            message_id=f"<sent.{user_id}@gardens.test>",
+            sent_at=at,
+        ),
+    )
+
+
 def config_for(md: Path) -> dict:
     return {"bounces": {"domain": DOMAIN, "maildir": str(md), "poll_seconds": 1}}
 
@@ -138,6 +155,7 @@ async def test_a_mixed_maildir_acts_on_each_message_once_and_keeps_the_unknown(b
     complainer = await env.user(ch, "angry@example.org")
     leaver = await env.user(ch, "leaver@example.org")
     by_address = await env.user(ch, "gone.user@remote550.example")  # a DSN with no token
+    await sent_to(env, ch, by_address)  # without a token, only a user mailed lately is named
     busy = await env.user(ch, "busy.user@remote450.example")
     bystander = await env.user(ch, "fine@example.org")
     drop(env.md, dsn_for(await _kuloo_id(env, gone)))

@@ -208,3 +208,21 @@ async def test_deliverability_counts_the_last_30_days(store):
         "bounce_rate": 0.25,
         "complaint_rate": 0.0,
     }
+
+
+async def test_a_bounce_without_a_token_names_only_users_mailed_lately(store):
+    """Anyone can write a report naming an address: without a signed token, only a user who
+    was sent mail in the last 30 days at that address is bounced (a real bounce follows a
+    real email). Planted bug: every user with the address bounced."""
+    ch = await make_channel(store)
+    other = await make_channel(store, name="Other")
+    mailed = await add(store, ch, "Dead@Example.org")
+    never = await add(store, other, "dead@example.org")
+    long_ago = await add(store, ch, "old@example.org")
+    await _outbox(store, mailed, OutboxState.SENT, sent_at=T0 - timedelta(days=2))
+    await _outbox(store, long_ago, OutboxState.SENT, sent_at=T0 - timedelta(days=60))
+    for address in ("dead@example.org", "old@example.org"):
+        await store.run(bounces.take, Bounce(Kind.HARD, "5.1.1", "gone", recipient=address), T0)
+    assert (await _row(store, mailed.id)).bounce_status == "5.1.1"
+    assert (await _row(store, never.id)).bounce_status == ""
+    assert (await _row(store, long_ago.id)).bounce_status == ""
