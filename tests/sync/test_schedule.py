@@ -81,7 +81,10 @@ def test_advancing_the_manual_clock_past_a_channel_s_due_time_runs_its_sync(
     assert second["id"] != first["id"] and second["status"] == "ok"
     assert parse_instant(second["started_at"]) >= nxt
     runs = kuloo.call("sync.runs", {"channel": doc["id"]})["runs"]
-    assert [r["id"] for r in runs] == [second["id"], first["id"]]
+    # one run for the advance; before ``first`` the verification's own due run may have
+    # finished already on a loaded machine (then sync.run made ``first``)
+    assert [r["id"] for r in runs][:2] == [second["id"], first["id"]]
+    assert len(runs) <= 3
 
 
 def test_without_a_verified_channel_nothing_is_scheduled(scheduled_kuloo):
