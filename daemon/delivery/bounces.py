@@ -44,6 +44,8 @@ log = structlog.get_logger("kuloo.delivery")
 
 READ_BUDGET = 16 * 1024 * 1024  # bytes of messages read ahead at once (plus one message)
 READ_COUNT = 100  # messages read ahead at once
+# Kinds that act on a user: without a genuine token they name no one and go to unknown.
+UNATTRIBUTED = frozenset({Kind.HARD, Kind.SOFT, Kind.MESSAGE, Kind.COMPLAINT})
 
 # flufl.bounce logs each of its detectors' failures on malformed mail with a traceback, as an
 # error; such a message is ours to judge (``unknown``, counted and kept), not an error.
@@ -241,11 +243,17 @@ class BounceMailbox:
                     soft_limit=soft_limit,
                     soft_days=soft_days,
                 )
+                # A report naming no one by a genuine token had no effect (store.bounces):
+                # kept for a human beside the unreadable ones.
+                kept = item.bounce.kind is Kind.UNKNOWN or (
+                    item.bounce.token is None and item.bounce.kind in UNATTRIBUTED
+                )
                 # counted when its effects are committed, before the removal: a failed
                 # removal reads it again as a duplicate, which is counted as one
-                self._count(result, "duplicate" if taken.duplicate else taken.kind.value)
+                kind = Kind.UNKNOWN.value if kept else taken.kind.value
+                self._count(result, "duplicate" if taken.duplicate else kind)
                 await self._note_changed(taken, changed, result)
-                step = inbox.set_aside if item.bounce.kind is Kind.UNKNOWN else inbox.remove
+                step = inbox.set_aside if kept else inbox.remove
                 try:
                     await _in_thread(step, item.key)
                 except OSError as exc:  # its effects are committed: a duplicate next time

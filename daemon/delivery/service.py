@@ -26,6 +26,7 @@ SMTP/Maildir run in worker threads.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -856,15 +857,23 @@ class Delivery:
         except BaseException:
             # Cancelled between chunks (shutdown): record what was handed over below.
             with trio.CancelScope(shield=True):
-                await self.services.store.run(
-                    store.record,
-                    self._with_unsent(results, claimed),
-                    self.services.clock.now(),
-                    self.config["delivery.max_attempts"],
-                    self.config["delivery.retry_seconds"],
-                )
-                if refused:
-                    await self._refused(channel_id, refused)
+                outcomes = self._with_unsent(results, claimed)
+                try:
+                    await self.services.store.run(
+                        store.record,
+                        outcomes,
+                        self.services.clock.now(),
+                        self.config["delivery.max_attempts"],
+                        self.config["delivery.retry_seconds"],
+                    )
+                except StoreUnavailable:  # kept for when it answers again, refusals too
+                    self._record_when_back(channel_id, outcomes)
+                    if refused:
+                        self._refusals_when_back(channel_id, refused, self.services.clock.now())
+                else:
+                    if refused:
+                        with contextlib.suppress(StoreUnavailable):  # kept by _refused
+                            await self._refused(channel_id, refused)
             raise
         finally:
             with trio.CancelScope(shield=True):
@@ -1027,16 +1036,18 @@ class Delivery:
             raise errors[0]
         return refusal[0] if refusal else None
 
-    def _turn(self, channel_id: int, interval: float) -> None:
+    def _turn(self, channel_id: int, interval: float, stop: threading.Event) -> None:
         """Wait for the channel's next turn: turns are ``interval`` apart (or more, when none
         was waiting), whichever connection takes them (one waits at a time), so the channel's
-        rate holds overall."""
+        rate holds overall. A stop ends the wait at once (for every connection waiting)."""
         with self._gate:
+            if stop.is_set():
+                return
             now = time.monotonic()
             turn = max(now, self._pace.get(channel_id, now))
             self._pace[channel_id] = turn + interval  # a late wake-up does not slow the pace
             if turn > now:
-                time.sleep(turn - now)
+                stop.wait(turn - now)
 
     def _send_chunk(
         self,
@@ -1093,7 +1104,7 @@ class Delivery:
             if dkim is not None:
                 data = dkim.sign(data)  # before the turn: the wait overlaps it
             signing = time.monotonic() - busy
-            self._turn(channel_id, interval)
+            self._turn(channel_id, interval, stop)
             if stop.is_set():
                 todo.appendleft(item)
                 return out, None, None, 0.0

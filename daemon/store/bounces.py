@@ -6,15 +6,19 @@
   message read again after a crash has no second effect.
 - ``refused_at_rcpt``: the relay's own 5xx answers of one delivery batch (no DSN at all);
   when ten or more users got the same refusal, none is marked (the relay's problem).
-- ``clear``: ``users.update {"clear_bounce": true}``; a changed email clears the bounce
-  too (``users.apply_changes``).
+- Clearing is ``users.update``'s (``{"clear_bounce": true}``) and ``users.apply_changes``'
+  (a changed email), through ``users.clear_bounce_fields``. A bounce about mail sent before
+  the address changed or was cleared has no effect (a late report about the old address).
+- Only a genuine signed token names a user: a report that quotes an address but carries
+  no token is counted and has no effect (anyone can write to the bounce domain).
 - ``deliverability``: the channel's figures over the last 30 days.
 
-Effects: a hard bounce (or ``soft_limit`` soft ones, ``rules.bounces.soft_bounces_count_as_hard``)
-makes the user bounced (no email of any kind; the bounce goes into Sell's Sync error through
-``sync.rows.user_view``) and cancels their queued mail; a complaint unsubscribes them (actor
-``complaint``); a mailto unsubscribe acts as the one-click link (actor ``link``, note
-"mailto"). Each effect is an audit entry and a ``BounceEvent`` row.
+Effects: a hard bounce (or ``soft_limit`` soft ones since the address was last changed or
+cleared, ``rules.bounces.soft_bounces_count_as_hard``) makes the user bounced (no email of
+any kind; the bounce goes into Sell's Sync error through ``sync.rows.user_view``) and
+cancels their queued mail; a complaint unsubscribes them (actor ``complaint``); a mailto
+unsubscribe acts as the one-click link (actor ``link``, note "mailto"). Each effect is an
+audit entry and a ``BounceEvent`` row.
 """
 
 from __future__ import annotations
@@ -27,12 +31,10 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import Subquery
 from tortoise.transactions import in_transaction
 
 from ..rules.bounces import Accepted, Bounce, Kind, VerpKind, soft_bounces_count_as_hard
 from ..vocabulary import Actor, OutboxState, email_key
-from . import NotFound
 from . import users as user_store
 from .models import BounceEvent, InboundMessage, OutboxMessage, SequenceProgress
 from .models import User as UserRow
@@ -40,7 +42,6 @@ from .models import User as UserRow
 # Ten or more users refused with the same words in one batch: the relay's problem, not theirs.
 SAME_REFUSAL_LIMIT = 10
 WINDOW = timedelta(days=30)  # the deliverability figures' span
-UNTOKENED_WINDOW = timedelta(days=30)  # a bounce without a token names only users mailed since
 SOFT_LOOKBACK = timedelta(days=365)  # soft bounces and deliveries older than this are not read
 _ADDRESS = re.compile(r"<[^>]*>|\S+@\S+")
 CANCELLED_BOUNCED = "the address bounced"
@@ -130,8 +131,30 @@ async def _mark_bounced(row: UserRow, status: str, reason: str, now: datetime, n
     return True
 
 
+def _address_since(row: UserRow) -> datetime | None:
+    """Since when the user's address is the one it is: its last change, or the last clearing
+    of a bounce, whichever is later (None: since the user was created)."""
+    times = [row.bounce_cleared_at]
+    stamp = (row.changed_at or {}).get("email")
+    if stamp:
+        times.append(datetime.fromisoformat(stamp))
+    return max((t for t in times if t is not None), default=None)
+
+
+async def _about_an_older_address(row: UserRow, bounce: Bounce) -> bool:
+    """A bounce about mail sent before the address changed (or before its bounce was
+    cleared): a late report about the address that was, which says nothing of this one."""
+    since = _address_since(row)
+    if since is None:
+        return False
+    if bounce.outbox_id is None:
+        return True
+    sent = await OutboxMessage.get_or_none(id=bounce.outbox_id, user_id=row.id)
+    return sent is None or sent.created_at < since
+
+
 async def _soft_counts_as_hard(row: UserRow, now: datetime, soft_limit: int, soft_days: float):
-    since = now - SOFT_LOOKBACK
+    since = max(now - SOFT_LOOKBACK, _address_since(row) or now - SOFT_LOOKBACK)
     softs = await BounceEvent.filter(
         user_id=row.id, kind=Kind.SOFT.value, at__gte=since
     ).values_list("at", flat=True)
@@ -153,23 +176,14 @@ async def _soft_counts_as_hard(row: UserRow, now: datetime, soft_limit: int, sof
     )
 
 
-async def _users_named(bounce: Bounce, now: datetime) -> list[UserRow]:
-    """The users a bounce is about: the one its signed token names; without a token, the
-    users with its failed address who were sent mail in the last ``UNTOKENED_WINDOW`` (a
-    real bounce follows a real email: anyone can write a report naming an address)."""
+async def _users_named(bounce: Bounce) -> list[UserRow]:
+    """The user a bounce is about: the one its signed token names. A report without a
+    genuine token names nobody, whatever address it quotes: anyone can write to the bounce
+    domain, and every email this daemon sends carries its token (docs/delivery.md)."""
     token = bounce.token
     if token is not None and token.kind in (VerpKind.BOUNCE, VerpKind.UNSUBSCRIBE):
         row = await UserRow.select_for_update().get_or_none(kuloo_id=token.kuloo_id)
         return [row] if row is not None else []
-    if token is None and bounce.recipient:  # a bounce with no token: by its address
-        mailed = OutboxMessage.filter(
-            state=OutboxState.SENT.value, sent_at__gte=now - UNTOKENED_WINDOW
-        ).values("user_id")
-        return list(
-            await UserRow.select_for_update()
-            .filter(email_key=email_key(bounce.recipient), id__in=Subquery(mailed))
-            .order_by("id")
-        )
     return []
 
 
@@ -186,10 +200,12 @@ async def _apply(
             await _event(None, token.channel, bounce, bounce.kind, now)
             channels.append(token.channel)
         return changed, channels
-    for row in await _users_named(bounce, now):
+    for row in await _users_named(bounce):
         channels.append(row.channel_id)
         kind = bounce.kind
-        if kind == Kind.HARD:
+        if kind in (Kind.HARD, Kind.SOFT) and await _about_an_older_address(row, bounce):
+            await _event(row, row.channel_id, bounce, Kind.MESSAGE, now)  # counted, no effect
+        elif kind == Kind.HARD:
             await _event(row, row.channel_id, bounce, kind, now)
             if await _mark_bounced(row, bounce.status, bounce.reason, now, "bounce"):
                 changed.append(row.id)
@@ -256,7 +272,9 @@ async def refused_at_rcpt(refusals: Sequence[Bounce], now: datetime) -> list[int
         for bounce in hard:
             if same[_refusal(bounce)] >= SAME_REFUSAL_LIMIT:
                 continue
-            for row in await _users_named(bounce, now):
+            for row in await _users_named(bounce):
+                if await _about_an_older_address(row, bounce):
+                    continue  # the address changed while the message was on its way
                 await _event(row, row.channel_id, bounce, Kind.HARD, now)
                 if await _mark_bounced(
                     row, bounce.status, bounce.reason, now, "refused by the relay"
@@ -265,38 +283,23 @@ async def refused_at_rcpt(refusals: Sequence[Bounce], now: datetime) -> list[int
     return changed
 
 
-async def clear(user_id: int, actor: Actor, now: datetime, note: str = "") -> bool:
-    """``users.update {"id", "clear_bounce": true}``: the address may be mailed again (from
-    now, no backlog). False when the user was not bounced."""
-    async with in_transaction():
-        row = await UserRow.select_for_update().get_or_none(id=user_id)
-        if row is None:
-            raise NotFound(f"no user with id {user_id}")
-        if not row.bounce_status:
-            return False
-        entry = user_store.clear_bounce_fields(row, actor=actor, now=now, note=note)
-        row.revision += 1
-        row.updated_at = now  # the next sync clears Sell's Sync error
-        await row.save(update_fields=[*user_store.BOUNCE_FIELDS, "revision", "updated_at"])
-        await entry.save()
-    return True
-
-
 async def deliverability(channel_id: int, now: datetime) -> Deliverability:
     """The channel's last 30 days: emails sent, hard bounces, complaints, and their rates."""
     since = now - WINDOW
     sent = await OutboxMessage.filter(
         channel_id=channel_id, state=OutboxState.SENT.value, sent_at__gte=since
     ).count()
-    events = BounceEvent.filter(channel_id=channel_id, at__gte=since)
+    # a user's events only: a confirmation's (no user) comes back to a c- address anyone
+    # who signs up learns, and confirmations are not among the emails sent
+    events = BounceEvent.filter(channel_id=channel_id, at__gte=since, user_id__not_isnull=True)
     bounced = await events.filter(kind=Kind.HARD.value).count()
     complaints = await events.filter(kind=Kind.COMPLAINT.value).count()
     return Deliverability(
         sent,
         bounced,
         complaints,
-        round(bounced / sent, 4) if sent else 0.0,
-        round(complaints / sent, 4) if sent else 0.0,
+        bounced / sent if sent else 0.0,
+        complaints / sent if sent else 0.0,
     )
 
 

@@ -105,6 +105,9 @@ class User(Model):
     bounce_status = fields.CharField(max_length=32, default="", db_default="")
     bounce_reason = fields.TextField(default="", db_default="")
     bounce_at = fields.DatetimeField(null=True)
+    # When a bounce was last cleared (an admin's clear_bounce or a new email): bounces and
+    # soft bounces about mail sent before it belong to the address that was, not this one.
+    bounce_cleared_at = fields.DatetimeField(null=True)
     # When delivery must plan this user next (``store.delivery``): null = now (new, changed,
     # or never planned since this column came); ``store.delivery.NOT_DUE`` = only after a
     # change. A pass reads only the users due, through the (channel_id, next_due_at) index.

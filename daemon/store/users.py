@@ -556,6 +556,7 @@ BOUNCE_FIELDS = (
     "bounce_status",
     "bounce_reason",
     "bounce_at",
+    "bounce_cleared_at",
     "last_digest_at",
     "promo_started_at",
     "next_due_at",
@@ -580,6 +581,7 @@ def clear_bounce_fields(row: UserRow, *, actor: Actor, now: datetime, note: str)
     if row.last_digest_at is None or row.last_digest_at < now:
         row.last_digest_at = now
     row.bounce_status, row.bounce_reason, row.bounce_at = "", "", None
+    row.bounce_cleared_at = now
     row.next_due_at = None
     return audit_entry(row, "bounce", old, None, actor=actor, now=now, note=note)
 
@@ -639,7 +641,7 @@ async def update(
 ) -> Updated:
     """An edit by an admin or the app (``users.update``): checked, applied, audited.
 
-    ``clear_bounce``: the address may be mailed again (``store.bounces.clear``'s effect, in
+    ``clear_bounce``: the address may be mailed again (``clear_bounce_fields``, in
     the same transaction as the edit); on a user not bounced it changes nothing."""
     try:
         async with in_transaction():

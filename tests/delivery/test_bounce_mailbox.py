@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from kuloo_daemon.delivery.bounces import BounceMailbox
 from kuloo_daemon.delivery.inbox import MaildirInbox
 from kuloo_daemon.rules.bounces import VerpSigner
 from kuloo_daemon.store import users as user_store
-from kuloo_daemon.store.models import AuditEntry, BounceEvent, InboundMessage, OutboxMessage
+from kuloo_daemon.store.models import AuditEntry, BounceEvent, InboundMessage
 from kuloo_daemon.store.models import User as UserRow
 
 from .conftest import SIGNING_KEY
@@ -96,22 +95,6 @@ async def db(env, make):
     return await env.store.run(run)
 
 
-async def sent_to(env, channel_id: int, user_id: int) -> None:
-    """An email sent to the user a day ago, as the outbox records it."""
-    at = env.clock.now() - timedelta(days=1)
-    await db(
-        env,
-        lambda: OutboxMessage.create(
-            channel_id=channel_id,
-            user_id=user_id,
-            kind="digest",
-            state="sent",
-            message_id=f"<sent.{user_id}@gardens.test>",
-            sent_at=at,
-        ),
-    )
-
-
 def config_for(md: Path) -> dict:
     return {"bounces": {"domain": DOMAIN, "maildir": str(md), "poll_seconds": 1}}
 
@@ -154,16 +137,18 @@ async def test_a_mixed_maildir_acts_on_each_message_once_and_keeps_the_unknown(b
     gone = await env.user(ch, "gone@example.org")
     complainer = await env.user(ch, "angry@example.org")
     leaver = await env.user(ch, "leaver@example.org")
-    by_address = await env.user(ch, "gone.user@remote550.example")  # a DSN with no token
-    await sent_to(env, ch, by_address)  # without a token, only a user mailed lately is named
+    # a DSN with no token names no one, whatever address it quotes (anyone can write one)
+    by_address = await env.user(ch, "gone.user@remote550.example")
     busy = await env.user(ch, "busy.user@remote450.example")
     bystander = await env.user(ch, "fine@example.org")
     drop(env.md, dsn_for(await _kuloo_id(env, gone)))
     drop(env.md, arf_for(await _kuloo_id(env, complainer)), cur=True)
     drop(env.md, mailto_for(await _kuloo_id(env, leaver)))
-    drop(env.md, sample("failed-5.1.1-gone.user_remote550.example.eml"))
+    no_token = sample("failed-5.1.1-gone.user_remote550.example.eml")
+    drop(env.md, no_token)
     drop(env.md, sample("delayed-4.2.1-busy.user_remote450.example.eml"))
-    drop(env.md, sample("failed-5.7.1-third_refuses.example.eml"))
+    policy = sample("failed-5.7.1-third_refuses.example.eml")  # no token either
+    drop(env.md, policy)
     drop(env.md, GARBAGE, cur=True)
     assert len(files(env.md)) == 7
 
@@ -171,31 +156,30 @@ async def test_a_mixed_maildir_acts_on_each_message_once_and_keeps_the_unknown(b
 
     assert poll.ok and poll.error == ""
     assert dict(poll.counts) == {
-        "hard": 2,
+        "hard": 1,
         "complaint": 1,
         "unsubscribe": 1,
         "delayed": 1,
-        "message": 1,
-        "unknown": 1,
+        "unknown": 3,
     }
     assert files(env.md) == []  # every message handled: removed or set aside
-    assert unknown(env.md) == [GARBAGE]  # never deleted
+    assert sorted(unknown(env.md)) == sorted([GARBAGE, no_token, policy])  # never deleted
     rows = {r.id: r for r in await db(env, lambda: UserRow.filter(channel_id=ch))}
     assert rows[gone].bounce_status == "5.1.1" and "User unknown" in rows[gone].bounce_reason
-    assert rows[by_address].bounce_status == "5.1.1"
+    assert rows[by_address].bounce_status == ""
     assert rows[complainer].unsubscribed and not rows[complainer].bounce_status
     assert rows[leaver].unsubscribed and not rows[leaver].bounce_status
-    for quiet in (busy, bystander):
+    for quiet in (busy, bystander, by_address):
         assert not rows[quiet].bounce_status and not rows[quiet].unsubscribed
     # one users.changed for the poll, naming the users it changed
     changes = [d for e, d in env.events if e == "users.changed"]
-    assert changes == [{"channel": ch, "ids": sorted([gone, complainer, leaver, by_address])}]
+    assert changes == [{"channel": ch, "ids": sorted([gone, complainer, leaver])}]
     actors = await db(
         env, lambda: AuditEntry.filter(user__channel_id=ch).values_list("user_id", "actor")
     )
     assert (gone, "bounce") in actors and (complainer, "complaint") in actors
     assert (leaver, "link") in actors
-    assert heard(env.services, "hard") == 2 and heard(env.services, "unknown") == 1
+    assert heard(env.services, "hard") == 1 and heard(env.services, "unknown") == 3
     assert await db(env, lambda: InboundMessage.all().count()) == 7
 
 

@@ -241,3 +241,20 @@ async def test_a_pass_stopped_mid_batch_records_every_connections_outcomes_once(
         assert {e.state for e in entries} == {OutboxState.SENT, OutboxState.QUEUED}
         assert all(e.attempts == 0 for e in entries if e.state == OutboxState.QUEUED)
         assert len(set(slow_relay.senders.values())) >= 2
+
+
+async def test_a_stop_ends_the_wait_for_a_slow_channels_next_turn(env_factory, slow_relay):
+    """At 0.05 messages/s a turn is 20 s away: a stop after the first message ends the
+    connection's wait at once, not when its turn comes. Planted bug: the turn waited out
+    with a plain sleep."""
+    import trio
+
+    async with env_factory(**settings(slow_relay, messages_per_second=0.05)) as env:
+        ch = await due(env, 3)
+        started = trio.current_time()
+        with trio.move_on_after(2) as scope:  # the first message goes at once, then a wait
+            await env.delivery.run(None)
+        assert scope.cancelled_caught
+        assert trio.current_time() - started < 10  # far less than the 20 s turn
+        states = sorted(e.state for e in await env.outbox(ch))
+        assert states == [OutboxState.QUEUED, OutboxState.QUEUED, OutboxState.SENT]
