@@ -336,6 +336,12 @@ KEYS: dict[str, Key] = {
         "imaps://USER@HOST[:PORT]/MAILBOX holding the bounce domain's mail (TLS only; "
         "the password is the bounces-password credential). Exclusive with maildir.",
     ),
+    "bounces.ca_file": Key(
+        str,
+        "",
+        "CA bundle (PEM) that verifies the imap_url server's certificate, for that mailbox "
+        "only; empty = the system's store. Relative paths are beside this file.",
+    ),
     "bounces.poll_seconds": Key(
         (int, float), 60, "How often the bounce mailbox is read.", minimum=1, maximum=86_400
     ),
@@ -594,11 +600,18 @@ def from_mapping(data: dict[str, Any], path: Path | None = None) -> Config:
             problems.append(
                 "clock.start: must be an ISO 8601 time with its offset, e.g. 2026-01-01T09:00:00Z"
             )
-    for key in ("articles.root", "delivery.maildir", "smtp.ca_file", "bounces.maildir"):
+    for key in (
+        "articles.root",
+        "delivery.maildir",
+        "smtp.ca_file",
+        "bounces.maildir",
+        "bounces.ca_file",
+    ):
         if path is not None and values[key] and not Path(values[key]).is_absolute():
             values[key] = str((path.parent / values[key]).resolve())
-    if values["smtp.ca_file"] and not os.path.isfile(values["smtp.ca_file"]):
-        problems.append(f"smtp.ca_file: no such file: {values['smtp.ca_file']}")
+    for key in ("smtp.ca_file", "bounces.ca_file"):
+        if values[key] and not os.path.isfile(values[key]):
+            problems.append(f"{key}: no such file: {values[key]}")
     if values["smtp.helo_name"] and not re.fullmatch(
         r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f.:]{2,45}\]", values["smtp.helo_name"]
     ):

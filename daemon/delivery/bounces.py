@@ -38,7 +38,7 @@ from ..store import bounces as bounce_store
 from ..store import users as user_store
 from ..store.health import StoreUnavailable
 from ..tokens import keys_from_secret
-from .inbox import ImapInbox, InboxError, MaildirInbox
+from .inbox import ImapInbox, InboxError, MaildirInbox, default_context
 
 log = structlog.get_logger("kuloo.delivery")
 
@@ -139,7 +139,11 @@ class BounceMailbox:
         if self.config["bounces.maildir"]:
             return MaildirInbox(self.config["bounces.maildir"])
         url = parse_imap_url(self.config["bounces.imap_url"])
-        return ImapInbox(url, lambda: self.config.credential("bounces_password"))
+        return ImapInbox(
+            url,
+            lambda: self.config.credential("bounces_password"),
+            context=default_context(self.config["bounces.ca_file"]),
+        )
 
     def signer(self) -> VerpSigner:
         """Read at each poll, so a rotated link-signing key takes effect without a restart."""

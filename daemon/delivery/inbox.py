@@ -123,9 +123,10 @@ def _uid_of(header: bytes) -> str | None:
     return found[1].decode() if found else None
 
 
-def default_context() -> ssl.SSLContext:
-    """TLS that verifies the server's certificate and name (the system's trust store)."""
-    return ssl.create_default_context()
+def default_context(ca_file: str = "") -> ssl.SSLContext:
+    """TLS that verifies the server's certificate and name: against ``ca_file`` (``[bounces]
+    ca_file``) when given, else the system's trust store."""
+    return ssl.create_default_context(cafile=ca_file or None)
 
 
 class ImapInbox:

@@ -981,3 +981,39 @@ def test_smtp_mail_links_to_https_unless_everything_is_loopback(short_tmp, body,
         assert r.returncode == 2, (command, r.stderr)
         assert HTTPS_REFUSAL in r.stderr, r.stderr
     assert not os.path.exists(os.path.join(short_tmp, "state")), "nothing may start"
+
+
+def test_the_bounce_mailbox_settings_are_checked(tmp_path):
+    """[bounces]: a domain needs exactly one mailbox, under [dkim] domain when that is set;
+    an imap_url only over TLS with no password; a ca_file beside the config file that
+    exists."""
+    (tmp_path / "ca.pem").write_text("pem")
+    f = tmp_path / "k.toml"
+    f.write_text(
+        '[bounces]\ndomain = "bounces.example.com"\n'
+        'imap_url = "imaps://bounces@imap.example.com/INBOX"\nca_file = "ca.pem"\n'
+    )
+    cfg = c.load(f)
+    assert cfg["bounces.ca_file"] == str(tmp_path / "ca.pem")
+    assert c.parse_imap_url(cfg["bounces.imap_url"]) == c.ImapUrl(
+        "bounces", "imap.example.com", 993, "INBOX"
+    )
+    bad = {
+        "bounces": {
+            "domain": "bounces.other.example",
+            "maildir": "m",
+            "imap_url": "imap://u:secret@h/INBOX",
+            "ca_file": "missing.pem",
+        },
+        "dkim": {"domain": "example.com", "selector": "k1"},
+    }
+    with pytest.raises(c.ConfigError) as caught:
+        c.from_mapping(bad, tmp_path / "k.toml")
+    text = "; ".join(caught.value.problems)
+    assert "must be dkim.domain or under it" in text
+    assert "needs exactly one of bounces.maildir and bounces.imap_url" in text
+    assert "bounces.imap_url: must start with imaps://" in text
+    assert "bounces.ca_file: no such file" in text
+    assert "secret" not in text
+    with pytest.raises(c.ConfigError, match="bounces.maildir: needs bounces.domain"):
+        c.from_mapping({"bounces": {"maildir": "m"}})

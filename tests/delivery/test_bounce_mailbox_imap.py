@@ -1,7 +1,7 @@
 """The bounce mailbox over IMAP (issue 26 item 2, ``[bounces] imap_url``): a real IMAP server
 on loopback (pymap behind implicit TLS, tests/plugins/imap_server.py), the daemon's own
-configuration path (the URL, the ``bounces-password`` credential, the system trust store
-pointed at the test CA with ``SSL_CERT_FILE``), a real SQLite store."""
+configuration path (the URL, the ``bounces-password`` credential, the test CA trusted
+through ``[bounces] ca_file``), a real SQLite store."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from plugins.imap_server import run_imap_server
 
 from kuloo_daemon.delivery import bounces as bounces_mod
 from kuloo_daemon.delivery.bounces import BounceMailbox
-from kuloo_daemon.delivery.inbox import ImapInbox
+from kuloo_daemon.delivery.inbox import ImapInbox, default_context
 from kuloo_daemon.store.models import AuditEntry, BounceEvent
 from kuloo_daemon.store.models import User as UserRow
 
@@ -22,23 +22,25 @@ from .test_bounce_mailbox import GARBAGE, _kuloo_id, arf_for, db, dsn_for
 
 
 @pytest.fixture(params=["move", "copy"])
-def imap(request, short_tmp, monkeypatch):
+def imap(request, short_tmp):
     """The server (with MOVE, or without: COPY + \\Deleted + EXPUNGE), its CA trusted the
-    way an operator trusts a private CA: ``SSL_CERT_FILE``."""
+    way an operator trusts a private CA: ``[bounces] ca_file``."""
     gen = run_imap_server(no_move=request.param == "copy")
     server = next(gen)
-    ca = Path(short_tmp) / "imap-ca.pem"
-    server.ca.cert_pem.write_to_path(str(ca))
-    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    server.ca_file = Path(short_tmp) / "imap-ca.pem"
+    server.ca.cert_pem.write_to_path(str(server.ca_file))
     yield server
     gen.close()
 
 
-def _config(server, password: str | None = None) -> dict:
+def _config(server, ca_file: str | Path | None = None) -> dict:
+    """``ca_file`` None: the fixture's CA; "": the system's store."""
+    ca = ca_file if ca_file is not None else getattr(server, "ca_file", "")
     return {
         "bounces": {
             "domain": "bounces.example",
             "imap_url": f"imaps://{server.user}@{server.host}:{server.port}/INBOX",
+            "ca_file": str(ca),
         }
     }
 
@@ -82,7 +84,9 @@ async def test_an_imap_removal_that_fails_reads_the_message_again_once(imap, env
 
         def broken():
             return Dropped(
-                parse_imap_url(url), lambda: env.services.config.credential("bounces_password")
+                parse_imap_url(url),
+                lambda: env.services.config.credential("bounces_password"),
+                context=default_context(env.services.config["bounces.ca_file"]),
             )
 
         first = await BounceMailbox(env.services, broken).poll()
@@ -113,22 +117,20 @@ async def test_a_refused_imap_login_is_logged_without_the_password(
 
 
 @pytest.mark.parametrize("imap", ["move"], indirect=True)
-async def test_an_untrusted_imap_certificate_is_refused(imap, env_factory, monkeypatch):
-    async with env_factory(**_config(imap)) as env:
+async def test_an_untrusted_imap_certificate_is_refused(imap, env_factory):
+    async with env_factory(**_config(imap, ca_file="")) as env:  # the system's store
         _password(env, imap.password)
-        monkeypatch.delenv("SSL_CERT_FILE")  # the test CA is no longer trusted
         poll = await BounceMailbox(env.services).poll()
         assert not poll.ok and "TLS" in poll.error and "CERTIFICATE_VERIFY_FAILED" in poll.error
 
 
-async def test_an_imap_certificate_for_another_name_is_refused(env_factory, short_tmp, monkeypatch):
+async def test_an_imap_certificate_for_another_name_is_refused(env_factory, short_tmp):
     gen = run_imap_server(cert_host="imap.elsewhere.example")
     server = next(gen)
     try:
         ca = Path(short_tmp) / "ca.pem"
         server.ca.cert_pem.write_to_path(str(ca))
-        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
-        async with env_factory(**_config(server)) as env:
+        async with env_factory(**_config(server, ca_file=ca)) as env:
             _password(env, server.password)
             poll = await BounceMailbox(env.services).poll()
             assert not poll.ok and "TLS" in poll.error
