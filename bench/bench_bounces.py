@@ -5,8 +5,9 @@ A real Maildir on disk and a SQLite store with 500 users; the messages are the t
 tokens, so every one is a new message: hard DSNs to VERP addresses (40 %), delay warnings
 (20 %), complaints (15 %), mailto unsubscribes (10 %), policy refusals (10 %, to a VERP
 address) and garbage (5 %, to ``.unknown``). One poll reads them all
-(``BounceMailbox.poll``: read, classify, commit with the digest, remove); the figure is messages per second (reported; the goal is
-that a day's bounces of a large sender, a few thousand, take seconds, not minutes).
+(``BounceMailbox.poll``: read, classify, commit with the digest, remove); the figure is
+messages per second (reported; the goal is that a day's bounces of a large sender, a few
+thousand, take seconds, not minutes).
 """
 
 from __future__ import annotations
