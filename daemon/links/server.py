@@ -242,11 +242,14 @@ class LinksServer:
                 bounced = await self.services.store.run(
                     bounce_store.address_bounced, channel.id, address
                 )
-            except StoreUnavailable:
-                bounced = None
-            if bounced is not False:
-                why = "the address bounced" if bounced else "the store does not answer"
-                log.info("signup confirmation not sent", channel_id=channel.id, problem=why)
+            except StoreUnavailable:  # cannot tell: a signup is not lost for it
+                bounced = False
+            if bounced:
+                log.info(
+                    "signup confirmation not sent",
+                    channel_id=channel.id,
+                    problem="the address bounced",
+                )
                 continue
             try:
                 data = confirmation_bytes(channel, address, url, self.services.clock.now())
