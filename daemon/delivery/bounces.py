@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import ssl
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -139,11 +140,11 @@ class BounceMailbox:
         if self.config["bounces.maildir"]:
             return MaildirInbox(self.config["bounces.maildir"])
         url = parse_imap_url(self.config["bounces.imap_url"])
-        return ImapInbox(
-            url,
-            lambda: self.config.credential("bounces_password"),
-            context=default_context(self.config["bounces.ca_file"]),
-        )
+        try:
+            context = default_context(self.config["bounces.ca_file"])
+        except (OSError, ssl.SSLError) as exc:  # the bundle went away or broke since start-up
+            raise InboxError(f"bounces.ca_file: {getattr(exc, 'strerror', None) or exc}") from None
+        return ImapInbox(url, lambda: self.config.credential("bounces_password"), context=context)
 
     def signer(self) -> VerpSigner:
         """Read at each poll, so a rotated link-signing key takes effect without a restart."""

@@ -158,3 +158,13 @@ async def test_a_huge_imap_message_is_moved_to_unknown_unread(imap, env_factory,
         assert poll.counts == {"unknown": 1}
         assert fetched == ["(RFC822.SIZE)"]  # its size asked, its body never fetched
         assert imap.messages("INBOX") == [] and imap.messages("unknown") == [big]
+
+
+@pytest.mark.parametrize("imap", ["move"], indirect=True)
+async def test_a_ca_file_gone_since_start_up_is_a_mailbox_error(imap, env_factory):
+    """Planted bug: the missing bundle raised out of the poll as a defect."""
+    async with env_factory(**_config(imap)) as env:
+        _password(env, imap.password)
+        imap.ca_file.unlink()
+        poll = await BounceMailbox(env.services).poll()
+        assert not poll.ok and poll.error.startswith("bounces.ca_file: ")
