@@ -268,6 +268,20 @@ async def fetch(
     raise ClipError(f"{url}: more than {MAX_REDIRECTS} redirects")
 
 
+def _drop_leading_title(root, title: str) -> None:
+    """The page's own headline, when it opens the content and repeats the title: the email
+    shows the title already (a reader saw "Compost in winter" twice in a row)."""
+    words = " ".join(title.split()).casefold()
+    for el in root.iter():
+        if isinstance(el.tag, str) and el.text and el.text.strip():
+            if (
+                el.tag in ("h1", "h2", "h3")
+                and " ".join(el.text_content().split()).casefold() == words
+            ):
+                el.drop_tree()  # its tail stays
+            return
+
+
 def extract(url: str, page: str) -> Clipped:
     """The page's main content (readability), every link and image absolute."""
     import lxml.html
@@ -280,6 +294,7 @@ def extract(url: str, page: str) -> Clipped:
     except Exception as exc:  # readability raises bare exceptions on odd pages
         raise ClipError(f"cannot find the main content of {url}: {exc}") from None
     root = lxml.html.fragment_fromstring(summary, create_parent="div")
+    _drop_leading_title(root, title)
     root.make_links_absolute(url, resolve_base_href=True)
     html = lxml.html.tostring(root, encoding="unicode", method="html")
     if not root.text_content().strip():

@@ -19,11 +19,12 @@ import tracemalloc
 import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import trio
 
-from kuloo_daemon.delivery.clip import ClipError, check_address, fetch, is_allowed
+from kuloo_daemon.delivery.clip import ClipError, check_address, extract, fetch, is_allowed
 
 PAGE = (
     b"<html><head><title>Hi</title></head><body><p>"
@@ -397,3 +398,15 @@ async def test_malformed_addresses_are_clip_errors(url):
     _resolve_with({})  # no name resolves
     with pytest.raises(ClipError):
         await fetch(url, timeout_seconds=2, max_bytes=100_000, allow_private=True)
+
+
+def test_the_pages_own_headline_is_not_repeated_under_the_title():
+    """The real sample page (config/clip-pages/compost.html) opens its article with an h1
+    that is its title: the email shows the title once. A first heading that says something
+    else stays. Planted bug: the headline kept (the digest read "Compost in winter" twice)."""
+    page = (Path(__file__).parents[2] / "config" / "clip-pages" / "compost.html").read_text()
+    clipped = extract("https://blog.example/compost.html", page)
+    assert clipped.title == "Compost in winter"
+    assert "<h1" not in clipped.html and "Compost slows down in the cold" in clipped.html
+    other = page.replace("<h1>Compost in winter</h1>", "<h1>Why compost at all?</h1>")
+    assert "Why compost at all?" in extract("https://blog.example/compost.html", other).html
