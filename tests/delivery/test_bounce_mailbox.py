@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from kuloo_daemon.delivery import bounces as bounces_mod
 from kuloo_daemon.delivery.bounces import BounceMailbox
@@ -226,16 +227,15 @@ async def test_an_unknown_message_read_again_still_goes_to_unknown(bed):
     assert files(env.md) == [] and unknown(env.md) == [GARBAGE]  # kept, not deleted
 
 
-async def test_an_unreadable_mailbox_is_reported_and_tried_again(bed, capsys):
+async def test_an_unreadable_mailbox_is_reported_and_tried_again(bed):
     env = bed
     job = BounceMailbox(env.services)
-    capsys.readouterr()
-    missing = await job.poll()
-    assert not missing.ok and str(env.md) in missing.error
-    assert not (await job.poll()).ok  # the same cause again: logged once, not every poll
-    out = capsys.readouterr().out
-    warned = [ln for ln in out.splitlines() if "warning" in ln and "mailbox unreadable" in ln]
-    assert len(warned) == 1 and "no Maildir at" in warned[0]
+    with capture_logs() as logs:  # whatever stream an earlier test configured logging to
+        missing = await job.poll()
+        assert not missing.ok and str(env.md) in missing.error
+        assert not (await job.poll()).ok  # the same cause again: logged once, not every poll
+    warned = [e for e in logs if e["log_level"] == "warning" and "mailbox unreadable" in e["event"]]
+    assert len(warned) == 1 and "no Maildir at" in warned[0]["reason"]
     assert env.md.exists() is False  # the daemon never creates the MTA's Maildir
     env.md.mkdir()
     half = await job.poll()  # a folder, but not a Maildir
@@ -243,9 +243,10 @@ async def test_an_unreadable_mailbox_is_reported_and_tried_again(bed, capsys):
     ch = await env.channel()
     gone = await env.user(ch, "gone@example.org")
     drop(env.md, dsn_for(await _kuloo_id(env, gone)))
-    fixed = await job.poll()
+    with capture_logs() as logs:
+        fixed = await job.poll()
     assert fixed.ok and fixed.counts == {"hard": 1}
-    assert "bounce mailbox readable again" in capsys.readouterr().out
+    assert any(e["event"] == "bounce mailbox readable again" for e in logs)
     view = job.view()
     assert view is not None and view["last_poll"]["ok"] and view["mailbox"] == "maildir"
     assert view["last_poll"]["messages"] == {"hard": 1}

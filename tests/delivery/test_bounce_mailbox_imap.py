@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from plugins.imap_server import run_imap_server
+from structlog.testing import capture_logs
 
 from kuloo_daemon.delivery import bounces as bounces_mod
 from kuloo_daemon.delivery.bounces import BounceMailbox
@@ -98,18 +99,17 @@ async def test_an_imap_removal_that_fails_reads_the_message_again_once(imap, env
 
 
 @pytest.mark.parametrize("imap", ["move"], indirect=True)
-async def test_a_refused_imap_login_is_logged_without_the_password(
-    imap, env_factory, caplog, capsys
-):
+async def test_a_refused_imap_login_is_logged_without_the_password(imap, env_factory, caplog):
     caplog.set_level(logging.DEBUG)
     async with env_factory(**_config(imap)) as env:
         _password(env, "the-wrong-password-42")
         job = BounceMailbox(env.services)
-        poll = await job.poll()
+        with capture_logs() as events:  # ours, whatever stream logging was configured to
+            poll = await job.poll()
         assert not poll.ok and "refused the login" in poll.error
         assert "the-wrong-password-42" not in poll.error
         ours = [r.getMessage() for r in caplog.records if not r.name.startswith("pymap")]
-        logged = "\n".join(ours) + capsys.readouterr().out
+        logged = "\n".join(ours + [repr(e) for e in events])
         assert "bounce mailbox unreadable" in logged and "refused the login" in logged
         assert "the-wrong-password-42" not in logged  # the server's own debug log aside
         _password(env, imap.password)  # fixed: the next poll reads it again
