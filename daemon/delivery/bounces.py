@@ -3,8 +3,9 @@ complaints"); a job only when ``[bounces] domain`` is set.
 
 Each message, oldest first: its bytes are read (a worker thread; at most ``READ_BUDGET``
 bytes of messages held at once, whatever the mailbox holds), classified
-(``rules.bounces.classify``), and its effects committed with its SHA-256 in one transaction
-(``store.bounces.take``) — THEN it is removed, or, when nobody could read it (``unknown``),
+(``rules.bounces.classify``), and the read batch's effects committed with each message's
+SHA-256 in one transaction (``store.bounces.take_many``: one store crossing per batch, not
+per message) — THEN each is removed, or, when nobody could read it (``unknown``),
 moved to the unknown folder, never deleted. A crash between the commit and the removal
 reads it again at the next poll: the digest is known, so it has no second effect and is
 only removed. A message bigger than ``rules.bounces.MAX_MESSAGE_BYTES`` goes to the unknown
@@ -93,6 +94,18 @@ class Poll:
             "messages": dict(sorted(self.counts.items())),
             "users_changed": self.changed,
         }
+
+
+def _file_away(inbox: Inbox, moves: list[tuple[str, bool]]) -> list[str]:
+    """In the worker thread: remove each message, or set it aside (``True``); the reasons
+    of those that could not be (they are read again, as duplicates, at the next poll)."""
+    failed = []
+    for key, kept in moves:
+        try:
+            (inbox.set_aside if kept else inbox.remove)(key)
+        except OSError as exc:
+            failed.append(exc.strerror or type(exc).__name__)
+    return failed
 
 
 def _read_batch(inbox: Inbox, keys: list[str], signer: VerpSigner) -> list[Read]:
@@ -233,21 +246,25 @@ class BounceMailbox:
             batch = await _in_thread(_read_batch, inbox, keys[start : start + READ_COUNT], signer)
             start += len(batch)
             result.left = len(keys) - start
+            readable = []
             for item in batch:
-                if item.bounce is None:
-                    if item.too_big:  # never read whole: kept for a human
-                        await _in_thread(inbox.set_aside, item.key)
-                        self._count(result, Kind.UNKNOWN.value)
-                        log.warning("bounce message too big to read: moved to unknown")
-                    continue  # gone meanwhile: another reader took it
-                taken = await self.services.store.run(
-                    bounce_store.take,
-                    item.bounce,
-                    self.services.clock.now(),
-                    digest=item.digest,
-                    soft_limit=soft_limit,
-                    soft_days=soft_days,
-                )
+                if item.bounce is not None:
+                    readable.append(item)
+                elif item.too_big:  # never read whole: kept for a human
+                    await _in_thread(inbox.set_aside, item.key)
+                    self._count(result, Kind.UNKNOWN.value)
+                    log.warning("bounce message too big to read: moved to unknown")
+                # else gone meanwhile: another reader took it
+            # the batch's effects and digests: one transaction, committed before any removal
+            takens = await self.services.store.run(
+                bounce_store.take_many,
+                [(item.bounce, item.digest) for item in readable],
+                self.services.clock.now(),
+                soft_limit=soft_limit,
+                soft_days=soft_days,
+            )
+            moves: list[tuple[str, bool]] = []
+            for item, taken in zip(readable, takens, strict=True):
                 # A report naming no one by a genuine token had no effect (store.bounces):
                 # kept for a human beside the unreadable ones.
                 kept = item.bounce.kind is Kind.UNKNOWN or (
@@ -258,15 +275,13 @@ class BounceMailbox:
                 kind = Kind.UNKNOWN.value if kept else taken.kind.value
                 self._count(result, "duplicate" if taken.duplicate else kind)
                 await self._note_changed(taken, changed, result)
-                step = inbox.set_aside if kept else inbox.remove
-                try:
-                    await _in_thread(step, item.key)
-                except OSError as exc:  # its effects are committed: a duplicate next time
-                    result.ok, result.error = False, f"cannot remove a message: {exc.strerror}"
-                    log.warning(
-                        "bounce message not removed; it is read again at the next poll",
-                        reason=exc.strerror or type(exc).__name__,
-                    )
+                moves.append((item.key, kept))
+            for why in await _in_thread(_file_away, inbox, moves):
+                # its effects are committed: a duplicate next time
+                result.ok, result.error = False, f"cannot remove a message: {why}"
+                log.warning(
+                    "bounce message not removed; it is read again at the next poll", reason=why
+                )
 
     def _count(self, result: Poll, kind: str) -> None:
         result.counts[kind] += 1

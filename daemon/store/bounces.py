@@ -1,9 +1,10 @@
 """What a bounce, a complaint or a mailto unsubscribe does to a user (docs/delivery.md,
 "Bounces and complaints").
 
-- ``take``: one classified message from the bounce mailbox (``rules.bounces.classify``),
-  recorded by the SHA-256 of its bytes in the same transaction as its effects, so a
-  message read again after a crash has no second effect.
+- ``take`` / ``take_many``: one classified message from the bounce mailbox
+  (``rules.bounces.classify``), or a batch of them, recorded by the SHA-256 of its bytes in
+  the same transaction as its effects, so a message read again after a crash has no
+  second effect.
 - ``refused_at_rcpt``: the relay's own 5xx answers of one delivery batch (no DSN at all);
   when ten or more users got the same refusal, none is marked (the relay's problem).
 - Clearing is ``users.update``'s (``{"clear_bounce": true}``) and ``users.apply_changes``'
@@ -232,6 +233,18 @@ async def _apply(
     return changed, channels
 
 
+async def _take(
+    bounce: Bounce, digest: str | None, now: datetime, soft_limit: int, soft_days: float
+) -> Taken:
+    """One message's effects and digest, inside the caller's transaction."""
+    if digest is not None:
+        if await InboundMessage.exists(digest=digest):
+            return Taken(bounce.kind, duplicate=True)
+        await InboundMessage.create(digest=digest, kind=bounce.kind.value, at=now)
+    changed, channels = await _apply(bounce, now, soft_limit, soft_days)
+    return Taken(bounce.kind, tuple(changed), tuple(dict.fromkeys(channels)))
+
+
 async def take(
     bounce: Bounce,
     now: datetime,
@@ -245,14 +258,29 @@ async def take(
     effect (the caller moves it to the unknown folder) but is recorded too."""
     try:
         async with in_transaction():
-            if digest is not None:
-                if await InboundMessage.exists(digest=digest):
-                    return Taken(bounce.kind, duplicate=True)
-                await InboundMessage.create(digest=digest, kind=bounce.kind.value, at=now)
-            changed, channels = await _apply(bounce, now, soft_limit, soft_days)
+            return await _take(bounce, digest, now, soft_limit, soft_days)
     except IntegrityError:  # another daemon recorded the same message first
         return Taken(bounce.kind, duplicate=True)
-    return Taken(bounce.kind, tuple(changed), tuple(dict.fromkeys(channels)))
+
+
+async def take_many(
+    items: Sequence[tuple[Bounce, str]],
+    now: datetime,
+    *,
+    soft_limit: int = 5,
+    soft_days: float = 7,
+) -> list[Taken]:
+    """``take`` for a batch of (bounce, digest) read together: one transaction, one store
+    crossing, the results in order (the same bytes twice in a batch: the second is a
+    duplicate). When another daemon recorded one of them first, one at a time instead."""
+    try:
+        async with in_transaction():
+            return [await _take(b, d, now, soft_limit, soft_days) for b, d in items]
+    except IntegrityError:
+        return [
+            await take(b, now, digest=d, soft_limit=soft_limit, soft_days=soft_days)
+            for b, d in items
+        ]
 
 
 def _refusal(bounce: Bounce) -> tuple[str, str]:

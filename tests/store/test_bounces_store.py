@@ -297,3 +297,26 @@ async def test_the_figures_leave_out_confirmations_and_keep_small_rates_exact(st
     figures = await store.run(bounces.deliverability, ch, T0)
     assert (figures.bounced_30d, figures.complaints_30d) == (0, 1)
     assert figures.complaint_rate == 1 / 960 and figures.complaint_rate > 0.001
+
+
+async def test_a_batch_is_taken_in_one_go_in_order_and_the_same_bytes_twice_once(store):
+    """The mailbox's batch (``take_many``): each message's result in order, a message read
+    twice in one batch (or read before) a duplicate with no second effect."""
+    ch = await make_channel(store)
+    u = await add(store, ch, "gone@example.org")
+    w = await add(store, ch, "angry@example.org")
+    first, second = "a" * 64, "b" * 64
+    items = [
+        (hard(u.kuloo_id), first),
+        (Bounce(Kind.COMPLAINT, token=_token(w.kuloo_id)), second),
+        (hard(u.kuloo_id), first),
+    ]
+    taken = await store.run(bounces.take_many, items, T0)
+    assert [(t.kind, t.user_ids, t.duplicate) for t in taken] == [
+        (Kind.HARD, (u.id,), False),
+        (Kind.COMPLAINT, (w.id,), False),
+        (Kind.HARD, (), True),
+    ]
+    again = await store.run(bounces.take_many, items[:1], T0)
+    assert again[0].duplicate
+    assert await query(store, lambda: BounceEvent.filter(user_id=u.id).count()) == 1
