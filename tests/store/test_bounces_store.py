@@ -5,32 +5,16 @@ clearing; the deliverability figures and Sell's Sync error."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 from datetime import timedelta
-
-import pytest
 
 from kuloo_daemon.rules.bounces import Bounce, Kind, VerpSigner
 from kuloo_daemon.store import bounces, users
-from kuloo_daemon.store.bridge import Store
 from kuloo_daemon.store.models import AuditEntry, BounceEvent, OutboxMessage
 from kuloo_daemon.store.models import User as UserRow
 from kuloo_daemon.store.sync.rows import user_view
 from kuloo_daemon.vocabulary import Actor, OutboxState
 
 from .test_users_store import T0, add, make_channel, query
-
-
-@pytest.fixture
-async def store(short_tmp, sqlite_template, backend):
-    if backend.postgres:
-        location = backend.target
-    else:
-        shutil.copy(sqlite_template, f"{short_tmp}/s.sqlite3")
-        location = f"{short_tmp}/s.sqlite3"
-    async with Store.open(location) as s:
-        yield s
-
 
 SIGNER = VerpSigner([b"k" * 32])
 

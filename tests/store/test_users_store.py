@@ -3,37 +3,18 @@ database (``backend``): every use case, every refusal."""
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from kuloo_daemon.store import Conflict, Invalid, NotFound, users
 from kuloo_daemon.store import channels as channel_store
-from kuloo_daemon.store.bridge import Store
 from kuloo_daemon.store.models import OutboxMessage, UserTag
 from kuloo_daemon.store.models import User as UserRow
 from kuloo_daemon.vocabulary import Actor, CrmKind, Frequency, OutboxState, Source
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 TAGS = ["onboarding", "pro-tips", "webinar"]
-
-
-@pytest.fixture
-def migrated(sqlite_template):
-    """A migrated database made once per session; each test opens its own copy."""
-    return sqlite_template
-
-
-@pytest.fixture
-async def store(short_tmp, migrated, backend):
-    if backend.postgres:
-        location = backend.target
-    else:
-        shutil.copy(migrated, f"{short_tmp}/s.sqlite3")
-        location = f"{short_tmp}/s.sqlite3"
-    async with Store.open(location) as s:
-        yield s
 
 
 async def _await(make):
