@@ -77,6 +77,31 @@ async def dashboard_loaded(pilot):
     await until(lambda: pilot.app.screen.query_one("#channels", DataTable).row_count == 2, pilot)
 
 
+async def users_listed(pilot, rows: int = 3):
+    """The Users screen (``u``), its rows drawn."""
+    await pilot.press("u")
+    await until(
+        lambda: (
+            isinstance(pilot.app.screen, UsersScreen)
+            and pilot.app.screen.query_one("#users", DataTable).row_count == rows
+        ),
+        pilot,
+    )
+
+
+async def profile_shown(pilot, user: int = 1, channel: int = 1):
+    """A user's profile, its audit log drawn."""
+    pilot.app.open_user(user, channel)
+    await until(
+        lambda: (
+            isinstance(pilot.app.screen, UserScreen)
+            and pilot.app.screen.doc is not None
+            and pilot.app.screen.query_one("#audit", DataTable).row_count > 0
+        ),
+        pilot,
+    )
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_dashboard(seeded, snap_compare, size):
     assert snap_compare(app_for(seeded), terminal_size=size, run_before=dashboard_loaded)
@@ -86,14 +111,7 @@ def test_dashboard(seeded, snap_compare, size):
 def test_users(seeded, snap_compare, size):
     async def run_before(pilot):
         await dashboard_loaded(pilot)
-        await pilot.press("u")
-        await until(
-            lambda: (
-                isinstance(pilot.app.screen, UsersScreen)
-                and pilot.app.screen.query_one("#users", DataTable).row_count == 3
-            ),
-            pilot,
-        )
+        await users_listed(pilot)
 
     assert snap_compare(app_for(seeded), terminal_size=size, run_before=run_before)
 
@@ -117,15 +135,7 @@ def test_channel_document(seeded, snap_compare, size):
 def test_user_profile(seeded, snap_compare, size):
     async def run_before(pilot):
         await dashboard_loaded(pilot)
-        pilot.app.open_user(1, 1)
-        await until(
-            lambda: (
-                isinstance(pilot.app.screen, UserScreen)
-                and pilot.app.screen.doc is not None
-                and pilot.app.screen.query_one("#audit", DataTable).row_count > 0
-            ),
-            pilot,
-        )
+        await profile_shown(pilot)
 
     assert snap_compare(app_for(seeded), terminal_size=size, run_before=run_before)
 
@@ -150,14 +160,7 @@ def test_users_named_with_markup(daemon, snap_compare):
     async def run_before(pilot):
         channels = pilot.app.screen.query_one("#channels", DataTable)
         await until(lambda: channels.row_count == 1, pilot)
-        await pilot.press("u")
-        await until(
-            lambda: (
-                isinstance(pilot.app.screen, UsersScreen)
-                and pilot.app.screen.query_one("#users", DataTable).row_count == 3
-            ),
-            pilot,
-        )
+        await users_listed(pilot)
 
     assert snap_compare(app_for(daemon), terminal_size=(80, 24), run_before=run_before)
 
@@ -349,14 +352,7 @@ def test_dashboard_with_deliverability_warnings(bounced, snap_compare, size):
 def test_users_with_a_bounced_user(bounced, snap_compare, size):
     async def run_before(pilot):
         await dashboard_loaded(pilot)
-        await pilot.press("u")
-        await until(
-            lambda: (
-                isinstance(pilot.app.screen, UsersScreen)
-                and pilot.app.screen.query_one("#users", DataTable).row_count == 3
-            ),
-            pilot,
-        )
+        await users_listed(pilot)
 
     assert snap_compare(app_for(bounced), terminal_size=size, run_before=run_before)
 
@@ -365,15 +361,7 @@ def test_users_with_a_bounced_user(bounced, snap_compare, size):
 def test_bounced_user_profile(bounced, snap_compare, size):
     async def run_before(pilot):
         await dashboard_loaded(pilot)
-        pilot.app.open_user(1, 1)
-        await until(
-            lambda: (
-                isinstance(pilot.app.screen, UserScreen)
-                and pilot.app.screen.doc is not None
-                and pilot.app.screen.query_one("#audit", DataTable).row_count > 0
-            ),
-            pilot,
-        )
+        await profile_shown(pilot)
 
     assert snap_compare(app_for(bounced), terminal_size=size, run_before=run_before)
 
