@@ -48,6 +48,30 @@ def synced(make_daemon, sellsim):
     return d
 
 
+async def dashboard_shown(app, pilot) -> None:
+    """The dashboard, its one channel listed."""
+    await until(
+        lambda: (
+            isinstance(app.screen, DashboardScreen)
+            and app.screen.query_one("#channels", DataTable).row_count == 1
+        ),
+        pilot,
+    )
+
+
+async def sync_screen_shown(app, pilot) -> None:
+    """From the dashboard, the Sync screen (``y``) with its one run listed."""
+    await dashboard_shown(app, pilot)
+    await pilot.press("y")
+    await until(
+        lambda: (
+            isinstance(app.screen, SyncScreen)
+            and app.screen.query_one("#sync-runs", DataTable).row_count == 1
+        ),
+        pilot,
+    )
+
+
 async def test_a_frequency_changed_in_the_tui_reaches_sell_after_sync_now(synced, sellsim):
     with synced.client() as c:
         user = c.call("users.get", {"channel": 1, "email": "zoe@example.com"})
@@ -55,13 +79,7 @@ async def test_a_frequency_changed_in_the_tui_reaches_sell_after_sync_now(synced
     lead_id = user["crm"]["id"]
     app = make_app(DaemonClient(synced.socket_path))
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(
-            lambda: (
-                isinstance(app.screen, DashboardScreen)
-                and app.screen.query_one("#channels", DataTable).row_count == 1
-            ),
-            pilot,
-        )
+        await dashboard_shown(app, pilot)
         await pilot.press("u")
         await until(lambda: isinstance(app.screen, UsersScreen), pilot)
         users = app.screen
@@ -99,21 +117,7 @@ async def test_a_broken_kulooid_shows_up_live_on_the_sync_screen_and_leads_to_it
         user = c.call("users.get", {"channel": 1, "email": "zoe@example.com"})
     app = make_app(DaemonClient(synced.socket_path))
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(
-            lambda: (
-                isinstance(app.screen, DashboardScreen)
-                and app.screen.query_one("#channels", DataTable).row_count == 1
-            ),
-            pilot,
-        )
-        await pilot.press("y")
-        await until(
-            lambda: (
-                isinstance(app.screen, SyncScreen)
-                and app.screen.query_one("#sync-runs", DataTable).row_count == 1
-            ),
-            pilot,
-        )
+        await sync_screen_shown(app, pilot)
         screen = app.screen
         assert screen.errors == []
         sellsim.edit_record("lead", user["crm"]["id"], {"custom_fields": {"KulooId": "oops"}})
@@ -162,21 +166,7 @@ async def test_a_rate_limited_run_shows_when_sell_takes_requests_again(make_daem
         assert runs[0]["retry_at"] == run["retry_at"]
     app = make_app(DaemonClient(d.socket_path))
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(
-            lambda: (
-                isinstance(app.screen, DashboardScreen)
-                and app.screen.query_one("#channels", DataTable).row_count == 1
-            ),
-            pilot,
-        )
-        await pilot.press("y")
-        await until(
-            lambda: (
-                isinstance(app.screen, SyncScreen)
-                and app.screen.query_one("#sync-runs", DataTable).row_count == 1
-            ),
-            pilot,
-        )
+        await sync_screen_shown(app, pilot)
         status = str(app.screen.query_one("#sync-runs", DataTable).get_row_at(0)[1])
         retry_at = run["retry_at"][:16].replace("T", " ")
         assert status == f"partial (rate_limited, retry at {retry_at})"
@@ -196,13 +186,7 @@ async def test_a_run_with_standing_sync_errors_says_so(synced, sellsim):
     assert total >= 1
     app = make_app(DaemonClient(synced.socket_path))
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(
-            lambda: (
-                isinstance(app.screen, DashboardScreen)
-                and app.screen.query_one("#channels", DataTable).row_count == 1
-            ),
-            pilot,
-        )
+        await dashboard_shown(app, pilot)
         await pilot.press("s")
 
         def done():
