@@ -37,7 +37,8 @@ from tortoise.transactions import in_transaction
 from ..rules.bounces import Accepted, Bounce, Kind, VerpKind, soft_bounces_count_as_hard
 from ..vocabulary import Actor, OutboxState, email_key
 from . import users as user_store
-from .models import BounceEvent, InboundMessage, OutboxMessage, SequenceProgress
+from .delivery import cancel_queued
+from .models import BounceEvent, InboundMessage, OutboxMessage
 from .models import User as UserRow
 
 # Ten or more users refused with the same words in one batch: the relay's problem, not theirs.
@@ -88,21 +89,6 @@ def bounce_of(row: UserRow) -> dict[str, str] | None:
 # ----------------------------------------------------------------------------- effects
 
 
-async def _cancel_queued(user_id: int, now: datetime, reason: str) -> int:
-    ids = list(
-        await OutboxMessage.filter(user_id=user_id, state=OutboxState.QUEUED.value).values_list(
-            "id", flat=True
-        )
-    )
-    if ids:
-        await OutboxMessage.filter(id__in=ids).update(
-            state=OutboxState.CANCELLED.value, last_error=reason, updated_at=now
-        )
-        # a cancelled sequence email was never sent: its article is free again
-        await SequenceProgress.filter(outbox_id__in=ids, sent_at=None).delete()
-    return len(ids)
-
-
 async def _event(row: UserRow | None, channel_id: int, bounce: Bounce, kind: Kind, at: datetime):
     await BounceEvent.create(
         channel_id=channel_id,
@@ -128,7 +114,7 @@ async def _mark_bounced(row: UserRow, status: str, reason: str, now: datetime, n
     await user_store.audit_entry(
         row, "bounce", None, text, actor=Actor.BOUNCE, now=now, note=note
     ).save()
-    await _cancel_queued(row.id, now, CANCELLED_BOUNCED)
+    await cancel_queued(OutboxMessage.filter(user_id=row.id), now, CANCELLED_BOUNCED)
     return True
 
 

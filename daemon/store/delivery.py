@@ -132,7 +132,7 @@ def _channel_info(c: Channel) -> ChannelInfo:
     return ChannelInfo(c.id, c.name, c.sender, c.postal_address)
 
 
-async def _cancel(query, now: datetime, reason: str) -> int:
+async def cancel_queued(query, now: datetime, reason: str) -> int:
     """Cancel queued (and failed-awaiting-retry) messages; free their sequence slots."""
     rows = await query.filter(state__in=[OutboxState.QUEUED.value]).all()
     for row in rows:
@@ -309,7 +309,7 @@ async def import_articles(
         cancelled = 0
         if gone:
             await Article.filter(id__in=gone).update(withdrawn_at=now, updated_at=now)
-            cancelled = await _cancel(
+            cancelled = await cancel_queued(
                 OutboxMessage.filter(article_id__in=gone), now, "article withdrawn"
             )
             # Digests that included a withdrawn article are cancelled too (rare; simple and safe).
@@ -317,7 +317,7 @@ async def import_articles(
                 channel_id=channel_id, kind=DIGEST, state=OutboxState.QUEUED.value
             ):
                 if set(digest.articles or ()) & set(gone):
-                    cancelled += await _cancel(
+                    cancelled += await cancel_queued(
                         OutboxMessage.filter(id=digest.id), now, "article withdrawn"
                     )
         return ImportCounts(
@@ -582,10 +582,10 @@ async def plan(
         # Unsubscribed (and bounced) users get nothing, including what was already queued.
         unsubscribed = [u.id for u in users if u.unsubscribed or u.bounce_status]
         if unsubscribed:
-            await _cancel(OutboxMessage.filter(user_id__in=unsubscribed), now, "unsubscribed")
+            await cancel_queued(OutboxMessage.filter(user_id__in=unsubscribed), now, "unsubscribed")
         disabled = [u.id for u in users if u.frequency == Frequency.DISABLED.value]
         if disabled:
-            await _cancel(
+            await cancel_queued(
                 OutboxMessage.filter(user_id__in=disabled, kind=DIGEST), now, "digests disabled"
             )
         # What was read is planned: due again only at its next time (always after now, so a
@@ -977,7 +977,9 @@ async def reset_sequence(user_id: int, now: datetime) -> int:
         user = await User.get_or_none(id=user_id)
         if user is None:
             raise NotFound(f"no user {user_id}")
-        await _cancel(OutboxMessage.filter(user_id=user_id, kind=SEQUENCE), now, "sequence reset")
+        await cancel_queued(
+            OutboxMessage.filter(user_id=user_id, kind=SEQUENCE), now, "sequence reset"
+        )
         cleared = await SequenceProgress.filter(user_id=user_id).delete()
         await User.filter(id=user_id).update(
             promo_started_at=now if user.promo_tags else None, next_due_at=None

@@ -331,7 +331,7 @@ class AuditEntry(Model):
     )
     user_id: int | None
     at = fields.DatetimeField(auto_now_add=True)
-    actor = fields.CharField(max_length=16)  # sync | admin | link | app
+    actor = fields.CharField(max_length=16)  # vocabulary.Actor: sync, admin, link, app, …
     field = fields.CharField(max_length=64, default="")
     # The values as JSON text, encoded by ``store.users.audit_entry``: a JSONField takes a
     # Python str for JSON text, so it cannot hold a plain string value.
