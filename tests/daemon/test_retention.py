@@ -74,11 +74,9 @@ async def test_the_daily_job_prunes_old_rows_and_keeps_what_must_stay(services_c
         )
 
 
-async def _seed(now):
-    """Rows in time order, as the daemon writes them: ids and times grow together."""
-    for cid in (1, 2):
-        await Channel.create(id=cid, name=f"c{cid}", created_at=now, updated_at=now)
-    user = await User.create(
+async def _user(now):
+    """The one user of channel 1 the rows belong to."""
+    return await User.create(
         channel_id=1,
         kuloo_id="k1",
         email="a@example.com",
@@ -86,6 +84,13 @@ async def _seed(now):
         created_at=now,
         updated_at=now,
     )
+
+
+async def _seed(now):
+    """Rows in time order, as the daemon writes them: ids and times grow together."""
+    for cid in (1, 2):
+        await Channel.create(id=cid, name=f"c{cid}", created_at=now, updated_at=now)
+    user = await _user(now)
     article = await Article.create(
         channel_id=1,
         key="a",
@@ -211,14 +216,7 @@ async def _seed_bounces(now):
     """1,500 bounce events 25 to 26 days old (two batches) and one 10 days old; three
     digests, 400, 21 and 19 days old."""
     await Channel.create(id=1, name="c1", created_at=now, updated_at=now)
-    user = await User.create(
-        channel_id=1,
-        kuloo_id="k1",
-        email="a@example.com",
-        email_key="a@example.com",
-        created_at=now,
-        updated_at=now,
-    )
+    user = await _user(now)
     t0 = now - 26 * DAY
     events = [
         BounceEvent(
