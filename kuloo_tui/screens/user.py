@@ -4,6 +4,7 @@ confirmation) and the audit trail. Also "Add user"."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.segment import Segment
@@ -226,21 +227,24 @@ class UserScreen(DaemonScreen):
         elif event.button.id == "clear-bounce":
             self.action_clear_bounce()
 
+    def _on_yes(
+        self, method: str, params: dict[str, Any], saved: str, group: str
+    ) -> Callable[[bool | None], None]:
+        """A confirmation's answer: on yes, ``method`` with ``params``; its answer is posted
+        as ``Saved(saved, …)``."""
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.call(method, params, lambda r: Saved(saved, r), group=group)
+
+        return answered
+
     def action_clear_bounce(self) -> None:
         """users.update {"clear_bounce": true}, after a confirmation."""
         if self.user_id is None or self.doc is None or not self.doc.get("bounce"):
             return
         user_id, email, bounce = self.user_id, self.doc["email"], self.doc["bounce"]
         words = " ".join(w for w in (bounce.get("status"), bounce.get("reason")) if w)
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.call(
-                    "users.update",
-                    {"id": user_id, "clear_bounce": True},
-                    lambda doc: Saved("bounce-cleared", doc),
-                    group="clear-bounce",
-                )
 
         self.app.push_screen(
             ConfirmScreen(
@@ -251,7 +255,12 @@ class UserScreen(DaemonScreen):
                 "it again.",
                 yes="Clear bounce",
             ),
-            answered,
+            self._on_yes(
+                "users.update",
+                {"id": user_id, "clear_bounce": True},
+                "bounce-cleared",
+                "clear-bounce",
+            ),
         )
 
     def action_reset_sequence(self) -> None:
@@ -262,15 +271,6 @@ class UserScreen(DaemonScreen):
             return
         user_id, email = self.user_id, self.doc["email"]
 
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.call(
-                    "users.reset_sequence",
-                    {"id": user_id},
-                    lambda r: Saved("reset", r),
-                    group="reset",
-                )
-
         self.app.push_screen(
             ConfirmScreen(
                 f"Reset the sequence of {email}?\n\n"
@@ -278,7 +278,7 @@ class UserScreen(DaemonScreen):
                 "articles already sent will be sent again when due.",
                 yes="Reset",
             ),
-            answered,
+            self._on_yes("users.reset_sequence", {"id": user_id}, "reset", "reset"),
         )
 
     def action_erase_user(self) -> None:
@@ -292,16 +292,10 @@ class UserScreen(DaemonScreen):
             "imported again. This cannot be undone. Type their email to go on."
         )
 
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.call(
-                    "users.erase",
-                    {"id": user_id, "confirm": email},
-                    lambda r: Saved("erased", r),
-                    group="erase",
-                )
-
-        self.app.push_screen(TypeToConfirmScreen(question, email, "Erase"), answered)
+        self.app.push_screen(
+            TypeToConfirmScreen(question, email, "Erase"),
+            self._on_yes("users.erase", {"id": user_id, "confirm": email}, "erased", "erase"),
+        )
 
     def action_save(self) -> None:
         values = self.form()
